@@ -1,0 +1,232 @@
+"""The ``pefm`` command."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pefm.config import ConfigError, get_settings
+from pefm.data.validation import ValidationError
+from pefm.storage.database import Database, open_database
+from pefm.storage.observations import UnknownSeriesError, VintageConflictError
+
+app = typer.Typer(help="PEFM: forecast economic indicators and market series.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
+data_app = typer.Typer(help="Load and list data.", no_args_is_help=True)
+series_app = typer.Typer(help="Look at one series.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")
+app.add_typer(series_app, name="series")
+
+console = Console()
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _database(*, migrate: bool = True) -> Iterator[Database]:
+    """The configured database; known failures become one red line and exit code 1."""
+    try:
+        settings = get_settings()
+        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        with open_database(settings, migrate=migrate) as db:
+            yield db
+    except (ConfigError, ValidationError, UnknownSeriesError, VintageConflictError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def up() -> None:
+    """Bring PEFM up on the configured database (embedded by default): migrate, load the
+    bundled real data, print what is loaded."""
+    with _database() as db:
+        if db.embedded:
+            console.print(f"database: embedded PostgreSQL in {db.embedded.pgdata}, migrated")
+        else:
+            console.print(f"database: PEFM_DATABASE_URL ({_redact(db.url)}), migrated")
+        _load_bundled(db, None)
+        _print_summary(db)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (safe to run from several processes at once)."""
+    from pefm.storage.migrate import migrate
+
+    with _database(migrate=False) as db, db.connection() as conn:
+        applied = migrate(conn)
+    if applied:
+        for m in applied:
+            console.print(f"applied {m.version:04d}_{m.name}")
+    else:
+        console.print("up to date")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show applied and pending migrations and whether TimescaleDB is in use."""
+    from pefm.storage.migrate import applied_migrations, shipped_migrations
+
+    with _database(migrate=False) as db, db.connection() as conn:
+        applied = {m.version: m for m in applied_migrations(conn)}
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    table = Table("version", "name", "applied at")
+    for m in shipped_migrations():
+        done = applied.get(m.version)
+        table.add_row(
+            f"{m.version:04d}",
+            m.name,
+            f"{done.applied_at:%Y-%m-%d %H:%M:%S}" if done else "[yellow]pending[/]",
+        )
+    console.print(table)
+    console.print(f"timescaledb: {row[0] if row else 'not installed (plain PostgreSQL tables)'}")
+
+
+@data_app.command("load")
+def data_load(
+    series: Annotated[list[str] | None, typer.Argument(help="bundled series ids (default all)")] = None,
+) -> None:
+    """Load the bundled real datasets (statsmodels macrodata, arch.data); idempotent."""
+    with _database() as db:
+        _load_bundled(db, series)
+        _print_summary(db)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the series in the catalog with their span and observation count."""
+    with _database() as db:
+        _print_summary(db)
+
+
+@data_app.command("load-csv")
+def data_load_csv(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    vintage: Annotated[str | None, typer.Option(help="when these values became known (default now)")] = None,
+    frequency: Annotated[
+        str | None, typer.Option(help="create the series with this frequency if it is new (D, B, W, M, Q, A)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="name for a new series")] = None,
+    unit: Annotated[str, typer.Option(help="unit for a new series")] = "",
+) -> None:
+    """Load a FRED-style CSV (header DATE,<SERIES_ID>; '.' for missing) as one vintage."""
+    from pefm.data.fred_csv import parse_fred_csv
+    from pefm.data.frequency import parse_frequency
+    from pefm.data.loading import load_csv
+    from pefm.storage.series import SeriesMeta
+
+    with _database() as db, db.connection() as conn:
+        create = None
+        if frequency is not None:
+            series_id = parse_fred_csv(file.read_bytes()).series_id
+            create = SeriesMeta(
+                id=series_id,
+                name=name or series_id,
+                frequency=parse_frequency(frequency),
+                unit=unit,
+                source=f"csv:{file.name}",
+            )
+        parsed, result = load_csv(conn, file, vintage=vintage, create=create)
+    console.print(
+        f"{parsed.series_id}: {result.inserted} inserted, {result.revised} revised, "
+        f"{result.unchanged} unchanged, {parsed.missing} missing; "
+        f"vintage {result.vintage:%Y-%m-%d %H:%M:%S%z}"
+    )
+
+
+@series_app.command("show")
+def series_show(
+    series_id: str,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="show the data as known then")] = None,
+    start: Annotated[str | None, typer.Option(help="first timestamp")] = None,
+    end: Annotated[str | None, typer.Option(help="last timestamp")] = None,
+    tail: Annotated[int, typer.Option(help="rows to print (0: all)")] = 12,
+) -> None:
+    """Print a series' metadata and its latest values (or as known at --as-of)."""
+    from pefm.storage.observations import read_series
+    from pefm.storage.series import get_series
+
+    with _database() as db, db.connection() as conn:
+        meta = get_series(conn, series_id)
+        if meta is None:
+            raise UnknownSeriesError([series_id])
+        values = read_series(conn, series_id, as_of=as_of, start=start, end=end)
+    console.print(f"[bold]{meta.id}[/bold]  {meta.name}")
+    for label, value in (
+        ("frequency", meta.frequency.label),
+        ("unit", meta.unit),
+        ("transform", meta.transform),
+        ("source", meta.source),
+        ("description", meta.description),
+    ):
+        console.print(f"  {label:<12} {value}", highlight=False)
+    span = f"{values.index[0]:%Y-%m-%d} .. {values.index[-1]:%Y-%m-%d}" if len(values) else "empty"
+    console.print(
+        f"  {'observations':<12} {len(values)} ({span})" + (f" as of {as_of}" if as_of else ""),
+        highlight=False,
+    )
+    table = Table("ts", "value")
+    for ts, value in (values.tail(tail) if tail else values).items():
+        table.add_row(f"{ts:%Y-%m-%d}", f"{value:,.4f}")
+    console.print(table)
+
+
+def _load_bundled(db: Database, ids: list[str] | None) -> None:
+    from pefm.data.bundled import bundled
+    from pefm.data.loading import LoadReport, load_bundled
+
+    items = bundled(ids)
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress, db.connection() as conn:
+        task = progress.add_task("loading bundled data", total=len(items))
+
+        def advance(report: LoadReport) -> None:
+            progress.update(task, advance=1, description=f"loaded {report.series_id}")
+
+        reports = load_bundled(conn, items, on_loaded=advance)
+    inserted = sum(r.result.inserted for r in reports)
+    revised = sum(r.result.revised for r in reports)
+    unchanged = sum(r.result.unchanged for r in reports)
+    console.print(
+        f"bundled data: {len(reports)} series; {inserted} observations inserted, "
+        f"{revised} revised, {unchanged} unchanged"
+    )
+
+
+def _print_summary(db: Database) -> None:
+    from pefm.storage.series import summarize_series
+
+    with db.connection() as conn:
+        rows = summarize_series(conn)
+    table = Table("id", "frequency", "first", "last", "count", title="series")
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.frequency.label,
+            f"{r.first:%Y-%m-%d}" if r.first else "-",
+            f"{r.last:%Y-%m-%d}" if r.last else "-",
+            str(r.count),
+        )
+    console.print(table)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    parts = conninfo_to_dict(url)
+    if parts.pop("password", None):
+        parts["password"] = "***"
+    return make_conninfo("", **parts)
+
+
+if __name__ == "__main__":
+    app()

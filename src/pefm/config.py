@@ -1,0 +1,77 @@
+"""Settings read from the environment, in one place.
+
+Every other module takes a :class:`Settings` (or reads :func:`get_settings`) instead of
+looking at ``os.environ`` itself, so the whole configuration surface is this file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import platformdirs
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+
+class ConfigError(ValueError):
+    """A setting has a value PEFM cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """PEFM's configuration. Field docs are the README's configuration table."""
+
+    database_url: str | None = None
+    """``PEFM_DATABASE_URL``: PostgreSQL/TimescaleDB URL; unset -> embedded PostgreSQL."""
+    home: Path = field(default_factory=lambda: platformdirs.user_data_path("pefm"))
+    """``PEFM_HOME``: where PEFM keeps local state (the embedded database's data directory)."""
+    pool_max_size: int = 10
+    """``PEFM_POOL_MAX_SIZE``: largest number of pooled database connections per process."""
+    log_level: str = "INFO"
+    """``PEFM_LOG_LEVEL``: Python logging level name."""
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        """The data directory of the embedded PostgreSQL, reused across runs."""
+        return self.home / "postgres"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); invalid values raise ConfigError."""
+        env = os.environ if env is None else env
+        kwargs: dict[str, object] = {}
+        if url := env.get("PEFM_DATABASE_URL", "").strip():
+            try:
+                conninfo_to_dict(url)
+            except psycopg.ProgrammingError as exc:
+                raise ConfigError(f"PEFM_DATABASE_URL is not a PostgreSQL URL: {exc}") from None
+            kwargs["database_url"] = url
+        if home := env.get("PEFM_HOME", "").strip():
+            kwargs["home"] = Path(home).expanduser().resolve()
+        if size := env.get("PEFM_POOL_MAX_SIZE", "").strip():
+            kwargs["pool_max_size"] = _positive_int("PEFM_POOL_MAX_SIZE", size)
+        if level := env.get("PEFM_LOG_LEVEL", "").strip():
+            if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+                raise ConfigError(f"PEFM_LOG_LEVEL must be a logging level name, not {level!r}")
+            kwargs["log_level"] = level.upper()
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""Data: frequencies, validation, parsers and the bundled real datasets."""

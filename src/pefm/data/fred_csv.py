@@ -1,0 +1,143 @@
+"""FRED-style CSV: a header ``DATE,<SERIES_ID>`` (or ``observation_date,<SERIES_ID>``), one
+``YYYY-MM-DD,<value>`` row per period, ``.`` (or an empty field) for a missing value.
+
+The same parser serves ``pefm data load-csv`` and the ingest function. It reads the whole file
+before returning and reports every problem with its line number and field, so a caller either
+gets all the rows or writes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from pefm.data.validation import Issue, ValidationError
+
+DATE_HEADERS = ("date", "observation_date")
+SERIES_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+MISSING = {".", ""}
+
+
+@dataclass(frozen=True)
+class ParsedSeries:
+    """One series read from a file: its id (lower-cased), values by date, the file line of each
+    value, and how many rows were missing values."""
+
+    series_id: str
+    values: pd.Series
+    lines: list[int]
+    missing: int
+
+
+def normalize_series_id(raw: str) -> str | None:
+    """The slug for a series id (FRED ids are upper case), or None when it cannot be one."""
+    candidate = raw.strip().lower()
+    return candidate if SERIES_ID.match(candidate) else None
+
+
+def parse_fred_csv(data: str | bytes) -> ParsedSeries:
+    """Parse a FRED-style CSV; raise ValidationError naming each bad line and field."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                "the CSV is not UTF-8 text",
+                [Issue(field="body", message=f"invalid byte at offset {exc.start}")],
+            ) from None
+    data = data.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(data, newline=""))
+    header = next(reader, None)
+    series_id = _check_header(header)
+
+    issues: list[Issue] = []
+    dates: list[date] = []
+    values: list[float] = []
+    lines: list[int] = []
+    first_seen: dict[date, int] = {}
+    missing = 0
+    for row in reader:
+        line = reader.line_num
+        if not row or row == [""]:
+            continue  # blank line
+        if len(row) != 2:
+            issues.append(Issue(line=line, field="row", message=f"expected 2 fields, got {len(row)}"))
+            continue
+        raw_date, raw_value = row[0].strip(), row[1].strip()
+        day = _parse_date(raw_date)
+        if day is None:
+            issues.append(Issue(line=line, field="date", message=f"{raw_date!r} is not a YYYY-MM-DD date"))
+        elif day in first_seen:
+            issues.append(
+                Issue(
+                    line=line,
+                    field="date",
+                    message=f"duplicate date {raw_date} (first on line {first_seen[day]})",
+                )
+            )
+        else:
+            first_seen[day] = line
+        if raw_value in MISSING:
+            missing += 1
+            continue
+        if not _NUMBER.match(raw_value):
+            issues.append(Issue(line=line, field="value", message=f"{raw_value!r} is not a finite number"))
+            continue
+        if day is not None:
+            dates.append(day)
+            values.append(float(raw_value))
+            lines.append(line)
+    if header is not None and not first_seen and not issues:
+        issues.append(Issue(line=2, field="body", message="no data rows after the header"))
+    if issues:
+        raise ValidationError(f"invalid CSV for series {series_id!r}", issues)
+    index = pd.DatetimeIndex(pd.to_datetime(dates), name="ts")
+    series = pd.Series(values, index=index, name=series_id, dtype="float64")
+    return ParsedSeries(series_id=series_id, values=series, lines=lines, missing=missing)
+
+
+def _check_header(header: list[str] | None) -> str:
+    expected = "expected 'DATE,<SERIES_ID>' or 'observation_date,<SERIES_ID>'"
+    if not header:
+        raise ValidationError(
+            "invalid CSV", [Issue(line=1, field="header", message=f"empty file; {expected}")]
+        )
+    if len(header) != 2:
+        raise ValidationError(
+            "invalid CSV",
+            [Issue(line=1, field="header", message=f"{len(header)} columns; {expected}")],
+        )
+    if header[0].strip().lower() not in DATE_HEADERS:
+        raise ValidationError(
+            "invalid CSV",
+            [Issue(line=1, field="header", message=f"first column is {header[0]!r}; {expected}")],
+        )
+    series_id = normalize_series_id(header[1])
+    if series_id is None:
+        raise ValidationError(
+            "invalid CSV",
+            [
+                Issue(
+                    line=1,
+                    field="header",
+                    message=f"{header[1]!r} is not a series id (letters, digits, _ . -; at most 64)",
+                )
+            ],
+        )
+    return series_id
+
+
+def _parse_date(text: str) -> date | None:
+    if not _DATE.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None

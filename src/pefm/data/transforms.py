@@ -1,0 +1,53 @@
+"""Transforms that make economic series roughly stationary for modelling.
+
+``series.transform`` names the one suited to each series; values are always stored untransformed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from pefm.data.frequency import Frequency
+
+
+def _none(y: pd.Series, freq: Frequency) -> pd.Series:
+    return y.copy()
+
+
+def _diff(y: pd.Series, freq: Frequency) -> pd.Series:
+    return y.diff().iloc[1:]
+
+
+def _log_diff_ann(y: pd.Series, freq: Frequency) -> pd.Series:
+    """Annualized log growth in percent: 100 * periods_per_year * diff(log y) (400x for quarterly)."""
+    return (100.0 * freq.periods_per_year * np.log(y).diff()).iloc[1:]
+
+
+def _log_return(y: pd.Series, freq: Frequency) -> pd.Series:
+    """Period log return in percent: 100 * diff(log y)."""
+    return (100.0 * np.log(y).diff()).iloc[1:]
+
+
+TRANSFORMS: dict[str, Callable[[pd.Series, Frequency], pd.Series]] = {
+    "none": _none,
+    "diff": _diff,
+    "log_diff_ann": _log_diff_ann,
+    "log_return": _log_return,
+}
+
+
+def apply_transform(y: pd.Series, transform: str, freq: Frequency) -> pd.Series:
+    """``y`` transformed by the named transform; log transforms need a strictly positive series."""
+    try:
+        fn = TRANSFORMS[transform]
+    except KeyError:
+        raise ValueError(f"unknown transform {transform!r}; expected one of {sorted(TRANSFORMS)}") from None
+    if transform.startswith("log") and (y <= 0).any():
+        raise ValueError(f"transform {transform!r} needs positive values; {y.name} has some <= 0")
+    out = fn(y, freq)
+    out.name = y.name
+    out.attrs = dict(y.attrs)
+    return out

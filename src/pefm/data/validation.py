@@ -1,0 +1,66 @@
+"""Validation errors that name where the input went wrong (line or index, and field)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from pefm.data.frequency import Frequency, off_frequency
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in an input: where (1-based ``line`` of a file, or 0-based ``index`` of a
+    JSON list), which ``field``, and what is wrong."""
+
+    field: str
+    message: str
+    line: int | None = None
+    index: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else None
+        if self.index is not None:
+            where = f"item {self.index}"
+        return f"{where}, {self.field}: {self.message}" if where else f"{self.field}: {self.message}"
+
+
+class ValidationError(ValueError):
+    """The input was rejected as a whole; ``details`` lists every problem found (up to a cap)."""
+
+    MAX_DETAILS = 100
+
+    def __init__(self, message: str, details: list[Issue]):
+        self.message = message
+        self.details = details[: self.MAX_DETAILS]
+        self.truncated = len(details) > self.MAX_DETAILS
+        lines = [message, *(f"  {issue}" for issue in self.details)]
+        if self.truncated:
+            lines.append(f"  ... and {len(details) - self.MAX_DETAILS} more")
+        super().__init__("\n".join(lines))
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON error body: ``{error, details: [{line|index, field, message}]}``."""
+        return {"error": self.message, "details": [i.to_dict() for i in self.details]}
+
+
+def check_frequency(
+    index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence[int] | None = None
+) -> list[Issue]:
+    """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``,
+    located by file line when ``lines`` is given, else by position."""
+    bad = np.flatnonzero(off_frequency(index, freq))
+    issues = []
+    for pos in bad:
+        message = f"{index[pos]:%Y-%m-%d %H:%M} is not a {freq.label} period start"
+        if lines is not None:
+            issues.append(Issue(field="date", message=message, line=int(lines[pos])))
+        else:
+            issues.append(Issue(field="ts", message=message, index=int(pos)))
+    return issues

@@ -1,0 +1,1 @@
+"""Storage: the PostgreSQL/TimescaleDB database, its migrations, one module per table family."""

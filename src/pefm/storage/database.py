@@ -1,0 +1,73 @@
+"""Connections: resolve the database URL (external or embedded) and hand out pooled connections."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from pefm.config import Settings, get_settings
+from pefm.storage.embedded import EmbeddedPostgres
+from pefm.storage.migrate import migrate as apply_migrations
+
+
+class Database:
+    """A connection pool on one PostgreSQL database, plus the embedded server if it started one."""
+
+    def __init__(self, url: str, *, max_size: int = 10, embedded: EmbeddedPostgres | None = None):
+        self.url = url
+        self.embedded = embedded
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=True,
+            name="pefm",
+            timeout=30,
+            configure=_configure,
+        )
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; committed on normal exit, rolled back on an exception."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close the pool and release the embedded server, if any."""
+        self.pool.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    """Every session speaks UTC, so timestamps never depend on the server's or client's zone."""
+    conn.execute("SET TimeZone TO 'UTC'")
+    conn.commit()
+
+
+def open_database(settings: Settings | None = None, *, migrate: bool = True) -> Database:
+    """Open the configured database (embedded when no URL is set), migrated unless told not to."""
+    settings = settings or get_settings()
+    embedded = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.embedded_pgdata)
+        url = embedded.start()
+    db = Database(url, max_size=settings.pool_max_size, embedded=embedded)
+    if migrate:
+        try:
+            with db.connection() as conn:
+                apply_migrations(conn)
+        except BaseException:
+            db.close()
+            raise
+    return db

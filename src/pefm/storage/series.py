@@ -1,0 +1,96 @@
+"""The series catalog (table ``series``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+
+from pefm.data.frequency import Frequency
+
+
+@dataclass(frozen=True)
+class SeriesMeta:
+    """What PEFM knows about a series besides its values."""
+
+    id: str
+    name: str
+    frequency: Frequency
+    unit: str = ""
+    transform: str = "none"
+    source: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frequency", Frequency(self.frequency))
+
+
+_COLUMNS = ", ".join(f.name for f in fields(SeriesMeta))
+
+
+def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
+    """Create or update a series' metadata; True when it was created."""
+    row = conn.execute(
+        f"""INSERT INTO series ({_COLUMNS})
+            VALUES (%(id)s, %(name)s, %(frequency)s, %(unit)s, %(transform)s, %(source)s,
+                    %(description)s)
+            ON CONFLICT (id) DO UPDATE SET
+                name = EXCLUDED.name, frequency = EXCLUDED.frequency, unit = EXCLUDED.unit,
+                transform = EXCLUDED.transform, source = EXCLUDED.source,
+                description = EXCLUDED.description,
+                updated_at = CASE WHEN (series.name, series.frequency, series.unit,
+                                        series.transform, series.source, series.description)
+                                       IS DISTINCT FROM
+                                       (EXCLUDED.name, EXCLUDED.frequency, EXCLUDED.unit,
+                                        EXCLUDED.transform, EXCLUDED.source, EXCLUDED.description)
+                                  THEN now() ELSE series.updated_at END
+            RETURNING (xmax = 0) AS created""",
+        {**asdict(meta), "frequency": meta.frequency.value},
+    ).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def get_series(conn: psycopg.Connection, series_id: str) -> SeriesMeta | None:
+    """The series with this id, or None."""
+    with conn.cursor(row_factory=class_row(SeriesMeta)) as cur:
+        return cur.execute(f"SELECT {_COLUMNS} FROM series WHERE id = %s", (series_id,)).fetchone()
+
+
+def list_series(conn: psycopg.Connection) -> list[SeriesMeta]:
+    """Every series in the catalog, by id."""
+    with conn.cursor(row_factory=class_row(SeriesMeta)) as cur:
+        return cur.execute(f"SELECT {_COLUMNS} FROM series ORDER BY id").fetchall()
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    id: str
+    name: str
+    frequency: Frequency
+    first: datetime | None
+    last: datetime | None
+    count: int
+    vintages: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frequency", Frequency(self.frequency))
+
+
+def summarize_series(conn: psycopg.Connection) -> list[SeriesSummary]:
+    """Per series: first and last timestamp and the number of observations in the latest data,
+    plus how many distinct vintages its rows carry."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT s.id, s.name, s.frequency, o.first, o.last,
+                      coalesce(o.count, 0) AS count, coalesce(o.vintages, 0) AS vintages
+               FROM series s
+               LEFT JOIN LATERAL (
+                   SELECT min(ts) AS first, max(ts) AS last, count(DISTINCT ts) AS count,
+                          count(DISTINCT vintage) AS vintages
+                   FROM observations WHERE series_id = s.id) o ON true
+               ORDER BY s.id"""
+        ).fetchall()
+    return [SeriesSummary(**row) for row in rows]

