@@ -33,6 +33,8 @@ class Settings:
     """``PEFM_POOL_MAX_SIZE``: largest number of pooled database connections per process."""
     log_level: str = "INFO"
     """``PEFM_LOG_LEVEL``: Python logging level name."""
+    gate_policy: Path | None = None
+    """``PEFM_GATE_POLICY``: validation gate policy TOML; unset -> the one shipped with PEFM."""
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -58,6 +60,11 @@ class Settings:
             if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
                 raise ConfigError(f"PEFM_LOG_LEVEL must be a logging level name, not {level!r}")
             kwargs["log_level"] = level.upper()
+        if policy := env.get("PEFM_GATE_POLICY", "").strip():
+            path = Path(policy).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"PEFM_GATE_POLICY names no file: {policy}")
+            kwargs["gate_policy"] = path
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

@@ -1,53 +1,23 @@
-"""The ``pefm`` command."""
+"""Commands for the database and the data: up, db, data, series."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pefm.config import ConfigError, get_settings
-from pefm.data.validation import ValidationError
-from pefm.storage.database import Database, open_database
-from pefm.storage.observations import UnknownSeriesError, VintageConflictError
-
-app = typer.Typer(help="PEFM: forecast economic indicators and market series.", no_args_is_help=True)
-db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
-data_app = typer.Typer(help="Load and list data.", no_args_is_help=True)
-series_app = typer.Typer(help="Look at one series.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(data_app, name="data")
-app.add_typer(series_app, name="series")
-
-console = Console()
-err = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def _database(*, migrate: bool = True) -> Iterator[Database]:
-    """The configured database; known failures become one red line and exit code 1."""
-    try:
-        settings = get_settings()
-        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-        with open_database(settings, migrate=migrate) as db:
-            yield db
-    except (ConfigError, ValidationError, UnknownSeriesError, VintageConflictError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+from pefm.cli import app, console, data_app, db_app, open_db, progress_bar, series_app
+from pefm.storage.database import Database
+from pefm.storage.observations import UnknownSeriesError
 
 
 @app.command()
 def up() -> None:
     """Bring PEFM up on the configured database (embedded by default): migrate, load the
     bundled real data, print what is loaded."""
-    with _database() as db:
+    with open_db() as db:
         if db.embedded:
             console.print(f"database: embedded PostgreSQL in {db.embedded.pgdata}, migrated")
         else:
@@ -61,7 +31,7 @@ def db_migrate() -> None:
     """Apply pending migrations (safe to run from several processes at once)."""
     from pefm.storage.migrate import migrate
 
-    with _database(migrate=False) as db, db.connection() as conn:
+    with open_db(migrate=False) as db, db.connection() as conn:
         applied = migrate(conn)
     if applied:
         for m in applied:
@@ -75,7 +45,7 @@ def db_status() -> None:
     """Show applied and pending migrations and whether TimescaleDB is in use."""
     from pefm.storage.migrate import applied_migrations, shipped_migrations
 
-    with _database(migrate=False) as db, db.connection() as conn:
+    with open_db(migrate=False) as db, db.connection() as conn:
         applied = {m.version: m for m in applied_migrations(conn)}
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
     table = Table("version", "name", "applied at")
@@ -95,7 +65,7 @@ def data_load(
     series: Annotated[list[str] | None, typer.Argument(help="bundled series ids (default all)")] = None,
 ) -> None:
     """Load the bundled real datasets (statsmodels macrodata, arch.data); idempotent."""
-    with _database() as db:
+    with open_db() as db:
         _load_bundled(db, series)
         _print_summary(db)
 
@@ -103,7 +73,7 @@ def data_load(
 @data_app.command("list")
 def data_list() -> None:
     """List the series in the catalog with their span and observation count."""
-    with _database() as db:
+    with open_db() as db:
         _print_summary(db)
 
 
@@ -123,7 +93,7 @@ def data_load_csv(
     from pefm.data.loading import load_csv
     from pefm.storage.series import SeriesMeta
 
-    with _database() as db, db.connection() as conn:
+    with open_db() as db, db.connection() as conn:
         create = None
         if frequency is not None:
             series_id = parse_fred_csv(file.read_bytes()).series_id
@@ -154,7 +124,7 @@ def series_show(
     from pefm.storage.observations import read_series
     from pefm.storage.series import get_series
 
-    with _database() as db, db.connection() as conn:
+    with open_db() as db, db.connection() as conn:
         meta = get_series(conn, series_id)
         if meta is None:
             raise UnknownSeriesError([series_id])
@@ -184,8 +154,7 @@ def _load_bundled(db: Database, ids: list[str] | None) -> None:
     from pefm.data.loading import LoadReport, load_bundled
 
     items = bundled(ids)
-    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress, db.connection() as conn:
+    with progress_bar() as progress, db.connection() as conn:
         task = progress.add_task("loading bundled data", total=len(items))
 
         def advance(report: LoadReport) -> None:
@@ -226,7 +195,3 @@ def _redact(url: str) -> str:
     if parts.pop("password", None):
         parts["password"] = "***"
     return make_conninfo("", **parts)
-
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,51 @@
+"""The ``pefm`` command: the shared app, console and database handling; commands live in
+the modules beside this one, by area."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pefm.config import get_settings
+from pefm.storage.database import Database, open_database
+
+app = typer.Typer(help="PEFM: forecast economic indicators and market series.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
+data_app = typer.Typer(help="Load and list data.", no_args_is_help=True)
+series_app = typer.Typer(help="Look at one series.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.add_typer(series_app, name="series")
+
+console = Console()
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def open_db(*, migrate: bool = True) -> Iterator[Database]:
+    """The configured database; known failures become one red line and exit code 1."""
+    try:
+        settings = get_settings()
+        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        with open_database(settings, migrate=migrate) as db:
+            yield db
+    except (LookupError, ValueError) as exc:  # bad input, unknown ids, config: one red line
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def progress_bar() -> Progress:
+    """The progress bar every long-running command shows."""
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=True)
+
+
+from pefm.cli import data as _data  # noqa: E402,F401  (registers its commands)
+from pefm.cli import forecasting as _forecasting  # noqa: E402,F401

@@ -1,0 +1,3 @@
+from pefm.cli import app
+
+app()

@@ -1,0 +1,253 @@
+"""Commands for models: train, backtest, gate, and the registry (models list/show/promote)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from pefm.cli import app, console, models_app, open_db, progress_bar
+from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
+from pefm.forecasting.panel import MACRO_PANEL
+
+SeriesOpt = Annotated[
+    list[str] | None, typer.Option("--series", "-s", help="series ids (default: the macro panel)")
+]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"one of {', '.join(MODEL_NAMES)}")]
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="model parameter NAME=JSON")]
+SHOWN = ("rmse", "mae", "mase", "coverage-80", "coverage-95", "directional_accuracy", "sharpe")
+
+
+def _spec(h: int, windows: int, step: int, refit_every: int) -> BacktestSpec:
+    return BacktestSpec(h=h, windows=windows, step=step, refit_every=refit_every)
+
+
+def _params(raw: list[str] | None) -> dict[str, Any]:
+    params = {}
+    for item in raw or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
+@app.command()
+def train(
+    model: ModelOpt = DEFAULT_MODEL,
+    series: SeriesOpt = None,
+    param: ParamOpt = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="train on the data as known then")] = None,
+    h: Annotated[int, typer.Option(help="backtest horizon")] = 1,
+    windows: Annotated[int, typer.Option(help="backtest origins (0: no backtest)")] = 40,
+    step: int = 1,
+    refit_every: int = 1,
+) -> None:
+    """Backtest a model on the panel, fit it on all the data, register it as a candidate."""
+    from pefm.forecasting.training import train as run_train
+
+    ids = list(series or MACRO_PANEL)
+    spec = _spec(h, windows, step, refit_every) if windows else None
+    when = pd.Timestamp(as_of, tz="UTC").to_pydatetime() if as_of else None
+    with open_db() as db, db.connection() as conn, progress_bar() as progress:
+        task = progress.add_task(f"backtesting {model}", total=windows or 1)
+        version, run = run_train(
+            conn,
+            model,
+            ids,
+            params=_params(param),
+            as_of=when,
+            spec=spec,
+            on_window=lambda cutoff: progress.update(
+                task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"
+            ),
+        )
+    if run is not None:
+        _print_scores(run.scores)
+    console.print(
+        f"registered [bold]{version.id}[/bold] ({version.family}, {len(version.series_ids)} series, "
+        f"data as of {version.data_as_of:%Y-%m-%d %H:%M}) as a candidate"
+    )
+
+
+@app.command()
+def backtest(
+    model: ModelOpt = DEFAULT_MODEL,
+    series: SeriesOpt = None,
+    param: ParamOpt = None,
+    version: Annotated[
+        str | None, typer.Option(help="backtest this registered version and store the result")
+    ] = None,
+    h: int = 1,
+    windows: int = 40,
+    step: int = 1,
+    refit_every: int = 1,
+) -> None:
+    """Rolling-origin backtest of a model (or a registered version) on data as known at each cutoff."""
+    from pefm.forecasting.training import run_backtest
+    from pefm.storage.model_versions import get_version, set_backtest
+
+    spec = _spec(h, windows, step, refit_every)
+    with open_db() as db, db.connection() as conn:
+        params, ids, as_of = _params(param), list(series or MACRO_PANEL), None
+        if version:
+            stored = get_version(conn, version)
+            model, params, ids, as_of = stored.family, stored.params, stored.series_ids, stored.data_as_of
+        with progress_bar() as progress:
+            task = progress.add_task(f"backtesting {model}", total=windows)
+            run = run_backtest(
+                conn,
+                model,
+                ids,
+                spec,
+                params=params,
+                as_of=as_of,
+                on_window=lambda cutoff: progress.update(
+                    task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"
+                ),
+            )
+        if version:
+            set_backtest(conn, version, run.summary(spec))
+    _print_scores(run.scores)
+    if version:
+        console.print(f"stored the backtest with {version}")
+
+
+@app.command()
+def gate(
+    candidate: Annotated[str, typer.Option(help="candidate model version")],
+    serving: Annotated[
+        str | None, typer.Option(help="serving version (default: the one serving these series)")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="gate policy TOML (default: PEFM_GATE_POLICY or the shipped one)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report here")] = None,
+) -> None:
+    """Judge a candidate's backtest against the gate policy and the serving model; exit 1 on failure."""
+    from pefm.config import get_settings
+    from pefm.forecasting.gates import evaluate, load_policy
+    from pefm.storage.model_versions import get_version, serving_for, set_gate_report
+
+    with open_db() as db, db.connection() as conn:
+        cand = get_version(conn, candidate)
+        serv = get_version(conn, serving) if serving else serving_for(conn, cand.series_ids)
+        if serv is not None and serv.id == cand.id:
+            serv = None
+        if not cand.backtest:
+            raise ValueError(f"{cand.id} has no backtest: run pefm backtest --version {cand.id}")
+        rules = load_policy(policy or get_settings().gate_policy)
+        report = evaluate(
+            rules,
+            cand.backtest["metrics"],
+            serv.backtest["metrics"] if serv and serv.backtest else None,
+            candidate_id=cand.id,
+            serving_id=serv.id if serv else None,
+        )
+        set_gate_report(conn, cand.id, report)
+    table = Table("rule", "series", "candidate", "serving", "threshold", "result", title=f"gates: {cand.id}")
+    for c in report["checks"]:
+        table.add_row(
+            c["rule"],
+            c["series_id"],
+            f"{c['candidate']:.4g}",
+            "-" if c["serving"] is None else f"{c['serving']:.4g}",
+            c["threshold"],
+            "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
+        )
+    console.print(table)
+    for s in report["skipped"]:
+        console.print(f"skipped {s['rule']}: {s['reason']}")
+    text = json.dumps(report, indent=2, default=str)
+    if json_out:
+        json_out.write_text(text)
+    console.print_json(text)
+    if not report["passed"]:
+        console.print(f"[red]gates failed[/red] ({len(report['failures'])} checks)")
+        raise typer.Exit(1)
+    console.print("[green]gates passed[/green]")
+
+
+@models_app.command("list")
+def models_list(
+    status: Annotated[str | None, typer.Option(help="candidate, serving or retired")] = None,
+) -> None:
+    """Registered model versions, newest first."""
+    from pefm.storage.model_versions import list_versions
+
+    with open_db() as db, db.connection() as conn:
+        versions = list_versions(conn, status=status)
+    table = Table("id", "family", "status", "series", "data as of", "created", "gates")
+    for v in versions:
+        gates = "-" if v.gate_report is None else ("pass" if v.gate_report["passed"] else "FAIL")
+        table.add_row(
+            v.id,
+            v.family,
+            v.status,
+            str(len(v.series_ids)),
+            f"{v.data_as_of:%Y-%m-%d}",
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            gates,
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(version: str) -> None:
+    """One version: lineage, data, backtest metrics and gate verdict."""
+    from pefm.storage.model_versions import get_version
+
+    with open_db() as db, db.connection() as conn:
+        v = get_version(conn, version)
+    console.print(f"[bold]{v.id}[/bold]  {v.family}  [{v.status}]")
+    for label, value in (
+        ("params", json.dumps(v.params)),
+        ("series", ", ".join(v.series_ids)),
+        ("data as of", f"{v.data_as_of:%Y-%m-%d %H:%M:%S%z}"),
+        ("data sha256", v.data_sha256),
+        ("artifact sha256", v.artifact_sha256),
+        ("parent", v.parent_id or "-"),
+        ("created", f"{v.created_at:%Y-%m-%d %H:%M:%S%z}"),
+    ):
+        console.print(f"  {label:<16} {value}", highlight=False)
+    if v.backtest:
+        console.print(f"  backtest         {json.dumps(v.backtest['spec'])}", highlight=False)
+        rows = [{"series_id": s, **m} for s, m in v.backtest["metrics"].items()]
+        _print_scores(pd.DataFrame(rows).assign(model=v.family))
+    if v.gate_report:
+        verdict = "passed" if v.gate_report["passed"] else "failed: " + "; ".join(v.gate_report["failures"])
+        console.print(f"  gates            {verdict} (vs {v.gate_report['serving'] or 'no serving model'})")
+
+
+@models_app.command("promote")
+def models_promote(version: str) -> None:
+    """Make a version the serving model of its series (retiring the one it replaces)."""
+    from pefm.forecasting.registry import promote
+
+    with open_db() as db, db.connection() as conn:
+        retired = promote(conn, version)
+    console.print(f"{version} is serving" + (f"; retired {', '.join(retired)}" if retired else ""))
+
+
+def _advance(progress, task, model: str):
+    return lambda cutoff: progress.update(task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}")
+
+
+def _print_scores(scores: pd.DataFrame) -> None:
+    columns = [c for c in SHOWN if c in scores.columns]
+    table = Table("model", "series", *columns, title="backtest")
+    for row in scores.to_dict("records"):
+        table.add_row(
+            row["model"],
+            row["series_id"],
+            *("-" if pd.isna(row.get(c)) else f"{row[c]:.3f}" for c in columns),
+        )
+    console.print(table)

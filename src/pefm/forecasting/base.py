@@ -1,0 +1,234 @@
+"""The Forecaster contract and the base class every model builds on.
+
+A forecaster is configured by its constructor arguments (``get_params``), learns from
+``fit(y)``, keeps what it learned in attributes ending in ``_``, and answers
+``predict(h, levels=(80, 95))`` with a frame of columns
+``series_id, ds, mean, lo-80, hi-80, lo-95, hi-95`` (one row per series and step), the
+intervals nested around the mean. ``to_bytes()`` / ``from_bytes()`` round-trip a fitted model
+exactly; the registry checks the bytes' sha256 before ``from_bytes`` ever sees them.
+
+Univariate models take a Series; models with ``multivariate = True`` take a DataFrame, one
+column per series, on one shared index.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import pickle
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from pefm.data.frequency import Frequency
+
+DEFAULT_LEVELS = (80, 95)
+
+
+class ForecastInputError(ValueError):
+    """The data or arguments given to a forecaster cannot be used; the message says why."""
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    name: ClassVar[str]
+    multivariate: ClassVar[bool]
+
+    def fit(self, y: pd.Series | pd.DataFrame, X: pd.DataFrame | None = None) -> Self: ...
+
+    def predict(self, h: int, levels: Sequence[int] = DEFAULT_LEVELS) -> pd.DataFrame: ...
+
+    def get_params(self) -> dict[str, Any]: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+Bounds = dict[int, tuple[np.ndarray, np.ndarray]]
+
+
+class BaseForecaster:
+    """Validation, future timestamps, the output frame and serialization for every model.
+
+    Subclasses set ``name`` and ``min_length`` and implement ``_fit(values)`` and
+    ``_predict(h, levels) -> (mean, {level: (lo, hi)})`` on numpy arrays (for multivariate
+    models: 2-D, one column per series).
+    """
+
+    name: ClassVar[str] = "base"
+    multivariate: ClassVar[bool] = False
+    min_length: ClassVar[int] = 2
+
+    # -- parameters ------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments and their current values."""
+        params = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in params if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+        return {name: getattr(self, name) for name in names}
+
+    def clone(self) -> Self:
+        """An unfitted model with the same parameters."""
+        return type(self)(**self.get_params())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- fit / predict -----------------------------------------------------------------------
+    def fit(self, y: pd.Series | pd.DataFrame, X: pd.DataFrame | None = None) -> Self:
+        """Learn from ``y``; raises ForecastInputError for too short a series, NaN, bad index."""
+        if X is not None:
+            raise ForecastInputError(f"{self.name} does not use exogenous regressors (X)")
+        frame = self._as_frame(y)
+        self.series_ids_ = [str(c) for c in frame.columns]
+        self.freq_ = _frequency_of(y)
+        self.cutoff_ = frame.index[-1]
+        values = frame.to_numpy(dtype="float64")
+        self._fit(values if self.multivariate else values[:, 0])
+        return self
+
+    def predict(self, h: int, levels: Sequence[int] = DEFAULT_LEVELS) -> pd.DataFrame:
+        """Forecast ``h`` steps past the end of the data with intervals at ``levels`` (percent)."""
+        if not hasattr(self, "cutoff_"):
+            raise ForecastInputError(f"{self.name} is not fitted: call fit() first")
+        if isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1:
+            raise ForecastInputError(f"h must be a positive integer, got {h!r}")
+        levels = _check_levels(levels)
+        mean, bounds = self._predict(int(h), levels)
+        mean = np.asarray(mean, dtype="float64").reshape(h, -1)
+        ds = future_index(self.cutoff_, self.freq_, int(h))
+        parts = []
+        for j, series_id in enumerate(self.series_ids_):
+            part = {"series_id": series_id, "ds": ds, "mean": mean[:, j]}
+            for level in levels:
+                lo, hi = (np.asarray(b, dtype="float64").reshape(h, -1)[:, j] for b in bounds[level])
+                part[f"lo-{level}"], part[f"hi-{level}"] = lo, hi
+            parts.append(pd.DataFrame(part))
+        return pd.concat(parts, ignore_index=True)
+
+    def update(self, y: pd.Series | pd.DataFrame) -> Self:
+        """Condition the fitted model on ``y`` (its training data, extended by newer points)
+        without re-estimating parameters; models with nothing to keep simply refit."""
+        if not hasattr(self, "cutoff_"):
+            raise ForecastInputError(f"{self.name} is not fitted: call fit() first")
+        frame = self._as_frame(y)
+        self.cutoff_ = frame.index[-1]
+        values = frame.to_numpy(dtype="float64")
+        self._update(values if self.multivariate else values[:, 0])
+        return self
+
+    def _update(self, values: np.ndarray) -> None:
+        self._fit(values)
+
+    def _fit_values(self, values: np.ndarray, freq: Frequency | pd.DateOffset) -> None:
+        """Fit on a bare array: how a combination fits its members on its own validated data."""
+        self._check_length(len(values))
+        self.freq_ = freq
+        self._fit(values)
+
+    def _fit(self, values: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _one_step(self, values: np.ndarray) -> np.ndarray:
+        """One-step-ahead predictions of each point of ``values`` from the points before it,
+        with the fitted parameters held fixed (NaN where there is too little history)."""
+        raise NotImplementedError(f"{self.name} has no one-step filter")
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        raise NotImplementedError
+
+    def _as_frame(self, y: pd.Series | pd.DataFrame) -> pd.DataFrame:
+        if isinstance(y, pd.DataFrame):
+            if not self.multivariate and y.shape[1] != 1:
+                raise ForecastInputError(f"{self.name} is univariate: pass one series, not {y.shape[1]}")
+            frame = y
+        elif isinstance(y, pd.Series):
+            frame = y.to_frame(name=y.name if y.name is not None else "y")
+        else:
+            raise ForecastInputError(f"y must be a pandas Series or DataFrame, not {type(y).__name__}")
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise ForecastInputError("y must have a DatetimeIndex")
+        if not frame.index.is_monotonic_increasing or not frame.index.is_unique:
+            raise ForecastInputError("y's index must be increasing without duplicates")
+        self._check_length(len(frame))
+        values = frame.to_numpy(dtype="float64")
+        if not np.isfinite(values).all():
+            bad = frame.index[~np.isfinite(values).all(axis=1)][0]
+            raise ForecastInputError(f"y has a missing or infinite value at {bad:%Y-%m-%d}")
+        return frame
+
+    def _check_length(self, n: int) -> None:
+        if n < self.min_length:
+            raise ForecastInputError(
+                f"series too short for {self.name}: needs at least {self.min_length} points, got {n}"
+            )
+
+    # -- serialization ---------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The fitted model as bytes (pickle protocol 5); load only bytes whose hash you trust."""
+        buffer = io.BytesIO()
+        pickle.dump(self, buffer, protocol=5)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BaseForecaster:
+        """The model that ``to_bytes`` wrote."""
+        model = pickle.loads(data)
+        if not isinstance(model, cls):
+            raise TypeError(f"bytes hold a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:
+    out = set()
+    for level in levels:
+        valid = isinstance(level, int | float | np.integer) and not isinstance(level, bool)
+        if not valid or level != int(level) or not 1 <= level <= 99:
+            raise ForecastInputError(f"levels must be integers in 1..99, got {list(levels)!r}")
+        out.add(int(level))
+    if not out:
+        raise ForecastInputError("levels must name at least one interval level")
+    return tuple(sorted(out))
+
+
+def _frequency_of(y: pd.Series | pd.DataFrame) -> Frequency | pd.DateOffset:
+    """The series' Frequency (from storage) or, failing that, its pandas offset."""
+    freq = y.attrs.get("frequency")
+    if isinstance(freq, Frequency):
+        return freq
+    freqs = y.attrs.get("frequencies")
+    if isinstance(freqs, dict) and len(set(freqs.values())) == 1:
+        return next(iter(freqs.values()))
+    index = y.index
+    if index.freq is not None:
+        return index.freq
+    inferred = pd.infer_freq(index) if len(index) >= 3 else None
+    if inferred is None:
+        raise ForecastInputError("cannot tell y's frequency: set index.freq or attrs['frequency']")
+    return pd.tseries.frequencies.to_offset(inferred)
+
+
+def future_index(cutoff: pd.Timestamp, freq: Frequency | pd.DateOffset, h: int) -> pd.DatetimeIndex:
+    """The ``h`` period starts after ``cutoff``."""
+    offset = freq.offset if isinstance(freq, Frequency) else freq
+    if isinstance(freq, Frequency) and freq is Frequency.WEEKLY:
+        offset = pd.DateOffset(days=7)
+    return pd.DatetimeIndex([cutoff + offset * (i + 1) for i in range(h)], name="ds")
+
+
+def normal_bounds(mean: np.ndarray, sd: np.ndarray, levels: tuple[int, ...]) -> Bounds:
+    """Gaussian intervals ``mean -/+ z * sd`` for each level."""
+    from scipy.stats import norm
+
+    out = {}
+    for level in levels:
+        z = norm.ppf(0.5 + level / 200)
+        out[level] = (mean - z * sd, mean + z * sd)
+    return out
+
+
+def season_length(freq: Frequency | pd.DateOffset) -> int:
+    """Periods in a seasonal cycle: 4 quarterly, 12 monthly, 5 business daily, 7 daily, 52 weekly."""
+    code = freq.value if isinstance(freq, Frequency) else freq.freqstr[0]
+    return {"Q": 4, "M": 12, "B": 5, "D": 7, "W": 52}.get(code, 1)

@@ -1,0 +1,252 @@
+"""Forecast evaluation metrics: point, interval, direction, trading and forecast-comparison tests.
+
+Every function takes array-likes (lists, numpy arrays, pandas Series), converts them to 1-D
+float64 arrays and raises ``ValueError`` on empty input, NaN or infinite values, or arrays whose
+lengths do not match. Scores are plain Python floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from numpy.typing import ArrayLike
+from statsmodels.tsa.stattools import diebold_mariano_test
+
+
+def _arr(x: ArrayLike, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def _arrs(**named: ArrayLike) -> list[np.ndarray]:
+    arrays = [_arr(x, name) for name, x in named.items()]
+    lengths = {name: len(a) for name, a in zip(named, arrays, strict=True)}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"length mismatch: {lengths}")
+    return arrays
+
+
+def _bounds(y: ArrayLike, lo: ArrayLike, hi: ArrayLike) -> list[np.ndarray]:
+    y_, lo_, hi_ = _arrs(y=y, lo=lo, hi=hi)
+    if np.any(lo_ > hi_):
+        raise ValueError("interval lower bound exceeds upper bound")
+    return [y_, lo_, hi_]
+
+
+# --- point forecasts -------------------------------------------------------------------------
+
+
+def rmse(y: ArrayLike, yhat: ArrayLike) -> float:
+    """Root mean squared error, sqrt(mean((y - yhat)^2)), in the units of ``y``."""
+    y_, f = _arrs(y=y, yhat=yhat)
+    return float(np.sqrt(np.mean((y_ - f) ** 2)))
+
+
+def mae(y: ArrayLike, yhat: ArrayLike) -> float:
+    """Mean absolute error, mean(|y - yhat|), in the units of ``y``."""
+    y_, f = _arrs(y=y, yhat=yhat)
+    return float(np.mean(np.abs(y_ - f)))
+
+
+def mase(y: ArrayLike, yhat: ArrayLike, y_train: ArrayLike, season: int = 1) -> float:
+    """Mean absolute scaled error (Hyndman & Koehler 2006).
+
+    MAE of the forecast divided by the in-sample MAE of the seasonal naive forecast on
+    ``y_train``: mean(|y_train[season:] - y_train[:-season]|). Below 1 means the forecast beats
+    the in-sample seasonal naive. Raises ValueError if ``y_train`` has no more than ``season``
+    points or the scale is 0 (a constant or exactly periodic training series).
+    """
+    if season < 1:
+        raise ValueError(f"season must be >= 1, got {season}")
+    train = _arr(y_train, "y_train")
+    if len(train) <= season:
+        raise ValueError(f"y_train needs more than season={season} points, got {len(train)}")
+    scale = float(np.mean(np.abs(train[season:] - train[:-season])))
+    if scale == 0.0:
+        raise ValueError("MASE scale is 0: the seasonal naive fits y_train exactly")
+    return mae(y, yhat) / scale
+
+
+def smape(y: ArrayLike, yhat: ArrayLike) -> float:
+    """Symmetric MAPE in percent: 100 * mean(2|y - yhat| / (|y| + |yhat|)), between 0 and 200.
+
+    A point where both ``y`` and ``yhat`` are 0 contributes 0 (a perfect forecast). Only
+    meaningful for series that stay away from zero; see :func:`stays_away_from_zero`.
+    """
+    y_, f = _arrs(y=y, yhat=yhat)
+    num = 2.0 * np.abs(y_ - f)
+    den = np.abs(y_) + np.abs(f)
+    terms = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return float(100.0 * np.mean(terms))
+
+
+def stays_away_from_zero(y: ArrayLike, min_abs_ratio: float = 0.1) -> bool:
+    """True when sMAPE is meaningful for ``y``: every value has the same strict sign (no zeros,
+    no sign change) and min(|y|) >= min_abs_ratio * mean(|y|)."""
+    y_ = _arr(y, "y")
+    if not (np.all(y_ > 0) or np.all(y_ < 0)):
+        return False
+    a = np.abs(y_)
+    return bool(a.min() >= min_abs_ratio * a.mean())
+
+
+# --- interval forecasts ----------------------------------------------------------------------
+
+
+def coverage(y: ArrayLike, lo: ArrayLike, hi: ArrayLike) -> float:
+    """Fraction of ``y`` inside the closed interval [lo, hi], between 0 and 1."""
+    y_, lo_, hi_ = _bounds(y, lo, hi)
+    return float(np.mean((y_ >= lo_) & (y_ <= hi_)))
+
+
+def winkler(y: ArrayLike, lo: ArrayLike, hi: ArrayLike, level: float) -> float:
+    """Mean Winkler interval score for a central ``level``% interval (lower is better).
+
+    With alpha = 1 - level/100 each point scores the width hi - lo, plus (2/alpha)(lo - y) when
+    y < lo, plus (2/alpha)(y - hi) when y > hi.
+    """
+    if not 0 < level < 100:
+        raise ValueError(f"level must be in (0, 100), got {level}")
+    y_, lo_, hi_ = _bounds(y, lo, hi)
+    alpha = 1.0 - level / 100.0
+    score = (hi_ - lo_) + (2.0 / alpha) * (np.maximum(lo_ - y_, 0.0) + np.maximum(y_ - hi_, 0.0))
+    return float(np.mean(score))
+
+
+# --- direction -------------------------------------------------------------------------------
+
+
+def directional_accuracy(y: ArrayLike, yhat: ArrayLike, y_prev: ArrayLike) -> float:
+    """For level series: fraction of steps where sign(yhat - y_prev) == sign(y - y_prev).
+
+    ``y_prev`` is the last observed level before each target (a scalar is used for every step).
+    A forecast of no change counts as wrong when the actual moved, and vice versa.
+    """
+    y_, f = _arrs(y=y, yhat=yhat)
+    prev = np.asarray(y_prev, dtype=np.float64)
+    prev = _arr(np.full(len(y_), float(prev)) if prev.ndim == 0 else prev, "y_prev")
+    if len(prev) != len(y_):
+        raise ValueError(f"length mismatch: y has {len(y_)} points, y_prev has {len(prev)}")
+    return float(np.mean(np.sign(f - prev) == np.sign(y_ - prev)))
+
+
+def sign_accuracy(y: ArrayLike, yhat: ArrayLike) -> float:
+    """For return series: fraction of steps where sign(yhat) == sign(y).
+
+    A zero forecast counts as wrong when the actual is non-zero (and a non-zero forecast is
+    wrong when the actual is exactly zero).
+    """
+    y_, f = _arrs(y=y, yhat=yhat)
+    return float(np.mean(np.sign(f) == np.sign(y_)))
+
+
+# --- trading ---------------------------------------------------------------------------------
+
+
+def strategy_returns(returns: ArrayLike, forecasts: ArrayLike, cost: float = 0.0) -> np.ndarray:
+    """Per-period returns of the sign strategy, net of trading costs.
+
+    position_t = sign(forecast_t) in {-1, 0, +1}, taken before return_t is realized, and
+    strategy_t = position_t * return_t - cost * |position_t - position_{t-1}| with
+    position_{-1} = 0, so entering the first position is charged too and a flip from -1 to +1
+    costs twice. ``cost`` is in the units of ``returns`` (percent log-returns: 0.05 = 5 bp).
+    """
+    if not (np.isfinite(cost) and cost >= 0):
+        raise ValueError(f"cost must be a finite non-negative number, got {cost}")
+    r, f = _arrs(returns=returns, forecasts=forecasts)
+    pos = np.sign(f)
+    turnover = np.abs(np.diff(pos, prepend=0.0))
+    return pos * r - cost * turnover
+
+
+def sharpe_ratio(returns: ArrayLike, periods_per_year: int = 252) -> float:
+    """Annualized Sharpe ratio with a zero risk-free rate: mean / std(ddof=1) * sqrt(periods_per_year).
+
+    Returns 0.0 when all returns are identical (std 0), e.g. a strategy that never trades, rather
+    than inf or NaN. Needs at least 2 returns.
+    """
+    r = _arr(returns, "returns")
+    if len(r) < 2:
+        raise ValueError("sharpe_ratio needs at least 2 returns")
+    if periods_per_year <= 0:
+        raise ValueError(f"periods_per_year must be positive, got {periods_per_year}")
+    sd = float(np.std(r, ddof=1))
+    if np.ptp(r) == 0 or sd == 0.0:
+        return 0.0
+    return float(np.mean(r) / sd * np.sqrt(periods_per_year))
+
+
+def sign_strategy_sharpe(
+    returns: ArrayLike, forecasts: ArrayLike, cost: float = 0.0, periods_per_year: int = 252
+) -> float:
+    """Annualized Sharpe ratio of :func:`strategy_returns` (the sign strategy net of ``cost``)."""
+    return sharpe_ratio(strategy_returns(returns, forecasts, cost), periods_per_year)
+
+
+def buy_and_hold_sharpe(returns: ArrayLike, periods_per_year: int = 252) -> float:
+    """Annualized Sharpe ratio of holding +1 throughout, i.e. of ``returns`` themselves.
+
+    The single entry cost is negligible over an evaluation window and is ignored.
+    """
+    return sharpe_ratio(returns, periods_per_year)
+
+
+# --- forecast comparison ---------------------------------------------------------------------
+
+
+def diebold_mariano(
+    y: ArrayLike, yhat_model: ArrayLike, yhat_benchmark: ArrayLike, h: int = 1
+) -> tuple[float, float]:
+    """Diebold-Mariano test of equal squared-error loss; returns (statistic, two-sided p-value).
+
+    Uses ``statsmodels.tsa.stattools.diebold_mariano_test`` on the loss differential
+    d_t = (y - yhat_model)^2 - (y - yhat_benchmark)^2 with h - 1 Newey-West (Bartlett) lags and
+    the Harvey-Leybourne-Newbold (1997) small-sample correction, so the p-value comes from a
+    Student t with n - 1 degrees of freedom. A negative statistic means the model has lower loss
+    than the benchmark. If the two forecasts have equal loss at every point the result is
+    (0.0, 1.0); a constant non-zero differential gives (+/-inf, 0.0).
+    """
+    if h < 1:
+        raise ValueError(f"h must be >= 1, got {h}")
+    y_, a, b = _arrs(y=y, yhat_model=yhat_model, yhat_benchmark=yhat_benchmark)
+    n = len(y_)
+    if n < 2 or n <= h:
+        raise ValueError(f"diebold_mariano needs more than max(1, h={h}) points, got {n}")
+    d = (y_ - a) ** 2 - (y_ - b) ** 2
+    if np.ptp(d) == 0:
+        if d[0] == 0:
+            return 0.0, 1.0
+        return float(np.copysign(np.inf, d[0])), 0.0
+    res = diebold_mariano_test(y_, a, b, lags=h - 1, criterion="mse", harvey_adj=True, horizon=h)
+    return float(res.statistic), float(res.pvalue)
+
+
+# --- bundles ---------------------------------------------------------------------------------
+
+
+def point_metrics(y: ArrayLike, yhat: ArrayLike, y_train: ArrayLike, season: int = 1) -> dict[str, float]:
+    """Keys ``rmse``, ``mae``, ``mase``, plus ``smape`` only when ``stays_away_from_zero(y_train)``."""
+    out = {"rmse": rmse(y, yhat), "mae": mae(y, yhat), "mase": mase(y, yhat, y_train, season)}
+    if stays_away_from_zero(y_train):
+        out["smape"] = smape(y, yhat)
+    return out
+
+
+def interval_metrics(y: ArrayLike, bounds: Mapping[int, tuple[ArrayLike, ArrayLike]]) -> dict[str, float]:
+    """For each level L in ``bounds`` (ascending), keys ``coverage-L`` and ``winkler-L``.
+
+    ``bounds`` maps a central interval level in percent to its (lo, hi) arrays.
+    """
+    out: dict[str, float] = {}
+    for level in sorted(bounds):
+        lo, hi = bounds[level]
+        out[f"coverage-{level}"] = coverage(y, lo, hi)
+        out[f"winkler-{level}"] = winkler(y, lo, hi, level)
+    return out

@@ -1,0 +1,90 @@
+"""ARIMA with automatic order selection (statsmodels, exact likelihood).
+
+Differencing d from repeated KPSS tests (as auto.arima's ndiffs), then Hyndman and Khandakar's
+stepwise search over (p, q) <= (max_p, max_q): start from (2,2), (0,0), (1,0), (0,1), move to
+the best neighbour (p or q changed by one) while it improves AICc. A constant (d=0) or drift
+(d=1) is included; each candidate is fitted by exact maximum likelihood.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from statsmodels.tsa.arima.model import ARIMA
+from statsmodels.tsa.stattools import kpss
+
+from pefm.forecasting.base import BaseForecaster, Bounds
+from pefm.forecasting.models._statsmodels import aicc, forecast_bounds, quiet
+
+
+class AutoARIMA(BaseForecaster):
+    name = "arima"
+    min_length = 16
+
+    def __init__(self, max_p: int = 3, max_q: int = 2, max_d: int = 1, alpha: float = 0.05):
+        self.max_p = max_p
+        self.max_q = max_q
+        self.max_d = max_d
+        self.alpha = alpha
+
+    def _fit(self, values: np.ndarray) -> None:
+        self.d_ = self._differences(values)
+        self.trend_ = {0: "c", 1: "t"}.get(self.d_, "n")
+        n = len(values) - self.d_
+        scores: dict[tuple[int, int], tuple[float, object]] = {}
+
+        def score(p: int, q: int) -> float:
+            if (p, q) not in scores:
+                try:
+                    res = ARIMA(values, order=(p, self.d_, q), trend=self.trend_).fit()
+                    scores[(p, q)] = (aicc(res.llf, len(res.params), n), res)
+                except (np.linalg.LinAlgError, ValueError):
+                    scores[(p, q)] = (np.inf, None)
+            return scores[(p, q)][0]
+
+        with quiet():
+            starts = [(2, 2), (0, 0), (1, 0), (0, 1)]
+            best = min(
+                (pq for pq in starts if pq[0] <= self.max_p and pq[1] <= self.max_q),
+                key=lambda pq: score(*pq),
+            )
+            while True:
+                p, q = best
+                neighbours = [
+                    (p + dp, q + dq) for dp, dq in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1))
+                ]
+                valid = [(a, b) for a, b in neighbours if 0 <= a <= self.max_p and 0 <= b <= self.max_q]
+                candidate = min(valid, key=lambda pq: score(*pq), default=best)
+                if score(*candidate) >= score(*best):
+                    break
+                best = candidate
+        if not np.isfinite(scores[best][0]):
+            raise ValueError("no ARIMA order could be fitted")
+        self.order_ = (best[0], self.d_, best[1])
+        self.results_ = scores[best][1]
+        self.candidates_tried_ = len(scores)
+
+    def _allowed(self, orders: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [(p, q) for p, q in orders if 0 <= p <= self.max_p and 0 <= q <= self.max_q]
+
+    def _differences(self, values: np.ndarray) -> int:
+        d, work = 0, values
+        with quiet():
+            while d < self.max_d and len(work) > 10:
+                _, p_value, *_ = kpss(work, regression="c", nlags="auto")
+                if p_value >= self.alpha:
+                    break
+                d, work = d + 1, np.diff(work)
+        return d
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        return forecast_bounds(self.results_, h, levels)
+
+    def _update(self, values: np.ndarray) -> None:
+        with quiet():
+            self.results_ = self.results_.apply(values)
+
+    def _one_step(self, values: np.ndarray) -> np.ndarray:
+        with quiet():
+            fitted = np.asarray(self.results_.apply(values).fittedvalues, dtype="float64")
+        fitted[: self.order_[0] + self.order_[1]] = np.nan
+        return fitted

@@ -1,0 +1,50 @@
+"""Autoregression on levels (d=0) or first differences (d=1), order chosen by AIC.
+
+The fast member of the ARIMA family: the order comes from OLS fits (statsmodels
+``ar_select_order``), the coefficients from Burg's method, no numerical optimization. Intervals
+are those of the equivalent ARIMA(p, d, 0), so they widen correctly when d=1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from statsmodels.tsa.ar_model import ar_select_order
+from statsmodels.tsa.arima.model import ARIMA
+
+from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError
+from pefm.forecasting.models._statsmodels import forecast_bounds, quiet
+
+
+class AutoRegressive(BaseForecaster):
+    """ARIMA(p, d, 0) with a constant (d=0) or drift (d=1); p in 1..max_lag by AIC."""
+
+    name = "ar"
+    min_length = 12
+
+    def __init__(self, d: int = 0, max_lag: int = 4):
+        self.d = d
+        self.max_lag = max_lag
+
+    def _fit(self, values: np.ndarray) -> None:
+        if self.d not in (0, 1):
+            raise ForecastInputError(f"ar supports d=0 or d=1, not {self.d}")
+        work = np.diff(values) if self.d else values
+        max_lag = max(1, min(self.max_lag, len(work) // 4))
+        with quiet():
+            selected = ar_select_order(work, maxlag=max_lag, ic="aic", trend="c")
+            self.order_ = (max(selected.ar_lags or [1]), self.d, 0)
+            model = ARIMA(values, order=self.order_, trend="c" if self.d == 0 else "t")
+            self.results_ = model.fit(method="burg")
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        return forecast_bounds(self.results_, h, levels)
+
+    def _update(self, values: np.ndarray) -> None:
+        with quiet():
+            self.results_ = self.results_.apply(values)
+
+    def _one_step(self, values: np.ndarray) -> np.ndarray:
+        with quiet():
+            fitted = np.asarray(self.results_.apply(values).fittedvalues, dtype="float64")
+        fitted[: self.order_[0] + self.d] = np.nan  # before enough lags exist
+        return fitted

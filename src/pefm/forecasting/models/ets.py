@@ -1,0 +1,65 @@
+"""Exponential smoothing state-space models (statsmodels ETSModel), chosen by AICc.
+
+Additive errors; trend none, additive or additive damped; additive seasonality only when asked
+(the bundled economic series are seasonally adjusted or transformed to growth rates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+from pefm.forecasting.base import BaseForecaster, Bounds, season_length
+from pefm.forecasting.models._statsmodels import aicc, quiet
+
+_TRENDS = ((None, False), ("add", False), ("add", True))
+
+
+class AutoETS(BaseForecaster):
+    name = "ets"
+    min_length = 10
+
+    def __init__(self, seasonal: bool = False, trends: str = "auto"):
+        self.seasonal = seasonal
+        self.trends = trends  # "auto" (all three), or "none" for simple exponential smoothing
+
+    def _fit(self, values: np.ndarray) -> None:
+        candidates = _TRENDS if self.trends == "auto" else _TRENDS[:1]
+        season = season_length(self.freq_) if self.seasonal else 1
+        best = None
+        with quiet():
+            for trend, damped in candidates:
+                spec = {"error": "add", "trend": trend, "damped_trend": damped}
+                if season > 1 and len(values) >= 2 * season + 2:
+                    spec.update(seasonal="add", seasonal_periods=season)
+                try:
+                    res = ETSModel(pd.Series(values), **spec).fit(disp=False)
+                except (np.linalg.LinAlgError, ValueError):
+                    continue
+                score = aicc(res.llf, len(res.params), len(values))
+                if best is None or score < best[0]:
+                    best = (score, spec, res)
+        if best is None:
+            raise ValueError("no ETS model could be fitted")
+        _, self.spec_, self.results_ = best
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        n = self.results_.nobs
+        with quiet():
+            pred = self.results_.get_prediction(start=n, end=n + h - 1)
+            mean = np.asarray(pred.predicted_mean, dtype="float64")
+            bounds = {}
+            for level in levels:
+                frame = pred.summary_frame(alpha=1 - level / 100)
+                bounds[level] = (frame["pi_lower"].to_numpy(), frame["pi_upper"].to_numpy())
+        return mean, bounds
+
+    def _update(self, values: np.ndarray) -> None:
+        with quiet():
+            self.results_ = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params)
+
+    def _one_step(self, values: np.ndarray) -> np.ndarray:
+        with quiet():
+            res = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params)
+        return np.asarray(res.fittedvalues, dtype="float64")

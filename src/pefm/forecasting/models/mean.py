@@ -1,0 +1,33 @@
+"""Historical mean, or the mean of the last ``window`` observations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pefm.forecasting.base import BaseForecaster, Bounds, normal_bounds
+
+
+class Mean(BaseForecaster):
+    """y[T+h] = mean of the sample (or of its last ``window`` points); sd = s * sqrt(1 + 1/T)."""
+
+    name = "mean"
+    min_length = 3
+
+    def __init__(self, window: int | None = None):
+        self.window = window
+
+    def _fit(self, values: np.ndarray) -> None:
+        sample = values[-self.window :] if self.window else values
+        self.mean_ = float(sample.mean())
+        self.sd_ = float(sample.std(ddof=1))
+        self.n_ = len(sample)
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        mean = np.full(h, self.mean_)
+        return mean, normal_bounds(mean, np.full(h, self.sd_ * np.sqrt(1 + 1 / self.n_)), levels)
+
+    def _one_step(self, values: np.ndarray) -> np.ndarray:
+        series = pd.Series(values)
+        means = series.rolling(self.window).mean() if self.window else series.expanding().mean()
+        return np.concatenate([[np.nan], means.to_numpy()[:-1]])

@@ -1,0 +1,189 @@
+"""A global MLP forecaster in torch, trained across every series of a panel at once.
+
+N-BEATS-style direct multi-horizon regression: the last ``lags`` values of a series (scaled by
+that series' training mean and standard deviation) go through a small MLP that outputs the
+next ``horizon`` values. One network serves every series, so it learns from all of them.
+
+Intervals are split-conformal: a first network is trained without the last ``calibration``
+windows of each series; the absolute errors it makes on them, per horizon step and pooled over
+series, give the interval half-widths (finite-sample quantile). The network that forecasts is
+then trained on every window. Deterministic under ``random_state`` on a given device; runs on
+CUDA when available (``device="auto"``), on CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError
+
+
+class GlobalMLP(BaseForecaster):
+    name = "mlp"
+    multivariate = True
+    min_length = 24
+
+    def __init__(
+        self,
+        lags: int = 8,
+        horizon: int = 8,
+        hidden: int = 128,
+        depth: int = 2,
+        epochs: int = 150,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        calibration: int = 12,
+        random_state: int = 0,
+        device: str = "auto",
+    ):
+        self.lags = lags
+        self.horizon = horizon
+        self.hidden = hidden
+        self.depth = depth
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.calibration = calibration
+        self.random_state = random_state
+        self.device = device
+
+    # -- fit -----------------------------------------------------------------------------------
+    def _fit(self, values: np.ndarray) -> None:
+        n = values.shape[0]
+        need = self.lags + self.horizon + self.calibration + 4
+        if n < need:
+            raise ForecastInputError(f"mlp needs at least {need} points with these settings, got {n}")
+        self.device_ = _pick_device(self.device)
+        self.center_ = values.mean(axis=0)
+        self.scale_ = values.std(axis=0)
+        self.scale_[self.scale_ == 0] = 1.0
+        scaled = (values - self.center_) / self.scale_
+        x, y, origin = _windows(scaled, self.lags, self.horizon)
+        # calibration windows: those whose targets reach into the last `calibration` points
+        last_origin = n - self.horizon
+        held = origin > last_origin - self.calibration
+        calib_net = self._train(x[~held], y[~held])
+        errors = np.abs(self._forward(calib_net, x[held]) - y[held])  # (windows, horizon)
+        self.conformity_ = np.sort(errors, axis=0)
+        self.net_ = self._train(x, y)
+        self.last_window_ = scaled[-self.lags :].T.copy()  # (series, lags)
+
+    def _train(self, x: np.ndarray, y: np.ndarray):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.random_state)
+        net = _network(self.lags, self.horizon, self.hidden, self.depth, generator).to(self.device_)
+        xt = torch.as_tensor(x, dtype=torch.float32, device=self.device_)
+        yt = torch.as_tensor(y, dtype=torch.float32, device=self.device_)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.MSELoss()
+        batches = max(1, math.ceil(len(xt) / self.batch_size))
+        net.train()
+        for _ in range(self.epochs):
+            order = torch.randperm(len(xt), generator=generator).to(self.device_)
+            for b in range(batches):
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                optimizer.zero_grad()
+                loss = loss_fn(net(xt[idx]), yt[idx])
+                loss.backward()
+                optimizer.step()
+        net.eval()
+        return net
+
+    def _forward(self, net, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = net(torch.as_tensor(x, dtype=torch.float32, device=self.device_))
+        return out.cpu().numpy().astype("float64")
+
+    def _update(self, values: np.ndarray) -> None:
+        self.last_window_ = ((values[-self.lags :] - self.center_) / self.scale_).T.copy()
+
+    # -- predict -------------------------------------------------------------------------------
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        return self.forecast_from(self.last_window_.T * self.scale_ + self.center_, h, levels)
+
+    def forecast_from(self, recent: np.ndarray, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        """Forecast from the given last ``lags`` values (rows: time, columns: the fitted series)."""
+        if h > self.horizon:
+            raise ForecastInputError(f"mlp forecasts at most {self.horizon} steps (its horizon), not {h}")
+        recent = np.asarray(recent, dtype="float64").reshape(-1, len(self.center_))
+        if len(recent) < self.lags:
+            raise ForecastInputError(f"mlp needs the last {self.lags} values, got {len(recent)}")
+        window = ((recent[-self.lags :] - self.center_) / self.scale_).T  # (series, lags)
+        scaled = self._forward(self.net_, window)[:, :h]  # (series, h)
+        mean = (scaled * self.scale_[:, None] + self.center_[:, None]).T  # (h, series)
+        bounds = {}
+        for level in levels:
+            half = self._quantile(level)[:h]  # (h,) in scaled units
+            width = half[:, None] * self.scale_[None, :]
+            bounds[level] = (mean - width, mean + width)
+        return mean, bounds
+
+    def _quantile(self, level: int) -> np.ndarray:
+        n = len(self.conformity_)
+        rank = min(n, math.ceil((n + 1) * level / 100))
+        return self.conformity_[rank - 1]
+
+    # -- pickling: always store CPU tensors so a GPU-trained model loads anywhere --------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if "net_" in state:
+            state["net_"] = {k: v.detach().cpu() for k, v in state["net_"].state_dict().items()}
+            state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        weights = state.pop("net_", None)
+        self.__dict__.update(state)
+        if weights is not None:
+            import torch
+
+            self.device_ = _pick_device(self.device)
+            net = _network(self.lags, self.horizon, self.hidden, self.depth, torch.Generator())
+            net.load_state_dict(weights)
+            self.net_ = net.to(self.device_).eval()
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _network(lags: int, horizon: int, hidden: int, depth: int, generator):
+    import torch
+
+    layers: list[torch.nn.Module] = []
+    width = lags
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
+        width = hidden
+    layers.append(torch.nn.Linear(width, horizon))
+    net = torch.nn.Sequential(*layers)
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, torch.nn.Linear):
+                bound = 1 / math.sqrt(layer.in_features)
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+    return net
+
+
+def _windows(scaled: np.ndarray, lags: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (input, target) pair of every series, and the origin index of each."""
+    n, k = scaled.shape
+    origins = np.arange(lags, n - horizon + 1)
+    x = np.stack([scaled[o - lags : o] for o in origins])  # (windows, lags, k)
+    y = np.stack([scaled[o : o + horizon] for o in origins])  # (windows, horizon, k)
+    x = x.transpose(2, 0, 1).reshape(-1, lags)
+    y = y.transpose(2, 0, 1).reshape(-1, horizon)
+    return x, y, np.tile(origins, k)

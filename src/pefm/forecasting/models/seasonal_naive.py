@@ -1,0 +1,44 @@
+"""Seasonal random walk: every future value is the one a season earlier."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pefm.forecasting.base import (
+    BaseForecaster,
+    Bounds,
+    ForecastInputError,
+    normal_bounds,
+    season_length,
+)
+
+
+class SeasonalNaive(BaseForecaster):
+    """y[T+h] = y[T+h-m*(k+1)], k = (h-1) // m; sd = sigma * sqrt(k+1).
+
+    ``season`` defaults to the frequency's cycle (4 quarterly, 12 monthly, 5 business daily).
+    """
+
+    name = "seasonal_naive"
+    min_length = 3
+
+    def __init__(self, season: int | None = None):
+        self.season = season
+
+    def _fit(self, values: np.ndarray) -> None:
+        m = self.season or season_length(self.freq_)
+        if len(values) < m + 2:
+            raise ForecastInputError(f"seasonal_naive needs at least {m + 2} points, got {len(values)}")
+        self.season_ = m
+        self.last_season_ = values[-m:].copy()
+        self.sigma_ = float(np.sqrt(np.mean((values[m:] - values[:-m]) ** 2)))
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        steps = np.arange(h)
+        mean = self.last_season_[steps % self.season_]
+        sd = self.sigma_ * np.sqrt(steps // self.season_ + 1)
+        return mean, normal_bounds(mean, sd, levels)
+
+    def _one_step(self, values: np.ndarray) -> np.ndarray:
+        m = self.season_
+        return np.concatenate([np.full(m, np.nan), values[:-m]])

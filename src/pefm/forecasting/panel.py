@@ -1,0 +1,56 @@
+"""The modelling panel: stored series, each put through its catalog transform, side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import psycopg
+
+from pefm.data.frequency import Frequency, period_end
+from pefm.data.transforms import apply_transform
+from pefm.storage.observations import Moment, read_frame
+from pefm.storage.series import get_series
+
+# The default panel: annualized log growth (400 x diff log) of real GDP, consumption, investment
+# and M1, plus inflation, unemployment, the T-bill rate and the real rate, as levels.
+MACRO_PANEL = ("realgdp", "realcons", "realinv", "m1", "infl", "unemp", "tbilrate", "realint")
+# Daily log returns (percent) of the S&P 500 adjusted close, for the trading-strategy check.
+RETURN_SERIES = ("sp500",)
+
+
+def load_panel(conn: psycopg.Connection, series_ids: Sequence[str], *, as_of: Moment = None) -> pd.DataFrame:
+    """The series as known at ``as_of``, each transformed as its catalog entry says, aligned on
+    their common index (NaN where a series has no value). ``attrs["frequencies"]`` and
+    ``attrs["transforms"]`` describe the columns."""
+    raw = read_frame(conn, series_ids, as_of=as_of)
+    columns, transforms = {}, {}
+    for series_id in series_ids:
+        meta = get_series(conn, series_id)
+        assert meta is not None  # read_frame raised for unknown ids
+        transforms[series_id] = meta.transform
+        columns[series_id] = apply_transform(raw[series_id].dropna(), meta.transform, meta.frequency)
+    panel = pd.DataFrame(columns).reindex(columns=list(series_ids))
+    freqs = raw.attrs["frequencies"]
+    if len(set(freqs.values())) == 1:
+        from pefm.data.frequency import with_frequency
+
+        panel.index = with_frequency(pd.DatetimeIndex(panel.index), next(iter(freqs.values())))
+    panel.attrs = {"frequencies": freqs, "transforms": transforms}
+    return panel
+
+
+def as_of_loader(conn: psycopg.Connection, series_ids: Sequence[str]):
+    """A backtest ``as_of`` callable: the panel as known when each cutoff's period had ended."""
+
+    def load(cutoff: pd.Timestamp) -> pd.DataFrame:
+        freqs = {Frequency(f) for f in _frequencies(conn, series_ids)}
+        known_at = max(period_end(pd.DatetimeIndex([cutoff]), f)[0] for f in freqs)
+        return load_panel(conn, series_ids, as_of=known_at)
+
+    return load
+
+
+def _frequencies(conn: psycopg.Connection, series_ids: Sequence[str]) -> list[str]:
+    rows = conn.execute("SELECT frequency FROM series WHERE id = ANY(%s)", (list(series_ids),)).fetchall()
+    return [r[0] for r in rows]

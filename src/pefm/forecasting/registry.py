@@ -1,0 +1,85 @@
+"""The model registry: register fitted models with their lineage, load them back verified.
+
+Artifacts only ever come out of the registry, and only after their sha256 matches the one
+recorded when they went in. Promoting a version makes it the serving model of its series and
+retires whichever serving version covered any of them, in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from pefm.forecasting.base import BaseForecaster
+from pefm.storage import model_versions as table
+from pefm.storage.model_versions import ModelVersion
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """A stored artifact does not match its recorded sha256: it is not loaded."""
+
+
+def new_version_id(family: str, artifact_sha256: str, now: datetime | None = None) -> str:
+    """``<family>-<UTC yyyymmddhhmmss>-<8 hex of the artifact hash>``, DNS-label safe."""
+    now = now or datetime.now(UTC)
+    slug = re.sub(r"[^a-z0-9]+", "-", family.lower()).strip("-")
+    return f"{slug}-{now:%Y%m%d%H%M%S}-{artifact_sha256[:8]}"
+
+
+def register(
+    conn: psycopg.Connection,
+    model: BaseForecaster,
+    *,
+    family: str,
+    params: dict[str, Any],
+    series_ids: list[str],
+    data_as_of: datetime,
+    data_sha256: str,
+    backtest: dict[str, Any] | None,
+    parent_id: str | None = None,
+) -> ModelVersion:
+    """Store a fitted model as a new candidate version (one INSERT: all of it or nothing)."""
+    artifact = model.to_bytes()
+    digest = hashlib.sha256(artifact).hexdigest()
+    return table.insert_version(
+        conn,
+        id=new_version_id(family, digest),
+        family=family,
+        params=params,
+        series_ids=series_ids,
+        data_as_of=data_as_of,
+        data_sha256=data_sha256,
+        artifact=artifact,
+        artifact_sha256=digest,
+        backtest=backtest,
+        parent_id=parent_id,
+    )
+
+
+def load_model(conn: psycopg.Connection, version_id: str) -> BaseForecaster:
+    """The fitted model of a version, after checking its bytes against the recorded sha256."""
+    artifact, recorded = table.read_artifact(conn, version_id)
+    actual = hashlib.sha256(artifact).hexdigest()
+    if actual != recorded:
+        raise ArtifactIntegrityError(
+            f"artifact of {version_id} has sha256 {actual[:12]}..., the registry recorded {recorded[:12]}..."
+        )
+    return BaseForecaster.from_bytes(artifact)
+
+
+def promote(conn: psycopg.Connection, version_id: str) -> list[str]:
+    """Make a version the serving model of its series; return the versions it retired."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('pefm.registry.promote', 0))")
+        version = table.get_version(conn, version_id)
+        retired = []
+        for other in table.list_versions(conn, status="serving"):
+            if other.id != version.id and set(other.series_ids) & set(version.series_ids):
+                table.set_status(conn, other.id, "retired")
+                retired.append(other.id)
+        table.set_status(conn, version.id, "serving")
+    return retired

@@ -1,0 +1,101 @@
+"""Training: load the panel as of a moment, backtest, fit on everything, register a candidate."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+from pefm.forecasting.backtest import BacktestSpec, backtest, score
+from pefm.forecasting.base import BaseForecaster
+from pefm.forecasting.models import make_model
+from pefm.forecasting.panel import as_of_loader, load_panel
+from pefm.forecasting.per_series import PerSeries
+from pefm.forecasting.registry import register
+from pefm.storage.model_versions import ModelVersion
+
+RETURN_TRANSFORMS = {"log_return"}
+TRADING_COST = 0.05  # percent per unit of turnover (5 bp), charged by the Sharpe check
+
+
+@dataclass(frozen=True)
+class BacktestRun:
+    results: pd.DataFrame
+    scores: pd.DataFrame
+
+    def summary(self, spec: BacktestSpec) -> dict[str, Any]:
+        """What the registry stores: the spec and each series' metrics."""
+        metrics = {
+            row.pop("series_id"): {k: float(v) for k, v in row.items() if k not in ("model",) and pd.notna(v)}
+            for row in self.scores.to_dict("records")
+        }
+        return {"spec": asdict(spec), "metrics": metrics}
+
+
+def estimator(name: str, params: dict[str, Any] | None = None) -> BaseForecaster:
+    """The model to fit on a whole panel: multivariate models as they are, others per series."""
+    model = make_model(name, **(params or {}))
+    return model if model.multivariate else PerSeries(model)
+
+
+def data_sha256(panel: pd.DataFrame) -> str:
+    """A hash of exactly the training data (values, timestamps, column names)."""
+    return hashlib.sha256(panel.to_csv(float_format="%.17g").encode()).hexdigest()
+
+
+def run_backtest(
+    conn: psycopg.Connection,
+    name: str,
+    series_ids: list[str],
+    spec: BacktestSpec,
+    *,
+    params: dict[str, Any] | None = None,
+    as_of: datetime | None = None,
+    on_window: Callable[[pd.Timestamp], None] | None = None,
+) -> BacktestRun:
+    """Backtest a model on the stored panel, each origin seeing the data as known then."""
+    panel = load_panel(conn, series_ids, as_of=as_of)
+    model = make_model(name, **(params or {}))
+    data = panel.dropna() if model.multivariate else panel
+    results = backtest(
+        model, data, spec, as_of=as_of_loader(conn, series_ids), label=name, on_window=on_window
+    )
+    returns = {s for s, t in panel.attrs["transforms"].items() if t in RETURN_TRANSFORMS}
+    return BacktestRun(results, score(results, panel, returns=returns, cost=TRADING_COST))
+
+
+def train(
+    conn: psycopg.Connection,
+    name: str,
+    series_ids: list[str],
+    *,
+    params: dict[str, Any] | None = None,
+    as_of: datetime | None = None,
+    spec: BacktestSpec | None = None,
+    on_window: Callable[[pd.Timestamp], None] | None = None,
+) -> tuple[ModelVersion, BacktestRun | None]:
+    """Fit ``name`` on the panel as known at ``as_of`` (default now), backtest it with ``spec``
+    (None: no backtest), and register it as a candidate."""
+    as_of = as_of or datetime.now(UTC)
+    panel = load_panel(conn, series_ids, as_of=as_of)
+    run = None
+    if spec is not None:
+        run = run_backtest(conn, name, series_ids, spec, params=params, as_of=as_of, on_window=on_window)
+    model = estimator(name, params)
+    model.fit(panel.dropna() if model.multivariate and not isinstance(model, PerSeries) else panel)
+    version = register(
+        conn,
+        model,
+        family=name,
+        params=make_model(name, **(params or {})).get_params(),
+        series_ids=list(series_ids),
+        data_as_of=as_of,
+        data_sha256=data_sha256(panel),
+        backtest=run.summary(spec) if run is not None and spec is not None else None,
+    )
+    return version, run

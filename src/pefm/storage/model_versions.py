@@ -1,0 +1,143 @@
+"""The model registry's table (``model_versions``): rows in, rows out, status changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+STATUSES = ("candidate", "serving", "retired")
+_SUMMARY = (
+    "id, family, params, series_ids, data_as_of, data_sha256, artifact_sha256, backtest, "
+    "gate_report, status, parent_id, created_at, status_changed_at"
+)
+
+
+class UnknownModelError(LookupError):
+    """No model version with that id."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registry row without its artifact bytes (load those with ``read_artifact``)."""
+
+    id: str
+    family: str
+    params: dict[str, Any]
+    series_ids: list[str]
+    data_as_of: datetime
+    data_sha256: str
+    artifact_sha256: str
+    backtest: dict[str, Any] | None
+    gate_report: dict[str, Any] | None
+    status: str
+    parent_id: str | None
+    created_at: datetime
+    status_changed_at: datetime
+
+
+def insert_version(
+    conn: psycopg.Connection,
+    *,
+    id: str,
+    family: str,
+    params: dict[str, Any],
+    series_ids: list[str],
+    data_as_of: datetime,
+    data_sha256: str,
+    artifact: bytes,
+    artifact_sha256: str,
+    backtest: dict[str, Any] | None,
+    parent_id: str | None = None,
+) -> ModelVersion:
+    """Insert a new candidate version in one statement and return it."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"""INSERT INTO model_versions (id, family, params, series_ids, data_as_of, data_sha256,
+                                            artifact, artifact_sha256, backtest, parent_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
+            (
+                id,
+                family,
+                Jsonb(params),
+                series_ids,
+                data_as_of,
+                data_sha256,
+                artifact,
+                artifact_sha256,
+                Jsonb(backtest) if backtest is not None else None,
+                parent_id,
+            ),
+        ).fetchone()
+    return ModelVersion(**row)
+
+
+def get_version(conn: psycopg.Connection, version_id: str) -> ModelVersion:
+    """The version with this id; UnknownModelError when there is none."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"SELECT {_SUMMARY} FROM model_versions WHERE id = %s", (version_id,)).fetchone()
+    if row is None:
+        raise UnknownModelError(f"unknown model version {version_id!r}")
+    return ModelVersion(**row)
+
+
+def list_versions(conn: psycopg.Connection, *, status: str | None = None) -> list[ModelVersion]:
+    """Versions, newest first, optionally of one status."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"""SELECT {_SUMMARY} FROM model_versions WHERE %(status)s::text IS NULL OR status = %(status)s
+                ORDER BY created_at DESC, id""",
+            {"status": status},
+        ).fetchall()
+    return [ModelVersion(**row) for row in rows]
+
+
+def serving_for(conn: psycopg.Connection, series_ids: list[str]) -> ModelVersion | None:
+    """The serving version that covers any of these series, if one does."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"""SELECT {_SUMMARY} FROM model_versions WHERE status = 'serving' AND series_ids && %s
+                ORDER BY status_changed_at DESC LIMIT 1""",
+            (series_ids,),
+        ).fetchone()
+    return ModelVersion(**row) if row else None
+
+
+def read_artifact(conn: psycopg.Connection, version_id: str) -> tuple[bytes, str]:
+    """The artifact bytes and their recorded sha256."""
+    row = conn.execute(
+        "SELECT artifact, artifact_sha256 FROM model_versions WHERE id = %s", (version_id,)
+    ).fetchone()
+    if row is None:
+        raise UnknownModelError(f"unknown model version {version_id!r}")
+    return bytes(row[0]), row[1]
+
+
+def set_backtest(conn: psycopg.Connection, version_id: str, backtest: dict[str, Any]) -> None:
+    """Replace a version's stored backtest results."""
+    _update(conn, "UPDATE model_versions SET backtest = %s WHERE id = %s", (Jsonb(backtest), version_id))
+
+
+def set_gate_report(conn: psycopg.Connection, version_id: str, report: dict[str, Any]) -> None:
+    """Store the gate report with the candidate it judged."""
+    _update(conn, "UPDATE model_versions SET gate_report = %s WHERE id = %s", (Jsonb(report), version_id))
+
+
+def set_status(conn: psycopg.Connection, version_id: str, status: str) -> None:
+    """Move a version to ``status`` (candidate, serving, retired)."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+    _update(
+        conn,
+        "UPDATE model_versions SET status = %s, status_changed_at = now() WHERE id = %s",
+        (status, version_id),
+    )
+
+
+def _update(conn: psycopg.Connection, query: str, params: tuple) -> None:
+    if conn.execute(query, params).rowcount != 1:
+        raise UnknownModelError(f"unknown model version {params[-1]!r}")

@@ -1,0 +1,53 @@
+"""train -> backtest -> gate through the real ``pefm`` command on the bundled macro panel."""
+
+import json
+import re
+import subprocess
+import sys
+
+PEFM = [sys.executable, "-m", "pefm.cli"]
+SERIES = ["-s", "realgdp", "-s", "unemp", "-s", "infl"]
+
+
+def run(env, *args):
+    return subprocess.run(
+        [*PEFM, *args], env={**env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=600
+    )
+
+
+def version_of(output: str) -> str:
+    match = re.search(r"registered (\S+) ", output)
+    assert match, output
+    return match.group(1)
+
+
+def test_train_backtest_gate_on_the_real_panel(cli_env, tmp_path):
+    assert run(cli_env, "data", "load", "realgdp", "unemp", "infl").returncode == 0
+    served = run(cli_env, "train", "--model", "ar", *SERIES, "--windows", "8")
+    assert served.returncode == 0, served.stderr
+    assert re.search(r"ar\s+│\s+realgdp\s+│\s+\d+\.\d{3}", served.stdout)  # the backtest table
+    serving_id = version_of(served.stdout)
+    assert run(cli_env, "models", "promote", serving_id).returncode == 0
+
+    candidate = run(cli_env, "train", "--model", "naive", *SERIES, "--windows", "8")
+    candidate_id = version_of(candidate.stdout)
+    again = run(cli_env, "backtest", "--version", candidate_id, "--windows", "8")
+    assert again.returncode == 0, again.stderr
+    assert f"stored the backtest with {candidate_id}" in again.stdout
+
+    report_path = tmp_path / "gate.json"
+    judged = run(cli_env, "gate", "--candidate", candidate_id, "--json", str(report_path))
+    report = json.loads(report_path.read_text())
+    assert report["candidate"] == candidate_id and report["serving"] == serving_id
+    # naive is much worse than AR on unemployment: the RMSE gate must fail, and say why
+    assert judged.returncode == 1
+    assert any(f.startswith("unemp: rmse") for f in report["failures"])
+    assert "gates failed" in judged.stdout
+
+    self_check = run(cli_env, "gate", "--candidate", serving_id, "--serving", serving_id)
+    assert "skipped rmse no worse than 2%: no serving model to compare with" in self_check.stdout
+
+    listing = run(cli_env, "models", "list")
+    assert candidate_id in listing.stdout and "FAIL" in listing.stdout
+    shown = run(cli_env, "models", "show", candidate_id)
+    assert "gates            failed:" in shown.stdout and "unemp: rmse" in shown.stdout

@@ -1,0 +1,64 @@
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from pefm.data.bundled import bundled
+from pefm.data.loading import load_bundled
+from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.registry import ArtifactIntegrityError, load_model, promote
+from pefm.forecasting.training import train
+from pefm.storage.model_versions import UnknownModelError, get_version, list_versions
+
+PANEL = ["realgdp", "unemp"]
+
+
+@pytest.fixture
+def loaded(conn):
+    load_bundled(conn, bundled(PANEL))
+    return conn
+
+
+def test_train_registers_a_candidate_with_lineage_and_a_verified_artifact(loaded):
+    as_of = datetime(2000, 1, 1, tzinfo=UTC)
+    version, run = train(loaded, "ar", PANEL, as_of=as_of, spec=BacktestSpec(h=1, windows=6))
+    assert version.status == "candidate"
+    assert version.series_ids == PANEL
+    assert version.data_as_of == as_of
+    assert len(version.data_sha256) == 64
+    assert set(version.backtest["metrics"]) == set(PANEL)
+    assert version.backtest["spec"]["windows"] == 6
+    assert run.results["cutoff"].max() == pd.Timestamp("1999-07-01")  # 1999Q4 is the last actual
+
+    model = load_model(loaded, version.id)
+    forecast = model.predict(2)
+    assert forecast["ds"].min() == pd.Timestamp("2000-01-01")  # trained on data known in 2000
+    assert set(forecast["series_id"]) == set(PANEL)
+
+
+def test_the_same_data_hashes_the_same(loaded):
+    as_of = datetime(2000, 1, 1, tzinfo=UTC)
+    a, _ = train(loaded, "naive", PANEL, as_of=as_of, spec=None)
+    b, _ = train(loaded, "mean", PANEL, as_of=as_of, spec=None)
+    c, _ = train(loaded, "mean", PANEL, as_of=datetime(2001, 1, 1, tzinfo=UTC), spec=None)
+    assert a.data_sha256 == b.data_sha256 != c.data_sha256
+
+
+def test_a_tampered_artifact_is_never_loaded(loaded):
+    version, _ = train(loaded, "naive", PANEL, spec=None)
+    loaded.execute(
+        "UPDATE model_versions SET artifact = artifact || '\\x00'::bytea WHERE id = %s", (version.id,)
+    )
+    with pytest.raises(ArtifactIntegrityError, match="sha256"):
+        load_model(loaded, version.id)
+    with pytest.raises(UnknownModelError):
+        load_model(loaded, "nope")
+
+
+def test_promote_retires_the_version_serving_the_same_series(loaded):
+    first, _ = train(loaded, "naive", PANEL, spec=None)
+    second, _ = train(loaded, "mean", ["realgdp"], spec=None)
+    assert promote(loaded, first.id) == []
+    assert promote(loaded, second.id) == [first.id]
+    assert get_version(loaded, first.id).status == "retired"
+    assert [v.id for v in list_versions(loaded, status="serving")] == [second.id]

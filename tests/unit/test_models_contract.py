@@ -1,0 +1,92 @@
+"""One contract, every model: shape, nesting, reproducibility, serialization, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pefm.forecasting.base import ForecastInputError
+from pefm.forecasting.models import MODEL_NAMES, make_model
+
+# Settings that keep the contract quick; the defaults are exercised by the benchmark.
+FAST = {"mlp": {"epochs": 20, "hidden": 32}, "ensemble": {"window": 8}}
+COLUMNS = ["series_id", "ds", "mean", "lo-80", "hi-80", "lo-95", "hi-95"]
+
+
+def simulated(n: int = 120, k: int = 1, seed: int = 7) -> pd.DataFrame:
+    """AR(1) series around 2 with cross-correlated shocks, on quarter starts."""
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(size=(n, k)) @ np.linalg.cholesky(0.5 * np.eye(k) + 0.5)
+    values = np.zeros((n, k))
+    for t in range(1, n):
+        values[t] = 0.6 * values[t - 1] + shocks[t]
+    index = pd.date_range("1990-01-01", periods=n, freq="QS")
+    return pd.DataFrame(values + 2.0, index=index, columns=[f"s{i}" for i in range(k)])
+
+
+def data_for(name: str, n: int = 120):
+    model = make_model(name, **FAST.get(name, {}))
+    return model, (simulated(n, k=3) if model.multivariate else simulated(n)["s0"])
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forecast_frame_contract(name: str):
+    model, y = data_for(name)
+    forecast = model.fit(y).predict(4)
+    assert list(forecast.columns) == COLUMNS
+    series = list(y.columns) if isinstance(y, pd.DataFrame) else ["s0"]
+    assert forecast["series_id"].unique().tolist() == series
+    assert len(forecast) == 4 * len(series)
+    assert not forecast.isna().any().any()
+    expected_ds = pd.date_range(y.index[-1], periods=5, freq="QS")[1:]
+    for _, group in forecast.groupby("series_id"):
+        assert list(group["ds"]) == list(expected_ds)
+    nested = (
+        (forecast["lo-95"] <= forecast["lo-80"])
+        & (forecast["lo-80"] <= forecast["mean"])
+        & (forecast["mean"] <= forecast["hi-80"])
+        & (forecast["hi-80"] <= forecast["hi-95"])
+    )
+    assert nested.all()
+    assert (forecast["hi-95"] > forecast["lo-95"]).all()
+    assert all(k.endswith("_") for k in vars(model) if k not in model.get_params())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_reproducible_and_serializable(name: str):
+    model, y = data_for(name)
+    first = model.fit(y).predict(3, levels=(50, 90))
+    again = model.clone().fit(y).predict(3, levels=(50, 90))
+    pd.testing.assert_frame_equal(first, again)
+    restored = type(model).from_bytes(model.to_bytes())
+    pd.testing.assert_frame_equal(restored.predict(3, levels=(50, 90)), first)
+    assert restored.get_params() == model.get_params()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_bad_input_is_refused(name: str):
+    model, y = data_for(name)
+    with pytest.raises(ForecastInputError, match="too short"):
+        model.clone().fit(y.iloc[: model.min_length - 1])
+    holed = y.copy()
+    holed.iloc[len(y) // 2] = np.nan
+    with pytest.raises(ForecastInputError, match="missing or infinite"):
+        model.clone().fit(holed)
+    fitted = model.fit(y)
+    for h in (0, -1, 1.5, True):
+        with pytest.raises(ForecastInputError, match="h must be a positive integer"):
+            fitted.predict(h)
+    with pytest.raises(ForecastInputError, match="levels"):
+        fitted.predict(2, levels=(80, 100))
+    with pytest.raises(ForecastInputError, match="not fitted"):
+        model.clone().predict(2)
+
+
+def test_update_conditions_on_new_data_without_refitting():
+    y = simulated(120)["s0"]
+    model = make_model("ar").fit(y.iloc[:100])
+    params = model.results_.params.copy()
+    model.update(y)
+    assert np.array_equal(model.results_.params, params)
+    refitted = make_model("ar").fit(y)
+    # same parameters, newer data: the forecast starts from the newer end
+    assert model.predict(1)["ds"].iloc[0] == refitted.predict(1)["ds"].iloc[0]
