@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint clean
+.PHONY: up test lint vendor clean
 
 up: $(STAMP)
 	$(BIN)/pefm up
@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,bench]'
 	touch $(STAMP)
 
+# kn func builds each function from its own folder: copy the pefm package into each one.
+vendor:
+	for f in functions/*/; do rm -rf $$f/pefm && cp -r src/pefm $$f/pefm && find $$f/pefm -name __pycache__ -prune -exec rm -rf {} +; done
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache functions/*/pefm

@@ -74,9 +74,7 @@ def run_statsforecast(
             warnings.simplefilter("ignore", category=RuntimeWarning)
             warnings.simplefilter("ignore", category=FutureWarning)
             t0 = time.perf_counter()
-            cv = sf.cross_validation(
-                df=long, h=h, n_windows=windows, step_size=step, refit=True, level=list(levels)
-            )
+            cv = sf.cross_validation(df=long, h=h, n_windows=windows, step_size=step, refit=True, level=list(levels))
             seconds = time.perf_counter() - t0
         if "unique_id" not in cv.columns:  # older versions / NIXTLA_ID_AS_COL unset: id is the index
             cv = cv.reset_index()

@@ -35,6 +35,20 @@ class Settings:
     """``PEFM_LOG_LEVEL``: Python logging level name."""
     gate_policy: Path | None = None
     """``PEFM_GATE_POLICY``: validation gate policy TOML; unset -> the one shipped with PEFM."""
+    ingest_token: str | None = field(default=None, repr=False)
+    """``PEFM_INGEST_TOKEN``: bearer token for the ingest function's writes; unset -> writes refused."""
+    admin_token: str | None = field(default=None, repr=False)
+    """``PEFM_ADMIN_TOKEN``: bearer token for admin actions (rollouts); unset -> refused."""
+    max_body_bytes: int = 20 * 1024 * 1024
+    """``PEFM_MAX_BODY_BYTES``: largest request body the functions accept (413 above it)."""
+    model_version: str | None = None
+    """``PEFM_MODEL_VERSION``: the registry version an inference revision serves; unset -> the
+    serving version."""
+    revision: str = "local"
+    """``K_REVISION`` (set by Knative): the revision name reported in responses and metrics."""
+    prediction_log_queue: int = 10_000
+    """``PEFM_PREDICTION_LOG_QUEUE``: predictions buffered for the database before new ones are
+    dropped (and counted)."""
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -60,6 +74,20 @@ class Settings:
             if level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
                 raise ConfigError(f"PEFM_LOG_LEVEL must be a logging level name, not {level!r}")
             kwargs["log_level"] = level.upper()
+        for name, key in (
+            ("PEFM_INGEST_TOKEN", "ingest_token"),
+            ("PEFM_ADMIN_TOKEN", "admin_token"),
+            ("PEFM_MODEL_VERSION", "model_version"),
+            ("K_REVISION", "revision"),
+        ):
+            if value := env.get(name, "").strip():
+                kwargs[key] = value
+        for name, key in (
+            ("PEFM_MAX_BODY_BYTES", "max_body_bytes"),
+            ("PEFM_PREDICTION_LOG_QUEUE", "prediction_log_queue"),
+        ):
+            if raw := env.get(name, "").strip():
+                kwargs[key] = _positive_int(name, raw)
         if policy := env.get("PEFM_GATE_POLICY", "").strip():
             path = Path(policy).expanduser()
             if not path.is_file():

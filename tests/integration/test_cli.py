@@ -12,9 +12,7 @@ PEFM = [sys.executable, "-m", "pefm.cli"]
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PEFM, *args], env={**env, "COLUMNS": "120"}, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([*PEFM, *args], env={**env, "COLUMNS": "120"}, capture_output=True, text=True, timeout=300)
 
 
 def test_up_loads_the_real_data_and_a_second_up_changes_nothing(cli_env, schema_url):

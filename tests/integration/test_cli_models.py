@@ -10,9 +10,7 @@ SERIES = ["-s", "realgdp", "-s", "unemp", "-s", "infl"]
 
 
 def run(env, *args):
-    return subprocess.run(
-        [*PEFM, *args], env={**env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([*PEFM, *args], env={**env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=600)
 
 
 def version_of(output: str) -> str:

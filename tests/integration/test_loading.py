@@ -64,9 +64,7 @@ def test_csv_load_then_revision_keeps_history(conn, unrate, tmp_path):
         conn, write(tmp_path, "DATE,UNRATE\n2020-01-01,3.5\n2020-02-01,.\n"), vintage="2020-02-07"
     )
     assert (result.inserted, parsed.missing) == (1, 1)
-    _, revised = load_csv(
-        conn, write(tmp_path, "DATE,UNRATE\n2020-01-01,3.6\n2020-02-01,3.5\n"), vintage="2020-03-06"
-    )
+    _, revised = load_csv(conn, write(tmp_path, "DATE,UNRATE\n2020-01-01,3.6\n2020-02-01,3.5\n"), vintage="2020-03-06")
     assert (revised.inserted, revised.revised, revised.unchanged) == (1, 1, 0)
     assert read_series(conn, "unrate", as_of="2020-03-01").tolist() == [3.5]
     assert read_series(conn, "unrate").tolist() == [3.6, 3.5]

@@ -32,8 +32,7 @@ def test_migrating_twice_applies_everything_once(schema_url: str):
 def test_two_processes_migrating_at_once_take_turns(schema_url: str, cli_env: dict[str, str]):
     cmd = [sys.executable, "-m", "pefm.cli", "db", "migrate"]
     procs = [
-        subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(3)
+        subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs

@@ -20,9 +20,7 @@ V2 = datetime(2020, 5, 28, tzinfo=UTC)
 
 
 def obs(series_id: str, values: dict[str, float]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {"series_id": series_id, "ts": pd.to_datetime(list(values)), "value": list(values.values())}
-    )
+    return pd.DataFrame({"series_id": series_id, "ts": pd.to_datetime(list(values)), "value": list(values.values())})
 
 
 def row_count(conn: psycopg.Connection) -> int:
@@ -93,9 +91,7 @@ def test_without_a_vintage_the_write_is_stamped_with_the_transaction_time(conn, 
 
 def test_read_series_windows_and_frequency(conn, gdp):
     quarters = pd.date_range("2000-01-01", periods=8, freq="QS")
-    write_observations(
-        conn, obs("gdp", {str(q.date()): float(i) for i, q in enumerate(quarters)}), vintage=V1
-    )
+    write_observations(conn, obs("gdp", {str(q.date()): float(i) for i, q in enumerate(quarters)}), vintage=V1)
     full = read_series(conn, "gdp")
     assert full.name == "gdp"
     assert full.index.freqstr == "QS-JAN"

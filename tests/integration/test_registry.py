@@ -46,9 +46,7 @@ def test_the_same_data_hashes_the_same(loaded):
 
 def test_a_tampered_artifact_is_never_loaded(loaded):
     version, _ = train(loaded, "naive", PANEL, spec=None)
-    loaded.execute(
-        "UPDATE model_versions SET artifact = artifact || '\\x00'::bytea WHERE id = %s", (version.id,)
-    )
+    loaded.execute("UPDATE model_versions SET artifact = artifact || '\\x00'::bytea WHERE id = %s", (version.id,))
     with pytest.raises(ArtifactIntegrityError, match="sha256"):
         load_model(loaded, version.id)
     with pytest.raises(UnknownModelError):

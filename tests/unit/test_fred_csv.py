@@ -28,9 +28,10 @@ def test_accepts_the_newer_observation_date_header_a_bom_and_crlf():
 
 
 def test_bad_date_names_line_and_field():
-    assert issues_of("DATE,X\n2020-01-01,1\n2020-13-01,2\n01/03/2020,3\n") == [
-        {"line": 3, "field": "date", "message": "'2020-13-01' is not a YYYY-MM-DD date"},
-        {"line": 4, "field": "date", "message": "'01/03/2020' is not a YYYY-MM-DD date"},
+    assert issues_of("DATE,X\n2020-01-01,1\n2020-13-01,2\n01/03/2020,3\n0001-01-01,4\n") == [
+        {"line": 3, "field": "date", "message": "'2020-13-01' is not a YYYY-MM-DD date in 1700..2200"},
+        {"line": 4, "field": "date", "message": "'01/03/2020' is not a YYYY-MM-DD date in 1700..2200"},
+        {"line": 5, "field": "date", "message": "'0001-01-01' is not a YYYY-MM-DD date in 1700..2200"},
     ]
 
 
@@ -64,9 +65,7 @@ def test_wrong_header_is_line_1(header: str, message: str):
 
 
 def test_wrong_field_count_and_no_rows_and_bad_encoding_are_reported():
-    assert issues_of("DATE,X\n2020-01-01\n") == [
-        {"line": 2, "field": "row", "message": "expected 2 fields, got 1"}
-    ]
+    assert issues_of("DATE,X\n2020-01-01\n") == [{"line": 2, "field": "row", "message": "expected 2 fields, got 1"}]
     assert issues_of("DATE,X\n") == [{"line": 2, "field": "body", "message": "no data rows after the header"}]
     assert issues_of(b"DATE,X\n2020-01-01,\xff\n")[0]["field"] == "body"
 

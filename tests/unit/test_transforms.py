@@ -15,9 +15,7 @@ def test_log_diff_annualizes_by_the_frequency():
 
 def test_log_return_is_in_percent_and_diff_is_plain():
     y = pd.Series([10.0, 11.0], index=pd.date_range("2000-01-03", periods=2, freq="B"))
-    assert apply_transform(y, "log_return", Frequency.BUSINESS_DAILY).iloc[0] == pytest.approx(
-        100 * np.log(1.1)
-    )
+    assert apply_transform(y, "log_return", Frequency.BUSINESS_DAILY).iloc[0] == pytest.approx(100 * np.log(1.1))
     assert apply_transform(y, "diff", Frequency.BUSINESS_DAILY).iloc[0] == pytest.approx(1.0)
     assert apply_transform(y, "none", Frequency.BUSINESS_DAILY).equals(y)
 

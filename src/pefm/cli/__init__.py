@@ -49,3 +49,4 @@ def progress_bar() -> Progress:
 
 from pefm.cli import data as _data  # noqa: E402,F401  (registers its commands)
 from pefm.cli import forecasting as _forecasting  # noqa: E402,F401
+from pefm.cli import serve as _serve  # noqa: E402,F401

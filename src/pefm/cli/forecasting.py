@@ -15,9 +15,7 @@ from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
 from pefm.forecasting.panel import MACRO_PANEL
 
-SeriesOpt = Annotated[
-    list[str] | None, typer.Option("--series", "-s", help="series ids (default: the macro panel)")
-]
+SeriesOpt = Annotated[list[str] | None, typer.Option("--series", "-s", help="series ids (default: the macro panel)")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"one of {', '.join(MODEL_NAMES)}")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="model parameter NAME=JSON")]
 SHOWN = ("rmse", "mae", "mase", "coverage-80", "coverage-95", "directional_accuracy", "sharpe")
@@ -66,9 +64,7 @@ def train(
             params=_params(param),
             as_of=when,
             spec=spec,
-            on_window=lambda cutoff: progress.update(
-                task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"
-            ),
+            on_window=lambda cutoff: progress.update(task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"),
         )
     if run is not None:
         _print_scores(run.scores)
@@ -83,9 +79,7 @@ def backtest(
     model: ModelOpt = DEFAULT_MODEL,
     series: SeriesOpt = None,
     param: ParamOpt = None,
-    version: Annotated[
-        str | None, typer.Option(help="backtest this registered version and store the result")
-    ] = None,
+    version: Annotated[str | None, typer.Option(help="backtest this registered version and store the result")] = None,
     h: int = 1,
     windows: int = 40,
     step: int = 1,
@@ -110,9 +104,7 @@ def backtest(
                 spec,
                 params=params,
                 as_of=as_of,
-                on_window=lambda cutoff: progress.update(
-                    task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"
-                ),
+                on_window=lambda cutoff: progress.update(task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"),
             )
         if version:
             set_backtest(conn, version, run.summary(spec))
@@ -124,9 +116,7 @@ def backtest(
 @app.command()
 def gate(
     candidate: Annotated[str, typer.Option(help="candidate model version")],
-    serving: Annotated[
-        str | None, typer.Option(help="serving version (default: the one serving these series)")
-    ] = None,
+    serving: Annotated[str | None, typer.Option(help="serving version (default: the one serving these series)")] = None,
     policy: Annotated[
         Path | None, typer.Option(help="gate policy TOML (default: PEFM_GATE_POLICY or the shipped one)")
     ] = None,

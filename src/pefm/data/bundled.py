@@ -120,9 +120,7 @@ BUNDLED: tuple[BundledSeries, ...] = (
         "log_diff_ann",
         "End-of-quarter CPI for all urban consumers, all items",
     ),
-    _macro(
-        "m1", "M1 money stock", "billions of US$, SA", "log_diff_ann", "End-of-quarter M1 nominal money stock"
-    ),
+    _macro("m1", "M1 money stock", "billions of US$, SA", "log_diff_ann", "End-of-quarter M1 nominal money stock"),
     _macro(
         "tbilrate",
         "3-month T-bill rate",

@@ -23,6 +23,8 @@ SERIES_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 MISSING = {".", ""}
+# Dates PEFM stores: wide for economic history, inside what pandas' nanosecond timestamps hold.
+MIN_YEAR, MAX_YEAR = 1700, 2200
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,11 @@ def parse_fred_csv(data: str | bytes) -> ParsedSeries:
         raw_date, raw_value = row[0].strip(), row[1].strip()
         day = _parse_date(raw_date)
         if day is None:
-            issues.append(Issue(line=line, field="date", message=f"{raw_date!r} is not a YYYY-MM-DD date"))
+            issues.append(
+                Issue(
+                    line=line, field="date", message=f"{raw_date!r} is not a YYYY-MM-DD date in {MIN_YEAR}..{MAX_YEAR}"
+                )
+            )
         elif day in first_seen:
             issues.append(
                 Issue(
@@ -106,9 +112,7 @@ def parse_fred_csv(data: str | bytes) -> ParsedSeries:
 def _check_header(header: list[str] | None) -> str:
     expected = "expected 'DATE,<SERIES_ID>' or 'observation_date,<SERIES_ID>'"
     if not header:
-        raise ValidationError(
-            "invalid CSV", [Issue(line=1, field="header", message=f"empty file; {expected}")]
-        )
+        raise ValidationError("invalid CSV", [Issue(line=1, field="header", message=f"empty file; {expected}")])
     if len(header) != 2:
         raise ValidationError(
             "invalid CSV",
@@ -138,6 +142,7 @@ def _parse_date(text: str) -> date | None:
     if not _DATE.match(text):
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         return None
+    return day if MIN_YEAR <= day.year <= MAX_YEAR else None

@@ -88,6 +88,4 @@ def load_csv(
 
 def _check_on_frequency(parsed: ParsedSeries, freq: Frequency) -> None:
     if issues := check_frequency(parsed.values.index, freq, lines=parsed.lines):
-        raise ValidationError(
-            f"dates in the CSV are not {freq.label} period starts for {parsed.series_id!r}", issues
-        )
+        raise ValidationError(f"dates in the CSV are not {freq.label} period starts for {parsed.series_id!r}", issues)

@@ -50,9 +50,7 @@ class ValidationError(ValueError):
         return {"error": self.message, "details": [i.to_dict() for i in self.details]}
 
 
-def check_frequency(
-    index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence[int] | None = None
-) -> list[Issue]:
+def check_frequency(index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence[int] | None = None) -> list[Issue]:
     """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``,
     located by file line when ``lines`` is given, else by position."""
     bad = np.flatnonzero(off_frequency(index, freq))

@@ -201,9 +201,7 @@ def buy_and_hold_sharpe(returns: ArrayLike, periods_per_year: int = 252) -> floa
 # --- forecast comparison ---------------------------------------------------------------------
 
 
-def diebold_mariano(
-    y: ArrayLike, yhat_model: ArrayLike, yhat_benchmark: ArrayLike, h: int = 1
-) -> tuple[float, float]:
+def diebold_mariano(y: ArrayLike, yhat_model: ArrayLike, yhat_benchmark: ArrayLike, h: int = 1) -> tuple[float, float]:
     """Diebold-Mariano test of equal squared-error loss; returns (statistic, two-sided p-value).
 
     Uses ``statsmodels.tsa.stattools.diebold_mariano_test`` on the loss differential

@@ -18,6 +18,9 @@ from pefm.forecasting.base import BaseForecaster
 from pefm.storage import model_versions as table
 from pefm.storage.model_versions import ModelVersion
 
+PRECOMPUTED_HORIZON = 12
+PRECOMPUTED_LEVELS = (80, 95)
+
 
 class ArtifactIntegrityError(RuntimeError):
     """A stored artifact does not match its recorded sha256: it is not loaded."""
@@ -45,6 +48,9 @@ def register(
     """Store a fitted model as a new candidate version (one INSERT: all of it or nothing)."""
     artifact = model.to_bytes()
     digest = hashlib.sha256(artifact).hexdigest()
+    horizon = min(PRECOMPUTED_HORIZON, getattr(model, "horizon", PRECOMPUTED_HORIZON))
+    forecast = model.predict(horizon, PRECOMPUTED_LEVELS)
+    forecast["ds"] = forecast["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return table.insert_version(
         conn,
         id=new_version_id(family, digest),
@@ -56,6 +62,11 @@ def register(
         artifact=artifact,
         artifact_sha256=digest,
         backtest=backtest,
+        precomputed={
+            "horizon": horizon,
+            "levels": list(PRECOMPUTED_LEVELS),
+            "rows": forecast.to_dict("records"),
+        },
         parent_id=parent_id,
     )
 

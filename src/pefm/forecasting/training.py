@@ -62,9 +62,7 @@ def run_backtest(
     panel = load_panel(conn, series_ids, as_of=as_of)
     model = make_model(name, **(params or {}))
     data = panel.dropna() if model.multivariate else panel
-    results = backtest(
-        model, data, spec, as_of=as_of_loader(conn, series_ids), label=name, on_window=on_window
-    )
+    results = backtest(model, data, spec, as_of=as_of_loader(conn, series_ids), label=name, on_window=on_window)
     returns = {s for s, t in panel.attrs["transforms"].items() if t in RETURN_TRANSFORMS}
     return BacktestRun(results, score(results, panel, returns=returns, cost=TRADING_COST))
 

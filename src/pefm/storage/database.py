@@ -16,17 +16,22 @@ from pefm.storage.migrate import migrate as apply_migrations
 class Database:
     """A connection pool on one PostgreSQL database, plus the embedded server if it started one."""
 
-    def __init__(self, url: str, *, max_size: int = 10, embedded: EmbeddedPostgres | None = None):
+    def __init__(
+        self, url: str, *, max_size: int = 10, embedded: EmbeddedPostgres | None = None, timeout: float = 30.0
+    ):
         self.url = url
         self.embedded = embedded
+        # check: a connection broken by a database restart is replaced, not handed out
         self.pool = ConnectionPool(
             url,
             min_size=1,
             max_size=max_size,
             open=True,
             name="pefm",
-            timeout=30,
+            timeout=timeout,
             configure=_configure,
+            check=ConnectionPool.check_connection,
+            kwargs={"connect_timeout": max(2, int(timeout))},
         )
 
     @contextlib.contextmanager
@@ -54,15 +59,20 @@ def _configure(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-def open_database(settings: Settings | None = None, *, migrate: bool = True) -> Database:
-    """Open the configured database (embedded when no URL is set), migrated unless told not to."""
+def open_database(
+    settings: Settings | None = None, *, migrate: bool = True, embedded_ok: bool = True, pool_timeout: float = 30.0
+) -> Database:
+    """Open the configured database (embedded when no URL is set and ``embedded_ok``), migrated
+    unless told not to; ``pool_timeout`` bounds the wait for a connection."""
     settings = settings or get_settings()
     embedded = None
     url = settings.database_url
+    if url is None and not embedded_ok:
+        raise ValueError("PEFM_DATABASE_URL is not set")
     if url is None:
         embedded = EmbeddedPostgres(settings.embedded_pgdata)
         url = embedded.start()
-    db = Database(url, max_size=settings.pool_max_size, embedded=embedded)
+    db = Database(url, max_size=settings.pool_max_size, embedded=embedded, timeout=pool_timeout)
     if migrate:
         try:
             with db.connection() as conn:

@@ -63,9 +63,7 @@ def applied_migrations(conn: psycopg.Connection) -> list[AppliedMigration]:
     exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
         return []
-    rows = conn.execute(
-        "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
-    ).fetchall()
+    rows = conn.execute("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version").fetchall()
     return [AppliedMigration(*row) for row in rows]
 
 

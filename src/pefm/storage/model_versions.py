@@ -52,14 +52,15 @@ def insert_version(
     artifact: bytes,
     artifact_sha256: str,
     backtest: dict[str, Any] | None,
+    precomputed: dict[str, Any] | None = None,
     parent_id: str | None = None,
 ) -> ModelVersion:
     """Insert a new candidate version in one statement and return it."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             f"""INSERT INTO model_versions (id, family, params, series_ids, data_as_of, data_sha256,
-                                            artifact, artifact_sha256, backtest, parent_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
+                                            artifact, artifact_sha256, backtest, precomputed, parent_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
             (
                 id,
                 family,
@@ -69,7 +70,8 @@ def insert_version(
                 data_sha256,
                 artifact,
                 artifact_sha256,
-                Jsonb(backtest) if backtest is not None else None,
+                _json(backtest),
+                _json(precomputed),
                 parent_id,
             ),
         ).fetchone()
@@ -109,12 +111,18 @@ def serving_for(conn: psycopg.Connection, series_ids: list[str]) -> ModelVersion
 
 def read_artifact(conn: psycopg.Connection, version_id: str) -> tuple[bytes, str]:
     """The artifact bytes and their recorded sha256."""
-    row = conn.execute(
-        "SELECT artifact, artifact_sha256 FROM model_versions WHERE id = %s", (version_id,)
-    ).fetchone()
+    row = conn.execute("SELECT artifact, artifact_sha256 FROM model_versions WHERE id = %s", (version_id,)).fetchone()
     if row is None:
         raise UnknownModelError(f"unknown model version {version_id!r}")
     return bytes(row[0]), row[1]
+
+
+def read_precomputed(conn: psycopg.Connection, version_id: str) -> dict[str, Any] | None:
+    """The forecasts computed when the version was registered: ``{horizon, levels, rows}``."""
+    row = conn.execute("SELECT precomputed FROM model_versions WHERE id = %s", (version_id,)).fetchone()
+    if row is None:
+        raise UnknownModelError(f"unknown model version {version_id!r}")
+    return row[0]
 
 
 def set_backtest(conn: psycopg.Connection, version_id: str, backtest: dict[str, Any]) -> None:
@@ -136,6 +144,10 @@ def set_status(conn: psycopg.Connection, version_id: str, status: str) -> None:
         "UPDATE model_versions SET status = %s, status_changed_at = now() WHERE id = %s",
         (status, version_id),
     )
+
+
+def _json(value: dict[str, Any] | None) -> Jsonb | None:
+    return Jsonb(value) if value is not None else None
 
 
 def _update(conn: psycopg.Connection, query: str, params: tuple) -> None:

@@ -202,10 +202,7 @@ def read_frame(
     series has no value), one column per id in the order given; ``attrs["frequencies"]`` maps
     each id to its Frequency."""
     ids = list(dict.fromkeys(series_ids))
-    freqs = {
-        r[0]: Frequency(r[1])
-        for r in conn.execute("SELECT id, frequency FROM series WHERE id = ANY(%s)", (ids,))
-    }
+    freqs = {r[0]: Frequency(r[1]) for r in conn.execute("SELECT id, frequency FROM series WHERE id = ANY(%s)", (ids,))}
     if unknown := [i for i in ids if i not in freqs]:
         raise UnknownSeriesError(unknown)
     rows = conn.execute(
@@ -238,9 +235,7 @@ def _to_series(rows: list[tuple[datetime, float]], name: str) -> pd.Series:
     if not rows:
         return pd.Series([], index=pd.DatetimeIndex([], name="ts"), name=name, dtype="float64")
     ts, values = zip(*rows, strict=True)
-    return pd.Series(
-        values, index=pd.DatetimeIndex(_utc_naive(pd.Series(ts)), name="ts"), name=name, dtype="float64"
-    )
+    return pd.Series(values, index=pd.DatetimeIndex(_utc_naive(pd.Series(ts)), name="ts"), name=name, dtype="float64")
 
 
 def _utc_naive(values: pd.Series) -> pd.Series:

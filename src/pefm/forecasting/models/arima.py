@@ -49,9 +49,7 @@ class AutoARIMA(BaseForecaster):
             )
             while True:
                 p, q = best
-                neighbours = [
-                    (p + dp, q + dq) for dp, dq in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1))
-                ]
+                neighbours = [(p + dp, q + dq) for dp, dq in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1))]
                 valid = [(a, b) for a, b in neighbours if 0 <= a <= self.max_p and 0 <= b <= self.max_q]
                 candidate = min(valid, key=lambda pq: score(*pq), default=best)
                 if score(*candidate) >= score(*best):

@@ -1,0 +1,42 @@
+"""``pefm serve``: run a function locally exactly as Knative runs it."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from pefm.cli import app, err
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="ingest or inference")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+) -> None:
+    """Serve a function through func-python's serve(new) on LISTEN_ADDRESS (Ctrl-C stops it)."""
+    from pefm.config import get_settings
+    from pefm.serving.function import ServiceFunction
+
+    if service not in ("ingest", "inference"):
+        err.print(f"[red]error:[/red] unknown service {service!r}: ingest or inference")
+        raise typer.Exit(2)
+    embedded = None
+    if get_settings().database_url is None:  # the embedded default: share its URL with the function
+        from pefm.storage.embedded import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(get_settings().embedded_pgdata)
+        os.environ["PEFM_DATABASE_URL"] = embedded.start()
+    os.environ["LISTEN_ADDRESS"] = f"{host}:{port}"
+    from func_python.http import serve as func_serve
+
+    def new() -> ServiceFunction:
+        return ServiceFunction(service)
+
+    try:
+        func_serve(new)
+    finally:
+        if embedded is not None:
+            embedded.stop()

@@ -1,0 +1,173 @@
+"""JSON observation payloads, as the ingest function accepts them.
+
+One series::
+
+    {"series_id": "gdp", "observations": [{"ts": "2020-01-01", "value": 1.5}], "vintage": "..."}
+
+or many, sharing one optional vintage::
+
+    {"series": [{"series_id": "gdp", "observations": [...]}, ...], "vintage": "..."}
+
+The whole payload is checked before anything is returned: every problem is reported with its
+JSON path (``field``) and the position of the observation (``index``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from pefm.data.fred_csv import MAX_YEAR, MIN_YEAR, SERIES_ID
+from pefm.data.validation import Issue, ValidationError
+
+_SERIES_KEYS = {"series_id", "observations"}
+_OBS_KEYS = {"ts", "value"}
+
+
+@dataclass(frozen=True)
+class SeriesPayload:
+    """One series' observations from a payload; ``path`` is its JSON path (for error messages)."""
+
+    series_id: str
+    values: pd.Series
+    path: str
+    lines: list[int] | None = None
+    """File line of each value, for payloads that came from a CSV file."""
+
+
+@dataclass(frozen=True)
+class ObservationsPayload:
+    series: list[SeriesPayload]
+    vintage: datetime | None
+
+
+def parse_timestamp(raw: object) -> datetime | None:
+    """An ISO 8601 date or date-time in years 1700..2200 as an aware UTC datetime (naive means
+    UTC), else None."""
+    if not isinstance(raw, str) or not 10 <= len(raw) <= 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return parsed if MIN_YEAR <= parsed.year <= MAX_YEAR else None
+
+
+def parse_observations_json(body: bytes | str) -> ObservationsPayload:
+    """Parse and check an observations payload; ValidationError lists every problem."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except _NonFiniteError as exc:
+        raise ValidationError("malformed JSON", [Issue(field="body", message=str(exc))]) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError("malformed JSON", [Issue(field="body", message=str(exc))]) from None
+    return observations_from_object(data)
+
+
+def observations_from_object(data: Any) -> ObservationsPayload:
+    """Check an already-decoded payload (e.g. a structured CloudEvent's ``data``)."""
+    issues: list[Issue] = []
+    if not isinstance(data, dict):
+        raise ValidationError("invalid payload", [Issue(field="body", message="expected a JSON object")])
+    vintage = None
+    if "vintage" in data:
+        vintage = parse_timestamp(data["vintage"])
+        if vintage is None:
+            issues.append(Issue(field="vintage", message="expected an ISO 8601 date-time"))
+    if "series" in data:
+        _extra(data, {"series", "vintage"}, "", issues)
+        items = data["series"]
+        if not isinstance(items, list) or not items:
+            issues.append(Issue(field="series", message="expected a non-empty list of series"))
+            items = []
+        entries = [(item, f"series[{i}].") for i, item in enumerate(items)]
+    else:
+        entries = [(data, "")]
+    parsed = [p for item, path in entries if (p := _series(item, path, issues)) is not None]
+    seen: dict[str, str] = {}
+    for p in parsed:
+        if p.series_id in seen:
+            issues.append(
+                Issue(
+                    field=f"{p.path}series_id",
+                    message=f"series {p.series_id!r} appears twice (also at {seen[p.series_id]})",
+                )
+            )
+        seen.setdefault(p.series_id, p.path or "top level")
+    if issues:
+        raise ValidationError("invalid observations payload", issues)
+    return ObservationsPayload(series=parsed, vintage=vintage)
+
+
+def _series(item: Any, path: str, issues: list[Issue]) -> SeriesPayload | None:
+    if not isinstance(item, dict):
+        issues.append(Issue(field=path.rstrip(".") or "body", message="expected an object"))
+        return None
+    before = len(issues)
+    _extra(item, _SERIES_KEYS | ({"vintage"} if not path else set()), path, issues)
+    series_id = item.get("series_id")
+    if not isinstance(series_id, str) or not SERIES_ID.match(series_id):
+        issues.append(
+            Issue(field=f"{path}series_id", message="required: a series id (lower case letters, digits, _ . -)")
+        )
+    observations = item.get("observations")
+    if not isinstance(observations, list) or not observations:
+        issues.append(Issue(field=f"{path}observations", message="required: a non-empty list"))
+        return None
+    stamps: list[datetime] = []
+    values: list[float] = []
+    first: dict[datetime, int] = {}
+    for i, obs in enumerate(observations):
+        where = f"{path}observations[{i}]"
+        if not isinstance(obs, dict):
+            issues.append(Issue(index=i, field=where, message="expected an object {ts, value}"))
+            continue
+        for key in sorted(set(obs) - _OBS_KEYS):
+            issues.append(Issue(index=i, field=f"{where}.{key}", message="unexpected field"))
+        for key in sorted(_OBS_KEYS - set(obs)):
+            issues.append(Issue(index=i, field=f"{where}.{key}", message="required"))
+        ts = parse_timestamp(obs.get("ts")) if "ts" in obs else None
+        if "ts" in obs and ts is None:
+            issues.append(
+                Issue(index=i, field=f"{where}.ts", message="expected an ISO 8601 date or date-time, years 1700..2200")
+            )
+        value = obs.get("value")
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if "value" in obs and not (numeric and math.isfinite(value)):
+            issues.append(Issue(index=i, field=f"{where}.value", message="expected a finite number"))
+        if ts is not None and ts in first:
+            issues.append(
+                Issue(
+                    index=i,
+                    field=f"{where}.ts",
+                    message=f"duplicate timestamp {obs['ts']} (also at index {first[ts]})",
+                )
+            )
+        elif ts is not None:
+            first[ts] = i
+        if ts is not None and numeric and math.isfinite(value):
+            stamps.append(ts)
+            values.append(float(value))
+    if len(issues) > before:
+        return None
+    index = pd.DatetimeIndex(stamps).tz_convert("UTC").tz_localize(None)
+    return SeriesPayload(series_id, pd.Series(values, index=index, name=series_id, dtype="float64"), path)
+
+
+def _extra(data: dict, allowed: set[str], path: str, issues: list[Issue]) -> None:
+    for key in sorted(set(data) - allowed):
+        issues.append(Issue(field=f"{path}{key}", message="unexpected field"))
+
+
+class _NonFiniteError(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFiniteError(f"{name} is not valid JSON: values must be finite numbers")

@@ -1,0 +1,125 @@
+"""The object a kn func Python function's ``new()`` returns, for each PEFM service.
+
+func-python 0.8.1 calls ``start(cfg)``, ``stop()``, ``alive()`` and ``ready()`` without await,
+so they are synchronous; ``handle`` is the ASGI entry point and never lets an exception escape.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from pefm.config import Settings
+from pefm.serving.http import guard
+
+log = logging.getLogger("pefm.function")
+PROCESS_STARTED = time.time()
+OPENAPI_DIR = Path(__file__).with_name("openapi")
+
+
+class ServiceFunction:
+    """One PEFM service (``ingest`` or ``inference``) as a kn func function instance."""
+
+    def __init__(self, service: str):
+        if service not in ("ingest", "inference"):
+            raise ValueError(f"unknown service {service!r}")
+        self.service = service
+        self.app = None
+        self.db = None
+        self.writer = None
+        self._ready = False
+        self._problem = "starting"
+
+    def start(self, cfg: dict[str, str]) -> None:
+        """Build the app from the environment ``cfg``; failures leave the function not ready."""
+        import json
+
+        from pefm.serving.observability import ServiceMetrics, configure_json_logging
+
+        settings = Settings.from_env(cfg)
+        configure_json_logging(settings.log_level)
+        self.metrics = ServiceMetrics(self.service, settings.revision)
+        openapi = json.loads((OPENAPI_DIR / f"{self.service}.json").read_text())
+        try:
+            from pefm.storage.database import open_database
+
+            self.db = open_database(settings, migrate=self.service == "ingest", embedded_ok=False, pool_timeout=5.0)
+            from pefm.serving.log_writer import LogWriter
+
+            self.writer = LogWriter(
+                self.db.url,
+                maxsize=settings.prediction_log_queue,
+                on_drop=lambda table, n: self.metrics.log_dropped.labels(table).inc(n),
+            )
+            self.writer.start()
+            app = self._build(settings, openapi)
+        except Exception as exc:  # keep serving health endpoints; report why we are not ready
+            self._problem = f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed to start", self.service)
+            return
+        self.app = guard(app, on_request=self._observe)
+        self.settings = settings
+
+    def _build(self, settings: Settings, openapi: dict):
+        if self.service == "ingest":
+            from pefm.serving.ingest import create_ingest_app
+
+            self._mark_ready()
+            return create_ingest_app(settings, self.db, self.metrics, openapi)
+        from pefm.serving.inference import ModelServer, create_inference_app
+
+        server = ModelServer(settings, self.db)
+        server.load()
+        self.metrics.model_info.labels(settings.revision, server.version.id, server.version.family).set(1)
+        self._mark_ready()
+        threading.Thread(target=server.load_model, name="pefm-model-loader", daemon=True).start()
+        return create_inference_app(settings, server, self.metrics, self.writer, openapi)
+
+    def _mark_ready(self) -> None:
+        self._ready, self._problem = True, "OK"
+        self.metrics.mark_ready(PROCESS_STARTED)
+
+    def _observe(self, scope: dict, status: int, seconds: float) -> None:
+        self.metrics.observe_request(scope, status, seconds)
+        if self.writer is not None and scope.get("path") not in ("/metrics",):
+            from datetime import UTC, datetime
+
+            from pefm.serving.http import route_template
+
+            self.writer.put(
+                "request_log",
+                (
+                    datetime.now(UTC),
+                    self.service,
+                    self.settings.revision,
+                    route_template(scope),
+                    scope.get("method", ""),
+                    status,
+                    seconds * 1000,
+                ),
+            )
+
+    async def handle(self, scope: dict, receive, send) -> None:
+        if self.app is None:
+            from pefm.serving.http import ApiError
+
+            response = ApiError(
+                503, f"{self.service} is not ready: {self._problem}", headers={"Retry-After": "5"}
+            ).response()
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
+        if self.db is not None:
+            self.db.close()
+
+    def alive(self) -> bool:
+        return True
+
+    def ready(self) -> tuple[bool, str]:
+        return self._ready, self._problem

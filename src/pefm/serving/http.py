@@ -1,0 +1,173 @@
+"""HTTP plumbing shared by the functions: JSON errors, body limits, bearer auth, the outer guard.
+
+Every error leaves as JSON ``{error, details: [...]}``. Nothing escapes ``guard``: func-python
+would turn an escaping exception into a broken 500 (it builds the body from a str).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pefm.data.validation import ValidationError
+
+log = logging.getLogger("pefm.serving")
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
+class ApiError(Exception):
+    """An error response: HTTP status, message, optional details and headers."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.details = details or []
+        self.headers = headers or {}
+
+    @classmethod
+    def invalid(cls, exc: ValidationError, status: int = 422) -> ApiError:
+        return cls(status, exc.message, [i.to_dict() for i in exc.details])
+
+    def response(self) -> Response:
+        return json_response({"error": self.error, "details": self.details}, self.status, self.headers)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A compact JSON response."""
+    return Response(
+        json.dumps(body, separators=(",", ":"), allow_nan=False),
+        status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or ApiError 413 as soon as it passes ``limit`` bytes."""
+    # The rest of the body stays unread, so the connection cannot be reused: say so.
+    close = {"Connection": "close"}
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body of {declared} bytes is over the limit of {limit} bytes", headers=close)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body is over the limit of {limit} bytes", headers=close)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_bearer(request: Request, token: str | None, what: str) -> None:
+    """401 unless the request carries ``Authorization: Bearer <token>`` (constant-time compare)."""
+    if not token:
+        raise ApiError(
+            401,
+            f"{what} is disabled: no token is configured on this service",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise ApiError(401, f"{what} needs Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(403, "the token is not valid for " + what)
+
+
+def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None = None) -> ASGIApp:
+    """Wrap an ASGI app so that no exception escapes (a JSON 500 is sent if nothing was yet) and
+    ``on_request(scope, status, seconds)`` sees every HTTP request."""
+
+    async def guarded(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        try:
+            await app(scope, receive, tracking_send)
+        except Exception:  # the last line of defence: log it, answer 500 if we still can
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            status = 500
+            if not response_started:
+                body = json.dumps({"error": "internal error", "details": []}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            if on_request is not None:
+                try:
+                    on_request(scope, status, time.perf_counter() - started)
+                except Exception:
+                    log.exception("request observer failed")
+
+    return guarded
+
+
+def route_template(scope: dict) -> str:
+    """The matched route's path template (bounded label values), or 'unmatched'."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def handled(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint whose ApiErrors become their JSON responses."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ApiError as exc:
+            return exc.response()
+
+    return wrapped
+
+
+async def in_database(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking database work on the thread pool; the database gone -> 503 with Retry-After."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        log.warning("database unavailable: %s", exc)
+        raise ApiError(503, "the database is unavailable; retry later", headers={"Retry-After": "5"}) from None
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return ApiError(404, f"no route {request.url.path}").response()
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return ApiError(405, f"{request.method} is not allowed on {request.url.path}").response()
+
+
+EXCEPTION_HANDLERS = {404: _not_found, 405: _not_allowed}

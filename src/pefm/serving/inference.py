@@ -1,0 +1,251 @@
+"""The inference function's app: forecasts with intervals from the model version this revision serves.
+
+Start-up reads the version's registry row and the forecasts precomputed when it was registered
+(horizons up to 12, levels 80/95): that is all a plain request needs, so a revision is ready
+without importing statsmodels or torch. The model itself (sha256-checked) loads on a background
+thread for what the precomputed table cannot answer: other levels, longer horizons, ``as_of``
+(forecast from the data as known then) and ``history`` (what-if: the client's values replace or
+extend the stored ones). Those requests get 503 with Retry-After until it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pefm.config import Settings
+from pefm.data.json_payload import parse_timestamp
+from pefm.serving.http import EXCEPTION_HANDLERS, ApiError, handled, in_database, json_response, read_body
+from pefm.serving.log_writer import LogWriter
+from pefm.serving.observability import ServiceMetrics
+from pefm.storage.database import Database
+from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
+
+log = logging.getLogger(__name__)
+MAX_HORIZON = 60
+_FIELDS = {"series_id", "series_ids", "horizon", "levels", "as_of", "history"}
+
+
+class ModelServer:
+    """The version this revision serves: its precomputed forecasts now, its model soon after."""
+
+    def __init__(self, settings: Settings, db: Database):
+        self.settings = settings
+        self.db = db
+        self.version: ModelVersion | None = None
+        self.precomputed: dict[str, list[dict[str, Any]]] = {}
+        self.pre_horizon = 0
+        self.pre_levels: set[int] = set()
+        self.meta: dict[str, dict[str, str]] = {}
+        self.model = None
+        self.model_error: str | None = None
+        self._loaded = threading.Event()
+
+    def load(self) -> None:
+        """Resolve and load the version's row and precomputed forecasts (the start-up path)."""
+        with self.db.connection() as conn:
+            version_id = self.settings.model_version or _latest_serving(conn)
+            if version_id is None:
+                raise LookupError("no model version to serve: set PEFM_MODEL_VERSION or promote one")
+            self.version = get_version(conn, version_id)
+            pre = read_precomputed(conn, version_id) or {"horizon": 0, "levels": [], "rows": []}
+            rows = conn.execute(
+                "SELECT id, frequency, transform FROM series WHERE id = ANY(%s)", (self.version.series_ids,)
+            ).fetchall()
+        self.meta = {r[0]: {"frequency": r[1], "transform": r[2]} for r in rows}
+        self.pre_horizon, self.pre_levels = pre["horizon"], set(pre["levels"])
+        for row in pre["rows"]:
+            self.precomputed.setdefault(row["series_id"], []).append({k: v for k, v in row.items() if k != "series_id"})
+
+    def load_model(self) -> None:
+        """Load the model artifact (verified) for what precomputed forecasts cannot answer."""
+        from pefm.forecasting.registry import load_model
+
+        try:
+            with self.db.connection() as conn:
+                self.model = load_model(conn, self.version.id)
+        except Exception as exc:  # reported on the requests that need it
+            self.model_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading model %s failed", self.version.id)
+        finally:
+            self._loaded.set()
+
+    def forecast(
+        self,
+        series_id: str,
+        horizon: int,
+        levels: tuple[int, ...],
+        as_of: datetime | None,
+        history: list[dict] | None,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Forecast rows for one series and where they came from (precomputed or model)."""
+        if as_of is None and history is None and horizon <= self.pre_horizon and set(levels) <= self.pre_levels:
+            keep = ["ds", "mean", *(f"{side}-{lv}" for lv in levels for side in ("lo", "hi"))]
+            return [{k: row[k] for k in keep} for row in self.precomputed[series_id][:horizon]], "precomputed"
+        if not self._loaded.is_set():
+            raise ApiError(503, "the model is still loading; retry shortly", headers={"Retry-After": "1"})
+        if self.model is None:
+            raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers={"Retry-After": "30"})
+        from pefm.serving.whatif import model_forecast
+
+        return model_forecast(self, series_id, horizon, levels, as_of, history), "model"
+
+
+class InferenceService:
+    def __init__(self, settings: Settings, server: ModelServer, metrics: ServiceMetrics, writer: LogWriter | None):
+        self.settings = settings
+        self.server = server
+        self.metrics = metrics
+        self.writer = writer
+
+    async def forecast_post(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.max_body_bytes)
+        try:
+            data = json.loads(body, parse_constant=_reject)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
+        return await self._answer(data)
+
+    async def forecast_get(self, request: Request) -> Response:
+        query = request.query_params
+        unknown = sorted(set(query) - (_FIELDS - {"history", "series_ids"}))
+        if unknown:
+            raise ApiError(
+                422,
+                "invalid forecast request",
+                [{"field": k, "message": "unexpected parameter"} for k in unknown],
+            )
+        data: dict[str, Any] = {k: query[k] for k in ("series_id", "as_of") if k in query}
+        for key in ("horizon",):
+            if key in query:
+                data[key] = int(query[key]) if query[key].lstrip("-").isdigit() else query[key]
+        if "levels" in query:
+            raw = query["levels"].split(",")
+            data["levels"] = [int(v) if v.strip().isdigit() else v for v in raw]
+        return await self._answer(data)
+
+    async def _answer(self, data: dict[str, Any]) -> Response:
+        server = self.server
+        if server.version is None:
+            raise ApiError(503, "no model is loaded on this revision", headers={"Retry-After": "5"})
+        ids, horizon, levels, as_of, history = _check_request(data)
+        unknown = [s for s in ids if s not in server.meta]
+        if unknown:
+            known = await in_database(_existing, server.db, unknown)
+            if missing := [s for s in unknown if s not in known]:
+                raise ApiError(404, f"unknown series: {', '.join(missing)}")
+            raise ApiError(409, f"model {server.version.id} does not forecast: {', '.join(unknown)}")
+        results, request_id = [], uuid.uuid4().hex
+        for series_id in ids:
+            rows, source = (
+                server.forecast(series_id, horizon, levels, as_of, history)
+                if as_of is None and history is None
+                else await in_database(server.forecast, series_id, horizon, levels, as_of, history)
+            )
+            self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
+            results.append({"series_id": series_id, "transform": server.meta[series_id]["transform"], "forecast": rows})
+            if self.writer is not None:
+                self.writer.put(
+                    "predictions",
+                    (
+                        datetime.now(UTC),
+                        request_id,
+                        self.settings.revision,
+                        server.version.id,
+                        series_id,
+                        as_of,
+                        history is not None,
+                        horizon,
+                        psycopg.types.json.Jsonb(rows),
+                    ),
+                )
+        headers = {"X-PEFM-Model-Version": server.version.id, "X-PEFM-Revision": self.settings.revision}
+        body = {
+            "model_version": server.version.id,
+            "family": server.version.family,
+            "revision": self.settings.revision,
+            "request_id": request_id,
+            "forecasts": results,
+        }
+        return json_response(body, headers=headers)
+
+
+def create_inference_app(
+    settings: Settings, server: ModelServer, metrics: ServiceMetrics, writer: LogWriter | None, openapi: dict
+) -> Starlette:
+    """The inference ASGI app."""
+    service = InferenceService(settings, server, metrics, writer)
+    routes = [
+        Route("/v1/forecast", handled(service.forecast_post), methods=["POST"]),
+        Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def _check_request(data: dict[str, Any]):
+    details = [{"field": k, "message": "unexpected field"} for k in sorted(set(data) - _FIELDS)]
+    ids = data.get("series_ids") if "series_ids" in data else [data.get("series_id")]
+    if ("series_id" in data) == ("series_ids" in data):
+        details.append({"field": "series_id", "message": "give exactly one of series_id or series_ids"})
+    elif not isinstance(ids, list) or not ids or not all(isinstance(s, str) and s for s in ids):
+        details.append(
+            {
+                "field": "series_ids" if "series_ids" in data else "series_id",
+                "message": "expected a series id (or a non-empty list of them)",
+            }
+        )
+    elif len(set(ids)) != len(ids):
+        details.append({"field": "series_ids", "message": "a series appears twice"})
+    horizon = data.get("horizon", 8)
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= MAX_HORIZON:
+        details.append({"field": "horizon", "message": f"expected an integer in 1..{MAX_HORIZON}"})
+    levels = data.get("levels", [80, 95])
+    if (
+        not isinstance(levels, list)
+        or not levels
+        or len(levels) > 10
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 99 for v in levels)
+    ):
+        details.append({"field": "levels", "message": "expected a list of integers in 1..99"})
+    as_of = None
+    if data.get("as_of") is not None:
+        as_of = parse_timestamp(data["as_of"])
+        if as_of is None:
+            details.append({"field": "as_of", "message": "expected an ISO 8601 date or date-time"})
+    history = data.get("history")
+    if history is not None:
+        if "series_ids" in data:
+            details.append({"field": "history", "message": "history goes with a single series_id"})
+        elif not isinstance(history, list) or not history or len(history) > 10_000:
+            details.append({"field": "history", "message": "expected a non-empty list of {ts, value}"})
+    if details:
+        raise ApiError(422, "invalid forecast request", details)
+    return list(ids), horizon, tuple(sorted(set(levels))), as_of, history
+
+
+def _existing(db: Database, ids: list[str]) -> set[str]:
+    with db.connection() as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM series WHERE id = ANY(%s)", (ids,))}
+
+
+def _latest_serving(conn: psycopg.Connection) -> str | None:
+    serving = list_versions(conn, status="serving")
+    return serving[0].id if serving else None
+
+
+def _reject(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")

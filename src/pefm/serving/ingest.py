@@ -1,0 +1,238 @@
+"""The ingest function's app: observations in (JSON, FRED-style CSV, CloudEvents), series metadata.
+
+Every write needs ``Authorization: Bearer $PEFM_INGEST_TOKEN``. A payload is parsed and checked
+whole, then written in one transaction (COPY into a temp table, merged into observations with
+vintages), or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pefm.config import Settings
+from pefm.data.fred_csv import SERIES_ID, parse_fred_csv
+from pefm.data.frequency import parse_frequency
+from pefm.data.json_payload import (
+    ObservationsPayload,
+    SeriesPayload,
+    observations_from_object,
+    parse_observations_json,
+    parse_timestamp,
+)
+from pefm.data.transforms import TRANSFORMS
+from pefm.data.validation import Issue, ValidationError, check_frequency
+from pefm.serving.http import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    handled,
+    in_database,
+    json_response,
+    read_body,
+    require_bearer,
+)
+from pefm.serving.observability import ServiceMetrics
+from pefm.storage.database import Database
+from pefm.storage.observations import UnknownSeriesError, VintageConflictError, write_observations
+from pefm.storage.series import SeriesMeta, get_series, upsert_series
+
+log = logging.getLogger(__name__)
+EVENT_TYPE = "dev.pefm.observations"
+_SERIES_FIELDS = {"name", "frequency", "unit", "transform", "source", "description"}
+
+
+class IngestService:
+    def __init__(self, settings: Settings, db: Database, metrics: ServiceMetrics):
+        self.settings = settings
+        self.db = db
+        self.metrics = metrics
+
+    # -- POST /v1/observations -----------------------------------------------------------------
+    async def observations(self, request: Request) -> Response:
+        require_bearer(request, self.settings.ingest_token, "ingest")
+        body = await read_body(request, self.settings.max_body_bytes)
+        payload, source = self._parse(request, body)
+        result = await in_database(self._write, payload, source)
+        for outcome in ("inserted", "revised", "unchanged"):
+            self.metrics.ingest_rows.labels(outcome).inc(result[outcome])
+        return json_response(result)
+
+    def _parse(self, request: Request, body: bytes) -> tuple[ObservationsPayload, str]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if "ce-specversion" in request.headers or content_type == "application/cloudevents+json":
+                return _from_cloudevent(request, body), "cloudevent"
+            if content_type == "application/json":
+                return parse_observations_json(body), "json"
+            if content_type in ("text/csv", "application/csv"):
+                return _from_csv(body, request.query_params.get("vintage")), "csv"
+        except ValidationError as exc:
+            status = 400 if exc.message.startswith(("malformed", "invalid CSV")) else 422
+            self.metrics.ingest_rows.labels("rejected").inc()
+            raise ApiError.invalid(exc, status) from None
+        raise ApiError(
+            415,
+            f"unsupported content type {content_type or '(none)'!r}",
+            [{"field": "content-type", "message": "use application/json, text/csv or a CloudEvent"}],
+        )
+
+    def _write(self, payload: ObservationsPayload, source: str) -> dict[str, Any]:
+        with self.db.connection() as conn, conn.transaction():
+            metas = {}
+            for item in payload.series:
+                meta = get_series(conn, item.series_id)
+                if meta is None:
+                    raise ApiError(
+                        404,
+                        f"unknown series {item.series_id!r}",
+                        [{"field": f"{item.path}series_id", "message": "create it with PUT /v1/series/{id}"}],
+                    )
+                metas[item.series_id] = meta
+            issues = []
+            for item in payload.series:
+                found = check_frequency(item.values.index, metas[item.series_id].frequency, lines=item.lines)
+                issues += [
+                    i
+                    if item.lines
+                    else Issue(field=f"{item.path}observations[{i.index}].ts", message=i.message, index=i.index)
+                    for i in found
+                ]
+            if issues:
+                raise ApiError.invalid(ValidationError("timestamps off the series frequency", issues))
+            frame = pd.concat([_frame(item) for item in payload.series], ignore_index=True)
+            try:
+                result = write_observations(conn, frame, vintage=payload.vintage, source=source)
+            except VintageConflictError as exc:
+                raise ApiError(409, str(exc)) from None
+            except UnknownSeriesError as exc:  # deleted between the check and the write
+                raise ApiError(404, str(exc)) from None
+        return {
+            "inserted": result.inserted,
+            "revised": result.revised,
+            "unchanged": result.unchanged,
+            "vintage": result.vintage.isoformat() if result.vintage else None,
+            "series": [item.series_id for item in payload.series],
+        }
+
+    # -- PUT /v1/series/{series_id} ------------------------------------------------------------
+    async def put_series(self, request: Request) -> Response:
+        require_bearer(request, self.settings.ingest_token, "ingest")
+        series_id = request.path_params["series_id"]
+        body = await read_body(request, self.settings.max_body_bytes)
+        meta = _series_meta(series_id, body)
+        created = await in_database(self._upsert, meta)
+        return json_response({"series_id": series_id, "created": created}, 201 if created else 200)
+
+    def _upsert(self, meta: SeriesMeta) -> bool:
+        with self.db.connection() as conn:
+            return upsert_series(conn, meta)
+
+    async def get_series(self, request: Request) -> Response:
+        series_id = request.path_params["series_id"]
+        meta = await in_database(self._get, series_id)
+        if meta is None:
+            raise ApiError(404, f"unknown series {series_id!r}")
+        return json_response({**vars(meta), "frequency": meta.frequency.value})
+
+    def _get(self, series_id: str) -> SeriesMeta | None:
+        with self.db.connection() as conn:
+            return get_series(conn, series_id)
+
+
+def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, openapi: dict) -> Starlette:
+    """The ingest ASGI app."""
+    service = IngestService(settings, db, metrics)
+    routes = [
+        Route("/v1/observations", handled(service.observations), methods=["POST"]),
+        Route("/v1/series/{series_id}", handled(service.put_series), methods=["PUT"]),
+        Route("/v1/series/{series_id}", handled(service.get_series), methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def _frame(item: SeriesPayload) -> pd.DataFrame:
+    return pd.DataFrame({"series_id": item.series_id, "ts": item.values.index, "value": item.values.to_numpy()})
+
+
+def _from_csv(body: bytes, vintage: str | None) -> ObservationsPayload:
+    parsed = parse_fred_csv(body)
+    stamp = None
+    if vintage is not None:
+        stamp = parse_timestamp(vintage)
+        if stamp is None:
+            raise ValidationError(
+                "invalid CSV upload", [Issue(field="vintage", message="expected an ISO 8601 date-time")]
+            )
+    if parsed.values.empty:
+        raise ValidationError("invalid CSV upload", [Issue(field="body", message="no values (all missing)")])
+    return ObservationsPayload([SeriesPayload(parsed.series_id, parsed.values, "", parsed.lines)], stamp)
+
+
+def _from_cloudevent(request: Request, body: bytes) -> ObservationsPayload:
+    from cloudevents.v1.exceptions import GenericException
+    from cloudevents.v1.http import from_http
+
+    try:
+        event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
+    except GenericException as exc:
+        raise ValidationError("malformed CloudEvent", [Issue(field="body", message=str(exc))]) from None
+    if event["type"] != EVENT_TYPE:
+        raise ValidationError(
+            "invalid CloudEvent",
+            [Issue(field="type", message=f"expected {EVENT_TYPE!r}, got {event['type']!r}")],
+        )
+    data = event.get_data()
+    data_type = (event.get("datacontenttype") or "application/json").split(";")[0].strip().lower()
+    if isinstance(data, dict | list):
+        return observations_from_object(data)
+    if data is None:
+        raise ValidationError("invalid CloudEvent", [Issue(field="data", message="the event has no data")])
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if data_type in ("text/csv", "application/csv"):
+        return _from_csv(raw, event.get("vintage"))
+    if data_type == "application/json":
+        return parse_observations_json(raw)
+    raise ValidationError("invalid CloudEvent", [Issue(field="datacontenttype", message=f"unsupported {data_type!r}")])
+
+
+def _series_meta(series_id: str, body: bytes) -> SeriesMeta:
+    import json
+
+    issues = []
+    if not SERIES_ID.match(series_id):
+        issues.append(Issue(field="series_id", message="expected lower case letters, digits, _ . - (max 64)"))
+    try:
+        data = json.loads(body) if body else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid series", [{"field": "body", "message": "expected a JSON object"}])
+    issues += [Issue(field=k, message="unexpected field") for k in sorted(set(data) - _SERIES_FIELDS)]
+    for key in sorted(set(data) & _SERIES_FIELDS):
+        if not isinstance(data[key], str):
+            issues.append(Issue(field=key, message="expected a string"))
+    if not str(data.get("name") or "").strip():
+        issues.append(Issue(field="name", message="required"))
+    frequency = None
+    try:
+        frequency = parse_frequency(str(data.get("frequency", "")))
+    except ValueError as exc:
+        issues.append(Issue(field="frequency", message=str(exc)))
+    if data.get("transform", "none") not in TRANSFORMS:
+        issues.append(Issue(field="transform", message=f"expected one of {sorted(TRANSFORMS)}"))
+    if issues:
+        raise ApiError.invalid(ValidationError("invalid series", issues))
+    return SeriesMeta(
+        id=series_id,
+        name=data["name"].strip(),
+        frequency=frequency,
+        **{k: data[k] for k in ("unit", "transform", "source", "description") if k in data},
+    )

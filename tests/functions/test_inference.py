@@ -1,0 +1,151 @@
+"""The inference function as a real process under func-python: forecasts, what-if, as-of, errors."""
+
+import json
+import time
+
+import pytest
+
+from tests.functions.conftest import ROOT, count, register_model, start_function, stop
+
+SERIES = ["realgdp", "unemp", "infl"]
+
+
+@pytest.fixture(scope="module")
+def version(module_schema):
+    return register_model(module_schema, "ar", SERIES)
+
+
+@pytest.fixture(scope="module")
+def inference(module_schema, version, tmp_path_factory):
+    running = start_function(
+        "inference",
+        module_schema,
+        tmp_path_factory.mktemp("inference"),
+        PEFM_MODEL_VERSION=version,
+        K_REVISION="pefm-inference-blue",
+    )
+    yield running
+    stop(running)
+
+
+@pytest.fixture
+def client(inference):
+    with inference.client() as c:
+        yield c
+
+
+def wait_for_model(client, body):
+    """Requests that need the model itself get 503 until it has loaded in the background."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = client.post("/v1/forecast", json=body)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        assert response.headers["retry-after"]
+        time.sleep(0.2)
+
+
+def test_forecast_names_model_and_revision(client, version):
+    response = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 4})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-pefm-model-version"] == version
+    assert response.headers["x-pefm-revision"] == "pefm-inference-blue"
+    body = response.json()
+    assert body["model_version"] == version and body["family"] == "ar"
+    [forecast] = body["forecasts"]
+    assert forecast["series_id"] == "realgdp" and forecast["transform"] == "log_diff_ann"
+    rows = forecast["forecast"]
+    assert [r["ds"] for r in rows] == [
+        "2000-01-01T00:00:00Z",
+        "2000-04-01T00:00:00Z",
+        "2000-07-01T00:00:00Z",
+        "2000-10-01T00:00:00Z",
+    ]  # the model was trained on data as of 2000
+    for r in rows:
+        assert r["lo-95"] <= r["lo-80"] <= r["mean"] <= r["hi-80"] <= r["hi-95"]
+
+
+def test_get_form_and_many_series(client):
+    got = client.get("/v1/forecast", params={"series_id": "unemp", "horizon": 2, "levels": "80"})
+    assert got.status_code == 200
+    assert set(got.json()["forecasts"][0]["forecast"][0]) == {"ds", "mean", "lo-80", "hi-80"}
+    many = client.post("/v1/forecast", json={"series_ids": ["unemp", "infl"], "horizon": 1})
+    assert [f["series_id"] for f in many.json()["forecasts"]] == ["unemp", "infl"]
+
+
+def test_other_levels_and_horizons_come_from_the_model(client):
+    response = wait_for_model(client, {"series_id": "unemp", "horizon": 20, "levels": [50, 99]})
+    assert response.status_code == 200, response.text
+    rows = response.json()["forecasts"][0]["forecast"]
+    assert len(rows) == 20
+    assert all(r["lo-99"] < r["lo-50"] < r["hi-50"] < r["hi-99"] for r in rows)
+
+
+def test_as_of_forecasts_from_the_data_known_then(client):
+    response = wait_for_model(client, {"series_id": "unemp", "horizon": 1, "as_of": "1990-01-01"})
+    assert response.status_code == 200, response.text
+    assert response.json()["forecasts"][0]["forecast"][0]["ds"] == "1990-01-01T00:00:00Z"
+
+
+def test_what_if_history_changes_the_forecast(client):
+    base = wait_for_model(client, {"series_id": "unemp", "horizon": 2}).json()["forecasts"][0]["forecast"]
+    shocked = wait_for_model(
+        client,
+        {
+            "series_id": "unemp",
+            "horizon": 2,
+            "history": [{"ts": "2000-01-01", "value": 9.0}, {"ts": "2000-04-01", "value": 10.0}],
+        },
+    )
+    assert shocked.status_code == 200, shocked.text
+    rows = shocked.json()["forecasts"][0]["forecast"]
+    assert rows[0]["ds"] == "2000-07-01T00:00:00Z"  # the history extended the series by two quarters
+    assert rows[0]["mean"] > base[0]["mean"] + 3  # an AR on unemployment follows a jump to 10%
+    off = client.post("/v1/forecast", json={"series_id": "unemp", "history": [{"ts": "2000-02-01", "value": 9.0}]})
+    assert off.status_code == 422 and off.json()["details"][0]["field"] == "history[0].ts"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"series_id": "nope"}, 404, None),
+        ({"series_id": "unemp", "horizon": 0}, 422, "horizon"),
+        ({"series_id": "unemp", "horizon": 61}, 422, "horizon"),
+        ({"series_id": "unemp", "horizon": "8"}, 422, "horizon"),
+        ({"series_id": "unemp", "levels": [100]}, 422, "levels"),
+        ({"series_id": "unemp", "levels": []}, 422, "levels"),
+        ({"series_id": "unemp", "as_of": "soon"}, 422, "as_of"),
+        ({"series_id": "unemp", "extra": 1}, 422, "extra"),
+        ({"series_id": "unemp", "series_ids": ["infl"]}, 422, "series_id"),
+        ({"series_ids": ["unemp", "infl"], "history": [{"ts": "2000-01-01", "value": 1}]}, 422, "history"),
+    ],
+)
+def test_bad_requests(client, body, status, field):
+    response = client.post("/v1/forecast", json=body)
+    assert response.status_code == status, response.text
+    if field:
+        assert field in {d["field"] for d in response.json()["details"]}
+
+
+def test_a_series_the_model_does_not_cover_is_409_and_malformed_json_400(client, module_schema):
+    import psycopg
+
+    with psycopg.connect(module_schema) as conn:
+        conn.execute("INSERT INTO series (id, name, frequency) VALUES ('cpi_x', 'CPI', 'Q') ON CONFLICT DO NOTHING")
+    response = client.post("/v1/forecast", json={"series_id": "cpi_x"})
+    assert response.status_code == 409 and "does not forecast" in response.json()["error"]
+    assert client.post("/v1/forecast", content=b"{nope").status_code == 400
+
+
+def test_predictions_are_logged_and_metrics_exposed(client, module_schema, version):
+    before = count(module_schema, "predictions")
+    client.post("/v1/forecast", json={"series_id": "infl", "horizon": 3})
+    deadline = time.monotonic() + 5
+    while count(module_schema, "predictions") == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert count(module_schema, "predictions") > before
+    text = client.get("/metrics").text
+    assert f'pefm_forecasts_served_total{{model_version="{version}",revision="pefm-inference-blue",' in text
+    assert f'pefm_model_info{{family="ar",model_version="{version}",revision="pefm-inference-blue"}} 1.0' in text
+    committed = json.loads((ROOT / "src/pefm/serving/openapi/inference.json").read_text())
+    assert client.get("/openapi.json").json() == committed

@@ -1,0 +1,271 @@
+"""The ingest function as a real process under func-python: every route, every error, auth."""
+
+import json
+
+import pytest
+
+from tests.functions.conftest import ROOT, TOKEN, count, start_function, stop
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+JSON = {**AUTH, "content-type": "application/json"}
+CSV = {**AUTH, "content-type": "text/csv"}
+
+
+@pytest.fixture(scope="module")
+def ingest(module_schema, tmp_path_factory):
+    running = start_function(
+        "ingest",
+        module_schema,
+        tmp_path_factory.mktemp("ingest"),
+        PEFM_INGEST_TOKEN=TOKEN,
+        PEFM_MAX_BODY_BYTES="4096",
+        K_REVISION="pefm-ingest-00001",
+    )
+    yield running
+    stop(running)
+
+
+@pytest.fixture
+def client(ingest):
+    with ingest.client() as c:
+        yield c
+
+
+def obs(series_id="realgdp", **values):
+    return {"series_id": series_id, "observations": [{"ts": ts, "value": v} for ts, v in values.items()]}
+
+
+def test_health_endpoints(client):
+    assert client.get("/health/liveness").status_code == 200
+    ready = client.get("/health/readiness")
+    assert ready.status_code == 200 and ready.text == "OK"
+
+
+def test_series_metadata_create_update_read(client, module_schema):
+    body = {"name": "Payrolls", "frequency": "M", "unit": "thousands", "transform": "diff"}
+    assert client.put("/v1/series/payems", json=body).status_code == 401
+    assert client.put("/v1/series/payems", json=body, headers={"authorization": "Bearer nope"}).status_code == 403
+    created = client.put("/v1/series/payems", json=body, headers=AUTH)
+    assert created.status_code == 201 and created.json() == {"series_id": "payems", "created": True}
+    updated = client.put("/v1/series/payems", json={**body, "unit": "persons"}, headers=AUTH)
+    assert updated.status_code == 200 and updated.json()["created"] is False
+    got = client.get("/v1/series/payems").json()
+    assert got["unit"] == "persons" and got["frequency"] == "M"
+    assert client.get("/v1/series/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"frequency": "M"}, "name"),
+        ({"name": "x", "frequency": "fortnightly"}, "frequency"),
+        ({"name": "x", "frequency": "M", "colour": "red"}, "colour"),
+        ({"name": "x", "frequency": "M", "transform": "sqrt"}, "transform"),
+        ({"name": 5, "frequency": "M"}, "name"),
+    ],
+)
+def test_bad_series_metadata_is_422_naming_the_field(client, body, field):
+    response = client.put("/v1/series/bad", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert field in {d["field"] for d in response.json()["details"]}
+    assert client.get("/v1/series/bad").status_code == 404  # nothing written
+
+
+def test_json_insert_revise_unchanged(client, module_schema):
+    first = client.post("/v1/observations", json=obs(**{"2009-10-01": 13000.0}), headers=AUTH)
+    assert first.status_code == 200, first.text
+    assert first.json()["inserted"] == 1 and first.json()["series"] == ["realgdp"]
+    same = client.post("/v1/observations", json=obs(**{"2009-10-01": 13000.0}), headers=AUTH)
+    assert same.json()["unchanged"] == 1
+    revised = client.post(
+        "/v1/observations", json={**obs(**{"2009-10-01": 13001.5}), "vintage": "2030-01-01T00:00:00Z"}, headers=AUTH
+    )
+    assert revised.json() == {
+        "inserted": 0,
+        "revised": 1,
+        "unchanged": 0,
+        "vintage": "2030-01-01T00:00:00+00:00",
+        "series": ["realgdp"],
+    }
+
+
+def test_many_series_in_one_payload(client):
+    body = {"series": [obs("unemp", **{"2009-10-01": 10.0}), obs("infl", **{"2009-10-01": 1.5})]}
+    response = client.post("/v1/observations", json=body, headers=AUTH)
+    assert response.status_code == 200 and sorted(response.json()["series"]) == ["infl", "unemp"]
+
+
+def test_csv_upload_with_a_vintage(client):
+    csv = "DATE,UNEMP\n2010-01-01,9.8\n2010-04-01,.\n"
+    response = client.post("/v1/observations?vintage=2010-05-01", content=csv, headers=CSV)
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 1 and response.json()["vintage"].startswith("2010-05-01")
+
+
+def test_cloudevents_binary_and_structured(client):
+    binary = {
+        **AUTH,
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-type": "dev.pefm.observations",
+        "ce-source": "test",
+        "ce-id": "1",
+    }
+    response = client.post("/v1/observations", content=json.dumps(obs("infl", **{"2010-01-01": 2.0})), headers=binary)
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 1
+    structured = {
+        "specversion": "1.0",
+        "type": "dev.pefm.observations",
+        "source": "test",
+        "id": "2",
+        "datacontenttype": "application/json",
+        "data": obs("infl", **{"2010-04-01": 2.5}),
+    }
+    response = client.post(
+        "/v1/observations", json=structured, headers={**AUTH, "content-type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 1
+    wrong = client.post(
+        "/v1/observations",
+        content=json.dumps(obs("infl", **{"2010-07-01": 1.0})),
+        headers={**binary, "ce-type": "com.example.other"},
+    )
+    assert wrong.status_code == 422 and wrong.json()["details"][0]["field"] == "type"
+
+
+BAD = [
+    ("malformed json", 400, "application/json", b'{"series_id": ', "body"),
+    (
+        "nan",
+        400,
+        "application/json",
+        b'{"series_id":"realgdp","observations":[{"ts":"2011-01-01","value":NaN}]}',
+        "body",
+    ),
+    ("wrong content type", 415, "text/plain", b"realgdp 1", "content-type"),
+    ("missing field", 422, "application/json", json.dumps({"series_id": "realgdp"}).encode(), "observations"),
+    (
+        "extra field",
+        422,
+        "application/json",
+        json.dumps({**obs(**{"2011-01-01": 1.0}), "colour": "red"}).encode(),
+        "colour",
+    ),
+    (
+        "extra observation field",
+        422,
+        "application/json",
+        json.dumps({"series_id": "realgdp", "observations": [{"ts": "2011-01-01", "value": 1, "x": 2}]}).encode(),
+        "observations[0].x",
+    ),
+    (
+        "non-numeric",
+        422,
+        "application/json",
+        json.dumps({"series_id": "realgdp", "observations": [{"ts": "2011-01-01", "value": "1.5"}]}).encode(),
+        "observations[0].value",
+    ),
+    (
+        "bad timestamp",
+        422,
+        "application/json",
+        json.dumps({"series_id": "realgdp", "observations": [{"ts": "yesterday", "value": 1}]}).encode(),
+        "observations[0].ts",
+    ),
+    (
+        "duplicate timestamps",
+        422,
+        "application/json",
+        json.dumps(
+            {
+                "series_id": "realgdp",
+                "observations": [{"ts": "2011-01-01", "value": 1}, {"ts": "2011-01-01", "value": 2}],
+            }
+        ).encode(),
+        "observations[1].ts",
+    ),
+    (
+        "off frequency",
+        422,
+        "application/json",
+        json.dumps(obs(**{"2011-01-01": 1.0, "2011-02-01": 2.0})).encode(),
+        "observations[1].ts",
+    ),
+    ("unknown series", 404, "application/json", json.dumps(obs("nope", **{"2011-01-01": 1.0})).encode(), "series_id"),
+    ("csv bad value", 400, "text/csv", b"DATE,REALGDP\n2011-01-01,1\n2011-04-01,abc\n", "value"),
+    (
+        "too large",
+        413,
+        "application/json",
+        json.dumps(obs(**{f"{y}-01-01": 1.0 for y in range(1800, 2100)})).encode(),
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "status", "content_type", "body", "field"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_a_clear_error_and_writes_nothing(
+    client, module_schema, case, status, content_type, body, field
+):
+    before = count(module_schema, "observations")
+    response = client.post("/v1/observations", content=body, headers={**AUTH, "content-type": content_type})
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload["error"]
+    if field:
+        assert field in {d.get("field") for d in payload["details"]}, payload
+    assert count(module_schema, "observations") == before
+
+
+def test_writes_need_the_token(client, module_schema):
+    before = count(module_schema, "observations")
+    body = obs(**{"2012-01-01": 1.0})
+    assert client.post("/v1/observations", json=body).status_code == 401
+    assert client.post("/v1/observations", json=body, headers={"authorization": "Basic abc"}).status_code == 401
+    assert client.post("/v1/observations", json=body, headers={"authorization": "Bearer wrong"}).status_code == 403
+    assert count(module_schema, "observations") == before
+
+
+def test_unknown_routes_and_methods_are_json_errors(client):
+    assert client.get("/v2/nothing").json()["error"].startswith("no route")
+    assert client.delete("/v1/observations").status_code == 405
+
+
+def test_metrics_and_openapi(client, module_schema):
+    client.post("/v1/observations", json=obs(**{"2009-10-01": 13000.0}), headers=AUTH)
+    text = client.get("/metrics").text
+    assert (
+        'pefm_requests_total{method="POST",revision="pefm-ingest-00001",route="/v1/observations",'
+        'service="ingest",status="200"}'
+    ) in text
+    assert "pefm_request_duration_seconds_bucket" in text
+    assert 'pefm_ingest_rows_total{outcome="unchanged"}' in text
+    assert "pefm_start_to_ready_seconds" in text
+    committed = json.loads((ROOT / "src/pefm/serving/openapi/ingest.json").read_text())
+    assert client.get("/openapi.json").json() == committed
+
+
+def test_requests_are_logged_off_the_request_path(client, module_schema):
+    client.get("/v1/series/realgdp")
+    import time
+
+    deadline = time.monotonic() + 5
+    while count(module_schema, "request_log") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert count(module_schema, "request_log") > 0
+
+
+def test_func_yaml_valid_against_the_shared_schema():
+    import jsonschema
+    import yaml
+
+    schema = json.loads((ROOT.parent / "shared/func-schema/func_yaml-schema.json").read_text())
+    for name in ("ingest", "inference"):
+        spec = yaml.safe_load((ROOT / "functions" / name / "func.yaml").read_text())
+        spec["created"] = spec["created"].isoformat() if hasattr(spec["created"], "isoformat") else spec["created"]
+        jsonschema.validate(spec, schema)
+        assert spec["specVersion"] == "0.36.0" and spec["runtime"] == "python"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**spec, "deploy": {"options": {"scale": {"min": "zero"}}}}, schema)
