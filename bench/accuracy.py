@@ -37,7 +37,7 @@ from pefm.forecasting.panel import MACRO_PANEL, load_panel
 from pefm.storage.database import open_database
 from statsforecast_anchor import run_statsforecast
 
-console = Console()
+console = Console(width=200)
 SF_MODELS = ("AutoARIMA", "AutoETS", "AutoTheta", "Naive")
 COST = 0.05  # percent of the position per unit of turnover: 5 bp
 

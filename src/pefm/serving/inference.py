@@ -10,10 +10,11 @@ extend the stored ones). Those requests get 503 with Retry-After until it is loa
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import secrets
 import threading
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,9 @@ from pefm.storage.model_versions import ModelVersion, get_version, list_versions
 
 log = logging.getLogger(__name__)
 MAX_HORIZON = 60
+# Request ids: unique per process start, no syscall per request (uuid4 reads os.urandom).
+_ID_PREFIX = secrets.token_hex(6)
+_request_numbers = itertools.count(1)
 _FIELDS = {"series_id", "series_ids", "horizon", "levels", "as_of", "history"}
 
 
@@ -50,6 +54,7 @@ class ModelServer:
         self.model = None
         self.model_error: str | None = None
         self._loaded = threading.Event()
+        self._rendered: dict[tuple, str] = {}
 
     def load(self) -> None:
         """Resolve and load the version's row and precomputed forecasts (the start-up path)."""
@@ -80,25 +85,30 @@ class ModelServer:
         finally:
             self._loaded.set()
 
-    def forecast(
-        self,
-        series_id: str,
-        horizon: int,
-        levels: tuple[int, ...],
-        as_of: datetime | None,
-        history: list[dict] | None,
-    ) -> tuple[list[dict[str, Any]], str]:
-        """Forecast rows for one series and where they came from (precomputed or model)."""
-        if as_of is None and history is None and horizon <= self.pre_horizon and set(levels) <= self.pre_levels:
+    def precomputed_json(self, series_id: str, horizon: int, levels: tuple[int, ...]) -> str | None:
+        """The forecast rows as JSON text when the precomputed table answers the request (the
+        text is built once per series, horizon and levels, then reused)."""
+        if horizon > self.pre_horizon or not set(levels) <= self.pre_levels:
+            return None
+        key = (series_id, horizon, levels)
+        if (text := self._rendered.get(key)) is None:
             keep = ["ds", "mean", *(f"{side}-{lv}" for lv in levels for side in ("lo", "hi"))]
-            return [{k: row[k] for k in keep} for row in self.precomputed[series_id][:horizon]], "precomputed"
+            rows = [{k: row[k] for k in keep} for row in self.precomputed[series_id][:horizon]]
+            text = self._rendered[key] = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        return text
+
+    def model_json(
+        self, series_id: str, horizon: int, levels: tuple[int, ...], as_of: datetime | None, history: list[dict] | None
+    ) -> str:
+        """Forecast rows as JSON text from the model itself (blocking: run it on a thread)."""
         if not self._loaded.is_set():
             raise ApiError(503, "the model is still loading; retry shortly", headers={"Retry-After": "1"})
         if self.model is None:
             raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers={"Retry-After": "30"})
         from pefm.serving.whatif import model_forecast
 
-        return model_forecast(self, series_id, horizon, levels, as_of, history), "model"
+        rows = model_forecast(self, series_id, horizon, levels, as_of, history)
+        return json.dumps(rows, separators=(",", ":"), allow_nan=False)
 
 
 class InferenceService:
@@ -147,15 +157,17 @@ class InferenceService:
             if missing := [s for s in unknown if s not in known]:
                 raise ApiError(404, f"unknown series: {', '.join(missing)}")
             raise ApiError(409, f"model {server.version.id} does not forecast: {', '.join(unknown)}")
-        results, request_id = [], uuid.uuid4().hex
+        request_id = f"{_ID_PREFIX}-{next(_request_numbers):x}"
+        parts = []
         for series_id in ids:
-            rows, source = (
-                server.forecast(series_id, horizon, levels, as_of, history)
-                if as_of is None and history is None
-                else await in_database(server.forecast, series_id, horizon, levels, as_of, history)
-            )
+            text, source = None, "precomputed"
+            if as_of is None and history is None:
+                text = server.precomputed_json(series_id, horizon, levels)
+            if text is None:
+                text, source = await in_database(server.model_json, series_id, horizon, levels, as_of, history), "model"
             self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
-            results.append({"series_id": series_id, "transform": server.meta[series_id]["transform"], "forecast": rows})
+            transform = server.meta[series_id]["transform"]
+            parts.append(f'{{"series_id":{json.dumps(series_id)},"transform":"{transform}","forecast":{text}}}')
             if self.writer is not None:
                 self.writer.put(
                     "predictions",
@@ -168,18 +180,16 @@ class InferenceService:
                         as_of,
                         history is not None,
                         horizon,
-                        psycopg.types.json.Jsonb(rows),
+                        text,
                     ),
                 )
+        body = (
+            f'{{"model_version":"{server.version.id}","family":"{server.version.family}",'
+            f'"revision":{json.dumps(self.settings.revision)},"request_id":"{request_id}",'
+            f'"forecasts":[{",".join(parts)}]}}'
+        )
         headers = {"X-PEFM-Model-Version": server.version.id, "X-PEFM-Revision": self.settings.revision}
-        body = {
-            "model_version": server.version.id,
-            "family": server.version.family,
-            "revision": self.settings.revision,
-            "request_id": request_id,
-            "forecasts": results,
-        }
-        return json_response(body, headers=headers)
+        return Response(body, headers=headers, media_type="application/json")
 
 
 def create_inference_app(

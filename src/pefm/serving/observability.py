@@ -68,6 +68,7 @@ class ServiceMetrics:
             ["service", "revision"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple] = {}
         self.model_info = Gauge(
             "pefm_model_info",
             "The model version this revision serves",
@@ -76,10 +77,16 @@ class ServiceMetrics:
         )
 
     def observe_request(self, scope: dict, status: int, seconds: float) -> None:
-        route = route_template(scope)
-        method = scope.get("method", "")
-        self.requests.labels(self.service, self.revision, route, method, str(status)).inc()
-        self.latency.labels(self.service, self.revision, route, method).observe(seconds)
+        key = (route_template(scope), scope.get("method", ""), status)
+        children = self._children.get(key)
+        if children is None:  # labels() resolves a child per call: keep them (bounded: routes x methods x codes)
+            route, method, code = key
+            children = self._children[key] = (
+                self.requests.labels(self.service, self.revision, route, method, str(code)),
+                self.latency.labels(self.service, self.revision, route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def mark_ready(self, process_started: float) -> None:
         self.start_to_ready.labels(self.service, self.revision).set(time.time() - process_started)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import psycopg
 
@@ -60,13 +61,15 @@ class WriteResult:
         return self.inserted + self.revised
 
 
+# Each incoming row next to the value known at its vintage (latest stored vintage <= it). One
+# join and one sort, so a large upload of new data costs no per-row index probes.
 _CLASSIFIED = """
-    SELECT i.series_id, i.ts, i.vintage, i.value, k.value AS known_value, k.vintage AS known_vintage
+    SELECT DISTINCT ON (i.k, i.ts) ids.id AS series_id, i.ts, i.vintage, i.value,
+           o.value AS known_value, o.vintage AS known_vintage
     FROM incoming_obs i
-    LEFT JOIN LATERAL (
-        SELECT o.value, o.vintage FROM observations o
-        WHERE o.series_id = i.series_id AND o.ts = i.ts AND o.vintage <= i.vintage
-        ORDER BY o.vintage DESC LIMIT 1) k ON true
+    JOIN unnest(%(ids)s::text[]) WITH ORDINALITY AS ids (id, k) ON ids.k = i.k
+    LEFT JOIN observations o ON o.series_id = ids.id AND o.ts = i.ts AND o.vintage <= i.vintage
+    ORDER BY i.k, i.ts, o.vintage DESC NULLS LAST
 """
 
 
@@ -109,7 +112,14 @@ def write_observations(
         else:
             whole_vintage = _as_utc(vintage) if vintage is not None else _now(conn)
             rows["vintage"] = whole_vintage
-        _copy_incoming(conn, rows)
+        if rows.duplicated(["series_id", "ts", "vintage"]).any():
+            dup = rows[rows.duplicated(["series_id", "ts", "vintage"])].iloc[0]
+            raise ValueError(f"duplicate observation {dup.series_id} {dup.ts} in one write")
+        if not _overlaps(conn, rows, ids):  # nothing stored in the span: every row is new
+            _copy_into_observations(conn, rows, source)
+            return WriteResult(len(rows), 0, 0, whole_vintage)
+        conn.execute("SET LOCAL work_mem = '64MB'")  # the classification sort stays in memory
+        _copy_incoming(conn, rows, ids)
         counts = conn.execute(
             f"""WITH c AS MATERIALIZED ({_CLASSIFIED}),
                 conflicts AS (
@@ -126,7 +136,7 @@ def write_observations(
                        count(*) FILTER (WHERE known_value <> value),
                        count(*) FILTER (WHERE known_value = value)
                 FROM c""",
-            {"source": source},
+            {"source": source, "ids": ids},
         ).fetchone()
         assert counts is not None
         conflicts, inserted, revised, unchanged = counts
@@ -134,34 +144,92 @@ def write_observations(
             bad = conn.execute(
                 f"""SELECT series_id, ts, vintage, value, known_value FROM ({_CLASSIFIED}) c
                     WHERE known_vintage = vintage AND known_value <> value
-                    ORDER BY series_id, ts LIMIT 10"""
+                    ORDER BY series_id, ts LIMIT 10""",
+                {"ids": ids},
             ).fetchall()
             raise VintageConflictError(bad)
     return WriteResult(inserted, revised, unchanged, whole_vintage)
 
 
-def _copy_incoming(conn: psycopg.Connection, rows: pd.DataFrame) -> None:
+_PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("k_len", ">i4"),
+        ("k", ">i4"),
+        ("ts_len", ">i4"),
+        ("ts", ">i8"),
+        ("vintage_len", ">i4"),
+        ("vintage", ">i8"),
+        ("value_len", ">i4"),
+        ("value", ">f8"),
+    ]
+)
+
+
+def _copy_incoming(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str]) -> None:
+    """COPY the rows into a temp table in PostgreSQL's binary format, built by numpy in one go
+    (series as 1-based positions in ``ids``, timestamps as microseconds since 2000-01-01)."""
     conn.execute("DROP TABLE IF EXISTS pg_temp.incoming_obs")
     conn.execute(
-        "CREATE TEMP TABLE incoming_obs (series_id text NOT NULL, ts timestamptz NOT NULL,"
+        "CREATE TEMP TABLE incoming_obs (k integer NOT NULL, ts timestamptz NOT NULL,"
         " vintage timestamptz NOT NULL, value double precision NOT NULL) ON COMMIT DROP"
     )
-    if rows.duplicated(["series_id", "ts", "vintage"]).any():
-        dup = rows[rows.duplicated(["series_id", "ts", "vintage"])].iloc[0]
-        raise ValueError(f"duplicate observation {dup.series_id} {dup.ts} in one write")
+    data = np.empty(len(rows), dtype=_ROW)
+    data["fields"], data["k_len"], data["ts_len"], data["vintage_len"], data["value_len"] = 4, 4, 8, 8, 8
+    data["k"] = pd.Categorical(rows["series_id"], categories=ids).codes + 1
+    data["ts"] = (rows["ts"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
+    data["vintage"] = (rows["vintage"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
+    data["value"] = rows["value"].to_numpy("float64")
+    payload = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + data.tobytes() + b"\xff\xff"
+    with conn.cursor() as cur, cur.copy("COPY incoming_obs (k, ts, vintage, value) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(payload)
+    conn.execute("ANALYZE pg_temp.incoming_obs")
+
+
+def _overlaps(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str]) -> bool:
+    """Whether any stored observation of these series falls inside the rows' time span."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%s) AND ts BETWEEN %s AND %s)",
+        (ids, rows["ts"].min().tz_localize("UTC").to_pydatetime(), rows["ts"].max().tz_localize("UTC").to_pydatetime()),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _copy_into_observations(conn: psycopg.Connection, rows: pd.DataFrame, source: str) -> None:
+    """COPY new rows straight into observations (binary format; one fixed-width block per series)."""
+    encoded_source = source.encode()
     with (
         conn.cursor() as cur,
-        cur.copy("COPY incoming_obs (series_id, ts, vintage, value) FROM STDIN") as copy,
+        cur.copy("COPY observations (series_id, ts, vintage, value, source) FROM STDIN (FORMAT BINARY)") as copy,
     ):
-        copy.write(
-            rows[["series_id", "ts", "vintage", "value"]].to_csv(
-                sep="\t",
-                header=False,
-                index=False,
-                date_format="%Y-%m-%d %H:%M:%S.%f+00",
-                float_format="%.17g",
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8)
+        for series_id, group in rows.groupby("series_id", sort=False):
+            sid = str(series_id).encode()
+            row_type = np.dtype(
+                [
+                    ("fields", ">i2"),
+                    ("sid_len", ">i4"),
+                    ("sid", f"S{len(sid)}"),
+                    ("ts_len", ">i4"),
+                    ("ts", ">i8"),
+                    ("vintage_len", ">i4"),
+                    ("vintage", ">i8"),
+                    ("value_len", ">i4"),
+                    ("value", ">f8"),
+                    ("source_len", ">i4"),
+                    ("source", f"S{len(encoded_source)}"),
+                ]
             )
-        )
+            data = np.empty(len(group), dtype=row_type)
+            data["fields"], data["sid_len"], data["sid"] = 5, len(sid), sid
+            data["ts_len"], data["vintage_len"], data["value_len"] = 8, 8, 8
+            data["source_len"], data["source"] = len(encoded_source), encoded_source
+            data["ts"] = (group["ts"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
+            data["vintage"] = (group["vintage"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
+            data["value"] = group["value"].to_numpy("float64")
+            copy.write(data.tobytes())
+        copy.write(b"\xff\xff")
 
 
 def read_series(

@@ -1,0 +1,313 @@
+"""Serving benchmark: the functions vs their anchors, side by side in one run, same client.
+
+- Throughput and latency of POST /v1/forecast (one series, h=8) vs a hello-world func-python
+  function returning a small JSON: wrk -t2 -c16 (Debian's wrk), same duration.
+- What-if forecasts with ``history`` through the torch model: p50/p99 over sequential requests.
+- Cold start: process spawn to first successful forecast vs hello-world spawn to first response
+  (median of several spawns).
+- Ingest of a 100,000-row FRED-style CSV through the function vs a raw psycopg COPY of the same
+  rows into the same table (median of three, fresh series each time).
+
+Everything runs on this machine against an embedded PostgreSQL in a temporary directory.
+Usage: python bench/serve.py [--json PATH] [--duration SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pefm.config import Settings  # noqa: E402
+from pefm.data.bundled import bundled  # noqa: E402
+from pefm.data.loading import load_bundled  # noqa: E402
+from pefm.forecasting.panel import MACRO_PANEL  # noqa: E402
+from pefm.forecasting.registry import promote  # noqa: E402
+from pefm.forecasting.training import train  # noqa: E402
+from pefm.storage.database import open_database  # noqa: E402
+from tests.functions.conftest import free_port, start_function, stop  # noqa: E402
+
+TOKEN = "bench-token"
+SERVE = "from function import new; from func_python.http import serve; serve(new)"
+
+
+def wrk(url: str, duration: int, script: Path | None = None) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from wrk -t2 -c16 --latency."""
+    cmd = ["wrk", "-t2", "-c16", f"-d{duration}s", "--latency", url]
+    if script:
+        cmd[1:1] = ["-s", str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses from {url}")
+    pct = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
+    return {"rps": rps, "p50_ms": pct["50"], "p99_ms": pct["99"]}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def spawn_until(cwd: Path, env: dict[str, str], probe) -> float:
+    """Seconds from spawning a function process to the first successful ``probe(url)``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {**env, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(cwd)}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE], cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while True:
+            try:
+                if probe(url):
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.perf_counter() - started > 30:
+                raise RuntimeError(f"{cwd.name} did not answer")
+            time.sleep(0.002)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def ingest_vs_copy(db_url: str, ingest_url: str, rows: int = 100_000) -> dict[str, float]:
+    """Median rows/s of a CSV through the ingest function, and of two raw psycopg COPYs of the
+    same rows into the same table: ``write_row`` over ready tuples, and one pre-rendered text
+    block (the fastest raw COPY we know; the ratio is taken against the faster of the two)."""
+    import psycopg
+
+    days = pd.date_range("1750-01-01", periods=rows, freq="D")
+    values = np.random.default_rng(0).normal(100, 10, rows).round(4)
+    csv_rows = "\n".join(f"{d:%Y-%m-%d},{v}" for d, v in zip(days, values, strict=True))
+    stamps = [d.to_pydatetime().replace(tzinfo=UTC) for d in days]
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    ours, by_row, by_block = [], [], []
+    with httpx.Client(timeout=120) as client, psycopg.connect(db_url, autocommit=True) as conn:
+        for i in range(3):
+            for sid in (f"bench_ingest_{i}", f"bench_row_{i}", f"bench_block_{i}"):
+                client.put(f"{ingest_url}/v1/series/{sid}", json={"name": sid, "frequency": "D"}, headers=auth)
+            body = f"DATE,BENCH_INGEST_{i}\n{csv_rows}\n".encode()
+            started = time.perf_counter()
+            response = client.post(
+                f"{ingest_url}/v1/observations", content=body, headers={**auth, "content-type": "text/csv"}
+            )
+            ours.append(rows / (time.perf_counter() - started))
+            assert response.status_code == 200 and response.json()["inserted"] == rows, response.text
+            vintage = datetime.now(UTC)
+            tuples = [(f"bench_row_{i}", ts, vintage, float(v)) for ts, v in zip(stamps, values, strict=True)]
+            started = time.perf_counter()
+            with conn.cursor() as cur, cur.copy("COPY observations (series_id, ts, vintage, value) FROM STDIN") as copy:
+                for row in tuples:
+                    copy.write_row(row)
+            by_row.append(rows / (time.perf_counter() - started))
+            block = "".join(
+                f"bench_block_{i}\t{ts.isoformat()}\t{vintage.isoformat()}\t{v!r}\n"
+                for ts, v in zip(stamps, values.tolist(), strict=True)
+            )
+            started = time.perf_counter()
+            with conn.cursor() as cur, cur.copy("COPY observations (series_id, ts, vintage, value) FROM STDIN") as copy:
+                copy.write(block)
+            by_block.append(rows / (time.perf_counter() - started))
+    return {
+        "ingest": statistics.median(ours),
+        "copy_write_row": statistics.median(by_row),
+        "copy_text_block": statistics.median(by_block),
+    }
+
+
+def whatif_latency(url: str, n: int = 400) -> dict[str, float]:
+    """p50/p99 (ms) of sequential what-if requests (two quarters of history) to the torch model."""
+    latencies = []
+    with httpx.Client(timeout=30) as client:
+        for i in range(n + 20):
+            body = {
+                "series_id": "unemp",
+                "horizon": 4,
+                "history": [
+                    {"ts": "2009-10-01", "value": 10.0 + (i % 7) / 10},
+                    {"ts": "2010-01-01", "value": 9.5 + (i % 5) / 10},
+                ],
+            }
+            started = time.perf_counter()
+            response = client.post(f"{url}/v1/forecast", json=body)
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code == 503:  # model still loading
+                time.sleep(0.2)
+                continue
+            assert response.status_code == 200, response.text
+            if i >= 20:  # warm-up excluded
+                latencies.append(elapsed)
+    return {
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "n": len(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pefm-serve-bench-") as tmp:
+        run(Path(tmp), args)
+
+
+def run(tmp: Path, args) -> None:
+    db = open_database(Settings(home=tmp / "home"))
+    with db.connection() as conn:
+        load_bundled(conn, bundled(list(MACRO_PANEL)))
+        ensemble, _ = train(conn, "ensemble", list(MACRO_PANEL), spec=None)
+        mlp, _ = train(conn, "mlp", list(MACRO_PANEL), spec=None)
+        promote(conn, ensemble.id)
+    env = {"PEFM_DATABASE_URL": db.url}
+    hello_dir = ROOT / "bench" / "hello"
+    hello, hello_proc = _start_hello(hello_dir)
+    inference = start_function("inference", db.url, tmp, PEFM_MODEL_VERSION=ensemble.id)
+    torch_inference = start_function("inference", db.url, tmp, PEFM_MODEL_VERSION=mlp.id)
+    ingest = start_function("ingest", db.url, tmp, PEFM_INGEST_TOKEN=TOKEN, PEFM_MAX_BODY_BYTES=str(50 * 2**20))
+    try:
+        print("wrk: hello-world ...", flush=True)
+        hello_wrk = wrk(f"{hello}/", args.duration)
+        print("wrk: forecast ...", flush=True)
+        forecast_wrk = wrk(f"{inference.url}/v1/forecast", args.duration, ROOT / "bench" / "post_forecast.lua")
+        print("what-if through the torch model ...", flush=True)
+        whatif = whatif_latency(torch_inference.url)
+        print("cold starts ...", flush=True)
+        hello_cold = statistics.median(
+            spawn_until(hello_dir, {}, lambda u: httpx.get(u, timeout=1).status_code == 200) for _ in range(5)
+        )
+        infer_env = {**env, "PEFM_MODEL_VERSION": ensemble.id}
+        cold = statistics.median(
+            spawn_until(
+                ROOT / "functions" / "inference",
+                infer_env,
+                lambda u: (
+                    httpx.post(f"{u}/v1/forecast", json={"series_id": "realgdp", "horizon": 8}, timeout=1).status_code
+                    == 200
+                ),
+            )
+            for _ in range(5)
+        )
+        print("ingest vs COPY ...", flush=True)
+        ingest_rates = ingest_vs_copy(db.url, ingest.url)
+    finally:
+        for running in (inference, torch_inference, ingest):
+            stop(running)
+        hello_proc.terminate()
+        db.close()
+    results = {
+        "hello_rps": round(hello_wrk["rps"], 1),
+        "forecast_rps": round(forecast_wrk["rps"], 1),
+        "forecast_rps_ratio": round(forecast_wrk["rps"] / hello_wrk["rps"], 3),
+        "hello_p50_ms": hello_wrk["p50_ms"],
+        "hello_p99_ms": hello_wrk["p99_ms"],
+        "forecast_p50_ms": forecast_wrk["p50_ms"],
+        "forecast_p99_ms": forecast_wrk["p99_ms"],
+        "whatif_p50_ms": round(whatif["p50_ms"], 2),
+        "whatif_p99_ms": round(whatif["p99_ms"], 2),
+        "hello_cold_start_s": round(hello_cold, 3),
+        "cold_start_s": round(cold, 3),
+        "copy_rows_per_s": round(max(ingest_rates["copy_write_row"], ingest_rates["copy_text_block"])),
+        "copy_write_row_rows_per_s": round(ingest_rates["copy_write_row"]),
+        "copy_text_block_rows_per_s": round(ingest_rates["copy_text_block"]),
+        "ingest_rows_per_s": round(ingest_rates["ingest"]),
+    }
+    results["ingest_ratio"] = round(results["ingest_rows_per_s"] / results["copy_rows_per_s"], 3)
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _start_hello(cwd: Path) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    hello_proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE],
+        cwd=cwd,
+        env={"LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(cwd)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return url, hello_proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("hello-world function did not start")
+
+
+def report(r: dict) -> None:
+    rows = [
+        (
+            "POST /v1/forecast vs hello-world (wrk -t2 -c16)",
+            f"{r['forecast_rps']:.0f} req/s",
+            f"{r['hello_rps']:.0f} req/s",
+            f"{r['forecast_rps_ratio']:.2f}",
+            ">= 0.50",
+        ),
+        (
+            "forecast p50 / p99",
+            f"{r['forecast_p50_ms']:.2f} / {r['forecast_p99_ms']:.2f} ms",
+            f"{r['hello_p50_ms']:.2f} / {r['hello_p99_ms']:.2f} ms",
+            "",
+            "p99 <= 10 ms",
+        ),
+        (
+            "what-if (torch) p50 / p99",
+            f"{r['whatif_p50_ms']:.2f} / {r['whatif_p99_ms']:.2f} ms",
+            "",
+            "",
+            "p99 <= 25 ms",
+        ),
+        (
+            "cold start to first answer",
+            f"{r['cold_start_s']:.3f} s",
+            f"{r['hello_cold_start_s']:.3f} s",
+            f"{r['cold_start_s'] / r['hello_cold_start_s']:.1f}x",
+            "<= 1.0 s",
+        ),
+        (
+            "ingest 100k-row CSV vs raw COPY (faster of two)",
+            f"{r['ingest_rows_per_s']:,} rows/s",
+            f"{r['copy_rows_per_s']:,} rows/s",
+            f"{r['ingest_ratio']:.2f}",
+            ">= 0.50",
+        ),
+        (
+            "  raw COPY: write_row / text block",
+            "",
+            f"{r['copy_write_row_rows_per_s']:,} / {r['copy_text_block_rows_per_s']:,}",
+            "",
+            "",
+        ),
+    ]
+    width = [max(len(str(row[i])) for row in [*rows, ("", "ours", "anchor", "ratio", "target")]) for i in range(5)]
+    header = ("measure", "ours", "anchor", "ratio", "target")
+    print(" | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)))
+    print("-|-".join("-" * w for w in width))
+    for row in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(row, width, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
