@@ -13,8 +13,8 @@ test: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench functions
+	$(BIN)/ruff format --check src tests bench functions
 
 # torch first, pinned: 2.13.0 is the CPU build on disk here; anything looser pulls a CUDA build.
 $(STAMP): pyproject.toml

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 import psycopg
 
 from pefm.data.frequency import Frequency, with_frequency
+from pefm.storage import pg_binary
 from pefm.storage.series import get_series
 
 Moment = datetime | pd.Timestamp | str | None
@@ -151,39 +151,21 @@ def write_observations(
     return WriteResult(inserted, revised, unchanged, whole_vintage)
 
 
-_PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
-_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("k_len", ">i4"),
-        ("k", ">i4"),
-        ("ts_len", ">i4"),
-        ("ts", ">i8"),
-        ("vintage_len", ">i4"),
-        ("vintage", ">i8"),
-        ("value_len", ">i4"),
-        ("value", ">f8"),
-    ]
-)
-
-
 def _copy_incoming(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str]) -> None:
-    """COPY the rows into a temp table in PostgreSQL's binary format, built by numpy in one go
-    (series as 1-based positions in ``ids``, timestamps as microseconds since 2000-01-01)."""
+    """COPY the rows into a temp table in binary (series as 1-based positions in ``ids``)."""
     conn.execute("DROP TABLE IF EXISTS pg_temp.incoming_obs")
     conn.execute(
         "CREATE TEMP TABLE incoming_obs (k integer NOT NULL, ts timestamptz NOT NULL,"
         " vintage timestamptz NOT NULL, value double precision NOT NULL) ON COMMIT DROP"
     )
-    data = np.empty(len(rows), dtype=_ROW)
-    data["fields"], data["k_len"], data["ts_len"], data["vintage_len"], data["value_len"] = 4, 4, 8, 8, 8
-    data["k"] = pd.Categorical(rows["series_id"], categories=ids).codes + 1
-    data["ts"] = (rows["ts"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
-    data["vintage"] = (rows["vintage"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
-    data["value"] = rows["value"].to_numpy("float64")
-    payload = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8 + data.tobytes() + b"\xff\xff"
+    columns = [
+        (">i4", pd.Categorical(rows["series_id"], categories=ids).codes + 1),
+        (">i8", pg_binary.microseconds(rows["ts"])),
+        (">i8", pg_binary.microseconds(rows["vintage"])),
+        (">f8", rows["value"].to_numpy("float64")),
+    ]
     with conn.cursor() as cur, cur.copy("COPY incoming_obs (k, ts, vintage, value) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.write(payload)
+        copy.write(pg_binary.HEADER + pg_binary.block(len(rows), columns) + pg_binary.TRAILER)
     conn.execute("ANALYZE pg_temp.incoming_obs")
 
 
@@ -197,39 +179,24 @@ def _overlaps(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str]) -> b
 
 
 def _copy_into_observations(conn: psycopg.Connection, rows: pd.DataFrame, source: str) -> None:
-    """COPY new rows straight into observations (binary format; one fixed-width block per series)."""
-    encoded_source = source.encode()
+    """COPY new rows straight into observations, in binary, one block per series."""
+    text = source.encode()
     with (
         conn.cursor() as cur,
         cur.copy("COPY observations (series_id, ts, vintage, value, source) FROM STDIN (FORMAT BINARY)") as copy,
     ):
-        copy.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8)
+        copy.write(pg_binary.HEADER)
         for series_id, group in rows.groupby("series_id", sort=False):
             sid = str(series_id).encode()
-            row_type = np.dtype(
-                [
-                    ("fields", ">i2"),
-                    ("sid_len", ">i4"),
-                    ("sid", f"S{len(sid)}"),
-                    ("ts_len", ">i4"),
-                    ("ts", ">i8"),
-                    ("vintage_len", ">i4"),
-                    ("vintage", ">i8"),
-                    ("value_len", ">i4"),
-                    ("value", ">f8"),
-                    ("source_len", ">i4"),
-                    ("source", f"S{len(encoded_source)}"),
-                ]
-            )
-            data = np.empty(len(group), dtype=row_type)
-            data["fields"], data["sid_len"], data["sid"] = 5, len(sid), sid
-            data["ts_len"], data["vintage_len"], data["value_len"] = 8, 8, 8
-            data["source_len"], data["source"] = len(encoded_source), encoded_source
-            data["ts"] = (group["ts"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
-            data["vintage"] = (group["vintage"].to_numpy("datetime64[us]") - _PG_EPOCH).astype("int64")
-            data["value"] = group["value"].to_numpy("float64")
-            copy.write(data.tobytes())
-        copy.write(b"\xff\xff")
+            columns = [
+                (f"S{len(sid)}", sid),
+                (">i8", pg_binary.microseconds(group["ts"])),
+                (">i8", pg_binary.microseconds(group["vintage"])),
+                (">f8", group["value"].to_numpy("float64")),
+                (f"S{len(text)}", text),
+            ]
+            copy.write(pg_binary.block(len(group), columns))
+        copy.write(pg_binary.TRAILER)
 
 
 def read_series(

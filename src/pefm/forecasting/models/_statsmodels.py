@@ -40,3 +40,21 @@ def forecast_bounds(results, h: int, levels: tuple[int, ...]) -> tuple[np.ndarra
 def aicc(llf: float, k: int, n: int) -> float:
     """Corrected Akaike information criterion."""
     return -2 * llf + 2 * k + (2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else np.inf)
+
+
+class ArimaResultsMixin:
+    """Predict, update and one-step filter for models whose fitted state is statsmodels ARIMA
+    results in ``results_`` with the chosen ``order_`` (p, d, q)."""
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        return forecast_bounds(self.results_, h, levels)
+
+    def _update(self, values: np.ndarray) -> None:
+        with quiet():
+            self.results_ = self.results_.apply(values)
+
+    def _one_step(self, values: np.ndarray) -> np.ndarray:
+        with quiet():
+            fitted = np.asarray(self.results_.apply(values).fittedvalues, dtype="float64")
+        fitted[: self.order_[0] + self.order_[1]] = np.nan  # before enough lags exist
+        return fitted

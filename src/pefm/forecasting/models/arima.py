@@ -12,11 +12,11 @@ import numpy as np
 from statsmodels.tsa.arima.model import ARIMA
 from statsmodels.tsa.stattools import kpss
 
-from pefm.forecasting.base import BaseForecaster, Bounds
-from pefm.forecasting.models._statsmodels import aicc, forecast_bounds, quiet
+from pefm.forecasting.base import BaseForecaster
+from pefm.forecasting.models._statsmodels import ArimaResultsMixin, aicc, quiet
 
 
-class AutoARIMA(BaseForecaster):
+class AutoARIMA(ArimaResultsMixin, BaseForecaster):
     name = "arima"
     min_length = 16
 
@@ -73,16 +73,3 @@ class AutoARIMA(BaseForecaster):
                     break
                 d, work = d + 1, np.diff(work)
         return d
-
-    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
-        return forecast_bounds(self.results_, h, levels)
-
-    def _update(self, values: np.ndarray) -> None:
-        with quiet():
-            self.results_ = self.results_.apply(values)
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        with quiet():
-            fitted = np.asarray(self.results_.apply(values).fittedvalues, dtype="float64")
-        fitted[: self.order_[0] + self.order_[1]] = np.nan
-        return fitted

@@ -11,11 +11,11 @@ import numpy as np
 from statsmodels.tsa.ar_model import ar_select_order
 from statsmodels.tsa.arima.model import ARIMA
 
-from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError
-from pefm.forecasting.models._statsmodels import forecast_bounds, quiet
+from pefm.forecasting.base import BaseForecaster, ForecastInputError
+from pefm.forecasting.models._statsmodels import ArimaResultsMixin, quiet
 
 
-class AutoRegressive(BaseForecaster):
+class AutoRegressive(ArimaResultsMixin, BaseForecaster):
     """ARIMA(p, d, 0) with a constant (d=0) or drift (d=1); p in 1..max_lag by AIC."""
 
     name = "ar"
@@ -35,16 +35,3 @@ class AutoRegressive(BaseForecaster):
             self.order_ = (max(selected.ar_lags or [1]), self.d, 0)
             model = ARIMA(values, order=self.order_, trend="c" if self.d == 0 else "t")
             self.results_ = model.fit(method="burg")
-
-    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
-        return forecast_bounds(self.results_, h, levels)
-
-    def _update(self, values: np.ndarray) -> None:
-        with quiet():
-            self.results_ = self.results_.apply(values)
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        with quiet():
-            fitted = np.asarray(self.results_.apply(values).fittedvalues, dtype="float64")
-        fitted[: self.order_[0] + self.d] = np.nan  # before enough lags exist
-        return fitted
