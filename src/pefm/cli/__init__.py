@@ -19,8 +19,10 @@ db_app = typer.Typer(help="The database: migrations and status.", no_args_is_hel
 data_app = typer.Typer(help="Load and list data.", no_args_is_help=True)
 series_app = typer.Typer(help="Look at one series.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+knative_app = typer.Typer(help="Knative manifests.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(knative_app, name="knative")
 app.add_typer(data_app, name="data")
 app.add_typer(series_app, name="series")
 
@@ -49,4 +51,5 @@ def progress_bar() -> Progress:
 
 from pefm.cli import data as _data  # noqa: E402,F401  (registers its commands)
 from pefm.cli import forecasting as _forecasting  # noqa: E402,F401
+from pefm.cli import knative as _knative  # noqa: E402,F401
 from pefm.cli import serve as _serve  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Knative Serving: manifest validation and the Service shape PEFM deploys."""
