@@ -38,11 +38,11 @@ from pefm.data.loading import load_bundled  # noqa: E402
 from pefm.forecasting.panel import MACRO_PANEL  # noqa: E402
 from pefm.forecasting.registry import promote  # noqa: E402
 from pefm.forecasting.training import train  # noqa: E402
+from pefm.local.runtime import SERVE, free_port  # noqa: E402
 from pefm.storage.database import open_database  # noqa: E402
-from tests.functions.conftest import free_port, start_function, stop  # noqa: E402
+from tests.functions.conftest import start_function, stop  # noqa: E402
 
 TOKEN = "bench-token"
-SERVE = "from function import new; from func_python.http import serve; serve(new)"
 
 
 def wrk(url: str, duration: int, script: Path | None = None) -> dict[str, float]:

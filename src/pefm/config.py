@@ -46,6 +46,17 @@ class Settings:
     serving version."""
     revision: str = "local"
     """``K_REVISION`` (set by Knative): the revision name reported in responses and metrics."""
+    prometheus_url: str | None = None
+    """``PEFM_PROMETHEUS_URL``: Prometheus for rollout analysis (and the dashboard); unset -> the
+    request log in the database."""
+    router_url: str | None = None
+    """``PEFM_ROUTER_URL``: the local traffic router of the inference service (embedded runtime)."""
+    knative_namespace: str | None = None
+    """``PEFM_KNATIVE_NAMESPACE``: roll out Knative Services in this namespace (kubeconfig or
+    in-cluster credentials) instead of the local runtime."""
+    fault_rate: float = 0.0
+    """``PEFM_FAULT_RATE``: for testing rollouts only: the fraction of /v1 requests a revision
+    answers with an injected 500."""
     prediction_log_queue: int = 10_000
     """``PEFM_PREDICTION_LOG_QUEUE``: predictions buffered for the database before new ones are
     dropped (and counted)."""
@@ -79,6 +90,9 @@ class Settings:
             ("PEFM_ADMIN_TOKEN", "admin_token"),
             ("PEFM_MODEL_VERSION", "model_version"),
             ("K_REVISION", "revision"),
+            ("PEFM_PROMETHEUS_URL", "prometheus_url"),
+            ("PEFM_ROUTER_URL", "router_url"),
+            ("PEFM_KNATIVE_NAMESPACE", "knative_namespace"),
         ):
             if value := env.get(name, "").strip():
                 kwargs[key] = value
@@ -88,6 +102,13 @@ class Settings:
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)
+        if raw := env.get("PEFM_FAULT_RATE", "").strip():
+            try:
+                kwargs["fault_rate"] = float(raw)
+            except ValueError:
+                raise ConfigError(f"PEFM_FAULT_RATE must be a number, not {raw!r}") from None
+            if not 0 <= kwargs["fault_rate"] <= 1:
+                raise ConfigError("PEFM_FAULT_RATE must be in 0..1")
         if policy := env.get("PEFM_GATE_POLICY", "").strip():
             path = Path(policy).expanduser()
             if not path.is_file():

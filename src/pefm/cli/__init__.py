@@ -20,9 +20,11 @@ data_app = typer.Typer(help="Load and list data.", no_args_is_help=True)
 series_app = typer.Typer(help="Look at one series.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 knative_app = typer.Typer(help="Knative manifests.", no_args_is_help=True)
+rollout_app = typer.Typer(help="Blue-green rollouts by traffic splitting.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(knative_app, name="knative")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(data_app, name="data")
 app.add_typer(series_app, name="series")
 
@@ -52,4 +54,5 @@ def progress_bar() -> Progress:
 from pefm.cli import data as _data  # noqa: E402,F401  (registers its commands)
 from pefm.cli import forecasting as _forecasting  # noqa: E402,F401
 from pefm.cli import knative as _knative  # noqa: E402,F401
+from pefm.cli import rollout as _rollout  # noqa: E402,F401
 from pefm.cli import serve as _serve  # noqa: E402,F401

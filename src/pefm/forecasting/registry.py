@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +28,11 @@ class ArtifactIntegrityError(RuntimeError):
 
 
 def new_version_id(family: str, artifact_sha256: str, now: datetime | None = None) -> str:
-    """``<family>-<UTC yyyymmddhhmmss>-<8 hex of the artifact hash>``, DNS-label safe."""
+    """``<family>-<UTC yyyymmddhhmmss>-<8 hex of the artifact hash><4 random hex>``, DNS-label
+    safe and unique even for the same artifact registered twice in a second."""
     now = now or datetime.now(UTC)
     slug = re.sub(r"[^a-z0-9]+", "-", family.lower()).strip("-")
-    return f"{slug}-{now:%Y%m%d%H%M%S}-{artifact_sha256[:8]}"
+    return f"{slug}-{now:%Y%m%d%H%M%S}-{artifact_sha256[:8]}{secrets.token_hex(2)}"
 
 
 def register(

@@ -59,6 +59,8 @@ class ServiceFunction:
             self._problem = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed to start", self.service)
             return
+        if settings.fault_rate > 0:
+            app = _with_faults(app, settings.fault_rate)
         self.app = guard(app, on_request=self._observe)
         self.settings = settings
 
@@ -123,3 +125,22 @@ class ServiceFunction:
 
     def ready(self) -> tuple[bool, str]:
         return self._ready, self._problem
+
+
+def _with_faults(app, rate: float):
+    """Answer every (1/rate)-th /v1 request with a 500: fault injection for rollout tests."""
+    every = max(1, round(1 / rate))
+    count = 0
+
+    async def faulty(scope: dict, receive, send) -> None:
+        nonlocal count
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            count += 1
+            if count % every == 0:
+                from pefm.serving.http import ApiError
+
+                await ApiError(500, "injected fault (PEFM_FAULT_RATE)").response()(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return faulty

@@ -1,0 +1,138 @@
+"""Revision processes: each a function under func-python's serve(new) with its own K_REVISION."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+
+FUNCTIONS = Path(__file__).resolve().parents[3] / "functions"
+SERVE = "from function import new; from func_python.http import serve; serve(new)"
+
+
+@dataclass
+class Process:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    ready_path: str,
+    name: str,
+    port: int | None = None,
+    timeout: float = 60,
+) -> Process:
+    """Start ``command`` listening on ``port`` (LISTEN_ADDRESS) and wait for ``ready_path`` to answer 200."""
+    port = port or free_port()
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_"))},
+        **env,
+        "LISTEN_ADDRESS": f"127.0.0.1:{port}",
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                return Process(name, url, process, log)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{name} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
+
+
+class LocalRuntime:
+    """Starts revisions and routers on loopback and records the revisions in the database."""
+
+    def __init__(self, database_url: str, logs: Path):
+        self.database_url = database_url
+        self.logs = Path(logs)
+        self.processes: dict[str, Process] = {}
+
+    def start_revision(
+        self, service: str, revision: str, *, model_version: str | None = None, env: dict[str, str] | None = None
+    ) -> Process:
+        """A new revision of ``service`` (ingest or inference) under func-python."""
+        environment = {
+            "PEFM_DATABASE_URL": self.database_url,
+            "K_REVISION": revision,
+            "PYTHONPATH": str(FUNCTIONS / service),
+            **(env or {}),
+        }
+        if model_version:
+            environment["PEFM_MODEL_VERSION"] = model_version
+        process = spawn(
+            [sys.executable, "-c", SERVE],
+            cwd=FUNCTIONS / service,
+            env=environment,
+            log=self.logs / f"{revision}.log",
+            ready_path="/health/readiness",
+            name=revision,
+        )
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute(
+                """INSERT INTO local_revisions (service, revision, url, model_version, pid) VALUES (%s, %s, %s, %s, %s)
+                   ON CONFLICT (service, revision) DO UPDATE SET url = EXCLUDED.url, pid = EXCLUDED.pid,
+                       model_version = EXCLUDED.model_version, started_at = now()""",
+                (service, revision, process.url, model_version, process.process.pid),
+            )
+        self.processes[revision] = process
+        return process
+
+    def start_router(self, service: str, port: int | None = None) -> Process:
+        """The traffic router in front of ``service``'s revisions."""
+        command = [sys.executable, "-m", "pefm.local.router", "--service", service]
+        process = spawn(
+            command,
+            cwd=Path.cwd(),
+            env={"PEFM_DATABASE_URL": self.database_url},
+            log=self.logs / f"router-{service}.log",
+            ready_path="/_router/health",
+            name=f"router-{service}",
+            port=port,
+        )
+        self.processes[f"router-{service}"] = process
+        return process
+
+    def stop(self, name: str) -> None:
+        self.processes.pop(name).stop()
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)

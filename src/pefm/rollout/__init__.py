@@ -1,0 +1,1 @@
+"""Blue-green rollouts by traffic splitting: spec, analysis, routers, metrics providers, controller."""

@@ -1,0 +1,115 @@
+"""The rollout analysis: a pure function from (spec, state, observations) to the next decision.
+
+Phases follow Flagger: Initializing -> Progressing -> Promoting -> Succeeded, or RolledBack
+(checks failed ``threshold`` times, or the smoke test / gates failed), with Paused in between
+at an operator's request. No data is never good news: too few requests, or a check without a
+value, means Wait, never Advance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from pefm.rollout.spec import RolloutSpec
+
+
+class Phase(StrEnum):
+    INITIALIZING = "Initializing"
+    PROGRESSING = "Progressing"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+    PAUSED = "Paused"
+
+
+TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.ROLLED_BACK}
+
+
+@dataclass(frozen=True)
+class State:
+    phase: Phase = Phase.INITIALIZING
+    step: int = -1
+    """Index into spec.steps of the current weight; -1 before the first step."""
+    weight: int = 0
+    """Percent of traffic on green."""
+    failed_checks: int = 0
+
+
+@dataclass(frozen=True)
+class Observations:
+    requests: int = 0
+    """Requests green served since the current step began."""
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    smoke_ok: bool | None = None
+    gates_passed: bool | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    """wait, advance, hold, promote, rollback."""
+    state: State
+    reason: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
+    """The next step of a rollout; never mutates, never performs I/O."""
+    if state.phase in TERMINAL:
+        return Decision("hold", state, f"rollout is {state.phase.value}")
+    if state.phase is Phase.PAUSED:
+        return Decision("hold", state, "paused by an operator")
+    if state.phase is Phase.PROMOTING:
+        return Decision("promote", replace(state, phase=Phase.SUCCEEDED, weight=100), "green serves 100%")
+    if state.phase is Phase.INITIALIZING:
+        if spec.require_gates and obs.gates_passed is False:
+            return _rollback(state, "the candidate model failed its validation gates")
+        if spec.require_gates and obs.gates_passed is None:
+            return Decision("wait", state, "the candidate model has no gate report yet")
+        if obs.smoke_ok is None:
+            return Decision("wait", state, "smoke test of the green revision not run yet")
+        if not obs.smoke_ok:
+            return _rollback(state, "smoke test of the green revision failed")
+        return _advance(spec, state, "smoke test passed")
+    # Progressing
+    if obs.requests < spec.min_requests:
+        return Decision("wait", state, f"waiting for traffic: {obs.requests} of {spec.min_requests} requests on green")
+    results = [check.judge(obs.metrics.get(check.metric)) for check in spec.checks]
+    missing = [r["check"] for r in results if r["passed"] is None]
+    if missing:
+        return Decision("wait", state, f"no data yet for {', '.join(missing)}", results)
+    failed = [r for r in results if not r["passed"]]
+    if failed:
+        failures = state.failed_checks + 1
+        detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
+        if failures >= spec.threshold:
+            return _rollback(
+                replace(state, failed_checks=failures),
+                f"{failures} failed checks (threshold {spec.threshold}): {detail}",
+                results,
+            )
+        return Decision(
+            "hold",
+            replace(state, failed_checks=failures),
+            f"check failed ({failures} of {spec.threshold}): {detail}",
+            results,
+        )
+    if state.weight >= 100:
+        return Decision(
+            "promote", replace(state, phase=Phase.SUCCEEDED, weight=100), "all checks passed at 100%: promoted", results
+        )
+    return _advance(spec, state, "all checks passed", results)
+
+
+def _advance(spec: RolloutSpec, state: State, why: str, checks: list | None = None) -> Decision:
+    step = state.step + 1
+    weight = spec.steps[step]
+    new = replace(state, phase=Phase.PROGRESSING, step=step, weight=weight)
+    return Decision("advance", new, f"{why}: green to {weight}%", checks or [])
+
+
+def _rollback(state: State, why: str, checks: list | None = None) -> Decision:
+    return Decision("rollback", replace(state, phase=Phase.ROLLED_BACK, weight=0), why, checks or [])

@@ -1,0 +1,77 @@
+"""What the controller measures by asking the revisions themselves: the smoke test, blue/green
+divergence on the same requests, and optional synthetic load when a service is idle."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from pefm.rollout.router import TrafficRouter
+from pefm.storage.database import Database
+
+
+class HttpProber:
+    def __init__(self, router: TrafficRouter, db: Database, timeout: float = 15.0):
+        self.router = router
+        self.db = db
+        self.client = httpx.Client(timeout=timeout)
+
+    def smoke(self, service: str, request: dict[str, Any], attempts: int = 10) -> bool:
+        """The green revision answers a forecast request with 200 and forecasts, within
+        ``attempts`` tries half a second apart (a new tag route takes a moment to exist)."""
+        for attempt in range(attempts):
+            try:
+                response = self.client.post(f"{self.router.tag_url(service, 'green')}/v1/forecast", json=request)
+                if response.status_code == 200 and response.json().get("forecasts"):
+                    return True
+            except (httpx.HTTPError, ValueError):
+                pass
+            if attempt + 1 < attempts:
+                time.sleep(0.5)
+        return False
+
+    def divergence(self, service: str, blue_revision: str, since: datetime, samples: int) -> float | None:
+        """Replay up to ``samples`` of the requests blue really served since ``since`` to both blue and
+        green; the largest |green mean - blue mean| over blue's 95% interval width. None when blue
+        served nothing (no traffic, nothing to compare)."""
+        with self.db.connection() as conn:
+            shapes = conn.execute(
+                """SELECT series_id, max(horizon) FROM predictions
+                   WHERE revision = %s AND ts >= %s AND NOT what_if AND as_of IS NULL
+                   GROUP BY series_id ORDER BY max(ts) DESC LIMIT %s""",
+                (blue_revision, since, samples),
+            ).fetchall()
+        if not shapes:
+            return None
+        worst = 0.0
+        for series_id, horizon in shapes:
+            body = {"series_id": series_id, "horizon": horizon, "levels": [95]}
+            blue, green = (self._rows(self.router.tag_url(service, tag), body) for tag in ("blue", "green"))
+            if blue is None or green is None:
+                return None
+            for b, g in zip(blue, green, strict=False):
+                width = max(b["hi-95"] - b["lo-95"], 1e-9)
+                worst = max(worst, abs(g["mean"] - b["mean"]) / width)
+        return worst
+
+    def _rows(self, base: str, body: dict[str, Any]) -> list[dict] | None:
+        try:
+            response = self.client.post(f"{base}/v1/forecast", json=body)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        return response.json()["forecasts"][0]["forecast"]
+
+    def load(self, service: str, requests: int, body: dict[str, Any]) -> int:
+        """Send ``requests`` requests through the service's router (split by its weights); how many
+        got a non-5xx answer."""
+        ok = 0
+        for _ in range(requests):
+            with contextlib.suppress(httpx.HTTPError):
+                ok += self.client.post(f"{self.router.url(service)}/v1/forecast", json=body).status_code < 500
+        return ok

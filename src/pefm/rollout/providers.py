@@ -1,0 +1,78 @@
+"""MetricsProvider: success rate, p99 latency and request count of one revision since a moment.
+
+``PrometheusProvider`` asks a Prometheus server (PromQL templates below, data not code);
+``DatabaseProvider`` reads the functions' request log when no Prometheus is configured.
+Both exclude the /metrics scrapes; health probes never reach the apps' metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import httpx
+
+from pefm.storage.database import Database
+
+
+@dataclass(frozen=True)
+class RevisionMetrics:
+    requests: int
+    success_rate: float | None
+    p99_latency_ms: float | None
+
+
+class MetricsProvider(Protocol):
+    def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics: ...
+
+
+PROMQL = {
+    "requests": 'sum(increase(pefm_requests_total{{revision="{revision}",route!="/metrics"}}[{window}s]))',
+    "success_rate": (
+        'sum(increase(pefm_requests_total{{revision="{revision}",route!="/metrics",status!~"5.."}}[{window}s]))'
+        ' / sum(increase(pefm_requests_total{{revision="{revision}",route!="/metrics"}}[{window}s]))'
+    ),
+    "p99_latency_ms": (
+        "1000 * histogram_quantile(0.99, sum by (le) (increase("
+        'pefm_request_duration_seconds_bucket{{revision="{revision}",route!="/metrics"}}[{window}s])))'
+    ),
+}
+
+
+class PrometheusProvider:
+    def __init__(self, url: str, queries: dict[str, str] | None = None, timeout: float = 5.0):
+        self.url = url.rstrip("/")
+        self.queries = queries or PROMQL
+        self.client = httpx.Client(timeout=timeout)
+
+    def query(self, promql: str) -> float | None:
+        """The scalar value of an instant query, or None when it has no (finite) sample."""
+        response = self.client.get(f"{self.url}/api/v1/query", params={"query": promql})
+        response.raise_for_status()
+        result = response.json()["data"]["result"]
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return value if math.isfinite(value) else None
+
+    def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics:
+        window = max(30, int((datetime.now(UTC) - since).total_seconds()))
+        values = {k: self.query(q.format(revision=revision, window=window)) for k, q in self.queries.items()}
+        return RevisionMetrics(round(values["requests"] or 0), values["success_rate"], values["p99_latency_ms"])
+
+
+class DatabaseProvider:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics:
+        with self.db.connection() as conn:
+            n, ok, p99 = conn.execute(
+                """SELECT count(*), avg((status < 500)::int),
+                          percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)
+                   FROM request_log WHERE revision = %s AND ts >= %s""",
+                (revision, since),
+            ).fetchone()
+        return RevisionMetrics(int(n), None if ok is None else float(ok), None if p99 is None else float(p99))

@@ -1,0 +1,64 @@
+"""The TrafficRouter seam: read and set a service's traffic block, Knative-style."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class TrafficTarget:
+    """One entry of a traffic block: a revision (or the latest one), its percent, its tag."""
+
+    revision: str | None
+    percent: int
+    tag: str | None = None
+    latest: bool = False
+
+    def to_knative(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"percent": self.percent}
+        if self.latest:
+            out["latestRevision"] = True
+        else:
+            out["revisionName"] = self.revision
+        if self.tag:
+            out["tag"] = self.tag
+        return out
+
+    @classmethod
+    def from_knative(cls, entry: dict[str, Any]) -> TrafficTarget:
+        return cls(
+            entry.get("revisionName"),
+            int(entry.get("percent", 0)),
+            entry.get("tag"),
+            bool(entry.get("latestRevision", False)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def blue_green(blue: str, green: str, weight: int) -> list[TrafficTarget]:
+    """The traffic block of a rollout at ``weight`` percent on green; both stay reachable by tag
+    and ``latest`` is pinned to 0%."""
+    return [
+        TrafficTarget(blue, 100 - weight, "blue"),
+        TrafficTarget(green, weight, "green"),
+        TrafficTarget(None, 0, "latest", latest=True),
+    ]
+
+
+def serving_revision(traffic: list[TrafficTarget]) -> str | None:
+    """The named revision with the most traffic (the one a new rollout starts from)."""
+    named = [t for t in traffic if t.revision and not t.latest]
+    return max(named, key=lambda t: t.percent).revision if named else None
+
+
+class TrafficRouter(Protocol):
+    def traffic(self, service: str) -> list[TrafficTarget]: ...
+
+    def set_traffic(self, service: str, targets: list[TrafficTarget]) -> None: ...
+
+    def tag_url(self, service: str, tag: str) -> str: ...
+
+    def url(self, service: str) -> str: ...

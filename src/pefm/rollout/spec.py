@@ -1,0 +1,88 @@
+"""The rollout spec: a declarative file versioned with the manifests (knative/rollout.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METRICS = ("success_rate", "p99_latency_ms", "divergence")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A metric of the green revision that must stay in [min, max] at every step."""
+
+    name: str
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    def judge(self, value: float | None) -> dict[str, Any]:
+        passed = (
+            value is not None and (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+        )
+        bounds = (
+            f"[{'-inf' if self.min is None else f'{self.min:g}'}, {'inf' if self.max is None else f'{self.max:g}'}]"
+        )
+        return {
+            "check": self.name,
+            "metric": self.metric,
+            "value": value,
+            "range": bounds,
+            "passed": bool(passed) if value is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How traffic moves from blue to green and what must hold at each step."""
+
+    service: str = "pefm-inference"
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    interval_seconds: float = 30.0
+    threshold: int = 2
+    min_requests: int = 20
+    synthetic_load: int = 0
+    """Requests the controller sends through the router per tick when traffic is short (0: none)."""
+    require_gates: bool = True
+    checks: tuple[Check, ...] = field(
+        default_factory=lambda: (
+            Check("success-rate", "success_rate", min=0.99),
+            Check("latency-p99", "p99_latency_ms", max=500.0),
+            Check("divergence", "divergence", max=0.5),
+        )
+    )
+    smoke_request: dict[str, Any] = field(default_factory=lambda: {"series_id": "realgdp", "horizon": 4})
+    shadow_requests: int = 5
+
+    def __post_init__(self) -> None:
+        steps = list(self.steps)
+        if not steps or steps != sorted(set(steps)) or steps[-1] != 100 or steps[0] <= 0:
+            raise ValueError(f"steps must rise strictly from above 0 to 100, got {steps}")
+        if self.threshold < 1 or self.min_requests < 1 or self.interval_seconds <= 0:
+            raise ValueError("threshold and min_requests must be at least 1, interval_seconds above 0")
+        for check in self.checks:
+            if check.metric not in METRICS:
+                raise ValueError(f"check {check.name!r}: unknown metric {check.metric!r}; one of {METRICS}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutSpec:
+        data = dict(data)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown rollout spec field(s): {sorted(unknown)}")
+        if "checks" in data:
+            data["checks"] = tuple(Check(**c) for c in data["checks"])
+        if "steps" in data:
+            data["steps"] = tuple(int(s) for s in data["steps"])
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: Path) -> RolloutSpec:
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,199 @@
+"""Blue-green rollouts end to end through the local runtime: real revision processes under
+func-python, the real local router, the controller reading the request log (DatabaseProvider)."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from pefm.local.runtime import LocalRuntime
+from pefm.rollout.analysis import Phase
+from pefm.rollout.controller import RolloutController
+from pefm.rollout.local import LocalRouter
+from pefm.rollout.probes import HttpProber
+from pefm.rollout.providers import DatabaseProvider
+from pefm.rollout.router import TrafficTarget
+from pefm.rollout.spec import RolloutSpec
+from pefm.storage.database import Database
+from pefm.storage.model_versions import set_gate_report
+from tests.functions.conftest import register_model
+
+SERIES = ["realgdp", "unemp", "infl"]
+SPEC = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
+
+
+@pytest.fixture(scope="module")
+def stack(module_schema, tmp_path_factory):
+    """Blue serving an AR model behind the local router; candidates registered with passing gates."""
+    versions = {
+        name: register_model(module_schema, family, SERIES)
+        for name, family in (("blue", "ar"), ("same", "ar"), ("different", "mean"))
+    }
+    db = Database(module_schema, max_size=4)
+    with db.connection() as conn:
+        for version in versions.values():
+            set_gate_report(conn, version, {"passed": True, "checks": [], "failures": []})
+    runtime = LocalRuntime(module_schema, tmp_path_factory.mktemp("runtime"))
+    runtime.start_revision("inference", "pefm-inference-blue", model_version=versions["blue"])
+    router_process = runtime.start_router("inference")
+    router = LocalRouter(db, {"inference": router_process.url})
+    router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
+    controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(router, db))
+    yield runtime, router, controller, versions, db
+    runtime.stop_all()
+    db.close()
+
+
+class Load:
+    """Clients sending forecasts through the router, as production traffic would."""
+
+    def __init__(self, url: str):
+        self.url, self.stop, self.statuses = url, threading.Event(), []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not self.stop.is_set():
+                body = {"series_id": SERIES[i % 3], "horizon": 4}
+                self.statuses.append(client.post(f"{self.url}/v1/forecast", json=body).status_code)
+                i += 1
+                time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def roll(controller, rollout_id, ticks=120):
+    for _ in range(ticks):
+        decision = controller.tick(rollout_id)
+        if decision and decision.state.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED):
+            return decision.state
+        time.sleep(SPEC.interval_seconds)
+    return controller.get(rollout_id).state
+
+
+def green(runtime, name, version, **env):
+    runtime.start_revision("inference", name, model_version=version, env=env)
+    return name
+
+
+def reset(router, runtime, serving="pefm-inference-blue"):
+    router.set_traffic("inference", [TrafficTarget(serving, 100, "blue")])
+
+
+def test_a_healthy_green_is_promoted_step_by_step_and_blue_stays_reachable(stack):
+    runtime, router, controller, versions, _ = stack
+    revision = green(runtime, "pefm-inference-green1", versions["same"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    with Load(router.url("inference")):
+        state = roll(controller, rollout_id)
+    assert state.phase is Phase.SUCCEEDED and state.weight == 100
+    advances = [e["weight"] for e in controller.events(rollout_id) if e["action"] in ("advance", "promote")]
+    assert advances == [25, 50, 100, 100]  # every step once, in order, then promoted
+    traffic = {t.tag: (t.revision, t.percent) for t in router.traffic("inference")}
+    assert traffic["green"] == (revision, 100) and traffic["blue"] == ("pefm-inference-blue", 0)
+    time.sleep(0.5)  # the router refreshes its table
+    blue = httpx.post(f"{router.tag_url('inference', 'blue')}/v1/forecast", json={"series_id": "unemp"})
+    assert blue.status_code == 200 and blue.headers["x-pefm-revision"] == "pefm-inference-blue"
+    # rollback after a promotion is one call and instant
+    assert controller.rollback(rollout_id).weight == 0
+    assert {t.tag: t.percent for t in router.traffic("inference")}["blue"] == 100
+    runtime.stop(revision)
+
+
+def test_a_green_failing_10_percent_of_requests_is_rolled_back(stack):
+    runtime, router, controller, versions, _ = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-faulty", versions["same"], PEFM_FAULT_RATE="0.1")
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    with Load(router.url("inference")):
+        state = roll(controller, rollout_id)
+    assert state.phase is Phase.ROLLED_BACK and state.weight == 0
+    last = controller.events(rollout_id)[-1]
+    assert last["action"] == "rollback" and "success-rate" in last["reason"] and "threshold 2" in last["reason"]
+    assert {t.tag: t.percent for t in router.traffic("inference")} == {"blue": 100, "green": 0, "latest": 0}
+    runtime.stop(revision)
+
+
+def test_a_green_whose_forecasts_diverge_is_rolled_back_despite_perfect_http(stack):
+    runtime, router, controller, versions, _ = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-diverging", versions["different"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["different"])
+    with Load(router.url("inference")) as load:
+        state = roll(controller, rollout_id)
+    assert state.phase is Phase.ROLLED_BACK
+    last = controller.events(rollout_id)[-1]
+    assert "divergence" in last["reason"]
+    checks = {c["check"]: c["passed"] for c in last["checks"]}
+    assert checks == {"success-rate": True, "latency-p99": True, "divergence": False}
+    assert all(s == 200 for s in load.statuses)
+    runtime.stop(revision)
+
+
+def test_with_no_traffic_the_analysis_waits_and_never_promotes(stack):
+    runtime, router, controller, versions, _ = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-idle", versions["same"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    for _ in range(6):
+        controller.tick(rollout_id)
+        time.sleep(0.2)
+    rollout = controller.get(rollout_id)
+    assert rollout.state.phase is Phase.PROGRESSING and rollout.state.weight == 25
+    assert controller.events(rollout_id)[-1]["reason"].startswith("waiting for traffic")
+    # pause and resume from the CLI, then roll back from it
+    assert controller.pause(rollout_id).phase is Phase.PAUSED
+    assert controller.tick(rollout_id).action == "hold"
+    assert controller.resume(rollout_id).phase is Phase.PROGRESSING
+    controller.rollback(rollout_id)
+    runtime.stop(revision)
+
+
+def test_a_killed_controller_resumes_without_skipping_or_repeating_a_step(stack, module_schema, tmp_path):
+    runtime, router, controller, versions, _ = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-resume", versions["same"])
+    slow = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
+    rollout_id = controller.start("inference", revision, slow, versions["same"])
+    env = {
+        "PEFM_DATABASE_URL": module_schema,
+        "PEFM_ROUTER_URL": router.url("inference"),
+        "COLUMNS": "200",
+        "PATH": "/usr/bin:/bin",
+    }
+    with Load(router.url("inference")):
+        first = subprocess.Popen(
+            [sys.executable, "-m", "pefm.cli", "rollout", "run", str(rollout_id)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while controller.get(rollout_id).state.weight < 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first.kill()  # mid-rollout, no clean shutdown
+        first.wait()
+        killed_at = controller.get(rollout_id).state
+        assert killed_at.phase is Phase.PROGRESSING and killed_at.weight in (50, 100)
+        second = subprocess.run(
+            [sys.executable, "-m", "pefm.cli", "rollout", "run", str(rollout_id)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Succeeded, green 100%" in second.stdout
+    advances = [e["weight"] for e in controller.events(rollout_id) if e["action"] in ("advance", "promote")]
+    assert advances == [25, 50, 100, 100]
+    runtime.stop(revision)

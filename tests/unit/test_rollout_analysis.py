@@ -1,0 +1,77 @@
+"""The pure rollout analysis: every path of decide()."""
+
+import pytest
+
+from pefm.rollout.analysis import Observations, Phase, State, decide
+from pefm.rollout.spec import Check, RolloutSpec
+
+SPEC = RolloutSpec(steps=(10, 50, 100), threshold=2, min_requests=20)
+HEALTHY = {"success_rate": 1.0, "p99_latency_ms": 20.0, "divergence": 0.05}
+
+
+def progressing(weight=10, step=0, failed=0):
+    return State(Phase.PROGRESSING, step=step, weight=weight, failed_checks=failed)
+
+
+def test_initializing_needs_gates_and_a_smoke_test_then_takes_the_first_step():
+    assert decide(SPEC, State(), Observations(gates_passed=None)).action == "wait"
+    failed_gates = decide(SPEC, State(), Observations(gates_passed=False, smoke_ok=True))
+    assert failed_gates.action == "rollback" and failed_gates.state.phase is Phase.ROLLED_BACK
+    assert "validation gates" in failed_gates.reason
+    assert decide(SPEC, State(), Observations(gates_passed=True)).action == "wait"
+    smoke_failed = decide(SPEC, State(), Observations(gates_passed=True, smoke_ok=False))
+    assert smoke_failed.action == "rollback" and "smoke test" in smoke_failed.reason
+    first = decide(SPEC, State(), Observations(gates_passed=True, smoke_ok=True))
+    assert first.action == "advance" and first.state == State(Phase.PROGRESSING, step=0, weight=10)
+
+
+def test_healthy_steps_advance_to_100_then_promote():
+    state = progressing()
+    weights = []
+    for _ in range(3):
+        decision = decide(SPEC, state, Observations(requests=50, metrics=HEALTHY))
+        state = decision.state
+        weights.append(state.weight)
+    assert weights == [50, 100, 100]
+    assert decision.action == "promote" and state.phase is Phase.SUCCEEDED
+
+
+def test_no_traffic_or_no_data_waits_and_never_advances():
+    idle = decide(SPEC, progressing(), Observations(requests=0, metrics=HEALTHY))
+    assert idle.action == "wait" and idle.state == progressing() and "0 of 20 requests" in idle.reason
+    no_data = decide(SPEC, progressing(), Observations(requests=50, metrics={**HEALTHY, "divergence": None}))
+    assert no_data.action == "wait" and "divergence" in no_data.reason
+
+
+def test_failed_checks_hold_then_roll_back_at_the_threshold_with_the_reason():
+    bad = {**HEALTHY, "success_rate": 0.9}
+    first = decide(SPEC, progressing(), Observations(requests=50, metrics=bad))
+    assert first.action == "hold" and first.state.failed_checks == 1 and first.state.weight == 10
+    second = decide(SPEC, first.state, Observations(requests=50, metrics=bad))
+    assert second.action == "rollback" and second.state.phase is Phase.ROLLED_BACK and second.state.weight == 0
+    assert "success-rate 0.9 outside [0.99, inf]" in second.reason
+    assert [c["passed"] for c in second.checks] == [False, True, True]
+
+
+def test_divergence_alone_rolls_back():
+    diverged = {**HEALTHY, "divergence": 3.0}
+    state = decide(SPEC, progressing(failed=1), Observations(requests=50, metrics=diverged))
+    assert state.action == "rollback" and "divergence 3 outside" in state.reason
+
+
+@pytest.mark.parametrize("phase", [Phase.PAUSED, Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED])
+def test_paused_and_finished_rollouts_hold(phase):
+    state = State(phase, step=1, weight=50)
+    decision = decide(SPEC, state, Observations(requests=99, metrics=HEALTHY, smoke_ok=True, gates_passed=True))
+    assert decision.action == "hold" and decision.state == state
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="steps"):
+        RolloutSpec(steps=(10, 5, 100))
+    with pytest.raises(ValueError, match="unknown metric"):
+        RolloutSpec(checks=(Check("x", "cpu", max=1),))
+    spec = RolloutSpec.from_dict({"steps": [20, 100], "checks": [{"name": "ok", "metric": "success_rate", "min": 0.9}]})
+    assert spec.steps == (20, 100) and spec.checks[0].min == 0.9
+    with pytest.raises(ValueError, match="unknown rollout spec"):
+        RolloutSpec.from_dict({"stepz": [100]})
