@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from pefm.rollout.router import TrafficTarget
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 from pefm.storage.model_versions import set_gate_report
-from tests.functions.conftest import register_model
+from tests.functions.conftest import ROOT, register_model
 
 SERIES = ["realgdp", "unemp", "infl"]
 SPEC = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
@@ -197,3 +198,147 @@ def test_a_killed_controller_resumes_without_skipping_or_repeating_a_step(stack,
     advances = [e["weight"] for e in controller.events(rollout_id) if e["action"] in ("advance", "promote")]
     assert advances == [25, 50, 100, 100]
     runtime.stop(revision)
+
+
+ADMIN = "test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def api(stack, module_schema, tmp_path_factory):
+    from pefm.local.runtime import free_port, spawn
+
+    _, router, _, _, _ = stack
+    port = free_port()
+    env = {"PEFM_DATABASE_URL": module_schema, "PEFM_ROUTER_URL": router.url("inference"), "PEFM_ADMIN_TOKEN": ADMIN}
+    process = spawn(
+        [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        log=tmp_path_factory.mktemp("api") / "api.log",
+        ready_path="/health",
+        name="rollout-api",
+        port=port,
+    )
+    yield process
+    process.stop()
+
+
+def test_rollout_api_needs_the_admin_token_and_drives_manual_operations(stack, api):
+    runtime, router, _, versions, _ = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-manual", versions["same"])
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    with api.client() as client:
+        body = {"green_revision": revision, "model_version": versions["same"]}
+        assert client.post("/v1/rollouts", json=body).status_code == 401
+        assert client.post("/v1/rollouts", json=body, headers={"authorization": "Bearer nope"}).status_code == 403
+        created = client.post("/v1/rollouts", json=body, headers=auth)
+        assert created.status_code == 201, created.text
+        rollout_id = created.json()["id"]
+        assert client.post(f"/v1/rollouts/{rollout_id}/pause").status_code == 401
+        paused = client.post(f"/v1/rollouts/{rollout_id}/pause", headers=auth).json()
+        assert paused["phase"] == "Paused"
+        assert client.post(f"/v1/rollouts/{rollout_id}/resume", headers=auth).json()["phase"] in (
+            "Initializing",
+            "Progressing",
+        )
+        promoted = client.post(f"/v1/rollouts/{rollout_id}/promote", headers=auth).json()
+        assert promoted["phase"] == "Succeeded" and promoted["weight"] == 100
+        assert {t.tag: t.percent for t in router.traffic("inference")}["green"] == 100
+        detail = client.get(f"/v1/rollouts/{rollout_id}").json()
+        assert [e["action"] for e in detail["events"]][:1] == ["start"] and "promote" in [
+            e["action"] for e in detail["events"]
+        ]
+        metrics = client.get("/metrics").text
+        assert f'pefm_rollout_weight{{revision="{revision}",service="inference"}} 100.0' in metrics
+        assert f'pefm_rollout_phase{{phase="Succeeded",rollout="{rollout_id}",service="inference"}} 1.0' in metrics
+        assert client.post(f"/v1/rollouts/{rollout_id}/explode", headers=auth).status_code == 404
+        assert client.get("/v1/rollouts/99999").status_code == 404
+    # the same operations from the CLI: an instant rollback after the promotion
+    env = {"PEFM_DATABASE_URL": stack[4].url, "PEFM_ROUTER_URL": router.url("inference"), "COLUMNS": "200"}
+    rolled = subprocess.run(
+        [sys.executable, "-m", "pefm.cli", "rollout", "rollback", str(rollout_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rolled.returncode == 0 and "RolledBack, green 0%" in rolled.stdout, rolled.stdout + rolled.stderr
+    assert {t.tag: t.percent for t in router.traffic("inference")}["blue"] == 100
+    shown = subprocess.run(
+        [sys.executable, "-m", "pefm.cli", "rollout", "status", str(rollout_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "rolled back by an operator" in shown.stdout
+    runtime.stop(revision)
+
+
+def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
+    """Debian's prometheus scraping two local revisions; the PromQL templates read them back."""
+    import shutil
+
+    from pefm.local.runtime import free_port, spawn
+    from pefm.rollout.providers import PrometheusProvider
+
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
+    runtime, _, _, versions, _ = stack
+    healthy = runtime.processes["pefm-inference-blue"]
+    faulty = runtime.start_revision(
+        "inference", "pefm-inference-prom-faulty", model_version=versions["same"], env={"PEFM_FAULT_RATE": "0.25"}
+    )
+    targets = [p.url.removeprefix("http://") for p in (healthy, faulty)]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: pefm\n    static_configs: [{{targets: {targets}}}]\n"
+    )
+    port = free_port()
+    server = spawn(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        cwd=tmp_path,
+        env={},
+        log=tmp_path / "prometheus.log",
+        ready_path="/-/ready",
+        name="prometheus",
+        port=port,
+    )
+    try:
+
+        def send(n):
+            with httpx.Client(timeout=10) as client:
+                for i in range(n):
+                    for p in (healthy, faulty):
+                        client.post(f"{p.url}/v1/forecast", json={"series_id": SERIES[i % 3], "horizon": 2})
+
+        send(4)  # the counters must exist in Prometheus before the measured traffic: increase() needs a baseline
+        provider = PrometheusProvider(server.url)
+        baseline = 'count(pefm_requests_total{route="/v1/forecast",revision=~"pefm-inference-(blue|prom-faulty)"})'
+        deadline = time.monotonic() + 60
+        while (provider.query(baseline) or 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        since = datetime.now(UTC)
+        send(40)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            good = provider.revision_metrics("pefm-inference-blue", since)
+            bad = provider.revision_metrics("pefm-inference-prom-faulty", since)
+            if good.requests >= 40 and bad.requests >= 40 and bad.success_rate is not None:
+                break
+            time.sleep(1)
+        assert good.requests >= 40 and good.success_rate == pytest.approx(1.0)
+        assert bad.success_rate == pytest.approx(0.75, abs=0.05)
+        assert good.p99_latency_ms is not None and 0 < good.p99_latency_ms < 5000
+        assert provider.revision_metrics("pefm-inference-nonexistent", since).success_rate is None
+    finally:
+        server.stop()
+        runtime.stop("pefm-inference-prom-faulty")

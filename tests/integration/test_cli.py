@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 PEFM = [sys.executable, "-m", "pefm.cli"]
 
@@ -16,13 +17,13 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_loads_the_real_data_and_a_second_up_changes_nothing(cli_env, schema_url):
-    first = run(cli_env, "up")
+    first = run(cli_env, "up", "--no-serve")
     assert first.returncode == 0, first.stderr
     assert re.search(r"realgdp\s+│\s+quarterly\s+│\s+1959-01-01\s+│\s+2009-07-01\s+│\s+203", first.stdout)
     assert re.search(r"sp500\s+│\s+business daily\s+│\s+1999-01-04\s+│\s+2018-12-31\s+│\s+5031", first.stdout)
     with psycopg.connect(schema_url) as conn:
         rows = conn.execute("SELECT count(*) FROM observations").fetchone()[0]
-    second = run(cli_env, "up")
+    second = run(cli_env, "up", "--no-serve")
     assert second.returncode == 0, second.stderr
     assert "0 observations inserted, 0 revised" in second.stdout
     with psycopg.connect(schema_url) as conn:
@@ -67,3 +68,54 @@ def test_load_csv_reports_counts_and_errors_with_line_and_field(cli_env, tmp_pat
     assert "line 3, value: 'n/a' is not a finite number" in refused.stderr
     unknown = run(cli_env, "series", "show", "nope")
     assert unknown.returncode == 1 and "unknown series: nope" in unknown.stderr
+
+
+def test_up_runs_the_local_stack_until_interrupted(cli_env, tmp_path):
+    """`pefm up`: the functions behind the local router answer, then Ctrl-C stops everything."""
+    import signal
+    import time
+
+    import httpx
+
+    from pefm.local.runtime import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*PEFM, "up", "--port", str(port)],
+        env={**cli_env, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if line.startswith("tour:") or process.poll() is not None:
+            break
+    output = "".join(lines)
+    assert "serving model: ensemble-" in output, output
+    try:
+        forecast = httpx.post(
+            f"http://127.0.0.1:{port}/v1/forecast", json={"series_id": "realgdp", "horizon": 2}, timeout=30
+        )
+        assert forecast.status_code == 200, forecast.text
+        assert forecast.headers["x-pefm-routed-revision"].startswith("pefm-inference-ensemble-")
+        token = dict(line.split("=", 1) for line in (tmp_path / "home" / "tokens.env").read_text().split())
+        ingest_url = next(w for w in output.split() if w.endswith("/v1/observations"))
+        put = httpx.put(
+            ingest_url.replace("/v1/observations", "/v1/series/demo"),
+            json={"name": "Demo", "frequency": "Q"},
+            headers={"authorization": f"Bearer {token['PEFM_INGEST_TOKEN']}"},
+            timeout=30,
+        )
+        assert put.status_code == 201
+        assert httpx.get(f"http://127.0.0.1:{port + 10}/v1/rollouts", timeout=30).json() == {"rollouts": []}
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "local stack stopped" in rest
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/_router/health", timeout=2)

@@ -14,9 +14,12 @@ from pefm.storage.observations import UnknownSeriesError
 
 
 @app.command()
-def up() -> None:
-    """Bring PEFM up on the configured database (embedded by default): migrate, load the
-    bundled real data, print what is loaded."""
+def up(
+    serve: Annotated[bool, typer.Option(help="start the local stack and keep it running (Ctrl-C stops it)")] = True,
+    port: Annotated[int, typer.Option(help="port of the inference router (ingest +1, rollout API +10)")] = 8080,
+) -> None:
+    """Bring PEFM up on the configured database (embedded by default): migrate, load the bundled
+    real data, make sure a model is serving, then run the functions behind the local router."""
     with open_db() as db:
         if db.embedded:
             console.print(f"database: embedded PostgreSQL in {db.embedded.pgdata}, migrated")
@@ -24,6 +27,31 @@ def up() -> None:
             console.print(f"database: PEFM_DATABASE_URL ({_redact(db.url)}), migrated")
         _load_bundled(db, None)
         _print_summary(db)
+        version = _serving_model(db)
+        if serve:
+            from pefm.cli.stack import run_stack
+
+            run_stack(db, version, port)
+
+
+def _serving_model(db: Database) -> str:
+    """The serving model version; the first time, the default model trained on the macro panel."""
+    from pefm.forecasting.models import DEFAULT_MODEL
+    from pefm.forecasting.panel import MACRO_PANEL
+    from pefm.forecasting.registry import promote
+    from pefm.forecasting.training import train
+    from pefm.storage.model_versions import list_versions
+
+    with db.connection() as conn:
+        serving = list_versions(conn, status="serving")
+        if serving:
+            console.print(f"serving model: {serving[0].id}")
+            return serving[0].id
+        with console.status(f"training the default model ({DEFAULT_MODEL}) on the macro panel"):
+            version, _ = train(conn, DEFAULT_MODEL, list(MACRO_PANEL), spec=None)
+            promote(conn, version.id)
+    console.print(f"serving model: {version.id} (trained now; backtest and gate it with pefm backtest / gate)")
+    return version.id
 
 
 @db_app.command("migrate")

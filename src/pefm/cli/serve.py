@@ -12,7 +12,7 @@ from pefm.cli import app, err
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="ingest or inference")],
+    service: Annotated[str, typer.Argument(help="ingest, inference, or rollout (the rollout API and controller)")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
 ) -> None:
@@ -20,9 +20,12 @@ def serve(
     from pefm.config import get_settings
     from pefm.serving.function import ServiceFunction
 
-    if service not in ("ingest", "inference"):
-        err.print(f"[red]error:[/red] unknown service {service!r}: ingest or inference")
+    if service not in ("ingest", "inference", "rollout"):
+        err.print(f"[red]error:[/red] unknown service {service!r}: ingest, inference or rollout")
         raise typer.Exit(2)
+    if service == "rollout":
+        _serve_rollout(host, port)
+        return
     embedded = None
     if get_settings().database_url is None:  # the embedded default: share its URL with the function
         from pefm.storage.embedded import EmbeddedPostgres
@@ -40,3 +43,29 @@ def serve(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _serve_rollout(host: str, port: int) -> None:
+    import asyncio
+    from pathlib import Path
+
+    import hypercorn.asyncio
+    import hypercorn.config
+
+    from pefm.cli import open_db
+    from pefm.cli.rollout import DEFAULT_SPEC, controller
+    from pefm.config import get_settings
+    from pefm.rollout.api import ControllerLoop, create_rollout_app
+    from pefm.rollout.spec import RolloutSpec
+
+    spec = RolloutSpec.load(DEFAULT_SPEC) if Path(DEFAULT_SPEC).exists() else RolloutSpec()
+    with open_db() as db:
+        ctl = controller(db)
+        loop = ControllerLoop(ctl)
+        loop.start()
+        config = hypercorn.config.Config()
+        config.bind = [f"{host}:{port}"]
+        try:
+            asyncio.run(hypercorn.asyncio.serve(create_rollout_app(get_settings(), ctl, spec), config))
+        finally:
+            loop.stop.set()

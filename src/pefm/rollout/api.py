@@ -1,0 +1,186 @@
+"""The rollout HTTP API (what the dashboard and CI/CD call) and the controller loop behind it.
+
+Reads are open; every write needs ``Authorization: Bearer $PEFM_ADMIN_TOKEN``. ``/metrics``
+exposes each rollout's weight per revision, phase and failed checks for Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pefm.config import Settings
+from pefm.rollout.analysis import Phase
+from pefm.rollout.controller import RolloutController, RolloutError
+from pefm.rollout.spec import RolloutSpec
+from pefm.serving.http import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    handled,
+    in_database,
+    json_response,
+    read_body,
+    require_bearer,
+)
+
+log = logging.getLogger(__name__)
+ACTIONS = ("promote", "rollback", "pause", "resume")
+
+
+class RolloutMetrics:
+    """A Prometheus collector reading the rollouts' current state at scrape time."""
+
+    def __init__(self, controller: RolloutController):
+        self.controller = controller
+
+    def collect(self):
+        weight = GaugeMetricFamily(
+            "pefm_rollout_weight", "Percent of traffic per revision", labels=["service", "revision"]
+        )
+        phase = GaugeMetricFamily(
+            "pefm_rollout_phase", "1 for the rollout's current phase", labels=["service", "rollout", "phase"]
+        )
+        failed = GaugeMetricFamily(
+            "pefm_rollout_failed_checks", "Failed analyses so far", labels=["service", "rollout"]
+        )
+        with self.controller.db.connection() as conn:
+            rows = conn.execute(
+                """SELECT DISTINCT ON (service) id, service, blue_revision, green_revision, phase, weight, failed_checks
+                   FROM rollouts ORDER BY service, id DESC"""
+            ).fetchall()
+        for rollout_id, service, blue, green, current, green_weight, failures in rows:
+            weight.add_metric([service, blue], 100 - green_weight)
+            weight.add_metric([service, green], green_weight)
+            for p in Phase:
+                phase.add_metric([service, str(rollout_id), p.value], 1.0 if p.value == current else 0.0)
+            failed.add_metric([service, str(rollout_id)], failures)
+        yield from (weight, phase, failed)
+
+
+def rollout_json(controller: RolloutController, rollout_id: int, events: bool = False) -> dict[str, Any]:
+    r = controller.get(rollout_id)
+    out = {
+        "id": r.id,
+        "service": r.service,
+        "blue_revision": r.blue_revision,
+        "green_revision": r.green_revision,
+        "green_model_version": r.green_model_version,
+        "phase": r.state.phase.value,
+        "step": r.state.step,
+        "weight": r.state.weight,
+        "failed_checks": r.state.failed_checks,
+        "spec": r.spec.to_dict(),
+        "updated_at": r.updated_at.isoformat(),
+    }
+    if events:
+        out["events"] = [{**e, "ts": e["ts"].isoformat()} for e in controller.events(rollout_id)]
+    return out
+
+
+def create_rollout_app(settings: Settings, controller: RolloutController, spec: RolloutSpec) -> Starlette:
+    """The API app. Start the analysis loop separately with ``ControllerLoop``."""
+    registry = CollectorRegistry()
+    registry.register(RolloutMetrics(controller))
+
+    def admin(request: Request) -> None:
+        require_bearer(request, settings.admin_token, "rollout administration")
+
+    async def list_rollouts(request: Request) -> Response:
+        def rows():
+            with controller.db.connection() as conn:
+                ids = [r[0] for r in conn.execute("SELECT id FROM rollouts ORDER BY id DESC LIMIT 50")]
+            return [rollout_json(controller, i) for i in ids]
+
+        return json_response({"rollouts": await in_database(rows)})
+
+    async def get_rollout(request: Request) -> Response:
+        return json_response(await in_database(_known, controller, request.path_params["id"], True))
+
+    async def start(request: Request) -> Response:
+        admin(request)
+        body = await read_body(request, settings.max_body_bytes)
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+        if not isinstance(data, dict) or not isinstance(data.get("green_revision"), str):
+            raise ApiError(422, "invalid rollout", [{"field": "green_revision", "message": "required: a revision"}])
+        try:
+            rollout_id = await in_database(
+                controller.start,
+                data.get("service", spec.service),
+                data["green_revision"],
+                spec,
+                data.get("model_version"),
+            )
+        except RolloutError as exc:
+            raise ApiError(409, str(exc)) from None
+        return json_response(await in_database(rollout_json, controller, rollout_id), 201)
+
+    async def act(request: Request) -> Response:
+        admin(request)
+        action = request.path_params["action"]
+        if action not in ACTIONS:
+            raise ApiError(404, f"no action {action!r}; one of {', '.join(ACTIONS)}")
+        rollout_id = request.path_params["id"]
+        await in_database(_known, controller, rollout_id, False)
+        try:
+            await in_database(getattr(controller, action), rollout_id)
+        except RolloutError as exc:
+            raise ApiError(409, str(exc)) from None
+        return json_response(await in_database(rollout_json, controller, rollout_id))
+
+    async def metrics(request: Request) -> Response:
+        return Response(await in_database(generate_latest, registry), media_type="text/plain; version=0.0.4")
+
+    routes = [
+        Route("/v1/rollouts", handled(list_rollouts), methods=["GET"]),
+        Route("/v1/rollouts", handled(start), methods=["POST"]),
+        Route("/v1/rollouts/{id:int}", handled(get_rollout), methods=["GET"]),
+        Route("/v1/rollouts/{id:int}/{action}", handled(act), methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/health", lambda request: Response("OK"), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def _known(controller: RolloutController, rollout_id: int, events: bool) -> dict[str, Any]:
+    try:
+        return rollout_json(controller, rollout_id, events)
+    except RolloutError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+class ControllerLoop:
+    """Ticks every unfinished rollout when its interval has passed, on a background thread."""
+
+    def __init__(self, controller: RolloutController, every: float = 1.0):
+        self.controller = controller
+        self.every = every
+        self.stop = threading.Event()
+        self._due: dict[int, float] = {}
+        self.thread = threading.Thread(target=self._run, daemon=True, name="pefm-rollout-controller")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                for rollout_id in self.controller.active():
+                    if time.monotonic() >= self._due.get(rollout_id, 0):
+                        self.controller.tick(rollout_id)
+                        interval = self.controller.get(rollout_id).spec.interval_seconds
+                        self._due[rollout_id] = time.monotonic() + interval
+            except Exception:  # keep the loop alive; the next round retries
+                log.exception("controller loop iteration failed")
