@@ -38,6 +38,7 @@ def open_db(*, migrate: bool = True) -> Iterator[Database]:
     try:
         settings = get_settings()
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe request otherwise
         with open_database(settings, migrate=migrate) as db:
             yield db
     except (LookupError, ValueError) as exc:  # bad input, unknown ids, config: one red line
