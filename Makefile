@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,cluster,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,drift,cluster,bench]'
 	touch $(STAMP)
 
 # kn func builds each function from its own folder: copy the pefm package into each one.

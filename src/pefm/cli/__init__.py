@@ -21,10 +21,12 @@ series_app = typer.Typer(help="Look at one series.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 knative_app = typer.Typer(help="Knative manifests.", no_args_is_help=True)
 rollout_app = typer.Typer(help="Blue-green rollouts by traffic splitting.", no_args_is_help=True)
+drift_app = typer.Typer(help="Drift monitoring.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(knative_app, name="knative")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(drift_app, name="drift")
 app.add_typer(data_app, name="data")
 app.add_typer(series_app, name="series")
 
@@ -53,6 +55,7 @@ def progress_bar() -> Progress:
 
 
 from pefm.cli import data as _data  # noqa: E402,F401  (registers its commands)
+from pefm.cli import drift as _drift  # noqa: E402,F401
 from pefm.cli import forecasting as _forecasting  # noqa: E402,F401
 from pefm.cli import knative as _knative  # noqa: E402,F401
 from pefm.cli import rollout as _rollout  # noqa: E402,F401

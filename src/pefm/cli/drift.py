@@ -1,0 +1,146 @@
+"""``pefm drift`` and ``pefm retrain``: drift checks, reports, and the retraining job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pefm.cli import app, console, drift_app, open_db
+
+
+def _policy(path: Path | None):
+    import os
+
+    from pefm.drift.policy import DriftPolicy
+
+    return DriftPolicy.load(
+        path or (Path(os.environ["PEFM_DRIFT_POLICY"]) if os.environ.get("PEFM_DRIFT_POLICY") else None)
+    )
+
+
+@drift_app.command("check")
+def drift_check(
+    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="only these series")] = None,
+    policy: Annotated[Path | None, typer.Option(help="drift policy TOML (default: the shipped one)")] = None,
+) -> None:
+    """Check the serving model's series for drift, store the report, print it."""
+    from pefm.drift.monitor import check, due_for_retraining
+
+    loaded = _policy(policy)
+    with open_db() as db, db.connection() as conn, console.status("checking drift (Evidently)"):
+        report = check(conn, loaded, series=series)
+        due, why = due_for_retraining(conn, report, loaded)
+    _print(report)
+    console.print(
+        f"report {report['id']}: {len(report['drifted_series'])} drifted series; "
+        f"breach: {report['breach']}; retrain: {'yes' if due else 'no'} ({why})"
+    )
+
+
+@drift_app.command("report")
+def drift_report(
+    report_id: int, evidently: Annotated[bool, typer.Option(help="print the Evidently JSON")] = False
+) -> None:
+    """Show a stored drift report."""
+    with open_db() as db, db.connection() as conn:
+        row = conn.execute(
+            "SELECT id, created_at, model_version, series, drifted_series, breach, evidently"
+            " FROM drift_reports WHERE id = %s",
+            (report_id,),
+        ).fetchone()
+    if row is None:
+        raise LookupError(f"no drift report {report_id}")
+    report = dict(
+        zip(["id", "created_at", "model_version", "series", "drifted_series", "breach", "evidently"], row, strict=True)
+    )
+    _print(report)
+    if evidently:
+        console.print_json(json.dumps(report["evidently"], default=str))
+
+
+@app.command()
+def retrain(
+    dry_run: Annotated[bool, typer.Option(help="say what would be done, do nothing")] = False,
+    model: Annotated[str | None, typer.Option(help="model family (default: the default model)")] = None,
+    windows: Annotated[int, typer.Option(help="backtest windows")] = 40,
+    deploy: Annotated[bool, typer.Option(help="on passing gates: green revision + rollout (local runtime)")] = True,
+) -> None:
+    """Train a candidate on data as of now, backtest and gate it, and only if it passes create the
+    green revision and start its rollout. Single-flight; every step recorded."""
+    from pefm.config import get_settings
+    from pefm.drift.retrain import LocalDeployer
+    from pefm.drift.retrain import retrain as run_retrain
+    from pefm.forecasting.backtest import BacktestSpec
+    from pefm.forecasting.models import DEFAULT_MODEL
+
+    with open_db() as db:
+        deployer = starter = None
+        if deploy and not dry_run:
+            from pefm.cli.rollout import DEFAULT_SPEC, controller
+            from pefm.local.runtime import LocalRuntime
+            from pefm.rollout.spec import RolloutSpec
+
+            deployer = LocalDeployer(LocalRuntime(db.url, get_settings().home / "logs"))
+            spec = RolloutSpec.load(DEFAULT_SPEC) if DEFAULT_SPEC.exists() else RolloutSpec()
+            ctl = controller(db)
+            starter = lambda revision, version: ctl.start(spec.service, revision, spec, version.id)  # noqa: E731
+        with console.status("retraining"):
+            outcome = run_retrain(
+                db,
+                model=model or DEFAULT_MODEL,
+                spec=BacktestSpec(h=1, windows=windows),
+                deployer=deployer,
+                start_rollout=starter,
+                dry_run=dry_run,
+                reason="pefm retrain",
+            )
+        with db.connection() as conn:
+            events = conn.execute(
+                "SELECT step, reason FROM retrain_events WHERE run_id = %s ORDER BY id", (outcome["run_id"],)
+            ).fetchall()
+    for step, reason in events:
+        console.print(f"  {step:<16} {reason}", highlight=False)
+    console.print(f"retrain {outcome['run_id']}: {outcome['status']}")
+    if outcome["status"] == "gates-failed":
+        raise typer.Exit(1)
+
+
+def _print(report: dict) -> None:
+    table = Table(
+        "series", "feature", "method", "score", "threshold", "drifted", title=f"drift: {report['model_version']}"
+    )
+    for series_id, entry in report["series"].items():
+        for f in entry["input"]:
+            table.add_row(
+                series_id,
+                f["feature"],
+                f["method"],
+                f"{f['score']:.3f}",
+                f"{f['threshold']:g}",
+                "[red]yes[/]" if f["drifted"] else "no",
+            )
+        if entry.get("accuracy"):
+            a = entry["accuracy"]
+            table.add_row(
+                series_id,
+                "realized rmse / backtest",
+                "ratio",
+                f"{a['ratio']:.2f}",
+                f"{a['threshold']:g}",
+                "[red]yes[/]" if a["drifted"] else "no",
+            )
+        if entry.get("prediction"):
+            p = entry["prediction"]
+            table.add_row(
+                series_id,
+                "served forecasts",
+                p["method"],
+                f"{p['score']:.3f}",
+                f"{p['threshold']:g}",
+                "[red]yes[/]" if p["drifted"] else "no",
+            )
+    console.print(table)
