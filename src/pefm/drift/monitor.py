@@ -41,7 +41,10 @@ def check(
     transforms = current_panel.attrs["transforms"]
     results, snapshots = {}, {}
     for series_id in ids:
-        reference = features(reference_panel[series_id].dropna(), transforms[series_id]).iloc[-policy.reference :]
+        # the model's training data: as known when it was trained, up to where its fit ended
+        # (later ingests may carry earlier vintages, so the as-of read alone is not enough)
+        trained = reference_panel[series_id].dropna().loc[: _trained_until(model, series_id)]
+        reference = features(trained, transforms[series_id]).iloc[-policy.reference :]
         current = features(current_panel[series_id].dropna(), transforms[series_id]).iloc[-policy.current :]
         entry: dict[str, Any] = {"input": [], "prediction": None, "accuracy": None}
         if len(current) >= 4 and len(reference) >= policy.current:
@@ -54,7 +57,7 @@ def check(
                 ],
             )
         entry["prediction"] = _prediction_drift(conn, version.id, series_id, policy)
-        entry["accuracy"] = _accuracy(model, version, current_panel, series_id, reference_panel, policy)
+        entry["accuracy"] = _accuracy(model, version, current_panel, series_id, trained.index[-1], policy)
         entry["drifted"] = bool(
             any(f["drifted"] for f in entry["input"])
             or (entry["prediction"] or {}).get("drifted")
@@ -108,18 +111,23 @@ def _prediction_drift(conn, version_id: str, series_id: str, policy: DriftPolicy
     return result
 
 
+def _trained_until(model, series_id: str) -> pd.Timestamp:
+    from pefm.forecasting.per_series import PerSeries
+
+    return model.for_series(series_id).cutoff_ if isinstance(model, PerSeries) else model.cutoff_
+
+
 def _accuracy(
     model,
     version: ModelVersion,
     panel: pd.DataFrame,
     series_id: str,
-    reference_panel: pd.DataFrame,
+    trained_until: pd.Timestamp,
     policy: DriftPolicy,
 ) -> dict[str, Any] | None:
     expected = ((version.backtest or {}).get("metrics") or {}).get(series_id, {}).get("rmse")
     if not expected:
         return None
-    trained_until = reference_panel[series_id].dropna().index[-1]
     errors = realized_errors(model, panel, series_id, trained_until).iloc[-policy.accuracy_window :]
     if len(errors) < policy.accuracy_min_errors:
         return None
