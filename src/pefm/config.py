@@ -54,6 +54,12 @@ class Settings:
     knative_namespace: str | None = None
     """``PEFM_KNATIVE_NAMESPACE``: roll out Knative Services in this namespace (kubeconfig or
     in-cluster credentials) instead of the local runtime."""
+    sink: str | None = None
+    """``K_SINK`` (set by a Knative SinkBinding): where the ingest function sends its
+    "observations ingested" CloudEvents (the monitor)."""
+    retrain: str = "off"
+    """``PEFM_RETRAIN``: what the monitor does on a drift breach: ``off`` (report only) or
+    ``local`` (run ``pefm retrain``)."""
     fault_rate: float = 0.0
     """``PEFM_FAULT_RATE``: for testing rollouts only: the fraction of /v1 requests a revision
     answers with an injected 500."""
@@ -93,6 +99,7 @@ class Settings:
             ("PEFM_PROMETHEUS_URL", "prometheus_url"),
             ("PEFM_ROUTER_URL", "router_url"),
             ("PEFM_KNATIVE_NAMESPACE", "knative_namespace"),
+            ("K_SINK", "sink"),
         ):
             if value := env.get(name, "").strip():
                 kwargs[key] = value
@@ -102,6 +109,10 @@ class Settings:
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)
+        if retrain := env.get("PEFM_RETRAIN", "").strip():
+            if retrain not in ("off", "local"):
+                raise ConfigError(f"PEFM_RETRAIN must be off or local, not {retrain!r}")
+            kwargs["retrain"] = retrain
         if raw := env.get("PEFM_FAULT_RATE", "").strip():
             try:
                 kwargs["fault_rate"] = float(raw)

@@ -262,7 +262,7 @@ def test_func_yaml_valid_against_the_shared_schema():
     import yaml
 
     schema = json.loads((ROOT.parent / "shared/func-schema/func_yaml-schema.json").read_text())
-    for name in ("ingest", "inference"):
+    for name in ("ingest", "inference", "monitor"):
         spec = yaml.safe_load((ROOT / "functions" / name / "func.yaml").read_text())
         spec["created"] = spec["created"].isoformat() if hasattr(spec["created"], "isoformat") else spec["created"]
         jsonschema.validate(spec, schema)

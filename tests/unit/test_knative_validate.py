@@ -27,7 +27,12 @@ def inference():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_overlay_renders_with_kustomize_and_validates(schema, overlay):
     docs = render(ROOT / overlay)
-    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Service"} == {"pefm-ingest", "pefm-inference"}
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Service"} == {
+        "pefm-ingest",
+        "pefm-inference",
+        "pefm-monitor",
+    }
+    assert {d["kind"] for d in docs} >= {"PingSource", "SinkBinding"}
     assert validate_documents(docs, schema) == []
 
 
@@ -139,7 +144,7 @@ def test_the_cli_validates_and_fails_on_problems(tmp_path):
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "knative/overlays/gpu: 2 Knative Service(s) valid" in ok.stdout
+    assert "knative/overlays/gpu: 3 Knative Service(s) valid" in ok.stdout
     bad = render(ROOT / "knative/base")
     bad[1]["spec"]["traffic"][0]["percent"] = 50
     path = tmp_path / "bad.yaml"

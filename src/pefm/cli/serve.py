@@ -12,7 +12,9 @@ from pefm.cli import app, err
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="ingest, inference, or rollout (the rollout API and controller)")],
+    service: Annotated[
+        str, typer.Argument(help="ingest, inference, monitor, or rollout (the rollout API and controller)")
+    ],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
 ) -> None:
@@ -20,8 +22,8 @@ def serve(
     from pefm.config import get_settings
     from pefm.serving.function import ServiceFunction
 
-    if service not in ("ingest", "inference", "rollout"):
-        err.print(f"[red]error:[/red] unknown service {service!r}: ingest, inference or rollout")
+    if service not in ("ingest", "inference", "monitor", "rollout"):
+        err.print(f"[red]error:[/red] unknown service {service!r}: ingest, inference, monitor or rollout")
         raise typer.Exit(2)
     if service == "rollout":
         _serve_rollout(host, port)

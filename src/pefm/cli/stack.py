@@ -47,7 +47,9 @@ def run_stack(db: Database, version: str, port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with console.status("starting the functions"):
-            ingest = runtime.start_revision("ingest", "pefm-ingest-local", env=secrets_env)
+            monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=secrets_env)
+            sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
+            ingest = runtime.start_revision("ingest", "pefm-ingest-local", env={**secrets_env, **sink})
             revision = f"pefm-inference-{version}"[:63].rstrip("-")
             runtime.start_revision("inference", revision, model_version=version)
             LocalRouter(db, {}).set_traffic("inference", [TrafficTarget(revision, 100, "blue")])
@@ -66,6 +68,7 @@ def run_stack(db: Database, version: str, port: int) -> None:
         console.print(f"inference (local router): {router.url}/v1/forecast   blue: {router.url}/_tag/blue/")
         console.print(f"ingest:                   {ingest.url}/v1/observations  (token in {home / 'tokens.env'})")
         console.print(f"rollout API:              {api.url}/v1/rollouts")
+        console.print(f"monitor (drift):          {monitor.url}/v1/drift/reports/latest")
         console.print(f"logs:                     {home / 'logs'}")
         console.print(
             f'tour: curl -s -XPOST {router.url}/v1/forecast -d \'{{"series_id":"realgdp","horizon":4}}\''

@@ -42,7 +42,10 @@ def render(path: Path) -> list[dict[str, Any]]:
     if path.is_dir():
         if not any((path / name).exists() for name in ("kustomization.yaml", "kustomization.yml", "Kustomization")):
             raise ValueError(f"{path} is a folder without a kustomization")
-        text = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True).stdout
+        done = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ValueError(f"kubectl kustomize {path} failed: {done.stderr.strip()}")
+        text = done.stdout
     else:
         text = path.read_text()
     return [doc for doc in yaml.safe_load_all(text) if doc]

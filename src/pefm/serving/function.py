@@ -23,7 +23,7 @@ class ServiceFunction:
     """One PEFM service (``ingest`` or ``inference``) as a kn func function instance."""
 
     def __init__(self, service: str):
-        if service not in ("ingest", "inference"):
+        if service not in ("ingest", "inference", "monitor"):
             raise ValueError(f"unknown service {service!r}")
         self.service = service
         self.app = None
@@ -70,6 +70,11 @@ class ServiceFunction:
 
             self._mark_ready()
             return create_ingest_app(settings, self.db, self.metrics, openapi)
+        if self.service == "monitor":
+            from pefm.serving.monitor import create_monitor_app
+
+            self._mark_ready()
+            return create_monitor_app(settings, self.db, self.metrics, openapi)
         from pefm.serving.inference import ModelServer, create_inference_app
 
         server = ModelServer(settings, self.db)

@@ -8,6 +8,7 @@ vintages), or not at all.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pandas as pd
@@ -61,6 +62,8 @@ class IngestService:
         result = await in_database(self._write, payload, source)
         for outcome in ("inserted", "revised", "unchanged"):
             self.metrics.ingest_rows.labels(outcome).inc(result[outcome])
+        if self.settings.sink and result["inserted"] + result["revised"]:
+            threading.Thread(target=_announce, args=(self.settings.sink, result), daemon=True).start()
         return json_response(result)
 
     def _parse(self, request: Request, body: bytes) -> tuple[ObservationsPayload, str]:
@@ -143,6 +146,25 @@ class IngestService:
     def _get(self, series_id: str) -> SeriesMeta | None:
         with self.db.connection() as conn:
             return get_series(conn, series_id)
+
+
+def _announce(sink: str, result: dict[str, Any]) -> None:
+    """Send the "observations ingested" CloudEvent (binary mode) to the sink, off the request path."""
+    import uuid
+
+    import httpx
+
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": "dev.pefm.observations.ingested",
+        "ce-source": "pefm-ingest",
+        "ce-id": uuid.uuid4().hex,
+        "content-type": "application/json",
+    }
+    try:
+        httpx.post(sink, json=result, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        log.warning("could not announce ingested observations to %s: %s", sink, exc)
 
 
 def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, openapi: dict) -> Starlette:

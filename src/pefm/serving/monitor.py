@@ -1,0 +1,140 @@
+"""The monitor function's app: drift checks on a schedule or after ingests, reports over HTTP,
+drift gauges for Prometheus, and retraining when the policy says so.
+
+``POST /v1/drift/check`` needs the admin token; CloudEvents of the types below (Knative
+Eventing: a PingSource schedule, the ingest function's "observations ingested") are accepted
+without one, because Eventing cannot send bearer tokens: the Service is cluster-local
+(knative/monitor.yaml), so only the cluster can reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from typing import Any
+
+from prometheus_client import Gauge
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pefm.config import Settings
+from pefm.serving.http import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    handled,
+    in_database,
+    json_response,
+    read_body,
+    require_bearer,
+)
+from pefm.serving.observability import ServiceMetrics
+from pefm.storage.database import Database
+
+log = logging.getLogger(__name__)
+EVENT_TYPES = {"dev.knative.sources.ping", "dev.pefm.observations.ingested"}
+
+
+class MonitorService:
+    def __init__(self, settings: Settings, db: Database, metrics: ServiceMetrics):
+        self.settings = settings
+        self.db = db
+        registry = metrics.registry
+        self.score = Gauge(
+            "pefm_drift_score",
+            "Drift score per series and feature (latest check)",
+            ["series_id", "feature"],
+            registry=registry,
+        )
+        self.detected = Gauge(
+            "pefm_drift_detected", "1 when the series drifted in the latest check", ["series_id"], registry=registry
+        )
+        self.breach = Gauge("pefm_drift_breach", "1 when the latest check was a policy breach", registry=registry)
+
+    async def check(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.max_body_bytes)
+        if "ce-type" in request.headers or request.headers.get("content-type", "").startswith(
+            "application/cloudevents"
+        ):
+            self._accept_event(request, body)
+        else:
+            require_bearer(request, self.settings.admin_token, "drift checks")
+        report = await in_database(self._run)
+        return json_response(_summary(report))
+
+    def _accept_event(self, request: Request, body: bytes) -> None:
+        from cloudevents.v1.exceptions import GenericException
+        from cloudevents.v1.http import from_http
+
+        try:
+            event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
+        except GenericException as exc:
+            raise ApiError(400, "malformed CloudEvent", [{"field": "body", "message": str(exc)}]) from None
+        if event["type"] not in EVENT_TYPES:
+            raise ApiError(
+                422, "unsupported CloudEvent", [{"field": "type", "message": f"one of {sorted(EVENT_TYPES)}"}]
+            )
+
+    def _run(self) -> dict[str, Any]:
+        from pefm.drift.monitor import check, due_for_retraining
+        from pefm.drift.policy import DriftPolicy
+
+        policy = DriftPolicy.load()
+        with self.db.connection() as conn:
+            report = check(conn, policy)
+            due, why = due_for_retraining(conn, report, policy)
+        for series_id, entry in report["series"].items():
+            self.detected.labels(series_id).set(1.0 if entry["drifted"] else 0.0)
+            for feature in entry["input"]:
+                self.score.labels(series_id, feature["feature"]).set(feature["score"])
+            if entry.get("accuracy"):
+                self.score.labels(series_id, "accuracy_ratio").set(entry["accuracy"]["ratio"])
+        self.breach.set(1.0 if report["breach"] else 0.0)
+        report["retrain"] = {"due": due, "reason": why, "started": False}
+        if due and self.settings.retrain == "local":
+            subprocess.Popen(
+                [sys.executable, "-m", "pefm.cli", "retrain"],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            report["retrain"]["started"] = True
+            log.info("retraining started: %s", why)
+        return report
+
+    async def latest(self, request: Request) -> Response:
+        return json_response(await in_database(self._report, None))
+
+    async def report(self, request: Request) -> Response:
+        return json_response(await in_database(self._report, request.path_params["id"]))
+
+    def _report(self, report_id: int | None) -> dict[str, Any]:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT id, created_at, model_version, series, drifted_series, breach FROM drift_reports"
+                + (" WHERE id = %s" if report_id is not None else " ORDER BY id DESC LIMIT 1"),
+                (report_id,) if report_id is not None else (),
+            ).fetchone()
+        if row is None:
+            raise ApiError(404, "no such drift report" if report_id is not None else "no drift report yet")
+        keys = ("id", "created_at", "model_version", "series", "drifted_series", "breach")
+        return _summary(dict(zip(keys, row, strict=True)))
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    created = report["created_at"]
+    return {**report, "created_at": created if isinstance(created, str) else created.isoformat()}
+
+
+def create_monitor_app(settings: Settings, db: Database, metrics: ServiceMetrics, openapi: dict) -> Starlette:
+    service = MonitorService(settings, db, metrics)
+    routes = [
+        Route("/v1/drift/check", handled(service.check), methods=["POST"]),
+        Route("/v1/drift/reports/latest", handled(service.latest), methods=["GET"]),
+        Route("/v1/drift/reports/{id:int}", handled(service.report), methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)

@@ -1,0 +1,81 @@
+"""The monitor function as a real func-python process: drift checks by token and by CloudEvent,
+reports over HTTP, drift gauges in /metrics."""
+
+import json
+
+import pytest
+
+from tests.functions.conftest import ROOT, register_model, start_function, stop
+
+ADMIN = "monitor-admin-token"
+
+
+@pytest.fixture(scope="module")
+def monitor(module_schema, tmp_path_factory):
+    register_model(module_schema, "ar", ["realgdp", "unemp", "infl"])
+    running = start_function("monitor", module_schema, tmp_path_factory.mktemp("monitor"), PEFM_ADMIN_TOKEN=ADMIN)
+    yield running
+    stop(running)
+
+
+def test_checks_need_the_admin_token_or_a_known_cloudevent(monitor):
+    with monitor.client() as client:
+        assert client.get("/v1/drift/reports/latest").status_code == 404
+        assert client.post("/v1/drift/check").status_code == 401
+        assert client.post("/v1/drift/check", headers={"authorization": "Bearer nope"}).status_code == 403
+        report = client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"})
+        assert report.status_code == 200, report.text
+        body = report.json()
+        assert set(body["series"]) == {"realgdp", "unemp", "infl"} and body["retrain"]["due"] is False
+        unemp = body["series"]["unemp"]
+        assert {f["feature"] for f in unemp["input"]} == {"value", "volatility"}
+        assert unemp["accuracy"] is None  # registered without a backtest: no expectation to compare with
+        ping = {
+            "ce-specversion": "1.0",
+            "ce-type": "dev.knative.sources.ping",
+            "ce-source": "pingsource",
+            "ce-id": "1",
+            "content-type": "application/json",
+        }
+        assert client.post("/v1/drift/check", content=b"{}", headers=ping).status_code == 200
+        other = client.post("/v1/drift/check", content=b"{}", headers={**ping, "ce-type": "com.example.x"})
+        assert other.status_code == 422
+        latest = client.get("/v1/drift/reports/latest").json()
+        assert latest["id"] == body["id"] + 1
+        assert client.get(f"/v1/drift/reports/{body['id']}").json()["model_version"] == body["model_version"]
+        assert client.get("/v1/drift/reports/99999").status_code == 404
+        metrics = client.get("/metrics").text
+        assert 'pefm_drift_score{feature="value",series_id="realgdp"}' in metrics
+        assert 'pefm_drift_detected{series_id="unemp"}' in metrics
+        committed = json.loads((ROOT / "src/pefm/serving/openapi/monitor.json").read_text())
+        assert client.get("/openapi.json").json() == committed
+
+
+def test_an_ingest_announces_itself_and_the_monitor_checks(monitor, module_schema, tmp_path):
+    import time
+
+    from tests.functions.conftest import TOKEN
+
+    with monitor.client() as client:
+        before = client.get("/v1/drift/reports/latest")
+        last = before.json()["id"] if before.status_code == 200 else 0
+    ingest = start_function(
+        "ingest", module_schema, tmp_path, PEFM_INGEST_TOKEN=TOKEN, K_SINK=f"{monitor.url}/v1/drift/check"
+    )
+    try:
+        with ingest.client() as client:
+            body = {"series_id": "unemp", "observations": [{"ts": "2010-04-01", "value": 9.7}]}
+            assert (
+                client.post("/v1/observations", json=body, headers={"authorization": f"Bearer {TOKEN}"}).status_code
+                == 200
+            )
+        deadline = time.monotonic() + 30
+        latest = last
+        with monitor.client() as client:
+            while latest == last and time.monotonic() < deadline:
+                response = client.get("/v1/drift/reports/latest")
+                latest = response.json()["id"] if response.status_code == 200 else last
+                time.sleep(0.3)
+        assert latest > last  # the CloudEvent reached the monitor, which ran a check
+    finally:
+        stop(ingest)
