@@ -17,13 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pefm.config import Settings
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
-from pefm.drift.checks import evidently_drift, features
+from pefm.drift.calibration import stable_false_positives
 from pefm.drift.monitor import check
 from pefm.drift.policy import DriftPolicy
 from pefm.forecasting.backtest import BacktestSpec
@@ -32,29 +31,6 @@ from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
 from pefm.storage.database import open_database
 from pefm.storage.observations import write_observations
-
-
-def stable_false_positives(policy: DriftPolicy, checks: int, seed: int = 0) -> tuple[int, float]:
-    rng = np.random.default_rng(seed)
-    flagged = 0
-    n = policy.reference + policy.current + 1
-    for _ in range(checks):
-        shocks = rng.normal(size=n + 100)
-        values = np.zeros(len(shocks))
-        for t in range(1, len(values)):
-            values[t] = 0.5 * values[t - 1] + shocks[t]
-        frame = features(pd.Series(values[-n:]), "log_diff_ann")
-        reference, current = frame.iloc[: policy.reference], frame.iloc[policy.reference :]
-        results, _ = evidently_drift(
-            reference,
-            current,
-            [
-                ("value", policy.input_method, policy.value_threshold),
-                ("volatility", policy.input_method, policy.volatility_threshold),
-            ],
-        )
-        flagged += any(r["drifted"] for r in results)
-    return flagged, flagged / checks
 
 
 def replay(policy: DriftPolicy) -> tuple[dict[str, str], dict[str, list[str]]]:
