@@ -149,3 +149,20 @@ def test_predictions_are_logged_and_metrics_exposed(client, module_schema, versi
     assert f'pefm_model_info{{family="ar",model_version="{version}",revision="pefm-inference-blue"}} 1.0' in text
     committed = json.loads((ROOT / "src/pefm/serving/openapi/inference.json").read_text())
     assert client.get("/openapi.json").json() == committed
+
+
+def test_shadow_requests_are_answered_but_not_counted_or_logged(client, module_schema):
+    def served():
+        text = client.get("/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("pefm_requests_total{") and 'route="/v1/forecast"' in line
+        )
+
+    time.sleep(0.6)  # let earlier prediction-log writes land
+    before, logged = served(), count(module_schema, "predictions")
+    response = client.post("/v1/forecast", json={"series_id": "unemp", "horizon": 2}, headers={"x-pefm-shadow": "1"})
+    assert response.status_code == 200
+    time.sleep(0.6)
+    assert served() == before and count(module_schema, "predictions") == logged

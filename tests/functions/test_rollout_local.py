@@ -160,6 +160,19 @@ def test_with_no_traffic_the_analysis_waits_and_never_promotes(stack):
     runtime.stop(revision)
 
 
+def test_synthetic_load_lets_an_idle_service_progress(stack):
+    runtime, router, controller, versions, _ = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-synthetic", versions["same"])
+    spec = RolloutSpec(
+        steps=(50, 100), interval_seconds=0.5, threshold=2, min_requests=10, synthetic_load=30, shadow_requests=2
+    )
+    rollout_id = controller.start("inference", revision, spec, versions["same"])
+    state = roll(controller, rollout_id, ticks=40)  # no client traffic at all: only the controller's load
+    assert state.phase is Phase.SUCCEEDED, controller.events(rollout_id)[-1]["reason"]
+    runtime.stop(revision)
+
+
 def test_a_killed_controller_resumes_without_skipping_or_repeating_a_step(stack, module_schema, tmp_path):
     runtime, router, controller, versions, _ = stack
     reset(router, runtime)

@@ -177,7 +177,10 @@ class RolloutController:
             self.prober.load(rollout.service, spec.synthetic_load, spec.smoke_request)
         metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at)
         divergence = self.prober.divergence(
-            rollout.service, rollout.blue_revision, rollout.step_started_at, spec.shadow_requests
+            rollout.service,
+            (rollout.blue_revision, rollout.green_revision),
+            rollout.step_started_at,
+            spec.shadow_requests,
         )
         return Observations(
             requests=metrics.requests,

@@ -13,6 +13,8 @@ import httpx
 from pefm.rollout.router import TrafficRouter
 from pefm.storage.database import Database
 
+SHADOW = {"X-PEFM-Shadow": "1"}  # the functions leave these out of metrics and logs
+
 
 class HttpProber:
     def __init__(self, router: TrafficRouter, db: Database, timeout: float = 15.0):
@@ -25,7 +27,9 @@ class HttpProber:
         ``attempts`` tries half a second apart (a new tag route takes a moment to exist)."""
         for attempt in range(attempts):
             try:
-                response = self.client.post(f"{self.router.tag_url(service, 'green')}/v1/forecast", json=request)
+                response = self.client.post(
+                    f"{self.router.tag_url(service, 'green')}/v1/forecast", json=request, headers=SHADOW
+                )
                 if response.status_code == 200 and response.json().get("forecasts"):
                     return True
             except (httpx.HTTPError, ValueError):
@@ -34,16 +38,17 @@ class HttpProber:
                 time.sleep(0.5)
         return False
 
-    def divergence(self, service: str, blue_revision: str, since: datetime, samples: int) -> float | None:
-        """Replay up to ``samples`` of the requests blue really served since ``since`` to both blue and
-        green; the largest |green mean - blue mean| over blue's 95% interval width. None when blue
-        served nothing (no traffic, nothing to compare)."""
+    def divergence(self, service: str, revisions: tuple[str, str], since: datetime, samples: int) -> float | None:
+        """Replay up to ``samples`` of the requests the service really served since ``since`` (by
+        either revision) to both blue and green; the largest |green mean - blue mean| over blue's 95%
+        interval width. None when nothing was served (no traffic, nothing to compare). The replays
+        are marked as shadow traffic, so they never count as served requests themselves."""
         with self.db.connection() as conn:
             shapes = conn.execute(
                 """SELECT series_id, max(horizon) FROM predictions
-                   WHERE revision = %s AND ts >= %s AND NOT what_if AND as_of IS NULL
+                   WHERE revision = ANY(%s) AND ts >= %s AND NOT what_if AND as_of IS NULL
                    GROUP BY series_id ORDER BY max(ts) DESC LIMIT %s""",
-                (blue_revision, since, samples),
+                (list(revisions), since, samples),
             ).fetchall()
         if not shapes:
             return None
@@ -60,7 +65,7 @@ class HttpProber:
 
     def _rows(self, base: str, body: dict[str, Any]) -> list[dict] | None:
         try:
-            response = self.client.post(f"{base}/v1/forecast", json=body)
+            response = self.client.post(f"{base}/v1/forecast", json=body, headers=SHADOW)
         except httpx.HTTPError:
             return None
         if response.status_code != 200:

@@ -89,6 +89,8 @@ class ServiceFunction:
         self.metrics.mark_ready(PROCESS_STARTED)
 
     def _observe(self, scope: dict, status: int, seconds: float) -> None:
+        if (b"x-pefm-shadow", b"1") in scope.get("headers", ()):
+            return  # a rollout's shadow comparison: not traffic this revision served
         self.metrics.observe_request(scope, status, seconds)
         if self.writer is not None and scope.get("path") not in ("/metrics",):
             from datetime import UTC, datetime

@@ -126,7 +126,7 @@ class InferenceService:
             raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
         if not isinstance(data, dict):
             raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
-        return await self._answer(data)
+        return await self._answer(data, _is_shadow(request))
 
     async def forecast_get(self, request: Request) -> Response:
         query = request.query_params
@@ -144,9 +144,9 @@ class InferenceService:
         if "levels" in query:
             raw = query["levels"].split(",")
             data["levels"] = [int(v) if v.strip().isdigit() else v for v in raw]
-        return await self._answer(data)
+        return await self._answer(data, _is_shadow(request))
 
-    async def _answer(self, data: dict[str, Any]) -> Response:
+    async def _answer(self, data: dict[str, Any], shadow: bool = False) -> Response:
         server = self.server
         if server.version is None:
             raise ApiError(503, "no model is loaded on this revision", headers={"Retry-After": "5"})
@@ -168,7 +168,7 @@ class InferenceService:
             self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
             transform = server.meta[series_id]["transform"]
             parts.append(f'{{"series_id":{json.dumps(series_id)},"transform":"{transform}","forecast":{text}}}')
-            if self.writer is not None:
+            if self.writer is not None and not shadow:
                 self.writer.put(
                     "predictions",
                     (
@@ -204,6 +204,11 @@ def create_inference_app(
         Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+
+
+def _is_shadow(request: Request) -> bool:
+    """A rollout's shadow comparison (X-PEFM-Shadow: 1): answered, but not logged as served."""
+    return request.headers.get("x-pefm-shadow") == "1"
 
 
 def _check_request(data: dict[str, Any]):
