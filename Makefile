@@ -13,15 +13,15 @@ test: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench functions
-	$(BIN)/ruff format --check src tests bench functions
+	$(BIN)/ruff check src tests bench functions dashboard
+	$(BIN)/ruff format --check src tests bench functions dashboard
 
 # torch first, pinned: 2.13.0 is the CPU build on disk here; anything looser pulls a CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,drift,cluster,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,drift,dashboard,cluster,bench]'
 	touch $(STAMP)
 
 # kn func builds each function from its own folder: copy the pefm package into each one.

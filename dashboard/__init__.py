@@ -1,0 +1,1 @@
+"""The analysts' Plotly Dash app: forecasts, accuracy, drift, latency and rollouts."""

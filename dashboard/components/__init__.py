@@ -1,0 +1,1 @@
+"""Figure builders and small layout pieces shared by the pages."""
