@@ -71,3 +71,74 @@ def backtest_metrics(version: ModelVersion) -> pd.DataFrame:
     """Per-series backtest metrics stored with the version (RMSE, MASE, coverage, Sharpe ...)."""
     metrics = ((version.backtest or {}).get("metrics")) or {}
     return pd.DataFrame.from_dict(metrics, orient="index").rename_axis("series_id").reset_index()
+
+
+def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The latest drift report and its Evidently-style rows (series, feature, method, score,
+    threshold, drifted)."""
+    row = conn.execute(
+        "SELECT id, created_at, model_version, series, breach FROM drift_reports ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None, []
+    report_id, created, version, series, breach = row
+    rows = []
+    for series_id, entry in series.items():
+        for f in entry["input"]:
+            rows.append(
+                {
+                    "series": series_id,
+                    "feature": f["feature"],
+                    "method": f["method"],
+                    "score": f["score"],
+                    "threshold": f["threshold"],
+                    "drifted": f["drifted"],
+                }
+            )
+        if entry.get("accuracy"):
+            a = entry["accuracy"]
+            rows.append(
+                {
+                    "series": series_id,
+                    "feature": "realized / backtest RMSE",
+                    "method": "ratio",
+                    "score": a["ratio"],
+                    "threshold": a["threshold"],
+                    "drifted": a["drifted"],
+                }
+            )
+    meta = {"id": report_id, "created_at": created, "model_version": version, "breach": breach}
+    return meta, rows
+
+
+def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:
+    """A feature's drift score over the stored reports (created_at, score, threshold)."""
+    rows = conn.execute(
+        """SELECT created_at, (f ->> 'score')::float8, (f ->> 'threshold')::float8
+           FROM drift_reports, jsonb_array_elements(series -> %s -> 'input') AS f
+           WHERE f ->> 'feature' = %s ORDER BY id""",
+        (series_id, feature),
+    ).fetchall()
+    return pd.DataFrame(rows, columns=["created_at", "score", "threshold"])
+
+
+def serving_latency(
+    conn: psycopg.Connection, service: str = "inference", minutes: int = 60, bucket_seconds: int = 60
+) -> pd.DataFrame:
+    """Per revision and time bucket: requests, p50/p95/p99 latency (ms), 4xx and 5xx counts."""
+    rows = conn.execute(
+        """SELECT date_bin(make_interval(secs => %(bucket)s), ts, TIMESTAMPTZ '2000-01-01') AS bucket, revision,
+                  count(*) AS requests,
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
+                  percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95,
+                  percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99,
+                  count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS errors_4xx,
+                  count(*) FILTER (WHERE status >= 500) AS errors_5xx
+           FROM request_log WHERE service = %(service)s AND ts >= now() - make_interval(mins => %(minutes)s)
+           GROUP BY 1, 2 ORDER BY 1, 2""",
+        {"bucket": bucket_seconds, "service": service, "minutes": minutes},
+    ).fetchall()
+    columns = ["bucket", "revision", "requests", "p50", "p95", "p99", "errors_4xx", "errors_5xx"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["rate"] = frame["requests"] / bucket_seconds
+    return frame

@@ -70,3 +70,40 @@ def forecast_view(series_id: str | None, version_id: str | None, horizon: int, a
     metrics = data.backtest_metrics(version)
     rows = metrics[["series_id", *[m for m in METRICS if m in metrics]]].round(3).to_dict("records")
     return figure, rows
+
+
+def drift_view(series_id: str | None = None, feature: str = "value"):
+    """The Drift page: (report header, table rows, score-over-time figure for the chosen row)."""
+    from dashboard.components.figures import drift_over_time
+
+    with database().connection() as conn:
+        meta, rows = data.drift_rows(conn)
+        if meta is None:
+            return "no drift report yet: run pefm drift check", [], drift_over_time(pd.DataFrame(), "")
+        series_id = series_id or rows[0]["series"]
+        history = data.drift_history(conn, series_id, feature)
+    drifted = sorted({r["series"] for r in rows if r["drifted"]})
+    header = (
+        f"report {meta['id']} ({meta['created_at']:%Y-%m-%d %H:%M}) on {meta['model_version']}: "
+        f"{len(drifted)} drifted series{' (breach)' if meta['breach'] else ''}"
+    )
+    figure = drift_over_time(history, f"{series_id} {feature}: drift score by check")
+    return (
+        header,
+        [{**r, "score": round(r["score"], 3), "drifted": "yes" if r["drifted"] else "no"} for r in rows],
+        figure,
+    )
+
+
+def serving_view(minutes: int = 60):
+    """The Serving page: (latency figure, rate and errors figure, per-revision totals)."""
+    from dashboard.components.figures import latency_by_revision, rate_by_revision
+
+    with database().connection() as conn:
+        frame = data.serving_latency(conn, minutes=minutes)
+    totals = (
+        frame.groupby("revision")[["requests", "errors_4xx", "errors_5xx"]].sum().reset_index().to_dict("records")
+        if not frame.empty
+        else []
+    )
+    return latency_by_revision(frame), rate_by_revision(frame), totals

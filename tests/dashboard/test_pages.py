@@ -73,9 +73,47 @@ def test_forecast_page_changes_with_the_series_and_the_as_of_date(served):
 def test_the_app_serves_its_pages_and_local_assets(served):
     _, _, app = served
     client = app.server.test_client()
+    for path in ("/", "/drift", "/serving"):
+        assert client.get(path).status_code == 200
     page = client.get("/forecasts")
     assert page.status_code == 200 and b"PEFM" in page.data
     assert b"cdn." not in page.data  # Dash's JS and Bootstrap come from this server
     assert client.get("/assets/bootstrap.min.css").status_code == 200
     layout = client.get("/_dash-layout").get_json()
     assert "refresh" in str(layout)
+
+
+def test_drift_page_lists_the_latest_report_and_a_score_history(served):
+    from pefm.drift.monitor import check
+    from pefm.drift.policy import DriftPolicy
+
+    db, _, _ = served
+    header, rows, figure = views.drift_view()
+    assert header.startswith("no drift report yet") and rows == []
+    with db.connection() as conn:
+        check(conn, DriftPolicy.load())
+        report = check(conn, DriftPolicy.load())
+    header, rows, figure = views.drift_view("unemp", "volatility")
+    assert header.startswith(f"report {report['id']}")
+    assert {(r["series"], r["feature"]) for r in rows} >= {("realgdp", "value"), ("unemp", "volatility")}
+    score = next(t for t in figure.data if t.name == "score")
+    assert len(score.y) == 2 and figure.layout.title.text.startswith("unemp volatility")
+
+
+def test_serving_page_shows_latency_and_errors_per_revision(served):
+    db, _, _ = served
+    with db.connection() as conn:
+        conn.execute(
+            """INSERT INTO request_log (service, revision, route, method, status, latency_ms)
+               SELECT 'inference', r, '/v1/forecast', 'POST', CASE WHEN i % 10 = 0 THEN 500 ELSE 200 END, i
+               FROM unnest(ARRAY['pefm-inference-blue', 'pefm-inference-green']) AS r, generate_series(1, 100) AS i"""
+        )
+    latency, rate, totals = views.serving_view()
+    assert {t.name for t in latency.data} >= {"pefm-inference-blue p99", "pefm-inference-green p50"}
+    assert {(t["revision"], t["requests"], t["errors_5xx"]) for t in totals} == {
+        ("pefm-inference-blue", 100, 10),
+        ("pefm-inference-green", 100, 10),
+    }
+    p99 = next(t for t in latency.data if t.name == "pefm-inference-blue p99")
+    assert 98 <= p99.y[0] <= 100
+    assert any(t.name == "pefm-inference-green 5xx" for t in rate.data)
