@@ -135,6 +135,25 @@ def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None
     return guarded
 
 
+def parse_cloudevent(request: Request, body: bytes, types: set[str]):
+    """The CloudEvent in a request (binary or structured mode), its data left raw; ApiError 400 when
+    it is malformed, 422 when its type is not one of ``types``."""
+    from cloudevents.v1.exceptions import GenericException
+    from cloudevents.v1.http import from_http
+
+    try:
+        event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
+    except GenericException as exc:
+        raise ApiError(400, "malformed CloudEvent", [{"field": "body", "message": str(exc)}]) from None
+    if event["type"] not in types:
+        raise ApiError(
+            422,
+            "unsupported CloudEvent type",
+            [{"field": "type", "message": f"expected one of {sorted(types)}, got {event['type']!r}"}],
+        )
+    return event
+
+
 def route_template(scope: dict) -> str:
     """The matched route's path template (bounded label values), or 'unmatched'."""
     route = scope.get("route")

@@ -35,6 +35,7 @@ from pefm.serving.http import (
     handled,
     in_database,
     json_response,
+    parse_cloudevent,
     read_body,
     require_bearer,
 )
@@ -199,18 +200,7 @@ def _from_csv(body: bytes, vintage: str | None) -> ObservationsPayload:
 
 
 def _from_cloudevent(request: Request, body: bytes) -> ObservationsPayload:
-    from cloudevents.v1.exceptions import GenericException
-    from cloudevents.v1.http import from_http
-
-    try:
-        event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
-    except GenericException as exc:
-        raise ValidationError("malformed CloudEvent", [Issue(field="body", message=str(exc))]) from None
-    if event["type"] != EVENT_TYPE:
-        raise ValidationError(
-            "invalid CloudEvent",
-            [Issue(field="type", message=f"expected {EVENT_TYPE!r}, got {event['type']!r}")],
-        )
+    event = parse_cloudevent(request, body, {EVENT_TYPE})
     data = event.get_data()
     data_type = (event.get("datacontenttype") or "application/json").split(";")[0].strip().lower()
     if isinstance(data, dict | list):

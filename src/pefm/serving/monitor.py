@@ -27,6 +27,7 @@ from pefm.serving.http import (
     handled,
     in_database,
     json_response,
+    parse_cloudevent,
     read_body,
     require_bearer,
 )
@@ -58,24 +59,11 @@ class MonitorService:
         if "ce-type" in request.headers or request.headers.get("content-type", "").startswith(
             "application/cloudevents"
         ):
-            self._accept_event(request, body)
+            parse_cloudevent(request, body, EVENT_TYPES)
         else:
             require_bearer(request, self.settings.admin_token, "drift checks")
         report = await in_database(self._run)
         return json_response(_summary(report))
-
-    def _accept_event(self, request: Request, body: bytes) -> None:
-        from cloudevents.v1.exceptions import GenericException
-        from cloudevents.v1.http import from_http
-
-        try:
-            event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
-        except GenericException as exc:
-            raise ApiError(400, "malformed CloudEvent", [{"field": "body", "message": str(exc)}]) from None
-        if event["type"] not in EVENT_TYPES:
-            raise ApiError(
-                422, "unsupported CloudEvent", [{"field": "type", "message": f"one of {sorted(EVENT_TYPES)}"}]
-            )
 
     def _run(self) -> dict[str, Any]:
         from pefm.drift.monitor import check, due_for_retraining
