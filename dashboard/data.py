@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 
+from pefm.drift.monitor import report_rows
 from pefm.forecasting.panel import load_panel
 from pefm.storage.model_versions import ModelVersion, list_versions, read_precomputed
 from pefm.storage.series import list_series, summarize_series
@@ -82,31 +83,7 @@ def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[di
     if row is None:
         return None, []
     report_id, created, version, series, breach = row
-    rows = []
-    for series_id, entry in series.items():
-        for f in entry["input"]:
-            rows.append(
-                {
-                    "series": series_id,
-                    "feature": f["feature"],
-                    "method": f["method"],
-                    "score": f["score"],
-                    "threshold": f["threshold"],
-                    "drifted": f["drifted"],
-                }
-            )
-        if entry.get("accuracy"):
-            a = entry["accuracy"]
-            rows.append(
-                {
-                    "series": series_id,
-                    "feature": "realized / backtest RMSE",
-                    "method": "ratio",
-                    "score": a["ratio"],
-                    "threshold": a["threshold"],
-                    "drifted": a["drifted"],
-                }
-            )
+    rows = report_rows(series)
     meta = {"id": report_id, "created_at": created, "model_version": version, "breach": breach}
     return meta, rows
 

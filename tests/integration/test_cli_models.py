@@ -49,3 +49,10 @@ def test_train_backtest_gate_on_the_real_panel(cli_env, tmp_path):
     assert candidate_id in listing.stdout and "FAIL" in listing.stdout
     shown = run(cli_env, "models", "show", candidate_id)
     assert "gates            failed:" in shown.stdout and "unemp: rmse" in shown.stdout
+
+    drift = run(cli_env, "drift", "check")  # the promoted AR model is serving
+    assert drift.returncode == 0, drift.stderr
+    assert re.search(r"realgdp\s+│\s+value\s+│\s+wasserstein", drift.stdout)
+    assert "report 1:" in drift.stdout
+    shown = run(cli_env, "drift", "report", "1")
+    assert shown.returncode == 0 and "unemp" in shown.stdout

@@ -36,3 +36,34 @@ def test_levels_are_differenced_and_p_value_methods_flag_below_the_threshold():
     reference, current = pd.DataFrame({"value": rng.normal(0, 1, 60)}), pd.DataFrame({"value": rng.normal(3, 1, 30)})
     [ks], _ = evidently_drift(reference, current, [("value", "ks", 0.05)])
     assert ks["drifted"] and ks["score"] < 0.05
+
+
+def test_report_rows_flatten_every_signal():
+    from pefm.drift.monitor import report_rows
+
+    series = {
+        "gdp": {
+            "input": [{"feature": "value", "method": "wasserstein", "score": 2.0, "threshold": 1.3, "drifted": True}],
+            "accuracy": {"ratio": 1.5, "threshold": 2.0, "drifted": False},
+            "prediction": {"method": "wasserstein", "score": 0.2, "threshold": 1.3, "drifted": False},
+        }
+    }
+    assert report_rows(series) == [
+        {"series": "gdp", "feature": "value", "method": "wasserstein", "score": 2.0, "threshold": 1.3, "drifted": True},
+        {
+            "series": "gdp",
+            "feature": "realized / backtest RMSE",
+            "method": "ratio",
+            "score": 1.5,
+            "threshold": 2.0,
+            "drifted": False,
+        },
+        {
+            "series": "gdp",
+            "feature": "served forecasts",
+            "method": "wasserstein",
+            "score": 0.2,
+            "threshold": 1.3,
+            "drifted": False,
+        },
+    ]

@@ -110,37 +110,18 @@ def retrain(
 
 
 def _print(report: dict) -> None:
+    from pefm.drift.monitor import report_rows
+
     table = Table(
         "series", "feature", "method", "score", "threshold", "drifted", title=f"drift: {report['model_version']}"
     )
-    for series_id, entry in report["series"].items():
-        for f in entry["input"]:
-            table.add_row(
-                series_id,
-                f["feature"],
-                f["method"],
-                f"{f['score']:.3f}",
-                f"{f['threshold']:g}",
-                "[red]yes[/]" if f["drifted"] else "no",
-            )
-        if entry.get("accuracy"):
-            a = entry["accuracy"]
-            table.add_row(
-                series_id,
-                "realized rmse / backtest",
-                "ratio",
-                f"{a['ratio']:.2f}",
-                f"{a['threshold']:g}",
-                "[red]yes[/]" if a["drifted"] else "no",
-            )
-        if entry.get("prediction"):
-            p = entry["prediction"]
-            table.add_row(
-                series_id,
-                "served forecasts",
-                p["method"],
-                f"{p['score']:.3f}",
-                f"{p['threshold']:g}",
-                "[red]yes[/]" if p["drifted"] else "no",
-            )
+    for r in report_rows(report["series"]):
+        table.add_row(
+            r["series"],
+            r["feature"],
+            r["method"],
+            f"{r['score']:.3f}",
+            f"{r['threshold']:g}",
+            "[red]yes[/]" if r["drifted"] else "no",
+        )
     console.print(table)

@@ -143,6 +143,34 @@ def _accuracy(
     }
 
 
+def report_rows(series: dict[str, Any]) -> list[dict[str, Any]]:
+    """A report's signals as Evidently-style rows: series, feature, method, score, threshold, drifted."""
+    rows = []
+    for series_id, entry in series.items():
+        signals = [(f["feature"], f) for f in entry["input"]]
+        if entry.get("accuracy"):
+            signals.append(
+                (
+                    "realized / backtest RMSE",
+                    {**entry["accuracy"], "method": "ratio", "score": entry["accuracy"]["ratio"]},
+                )
+            )
+        if entry.get("prediction"):
+            signals.append(("served forecasts", entry["prediction"]))
+        rows += [
+            {
+                "series": series_id,
+                "feature": feature,
+                "method": s["method"],
+                "score": s["score"],
+                "threshold": s["threshold"],
+                "drifted": bool(s["drifted"]),
+            }
+            for feature, s in signals
+        ]
+    return rows
+
+
 def due_for_retraining(conn: psycopg.Connection, report: dict[str, Any], policy: DriftPolicy) -> tuple[bool, str]:
     """Whether a breach should start retraining now, and why (or why not)."""
     if not report["breach"]:
