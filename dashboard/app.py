@@ -42,12 +42,13 @@ def create_app(db: Database) -> Dash:
             dcc.Interval(id="refresh", interval=REFRESH_MS),
         ]
     )
+    app.server.add_url_rule("/health", "health", lambda: "OK")
     return app
 
 
 if __name__ == "__main__":
-    import os
-
+    from pefm.config import get_settings
     from pefm.storage.database import open_database
 
-    create_app(open_database()).run(host="127.0.0.1", port=int(os.environ.get("PEFM_DASHBOARD_PORT", "8050")))
+    settings = get_settings()
+    create_app(open_database(settings)).run(host=settings.dashboard_host, port=settings.dashboard_port)

@@ -53,7 +53,7 @@ def model_options(conn: psycopg.Connection, series_id: str) -> list[dict[str, st
     return [{"label": f"{v.id} ({v.status})", "value": v.id} for v in versions]
 
 
-def history(conn: psycopg.Connection, version: ModelVersion, series_id: str, as_of: datetime | None) -> pd.Series:
+def history(conn: psycopg.Connection, series_id: str, as_of: datetime | None) -> pd.Series:
     """The series in model space (its transform applied), as known at ``as_of``."""
     return load_panel(conn, [series_id], as_of=as_of)[series_id].dropna()
 
@@ -119,3 +119,77 @@ def serving_latency(
     frame = pd.DataFrame(rows, columns=columns)
     frame["rate"] = frame["requests"] / bucket_seconds
     return frame
+
+
+def backtest_forecasts(version: ModelVersion, series_id: str) -> pd.DataFrame:
+    """The version's stored backtest forecasts of the series: cutoff, ds, y (actual), mean, bounds."""
+    rows = ((version.backtest or {}).get("forecasts") or {}).get(series_id, [])
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["cutoff"], frame["ds"] = pd.to_datetime(frame["cutoff"]), pd.to_datetime(frame["ds"])
+    return frame
+
+
+def drift_windows(conn: psycopg.Connection, series_id: str, feature: str) -> dict[str, list[float]] | None:
+    """The reference and current values the latest report compared for a series' feature."""
+    row = conn.execute(
+        """SELECT f FROM drift_reports, jsonb_array_elements(series -> %s -> 'input') AS f
+           WHERE f ->> 'feature' = %s ORDER BY id DESC LIMIT 1""",
+        (series_id, feature),
+    ).fetchone()
+    if row is None or "reference" not in row[0]:
+        return None
+    return {"reference": row[0]["reference"], "current": row[0]["current"]}
+
+
+def accuracy_history(conn: psycopg.Connection, series_id: str) -> pd.DataFrame:
+    """Realized one-step RMSE of the served model at each drift check, with the backtest's RMSE
+    (the expectation) and the ratio that counts as drift."""
+    rows = conn.execute(
+        """SELECT created_at, (a ->> 'realized_rmse')::float8, (a ->> 'backtest_rmse')::float8,
+                  (a ->> 'threshold')::float8
+           FROM drift_reports, LATERAL (SELECT series -> %s -> 'accuracy' AS a) AS x
+           WHERE jsonb_typeof(a) = 'object' ORDER BY id""",
+        (series_id,),
+    ).fetchall()
+    return pd.DataFrame(rows, columns=["created_at", "realized_rmse", "backtest_rmse", "threshold"])
+
+
+def rollouts(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest rollouts, newest first: id, service, blue, green, phase, weight, updated_at."""
+    rows = conn.execute(
+        """SELECT id, service, blue_revision, green_revision, phase, weight, updated_at
+           FROM rollouts ORDER BY id DESC LIMIT %s""",
+        (limit,),
+    ).fetchall()
+    keys = ("id", "service", "blue", "green", "phase", "weight", "updated_at")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def rollout_events(conn: psycopg.Connection, rollout_id: int) -> pd.DataFrame:
+    """A rollout's events in order: ts, action, phase, step, weight (green %), reason, checks."""
+    rows = conn.execute(
+        """SELECT ts, action, phase, step, weight, failed_checks, reason, checks
+           FROM rollout_events WHERE rollout_id = %s ORDER BY id""",
+        (rollout_id,),
+    ).fetchall()
+    columns = ["ts", "action", "phase", "step", "weight", "failed_checks", "reason", "checks"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def serving_events(conn: psycopg.Connection, service: str = "inference", minutes: int = 60) -> pd.DataFrame:
+    """Markers for the serving charts: revision starts (cold starts) and rollout promotions and
+    rollbacks, each with ts, kind, revision and a label."""
+    rows = conn.execute(
+        """SELECT ts, 'start' AS kind, revision,
+                  format('%%s ready in %%s s', revision, round(start_to_ready_s::numeric, 2))
+           FROM revision_starts WHERE service = %(service)s AND ts >= now() - make_interval(mins => %(minutes)s)
+           UNION ALL
+           SELECT e.ts, e.action, r.green_revision, format('%%s %%s: %%s', e.action, r.green_revision, e.reason)
+           FROM rollout_events e JOIN rollouts r ON r.id = e.rollout_id
+           WHERE r.service = %(service)s AND e.action IN ('promote', 'rollback')
+             AND e.ts >= now() - make_interval(mins => %(minutes)s)
+           ORDER BY 1""",
+        {"service": service, "minutes": minutes},
+    ).fetchall()
+    return pd.DataFrame(rows, columns=["ts", "kind", "revision", "label"])

@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 BLUE, BAND80, BAND95 = "#1f4e79", "rgba(31,78,121,0.25)", "rgba(31,78,121,0.12)"
+MARGIN = {"l": 40, "r": 10, "t": 40, "b": 30}
 
 
 def fan_chart(actuals: pd.Series, forecast: pd.DataFrame, title: str, realized: pd.Series | None = None) -> go.Figure:
@@ -60,9 +61,7 @@ def fan_chart(actuals: pd.Series, forecast: pd.DataFrame, title: str, realized: 
                     marker={"color": "#c0392b", "size": 10, "symbol": "x"},
                 )
             )
-    figure.update_layout(
-        title=title, margin={"l": 40, "r": 10, "t": 40, "b": 30}, hovermode="x unified", legend={"orientation": "h"}
-    )
+    figure.update_layout(title=title, margin=MARGIN, hovermode="x unified", legend={"orientation": "h"})
     return figure
 
 
@@ -80,7 +79,7 @@ def drift_over_time(history: pd.DataFrame, title: str) -> go.Figure:
                 line={"dash": "dot", "color": "#c0392b"},
             )
         )
-    figure.update_layout(title=title, margin={"l": 40, "r": 10, "t": 40, "b": 30}, legend={"orientation": "h"})
+    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"})
     return figure
 
 
@@ -93,12 +92,12 @@ def latency_by_revision(frame: pd.DataFrame) -> go.Figure:
                 go.Scatter(
                     x=group["bucket"],
                     y=group[quantile],
-                    mode="lines",
+                    mode="lines+markers",  # a lone minute still shows
                     name=f"{revision} {quantile}",
                     line={"dash": dash},
                 )
             )
-    figure.update_layout(title="latency (ms) by revision", margin={"l": 40, "r": 10, "t": 40, "b": 30})
+    figure.update_layout(title="latency (ms) by revision", margin=MARGIN)
     return figure
 
 
@@ -107,8 +106,109 @@ def rate_by_revision(frame: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
     for revision, group in frame.groupby("revision"):
         figure.add_trace(
-            go.Scatter(x=group["bucket"], y=group["rate"], mode="lines", stackgroup="rate", name=f"{revision} req/s")
+            go.Scatter(
+                x=group["bucket"], y=group["rate"], mode="lines+markers", stackgroup="rate", name=f"{revision} req/s"
+            )
         )
         figure.add_trace(go.Bar(x=group["bucket"], y=group["errors_5xx"], name=f"{revision} 5xx"))
-    figure.update_layout(title="requests/s and 5xx by revision", margin={"l": 40, "r": 10, "t": 40, "b": 30})
+    figure.update_layout(title="requests/s and 5xx by revision", margin=MARGIN)
+    return figure
+
+
+def backtest_overlay(figure: go.Figure, backtest: pd.DataFrame) -> go.Figure:
+    """Add the backtest's forecasts (one point per cutoff, with its 95% interval) to a fan chart."""
+    if backtest.empty:
+        return figure
+    figure.add_trace(
+        go.Scatter(
+            x=backtest["ds"],
+            y=backtest["mean"],
+            mode="markers",
+            name="backtest forecast",
+            marker={"color": "#e67e22", "size": 6},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": backtest["hi-95"] - backtest["mean"],
+                "arrayminus": backtest["mean"] - backtest["lo-95"],
+                "thickness": 1,
+                "width": 0,
+            },
+            customdata=backtest["cutoff"].dt.strftime("%Y-%m-%d"),
+            hovertemplate="cutoff %{customdata}: %{y:.3f}<extra>backtest</extra>",
+        )
+    )
+    return figure
+
+
+def reference_vs_current(windows: dict[str, list[float]] | None, title: str) -> go.Figure:
+    """Overlaid histograms of the values a drift check compared (training window vs recent)."""
+    figure = go.Figure()
+    for name, color in (("reference", "#7f8c8d"), ("current", "#c0392b")):
+        if windows:
+            figure.add_trace(
+                go.Histogram(
+                    x=windows[name], name=name, histnorm="probability density", marker_color=color, opacity=0.6
+                )
+            )
+    figure.update_layout(title=title, barmode="overlay", margin=MARGIN, legend={"orientation": "h"})
+    return figure
+
+
+def accuracy_vs_backtest(history: pd.DataFrame, title: str) -> go.Figure:
+    """Realized one-step RMSE per drift check against the backtest's RMSE and the drift line."""
+    figure = go.Figure()
+    if not history.empty:
+        x = history["created_at"]
+        figure.add_trace(go.Scatter(x=x, y=history["realized_rmse"], mode="lines+markers", name="realized RMSE"))
+        figure.add_trace(go.Scatter(x=x, y=history["backtest_rmse"], mode="lines", name="backtest RMSE"))
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=history["backtest_rmse"] * history["threshold"],
+                mode="lines",
+                name="drift threshold",
+                line={"dash": "dot", "color": "#c0392b"},
+            )
+        )
+    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"})
+    return figure
+
+
+def traffic_split(events: pd.DataFrame, blue: str, green: str) -> go.Figure:
+    """Each revision's share of traffic over a rollout's events, stacked to 100%."""
+    figure = go.Figure()
+    if not events.empty:
+        for name, share, color in ((blue, 100 - events["weight"], BLUE), (green, events["weight"], "#27ae60")):
+            figure.add_trace(
+                go.Scatter(
+                    x=events["ts"],
+                    y=share,
+                    mode="lines",
+                    stackgroup="traffic",
+                    line={"shape": "hv", "color": color},
+                    name=f"{name} %",
+                )
+            )
+    figure.update_layout(title="traffic split (%)", yaxis={"range": [0, 100]}, margin=MARGIN)
+    return figure
+
+
+def with_markers(figure: go.Figure, events: pd.DataFrame) -> go.Figure:
+    """Mark revision starts (cold starts) and rollout promotions/rollbacks on a time chart."""
+    colors = {"start": "#8e44ad", "promote": "#27ae60", "rollback": "#c0392b"}
+    for kind, group in events.groupby("kind"):
+        for ts in group["ts"]:
+            figure.add_vline(x=ts, line={"color": colors.get(kind, "#555"), "dash": "dot", "width": 1})
+        figure.add_trace(
+            go.Scatter(
+                x=group["ts"],
+                y=[0] * len(group),
+                mode="markers",
+                name="cold start" if kind == "start" else kind,
+                marker={"color": colors.get(kind, "#555"), "symbol": "triangle-up", "size": 10},
+                text=group["label"],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     return figure

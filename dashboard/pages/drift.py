@@ -1,8 +1,10 @@
-"""Drift: the latest report as an Evidently-style table, and a row's score over time."""
+"""Drift: the latest report as an Evidently-style table; for the chosen row its score over time,
+the values compared, and the realized error against the backtest's."""
 
 from __future__ import annotations
 
 import dash
+import dash_bootstrap_components as dbc
 from dash import Input, Output, callback, dash_table, dcc, html
 
 from dashboard import views
@@ -19,7 +21,13 @@ layout = html.Div(
             page_size=20,
             style_data_conditional=[{"if": {"filter_query": '{drifted} = "yes"'}, "backgroundColor": "#fdecea"}],
         ),
-        dcc.Graph(id="drift-history"),
+        dbc.Row(
+            [
+                dbc.Col(dcc.Graph(id="drift-history"), md=4),
+                dbc.Col(dcc.Graph(id="drift-histograms"), md=4),
+                dbc.Col(dcc.Graph(id="drift-accuracy"), md=4),
+            ]
+        ),
     ]
 )
 
@@ -28,6 +36,8 @@ layout = html.Div(
     Output("drift-header", "children"),
     Output("drift-table", "data"),
     Output("drift-history", "figure"),
+    Output("drift-histograms", "figure"),
+    Output("drift-accuracy", "figure"),
     Input("refresh", "n_intervals"),
     Input("drift-table", "selected_rows"),
     Input("drift-table", "data"),

@@ -1,4 +1,5 @@
-"""Serving: latency quantiles and request rate per revision, errors by class."""
+"""Serving: latency quantiles and request rate per revision, errors by class, with revision starts
+(cold starts) and promotions/rollbacks marked."""
 
 from __future__ import annotations
 

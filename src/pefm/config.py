@@ -51,9 +51,18 @@ class Settings:
     request log in the database."""
     router_url: str | None = None
     """``PEFM_ROUTER_URL``: the local traffic router of the inference service (embedded runtime)."""
+    rollout_api_url: str | None = None
+    """``PEFM_ROLLOUT_API_URL``: the rollout API the dashboard's Promote/Pause/Roll back buttons call."""
+    dashboard_host: str = "127.0.0.1"
+    """``PEFM_DASHBOARD_HOST``: the address the dashboard listens on (0.0.0.0 in its container)."""
+    dashboard_port: int = 8050
+    """``PEFM_DASHBOARD_PORT``: the dashboard's port."""
     knative_namespace: str | None = None
     """``PEFM_KNATIVE_NAMESPACE``: roll out Knative Services in this namespace (kubeconfig or
     in-cluster credentials) instead of the local runtime."""
+    knative_domain: str = "example.com"
+    """``PEFM_KNATIVE_DOMAIN``: the cluster's Knative domain (config-domain), for the tagged URLs
+    the rollout probes call (``green-<service>.<namespace>.<domain>``)."""
     sink: str | None = None
     """``K_SINK`` (set by a Knative SinkBinding): where the ingest function sends its
     "observations ingested" CloudEvents (the monitor)."""
@@ -98,7 +107,10 @@ class Settings:
             ("K_REVISION", "revision"),
             ("PEFM_PROMETHEUS_URL", "prometheus_url"),
             ("PEFM_ROUTER_URL", "router_url"),
+            ("PEFM_ROLLOUT_API_URL", "rollout_api_url"),
+            ("PEFM_DASHBOARD_HOST", "dashboard_host"),
             ("PEFM_KNATIVE_NAMESPACE", "knative_namespace"),
+            ("PEFM_KNATIVE_DOMAIN", "knative_domain"),
             ("K_SINK", "sink"),
         ):
             if value := env.get(name, "").strip():
@@ -106,6 +118,7 @@ class Settings:
         for name, key in (
             ("PEFM_MAX_BODY_BYTES", "max_body_bytes"),
             ("PEFM_PREDICTION_LOG_QUEUE", "prediction_log_queue"),
+            ("PEFM_DASHBOARD_PORT", "dashboard_port"),
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)

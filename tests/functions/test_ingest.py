@@ -257,6 +257,28 @@ def test_requests_are_logged_off_the_request_path(client, module_schema):
     assert count(module_schema, "request_log") > 0
 
 
+def test_the_start_is_recorded_for_the_dashboard(client, module_schema):
+    """Each start (a cold start on Knative) lands in revision_starts with its start-to-ready time,
+    the same number /metrics reports."""
+    import re
+    import time
+
+    import psycopg
+
+    deadline = time.monotonic() + 5  # written off the start path, by the log writer
+    while count(module_schema, "revision_starts") == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with psycopg.connect(module_schema) as conn:
+        rows = conn.execute(
+            "SELECT revision, start_to_ready_s FROM revision_starts WHERE service = 'ingest'"
+        ).fetchall()
+    [(revision, seconds)] = rows
+    exported = re.search(
+        r'pefm_start_to_ready_seconds\{[^}]*revision="([^"]+)"[^}]*\} (\S+)', client.get("/metrics").text
+    )
+    assert revision == exported.group(1) and seconds == float(exported.group(2)) and 0 < seconds < 60
+
+
 def test_func_yaml_valid_against_the_shared_schema():
     import jsonschema
     import yaml

@@ -16,10 +16,12 @@ from pefm.storage.observations import UnknownSeriesError
 @app.command()
 def up(
     serve: Annotated[bool, typer.Option(help="start the local stack and keep it running (Ctrl-C stops it)")] = True,
-    port: Annotated[int, typer.Option(help="port of the inference router (ingest +1, rollout API +10)")] = 8080,
+    port: Annotated[int, typer.Option(help="port of the inference router (the rollout API takes port + 10)")] = 8080,
+    dashboard_port: Annotated[int | None, typer.Option(help="port of the dashboard [default: 8050]")] = None,
 ) -> None:
     """Bring PEFM up on the configured database (embedded by default): migrate, load the bundled
-    real data, make sure a model is serving, then run the functions behind the local router."""
+    real data, make sure a model is serving, then run the functions behind the local router and
+    the dashboard."""
     with open_db() as db:
         if db.embedded:
             console.print(f"database: embedded PostgreSQL in {db.embedded.pgdata}, migrated")
@@ -31,11 +33,13 @@ def up(
         if serve:
             from pefm.cli.stack import run_stack
 
-            run_stack(db, version, port)
+            run_stack(db, version, port, dashboard_port)
 
 
 def _serving_model(db: Database) -> str:
-    """The serving model version; the first time, the default model trained on the macro panel."""
+    """The serving model version; the first time, the default model trained on the macro panel
+    with a short backtest (12 windows) for the dashboard's accuracy views."""
+    from pefm.forecasting.backtest import BacktestSpec
     from pefm.forecasting.models import DEFAULT_MODEL
     from pefm.forecasting.panel import MACRO_PANEL
     from pefm.forecasting.registry import promote
@@ -47,10 +51,20 @@ def _serving_model(db: Database) -> str:
         if serving:
             console.print(f"serving model: {serving[0].id}")
             return serving[0].id
-        with console.status(f"training the default model ({DEFAULT_MODEL}) on the macro panel"):
-            version, _ = train(conn, DEFAULT_MODEL, list(MACRO_PANEL), spec=None)
+        spec = BacktestSpec(windows=12)
+        with progress_bar() as progress:
+            task = progress.add_task(f"backtesting {DEFAULT_MODEL}", total=spec.windows)
+            version, _ = train(
+                conn,
+                DEFAULT_MODEL,
+                list(MACRO_PANEL),
+                spec=spec,
+                on_window=lambda cutoff: progress.update(
+                    task, advance=1, description=f"{DEFAULT_MODEL} @ {cutoff:%Y-%m-%d}"
+                ),
+            )
             promote(conn, version.id)
-    console.print(f"serving model: {version.id} (trained now; backtest and gate it with pefm backtest / gate)")
+    console.print(f"serving model: {version.id} (trained now, 12-window backtest; pefm backtest runs a longer one)")
     return version.id
 
 

@@ -1,4 +1,5 @@
-"""The local stack ``pefm up`` runs: ingest, inference behind the local router, the rollout API."""
+"""The local stack ``pefm up`` runs: ingest, inference behind the local router, the rollout API,
+the drift monitor and the dashboard."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import signal
 import threading
 from pathlib import Path
 
+import httpx
+
 from pefm.cli import console
 from pefm.config import get_settings
 from pefm.storage.database import Database
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def tokens(home: Path) -> dict[str, str]:
@@ -31,15 +36,17 @@ def tokens(home: Path) -> dict[str, str]:
     return values
 
 
-def run_stack(db: Database, version: str, port: int) -> None:
-    """Start the revisions, the router and the rollout API; block until Ctrl-C, then stop them."""
+def run_stack(db: Database, version: str, port: int, dashboard_port: int | None = None) -> None:
+    """Start the revisions, the router, the rollout API and the dashboard; block until Ctrl-C,
+    then stop them."""
     import sys
 
     from pefm.local.runtime import LocalRuntime, spawn
     from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import TrafficTarget
 
-    home = get_settings().home
+    settings = get_settings()
+    home = settings.home
     secrets_env = tokens(home)
     runtime = LocalRuntime(db.url, home / "logs")
     stop = threading.Event()
@@ -65,14 +72,41 @@ def run_stack(db: Database, version: str, port: int) -> None:
                 port=port + 10,
             )
             runtime.processes["rollout-api"] = api
+            dashboard_port = dashboard_port or settings.dashboard_port
+            dashboard_env = {
+                "PEFM_DATABASE_URL": db.url,
+                "PEFM_ROLLOUT_API_URL": api.url,
+                "PEFM_DASHBOARD_PORT": str(dashboard_port),
+                **({"PEFM_PROMETHEUS_URL": settings.prometheus_url} if settings.prometheus_url else {}),
+            }
+            dashboard = spawn(
+                [sys.executable, "-m", "dashboard.app"],
+                cwd=ROOT,  # the dashboard is a folder of the repository, not part of the pefm package
+                env=dashboard_env,
+                log=home / "logs" / "dashboard.log",
+                ready_path="/health",
+                name="dashboard",
+                port=dashboard_port,
+            )
+            runtime.processes["dashboard"] = dashboard
+        with db.connection() as conn:
+            first_run = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM drift_reports)").fetchone()[0]
+        if first_run:  # the first drift report, so the dashboard's Drift page has one to show
+            with console.status("first drift check"):
+                httpx.post(
+                    f"{monitor.url}/v1/drift/check",
+                    headers={"Authorization": f"Bearer {secrets_env['PEFM_ADMIN_TOKEN']}"},
+                    timeout=300,
+                ).raise_for_status()
         console.print(f"inference (local router): {router.url}/v1/forecast   blue: {router.url}/_tag/blue/")
         console.print(f"ingest:                   {ingest.url}/v1/observations  (token in {home / 'tokens.env'})")
         console.print(f"rollout API:              {api.url}/v1/rollouts")
         console.print(f"monitor (drift):          {monitor.url}/v1/drift/reports/latest")
+        console.print(f"dashboard:                {dashboard.url}/   (admin token in {home / 'tokens.env'})")
         console.print(f"logs:                     {home / 'logs'}")
         console.print(
-            f'tour: curl -s -XPOST {router.url}/v1/forecast -d \'{{"series_id":"realgdp","horizon":4}}\''
-            "   (Ctrl-C stops everything)"
+            f"tour: open {dashboard.url}/forecasts, then curl -s -XPOST {router.url}/v1/forecast "
+            '-d \'{"series_id":"realgdp","horizon":4}\' and watch it on /serving   (Ctrl-C stops everything)'
         )
         while not stop.wait(1):
             dead = [name for name, p in runtime.processes.items() if p.process.poll() is not None]

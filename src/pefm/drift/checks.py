@@ -37,7 +37,8 @@ def evidently_drift(
     reference: pd.DataFrame, current: pd.DataFrame, tests: list[tuple[str, str, float]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run an Evidently 0.7 report of ValueDrift(column, method, threshold) for each test;
-    one result per test and the snapshot as a dict."""
+    one result per test (with the reference and current values it compared) and the snapshot
+    as a dict."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
@@ -64,6 +65,8 @@ def evidently_drift(
                 "drifted": bool(drifted),
                 "reference_n": len(reference),
                 "current_n": len(current),
+                "reference": reference[config["column"]].round(6).tolist(),
+                "current": current[config["column"]].round(6).tolist(),
             }
         )
     return results, snapshot

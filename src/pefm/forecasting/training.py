@@ -29,12 +29,20 @@ class BacktestRun:
     scores: pd.DataFrame
 
     def summary(self, spec: BacktestSpec) -> dict[str, Any]:
-        """What the registry stores: the spec and each series' metrics."""
+        """What the registry stores: the spec, each series' metrics and its backtest forecasts
+        (cutoff, ds, actual y, mean and interval bounds; the dashboard overlays them)."""
         metrics = {
             row.pop("series_id"): {k: float(v) for k, v in row.items() if k not in ("model",) and pd.notna(v)}
             for row in self.scores.to_dict("records")
         }
-        return {"spec": asdict(spec), "metrics": metrics}
+        rows = self.results.drop(columns="model").assign(
+            cutoff=lambda f: f["cutoff"].dt.strftime("%Y-%m-%d"), ds=lambda f: f["ds"].dt.strftime("%Y-%m-%d")
+        )
+        forecasts = {
+            str(series_id): group.drop(columns="series_id").astype(object).where(group.notna(), None).to_dict("records")
+            for series_id, group in rows.groupby("series_id")
+        }
+        return {"spec": asdict(spec), "metrics": metrics, "forecasts": forecasts}
 
 
 def estimator(name: str, params: dict[str, Any] | None = None) -> BaseForecaster:

@@ -68,25 +68,29 @@ class ServiceFunction:
         if self.service == "ingest":
             from pefm.serving.ingest import create_ingest_app
 
-            self._mark_ready()
+            self._mark_ready(settings.revision)
             return create_ingest_app(settings, self.db, self.metrics, openapi)
         if self.service == "monitor":
             from pefm.serving.monitor import create_monitor_app
 
-            self._mark_ready()
+            self._mark_ready(settings.revision)
             return create_monitor_app(settings, self.db, self.metrics, openapi)
         from pefm.serving.inference import ModelServer, create_inference_app
 
         server = ModelServer(settings, self.db)
         server.load()
         self.metrics.model_info.labels(settings.revision, server.version.id, server.version.family).set(1)
-        self._mark_ready()
+        self._mark_ready(settings.revision)
         threading.Thread(target=server.load_model, name="pefm-model-loader", daemon=True).start()
         return create_inference_app(settings, server, self.metrics, self.writer, openapi)
 
-    def _mark_ready(self) -> None:
+    def _mark_ready(self, revision: str) -> None:
+        """Ready: record the start (a cold start, on Knative) in the metrics and the database."""
+        from datetime import UTC, datetime
+
         self._ready, self._problem = True, "OK"
-        self.metrics.mark_ready(PROCESS_STARTED)
+        seconds = self.metrics.mark_ready(PROCESS_STARTED)
+        self.writer.put("revision_starts", (datetime.now(UTC), self.service, revision, seconds))
 
     def _observe(self, scope: dict, status: int, seconds: float) -> None:
         if (b"x-pefm-shadow", b"1") in scope.get("headers", ()):

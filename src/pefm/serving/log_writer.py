@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TABLES = {
     "request_log": ("ts", "service", "revision", "route", "method", "status", "latency_ms"),
+    "revision_starts": ("ts", "service", "revision", "start_to_ready_s"),
     "predictions": (
         "ts",
         "request_id",

@@ -88,8 +88,11 @@ class ServiceMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def mark_ready(self, process_started: float) -> None:
-        self.start_to_ready.labels(self.service, self.revision).set(time.time() - process_started)
+    def mark_ready(self, process_started: float) -> float:
+        """Record and return the seconds from process start to ready."""
+        seconds = time.time() - process_started
+        self.start_to_ready.labels(self.service, self.revision).set(seconds)
+        return seconds
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
