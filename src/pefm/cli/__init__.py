@@ -58,5 +58,6 @@ from pefm.cli import data as _data  # noqa: E402,F401  (registers its commands)
 from pefm.cli import drift as _drift  # noqa: E402,F401
 from pefm.cli import forecasting as _forecasting  # noqa: E402,F401
 from pefm.cli import knative as _knative  # noqa: E402,F401
+from pefm.cli import local as _local  # noqa: E402,F401
 from pefm.cli import rollout as _rollout  # noqa: E402,F401
 from pefm.cli import serve as _serve  # noqa: E402,F401

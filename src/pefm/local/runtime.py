@@ -77,6 +77,24 @@ def spawn(
     raise RuntimeError(f"{name} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
+def record_revision(
+    conn: psycopg.Connection,
+    service: str,
+    revision: str,
+    url: str,
+    *,
+    model_version: str | None = None,
+    pid: int | None = None,
+) -> None:
+    """Record (or re-record, as just started) a revision the local router sends ``service``'s traffic to."""
+    conn.execute(
+        """INSERT INTO local_revisions (service, revision, url, model_version, pid) VALUES (%s, %s, %s, %s, %s)
+           ON CONFLICT (service, revision) DO UPDATE SET url = EXCLUDED.url, pid = EXCLUDED.pid,
+               model_version = EXCLUDED.model_version, started_at = now()""",
+        (service, revision, url, model_version, pid),
+    )
+
+
 class LocalRuntime:
     """Starts revisions and routers on loopback and records the revisions in the database."""
 
@@ -106,12 +124,7 @@ class LocalRuntime:
             name=revision,
         )
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            conn.execute(
-                """INSERT INTO local_revisions (service, revision, url, model_version, pid) VALUES (%s, %s, %s, %s, %s)
-                   ON CONFLICT (service, revision) DO UPDATE SET url = EXCLUDED.url, pid = EXCLUDED.pid,
-                       model_version = EXCLUDED.model_version, started_at = now()""",
-                (service, revision, process.url, model_version, process.process.pid),
-            )
+            record_revision(conn, service, revision, process.url, model_version=model_version, pid=process.process.pid)
         self.processes[revision] = process
         return process
 

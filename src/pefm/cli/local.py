@@ -1,0 +1,42 @@
+"""``pefm local``: revisions of the local runtime that run elsewhere (containers in docker compose)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+
+from pefm.cli import app, console, err, open_db
+
+local_app = typer.Typer(help="The local runtime: revisions behind the local traffic router.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
+
+
+@local_app.command("register")
+def register(
+    service: Annotated[str, typer.Argument(help="the service, e.g. inference")],
+    revision: Annotated[str, typer.Argument(help="the revision's name (its K_REVISION)")],
+    url: Annotated[str, typer.Argument(help="where the router reaches it, e.g. http://inference-blue:8080")],
+    model_version: Annotated[str | None, typer.Option(help="the model version it serves")] = None,
+    tag: Annotated[str, typer.Option(help="the tag of the first revision's traffic")] = "blue",
+) -> None:
+    """Record a revision the local router can send SERVICE's traffic to. A service's first revision
+    gets all of it (one target tagged TAG); once a service has traffic, rollouts move it."""
+    from pefm.local.runtime import record_revision
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.router import TrafficTarget
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        err.print(f"[red]error:[/red] revision URL must be http(s)://host[:port], not {url!r}")
+        raise typer.Exit(2)
+    with open_db() as db:
+        with db.connection() as conn:
+            record_revision(conn, service, revision, url.rstrip("/"), model_version=model_version)
+        router = LocalRouter(db, {})
+        if router.traffic(service):
+            console.print(f"{service}: registered {revision} at {url}; traffic unchanged", highlight=False)
+            return
+        router.set_traffic(service, [TrafficTarget(revision, 100, tag)])
+    console.print(f"{service}: registered {revision} at {url}; all of its traffic, tagged {tag}", highlight=False)

@@ -1,0 +1,76 @@
+"""``pefm local register``: revisions started elsewhere (compose containers) behind the local router."""
+
+import subprocess
+import sys
+
+import psycopg
+
+from pefm.local.router import TrafficTable
+
+PEFM = [sys.executable, "-m", "pefm.cli"]
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PEFM, *args], env={**env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=120)
+
+
+def revisions(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT revision, url, model_version, pid FROM local_revisions WHERE service = %s ORDER BY revision",
+            ("inference",),
+        ).fetchall()
+
+
+def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(cli_env, schema_url):
+    """The first registered revision gets a 100% block tagged blue; the next ones are only recorded."""
+    blue = run(cli_env, "local", "register", "inference", "pefm-inference-blue", "http://inference-blue:8080/")
+    assert blue.returncode == 0, blue.stderr
+    assert "all of its traffic, tagged blue" in blue.stdout
+    green = run(
+        cli_env,
+        "local",
+        "register",
+        "inference",
+        "pefm-inference-green",
+        "http://inference-green:8080",
+        "--model-version",
+        "ar-20260101000000-0123abcd",
+    )
+    assert green.returncode == 0, green.stderr
+    assert "traffic unchanged" in green.stdout
+    assert revisions(schema_url) == [
+        ("pefm-inference-blue", "http://inference-blue:8080", None, None),
+        ("pefm-inference-green", "http://inference-green:8080", "ar-20260101000000-0123abcd", None),
+    ]
+    table = TrafficTable(schema_url, "inference", every=3600)  # what the router reads
+    assert table.targets == [{"revision": "pefm-inference-blue", "percent": 100, "tag": "blue", "latest": False}]
+    assert table.pick(None) == "pefm-inference-blue"
+    assert table.urls[table.pick("blue")] == "http://inference-blue:8080"
+
+
+def test_registering_again_moves_the_revision_but_not_the_traffic(cli_env, schema_url):
+    """A restarted container re-registers at a new URL; a rollout's traffic block is kept."""
+    assert run(cli_env, "local", "register", "inference", "blue-1", "http://a:8080").returncode == 0
+    assert run(cli_env, "local", "register", "inference", "green-1", "http://b:8080").returncode == 0
+    with psycopg.connect(schema_url) as conn:  # a rollout moved half the traffic to green
+        conn.execute(
+            """UPDATE local_traffic SET traffic = '[{"revision": "blue-1", "percent": 50, "tag": "blue"},
+               {"revision": "green-1", "percent": 50, "tag": "green"}]' WHERE service = 'inference'"""
+        )
+    again = run(cli_env, "local", "register", "inference", "blue-1", "http://a2:8080", "--tag", "other")
+    assert again.returncode == 0, again.stderr
+    table = TrafficTable(schema_url, "inference", every=3600)
+    assert [(t["revision"], t["percent"]) for t in table.targets] == [("blue-1", 50), ("green-1", 50)]
+    assert table.urls == {"green-1": "http://b:8080", "blue-1": "http://a2:8080"}
+
+
+def test_a_url_that_is_not_http_is_refused_and_nothing_is_recorded(cli_env, schema_url):
+    """A malformed URL is one red line and exit 2 (a usage error), before anything is written."""
+    assert run(cli_env, "db", "migrate").returncode == 0
+    bad = run(cli_env, "local", "register", "inference", "pefm-inference-blue", "inference-blue:8080")
+    assert bad.returncode == 2
+    assert "revision URL must be http(s)://host[:port]" in bad.stderr
+    assert revisions(schema_url) == []
+    with psycopg.connect(schema_url) as conn:
+        assert conn.execute("SELECT count(*) FROM local_traffic").fetchone()[0] == 0
