@@ -1,0 +1,38 @@
+variable "region" {
+  type        = string
+  description = "AWS region."
+}
+
+variable "availability_zones" {
+  type        = list(string)
+  description = "Three availability zones of the region for the VPC's subnets, e.g. [\"eu-west-1a\", \"eu-west-1b\", \"eu-west-1c\"]."
+
+  validation {
+    condition     = length(var.availability_zones) == 3
+    error_message = "Name exactly three zones: the VPC has one private and one public subnet in each."
+  }
+}
+
+variable "cluster_name" {
+  type        = string
+  description = "Name of the EKS cluster and its VPC."
+  default     = "pefm"
+}
+
+variable "endpoint_public_access_cidrs" {
+  type        = list(string)
+  description = "CIDRs allowed to reach the API endpoint (the machine running Terraform must be in one)."
+}
+
+variable "managed_database_url" {
+  type        = string
+  description = "postgresql:// URL of an RDS PostgreSQL; null runs TimescaleDB in the cluster."
+  default     = null
+  sensitive   = true
+}
+
+variable "domain" {
+  type        = string
+  description = "DNS domain of the Knative routes; null keeps Knative's default."
+  default     = null
+}

@@ -1,0 +1,48 @@
+# PEFM on a cluster that already exists (on-premises, kind, k3s, any cloud): the kubeconfig in,
+# then Knative -> data -> monitoring. GPU nodes, if any, must carry the module's GPU label and
+# taint (NVIDIA's GPU operator or GPU feature discovery label them nvidia.com/gpu.present=true).
+provider "kubernetes" {
+  config_path    = pathexpand(var.kubeconfig_path)
+  config_context = var.kubeconfig_context
+}
+
+provider "helm" {
+  kubernetes {
+    config_path    = pathexpand(var.kubeconfig_path)
+    config_context = var.kubeconfig_context
+  }
+}
+
+provider "kubectl" {
+  config_path      = pathexpand(var.kubeconfig_path)
+  config_context   = var.kubeconfig_context
+  load_config_file = true
+}
+
+module "cluster" {
+  source = "../../modules/existing-cluster"
+
+  kubeconfig_path    = var.kubeconfig_path
+  kubeconfig_context = var.kubeconfig_context
+}
+
+module "knative" {
+  source = "../../modules/knative"
+
+  platform          = module.cluster.platform
+  domain            = var.domain
+  gpu_node_selector = module.cluster.gpu_node_selector
+  gpu_node_taint    = module.cluster.gpu_node_taint
+}
+
+module "data" {
+  source = "../../modules/data"
+
+  managed_database_url = var.managed_database_url
+}
+
+module "monitoring" {
+  source = "../../modules/monitoring"
+
+  app_namespace = module.data.namespace
+}

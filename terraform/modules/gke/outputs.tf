@@ -1,0 +1,42 @@
+# The cluster contract: eks, gke, aks and existing-cluster expose exactly these outputs.
+
+output "platform" {
+  description = "Which kind of cluster this is: eks, gke, aks or existing."
+  value       = "gke"
+}
+
+output "cluster_name" {
+  description = "Name of the cluster."
+  value       = google_container_cluster.this.name
+}
+
+output "host" {
+  description = "HTTPS address of the Kubernetes API server."
+  value       = "https://${google_container_cluster.this.endpoint}"
+}
+
+output "cluster_ca_certificate" {
+  description = "PEM-encoded CA certificate of the API server."
+  value       = base64decode(google_container_cluster.this.master_auth[0].cluster_ca_certificate)
+}
+
+output "exec_auth" {
+  description = "Credential plugin (api_version, command, args) the kubernetes/helm/kubectl providers run for a token; null when the kubeconfig's own user is used."
+  value       = local.exec_auth
+}
+
+output "kubeconfig" {
+  description = "A kubeconfig YAML for kubectl that reaches this cluster."
+  value       = module.kubeconfig.kubeconfig
+  sensitive   = true
+}
+
+output "gpu_node_selector" {
+  description = "Labels that select the GPU nodes (the GPU overlay's nodeSelector)."
+  value       = local.gpu_labels
+}
+
+output "gpu_node_taint" {
+  description = "Taint on the GPU nodes (key, value, effect) that GPU pods must tolerate."
+  value       = local.gpu_taint
+}

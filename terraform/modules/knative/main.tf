@@ -1,0 +1,148 @@
+# Knative Serving with the Kourier ingress and Knative Eventing, applied from the pinned release
+# manifests; the feature flags PEFM's Service manifests need; a `nvidia` RuntimeClass and NVIDIA's
+# device plugin for the GPU overlay.
+locals {
+  release = "knative-v${var.knative_version}"
+  release_urls = {
+    serving-crds  = "https://github.com/knative/serving/releases/download/${local.release}/serving-crds.yaml"
+    serving-core  = "https://github.com/knative/serving/releases/download/${local.release}/serving-core.yaml"
+    kourier       = "https://github.com/knative/net-kourier/releases/download/${local.release}/kourier.yaml"
+    eventing-crds = "https://github.com/knative/eventing/releases/download/${local.release}/eventing-crds.yaml"
+    eventing-core = "https://github.com/knative/eventing/releases/download/${local.release}/eventing-core.yaml"
+  }
+
+  documents = merge([
+    for file, docs in data.kubectl_file_documents.release :
+    { for key, body in docs.manifests : "${file}:${key}" => body }
+  ]...)
+  kinds      = { for key, body in local.documents : key => try(yamldecode(body).kind, "") }
+  crds       = { for key, body in local.documents : key => body if local.kinds[key] == "CustomResourceDefinition" }
+  namespaces = { for key, body in local.documents : key => body if local.kinds[key] == "Namespace" }
+  objects = {
+    for key, body in local.documents : key => body
+    if !contains(["CustomResourceDefinition", "Namespace", ""], local.kinds[key])
+  }
+
+  # The podspec fields knative/overlays/gpu uses, and no more (the flags of its config-features.yaml).
+  features = {
+    "kubernetes.podspec-nodeselector"     = "enabled"
+    "kubernetes.podspec-tolerations"      = "enabled"
+    "kubernetes.podspec-runtimeclassname" = "enabled"
+  }
+
+  runtime_handlers = { eks = "nvidia", gke = "runc", aks = "runc", existing = "nvidia" }
+  runtime_handler  = coalesce(var.nvidia_runtime_handler, local.runtime_handlers[var.platform])
+  device_plugin    = coalesce(var.install_nvidia_device_plugin, var.platform != "gke")
+}
+
+data "http" "release" {
+  for_each = local.release_urls
+  url      = each.value
+
+  lifecycle {
+    postcondition {
+      condition     = self.status_code == 200
+      error_message = "Downloading ${self.url} answered HTTP ${self.status_code}."
+    }
+  }
+}
+
+data "kubectl_file_documents" "release" {
+  for_each = data.http.release
+  content  = each.value.response_body
+}
+
+# CRDs, then namespaces, then everything else: each step needs the one before it.
+resource "kubectl_manifest" "crds" {
+  for_each          = local.crds
+  yaml_body         = each.value
+  server_side_apply = true
+  wait              = true
+}
+
+resource "kubectl_manifest" "namespaces" {
+  for_each          = local.namespaces
+  yaml_body         = each.value
+  server_side_apply = true
+  depends_on        = [kubectl_manifest.crds]
+}
+
+resource "kubectl_manifest" "objects" {
+  for_each          = local.objects
+  yaml_body         = each.value
+  server_side_apply = true
+  wait_for_rollout  = true
+  depends_on        = [kubectl_manifest.namespaces]
+}
+
+resource "kubernetes_config_map_v1_data" "network" {
+  metadata {
+    name      = "config-network"
+    namespace = "knative-serving"
+  }
+  data       = { "ingress-class" = "kourier.ingress.networking.knative.dev" }
+  force      = true
+  depends_on = [kubectl_manifest.objects]
+}
+
+resource "kubernetes_config_map_v1_data" "features" {
+  metadata {
+    name      = "config-features"
+    namespace = "knative-serving"
+  }
+  data       = local.features
+  force      = true
+  depends_on = [kubectl_manifest.objects]
+}
+
+resource "kubernetes_config_map_v1_data" "domain" {
+  count = var.domain == null ? 0 : 1
+  metadata {
+    name      = "config-domain"
+    namespace = "knative-serving"
+  }
+  data       = { (var.domain) = "" }
+  force      = true
+  depends_on = [kubectl_manifest.objects]
+}
+
+# The GPU overlay asks for runtimeClassName: nvidia; the class also carries the GPU nodes'
+# selector and toleration, so any pod naming it lands on a GPU node.
+# (kubectl_manifest: the kubernetes provider's RuntimeClass resource has no scheduling block.)
+resource "kubectl_manifest" "nvidia_runtime_class" {
+  yaml_body = yamlencode({
+    apiVersion = "node.k8s.io/v1"
+    kind       = "RuntimeClass"
+    metadata   = { name = "nvidia" }
+    handler    = local.runtime_handler
+    scheduling = {
+      nodeSelector = var.gpu_node_selector
+      tolerations = [{
+        key      = var.gpu_node_taint.key
+        operator = "Equal"
+        value    = var.gpu_node_taint.value
+        effect   = var.gpu_node_taint.effect
+      }]
+    }
+  })
+  server_side_apply = true
+}
+
+resource "helm_release" "nvidia_device_plugin" {
+  count            = local.device_plugin ? 1 : 0
+  name             = "nvidia-device-plugin"
+  repository       = "https://nvidia.github.io/k8s-device-plugin"
+  chart            = "nvidia-device-plugin"
+  version          = var.nvidia_device_plugin_version
+  namespace        = "nvidia-device-plugin"
+  create_namespace = true
+
+  values = [yamlencode({
+    nodeSelector = var.gpu_node_selector
+    tolerations = [{
+      key      = var.gpu_node_taint.key
+      operator = "Exists"
+      effect   = var.gpu_node_taint.effect
+    }]
+  })]
+}
