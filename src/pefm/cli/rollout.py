@@ -24,7 +24,7 @@ def controller(db):
     if settings.knative_namespace:
         from pefm.rollout.knative import KnativeRouter
 
-        router = KnativeRouter.from_kubeconfig(settings.knative_namespace, "example.com")
+        router = KnativeRouter.from_kubeconfig(settings.knative_namespace, settings.knative_domain)
     else:
         from pefm.rollout.local import LocalRouter
 
@@ -120,5 +120,10 @@ def resume(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None
 
 
 def _report(ctl, state, rollout_id: int) -> None:
+    """Print how a rollout ended; exit 1 when it was rolled back or failed (CI/CD fails the job)."""
+    from pefm.rollout.analysis import Phase
+
     last = ctl.events(rollout_id)[-1]
     console.print(f"rollout {rollout_id}: {state.phase.value}, green {state.weight}%: {last['reason']}")
+    if state.phase in (Phase.ROLLED_BACK, Phase.FAILED):
+        raise typer.Exit(1)
