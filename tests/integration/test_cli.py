@@ -140,3 +140,9 @@ def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):
     controller.promote(promoted)
     result = run(cli_env, "rollout", "run", str(promoted))
     assert result.returncode == 0 and f"rollout {promoted}: Succeeded, green 100%" in result.stdout
+
+
+def test_rollout_deploy_needs_a_knative_namespace(cli_env):
+    """Locally, revisions are started by pefm up and pefm retrain: deploy says so and exits 2."""
+    result = run(cli_env, "rollout", "deploy", "--model-version", "ar-1")
+    assert result.returncode == 2 and "set PEFM_KNATIVE_NAMESPACE" in result.stderr

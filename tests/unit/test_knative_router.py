@@ -106,3 +106,31 @@ def test_a_revision_name_outside_the_service_is_refused(api):
     with pytest.raises(ValueError, match="must start with"):
         KnativeRouter(api, "pefm").create_green("pefm-inference", "other-v2", "m")
     assert api.patches == []
+
+
+@pytest.mark.parametrize(
+    ("serving_image", "expected"),
+    [
+        ("ghcr.io/pefm/inference:0.1.0", "ghcr.io/pefm/inference:abc123"),
+        ("ghcr.io/pefm/inference:0.1.0-cuda", "ghcr.io/pefm/inference:abc123-cuda"),
+    ],
+)
+def test_the_deployer_ships_a_new_image_in_the_variant_the_service_runs(api, schema, serving_image, expected):
+    """KnativeDeployer (pefm retrain, pefm rollout deploy) creates green from CD's image; a CUDA
+    Service gets the CUDA build of it."""
+    from datetime import UTC, datetime
+
+    from pefm.drift.retrain import KnativeDeployer
+    from pefm.storage.model_versions import ModelVersion
+
+    api.objects["pefm-inference"]["spec"]["template"]["spec"]["containers"][0]["image"] = serving_image
+    now = datetime.now(UTC)
+    version = ModelVersion(
+        "ensemble-20261127-abc", "ensemble", {}, ["realgdp"], now, "d", "a", None, None, "candidate", None, now, now
+    )
+    revision = KnativeDeployer(KnativeRouter(api, "pefm"), image="ghcr.io/pefm/inference:abc123").deploy(version)
+    assert revision == "pefm-inference-ensemble-20261127-abc"
+    container = api.patches[-1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == expected
+    assert container["env"][0] == {"name": "PEFM_MODEL_VERSION", "value": "ensemble-20261127-abc"}
+    assert validate_documents([api.objects["pefm-inference"]], schema) == []

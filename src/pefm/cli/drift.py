@@ -67,12 +67,14 @@ def retrain(
     dry_run: Annotated[bool, typer.Option(help="say what would be done, do nothing")] = False,
     model: Annotated[str | None, typer.Option(help="model family (default: the default model)")] = None,
     windows: Annotated[int, typer.Option(help="backtest windows")] = 40,
-    deploy: Annotated[bool, typer.Option(help="on passing gates: green revision + rollout (local runtime)")] = True,
+    deploy: Annotated[
+        bool, typer.Option(help="on passing gates: green revision + rollout (Knative or the local runtime)")
+    ] = True,
 ) -> None:
     """Train a candidate on data as of now, backtest and gate it, and only if it passes create the
     green revision and start its rollout. Single-flight; every step recorded."""
     from pefm.config import get_settings
-    from pefm.drift.retrain import LocalDeployer
+    from pefm.drift.retrain import KnativeDeployer, LocalDeployer
     from pefm.drift.retrain import retrain as run_retrain
     from pefm.forecasting.backtest import BacktestSpec
     from pefm.forecasting.models import DEFAULT_MODEL
@@ -84,10 +86,15 @@ def retrain(
             from pefm.local.runtime import LocalRuntime
             from pefm.rollout.spec import RolloutSpec
 
-            deployer = LocalDeployer(LocalRuntime(db.url, get_settings().home / "logs"))
             spec = RolloutSpec.load(DEFAULT_SPEC) if DEFAULT_SPEC.exists() else RolloutSpec()
             ctl = controller(db)
-            starter = lambda revision, version: ctl.start(spec.service, revision, spec, version.id)  # noqa: E731
+            service = spec.service
+            if get_settings().knative_namespace:  # the Knative Service of `inference` is pefm-inference
+                service = f"pefm-{spec.service}"
+                deployer = KnativeDeployer(ctl.router, service)
+            else:
+                deployer = LocalDeployer(LocalRuntime(db.url, get_settings().home / "logs"))
+            starter = lambda revision, version: ctl.start(service, revision, spec, version.id)  # noqa: E731
         with console.status("retraining"):
             outcome = run_retrain(
                 db,

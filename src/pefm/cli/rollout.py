@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pefm.cli import console, open_db, rollout_app
+from pefm.cli import console, err, open_db, rollout_app
 
 DEFAULT_SPEC = Path("knative/rollout.yaml")
 
@@ -51,6 +51,29 @@ def start(
         console.print(f"rollout {rollout_id} started: {service} -> {green}")
         if watch:
             _report(ctl, ctl.run(rollout_id), rollout_id)
+
+
+@rollout_app.command("deploy")
+def deploy(
+    model_version: Annotated[str, typer.Option(help="the registry version the green revision serves")],
+    image: Annotated[
+        str | None, typer.Option(help="its image (default: the Service's; a -cuda Service stays CUDA)")
+    ] = None,
+    service: Annotated[str, typer.Option(help="the Knative Service")] = "pefm-inference",
+) -> None:
+    """Create the green revision of a Knative Service (PEFM_KNATIVE_NAMESPACE) serving
+    MODEL_VERSION at 0%; prints its name for `pefm rollout start --green`."""
+    from pefm.config import get_settings
+    from pefm.drift.retrain import KnativeDeployer
+    from pefm.storage.model_versions import get_version
+
+    if not get_settings().knative_namespace:
+        err.print("[red]error:[/red] set PEFM_KNATIVE_NAMESPACE: locally, pefm up and pefm retrain start revisions")
+        raise typer.Exit(2)
+    with open_db() as db, db.connection() as conn:
+        version = get_version(conn, model_version)
+        revision = KnativeDeployer(controller(db).router, service, image).deploy(version)
+    console.print(f"green revision: {revision}", highlight=False)
 
 
 @rollout_app.command("run")

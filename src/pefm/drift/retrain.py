@@ -139,11 +139,12 @@ class LocalDeployer:
 class KnativeDeployer:
     """A new BYO-named revision of the Knative Service at 0% under the green tag."""
 
-    def __init__(self, router, service: str = "pefm-inference"):
+    def __init__(self, router, service: str = "pefm-inference", image: str | None = None):
         self.router = router
         self.service = service
+        self.image = image
 
     def deploy(self, version: ModelVersion) -> str:
         revision = f"{self.service}-{version.id}"[:63].rstrip("-")
-        self.router.create_green(self.service, revision, version.id)
+        self.router.create_green(self.service, revision, version.id, self.image)
         return revision

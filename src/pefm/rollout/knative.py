@@ -43,8 +43,9 @@ class KnativeRouter:
         body = {"spec": {"traffic": [t.to_knative() for t in targets]}}
         self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, service, body)
 
-    def create_green(self, service: str, revision: str, model_version: str) -> dict[str, Any]:
-        """Patch the template into a new revision ``revision`` serving ``model_version``, at 0%
+    def create_green(self, service: str, revision: str, model_version: str, image: str | None = None) -> dict[str, Any]:
+        """Patch the template into a new revision ``revision`` serving ``model_version`` (from
+        ``image`` when given, in the variant the Service runs: a ``-cuda`` image stays CUDA), at 0%
         under ``green``; the serving revision keeps its traffic. Returns the patch sent."""
         if not revision.startswith(f"{service}-"):
             raise ValueError(f"revision {revision!r} must start with '{service}-'")
@@ -52,6 +53,9 @@ class KnativeRouter:
         template = copy.deepcopy(current["spec"]["template"])
         template.setdefault("metadata", {})["name"] = revision
         container = template["spec"]["containers"][0]
+        if image:
+            cuda = container.get("image", "").endswith("-cuda") and not image.endswith("-cuda")
+            container["image"] = image + ("-cuda" if cuda else "")
         env = [e for e in container.get("env", []) if e.get("name") != "PEFM_MODEL_VERSION"]
         container["env"] = [{"name": "PEFM_MODEL_VERSION", "value": model_version}, *env]
         traffic = [TrafficTarget.from_knative(t) for t in current["spec"].get("traffic", [])]
