@@ -10,19 +10,48 @@ import psycopg
 
 from pefm.drift.monitor import report_rows
 from pefm.forecasting.panel import load_panel
+from pefm.rollout.providers import PrometheusProvider
 from pefm.storage.model_versions import ModelVersion, list_versions, read_precomputed
 from pefm.storage.series import list_series, summarize_series
 
+# the Overview's traffic cards from Prometheus (when PEFM_PROMETHEUS_URL is set): every function
+TRAFFIC_PROMQL = {
+    "requests_per_s": "sum(rate(pefm_requests_total[{window}m]))",
+    "success": 'sum(rate(pefm_requests_total{{status!~"5.."}}[{window}m])) / sum(rate(pefm_requests_total[{window}m]))',
+    "p95_ms": "1000 * histogram_quantile(0.95, sum by (le) (rate(pefm_request_duration_seconds_bucket[{window}m])))",
+}
 
-def overview(conn: psycopg.Connection, window_minutes: int = 15) -> dict[str, Any]:
-    """Cards: series count, newest data, requests/s, success %, p95 latency, drifted series,
-    the current rollout."""
-    summary = summarize_series(conn)
+
+def traffic_from_prometheus(prometheus: PrometheusProvider, window_minutes: int) -> dict[str, Any]:
+    """Requests/s, success ratio and p95 latency (ms) of every function over the last minutes."""
+    values = {k: prometheus.query(q.format(window=window_minutes)) for k, q in TRAFFIC_PROMQL.items()}
+    return {**values, "requests_per_s": values["requests_per_s"] or 0.0, "source": "Prometheus"}
+
+
+def traffic_from_log(conn: psycopg.Connection, window_minutes: int) -> dict[str, Any]:
+    """The same numbers from the request log in the database."""
     n, ok, p95 = conn.execute(
         """SELECT count(*), avg((status < 500)::int), percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
            FROM request_log WHERE ts >= now() - make_interval(mins => %s)""",
         (window_minutes,),
     ).fetchone()
+    return {
+        "requests_per_s": n / (window_minutes * 60),
+        "success": None if ok is None else float(ok),
+        "p95_ms": None if p95 is None else float(p95),
+        "source": "request log",
+    }
+
+
+def overview(
+    conn: psycopg.Connection, window_minutes: int = 15, prometheus: PrometheusProvider | None = None
+) -> dict[str, Any]:
+    """Cards: series count, newest data, requests/s, success %, p95 latency, drifted series,
+    the current rollout."""
+    summary = summarize_series(conn)
+    traffic = (
+        traffic_from_prometheus(prometheus, window_minutes) if prometheus else traffic_from_log(conn, window_minutes)
+    )
     drift = conn.execute("SELECT drifted_series, series FROM drift_reports ORDER BY id DESC LIMIT 1").fetchone()
     rollout = conn.execute(
         "SELECT id, service, blue_revision, green_revision, phase, weight FROM rollouts ORDER BY id DESC LIMIT 1"
@@ -31,9 +60,7 @@ def overview(conn: psycopg.Connection, window_minutes: int = 15) -> dict[str, An
     return {
         "series": len(summary),
         "newest": newest,
-        "requests_per_s": n / (window_minutes * 60),
-        "success": None if ok is None else float(ok),
-        "p95_ms": None if p95 is None else float(p95),
+        **traffic,
         "drifted": None if drift is None else (len(drift[0]), len(drift[1])),
         "rollout": None
         if rollout is None

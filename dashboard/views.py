@@ -5,6 +5,7 @@ from __future__ import annotations
 import dash_bootstrap_components as dbc
 import httpx
 import pandas as pd
+import plotly.graph_objects as go
 from dash import html
 
 from dashboard import data
@@ -56,7 +57,7 @@ def overview_cards(summary: dict) -> list:
             str(summary["series"]),
             f"newest data {summary['newest']:%Y-%m-%d}" if summary["newest"] else "no data",
         ),
-        card("Requests/s (15 min)", f"{summary['requests_per_s']:.2f}"),
+        card("Requests/s (15 min)", f"{summary['requests_per_s']:.2f}", f"from the {summary['source']}"),
         card("Success", pct(summary["success"])),
         card("p95 latency", "-" if summary["p95_ms"] is None else f"{summary['p95_ms']:.1f} ms"),
         card("Drifted series", "-" if drifted is None else f"{drifted[0]} / {drifted[1]}"),
@@ -74,7 +75,7 @@ def forecast_view(
     """The Forecasts page: (fan chart, the compared version's fan chart or None, metric rows of the
     version and the compared one). Each chart overlays its version's backtest forecasts by cutoff."""
     if not series_id or not version_id:
-        return fan_chart(pd.Series(dtype="float64"), pd.DataFrame(), "choose a series and a model version"), None, []
+        return go.Figure(layout={"title": "choose a series and a model version"}), None, []  # no trace: nothing to draw
     cutoff = pd.Timestamp(as_of, tz="UTC") if as_of else None
     with database().connection() as conn:
         latest = data.history(conn, series_id, None)

@@ -41,6 +41,7 @@ def test_overview_counts_series_and_reports_no_traffic_honestly(served):
         summary = data.overview(conn)
     assert summary["series"] == 2 and summary["newest"].year == 2009
     assert summary["requests_per_s"] == 0 and summary["success"] is None and summary["rollout"] is None
+    assert summary["source"] == "request log"
     cards = views.overview_cards(summary)
     texts = [c.children.children.children[1].children for c in cards]
     assert texts[0] == "2" and texts[2] == "-" and texts[5] == "none"

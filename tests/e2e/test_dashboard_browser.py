@@ -109,8 +109,10 @@ def test_changing_the_series_changes_the_chart(watched):
     assert watched.title("fc-chart").startswith("infl:")
     before = watched.trace("fc-chart", "actual")
     watched.page.click("#fc-series")
-    watched.page.keyboard.type("unemp")
-    watched.page.keyboard.press("Enter")
+    watched.page.fill(".dash-dropdown-search", "unem")  # the picker's search narrows the options
+    options = watched.page.get_by_role("option")
+    playwright_api.expect(options).to_have_text(["unemp: Unemployment rate"])
+    options.first.click()
     watched.page.wait_for_function("document.querySelector('#fc-chart .gtitle').textContent.startsWith('unemp:')")
     after = watched.trace("fc-chart", "actual")
     assert after["y"] != before["y"] and len(after["x"]) == 80

@@ -352,6 +352,12 @@ def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
         assert bad.success_rate == pytest.approx(0.75, abs=0.05)
         assert good.p99_latency_ms is not None and 0 < good.p99_latency_ms < 5000
         assert provider.revision_metrics("pefm-inference-nonexistent", since).success_rate is None
+        # the dashboard's Overview reads the same server when PEFM_PROMETHEUS_URL is set
+        from dashboard.data import traffic_from_prometheus
+
+        overview = traffic_from_prometheus(provider, 1)
+        assert overview["source"] == "Prometheus" and overview["requests_per_s"] > 0
+        assert 0.8 <= overview["success"] < 1 and 0 < overview["p95_ms"] < 5000  # one revision of two fails 25%
     finally:
         server.stop()
         runtime.stop("pefm-inference-prom-faulty")
