@@ -38,8 +38,7 @@ from pefm.local.runtime import free_port, spawn  # noqa: E402
 from pefm.storage.database import Database  # noqa: E402
 from pefm.storage.embedded import EmbeddedPostgres  # noqa: E402
 from pefm.storage.migrate import migrate  # noqa: E402
-from tests.e2e.harness import PAGES, launch_chromium, start_stack  # noqa: E402
-from tests.e2e.test_dashboard_browser import LOADED  # noqa: E402
+from tests.e2e.harness import LOADED, PAGES, launch_chromium, start_stack  # noqa: E402
 
 CALLBACK_TARGET_MS, PAINT_TARGET_S = 200, 2.0
 

@@ -23,6 +23,14 @@ CHROMIUM_ARGS = [
 ]
 ADMIN_TOKEN = "e2e-admin-token"
 PAGES = {"overview": "/", "forecasts": "/forecasts", "drift": "/drift", "serving": "/serving", "rollouts": "/rollouts"}
+# what each page shows once its data callbacks have answered (placeholders draw no trace or cell)
+LOADED = {
+    "overview": "#overview-cards .card",
+    "forecasts": "#fc-chart .scatterlayer .trace",
+    "drift": "#drift-table td",
+    "serving": "#serving-latency .scatterlayer .trace",
+    "rollouts": "#ro-events td",
+}
 
 
 @dataclass

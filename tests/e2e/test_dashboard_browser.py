@@ -13,18 +13,10 @@ from dashboard.demo import GREEN, seed
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
 from tests.conftest import with_schema
-from tests.e2e.harness import ADMIN_TOKEN, CHROMIUM, PAGES, ROOT, launch_chromium, start_stack
+from tests.e2e.harness import ADMIN_TOKEN, CHROMIUM, LOADED, PAGES, ROOT, launch_chromium, start_stack
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
 SCREENSHOTS = ROOT / "screenshots"
-# what each page shows once its data callbacks have answered
-LOADED = {
-    "overview": "#overview-cards .card",
-    "forecasts": "#fc-chart .scatterlayer .trace",
-    "drift": "#drift-table td",
-    "serving": "#serving-latency .scatterlayer .trace",
-    "rollouts": "#ro-events td",
-}
 
 
 @pytest.fixture(scope="module")
