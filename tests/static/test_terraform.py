@@ -92,7 +92,7 @@ def test_terraform_fmt() -> None:
 def test_layout_is_complete() -> None:
     """Guards the modules and examples the deploy guide relies on."""
     modules = {p.name for p in MODULES.iterdir() if p.is_dir()}
-    assert {*CLUSTER_MODULES, "knative", "data", "monitoring"} <= modules
+    assert {*CLUSTER_MODULES, "knative", "data", "monitoring", "platform"} <= modules
     assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} >= {"eks", "gke", "aks", "existing-cluster"}
     for folder in terraform_folders():
         assert list(folder.glob("*.tf")), f"{folder} has no .tf file"
@@ -144,11 +144,14 @@ def test_versions_are_pinned(folder: Path) -> None:
             assert body.get("version"), f"{folder.name}: registry module {name} has no version"
 
 
-def test_examples_call_modules_with_their_required_variables() -> None:
-    """Guards that each example's local module calls resolve and pass every required variable, and only known ones."""
+def test_module_calls_pass_their_required_variables() -> None:
+    """Guards that every example wires a cluster module into the platform module, and that every local
+    module call (examples and modules alike) resolves and passes every required variable, and only known ones."""
     for example in sorted(p for p in EXAMPLES.iterdir() if p.is_dir()):
+        assert {"cluster", "platform"} <= set(blocks(example, "module")), f"{example.name} is not wired"
+    assert {"knative", "data", "monitoring"} <= set(blocks(MODULES / "platform", "module"))
+    for example in terraform_folders():
         calls = blocks(example, "module")
-        assert "cluster" in calls and {"knative", "data", "monitoring"} <= set(calls), f"{example.name} is not wired"
         for name, call in calls.items():
             source = str(call["source"])
             if not source.startswith("."):

@@ -6,16 +6,16 @@ output "kubeconfig" {
 
 output "database_url" {
   description = "PEFM_DATABASE_URL of the deployment."
-  value       = module.data.database_url
+  value       = module.platform.database_url
   sensitive   = true
 }
 
 output "prometheus_url" {
   description = "PEFM_PROMETHEUS_URL inside the cluster."
-  value       = module.monitoring.prometheus_url
+  value       = module.platform.prometheus_url
 }
 
 output "ingress_service" {
   description = "Kourier's LoadBalancer Service: point the domain's wildcard record at it."
-  value       = module.knative.ingress_service
+  value       = module.platform.ingress_service
 }

@@ -91,25 +91,13 @@ resource "kubernetes_storage_class_v1" "gp3" {
   parameters             = { type = "gp3", encrypted = "true" }
 }
 
-module "knative" {
-  source = "../../modules/knative"
+module "platform" {
+  source = "../../modules/platform"
 
-  platform          = module.cluster.platform
-  domain            = var.domain
-  gpu_node_selector = module.cluster.gpu_node_selector
-  gpu_node_taint    = module.cluster.gpu_node_taint
-}
-
-module "data" {
-  source = "../../modules/data"
-
+  platform             = module.cluster.platform
+  gpu_node_selector    = module.cluster.gpu_node_selector
+  gpu_node_taint       = module.cluster.gpu_node_taint
+  domain               = var.domain
   managed_database_url = var.managed_database_url
-  depends_on           = [kubernetes_storage_class_v1.gp3]
-}
-
-module "monitoring" {
-  source = "../../modules/monitoring"
-
-  app_namespace = module.data.namespace
-  depends_on    = [kubernetes_storage_class_v1.gp3]
+  depends_on           = [kubernetes_storage_class_v1.gp3] # TimescaleDB and Prometheus claim gp3 volumes
 }

@@ -49,23 +49,12 @@ module "cluster" {
   master_authorized_networks = var.master_authorized_networks
 }
 
-module "knative" {
-  source = "../../modules/knative"
+module "platform" {
+  source = "../../modules/platform"
 
-  platform          = module.cluster.platform
-  domain            = var.domain
-  gpu_node_selector = module.cluster.gpu_node_selector
-  gpu_node_taint    = module.cluster.gpu_node_taint
-}
-
-module "data" {
-  source = "../../modules/data"
-
+  platform             = module.cluster.platform
+  gpu_node_selector    = module.cluster.gpu_node_selector
+  gpu_node_taint       = module.cluster.gpu_node_taint
+  domain               = var.domain
   managed_database_url = var.managed_database_url
-}
-
-module "monitoring" {
-  source = "../../modules/monitoring"
-
-  app_namespace = module.data.namespace
 }
