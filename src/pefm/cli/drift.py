@@ -84,14 +84,15 @@ def retrain(
         if deploy and not dry_run:
             from pefm.cli.rollout import DEFAULT_SPEC, controller
             from pefm.local.runtime import LocalRuntime
+            from pefm.rollout.router import knative_service
             from pefm.rollout.spec import RolloutSpec
 
             spec = RolloutSpec.load(DEFAULT_SPEC) if DEFAULT_SPEC.exists() else RolloutSpec()
             ctl = controller(db)
             service = spec.service
-            if get_settings().knative_namespace:  # the Knative Service of `inference` is pefm-inference
-                service = f"pefm-{spec.service}"
-                deployer = KnativeDeployer(ctl.router, service)
+            if get_settings().knative_namespace:
+                deployer = KnativeDeployer(ctl.router, spec.service)
+                service = knative_service(spec.service)
             else:
                 deployer = LocalDeployer(LocalRuntime(db.url, get_settings().home / "logs"))
             starter = lambda revision, version: ctl.start(service, revision, spec, version.id)  # noqa: E731

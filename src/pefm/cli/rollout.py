@@ -59,9 +59,9 @@ def deploy(
     image: Annotated[
         str | None, typer.Option(help="its image (default: the Service's; a -cuda Service stays CUDA)")
     ] = None,
-    service: Annotated[str, typer.Option(help="the Knative Service")] = "pefm-inference",
+    service: Annotated[str, typer.Option(help="the PEFM service (its Knative Service is pefm-SERVICE)")] = "inference",
 ) -> None:
-    """Create the green revision of a Knative Service (PEFM_KNATIVE_NAMESPACE) serving
+    """Create the green revision of a service's Knative Service (PEFM_KNATIVE_NAMESPACE) serving
     MODEL_VERSION at 0%; prints its name for `pefm rollout start --green`."""
     from pefm.config import get_settings
     from pefm.drift.retrain import KnativeDeployer

@@ -43,7 +43,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
 
     from pefm.local.runtime import LocalRuntime, spawn
     from pefm.rollout.local import LocalRouter
-    from pefm.rollout.router import TrafficTarget
+    from pefm.rollout.router import TrafficTarget, revision_name
 
     settings = get_settings()
     home = settings.home
@@ -57,7 +57,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=secrets_env)
             sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
             ingest = runtime.start_revision("ingest", "pefm-ingest-local", env={**secrets_env, **sink})
-            revision = f"pefm-inference-{version}"[:63].rstrip("-")
+            revision = revision_name("inference", version)
             runtime.start_revision("inference", revision, model_version=version)
             LocalRouter(db, {}).set_traffic("inference", [TrafficTarget(revision, 100, "blue")])
             router = runtime.start_router("inference", port=port)

@@ -21,6 +21,7 @@ from pefm.forecasting.gates import evaluate, load_policy
 from pefm.forecasting.models import DEFAULT_MODEL
 from pefm.forecasting.panel import MACRO_PANEL, load_panel
 from pefm.forecasting.training import data_sha256, train
+from pefm.rollout.router import knative_service, revision_name
 from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, list_versions, serving_for, set_gate_report
 
@@ -131,7 +132,7 @@ class LocalDeployer:
         self.runtime = runtime
 
     def deploy(self, version: ModelVersion) -> str:
-        revision = f"pefm-inference-{version.id}"[:63].rstrip("-")
+        revision = revision_name("inference", version.id)
         self.runtime.start_revision("inference", revision, model_version=version.id)
         return revision
 
@@ -139,12 +140,13 @@ class LocalDeployer:
 class KnativeDeployer:
     """A new BYO-named revision of the Knative Service at 0% under the green tag."""
 
-    def __init__(self, router, service: str = "pefm-inference", image: str | None = None):
+    def __init__(self, router, service: str = "inference", image: str | None = None):
+        """``service``: the PEFM service (its Knative Service is ``knative_service(service)``)."""
         self.router = router
         self.service = service
         self.image = image
 
     def deploy(self, version: ModelVersion) -> str:
-        revision = f"{self.service}-{version.id}"[:63].rstrip("-")
-        self.router.create_green(self.service, revision, version.id, self.image)
+        revision = revision_name(self.service, version.id)
+        self.router.create_green(knative_service(self.service), revision, version.id, self.image)
         return revision

@@ -38,6 +38,18 @@ class TrafficTarget:
         return asdict(self)
 
 
+def knative_service(service: str) -> str:
+    """The Knative Service of a PEFM service (``inference`` -> ``pefm-inference``, as knative/base
+    names them); locally it is the prefix of the service's revision names."""
+    return f"pefm-{service}"
+
+
+def revision_name(service: str, model_version: str) -> str:
+    """The revision of ``service`` that serves ``model_version``: ``pefm-<service>-<version>``,
+    cut to Kubernetes' 63 characters."""
+    return f"{knative_service(service)}-{model_version}"[:63].rstrip("-")
+
+
 def blue_green(blue: str, green: str, weight: int) -> list[TrafficTarget]:
     """The traffic block of a rollout at ``weight`` percent on green; both stay reachable by tag
     and ``latest`` is pinned to 0%."""
