@@ -58,8 +58,13 @@ def seed(db: Database) -> Demo:
             (BLUE, GREEN),
         )
         conn.commit()
+    rollout_id = blue_serving(db).start("inference", GREEN, RolloutSpec(), candidate.id)
+    return Demo(serving.id, candidate.id, rollout_id)
+
+
+def blue_serving(db: Database) -> RolloutController:
+    """A controller of the local runtime with BLUE serving all inference traffic (no prober: the
+    demo's rollouts are moved by hand or through the rollout API)."""
     router = LocalRouter(db, {})
     router.set_traffic("inference", [TrafficTarget(BLUE, 100, "blue")])
-    controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
-    rollout_id = controller.start("inference", GREEN, RolloutSpec(), candidate.id)
-    return Demo(serving.id, candidate.id, rollout_id)
+    return RolloutController(db, router, DatabaseProvider(db), prober=None)

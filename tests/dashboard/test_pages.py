@@ -9,16 +9,13 @@ from psycopg.types.json import Jsonb
 from dashboard import data, views
 from dashboard.app import create_app
 from dashboard.components.figures import fan_chart
+from dashboard.demo import blue_serving
 from pefm.config import get_settings
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
-from pefm.rollout.controller import RolloutController
-from pefm.rollout.local import LocalRouter
-from pefm.rollout.providers import DatabaseProvider
-from pefm.rollout.router import TrafficTarget
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.model_versions import get_version
 
@@ -142,9 +139,7 @@ def test_serving_page_shows_latency_and_errors_per_revision(served):
 
 def test_serving_charts_mark_cold_starts_and_promotions(served):
     db, _, _ = served
-    router = LocalRouter(db, {})
-    router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
-    controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
+    controller = blue_serving(db)
     rollout_id = controller.start("inference", "pefm-inference-green", RolloutSpec())
     controller.promote(rollout_id)
     with db.connection() as conn:
@@ -164,9 +159,7 @@ def test_serving_charts_mark_cold_starts_and_promotions(served):
 def test_rollouts_page_shows_the_split_over_time_checks_and_events(served):
     db, _, _ = served
     assert views.rollout_view(None)[2].startswith("no rollout yet")
-    router = LocalRouter(db, {})
-    router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
-    controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
+    controller = blue_serving(db)
     spec = RolloutSpec()
     rollout_id = controller.start("inference", "pefm-inference-green", spec)
     with db.connection() as conn:  # an analysed step at 25%, stored as the controller stores one
