@@ -60,3 +60,39 @@ def test_promote_retires_the_version_serving_the_same_series(loaded):
     assert promote(loaded, second.id) == [first.id]
     assert get_version(loaded, first.id).status == "retired"
     assert [v.id for v in list_versions(loaded, status="serving")] == [second.id]
+
+
+def test_serving_version_is_the_one_answer(loaded):
+    from pefm.forecasting.registry import serving_version
+
+    assert serving_version(loaded) is None
+    first, _ = train(loaded, "naive", PANEL, spec=None)
+    promote(loaded, first.id)
+    assert serving_version(loaded).id == first.id
+    assert serving_version(loaded, ["unemp"]).id == first.id
+    assert serving_version(loaded, ["infl"]) is None
+
+
+def test_a_rollouts_end_settles_the_registry(loaded):
+    """Success: green's version serves, blue's retires. Rollback: the candidate is rejected with the
+    reason, and after a promotion blue's version serves again."""
+    from pefm.forecasting.registry import serving_version, settle_rollout
+
+    blue, _ = train(loaded, "naive", PANEL, spec=None)
+    green, _ = train(loaded, "mean", PANEL, spec=None)
+    promote(loaded, blue.id)
+    said = settle_rollout(loaded, candidate=green.id, previous=blue.id, succeeded=True, reason="all checks passed")
+    assert said == f"registry: {green.id} serving, {blue.id} retired"
+    assert serving_version(loaded).id == green.id and get_version(loaded, blue.id).status == "retired"
+    assert get_version(loaded, blue.id).status_reason == f"replaced by {green.id}"
+    said = settle_rollout(loaded, candidate=green.id, previous=blue.id, succeeded=False, reason="rolled back")
+    assert said == f"registry: {blue.id} serving again, {green.id} rejected"
+    assert serving_version(loaded).id == blue.id
+    rejected = get_version(loaded, green.id)
+    assert rejected.status == "rejected" and rejected.status_reason == "rolled back"
+    third, _ = train(loaded, "drift", PANEL, spec=None)
+    said = settle_rollout(loaded, candidate=third.id, previous=blue.id, succeeded=False, reason="success rate 0.9")
+    assert said == f"registry: {third.id} rejected" and serving_version(loaded).id == blue.id
+    assert settle_rollout(loaded, candidate=None, previous=blue.id, succeeded=True, reason="x").startswith(
+        "registry unchanged"
+    )

@@ -126,7 +126,20 @@ def test_the_deployer_ships_a_new_image_in_the_variant_the_service_runs(api, sch
     api.objects["pefm-inference"]["spec"]["template"]["spec"]["containers"][0]["image"] = serving_image
     now = datetime.now(UTC)
     version = ModelVersion(
-        "ensemble-20261127-abc", "ensemble", {}, ["realgdp"], now, "d", "a", None, None, "candidate", None, now, now
+        "ensemble-20261127-abc",
+        "ensemble",
+        {},
+        ["realgdp"],
+        now,
+        "d",
+        "a",
+        None,
+        None,
+        "candidate",
+        None,
+        None,
+        now,
+        now,
     )
     revision = KnativeDeployer(KnativeRouter(api, "pefm"), image="ghcr.io/pefm/inference:abc123").deploy(version)
     assert revision == "pefm-inference-ensemble-20261127-abc"

@@ -42,15 +42,14 @@ def _serving_model(db: Database) -> str:
     from pefm.forecasting.backtest import BacktestSpec
     from pefm.forecasting.models import DEFAULT_MODEL
     from pefm.forecasting.panel import MACRO_PANEL
-    from pefm.forecasting.registry import promote
+    from pefm.forecasting.registry import promote, serving_version
     from pefm.forecasting.training import train
-    from pefm.storage.model_versions import list_versions
 
     with db.connection() as conn:
-        serving = list_versions(conn, status="serving")
+        serving = serving_version(conn)
         if serving:
-            console.print(f"serving model: {serving[0].id}")
-            return serving[0].id
+            console.print(f"serving model: {serving.id}")
+            return serving.id
         spec = BacktestSpec(windows=12)
         with progress_bar() as progress:
             task = progress.add_task(f"backtesting {DEFAULT_MODEL}", total=spec.windows)

@@ -2,7 +2,8 @@
 
 Artifacts only ever come out of the registry, and only after their sha256 matches the one
 recorded when they went in. Promoting a version makes it the serving model of its series and
-retires whichever serving version covered any of them, in one transaction.
+retires whichever serving version covered any of them, in one transaction; ``serving_version`` is
+the one place that says which version serves.
 """
 
 from __future__ import annotations
@@ -84,7 +85,15 @@ def load_model(conn: psycopg.Connection, version_id: str) -> BaseForecaster:
     return BaseForecaster.from_bytes(artifact)
 
 
-def promote(conn: psycopg.Connection, version_id: str) -> list[str]:
+def serving_version(conn: psycopg.Connection, series_ids: list[str] | None = None) -> ModelVersion | None:
+    """THE answer to "which model serves" (of these series, or at all): the registry's serving
+    version. Inference revisions without a pinned version, the drift monitor, retraining's gate
+    baseline, ``pefm up``, ``pefm status`` and the dashboard all ask this function; rollouts keep
+    it true by settling the registry in the same transaction as their terminal state."""
+    return table.serving_for(conn, series_ids)
+
+
+def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None) -> list[str]:
     """Make a version the serving model of its series; return the versions it retired."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('pefm.registry.promote', 0))")
@@ -92,7 +101,29 @@ def promote(conn: psycopg.Connection, version_id: str) -> list[str]:
         retired = []
         for other in table.list_versions(conn, status="serving"):
             if other.id != version.id and set(other.series_ids) & set(version.series_ids):
-                table.set_status(conn, other.id, "retired")
+                table.set_status(conn, other.id, "retired", f"replaced by {version.id}")
                 retired.append(other.id)
-        table.set_status(conn, version.id, "serving")
+        table.set_status(conn, version.id, "serving", reason)
     return retired
+
+
+def settle_rollout(
+    conn: psycopg.Connection, *, candidate: str | None, previous: str | None, succeeded: bool, reason: str
+) -> str:
+    """The registry's side of a finished rollout, in the caller's transaction (the one that writes
+    the rollout's terminal state): on success ``candidate`` serves and what it replaces retires; on
+    a rollback or failure ``previous`` (blue's version) serves again if the candidate had already
+    replaced it, and the candidate is rejected with ``reason``. Returns what changed, in words."""
+    if candidate is None:
+        return "registry unchanged: green's model version is unknown"
+    if succeeded:
+        retired = promote(conn, candidate, f"promoted by a rollout: {reason}")
+        return f"registry: {candidate} serving" + (f", {', '.join(retired)} retired" if retired else "")
+    if candidate == previous:
+        return f"registry unchanged: green served {candidate}, the serving version"
+    changes = []
+    if previous is not None and table.get_version(conn, previous).status != "serving":
+        promote(conn, previous, f"restored by a rollback: {reason}")
+        changes.append(f"{previous} serving again")
+    table.set_status(conn, candidate, "rejected", reason)
+    return "registry: " + ", ".join([*changes, f"{candidate} rejected"])

@@ -30,7 +30,7 @@ from pefm.serving.http import EXCEPTION_HANDLERS, ApiError, handled, in_database
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
 from pefm.storage.database import Database
-from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
+from pefm.storage.model_versions import ModelVersion, get_version, read_precomputed
 
 log = logging.getLogger(__name__)
 MAX_HORIZON = 60
@@ -59,7 +59,7 @@ class ModelServer:
     def load(self) -> None:
         """Resolve and load the version's row and precomputed forecasts (the start-up path)."""
         with self.db.connection() as conn:
-            version_id = self.settings.model_version or _latest_serving(conn)
+            version_id = self.settings.model_version or _serving_id(conn)
             if version_id is None:
                 raise LookupError("no model version to serve: set PEFM_MODEL_VERSION or promote one")
             self.version = get_version(conn, version_id)
@@ -257,9 +257,11 @@ def _existing(db: Database, ids: list[str]) -> set[str]:
         return {r[0] for r in conn.execute("SELECT id FROM series WHERE id = ANY(%s)", (ids,))}
 
 
-def _latest_serving(conn: psycopg.Connection) -> str | None:
-    serving = list_versions(conn, status="serving")
-    return serving[0].id if serving else None
+def _serving_id(conn: psycopg.Connection) -> str | None:
+    from pefm.forecasting.registry import serving_version
+
+    serving = serving_version(conn)
+    return serving.id if serving else None
 
 
 def _reject(name: str) -> float:

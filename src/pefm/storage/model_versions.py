@@ -10,10 +10,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-STATUSES = ("candidate", "serving", "retired")
+STATUSES = ("candidate", "serving", "retired", "rejected")
 _SUMMARY = (
     "id, family, params, series_ids, data_as_of, data_sha256, artifact_sha256, backtest, "
-    "gate_report, status, parent_id, created_at, status_changed_at"
+    "gate_report, status, status_reason, parent_id, created_at, status_changed_at"
 )
 
 
@@ -35,6 +35,7 @@ class ModelVersion:
     backtest: dict[str, Any] | None
     gate_report: dict[str, Any] | None
     status: str
+    status_reason: str | None
     parent_id: str | None
     created_at: datetime
     status_changed_at: datetime
@@ -98,13 +99,15 @@ def list_versions(conn: psycopg.Connection, *, status: str | None = None) -> lis
     return [ModelVersion(**row) for row in rows]
 
 
-def serving_for(conn: psycopg.Connection, series_ids: list[str]) -> ModelVersion | None:
-    """The serving version that covers any of these series, if one does."""
+def serving_for(conn: psycopg.Connection, series_ids: list[str] | None = None) -> ModelVersion | None:
+    """The serving version that covers any of these series (any series when None), if one does;
+    the most recently promoted one should two overlap."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            f"""SELECT {_SUMMARY} FROM model_versions WHERE status = 'serving' AND series_ids && %s
-                ORDER BY status_changed_at DESC LIMIT 1""",
-            (series_ids,),
+            f"""SELECT {_SUMMARY} FROM model_versions
+                WHERE status = 'serving' AND (%(ids)s::text[] IS NULL OR series_ids && %(ids)s::text[])
+                ORDER BY status_changed_at DESC, id LIMIT 1""",
+            {"ids": series_ids},
         ).fetchone()
     return ModelVersion(**row) if row else None
 
@@ -135,14 +138,14 @@ def set_gate_report(conn: psycopg.Connection, version_id: str, report: dict[str,
     _update(conn, "UPDATE model_versions SET gate_report = %s WHERE id = %s", (Jsonb(report), version_id))
 
 
-def set_status(conn: psycopg.Connection, version_id: str, status: str) -> None:
-    """Move a version to ``status`` (candidate, serving, retired)."""
+def set_status(conn: psycopg.Connection, version_id: str, status: str, reason: str | None = None) -> None:
+    """Move a version to ``status`` (candidate, serving, retired, rejected), saying why."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     _update(
         conn,
-        "UPDATE model_versions SET status = %s, status_changed_at = now() WHERE id = %s",
-        (status, version_id),
+        "UPDATE model_versions SET status = %s, status_reason = %s, status_changed_at = now() WHERE id = %s",
+        (status, reason, version_id),
     )
 
 
