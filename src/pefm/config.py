@@ -35,6 +35,9 @@ class Settings:
     """``PEFM_LOG_LEVEL``: Python logging level name."""
     gate_policy: Path | None = None
     """``PEFM_GATE_POLICY``: validation gate policy TOML; unset -> the one shipped with PEFM."""
+    drift_policy: Path | None = None
+    """``PEFM_DRIFT_POLICY``: drift policy TOML (monitor and ``pefm drift check``); unset -> the
+    one shipped with PEFM."""
     ingest_token: str | None = field(default=None, repr=False)
     """``PEFM_INGEST_TOKEN``: bearer token for the ingest function's writes; unset -> writes refused."""
     admin_token: str | None = field(default=None, repr=False)
@@ -66,9 +69,18 @@ class Settings:
     sink: str | None = None
     """``K_SINK`` (set by a Knative SinkBinding): where the ingest function sends its
     "observations ingested" CloudEvents (the monitor)."""
-    retrain: str = "off"
+    rollout_spec: Path | None = None
+    """``PEFM_ROLLOUT_SPEC``: the rollout spec YAML for rollouts started by ``pefm rollout start``,
+    the rollout API and retraining; unset -> the repository's knative/rollout.yaml when present,
+    else the built-in defaults."""
+    revision_grace_seconds: float = 300.0
+    """``PEFM_REVISION_GRACE_SECONDS``: how long a finished rollout keeps the revision that lost
+    (rollback after a promotion is instant meanwhile) and a revision outside the traffic block
+    keeps running, before the local runtime stops it."""
+    retrain: str | None = None
     """``PEFM_RETRAIN``: what the monitor does on a drift breach: ``off`` (report only) or
-    ``local`` (run ``pefm retrain``)."""
+    ``local`` (run ``pefm retrain``); unset -> off, except under ``pefm up``, which closes the
+    loop locally."""
     fault_rate: float = 0.0
     """``PEFM_FAULT_RATE``: for testing rollouts only: the fraction of /v1 requests a revision
     answers with an injected 500."""
@@ -133,11 +145,24 @@ class Settings:
                 raise ConfigError(f"PEFM_FAULT_RATE must be a number, not {raw!r}") from None
             if not 0 <= kwargs["fault_rate"] <= 1:
                 raise ConfigError("PEFM_FAULT_RATE must be in 0..1")
-        if policy := env.get("PEFM_GATE_POLICY", "").strip():
-            path = Path(policy).expanduser()
+        if raw := env.get("PEFM_REVISION_GRACE_SECONDS", "").strip():
+            try:
+                kwargs["revision_grace_seconds"] = float(raw)
+            except ValueError:
+                raise ConfigError(f"PEFM_REVISION_GRACE_SECONDS must be a number, not {raw!r}") from None
+            if not 0 <= kwargs["revision_grace_seconds"] < 1e9:
+                raise ConfigError("PEFM_REVISION_GRACE_SECONDS must be a number of seconds, 0 or more")
+        if spec := env.get("PEFM_ROLLOUT_SPEC", "").strip():
+            path = Path(spec).expanduser()
             if not path.is_file():
-                raise ConfigError(f"PEFM_GATE_POLICY names no file: {policy}")
-            kwargs["gate_policy"] = path
+                raise ConfigError(f"PEFM_ROLLOUT_SPEC names no file: {spec}")
+            kwargs["rollout_spec"] = path
+        for name, key in (("PEFM_GATE_POLICY", "gate_policy"), ("PEFM_DRIFT_POLICY", "drift_policy")):
+            if policy := env.get(name, "").strip():
+                path = Path(policy).expanduser()
+                if not path.is_file():
+                    raise ConfigError(f"{name} names no file: {policy}")
+                kwargs[key] = path
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

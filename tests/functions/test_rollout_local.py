@@ -8,18 +8,20 @@ import time
 from datetime import UTC, datetime
 
 import httpx
+import psycopg
 import pytest
 
-from pefm.local.runtime import LocalRuntime
+from pefm.forecasting.registry import promote, serving_version
+from pefm.local.runtime import LocalRuntime, revision_alive
 from pefm.rollout.analysis import Phase
-from pefm.rollout.controller import RolloutController
+from pefm.rollout.controller import RolloutConflict, RolloutController, RolloutError
 from pefm.rollout.local import LocalRouter
 from pefm.rollout.probes import HttpProber
 from pefm.rollout.providers import DatabaseProvider
 from pefm.rollout.router import TrafficTarget
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
-from pefm.storage.model_versions import set_gate_report
+from pefm.storage.model_versions import get_version, set_gate_report
 from tests.functions.conftest import ROOT, register_model
 
 SERIES = ["realgdp", "unemp", "infl"]
@@ -37,6 +39,7 @@ def stack(module_schema, tmp_path_factory):
     with db.connection() as conn:
         for version in versions.values():
             set_gate_report(conn, version, {"passed": True, "checks": [], "failures": []})
+        promote(conn, versions["blue"])  # register_model promoted each in turn: blue serves
     runtime = LocalRuntime(module_schema, tmp_path_factory.mktemp("runtime"))
     runtime.start_revision("inference", "pefm-inference-blue", model_version=versions["blue"])
     router_process = runtime.start_router("inference")
@@ -105,9 +108,19 @@ def test_a_healthy_green_is_promoted_step_by_step_and_blue_stays_reachable(stack
     time.sleep(0.5)  # the router refreshes its table
     blue = httpx.post(f"{router.tag_url('inference', 'blue')}/v1/forecast", json={"series_id": "unemp"})
     assert blue.status_code == 200 and blue.headers["x-pefm-revision"] == "pefm-inference-blue"
-    # rollback after a promotion is one call and instant
+    # the registry followed, in the same transaction as the promotion
+    with stack[4].connection() as conn:
+        assert serving_version(conn).id == versions["same"]
+        assert get_version(conn, versions["blue"]).status == "retired"
+    assert controller.get(rollout_id).routed_generation == controller.get(rollout_id).generation
+    # rollback after a promotion is one call and instant, and the registry goes back with it
     assert controller.rollback(rollout_id).weight == 0
     assert {t.tag: t.percent for t in router.traffic("inference")}["blue"] == 100
+    with stack[4].connection() as conn:
+        assert serving_version(conn).id == versions["blue"]
+        rejected = get_version(conn, versions["same"])
+    assert rejected.status == "rejected" and rejected.status_reason == "rolled back by an operator"
+    assert "registry: " in controller.events(rollout_id)[-1]["reason"]
     runtime.stop(revision)
 
 
@@ -122,6 +135,9 @@ def test_a_green_failing_10_percent_of_requests_is_rolled_back(stack):
     last = controller.events(rollout_id)[-1]
     assert last["action"] == "rollback" and "success-rate" in last["reason"] and "threshold 2" in last["reason"]
     assert {t.tag: t.percent for t in router.traffic("inference")} == {"blue": 100, "green": 0, "latest": 0}
+    assert f"registry: {versions['same']} rejected" in last["reason"]
+    with stack[4].connection() as conn:
+        assert get_version(conn, versions["same"]).status == "rejected"
     runtime.stop(revision)
 
 
@@ -213,6 +229,144 @@ def test_a_killed_controller_resumes_without_skipping_or_repeating_a_step(stack,
     runtime.stop(revision)
 
 
+def progressing(controller, rollout_id):
+    """Tick until the rollout is Progressing (smoke test and gates passed)."""
+    for _ in range(40):
+        controller.tick(rollout_id)
+        if controller.get(rollout_id).state.phase is Phase.PROGRESSING:
+            return
+        time.sleep(SPEC.interval_seconds)
+    raise AssertionError(controller.events(rollout_id)[-1]["reason"])
+
+
+def test_an_operator_rollback_racing_a_tick_wins(stack, module_schema):
+    """A tick reads Progressing, then blocks mid-observation (a barrier: the request log is locked,
+    and the tick's metrics query waits on it); the operator rolls back meanwhile; the released tick
+    finds the row changed and discards its decision instead of sending traffic back to green."""
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-race", versions["same"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    with Load(router.url("inference")):
+        progressing(controller, rollout_id)
+        outcome = {}
+        with psycopg.connect(module_schema) as barrier, Database(module_schema, max_size=4) as other:
+            barrier.execute("LOCK TABLE request_log IN ACCESS EXCLUSIVE MODE")
+            ticking = threading.Thread(target=lambda: outcome.update(decision=controller.tick(rollout_id)))
+            ticking.start()
+            wait_for_backend(module_schema, "percentile_cont")  # the tick is inside its observation
+            operator = RolloutController(other, LocalRouter(other, {}), DatabaseProvider(other), prober=None)
+            assert operator.rollback(rollout_id).phase is Phase.ROLLED_BACK  # at once: no tick to wait for
+            assert {t.tag: t.percent for t in router.traffic("inference")}["blue"] == 100
+            barrier.rollback()  # release the tick
+            ticking.join(60)
+    assert outcome["decision"].action == "hold" and "discarded" in outcome["decision"].reason
+    rollout = controller.get(rollout_id)
+    assert rollout.state.phase is Phase.ROLLED_BACK and rollout.state.weight == 0
+    assert {t.tag: t.percent for t in router.traffic("inference")}["blue"] == 100
+    assert controller.events(rollout_id)[-1]["action"] == "rollback"
+    with db.connection() as conn:
+        assert get_version(conn, versions["same"]).status == "rejected"
+    runtime.stop(revision)
+
+
+def wait_for_backend(url: str, query: str, timeout: float = 30) -> None:
+    """Until a session of the database waits on a lock while running ``query``."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                (f"%{query}%",),
+            ).fetchone()[0]
+            if waiting:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"no session waits on a lock running {query!r}")
+
+
+class FlakyRouter(LocalRouter):
+    """The local router, failing its next ``failures`` writes (fault injection)."""
+
+    def __init__(self, db, urls, failures: int):
+        super().__init__(db, urls)
+        self.failures = failures
+
+    def set_traffic(self, service, targets):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("router unreachable")
+        super().set_traffic(service, targets)
+
+
+def test_a_routing_failure_after_a_saved_rollback_is_healed_by_the_next_tick(stack):
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-flaky", versions["same"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    with Load(router.url("inference")):
+        progressing(controller, rollout_id)
+    split = {t.tag: t.percent for t in router.traffic("inference")}
+    assert split["green"] > 0
+    flaky = RolloutController(db, FlakyRouter(db, {}, failures=1), DatabaseProvider(db), prober=None)
+    assert flaky.rollback(rollout_id).phase is Phase.ROLLED_BACK  # saved, though the router failed
+    assert {t.tag: t.percent for t in router.traffic("inference")} == split  # still split
+    assert controller.pending() == [rollout_id]  # the controller loop knows it is not routed
+    controller.tick(rollout_id)  # a finished rollout's tick reconciles the traffic
+    assert {t.tag: t.percent for t in router.traffic("inference")}["blue"] == 100
+    rollout = controller.get(rollout_id)
+    assert rollout.routed_generation == rollout.generation
+    runtime.stop(revision)
+
+
+def test_a_second_rollout_of_the_same_service_conflicts(stack):
+    runtime, router, controller, versions, _ = stack
+    reset(router, runtime)
+    first = controller.start("inference", "pefm-inference-one", SPEC, versions["same"])
+    with pytest.raises(RolloutConflict) as conflict:
+        controller.start("inference", "pefm-inference-two", SPEC, versions["same"])
+    assert conflict.value.active_id == first and f"rollout {first} in progress" in str(conflict.value)
+    controller.rollback(first)
+
+
+def test_after_the_grace_period_the_winner_alone_serves_and_the_loser_is_retired(stack, module_schema):
+    runtime, router, _, versions, db = stack
+    old = runtime.start_revision("inference", "pefm-inference-old", model_version=versions["blue"])
+    router.set_traffic("inference", [TrafficTarget("pefm-inference-old", 100, "blue")])
+    with db.connection() as conn:
+        promote(conn, versions["blue"])
+    controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(router, db), grace_seconds=1)
+    revision = green(runtime, "pefm-inference-winner", versions["same"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    with Load(router.url("inference")):
+        assert roll(controller, rollout_id).phase is Phase.SUCCEEDED
+    assert revision_alive(old.process.pid, "pefm-inference-old")  # kept for an instant rollback
+    time.sleep(1.1)
+    controller.tick(rollout_id)
+    assert router.traffic("inference") == [TrafficTarget(revision, 100, "blue")]
+    assert not revision_alive(old.process.pid, "pefm-inference-old")
+    assert router.revision_model_version("inference", "pefm-inference-old") is None  # forgotten
+    assert [e["action"] for e in controller.events(rollout_id)][-2:] == ["promote", "finalize"]
+    assert controller.pending() == []
+    with pytest.raises(RolloutError, match="no longer runs"):
+        controller.rollback(rollout_id)
+    env = {"PEFM_DATABASE_URL": module_schema, "PEFM_ROUTER_URL": router.url("inference"), "COLUMNS": "200"}
+    status = subprocess.run(
+        [sys.executable, "-m", "pefm.cli", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0 and "registry and traffic agree" in status.stdout, status.stdout + status.stderr
+    assert f"serving model: {versions['same']}" in status.stdout
+    router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])  # behind the registry's back
+    status = subprocess.run(
+        [sys.executable, "-m", "pefm.cli", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 1
+    assert f"pefm-inference-blue carries 100% and serves {versions['blue']}" in status.stderr
+    with db.connection() as conn:
+        promote(conn, versions["blue"])
+    runtime.stop(revision)
+
+
 ADMIN = "test-admin-token"
 
 
@@ -248,6 +402,12 @@ def test_rollout_api_needs_the_admin_token_and_drives_manual_operations(stack, a
         created = client.post("/v1/rollouts", json=body, headers=auth)
         assert created.status_code == 201, created.text
         rollout_id = created.json()["id"]
+        again = client.post("/v1/rollouts", json=body, headers=auth)
+        assert again.status_code == 409 and again.json()["active_rollout"] == rollout_id, again.text
+        bad = client.post("/v1/rollouts", json={"green_revision": revision, "service": 7}, headers=auth)
+        assert bad.status_code == 422 and bad.json()["details"] == [
+            {"field": "service", "message": "expected a non-empty string"}
+        ]
         assert client.post(f"/v1/rollouts/{rollout_id}/pause").status_code == 401
         paused = client.post(f"/v1/rollouts/{rollout_id}/pause", headers=auth).json()
         assert paused["phase"] == "Paused"

@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pefm.cli import console, err, open_db, rollout_app
-
-DEFAULT_SPEC = Path("knative/rollout.yaml")
+from pefm.cli import app, console, err, open_db, rollout_app
 
 
 def controller(db):
@@ -30,7 +28,17 @@ def controller(db):
 
         router = LocalRouter(db, {"inference": settings.router_url or "http://127.0.0.1:8080"})
     provider = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else DatabaseProvider(db)
-    return RolloutController(db, router, provider, HttpProber(router, db))
+    return RolloutController(
+        db, router, provider, HttpProber(router, db), grace_seconds=settings.revision_grace_seconds
+    )
+
+
+def routed_service(service: str) -> str:
+    """The name the router knows a PEFM service by: its Knative Service on a cluster, else itself."""
+    from pefm.config import get_settings
+    from pefm.rollout.router import knative_service
+
+    return knative_service(service) if get_settings().knative_namespace else service
 
 
 @rollout_app.command("start")
@@ -38,13 +46,15 @@ def start(
     green: Annotated[str, typer.Option(help="the new revision")],
     service: Annotated[str, typer.Option(help="service to roll out")] = "inference",
     model_version: Annotated[str | None, typer.Option(help="the model version green serves (its gates)")] = None,
-    spec: Annotated[Path, typer.Option(help="rollout spec")] = DEFAULT_SPEC,
+    spec: Annotated[
+        Path | None, typer.Option(help="rollout spec (default: PEFM_ROLLOUT_SPEC or knative/rollout.yaml)")
+    ] = None,
     watch: Annotated[bool, typer.Option(help="run the analysis until the rollout finishes")] = False,
 ) -> None:
     """Start moving traffic from the serving revision to GREEN (at 0% until checks pass)."""
     from pefm.rollout.spec import RolloutSpec
 
-    loaded = RolloutSpec.load(spec) if spec.exists() else RolloutSpec()
+    loaded = RolloutSpec.configured(spec)
     with open_db() as db:
         ctl = controller(db)
         rollout_id = ctl.start(service, green, loaded, model_version)
@@ -150,3 +160,43 @@ def _report(ctl, state, rollout_id: int) -> None:
     console.print(f"rollout {rollout_id}: {state.phase.value}, green {state.weight}%: {last['reason']}")
     if state.phase in (Phase.ROLLED_BACK, Phase.FAILED):
         raise typer.Exit(1)
+
+
+@app.command("status")
+def serving_status(
+    service: Annotated[str | None, typer.Option(help="the PEFM service (default: the rollout spec's)")] = None,
+) -> None:
+    """Which model serves: the registry's serving version, the revisions carrying the service's
+    traffic and the version each serves, and any rollout in progress. Exits 1 when the registry
+    and the traffic disagree."""
+    from pefm.rollout.spec import RolloutSpec
+    from pefm.rollout.status import service_status
+
+    with open_db() as db:
+        ctl = controller(db)
+        name = routed_service(service or RolloutSpec.configured().service)
+        status = service_status(ctl, name)
+    serving = status.serving
+    console.print(
+        f"serving model: {serving.id} ({serving.family}, since {serving.status_changed_at:%Y-%m-%d %H:%M:%S})"
+        if serving
+        else "serving model: none",
+        highlight=False,
+    )
+    table = Table("revision", "tag", "traffic", "model version", title=f"{name} traffic")
+    for t in status.targets:
+        table.add_row(t.revision or "(latest)", t.tag or "", f"{t.percent}%", t.model_version or "-")
+    console.print(table)
+    if status.rollout:
+        r = status.rollout
+        console.print(
+            f"rollout {r.id} in progress: {r.blue_revision} -> {r.green_revision} ({r.green_model_version}) "
+            f"[{r.state.phase.value}] green {r.state.weight}%",
+            highlight=False,
+        )
+    if status.agrees:
+        console.print("registry and traffic agree")
+        return
+    for problem in status.problems:
+        err.print(f"[red]disagreement:[/red] {problem}", highlight=False)
+    raise typer.Exit(1)

@@ -49,18 +49,17 @@ def serve(
 
 def _serve_rollout(host: str, port: int) -> None:
     import asyncio
-    from pathlib import Path
 
     import hypercorn.asyncio
     import hypercorn.config
 
     from pefm.cli import open_db
-    from pefm.cli.rollout import DEFAULT_SPEC, controller
+    from pefm.cli.rollout import controller
     from pefm.config import get_settings
     from pefm.rollout.api import ControllerLoop, create_rollout_app
     from pefm.rollout.spec import RolloutSpec
 
-    spec = RolloutSpec.load(DEFAULT_SPEC) if Path(DEFAULT_SPEC).exists() else RolloutSpec()
+    spec = RolloutSpec.configured()
     with open_db() as db:
         ctl = controller(db)
         loop = ControllerLoop(ctl)

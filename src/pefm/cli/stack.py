@@ -43,25 +43,39 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
 
     from pefm.local.runtime import LocalRuntime, spawn
     from pefm.rollout.local import LocalRouter
-    from pefm.rollout.router import TrafficTarget, revision_name
+    from pefm.rollout.router import revision_name
 
     settings = get_settings()
     home = settings.home
     secrets_env = tokens(home)
     runtime = LocalRuntime(db.url, home / "logs")
+    router_url = f"http://127.0.0.1:{port}"
+    # what the monitor's retraining, the rollout API and the revisions it starts need to know
+    shared_env = {
+        "PEFM_HOME": str(home),
+        "PEFM_ROUTER_URL": router_url,
+        "PEFM_REVISION_GRACE_SECONDS": f"{settings.revision_grace_seconds:g}",
+        **({"PEFM_ROLLOUT_SPEC": str(settings.rollout_spec)} if settings.rollout_spec else {}),
+        **({"PEFM_GATE_POLICY": str(settings.gate_policy)} if settings.gate_policy else {}),
+        **secrets_env,
+    }
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    local = LocalRouter(db, {"inference": router_url})
     try:
         with console.status("starting the functions"):
-            monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=secrets_env)
+            # drift in the monitor retrains (pefm retrain), and a candidate that passes the gates
+            # becomes a green revision whose rollout the rollout API's controller runs: the loop
+            monitor_env = {**shared_env, "PEFM_RETRAIN": settings.retrain or "local"}
+            monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=monitor_env)
             sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
             ingest = runtime.start_revision("ingest", "pefm-ingest-local", env={**secrets_env, **sink})
             revision = revision_name("inference", version)
             runtime.start_revision("inference", revision, model_version=version)
-            LocalRouter(db, {}).set_traffic("inference", [TrafficTarget(revision, 100, "blue")])
+            _resume_traffic(db, local, revision)
             router = runtime.start_router("inference", port=port)
-            api_env = {"PEFM_DATABASE_URL": db.url, "PEFM_ROUTER_URL": router.url, **secrets_env}
+            api_env = {"PEFM_DATABASE_URL": db.url, **shared_env}
             api = spawn(
                 [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + 10)],
                 cwd=Path.cwd(),
@@ -115,4 +129,26 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
                 break
     finally:
         runtime.stop_all()
+        with db.connection() as conn:  # revisions retraining started in other processes
+            others = [r[0] for r in conn.execute("SELECT revision FROM local_revisions WHERE service = 'inference'")]
+        for other in others:
+            local.retire("inference", other)
         console.print("local stack stopped")
+
+
+def _resume_traffic(db: Database, router, revision: str) -> None:
+    """The traffic of a restarted stack: a rollout the last run left unfinished is rolled back (its
+    green revision is gone), and the router carries what the newest rollout settled on, which is
+    the serving version's revision; with no rollout yet, that revision alone."""
+    from pefm.rollout.controller import RolloutController
+    from pefm.rollout.router import sole
+
+    controller = RolloutController(db, router, provider=None, prober=None)
+    for rollout_id in controller.active():
+        controller.rollback(rollout_id, "the local stack restarted: the green revision no longer runs")
+    with db.connection() as conn:
+        newest = conn.execute("SELECT max(id) FROM rollouts WHERE service = 'inference'").fetchone()[0]
+    if newest is None:
+        router.set_traffic("inference", sole(revision))
+    else:
+        controller.reconcile(newest)

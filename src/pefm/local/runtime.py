@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -93,6 +94,34 @@ def record_revision(
                model_version = EXCLUDED.model_version, started_at = now()""",
         (service, revision, url, model_version, pid),
     )
+
+
+def revision_alive(pid: int | None, revision: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) process of ``revision`` (its environment names it as
+    K_REVISION, so a recycled pid is never mistaken for it). Linux's /proc; False without it."""
+    if not pid:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and f"K_REVISION={revision}".encode() in environ
+
+
+def stop_revision(pid: int | None, revision: str, timeout: float = 10.0) -> bool:
+    """Stop the process of a revision whichever process started it (SIGTERM, then SIGKILL after
+    ``timeout``); whether it was running."""
+    if not revision_alive(pid, revision):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while revision_alive(pid, revision):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return True
 
 
 class LocalRuntime:

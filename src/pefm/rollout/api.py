@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.rollout.analysis import Phase
-from pefm.rollout.controller import RolloutController, RolloutError
+from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError
 from pefm.rollout.spec import RolloutSpec
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
@@ -75,12 +75,16 @@ def rollout_json(controller: RolloutController, rollout_id: int, events: bool = 
         "blue_revision": r.blue_revision,
         "green_revision": r.green_revision,
         "green_model_version": r.green_model_version,
+        "blue_model_version": r.blue_model_version,
         "phase": r.state.phase.value,
         "step": r.state.step,
         "weight": r.state.weight,
         "failed_checks": r.state.failed_checks,
+        "routed": r.routed_generation == r.generation,
         "spec": r.spec.to_dict(),
         "updated_at": r.updated_at.isoformat(),
+        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+        "finalized_at": r.finalized_at.isoformat() if r.finalized_at else None,
     }
     if events:
         out["events"] = [{**e, "ts": e["ts"].isoformat()} for e in controller.events(rollout_id)]
@@ -113,8 +117,15 @@ def create_rollout_app(settings: Settings, controller: RolloutController, spec: 
             data = json.loads(body or b"{}")
         except ValueError as exc:
             raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
-        if not isinstance(data, dict) or not isinstance(data.get("green_revision"), str):
-            raise ApiError(422, "invalid rollout", [{"field": "green_revision", "message": "required: a revision"}])
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid rollout", [{"field": "body", "message": "expected a JSON object"}])
+        details = [
+            {"field": name, "message": "expected a non-empty string"}
+            for name in ("green_revision", "service", "model_version")
+            if (name in data or name == "green_revision") and not (isinstance(data.get(name), str) and data[name])
+        ]
+        if details:
+            raise ApiError(422, "invalid rollout", details)
         try:
             rollout_id = await in_database(
                 controller.start,
@@ -123,6 +134,8 @@ def create_rollout_app(settings: Settings, controller: RolloutController, spec: 
                 spec,
                 data.get("model_version"),
             )
+        except RolloutConflict as exc:
+            raise ApiError(409, str(exc), extra={"active_rollout": exc.active_id}) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
         return json_response(await in_database(rollout_json, controller, rollout_id), 201)
@@ -136,6 +149,8 @@ def create_rollout_app(settings: Settings, controller: RolloutController, spec: 
         await in_database(_known, controller, rollout_id, False)
         try:
             await in_database(getattr(controller, action), rollout_id)
+        except RolloutBusy as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
         return json_response(await in_database(rollout_json, controller, rollout_id))
@@ -162,9 +177,11 @@ def _known(controller: RolloutController, rollout_id: int, events: bool) -> dict
 
 
 class ControllerLoop:
-    """Ticks every unfinished rollout when its interval has passed, on a background thread."""
+    """On a background thread: ticks every rollout that needs it (unfinished, or finished but not
+    yet routed or settled) when its interval has passed, and retires revisions left without
+    traffic past the grace period."""
 
-    def __init__(self, controller: RolloutController, every: float = 1.0):
+    def __init__(self, controller: RolloutController, every: float = 0.5):
         self.controller = controller
         self.every = every
         self.stop = threading.Event()
@@ -177,10 +194,11 @@ class ControllerLoop:
     def _run(self) -> None:
         while not self.stop.wait(self.every):
             try:
-                for rollout_id in self.controller.active():
+                for rollout_id in self.controller.pending():
                     if time.monotonic() >= self._due.get(rollout_id, 0):
                         self.controller.tick(rollout_id)
                         interval = self.controller.get(rollout_id).spec.interval_seconds
                         self._due[rollout_id] = time.monotonic() + interval
+                self.controller.sweep()
             except Exception:  # keep the loop alive; the next round retries
                 log.exception("controller loop iteration failed")

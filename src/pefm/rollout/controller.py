@@ -1,35 +1,58 @@
-"""The rollout controller: applies the analysis' decisions and persists every transition.
+"""The rollout controller: applies the analysis' decisions, persists every transition, keeps the
+router and the registry in line with the stored state.
 
-All state is in the ``rollouts`` row; a tick (1) makes the router match the stored weight
-(idempotent, so a crash between saving and routing heals), (2) observes, (3) decides, (4) saves
-the new state and its event in one transaction, (5) routes. A controller killed at any point
-and started again resumes from the row: no step is skipped or repeated. A per-rollout advisory
-lock keeps two controllers from ticking the same rollout at once.
+All state is in the ``rollouts`` row. A tick (1) reconciles: makes the router carry the stored
+desired traffic, (2) observes, (3) decides, (4) saves the new state and its event in one
+transaction, compare-and-set on the row's ``generation`` (a write based on a stale read is
+refused), with the registry settled in that same transaction when the rollout ends, (5) routes
+and records that the router reports it. Every state write and every routing change happens under
+the rollout's write lock, which operator actions take too; a tick holds it only to save and
+route, so an operator's rollback never waits for a slow observation, and a tick that observed
+before the rollback finds its decision refused. A finished rollout keeps both revisions for a
+grace period (rollback after a promotion is one call), then settles on the winner alone and the
+loser's revision is retired. A controller killed at any point resumes from the row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from pefm.forecasting.registry import settle_rollout
 from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State, decide
 from pefm.rollout.providers import MetricsProvider
-from pefm.rollout.router import TrafficRouter, blue_green, serving_revision
+from pefm.rollout.router import TrafficRouter, TrafficTarget, blue_green, same_traffic, serving_revision, sole
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 
 log = logging.getLogger(__name__)
 LOCK = "pefm.rollout:"
+_UNFINISHED = "phase NOT IN ('Succeeded', 'Failed', 'RolledBack')"
 
 
 class RolloutError(ValueError):
     """A rollout operation that cannot be done (unknown id, nothing to roll out, ...)."""
+
+
+class RolloutConflict(RolloutError):
+    """The service already has an unfinished rollout."""
+
+    def __init__(self, message: str, active_id: int):
+        super().__init__(message)
+        self.active_id = active_id
+
+
+class RolloutBusy(RolloutError):
+    """The rollout's write lock was not free within the lock timeout."""
 
 
 @dataclass(frozen=True)
@@ -39,47 +62,107 @@ class Rollout:
     blue_revision: str
     green_revision: str
     green_model_version: str | None
+    blue_model_version: str | None
     spec: RolloutSpec
     state: State
+    generation: int
+    routed_generation: int
     step_started_at: datetime
     created_at: datetime
     updated_at: datetime
+    finished_at: datetime | None
+    finalized_at: datetime | None
+
+    @property
+    def winner(self) -> str:
+        """The revision that keeps the traffic once the rollout is over."""
+        return self.green_revision if self.state.phase is Phase.SUCCEEDED else self.blue_revision
+
+    @property
+    def loser(self) -> str:
+        return self.blue_revision if self.winner == self.green_revision else self.green_revision
+
+    @property
+    def traffic(self) -> list[TrafficTarget]:
+        """The traffic block this rollout wants now."""
+        if self.finalized_at is not None:
+            return sole(self.winner)
+        return blue_green(self.blue_revision, self.green_revision, self.state.weight)
 
 
 class RolloutController:
-    def __init__(self, db: Database, router: TrafficRouter, provider: MetricsProvider, prober: Any):
+    def __init__(
+        self,
+        db: Database,
+        router: TrafficRouter,
+        provider: MetricsProvider,
+        prober: Any,
+        *,
+        grace_seconds: float = 300.0,
+        lock_timeout: float = 30.0,
+    ):
         self.db = db
         self.router = router
         self.provider = provider
         self.prober = prober
+        self.grace_seconds = grace_seconds
+        self.lock_timeout = lock_timeout
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(
         self, service: str, green_revision: str, spec: RolloutSpec, green_model_version: str | None = None
     ) -> int:
-        """Begin moving ``service`` from its serving revision (blue) to ``green_revision``."""
+        """Begin moving ``service`` from its serving revision (blue) to ``green_revision`` at 0%.
+        RolloutConflict when the service already has an unfinished rollout."""
         blue = serving_revision(self.router.traffic(service))
         if blue is None:
             raise RolloutError(f"{service} has no serving revision to roll out from")
         if blue == green_revision:
             raise RolloutError(f"{green_revision} is already serving {service}")
+        green_model_version = green_model_version or self.router.revision_model_version(service, green_revision)
+        blue_model_version = self.router.revision_model_version(service, blue)
         with self.db.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{LOCK}start:{service}",))
+            active = conn.execute(
+                f"SELECT id FROM rollouts WHERE service = %s AND {_UNFINISHED}", (service,)
+            ).fetchone()
+            if active:
+                raise RolloutConflict(f"{service} already has rollout {active[0]} in progress", active[0])
             rollout_id = conn.execute(
-                """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version, spec, phase,
-                                         step, weight) VALUES (%s, %s, %s, %s, %s, %s, -1, 0) RETURNING id""",
-                (service, blue, green_revision, green_model_version, Jsonb(spec.to_dict()), Phase.INITIALIZING.value),
+                """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version,
+                                         blue_model_version, spec, phase, step, weight)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, -1, 0) RETURNING id""",
+                (
+                    service,
+                    blue,
+                    green_revision,
+                    green_model_version,
+                    blue_model_version,
+                    Jsonb(spec.to_dict()),
+                    Phase.INITIALIZING.value,
+                ),
             ).fetchone()[0]
-            self._event(conn, rollout_id, "start", State(), f"rollout of {green_revision} (blue: {blue}) started")
-        self.router.set_traffic(service, blue_green(blue, green_revision, 0))
+            for previous, phase, step, weight, failed in conn.execute(
+                """UPDATE rollouts SET finalized_at = now() WHERE service = %s AND id < %s AND finalized_at IS NULL
+                   RETURNING id, phase, step, weight, failed_checks""",
+                (service, rollout_id),
+            ).fetchall():
+                state = State(Phase(phase), step, weight, failed)
+                _event(conn, previous, "superseded", state, f"rollout {rollout_id} took over {service}")
+            _event(
+                conn,
+                rollout_id,
+                "start",
+                State(),
+                f"rollout of {green_revision} ({green_model_version or 'model version unknown'}) from "
+                f"{blue} ({blue_model_version or 'model version unknown'}) started",
+            )
+        self.reconcile(rollout_id)
         return rollout_id
 
     def get(self, rollout_id: int) -> Rollout:
-        with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute("SELECT * FROM rollouts WHERE id = %s", (rollout_id,)).fetchone()
-        if row is None:
-            raise RolloutError(f"no rollout {rollout_id}")
-        state = State(Phase(row.pop("phase")), row.pop("step"), row.pop("weight"), row.pop("failed_checks"))
-        return Rollout(spec=RolloutSpec.from_dict(row.pop("spec")), state=state, **row)
+        with self.db.connection() as conn:
+            return _read(conn, rollout_id)
 
     def events(self, rollout_id: int) -> list[dict[str, Any]]:
         with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -87,37 +170,50 @@ class RolloutController:
                 "SELECT * FROM rollout_events WHERE rollout_id = %s ORDER BY id", (rollout_id,)
             ).fetchall()
 
-    def active(self) -> list[int]:
+    def active(self, service: str | None = None) -> list[int]:
+        """Unfinished rollouts (of ``service``), oldest first."""
         with self.db.connection() as conn:
             rows = conn.execute(
-                "SELECT id FROM rollouts WHERE phase NOT IN ('Succeeded', 'Failed', 'RolledBack') ORDER BY id"
+                f"SELECT id FROM rollouts WHERE {_UNFINISHED} AND (%(s)s::text IS NULL OR service = %(s)s) ORDER BY id",
+                {"s": service},
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def pending(self) -> list[int]:
+        """What the controller loop must tick: unfinished rollouts, and each service's newest
+        finished one until its traffic is routed and its grace period is over."""
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                f"""SELECT id FROM rollouts r
+                    WHERE {_UNFINISHED}
+                       OR ((finalized_at IS NULL OR routed_generation < generation)
+                           AND id = (SELECT max(id) FROM rollouts n WHERE n.service = r.service))
+                    ORDER BY id"""
             ).fetchall()
         return [r[0] for r in rows]
 
     # -- the loop --------------------------------------------------------------------------------
     def tick(self, rollout_id: int) -> Decision | None:
-        """One analysis step; None when another controller holds this rollout right now."""
-        with self.db.connection() as lock_conn:
-            lock_conn.autocommit = True
-            if not lock_conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"{LOCK}{rollout_id}",)
-            ).fetchone()[0]:
-                return None
-            try:
-                return self._tick(rollout_id)
-            finally:
-                lock_conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"{LOCK}{rollout_id}",))
-                lock_conn.autocommit = False
+        """One analysis step; None when another controller is ticking this rollout right now."""
+        with self._lock(f"tick:{rollout_id}", wait=False) as held:
+            return self._tick(rollout_id) if held else None
 
     def _tick(self, rollout_id: int) -> Decision:
-        rollout = self.get(rollout_id)
+        rollout = self.reconcile(rollout_id)
         if rollout.state.phase in TERMINAL:
+            if self._grace_over(rollout):
+                rollout = self._finalize(rollout_id)
             return Decision("hold", rollout.state, f"rollout is {rollout.state.phase.value}")
-        self._route(rollout, rollout.state.weight)
         observations = self._observe(rollout)
         decision = decide(rollout.spec, rollout.state, observations)
-        self._save(rollout, decision, observations)
-        self._route(rollout, decision.state.weight)
+        with self._writing(rollout_id) as conn:
+            saved = self._save(conn, rollout, decision, observations)
+            current = saved or _read(conn, rollout_id)
+            self._route(conn, current)
+        if saved is None:
+            why = f"decision {decision.action!r} discarded: the rollout changed while it was observed"
+            log.info("rollout %s: %s (now %s)", rollout_id, why, current.state.phase.value)
+            return Decision("hold", current.state, why)
         return decision
 
     def run(self, rollout_id: int, stop: threading.Event | None = None, max_ticks: int | None = None) -> State:
@@ -133,6 +229,19 @@ class RolloutController:
                 break
             stop.wait(self.get(rollout_id).spec.interval_seconds)
         return self.get(rollout_id).state
+
+    def reconcile(self, rollout_id: int) -> Rollout:
+        """Make the router carry what the stored state wants (re-read under the write lock)."""
+        with self._writing(rollout_id) as conn:
+            rollout = _read(conn, rollout_id)
+            self._route(conn, rollout)
+            return rollout
+
+    def sweep(self) -> list[str]:
+        """Retire revisions that left their service's traffic block over the grace period ago."""
+        with self.db.connection() as conn:
+            services = [r[0] for r in conn.execute("SELECT DISTINCT service FROM rollouts")]
+        return [r for service in services for r in self.router.retire_unrouted(service, self.grace_seconds)]
 
     # -- operators -------------------------------------------------------------------------------
     def promote(self, rollout_id: int, reason: str = "promoted by an operator") -> State:
@@ -155,13 +264,22 @@ class RolloutController:
         return self._manual(rollout_id, "resume", resumed, reason)
 
     def _manual(self, rollout_id: int, action: str, change, reason: str, allow_terminal: bool = False) -> State:
-        rollout = self.get(rollout_id)
-        if rollout.state.phase in TERMINAL and not (allow_terminal and rollout.state.phase is Phase.SUCCEEDED):
-            raise RolloutError(f"rollout {rollout_id} is already {rollout.state.phase.value}")
-        new = change(rollout.state)
-        self._save(rollout, Decision(action, new, reason), None)
-        self._route(rollout, new.weight)
-        return new
+        with self._writing(rollout_id) as conn:
+            rollout = _read(conn, rollout_id)
+            phase = rollout.state.phase
+            if phase in TERMINAL and rollout.finalized_at is not None:
+                raise RolloutError(
+                    f"rollout {rollout_id} is {phase.value} and settled at {rollout.finalized_at:%Y-%m-%d %H:%M:%S}: "
+                    f"{rollout.loser} no longer runs; start a new rollout instead"
+                )
+            if phase in TERMINAL and not (allow_terminal and phase is Phase.SUCCEEDED):
+                raise RolloutError(f"rollout {rollout_id} is already {phase.value}")
+            saved = self._save(conn, rollout, Decision(action, change(rollout.state), reason), None)
+            try:
+                self._route(conn, saved)
+            except Exception:  # the state is saved; the controller loop keeps routing until it holds
+                log.exception("rollout %s: routing after %s failed; the controller will retry", rollout_id, action)
+        return saved.state
 
     # -- internals -------------------------------------------------------------------------------
     def _observe(self, rollout: Rollout) -> Observations:
@@ -198,46 +316,166 @@ class RolloutController:
             row = conn.execute("SELECT gate_report FROM model_versions WHERE id = %s", (model_version,)).fetchone()
         return None if row is None or row[0] is None else bool(row[0]["passed"])
 
-    def _route(self, rollout: Rollout, weight: int) -> None:
-        wanted = blue_green(rollout.blue_revision, rollout.green_revision, weight)
-        if self.router.traffic(rollout.service) != wanted:
-            self.router.set_traffic(rollout.service, wanted)
+    def _grace_over(self, rollout: Rollout) -> bool:
+        return (
+            rollout.finalized_at is None
+            and rollout.finished_at is not None
+            and datetime.now(UTC) - rollout.finished_at >= timedelta(seconds=self.grace_seconds)
+        )
 
-    def _save(self, rollout: Rollout, decision: Decision, observations: Observations | None) -> None:
+    def _finalize(self, rollout_id: int) -> Rollout:
+        """After the grace period: the winner alone carries the service, the loser is retired."""
+        with self._writing(rollout_id) as conn:
+            rollout = _read(conn, rollout_id)
+            if not self._grace_over(rollout) or not _newest(conn, rollout):
+                return rollout
+            with conn.transaction():
+                conn.execute(
+                    """UPDATE rollouts SET finalized_at = now(), generation = generation + 1, updated_at = now()
+                       WHERE id = %s AND generation = %s""",
+                    (rollout.id, rollout.generation),
+                )
+                _event(
+                    conn,
+                    rollout.id,
+                    "finalize",
+                    rollout.state,
+                    f"{rollout.loser} carried no traffic for {self.grace_seconds:g} s: retired; "
+                    f"{rollout.winner} alone serves {rollout.service}",
+                )
+            rollout = _read(conn, rollout_id)
+            self._route(conn, rollout)
+        self.router.retire(rollout.service, rollout.loser)
+        return rollout
+
+    def _save(
+        self, conn: psycopg.Connection, rollout: Rollout, decision: Decision, observations: Observations | None
+    ) -> Rollout | None:
+        """Write the decision if the row is still the one ``rollout`` was read from (None if not);
+        the registry follows in the same transaction when the rollout ends here."""
         new = decision.state
-        moved = new.weight != rollout.state.weight
-        with self.db.connection() as conn, conn.transaction():
-            conn.execute(
-                """UPDATE rollouts SET phase = %s, step = %s, weight = %s, failed_checks = %s, updated_at = now(),
-                          step_started_at = CASE WHEN %s THEN now() ELSE step_started_at END
-                   WHERE id = %s""",
-                (new.phase.value, new.step, new.weight, new.failed_checks, moved, rollout.id),
-            )
+        changed = new != rollout.state
+        ended = new.phase in TERMINAL and new.phase is not rollout.state.phase
+        reason = decision.reason
+        with conn.transaction():
+            row = conn.execute(
+                """UPDATE rollouts SET phase = %(phase)s, step = %(step)s, weight = %(weight)s,
+                          failed_checks = %(failed)s, updated_at = now(),
+                          generation = generation + %(changed)s::int,
+                          step_started_at = CASE WHEN %(moved)s THEN now() ELSE step_started_at END,
+                          finished_at = CASE WHEN %(ended)s THEN now() ELSE finished_at END
+                   WHERE id = %(id)s AND generation = %(generation)s RETURNING id""",
+                {
+                    "phase": new.phase.value,
+                    "step": new.step,
+                    "weight": new.weight,
+                    "failed": new.failed_checks,
+                    "changed": changed,
+                    "moved": new.weight != rollout.state.weight,
+                    "ended": ended,
+                    "id": rollout.id,
+                    "generation": rollout.generation,
+                },
+            ).fetchone()
+            if row is None:
+                return None
+            if ended:
+                reason += "; " + settle_rollout(
+                    conn,
+                    candidate=rollout.green_model_version,
+                    previous=rollout.blue_model_version,
+                    succeeded=new.phase is Phase.SUCCEEDED,
+                    reason=decision.reason,
+                )
             last = conn.execute(
                 "SELECT action, reason FROM rollout_events WHERE rollout_id = %s ORDER BY id DESC LIMIT 1",
                 (rollout.id,),
             ).fetchone()
-            if decision.action != "wait" or last != (decision.action, decision.reason):  # no repeated waits
-                self._event(conn, rollout.id, decision.action, new, decision.reason, decision.checks, observations)
-        log.info("rollout %s: %s (%s%% green): %s", rollout.id, decision.action, new.weight, decision.reason)
+            if changed or last != (decision.action, reason):  # no repeated waits
+                _event(conn, rollout.id, decision.action, new, reason, decision.checks, observations)
+        log.info("rollout %s: %s (%s%% green): %s", rollout.id, decision.action, new.weight, reason)
+        return _read(conn, rollout.id)
 
-    @staticmethod
-    def _event(conn, rollout_id: int, action: str, state: State, reason: str, checks=None, obs=None) -> None:
-        conn.execute(
-            """INSERT INTO rollout_events (rollout_id, action, phase, step, weight, failed_checks, reason, checks,
-                                           observations) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            (
-                rollout_id,
-                action,
-                state.phase.value,
-                state.step,
-                state.weight,
-                state.failed_checks,
-                reason,
-                Jsonb(checks or []),
-                Jsonb(_observations(obs)),
-            ),
-        )
+    def _route(self, conn: psycopg.Connection, rollout: Rollout) -> None:
+        """Under the write lock: set the router to the rollout's traffic unless it already is, and
+        record the generation the router now reports. A superseded rollout routes nothing."""
+        if not _newest(conn, rollout):
+            return
+        wanted = rollout.traffic
+        if not same_traffic(self.router.traffic(rollout.service), wanted):
+            self.router.set_traffic(rollout.service, wanted)
+            if not same_traffic(self.router.traffic(rollout.service), wanted):
+                raise RuntimeError(f"the router of {rollout.service} does not report the traffic it was given")
+        if rollout.routed_generation != rollout.generation:
+            conn.execute(
+                "UPDATE rollouts SET routed_generation = %s WHERE id = %s AND generation = %s",
+                (rollout.generation, rollout.id, rollout.generation),
+            )
+
+    @contextlib.contextmanager
+    def _writing(self, rollout_id: int) -> Iterator[psycopg.Connection]:
+        """The rollout's write lock, and the (autocommit) connection that holds it."""
+        with self._lock(f"write:{rollout_id}", wait=True, connection=True) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _lock(self, name: str, *, wait: bool, connection: bool = False) -> Iterator[Any]:
+        """A session advisory lock on its own connection: True/False (try) or the connection."""
+        key = f"{LOCK}{name}"
+        with self.db.connection() as conn:
+            conn.autocommit = True
+            try:
+                if wait:
+                    conn.execute(f"SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+                    try:
+                        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+                    except psycopg.errors.LockNotAvailable:
+                        raise RolloutBusy(f"{name}: busy for over {self.lock_timeout:g} s; try again") from None
+                    finally:
+                        conn.execute("RESET lock_timeout")
+                    held = True
+                else:
+                    held = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]
+                try:
+                    yield conn if connection else held
+                finally:
+                    if held:
+                        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            finally:
+                conn.autocommit = False
+
+
+def _read(conn: psycopg.Connection, rollout_id: int) -> Rollout:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM rollouts WHERE id = %s", (rollout_id,)).fetchone()
+    if row is None:
+        raise RolloutError(f"no rollout {rollout_id}")
+    state = State(Phase(row.pop("phase")), row.pop("step"), row.pop("weight"), row.pop("failed_checks"))
+    return Rollout(spec=RolloutSpec.from_dict(row.pop("spec")), state=state, **row)
+
+
+def _newest(conn: psycopg.Connection, rollout: Rollout) -> bool:
+    """Whether this is its service's latest rollout (only that one may steer the service)."""
+    latest = conn.execute("SELECT max(id) FROM rollouts WHERE service = %s", (rollout.service,)).fetchone()[0]
+    return latest == rollout.id
+
+
+def _event(conn, rollout_id: int, action: str, state: State, reason: str, checks=None, obs=None) -> None:
+    conn.execute(
+        """INSERT INTO rollout_events (rollout_id, action, phase, step, weight, failed_checks, reason, checks,
+                                       observations) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            rollout_id,
+            action,
+            state.phase.value,
+            state.step,
+            state.weight,
+            state.failed_checks,
+            reason,
+            Jsonb(checks or []),
+            Jsonb(_observations(obs)),
+        ),
+    )
 
 
 def _observations(obs: Observations | None) -> dict[str, Any]:

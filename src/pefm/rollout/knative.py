@@ -65,6 +65,22 @@ class KnativeRouter:
         self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, service, patch)
         return patch
 
+    def revision_model_version(self, service: str, revision: str) -> str | None:
+        """PEFM_MODEL_VERSION of the Revision's first container; None when it sets none."""
+        body = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "revisions", revision)
+        containers = body.get("spec", {}).get("containers") or [{}]
+        env = {e.get("name"): e.get("value") for e in containers[0].get("env", [])}
+        return env.get("PEFM_MODEL_VERSION")
+
+    def retire(self, service: str, revision: str) -> bool:
+        """Nothing to do: Knative scales a revision without traffic to zero itself, and its
+        revision garbage collector deletes old ones (config-gc)."""
+        return False
+
+    def retire_unrouted(self, service: str, grace_seconds: float) -> list[str]:
+        """Nothing to do (see ``retire``)."""
+        return []
+
     def url(self, service: str) -> str:
         return f"https://{service}.{self.namespace}.{self.domain}"
 

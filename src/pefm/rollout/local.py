@@ -1,11 +1,17 @@
-"""LocalRouter: the TrafficRouter of the embedded runtime (traffic blocks in ``local_traffic``)."""
+"""LocalRouter: the TrafficRouter of the embedded runtime (traffic blocks in ``local_traffic``,
+revisions in ``local_revisions``, both read by the local router processes)."""
 
 from __future__ import annotations
 
+import logging
+
 from psycopg.types.json import Jsonb
 
+from pefm.local.runtime import stop_revision
 from pefm.rollout.router import TrafficTarget
 from pefm.storage.database import Database
+
+log = logging.getLogger(__name__)
 
 
 class LocalRouter:
@@ -20,15 +26,55 @@ class LocalRouter:
         return [TrafficTarget(**t) for t in row[0]] if row else []
 
     def set_traffic(self, service: str, targets: list[TrafficTarget]) -> None:
+        """Replace the block; revisions that leave it are stamped ``unrouted_at`` (their grace
+        period starts), revisions in it are not."""
         total = sum(t.percent for t in targets)
         if total != 100 or any(not 0 <= t.percent <= 100 for t in targets):
             raise ValueError(f"traffic percents must be 0..100 and add up to 100, got {total}")
-        with self.db.connection() as conn:
+        named = [t.revision for t in targets if t.revision and not t.latest]
+        with self.db.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT traffic FROM local_traffic WHERE service = %s FOR UPDATE", (service,)).fetchone()
+            leaving = [t["revision"] for t in (row[0] if row else []) if t.get("revision") not in named]
             conn.execute(
                 """INSERT INTO local_traffic (service, traffic) VALUES (%s, %s)
                    ON CONFLICT (service) DO UPDATE SET traffic = EXCLUDED.traffic, updated_at = now()""",
                 (service, Jsonb([t.to_dict() for t in targets])),
             )
+            conn.execute(
+                """UPDATE local_revisions SET unrouted_at = CASE WHEN revision = ANY(%(named)s) THEN NULL
+                                                            ELSE coalesce(unrouted_at, now()) END
+                   WHERE service = %(service)s AND (revision = ANY(%(named)s) OR revision = ANY(%(leaving)s))""",
+                {"service": service, "named": named, "leaving": leaving},
+            )
+
+    def revision_model_version(self, service: str, revision: str) -> str | None:
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT model_version FROM local_revisions WHERE service = %s AND revision = %s", (service, revision)
+            ).fetchone()
+        return row[0] if row else None
+
+    def retire(self, service: str, revision: str) -> bool:
+        """Stop the revision's process (whoever started it) and forget it."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "DELETE FROM local_revisions WHERE service = %s AND revision = %s RETURNING pid", (service, revision)
+            ).fetchone()
+        stopped = row is not None and stop_revision(row[0], revision)
+        if row is not None:
+            log.info("retired revision %s of %s%s", revision, service, "" if stopped else " (was not running)")
+        return stopped
+
+    def retire_unrouted(self, service: str, grace_seconds: float) -> list[str]:
+        with self.db.connection() as conn:
+            rows = conn.execute(
+                """SELECT revision FROM local_revisions
+                   WHERE service = %s AND unrouted_at < now() - make_interval(secs => %s)""",
+                (service, grace_seconds),
+            ).fetchall()
+        for (revision,) in rows:
+            self.retire(service, revision)
+        return [revision for (revision,) in rows]
 
     def url(self, service: str) -> str:
         return self.router_urls[service]

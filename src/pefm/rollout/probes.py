@@ -14,6 +14,20 @@ from pefm.rollout.router import TrafficRouter
 from pefm.storage.database import Database
 
 SHADOW = {"X-PEFM-Shadow": "1"}  # the functions leave these out of metrics and logs
+MAX_HORIZON = 60  # the inference API's longest horizon
+
+
+def forecast_divergence(blue: list[dict[str, Any]], green: list[dict[str, Any]]) -> float | None:
+    """The largest |green mean - blue mean| over blue's 95% interval width, on the target dates
+    (``ds``) both forecast; None when they share none."""
+    theirs = {row["ds"]: row for row in blue}
+    ratios = [
+        abs(row["mean"] - theirs[row["ds"]]["mean"])
+        / max(theirs[row["ds"]]["hi-95"] - theirs[row["ds"]]["lo-95"], 1e-9)
+        for row in green
+        if row["ds"] in theirs
+    ]
+    return max(ratios) if ratios else None
 
 
 class HttpProber:
@@ -39,10 +53,12 @@ class HttpProber:
         return False
 
     def divergence(self, service: str, revisions: tuple[str, str], since: datetime, samples: int) -> float | None:
-        """Replay up to ``samples`` of the requests the service really served since ``since`` (by
-        either revision) to both blue and green; the largest |green mean - blue mean| over blue's 95%
-        interval width. None when nothing was served (no traffic, nothing to compare). The replays
-        are marked as shadow traffic, so they never count as served requests themselves."""
+        """Replay up to ``samples`` of the request shapes the service really served since ``since``
+        (by either revision) to both blue and green, and score them with ``forecast_divergence``:
+        forecasts are joined on their target date, so a green trained on later data is compared on
+        the dates both forecast (blue is asked far enough ahead to reach green's dates). None when
+        nothing was served or no date is shared. The replays are marked as shadow traffic, so they
+        never count as served requests themselves."""
         with self.db.connection() as conn:
             shapes = conn.execute(
                 """SELECT series_id, max(horizon) FROM predictions
@@ -50,18 +66,22 @@ class HttpProber:
                    GROUP BY series_id ORDER BY max(ts) DESC LIMIT %s""",
                 (list(revisions), since, samples),
             ).fetchall()
-        if not shapes:
-            return None
-        worst = 0.0
+        scores = []
         for series_id, horizon in shapes:
             body = {"series_id": series_id, "horizon": horizon, "levels": [95]}
-            blue, green = (self._rows(self.router.tag_url(service, tag), body) for tag in ("blue", "green"))
+            green = self._rows(self.router.tag_url(service, "green"), body)
+            blue = self._rows(self.router.tag_url(service, "blue"), body)
             if blue is None or green is None:
                 return None
-            for b, g in zip(blue, green, strict=False):
-                width = max(b["hi-95"] - b["lo-95"], 1e-9)
-                worst = max(worst, abs(g["mean"] - b["mean"]) / width)
-        return worst
+            beyond = sum(1 for row in green if row["ds"] > blue[-1]["ds"])
+            if beyond and horizon + beyond <= MAX_HORIZON:  # blue's forecasts must reach green's dates
+                blue = self._rows(self.router.tag_url(service, "blue"), {**body, "horizon": horizon + beyond})
+                if blue is None:
+                    return None
+            score = forecast_divergence(blue, green)
+            if score is not None:
+                scores.append(score)
+        return max(scores) if scores else None
 
     def _rows(self, base: str, body: dict[str, Any]) -> list[dict] | None:
         try:

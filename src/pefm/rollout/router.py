@@ -60,10 +60,21 @@ def blue_green(blue: str, green: str, weight: int) -> list[TrafficTarget]:
     ]
 
 
+def sole(revision: str) -> list[TrafficTarget]:
+    """The traffic block of a service with one revision: all of it, tagged ``blue`` (what ``pefm
+    up`` starts with and what a finished rollout settles into once its grace period is over)."""
+    return [TrafficTarget(revision, 100, "blue")]
+
+
 def serving_revision(traffic: list[TrafficTarget]) -> str | None:
     """The named revision with the most traffic (the one a new rollout starts from)."""
     named = [t for t in traffic if t.revision and not t.latest]
     return max(named, key=lambda t: t.percent).revision if named else None
+
+
+def same_traffic(a: list[TrafficTarget], b: list[TrafficTarget]) -> bool:
+    """Whether two traffic blocks route the same way (order does not matter)."""
+    return sorted(a, key=repr) == sorted(b, key=repr)
 
 
 class TrafficRouter(Protocol):
@@ -74,3 +85,15 @@ class TrafficRouter(Protocol):
     def tag_url(self, service: str, tag: str) -> str: ...
 
     def url(self, service: str) -> str: ...
+
+    def revision_model_version(self, service: str, revision: str) -> str | None:
+        """The model version a revision serves (its PEFM_MODEL_VERSION), None when unknown."""
+        ...
+
+    def retire(self, service: str, revision: str) -> bool:
+        """Stop a revision that carries no traffic; whether anything was stopped."""
+        ...
+
+    def retire_unrouted(self, service: str, grace_seconds: float) -> list[str]:
+        """Stop the revisions that left the service's traffic block over ``grace_seconds`` ago."""
+        ...

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 METRICS = ("success_rate", "p99_latency_ms", "divergence")
+REPOSITORY_SPEC = Path(__file__).resolve().parents[3] / "knative" / "rollout.yaml"
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Check:
 class RolloutSpec:
     """How traffic moves from blue to green and what must hold at each step."""
 
-    service: str = "pefm-inference"
+    service: str = "inference"
+    """The PEFM service rolled out (its Knative Service is ``knative_service(service)``)."""
     steps: tuple[int, ...] = (10, 25, 50, 100)
     interval_seconds: float = 30.0
     threshold: int = 2
@@ -83,6 +85,15 @@ class RolloutSpec:
     @classmethod
     def load(cls, path: Path) -> RolloutSpec:
         return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+    @classmethod
+    def configured(cls, path: Path | None = None) -> RolloutSpec:
+        """The spec in ``path``, else PEFM_ROLLOUT_SPEC, else the repository's knative/rollout.yaml
+        (wherever the command runs from), else the defaults."""
+        from pefm.config import get_settings
+
+        path = path or get_settings().rollout_spec or (REPOSITORY_SPEC if REPOSITORY_SPEC.is_file() else None)
+        return cls.load(path) if path else cls()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

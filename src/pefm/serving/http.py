@@ -34,19 +34,21 @@ class ApiError(Exception):
         error: str,
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ):
         super().__init__(error)
         self.status = status
         self.error = error
         self.details = details or []
         self.headers = headers or {}
+        self.extra = extra or {}
 
     @classmethod
     def invalid(cls, exc: ValidationError, status: int = 422) -> ApiError:
         return cls(status, exc.message, [i.to_dict() for i in exc.details])
 
     def response(self) -> Response:
-        return json_response({"error": self.error, "details": self.details}, self.status, self.headers)
+        return json_response({"error": self.error, "details": self.details, **self.extra}, self.status, self.headers)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
