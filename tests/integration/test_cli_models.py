@@ -27,9 +27,9 @@ def test_train_backtest_gate_on_the_real_panel(cli_env, tmp_path):
     serving_id = version_of(served.stdout)
     assert run(cli_env, "models", "promote", serving_id).returncode == 0
 
-    candidate = run(cli_env, "train", "--model", "naive", *SERIES, "--windows", "8")
+    candidate = run(cli_env, "train", "--model", "mean", *SERIES, "--windows", "8")
     candidate_id = version_of(candidate.stdout)
-    again = run(cli_env, "backtest", "--version", candidate_id, "--windows", "8")
+    again = run(cli_env, "backtest", "--version", candidate_id, "--windows", "24")
     assert again.returncode == 0, again.stderr
     assert f"stored the backtest with {candidate_id}" in again.stdout
 
@@ -37,18 +37,24 @@ def test_train_backtest_gate_on_the_real_panel(cli_env, tmp_path):
     judged = run(cli_env, "gate", "--candidate", candidate_id, "--json", str(report_path))
     report = json.loads(report_path.read_text())
     assert report["candidate"] == candidate_id and report["serving"] == serving_id
-    # naive is much worse than AR on unemployment: the RMSE gate must fail, and say why
-    assert judged.returncode == 1
-    assert any(f.startswith("unemp: rmse") for f in report["failures"])
-    assert "gates failed" in judged.stdout
+    # both on the same windows: the candidate's 24 cutoffs (the serving model's stored backtest
+    # has 8, so it is backtested again on the candidate's)
+    assert len(report["windows"]["cutoffs"]) == 24
+    assert report["windows"]["serving_backtest"] == "re-run on the candidate's windows"
+    # the historical mean is far worse than AR on unemployment: the accuracy gate fails, with its test
+    assert judged.returncode == 1, judged.stdout + judged.stderr
+    [unemp] = [c for c in report["checks"] if c["series_id"] == "unemp" and c["test"] == "diebold-mariano"]
+    assert not unemp["passed"] and unemp["statistic"] > 0 and unemp["p_adjusted"] <= 0.05
+    assert any(f.startswith("unemp h=1 (n=24): RMSE") for f in report["failures"])
+    assert "gates failed" in judged.stdout and "DM-HLN" not in judged.stderr
 
     self_check = run(cli_env, "gate", "--candidate", serving_id, "--serving", serving_id)
-    assert "skipped rmse no worse than 2%: no serving model to compare with" in self_check.stdout
+    assert "no serving model to compare with" in self_check.stdout
 
     listing = run(cli_env, "models", "list")
     assert candidate_id in listing.stdout and "FAIL" in listing.stdout
     shown = run(cli_env, "models", "show", candidate_id)
-    assert "gates            failed:" in shown.stdout and "unemp: rmse" in shown.stdout
+    assert "gates            failed:" in shown.stdout and "unemp h=1" in shown.stdout
 
     drift = run(cli_env, "drift", "check")  # the promoted AR model is serving
     assert drift.returncode == 0, drift.stderr

@@ -1,56 +1,183 @@
+"""The validation gates on synthetic backtests whose truth is known: an indistinguishable candidate
+passes (also over a whole panel), a significantly worse one fails with its test statistic and
+p-value, backtests of other windows or other data are refused, and the policy file is checked."""
+
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from pefm.forecasting.gates import PolicyError, evaluate, load_policy
+from pefm.forecasting.gates import MismatchedBacktests, PolicyError, evaluate, load_policy, with_steps
 
-SERVING = {
-    "realgdp": {"rmse": 2.0, "coverage-95": 0.95},
-    "sp500": {"rmse": 1.0, "sharpe": 0.5, "coverage-95": 0.94},
-}
+SERIES = ["realgdp", "unemp", "infl"]
 
 
-def test_an_equal_candidate_passes():
-    report = evaluate(load_policy(), SERVING, SERVING, candidate_id="b", serving_id="a")
-    assert report["passed"] is True
-    assert report["failures"] == []
-    assert {c["rule"] for c in report["checks"]} == {
-        "rmse no worse than 2%",
-        "sharpe no more than 0.1 below",
-        "95% intervals cover 80-100%",
-    }
+def backtest(rng, truth: dict[str, np.ndarray], noise: float | dict[str, float], cutoffs=None, h: int = 1):
+    """Backtest rows of a model whose h-step forecasts miss the truth by N(0, noise^2), with
+    95% intervals of the matching width (so they cover about 95%)."""
+    rows = []
+    for series_id, y in truth.items():
+        sd = noise[series_id] if isinstance(noise, dict) else noise
+        dates = pd.date_range("1990-01-01", periods=len(y) + h, freq="D")
+        for i, cutoff in enumerate(cutoffs if cutoffs is not None else dates[: len(y) - h + 1]):
+            for k in range(h):
+                position = min(i + k, len(y) - 1)
+                mean = y[position] + rng.normal(0, sd)
+                rows.append(
+                    {
+                        "series_id": series_id,
+                        "cutoff": cutoff,
+                        "ds": dates[position + 1],
+                        "y": y[position],
+                        "mean": mean,
+                        "lo-95": mean - 1.96 * sd,
+                        "hi-95": mean + 1.96 * sd,
+                    }
+                )
+    return with_steps(pd.DataFrame(rows))
 
 
-def test_a_worse_candidate_fails_with_a_readable_reason():
-    worse = {
-        "realgdp": {"rmse": 2.2, "coverage-95": 0.95},
-        "sp500": {"rmse": 1.0, "sharpe": 0.3, "coverage-95": 0.6},
-    }
-    report = evaluate(load_policy(), worse, SERVING, candidate_id="b", serving_id="a")
+def truth(rng, series=SERIES, n=40):
+    return {s: rng.normal(0, 3, n) for s in series}
+
+
+def test_an_indistinguishable_candidate_passes():
+    rng = np.random.default_rng(1)
+    y = truth(rng)
+    report = evaluate(load_policy(), backtest(rng, y, 1.0), backtest(rng, y, 1.0), candidate_id="b", serving_id="a")
+    assert report["passed"] is True, report["failures"]
+    dm = [c for c in report["checks"] if c["test"] == "diebold-mariano"]
+    assert {c["series_id"] for c in dm} == set(SERIES)
+    assert all(c["n"] == 40 and c["statistic"] is not None and 0 <= c["p_value"] <= 1 for c in dm)
+    assert len(report["windows"]["cutoffs"]) == 40 and report["windows"]["h"] == 1
+
+
+def test_indistinguishable_candidates_are_blocked_in_at_most_alpha_of_panels():
+    """Holm over the panel: 200 panels of 8 series, candidate and serving equally good; a rule that
+    tested each series at 5% would block about 1 - 0.95^8 = 34% of them."""
+    rng = np.random.default_rng(7)
+    rules = [r for r in load_policy() if r.test == "diebold-mariano"]
+    series = [f"s{i}" for i in range(8)]
+    blocked = 0
+    for _ in range(200):
+        y = truth(rng, series)
+        blocked += not evaluate(rules, backtest(rng, y, 1.0), backtest(rng, y, 1.0))["passed"]
+    assert blocked / 200 <= 0.05, blocked
+
+
+def test_a_significantly_worse_candidate_fails_with_its_statistic_and_p_value():
+    rng = np.random.default_rng(2)
+    y = truth(rng)
+    worse = {"realgdp": 2.5, "unemp": 1.0, "infl": 1.0}  # twice and a half the serving model's error on gdp
+    report = evaluate(load_policy(), backtest(rng, y, worse), backtest(rng, y, 1.0), candidate_id="b", serving_id="a")
     assert report["passed"] is False
-    assert report["failures"] == [
-        "realgdp: rmse 2.2 (serving 2) fails: <= 1.02 x serving = 2.04",
-        "sp500: sharpe 0.3 (serving 0.5) fails: >= serving -0.1 = 0.4",
-        "sp500: coverage-95 0.6 (serving 0.94) fails: in [0.8, 1]",
-    ]
+    failures = [c for c in report["checks"] if not c["passed"]]
+    assert {(c["series_id"], c["test"]) for c in failures} == {
+        ("realgdp", "diebold-mariano"),
+        ("realgdp", "interval-score"),  # its intervals are honest, but 2.5 times as wide
+    }
+    [failure] = [c for c in failures if c["test"] == "diebold-mariano"]
+    assert failure["statistic"] > 2 and failure["p_adjusted"] <= 0.05 and failure["candidate"] > failure["serving"]
+    assert report["failures"][0].startswith("realgdp h=1 (n=40): RMSE")
+    assert "DM-HLN t=" in report["failures"][0] and "significantly worse" in report["failures"][0]
 
 
-def test_without_a_serving_model_only_absolute_rules_apply():
-    report = evaluate(load_policy(), SERVING, None)
-    assert report["passed"] is True
-    assert {c["metric"] for c in report["checks"]} == {"coverage-95"}
+def test_a_slightly_worse_candidate_within_the_tolerance_passes(tmp_path: Path):
+    """Significance alone does not block: the loss must also exceed the tolerance."""
+    rng = np.random.default_rng(3)
+    y = {"realgdp": rng.normal(0, 3, 1500)}
+    serving = backtest(rng, y, 1.0)
+    candidate = serving.assign(mean=serving["mean"] + 0.1)  # 0.5% worse, but on 1500 windows
+    policy = tmp_path / "gates.toml"
+    policy.write_text('[[rule]]\ntest = "diebold-mariano"\ntolerance = 0.02\n')
+    [check] = evaluate(load_policy(policy), candidate, serving)["checks"]
+    assert check["p_adjusted"] <= 0.05 and check["passed"] and "tolerance" in check["reason"]
+    policy.write_text('[[rule]]\ntest = "diebold-mariano"\ntolerance = 0\n')
+    [check] = evaluate(load_policy(policy), candidate, serving)["checks"]
+    assert not check["passed"]
+
+
+def test_multi_step_backtests_are_tested_per_step():
+    rng = np.random.default_rng(4)
+    y = truth(rng, ["realgdp"])
+    report = evaluate(load_policy(), backtest(rng, y, 1.0, h=3), backtest(rng, y, 1.0, h=3))
+    steps = sorted(c["step"] for c in report["checks"] if c["test"] == "diebold-mariano")
+    assert steps == [1, 2, 3] and report["windows"]["h"] == 3
+
+
+def test_backtests_on_other_cutoffs_or_other_data_are_refused():
+    rng = np.random.default_rng(5)
+    y = truth(rng)
+    candidate = backtest(rng, y, 1.0)
+    shifted = candidate.assign(
+        cutoff=candidate["cutoff"] + pd.offsets.QuarterBegin(), ds=candidate["ds"] + pd.offsets.QuarterBegin()
+    )
+    with pytest.raises(MismatchedBacktests, match="different windows"):
+        evaluate(load_policy(), candidate, shifted)
+    fewer = candidate[candidate["cutoff"] > candidate["cutoff"].min()]
+    with pytest.raises(MismatchedBacktests, match="only the candidate's"):
+        evaluate(load_policy(), candidate, fewer)
+    revised = candidate.assign(y=candidate["y"] + (candidate["series_id"] == "infl") * 0.25)
+    with pytest.raises(MismatchedBacktests, match="different data"):
+        evaluate(load_policy(), candidate, revised)
+
+
+def test_the_sharpe_rule_compares_the_strategies_on_the_same_days():
+    rng = np.random.default_rng(6)
+    returns = {"sp500": rng.standard_t(4, 500)}
+    serving = backtest(rng, returns, 0.5)  # knows the sign of most days
+    same = backtest(rng, returns, 0.5)
+    blind = backtest(rng, returns, 50.0)  # a coin flip
+    rules = [r for r in load_policy() if r.test == "sharpe"]
+    assert evaluate(rules, same, serving, returns={"sp500"})["passed"]
+    report = evaluate(rules, blind, serving, returns={"sp500"})
+    [check] = report["checks"]
+    assert not check["passed"] and check["statistic"] < 0 and "JK-Memmel" in check["reason"]
+    assert evaluate(rules, blind, serving)["skipped"][0]["reason"] == "no return series among the compared ones"
+
+
+def test_intervals_worse_than_the_serving_models_fail_the_interval_score_rule():
+    rng = np.random.default_rng(8)
+    y = truth(rng)
+    serving, candidate = backtest(rng, y, 1.0), backtest(rng, y, 1.0)
+    rules = [r for r in load_policy() if r.test == "interval-score"]
+    assert evaluate(rules, candidate, serving)["passed"]
+    narrow = candidate.assign(**{"lo-95": candidate["mean"] - 0.3, "hi-95": candidate["mean"] + 0.3})
+    report = evaluate(rules, narrow, serving)
+    assert not report["passed"] and all(c["candidate"] > c["serving"] for c in report["checks"])
+    assert "95% interval score" in report["failures"][0]
+
+
+def test_the_optional_coverage_rule_is_an_exact_binomial_test(tmp_path: Path):
+    rng = np.random.default_rng(8)
+    candidate = backtest(rng, truth(rng), 1.0)
+    policy = tmp_path / "gates.toml"
+    policy.write_text('[[rule]]\ntest = "coverage"\nlevel = 95\n')
+    assert evaluate(load_policy(policy), candidate, None)["passed"]  # needs no serving model
+    narrow = candidate.assign(**{"lo-95": candidate["mean"] - 0.5, "hi-95": candidate["mean"] + 0.5})
+    report = evaluate(load_policy(policy), narrow, None)
+    assert not report["passed"] and all(c["candidate"] < 0.6 for c in report["checks"])
+
+
+def test_without_a_serving_model_the_comparisons_are_skipped():
+    rng = np.random.default_rng(9)
+    report = evaluate(load_policy(), backtest(rng, truth(rng), 1.0), None)
+    assert report["passed"] is True and report["checks"] == []
     assert {s["reason"] for s in report["skipped"]} == {"no serving model to compare with"}
 
 
 def test_policy_files_are_validated_naming_the_rule(tmp_path: Path):
     bad = tmp_path / "gates.toml"
     bad.write_text('[[rule]]\nmetric = "rmse"\nrelative = "ratio"\n')
-    with pytest.raises(PolicyError, match="rule 1: a ratio rule needs max"):
+    with pytest.raises(PolicyError, match="rule 1: test must be one of"):
         load_policy(bad)
-    bad.write_text('[[rule]]\nmetric = "rmse"\nmax = 1\ncolour = "red"\n')
-    with pytest.raises(PolicyError, match="unknown field"):
+    bad.write_text('[[rule]]\ntest = "coverage"\nalpha = 0.05\ntolerance = 0.1\n')
+    with pytest.raises(PolicyError, match=r"unknown field\(s\) for a coverage rule: \['tolerance'\]"):
         load_policy(bad)
-    custom = tmp_path / "strict.toml"
-    custom.write_text('[[rule]]\nname = "tight"\nmetric = "rmse"\nrelative = "ratio"\nmax = 0.9\n')
-    report = evaluate(load_policy(custom), SERVING, SERVING)
-    assert report["passed"] is False
+    bad.write_text('[[rule]]\ntest = "diebold-mariano"\nalpha = 2\n')
+    with pytest.raises(PolicyError, match="alpha must be in"):
+        load_policy(bad)
+    bad.write_text('[[rule]]\ntest = "coverage"\nlevel = "95"\n')
+    with pytest.raises(PolicyError, match="level must be a number"):
+        load_policy(bad)

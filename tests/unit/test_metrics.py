@@ -6,13 +6,16 @@ from scipy import stats
 from pefm.forecasting.metrics import (
     buy_and_hold_sharpe,
     coverage,
+    coverage_test,
     diebold_mariano,
     directional_accuracy,
+    holm,
     interval_metrics,
     mae,
     mase,
     point_metrics,
     rmse,
+    sharpe_difference,
     sharpe_ratio,
     sign_accuracy,
     sign_strategy_sharpe,
@@ -169,6 +172,46 @@ def test_diebold_mariano_h1_equals_one_sample_t_test_on_loss_differential():
 
 def test_diebold_mariano_identical_forecasts():
     assert diebold_mariano([1, 2, 3], [1, 1, 1], [1, 1, 1]) == (0.0, 1.0)
+    assert diebold_mariano([1, 2, 3], [1, 1, 1], [1, 1, 1], alternative="greater") == (0.0, 1.0)
+
+
+def test_diebold_mariano_one_sided_p_values_split_the_two_sided_one():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=60)
+    worse, better = y + 1.4 * rng.normal(size=60), y + rng.normal(size=60)
+    stat, two_sided = diebold_mariano(y, worse, better)
+    _, greater = diebold_mariano(y, worse, better, alternative="greater")
+    _, less = diebold_mariano(y, worse, better, alternative="less")
+    assert stat > 0 and greater == pytest.approx(two_sided / 2) and less == pytest.approx(1 - two_sided / 2)
+    assert diebold_mariano([1, 2, 3, 4], [2, 3, 4, 5], [1, 2, 3, 4], alternative="greater") == (np.inf, 0.0)
+
+
+def test_sharpe_difference_matches_memmels_formula_and_is_symmetric():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.1, 1, 250), rng.normal(0.0, 1, 250)
+    z, p = sharpe_difference(a, b)
+    sa, sb = a.mean() / a.std(ddof=1), b.mean() / b.std(ddof=1)
+    rho = np.corrcoef(a, b)[0, 1]
+    variance = (2 - 2 * rho + 0.5 * (sa**2 + sb**2 - 2 * sa * sb * rho**2)) / 250
+    assert z == pytest.approx((sa - sb) / np.sqrt(variance))
+    assert p == pytest.approx(2 * stats.norm.sf(abs(z)))
+    assert sharpe_difference(b, a)[0] == pytest.approx(-z)
+    assert sharpe_difference(a, a) == (0.0, 1.0)
+    # strongly correlated strategies: a small Sharpe gap is significant (one-sided)
+    c = a - 0.02
+    assert sharpe_difference(c, a, alternative="less")[1] < 1e-6
+
+
+def test_coverage_test_is_the_exact_binomial_tail():
+    assert coverage_test(38, 40, 95) == pytest.approx(stats.binom.cdf(38, 40, 0.95))
+    assert coverage_test(40, 40, 95) == pytest.approx(1.0)
+    assert coverage_test(20, 40, 95) < 1e-10
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    adjusted = holm([0.01, 0.04, 0.03, 0.5])
+    assert adjusted.tolist() == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([]).size == 0 and holm([0.9, 0.8]).tolist() == [1.0, 1.0]
 
 
 def test_point_metrics_reports_smape_only_away_from_zero():
@@ -196,6 +239,9 @@ def test_point_metrics_reports_smape_only_away_from_zero():
         (sharpe_ratio, ([1.0],), "at least 2"),
         (diebold_mariano, ([1, 2, 3], [1, 2], [1, 2, 3]), "length mismatch"),
         (diebold_mariano, ([1, 2, 3], [1, 2, 3], [1, 2, 4], 0), "h must be"),
+        (diebold_mariano, ([1, 2, 3], [1, 2, 3], [1, 2, 4], 1, "worse"), "alternative"),
+        (sharpe_difference, ([1, 2], [1, 2]), "at least 3"),
+        (coverage_test, (5, 4, 95), "inside"),
         (mase, ([1, 2], [1, 2], [np.nan, 1, 2]), "NaN"),
         (stays_away_from_zero, ([],), "empty"),
     ],

@@ -122,48 +122,72 @@ def gate(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report here")] = None,
 ) -> None:
-    """Judge a candidate's backtest against the gate policy and the serving model; exit 1 on failure."""
+    """Judge a candidate against the serving model on the same backtest windows (the serving model
+    is backtested again on the candidate's windows when needed); exit 1 on failure."""
     from pefm.config import get_settings
-    from pefm.forecasting.gates import evaluate, load_policy
-    from pefm.storage.model_versions import get_version, serving_for, set_gate_report
+    from pefm.forecasting.gating import gate_candidate
+    from pefm.forecasting.registry import serving_version
+    from pefm.storage.model_versions import get_version
 
     with open_db() as db, db.connection() as conn:
         cand = get_version(conn, candidate)
-        serv = get_version(conn, serving) if serving else serving_for(conn, cand.series_ids)
-        if serv is not None and serv.id == cand.id:
-            serv = None
-        if not cand.backtest:
-            raise ValueError(f"{cand.id} has no backtest: run pefm backtest --version {cand.id}")
-        rules = load_policy(policy or get_settings().gate_policy)
-        report = evaluate(
-            rules,
-            cand.backtest["metrics"],
-            serv.backtest["metrics"] if serv and serv.backtest else None,
-            candidate_id=cand.id,
-            serving_id=serv.id if serv else None,
-        )
-        set_gate_report(conn, cand.id, report)
-    table = Table("rule", "series", "candidate", "serving", "threshold", "result", title=f"gates: {cand.id}")
-    for c in report["checks"]:
-        table.add_row(
-            c["rule"],
-            c["series_id"],
-            f"{c['candidate']:.4g}",
-            "-" if c["serving"] is None else f"{c['serving']:.4g}",
-            c["threshold"],
-            "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
-        )
-    console.print(table)
-    for s in report["skipped"]:
-        console.print(f"skipped {s['rule']}: {s['reason']}")
+        serv = get_version(conn, serving) if serving else serving_version(conn, cand.series_ids)
+        with progress_bar() as progress:
+            task = progress.add_task(f"serving {serv.family if serv else '-'} on the candidate's windows", total=None)
+            report = gate_candidate(
+                conn,
+                cand,
+                serv,
+                policy=policy or get_settings().gate_policy,
+                on_window=_advance(progress, task, serv.family if serv else ""),
+            )
+    print_gate_report(report)
     text = json.dumps(report, indent=2, default=str)
     if json_out:
         json_out.write_text(text)
-    console.print_json(text)
     if not report["passed"]:
         console.print(f"[red]gates failed[/red] ({len(report['failures'])} checks)")
         raise typer.Exit(1)
     console.print("[green]gates passed[/green]")
+
+
+def print_gate_report(report: dict) -> None:
+    """The gate report as a table: every check with its test statistic and p-values."""
+    table = Table(
+        "rule",
+        "series",
+        "h",
+        "n",
+        "candidate",
+        "serving",
+        "statistic",
+        "p",
+        "p (Holm)",
+        "result",
+        title=f"gates: {report['candidate']} vs {report['serving'] or 'no serving model'}",
+    )
+    for c in report["checks"]:
+        table.add_row(
+            c["rule"],
+            c["series_id"],
+            str(c["step"]),
+            str(c["n"]),
+            f"{c['candidate']:.4g}",
+            "-" if c["serving"] is None else f"{c['serving']:.4g}",
+            "-" if c["statistic"] is None else f"{c['statistic']:.3g}",
+            f"{c['p_value']:.3g}",
+            f"{c['p_adjusted']:.3g}",
+            "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
+        )
+    console.print(table)
+    w = report["windows"]
+    console.print(
+        f"windows: {len(w['cutoffs'])} cutoffs {w['cutoffs'][0]}..{w['cutoffs'][-1]}, h={w['h']}; serving backtest: "
+        f"{w.get('serving_backtest') or 'none'}",
+        highlight=False,
+    )
+    for s in report["skipped"]:
+        console.print(f"skipped {s['rule']}{' for ' + s['series_id'] if 'series_id' in s else ''}: {s['reason']}")
 
 
 @models_app.command("list")

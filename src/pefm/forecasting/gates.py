@@ -1,63 +1,58 @@
-"""Validation gates: a declarative policy judged on backtest metrics, candidate vs serving.
+"""Validation gates: a declarative policy of statistical tests, candidate vs serving model, on the
+SAME backtest windows.
 
-The policy is a TOML file of rules (see gates.toml beside this module). The verdict is a report
-(JSON-ready dict) listing every check with its values, threshold and a readable reason; the
-candidate passes when no check fails.
+The policy is a TOML file of rules (see gates.toml beside this module). Each rule is a test run
+per series and forecast step, with its p-values Holm-adjusted over all the series and steps it
+covers (the chance that an indistinguishable candidate is blocked by a rule stays at its alpha
+for the whole panel). A candidate is compared with the serving model only on identical windows:
+the same series, cutoffs and target dates, scored against the same actual values (so the same
+data vintage); anything else is refused with ``MismatchedBacktests``. The verdict is a JSON-ready
+report of every check with its statistic, p-values and reason, and the windows used.
 """
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from pefm.forecasting import metrics
+
 DEFAULT_POLICY = Path(__file__).with_name("gates.toml")
-Metrics = dict[str, dict[str, float]]  # series_id -> metric -> value
+TESTS = {
+    "diebold-mariano": {"alpha", "tolerance"},
+    "interval-score": {"alpha", "tolerance", "level"},
+    "sharpe": {"alpha", "cost"},
+    "coverage": {"alpha", "level"},
+}
+RELATIVE = {"diebold-mariano", "interval-score", "sharpe"}
+KEYS = ["series_id", "cutoff", "ds"]
 
 
 class PolicyError(ValueError):
     """The gate policy file is malformed; the message names the rule and field."""
 
 
+class MismatchedBacktests(ValueError):
+    """The candidate's and the serving model's backtests do not cover the same windows or data."""
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
-    metric: str
-    relative: str | None = None
-    min: float | None = None
-    max: float | None = None
-
-    def check(self, series_id: str, candidate: float, serving: float | None) -> dict[str, Any] | None:
-        """One check for one series, or None when it does not apply (no serving to compare with)."""
-        if self.relative and serving is None:
-            return None
-        if self.relative == "ratio":
-            limit = serving * self.max
-            passed = candidate <= limit
-            threshold = f"<= {self.max:g} x serving = {limit:.4g}"
-        elif self.relative == "difference":
-            limit = serving + self.min
-            passed = candidate >= limit
-            threshold = f">= serving {self.min:+g} = {limit:.4g}"
-        else:
-            lo = -math.inf if self.min is None else self.min
-            hi = math.inf if self.max is None else self.max
-            passed = lo <= candidate <= hi
-            threshold = f"in [{lo:g}, {hi:g}]"
-        verdict = "passes" if passed else "fails"
-        against = f" (serving {serving:.4g})" if serving is not None else ""
-        return {
-            "rule": self.name,
-            "series_id": series_id,
-            "metric": self.metric,
-            "candidate": candidate,
-            "serving": serving,
-            "threshold": threshold,
-            "passed": bool(passed),
-            "reason": f"{series_id}: {self.metric} {candidate:.4g}{against} {verdict}: {threshold}",
-        }
+    test: str
+    alpha: float = 0.05
+    tolerance: float = 0.0
+    """diebold-mariano, interval-score: block only when the candidate's loss (RMSE, mean interval
+    score) is also over (1 + tolerance) x serving's."""
+    level: int = 95
+    """coverage, interval-score: the interval level tested."""
+    cost: float = 0.05
+    """sharpe: trading cost per unit of turnover, in the return series' units (percent: 5 bp)."""
 
 
 def load_policy(path: Path | None = None) -> list[Rule]:
@@ -70,71 +65,99 @@ def load_policy(path: Path | None = None) -> list[Rule]:
     rules = []
     for i, raw in enumerate(data.get("rule", []), start=1):
         where = f"{path}: rule {i}"
-        unknown = set(raw) - {"name", "metric", "relative", "min", "max"}
+        test = raw.get("test")
+        if test not in TESTS:
+            raise PolicyError(f"{where}: test must be one of {', '.join(TESTS)}, not {test!r}")
+        unknown = set(raw) - {"name", "test"} - TESTS[test]
         if unknown:
-            raise PolicyError(f"{where}: unknown field(s) {sorted(unknown)}")
-        if "metric" not in raw:
-            raise PolicyError(f"{where}: needs a metric")
-        relative = raw.get("relative")
-        if relative not in (None, "ratio", "difference"):
-            raise PolicyError(f"{where}: relative must be 'ratio' or 'difference', not {relative!r}")
-        if relative == "ratio" and "max" not in raw:
-            raise PolicyError(f"{where}: a ratio rule needs max")
-        if relative == "difference" and "min" not in raw:
-            raise PolicyError(f"{where}: a difference rule needs min")
-        if relative is None and "min" not in raw and "max" not in raw:
-            raise PolicyError(f"{where}: needs min or max")
-        rules.append(
-            Rule(
-                name=raw.get("name", raw["metric"]),
-                metric=raw["metric"],
-                relative=relative,
-                min=raw.get("min"),
-                max=raw.get("max"),
-            )
-        )
+            raise PolicyError(f"{where}: unknown field(s) for a {test} rule: {sorted(unknown)}")
+        for name in sorted(set(raw) & TESTS[test]):
+            if isinstance(raw[name], bool) or not isinstance(raw[name], int | float):
+                raise PolicyError(f"{where}: {name} must be a number")
+        alpha = raw.get("alpha", 0.05)
+        if not 0 < alpha < 1:
+            raise PolicyError(f"{where}: alpha must be in (0, 1)")
+        if raw.get("tolerance", 0) < 0 or raw.get("cost", 0) < 0:
+            raise PolicyError(f"{where}: tolerance and cost must not be negative")
+        if "level" in TESTS[test] and not (isinstance(raw.get("level", 95), int) and 0 < raw.get("level", 95) < 100):
+            raise PolicyError(f"{where}: level must be an integer percent in 1..99")
+        rules.append(Rule(name=raw.get("name", test), **{k: v for k, v in raw.items() if k != "name"}))
     if not rules:
         raise PolicyError(f"{path}: no [[rule]] in the policy")
     return rules
 
 
+def backtest_frame(backtest: dict[str, Any]) -> pd.DataFrame:
+    """A stored backtest's forecasts (the registry's ``backtest["forecasts"]``) as one frame with
+    ``series_id, cutoff, ds, step, y, mean, lo-L, hi-L``; rows without an actual value dropped."""
+    frames = [pd.DataFrame(rows).assign(series_id=s) for s, rows in (backtest.get("forecasts") or {}).items()]
+    if not frames:
+        raise MismatchedBacktests("the backtest stores no forecasts to compare")
+    return with_steps(pd.concat(frames, ignore_index=True))
+
+
+def with_steps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Backtest rows with parsed dates, a 1-based ``step`` per (series, cutoff), and no missing ``y``."""
+    frame = frame.assign(cutoff=pd.to_datetime(frame["cutoff"]), ds=pd.to_datetime(frame["ds"]))
+    frame = frame.dropna(subset=["y", "mean"]).sort_values(KEYS, ignore_index=True)
+    return frame.assign(step=frame.groupby(["series_id", "cutoff"]).cumcount() + 1)
+
+
+def paired(candidate: pd.DataFrame, serving: pd.DataFrame) -> pd.DataFrame:
+    """Candidate and serving rows joined on (series, cutoff, target date) for the series both
+    forecast: ``mean_c``, ``mean_s`` beside the shared ``y``. MismatchedBacktests when a shared
+    series has windows one side lacks, or the two score against different actual values."""
+    shared = sorted(set(candidate["series_id"]) & set(serving["series_id"]))
+    c = candidate[candidate["series_id"].isin(shared)]
+    s = serving[serving["series_id"].isin(shared)]
+    joined = c.merge(s, on=KEYS, how="outer", suffixes=("_c", "_s"), indicator=True)
+    lonely = joined[joined["_merge"] != "both"]
+    if len(lonely):
+        first = lonely.iloc[0]
+        side = "candidate" if first["_merge"] == "left_only" else "serving model"
+        raise MismatchedBacktests(
+            f"the backtests cover different windows: {len(lonely)} forecast(s) only one side has, first "
+            f"{first['series_id']} cutoff {first['cutoff']:%Y-%m-%d} target {first['ds']:%Y-%m-%d} "
+            f"(only the {side}'s)"
+        )
+    differ = ~np.isclose(joined["y_c"], joined["y_s"], rtol=1e-9, atol=1e-12)
+    if differ.any():
+        first = joined[differ].iloc[0]
+        raise MismatchedBacktests(
+            f"the backtests score against different data (another vintage?): {int(differ.sum())} actual(s) differ,"
+            f" first {first['series_id']} at {first['ds']:%Y-%m-%d}: {first['y_c']:.6g} vs {first['y_s']:.6g}"
+        )
+    return joined.rename(columns={"y_c": "y", "step_c": "step"}).drop(columns=["y_s", "step_s", "_merge"])
+
+
 def evaluate(
     rules: list[Rule],
-    candidate: Metrics,
-    serving: Metrics | None,
+    candidate: pd.DataFrame,
+    serving: pd.DataFrame | None,
     *,
+    returns: set[str] | frozenset[str] = frozenset(),
     candidate_id: str = "candidate",
     serving_id: str | None = None,
 ) -> dict[str, Any]:
-    """Judge the candidate's per-series metrics against the rules (and the serving model's)."""
+    """Judge the candidate's backtest rows (``with_steps`` frames) against the rules, and the
+    serving model's rows on the same windows. ``returns``: series whose values are returns (the
+    Sharpe rule applies to them)."""
+    pairs = paired(candidate, serving) if serving is not None else None
     checks, skipped = [], []
     for rule in rules:
-        applied = False
-        for series_id, values in sorted(candidate.items()):
-            value = values.get(rule.metric)
-            if value is None:
-                continue
-            theirs = (serving or {}).get(series_id, {}).get(rule.metric)
-            if rule.relative and serving is not None and theirs is None:
+        if rule.test in RELATIVE and pairs is None:
+            skipped.append({"rule": rule.name, "reason": "no serving model to compare with"})
+            continue
+        if rule.test in RELATIVE:
+            for series_id in sorted(set(candidate["series_id"]) - set(pairs["series_id"])):
                 skipped.append(
-                    {
-                        "rule": rule.name,
-                        "series_id": series_id,
-                        "reason": f"the serving model has no {rule.metric} for {series_id}",
-                    }
+                    {"rule": rule.name, "series_id": series_id, "reason": "the serving model does not forecast it"}
                 )
-                continue
-            check = rule.check(series_id, float(value), None if theirs is None else float(theirs))
-            if check is not None:
-                checks.append(check)
-                applied = True
-        if not applied:
-            why = (
-                "no serving model to compare with"
-                if rule.relative and serving is None
-                else (f"no series has {rule.metric}")
-            )
+        found, why = _tests(rule, candidate, pairs, returns)
+        if not found:
             skipped.append({"rule": rule.name, "reason": why})
+        for check, adjusted in zip(found, metrics.holm([c["p_value"] for c in found]), strict=True):
+            checks.append(_verdict(rule, check, float(adjusted)))
     failed = [c for c in checks if not c["passed"]]
     return {
         "candidate": candidate_id,
@@ -143,4 +166,104 @@ def evaluate(
         "checks": checks,
         "skipped": skipped,
         "failures": [c["reason"] for c in failed],
+        "windows": {
+            "cutoffs": sorted(f"{c:%Y-%m-%d}" for c in candidate["cutoff"].unique()),
+            "h": int(candidate["step"].max()),
+            "series": sorted(candidate["series_id"].unique()),
+            "compared_with_serving": pairs is not None,
+        },
     }
+
+
+def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, returns) -> tuple[list[dict], str]:
+    """One raw test per (series, step) the rule covers, or none and why."""
+    out = []
+    if rule.test == "coverage":
+        lo, hi = f"lo-{rule.level}", f"hi-{rule.level}"
+        if lo not in candidate.columns:
+            return [], f"the candidate's backtest has no {rule.level}% intervals"
+        for (series_id, step), g in candidate.groupby(["series_id", "step"]):
+            inside = int(((g["y"] >= g[lo]) & (g["y"] <= g[hi])).sum())
+            p = metrics.coverage_test(inside, len(g), rule.level)
+            out.append(_raw(series_id, step, len(g), f"coverage-{rule.level}", inside / len(g), None, None, p))
+        return out, ""
+    if rule.test == "diebold-mariano":
+        for (series_id, step), g in pairs.groupby(["series_id", "step"]):
+            if len(g) <= step:
+                continue
+            stat, p = metrics.diebold_mariano(g["y"], g["mean_c"], g["mean_s"], h=int(step), alternative="greater")
+            rmse_c, rmse_s = metrics.rmse(g["y"], g["mean_c"]), metrics.rmse(g["y"], g["mean_s"])
+            out.append(_raw(series_id, step, len(g), "rmse", rmse_c, rmse_s, stat, p))
+        return out, "too few windows for a Diebold-Mariano test (need more than h)"
+    if rule.test == "interval-score":
+        lo, hi = f"lo-{rule.level}", f"hi-{rule.level}"
+        if f"{lo}_c" not in pairs.columns or f"{lo}_s" not in pairs.columns:
+            return [], f"the backtests do not both have {rule.level}% intervals"
+        for (series_id, step), g in pairs.groupby(["series_id", "step"]):
+            if len(g) <= step:
+                continue
+            mine = metrics.interval_scores(g["y"], g[f"{lo}_c"], g[f"{hi}_c"], rule.level)
+            theirs = metrics.interval_scores(g["y"], g[f"{lo}_s"], g[f"{hi}_s"], rule.level)
+            stat, p = metrics.loss_differential_test(mine, theirs, h=int(step), alternative="greater")
+            name = f"winkler-{rule.level}"
+            out.append(_raw(series_id, step, len(g), name, mine.mean(), theirs.mean(), stat, p))
+        return out, "too few windows for a Diebold-Mariano test (need more than h)"
+    one_step = pairs[(pairs["step"] == 1) & pairs["series_id"].isin(returns)]
+    for series_id, g in one_step.groupby("series_id"):
+        if len(g) < 3:
+            continue
+        mine = metrics.strategy_returns(g["y"], g["mean_c"], rule.cost)
+        theirs = metrics.strategy_returns(g["y"], g["mean_s"], rule.cost)
+        z, p = metrics.sharpe_difference(mine, theirs, alternative="less")
+        out.append(_raw(series_id, 1, len(g), "sharpe (per period)", _sharpe(mine), _sharpe(theirs), z, p))
+    return out, "no return series among the compared ones"
+
+
+def _raw(series_id, step, n, metric, candidate, serving, statistic, p_value) -> dict[str, Any]:
+    return {
+        "series_id": str(series_id),
+        "step": int(step),
+        "n": int(n),
+        "metric": metric,
+        "candidate": float(candidate),
+        "serving": None if serving is None else float(serving),
+        "statistic": None if statistic is None else float(statistic),
+        "p_value": float(p_value),
+    }
+
+
+def _verdict(rule: Rule, check: dict[str, Any], adjusted: float) -> dict[str, Any]:
+    significant = adjusted <= rule.alpha
+    c, s = check["candidate"], check["serving"]
+    where = f"{check['series_id']} h={check['step']} (n={check['n']})"
+    p_text = f"p={check['p_value']:.3g}, Holm {adjusted:.3g}"
+    if rule.test in ("diebold-mariano", "interval-score"):
+        worse = c > s * (1 + rule.tolerance)
+        passed = not (significant and worse)
+        verdict = "significantly worse" if not passed else ("better" if c <= s else "not significantly worse")
+        if significant and not worse:
+            verdict = f"worse by no more than the {rule.tolerance:.0%} tolerance"
+        loss = "RMSE" if rule.test == "diebold-mariano" else f"{rule.level}% interval score"
+        text = f"{loss} {c:.4g} vs serving {s:.4g}, DM-HLN t={check['statistic']:.3g}, {p_text}"
+    elif rule.test == "sharpe":
+        passed = not significant
+        verdict = "significantly lower Sharpe" if significant else "Sharpe not significantly lower"
+        text = f"Sharpe/period {c:.3g} vs serving {s:.3g}, JK-Memmel z={check['statistic']:.3g}, {p_text}"
+    else:
+        passed = not significant
+        verdict = "intervals too narrow" if significant else "coverage consistent with nominal"
+        text = f"{rule.level}% coverage {c:.3g}, binomial {p_text}"
+    return {
+        "rule": rule.name,
+        "test": rule.test,
+        **check,
+        "p_adjusted": adjusted,
+        "alpha": rule.alpha,
+        "passed": bool(passed),
+        "reason": f"{where}: {text} (alpha {rule.alpha:g}): {verdict}",
+    }
+
+
+def _sharpe(returns: np.ndarray) -> float:
+    sd = float(np.std(returns, ddof=1))
+    return float(np.mean(returns)) / sd if sd > 0 else 0.0

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import stats
 from statsmodels.tsa.stattools import diebold_mariano_test
 
 
@@ -112,12 +113,17 @@ def winkler(y: ArrayLike, lo: ArrayLike, hi: ArrayLike, level: float) -> float:
     With alpha = 1 - level/100 each point scores the width hi - lo, plus (2/alpha)(lo - y) when
     y < lo, plus (2/alpha)(y - hi) when y > hi.
     """
+    return float(np.mean(interval_scores(y, lo, hi, level)))
+
+
+def interval_scores(y: ArrayLike, lo: ArrayLike, hi: ArrayLike, level: float) -> np.ndarray:
+    """The Winkler (interval) score of each point, whose mean is :func:`winkler`: a proper scoring
+    rule, so intervals can be compared point by point (e.g. by :func:`loss_differential_test`)."""
     if not 0 < level < 100:
         raise ValueError(f"level must be in (0, 100), got {level}")
     y_, lo_, hi_ = _bounds(y, lo, hi)
     alpha = 1.0 - level / 100.0
-    score = (hi_ - lo_) + (2.0 / alpha) * (np.maximum(lo_ - y_, 0.0) + np.maximum(y_ - hi_, 0.0))
-    return float(np.mean(score))
+    return (hi_ - lo_) + (2.0 / alpha) * (np.maximum(lo_ - y_, 0.0) + np.maximum(y_ - hi_, 0.0))
 
 
 # --- direction -------------------------------------------------------------------------------
@@ -201,29 +207,114 @@ def buy_and_hold_sharpe(returns: ArrayLike, periods_per_year: int = 252) -> floa
 # --- forecast comparison ---------------------------------------------------------------------
 
 
-def diebold_mariano(y: ArrayLike, yhat_model: ArrayLike, yhat_benchmark: ArrayLike, h: int = 1) -> tuple[float, float]:
-    """Diebold-Mariano test of equal squared-error loss; returns (statistic, two-sided p-value).
+def diebold_mariano(
+    y: ArrayLike, yhat_model: ArrayLike, yhat_benchmark: ArrayLike, h: int = 1, alternative: str = "two-sided"
+) -> tuple[float, float]:
+    """Diebold-Mariano test of equal squared-error loss; returns (statistic, p-value).
 
     Uses ``statsmodels.tsa.stattools.diebold_mariano_test`` on the loss differential
     d_t = (y - yhat_model)^2 - (y - yhat_benchmark)^2 with h - 1 Newey-West (Bartlett) lags and
     the Harvey-Leybourne-Newbold (1997) small-sample correction, so the p-value comes from a
-    Student t with n - 1 degrees of freedom. A negative statistic means the model has lower loss
-    than the benchmark. If the two forecasts have equal loss at every point the result is
-    (0.0, 1.0); a constant non-zero differential gives (+/-inf, 0.0).
+    Student t with n - 1 degrees of freedom. A positive statistic means the model has higher loss
+    than the benchmark. ``alternative``: "two-sided", "greater" (the model's loss is higher) or
+    "less". If the two forecasts have equal loss at every point the statistic is 0 and the
+    p-value 1; a constant non-zero differential gives a statistic of +/-inf.
     """
+    y_, a, b = _arrs(y=y, yhat_model=yhat_model, yhat_benchmark=yhat_benchmark)
+    return loss_differential_test((y_ - a) ** 2, (y_ - b) ** 2, h, alternative)
+
+
+def loss_differential_test(
+    loss_model: ArrayLike, loss_benchmark: ArrayLike, h: int = 1, alternative: str = "two-sided"
+) -> tuple[float, float]:
+    """The Diebold-Mariano test (HLN-corrected, h - 1 Newey-West lags) of equal mean loss for any
+    per-point losses, e.g. :func:`interval_scores`; returns (statistic, p-value) as
+    :func:`diebold_mariano` does."""
     if h < 1:
         raise ValueError(f"h must be >= 1, got {h}")
-    y_, a, b = _arrs(y=y, yhat_model=yhat_model, yhat_benchmark=yhat_benchmark)
-    n = len(y_)
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be two-sided, greater or less, not {alternative!r}")
+    a, b = _arrs(loss_model=loss_model, loss_benchmark=loss_benchmark)
+    n = len(a)
     if n < 2 or n <= h:
-        raise ValueError(f"diebold_mariano needs more than max(1, h={h}) points, got {n}")
-    d = (y_ - a) ** 2 - (y_ - b) ** 2
+        raise ValueError(f"a Diebold-Mariano test needs more than max(1, h={h}) points, got {n}")
+    d = a - b
     if np.ptp(d) == 0:
         if d[0] == 0:
             return 0.0, 1.0
-        return float(np.copysign(np.inf, d[0])), 0.0
-    res = diebold_mariano_test(y_, a, b, lags=h - 1, criterion="mse", harvey_adj=True, horizon=h)
-    return float(res.statistic), float(res.pvalue)
+        statistic = float(np.copysign(np.inf, d[0]))
+    else:
+        # the losses stand in for the forecasts, with a criterion that returns them unchanged
+        statistic = float(
+            diebold_mariano_test(
+                np.zeros(n), a, b, lags=h - 1, criterion=lambda _, loss: loss, harvey_adj=True, horizon=h
+            ).statistic
+        )
+    return statistic, _p_value(statistic, alternative, lambda x: stats.t.sf(x, n - 1))
+
+
+def sharpe_difference(
+    returns_a: ArrayLike, returns_b: ArrayLike, alternative: str = "two-sided"
+) -> tuple[float, float]:
+    """Test of equal Sharpe ratios of two return series over the same periods (Jobson & Korkie
+    1981 with Memmel's 2003 correction); returns (z, p-value).
+
+    With per-period Sharpe ratios SR_a, SR_b, their correlation rho and T periods, the variance
+    of SR_a - SR_b is (2 - 2 rho + (SR_a^2 + SR_b^2 - 2 SR_a SR_b rho^2) / 2) / T. It assumes
+    returns that are serially independent and jointly normal: for the sign strategies of two
+    forecasts of the same series the correlation term removes most of the common noise, which is
+    what makes the comparison far sharper than two separate Sharpe ratios. ``alternative``:
+    "two-sided", "greater" (a's Sharpe is higher) or "less". A strategy that never trades has a
+    Sharpe ratio of 0; identical series give (0, 1).
+    """
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be two-sided, greater or less, not {alternative!r}")
+    a, b = _arrs(returns_a=returns_a, returns_b=returns_b)
+    t = len(a)
+    if t < 3:
+        raise ValueError(f"sharpe_difference needs at least 3 periods, got {t}")
+    if np.array_equal(a, b):
+        return 0.0, 1.0
+    sd_a, sd_b = float(np.std(a, ddof=1)), float(np.std(b, ddof=1))
+    sr_a = float(np.mean(a)) / sd_a if sd_a > 0 else 0.0
+    sr_b = float(np.mean(b)) / sd_b if sd_b > 0 else 0.0
+    rho = float(np.corrcoef(a, b)[0, 1]) if sd_a > 0 and sd_b > 0 else 0.0
+    variance = (2 - 2 * rho + 0.5 * (sr_a**2 + sr_b**2 - 2 * sr_a * sr_b * rho**2)) / t
+    if variance <= 0:
+        return 0.0, 1.0
+    z = (sr_a - sr_b) / np.sqrt(variance)
+    return float(z), _p_value(float(z), alternative, stats.norm.sf)
+
+
+def coverage_test(inside: int, n: int, level: float) -> float:
+    """One-sided exact binomial p-value that intervals meant to cover ``level`` percent cover less:
+    P(X <= inside) for X ~ Binomial(n, level / 100)."""
+    if not 0 < level < 100:
+        raise ValueError(f"level must be in (0, 100), got {level}")
+    if not 0 <= inside <= n or n < 1:
+        raise ValueError(f"need 0 <= inside <= n and n >= 1, got inside={inside}, n={n}")
+    return float(stats.binomtest(inside, n, level / 100, alternative="less").pvalue)
+
+
+def holm(p_values: ArrayLike) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error control over all the tests given):
+    reject test i at level alpha when its adjusted p-value is <= alpha."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.size == 0:
+        return p
+    order = np.argsort(p)
+    scaled = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted
+
+
+def _p_value(statistic: float, alternative: str, survival) -> float:
+    if alternative == "greater":
+        return float(survival(statistic))
+    if alternative == "less":
+        return float(survival(-statistic))
+    return float(min(1.0, 2 * survival(abs(statistic))))
 
 
 # --- bundles ---------------------------------------------------------------------------------

@@ -27,10 +27,13 @@ TRADING_COST = 0.05  # percent per unit of turnover (5 bp), charged by the Sharp
 class BacktestRun:
     results: pd.DataFrame
     scores: pd.DataFrame
+    returns: frozenset[str] = frozenset()
+    """The series whose values are returns (the Sharpe gate applies to them)."""
 
     def summary(self, spec: BacktestSpec) -> dict[str, Any]:
         """What the registry stores: the spec, each series' metrics and its backtest forecasts
-        (cutoff, ds, actual y, mean and interval bounds; the dashboard overlays them)."""
+        (cutoff, ds, actual y, mean and interval bounds: the gates compare them window by window,
+        the dashboard overlays them), and which series are returns."""
         metrics = {
             row.pop("series_id"): {k: float(v) for k, v in row.items() if k not in ("model",) and pd.notna(v)}
             for row in self.scores.to_dict("records")
@@ -42,7 +45,7 @@ class BacktestRun:
             str(series_id): group.drop(columns="series_id").astype(object).where(group.notna(), None).to_dict("records")
             for series_id, group in rows.groupby("series_id")
         }
-        return {"spec": asdict(spec), "metrics": metrics, "forecasts": forecasts}
+        return {"spec": asdict(spec), "metrics": metrics, "forecasts": forecasts, "returns": sorted(self.returns)}
 
 
 def estimator(name: str, params: dict[str, Any] | None = None) -> BaseForecaster:
@@ -71,8 +74,8 @@ def run_backtest(
     model = make_model(name, **(params or {}))
     data = panel.dropna() if model.multivariate else panel
     results = backtest(model, data, spec, as_of=as_of_loader(conn, series_ids), label=name, on_window=on_window)
-    returns = {s for s, t in panel.attrs["transforms"].items() if t in RETURN_TRANSFORMS}
-    return BacktestRun(results, score(results, panel, returns=returns, cost=TRADING_COST))
+    returns = frozenset(s for s, t in panel.attrs["transforms"].items() if t in RETURN_TRANSFORMS)
+    return BacktestRun(results, score(results, panel, returns=returns, cost=TRADING_COST), returns)
 
 
 def train(

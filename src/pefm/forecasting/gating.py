@@ -1,0 +1,73 @@
+"""Gating a candidate: its backtest against the serving model's on the same windows, by the gate
+policy; the report is stored with the candidate. The one way `pefm gate` and retraining judge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.gates import MismatchedBacktests, backtest_frame, evaluate, load_policy, paired, with_steps
+from pefm.forecasting.training import run_backtest
+from pefm.storage.model_versions import ModelVersion, set_gate_report
+
+
+def gate_candidate(
+    conn: psycopg.Connection,
+    candidate: ModelVersion,
+    serving: ModelVersion | None,
+    *,
+    policy: Path | None = None,
+    on_window: Callable[[pd.Timestamp], None] | None = None,
+) -> dict[str, Any]:
+    """Judge ``candidate`` against ``serving`` (None: only the rules that need no serving model)
+    and store the report. The serving model's stored backtest is used when it covers exactly the
+    candidate's windows and data; otherwise the serving model (its family and parameters) is
+    backtested again on the candidate's spec and data as of the candidate's ``data_as_of``, so
+    both are scored on the same cutoffs, horizon and vintages."""
+    if not (candidate.backtest or {}).get("forecasts"):
+        raise MismatchedBacktests(f"{candidate.id} has no stored backtest: run pefm backtest --version {candidate.id}")
+    mine = backtest_frame(candidate.backtest)
+    theirs, source = None, None
+    if serving is not None and serving.id != candidate.id:
+        theirs, source = _serving_rows(conn, candidate, serving, mine, on_window)
+    returns = set(candidate.backtest.get("returns") or _sharpe_series(candidate))
+    report = evaluate(
+        load_policy(policy),
+        mine,
+        theirs,
+        returns=returns,
+        candidate_id=candidate.id,
+        serving_id=serving.id if theirs is not None else None,
+    )
+    report["windows"]["serving_backtest"] = source
+    set_gate_report(conn, candidate.id, report)
+    return report
+
+
+def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd.DataFrame, on_window):
+    if (serving.backtest or {}).get("forecasts"):
+        stored = backtest_frame(serving.backtest)
+        try:
+            paired(mine, stored)
+            return stored, "stored"
+        except MismatchedBacktests:
+            pass
+    raw = dict(candidate.backtest["spec"])
+    spec = BacktestSpec(**{**raw, "levels": tuple(raw.get("levels", (80, 95)))})
+    ids = [s for s in candidate.series_ids if s in serving.series_ids]
+    if not ids:
+        raise MismatchedBacktests(f"{serving.id} forecasts none of {candidate.id}'s series")
+    run = run_backtest(
+        conn, serving.family, ids, spec, params=serving.params, as_of=candidate.data_as_of, on_window=on_window
+    )
+    return with_steps(run.results.drop(columns="model")), "re-run on the candidate's windows"
+
+
+def _sharpe_series(version: ModelVersion) -> list[str]:
+    """Return series of a backtest stored before it listed them: those scored with a Sharpe ratio."""
+    return [s for s, m in (version.backtest.get("metrics") or {}).items() if "sharpe" in m]
