@@ -1,41 +1,92 @@
-"""The drift checks on simulated data: quiet on stable windows, loud on a break."""
+"""The drift checks on simulated data: quiet on stable panels, loud on a break, and computing
+exactly the score Evidently reports."""
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from pefm.drift.calibration import stable_false_positives
+from pefm.drift.calibration import stable_input_false_alarms
 from pefm.drift.checks import evidently_drift, features
 from pefm.drift.policy import DriftPolicy
+from pefm.drift.significance import (
+    accuracy_p_value,
+    flag,
+    sequence_null,
+    wasserstein_normed,
+    window_nulls,
+)
 
 
-def test_stable_windows_raise_drift_in_at_most_5_percent_of_checks():
-    flagged, rate = stable_false_positives(DriftPolicy.load(), checks=200, seed=11)
-    assert rate <= 0.05, f"{flagged} of 200 stable checks flagged drift"
+def test_a_stable_eight_series_panel_raises_an_alarm_in_at_most_5_percent_of_checks():
+    """The whole panel, not each series: 16 tests at 5% each would alarm in over half of the
+    checks; Benjamini-Hochberg over the panel keeps it at alpha."""
+    policy = replace(DriftPolicy.load(), simulations=1000)
+    flagged, rate = stable_input_false_alarms(policy, checks=120, series=8, seed=11)
+    assert rate <= 0.05, f"{flagged} of 120 stable panel checks raised an alarm"
 
 
-def test_a_level_shift_and_a_volatility_jump_are_flagged():
+def test_a_level_shift_and_a_volatility_jump_are_flagged_in_a_panel():
     rng = np.random.default_rng(3)
     policy = DriftPolicy.load()
-    calm = rng.normal(0, 1, 41)
-    broken = np.r_[calm, rng.normal(-3, 3, 12)]  # a recession: lower growth, far more volatile
-    frame = features(pd.Series(broken), "log_diff_ann")
-    results, snapshot = evidently_drift(
-        frame.iloc[:40],
-        frame.iloc[40:],
-        [("value", "wasserstein", policy.value_threshold), ("volatility", "wasserstein", policy.volatility_threshold)],
-    )
-    assert [r["drifted"] for r in results] == [True, True]
+    tests = []
+    for member in range(8):
+        calm = rng.normal(0, 1, 53)
+        if member == 0:  # a recession: lower growth, far more volatile
+            calm[41:] = rng.normal(-3, 3, 12)
+        frame = features(pd.Series(calm), "log_diff_ann")
+        reference, current = frame.iloc[:40], frame.iloc[-12:]
+        nulls = window_nulls(
+            reference["value"].to_numpy(), 12, 12, level=False, simulations=2000, seed_text=str(member)
+        )
+        for feature in ("value", "volatility"):
+            score = wasserstein_normed(reference[feature].to_numpy(), current[feature].to_numpy())[0]
+            tests.append(({"member": member, "p_value": nulls[feature].p_value(score)}, nulls[feature]))
+    level = flag(tests, policy.alpha)
+    assert level == pytest.approx(2 * 0.05 / 16)  # Benjamini-Hochberg: two of 16 flagged
+    assert [(s["member"], s["drifted"]) for s, _ in tests if s["drifted"]] == [(0, True), (0, True)]
+    assert all(s["threshold"] > 0 for s, _ in tests)
+
+
+def test_our_score_is_evidentlys_and_levels_are_differenced():
+    rng = np.random.default_rng(0)
+    reference, current = pd.DataFrame({"value": rng.normal(0, 1, 40)}), pd.DataFrame({"value": rng.normal(1, 2, 12)})
+    [result], snapshot = evidently_drift(reference, current, [("value", "wasserstein")])
+    assert result["score"] == pytest.approx(wasserstein_normed(reference["value"].to_numpy(), current["value"])[0])
     assert snapshot["metrics"][0]["config"]["method"] == "wasserstein"
-
-
-def test_levels_are_differenced_and_p_value_methods_flag_below_the_threshold():
+    assert result["reference"] == reference["value"].round(6).tolist() and result["current_n"] == 12
     level = pd.Series([5.0, 5.5, 6.0, 6.5, 7.0])
     assert features(level, "none")["value"].tolist() == [0.5, 0.5, 0.5, 0.5]
     assert features(level, "log_diff_ann")["value"].tolist() == [5.5, 6.0, 6.5, 7.0]
-    rng = np.random.default_rng(0)
-    reference, current = pd.DataFrame({"value": rng.normal(0, 1, 60)}), pd.DataFrame({"value": rng.normal(3, 1, 30)})
-    [ks], _ = evidently_drift(reference, current, [("value", "ks", 0.05)])
-    assert ks["drifted"] and ks["score"] < 0.05
+
+
+def test_nulls_are_deterministic_and_widen_with_persistence():
+    rng = np.random.default_rng(1)
+    white = rng.normal(size=40)
+    persistent = np.zeros(40)
+    for t in range(1, 40):
+        persistent[t] = 0.9 * persistent[t - 1] + rng.normal()
+    a = sequence_null(white, 12, 12, simulations=1000, seed_text="x")
+    b = sequence_null(white, 12, 12, simulations=1000, seed_text="x")
+    assert np.array_equal(a.scores, b.scores)
+    wide = sequence_null(persistent, 12, 12, simulations=1000, seed_text="x")
+    assert wide.critical(0.05) > a.critical(0.05)
+    assert a.p_value(a.critical(0.05)) == pytest.approx(0.05, abs=0.01)
+
+
+def test_realized_accuracy_is_a_permutation_test_that_holds_whatever_the_tails():
+    rng = np.random.default_rng(4)
+    backtest = rng.normal(0, 1, 20)
+    p = accuracy_p_value(rng.normal(0, 4, 8), backtest, permutations=2000, seed_text="a")
+    assert p < 0.002
+    assert accuracy_p_value(np.zeros(8), backtest, permutations=2000, seed_text="a") == pytest.approx(1.0)
+    # Cauchy errors, same distribution in the backtest and since: rejected at 5% about 5% of the time
+    rejected = [
+        accuracy_p_value(rng.standard_cauchy(8), rng.standard_cauchy(20), permutations=500, seed_text=str(i)) <= 0.05
+        for i in range(400)
+    ]
+    assert np.mean(rejected) <= 0.07
 
 
 def test_report_rows_flatten_every_signal():
@@ -43,27 +94,30 @@ def test_report_rows_flatten_every_signal():
 
     series = {
         "gdp": {
-            "input": [{"feature": "value", "method": "wasserstein", "score": 2.0, "threshold": 1.3, "drifted": True}],
-            "accuracy": {"ratio": 1.5, "threshold": 2.0, "drifted": False},
-            "prediction": {"method": "wasserstein", "score": 0.2, "threshold": 1.3, "drifted": False},
+            "input": [
+                {
+                    "feature": "value",
+                    "method": "wasserstein",
+                    "score": 2.0,
+                    "threshold": 1.3,
+                    "p_value": 0.001,
+                    "drifted": True,
+                }
+            ],
+            "accuracy": {"ratio": 1.5, "method": "permutation", "threshold": None, "p_value": 0.2, "drifted": False},
+            "prediction": {
+                "method": "wasserstein",
+                "score": 0.2,
+                "threshold": 1.3,
+                "p_value": 0.7,
+                "drifted": False,
+            },
         }
     }
-    assert report_rows(series) == [
-        {"series": "gdp", "feature": "value", "method": "wasserstein", "score": 2.0, "threshold": 1.3, "drifted": True},
-        {
-            "series": "gdp",
-            "feature": "realized / backtest RMSE",
-            "method": "ratio",
-            "score": 1.5,
-            "threshold": 2.0,
-            "drifted": False,
-        },
-        {
-            "series": "gdp",
-            "feature": "served forecasts",
-            "method": "wasserstein",
-            "score": 0.2,
-            "threshold": 1.3,
-            "drifted": False,
-        },
+    rows = report_rows(series)
+    assert [(r["feature"], r["method"], r["score"], r["drifted"]) for r in rows] == [
+        ("value", "wasserstein", 2.0, True),
+        ("realized / backtest RMSE", "permutation", 1.5, False),
+        ("one-step forecasts", "wasserstein", 0.2, False),
     ]
+    assert [r["p_value"] for r in rows] == [0.001, 0.2, 0.7]

@@ -1,4 +1,4 @@
-"""The drift signals of one series: input drift (Evidently), prediction drift, realized accuracy."""
+"""The drift signals of one series: features, Evidently scores, the model's one-step forecasts."""
 
 from __future__ import annotations
 
@@ -8,21 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-# Evidently methods that return a p-value (drift when below the threshold); the others return a
-# distance (drift when at or above it).
-P_VALUE_METHODS = {
-    "ks",
-    "t_test",
-    "mannw",
-    "anderson",
-    "chisquare",
-    "z",
-    "fisher_exact",
-    "cramer_von_mises",
-    "g_test",
-    "epps_singleton",
-}
 
 
 def features(series: pd.Series, transform: str) -> pd.DataFrame:
@@ -34,17 +19,17 @@ def features(series: pd.Series, transform: str) -> pd.DataFrame:
 
 
 def evidently_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, tests: list[tuple[str, str, float]]
+    reference: pd.DataFrame, current: pd.DataFrame, tests: list[tuple[str, str]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run an Evidently 0.7 report of ValueDrift(column, method, threshold) for each test;
-    one result per test (with the reference and current values it compared) and the snapshot
-    as a dict."""
+    """Run an Evidently 0.7 report of ValueDrift(column, method) for each (column, method); one
+    result per test (its score, and the reference and current values it compared) and the
+    snapshot as a dict. Whether a score is drift is decided by the caller, from its p-value."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    columns = sorted({column for column, _, _ in tests})
+    columns = sorted({column for column, _ in tests})
     definition = DataDefinition(numerical_columns=columns)
-    report = Report([ValueDrift(column=c, method=m, threshold=t) for c, m, t in tests])
+    report = Report([ValueDrift(column=c, method=m) for c, m in tests])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         snapshot = report.run(  # Evidently takes CURRENT first: both passed by keyword
@@ -53,16 +38,12 @@ def evidently_drift(
         ).dict()
     results = []
     for metric in snapshot["metrics"]:
-        config, score = metric["config"], float(metric["value"])
-        method, threshold = config["method"], float(config["threshold"])
-        drifted = score < threshold if method in P_VALUE_METHODS else score >= threshold
+        config = metric["config"]
         results.append(
             {
                 "feature": config["column"],
-                "method": method,
-                "score": score,
-                "threshold": threshold,
-                "drifted": bool(drifted),
+                "method": config["method"],
+                "score": float(metric["value"]),
                 "reference_n": len(reference),
                 "current_n": len(current),
                 "reference": reference[config["column"]].round(6).tolist(),
@@ -72,22 +53,22 @@ def evidently_drift(
     return results, snapshot
 
 
-def realized_errors(model, panel: pd.DataFrame, series_id: str, trained_until: pd.Timestamp) -> pd.Series:
-    """One-step errors (actual - forecast) of the served model on each value that arrived after
-    its training data, conditioning on the data before each (parameters fixed)."""
+def one_step_forecasts(model, panel: pd.DataFrame, series_id: str, trained_until: pd.Timestamp) -> pd.DataFrame:
+    """For each value that arrived after the model's training data: the served model's one-step
+    forecast of it, conditioned on the data before it (parameters fixed), the actual value and
+    the error (actual - forecast). Indexed by timestamp."""
     from pefm.forecasting.per_series import PerSeries
 
     history = panel[series_id].dropna()
     after = history.index[history.index > trained_until]
-    errors = {}
+    forecasts = {}
     if isinstance(model, PerSeries):
         member = copy.deepcopy(model.for_series(series_id))
         attrs = {"frequency": panel.attrs["frequencies"][series_id]}
         for ts in after:
             known = history.loc[history.index < ts]
             known.attrs = attrs
-            forecast = member.update(known).predict(1)["mean"].iloc[0]
-            errors[ts] = history.loc[ts] - forecast
+            forecasts[ts] = member.update(known).predict(1)["mean"].iloc[0]
     else:
         fitted = copy.deepcopy(model)
         data = panel[fitted.series_ids_].dropna()
@@ -95,8 +76,11 @@ def realized_errors(model, panel: pd.DataFrame, series_id: str, trained_until: p
             known = data.loc[data.index < ts]
             known.attrs = dict(panel.attrs)
             frame = fitted.update(known).predict(1)
-            errors[ts] = history.loc[ts] - frame.loc[frame["series_id"] == series_id, "mean"].iloc[0]
-    return pd.Series(errors, dtype="float64")
+            forecasts[ts] = frame.loc[frame["series_id"] == series_id, "mean"].iloc[0]
+    out = pd.DataFrame({"forecast": pd.Series(forecasts, dtype="float64")})
+    out["actual"] = history.reindex(out.index)
+    out["error"] = out["actual"] - out["forecast"]
+    return out
 
 
 def rmse(values: np.ndarray) -> float:

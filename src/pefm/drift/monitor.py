@@ -1,8 +1,14 @@
 """A drift check: every series the serving model forecasts, all signals, one stored report.
 
-A series drifts when any signal does. The report is a breach when drift has persisted for
-``consecutive`` checks of the same model version; retraining follows a breach outside the
-cool-down.
+Each signal is a test with a p-value (see ``significance``): input drift on two features (the
+value and its volatility), prediction drift (the model's one-step forecasts since training
+against its backtest forecasts) and realized accuracy (one-step errors since training against
+the backtest's one-step errors). A check flags signals by the Benjamini-Hochberg procedure over
+every test of the check (series x signals): a panel without drift raises an alarm in at most
+``alpha`` of checks, however many series it has, while a break that moves many signals at once
+is seen. A series drifts when any of its signals does. A breach is drift in ``consecutive``
+checks in a row of the same model version that each saw new data (a check on the same data as
+the one before counts once); retraining follows a breach outside the cool-down.
 """
 
 from __future__ import annotations
@@ -15,62 +21,84 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pefm.drift.checks import evidently_drift, features, realized_errors, rmse
+from pefm.drift.checks import evidently_drift, features, one_step_forecasts, rmse
 from pefm.drift.policy import DriftPolicy
+from pefm.drift.significance import accuracy_p_value, flag, sequence_null, window_nulls
 from pefm.forecasting.panel import load_panel
-from pefm.forecasting.registry import load_model
-from pefm.storage.model_versions import ModelVersion, get_version, list_versions
+from pefm.forecasting.registry import load_model, serving_version
+from pefm.forecasting.training import data_sha256
+from pefm.storage.model_versions import ModelVersion, get_version
 
 
-def serving_version(conn: psycopg.Connection) -> ModelVersion:
-    serving = list_versions(conn, status="serving")
-    if not serving:
+def monitored_version(conn: psycopg.Connection) -> ModelVersion:
+    """The version drift checks watch: the serving one."""
+    serving = serving_version(conn)
+    if serving is None:
         raise LookupError("no serving model to monitor: promote one first")
-    return serving[0]
+    return serving
 
 
 def check(
     conn: psycopg.Connection, policy: DriftPolicy, *, version_id: str | None = None, series: list[str] | None = None
 ) -> dict[str, Any]:
     """Compute, store and return a drift report for the serving model (or ``version_id``)."""
-    version = get_version(conn, version_id) if version_id else serving_version(conn)
+    version = get_version(conn, version_id) if version_id else monitored_version(conn)
     ids = [s for s in version.series_ids if not series or s in series]
     model = load_model(conn, version.id)
     reference_panel = load_panel(conn, version.series_ids, as_of=version.data_as_of)
     current_panel = load_panel(conn, version.series_ids)
     transforms = current_panel.attrs["transforms"]
-    results, snapshots = {}, {}
+    results, snapshots, tests = {}, {}, []
     for series_id in ids:
+        history = current_panel[series_id].dropna()
         # the model's training data: as known when it was trained, up to where its fit ended
         # (later ingests may carry earlier vintages, so the as-of read alone is not enough)
-        trained = reference_panel[series_id].dropna().loc[: _trained_until(model, series_id)]
+        trained_until = _trained_until(model, series_id)
+        trained = reference_panel[series_id].dropna().loc[:trained_until]
+        new_points = int((history.index > trained_until).sum())
+        level = transforms[series_id] == "none"
         reference = features(trained, transforms[series_id]).iloc[-policy.reference :]
-        current = features(current_panel[series_id].dropna(), transforms[series_id]).iloc[-policy.current :]
+        current = features(history, transforms[series_id]).iloc[-policy.current :]
         entry: dict[str, Any] = {"input": [], "prediction": None, "accuracy": None}
-        if len(current) >= 4 and len(reference) >= policy.current:
+        if len(current) >= policy.min_points and len(reference) >= policy.current:
             entry["input"], snapshots[series_id] = evidently_drift(
-                reference,
-                current,
-                [
-                    ("value", policy.input_method, policy.value_threshold),
-                    ("volatility", policy.input_method, policy.volatility_threshold),
-                ],
+                reference, current, [("value", "wasserstein"), ("volatility", "wasserstein")]
             )
-        entry["prediction"] = _prediction_drift(conn, version.id, series_id, policy)
-        entry["accuracy"] = _accuracy(model, version, current_panel, series_id, trained.index[-1], policy)
+            nulls = window_nulls(
+                reference["value"].to_numpy(),
+                new_points,
+                len(current),
+                level=level,
+                simulations=policy.simulations,
+                seed_text=series_id,
+            )
+            for signal in entry["input"]:
+                signal["p_value"] = nulls[signal["feature"]].p_value(signal["score"])
+                tests.append((signal, nulls[signal["feature"]]))
+        steps = one_step_forecasts(model, current_panel, series_id, trained_until)
+        entry["prediction"], null = _prediction(version, series_id, steps, new_points, policy)
+        if entry["prediction"] is not None:
+            tests.append((entry["prediction"], null))
+        entry["accuracy"] = _accuracy(version, series_id, steps, policy)
+        if entry["accuracy"] is not None:
+            tests.append((entry["accuracy"], None))
+        entry["last_ts"] = f"{history.index[-1]:%Y-%m-%d}"
+        results[series_id] = entry
+    flag(tests, policy.alpha)
+    for entry in results.values():
         entry["drifted"] = bool(
             any(f["drifted"] for f in entry["input"])
             or (entry["prediction"] or {}).get("drifted")
             or (entry["accuracy"] or {}).get("drifted")
         )
-        entry["last_ts"] = f"{current_panel[series_id].dropna().index[-1]:%Y-%m-%d}"
-        results[series_id] = entry
     drifted = [s for s, e in results.items() if e["drifted"]]
-    breach = bool(drifted) and _persisted(conn, version.id, policy.consecutive - 1)
+    digest = data_sha256(current_panel[ids])
+    breach = bool(drifted) and _persisted(conn, version.id, digest, policy.consecutive)
     row = conn.execute(
-        """INSERT INTO drift_reports (model_version, data_as_of, series, drifted_series, breach, evidently)
-           VALUES (%s, now(), %s, %s, %s, %s) RETURNING id, created_at""",
-        (version.id, Jsonb(results), drifted, breach, Jsonb(snapshots)),
+        """INSERT INTO drift_reports (model_version, data_as_of, series, drifted_series, breach, evidently,
+                                      data_sha256)
+           VALUES (%s, now(), %s, %s, %s, %s, %s) RETURNING id, created_at""",
+        (version.id, Jsonb(results), drifted, breach, Jsonb(snapshots), digest),
     ).fetchone()
     conn.commit()
     return {
@@ -80,35 +108,29 @@ def check(
         "series": results,
         "drifted_series": drifted,
         "breach": breach,
+        "tests": len(tests),
+        "alpha": policy.alpha,
     }
 
 
-def _persisted(conn: psycopg.Connection, version_id: str, previous: int) -> bool:
-    if previous <= 0:
-        return True
+def _persisted(conn: psycopg.Connection, version_id: str, digest: str, consecutive: int) -> bool:
+    """Whether this drifted check, with the version's earlier checks, makes ``consecutive`` drifted
+    checks in a row that each saw new data (runs of checks on the same data count once)."""
     rows = conn.execute(
-        "SELECT cardinality(drifted_series) > 0 FROM drift_reports WHERE model_version = %s ORDER BY id DESC LIMIT %s",
-        (version_id, previous),
+        """SELECT data_sha256, cardinality(drifted_series) > 0 FROM drift_reports
+           WHERE model_version = %s ORDER BY id DESC LIMIT 500""",
+        (version_id,),
     ).fetchall()
-    return len(rows) == previous and all(r[0] for r in rows)
-
-
-def _prediction_drift(conn, version_id: str, series_id: str, policy: DriftPolicy) -> dict[str, Any] | None:
-    """Served one-step forecasts: the latest ``min_samples`` against the ones before them."""
-    rows = conn.execute(
-        """SELECT (forecast -> 0 ->> 'mean')::float8 FROM predictions
-           WHERE model_version = %s AND series_id = %s AND NOT what_if ORDER BY ts DESC LIMIT %s""",
-        (version_id, series_id, 2 * policy.prediction_min_samples),
-    ).fetchall()
-    values = np.array([r[0] for r in rows if r[0] is not None])
-    n = policy.prediction_min_samples
-    if len(values) < 2 * n or np.std(values[n:]) == 0:
-        return None
-    current, reference = pd.DataFrame({"served": values[:n]}), pd.DataFrame({"served": values[n:]})
-    [result], _ = evidently_drift(
-        reference, current, [("served", policy.prediction_method, policy.prediction_threshold)]
-    )
-    return result
+    seen, streak = digest, 1
+    for data, drifted in rows:
+        if streak >= consecutive:
+            break
+        if data == seen:
+            continue
+        if not drifted:
+            return False
+        seen, streak = data, streak + 1
+    return streak >= consecutive
 
 
 def _trained_until(model, series_id: str) -> pd.Timestamp:
@@ -117,29 +139,49 @@ def _trained_until(model, series_id: str) -> pd.Timestamp:
     return model.for_series(series_id).cutoff_ if isinstance(model, PerSeries) else model.cutoff_
 
 
-def _accuracy(
-    model,
-    version: ModelVersion,
-    panel: pd.DataFrame,
-    series_id: str,
-    trained_until: pd.Timestamp,
-    policy: DriftPolicy,
-) -> dict[str, Any] | None:
-    expected = ((version.backtest or {}).get("metrics") or {}).get(series_id, {}).get("rmse")
-    if not expected:
+def _prediction(version: ModelVersion, series_id: str, steps: pd.DataFrame, new_points: int, policy: DriftPolicy):
+    """The model's one-step forecasts since training against its one-step backtest forecasts."""
+    rows = ((version.backtest or {}).get("forecasts") or {}).get(series_id) or []
+    first = {}
+    for row in rows:  # the first row of each cutoff is its one-step forecast
+        first.setdefault(row["cutoff"], row["mean"])
+    reference = pd.DataFrame({"forecast": [v for v in first.values() if v is not None]})
+    current = steps[["forecast"]].iloc[-policy.current :]
+    if len(current) < policy.min_points or len(reference) < policy.min_points or reference["forecast"].std() == 0:
+        return None, None
+    [result], _ = evidently_drift(reference, current, [("forecast", "wasserstein")])
+    null = sequence_null(
+        reference["forecast"].to_numpy(),
+        new_points,
+        len(current),
+        simulations=policy.simulations,
+        seed_text=f"{series_id}/forecast",
+    )
+    result["p_value"] = null.p_value(result["score"])
+    return result, null
+
+
+def _accuracy(version: ModelVersion, series_id: str, steps: pd.DataFrame, policy: DriftPolicy) -> dict[str, Any] | None:
+    """The model's one-step errors since training against its one-step backtest errors."""
+    rows = ((version.backtest or {}).get("forecasts") or {}).get(series_id) or []
+    first = {}
+    for row in rows:  # the first row of each cutoff is its one-step forecast
+        if row["y"] is not None and row["mean"] is not None:
+            first.setdefault(row["cutoff"], row["y"] - row["mean"])
+    backtest = np.array(list(first.values()), dtype=float)
+    errors = steps["error"].dropna().to_numpy()[-policy.accuracy_window :]
+    if len(errors) < policy.accuracy_min_errors or len(backtest) < policy.min_points:
         return None
-    errors = realized_errors(model, panel, series_id, trained_until).iloc[-policy.accuracy_window :]
-    if len(errors) < policy.accuracy_min_errors:
-        return None
-    realized = rmse(errors.to_numpy())
-    ratio = realized / expected
     return {
-        "realized_rmse": realized,
-        "backtest_rmse": expected,
-        "ratio": ratio,
-        "threshold": policy.accuracy_ratio,
+        "realized_rmse": rmse(errors),
+        "backtest_rmse": rmse(backtest),
+        "ratio": rmse(errors) / max(rmse(backtest), 1e-12),
+        "method": "permutation",
         "errors": len(errors),
-        "drifted": bool(ratio >= policy.accuracy_ratio),
+        "backtest_errors": len(backtest),
+        "p_value": accuracy_p_value(
+            errors, backtest, permutations=policy.simulations, seed_text=f"{series_id}/accuracy"
+        ),
     }
 
 
@@ -152,11 +194,11 @@ def report_rows(series: dict[str, Any]) -> list[dict[str, Any]]:
             signals.append(
                 (
                     "realized / backtest RMSE",
-                    {**entry["accuracy"], "method": "ratio", "score": entry["accuracy"]["ratio"]},
+                    {**entry["accuracy"], "score": entry["accuracy"]["ratio"]},
                 )
             )
         if entry.get("prediction"):
-            signals.append(("served forecasts", entry["prediction"]))
+            signals.append(("one-step forecasts", entry["prediction"]))
         rows += [
             {
                 "series": series_id,
@@ -164,6 +206,7 @@ def report_rows(series: dict[str, Any]) -> list[dict[str, Any]]:
                 "method": s["method"],
                 "score": s["score"],
                 "threshold": s["threshold"],
+                "p_value": s.get("p_value"),
                 "drifted": bool(s["drifted"]),
             }
             for feature, s in signals

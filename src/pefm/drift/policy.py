@@ -13,15 +13,12 @@ DEFAULT = Path(__file__).with_name("policy.toml")
 class DriftPolicy:
     reference: int = 40
     current: int = 12
-    input_method: str = "wasserstein"
-    value_threshold: float = 1.3
-    volatility_threshold: float = 1.1
-    prediction_method: str = "wasserstein"
-    prediction_threshold: float = 1.3
-    prediction_min_samples: int = 20
-    accuracy_window: int = 8
+    min_points: int = 4
+    alpha: float = 0.05
+    simulations: int = 5000
+    """Bootstrap draws and permutations per test."""
+    accuracy_window: int = 12
     accuracy_min_errors: int = 4
-    accuracy_ratio: float = 2.0
     consecutive: int = 2
     cooldown_hours: float = 24.0
 
@@ -32,22 +29,20 @@ class DriftPolicy:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ValueError(f"cannot read drift policy {path}: {exc}") from None
-        fields = {
+        sections = {
             "reference": data.get("reference"),
             "current": data.get("current"),
-            "input_method": data.get("input", {}).get("method"),
-            "value_threshold": data.get("input", {}).get("value_threshold"),
-            "volatility_threshold": data.get("input", {}).get("volatility_threshold"),
-            "prediction_method": data.get("prediction", {}).get("method"),
-            "prediction_threshold": data.get("prediction", {}).get("threshold"),
-            "prediction_min_samples": data.get("prediction", {}).get("min_samples"),
+            "min_points": data.get("min_points"),
+            "alpha": data.get("panel", {}).get("alpha"),
+            "simulations": data.get("panel", {}).get("simulations"),
             "accuracy_window": data.get("accuracy", {}).get("window"),
             "accuracy_min_errors": data.get("accuracy", {}).get("min_errors"),
-            "accuracy_ratio": data.get("accuracy", {}).get("ratio_threshold"),
             "consecutive": data.get("trigger", {}).get("consecutive"),
             "cooldown_hours": data.get("trigger", {}).get("cooldown_hours"),
         }
-        policy = cls(**{k: v for k, v in fields.items() if v is not None})
-        if policy.current < 4 or policy.reference < policy.current:
-            raise ValueError(f"{path}: need current >= 4 and reference >= current")
+        policy = cls(**{k: v for k, v in sections.items() if v is not None})
+        if policy.min_points < 3 or policy.current < policy.min_points or policy.reference < policy.current:
+            raise ValueError(f"{path}: need min_points >= 3, current >= min_points and reference >= current")
+        if not 0 < policy.alpha < 1 or policy.simulations < 100 or policy.consecutive < 1:
+            raise ValueError(f"{path}: need 0 < alpha < 1, simulations >= 100 and consecutive >= 1")
         return policy

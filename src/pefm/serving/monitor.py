@@ -69,7 +69,7 @@ class MonitorService:
         from pefm.drift.monitor import check, due_for_retraining
         from pefm.drift.policy import DriftPolicy
 
-        policy = DriftPolicy.load()
+        policy = DriftPolicy.load(self.settings.drift_policy)
         with self.db.connection() as conn:
             report = check(conn, policy)
             due, why = due_for_retraining(conn, report, policy)
@@ -82,12 +82,16 @@ class MonitorService:
         self.breach.set(1.0 if report["breach"] else 0.0)
         report["retrain"] = {"due": due, "reason": why, "started": False}
         if due and self.settings.retrain == "local":
-            subprocess.Popen(
-                [sys.executable, "-m", "pefm.cli", "retrain"],
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            logs = self.settings.home / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            with (logs / "retrain.log").open("ab") as out:
+                subprocess.Popen(
+                    [sys.executable, "-m", "pefm.cli", "retrain"],
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             report["retrain"]["started"] = True
             log.info("retraining started: %s", why)
         return report

@@ -1,0 +1,56 @@
+"""The drift check on a real database: a check on data that did not change counts once toward a
+breach, and the prediction signal moves as new data arrive (it used to compare precomputed
+forecasts that never change)."""
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from pefm.data.bundled import bundled
+from pefm.data.loading import load_bundled
+from pefm.drift.monitor import check
+from pefm.drift.policy import DriftPolicy
+from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.registry import promote
+from pefm.forecasting.training import train
+from pefm.storage.observations import write_observations
+
+SERIES = ["realgdp", "unemp", "infl"]
+
+
+def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
+    items = bundled(SERIES)
+    full = {b.meta.id: b.load() for b in items}
+    load_bundled(conn, items)
+    conn.execute("DELETE FROM observations WHERE ts >= '2007-01-01'")
+    conn.commit()
+    version, _ = train(conn, "ar", SERIES, spec=BacktestSpec(h=1, windows=12), as_of=datetime.now(UTC))
+    promote(conn, version.id)
+    conn.commit()
+    # a policy that calls nearly everything drift, so that what is tested is the counting
+    eager = replace(DriftPolicy.load(), alpha=0.99, simulations=500, consecutive=2)
+
+    def arrive(quarter: str) -> None:
+        ts = pd.Timestamp(quarter)
+        rows = pd.DataFrame([{"series_id": s, "ts": ts, "value": float(full[s].loc[ts])} for s in SERIES])
+        write_observations(conn, rows, vintage=ts + pd.offsets.QuarterBegin(startingMonth=1))
+        conn.commit()
+
+    for quarter in ("2007-01-01", "2007-04-01", "2007-07-01", "2007-10-01"):
+        arrive(quarter)
+    first = check(conn, eager)
+    again = check(conn, eager)  # nothing arrived in between
+    assert first["drifted_series"] and again["drifted_series"]
+    assert not first["breach"] and not again["breach"]  # two checks, one state of the data
+    arrive("2008-01-01")
+    later = check(conn, eager)
+    assert later["drifted_series"] and later["breach"]  # the second drifted check on new data
+    # the model's one-step forecasts since training: one more forecast, a new score
+    assert (
+        later["series"]["realgdp"]["prediction"]["current_n"]
+        == first["series"]["realgdp"]["prediction"]["current_n"] + 1
+    )
+    assert later["series"]["realgdp"]["prediction"]["score"] != first["series"]["realgdp"]["prediction"]["score"]
+    stored = conn.execute("SELECT count(DISTINCT data_sha256), count(*) FROM drift_reports").fetchone()
+    assert stored == (2, 3)
