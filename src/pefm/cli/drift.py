@@ -13,13 +13,10 @@ from pefm.cli import app, console, drift_app, open_db
 
 
 def _policy(path: Path | None):
-    import os
-
+    from pefm.config import get_settings
     from pefm.drift.policy import DriftPolicy
 
-    return DriftPolicy.load(
-        path or (Path(os.environ["PEFM_DRIFT_POLICY"]) if os.environ.get("PEFM_DRIFT_POLICY") else None)
-    )
+    return DriftPolicy.load(path or get_settings().drift_policy)
 
 
 @drift_app.command("check")
@@ -65,46 +62,55 @@ def drift_report(
 @app.command()
 def retrain(
     dry_run: Annotated[bool, typer.Option(help="say what would be done, do nothing")] = False,
-    model: Annotated[str | None, typer.Option(help="model family (default: the default model)")] = None,
-    windows: Annotated[int, typer.Option(help="backtest windows")] = 40,
+    model: Annotated[str | None, typer.Option(help="model family (default: the serving model's)")] = None,
+    windows: Annotated[int | None, typer.Option(help="backtest windows (default: the serving model's)")] = None,
     deploy: Annotated[
         bool, typer.Option(help="on passing gates: green revision + rollout (Knative or the local runtime)")
     ] = True,
+    gate_policy: Annotated[
+        Path | None, typer.Option(help="gate policy TOML (default: PEFM_GATE_POLICY or the shipped one)")
+    ] = None,
+    revision_env: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE for the green revision's environment (local runtime)")
+    ] = None,
 ) -> None:
-    """Train a candidate on data as of now, backtest and gate it, and only if it passes create the
-    green revision and start its rollout. Single-flight; every step recorded."""
+    """Train a candidate on data as of now, backtest and gate it against the serving model on the
+    same windows, and only if it passes create the green revision and start its rollout.
+    Single-flight; resumes a job that stopped part-way; every step recorded."""
+    from pefm.cli.rollout import controller, routed_service
     from pefm.config import get_settings
     from pefm.drift.retrain import KnativeDeployer, LocalDeployer
     from pefm.drift.retrain import retrain as run_retrain
     from pefm.forecasting.backtest import BacktestSpec
-    from pefm.forecasting.models import DEFAULT_MODEL
+    from pefm.rollout.spec import RolloutSpec
 
+    env = dict(item.split("=", 1) for item in revision_env or [] if "=" in item)
+    if len(env) != len(revision_env or []):
+        raise typer.BadParameter("expected NAME=VALUE", param_hint="--revision-env")
+    settings = get_settings()
     with open_db() as db:
         deployer = starter = None
         if deploy and not dry_run:
-            from pefm.cli.rollout import DEFAULT_SPEC, controller
             from pefm.local.runtime import LocalRuntime
-            from pefm.rollout.router import knative_service
-            from pefm.rollout.spec import RolloutSpec
 
-            spec = RolloutSpec.load(DEFAULT_SPEC) if DEFAULT_SPEC.exists() else RolloutSpec()
+            spec = RolloutSpec.configured()
             ctl = controller(db)
-            service = spec.service
-            if get_settings().knative_namespace:
+            if settings.knative_namespace:
                 deployer = KnativeDeployer(ctl.router, spec.service)
-                service = knative_service(spec.service)
             else:
-                deployer = LocalDeployer(LocalRuntime(db.url, get_settings().home / "logs"))
+                deployer = LocalDeployer(LocalRuntime(db.url, settings.home / "logs"), env)
+            service = routed_service(spec.service)
             starter = lambda revision, version: ctl.start(service, revision, spec, version.id)  # noqa: E731
         with console.status("retraining"):
             outcome = run_retrain(
                 db,
-                model=model or DEFAULT_MODEL,
-                spec=BacktestSpec(h=1, windows=windows),
+                model=model,
+                spec=BacktestSpec(h=1, windows=windows) if windows else None,
                 deployer=deployer,
                 start_rollout=starter,
                 dry_run=dry_run,
                 reason="pefm retrain",
+                gate_policy=gate_policy or settings.gate_policy,
             )
         with db.connection() as conn:
             events = conn.execute(

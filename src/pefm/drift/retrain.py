@@ -1,42 +1,52 @@
-"""The retraining job: candidate on data as of now -> backtest -> gates vs serving -> register ->
-(only if it passes) a green revision at 0% and a rollout.
+"""The retraining job: candidate on data as of now -> backtest -> gates vs serving (same windows)
+-> (only if it passes) a green revision at 0% -> its rollout.
 
-Single-flight: an advisory lock; a second job finds it taken and records that it stood aside.
-Idempotent: a candidate already trained by the same model on exactly the same data is not
-trained again. Every step is a ``retrain_events`` row with its reason. Registration is one
-INSERT, so a crash at any point leaves either a whole candidate or none.
+By default it retrains what serves: the serving model's family, parameters, series and backtest
+spec. Single-flight: an advisory lock; a second job finds it taken and records that it stood
+aside. Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and
+a hash of the data) and ``retrain_jobs`` holds its last completed step (trained, gated or
+gates-failed, deployed, rollout-started), written in the same transaction as the step's own
+database writes; a job that crashed resumes after its last completed step, and one that finished
+answers "up-to-date". Deploying is idempotent (a revision already running is reused). Every step
+is a ``retrain_events`` row with its reason.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from pefm.forecasting.backtest import BacktestSpec
-from pefm.forecasting.gates import evaluate, load_policy
+from pefm.forecasting.gating import gate_candidate
 from pefm.forecasting.models import DEFAULT_MODEL
 from pefm.forecasting.panel import MACRO_PANEL, load_panel
+from pefm.forecasting.registry import serving_version
 from pefm.forecasting.training import data_sha256, train
 from pefm.rollout.router import knative_service, revision_name
 from pefm.storage.database import Database
-from pefm.storage.model_versions import ModelVersion, list_versions, serving_for, set_gate_report
+from pefm.storage.model_versions import ModelVersion, get_version
 
 LOCK = "pefm.retrain"
+DEFAULT_SPEC = BacktestSpec(h=1, windows=40)
 
 
 class Deployer(Protocol):
     def deploy(self, version: ModelVersion) -> str:
-        """Create the green revision serving ``version`` at 0%; its name."""
+        """Create (or find, if it already runs) the green revision serving ``version`` at 0%; its name."""
 
 
 def retrain(
     db: Database,
     *,
-    model: str = DEFAULT_MODEL,
+    model: str | None = None,
+    params: dict[str, Any] | None = None,
     spec: BacktestSpec | None = None,
     deployer: Deployer | None = None,
     start_rollout: Callable[[str, ModelVersion], Any] | None = None,
@@ -44,8 +54,8 @@ def retrain(
     reason: str = "requested",
     gate_policy=None,
 ) -> dict[str, Any]:
-    """Run the job once; returns its outcome (``status`` and what it produced)."""
-    spec = spec or BacktestSpec(h=1, windows=40)
+    """Run the job once (or resume it); returns its outcome (``status`` and what it produced).
+    ``model``/``params``/``spec`` default to the serving model's."""
     run_id = uuid.uuid4().hex[:12]
     with db.connection() as lock:
         lock.autocommit = True
@@ -55,59 +65,146 @@ def retrain(
             return {"status": "skipped", "run_id": run_id, "reason": "another retraining is running"}
         try:
             with db.connection() as conn:
-                return _run(conn, run_id, model, spec, deployer, start_rollout, dry_run, reason, gate_policy)
+                job = _Job(conn, run_id, deployer, start_rollout, gate_policy)
+                return job.run(model, params, spec, dry_run, reason)
         finally:
             lock.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (LOCK,))
 
 
-def _run(conn, run_id, model, spec, deployer, start_rollout, dry_run, reason, gate_policy) -> dict[str, Any]:
-    serving = list_versions(conn, status="serving")
-    ids = serving[0].series_ids if serving else list(MACRO_PANEL)
-    _event(conn, run_id, "start", f"retraining {model} on {len(ids)} series: {reason}")
-    digest = data_sha256(load_panel(conn, ids))
-    same = conn.execute(
-        "SELECT id FROM model_versions WHERE family = %s AND data_sha256 = %s AND series_ids = %s", (model, digest, ids)
-    ).fetchone()
-    if same:
-        _event(conn, run_id, "up-to-date", f"{same[0]} was already trained by {model} on exactly these data", same[0])
-        return {"status": "up-to-date", "run_id": run_id, "candidate": same[0]}
-    if dry_run:
-        _event(conn, run_id, "dry-run", f"would train {model}, backtest {spec.windows} windows and gate it")
-        return {"status": "dry-run", "run_id": run_id}
-    version, _ = train(conn, model, ids, spec=spec)
-    conn.commit()
-    _event(conn, run_id, "trained", f"registered candidate {version.id}", version.id)
-    current = serving_for(conn, ids)
-    report = evaluate(
-        load_policy(gate_policy),
-        version.backtest["metrics"],
-        current.backtest["metrics"] if current and current.backtest else None,
-        candidate_id=version.id,
-        serving_id=current.id if current else None,
-    )
-    set_gate_report(conn, version.id, report)
-    conn.commit()
-    if not report["passed"]:
-        why = "; ".join(report["failures"][:5])
-        _event(conn, run_id, "gates-failed", f"not deployed: {why}", version.id, {"failures": report["failures"]})
-        return {"status": "gates-failed", "run_id": run_id, "candidate": version.id, "failures": report["failures"]}
-    _event(conn, run_id, "gates-passed", f"{version.id} passed the gates against {report['serving']}", version.id)
-    if deployer is None:
-        return {"status": "gates-passed", "run_id": run_id, "candidate": version.id}
-    revision = deployer.deploy(version)
-    _event(conn, run_id, "deployed", f"green revision {revision} at 0% serves {version.id}", version.id)
-    rollout_id = start_rollout(revision, version) if start_rollout else None
-    if rollout_id is not None:
+class _Job:
+    def __init__(self, conn: psycopg.Connection, run_id: str, deployer, start_rollout, gate_policy):
+        self.conn, self.run_id = conn, run_id
+        self.deployer, self.start_rollout, self.gate_policy = deployer, start_rollout, gate_policy
+
+    def run(self, model, params, spec, dry_run: bool, reason: str) -> dict[str, Any]:
+        conn = self.conn
+        serving = serving_version(conn)
+        ids = serving.series_ids if serving else list(MACRO_PANEL)
+        family = model or (serving.family if serving else DEFAULT_MODEL)
+        if params is None:
+            params = serving.params if serving and serving.family == family else {}
+        spec = spec or _spec_of(serving) or DEFAULT_SPEC
         _event(
-            conn, run_id, "rollout-started", f"rollout {rollout_id} of {revision}", version.id, {"rollout": rollout_id}
+            conn, self.run_id, "start", f"retraining {family} on {len(ids)} series ({spec.windows} windows): {reason}"
         )
-    return {
-        "status": "deployed",
-        "run_id": run_id,
-        "candidate": version.id,
-        "revision": revision,
-        "rollout": rollout_id,
-    }
+        digest = data_sha256(load_panel(conn, ids))
+        key = job_key(family, params, ids, spec, digest)
+        job = _read_job(conn, key)
+        if job is None and dry_run:
+            _event(conn, self.run_id, "dry-run", f"would train {family}, backtest {spec.windows} windows and gate it")
+            return {"status": "dry-run", "run_id": self.run_id}
+        if job is None:
+            version, _ = train(conn, family, ids, params=params, spec=spec)
+            conn.execute(
+                """INSERT INTO retrain_jobs (key, family, data_sha256, step, candidate)
+                   VALUES (%s, %s, %s, 'trained', %s)""",
+                (key, family, digest, version.id),
+            )
+            conn.commit()  # the candidate and its job's first step, together
+            _event(conn, self.run_id, "trained", f"registered candidate {version.id}", version.id)
+            job = _read_job(conn, key)
+            resumed = False
+        else:
+            resumed = True
+            if job["step"] in ("gates-failed", "rollout-started"):
+                why = f"{job['candidate']} was already trained by {family} on exactly these data ({job['step']})"
+                _event(conn, self.run_id, "up-to-date", why, job["candidate"])
+                return {
+                    "status": "up-to-date",
+                    "run_id": self.run_id,
+                    "candidate": job["candidate"],
+                    "step": job["step"],
+                }
+            _event(
+                conn, self.run_id, "resume", f"resuming {job['candidate']} after step {job['step']}", job["candidate"]
+            )
+        if dry_run:
+            return {"status": "dry-run", "run_id": self.run_id, "candidate": job["candidate"], "step": job["step"]}
+        return self._continue(key, get_version(conn, job["candidate"]), job, serving, resumed)
+
+    def _continue(self, key, version: ModelVersion, job, serving, resumed: bool) -> dict[str, Any]:
+        conn, out = self.conn, {"run_id": self.run_id, "candidate": version.id, "resumed": resumed}
+        if job["step"] == "trained":
+            report = gate_candidate(conn, version, serving, policy=self.gate_policy)
+            step = "gated" if report["passed"] else "gates-failed"
+            _advance(conn, key, step)  # the gate report and the step, together
+            if not report["passed"]:
+                why = "; ".join(report["failures"][:5])
+                _event(
+                    conn,
+                    self.run_id,
+                    "gates-failed",
+                    f"not deployed: {why}",
+                    version.id,
+                    {"failures": report["failures"]},
+                )
+                return {**out, "status": "gates-failed", "failures": report["failures"]}
+            _event(
+                conn,
+                self.run_id,
+                "gates-passed",
+                f"{version.id} passed the gates against {report['serving']}",
+                version.id,
+            )
+            job = _read_job(conn, key)
+        if self.deployer is None:
+            return {**out, "status": "gates-passed"}
+        if job["step"] == "gated":
+            revision = self.deployer.deploy(version)
+            _advance(conn, key, "deployed", revision=revision)
+            _event(conn, self.run_id, "deployed", f"green revision {revision} at 0% serves {version.id}", version.id)
+            job = _read_job(conn, key)
+        out["revision"] = job["revision"]
+        if self.start_rollout is None:
+            return {**out, "status": "deployed", "rollout": None}
+        rollout_id = _existing_rollout(conn, version.id, job["revision"])
+        if rollout_id is None:
+            rollout_id = self.start_rollout(job["revision"], version)
+        _advance(conn, key, "rollout-started", rollout_id=rollout_id)
+        _event(
+            conn,
+            self.run_id,
+            "rollout-started",
+            f"rollout {rollout_id} of {job['revision']}",
+            version.id,
+            {"rollout": rollout_id},
+        )
+        return {**out, "status": "deployed", "rollout": rollout_id}
+
+
+def job_key(family: str, params: dict[str, Any], series_ids: list[str], spec: BacktestSpec, digest: str) -> str:
+    """What identifies a retraining job: the model, what it is trained and backtested on."""
+    what = {"family": family, "params": params, "series": list(series_ids), "spec": asdict(spec), "data": digest}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec_of(version: ModelVersion | None) -> BacktestSpec | None:
+    raw = ((version.backtest or {}).get("spec") if version else None) or None
+    return BacktestSpec(**{**raw, "levels": tuple(raw.get("levels", (80, 95)))}) if raw else None
+
+
+def _read_job(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT step, candidate, revision, rollout_id FROM retrain_jobs WHERE key = %s", (key,)
+    ).fetchone()
+    return dict(zip(("step", "candidate", "revision", "rollout_id"), row, strict=True)) if row else None
+
+
+def _advance(conn: psycopg.Connection, key: str, step: str, **columns: Any) -> None:
+    sets = "".join(f", {name} = %({name})s" for name in columns)
+    conn.execute(
+        f"UPDATE retrain_jobs SET step = %(step)s, updated_at = now(){sets} WHERE key = %(key)s",
+        {"step": step, "key": key, **columns},
+    )
+    conn.commit()
+
+
+def _existing_rollout(conn: psycopg.Connection, version_id: str, revision: str) -> int | None:
+    """A rollout already started for this candidate's revision (by a run that crashed after it)."""
+    row = conn.execute(
+        "SELECT max(id) FROM rollouts WHERE green_model_version = %s AND green_revision = %s", (version_id, revision)
+    ).fetchone()
+    return row[0]
 
 
 def _event(
@@ -126,14 +223,23 @@ def _event(
 
 
 class LocalDeployer:
-    """A new revision process of the local runtime."""
+    """A new revision process of the local runtime (reused when it already runs)."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime, env: dict[str, str] | None = None):
+        """``env``: extra environment for the revision (e.g. PEFM_LOG_LEVEL)."""
         self.runtime = runtime
+        self.env = env or {}
 
     def deploy(self, version: ModelVersion) -> str:
+        from pefm.local.runtime import revision_alive
+
         revision = revision_name("inference", version.id)
-        self.runtime.start_revision("inference", revision, model_version=version.id)
+        with psycopg.connect(self.runtime.database_url) as conn:
+            row = conn.execute(
+                "SELECT pid FROM local_revisions WHERE service = 'inference' AND revision = %s", (revision,)
+            ).fetchone()
+        if row is None or not revision_alive(row[0], revision):
+            self.runtime.start_revision("inference", revision, model_version=version.id, env=self.env)
         return revision
 
 
