@@ -137,13 +137,13 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
 
 
 def _resume_traffic(db: Database, router, revision: str) -> None:
-    """The traffic of a restarted stack: a rollout the last run left unfinished is rolled back (its
-    green revision is gone), and the router carries what the newest rollout settled on, which is
-    the serving version's revision; with no rollout yet, that revision alone."""
+    """The traffic of a (re)started stack, whose earlier revisions no longer run: a rollout left
+    unfinished is rolled back, the newest rollout settles at once on its winner (the serving
+    version's revision) and its loser is forgotten; with no rollout yet, ``revision`` alone."""
     from pefm.rollout.controller import RolloutController
     from pefm.rollout.router import sole
 
-    controller = RolloutController(db, router, provider=None, prober=None)
+    controller = RolloutController(db, router, provider=None, prober=None, grace_seconds=0)
     for rollout_id in controller.active():
         controller.rollback(rollout_id, "the local stack restarted: the green revision no longer runs")
     with db.connection() as conn:
@@ -151,4 +151,4 @@ def _resume_traffic(db: Database, router, revision: str) -> None:
     if newest is None:
         router.set_traffic("inference", sole(revision))
     else:
-        controller.reconcile(newest)
+        controller.tick(newest)
