@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,17 +30,23 @@ from psycopg.types.json import Jsonb
 from pefm.forecasting.registry import settle_rollout
 from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State, decide
 from pefm.rollout.providers import MetricsProvider
-from pefm.rollout.router import TrafficRouter, TrafficTarget, blue_green, same_traffic, serving_revision, sole
+from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
 from pefm.rollout.spec import RolloutSpec
+from pefm.rollout.store import (
+    LOCK,
+    LockBusy,
+    Rollout,
+    RolloutError,
+    advisory_lock,
+    is_newest,
+    read_rollout,
+    record_event,
+)
 from pefm.storage.database import Database
 
+__all__ = ["Rollout", "RolloutBusy", "RolloutConflict", "RolloutController", "RolloutError"]
 log = logging.getLogger(__name__)
-LOCK = "pefm.rollout:"
 _UNFINISHED = "phase NOT IN ('Succeeded', 'Failed', 'RolledBack')"
-
-
-class RolloutError(ValueError):
-    """A rollout operation that cannot be done (unknown id, nothing to roll out, ...)."""
 
 
 class RolloutConflict(RolloutError):
@@ -53,41 +59,6 @@ class RolloutConflict(RolloutError):
 
 class RolloutBusy(RolloutError):
     """The rollout's write lock was not free within the lock timeout."""
-
-
-@dataclass(frozen=True)
-class Rollout:
-    id: int
-    service: str
-    blue_revision: str
-    green_revision: str
-    green_model_version: str | None
-    blue_model_version: str | None
-    spec: RolloutSpec
-    state: State
-    generation: int
-    routed_generation: int
-    step_started_at: datetime
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    finalized_at: datetime | None
-
-    @property
-    def winner(self) -> str:
-        """The revision that keeps the traffic once the rollout is over."""
-        return self.green_revision if self.state.phase is Phase.SUCCEEDED else self.blue_revision
-
-    @property
-    def loser(self) -> str:
-        return self.blue_revision if self.winner == self.green_revision else self.green_revision
-
-    @property
-    def traffic(self) -> list[TrafficTarget]:
-        """The traffic block this rollout wants now."""
-        if self.finalized_at is not None:
-            return sole(self.winner)
-        return blue_green(self.blue_revision, self.green_revision, self.state.weight)
 
 
 class RolloutController:
@@ -143,13 +114,14 @@ class RolloutController:
                 ),
             ).fetchone()[0]
             for previous, phase, step, weight, failed in conn.execute(
-                """UPDATE rollouts SET finalized_at = now() WHERE service = %s AND id < %s AND finalized_at IS NULL
+                """UPDATE rollouts SET finalized_at = now(), routed_generation = generation
+                   WHERE service = %s AND id < %s AND finalized_at IS NULL
                    RETURNING id, phase, step, weight, failed_checks""",
                 (service, rollout_id),
             ).fetchall():
                 state = State(Phase(phase), step, weight, failed)
-                _event(conn, previous, "superseded", state, f"rollout {rollout_id} took over {service}")
-            _event(
+                record_event(conn, previous, "superseded", state, f"rollout {rollout_id} took over {service}")
+            record_event(
                 conn,
                 rollout_id,
                 "start",
@@ -162,7 +134,7 @@ class RolloutController:
 
     def get(self, rollout_id: int) -> Rollout:
         with self.db.connection() as conn:
-            return _read(conn, rollout_id)
+            return read_rollout(conn, rollout_id)
 
     def events(self, rollout_id: int) -> list[dict[str, Any]]:
         with self.db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -195,7 +167,7 @@ class RolloutController:
     # -- the loop --------------------------------------------------------------------------------
     def tick(self, rollout_id: int) -> Decision | None:
         """One analysis step; None when another controller is ticking this rollout right now."""
-        with self._lock(f"tick:{rollout_id}", wait=False) as held:
+        with advisory_lock(self.db, f"tick:{rollout_id}", wait=False, timeout=0) as (held, _):
             return self._tick(rollout_id) if held else None
 
     def _tick(self, rollout_id: int) -> Decision:
@@ -208,7 +180,7 @@ class RolloutController:
         decision = decide(rollout.spec, rollout.state, observations)
         with self._writing(rollout_id) as conn:
             saved = self._save(conn, rollout, decision, observations)
-            current = saved or _read(conn, rollout_id)
+            current = saved or read_rollout(conn, rollout_id)
             self._route(conn, current)
         if saved is None:
             why = f"decision {decision.action!r} discarded: the rollout changed while it was observed"
@@ -233,7 +205,7 @@ class RolloutController:
     def reconcile(self, rollout_id: int) -> Rollout:
         """Make the router carry what the stored state wants (re-read under the write lock)."""
         with self._writing(rollout_id) as conn:
-            rollout = _read(conn, rollout_id)
+            rollout = read_rollout(conn, rollout_id)
             self._route(conn, rollout)
             return rollout
 
@@ -265,7 +237,7 @@ class RolloutController:
 
     def _manual(self, rollout_id: int, action: str, change, reason: str, allow_terminal: bool = False) -> State:
         with self._writing(rollout_id) as conn:
-            rollout = _read(conn, rollout_id)
+            rollout = read_rollout(conn, rollout_id)
             phase = rollout.state.phase
             if phase in TERMINAL and rollout.finalized_at is not None:
                 raise RolloutError(
@@ -326,16 +298,17 @@ class RolloutController:
     def _finalize(self, rollout_id: int) -> Rollout:
         """After the grace period: the winner alone carries the service, the loser is retired."""
         with self._writing(rollout_id) as conn:
-            rollout = _read(conn, rollout_id)
-            if not self._grace_over(rollout) or not _newest(conn, rollout):
+            rollout = read_rollout(conn, rollout_id)
+            if not self._grace_over(rollout) or not is_newest(conn, rollout):
                 return rollout
             with conn.transaction():
-                conn.execute(
+                if not conn.execute(
                     """UPDATE rollouts SET finalized_at = now(), generation = generation + 1, updated_at = now()
                        WHERE id = %s AND generation = %s""",
                     (rollout.id, rollout.generation),
-                )
-                _event(
+                ).rowcount:
+                    return rollout
+                record_event(
                     conn,
                     rollout.id,
                     "finalize",
@@ -343,7 +316,7 @@ class RolloutController:
                     f"{rollout.loser} carried no traffic for {self.grace_seconds:g} s: retired; "
                     f"{rollout.winner} alone serves {rollout.service}",
                 )
-            rollout = _read(conn, rollout_id)
+            rollout = read_rollout(conn, rollout_id)
             self._route(conn, rollout)
         self.router.retire(rollout.service, rollout.loser)
         return rollout
@@ -392,14 +365,14 @@ class RolloutController:
                 (rollout.id,),
             ).fetchone()
             if changed or last != (decision.action, reason):  # no repeated waits
-                _event(conn, rollout.id, decision.action, new, reason, decision.checks, observations)
+                record_event(conn, rollout.id, decision.action, new, reason, decision.checks, observations)
         log.info("rollout %s: %s (%s%% green): %s", rollout.id, decision.action, new.weight, reason)
-        return _read(conn, rollout.id)
+        return read_rollout(conn, rollout.id)
 
     def _route(self, conn: psycopg.Connection, rollout: Rollout) -> None:
         """Under the write lock: set the router to the rollout's traffic unless it already is, and
         record the generation the router now reports. A superseded rollout routes nothing."""
-        if not _newest(conn, rollout):
+        if not is_newest(conn, rollout):
             return
         wanted = rollout.traffic
         if not same_traffic(self.router.traffic(rollout.service), wanted):
@@ -415,75 +388,8 @@ class RolloutController:
     @contextlib.contextmanager
     def _writing(self, rollout_id: int) -> Iterator[psycopg.Connection]:
         """The rollout's write lock, and the (autocommit) connection that holds it."""
-        with self._lock(f"write:{rollout_id}", wait=True, connection=True) as conn:
-            yield conn
-
-    @contextlib.contextmanager
-    def _lock(self, name: str, *, wait: bool, connection: bool = False) -> Iterator[Any]:
-        """A session advisory lock on its own connection: True/False (try) or the connection."""
-        key = f"{LOCK}{name}"
-        with self.db.connection() as conn:
-            conn.autocommit = True
-            try:
-                if wait:
-                    conn.execute(f"SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
-                    try:
-                        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
-                    except psycopg.errors.LockNotAvailable:
-                        raise RolloutBusy(f"{name}: busy for over {self.lock_timeout:g} s; try again") from None
-                    finally:
-                        conn.execute("RESET lock_timeout")
-                    held = True
-                else:
-                    held = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]
-                try:
-                    yield conn if connection else held
-                finally:
-                    if held:
-                        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
-            finally:
-                conn.autocommit = False
-
-
-def _read(conn: psycopg.Connection, rollout_id: int) -> Rollout:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute("SELECT * FROM rollouts WHERE id = %s", (rollout_id,)).fetchone()
-    if row is None:
-        raise RolloutError(f"no rollout {rollout_id}")
-    state = State(Phase(row.pop("phase")), row.pop("step"), row.pop("weight"), row.pop("failed_checks"))
-    return Rollout(spec=RolloutSpec.from_dict(row.pop("spec")), state=state, **row)
-
-
-def _newest(conn: psycopg.Connection, rollout: Rollout) -> bool:
-    """Whether this is its service's latest rollout (only that one may steer the service)."""
-    latest = conn.execute("SELECT max(id) FROM rollouts WHERE service = %s", (rollout.service,)).fetchone()[0]
-    return latest == rollout.id
-
-
-def _event(conn, rollout_id: int, action: str, state: State, reason: str, checks=None, obs=None) -> None:
-    conn.execute(
-        """INSERT INTO rollout_events (rollout_id, action, phase, step, weight, failed_checks, reason, checks,
-                                       observations) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (
-            rollout_id,
-            action,
-            state.phase.value,
-            state.step,
-            state.weight,
-            state.failed_checks,
-            reason,
-            Jsonb(checks or []),
-            Jsonb(_observations(obs)),
-        ),
-    )
-
-
-def _observations(obs: Observations | None) -> dict[str, Any]:
-    if obs is None:
-        return {}
-    return {
-        "requests": obs.requests,
-        "metrics": obs.metrics,
-        "smoke_ok": obs.smoke_ok,
-        "gates_passed": obs.gates_passed,
-    }
+        try:
+            with advisory_lock(self.db, f"write:{rollout_id}", wait=True, timeout=self.lock_timeout) as (_, conn):
+                yield conn
+        except LockBusy as exc:
+            raise RolloutBusy(str(exc)) from None

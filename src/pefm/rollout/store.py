@@ -1,0 +1,136 @@
+"""Where a rollout's state lives: its row (``rollouts``), its events (``rollout_events``), and the
+advisory locks that serialise who writes them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from pefm.rollout.analysis import Observations, Phase, State
+from pefm.rollout.router import TrafficTarget, blue_green, sole
+from pefm.rollout.spec import RolloutSpec
+from pefm.storage.database import Database
+
+LOCK = "pefm.rollout:"
+
+
+class RolloutError(ValueError):
+    """A rollout operation that cannot be done (unknown id, nothing to roll out, ...)."""
+
+
+class LockBusy(RuntimeError):
+    """An advisory lock was not free within the lock timeout."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    id: int
+    service: str
+    blue_revision: str
+    green_revision: str
+    green_model_version: str | None
+    blue_model_version: str | None
+    spec: RolloutSpec
+    state: State
+    generation: int
+    routed_generation: int
+    step_started_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    finalized_at: datetime | None
+
+    @property
+    def winner(self) -> str:
+        """The revision that keeps the traffic once the rollout is over."""
+        return self.green_revision if self.state.phase is Phase.SUCCEEDED else self.blue_revision
+
+    @property
+    def loser(self) -> str:
+        return self.blue_revision if self.winner == self.green_revision else self.green_revision
+
+    @property
+    def traffic(self) -> list[TrafficTarget]:
+        """The traffic block this rollout wants now."""
+        if self.finalized_at is not None:
+            return sole(self.winner)
+        return blue_green(self.blue_revision, self.green_revision, self.state.weight)
+
+
+@contextlib.contextmanager
+def advisory_lock(db: Database, name: str, *, wait: bool, timeout: float) -> Iterator[tuple[bool, psycopg.Connection]]:
+    """A session advisory lock on a connection of its own, which stays in autocommit mode: (held,
+    connection). ``wait``: block up to ``timeout`` seconds (LockBusy after), else only try."""
+    key = f"{LOCK}{name}"
+    with db.connection() as conn:
+        conn.autocommit = True
+        try:
+            if wait:
+                conn.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+                try:
+                    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+                except psycopg.errors.LockNotAvailable:
+                    raise LockBusy(f"{name}: busy for over {timeout:g} s; try again") from None
+                finally:
+                    conn.execute("RESET lock_timeout")
+                held = True
+            else:
+                held = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]
+            try:
+                yield held, conn
+            finally:
+                if held:
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+        finally:
+            conn.autocommit = False
+
+
+def read_rollout(conn: psycopg.Connection, rollout_id: int) -> Rollout:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM rollouts WHERE id = %s", (rollout_id,)).fetchone()
+    if row is None:
+        raise RolloutError(f"no rollout {rollout_id}")
+    state = State(Phase(row.pop("phase")), row.pop("step"), row.pop("weight"), row.pop("failed_checks"))
+    return Rollout(spec=RolloutSpec.from_dict(row.pop("spec")), state=state, **row)
+
+
+def is_newest(conn: psycopg.Connection, rollout: Rollout) -> bool:
+    """Whether this is its service's latest rollout (only that one may steer the service)."""
+    latest = conn.execute("SELECT max(id) FROM rollouts WHERE service = %s", (rollout.service,)).fetchone()[0]
+    return latest == rollout.id
+
+
+def record_event(conn, rollout_id: int, action: str, state: State, reason: str, checks=None, obs=None) -> None:
+    conn.execute(
+        """INSERT INTO rollout_events (rollout_id, action, phase, step, weight, failed_checks, reason, checks,
+                                       observations) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            rollout_id,
+            action,
+            state.phase.value,
+            state.step,
+            state.weight,
+            state.failed_checks,
+            reason,
+            Jsonb(checks or []),
+            Jsonb(observations_json(obs)),
+        ),
+    )
+
+
+def observations_json(obs: Observations | None) -> dict[str, Any]:
+    if obs is None:
+        return {}
+    return {
+        "requests": obs.requests,
+        "metrics": obs.metrics,
+        "smoke_ok": obs.smoke_ok,
+        "gates_passed": obs.gates_passed,
+    }
