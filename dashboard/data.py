@@ -74,9 +74,13 @@ def series_options(conn: psycopg.Connection) -> list[dict[str, str]]:
 
 
 def model_options(conn: psycopg.Connection, series_id: str) -> list[dict[str, str]]:
-    """Model versions that forecast ``series_id``: serving first, then candidates, newest first."""
+    """Model versions that forecast ``series_id``: the one serving it first (the registry's one
+    answer), then candidates and rejected ones, newest first."""
+    from pefm.forecasting.registry import serving_version
+
+    serving = serving_version(conn, [series_id])
     versions = [v for v in list_versions(conn) if series_id in v.series_ids and v.status != "retired"]
-    versions.sort(key=lambda v: (v.status != "serving", -v.created_at.timestamp()))
+    versions.sort(key=lambda v: (serving is None or v.id != serving.id, -v.created_at.timestamp()))
     return [{"label": f"{v.id} ({v.status})", "value": v.id} for v in versions]
 
 
