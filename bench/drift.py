@@ -31,7 +31,7 @@ from rich.progress import Progress
 from pefm.config import Settings
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
-from pefm.drift.calibration import stable_input_false_alarms
+from pefm.drift.calibration import stable_input_false_alarms, stationary_ar1
 from pefm.drift.monitor import check
 from pefm.drift.policy import DriftPolicy
 from pefm.forecasting.backtest import BacktestSpec
@@ -104,12 +104,7 @@ def _stable_panel(conn, rng: np.random.Generator) -> pd.DataFrame:
     dates = pd.date_range("1970-01-01", periods=HISTORY + ARRIVING, freq="QS")
     rows = []
     for i in range(SERIES):
-        phi = rng.uniform(0.0, 0.8)
-        shocks = rng.standard_t(4, len(dates) + 100) if i % 2 else rng.normal(size=len(dates) + 100)
-        values = np.zeros(len(shocks))
-        for t in range(1, len(values)):
-            values[t] = phi * values[t - 1] + shocks[t]
-        values = values[-len(dates) :]
+        values = stationary_ar1(rng, len(dates), heavy=bool(i % 2))
         transform = "diff" if i % 4 < 2 else "none"
         level = 100 + np.cumsum(values) if transform == "diff" else 50 + values
         series_id = f"stable{i}"

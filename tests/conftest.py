@@ -6,6 +6,7 @@ The server is ``PEFM_TEST_DATABASE_URL`` when set, else an embedded PostgreSQL (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -37,15 +38,24 @@ def with_schema(url: str, schema: str) -> str:
     return f"{url}{separator}options={quote(f'-c search_path={schema}')}"
 
 
+@contextlib.contextmanager
+def fresh_schema(server_url: str, prefix: str = "t") -> Iterator[str]:
+    """URL of a new empty schema on the server, dropped on exit."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_schema(server_url, schema)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 @pytest.fixture
 def schema_url(server_url: str) -> Iterator[str]:
     """URL of an empty schema of its own for this test, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield with_schema(server_url, schema)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema(server_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -138,32 +138,33 @@ class Settings:
             if retrain not in ("off", "local"):
                 raise ConfigError(f"PEFM_RETRAIN must be off or local, not {retrain!r}")
             kwargs["retrain"] = retrain
-        if raw := env.get("PEFM_FAULT_RATE", "").strip():
-            try:
-                kwargs["fault_rate"] = float(raw)
-            except ValueError:
-                raise ConfigError(f"PEFM_FAULT_RATE must be a number, not {raw!r}") from None
-            if not 0 <= kwargs["fault_rate"] <= 1:
-                raise ConfigError("PEFM_FAULT_RATE must be in 0..1")
-        if raw := env.get("PEFM_REVISION_GRACE_SECONDS", "").strip():
-            try:
-                kwargs["revision_grace_seconds"] = float(raw)
-            except ValueError:
-                raise ConfigError(f"PEFM_REVISION_GRACE_SECONDS must be a number, not {raw!r}") from None
-            if not 0 <= kwargs["revision_grace_seconds"] < 1e9:
-                raise ConfigError("PEFM_REVISION_GRACE_SECONDS must be a number of seconds, 0 or more")
-        if spec := env.get("PEFM_ROLLOUT_SPEC", "").strip():
-            path = Path(spec).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"PEFM_ROLLOUT_SPEC names no file: {spec}")
-            kwargs["rollout_spec"] = path
-        for name, key in (("PEFM_GATE_POLICY", "gate_policy"), ("PEFM_DRIFT_POLICY", "drift_policy")):
-            if policy := env.get(name, "").strip():
-                path = Path(policy).expanduser()
+        for name, key, high in (
+            ("PEFM_FAULT_RATE", "fault_rate", 1.0),
+            ("PEFM_REVISION_GRACE_SECONDS", "revision_grace_seconds", 1e9),
+        ):
+            if raw := env.get(name, "").strip():
+                kwargs[key] = _number(name, raw, 0.0, high)
+        for name, key in (
+            ("PEFM_GATE_POLICY", "gate_policy"),
+            ("PEFM_DRIFT_POLICY", "drift_policy"),
+            ("PEFM_ROLLOUT_SPEC", "rollout_spec"),
+        ):
+            if given := env.get(name, "").strip():
+                path = Path(given).expanduser()
                 if not path.is_file():
-                    raise ConfigError(f"{name} names no file: {policy}")
+                    raise ConfigError(f"{name} names no file: {given}")
                 kwargs[key] = path
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _number(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be in {low:g}..{high:g}")
+    return value
 
 
 def _positive_int(name: str, raw: str) -> int:

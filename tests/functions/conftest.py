@@ -4,22 +4,27 @@ the function's own folder exactly as the kn func Python runtime starts it."""
 from __future__ import annotations
 
 import sys
-import uuid
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import pandas as pd
 import psycopg
 import pytest
 
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
+from pefm.forecasting.panel import MACRO_PANEL
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
 from pefm.local.runtime import SERVE, Process, free_port, spawn
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
-from tests.conftest import with_schema
+from pefm.storage.model_versions import ModelVersion
+from tests.conftest import fresh_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-ingest-token"
@@ -47,16 +52,11 @@ def stop(running: Process) -> None:
 @pytest.fixture(scope="module")
 def module_schema(server_url: str) -> Iterator[str]:
     """One schema for the module's functions: migrated, with three bundled series loaded."""
-    schema = f"f_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = with_schema(server_url, schema)
-    with Database(url, max_size=2) as db, db.connection() as conn:
-        migrate(conn)
-        load_bundled(conn, bundled(["realgdp", "unemp", "infl"]))
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema(server_url, "f") as url:
+        with Database(url, max_size=2) as db, db.connection() as conn:
+            migrate(conn)
+            load_bundled(conn, bundled(["realgdp", "unemp", "infl"]))
+        yield url
 
 
 def register_model(url: str, family: str, series: list[str], **params) -> str:
@@ -70,3 +70,82 @@ def register_model(url: str, family: str, series: list[str], **params) -> str:
 def count(url: str, table: str) -> int:
     with psycopg.connect(url) as conn:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def replay_start(db: Database, spec) -> tuple[dict[str, pd.Series], ModelVersion]:
+    """The 2000s replay's starting point: the macro panel as known at the end of 1999 (the 2000s
+    arrive later, through ingest), and an AR model trained on it with ``spec``, serving."""
+    items = bundled(list(MACRO_PANEL))
+    with db.connection() as conn:
+        migrate(conn)
+        load_bundled(conn, items)
+        conn.execute("DELETE FROM observations WHERE ts >= '2000-01-01'")
+        conn.commit()
+        serving, _ = train(conn, "ar", list(MACRO_PANEL), spec=spec)
+        promote(conn, serving.id)
+    return {b.meta.id: b.load() for b in items}, serving
+
+
+def replay_quarters(full: dict[str, pd.Series]) -> list[pd.Timestamp]:
+    return sorted({ts for s in full.values() for ts in s.index if ts.year >= 2000})
+
+
+def ingest_quarter(ingest_url: str, full: dict[str, pd.Series], quarter: pd.Timestamp) -> str:
+    """Post one quarter of the panel to the ingest function, known from the quarter's end (as the
+    bundled history is, so later backtests see the 2000s as known at each cutoff); its label."""
+    body = {
+        "series": [
+            {"series_id": s, "observations": [{"ts": f"{quarter:%Y-%m-%d}", "value": float(full[s].loc[quarter])}]}
+            for s in MACRO_PANEL
+            if quarter in full[s].index
+        ],
+        "vintage": (quarter + pd.offsets.QuarterBegin(startingMonth=1)).strftime("%Y-%m-%dT00:00:00Z"),
+    }
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    response = httpx.post(f"{ingest_url}/v1/observations", json=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    return f"{quarter.year}Q{(quarter.month - 1) // 3 + 1}"
+
+
+class Load:
+    """Clients sending forecasts through a router all along, as production traffic would; the
+    status of every answer (0: no answer)."""
+
+    def __init__(self, url: str, series: list[str]):
+        self.url, self.series, self.stop, self.statuses = url, series, threading.Event(), []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        with httpx.Client(timeout=10) as client:
+            i = 0
+            while not self.stop.is_set():
+                body = {"series_id": self.series[i % len(self.series)], "horizon": 4}
+                try:
+                    self.statuses.append(client.post(f"{self.url}/v1/forecast", json=body).status_code)
+                except httpx.HTTPError:
+                    self.statuses.append(0)
+                i += 1
+                time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def tick_at_barrier(url: str, timeout: float = 60) -> None:
+    """Until a controller's tick waits on a lock inside its metrics query (the request log's
+    percentile): the barrier a race test holds with ``LOCK TABLE request_log``."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query LIKE '%percentile_cont%'"""
+            ).fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError("no controller tick reached the barrier")

@@ -4,35 +4,26 @@ candidate that is recorded but not deployed when it fails the gates, and a green
 rollout when it passes."""
 
 import threading
-import uuid
 from pathlib import Path
 
 import httpx
-import pandas as pd
-import psycopg
 import pytest
 
-from pefm.data.bundled import bundled
-from pefm.data.loading import load_bundled
 from pefm.drift.monitor import check, due_for_retraining
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.retrain import LocalDeployer, retrain
 from pefm.forecasting.backtest import BacktestSpec
-from pefm.forecasting.panel import MACRO_PANEL
-from pefm.forecasting.registry import promote
-from pefm.forecasting.training import train
 from pefm.local.runtime import LocalRuntime
 from pefm.rollout.controller import RolloutController
 from pefm.rollout.local import LocalRouter
 from pefm.rollout.probes import HttpProber
 from pefm.rollout.providers import DatabaseProvider
-from pefm.rollout.router import TrafficTarget
+from pefm.rollout.router import TrafficTarget, revision_name, sole
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
-from pefm.storage.migrate import migrate
 from pefm.storage.model_versions import get_version
-from tests.conftest import with_schema
-from tests.functions.conftest import TOKEN, start_function, stop
+from tests.conftest import fresh_schema
+from tests.functions.conftest import TOKEN, ingest_quarter, replay_quarters, replay_start, start_function, stop
 
 SPEC = BacktestSpec(h=1, windows=20)
 # An operator's permissive policy, for the resumption tests: what they test is where a job resumes
@@ -42,50 +33,17 @@ CRISIS = {"realgdp", "realinv", "unemp"}
 
 @pytest.fixture(scope="module")
 def replay(server_url, tmp_path_factory):
-    schema = f"d_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = with_schema(server_url, schema)
-    db = Database(url, max_size=4)
-    items = bundled(list(MACRO_PANEL))
-    full = {b.meta.id: b.load() for b in items}
-    with db.connection() as conn:
-        migrate(conn)
-        load_bundled(conn, items)
-        conn.execute("DELETE FROM observations WHERE ts >= '2000-01-01'")  # the 2000s arrive later
-        conn.commit()
-        serving, _ = train(conn, "ar", list(MACRO_PANEL), spec=SPEC)
-        promote(conn, serving.id)
-    ingest = start_function("ingest", url, tmp_path_factory.mktemp("drift"), PEFM_INGEST_TOKEN=TOKEN)
-    policy = DriftPolicy.load()
-    reports = {}
-    with httpx.Client(timeout=60) as client:
-        quarters = sorted({ts for s in full.values() for ts in s.index if ts.year >= 2000})
-        for quarter in quarters:
-            body = {
-                "series": [
-                    {
-                        "series_id": s,
-                        "observations": [{"ts": f"{quarter:%Y-%m-%d}", "value": float(full[s].loc[quarter])}],
-                    }
-                    for s in MACRO_PANEL
-                    if quarter in full[s].index
-                ],
-                # each quarter becomes known when it ends, as the bundled history does: backtests of
-                # later candidates then see the 2000s as they were known at each cutoff
-                "vintage": (quarter + pd.offsets.QuarterBegin(startingMonth=1)).strftime("%Y-%m-%dT00:00:00Z"),
-            }
-            response = client.post(
-                f"{ingest.url}/v1/observations", json=body, headers={"authorization": f"Bearer {TOKEN}"}
-            )
-            assert response.status_code == 200, response.text
+    with fresh_schema(server_url, "d") as url, Database(url, max_size=4) as db:
+        full, serving = replay_start(db, SPEC)
+        ingest = start_function("ingest", url, tmp_path_factory.mktemp("drift"), PEFM_INGEST_TOKEN=TOKEN)
+        policy = DriftPolicy.load()
+        reports = {}
+        for quarter in replay_quarters(full):
+            label = ingest_quarter(ingest.url, full, quarter)
             with db.connection() as conn:
-                reports[f"{quarter.year}Q{(quarter.month - 1) // 3 + 1}"] = check(conn, policy)
-    stop(ingest)
-    yield db, url, serving, reports, policy
-    db.close()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+                reports[label] = check(conn, policy)
+        stop(ingest)
+        yield db, url, serving, reports, policy
 
 
 def test_the_2008_break_is_flagged_and_named(replay):
@@ -210,41 +168,39 @@ def test_a_crash_mid_registration_leaves_no_half_registered_model(replay, monkey
         raise RuntimeError("power cut while registering")
 
     monkeypatch.setattr(model_versions, "insert_version", crash)
+    counts = "SELECT (SELECT count(*) FROM model_versions), (SELECT count(*) FROM retrain_jobs)"
     with db.connection() as conn:
-        before = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]
+        before = conn.execute(counts).fetchone()
     with pytest.raises(RuntimeError, match="power cut"):
         retrain(db, model="naive", spec=SPEC)
     with db.connection() as conn:
-        assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == before
-        assert conn.execute("SELECT count(*) FROM retrain_jobs WHERE family = 'naive'").fetchone()[0] == 0
+        assert conn.execute(counts).fetchone() == before  # no candidate, no job step
 
 
-class Deployer:
-    """Records its deployments (a stand-in for the runtime: what is tested is the job's resumption)."""
-
-    def __init__(self):
-        self.deployed = []
-
-    def deploy(self, version):
-        self.deployed.append(version.id)
-        return f"pefm-inference-{version.id}"
-
-
-def recorded_rollout(db, revision: str, version) -> int:
-    """A finished rollout row for the candidate (what the job records is the rollout's id)."""
-    with db.connection() as conn:
-        return conn.execute(
-            """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version, spec, phase,
-                                     step, weight) VALUES ('test', 'blue', %s, %s, '{}', 'RolledBack', -1, 0)
-               RETURNING id""",
-            (revision, version.id),
-        ).fetchone()[0]
+@pytest.fixture
+def runtime_and_controller(replay, tmp_path):
+    """The local runtime the deployer starts revisions with, and a controller whose service has a
+    serving revision to roll out from (its rollouts are only started here, never ticked)."""
+    db, url, serving, _, _ = replay
+    runtime = LocalRuntime(url, tmp_path / "logs")
+    router = LocalRouter(db, {})
+    router.set_traffic("inference", sole(revision_name("inference", serving.id)))
+    controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
+    yield runtime, controller
+    for rollout_id in controller.active("inference"):
+        controller.rollback(rollout_id, "end of the test")
+    runtime.stop_all()
 
 
-def test_a_crash_after_training_resumes_at_the_gates(replay, monkeypatch):
+def start_rollout(controller):
+    return lambda revision, version: controller.start("inference", revision, RolloutSpec(), version.id)
+
+
+def test_a_crash_after_training_resumes_at_the_gates(replay, runtime_and_controller, monkeypatch):
     """The failure comes AFTER the candidate was written: a job keyed on the data alone would
     answer "up-to-date" forever and never gate or deploy it."""
     db, _, _, _, _ = replay
+    runtime, controller = runtime_and_controller
     import pefm.drift.retrain as job
 
     real_gate = job.gate_candidate
@@ -256,20 +212,18 @@ def test_a_crash_after_training_resumes_at_the_gates(replay, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         retrain(db, model="ar_d1", spec=SPEC)
     with db.connection() as conn:
-        [(candidate, step)] = conn.execute("SELECT candidate, step FROM retrain_jobs WHERE family = 'ar_d1'").fetchall()
+        [(candidate, step)] = conn.execute(
+            "SELECT candidate, step FROM retrain_jobs JOIN model_versions ON id = candidate WHERE family = 'ar_d1'"
+        ).fetchall()
     assert step == "trained"
     monkeypatch.setattr(job, "gate_candidate", real_gate)
-    deployer, started = Deployer(), []
+    deployer = LocalDeployer(runtime)
     resumed = retrain(
-        db,
-        model="ar_d1",
-        spec=SPEC,
-        deployer=deployer,
-        start_rollout=lambda revision, version: started.append(revision) or recorded_rollout(db, revision, version),
-        gate_policy=LENIENT,
+        db, model="ar_d1", spec=SPEC, deployer=deployer, start_rollout=start_rollout(controller), gate_policy=LENIENT
     )
     assert resumed["resumed"] and resumed["candidate"] == candidate and resumed["status"] == "deployed"
-    assert deployer.deployed == [candidate] and started == [f"pefm-inference-{candidate}"]
+    assert list(runtime.processes) == [revision_name("inference", candidate)]
+    assert controller.get(resumed["rollout"]).green_model_version == candidate
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM model_versions WHERE family = 'ar_d1'").fetchone()[0] == 1
         steps = [
@@ -280,32 +234,42 @@ def test_a_crash_after_training_resumes_at_the_gates(replay, monkeypatch):
     assert retrain(db, model="ar_d1", spec=SPEC, deployer=deployer)["status"] == "up-to-date"
 
 
-def test_a_crash_after_deploying_resumes_at_the_rollout_without_deploying_twice(replay):
-    db, _, _, _, _ = replay
-    deployer = Deployer()
+def test_a_crash_after_deploying_resumes_at_the_rollout_without_deploying_twice(
+    replay, runtime_and_controller, tmp_path
+):
+    """The first run's green revision still runs when the second run resumes: it is reused, not
+    started again (each run has its own runtime, as two `pefm retrain` processes would)."""
+    db, url, _, _, _ = replay
+    first_runtime, controller = runtime_and_controller
 
     def dies(revision, version):
         raise RuntimeError("killed before the rollout started")
 
+    spec = BacktestSpec(h=1, windows=12)
     with pytest.raises(RuntimeError, match="killed"):
         retrain(
             db,
             model="drift",
             params={},
-            spec=BacktestSpec(h=1, windows=12),
-            deployer=deployer,
+            spec=spec,
+            deployer=LocalDeployer(first_runtime),
             start_rollout=dies,
             gate_policy=LENIENT,
         )
-    started = []
+    [revision] = first_runtime.processes
+    second_runtime = LocalRuntime(url, tmp_path / "second")
     resumed = retrain(
         db,
         model="drift",
         params={},
-        spec=BacktestSpec(h=1, windows=12),
-        deployer=deployer,
-        start_rollout=lambda revision, version: started.append(revision) or recorded_rollout(db, revision, version),
+        spec=spec,
+        deployer=LocalDeployer(second_runtime),
+        start_rollout=start_rollout(controller),
         gate_policy=LENIENT,
     )
-    assert resumed["status"] == "deployed" and resumed["rollout"] is not None
-    assert len(deployer.deployed) == 1 and started == [f"pefm-inference-{resumed['candidate']}"]
+    assert resumed["status"] == "deployed" and resumed["revision"] == revision
+    assert second_runtime.processes == {}  # nothing started twice
+    assert controller.get(resumed["rollout"]).green_revision == revision
+    with db.connection() as conn:
+        pid = conn.execute("SELECT pid FROM local_revisions WHERE revision = %s", (revision,)).fetchone()[0]
+    assert pid == first_runtime.processes[revision].process.pid

@@ -14,29 +14,30 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import psycopg
 import pytest
 
-from pefm.data.bundled import bundled
-from pefm.data.loading import load_bundled
 from pefm.forecasting.backtest import BacktestSpec
-from pefm.forecasting.panel import MACRO_PANEL
-from pefm.forecasting.registry import promote, serving_version
-from pefm.forecasting.training import train
+from pefm.forecasting.registry import serving_version
 from pefm.local.runtime import LocalRuntime, Process, free_port, revision_alive, spawn
 from pefm.rollout.local import LocalRouter
 from pefm.rollout.router import revision_name, sole
 from pefm.storage.database import Database
-from pefm.storage.migrate import migrate
-from tests.conftest import with_schema
-from tests.functions.conftest import ROOT, TOKEN, start_function
+from tests.conftest import fresh_schema
+from tests.functions.conftest import (
+    ROOT,
+    TOKEN,
+    Load,
+    ingest_quarter,
+    replay_quarters,
+    replay_start,
+    start_function,
+    tick_at_barrier,
+)
 
 ADMIN = "soak-admin-token"
 LOAD_SERIES = ["realgdp", "unemp", "infl"]
@@ -107,6 +108,13 @@ class Soak:
             time.sleep(0.2)
         raise AssertionError(f"rollout {rollout_id} never {what}: {state['phase']}, {state['events'][-1]['reason']}")
 
+    def drift_check(self) -> dict:
+        response = httpx.post(
+            f"{self.monitor.url}/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"}, timeout=300
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def alive_inference(self) -> list[str]:
         with self.db.connection() as conn:
             rows = conn.execute("SELECT revision, pid FROM local_revisions WHERE service = 'inference'").fetchall()
@@ -115,91 +123,36 @@ class Soak:
 
 @pytest.fixture(scope="module")
 def soak(server_url, tmp_path_factory):
-    schema = f"s_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = with_schema(server_url, schema)
     tmp = tmp_path_factory.mktemp("soak")
-    system = Soak(url, tmp)
-    items = bundled(list(MACRO_PANEL))
-    full = {b.meta.id: b.load() for b in items}
-    with system.db.connection() as conn:
-        migrate(conn)
-        load_bundled(conn, items)
-        conn.execute("DELETE FROM observations WHERE ts >= '2000-01-01'")  # the 2000s arrive later
-        conn.commit()
-        first, _ = train(conn, "ar", list(MACRO_PANEL), spec=BacktestSpec(h=1, windows=12))
-        promote(conn, first.id)
-    monitor = start_function("monitor", url, tmp, PEFM_ADMIN_TOKEN=ADMIN)
-    ingest = start_function("ingest", url, tmp, PEFM_INGEST_TOKEN=TOKEN, K_SINK=f"{monitor.url}/v1/drift/check")
-    blue = revision_name("inference", first.id)
-    system.runtime.start_revision("inference", blue, model_version=first.id)
-    router = system.runtime.start_router("inference")
-    system.router_url = router.url
-    LocalRouter(system.db, {}).set_traffic("inference", sole(blue))
-    system.start_api()
-    system.monitor, system.ingest, system.full = monitor, ingest, full
-    system.quarters = iter(sorted({ts for s in full.values() for ts in s.index if ts.year >= 2000}))
-    yield system
-    system.api.stop()
-    local = LocalRouter(system.db, {})
-    for revision in system.alive_inference():  # revisions retraining started, in other processes
-        local.retire("inference", revision)
-    for process in (monitor, ingest):
-        process.stop()
-    system.runtime.stop_all()
-    system.db.close()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-class Load:
-    """Clients sending forecasts through the router all along, as production traffic would."""
-
-    def __init__(self, url: str):
-        self.url, self.stop, self.statuses = url, threading.Event(), []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        with httpx.Client(timeout=10) as client:
-            i = 0
-            while not self.stop.is_set():
-                try:
-                    body = {"series_id": LOAD_SERIES[i % 3], "horizon": 4}
-                    self.statuses.append(client.post(f"{self.url}/v1/forecast", json=body).status_code)
-                except httpx.HTTPError:
-                    self.statuses.append(0)
-                i += 1
-                time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
+    with fresh_schema(server_url, "s") as url:
+        system = Soak(url, tmp)
+        full, first = replay_start(system.db, BacktestSpec(h=1, windows=12))
+        monitor = start_function("monitor", url, tmp, PEFM_ADMIN_TOKEN=ADMIN)
+        ingest = start_function("ingest", url, tmp, PEFM_INGEST_TOKEN=TOKEN, K_SINK=f"{monitor.url}/v1/drift/check")
+        blue = revision_name("inference", first.id)
+        system.runtime.start_revision("inference", blue, model_version=first.id)
+        system.router_url = system.runtime.start_router("inference").url
+        LocalRouter(system.db, {}).set_traffic("inference", sole(blue))
+        system.start_api()
+        system.monitor, system.ingest, system.full = monitor, ingest, full
+        system.quarters = iter(replay_quarters(full))
+        yield system
+        system.api.stop()
+        LocalRouter(system.db, {}).retire_all("inference")  # revisions retraining started, in other processes
+        for process in (monitor, ingest):
+            process.stop()
+        system.runtime.stop_all()
+        system.db.close()
 
 
 def ingest_and_check(soak: Soak) -> tuple[str, dict]:
-    """One more quarter through the ingest function (known when the quarter ends), then the
-    monitor's drift check of it."""
-    quarter = next(soak.quarters)
-    body = {
-        "series": [
-            {"series_id": s, "observations": [{"ts": f"{quarter:%Y-%m-%d}", "value": float(soak.full[s].loc[quarter])}]}
-            for s in MACRO_PANEL
-        ],
-        "vintage": (quarter + pd.offsets.QuarterBegin(startingMonth=1)).strftime("%Y-%m-%dT00:00:00Z"),
-    }
-    headers = {"authorization": f"Bearer {TOKEN}"}
-    response = httpx.post(f"{soak.ingest.url}/v1/observations", json=body, headers=headers, timeout=60)
-    assert response.status_code == 200, response.text
-    report = httpx.post(f"{soak.monitor.url}/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"}, timeout=300)
-    assert report.status_code == 200, report.text
+    """One more quarter through the ingest function, then the monitor's drift check of it, which
+    watches what serves."""
+    label = ingest_quarter(soak.ingest.url, soak.full, next(soak.quarters))
+    report = soak.drift_check()
     with soak.db.connection() as conn:
-        assert report.json()["model_version"] == serving_version(conn).id
-    return f"{quarter.year}Q{(quarter.month - 1) // 3 + 1}", report.json()
+        assert report["model_version"] == serving_version(conn).id
+    return label, report
 
 
 def retrain(soak: Soak, *flags: str) -> int:
@@ -230,9 +183,7 @@ def settled(soak: Soak, rollout_id: int, phase: str) -> dict:
     expected = state["green_model_version"] if phase == "Succeeded" else state["blue_model_version"]
     assert serving.id == expected
     assert f"serving model: {serving.id}" in status.stdout
-    report = httpx.post(
-        f"{soak.monitor.url}/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"}, timeout=300
-    ).json()
+    report = soak.drift_check()
     assert report["model_version"] == serving.id  # the monitor watches what serves now
     return state
 
@@ -243,7 +194,7 @@ def actions(state: dict) -> list[str]:
 
 def test_five_and_more_cycles_of_the_model_lifecycle(soak):
     stories = []
-    with Load(soak.router_url) as load:
+    with Load(soak.router_url, LOAD_SERIES) as load:
         # (a) a healthy candidate: the serving AR retrained on one more quarter, promoted
         quarter, report = ingest_and_check(soak)
         rollout_id = retrain(soak)
@@ -285,7 +236,7 @@ def test_five_and_more_cycles_of_the_model_lifecycle(soak):
         soak.wait(rollout_id, lambda r: r["phase"] == "Progressing", "progressed")
         with psycopg.connect(soak.url) as barrier:
             barrier.execute("LOCK TABLE request_log IN ACCESS EXCLUSIVE MODE")
-            waiting_tick(soak.url)
+            tick_at_barrier(soak.url)
             operator = httpx.post(
                 f"{soak.api.url}/v1/rollouts/{rollout_id}/rollback",
                 headers={"authorization": f"Bearer {ADMIN}"},
@@ -328,20 +279,6 @@ def test_five_and_more_cycles_of_the_model_lifecycle(soak):
     with soak.db.connection() as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM model_versions GROUP BY status").fetchall())
     assert statuses == {"serving": 1, "retired": 3, "rejected": 3}
-
-
-def waiting_tick(url: str, timeout: float = 60) -> None:
-    """Until the controller's tick waits on the barrier inside its metrics query."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            if conn.execute(
-                """SELECT count(*) FROM pg_stat_activity
-                   WHERE wait_event_type = 'Lock' AND query LIKE '%percentile_cont%'"""
-            ).fetchone()[0]:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the controller's tick never reached the barrier")
 
 
 def soak_state(soak: Soak, rollout_id: int) -> tuple[str, int]:

@@ -22,7 +22,7 @@ from pefm.rollout.router import TrafficTarget
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version, set_gate_report
-from tests.functions.conftest import ROOT, register_model
+from tests.functions.conftest import ROOT, Load, register_model, tick_at_barrier
 
 SERIES = ["realgdp", "unemp", "infl"]
 SPEC = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
@@ -51,31 +51,6 @@ def stack(module_schema, tmp_path_factory):
     db.close()
 
 
-class Load:
-    """Clients sending forecasts through the router, as production traffic would."""
-
-    def __init__(self, url: str):
-        self.url, self.stop, self.statuses = url, threading.Event(), []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        with httpx.Client(timeout=10) as client:
-            i = 0
-            while not self.stop.is_set():
-                body = {"series_id": SERIES[i % 3], "horizon": 4}
-                self.statuses.append(client.post(f"{self.url}/v1/forecast", json=body).status_code)
-                i += 1
-                time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-
-
 def roll(controller, rollout_id, ticks=120):
     for _ in range(ticks):
         decision = controller.tick(rollout_id)
@@ -98,7 +73,7 @@ def test_a_healthy_green_is_promoted_step_by_step_and_blue_stays_reachable(stack
     runtime, router, controller, versions, _ = stack
     revision = green(runtime, "pefm-inference-green1", versions["same"])
     rollout_id = controller.start("inference", revision, SPEC, versions["same"])
-    with Load(router.url("inference")):
+    with Load(router.url("inference"), SERIES):
         state = roll(controller, rollout_id)
     assert state.phase is Phase.SUCCEEDED and state.weight == 100
     advances = [e["weight"] for e in controller.events(rollout_id) if e["action"] in ("advance", "promote")]
@@ -129,7 +104,7 @@ def test_a_green_failing_10_percent_of_requests_is_rolled_back(stack):
     reset(router, runtime)
     revision = green(runtime, "pefm-inference-faulty", versions["same"], PEFM_FAULT_RATE="0.1")
     rollout_id = controller.start("inference", revision, SPEC, versions["same"])
-    with Load(router.url("inference")):
+    with Load(router.url("inference"), SERIES):
         state = roll(controller, rollout_id)
     assert state.phase is Phase.ROLLED_BACK and state.weight == 0
     last = controller.events(rollout_id)[-1]
@@ -146,7 +121,7 @@ def test_a_green_whose_forecasts_diverge_is_rolled_back_despite_perfect_http(sta
     reset(router, runtime)
     revision = green(runtime, "pefm-inference-diverging", versions["different"])
     rollout_id = controller.start("inference", revision, SPEC, versions["different"])
-    with Load(router.url("inference")) as load:
+    with Load(router.url("inference"), SERIES) as load:
         state = roll(controller, rollout_id)
     assert state.phase is Phase.ROLLED_BACK
     last = controller.events(rollout_id)[-1]
@@ -201,7 +176,7 @@ def test_a_killed_controller_resumes_without_skipping_or_repeating_a_step(stack,
         "COLUMNS": "200",
         "PATH": "/usr/bin:/bin",
     }
-    with Load(router.url("inference")):
+    with Load(router.url("inference"), SERIES):
         first = subprocess.Popen(
             [sys.executable, "-m", "pefm.cli", "rollout", "run", str(rollout_id)],
             env=env,
@@ -247,14 +222,14 @@ def test_an_operator_rollback_racing_a_tick_wins(stack, module_schema):
     reset(router, runtime)
     revision = green(runtime, "pefm-inference-race", versions["same"])
     rollout_id = controller.start("inference", revision, SPEC, versions["same"])
-    with Load(router.url("inference")):
+    with Load(router.url("inference"), SERIES):
         progressing(controller, rollout_id)
         outcome = {}
         with psycopg.connect(module_schema) as barrier, Database(module_schema, max_size=4) as other:
             barrier.execute("LOCK TABLE request_log IN ACCESS EXCLUSIVE MODE")
             ticking = threading.Thread(target=lambda: outcome.update(decision=controller.tick(rollout_id)))
             ticking.start()
-            wait_for_backend(module_schema, "percentile_cont")  # the tick is inside its observation
+            tick_at_barrier(module_schema)
             operator = RolloutController(other, LocalRouter(other, {}), DatabaseProvider(other), prober=None)
             assert operator.rollback(rollout_id).phase is Phase.ROLLED_BACK  # at once: no tick to wait for
             assert {t.tag: t.percent for t in router.traffic("inference")}["blue"] == 100
@@ -270,19 +245,10 @@ def test_an_operator_rollback_racing_a_tick_wins(stack, module_schema):
     runtime.stop(revision)
 
 
-def wait_for_backend(url: str, query: str, timeout: float = 30) -> None:
-    """Until a session of the database waits on a lock while running ``query``."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-                (f"%{query}%",),
-            ).fetchone()[0]
-            if waiting:
-                return
-            time.sleep(0.02)
-    raise AssertionError(f"no session waits on a lock running {query!r}")
+def pefm_status(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pefm.cli", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 class FlakyRouter(LocalRouter):
@@ -304,7 +270,7 @@ def test_a_routing_failure_after_a_saved_rollback_is_healed_by_the_next_tick(sta
     reset(router, runtime)
     revision = green(runtime, "pefm-inference-flaky", versions["same"])
     rollout_id = controller.start("inference", revision, SPEC, versions["same"])
-    with Load(router.url("inference")):
+    with Load(router.url("inference"), SERIES):
         progressing(controller, rollout_id)
     split = {t.tag: t.percent for t in router.traffic("inference")}
     assert split["green"] > 0
@@ -338,7 +304,7 @@ def test_after_the_grace_period_the_winner_alone_serves_and_the_loser_is_retired
     controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(router, db), grace_seconds=1)
     revision = green(runtime, "pefm-inference-winner", versions["same"])
     rollout_id = controller.start("inference", revision, SPEC, versions["same"])
-    with Load(router.url("inference")):
+    with Load(router.url("inference"), SERIES):
         assert roll(controller, rollout_id).phase is Phase.SUCCEEDED
     assert revision_alive(old.process.pid, "pefm-inference-old")  # kept for an instant rollback
     time.sleep(1.1)
@@ -351,15 +317,11 @@ def test_after_the_grace_period_the_winner_alone_serves_and_the_loser_is_retired
     with pytest.raises(RolloutError, match="no longer runs"):
         controller.rollback(rollout_id)
     env = {"PEFM_DATABASE_URL": module_schema, "PEFM_ROUTER_URL": router.url("inference"), "COLUMNS": "200"}
-    status = subprocess.run(
-        [sys.executable, "-m", "pefm.cli", "status"], env=env, capture_output=True, text=True, timeout=60
-    )
+    status = pefm_status(env)
     assert status.returncode == 0 and "registry and traffic agree" in status.stdout, status.stdout + status.stderr
     assert f"serving model: {versions['same']}" in status.stdout
     router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])  # behind the registry's back
-    status = subprocess.run(
-        [sys.executable, "-m", "pefm.cli", "status"], env=env, capture_output=True, text=True, timeout=60
-    )
+    status = pefm_status(env)
     assert status.returncode == 1
     assert f"pefm-inference-blue carries 100% and serves {versions['blue']}" in status.stderr
     with db.connection() as conn:

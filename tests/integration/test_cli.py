@@ -146,3 +146,24 @@ def test_rollout_deploy_needs_a_knative_namespace(cli_env):
     """Locally, revisions are started by pefm up and pefm retrain: deploy says so and exits 2."""
     result = run(cli_env, "rollout", "deploy", "--model-version", "ar-1")
     assert result.returncode == 2 and "set PEFM_KNATIVE_NAMESPACE" in result.stderr
+
+
+def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the_winner(db):
+    """pefm up's start: its earlier revisions no longer run, so an unfinished rollout is rolled back
+    and the newest rollout settles at once on its winner, the revision the stack starts."""
+    from pefm.cli.stack import _resume_traffic
+    from pefm.rollout.controller import RolloutController
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.router import TrafficTarget, sole
+    from pefm.rollout.spec import RolloutSpec
+
+    router = LocalRouter(db, {})
+    router.set_traffic("inference", sole("pefm-inference-blue"))
+    controller = RolloutController(db, router, provider=None, prober=None)
+    rollout_id = controller.start("inference", "pefm-inference-green", RolloutSpec())  # left Initializing
+    _resume_traffic(db, router, "pefm-inference-blue")
+    rollout = controller.get(rollout_id)
+    assert rollout.state.phase.value == "RolledBack" and rollout.finalized_at is not None
+    assert router.traffic("inference") == [TrafficTarget("pefm-inference-blue", 100, "blue")]
+    assert [e["action"] for e in controller.events(rollout_id)] == ["start", "rollback", "finalize"]
+    assert "the local stack restarted" in controller.events(rollout_id)[1]["reason"]

@@ -64,7 +64,7 @@ def train(
             params=_params(param),
             as_of=when,
             spec=spec,
-            on_window=lambda cutoff: progress.update(task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"),
+            on_window=_advance(progress, task, model),
         )
     if run is not None:
         _print_scores(run.scores)
@@ -104,7 +104,7 @@ def backtest(
                 spec,
                 params=params,
                 as_of=as_of,
-                on_window=lambda cutoff: progress.update(task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}"),
+                on_window=_advance(progress, task, model),
             )
         if version:
             set_backtest(conn, version, run.summary(spec))

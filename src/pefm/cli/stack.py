@@ -129,10 +129,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
                 break
     finally:
         runtime.stop_all()
-        with db.connection() as conn:  # revisions retraining started in other processes
-            others = [r[0] for r in conn.execute("SELECT revision FROM local_revisions WHERE service = 'inference'")]
-        for other in others:
-            local.retire("inference", other)
+        local.retire_all("inference")  # the revisions retraining started, in other processes
         console.print("local stack stopped")
 
 

@@ -10,16 +10,23 @@ from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import flag, wasserstein_normed, window_nulls
 
 
-def stable_series(rng: np.random.Generator, length: int) -> tuple[np.ndarray, str]:
-    """One stationary series without drift, of a kind drawn at random: AR(1) with phi in
-    [0, 0.8], Gaussian or Student-t(4) shocks, modelled as a level (first-differenced by the
-    checks) or as a transformed value; returns the series and its transform."""
+def stationary_ar1(rng: np.random.Generator, length: int, heavy: bool | None = None) -> np.ndarray:
+    """A stationary AR(1) path of ``length`` points with phi drawn in [0, 0.8] and Student-t(4)
+    shocks when ``heavy`` (drawn at random when None), else Gaussian ones."""
     phi = rng.uniform(0.0, 0.8)
-    shocks = rng.standard_t(4, size=length + 100) if rng.random() < 0.5 else rng.normal(size=length + 100)
+    heavy = rng.random() < 0.5 if heavy is None else heavy
+    shocks = rng.standard_t(4, size=length + 100) if heavy else rng.normal(size=length + 100)
     values = np.zeros(len(shocks))
     for t in range(1, len(values)):
         values[t] = phi * values[t - 1] + shocks[t]
-    values = values[-length:]
+    return values[-length:]
+
+
+def stable_series(rng: np.random.Generator, length: int) -> tuple[np.ndarray, str]:
+    """One series without drift, of a kind drawn at random: a ``stationary_ar1`` path, modelled
+    as a level (first-differenced by the checks) or as a transformed value; the series and its
+    transform."""
+    values = stationary_ar1(rng, length)
     if rng.random() < 0.5:  # a level: the checks look at its changes, so integrate the stationary part
         return 100 + np.cumsum(values), "none"
     return values, "log_diff_ann"

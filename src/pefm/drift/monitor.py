@@ -23,7 +23,8 @@ from psycopg.types.json import Jsonb
 
 from pefm.drift.checks import evidently_drift, features, one_step_forecasts, rmse
 from pefm.drift.policy import DriftPolicy
-from pefm.drift.significance import accuracy_p_value, flag, sequence_null, window_nulls
+from pefm.drift.significance import Null, accuracy_p_value, flag, sequence_null, window_nulls
+from pefm.forecasting.gates import backtest_frame
 from pefm.forecasting.panel import load_panel
 from pefm.forecasting.registry import load_model, serving_version
 from pefm.forecasting.training import data_sha256
@@ -48,6 +49,7 @@ def check(
     reference_panel = load_panel(conn, version.series_ids, as_of=version.data_as_of)
     current_panel = load_panel(conn, version.series_ids)
     transforms = current_panel.attrs["transforms"]
+    one_step = _backtest_one_step(version)
     results, snapshots, tests = {}, {}, []
     for series_id in ids:
         history = current_panel[series_id].dropna()
@@ -76,10 +78,11 @@ def check(
                 signal["p_value"] = nulls[signal["feature"]].p_value(signal["score"])
                 tests.append((signal, nulls[signal["feature"]]))
         steps = one_step_forecasts(model, current_panel, series_id, trained_until)
-        entry["prediction"], null = _prediction(version, series_id, steps, new_points, policy)
+        backtest = one_step[one_step["series_id"] == series_id]
+        entry["prediction"], null = _prediction(series_id, backtest["mean"].to_numpy(), steps, new_points, policy)
         if entry["prediction"] is not None:
             tests.append((entry["prediction"], null))
-        entry["accuracy"] = _accuracy(version, series_id, steps, policy)
+        entry["accuracy"] = _accuracy(series_id, backtest["error"].to_numpy(), steps, policy)
         if entry["accuracy"] is not None:
             tests.append((entry["accuracy"], None))
         entry["last_ts"] = f"{history.index[-1]:%Y-%m-%d}"
@@ -139,43 +142,41 @@ def _trained_until(model, series_id: str) -> pd.Timestamp:
     return model.for_series(series_id).cutoff_ if isinstance(model, PerSeries) else model.cutoff_
 
 
-def _prediction(version: ModelVersion, series_id: str, steps: pd.DataFrame, new_points: int, policy: DriftPolicy):
+def _backtest_one_step(version: ModelVersion) -> pd.DataFrame:
+    """The version's one-step backtest forecasts and errors, per series (what the model did on
+    data like its training data): ``series_id, mean, error``; empty without stored forecasts."""
+    if not (version.backtest or {}).get("forecasts"):
+        return pd.DataFrame(columns=["series_id", "mean", "error"])
+    rows = backtest_frame(version.backtest)
+    rows = rows[rows["step"] == 1]
+    return rows.assign(error=rows["y"] - rows["mean"])[["series_id", "mean", "error"]]
+
+
+def _prediction(
+    series_id: str, reference: np.ndarray, steps: pd.DataFrame, new_points: int, policy: DriftPolicy
+) -> tuple[dict[str, Any] | None, Null | None]:
     """The model's one-step forecasts since training against its one-step backtest forecasts."""
-    rows = ((version.backtest or {}).get("forecasts") or {}).get(series_id) or []
-    first = {}
-    for row in rows:  # the first row of each cutoff is its one-step forecast
-        first.setdefault(row["cutoff"], row["mean"])
-    reference = pd.DataFrame({"forecast": [v for v in first.values() if v is not None]})
     current = steps[["forecast"]].iloc[-policy.current :]
-    if len(current) < policy.min_points or len(reference) < policy.min_points or reference["forecast"].std() == 0:
+    if len(current) < policy.min_points or len(reference) < policy.min_points or np.std(reference) == 0:
         return None, None
-    [result], _ = evidently_drift(reference, current, [("forecast", "wasserstein")])
+    [result], _ = evidently_drift(pd.DataFrame({"forecast": reference}), current, [("forecast", "wasserstein")])
     null = sequence_null(
-        reference["forecast"].to_numpy(),
-        new_points,
-        len(current),
-        simulations=policy.simulations,
-        seed_text=f"{series_id}/forecast",
+        reference, new_points, len(current), simulations=policy.simulations, seed_text=f"{series_id}/forecast"
     )
     result["p_value"] = null.p_value(result["score"])
     return result, null
 
 
-def _accuracy(version: ModelVersion, series_id: str, steps: pd.DataFrame, policy: DriftPolicy) -> dict[str, Any] | None:
+def _accuracy(series_id: str, backtest: np.ndarray, steps: pd.DataFrame, policy: DriftPolicy) -> dict[str, Any] | None:
     """The model's one-step errors since training against its one-step backtest errors."""
-    rows = ((version.backtest or {}).get("forecasts") or {}).get(series_id) or []
-    first = {}
-    for row in rows:  # the first row of each cutoff is its one-step forecast
-        if row["y"] is not None and row["mean"] is not None:
-            first.setdefault(row["cutoff"], row["y"] - row["mean"])
-    backtest = np.array(list(first.values()), dtype=float)
     errors = steps["error"].dropna().to_numpy()[-policy.accuracy_window :]
     if len(errors) < policy.accuracy_min_errors or len(backtest) < policy.min_points:
         return None
+    realized, promised = rmse(errors), rmse(backtest)
     return {
-        "realized_rmse": rmse(errors),
-        "backtest_rmse": rmse(backtest),
-        "ratio": rmse(errors) / max(rmse(backtest), 1e-12),
+        "realized_rmse": realized,
+        "backtest_rmse": promised,
+        "ratio": realized / max(promised, 1e-12),
         "method": "permutation",
         "errors": len(errors),
         "backtest_errors": len(backtest),

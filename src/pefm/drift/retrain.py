@@ -57,18 +57,11 @@ def retrain(
     """Run the job once (or resume it); returns its outcome (``status`` and what it produced).
     ``model``/``params``/``spec`` default to the serving model's."""
     run_id = uuid.uuid4().hex[:12]
-    with db.connection() as lock:
-        lock.autocommit = True
-        if not lock.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (LOCK,)).fetchone()[0]:
-            with db.connection() as conn:
-                _event(conn, run_id, "skipped", "another retraining is running")
+    with db.advisory_lock(LOCK, wait=False) as (held, _), db.connection() as conn:
+        if not held:
+            _event(conn, run_id, "skipped", "another retraining is running")
             return {"status": "skipped", "run_id": run_id, "reason": "another retraining is running"}
-        try:
-            with db.connection() as conn:
-                job = _Job(conn, run_id, deployer, start_rollout, gate_policy)
-                return job.run(model, params, spec, dry_run, reason)
-        finally:
-            lock.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (LOCK,))
+        return _Job(conn, run_id, deployer, start_rollout, gate_policy).run(model, params, spec, dry_run, reason)
 
 
 class _Job:
@@ -83,7 +76,9 @@ class _Job:
         family = model or (serving.family if serving else DEFAULT_MODEL)
         if params is None:
             params = serving.params if serving and serving.family == family else {}
-        spec = spec or _spec_of(serving) or DEFAULT_SPEC
+        if spec is None and serving and serving.backtest:
+            spec = BacktestSpec.from_dict(serving.backtest["spec"])
+        spec = spec or DEFAULT_SPEC
         _event(
             conn, self.run_id, "start", f"retraining {family} on {len(ids)} series ({spec.windows} windows): {reason}"
         )
@@ -96,9 +91,8 @@ class _Job:
         if job is None:
             version, _ = train(conn, family, ids, params=params, spec=spec)
             conn.execute(
-                """INSERT INTO retrain_jobs (key, family, data_sha256, step, candidate)
-                   VALUES (%s, %s, %s, 'trained', %s)""",
-                (key, family, digest, version.id),
+                "INSERT INTO retrain_jobs (key, step, candidate) VALUES (%s, 'trained', %s)",
+                (key, version.id),
             )
             conn.commit()  # the candidate and its job's first step, together
             _event(conn, self.run_id, "trained", f"registered candidate {version.id}", version.id)
@@ -176,11 +170,6 @@ def job_key(family: str, params: dict[str, Any], series_ids: list[str], spec: Ba
     """What identifies a retraining job: the model, what it is trained and backtested on."""
     what = {"family": family, "params": params, "series": list(series_ids), "spec": asdict(spec), "data": digest}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _spec_of(version: ModelVersion | None) -> BacktestSpec | None:
-    raw = ((version.backtest or {}).get("spec") if version else None) or None
-    return BacktestSpec(**{**raw, "levels": tuple(raw.get("levels", (80, 95)))}) if raw else None
 
 
 def _read_job(conn: psycopg.Connection, key: str) -> dict[str, Any] | None:

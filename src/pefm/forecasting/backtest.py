@@ -45,6 +45,12 @@ class BacktestSpec:
         if self.window == "sliding" and not self.train_size:
             raise ForecastInputError("a sliding window needs train_size")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> BacktestSpec:
+        """The spec a registry version stored with its backtest (``asdict`` of one; JSON made the
+        levels a list)."""
+        return cls(**{**data, "levels": tuple(data.get("levels", DEFAULT_LEVELS))})
+
 
 def cutoffs(index: pd.DatetimeIndex, spec: BacktestSpec) -> pd.DatetimeIndex:
     """The backtest origins: the last ``windows`` positions, ``step`` apart, leaving ``h`` after."""

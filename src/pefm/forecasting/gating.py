@@ -57,8 +57,7 @@ def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd
             return stored, "stored"
         except MismatchedBacktests:
             pass
-    raw = dict(candidate.backtest["spec"])
-    spec = BacktestSpec(**{**raw, "levels": tuple(raw.get("levels", (80, 95)))})
+    spec = BacktestSpec.from_dict(candidate.backtest["spec"])
     ids = [s for s in candidate.series_ids if s in serving.series_ids]
     if not ids:
         raise MismatchedBacktests(f"{serving.id} forecasts none of {candidate.id}'s series")

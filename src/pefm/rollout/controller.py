@@ -32,17 +32,8 @@ from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
 from pefm.rollout.spec import RolloutSpec
-from pefm.rollout.store import (
-    LOCK,
-    LockBusy,
-    Rollout,
-    RolloutError,
-    advisory_lock,
-    is_newest,
-    read_rollout,
-    record_event,
-)
-from pefm.storage.database import Database
+from pefm.rollout.store import LOCK, Rollout, RolloutError, is_newest, read_rollout, record_event
+from pefm.storage.database import Database, LockBusy
 
 __all__ = ["Rollout", "RolloutBusy", "RolloutConflict", "RolloutController", "RolloutError"]
 log = logging.getLogger(__name__)
@@ -167,7 +158,7 @@ class RolloutController:
     # -- the loop --------------------------------------------------------------------------------
     def tick(self, rollout_id: int) -> Decision | None:
         """One analysis step; None when another controller is ticking this rollout right now."""
-        with advisory_lock(self.db, f"tick:{rollout_id}", wait=False, timeout=0) as (held, _):
+        with self.db.advisory_lock(f"{LOCK}tick:{rollout_id}", wait=False) as (held, _):
             return self._tick(rollout_id) if held else None
 
     def _tick(self, rollout_id: int) -> Decision:
@@ -389,7 +380,7 @@ class RolloutController:
     def _writing(self, rollout_id: int) -> Iterator[psycopg.Connection]:
         """The rollout's write lock, and the (autocommit) connection that holds it."""
         try:
-            with advisory_lock(self.db, f"write:{rollout_id}", wait=True, timeout=self.lock_timeout) as (_, conn):
+            with self.db.advisory_lock(f"{LOCK}write:{rollout_id}", wait=True, timeout=self.lock_timeout) as (_, conn):
                 yield conn
         except LockBusy as exc:
             raise RolloutBusy(str(exc)) from None

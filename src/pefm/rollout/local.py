@@ -41,10 +41,13 @@ class LocalRouter:
                 (service, Jsonb([t.to_dict() for t in targets])),
             )
             conn.execute(
-                """UPDATE local_revisions SET unrouted_at = CASE WHEN revision = ANY(%(named)s) THEN NULL
-                                                            ELSE coalesce(unrouted_at, now()) END
-                   WHERE service = %(service)s AND (revision = ANY(%(named)s) OR revision = ANY(%(leaving)s))""",
-                {"service": service, "named": named, "leaving": leaving},
+                "UPDATE local_revisions SET unrouted_at = NULL WHERE service = %s AND revision = ANY(%s)",
+                (service, named),
+            )
+            conn.execute(
+                """UPDATE local_revisions SET unrouted_at = now()
+                   WHERE service = %s AND revision = ANY(%s) AND unrouted_at IS NULL""",
+                (service, leaving),
             )
 
     def revision_model_version(self, service: str, revision: str) -> str | None:
@@ -75,6 +78,17 @@ class LocalRouter:
         for (revision,) in rows:
             self.retire(service, revision)
         return [revision for (revision,) in rows]
+
+    def retire_all(self, service: str) -> list[str]:
+        """Stop every recorded revision of ``service``, whichever process started it (a local
+        stack shutting down)."""
+        with self.db.connection() as conn:
+            revisions = [
+                r[0] for r in conn.execute("SELECT revision FROM local_revisions WHERE service = %s", (service,))
+            ]
+        for revision in revisions:
+            self.retire(service, revision)
+        return revisions
 
     def url(self, service: str) -> str:
         return self.router_urls[service]

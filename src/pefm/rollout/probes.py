@@ -11,22 +11,20 @@ from typing import Any
 import httpx
 
 from pefm.rollout.router import TrafficRouter
+from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
 
 SHADOW = {"X-PEFM-Shadow": "1"}  # the functions leave these out of metrics and logs
-MAX_HORIZON = 60  # the inference API's longest horizon
 
 
 def forecast_divergence(blue: list[dict[str, Any]], green: list[dict[str, Any]]) -> float | None:
     """The largest |green mean - blue mean| over blue's 95% interval width, on the target dates
     (``ds``) both forecast; None when they share none."""
     theirs = {row["ds"]: row for row in blue}
-    ratios = [
-        abs(row["mean"] - theirs[row["ds"]]["mean"])
-        / max(theirs[row["ds"]]["hi-95"] - theirs[row["ds"]]["lo-95"], 1e-9)
-        for row in green
-        if row["ds"] in theirs
-    ]
+    ratios = []
+    for row in green:
+        if (b := theirs.get(row["ds"])) is not None:
+            ratios.append(abs(row["mean"] - b["mean"]) / max(b["hi-95"] - b["lo-95"], 1e-9))
     return max(ratios) if ratios else None
 
 

@@ -1,10 +1,8 @@
 """Where a rollout's state lives: its row (``rollouts``), its events (``rollout_events``), and the
-advisory locks that serialise who writes them."""
+names of the advisory locks that serialise who writes them."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,17 +14,12 @@ from psycopg.types.json import Jsonb
 from pefm.rollout.analysis import Observations, Phase, State
 from pefm.rollout.router import TrafficTarget, blue_green, sole
 from pefm.rollout.spec import RolloutSpec
-from pefm.storage.database import Database
 
-LOCK = "pefm.rollout:"
+LOCK = "pefm.rollout:"  # + "tick:<id>" (one controller ticks it), "write:<id>" (state and routing)
 
 
 class RolloutError(ValueError):
     """A rollout operation that cannot be done (unknown id, nothing to roll out, ...)."""
-
-
-class LockBusy(RuntimeError):
-    """An advisory lock was not free within the lock timeout."""
 
 
 @dataclass(frozen=True)
@@ -62,34 +55,6 @@ class Rollout:
         if self.finalized_at is not None:
             return sole(self.winner)
         return blue_green(self.blue_revision, self.green_revision, self.state.weight)
-
-
-@contextlib.contextmanager
-def advisory_lock(db: Database, name: str, *, wait: bool, timeout: float) -> Iterator[tuple[bool, psycopg.Connection]]:
-    """A session advisory lock on a connection of its own, which stays in autocommit mode: (held,
-    connection). ``wait``: block up to ``timeout`` seconds (LockBusy after), else only try."""
-    key = f"{LOCK}{name}"
-    with db.connection() as conn:
-        conn.autocommit = True
-        try:
-            if wait:
-                conn.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
-                try:
-                    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
-                except psycopg.errors.LockNotAvailable:
-                    raise LockBusy(f"{name}: busy for over {timeout:g} s; try again") from None
-                finally:
-                    conn.execute("RESET lock_timeout")
-                held = True
-            else:
-                held = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]
-            try:
-                yield held, conn
-            finally:
-                if held:
-                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
-        finally:
-            conn.autocommit = False
 
 
 def read_rollout(conn: psycopg.Connection, rollout_id: int) -> Rollout:

@@ -13,6 +13,10 @@ from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate as apply_migrations
 
 
+class LockBusy(RuntimeError):
+    """An advisory lock was not free within the lock timeout."""
+
+
 class Database:
     """A connection pool on one PostgreSQL database, plus the embedded server if it started one."""
 
@@ -39,6 +43,35 @@ class Database:
         """A pooled connection; committed on normal exit, rolled back on an exception."""
         with self.pool.connection() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def advisory_lock(
+        self, name: str, *, wait: bool, timeout: float = 30.0
+    ) -> Iterator[tuple[bool, psycopg.Connection]]:
+        """A session advisory lock on ``name``, on a pooled connection of its own that stays in
+        autocommit mode while held: yields (held, connection). ``wait``: block up to ``timeout``
+        seconds (LockBusy after); else only try (held is False when another session has it)."""
+        with self.connection() as conn:
+            conn.autocommit = True
+            try:
+                if wait:
+                    conn.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+                    try:
+                        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (name,))
+                    except psycopg.errors.LockNotAvailable:
+                        raise LockBusy(f"{name}: busy for over {timeout:g} s; try again") from None
+                    finally:
+                        conn.execute("RESET lock_timeout")
+                    held = True
+                else:
+                    held = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)).fetchone()[0]
+                try:
+                    yield held, conn
+                finally:
+                    if held:
+                        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+            finally:
+                conn.autocommit = False
 
     def close(self) -> None:
         """Close the pool and release the embedded server, if any."""

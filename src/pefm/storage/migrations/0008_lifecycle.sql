@@ -28,13 +28,11 @@ ALTER TABLE local_revisions ADD COLUMN unrouted_at timestamptz;
 ALTER TABLE drift_reports ADD COLUMN data_sha256 text;
 CREATE INDEX drift_reports_version ON drift_reports (model_version, id DESC);
 
--- Retraining jobs, keyed by what they train (family, parameters, series, data hash): the last
--- completed step (trained, gated, deployed, rollout-started, or a terminal one), so a job that
--- crashed resumes where it stopped.
+-- Retraining jobs, keyed by a hash of what they train (family, parameters, series, backtest
+-- spec, data hash; the candidate row holds each): the last completed step (trained, gated,
+-- deployed, rollout-started, or a terminal one), so a job that crashed resumes where it stopped.
 CREATE TABLE retrain_jobs (
     key         text PRIMARY KEY,
-    family      text NOT NULL,
-    data_sha256 text NOT NULL,
     step        text NOT NULL CHECK (step IN ('trained', 'gated', 'gates-failed', 'deployed', 'rollout-started')),
     candidate   text NOT NULL REFERENCES model_versions (id),
     revision    text,
