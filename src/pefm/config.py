@@ -63,9 +63,13 @@ class Settings:
     knative_namespace: str | None = None
     """``PEFM_KNATIVE_NAMESPACE``: roll out Knative Services in this namespace (kubeconfig or
     in-cluster credentials) instead of the local runtime."""
-    knative_domain: str = "example.com"
-    """``PEFM_KNATIVE_DOMAIN``: the cluster's Knative domain (config-domain), for the tagged URLs
-    the rollout probes call (``green-<service>.<namespace>.<domain>``)."""
+    knative_url: str = "http://{name}.{namespace}.svc.cluster.local"
+    """``PEFM_KNATIVE_URL``: how the rollout webhooks reach a Knative Service or one revision of it
+    inside the cluster (``{name}``: the Service or the revision; ``{namespace}``); cluster-local
+    http by default, https where the cluster has set up TLS for cluster-local domains."""
+    webhook_token: str | None = field(default=None, repr=False)
+    """``PEFM_WEBHOOK_TOKEN``: the token Flagger's webhooks carry in their metadata (``token``);
+    unset -> the rollout API refuses webhook calls."""
     sink: str | None = None
     """``K_SINK`` (set by a Knative SinkBinding): where the ingest function sends its
     "observations ingested" CloudEvents (the monitor)."""
@@ -122,11 +126,14 @@ class Settings:
             ("PEFM_ROLLOUT_API_URL", "rollout_api_url"),
             ("PEFM_DASHBOARD_HOST", "dashboard_host"),
             ("PEFM_KNATIVE_NAMESPACE", "knative_namespace"),
-            ("PEFM_KNATIVE_DOMAIN", "knative_domain"),
+            ("PEFM_KNATIVE_URL", "knative_url"),
+            ("PEFM_WEBHOOK_TOKEN", "webhook_token"),
             ("K_SINK", "sink"),
         ):
             if value := env.get(name, "").strip():
                 kwargs[key] = value
+        if "{name}" not in kwargs.get("knative_url", "{name}"):
+            raise ConfigError("PEFM_KNATIVE_URL must contain {name} (and usually {namespace})")
         for name, key in (
             ("PEFM_MAX_BODY_BYTES", "max_body_bytes"),
             ("PEFM_PREDICTION_LOG_QUEUE", "prediction_log_queue"),

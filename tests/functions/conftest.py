@@ -3,7 +3,6 @@ the function's own folder exactly as the kn func Python runtime starts it."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pefm.data.loading import load_bundled
 from pefm.forecasting.panel import MACRO_PANEL
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
-from pefm.local.runtime import SERVE, Process, free_port, spawn
+from pefm.local.runtime import Process, free_port, serve_command, spawn
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
 from pefm.storage.model_versions import ModelVersion
@@ -35,7 +34,7 @@ def start_function(name: str, database_url: str, tmp: Path, **env: str) -> Proce
     port = free_port()
     environment = {"PEFM_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT / "functions" / name), **env}
     return spawn(
-        [sys.executable, "-c", SERVE],
+        serve_command(ROOT / "functions" / name),
         cwd=ROOT / "functions" / name,
         env=environment,
         log=tmp / f"{name}-{port}.log",

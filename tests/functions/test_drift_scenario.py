@@ -110,7 +110,7 @@ def test_retraining_what_serves_on_the_same_windows_passes_the_default_gates(rep
         router_process = runtime.start_router("inference")
         router = LocalRouter(db, {"inference": router_process.url})
         router.set_traffic("inference", [TrafficTarget(blue.name, 100, "blue")])
-        controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(router, db))
+        controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(db))
         spec = RolloutSpec(steps=(50, 100), interval_seconds=0.5, min_requests=5)
         outcome = retrain(
             db,

@@ -1,5 +1,6 @@
-"""The monitor function as a real func-python process: drift checks by token and by CloudEvent,
-reports over HTTP, drift gauges in /metrics."""
+"""The monitor function as a real func-python process, under the wrapper its func.yaml's
+``invoke`` selects (what a ``func`` build runs): drift checks by token and by CloudEvent, reports
+over HTTP, drift gauges in /metrics."""
 
 import json
 
@@ -18,6 +19,12 @@ def monitor(module_schema, tmp_path_factory):
     stop(running)
 
 
+def test_func_yaml_serves_http_so_the_app_sees_cloudevents_and_metrics():
+    import yaml
+
+    assert yaml.safe_load((ROOT / "functions" / "monitor" / "func.yaml").read_text())["invoke"] == "http"
+
+
 def test_checks_need_the_admin_token_or_a_known_cloudevent(monitor):
     with monitor.client() as client:
         assert client.get("/v1/drift/reports/latest").status_code == 404
@@ -30,14 +37,16 @@ def test_checks_need_the_admin_token_or_a_known_cloudevent(monitor):
         unemp = body["series"]["unemp"]
         assert {f["feature"] for f in unemp["input"]} == {"value", "volatility"}
         assert unemp["accuracy"] is None  # registered without a backtest: no expectation to compare with
-        ping = {
+        ping = {  # what knative/eventing/ping.yaml's PingSource delivers (binary mode)
             "ce-specversion": "1.0",
             "ce-type": "dev.knative.sources.ping",
-            "ce-source": "pingsource",
-            "ce-id": "1",
+            "ce-source": "/apis/v1/namespaces/pefm/pingsources/pefm-drift-check",
+            "ce-id": "5f2b7c1e-3a2d-4f7e-9a51-0c6e0b8a4d11",
+            "ce-time": "2026-12-02T06:00:00Z",
             "content-type": "application/json",
         }
-        assert client.post("/v1/drift/check", content=b"{}", headers=ping).status_code == 200
+        scheduled = client.post("/v1/drift/check", content=b'{"reason": "schedule"}', headers=ping)
+        assert scheduled.status_code == 200 and scheduled.json()["series"]
         other = client.post("/v1/drift/check", content=b"{}", headers={**ping, "ce-type": "com.example.x"})
         assert other.status_code == 422
         latest = client.get("/v1/drift/reports/latest").json()

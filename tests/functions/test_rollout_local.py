@@ -45,7 +45,7 @@ def stack(module_schema, tmp_path_factory):
     router_process = runtime.start_router("inference")
     router = LocalRouter(db, {"inference": router_process.url})
     router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
-    controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(router, db))
+    controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(db))
     yield runtime, router, controller, versions, db
     runtime.stop_all()
     db.close()
@@ -301,7 +301,7 @@ def test_after_the_grace_period_the_winner_alone_serves_and_the_loser_is_retired
     router.set_traffic("inference", [TrafficTarget("pefm-inference-old", 100, "blue")])
     with db.connection() as conn:
         promote(conn, versions["blue"])
-    controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(router, db), grace_seconds=1)
+    controller = RolloutController(db, router, DatabaseProvider(db), HttpProber(db), grace_seconds=1)
     revision = green(runtime, "pefm-inference-winner", versions["same"])
     rollout_id = controller.start("inference", revision, SPEC, versions["same"])
     with Load(router.url("inference"), SERIES):

@@ -30,6 +30,30 @@ def test_up_loads_the_real_data_and_a_second_up_changes_nothing(cli_env, schema_
         assert conn.execute("SELECT count(*) FROM observations").fetchone()[0] == rows
 
 
+def test_bootstrap_leaves_a_serving_model_and_a_second_run_changes_nothing(cli_env, schema_url):
+    """What the cluster's bootstrap Job runs (knative/jobs/), on a fresh database."""
+    first = run(cli_env, "bootstrap", "--load-bundled")
+    assert first.returncode == 0, first.stderr
+    assert "database: migrated" in first.stdout and "bundled data: 17 series" in first.stdout
+
+    def state():
+        with psycopg.connect(schema_url) as conn:
+            return (
+                conn.execute("SELECT id, status FROM model_versions ORDER BY id").fetchall(),
+                conn.execute("SELECT count(*), max(ingested_at) FROM observations").fetchone(),
+            )
+
+    versions, observations = state()
+    assert [status for _, status in versions] == ["serving"] and observations[0] > 20_000
+    serving = versions[0][0]
+    assert f"serving model: {serving}" in first.stdout
+    second = run(cli_env, "bootstrap", "--load-bundled")
+    assert second.returncode == 0, second.stderr
+    assert "bundled data: all 17 series already hold data" in second.stdout
+    assert f"serving model: {serving}" in second.stdout
+    assert state() == (versions, observations)
+
+
 def test_up_without_a_url_starts_the_embedded_database_and_reuses_it(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEFM_")}
     env["PEFM_HOME"] = str(tmp_path / "home")

@@ -36,6 +36,13 @@ def test_healthy_steps_advance_to_100_then_promote():
     assert decision.action == "promote" and state.phase is Phase.SUCCEEDED
 
 
+def test_manual_promotion_waits_at_100_percent_for_an_operator():
+    spec = RolloutSpec(steps=(10, 50, 100), threshold=2, min_requests=20, manual_promotion=True)
+    decision = decide(spec, progressing(weight=100, step=2), Observations(requests=50, metrics=HEALTHY))
+    assert decision.action == "wait" and decision.state.phase is Phase.PROGRESSING
+    assert "operator" in decision.reason
+
+
 def test_no_traffic_or_no_data_waits_and_never_advances():
     idle = decide(SPEC, progressing(), Observations(requests=0, metrics=HEALTHY))
     assert idle.action == "wait" and idle.state == progressing() and "0 of 20 requests" in idle.reason

@@ -54,7 +54,8 @@ def progress_bar() -> Progress:
     return Progress(*columns, console=console, transient=True)
 
 
-from pefm.cli import data as _data  # noqa: E402,F401  (registers its commands)
+from pefm.cli import canary as _canary  # noqa: E402,F401  (registers its commands)
+from pefm.cli import data as _data  # noqa: E402,F401
 from pefm.cli import drift as _drift  # noqa: E402,F401
 from pefm.cli import forecasting as _forecasting  # noqa: E402,F401
 from pefm.cli import knative as _knative  # noqa: E402,F401

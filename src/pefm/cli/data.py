@@ -36,6 +36,35 @@ def up(
             run_stack(db, version, port, dashboard_port)
 
 
+@app.command()
+def bootstrap(
+    load_bundled: Annotated[bool, typer.Option(help="load the bundled series that hold no data yet")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for another bootstrap to finish")] = 3600.0,
+) -> None:
+    """Prepare a database for a cluster (the bootstrap Job; inference is not ready until a model
+    serves): migrate; with --load-bundled, load the bundled series that hold no data yet; when no
+    model serves, train the default model and make it serve. Runs one at a time; a second run
+    changes nothing."""
+    from pefm.data.bundled import bundled
+
+    with open_db() as db, db.advisory_lock("pefm.bootstrap", wait=True, timeout=timeout):
+        console.print("database: migrated")
+        if load_bundled:
+            ids = [b.meta.id for b in bundled()]
+            with db.connection() as conn:
+                filled = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM series s WHERE EXISTS (SELECT 1 FROM observations o WHERE o.series_id = s.id)"
+                    )
+                }
+            if missing := [i for i in ids if i not in filled]:
+                _load_bundled(db, missing)
+            else:
+                console.print(f"bundled data: all {len(ids)} series already hold data")
+        _serving_model(db)
+
+
 def _serving_model(db: Database) -> str:
     """The serving model version; the first time, the default model trained on the macro panel
     with a short backtest (12 windows) for the dashboard's accuracy views."""

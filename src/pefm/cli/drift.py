@@ -65,7 +65,7 @@ def retrain(
     model: Annotated[str | None, typer.Option(help="model family (default: the serving model's)")] = None,
     windows: Annotated[int | None, typer.Option(help="backtest windows (default: the serving model's)")] = None,
     deploy: Annotated[
-        bool, typer.Option(help="on passing gates: green revision + rollout (Knative or the local runtime)")
+        bool, typer.Option(help="on passing gates: deploy the candidate (local: + rollout; cluster: Flagger's canary)")
     ] = True,
     gate_policy: Annotated[
         Path | None, typer.Option(help="gate policy TOML (default: PEFM_GATE_POLICY or the shipped one)")
@@ -77,9 +77,9 @@ def retrain(
     """Train a candidate on data as of now, backtest and gate it against the serving model on the
     same windows, and only if it passes create the green revision and start its rollout.
     Single-flight; resumes a job that stopped part-way; every step recorded."""
-    from pefm.cli.rollout import controller, routed_service
+    from pefm.cli.rollout import cluster, controller
     from pefm.config import get_settings
-    from pefm.drift.retrain import KnativeDeployer, LocalDeployer
+    from pefm.drift.retrain import ClusterDeployer, LocalDeployer
     from pefm.drift.retrain import retrain as run_retrain
     from pefm.forecasting.backtest import BacktestSpec
     from pefm.rollout.spec import RolloutSpec
@@ -91,16 +91,15 @@ def retrain(
     with open_db() as db:
         deployer = starter = None
         if deploy and not dry_run:
-            from pefm.local.runtime import LocalRuntime
-
             spec = RolloutSpec.configured()
-            ctl = controller(db)
-            if settings.knative_namespace:
-                deployer = KnativeDeployer(ctl.router, spec.service)
+            if (k8s := cluster()) is not None:  # Flagger starts the rollout of the new revision
+                deployer = ClusterDeployer(k8s, spec.service)
             else:
+                from pefm.local.runtime import LocalRuntime
+
+                ctl = controller(db)
                 deployer = LocalDeployer(LocalRuntime(db.url, settings.home / "logs"), env)
-            service = routed_service(spec.service)
-            starter = lambda revision, version: ctl.start(service, revision, spec, version.id)  # noqa: E731
+                starter = lambda revision, version: ctl.start(spec.service, revision, spec, version.id)  # noqa: E731
         with console.status("retraining"):
             outcome = run_retrain(
                 db,

@@ -12,83 +12,127 @@ from pefm.cli import app, console, err, open_db, rollout_app
 
 
 def controller(db):
-    """The controller for the configured platform: Knative (PEFM_KNATIVE_NAMESPACE) or local."""
+    """The rollout controller: the local engine over the local router; on a cluster
+    (PEFM_KNATIVE_NAMESPACE) Flagger moves the traffic, so it only reads the stored rollouts."""
     from pefm.config import get_settings
     from pefm.rollout.controller import RolloutController
     from pefm.rollout.probes import HttpProber
     from pefm.rollout.providers import DatabaseProvider, PrometheusProvider
 
     settings = get_settings()
-    if settings.knative_namespace:
-        from pefm.rollout.knative import KnativeRouter
-
-        router = KnativeRouter.from_kubeconfig(settings.knative_namespace, settings.knative_domain)
-    else:
+    router = None
+    if not settings.knative_namespace:
         from pefm.rollout.local import LocalRouter
 
         router = LocalRouter(db, {"inference": settings.router_url or "http://127.0.0.1:8080"})
     provider = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else DatabaseProvider(db)
-    return RolloutController(
-        db, router, provider, HttpProber(router, db), grace_seconds=settings.revision_grace_seconds
-    )
+    return RolloutController(db, router, provider, HttpProber(db), grace_seconds=settings.revision_grace_seconds)
 
 
-def routed_service(service: str) -> str:
-    """The name the router knows a PEFM service by: its Knative Service on a cluster, else itself."""
+def cluster():
+    """The cluster PEFM_KNATIVE_NAMESPACE names (kubeconfig, or the pod's own credentials); None locally."""
     from pefm.config import get_settings
-    from pefm.rollout.router import knative_service
 
-    return knative_service(service) if get_settings().knative_namespace else service
+    settings = get_settings()
+    if not settings.knative_namespace:
+        return None
+    from pefm.rollout.cluster import KnativeCluster
+
+    return KnativeCluster.from_settings(settings)
+
+
+def _env(items: list[str] | None, option: str) -> dict[str, str]:
+    env = dict(item.split("=", 1) for item in items or [] if "=" in item)
+    if len(env) != len(items or []):
+        raise typer.BadParameter("expected NAME=VALUE", param_hint=option)
+    return env
 
 
 @rollout_app.command("start")
 def start(
-    green: Annotated[str, typer.Option(help="the new revision")],
-    service: Annotated[str, typer.Option(help="service to roll out")] = "inference",
-    model_version: Annotated[str | None, typer.Option(help="the model version green serves (its gates)")] = None,
+    green: Annotated[str | None, typer.Option(help="local runtime: the revision to roll out")] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="the model version green serves (on a cluster: deploy it)")
+    ] = None,
+    image: Annotated[str | None, typer.Option(help="cluster: the image to deploy (default: the Service's)")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="cluster: NAME=VALUE added to the new revision")] = None,
     spec: Annotated[
         Path | None, typer.Option(help="rollout spec (default: PEFM_ROLLOUT_SPEC or knative/rollout.yaml)")
     ] = None,
-    watch: Annotated[bool, typer.Option(help="run the analysis until the rollout finishes")] = False,
+    watch: Annotated[bool, typer.Option(help="follow the rollout until it finishes; exit 1 if it fails")] = False,
+    timeout: Annotated[float, typer.Option(help="cluster: seconds to follow the Canary")] = 1800.0,
 ) -> None:
-    """Start moving traffic from the serving revision to GREEN (at 0% until checks pass)."""
+    """Start a rollout. Locally: move traffic from the serving revision to GREEN (at 0% until checks
+    pass). On a cluster: deploy MODEL_VERSION as a template change; Flagger canaries the revision
+    Knative creates, calling PEFM's webhooks (with --watch, follow the Canary to its end)."""
     from pefm.rollout.spec import RolloutSpec
 
     loaded = RolloutSpec.configured(spec)
+    if (k8s := cluster()) is not None:
+        if not model_version:
+            raise typer.BadParameter("on a cluster a rollout starts from a model version", param_hint="--model-version")
+        _deploy(k8s, loaded.service, model_version, image, _env(env, "--env"), watch, timeout)
+        return
+    if not green:
+        raise typer.BadParameter("the local runtime rolls out a running revision", param_hint="--green")
     with open_db() as db:
         ctl = controller(db)
-        rollout_id = ctl.start(service, green, loaded, model_version)
-        console.print(f"rollout {rollout_id} started: {service} -> {green}")
+        rollout_id = ctl.start(loaded.service, green, loaded, model_version)
+        console.print(f"rollout {rollout_id} started: {loaded.service} -> {green}")
         if watch:
             _report(ctl, ctl.run(rollout_id), rollout_id)
 
 
 @rollout_app.command("deploy")
 def deploy(
-    model_version: Annotated[str, typer.Option(help="the registry version the green revision serves")],
+    model_version: Annotated[str, typer.Option(help="the registry version the new revision serves")],
     image: Annotated[
         str | None, typer.Option(help="its image (default: the Service's; a -cuda Service stays CUDA)")
     ] = None,
+    env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE added to the new revision")] = None,
     service: Annotated[str, typer.Option(help="the PEFM service (its Knative Service is pefm-SERVICE)")] = "inference",
 ) -> None:
-    """Create the green revision of a service's Knative Service (PEFM_KNATIVE_NAMESPACE) serving
-    MODEL_VERSION at 0%; prints its name for `pefm rollout start --green`."""
-    from pefm.config import get_settings
-    from pefm.drift.retrain import KnativeDeployer
-    from pefm.storage.model_versions import get_version
-
-    if not get_settings().knative_namespace:
+    """Deploy MODEL_VERSION to the cluster (PEFM_KNATIVE_NAMESPACE) as a change of the Service's
+    template only: Knative creates and names the revision, Flagger canaries it."""
+    if (k8s := cluster()) is None:
         err.print("[red]error:[/red] set PEFM_KNATIVE_NAMESPACE: locally, pefm up and pefm retrain start revisions")
         raise typer.Exit(2)
+    _deploy(k8s, service, model_version, image, _env(env, "--env"), False, 0)
+
+
+def _deploy(k8s, service: str, model_version: str, image, env, watch: bool, timeout: float) -> None:
+    from pefm.rollout.router import knative_service
+    from pefm.storage.model_versions import get_version
+
     with open_db() as db, db.connection() as conn:
-        version = get_version(conn, model_version)
-        revision = KnativeDeployer(controller(db).router, service, image).deploy(version)
-    console.print(f"green revision: {revision}", highlight=False)
+        get_version(conn, model_version)  # an unknown version fails here, before the cluster changes
+    name = knative_service(service)
+    before = k8s.canary(name).get("status", {}).get("lastAppliedSpec") if watch else None
+    generation = k8s.deploy(name, model_version, image, env)
+    revision = k8s.wait_for_revision(name, generation)
+    console.print(f"{name}: revision {revision} serves {model_version}; Flagger canaries it", highlight=False)
+    if not watch:
+        return
+
+    def show(status: dict) -> None:
+        console.print(
+            f"  canary {status.get('phase', '?')}: weight {status.get('canaryWeight', 0)}%, "
+            f"failed checks {status.get('failedChecks', 0)}",
+            highlight=False,
+        )
+
+    phase = k8s.follow(name, before, timeout, show)
+    console.print(f"{name}: {phase}")
+    if phase != "Succeeded":
+        raise typer.Exit(1)
 
 
 @rollout_app.command("run")
 def run(rollout_id: int) -> None:
-    """Run the analysis loop of a rollout until it finishes (resumes from its stored state)."""
+    """Run the local analysis loop of a rollout until it finishes (resumes from its stored state)."""
+    if cluster() is not None:
+        err.print("[red]error:[/red] on a cluster Flagger runs the analysis: follow it with pefm rollout status")
+        raise typer.Exit(2)
     with open_db() as db:
         ctl = controller(db)
         _report(ctl, ctl.run(rollout_id), rollout_id)
@@ -106,8 +150,9 @@ def status(rollout_id: Annotated[int | None, typer.Argument()] = None) -> None:
             rollout_id = row[0]
         ctl = controller(db)
         rollout = ctl.get(rollout_id)
+        engine = f" (Flagger, Canary {rollout.canary})" if rollout.engine == "flagger" else ""
         console.print(
-            f"rollout {rollout.id}: {rollout.service} {rollout.blue_revision} -> {rollout.green_revision}"
+            f"rollout {rollout.id}{engine}: {rollout.service} {rollout.blue_revision} -> {rollout.green_revision}"
             f"  [{rollout.state.phase.value}] green {rollout.state.weight}%, "
             f"failed checks {rollout.state.failed_checks}/{rollout.spec.threshold}",
             highlight=False,
@@ -121,28 +166,39 @@ def status(rollout_id: Annotated[int | None, typer.Argument()] = None) -> None:
 
 
 def _operate(rollout_id: int, action: str, reason: str | None) -> None:
+    """An operator's action: by the local controller, or for a Flagger rollout through its webhook
+    gates and the Canary's spec.suspend."""
     with open_db() as db:
-        ctl = controller(db)
-        operation = getattr(ctl, action)
+        actor = ctl = controller(db)
+        if ctl.get(rollout_id).engine == "flagger":
+            from pefm.rollout.webhooks import FlaggerOperator
+
+            if (k8s := cluster()) is None:
+                err.print(f"[red]error:[/red] rollout {rollout_id} runs on a cluster: set PEFM_KNATIVE_NAMESPACE")
+                raise typer.Exit(2)
+            actor = FlaggerOperator(db, k8s)
+        operation = getattr(actor, action)
         state = operation(rollout_id, reason) if reason else operation(rollout_id)
     console.print(f"rollout {rollout_id}: {state.phase.value}, green {state.weight}%")
 
 
 @rollout_app.command("promote")
 def promote(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None) -> None:
-    """Send all traffic to green now (blue stays at 0% under its tag)."""
+    """Send all traffic to green now (blue stays at 0% under its tag); on a cluster, approve
+    Flagger's promotion gate."""
     _operate(rollout_id, "promote", reason)
 
 
 @rollout_app.command("rollback")
 def rollback(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None) -> None:
-    """Send all traffic back to blue now (also after a promotion)."""
+    """Send all traffic back to blue now (locally also after a promotion); on a cluster, open
+    Flagger's rollback gate."""
     _operate(rollout_id, "rollback", reason)
 
 
 @rollout_app.command("pause")
 def pause(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None) -> None:
-    """Hold the rollout at its current weight."""
+    """Hold the rollout at its current weight (on a cluster: suspend the Canary)."""
     _operate(rollout_id, "pause", reason)
 
 
@@ -169,13 +225,20 @@ def serving_status(
     """Which model serves: the registry's serving version, the revisions carrying the service's
     traffic and the version each serves, and any rollout in progress. Exits 1 when the registry
     and the traffic disagree."""
+    from pefm.forecasting.registry import serving_version
+    from pefm.rollout.cluster import ClusterTraffic
     from pefm.rollout.spec import RolloutSpec
     from pefm.rollout.status import service_status
 
     with open_db() as db:
         ctl = controller(db)
-        name = routed_service(service or RolloutSpec.configured().service)
-        status = service_status(ctl, name)
+        name = service or RolloutSpec.configured().service
+        router = None
+        if (k8s := cluster()) is not None:
+            with db.connection() as conn:
+                serving = serving_version(conn)
+            router = ClusterTraffic(k8s, serving.id if serving else None)
+        status = service_status(ctl, name, router)
     serving = status.serving
     console.print(
         f"serving model: {serving.id} ({serving.family}, since {serving.status_changed_at:%Y-%m-%d %H:%M:%S})"

@@ -48,25 +48,35 @@ def serve(
 
 
 def _serve_rollout(host: str, port: int) -> None:
+    """The rollout API. Locally it runs the controller loop over the local router; on a cluster
+    (PEFM_KNATIVE_NAMESPACE) Flagger runs the rollouts and the API serves its webhooks."""
     import asyncio
 
     import hypercorn.asyncio
     import hypercorn.config
 
     from pefm.cli import open_db
-    from pefm.cli.rollout import controller
+    from pefm.cli.rollout import cluster, controller
     from pefm.config import get_settings
     from pefm.rollout.api import ControllerLoop, create_rollout_app
     from pefm.rollout.spec import RolloutSpec
+    from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator
 
+    settings = get_settings()
     spec = RolloutSpec.configured()
     with open_db() as db:
         ctl = controller(db)
-        loop = ControllerLoop(ctl)
-        loop.start()
+        hooks = operator = loop = None
+        if (k8s := cluster()) is not None:
+            hooks = FlaggerHooks(db, k8s, ctl.prober, ctl.provider, spec)
+            operator = FlaggerOperator(db, k8s)
+        else:
+            loop = ControllerLoop(ctl)
+            loop.start()
         config = hypercorn.config.Config()
         config.bind = [f"{host}:{port}"]
         try:
-            asyncio.run(hypercorn.asyncio.serve(create_rollout_app(get_settings(), ctl, spec), config))
+            asyncio.run(hypercorn.asyncio.serve(create_rollout_app(settings, ctl, spec, hooks, operator), config))
         finally:
-            loop.stop.set()
+            if loop is not None:
+                loop.stop.set()

@@ -232,16 +232,16 @@ class LocalDeployer:
         return revision
 
 
-class KnativeDeployer:
-    """A new BYO-named revision of the Knative Service at 0% under the green tag."""
+class ClusterDeployer:
+    """A template change of the Knative Service serving the candidate: Knative creates and names
+    the revision, and Flagger canaries it (it starts the rollout itself)."""
 
-    def __init__(self, router, service: str = "inference", image: str | None = None):
+    def __init__(self, cluster, service: str = "inference", image: str | None = None):
         """``service``: the PEFM service (its Knative Service is ``knative_service(service)``)."""
-        self.router = router
+        self.cluster = cluster
         self.service = service
         self.image = image
 
     def deploy(self, version: ModelVersion) -> str:
-        revision = revision_name(self.service, version.id)
-        self.router.create_green(knative_service(self.service), revision, version.id, self.image)
-        return revision
+        name = knative_service(self.service)
+        return self.cluster.wait_for_revision(name, self.cluster.deploy(name, version.id, self.image))

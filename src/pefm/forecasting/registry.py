@@ -107,6 +107,15 @@ def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None
     return retired
 
 
+def gates_passed(conn: psycopg.Connection, version_id: str | None) -> bool | None:
+    """Whether ``version_id``'s validation gate report passed; None when there is no such version
+    or no report (a rollout waits for one, or refuses to start)."""
+    if version_id is None:
+        return None
+    row = conn.execute("SELECT gate_report FROM model_versions WHERE id = %s", (version_id,)).fetchone()
+    return None if row is None or row[0] is None else bool(row[0]["passed"])
+
+
 def settle_rollout(
     conn: psycopg.Connection, *, candidate: str | None, previous: str | None, succeeded: bool, reason: str
 ) -> str:

@@ -15,7 +15,17 @@ import httpx
 import psycopg
 
 FUNCTIONS = Path(__file__).resolve().parents[3] / "functions"
-SERVE = "from function import new; from func_python.http import serve; serve(new)"
+
+
+def serve_command(folder: Path) -> list[str]:
+    """The command that serves the function in ``folder`` the way its ``func`` build does: through
+    func-python's wrapper for the ``invoke`` its func.yaml names (``http`` or ``cloudevent``)."""
+    import yaml
+
+    invoke = yaml.safe_load((folder / "func.yaml").read_text()).get("invoke", "http")
+    if invoke not in ("http", "cloudevent"):
+        raise ValueError(f"{folder / 'func.yaml'}: unknown invoke {invoke!r}")
+    return [sys.executable, "-c", f"from function import new; from func_python.{invoke} import serve; serve(new)"]
 
 
 @dataclass
@@ -145,7 +155,7 @@ class LocalRuntime:
         if model_version:
             environment["PEFM_MODEL_VERSION"] = model_version
         process = spawn(
-            [sys.executable, "-c", SERVE],
+            serve_command(FUNCTIONS / service),
             cwd=FUNCTIONS / service,
             env=environment,
             log=self.logs / f"{revision}.log",

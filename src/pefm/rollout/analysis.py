@@ -98,6 +98,8 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
             results,
         )
     if state.weight >= 100:
+        if spec.manual_promotion:
+            return Decision("wait", state, "all checks passed at 100%: waiting for an operator to promote", results)
         return Decision(
             "promote", replace(state, phase=Phase.SUCCEEDED, weight=100), "all checks passed at 100%: promoted", results
         )

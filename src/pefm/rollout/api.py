@@ -1,7 +1,10 @@
-"""The rollout HTTP API (what the dashboard and CI/CD call) and the controller loop behind it.
+"""The rollout HTTP API (what the dashboard and CI/CD call), the controller loop behind it, and
+on a cluster the Flagger webhooks (``/v1/flagger/<hook>``, see ``pefm.rollout.webhooks``).
 
-Reads are open; every write needs ``Authorization: Bearer $PEFM_ADMIN_TOKEN``. ``/metrics``
-exposes each rollout's weight per revision, phase and failed checks for Prometheus.
+Reads are open; every write needs ``Authorization: Bearer $PEFM_ADMIN_TOKEN``; webhooks carry
+``PEFM_WEBHOOK_TOKEN`` in their metadata. Operator actions on a Flagger rollout act through its
+webhook gates and the Canary's ``spec.suspend``. ``/metrics`` exposes each rollout's weight per
+revision, phase and failed checks for Prometheus.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pefm.config import Settings
 from pefm.rollout.analysis import Phase
 from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError
 from pefm.rollout.spec import RolloutSpec
+from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator, Payload, WebhookError, authorized
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -72,6 +76,8 @@ def rollout_json(controller: RolloutController, rollout_id: int, events: bool = 
     out = {
         "id": r.id,
         "service": r.service,
+        "engine": r.engine,
+        "canary": r.canary,
         "blue_revision": r.blue_revision,
         "green_revision": r.green_revision,
         "green_model_version": r.green_model_version,
@@ -91,8 +97,15 @@ def rollout_json(controller: RolloutController, rollout_id: int, events: bool = 
     return out
 
 
-def create_rollout_app(settings: Settings, controller: RolloutController, spec: RolloutSpec) -> Starlette:
-    """The API app. Start the analysis loop separately with ``ControllerLoop``."""
+def create_rollout_app(
+    settings: Settings,
+    controller: RolloutController,
+    spec: RolloutSpec,
+    hooks: FlaggerHooks | None = None,
+    operator: FlaggerOperator | None = None,
+) -> Starlette:
+    """The API app. Start the local analysis loop separately with ``ControllerLoop``; ``hooks`` and
+    ``operator`` serve the Flagger rollouts of a cluster."""
     registry = CollectorRegistry()
     registry.register(RolloutMetrics(controller))
 
@@ -146,14 +159,37 @@ def create_rollout_app(settings: Settings, controller: RolloutController, spec: 
         if action not in ACTIONS:
             raise ApiError(404, f"no action {action!r}; one of {', '.join(ACTIONS)}")
         rollout_id = request.path_params["id"]
-        await in_database(_known, controller, rollout_id, False)
+        engine = (await in_database(_known, controller, rollout_id, False))["engine"]
+        actor = operator if engine == "flagger" else controller
+        if actor is None:
+            raise ApiError(409, f"rollout {rollout_id} is run by Flagger on a cluster: act on it there")
         try:
-            await in_database(getattr(controller, action), rollout_id)
+            await in_database(getattr(actor, action), rollout_id)
         except RolloutBusy as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
         return json_response(await in_database(rollout_json, controller, rollout_id))
+
+    async def flagger(request: Request) -> Response:
+        if hooks is None:
+            raise ApiError(404, "no Flagger webhooks here: the rollout API serves them on a cluster")
+        body = await read_body(request, settings.max_body_bytes)
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as exc:
+            raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+        try:
+            payload = Payload.parse(data)
+            authorized(settings.webhook_token, payload)
+            answer = await in_database(hooks.call, request.path_params["hook"], payload)
+        except WebhookError as exc:
+            raise ApiError(exc.status, str(exc), [{"field": exc.field, "message": str(exc)}]) from None
+        except RolloutError as exc:
+            raise ApiError(409, str(exc)) from None
+        if not answer.ok:
+            log.info("webhook %s for %s refused: %s", request.path_params["hook"], payload.canary, answer.reason)
+        return json_response(answer.to_dict(), answer.code)
 
     async def metrics(request: Request) -> Response:
         return Response(await in_database(generate_latest, registry), media_type="text/plain; version=0.0.4")
@@ -163,6 +199,7 @@ def create_rollout_app(settings: Settings, controller: RolloutController, spec: 
         Route("/v1/rollouts", handled(start), methods=["POST"]),
         Route("/v1/rollouts/{id:int}", handled(get_rollout), methods=["GET"]),
         Route("/v1/rollouts/{id:int}/{action}", handled(act), methods=["POST"]),
+        Route("/v1/flagger/{hook}", handled(flagger), methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/health", lambda request: Response("OK"), methods=["GET"]),
     ]

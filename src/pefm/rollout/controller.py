@@ -27,7 +27,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pefm.forecasting.registry import settle_rollout
+from pefm.forecasting.registry import gates_passed, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State, decide
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
@@ -56,7 +56,7 @@ class RolloutController:
     def __init__(
         self,
         db: Database,
-        router: TrafficRouter,
+        router: TrafficRouter | None,
         provider: MetricsProvider,
         prober: Any,
         *,
@@ -76,6 +76,8 @@ class RolloutController:
     ) -> int:
         """Begin moving ``service`` from its serving revision (blue) to ``green_revision`` at 0%.
         RolloutConflict when the service already has an unfinished rollout."""
+        if self.router is None:
+            raise RolloutError("on a cluster Flagger starts rollouts: deploy a new template (pefm rollout deploy)")
         blue = serving_revision(self.router.traffic(service))
         if blue is None:
             raise RolloutError(f"{service} has no serving revision to roll out from")
@@ -143,14 +145,16 @@ class RolloutController:
         return [r[0] for r in rows]
 
     def pending(self) -> list[int]:
-        """What the controller loop must tick: unfinished rollouts, and each service's newest
-        finished one until its traffic is routed and its grace period is over."""
+        """What the controller loop must tick: unfinished local rollouts, and each service's newest
+        finished one until its traffic is routed and its grace period is over (Flagger runs the
+        cluster's)."""
         with self.db.connection() as conn:
             rows = conn.execute(
                 f"""SELECT id FROM rollouts r
-                    WHERE {_UNFINISHED}
-                       OR ((finalized_at IS NULL OR routed_generation < generation)
-                           AND id = (SELECT max(id) FROM rollouts n WHERE n.service = r.service))
+                    WHERE engine = 'local'
+                      AND ({_UNFINISHED}
+                           OR ((finalized_at IS NULL OR routed_generation < generation)
+                               AND id = (SELECT max(id) FROM rollouts n WHERE n.service = r.service)))
                     ORDER BY id"""
             ).fetchall()
         return [r[0] for r in rows]
@@ -249,16 +253,17 @@ class RolloutController:
         spec, state = rollout.spec, rollout.state
         if state.phase is Phase.INITIALIZING:
             return Observations(
-                smoke_ok=self.prober.smoke(rollout.service, spec.smoke_request),
-                gates_passed=self._gates(rollout.green_model_version),
+                smoke_ok=self.prober.smoke(self.router.tag_url(rollout.service, "green"), spec.smoke_request),
+                gates_passed=self._gates_passed(rollout.green_model_version),
             )
         if state.phase is not Phase.PROGRESSING:
             return Observations()
         if spec.synthetic_load:
-            self.prober.load(rollout.service, spec.synthetic_load, spec.smoke_request)
+            self.prober.load(self.router.url(rollout.service), spec.synthetic_load, spec.smoke_request)
         metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at)
+        urls = (self.router.tag_url(rollout.service, "blue"), self.router.tag_url(rollout.service, "green"))
         divergence = self.prober.divergence(
-            rollout.service,
+            urls,
             (rollout.blue_revision, rollout.green_revision),
             rollout.step_started_at,
             spec.shadow_requests,
@@ -272,12 +277,9 @@ class RolloutController:
             },
         )
 
-    def _gates(self, model_version: str | None) -> bool | None:
-        if model_version is None:
-            return None
+    def _gates_passed(self, model_version: str | None) -> bool | None:
         with self.db.connection() as conn:
-            row = conn.execute("SELECT gate_report FROM model_versions WHERE id = %s", (model_version,)).fetchone()
-        return None if row is None or row[0] is None else bool(row[0]["passed"])
+            return gates_passed(conn, model_version)
 
     def _grace_over(self, rollout: Rollout) -> bool:
         return (

@@ -1,5 +1,7 @@
-"""What the controller measures by asking the revisions themselves: the smoke test, blue/green
-divergence on the same requests, and optional synthetic load when a service is idle."""
+"""What a rollout measures by asking the revisions themselves: the smoke test, blue/green
+divergence on the same requests, and optional synthetic load when a service is idle. The same
+probes serve the local controller (through the local router's tag URLs) and Flagger's webhooks
+(through the revisions' in-cluster URLs)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from typing import Any
 
 import httpx
 
-from pefm.rollout.router import TrafficRouter
 from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
 
@@ -29,19 +30,16 @@ def forecast_divergence(blue: list[dict[str, Any]], green: list[dict[str, Any]])
 
 
 class HttpProber:
-    def __init__(self, router: TrafficRouter, db: Database, timeout: float = 15.0):
-        self.router = router
+    def __init__(self, db: Database, timeout: float = 15.0):
         self.db = db
         self.client = httpx.Client(timeout=timeout)
 
-    def smoke(self, service: str, request: dict[str, Any], attempts: int = 10) -> bool:
-        """The green revision answers a forecast request with 200 and forecasts, within
-        ``attempts`` tries half a second apart (a new tag route takes a moment to exist)."""
+    def smoke(self, green: str, request: dict[str, Any], attempts: int = 10) -> bool:
+        """The revision at URL ``green`` answers a forecast request with 200 and forecasts, within
+        ``attempts`` tries half a second apart (a new route takes a moment to exist)."""
         for attempt in range(attempts):
             try:
-                response = self.client.post(
-                    f"{self.router.tag_url(service, 'green')}/v1/forecast", json=request, headers=SHADOW
-                )
+                response = self.client.post(f"{green}/v1/forecast", json=request, headers=SHADOW)
                 if response.status_code == 200 and response.json().get("forecasts"):
                     return True
             except (httpx.HTTPError, ValueError):
@@ -50,9 +48,11 @@ class HttpProber:
                 time.sleep(0.5)
         return False
 
-    def divergence(self, service: str, revisions: tuple[str, str], since: datetime, samples: int) -> float | None:
-        """Replay up to ``samples`` of the request shapes the service really served since ``since``
-        (by either revision) to both blue and green, and score them with ``forecast_divergence``:
+    def divergence(
+        self, urls: tuple[str, str], revisions: tuple[str, str], since: datetime, samples: int
+    ) -> float | None:
+        """Replay up to ``samples`` of the request shapes the (blue, green) ``revisions`` really
+        served since ``since`` to both, at their ``urls``, and score them with ``forecast_divergence``:
         forecasts are joined on their target date, so a green trained on later data is compared on
         the dates both forecast (blue is asked far enough ahead to reach green's dates). None when
         nothing was served or no date is shared. The replays are marked as shadow traffic, so they
@@ -64,16 +64,17 @@ class HttpProber:
                    GROUP BY series_id ORDER BY max(ts) DESC LIMIT %s""",
                 (list(revisions), since, samples),
             ).fetchall()
+        blue_url, green_url = urls
         scores = []
         for series_id, horizon in shapes:
             body = {"series_id": series_id, "horizon": horizon, "levels": [95]}
-            green = self._rows(self.router.tag_url(service, "green"), body)
-            blue = self._rows(self.router.tag_url(service, "blue"), body)
+            green = self._rows(green_url, body)
+            blue = self._rows(blue_url, body)
             if blue is None or green is None:
                 return None
             beyond = sum(1 for row in green if row["ds"] > blue[-1]["ds"])
             if beyond and horizon + beyond <= MAX_HORIZON:  # blue's forecasts must reach green's dates
-                blue = self._rows(self.router.tag_url(service, "blue"), {**body, "horizon": horizon + beyond})
+                blue = self._rows(blue_url, {**body, "horizon": horizon + beyond})
                 if blue is None:
                     return None
             score = forecast_divergence(blue, green)
@@ -90,11 +91,11 @@ class HttpProber:
             return None
         return response.json()["forecasts"][0]["forecast"]
 
-    def load(self, service: str, requests: int, body: dict[str, Any]) -> int:
-        """Send ``requests`` requests through the service's router (split by its weights); how many
-        got a non-5xx answer."""
+    def load(self, url: str, requests: int, body: dict[str, Any]) -> int:
+        """Send ``requests`` requests to the service at ``url`` (split by its traffic weights); how
+        many got a non-5xx answer."""
         ok = 0
         for _ in range(requests):
             with contextlib.suppress(httpx.HTTPError):
-                ok += self.client.post(f"{self.router.url(service)}/v1/forecast", json=body).status_code < 500
+                ok += self.client.post(f"{url}/v1/forecast", json=body).status_code < 500
         return ok

@@ -59,6 +59,9 @@ class RolloutSpec:
     )
     smoke_request: dict[str, Any] = field(default_factory=lambda: {"series_id": "realgdp", "horizon": 4})
     shadow_requests: int = 5
+    manual_promotion: bool = False
+    """Whether an operator must approve the promotion once every check passed at 100% (locally
+    ``pefm rollout promote``; on a cluster the same action opens Flagger's confirm-promotion gate)."""
 
     def __post_init__(self) -> None:
         steps = list(self.steps)

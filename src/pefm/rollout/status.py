@@ -32,11 +32,12 @@ class ServiceStatus:
         return not self.problems
 
 
-def service_status(controller: RolloutController, service: str) -> ServiceStatus:
+def service_status(controller: RolloutController, service: str, router=None) -> ServiceStatus:
     """What serves ``service`` and whether it is what the registry says serves (outside an
     unfinished rollout, every revision with traffic serves the registry's serving version; during
-    one, green may serve the candidate)."""
-    router = controller.router
+    one, green may serve the candidate). ``router`` reads the traffic (default: the controller's;
+    on a cluster ``pefm.rollout.cluster.ClusterTraffic``)."""
+    router = router or controller.router
     with controller.db.connection() as conn:
         serving = serving_version(conn)
     active = controller.active(service)

@@ -39,6 +39,12 @@ class Rollout:
     updated_at: datetime
     finished_at: datetime | None
     finalized_at: datetime | None
+    engine: str = "local"
+    """``local`` (PEFM's controller over the local router) or ``flagger`` (a cluster's Canary)."""
+    canary: str | None = None
+    """``<namespace>/<name>`` of the Flagger Canary (flagger rollouts)."""
+    checksum: str | None = None
+    """Flagger's checksum of the canary revision it analyses (flagger rollouts)."""
 
     @property
     def winner(self) -> str:

@@ -31,6 +31,7 @@ class ServiceFunction:
         self.writer = None
         self._ready = False
         self._problem = "starting"
+        self._stopping = threading.Event()
 
     def start(self, cfg: dict[str, str]) -> None:
         """Build the app from the environment ``cfg``; failures leave the function not ready."""
@@ -54,15 +55,19 @@ class ServiceFunction:
                 on_drop=lambda table, n: self.metrics.log_dropped.labels(table).inc(n),
             )
             self.writer.start()
+            self.settings = settings
             app = self._build(settings, openapi)
         except Exception as exc:  # keep serving health endpoints; report why we are not ready
             self._problem = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed to start", self.service)
             return
-        if settings.fault_rate > 0:
-            app = _with_faults(app, settings.fault_rate)
+        if app is not None:  # None: inference waits for a model to serve (see _wait_for_model)
+            self._serve(app)
+
+    def _serve(self, app) -> None:
+        if self.settings.fault_rate > 0:
+            app = _with_faults(app, self.settings.fault_rate)
         self.app = guard(app, on_request=self._observe)
-        self.settings = settings
 
     def _build(self, settings: Settings, openapi: dict):
         if self.service == "ingest":
@@ -75,10 +80,34 @@ class ServiceFunction:
 
             self._mark_ready(settings.revision)
             return create_monitor_app(settings, self.db, self.metrics, openapi)
-        from pefm.serving.inference import ModelServer, create_inference_app
+        from pefm.serving.inference import ModelServer, NoServingModel
 
         server = ModelServer(settings, self.db)
-        server.load()
+        try:
+            server.load()
+        except NoServingModel as exc:  # a fresh cluster: the bootstrap job has not made one serve yet
+            self._problem = f"waiting: {exc}"
+            threading.Thread(
+                target=self._wait_for_model, args=(server, openapi), name="pefm-model-wait", daemon=True
+            ).start()
+            return None
+        return self._inference_app(server, openapi)
+
+    def _wait_for_model(self, server, openapi: dict, every: float = 5.0) -> None:
+        """Try again every ``every`` seconds until a model serves; then become ready."""
+        while not self._stopping.wait(every):
+            try:
+                server.load()
+            except Exception as exc:  # still none, or the database is away: keep waiting
+                self._problem = f"waiting: {exc}"
+                continue
+            self._serve(self._inference_app(server, openapi))
+            return
+
+    def _inference_app(self, server, openapi: dict):
+        from pefm.serving.inference import create_inference_app
+
+        settings = self.settings
         self.metrics.model_info.labels(settings.revision, server.version.id, server.version.family).set(1)
         self._mark_ready(settings.revision)
         threading.Thread(target=server.load_model, name="pefm-model-loader", daemon=True).start()
@@ -126,6 +155,7 @@ class ServiceFunction:
         await self.app(scope, receive, send)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self.writer is not None:
             self.writer.stop()
         if self.db is not None:

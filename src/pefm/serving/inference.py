@@ -40,6 +40,10 @@ _request_numbers = itertools.count(1)
 _FIELDS = {"series_id", "series_ids", "horizon", "levels", "as_of", "history"}
 
 
+class NoServingModel(LookupError):
+    """The revision is unpinned and the registry has no serving version yet."""
+
+
 class ModelServer:
     """The version this revision serves: its precomputed forecasts now, its model soon after."""
 
@@ -61,7 +65,7 @@ class ModelServer:
         with self.db.connection() as conn:
             version_id = self.settings.model_version or _serving_id(conn)
             if version_id is None:
-                raise LookupError("no model version to serve: set PEFM_MODEL_VERSION or promote one")
+                raise NoServingModel("no model version serves yet: run pefm bootstrap, or promote one")
             self.version = get_version(conn, version_id)
             pre = read_precomputed(conn, version_id) or {"horizon": 0, "levels": [], "rows": []}
             rows = conn.execute(

@@ -1,0 +1,396 @@
+"""PEFM's checks as Flagger webhooks: what only PEFM knows, for the rollouts Flagger runs.
+
+Flagger (``provider: knative``) moves the traffic between the primary revision and the latest one
+and judges the Prometheus metrics; at each stage it POSTs ``{name, namespace, phase, checksum,
+metadata}`` here and goes on only on a 2xx answer. The checks are the local controller's:
+
+- ``confirm-rollout``: the canary's model version passed its validation gates (or is the serving one);
+- ``pre-rollout``: the smoke request to the canary revision;
+- ``confirm-traffic-increase``: the canary served ``min_requests`` since its weight last changed
+  (no data is never good news: the weight waits);
+- ``rollout``: forecast divergence, requests the revisions served replayed to both, joined on date;
+- ``confirm-promotion``: an operator's approval when the spec asks for one;
+- ``rollback``: 2xx when an operator asked for a rollback;
+- ``post-rollout``: the registry follows the outcome, in the transaction that ends the rollout,
+  exactly once however often Flagger retries;
+- ``event``: Flagger's events become rollout events (weights included).
+
+Every rollout is a ``rollouts`` row (engine ``flagger``, keyed by Canary and checksum), so the
+dashboard and ``pefm rollout status`` show cluster rollouts like local ones, and operators act on
+them through the same API (``FlaggerOperator``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pefm.forecasting.registry import gates_passed, serving_version, settle_rollout
+from pefm.rollout.analysis import TERMINAL, Phase, State
+from pefm.rollout.cluster import KnativeCluster
+from pefm.rollout.flagger import HOOKS
+from pefm.rollout.providers import MetricsProvider
+from pefm.rollout.spec import RolloutSpec
+from pefm.rollout.store import LOCK, Rollout, RolloutError, read_rollout, record_event
+from pefm.storage.database import Database
+
+log = logging.getLogger(__name__)
+# Flagger's canary phases -> the rollout phases PEFM records (terminal ones only via post-rollout)
+PHASES = {
+    "Initializing": Phase.INITIALIZING,
+    "Initialized": Phase.INITIALIZING,
+    "Waiting": Phase.INITIALIZING,
+    "Progressing": Phase.PROGRESSING,
+    "WaitingPromotion": Phase.PROGRESSING,
+    "Promoting": Phase.PROMOTING,
+    "Finalising": Phase.PROMOTING,
+}
+WEIGHT = re.compile(r"canary weight (\d+)")
+APPROVED, ROLLBACK_REQUESTED = "approve-promotion", "request-rollback"
+
+
+class WebhookError(ValueError):
+    """A payload that is not Flagger's: ``status`` and the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str = "body"):
+        super().__init__(message)
+        self.status, self.field = status, field
+
+
+@dataclass(frozen=True)
+class Payload:
+    name: str
+    namespace: str
+    phase: str
+    checksum: str
+    metadata: dict[str, str]
+
+    @classmethod
+    def parse(cls, data: Any) -> Payload:
+        """Flagger's webhook payload, checked field by field."""
+        if not isinstance(data, dict):
+            raise WebhookError(422, "expected a JSON object")
+        for field in ("name", "namespace"):
+            if not isinstance(data.get(field), str) or not data[field]:
+                raise WebhookError(422, "expected a non-empty string", field)
+        for field in ("phase", "checksum"):
+            if not isinstance(data.get(field, ""), str):
+                raise WebhookError(422, "expected a string", field)
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise WebhookError(422, "expected an object of strings", "metadata")
+        return cls(data["name"], data["namespace"], data.get("phase", ""), data.get("checksum", ""), metadata)
+
+    @property
+    def canary(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A webhook's answer: ``ok`` is Flagger's go (2xx), ``reason`` is what it logs otherwise."""
+
+    ok: bool
+    reason: str
+    rollout_id: int | None = None
+    status: int | None = None
+
+    @property
+    def code(self) -> int:
+        return self.status or (200 if self.ok else 412)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "reason": self.reason, "rollout": self.rollout_id}
+
+
+def authorized(token: str | None, payload: Payload) -> None:
+    """The payload carries the webhook token in its metadata (401 without one, 403 when wrong)."""
+    if not token:
+        raise WebhookError(503, "webhooks are off: set PEFM_WEBHOOK_TOKEN on the rollout API")
+    given = payload.metadata.get("token")
+    if not given:
+        raise WebhookError(401, "the webhook's metadata carries no token", "metadata.token")
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise WebhookError(403, "wrong webhook token", "metadata.token")
+
+
+class FlaggerHooks:
+    def __init__(
+        self, db: Database, cluster: KnativeCluster, prober: Any, provider: MetricsProvider, spec: RolloutSpec
+    ):
+        self.db, self.cluster, self.prober, self.provider, self.spec = db, cluster, prober, provider, spec
+
+    def call(self, hook: str, payload: Payload) -> Answer:
+        if hook not in HOOKS:
+            raise WebhookError(404, f"no webhook {hook!r}; one of {', '.join(HOOKS)}", "hook")
+        rollout = self.find(payload)
+        if rollout is None:
+            return Answer(True, f"{payload.canary}: no new revision to roll out")
+        if hook == "event":
+            return self._event(rollout, payload)
+        if hook == "post-rollout":
+            return self._post_rollout(rollout, payload)
+        if rollout.state.phase in TERMINAL:
+            return Answer(False, f"rollout {rollout.id} is already {rollout.state.phase.value}", rollout.id, 409)
+        answer = getattr(self, "_" + hook.replace("-", "_"))(rollout)
+        if hook != "rollback" or answer.ok:  # the rollback gate is asked every interval
+            self._note(rollout, hook, answer)
+        return answer
+
+    # -- the rollout a payload is about ------------------------------------------------------------
+    def find(self, payload: Payload) -> Rollout | None:
+        """The row of this Canary's checksum, created on first sight; None while the Service has
+        no canary (Flagger's initialisation: primary and latest revision are the same)."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND checksum = %s",
+                (payload.canary, payload.checksum),
+            ).fetchone()
+            if row:
+                return read_rollout(conn, row[0])
+        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
+        primary, latest = self.cluster.revisions(target)
+        if not primary or not latest or primary == latest:
+            return None
+        with self.db.connection() as conn:
+            serving = serving_version(conn)
+        unpinned = serving.id if serving else None  # an unpinned revision serves the serving version
+        green = self.cluster.revision_model_version(latest) or unpinned
+        blue = self.cluster.revision_model_version(primary) or unpinned
+        service = target.removeprefix("pefm-")
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{LOCK}start:{service}",))
+            for old in conn.execute(
+                """SELECT id FROM rollouts WHERE service = %s AND phase NOT IN ('Succeeded', 'Failed', 'RolledBack')
+                   AND NOT (engine = 'flagger' AND canary = %s AND checksum = %s)""",
+                (service, payload.canary, payload.checksum),
+            ).fetchall():
+                superseded = read_rollout(conn, old[0])
+                self._finish(conn, superseded, False, "superseded: Flagger restarted on a newer revision")
+            conn.execute(
+                """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version,
+                                         blue_model_version, spec, phase, step, weight, engine, canary, checksum)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'Initializing', -1, 0, 'flagger', %s, %s)
+                   ON CONFLICT (canary, checksum) WHERE engine = 'flagger' DO NOTHING RETURNING id""",
+                (service, primary, latest, green, blue, Jsonb(self.spec.to_dict()), payload.canary, payload.checksum),
+            )
+            rollout_id = conn.execute(
+                "SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND checksum = %s",
+                (payload.canary, payload.checksum),
+            ).fetchone()[0]
+            if not conn.execute("SELECT 1 FROM rollout_events WHERE rollout_id = %s", (rollout_id,)).fetchone():
+                record_event(
+                    conn,
+                    rollout_id,
+                    "start",
+                    State(),
+                    f"Flagger canaries {latest} ({green or 'model version unknown'}) against the primary "
+                    f"{primary} ({blue or 'model version unknown'})",
+                )
+            return read_rollout(conn, rollout_id)
+
+    # -- the checks ------------------------------------------------------------------------------
+    def _confirm_rollout(self, rollout: Rollout) -> Answer:
+        with self.db.connection() as conn:
+            serving = serving_version(conn)
+            passed = gates_passed(conn, rollout.green_model_version)
+        candidate = rollout.green_model_version
+        if serving is not None and candidate == serving.id:
+            why = f"the canary serves the serving version {candidate}: a configuration change"
+            return Answer(True, why, rollout.id)
+        if not rollout.spec.require_gates:
+            return Answer(True, "the spec does not require gates", rollout.id)
+        if passed is None:
+            return Answer(False, f"the candidate {candidate or '(unknown)'} has no gate report", rollout.id, 403)
+        if not passed:
+            return Answer(False, f"the candidate {candidate} failed its validation gates", rollout.id, 403)
+        return Answer(True, f"the candidate {candidate} passed its validation gates", rollout.id)
+
+    def _pre_rollout(self, rollout: Rollout) -> Answer:
+        ok = self.prober.smoke(self.cluster.url(rollout.green_revision), rollout.spec.smoke_request)
+        return Answer(ok, "smoke test of the canary " + ("passed" if ok else "failed"), rollout.id)
+
+    def _confirm_traffic_increase(self, rollout: Rollout) -> Answer:
+        served = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at).requests
+        need = rollout.spec.min_requests if rollout.state.weight > 0 else 0  # the first step needs none
+        if served < need:
+            return Answer(False, f"waiting for traffic: {served} of {need} requests on the canary", rollout.id, 403)
+        return Answer(True, f"the canary served {served} requests at {rollout.state.weight}%", rollout.id)
+
+    def _rollout(self, rollout: Rollout) -> Answer:
+        spec = rollout.spec
+        if spec.synthetic_load:
+            self.prober.load(self.cluster.url(f"pefm-{rollout.service}"), spec.synthetic_load, spec.smoke_request)
+        checks = [c for c in spec.checks if c.metric == "divergence"]
+        if not checks:
+            return Answer(True, "no divergence check in the spec", rollout.id)
+        value = self.prober.divergence(
+            (self.cluster.url(rollout.blue_revision), self.cluster.url(rollout.green_revision)),
+            (rollout.blue_revision, rollout.green_revision),
+            rollout.step_started_at,
+            spec.shadow_requests,
+        )
+        results = [check.judge(value) for check in checks]
+        if value is None:
+            return Answer(False, "divergence: no forecasts of the same requests to compare yet", rollout.id)
+        failed = [r for r in results if not r["passed"]]
+        detail = "; ".join(f"{r['check']} {r['value']:.4g} within {r['range']}" for r in results)
+        if failed:
+            detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
+        return Answer(not failed, detail, rollout.id)
+
+    def _confirm_promotion(self, rollout: Rollout) -> Answer:
+        if not rollout.spec.manual_promotion:
+            return Answer(True, "promotion needs no approval", rollout.id)
+        if self._operator_asked(rollout, APPROVED):
+            return Answer(True, "promotion approved by an operator", rollout.id)
+        return Answer(False, "waiting for an operator to approve the promotion", rollout.id, 403)
+
+    def _rollback(self, rollout: Rollout) -> Answer:
+        if self._operator_asked(rollout, ROLLBACK_REQUESTED):
+            return Answer(True, "rolled back by an operator", rollout.id)
+        return Answer(False, "no rollback requested", rollout.id, 403)
+
+    # -- what Flagger reports --------------------------------------------------------------------
+    def _post_rollout(self, rollout: Rollout, payload: Payload) -> Answer:
+        if payload.phase not in ("Succeeded", "Failed"):
+            raise WebhookError(422, f"post-rollout phase must be Succeeded or Failed, not {payload.phase!r}", "phase")
+        succeeded = payload.phase == "Succeeded"
+        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
+        primary, _ = self.cluster.revisions(target)
+        expected = rollout.green_revision if succeeded else rollout.blue_revision
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM rollouts WHERE id = %s FOR UPDATE", (rollout.id,))
+            current = read_rollout(conn, rollout.id)
+            if current.state.phase in TERMINAL:
+                why = f"rollout {rollout.id} was already settled: {current.state.phase.value}"
+                return Answer(True, why, rollout.id)
+            if primary != expected:
+                return Answer(
+                    False,
+                    f"Flagger reports {payload.phase} but the primary revision is {primary}, not {expected}",
+                    rollout.id,
+                    409,
+                )
+            reason = "Flagger promoted the canary" if succeeded else "Flagger rolled the canary back"
+            change = self._finish(conn, current, succeeded, reason)
+        return Answer(True, change, rollout.id)
+
+    def _event(self, rollout: Rollout, payload: Payload) -> Answer:
+        message = payload.metadata.get("eventMessage", "")
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM rollouts WHERE id = %s FOR UPDATE", (rollout.id,))
+            current = read_rollout(conn, rollout.id)
+            state = current.state
+            if state.phase not in TERMINAL:
+                phase = PHASES.get(payload.phase, state.phase)
+                if state.phase is Phase.PAUSED and phase is not Phase.PROMOTING:
+                    phase = Phase.PAUSED  # Flagger keeps its phase while suspended
+                if (weight := WEIGHT.search(message)) and int(weight[1]) != state.weight:
+                    state = replace(state, step=state.step + 1, weight=int(weight[1]))
+                state = replace(state, phase=phase)
+                if state != current.state:
+                    _write(conn, current, state, restart_step=state.weight != current.state.weight)
+            record_event(conn, rollout.id, "flagger", state, message or f"Flagger: {payload.phase}")
+        return Answer(True, "event recorded", rollout.id)
+
+    def _finish(self, conn: psycopg.Connection, rollout: Rollout, succeeded: bool, reason: str) -> str:
+        state = replace(
+            rollout.state, phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, weight=100 if succeeded else 0
+        )
+        _write(conn, rollout, state, finished=True)
+        change = settle_rollout(
+            conn,
+            candidate=rollout.green_model_version,
+            previous=rollout.blue_model_version,
+            succeeded=succeeded,
+            reason=reason,
+        )
+        record_event(conn, rollout.id, "post-rollout", state, f"{reason}; {change}")
+        return change
+
+    def _operator_asked(self, rollout: Rollout, action: str) -> bool:
+        with self.db.connection() as conn:
+            return bool(
+                conn.execute(
+                    "SELECT 1 FROM rollout_events WHERE rollout_id = %s AND action = %s", (rollout.id, action)
+                ).fetchone()
+            )
+
+    def _note(self, rollout: Rollout, hook: str, answer: Answer) -> None:
+        """Record a check's answer as an event, unless it repeats the last one of the same hook."""
+        with self.db.connection() as conn, conn.transaction():
+            last = conn.execute(
+                "SELECT reason FROM rollout_events WHERE rollout_id = %s AND action = %s ORDER BY id DESC LIMIT 1",
+                (rollout.id, hook),
+            ).fetchone()
+            reason = f"{'passed' if answer.ok else 'refused'}: {answer.reason}"
+            if last is None or last[0] != reason:
+                record_event(conn, rollout.id, hook, read_rollout(conn, rollout.id).state, reason)
+
+
+class FlaggerOperator:
+    """An operator's promote / rollback / pause / resume of a Flagger rollout: through the webhook
+    gates (confirm-promotion, rollback) and the Canary's ``spec.suspend``."""
+
+    def __init__(self, db: Database, cluster: KnativeCluster):
+        self.db, self.cluster = db, cluster
+
+    def promote(self, rollout_id: int, reason: str = "promotion approved by an operator") -> State:
+        return self._act(rollout_id, APPROVED, reason)
+
+    def rollback(self, rollout_id: int, reason: str = "rollback requested by an operator") -> State:
+        return self._act(rollout_id, ROLLBACK_REQUESTED, reason)
+
+    def pause(self, rollout_id: int, reason: str = "paused by an operator") -> State:
+        return self._act(rollout_id, "pause", reason, suspend=True, phase=Phase.PAUSED)
+
+    def resume(self, rollout_id: int, reason: str = "resumed by an operator") -> State:
+        return self._act(rollout_id, "resume", reason, suspend=False, phase=Phase.PROGRESSING)
+
+    def _act(self, rollout_id: int, action: str, reason: str, suspend: bool | None = None, phase=None) -> State:
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM rollouts WHERE id = %s FOR UPDATE", (rollout_id,))
+            rollout = read_rollout(conn, rollout_id)
+            if rollout.state.phase in TERMINAL:
+                raise RolloutError(f"rollout {rollout_id} is already {rollout.state.phase.value}")
+            if action == "resume" and rollout.state.phase is not Phase.PAUSED:
+                raise RolloutError(f"rollout {rollout_id} is {rollout.state.phase.value}, not Paused")
+            state = rollout.state
+            if phase is not None:
+                if phase is Phase.PROGRESSING and state.step < 0:
+                    phase = Phase.INITIALIZING
+                state = replace(state, phase=phase)
+                _write(conn, rollout, state)
+            if suspend is not None:
+                self.cluster.suspend(rollout.canary.split("/", 1)[1], suspend)
+            record_event(conn, rollout_id, action, state, reason)
+        return state
+
+
+def _write(conn, rollout: Rollout, state: State, *, finished: bool = False, restart_step: bool = False) -> None:
+    """Save a Flagger rollout's state (the caller holds its row lock)."""
+    conn.execute(
+        """UPDATE rollouts SET phase = %s, step = %s, weight = %s, failed_checks = %s, updated_at = now(),
+                  generation = generation + 1, routed_generation = generation + 1,
+                  step_started_at = CASE WHEN %s THEN now() ELSE step_started_at END,
+                  finished_at = CASE WHEN %s THEN now() ELSE finished_at END,
+                  finalized_at = CASE WHEN %s THEN now() ELSE finalized_at END
+           WHERE id = %s""",
+        (
+            state.phase.value,
+            state.step,
+            state.weight,
+            state.failed_checks,
+            restart_step,
+            finished,
+            finished,
+            rollout.id,
+        ),
+    )

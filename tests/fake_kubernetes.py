@@ -1,0 +1,48 @@
+"""A stand-in for the Kubernetes API (no cluster runs here): the two CustomObjectsApi calls PEFM
+makes, over objects held in memory, with JSON merge patch semantics (dicts merge, lists and
+scalars replace). It holds what Knative and Flagger would: the inference Service with Flagger's
+primary-revision annotation and ``status.latestCreatedRevisionName``, Revisions, the Canary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SERVICE = "pefm-inference"
+
+
+class FakeKubernetes:
+    """The two CustomObjectsApi calls PEFM makes, over objects held in memory (merge patches)."""
+
+    def __init__(self):
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patches: list[tuple[str, str, dict]] = []
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        return self.objects[(plural, name)]
+
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+        self.patches.append((plural, name, body))
+        target = self.objects[(plural, name)]
+        _merge(target, body)
+        if "spec" in body:  # the API server bumps the generation on every spec change
+            metadata = target.setdefault("metadata", {})
+            metadata["generation"] = metadata.get("generation", 0) + 1
+        return target
+
+    def revision(self, name: str, model_version: str | None) -> None:
+        env = [{"name": "PEFM_MODEL_VERSION", "value": model_version}] if model_version else []
+        self.objects[("revisions", name)] = {"spec": {"containers": [{"env": env}]}}
+
+    def route(self, primary: str, latest: str) -> None:
+        """What Flagger and Knative leave in the Service: the pinned primary, the latest revision."""
+        service = self.objects[("services", SERVICE)]
+        service["metadata"]["annotations"]["flagger.app/primary-revision"] = primary
+        service["status"]["latestCreatedRevisionName"] = latest
+
+
+def _merge(target: dict, patch: dict) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value

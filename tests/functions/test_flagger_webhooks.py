@@ -1,0 +1,277 @@
+"""PEFM's Flagger webhooks over real HTTP: the rollout API served by hypercorn, called with
+Flagger's documented payloads ({name, namespace, phase, checksum, metadata}); the canary and
+primary revisions are real inference processes under func-python on a real PostgreSQL.
+
+The Kubernetes API is a mock (``FakeKubernetes``): no cluster runs here. It holds the objects
+Flagger and Knative would (the Service with Flagger's primary-revision annotation and
+``status.latestCreatedRevisionName``, the Revisions' env, the Canary) and applies merge patches.
+The revisions' in-cluster URLs are the local processes' URLs (``LocalCluster.url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from pefm.config import Settings
+from pefm.forecasting.registry import promote
+from pefm.local.runtime import LocalRuntime, free_port
+from pefm.rollout.api import create_rollout_app
+from pefm.rollout.cluster import KnativeCluster
+from pefm.rollout.controller import RolloutController
+from pefm.rollout.probes import HttpProber
+from pefm.rollout.providers import DatabaseProvider
+from pefm.rollout.spec import RolloutSpec
+from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator
+from pefm.storage.database import Database
+from pefm.storage.model_versions import get_version, set_gate_report
+from tests.fake_kubernetes import SERVICE, FakeKubernetes
+from tests.functions.conftest import register_model
+
+SERIES = ["realgdp", "unemp", "infl"]
+TOKEN, ADMIN = "test-webhook-token", "test-admin-token"
+SPEC = RolloutSpec(min_requests=5, shadow_requests=3)
+
+
+class LocalCluster(KnativeCluster):
+    """A revision's in-cluster URL is its local process here."""
+
+    def __init__(self, api, runtime: LocalRuntime):
+        super().__init__(api, "pefm")
+        self.runtime = runtime
+
+    def url(self, name: str) -> str:
+        return self.runtime.processes[name].url
+
+
+@pytest.fixture(scope="module")
+def cluster(module_schema, tmp_path_factory):
+    versions = {
+        name: register_model(module_schema, family, SERIES)
+        for name, family in (("blue", "ar"), ("same", "ar"), ("different", "mean"), ("ungated", "ar"))
+    }
+    db = Database(module_schema, max_size=6)
+    with db.connection() as conn:
+        for name in ("same", "different"):
+            set_gate_report(conn, versions[name], {"passed": True, "checks": [], "failures": []})
+    runtime = LocalRuntime(module_schema, tmp_path_factory.mktemp("runtime"))
+    names = {"blue": "pefm-inference-00001", "same": "pefm-inference-00002", "different": "pefm-inference-00003"}
+    names["ungated"] = "pefm-inference-00004"
+    api = FakeKubernetes()
+    for key, revision in names.items():
+        runtime.start_revision("inference", revision, model_version=versions[key])
+        api.revision(revision, versions[key])
+    api.objects[("services", SERVICE)] = {"metadata": {"annotations": {}}, "spec": {"template": {}}, "status": {}}
+    api.objects[("canaries", SERVICE)] = {"spec": {"targetRef": {"name": SERVICE}}}
+    k8s = LocalCluster(api, runtime)
+    settings = Settings(webhook_token=TOKEN, admin_token=ADMIN, database_url=module_schema)
+    controller = RolloutController(db, None, DatabaseProvider(db), HttpProber(db))
+    hooks = FlaggerHooks(db, k8s, controller.prober, controller.provider, SPEC)
+    app = create_rollout_app(settings, controller, SPEC, hooks, FlaggerOperator(db, k8s))
+    url, stop = _serve(app)
+    yield {"url": url, "api": api, "db": db, "versions": versions, "names": names, "runtime": runtime}
+    stop()
+    runtime.stop_all()
+    db.close()
+
+
+def _serve(app) -> tuple[str, Any]:
+    """The app on a real socket (hypercorn, as `pefm serve rollout` runs it) on its own thread."""
+    import hypercorn.asyncio
+    import hypercorn.config
+
+    port = free_port()
+    config = hypercorn.config.Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    done = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(hypercorn.asyncio.serve(app, config, shutdown_trigger=done.wait),)
+    )
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            threading.Event().wait(0.1)
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(done.set)
+        thread.join(10)
+
+    return url, stop
+
+
+@pytest.fixture
+def fresh(cluster):
+    """Blue serves and no rollout is left unfinished by an earlier test."""
+    with cluster["db"].connection() as conn:
+        promote(conn, cluster["versions"]["blue"])
+        conn.execute("DELETE FROM rollouts")
+    return cluster
+
+
+def hook(cluster, name: str, checksum: str, phase: str = "Progressing", token: str | None = TOKEN, **metadata):
+    payload = {"name": SERVICE, "namespace": "pefm", "phase": phase, "checksum": checksum, "metadata": metadata}
+    if token is not None:
+        payload["metadata"]["token"] = token
+    return httpx.post(f"{cluster['url']}/v1/flagger/{name}", json=payload, timeout=60)
+
+
+def serve_requests(url: str, n: int) -> None:
+    for i in range(n):
+        series = SERIES[i % len(SERIES)]
+        assert httpx.post(f"{url}/v1/forecast", json={"series_id": series, "horizon": 4}).status_code == 200
+
+
+def status_of(cluster, key: str) -> str:
+    with cluster["db"].connection() as conn:
+        return get_version(conn, cluster["versions"][key]).status
+
+
+def test_webhooks_need_the_token_and_flaggers_payload(fresh):
+    assert hook(fresh, "confirm-rollout", "c0", token=None).status_code == 401
+    assert hook(fresh, "confirm-rollout", "c0", token="wrong").status_code == 403
+    bad = httpx.post(f"{fresh['url']}/v1/flagger/confirm-rollout", json={"name": SERVICE, "namespace": 7})
+    assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "namespace"
+    assert httpx.post(f"{fresh['url']}/v1/flagger/confirm-rollout", content=b"{").status_code == 400
+    assert hook(fresh, "no-such-hook", "c0").status_code == 404
+
+
+def test_confirm_rollout_refuses_a_candidate_without_a_passed_gate(fresh):
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["blue"])  # Flagger initialised: nothing to canary yet
+    assert hook(fresh, "confirm-rollout", "c1").status_code == 200
+    fresh["api"].route(names["blue"], names["ungated"])
+    refused = hook(fresh, "confirm-rollout", "c1")
+    assert refused.status_code == 403 and "no gate report" in refused.json()["reason"]
+    with fresh["db"].connection() as conn:
+        set_gate_report(conn, fresh["versions"]["ungated"], {"passed": False, "checks": [], "failures": ["dm"]})
+    refused = hook(fresh, "confirm-rollout", "c1")
+    assert refused.status_code == 403 and "failed its validation gates" in refused.json()["reason"]
+    with fresh["db"].connection() as conn:
+        set_gate_report(conn, fresh["versions"]["ungated"], {"passed": True, "checks": [], "failures": []})
+    assert hook(fresh, "confirm-rollout", "c1").status_code == 200
+    rollout = httpx.get(f"{fresh['url']}/v1/rollouts/{refused.json()['rollout']}").json()
+    assert rollout["engine"] == "flagger" and rollout["canary"] == "pefm/pefm-inference"
+    assert (rollout["blue_revision"], rollout["green_revision"]) == (names["blue"], names["ungated"])
+    reasons = [e["reason"] for e in rollout["events"] if e["action"] == "confirm-rollout"]
+    assert len(reasons) == 3  # refused twice for different reasons, then passed; repeats not recorded
+
+
+def test_a_healthy_canary_passes_smoke_traffic_and_divergence_then_promotion_settles_the_registry_once(fresh):
+    names, versions = fresh["names"], fresh["versions"]
+    fresh["api"].route(names["blue"], names["same"])
+    assert hook(fresh, "confirm-rollout", "c2").status_code == 200
+    assert hook(fresh, "pre-rollout", "c2").status_code == 200
+    assert hook(fresh, "confirm-traffic-increase", "c2").status_code == 200  # 0% -> first step needs none
+    message = "Advance pefm-inference.pefm canary weight 10"
+    assert hook(fresh, "event", "c2", eventMessage=message, eventType="Normal").status_code == 200
+    waiting = hook(fresh, "confirm-traffic-increase", "c2")
+    assert waiting.status_code == 403 and "0 of 5 requests" in waiting.json()["reason"]
+    serve_requests(fresh["runtime"].processes[names["same"]].url, 6)
+    serve_requests(fresh["runtime"].processes[names["blue"]].url, 6)
+    assert _eventually(lambda: hook(fresh, "confirm-traffic-increase", "c2").status_code == 200)
+    rollout = hook(fresh, "rollout", "c2")
+    assert rollout.status_code == 200 and "divergence 0 within" in rollout.json()["reason"]
+    assert hook(fresh, "confirm-promotion", "c2").status_code == 200
+    assert hook(fresh, "rollback", "c2").status_code == 403
+
+    early = hook(fresh, "post-rollout", "c2", phase="Succeeded")  # Flagger has not pinned green yet
+    assert early.status_code == 409 and status_of(fresh, "same") != "serving"
+    fresh["api"].route(names["same"], names["same"])  # Flagger promoted: green is the primary
+    with ThreadPoolExecutor(4) as pool:  # Flagger retrying, some calls at once
+        answers = list(pool.map(lambda _: hook(fresh, "post-rollout", "c2", phase="Succeeded"), range(4)))
+    assert all(a.status_code == 200 for a in answers)
+    assert sum("already settled" not in a.json()["reason"] for a in answers) == 1
+    assert status_of(fresh, "same") == "serving" and status_of(fresh, "blue") == "retired"
+    with fresh["db"].connection() as conn:
+        settled = conn.execute(
+            "SELECT count(*) FROM rollout_events WHERE action = 'post-rollout' AND rollout_id = %s",
+            (rollout.json()["rollout"],),
+        ).fetchone()[0]
+        phase, weight = conn.execute(
+            "SELECT phase, weight FROM rollouts WHERE id = %s", (rollout.json()["rollout"],)
+        ).fetchone()
+    assert settled == 1 and (phase, weight) == ("Succeeded", 100)
+    assert any(f"{versions['same']} serving" in a.json()["reason"] for a in answers)
+
+
+def test_a_divergent_canary_fails_the_rollout_hook(fresh):
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["different"])
+    assert hook(fresh, "confirm-rollout", "c3").status_code == 200
+    before = _predictions(fresh, names["blue"])
+    serve_requests(fresh["runtime"].processes[names["blue"]].url, 6)
+    assert _eventually(lambda: _predictions(fresh, names["blue"]) >= before + 6)
+    failed = hook(fresh, "rollout", "c3")
+    assert failed.status_code == 412 and "divergence" in failed.json()["reason"]
+    assert "outside [-inf, 0.5]" in failed.json()["reason"]
+
+
+def test_the_operators_rollback_gate_and_a_failed_rollout_restore_blue(fresh):
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    rollout_id = hook(fresh, "confirm-rollout", "c4").json()["rollout"]
+    assert hook(fresh, "rollback", "c4").status_code == 403
+    act = f"{fresh['url']}/v1/rollouts/{rollout_id}/rollback"
+    assert httpx.post(act).status_code == 401
+    assert httpx.post(act, headers={"authorization": f"Bearer {ADMIN}"}).status_code == 200
+    opened = hook(fresh, "rollback", "c4")
+    assert opened.status_code == 200 and "operator" in opened.json()["reason"]
+    assert hook(fresh, "post-rollout", "c4", phase="Failed").status_code == 200  # primary stayed blue
+    assert status_of(fresh, "same") == "rejected" and status_of(fresh, "blue") == "serving"
+    assert hook(fresh, "pre-rollout", "c4").status_code == 409  # finished: no more checks
+
+
+def test_pause_suspends_the_canary_and_manual_promotion_waits_for_an_operator(fresh):
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    rollout_id = hook(fresh, "confirm-rollout", "c5").json()["rollout"]
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    paused = httpx.post(f"{fresh['url']}/v1/rollouts/{rollout_id}/pause", headers=admin)
+    assert paused.status_code == 200 and paused.json()["phase"] == "Paused"
+    assert fresh["api"].objects[("canaries", SERVICE)]["spec"]["suspend"] is True
+    resumed = httpx.post(f"{fresh['url']}/v1/rollouts/{rollout_id}/resume", headers=admin)
+    assert resumed.status_code == 200 and fresh["api"].objects[("canaries", SERVICE)]["spec"]["suspend"] is False
+
+    with fresh["db"].connection() as conn:  # the spec a rollout runs under is stored with it
+        conn.execute(
+            "UPDATE rollouts SET spec = spec || '{\"manual_promotion\": true}'::jsonb WHERE id = %s", (rollout_id,)
+        )
+    assert hook(fresh, "confirm-promotion", "c5").status_code == 403
+    assert httpx.post(f"{fresh['url']}/v1/rollouts/{rollout_id}/promote", headers=admin).status_code == 200
+    assert hook(fresh, "confirm-promotion", "c5").status_code == 200
+
+
+def test_a_new_revision_during_a_rollout_supersedes_it(fresh):
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["ungated"])
+    first = hook(fresh, "confirm-rollout", "c6").json()["rollout"]
+    fresh["api"].route(names["blue"], names["same"])  # a newer template: Flagger restarts the analysis
+    second = hook(fresh, "confirm-rollout", "c7").json()["rollout"]
+    assert second != first
+    old = httpx.get(f"{fresh['url']}/v1/rollouts/{first}").json()
+    assert old["phase"] == "Failed" and "superseded" in old["events"][-1]["reason"]
+    assert status_of(fresh, "ungated") == "rejected"
+
+
+def _predictions(cluster, revision: str) -> int:
+    with cluster["db"].connection() as conn:
+        return conn.execute("SELECT count(*) FROM predictions WHERE revision = %s", (revision,)).fetchone()[0]
+
+
+def _eventually(check, timeout: float = 15.0) -> bool:
+    deadline = threading.Event()
+    for _ in range(int(timeout / 0.25)):
+        if check():
+            return True
+        deadline.wait(0.25)
+    return False
