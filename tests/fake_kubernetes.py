@@ -33,11 +33,16 @@ class FakeKubernetes:
         env = [{"name": "PEFM_MODEL_VERSION", "value": model_version}] if model_version else []
         self.objects[("revisions", name)] = {"spec": {"containers": [{"env": env}]}}
 
-    def route(self, primary: str, latest: str) -> None:
-        """What Flagger and Knative leave in the Service: the pinned primary, the latest revision."""
+    def route(self, primary: str, latest: str, weight: int = 0) -> None:
+        """What Flagger and Knative leave in the Service: the pinned primary, the latest revision,
+        and the routed traffic (``weight`` percent on the latest one)."""
         service = self.objects[("services", SERVICE)]
         service["metadata"]["annotations"]["flagger.app/primary-revision"] = primary
         service["status"]["latestCreatedRevisionName"] = latest
+        traffic = [{"revisionName": primary, "percent": 100 - weight}]
+        if latest != primary:
+            traffic.append({"revisionName": latest, "latestRevision": True, "percent": weight})
+        service["status"]["traffic"] = traffic
 
 
 def _merge(target: dict, patch: dict) -> None:

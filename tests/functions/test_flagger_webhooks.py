@@ -204,6 +204,22 @@ def test_a_healthy_canary_passes_smoke_traffic_and_divergence_then_promotion_set
     assert any(f"{versions['same']} serving" in a.json()["reason"] for a in answers)
 
 
+def test_pefm_status_compares_the_registry_with_what_the_cluster_routes(fresh):
+    from pefm.rollout.cluster import ClusterTraffic
+    from pefm.rollout.status import service_status
+
+    names, versions, db = fresh["names"], fresh["versions"], fresh["db"]
+    controller = RolloutController(db, None, DatabaseProvider(db), HttpProber(db))
+    k8s = KnativeCluster(fresh["api"], "pefm")
+    fresh["api"].route(names["blue"], names["blue"])
+    status = service_status(controller, "inference", ClusterTraffic(k8s, versions["blue"]))
+    assert status.agrees and [(t.revision, t.percent) for t in status.targets] == [(names["blue"], 100)]
+    with db.connection() as conn:
+        promote(conn, versions["same"])  # by hand, behind the cluster's back
+    status = service_status(controller, "inference", ClusterTraffic(k8s, versions["same"]))
+    assert not status.agrees and any(versions["blue"] in p for p in status.problems)
+
+
 def test_a_divergent_canary_fails_the_rollout_hook(fresh):
     names = fresh["names"]
     fresh["api"].route(names["blue"], names["different"])
