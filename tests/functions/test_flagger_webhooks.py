@@ -272,7 +272,8 @@ def test_a_new_revision_during_a_rollout_supersedes_it(fresh):
     fresh["api"].route(names["blue"], names["ungated"])
     first = hook(fresh, "confirm-rollout", "c6").json()["rollout"]
     fresh["api"].route(names["blue"], names["same"])  # a newer template: Flagger restarts the analysis
-    second = hook(fresh, "confirm-rollout", "c7").json()["rollout"]
+    # Flagger calls confirm-rollout before it records the new revision: with the old checksum
+    second = hook(fresh, "confirm-rollout", "c6").json()["rollout"]
     assert second != first
     old = httpx.get(f"{fresh['url']}/v1/rollouts/{first}").json()
     assert old["phase"] == "Failed" and "superseded" in old["events"][-1]["reason"]

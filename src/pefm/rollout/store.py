@@ -43,8 +43,6 @@ class Rollout:
     """``local`` (PEFM's controller over the local router) or ``flagger`` (a cluster's Canary)."""
     canary: str | None = None
     """``<namespace>/<name>`` of the Flagger Canary (flagger rollouts)."""
-    checksum: str | None = None
-    """Flagger's checksum of the canary revision it analyses (flagger rollouts)."""
 
     @property
     def winner(self) -> str:

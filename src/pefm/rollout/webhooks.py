@@ -15,7 +15,7 @@ metadata}`` here and goes on only on a 2xx answer. The checks are the local cont
   exactly once however often Flagger retries;
 - ``event``: Flagger's events become rollout events (weights included).
 
-Every rollout is a ``rollouts`` row (engine ``flagger``, keyed by Canary and checksum), so the
+Every rollout is a ``rollouts`` row (engine ``flagger``, keyed by Canary and canary revision), so the
 dashboard and ``pefm rollout status`` show cluster rollouts like local ones, and operators act on
 them through the same API (``FlaggerOperator``).
 """
@@ -145,18 +145,22 @@ class FlaggerHooks:
 
     # -- the rollout a payload is about ------------------------------------------------------------
     def find(self, payload: Payload) -> Rollout | None:
-        """The row of this Canary's checksum, created on first sight; None while the Service has
-        no canary (Flagger's initialisation: primary and latest revision are the same)."""
+        """The row of the revision this Canary's Service canaries now (created on first sight);
+        None while there is none (after Flagger's initialisation or a promotion the primary is the
+        latest revision). Keyed by revision, not by Flagger's checksum: confirm-rollout is called
+        before Flagger records the new revision, with the previous rollout's checksum."""
+        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
+        primary, latest = self.cluster.revisions(target)
+        if not latest:
+            return None
         with self.db.connection() as conn:
             row = conn.execute(
-                "SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND checksum = %s",
-                (payload.canary, payload.checksum),
+                "SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND green_revision = %s",
+                (payload.canary, latest),
             ).fetchone()
             if row:
                 return read_rollout(conn, row[0])
-        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
-        primary, latest = self.cluster.revisions(target)
-        if not primary or not latest or primary == latest:
+        if not primary or primary == latest:
             return None
         with self.db.connection() as conn:
             serving = serving_version(conn)
@@ -168,21 +172,21 @@ class FlaggerHooks:
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{LOCK}start:{service}",))
             for old in conn.execute(
                 """SELECT id FROM rollouts WHERE service = %s AND phase NOT IN ('Succeeded', 'Failed', 'RolledBack')
-                   AND NOT (engine = 'flagger' AND canary = %s AND checksum = %s)""",
-                (service, payload.canary, payload.checksum),
+                   AND NOT (engine = 'flagger' AND canary = %s AND green_revision = %s)""",
+                (service, payload.canary, latest),
             ).fetchall():
                 superseded = read_rollout(conn, old[0])
                 self._finish(conn, superseded, False, "superseded: Flagger restarted on a newer revision")
             conn.execute(
                 """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version,
-                                         blue_model_version, spec, phase, step, weight, engine, canary, checksum)
-                   VALUES (%s, %s, %s, %s, %s, %s, 'Initializing', -1, 0, 'flagger', %s, %s)
-                   ON CONFLICT (canary, checksum) WHERE engine = 'flagger' DO NOTHING RETURNING id""",
-                (service, primary, latest, green, blue, Jsonb(self.spec.to_dict()), payload.canary, payload.checksum),
+                                         blue_model_version, spec, phase, step, weight, engine, canary)
+                   VALUES (%s, %s, %s, %s, %s, %s, 'Initializing', -1, 0, 'flagger', %s)
+                   ON CONFLICT (canary, green_revision) WHERE engine = 'flagger' DO NOTHING""",
+                (service, primary, latest, green, blue, Jsonb(self.spec.to_dict()), payload.canary),
             )
             rollout_id = conn.execute(
-                "SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND checksum = %s",
-                (payload.canary, payload.checksum),
+                "SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND green_revision = %s",
+                (payload.canary, latest),
             ).fetchone()[0]
             if not conn.execute("SELECT 1 FROM rollout_events WHERE rollout_id = %s", (rollout_id,)).fetchone():
                 record_event(
