@@ -17,9 +17,10 @@ RUN /opt/venv/bin/pip install --no-deps /src
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 pefm && useradd --uid 10001 --gid 10001 --create-home pefm
 COPY --from=builder /opt/venv /opt/venv
-COPY knative/rollout.yaml /app/knative/rollout.yaml
+COPY knative/rollout.yaml /etc/pefm/rollout.yaml
 WORKDIR /app
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LISTEN_ADDRESS=0.0.0.0:8080
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LISTEN_ADDRESS=0.0.0.0:8080 \
+    PEFM_ROLLOUT_SPEC=/etc/pefm/rollout.yaml
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

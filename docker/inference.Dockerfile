@@ -1,6 +1,10 @@
 # syntax=docker/dockerfile:1
 # The inference function: func-python's serve(new) on LISTEN_ADDRESS, as kn func runs it. Also the
-# image of the retraining Job (`pefm retrain`, knative/jobs/retrain.yaml). From the repository root:
+# image of everything else PEFM runs in the cluster with the `pefm` command: the rollout API
+# (`pefm serve rollout`, knative/rollout/), the bootstrap Job (`pefm bootstrap`) and the retraining
+# CronJob (`pefm retrain`, knative/jobs/). So its lock holds the `cluster` extra (the kubernetes
+# client) and the image holds the rollout spec at /etc/pefm/rollout.yaml (PEFM_ROLLOUT_SPEC), the
+# same knative/rollout.yaml the Flagger Canary is rendered from. From the repository root:
 #   docker build -f docker/inference.Dockerfile -t ghcr.io/pefm/inference:0.1.0 .
 #   docker build -f docker/inference.Dockerfile --build-arg VARIANT=cuda -t ghcr.io/pefm/inference:0.1.0-cuda .
 # VARIANT=cpu: torch's CPU build (its lock names download.pytorch.org/whl/cpu); VARIANT=cuda: PyPI's
@@ -23,9 +27,10 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --gid 10001 pefm && useradd --uid 10001 --gid 10001 --create-home pefm
 COPY --from=builder /opt/venv /opt/venv
 COPY functions/inference/function/ /app/function/
-COPY knative/rollout.yaml /app/knative/rollout.yaml
+COPY knative/rollout.yaml /etc/pefm/rollout.yaml
 WORKDIR /app
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LISTEN_ADDRESS=0.0.0.0:8080
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LISTEN_ADDRESS=0.0.0.0:8080 \
+    PEFM_ROLLOUT_SPEC=/etc/pefm/rollout.yaml
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \

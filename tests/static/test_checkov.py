@@ -8,13 +8,14 @@ knative/ is scanned as the cluster receives it, not file by file: every top-leve
 (the cpu and gpu overlays) is rendered with ``kubectl kustomize`` into a temporary folder, so the
 ``namespace: pefm`` and the overlay patches are applied the way ``kubectl apply -k`` applies them
 (checkov's own kubernetes runner reads kustomize bases as loose YAML and would report the base
-Services in the default namespace). Manifests that no kustomization includes (the retrain Job,
-applied by hand) are copied as they are. Skip annotations live in metadata.annotations
+Services in the default namespace). Manifests that no kustomization includes would be copied as
+they are (today every manifest is in one: the rollout API, the bootstrap Job and the retraining
+CronJob come with the base). Skip annotations live in metadata.annotations
 (``checkov.io/skipN: CKV_K8S_NN=reason``), which rendering keeps.
 
-checkov's container checks only know core workload kinds (Pod, Deployment, Job...): on a Knative
-Service it runs the generic checks (namespace...), so the Services' pod hardening is guarded by
-the Knative validator's tests, not here.
+checkov's container checks only know core workload kinds (Pod, Deployment, Job, CronJob...): on a
+Knative Service or a Flagger Canary it runs the generic checks (namespace...), so the Services' pod
+hardening is guarded by the Knative validator's tests, not here.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def all_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     return results.get("passed_checks", []) + results["failed_checks"] + results.get("skipped_checks", [])
 
 
+def scanned_name(check: dict[str, Any]) -> str:
+    """Kind/name of the resource a kubernetes check looked at (checkov writes Kind.namespace.name)."""
+    parts = check["resource"].split(".")
+    return f"{parts[0]}/{parts[-1]}"
+
+
 @pytest.fixture(scope="module")
 def terraform_report() -> dict[str, Any]:
     """checkov's report on terraform/."""
@@ -138,15 +145,26 @@ def test_terraform_skips_have_reasons(terraform_report: dict[str, Any]) -> None:
 
 def test_knative_has_no_failed_check(knative_report: dict[str, Any]) -> None:
     """Guards the manifests a cluster receives from knative/ against unaddressed checkov findings."""
-    scanned = {c["resource"].split(".")[0] + "/" + c["resource"].split(".")[-1] for c in all_checks(knative_report)}
+    scanned = {scanned_name(c) for c in all_checks(knative_report)}
     for resource in (
         "Service/pefm-inference",
         "Service/pefm-ingest",
         "Service/pefm-monitor",
         "ConfigMap/config-features",
-    ):
+        "Deployment/pefm-rollout",
+        "Service/pefm-rollout",
+        "Job/pefm-bootstrap",
+        "CronJob/pefm-retrain",
+        "ServiceAccount/pefm-bootstrap",
+        "Role/pefm-retrain",
+        "Role/pefm-rollout",
+        "RoleBinding/pefm-retrain",
+    ):  # checkov has no check for NetworkPolicy: core_rules and its tests guard those
         assert resource in scanned, f"checkov never looked at {resource}: {sorted(scanned)}"
-    assert any(r.startswith("Job/") for r in scanned), "the retrain Job was not scanned"
+    # the container checks ran on every core workload (not only the generic ones)
+    for workload in ("Deployment/pefm-rollout", "Job/pefm-bootstrap", "CronJob/pefm-retrain"):
+        ids = {c["check_id"] for c in all_checks(knative_report) if scanned_name(c) == workload}
+        assert {"CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_28", "CKV_K8S_40"} <= ids, (workload, sorted(ids))
     assert failures(knative_report) == []
 
 

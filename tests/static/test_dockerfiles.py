@@ -201,16 +201,60 @@ def test_final_stage_runs_as_a_numeric_non_root_user(build):
     assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]} must be a numeric, non-root uid"
 
 
+@cache
+def cluster_containers() -> list[tuple[str, dict, dict]]:
+    """(overlay, pod spec, container) of every container the knative/ overlays run, images mapped
+    by kustomize as a cluster gets them."""
+    from pefm.knative.documents import pod_template
+    from pefm.knative.validate import render
+
+    out = []
+    for overlay in ("cpu", "gpu"):
+        for doc in render(ROOT / "knative" / "overlays" / overlay):
+            if (template := pod_template(doc)) is not None:
+                out += [(overlay, template[2], container) for container in template[2].get("containers", [])]
+    return out
+
+
 def test_the_uid_is_the_one_the_knative_manifests_run_as(build):
     """Guards the manifests' runAsUser against the images': a mismatch leaves files unreadable."""
     image, dockerfile = build
     uid = int(dockerfile.final_values("USER")[-1].split(":")[0])
     found = []
-    for manifest in (ROOT / "knative").rglob("*.yaml"):
-        text = manifest.read_text()
-        if f"ghcr.io/pefm/{image}:" in text:
-            found += [int(u) for u in re.findall(r"runAsUser:\s*(\d+)", text)]
+    for _, pod, container in cluster_containers():
+        if container["image"].startswith(f"ghcr.io/pefm/{image}:"):
+            user = container.get("securityContext", {}).get(
+                "runAsUser", pod.get("securityContext", {}).get("runAsUser")
+            )
+            found.append(user)
+    if image in ("ingest", "inference", "monitor"):
+        assert found, f"no container in knative/ runs ghcr.io/pefm/{image}"
     assert all(u == uid for u in found), (image, uid, found)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_the_inference_image_runs_the_clusters_pefm_commands(variant):
+    """Guards the image of the rollout API, the bootstrap Job and the retraining CronJob: every
+    `pefm` command in knative/ runs the inference image, whose lock has the kubernetes client (the
+    cluster extra) and whose final stage holds the rollout spec where PEFM_ROLLOUT_SPEC points."""
+    commands = {
+        " ".join(container["command"][:2]): container["image"]
+        for _, _, container in cluster_containers()
+        if container.get("command", [""])[0] == "pefm"
+    }
+    assert {"pefm serve", "pefm bootstrap", "pefm retrain"} <= set(commands), commands
+    assert all(image.startswith("ghcr.io/pefm/inference:") for image in commands.values()), commands
+    assert "kubernetes" in lock_entries(LOCKS / f"inference-{variant}.txt")
+    dockerfile = parse("inference", {"VARIANT": variant})
+    env = " ".join(dockerfile.final_values("ENV"))
+    spec = re.search(r"\bPEFM_ROLLOUT_SPEC=(\S+)", env)
+    assert spec, "PEFM_ROLLOUT_SPEC is not set in the final stage"
+    copied = {
+        copy_sources(value)[1][0]: value.split()[-1]
+        for value in dockerfile.final_values("COPY")
+        if not copy_sources(value)[0]
+    }
+    assert copied.get("knative/rollout.yaml") == spec.group(1), copied
 
 
 def test_dependencies_come_from_the_hashed_lock(build):

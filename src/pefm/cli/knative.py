@@ -1,4 +1,5 @@
-"""``pefm knative validate``: Knative manifests against the CRDs and the webhook's rules."""
+"""``pefm knative validate``: cluster manifests against the Knative and Flagger CRDs, the Kubernetes
+schemas and the rules the cluster enforces beyond them."""
 
 from __future__ import annotations
 
@@ -14,27 +15,50 @@ from pefm.cli import console, err, knative_app
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="manifest files or kustomization folders")],
     crds: Annotated[
-        Path | None, typer.Option(help="folder with the Knative CRDs (default ../shared/knative-crds)")
+        Path | None, typer.Option(help="folder with the Knative Serving CRDs (default ../shared/knative-crds)")
+    ] = None,
+    flagger_crds: Annotated[
+        Path | None, typer.Option(help="folder with Flagger's crd.yaml (default ../shared/flagger-crds)")
     ] = None,
 ) -> None:
-    """Validate every Knative Service in PATHS; exit 1 listing each problem."""
-    from pefm.knative.validate import default_crds, render, service_schema, validate_documents
+    """Validate every resource in PATHS (each path's documents together); exit 1 listing each problem.
+    Kinds no schema here covers (Knative Eventing) are named as not schema-checked; unknown kinds fail."""
+    from pefm.knative.core_rules import KUBERNETES_VERSION
+    from pefm.knative.validate import CrdSchemas, default_crds, default_flagger_crds, render, validate_all
 
     crds = crds or default_crds()
-    if crds is None:
-        err.print("[red]error:[/red] no Knative CRDs found: pass --crds")
-        raise typer.Exit(2)
-    schema = service_schema(crds)
+    flagger_crds = flagger_crds or default_flagger_crds()
+    for folder, what, option in ((crds, "Knative", "--crds"), (flagger_crds, "Flagger", "--flagger-crds")):
+        if folder is None or not Path(folder).is_dir():
+            err.print(f"[red]error:[/red] no {what} CRDs found: pass {option}")
+            raise typer.Exit(2)
+    schemas = CrdSchemas.load(crds, flagger_crds)
     failed = False
     for path in paths:
-        docs = render(path)
-        problems = validate_documents(docs, schema)
-        services = sum(1 for d in docs if d.get("kind") == "Service")
-        if problems:
+        try:
+            docs = render(path)
+        except (ValueError, OSError) as error:
+            err.print(f"[red]{path}[/red]: {error}", highlight=False, soft_wrap=True)
             failed = True
-            for problem in problems:
-                err.print(f"[red]{path}[/red]: {problem}", highlight=False)
+            continue
+        report = validate_all(docs, schemas)
+        counts = ", ".join(f"{family} {n}" for family, n in sorted(report.counts.items())) or "none"
+        for problem in report.problems:
+            err.print(f"[red]{path}[/red]: {problem}", highlight=False, soft_wrap=True)
+        if report.problems:
+            failed = True
+            console.print(
+                f"{path}: {len(report.problems)} problem(s) in resources of {counts}", highlight=False, soft_wrap=True
+            )
         else:
-            console.print(f"{path}: {services} Knative Service(s) valid", highlight=False)
+            console.print(
+                f"{path}: valid: {counts} (Kubernetes {KUBERNETES_VERSION} schemas)", highlight=False, soft_wrap=True
+            )
+        if report.unchecked:
+            console.print(
+                f"{path}: not schema-checked (no CRD for them here): {', '.join(report.unchecked)}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if failed:
         raise typer.Exit(1)

@@ -1,39 +1,74 @@
-"""Validate Knative Service manifests the way the cluster would: the CRD schema, then the rules
-the admission webhook enforces that the schema cannot express.
+"""Validate PEFM's cluster manifests offline, the way the cluster would take them.
 
-Unknown fields are errors here (the API server would silently prune them: a typo'd field is a
-setting that never takes effect). Kustomization folders are rendered with ``kubectl kustomize``.
+Each document is checked by its family:
+
+- Knative Serving (serving.knative.dev): the CRD schema from ``../shared/knative-crds``, then the
+  rules the admission webhook enforces that the schema cannot express (traffic, revision names,
+  autoscaling annotations, feature-flagged pod fields).
+- Flagger (flagger.app: Canary, MetricTemplate, AlertProvider): the v1beta1 CRD schema from
+  ``../shared/flagger-crds``, then ``pefm.knative.flagger_rules``.
+- Core Kubernetes kinds: the upstream schemas of ``core_rules.KUBERNETES_VERSION`` (the
+  ``kubernetes-validate`` package, offline), then ``pefm.knative.core_rules``.
+- Knative Eventing (SinkBinding, PingSource...): no CRD is kept here, so they are reported as not
+  schema-checked; only their references to Services among the documents are checked.
+- Anything else is a problem: an unknown kind is never skipped silently.
+
+Unknown fields are errors in every schema (the API server would prune them from a custom resource:
+a typo'd field is a setting that never takes effect). Kustomization folders are rendered with
+``kubectl kustomize``; the documents of one path are validated together, so references between
+them (templateRef, serviceAccountName, roleRef, selectors) are checked too.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import subprocess
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+from pefm.knative import core_rules, flagger_rules
+from pefm.knative.documents import (
+    DNS_1035,
+    DNS_1123_SUBDOMAIN,
+    DURATION,
+    KNATIVE_SERVING,
+    Problem,
+    dotted,
+    group_of,
+    is_knative_service,
+    label,
+    mapping,
+    name_of,
+    namespace_of,
+)
+
 FEATURES = {
     "nodeSelector": "kubernetes.podspec-nodeselector",
     "tolerations": "kubernetes.podspec-tolerations",
     "runtimeClassName": "kubernetes.podspec-runtimeclassname",
     "affinity": "kubernetes.podspec-affinity",
 }
+FAMILIES = {KNATIVE_SERVING: "Knative", flagger_rules.FLAGGER: "Flagger"}
+KUBERNETES = "Kubernetes"
+# Knative Eventing's groups: known kinds whose CRDs are not kept beside the repository
+EVENTING_GROUPS = {"sources.knative.dev", "eventing.knative.dev", "messaging.knative.dev", "flows.knative.dev"}
 
-
-@dataclass(frozen=True)
-class Problem:
-    document: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.document}: {self.path}: {self.message}"
+__all__ = [
+    "CrdSchemas",
+    "Problem",
+    "Report",
+    "default_crds",
+    "default_flagger_crds",
+    "render",
+    "service_schema",
+    "validate_all",
+    "validate_documents",
+    "webhook_rules",
+]
 
 
 def render(path: Path) -> list[dict[str, Any]]:
@@ -51,11 +86,38 @@ def render(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
+@dataclass
+class CrdSchemas:
+    """The openAPIV3Schemas of CustomResourceDefinitions, made strict, by (apiVersion, kind), and
+    each group's resource plurals (for RBAC rules)."""
+
+    schemas: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    resources: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, *folders: Path) -> CrdSchemas:
+        """Every served version of every CRD in the YAML files of ``folders``."""
+        loaded = cls()
+        for folder in folders:
+            for path in sorted(Path(folder).glob("*.y*ml")):
+                for doc in yaml.safe_load_all(path.read_text()):
+                    if mapping(doc).get("kind") == "CustomResourceDefinition":
+                        loaded.add(doc)
+        return loaded
+
+    def add(self, crd: dict[str, Any]) -> None:
+        spec = crd["spec"]
+        group, names = spec["group"], spec["names"]
+        self.resources.setdefault(group, set()).add(names["plural"])
+        for version in spec["versions"]:
+            schema = mapping(version.get("schema")).get("openAPIV3Schema")
+            if version.get("served", True) and schema:
+                self.schemas[(f"{group}/{version['name']}", names["kind"])] = _strict(copy.deepcopy(schema))
+
+
 def service_schema(crds: Path) -> dict[str, Any]:
-    """The Service CRD's v1 openAPIV3Schema, made strict about unknown fields."""
-    crd = yaml.safe_load((Path(crds) / "service.yaml").read_text())
-    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    """The Knative Service CRD's v1 openAPIV3Schema, made strict about unknown fields."""
+    return CrdSchemas.load(crds).schemas[(f"{KNATIVE_SERVING}/v1", "Service")]
 
 
 def _strict(node: Any) -> Any:
@@ -75,28 +137,131 @@ def _strict(node: Any) -> Any:
     return node
 
 
+@dataclass
+class Report:
+    """What validating one path found: resources validated per family, the documents no schema
+    here covers (named, not counted as valid), and every problem."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    unchecked: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def validate_all(docs: list[dict[str, Any]], crds: CrdSchemas, features: dict[str, str] | None = None) -> Report:
+    """Every document of ``docs`` by its family (module docstring), then the rules across them."""
+    import jsonschema
+
+    report = Report()
+    for doc in docs:
+        api, kind = str(doc.get("apiVersion") or ""), str(doc.get("kind") or "")
+        group = group_of(doc)
+        if not api or not kind:
+            report.problems.append(Problem(label(doc), "(document)", "no apiVersion or no kind"))
+        elif (api, kind) in crds.schemas:
+            report.counts[FAMILIES.get(group, group)] += 1
+            validator = jsonschema.Draft7Validator(crds.schemas[(api, kind)])
+            for error in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
+                report.problems.append(Problem(label(doc), dotted(error.absolute_path), error.message))
+        elif group in FAMILIES:
+            report.problems.append(
+                Problem(label(doc), "kind", f"no {FAMILIES[group]} CRD given defines {kind} in {api}")
+            )
+        elif group in EVENTING_GROUPS:
+            report.unchecked.append(label(doc))
+        elif core_rules.known(doc):
+            report.counts[KUBERNETES] += 1
+            report.problems += core_rules.schema_problems(doc)
+        else:
+            report.problems.append(
+                Problem(
+                    label(doc),
+                    "kind",
+                    f"unknown kind {kind} in {api}: not Knative, not Flagger, "
+                    f"not Kubernetes {core_rules.KUBERNETES_VERSION}",
+                )
+            )
+    report.problems += _metadata_rules(docs)
+    report.problems += validate_documents(docs, None, features)
+    report.problems += flagger_rules.check(docs)
+    report.problems += core_rules.check(docs, crds.resources)
+    report.problems += _eventing_rules(docs)
+    return report
+
+
+def _metadata_rules(docs: list[dict[str, Any]]) -> list[Problem]:
+    out, seen = [], set()
+    for doc in docs:
+        metadata = mapping(doc.get("metadata"))
+        name = metadata.get("name")
+        if not name:
+            why = "generateName works with kubectl create only" if metadata.get("generateName") else "required"
+            out.append(Problem(label(doc), "metadata.name", f"missing: kubectl apply needs a name ({why})"))
+            continue
+        rbac = group_of(doc) == core_rules.RBAC  # RBAC names are paths (system:controller:...)
+        if not rbac and (not DNS_1123_SUBDOMAIN.match(str(name)) or len(str(name)) > 253):
+            out.append(Problem(label(doc), "metadata.name", f"{name!r} is not a DNS-1123 subdomain"))
+        key = (group_of(doc), doc.get("kind"), namespace_of(doc), name)
+        if key in seen:
+            out.append(Problem(label(doc), "metadata.name", "defined twice among the documents"))
+        seen.add(key)
+    return out
+
+
+def _eventing_rules(docs: list[dict[str, Any]]) -> list[Problem]:
+    """Knative Eventing sources name their sink (and a SinkBinding its subject) by reference: when
+    the documents hold Knative Services, a Service they name must be one of them, in their namespace.
+    A SinkBinding's subject must let Knative name its revisions: the binding does not inject K_SINK
+    into a Service with a BYO revision name (knative/eventing#4106)."""
+    services = {(namespace_of(d), name_of(d)): d for d in docs if is_knative_service(d)}
+    out = []
+    for doc in docs:
+        if group_of(doc) not in EVENTING_GROUPS:
+            continue
+        if doc.get("kind") == "PingSource":
+            out += [Problem(label(doc), p, m) for p, m in core_rules.cron_rules(doc)]
+        if not services:
+            continue
+        spec = mapping(doc.get("spec"))
+        for path, ref in (
+            ("spec.sink.ref", mapping(mapping(spec.get("sink")).get("ref"))),
+            ("spec.subject", mapping(spec.get("subject"))),
+        ):
+            if ref.get("kind") == "Service" and str(ref.get("apiVersion", "")).startswith(f"{KNATIVE_SERVING}/"):
+                key = (str(ref.get("namespace") or namespace_of(doc)), ref.get("name"))
+                if key not in services:
+                    out.append(
+                        Problem(
+                            label(doc), path, f"no Knative Service {key[1]} in namespace {key[0]} among the documents"
+                        )
+                    )
+                elif path == "spec.subject" and mapping(
+                    mapping(mapping(services[key].get("spec")).get("template")).get("metadata")
+                ).get("name"):
+                    out.append(
+                        Problem(label(doc), path, f"{key[1]} has a BYO revision name: K_SINK would never be injected")
+                    )
+    return out
+
+
 def validate_documents(
-    docs: list[dict[str, Any]], schema: dict[str, Any], features: dict[str, str] | None = None
+    docs: list[dict[str, Any]], schema: dict[str, Any] | None, features: dict[str, str] | None = None
 ) -> list[Problem]:
-    """Every problem in the Knative Services among ``docs``; feature flags come from a
+    """Every problem in the Knative Services among ``docs``: ``schema`` (the Service CRD's, from
+    :func:`service_schema`; None to skip it) and the webhook's rules. Feature flags come from a
     ``config-features`` ConfigMap among them (or ``features``)."""
     import jsonschema
 
     flags = dict(features or {})
     for doc in docs:
-        if doc.get("kind") == "ConfigMap" and doc.get("metadata", {}).get("name") == "config-features":
-            flags.update(doc.get("data") or {})
+        if doc.get("kind") == "ConfigMap" and name_of(doc) == "config-features":
+            flags.update(mapping(doc.get("data")))
     problems: list[Problem] = []
-    services = [
-        d
-        for d in docs
-        if d.get("kind") == "Service" and str(d.get("apiVersion", "")).startswith("serving.knative.dev/")
-    ]
-    validator = jsonschema.Draft7Validator(schema)
-    for doc in services:
-        name = f"Service/{doc.get('metadata', {}).get('name', '?')}"
-        for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
-            problems.append(Problem(name, _path(error.absolute_path), error.message))
+    for doc in filter(is_knative_service, docs):
+        name = label(doc)
+        if schema is not None:
+            validator = jsonschema.Draft7Validator(schema)
+            for error in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
+                problems.append(Problem(name, dotted(error.absolute_path), error.message))
         problems += [Problem(name, p, m) for p, m in webhook_rules(doc, flags)]
     return problems
 
@@ -114,9 +279,9 @@ def webhook_rules(service: dict[str, Any], flags: dict[str, str]) -> list[tuple[
         out.append(("spec.template.metadata.name", f"revision name {revision!r} must start with '{name}-'"))
     out += _annotation_rules((template.get("metadata") or {}).get("annotations") or {})
     pod = template.get("spec") or {}
-    for field, flag in FEATURES.items():
-        if field in pod and flags.get(flag) not in ("enabled", "allowed"):
-            out.append((f"spec.template.spec.{field}", f"needs the {flag} feature flag enabled in config-features"))
+    for pod_field, flag in FEATURES.items():
+        if pod_field in pod and flags.get(flag) not in ("enabled", "allowed"):
+            out.append((f"spec.template.spec.{pod_field}", f"needs the {flag} feature flag enabled in config-features"))
     traffic = spec.get("traffic")
     if traffic:
         out += _traffic_rules(name, traffic)
@@ -183,15 +348,20 @@ def _annotation_rules(annotations: dict[str, str]) -> list[tuple[str, str]]:
     return out
 
 
-def _path(parts) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in parts).replace(".[", "[") or "(document)"
+def _crds_beside_repository(name: str) -> Path | None:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / name
+        if (parent / "pyproject.toml").exists() and candidate.is_dir():
+            return candidate
+    return None
 
 
 def default_crds() -> Path | None:
     """``../shared/knative-crds`` beside the repository, where the project keeps the upstream CRDs."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "knative-crds"
-        if (parent / "pyproject.toml").exists() and candidate.is_dir():
-            return candidate
-    return None
+    return _crds_beside_repository("knative-crds")
+
+
+def default_flagger_crds() -> Path | None:
+    """``../shared/flagger-crds`` beside the repository (Flagger v1.44.0's crd.yaml)."""
+    return _crds_beside_repository("flagger-crds")
