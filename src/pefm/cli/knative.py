@@ -42,7 +42,10 @@ def validate(
             failed = True
             continue
         report = validate_all(docs, schemas)
-        counts = ", ".join(f"{family} {n}" for family, n in sorted(report.counts.items())) or "none"
+        counts = (
+            ", ".join(f"{family} {n}" for family, n in sorted(report.counts.items()))
+            or "no resource with a schema here"
+        )
         for problem in report.problems:
             err.print(f"[red]{path}[/red]: {problem}", highlight=False, soft_wrap=True)
         if report.problems:
