@@ -157,6 +157,13 @@ def status(rollout_id: Annotated[int | None, typer.Argument()] = None) -> None:
             f"failed checks {rollout.state.failed_checks}/{rollout.spec.threshold}",
             highlight=False,
         )
+        if rollout.engine == "flagger" and (k8s := cluster()) is not None:
+            live = k8s.canary(rollout.canary.split("/", 1)[1]).get("status", {})
+            console.print(
+                f"Canary {rollout.canary} now: {live.get('phase', '?')}, canary weight {live.get('canaryWeight', 0)}%, "
+                f"failed checks {live.get('failedChecks', 0)}",
+                highlight=False,
+            )
         table = Table("time", "action", "phase", "green %", "reason")
         for event in ctl.events(rollout_id):
             table.add_row(

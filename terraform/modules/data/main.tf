@@ -67,7 +67,7 @@ resource "kubernetes_secret_v1" "database" {
 }
 
 resource "random_password" "token" {
-  for_each = toset(["ingest", "admin"])
+  for_each = toset(["ingest", "admin", "webhook"])
   length   = 40
   special  = false
 }
