@@ -64,7 +64,8 @@ def start(
 ) -> None:
     """Start a rollout. Locally: move traffic from the serving revision to GREEN (at 0% until checks
     pass). On a cluster: deploy MODEL_VERSION as a template change; Flagger canaries the revision
-    Knative creates, calling PEFM's webhooks (with --watch, follow the Canary to its end)."""
+    Knative creates, calling PEFM's webhooks. With --watch, follow it to its end: exit 1 when it is
+    rolled back (on a cluster, 3 when the Canary or PEFM's record of it did not finish in time)."""
     from pefm.rollout.spec import RolloutSpec
 
     loaded = RolloutSpec.configured(spec)
@@ -121,10 +122,42 @@ def _deploy(k8s, service: str, model_version: str, image, env, watch: bool, time
             highlight=False,
         )
 
-    phase = k8s.follow(name, before, timeout, show)
+    from pefm.rollout.cluster import ClusterError
+
+    try:
+        phase = k8s.follow(name, before, timeout, show)
+    except ClusterError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(3) from None
     console.print(f"{name}: {phase}")
+    settled = _settled(revision, timeout=120.0)  # the post-rollout webhook follows Flagger's last phase
+    if settled is None:
+        err.print("[red]error:[/red] PEFM has not recorded the rollout's end: see pefm status", highlight=False)
+        raise typer.Exit(3)
+    console.print(f"rollout {settled[0]}: {settled[1]}", highlight=False)
     if phase != "Succeeded":
         raise typer.Exit(1)
+
+
+def _settled(revision: str, timeout: float) -> tuple[int, str] | None:
+    """The Flagger rollout of ``revision`` once PEFM's post-rollout webhook has ended it: its id and
+    what the registry did; None if that has not happened within ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with open_db() as db:
+        while time.monotonic() < deadline:
+            with db.connection() as conn:
+                row = conn.execute(
+                    """SELECT r.id, e.reason FROM rollouts r
+                       JOIN rollout_events e ON e.rollout_id = r.id AND e.action = 'post-rollout'
+                       WHERE r.engine = 'flagger' AND r.green_revision = %s ORDER BY e.id DESC LIMIT 1""",
+                    (revision,),
+                ).fetchone()
+            if row:
+                return row[0], row[1]
+            time.sleep(2)
+    return None
 
 
 @rollout_app.command("run")

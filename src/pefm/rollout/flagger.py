@@ -93,12 +93,14 @@ def render_canary(
     metadata = {"token": webhook_token} if webhook_token else {}
     # Flagger: the rollout hooks' timeouts must add up to less than the analysis interval
     timeouts = {"pre-rollout": "30s", "rollout": _seconds(max(5.0, spec.interval_seconds / 2))}
+    retries = {"post-rollout": 5, "event": 2}  # Flagger calls these once per outcome: ride out a blip
     webhooks = [
         {
             "name": f"pefm-{hook}",
             "type": hook,
             "url": webhook_url(webhook_base, hook),
             "timeout": timeouts.get(hook, "10s"),
+            **({"retries": retries[hook]} if hook in retries else {}),
             **({"metadata": dict(metadata)} if metadata else {}),
         }
         for hook in HOOKS
