@@ -36,6 +36,7 @@ from pefm.rollout.analysis import TERMINAL, Phase, State
 from pefm.rollout.cluster import KnativeCluster
 from pefm.rollout.flagger import HOOKS
 from pefm.rollout.providers import MetricsProvider
+from pefm.rollout.router import knative_service
 from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.store import LOCK, Rollout, RolloutError, read_rollout, record_event
 from pefm.storage.database import Database
@@ -230,7 +231,8 @@ class FlaggerHooks:
     def _rollout(self, rollout: Rollout) -> Answer:
         spec = rollout.spec
         if spec.synthetic_load:
-            self.prober.load(self.cluster.url(f"pefm-{rollout.service}"), spec.synthetic_load, spec.smoke_request)
+            service = self.cluster.url(knative_service(rollout.service))
+            self.prober.load(service, spec.synthetic_load, spec.smoke_request)
         checks = [c for c in spec.checks if c.metric == "divergence"]
         if not checks:
             return Answer(True, "no divergence check in the spec", rollout.id)
