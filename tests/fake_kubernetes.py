@@ -21,12 +21,12 @@ class FakeKubernetes:
         return self.objects[(plural, name)]
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
-        self.patches.append((plural, name, body))
         target = self.objects[(plural, name)]
         _merge(target, body)
         if "spec" in body:  # the API server bumps the generation on every spec change
             metadata = target.setdefault("metadata", {})
             metadata["generation"] = metadata.get("generation", 0) + 1
+        self.patches.append((plural, name, body))
         return target
 
     def revision(self, name: str, model_version: str | None) -> None:

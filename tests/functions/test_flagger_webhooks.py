@@ -66,7 +66,8 @@ def cluster(module_schema, tmp_path_factory):
     for key, revision in names.items():
         runtime.start_revision("inference", revision, model_version=versions[key])
         api.revision(revision, versions[key])
-    api.objects[("services", SERVICE)] = {"metadata": {"annotations": {}}, "spec": {"template": {}}, "status": {}}
+    template = {"metadata": {}, "spec": {"containers": [{"image": "ghcr.io/pefm/inference:1", "env": []}]}}
+    api.objects[("services", SERVICE)] = {"metadata": {"annotations": {}}, "spec": {"template": template}, "status": {}}
     api.objects[("canaries", SERVICE)] = {"spec": {"targetRef": {"name": SERVICE}}}
     k8s = LocalCluster(api, runtime)
     settings = Settings(webhook_token=TOKEN, admin_token=ADMIN, database_url=module_schema)
@@ -115,6 +116,7 @@ def fresh(cluster):
     with cluster["db"].connection() as conn:
         promote(conn, cluster["versions"]["blue"])
         conn.execute("DELETE FROM rollouts")
+    cluster["api"].patches.clear()
     return cluster
 
 
@@ -292,3 +294,72 @@ def _eventually(check, timeout: float = 15.0) -> bool:
             return True
         deadline.wait(0.25)
     return False
+
+
+@pytest.mark.parametrize("outcome", ["Succeeded", "Failed"])
+def test_rollout_start_on_a_cluster_deploys_then_follows_flagger_and_pefms_record(fresh, monkeypatch, outcome):
+    """`pefm rollout start --watch` with PEFM_KNATIVE_NAMESPACE: the template patch, then the Canary
+    followed to its end and PEFM's record of it. Knative and Flagger are simulated by a thread (no
+    cluster here): it creates the revision for the patched template and drives PEFM's webhooks over
+    HTTP as Flagger would, then sets the Canary's final phase."""
+    from typer.testing import CliRunner
+
+    import pefm.cli.rollout as rollout_cli
+    from pefm.cli import app
+    from pefm.config import get_settings
+
+    names, versions, api = fresh["names"], fresh["versions"], fresh["api"]
+    api.route(names["blue"], names["blue"])
+    api.objects[("canaries", SERVICE)]["status"] = {"phase": "Initialized", "lastAppliedSpec": "s0"}
+    canary_status = api.objects[("canaries", SERVICE)]["status"]
+
+    def knative_and_flagger() -> None:
+        for _ in range(200):
+            if any(plural == "services" for plural, _, _ in api.patches):
+                break
+            threading.Event().wait(0.1)
+        service = api.objects[("services", SERVICE)]
+        service["status"]["observedGeneration"] = service["metadata"]["generation"]
+        api.route(names["blue"], names["same"])  # the revision Knative made of the new template
+        assert hook(fresh, "confirm-rollout", "s0").status_code == 200  # with the old checksum
+        canary_status.update(phase="Progressing", lastAppliedSpec="s1")
+        assert hook(fresh, "pre-rollout", "s1").status_code == 200
+        if outcome == "Succeeded":
+            api.route(names["same"], names["same"])
+        canary_status.update(phase=outcome)
+        hook(fresh, "post-rollout", "s1", phase=outcome)
+
+    failures = []
+
+    def simulate() -> None:
+        try:
+            knative_and_flagger()
+        except Exception as exc:  # reported by the test, not lost on the thread
+            failures.append(exc)
+
+    simulation = threading.Thread(target=simulate)
+    simulation.start()
+    monkeypatch.setattr(rollout_cli, "cluster", lambda: KnativeCluster(api, "pefm"))
+    monkeypatch.setenv("PEFM_DATABASE_URL", fresh["db"].url)
+    monkeypatch.setenv("PEFM_KNATIVE_NAMESPACE", "pefm")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app, ["rollout", "start", "--model-version", fresh["versions"]["same"], "--watch", "--timeout", "120"]
+        )
+    finally:
+        get_settings.cache_clear()
+        simulation.join(30)
+    assert not failures, (failures, result.output, repr(result.exception))
+    [(_, _, body)] = [p for p in api.patches if p[0] == "services"]
+    env = body["spec"]["template"]["spec"].get("containers", [{}])[0].get("env", [])
+    assert {"name": "PEFM_MODEL_VERSION", "value": versions["same"]} in env
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert f"revision {names['same']} serves {versions['same']}" in output
+    assert f"pefm-inference: {outcome}" in output
+    if outcome == "Succeeded":
+        assert result.exit_code == 0, result.output
+        assert f"{versions['same']} serving" in output and status_of(fresh, "same") == "serving"
+    else:
+        assert result.exit_code == 1, result.output
+        assert f"{versions['same']} rejected" in output and status_of(fresh, "blue") == "serving"
