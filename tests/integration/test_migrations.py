@@ -68,3 +68,116 @@ def test_a_failing_migration_leaves_no_trace(schema_url: str, monkeypatch):
         assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)
         # the earlier migrations did land, each in its own transaction
         assert versions(conn) == [m.version for m in shipped_migrations()]
+
+
+# --- TimescaleDB: qualified calls, a decision from what the server really has, corrected texts ------
+
+TIMESCALE_FUNCTIONS = ("create_hypertable", "by_range", "add_compression_policy", "add_retention_policy")
+
+
+def test_every_timescaledb_call_is_qualified_and_gated_by_the_runners_decision():
+    """No TimescaleDB server here: the recorded SQL text is checked. Every call of an extension
+    function is qualified by the extension's schema (``%1$I.`` in a format() string), and every block
+    that calls one returns early unless the runner set pefm.timescaledb to on."""
+    import re
+
+    calls = 0
+    for migration in shipped_migrations():
+        for name in TIMESCALE_FUNCTIONS:
+            for match in re.finditer(rf"(\S*){name}\(", migration.sql):
+                calls += 1
+                assert match.group(1).endswith("%1$I."), f"{migration.version:04d}: unqualified {match.group(0)}"
+        if any(f"{name}(" in migration.sql for name in TIMESCALE_FUNCTIONS):
+            assert "current_setting('pefm.timescaledb', true) IS DISTINCT FROM 'on'" in migration.sql
+            assert "pg_available_extensions" not in migration.sql  # the runner decides, not the file
+    assert calls == 11  # 0002: 3, 0004: 8 (every call, not just the first of each file)
+
+
+def test_migrations_run_where_the_search_path_leaves_out_public(schema_url: str):
+    """The test schemas' search_path holds only themselves (as a deployment with its own schema)."""
+    with Database(schema_url, max_size=1) as db, db.connection() as conn:
+        assert conn.execute("SHOW search_path").fetchone()[0].startswith("t_")
+        migrate(conn)
+        assert versions(conn) == [m.version for m in shipped_migrations()]
+
+
+def test_the_decision_reads_the_servers_preload_setting(db: Database):
+    from pefm.storage.timescale import timescale_plan
+
+    with db.connection() as conn:
+        setting = conn.execute("SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'").fetchone()[0]
+        assert setting == conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        plan = timescale_plan(conn)
+        hypertables = conn.execute("SELECT to_regclass('timescaledb_information.hypertables')").fetchone()[0]
+    # this server has no TimescaleDB: plain tables, and nothing of the extension was touched
+    assert plan.use is False and plan.available is False and hypertables is None
+
+
+@pytest.mark.parametrize(("version", "old"), [(2, "8a820d959dd8e2fe"), (4, "7f33407be1ec411a")])
+def test_a_database_that_applied_a_corrected_migrations_first_text_keeps_working(db: Database, version, old):
+    from pefm.storage.migrate import superseded_checksums
+
+    [checksum] = [c for c in superseded_checksums()[version] if c.startswith(old)]
+    with db.connection() as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s", (checksum, version))
+        conn.commit()
+        assert migrate(conn) == []
+        conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s", ("0" * 64, version))
+        conn.commit()
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            migrate(conn)
+
+
+def test_a_database_stuck_after_0001_moves_on_through_the_corrected_0002(schema_url: str, monkeypatch):
+    with Database(schema_url, max_size=1) as db, db.connection() as conn:
+        first = shipped_migrations()[:1]
+        monkeypatch.setattr(migrate_module, "shipped_migrations", lambda: first)
+        migrate(conn)
+        monkeypatch.undo()
+        assert versions(conn) == [1]
+        applied = migrate(conn)
+        assert [m.version for m in applied][:1] == [2] and versions(conn) == [m.version for m in shipped_migrations()]
+
+
+def test_the_qualified_calls_reach_the_extensions_schema_off_the_search_path(db: Database):
+    """Each TimescaleDB statement of the migrations, formatted as the migration formats it, runs
+    against stand-ins of the extension's functions in a schema the session's search_path leaves
+    out (no TimescaleDB server here: the stand-ins record their calls)."""
+    import re
+
+    stand_ins = {
+        "by_range(text, interval) RETURNS text": "SELECT $1 || ' by ' || $2",
+        "create_hypertable(regclass, text, migrate_data boolean DEFAULT false) RETURNS void": (
+            "INSERT INTO tsdb_stand_in.calls VALUES ('hypertable ' || $1::text || ' ' || $2)"
+        ),
+        "add_compression_policy(regclass, compress_after interval) RETURNS void": (
+            "INSERT INTO tsdb_stand_in.calls VALUES ('compress ' || $1::text || ' after ' || $2)"
+        ),
+        "add_retention_policy(regclass, drop_after interval) RETURNS void": (
+            "INSERT INTO tsdb_stand_in.calls VALUES ('retain ' || $1::text || ' for ' || $2)"
+        ),
+    }
+    with db.connection() as conn:
+        conn.execute("CREATE SCHEMA tsdb_stand_in")
+        try:
+            conn.execute("CREATE TABLE tsdb_stand_in.calls (call text)")
+            for signature, body in stand_ins.items():
+                conn.execute(f"CREATE FUNCTION tsdb_stand_in.{signature} LANGUAGE sql AS $f${body}$f$")
+            for migration in shipped_migrations():
+                for template in re.findall(r"EXECUTE format\((\$q\$.*?\$q\$),\s*ts\)", migration.sql, re.S):
+                    statement = conn.execute(f"SELECT format({template}, 'tsdb_stand_in')").fetchone()[0]
+                    conn.execute(statement)
+            calls = [r[0] for r in conn.execute("SELECT call FROM tsdb_stand_in.calls")]
+        finally:
+            conn.rollback()
+        assert conn.execute("SELECT to_regnamespace('tsdb_stand_in')").fetchone()[0] is None  # nothing left
+    assert calls == [
+        "hypertable observations ts by 3650 days",
+        "compress observations after 730 days",
+        "hypertable request_log ts by 1 day",
+        "hypertable predictions ts by 1 day",
+        "compress request_log after 7 days",
+        "compress predictions after 7 days",
+        "retain request_log for 90 days",
+        "retain predictions for 90 days",
+    ]

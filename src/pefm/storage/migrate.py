@@ -3,19 +3,27 @@
 Migrations are the files ``migrations/NNNN_name.sql``, applied in version order, each in its own
 transaction. A session-level advisory lock makes two processes that start at once take turns:
 the second finds the work done and applies nothing. An applied migration whose file has changed
-since is an error, never silently skipped.
+since is an error, never silently skipped, unless its recorded checksum is one of the migration's
+earlier texts listed in ``migrations/superseded.toml`` with the reason it was corrected. Whether
+the migrations use TimescaleDB is decided once per run (``pefm.storage.timescale``) and handed to
+each migration's transaction as the ``pefm.timescaledb`` setting.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 
 import psycopg
 
+from pefm.storage.timescale import SETTING, timescale_plan
+
+log = logging.getLogger(__name__)
 # pg_advisory_lock key: the first 8 bytes of sha256("pefm.migrate"), as a signed bigint.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"pefm.migrate").digest()[:8], "big", signed=True)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -58,6 +66,16 @@ def shipped_migrations() -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def superseded_checksums() -> dict[int, dict[str, str]]:
+    """Per version, the checksums of its earlier texts that databases may have applied, with the
+    reason each was corrected."""
+    text = resources.files("pefm.storage").joinpath("migrations", "superseded.toml").read_text(encoding="utf-8")
+    out: dict[int, dict[str, str]] = {}
+    for entry in tomllib.loads(text).get("migration", []):
+        out.setdefault(int(entry["version"]), {})[entry["checksum"]] = entry["reason"]
+    return out
+
+
 def applied_migrations(conn: psycopg.Connection) -> list[AppliedMigration]:
     """What the database has applied, oldest first (empty when it has never been migrated)."""
     exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
@@ -92,12 +110,20 @@ def _apply_pending(conn: psycopg.Connection, shipped: list[Migration]) -> list[M
                applied_at timestamptz NOT NULL DEFAULT now())"""
     )
     done = {m.version: m for m in applied_migrations(conn)}
-    _check_history(shipped, done)
+    _check_history(shipped, done, superseded_checksums())
+    pending = [m for m in shipped if m.version not in done]
+    if not pending:
+        return []
+    timescale = timescale_plan(conn)
+    if timescale.use:
+        log.info("migrations: %s", timescale.reason)
+    else:  # a server that has TimescaleDB but cannot use it deserves a warning; plain PostgreSQL does not
+        level = logging.WARNING if timescale.available else logging.INFO
+        log.log(level, "migrations: plain PostgreSQL tables: %s", timescale.reason)
     applied = []
-    for migration in shipped:
-        if migration.version in done:
-            continue
+    for migration in pending:
         with conn.transaction():
+            conn.execute("SELECT set_config(%s, %s, true)", (SETTING, "on" if timescale.use else "off"))
             conn.execute(migration.sql)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
@@ -107,7 +133,9 @@ def _apply_pending(conn: psycopg.Connection, shipped: list[Migration]) -> list[M
     return applied
 
 
-def _check_history(shipped: list[Migration], done: dict[int, AppliedMigration]) -> None:
+def _check_history(
+    shipped: list[Migration], done: dict[int, AppliedMigration], superseded: dict[int, dict[str, str]]
+) -> None:
     known = {m.version: m for m in shipped}
     for version, applied in done.items():
         migration = known.get(version)
@@ -116,6 +144,9 @@ def _check_history(shipped: list[Migration], done: dict[int, AppliedMigration]) 
                 f"the database has migration {version:04d}_{applied.name}, which this PEFM "
                 "does not ship: it was migrated by a newer PEFM"
             )
+        if applied.checksum in superseded.get(version, {}):
+            log.debug("migration %04d: applied as an earlier text, since corrected", version)
+            continue
         if migration.checksum != applied.checksum:
             raise MigrationError(
                 f"migration {version:04d}_{migration.name} changed after it was applied "

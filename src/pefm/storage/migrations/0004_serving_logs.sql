@@ -30,20 +30,27 @@ CREATE INDEX predictions_version_ts ON predictions (model_version, ts DESC);
 
 ALTER TABLE model_versions ADD COLUMN precomputed jsonb;
 
--- TimescaleDB: both logs are time series of arrivals; compress after a week, keep 90 days.
+-- TimescaleDB: both logs are time series of arrivals; compress after a week, keep 90 days. Only
+-- when the runner decided for it (pefm.timescaledb, see 0002) and 0002 created the extension; every
+-- call qualified by the extension's schema (corrected after release: see superseded.toml).
 DO $$
+DECLARE
+    ts text;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-        EXECUTE $q$SELECT create_hypertable('request_log', by_range('ts', INTERVAL '1 day'))$q$;
-        EXECUTE $q$SELECT create_hypertable('predictions', by_range('ts', INTERVAL '1 day'))$q$;
-        EXECUTE $q$ALTER TABLE request_log SET (timescaledb.compress,
-                        timescaledb.compress_segmentby = 'service, revision')$q$;
-        EXECUTE $q$ALTER TABLE predictions SET (timescaledb.compress,
-                        timescaledb.compress_segmentby = 'series_id')$q$;
-        EXECUTE $q$SELECT add_compression_policy('request_log', compress_after => INTERVAL '7 days')$q$;
-        EXECUTE $q$SELECT add_compression_policy('predictions', compress_after => INTERVAL '7 days')$q$;
-        EXECUTE $q$SELECT add_retention_policy('request_log', drop_after => INTERVAL '90 days')$q$;
-        EXECUTE $q$SELECT add_retention_policy('predictions', drop_after => INTERVAL '90 days')$q$;
+    SELECT n.nspname INTO ts FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+        WHERE e.extname = 'timescaledb';
+    IF current_setting('pefm.timescaledb', true) IS DISTINCT FROM 'on' OR ts IS NULL THEN
+        RETURN;
     END IF;
+    EXECUTE format($q$SELECT %1$I.create_hypertable('request_log', %1$I.by_range('ts', INTERVAL '1 day'))$q$, ts);
+    EXECUTE format($q$SELECT %1$I.create_hypertable('predictions', %1$I.by_range('ts', INTERVAL '1 day'))$q$, ts);
+    EXECUTE $q$ALTER TABLE request_log SET (timescaledb.compress,
+                    timescaledb.compress_segmentby = 'service, revision')$q$;
+    EXECUTE $q$ALTER TABLE predictions SET (timescaledb.compress,
+                    timescaledb.compress_segmentby = 'series_id')$q$;
+    EXECUTE format($q$SELECT %1$I.add_compression_policy('request_log', compress_after => INTERVAL '7 days')$q$, ts);
+    EXECUTE format($q$SELECT %1$I.add_compression_policy('predictions', compress_after => INTERVAL '7 days')$q$, ts);
+    EXECUTE format($q$SELECT %1$I.add_retention_policy('request_log', drop_after => INTERVAL '90 days')$q$, ts);
+    EXECUTE format($q$SELECT %1$I.add_retention_policy('predictions', drop_after => INTERVAL '90 days')$q$, ts);
 END
 $$;
