@@ -191,3 +191,12 @@ def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the
     assert router.traffic("inference") == [TrafficTarget("pefm-inference-blue", 100, "blue")]
     assert [e["action"] for e in controller.events(rollout_id)] == ["start", "rollback", "finalize"]
     assert "the local stack restarted" in controller.events(rollout_id)[1]["reason"]
+
+
+def test_db_status_lists_the_migrations_and_says_why_timescaledb_is_not_used(cli_env):
+    assert run(cli_env, "db", "migrate").returncode == 0
+    status = run(cli_env, "db", "status")
+    assert status.returncode == 0, status.stderr
+    assert "0009" in status.stdout and "pending" not in status.stdout
+    text = " ".join(status.stdout.split())
+    assert "timescaledb: not used, plain PostgreSQL tables (the TimescaleDB extension is not available" in text

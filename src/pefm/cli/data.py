@@ -114,10 +114,19 @@ def db_migrate() -> None:
 def db_status() -> None:
     """Show applied and pending migrations and whether TimescaleDB is in use."""
     from pefm.storage.migrate import applied_migrations, shipped_migrations
+    from pefm.storage.timescale import timescale_plan
 
     with open_db(migrate=False) as db, db.connection() as conn:
         applied = {m.version: m for m in applied_migrations(conn)}
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        plan = timescale_plan(conn)
+        hypertable = (
+            row is not None
+            and conn.execute(
+                """SELECT count(*) > 0 FROM timescaledb_information.hypertables
+               WHERE hypertable_schema = current_schema() AND hypertable_name = 'observations'"""
+            ).fetchone()[0]
+        )
     table = Table("version", "name", "applied at")
     for m in shipped_migrations():
         done = applied.get(m.version)
@@ -127,7 +136,11 @@ def db_status() -> None:
             f"{done.applied_at:%Y-%m-%d %H:%M:%S}" if done else "[yellow]pending[/]",
         )
     console.print(table)
-    console.print(f"timescaledb: {row[0] if row else 'not installed (plain PostgreSQL tables)'}")
+    if hypertable:
+        console.print(f"timescaledb: {row[0]}, observations is a hypertable")
+    else:
+        why = "the migrations ran before it was usable here" if plan.use else plan.reason
+        console.print(f"timescaledb: not used, plain PostgreSQL tables ({why})", highlight=False)
 
 
 @data_app.command("load")
