@@ -1,6 +1,11 @@
 """Static checks of terraform/: formatting, the cluster modules' shared output contract, typed and
 described variables, described outputs, pinned providers, and examples that call real modules
-with every required variable. ``terraform validate`` needs provider downloads, so CI runs it.
+with every required variable; then the facts a real cloud depends on (issue 14): the database on
+CloudNativePG with a pinned, preloaded TimescaleDB image, the GPU runtime handlers, an EKS example
+that plans on the first run, GKE's Cloud NAT and APIs, Flagger wired to the monitoring module's
+Prometheus. ``terraform validate`` needs provider downloads, so CI runs it; the CNPG manifests are
+built from variables only, so they are rendered here by ``terraform apply`` of those files alone
+(no provider, no state outside a temporary folder).
 
 python-hcl2 (8.x) keeps HCL strings quoted (``'"eks"'``) and wraps expressions as ``"${...}"``:
 ``unquote`` undoes the first, the expressions are compared as text.
@@ -8,6 +13,9 @@ python-hcl2 (8.x) keeps HCL strings quoted (``'"eks"'``) and wraps expressions a
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -200,3 +208,235 @@ def test_gpu_nodes_match_the_gpu_overlay() -> None:
     existing = blocks(MODULES / "existing-cluster", "variable")
     assert existing["gpu_node_selector"]["default"] == selector
     assert existing["gpu_node_taint"]["default"]["key"] == toleration["key"]
+
+
+# --- issue 14: what a real cloud accepts -------------------------------------------------------
+
+DATA = MODULES / "data"
+EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+OFFLINE = {**os.environ, "CHECKPOINT_DISABLE": "1"}  # no version check call from terraform
+
+
+def resource(folder: Path, address: str) -> dict[str, Any]:
+    """One resource block of a folder by "type.name"."""
+    found = typed_blocks(folder, "resource")
+    assert address in found, f"{folder.name} has no {address}: {sorted(found)}"
+    return found[address]
+
+
+def default_of(folder: Path, variable: str) -> Any:
+    """The default of a folder's variable (it must have one)."""
+    body = blocks(folder, "variable")[variable]
+    assert "default" in body, f"{folder.name}: variable {variable} has no default"
+    return body["default"]
+
+
+def render(folder: Path, files: list[str], outputs: dict[str, str], tmp: Path, **variables: str) -> dict[str, Any]:
+    """Apply ``files`` of ``folder`` (locals built from variables only) in a scratch folder and return
+    the ``outputs`` (name -> HCL expression, JSON-encoded there) decoded. ``variables`` are HCL values."""
+    if shutil.which("terraform") is None:
+        pytest.skip("the terraform binary is not on PATH")
+    if not list(tmp.glob("*.tf")):
+        for name in files:
+            shutil.copy(folder / name, tmp / name)
+        body = "".join(f'output "{k}" {{\n  value = jsonencode({v})\n}}\n' for k, v in outputs.items())
+        (tmp / "render_outputs.tf").write_text(body)
+        subprocess.run(
+            ["terraform", "init", "-input=false"], cwd=tmp, env=OFFLINE, capture_output=True, check=True, timeout=120
+        )
+    args = [arg for name, value in variables.items() for arg in ("-var", f"{name}={value}")]
+    done = subprocess.run(
+        ["terraform", "apply", "-auto-approve", "-input=false", *args],
+        cwd=tmp,
+        env=OFFLINE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = subprocess.run(
+        ["terraform", "output", "-json"], cwd=tmp, env=OFFLINE, capture_output=True, text=True, check=True
+    )
+    return {name: json.loads(out["value"]) for name, out in json.loads(shown.stdout).items()}
+
+
+def render_database(tmp: Path, **variables: str) -> dict[str, Any]:
+    """The data module's CNPG manifests (cluster.tf) for the given variables."""
+    outputs = {
+        "cluster": "local.cluster",
+        "catalog": "local.image_catalog",
+        "backup": "local.scheduled_backup",
+        "rw_host": "local.rw_host",
+    }
+    return render(DATA, ["variables.tf", "cluster.tf"], outputs, tmp, **variables)
+
+
+def test_no_unmaintained_timescaledb_chart() -> None:
+    """Guards against the timescaledb-single chart (unmaintained, TimescaleDB 2.9) coming back."""
+    for path in TERRAFORM.rglob("*.tf"):
+        assert "timescaledb-single" not in path.read_text(), path
+
+
+def test_database_runs_on_a_pinned_cloudnative_pg_operator() -> None:
+    """Guards the in-cluster database's operator: the cloudnative-pg chart from its repository at an exact
+    version, installed only without a managed URL, before any of its custom resources."""
+    chart = resource(DATA, "helm_release.cnpg")
+    assert (chart["chart"], chart["repository"]) == ("cloudnative-pg", "https://cloudnative-pg.github.io/charts")
+    assert chart["version"] == "${var.cnpg_chart_version}"
+    assert EXACT_VERSION.match(default_of(DATA, "cnpg_chart_version"))
+    assert "local.in_cluster" in chart["count"]
+    for name in ("image_catalog", "cluster"):
+        manifest = resource(DATA, f"kubectl_manifest.{name}")
+        assert "local.in_cluster" in manifest["count"], name
+    assert "helm_release.cnpg" in str(resource(DATA, "kubectl_manifest.image_catalog")["depends_on"])
+    assert "kubectl_manifest.image_catalog" in str(resource(DATA, "kubectl_manifest.cluster")["depends_on"])
+    assert "managed_database_url" in blocks(DATA, "variable")
+
+
+def test_database_image_is_pinned_timescaledb_at_least_2_13() -> None:
+    """Guards the default image: timescaledb-ha pinned to a PostgreSQL minor and a TimescaleDB patch
+    release >= 2.13 (by_range), whose major is the one the ImageCatalog declares."""
+    image = default_of(DATA, "database_image")
+    found = re.fullmatch(r"timescale/timescaledb-ha:pg(\d+)\.\d+-ts(\d+)\.(\d+)\.(\d+)", image)
+    assert found, f"not pinned to pgMM.m-tsX.Y.Z: {image}"
+    major, ts = int(found[1]), tuple(int(found[i]) for i in (2, 3, 4))
+    assert ts >= (2, 13, 0), image
+    assert major == default_of(DATA, "postgres_major")
+    assert default_of(DATA, "database_postgres_uid") == 1000  # timescaledb-ha's postgres user
+
+
+def test_database_cluster_preloads_timescaledb_and_creates_it_in_public(tmp_path: Path) -> None:
+    """Guards the rendered CNPG Cluster: timescaledb preloaded, the extension created in public of the
+    application database, the owner's password from the Terraform-made bootstrap Secret, the image
+    through the catalog, PDBs with 2 instances, no backup unless asked, and the read-write Service."""
+    out = render_database(tmp_path)
+    spec = out["cluster"]["spec"]
+    assert out["cluster"]["kind"] == "Cluster"
+    assert spec["postgresql"]["shared_preload_libraries"] == ["timescaledb"]
+    initdb = spec["bootstrap"]["initdb"]
+    assert initdb["database"] == initdb["owner"] == "pefm"
+    sql = " ".join(initdb["postInitApplicationSQL"])
+    assert re.search(r"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public", sql), sql
+    assert initdb["secret"]["name"] == "pefm-db-app-credentials"
+    assert resource(DATA, "kubernetes_secret_v1.database_bootstrap")["type"] == "kubernetes.io/basic-auth"
+    ref, catalog = spec["imageCatalogRef"], out["catalog"]
+    assert (ref["kind"], ref["name"]) == ("ImageCatalog", catalog["metadata"]["name"])
+    assert catalog["spec"]["images"] == [{"major": ref["major"], "image": default_of(DATA, "database_image")}]
+    assert (spec["instances"], spec["enablePDB"]) == (2, True)
+    assert "backup" not in spec and out["backup"] is None
+    assert out["rw_host"] == "pefm-db-rw.pefm-data.svc"
+    url = locals_of(DATA)["database_url"]
+    assert "${local.rw_host}" in url and "${random_password.database.result}" in url
+
+
+def test_database_single_instance_has_no_pdb_and_backups_render(tmp_path: Path) -> None:
+    """Guards that one instance gets no PodDisruptionBudget (it would block every drain) and that a backup
+    destination renders Barman's object store with the cloud identity, plus a ScheduledBackup."""
+    out = render_database(
+        tmp_path,
+        database_instances="1",
+        storage_class="gp3",
+        database_backup='{destination_path = "s3://bucket/pefm"}',
+    )
+    spec = out["cluster"]["spec"]
+    assert spec["enablePDB"] is False
+    assert spec["storage"] == {"size": "20Gi", "storageClass": "gp3"}
+    store = spec["backup"]["barmanObjectStore"]
+    assert store["destinationPath"] == "s3://bucket/pefm"
+    assert store["s3Credentials"] == {"inheritFromIAMRole": True}
+    assert out["backup"]["spec"]["cluster"]["name"] == out["cluster"]["metadata"]["name"]
+    out = render_database(tmp_path, database_backup='{destination_path = "gs://b/p", credentials_secret = "gcs"}')
+    google = out["cluster"]["spec"]["backup"]["barmanObjectStore"]["googleCredentials"]
+    assert google == {"applicationCredentials": {"name": "gcs", "key": "APPLICATION_CREDENTIALS"}}
+
+
+def test_secrets_and_optional_image_pull_secret() -> None:
+    """Guards the Secrets the manifests read (pefm-database url, pefm-tokens ingest/admin/webhook) and the
+    ghcr.io pull Secret, created only when a registry user is given, whose name is an output."""
+    tokens = resource(DATA, "random_password.token")
+    assert all(name in tokens["for_each"] for name in ('"ingest"', '"admin"', '"webhook"'))
+    registry = resource(DATA, "kubernetes_secret_v1.registry")
+    assert registry["type"] == "kubernetes.io/dockerconfigjson"
+    assert "local.pull_secret" in registry["count"]
+    assert locals_of(DATA)["pull_secret"] == "${var.registry_username != null}"
+    assert default_of(DATA, "registry_server") == "ghcr.io"
+    assert "image_pull_secret" in blocks(DATA, "output")
+    assert blocks(DATA, "variable")["registry_token"]["sensitive"] is True
+
+
+def test_gpu_runtime_handlers_per_cloud() -> None:
+    """Guards the RuntimeClass handler: AKS GPU nodes define nvidia-container-runtime (no runc), EKS AL2023
+    NVIDIA nodes nvidia, GKE runc; the AKS choice carries its evidence."""
+    knative = MODULES / "knative"
+    assert locals_of(knative)["runtime_handlers"] == {
+        "eks": "nvidia",
+        "gke": "runc",
+        "aks": "nvidia-container-runtime",
+        "existing": "nvidia",
+    }
+    assert "AgentBaker" in (knative / "main.tf").read_text()
+
+
+def test_no_module_call_defers_platform_data_sources() -> None:
+    """Guards the first plan: no depends_on on module.platform (it defers the knative module's data
+    sources, and so its for_each keys, to apply time); EKS passes its StorageClass as a value instead."""
+    for example in sorted(p for p in EXAMPLES.iterdir() if p.is_dir()):
+        assert "depends_on" not in blocks(example, "module")["platform"], example.name
+    platform = blocks(EXAMPLES / "eks", "module")["platform"]
+    assert platform["storage_class"] == "${kubernetes_storage_class_v1.gp3.metadata[0].name}"
+
+
+def test_gke_enables_its_apis_and_nats_private_nodes() -> None:
+    """Guards GKE: the APIs the module uses are enabled by Terraform (and left on at destroy), the cluster
+    waits for them, and private nodes get a Cloud Router + Cloud NAT for public image pulls."""
+    gke = MODULES / "gke"
+    services = resource(gke, "google_project_service.this")
+    assert services["disable_on_destroy"] is False
+    apis = locals_of(gke)["apis"]
+    for api in ("container", "compute", "cloudkms", "iam", "binaryauthorization"):
+        assert f'"{api}.googleapis.com"' in apis, api
+    assert "google_project_service.this" in str(resource(gke, "google_container_cluster.this")["depends_on"])
+    router = resource(gke, "google_compute_router.nat")
+    nat = resource(gke, "google_compute_router_nat.nat")
+    assert router["network"] == "${var.network}"
+    assert nat["router"] == "${google_compute_router.nat[0].name}"
+    assert nat["source_subnetwork_ip_ranges_to_nat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
+    assert default_of(gke, "create_cloud_nat") is True
+
+
+def test_flagger_is_pinned_and_reads_the_monitoring_prometheus() -> None:
+    """Guards Flagger: the flagger chart from flagger.app at 1.44.0 (Flagger v1.44.0) with its CRDs, the
+    Knative provider, and metricsServer = the monitoring module's Prometheus, passed through platform,
+    which outputs the same address for the Canary's MetricTemplates."""
+    knative = MODULES / "knative"
+    flagger = resource(knative, "helm_release.flagger")
+    assert (flagger["chart"], flagger["repository"]) == ("flagger", "https://flagger.app")
+    assert flagger["version"] == "${var.flagger_chart_version}"
+    assert default_of(knative, "flagger_chart_version") == "1.44.0"
+    assert flagger["skip_crds"] is False
+    values = flagger["values"][0]
+    assert 'meshProvider = "knative"' in values and "metricsServer = var.prometheus_url" in values
+    platform = MODULES / "platform"
+    assert blocks(platform, "module")["knative"]["prometheus_url"] == "${module.monitoring.prometheus_url}"
+    assert blocks(platform, "output")["prometheus_url"]["value"] == "${module.monitoring.prometheus_url}"
+    url = blocks(MODULES / "monitoring", "output")["prometheus_url"]["value"]
+    assert url.startswith("http://${local.release}-prometheus.${var.namespace}.svc"), url
+    assert locals_of(MODULES / "monitoring")["release"] == "kube-prometheus-stack"
+
+
+def test_prometheus_scrapes_the_annotated_pefm_pods() -> None:
+    """Guards that kube-prometheus-stack scrapes PEFM's pods annotated prometheus.io/scrape at their
+    annotated port and path (it does not by default), once: the PodMonitor no longer scrapes user-port."""
+    monitoring = MODULES / "monitoring"
+    job = locals_of(monitoring)["annotated_pods"]
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["${var.app_namespace}"]}}]
+    rules = {tuple(r["source_labels"]): r for r in job["relabel_configs"]}
+    keep = rules[("__meta_kubernetes_pod_annotation_prometheus_io_scrape",)]
+    assert (keep["action"], keep["regex"]) == ("keep", "true")
+    assert rules[("__meta_kubernetes_pod_annotation_prometheus_io_path",)]["target_label"] == "__metrics_path__"
+    port = rules[("__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port")]
+    assert port["target_label"] == "__address__"
+    stack = resource(monitoring, "helm_release.stack")["values"][0]
+    assert "additionalScrapeConfigs = [local.annotated_pods]" in stack
+    pod_monitor = resource(monitoring, "kubectl_manifest.pefm_pods")["yaml_body"]
+    assert "user-port" not in pod_monitor

@@ -79,7 +79,7 @@ resource "helm_release" "cluster_autoscaler" {
   })]
 }
 
-# EKS ships no default StorageClass: encrypted gp3 volumes for TimescaleDB and Prometheus.
+# EKS ships no default StorageClass: encrypted gp3 volumes for PostgreSQL and Prometheus.
 resource "kubernetes_storage_class_v1" "gp3" {
   metadata {
     name        = "gp3"
@@ -99,5 +99,11 @@ module "platform" {
   gpu_node_taint       = module.cluster.gpu_node_taint
   domain               = var.domain
   managed_database_url = var.managed_database_url
-  depends_on           = [kubernetes_storage_class_v1.gp3] # TimescaleDB and Prometheus claim gp3 volumes
+  registry_username    = var.registry_username
+  registry_token       = var.registry_token
+  # A value, not depends_on: depends_on on a module defers every data source in it to apply time,
+  # and the knative module's for_each over the release manifests would be unknown at plan
+  # ("Invalid for_each argument" on the first plan). Referencing the StorageClass orders only the
+  # resources that use it (the database and Prometheus volumes).
+  storage_class = kubernetes_storage_class_v1.gp3.metadata[0].name
 }

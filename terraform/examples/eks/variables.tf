@@ -26,7 +26,7 @@ variable "endpoint_public_access_cidrs" {
 
 variable "managed_database_url" {
   type        = string
-  description = "postgresql:// URL of an RDS PostgreSQL; null runs TimescaleDB in the cluster."
+  description = "postgresql:// URL of an RDS PostgreSQL; null runs PostgreSQL + TimescaleDB in the cluster (CloudNativePG)."
   default     = null
   sensitive   = true
 }
@@ -35,4 +35,17 @@ variable "domain" {
   type        = string
   description = "DNS domain of the Knative routes; null keeps Knative's default."
   default     = null
+}
+
+variable "registry_username" {
+  type        = string
+  description = "Owner of PEFM's private ghcr.io packages; with registry_token an image pull Secret is created in namespace pefm. null: the packages are public."
+  default     = null
+}
+
+variable "registry_token" {
+  type        = string
+  description = "Token with read:packages for registry_username (set it with TF_VAR_registry_token, not in a file)."
+  default     = null
+  sensitive   = true
 }

@@ -11,11 +11,27 @@ output "database_url" {
 }
 
 output "prometheus_url" {
-  description = "PEFM_PROMETHEUS_URL inside the cluster."
+  description = "Prometheus inside the cluster: PEFM_PROMETHEUS_URL, Flagger's metricsServer, and `pefm knative canary --prometheus-url`."
   value       = module.platform.prometheus_url
 }
 
 output "ingress_service" {
   description = "Kourier's LoadBalancer Service: point the domain's wildcard record at it."
   value       = module.platform.ingress_service
+}
+
+output "database_cluster" {
+  description = "namespace/name of the in-cluster CNPG Cluster; null with a managed database."
+  value       = module.platform.database_cluster
+}
+
+output "image_pull_secret" {
+  description = "Image pull Secret for private ghcr.io packages in namespace pefm; null when none."
+  value       = module.platform.image_pull_secret
+}
+
+output "webhook_token" {
+  description = "Token of Flagger's webhooks, for `pefm knative canary --webhook-token`."
+  value       = module.platform.webhook_token
+  sensitive   = true
 }

@@ -57,4 +57,6 @@ module "platform" {
   gpu_node_taint       = module.cluster.gpu_node_taint
   domain               = var.domain
   managed_database_url = var.managed_database_url
+  registry_username    = var.registry_username
+  registry_token       = var.registry_token
 }

@@ -1,7 +1,12 @@
 output "database_url" {
-  description = "postgresql:// URL of PEFM's database (also in the pefm-database Secret, key url)."
+  description = "postgresql:// URL of PEFM's database (also in the pefm-database Secret, key url): the CNPG read-write Service with the pefm role, or managed_database_url."
   value       = local.database_url
   sensitive   = true
+}
+
+output "database_cluster" {
+  description = "namespace/name of the CNPG Cluster (kubectl -n NS get cluster NAME; its PodDisruptionBudgets are NAME and NAME-primary); null with a managed database."
+  value       = local.in_cluster ? "${var.database_namespace}/${local.cluster_name}" : null
 }
 
 output "namespace" {
@@ -19,4 +24,15 @@ output "admin_token" {
   description = "Bearer token of the rollout and admin APIs (PEFM_ADMIN_TOKEN)."
   value       = random_password.token["admin"].result
   sensitive   = true
+}
+
+output "webhook_token" {
+  description = "Bearer token Flagger's webhooks present to the rollout API (pefm knative canary --webhook-token)."
+  value       = random_password.token["webhook"].result
+  sensitive   = true
+}
+
+output "image_pull_secret" {
+  description = "Name of the image pull Secret for ghcr.io in namespace (add it to the ServiceAccounts' imagePullSecrets); null when none was asked for."
+  value       = local.pull_secret ? kubernetes_secret_v1.registry[0].metadata[0].name : null
 }

@@ -1,6 +1,8 @@
 # A private, VPC-native GKE cluster (Dataplane V2, Workload Identity, Shielded nodes, Secrets
 # encrypted with a Cloud KMS key it creates) with a CPU node pool and a GPU node pool that scales from 0.
-# GKE installs the NVIDIA driver and its own device plugin on the GPU nodes.
+# GKE installs the NVIDIA driver and its own device plugin on the GPU nodes. The module enables the
+# Google APIs it uses, and gives the private nodes (no external addresses) a Cloud NAT so they can pull
+# images from public registries (ghcr.io, Docker Hub, registry.k8s.io).
 locals {
   gpu_taint  = { key = "nvidia.com/gpu", value = "present", effect = "NoSchedule" }
   gpu_labels = { "nvidia.com/gpu.present" = "true" }
@@ -11,6 +13,29 @@ locals {
   }
   node_scopes = ["https://www.googleapis.com/auth/cloud-platform"]
   labels      = merge({ app = "pefm" }, var.labels)
+  region      = replace(var.location, "/-[a-z]$/", "")
+
+  # What this module calls: GKE, Compute Engine (network, NAT, nodes), Cloud KMS (secrets encryption),
+  # IAM (the nodes' service account), Binary Authorization (the cluster's policy evaluation), and the
+  # logging/monitoring the nodes write to. Service Usage and Cloud Resource Manager must already be on
+  # for Terraform to enable these (they are on in new projects).
+  apis = toset([
+    "container.googleapis.com",
+    "compute.googleapis.com",
+    "cloudkms.googleapis.com",
+    "iam.googleapis.com",
+    "binaryauthorization.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
+  ])
+}
+
+resource "google_project_service" "this" {
+  for_each = local.apis
+  project  = var.project_id
+  service  = each.value
+  # Other workloads of the project may use them: destroying the cluster leaves the APIs on.
+  disable_on_destroy = false
 }
 
 data "google_project" "this" {
@@ -19,9 +44,10 @@ data "google_project" "this" {
 
 # Kubernetes Secrets are encrypted in etcd with this key (application-layer secrets encryption).
 resource "google_kms_key_ring" "this" {
-  project  = var.project_id
-  name     = var.cluster_name
-  location = replace(var.location, "/-[a-z]$/", "")
+  project    = var.project_id
+  name       = var.cluster_name
+  location   = local.region
+  depends_on = [google_project_service.this]
 }
 
 resource "google_kms_crypto_key" "secrets" {
@@ -38,12 +64,14 @@ resource "google_kms_crypto_key_iam_member" "gke_agent" {
   crypto_key_id = google_kms_crypto_key.secrets.id
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:service-${data.google_project.this.number}@container-engine-robot.iam.gserviceaccount.com"
+  depends_on    = [google_project_service.this] # enabling the GKE API creates that service agent
 }
 
 resource "google_service_account" "nodes" {
   project      = var.project_id
   account_id   = "${var.cluster_name}-nodes"
   display_name = "GKE nodes of ${var.cluster_name}"
+  depends_on   = [google_project_service.this]
 }
 
 resource "google_project_iam_member" "nodes" {
@@ -61,7 +89,7 @@ resource "google_project_iam_member" "nodes" {
 resource "google_container_cluster" "this" {
   #checkov:skip=CKV_GCP_12:Dataplane V2 (ADVANCED_DATAPATH) enforces NetworkPolicy itself; GKE rejects the legacy network_policy (Calico) block alongside it.
   #checkov:skip=CKV_GCP_65:Google Groups for RBAC needs a Google Workspace domain with a gke-security-groups group, which not every project has; RBAC still applies to users and service accounts.
-  depends_on = [google_kms_crypto_key_iam_member.gke_agent]
+  depends_on = [google_kms_crypto_key_iam_member.gke_agent, google_project_service.this]
 
   project             = var.project_id
   name                = var.cluster_name
@@ -211,6 +239,32 @@ resource "google_container_node_pool" "gpu" {
       enable_secure_boot          = true
       enable_integrity_monitoring = true
     }
+  }
+}
+
+# Private nodes have no external address: Cloud NAT gives them egress to the internet (image pulls
+# from ghcr.io, Docker Hub, registry.k8s.io, gcr.io for Knative). Router and NAT are regional.
+resource "google_compute_router" "nat" {
+  count      = var.create_cloud_nat ? 1 : 0
+  project    = var.project_id
+  name       = "${var.cluster_name}-nat"
+  region     = local.region
+  network    = var.network
+  depends_on = [google_project_service.this]
+}
+
+resource "google_compute_router_nat" "nat" {
+  count                              = var.create_cloud_nat ? 1 : 0
+  project                            = var.project_id
+  name                               = "${var.cluster_name}-nat"
+  router                             = google_compute_router.nat[0].name
+  region                             = local.region
+  nat_ip_allocate_option             = "AUTO_ONLY"
+  source_subnetwork_ip_ranges_to_nat = "ALL_SUBNETWORKS_ALL_IP_RANGES"
+
+  log_config {
+    enable = true
+    filter = "ERRORS_ONLY"
   }
 }
 

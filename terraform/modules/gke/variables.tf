@@ -89,3 +89,9 @@ variable "labels" {
   description = "Resource labels added to the cluster and its nodes (app = pefm is always there)."
   default     = {}
 }
+
+variable "create_cloud_nat" {
+  type        = bool
+  description = "Create a Cloud Router + Cloud NAT for the network in the cluster's region (all its subnetworks), so the private nodes can pull public images; false when the network already has one there."
+  default     = true
+}

@@ -1,6 +1,7 @@
 # Knative Serving with the Kourier ingress and Knative Eventing, applied from the pinned release
 # manifests; the feature flags PEFM's Service manifests need; a `nvidia` RuntimeClass and NVIDIA's
-# device plugin for the GPU overlay.
+# device plugin for the GPU overlay; Flagger (Helm, Knative provider) reading the monitoring module's
+# Prometheus, which moves the traffic of PEFM's Canary.
 locals {
   release = "knative-v${var.knative_version}"
   release_urls = {
@@ -30,7 +31,15 @@ locals {
     "kubernetes.podspec-runtimeclassname" = "enabled"
   }
 
-  runtime_handlers = { eks = "nvidia", gke = "runc", aks = "runc", existing = "nvidia" }
+  # containerd runtime handlers the GPU nodes define:
+  # - aks: AKS writes the containerd config of N-series (GPU) nodes with
+  #   default_runtime_name = "nvidia-container-runtime" and defines only the runtimes
+  #   nvidia-container-runtime and untrusted there, no `runc` (Azure/AgentBaker,
+  #   containerdConfigTemplateString, IsNSeriesSKU branch): a RuntimeClass naming runc fails every pod.
+  # - eks: the AL2023 NVIDIA AMI configures containerd with an `nvidia` runtime.
+  # - gke: GKE's GPU nodes inject the devices through their own device plugin under plain runc.
+  # - existing: NVIDIA's GPU operator (container toolkit) adds an `nvidia` runtime.
+  runtime_handlers = { eks = "nvidia", gke = "runc", aks = "nvidia-container-runtime", existing = "nvidia" }
   runtime_handler  = coalesce(var.nvidia_runtime_handler, local.runtime_handlers[var.platform])
   device_plugin    = coalesce(var.install_nvidia_device_plugin, var.platform != "gke")
 }
@@ -145,4 +154,27 @@ resource "helm_release" "nvidia_device_plugin" {
       effect   = var.gpu_node_taint.effect
     }]
   })]
+}
+
+# Flagger, the rollout engine on a cluster: its Knative provider moves the traffic of PEFM's Canary
+# (knative/flagger/) and its analysis queries the monitoring module's Prometheus (metricsServer).
+# The chart's CRDs (Canary, MetricTemplate, AlertProvider) come from its crds/ folder, which Helm
+# installs with the release (and, like any crds/ folder, does not upgrade: see terraform/README.md).
+# Namespace flagger-system: knative/rollout's NetworkPolicy admits the webhook calls from it.
+resource "helm_release" "flagger" {
+  name             = "flagger"
+  repository       = "https://flagger.app"
+  chart            = "flagger"
+  version          = var.flagger_chart_version
+  namespace        = "flagger-system"
+  create_namespace = true
+  skip_crds        = false
+
+  values = [yamlencode({
+    meshProvider  = "knative"
+    metricsServer = var.prometheus_url
+    crd           = { create = false } # the crds/ folder installs them; true would render them twice
+  })]
+
+  depends_on = [kubectl_manifest.objects]
 }

@@ -17,3 +17,13 @@ output "gpu_runtime_class" {
   description = "Name of the RuntimeClass GPU revisions use."
   value       = kubectl_manifest.nvidia_runtime_class.name
 }
+
+output "flagger_namespace" {
+  description = "Namespace of Flagger (its Knative provider moves PEFM's Canary traffic)."
+  value       = helm_release.flagger.namespace
+}
+
+output "runtime_handler" {
+  description = "containerd handler of the `nvidia` RuntimeClass on this platform."
+  value       = local.runtime_handler
+}

@@ -36,7 +36,7 @@ variable "gpu_node_taint" {
 
 variable "nvidia_runtime_handler" {
   type        = string
-  description = "containerd runtime handler behind the `nvidia` RuntimeClass the GPU overlay names; null picks the platform's (eks: nvidia, gke and aks: runc, whose GPU nodes inject the devices themselves, existing: nvidia as the GPU operator sets up)."
+  description = "containerd runtime handler behind the `nvidia` RuntimeClass the GPU overlay names; null picks the platform's (eks: nvidia, aks: nvidia-container-runtime, gke: runc, whose GPU nodes inject the devices themselves, existing: nvidia as the GPU operator sets up)."
   default     = null
 }
 
@@ -50,4 +50,15 @@ variable "nvidia_device_plugin_version" {
   type        = string
   description = "Version of the nvidia-device-plugin Helm chart."
   default     = "0.17.1"
+}
+
+variable "prometheus_url" {
+  type        = string
+  description = "Prometheus that Flagger queries (its metricsServer): the monitoring module's prometheus_url."
+}
+
+variable "flagger_chart_version" {
+  type        = string
+  description = "Version of the flagger Helm chart (chart and app versions match: 1.44.0 is Flagger v1.44.0, whose CRDs PEFM's Canary is written against)."
+  default     = "1.44.0"
 }

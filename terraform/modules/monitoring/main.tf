@@ -1,8 +1,36 @@
-# Prometheus and Grafana from kube-prometheus-stack, plus a PodMonitor that scrapes every PEFM
-# revision pod: the app's /metrics on the user container (pefm_requests_total and
-# pefm_request_duration_seconds, which `pefm rollout` queries per revision) and queue-proxy's.
+# Prometheus and Grafana from kube-prometheus-stack. Two ways into PEFM's pods:
+# - a scrape job for the pods of app_namespace annotated prometheus.io/scrape: "true" (the Knative
+#   revisions and the rollout API), at their prometheus.io/port and prometheus.io/path (8080, /metrics):
+#   pefm_requests_total and pefm_request_duration_seconds, which the Canary's MetricTemplates and
+#   `pefm rollout` query per revision. kube-prometheus-stack ignores these annotations by itself.
+# - a PodMonitor for the Knative queue-proxy's own metrics (port http-usermetric) of every revision.
 locals {
   release = "kube-prometheus-stack"
+
+  annotated_pods = {
+    job_name = "pefm-annotated-pods"
+    kubernetes_sd_configs = [{
+      role       = "pod"
+      namespaces = { names = [var.app_namespace] }
+    }]
+    relabel_configs = [
+      { source_labels = ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], regex = "true", action = "keep" },
+      { source_labels = ["__meta_kubernetes_pod_phase"], regex = "Pending|Succeeded|Failed", action = "drop" },
+      { source_labels = ["__meta_kubernetes_pod_annotation_prometheus_io_path"], regex = "(.+)", target_label = "__metrics_path__", action = "replace" },
+      {
+        # every container port of a pod yields a target: all are rewritten to the annotated port,
+        # and Prometheus keeps one of the identical targets
+        source_labels = ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"]
+        regex         = "([^:]+)(?::\\d+)?;(\\d+)"
+        replacement   = "$1:$2"
+        target_label  = "__address__"
+        action        = "replace"
+      },
+      { source_labels = ["__meta_kubernetes_namespace"], target_label = "namespace", action = "replace" },
+      { source_labels = ["__meta_kubernetes_pod_name"], target_label = "pod", action = "replace" },
+      { source_labels = ["__meta_kubernetes_pod_label_serving_knative_dev_revision"], target_label = "knative_revision", action = "replace" },
+    ]
+  }
 }
 
 resource "random_password" "grafana" {
@@ -24,6 +52,18 @@ resource "helm_release" "stack" {
         retention                               = var.retention
         podMonitorSelectorNilUsesHelmValues     = false
         serviceMonitorSelectorNilUsesHelmValues = false
+        additionalScrapeConfigs                 = [local.annotated_pods]
+        storageSpec = {
+          volumeClaimTemplate = {
+            spec = merge(
+              {
+                accessModes = ["ReadWriteOnce"]
+                resources   = { requests = { storage = var.storage_size } }
+              },
+              var.storage_class == null ? {} : { storageClassName = var.storage_class },
+            )
+          }
+        }
       }
     }
   })]
@@ -44,8 +84,9 @@ resource "kubectl_manifest" "pefm_pods" {
       selector = {
         matchExpressions = [{ key = "serving.knative.dev/service", operator = "Exists" }]
       }
+      # the user container's /metrics comes through the annotated-pods job: scraping it here
+      # too would count every request twice
       podMetricsEndpoints = [
-        { port = "user-port", path = "/metrics" },
         { port = "http-usermetric", path = "/metrics" },
       ]
     }

@@ -21,3 +21,15 @@ variable "app_namespace" {
   description = "Namespace of PEFM's Knative Services, whose revision pods are scraped."
   default     = "pefm"
 }
+
+variable "storage_class" {
+  type        = string
+  description = "StorageClass of Prometheus' volume; null uses the cluster's default class."
+  default     = null
+}
+
+variable "storage_size" {
+  type        = string
+  description = "Size of Prometheus' volume (samples for retention)."
+  default     = "50Gi"
+}

@@ -1,6 +1,6 @@
-# What PEFM needs on any cluster, wired once: Knative (with the GPU settings of the cluster
-# module's contract), the data namespace and database, and monitoring. The examples call it with a
-# cluster module's outputs; providers come from the caller.
+# What PEFM needs on any cluster, wired once: Knative and Flagger (with the GPU settings of the
+# cluster module's contract and the monitoring module's Prometheus), the data namespace and database,
+# and monitoring. The examples call it with a cluster module's outputs; providers come from the caller.
 module "knative" {
   source = "../knative"
 
@@ -8,16 +8,24 @@ module "knative" {
   domain            = var.domain
   gpu_node_selector = var.gpu_node_selector
   gpu_node_taint    = var.gpu_node_taint
+  prometheus_url    = module.monitoring.prometheus_url
 }
 
 module "data" {
   source = "../data"
 
-  managed_database_url = var.managed_database_url
+  managed_database_url  = var.managed_database_url
+  storage_class         = var.storage_class
+  database_instances    = var.database_instances
+  database_storage_size = var.database_storage_size
+  database_backup       = var.database_backup
+  registry_username     = var.registry_username
+  registry_token        = var.registry_token
 }
 
 module "monitoring" {
   source = "../monitoring"
 
   app_namespace = module.data.namespace
+  storage_class = var.storage_class
 }

@@ -25,7 +25,51 @@ variable "domain" {
 
 variable "managed_database_url" {
   type        = string
-  description = "A managed PostgreSQL URL to use instead of installing TimescaleDB; null installs TimescaleDB."
+  description = "A managed PostgreSQL URL to use instead of the in-cluster database; null runs PostgreSQL + TimescaleDB under the CloudNativePG operator."
+  default     = null
+  sensitive   = true
+}
+
+variable "storage_class" {
+  type        = string
+  description = "StorageClass of the database and Prometheus volumes; null uses the cluster's default class. Pass it as a value (e.g. the name of a StorageClass resource the example creates) rather than depends_on, which would defer the modules' data sources to apply time."
+  default     = null
+}
+
+variable "database_instances" {
+  type        = number
+  description = "Instances of the in-cluster PostgreSQL (CNPG): 2 or more for failover and PodDisruptionBudgets."
+  default     = 2
+}
+
+variable "database_storage_size" {
+  type        = string
+  description = "Data volume size of each in-cluster PostgreSQL instance."
+  default     = "20Gi"
+}
+
+variable "database_backup" {
+  type = object({
+    destination_path            = string
+    endpoint_url                = optional(string)
+    retention_policy            = optional(string, "30d")
+    schedule                    = optional(string, "0 0 3 * * *")
+    credentials_secret          = optional(string)
+    service_account_annotations = optional(map(string), {})
+  })
+  description = "Barman Cloud backups of the in-cluster database to an object store (see modules/data); null: none."
+  default     = null
+}
+
+variable "registry_username" {
+  type        = string
+  description = "Owner of private ghcr.io packages: with registry_token, the data module creates an image pull Secret in namespace pefm. null: public packages, no Secret."
+  default     = null
+}
+
+variable "registry_token" {
+  type        = string
+  description = "Token with read:packages for registry_username."
   default     = null
   sensitive   = true
 }
