@@ -143,6 +143,14 @@ def test_terraform_skips_have_reasons(terraform_report: dict[str, Any]) -> None:
     assert skips_without_reason(terraform_report) == []
 
 
+def test_terraform_cd_trust_was_checked(terraform_report: dict[str, Any]) -> None:
+    """Guards that checkov's GitHub Actions OIDC checks looked at the examples' CD trust (they judge the
+    sub claim a role or pool accepts): the AWS trust policy passed them, and GCP's is skipped with a reason."""
+    ran = {(c["check_id"], c["resource"]) for c in all_checks(terraform_report)}
+    assert ("CKV_AWS_358", "aws_iam_policy_document.github_trust") in ran, sorted(ran)
+    assert ("CKV_GCP_125", "google_iam_workload_identity_pool_provider.github[0]") in ran, sorted(ran)
+
+
 def test_knative_has_no_failed_check(knative_report: dict[str, Any]) -> None:
     """Guards the manifests a cluster receives from knative/ against unaddressed checkov findings."""
     scanned = {scanned_name(c) for c in all_checks(knative_report)}

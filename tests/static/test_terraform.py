@@ -440,3 +440,25 @@ def test_prometheus_scrapes_the_annotated_pefm_pods() -> None:
     assert "additionalScrapeConfigs = [local.annotated_pods]" in stack
     pod_monitor = resource(monitoring, "kubectl_manifest.pefm_pods")["yaml_body"]
     assert "user-port" not in pod_monitor
+
+
+def test_cd_trust_is_optional_and_pinned_to_the_deploying_environment() -> None:
+    """Guards the examples' OIDC trust for CD: created only with github_repository, it accepts only tokens
+    of that repository's jobs in github_environment (production by default, as the CD jobs run), and
+    the AWS role's sessions last as long as the workflow asks for (6 h)."""
+    for cloud in ("eks", "gke", "aks"):
+        example = EXAMPLES / cloud
+        assert (example / "cd.tf").exists(), cloud
+        assert default_of(example, "github_repository") is None, cloud
+        assert default_of(example, "github_environment") == "production", cloud
+        text = (example / "cd.tf").read_text()
+        assert ":environment:${var.github_environment}" in text, cloud
+    assert "${local.github_subject}" in str(
+        typed_blocks(EXAMPLES / "eks", "data")["aws_iam_policy_document.github_trust"]
+    )
+    assert resource(EXAMPLES / "eks", "aws_iam_role.github_cd")["max_session_duration"] >= 21600
+    credential = resource(EXAMPLES / "aks", "azurerm_federated_identity_credential.github_cd")
+    assert credential["issuer"] == "https://token.actions.githubusercontent.com"
+    assert credential["audience"] == ["api://AzureADTokenExchange"]
+    provider = resource(EXAMPLES / "gke", "google_iam_workload_identity_pool_provider.github")
+    assert provider["attribute_condition"] == "assertion.sub == '${local.github_subject}'"

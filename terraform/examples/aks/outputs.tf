@@ -35,3 +35,18 @@ output "webhook_token" {
   value       = module.platform.webhook_token
   sensitive   = true
 }
+
+output "github_cd_client_id" {
+  description = "client-id for azure/login (with tenant-id and subscription-id below); null without github_repository."
+  value       = local.github_cd ? azurerm_user_assigned_identity.github_cd[0].client_id : null
+}
+
+output "github_cd_tenant_id" {
+  description = "tenant-id for azure/login."
+  value       = data.azurerm_client_config.current.tenant_id
+}
+
+output "github_cd_subscription_id" {
+  description = "subscription-id for azure/login."
+  value       = var.subscription_id
+}

@@ -50,3 +50,15 @@ variable "registry_token" {
   default     = null
   sensitive   = true
 }
+
+variable "github_repository" {
+  type        = string
+  description = "OWNER/NAME of the GitHub repository whose CD deploys to this cluster: creates the federated identity (cd.tf). null: none."
+  default     = null
+}
+
+variable "github_environment" {
+  type        = string
+  description = "GitHub Actions environment of the deploying jobs; only their tokens (subject repo:OWNER/NAME:environment:ENV) are trusted."
+  default     = "production"
+}

@@ -35,3 +35,8 @@ output "webhook_token" {
   value       = module.platform.webhook_token
   sensitive   = true
 }
+
+output "github_cd_role_arn" {
+  description = "Role for aws-actions/configure-aws-credentials (role-to-assume) in the CD workflow; null without github_repository."
+  value       = local.github_cd ? aws_iam_role.github_cd[0].arn : null
+}

@@ -49,3 +49,21 @@ variable "registry_token" {
   default     = null
   sensitive   = true
 }
+
+variable "github_repository" {
+  type        = string
+  description = "OWNER/NAME of the GitHub repository whose CD deploys to this cluster: creates the OIDC trust (cd.tf). null: none."
+  default     = null
+}
+
+variable "github_environment" {
+  type        = string
+  description = "GitHub Actions environment of the deploying jobs; only their tokens (sub repo:OWNER/NAME:environment:ENV) are trusted."
+  default     = "production"
+}
+
+variable "github_oidc_provider_arn" {
+  type        = string
+  description = "ARN of the account's existing IAM OIDC provider for token.actions.githubusercontent.com; null creates it (an account holds one per URL)."
+  default     = null
+}

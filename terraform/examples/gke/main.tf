@@ -47,6 +47,7 @@ module "cluster" {
   network                    = var.network
   subnetwork                 = var.subnetwork
   master_authorized_networks = var.master_authorized_networks
+  dns_endpoint               = var.dns_endpoint
 }
 
 module "platform" {

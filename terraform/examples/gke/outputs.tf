@@ -35,3 +35,13 @@ output "webhook_token" {
   value       = module.platform.webhook_token
   sensitive   = true
 }
+
+output "github_workload_identity_provider" {
+  description = "workload_identity_provider for google-github-actions/auth; null without github_repository."
+  value       = local.github_cd ? google_iam_workload_identity_pool_provider.github[0].name : null
+}
+
+output "github_cd_service_account" {
+  description = "service_account for google-github-actions/auth; null without github_repository."
+  value       = local.github_cd ? google_service_account.github_cd[0].email : null
+}

@@ -59,3 +59,21 @@ variable "registry_token" {
   default     = null
   sensitive   = true
 }
+
+variable "dns_endpoint" {
+  type        = bool
+  description = "Open the control plane's DNS endpoint (IAM-authorized, no CIDR list): what lets GitHub-hosted CD runners reach the cluster (the workflow's GKE_DNS_ENDPOINT)."
+  default     = false
+}
+
+variable "github_repository" {
+  type        = string
+  description = "OWNER/NAME of the GitHub repository whose CD deploys to this cluster: creates the workload identity federation (cd.tf). null: none."
+  default     = null
+}
+
+variable "github_environment" {
+  type        = string
+  description = "GitHub Actions environment of the deploying jobs; only their tokens (sub repo:OWNER/NAME:environment:ENV) may impersonate the CD service account."
+  default     = "production"
+}

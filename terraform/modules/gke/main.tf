@@ -119,6 +119,17 @@ resource "google_container_cluster" "this" {
     master_ipv4_cidr_block  = var.master_ipv4_cidr_block
   }
 
+  # The DNS-based control plane endpoint, when asked for: reachable from anywhere, authorized by IAM
+  # (container.clusters.connect) instead of master_authorized_networks, e.g. for CI runners.
+  dynamic "control_plane_endpoints_config" {
+    for_each = var.dns_endpoint ? [1] : []
+    content {
+      dns_endpoint_config {
+        allow_external_traffic = true
+      }
+    }
+  }
+
   master_authorized_networks_config {
     dynamic "cidr_blocks" {
       for_each = var.master_authorized_networks

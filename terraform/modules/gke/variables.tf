@@ -95,3 +95,9 @@ variable "create_cloud_nat" {
   description = "Create a Cloud Router + Cloud NAT for the network in the cluster's region (all its subnetworks), so the private nodes can pull public images; false when the network already has one there."
   default     = true
 }
+
+variable "dns_endpoint" {
+  type        = bool
+  description = "Open the control plane's DNS-based endpoint to external traffic: callers anywhere authenticate with Google IAM (container.clusters.connect) instead of coming from master_authorized_networks (e.g. GitHub-hosted CD runners, with gcloud container clusters get-credentials --dns-endpoint)."
+  default     = false
+}

@@ -178,3 +178,26 @@ resource "helm_release" "flagger" {
 
   depends_on = [kubectl_manifest.objects]
 }
+
+# Flagger's chart grants nothing to namespace admins: this role aggregates its custom resources into
+# the built-in admin and edit ClusterRoles, so whoever administers PEFM's namespace (CD included) can
+# apply the Canary and its MetricTemplates.
+resource "kubernetes_cluster_role_v1" "flagger_resources" {
+  metadata {
+    name = "pefm-flagger-resources"
+    labels = {
+      "rbac.authorization.k8s.io/aggregate-to-admin" = "true"
+      "rbac.authorization.k8s.io/aggregate-to-edit"  = "true"
+    }
+  }
+  rule {
+    api_groups = ["flagger.app"]
+    resources  = ["canaries", "metrictemplates", "alertproviders"]
+    verbs      = ["get", "list", "watch", "create", "update", "patch", "delete"]
+  }
+  rule {
+    api_groups = ["flagger.app"]
+    resources  = ["canaries/status"]
+    verbs      = ["get"]
+  }
+}
