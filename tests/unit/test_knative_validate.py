@@ -219,7 +219,8 @@ def test_the_jobs_and_the_rollout_api_have_least_privilege(base):
 
 def test_the_rollout_api_is_reachable_from_flagger_at_the_canary_urls(base):
     """Guards the webhook path: Service pefm-rollout:80 -> the Deployment's 8080, admitted from
-    flagger-system and namespace pefm only, and every Canary webhook URL names it."""
+    flagger-system, the monitoring Prometheus and namespace pefm only, and every Canary webhook URL
+    names it."""
     service = find(base, "Service", "pefm-rollout")
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     container = find(base, "Deployment", "pefm-rollout")["spec"]["template"]["spec"]["containers"][0]
@@ -233,6 +234,7 @@ def test_the_rollout_api_is_reachable_from_flagger_at_the_canary_urls(base):
     [rule] = find(base, "NetworkPolicy", "pefm-rollout")["spec"]["ingress"]
     assert rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flagger-system"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
         {"podSelector": {}},
     ]
     hooks = find(base, "Canary", "pefm-inference")["spec"]["analysis"]["webhooks"]
