@@ -2,8 +2,8 @@
 end-to-end scripts (tests/e2e/kind): actionlint and shellcheck find nothing, deployments wait for the
 validation gates and then on Flagger's Canary, every `pefm` command, Dockerfile and image name they
 use exists, every action and version is pinned; CD reaches the cluster by OIDC and never the
-database, pushes to the owner's ghcr.io namespace and deploys by digest. The e2e run and CD
-themselves run on GitHub's runners only."""
+database, pushes to the owner's ghcr.io namespace and deploys by digest; CI runs the storage tests on
+TimescaleDB. The e2e run, CD and the TimescaleDB job themselves run on GitHub's runners only."""
 
 from __future__ import annotations
 
@@ -302,6 +302,38 @@ def test_ci_runs_the_readme_test_command():
     assert any(script.strip() == ".ci/run" for script in ci_scripts)
     assert any(re.search(r"^\s*terraform .*validate\s*$", script, re.MULTILINE) for script in ci_scripts)
     assert any("docker compose config -q" in script for script in ci_scripts)
+
+
+def test_ci_runs_the_storage_tests_on_timescaledb():
+    """ci.yml runs tests/integration and tests/functions against TimescaleDB service containers
+    (pinned releases >= 2.13 on PostgreSQL 15 and 16, the official image: preloaded, the extension
+    in public) through PEFM_TEST_DATABASE_URL, after checking the server is that and that migrating
+    a schema whose search_path leaves public out makes observations a hypertable."""
+    job = workflow("ci.yml")["jobs"]["timescaledb"]
+    [(host, service)] = job["services"].items()
+    assert service["image"] == "timescale/timescaledb:${{ matrix.timescaledb }}"
+    pgs = set()
+    for tag in job["strategy"]["matrix"]["timescaledb"]:
+        release = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)-pg(\d+)", tag)
+        assert release, f"{tag} is not a pinned timescale/timescaledb release"
+        assert (int(release.group(1)), int(release.group(2))) >= (2, 13), f"{tag}: by_range() needs 2.13"
+        pgs.add(int(release.group(4)))
+    assert pgs == {15, 16}
+    assert "pg_isready -h 127.0.0.1" in service["options"], "ready only once the server listens on TCP"
+    env = service["env"]
+    url = job["env"]["PEFM_TEST_DATABASE_URL"]
+    assert url == f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{host}:5432/{env['POSTGRES_DB']}"
+    assert "container" in job, "the service is reached by its name from a job container"
+    assert "reference-schemas" in needs(job), "tests/functions read ../shared"
+    runs = [step.get("run", "") for step in job["steps"]]
+    [checks] = [i for i, run in enumerate(runs) if "shared_preload_libraries" in run]
+    assert "'timescaledb'" in runs[checks] and "(2, 13)" in runs[checks] and '"public"' in runs[checks]
+    [hypertable] = [i for i, run in enumerate(runs) if "timescaledb_information.hypertables" in run]
+    assert "hypertable_name = 'observations'" in runs[hypertable] and "fresh_schema" in runs[hypertable]
+    assert "observations is a hypertable" in runs[hypertable], "pefm db status must say so too"
+    [tests] = [i for i, run in enumerate(runs) if "pytest" in run]
+    assert runs[tests].split() == [".venv/bin/pytest", "tests/integration", "tests/functions"]
+    assert checks < hypertable < tests
 
 
 # --- CD: the cluster by OIDC, the database never on the runner, images by digest ---
