@@ -193,10 +193,11 @@ def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the
     assert "the local stack restarted" in controller.events(rollout_id)[1]["reason"]
 
 
-def test_db_status_lists_the_migrations_and_says_why_timescaledb_is_not_used(cli_env):
+def test_db_status_lists_the_migrations_and_says_whether_timescaledb_is_used(cli_env):
     assert run(cli_env, "db", "migrate").returncode == 0
     status = run(cli_env, "db", "status")
     assert status.returncode == 0, status.stderr
     assert "0009" in status.stdout and "pending" not in status.stdout
     text = " ".join(status.stdout.split())
-    assert "timescaledb: not used, plain PostgreSQL tables (the TimescaleDB extension is not available" in text
+    if "observations is a hypertable" not in text:  # ci.yml's TimescaleDB job takes that branch
+        assert "timescaledb: not used, plain PostgreSQL tables (" in text

@@ -102,15 +102,26 @@ def test_migrations_run_where_the_search_path_leaves_out_public(schema_url: str)
 
 
 def test_the_decision_reads_the_servers_preload_setting(db: Database):
-    from pefm.storage.timescale import timescale_plan
+    """Here plain PostgreSQL (no TimescaleDB: plain tables, nothing of the extension touched); in
+    ci.yml's TimescaleDB job, a preloaded TimescaleDB (observations a hypertable)."""
+    from pefm.storage.timescale import preloads_timescaledb, timescale_plan
 
     with db.connection() as conn:
         setting = conn.execute("SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'").fetchone()[0]
         assert setting == conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
         plan = timescale_plan(conn)
-        hypertables = conn.execute("SELECT to_regclass('timescaledb_information.hypertables')").fetchone()[0]
-    # this server has no TimescaleDB: plain tables, and nothing of the extension was touched
-    assert plan.use is False and plan.available is False and hypertables is None
+        hypertables = None
+        if conn.execute("SELECT to_regclass('timescaledb_information.hypertables')").fetchone()[0]:
+            hypertables = conn.execute(
+                """SELECT count(*) FROM timescaledb_information.hypertables
+                   WHERE hypertable_schema = current_schema() AND hypertable_name = 'observations'"""
+            ).fetchone()[0]
+    assert plan.available is bool(available)
+    if plan.use:
+        assert preloads_timescaledb(setting) and hypertables == 1
+    else:
+        assert not hypertables
 
 
 @pytest.mark.parametrize(("version", "old"), [(2, "8a820d959dd8e2fe"), (4, "7f33407be1ec411a")])
