@@ -67,6 +67,10 @@ class Settings:
     """``PEFM_KNATIVE_URL``: how the rollout webhooks reach a Knative Service or one revision of it
     inside the cluster (``{name}``: the Service or the revision; ``{namespace}``); cluster-local
     http by default, https where the cluster has set up TLS for cluster-local domains."""
+    fred_api_key: str | None = field(default=None, repr=False)
+    """``PEFM_FRED_API_KEY``: the FRED API key ``pefm data fetch fred`` uses."""
+    fred_url: str = "https://api.stlouisfed.org/fred"
+    """``PEFM_FRED_URL``: the FRED API's base URL (a mirror or a recorded one in tests)."""
     webhook_token: str | None = field(default=None, repr=False)
     """``PEFM_WEBHOOK_TOKEN``: the token Flagger's webhooks carry in their metadata (``token``);
     unset -> the rollout API refuses webhook calls."""
@@ -128,6 +132,8 @@ class Settings:
             ("PEFM_KNATIVE_NAMESPACE", "knative_namespace"),
             ("PEFM_KNATIVE_URL", "knative_url"),
             ("PEFM_WEBHOOK_TOKEN", "webhook_token"),
+            ("PEFM_FRED_API_KEY", "fred_api_key"),
+            ("PEFM_FRED_URL", "fred_url"),
             ("K_SINK", "sink"),
         ):
             if value := env.get(name, "").strip():

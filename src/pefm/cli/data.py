@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pefm.cli import app, console, data_app, db_app, open_db, progress_bar, series_app
+from pefm.cli import app, console, data_app, db_app, err, open_db, progress_bar, series_app
 from pefm.storage.database import Database
 from pefm.storage.observations import UnknownSeriesError
 
@@ -192,6 +192,41 @@ def data_load_csv(
         f"{parsed.series_id}: {result.inserted} inserted, {result.revised} revised, "
         f"{result.unchanged} unchanged, {parsed.missing} missing; "
         f"vintage {result.vintage:%Y-%m-%d %H:%M:%S%z}"
+    )
+
+
+fetch_app = typer.Typer(help="Fetch series from online sources.", no_args_is_help=True)
+data_app.add_typer(fetch_app, name="fetch")
+
+
+@fetch_app.command("fred")
+def data_fetch_fred(
+    fred_id: Annotated[str, typer.Argument(help="the FRED series id, e.g. GDPC1")],
+    vintages: Annotated[
+        bool, typer.Option(help="every ALFRED real-time value, stored at the date it became known")
+    ] = False,
+    series_id: Annotated[str | None, typer.Option(help="store as this series id (default: the FRED id)")] = None,
+) -> None:
+    """Fetch a series from FRED (API key in PEFM_FRED_API_KEY): metadata, observations and, with
+    --vintages, every real-time vintage from ALFRED, so as-of reads see the data as published."""
+    from pefm.config import get_settings
+    from pefm.data.fred import FredClient, FredError
+    from pefm.data.loading import load_fred
+
+    settings = get_settings()
+    try:
+        client = FredClient(settings.fred_api_key or "", settings.fred_url)
+        with open_db() as db, db.connection() as conn, console.status(f"fetching {fred_id} from FRED"):
+            meta, fetched, result = load_fred(conn, client, fred_id, series_id=series_id, vintages=vintages)
+    except FredError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    vintage_count = fetched.values["vintage"].nunique() if vintages else 1
+    console.print(
+        f"{meta.id} ({meta.frequency.label}, {meta.unit or 'no unit'}): {len(fetched.values)} values in "
+        f"{vintage_count} vintage(s); {result.inserted} inserted, {result.revised} revised, "
+        f"{result.unchanged} unchanged, {fetched.missing} missing",
+        highlight=False,
     )
 
 

@@ -1,4 +1,4 @@
-"""Loading data into the catalog: the bundled datasets and FRED-style CSV files."""
+"""Loading data into the catalog: the bundled datasets, FRED-style CSV files and the FRED API."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pandas as pd
 import psycopg
 
 from pefm.data.bundled import BundledSeries
-from pefm.data.fred_csv import ParsedSeries, parse_fred_csv
+from pefm.data.fred import FredObservations
+from pefm.data.fred_csv import SERIES_ID, ParsedSeries, parse_fred_csv
 from pefm.data.frequency import Frequency, period_end
 from pefm.data.validation import ValidationError, check_frequency
 from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, write_observations
@@ -84,6 +85,33 @@ def load_csv(
         )
         result = write_observations(conn, frame, vintage=vintage, source=f"csv:{Path(path).name}")
     return parsed, result
+
+
+def load_fred(
+    conn: psycopg.Connection, client, fred_id: str, *, series_id: str | None = None, vintages: bool = False
+) -> tuple[SeriesMeta, FredObservations, WriteResult]:
+    """Fetch a FRED series (``client``: a ``pefm.data.fred.FredClient``) and write it in one
+    transaction: as one vintage (now), or with ``vintages`` every ALFRED value at the date it
+    became known. The series is created from FRED's metadata when it is new. Nothing is written
+    when FRED refuses, or when the dates do not fit the series' frequency."""
+    from pefm.data.fred import series_meta
+
+    series_id = (series_id or fred_id).lower()
+    if not SERIES_ID.match(series_id):
+        raise ValueError(f"{series_id!r} is not a valid series id (lower-case letters, digits, _ . -)")
+    info = client.series(fred_id)
+    fetched = client.observations(fred_id, vintages=vintages)
+    values = fetched.values
+    with conn.transaction():
+        meta = get_series(conn, series_id)
+        if meta is None:
+            meta = series_meta(info, series_id, values["ts"])
+            upsert_series(conn, meta)
+        dates = pd.DatetimeIndex(values["ts"].drop_duplicates().sort_values())
+        if issues := check_frequency(dates, meta.frequency):
+            raise ValidationError(f"FRED's dates for {fred_id} are not {meta.frequency.label} period starts", issues)
+        result = write_observations(conn, values.assign(series_id=series_id), source=f"fred:{info.get('id', fred_id)}")
+    return meta, fetched, result
 
 
 def _check_on_frequency(parsed: ParsedSeries, freq: Frequency) -> None:
