@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -85,6 +86,39 @@ def test_as_of_forecasts_from_the_data_known_then(client):
     response = wait_for_model(client, {"series_id": "unemp", "horizon": 1, "as_of": "1990-01-01"})
     assert response.status_code == 200, response.text
     assert response.json()["forecasts"][0]["forecast"][0]["ds"] == "1990-01-01T00:00:00Z"
+
+
+def test_as_of_is_the_family_estimated_on_the_data_known_then_and_later_vintages_cannot_reach_it(
+    client, version, module_schema
+):
+    """The forecast "as of D" is the version's family and parameters estimated on the data known
+    at D (compared with a fit made here on that panel); a value revised later (planted with a later
+    vintage) changes nothing; a D before the data begins is a 422."""
+    import pandas as pd
+
+    from pefm.forecasting.panel import load_panel
+    from pefm.forecasting.training import estimator
+    from pefm.storage.database import Database
+    from pefm.storage.model_versions import get_version
+    from pefm.storage.observations import write_observations
+
+    as_of = datetime(1990, 3, 1, tzinfo=UTC)
+    with Database(module_schema, max_size=1) as db, db.connection() as conn:
+        served = get_version(conn, version)
+        panel = load_panel(conn, served.series_ids, as_of=as_of)
+        expected = estimator(served.family, served.params).fit(panel).predict(4, (80, 95))
+        revised = pd.DataFrame({"series_id": ["infl"], "ts": [pd.Timestamp("1985-01-01")], "value": [55.0]})
+        write_observations(conn, revised, vintage=datetime(2005, 1, 1, tzinfo=UTC))  # known only in 2005
+    body = {"series_id": "infl", "horizon": 4, "as_of": "1990-03-01"}
+    response = wait_for_model(client, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["estimated_as_of"] == "1990-03-01T00:00:00Z"
+    got = response.json()["forecasts"][0]["forecast"]
+    want = expected[expected["series_id"] == "infl"]
+    assert [r["mean"] for r in got] == pytest.approx(want["mean"].tolist(), rel=1e-9)
+    assert [r["hi-95"] for r in got] == pytest.approx(want["hi-95"].tolist(), rel=1e-9)
+    too_early = client.post("/v1/forecast", json={"series_id": "infl", "as_of": "1959-02-01"})
+    assert too_early.status_code == 422 and "as_of 1959-02-01" in too_early.json()["error"]
 
 
 def test_what_if_history_changes_the_forecast(client):

@@ -187,10 +187,11 @@ class InferenceService:
                         text,
                     ),
                 )
+        estimated = (as_of or server.version.data_as_of).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = (
             f'{{"model_version":"{server.version.id}","family":"{server.version.family}",'
             f'"revision":{json.dumps(self.settings.revision)},"request_id":"{request_id}",'
-            f'"forecasts":[{",".join(parts)}]}}'
+            f'"estimated_as_of":"{estimated}","forecasts":[{",".join(parts)}]}}'
         )
         headers = {"X-PEFM-Model-Version": server.version.id, "X-PEFM-Revision": self.settings.revision}
         return Response(body, headers=headers, media_type="application/json")

@@ -2,14 +2,19 @@
 
 Imported only once such a request arrives, so pandas-heavy work and the model's own imports stay
 off the start-up path. Without ``as_of`` the data are those the model was trained on, so a
-what-if differs from the plain forecast only by the client's ``history``. The served model is
-never mutated: conditioning happens on a copy (or, for the torch model, by feeding it the
-window directly).
+what-if differs from the plain forecast only by the client's ``history``. With ``as_of`` the
+forecast is the one the version's family (same parameters) makes when estimated on the data
+known at that moment, and conditioned on them: nothing later reaches it, neither values nor
+parameters. Those fits are cached per (version, as_of); a moment too early to fit is a 422. The
+served model is never mutated: conditioning happens on a copy (or, for the torch model, by feeding
+it the window directly).
 """
 
 from __future__ import annotations
 
 import copy
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +26,16 @@ from pefm.data.validation import ValidationError, check_frequency
 from pefm.forecasting.base import ForecastInputError, future_index
 from pefm.forecasting.panel import load_panel
 from pefm.forecasting.per_series import PerSeries
+from pefm.forecasting.training import estimator
 from pefm.serving.http import ApiError
 
 if TYPE_CHECKING:
     from pefm.serving.inference import ModelServer
 
 _training_panels: dict[str, pd.DataFrame] = {}
+_AS_OF_FITS = 16  # models estimated at past moments kept per process (least recently used out)
+_as_of_fits: OrderedDict[tuple[str, datetime], Any] = OrderedDict()
+_fitting = threading.Lock()
 
 
 def model_forecast(
@@ -44,6 +53,8 @@ def model_forecast(
             frame = model.predict(horizon, levels)
         else:
             panel = _panel(server, as_of)
+            if as_of is not None:
+                model = _estimated_at(server, as_of, panel)
             if history is not None:
                 panel = _with_history(panel, series_id, history, Frequency(server.meta[series_id]["frequency"]))
             frame = _conditioned(model, panel, series_id, horizon, levels)
@@ -71,6 +82,32 @@ def _conditioned(model, panel: pd.DataFrame, series_id: str, horizon: int, level
         return pd.DataFrame(out)
     data.attrs = dict(panel.attrs)
     return copy.deepcopy(model).update(data).predict(horizon, levels)
+
+
+def _estimated_at(server: ModelServer, as_of: datetime, panel: pd.DataFrame):
+    """The version's family and parameters estimated on ``panel`` (the data known at ``as_of``)."""
+    version = server.version
+    key = (version.id, as_of)
+    with _fitting:  # one estimation at a time per process: they are CPU-bound
+        if (fitted := _as_of_fits.get(key)) is not None:
+            _as_of_fits.move_to_end(key)
+            return fitted
+        model = estimator(version.family, version.params)
+        data = panel.dropna() if model.multivariate and not isinstance(model, PerSeries) else panel
+        if data.dropna(how="all").empty:
+            raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data was known then")
+        try:
+            model.fit(data)
+        except ForecastInputError as exc:
+            raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: too early to estimate {version.family}: {exc}") from None
+        except (ValueError, ArithmeticError) as exc:  # a fit that the data known then cannot support
+            raise ForecastInputError(
+                f"as_of {as_of:%Y-%m-%d}: {version.family} cannot be estimated on the data known then ({exc})"
+            ) from None
+        _as_of_fits[key] = model
+        while len(_as_of_fits) > _AS_OF_FITS:
+            _as_of_fits.popitem(last=False)
+        return model
 
 
 def _panel(server: ModelServer, as_of: datetime | None) -> pd.DataFrame:
