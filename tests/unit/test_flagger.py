@@ -63,7 +63,8 @@ def api():
                 "spec": {
                     "containers": [
                         {
-                            "image": "ghcr.io/pefm/inference:1.0-cuda",
+                            "image": "ghcr.io/pefm/inference@sha256:" + "a" * 64,  # CD deploys by digest
+                            "resources": {"limits": {"cpu": "2", "nvidia.com/gpu": "1"}},
                             "env": [{"name": "PEFM_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db"}}}],
                         }
                     ]
@@ -86,14 +87,17 @@ def test_deploy_changes_the_template_only_and_drops_the_last_deploys_extra_env(a
     assert (plural, name, list(body)) == ("services", SERVICE, ["spec"]) and list(body["spec"]) == ["template"]
     template = api.objects[("services", SERVICE)]["spec"]["template"]
     container = template["spec"]["containers"][0]
-    assert container["image"] == "ghcr.io/pefm/inference:2.0-cuda"  # a CUDA Service stays CUDA
+    assert container["image"] == "ghcr.io/pefm/inference:2.0-cuda"  # a GPU Service stays CUDA
     assert [e["name"] for e in container["env"]] == ["PEFM_MODEL_VERSION", "PEFM_FAULT_RATE", "PEFM_DATABASE_URL"]
     assert "name" not in template["metadata"]  # Knative names the revision
     assert template["metadata"]["annotations"][DEPLOY_ENV] == "PEFM_FAULT_RATE"
     assert api.objects[("services", SERVICE)]["spec"]["traffic"][0] == {"revisionName": "r-1", "percent": 100}
 
-    cluster.deploy(SERVICE, "ar-3")
-    env = api.objects[("services", SERVICE)]["spec"]["template"]["spec"]["containers"][0]["env"]
+    digest = "ghcr.io/pefm/inference@sha256:" + "b" * 64
+    cluster.deploy(SERVICE, "ar-3", image=digest)
+    container = api.objects[("services", SERVICE)]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == digest  # a digest names one build: never suffixed
+    env = container["env"]
     assert [(e["name"], e.get("value")) for e in env] == [("PEFM_MODEL_VERSION", "ar-3"), ("PEFM_DATABASE_URL", None)]
 
 

@@ -88,7 +88,7 @@ def start(
 def deploy(
     model_version: Annotated[str, typer.Option(help="the registry version the new revision serves")],
     image: Annotated[
-        str | None, typer.Option(help="its image (default: the Service's; a -cuda Service stays CUDA)")
+        str | None, typer.Option(help="its image (default: the Service's; a tag on a GPU Service gets its -cuda build)")
     ] = None,
     env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE added to the new revision")] = None,
     service: Annotated[str, typer.Option(help="the PEFM service (its Knative Service is pefm-SERVICE)")] = "inference",

@@ -76,7 +76,8 @@ class KnativeCluster:
         self, service: str, model_version: str, image: str | None = None, env: dict[str, str] | None = None
     ) -> int:
         """Change the Service's template to serve ``model_version`` (from ``image`` when given, in
-        the variant the Service runs: a ``-cuda`` image stays CUDA), with ``env`` added; extra env
+        the variant the Service runs: on a Service that asks for a GPU an image tag gets its
+        ``-cuda`` build; a digest is taken as given), with ``env`` added; extra env
         a previous deploy added is dropped. Knative creates and names the revision; Flagger
         canaries it. Traffic and everything else in the Service are left alone. Returns the
         Service's new generation."""
@@ -87,8 +88,9 @@ class KnativeCluster:
         previous = {n for n in annotations.get(DEPLOY_ENV, "").split(",") if n}
         container = template["spec"]["containers"][0]
         if image:
-            cuda = container.get("image", "").endswith("-cuda") and not image.endswith("-cuda")
-            container["image"] = image + ("-cuda" if cuda else "")
+            gpu = "nvidia.com/gpu" in (container.get("resources", {}).get("limits") or {})
+            by_tag = "@" not in image  # a digest names one build already: taken as given
+            container["image"] = image + ("-cuda" if gpu and by_tag and not image.endswith("-cuda") else "")
         dropped = previous | set(env) | {MODEL_ENV}
         kept = [e for e in container.get("env", []) if e.get("name") not in dropped]
         added = [{"name": k, "value": v} for k, v in sorted(env.items())]

@@ -130,13 +130,15 @@ class FlaggerHooks:
     def call(self, hook: str, payload: Payload) -> Answer:
         if hook not in HOOKS:
             raise WebhookError(404, f"no webhook {hook!r}; one of {', '.join(HOOKS)}", "hook")
-        rollout = self.find(payload)
+        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
+        primary, latest = self.cluster.revisions(target)  # read once per call
+        rollout = self.find(payload, target, primary, latest)
         if rollout is None:
             return Answer(True, f"{payload.canary}: no new revision to roll out")
         if hook == "event":
             return self._event(rollout, payload)
         if hook == "post-rollout":
-            return self._post_rollout(rollout, payload)
+            return self._post_rollout(rollout, payload, primary)
         if rollout.state.phase in TERMINAL:
             return Answer(False, f"rollout {rollout.id} is already {rollout.state.phase.value}", rollout.id, 409)
         answer = getattr(self, "_" + hook.replace("-", "_"))(rollout)
@@ -145,13 +147,11 @@ class FlaggerHooks:
         return answer
 
     # -- the rollout a payload is about ------------------------------------------------------------
-    def find(self, payload: Payload) -> Rollout | None:
+    def find(self, payload: Payload, target: str, primary: str | None, latest: str | None) -> Rollout | None:
         """The row of the revision this Canary's Service canaries now (created on first sight);
         None while there is none (after Flagger's initialisation or a promotion the primary is the
         latest revision). Keyed by revision, not by Flagger's checksum: confirm-rollout is called
         before Flagger records the new revision, with the previous rollout's checksum."""
-        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
-        primary, latest = self.cluster.revisions(target)
         if not latest:
             return None
         with self.db.connection() as conn:
@@ -264,12 +264,10 @@ class FlaggerHooks:
         return Answer(False, "no rollback requested", rollout.id, 403)
 
     # -- what Flagger reports --------------------------------------------------------------------
-    def _post_rollout(self, rollout: Rollout, payload: Payload) -> Answer:
+    def _post_rollout(self, rollout: Rollout, payload: Payload, primary: str | None) -> Answer:
         if payload.phase not in ("Succeeded", "Failed"):
             raise WebhookError(422, f"post-rollout phase must be Succeeded or Failed, not {payload.phase!r}", "phase")
         succeeded = payload.phase == "Succeeded"
-        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
-        primary, _ = self.cluster.revisions(target)
         expected = rollout.green_revision if succeeded else rollout.blue_revision
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT 1 FROM rollouts WHERE id = %s FOR UPDATE", (rollout.id,))
