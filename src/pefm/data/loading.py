@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import psycopg
 
 from pefm.data.bundled import BundledSeries
-from pefm.data.fred import FredObservations
 from pefm.data.fred_csv import SERIES_ID, ParsedSeries, parse_fred_csv
 from pefm.data.frequency import Frequency, period_end
 from pefm.data.validation import ValidationError, check_frequency
 from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, write_observations
 from pefm.storage.series import SeriesMeta, get_series, upsert_series
+
+if TYPE_CHECKING:
+    from pefm.data.fred import FredClient, FredObservations
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,9 @@ def load_csv(
 
 
 def load_fred(
-    conn: psycopg.Connection, client, fred_id: str, *, series_id: str | None = None, vintages: bool = False
+    conn: psycopg.Connection, client: FredClient, fred_id: str, *, series_id: str | None = None, vintages: bool = False
 ) -> tuple[SeriesMeta, FredObservations, WriteResult]:
-    """Fetch a FRED series (``client``: a ``pefm.data.fred.FredClient``) and write it in one
+    """Fetch a FRED series and write it in one
     transaction: as one vintage (now), or with ``vintages`` every ALFRED value at the date it
     became known. The series is created from FRED's metadata when it is new. Nothing is written
     when FRED refuses, or when the dates do not fit the series' frequency."""
