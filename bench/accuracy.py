@@ -32,12 +32,14 @@ from pefm.data.frequency import Frequency
 from pefm.data.loading import load_bundled
 from pefm.forecasting import metrics
 from pefm.forecasting.backtest import BacktestSpec, backtest, median_ratio, relative_rmse
-from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES, make_model
+from pefm.forecasting.bundle import DEFAULT_FAMILY
+from pefm.forecasting.models import MODEL_NAMES, make_model
 from pefm.forecasting.panel import MACRO_PANEL, load_panel
 from pefm.storage.database import open_database
 from statsforecast_anchor import run_statsforecast
 
 console = Console(width=200)
+DEFAULT_MODEL = DEFAULT_FAMILY[0]  # the family the serving bundle forecasts the quarterly panel with
 SF_MODELS = ("AutoARIMA", "AutoETS", "AutoTheta", "Naive")
 COST = 0.05  # percent of the position per unit of turnover: 5 bp
 
@@ -90,7 +92,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 windows, 250 days, no statsforecast")
     args = parser.parse_args()
     names = args.models.split(",") if args.models else list(MODEL_NAMES)
-    if DEFAULT_MODEL not in names:
+    if DEFAULT_MODEL not in names:  # what the serving bundle forecasts this panel with
         names.append(DEFAULT_MODEL)
     if "naive" not in names:
         names.insert(0, "naive")

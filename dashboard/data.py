@@ -90,10 +90,11 @@ def history(conn: psycopg.Connection, series_id: str, as_of: datetime | None) ->
 
 
 def forecast(conn: psycopg.Connection, version_id: str, series_id: str, horizon: int) -> pd.DataFrame:
-    """The version's precomputed forecast of the series: ds, mean, lo/hi 80 and 95."""
+    """The version's precomputed forecast of the series in model space (as the history is drawn):
+    ds, mean, lo/hi 80 and 95."""
     pre = read_precomputed(conn, version_id) or {"rows": []}
-    rows = [r for r in pre["rows"] if r["series_id"] == series_id][:horizon]
-    frame = pd.DataFrame(rows).drop(columns="series_id", errors="ignore")
+    rows = [r for r in pre["rows"] if r["series_id"] == series_id and r.get("space", "model") == "model"][:horizon]
+    frame = pd.DataFrame(rows).drop(columns=["series_id", "space"], errors="ignore")
     if not frame.empty:
         frame["ds"] = pd.to_datetime(frame["ds"]).dt.tz_localize(None)
     return frame

@@ -44,6 +44,17 @@ def start_function(name: str, database_url: str, tmp: Path, **env: str) -> Proce
     )
 
 
+def wait_for_model(client, body):
+    """Requests that need the model itself get 503 until it has loaded in the background."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = client.post("/v1/forecast", json=body)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        assert response.headers["retry-after"]
+        time.sleep(0.2)
+
+
 def stop(running: Process) -> None:
     running.stop()
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.functions.conftest import ROOT, count, register_model, start_function, stop
+from tests.functions.conftest import ROOT, count, register_model, start_function, stop, wait_for_model
 
 SERIES = ["realgdp", "unemp", "infl"]
 
@@ -33,17 +33,6 @@ def inference(module_schema, version, tmp_path_factory):
 def client(inference):
     with inference.client() as c:
         yield c
-
-
-def wait_for_model(client, body):
-    """Requests that need the model itself get 503 until it has loaded in the background."""
-    deadline = time.monotonic() + 60
-    while True:
-        response = client.post("/v1/forecast", json=body)
-        if response.status_code != 503 or time.monotonic() > deadline:
-            return response
-        assert response.headers["retry-after"]
-        time.sleep(0.2)
 
 
 def test_forecast_names_model_and_revision(client, version):
@@ -121,6 +110,29 @@ def test_as_of_is_the_family_estimated_on_the_data_known_then_and_later_vintages
     assert too_early.status_code == 422 and "as_of 1959-02-01" in too_early.json()["error"]
 
 
+def test_as_of_in_level_space_starts_from_the_level_known_then(client, module_schema):
+    """realgdp (annualized log growth) as of 1990-03-01: the model-space step applied to the last
+    level known then (1989Q4), in the stored unit; in model space, the derived unit."""
+    import math
+
+    import psycopg
+
+    with psycopg.connect(module_schema) as conn:
+        known = conn.execute(
+            """SELECT value FROM observations WHERE series_id = 'realgdp' AND vintage <= '1990-03-01'
+               ORDER BY ts DESC, vintage DESC LIMIT 1"""
+        ).fetchone()[0]
+    body = {"series_id": "realgdp", "horizon": 2, "as_of": "1990-03-01"}
+    level = wait_for_model(client, body).json()["forecasts"][0]
+    model = wait_for_model(client, {**body, "space": "model"}).json()["forecasts"][0]
+    assert (level["space"], model["space"]) == ("level", "model")
+    assert level["unit"] == "billions of chained 2005 US$, SAAR"
+    assert model["unit"] == "percent, annualized log growth"
+    step = model["forecast"][0]["mean"]
+    assert level["forecast"][0]["mean"] == pytest.approx(known * math.exp(step / 400), rel=1e-9)
+    assert level["forecast"][0]["ds"] == model["forecast"][0]["ds"] == "1990-01-01T00:00:00Z"
+
+
 def test_what_if_history_changes_the_forecast(client):
     base = wait_for_model(client, {"series_id": "unemp", "horizon": 2}).json()["forecasts"][0]["forecast"]
     shocked = wait_for_model(
@@ -151,6 +163,7 @@ def test_what_if_history_changes_the_forecast(client):
         ({"series_id": "unemp", "as_of": "soon"}, 422, "as_of"),
         ({"series_id": "unemp", "extra": 1}, 422, "extra"),
         ({"series_id": "unemp", "series_ids": ["infl"]}, 422, "series_id"),
+        ({"series_id": "unemp", "space": "log"}, 422, "space"),
         ({"series_ids": ["unemp", "infl"], "history": [{"ts": "2000-01-01", "value": 1}]}, 422, "history"),
     ],
 )

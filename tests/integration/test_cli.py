@@ -1,5 +1,6 @@
 """The ``pefm`` command as a user runs it: a real process on a real database."""
 
+import json
 import os
 import re
 import subprocess
@@ -47,6 +48,22 @@ def test_bootstrap_leaves_a_serving_model_and_a_second_run_changes_nothing(cli_e
     assert [status for _, status in versions] == ["serving"] and observations[0] > 20_000
     serving = versions[0][0]
     assert f"serving model: {serving}" in first.stdout
+    # the default bundle forecasts every series; `pefm forecast` answers as the inference function
+    with psycopg.connect(schema_url) as conn:
+        covered, precomputed = conn.execute(
+            "SELECT series_ids, precomputed FROM model_versions WHERE id = %s", (serving,)
+        ).fetchone()
+    assert len(covered) == 17
+    shown = run(cli_env, "forecast", "sp500", "realgdp", "-h", "3", "--json")
+    assert shown.returncode == 0, shown.stderr
+    parts = {p["series_id"]: p for p in json.loads(shown.stdout)["forecasts"]}
+    assert (parts["sp500"]["space"], parts["sp500"]["unit"]) == ("level", "index points")
+    stored = [r for r in precomputed["rows"] if r["series_id"] == "realgdp" and r["space"] == "level"][:3]
+    assert [r["mean"] for r in parts["realgdp"]["forecast"]] == [r["mean"] for r in stored]
+    table = run(cli_env, "forecast", "realgdp", "--space", "model", "-h", "2")
+    assert table.returncode == 0 and "realgdp (model space: percent, annualized log growth)" in table.stdout
+    bad = run(cli_env, "forecast", "realgdp", "--space", "log")
+    assert bad.returncode == 1 and "space: expected one of level, model" in bad.stderr
     second = run(cli_env, "bootstrap", "--load-bundled")
     assert second.returncode == 0, second.stderr
     assert "bundled data: all 17 series already hold data" in second.stdout
@@ -119,13 +136,13 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, tmp_path):
         if line.startswith("tour:") or process.poll() is not None:
             break
     output = "".join(lines)
-    assert "serving model: ensemble-" in output, output
+    assert "serving model: bundle-" in output, output
     try:
         forecast = httpx.post(
             f"http://127.0.0.1:{port}/v1/forecast", json={"series_id": "realgdp", "horizon": 2}, timeout=30
         )
         assert forecast.status_code == 200, forecast.text
-        assert forecast.headers["x-pefm-routed-revision"].startswith("pefm-inference-ensemble-")
+        assert forecast.headers["x-pefm-routed-revision"].startswith("pefm-inference-bundle-")
         token = dict(line.split("=", 1) for line in (tmp_path / "home" / "tokens.env").read_text().split())
         ingest_url = next(w for w in output.split() if w.endswith("/v1/observations"))
         put = httpx.put(

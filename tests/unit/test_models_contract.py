@@ -23,8 +23,22 @@ def simulated(n: int = 120, k: int = 1, seed: int = 7) -> pd.DataFrame:
     return pd.DataFrame(values + 2.0, index=index, columns=[f"s{i}" for i in range(k)])
 
 
+def garch_returns(n: int = 300, seed: int = 7) -> pd.Series:
+    """GARCH(1,1) returns in percent with Student t shocks, on quarter starts (the dates are only labels)."""
+    rng = np.random.default_rng(seed)
+    omega, alpha, beta = 0.05, 0.1, 0.85
+    values, variance = np.zeros(n), omega / (1 - alpha - beta)
+    for t in range(n):
+        values[t] = 0.05 + np.sqrt(variance) * rng.standard_t(6) / np.sqrt(1.5)
+        variance = omega + alpha * (values[t] - 0.05) ** 2 + beta * variance
+    index = pd.date_range("1950-01-01", periods=n, freq="QS")
+    return pd.Series(values, index=index, name="s0")
+
+
 def data_for(name: str, n: int = 120):
     model = make_model(name, **FAST.get(name, {}))
+    if name == "garch":  # a volatility model: returns with volatility clusters, and more of them
+        return model, garch_returns()
     return model, (simulated(n, k=3) if model.multivariate else simulated(n)["s0"])
 
 

@@ -66,11 +66,12 @@ def bootstrap(
 
 
 def _serving_model(db: Database) -> str:
-    """The serving model version; the first time, the default model trained on the macro panel
-    with a short backtest (12 windows) for the dashboard's accuracy views."""
+    """The serving model version; the first time, the default bundle (a family per group of
+    series) trained on every series with a short backtest (12 windows) for the accuracy views."""
+    from pefm.cli.forecasting import group_count, planned_params
     from pefm.forecasting.backtest import BacktestSpec
     from pefm.forecasting.models import DEFAULT_MODEL
-    from pefm.forecasting.panel import MACRO_PANEL
+    from pefm.forecasting.panel import default_series
     from pefm.forecasting.registry import promote, serving_version
     from pefm.forecasting.training import train
 
@@ -80,12 +81,16 @@ def _serving_model(db: Database) -> str:
             console.print(f"serving model: {serving.id}")
             return serving.id
         spec = BacktestSpec(windows=12)
+        ids = default_series(conn, DEFAULT_MODEL)
+        params = planned_params(conn, DEFAULT_MODEL, ids, {}, None)
         with progress_bar() as progress:
-            task = progress.add_task(f"backtesting {DEFAULT_MODEL}", total=spec.windows)
+            total = spec.windows * group_count(DEFAULT_MODEL, params)
+            task = progress.add_task(f"backtesting {DEFAULT_MODEL}", total=total)
             version, _ = train(
                 conn,
                 DEFAULT_MODEL,
-                list(MACRO_PANEL),
+                ids,
+                params=params,
                 spec=spec,
                 on_window=lambda cutoff: progress.update(
                     task, advance=1, description=f"{DEFAULT_MODEL} @ {cutoff:%Y-%m-%d}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,11 +13,15 @@ from rich.table import Table
 
 from pefm.cli import app, console, models_app, open_db, progress_bar
 from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
-from pefm.forecasting.panel import MACRO_PANEL
+from pefm.forecasting.panel import default_series
 
-SeriesOpt = Annotated[list[str] | None, typer.Option("--series", "-s", help="series ids (default: the macro panel)")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"one of {', '.join(MODEL_NAMES)}")]
+SeriesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--series", "-s", help="series ids (default: every series for the bundle, else the macro panel)"),
+]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"one of {', '.join((BUNDLE, *MODEL_NAMES))}")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="model parameter NAME=JSON")]
 SHOWN = ("rmse", "mae", "mase", "coverage-80", "coverage-95", "directional_accuracy", "sharpe")
 
@@ -38,6 +43,24 @@ def _params(raw: list[str] | None) -> dict[str, Any]:
     return params
 
 
+def planned_params(conn, model: str, ids: list[str], params: dict[str, Any], as_of) -> dict[str, Any]:
+    """The bundle's groups planned from the series (unless given): what training and the progress
+    bar both need to know."""
+    if model != BUNDLE or params.get("groups"):
+        return params
+    from pefm.forecasting.panel import load_panel
+    from pefm.forecasting.training import bundle_params
+
+    planned = bundle_params(load_panel(conn, ids, as_of=as_of))
+    for series_id, why in planned["skipped"].items():
+        console.print(f"[yellow]{series_id} left out[/yellow]: {why}")
+    return {**params, **planned}
+
+
+def group_count(model: str, params: dict[str, Any]) -> int:
+    return max(1, len(params.get("groups", []))) if model == BUNDLE else 1
+
+
 @app.command()
 def train(
     model: ModelOpt = DEFAULT_MODEL,
@@ -49,19 +72,21 @@ def train(
     step: int = 1,
     refit_every: int = 1,
 ) -> None:
-    """Backtest a model on the panel, fit it on all the data, register it as a candidate."""
+    """Backtest a model on the panel, fit it on all the data, register it as a candidate (the
+    bundle: a family per group of series, planned from the catalog)."""
     from pefm.forecasting.training import train as run_train
 
-    ids = list(series or MACRO_PANEL)
     spec = _spec(h, windows, step, refit_every) if windows else None
     when = pd.Timestamp(as_of, tz="UTC").to_pydatetime() if as_of else None
     with open_db() as db, db.connection() as conn, progress_bar() as progress:
-        task = progress.add_task(f"backtesting {model}", total=windows or 1)
+        ids = list(series or default_series(conn, model))
+        params = planned_params(conn, model, ids, _params(param), when)
+        task = progress.add_task(f"backtesting {model}", total=(windows or 1) * group_count(model, params))
         version, run = run_train(
             conn,
             model,
             ids,
-            params=_params(param),
+            params=params,
             as_of=when,
             spec=spec,
             on_window=_advance(progress, task, model),
@@ -91,12 +116,13 @@ def backtest(
 
     spec = _spec(h, windows, step, refit_every)
     with open_db() as db, db.connection() as conn:
-        params, ids, as_of = _params(param), list(series or MACRO_PANEL), None
+        ids, as_of = list(series or default_series(conn, model)), None
+        params = planned_params(conn, model, ids, _params(param), None)
         if version:
             stored = get_version(conn, version)
             model, params, ids, as_of = stored.family, stored.params, stored.series_ids, stored.data_as_of
         with progress_bar() as progress:
-            task = progress.add_task(f"backtesting {model}", total=windows)
+            task = progress.add_task(f"backtesting {model}", total=windows * group_count(model, params))
             run = run_backtest(
                 conn,
                 model,
@@ -264,4 +290,81 @@ def _print_scores(scores: pd.DataFrame) -> None:
             row["series_id"],
             *("-" if pd.isna(row.get(c)) else f"{row[c]:.3f}" for c in columns),
         )
+    console.print(table)
+
+
+@app.command("forecast")
+def forecast_command(
+    series: Annotated[list[str], typer.Argument(help="series ids")],
+    horizon: Annotated[int, typer.Option("--horizon", "-h", help="steps ahead, each series at its frequency")] = 8,
+    levels: Annotated[str, typer.Option(help="interval levels, comma-separated")] = "80,95",
+    space: Annotated[
+        str | None,
+        typer.Option(help="level (the series' units) or model (transformed); default level where it inverts"),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="forecast as made then, from the data known then")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="model version (default: the serving one)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the JSON POST /v1/forecast answers")] = False,
+) -> None:
+    """Forecast series with the serving model: the answer POST /v1/forecast gives, as a table."""
+    import dataclasses
+
+    from pefm.config import get_settings
+    from pefm.serving.http import ApiError
+    from pefm.serving.inference import ModelServer, check_request, forecast_part, series_space
+
+    request = {"series_ids": list(series), "horizon": horizon, "levels": _levels(levels), "space": space}
+    if as_of:
+        request["as_of"] = as_of
+    with open_db() as db:
+        server = ModelServer(dataclasses.replace(get_settings(), model_version=version), db)
+        try:
+            server.load()
+            ids, h, lv, when, _, asked = check_request(request)
+            parts = []
+            for series_id in ids:
+                if series_id not in server.meta:
+                    raise ApiError(409, f"model {server.version.id} does not forecast {series_id}")
+                chosen = series_space(series_id, server.meta[series_id]["transform"], asked)
+                text = None if when else server.precomputed_json(series_id, chosen, h, lv)
+                if text is None:
+                    if server.model is None:
+                        server.load_model()
+                    text = server.model_json(series_id, chosen, h, lv, when, None)
+                parts.append(json.loads(forecast_part(series_id, chosen, server.meta[series_id], text)))
+        except ApiError as exc:
+            details = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details)
+            raise ValueError(f"{exc.error}{' (' + details + ')' if details else ''}") from None
+    if json_out:
+        console.print_json(json.dumps({"model_version": server.version.id, "forecasts": parts}))
+        return
+    for part in parts:
+        _print_forecast(part, server.version.id, when)
+
+
+def _levels(text: str) -> list[int | str]:
+    return [int(v) if v.strip().isdigit() else v for v in text.split(",")]
+
+
+def _significant(value: float, digits: int = 4) -> str:
+    """``value`` to about ``digits`` significant digits, without an exponent: 13,035 or 2.870."""
+    magnitude = math.floor(math.log10(abs(value))) if value else 0
+    return f"{value:,.{max(0, digits - 1 - magnitude)}f}"
+
+
+def _print_forecast(part: dict[str, Any], version_id: str, as_of) -> None:
+    rows = part["forecast"]
+    bounds = [k for k in rows[0] if k not in ("ds", "mean")]
+    when = f", as of {as_of:%Y-%m-%d}" if as_of else ""
+    table = Table(
+        "date",
+        "mean",
+        *bounds,
+        title=f"{part['series_id']} ({part['space']} space: {part['unit']}){when}",
+        caption=f"{version_id}; transform {part['transform']}",
+    )
+    for row in rows:
+        table.add_row(row["ds"][:10], *(_significant(row[k]) for k in ("mean", *bounds)))
     console.print(table)

@@ -31,6 +31,25 @@ def _log_return(y: pd.Series, freq: Frequency) -> pd.Series:
     return (100.0 * np.log(y).diff()).iloc[1:]
 
 
+RETURN_TRANSFORMS = frozenset({"log_return"})
+"""Transforms whose model-space values are returns (trading checks apply; GARCH forecasts them)."""
+
+INVERTIBLE = frozenset({"none", "diff", "log_diff_ann", "log_return"})
+"""Transforms with an inverse back to the stored units (``forecasting.levels.invert``)."""
+SPACES = ("level", "model")
+"""Where a forecast is read: the stored units (level) or the transformed values models forecast."""
+
+
+def model_space_unit(unit: str, transform: str) -> str:
+    """The unit of the model-space values of a series stored in ``unit``."""
+    return {
+        "none": unit,
+        "diff": f"change in {unit}" if unit else "change",
+        "log_diff_ann": "percent, annualized log growth",
+        "log_return": "percent, log return",
+    }.get(transform, f"{transform} of {unit}")
+
+
 TRANSFORMS: dict[str, Callable[[pd.Series, Frequency], pd.Series]] = {
     "none": _none,
     "diff": _diff,

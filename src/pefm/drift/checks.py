@@ -57,26 +57,18 @@ def one_step_forecasts(model, panel: pd.DataFrame, series_id: str, trained_until
     """For each value that arrived after the model's training data: the served model's one-step
     forecast of it, conditioned on the data before it (parameters fixed), the actual value and
     the error (actual - forecast). Indexed by timestamp."""
-    from pefm.forecasting.per_series import PerSeries
+    from pefm.forecasting.panel import member_data
 
     history = panel[series_id].dropna()
     after = history.index[history.index > trained_until]
+    member = copy.deepcopy(model.for_series(series_id))
+    data = member_data(member, panel, series_id)
     forecasts = {}
-    if isinstance(model, PerSeries):
-        member = copy.deepcopy(model.for_series(series_id))
-        attrs = {"frequency": panel.attrs["frequencies"][series_id]}
-        for ts in after:
-            known = history.loc[history.index < ts]
-            known.attrs = attrs
-            forecasts[ts] = member.update(known).predict(1)["mean"].iloc[0]
-    else:
-        fitted = copy.deepcopy(model)
-        data = panel[fitted.series_ids_].dropna()
-        for ts in after:
-            known = data.loc[data.index < ts]
-            known.attrs = dict(panel.attrs)
-            frame = fitted.update(known).predict(1)
-            forecasts[ts] = frame.loc[frame["series_id"] == series_id, "mean"].iloc[0]
+    for ts in after:
+        known = data.loc[data.index < ts]
+        known.attrs = dict(data.attrs)
+        frame = member.update(known).predict(1)
+        forecasts[ts] = frame.loc[frame["series_id"] == series_id, "mean"].iloc[0]
     out = pd.DataFrame({"forecast": pd.Series(forecasts, dtype="float64")})
     out["actual"] = history.reindex(out.index)
     out["error"] = out["actual"] - out["forecast"]

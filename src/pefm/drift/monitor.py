@@ -137,9 +137,7 @@ def _persisted(conn: psycopg.Connection, version_id: str, digest: str, consecuti
 
 
 def _trained_until(model, series_id: str) -> pd.Timestamp:
-    from pefm.forecasting.per_series import PerSeries
-
-    return model.for_series(series_id).cutoff_ if isinstance(model, PerSeries) else model.cutoff_
+    return model.for_series(series_id).cutoff_
 
 
 def _backtest_one_step(version: ModelVersion) -> pd.DataFrame:

@@ -24,11 +24,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.gating import gate_candidate
 from pefm.forecasting.models import DEFAULT_MODEL
-from pefm.forecasting.panel import MACRO_PANEL, load_panel
+from pefm.forecasting.panel import default_series, load_panel
 from pefm.forecasting.registry import serving_version
-from pefm.forecasting.training import data_sha256, train
+from pefm.forecasting.training import bundle_params, data_sha256, train
 from pefm.rollout.router import knative_service, revision_name
 from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, get_version
@@ -72,8 +73,12 @@ class _Job:
     def run(self, model, params, spec, dry_run: bool, reason: str) -> dict[str, Any]:
         conn = self.conn
         serving = serving_version(conn)
-        ids = serving.series_ids if serving else list(MACRO_PANEL)
         family = model or (serving.family if serving else DEFAULT_MODEL)
+        if family == BUNDLE:  # re-planned from the catalog: series added since join the bundle
+            ids = default_series(conn, BUNDLE)
+            params = params or bundle_params(load_panel(conn, ids))
+        else:
+            ids = serving.series_ids if serving and serving.family == family else default_series(conn, family)
         if params is None:
             params = serving.params if serving and serving.family == family else {}
         if spec is None and serving and serving.backtest:

@@ -79,20 +79,23 @@ def backtest(
     ``model`` (``label``, default the model's name), ``series_id, cutoff, ds, y, mean, lo-80, ...``.
     """
     frame = data.to_frame() if isinstance(data, pd.Series) else data
-    origins = cutoffs(frame.index, spec)
+    groups = [list(frame.columns)] if model.multivariate else [[c] for c in frame.columns]
+    # each series' origins on its own dates: series of one panel may end at different times
+    origins = {",".join(map(str, cols)): list(cutoffs(frame[cols].dropna(how="all").index, spec)) for cols in groups}
     fitted: dict[str, BaseForecaster] = {}
     rows = []
-    for i, cutoff in enumerate(origins):
+    for cutoff in sorted(set().union(*origins.values())):
         known = as_of(cutoff) if as_of is not None else frame
         known = known.loc[:cutoff]
-        refit = i % spec.refit_every == 0
-        groups = [list(frame.columns)] if model.multivariate else [[c] for c in frame.columns]
         for columns in groups:
+            key = ",".join(map(str, columns))
+            if cutoff not in origins[key]:
+                continue
+            refit = origins[key].index(cutoff) % spec.refit_every == 0
             train = known[columns].dropna()
             if spec.window == "sliding":
                 train = train.iloc[-spec.train_size :]
             train.attrs = dict(frame.attrs)
-            key = ",".join(map(str, columns))
             if refit or key not in fitted:
                 fitted[key] = model.clone().fit(train if model.multivariate else train[columns[0]])
             else:

@@ -58,6 +58,8 @@ class BaseForecaster:
 
     name: ClassVar[str] = "base"
     multivariate: ClassVar[bool] = False
+    handles_gaps: ClassVar[bool] = False
+    """Multivariate models that fit each series on its own span (no common dates needed)."""
     min_length: ClassVar[int] = 2
 
     # -- parameters ------------------------------------------------------------------------
@@ -106,6 +108,54 @@ class BaseForecaster:
                 part[f"lo-{level}"], part[f"hi-{level}"] = lo, hi
             parts.append(pd.DataFrame(part))
         return pd.concat(parts, ignore_index=True)
+
+    def for_series(self, series_id: str) -> BaseForecaster:
+        """The fitted model that forecasts ``series_id``: this one for a single or multivariate
+        model; combinations of models (per series, bundles of groups) hand out their member."""
+        if series_id not in getattr(self, "series_ids_", ()):
+            raise ForecastInputError(f"this model was not fitted on {series_id!r}")
+        return self
+
+    def sample_paths(self, h: int, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` simulated future paths of ``h`` steps in model space, shape ``(series, n, h)`` in
+        ``series_ids_`` order: what level-space intervals are made from.
+
+        Default (models that cannot simulate themselves): a Gaussian copula. Each step's marginal is
+        the model's own forecast distribution (its quantiles at levels 10..99, interpolated), so the
+        paths reproduce the model's intervals step by step; the dependence between steps is that of
+        the linear process ``e_k = sum_j psi_j * shock_{k-j}`` with the model's own impulse
+        responses (``_impulse``). Models that do not know theirs get ``psi`` read off the growth of
+        their interval width (``psi_j^2 = (s_{j+1}^2 - s_j^2) / s_1^2``, taken non-negative): exact
+        for a random walk and for independent steps, conservative for oscillating dynamics."""
+        from scipy.stats import norm
+
+        frame = self.predict(h, _PATH_LEVELS)
+        rng = np.random.default_rng(seed)
+        z_grid = norm.ppf(
+            np.concatenate([0.5 - np.array(_PATH_LEVELS[::-1]) / 200, [0.5], 0.5 + np.array(_PATH_LEVELS) / 200])
+        )
+        out = np.empty((len(self.series_ids_), n, h))
+        for i, series_id in enumerate(self.series_ids_):
+            rows = frame[frame["series_id"] == series_id]
+            lows = [rows[f"lo-{lv}"].to_numpy() for lv in _PATH_LEVELS[::-1]]
+            highs = [rows[f"hi-{lv}"].to_numpy() for lv in _PATH_LEVELS]
+            quantiles = np.column_stack([*lows, rows["mean"].to_numpy(), *highs])  # (h, grid)
+            psi = self._impulse(h)
+            if psi is None:
+                scale = np.maximum((rows["hi-80"] - rows["lo-80"]).to_numpy(), 1e-12)
+                psi = np.sqrt(np.maximum(np.diff(scale**2, prepend=0.0), 0.0)) / scale[0]
+            shocks = rng.standard_normal((n, h))
+            # e_k = sum_{j<k} psi_j * shock_{k-j}, standardized: each step N(0, 1), correlated
+            mixed = np.stack([shocks[:, : k + 1] @ psi[: k + 1][::-1] for k in range(h)], axis=1)
+            z = mixed / np.sqrt(np.maximum(np.cumsum(psi**2), 1e-24))
+            for k in range(h):
+                out[i, :, k] = _interp_extrapolated(z[:, k], z_grid, quantiles[k])
+        return out
+
+    def _impulse(self, h: int) -> np.ndarray | None:
+        """The impulse responses ``psi_0..psi_{h-1}`` (``psi_0 = 1``) of the model's forecast
+        errors: how a shock at the first step carries into later ones. None when unknown."""
+        return None
 
     def update(self, y: pd.Series | pd.DataFrame) -> Self:
         """Condition the fitted model on ``y`` (its training data, extended by newer points)
@@ -178,6 +228,18 @@ class BaseForecaster:
         if not isinstance(model, cls):
             raise TypeError(f"bytes hold a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+_PATH_LEVELS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99)
+
+
+def _interp_extrapolated(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Piecewise-linear interpolation through (xp, fp), extended linearly past both ends."""
+    out = np.interp(x, xp, fp)
+    low, high = x < xp[0], x > xp[-1]
+    out[low] = fp[0] + (x[low] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
+    out[high] = fp[-1] + (x[high] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    return out
 
 
 def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:

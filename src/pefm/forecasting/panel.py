@@ -19,25 +19,55 @@ MACRO_PANEL = ("realgdp", "realcons", "realinv", "m1", "infl", "unemp", "tbilrat
 RETURN_SERIES = ("sp500",)
 
 
+def default_series(conn: psycopg.Connection, family: str) -> list[str]:
+    """The series a family is trained on when none are named: for the bundle every catalog series
+    that holds data (a new series joins at the next training), for a single family the macro panel
+    it was designed for."""
+    from pefm.forecasting.bundle import BUNDLE
+
+    if family != BUNDLE:
+        return list(MACRO_PANEL)
+    rows = conn.execute(
+        "SELECT id FROM series s WHERE EXISTS (SELECT 1 FROM observations o WHERE o.series_id = s.id) ORDER BY id"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def load_panel(conn: psycopg.Connection, series_ids: Sequence[str], *, as_of: Moment = None) -> pd.DataFrame:
     """The series as known at ``as_of``, each transformed as its catalog entry says, aligned on
     their common index (NaN where a series has no value). ``attrs["frequencies"]`` and
-    ``attrs["transforms"]`` describe the columns."""
+    ``attrs["transforms"]`` describe the columns; ``attrs["anchors"]`` holds each series' last
+    stored value (where its inverse transform back to levels starts)."""
     raw = read_frame(conn, series_ids, as_of=as_of)
-    columns, transforms = {}, {}
+    columns, transforms, anchors = {}, {}, {}
     for series_id in series_ids:
         meta = get_series(conn, series_id)
         assert meta is not None  # read_frame raised for unknown ids
         transforms[series_id] = meta.transform
-        columns[series_id] = apply_transform(raw[series_id].dropna(), meta.transform, meta.frequency)
+        values = raw[series_id].dropna()
+        if len(values):
+            anchors[series_id] = float(values.iloc[-1])
+        columns[series_id] = apply_transform(values, meta.transform, meta.frequency)
     panel = pd.DataFrame(columns).reindex(columns=list(series_ids))
     freqs = raw.attrs["frequencies"]
     if len(set(freqs.values())) == 1:
         from pefm.data.frequency import with_frequency
 
         panel.index = with_frequency(pd.DatetimeIndex(panel.index), next(iter(freqs.values())))
-    panel.attrs = {"frequencies": freqs, "transforms": transforms}
+    panel.attrs = {"frequencies": freqs, "transforms": transforms, "anchors": anchors}
     return panel
+
+
+def member_data(member, panel: pd.DataFrame, series_id: str) -> pd.Series | pd.DataFrame:
+    """What ``member`` (a model's ``for_series(series_id)``) is conditioned on from ``panel``: the
+    series' own values for a univariate model, its columns on their common dates for a joint one."""
+    if member.multivariate:
+        data = panel[member.series_ids_].dropna()
+        data.attrs = {"frequencies": {s: panel.attrs["frequencies"][s] for s in member.series_ids_}}
+    else:
+        data = panel[series_id].dropna()
+        data.attrs = {"frequency": panel.attrs["frequencies"][series_id]}
+    return data
 
 
 def as_of_loader(conn: psycopg.Connection, series_ids: Sequence[str]):

@@ -15,6 +15,7 @@ from pefm.forecasting.base import DEFAULT_LEVELS, BaseForecaster, ForecastInputE
 
 class PerSeries(BaseForecaster):
     multivariate = True
+    handles_gaps = True
 
     def __init__(self, model: BaseForecaster):
         if model.multivariate:

@@ -14,6 +14,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import psycopg
 
 from pefm.forecasting.base import BaseForecaster
@@ -46,14 +47,13 @@ def register(
     data_as_of: datetime,
     data_sha256: str,
     backtest: dict[str, Any] | None,
+    panel: pd.DataFrame,
     parent_id: str | None = None,
 ) -> ModelVersion:
-    """Store a fitted model as a new candidate version (one INSERT: all of it or nothing)."""
+    """Store a fitted model as a new candidate version (one INSERT: all of it or nothing), with its
+    forecasts precomputed in both spaces (``panel``: the data it was fitted on, a ``load_panel`` frame)."""
     artifact = model.to_bytes()
     digest = hashlib.sha256(artifact).hexdigest()
-    horizon = min(PRECOMPUTED_HORIZON, getattr(model, "horizon", PRECOMPUTED_HORIZON))
-    forecast = model.predict(horizon, PRECOMPUTED_LEVELS)
-    forecast["ds"] = forecast["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return table.insert_version(
         conn,
         id=new_version_id(family, digest),
@@ -65,13 +65,30 @@ def register(
         artifact=artifact,
         artifact_sha256=digest,
         backtest=backtest,
-        precomputed={
-            "horizon": horizon,
-            "levels": list(PRECOMPUTED_LEVELS),
-            "rows": forecast.to_dict("records"),
-        },
+        precomputed=precompute(model, panel),
         parent_id=parent_id,
     )
+
+
+def precompute(model: BaseForecaster, panel: pd.DataFrame) -> dict[str, Any]:
+    """The forecasts a plain request is answered from: up to PRECOMPUTED_HORIZON steps at the
+    PRECOMPUTED_LEVELS, in model space and in level space (rows carry ``space``), and the level
+    each series' inverse transform starts from (``anchors``)."""
+    from pefm.data.frequency import Frequency
+    from pefm.forecasting.levels import anchor_at, level_forecast
+
+    horizon = min(PRECOMPUTED_HORIZON, getattr(model, "horizon", PRECOMPUTED_HORIZON))
+    forecast = model.predict(horizon, PRECOMPUTED_LEVELS)
+    parts, anchors = [forecast.assign(space="model")], {}
+    for series_id, rows in forecast.groupby("series_id", sort=False):
+        member = model.for_series(series_id)
+        anchors[series_id] = anchor_at(panel, series_id, member.cutoff_)
+        transform, freq = panel.attrs["transforms"][series_id], Frequency(panel.attrs["frequencies"][series_id])
+        level = level_forecast(member, rows, series_id, anchors[series_id], transform, freq, PRECOMPUTED_LEVELS)
+        parts.append(level.assign(space="level"))
+    out = pd.concat(parts, ignore_index=True)
+    out["ds"] = out["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"horizon": horizon, "levels": list(PRECOMPUTED_LEVELS), "anchors": anchors, "rows": out.to_dict("records")}
 
 
 def load_model(conn: psycopg.Connection, version_id: str) -> BaseForecaster:

@@ -11,15 +11,16 @@ from typing import Any
 import pandas as pd
 import psycopg
 
+from pefm.data.transforms import RETURN_TRANSFORMS
 from pefm.forecasting.backtest import BacktestSpec, backtest, score
 from pefm.forecasting.base import BaseForecaster
+from pefm.forecasting.bundle import BUNDLE, fit_data, group_data, plan_groups
 from pefm.forecasting.models import make_model
 from pefm.forecasting.panel import as_of_loader, load_panel
 from pefm.forecasting.per_series import PerSeries
 from pefm.forecasting.registry import register
 from pefm.storage.model_versions import ModelVersion
 
-RETURN_TRANSFORMS = {"log_return"}
 TRADING_COST = 0.05  # percent per unit of turnover (5 bp), charged by the Sharpe check
 
 
@@ -49,9 +50,29 @@ class BacktestRun:
 
 
 def estimator(name: str, params: dict[str, Any] | None = None) -> BaseForecaster:
-    """The model to fit on a whole panel: multivariate models as they are, others per series."""
+    """The model to fit on a whole panel: multivariate models (and bundles) as they are, others
+    per series."""
     model = make_model(name, **(params or {}))
     return model if model.multivariate else PerSeries(model)
+
+
+def bundle_params(panel: pd.DataFrame) -> dict[str, Any]:
+    """A bundle's parameters for the series of ``panel``: its groups and the series left out."""
+    groups, skipped = plan_groups(panel)
+    return {"groups": groups, "skipped": skipped}
+
+
+def backtest_groups(name: str, params: dict[str, Any] | None, series_ids: list[str]) -> list[tuple[str, dict, list]]:
+    """(family, params, series) of each backtest a model runs on ``series_ids``: one per group of
+    a bundle (each on its own frequency's cutoffs), else one."""
+    if name != BUNDLE:
+        return [(name, params or {}, list(series_ids))]
+    out = []
+    for group in (params or {}).get("groups", []):
+        ids = [s for s in group["series_ids"] if s in series_ids]
+        if ids:
+            out.append((group["family"], group["params"], ids))
+    return out
 
 
 def data_sha256(panel: pd.DataFrame) -> str:
@@ -69,11 +90,16 @@ def run_backtest(
     as_of: datetime | None = None,
     on_window: Callable[[pd.Timestamp], None] | None = None,
 ) -> BacktestRun:
-    """Backtest a model on the stored panel, each origin seeing the data as known then."""
+    """Backtest a model on the stored panel, each origin seeing the data as known then (a bundle:
+    each group on its own cutoffs, the rows together)."""
     panel = load_panel(conn, series_ids, as_of=as_of)
-    model = make_model(name, **(params or {}))
-    data = panel.dropna() if model.multivariate else panel
-    results = backtest(model, data, spec, as_of=as_of_loader(conn, series_ids), label=name, on_window=on_window)
+    parts = []
+    for family, family_params, ids in backtest_groups(name, params, series_ids):
+        model = make_model(family, **family_params)
+        data = fit_data(model, group_data(panel, ids)) if model.multivariate else group_data(panel, ids)
+        loader = as_of_loader(conn, ids)
+        parts.append(backtest(model, data, spec, as_of=loader, label=name, on_window=on_window))
+    results = pd.concat(parts, ignore_index=True)
     returns = frozenset(s for s, t in panel.attrs["transforms"].items() if t in RETURN_TRANSFORMS)
     return BacktestRun(results, score(results, panel, returns=returns, cost=TRADING_COST), returns)
 
@@ -92,19 +118,22 @@ def train(
     (None: no backtest), and register it as a candidate."""
     as_of = as_of or datetime.now(UTC)
     panel = load_panel(conn, series_ids, as_of=as_of)
+    if name == BUNDLE and not (params or {}).get("groups"):
+        params = bundle_params(panel)
     run = None
     if spec is not None:
         run = run_backtest(conn, name, series_ids, spec, params=params, as_of=as_of, on_window=on_window)
     model = estimator(name, params)
-    model.fit(panel.dropna() if model.multivariate and not isinstance(model, PerSeries) else panel)
+    model.fit(fit_data(model, panel))
     version = register(
         conn,
         model,
         family=name,
         params=make_model(name, **(params or {})).get_params(),
-        series_ids=list(series_ids),
+        series_ids=list(model.series_ids_),
         data_as_of=as_of,
         data_sha256=data_sha256(panel),
         backtest=run.summary(spec) if run is not None and spec is not None else None,
+        panel=panel,
     )
     return version, run

@@ -29,6 +29,14 @@ def forecast_divergence(blue: list[dict[str, Any]], green: list[dict[str, Any]])
     return max(ratios) if ratios else None
 
 
+def _unexpected(response: httpx.Response, field: str) -> bool:
+    """A revision from before ``field`` existed refused it as an unexpected field."""
+    try:
+        return any(d.get("field") == field for d in response.json().get("details", []))
+    except ValueError:
+        return False
+
+
 class HttpProber:
     def __init__(self, db: Database, timeout: float = 15.0):
         self.db = db
@@ -67,7 +75,8 @@ class HttpProber:
         blue_url, green_url = urls
         scores = []
         for series_id, horizon in shapes:
-            body = {"series_id": series_id, "horizon": horizon, "levels": [95]}
+            # model space: it compares the models, not where each one's data happened to end
+            body = {"series_id": series_id, "horizon": horizon, "levels": [95], "space": "model"}
             green = self._rows(green_url, body)
             blue = self._rows(blue_url, body)
             if blue is None or green is None:
@@ -87,6 +96,8 @@ class HttpProber:
             response = self.client.post(f"{base}/v1/forecast", json=body, headers=SHADOW)
         except httpx.HTTPError:
             return None
+        if response.status_code == 422 and "space" in body and _unexpected(response, "space"):
+            return self._rows(base, {k: v for k, v in body.items() if k != "space"})  # predates spaces: model space
         if response.status_code != 200:
             return None
         return response.json()["forecasts"][0]["forecast"]

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.data.json_payload import parse_timestamp
+from pefm.data.transforms import INVERTIBLE, SPACES, model_space_unit
 from pefm.serving.http import EXCEPTION_HANDLERS, ApiError, handled, in_database, json_response, read_body
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
@@ -37,7 +38,7 @@ MAX_HORIZON = 60
 # Request ids: unique per process start, no syscall per request (uuid4 reads os.urandom).
 _ID_PREFIX = secrets.token_hex(6)
 _request_numbers = itertools.count(1)
-_FIELDS = {"series_id", "series_ids", "horizon", "levels", "as_of", "history"}
+_FIELDS = {"series_id", "series_ids", "horizon", "levels", "as_of", "history", "space"}
 
 
 class NoServingModel(LookupError):
@@ -51,9 +52,10 @@ class ModelServer:
         self.settings = settings
         self.db = db
         self.version: ModelVersion | None = None
-        self.precomputed: dict[str, list[dict[str, Any]]] = {}
+        self.precomputed: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.pre_horizon = 0
         self.pre_levels: set[int] = set()
+        self.anchors: dict[str, float] = {}
         self.meta: dict[str, dict[str, str]] = {}
         self.model = None
         self.model_error: str | None = None
@@ -69,12 +71,16 @@ class ModelServer:
             self.version = get_version(conn, version_id)
             pre = read_precomputed(conn, version_id) or {"horizon": 0, "levels": [], "rows": []}
             rows = conn.execute(
-                "SELECT id, frequency, transform FROM series WHERE id = ANY(%s)", (self.version.series_ids,)
+                "SELECT id, frequency, transform, unit FROM series WHERE id = ANY(%s)", (self.version.series_ids,)
             ).fetchall()
-        self.meta = {r[0]: {"frequency": r[1], "transform": r[2]} for r in rows}
+        self.meta = {r[0]: {"frequency": r[1], "transform": r[2], "unit": r[3]} for r in rows}
         self.pre_horizon, self.pre_levels = pre["horizon"], set(pre["levels"])
+        self.anchors = pre.get("anchors", {})
         for row in pre["rows"]:
-            self.precomputed.setdefault(row["series_id"], []).append({k: v for k, v in row.items() if k != "series_id"})
+            key = (row["series_id"], row.get("space", "model"))
+            self.precomputed.setdefault(key, []).append(
+                {k: v for k, v in row.items() if k not in ("series_id", "space")}
+            )
 
     def load_model(self) -> None:
         """Load the model artifact (verified) for what precomputed forecasts cannot answer."""
@@ -89,20 +95,27 @@ class ModelServer:
         finally:
             self._loaded.set()
 
-    def precomputed_json(self, series_id: str, horizon: int, levels: tuple[int, ...]) -> str | None:
+    def precomputed_json(self, series_id: str, space: str, horizon: int, levels: tuple[int, ...]) -> str | None:
         """The forecast rows as JSON text when the precomputed table answers the request (the
-        text is built once per series, horizon and levels, then reused)."""
-        if horizon > self.pre_horizon or not set(levels) <= self.pre_levels:
+        text is built once per series, space, horizon and levels, then reused)."""
+        rows = self.precomputed.get((series_id, space))
+        if rows is None or horizon > self.pre_horizon or not set(levels) <= self.pre_levels:
             return None
-        key = (series_id, horizon, levels)
+        key = (series_id, space, horizon, levels)
         if (text := self._rendered.get(key)) is None:
             keep = ["ds", "mean", *(f"{side}-{lv}" for lv in levels for side in ("lo", "hi"))]
-            rows = [{k: row[k] for k in keep} for row in self.precomputed[series_id][:horizon]]
+            rows = [{k: row[k] for k in keep} for row in rows[:horizon]]
             text = self._rendered[key] = json.dumps(rows, separators=(",", ":"), allow_nan=False)
         return text
 
     def model_json(
-        self, series_id: str, horizon: int, levels: tuple[int, ...], as_of: datetime | None, history: list[dict] | None
+        self,
+        series_id: str,
+        space: str,
+        horizon: int,
+        levels: tuple[int, ...],
+        as_of: datetime | None,
+        history: list[dict] | None,
     ) -> str:
         """Forecast rows as JSON text from the model itself (blocking: run it on a thread)."""
         if not self._loaded.is_set():
@@ -111,7 +124,7 @@ class ModelServer:
             raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers={"Retry-After": "30"})
         from pefm.serving.whatif import model_forecast
 
-        rows = model_forecast(self, series_id, horizon, levels, as_of, history)
+        rows = model_forecast(self, series_id, horizon, levels, as_of, history, space)
         return json.dumps(rows, separators=(",", ":"), allow_nan=False)
 
 
@@ -141,7 +154,7 @@ class InferenceService:
                 "invalid forecast request",
                 [{"field": k, "message": "unexpected parameter"} for k in unknown],
             )
-        data: dict[str, Any] = {k: query[k] for k in ("series_id", "as_of") if k in query}
+        data: dict[str, Any] = {k: query[k] for k in ("series_id", "as_of", "space") if k in query}
         for key in ("horizon",):
             if key in query:
                 data[key] = int(query[key]) if query[key].lstrip("-").isdigit() else query[key]
@@ -154,24 +167,27 @@ class InferenceService:
         server = self.server
         if server.version is None:
             raise ApiError(503, "no model is loaded on this revision", headers={"Retry-After": "5"})
-        ids, horizon, levels, as_of, history = _check_request(data)
+        ids, horizon, levels, as_of, history, asked_space = check_request(data)
         unknown = [s for s in ids if s not in server.meta]
         if unknown:
             known = await in_database(_existing, server.db, unknown)
             if missing := [s for s in unknown if s not in known]:
                 raise ApiError(404, f"unknown series: {', '.join(missing)}")
-            raise ApiError(409, f"model {server.version.id} does not forecast: {', '.join(unknown)}")
+            skipped = server.version.params.get("skipped", {}) if server.version.family == "bundle" else {}
+            why = "".join(f"; {s}: {skipped[s]}" for s in unknown if s in skipped)
+            raise ApiError(409, f"model {server.version.id} does not forecast: {', '.join(unknown)}{why}")
+        spaces = {s: series_space(s, server.meta[s]["transform"], asked_space) for s in ids}
         request_id = f"{_ID_PREFIX}-{next(_request_numbers):x}"
         parts = []
         for series_id in ids:
-            text, source = None, "precomputed"
+            text, source, space = None, "precomputed", spaces[series_id]
             if as_of is None and history is None:
-                text = server.precomputed_json(series_id, horizon, levels)
+                text = server.precomputed_json(series_id, space, horizon, levels)
             if text is None:
-                text, source = await in_database(server.model_json, series_id, horizon, levels, as_of, history), "model"
+                args = (series_id, space, horizon, levels, as_of, history)
+                text, source = await in_database(server.model_json, *args), "model"
             self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
-            transform = server.meta[series_id]["transform"]
-            parts.append(f'{{"series_id":{json.dumps(series_id)},"transform":"{transform}","forecast":{text}}}')
+            parts.append(forecast_part(series_id, space, server.meta[series_id], text))
             if self.writer is not None and not shadow:
                 self.writer.put(
                     "predictions",
@@ -185,6 +201,7 @@ class InferenceService:
                         history is not None,
                         horizon,
                         text,
+                        space,
                     ),
                 )
         estimated = (as_of or server.version.data_as_of).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -216,7 +233,9 @@ def _is_shadow(request: Request) -> bool:
     return request.headers.get("x-pefm-shadow") == "1"
 
 
-def _check_request(data: dict[str, Any]):
+def check_request(data: dict[str, Any]):
+    """A forecast request checked field by field: (ids, horizon, levels, as_of, history, space);
+    ApiError 422 naming every bad field."""
     details = [{"field": k, "message": "unexpected field"} for k in sorted(set(data) - _FIELDS)]
     ids = data.get("series_ids") if "series_ids" in data else [data.get("series_id")]
     if ("series_id" in data) == ("series_ids" in data):
@@ -246,6 +265,9 @@ def _check_request(data: dict[str, Any]):
         as_of = parse_timestamp(data["as_of"])
         if as_of is None:
             details.append({"field": "as_of", "message": "expected an ISO 8601 date or date-time"})
+    space = data.get("space")
+    if space is not None and space not in SPACES:
+        details.append({"field": "space", "message": f"expected one of {', '.join(SPACES)}"})
     history = data.get("history")
     if history is not None:
         if "series_ids" in data:
@@ -254,7 +276,29 @@ def _check_request(data: dict[str, Any]):
             details.append({"field": "history", "message": "expected a non-empty list of {ts, value}"})
     if details:
         raise ApiError(422, "invalid forecast request", details)
-    return list(ids), horizon, tuple(sorted(set(levels))), as_of, history
+    return list(ids), horizon, tuple(sorted(set(levels))), as_of, history, space
+
+
+def forecast_part(series_id: str, space: str, meta: dict[str, str], rows_json: str) -> str:
+    """One series' entry of a forecast response (JSON text): its space, unit, transform and rows."""
+    unit = meta["unit"] if space == "level" else model_space_unit(meta["unit"], meta["transform"])
+    return (
+        f'{{"series_id":{json.dumps(series_id)},"space":"{space}","unit":{json.dumps(unit)},'
+        f'"transform":"{meta["transform"]}","forecast":{rows_json}}}'
+    )
+
+
+def series_space(series_id: str, transform: str, asked: str | None) -> str:
+    """The space a series is answered in: as asked, by default level when its transform inverts."""
+    if asked is None:
+        return "level" if transform in INVERTIBLE else "model"
+    if asked == "level" and transform not in INVERTIBLE:
+        raise ApiError(
+            422,
+            "invalid forecast request",
+            [{"field": "space", "message": f"{series_id}'s transform {transform!r} has no inverse: ask space=model"}],
+        )
+    return asked
 
 
 def _existing(db: Database, ids: list[str]) -> set[str]:

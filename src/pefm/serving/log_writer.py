@@ -31,6 +31,7 @@ TABLES = {
         "what_if",
         "horizon",
         "forecast",
+        "space",
     ),
 }
 

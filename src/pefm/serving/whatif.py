@@ -5,9 +5,10 @@ off the start-up path. Without ``as_of`` the data are those the model was traine
 what-if differs from the plain forecast only by the client's ``history``. With ``as_of`` the
 forecast is the one the version's family (same parameters) makes when estimated on the data
 known at that moment, and conditioned on them: nothing later reaches it, neither values nor
-parameters. Those fits are cached per (version, as_of); a moment too early to fit is a 422. The
-served model is never mutated: conditioning happens on a copy (or, for the torch model, by feeding
-it the window directly).
+parameters; for a bundle only the group of the series asked for is estimated. Those fits are
+cached per (version, group, as_of); a moment too early to fit is a 422. The served model is never
+mutated: conditioning happens on a copy. Level space (``space="level"``) maps the forecast back to
+the series' units from the level where the conditioning data end (see ``forecasting.levels``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import pandas as pd
 from pefm.data.frequency import Frequency
 from pefm.data.json_payload import observations_from_object
 from pefm.data.validation import ValidationError, check_frequency
-from pefm.forecasting.base import ForecastInputError, future_index
-from pefm.forecasting.panel import load_panel
-from pefm.forecasting.per_series import PerSeries
+from pefm.forecasting.base import BaseForecaster, ForecastInputError
+from pefm.forecasting.bundle import Bundle, fit_data
+from pefm.forecasting.levels import anchor_at, level_forecast, rebased_anchor
+from pefm.forecasting.panel import load_panel, member_data
 from pefm.forecasting.training import estimator
 from pefm.serving.http import ApiError
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 _training_panels: dict[str, pd.DataFrame] = {}
 _AS_OF_FITS = 16  # models estimated at past moments kept per process (least recently used out)
-_as_of_fits: OrderedDict[tuple[str, datetime], Any] = OrderedDict()
+_as_of_fits: OrderedDict[tuple, Any] = OrderedDict()
 _fitting = threading.Lock()
 
 
@@ -45,64 +47,72 @@ def model_forecast(
     levels: tuple[int, ...],
     as_of: datetime | None,
     history: list[dict] | None,
+    space: str,
 ) -> list[dict[str, Any]]:
-    """Forecast rows for one series from the loaded model (blocking: run it on a thread)."""
+    """Forecast rows for one series from the loaded model, in ``space`` (blocking: run it on a thread)."""
     model = server.model
+    meta = server.meta[series_id]
     try:
         if as_of is None and history is None:
-            frame = model.predict(horizon, levels)
+            member = model.for_series(series_id)
+            anchor = server.anchors.get(series_id)
+            if anchor is None and space == "level":  # a version registered before anchors were kept
+                anchor = anchor_at(_panel(server, [], None), series_id, member.cutoff_)
         else:
-            panel = _panel(server, as_of)
+            family, params, ids = _estimated_group(server, series_id)
+            panel = _panel(server, ids, as_of)
             if as_of is not None:
-                model = _estimated_at(server, as_of, panel)
+                model = _estimated_at(server.version.id, family, params, as_of, panel)
             if history is not None:
-                panel = _with_history(panel, series_id, history, Frequency(server.meta[series_id]["frequency"]))
-            frame = _conditioned(model, panel, series_id, horizon, levels)
+                panel = _with_history(panel, series_id, history, Frequency(meta["frequency"]))
+            member = _conditioned(model, panel, series_id)
+            anchor = anchor_at(panel, series_id, member.cutoff_) if space == "level" else None
+        frame = member.predict(horizon, levels)
+        frame = frame[frame["series_id"] == series_id]
+        if space == "level":
+            freq = Frequency(meta["frequency"])
+            frame = level_forecast(member, frame, series_id, anchor, meta["transform"], freq, levels)
     except ForecastInputError as exc:
         raise ApiError(422, str(exc)) from None
-    frame = frame[frame["series_id"] == series_id].drop(columns="series_id")
+    frame = frame.drop(columns="series_id")
     frame["ds"] = frame["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return frame.to_dict("records")
 
 
-def _conditioned(model, panel: pd.DataFrame, series_id: str, horizon: int, levels: tuple[int, ...]) -> pd.DataFrame:
-    if isinstance(model, PerSeries):
-        member = copy.deepcopy(model.for_series(series_id))
-        series = panel[series_id].dropna()
-        series.attrs = {"frequency": panel.attrs["frequencies"][series_id]}
-        return member.update(series).predict(horizon, levels).assign(series_id=series_id)
-    data = panel[model.series_ids_].dropna()
-    if hasattr(model, "forecast_from"):  # the torch model: feed it the window, no copy needed
-        mean, bounds = model.forecast_from(data.to_numpy()[-model.lags :], horizon, levels)
-        column = model.series_ids_.index(series_id)
-        freq = panel.attrs["frequencies"][series_id]
-        out = {"series_id": series_id, "ds": future_index(data.index[-1], freq, horizon), "mean": mean[:, column]}
-        for level in levels:
-            out[f"lo-{level}"], out[f"hi-{level}"] = bounds[level][0][:, column], bounds[level][1][:, column]
-        return pd.DataFrame(out)
-    data.attrs = dict(panel.attrs)
-    return copy.deepcopy(model).update(data).predict(horizon, levels)
-
-
-def _estimated_at(server: ModelServer, as_of: datetime, panel: pd.DataFrame):
-    """The version's family and parameters estimated on ``panel`` (the data known at ``as_of``)."""
+def _estimated_group(server: ModelServer, series_id: str) -> tuple[str, dict[str, Any], list[str]]:
+    """The family, parameters and series estimated together with ``series_id``: its group for a
+    bundle (an as-of request re-estimates only that), else the whole version."""
     version = server.version
-    key = (version.id, as_of)
+    if isinstance(server.model, Bundle):
+        group = server.model.group_of(series_id)
+        return group["family"], group["params"], list(group["series_ids"])
+    return version.family, version.params, list(version.series_ids)
+
+
+def _conditioned(model, panel: pd.DataFrame, series_id: str) -> BaseForecaster:
+    """A copy of the member that forecasts ``series_id``, conditioned on ``panel`` (parameters kept)."""
+    member = model.for_series(series_id)
+    return copy.deepcopy(member).update(member_data(member, panel, series_id))
+
+
+def _estimated_at(version_id: str, family: str, params: dict[str, Any], as_of: datetime, panel: pd.DataFrame):
+    """``family`` with ``params`` estimated on ``panel`` (the data known at ``as_of``)."""
+    key = (version_id, family, tuple(panel.columns), as_of)
     with _fitting:  # one estimation at a time per process: they are CPU-bound
         if (fitted := _as_of_fits.get(key)) is not None:
             _as_of_fits.move_to_end(key)
             return fitted
-        model = estimator(version.family, version.params)
-        data = panel.dropna() if model.multivariate and not isinstance(model, PerSeries) else panel
+        model = estimator(family, params)
+        data = fit_data(model, panel)
         if data.dropna(how="all").empty:
             raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data was known then")
         try:
             model.fit(data)
         except ForecastInputError as exc:
-            raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: too early to estimate {version.family}: {exc}") from None
+            raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: too early to estimate {family}: {exc}") from None
         except (ValueError, ArithmeticError) as exc:  # a fit that the data known then cannot support
             raise ForecastInputError(
-                f"as_of {as_of:%Y-%m-%d}: {version.family} cannot be estimated on the data known then ({exc})"
+                f"as_of {as_of:%Y-%m-%d}: {family} cannot be estimated on the data known then ({exc})"
             ) from None
         _as_of_fits[key] = model
         while len(_as_of_fits) > _AS_OF_FITS:
@@ -110,21 +120,22 @@ def _estimated_at(server: ModelServer, as_of: datetime, panel: pd.DataFrame):
         return model
 
 
-def _panel(server: ModelServer, as_of: datetime | None) -> pd.DataFrame:
-    """The served series as known at ``as_of``, by default as the model saw them when it was
-    trained (what its plain forecasts start from); that default is read once and kept."""
+def _panel(server: ModelServer, series_ids: list[str], as_of: datetime | None) -> pd.DataFrame:
+    """The series as known at ``as_of``, by default as the model saw them when it was trained
+    (what its plain forecasts start from); that default is read once per version and kept."""
     version = server.version
-    if as_of is None and version.id in _training_panels:
+    if as_of is None:
+        if version.id not in _training_panels:
+            with server.db.connection() as conn:
+                _training_panels[version.id] = load_panel(conn, version.series_ids, as_of=version.data_as_of)
         return _training_panels[version.id]
     with server.db.connection() as conn:
-        panel = load_panel(conn, version.series_ids, as_of=as_of or version.data_as_of)
-    if as_of is None:
-        _training_panels[version.id] = panel
-    return panel
+        return load_panel(conn, series_ids, as_of=as_of)
 
 
 def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq: Frequency) -> pd.DataFrame:
-    """The panel with the client's values replacing or extending the series (model space)."""
+    """The panel with the client's values replacing or extending the series (model space); its
+    anchor (the last level) moves by what the replaced steps add up to."""
     try:
         payload = observations_from_object({"series_id": series_id, "observations": history})
     except ValidationError as exc:
@@ -136,5 +147,6 @@ def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq
         raise ApiError(422, "history timestamps are off the series frequency", details)
     merged = panel.reindex(panel.index.union(values.index))
     merged.loc[values.index, series_id] = values.to_numpy()
-    merged.attrs = dict(panel.attrs)
+    anchors = {**panel.attrs["anchors"], series_id: rebased_anchor(panel, merged, series_id, values.index.min())}
+    merged.attrs = {**panel.attrs, "anchors": anchors}
     return merged

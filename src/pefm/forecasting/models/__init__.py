@@ -9,11 +9,13 @@ from pefm.forecasting.base import BaseForecaster
 
 
 def _catalog() -> dict[str, Callable[..., BaseForecaster]]:
+    from pefm.forecasting.bundle import Bundle
     from pefm.forecasting.models.arima import AutoARIMA
     from pefm.forecasting.models.autoreg import AutoRegressive
     from pefm.forecasting.models.drift import Drift
     from pefm.forecasting.models.ensemble import Ensemble
     from pefm.forecasting.models.ets import AutoETS
+    from pefm.forecasting.models.garch import Garch
     from pefm.forecasting.models.mean import Mean
     from pefm.forecasting.models.mlp import GlobalMLP
     from pefm.forecasting.models.naive import Naive
@@ -29,12 +31,15 @@ def _catalog() -> dict[str, Callable[..., BaseForecaster]]:
         "ar_d1": lambda **kw: AutoRegressive(**{"d": 1, **kw}),
         "arima": AutoARIMA,
         "ets": AutoETS,
+        "garch": Garch,
         "var": VectorAutoregression,
         "mlp": GlobalMLP,
         "ensemble": Ensemble,
+        "bundle": Bundle,
     }
 
 
+# The families a group of series can be forecast with (``bundle`` combines them: see bundle.py).
 MODEL_NAMES = (
     "naive",
     "seasonal_naive",
@@ -44,15 +49,18 @@ MODEL_NAMES = (
     "ar_d1",
     "arima",
     "ets",
+    "garch",
     "var",
     "mlp",
     "ensemble",
 )
-DEFAULT_MODEL = "ensemble"
+DEFAULT_MODEL = "bundle"
+"""What `pefm train`, `make up` and retraining fit by default: every series, a family per group."""
 
 
 def make_model(name: str, **params: Any) -> BaseForecaster:
-    """A new, unfitted model by name (see MODEL_NAMES), with ``params`` overriding its defaults."""
+    """A new, unfitted model by name (MODEL_NAMES, or ``bundle``), with ``params`` overriding its
+    defaults."""
     catalog = _catalog()
     if name not in catalog:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")

@@ -53,6 +53,9 @@ class ArimaResultsMixin:
         with quiet():
             self.results_ = self.results_.apply(values)
 
+    def _impulse(self, h: int) -> np.ndarray:
+        return np.asarray(self.results_.impulse_responses(steps=h - 1), dtype="float64").ravel()[:h]
+
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         with quiet():
             fitted = np.asarray(self.results_.apply(values).fittedvalues, dtype="float64")

@@ -27,6 +27,9 @@ class Drift(BaseForecaster):
         sd = self.sigma_ * np.sqrt(steps * (1 + steps / (self.n_ - 1)))
         return mean, normal_bounds(mean, sd, levels)
 
+    def _impulse(self, h: int) -> np.ndarray:
+        return np.ones(h)
+
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         out = np.full(len(values), np.nan)
         t = np.arange(2, len(values))

@@ -76,5 +76,12 @@ class Ensemble(BaseForecaster):
                 bounds[level][1][:] += w * np.asarray(b[level][1]).reshape(h)
         return mean, bounds
 
+    def _impulse(self, h: int) -> np.ndarray | None:
+        """The members' impulse responses, weighted: their errors answer the same shocks."""
+        responses = [self.fitted_[spec]._impulse(h) for spec in self.weights_]
+        if any(r is None for r in responses):
+            return None
+        return sum(w * r for w, r in zip(self.weights_.values(), responses, strict=True))
+
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         return sum(w * self.fitted_[spec]._one_step(values) for spec, w in self.weights_.items())

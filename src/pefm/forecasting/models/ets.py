@@ -55,6 +55,16 @@ class AutoETS(BaseForecaster):
                 bounds[level] = (frame["pi_lower"].to_numpy(), frame["pi_upper"].to_numpy())
         return mean, bounds
 
+    def _impulse(self, h: int) -> np.ndarray:
+        """psi_j = alpha + beta * (phi + ... + phi^j) for additive errors (Hyndman et al. 2008, 6.1)."""
+        params = self.results_.model._param_names, np.asarray(self.results_.params)
+        named = dict(zip(*params, strict=True))
+        alpha, beta = named["smoothing_level"], named.get("smoothing_trend", 0.0)
+        phi = named.get("damping_trend", 1.0)
+        steps = np.arange(1, h)
+        damped = np.array([np.sum(phi ** np.arange(1, j + 1)) for j in steps])
+        return np.concatenate([[1.0], alpha + beta * damped])
+
     def _update(self, values: np.ndarray) -> None:
         with quiet():
             self.results_ = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params)

@@ -27,6 +27,9 @@ class Mean(BaseForecaster):
         mean = np.full(h, self.mean_)
         return mean, normal_bounds(mean, np.full(h, self.sd_ * np.sqrt(1 + 1 / self.n_)), levels)
 
+    def _impulse(self, h: int) -> np.ndarray:
+        return np.eye(1, h).ravel()
+
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         series = pd.Series(values)
         means = series.rolling(self.window).mean() if self.window else series.expanding().mean()

@@ -21,5 +21,8 @@ class Naive(BaseForecaster):
         mean = np.full(h, self.last_)
         return mean, normal_bounds(mean, self.sigma_ * np.sqrt(np.arange(1, h + 1)), levels)
 
+    def _impulse(self, h: int) -> np.ndarray:
+        return np.ones(h)
+
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         return np.concatenate([[np.nan], values[:-1]])

@@ -39,6 +39,9 @@ class SeasonalNaive(BaseForecaster):
         sd = self.sigma_ * np.sqrt(steps // self.season_ + 1)
         return mean, normal_bounds(mean, sd, levels)
 
+    def _impulse(self, h: int) -> np.ndarray:
+        return (np.arange(h) % self.season_ == 0).astype("float64")
+
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         m = self.season_
         return np.concatenate([np.full(m, np.nan), values[:-m]])

@@ -1,0 +1,100 @@
+"""Forecasts in a series' own units: the model-space forecast mapped back through its transform.
+
+Models forecast the transformed series (model space: growth rates, changes, returns). In level
+space (the stored values' units):
+
+- the point forecast is the inverse transform of the model-space mean path, anchored at the last
+  stored level: ``y_T + cumsum(mean)`` for ``diff``, ``y_T * exp(cumsum(mean) / c)`` for the log
+  transforms (``c = 100 * periods_per_year`` for ``log_diff_ann``, ``100`` for ``log_return``).
+  For a log transform this is the median of the level when the log changes are symmetric, not
+  its mean (no lognormal bias correction);
+- the intervals are by simulation: the model's own sample paths (``Forecaster.sample_paths``) are
+  cumulated and inverted, and each bound is the matching quantile of the simulated levels. The
+  inverse transforms are monotone, so at step 1 the level interval is the model-space interval
+  mapped through them; beyond step 1 it accounts for how the steps' errors add up.
+
+``none`` is its own inverse: level space is model space and the model's intervals are used as
+they are.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pefm.data.frequency import Frequency
+from pefm.forecasting.base import BaseForecaster
+
+SIMULATIONS = 2000
+
+
+def invert(anchor: float, steps: np.ndarray, transform: str, freq: Frequency) -> np.ndarray:
+    """Levels after each model-space step (last axis) from the level ``anchor``, the inverse of
+    ``apply_transform``: cumulative along the steps."""
+    steps = np.asarray(steps, dtype="float64")
+    if transform == "none":
+        return steps.copy()
+    if transform == "diff":
+        return anchor + np.cumsum(steps, axis=-1)
+    if transform == "log_diff_ann":
+        return anchor * np.exp(np.cumsum(steps, axis=-1) / (100.0 * freq.periods_per_year))
+    if transform == "log_return":
+        return anchor * np.exp(np.cumsum(steps, axis=-1) / 100.0)
+    raise ValueError(f"transform {transform!r} has no inverse")
+
+
+def anchor_at(panel: pd.DataFrame, series_id: str, cutoff: pd.Timestamp) -> float:
+    """The level of ``series_id`` at ``cutoff`` (where a model fitted on ``panel`` stopped), from
+    the panel's last stored level (``attrs["anchors"]``) and the model-space steps after ``cutoff``."""
+    transform = panel.attrs["transforms"][series_id]
+    values = panel[series_id].dropna()
+    if transform == "none":
+        return float(values.loc[:cutoff].iloc[-1])
+    later = float(values[values.index > cutoff].sum())
+    freq = Frequency(panel.attrs["frequencies"][series_id])
+    return float(invert(panel.attrs["anchors"][series_id], np.array([-later]), transform, freq)[-1])
+
+
+def rebased_anchor(panel: pd.DataFrame, merged: pd.DataFrame, series_id: str, start: pd.Timestamp) -> float:
+    """The last level of ``series_id`` in ``merged``: ``panel`` with its model-space values from
+    ``start`` on replaced or extended (a what-if history), the stored anchor moved by the
+    difference the replaced steps add up to."""
+    transform = panel.attrs["transforms"][series_id]
+    old, new = panel[series_id].dropna(), merged[series_id].dropna()
+    if transform == "none":
+        return float(new.iloc[-1])
+    delta = float(new[new.index >= start].sum() - old[old.index >= start].sum())
+    freq = Frequency(panel.attrs["frequencies"][series_id])
+    return float(invert(panel.attrs["anchors"][series_id], np.array([delta]), transform, freq)[-1])
+
+
+def level_forecast(
+    member: BaseForecaster,
+    forecast: pd.DataFrame,
+    series_id: str,
+    anchor: float,
+    transform: str,
+    freq: Frequency,
+    levels: Sequence[int],
+    *,
+    simulations: int = SIMULATIONS,
+) -> pd.DataFrame:
+    """``forecast`` (one series' model-space rows, as ``predict`` makes them) in level space.
+    ``member`` is the fitted model that made it (``model.for_series(series_id)``), conditioned on
+    the data that end at ``anchor``; its simulated paths give the intervals (seeded by the series
+    id: the same request gets the same answer)."""
+    out = forecast.copy()
+    if transform == "none":
+        return out
+    h = len(forecast)
+    out["mean"] = invert(anchor, forecast["mean"].to_numpy(), transform, freq)
+    paths = member.sample_paths(h, simulations, seed=zlib.crc32(series_id.encode()))
+    row = member.series_ids_.index(series_id) if member.multivariate else 0
+    simulated = invert(anchor, paths[row], transform, freq)  # (simulations, h)
+    for level in levels:
+        lo, hi = np.quantile(simulated, [0.5 - level / 200, 0.5 + level / 200], axis=0)
+        out[f"lo-{level}"], out[f"hi-{level}"] = np.minimum(lo, out["mean"]), np.maximum(hi, out["mean"])
+    return out
