@@ -92,6 +92,10 @@ class Settings:
     fault_rate: float = 0.0
     """``PEFM_FAULT_RATE``: for testing rollouts only: the fraction of /v1 requests a revision
     answers with an injected 500."""
+    recondition: bool = True
+    """``PEFM_RECONDITION``: ``on`` (default): an inference revision conditions its forecasts on
+    the latest data as they arrive (parameters kept, no retrain); ``off``: it serves exactly the
+    forecasts its version was registered with."""
     prediction_log_queue: int = 10_000
     """``PEFM_PREDICTION_LOG_QUEUE``: predictions buffered for the database before new ones are
     dropped (and counted)."""
@@ -147,6 +151,10 @@ class Settings:
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)
+        if recondition := env.get("PEFM_RECONDITION", "").strip():
+            if recondition not in ("on", "off"):
+                raise ConfigError(f"PEFM_RECONDITION must be on or off, not {recondition!r}")
+            kwargs["recondition"] = recondition == "on"
         if retrain := env.get("PEFM_RETRAIN", "").strip():
             if retrain not in ("off", "local"):
                 raise ConfigError(f"PEFM_RETRAIN must be off or local, not {retrain!r}")

@@ -24,6 +24,7 @@ def inference(module_schema, version, tmp_path_factory):
         tmp_path_factory.mktemp("inference"),
         PEFM_MODEL_VERSION=version,
         K_REVISION="pefm-inference-blue",
+        PEFM_RECONDITION="off",  # serve exactly the registered forecasts (trained as of 2000; data to 2009)
     )
     yield running
     stop(running)
@@ -131,6 +132,36 @@ def test_as_of_in_level_space_starts_from_the_level_known_then(client, module_sc
     step = model["forecast"][0]["mean"]
     assert level["forecast"][0]["mean"] == pytest.approx(known * math.exp(step / 400), rel=1e-9)
     assert level["forecast"][0]["ds"] == model["forecast"][0]["ds"] == "1990-01-01T00:00:00Z"
+
+
+def test_an_as_of_forecast_is_kept_with_the_registry_and_served_from_it(client, version, module_schema):
+    """The first request for an origin estimates and stores the forecast (both spaces, the
+    precomputed shape); later ones, here or on any replica, are answered from the registry."""
+    import psycopg
+
+    body = {"series_id": "unemp", "horizon": 2, "as_of": "1995-06-15", "space": "model"}
+    first = wait_for_model(client, body).json()["forecasts"][0]["forecast"]
+    with psycopg.connect(module_schema) as conn:
+        kept = conn.execute(
+            """SELECT space, cutoff::date::text, jsonb_array_length(rows), levels FROM origin_forecasts
+               WHERE model_version = %s AND series_id = 'unemp' ORDER BY space""",
+            (version,),
+        ).fetchall()
+        assert ("model", "1995-01-01", 12, [80, 95]) in kept and ("level", "1995-01-01", 12, [80, 95]) in kept
+        assert first[0]["mean"] == pytest.approx(
+            conn.execute(
+                """SELECT (rows->0->>'mean')::float FROM origin_forecasts
+                   WHERE model_version = %s AND series_id = 'unemp' AND space = 'model' AND cutoff = '1995-01-01'""",
+                (version,),
+            ).fetchone()[0]
+        )
+        conn.execute(  # mark the stored forecast: the next answer must come from it
+            """UPDATE origin_forecasts SET rows = jsonb_set(rows, '{0,mean}', '123.5')
+               WHERE model_version = %s AND series_id = 'unemp' AND space = 'model' AND cutoff = '1995-01-01'""",
+            (version,),
+        )
+    again = client.post("/v1/forecast", json={**body, "as_of": "1995-05-01"}).json()["forecasts"][0]
+    assert again["forecast"][0]["mean"] == 123.5 and again["data_as_of"] == "1995-05-01T00:00:00Z"
 
 
 def test_what_if_history_changes_the_forecast(client):

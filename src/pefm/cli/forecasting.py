@@ -310,8 +310,10 @@ def forecast_command(
 ) -> None:
     """Forecast series with the serving model: the answer POST /v1/forecast gives, as a table."""
     import dataclasses
+    import threading
 
     from pefm.config import get_settings
+    from pefm.serving.freshness import changed_since_training, condition_on_latest
     from pefm.serving.http import ApiError
     from pefm.serving.inference import ModelServer, check_request, forecast_part, series_space
 
@@ -319,21 +321,27 @@ def forecast_command(
     if as_of:
         request["as_of"] = as_of
     with open_db() as db:
-        server = ModelServer(dataclasses.replace(get_settings(), model_version=version), db)
+        settings = dataclasses.replace(get_settings(), model_version=version)
+        server = ModelServer(settings, db)
         try:
             server.load()
             ids, h, lv, when, _, asked = check_request(request)
+            threading.Thread(target=server.load_model, daemon=True).start()  # as an inference revision does
+            stale = [s for s in ids if s in changed_since_training(db, server.version)]
+            if settings.recondition and stale:  # and as it does, on the latest data
+                server.recondition(condition_on_latest(server.wait_for_model(), db, stale))
             parts = []
             for series_id in ids:
                 if series_id not in server.meta:
                     raise ApiError(409, f"model {server.version.id} does not forecast {series_id}")
                 chosen = series_space(series_id, server.meta[series_id]["transform"], asked)
-                text = None if when else server.precomputed_json(series_id, chosen, h, lv)
+                state = server.series[series_id]
+                text = None if when else server.precomputed_json(series_id, state, chosen, h, lv)
                 if text is None:
-                    if server.model is None:
-                        server.load_model()
-                    text = server.model_json(series_id, chosen, h, lv, when, None)
-                parts.append(json.loads(forecast_part(series_id, chosen, server.meta[series_id], text)))
+                    server.wait_for_model()
+                    text = server.model_json(series_id, state, chosen, h, lv, when, None)
+                data_as_of = when or state.data_as_of
+                parts.append(json.loads(forecast_part(series_id, chosen, server.meta[series_id], data_as_of, text)))
         except ApiError as exc:
             details = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details)
             raise ValueError(f"{exc.error}{' (' + details + ')' if details else ''}") from None

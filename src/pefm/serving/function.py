@@ -111,6 +111,10 @@ class ServiceFunction:
         self.metrics.model_info.labels(settings.revision, server.version.id, server.version.family).set(1)
         self._mark_ready(settings.revision)
         threading.Thread(target=server.load_model, name="pefm-model-loader", daemon=True).start()
+        if settings.recondition:
+            from pefm.serving.freshness import Reconditioner
+
+            Reconditioner(server, self.db.url, self._stopping).start()
         return create_inference_app(settings, server, self.metrics, self.writer, openapi)
 
     def _mark_ready(self, revision: str) -> None:

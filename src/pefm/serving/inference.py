@@ -5,7 +5,9 @@ Start-up reads the version's registry row and the forecasts precomputed when it 
 without importing statsmodels or torch. The model itself (sha256-checked) loads on a background
 thread for what the precomputed table cannot answer: other levels, longer horizons, ``as_of``
 (forecast from the data as known then) and ``history`` (what-if: the client's values replace or
-extend the stored ones). Those requests get 503 with Retry-After until it is loaded.
+extend the stored ones). Those requests get 503 with Retry-After until it is loaded. Forecasts
+come in the series' own units (level space) or in model space, and, as new data arrive, are
+conditioned on them without a retrain (``serving.freshness``): each says its ``data_as_of``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import secrets
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,17 +48,32 @@ class NoServingModel(LookupError):
     """The revision is unpinned and the registry has no serving version yet."""
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What one series is forecast from right now, swapped whole when new data arrive."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    """Precomputed forecast rows by space (``level``, ``model``)."""
+    anchor: float | None
+    """The last level the model-space forecast is inverted from (None: a version too old to say)."""
+    data_as_of: datetime
+    """The moment the data the forecasts are conditioned on were read as of (at registration: the
+    version's training cut-off)."""
+    generation: int = 0
+    """0: as registered; each re-conditioning adds one."""
+
+
 class ModelServer:
-    """The version this revision serves: its precomputed forecasts now, its model soon after."""
+    """The version this revision serves: its precomputed forecasts now, its model soon after, and
+    (``serving.freshness``) both conditioned on the latest data as they arrive."""
 
     def __init__(self, settings: Settings, db: Database):
         self.settings = settings
         self.db = db
         self.version: ModelVersion | None = None
-        self.precomputed: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.series: dict[str, Conditioning] = {}
         self.pre_horizon = 0
         self.pre_levels: set[int] = set()
-        self.anchors: dict[str, float] = {}
         self.meta: dict[str, dict[str, str]] = {}
         self.model = None
         self.model_error: str | None = None
@@ -75,12 +93,12 @@ class ModelServer:
             ).fetchall()
         self.meta = {r[0]: {"frequency": r[1], "transform": r[2], "unit": r[3]} for r in rows}
         self.pre_horizon, self.pre_levels = pre["horizon"], set(pre["levels"])
-        self.anchors = pre.get("anchors", {})
+        by_series: dict[str, dict[str, list]] = {s: {} for s in self.meta}
         for row in pre["rows"]:
-            key = (row["series_id"], row.get("space", "model"))
-            self.precomputed.setdefault(key, []).append(
-                {k: v for k, v in row.items() if k not in ("series_id", "space")}
-            )
+            values = {k: v for k, v in row.items() if k not in ("series_id", "space")}
+            by_series[row["series_id"]].setdefault(row.get("space", "model"), []).append(values)
+        anchors = pre.get("anchors", {})
+        self.series = {s: Conditioning(rows, anchors.get(s), self.version.data_as_of) for s, rows in by_series.items()}
 
     def load_model(self) -> None:
         """Load the model artifact (verified) for what precomputed forecasts cannot answer."""
@@ -95,13 +113,33 @@ class ModelServer:
         finally:
             self._loaded.set()
 
-    def precomputed_json(self, series_id: str, space: str, horizon: int, levels: tuple[int, ...]) -> str | None:
+    def wait_for_model(self):
+        """The model, once loading has finished (None if it failed)."""
+        self._loaded.wait()
+        return self.model
+
+    def recondition(self, updates: dict[str, tuple[list[dict[str, Any]], float, datetime]]) -> None:
+        """Swap in forecasts conditioned on newer data: per series (precomputed rows of both
+        spaces, anchor, data_as_of). Each series' state is replaced whole, so a request sees the
+        old one or the new one, never a mix."""
+        for series_id, (rows, anchor, data_as_of) in updates.items():
+            by_space: dict[str, list] = {}
+            for row in rows:
+                values = {k: v for k, v in row.items() if k not in ("series_id", "space")}
+                by_space.setdefault(row["space"], []).append(values)
+            generation = self.series[series_id].generation + 1
+            self.series[series_id] = Conditioning(by_space, anchor, data_as_of, generation)
+        self._rendered = {k: v for k, v in self._rendered.items() if k[0] not in updates}
+
+    def precomputed_json(
+        self, series_id: str, state: Conditioning, space: str, horizon: int, levels: tuple[int, ...]
+    ) -> str | None:
         """The forecast rows as JSON text when the precomputed table answers the request (the
-        text is built once per series, space, horizon and levels, then reused)."""
-        rows = self.precomputed.get((series_id, space))
+        text is built once per series state, space, horizon and levels, then reused)."""
+        rows = state.rows.get(space)
         if rows is None or horizon > self.pre_horizon or not set(levels) <= self.pre_levels:
             return None
-        key = (series_id, space, horizon, levels)
+        key = (series_id, state.generation, space, horizon, levels)
         if (text := self._rendered.get(key)) is None:
             keep = ["ds", "mean", *(f"{side}-{lv}" for lv in levels for side in ("lo", "hi"))]
             rows = [{k: row[k] for k in keep} for row in rows[:horizon]]
@@ -111,6 +149,7 @@ class ModelServer:
     def model_json(
         self,
         series_id: str,
+        state: Conditioning,
         space: str,
         horizon: int,
         levels: tuple[int, ...],
@@ -124,7 +163,7 @@ class ModelServer:
             raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers={"Retry-After": "30"})
         from pefm.serving.whatif import model_forecast
 
-        rows = model_forecast(self, series_id, horizon, levels, as_of, history, space)
+        rows = model_forecast(self, series_id, state, horizon, levels, as_of, history, space)
         return json.dumps(rows, separators=(",", ":"), allow_nan=False)
 
 
@@ -180,14 +219,15 @@ class InferenceService:
         request_id = f"{_ID_PREFIX}-{next(_request_numbers):x}"
         parts = []
         for series_id in ids:
-            text, source, space = None, "precomputed", spaces[series_id]
+            text, source, space, state = None, "precomputed", spaces[series_id], server.series[series_id]
             if as_of is None and history is None:
-                text = server.precomputed_json(series_id, space, horizon, levels)
+                text = server.precomputed_json(series_id, state, space, horizon, levels)
             if text is None:
-                args = (series_id, space, horizon, levels, as_of, history)
+                args = (series_id, state, space, horizon, levels, as_of, history)
                 text, source = await in_database(server.model_json, *args), "model"
             self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
-            parts.append(forecast_part(series_id, space, server.meta[series_id], text))
+            data_as_of = as_of if as_of is not None else state.data_as_of
+            parts.append(forecast_part(series_id, space, server.meta[series_id], data_as_of, text))
             if self.writer is not None and not shadow:
                 self.writer.put(
                     "predictions",
@@ -204,7 +244,7 @@ class InferenceService:
                         space,
                     ),
                 )
-        estimated = (as_of or server.version.data_as_of).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        estimated = _utc_text(as_of or server.version.data_as_of)
         body = (
             f'{{"model_version":"{server.version.id}","family":"{server.version.family}",'
             f'"revision":{json.dumps(self.settings.revision)},"request_id":"{request_id}",'
@@ -279,13 +319,18 @@ def check_request(data: dict[str, Any]):
     return list(ids), horizon, tuple(sorted(set(levels))), as_of, history, space
 
 
-def forecast_part(series_id: str, space: str, meta: dict[str, str], rows_json: str) -> str:
-    """One series' entry of a forecast response (JSON text): its space, unit, transform and rows."""
+def forecast_part(series_id: str, space: str, meta: dict[str, str], data_as_of: datetime, rows_json: str) -> str:
+    """One series' entry of a forecast response (JSON text): its space, unit, transform, the moment
+    its data were read as of, and its rows."""
     unit = meta["unit"] if space == "level" else model_space_unit(meta["unit"], meta["transform"])
     return (
         f'{{"series_id":{json.dumps(series_id)},"space":"{space}","unit":{json.dumps(unit)},'
-        f'"transform":"{meta["transform"]}","forecast":{rows_json}}}'
+        f'"transform":"{meta["transform"]}","data_as_of":"{_utc_text(data_as_of)}","forecast":{rows_json}}}'
     )
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def series_space(series_id: str, transform: str, asked: str | None) -> str:

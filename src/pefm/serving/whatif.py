@@ -1,8 +1,9 @@
 """Forecasts that need the model itself: other levels or horizons, ``as_of``, what-if ``history``.
 
 Imported only once such a request arrives, so pandas-heavy work and the model's own imports stay
-off the start-up path. Without ``as_of`` the data are those the model was trained on, so a
-what-if differs from the plain forecast only by the client's ``history``. With ``as_of`` the
+off the start-up path. Without ``as_of`` the data are those the plain forecast is conditioned on
+(the latest, or with PEFM_RECONDITION=off those the model was trained on), so a what-if differs
+from the plain forecast only by the client's ``history``. With ``as_of`` the
 forecast is the one the version's family (same parameters) makes when estimated on the data
 known at that moment, and conditioned on them: nothing later reaches it, neither values nor
 parameters; for a bundle only the group of the series asked for is estimated. Those fits are
@@ -32,51 +33,117 @@ from pefm.forecasting.training import estimator
 from pefm.serving.http import ApiError
 
 if TYPE_CHECKING:
-    from pefm.serving.inference import ModelServer
+    from pefm.serving.inference import Conditioning, ModelServer
 
-_training_panels: dict[str, pd.DataFrame] = {}
 _AS_OF_FITS = 16  # models estimated at past moments kept per process (least recently used out)
 _as_of_fits: OrderedDict[tuple, Any] = OrderedDict()
-_fitting = threading.Lock()
+_fitting = threading.Lock()  # one as-of estimation at a time per process: they are CPU-bound
+_cache = threading.Lock()  # the small caches below
+_PANELS = 8  # panels read as of a moment kept per process (least recently used out)
+_panels: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+_conditioned_members: dict[tuple[str, str], tuple[int, BaseForecaster]] = {}
 
 
 def model_forecast(
     server: ModelServer,
     series_id: str,
+    state: Conditioning,
     horizon: int,
     levels: tuple[int, ...],
     as_of: datetime | None,
     history: list[dict] | None,
     space: str,
 ) -> list[dict[str, Any]]:
-    """Forecast rows for one series from the loaded model, in ``space`` (blocking: run it on a thread)."""
+    """Forecast rows for one series from the loaded model, in ``space`` (blocking: run it on a
+    thread). ``state``: what the series is conditioned on now (the plain forecast's data)."""
     model = server.model
     meta = server.meta[series_id]
     try:
+        if as_of is not None and history is None:
+            return _as_of_rows(server, series_id, as_of, space, horizon, levels)
         if as_of is None and history is None:
-            member = model.for_series(series_id)
-            anchor = server.anchors.get(series_id)
+            member = _member_for(server, series_id, state)
+            anchor = state.anchor
             if anchor is None and space == "level":  # a version registered before anchors were kept
-                anchor = anchor_at(_panel(server, [], None), series_id, member.cutoff_)
+                panel = _panel(server, [series_id], server.version.data_as_of)
+                anchor = anchor_at(panel, series_id, member.cutoff_)
         else:
             family, params, ids = _estimated_group(server, series_id)
-            panel = _panel(server, ids, as_of)
+            # a what-if starts from the data the plain forecasts use (as last re-conditioned)
+            base = as_of or max(server.series[s].data_as_of for s in ids if s in server.series)
+            panel = _panel(server, ids, base)
             if as_of is not None:
                 model = _estimated_at(server.version.id, family, params, as_of, panel)
             if history is not None:
                 panel = _with_history(panel, series_id, history, Frequency(meta["frequency"]))
             member = _conditioned(model, panel, series_id)
             anchor = anchor_at(panel, series_id, member.cutoff_) if space == "level" else None
-        frame = member.predict(horizon, levels)
-        frame = frame[frame["series_id"] == series_id]
-        if space == "level":
-            freq = Frequency(meta["frequency"])
-            frame = level_forecast(member, frame, series_id, anchor, meta["transform"], freq, levels)
+        return _rows(member, series_id, meta, anchor, space, horizon, levels)
     except ForecastInputError as exc:
         raise ApiError(422, str(exc)) from None
+
+
+def _rows(member, series_id: str, meta: dict, anchor, space: str, horizon: int, levels) -> list[dict[str, Any]]:
+    """The member's forecast of the series as the API returns it, in ``space``."""
+    frame = member.predict(horizon, levels)
+    frame = frame[frame["series_id"] == series_id]
+    if space == "level":
+        freq = Frequency(meta["frequency"])
+        frame = level_forecast(member, frame, series_id, anchor, meta["transform"], freq, levels)
     frame = frame.drop(columns="series_id")
     frame["ds"] = frame["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return frame.to_dict("records")
+
+
+def _as_of_rows(
+    server: ModelServer, series_id: str, as_of: datetime, space: str, horizon: int, levels: tuple[int, ...]
+) -> list[dict[str, Any]]:
+    """The forecast the version made (or makes) from the data known at ``as_of``: from the
+    registry's forecasts at past origins when it holds it, else estimated on those data and then
+    kept there (at the precomputed shape, both spaces) for every replica and revision."""
+    from pefm.forecasting.origins import store_forecast, stored_forecast
+    from pefm.forecasting.registry import PRECOMPUTED_HORIZON, PRECOMPUTED_LEVELS
+
+    meta = server.meta[series_id]
+    family, params, ids = _estimated_group(server, series_id)
+    panel = _panel(server, ids, as_of)
+    known = panel[series_id].dropna()
+    if known.empty:
+        raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data of {series_id} was known then")
+    cutoff, freq = known.index[-1], Frequency(meta["frequency"])
+    with server.db.connection() as conn:
+        rows = stored_forecast(conn, server.version, series_id, freq, ids, cutoff, as_of, space, horizon, levels)
+    if rows is not None:
+        return rows
+    member = _conditioned(_estimated_at(server.version.id, family, params, as_of, panel), panel, series_id)
+    anchor = anchor_at(panel, series_id, member.cutoff_)
+    rows = _rows(member, series_id, meta, anchor, space, horizon, levels)
+    shape = min(PRECOMPUTED_HORIZON, getattr(member, "horizon", PRECOMPUTED_HORIZON)), PRECOMPUTED_LEVELS
+    with server.db.connection() as conn:
+        for kept_space in ("model", "level"):
+            kept = _rows(member, series_id, meta, anchor, kept_space, *shape)
+            store_forecast(conn, server.version.id, series_id, cutoff, as_of, kept_space, shape[1], kept)
+    return rows
+
+
+def _member_for(server: ModelServer, series_id: str, state: Conditioning) -> BaseForecaster:
+    """The fitted member that forecasts ``series_id``, conditioned on the data of ``state`` (the
+    registered one as it is; after re-conditioning, a copy conditioned on the same data as the
+    precomputed forecasts, made on the first request that needs it and kept per state)."""
+    member = server.model.for_series(series_id)
+    if state.generation == 0:
+        return member
+    key = (server.version.id, series_id)
+    with _cache:
+        kept = _conditioned_members.get(key)
+    if kept is not None and kept[0] == state.generation:
+        return kept[1]
+    with server.db.connection() as conn:
+        panel = load_panel(conn, member.series_ids_, as_of=state.data_as_of)
+    fresh = copy.deepcopy(member).update(member_data(member, panel, series_id))
+    with _cache:
+        _conditioned_members[key] = (state.generation, fresh)
+    return fresh
 
 
 def _estimated_group(server: ModelServer, series_id: str) -> tuple[str, dict[str, Any], list[str]]:
@@ -120,17 +187,21 @@ def _estimated_at(version_id: str, family: str, params: dict[str, Any], as_of: d
         return model
 
 
-def _panel(server: ModelServer, series_ids: list[str], as_of: datetime | None) -> pd.DataFrame:
-    """The series as known at ``as_of``, by default as the model saw them when it was trained
-    (what its plain forecasts start from); that default is read once per version and kept."""
-    version = server.version
-    if as_of is None:
-        if version.id not in _training_panels:
-            with server.db.connection() as conn:
-                _training_panels[version.id] = load_panel(conn, version.series_ids, as_of=version.data_as_of)
-        return _training_panels[version.id]
+def _panel(server: ModelServer, series_ids: list[str], as_of: datetime) -> pd.DataFrame:
+    """The series as known at ``as_of``; the last few reads are kept (a what-if reads the same
+    data as the plain forecast, request after request, until new data arrive)."""
+    key = (server.version.id, tuple(series_ids), as_of)
+    with _cache:
+        if (panel := _panels.get(key)) is not None:
+            _panels.move_to_end(key)
+            return panel
     with server.db.connection() as conn:
-        return load_panel(conn, series_ids, as_of=as_of)
+        panel = load_panel(conn, series_ids, as_of=as_of)
+    with _cache:
+        _panels[key] = panel
+        while len(_panels) > _PANELS:
+            _panels.popitem(last=False)
+    return panel
 
 
 def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq: Frequency) -> pd.DataFrame:

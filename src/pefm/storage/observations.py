@@ -9,11 +9,13 @@ A different value for a (series, ts) that already has a row at exactly V would r
 history and is refused whole (VintageConflictError).
 
 Reads "as of" a moment return, for each ts, the value of the latest vintage <= that moment:
-the data as it was known then.
+the data as it was known then. A write that changed data announces its series on
+``OBSERVATIONS_CHANNEL`` when it commits.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +28,8 @@ from pefm.storage import pg_binary
 from pefm.storage.series import get_series
 
 Moment = datetime | pd.Timestamp | str | None
+OBSERVATIONS_CHANNEL = "pefm_observations"
+"""The PostgreSQL notification channel a write that changed data announces its series on."""
 
 
 class UnknownSeriesError(LookupError):
@@ -117,6 +121,7 @@ def write_observations(
             raise ValueError(f"duplicate observation {dup.series_id} {dup.ts} in one write")
         if not _overlaps(conn, rows, ids):  # nothing stored in the span: every row is new
             _copy_into_observations(conn, rows, source)
+            _announce(conn, ids)
             return WriteResult(len(rows), 0, 0, whole_vintage)
         conn.execute("SET LOCAL work_mem = '64MB'")  # the classification sort stays in memory
         _copy_incoming(conn, rows, ids)
@@ -148,7 +153,19 @@ def write_observations(
                 {"ids": ids},
             ).fetchall()
             raise VintageConflictError(bad)
+        if inserted or revised:
+            _announce(conn, ids)
     return WriteResult(inserted, revised, unchanged, whole_vintage)
+
+
+def _announce(conn: psycopg.Connection, ids: list[str]) -> None:
+    """Tell every listener (inference replicas: ``serving.freshness``) which series changed; sent
+    by PostgreSQL when the transaction commits, never for a write that rolls back. A list too long
+    for a notification's 8000 bytes is sent as ``null``: everything may have changed."""
+    payload = json.dumps({"series": ids})
+    if len(payload.encode()) > 7900:
+        payload = json.dumps({"series": None})
+    conn.execute("SELECT pg_notify(%s, %s)", (OBSERVATIONS_CHANNEL, payload))
 
 
 def _copy_incoming(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str]) -> None:

@@ -1,0 +1,120 @@
+"""Forecasts made at past origins, kept with the registry: "what did we forecast then".
+
+An origin is a series' last observation in the data a forecast was made from (its ``cutoff``).
+Two sources hold such forecasts for a model version:
+
+- its stored backtest: the version's family (same parameters) refitted at each backtest cutoff on
+  the data as known when the cutoff's period ended. Those are the forecasts an ``as_of`` request
+  at that moment makes, so they are reused (model space; as long as they were refitted at every
+  cutoff, ``refit_every == 1``);
+- ``origin_forecasts``: every other as-of forecast the inference function computed, stored at the
+  precomputed shape (``PRECOMPUTED_HORIZON`` steps, ``PRECOMPUTED_LEVELS``) in both spaces, with
+  the moment its data were read as of. Replicas and revisions of the version share them.
+
+``stored_forecast`` answers from either, only where the data known at the request's moment are
+those the stored forecast was made from (nothing got a vintage in between); ``store_forecast``
+adds one (the first one for an origin stays).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pefm.data.frequency import Frequency, period_end
+from pefm.storage.model_versions import ModelVersion
+
+
+def stored_forecast(
+    conn: psycopg.Connection,
+    version: ModelVersion,
+    series_id: str,
+    freq: Frequency,
+    estimated_with: list[str],
+    cutoff: pd.Timestamp,
+    known_at: datetime,
+    space: str,
+    horizon: int,
+    levels: tuple[int, ...],
+) -> list[dict[str, Any]] | None:
+    """The rows (``ds``, ``mean``, bounds) the version forecast from ``cutoff`` with the data known
+    at ``known_at``, when stored at this space, at least this horizon and these levels; else None.
+    ``estimated_with``: the series estimated together with it (its bundle group)."""
+    row = conn.execute(
+        """SELECT rows, known_at FROM origin_forecasts
+           WHERE model_version = %s AND series_id = %s AND cutoff = %s AND space = %s
+             AND levels @> %s::integer[] AND jsonb_array_length(rows) >= %s""",
+        (version.id, series_id, cutoff.to_pydatetime(), space, list(levels), horizon),
+    ).fetchone()
+    if row is not None and _same_data(conn, estimated_with, row[1], known_at):
+        return _shaped(row[0], horizon, levels)
+    if space == "model":
+        return _from_backtest(conn, version, series_id, freq, estimated_with, cutoff, known_at, horizon, levels)
+    return None
+
+
+def store_forecast(
+    conn: psycopg.Connection,
+    version_id: str,
+    series_id: str,
+    cutoff: pd.Timestamp,
+    known_at: datetime,
+    space: str,
+    levels: tuple[int, ...],
+    rows: list[dict[str, Any]],
+) -> None:
+    """Keep a forecast made at ``cutoff`` (rows as the API returns them); the first one stays."""
+    conn.execute(
+        """INSERT INTO origin_forecasts (model_version, series_id, cutoff, known_at, space, levels, rows)
+           VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+        (version_id, series_id, cutoff.to_pydatetime(), known_at, space, list(levels), Jsonb(rows)),
+    )
+
+
+def _from_backtest(
+    conn: psycopg.Connection,
+    version: ModelVersion,
+    series_id: str,
+    freq: Frequency,
+    estimated_with: list[str],
+    cutoff: pd.Timestamp,
+    known_at: datetime,
+    horizon: int,
+    levels: tuple[int, ...],
+) -> list[dict[str, Any]] | None:
+    """The backtest's forecast at ``cutoff`` when it was made from the same data: refitted there on
+    the data known when the cutoff's period ended, and nothing became known between then and
+    ``known_at``; with enough steps and levels."""
+    backtest = version.backtest or {}
+    spec = backtest.get("spec") or {}
+    if spec.get("refit_every", 1) != 1 or spec.get("h", 0) < horizon or not set(levels) <= set(spec.get("levels", ())):
+        return None
+    rows = [r for r in (backtest.get("forecasts") or {}).get(series_id, []) if r["cutoff"] == f"{cutoff:%Y-%m-%d}"]
+    if len(rows) < horizon:
+        return None
+    ended = period_end(pd.DatetimeIndex([cutoff]), freq)[0].tz_localize("UTC").to_pydatetime()
+    if known_at < ended or not _same_data(conn, estimated_with, ended, known_at):
+        return None
+    out = [{"ds": f"{r['ds']}T00:00:00Z", "mean": r["mean"]} for r in rows]
+    for row, source in zip(out, rows, strict=True):
+        for level in levels:
+            row[f"lo-{level}"], row[f"hi-{level}"] = source[f"lo-{level}"], source[f"hi-{level}"]
+    return out[:horizon]
+
+
+def _same_data(conn: psycopg.Connection, series_ids: list[str], one: datetime, other: datetime) -> bool:
+    """Whether the series were known alike at both moments: nothing got a vintage in between."""
+    changed = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%s) AND vintage > %s AND vintage <= %s)",
+        (series_ids, min(one, other), max(one, other)),
+    ).fetchone()[0]
+    return not changed
+
+
+def _shaped(rows: list[dict[str, Any]], horizon: int, levels: tuple[int, ...]) -> list[dict[str, Any]]:
+    keep = ["ds", "mean", *(f"{side}-{lv}" for lv in levels for side in ("lo", "hi"))]
+    return [{k: row[k] for k in keep} for row in rows[:horizon]]

@@ -1,0 +1,120 @@
+"""Forecasts on the latest data: an observation ingested through the ingest function reaches the
+next forecast of a running inference revision within seconds, without a retrain; a revision that
+starts later catches up by itself."""
+
+import math
+import time
+
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+
+from pefm.data.bundled import bundled
+from pefm.data.loading import load_bundled
+from pefm.forecasting.registry import promote
+from pefm.forecasting.training import train
+from pefm.storage.database import Database
+from pefm.storage.migrate import migrate
+from tests.conftest import fresh_schema
+from tests.functions.conftest import TOKEN, start_function, stop, wait_for_model
+
+SERIES = ["realgdp", "unemp"]
+
+
+@pytest.fixture(scope="module")
+def schema(server_url):
+    """Data to the end of 1999, an AR model trained on them and serving."""
+    with fresh_schema(server_url, "fresh") as url:
+        with Database(url, max_size=1) as db, db.connection() as conn:
+            migrate(conn)
+            load_bundled(conn, bundled(SERIES))
+            conn.execute("DELETE FROM observations WHERE ts >= '2000-01-01'")
+            conn.commit()
+            version, _ = train(conn, "ar", SERIES, spec=None)
+            promote(conn, version.id)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def ingest(schema, tmp_path_factory):
+    running = start_function("ingest", schema, tmp_path_factory.mktemp("ingest"), PEFM_INGEST_TOKEN=TOKEN)
+    yield running
+    stop(running)
+
+
+@pytest.fixture(scope="module")
+def inference(schema, tmp_path_factory):
+    running = start_function("inference", schema, tmp_path_factory.mktemp("inference"), K_REVISION="pefm-fresh")
+    yield running
+    stop(running)
+
+
+def forecast(client: httpx.Client, **body) -> dict:
+    response = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 2, **body})
+    assert response.status_code == 200, response.text
+    return response.json()["forecasts"][0]
+
+
+def ingest_quarter(ingest, quarter: str) -> float:
+    """Post realgdp's real value for ``quarter`` to the ingest function; the value."""
+    value = float(bundled(["realgdp"])[0].load().loc[pd.Timestamp(quarter)])
+    body = {"series_id": "realgdp", "observations": [{"ts": quarter, "value": value}]}
+    with ingest.client() as c:
+        response = c.post("/v1/observations", json=body, headers={"authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    return value
+
+
+def test_an_ingested_observation_reaches_the_next_forecast_within_seconds(schema, ingest, inference, tmp_path_factory):
+    with inference.client() as client:
+        before = forecast(client)
+        before_model = forecast(client, space="model")
+        assert before["forecast"][0]["ds"] == "2000-01-01T00:00:00Z"
+        value = ingest_quarter(ingest, "2000-01-01")
+        started, after = time.monotonic(), before
+        while after["data_as_of"] == before["data_as_of"] and time.monotonic() - started < 15:
+            time.sleep(0.1)
+            after = forecast(client)
+        waited = time.monotonic() - started
+        assert after["data_as_of"] > before["data_as_of"], "no re-conditioning within 15 s"
+        assert waited < 5, f"re-conditioning took {waited:.1f} s"
+        # conditioned on the new quarter, parameters unchanged: one step further, from the new level
+        assert after["forecast"][0]["ds"] == "2000-04-01T00:00:00Z"
+        step = forecast(client, space="model")
+        assert step["data_as_of"] == after["data_as_of"]
+        assert after["forecast"][0]["mean"] == pytest.approx(value * math.exp(step["forecast"][0]["mean"] / 400))
+        assert step["forecast"][0]["mean"] != pytest.approx(before_model["forecast"][1]["mean"])
+        # the model path (beyond the precomputed horizon) uses the same data
+        longer = wait_for_model(client, {"series_id": "realgdp", "horizon": 20}).json()["forecasts"][0]
+        assert longer["forecast"][0]["ds"] == "2000-04-01T00:00:00Z" and longer["data_as_of"] == after["data_as_of"]
+        # the other series did not change, and no retrain happened: one version, still serving
+        other = client.post("/v1/forecast", json={"series_id": "unemp", "horizon": 1}).json()["forecasts"][0]
+        assert other["data_as_of"] == before["data_as_of"]
+    with psycopg.connect(schema) as conn:
+        assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == 1
+
+    # a revision started after the data arrived catches up by itself
+    late = start_function("inference", schema, tmp_path_factory.mktemp("late"), K_REVISION="pefm-late")
+    try:
+        with late.client() as client:
+            deadline = time.monotonic() + 15
+            caught = forecast(client)
+            while caught["forecast"][0]["ds"] != "2000-04-01T00:00:00Z" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                caught = forecast(client)
+            assert caught["forecast"][0]["ds"] == "2000-04-01T00:00:00Z"
+            assert caught["forecast"][0]["mean"] == pytest.approx(after["forecast"][0]["mean"])
+    finally:
+        stop(late)
+
+
+def test_a_write_that_changes_nothing_is_not_announced(schema, ingest, inference):
+    """Reloading the same value inserts nothing, so no listener is woken for it."""
+    with psycopg.connect(schema, autocommit=True) as listener:
+        listener.execute("LISTEN pefm_observations")
+        ingest_quarter(ingest, "1999-10-01")  # stored already, same value
+        assert list(listener.notifies(timeout=1.0)) == []
+        ingest_quarter(ingest, "2000-04-01")  # new
+        notes = list(listener.notifies(timeout=2.0, stop_after=1))
+        assert [n.payload for n in notes] == ['{"series": ["realgdp"]}']

@@ -1,0 +1,72 @@
+"""Forecasts at past origins: the backtest's forecasts are reused where they are what an as-of
+request makes, and stored as-of forecasts are read back by shape."""
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from pefm.data.bundled import bundled
+from pefm.data.frequency import Frequency
+from pefm.data.loading import load_bundled
+from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.origins import store_forecast, stored_forecast
+from pefm.forecasting.panel import load_panel
+from pefm.forecasting.training import estimator, train
+from pefm.storage.observations import write_observations
+
+SERIES = ["realgdp", "unemp"]
+Q = Frequency.QUARTERLY
+
+
+@pytest.fixture
+def version(conn):
+    load_bundled(conn, bundled(SERIES))
+    trained, _ = train(conn, "ar", SERIES, as_of=datetime(2000, 1, 1, tzinfo=UTC), spec=BacktestSpec(h=2, windows=4))
+    return trained
+
+
+def test_a_backtest_forecast_is_the_as_of_forecast_of_its_cutoff_and_is_reused(conn, version):
+    cutoff = pd.Timestamp("1999-01-01")  # one of the 4 backtest cutoffs (1998Q3 .. 1999Q2)
+    known_at = datetime(1999, 4, 1, tzinfo=UTC)  # the end of 1999Q1: when that data were known
+    rows = stored_forecast(conn, version, "unemp", Q, SERIES, cutoff, known_at, "model", 2, (80, 95))
+    assert rows is not None and [r["ds"] for r in rows] == ["1999-04-01T00:00:00Z", "1999-07-01T00:00:00Z"]
+    # what the version's family makes when estimated on the data known then, computed here
+    made = estimator(version.family, version.params).fit(load_panel(conn, SERIES, as_of=known_at)).predict(2)
+    made = made[made["series_id"] == "unemp"]
+    assert [r["mean"] for r in rows] == pytest.approx(made["mean"].tolist(), rel=1e-9)
+    assert [r["hi-95"] for r in rows] == pytest.approx(made["hi-95"].tolist(), rel=1e-9)
+    # not reused: longer than the backtest's h, level space, or before that data were known
+    assert stored_forecast(conn, version, "unemp", Q, SERIES, cutoff, known_at, "model", 3, (80,)) is None
+    assert stored_forecast(conn, version, "unemp", Q, SERIES, cutoff, known_at, "level", 2, (80,)) is None
+    early = datetime(1999, 3, 1, tzinfo=UTC)
+    assert stored_forecast(conn, version, "unemp", Q, SERIES, cutoff, early, "model", 2, (80,)) is None
+    # a revision known before the request's moment means other data: no reuse
+    revised = pd.DataFrame({"series_id": ["unemp"], "ts": [pd.Timestamp("1998-10-01")], "value": [9.9]})
+    write_observations(conn, revised, vintage=datetime(1999, 5, 1, tzinfo=UTC))
+    later = datetime(1999, 6, 1, tzinfo=UTC)
+    assert stored_forecast(conn, version, "unemp", Q, SERIES, cutoff, later, "model", 2, (80,)) is None
+    assert stored_forecast(conn, version, "unemp", Q, SERIES, cutoff, known_at, "model", 2, (80,)) is not None
+
+
+def test_stored_forecasts_answer_requests_that_fit_their_shape(conn, version):
+    cutoff, known_at = pd.Timestamp("1990-01-01"), datetime(1990, 5, 1, tzinfo=UTC)
+    rows = [
+        {"ds": f"{ds:%Y-%m-%d}T00:00:00Z", "mean": 1.0 + i, "lo-80": 0.0, "hi-80": 9.0, "lo-95": -1.0, "hi-95": 10.0}
+        for i, ds in enumerate(pd.date_range("1990-04-01", periods=12, freq="QS"))
+    ]
+    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), rows)
+    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), [])  # the first one stays
+    got = stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 3, (95,))
+    assert got == [{"ds": r["ds"], "mean": r["mean"], "lo-95": -1.0, "hi-95": 10.0} for r in rows[:3]]
+    assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 13, (95,)) is None
+    assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 2, (50,)) is None
+    # asked as of another moment with the same last observation: the same data, unless something
+    # became known in between
+    assert stored_forecast(
+        conn, version, "realgdp", Q, SERIES, cutoff, datetime(1990, 6, 1, tzinfo=UTC), "level", 3, (95,)
+    )
+    revised = pd.DataFrame({"series_id": ["unemp"], "ts": [pd.Timestamp("1980-01-01")], "value": [1.0]})
+    write_observations(conn, revised, vintage=datetime(1990, 5, 15, tzinfo=UTC))
+    later = datetime(1990, 6, 1, tzinfo=UTC)
+    assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, later, "level", 3, (95,)) is None
