@@ -168,8 +168,13 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_start(url: str, version_id: str) -> None:
-    """In the worker process: the database and the version's model (sha256-checked), once."""
+    """In the worker process: the database and the version's model (sha256-checked), once. It runs
+    at a lower CPU priority: serving requests comes first."""
+    import os
+
     from pefm.forecasting.registry import load_model
+
+    os.nice(10)
     from pefm.storage.database import Database
 
     db = Database(url, max_size=1)
