@@ -109,6 +109,30 @@ def test_an_ingested_observation_reaches_the_next_forecast_within_seconds(schema
         stop(late)
 
 
+def test_data_a_model_cannot_use_leave_its_forecasts_and_no_others(schema, ingest, inference):
+    """A non-positive value under a log transform cannot be re-conditioned on: realgdp keeps what it
+    had, and the listener keeps going for the other series."""
+    with inference.client() as client:
+        gdp_before = forecast(client)
+        with ingest.client() as c:
+            bad = {"series_id": "realgdp", "observations": [{"ts": "2001-01-01", "value": -5.0}]}
+            assert c.post("/v1/observations", json=bad, headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+            good = {"series_id": "unemp", "observations": [{"ts": "2000-01-01", "value": 4.0}]}
+            assert (
+                c.post("/v1/observations", json=good, headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+            )
+        unemp_before = gdp_before["data_as_of"]
+        deadline, unemp = time.monotonic() + 15, None
+        while time.monotonic() < deadline:
+            unemp = client.post("/v1/forecast", json={"series_id": "unemp", "horizon": 1}).json()["forecasts"][0]
+            if unemp["forecast"][0]["ds"] == "2000-04-01T00:00:00Z":
+                break
+            time.sleep(0.2)
+        assert unemp["forecast"][0]["ds"] == "2000-04-01T00:00:00Z", "unemp was not re-conditioned"
+        assert unemp["data_as_of"] > unemp_before
+        assert forecast(client) == gdp_before
+
+
 def test_a_write_that_changes_nothing_is_not_announced(schema, ingest, inference):
     """Reloading the same value inserts nothing, so no listener is woken for it."""
     with psycopg.connect(schema, autocommit=True) as listener:

@@ -41,7 +41,10 @@ Updates = dict[str, tuple[list[dict[str, Any]], float, datetime]]
 
 def condition_on_latest(model, db: Database, series_ids: list[str]) -> Updates:
     """``model`` conditioned on the data as known now, for ``series_ids`` (and the series their
-    members forecast jointly): the forecasts a plain request is answered from, in both spaces."""
+    members forecast jointly): the forecasts a plain request is answered from, in both spaces. A
+    member whose new data cannot be used (e.g. a value a log transform refuses) keeps its
+    forecasts, with a warning; the others go ahead."""
+    from pefm.forecasting.base import ForecastInputError
     from pefm.forecasting.panel import load_panel, member_data
     from pefm.forecasting.registry import precompute
 
@@ -49,17 +52,20 @@ def condition_on_latest(model, db: Database, series_ids: list[str]) -> Updates:
     for series_id in series_ids:
         member = model.for_series(series_id)
         members.setdefault(id(member), (member, series_id))
-    together = list(dict.fromkeys(s for member, _ in members.values() for s in member.series_ids_))
+    updates: Updates = {}
     with db.connection() as conn:
         now = conn.execute("SELECT now()").fetchone()[0]
-        panel = load_panel(conn, together, as_of=now)
-    updates: Updates = {}
-    for member, first in members.values():
-        fresh = copy.deepcopy(member).update(member_data(member, panel, first))
-        pre = precompute(fresh, panel)
-        for series_id in fresh.series_ids_:
-            rows = [r for r in pre["rows"] if r["series_id"] == series_id]
-            updates[series_id] = (rows, pre["anchors"][series_id], now)
+        for member, first in members.values():
+            try:
+                panel = load_panel(conn, member.series_ids_, as_of=now)
+                fresh = copy.deepcopy(member).update(member_data(member, panel, first))
+                pre = precompute(fresh, panel)
+            except (ForecastInputError, ValueError, ArithmeticError) as exc:
+                log.warning("not re-conditioning %s: %s", ", ".join(member.series_ids_), exc)
+                continue
+            for series_id in fresh.series_ids_:
+                rows = [r for r in pre["rows"] if r["series_id"] == series_id]
+                updates[series_id] = (rows, pre["anchors"][series_id], now)
     return updates
 
 
@@ -151,11 +157,11 @@ class Reconditioner:
                 initargs=(self.server.db.url, server.version.id),
             )
         updates = self._pool.submit(_worker_refresh, ids).result()
-        server.recondition(updates)
-        self.refreshes += 1
-        log.info(
-            "re-conditioned %s on the data as of %s", ", ".join(sorted(updates)), max(u[2] for u in updates.values())
-        )
+        if updates:
+            server.recondition(updates)
+            self.refreshes += 1
+            moment = max(u[2] for u in updates.values())
+            log.info("re-conditioned %s on the data as of %s", ", ".join(sorted(updates)), moment)
         return sorted(updates)
 
     def _close_pool(self) -> None:
