@@ -131,6 +131,10 @@ def test_data_a_model_cannot_use_leave_its_forecasts_and_no_others(schema, inges
         assert unemp["forecast"][0]["ds"] == "2000-04-01T00:00:00Z", "unemp was not re-conditioned"
         assert unemp["data_as_of"] > unemp_before
         assert forecast(client) == gdp_before
+        # a request that needs those data is a clear 422, not a 500
+        refused = wait_for_model(client, {"series_id": "realgdp", "as_of": "2030-01-01"})
+        assert refused.status_code == 422, refused.text
+        assert "stored data of realgdp cannot be used" in refused.json()["error"]
 
 
 def test_a_write_that_changes_nothing_is_not_announced(schema, ingest, inference):

@@ -31,6 +31,10 @@ def _log_return(y: pd.Series, freq: Frequency) -> pd.Series:
     return (100.0 * np.log(y).diff()).iloc[1:]
 
 
+class TransformError(ValueError):
+    """Stored values the series' transform cannot take (e.g. a value <= 0 under a log transform)."""
+
+
 RETURN_TRANSFORMS = frozenset({"log_return"})
 """Transforms whose model-space values are returns (trading checks apply; GARCH forecasts them)."""
 
@@ -65,7 +69,7 @@ def apply_transform(y: pd.Series, transform: str, freq: Frequency) -> pd.Series:
     except KeyError:
         raise ValueError(f"unknown transform {transform!r}; expected one of {sorted(TRANSFORMS)}") from None
     if transform.startswith("log") and (y <= 0).any():
-        raise ValueError(f"transform {transform!r} needs positive values; {y.name} has some <= 0")
+        raise TransformError(f"transform {transform!r} needs positive values; {y.name} has some <= 0")
     out = fn(y, freq)
     out.name = y.name
     out.attrs = dict(y.attrs)

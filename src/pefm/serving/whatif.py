@@ -24,6 +24,7 @@ import pandas as pd
 
 from pefm.data.frequency import Frequency
 from pefm.data.json_payload import observations_from_object
+from pefm.data.transforms import TransformError
 from pefm.data.validation import ValidationError, check_frequency
 from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.forecasting.bundle import Bundle, fit_data
@@ -81,6 +82,8 @@ def model_forecast(
         return _rows(member, series_id, meta, anchor, space, horizon, levels)
     except ForecastInputError as exc:
         raise ApiError(422, str(exc)) from None
+    except TransformError as exc:  # stored data the series' transform refuses (ingest does not check yet)
+        raise ApiError(422, f"the stored data of {series_id} cannot be used: {exc}") from None
 
 
 def _rows(member, series_id: str, meta: dict, anchor, space: str, horizon: int, levels) -> list[dict[str, Any]]:
