@@ -4,6 +4,7 @@ starts later catches up by itself."""
 
 import math
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pandas as pd
@@ -132,7 +133,9 @@ def test_data_a_model_cannot_use_leave_its_forecasts_and_no_others(schema, inges
         assert unemp["data_as_of"] > unemp_before
         assert forecast(client) == gdp_before
         # a request that needs those data is a clear 422, not a 500
-        refused = wait_for_model(client, {"series_id": "realgdp", "as_of": "2030-01-01"})
+        time.sleep(1.1)  # as of a moment after the bad value's vintage (the write's commit time)
+        now = datetime.now(UTC).isoformat()
+        refused = wait_for_model(client, {"series_id": "realgdp", "as_of": now})
         assert refused.status_code == 422, refused.text
         assert "stored data of realgdp cannot be used" in refused.json()["error"]
 

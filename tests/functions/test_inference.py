@@ -195,6 +195,7 @@ def test_what_if_history_changes_the_forecast(client):
         ({"series_id": "unemp", "extra": 1}, 422, "extra"),
         ({"series_id": "unemp", "series_ids": ["infl"]}, 422, "series_id"),
         ({"series_id": "unemp", "space": "log"}, 422, "space"),
+        ({"series_id": "unemp", "as_of": "2999-01-01"}, 422, "as_of"),
         ({"series_ids": ["unemp", "infl"], "history": [{"ts": "2000-01-01", "value": 1}]}, 422, "history"),
     ],
 )

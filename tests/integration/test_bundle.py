@@ -66,10 +66,25 @@ def test_a_new_series_joins_at_the_next_training_and_a_short_one_is_left_out_wit
     )
     months = pd.date_range("2018-01-01", periods=8, freq="MS")
     write_observations(loaded, pd.DataFrame({"series_id": "fresh", "ts": months, "value": range(8)}))
+    # 40 quarters: enough to forecast (the ensemble needs 32), not for 12 backtest windows (43)
+    upsert_series(loaded, SeriesMeta("young", "A young quarterly series", Frequency.QUARTERLY, "index", "none"))
+    quarters = pd.date_range("2000-01-01", periods=40, freq="QS")
+    young = spending.to_numpy()[-40:] / 100
+    write_observations(loaded, pd.DataFrame({"series_id": "young", "ts": quarters, "value": young}))
+    # a value its log transform refuses (ingest accepts it today): left out, not a failed training
+    upsert_series(loaded, SeriesMeta("broken", "Broken", Frequency.QUARTERLY, "index", "log_diff_ann"))
+    write_observations(loaded, pd.DataFrame({"series_id": "broken", "ts": quarters, "value": -young}))
     loaded.commit()
-    after, _ = train(loaded, BUNDLE, default_series(loaded, BUNDLE), as_of=datetime.now(UTC), spec=None)
+    spec = BacktestSpec(windows=12)
+    after, run = train(loaded, BUNDLE, default_series(loaded, BUNDLE), as_of=datetime.now(UTC), spec=spec)
     assert "consumption" not in before.series_ids
     assert "consumption" in after.series_ids and "fresh" not in after.series_ids
+    # forecast but not backtested: too few points for 12 windows, or (consumption, all loaded with
+    # today's vintage) nothing known at the backtest's cutoffs; the bundled series are backtested
+    backtested = set(run.results["series_id"])
+    assert {"young", "consumption"} <= set(after.series_ids) and not {"young", "consumption"} & backtested
+    assert {"realgdp", "unemp", "aaa", "core_cpi", "sp500"} <= backtested
+    assert after.params["skipped"]["broken"] == "transform 'log_diff_ann' needs positive values; broken has some <= 0"
     assert after.params["skipped"]["fresh"].startswith("8 points after its transform; ensemble needs at least")
     quarterly = next(g for g in after.params["groups"] if g["name"] == "quarterly")
     assert "consumption" in quarterly["series_ids"]

@@ -51,7 +51,7 @@ def planned_params(conn, model: str, ids: list[str], params: dict[str, Any], as_
     from pefm.forecasting.panel import load_panel
     from pefm.forecasting.training import bundle_params
 
-    planned = bundle_params(load_panel(conn, ids, as_of=as_of))
+    planned = bundle_params(load_panel(conn, ids, as_of=as_of, skip_refused=True))
     for series_id, why in planned["skipped"].items():
         console.print(f"[yellow]{series_id} left out[/yellow]: {why}")
     return {**params, **planned}
@@ -327,9 +327,12 @@ def forecast_command(
             server.load()
             ids, h, lv, when, _, asked = check_request(request)
             threading.Thread(target=server.load_model, daemon=True).start()  # as an inference revision does
-            stale = [s for s in ids if s in changed_since_training(db, server.version)]
+            changed = changed_since_training(db, server.version)
+            stale = [s for s in ids if s in changed]
             if settings.recondition and stale:  # and as it does, on the latest data
-                server.recondition(condition_on_latest(server.wait_for_model(), db, stale))
+                if server.wait_for_model() is None:
+                    raise ValueError(f"the model could not be loaded: {server.model_error}")
+                server.recondition(condition_on_latest(server.model, db, stale))
             parts = []
             for series_id in ids:
                 if series_id not in server.meta:

@@ -76,7 +76,7 @@ class _Job:
         family = model or (serving.family if serving else DEFAULT_MODEL)
         if family == BUNDLE:  # re-planned from the catalog: series added since join the bundle
             ids = default_series(conn, BUNDLE)
-            params = params or bundle_params(load_panel(conn, ids))
+            params = params or bundle_params(load_panel(conn, ids, skip_refused=True))
         else:
             ids = serving.series_ids if serving and serving.family == family else default_series(conn, family)
         if params is None:

@@ -1,7 +1,7 @@
 """One model version for the whole catalog: a model family per group of series.
 
 Series are grouped by frequency, with return series (``log_return``) in groups of their own, and
-each group gets the family suited to it (``GROUP_FAMILIES``): daily and business-daily returns a
+each group gets the family suited to it (``family_for``): daily and business-daily returns a
 GARCH model (volatility-aware intervals; price levels come from its simulated paths), every
 other group the ensemble, fitted per series. ``plan_groups`` makes the plan from the catalog
 when a bundle is trained, so a series created through the API and filled through ingest is
@@ -11,7 +11,7 @@ family is left out with the reason.
 Why one bundle rather than one registry version per group: "which model serves" keeps exactly one
 answer (one registry row, one inference revision, one rollout, one drift monitor), while the
 parts that need finer grain already have it: backtests, gates and drift are computed per series,
-and an as-of request re-estimates only the group of the series asked for. The price is that a
+and an as-of request re-estimates only the series asked for. The price is that a
 retrain re-fits every group; a group whose data did not change re-fits to the same model.
 """
 

@@ -11,7 +11,8 @@ space (the stored values' units):
 - the intervals are by simulation: the model's own sample paths (``Forecaster.sample_paths``) are
   cumulated and inverted, and each bound is the matching quantile of the simulated levels. The
   inverse transforms are monotone, so at step 1 the level interval is the model-space interval
-  mapped through them; beyond step 1 it accounts for how the steps' errors add up.
+  mapped through them (up to simulation error); beyond step 1 it accounts for how the steps'
+  errors add up.
 
 ``none`` is its own inverse: level space is model space and the model's intervals are used as
 they are.

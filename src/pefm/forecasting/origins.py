@@ -91,7 +91,8 @@ def _from_backtest(
     ``known_at``; with enough steps and levels."""
     backtest = version.backtest or {}
     spec = backtest.get("spec") or {}
-    if spec.get("refit_every", 1) != 1 or spec.get("h", 0) < horizon or not set(levels) <= set(spec.get("levels", ())):
+    refitted_on_all = spec.get("refit_every", 1) == 1 and spec.get("window", "expanding") == "expanding"
+    if not refitted_on_all or spec.get("h", 0) < horizon or not set(levels) <= set(spec.get("levels", ())):
         return None
     rows = [r for r in (backtest.get("forecasts") or {}).get(series_id, []) if r["cutoff"] == f"{cutoff:%Y-%m-%d}"]
     if len(rows) < horizon:

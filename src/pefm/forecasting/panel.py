@@ -8,7 +8,7 @@ import pandas as pd
 import psycopg
 
 from pefm.data.frequency import Frequency, period_end
-from pefm.data.transforms import apply_transform
+from pefm.data.transforms import TransformError, apply_transform
 from pefm.storage.observations import Moment, read_frame
 from pefm.storage.series import get_series
 
@@ -33,28 +33,44 @@ def default_series(conn: psycopg.Connection, family: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def load_panel(conn: psycopg.Connection, series_ids: Sequence[str], *, as_of: Moment = None) -> pd.DataFrame:
+def load_panel(
+    conn: psycopg.Connection, series_ids: Sequence[str], *, as_of: Moment = None, skip_refused: bool = False
+) -> pd.DataFrame:
     """The series as known at ``as_of``, each transformed as its catalog entry says, aligned on
     their common index (NaN where a series has no value). ``attrs["frequencies"]`` and
     ``attrs["transforms"]`` describe the columns; ``attrs["anchors"]`` holds each series' last
-    stored value (where its inverse transform back to levels starts)."""
+    stored value (where its inverse transform back to levels starts). A series whose values its
+    transform refuses raises TransformError, or with ``skip_refused`` is left out and named with
+    the reason in ``attrs["refused"]``."""
     raw = read_frame(conn, series_ids, as_of=as_of)
-    columns, transforms, anchors = {}, {}, {}
+    columns, transforms, anchors, refused = {}, {}, {}, {}
     for series_id in series_ids:
         meta = get_series(conn, series_id)
         assert meta is not None  # read_frame raised for unknown ids
-        transforms[series_id] = meta.transform
         values = raw[series_id].dropna()
+        try:
+            columns[series_id] = apply_transform(values, meta.transform, meta.frequency)
+        except TransformError as exc:
+            if not skip_refused:
+                raise
+            refused[series_id] = str(exc)
+            continue
+        transforms[series_id] = meta.transform
         if len(values):
             anchors[series_id] = float(values.iloc[-1])
-        columns[series_id] = apply_transform(values, meta.transform, meta.frequency)
-    panel = pd.DataFrame(columns).reindex(columns=list(series_ids))
+    kept = [s for s in series_ids if s not in refused]
+    panel = pd.DataFrame(columns).reindex(columns=kept)
     freqs = raw.attrs["frequencies"]
     if len(set(freqs.values())) == 1:
         from pefm.data.frequency import with_frequency
 
         panel.index = with_frequency(pd.DatetimeIndex(panel.index), next(iter(freqs.values())))
-    panel.attrs = {"frequencies": freqs, "transforms": transforms, "anchors": anchors}
+    panel.attrs = {
+        "frequencies": {s: freqs[s] for s in kept},
+        "transforms": transforms,
+        "anchors": anchors,
+        "refused": refused,
+    }
     return panel
 
 

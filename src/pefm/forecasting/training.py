@@ -12,8 +12,8 @@ import pandas as pd
 import psycopg
 
 from pefm.data.transforms import RETURN_TRANSFORMS
-from pefm.forecasting.backtest import BacktestSpec, backtest, score
-from pefm.forecasting.base import BaseForecaster
+from pefm.forecasting.backtest import BacktestSpec, backtest, cutoffs, score
+from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.forecasting.bundle import BUNDLE, fit_data, group_data, plan_groups
 from pefm.forecasting.models import make_model
 from pefm.forecasting.panel import as_of_loader, load_panel
@@ -57,9 +57,10 @@ def estimator(name: str, params: dict[str, Any] | None = None) -> BaseForecaster
 
 
 def bundle_params(panel: pd.DataFrame) -> dict[str, Any]:
-    """A bundle's parameters for the series of ``panel``: its groups and the series left out."""
+    """A bundle's parameters for the series of ``panel`` (read with ``skip_refused``): its groups,
+    and the series left out with the reason (too short, or values their transform refuses)."""
     groups, skipped = plan_groups(panel)
-    return {"groups": groups, "skipped": skipped}
+    return {"groups": groups, "skipped": {**panel.attrs.get("refused", {}), **skipped}}
 
 
 def backtest_groups(name: str, params: dict[str, Any] | None, series_ids: list[str]) -> list[tuple[str, dict, list]]:
@@ -92,16 +93,33 @@ def run_backtest(
 ) -> BacktestRun:
     """Backtest a model on the stored panel, each origin seeing the data as known then (a bundle:
     each group on its own cutoffs, the rows together)."""
-    panel = load_panel(conn, series_ids, as_of=as_of)
+    panel = load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE)
     parts = []
-    for family, family_params, ids in backtest_groups(name, params, series_ids):
+    for family, family_params, ids in backtest_groups(name, params, list(panel.columns)):
         model = make_model(family, **family_params)
-        data = fit_data(model, group_data(panel, ids)) if model.multivariate else group_data(panel, ids)
         loader = as_of_loader(conn, ids)
+        if not model.multivariate:
+            ids = [s for s in ids if _backtestable(panel[s], model, spec, loader)]
+        if not ids:
+            continue
+        data = fit_data(model, group_data(panel, ids)) if model.multivariate else group_data(panel, ids)
         parts.append(backtest(model, data, spec, as_of=loader, label=name, on_window=on_window))
+    if not parts:
+        raise ForecastInputError(f"no series has enough points for {spec.windows} windows of h={spec.h}")
     results = pd.concat(parts, ignore_index=True)
     returns = frozenset(s for s, t in panel.attrs["transforms"].items() if t in RETURN_TRANSFORMS)
     return BacktestRun(results, score(results, panel, returns=returns, cost=TRADING_COST), returns)
+
+
+def _backtestable(values: pd.Series, model: BaseForecaster, spec: BacktestSpec, as_of) -> bool:
+    """Whether a univariate model can be backtested on the series at every window: enough points
+    in all, and enough already known at the first cutoff (a series loaded recently, with today's
+    vintage, has no past as known then). Such a series is forecast, not backtested."""
+    values = values.dropna()
+    if len(values) < model.min_length + (spec.windows - 1) * spec.step + spec.h:
+        return False
+    first = cutoffs(values.index, spec)[0]
+    return len(as_of(first)[values.name].loc[:first].dropna()) >= model.min_length
 
 
 def train(
@@ -117,7 +135,7 @@ def train(
     """Fit ``name`` on the panel as known at ``as_of`` (default now), backtest it with ``spec``
     (None: no backtest), and register it as a candidate."""
     as_of = as_of or datetime.now(UTC)
-    panel = load_panel(conn, series_ids, as_of=as_of)
+    panel = load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE)
     if name == BUNDLE and not (params or {}).get("groups"):
         params = bundle_params(panel)
     run = None

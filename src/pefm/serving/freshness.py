@@ -42,9 +42,8 @@ Updates = dict[str, tuple[list[dict[str, Any]], float, datetime]]
 def condition_on_latest(model, db: Database, series_ids: list[str]) -> Updates:
     """``model`` conditioned on the data as known now, for ``series_ids`` (and the series their
     members forecast jointly): the forecasts a plain request is answered from, in both spaces. A
-    member whose new data cannot be used (e.g. a value a log transform refuses) keeps its
-    forecasts, with a warning; the others go ahead."""
-    from pefm.forecasting.base import ForecastInputError
+    member whose new data cannot be used (e.g. a value a log transform refuses) or whose update
+    fails keeps its forecasts, with a warning; the others go ahead."""
     from pefm.forecasting.panel import load_panel, member_data
     from pefm.forecasting.registry import precompute
 
@@ -60,8 +59,8 @@ def condition_on_latest(model, db: Database, series_ids: list[str]) -> Updates:
                 panel = load_panel(conn, member.series_ids_, as_of=now)
                 fresh = copy.deepcopy(member).update(member_data(member, panel, first))
                 pre = precompute(fresh, panel)
-            except (ForecastInputError, ValueError, ArithmeticError) as exc:
-                log.warning("not re-conditioning %s: %s", ", ".join(member.series_ids_), exc)
+            except Exception as exc:  # this member only: the others must not wait on it
+                log.warning("not re-conditioning %s: %s: %s", ", ".join(member.series_ids_), type(exc).__name__, exc)
                 continue
             for series_id in fresh.series_ids_:
                 rows = [r for r in pre["rows"] if r["series_id"] == series_id]

@@ -129,7 +129,8 @@ class ModelServer:
                 by_space.setdefault(row["space"], []).append(values)
             generation = self.series[series_id].generation + 1
             self.series[series_id] = Conditioning(by_space, anchor, data_as_of, generation)
-        self._rendered = {k: v for k, v in self._rendered.items() if k[0] not in updates}
+        rendered = dict(self._rendered)  # one copy: requests may add to it meanwhile
+        self._rendered = {k: v for k, v in rendered.items() if k[0] not in updates}
 
     def precomputed_json(
         self, series_id: str, state: Conditioning, space: str, horizon: int, levels: tuple[int, ...]
@@ -305,6 +306,8 @@ def check_request(data: dict[str, Any]):
         as_of = parse_timestamp(data["as_of"])
         if as_of is None:
             details.append({"field": "as_of", "message": "expected an ISO 8601 date or date-time"})
+        elif as_of > datetime.now(UTC):
+            details.append({"field": "as_of", "message": "is in the future: nothing is known as of then yet"})
     space = data.get("space")
     if space is not None and space not in SPACES:
         details.append({"field": "space", "message": f"expected one of {', '.join(SPACES)}"})

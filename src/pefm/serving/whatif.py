@@ -6,7 +6,7 @@ off the start-up path. Without ``as_of`` the data are those the plain forecast i
 from the plain forecast only by the client's ``history``. With ``as_of`` the
 forecast is the one the version's family (same parameters) makes when estimated on the data
 known at that moment, and conditioned on them: nothing later reaches it, neither values nor
-parameters; for a bundle only the group of the series asked for is estimated. Those fits are
+parameters; only the series asked for is estimated (with its group, for a joint family). Those fits are
 cached per (version, group, as_of); a moment too early to fit is a 422. The served model is never
 mutated: conditioning happens on a copy. Level space (``space="level"``) maps the forecast back to
 the series' units from the level where the conditioning data end (see ``forecasting.levels``).
@@ -150,13 +150,19 @@ def _member_for(server: ModelServer, series_id: str, state: Conditioning) -> Bas
 
 
 def _estimated_group(server: ModelServer, series_id: str) -> tuple[str, dict[str, Any], list[str]]:
-    """The family, parameters and series estimated together with ``series_id``: its group for a
-    bundle (an as-of request re-estimates only that), else the whole version."""
+    """The family, parameters and series estimated together with ``series_id``: the series alone
+    for a univariate family (fitted per series anyway), else its bundle group or the version's
+    series (what a joint model is estimated on)."""
+    from pefm.forecasting.models import make_model
+
     version = server.version
+    family, params, ids = version.family, version.params, list(version.series_ids)
     if isinstance(server.model, Bundle):
         group = server.model.group_of(series_id)
-        return group["family"], group["params"], list(group["series_ids"])
-    return version.family, version.params, list(version.series_ids)
+        family, params, ids = group["family"], group["params"], list(group["series_ids"])
+    if not make_model(family, **params).multivariate:
+        ids = [series_id]
+    return family, params, ids
 
 
 def _conditioned(model, panel: pd.DataFrame, series_id: str) -> BaseForecaster:
