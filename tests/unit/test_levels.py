@@ -85,6 +85,19 @@ def test_a_random_walk_level_interval_grows_like_the_square_root_of_the_horizon(
     assert ratio == pytest.approx(4.0, rel=0.1)  # sqrt(16)
 
 
+@pytest.mark.parametrize("name", ["ar", "garch"])
+def test_level_intervals_do_not_depend_on_how_many_steps_were_asked_for(name):
+    """A 5-step answer is the first 5 steps of the 12-step one (the stored shape)."""
+    code, transform = ("B", "log_return") if name == "garch" else ("Q", "log_diff_ann")
+    levels, freq = real(code)
+    panel = panel_of(levels.iloc[-2000:], transform, freq)
+    model = make_model(name).fit(_with_freq(panel["s"].rename("s"), freq))
+    anchor = anchor_at(panel, "s", model.cutoff_)
+    short = level_forecast(model, model.predict(5, (80, 95)), "s", anchor, transform, freq, (80, 95))
+    long = level_forecast(model, model.predict(12, (80, 95)), "s", anchor, transform, freq, (80, 95))
+    pd.testing.assert_frame_equal(short, long.iloc[:5])
+
+
 def test_anchor_at_a_cutoff_before_the_end_walks_back_the_later_steps():
     levels, freq = real("M")
     panel = panel_of(levels, "log_diff_ann", freq)

@@ -144,7 +144,7 @@ class BaseForecaster:
             if psi is None:
                 scale = np.maximum((rows["hi-80"] - rows["lo-80"]).to_numpy(), 1e-12)
                 psi = np.sqrt(np.maximum(np.diff(scale**2, prepend=0.0), 0.0)) / scale[0]
-            shocks = rng.standard_normal((n, h))
+            shocks = rng.standard_normal((n, max(h, PATH_HORIZON)))[:, :h]  # the same draws at any h
             # e_k = sum_{j<k} psi_j * shock_{k-j}, standardized: each step N(0, 1), correlated
             mixed = np.stack([shocks[:, : k + 1] @ psi[: k + 1][::-1] for k in range(h)], axis=1)
             z = mixed / np.sqrt(np.maximum(np.cumsum(psi**2), 1e-24))
@@ -230,6 +230,9 @@ class BaseForecaster:
         return model
 
 
+PATH_HORIZON = 60
+"""Sample paths are drawn this many steps long (or longer) and cut: a forecast's simulated steps
+do not depend on how many steps were asked for."""
 _PATH_LEVELS = (50, 80, 90, 95, 99)  # Gaussian-type marginals are linear in z: a few points suffice
 
 

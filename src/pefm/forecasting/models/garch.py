@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError
+from pefm.forecasting.base import PATH_HORIZON, BaseForecaster, Bounds, ForecastInputError
 
 _MEANS = {"constant": "Constant", "zero": "Zero"}
 _VOLS = {"garch": "GARCH"}
@@ -134,13 +134,13 @@ class Garch(BaseForecaster):
         shocks = type(fixed.model.distribution)(seed=np.random.default_rng(seed))
         with _quiet():
             forecast = fixed.forecast(
-                horizon=int(h),
+                horizon=max(int(h), PATH_HORIZON),  # drawn as long, then cut: the same steps at any h
                 method="simulation",
                 simulations=int(n),
                 rng=shocks.simulate(self._dist_params()),
                 reindex=False,
             )
-        paths = np.asarray(forecast.simulations.values, dtype="float64")[-1]
+        paths = np.asarray(forecast.simulations.values, dtype="float64")[-1][:, : int(h)]
         return paths.reshape(1, int(n), int(h))
 
     # -- helpers ---------------------------------------------------------------------------
