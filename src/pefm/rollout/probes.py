@@ -38,8 +38,9 @@ def _unexpected(response: httpx.Response, field: str) -> bool:
 
 
 class HttpProber:
-    def __init__(self, db: Database, timeout: float = 15.0):
+    def __init__(self, db: Database, timeout: float = 15.0, attempts: int = 5):
         self.db = db
+        self.attempts = attempts
         self.client = httpx.Client(timeout=timeout)
 
     def smoke(self, green: str, request: dict[str, Any], attempts: int = 10) -> bool:
@@ -64,7 +65,9 @@ class HttpProber:
         forecasts are joined on their target date, so a green trained on later data is compared on
         the dates both forecast (blue is asked far enough ahead to reach green's dates). None when
         nothing was served or no date is shared. The replays are marked as shadow traffic, so they
-        never count as served requests themselves."""
+        never count as served requests themselves. A revision still catching up with new data
+        (``serving.freshness``) may forecast other dates for a moment: no shared date is asked
+        again a few times, a second apart."""
         with self.db.connection() as conn:
             shapes = conn.execute(
                 """SELECT series_id, max(horizon) FROM predictions
@@ -72,6 +75,15 @@ class HttpProber:
                    GROUP BY series_id ORDER BY max(ts) DESC LIMIT %s""",
                 (list(revisions), since, samples),
             ).fetchall()
+        score = None
+        for attempt in range(self.attempts if shapes else 0):
+            if attempt:
+                time.sleep(1.0)
+            if (score := self._divergence_once(urls, shapes)) is not None:
+                break
+        return score
+
+    def _divergence_once(self, urls: tuple[str, str], shapes: list[tuple[str, int]]) -> float | None:
         blue_url, green_url = urls
         scores = []
         for series_id, horizon in shapes:
