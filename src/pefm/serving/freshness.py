@@ -88,8 +88,6 @@ class Reconditioner:
         self.url = url
         self.stopping = stopping
         self.min_interval = min_interval
-        self.refreshes = 0
-        self.error: str | None = None
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> threading.Thread:
@@ -106,14 +104,13 @@ class Reconditioner:
                         conn.execute(f"LISTEN {OBSERVATIONS_CHANNEL}")
                         # what arrived before we listened: since training, or while we were away
                         self.refresh(changed_since_training(self.server.db, self.server.version) if first else None)
-                        backoff, first, self.error = 1.0, False, None
+                        backoff, first = 1.0, False
                         while not self.stopping.is_set():
                             changed, everything = self._gather(conn)
                             if changed or everything:
                                 self.refresh(None if everything else changed)
                 except Exception as exc:  # the database or the worker went away: retry, then catch up
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    log.warning("re-conditioning paused (%s); retrying in %.0f s", self.error, backoff)
+                    log.warning("re-conditioning paused (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff)
                     self._close_pool()
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
@@ -158,7 +155,6 @@ class Reconditioner:
         updates = self._pool.submit(_worker_refresh, ids).result()
         if updates:
             server.recondition(updates)
-            self.refreshes += 1
             moment = max(u[2] for u in updates.values())
             log.info("re-conditioned %s on the data as of %s", ", ".join(sorted(updates)), moment)
         return sorted(updates)
