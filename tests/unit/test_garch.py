@@ -88,9 +88,10 @@ def test_paths_match_the_analytic_intervals_and_are_reproducible(returns):
     assert paths.shape == (1, 20000, 5)
     for level in (80, 95):
         lo, hi = np.quantile(paths[0], [0.5 - level / 200, 0.5 + level / 200], axis=0)
-        # Monte Carlo error of a tail quantile from 20,000 draws is about 1-2% of the interval
-        np.testing.assert_allclose(lo, forecast[f"lo-{level}"], rtol=0.05)
-        np.testing.assert_allclose(hi, forecast[f"hi-{level}"], rtol=0.05)
+        # Monte Carlo error of a tail quantile from 20,000 draws is about 1-2% of the interval,
+        # stretched by the map onto the calibrated intervals where those widen faster in the tail
+        np.testing.assert_allclose(lo, forecast[f"lo-{level}"], rtol=0.1)
+        np.testing.assert_allclose(hi, forecast[f"hi-{level}"], rtol=0.1)
     assert np.abs(paths[0].mean(axis=0) - forecast["mean"].to_numpy()).max() < 0.1
     np.testing.assert_array_equal(model.sample_paths(5, 100, seed=3), model.sample_paths(5, 100, seed=3))
     assert not np.array_equal(model.sample_paths(5, 100, seed=3), model.sample_paths(5, 100, seed=4))
@@ -114,8 +115,8 @@ def test_gjr_and_normal_variants_fit(returns):
     assert gjr.params_["gamma[1]"] > 0  # bad news raises volatility more than good news
     normal = make_model("garch", dist="normal").fit(returns.iloc[:1500])
     assert "nu" not in normal.params_
-    forecast = normal.predict(2)
-    z95 = (forecast["hi-95"] - forecast["mean"]) / (forecast["hi-80"] - forecast["mean"])
+    mean, own = normal._predict(2, (80, 95))  # its own intervals, before calibration
+    z95 = (own[95][1] - mean) / (own[80][1] - mean)
     np.testing.assert_allclose(z95, 1.959964 / 1.281552, rtol=1e-6)  # Gaussian quantiles
 
 

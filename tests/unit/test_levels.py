@@ -78,6 +78,7 @@ def test_a_random_walk_level_interval_grows_like_the_square_root_of_the_horizon(
     rng = np.random.default_rng(4)
     changes = pd.Series(rng.normal(0.0, 1.0, 400), index=pd.date_range("1900-01-01", periods=400, freq="QS"))
     model = make_model("mean").fit(changes)
+    model.calibration_ = None  # the sampler's arithmetic, without the calibrated steps' sampling noise
     forecast = model.predict(16, (95,))
     level = level_forecast(model, forecast, changes.name or "y", 100.0, "diff", Frequency.QUARTERLY, (95,))
     width = (level["hi-95"] - level["lo-95"]).to_numpy()

@@ -4,8 +4,11 @@ A forecaster is configured by its constructor arguments (``get_params``), learns
 ``fit(y)``, keeps what it learned in attributes ending in ``_``, and answers
 ``predict(h, levels=(80, 95))`` with a frame of columns
 ``series_id, ds, mean, lo-80, hi-80, lo-95, hi-95`` (one row per series and step), the
-intervals nested around the mean. ``to_bytes()`` / ``from_bytes()`` round-trip a fitted model
-exactly; the registry checks the bytes' sha256 before ``from_bytes`` ever sees them.
+intervals nested around the mean. ``fit`` also calibrates the intervals on the model's own
+rolling-origin errors, per series and step (``forecasting/calibration.py``): a model's
+``_predict`` gives its own intervals, ``predict`` the calibrated ones. ``to_bytes()`` /
+``from_bytes()`` round-trip a fitted model exactly; the registry checks the bytes' sha256 before
+``from_bytes`` ever sees them.
 
 Univariate models take a Series; models with ``multivariate = True`` take a DataFrame, one
 column per series, on one shared index.
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pefm.data.frequency import Frequency
+from pefm.forecasting.calibration import calibrate, scale_of
 
 DEFAULT_LEVELS = (80, 95)
 
@@ -61,6 +65,8 @@ class BaseForecaster:
     handles_gaps: ClassVar[bool] = False
     """Multivariate models that fit each series on its own span (no common dates needed)."""
     min_length: ClassVar[int] = 2
+    max_horizon: ClassVar[int] = 10**6
+    """The most steps one forecast can reach (a direct multi-horizon model's output width)."""
 
     # -- parameters ------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -87,7 +93,9 @@ class BaseForecaster:
         self.freq_ = _frequency_of(y)
         self.cutoff_ = frame.index[-1]
         values = frame.to_numpy(dtype="float64")
-        self._fit(values if self.multivariate else values[:, 0])
+        values = values if self.multivariate else values[:, 0]
+        self._fit(values)
+        self.calibration_ = calibrate(self, values)
         return self
 
     def predict(self, h: int, levels: Sequence[int] = DEFAULT_LEVELS) -> pd.DataFrame:
@@ -97,8 +105,7 @@ class BaseForecaster:
         if isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1:
             raise ForecastInputError(f"h must be a positive integer, got {h!r}")
         levels = _check_levels(levels)
-        mean, bounds = self._predict(int(h), levels)
-        mean = np.asarray(mean, dtype="float64").reshape(h, -1)
+        mean, bounds = self._calibrated(int(h), levels)
         ds = future_index(self.cutoff_, self.freq_, int(h))
         parts = []
         for j, series_id in enumerate(self.series_ids_):
@@ -108,6 +115,17 @@ class BaseForecaster:
                 part[f"lo-{level}"], part[f"hi-{level}"] = lo, hi
             parts.append(pd.DataFrame(part))
         return pd.concat(parts, ignore_index=True)
+
+    def _calibrated(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        """The mean, shape ``(h, series)``, and the calibrated bounds (the model's own where it
+        has no calibration)."""
+        calibration = getattr(self, "calibration_", None)
+        own = levels if calibration is None else tuple(sorted({*levels, 80}))  # 80%: the model's scale
+        mean, bounds = self._predict(h, own)
+        mean = np.asarray(mean, dtype="float64").reshape(h, -1)
+        if calibration is not None:
+            bounds = calibration.widen(mean, bounds, levels)
+        return mean, bounds
 
     def for_series(self, series_id: str) -> BaseForecaster:
         """The fitted model that forecasts ``series_id``: this one for a single or multivariate
@@ -121,35 +139,57 @@ class BaseForecaster:
         ``series_ids_`` order: what level-space intervals are made from.
 
         Default (models that cannot simulate themselves): a Gaussian copula. Each step's marginal is
-        the model's own forecast distribution (its quantiles at levels 50..99, interpolated), so the
-        paths reproduce the model's intervals step by step; the dependence between steps is that of
-        the linear process ``e_k = sum_j psi_j * shock_{k-j}`` with the model's own impulse
-        responses (``_impulse``). Models that do not know theirs get ``psi`` read off the growth of
-        their interval width (``psi_j^2 = (s_{j+1}^2 - s_j^2) / s_1^2``, taken non-negative): exact
+        the model's calibrated forecast distribution (its quantiles at levels 50..99, interpolated),
+        so the paths reproduce the model's intervals step by step. The dependence between steps is
+        that of the linear process ``e_k = sum_j psi_j * shock_{k-j}``: over the calibrated steps
+        with the impulse responses the model's own rolling-origin errors showed
+        (``Calibration.impulse``), past them (or without calibration) with the model's own
+        (``_impulse``). Models that do not know theirs get ``psi`` read off the growth of their
+        interval width (``psi_j^2 = (s_{j+1}^2 - s_j^2) / s_1^2``, taken non-negative): exact
         for a random walk and for independent steps, conservative for oscillating dynamics."""
         from scipy.stats import norm
 
-        frame = self.predict(h, _PATH_LEVELS)
+        if not hasattr(self, "cutoff_"):
+            raise ForecastInputError(f"{self.name} is not fitted: call fit() first")
+        mean, bounds = self._calibrated(h, _PATH_LEVELS)
         rng = np.random.default_rng(seed)
         z_grid = norm.ppf(
             np.concatenate([0.5 - np.array(_PATH_LEVELS[::-1]) / 200, [0.5], 0.5 + np.array(_PATH_LEVELS) / 200])
         )
         out = np.empty((len(self.series_ids_), n, h))
-        for i, series_id in enumerate(self.series_ids_):
-            rows = frame[frame["series_id"] == series_id]
-            lows = [rows[f"lo-{lv}"].to_numpy() for lv in _PATH_LEVELS[::-1]]
-            highs = [rows[f"hi-{lv}"].to_numpy() for lv in _PATH_LEVELS]
-            quantiles = np.column_stack([*lows, rows["mean"].to_numpy(), *highs])  # (h, grid)
+        for i in range(len(self.series_ids_)):
+            quantiles = _quantile_grid(mean[:, i], bounds, i)  # (h, grid)
             psi = self._impulse(h)
             if psi is None:
-                scale = np.maximum((rows["hi-80"] - rows["lo-80"]).to_numpy(), 1e-12)
+                scale = np.maximum(quantiles[:, -4] - quantiles[:, 3], 1e-12)  # the 80% interval's width
                 psi = np.sqrt(np.maximum(np.diff(scale**2, prepend=0.0), 0.0)) / scale[0]
+            observed = self.calibration_.impulse(i) if getattr(self, "calibration_", None) is not None else None
+            if observed is not None:  # the steps calibrated: the dependence the model's errors showed
+                psi = psi.copy()
+                psi[: len(observed)] = observed[:h]
             shocks = rng.standard_normal((n, max(h, PATH_HORIZON)))[:, :h]  # the same draws at any h
             # e_k = sum_{j<k} psi_j * shock_{k-j}, standardized: each step N(0, 1), correlated
             mixed = np.stack([shocks[:, : k + 1] @ psi[: k + 1][::-1] for k in range(h)], axis=1)
             z = mixed / np.sqrt(np.maximum(np.cumsum(psi**2), 1e-24))
             for k in range(h):
                 out[i, :, k] = _interp_extrapolated(z[:, k], z_grid, quantiles[k])
+        return out
+
+    def _calibrated_paths(self, paths: np.ndarray) -> np.ndarray:
+        """Paths a model simulated from its own distribution, shape ``(series, n, h)``, mapped
+        step by step onto its calibrated intervals: each draw's position between the model's own
+        quantiles (levels 50..99) becomes the same position between the calibrated ones."""
+        if getattr(self, "calibration_", None) is None:
+            return paths
+        h = paths.shape[2]
+        mean, own = self._predict(h, _PATH_LEVELS)
+        mean = np.asarray(mean, dtype="float64").reshape(h, -1)
+        calibrated = self.calibration_.widen(mean, own, _PATH_LEVELS)
+        out = np.empty_like(paths)
+        for i in range(paths.shape[0]):
+            before, after = _quantile_grid(mean[:, i], own, i), _quantile_grid(mean[:, i], calibrated, i)
+            for k in range(h):
+                out[i, :, k] = _interp_extrapolated(paths[i, :, k], before[k], after[k])
         return out
 
     def _impulse(self, h: int) -> np.ndarray | None:
@@ -179,6 +219,29 @@ class BaseForecaster:
 
     def _fit(self, values: np.ndarray) -> None:
         raise NotImplementedError
+
+    def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and scale (80% half-width over z_0.90) of the ``steps``-step forecast made
+        from each origin ``t`` (the first ``t`` points of ``values`` known), parameters held
+        fixed; shapes ``(origins, steps, series)``. The first origin is the length the model was
+        fitted on. Default: condition on each origin's data and predict (this conditions the
+        model: calibration runs it on a throwaway probe); models with a closed form override it."""
+        means, scales = [], []
+        for i, t in enumerate(origins):
+            if i:
+                self._update(values[:t])
+            mean, bounds = self._predict(steps, (80,))
+            mean = np.asarray(mean, dtype="float64").reshape(steps, -1)
+            means.append(mean)
+            scales.append(scale_of(bounds[80], mean.shape))
+        return np.stack(means), np.stack(scales)
+
+    def _constant_scale(self, origins: np.ndarray, steps: int) -> np.ndarray:
+        """The forecast scale of a model whose uncertainty does not depend on the origin,
+        repeated for each origin: what closed-form ``_origin_forecasts`` return."""
+        mean, bounds = self._predict(steps, (80,))
+        scale = scale_of(bounds[80], np.asarray(mean).reshape(steps, -1).shape)
+        return np.broadcast_to(scale, (len(origins), *scale.shape))
 
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         """One-step-ahead predictions of each point of ``values`` from the points before it,
@@ -234,6 +297,14 @@ PATH_HORIZON = 60
 """Sample paths are drawn this many steps long (or longer) and cut: a forecast's simulated steps
 do not depend on how many steps were asked for."""
 _PATH_LEVELS = (50, 80, 90, 95, 99)  # Gaussian-type marginals are linear in z: a few points suffice
+
+
+def _quantile_grid(mean: np.ndarray, bounds: Bounds, series: int) -> np.ndarray:
+    """One series' forecast quantiles at the path levels, lowest first: shape ``(h, 11)``."""
+    h = len(mean)
+    lows = [np.asarray(bounds[lv][0], dtype="float64").reshape(h, -1)[:, series] for lv in _PATH_LEVELS[::-1]]
+    highs = [np.asarray(bounds[lv][1], dtype="float64").reshape(h, -1)[:, series] for lv in _PATH_LEVELS]
+    return np.column_stack([*lows, mean, *highs])
 
 
 def _interp_extrapolated(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:

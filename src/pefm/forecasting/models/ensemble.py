@@ -5,8 +5,9 @@ fitted on all but the last ``window`` points and makes a one-step forecast at ea
 origins with its parameters held fixed. A member's weight is proportional to the inverse of
 its mean squared error there (``weighting="inverse_mse"``), or all weights are equal. Then
 every member is refitted on the whole series. The forecast is the weighted mean of the
-members' forecasts, and each interval bound the weighted mean of theirs (quantile averaging,
-which keeps the intervals nested).
+members' forecasts. The weighted mean of their interval bounds only gives the combination's
+scale (how uncertainty grows with the step): its intervals come from its own errors, through
+the conformal calibration every model gets (``forecasting/calibration.py``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ class Ensemble(BaseForecaster):
         if any(r is None for r in responses):
             return None
         return sum(w * r for w, r in zip(self.weights_.values(), responses, strict=True))
+
+    def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The members' forecasts from each origin, weighted; the scale is the combination's."""
+        members = self.weights_.items()
+        mean = sum(w * self.fitted_[spec]._origin_forecasts(values, origins, steps)[0] for spec, w in members)
+        return mean, self._constant_scale(origins, steps)
 
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         return sum(w * self.fitted_[spec]._one_step(values) for spec, w in self.weights_.items())

@@ -65,6 +65,21 @@ class AutoETS(BaseForecaster):
         damped = np.array([np.sum(phi ** np.arange(1, j + 1)) for j in steps])
         return np.concatenate([[1.0], alpha + beta * damped])
 
+    def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Closed form for the non-seasonal models: one smoothing pass gives the level and trend
+        after each point; from origin t the forecast is ``l_t + (phi + ... + phi^k) b_t``."""
+        if "seasonal" in self.spec_:
+            return super()._origin_forecasts(values, origins, steps)
+        with quiet():
+            states = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params).states
+        level = states["level"].to_numpy()[origins - 1]
+        mean = np.repeat(level[:, None], steps, axis=1)
+        if self.spec_["trend"]:
+            phi = dict(zip(self.results_.model._param_names, self.results_.params, strict=True)).get("damping_trend", 1)
+            damped = np.cumsum(float(phi) ** np.arange(1, steps + 1))
+            mean = mean + states["trend"].to_numpy()[origins - 1][:, None] * damped
+        return mean[:, :, None], self._constant_scale(origins, steps)
+
     def _update(self, values: np.ndarray) -> None:
         with quiet():
             self.results_ = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params)

@@ -122,7 +122,8 @@ class Garch(BaseForecaster):
     def sample_paths(self, h: int, n: int, seed: int = 0) -> np.ndarray:
         """``n`` return paths of ``h`` steps simulated from the fitted
         model, shape ``(1, n, h)``: each step's variance follows the GARCH recursion along the
-        path, shocks are drawn from the fitted distribution. The same seed gives the same paths."""
+        path, shocks are drawn from the fitted distribution, and each step is then mapped onto
+        the calibrated intervals. The same seed gives the same paths."""
         if not hasattr(self, "params_"):
             raise ForecastInputError(f"{self.name} is not fitted: call fit() first")
         for label, value in (("h", h), ("n", n)):
@@ -141,7 +142,7 @@ class Garch(BaseForecaster):
                 reindex=False,
             )
         paths = np.asarray(forecast.simulations.values, dtype="float64")[-1][:, : int(h)]
-        return paths.reshape(1, int(n), int(h))
+        return self._calibrated_paths(paths.reshape(1, int(n), int(h)))
 
     # -- helpers ---------------------------------------------------------------------------
     def _check_spec(self) -> None:

@@ -1,14 +1,17 @@
 """A global MLP forecaster in torch, trained across every series of a panel at once.
 
-N-BEATS-style direct multi-horizon regression: the last ``lags`` values of a series (scaled by
-that series' training mean and standard deviation) go through a small MLP that outputs the
-next ``horizon`` values. One network serves every series, so it learns from all of them.
+N-BEATS-style direct multi-horizon regression: the last ``lags`` values of a series, as
+departures from the last of them and in units of the series' typical one-period change, go
+through a small MLP that outputs the next ``horizon`` values' departures from that same last
+value. One network serves every series, so it learns from all of them; anchoring each window
+on its last value lets it follow series that wander (a random walk) beyond the range it saw.
 
-Intervals are split-conformal: a first network is trained without the last ``calibration``
-windows of each series; the absolute errors it makes on them, per horizon step and pooled over
-series, give the interval half-widths (finite-sample quantile). The network that forecasts is
-then trained on every window. Deterministic under ``random_state`` on a given device; runs on
-CUDA when available (``device="auto"``), on CPU otherwise.
+Its own intervals are Gaussian with the network's in-sample error spread per horizon step
+(pooled over series, in scaled units): too narrow, as in-sample errors are. The conformal
+calibration every model gets (``forecasting/calibration.py``) replaces their width with one
+from a second network, trained without the last origins, forecasting from them: its training
+targets end where the calibration targets begin. Deterministic under ``random_state`` on a
+given device; runs on CUDA when available (``device="auto"``), on CPU otherwise.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError
+from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError, normal_bounds
 
 
 class GlobalMLP(BaseForecaster):
     name = "mlp"
     multivariate = True
     min_length = 24
+
+    @property
+    def max_horizon(self) -> int:  # type: ignore[override]
+        return self.horizon
 
     def __init__(
         self,
@@ -36,7 +43,6 @@ class GlobalMLP(BaseForecaster):
         batch_size: int = 128,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
-        calibration: int = 12,
         random_state: int = 0,
         device: str = "auto",
     ):
@@ -48,30 +54,22 @@ class GlobalMLP(BaseForecaster):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
-        self.calibration = calibration
         self.random_state = random_state
         self.device = device
 
     # -- fit -----------------------------------------------------------------------------------
     def _fit(self, values: np.ndarray) -> None:
         n = values.shape[0]
-        need = self.lags + self.horizon + self.calibration + 4
+        need = self.lags + self.horizon + 4
         if n < need:
             raise ForecastInputError(f"mlp needs at least {need} points with these settings, got {n}")
         self.device_ = _pick_device(self.device)
-        self.center_ = values.mean(axis=0)
-        self.scale_ = values.std(axis=0)
+        self.scale_ = np.diff(values, axis=0).std(axis=0)
         self.scale_[self.scale_ == 0] = 1.0
-        scaled = (values - self.center_) / self.scale_
-        x, y, origin = _windows(scaled, self.lags, self.horizon)
-        # calibration windows: those whose targets reach into the last `calibration` points
-        last_origin = n - self.horizon
-        held = origin > last_origin - self.calibration
-        calib_net = self._train(x[~held], y[~held])
-        errors = np.abs(self._forward(calib_net, x[held]) - y[held])  # (windows, horizon)
-        self.conformity_ = np.sort(errors, axis=0)
+        x, y = _windows(values / self.scale_, self.lags, self.horizon)
         self.net_ = self._train(x, y)
-        self.last_window_ = scaled[-self.lags :].T.copy()  # (series, lags)
+        self.spread_ = np.sqrt(np.mean((self._forward(self.net_, x) - y) ** 2, axis=0))  # (horizon,)
+        self.recent_ = values[-self.lags :].copy()  # (lags, series)
 
     def _train(self, x: np.ndarray, y: np.ndarray):
         import torch
@@ -103,33 +101,24 @@ class GlobalMLP(BaseForecaster):
         return out.cpu().numpy().astype("float64")
 
     def _update(self, values: np.ndarray) -> None:
-        self.last_window_ = ((values[-self.lags :] - self.center_) / self.scale_).T.copy()
+        self.recent_ = np.asarray(values[-self.lags :], dtype="float64").reshape(self.lags, -1).copy()
 
     # -- predict -------------------------------------------------------------------------------
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
-        return self.forecast_from(self.last_window_.T * self.scale_ + self.center_, h, levels)
+        return self.forecast_from(self.recent_, h, levels)
 
     def forecast_from(self, recent: np.ndarray, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         """Forecast from the given last ``lags`` values (rows: time, columns: the fitted series)."""
         if h > self.horizon:
             raise ForecastInputError(f"mlp forecasts at most {self.horizon} steps (its horizon), not {h}")
-        recent = np.asarray(recent, dtype="float64").reshape(-1, len(self.center_))
+        recent = np.asarray(recent, dtype="float64").reshape(-1, len(self.scale_))
         if len(recent) < self.lags:
             raise ForecastInputError(f"mlp needs the last {self.lags} values, got {len(recent)}")
-        window = ((recent[-self.lags :] - self.center_) / self.scale_).T  # (series, lags)
+        last = recent[-1]
+        window = ((recent[-self.lags :] - last) / self.scale_).T  # (series, lags)
         scaled = self._forward(self.net_, window)[:, :h]  # (series, h)
-        mean = (scaled * self.scale_[:, None] + self.center_[:, None]).T  # (h, series)
-        bounds = {}
-        for level in levels:
-            half = self._quantile(level)[:h]  # (h,) in scaled units
-            width = half[:, None] * self.scale_[None, :]
-            bounds[level] = (mean - width, mean + width)
-        return mean, bounds
-
-    def _quantile(self, level: int) -> np.ndarray:
-        n = len(self.conformity_)
-        rank = min(n, math.ceil((n + 1) * level / 100))
-        return self.conformity_[rank - 1]
+        mean = (scaled * self.scale_[:, None]).T + last  # (h, series)
+        return mean, normal_bounds(mean, self.spread_[:h, None] * self.scale_[None, :], levels)
 
     # -- pickling: always store CPU tensors so a GPU-trained model loads anywhere --------------
     def __getstate__(self) -> dict[str, Any]:
@@ -178,12 +167,11 @@ def _network(lags: int, horizon: int, hidden: int, depth: int, generator):
     return net
 
 
-def _windows(scaled: np.ndarray, lags: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (input, target) pair of every series, and the origin index of each."""
-    n, k = scaled.shape
+def _windows(scaled: np.ndarray, lags: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (input, target) pair of every series, both as departures from the input's last value."""
+    n = scaled.shape[0]
     origins = np.arange(lags, n - horizon + 1)
-    x = np.stack([scaled[o - lags : o] for o in origins])  # (windows, lags, k)
-    y = np.stack([scaled[o : o + horizon] for o in origins])  # (windows, horizon, k)
-    x = x.transpose(2, 0, 1).reshape(-1, lags)
-    y = y.transpose(2, 0, 1).reshape(-1, horizon)
-    return x, y, np.tile(origins, k)
+    last = scaled[origins - 1][:, None, :]  # (windows, 1, k)
+    x = np.stack([scaled[o - lags : o] for o in origins]) - last  # (windows, lags, k)
+    y = np.stack([scaled[o : o + horizon] for o in origins]) - last  # (windows, horizon, k)
+    return x.transpose(2, 0, 1).reshape(-1, lags), y.transpose(2, 0, 1).reshape(-1, horizon)

@@ -1,0 +1,135 @@
+"""Conformal calibration of every model's intervals, per series and horizon step.
+
+Normalized (locally weighted) split conformal on rolling-origin errors, run by
+``BaseForecaster.fit`` for every model:
+
+1. A probe of the model is fitted on all but the last ``W`` points: half the data (the usual
+   even split; a step-8 95% quantile needs some 40 scores to be more than the largest one), at
+   most 250 origins, leaving the probe the model's minimum length (fewer than 16 origins: no
+   calibration, the model's own intervals stand).
+2. From each of those ``W`` origins the probe, its parameters held fixed and only conditioned on
+   the data up to the origin, forecasts ``H = 8`` steps. No calibration target was seen by the
+   probe's estimation: the split is by time.
+3. Each error is divided by the probe's own forecast scale at that origin and step (the
+   half-width of its 80% interval over z_0.90, its "standard deviation"): the score
+   ``|y - mean| / s``, kept per series and step.
+4. A forecast's interval at level L and step k is ``mean -/+ q * s_k``: ``s_k`` the fitted
+   model's own scale, ``q`` the ``ceil((m + 1) L / 100)``-th smallest of step k's ``m`` scores
+   (the finite-sample conformal quantile). Steps past ``H`` use step H's scores; a level beyond
+   what ``m`` scores can give takes the largest score, widened by ``z_L / z_M`` where
+   ``M = 100 m / (m + 1)`` is the level the largest score stands for.
+
+Normalizing by the model's own scale keeps what the model knows about how uncertainty changes
+(GARCH's volatility, a random walk's growing spread); for a model whose intervals were already
+right the quantiles come out near the Gaussian z values, and a model whose errors are wider,
+narrower or fatter-tailed than it assumed gets intervals from its own errors instead. The
+signed scores of each origin also give the dependence between steps that sample paths (level
+space) use: see ``impulse``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pefm.forecasting.base import BaseForecaster, Bounds
+
+HORIZON = 8
+"""Steps calibrated: what backtests, gates and the benchmark score (h = 1..8)."""
+MAX_ORIGINS = 250
+MIN_ORIGINS = 16
+_Z80 = 1.2815515655446004  # norm.ppf(0.90)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    errors: np.ndarray
+    """Signed normalized errors ``(y - mean) / s``, shape ``(origins, steps, series)``; NaN
+    where a step falls past the data."""
+
+    @property
+    def steps(self) -> int:
+        return self.errors.shape[1]
+
+    def quantile(self, level: int) -> np.ndarray:
+        """The conformal quantile of the absolute scores at ``level``, shape ``(steps, series)``."""
+        from scipy.stats import norm
+
+        scores = np.sort(np.abs(self.errors), axis=0)  # NaN sort last
+        counts = np.isfinite(self.errors).sum(axis=0)  # (steps, series)
+        out = np.empty(counts.shape)
+        for index, m in np.ndenumerate(counts):
+            rank = math.ceil((m + 1) * level / 100)
+            column = scores[:, index[0], index[1]]
+            if rank <= m:
+                out[index] = column[rank - 1]
+            else:  # past what m scores can tell: the largest, widened as a Gaussian tail would be
+                top = 100 * m / (m + 1)
+                out[index] = column[m - 1] * norm.ppf(0.5 + level / 200) / norm.ppf(0.5 + top / 200)
+        return out
+
+    def widen(self, mean: np.ndarray, bounds: Bounds, levels: tuple[int, ...]) -> Bounds:
+        """Calibrated bounds for a forecast ``mean`` of shape ``(h, series)`` whose own bounds
+        include the 80% ones (the model's scale)."""
+        scale = np.maximum(scale_of(bounds[80], mean.shape), 0.0)
+        rows = np.minimum(np.arange(mean.shape[0]), self.steps - 1)
+        out = {}
+        for level in levels:
+            half = self.quantile(level)[rows] * scale
+            out[level] = (mean - half, mean + half)
+        return out
+
+    def impulse(self, series: int) -> np.ndarray | None:
+        """Impulse responses ``psi_0..psi_{H-1}`` read off the correlation of step 1's error with
+        step k's at the same origins (for a linear process ``corr(e_1, e_k) = psi_{k-1} /
+        sqrt(psi_0^2 + ... + psi_{k-1}^2)``), or None with too few complete origins."""
+        errors = self.errors[:, :, series]
+        complete = errors[np.isfinite(errors).all(axis=1)]
+        if len(complete) < MIN_ORIGINS // 2:
+            return None
+        corr = np.corrcoef(complete, rowvar=False)[0]
+        psi = np.ones(self.steps)
+        total = 1.0
+        for k in range(1, self.steps):
+            r = float(np.clip(np.nan_to_num(corr[k]), -0.99, 0.99))
+            psi[k] = math.copysign(math.sqrt(r * r * total / (1 - r * r)), r)
+            total += psi[k] ** 2
+        return psi
+
+
+def calibrate(model: BaseForecaster, values: np.ndarray) -> Calibration | None:
+    """Fit a probe of ``model`` on all but the last origins of ``values`` (1-D, or 2-D with one
+    column per series) and collect its normalized errors at each origin; None when the data are
+    too short to spare ``MIN_ORIGINS`` origins."""
+    n = values.shape[0]
+    window = min(MAX_ORIGINS, n // 2, n - model.min_length)
+    if window < MIN_ORIGINS:
+        return None
+    steps = min(HORIZON, model.max_horizon)
+    probe = model.clone()
+    probe._fit_values(values[: n - window], model.freq_)
+    origins = np.arange(n - window, n)
+    means, scales = probe._origin_forecasts(values, origins, steps)
+    actual = _targets(values, origins, steps)  # (origins, steps, series)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        errors = (actual - means) / scales
+    errors[~np.isfinite(errors)] = np.nan
+    return Calibration(errors)
+
+
+def _targets(values: np.ndarray, origins: np.ndarray, steps: int) -> np.ndarray:
+    """values[t + k] for each origin t (the number of points known) and step k = 0..steps-1, NaN
+    past the end; shape (origins, steps, series)."""
+    data = values.reshape(len(values), -1)
+    padded = np.vstack([data, np.full((steps, data.shape[1]), np.nan)])
+    return np.stack([padded[origins + k] for k in range(steps)], axis=1)
+
+
+def scale_of(bounds80: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """A forecast's scale from its own 80% interval: half-width over z_0.90."""
+    lo, hi = (np.asarray(b, dtype="float64").reshape(shape) for b in bounds80)
+    return (hi - lo) / (2 * _Z80)

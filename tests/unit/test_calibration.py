@@ -1,0 +1,127 @@
+"""Conformal calibration (forecasting/calibration.py): every model, through its own fit, gets
+intervals that cover at their nominal level on long simulated samples."""
+
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pefm.forecasting.calibration import MIN_ORIGINS, Calibration
+from pefm.forecasting.models import MODEL_NAMES, make_model
+
+FAST = {"mlp": {"epochs": 20, "hidden": 32}}
+STEPS = 4
+REPLICATIONS = 10
+TRAIN = 1000  # its last 250 points calibrate
+AHEAD = 250  # fresh origins after the training data, where coverage is measured
+# The mean model's error on a random walk, y_t - mean(y_1..t), grows with t: errors from any past
+# stretch understate later ones, so no calibration from the past can hold (nor does it claim to).
+# GARCH models returns: it refuses a random walk's levels and an AR(1)'s, and gets GARCH returns.
+NOT_ON = {"random_walk": {"mean", "garch"}, "ar1": {"garch"}}
+
+
+def simulate(process: str, n: int, k: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(size=(n, k))
+    values = np.zeros((n, k))
+    if process == "garch":  # GARCH(1,1) returns in percent with Student t shocks
+        omega, alpha, beta, variance = 0.05, 0.1, 0.85, 1.0
+        for t in range(n):
+            values[t] = 0.05 + np.sqrt(variance) * rng.standard_t(6, size=k) / np.sqrt(1.5)
+            variance = omega + alpha * (values[t, 0] - 0.05) ** 2 + beta * variance
+    else:
+        phi = 0.6 if process == "ar1" else 1.0
+        for t in range(1, n):
+            values[t] = phi * values[t - 1] + shocks[t]
+        values += 2.0 if process == "ar1" else 0.0
+    index = pd.date_range("1800-01-01", periods=n, freq="MS")
+    return pd.DataFrame(values, index=index, columns=[f"s{i}" for i in range(k)])
+
+
+CASES = [(name, process) for name in MODEL_NAMES for process in ("ar1", "random_walk") if name not in NOT_ON[process]]
+CASES.append(("garch", "garch"))
+
+
+@pytest.mark.parametrize(("name", "process"), CASES)
+def test_calibrated_intervals_cover_at_their_level(name: str, process: str):
+    """Fit on 1,000 points, then forecast 1..4 steps from each of the next 250 origins (the
+    parameters and calibration held, as a serving model would) in 10 independent samples: the
+    80% and 95% intervals cover within 3 points of nominal, pooled over steps and samples."""
+    inside = {80: [], 95: []}
+    for replication in range(REPLICATIONS):
+        model = make_model(name, **FAST.get(name, {}))
+        data = simulate(process, TRAIN + AHEAD + STEPS, 3 if model.multivariate else 1, seed=replication)
+        y = data if model.multivariate else data["s0"]
+        model.fit(y.iloc[:TRAIN])
+        assert model.calibration_ is not None
+        values = data.to_numpy() if model.multivariate else data["s0"].to_numpy()
+        origins = np.arange(TRAIN, TRAIN + AHEAD)
+        # every origin's forecast at once, from a copy conditioned on the newer data as update() does
+        means, scales = copy.deepcopy(model)._origin_forecasts(values, origins, STEPS)
+        actual = np.stack([data.to_numpy()[origins + k] for k in range(STEPS)], axis=1)
+        for level in inside:
+            half = model.calibration_.quantile(level)[:STEPS] * scales
+            inside[level].append(np.abs(actual - means) <= half)
+        if replication == 0:  # the same intervals as the public predict() at the last origin
+            last = model.update(y.iloc[: origins[-1]]).predict(STEPS)
+            half = model.calibration_.quantile(95)[:STEPS] * scales[-1]
+            # (to 1%: updating ETS re-estimates its error variance from the newer data)
+            np.testing.assert_allclose(last["hi-95"].to_numpy(), (means[-1] + half).T.ravel(), rtol=0.01)
+    for level, hits in inside.items():
+        coverage = float(np.mean(np.concatenate(hits)))
+        assert abs(coverage - level / 100) <= 0.03, f"{name} on {process}: {level}% intervals cover {coverage:.3f}"
+
+
+def test_conformal_quantile_is_the_finite_sample_rank_and_extrapolates_past_it():
+    scores = np.arange(1, 20, dtype=float)  # 19 scores: 1..19
+    calibration = Calibration(np.concatenate([scores, -scores])[:, None, None][:19])
+    # rank ceil(20 * 0.8) = 16 of 19
+    assert calibration.quantile(80)[0, 0] == 16
+    assert calibration.quantile(95)[0, 0] == 19  # rank 19: the largest
+    # 99% needs rank 20 of 19: the largest, widened by z_0.995 / z_0.975 (19 scores stand for 95%)
+    assert math.isclose(calibration.quantile(99)[0, 0], 19 * 2.5758293035489 / 1.959963984540054, rel_tol=1e-9)
+    # a NaN (a step past the data) is not a score
+    with_gap = Calibration(np.append(scores, np.nan)[:, None, None])
+    assert with_gap.quantile(80)[0, 0] == 16
+
+
+def test_too_short_a_series_keeps_the_models_own_intervals():
+    short = 2 * MIN_ORIGINS - 1  # half of it: too few origins
+    model = make_model("ar").fit(simulate("ar1", short, 1, seed=1)["s0"])
+    assert model.calibration_ is None
+    _, own = model._predict(3, (80, 95))
+    forecast = model.predict(3)
+    np.testing.assert_allclose(forecast["hi-95"], own[95][1])
+    assert make_model("ar").fit(simulate("ar1", short + 1, 1, seed=1)["s0"]).calibration_ is not None
+
+
+def test_calibration_widens_intervals_a_model_gets_wrong():
+    """The mean model assumes independent errors; on a persistent AR(1) its own 80% intervals
+    cover far less, and calibration from its own errors restores them."""
+    data = pd.Series(_persistent(2000), index=pd.date_range("1800-01-01", periods=2000, freq="MS"))
+    model = make_model("mean", window=20).fit(data.iloc[:1500])
+    mean, own = model._predict(1, (80,))
+    calibrated = model.predict(1, levels=(80,))
+    assert (calibrated["hi-80"] - calibrated["mean"]).iloc[0] > 1.3 * (own[80][1] - mean)[0]
+
+
+def _persistent(n: int) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    values = np.zeros(n)
+    for t in range(1, n):
+        values[t] = 0.97 * values[t - 1] + rng.normal()
+    return values
+
+
+def test_step_dependence_is_read_off_the_errors():
+    """For MA(1)-like errors (a random walk forecast by a model that knows nothing), the errors
+    of step 1 and step 2 from one origin share a shock: psi_1 = 1, so corr = 1/sqrt(2)."""
+    rng = np.random.default_rng(0)
+    shocks = rng.normal(size=(5000, 3))
+    errors = np.stack([shocks[:, 0], shocks[:, 0] + shocks[:, 1], shocks[:, 0] + shocks[:, 1] + shocks[:, 2]], axis=1)
+    psi = Calibration(errors[:, :, None]).impulse(0)
+    np.testing.assert_allclose(psi, [1, 1, 1], atol=0.05)
+    independent = Calibration(shocks[:, :, None]).impulse(0)
+    np.testing.assert_allclose(independent, [1, 0, 0], atol=0.05)
