@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,6 +52,11 @@ class Calibration:
     """Signed normalized errors ``(y - mean) / s``, shape ``(origins, steps, series)``; NaN
     where a step falls past the data."""
 
+    @cached_property
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """The absolute scores sorted per step and series (NaN last), and how many each has."""
+        return np.sort(np.abs(self.errors), axis=0), np.isfinite(self.errors).sum(axis=0)
+
     @property
     def steps(self) -> int:
         return self.errors.shape[1]
@@ -59,8 +65,7 @@ class Calibration:
         """The conformal quantile of the absolute scores at ``level``, shape ``(steps, series)``."""
         from scipy.stats import norm
 
-        scores = np.sort(np.abs(self.errors), axis=0)  # NaN sort last
-        counts = np.isfinite(self.errors).sum(axis=0)  # (steps, series)
+        scores, counts = self._sorted
         out = np.empty(counts.shape)
         for index, m in np.ndenumerate(counts):
             rank = math.ceil((m + 1) * level / 100)
