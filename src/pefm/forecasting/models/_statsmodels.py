@@ -56,8 +56,36 @@ class ArimaResultsMixin:
     def _impulse(self, h: int) -> np.ndarray:
         return np.asarray(self.results_.impulse_responses(steps=h - 1), dtype="float64").ravel()[:h]
 
+    def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Closed form: one Kalman filter pass over ``values`` with the parameters fixed; from
+        origin t the state predicted for point t is carried forward by the transition matrix
+        (``Z T^k a_t`` plus the intercepts: the trend's, on the data's own time index)."""
+        with quiet():
+            filtered = self.results_.apply(values)
+        ssm = filtered.model.ssm
+        design, transition = _invariant(ssm["design"]), _invariant(ssm["transition"])
+        state_intercept = _invariant(ssm["state_intercept"][:, None])[:, 0]
+        obs_intercept = np.atleast_2d(ssm["obs_intercept"])[0]  # (1,) or, with a trend, one per point
+        state = filtered.filter_results.predicted_state[:, origins]  # (states, origins)
+        mean = np.empty((len(origins), steps))
+        for k in range(steps):
+            at = np.minimum(origins + k, len(obs_intercept) - 1)  # past the data: no target to score
+            mean[:, k] = (design @ state)[0] + obs_intercept[at]
+            state = transition @ state + state_intercept[:, None]
+        return mean[:, :, None], self._constant_scale(origins, steps)
+
     def _one_step(self, values: np.ndarray) -> np.ndarray:
         with quiet():
             fitted = np.asarray(self.results_.apply(values).fittedvalues, dtype="float64")
         fitted[: self.order_[0] + self.order_[1]] = np.nan  # before enough lags exist
         return fitted
+
+
+def _invariant(matrix: np.ndarray) -> np.ndarray:
+    """A state-space matrix that does not vary in time: statsmodels keeps a third axis (time)
+    only when it does, and then its first slice is checked to be all there is."""
+    if matrix.ndim == 3:
+        if matrix.shape[2] > 1 and not np.allclose(matrix, matrix[:, :, :1]):
+            raise ValueError("time-varying state-space matrices are not supported")
+        return matrix[:, :, 0]
+    return matrix

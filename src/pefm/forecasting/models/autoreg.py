@@ -35,22 +35,3 @@ class AutoRegressive(ArimaResultsMixin, BaseForecaster):
             self.order_ = (max(selected.ar_lags or [1]), self.d, 0)
             model = ARIMA(values, order=self.order_, trend="c" if self.d == 0 else "t")
             self.results_ = model.fit(method="burg")
-
-    def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
-        """Closed form: the AR recursion on the (differenced) data around the model's mean
-        (``const``, or the drift ``x1`` when d=1), from every origin at once."""
-        p, d, _ = self.order_
-        params = dict(zip(self.results_.model.param_names, np.asarray(self.results_.params), strict=True))
-        phi = np.array([params[f"ar.L{i}"] for i in range(1, p + 1)])
-        mu = params["const"] if d == 0 else params["x1"]
-        work = (np.diff(values) if d else values) - mu
-        ends = origins - d  # points of `work` known at each origin
-        history = np.stack([work[e - p : e] for e in ends])  # (origins, p), oldest first
-        path = np.empty((len(origins), steps))
-        for k in range(steps):
-            path[:, k] = history @ phi[::-1]
-            history = np.column_stack([history[:, 1:], path[:, k]])
-        mean = path + mu
-        if d:
-            mean = values[origins - 1][:, None] + np.cumsum(mean, axis=1)
-        return mean[:, :, None], self._constant_scale(origins, steps)
