@@ -75,12 +75,14 @@ def test_calibrated_intervals_cover_at_their_level(name: str, process: str):
         assert abs(coverage - level / 100) <= 0.03, f"{name} on {process}: {level}% intervals cover {coverage:.3f}"
 
 
-@pytest.mark.parametrize("name", ["ar", "ar_d1", "arima", "ets", "ensemble", "garch"])
+@pytest.mark.parametrize("name", ["ar", "ar_d1", "arima", "ets", "ets_seasonal", "ensemble", "garch"])
 def test_closed_form_origin_forecasts_match_conditioning_and_predicting(name: str):
     """The models with a closed form for the forecasts from every origin (one filter pass)
     give what conditioning on each origin's data and predicting gives (the generic way)."""
     process = "garch" if name == "garch" else "random_walk"
     values = simulate(process, 400, 1, seed=11)["s0"].to_numpy()
+    if name != "garch":
+        values += 3 * np.sin(np.arange(400) * np.pi / 6)  # a yearly cycle for the seasonal members
     model = make_model(name)
     model._fit_values(values[:300], pd.offsets.MonthBegin())
     generic = copy.deepcopy(model)

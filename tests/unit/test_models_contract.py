@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pefm.forecasting.base import ForecastInputError
+from pefm.forecasting.base import ForecastInputError, is_seasonal
 from pefm.forecasting.models import MODEL_NAMES, make_model
 
 # Settings that keep the contract quick; the defaults are exercised by the benchmark.
@@ -104,3 +104,20 @@ def test_update_conditions_on_new_data_without_refitting():
     refitted = make_model("ar").fit(y)
     # same parameters, newer data: the forecast starts from the newer end
     assert model.predict(1)["ds"].iloc[0] == refitted.predict(1)["ds"].iloc[0]
+
+
+def test_the_ensemble_adds_seasonal_members_only_for_seasonal_data():
+    """The M4 seasonality test on first differences: a monthly cycle is seasonal, a persistent
+    AR(1) (whose levels correlate at every lag) is not; the ensemble weighs seasonal naive and
+    seasonal ETS only in the first case."""
+    rng = np.random.default_rng(2)
+    index = pd.date_range("1990-01-01", periods=240, freq="MS")
+    cycle = pd.Series(5 * np.sin(np.arange(240) * np.pi / 6) + rng.normal(size=240), index=index)
+    persistent = pd.Series(np.cumsum(rng.normal(size=240)) * 0.2 + simulated(240)["s0"].to_numpy(), index=index)
+    assert is_seasonal(cycle.to_numpy(), 12) and not is_seasonal(persistent.to_numpy(), 12)
+    assert not is_seasonal(cycle.to_numpy(), 1)  # no season to test
+    seasonal = make_model("ensemble").fit(cycle)
+    assert set(seasonal.weights_) == {"naive", "mean", "ar", "ar_d1", "ets", "seasonal_naive", "ets_seasonal"}
+    assert seasonal.weights_["ets_seasonal"] + seasonal.weights_["seasonal_naive"] > 0.5  # they forecast the cycle
+    plain = make_model("ensemble").fit(persistent)
+    assert set(plain.weights_) == {"naive", "mean", "ar", "ar_d1", "ets"}

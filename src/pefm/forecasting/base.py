@@ -368,3 +368,21 @@ def season_length(freq: Frequency | pd.DateOffset) -> int:
     """Periods in a seasonal cycle: 4 quarterly, 12 monthly, 5 business daily, 7 daily, 52 weekly."""
     code = freq.value if isinstance(freq, Frequency) else freq.freqstr[0]
     return {"Q": 4, "M": 12, "B": 5, "D": 7, "W": 52}.get(code, 1)
+
+
+def is_seasonal(values: np.ndarray, season: int) -> bool:
+    """The M4 competition's seasonality test, on the first differences (so that a persistent
+    level is not taken for a cycle): their autocorrelation at lag ``season`` exceeds its 90%
+    limit ``1.645 * sqrt((1 + 2 * sum of the squared autocorrelations below it) / n)``. False for
+    a season of 1 or fewer than three seasons of data."""
+    values = np.diff(np.asarray(values, dtype="float64"))
+    n = len(values)
+    if season < 2 or n < 3 * season:
+        return False
+    centered = values - values.mean()
+    denominator = float(centered @ centered)
+    if denominator == 0:
+        return False
+    acf = np.array([centered[k:] @ centered[: n - k] for k in range(1, season + 1)]) / denominator
+    limit = 1.645 * np.sqrt((1 + 2 * np.sum(acf[:-1] ** 2)) / n)
+    return bool(abs(acf[-1]) > limit)

@@ -31,6 +31,7 @@ def _catalog() -> dict[str, Callable[..., BaseForecaster]]:
         "ar_d1": lambda **kw: AutoRegressive(**{"d": 1, **kw}),
         "arima": AutoARIMA,
         "ets": AutoETS,
+        "ets_seasonal": lambda **kw: AutoETS(**{"seasonal": True, **kw}),
         "garch": Garch,
         "var": VectorAutoregression,
         "mlp": GlobalMLP,

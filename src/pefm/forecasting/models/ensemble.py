@@ -3,7 +3,10 @@
 ``fit(y)`` first runs a small rolling-origin backtest inside the training data: each member is
 fitted on all but the last ``window`` points and makes a one-step forecast at each of those
 origins with its parameters held fixed. A member's weight is proportional to the inverse of
-its mean squared error there (``weighting="inverse_mse"``), or all weights are equal. Then
+its mean squared error there (``weighting="inverse_mse"``), or all weights are equal. When the
+data are seasonal by the M4 competition's test (``is_seasonal``: the autocorrelation at the
+frequency's season length, 12 monthly, 4 quarterly, beyond its 90% limit), the seasonal members
+(seasonal naive, seasonal ETS) join the others and are weighted alike. Then
 every member is refitted on the whole series. The forecast is the weighted mean of the
 members' forecasts. The weighted mean of their interval bounds only gives the combination's
 scale (how uncertainty grows with the step): its intervals come from its own errors, through
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError
+from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError, is_seasonal, season_length
 
 
 class Ensemble(BaseForecaster):
@@ -27,10 +30,12 @@ class Ensemble(BaseForecaster):
         members: Sequence[str] = ("naive", "mean", "ar", "ar_d1", "ets"),
         window: int = 20,
         weighting: str = "inverse_mse",
+        seasonal_members: Sequence[str] = ("seasonal_naive", "ets_seasonal"),
     ):
         self.members = tuple(members)
         self.window = window
         self.weighting = weighting
+        self.seasonal_members = tuple(seasonal_members)
 
     @property
     def min_length(self) -> int:  # type: ignore[override]
@@ -45,18 +50,20 @@ class Ensemble(BaseForecaster):
             raise ForecastInputError(f"weighting must be inverse_mse or equal, not {self.weighting!r}")
         k = self.window
         head, tail = values[:-k], values[-k:]
+        seasonal = is_seasonal(head, season_length(self.freq_))
+        self.members_ = self.members + (self.seasonal_members if seasonal else ())
         mse = []
-        for spec in self.members:
+        for spec in self.members_:
             member = make_model(spec)
             member._fit_values(head, self.freq_)
             predicted = member._one_step(values)[-k:]
             mse.append(float(np.mean((tail - predicted) ** 2)))
-        self.backtest_mse_ = dict(zip(self.members, mse, strict=True))
+        self.backtest_mse_ = dict(zip(self.members_, mse, strict=True))
         inverse = 1 / np.maximum(np.array(mse), 1e-12)
         weights = inverse if self.weighting == "inverse_mse" else np.ones(len(mse))
-        self.weights_ = dict(zip(self.members, weights / weights.sum(), strict=True))
+        self.weights_ = dict(zip(self.members_, weights / weights.sum(), strict=True))
         self.fitted_ = {}
-        for spec in self.members:
+        for spec in self.members_:
             member = make_model(spec)
             member._fit_values(values, self.freq_)
             self.fitted_[spec] = member

@@ -66,18 +66,21 @@ class AutoETS(BaseForecaster):
         return np.concatenate([[1.0], alpha + beta * damped])
 
     def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
-        """Closed form for the non-seasonal models: one smoothing pass gives the level and trend
-        after each point; from origin t the forecast is ``l_t + (phi + ... + phi^k) b_t``."""
-        if "seasonal" in self.spec_:
-            return super()._origin_forecasts(values, origins, steps)
+        """Closed form: one smoothing pass gives the states after each point; from origin t the
+        forecast is ``l_t + (phi + ... + phi^k) b_t + s`` with ``s`` the seasonal state of the
+        same season, as last updated (additive ETS, Hyndman et al. 2008, 2.3)."""
         with quiet():
             states = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params).states
-        level = states["level"].to_numpy()[origins - 1]
-        mean = np.repeat(level[:, None], steps, axis=1)
+        last = origins - 1  # the state after the last known point
+        mean = np.repeat(states["level"].to_numpy()[last][:, None], steps, axis=1)
         if self.spec_["trend"]:
             phi = dict(zip(self.results_.model._param_names, self.results_.params, strict=True)).get("damping_trend", 1)
             damped = np.cumsum(float(phi) ** np.arange(1, steps + 1))
-            mean = mean + states["trend"].to_numpy()[origins - 1][:, None] * damped
+            mean = mean + states["trend"].to_numpy()[last][:, None] * damped
+        if "seasonal" in self.spec_:
+            m = self.spec_["seasonal_periods"]
+            k = np.arange(1, steps + 1)
+            mean = mean + states["seasonal"].to_numpy()[last[:, None] + k - m * ((k - 1) // m + 1)]
         return mean[:, :, None], self._constant_scale(origins, steps)
 
     def _update(self, values: np.ndarray) -> None:
