@@ -43,7 +43,11 @@ def test_train_backtest_gate_on_the_real_panel(cli_env, tmp_path):
     assert report["windows"]["serving_backtest"] == "re-run on the candidate's windows"
     # the historical mean is far worse than AR on unemployment: the accuracy gate fails, with its test
     assert judged.returncode == 1, judged.stdout + judged.stderr
-    [unemp] = [c for c in report["checks"] if c["series_id"] == "unemp" and c["test"] == "diebold-mariano"]
+    # (pefm train/backtest default to h=1..8: one check per series and step)
+    assert report["windows"]["h"] == 8
+    dm = [c for c in report["checks"] if c["series_id"] == "unemp" and c["test"] == "diebold-mariano"]
+    assert sorted(c["step"] for c in dm) == list(range(1, 9))
+    [unemp] = [c for c in dm if c["step"] == 1]
     assert not unemp["passed"] and unemp["statistic"] > 0 and unemp["p_adjusted"] <= 0.05
     assert any(f.startswith("unemp h=1 (n=24): RMSE") for f in report["failures"])
     assert "gates failed" in judged.stdout and "DM-HLN" not in judged.stderr

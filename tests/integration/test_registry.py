@@ -27,6 +27,9 @@ def test_train_registers_a_candidate_with_lineage_and_a_verified_artifact(loaded
     assert version.data_as_of == as_of
     assert len(version.data_sha256) == 64
     assert set(version.backtest["metrics"]) == set(PANEL)
+    stored = version.backtest["metrics"]["realgdp"]  # pooled and per-step names; at h=1 they agree
+    assert {"rmse", "rmse@h1", "n@h1", "pinball", "pinball@h1", "coverage-95@h1"} <= set(stored)
+    assert stored["rmse@h1"] == pytest.approx(stored["rmse"]) and "rmse@h2" not in stored
     assert version.backtest["spec"]["windows"] == 6
     assert run.results["cutoff"].max() == pd.Timestamp("1999-07-01")  # 1999Q4 is the last actual
 

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pefm.data.frequency import Frequency
 from pefm.forecasting.backtest import BacktestSpec, backtest, cutoffs, median_ratio, relative_rmse, score
 from pefm.forecasting.base import ForecastInputError
 from pefm.forecasting.models import make_model
@@ -29,6 +30,67 @@ def test_rows_carry_cutoff_and_are_scored_against_the_next_observations():
     first = out[out["cutoff"] == y.index[25]]
     assert first["y"].tolist() == [26.0, 27.0]  # the two values after the cutoff
     assert first["mean"].tolist() == [25.0, 25.0]  # naive: the value at the cutoff
+
+
+def test_scores_come_per_step_and_pooled_over_the_steps():
+    """Naive on a straight line misses by k at step k: rmse@hk = mae@hk = k, MASE's one-step naive
+    scale is 1 at every step; the plain names pool the rows of all steps."""
+    y = quarterly(np.arange(30, dtype=float))
+    [row] = score(backtest(make_model("naive"), y, BacktestSpec(h=3, windows=4)), y.to_frame()).to_dict("records")
+    for k in (1, 2, 3):
+        assert row[f"n@h{k}"] == 4
+        assert row[f"rmse@h{k}"] == pytest.approx(k) and row[f"mae@h{k}"] == pytest.approx(k)
+        assert row[f"mase@h{k}"] == pytest.approx(k)
+        assert {f"coverage-80@h{k}", f"winkler-95@h{k}", f"pinball@h{k}", f"directional_accuracy@h{k}"} <= set(row)
+    assert "rmse@h4" not in row and row["n"] == 12
+    assert row["rmse"] == pytest.approx(np.sqrt((1 + 4 + 9) / 3))  # root of the mean per-step MSE
+    assert row["mae"] == pytest.approx(2.0) and row["mase"] == pytest.approx(2.0)  # mean of the steps'
+    assert row["pinball"] == pytest.approx(np.mean([row[f"pinball@h{k}"] for k in (1, 2, 3)]))
+    assert row["winkler-80"] == pytest.approx(np.mean([row[f"winkler-80@h{k}"] for k in (1, 2, 3)]))
+
+
+def test_a_publication_lag_is_scored_by_the_forecasts_dates():
+    """The data known at each cutoff end 2, 1, 2 quarters before it: the forecast path starts after
+    the last known point, and each row is scored against the value at its own date, not against
+    the k-th value after the cutoff."""
+    y = quarterly(np.arange(30, dtype=float) ** 2)  # y at position t is t^2
+
+    def as_of(cutoff):
+        at = y.index.get_loc(cutoff)
+        return y.iloc[: at + 1 - (2 if at % 2 else 1)].to_frame()  # positions 25, 27: lag 2; 26: lag 1
+
+    out = backtest(make_model("naive"), y, BacktestSpec(h=2, windows=3), as_of=as_of)
+    assert list(out["cutoff"].dt.strftime("%Y-%m-%d").unique()) == ["1966-04-01", "1966-07-01", "1966-10-01"]
+    # cutoff 25 knows up to 23: forecasts 24 and 25; cutoff 26 knows up to 25: 26, 27; cutoff 27 up to 25
+    assert list(out["ds"]) == list(y.index[[24, 25, 26, 27, 26, 27]])
+    assert out["mean"].tolist() == [23.0**2] * 2 + [25.0**2] * 4
+    assert out["y"].tolist() == [576.0, 625.0, 676.0, 729.0, 676.0, 729.0]  # 24^2, 25^2, 26^2, 27^2, ...
+    [row] = score(out, y.to_frame()).to_dict("records")
+    errors_1, errors_2 = np.array([576 - 529, 676 - 625, 676 - 625]), np.array([625 - 529, 729 - 625, 729 - 625])
+    assert row["rmse@h1"] == pytest.approx(np.sqrt(np.mean(errors_1**2)))  # 47, 51, 51
+    assert row["rmse@h2"] == pytest.approx(np.sqrt(np.mean(errors_2**2)))  # 96, 104, 104
+    assert row["rmse"] == pytest.approx(np.sqrt(np.mean(np.r_[errors_1, errors_2] ** 2)))
+    # MASE: the one-step naive MAE of 0^2 .. 25^2 (the data up to the first cutoff) is mean(1, 3, ..., 49) = 25
+    assert row["mase@h1"] == pytest.approx(149 / 3 / 25) and row["mase@h2"] == pytest.approx(304 / 3 / 25)
+    # direction from the last value before each path (the one naive repeats): up every time, forecast flat
+    assert row["directional_accuracy"] == 0.0
+    lo, hi = out["lo-95"].to_numpy(), out["hi-95"].to_numpy()
+    inside = (out["y"] >= lo) & (out["y"] <= hi)
+    assert row["coverage-95"] == pytest.approx(inside.mean())
+
+
+def test_market_sessions_are_counted_from_the_first_forecast_date():
+    """A business-daily series skips Thanksgiving: from Wednesday's close the forecast dated Thursday
+    is scored against Friday's session and the next one against Monday's."""
+    days = pd.bdate_range("2024-11-18", "2024-12-04")
+    days = days[days != pd.Timestamp("2024-11-28")]
+    frame = pd.Series(np.arange(len(days)) * 10.0, index=days, name="spx").to_frame()
+    frame.attrs = {"frequency": Frequency.BUSINESS_DAILY}
+    out = backtest(make_model("naive"), frame, BacktestSpec(h=2, windows=3))
+    first = out[out["cutoff"] == pd.Timestamp("2024-11-27")]
+    assert list(first["ds"].dt.strftime("%m-%d")) == ["11-28", "11-29"]
+    assert first["y"].tolist() == [80.0, 90.0]  # the closes of Nov 29 and Dec 2
+    assert out["y"].tolist() == [80.0, 90.0, 90.0, 100.0, 100.0, 110.0]
 
 
 def test_each_origin_sees_only_the_data_known_then():

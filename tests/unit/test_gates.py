@@ -102,8 +102,28 @@ def test_multi_step_backtests_are_tested_per_step():
     rng = np.random.default_rng(4)
     y = truth(rng, ["realgdp"])
     report = evaluate(load_policy(), backtest(rng, y, 1.0, h=3), backtest(rng, y, 1.0, h=3))
-    steps = sorted(c["step"] for c in report["checks"] if c["test"] == "diebold-mariano")
-    assert steps == [1, 2, 3] and report["windows"]["h"] == 3
+    dm = sorted((c for c in report["checks"] if c["test"] == "diebold-mariano"), key=lambda c: c["step"])
+    assert [c["step"] for c in dm] == [1, 2, 3] and report["windows"]["h"] == 3
+    assert [c["metric"] for c in dm] == ["rmse@h1", "rmse@h2", "rmse@h3"]  # the backtest's per-step names
+    assert [c["reason"].split(" (")[0] for c in dm] == ["realgdp h=1", "realgdp h=2", "realgdp h=3"]
+    scores = [c["metric"] for c in report["checks"] if c["test"] == "interval-score"]
+    assert sorted(scores) == ["winkler-95@h1", "winkler-95@h2", "winkler-95@h3"]
+
+
+def test_steps_are_counted_along_the_forecast_path_before_rows_without_actuals_are_dropped():
+    """A stored window whose first target has no actual (a date the series lacks) keeps step 2 as
+    step 2: the step is the row's place in the model's forecast path."""
+    rows = pd.DataFrame(
+        {
+            "series_id": "realgdp",
+            "cutoff": ["2000-01-01"] * 3,
+            "ds": ["2000-04-01", "2000-07-01", "2000-10-01"],
+            "y": [None, 2.0, 3.0],
+            "mean": [1.0, 2.5, 2.5],
+        }
+    )
+    framed = with_steps(rows)
+    assert framed["step"].tolist() == [2, 3] and framed["y"].tolist() == [2.0, 3.0]
 
 
 def test_backtests_on_other_cutoffs_or_other_data_are_refused():

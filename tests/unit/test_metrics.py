@@ -11,8 +11,10 @@ from pefm.forecasting.metrics import (
     directional_accuracy,
     holm,
     interval_metrics,
+    interval_pinball,
     mae,
     mase,
+    pinball,
     point_metrics,
     rmse,
     sharpe_difference,
@@ -76,12 +78,32 @@ def test_coverage_and_winkler_with_points_below_and_above():
     assert winkler(y, lo, hi, 95) == pytest.approx(23.5)
 
 
+def test_pinball_by_hand_and_its_tie_to_the_winkler_score():
+    y, lo, hi = [1, 5, -1, 3], [0, 0, 0, 3], [2, 4, 8, 3]
+    # quantile 0.1 at lo: y - lo = 1, 5, -1, 0 -> 0.1*1, 0.1*5, 0.9*1, 0 -> 1.5 / 4
+    assert pinball(y, lo, 0.1) == pytest.approx(0.375)
+    # quantile 0.9 at hi: y - hi = -1, 1, -9, 0 -> 0.1*1, 0.9*1, 0.1*9, 0 -> 1.9 / 4
+    assert pinball(y, hi, 0.9) == pytest.approx(0.475)
+    # 95%: quantiles 0.025 and 0.975 -> (0.025 + 0.125 + 0.975) / 4 and (0.025 + 0.975 + 0.225) / 4
+    assert pinball(y, lo, 0.025) == pytest.approx(0.28125)
+    assert pinball(y, hi, 0.975) == pytest.approx(0.30625)
+    # the mean over the four quantiles the 80% and 95% bounds stand for
+    bounds = {80: (lo, hi), 95: (lo, hi)}
+    assert interval_pinball(y, bounds) == pytest.approx((0.375 + 0.475 + 0.28125 + 0.30625) / 4)
+    # Winkler = 2/alpha x (the two bounds' pinball losses): 10 x 0.85 = 8.5, 40 x 0.5875 = 23.5
+    assert winkler(y, lo, hi, 80) == pytest.approx(10 * (0.375 + 0.475))
+    assert winkler(y, lo, hi, 95) == pytest.approx(40 * (0.28125 + 0.30625))
+    assert pinball([2.0], [2.0], 0.3) == 0.0
+
+
 def test_interval_metrics_keys_and_values():
     y = [1, 5, -1, 3]
     out = interval_metrics(y, {95: ([0, 0, 0, 3], [2, 4, 8, 3]), 80: ([0, 0, 0, 3], [2, 4, 8, 3])})
-    assert list(out) == ["coverage-80", "winkler-80", "coverage-95", "winkler-95"]
+    assert list(out) == ["coverage-80", "winkler-80", "coverage-95", "winkler-95", "pinball"]
     assert out["winkler-80"] == pytest.approx(8.5)
     assert out["coverage-95"] == pytest.approx(0.5)
+    assert out["pinball"] == pytest.approx(0.359375)
+    assert interval_metrics(y, {}) == {}
 
 
 def test_directional_accuracy_on_levels():
@@ -232,6 +254,10 @@ def test_point_metrics_reports_smape_only_away_from_zero():
         (rmse, ([[1, 2]], [[1, 2]]), "1-D"),
         (coverage, ([1, 2], [0, 3], [1, 2]), "lower bound exceeds"),
         (winkler, ([1], [0], [2], 100), "level"),
+        (pinball, ([1], [0], 1.0), "quantile"),
+        (pinball, ([1, 2], [0], 0.5), "length mismatch"),
+        (interval_pinball, ([1], {}), "empty"),
+        (interval_pinball, ([1], {80: ([2], [0])}), "lower bound exceeds"),
         (sign_accuracy, ([1, 2], [1]), "length mismatch"),
         (directional_accuracy, ([1, 2], [1, 2], [1, 2, 3]), "length mismatch"),
         (strategy_returns, ([1, 2], [1, 1], -0.1), "cost"),

@@ -67,9 +67,9 @@ def bootstrap(
 
 def _serving_model(db: Database) -> str:
     """The serving model version; the first time, the default bundle (a family per group of
-    series) trained on every series with a short backtest (12 windows) for the accuracy views."""
+    series) trained on every series with a short backtest (12 windows, h=1..8) for the accuracy views."""
     from pefm.cli.forecasting import group_count, planned_params
-    from pefm.forecasting.backtest import BacktestSpec
+    from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
     from pefm.forecasting.models import DEFAULT_MODEL
     from pefm.forecasting.panel import default_series
     from pefm.forecasting.registry import promote, serving_version
@@ -80,7 +80,7 @@ def _serving_model(db: Database) -> str:
         if serving:
             console.print(f"serving model: {serving.id}")
             return serving.id
-        spec = BacktestSpec(windows=12)
+        spec = BacktestSpec(h=DEFAULT_HORIZON, windows=12)
         ids = default_series(conn, DEFAULT_MODEL)
         params = planned_params(conn, DEFAULT_MODEL, ids, {}, None)
         with progress_bar() as progress:
@@ -97,7 +97,9 @@ def _serving_model(db: Database) -> str:
                 ),
             )
             promote(conn, version.id)
-    console.print(f"serving model: {version.id} (trained now, 12-window backtest; pefm backtest runs a longer one)")
+    console.print(
+        f"serving model: {version.id} (trained now, 12-window backtest, h=1..{spec.h}; pefm backtest runs longer ones)"
+    )
     return version.id
 
 

@@ -64,6 +64,9 @@ def retrain(
     dry_run: Annotated[bool, typer.Option(help="say what would be done, do nothing")] = False,
     model: Annotated[str | None, typer.Option(help="model family (default: the serving model's)")] = None,
     windows: Annotated[int | None, typer.Option(help="backtest windows (default: the serving model's)")] = None,
+    h: Annotated[
+        int | None, typer.Option(help="backtest horizon, steps 1..h (default: the serving model's, else 8)")
+    ] = None,
     deploy: Annotated[
         bool, typer.Option(help="on passing gates: deploy the candidate (local: + rollout; cluster: Flagger's canary)")
     ] = True,
@@ -81,7 +84,6 @@ def retrain(
     from pefm.config import get_settings
     from pefm.drift.retrain import ClusterDeployer, LocalDeployer
     from pefm.drift.retrain import retrain as run_retrain
-    from pefm.forecasting.backtest import BacktestSpec
     from pefm.rollout.spec import RolloutSpec
 
     env = dict(item.split("=", 1) for item in revision_env or [] if "=" in item)
@@ -104,7 +106,7 @@ def retrain(
             outcome = run_retrain(
                 db,
                 model=model,
-                spec=BacktestSpec(h=1, windows=windows) if windows else None,
+                spec_changes={k: v for k, v in (("windows", windows), ("h", h)) if v},
                 deployer=deployer,
                 start_rollout=starter,
                 dry_run=dry_run,

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from pefm.cli import app, console, models_app, open_db, progress_bar
-from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
 from pefm.forecasting.panel import default_series
@@ -23,7 +23,7 @@ SeriesOpt = Annotated[
 ]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"one of {', '.join((BUNDLE, *MODEL_NAMES))}")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="model parameter NAME=JSON")]
-SHOWN = ("rmse", "mae", "mase", "coverage-80", "coverage-95", "directional_accuracy", "sharpe")
+SHOWN = ("rmse", "mae", "mase", "coverage-80", "coverage-95", "pinball", "directional_accuracy", "sharpe")
 
 
 def _spec(h: int, windows: int, step: int, refit_every: int) -> BacktestSpec:
@@ -67,7 +67,7 @@ def train(
     series: SeriesOpt = None,
     param: ParamOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="train on the data as known then")] = None,
-    h: Annotated[int, typer.Option(help="backtest horizon")] = 1,
+    h: Annotated[int, typer.Option(help="backtest horizon: steps 1..h, each scored")] = DEFAULT_HORIZON,
     windows: Annotated[int, typer.Option(help="backtest origins (0: no backtest)")] = 40,
     step: int = 1,
     refit_every: int = 1,
@@ -105,7 +105,7 @@ def backtest(
     series: SeriesOpt = None,
     param: ParamOpt = None,
     version: Annotated[str | None, typer.Option(help="backtest this registered version and store the result")] = None,
-    h: int = 1,
+    h: Annotated[int, typer.Option(help="backtest horizon: steps 1..h, each scored")] = DEFAULT_HORIZON,
     windows: int = 40,
     step: int = 1,
     refit_every: int = 1,
@@ -282,8 +282,13 @@ def _advance(progress, task, model: str):
 
 
 def _print_scores(scores: pd.DataFrame) -> None:
-    columns = [c for c in SHOWN if c in scores.columns]
-    table = Table("model", "series", *columns, title="backtest")
+    """The metrics pooled over the steps, and RMSE at the first and the last step (every step's
+    metrics are in the registry: ``rmse@h1`` .. ``rmse@hH``, see ``pefm.forecasting.backtest``)."""
+    last = max((int(c.rpartition("@h")[2]) for c in scores.columns if c.startswith("rmse@h")), default=1)
+    steps = ["rmse@h1", f"rmse@h{last}"] if last > 1 else []
+    columns = [c for c in ("rmse", *steps, *SHOWN[1:]) if c in scores.columns]
+    title = f"backtest (h=1..{last}: pooled over the steps, rmse also per step)" if last > 1 else "backtest"
+    table = Table("model", "series", *columns, title=title)
     for row in scores.to_dict("records"):
         table.add_row(
             row["model"],

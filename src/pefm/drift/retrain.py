@@ -17,13 +17,13 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.gating import gate_candidate
 from pefm.forecasting.models import DEFAULT_MODEL
@@ -35,7 +35,7 @@ from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, get_version
 
 LOCK = "pefm.retrain"
-DEFAULT_SPEC = BacktestSpec(h=1, windows=40)
+DEFAULT_SPEC = BacktestSpec(h=DEFAULT_HORIZON, windows=40)
 
 
 class Deployer(Protocol):
@@ -49,6 +49,7 @@ def retrain(
     model: str | None = None,
     params: dict[str, Any] | None = None,
     spec: BacktestSpec | None = None,
+    spec_changes: dict[str, Any] | None = None,
     deployer: Deployer | None = None,
     start_rollout: Callable[[str, ModelVersion], Any] | None = None,
     dry_run: bool = False,
@@ -56,13 +57,17 @@ def retrain(
     gate_policy=None,
 ) -> dict[str, Any]:
     """Run the job once (or resume it); returns its outcome (``status`` and what it produced).
-    ``model``/``params``/``spec`` default to the serving model's."""
+    ``model``/``params``/``spec`` default to the serving model's (the spec, when none serves or it
+    stored no backtest, to ``DEFAULT_SPEC``: 40 windows, h=1..8); ``spec_changes`` (e.g.
+    ``{"windows": 12}``) replaces fields of whichever spec that is."""
     run_id = uuid.uuid4().hex[:12]
     with db.advisory_lock(LOCK, wait=False) as (held, _), db.connection() as conn:
         if not held:
             _event(conn, run_id, "skipped", "another retraining is running")
             return {"status": "skipped", "run_id": run_id, "reason": "another retraining is running"}
-        return _Job(conn, run_id, deployer, start_rollout, gate_policy).run(model, params, spec, dry_run, reason)
+        return _Job(conn, run_id, deployer, start_rollout, gate_policy).run(
+            model, params, spec, spec_changes or {}, dry_run, reason
+        )
 
 
 class _Job:
@@ -70,7 +75,7 @@ class _Job:
         self.conn, self.run_id = conn, run_id
         self.deployer, self.start_rollout, self.gate_policy = deployer, start_rollout, gate_policy
 
-    def run(self, model, params, spec, dry_run: bool, reason: str) -> dict[str, Any]:
+    def run(self, model, params, spec, spec_changes: dict[str, Any], dry_run: bool, reason: str) -> dict[str, Any]:
         conn = self.conn
         serving = serving_version(conn)
         family = model or (serving.family if serving else DEFAULT_MODEL)
@@ -83,10 +88,9 @@ class _Job:
             params = serving.params if serving and serving.family == family else {}
         if spec is None and serving and serving.backtest:
             spec = BacktestSpec.from_dict(serving.backtest["spec"])
-        spec = spec or DEFAULT_SPEC
-        _event(
-            conn, self.run_id, "start", f"retraining {family} on {len(ids)} series ({spec.windows} windows): {reason}"
-        )
+        spec = replace(spec or DEFAULT_SPEC, **spec_changes)
+        what = f"retraining {family} on {len(ids)} series ({spec.windows} windows, h={spec.h})"
+        _event(conn, self.run_id, "start", f"{what}: {reason}")
         digest = data_sha256(load_panel(conn, ids))
         key = job_key(family, params, ids, spec, digest)
         job = _read_job(conn, key)

@@ -7,7 +7,10 @@ covers (the chance that an indistinguishable candidate is blocked by a rule stay
 for the whole panel). A candidate is compared with the serving model only on identical windows:
 the same series, cutoffs and target dates, scored against the same actual values (so the same
 data vintage); anything else is refused with ``MismatchedBacktests``. The verdict is a JSON-ready
-report of every check with its statistic, p-values and reason, and the windows used.
+report of every check with its statistic, p-values and reason, and the windows used. A check names
+its series and ``step`` (the model's k-step forecast, counted along the forecast path as in
+``backtest``), its ``metric`` by the backtest's per-step names (``rmse@h3``, ``winkler-95@h3``),
+and its reason starts with ``<series> h=<step> (n=<windows>)``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pefm.forecasting import metrics
+from pefm.forecasting.backtest import steps
 
 DEFAULT_POLICY = Path(__file__).with_name("gates.toml")
 TESTS = {
@@ -97,10 +101,14 @@ def backtest_frame(backtest: dict[str, Any]) -> pd.DataFrame:
 
 
 def with_steps(frame: pd.DataFrame) -> pd.DataFrame:
-    """Backtest rows with parsed dates, a 1-based ``step`` per (series, cutoff), and no missing ``y``."""
+    """Backtest rows with parsed dates, a 1-based ``step`` per (series, cutoff), and no missing ``y``.
+
+    The step is the row's place in its window's forecast path, counted before rows without an
+    actual are dropped (a target not yet observed, or a date the series has no value for), so
+    ``step`` k is always the model's k-step forecast, as in ``backtest.score``'s ``@h<k>`` names."""
     frame = frame.assign(cutoff=pd.to_datetime(frame["cutoff"]), ds=pd.to_datetime(frame["ds"]))
-    frame = frame.dropna(subset=["y", "mean"]).sort_values(KEYS, ignore_index=True)
-    return frame.assign(step=frame.groupby(["series_id", "cutoff"]).cumcount() + 1)
+    frame = frame.assign(step=steps(frame, ["series_id", "cutoff"]))
+    return frame.dropna(subset=["y", "mean"]).sort_values(KEYS, ignore_index=True)
 
 
 def paired(candidate: pd.DataFrame, serving: pd.DataFrame) -> pd.DataFrame:
@@ -185,7 +193,7 @@ def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, retu
         for (series_id, step), g in candidate.groupby(["series_id", "step"]):
             inside = int(((g["y"] >= g[lo]) & (g["y"] <= g[hi])).sum())
             p = metrics.coverage_test(inside, len(g), rule.level)
-            out.append(_raw(series_id, step, len(g), f"coverage-{rule.level}", inside / len(g), None, None, p))
+            out.append(_raw(series_id, step, len(g), f"coverage-{rule.level}@h{step}", inside / len(g), None, None, p))
         return out, ""
     if rule.test == "diebold-mariano":
         for (series_id, step), g in pairs.groupby(["series_id", "step"]):
@@ -193,7 +201,7 @@ def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, retu
                 continue
             stat, p = metrics.diebold_mariano(g["y"], g["mean_c"], g["mean_s"], h=int(step), alternative="greater")
             rmse_c, rmse_s = metrics.rmse(g["y"], g["mean_c"]), metrics.rmse(g["y"], g["mean_s"])
-            out.append(_raw(series_id, step, len(g), "rmse", rmse_c, rmse_s, stat, p))
+            out.append(_raw(series_id, step, len(g), f"rmse@h{step}", rmse_c, rmse_s, stat, p))
         return out, "too few windows for a Diebold-Mariano test (need more than h)"
     if rule.test == "interval-score":
         lo, hi = f"lo-{rule.level}", f"hi-{rule.level}"
@@ -205,7 +213,7 @@ def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, retu
             mine = metrics.interval_scores(g["y"], g[f"{lo}_c"], g[f"{hi}_c"], rule.level)
             theirs = metrics.interval_scores(g["y"], g[f"{lo}_s"], g[f"{hi}_s"], rule.level)
             stat, p = metrics.loss_differential_test(mine, theirs, h=int(step), alternative="greater")
-            name = f"winkler-{rule.level}"
+            name = f"winkler-{rule.level}@h{step}"
             out.append(_raw(series_id, step, len(g), name, mine.mean(), theirs.mean(), stat, p))
         return out, "too few windows for a Diebold-Mariano test (need more than h)"
     one_step = pairs[(pairs["step"] == 1) & pairs["series_id"].isin(returns)]

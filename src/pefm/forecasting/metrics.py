@@ -126,6 +126,37 @@ def interval_scores(y: ArrayLike, lo: ArrayLike, hi: ArrayLike, level: float) ->
     return (hi_ - lo_) + (2.0 / alpha) * (np.maximum(lo_ - y_, 0.0) + np.maximum(y_ - hi_, 0.0))
 
 
+def pinball(y: ArrayLike, q: ArrayLike, quantile: float) -> float:
+    """Mean pinball (quantile) loss of ``q`` as the ``quantile`` forecast of ``y`` (lower is better):
+    mean(max(quantile * (y - q), (quantile - 1) * (y - q))), ``quantile`` in (0, 1).
+
+    The lower bound of a central L% interval is the (1 - L/100)/2 quantile and the upper bound the
+    1 - (1 - L/100)/2 one; the Winkler score of the interval is 2/alpha times the sum of the two
+    bounds' pinball losses (alpha = 1 - L/100).
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    y_, q_ = _arrs(y=y, q=q)
+    diff = y_ - q_
+    return float(np.mean(np.maximum(quantile * diff, (quantile - 1.0) * diff)))
+
+
+def interval_pinball(y: ArrayLike, bounds: Mapping[int, tuple[ArrayLike, ArrayLike]]) -> float:
+    """Mean pinball loss over every quantile the interval bounds stand for (for each level L in
+    ``bounds``: lo as the (1 - L/100)/2 quantile, hi as the 1 - (1 - L/100)/2 one), each quantile
+    weighted alike."""
+    if not bounds:
+        raise ValueError("bounds is empty")
+    losses = []
+    for level, (lo, hi) in bounds.items():
+        if not 0 < level < 100:
+            raise ValueError(f"level must be in (0, 100), got {level}")
+        _bounds(y, lo, hi)
+        tail = (1.0 - level / 100.0) / 2.0
+        losses += [pinball(y, lo, tail), pinball(y, hi, 1.0 - tail)]
+    return float(np.mean(losses))
+
+
 # --- direction -------------------------------------------------------------------------------
 
 
@@ -329,7 +360,8 @@ def point_metrics(y: ArrayLike, yhat: ArrayLike, y_train: ArrayLike, season: int
 
 
 def interval_metrics(y: ArrayLike, bounds: Mapping[int, tuple[ArrayLike, ArrayLike]]) -> dict[str, float]:
-    """For each level L in ``bounds`` (ascending), keys ``coverage-L`` and ``winkler-L``.
+    """For each level L in ``bounds`` (ascending), keys ``coverage-L`` and ``winkler-L``; then
+    ``pinball`` (:func:`interval_pinball` over all of them) when ``bounds`` is not empty.
 
     ``bounds`` maps a central interval level in percent to its (lo, hi) arrays.
     """
@@ -338,4 +370,6 @@ def interval_metrics(y: ArrayLike, bounds: Mapping[int, tuple[ArrayLike, ArrayLi
         lo, hi = bounds[level]
         out[f"coverage-{level}"] = coverage(y, lo, hi)
         out[f"winkler-{level}"] = winkler(y, lo, hi, level)
+    if bounds:
+        out["pinball"] = interval_pinball(y, bounds)
     return out

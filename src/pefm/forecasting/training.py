@@ -32,9 +32,10 @@ class BacktestRun:
     """The series whose values are returns (the Sharpe gate applies to them)."""
 
     def summary(self, spec: BacktestSpec) -> dict[str, Any]:
-        """What the registry stores: the spec, each series' metrics and its backtest forecasts
-        (cutoff, ds, actual y, mean and interval bounds: the gates compare them window by window,
-        the dashboard overlays them), and which series are returns."""
+        """What the registry stores: the spec, each series' metrics (pooled over the steps and per
+        step: ``rmse`` and ``rmse@h1`` .. ``rmse@h<h>``, the names ``backtest`` documents), its
+        backtest forecasts (cutoff, ds, actual y, mean and interval bounds: the gates compare them
+        window by window, the dashboard overlays them), and which series are returns."""
         metrics = {
             row.pop("series_id"): {k: float(v) for k, v in row.items() if k not in ("model",) and pd.notna(v)}
             for row in self.scores.to_dict("records")
