@@ -1,7 +1,10 @@
 """Nixtla statsforecast anchor: rolling-origin cross-validation of reference models.
 
 Gives the benchmark an external yardstick: the same rolling-origin protocol (expanding window,
-refit at every origin) run through ``StatsForecast.cross_validation``.
+refit at every origin) run through ``StatsForecast.cross_validation``. ``run_statsforecast`` runs a
+wide panel of one frequency (the macro panel); ``cross_validate_series`` runs one series of any
+frequency with its own season length, optionally with conformal intervals
+(``statsforecast.utils.ConformalIntervals``) in place of the model's own.
 Run as a script for a self-check on statsmodels' macrodata.
 """
 
@@ -24,6 +27,7 @@ class AnchorResult:
     name: str
     seconds: float
     forecasts: pd.DataFrame  # series_id, ds, cutoff, y, mean, lo-<L>, hi-<L> for each level
+    cpu_seconds: float | None = None  # CPU time of this process over the same call
 
 
 def _to_long(panel: pd.DataFrame) -> pd.DataFrame:
@@ -76,20 +80,76 @@ def run_statsforecast(
             t0 = time.perf_counter()
             cv = sf.cross_validation(df=long, h=h, n_windows=windows, step_size=step, refit=True, level=list(levels))
             seconds = time.perf_counter() - t0
-        if "unique_id" not in cv.columns:  # older versions / NIXTLA_ID_AS_COL unset: id is the index
-            cv = cv.reset_index()
-        rename = {"unique_id": "series_id", name: "mean"}
-        for lv in levels:
-            rename[f"{name}-lo-{lv}"] = f"lo-{lv}"
-            rename[f"{name}-hi-{lv}"] = f"hi-{lv}"
-        cv = cv.rename(columns=rename)
-        cols = ["series_id", "ds", "cutoff", "y", "mean"]
-        cols += [f"{side}-{lv}" for lv in levels for side in ("lo", "hi")]
-        fc = cv[cols].copy()
+        fc = _standard_columns(cv, name, levels)
         fc["ds"] = pd.to_datetime(fc["ds"])
         fc["cutoff"] = pd.to_datetime(fc["cutoff"])
-        out[f"sf_{name}"] = AnchorResult(f"sf_{name}", seconds, fc.reset_index(drop=True))
+        out[f"sf_{name}"] = AnchorResult(f"sf_{name}", seconds, fc)
     return out
+
+
+def _standard_columns(cv: pd.DataFrame, name: str, levels) -> pd.DataFrame:
+    """statsforecast's cross-validation frame -> series_id, ds, cutoff, y, mean, lo-L, hi-L."""
+    if "unique_id" not in cv.columns:  # older versions / NIXTLA_ID_AS_COL unset: id is the index
+        cv = cv.reset_index()
+    rename = {"unique_id": "series_id", name: "mean"}
+    for lv in levels:
+        rename[f"{name}-lo-{lv}"] = f"lo-{lv}"
+        rename[f"{name}-hi-{lv}"] = f"hi-{lv}"
+    cv = cv.rename(columns=rename)
+    cols = ["series_id", "ds", "cutoff", "y", "mean"]
+    cols += [f"{side}-{lv}" for lv in levels for side in ("lo", "hi")]
+    return cv[cols].reset_index(drop=True)
+
+
+def cross_validate_series(
+    series: pd.Series,
+    name: str,
+    *,
+    season_length: int,
+    h: int,
+    windows: int,
+    step: int = 1,
+    levels=(80, 95),
+    conformal_windows: int | None = None,
+) -> AnchorResult:
+    """Rolling-origin cross-validation of one statsforecast model on one series.
+
+    ``StatsForecast(..., n_jobs=1).cross_validation(h, n_windows=windows, step_size=step,
+    refit=True, level=levels)``; with ``conformal_windows`` the intervals are statsforecast's
+    conformal ones, ``ConformalIntervals(h=h, n_windows=conformal_windows)``, recomputed from the
+    training data at every origin, and the result is named ``sf_<Model>_conformal``. The series is
+    handed over on a positional time index (0..n-1), so calendars with gaps (trading days) cannot
+    shift anything; ``ds`` and ``cutoff`` are mapped back to the series' own dates, by position.
+    ``seconds`` is the wall time of the cross-validation call alone, ``cpu_seconds`` its CPU time.
+    """
+    from statsforecast import StatsForecast
+    from statsforecast.utils import ConformalIntervals
+
+    values = series.dropna()
+    series_id = str(values.name)
+    long = pd.DataFrame({"unique_id": series_id, "ds": np.arange(len(values)), "y": values.to_numpy(dtype=float)})
+    intervals = ConformalIntervals(h=h, n_windows=conformal_windows) if conformal_windows else None
+    sf = StatsForecast(models=[_make_model(name, season_length)], freq=1, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0, c0 = time.perf_counter(), time.process_time()
+        cv = sf.cross_validation(
+            df=long,
+            h=h,
+            n_windows=windows,
+            step_size=step,
+            refit=True,
+            level=list(levels),
+            prediction_intervals=intervals,
+        )
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    fc = _standard_columns(cv, name, levels)
+    dates = pd.DatetimeIndex(values.index)
+    fc["ds"] = dates[fc["ds"].to_numpy(dtype=int)]
+    fc["cutoff"] = dates[fc["cutoff"].to_numpy(dtype=int)]
+    fc["series_id"] = series_id
+    label = f"sf_{name}_conformal" if conformal_windows else f"sf_{name}"
+    return AnchorResult(label, seconds, fc, cpu)
 
 
 def macro_panel() -> pd.DataFrame:

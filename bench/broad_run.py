@@ -1,0 +1,238 @@
+"""The broad-set backtests: PEFM's default for each series and the statsforecast anchors.
+
+Protocol, one for every series and model: h = 1..8, the last ``windows`` (24) expanding origins,
+one period apart, every model refitted at every origin; intervals at 80% and 95%.
+
+- ``pefm_default``: the family PEFM's serving bundle gives the series' group
+  (``family_for(group_name(freq, transform))``: GARCH for daily and business-daily returns, the
+  ensemble otherwise), run through ``pefm.forecasting.backtest.backtest`` on a frame of the
+  series' frequency (``attrs["frequencies"]``, ``attrs["transforms"]`` as ``load_panel`` sets them).
+- ``naive``: PEFM's naive model, the RMSE baseline; it must agree with ``sf_Naive`` point for
+  point, which checks that both harnesses see the same data, origins and targets.
+- ``sf_<Model>``: statsforecast AutoARIMA, AutoETS, AutoTheta (the series' season length) and
+  Naive, ``cross_validation(h=8, n_windows=windows, step_size=1, refit=True, level=[80, 95])``
+  with their own intervals; ``sf_<Model>_conformal``: the same with
+  ``prediction_intervals=ConformalIntervals(h=8, n_windows=5)``. AutoARIMA's conformal run
+  refits AutoARIMA six times per origin (measured: 5.3x AutoARIMA's ~970 CPU seconds, some 45 more
+  minutes on two cores), so it runs only when asked (``arima_conformal``).
+
+Each (model, series) is one job; jobs run in ``workers`` processes (two on a two-core machine), each
+limited to one BLAS/OpenMP thread. A job's seconds cover the backtest call only, as wall time and
+as the worker's CPU time; the models are compared on CPU seconds, which on a single-threaded job
+equal its wall time on an idle core and do not depend on what else the machine runs (a shared
+machine inflates wall times unevenly). Each worker first fits every model once on a synthetic
+series (imports, numba compilation), outside any timing. A model
+that fails on a series is recorded with its error, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pefm.data.frequency import Frequency
+
+H = 8
+WINDOWS = 24
+QUICK_WINDOWS = 6
+LEVELS = (80, 95)
+CONFORMAL_WINDOWS = 5
+SF_MODELS = ("AutoARIMA", "AutoETS", "AutoTheta", "Naive")
+CONFORMAL_MODELS = ("AutoETS", "AutoTheta", "Naive")
+DEFAULT = "pefm_default"
+BASELINE = "naive"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model backtested on one series (or, for a joint family, on a whole frequency group)."""
+
+    label: str  # the row name: pefm_default, naive, sf_AutoETS, sf_AutoETS_conformal, ...
+    series_ids: tuple[str, ...]
+    frame: pd.DataFrame  # the series' values by date (one frequency)
+    frequency: Frequency
+    transforms: dict[str, str]
+    season_length: int
+    family: str = ""  # PEFM family, or the statsforecast model's class name
+    params: dict = field(default_factory=dict)
+    conformal: bool = False
+
+
+@dataclass
+class Outcome:
+    """What a job produced: its forecasts and seconds, or the error it failed with."""
+
+    label: str
+    series_ids: tuple[str, ...]
+    family: str
+    seconds: float = float("nan")  # wall time of the backtest call
+    cpu_seconds: float = float("nan")  # CPU time of the worker over the same call
+    forecasts: pd.DataFrame | None = None
+    error: str | None = None
+    detail: str | None = None  # the failure's traceback tail
+
+
+def plan_jobs(
+    frames: dict[Frequency, pd.DataFrame], seasons: dict[str, int], *, arima_conformal: bool = False
+) -> list[Job]:
+    """Every (model, series) job of the broad run, the costliest first (workers stay busy)."""
+    from pefm.forecasting.bundle import family_for, group_name
+    from pefm.forecasting.models import make_model
+
+    jobs: list[Job] = []
+    conformal = CONFORMAL_MODELS + (("AutoARIMA",) if arima_conformal else ())
+    for freq, frame in frames.items():
+        transforms = frame.attrs["transforms"]
+        by_family: dict[tuple, list[str]] = {}
+        for sid in frame.columns:
+            family, params = family_for(group_name(freq, transforms[sid]))
+            by_family.setdefault((family, tuple(sorted(params.items()))), []).append(sid)
+        for (family, params), ids in by_family.items():
+            # a univariate family is backtested per column anyway: one job a series isolates failures
+            joint = make_model(family, **dict(params)).multivariate
+            for group in [ids] if joint else [[s] for s in ids]:
+                jobs.append(_job(DEFAULT, group, frame, freq, seasons, family, dict(params)))
+        for sid in frame.columns:
+            jobs.append(_job(BASELINE, [sid], frame, freq, seasons, "naive", {}))
+            for name in SF_MODELS:
+                jobs.append(_job(f"sf_{name}", [sid], frame, freq, seasons, name, {}))
+                if name in conformal:
+                    jobs.append(_job(f"sf_{name}_conformal", [sid], frame, freq, seasons, name, {}, conformal=True))
+    order = ["sf_AutoARIMA_conformal", "sf_AutoARIMA", "sf_AutoETS_conformal", DEFAULT, "sf_AutoTheta_conformal"]
+    rank = {label: i for i, label in enumerate(order)}
+    return sorted(jobs, key=lambda j: (rank.get(j.label, len(order)), -j.season_length, -len(j.frame)))
+
+
+def _job(label, ids, frame, freq, seasons, family, params, conformal=False) -> Job:
+    data = frame[list(ids)].dropna(how="all")
+    return Job(
+        label=label,
+        series_ids=tuple(ids),
+        frame=data,
+        frequency=freq,
+        transforms={s: frame.attrs["transforms"][s] for s in ids},
+        season_length=seasons[ids[0]],
+        family=family,
+        params=params,
+        conformal=conformal,
+    )
+
+
+def run_job(job: Job, windows: int) -> Outcome:
+    """Backtest one job; never raises (a failure comes back as ``Outcome.error``)."""
+    out = Outcome(job.label, job.series_ids, job.family)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if job.label.startswith("sf_"):
+                from statsforecast_anchor import cross_validate_series
+
+                sid = job.series_ids[0]
+                anchor = cross_validate_series(
+                    job.frame[sid].rename(sid),
+                    job.family,
+                    season_length=job.season_length,
+                    h=H,
+                    windows=windows,
+                    levels=LEVELS,
+                    conformal_windows=CONFORMAL_WINDOWS if job.conformal else None,
+                )
+                out.seconds, out.cpu_seconds = anchor.seconds, anchor.cpu_seconds
+                out.forecasts = anchor.forecasts.assign(model=job.label)
+            else:
+                out.seconds, out.cpu_seconds, out.forecasts = _pefm_backtest(job, windows)
+    except Exception as exc:  # a model failing on a series is a result to report, not a crash
+        out.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        out.forecasts = None
+        out.detail = traceback.format_exc(limit=-3)
+    return out
+
+
+def _pefm_backtest(job: Job, windows: int) -> tuple[float, float, pd.DataFrame]:
+    from pefm.forecasting.backtest import BacktestSpec, backtest
+    from pefm.forecasting.models import make_model
+
+    frame = job.frame.copy()
+    frame.attrs = {"frequencies": {s: job.frequency for s in job.series_ids}, "transforms": dict(job.transforms)}
+    model = make_model(job.family, **job.params)
+    start, cpu = time.perf_counter(), time.process_time()
+    results = backtest(model, frame, BacktestSpec(h=H, windows=windows, step=1, refit_every=1, levels=LEVELS))
+    return time.perf_counter() - start, time.process_time() - cpu, results.assign(model=job.label)
+
+
+def _init_worker() -> None:
+    """One thread per worker (two workers on two cores), then one untimed fit of every model."""
+    from threadpoolctl import threadpool_limits
+
+    global _LIMITS  # kept for the worker's lifetime: the limit holds until it is restored
+    _LIMITS = threadpool_limits(1)
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2000-01-01", periods=160, freq="QS")
+    values = pd.Series(np.cumsum(rng.normal(size=160)) * 0.1 + rng.normal(size=160), index=index, name="warmup")
+    frame = values.to_frame()
+    frame.attrs = {"frequencies": {"warmup": Frequency.QUARTERLY}, "transforms": {"warmup": "none"}}
+    for label, family, conformal in [
+        (DEFAULT, "ensemble", False),
+        (DEFAULT, "garch", False),
+        *((f"sf_{m}", m, c) for m in SF_MODELS for c in (False, True)),
+    ]:
+        job = Job(label, ("warmup",), frame, Frequency.QUARTERLY, {"warmup": "none"}, 4, family, {}, conformal)
+        run_job(job, windows=2)
+
+
+_LIMITS = None
+
+
+def run_all(jobs: list[Job], windows: int, workers: int, on_done: Callable[[Outcome], None]) -> list[Outcome]:
+    """Run ``jobs`` in ``workers`` processes (spawned, so each imports what it needs afresh)."""
+    outcomes = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+        futures = [pool.submit(run_job, job, windows) for job in jobs]
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            on_done(outcome)
+    return outcomes
+
+
+def check_alignment(forecasts: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Assert that every model forecast every series from the same origins and was scored against
+    the same values, and that PEFM's naive and statsforecast's Naive agree point for point.
+    Returns the number of (series, origin, step) rows checked per model."""
+    keys = ["series_id", "cutoff", "step"]
+    reference = forecasts[BASELINE].set_index(keys).sort_index()
+    checked = {}
+    for label, frame in forecasts.items():
+        rows = frame.set_index(keys).sort_index()
+        for sid, part in rows.groupby(level="series_id"):
+            ref = reference.loc[[sid]] if sid in reference.index.get_level_values(0) else None
+            if ref is None:
+                continue
+            ref_cutoffs = ref.index.get_level_values("cutoff").unique()
+            cutoffs = part.index.get_level_values("cutoff").unique()
+            assert cutoffs.equals(ref_cutoffs), f"{label} on {sid}: origins differ from {BASELINE}'s"
+            assert part.index.equals(ref.index), f"{label} on {sid}: (origin, step) rows differ"
+            assert np.allclose(part["y"], ref["y"], equal_nan=True), f"{label} on {sid}: targets differ"
+        checked[label] = len(rows)
+    if "sf_Naive" in forecasts:
+        sf = forecasts["sf_Naive"].set_index(keys).sort_index()
+        common = reference.index.intersection(sf.index)
+        gap = np.max(np.abs(reference.loc[common, "mean"] - sf.loc[common, "mean"])) if len(common) else 0.0
+        assert gap < 1e-8, f"PEFM naive and sf_Naive disagree by up to {gap}"
+    return checked
+
+
+def with_steps(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``step`` (1..h): the forecast's position after its origin."""
+    frame = frame.sort_values(["series_id", "cutoff", "ds"]).reset_index(drop=True)
+    frame["step"] = frame.groupby(["series_id", "cutoff"]).cumcount() + 1
+    return frame
