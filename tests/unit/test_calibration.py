@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pefm.forecasting.base import BaseForecaster
+from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.forecasting.calibration import MIN_ORIGINS, Calibration
 from pefm.forecasting.models import MODEL_NAMES, make_model
+from pefm.forecasting.models.naive import Naive
 
 FAST = {"mlp": {"epochs": 20, "hidden": 32}}
 STEPS = 4
@@ -117,6 +118,23 @@ def test_too_short_a_series_keeps_the_models_own_intervals():
     forecast = model.predict(3)
     np.testing.assert_allclose(forecast["hi-95"], own[95][1])
     assert make_model("ar").fit(simulate("ar1", short + 1, 1, seed=1)["s0"]).calibration_ is not None
+
+
+def test_a_probe_that_cannot_be_fitted_leaves_the_models_own_intervals(caplog):
+    """Calibration fits its probe on half the data; a model that needs more still fits (on all of
+    it), with its own intervals and a warning, rather than failing."""
+
+    class NeedsSixty(Naive):
+        def _fit(self, values):
+            if len(values) < 60:
+                raise ForecastInputError("needs 60 points")
+            super()._fit(values)
+
+    y = simulate("random_walk", 100, 1, seed=2)["s0"]
+    model = NeedsSixty().fit(y)
+    assert model.calibration_ is None
+    assert "needs 60 points" in caplog.text
+    np.testing.assert_allclose(model.predict(2)["hi-95"], model._predict(2, (95,))[1][95][1])
 
 
 def test_calibration_widens_intervals_a_model_gets_wrong():

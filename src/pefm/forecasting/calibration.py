@@ -29,6 +29,7 @@ space) use: see ``impulse``.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -38,6 +39,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from pefm.forecasting.base import BaseForecaster, Bounds
+
+log = logging.getLogger(__name__)
 
 HORIZON = 8
 """Steps calibrated: what backtests, gates and the benchmark score (h = 1..8)."""
@@ -109,16 +112,20 @@ class Calibration:
 def calibrate(model: BaseForecaster, values: np.ndarray) -> Calibration | None:
     """Fit a probe of ``model`` on all but the last origins of ``values`` (1-D, or 2-D with one
     column per series) and collect its normalized errors at each origin; None when the data are
-    too short to spare ``MIN_ORIGINS`` origins."""
+    too short to spare ``MIN_ORIGINS`` origins, or the probe cannot be fitted on its part."""
     n = values.shape[0]
     window = min(MAX_ORIGINS, n // 2, n - model.min_length)
     if window < MIN_ORIGINS:
         return None
     steps = min(HORIZON, model.max_horizon)
     probe = model.clone()
-    probe._fit_values(values[: n - window], model.freq_)
     origins = np.arange(n - window, n)
-    means, scales = probe._origin_forecasts(values, origins, steps)
+    try:
+        probe._fit_values(values[: n - window], model.freq_)
+        means, scales = probe._origin_forecasts(values, origins, steps)
+    except (ValueError, ArithmeticError) as exc:  # the half the probe sees can fail where all of it fits
+        log.warning("%s: no calibration, its own intervals stand (the probe failed: %s)", model.name, exc)
+        return None
     actual = _targets(values, origins, steps)  # (origins, steps, series)
     with np.errstate(invalid="ignore", divide="ignore"):
         errors = (actual - means) / scales
