@@ -100,14 +100,12 @@ def test_paths_match_the_analytic_intervals_and_are_reproducible(returns):
     assert model.sample_paths(2, 7).shape == (1, 7, 2)
 
 
-def test_one_step_is_the_constant_mean(returns):
+def test_the_mean_forecast_is_the_constant_mean_or_zero(returns):
     model = make_model("garch").fit(returns.iloc[:500])
-    one_step = model._one_step(returns.to_numpy()[:10])
-    assert np.isnan(one_step[0])
-    np.testing.assert_allclose(one_step[1:], model.params_["mu"])
+    np.testing.assert_allclose(model.predict(5)["mean"], model.params_["mu"])
     zero = make_model("garch", mean="zero").fit(returns.iloc[:500])
     assert "mu" not in zero.params_
-    np.testing.assert_array_equal(zero._one_step(returns.to_numpy()[:3])[1:], 0.0)
+    np.testing.assert_array_equal(zero.predict(3)["mean"], 0.0)
 
 
 def test_gjr_and_normal_variants_fit(returns):

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pefm.data.frequency import Frequency
-from pefm.forecasting.calibration import calibrate, scale_of
+from pefm.forecasting.calibration import calibrate, rolling_forecasts, scale_of
 
 DEFAULT_LEVELS = (80, 95)
 
@@ -220,6 +220,14 @@ class BaseForecaster:
     def _fit(self, values: np.ndarray) -> None:
         raise NotImplementedError
 
+    def _calibration_forecasts(
+        self, values: np.ndarray, origins: np.ndarray, steps: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rolling-origin forecasts (mean, scale) from ``origins`` that calibration scores:
+        a probe fitted on the data before the first origin, held fixed after it. No calibration
+        target is seen by the probe's estimation: the split is by time."""
+        return rolling_forecasts(self, values, self.freq_, origins, steps)
+
     def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """The mean and scale (80% half-width over z_0.90) of the ``steps``-step forecast made
         from each origin ``t`` (the first ``t`` points of ``values`` known), parameters held
@@ -242,11 +250,6 @@ class BaseForecaster:
         mean, bounds = self._predict(steps, (80,))
         scale = scale_of(bounds[80], np.asarray(mean).reshape(steps, -1).shape)
         return np.broadcast_to(scale, (len(origins), *scale.shape))
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        """One-step-ahead predictions of each point of ``values`` from the points before it,
-        with the fitted parameters held fixed (NaN where there is too little history)."""
-        raise NotImplementedError(f"{self.name} has no one-step filter")
 
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         raise NotImplementedError

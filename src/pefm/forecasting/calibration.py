@@ -9,7 +9,8 @@ Normalized (locally weighted) split conformal on rolling-origin errors, run by
    calibration, the model's own intervals stand).
 2. From each of those ``W`` origins the probe, its parameters held fixed and only conditioned on
    the data up to the origin, forecasts ``H = 8`` steps. No calibration target was seen by the
-   probe's estimation: the split is by time.
+   probe's estimation: the split is by time. (The ensemble has such forecasts already, from the
+   backtest its weights come from: ``_calibration_forecasts``, see ``models/ensemble.py``.)
 3. Each error is divided by the probe's own forecast scale at that origin and step (the
    half-width of its 80% interval over z_0.90, its "standard deviation"): the score
    ``|y - mean| / s``, kept per series and step.
@@ -110,30 +111,43 @@ class Calibration:
 
 
 def calibrate(model: BaseForecaster, values: np.ndarray) -> Calibration | None:
-    """Fit a probe of ``model`` on all but the last origins of ``values`` (1-D, or 2-D with one
-    column per series) and collect its normalized errors at each origin; None when the data are
-    too short to spare ``MIN_ORIGINS`` origins, or the probe cannot be fitted on its part."""
+    """The normalized errors of ``model``'s rolling-origin forecasts over the last origins of
+    ``values`` (1-D, or 2-D with one column per series), as its ``_calibration_forecasts`` gives
+    them; None when the data are too short to spare ``MIN_ORIGINS`` origins, or those forecasts
+    cannot be made."""
     n = values.shape[0]
     window = min(MAX_ORIGINS, n // 2, n - model.min_length)
     if window < MIN_ORIGINS:
         return None
     steps = min(HORIZON, model.max_horizon)
-    probe = model.clone()
     origins = np.arange(n - window, n)
     try:
-        probe._fit_values(values[: n - window], model.freq_)
-        means, scales = probe._origin_forecasts(values, origins, steps)
+        means, scales = model._calibration_forecasts(values, origins, steps)
     except (ValueError, ArithmeticError) as exc:  # the half the probe sees can fail where all of it fits
         log.warning("%s: no calibration, its own intervals stand (the probe failed: %s)", model.name, exc)
         return None
-    actual = _targets(values, origins, steps)  # (origins, steps, series)
+    actual = outcomes(values, origins, steps)  # (origins, steps, series)
     with np.errstate(invalid="ignore", divide="ignore"):
         errors = (actual - means) / scales
     errors[~np.isfinite(errors)] = np.nan
     return Calibration(errors)
 
 
-def _targets(values: np.ndarray, origins: np.ndarray, steps: int) -> np.ndarray:
+def rolling_forecasts(
+    template: BaseForecaster, values: np.ndarray, freq, origins: np.ndarray, steps: int, blocks: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and scale of ``steps``-step forecasts from each of ``origins`` (consecutive), by
+    copies of ``template`` each fitted on the data before one of ``blocks`` equal runs of origins
+    and held fixed through it; shapes ``(origins, steps, series)``."""
+    parts = []
+    for block in np.array_split(origins, blocks):
+        probe = template.clone()
+        probe._fit_values(values[: block[0]], freq)
+        parts.append(probe._origin_forecasts(values, block, steps))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def outcomes(values: np.ndarray, origins: np.ndarray, steps: int) -> np.ndarray:
     """values[t + k] for each origin t (the number of points known) and step k = 0..steps-1, NaN
     past the end; shape (origins, steps, series)."""
     data = values.reshape(len(values), -1)

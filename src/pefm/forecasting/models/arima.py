@@ -13,7 +13,7 @@ from statsmodels.tsa.arima.model import ARIMA
 from statsmodels.tsa.stattools import kpss
 
 from pefm.forecasting.base import BaseForecaster
-from pefm.forecasting.models._statsmodels import ArimaResultsMixin, aicc, quiet
+from pefm.forecasting.models._statsmodels import ArimaResultsMixin, aicc, lean, quiet
 
 
 class AutoARIMA(ArimaResultsMixin, BaseForecaster):
@@ -35,7 +35,7 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
         def score(p: int, q: int) -> float:
             if (p, q) not in scores:
                 try:
-                    res = ARIMA(values, order=(p, self.d_, q), trend=self.trend_).fit()
+                    res = ARIMA(values, order=(p, self.d_, q), trend=self.trend_).fit(cov_type="none")
                     scores[(p, q)] = (aicc(res.llf, len(res.params), n), res)
                 except (np.linalg.LinAlgError, ValueError):
                     scores[(p, q)] = (np.inf, None)
@@ -58,7 +58,7 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
         if not np.isfinite(scores[best][0]):
             raise ValueError("no ARIMA order could be fitted")
         self.order_ = (best[0], self.d_, best[1])
-        self.results_ = scores[best][1]
+        self.results_ = lean(scores[best][1])
         self.candidates_tried_ = len(scores)
 
     def _allowed(self, orders: list[tuple[int, int]]) -> list[tuple[int, int]]:

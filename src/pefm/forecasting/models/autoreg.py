@@ -12,16 +12,21 @@ from statsmodels.tsa.ar_model import ar_select_order
 from statsmodels.tsa.arima.model import ARIMA
 
 from pefm.forecasting.base import BaseForecaster, ForecastInputError
-from pefm.forecasting.models._statsmodels import ArimaResultsMixin, quiet
+from pefm.forecasting.models._statsmodels import ArimaResultsMixin, lean, quiet
 
 
 class AutoRegressive(ArimaResultsMixin, BaseForecaster):
-    """ARIMA(p, d, 0) with a constant (d=0) or drift (d=1); p in 1..max_lag by AIC."""
+    """ARIMA(p, d, 0) with a constant (d=0) or drift (d=1); p in 1..max_lag by AIC.
+
+    ``max_lag`` defaults to ``10 log10(n)`` (n the points modelled), the search range of R's
+    ``ar()``: it grows slowly with the sample (20 lags at 100 points, 30 at 1,000, so a year of
+    monthly lags and the long cycles of annual data are within reach), never past n / 4.
+    """
 
     name = "ar"
     min_length = 12
 
-    def __init__(self, d: int = 0, max_lag: int = 4):
+    def __init__(self, d: int = 0, max_lag: int | None = None):
         self.d = d
         self.max_lag = max_lag
 
@@ -29,9 +34,10 @@ class AutoRegressive(ArimaResultsMixin, BaseForecaster):
         if self.d not in (0, 1):
             raise ForecastInputError(f"ar supports d=0 or d=1, not {self.d}")
         work = np.diff(values) if self.d else values
-        max_lag = max(1, min(self.max_lag, len(work) // 4))
+        max_lag = self.max_lag or int(10 * np.log10(len(work)))
+        max_lag = max(1, min(max_lag, len(work) // 4))
         with quiet():
             selected = ar_select_order(work, maxlag=max_lag, ic="aic", trend="c")
             self.order_ = (max(selected.ar_lags or [1]), self.d, 0)
             model = ARIMA(values, order=self.order_, trend="c" if self.d == 0 else "t")
-            self.results_ = model.fit(method="burg")
+            self.results_ = lean(model.fit(method="burg", cov_type="none"))  # no standard errors needed

@@ -29,9 +29,3 @@ class Drift(BaseForecaster):
 
     def _impulse(self, h: int) -> np.ndarray:
         return np.ones(h)
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        out = np.full(len(values), np.nan)
-        t = np.arange(2, len(values))
-        out[2:] = values[t - 1] + (values[t - 1] - values[0]) / (t - 1)
-        return out

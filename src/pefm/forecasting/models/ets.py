@@ -86,8 +86,3 @@ class AutoETS(BaseForecaster):
     def _update(self, values: np.ndarray) -> None:
         with quiet():
             self.results_ = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params)
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        with quiet():
-            res = ETSModel(pd.Series(values), **self.spec_).smooth(self.results_.params)
-        return np.asarray(res.fittedvalues, dtype="float64")

@@ -125,14 +125,6 @@ class Garch(BaseForecaster):
         z_lo, z_hi = fixed.model.distribution.ppf([0.1, 0.9], self._dist_params())
         return mean[:, :, None], scale_of((mean + z_lo * sd, mean + z_hi * sd), mean.shape)[:, :, None]
 
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        # The mean does not depend on the past (constant or zero): each point's one-step
-        # prediction is mu, except the first, which has nothing before it.
-        mu = float(self.params_["mu"]) if self.mean == "constant" else 0.0
-        out = np.full(len(values), mu)
-        out[:1] = np.nan
-        return out
-
     def sample_paths(self, h: int, n: int, seed: int = 0) -> np.ndarray:
         """``n`` return paths of ``h`` steps simulated from the fitted
         model, shape ``(1, n, h)``: each step's variance follows the GARCH recursion along the

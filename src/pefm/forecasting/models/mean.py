@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from pefm.forecasting.base import BaseForecaster, Bounds, normal_bounds
 
@@ -29,8 +28,3 @@ class Mean(BaseForecaster):
 
     def _impulse(self, h: int) -> np.ndarray:
         return np.eye(1, h).ravel()
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        series = pd.Series(values)
-        means = series.rolling(self.window).mean() if self.window else series.expanding().mean()
-        return np.concatenate([[np.nan], means.to_numpy()[:-1]])

@@ -23,6 +23,3 @@ class Naive(BaseForecaster):
 
     def _impulse(self, h: int) -> np.ndarray:
         return np.ones(h)
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        return np.concatenate([[np.nan], values[:-1]])

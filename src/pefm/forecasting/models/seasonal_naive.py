@@ -41,7 +41,3 @@ class SeasonalNaive(BaseForecaster):
 
     def _impulse(self, h: int) -> np.ndarray:
         return (np.arange(h) % self.season_ == 0).astype("float64")
-
-    def _one_step(self, values: np.ndarray) -> np.ndarray:
-        m = self.season_
-        return np.concatenate([np.full(m, np.nan), values[:-m]])
