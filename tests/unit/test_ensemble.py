@@ -1,6 +1,8 @@
 """The ensemble's weights: stacked per horizon step on its own block-refitted backtest, shrunk
 toward equal weights; its calibration scores that backtest. And the AR members' lag range."""
 
+import pickle
+
 import numpy as np
 import pandas as pd
 
@@ -73,3 +75,15 @@ def test_ar_searches_lags_up_to_ten_log10_n():
     y = pd.Series(values, index=pd.date_range("1980-01-01", periods=400, freq="MS"))
     assert make_model("ar").fit(y).order_[0] >= 12
     assert make_model("ar", max_lag=4).fit(y).order_[0] <= 4
+
+
+def test_an_artifact_saved_with_one_set_of_weights_still_forecasts():
+    """Ensembles pickled before the weights were per step had only ``weights_``: they load and
+    forecast with those weights at every step."""
+    model = make_model("ensemble").fit(_ar1(120, 0.5, seed=5))
+    old = pickle.loads(model.to_bytes())
+    del old.__dict__["step_weights_"]
+    restored = pickle.loads(pickle.dumps(old))
+    members = [m._predict(3, (80,))[0] for m in restored.fitted_.values()]
+    expected = sum(w * m for w, m in zip(restored.weights_.values(), members, strict=True))
+    np.testing.assert_allclose(restored.predict(3)["mean"], expected)

@@ -91,6 +91,12 @@ class Ensemble(BaseForecaster):
             member._fit_values(values, self.freq_)
             self.fitted_[spec] = member
 
+    def __setstate__(self, state: dict) -> None:
+        # artifacts saved before the weights were per step hold one set of weights for every step
+        if "step_weights_" not in state and "weights_" in state:
+            state = {**state, "step_weights_": np.array([list(state["weights_"].values())])}
+        self.__dict__.update(state)
+
     def _weights(self, h: int) -> np.ndarray:
         """The members' weights at steps 1..h, shape ``(h, members)``."""
         return self.step_weights_[np.minimum(np.arange(h), len(self.step_weights_) - 1)]
