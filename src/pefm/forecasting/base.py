@@ -127,6 +127,17 @@ class BaseForecaster:
             bounds = calibration.widen(mean, bounds, levels)
         return mean, bounds
 
+    def running_sums(self, h: int, levels: Sequence[int]) -> tuple[np.ndarray, Bounds] | None:
+        """The forecast of the running sums of the next ``h`` steps, shape ``(h, series)``, with
+        bounds calibrated on the running sums' own rolling-origin errors: what a level (its
+        anchor moved by the sum of the steps) is made of. None without such a calibration."""
+        calibration = getattr(self, "calibration_", None)
+        if calibration is None or calibration.running is None:
+            return None
+        mean, bounds = self._predict(h, (80,))
+        mean = np.asarray(mean, dtype="float64").reshape(h, -1)
+        return calibration.widen_running(mean, bounds, _check_levels(levels))
+
     def for_series(self, series_id: str) -> BaseForecaster:
         """The fitted model that forecasts ``series_id``: this one for a single or multivariate
         model; combinations of models (per series, bundles of groups) hand out their member."""

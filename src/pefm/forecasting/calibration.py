@@ -24,8 +24,9 @@ Normalizing by the model's own scale keeps what the model knows about how uncert
 (GARCH's volatility, a random walk's growing spread); for a model whose intervals were already
 right the quantiles come out near the Gaussian z values, and a model whose errors are wider,
 narrower or fatter-tailed than it assumed gets intervals from its own errors instead. The
-signed scores of each origin also give the dependence between steps that sample paths (level
-space) use: see ``impulse``.
+same errors, summed over the steps, calibrate the running sums the level-space forecasts are
+made of (``running``, ``widen_running``); the signed scores of each origin also give the
+dependence between steps that sample paths use where no running sums were scored (``impulse``).
 """
 
 from __future__ import annotations
@@ -55,21 +56,30 @@ class Calibration:
     errors: np.ndarray
     """Signed normalized errors ``(y - mean) / s``, shape ``(origins, steps, series)``; NaN
     where a step falls past the data."""
+    running: np.ndarray | None = None
+    """Signed normalized errors of the running sums through each step, ``sum_{j<=k} (y_j -
+    mean_j) / S_k`` with ``S_k = sqrt(s_1^2 + ... + s_k^2)``, same shape: the scores level-space
+    intervals are calibrated on (a level is its anchor moved by the running sum of the steps).
+    None in artifacts saved before they were kept."""
 
     @cached_property
     def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
-        """The absolute scores sorted per step and series (NaN last), and how many each has."""
-        return np.sort(np.abs(self.errors), axis=0), np.isfinite(self.errors).sum(axis=0)
+        return _sort(self.errors)
+
+    @cached_property
+    def _sorted_running(self) -> tuple[np.ndarray, np.ndarray]:
+        return _sort(self.running)
 
     @property
     def steps(self) -> int:
         return self.errors.shape[1]
 
-    def quantile(self, level: int) -> np.ndarray:
-        """The conformal quantile of the absolute scores at ``level``, shape ``(steps, series)``."""
+    def quantile(self, level: int, running: bool = False) -> np.ndarray:
+        """The conformal quantile of the absolute scores at ``level`` (of the steps, or of the
+        running sums), shape ``(steps, series)``."""
         from scipy.stats import norm
 
-        scores, counts = self._sorted
+        scores, counts = self._sorted_running if running else self._sorted
         out = np.empty(counts.shape)
         for index, m in np.ndenumerate(counts):
             rank = math.ceil((m + 1) * level / 100)
@@ -91,6 +101,19 @@ class Calibration:
             half = self.quantile(level)[rows] * scale
             out[level] = (mean - half, mean + half)
         return out
+
+    def widen_running(self, mean: np.ndarray, bounds: Bounds, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
+        """The running sums of a forecast ``mean`` of shape ``(h, series)`` (whose own bounds
+        include the 80% ones) and their calibrated bounds: ``sum(mean) -/+ q_k * S_k``, ``q_k``
+        the conformal quantile of the running sums' scores (steps past ``H``: step H's)."""
+        scale = np.maximum(scale_of(bounds[80], mean.shape), 0.0)
+        total, spread = np.cumsum(mean, axis=0), np.sqrt(np.cumsum(scale**2, axis=0))
+        rows = np.minimum(np.arange(mean.shape[0]), self.steps - 1)
+        out = {}
+        for level in levels:
+            half = self.quantile(level, running=True)[rows] * spread
+            out[level] = (total - half, total + half)
+        return total, out
 
     def impulse(self, series: int) -> np.ndarray | None:
         """Impulse responses ``psi_0..psi_{H-1}`` read off the correlation of step 1's error with
@@ -129,8 +152,10 @@ def calibrate(model: BaseForecaster, values: np.ndarray) -> Calibration | None:
     actual = outcomes(values, origins, steps)  # (origins, steps, series)
     with np.errstate(invalid="ignore", divide="ignore"):
         errors = (actual - means) / scales
+        running = np.cumsum(actual - means, axis=1) / np.sqrt(np.cumsum(scales**2, axis=1))
     errors[~np.isfinite(errors)] = np.nan
-    return Calibration(errors)
+    running[~np.isfinite(running)] = np.nan
+    return Calibration(errors, running)
 
 
 def rolling_forecasts(
@@ -153,6 +178,11 @@ def outcomes(values: np.ndarray, origins: np.ndarray, steps: int) -> np.ndarray:
     data = values.reshape(len(values), -1)
     padded = np.vstack([data, np.full((steps, data.shape[1]), np.nan)])
     return np.stack([padded[origins + k] for k in range(steps)], axis=1)
+
+
+def _sort(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The absolute scores sorted per step and series (NaN last), and how many each has."""
+    return np.sort(np.abs(errors), axis=0), np.isfinite(errors).sum(axis=0)
 
 
 def scale_of(bounds80: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

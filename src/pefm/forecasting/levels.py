@@ -8,11 +8,16 @@ space (the stored values' units):
   transforms (``c = 100 * periods_per_year`` for ``log_diff_ann``, ``100`` for ``log_return``).
   For a log transform this is the median of the level when the log changes are symmetric, not
   its mean (no lognormal bias correction);
-- the intervals are by simulation: the model's own sample paths (``Forecaster.sample_paths``) are
-  cumulated and inverted, and each bound is the matching quantile of the simulated levels. The
-  inverse transforms are monotone, so at step 1 the level interval is the model-space interval
-  mapped through them (up to simulation error); beyond step 1 it accounts for how the steps'
-  errors add up.
+- the intervals come from the running sums of the model-space steps, which a level is its
+  anchor moved by. Where the model is calibrated (``forecasting/calibration.py``) they are
+  conformal intervals of the running sums themselves: the model's own rolling-origin errors,
+  summed over the steps, give a quantile per step (``Forecaster.running_sums``), so the level
+  intervals are calibrated on the quantity they describe and hold at their level as well as the
+  model-space ones, whatever the dependence between the steps' errors. The inverse transforms
+  are monotone, so each bound maps through them exactly; at step 1 the level interval is the
+  model-space interval mapped. A model without calibration (too little data) gets them by
+  simulation: its sample paths (``Forecaster.sample_paths``) are cumulated and inverted, and
+  each bound is the matching quantile of the simulated levels.
 
 ``none`` is its own inverse: level space is model space and the model's intervals are used as
 they are.
@@ -38,12 +43,18 @@ def invert(anchor: float, steps: np.ndarray, transform: str, freq: Frequency) ->
     steps = np.asarray(steps, dtype="float64")
     if transform == "none":
         return steps.copy()
+    return from_running_sums(anchor, np.cumsum(steps, axis=-1), transform, freq)
+
+
+def from_running_sums(anchor: float, sums: np.ndarray, transform: str, freq: Frequency) -> np.ndarray:
+    """The levels that model-space steps summing to ``sums`` lead to from ``anchor`` (a
+    transform other than ``none``; monotone in ``sums``)."""
     if transform == "diff":
-        return anchor + np.cumsum(steps, axis=-1)
+        return anchor + sums
     if transform == "log_diff_ann":
-        return anchor * np.exp(np.cumsum(steps, axis=-1) / (100.0 * freq.periods_per_year))
+        return anchor * np.exp(sums / (100.0 * freq.periods_per_year))
     if transform == "log_return":
-        return anchor * np.exp(np.cumsum(steps, axis=-1) / 100.0)
+        return anchor * np.exp(sums / 100.0)
     raise ValueError(f"transform {transform!r} has no inverse")
 
 
@@ -85,17 +96,23 @@ def level_forecast(
 ) -> pd.DataFrame:
     """``forecast`` (one series' model-space rows, as ``predict`` makes them) in level space.
     ``member`` is the fitted model that made it (``model.for_series(series_id)``), conditioned on
-    the data that end at ``anchor``; its simulated paths give the intervals (seeded by the series
-    id: the same request gets the same answer)."""
+    the data that end at ``anchor``; its calibrated running sums give the intervals, or without
+    calibration its simulated paths (seeded by the series id: the same request gets the same
+    answer)."""
     out = forecast.copy()
     if transform == "none":
         return out
     h = len(forecast)
     out["mean"] = invert(anchor, forecast["mean"].to_numpy(), transform, freq)
-    paths = member.sample_paths(h, simulations, seed=zlib.crc32(series_id.encode()))
     row = member.series_ids_.index(series_id) if member.multivariate else 0
-    simulated = invert(anchor, paths[row], transform, freq)  # (simulations, h)
+    sums = member.running_sums(h, levels)
+    if sums is None:
+        paths = member.sample_paths(h, simulations, seed=zlib.crc32(series_id.encode()))
+        simulated = invert(anchor, paths[row], transform, freq)  # (simulations, h)
+        bounds = {lv: np.quantile(simulated, [0.5 - lv / 200, 0.5 + lv / 200], axis=0) for lv in levels}
+    else:
+        bounds = {lv: [from_running_sums(anchor, b[:, row], transform, freq) for b in sums[1][lv]] for lv in levels}
     for level in levels:
-        lo, hi = np.quantile(simulated, [0.5 - level / 200, 0.5 + level / 200], axis=0)
+        lo, hi = bounds[level]
         out[f"lo-{level}"], out[f"hi-{level}"] = np.minimum(lo, out["mean"]), np.maximum(hi, out["mean"])
     return out

@@ -12,8 +12,9 @@ What it promises:
   cumulative return, and they widen after turbulent days and narrow after calm ones.
 - ``update``: conditions on newer data with the parameters held fixed (``params_`` unchanged).
 - ``sample_paths``: return paths simulated from the fitted model itself, so volatility
-  clustering and fat tails carry into anything built from them (price-level intervals);
-  reproducible for a given seed.
+  clustering and fat tails carry into anything built from them (price-level intervals where the
+  model has no calibration; calibrated, they come from its running sums' errors, scaled by the
+  conditional standard deviations); reproducible for a given seed.
 - ``fit`` refuses, with a ValueError that says why, a constant series, a series that does not look
   like percent returns (a mean larger than its standard deviation, as levels have; a variance
   outside [0.1, 10000), where arch's optimizer can stall at its starting values yet report
