@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pandas as pd
 import psycopg
 
+from pefm.config import get_settings
+from pefm.data.frequency import Frequency
+from pefm.data.transforms import model_space_unit
 from pefm.drift.monitor import report_rows
 from pefm.forecasting.panel import load_panel
 from pefm.rollout.providers import PrometheusProvider
-from pefm.storage.model_versions import ModelVersion, list_versions, read_precomputed
-from pefm.storage.series import list_series, summarize_series
+from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
+from pefm.storage.observations import read_frame
+from pefm.storage.series import get_series, list_series, summarize_series
 
 # the Overview's traffic cards from Prometheus (when PEFM_PROMETHEUS_URL is set): every function
 TRAFFIC_PROMQL = {
@@ -68,9 +74,87 @@ def overview(
     }
 
 
-def series_options(conn: psycopg.Connection) -> list[dict[str, str]]:
-    """Dropdown options: every series, labelled with its name."""
-    return [{"label": f"{s.id}: {s.name}", "value": s.id} for s in list_series(conn)]
+@dataclass(frozen=True)
+class SeriesInfo:
+    """A catalog entry as the Forecasts page needs it: units, span, and which model forecasts it
+    (the serving version, the registry's one answer) or why none does."""
+
+    id: str
+    name: str
+    unit: str
+    transform: str
+    frequency: Frequency
+    first: datetime | None
+    last: datetime | None
+    known_since: datetime | None
+    """The latest vintage: the last moment anything about the series became known."""
+    version: str | None
+    why_not: str | None
+
+    def unit_in(self, space: str) -> str:
+        """The unit of the values drawn in ``space`` (``level``: the stored unit; ``model``: the
+        transform's, derived from it)."""
+        return (
+            self.unit if space == "level" or self.transform == "none" else model_space_unit(self.unit, self.transform)
+        )
+
+
+def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
+    """Every series, by id, with what serves it."""
+    from pefm.forecasting.registry import serving_version
+
+    spans = {
+        row[0]: row[1:]
+        for row in conn.execute("SELECT series_id, min(ts), max(ts), max(vintage) FROM observations GROUP BY 1")
+    }
+    serving = list_versions(conn, status="serving")
+    out = []
+    for meta in list_series(conn):
+        first, last, known_since = spans.get(meta.id, (None, None, None))
+        version = serving_version(conn, [meta.id])
+        why = None if version is not None else _why_not(meta.id, serving, last)
+        out.append(
+            SeriesInfo(
+                meta.id,
+                meta.name,
+                meta.unit,
+                meta.transform,
+                meta.frequency,
+                first,
+                last,
+                known_since,
+                version.id if version else None,
+                why,
+            )
+        )
+    return out
+
+
+def _why_not(series_id: str, serving: list[ModelVersion], last: datetime | None) -> str:
+    if last is None:
+        return "no data stored yet: ingest some, then train"
+    if not serving:
+        return "no model serves yet: train one and promote it (pefm train, pefm promote)"
+    for version in serving:
+        if reason := (version.params.get("skipped") or {}).get(series_id):
+            return f"the serving model {version.id} left it out: {reason}"
+    newest = max(serving, key=lambda v: v.data_as_of)
+    return (
+        f"the serving model {newest.id} was trained without it (data as of {newest.data_as_of:%Y-%m-%d}); "
+        "the next training includes it"
+    )
+
+
+def series_options(series: list[SeriesInfo]) -> list[dict[str, str]]:
+    """Dropdown options: every series, labelled with its name; those without a forecast say so."""
+    return [
+        {
+            "label": f"{s.id}: {s.name}" + ("" if s.version else " (no forecast)"),
+            "value": s.id,
+            "title": s.why_not or "",
+        }
+        for s in series
+    ]
 
 
 def model_options(conn: psycopg.Connection, series_id: str) -> list[dict[str, str]]:
@@ -84,26 +168,117 @@ def model_options(conn: psycopg.Connection, series_id: str) -> list[dict[str, st
     return [{"label": f"{v.id} ({v.status})", "value": v.id} for v in versions]
 
 
-def history(conn: psycopg.Connection, series_id: str, as_of: datetime | None) -> pd.Series:
-    """The series in model space (its transform applied), as known at ``as_of``."""
+def history(conn: psycopg.Connection, series_id: str, as_of: datetime | None, space: str = "model") -> pd.Series:
+    """The series as known at ``as_of``: the stored values (``level``) or with its transform
+    applied (``model``)."""
+    if space == "level":
+        return read_frame(conn, [series_id], as_of=as_of)[series_id].dropna()
     return load_panel(conn, [series_id], as_of=as_of)[series_id].dropna()
 
 
-def forecast(conn: psycopg.Connection, version_id: str, series_id: str, horizon: int) -> pd.DataFrame:
-    """The version's precomputed forecast of the series in model space (as the history is drawn):
-    ds, mean, lo/hi 80 and 95."""
+def forecast(
+    conn: psycopg.Connection, version_id: str, series_id: str, horizon: int, space: str = "model"
+) -> pd.DataFrame:
+    """The version's precomputed forecast of the series in ``space``: ds, mean, lo/hi 80 and 95
+    (empty when the version does not forecast it)."""
     pre = read_precomputed(conn, version_id) or {"rows": []}
-    rows = [r for r in pre["rows"] if r["series_id"] == series_id and r.get("space", "model") == "model"][:horizon]
+    rows = [r for r in pre["rows"] if r["series_id"] == series_id and r.get("space", "model") == space][:horizon]
+    return _frame(rows)
+
+
+@dataclass(frozen=True)
+class OriginForecast:
+    """What a version forecast from the data known at a moment: its origin (the series' last
+    observation known then), the rows (None when not available) and where they came from or why
+    they are missing."""
+
+    origin: pd.Timestamp | None
+    rows: pd.DataFrame | None
+    note: str
+
+
+def forecast_at(
+    conn: psycopg.Connection, version_id: str, series_id: str, as_of: datetime, horizon: int, space: str
+) -> OriginForecast:
+    """The forecast ``version_id`` made (or makes) from the data known at ``as_of``, as the
+    inference API's ``as_of`` answers it: read from the registry's forecasts at past origins
+    (its backtest, earlier as-of requests); not stored yet, asked of the inference API when the
+    version is the serving one and ``PEFM_ROUTER_URL`` is set (which computes and keeps it)."""
+    from pefm.forecasting.base import ForecastInputError
+    from pefm.forecasting.origins import stored_forecast
+    from pefm.forecasting.registry import PRECOMPUTED_LEVELS, estimation_group, serving_version
+
+    known = history(conn, series_id, as_of)
+    if known.empty:
+        return OriginForecast(None, None, f"nothing of {series_id} was known on {as_of:%Y-%m-%d}")
+    origin, version = known.index[-1], get_version(conn, version_id)
+    try:
+        _, _, together = estimation_group(version, series_id)
+    except ForecastInputError as exc:
+        return OriginForecast(origin, None, str(exc))
+    freq = get_series(conn, series_id).frequency
+    rows = stored_forecast(conn, version, series_id, freq, together, origin, as_of, space, horizon, PRECOMPUTED_LEVELS)
+    if rows is not None:
+        return OriginForecast(origin, _frame(rows), "kept by the registry")
+    serving, url = serving_version(conn, [series_id]), get_settings().router_url
+    if url is None or serving is None or serving.id != version_id:
+        return OriginForecast(
+            origin,
+            None,
+            "not computed yet: the inference API computes it for the serving model (POST /v1/forecast with as_of)",
+        )
+    return _asked(url, version_id, series_id, as_of, horizon, space, origin)
+
+
+def _asked(url: str, version_id: str, series_id: str, as_of: datetime, horizon: int, space: str, origin):
+    body = {"series_id": series_id, "as_of": as_of.isoformat(), "horizon": horizon, "space": space}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/v1/forecast", json=body, timeout=120)
+    except httpx.HTTPError as exc:
+        return OriginForecast(origin, None, f"the inference API did not answer: {exc}")
+    answer = response.json() if "json" in response.headers.get("content-type", "") else {}
+    if not response.is_success:
+        return OriginForecast(
+            origin, None, f"the inference API refused ({response.status_code}): {answer.get('error')}"
+        )
+    if answer.get("model_version") != version_id:
+        return OriginForecast(origin, None, f"the inference API serves {answer.get('model_version')}, not {version_id}")
+    return OriginForecast(origin, _frame(answer["forecasts"][0]["forecast"]), "computed by the inference API")
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows).drop(columns=["series_id", "space"], errors="ignore")
     if not frame.empty:
         frame["ds"] = pd.to_datetime(frame["ds"]).dt.tz_localize(None)
     return frame
 
 
-def backtest_metrics(version: ModelVersion) -> pd.DataFrame:
-    """Per-series backtest metrics stored with the version (RMSE, MASE, coverage, Sharpe ...)."""
-    metrics = ((version.backtest or {}).get("metrics")) or {}
-    return pd.DataFrame.from_dict(metrics, orient="index").rename_axis("series_id").reset_index()
+HORIZON_METRICS = ("n", "rmse", "mase", "rmse_ratio_naive", "dm_p_naive", "coverage-80", "coverage-95")
+
+
+def horizon_metrics(version: ModelVersion, series_id: str) -> list[dict[str, Any]]:
+    """The version's backtest of the series per horizon step (h = 1..H, then ``all`` pooled), as
+    stored when it was registered: n, RMSE, MASE, RMSE over the naive forecast's with the
+    Diebold-Mariano p-value against it, and 80/95% coverage; ``weak`` names each level whose
+    coverage falls short of nominal by a one-sided binomial test at 5% (the windows taken as
+    independent). Empty without a backtest of the series."""
+    from pefm.forecasting.metrics import coverage_test
+
+    stored = ((version.backtest or {}).get("metrics") or {}).get(series_id)
+    if not stored:
+        return []
+    steps = int(((version.backtest or {}).get("spec") or {}).get("h", 1))
+    rows = [{"h": str(k), **{m: stored.get(f"{m}@h{k}") for m in HORIZON_METRICS}} for k in range(1, steps + 1)]
+    rows = [r for r in rows if r["n"] is not None]  # versions registered before the per-step names
+    rows.append({"h": "all", **{m: stored.get(m) for m in HORIZON_METRICS}})
+    for row in rows:
+        weak = []
+        for level in (80, 95):
+            covered, n = row[f"coverage-{level}"], row["n"]
+            if covered is not None and n and coverage_test(round(covered * n), int(n), level) < 0.05:
+                weak.append(f"{level}%")
+        row["weak"] = ", ".join(weak)
+    return [{"series_id": series_id, "version": version.id, **row} for row in rows]
 
 
 def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -225,3 +400,104 @@ def serving_events(conn: psycopg.Connection, service: str = "inference", minutes
         {"service": service, "minutes": minutes},
     ).fetchall()
     return pd.DataFrame(rows, columns=["ts", "kind", "revision", "label"])
+
+
+def registry(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every model version, newest first, as the Models page lists it: status (and why), family,
+    the data's cut-off, the backtest setup, the median RMSE over naive at h=1 across its series,
+    and the gates' verdict."""
+    out = []
+    for v in sorted(list_versions(conn), key=lambda v: v.created_at, reverse=True):
+        gates = v.gate_report
+        out.append(
+            {
+                "id": v.id,
+                "status": v.status,
+                "family": v.family,
+                "data_as_of": f"{v.data_as_of:%Y-%m-%d}",
+                "created": f"{v.created_at:%Y-%m-%d %H:%M}",
+                "series": len(v.series_ids),
+                "backtest": backtest_setup(v),
+                "rmse_ratio_naive_h1": _median_metric(v, "rmse_ratio_naive@h1"),
+                "gates": "not gated" if not gates else ("passed" if gates["passed"] else "failed"),
+                "status_reason": v.status_reason or "",
+            }
+        )
+    return out
+
+
+def backtest_setup(version: ModelVersion) -> str:
+    """The version's backtest spec in words: steps, windows, how the model was refitted."""
+    spec = (version.backtest or {}).get("spec")
+    if not spec:
+        return "none"
+    refit = "refit at every origin" if spec.get("refit_every", 1) == 1 else f"refit every {spec['refit_every']}"
+    return f"h=1..{spec['h']}, {spec['windows']} windows, {spec.get('window', 'expanding')}, {refit}"
+
+
+def _median_metric(version: ModelVersion, name: str) -> float | None:
+    values = [m[name] for m in ((version.backtest or {}).get("metrics") or {}).values() if name in m]
+    return round(float(pd.Series(values).median()), 3) if values else None
+
+
+def horizon_medians(version: ModelVersion) -> list[dict[str, Any]]:
+    """Per horizon step, the median over the version's series of RMSE over naive and of 80/95%
+    coverage, and how many series beat naive significantly (DM p < 0.05 with a ratio below 1)."""
+    metrics = (version.backtest or {}).get("metrics") or {}
+    steps = int(((version.backtest or {}).get("spec") or {}).get("h", 0))
+    rows = []
+    for k in range(1, steps + 1):
+        per = [m for m in metrics.values() if f"n@h{k}" in m]
+        if not per:
+            continue
+        beats = sum(1 for m in per if m.get(f"dm_p_naive@h{k}", 1) < 0.05 and m.get(f"rmse_ratio_naive@h{k}", 1) < 1)
+        rows.append(
+            {
+                "h": k,
+                "series": len(per),
+                "median RMSE / naive": _median_metric(version, f"rmse_ratio_naive@h{k}"),
+                "beats naive (DM p<0.05)": beats,
+                "median 80% coverage": _median_metric(version, f"coverage-80@h{k}"),
+                "median 95% coverage": _median_metric(version, f"coverage-95@h{k}"),
+            }
+        )
+    return rows
+
+
+def gate_checks(version: ModelVersion) -> list[dict[str, Any]]:
+    """The gate report's checks (rule, series, step, metric, values, p-values, verdict) and the
+    rules it skipped, with why."""
+    report = version.gate_report or {}
+    rows = [
+        {
+            "rule": c["rule"],
+            "series": c["series_id"],
+            "h": c["step"],
+            "metric": c["metric"],
+            "candidate": round(c["candidate"], 4),
+            "serving": None if c["serving"] is None else round(c["serving"], 4),
+            "p": round(c["p_value"], 4),
+            "p (Holm)": round(c["p_adjusted"], 4),
+            "alpha": c["alpha"],
+            "result": "pass" if c["passed"] else "FAIL",
+        }
+        for c in sorted(report.get("checks", []), key=lambda c: c["passed"])  # failures first
+    ]
+    rows += [
+        {"rule": s["rule"], "series": s.get("series_id", "all"), "result": f"skipped: {s['reason']}"}
+        for s in report.get("skipped", [])
+    ]
+    return rows
+
+
+def version_rollouts(conn: psycopg.Connection, version_id: str) -> list[dict[str, Any]]:
+    """The rollouts that moved traffic to the version: service, revisions, phase, green %, when."""
+    rows = conn.execute(
+        """SELECT id, service, blue_revision, green_revision, phase, weight, created_at, updated_at
+           FROM rollouts WHERE green_model_version = %s ORDER BY id DESC""",
+        (version_id,),
+    ).fetchall()
+    keys = ("id", "service", "from", "to", "phase", "green %", "started", "updated")
+    return [
+        {k: f"{v:%Y-%m-%d %H:%M}" if isinstance(v, datetime) else v for k, v in zip(keys, r, strict=True)} for r in rows
+    ]

@@ -1,7 +1,8 @@
-"""Demo activity for the browser tests and the dashboard benchmark: real data, a serving model
-and a candidate with backtests, two real drift checks, a rollout of the candidate started by the
-real controller, and an hour of request logs for two revisions (synthetic traffic: the one part
-that is made up, so the Serving page has something to draw without running a load test)."""
+"""Demo activity for the browser tests and the dashboard benchmark: real data (one series that no
+model covers), a serving model, a candidate and a gated one, with backtests (h = 1..8), two real
+drift checks, a rollout of the candidate started by the real controller, and an hour of request
+logs for two revisions (synthetic traffic: the one part that is made up, so the Serving page has
+something to draw without running a load test)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.drift.monitor import check
 from pefm.drift.policy import DriftPolicy
-from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
+from pefm.forecasting.gating import gate_candidate
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
 from pefm.rollout.controller import RolloutController
@@ -23,6 +25,8 @@ from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 
 SERIES = ["realgdp", "unemp", "infl", "tbilrate"]
+UNCOVERED = ["aaa"]
+"""Loaded, never trained on: the pages must say why nothing forecasts it."""
 BLUE, GREEN = "pefm-inference-blue", "pefm-inference-green"
 
 
@@ -30,17 +34,21 @@ BLUE, GREEN = "pefm-inference-blue", "pefm-inference-green"
 class Demo:
     serving: str
     candidate: str
+    rejected: str
+    """A candidate the gates turned down."""
     rollout_id: int
 
 
 def seed(db: Database) -> Demo:
     """Fill an empty, migrated database with the demo activity."""
-    as_of, spec = datetime(2005, 1, 1, tzinfo=UTC), BacktestSpec(windows=12)
+    as_of, spec = datetime(2005, 1, 1, tzinfo=UTC), BacktestSpec(h=DEFAULT_HORIZON, windows=12)
     with db.connection() as conn:
-        load_bundled(conn, bundled(SERIES))
+        load_bundled(conn, bundled(SERIES + UNCOVERED))
         serving, _ = train(conn, "ar", SERIES, as_of=as_of, spec=spec)
         promote(conn, serving.id)
         candidate, _ = train(conn, "ets", SERIES, as_of=as_of, spec=spec)
+        rejected, _ = train(conn, "naive", SERIES, as_of=as_of, spec=spec)
+        gate_candidate(conn, rejected, serving)  # a candidate the gates turned down, with its report
         for _ in range(2):
             check(conn, DriftPolicy.load())
         conn.execute(
@@ -59,7 +67,7 @@ def seed(db: Database) -> Demo:
         )
         conn.commit()
     rollout_id = blue_serving(db).start("inference", GREEN, RolloutSpec(), candidate.id)
-    return Demo(serving.id, candidate.id, rollout_id)
+    return Demo(serving.id, candidate.id, rejected.id, rollout_id)
 
 
 def blue_serving(db: Database) -> RolloutController:

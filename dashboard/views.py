@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
+
 import dash_bootstrap_components as dbc
 import httpx
 import pandas as pd
@@ -10,10 +12,10 @@ from dash import html
 
 from dashboard import data
 from dashboard.components.figures import (
+    Panel,
     accuracy_vs_backtest,
-    backtest_overlay,
     drift_over_time,
-    fan_chart,
+    forecast_panels,
     latency_by_revision,
     rate_by_revision,
     reference_vs_current,
@@ -21,10 +23,9 @@ from dashboard.components.figures import (
     with_markers,
 )
 from dashboard.context import database
+from dashboard.state import ForecastView
 from pefm.config import get_settings
-from pefm.storage.model_versions import get_version
-
-METRICS = ["rmse", "mase", "coverage-80", "coverage-95", "sharpe", "sharpe_buy_and_hold"]
+from pefm.storage.model_versions import ModelVersion, UnknownModelError, get_version
 
 
 def card(title: str, value: str, note: str = "") -> dbc.Col:
@@ -69,31 +70,121 @@ def overview_cards(summary: dict) -> list:
     ]
 
 
-def forecast_view(
-    series_id: str | None, version_id: str | None, horizon: int, as_of: str | None, compare_id: str | None = None
-):
-    """The Forecasts page: (fan chart, the compared version's fan chart or None, metric rows of the
-    version and the compared one). Each chart overlays its version's backtest forecasts by cutoff."""
-    if not series_id or not version_id:
-        return go.Figure(layout={"title": "choose a series and a model version"}), None, []  # no trace: nothing to draw
-    cutoff = pd.Timestamp(as_of, tz="UTC") if as_of else None
+def forecast_view(view: ForecastView) -> tuple[go.Figure, list[dict]]:
+    """The Forecasts page: (the chart, one panel per chosen series; the metric rows per horizon
+    of each series' version and of the compared one)."""
+    panels, rows = [], []
     with database().connection() as conn:
-        latest = data.history(conn, series_id, None)
-        shown = (data.history(conn, series_id, cutoff) if cutoff is not None else latest).iloc[-80:]
-        charts, rows = [], []
-        for vid in [version_id, *([compare_id] if compare_id and compare_id != version_id else [])]:
-            version = get_version(conn, vid)
-            title = f"{series_id}: {vid} ({version.status})" + (f", data as known on {as_of}" if as_of else "")
-            figure = fan_chart(shown, data.forecast(conn, vid, series_id, horizon), title, realized=latest)
-            backtest = data.backtest_forecasts(version, series_id)
-            if not backtest.empty:  # the backtest points inside the window shown
-                backtest = backtest[backtest["ds"] >= shown.index.min()]
-            charts.append(backtest_overlay(figure, backtest))
-            metrics = data.backtest_metrics(version)
-            rows += metrics[["series_id", *[m for m in METRICS if m in metrics]]].assign(version=vid).to_dict("records")
-    rows.sort(key=lambda r: (r["series_id"], r["version"] != version_id))
-    rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
-    return charts[0], charts[1] if len(charts) > 1 else None, rows
+        for info, version, compared in _chosen(conn, view):
+            panels.append(_panel(conn, info, version, compared, view))
+            for v in (version, compared):
+                if v is not None:
+                    rows += data.horizon_metrics(v, info.id)
+    labels = list(dict.fromkeys(p.label for p in panels if p.label))
+    title = (f"data as known on {view.as_of}" if view.as_of else "latest data") + (
+        f" · {', '.join(labels)}" if labels else ""
+    )
+    figure = forecast_panels(panels, title, uirevision=f"{','.join(view.series)}|{view.space}")
+    return figure, [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
+def _chosen(conn, view: ForecastView) -> list[tuple[data.SeriesInfo, ModelVersion | None, ModelVersion | None]]:
+    """Each chosen series with the version that forecasts it (the chosen one where it covers the
+    series, else the one serving it) and the compared version (where it covers it too)."""
+    catalog = {s.id: s for s in data.catalog(conn)}
+    versions: dict[str, ModelVersion | None] = {}
+
+    def version_of(version_id: str | None) -> ModelVersion | None:
+        if version_id and version_id not in versions:
+            try:
+                versions[version_id] = get_version(conn, version_id)
+            except UnknownModelError:
+                versions[version_id] = None
+        return versions.get(version_id) if version_id else None
+
+    out = []
+    for series_id in view.series:
+        if (info := catalog.get(series_id)) is None:
+            continue
+        chosen = version_of(view.version)
+        version = chosen if chosen and series_id in chosen.series_ids else version_of(info.version)
+        compared = version_of(view.compare)
+        if compared is not None and (series_id not in compared.series_ids or compared is version):
+            compared = None
+        out.append((info, version, compared))
+    return out
+
+
+def _as_of(view: ForecastView) -> datetime | None:
+    return datetime.combine(date.fromisoformat(view.as_of), time(), tzinfo=UTC) if view.as_of else None
+
+
+def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -> Panel:
+    """One series' panel: its history as known then, the version's forecast (made at the as-of
+    origin, or the latest), the outcomes since, the compared version's forecast."""
+    space, as_of = view.space, _as_of(view)
+    latest = data.history(conn, info.id, None, space)
+    known = data.history(conn, info.id, as_of, space) if as_of else latest
+    title = f"{info.id}: {info.name}" + (f", as known on {view.as_of}" if as_of else "")
+    panel = Panel(info.id, title, info.unit_in(space), info.frequency.value, known.iloc[-80:], pd.DataFrame(), "")
+    if version is None:
+        panel.note = f"no forecast: {info.why_not}"
+        return panel
+    panel.label = f"{version.id} ({version.status})"
+    forecast, note, origin = _made(conn, version, info.id, view.horizon, space, as_of)
+    panel.forecast, panel.note, panel.origin = forecast, note, origin
+    if not forecast.empty:
+        span = latest.loc[forecast["ds"].min() : forecast["ds"].max()]
+        panel.outcomes = latest.loc[origin : forecast["ds"].max()].iloc[1:] if origin is not None else span
+    elif origin is not None:
+        panel.outcomes = latest.loc[origin:].iloc[1 : view.horizon + 1]
+    if compared is not None:
+        panel.compare, _, _ = _made(conn, compared, info.id, view.horizon, space, as_of)
+        panel.compare_label = f"{compared.id} ({compared.status})"
+    if space == "model" and as_of is None:
+        backtest = data.backtest_forecasts(version, info.id)
+        panel.backtest = backtest[backtest["ds"] >= panel.history.index.min()] if not backtest.empty else None
+    return panel
+
+
+def _made(conn, version: ModelVersion, series_id: str, horizon: int, space: str, as_of: datetime | None):
+    """(forecast rows, why they are missing, the as-of origin) of one version."""
+    if as_of is None:
+        forecast = data.forecast(conn, version.id, series_id, horizon, space)
+        return forecast, "" if not forecast.empty else f"{version.id} has no forecast of {series_id}", None
+    made = data.forecast_at(conn, version.id, series_id, as_of, horizon, space)
+    if made.rows is None:
+        return pd.DataFrame(), f"no forecast from this origin: {made.note}", made.origin
+    return made.rows, "", made.origin
+
+
+def forecast_csv(view: ForecastView) -> pd.DataFrame:
+    """What the chart shows as a table, one row per series and step, with what an analyst needs
+    to use it elsewhere: series, version, space, unit, transform, the data's vintage (as known
+    on), the origin, and the forecast's ds, mean and bounds."""
+    parts = []
+    with database().connection() as conn:
+        for info, version, _ in _chosen(conn, view):
+            if version is None:
+                continue
+            forecast, _, origin = _made(conn, version, info.id, view.horizon, view.space, _as_of(view))
+            if forecast.empty:
+                continue
+            meta = {
+                "series_id": info.id,
+                "model_version": version.id,
+                "space": view.space,
+                "unit": info.unit_in(view.space),
+                "transform": info.transform if view.space == "model" else "none",
+                "data_as_of": view.as_of or f"{version.data_as_of:%Y-%m-%d}",
+                "origin": "" if origin is None else f"{origin:%Y-%m-%d}",
+            }
+            parts.append(forecast.assign(ds=forecast["ds"].dt.strftime("%Y-%m-%d"), **meta))
+    columns = ["series_id", "model_version", "space", "unit", "transform", "data_as_of", "origin", "ds", "mean"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    frame = pd.concat(parts, ignore_index=True)
+    return frame[columns + [c for c in frame.columns if c not in columns]]
 
 
 def drift_view(series_id: str | None = None, feature: str = "value"):
@@ -199,3 +290,65 @@ def rollout_action(rollout_id: int | None, action: str, token: str | None) -> tu
         else response.text
     )
     return False, f"refused ({response.status_code}): {detail}"
+
+
+def version_card(version_id: str) -> dbc.Card:
+    """One version on the Models page: what it is, how it was tested, how it did, what the gates
+    said, where it was rolled out."""
+    with database().connection() as conn:
+        try:
+            version = get_version(conn, version_id)
+        except UnknownModelError:
+            return dbc.Card(dbc.CardBody(f"no model version {version_id}"))
+        rollouts = data.version_rollouts(conn, version_id)
+    facts = [
+        ("status", f"{version.status}" + (f" ({version.status_reason})" if version.status_reason else "")),
+        ("family", version.family),
+        ("series", ", ".join(version.series_ids)),
+        ("data as of", f"{version.data_as_of:%Y-%m-%d %H:%M} UTC"),
+        ("registered", f"{version.created_at:%Y-%m-%d %H:%M} UTC"),
+        ("trained from", version.parent_id or "-"),
+        ("backtest", data.backtest_setup(version)),
+        ("artifact sha256", version.artifact_sha256[:16] + "..."),
+    ]
+    report = version.gate_report
+    verdict = "not gated" if not report else ("passed" if report["passed"] else "failed")
+    against = f" against {report['serving']}" if report and report.get("serving") else ""
+    return dbc.Card(
+        [
+            dbc.CardHeader(html.H2(version.id, className="h6 mb-0")),
+            dbc.CardBody(
+                [
+                    html.Dl([item for k, v in facts for item in (html.Dt(k), html.Dd(v))], className="row-facts"),
+                    html.H3("Accuracy by horizon (median over series)", className="h6"),
+                    table(data.horizon_medians(version), f"acc-{version.id}", "no backtest stored"),
+                    html.H3(f"Gates: {verdict}{against}", className="h6 mt-3"),
+                    table(data.gate_checks(version), f"gates-{version.id}", "no gate report"),
+                    html.H3("Rollouts", className="h6 mt-3"),
+                    table(rollouts, f"rollouts-{version.id}", "never rolled out"),
+                ]
+            ),
+        ],
+        className="mb-3",
+    )
+
+
+def table(rows: list[dict], table_id: str, empty: str):
+    """A small sortable table of ``rows``, or a line saying there is nothing."""
+    from dash import dash_table
+
+    if not rows:
+        return html.P(empty, className="text-muted small")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return dash_table.DataTable(
+        id=table_id,
+        data=rows,
+        columns=[{"name": c, "id": c} for c in columns],
+        sort_action="native",
+        page_size=10,
+        style_table={"overflowX": "auto"},
+        style_cell={"fontSize": "0.85rem", "textAlign": "left"},
+        style_data_conditional=[
+            {"if": {"filter_query": '{result} = "FAIL"'}, "backgroundColor": "#fdecea"},
+        ],
+    )

@@ -2,67 +2,307 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 BLUE, BAND80, BAND95 = "#1f4e79", "rgba(31,78,121,0.25)", "rgba(31,78,121,0.12)"
 MARGIN = {"l": 40, "r": 10, "t": 40, "b": 30}
 
 
-def fan_chart(actuals: pd.Series, forecast: pd.DataFrame, title: str, realized: pd.Series | None = None) -> go.Figure:
-    """Actuals, the forecast mean, 80/95% bands, and red markers where realized values fell outside
-    the 95% band."""
-    figure = go.Figure()
-    if not forecast.empty:
-        for level, color in (("95", BAND95), ("80", BAND80)):
-            figure.add_trace(
-                go.Scatter(
-                    x=forecast["ds"],
-                    y=forecast[f"hi-{level}"],
-                    mode="lines",
-                    line={"width": 0},
-                    showlegend=False,
-                    hoverinfo="skip",
-                )
+PERIOD_FORMAT = {"Q": "%Y Q%q", "M": "%b %Y", "A": "%Y", "W": "%Y-%m-%d", "D": "%Y-%m-%d", "B": "%Y-%m-%d"}
+"""How dates read on a series' axis and in its hover, by frequency code (``%q``: the quarter)."""
+COMPARE = "#8e44ad"
+
+
+def number(value: float | None) -> str:
+    """A value as an analyst reads it: three significant digits, thousands separated, no exponent
+    for the usual magnitudes."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def period_label(moment: pd.Timestamp, freq: str) -> str:
+    """A period start as its period: 2012Q1, Jan 2012, 2012, or the day."""
+    if freq == "Q":
+        return f"{moment.year}Q{moment.quarter}"
+    return moment.strftime({"M": "%b %Y", "A": "%Y"}.get(freq, "%Y-%m-%d"))
+
+
+@dataclass
+class Panel:
+    """One series on the Forecasts chart: what was known, what was forecast, what happened."""
+
+    series_id: str
+    title: str
+    unit: str
+    freq: str
+    history: pd.Series
+    forecast: pd.DataFrame
+    label: str
+    """The version that made ``forecast`` (legend and hover)."""
+    note: str = ""
+    """Why there is no forecast, or where it came from."""
+    origin: pd.Timestamp | None = None
+    """The as-of view's origin: the last observation the forecast was made from."""
+    outcomes: pd.Series | None = None
+    """The values that came after the origin (the latest data), over the forecast's span."""
+    compare: pd.DataFrame | None = None
+    compare_label: str = ""
+    backtest: pd.DataFrame | None = None
+
+
+def forecast_panels(panels: list[Panel], title: str, uirevision: str) -> go.Figure:
+    """Small multiples, one row per series: history, the forecast's mean with its 80/95% bands
+    (hover: mean and both bounds), the compared version's mean and 80% bounds, the as-of origin
+    as a vertical line with the outcomes since, the backtest's forecasts, and red crosses where an
+    outcome fell outside the 95% band. Axis titles carry the unit; dates read by frequency."""
+    rows = max(len(panels), 1)
+    figure = make_subplots(
+        rows=rows, cols=1, subplot_titles=[p.title for p in panels] or [""], vertical_spacing=0.22 / rows
+    )
+    for row, panel in enumerate(panels, start=1):
+        first = row == 1
+        _bands_and_mean(figure, panel, row, first)
+        history = panel.history
+        figure.add_trace(
+            go.Scatter(
+                x=history.index,
+                y=history.to_numpy(),
+                mode="lines",
+                name="actual",
+                line={"color": "#222"},
+                customdata=[number(v) for v in history.to_numpy()],
+                hovertemplate="%{customdata}<extra>actual</extra>",
+                legendgroup="actual",
+                showlegend=first,
+            ),
+            row=row,
+            col=1,
+        )
+        if panel.compare is not None and not panel.compare.empty:
+            _compared(figure, panel, row, first)
+        if panel.backtest is not None and not panel.backtest.empty:
+            _backtest(figure, panel.backtest, row, first)
+        if panel.origin is not None:
+            _origin(figure, panel, row)
+        _outside(figure, panel, row, first)
+        if panel.note:
+            figure.add_annotation(
+                text=panel.note,
+                xref=f"x{'' if first else row} domain",
+                yref=f"y{'' if first else row} domain",
+                x=0.01,
+                y=0.97,
+                xanchor="left",
+                yanchor="top",
+                align="left",
+                showarrow=False,
+                font={"size": 12, "color": "#333"},
+                bgcolor="rgba(255,255,255,0.85)",
             )
-            figure.add_trace(
-                go.Scatter(
-                    x=forecast["ds"],
-                    y=forecast[f"lo-{level}"],
-                    mode="lines",
-                    line={"width": 0},
-                    fill="tonexty",
-                    fillcolor=color,
-                    name=f"{level}% interval",
-                )
-            )
+        dates = PERIOD_FORMAT.get(panel.freq, "%Y-%m-%d")
+        figure.update_xaxes(tickformat=dates, hoverformat=dates, row=row, col=1)
+        figure.update_yaxes(title_text=panel.unit, row=row, col=1)
+    figure.update_layout(
+        title=title if panels else "choose a series",
+        height=120 + 330 * rows,
+        margin={"l": 60, "r": 10, "t": 70, "b": 30},
+        hovermode="x unified",
+        legend={"orientation": "h", "y": -0.08 / rows},
+        uirevision=uirevision,
+    )
+    return figure
+
+
+def _bands_and_mean(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
+    forecast = panel.forecast
+    if forecast.empty:
+        return
+    for level, color in (("95", BAND95), ("80", BAND80)):
         figure.add_trace(
             go.Scatter(
                 x=forecast["ds"],
-                y=forecast["mean"],
-                mode="lines+markers",
-                name="forecast",
-                line={"color": BLUE, "dash": "dash"},
-            )
+                y=forecast[f"hi-{level}"],
+                mode="lines",
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=row,
+            col=1,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=forecast["ds"],
+                y=forecast[f"lo-{level}"],
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor=color,
+                name=f"{level}% interval",
+                hoverinfo="skip",
+                legendgroup=level,
+                showlegend=first,
+            ),
+            row=row,
+            col=1,
         )
     figure.add_trace(
-        go.Scatter(x=actuals.index, y=actuals.to_numpy(), mode="lines", name="actual", line={"color": "#222"})
+        go.Scatter(
+            x=forecast["ds"],
+            y=forecast["mean"],
+            mode="lines+markers",
+            name="forecast",
+            line={"color": BLUE, "dash": "dash"},
+            customdata=_summaries(forecast),
+            hovertemplate="%{customdata}<extra>" + panel.label + "</extra>",
+            legendgroup="forecast",
+            showlegend=first,
+        ),
+        row=row,
+        col=1,
     )
-    if realized is not None and not forecast.empty:
-        merged = forecast.set_index("ds").join(realized.rename("actual"), how="inner")
-        outside = merged[(merged["actual"] < merged["lo-95"]) | (merged["actual"] > merged["hi-95"])]
-        if not outside.empty:
-            figure.add_trace(
-                go.Scatter(
-                    x=outside.index,
-                    y=outside["actual"],
-                    mode="markers",
-                    name="outside 95%",
-                    marker={"color": "#c0392b", "size": 10, "symbol": "x"},
-                )
-            )
-    figure.update_layout(title=title, margin=MARGIN, hovermode="x unified", legend={"orientation": "h"})
-    return figure
+
+
+def _summaries(forecast: pd.DataFrame) -> list[str]:
+    return [
+        f"mean {number(r['mean'])}, 80%: {number(r['lo-80'])} to {number(r['hi-80'])}, "
+        f"95%: {number(r['lo-95'])} to {number(r['hi-95'])}"
+        for r in forecast.to_dict("records")
+    ]
+
+
+def _compared(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
+    compare = panel.compare
+    figure.add_trace(
+        go.Scatter(
+            x=compare["ds"],
+            y=compare["mean"],
+            mode="lines+markers",
+            name=f"compared: {panel.compare_label}",
+            line={"color": COMPARE, "dash": "dot"},
+            customdata=_summaries(compare),
+            hovertemplate="%{customdata}<extra>" + panel.compare_label + "</extra>",
+            legendgroup="compare",
+            showlegend=first,
+        ),
+        row=row,
+        col=1,
+    )
+    for side in ("lo-80", "hi-80"):
+        figure.add_trace(
+            go.Scatter(
+                x=compare["ds"],
+                y=compare[side],
+                mode="lines",
+                line={"color": COMPARE, "width": 1, "dash": "dot"},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup="compare",
+            ),
+            row=row,
+            col=1,
+        )
+
+
+def _backtest(figure: go.Figure, backtest: pd.DataFrame, row: int, first: bool) -> None:
+    """The backtest's forecasts (one point per cutoff, with its 95% interval)."""
+    figure.add_trace(
+        go.Scatter(
+            x=backtest["ds"],
+            y=backtest["mean"],
+            mode="markers",
+            name="backtest forecast",
+            marker={"color": "#e67e22", "size": 6},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": backtest["hi-95"] - backtest["mean"],
+                "arrayminus": backtest["mean"] - backtest["lo-95"],
+                "thickness": 1,
+                "width": 0,
+            },
+            customdata=backtest["cutoff"].dt.strftime("%Y-%m-%d"),
+            hovertemplate="from cutoff %{customdata}: %{y:.3g}<extra>backtest</extra>",
+            legendgroup="backtest",
+            showlegend=first,
+        ),
+        row=row,
+        col=1,
+    )
+
+
+def _origin(figure: go.Figure, panel: Panel, row: int) -> None:
+    """The as-of origin as a vertical line, and the outcomes since."""
+    suffix = "" if row == 1 else str(row)
+    figure.add_shape(
+        type="line",
+        x0=panel.origin,
+        x1=panel.origin,
+        y0=0,
+        y1=1,
+        xref=f"x{suffix}",
+        yref=f"y{suffix} domain",
+        line={"color": "#c0392b", "dash": "dash", "width": 1.5},
+    )
+    figure.add_annotation(
+        x=panel.origin,
+        y=1,
+        xref=f"x{suffix}",
+        yref=f"y{suffix} domain",
+        text=f"origin {period_label(panel.origin, panel.freq)}",
+        showarrow=False,
+        xanchor="right",
+        yanchor="bottom",
+        font={"color": "#c0392b", "size": 11},
+    )
+    outcomes = panel.outcomes
+    if outcomes is not None and not outcomes.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=outcomes.index,
+                y=outcomes.to_numpy(),
+                mode="lines+markers",
+                name="outcome",
+                line={"color": "#27ae60"},
+                customdata=[number(v) for v in outcomes.to_numpy()],
+                hovertemplate="%{customdata}<extra>outcome</extra>",
+                legendgroup="outcome",
+                showlegend=row == 1,
+            ),
+            row=row,
+            col=1,
+        )
+
+
+def _outside(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
+    """Red crosses where an outcome fell outside the forecast's 95% band."""
+    if panel.outcomes is None or panel.forecast.empty:
+        return
+    merged = panel.forecast.set_index("ds").join(panel.outcomes.rename("actual"), how="inner")
+    outside = merged[(merged["actual"] < merged["lo-95"]) | (merged["actual"] > merged["hi-95"])]
+    if not outside.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=outside.index,
+                y=outside["actual"],
+                mode="markers",
+                name="outside 95%",
+                marker={"color": "#c0392b", "size": 10, "symbol": "x"},
+                hoverinfo="skip",
+                legendgroup="outside",
+                showlegend=first,
+            ),
+            row=row,
+            col=1,
+        )
 
 
 def drift_over_time(history: pd.DataFrame, title: str) -> go.Figure:
@@ -112,32 +352,6 @@ def rate_by_revision(frame: pd.DataFrame) -> go.Figure:
         )
         figure.add_trace(go.Bar(x=group["bucket"], y=group["errors_5xx"], name=f"{revision} 5xx"))
     figure.update_layout(title="requests/s and 5xx by revision", margin=MARGIN)
-    return figure
-
-
-def backtest_overlay(figure: go.Figure, backtest: pd.DataFrame) -> go.Figure:
-    """Add the backtest's forecasts (one point per cutoff, with its 95% interval) to a fan chart."""
-    if backtest.empty:
-        return figure
-    figure.add_trace(
-        go.Scatter(
-            x=backtest["ds"],
-            y=backtest["mean"],
-            mode="markers",
-            name="backtest forecast",
-            marker={"color": "#e67e22", "size": 6},
-            error_y={
-                "type": "data",
-                "symmetric": False,
-                "array": backtest["hi-95"] - backtest["mean"],
-                "arrayminus": backtest["mean"] - backtest["lo-95"],
-                "thickness": 1,
-                "width": 0,
-            },
-            customdata=backtest["cutoff"].dt.strftime("%Y-%m-%d"),
-            hovertemplate="cutoff %{customdata}: %{y:.3f}<extra>backtest</extra>",
-        )
-    )
     return figure
 
 

@@ -9,7 +9,7 @@ from dash import Input, Output, callback, dash_table, dcc, html
 
 from dashboard import views
 
-dash.register_page(__name__, path="/drift", name="Drift", order=2)
+dash.register_page(__name__, path="/drift", name="Drift", order=3)
 
 layout = html.Div(
     [

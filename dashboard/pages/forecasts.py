@@ -1,100 +1,282 @@
-"""Forecasts: a fan chart per series and model version, as known at a date, with backtest metrics."""
+"""Forecasts: one panel per chosen series (small multiples), in the series' units or in model
+space, the latest forecast or the one made from the data known on a date, with the backtest's
+accuracy per horizon. The view lives in the URL (``dashboard/state.py``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, dash_table, dcc, html
+from dash import (
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    ctx,
+    dash_table,
+    dcc,
+    html,
+    no_update,
+)
 
 from dashboard import data, views
 from dashboard.context import database
+from dashboard.state import MAX_HORIZON, MAX_SERIES, ForecastView
 
 dash.register_page(__name__, path="/forecasts", name="Forecasts", order=1)
 
-layout = html.Div(
-    [
-        html.H3("Forecasts"),
-        dbc.Row(
-            [
-                dbc.Col(dcc.Dropdown(id="fc-series", placeholder="series", searchable=True), md=3),
-                dbc.Col(dcc.Dropdown(id="fc-version", placeholder="model version"), md=3),
-                dbc.Col(dcc.Dropdown(id="fc-compare", placeholder="compare with (e.g. the candidate)"), md=3),
-                dbc.Col(dcc.DatePickerSingle(id="fc-as-of", placeholder="as of (vintage)", clearable=True), md=2),
-            ],
-            className="mb-2",
-        ),
-        dbc.Row(
-            [
-                dbc.Col(html.Small("horizon"), width="auto"),
-                dbc.Col(dcc.Slider(id="fc-horizon", min=1, max=12, step=1, value=8)),
-            ]
-        ),
-        dbc.Row(
-            [
-                dbc.Col(dcc.Graph(id="fc-chart")),
-                dbc.Col(dcc.Graph(id="fc-compare-chart"), id="fc-compare-col", style={"display": "none"}),
-            ]
-        ),
-        dbc.Button("Download CSV", id="fc-download-button", size="sm", className="mb-2"),
-        dcc.Download(id="fc-download"),
-        dash_table.DataTable(id="fc-metrics", page_size=20, style_table={"overflowX": "auto"}),
-    ]
-)
+CONTROLS = ("fc-series", "fc-version", "fc-compare", "fc-horizon", "fc-as-of", "fc-space")
+PROPS = ("value", "value", "value", "value", "date", "value")
+METRIC_COLUMNS = [
+    ("series", "series_id"),
+    ("version", "version"),
+    ("h", "h"),
+    ("n", "n"),
+    ("RMSE", "rmse"),
+    ("MASE", "mase"),
+    ("RMSE / naive", "rmse_ratio_naive"),
+    ("DM p vs naive", "dm_p_naive"),
+    ("80% coverage", "coverage-80"),
+    ("95% coverage", "coverage-95"),
+    ("coverage short", "weak"),
+]
+
+
+def layout(**_query):
+    """The page, with the series to choose from already in place (a link's choices are applied to
+    a picker that knows them)."""
+    with database().connection() as conn:
+        options = data.series_options(data.catalog(conn))
+    return _layout(options)
+
+
+def _layout(series_options: list[dict]) -> html.Div:
+    return html.Div(
+        [
+            dcc.Location(id="fc-url", refresh=False),
+            html.H1("Forecasts", className="h3"),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        [
+                            dbc.Label("Series", html_for="fc-series", className="small mb-0"),
+                            dcc.Dropdown(
+                                id="fc-series",
+                                options=series_options,
+                                multi=True,
+                                searchable=True,
+                                placeholder="series",
+                            ),
+                        ],
+                        lg=4,
+                        md=6,
+                    ),
+                    dbc.Col(
+                        [
+                            dbc.Label("Model version", html_for="fc-version", className="small mb-0"),
+                            dcc.Dropdown(id="fc-version", placeholder="model version", clearable=False),
+                        ],
+                        lg=3,
+                        md=6,
+                    ),
+                    dbc.Col(
+                        [
+                            dbc.Label("Compare with", html_for="fc-compare", className="small mb-0"),
+                            dcc.Dropdown(id="fc-compare", placeholder="e.g. the candidate"),
+                        ],
+                        lg=3,
+                        md=6,
+                    ),
+                    dbc.Col(
+                        [
+                            dbc.Label("As of (data known on)", html_for="fc-as-of", className="small mb-0 d-block"),
+                            dcc.DatePickerSingle(
+                                id="fc-as-of", placeholder="latest", clearable=True, display_format="YYYY-MM-DD"
+                            ),
+                        ],
+                        lg=2,
+                        md=6,
+                    ),
+                ],
+                className="mb-2 g-2",
+            ),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        dbc.RadioItems(
+                            id="fc-space",
+                            options=[
+                                {"label": "series' units (level)", "value": "level"},
+                                {"label": "model space", "value": "model"},
+                            ],
+                            value="level",
+                            inline=True,
+                        ),
+                        md="auto",
+                    ),
+                    dbc.Col(html.Span("horizon", className="small"), width="auto"),
+                    dbc.Col(
+                        dcc.Slider(id="fc-horizon", min=1, max=MAX_HORIZON, step=1, value=8),
+                        md=4,
+                    ),
+                    dbc.Col(
+                        dbc.Button("Download CSV", id="fc-download-button", size="sm", color="secondary"), width="auto"
+                    ),
+                ],
+                className="mb-2 align-items-center g-2",
+            ),
+            html.Div(id="fc-coverage-note", className="small text-muted mb-1"),
+            dcc.Store(id="fc-figure"),
+            dcc.Graph(id="fc-chart", config={"displaylogo": False}),
+            dcc.Download(id="fc-download"),
+            html.H2("Backtest accuracy by horizon", className="h5 mt-2"),
+            html.Div(id="fc-metrics-note", className="small text-muted mb-1"),
+            dash_table.DataTable(
+                id="fc-metrics",
+                columns=[{"name": name, "id": key} for name, key in METRIC_COLUMNS],
+                page_size=20,
+                sort_action="native",
+                style_table={"overflowX": "auto"},
+                style_data_conditional=[
+                    {"if": {"filter_query": '{weak} != ""', "column_id": "weak"}, "backgroundColor": "#fdecea"},
+                    {"if": {"filter_query": "{h} = all"}, "fontWeight": "bold"},
+                ],
+            ),
+        ]
+    )
 
 
 @callback(
     Output("fc-series", "options"),
-    Output("fc-series", "value"),
+    Output("fc-coverage-note", "children"),
     Input("refresh", "n_intervals"),
-    State("fc-series", "value"),
 )
-def series_options(_, current):
+def series_options(_):
     with database().connection() as conn:
-        options = data.series_options(conn)
-    return options, current or (options[0]["value"] if options else None)
+        series = data.catalog(conn)
+    covered = sum(1 for s in series if s.version)
+    note = f"{covered} of {len(series)} series have a forecast"
+    if covered < len(series):
+        note += "; those marked (no forecast) say why when chosen"
+    return data.series_options(series), note
 
 
 @callback(
+    Output("fc-as-of", "min_date_allowed"),
+    Output("fc-as-of", "max_date_allowed"),
+    Output("fc-as-of", "initial_visible_month"),
+    Input("fc-series", "value"),
+)
+def series_bounds(series):
+    """The dates the chosen series' data span: the as-of picker opens on the data's end and
+    stops at the last moment anything about them became known."""
+    if not series:
+        return None, None, None
+    with database().connection() as conn:
+        chosen = [s for s in data.catalog(conn) if s.id in series and s.first is not None]
+    if not chosen:
+        return None, None, None
+    first = min(s.first for s in chosen)
+    known = max(s.known_since or s.last for s in chosen)
+    last = max(s.last for s in chosen)
+    return f"{first:%Y-%m-%d}", f"{known:%Y-%m-%d}", f"{last:%Y-%m-%d}"
+
+
+@callback(
+    *(Output(c, p) for c, p in zip(CONTROLS, PROPS, strict=True)),
     Output("fc-version", "options"),
-    Output("fc-version", "value"),
     Output("fc-compare", "options"),
-    Input("fc-series", "value"),
+    Output("fc-url", "hash"),
+    Input("fc-url", "hash"),
+    *(Input(c, p) for c, p in zip(CONTROLS, PROPS, strict=True)),
 )
-def version_options(series_id):
-    if not series_id:
-        return [], None, []
+def sync(fragment, series, version, compare, horizon, as_of, space):
+    """The URL and the controls kept in step (one callback: each is the other's input). Opening a
+    link sets the controls from it (and the URL to the whole view, defaults filled in); a change of
+    control writes the view into the URL. A series
+    not covered by the chosen version switches the version to the one serving it. The version
+    pickers' options come with their values (the versions that forecast the first series)."""
+    if ctx.triggered_id in (None, "fc-url"):
+        view = ForecastView.from_fragment(fragment)
+    else:
+        view = _view(series, version, compare, horizon, as_of, space)
     with database().connection() as conn:
-        options = data.model_options(conn, series_id)
-    return options, options[0]["value"] if options else None, options
+        if not view.series:
+            covered = [s.id for s in data.catalog(conn) if s.version]
+            view = replace(view, series=tuple(covered[:1]))
+        options = data.model_options(conn, view.series[0]) if view.series else []
+    versions = [o["value"] for o in options]
+    if view.version not in versions:
+        view = replace(view, version=versions[0] if versions else None)
+    fragment_out = view.to_fragment()
+    if fragment_out == (fragment or ""):
+        fragment_out = no_update
+    return (
+        list(view.series),
+        view.version,
+        view.compare,
+        view.horizon,
+        view.as_of,
+        view.space,
+        options,
+        options,
+        fragment_out,
+    )
+
+
+def _view(series, version, compare, horizon, as_of, space) -> ForecastView:
+    return ForecastView(
+        series=tuple(series or ())[:MAX_SERIES],
+        version=version,
+        compare=compare,
+        horizon=horizon or 8,
+        as_of=(as_of or None) and str(as_of)[:10],
+        space=space or "level",
+    )
 
 
 @callback(
-    Output("fc-chart", "figure"),
-    Output("fc-compare-chart", "figure"),
-    Output("fc-compare-col", "style"),
+    Output("fc-figure", "data"),
     Output("fc-metrics", "data"),
-    Input("fc-series", "value"),
-    Input("fc-version", "value"),
-    Input("fc-horizon", "value"),
-    Input("fc-as-of", "date"),
-    Input("fc-compare", "value"),
+    Output("fc-metrics-note", "children"),
+    Output("fc-download-button", "disabled"),
+    *(Input(c, p) for c, p in zip(CONTROLS, PROPS, strict=True)),
+    Input("refresh", "n_intervals"),
 )
-def update(series_id, version_id, horizon, as_of, compare_id):
-    chart, compared, rows = views.forecast_view(series_id, version_id, horizon or 8, as_of, compare_id)
-    if compared is None:
-        return chart, {}, {"display": "none"}, rows
-    return chart, compared, {}, rows
+def update(series, version, compare, horizon, as_of, space, _):
+    view = _view(series, version, compare, horizon, as_of, space)
+    figure, rows = views.forecast_view(view)
+    drawn = any(t.name == "forecast" for t in figure.data)
+    note = (
+        "Each version's rolling-origin backtest, stored when it was registered: per step h (and all steps pooled), "
+        "RMSE over the naive forecast's (the last known value) with the Diebold-Mariano p-value against it; "
+        "coverage short: below nominal by a one-sided binomial test at 5%."
+        if rows
+        else "no backtest stored for these series"
+    )
+    return figure, rows, note, not drawn
+
+
+# the drawn figure: the new one, with the user's zoom kept while the series and space stay (a refresh)
+clientside_callback(
+    ClientsideFunction(namespace="pefm", function_name="keepView"),
+    Output("fc-chart", "figure"),
+    Input("fc-figure", "data"),
+    State("fc-chart", "id"),
+)
 
 
 @callback(
     Output("fc-download", "data"),
     Input("fc-download-button", "n_clicks"),
-    State("fc-series", "value"),
-    State("fc-version", "value"),
-    State("fc-horizon", "value"),
+    *(State(c, p) for c, p in zip(CONTROLS, PROPS, strict=True)),
     prevent_initial_call=True,
 )
-def download(_, series_id, version_id, horizon):
-    with database().connection() as conn:
-        frame = data.forecast(conn, version_id, series_id, horizon or 8)
-    return dcc.send_data_frame(frame.to_csv, f"{series_id}-{version_id}.csv", index=False)
+def download(_, series, version, compare, horizon, as_of, space):
+    view = _view(series, version, compare, horizon, as_of, space)
+    frame = views.forecast_csv(view)
+    name = "-".join(view.series) + (f"-as-of-{view.as_of}" if view.as_of else "") + f"-{view.space}.csv"
+    return dcc.send_data_frame(frame.to_csv, name, index=False)

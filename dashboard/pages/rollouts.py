@@ -9,7 +9,7 @@ from dash import ALL, Input, Output, State, callback, ctx, dash_table, dcc, html
 
 from dashboard import views
 
-dash.register_page(__name__, path="/rollouts", name="Rollouts", order=4)
+dash.register_page(__name__, path="/rollouts", name="Rollouts", order=5)
 
 ACTIONS = (("promote", "Promote", "success"), ("pause", "Pause", "warning"), ("resume", "Resume", "secondary"))
 ACTIONS += (("rollback", "Roll back", "danger"),)

@@ -8,7 +8,7 @@ from dash import Input, Output, callback, dash_table, dcc, html
 
 from dashboard import views
 
-dash.register_page(__name__, path="/serving", name="Serving", order=3)
+dash.register_page(__name__, path="/serving", name="Serving", order=4)
 
 layout = html.Div(
     [

@@ -1,5 +1,6 @@
 """The dashboard's data functions, figure builders and page renderers, on a real database."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -8,79 +9,188 @@ from psycopg.types.json import Jsonb
 
 from dashboard import data, views
 from dashboard.app import create_app
-from dashboard.components.figures import fan_chart
+from dashboard.components.figures import Panel, forecast_panels, number, period_label
 from dashboard.demo import blue_serving
+from dashboard.state import ForecastView
 from pefm.config import get_settings
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
+from pefm.data.transforms import model_space_unit
 from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
 from pefm.rollout.spec import RolloutSpec
-from pefm.storage.model_versions import get_version
+from pefm.storage.model_versions import get_version, read_precomputed
+from pefm.storage.series import get_series
 
 SERIES = ["realgdp", "unemp"]
+AS_OF = datetime(2005, 1, 1, tzinfo=UTC)
+SPEC = BacktestSpec(h=4, windows=8)
 
 
 @pytest.fixture
 def served(db):
     with db.connection() as conn:
-        load_bundled(conn, bundled(SERIES))
-        version, _ = train(conn, "ar", SERIES, as_of=datetime(2005, 1, 1, tzinfo=UTC), spec=BacktestSpec(windows=8))
+        load_bundled(conn, bundled([*SERIES, "aaa"]))  # aaa: loaded, never trained on
+        version, _ = train(conn, "ar", SERIES, as_of=AS_OF, spec=SPEC)
         promote(conn, version.id)
     app = create_app(db)
     return db, version.id, app
+
+
+def panel_traces(figure, row: int) -> dict:
+    """The named traces of one panel (row) of the Forecasts chart."""
+    axis = "x" if row == 1 else f"x{row}"
+    return {t.name: t for t in figure.data if t.xaxis == axis and t.name}
 
 
 def test_overview_counts_series_and_reports_no_traffic_honestly(served):
     db, _, _ = served
     with db.connection() as conn:
         summary = data.overview(conn)
-    assert summary["series"] == 2 and summary["newest"].year == 2009
+    assert summary["series"] == 3 and summary["newest"].year == 2018  # aaa, monthly to 2018
     assert summary["requests_per_s"] == 0 and summary["success"] is None and summary["rollout"] is None
     assert summary["source"] == "request log"
     cards = views.overview_cards(summary)
     texts = [c.children.children.children[1].children for c in cards]
-    assert texts[0] == "2" and texts[2] == "-" and texts[5] == "none"
+    assert texts[0] == "3" and texts[2] == "-" and texts[5] == "none"
 
 
-def test_fan_chart_has_nested_bands_and_flags_actuals_outside_them():
+def test_forecast_panels_nest_the_bands_and_flag_outcomes_outside_them():
     ds = pd.date_range("2005-01-01", periods=4, freq="QS")
     forecast = pd.DataFrame(
         {"ds": ds, "mean": [1.0] * 4, "lo-80": [0.5] * 4, "hi-80": [1.5] * 4, "lo-95": [0.0] * 4, "hi-95": [2.0] * 4}
     )
-    actuals = pd.Series([1.0, 1.2], index=pd.date_range("2004-07-01", periods=2, freq="QS"))
-    realized = pd.Series([1.1, 5.0, 0.9, -3.0], index=ds)
-    figure = fan_chart(actuals, forecast, "t", realized=realized)
+    history = pd.Series([1.0, 1.2], index=pd.date_range("2004-07-01", periods=2, freq="QS"))
+    outcomes = pd.Series([1.1, 5.0, 0.9, -3.0], index=ds)
+    panel = Panel("s", "s: a series", "percent", "Q", history, forecast, "v1 (serving)", outcomes=outcomes)
+    figure = forecast_panels([panel], "t", uirevision="s|level")
     names = [t.name for t in figure.data]
     assert names.count("95% interval") == 1 and names.count("80% interval") == 1
     [outside] = [t for t in figure.data if t.name == "outside 95%"]
     assert list(outside.y) == [5.0, -3.0]
+    [mean] = [t for t in figure.data if t.name == "forecast"]
+    assert mean.customdata[0] == "mean 1, 80%: 0.5 to 1.5, 95%: 0 to 2"  # the mean and both bounds
+    assert figure.layout.xaxis.hoverformat == "%Y Q%q" and figure.layout.yaxis.title.text == "percent"
+    assert figure.layout.uirevision == "s|level"
 
 
-def test_forecast_page_changes_with_the_series_and_the_as_of_date(served):
+def test_numbers_and_periods_read_as_an_analyst_reads_them():
+    values = (13059.4567, 123.456, 6.977574, 0.0123456, -0.5, float("nan"))
+    assert [number(v) for v in values] == ["13,059", "123", "6.98", "0.0123", "-0.5", "-"]
+    assert period_label(pd.Timestamp("2012-01-01"), "Q") == "2012Q1"
+    assert period_label(pd.Timestamp("2012-04-01"), "M") == "Apr 2012"
+
+
+def test_a_view_survives_its_url_and_a_bad_link_falls_back_to_defaults():
+    view = ForecastView(series=("realgdp", "unemp"), version="v1", horizon=4, as_of="1990-06-15", space="model")
+    fragment = view.to_fragment()
+    assert fragment == "#series=realgdp,unemp&version=v1&h=4&as_of=1990-06-15&space=model"
+    assert ForecastView.from_fragment(fragment) == view
+    assert ForecastView().to_fragment() == ""
+    bad = ForecastView.from_fragment("#series=,a,a,b,c,d,e&h=99&as_of=1990-13-45&space=log&version=")
+    assert bad == ForecastView(series=("a", "b", "c", "d"))  # four at most, no duplicates; the rest defaults
+
+
+def test_forecasts_draw_in_the_series_units_or_in_model_space(served):
     db, version_id, _ = served
-    gdp, compared, rows = views.forecast_view("realgdp", version_id, 4, None)
-    unemp, _, _ = views.forecast_view("unemp", version_id, 4, None)
-    assert compared is None
-    assert gdp.layout.title.text.startswith("realgdp") and unemp.layout.title.text.startswith("unemp")
-    gdp_mean = next(t for t in gdp.data if t.name == "forecast")
-    assert len(gdp_mean.x) == 4 and str(gdp_mean.x[0])[:10] == "2005-01-01"
-    actual_now = next(t for t in gdp.data if t.name == "actual")
-    then, _, _ = views.forecast_view("realgdp", version_id, 4, "1990-01-01")
-    actual_then = next(t for t in then.data if t.name == "actual")
-    assert str(max(actual_then.x))[:4] == "1989" and str(max(actual_now.x))[:4] == "2009"
-    assert {r["series_id"] for r in rows} == set(SERIES) and all("rmse" in r for r in rows)
+    level, rows = views.forecast_view(ForecastView(series=("realgdp",), version=version_id, horizon=4))
+    model, _ = views.forecast_view(ForecastView(series=("realgdp",), version=version_id, horizon=4, space="model"))
     with db.connection() as conn:
-        assert data.model_options(conn, "realgdp")[0]["value"] == version_id
-        assert get_version(conn, version_id).status == "serving"
+        stored = read_precomputed(conn, version_id)["rows"]
+        unit = get_series(conn, "realgdp").unit
+    for figure, space in ((level, "level"), (model, "model")):
+        mean = panel_traces(figure, 1)["forecast"]
+        expected = [r["mean"] for r in stored if r["series_id"] == "realgdp" and r["space"] == space][:4]
+        assert list(mean.y) == pytest.approx(expected)
+        assert str(mean.x[0])[:10] == "2005-01-01"
+    assert level.layout.yaxis.title.text == unit
+    assert model.layout.yaxis.title.text == model_space_unit(unit, "log_diff_ann")
+    assert level.layout.title.text == f"latest data · {version_id} (serving)"
+    assert max(panel_traces(level, 1)["actual"].y) > 10_000  # billions of dollars, not growth rates
+    # the accuracy table: the version's backtest of the series per step, then pooled
+    assert [r["h"] for r in rows] == ["1", "2", "3", "4", "all"]
+    assert {"rmse_ratio_naive", "dm_p_naive", "coverage-80", "weak"} <= set(rows[0])
+    assert rows[-1]["dm_p_naive"] is None  # a DM test is per step
+
+
+def test_several_series_draw_as_small_multiples_and_an_uncovered_one_says_why(served):
+    db, version_id, _ = served
+    figure, rows = views.forecast_view(ForecastView(series=("realgdp", "unemp", "aaa"), version=version_id))
+    with db.connection() as conn:
+        catalog = {s.id: s for s in data.catalog(conn)}
+        options = {o["value"]: o for o in data.series_options(list(catalog.values()))}
+    titles = [a.text for a in figure.layout.annotations]
+    assert titles[:3] == [f"{s}: {catalog[s].name}" for s in ("realgdp", "unemp", "aaa")]
+    assert "forecast" in panel_traces(figure, 1) and "forecast" in panel_traces(figure, 2)
+    assert "forecast" not in panel_traces(figure, 3) and "actual" in panel_traces(figure, 3)
+    [why] = [a.text for a in figure.layout.annotations if a.text.startswith("no forecast")]
+    assert why == (
+        f"no forecast: the serving model {version_id} was trained without it (data as of 2005-01-01); "
+        "the next training includes it"
+    )
+    assert {r["series_id"] for r in rows} == set(SERIES)
+    assert catalog["aaa"].version is None and catalog["realgdp"].version == version_id
+    assert options["aaa"]["label"].endswith("(no forecast)") and options["aaa"]["title"] == catalog["aaa"].why_not
+
+
+def test_as_of_shows_the_forecast_made_from_that_origin_and_the_outcomes_since(served):
+    """Known on 2003-02-15: realgdp up to 2002Q4 (each quarter is stored when it ends), the origin
+    of a backtest window whose forecast the registry kept; the outcomes follow it."""
+    db, version_id, _ = served
+    view = ForecastView(series=("realgdp",), version=version_id, horizon=4, as_of="2003-02-15", space="model")
+    figure, _ = views.forecast_view(view)
+    traces = panel_traces(figure, 1)
+    assert str(max(traces["actual"].x))[:10] == "2002-10-01"
+    with db.connection() as conn:
+        backtest = get_version(conn, version_id).backtest["forecasts"]["realgdp"]
+    stored = [r for r in backtest if r["cutoff"] == "2002-10-01"]
+    assert list(traces["forecast"].y) == pytest.approx([r["mean"] for r in stored])
+    assert [str(x)[:10] for x in traces["outcome"].x] == ["2003-01-01", "2003-04-01", "2003-07-01", "2003-10-01"]
+    assert list(traces["outcome"].y) == pytest.approx([r["y"] for r in stored])
+    [origin] = figure.layout.shapes
+    assert str(origin.x0)[:10] == "2002-10-01"
+    assert any(a.text == "origin 2002Q4" for a in figure.layout.annotations)
+    # a moment with no stored forecast and no inference API to ask: the origin, and why nothing is drawn
+    figure, _ = views.forecast_view(replace(view, as_of="1990-06-15"))
+    notes = [a.text for a in figure.layout.annotations if a.text.startswith("no forecast")]
+    assert notes == [
+        "no forecast from this origin: not computed yet: the inference API computes it for the serving "
+        "model (POST /v1/forecast with as_of)"
+    ]
+    assert any(a.text == "origin 1990Q1" for a in figure.layout.annotations)
+    # before the series began: nothing known, and it says so
+    figure, _ = views.forecast_view(replace(view, as_of="1940-01-01"))
+    notes = [a.text for a in figure.layout.annotations if a.text.startswith("no forecast")]
+    assert notes == ["no forecast from this origin: nothing of realgdp was known on 1940-01-01"]
+
+
+def test_the_csv_carries_its_metadata_and_an_uncovered_series_gives_an_empty_table(served):
+    _, version_id, _ = served
+    frame = views.forecast_csv(ForecastView(series=("realgdp", "aaa"), version=version_id, horizon=3))
+    assert list(frame.columns[:9]) == [
+        "series_id",
+        "model_version",
+        "space",
+        "unit",
+        "transform",
+        "data_as_of",
+        "origin",
+        "ds",
+        "mean",
+    ]
+    assert len(frame) == 3 and set(frame["series_id"]) == {"realgdp"}
+    assert frame["data_as_of"].iloc[0] == "2005-01-01" and frame["space"].iloc[0] == "level"
+    assert frame["transform"].iloc[0] == "none"  # level values: the stored units
+    empty = views.forecast_csv(ForecastView(series=("aaa",)))
+    assert empty.empty and "mean" in empty.columns
 
 
 def test_the_app_serves_its_pages_and_local_assets(served):
     _, _, app = served
     client = app.server.test_client()
     assert client.get("/health").data == b"OK"
-    for path in ("/", "/drift", "/serving", "/rollouts"):
+    for path in ("/", "/models", "/drift", "/serving", "/rollouts"):
         assert client.get(path).status_code == 200
     page = client.get("/forecasts")
     assert page.status_code == 200 and b"PEFM" in page.data
@@ -195,20 +305,21 @@ def test_rollout_buttons_refuse_without_an_api_or_a_rollout(served, monkeypatch)
 def test_forecasts_compare_two_versions_with_their_backtests(served):
     db, serving_id, _ = served
     with db.connection() as conn:
-        candidate, _ = train(
-            conn, "naive", SERIES, as_of=datetime(2005, 1, 1, tzinfo=UTC), spec=BacktestSpec(windows=8)
-        )
+        candidate, _ = train(conn, "naive", SERIES, as_of=AS_OF, spec=SPEC)
         version = get_version(conn, serving_id)
-    chart, compared, rows = views.forecast_view("realgdp", serving_id, 4, None, candidate.id)
-    assert chart.layout.title.text.startswith(f"realgdp: {serving_id} (serving)")
-    assert compared.layout.title.text.startswith(f"realgdp: {candidate.id} (candidate)")
-    backtest = next(t for t in chart.data if t.name == "backtest forecast")
+    view = ForecastView(series=("realgdp",), version=serving_id, compare=candidate.id, horizon=4, space="model")
+    chart, rows = views.forecast_view(view)
+    traces = panel_traces(chart, 1)
+    compared = traces[f"compared: {candidate.id} (candidate)"]
+    assert len(set(compared.y)) == 1  # naive: the last value at every step
+    backtest = traces["backtest forecast"]
     stored = data.backtest_forecasts(version, "realgdp")
-    assert len(stored) == 8 and list(backtest.y) == list(stored["mean"])
-    assert list(backtest.customdata) == list(stored["cutoff"].dt.strftime("%Y-%m-%d"))
-    assert [(r["series_id"], r["version"]) for r in rows] == [
-        ("realgdp", serving_id),
-        ("realgdp", candidate.id),
-        ("unemp", serving_id),
-        ("unemp", candidate.id),
+    shown = stored[stored["ds"] >= traces["actual"].x[0]]
+    assert len(shown) > 0 and list(backtest.y) == list(shown["mean"])
+    assert list(backtest.customdata) == list(shown["cutoff"].dt.strftime("%Y-%m-%d"))
+    steps = ("1", "2", "3", "4", "all")
+    assert [(r["version"], r["h"]) for r in rows] == [(serving_id, h) for h in steps] + [
+        (candidate.id, h) for h in steps
     ]
+    naive_rows = [r for r in rows if r["version"] == candidate.id]
+    assert all(r["rmse_ratio_naive"] == 1.0 and r["dm_p_naive"] in (1.0, None) for r in naive_rows)

@@ -22,11 +22,19 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ADMIN_TOKEN = "e2e-admin-token"
-PAGES = {"overview": "/", "forecasts": "/forecasts", "drift": "/drift", "serving": "/serving", "rollouts": "/rollouts"}
+PAGES = {
+    "overview": "/",
+    "forecasts": "/forecasts",
+    "models": "/models",
+    "drift": "/drift",
+    "serving": "/serving",
+    "rollouts": "/rollouts",
+}
 # what each page shows once its data callbacks have answered (placeholders draw no trace or cell)
 LOADED = {
     "overview": "#overview-cards .card",
     "forecasts": "#fc-chart .scatterlayer .trace",
+    "models": "#models-detail .card",
     "drift": "#drift-table td",
     "serving": "#serving-latency .scatterlayer .trace",
     "rollouts": "#ro-events td",

@@ -59,20 +59,36 @@ class Watched:
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         self.page.on("response", lambda r: self.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
 
-    def open(self, name: str) -> None:
-        self.page.goto(self.base + PAGES[name])
+    def open(self, name: str, fragment: str = "") -> None:
+        """Load a page afresh (a new fragment on the same page would only be a hash change)."""
+        self.page.goto("about:blank")
+        self.page.goto(self.base + PAGES[name] + fragment)
         self.page.wait_for_selector(LOADED[name], timeout=15_000)
         self.page.wait_for_load_state("networkidle")
 
     def title(self, graph: str) -> str:
         return self.page.text_content(f"#{graph} .gtitle")
 
-    def trace(self, graph: str, name: str) -> dict:
+    def _figure(self, graph: str, script: str, *args):
         return self.page.evaluate(
-            "([graph, name]) => { const t = document.querySelector(`#${graph} .js-plotly-plot`).data"
-            ".find(t => t.name === name); return {x: t.x, y: t.y}; }",
-            [graph, name],
+            f"([graph, ...args]) => {{ const gd = document.querySelector(`#${{graph}} .js-plotly-plot`); {script} }}",
+            [graph, *args],
         )
+
+    def trace(self, graph: str, name: str) -> dict:
+        """The first trace called ``name`` (x, y)."""
+        return self._figure(graph, "const t = gd.data.find(t => t.name === args[0]); return {x: t.x, y: t.y};", name)
+
+    def trace_names(self, graph: str) -> list[str]:
+        return self._figure(graph, "return gd.data.map(t => t.name);")
+
+    def annotations(self, graph: str) -> list[str]:
+        """The chart's annotation texts: panel titles first, then notes and origin labels."""
+        return self._figure(graph, "return (gd.layout.annotations || []).map(a => a.text);")
+
+    def axis_title(self, graph: str, row: int = 1) -> str:
+        axis = "yaxis" if row == 1 else f"yaxis{row}"
+        return self._figure(graph, "const a = gd.layout[args[0]]; return a && a.title && a.title.text;", axis)
 
 
 @pytest.fixture
@@ -93,37 +109,139 @@ def test_every_page_loads_without_console_or_callback_errors(watched):
         if name == "overview":
             assert watched.page.locator("#overview-cards .card").count() == 6
     assert (SCREENSHOTS / "rollouts.png").stat().st_size > 10_000
+    assert (SCREENSHOTS / "models.png").stat().st_size > 10_000
 
 
-def test_changing_the_series_changes_the_chart(watched):
-    """Picking another series in the searchable dropdown redraws the fan chart for it."""
+def test_series_without_a_forecast_are_marked_and_explain_why(watched):
+    """The page opens on a covered series; the picker marks the one no model covers, and choosing
+    it draws its history with the reason instead of an empty chart."""
     watched.open("forecasts")
-    assert watched.title("fc-chart").startswith("infl:")
-    before = watched.trace("fc-chart", "actual")
+    assert watched.annotations("fc-chart")[0] == "infl: Inflation"  # aaa comes first, but has no forecast
+    assert "#series=infl&version=" in watched.page.url
     watched.page.click("#fc-series")
-    watched.page.fill(".dash-dropdown-search", "unem")  # the picker's search narrows the options
+    watched.page.fill(".dash-dropdown-search", "aaa")  # the picker's search narrows the options
     options = watched.page.get_by_role("option")
-    playwright_api.expect(options).to_have_text(["unemp: Unemployment rate"])
+    playwright_api.expect(options).to_have_count(1)
+    assert options.first.inner_text().endswith("(no forecast)")
     options.first.click()
-    watched.page.wait_for_function("document.querySelector('#fc-chart .gtitle').textContent.startsWith('unemp:')")
-    after = watched.trace("fc-chart", "actual")
-    assert after["y"] != before["y"] and len(after["x"]) == 80
+    watched.page.keyboard.press("Escape")
+    watched.page.wait_for_function("document.querySelectorAll('#fc-chart .xaxislayer-above').length === 2")
+    notes = watched.annotations("fc-chart")
+    assert any(n.startswith("no forecast: the serving model") for n in notes), notes
+    assert "series=infl,aaa" in watched.page.url
     assert watched.errors == []
 
 
-def test_the_as_of_picker_shows_what_was_known_then(watched):
-    """With an as-of date, the chart shows only the data known on that date (vintages)."""
-    watched.open("forecasts")
+def test_every_series_either_draws_a_forecast_or_explains(watched, stack):
+    _, _, url = stack
+    with psycopg.connect(url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM series ORDER BY id")]
+    for series_id in ids:
+        watched.open("forecasts", f"#series={series_id}")
+        drawn = watched.trace_names("fc-chart")
+        notes = [n for n in watched.annotations("fc-chart") if n.startswith("no forecast")]
+        assert ("forecast" in drawn) != bool(notes), (series_id, drawn, notes)
+        assert watched.axis_title("fc-chart"), series_id  # every panel says its unit
+    assert watched.errors == []
+
+
+def test_a_copied_link_reopens_the_same_view_with_units_on_the_axes(watched, stack):
+    _, demo, _ = stack
+    fragment = f"#series=realgdp,unemp&version={demo.serving}&h=4&space=model"
+    watched.open("forecasts", fragment)
+    assert watched.annotations("fc-chart")[:2] == ["realgdp: Real GDP", "unemp: Unemployment rate"]
+    assert watched.page.is_checked("#fc-space input[value='model']")
+    assert watched.axis_title("fc-chart", 1) == "percent, annualized log growth"
+    assert watched.axis_title("fc-chart", 2) == "percent, SA"  # unemp has no transform: its own unit
+    assert len(watched.trace("fc-chart", "forecast")["x"]) == 4
+    assert watched.page.url.endswith(fragment)
+    watched.page.click("#fc-space input[value='level']")
+    watched.page.wait_for_function("!location.hash.includes('space=model')")
+    watched.page.wait_for_function(
+        "document.querySelector('#fc-chart .js-plotly-plot').layout.yaxis.title.text !== "
+        "'percent, annualized log growth'"
+    )
+    assert watched.axis_title("fc-chart", 1) == "billions of chained 2005 US$, SAAR"
+    assert watched.errors == []
+
+
+def test_a_refresh_keeps_the_zoom_and_every_choice(watched, stack):
+    """Zoom in with the mouse, let the 20-second refresh redraw the chart: the zoom, the chosen
+    version (not the serving one) and the URL stay."""
+    _, demo, _ = stack
+    fragment = f"#series=realgdp&version={demo.candidate}&space=model"
+    watched.open("forecasts", fragment)
+    box = watched.page.locator("#fc-chart .nsewdrag").first.bounding_box()
+    middle = box["y"] + box["height"] / 2
+    watched.page.mouse.move(box["x"] + box["width"] * 0.5, middle)
+    watched.page.mouse.down()
+    watched.page.mouse.move(box["x"] + box["width"] * 0.7, middle, steps=5)
+    watched.page.mouse.up()
+    zoomed = watched._figure("fc-chart", "return gd.layout.xaxis.range;")
+    assert zoomed[0] > "1995"  # zoomed in on the last decade or so
+    with watched.page.expect_response(
+        lambda r: "_dash-update-component" in r.url and b"fc-figure" in r.request.post_data_buffer
+    ):
+        watched.page.evaluate("window.dash_clientside.set_props('refresh', {n_intervals: 1000})")
+    watched.page.wait_for_load_state("networkidle")
+    assert watched._figure("fc-chart", "return gd.layout.xaxis.range;") == zoomed
+    assert demo.candidate in watched.page.inner_text("#fc-version")  # not back to the serving model
+    assert watched.page.url.endswith(fragment)
+    assert watched.errors == []
+
+
+def test_the_as_of_view_draws_the_origin_its_forecast_and_the_outcomes_since(watched):
+    """Data known on 2003-02-15 end at 2002Q4: the forecast made from there (kept with the
+    serving model's backtest), the origin line, and what happened next."""
+    watched.open("forecasts", "#series=realgdp&space=model")
     latest = watched.trace("fc-chart", "actual")
     assert max(latest["x"]).startswith("2009")
-    watched.page.fill("#fc-as-of", "1990-01-01")
+    watched.page.fill("#fc-as-of", "2003-02-15")
     watched.page.keyboard.press("Enter")
+    watched.page.wait_for_function("location.hash.includes('as_of=2003-02-15')")
     watched.page.wait_for_function(
-        "document.querySelector('#fc-chart .gtitle').textContent.includes('as known on 1990-01-01')"
+        "document.querySelector('#fc-chart .gtitle').textContent.startsWith('data as known on 2003-02-15')"
     )
-    then = watched.trace("fc-chart", "actual")
-    assert max(then["x"]).startswith("1989")
+    assert max(watched.trace("fc-chart", "actual")["x"]).startswith("2002-10-01")
+    assert "origin 2002Q4" in watched.annotations("fc-chart")
+    assert len(watched.trace("fc-chart", "forecast")["x"]) == 8
+    assert watched.trace("fc-chart", "outcome")["x"][0].startswith("2003-01-01")
     assert watched.errors == []
+
+
+def test_the_csv_download_carries_metadata_and_is_off_where_nothing_is_drawn(watched, tmp_path):
+    watched.open("forecasts", "#series=realgdp")
+    with watched.page.expect_download() as download:
+        watched.page.click("#fc-download-button")
+    path = tmp_path / "forecast.csv"
+    download.value.save_as(path)
+    header, first = path.read_text().splitlines()[:2]
+    assert header.startswith("series_id,model_version,space,unit,transform,data_as_of,origin,ds,mean")
+    assert first.startswith("realgdp,") and ",level," in first
+    watched.open("forecasts", "#series=aaa")
+    assert watched.page.is_disabled("#fc-download-button")
+    assert watched.errors == []
+
+
+def test_the_models_page_compares_two_versions_side_by_side_from_a_link(watched, stack):
+    """Ticking two versions shows them side by side and puts both in the URL; the link opens the
+    same comparison, with the gate report of the one the gates turned down."""
+    _, demo, _ = stack
+    watched.open("models")
+    assert watched.page.locator("#models-detail .card-header").all_inner_texts() == [demo.serving]
+    for version in (demo.rejected, demo.serving):
+        watched.page.locator("#models-table tbody tr").filter(has_text=version).locator("input").check()
+    watched.page.wait_for_function("document.querySelectorAll('#models-detail .card').length === 2")
+    link = watched.page.url
+    assert demo.rejected in link and demo.serving in link
+    again = Watched(watched.page.context.browser, watched.base)
+    again.page.goto(link)
+    again.page.wait_for_function("document.querySelectorAll('#models-detail .card').length === 2")
+    assert set(again.page.locator("#models-detail .card-header").all_inner_texts()) == {demo.rejected, demo.serving}
+    rejected = again.page.locator("#models-detail .card").filter(has_text=f"Gates: failed against {demo.serving}")
+    assert rejected.locator("td", has_text="FAIL").count() >= 1
+    again.context.close()
+    assert watched.errors == [] and again.errors == []
 
 
 def test_promote_needs_the_admin_token_and_then_moves_the_traffic(watched, stack):

@@ -245,3 +245,30 @@ def test_shadow_requests_are_answered_but_not_counted_or_logged(client, module_s
     assert response.status_code == 200
     time.sleep(0.6)
     assert served() == before and count(module_schema, "predictions") == logged
+
+
+def test_the_dashboard_asks_the_api_for_an_as_of_forecast_then_reads_the_kept_one(
+    client, inference, version, module_schema, monkeypatch
+):
+    """The Forecasts page's as-of view (dashboard.data.forecast_at): a forecast the registry has
+    not kept yet comes from the inference API (which estimates and keeps it); the next view of the
+    same origin reads it from the registry, identical."""
+    import psycopg
+
+    from dashboard.data import forecast_at
+    from pefm.config import get_settings
+
+    wait_for_model(client, {"series_id": "realgdp", "horizon": 1, "as_of": "1990-01-01"})  # the model is loaded
+    monkeypatch.setenv("PEFM_ROUTER_URL", inference.url)
+    get_settings.cache_clear()
+    as_of = datetime(1996, 6, 15, tzinfo=UTC)
+    try:
+        with psycopg.connect(module_schema) as conn:
+            asked = forecast_at(conn, version, "realgdp", as_of, 4, "level")
+            kept = forecast_at(conn, version, "realgdp", as_of, 4, "level")
+    finally:
+        get_settings.cache_clear()
+    assert asked.note == "computed by the inference API" and kept.note == "kept by the registry"
+    assert f"{asked.origin:%Y-%m-%d}" == "1996-01-01" and len(asked.rows) == 4
+    assert asked.rows.equals(kept.rows)
+    assert asked.rows["mean"].iloc[0] > 1000  # level space: billions of dollars

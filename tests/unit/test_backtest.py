@@ -149,3 +149,18 @@ def test_sliding_windows_train_on_a_fixed_length():
     y = quarterly(np.r_[np.full(40, 100.0), np.arange(20, dtype=float)])
     out = backtest(make_model("mean"), y, BacktestSpec(h=1, windows=1, window="sliding", train_size=5))
     assert out["mean"].iloc[0] == pytest.approx(np.mean([14, 15, 16, 17, 18]))
+
+
+def test_each_step_is_compared_with_the_naive_forecast_on_the_same_rows():
+    """The naive forecast scored against itself has ratio 1 and a DM p-value of 1; a drift model
+    on a noisy straight line beats it at every step, clearly (naive misses by about k at step k)."""
+    rng = np.random.default_rng(3)
+    y = quarterly(np.arange(80, dtype=float) + rng.normal(0, 0.1, 80))
+    spec = BacktestSpec(h=3, windows=20)
+    [naive] = score(backtest(make_model("naive"), y, spec), y.to_frame()).to_dict("records")
+    [drift] = score(backtest(make_model("drift"), y, spec), y.to_frame()).to_dict("records")
+    for k in (1, 2, 3):
+        assert naive[f"rmse_ratio_naive@h{k}"] == pytest.approx(1.0) and naive[f"dm_p_naive@h{k}"] == 1.0
+        assert drift[f"rmse_ratio_naive@h{k}"] < 0.3 and drift[f"dm_p_naive@h{k}"] < 0.001
+    assert "dm_p_naive" not in drift  # a DM test needs one horizon: per step only
+    assert drift["rmse_ratio_naive"] == pytest.approx(drift["rmse"] / naive["rmse"])

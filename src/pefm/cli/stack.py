@@ -90,6 +90,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             dashboard_env = {
                 "PEFM_DATABASE_URL": db.url,
                 "PEFM_ROLLOUT_API_URL": api.url,
+                "PEFM_ROUTER_URL": router_url,  # as-of forecasts not stored yet come from the inference API
                 "PEFM_DASHBOARD_PORT": str(dashboard_port),
                 **({"PEFM_PROMETHEUS_URL": settings.prometheus_url} if settings.prometheus_url else {}),
             }

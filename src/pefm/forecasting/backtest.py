@@ -25,7 +25,10 @@ the same scale at every step: the in-sample one-step naive MAE of the series up 
 cutoff (so ``mase@h8`` is comparable with ``mase@h1``, not with an 8-step naive). ``pinball`` is
 the mean quantile loss over the quantiles the interval bounds stand for (2.5%, 10%, 90%, 97.5%
 for 80% and 95% intervals). ``sharpe`` and ``sharpe_buy_and_hold`` (return series only) trade the
-one-step forecasts and carry no suffix.
+one-step forecasts and carry no suffix. Against the naive forecast (each window's last known value,
+at every step, on the same rows): ``rmse_ratio_naive`` (RMSE over the naive's; pooled and per
+step) and, per step only, ``dm_p_naive@h<k>``, the two-sided Diebold-Mariano p-value of equal
+squared-error loss (HLN-corrected, k - 1 Newey-West lags: the windows' k-step errors overlap).
 """
 
 from __future__ import annotations
@@ -212,6 +215,11 @@ def score(
             row["sharpe_buy_and_hold"] = metrics.buy_and_hold_sharpe(one_step["y"], periods_per_year=periods)
         for step, part in group.groupby("step"):
             row.update({f"{name}@h{step}": value for name, value in _metrics(part, train, levels).items()})
+            moved = part[part["previous"].notna()]
+            if len(moved) > step:
+                _, row[f"dm_p_naive@h{step}"] = metrics.diebold_mariano(
+                    moved["y"], moved["mean"], moved["previous"], step
+                )
         out.append(row)
     return pd.DataFrame(out)
 
@@ -226,6 +234,9 @@ def _metrics(rows: pd.DataFrame, train: np.ndarray, levels: list[int]) -> dict[s
     moved = rows[rows["previous"].notna()]
     if len(moved):
         out["directional_accuracy"] = metrics.directional_accuracy(moved["y"], moved["mean"], moved["previous"])
+        naive = metrics.rmse(moved["y"], moved["previous"])
+        if naive > 0:
+            out["rmse_ratio_naive"] = metrics.rmse(moved["y"], moved["mean"]) / naive
     return out
 
 

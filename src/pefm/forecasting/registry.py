@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from pefm.forecasting.base import BaseForecaster
+from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.storage import model_versions as table
 from pefm.storage.model_versions import ModelVersion
 
@@ -100,6 +100,28 @@ def load_model(conn: psycopg.Connection, version_id: str) -> BaseForecaster:
             f"artifact of {version_id} has sha256 {actual[:12]}..., the registry recorded {recorded[:12]}..."
         )
     return BaseForecaster.from_bytes(artifact)
+
+
+def estimation_group(version: ModelVersion, series_id: str) -> tuple[str, dict[str, Any], list[str]]:
+    """The family, parameters and series that ``version`` estimates together with ``series_id``:
+    the series alone for a univariate family (fitted per series anyway), else its bundle group or
+    the version's series (what a joint model is estimated on). An as-of forecast re-estimates
+    exactly these; ForecastInputError where the version does not forecast the series."""
+    from pefm.forecasting.bundle import BUNDLE
+    from pefm.forecasting.models import make_model
+
+    family, params, ids = version.family, version.params, list(version.series_ids)
+    if family == BUNDLE:
+        group = next((g for g in params.get("groups", []) if series_id in g["series_ids"]), None)
+        if group is None:
+            why = params.get("skipped", {}).get(series_id)
+            raise ForecastInputError(f"{version.id} does not forecast {series_id!r}" + (f": {why}" if why else ""))
+        family, params, ids = group["family"], group["params"], list(group["series_ids"])
+    elif series_id not in ids:
+        raise ForecastInputError(f"{version.id} does not forecast {series_id!r}")
+    if not make_model(family, **params).multivariate:
+        ids = [series_id]
+    return family, params, ids
 
 
 def serving_version(conn: psycopg.Connection, series_ids: list[str] | None = None) -> ModelVersion | None:

@@ -27,7 +27,7 @@ from pefm.data.json_payload import observations_from_object
 from pefm.data.transforms import TransformError
 from pefm.data.validation import ValidationError, check_frequency
 from pefm.forecasting.base import BaseForecaster, ForecastInputError
-from pefm.forecasting.bundle import Bundle, fit_data
+from pefm.forecasting.bundle import fit_data
 from pefm.forecasting.levels import anchor_at, level_forecast, rebased_anchor
 from pefm.forecasting.panel import load_panel, member_data
 from pefm.forecasting.training import estimator
@@ -150,19 +150,10 @@ def _member_for(server: ModelServer, series_id: str, state: Conditioning) -> Bas
 
 
 def _estimated_group(server: ModelServer, series_id: str) -> tuple[str, dict[str, Any], list[str]]:
-    """The family, parameters and series estimated together with ``series_id``: the series alone
-    for a univariate family (fitted per series anyway), else its bundle group or the version's
-    series (what a joint model is estimated on)."""
-    from pefm.forecasting.models import make_model
+    """What the served version estimates together with ``series_id`` (the registry's rule)."""
+    from pefm.forecasting.registry import estimation_group
 
-    version = server.version
-    family, params, ids = version.family, version.params, list(version.series_ids)
-    if isinstance(server.model, Bundle):
-        group = server.model.group_of(series_id)
-        family, params, ids = group["family"], group["params"], list(group["series_ids"])
-    if not make_model(family, **params).multivariate:
-        ids = [series_id]
-    return family, params, ids
+    return estimation_group(server.version, series_id)
 
 
 def _conditioned(model, panel: pd.DataFrame, series_id: str) -> BaseForecaster:
