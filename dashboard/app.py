@@ -1,7 +1,10 @@
 """The Dash app: ``create_app(db)`` builds it; ``python -m dashboard.app`` (or ``pefm up``) serves it.
 
-Multi-page (``Dash(use_pages=True)``), Bootstrap CSS and Dash's own JS served locally (no CDN),
-one ``dcc.Interval`` driving the live pages, every query in a callback.
+Multi-page (``Dash(use_pages=True)``), Bootstrap 5.3 CSS and Dash's own JS served locally (no CDN),
+one ``dcc.Interval`` driving the live pages, every query in a callback. One theme in two modes:
+Bootstrap's light and dark (``data-bs-theme`` on the page, switched in the navbar and remembered by
+the browser); the charts' template is transparent and takes its text and grid colours from the
+same Bootstrap variables (``assets/style.css``), so they follow the mode.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Dash, dcc, html
+from dash import Dash, Input, Output, clientside_callback, dcc, html
 
+from dashboard.components import figures  # noqa: F401  (registers the charts' template)
 from dashboard.context import set_database
 from pefm.storage.database import Database
 
@@ -31,16 +35,32 @@ def create_app(db: Database) -> Dash:
         suppress_callback_exceptions=True,
         title="PEFM",
     )
+    app.index_string = app.index_string.replace("<html>", '<html lang="en">', 1)  # screen readers pick the voice
     links = [
         dbc.NavItem(dbc.NavLink(page["name"], href=page["relative_path"], active="exact"))
         for page in sorted(dash.page_registry.values(), key=lambda p: p.get("order", 99))
     ]
+    theme = dbc.Switch(
+        id="theme-switch",
+        label="dark mode",
+        value=False,
+        persistence=True,
+        persistence_type="local",
+        class_name="text-light ms-3 mb-0",
+    )
     app.layout = html.Div(
         [
-            dbc.NavbarSimple(links, brand="PEFM", color="dark", dark=True, fluid=True),
-            dbc.Container(dash.page_container, fluid=True, className="pt-3"),
+            dbc.NavbarSimple([*links, dbc.NavItem(theme)], brand="PEFM", color="dark", dark=True, fluid=True),
+            html.Main(dbc.Container(dash.page_container, fluid=True, className="pt-3")),
             dcc.Interval(id="refresh", interval=REFRESH_MS),
+            dcc.Store(id="theme-applied"),
         ]
+    )
+    clientside_callback(
+        """(dark) => { document.documentElement.setAttribute('data-bs-theme', dark ? 'dark' : 'light');
+                       return dark ? 'dark' : 'light'; }""",
+        Output("theme-applied", "data"),
+        Input("theme-switch", "value"),
     )
     app.server.add_url_rule("/health", "health", lambda: "OK")
     return app

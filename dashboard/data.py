@@ -18,33 +18,49 @@ from pefm.forecasting.panel import load_panel
 from pefm.rollout.providers import PrometheusProvider
 from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
 from pefm.storage.observations import read_frame
-from pefm.storage.series import get_series, list_series, summarize_series
+from pefm.storage.series import get_series, list_series
 
-# the Overview's traffic cards from Prometheus (when PEFM_PROMETHEUS_URL is set): every function
+# the Overview's inference traffic from Prometheus (when PEFM_PROMETHEUS_URL is set)
+_INFERENCE = 'service="inference"'
 TRAFFIC_PROMQL = {
-    "requests_per_s": "sum(rate(pefm_requests_total[{window}m]))",
-    "success": 'sum(rate(pefm_requests_total{{status!~"5.."}}[{window}m])) / sum(rate(pefm_requests_total[{window}m]))',
-    "p95_ms": "1000 * histogram_quantile(0.95, sum by (le) (rate(pefm_request_duration_seconds_bucket[{window}m])))",
+    "requests_per_s": f"sum(rate(pefm_requests_total{{{_INFERENCE}}}[{{window}}m]))",
+    **{
+        f"share_{code}xx": f'sum(rate(pefm_requests_total{{{_INFERENCE},status=~"{code}.."}}[{{window}}m])) '
+        f"/ sum(rate(pefm_requests_total{{{_INFERENCE}}}[{{window}}m]))"
+        for code in (2, 4, 5)
+    },
+    "p95_ms": "1000 * histogram_quantile(0.95, sum by (le) "
+    f"(rate(pefm_request_duration_seconds_bucket{{{_INFERENCE}}}[{{window}}m])))",
 }
 
 
 def traffic_from_prometheus(prometheus: PrometheusProvider, window_minutes: int) -> dict[str, Any]:
-    """Requests/s, success ratio and p95 latency (ms) of every function over the last minutes."""
+    """The inference service's requests/s, the shares of 2xx, 4xx and 5xx answers, and its p95
+    latency (ms) over the last minutes."""
     values = {k: prometheus.query(q.format(window=window_minutes)) for k, q in TRAFFIC_PROMQL.items()}
+    if not values["requests_per_s"]:  # no traffic: no shares (Prometheus divides 0 by 0)
+        values.update(share_2xx=None, share_4xx=None, share_5xx=None, p95_ms=None)
     return {**values, "requests_per_s": values["requests_per_s"] or 0.0, "source": "Prometheus"}
 
 
 def traffic_from_log(conn: psycopg.Connection, window_minutes: int) -> dict[str, Any]:
     """The same numbers from the request log in the database."""
-    n, ok, p95 = conn.execute(
-        """SELECT count(*), avg((status < 500)::int), percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
-           FROM request_log WHERE ts >= now() - make_interval(mins => %s)""",
+    n, ok, client, server, p95 = conn.execute(
+        """SELECT count(*), avg((status < 400)::int), avg((status BETWEEN 400 AND 499)::int), avg((status >= 500)::int),
+                  percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
+           FROM request_log WHERE service = 'inference' AND ts >= now() - make_interval(mins => %s)""",
         (window_minutes,),
     ).fetchone()
+
+    def share(x):
+        return None if x is None else float(x)
+
     return {
         "requests_per_s": n / (window_minutes * 60),
-        "success": None if ok is None else float(ok),
-        "p95_ms": None if p95 is None else float(p95),
+        "share_2xx": share(ok),
+        "share_4xx": share(client),
+        "share_5xx": share(server),
+        "p95_ms": share(p95),
         "source": "request log",
     }
 
@@ -52,22 +68,44 @@ def traffic_from_log(conn: psycopg.Connection, window_minutes: int) -> dict[str,
 def overview(
     conn: psycopg.Connection, window_minutes: int = 15, prometheus: PrometheusProvider | None = None
 ) -> dict[str, Any]:
-    """Cards: series count, newest data, requests/s, success %, p95 latency, drifted series,
+    """What the Overview shows: the serving model, data freshness per series group (frequency),
+    the inference service's traffic, answers by class and p95 latency, the last drift check and
     the current rollout."""
-    summary = summarize_series(conn)
+    from pefm.forecasting.registry import serving_version
+
     traffic = (
         traffic_from_prometheus(prometheus, window_minutes) if prometheus else traffic_from_log(conn, window_minutes)
     )
-    drift = conn.execute("SELECT drifted_series, series FROM drift_reports ORDER BY id DESC LIMIT 1").fetchone()
+    drift = conn.execute(
+        "SELECT created_at, drifted_series, series, breach FROM drift_reports ORDER BY id DESC LIMIT 1"
+    ).fetchone()
     rollout = conn.execute(
         "SELECT id, service, blue_revision, green_revision, phase, weight FROM rollouts ORDER BY id DESC LIMIT 1"
     ).fetchone()
-    newest = max((s.last for s in summary if s.last), default=None)
+    groups = conn.execute(
+        """SELECT s.frequency, count(DISTINCT s.id), max(o.ts), max(o.vintage)
+           FROM series s LEFT JOIN observations o ON o.series_id = s.id GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    serving = serving_version(conn)
     return {
-        "series": len(summary),
-        "newest": newest,
+        "series": sum(g[1] for g in groups),
+        "freshness": [
+            {"frequency": Frequency(f).label, "series": n, "newest": newest, "known_since": known}
+            for f, n, newest, known in groups
+        ],
+        "serving": None
+        if serving is None
+        else {
+            "id": serving.id,
+            "family": serving.family,
+            "data_as_of": serving.data_as_of,
+            "since": serving.status_changed_at,
+            "series": len(serving.series_ids),
+        },
         **traffic,
-        "drifted": None if drift is None else (len(drift[0]), len(drift[1])),
+        "drift": None
+        if drift is None
+        else {"at": drift[0], "drifted": len(drift[1]), "series": len(drift[2]), "breach": drift[3]},
         "rollout": None
         if rollout is None
         else dict(zip(("id", "service", "blue", "green", "phase", "weight"), rollout, strict=True)),
@@ -309,17 +347,32 @@ def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.
 def serving_latency(
     conn: psycopg.Connection, service: str = "inference", minutes: int = 60, bucket_seconds: int = 60
 ) -> pd.DataFrame:
-    """Per revision and time bucket: requests, p50/p95/p99 latency (ms), 4xx and 5xx counts."""
+    """Per revision and time bucket over the last ``minutes``: requests, p50/p95/p99 latency (ms),
+    4xx and 5xx counts, and the rate (requests/s). Every bucket is there for every revision seen:
+    a bucket without requests has a rate of 0 and no latency (a gap, not an interpolation)."""
     rows = conn.execute(
-        """SELECT date_bin(make_interval(secs => %(bucket)s), ts, TIMESTAMPTZ '2000-01-01') AS bucket, revision,
-                  count(*) AS requests,
-                  percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
-                  percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95,
-                  percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99,
-                  count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS errors_4xx,
-                  count(*) FILTER (WHERE status >= 500) AS errors_5xx
-           FROM request_log WHERE service = %(service)s AND ts >= now() - make_interval(mins => %(minutes)s)
-           GROUP BY 1, 2 ORDER BY 1, 2""",
+        """WITH stats AS (
+               SELECT date_bin(make_interval(secs => %(bucket)s), ts, TIMESTAMPTZ '2000-01-01') AS bucket, revision,
+                      count(*) AS requests,
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
+                      percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95,
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99,
+                      count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS errors_4xx,
+                      count(*) FILTER (WHERE status >= 500) AS errors_5xx
+               FROM request_log
+               WHERE service = %(service)s AND ts >= now() - make_interval(mins => %(minutes)s)
+               GROUP BY 1, 2),
+           buckets AS (
+               SELECT generate_series(
+                   date_bin(make_interval(secs => %(bucket)s), now() - make_interval(mins => %(minutes)s),
+                            TIMESTAMPTZ '2000-01-01'),
+                   date_bin(make_interval(secs => %(bucket)s), now(), TIMESTAMPTZ '2000-01-01'),
+                   make_interval(secs => %(bucket)s)) AS bucket)
+           SELECT b.bucket, r.revision, coalesce(s.requests, 0), s.p50, s.p95, s.p99,
+                  coalesce(s.errors_4xx, 0), coalesce(s.errors_5xx, 0)
+           FROM buckets b CROSS JOIN (SELECT DISTINCT revision FROM stats) r
+           LEFT JOIN stats s ON s.bucket = b.bucket AND s.revision = r.revision
+           ORDER BY 1, 2""",
         {"bucket": bucket_seconds, "service": service, "minutes": minutes},
     ).fetchall()
     columns = ["bucket", "revision", "requests", "p50", "p95", "p99", "errors_4xx", "errors_5xx"]

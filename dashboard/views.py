@@ -8,10 +8,11 @@ import dash_bootstrap_components as dbc
 import httpx
 import pandas as pd
 import plotly.graph_objects as go
-from dash import html
+from dash import dcc, html
 
 from dashboard import data
 from dashboard.components.figures import (
+    WARN,
     Panel,
     accuracy_vs_backtest,
     drift_over_time,
@@ -19,53 +20,90 @@ from dashboard.components.figures import (
     latency_by_revision,
     rate_by_revision,
     reference_vs_current,
+    short_revision,
     traffic_split,
     with_markers,
 )
-from dashboard.context import database
+from dashboard.context import database, drift_policy
 from dashboard.state import ForecastView
 from pefm.config import get_settings
 from pefm.storage.model_versions import ModelVersion, UnknownModelError, get_version
 
 
-def card(title: str, value: str, note: str = "") -> dbc.Col:
+def card(title: str, value: str, note: str | list = "", href: str | None = None) -> dbc.Col:
+    """A summary card; with ``href``, the whole card links to the page with the details."""
+    body = dbc.CardBody(
+        [
+            html.H2(title, className="text-muted small mb-1"),
+            html.P(value, className="h4 mb-0"),
+            html.Div(note, className="small text-muted"),
+        ]
+    )
+    inner = dbc.Card(body, className="h-100")
     return dbc.Col(
-        dbc.Card(
-            dbc.CardBody(
-                [
-                    html.Div(title, className="text-muted small"),
-                    html.H4(value, className="mb-0"),
-                    html.Div(note, className="small text-muted"),
-                ]
-            )
-        ),
-        md=3,
+        dcc.Link(inner, href=href, className="card-link text-reset text-decoration-none") if href else inner,
+        lg=4,
+        md=6,
         className="mb-3",
     )
 
 
 def overview_cards(summary: dict) -> list:
-    """The Overview cards for an ``overview`` summary."""
+    """The Overview cards for an ``overview`` summary, each linking to its page."""
 
     def pct(x):
-        return "-" if x is None else f"{100 * x:.2f}%"
+        return "-" if x is None else f"{100 * x:.1f}%"
 
-    rollout = summary["rollout"]
-    drifted = summary["drifted"]
+    serving, drift, rollout = summary["serving"], summary["drift"], summary["rollout"]
+    freshness = [
+        html.Div(f"{g['frequency']} ({g['series']}): to {g['newest']:%Y-%m-%d}" if g["newest"] else "no data")
+        for g in summary["freshness"]
+    ]
+    window = "last 15 min"
     return [
         card(
-            "Series",
-            str(summary["series"]),
-            f"newest data {summary['newest']:%Y-%m-%d}" if summary["newest"] else "no data",
+            "Serving model",
+            serving["id"] if serving else "none",
+            f"{serving['family']} on {serving['series']} series, data as of {serving['data_as_of']:%Y-%m-%d}, "
+            f"serving since {serving['since']:%Y-%m-%d %H:%M}"
+            if serving
+            else "train one and promote it",
+            "/models",
         ),
-        card("Requests/s (15 min)", f"{summary['requests_per_s']:.2f}", f"from the {summary['source']}"),
-        card("Success", pct(summary["success"])),
-        card("p95 latency", "-" if summary["p95_ms"] is None else f"{summary['p95_ms']:.1f} ms"),
-        card("Drifted series", "-" if drifted is None else f"{drifted[0]} / {drifted[1]}"),
+        card("Data by frequency", f"{summary['series']} series", freshness, "/forecasts"),
+        card(
+            "Inference requests/s",
+            f"{summary['requests_per_s']:.2f}",
+            f"{window}, from the {summary['source']}",
+            "/serving",
+        ),
+        card(
+            "Inference answers",
+            f"2xx {pct(summary['share_2xx'])}",
+            f"4xx {pct(summary['share_4xx'])} · 5xx {pct(summary['share_5xx'])} ({window})",
+            "/serving",
+        ),
+        card(
+            "Inference p95 latency",
+            "-" if summary["p95_ms"] is None else f"{summary['p95_ms']:.1f} ms",
+            f"{window}; the inference service only",
+            "/serving",
+        ),
+        card(
+            "Drift",
+            "no check yet" if drift is None else f"{drift['drifted']} of {drift['series']} series drifted",
+            ""
+            if drift is None
+            else f"last check {drift['at']:%Y-%m-%d %H:%M}" + (" (breach)" if drift["breach"] else ""),
+            "/drift",
+        ),
         card(
             "Rollout",
             "none" if rollout is None else rollout["phase"],
-            "" if rollout is None else f"{rollout['green']}: {rollout['weight']}% green",
+            ""
+            if rollout is None
+            else f"#{rollout['id']} {short_revision(rollout['green'])}: {rollout['weight']}% green",
+            "/rollouts",
         ),
     ]
 
@@ -141,9 +179,11 @@ def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -
     if compared is not None:
         panel.compare, _, _ = _made(conn, compared, info.id, view.horizon, space, as_of)
         panel.compare_label = f"{compared.id} ({compared.status})"
-    if space == "model" and as_of is None:
+    if space == "model" and as_of is None:  # the backtest's one-step forecasts, one point per cutoff
         backtest = data.backtest_forecasts(version, info.id)
-        panel.backtest = backtest[backtest["ds"] >= panel.history.index.min()] if not backtest.empty else None
+        if not backtest.empty:
+            first = backtest.sort_values("ds").groupby("cutoff", as_index=False).first()
+            panel.backtest = first[first["ds"] >= panel.history.index.min()]
     return panel
 
 
@@ -187,15 +227,30 @@ def forecast_csv(view: ForecastView) -> pd.DataFrame:
     return frame[columns + [c for c in frame.columns if c not in columns]]
 
 
-def drift_view(series_id: str | None = None, feature: str = "value"):
-    """The Drift page: (report header, table rows, score-over-time figure, reference-vs-current
-    histograms and realized-vs-backtest error for the chosen row)."""
+def drift_view(choice: str | None = None):
+    """The Drift page: (report header, table rows, the signals to choose from, the chosen one,
+    score-over-time figure, reference-vs-current histograms and realized-vs-backtest error for the
+    chosen signal, what the signals and methods mean). ``choice``: ``series|feature``."""
+    policy = drift_policy()
+    legend = [
+        item
+        for meanings in (policy.signals, policy.methods)
+        for name, line in meanings.items()
+        for item in (html.Dt(name), html.Dd(line))
+    ]
     with database().connection() as conn:
         meta, rows = data.drift_rows(conn)
         if meta is None:
-            empty = drift_over_time(pd.DataFrame(), "")
-            return "no drift report yet: run pefm drift check", [], empty, empty, empty
-        series_id = series_id or rows[0]["series"]
+            empty = drift_over_time(pd.DataFrame(), "", "")
+            return "no drift report yet: run pefm drift check", [], [], None, empty, empty, empty, legend
+        options = [
+            {"label": f"{r['series']} · {r['feature']}", "value": f"{r['series']}|{r['feature']}"}
+            for r in rows
+            if r["feature"] in ("value", "volatility")
+        ]
+        values = [o["value"] for o in options]
+        choice = choice if choice in values else (values[0] if values else None)
+        series_id, feature = choice.split("|", 1) if choice else (rows[0]["series"], "value")
         history = data.drift_history(conn, series_id, feature)
         windows = data.drift_windows(conn, series_id, feature)
         accuracy = data.accuracy_history(conn, series_id)
@@ -204,40 +259,59 @@ def drift_view(series_id: str | None = None, feature: str = "value"):
         f"report {meta['id']} ({meta['created_at']:%Y-%m-%d %H:%M}) on {meta['model_version']}: "
         f"{len(drifted)} drifted series{' (breach)' if meta['breach'] else ''}"
     )
+    table_rows = [
+        {
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()},
+            "drifted": "yes" if r["drifted"] else "no",
+        }
+        for r in rows
+    ]
     return (
         header,
-        [{**r, "score": round(r["score"], 3), "drifted": "yes" if r["drifted"] else "no"} for r in rows],
-        drift_over_time(history, f"{series_id} {feature}: drift score by check"),
-        reference_vs_current(windows, f"{series_id} {feature}: training window vs recent values"),
-        accuracy_vs_backtest(accuracy, f"{series_id}: realized one-step error vs the backtest's"),
+        table_rows,
+        options,
+        choice,
+        drift_over_time(history, f"{series_id} {feature}: score by check", "normed Wasserstein distance"),
+        reference_vs_current(windows, f"{series_id} {feature}: training vs recent"),
+        accuracy_vs_backtest(accuracy, f"{series_id}: realized vs backtest error"),
+        legend,
     )
+
+
+RANGES = {15: 60, 60: 60, 360: 300, 1440: 900}
+"""The Serving page's time ranges (minutes) and the bucket each is drawn in (seconds)."""
 
 
 def serving_view(minutes: int = 60):
     """The Serving page: (latency figure, rate and errors figure, per-revision totals), the charts
     marked with revision starts (cold starts) and promotions/rollbacks."""
+    bucket = RANGES.get(minutes, 60)
     with database().connection() as conn:
-        frame = data.serving_latency(conn, minutes=minutes)
+        frame = data.serving_latency(conn, minutes=minutes, bucket_seconds=bucket)
         events = data.serving_events(conn, minutes=minutes)
     totals = (
         frame.groupby("revision")[["requests", "errors_4xx", "errors_5xx"]].sum().reset_index().to_dict("records")
         if not frame.empty
         else []
     )
+    for row in totals:
+        row["label"] = short_revision(row["revision"])
     return with_markers(latency_by_revision(frame), events), with_markers(rate_by_revision(frame), events), totals
 
 
 def rollout_view(rollout_id: int | None):
-    """The Rollouts page: (dropdown options, chosen id, weights text, traffic figure, the checks of
-    each analysed step, the event log)."""
+    """The Rollouts page: (the rollouts to choose from, chosen id, weights text, traffic figure, the
+    checks of each analysed step, the event log, the actions the chosen rollout allows)."""
     with database().connection() as conn:
         rollouts = data.rollouts(conn)
         options = [
-            {"label": f"#{r['id']} {r['service']}: {r['green']} ({r['phase']})", "value": r["id"]} for r in rollouts
+            {"label": f"#{r['id']} {r['service']}: {short_revision(r['green'])} ({r['phase']})", "value": r["id"]}
+            for r in rollouts
         ]
         chosen = next((r for r in rollouts if r["id"] == rollout_id), rollouts[0] if rollouts else None)
         if chosen is None:
-            return options, None, "no rollout yet: pefm rollout start", traffic_split(pd.DataFrame(), "", ""), [], []
+            empty = traffic_split(pd.DataFrame(), "", "")
+            return options, None, "no rollout yet: pefm rollout start", empty, [], [], set()
         events = data.rollout_events(conn, chosen["id"])
     weights = (
         f"{chosen['phase']}: {chosen['blue']} (blue) {100 - chosen['weight']}% / "
@@ -265,7 +339,24 @@ def rollout_view(rollout_id: int | None):
         }
         for e in events.itertuples()
     ][::-1]
-    return options, chosen["id"], weights, traffic_split(events, chosen["blue"], chosen["green"]), checks, log
+    figure = traffic_split(events, chosen["blue"], chosen["green"])
+    return options, chosen["id"], weights, figure, checks, log, allowed_actions(chosen["phase"])
+
+
+def allowed_actions(phase: str) -> set[str]:
+    """What an operator can still do to a rollout in ``phase`` (the controller refuses the rest):
+    promote or pause one under way, resume a paused one, roll back any that has not already been
+    rolled back or failed."""
+    allowed = set()
+    if phase not in ("Succeeded", "Failed", "RolledBack"):
+        allowed.add("promote")
+    if phase in ("Initializing", "Progressing"):
+        allowed.add("pause")
+    if phase == "Paused":
+        allowed.add("resume")
+    if phase not in ("Failed", "RolledBack"):
+        allowed.add("rollback")
+    return allowed
 
 
 def rollout_action(rollout_id: int | None, action: str, token: str | None) -> tuple[bool, str]:
@@ -349,6 +440,6 @@ def table(rows: list[dict], table_id: str, empty: str):
         style_table={"overflowX": "auto"},
         style_cell={"fontSize": "0.85rem", "textAlign": "left"},
         style_data_conditional=[
-            {"if": {"filter_query": '{result} = "FAIL"'}, "backgroundColor": "#fdecea"},
+            {"if": {"filter_query": '{result} = "FAIL"'}, "backgroundColor": WARN},
         ],
     )

@@ -7,9 +7,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
-BLUE, BAND80, BAND95 = "#1f4e79", "rgba(31,78,121,0.25)", "rgba(31,78,121,0.12)"
+BLUE, BAND80, BAND95 = "#1f6fb4", "rgba(31,111,180,0.28)", "rgba(31,111,180,0.14)"
+# one template for every chart: plotly_white on a transparent background, so the page's light or dark
+# Bootstrap background shows through (text and grid colours follow it in the dark mode: style.css)
+pio.templates["pefm"] = go.layout.Template(pio.templates["plotly_white"])
+pio.templates["pefm"].layout.update(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+pio.templates.default = "pefm"
+WARN = "rgba(220, 53, 69, 0.2)"
+"""The background of a table row or cell that needs attention: reads in the light and the dark mode."""
 MARGIN = {"l": 40, "r": 10, "t": 40, "b": 30}
 
 
@@ -305,26 +313,48 @@ def _outside(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
         )
 
 
-def drift_over_time(history: pd.DataFrame, title: str) -> go.Figure:
-    """A drift score across checks, with its threshold as a line."""
+def drift_over_time(history: pd.DataFrame, title: str, score: str) -> go.Figure:
+    """A drift score across checks, with its threshold: lines with markers (a single check is one
+    marker with its threshold beside it), dates to the minute, a line saying so when empty."""
     figure = go.Figure()
-    if not history.empty:
-        figure.add_trace(go.Scatter(x=history["created_at"], y=history["score"], mode="lines+markers", name="score"))
-        figure.add_trace(
-            go.Scatter(
-                x=history["created_at"],
-                y=history["threshold"],
-                mode="lines",
-                name="threshold",
-                line={"dash": "dot", "color": "#c0392b"},
-            )
+    if history.empty:
+        return _empty(figure, title, "no drift check of this signal yet")
+    x = history["created_at"]
+    figure.add_trace(go.Scatter(x=x, y=history["score"], mode="lines+markers", name="score"))
+    figure.add_trace(
+        go.Scatter(
+            x=x,
+            y=history["threshold"],
+            mode="lines+markers",
+            name="threshold",
+            line={"dash": "dot", "color": "#c0392b"},
+            marker={"symbol": "line-ew-open", "size": 14},
         )
-    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"})
+    )
+    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"}, yaxis_title=score)
+    _checks_axis(figure, x)
+    return figure
+
+
+def _checks_axis(figure: go.Figure, moments: pd.Series) -> None:
+    """A time axis of drift checks: to the minute, and a day wide around a single check (plotly
+    would zoom a lone point down to milliseconds)."""
+    figure.update_xaxes(tickformat="%m-%d %H:%M", hoverformat="%Y-%m-%d %H:%M")
+    figure.update_layout(legend={"orientation": "h", "y": -0.3})
+    if moments.nunique() == 1:
+        moment = pd.Timestamp(moments.iloc[0])
+        figure.update_xaxes(range=[moment - pd.Timedelta(hours=12), moment + pd.Timedelta(hours=12)])
+
+
+def _empty(figure: go.Figure, title: str, message: str) -> go.Figure:
+    figure.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
+    figure.update_layout(title=title, margin=MARGIN, xaxis_visible=False, yaxis_visible=False)
     return figure
 
 
 def latency_by_revision(frame: pd.DataFrame) -> go.Figure:
-    """p50/p95/p99 latency per revision over time (one line per revision and quantile)."""
+    """p50/p95/p99 latency per revision over time (one line per revision and quantile; a minute
+    without requests is a gap). Legends show the short revision label, hovers the full name."""
     figure = go.Figure()
     for revision, group in frame.groupby("revision"):
         for quantile, dash in (("p50", "solid"), ("p95", "dash"), ("p99", "dot")):
@@ -333,59 +363,101 @@ def latency_by_revision(frame: pd.DataFrame) -> go.Figure:
                     x=group["bucket"],
                     y=group[quantile],
                     mode="lines+markers",  # a lone minute still shows
-                    name=f"{revision} {quantile}",
+                    name=f"{short_revision(revision)} {quantile}",
                     line={"dash": dash},
+                    connectgaps=False,
+                    hovertemplate=f"{quantile} %{{y:.1f}} ms<extra>{revision}</extra>",
                 )
             )
-    figure.update_layout(title="latency (ms) by revision", margin=MARGIN)
+    figure.update_layout(title="inference latency by revision", margin=MARGIN, yaxis_title="ms", uirevision="serving")
     return figure
 
 
 def rate_by_revision(frame: pd.DataFrame) -> go.Figure:
-    """Requests per second per revision, stacked, with errors as bars."""
+    """Requests per second per revision (stacked, zero where there were none), with each
+    revision's 4xx and 5xx answers per minute as bars."""
     figure = go.Figure()
     for revision, group in frame.groupby("revision"):
+        label = short_revision(revision)
         figure.add_trace(
             go.Scatter(
-                x=group["bucket"], y=group["rate"], mode="lines+markers", stackgroup="rate", name=f"{revision} req/s"
+                x=group["bucket"],
+                y=group["rate"],
+                mode="lines",
+                stackgroup="rate",
+                name=f"{label} req/s",
+                hovertemplate=f"%{{y:.2f}} req/s<extra>{revision}</extra>",
             )
         )
-        figure.add_trace(go.Bar(x=group["bucket"], y=group["errors_5xx"], name=f"{revision} 5xx"))
-    figure.update_layout(title="requests/s and 5xx by revision", margin=MARGIN)
+        for kind, color in (("errors_4xx", "#f39c12"), ("errors_5xx", "#c0392b")):
+            figure.add_trace(
+                go.Bar(
+                    x=group["bucket"],
+                    y=group[kind],
+                    name=f"{label} {kind[-3:]}",
+                    marker_color=color,
+                    yaxis="y2",
+                    hovertemplate=f"%{{y}} {kind[-3:]} answers<extra>{revision}</extra>",
+                )
+            )
+    figure.update_layout(
+        title="inference requests/s, and 4xx/5xx answers per bucket",
+        margin=MARGIN,
+        yaxis={"title": "requests/s", "rangemode": "tozero"},
+        yaxis2={"title": "answers", "overlaying": "y", "side": "right", "rangemode": "tozero", "showgrid": False},
+        barmode="group",
+        uirevision="serving",
+    )
     return figure
+
+
+def short_revision(revision: str) -> str:
+    """A revision's label: its name without the service's prefix (``pefm-inference-``)."""
+    for prefix in ("pefm-inference-", "pefm-ingest-", "pefm-monitor-"):
+        if revision.startswith(prefix):
+            return revision[len(prefix) :]
+    return revision
 
 
 def reference_vs_current(windows: dict[str, list[float]] | None, title: str) -> go.Figure:
     """Overlaid histograms of the values a drift check compared (training window vs recent)."""
     figure = go.Figure()
+    if not windows:
+        return _empty(figure, title, "no values compared for this signal")
     for name, color in (("reference", "#7f8c8d"), ("current", "#c0392b")):
-        if windows:
-            figure.add_trace(
-                go.Histogram(
-                    x=windows[name], name=name, histnorm="probability density", marker_color=color, opacity=0.6
-                )
-            )
-    figure.update_layout(title=title, barmode="overlay", margin=MARGIN, legend={"orientation": "h"})
+        figure.add_trace(
+            go.Histogram(x=windows[name], name=name, histnorm="probability density", marker_color=color, opacity=0.6)
+        )
+    figure.update_layout(
+        title=title,
+        barmode="overlay",
+        margin=MARGIN,
+        legend={"orientation": "h"},
+        xaxis_title="value (model space)",
+        yaxis_title="density",
+    )
     return figure
 
 
 def accuracy_vs_backtest(history: pd.DataFrame, title: str) -> go.Figure:
     """Realized one-step RMSE per drift check against the backtest's RMSE and the drift line."""
     figure = go.Figure()
-    if not history.empty:
-        x = history["created_at"]
-        figure.add_trace(go.Scatter(x=x, y=history["realized_rmse"], mode="lines+markers", name="realized RMSE"))
-        figure.add_trace(go.Scatter(x=x, y=history["backtest_rmse"], mode="lines", name="backtest RMSE"))
-        figure.add_trace(
-            go.Scatter(
-                x=x,
-                y=history["backtest_rmse"] * history["threshold"],
-                mode="lines",
-                name="drift threshold",
-                line={"dash": "dot", "color": "#c0392b"},
-            )
+    if history.empty:
+        return _empty(figure, title, "no realized errors yet: none of the model's forecasts has come due")
+    x = history["created_at"]
+    figure.add_trace(go.Scatter(x=x, y=history["realized_rmse"], mode="lines+markers", name="realized RMSE"))
+    figure.add_trace(go.Scatter(x=x, y=history["backtest_rmse"], mode="lines+markers", name="backtest RMSE"))
+    figure.add_trace(
+        go.Scatter(
+            x=x,
+            y=history["backtest_rmse"] * history["threshold"],
+            mode="lines+markers",
+            name="drift threshold",
+            line={"dash": "dot", "color": "#c0392b"},
         )
-    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"})
+    )
+    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"}, yaxis_title="one-step RMSE")
+    _checks_axis(figure, x)
     return figure
 
 

@@ -1,5 +1,6 @@
-"""Drift: the latest report as an Evidently-style table; for the chosen row its score over time,
-the values compared, and the realized error against the backtest's."""
+"""Drift: the latest report as a sortable, filterable table of signals; for the chosen signal its
+score over the checks, the values compared and the realized error against the backtest's; what
+each signal and method means, from the drift policy file."""
 
 from __future__ import annotations
 
@@ -8,26 +9,49 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, callback, dash_table, dcc, html
 
 from dashboard import views
+from dashboard.components.figures import WARN
 
 dash.register_page(__name__, path="/drift", name="Drift", order=3)
 
+COLUMNS = [
+    ("series", "series"),
+    ("signal", "feature"),
+    ("method", "method"),
+    ("score", "score"),
+    ("threshold", "threshold"),
+    ("p-value", "p_value"),
+    ("drifted", "drifted"),
+]
+
 layout = html.Div(
     [
-        html.H3("Drift"),
+        html.H1("Drift", className="h3"),
         html.Div(id="drift-header", className="mb-2"),
         dash_table.DataTable(
             id="drift-table",
-            row_selectable="single",
-            page_size=20,
-            style_data_conditional=[{"if": {"filter_query": '{drifted} = "yes"'}, "backgroundColor": "#fdecea"}],
+            columns=[{"name": name, "id": key} for name, key in COLUMNS],
+            page_size=12,
+            sort_action="native",
+            filter_action="native",
+            style_cell={"textAlign": "left"},
+            style_data_conditional=[{"if": {"filter_query": '{drifted} = "yes"'}, "backgroundColor": WARN}],
         ),
         dbc.Row(
             [
-                dbc.Col(dcc.Graph(id="drift-history"), md=4),
-                dbc.Col(dcc.Graph(id="drift-histograms"), md=4),
-                dbc.Col(dcc.Graph(id="drift-accuracy"), md=4),
+                dbc.Col(dbc.Label("Signal shown", html_for="drift-choice", className="small mb-0"), width="auto"),
+                dbc.Col(dbc.Select(id="drift-choice", size="sm"), md=4),
+            ],
+            className="mt-3 mb-1 align-items-center",
+        ),
+        dbc.Row(
+            [
+                dbc.Col(dcc.Graph(id="drift-history"), xl=4, md=6),
+                dbc.Col(dcc.Graph(id="drift-histograms"), xl=4, md=6),
+                dbc.Col(dcc.Graph(id="drift-accuracy"), xl=4, md=6),
             ]
         ),
+        html.H2("What the signals and methods mean", className="h5 mt-2"),
+        html.Dl(id="drift-legend", className="row-facts"),
     ]
 )
 
@@ -35,16 +59,14 @@ layout = html.Div(
 @callback(
     Output("drift-header", "children"),
     Output("drift-table", "data"),
+    Output("drift-choice", "options"),
+    Output("drift-choice", "value"),
     Output("drift-history", "figure"),
     Output("drift-histograms", "figure"),
     Output("drift-accuracy", "figure"),
+    Output("drift-legend", "children"),
     Input("refresh", "n_intervals"),
-    Input("drift-table", "selected_rows"),
-    Input("drift-table", "data"),
+    Input("drift-choice", "value"),
 )
-def update(_, selected, rows):
-    if selected and rows:
-        row = rows[selected[0]]
-        feature = row["feature"] if row["feature"] in ("value", "volatility") else "value"
-        return views.drift_view(row["series"], feature)
-    return views.drift_view()
+def update(_, choice):
+    return views.drift_view(choice)

@@ -23,13 +23,15 @@ from dash import (
 )
 
 from dashboard import data, views
+from dashboard.components.figures import WARN
 from dashboard.context import database
 from dashboard.state import MAX_HORIZON, MAX_SERIES, ForecastView
 
 dash.register_page(__name__, path="/forecasts", name="Forecasts", order=1)
 
 CONTROLS = ("fc-series", "fc-version", "fc-compare", "fc-horizon", "fc-as-of", "fc-space")
-PROPS = ("value", "value", "value", "value", "date", "value")
+PROPS = ("value",) * len(CONTROLS)
+NONE = "none"  # the compare picker's "no comparison" (a select cannot show an empty value)
 METRIC_COLUMNS = [
     ("series", "series_id"),
     ("version", "version"),
@@ -62,13 +64,14 @@ def _layout(series_options: list[dict]) -> html.Div:
                 [
                     dbc.Col(
                         [
-                            dbc.Label("Series", html_for="fc-series", className="small mb-0"),
-                            dcc.Dropdown(
-                                id="fc-series",
-                                options=series_options,
-                                multi=True,
-                                searchable=True,
-                                placeholder="series",
+                            dbc.Label("Series", html_for="fc-series-toggle", className="small mb-0 d-block"),
+                            dbc.Button(
+                                "choose",
+                                id="fc-series-toggle",
+                                color="secondary",
+                                outline=True,
+                                size="sm",
+                                className="w-100 text-start",
                             ),
                         ],
                         lg=4,
@@ -77,7 +80,7 @@ def _layout(series_options: list[dict]) -> html.Div:
                     dbc.Col(
                         [
                             dbc.Label("Model version", html_for="fc-version", className="small mb-0"),
-                            dcc.Dropdown(id="fc-version", placeholder="model version", clearable=False),
+                            dbc.Select(id="fc-version", size="sm"),
                         ],
                         lg=3,
                         md=6,
@@ -85,23 +88,38 @@ def _layout(series_options: list[dict]) -> html.Div:
                     dbc.Col(
                         [
                             dbc.Label("Compare with", html_for="fc-compare", className="small mb-0"),
-                            dcc.Dropdown(id="fc-compare", placeholder="e.g. the candidate"),
+                            dbc.Select(id="fc-compare", size="sm"),
                         ],
                         lg=3,
                         md=6,
                     ),
                     dbc.Col(
                         [
-                            dbc.Label("As of (data known on)", html_for="fc-as-of", className="small mb-0 d-block"),
-                            dcc.DatePickerSingle(
-                                id="fc-as-of", placeholder="latest", clearable=True, display_format="YYYY-MM-DD"
+                            dbc.Label("As of (data known on)", html_for="fc-as-of", className="small mb-0"),
+                            dbc.InputGroup(
+                                [
+                                    dbc.Input(id="fc-as-of", type="date", size="sm"),
+                                    dbc.Button("latest", id="fc-latest", color="secondary", outline=True, size="sm"),
+                                ],
+                                size="sm",
                             ),
                         ],
                         lg=2,
                         md=6,
                     ),
                 ],
-                className="mb-2 g-2",
+                className="mb-1 g-2",
+            ),
+            dbc.Collapse(
+                dbc.Card(
+                    dbc.CardBody(
+                        dbc.Checklist(id="fc-series", options=series_options, value=[], class_name="series-grid"),
+                        class_name="py-2",
+                    )
+                ),
+                id="fc-series-panel",
+                is_open=False,
+                class_name="mb-2",
             ),
             dbc.Row(
                 [
@@ -117,10 +135,15 @@ def _layout(series_options: list[dict]) -> html.Div:
                         ),
                         md="auto",
                     ),
-                    dbc.Col(html.Span("horizon", className="small"), width="auto"),
+                    dbc.Col(dbc.Label("Horizon", html_for="fc-horizon", className="small mb-0"), width="auto"),
                     dbc.Col(
-                        dcc.Slider(id="fc-horizon", min=1, max=MAX_HORIZON, step=1, value=8),
-                        md=4,
+                        dbc.Select(
+                            id="fc-horizon",
+                            options=[{"label": f"{k} steps", "value": k} for k in range(1, MAX_HORIZON + 1)],
+                            value=8,
+                            size="sm",
+                        ),
+                        width="auto",
                     ),
                     dbc.Col(
                         dbc.Button("Download CSV", id="fc-download-button", size="sm", color="secondary"), width="auto"
@@ -141,12 +164,32 @@ def _layout(series_options: list[dict]) -> html.Div:
                 sort_action="native",
                 style_table={"overflowX": "auto"},
                 style_data_conditional=[
-                    {"if": {"filter_query": '{weak} != ""', "column_id": "weak"}, "backgroundColor": "#fdecea"},
+                    {"if": {"filter_query": '{weak} != ""', "column_id": "weak"}, "backgroundColor": WARN},
                     {"if": {"filter_query": "{h} = all"}, "fontWeight": "bold"},
                 ],
             ),
         ]
     )
+
+
+@callback(
+    Output("fc-series-panel", "is_open"),
+    Input("fc-series-toggle", "n_clicks"),
+    State("fc-series-panel", "is_open"),
+    prevent_initial_call=True,
+)
+def toggle_series(_, is_open):
+    return not is_open
+
+
+@callback(Output("fc-series-toggle", "children"), Input("fc-series", "value"))
+def series_label(series):
+    return (", ".join(series or []) or "choose") + " ▾"
+
+
+@callback(Output("fc-as-of", "value", allow_duplicate=True), Input("fc-latest", "n_clicks"), prevent_initial_call=True)
+def latest(_):
+    return ""
 
 
 @callback(
@@ -158,31 +201,29 @@ def series_options(_):
     with database().connection() as conn:
         series = data.catalog(conn)
     covered = sum(1 for s in series if s.version)
-    note = f"{covered} of {len(series)} series have a forecast"
+    note = f"{covered} of {len(series)} series have a forecast; up to {MAX_SERIES} are drawn at a time"
     if covered < len(series):
         note += "; those marked (no forecast) say why when chosen"
     return data.series_options(series), note
 
 
 @callback(
-    Output("fc-as-of", "min_date_allowed"),
-    Output("fc-as-of", "max_date_allowed"),
-    Output("fc-as-of", "initial_visible_month"),
+    Output("fc-as-of", "min"),
+    Output("fc-as-of", "max"),
     Input("fc-series", "value"),
 )
 def series_bounds(series):
-    """The dates the chosen series' data span: the as-of picker opens on the data's end and
-    stops at the last moment anything about them became known."""
+    """The dates the as-of picker allows: from the chosen series' first observation to the last
+    moment anything about them became known."""
     if not series:
-        return None, None, None
+        return None, None
     with database().connection() as conn:
         chosen = [s for s in data.catalog(conn) if s.id in series and s.first is not None]
     if not chosen:
-        return None, None, None
+        return None, None
     first = min(s.first for s in chosen)
     known = max(s.known_since or s.last for s in chosen)
-    last = max(s.last for s in chosen)
-    return f"{first:%Y-%m-%d}", f"{known:%Y-%m-%d}", f"{last:%Y-%m-%d}"
+    return f"{first:%Y-%m-%d}", f"{known:%Y-%m-%d}"
 
 
 @callback(
@@ -217,22 +258,23 @@ def sync(fragment, series, version, compare, horizon, as_of, space):
     return (
         list(view.series),
         view.version,
-        view.compare,
+        view.compare or NONE,
         view.horizon,
-        view.as_of,
+        view.as_of or "",
         view.space,
         options,
-        options,
+        [{"label": "none", "value": NONE}, *options],
         fragment_out,
     )
 
 
 def _view(series, version, compare, horizon, as_of, space) -> ForecastView:
+    """The view the controls show (selects give strings; an empty one means none)."""
     return ForecastView(
         series=tuple(series or ())[:MAX_SERIES],
-        version=version,
-        compare=compare,
-        horizon=horizon or 8,
+        version=version or None,
+        compare=None if compare in (None, "", NONE) else compare,
+        horizon=int(horizon) if str(horizon or "").isdigit() else 8,
         as_of=(as_of or None) and str(as_of)[:10],
         space=space or "level",
     )

@@ -1,5 +1,5 @@
 """Models: the registry, every version with its status, data cut-off, backtest setup, accuracy and
-gate verdict; choose one or two to see them side by side (``#compare=a,b`` in the URL)."""
+gate verdict; tick one or two to see them side by side (``#compare=a,b`` in the URL)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from urllib.parse import parse_qsl, urlencode
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, ctx, dash_table, dcc, html
+from dash import Input, Output, callback, ctx, dash_table, dcc, html, no_update
 
 from dashboard import data, views
+from dashboard.components.figures import WARN
 from dashboard.context import database
 
 dash.register_page(__name__, path="/models", name="Models", order=2)
@@ -32,14 +33,13 @@ layout = html.Div(
         dcc.Location(id="models-url", refresh=False),
         html.H1("Models", className="h3"),
         html.P(
-            "Every registered version. Tick one or two to see them side by side; the serving one is shown "
-            "when none is ticked.",
+            "Every registered version. Tick one or two below the table to see them side by side; the serving one "
+            "is shown when none is ticked.",
             className="small text-muted",
         ),
         dash_table.DataTable(
             id="models-table",
             columns=[{"name": name, "id": key} for name, key in COLUMNS],
-            row_selectable="multi",
             sort_action="native",
             filter_action="native",
             page_size=15,
@@ -47,36 +47,45 @@ layout = html.Div(
             style_cell={"textAlign": "left", "fontSize": "0.85rem"},
             style_data_conditional=[
                 {"if": {"filter_query": '{status} = "serving"'}, "fontWeight": "bold"},
-                {"if": {"filter_query": '{gates} = "failed"', "column_id": "gates"}, "backgroundColor": "#fdecea"},
+                {"if": {"filter_query": '{gates} = "failed"', "column_id": "gates"}, "backgroundColor": WARN},
             ],
         ),
-        dbc.Row(id="models-detail", className="mt-3"),
+        html.Fieldset(
+            [
+                html.Legend("Show side by side", className="small fw-bold mb-1 mt-3"),
+                dbc.Checklist(id="models-compare", options=[], value=[], inline=True, class_name="small"),
+            ]
+        ),
+        dbc.Row(id="models-detail", className="mt-2"),
     ]
 )
 
 
 @callback(
     Output("models-table", "data"),
-    Output("models-table", "selected_rows"),
+    Output("models-compare", "options"),
+    Output("models-compare", "value"),
     Output("models-url", "hash"),
     Output("models-detail", "children"),
     Input("refresh", "n_intervals"),
     Input("models-url", "hash"),
-    Input("models-table", "selected_rows"),
-    State("models-table", "data"),
+    Input("models-compare", "value"),
 )
-def update(_, fragment, selected, shown):
+def update(_, fragment, ticked):
     """The table, the ticked versions and the URL kept in step: a link's ``compare`` ticks them;
     ticking writes them into the URL (two at most: the latest two ticked)."""
-    if ctx.triggered_id == "models-table" and shown:
-        ids = [shown[i]["id"] for i in selected or []][-2:]
+    if ctx.triggered_id == "models-compare":
+        ids = list(ticked or [])[-2:]
     else:
         ids = [v for v in dict(parse_qsl((fragment or "").lstrip("#"))).get("compare", "").split(",") if v][:2]
     with database().connection() as conn:
         rows = data.registry(conn)
     known = [r["id"] for r in rows]
     ids = [i for i in ids if i in known]
-    shown_ids = ids or [r["id"] for r in rows if r["status"] == "serving"][:1]
-    cards = [dbc.Col(views.version_card(i), lg=12 // max(len(shown_ids), 1)) for i in shown_ids]
-    hash_out = "#" + urlencode({"compare": ",".join(ids)}, safe=",") if ids else ""
-    return rows, [known.index(i) for i in ids], hash_out, cards or [html.P("no model version yet: pefm train")]
+    shown = ids or [r["id"] for r in rows if r["status"] == "serving"][:1]
+    cards = [dbc.Col(views.version_card(i), lg=12 // max(len(shown), 1)) for i in shown]
+    options = [{"label": f"{r['id']} ({r['status']})", "value": r["id"]} for r in rows]
+    fragment_out = "#" + urlencode({"compare": ",".join(ids)}, safe=",") if ids else ""
+    if fragment_out == (fragment or ""):
+        fragment_out = no_update
+    return rows, options, ids, fragment_out, cards or [html.P("no model version yet: pefm train")]

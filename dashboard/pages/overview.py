@@ -12,7 +12,7 @@ from dashboard.context import database, prometheus
 dash.register_page(__name__, path="/", name="Overview", order=0)
 
 
-layout = html.Div([html.H3("Overview"), dbc.Row(id="overview-cards")])
+layout = html.Div([html.H1("Overview", className="h3"), dbc.Row(id="overview-cards")])
 
 
 @callback(Output("overview-cards", "children"), Input("refresh", "n_intervals"))

@@ -1,5 +1,6 @@
 """Rollouts: the traffic split over time, current weights, each step's checks, the event log, and
-the operator's Promote / Pause / Resume / Roll back buttons (admin token, through the rollout API)."""
+the operator's Promote / Pause / Resume / Roll back buttons (admin token, through the rollout API),
+each enabled only where the chosen rollout's phase allows it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, callback, ctx, dash_table, dcc, html
 
 from dashboard import views
+from dashboard.components.figures import WARN
 
 dash.register_page(__name__, path="/rollouts", name="Rollouts", order=5)
 
@@ -16,11 +18,17 @@ ACTIONS += (("rollback", "Roll back", "danger"),)
 
 layout = html.Div(
     [
-        html.H3("Rollouts"),
+        html.H1("Rollouts", className="h3"),
         dbc.Row(
             [
-                dbc.Col(dcc.Dropdown(id="ro-rollout", placeholder="rollout", clearable=False), md=5),
-                dbc.Col(html.H5(id="ro-weights", className="mt-1"), md=7),
+                dbc.Col(
+                    [
+                        dbc.Label("Rollout", html_for="ro-rollout", className="small mb-0"),
+                        dbc.Select(id="ro-rollout", size="sm"),
+                    ],
+                    md=5,
+                ),
+                dbc.Col(html.Div(id="ro-weights", className="fs-5 mt-3"), md=7),
             ],
             className="mb-2",
         ),
@@ -42,13 +50,13 @@ layout = html.Div(
             className="mb-3",
         ),
         dcc.Store(id="ro-acted", data=0),
-        html.H5("Checks per step"),
+        html.H2("Checks per step", className="h5"),
         dash_table.DataTable(
             id="ro-checks",
             page_size=10,
-            style_data_conditional=[{"if": {"filter_query": '{result} = "FAIL"'}, "backgroundColor": "#fdecea"}],
+            style_data_conditional=[{"if": {"filter_query": '{result} = "FAIL"'}, "backgroundColor": WARN}],
         ),
-        html.H5("Events", className="mt-3"),
+        html.H2("Events", className="h5 mt-3"),
         dash_table.DataTable(id="ro-events", page_size=15, style_cell={"textAlign": "left", "whiteSpace": "normal"}),
     ]
 )
@@ -61,12 +69,15 @@ layout = html.Div(
     Output("ro-traffic", "figure"),
     Output("ro-checks", "data"),
     Output("ro-events", "data"),
+    Output({"type": "ro-action", "action": ALL}, "disabled"),
     Input("refresh", "n_intervals"),
     Input("ro-rollout", "value"),
     Input("ro-acted", "data"),
 )
 def update(_, rollout_id, _acted):
-    return views.rollout_view(rollout_id)
+    chosen = int(rollout_id) if str(rollout_id or "").isdigit() else None
+    *shown, allowed = views.rollout_view(chosen)
+    return *shown, [action not in allowed for action, _, _ in ACTIONS]
 
 
 @callback(
@@ -81,5 +92,6 @@ def update(_, rollout_id, _acted):
 def act(clicks, rollout_id, token, acted):
     if not any(clicks):
         raise dash.exceptions.PreventUpdate
-    done, message = views.rollout_action(rollout_id, ctx.triggered_id["action"], token)
+    chosen = int(rollout_id) if str(rollout_id or "").isdigit() else None
+    done, message = views.rollout_action(chosen, ctx.triggered_id["action"], token)
     return dbc.Alert(message, color="success" if done else "danger", className="py-1 mb-0"), acted + (1 if done else 0)

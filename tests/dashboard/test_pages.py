@@ -16,6 +16,7 @@ from pefm.config import get_settings
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.data.transforms import model_space_unit
+from pefm.drift.policy import DriftPolicy
 from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
@@ -45,15 +46,51 @@ def panel_traces(figure, row: int) -> dict:
 
 
 def test_overview_counts_series_and_reports_no_traffic_honestly(served):
-    db, _, _ = served
+    db, version_id, _ = served
     with db.connection() as conn:
         summary = data.overview(conn)
-    assert summary["series"] == 3 and summary["newest"].year == 2018  # aaa, monthly to 2018
-    assert summary["requests_per_s"] == 0 and summary["success"] is None and summary["rollout"] is None
-    assert summary["source"] == "request log"
+    assert summary["series"] == 3 and summary["serving"]["id"] == version_id
+    # freshness per frequency: the quarterly panel ends in 2009, the monthly series in 2018
+    newest = {g["frequency"]: (g["series"], f"{g['newest']:%Y}") for g in summary["freshness"]}
+    assert newest == {"monthly": (1, "2018"), "quarterly": (2, "2009")}
+    assert summary["requests_per_s"] == 0 and summary["share_2xx"] is None and summary["rollout"] is None
+    assert summary["source"] == "request log" and summary["drift"] is None
     cards = views.overview_cards(summary)
-    texts = [c.children.children.children[1].children for c in cards]
-    assert texts[0] == "3" and texts[2] == "-" and texts[5] == "none"
+    assert len(cards) == 7
+    values = {
+        c.children.children.children.children[0].children: c.children.children.children.children[1].children
+        for c in cards
+    }
+    assert values["Serving model"] == version_id and values["Inference answers"] == "2xx -"
+    assert values["Drift"] == "no check yet" and values["Rollout"] == "none"
+    assert [c.children.href for c in cards] == [
+        "/models",
+        "/forecasts",
+        "/serving",
+        "/serving",
+        "/serving",
+        "/drift",
+        "/rollouts",
+    ]
+
+
+def test_overview_traffic_is_the_inference_service_alone_by_answer_class(served):
+    """A slow drift check on the monitor must not move inference's p95; 4xx answers show as such."""
+    db, _, _ = served
+    with db.connection() as conn:
+        conn.execute(
+            """INSERT INTO request_log (service, revision, route, method, status, latency_ms)
+               SELECT 'inference', 'pefm-inference-blue', '/v1/forecast', 'POST',
+                      CASE WHEN i <= 28 THEN 422 WHEN i <= 30 THEN 500 ELSE 200 END, 5
+               FROM generate_series(1, 100) AS i"""
+        )
+        conn.execute(
+            """INSERT INTO request_log (service, revision, route, method, status, latency_ms)
+               VALUES ('monitor', 'pefm-monitor-local', '/v1/drift/check', 'POST', 200, 5392)"""
+        )
+        summary = data.overview(conn)
+    assert (summary["share_2xx"], summary["share_4xx"], summary["share_5xx"]) == pytest.approx((0.70, 0.28, 0.02))
+    assert summary["p95_ms"] == 5.0 and summary["requests_per_s"] == pytest.approx(100 / 900)
 
 
 def test_forecast_panels_nest_the_bands_and_flag_outcomes_outside_them():
@@ -202,19 +239,23 @@ def test_the_app_serves_its_pages_and_local_assets(served):
 
 def test_drift_page_lists_the_latest_report_and_a_score_history(served):
     from pefm.drift.monitor import check
-    from pefm.drift.policy import DriftPolicy
 
     db, _, _ = served
-    header, rows, *_ = views.drift_view()
-    assert header.startswith("no drift report yet") and rows == []
+    header, rows, options, _, score, _, accuracy, legend = views.drift_view()
+    assert header.startswith("no drift report yet") and rows == [] and options == []
+    assert score.layout.annotations[0].text == "no drift check of this signal yet"
+    assert [item.children for item in legend[:2]] == ["value", DriftPolicy.load().signals["value"]]
     with db.connection() as conn:
         check(conn, DriftPolicy.load())
         report = check(conn, DriftPolicy.load())
-    header, rows, figure, histograms, accuracy = views.drift_view("unemp", "volatility")
+    header, rows, options, chosen, figure, histograms, accuracy, _ = views.drift_view("unemp|volatility")
+    assert chosen == "unemp|volatility" and {"label": "unemp · volatility", "value": chosen} in options
     assert header.startswith(f"report {report['id']}")
     assert {(r["series"], r["feature"]) for r in rows} >= {("realgdp", "value"), ("unemp", "volatility")}
     score = next(t for t in figure.data if t.name == "score")
     assert len(score.y) == 2 and figure.layout.title.text.startswith("unemp volatility")
+    assert figure.layout.yaxis.title.text == "normed Wasserstein distance"
+    assert figure.layout.xaxis.hoverformat == "%Y-%m-%d %H:%M"  # checks to the minute, not milliseconds
     # the histograms show exactly the windows the check compared (40 training periods, 12 recent)
     [compared] = [f for f in report["series"]["unemp"]["input"] if f["feature"] == "volatility"]
     reference, current = (next(t for t in histograms.data if t.name == n) for n in ("reference", "current"))
@@ -231,20 +272,25 @@ def test_serving_page_shows_latency_and_errors_per_revision(served):
     db, _, _ = served
     with db.connection() as conn:
         conn.execute(
-            """INSERT INTO request_log (service, revision, route, method, status, latency_ms)
-               SELECT 'inference', r, '/v1/forecast', 'POST', CASE WHEN i % 10 = 0 THEN 500 ELSE 200 END, i
+            """INSERT INTO request_log (ts, service, revision, route, method, status, latency_ms)
+               SELECT now() - interval '30 minutes', 'inference', r, '/v1/forecast', 'POST',
+                      CASE WHEN i % 10 = 0 THEN 500 WHEN i % 10 = 1 THEN 404 ELSE 200 END, i
                FROM unnest(ARRAY['pefm-inference-blue', 'pefm-inference-green']) AS r, generate_series(1, 100) AS i"""
         )
-    latency, rate, totals = views.serving_view()
-    assert {t.name for t in latency.data} >= {"pefm-inference-blue p99", "pefm-inference-green p50"}
-    assert {(t["revision"], t["requests"], t["errors_5xx"]) for t in totals} == {
-        ("pefm-inference-blue", 100, 10),
-        ("pefm-inference-green", 100, 10),
+    latency, rate, totals = views.serving_view(60)
+    assert {t.name for t in latency.data} >= {"blue p99", "green p50"}  # short labels; hovers name the revision
+    assert {(t["label"], t["revision"], t["requests"], t["errors_4xx"], t["errors_5xx"]) for t in totals} == {
+        ("blue", "pefm-inference-blue", 100, 10, 10),
+        ("green", "pefm-inference-green", 100, 10, 10),
     }
-    p99 = next(t for t in latency.data if t.name == "pefm-inference-blue p99")
-    assert 98 <= p99.y[0] <= 100
-    assert any(t.name == "pefm-inference-green 5xx" for t in rate.data)
+    p99 = next(t for t in latency.data if t.name == "blue p99")
+    busy = [y for y in p99.y if y is not None and y == y]
+    assert len(busy) == 1 and 98 <= busy[0] <= 100  # one busy minute; the others are gaps, not lines
+    blue_rate = next(t for t in rate.data if t.name == "blue req/s")
+    assert len(blue_rate.y) >= 60 and sorted(blue_rate.y)[:-1] == [0] * (len(blue_rate.y) - 1)  # zero-filled
+    assert {t.name for t in rate.data} >= {"blue 4xx", "blue 5xx", "green 4xx"}
     assert not any(t.name == "cold start" for t in latency.data)
+    assert len(views.serving_view(15)[2]) == 0  # 30 minutes ago is outside the last 15
 
 
 def test_serving_charts_mark_cold_starts_and_promotions(served):
@@ -268,7 +314,8 @@ def test_serving_charts_mark_cold_starts_and_promotions(served):
 
 def test_rollouts_page_shows_the_split_over_time_checks_and_events(served):
     db, _, _ = served
-    assert views.rollout_view(None)[2].startswith("no rollout yet")
+    nothing = views.rollout_view(None)
+    assert nothing[2].startswith("no rollout yet") and nothing[-1] == set()  # every action disabled
     controller = blue_serving(db)
     spec = RolloutSpec()
     rollout_id = controller.start("inference", "pefm-inference-green", spec)
@@ -281,7 +328,8 @@ def test_rollouts_page_shows_the_split_over_time_checks_and_events(served):
             (rollout_id, Jsonb(checks)),
         )
     controller.pause(rollout_id)
-    options, chosen, weights, traffic, rows, log = views.rollout_view(None)
+    options, chosen, weights, traffic, rows, log, allowed = views.rollout_view(None)
+    assert allowed == {"promote", "resume", "rollback"}  # paused: it can be resumed, not paused again
     assert chosen == rollout_id and options[0]["value"] == rollout_id
     assert weights == "Paused: pefm-inference-blue (blue) 75% / pefm-inference-green (green) 25%"
     blue, green = traffic.data
@@ -314,9 +362,9 @@ def test_forecasts_compare_two_versions_with_their_backtests(served):
     assert len(set(compared.y)) == 1  # naive: the last value at every step
     backtest = traces["backtest forecast"]
     stored = data.backtest_forecasts(version, "realgdp")
-    shown = stored[stored["ds"] >= traces["actual"].x[0]]
-    assert len(shown) > 0 and list(backtest.y) == list(shown["mean"])
-    assert list(backtest.customdata) == list(shown["cutoff"].dt.strftime("%Y-%m-%d"))
+    one_step = stored[stored["ds"] == stored.groupby("cutoff")["ds"].transform("min")]  # one point per cutoff
+    assert len(one_step) == 8 and list(backtest.y) == list(one_step["mean"])
+    assert list(backtest.customdata) == list(one_step["cutoff"].dt.strftime("%Y-%m-%d"))
     steps = ("1", "2", "3", "4", "all")
     assert [(r["version"], r["h"]) for r in rows] == [(serving_id, h) for h in steps] + [
         (candidate.id, h) for h in steps

@@ -22,7 +22,7 @@ def test_every_page_loads_without_console_or_callback_errors(watched):
         watched.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
         assert watched.errors == [], f"{name}: {watched.errors}"
         if name == "overview":
-            assert watched.page.locator("#overview-cards .card").count() == 6
+            assert watched.page.locator("#overview-cards .card").count() == 7
     assert (SCREENSHOTS / "rollouts.png").stat().st_size > 10_000
     assert (SCREENSHOTS / "models.png").stat().st_size > 10_000
 
@@ -33,13 +33,10 @@ def test_series_without_a_forecast_are_marked_and_explain_why(watched):
     watched.open("forecasts")
     assert watched.annotations("fc-chart")[0] == "infl: Inflation"  # aaa comes first, but has no forecast
     assert "#series=infl&version=" in watched.page.url
-    watched.page.click("#fc-series")
-    watched.page.fill(".dash-dropdown-search", "aaa")  # the picker's search narrows the options
-    options = watched.page.get_by_role("option")
-    playwright_api.expect(options).to_have_count(1)
-    assert options.first.inner_text().endswith("(no forecast)")
-    options.first.click()
-    watched.page.keyboard.press("Escape")
+    watched.page.click("#fc-series-toggle")
+    uncovered = watched.page.get_by_label("aaa:")
+    assert watched.page.locator("label", has_text="aaa:").inner_text().endswith("(no forecast)")
+    uncovered.check()
     watched.page.wait_for_function("document.querySelectorAll('#fc-chart .xaxislayer-above').length === 2")
     notes = watched.annotations("fc-chart")
     assert any(n.startswith("no forecast: the serving model") for n in notes), notes
@@ -100,7 +97,7 @@ def test_a_refresh_keeps_the_zoom_and_every_choice(watched, stack):
         watched.page.evaluate("window.dash_clientside.set_props('refresh', {n_intervals: 1000})")
     watched.page.wait_for_load_state("networkidle")
     assert watched._figure("fc-chart", "return gd.layout.xaxis.range;") == zoomed
-    assert demo.candidate in watched.page.inner_text("#fc-version")  # not back to the serving model
+    assert watched.page.input_value("#fc-version") == demo.candidate  # not back to the serving model
     assert watched.page.url.endswith(fragment)
     assert watched.errors == []
 
@@ -112,7 +109,6 @@ def test_the_as_of_view_draws_the_origin_its_forecast_and_the_outcomes_since(wat
     latest = watched.trace("fc-chart", "actual")
     assert max(latest["x"]).startswith("2009")
     watched.page.fill("#fc-as-of", "2003-02-15")
-    watched.page.keyboard.press("Enter")
     watched.page.wait_for_function("location.hash.includes('as_of=2003-02-15')")
     watched.page.wait_for_function(
         "document.querySelector('#fc-chart .gtitle').textContent.startsWith('data as known on 2003-02-15')"
@@ -145,7 +141,7 @@ def test_the_models_page_compares_two_versions_side_by_side_from_a_link(watched,
     watched.open("models")
     assert watched.page.locator("#models-detail .card-header").all_inner_texts() == [demo.serving]
     for version in (demo.rejected, demo.serving):
-        watched.page.locator("#models-table tbody tr").filter(has_text=version).locator("input").check()
+        watched.page.get_by_label(version).check()
     watched.page.wait_for_function("document.querySelectorAll('#models-detail .card').length === 2")
     link = watched.page.url
     assert demo.rejected in link and demo.serving in link

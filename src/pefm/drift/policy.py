@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT = Path(__file__).with_name("policy.toml")
@@ -21,6 +21,10 @@ class DriftPolicy:
     accuracy_min_errors: int = 4
     consecutive: int = 2
     cooldown_hours: float = 24.0
+    signals: dict[str, str] = field(default_factory=dict)
+    """What each signal means, in a line (``[explain.signals]``: the dashboard shows them)."""
+    methods: dict[str, str] = field(default_factory=dict)
+    """What each test method means, in a line (``[explain.methods]``)."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> DriftPolicy:
@@ -39,6 +43,8 @@ class DriftPolicy:
             "accuracy_min_errors": data.get("accuracy", {}).get("min_errors"),
             "consecutive": data.get("trigger", {}).get("consecutive"),
             "cooldown_hours": data.get("trigger", {}).get("cooldown_hours"),
+            "signals": data.get("explain", {}).get("signals"),
+            "methods": data.get("explain", {}).get("methods"),
         }
         policy = cls(**{k: v for k, v in sections.items() if v is not None})
         if policy.min_points < 3 or policy.current < policy.min_points or policy.reference < policy.current:
