@@ -231,15 +231,21 @@ def series_bounds(series):
     Output("fc-version", "options"),
     Output("fc-compare", "options"),
     Output("fc-url", "hash"),
+    Output("fc-figure", "data"),
+    Output("fc-metrics", "data"),
+    Output("fc-metrics-note", "children"),
+    Output("fc-download-button", "disabled"),
     Input("fc-url", "hash"),
     *(Input(c, p) for c, p in zip(CONTROLS, PROPS, strict=True)),
+    Input("refresh", "n_intervals"),
 )
-def sync(fragment, series, version, compare, horizon, as_of, space):
-    """The URL and the controls kept in step (one callback: each is the other's input). Opening a
-    link sets the controls from it (and the URL to the whole view, defaults filled in); a change of
-    control writes the view into the URL. A series
-    not covered by the chosen version switches the version to the one serving it. The version
-    pickers' options come with their values (the versions that forecast the first series)."""
+def render(fragment, series, version, compare, horizon, as_of, space, _):
+    """The page in one step (one round trip, not a chain). The URL and the controls are kept in
+    step: each is the other's input. Opening a link sets the controls from it (and the URL to the
+    whole view, defaults filled in); a change of control writes the view into the URL; a refresh
+    redraws what is chosen. A series not covered by the chosen version switches the version to
+    the one serving it; the version pickers' options come with their values (the versions that
+    forecast the first series)."""
     if ctx.triggered_id in (None, "fc-url"):
         view = ForecastView.from_fragment(fragment)
     else:
@@ -253,8 +259,14 @@ def sync(fragment, series, version, compare, horizon, as_of, space):
     if view.version not in versions:
         view = replace(view, version=versions[0] if versions else None)
     fragment_out = view.to_fragment()
-    if fragment_out == (fragment or ""):
-        fragment_out = no_update
+    figure, rows = views.forecast_view(view)
+    note = (
+        "Each version's rolling-origin backtest, stored when it was registered: per step h (and all steps pooled), "
+        "RMSE over the naive forecast's (the last known value) with the Diebold-Mariano p-value against it; "
+        "coverage short: below nominal by a one-sided binomial test at 5%."
+        if rows
+        else "no backtest stored for these series"
+    )
     return (
         list(view.series),
         view.version,
@@ -264,7 +276,11 @@ def sync(fragment, series, version, compare, horizon, as_of, space):
         view.space,
         options,
         [{"label": "none", "value": NONE}, *options],
-        fragment_out,
+        no_update if fragment_out == (fragment or "") else fragment_out,
+        figure,
+        rows,
+        note,
+        not any(t.name == "forecast" for t in figure.data),
     )
 
 
@@ -278,28 +294,6 @@ def _view(series, version, compare, horizon, as_of, space) -> ForecastView:
         as_of=(as_of or None) and str(as_of)[:10],
         space=space or "level",
     )
-
-
-@callback(
-    Output("fc-figure", "data"),
-    Output("fc-metrics", "data"),
-    Output("fc-metrics-note", "children"),
-    Output("fc-download-button", "disabled"),
-    *(Input(c, p) for c, p in zip(CONTROLS, PROPS, strict=True)),
-    Input("refresh", "n_intervals"),
-)
-def update(series, version, compare, horizon, as_of, space, _):
-    view = _view(series, version, compare, horizon, as_of, space)
-    figure, rows = views.forecast_view(view)
-    drawn = any(t.name == "forecast" for t in figure.data)
-    note = (
-        "Each version's rolling-origin backtest, stored when it was registered: per step h (and all steps pooled), "
-        "RMSE over the naive forecast's (the last known value) with the Diebold-Mariano p-value against it; "
-        "coverage short: below nominal by a one-sided binomial test at 5%."
-        if rows
-        else "no backtest stored for these series"
-    )
-    return figure, rows, note, not drawn
 
 
 # the drawn figure: the new one, with the user's zoom kept while the series and space stay (a refresh)
