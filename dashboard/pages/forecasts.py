@@ -51,11 +51,17 @@ def layout(**_query):
     """The page, with the series to choose from already in place (a link's choices are applied to
     a picker that knows them)."""
     with database().connection() as conn:
-        options = data.series_options(data.catalog(conn))
-    return _layout(options)
+        series = data.catalog(conn)
+    return _layout(data.series_options(series), _coverage(series))
 
 
-def _layout(series_options: list[dict]) -> html.Div:
+def _coverage(series: list[data.SeriesInfo]) -> str:
+    covered = sum(1 for s in series if s.version)
+    note = f"{covered} of {len(series)} series have a forecast; up to {MAX_SERIES} are drawn at a time"
+    return note + ("; those marked (no forecast) say why when chosen" if covered < len(series) else "")
+
+
+def _layout(series_options: list[dict], coverage: str) -> html.Div:
     return html.Div(
         [
             dcc.Location(id="fc-url", refresh=False),
@@ -151,7 +157,7 @@ def _layout(series_options: list[dict]) -> html.Div:
                 ],
                 className="mb-2 align-items-center g-2",
             ),
-            html.Div(id="fc-coverage-note", className="small text-muted mb-1"),
+            html.Div(coverage, id="fc-coverage-note", className="small text-muted mb-1"),
             dcc.Store(id="fc-figure"),
             dcc.Graph(id="fc-chart", config={"displaylogo": False}),
             dcc.Download(id="fc-download"),
@@ -172,19 +178,19 @@ def _layout(series_options: list[dict]) -> html.Div:
     )
 
 
-@callback(
+# the series list opens and closes, and its button names the chosen series, in the browser
+clientside_callback(
+    "(clicks, open) => !open",
     Output("fc-series-panel", "is_open"),
     Input("fc-series-toggle", "n_clicks"),
     State("fc-series-panel", "is_open"),
     prevent_initial_call=True,
 )
-def toggle_series(_, is_open):
-    return not is_open
-
-
-@callback(Output("fc-series-toggle", "children"), Input("fc-series", "value"))
-def series_label(series):
-    return (", ".join(series or []) or "choose") + " ▾"
+clientside_callback(
+    "(series) => ((series || []).join(', ') || 'choose') + ' ▾'",
+    Output("fc-series-toggle", "children"),
+    Input("fc-series", "value"),
+)
 
 
 @callback(Output("fc-as-of", "value", allow_duplicate=True), Input("fc-latest", "n_clicks"), prevent_initial_call=True)
@@ -196,34 +202,12 @@ def latest(_):
     Output("fc-series", "options"),
     Output("fc-coverage-note", "children"),
     Input("refresh", "n_intervals"),
+    prevent_initial_call=True,  # the page came with them
 )
 def series_options(_):
     with database().connection() as conn:
         series = data.catalog(conn)
-    covered = sum(1 for s in series if s.version)
-    note = f"{covered} of {len(series)} series have a forecast; up to {MAX_SERIES} are drawn at a time"
-    if covered < len(series):
-        note += "; those marked (no forecast) say why when chosen"
-    return data.series_options(series), note
-
-
-@callback(
-    Output("fc-as-of", "min"),
-    Output("fc-as-of", "max"),
-    Input("fc-series", "value"),
-)
-def series_bounds(series):
-    """The dates the as-of picker allows: from the chosen series' first observation to the last
-    moment anything about them became known."""
-    if not series:
-        return None, None
-    with database().connection() as conn:
-        chosen = [s for s in data.catalog(conn) if s.id in series and s.first is not None]
-    if not chosen:
-        return None, None
-    first = min(s.first for s in chosen)
-    known = max(s.known_since or s.last for s in chosen)
-    return f"{first:%Y-%m-%d}", f"{known:%Y-%m-%d}"
+    return data.series_options(series), _coverage(series)
 
 
 @callback(
@@ -235,6 +219,8 @@ def series_bounds(series):
     Output("fc-metrics", "data"),
     Output("fc-metrics-note", "children"),
     Output("fc-download-button", "disabled"),
+    Output("fc-as-of", "min"),
+    Output("fc-as-of", "max"),
     Input("fc-url", "hash"),
     *(Input(c, p) for c, p in zip(CONTROLS, PROPS, strict=True)),
     Input("refresh", "n_intervals"),
@@ -245,16 +231,18 @@ def render(fragment, series, version, compare, horizon, as_of, space, _):
     whole view, defaults filled in); a change of control writes the view into the URL; a refresh
     redraws what is chosen. A series not covered by the chosen version switches the version to
     the one serving it; the version pickers' options come with their values (the versions that
-    forecast the first series)."""
+    forecast the first series). The as-of date is bounded by the chosen series' data: from their
+    first observation to the last moment anything about them became known."""
     if ctx.triggered_id in (None, "fc-url"):
         view = ForecastView.from_fragment(fragment)
     else:
         view = _view(series, version, compare, horizon, as_of, space)
     with database().connection() as conn:
+        catalog = data.catalog(conn)
         if not view.series:
-            covered = [s.id for s in data.catalog(conn) if s.version]
-            view = replace(view, series=tuple(covered[:1]))
+            view = replace(view, series=tuple([s.id for s in catalog if s.version][:1]))
         options = data.model_options(conn, view.series[0]) if view.series else []
+    chosen = [s for s in catalog if s.id in view.series and s.first is not None]
     versions = [o["value"] for o in options]
     if view.version not in versions:
         view = replace(view, version=versions[0] if versions else None)
@@ -281,6 +269,8 @@ def render(fragment, series, version, compare, horizon, as_of, space, _):
         rows,
         note,
         not any(t.name == "forecast" for t in figure.data),
+        f"{min(s.first for s in chosen):%Y-%m-%d}" if chosen else None,
+        f"{max(s.known_since or s.last for s in chosen):%Y-%m-%d}" if chosen else None,
     )
 
 

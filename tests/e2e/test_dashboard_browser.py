@@ -157,6 +157,44 @@ def test_the_models_page_compares_two_versions_side_by_side_from_a_link(watched,
     assert watched.errors == [] and again.errors == []
 
 
+def test_overview_serving_and_drift_say_what_they_show(watched):
+    """Overview's cards link to their pages; Serving charts 4xx and 5xx and changes its time range;
+    Drift explains its signals from the policy file and redraws for the signal chosen."""
+    watched.open("overview")
+    cards = watched.page.locator("#overview-cards .card")
+    assert "2xx" in cards.filter(has_text="Inference answers").inner_text()
+    cards.filter(has_text="Serving model").click()
+    watched.page.wait_for_url("**/models")
+    watched.open("serving")
+    names = watched.trace_names("serving-rate")
+    assert "blue 4xx" in names and "blue 5xx" in names and "blue req/s" in names
+    watched.page.get_by_label("6 hours").check()
+    watched.page.wait_for_function(
+        "document.querySelector('#serving-rate .js-plotly-plot').data.find(t => t.name === 'blue req/s').x.length < 100"
+    )  # 6 hours in 5-minute buckets, not 60 one-minute ones
+    watched.open("drift")
+    assert "Evidently's normed Wasserstein distance" in watched.page.inner_text("#drift-legend")
+    watched.page.select_option("#drift-choice", "unemp|volatility")
+    watched.page.wait_for_function(
+        "document.querySelector('#drift-history .gtitle').textContent.startsWith('unemp volatility')"
+    )
+    assert watched.errors == []
+
+
+def test_the_dark_mode_is_remembered_and_the_charts_follow_it(watched):
+    watched.open("forecasts")
+    assert watched.page.evaluate("document.documentElement.getAttribute('data-bs-theme')") == "light"
+    watched.page.click("#theme-switch")
+    watched.page.wait_for_function("document.documentElement.getAttribute('data-bs-theme') === 'dark'")
+    watched.open("drift")  # a new page load: the choice is remembered
+    watched.page.wait_for_function("document.documentElement.getAttribute('data-bs-theme') === 'dark'")
+    text = watched.page.locator("#drift-history .gtitle").first
+    background = watched.page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert text.evaluate("e => getComputedStyle(e).fill") != "rgb(42, 63, 95)"  # not plotly's dark-on-light text
+    assert background != "rgb(255, 255, 255)"
+    assert watched.errors == []
+
+
 def test_promote_needs_the_admin_token_and_then_moves_the_traffic(watched, stack):
     """Promote without the token is refused by the rollout API and changes nothing; with it, the
     split shown (and the router's table) moves to 100% green."""
@@ -180,4 +218,8 @@ def test_promote_needs_the_admin_token_and_then_moves_the_traffic(watched, stack
     with psycopg.connect(url) as conn:
         [traffic] = conn.execute("SELECT traffic FROM local_traffic WHERE service = 'inference'").fetchone()
     assert {t["revision"]: t["percent"] for t in traffic}[GREEN] == 100
+    # a finished rollout can be rolled back, nothing else
+    assert watched.page.get_by_role("button", name="Promote").is_disabled()
+    assert watched.page.get_by_role("button", name="Pause").is_disabled()
+    assert watched.page.get_by_role("button", name="Roll back").is_enabled()
     assert watched.errors == []  # the refusals are answers shown on the page, not errors
