@@ -20,26 +20,30 @@ from pefm.storage.model_versions import ModelVersion, get_version, list_versions
 from pefm.storage.observations import read_frame
 from pefm.storage.series import get_series, list_series
 
-# the Overview's inference traffic from Prometheus (when PEFM_PROMETHEUS_URL is set)
-_INFERENCE = 'service="inference"'
-TRAFFIC_PROMQL = {
-    "requests_per_s": f"sum(rate(pefm_requests_total{{{_INFERENCE}}}[{{window}}m]))",
-    **{
-        f"share_{code}xx": f'sum(rate(pefm_requests_total{{{_INFERENCE},status=~"{code}.."}}[{{window}}m])) '
-        f"/ sum(rate(pefm_requests_total{{{_INFERENCE}}}[{{window}}m]))"
-        for code in (2, 4, 5)
-    },
-    "p95_ms": "1000 * histogram_quantile(0.95, sum by (le) "
-    f"(rate(pefm_request_duration_seconds_bucket{{{_INFERENCE}}}[{{window}}m])))",
-}
+
+def traffic_promql(window_minutes: int) -> dict[str, str]:
+    """The Overview's inference traffic as PromQL over the last ``window_minutes``: requests/s,
+    the shares of 2xx, 4xx and 5xx answers, p95 latency (ms)."""
+    selector = 'service="inference"'
+    total = f"sum(rate(pefm_requests_total{{{selector}}}[{window_minutes}m]))"
+    queries = {"requests_per_s": total}
+    for code in (2, 4, 5):
+        answers = f'sum(rate(pefm_requests_total{{{selector},status=~"{code}.."}}[{window_minutes}m]))'
+        queries[f"share_{code}xx"] = f"{answers} / {total}"
+    buckets = f"rate(pefm_request_duration_seconds_bucket{{{selector}}}[{window_minutes}m])"
+    queries["p95_ms"] = f"1000 * histogram_quantile(0.95, sum by (le) ({buckets}))"
+    return queries
 
 
 def traffic_from_prometheus(prometheus: PrometheusProvider, window_minutes: int) -> dict[str, Any]:
     """The inference service's requests/s, the shares of 2xx, 4xx and 5xx answers, and its p95
-    latency (ms) over the last minutes."""
-    values = {k: prometheus.query(q.format(window=window_minutes)) for k, q in TRAFFIC_PROMQL.items()}
+    latency (ms) over the last minutes (when ``PEFM_PROMETHEUS_URL`` is set)."""
+    values = {k: prometheus.query(q) for k, q in traffic_promql(window_minutes).items()}
+    shares = ("share_2xx", "share_4xx", "share_5xx")
     if not values["requests_per_s"]:  # no traffic: no shares (Prometheus divides 0 by 0)
-        values.update(share_2xx=None, share_4xx=None, share_5xx=None, p95_ms=None)
+        values.update(dict.fromkeys((*shares, "p95_ms")))
+    else:  # a class never answered has no counter: an empty result, a share of 0
+        values.update({k: values[k] or 0.0 for k in shares})
     return {**values, "requests_per_s": values["requests_per_s"] or 0.0, "source": "Prometheus"}
 
 

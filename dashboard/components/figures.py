@@ -78,22 +78,7 @@ def forecast_panels(panels: list[Panel], title: str, uirevision: str) -> go.Figu
     for row, panel in enumerate(panels, start=1):
         first = row == 1
         _bands_and_mean(figure, panel, row, first)
-        history = panel.history
-        figure.add_trace(
-            go.Scatter(
-                x=history.index,
-                y=history.to_numpy(),
-                mode="lines",
-                name="actual",
-                line={"color": "#222"},
-                customdata=[number(v) for v in history.to_numpy()],
-                hovertemplate="%{customdata}<extra>actual</extra>",
-                legendgroup="actual",
-                showlegend=first,
-            ),
-            row=row,
-            col=1,
-        )
+        figure.add_trace(_observed(panel.history, "actual", "#222", "lines", first), row=row, col=1)
         if panel.compare is not None and not panel.compare.empty:
             _compared(figure, panel, row, first)
         if panel.backtest is not None and not panel.backtest.empty:
@@ -271,23 +256,23 @@ def _origin(figure: go.Figure, panel: Panel, row: int) -> None:
         yanchor="bottom",
         font={"color": "#c0392b", "size": 11},
     )
-    outcomes = panel.outcomes
-    if outcomes is not None and not outcomes.empty:
-        figure.add_trace(
-            go.Scatter(
-                x=outcomes.index,
-                y=outcomes.to_numpy(),
-                mode="lines+markers",
-                name="outcome",
-                line={"color": "#27ae60"},
-                customdata=[number(v) for v in outcomes.to_numpy()],
-                hovertemplate="%{customdata}<extra>outcome</extra>",
-                legendgroup="outcome",
-                showlegend=row == 1,
-            ),
-            row=row,
-            col=1,
-        )
+    if panel.outcomes is not None and not panel.outcomes.empty:
+        figure.add_trace(_observed(panel.outcomes, "outcome", "#27ae60", "lines+markers", row == 1), row=row, col=1)
+
+
+def _observed(values: pd.Series, name: str, color: str, mode: str, legend: bool) -> go.Scatter:
+    """Observed values (the history, the outcomes since an origin), hovering as analysts read them."""
+    return go.Scatter(
+        x=values.index,
+        y=values.to_numpy(),
+        mode=mode,
+        name=name,
+        line={"color": color},
+        customdata=[number(v) for v in values.to_numpy()],
+        hovertemplate="%{customdata}<extra>" + name + "</extra>",
+        legendgroup=name,
+        showlegend=legend,
+    )
 
 
 def _outside(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
