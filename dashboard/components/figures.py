@@ -147,20 +147,21 @@ def _bands_and_mean(figure: go.Figure, panel: Panel, row: int, first: bool) -> N
             row=row,
             col=1,
         )
-    figure.add_trace(
-        go.Scatter(
-            x=forecast["ds"],
-            y=forecast["mean"],
-            mode="lines+markers",
-            name="forecast",
-            line={"color": BLUE, "dash": "dash"},
-            customdata=_summaries(forecast),
-            hovertemplate="%{customdata}<extra>" + panel.label + "</extra>",
-            legendgroup="forecast",
-            showlegend=first,
-        ),
-        row=row,
-        col=1,
+    figure.add_trace(_mean(forecast, "forecast", panel.label, BLUE, "dash", first), row=row, col=1)
+
+
+def _mean(forecast: pd.DataFrame, name: str, version: str, color: str, dash: str, legend: bool) -> go.Scatter:
+    """A forecast's mean path; its hover gives the mean and both bounds, and the version."""
+    return go.Scatter(
+        x=forecast["ds"],
+        y=forecast["mean"],
+        mode="lines+markers",
+        name=name,
+        line={"color": color, "dash": dash},
+        customdata=_summaries(forecast),
+        hovertemplate="%{customdata}<extra>" + version + "</extra>",
+        legendgroup=name,
+        showlegend=legend,
     )
 
 
@@ -173,22 +174,8 @@ def _summaries(forecast: pd.DataFrame) -> list[str]:
 
 
 def _compared(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
-    compare = panel.compare
-    figure.add_trace(
-        go.Scatter(
-            x=compare["ds"],
-            y=compare["mean"],
-            mode="lines+markers",
-            name=f"compared: {panel.compare_label}",
-            line={"color": COMPARE, "dash": "dot"},
-            customdata=_summaries(compare),
-            hovertemplate="%{customdata}<extra>" + panel.compare_label + "</extra>",
-            legendgroup="compare",
-            showlegend=first,
-        ),
-        row=row,
-        col=1,
-    )
+    compare, name = panel.compare, f"compared: {panel.compare_label}"
+    figure.add_trace(_mean(compare, name, panel.compare_label, COMPARE, "dot", first), row=row, col=1)
     for side in ("lo-80", "hi-80"):
         figure.add_trace(
             go.Scatter(
@@ -198,7 +185,7 @@ def _compared(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
                 line={"color": COMPARE, "width": 1, "dash": "dot"},
                 hoverinfo="skip",
                 showlegend=False,
-                legendgroup="compare",
+                legendgroup=name,
             ),
             row=row,
             col=1,
