@@ -7,7 +7,8 @@ next to the smallest useful Dash page (bench/dash_hello: one graph, one callback
   which adds queueing behind the page's other requests and Chromium's own work on two cores.
 - first paint: navigation start to the page's data on screen (the element the browser tests wait
   for: cards, a plotted trace, a table cell); median over the loads; target <= 2 s.
-Each page gets one unmeasured warm-up load first, the anchor too.
+Each page gets one unmeasured warm-up load first, the anchor too. The anchor loads Dash's default,
+the full plotly.js bundle (4.6 MB); the dashboard serves the cartesian bundle (1.4 MB, dashboard/app.py).
 
 The database is an embedded PostgreSQL in a temporary directory seeded with the demo activity
 (dashboard/demo.py: real series, two models with backtests, two drift checks, a rollout, an hour

@@ -8,7 +8,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from dashboard import data, views
-from dashboard.app import create_app
+from dashboard.app import HERE, create_app
 from dashboard.components.figures import Panel, forecast_panels, number, period_label
 from dashboard.demo import blue_serving
 from dashboard.state import ForecastView
@@ -233,8 +233,18 @@ def test_the_app_serves_its_pages_and_local_assets(served):
     assert page.status_code == 200 and b"PEFM" in page.data
     assert b"cdn." not in page.data  # Dash's JS and Bootstrap come from this server
     assert client.get("/assets/bootstrap.min.css").status_code == 200
+    assert b"plotly-cartesian.min.js" in page.data  # plotly.js, the cartesian bundle, from here too
     layout = client.get("/_dash-layout").get_json()
     assert "refresh" in str(layout)
+
+
+def test_the_vendored_plotly_bundle_is_the_version_the_plotly_package_targets():
+    """The figures are built by the Python ``plotly`` package for one plotly.js version; the
+    cartesian bundle served in its place must be that version (upgrade both together)."""
+    from plotly.offline import get_plotlyjs_version
+
+    header = (HERE / "assets" / "plotly-cartesian.min.js").read_text()[:200]
+    assert f"plotly.js (cartesian - minified) v{get_plotlyjs_version()}" in header
 
 
 def test_drift_page_lists_the_latest_report_and_a_score_history(served):
