@@ -363,3 +363,20 @@ def test_rollout_start_on_a_cluster_deploys_then_follows_flagger_and_pefms_recor
     else:
         assert result.exit_code == 1, result.output
         assert f"{versions['same']} rejected" in output and status_of(fresh, "blue") == "serving"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+        (b'{"name":"a","name":"b","namespace":"pefm"}', 400, "body"),
+        (b'{"name":["x"],"namespace":"pefm","phase":"Progressing"}', 422, "name"),
+    ],
+    ids=["nested 100,000 deep", "duplicate keys", "a list for a name"],
+)
+def test_hostile_webhook_bodies_get_json_errors(cluster, body, status, field):
+    response = httpx.post(
+        f"{cluster['url']}/v1/flagger/confirm-rollout", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status and response.headers["content-type"] == "application/json", response.text
+    assert field in {d["field"] for d in response.json()["details"]}

@@ -74,7 +74,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             revision = revision_name("inference", version)
             runtime.start_revision("inference", revision, model_version=version)
             _resume_traffic(db, local, revision)
-            router = runtime.start_router("inference", port=port)
+            router = runtime.start_router("inference", port=port, env=secrets_env)
             api_env = {"PEFM_DATABASE_URL": db.url, **shared_env}
             api = spawn(
                 [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + 10)],

@@ -12,18 +12,20 @@ import csv
 import io
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
-from pefm.data.validation import Issue, ValidationError
+from pefm.data.validation import Issue, Issues, ValidationError
 
 DATE_HEADERS = ("date", "observation_date")
-SERIES_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+# \Z, not $ (which also matches before a final newline); [0-9], not \d (which takes any script's digits)
+SERIES_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 MISSING = {".", ""}
 _ODD_NUMBER = re.compile(r"[^0-9eE+\-.]")  # what float() takes but _NUMBER does not: _, inf, nan, hex
 # Dates PEFM stores: wide for economic history, inside what pandas' nanosecond timestamps hold.
@@ -59,19 +61,24 @@ def parse_fred_csv(data: str | bytes) -> ParsedSeries:
             ) from None
     data = data.removeprefix("\ufeff")
     reader = csv.reader(io.StringIO(data, newline=""))
-    header = next(reader, None)
+    rows = _rows(reader)
+    header = next(rows, (1, None))[1]
+    if isinstance(header, csv.Error):
+        raise ValidationError("invalid CSV", [Issue(line=1, field="header", message=str(header))])
     series_id = _check_header(header)
     if (fast := _parse_clean(data, series_id)) is not None:
         return fast
 
-    issues: list[Issue] = []
+    issues = Issues()
     dates: list[date] = []
     values: list[float] = []
     lines: list[int] = []
     first_seen: dict[date, int] = {}
     missing = 0
-    for row in reader:
-        line = reader.line_num
+    for line, row in rows:
+        if isinstance(row, csv.Error):
+            issues.append(Issue(line=line, field="row", message=str(row)))
+            continue
         if not row or row == [""]:
             continue  # blank line
         if len(row) != 2:
@@ -82,7 +89,9 @@ def parse_fred_csv(data: str | bytes) -> ParsedSeries:
         if day is None:
             issues.append(
                 Issue(
-                    line=line, field="date", message=f"{raw_date!r} is not a YYYY-MM-DD date in {MIN_YEAR}..{MAX_YEAR}"
+                    line=line,
+                    field="date",
+                    message=f"{raw_date[:40]!r} is not a YYYY-MM-DD date in {MIN_YEAR}..{MAX_YEAR}",
                 )
             )
         elif day in first_seen:
@@ -99,7 +108,7 @@ def parse_fred_csv(data: str | bytes) -> ParsedSeries:
             missing += 1
             continue
         if not _NUMBER.match(raw_value) or not math.isfinite(float(raw_value)):
-            issues.append(Issue(line=line, field="value", message=f"{raw_value!r} is not a finite number"))
+            issues.append(Issue(line=line, field="value", message=f"{raw_value[:40]!r} is not a finite number"))
             continue
         if day is not None:
             dates.append(day)
@@ -114,11 +123,27 @@ def parse_fred_csv(data: str | bytes) -> ParsedSeries:
     return ParsedSeries(series_id=series_id, values=series, lines=lines, missing=missing)
 
 
+def _rows(reader) -> Iterator[tuple[int, list[str] | csv.Error]]:
+    """Each row with its line number; a row the reader cannot read (a field over its 128 KiB
+    limit, a NUL in a quoted field) as its error, and reading goes on."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, exc
+            continue
+        yield reader.line_num, row
+
+
 def _parse_clean(data: str, series_id: str) -> ParsedSeries | None:
     """The same result as the line-by-line parser for a file without any problem, read at
     C speed by pandas; None as soon as anything is unusual (the careful parser then reports it)."""
     body = data.split("\n", 1)[1] if "\n" in data else ""
     body = body.replace("\r\n", "\n").rstrip("\n")
+    if not body.isascii() or "\x00" in body:
+        return None  # pandas' C reader ends a field at a NUL
     if not body or "\n\n" in body or '"' in body or " " in body or body.count(",") != body.count("\n") + 1:
         return None
     try:
@@ -161,7 +186,7 @@ def _check_header(header: list[str] | None) -> str:
     if header[0].strip().lower() not in DATE_HEADERS:
         raise ValidationError(
             "invalid CSV",
-            [Issue(line=1, field="header", message=f"first column is {header[0]!r}; {expected}")],
+            [Issue(line=1, field="header", message=f"first column is {header[0][:40]!r}; {expected}")],
         )
     series_id = normalize_series_id(header[1])
     if series_id is None:
@@ -171,7 +196,7 @@ def _check_header(header: list[str] | None) -> str:
                 Issue(
                     line=1,
                     field="header",
-                    message=f"{header[1]!r} is not a series id (letters, digits, _ . -; at most 64)",
+                    message=f"{header[1][:70]!r} is not a series id (letters, digits, _ . -; at most 64)",
                 )
             ],
         )

@@ -14,7 +14,6 @@ JSON path (``field``) and the position of the observation (``index``).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from pefm.data import strict_json
 from pefm.data.fred_csv import MAX_YEAR, MIN_YEAR, SERIES_ID
 from pefm.data.validation import Issue, ValidationError
 
@@ -49,7 +49,7 @@ class ObservationsPayload:
 def parse_timestamp(raw: object) -> datetime | None:
     """An ISO 8601 date or date-time in years 1700..2200 as an aware UTC datetime (naive means
     UTC), else None."""
-    if not isinstance(raw, str) or not 10 <= len(raw) <= 40:
+    if not isinstance(raw, str) or not 10 <= len(raw) <= 40 or not raw.isascii():
         return None
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -61,13 +61,7 @@ def parse_timestamp(raw: object) -> datetime | None:
 
 def parse_observations_json(body: bytes | str) -> ObservationsPayload:
     """Parse and check an observations payload; ValidationError lists every problem."""
-    try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except _NonFiniteError as exc:
-        raise ValidationError("malformed JSON", [Issue(field="body", message=str(exc))]) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError("malformed JSON", [Issue(field="body", message=str(exc))]) from None
-    return observations_from_object(data)
+    return observations_from_object(strict_json.loads(body))
 
 
 def observations_from_object(data: Any) -> ObservationsPayload:
@@ -163,11 +157,3 @@ def _series(item: Any, path: str, issues: list[Issue]) -> SeriesPayload | None:
 def _extra(data: dict, allowed: set[str], path: str, issues: list[Issue]) -> None:
     for key in sorted(set(data) - allowed):
         issues.append(Issue(field=f"{path}{key}", message="unexpected field"))
-
-
-class _NonFiniteError(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> float:
-    raise _NonFiniteError(f"{name} is not valid JSON: values must be finite numbers")

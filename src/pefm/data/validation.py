@@ -31,23 +31,45 @@ class Issue:
         return f"{where}, {self.field}: {self.message}" if where else f"{self.field}: {self.message}"
 
 
-class ValidationError(ValueError):
-    """The input was rejected as a whole; ``details`` lists every problem found (up to a cap)."""
+MAX_DETAILS = 100
 
-    MAX_DETAILS = 100
+
+class Issues(list):
+    """Issues as a parser finds them: the first MAX_DETAILS kept, the rest only counted (``more``),
+    so a file of a million bad lines costs a counter, not a million objects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.more = 0
+
+    def append(self, issue: Issue) -> None:
+        if len(self) < MAX_DETAILS:
+            super().append(issue)
+        else:
+            self.more += 1
+
+
+class ValidationError(ValueError):
+    """The input was rejected as a whole; ``details`` lists the problems found, up to MAX_DETAILS,
+    and ``more`` counts the rest."""
 
     def __init__(self, message: str, details: list[Issue]):
         self.message = message
-        self.details = details[: self.MAX_DETAILS]
-        self.truncated = len(details) > self.MAX_DETAILS
+        self.details = list(details[:MAX_DETAILS])
+        self.more = getattr(details, "more", 0) + max(0, len(details) - MAX_DETAILS)
+        self.truncated = self.more > 0
         lines = [message, *(f"  {issue}" for issue in self.details)]
         if self.truncated:
-            lines.append(f"  ... and {len(details) - self.MAX_DETAILS} more")
+            lines.append(f"  ... and {self.more} more")
         super().__init__("\n".join(lines))
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON error body: ``{error, details: [{line|index, field, message}]}``."""
-        return {"error": self.message, "details": [i.to_dict() for i in self.details]}
+        """The JSON error body: ``{error, details: [{line|index, field, message}]}``, with
+        ``truncated: true`` and ``more: N`` when N further problems were left out."""
+        body: dict[str, object] = {"error": self.message, "details": [i.to_dict() for i in self.details]}
+        if self.truncated:
+            body |= {"truncated": True, "more": self.more}
+        return body
 
 
 def check_frequency(index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence[int] | None = None) -> list[Issue]:

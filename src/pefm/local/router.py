@@ -21,6 +21,10 @@ import time
 import httpx
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, generate_latest
+from starlette.requests import Request
+
+from pefm.config import Settings
+from pefm.serving.http import ApiError, require_bearer
 
 log = logging.getLogger("pefm.router")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
@@ -75,9 +79,20 @@ class TrafficTable:
         return random.choices(revisions, weights=weights)[0]
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class Router:
-    def __init__(self, database_url: str, service: str):
+    """Bodies stream through both ways under the functions' own limit (``PEFM_MAX_BODY_BYTES``:
+    413 here, before a function would close the connection mid-upload); headers pass as bytes,
+    whatever their encoding; ``/_router/traffic`` (the block and the revisions' addresses) needs
+    the admin token."""
+
+    def __init__(self, database_url: str, service: str, settings: Settings | None = None):
+        settings = settings or Settings.from_env()
         self.service = service
+        self.limit, self.admin_token = settings.max_body_bytes, settings.admin_token
         self.table = TrafficTable(database_url, service)
         self.client = httpx.AsyncClient(timeout=60)
         self.registry = CollectorRegistry()
@@ -87,7 +102,7 @@ class Router:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
+            while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
@@ -97,11 +112,15 @@ class Router:
         if path == "/_router/metrics":
             return await _reply(send, 200, generate_latest(self.registry), b"text/plain; version=0.0.4")
         if path == "/_router/traffic":
+            try:
+                require_bearer(Request(scope), self.admin_token, "the router's traffic table")
+            except ApiError as exc:
+                return await exc.response()(scope, receive, send)
             body = json.dumps({"targets": self.table.targets, "revisions": self.table.urls}).encode()
             return await _reply(send, 200, body, b"application/json")
         tag = None
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        host = headers.get("host", "").split(":")[0]
+        raw = [(k.lower(), v) for k, v in scope["headers"]]
+        host = dict(raw).get(b"host", b"").decode("latin-1").split(":")[0]
         if host.endswith(f"-{self.service}.local"):
             tag = host[: -len(f"-{self.service}.local")]
         if path.startswith("/_tag/"):
@@ -112,32 +131,53 @@ class Router:
         if url is None:
             why = f"no revision tagged {tag!r}" if tag else "no revision has traffic"
             return await _reply(send, 503, json.dumps({"error": why, "details": []}).encode(), b"application/json")
-        body = b""
+        declared = dict(raw).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(scope, receive, send)
+        forwarded = [(k, v) for k, v in raw if k.decode("latin-1") not in HOP_BY_HOP]
+        if declared.isdigit():
+            forwarded.append((b"content-length", declared))
+        query = scope.get("query_string", b"").decode("latin-1")
+        request = self.client.build_request(
+            scope["method"],
+            f"{url}{path}" + (f"?{query}" if query else ""),
+            content=self._body(receive),
+            headers=forwarded,
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except _TooLarge:
+            return await self._too_large(scope, receive, send)
+        except httpx.TransportError as exc:  # the body may be left half read: this connection ends here
+            error = ApiError(502, f"revision {revision} unreachable: {exc}", headers={"Connection": "close"})
+            return await error.response()(scope, receive, send)
+        self.routed.labels(self.service, revision, tag or "").inc()
+        out = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        out.append((b"x-pefm-routed-revision", revision.encode()))
+        try:
+            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.aclose()
+
+    async def _body(self, receive):
+        """The request body as it arrives, stopped past the limit."""
+        size = 0
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise _TooLarge
+            yield chunk
             if not message.get("more_body"):
-                break
-        query = scope.get("query_string", b"").decode()
-        try:
-            response = await self.client.request(
-                scope["method"],
-                f"{url}{path}" + (f"?{query}" if query else ""),
-                content=body,
-                headers={k: v for k, v in headers.items() if k not in HOP_BY_HOP},
-            )
-        except httpx.TransportError as exc:
-            return await _reply(
-                send,
-                502,
-                json.dumps({"error": f"revision {revision} unreachable: {exc}", "details": []}).encode(),
-                b"application/json",
-            )
-        self.routed.labels(self.service, revision, tag or "").inc()
-        out = [(k.encode(), v.encode()) for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP]
-        out.append((b"x-pefm-routed-revision", revision.encode()))
-        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
-        await send({"type": "http.response.body", "body": response.content})
+                return
+
+    async def _too_large(self, scope, receive, send) -> None:
+        error = ApiError(413, f"body is over the limit of {self.limit} bytes", headers={"Connection": "close"})
+        await error.response()(scope, receive, send)
 
 
 async def _reply(send, status: int, body: bytes, content_type: bytes) -> None:

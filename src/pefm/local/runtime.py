@@ -167,13 +167,14 @@ class LocalRuntime:
         self.processes[revision] = process
         return process
 
-    def start_router(self, service: str, port: int | None = None) -> Process:
-        """The traffic router in front of ``service``'s revisions."""
+    def start_router(self, service: str, port: int | None = None, env: dict[str, str] | None = None) -> Process:
+        """The traffic router in front of ``service``'s revisions (``env``: its settings, e.g. the
+        admin token and the body limit the revisions have)."""
         command = [sys.executable, "-m", "pefm.local.router", "--service", service]
         process = spawn(
             command,
             cwd=Path.cwd(),
-            env={"PEFM_DATABASE_URL": self.database_url},
+            env={"PEFM_DATABASE_URL": self.database_url, **(env or {})},
             log=self.logs / f"router-{service}.log",
             ready_path="/_router/health",
             name=f"router-{service}",

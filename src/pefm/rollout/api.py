@@ -9,7 +9,6 @@ revision, phase and failed checks for Prometheus.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -33,6 +32,7 @@ from pefm.serving.http import (
     handled,
     in_database,
     json_response,
+    parse_json,
     read_body,
     require_bearer,
 )
@@ -126,10 +126,7 @@ def create_rollout_app(
     async def start(request: Request) -> Response:
         admin(request)
         body = await read_body(request, settings.max_body_bytes)
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError as exc:
-            raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+        data = parse_json(body or b"{}")
         if not isinstance(data, dict):
             raise ApiError(422, "invalid rollout", [{"field": "body", "message": "expected a JSON object"}])
         details = [
@@ -175,10 +172,7 @@ def create_rollout_app(
         if hooks is None:
             raise ApiError(404, "no Flagger webhooks here: the rollout API serves them on a cluster")
         body = await read_body(request, settings.max_body_bytes)
-        try:
-            data = json.loads(body or b"null")
-        except ValueError as exc:
-            raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+        data = parse_json(body or b"null")
         try:
             payload = Payload.parse(data)
             authorized(settings.webhook_token, payload)

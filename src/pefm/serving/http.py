@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,9 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pefm.data import strict_json
 from pefm.data.validation import ValidationError
 
 log = logging.getLogger("pefm.serving")
+_LOGGED = "pefm.error_logged"  # set in a request's scope once its error is logged
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
@@ -45,7 +48,8 @@ class ApiError(Exception):
 
     @classmethod
     def invalid(cls, exc: ValidationError, status: int = 422) -> ApiError:
-        return cls(status, exc.message, [i.to_dict() for i in exc.details])
+        body = exc.to_dict()
+        return cls(status, body.pop("error"), body.pop("details"), extra=body)
 
     def response(self) -> Response:
         return json_response({"error": self.error, "details": self.details, **self.extra}, self.status, self.headers)
@@ -75,6 +79,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, f"body is over the limit of {limit} bytes", headers=close)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, read strictly (``pefm.data.strict_json``); ApiError 400 saying
+    what is malformed."""
+    try:
+        return strict_json.loads(body)
+    except ValidationError as exc:
+        raise ApiError.invalid(exc, 400) from None
 
 
 def require_bearer(request: Request, token: str | None, what: str) -> None:
@@ -115,7 +128,8 @@ def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None
         try:
             await app(scope, receive, tracking_send)
         except Exception:  # the last line of defence: log it, answer 500 if we still can
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not scope.get(_LOGGED):
+                log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             status = 500
             if not response_started:
                 body = json.dumps({"error": "internal error", "details": []}).encode()
@@ -143,6 +157,13 @@ def parse_cloudevent(request: Request, body: bytes, types: set[str]):
     from cloudevents.v1.exceptions import GenericException
     from cloudevents.v1.http import from_http
 
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/cloudevents+json":
+        envelope = parse_json(body)  # the SDK's own parser takes what strict_json refuses
+        for attribute in ("specversion", "id", "source", "type"):
+            if not isinstance(envelope, dict) or not isinstance(envelope.get(attribute), str):
+                raise ApiError(
+                    400, "malformed CloudEvent", [{"field": attribute, "message": "required: a string attribute"}]
+                )
     try:
         event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
     except GenericException as exc:
@@ -191,4 +212,15 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return ApiError(405, f"{request.method} is not allowed on {request.url.path}").response()
 
 
-EXCEPTION_HANDLERS = {404: _not_found, 405: _not_allowed}
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Whatever escaped an endpoint (Starlette's error middleware catches it before ``guard``):
+    logged with a request id, answered as JSON that names the id and nothing internal."""
+    request_id = secrets.token_hex(8)
+    log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
+    request.scope[_LOGGED] = True
+    return json_response(
+        {"error": "internal error", "details": [], "request_id": request_id}, 500, {"X-Request-Id": request_id}
+    )
+
+
+EXCEPTION_HANDLERS = {404: _not_found, 405: _not_allowed, Exception: _internal_error}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -28,14 +29,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pefm.config import Settings
+from pefm.data.fred_csv import SERIES_ID
 from pefm.data.json_payload import parse_timestamp
 from pefm.data.transforms import INVERTIBLE, SPACES, model_space_unit
-from pefm.serving.http import EXCEPTION_HANDLERS, ApiError, handled, in_database, json_response, read_body
+from pefm.serving.http import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    handled,
+    in_database,
+    json_response,
+    parse_json,
+    read_body,
+)
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
 from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, get_version, read_precomputed
 
+_QUERY_INT = re.compile(r"-?[0-9]{1,9}")
 log = logging.getLogger(__name__)
 MAX_HORIZON = 60
 # Request ids: unique per process start, no syscall per request (uuid4 reads os.urandom).
@@ -165,7 +176,12 @@ class ModelServer:
         from pefm.serving.whatif import model_forecast
 
         rows = model_forecast(self, series_id, state, horizon, levels, as_of, history, space)
-        return json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        try:
+            return json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # e.g. a what-if history near the largest double: the model overflows
+            field = "history" if history is not None else "as_of" if as_of is not None else "series_id"
+            message = "the model's forecast from these data is not a finite number"
+            raise ApiError(422, "no finite forecast", [{"field": field, "message": message}]) from None
 
 
 class InferenceService:
@@ -177,10 +193,7 @@ class InferenceService:
 
     async def forecast_post(self, request: Request) -> Response:
         body = await read_body(request, self.settings.max_body_bytes)
-        try:
-            data = json.loads(body, parse_constant=_reject)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+        data = parse_json(body)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
         return await self._answer(data, _is_shadow(request))
@@ -195,12 +208,10 @@ class InferenceService:
                 [{"field": k, "message": "unexpected parameter"} for k in unknown],
             )
         data: dict[str, Any] = {k: query[k] for k in ("series_id", "as_of", "space") if k in query}
-        for key in ("horizon",):
-            if key in query:
-                data[key] = int(query[key]) if query[key].lstrip("-").isdigit() else query[key]
+        if "horizon" in query:
+            data["horizon"] = _query_int(query["horizon"])
         if "levels" in query:
-            raw = query["levels"].split(",")
-            data["levels"] = [int(v) if v.strip().isdigit() else v for v in raw]
+            data["levels"] = [_query_int(v) for v in query["levels"].split(",")]
         return await self._answer(data, _is_shadow(request))
 
     async def _answer(self, data: dict[str, Any], shadow: bool = False) -> Response:
@@ -281,7 +292,7 @@ def check_request(data: dict[str, Any]):
     ids = data.get("series_ids") if "series_ids" in data else [data.get("series_id")]
     if ("series_id" in data) == ("series_ids" in data):
         details.append({"field": "series_id", "message": "give exactly one of series_id or series_ids"})
-    elif not isinstance(ids, list) or not ids or not all(isinstance(s, str) and s for s in ids):
+    elif not isinstance(ids, list) or not ids or not all(isinstance(s, str) and SERIES_ID.match(s) for s in ids):
         details.append(
             {
                 "field": "series_ids" if "series_ids" in data else "series_id",
@@ -361,5 +372,8 @@ def _serving_id(conn: psycopg.Connection) -> str | None:
     return serving.id if serving else None
 
 
-def _reject(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
+def _query_int(text: str) -> int | str:
+    """A query parameter as an integer when it is one in ASCII digits (``int`` also takes
+    other scripts' digits); as given otherwise, for ``check_request`` to refuse by name."""
+    text = text.strip()
+    return int(text) if _QUERY_INT.fullmatch(text) else text

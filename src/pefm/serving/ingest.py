@@ -8,6 +8,7 @@ vintages), or not at all.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
@@ -36,17 +37,20 @@ from pefm.serving.http import (
     in_database,
     json_response,
     parse_cloudevent,
+    parse_json,
     read_body,
     require_bearer,
 )
 from pefm.serving.observability import ServiceMetrics
 from pefm.storage.database import Database
 from pefm.storage.observations import UnknownSeriesError, VintageConflictError, write_observations
-from pefm.storage.series import SeriesMeta, get_series, upsert_series
+from pefm.storage.series import SeriesInUseError, SeriesMeta, get_series, upsert_series
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = "dev.pefm.observations"
-_SERIES_FIELDS = {"name", "frequency", "unit", "transform", "source", "description"}
+_SERIES_FIELDS = {"name": 200, "frequency": 8, "unit": 64, "transform": 32, "source": 200, "description": 2000}
+"""The series fields a PUT may set, each with its longest accepted length."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are fine in a description
 
 
 class IngestService:
@@ -135,7 +139,12 @@ class IngestService:
 
     def _upsert(self, meta: SeriesMeta) -> bool:
         with self.db.connection() as conn:
-            return upsert_series(conn, meta)
+            try:
+                return upsert_series(conn, meta)
+            except SeriesInUseError as exc:
+                raise ApiError(
+                    409, str(exc), [{"field": "frequency", "message": "fixed once data are stored"}]
+                ) from None
 
     async def get_series(self, request: Request) -> Response:
         series_id = request.path_params["series_id"]
@@ -216,21 +225,20 @@ def _from_cloudevent(request: Request, body: bytes) -> ObservationsPayload:
 
 
 def _series_meta(series_id: str, body: bytes) -> SeriesMeta:
-    import json
-
     issues = []
     if not SERIES_ID.match(series_id):
         issues.append(Issue(field="series_id", message="expected lower case letters, digits, _ . - (max 64)"))
-    try:
-        data = json.loads(body) if body else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed JSON", [{"field": "body", "message": str(exc)}]) from None
+    data = parse_json(body) if body else None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid series", [{"field": "body", "message": "expected a JSON object"}])
-    issues += [Issue(field=k, message="unexpected field") for k in sorted(set(data) - _SERIES_FIELDS)]
-    for key in sorted(set(data) & _SERIES_FIELDS):
+    issues += [Issue(field=k, message="unexpected field") for k in sorted(set(data) - set(_SERIES_FIELDS))]
+    for key in sorted(set(data) & set(_SERIES_FIELDS)):
         if not isinstance(data[key], str):
             issues.append(Issue(field=key, message="expected a string"))
+        elif len(data[key]) > _SERIES_FIELDS[key]:
+            issues.append(Issue(field=key, message=f"longer than {_SERIES_FIELDS[key]} characters"))
+        elif _CONTROL.search(data[key]):
+            issues.append(Issue(field=key, message="contains a control character"))
     if not str(data.get("name") or "").strip():
         issues.append(Issue(field="name", message="required"))
     frequency = None

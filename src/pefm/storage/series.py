@@ -30,8 +30,29 @@ class SeriesMeta:
 _COLUMNS = ", ".join(f.name for f in fields(SeriesMeta))
 
 
+class SeriesInUseError(Exception):
+    """A change to a series' frequency or transform while it has observations: the stored values
+    were checked against (and are read through) the old ones."""
+
+
 def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
-    """Create or update a series' metadata; True when it was created."""
+    """Create or update a series' metadata; True when it was created. SeriesInUseError when the
+    change would reinterpret stored observations (a new frequency or transform)."""
+    with conn.transaction():
+        stored = conn.execute(
+            """SELECT frequency, transform, EXISTS (SELECT 1 FROM observations WHERE series_id = %s)
+               FROM series WHERE id = %s FOR UPDATE""",
+            (meta.id, meta.id),
+        ).fetchone()
+        if stored is not None and stored[2] and (stored[0], stored[1]) != (meta.frequency.value, meta.transform):
+            raise SeriesInUseError(
+                f"series {meta.id!r} has observations stored as frequency {stored[0]}, transform {stored[1]}: "
+                "those cannot change; create a new series"
+            )
+        return _upsert(conn, meta)
+
+
+def _upsert(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
     row = conn.execute(
         f"""INSERT INTO series ({_COLUMNS})
             VALUES (%(id)s, %(name)s, %(frequency)s, %(unit)s, %(transform)s, %(source)s,

@@ -1,0 +1,263 @@
+"""Hostile and odd input against the real processes (ingest and inference under func-python, the
+rollout API under hypercorn, the local router): each case reproduces one that answered a
+text/plain 500, or stored what it should have refused (issue 18). Every answer is the documented
+JSON error naming the field, and a refused write leaves the tables as they were."""
+
+import json
+import time
+
+import httpx
+import pytest
+
+from pefm.config import Settings
+from pefm.local.runtime import LocalRuntime
+from pefm.rollout.api import create_rollout_app
+from pefm.rollout.controller import RolloutController
+from pefm.rollout.local import LocalRouter
+from pefm.rollout.providers import DatabaseProvider
+from pefm.rollout.router import TrafficTarget
+from pefm.rollout.spec import RolloutSpec
+from pefm.storage.database import Database
+from tests.functions.conftest import TOKEN, count, register_model, start_function, stop
+from tests.functions.test_flagger_webhooks import _serve
+
+SERIES = ["realgdp", "unemp", "infl"]
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+JSON = {**AUTH, "content-type": "application/json"}
+ADMIN = "hostile-admin-token"
+DEEP = b"[" * 100_000 + b"]" * 100_000
+LONG_INT = b"1" + b"0" * 400
+LIMIT = 1 << 20  # the functions here accept bodies up to 1 MiB
+
+
+@pytest.fixture(scope="module")
+def ingest(module_schema, tmp_path_factory):
+    running = start_function(
+        "ingest",
+        module_schema,
+        tmp_path_factory.mktemp("hostile"),
+        PEFM_INGEST_TOKEN=TOKEN,
+        PEFM_MAX_BODY_BYTES=str(LIMIT),
+    )
+    with running.client() as client:
+        yield client
+    stop(running)
+
+
+@pytest.fixture(scope="module")
+def inference(module_schema, tmp_path_factory):
+    version = register_model(module_schema, "ar", SERIES)
+    running = start_function("inference", module_schema, tmp_path_factory.mktemp("hostile"), PEFM_MODEL_VERSION=version)
+    with running.client() as client:
+        yield client
+    stop(running)
+
+
+def assert_json_error(response: httpx.Response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body["error"], str) and body["error"]
+    if field is not None:
+        assert field in {d.get("field") for d in body["details"]}, body
+    return body
+
+
+def observation_body(value: bytes) -> bytes:
+    return b'{"series_id":"realgdp","observations":[{"ts":"2011-01-01","value":' + value + b"}]}"
+
+
+STRUCTURED = {**AUTH, "content-type": "application/cloudevents+json"}
+EVENT = {"specversion": "1.0", "id": "1", "source": "test", "type": "dev.pefm.observations"}
+
+INGEST_CASES = [
+    # (case, method, path, headers, body, status, field)
+    ("json nested 100,000 deep", "POST", "/v1/observations", JSON, DEEP, 400, "body"),
+    ("a 401-digit integer", "POST", "/v1/observations", JSON, observation_body(LONG_INT), 400, "body"),
+    ("a number beyond float", "POST", "/v1/observations", JSON, observation_body(b"1e400"), 400, "body"),
+    (
+        "duplicate keys",
+        "POST",
+        "/v1/observations",
+        JSON,
+        b'{"series_id":"realgdp","series_id":"unemp","observations":[{"ts":"2011-01-01","value":1}]}',
+        400,
+        "body",
+    ),
+    ("structured event nested deep", "POST", "/v1/observations", STRUCTURED, DEEP, 400, "body"),
+    (
+        "structured event with a list for its type",
+        "POST",
+        "/v1/observations",
+        STRUCTURED,
+        json.dumps({**EVENT, "type": ["dev.pefm.observations"], "data": {}}).encode(),
+        400,
+        "type",
+    ),
+    ("series PUT nested deep", "PUT", "/v1/series/hostile", JSON, DEEP, 400, "body"),
+    (
+        "a CSV field over 128 KiB",
+        "POST",
+        "/v1/observations",
+        {**AUTH, "content-type": "text/csv"},
+        b"DATE,REALGDP\n2011-01-01," + b"1" * 200_000 + b"\n",
+        400,
+        "row",
+    ),
+    (
+        "arabic-indic digits in a CSV value",
+        "POST",
+        "/v1/observations",
+        {**AUTH, "content-type": "text/csv"},
+        "DATE,REALGDP\n2011-01-01,١٢٣\n".encode(),
+        400,
+        "value",
+    ),
+    (
+        "full-width digits in a CSV value",
+        "POST",
+        "/v1/observations",
+        {**AUTH, "content-type": "text/csv"},
+        "DATE,REALGDP\n2011-01-01,\uff11\uff12\n".encode(),  # full-width 1 2
+        400,
+        "value",
+    ),
+    (
+        "a NUL after a CSV value",
+        "POST",
+        "/v1/observations",
+        {**AUTH, "content-type": "text/csv"},
+        b"DATE,REALGDP\n2011-01-01,1\x00\n2011-04-01,2\n",
+        400,
+        "value",
+    ),
+    (
+        "a newline ending a series id",
+        "PUT",
+        "/v1/series/zz%0A",
+        JSON,
+        b'{"name":"x","frequency":"Q"}',
+        422,
+        "series_id",
+    ),
+    ("a NUL in a name", "PUT", "/v1/series/hostile", JSON, b'{"name":"a\\u0000b","frequency":"Q"}', 422, "name"),
+    (
+        "a name of 1 MB",
+        "PUT",
+        "/v1/series/hostile",
+        JSON,
+        json.dumps({"name": "n" * 1_000_000, "frequency": "Q"}).encode(),
+        422,
+        "name",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "method", "path", "headers", "body", "status", "field"), INGEST_CASES, ids=[c[0] for c in INGEST_CASES]
+)
+def test_ingest_answers_hostile_input_with_a_json_error_and_writes_nothing(
+    ingest, module_schema, case, method, path, headers, body, status, field
+):
+    before = count(module_schema, "observations"), count(module_schema, "series")
+    assert_json_error(ingest.request(method, path, content=body, headers=headers), status, field)
+    assert (count(module_schema, "observations"), count(module_schema, "series")) == before
+
+
+def test_a_csv_of_bad_lines_says_how_many_problems_it_left_out(ingest):
+    body = b"DATE,REALGDP\n" + b"".join(b"2011-01-01,x%d\n" % i for i in range(500))
+    answer = assert_json_error(
+        ingest.post("/v1/observations", content=body, headers={**AUTH, "content-type": "text/csv"}), 400
+    )
+    assert len(answer["details"]) == 100
+    assert answer["truncated"] is True and answer["more"] > 400
+
+
+INFERENCE_CASES = [
+    ("POST", "/v1/forecast", DEEP, 400, "body"),
+    ("POST", "/v1/forecast", b'{"series_id":"realgdp","horizon":' + LONG_INT + b"}", 400, "body"),
+    ("POST", "/v1/forecast", b'{"series_id":"a\\u0000b"}', 422, "series_id"),
+    ("POST", "/v1/forecast", b'{"series_id":"realgdp","series_id":"infl"}', 400, "body"),
+    ("GET", "/v1/forecast?series_id=realgdp&horizon=%C2%B2", b"", 422, "horizon"),
+    ("GET", "/v1/forecast?series_id=realgdp&levels=%EF%BC%98%EF%BC%90", b"", 422, "levels"),
+    ("GET", "/v1/forecast?series_id=realgdp&horizon=" + "9" * 400, b"", 422, "horizon"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "field"), INFERENCE_CASES)
+def test_inference_answers_hostile_input_with_a_json_error(inference, method, path, body, status, field):
+    headers = {"content-type": "application/json"}
+    assert_json_error(inference.request(method, path, content=body, headers=headers), status, field)
+
+
+def test_a_what_if_history_that_overflows_the_model_is_a_422(inference):
+    history = [{"ts": f"{2000 + i // 4}-{1 + 3 * (i % 4):02d}-01", "value": 1e308 * (-1) ** i} for i in range(40)]
+    for _ in range(60):  # the model loads in the background: 503 until then
+        response = inference.post("/v1/forecast", json={"series_id": "realgdp", "history": history})
+        if response.status_code != 503:
+            break
+        time.sleep(0.5)
+    assert_json_error(response, 422, "history")
+
+
+@pytest.fixture(scope="module")
+def rollout_api(module_schema):
+    db = Database(module_schema, max_size=2)
+    settings = Settings(admin_token=ADMIN, webhook_token=TOKEN, database_url=module_schema)
+    controller = RolloutController(db, None, DatabaseProvider(db), prober=None)
+    url, halt = _serve(create_rollout_app(settings, controller, RolloutSpec()))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+    halt()
+    db.close()
+
+
+ADMIN_JSON = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+ROLLOUT_CASES = [
+    ("/v1/rollouts", DEEP, 400, "body"),
+    ("/v1/rollouts", b'{"green_revision":"g","service":{"a":1}}', 422, "service"),
+    ("/v1/rollouts", b'{"green_revision":"g","green_revision":"h"}', 400, "body"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "field"), ROLLOUT_CASES)
+def test_the_rollout_api_answers_hostile_input_with_a_json_error(rollout_api, module_schema, path, body, status, field):
+    before = count(module_schema, "rollouts")
+    assert_json_error(rollout_api.post(path, content=body, headers=ADMIN_JSON), status, field)
+    assert count(module_schema, "rollouts") == before
+
+
+@pytest.fixture(scope="module")
+def routed(module_schema, tmp_path_factory):
+    """An ingest revision behind the local router, both with a 4 KiB body limit."""
+    runtime = LocalRuntime(module_schema, tmp_path_factory.mktemp("routed"))
+    runtime.start_revision(
+        "ingest", "pefm-ingest-hostile", env={"PEFM_INGEST_TOKEN": TOKEN, "PEFM_MAX_BODY_BYTES": "4096"}
+    )
+    router_process = runtime.start_router("ingest", env={"PEFM_MAX_BODY_BYTES": "4096", "PEFM_ADMIN_TOKEN": ADMIN})
+    db = Database(module_schema, max_size=2)
+    LocalRouter(db, {}).set_traffic("ingest", [TrafficTarget("pefm-ingest-hostile", 100, None)])
+    with httpx.Client(base_url=router_process.url, timeout=30) as client:
+        yield client
+    runtime.stop_all()
+    db.close()
+
+
+def test_the_router_streams_bodies_under_the_functions_limit_and_passes_their_answers_through(routed):
+    response = routed.post("/v1/observations", content=b"x" * 5_000_000, headers=JSON)
+    assert "4096" in assert_json_error(response, 413)["error"]  # declared too long: 413, never a 502
+    chunked = routed.post("/v1/observations", content=iter([b"x" * 1024] * 40), headers=JSON)
+    assert "4096" in assert_json_error(chunked, 413)["error"]  # no length declared: stopped as it streams
+    assert_json_error(routed.post("/v1/observations", content=b"{" * 3000, headers=JSON), 400, "body")
+
+
+def test_the_routers_traffic_table_needs_the_admin_token(routed):
+    assert_json_error(routed.get("/_router/traffic"), 401)
+    assert_json_error(routed.get("/_router/traffic", headers={"authorization": "Bearer nope"}), 403)
+    table = routed.get("/_router/traffic", headers={"authorization": f"Bearer {ADMIN}"})
+    assert table.status_code == 200 and "pefm-ingest-hostile" in table.json()["revisions"]
+
+
+def test_the_router_answers_a_header_that_is_not_utf8(routed):
+    response = routed.get("/v1/series/realgdp", headers={"x-odd": b"\xff\xfe"})
+    assert response.status_code == 200, response.text
