@@ -25,8 +25,9 @@ class ConfigError(ValueError):
 class Settings:
     """PEFM's configuration. Field docs are the README's configuration table."""
 
-    database_url: str | None = None
-    """``PEFM_DATABASE_URL``: PostgreSQL/TimescaleDB URL; unset -> embedded PostgreSQL."""
+    database_url: str | None = field(default=None, repr=False)
+    """``PEFM_DATABASE_URL``: PostgreSQL/TimescaleDB URL; unset -> embedded PostgreSQL. Left out
+    of ``repr`` (it may hold a password), like every token and key here."""
     home: Path = field(default_factory=lambda: platformdirs.user_data_path("pefm"))
     """``PEFM_HOME``: where PEFM keeps local state (the embedded database's data directory)."""
     pool_max_size: int = 10
@@ -41,7 +42,12 @@ class Settings:
     ingest_token: str | None = field(default=None, repr=False)
     """``PEFM_INGEST_TOKEN``: bearer token for the ingest function's writes; unset -> writes refused."""
     admin_token: str | None = field(default=None, repr=False)
-    """``PEFM_ADMIN_TOKEN``: bearer token for admin actions (rollouts); unset -> refused."""
+    """``PEFM_ADMIN_TOKEN``: bearer token for admin actions (rollouts, the local router's traffic
+    table); unset -> refused."""
+    shadow_key: str | None = field(default=None, repr=False)
+    """``PEFM_SHADOW_KEY``: the key a rollout's prober signs its shadow requests with and the
+    inference revisions check (shared by them, never given to clients); unset -> no request is
+    taken for a shadow one, so the probes count as traffic."""
     max_body_bytes: int = 20 * 1024 * 1024
     """``PEFM_MAX_BODY_BYTES``: largest request body the functions accept (413 above it)."""
     model_version: str | None = None
@@ -127,6 +133,7 @@ class Settings:
         for name, key in (
             ("PEFM_INGEST_TOKEN", "ingest_token"),
             ("PEFM_ADMIN_TOKEN", "admin_token"),
+            ("PEFM_SHADOW_KEY", "shadow_key"),
             ("PEFM_MODEL_VERSION", "model_version"),
             ("K_REVISION", "revision"),
             ("PEFM_PROMETHEUS_URL", "prometheus_url"),

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pefm.serving.http import sign_shadow
 from tests.functions.conftest import ROOT, count, register_model, start_function, stop, wait_for_model
 
 SERIES = ["realgdp", "unemp", "infl"]
@@ -14,6 +15,9 @@ SERIES = ["realgdp", "unemp", "infl"]
 @pytest.fixture(scope="module")
 def version(module_schema):
     return register_model(module_schema, "ar", SERIES)
+
+
+SHADOW_KEY = "shadow-key-shared-with-the-prober"
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +29,7 @@ def inference(module_schema, version, tmp_path_factory):
         PEFM_MODEL_VERSION=version,
         K_REVISION="pefm-inference-blue",
         PEFM_RECONDITION="off",  # serve exactly the registered forecasts (trained as of 2000; data to 2009)
+        PEFM_SHADOW_KEY=SHADOW_KEY,
     )
     yield running
     stop(running)
@@ -230,7 +235,10 @@ def test_predictions_are_logged_and_metrics_exposed(client, module_schema, versi
     assert client.get("/openapi.json").json() == committed
 
 
-def test_shadow_requests_are_answered_but_not_counted_or_logged(client, module_schema):
+def test_only_signed_shadow_requests_are_left_out_of_metrics_and_logs(client, module_schema):
+    """A rollout's probe signs its request with the key the revisions share (PEFM_SHADOW_KEY):
+    answered, not counted. A bare or forged header from anyone else changes nothing."""
+
     def served():
         text = client.get("/metrics").text
         return sum(
@@ -239,12 +247,25 @@ def test_shadow_requests_are_answered_but_not_counted_or_logged(client, module_s
             if line.startswith("pefm_requests_total{") and 'route="/v1/forecast"' in line
         )
 
+    def post(shadow: str) -> None:
+        response = client.post("/v1/forecast", content=body, headers={"content-type": "application/json", **shadow})
+        assert response.status_code == 200
+        time.sleep(0.6)  # let the prediction-log write land
+
+    body = json.dumps({"series_id": "unemp", "horizon": 2}).encode()
     time.sleep(0.6)  # let earlier prediction-log writes land
     before, logged = served(), count(module_schema, "predictions")
-    response = client.post("/v1/forecast", json={"series_id": "unemp", "horizon": 2}, headers={"x-pefm-shadow": "1"})
-    assert response.status_code == 200
-    time.sleep(0.6)
-    assert served() == before and count(module_schema, "predictions") == logged
+    post({"x-pefm-shadow": sign_shadow(SHADOW_KEY, "/v1/forecast", body)})
+    assert (served(), count(module_schema, "predictions")) == (before, logged)
+    refused = [
+        "1",  # what any client could send before
+        sign_shadow("not-the-key", "/v1/forecast", body),
+        sign_shadow(SHADOW_KEY, "/v1/forecast", body, now=time.time() - 3600),  # an old one, replayed
+        sign_shadow(SHADOW_KEY, "/v1/forecast", body + b" "),  # signed for another body
+    ]
+    for value in refused:
+        post({"x-pefm-shadow": value})
+    assert served() == before + len(refused) and count(module_schema, "predictions") == logged + len(refused)
 
 
 def test_the_dashboard_asks_the_api_for_an_as_of_forecast_then_reads_the_kept_one(

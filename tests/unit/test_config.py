@@ -39,3 +39,35 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
 def test_bad_values_are_refused_naming_the_variable(name: str, value: str):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_repr_never_shows_a_secret():
+    settings = Settings.from_env(
+        {
+            "PEFM_DATABASE_URL": "postgresql://pefm:db-password@db:5432/pefm",
+            "PEFM_INGEST_TOKEN": "ingest-secret",
+            "PEFM_ADMIN_TOKEN": "admin-secret",
+            "PEFM_SHADOW_KEY": "shadow-secret",
+            "PEFM_WEBHOOK_TOKEN": "webhook-secret",
+            "PEFM_FRED_API_KEY": "fred-secret",
+        }
+    )
+    assert settings.shadow_key == "shadow-secret"
+    assert not any(secret in repr(settings) for secret in ("password", "secret"))
+
+
+def test_the_local_token_file_is_private_and_kept(tmp_path):
+    import os
+    import stat
+
+    from pefm.cli.stack import tokens
+
+    old = os.umask(0)  # a file created with the default mode would be world-readable
+    try:
+        first = tokens(tmp_path)
+    finally:
+        os.umask(old)
+    path = tmp_path / "tokens.env"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert set(first) == {"PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY"} and all(first.values())
+    assert tokens(tmp_path) == first  # generated once

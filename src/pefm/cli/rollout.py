@@ -26,7 +26,8 @@ def controller(db):
 
         router = LocalRouter(db, {"inference": settings.router_url or "http://127.0.0.1:8080"})
     provider = PrometheusProvider(settings.prometheus_url) if settings.prometheus_url else DatabaseProvider(db)
-    return RolloutController(db, router, provider, HttpProber(db), grace_seconds=settings.revision_grace_seconds)
+    prober = HttpProber(db, shadow_key=settings.shadow_key)
+    return RolloutController(db, router, provider, prober, grace_seconds=settings.revision_grace_seconds)
 
 
 def cluster():

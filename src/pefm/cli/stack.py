@@ -3,6 +3,7 @@ the drift monitor and the dashboard."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import threading
@@ -18,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def tokens(home: Path) -> dict[str, str]:
-    """The ingest and admin tokens: from the environment, else generated once and kept in
-    ``$PEFM_HOME/tokens.env`` (mode 600)."""
+    """The ingest and admin tokens and the shadow key: from the environment, else generated once
+    and kept in ``$PEFM_HOME/tokens.env``, created with mode 600 (never readable by others, not
+    even for a moment)."""
     settings = get_settings()
     path = home / "tokens.env"
     stored = {}
@@ -28,11 +30,15 @@ def tokens(home: Path) -> dict[str, str]:
     values = {
         "PEFM_INGEST_TOKEN": settings.ingest_token or stored.get("PEFM_INGEST_TOKEN") or secrets.token_urlsafe(24),
         "PEFM_ADMIN_TOKEN": settings.admin_token or stored.get("PEFM_ADMIN_TOKEN") or secrets.token_urlsafe(24),
+        "PEFM_SHADOW_KEY": settings.shadow_key or stored.get("PEFM_SHADOW_KEY") or secrets.token_urlsafe(32),
     }
     if values != stored:
         home.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
+        if path.exists():
+            path.chmod(0o600)  # one written by an older PEFM
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write("".join(f"{k}={v}\n" for k, v in values.items()))
     return values
 
 
@@ -70,9 +76,11 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             monitor_env = {**shared_env, "PEFM_RETRAIN": settings.retrain or "local"}
             monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=monitor_env)
             sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
-            ingest = runtime.start_revision("ingest", "pefm-ingest-local", env={**secrets_env, **sink})
+            ingest_env = {"PEFM_INGEST_TOKEN": secrets_env["PEFM_INGEST_TOKEN"], **sink}
+            ingest = runtime.start_revision("ingest", "pefm-ingest-local", env=ingest_env)
             revision = revision_name("inference", version)
-            runtime.start_revision("inference", revision, model_version=version)
+            shadow = {"PEFM_SHADOW_KEY": secrets_env["PEFM_SHADOW_KEY"]}  # inference needs no token
+            runtime.start_revision("inference", revision, model_version=version, env=shadow)
             _resume_traffic(db, local, revision)
             router = runtime.start_router("inference", port=port, env=secrets_env)
             api_env = {"PEFM_DATABASE_URL": db.url, **shared_env}

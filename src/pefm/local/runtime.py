@@ -145,11 +145,17 @@ class LocalRuntime:
     def start_revision(
         self, service: str, revision: str, *, model_version: str | None = None, env: dict[str, str] | None = None
     ) -> Process:
-        """A new revision of ``service`` (ingest or inference) under func-python."""
+        """A new revision of ``service`` (ingest, inference or monitor) under func-python. An
+        inference revision gets this process's shadow key (``PEFM_SHADOW_KEY``), so the probes of
+        the rollouts started from here are recognised."""
+        from pefm.config import get_settings
+
+        shadow_key = get_settings().shadow_key if service == "inference" else None
         environment = {
             "PEFM_DATABASE_URL": self.database_url,
             "K_REVISION": revision,
             "PYTHONPATH": str(FUNCTIONS / service),
+            **({"PEFM_SHADOW_KEY": shadow_key} if shadow_key else {}),
             **(env or {}),
         }
         if model_version:

@@ -6,16 +6,18 @@ probes serve the local controller (through the local router's tag URLs) and Flag
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from datetime import datetime
 from typing import Any
 
 import httpx
 
+from pefm.serving.http import SHADOW_HEADER, sign_shadow
 from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
 
-SHADOW = {"X-PEFM-Shadow": "1"}  # the functions leave these out of metrics and logs
+FORECAST = "/v1/forecast"
 
 
 def forecast_divergence(blue: list[dict[str, Any]], green: list[dict[str, Any]]) -> float | None:
@@ -38,17 +40,29 @@ def _unexpected(response: httpx.Response, field: str) -> bool:
 
 
 class HttpProber:
-    def __init__(self, db: Database, timeout: float = 15.0, attempts: int = 5):
+    """``shadow_key`` (``PEFM_SHADOW_KEY``, shared with the revisions) signs the smoke test and the
+    divergence replays as shadow requests, which the revisions leave out of their metrics and
+    logs; without it they count as traffic."""
+
+    def __init__(self, db: Database, timeout: float = 15.0, attempts: int = 5, shadow_key: str | None = None):
         self.db = db
         self.attempts = attempts
+        self.shadow_key = shadow_key
         self.client = httpx.Client(timeout=timeout)
+
+    def _shadow(self, base: str, body: dict[str, Any]) -> httpx.Response:
+        content = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        if self.shadow_key:
+            headers[SHADOW_HEADER] = sign_shadow(self.shadow_key, FORECAST, content)
+        return self.client.post(f"{base}{FORECAST}", content=content, headers=headers)
 
     def smoke(self, green: str, request: dict[str, Any], attempts: int = 10) -> bool:
         """The revision at URL ``green`` answers a forecast request with 200 and forecasts, within
         ``attempts`` tries half a second apart (a new route takes a moment to exist)."""
         for attempt in range(attempts):
             try:
-                response = self.client.post(f"{green}/v1/forecast", json=request, headers=SHADOW)
+                response = self._shadow(green, request)
                 if response.status_code == 200 and response.json().get("forecasts"):
                     return True
             except (httpx.HTTPError, ValueError):
@@ -105,7 +119,7 @@ class HttpProber:
 
     def _rows(self, base: str, body: dict[str, Any]) -> list[dict] | None:
         try:
-            response = self.client.post(f"{base}/v1/forecast", json=body, headers=SHADOW)
+            response = self._shadow(base, body)
         except httpx.HTTPError:
             return None
         if response.status_code == 422 and "space" in body and _unexpected(response, "space"):
@@ -120,5 +134,5 @@ class HttpProber:
         ok = 0
         for _ in range(requests):
             with contextlib.suppress(httpx.HTTPError):
-                ok += self.client.post(f"{url}/v1/forecast", json=body).status_code < 500
+                ok += self.client.post(f"{url}{FORECAST}", json=body).status_code < 500
         return ok

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pefm.config import Settings
-from pefm.serving.http import guard
+from pefm.serving.http import guard, is_shadow
 
 log = logging.getLogger("pefm.function")
 PROCESS_STARTED = time.time()
@@ -126,8 +126,8 @@ class ServiceFunction:
         self.writer.put("revision_starts", (datetime.now(UTC), self.service, revision, seconds))
 
     def _observe(self, scope: dict, status: int, seconds: float) -> None:
-        if (b"x-pefm-shadow", b"1") in scope.get("headers", ()):
-            return  # a rollout's shadow comparison: not traffic this revision served
+        if is_shadow(scope):
+            return  # a rollout's signed shadow probe: not traffic this revision served
         self.metrics.observe_request(scope, status, seconds)
         if self.writer is not None and scope.get("path") not in ("/metrics",):
             from datetime import UTC, datetime

@@ -6,6 +6,7 @@ would turn an escaping exception into a broken 500 (it builds the body from a st
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -175,6 +176,46 @@ def parse_cloudevent(request: Request, body: bytes, types: set[str]):
             [{"field": "type", "message": f"expected one of {sorted(types)}, got {event['type']!r}"}],
         )
     return event
+
+
+SHADOW_HEADER = "X-PEFM-Shadow"
+SHADOW_MAX_AGE = 120  # seconds a signature stays good: a replayed probe is not a shadow one for long
+_SHADOW = "pefm.shadow"  # set in a request's scope once its shadow signature is verified
+
+
+def sign_shadow(key: str, path: str, body: bytes, now: float | None = None) -> str:
+    """The X-PEFM-Shadow value marking a rollout's probe (a POST to ``path`` with ``body``) as a
+    shadow request: a timestamp and an HMAC-SHA256 over it, the path and the body, under the key
+    the prober shares with the revisions."""
+    stamp = int(time.time() if now is None else now)
+    return f"t={stamp},sig={_shadow_mac(key, stamp, path, body)}"
+
+
+def mark_shadow(request: Request, body: bytes, key: str | None) -> bool:
+    """Whether ``request`` is a rollout's shadow probe: a POST whose X-PEFM-Shadow signature is
+    valid and fresh under ``key`` (without a key, none is). A verified one is marked in its scope,
+    where ``is_shadow`` finds it once the response has gone."""
+    value = request.headers.get(SHADOW_HEADER, "")
+    if not key or not value or request.method != "POST":
+        return False
+    fields = dict(part.partition("=")[::2] for part in value.split(","))
+    stamp = fields.get("t", "")
+    if not (stamp.isascii() and stamp.isdigit()) or abs(time.time() - int(stamp)) > SHADOW_MAX_AGE:
+        return False
+    expected = _shadow_mac(key, int(stamp), request.url.path, body)
+    if not hmac.compare_digest(expected.encode(), fields.get("sig", "").encode("utf-8", "replace")):
+        return False
+    request.scope[_SHADOW] = True
+    return True
+
+
+def is_shadow(scope: dict) -> bool:
+    """Whether the request of ``scope`` was verified as a shadow probe (``mark_shadow``)."""
+    return bool(scope.get(_SHADOW))
+
+
+def _shadow_mac(key: str, stamp: int, path: str, body: bytes) -> str:
+    return hmac.new(key.encode(), f"{stamp}\n{path}\n".encode() + body, hashlib.sha256).hexdigest()
 
 
 def route_template(scope: dict) -> str:

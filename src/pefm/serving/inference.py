@@ -38,6 +38,7 @@ from pefm.serving.http import (
     handled,
     in_database,
     json_response,
+    mark_shadow,
     parse_json,
     read_body,
 )
@@ -196,7 +197,7 @@ class InferenceService:
         data = parse_json(body)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
-        return await self._answer(data, _is_shadow(request))
+        return await self._answer(data, mark_shadow(request, body, self.settings.shadow_key))
 
     async def forecast_get(self, request: Request) -> Response:
         query = request.query_params
@@ -212,7 +213,7 @@ class InferenceService:
             data["horizon"] = _query_int(query["horizon"])
         if "levels" in query:
             data["levels"] = [_query_int(v) for v in query["levels"].split(",")]
-        return await self._answer(data, _is_shadow(request))
+        return await self._answer(data)
 
     async def _answer(self, data: dict[str, Any], shadow: bool = False) -> Response:
         server = self.server
@@ -278,11 +279,6 @@ def create_inference_app(
         Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
-
-
-def _is_shadow(request: Request) -> bool:
-    """A rollout's shadow comparison (X-PEFM-Shadow: 1): answered, but not logged as served."""
-    return request.headers.get("x-pefm-shadow") == "1"
 
 
 def check_request(data: dict[str, Any]):
