@@ -1,8 +1,10 @@
 """Request and prediction logs, written off the request path.
 
 Handlers ``put`` rows into a bounded queue and return at once; a background thread drains it
-in batches with COPY over its own connection. When the queue is full or the database is down,
-rows are dropped and counted (``pefm_log_rows_dropped``), and serving carries on.
+in batches with COPY over its own connection. Serving never waits on it. While the database is
+away the thread reconnects on its own clock (0.1 s, doubling to at most 1 s, whatever the traffic)
+and leaves the rows queued, so a short outage loses nothing; rows are dropped, and counted
+(``pefm_log_rows_dropped``), only when the queue is full or a batch fails mid-write.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 import psycopg
 
 log = logging.getLogger(__name__)
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 1.0
 
 TABLES = {
     "request_log": ("ts", "service", "revision", "route", "method", "status", "latency_ms"),
@@ -54,7 +57,7 @@ class LogWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pefm-log-writer", daemon=True)
         self._conn: psycopg.Connection | None = None
-        self._retry_at = 0.0
+        self._backoff = MIN_BACKOFF
 
     def start(self) -> None:
         self._thread.start()
@@ -74,10 +77,50 @@ class LogWriter:
             self._conn.close()
 
     def _run(self) -> None:
-        while not (self._stop.is_set() and self._queue.empty()):
-            batch = self._take()
-            if batch:
-                self._write(batch)
+        pending: list[tuple[str, tuple]] = []  # a batch whose write failed: tried once more
+        while not (self._stop.is_set() and self._queue.empty() and not pending):
+            if self._conn is None and not self._connect():
+                if self._stop.is_set():  # stopping with the database away: what is queued is lost
+                    self._drop(pending + self._drain())
+                    return
+                continue
+            batch, retry = (pending, True) if pending else (self._take(), False)
+            pending = []
+            if batch and not self._write(batch):
+                if retry:
+                    self._drop(batch)
+                else:
+                    pending = batch
+
+    def _connect(self) -> bool:
+        """One connection attempt; after a failure, wait out the backoff (rows keep queueing)."""
+        try:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=2)
+        except (psycopg.Error, OSError) as exc:
+            if self._backoff == MIN_BACKOFF:
+                log.warning("log writer lost the database (%s); reconnecting while rows queue", type(exc).__name__)
+            self._stop.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+            return False
+        self._backoff = MIN_BACKOFF
+        return True
+
+    def _drain(self) -> list[tuple[str, tuple]]:
+        rows = []
+        while True:
+            try:
+                rows.append(self._queue.get_nowait())
+            except queue.Empty:
+                return rows
+
+    def _drop(self, batch: list[tuple[str, tuple]]) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for table, _ in batch:
+            counts[table] += 1
+        for table, n in counts.items():
+            self.on_drop(table, n)
+        if batch:
+            log.warning("%d log rows dropped", len(batch))
 
     def _take(self) -> list[tuple[str, tuple]]:
         batch: list[tuple[str, tuple]] = []
@@ -92,12 +135,14 @@ class LogWriter:
                 break
         return batch
 
-    def _write(self, batch: list[tuple[str, tuple]]) -> None:
+    def _write(self, batch: list[tuple[str, tuple]]) -> bool:
+        """Write a batch in one transaction; False (and the connection dropped) when it failed."""
         by_table: dict[str, list[tuple]] = defaultdict(list)
         for table, row in batch:
             by_table[table].append(row)
+        conn = self._conn
+        assert conn is not None
         try:
-            conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
                 for table, rows in by_table.items():
                     columns = ", ".join(TABLES[table])
@@ -105,17 +150,8 @@ class LogWriter:
                         for row in rows:
                             copy.write_row(row)
         except (psycopg.Error, OSError) as exc:
-            for table, rows in by_table.items():
-                self.on_drop(table, len(rows))
-            log.warning("log rows dropped: database unavailable (%s)", type(exc).__name__)
-            if self._conn is not None:
-                self._conn.close()
+            log.warning("writing %d log rows failed (%s)", len(batch), type(exc).__name__)
+            conn.close()
             self._conn = None
-            self._retry_at = time.monotonic() + 1.0
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            if time.monotonic() < self._retry_at:
-                raise psycopg.OperationalError("waiting before reconnecting")
-            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=2)
-        return self._conn
+            return False
+        return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -11,6 +13,12 @@ from psycopg_pool import ConnectionPool
 from pefm.config import Settings, get_settings
 from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate as apply_migrations
+
+log = logging.getLogger(__name__)
+RECONNECT_WINDOW = 2.0
+"""Seconds one reconnection attempt of the pool keeps retrying (immediately, then about once a
+second) before it gives up; psycopg_pool's own default, 5 minutes with a doubling delay, leaves
+a restarted database unused for up to half a minute."""
 
 
 class LockBusy(RuntimeError):
@@ -25,6 +33,7 @@ class Database:
     ):
         self.url = url
         self.embedded = embedded
+        self._sweeping = threading.Lock()
         # check: a connection broken by a database restart is replaced, not handed out
         self.pool = ConnectionPool(
             url,
@@ -34,9 +43,42 @@ class Database:
             name="pefm",
             timeout=timeout,
             configure=_configure,
-            check=ConnectionPool.check_connection,
+            check=self._check,
+            reconnect_timeout=RECONNECT_WINDOW,
+            reconnect_failed=self._reconnect_failed,
             kwargs={"connect_timeout": max(2, int(timeout))},
         )
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        """The pool's check before it hands a connection out. One broken connection means the
+        database went away: every connection idle since then is broken too, so all of them are
+        checked (and replaced) at once, in the background, instead of one per step of the pool's
+        1-2-4 s backoff, which outlasts a request's wait for a connection."""
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            self._sweep()
+            raise
+
+    def _reconnect_failed(self, pool: ConnectionPool) -> None:
+        """A reconnection attempt gave up (RECONNECT_WINDOW): start another at once if a request
+        waits for a connection; otherwise the next request starts one."""
+        if pool.get_stats().get("requests_waiting"):
+            self._sweep()
+
+    def _sweep(self) -> None:
+        if not self._sweeping.acquire(blocking=False):
+            return  # one is under way
+
+        def run() -> None:
+            try:
+                self.pool.check()  # also grows the pool when it has no connection
+            except Exception as exc:  # the pool is closing, or the database is still away
+                log.info("pool check failed: %s", exc)
+            finally:
+                self._sweeping.release()
+
+        threading.Thread(target=run, name="pefm-pool-check", daemon=True).start()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
