@@ -102,6 +102,10 @@ class Settings:
     """``PEFM_RECONDITION``: ``on`` (default): an inference revision conditions its forecasts on
     the latest data as they arrive (parameters kept, no retrain); ``off``: it serves exactly the
     forecasts its version was registered with."""
+    vintage_skew_seconds: int = 300
+    """``PEFM_VINTAGE_SKEW_SECONDS``: how far an ingested vintage may lie from the ingest
+    function's clock. Later is refused (a vintage in the future would shadow every later
+    revision); earlier needs ``?backdate=1`` and the admin token (it changes past as-of reads)."""
     prediction_log_queue: int = 10_000
     """``PEFM_PREDICTION_LOG_QUEUE``: predictions buffered for the database before new ones are
     dropped (and counted)."""
@@ -154,6 +158,7 @@ class Settings:
         for name, key in (
             ("PEFM_MAX_BODY_BYTES", "max_body_bytes"),
             ("PEFM_PREDICTION_LOG_QUEUE", "prediction_log_queue"),
+            ("PEFM_VINTAGE_SKEW_SECONDS", "vintage_skew_seconds"),
             ("PEFM_DASHBOARD_PORT", "dashboard_port"),
         ):
             if raw := env.get(name, "").strip():

@@ -23,7 +23,15 @@ from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version
 from tests.conftest import fresh_schema
-from tests.functions.conftest import TOKEN, ingest_quarter, replay_quarters, replay_start, start_function, stop
+from tests.functions.conftest import (
+    ADMIN_TOKEN,
+    TOKEN,
+    ingest_quarter,
+    replay_quarters,
+    replay_start,
+    start_function,
+    stop,
+)
 
 SPEC = BacktestSpec(h=1, windows=20)
 # An operator's permissive policy, for the resumption tests: what they test is where a job resumes
@@ -35,7 +43,9 @@ CRISIS = {"realgdp", "realinv", "unemp"}
 def replay(server_url, tmp_path_factory):
     with fresh_schema(server_url, "d") as url, Database(url, max_size=4) as db:
         full, serving = replay_start(db, SPEC)
-        ingest = start_function("ingest", url, tmp_path_factory.mktemp("drift"), PEFM_INGEST_TOKEN=TOKEN)
+        ingest = start_function(
+            "ingest", url, tmp_path_factory.mktemp("drift"), PEFM_INGEST_TOKEN=TOKEN, PEFM_ADMIN_TOKEN=ADMIN_TOKEN
+        )
         policy = DriftPolicy.load()
         reports = {}
         for quarter in replay_quarters(full):

@@ -17,6 +17,7 @@ from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
+from pefm.storage.observations import write_observations
 from tests.conftest import fresh_schema
 from tests.functions.conftest import TOKEN, start_function, stop, wait_for_model
 
@@ -112,12 +113,16 @@ def test_an_ingested_observation_reaches_the_next_forecast_within_seconds(schema
 
 def test_data_a_model_cannot_use_leave_its_forecasts_and_no_others(schema, ingest, inference):
     """A non-positive value under a log transform cannot be re-conditioned on: realgdp keeps what it
-    had, and the listener keeps going for the other series."""
+    had, and the listener keeps going for the other series. Ingest refuses such a value now (422):
+    it is written straight to the table, as data stored before that check would be."""
     with inference.client() as client:
         gdp_before = forecast(client)
         with ingest.client() as c:
             bad = {"series_id": "realgdp", "observations": [{"ts": "2001-01-01", "value": -5.0}]}
-            assert c.post("/v1/observations", json=bad, headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+            assert c.post("/v1/observations", json=bad, headers={"authorization": f"Bearer {TOKEN}"}).status_code == 422
+            with psycopg.connect(schema) as conn:
+                frame = pd.DataFrame({"series_id": ["realgdp"], "ts": [pd.Timestamp("2001-01-01")], "value": [-5.0]})
+                write_observations(conn, frame, source="test")
             good = {"series_id": "unemp", "observations": [{"ts": "2000-01-01", "value": 4.0}]}
             assert (
                 c.post("/v1/observations", json=good, headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200

@@ -1,14 +1,17 @@
 """The ingest function as a real process under func-python: every route, every error, auth."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.functions.conftest import ROOT, TOKEN, count, start_function, stop
+from tests.functions.conftest import ADMIN_TOKEN, ROOT, TOKEN, count, start_function, stop
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "content-type": "application/json"}
 CSV = {**AUTH, "content-type": "text/csv"}
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+ADMIN_CSV = {**ADMIN, "content-type": "text/csv"}
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +21,7 @@ def ingest(module_schema, tmp_path_factory):
         module_schema,
         tmp_path_factory.mktemp("ingest"),
         PEFM_INGEST_TOKEN=TOKEN,
+        PEFM_ADMIN_TOKEN=ADMIN_TOKEN,
         PEFM_MAX_BODY_BYTES="4096",
         K_REVISION="pefm-ingest-00001",
     )
@@ -77,16 +81,48 @@ def test_json_insert_revise_unchanged(client, module_schema):
     assert first.json()["inserted"] == 1 and first.json()["series"] == ["realgdp"]
     same = client.post("/v1/observations", json=obs(**{"2009-10-01": 13000.0}), headers=AUTH)
     assert same.json()["unchanged"] == 1
+    vintage = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
     revised = client.post(
-        "/v1/observations", json={**obs(**{"2009-10-01": 13001.5}), "vintage": "2030-01-01T00:00:00Z"}, headers=AUTH
+        "/v1/observations", json={**obs(**{"2009-10-01": 13001.5}), "vintage": vintage.isoformat()}, headers=AUTH
     )
     assert revised.json() == {
         "inserted": 0,
         "revised": 1,
         "unchanged": 0,
-        "vintage": "2030-01-01T00:00:00+00:00",
+        "vintage": vintage.isoformat(),
         "series": ["realgdp"],
     }
+
+
+def test_vintages_are_not_in_the_future_and_backdated_only_by_an_admin(client, module_schema):
+    """A vintage from the future would stay "latest" over every later revision (one dated 2199 froze
+    a series); one from the past rewrites what as-of reads returned, so only an admin may send it."""
+    before = count(module_schema, "observations")
+    future = {**obs(**{"2009-10-01": 1.0}), "vintage": "2199-01-01T00:00:00Z"}
+    assert_error(client.post("/v1/observations", json=future, headers=AUTH), 422, "vintage")
+    past = {**obs(**{"2009-10-01": 2.0}), "vintage": "2015-01-01T00:00:00Z"}
+    assert_error(client.post("/v1/observations", json=past, headers=AUTH), 422, "vintage")
+    csv = "DATE,UNEMP\n2010-01-01,9.8\n"
+    assert_error(client.post("/v1/observations?vintage=2010-05-01", content=csv, headers=CSV), 422, "vintage")
+    assert client.post("/v1/observations?backdate=1", json=past, headers=AUTH).status_code == 403  # not the admin's
+    assert_error(client.post("/v1/observations?backdate=yes", json=past, headers=ADMIN), 422, "backdate")
+    assert count(module_schema, "observations") == before
+    assert client.post("/v1/observations?backdate=1", json=past, headers=ADMIN).status_code == 200
+
+
+def test_a_value_the_series_transform_cannot_take_is_refused(client, module_schema):
+    """realgdp is stored as levels and modelled as annualised log growth: 0 or less has no log."""
+    before = count(module_schema, "observations")
+    response = client.post("/v1/observations", json=obs(**{"2010-01-01": 13000.0, "2010-04-01": -1.0}), headers=AUTH)
+    assert_error(response, 422, "observations[1].value")
+    response = client.post("/v1/observations", content="DATE,REALGDP\n2010-01-01,0\n", headers=CSV)
+    assert_error(response, 422, "value")
+    assert count(module_schema, "observations") == before
+
+
+def assert_error(response, status: int, field: str) -> None:
+    assert response.status_code == status, response.text
+    assert field in {d.get("field") for d in response.json()["details"]}, response.json()
 
 
 def test_many_series_in_one_payload(client):
@@ -97,7 +133,7 @@ def test_many_series_in_one_payload(client):
 
 def test_csv_upload_with_a_vintage(client):
     csv = "DATE,UNEMP\n2010-01-01,9.8\n2010-04-01,.\n"
-    response = client.post("/v1/observations?vintage=2010-05-01", content=csv, headers=CSV)
+    response = client.post("/v1/observations?vintage=2010-05-01&backdate=1", content=csv, headers=ADMIN_CSV)
     assert response.status_code == 200, response.text
     assert response.json()["inserted"] == 1 and response.json()["vintage"].startswith("2010-05-01")
 

@@ -29,6 +29,7 @@ from pefm.rollout.router import revision_name, sole
 from pefm.storage.database import Database
 from tests.conftest import fresh_schema
 from tests.functions.conftest import (
+    ADMIN_TOKEN,
     ROOT,
     TOKEN,
     Load,
@@ -128,7 +129,14 @@ def soak(server_url, tmp_path_factory):
         system = Soak(url, tmp)
         full, first = replay_start(system.db, BacktestSpec(h=1, windows=12))
         monitor = start_function("monitor", url, tmp, PEFM_ADMIN_TOKEN=ADMIN)
-        ingest = start_function("ingest", url, tmp, PEFM_INGEST_TOKEN=TOKEN, K_SINK=f"{monitor.url}/v1/drift/check")
+        ingest = start_function(
+            "ingest",
+            url,
+            tmp,
+            PEFM_INGEST_TOKEN=TOKEN,
+            PEFM_ADMIN_TOKEN=ADMIN_TOKEN,
+            K_SINK=f"{monitor.url}/v1/drift/check",
+        )
         blue = revision_name("inference", first.id)
         system.runtime.start_revision("inference", blue, model_version=first.id)
         system.router_url = system.runtime.start_router("inference").url

@@ -62,13 +62,18 @@ TRANSFORMS: dict[str, Callable[[pd.Series, Frequency], pd.Series]] = {
 }
 
 
+def positive_only(transform: str) -> bool:
+    """Whether the transform takes logarithms, so the stored values must be > 0."""
+    return transform.startswith("log")
+
+
 def apply_transform(y: pd.Series, transform: str, freq: Frequency) -> pd.Series:
     """``y`` transformed by the named transform; log transforms need a strictly positive series."""
     try:
         fn = TRANSFORMS[transform]
     except KeyError:
         raise ValueError(f"unknown transform {transform!r}; expected one of {sorted(TRANSFORMS)}") from None
-    if transform.startswith("log") and (y <= 0).any():
+    if positive_only(transform) and (y <= 0).any():
         raise TransformError(f"transform {transform!r} needs positive values; {y.name} has some <= 0")
     out = fn(y, freq)
     out.name = y.name

@@ -84,3 +84,17 @@ def check_frequency(index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence
         else:
             issues.append(Issue(field="ts", message=message, index=int(pos)))
     return issues
+
+
+def check_transform(values: pd.Series, transform: str, *, lines: Sequence[int] | None = None) -> list[Issue]:
+    """An Issue (field ``value``) for each value the series' transform cannot take: <= 0 under a
+    log transform. Located like ``check_frequency``."""
+    from pefm.data.transforms import positive_only
+
+    if not positive_only(transform):
+        return []
+    message = f"must be > 0: the series' transform ({transform}) takes its logarithm"
+    bad = np.flatnonzero(values.to_numpy() <= 0)
+    if lines is not None:
+        return [Issue(field="value", message=message, line=int(lines[pos])) for pos in bad]
+    return [Issue(field="value", message=message, index=int(pos)) for pos in bad]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -29,7 +30,7 @@ from pefm.data.json_payload import (
     parse_timestamp,
 )
 from pefm.data.transforms import TRANSFORMS
-from pefm.data.validation import Issue, ValidationError, check_frequency
+from pefm.data.validation import Issue, ValidationError, check_frequency, check_transform
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -61,9 +62,14 @@ class IngestService:
 
     # -- POST /v1/observations -----------------------------------------------------------------
     async def observations(self, request: Request) -> Response:
-        require_bearer(request, self.settings.ingest_token, "ingest")
+        backdate = _backdate(request)
+        if backdate:
+            require_bearer(request, self.settings.admin_token, "backdated vintages (backdate=1)")
+        else:
+            require_bearer(request, self.settings.ingest_token, "ingest")
         body = await read_body(request, self.settings.max_body_bytes)
         payload, source = self._parse(request, body)
+        self._check_vintage(payload.vintage, backdate)
         result = await in_database(self._write, payload, source)
         for outcome in ("inserted", "revised", "unchanged"):
             self.metrics.ingest_rows.labels(outcome).inc(result[outcome])
@@ -90,6 +96,22 @@ class IngestService:
             [{"field": "content-type", "message": "use application/json, text/csv or a CloudEvent"}],
         )
 
+    def _check_vintage(self, vintage: datetime | None, backdate: bool) -> None:
+        """A vintage is when the values became known: not after now (within the allowed skew),
+        and before it only when an admin says so, since it changes what past as-of reads return."""
+        if vintage is None:
+            return
+        now, skew = datetime.now(UTC), timedelta(seconds=self.settings.vintage_skew_seconds)
+        if vintage > now + skew:
+            message = f"is after now ({now:%Y-%m-%dT%H:%M:%SZ}): nothing can be known in the future"
+            raise ApiError(422, "vintage in the future", [{"field": "vintage", "message": message}])
+        if vintage < now - skew and not backdate:
+            message = (
+                "is in the past: a backdated vintage changes what as-of reads have returned; "
+                "send it with ?backdate=1 and the admin token"
+            )
+            raise ApiError(422, "backdated vintage", [{"field": "vintage", "message": message}])
+
     def _write(self, payload: ObservationsPayload, source: str) -> dict[str, Any]:
         with self.db.connection() as conn, conn.transaction():
             metas = {}
@@ -104,15 +126,17 @@ class IngestService:
                 metas[item.series_id] = meta
             issues = []
             for item in payload.series:
-                found = check_frequency(item.values.index, metas[item.series_id].frequency, lines=item.lines)
+                meta = metas[item.series_id]
+                found = check_frequency(item.values.index, meta.frequency, lines=item.lines)
+                found += check_transform(item.values, meta.transform, lines=item.lines)
                 issues += [
                     i
                     if item.lines
-                    else Issue(field=f"{item.path}observations[{i.index}].ts", message=i.message, index=i.index)
+                    else Issue(field=f"{item.path}observations[{i.index}].{i.field}", message=i.message, index=i.index)
                     for i in found
                 ]
             if issues:
-                raise ApiError.invalid(ValidationError("timestamps off the series frequency", issues))
+                raise ApiError.invalid(ValidationError("observations the series cannot take", issues))
             frame = pd.concat([_frame(item) for item in payload.series], ignore_index=True)
             try:
                 result = write_observations(conn, frame, vintage=payload.vintage, source=source)
@@ -156,6 +180,15 @@ class IngestService:
     def _get(self, series_id: str) -> SeriesMeta | None:
         with self.db.connection() as conn:
             return get_series(conn, series_id)
+
+
+def _backdate(request: Request) -> bool:
+    raw = request.query_params.get("backdate")
+    if raw is None:
+        return False
+    if raw not in ("1", "true"):
+        raise ApiError(422, "invalid backdate", [{"field": "backdate", "message": "expected 1 or true"}])
+    return True
 
 
 def _announce(sink: str, result: dict[str, Any]) -> None:

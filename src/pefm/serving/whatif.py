@@ -82,7 +82,7 @@ def model_forecast(
         return _rows(member, series_id, meta, anchor, space, horizon, levels)
     except ForecastInputError as exc:
         raise ApiError(422, str(exc)) from None
-    except TransformError as exc:  # stored data the series' transform refuses (ingest does not check yet)
+    except TransformError as exc:  # stored before ingest checked values against the transform
         raise ApiError(422, f"the stored data of {series_id} cannot be used: {exc}") from None
 
 
