@@ -50,6 +50,11 @@ class Settings:
     taken for a shadow one, so the probes count as traffic."""
     max_body_bytes: int = 20 * 1024 * 1024
     """``PEFM_MAX_BODY_BYTES``: largest request body the functions accept (413 above it)."""
+    model_concurrency: int = 2
+    """``PEFM_MODEL_CONCURRENCY``: model-path forecasts (as-of, what-if) an inference revision
+    computes at once; more wait (up to 10 s, then 503 with Retry-After)."""
+    body_timeout_seconds: int = 30
+    """``PEFM_BODY_TIMEOUT_SECONDS``: how long a request's body may take to arrive (408 after)."""
     model_version: str | None = None
     """``PEFM_MODEL_VERSION``: the registry version an inference revision serves; unset -> the
     serving version."""
@@ -157,6 +162,8 @@ class Settings:
             raise ConfigError("PEFM_KNATIVE_URL must contain {name} (and usually {namespace})")
         for name, key in (
             ("PEFM_MAX_BODY_BYTES", "max_body_bytes"),
+            ("PEFM_BODY_TIMEOUT_SECONDS", "body_timeout_seconds"),
+            ("PEFM_MODEL_CONCURRENCY", "model_concurrency"),
             ("PEFM_PREDICTION_LOG_QUEUE", "prediction_log_queue"),
             ("PEFM_VINTAGE_SKEW_SECONDS", "vintage_skew_seconds"),
             ("PEFM_DASHBOARD_PORT", "dashboard_port"),

@@ -28,6 +28,7 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 MISSING = {".", ""}
 _ODD_NUMBER = re.compile(r"[^0-9eE+\-.]")  # what float() takes but _NUMBER does not: _, inf, nan, hex
+_NOT_CLEAN = re.compile(r"[^0-9eE+\-.,\r\n]")  # clean rows are dates, numbers, commas and line ends
 # Dates PEFM stores: wide for economic history, inside what pandas' nanosecond timestamps hold.
 MIN_YEAR, MAX_YEAR = 1700, 2200
 
@@ -142,9 +143,9 @@ def _parse_clean(data: str, series_id: str) -> ParsedSeries | None:
     C speed by pandas; None as soon as anything is unusual (the careful parser then reports it)."""
     body = data.split("\n", 1)[1] if "\n" in data else ""
     body = body.replace("\r\n", "\n").rstrip("\n")
-    if not body.isascii() or "\x00" in body:
-        return None  # pandas' C reader ends a field at a NUL
-    if not body or "\n\n" in body or '"' in body or " " in body or body.count(",") != body.count("\n") + 1:
+    if _NOT_CLEAN.search(body):
+        return None  # a character no clean row has (a NUL among them: pandas' C reader ends a field there)
+    if not body or "\n\n" in body or body.count(",") != body.count("\n") + 1:
         return None
     try:
         frame = pd.read_csv(

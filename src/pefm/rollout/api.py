@@ -125,7 +125,7 @@ def create_rollout_app(
 
     async def start(request: Request) -> Response:
         admin(request)
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         data = parse_json(body or b"{}")
         if not isinstance(data, dict):
             raise ApiError(422, "invalid rollout", [{"field": "body", "message": "expected a JSON object"}])
@@ -171,7 +171,7 @@ def create_rollout_app(
     async def flagger(request: Request) -> Response:
         if hooks is None:
             raise ApiError(404, "no Flagger webhooks here: the rollout API serves them on a cluster")
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         data = parse_json(body or b"null")
         try:
             payload = Payload.parse(data)

@@ -7,6 +7,7 @@ so they are synchronous; ``handle`` is the ASGI entry point and never lets an ex
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,11 @@ class ServiceFunction:
 
         settings = Settings.from_env(cfg)
         configure_json_logging(settings.log_level)
+        # Large bodies are parsed on worker threads while the event loop answers health checks
+        # and small requests; with Python's default 5 ms GIL switch interval each step of such an
+        # answer can wait 5 ms for the parser to yield (a liveness probe took 200 ms), with 1 ms
+        # it waits a fifth of that.
+        sys.setswitchinterval(0.001)
         self.metrics = ServiceMetrics(self.service, settings.revision)
         openapi = json.loads((OPENAPI_DIR / f"{self.service}.json").read_text())
         try:

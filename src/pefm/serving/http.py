@@ -6,6 +6,7 @@ would turn an escaping exception into a broken 500 (it builds the body from a st
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -66,20 +67,42 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or ApiError 413 as soon as it passes ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body; ApiError 413 as soon as it passes ``limit`` bytes, 408 when it has not all
+    arrived ``timeout`` seconds after the request (a client trickling a byte at a time would
+    otherwise hold the connection for as long as it likes)."""
     # The rest of the body stays unread, so the connection cannot be reused: say so.
     close = {"Connection": "close"}
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"body of {declared} bytes is over the limit of {limit} bytes", headers=close)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise ApiError(408, f"the body did not arrive within {timeout:g} s", headers=close) from None
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"body is over the limit of {limit} bytes", headers=close)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+INLINE_BYTES = 64 * 1024
+"""Bodies up to this size are parsed on the event loop (a thread hop would cost more than the
+parse); larger ones on the thread pool, so a 15 MB upload cannot stall health checks."""
+
+
+async def off_loop(parse: Callable[..., Any], body: bytes, *args: Any) -> Any:
+    """``parse(body, *args)``, on the thread pool when the body is large."""
+    if len(body) <= INLINE_BYTES:
+        return parse(body, *args)
+    return await run_in_threadpool(parse, body, *args)
 
 
 def parse_json(body: bytes) -> Any:

@@ -12,6 +12,7 @@ conditioned on them without a retrain (``serving.freshness``): each says its ``d
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -39,6 +40,7 @@ from pefm.serving.http import (
     in_database,
     json_response,
     mark_shadow,
+    off_loop,
     parse_json,
     read_body,
 )
@@ -185,16 +187,23 @@ class ModelServer:
             raise ApiError(422, "no finite forecast", [{"field": field, "message": message}]) from None
 
 
+MODEL_QUEUE_SECONDS = 10.0
+"""How long a request waits for one of the model's slots before a 503 with Retry-After."""
+
+
 class InferenceService:
     def __init__(self, settings: Settings, server: ModelServer, metrics: ServiceMetrics, writer: LogWriter | None):
+        # Model-path answers (as-of refits, what-ifs) take CPU for up to seconds each: at most
+        # PEFM_MODEL_CONCURRENCY at once, so a burst of them queues instead of starving the rest
+        self._model_slots = asyncio.Semaphore(settings.model_concurrency)
         self.settings = settings
         self.server = server
         self.metrics = metrics
         self.writer = writer
 
     async def forecast_post(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.max_body_bytes)
-        data = parse_json(body)
+        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+        data = await off_loop(parse_json, body)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
         return await self._answer(data, mark_shadow(request, body, self.settings.shadow_key))
@@ -214,6 +223,18 @@ class InferenceService:
         if "levels" in query:
             data["levels"] = [_query_int(v) for v in query["levels"].split(",")]
         return await self._answer(data)
+
+    async def _model_json(self, *args: Any) -> str:
+        try:
+            await asyncio.wait_for(self._model_slots.acquire(), MODEL_QUEUE_SECONDS)
+        except TimeoutError:
+            raise ApiError(
+                503, "the model is busy with other requests; retry shortly", headers={"Retry-After": "2"}
+            ) from None
+        try:
+            return await in_database(self.server.model_json, *args)
+        finally:
+            self._model_slots.release()
 
     async def _answer(self, data: dict[str, Any], shadow: bool = False) -> Response:
         server = self.server
@@ -237,7 +258,7 @@ class InferenceService:
                 text = server.precomputed_json(series_id, state, space, horizon, levels)
             if text is None:
                 args = (series_id, state, space, horizon, levels, as_of, history)
-                text, source = await in_database(server.model_json, *args), "model"
+                text, source = await self._model_json(*args), "model"
             self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
             data_as_of = as_of if as_of is not None else state.data_as_of
             parts.append(forecast_part(series_id, space, server.meta[series_id], data_as_of, text))

@@ -37,6 +37,7 @@ from pefm.serving.http import (
     handled,
     in_database,
     json_response,
+    off_loop,
     parse_cloudevent,
     parse_json,
     read_body,
@@ -67,8 +68,8 @@ class IngestService:
             require_bearer(request, self.settings.admin_token, "backdated vintages (backdate=1)")
         else:
             require_bearer(request, self.settings.ingest_token, "ingest")
-        body = await read_body(request, self.settings.max_body_bytes)
-        payload, source = self._parse(request, body)
+        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+        payload, source = await off_loop(self._parse, body, request)
         self._check_vintage(payload.vintage, backdate)
         result = await in_database(self._write, payload, source)
         for outcome in ("inserted", "revised", "unchanged"):
@@ -77,7 +78,7 @@ class IngestService:
             threading.Thread(target=_announce, args=(self.settings.sink, result), daemon=True).start()
         return json_response(result)
 
-    def _parse(self, request: Request, body: bytes) -> tuple[ObservationsPayload, str]:
+    def _parse(self, body: bytes, request: Request) -> tuple[ObservationsPayload, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if "ce-specversion" in request.headers or content_type == "application/cloudevents+json":
@@ -156,8 +157,8 @@ class IngestService:
     async def put_series(self, request: Request) -> Response:
         require_bearer(request, self.settings.ingest_token, "ingest")
         series_id = request.path_params["series_id"]
-        body = await read_body(request, self.settings.max_body_bytes)
-        meta = _series_meta(series_id, body)
+        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+        meta = await off_loop(_series_meta, body, series_id)
         created = await in_database(self._upsert, meta)
         return json_response({"series_id": series_id, "created": created}, 201 if created else 200)
 
@@ -257,7 +258,7 @@ def _from_cloudevent(request: Request, body: bytes) -> ObservationsPayload:
     raise ValidationError("invalid CloudEvent", [Issue(field="datacontenttype", message=f"unsupported {data_type!r}")])
 
 
-def _series_meta(series_id: str, body: bytes) -> SeriesMeta:
+def _series_meta(body: bytes, series_id: str) -> SeriesMeta:
     issues = []
     if not SERIES_ID.match(series_id):
         issues.append(Issue(field="series_id", message="expected lower case letters, digits, _ . - (max 64)"))

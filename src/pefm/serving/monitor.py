@@ -55,7 +55,7 @@ class MonitorService:
         self.breach = Gauge("pefm_drift_breach", "1 when the latest check was a policy breach", registry=registry)
 
     async def check(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.max_body_bytes)
+        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         if "ce-type" in request.headers or request.headers.get("content-type", "").startswith(
             "application/cloudevents"
         ):
