@@ -9,6 +9,7 @@ revision, phase and failed checks for Prometheus.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pefm.config import Settings
@@ -26,6 +27,7 @@ from pefm.rollout.analysis import Phase
 from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError
 from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator, Payload, WebhookError, authorized
+from pefm.serving.function import OPENAPI_DIR
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -108,6 +110,7 @@ def create_rollout_app(
     ``operator`` serve the Flagger rollouts of a cluster."""
     registry = CollectorRegistry()
     registry.register(RolloutMetrics(controller))
+    openapi = json.loads((OPENAPI_DIR / "rollout.json").read_text())
 
     def admin(request: Request) -> None:
         require_bearer(request, settings.admin_token, "rollout administration")
@@ -195,7 +198,8 @@ def create_rollout_app(
         Route("/v1/rollouts/{id:int}/{action}", handled(act), methods=["POST"]),
         Route("/v1/flagger/{hook}", handled(flagger), methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/health", lambda request: Response("OK"), methods=["GET"]),
+        Route("/health", lambda request: PlainTextResponse("OK"), methods=["GET"]),
+        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
 
