@@ -351,10 +351,10 @@ def test_database_single_instance_has_no_pdb_and_backups_render(tmp_path: Path) 
 
 
 def test_secrets_and_optional_image_pull_secret() -> None:
-    """Guards the Secrets the manifests read (pefm-database url, pefm-tokens ingest/admin/webhook) and the
+    """Guards the Secrets the manifests read (pefm-database url, pefm-tokens ingest/admin/webhook/shadow) and the
     ghcr.io pull Secret, created only when a registry user is given, whose name is an output."""
     tokens = resource(DATA, "random_password.token")
-    assert all(name in tokens["for_each"] for name in ('"ingest"', '"admin"', '"webhook"'))
+    assert all(name in tokens["for_each"] for name in ('"ingest"', '"admin"', '"webhook"', '"shadow"'))
     registry = resource(DATA, "kubernetes_secret_v1.registry")
     assert registry["type"] == "kubernetes.io/dockerconfigjson"
     assert "local.pull_secret" in registry["count"]

@@ -106,7 +106,7 @@ resource "kubernetes_secret_v1" "database" {
 }
 
 resource "random_password" "token" {
-  for_each = toset(["ingest", "admin", "webhook"])
+  for_each = toset(["ingest", "admin", "webhook", "shadow"])
   length   = 40
   special  = false
 }

@@ -9,7 +9,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TOKENS=(admin ingest webhook)
+TOKENS=(admin ingest webhook shadow)
 
 ensure_namespace() {
     kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f -
