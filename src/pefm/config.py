@@ -44,6 +44,14 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     """``PEFM_ADMIN_TOKEN``: bearer token for admin actions (rollouts, the local router's traffic
     table); unset -> refused."""
+    event_token: str | None = field(default=None, repr=False)
+    """``PEFM_EVENT_TOKEN``: the bearer token CloudEvent deliveries to the monitor carry (the
+    ingest function sends it with its announcements); unset -> the monitor refuses CloudEvents,
+    unless ``PEFM_UNAUTHENTICATED_EVENTS`` is on."""
+    unauthenticated_events: bool = False
+    """``PEFM_UNAUTHENTICATED_EVENTS``: ``on``: the monitor takes CloudEvents without a token (a
+    cluster whose Knative Eventing cannot authenticate its deliveries: the PingSource carries no
+    token); ``off`` (default)."""
     shadow_key: str | None = field(default=None, repr=False)
     """``PEFM_SHADOW_KEY``: the key a rollout's prober signs its shadow requests with and the
     inference revisions check (shared by them, never given to clients); unset -> no request is
@@ -143,6 +151,7 @@ class Settings:
             ("PEFM_INGEST_TOKEN", "ingest_token"),
             ("PEFM_ADMIN_TOKEN", "admin_token"),
             ("PEFM_SHADOW_KEY", "shadow_key"),
+            ("PEFM_EVENT_TOKEN", "event_token"),
             ("PEFM_MODEL_VERSION", "model_version"),
             ("K_REVISION", "revision"),
             ("PEFM_PROMETHEUS_URL", "prometheus_url"),
@@ -170,6 +179,10 @@ class Settings:
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)
+        if events := env.get("PEFM_UNAUTHENTICATED_EVENTS", "").strip():
+            if events not in ("on", "off"):
+                raise ConfigError(f"PEFM_UNAUTHENTICATED_EVENTS must be on or off, not {events!r}")
+            kwargs["unauthenticated_events"] = events == "on"
         if recondition := env.get("PEFM_RECONDITION", "").strip():
             if recondition not in ("on", "off"):
                 raise ConfigError(f"PEFM_RECONDITION must be on or off, not {recondition!r}")

@@ -41,6 +41,7 @@ from tests.functions.conftest import (
 )
 
 ADMIN = "soak-admin-token"
+EVENTS = "soak-event-token"
 LOAD_SERIES = ["realgdp", "unemp", "infl"]
 SPEC = """service: inference
 steps: [25, 50, 100]
@@ -128,13 +129,14 @@ def soak(server_url, tmp_path_factory):
     with fresh_schema(server_url, "s") as url:
         system = Soak(url, tmp)
         full, first = replay_start(system.db, BacktestSpec(h=1, windows=12))
-        monitor = start_function("monitor", url, tmp, PEFM_ADMIN_TOKEN=ADMIN)
+        monitor = start_function("monitor", url, tmp, PEFM_ADMIN_TOKEN=ADMIN, PEFM_EVENT_TOKEN=EVENTS)
         ingest = start_function(
             "ingest",
             url,
             tmp,
             PEFM_INGEST_TOKEN=TOKEN,
             PEFM_ADMIN_TOKEN=ADMIN_TOKEN,
+            PEFM_EVENT_TOKEN=EVENTS,
             K_SINK=f"{monitor.url}/v1/drift/check",
         )
         blue = revision_name("inference", first.id)

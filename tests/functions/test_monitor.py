@@ -9,12 +9,15 @@ import pytest
 from tests.functions.conftest import ROOT, register_model, start_function, stop
 
 ADMIN = "monitor-admin-token"
+EVENTS = "monitor-event-token"
 
 
 @pytest.fixture(scope="module")
 def monitor(module_schema, tmp_path_factory):
     register_model(module_schema, "ar", ["realgdp", "unemp", "infl"])
-    running = start_function("monitor", module_schema, tmp_path_factory.mktemp("monitor"), PEFM_ADMIN_TOKEN=ADMIN)
+    running = start_function(
+        "monitor", module_schema, tmp_path_factory.mktemp("monitor"), PEFM_ADMIN_TOKEN=ADMIN, PEFM_EVENT_TOKEN=EVENTS
+    )
     yield running
     stop(running)
 
@@ -25,7 +28,7 @@ def test_func_yaml_serves_http_so_the_app_sees_cloudevents_and_metrics():
     assert yaml.safe_load((ROOT / "functions" / "monitor" / "func.yaml").read_text())["invoke"] == "http"
 
 
-def test_checks_need_the_admin_token_or_a_known_cloudevent(monitor):
+def test_checks_need_the_admin_token_or_a_known_cloudevent_with_the_event_token(monitor):
     with monitor.client() as client:
         assert client.get("/v1/drift/reports/latest").status_code == 404
         assert client.post("/v1/drift/check").status_code == 401
@@ -45,6 +48,11 @@ def test_checks_need_the_admin_token_or_a_known_cloudevent(monitor):
             "ce-time": "2026-12-02T06:00:00Z",
             "content-type": "application/json",
         }
+        # a CloudEvent costs a check (seconds of CPU, maybe a retrain): headers alone do not get one
+        assert client.post("/v1/drift/check", content=b'{"reason": "schedule"}', headers=ping).status_code == 401
+        forged = {**ping, "authorization": f"Bearer {ADMIN}"}  # the admin token is not the event token
+        assert client.post("/v1/drift/check", content=b'{"reason": "schedule"}', headers=forged).status_code == 403
+        ping["authorization"] = f"Bearer {EVENTS}"
         scheduled = client.post("/v1/drift/check", content=b'{"reason": "schedule"}', headers=ping)
         assert scheduled.status_code == 200 and scheduled.json()["series"]
         other = client.post("/v1/drift/check", content=b"{}", headers={**ping, "ce-type": "com.example.x"})
@@ -69,7 +77,12 @@ def test_an_ingest_announces_itself_and_the_monitor_checks(monitor, module_schem
         before = client.get("/v1/drift/reports/latest")
         last = before.json()["id"] if before.status_code == 200 else 0
     ingest = start_function(
-        "ingest", module_schema, tmp_path, PEFM_INGEST_TOKEN=TOKEN, K_SINK=f"{monitor.url}/v1/drift/check"
+        "ingest",
+        module_schema,
+        tmp_path,
+        PEFM_INGEST_TOKEN=TOKEN,
+        PEFM_EVENT_TOKEN=EVENTS,
+        K_SINK=f"{monitor.url}/v1/drift/check",
     )
     try:
         with ingest.client() as client:

@@ -48,6 +48,7 @@ def test_repr_never_shows_a_secret():
             "PEFM_INGEST_TOKEN": "ingest-secret",
             "PEFM_ADMIN_TOKEN": "admin-secret",
             "PEFM_SHADOW_KEY": "shadow-secret",
+            "PEFM_EVENT_TOKEN": "event-secret",
             "PEFM_WEBHOOK_TOKEN": "webhook-secret",
             "PEFM_FRED_API_KEY": "fred-secret",
         }
@@ -69,5 +70,6 @@ def test_the_local_token_file_is_private_and_kept(tmp_path):
         os.umask(old)
     path = tmp_path / "tokens.env"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert set(first) == {"PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY"} and all(first.values())
+    assert set(first) == {"PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY", "PEFM_EVENT_TOKEN"}
+    assert all(first.values())
     assert tokens(tmp_path) == first  # generated once

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def tokens(home: Path) -> dict[str, str]:
-    """The ingest and admin tokens and the shadow key: from the environment, else generated once
+    """The ingest, admin and event tokens and the shadow key: from the environment, else generated once
     and kept in ``$PEFM_HOME/tokens.env``, created with mode 600 (never readable by others, not
     even for a moment)."""
     settings = get_settings()
@@ -31,6 +31,7 @@ def tokens(home: Path) -> dict[str, str]:
         "PEFM_INGEST_TOKEN": settings.ingest_token or stored.get("PEFM_INGEST_TOKEN") or secrets.token_urlsafe(24),
         "PEFM_ADMIN_TOKEN": settings.admin_token or stored.get("PEFM_ADMIN_TOKEN") or secrets.token_urlsafe(24),
         "PEFM_SHADOW_KEY": settings.shadow_key or stored.get("PEFM_SHADOW_KEY") or secrets.token_urlsafe(32),
+        "PEFM_EVENT_TOKEN": settings.event_token or stored.get("PEFM_EVENT_TOKEN") or secrets.token_urlsafe(24),
     }
     if values != stored:
         home.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             monitor_env = {**shared_env, "PEFM_RETRAIN": settings.retrain or "local"}
             monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=monitor_env)
             sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
-            ingest_env = {"PEFM_INGEST_TOKEN": secrets_env["PEFM_INGEST_TOKEN"], **sink}
+            ingest_env = {k: secrets_env[k] for k in ("PEFM_INGEST_TOKEN", "PEFM_EVENT_TOKEN")} | sink
             ingest = runtime.start_revision("ingest", "pefm-ingest-local", env=ingest_env)
             revision = revision_name("inference", version)
             shadow = {"PEFM_SHADOW_KEY": secrets_env["PEFM_SHADOW_KEY"]}  # inference needs no token

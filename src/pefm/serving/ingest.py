@@ -75,7 +75,8 @@ class IngestService:
         for outcome in ("inserted", "revised", "unchanged"):
             self.metrics.ingest_rows.labels(outcome).inc(result[outcome])
         if self.settings.sink and result["inserted"] + result["revised"]:
-            threading.Thread(target=_announce, args=(self.settings.sink, result), daemon=True).start()
+            announce = (self.settings.sink, result, self.settings.event_token)
+            threading.Thread(target=_announce, args=announce, daemon=True).start()
         return json_response(result)
 
     def _parse(self, body: bytes, request: Request) -> tuple[ObservationsPayload, str]:
@@ -192,8 +193,9 @@ def _backdate(request: Request) -> bool:
     return True
 
 
-def _announce(sink: str, result: dict[str, Any]) -> None:
-    """Send the "observations ingested" CloudEvent (binary mode) to the sink, off the request path."""
+def _announce(sink: str, result: dict[str, Any], token: str | None) -> None:
+    """Send the "observations ingested" CloudEvent (binary mode) to the sink, off the request path,
+    with the event token the monitor asks of CloudEvents."""
     import uuid
 
     import httpx
@@ -204,6 +206,7 @@ def _announce(sink: str, result: dict[str, Any]) -> None:
         "ce-source": "pefm-ingest",
         "ce-id": uuid.uuid4().hex,
         "content-type": "application/json",
+        **({"authorization": f"Bearer {token}"} if token else {}),
     }
     try:
         httpx.post(sink, json=result, headers=headers, timeout=30)

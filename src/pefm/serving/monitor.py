@@ -1,10 +1,12 @@
 """The monitor function's app: drift checks on a schedule or after ingests, reports over HTTP,
 drift gauges for Prometheus, and retraining when the policy says so.
 
-``POST /v1/drift/check`` needs the admin token; CloudEvents of the types below (Knative
-Eventing: a PingSource schedule, the ingest function's "observations ingested") are accepted
-without one, because Eventing cannot send bearer tokens: the Service is cluster-local
-(knative/monitor.yaml), so only the cluster can reach it.
+``POST /v1/drift/check`` needs the admin token; CloudEvents of the types below (a PingSource
+schedule, the ingest function's "observations ingested") need the event token
+(``PEFM_EVENT_TOKEN``, which the ingest function sends), since each check costs seconds of CPU
+and may start a retrain. A cluster whose Knative Eventing cannot authenticate its deliveries (the
+PingSource carries no token) may turn that off with ``PEFM_UNAUTHENTICATED_EVENTS=on``
+(knative/base/monitor.yaml, where the Service is cluster-local).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class MonitorService:
         if "ce-type" in request.headers or request.headers.get("content-type", "").startswith(
             "application/cloudevents"
         ):
+            if not self.settings.unauthenticated_events:
+                require_bearer(request, self.settings.event_token, "CloudEvent deliveries")
             parse_cloudevent(request, body, EVENT_TYPES)
         else:
             require_bearer(request, self.settings.admin_token, "drift checks")
