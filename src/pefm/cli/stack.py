@@ -77,7 +77,9 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             monitor_env = {**shared_env, "PEFM_RETRAIN": settings.retrain or "local"}
             monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=monitor_env)
             sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
-            ingest_env = {k: secrets_env[k] for k in ("PEFM_INGEST_TOKEN", "PEFM_EVENT_TOKEN")} | sink
+            # its own token, the event token for its announcements, the admin token for backdated writes
+            ingest_env = {k: secrets_env[k] for k in ("PEFM_INGEST_TOKEN", "PEFM_EVENT_TOKEN", "PEFM_ADMIN_TOKEN")}
+            ingest_env |= sink
             ingest = runtime.start_revision("ingest", "pefm-ingest-local", env=ingest_env)
             revision = revision_name("inference", version)
             shadow = {"PEFM_SHADOW_KEY": secrets_env["PEFM_SHADOW_KEY"]}  # inference needs no token
