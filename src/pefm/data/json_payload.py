@@ -23,7 +23,7 @@ import pandas as pd
 
 from pefm.data import strict_json
 from pefm.data.fred_csv import MAX_YEAR, MIN_YEAR, SERIES_ID
-from pefm.data.validation import Issue, ValidationError
+from pefm.data.validation import Issue, Issues, ValidationError
 
 _SERIES_KEYS = {"series_id", "observations"}
 _OBS_KEYS = {"ts", "value"}
@@ -66,7 +66,7 @@ def parse_observations_json(body: bytes | str) -> ObservationsPayload:
 
 def observations_from_object(data: Any) -> ObservationsPayload:
     """Check an already-decoded payload (e.g. a structured CloudEvent's ``data``)."""
-    issues: list[Issue] = []
+    issues = Issues()
     if not isinstance(data, dict):
         raise ValidationError("invalid payload", [Issue(field="body", message="expected a JSON object")])
     vintage = None

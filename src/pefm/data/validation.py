@@ -72,29 +72,34 @@ class ValidationError(ValueError):
         return body
 
 
-def check_frequency(index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence[int] | None = None) -> list[Issue]:
+def check_frequency(index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence[int] | None = None) -> Issues:
     """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``,
-    located by file line when ``lines`` is given, else by position."""
+    located by file line when ``lines`` is given, else by position (the first MAX_DETAILS; the
+    rest counted)."""
     bad = np.flatnonzero(off_frequency(index, freq))
-    issues = []
-    for pos in bad:
-        message = f"{index[pos]:%Y-%m-%d %H:%M} is not a {freq.label} period start"
-        if lines is not None:
-            issues.append(Issue(field="date", message=message, line=int(lines[pos])))
-        else:
-            issues.append(Issue(field="ts", message=message, index=int(pos)))
-    return issues
+    return _located(
+        bad,
+        lines,
+        "date" if lines is not None else "ts",
+        lambda pos: f"{index[pos]:%Y-%m-%d %H:%M} is not a {freq.label} period start",
+    )
 
 
-def check_transform(values: pd.Series, transform: str, *, lines: Sequence[int] | None = None) -> list[Issue]:
+def check_transform(values: pd.Series, transform: str, *, lines: Sequence[int] | None = None) -> Issues:
     """An Issue (field ``value``) for each value the series' transform cannot take: <= 0 under a
     log transform. Located like ``check_frequency``."""
     from pefm.data.transforms import positive_only
 
     if not positive_only(transform):
-        return []
+        return Issues()
     message = f"must be > 0: the series' transform ({transform}) takes its logarithm"
-    bad = np.flatnonzero(values.to_numpy() <= 0)
-    if lines is not None:
-        return [Issue(field="value", message=message, line=int(lines[pos])) for pos in bad]
-    return [Issue(field="value", message=message, index=int(pos)) for pos in bad]
+    return _located(np.flatnonzero(values.to_numpy() <= 0), lines, "value", lambda pos: message)
+
+
+def _located(bad: np.ndarray, lines: Sequence[int] | None, field: str, message) -> Issues:
+    issues = Issues()
+    for pos in bad[:MAX_DETAILS]:
+        where = {"line": int(lines[pos])} if lines is not None else {"index": int(pos)}
+        issues.append(Issue(field=field, message=message(pos), **where))
+    issues.more = max(0, len(bad) - MAX_DETAILS)
+    return issues

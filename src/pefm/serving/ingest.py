@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ from pefm.data.json_payload import (
     parse_timestamp,
 )
 from pefm.data.transforms import TRANSFORMS
-from pefm.data.validation import Issue, ValidationError, check_frequency, check_transform
+from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_transform
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -126,17 +127,17 @@ class IngestService:
                         [{"field": f"{item.path}series_id", "message": "create it with PUT /v1/series/{id}"}],
                     )
                 metas[item.series_id] = meta
-            issues = []
+            issues = Issues()
             for item in payload.series:
                 meta = metas[item.series_id]
-                found = check_frequency(item.values.index, meta.frequency, lines=item.lines)
-                found += check_transform(item.values, meta.transform, lines=item.lines)
-                issues += [
-                    i
-                    if item.lines
-                    else Issue(field=f"{item.path}observations[{i.index}].{i.field}", message=i.message, index=i.index)
-                    for i in found
-                ]
+                for found in (
+                    check_frequency(item.values.index, meta.frequency, lines=item.lines),
+                    check_transform(item.values, meta.transform, lines=item.lines),
+                ):
+                    for issue in found:  # from JSON: named by the observation's path
+                        path = f"{item.path}observations[{issue.index}].{issue.field}"
+                        issues.append(issue if item.lines else replace(issue, field=path))
+                    issues.more += found.more
             if issues:
                 raise ApiError.invalid(ValidationError("observations the series cannot take", issues))
             frame = pd.concat([_frame(item) for item in payload.series], ignore_index=True)
