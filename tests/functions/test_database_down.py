@@ -17,29 +17,39 @@ from pefm.storage.database import open_database
 from pefm.storage.embedded import EmbeddedPostgres
 from tests.functions.conftest import TOKEN, register_model, start_function, stop
 
+BODY = {"series_id": "realgdp", "observations": [{"ts": "2009-10-01", "value": 13000.0}]}
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 
-def test_database_down(tmp_path):
-    server = EmbeddedPostgres(tmp_path / "pg", database="pefm_down")
+
+def own_database(tmp_path, name: str, **inference_env: str):
+    """An embedded PostgreSQL of the test's own with realgdp and a model, ingest and inference on it."""
+    server = EmbeddedPostgres(tmp_path / "pg", database=name)
     url = server.start()
     with open_database(Settings(database_url=url)) as db, db.connection() as conn:
         load_bundled(conn, bundled(["realgdp"]))
     version = register_model(url, "naive", ["realgdp"])
     ingest = start_function("ingest", url, tmp_path, PEFM_INGEST_TOKEN=TOKEN)
-    # a queue of 2 rows: the outage's third prediction-log row has nowhere to wait, so it is dropped
-    inference = start_function("inference", url, tmp_path, PEFM_MODEL_VERSION=version, PEFM_PREDICTION_LOG_QUEUE="2")
-    body = {"series_id": "realgdp", "observations": [{"ts": "2009-10-01", "value": 13000.0}]}
-    auth = {"authorization": f"Bearer {TOKEN}"}
+    inference = start_function("inference", url, tmp_path, PEFM_MODEL_VERSION=version, **inference_env)
+    return server, url, ingest, inference
+
+
+def test_database_down(tmp_path):
+    # a queue of 2 rows: while the database is away, a third log row has nowhere to wait
+    server, _, ingest, inference = own_database(tmp_path, "pefm_down", PEFM_PREDICTION_LOG_QUEUE="2")
     try:
         with httpx.Client(timeout=30) as client:
-            assert client.post(f"{ingest.url}/v1/observations", json=body, headers=auth).status_code == 200
+            assert client.post(f"{ingest.url}/v1/observations", json=BODY, headers=AUTH).status_code == 200
             server.stop()  # the last handle: the server shuts down
-            down = client.post(f"{ingest.url}/v1/observations", json=body, headers=auth)
+            down = client.post(f"{ingest.url}/v1/observations", json=BODY, headers=AUTH)
             assert down.status_code == 503, down.text
             assert down.headers["retry-after"] == "5"
             assert down.json()["error"] == "the database is unavailable; retry later"
-            for _ in range(3):
+            # spaced out, so the log writer has taken a batch and is busy reconnecting when the
+            # later rows arrive: the first two wait in the queue, the rest are dropped
+            for _ in range(10):
                 forecast = client.post(f"{inference.url}/v1/forecast", json={"series_id": "realgdp", "horizon": 2})
                 assert forecast.status_code == 200, forecast.text
+                time.sleep(0.3)
             deadline = time.monotonic() + 15
             dropped = ""
             while time.monotonic() < deadline:
@@ -60,15 +70,7 @@ def test_logs_resume_within_two_seconds_of_a_restart_and_the_first_request_is_se
     keeps nothing it cannot hold, counts what it drops, and has rows from after the restart within
     2 s of it; ingest, whose pool tried to reconnect during the outage, serves the first write
     after the restart rather than a 503."""
-    server = EmbeddedPostgres(tmp_path / "pg", database="pefm_restart")
-    url = server.start()
-    with open_database(Settings(database_url=url)) as db, db.connection() as conn:
-        load_bundled(conn, bundled(["realgdp"]))
-    version = register_model(url, "naive", ["realgdp"])
-    ingest = start_function("ingest", url, tmp_path, PEFM_INGEST_TOKEN=TOKEN)
-    inference = start_function("inference", url, tmp_path, PEFM_MODEL_VERSION=version)
-    body = {"series_id": "realgdp", "observations": [{"ts": "2009-10-01", "value": 13000.0}]}
-    auth = {"authorization": f"Bearer {TOKEN}"}
+    server, url, ingest, inference = own_database(tmp_path, "pefm_restart")
     done = threading.Event()
 
     def traffic() -> None:
@@ -85,12 +87,12 @@ def test_logs_resume_within_two_seconds_of_a_restart_and_the_first_request_is_se
     load = threading.Thread(target=traffic)
     try:
         with httpx.Client(timeout=30) as client:
-            assert client.post(f"{ingest.url}/v1/observations", json=body, headers=auth).status_code == 200
+            assert client.post(f"{ingest.url}/v1/observations", json=BODY, headers=AUTH).status_code == 200
             load.start()
             time.sleep(1)
             server.stop()
             for _ in range(3):  # writes during the outage: 503, and the pool starts reconnecting
-                assert client.post(f"{ingest.url}/v1/observations", json=body, headers=auth).status_code == 503
+                assert client.post(f"{ingest.url}/v1/observations", json=BODY, headers=AUTH).status_code == 503
                 time.sleep(0.5)
             time.sleep(1.5)
             server.start()
@@ -100,7 +102,7 @@ def test_logs_resume_within_two_seconds_of_a_restart_and_the_first_request_is_se
                 time.sleep(0.05)
             resumed = time.monotonic() - started
             assert logged_since(back) > 0 and resumed <= 2.0, f"request-log rows resumed {resumed:.2f} s after"
-            first = client.post(f"{ingest.url}/v1/observations", json=body, headers=auth)
+            first = client.post(f"{ingest.url}/v1/observations", json=BODY, headers=AUTH)
             assert first.status_code == 200, first.text
             metrics = client.get(f"{inference.url}/metrics").text
             assert "pefm_log_rows_dropped_total" in metrics  # counted, zero here: the queue held the outage
