@@ -340,3 +340,9 @@ def test_a_15_mb_csv_of_bad_lines_leaves_health_checks_fast_and_memory_bounded(m
         assert grown < DOS_RSS_BOUND_MB, f"peak RSS grew by {grown:.0f} MB"
     finally:
         stop(running)
+
+
+def test_the_router_keeps_a_paths_encoding(routed):
+    """The path goes on as it came (percent-encoded): decoded, a %0A became a newline in the URL."""
+    assert_json_error(routed.get("/v1/series/zz%0A"), 404)
+    assert_json_error(routed.put("/v1/series/zz%0A", json={"name": "x", "frequency": "Q"}, headers=AUTH), 422)

@@ -262,6 +262,7 @@ def test_only_signed_shadow_requests_are_left_out_of_metrics_and_logs(client, mo
         sign_shadow("not-the-key", "/v1/forecast", body),
         sign_shadow(SHADOW_KEY, "/v1/forecast", body, now=time.time() - 3600),  # an old one, replayed
         sign_shadow(SHADOW_KEY, "/v1/forecast", body + b" "),  # signed for another body
+        "t=" + "9" * 5000 + ",sig=0",  # a timestamp int() cannot read
     ]
     for value in refused:
         post({"x-pefm-shadow": value})

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.requests import Request
 
 from pefm.config import Settings
-from pefm.serving.http import ApiError, require_bearer
+from pefm.serving.http import ApiError, guard, require_bearer
 
 log = logging.getLogger("pefm.router")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
@@ -123,9 +123,10 @@ class Router:
         host = dict(raw).get(b"host", b"").decode("latin-1").split(":")[0]
         if host.endswith(f"-{self.service}.local"):
             tag = host[: -len(f"-{self.service}.local")]
-        if path.startswith("/_tag/"):
-            tag, _, rest = path[len("/_tag/") :].partition("/")
-            path = "/" + rest
+        target = (scope.get("raw_path") or path.encode()).decode("latin-1")  # as sent: still percent-encoded
+        if target.startswith("/_tag/"):
+            tag, _, rest = target[len("/_tag/") :].partition("/")
+            target = "/" + rest
         revision = self.table.pick(tag)
         url = self.table.urls.get(revision) if revision else None
         if url is None:
@@ -140,7 +141,7 @@ class Router:
         query = scope.get("query_string", b"").decode("latin-1")
         request = self.client.build_request(
             scope["method"],
-            f"{url}{path}" + (f"?{query}" if query else ""),
+            f"{url}{target}" + (f"?{query}" if query else ""),
             content=self._body(receive),
             headers=forwarded,
         )
@@ -194,7 +195,7 @@ def main() -> None:
 
     config = hypercorn.config.Config()
     config.bind = os.environ.get("LISTEN_ADDRESS", "127.0.0.1:8080").split(",")
-    app = Router(os.environ["PEFM_DATABASE_URL"], args.service)
+    app = guard(Router(os.environ["PEFM_DATABASE_URL"], args.service))  # anything unforeseen: a JSON 500
     asyncio.run(hypercorn.asyncio.serve(app, config))
 
 

@@ -223,7 +223,7 @@ def mark_shadow(request: Request, body: bytes, key: str | None) -> bool:
         return False
     fields = dict(part.partition("=")[::2] for part in value.split(","))
     stamp = fields.get("t", "")
-    if not (stamp.isascii() and stamp.isdigit()) or abs(time.time() - int(stamp)) > SHADOW_MAX_AGE:
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or abs(time.time() - int(stamp)) > SHADOW_MAX_AGE:
         return False
     expected = _shadow_mac(key, int(stamp), request.url.path, body)
     if not hmac.compare_digest(expected.encode(), fields.get("sig", "").encode("utf-8", "replace")):
