@@ -229,6 +229,7 @@ def test_the_rollout_api_is_reachable_from_flagger_at_the_canary_urls(base):
         "PEFM_DATABASE_URL",
         "PEFM_ADMIN_TOKEN",
         "PEFM_WEBHOOK_TOKEN",
+        "PEFM_SHADOW_KEY",
         "PEFM_KNATIVE_NAMESPACE",
     }
     [rule] = find(base, "NetworkPolicy", "pefm-rollout")["spec"]["ingress"]
