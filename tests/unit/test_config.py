@@ -63,7 +63,9 @@ def test_the_local_token_file_is_private_and_kept(tmp_path):
 
     from pefm.cli.stack import tokens
 
-    old = os.umask(0)  # a file created with the default mode would be world-readable
+    # checks the file as left (0600 under a umask that would make a default file world-readable),
+    # not the moment between creating and chmod-ing it that the fix removed
+    old = os.umask(0)
     try:
         first = tokens(tmp_path)
     finally:

@@ -77,19 +77,15 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"body of {declared} bytes is over the limit of {limit} bytes", headers=close)
     chunks, size = [], 0
-    stream = request.stream().__aiter__()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise ApiError(408, f"the body did not arrive within {timeout:g} s", headers=close) from None
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes", headers=close)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):  # one deadline for the whole body, no task per chunk
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"body is over the limit of {limit} bytes", headers=close)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {timeout:g} s", headers=close) from None
     return b"".join(chunks)
 
 
