@@ -63,7 +63,7 @@ COST = 0.05  # percent of the position per unit of turnover: 5 bp
 
 def load_data(home: Path) -> tuple[pd.DataFrame, pd.Series]:
     """The quarterly macro panel and the S&P 500 log returns, through the storage layer."""
-    with open_database(Settings(home=home)) as db, db.connection() as conn:
+    with open_database(Settings(home=home), schema="migrate") as db, db.connection() as conn:
         load_bundled(conn, bundled([*MACRO_PANEL, "sp500"]))
         panel = load_panel(conn, MACRO_PANEL)
         returns = load_panel(conn, ["sp500"])["sp500"].dropna()

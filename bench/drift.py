@@ -38,6 +38,7 @@ from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.panel import MACRO_PANEL
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
+from pefm.local.secrets import use_local_secrets
 from pefm.storage.database import open_database
 from pefm.storage.observations import write_observations
 from pefm.storage.series import SeriesMeta, upsert_series
@@ -56,9 +57,10 @@ def stable_end_to_end(policy: DriftPolicy, panels: int, progress: Progress) -> d
         rng = np.random.default_rng(1000 + panel)
         with (
             tempfile.TemporaryDirectory() as tmp,
-            open_database(Settings(home=Path(tmp))) as db,
+            open_database(Settings(home=Path(tmp)), schema="migrate") as db,
             db.connection() as conn,
         ):
+            use_local_secrets(Settings(home=Path(tmp)))  # the signing key of the models it trains
             frame = _stable_panel(conn, rng)
             first = frame[frame["ts"] < frame["ts"].unique()[HISTORY]]
             write_observations(conn, first)  # each value known from the end of its quarter
@@ -125,7 +127,12 @@ def replay(policy: DriftPolicy, progress: Progress) -> tuple[dict[str, str], dic
     timeline: dict[str, dict] = {}
     quarters = pd.date_range("2000-01-01", "2009-07-01", freq="QS")
     task = progress.add_task("2000s replay", total=len(quarters))
-    with tempfile.TemporaryDirectory() as tmp, open_database(Settings(home=Path(tmp))) as db, db.connection() as conn:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open_database(Settings(home=Path(tmp)), schema="migrate") as db,
+        db.connection() as conn,
+    ):
+        use_local_secrets(Settings(home=Path(tmp)))
         load_bundled(conn, items)
         conn.execute("DELETE FROM observations WHERE ts >= '2000-01-01'")
         conn.commit()

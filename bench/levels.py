@@ -65,7 +65,7 @@ def main() -> None:
     started = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="pefm-bench-") as home,
-        open_database(Settings(home=Path(home))) as db,
+        open_database(Settings(home=Path(home)), schema="migrate") as db,
         db.connection() as conn,
     ):
         load_bundled(conn, items)

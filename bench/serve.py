@@ -43,6 +43,8 @@ from pefm.forecasting.registry import promote  # noqa: E402
 from pefm.forecasting.training import train  # noqa: E402
 from pefm.local.runtime import free_port, serve_command  # noqa: E402
 from pefm.storage.database import open_database  # noqa: E402
+from pefm.storage.roles import role_url  # noqa: E402
+from tests.conftest import VERIFY_KEYS  # noqa: E402  (importing it also sets the run's signing key pair)
 from tests.functions.conftest import start_function, stop  # noqa: E402
 
 TOKEN = "bench-token"
@@ -175,13 +177,13 @@ def main() -> None:
 
 
 def run(tmp: Path, args) -> None:
-    db = open_database(Settings(home=tmp / "home"))
+    db = open_database(Settings(home=tmp / "home"), schema="migrate")  # signing keys: tests.conftest
     with db.connection() as conn:
         load_bundled(conn, bundled(list(MACRO_PANEL)))
         ensemble, _ = train(conn, "ensemble", list(MACRO_PANEL), spec=None)
         mlp, _ = train(conn, "mlp", list(MACRO_PANEL), spec=None)
         promote(conn, ensemble.id)
-    env = {"PEFM_DATABASE_URL": db.url}
+    env = {"PEFM_DATABASE_URL": role_url(db.url, "inference"), "PEFM_VERIFY_KEYS": VERIFY_KEYS}
     hello_dir = ROOT / "bench" / "hello"
     hello, hello_proc = _start_hello(hello_dir)
     inference = start_function("inference", db.url, tmp, PEFM_MODEL_VERSION=ensemble.id)

@@ -16,9 +16,17 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from pefm.config import get_settings
 from pefm.storage.database import Database
 from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate
+from pefm.storage.signing import generate
+
+# The trainer's key pair for this run: the models the tests register are signed with it, and the
+# functions they start trust its public half (tests/functions/conftest.py passes it on).
+SIGNING_KEY, VERIFY_KEYS = generate()
+os.environ["PEFM_SIGNING_KEY"], os.environ["PEFM_VERIFY_KEYS"] = SIGNING_KEY, VERIFY_KEYS
+get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +84,10 @@ def conn(db: Database) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture
 def cli_env(schema_url: str, tmp_path: Path) -> dict[str, str]:
-    """Environment for running the ``pefm`` command against the test's schema."""
+    """Environment for running the ``pefm`` command against the test's schema, with this run's
+    signing key. Only ``pefm db migrate``, ``bootstrap`` and ``up`` migrate a configured database:
+    a test running other commands asks for the ``db`` fixture too (the schema, migrated)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEFM_")}
     env.update(PEFM_DATABASE_URL=schema_url, PEFM_HOME=str(tmp_path / "home"))
+    env.update(PEFM_SIGNING_KEY=SIGNING_KEY, PEFM_VERIFY_KEYS=VERIFY_KEYS)
     return env

@@ -56,6 +56,19 @@ class Settings:
     """``PEFM_SHADOW_KEY``: the key a rollout's prober signs its shadow requests with and the
     inference revisions check (shared by them, never given to clients); unset -> no request is
     taken for a shadow one, so the probes count as traffic."""
+    signing_key: str | None = field(default=None, repr=False)
+    """``PEFM_SIGNING_KEY``: the trainer's Ed25519 private key (PEM, or base64 of the 32-byte seed)
+    that signs every model artifact it registers; only the trainer holds it."""
+    verify_keys: str | None = None
+    """``PEFM_VERIFY_KEYS``: the Ed25519 public keys (PEM blocks or base64, comma-separated while a
+    key is rotated) whose signatures the processes that load model artifacts accept; an artifact
+    not signed by one of them is never loaded."""
+    role_passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    """``PEFM_ROLE_PASSWORD_<COMPONENT>`` (INGEST, INFERENCE, DASHBOARD, MONITOR, ROLLOUT, TRAINER):
+    the passwords the migrator gives the component roles (``pefm.storage.roles``)."""
+    trainer_database_url: str | None = field(default=None, repr=False)
+    """``PEFM_TRAINER_DATABASE_URL``: the database URL of the retraining the monitor starts with
+    ``PEFM_RETRAIN=local`` (the trainer's role); unset -> the monitor's own."""
     max_body_bytes: int = 20 * 1024 * 1024
     """``PEFM_MAX_BODY_BYTES``: largest request body the functions accept (413 above it)."""
     model_concurrency: int = 2
@@ -108,9 +121,6 @@ class Settings:
     """``PEFM_RETRAIN``: what the monitor does on a drift breach: ``off`` (report only) or
     ``local`` (run ``pefm retrain``); unset -> off, except under ``pefm up``, which closes the
     loop locally."""
-    fault_rate: float = 0.0
-    """``PEFM_FAULT_RATE``: for testing rollouts only: the fraction of /v1 requests a revision
-    answers with an injected 500."""
     recondition: bool = True
     """``PEFM_RECONDITION``: ``on`` (default): an inference revision conditions its forecasts on
     the latest data as they arrive (parameters kept, no retrain); ``off``: it serves exactly the
@@ -167,6 +177,27 @@ class Settings:
         ):
             if value := env.get(name, "").strip():
                 kwargs[key] = value
+        for name, key, parse in (
+            ("PEFM_SIGNING_KEY", "signing_key", "private_key"),
+            ("PEFM_VERIFY_KEYS", "verify_keys", "public_keys"),
+        ):
+            if value := env.get(name, "").strip():
+                from pefm.storage import signing
+
+                try:
+                    getattr(signing, parse)(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
+                kwargs[key] = value
+        prefix = "PEFM_ROLE_PASSWORD_"
+        passwords = {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix) and v}
+        from pefm.storage.roles import COMPONENTS
+
+        if unknown := sorted(set(passwords) - set(COMPONENTS)):
+            raise ConfigError(f"{prefix}{unknown[0].upper()}: no such component ({', '.join(COMPONENTS)})")
+        kwargs["role_passwords"] = passwords
+        if url := env.get("PEFM_TRAINER_DATABASE_URL", "").strip():
+            kwargs["trainer_database_url"] = url
         if "{name}" not in kwargs.get("knative_url", "{name}"):
             raise ConfigError("PEFM_KNATIVE_URL must contain {name} (and usually {namespace})")
         for name, key in (
@@ -191,12 +222,8 @@ class Settings:
             if retrain not in ("off", "local"):
                 raise ConfigError(f"PEFM_RETRAIN must be off or local, not {retrain!r}")
             kwargs["retrain"] = retrain
-        for name, key, high in (
-            ("PEFM_FAULT_RATE", "fault_rate", 1.0),
-            ("PEFM_REVISION_GRACE_SECONDS", "revision_grace_seconds", 1e9),
-        ):
-            if raw := env.get(name, "").strip():
-                kwargs[key] = _number(name, raw, 0.0, high)
+        if raw := env.get("PEFM_REVISION_GRACE_SECONDS", "").strip():
+            kwargs["revision_grace_seconds"] = _number("PEFM_REVISION_GRACE_SECONDS", raw, 0.0, 1e9)
         for name, key in (
             ("PEFM_GATE_POLICY", "gate_policy"),
             ("PEFM_DRIFT_POLICY", "drift_policy"),

@@ -8,18 +8,19 @@ import httpx
 import psycopg
 
 from pefm.local.runtime import free_port, spawn
+from pefm.storage.roles import role_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gunicorn_serves_the_app_on_the_configured_database(schema_url, tmp_path):
-    """The WSGI entry point builds the app at import, on PEFM_DATABASE_URL (migrated), and serves
-    its pages, layout and local assets."""
+def test_gunicorn_serves_the_app_on_the_configured_database(db, schema_url, tmp_path):
+    """The WSGI entry point builds the app at import, on PEFM_DATABASE_URL (the migrated schema,
+    as the dashboard's read-only role), and serves its pages, layout and local assets."""
     port = free_port()
     server = spawn(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "dashboard.wsgi:server"],
         cwd=ROOT,
-        env={"PEFM_DATABASE_URL": schema_url},
+        env={"PEFM_DATABASE_URL": role_url(schema_url, "dashboard")},
         log=tmp_path / "gunicorn.log",
         ready_path="/health",
         name="dashboard-gunicorn",
@@ -31,7 +32,8 @@ def test_gunicorn_serves_the_app_on_the_configured_database(schema_url, tmp_path
             layout = json.dumps(client.get("/_dash-layout").json())
             assert '"refresh"' in layout and '"/rollouts"' in layout  # the interval and the navbar's pages
             assert client.get("/assets/bootstrap.min.css").status_code == 200
-        with psycopg.connect(schema_url) as conn:  # migrated by the app at start
-            assert conn.execute("SELECT to_regclass('revision_starts') IS NOT NULL").fetchone()[0]
+        with psycopg.connect(schema_url) as conn:  # it read as its role
+            users = {r[0] for r in conn.execute("SELECT usename FROM pg_stat_activity WHERE usename LIKE 'pefm_%'")}
+        assert "pefm_dashboard" in users
     finally:
         server.stop()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pefm.local.runtime import Process, free_port, spawn
+from pefm.storage.roles import role_url
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -57,7 +58,7 @@ def start_stack(database_url: str, logs: Path) -> Stack:
     api = spawn(
         [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(api_port)],
         cwd=ROOT,
-        env={"PEFM_DATABASE_URL": database_url, "PEFM_ADMIN_TOKEN": ADMIN_TOKEN},
+        env={"PEFM_DATABASE_URL": role_url(database_url, "rollout"), "PEFM_ADMIN_TOKEN": ADMIN_TOKEN},
         log=logs / "rollout-api.log",
         ready_path="/health",
         name="rollout-api",
@@ -67,7 +68,7 @@ def start_stack(database_url: str, logs: Path) -> Stack:
         [sys.executable, "-m", "dashboard.app"],
         cwd=ROOT,
         env={
-            "PEFM_DATABASE_URL": database_url,
+            "PEFM_DATABASE_URL": role_url(database_url, "dashboard"),
             "PEFM_ROLLOUT_API_URL": api.url,
             "PEFM_DASHBOARD_PORT": str(dashboard_port),
         },

@@ -23,7 +23,8 @@ from pefm.local.runtime import Process, free_port, serve_command, spawn
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
 from pefm.storage.model_versions import ModelVersion
-from tests.conftest import fresh_schema
+from pefm.storage.roles import role_url
+from tests.conftest import VERIFY_KEYS, fresh_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-ingest-token"
@@ -31,9 +32,16 @@ ADMIN_TOKEN = "test-admin-token"  # backdated vintages (history replayed as know
 
 
 def start_function(name: str, database_url: str, tmp: Path, **env: str) -> Process:
-    """Start functions/<name> under func-python and wait until it answers its readiness probe."""
+    """Start functions/<name> under func-python, connected as its own role (``database_url``'s
+    server and schema) and trusting this run's signing key, and wait until it answers its
+    readiness probe."""
     port = free_port()
-    environment = {"PEFM_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT / "functions" / name), **env}
+    environment = {
+        "PEFM_DATABASE_URL": role_url(database_url, name),
+        "PEFM_VERIFY_KEYS": VERIFY_KEYS,
+        "PYTHONPATH": str(ROOT / "functions" / name),
+        **env,
+    }
     return spawn(
         serve_command(ROOT / "functions" / name),
         cwd=ROOT / "functions" / name,

@@ -25,7 +25,7 @@ def own_database(tmp_path, name: str, **inference_env: str):
     """An embedded PostgreSQL of the test's own with realgdp and a model, ingest and inference on it."""
     server = EmbeddedPostgres(tmp_path / "pg", database=name)
     url = server.start()
-    with open_database(Settings(database_url=url)) as db, db.connection() as conn:
+    with open_database(Settings(database_url=url), schema="migrate") as db, db.connection() as conn:
         load_bundled(conn, bundled(["realgdp"]))
     version = register_model(url, "naive", ["realgdp"])
     ingest = start_function("ingest", url, tmp_path, PEFM_INGEST_TOKEN=TOKEN)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from pefm.data.transforms import model_space_unit
-from tests.conftest import fresh_schema
+from tests.conftest import SIGNING_KEY, fresh_schema
 from tests.functions.conftest import start_function, stop, wait_for_model
 
 
@@ -21,7 +21,7 @@ def made_up(server_url, tmp_path_factory):
     steps (migrate, load the bundled series, train and promote the default model)."""
     with fresh_schema(server_url, "every") as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PEFM_")}
-        env.update(PEFM_DATABASE_URL=url, PEFM_HOME=str(tmp_path_factory.mktemp("home")))
+        env.update(PEFM_DATABASE_URL=url, PEFM_HOME=str(tmp_path_factory.mktemp("home")), PEFM_SIGNING_KEY=SIGNING_KEY)
         done = subprocess.run(
             [sys.executable, "-m", "pefm.cli", "bootstrap", "--load-bundled"],
             env=env,

@@ -110,6 +110,20 @@ def test_vintages_are_not_in_the_future_and_backdated_only_by_an_admin(client, m
     assert client.post("/v1/observations?backdate=1", json=past, headers=ADMIN).status_code == 200
 
 
+def test_the_frequency_and_transform_of_a_series_with_data_are_fixed(client, module_schema):
+    """Its stored values were checked against (and are read through) them: a change is a 409 and
+    changes nothing; the other fields still change."""
+    current = client.get("/v1/series/realgdp").json()
+    body = {k: current[k] for k in ("name", "frequency", "unit", "transform", "source", "description")}
+    for change in ({"frequency": "M"}, {"transform": "diff"}):
+        response = client.put("/v1/series/realgdp", json={**body, **change}, headers=AUTH)
+        assert response.status_code == 409, response.text
+        assert response.json()["details"][0]["message"] == "fixed once data are stored"
+    assert {k: client.get("/v1/series/realgdp").json()[k] for k in body} == body
+    renamed = client.put("/v1/series/realgdp", json={**body, "description": "real GDP"}, headers=AUTH)
+    assert renamed.status_code == 200 and client.get("/v1/series/realgdp").json()["description"] == "real GDP"
+
+
 def test_a_value_the_series_transform_cannot_take_is_refused(client, module_schema):
     """realgdp is stored as levels and modelled as annualised log growth: 0 or less has no log."""
     before = count(module_schema, "observations")

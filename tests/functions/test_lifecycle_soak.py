@@ -23,11 +23,13 @@ import pytest
 
 from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.registry import serving_version
-from pefm.local.runtime import LocalRuntime, Process, free_port, revision_alive, spawn
+from pefm.local.runtime import FUNCTIONS, LocalRuntime, Process, free_port, revision_alive, spawn
 from pefm.rollout.local import LocalRouter
 from pefm.rollout.router import revision_name, sole
 from pefm.storage.database import Database
-from tests.conftest import fresh_schema
+from pefm.storage.roles import role_url
+from tests.conftest import SIGNING_KEY, fresh_schema
+from tests.faults import faulty_env
 from tests.functions.conftest import (
     ADMIN_TOKEN,
     ROOT,
@@ -62,8 +64,9 @@ class Soak:
         self.url, self.tmp = url, tmp
         self.db = Database(url, max_size=4)
         self.runtime = LocalRuntime(url, tmp / "logs")
-        self.env = {
-            "PEFM_DATABASE_URL": url,
+        self.env = {  # the scheduler's `pefm retrain`: the trainer, with its role and key
+            "PEFM_DATABASE_URL": role_url(url, "trainer"),
+            "PEFM_SIGNING_KEY": SIGNING_KEY,
             "PEFM_HOME": str(tmp / "home"),
             "PEFM_ADMIN_TOKEN": ADMIN,
             "PEFM_ROLLOUT_SPEC": str(tmp / "rollout.yaml"),
@@ -79,7 +82,7 @@ class Soak:
         self.api = spawn(
             [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(self.api_port)],
             cwd=ROOT,
-            env={**self.env, "PEFM_ROUTER_URL": self.router_url},
+            env={**self.env, "PEFM_DATABASE_URL": role_url(self.url, "rollout"), "PEFM_ROUTER_URL": self.router_url},
             log=self.tmp / "logs" / f"rollout-api-{time.monotonic_ns()}.log",
             ready_path="/health",
             name="rollout-api",
@@ -223,7 +226,8 @@ def test_five_and_more_cycles_of_the_model_lifecycle(soak):
 
         # (b) a candidate failing 10% of its requests: rolled back, the candidate rejected
         quarter, report = ingest_and_check(soak)
-        rollout_id = retrain(soak, "--revision-env", "PEFM_FAULT_RATE=0.1")
+        faults = [f"--revision-env={k}={v}" for k, v in faulty_env(FUNCTIONS / "inference", 0.1).items()]
+        rollout_id = retrain(soak, *faults)
         state = settled(soak, rollout_id, "RolledBack")
         rollback = next(e for e in state["events"] if e["action"] == "rollback")
         assert "success-rate" in rollback["reason"] and "rejected" in rollback["reason"]

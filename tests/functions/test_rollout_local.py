@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from pefm.forecasting.registry import promote, serving_version
-from pefm.local.runtime import LocalRuntime, revision_alive
+from pefm.local.runtime import FUNCTIONS, LocalRuntime, revision_alive
 from pefm.rollout.analysis import Phase
 from pefm.rollout.controller import RolloutConflict, RolloutController, RolloutError
 from pefm.rollout.local import LocalRouter
@@ -22,6 +22,8 @@ from pefm.rollout.router import TrafficTarget
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version, set_gate_report
+from pefm.storage.roles import role_url
+from tests.faults import faulty_env
 from tests.functions.conftest import ROOT, Load, register_model, tick_at_barrier
 
 SERIES = ["realgdp", "unemp", "infl"]
@@ -102,7 +104,7 @@ def test_a_healthy_green_is_promoted_step_by_step_and_blue_stays_reachable(stack
 def test_a_green_failing_10_percent_of_requests_is_rolled_back(stack):
     runtime, router, controller, versions, _ = stack
     reset(router, runtime)
-    revision = green(runtime, "pefm-inference-faulty", versions["same"], PEFM_FAULT_RATE="0.1")
+    revision = green(runtime, "pefm-inference-faulty", versions["same"], **faulty_env(FUNCTIONS / "inference", 0.1))
     rollout_id = controller.start("inference", revision, SPEC, versions["same"])
     with Load(router.url("inference"), SERIES):
         state = roll(controller, rollout_id)
@@ -171,7 +173,7 @@ def test_a_killed_controller_resumes_without_skipping_or_repeating_a_step(stack,
     slow = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
     rollout_id = controller.start("inference", revision, slow, versions["same"])
     env = {
-        "PEFM_DATABASE_URL": module_schema,
+        "PEFM_DATABASE_URL": role_url(module_schema, "rollout"),  # what a rollout runner may do
         "PEFM_ROUTER_URL": router.url("inference"),
         "COLUMNS": "200",
         "PATH": "/usr/bin:/bin",
@@ -422,9 +424,9 @@ def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
         pytest.fail("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
     runtime, _, _, versions, _ = stack
     healthy = runtime.processes["pefm-inference-blue"]
-    faulty = runtime.start_revision(
-        "inference", "pefm-inference-prom-faulty", model_version=versions["same"], env={"PEFM_FAULT_RATE": "0.25"}
-    )
+    faults = faulty_env(FUNCTIONS / "inference", 0.25)
+    name = "pefm-inference-prom-faulty"
+    faulty = runtime.start_revision("inference", name, model_version=versions["same"], env=faults)
     targets = [p.url.removeprefix("http://") for p in (healthy, faulty)]
     config = tmp_path / "prometheus.yml"
     config.write_text(

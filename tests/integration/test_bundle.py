@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from pefm.config import get_settings
 from pefm.data.bundled import bundled
 from pefm.data.frequency import Frequency
 from pefm.data.loading import load_bundled
@@ -16,6 +17,7 @@ from pefm.forecasting.training import train
 from pefm.storage.model_versions import read_precomputed
 from pefm.storage.observations import write_observations
 from pefm.storage.series import SeriesMeta, upsert_series
+from pefm.storage.signing import trusted_keys
 
 # One series of each group the bundled catalog has.
 MIXED = ["realgdp", "unemp", "aaa", "core_cpi", "sp500"]
@@ -50,7 +52,7 @@ def test_a_bundle_forecasts_every_series_with_its_groups_family_and_backtests_ea
     first = rows[rows["space"] == "model"].groupby("series_id")["ds"].min()
     assert first["realgdp"] == "2009-10-01T00:00:00Z" and first["aaa"] == "2019-01-01T00:00:00Z"
     # the artifact round-trips and hands out each series' member
-    model = load_model(loaded, version.id)
+    model = load_model(loaded, version.id, trusted_keys(get_settings()))
     assert type(model.for_series("sp500")).__name__ == "Garch"
     assert model.predict(2)["series_id"].value_counts().to_dict() == dict.fromkeys(MIXED, 2)
 

@@ -85,7 +85,7 @@ def test_up_without_a_url_starts_the_embedded_database_and_reuses_it(tmp_path: P
     assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()
 
 
-def test_load_csv_reports_counts_and_errors_with_line_and_field(cli_env, tmp_path):
+def test_load_csv_reports_counts_and_errors_with_line_and_field(db, cli_env, tmp_path):  # db: migrated
     good = tmp_path / "good.csv"
     good.write_text("DATE,GDPC1\n2020-01-01,100\n2020-04-01,.\n")
     made = run(

@@ -22,7 +22,7 @@ def revisions(url: str) -> list[tuple]:
         ).fetchall()
 
 
-def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(cli_env, schema_url):
+def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(db, cli_env, schema_url):
     """The first registered revision gets a 100% block tagged blue; the next ones are only recorded."""
     blue = run(cli_env, "local", "register", "inference", "pefm-inference-blue", "http://inference-blue:8080/")
     assert blue.returncode == 0, blue.stderr
@@ -49,7 +49,7 @@ def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(cli_env,
     assert table.urls[table.pick("blue")] == "http://inference-blue:8080"
 
 
-def test_registering_again_moves_the_revision_but_not_the_traffic(cli_env, schema_url):
+def test_registering_again_moves_the_revision_but_not_the_traffic(db, cli_env, schema_url):
     """A restarted container re-registers at a new URL; a rollout's traffic block is kept."""
     assert run(cli_env, "local", "register", "inference", "blue-1", "http://a:8080").returncode == 0
     assert run(cli_env, "local", "register", "inference", "green-1", "http://b:8080").returncode == 0

@@ -19,7 +19,7 @@ def version_of(output: str) -> str:
     return match.group(1)
 
 
-def test_train_backtest_gate_on_the_real_panel(cli_env, tmp_path):
+def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: the schema, migrated
     assert run(cli_env, "data", "load", "realgdp", "unemp", "infl").returncode == 0
     served = run(cli_env, "train", "--model", "ar", *SERIES, "--windows", "8")
     assert served.returncode == 0, served.stderr

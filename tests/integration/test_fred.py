@@ -199,7 +199,7 @@ def test_a_daily_series_of_weekdays_is_business_daily(db, fred):
     )
 
 
-def test_the_command_fetches_and_reports(cli_env, fred):
+def test_the_command_fetches_and_reports(db, cli_env, fred):  # db: the schema, migrated
     env = {**cli_env, "PEFM_FRED_URL": fred, "PEFM_FRED_API_KEY": KEY, "COLUMNS": "200"}
     done = subprocess.run(
         [sys.executable, "-m", "pefm.cli", "data", "fetch", "fred", "GDPC1", "--vintages"],

@@ -9,8 +9,11 @@ from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.registry import ArtifactIntegrityError, load_model, promote
 from pefm.forecasting.training import train
 from pefm.storage.model_versions import UnknownModelError, get_version, list_versions
+from pefm.storage.signing import ArtifactSignatureError, TrustedKeys, generate, public_keys
+from tests.conftest import VERIFY_KEYS
 
 PANEL = ["realgdp", "unemp"]
+TRUSTED = TrustedKeys(public_keys(VERIFY_KEYS))  # the trainer's key of this run (tests/conftest.py)
 
 
 @pytest.fixture
@@ -33,7 +36,7 @@ def test_train_registers_a_candidate_with_lineage_and_a_verified_artifact(loaded
     assert version.backtest["spec"]["windows"] == 6
     assert run.results["cutoff"].max() == pd.Timestamp("1999-07-01")  # 1999Q4 is the last actual
 
-    model = load_model(loaded, version.id)
+    model = load_model(loaded, version.id, TRUSTED)
     forecast = model.predict(2)
     assert forecast["ds"].min() == pd.Timestamp("2000-01-01")  # trained on data known in 2000
     assert set(forecast["series_id"]) == set(PANEL)
@@ -51,9 +54,67 @@ def test_a_tampered_artifact_is_never_loaded(loaded):
     version, _ = train(loaded, "naive", PANEL, spec=None)
     loaded.execute("UPDATE model_versions SET artifact = artifact || '\\x00'::bytea WHERE id = %s", (version.id,))
     with pytest.raises(ArtifactIntegrityError, match="sha256"):
-        load_model(loaded, version.id)
+        load_model(loaded, version.id, TRUSTED)
     with pytest.raises(UnknownModelError):
-        load_model(loaded, "nope")
+        load_model(loaded, "nope", TRUSTED)
+
+
+def test_a_model_written_by_anyone_but_the_trainer_is_never_loaded(loaded):
+    """Someone with SQL access but not the trainer's key: new bytes with a matching sha256, a row
+    of their own, a signature of another key, a signature moved to another version. Each is
+    refused before anything is unpickled; the trainer's own version loads."""
+    import hashlib
+
+    from pefm.config import Settings
+    from pefm.storage.signing import private_key, sign, trusted_keys
+
+    version, _ = train(loaded, "naive", PANEL, spec=None)
+    other, _ = train(loaded, "mean", PANEL, spec=None)
+    assert load_model(loaded, version.id, TRUSTED).predict(1) is not None
+    evil = b"cos\nsystem\n(S'touch /tmp/pwned'\ntR."  # a pickle that runs a command when loaded
+    digest = hashlib.sha256(evil).hexdigest()
+    loaded.execute(
+        "UPDATE model_versions SET artifact = %s, artifact_sha256 = %s WHERE id = %s", (evil, digest, version.id)
+    )
+    with pytest.raises(ArtifactSignatureError, match="does not match"):
+        load_model(loaded, version.id, TRUSTED)
+    loaded.execute(
+        "UPDATE model_versions SET artifact_key = NULL, artifact_signature = NULL WHERE id = %s", (version.id,)
+    )
+    with pytest.raises(ArtifactSignatureError, match="not signed"):
+        load_model(loaded, version.id, TRUSTED)
+    stranger = private_key(generate()[0])  # a key nobody trusts, signing the evil bytes properly
+    signature = sign(stranger, version_id=version.id, family="naive", sha256=digest)
+    loaded.execute(
+        "UPDATE model_versions SET artifact_key = %s, artifact_signature = %s WHERE id = %s",
+        (signature.key_id, signature.value, version.id),
+    )
+    with pytest.raises(ArtifactSignatureError, match="not one trusted here"):
+        load_model(loaded, version.id, TRUSTED)
+    loaded.execute(  # the other version's genuine signature, copied over
+        """UPDATE model_versions SET (artifact_key, artifact_signature) =
+               (SELECT artifact_key, artifact_signature FROM model_versions WHERE id = %s) WHERE id = %s""",
+        (other.id, version.id),
+    )
+    with pytest.raises(ArtifactSignatureError, match="does not match"):
+        load_model(loaded, version.id, TRUSTED)
+    with pytest.raises(ArtifactSignatureError, match="none: set PEFM_VERIFY_KEYS"):
+        load_model(loaded, other.id, trusted_keys(Settings()))  # trusting nothing loads nothing
+    assert load_model(loaded, other.id, TRUSTED).predict(1) is not None
+
+
+def test_the_registry_takes_no_unsigned_model(loaded, monkeypatch):
+    from pefm.config import get_settings
+
+    monkeypatch.delenv("PEFM_SIGNING_KEY")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ArtifactSignatureError, match="PEFM_SIGNING_KEY is not set"):
+            train(loaded, "naive", PANEL, spec=None)
+        assert list_versions(loaded) == []
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
 
 
 def test_promote_retires_the_version_serving_the_same_series(loaded):

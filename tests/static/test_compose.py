@@ -168,8 +168,65 @@ def test_the_example_env_file_covers_every_variable_and_holds_the_secrets():
         for key, value in (service.get("environment") or {}).items():
             if SECRET_KEY.search(key):
                 assert VARIABLE.fullmatch(str(value)), f"{name}: {key} must come from .env"
-    database_urls = {str(s.get("environment", {}).get("PEFM_DATABASE_URL", "")) for s in services().values()} - {""}
-    assert database_urls and all("${PEFM_DB_PASSWORD" in url for url in database_urls)
+
+
+# Which database role each service connects as (pefm.storage.roles): the owner for the migrator
+# only, every other service its component's role.
+SERVICE_ROLES = {
+    "init": "pefm",
+    "ingest": "pefm_ingest",
+    "inference-blue": "pefm_inference",
+    "inference-green": "pefm_inference",
+    "inference-gpu": "pefm_inference",
+    "inference-gpu-register": "pefm_rollout",
+    "router": "pefm_rollout",
+    "rollout-api": "pefm_rollout",
+    "monitor": "pefm_monitor",
+    "dashboard": "pefm_dashboard",
+}
+DATABASE_URL = re.compile(r"postgresql://(\w+):\$\{(\w+):\?[^}]*\}@timescaledb:5432/pefm")
+
+
+def role_password(role: str) -> str:
+    """The .env variable holding ``role``'s password."""
+    return "PEFM_DB_PASSWORD" if role == "pefm" else f"PEFM_ROLE_PASSWORD_{role.removeprefix('pefm_').upper()}"
+
+
+def test_each_service_connects_as_its_own_role_and_only_the_trainer_signs():
+    """Guards least privilege: only the one-shot init (the migrator) connects as the owner and sets
+    the component roles' passwords (every role pefm.storage.roles creates); every other service
+    connects as its component's role with that role's password from .env; only what trains holds
+    the signing key, and every process that loads models (inference revisions, monitor) the public key."""
+    from pefm.storage.roles import COMPONENTS
+
+    with_url = {name for name, s in services().items() if "PEFM_DATABASE_URL" in (s.get("environment") or {})}
+    assert with_url == set(SERVICE_ROLES), f"roles not decided for {sorted(with_url ^ set(SERVICE_ROLES))}"
+    for name, role in SERVICE_ROLES.items():
+        env = services()[name]["environment"]
+        found = DATABASE_URL.fullmatch(str(env["PEFM_DATABASE_URL"]))
+        assert found, f"{name}: PEFM_DATABASE_URL is not a role's URL to timescaledb with its password from .env"
+        assert found.groups() == (role, role_password(role)), f"{name} connects as {found[1]}, not {role}"
+        given = {k for k in env if k.startswith("PEFM_ROLE_PASSWORD_")}
+        if name == "init":
+            assert given == {f"PEFM_ROLE_PASSWORD_{c.upper()}" for c in COMPONENTS}, sorted(given)
+            assert all(VARIABLE.fullmatch(str(env[k])).group(1) == k for k in given)
+        else:
+            assert not given, f"{name} holds role passwords {sorted(given)}"
+    trainers = {"init"}
+    monitor = services()["monitor"]["environment"]
+    if monitor.get("PEFM_RETRAIN") == "local":  # it starts `pefm retrain`: as the trainer, with the key
+        trainers.add("monitor")
+        found = DATABASE_URL.fullmatch(str(monitor["PEFM_TRAINER_DATABASE_URL"]))
+        assert found and found.groups() == ("pefm_trainer", role_password("pefm_trainer"))
+    signing = {name for name, s in services().items() if "PEFM_SIGNING_KEY" in (s.get("environment") or {})}
+    assert signing == trainers, f"the signing key is held by {sorted(signing)}, not {sorted(trainers)}"
+    loaders = {
+        name for name, s in services().items() if dockerfile(s) and dockerfile(s).stem in ("inference", "monitor")
+    }
+    assert loaders >= {"inference-blue", "inference-green", "inference-gpu", "monitor"}
+    for name in loaders:
+        keys = str(services()[name]["environment"].get("PEFM_VERIFY_KEYS", ""))
+        assert VARIABLE.fullmatch(keys), f"{name} loads models but has no PEFM_VERIFY_KEYS from .env"
 
 
 def test_the_env_file_is_never_committed():

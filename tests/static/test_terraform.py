@@ -317,6 +317,7 @@ def test_database_cluster_preloads_timescaledb_and_creates_it_in_public(tmp_path
     assert initdb["database"] == initdb["owner"] == "pefm"
     sql = " ".join(initdb["postInitApplicationSQL"])
     assert re.search(r"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public", sql), sql
+    assert re.search(r"ALTER ROLE pefm CREATEROLE", sql), "the migrator could not create the component roles"
     assert initdb["secret"]["name"] == "pefm-db-app-credentials"
     assert resource(DATA, "kubernetes_secret_v1.database_bootstrap")["type"] == "kubernetes.io/basic-auth"
     ref, catalog = spec["imageCatalogRef"], out["catalog"]
@@ -351,8 +352,9 @@ def test_database_single_instance_has_no_pdb_and_backups_render(tmp_path: Path) 
 
 
 def test_secrets_and_optional_image_pull_secret() -> None:
-    """Guards the Secrets the manifests read (pefm-database url, pefm-tokens ingest/admin/webhook/shadow) and the
-    ghcr.io pull Secret, created only when a registry user is given, whose name is an output."""
+    """Guards the Secrets the manifests read (pefm-database url, pefm-tokens ingest/admin/webhook/shadow; the
+    database roles and pefm-signing: test_database_roles_and_the_signing_key) and the ghcr.io pull Secret, created
+    only when a registry user is given, whose name is an output."""
     tokens = resource(DATA, "random_password.token")
     assert all(name in tokens["for_each"] for name in ('"ingest"', '"admin"', '"webhook"', '"shadow"'))
     registry = resource(DATA, "kubernetes_secret_v1.registry")
@@ -362,6 +364,42 @@ def test_secrets_and_optional_image_pull_secret() -> None:
     assert default_of(DATA, "registry_server") == "ghcr.io"
     assert "image_pull_secret" in blocks(DATA, "output")
     assert blocks(DATA, "variable")["registry_token"]["sensitive"] is True
+
+
+def test_database_roles_and_the_signing_key() -> None:
+    """Guards least privilege on the cluster: pefm-database holds the owner's url (the migrator's) plus a
+    generated password and URL for every role pefm creates (pefm.storage.roles), each URL that role's on the
+    owner's host (in-cluster or managed); pefm-signing holds an Ed25519 pair, private as PKCS#8 PEM (what
+    PEFM_SIGNING_KEY reads) and public as PEM; the URLs are sensitive outputs, the public key a plain one."""
+    from pefm.storage.roles import COMPONENTS
+
+    assert set(locals_of(DATA)["components"]) == set(COMPONENTS)
+    passwords = resource(DATA, "random_password.role")
+    assert passwords["for_each"] == "${toset(local.components)}" and passwords["special"] is False
+    assert passwords["length"] >= 24
+    data = resource(DATA, "kubernetes_secret_v1.database")["data"]
+    for part in (
+        "{url = local.database_url}",
+        '"${c}-url" => local.role_urls[c]',
+        '"${c}-password" => random_password.role[c].result',
+    ):
+        assert part in data, f"pefm-database lacks {part}"
+    urls = locals_of(DATA)
+    assert "pefm_${c}:${random_password.role[c].result}@" in urls["role_urls"]
+    assert "var.managed_database_url" in urls["url_parts"] and "${local.rw_host}:5432/" in urls["url_parts"]
+    assert resource(DATA, "tls_private_key.signing")["algorithm"] == "ED25519"
+    signing = resource(DATA, "kubernetes_secret_v1.signing")
+    assert signing["metadata"][0]["name"] == "pefm-signing"
+    assert signing["data"]["private"] == "${tls_private_key.signing.private_key_pem_pkcs8}"
+    assert "tls_private_key.signing.public_key_pem" in urls["verify_keys"]
+    assert signing["data"]["public"] == "${local.verify_keys}"
+    for folder in (DATA, MODULES / "platform"):
+        outputs = blocks(folder, "output")
+        assert outputs["database_url"]["sensitive"] is True and outputs["role_database_urls"]["sensitive"] is True
+        assert "verify_keys" in outputs
+        [settings] = parse(folder / "versions.tf")["terraform"]
+        providers = {k: v for entry in settings["required_providers"] for k, v in entry.items()}
+        assert providers["tls"]["source"] == "hashicorp/tls", folder.name
 
 
 def test_gpu_runtime_handlers_per_cloud() -> None:

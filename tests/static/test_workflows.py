@@ -7,6 +7,7 @@ TimescaleDB. The e2e run, CD and the TimescaleDB job themselves run on GitHub's 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -622,7 +623,8 @@ def test_cd_jobs_render_to_valid_objects_beside_the_manifests(tmp_path):
     cd-job.sh only); rendered for train (pefm-bootstrap, no token), the rollout (pefm-retrain) and
     the reports (pefm-rollout), the Jobs are valid beside the CPU overlay's objects and the
     NetworkPolicy that selects their pods (`pefm knative validate`: the ServiceAccounts and the
-    Secret they name exist there), and each takes the database URL from Secret pefm-database."""
+    Secret they name exist there), and each connects as the trainer (Secret pefm-database, key
+    trainer-url, never the owner's url) with the signing key (pefm-signing, private) the train step signs with."""
     assert not {"cd-job.yaml", "cd-network-policy.yaml"} & set(
         yaml.safe_load((JOBS / "kustomization.yaml").read_text())["resources"]
     )
@@ -644,8 +646,9 @@ def test_cd_jobs_render_to_valid_objects_beside_the_manifests(tmp_path):
         pod = job["spec"]["template"]["spec"]
         assert ("ServiceAccount", account) in names
         assert pod["automountServiceAccountToken"] is (account != "pefm-bootstrap")
-        [url] = [e for e in pod["containers"][0]["env"] if e["name"] == "PEFM_DATABASE_URL"]
-        assert url["valueFrom"]["secretKeyRef"] == {"name": "pefm-database", "key": "url"}
+        env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in pod["containers"][0]["env"]}
+        assert env["PEFM_DATABASE_URL"] == {"name": "pefm-database", "key": "trainer-url"}
+        assert env["PEFM_SIGNING_KEY"] == {"name": "pefm-signing", "key": "private"}
         assert job["metadata"]["labels"]["app.kubernetes.io/component"] == step
         labels = job["spec"]["template"]["metadata"]["labels"]
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), (
@@ -658,6 +661,133 @@ def test_cd_jobs_render_to_valid_objects_beside_the_manifests(tmp_path):
         [sys.executable, "-m", "pefm.cli", "knative", "validate", str(bundle)], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- least privilege: which Secret keys each workload reads ---
+
+# The keys of pefm-database and pefm-signing each workload reads: the owner's url and the roles'
+# passwords for the bootstrap Job (the migrator) alone, every other workload its own role's URL;
+# the private signing key only where something trains, the public key where models are loaded.
+SECRET_KEYS = {
+    "pefm-bootstrap": ({"url", "*-password"}, {"private"}),
+    "pefm-retrain": ({"trainer-url"}, {"private"}),
+    "pefm-cd": ({"trainer-url"}, {"private"}),
+    "pefm-inference": ({"inference-url"}, {"public"}),
+    "pefm-monitor": ({"monitor-url"}, {"public"}),
+    "pefm-ingest": ({"ingest-url"}, set()),
+    "pefm-rollout": ({"rollout-url"}, set()),
+}
+SECRET_ENV = {"url": "PEFM_DATABASE_URL", "private": "PEFM_SIGNING_KEY", "public": "PEFM_VERIFY_KEYS"}
+
+
+def secret_reads(docs: list[dict[str, Any]]) -> dict[str, dict[tuple[str, str], str]]:
+    """Each workload's (Secret, key) -> env var, for every pod template in ``docs``; envFrom of a
+    whole Secret (every key of it) is refused."""
+    reads: dict[str, dict[tuple[str, str], str]] = {}
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        pod = spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            assert not any("secretRef" in e for e in container.get("envFrom", [])), doc["metadata"]["name"]
+            for env in container.get("env", []):
+                if ref := env.get("valueFrom", {}).get("secretKeyRef"):
+                    reads.setdefault(doc["metadata"]["name"], {})[ref["name"], ref["key"]] = env["name"]
+    return reads
+
+
+def cluster_reads() -> dict[str, dict[tuple[str, str], str]]:
+    """secret_reads of both overlays (which must agree) and CD's Job template."""
+    rendered = []
+    for overlay in ("cpu", "gpu"):
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(ROOT / "knative" / "overlays" / overlay)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rendered.append(secret_reads([d for d in yaml.safe_load_all(out) if d]))
+    assert rendered[0] == rendered[1], "the GPU overlay's workloads read other Secret keys than the CPU overlay's"
+    return rendered[0] | secret_reads([yaml.safe_load((JOBS / "cd-job.yaml").read_text())])
+
+
+def test_each_workload_reads_only_its_own_database_role_and_signing_key():
+    """Guards least privilege on the cluster: no workload but the bootstrap Job reads the owner's URL
+    (pefm-database url) or the roles' passwords, which it sets as PEFM_ROLE_PASSWORD_<COMPONENT> on every
+    role pefm creates; every other workload reads exactly its role's <component>-url as PEFM_DATABASE_URL;
+    only what trains reads pefm-signing's private key (PEFM_SIGNING_KEY), and every workload that loads
+    models (inference, GPU revisions included, and the monitor) its public key (PEFM_VERIFY_KEYS)."""
+    from pefm.storage.roles import COMPONENTS
+
+    reads = cluster_reads()
+    workloads = {name for name, r in reads.items() if any(s in ("pefm-database", "pefm-signing") for s, _ in r)}
+    assert workloads == set(SECRET_KEYS), f"no decision for {sorted(workloads ^ set(SECRET_KEYS))}"
+    for name, (database, signing) in SECRET_KEYS.items():
+        read = reads[name]
+        expected = {k for k in database if k != "*-password"}
+        if "*-password" in database:
+            expected |= {f"{c}-password" for c in COMPONENTS}
+        assert {k for s, k in read if s == "pefm-database"} == expected, name
+        assert {k for s, k in read if s == "pefm-signing"} == signing, name
+        for (secret, key), env in read.items():
+            if secret == "pefm-database" and key.endswith("-password"):
+                assert env == f"PEFM_ROLE_PASSWORD_{key.removesuffix('-password').upper()}", (name, key, env)
+            elif secret in ("pefm-database", "pefm-signing"):
+                assert env == SECRET_ENV.get(key, "PEFM_DATABASE_URL"), (name, key, env)
+    urls = {k for name in reads for s, k in reads[name] if s == "pefm-database" and k.endswith("-url")}
+    assert urls <= {f"{c}-url" for c in COMPONENTS}
+
+
+def test_the_e2e_secrets_hold_every_key_the_manifests_read(tmp_path):
+    """deploy.sh's create_secrets, run against a kubectl that records what it would apply: every
+    (Secret, key) a workload reads exists; pefm-database holds the owner's URL and, for every role
+    pefm creates, a random password and that role's URL with it to the in-cluster PostgreSQL;
+    pefm-signing an Ed25519 pair pefm reads (PKCS#8 private, its own public key)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pefm.storage import signing
+    from pefm.storage.roles import COMPONENTS
+
+    real = shutil.which("kubectl")
+    assert real, "kubectl is not on the PATH"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "kubectl").write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ " $* " == *" apply -f - "* ]]; then { cat; echo ---; } >>"$E2E_STATE/applied.yaml"; exit 0; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    (tmp_path / "bin" / "kubectl").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "E2E_"))}
+    env |= {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}", "E2E_STATE": str(tmp_path / "state")}
+    done = subprocess.run(
+        ["bash", "-c", 'source "$1/deploy.sh" && create_secrets', "bash", str(E2E)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    secrets = {
+        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+        for d in yaml.safe_load_all((tmp_path / "state" / "applied.yaml").read_text())
+        if d
+    }
+    for name, read in cluster_reads().items():
+        for secret, key in read:
+            assert key in secrets.get(secret, {}), f"{name} reads {secret} {key}, which deploy.sh does not create"
+    database = secrets["pefm-database"]
+    assert set(database) == {"url"} | {f"{c}-{k}" for c in COMPONENTS for k in ("url", "password")}
+    owner = conninfo_to_dict(database["url"])
+    assert (owner["user"], owner["password"]) == ("pefm", secrets["pefm-postgres"]["password"])
+    for c in COMPONENTS:
+        role = conninfo_to_dict(database[f"{c}-url"])
+        assert (role["user"], role["password"]) == (f"pefm_{c}", database[f"{c}-password"])
+        assert (role["host"], role["port"], role["dbname"]) == (owner["host"], owner["port"], owner["dbname"])
+        assert re.fullmatch(r"[0-9a-f]{48}", database[f"{c}-password"]), c
+    assert len({database[f"{c}-password"] for c in COMPONENTS} | {owner["password"]}) == len(COMPONENTS) + 1
+    private = signing.private_key(secrets["pefm-signing"]["private"])
+    [public] = signing.public_keys(secrets["pefm-signing"]["public"])
+    assert signing.key_id(public) == signing.key_id(private.public_key())
+    assert secrets["pefm-signing"]["private"].startswith("-----BEGIN PRIVATE KEY-----")
 
 
 def render_step(env: dict[str, str], tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:

@@ -42,6 +42,9 @@ def test_bad_values_are_refused_naming_the_variable(name: str, value: str):
 
 
 def test_repr_never_shows_a_secret():
+    from pefm.storage.signing import generate
+
+    signing_key, _ = generate()
     settings = Settings.from_env(
         {
             "PEFM_DATABASE_URL": "postgresql://pefm:db-password@db:5432/pefm",
@@ -51,27 +54,46 @@ def test_repr_never_shows_a_secret():
             "PEFM_EVENT_TOKEN": "event-secret",
             "PEFM_WEBHOOK_TOKEN": "webhook-secret",
             "PEFM_FRED_API_KEY": "fred-secret",
+            "PEFM_SIGNING_KEY": signing_key,
+            "PEFM_ROLE_PASSWORD_INGEST": "role-secret",
+            "PEFM_TRAINER_DATABASE_URL": "postgresql://pefm_trainer:trainer-password@db:5432/pefm",
         }
     )
-    assert settings.shadow_key == "shadow-secret"
-    assert not any(secret in repr(settings) for secret in ("password", "secret"))
+    assert settings.shadow_key == "shadow-secret" and settings.role_passwords == {"ingest": "role-secret"}
+    assert not any(secret in repr(settings) for secret in ("password", "secret", signing_key))
+
+
+def test_keys_and_role_passwords_are_checked_naming_the_variable():
+    with pytest.raises(ConfigError, match="PEFM_SIGNING_KEY"):
+        Settings.from_env({"PEFM_SIGNING_KEY": "not-a-key"})
+    with pytest.raises(ConfigError, match="PEFM_VERIFY_KEYS"):
+        Settings.from_env({"PEFM_VERIFY_KEYS": "AAAA"})  # base64, but 3 bytes
+    with pytest.raises(ConfigError, match="PEFM_ROLE_PASSWORD_ROOT"):
+        Settings.from_env({"PEFM_ROLE_PASSWORD_ROOT": "x"})
 
 
 def test_the_local_token_file_is_private_and_kept(tmp_path):
     import os
     import stat
 
-    from pefm.cli.stack import tokens
+    from pefm.config import Settings
+    from pefm.local.secrets import local_secrets
+    from pefm.storage.signing import private_key, public_key
 
     # checks the file as left (0600 under a umask that would make a default file world-readable),
     # not the moment between creating and chmod-ing it that the fix removed
     old = os.umask(0)
     try:
-        first = tokens(tmp_path)
+        first = local_secrets(tmp_path, Settings(home=tmp_path))
     finally:
         os.umask(old)
     path = tmp_path / "tokens.env"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert set(first) == {"PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY", "PEFM_EVENT_TOKEN"}
+    assert set(first) == {
+        *("PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY", "PEFM_EVENT_TOKEN"),
+        *("PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS"),
+    }
     assert all(first.values())
-    assert tokens(tmp_path) == first  # generated once
+    key = private_key(first["PEFM_SIGNING_KEY"])  # a key pair: the public key is the private key's
+    assert key.public_key() == public_key(first["PEFM_VERIFY_KEYS"])
+    assert local_secrets(tmp_path, Settings(home=tmp_path)) == first  # generated once

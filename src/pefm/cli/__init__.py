@@ -6,13 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Literal
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pefm.config import get_settings
+from pefm.local.secrets import use_local_secrets
 from pefm.storage.database import Database, open_database
+from pefm.storage.migrate import MigrationError
+from pefm.storage.signing import ArtifactSignatureError
 
 app = typer.Typer(help="PEFM: forecast economic indicators and market series.", no_args_is_help=True)
 db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
@@ -35,15 +39,22 @@ err = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def open_db(*, migrate: bool = True) -> Iterator[Database]:
-    """The configured database; known failures become one red line and exit code 1."""
+def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None) -> Iterator[Database]:
+    """The configured database; known failures become one red line and exit code 1. ``schema``
+    (see ``open_database``): by default the embedded server, which this user owns, is migrated,
+    and a configured database must be current (``pefm db migrate`` is the migrator's step). With
+    the embedded server, the secrets the environment does not set come from ``$PEFM_HOME/tokens.env``."""
     try:
         settings = get_settings()
+        if settings.database_url is None:
+            use_local_secrets(settings)
+            settings = get_settings()
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe request otherwise
-        with open_database(settings, migrate=migrate) as db:
+        schema = schema or ("migrate" if settings.database_url is None else "current")
+        with open_database(settings, schema=schema) as db:
             yield db
-    except (LookupError, ValueError) as exc:  # bad input, unknown ids, config: one red line
+    except (LookupError, ValueError, MigrationError, ArtifactSignatureError) as exc:  # one red line
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
 

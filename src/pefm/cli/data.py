@@ -22,7 +22,7 @@ def up(
     """Bring PEFM up on the configured database (embedded by default): migrate, load the bundled
     real data, make sure a model is serving, then run the functions behind the local router and
     the dashboard."""
-    with open_db() as db:
+    with open_db(schema="migrate") as db:
         if db.embedded:
             console.print(f"database: embedded PostgreSQL in {db.embedded.pgdata}, migrated")
         else:
@@ -47,7 +47,7 @@ def bootstrap(
     changes nothing."""
     from pefm.data.bundled import bundled
 
-    with open_db() as db, db.advisory_lock("pefm.bootstrap", wait=True, timeout=timeout):
+    with open_db(schema="migrate") as db, db.advisory_lock("pefm.bootstrap", wait=True, timeout=timeout):
         console.print("database: migrated")
         if load_bundled:
             ids = [b.meta.id for b in bundled()]
@@ -105,16 +105,42 @@ def _serving_model(db: Database) -> str:
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations (safe to run from several processes at once)."""
+    """Apply pending migrations and grant the component roles their privileges, creating the
+    missing roles where this user may (safe to run from several processes at once)."""
+    from pefm.config import get_settings
     from pefm.storage.migrate import migrate
 
-    with open_db(migrate=False) as db, db.connection() as conn:
-        applied = migrate(conn)
+    with open_db(schema="unchecked") as db, db.connection() as conn:
+        applied = migrate(conn, get_settings().role_passwords)
     if applied:
         for m in applied:
             console.print(f"applied {m.version:04d}_{m.name}")
     else:
         console.print("up to date")
+
+
+@db_app.command("roles")
+def db_roles(
+    sql_only: Annotated[bool, typer.Option("--sql", help="print the SQL that creates the roles; run nothing")] = False,
+) -> None:
+    """The component roles (pefm_ingest, pefm_inference, ...): which exist and what each may do.
+    --sql prints the one-time step for a database whose migrator may not create roles: have a
+    user with CREATEROLE run it, then `pefm db migrate` grants the privileges."""
+    from pefm.config import get_settings
+    from pefm.storage.roles import PRIVILEGES, missing_roles, role_name, role_statements
+
+    if sql_only:
+        for statement in role_statements(get_settings().role_passwords):
+            print(f"{statement.as_string(None)};")
+        return
+    with open_db(schema="unchecked") as db, db.connection() as conn:
+        missing = set(missing_roles(conn))
+    table = Table("role", "exists", "privileges on the migrated schema's tables")
+    for component, grants in PRIVILEGES.items():
+        name = role_name(component)
+        granted = "; ".join(f"{t}: {p}" for t, p in grants.items())
+        table.add_row(name, "[red]no[/]" if name in missing else "yes", granted)
+    console.print(table)
 
 
 @db_app.command("status")
@@ -123,7 +149,7 @@ def db_status() -> None:
     from pefm.storage.migrate import applied_migrations, shipped_migrations
     from pefm.storage.timescale import timescale_plan
 
-    with open_db(migrate=False) as db, db.connection() as conn:
+    with open_db(schema="unchecked") as db, db.connection() as conn:
         applied = {m.version: m for m in applied_migrations(conn)}
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
         plan = timescale_plan(conn)

@@ -277,6 +277,47 @@ def models_promote(version: str) -> None:
     console.print(f"{version} is serving" + (f"; retired {', '.join(retired)}" if retired else ""))
 
 
+@models_app.command("keygen")
+def models_keygen() -> None:
+    """Print a new artifact signing key pair as environment lines (base64 of the raw Ed25519 keys):
+    PEFM_SIGNING_KEY for the trainer only, PEFM_VERIFY_KEYS for whoever loads models."""
+    from pefm.storage.signing import generate
+
+    private, public = generate()
+    print(f"PEFM_SIGNING_KEY={private}\nPEFM_VERIFY_KEYS={public}")
+
+
+@models_app.command("sign")
+def models_sign(
+    versions: Annotated[list[str] | None, typer.Argument(help="version ids (default: every unsigned one)")] = None,
+) -> None:
+    """Sign versions registered before artifacts were signed (or re-sign them with a new key) with
+    PEFM_SIGNING_KEY, after checking each artifact against its recorded sha256: you vouch for the
+    rows as they are, so run it only on a registry you trust."""
+    import hashlib
+
+    from pefm.config import get_settings
+    from pefm.forecasting.registry import ArtifactIntegrityError
+    from pefm.storage import model_versions as table
+    from pefm.storage.signing import sign, signing_key
+
+    with open_db() as db, db.connection() as conn:
+        key = signing_key(get_settings())
+        ids = versions or [
+            r[0] for r in conn.execute("SELECT id FROM model_versions WHERE artifact_key IS NULL ORDER BY created_at")
+        ]
+        for version_id in ids:
+            version = table.get_version(conn, version_id)
+            artifact, recorded = table.read_artifact(conn, version_id)
+            if hashlib.sha256(artifact).hexdigest() != recorded:
+                raise ArtifactIntegrityError(f"{version_id}: the artifact does not match its sha256; not signed")
+            signature = sign(key, version_id=version_id, family=version.family, sha256=recorded)
+            table.set_signature(conn, version_id, signature)
+            console.print(f"{version_id}: signed with key {signature.key_id}")
+    if not ids:
+        console.print("every version is signed")
+
+
 def _advance(progress, task, model: str):
     return lambda cutoff: progress.update(task, advance=1, description=f"{model} @ {cutoff:%Y-%m-%d}")
 

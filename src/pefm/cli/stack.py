@@ -3,8 +3,6 @@ the drift monitor and the dashboard."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import signal
 import threading
 from pathlib import Path
@@ -18,44 +16,22 @@ from pefm.storage.database import Database
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def tokens(home: Path) -> dict[str, str]:
-    """The ingest, admin and event tokens and the shadow key: from the environment, else generated once
-    and kept in ``$PEFM_HOME/tokens.env``, created with mode 600 (never readable by others, not
-    even for a moment)."""
-    settings = get_settings()
-    path = home / "tokens.env"
-    stored = {}
-    if path.exists():
-        stored = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
-    values = {
-        "PEFM_INGEST_TOKEN": settings.ingest_token or stored.get("PEFM_INGEST_TOKEN") or secrets.token_urlsafe(24),
-        "PEFM_ADMIN_TOKEN": settings.admin_token or stored.get("PEFM_ADMIN_TOKEN") or secrets.token_urlsafe(24),
-        "PEFM_SHADOW_KEY": settings.shadow_key or stored.get("PEFM_SHADOW_KEY") or secrets.token_urlsafe(32),
-        "PEFM_EVENT_TOKEN": settings.event_token or stored.get("PEFM_EVENT_TOKEN") or secrets.token_urlsafe(24),
-    }
-    if values != stored:
-        home.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            path.chmod(0o600)  # one written by an older PEFM
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write("".join(f"{k}={v}\n" for k, v in values.items()))
-    return values
-
-
 def run_stack(db: Database, version: str, port: int, dashboard_port: int | None = None) -> None:
     """Start the revisions, the router, the rollout API and the dashboard; block until Ctrl-C,
     then stop them."""
     import sys
 
     from pefm.local.runtime import LocalRuntime, spawn
+    from pefm.local.secrets import local_secrets
     from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import revision_name
 
     settings = get_settings()
     home = settings.home
-    secrets_env = tokens(home)
+    secrets_env = local_secrets(home, settings)
     runtime = LocalRuntime(db.url, home / "logs")
+    shared_secrets = {k: v for k, v in secrets_env.items() if k != "PEFM_SIGNING_KEY"}  # only the trainer signs
+    passwords = {f"PEFM_ROLE_PASSWORD_{c.upper()}": p for c, p in settings.role_passwords.items()}
     router_url = f"http://127.0.0.1:{port}"
     # what the monitor's retraining, the rollout API and the revisions it starts need to know
     shared_env = {
@@ -64,7 +40,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
         "PEFM_REVISION_GRACE_SECONDS": f"{settings.revision_grace_seconds:g}",
         **({"PEFM_ROLLOUT_SPEC": str(settings.rollout_spec)} if settings.rollout_spec else {}),
         **({"PEFM_GATE_POLICY": str(settings.gate_policy)} if settings.gate_policy else {}),
-        **secrets_env,
+        **shared_secrets,
     }
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -74,7 +50,15 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
         with console.status("starting the functions"):
             # drift in the monitor retrains (pefm retrain), and a candidate that passes the gates
             # becomes a green revision whose rollout the rollout API's controller runs: the loop
-            monitor_env = {**shared_env, "PEFM_RETRAIN": settings.retrain or "local"}
+            # ... as the trainer: its role's URL and the signing key, and the role passwords (if the
+            # server wants any) of the revisions it starts
+            monitor_env = {
+                **shared_env,
+                **passwords,
+                "PEFM_RETRAIN": settings.retrain or "local",
+                "PEFM_TRAINER_DATABASE_URL": runtime.url_for("trainer"),
+                "PEFM_SIGNING_KEY": secrets_env["PEFM_SIGNING_KEY"],
+            }
             monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=monitor_env)
             sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
             # its own token, the event token for its announcements, the admin token for backdated writes
@@ -85,8 +69,8 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             shadow = {"PEFM_SHADOW_KEY": secrets_env["PEFM_SHADOW_KEY"]}  # inference needs no token
             runtime.start_revision("inference", revision, model_version=version, env=shadow)
             _resume_traffic(db, local, revision)
-            router = runtime.start_router("inference", port=port, env=secrets_env)
-            api_env = {"PEFM_DATABASE_URL": db.url, **shared_env}
+            router = runtime.start_router("inference", port=port, env=shared_secrets)
+            api_env = {"PEFM_DATABASE_URL": runtime.url_for("rollout"), **shared_env}
             api = spawn(
                 [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + 10)],
                 cwd=Path.cwd(),
@@ -99,7 +83,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             runtime.processes["rollout-api"] = api
             dashboard_port = dashboard_port or settings.dashboard_port
             dashboard_env = {
-                "PEFM_DATABASE_URL": db.url,
+                "PEFM_DATABASE_URL": runtime.url_for("dashboard"),
                 "PEFM_ROLLOUT_API_URL": api.url,
                 "PEFM_ROUTER_URL": router_url,  # as-of forecasts not stored yet come from the inference API
                 "PEFM_DASHBOARD_PORT": str(dashboard_port),

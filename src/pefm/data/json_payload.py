@@ -99,11 +99,11 @@ def observations_from_object(data: Any) -> ObservationsPayload:
     return ObservationsPayload(series=parsed, vintage=vintage)
 
 
-def _series(item: Any, path: str, issues: list[Issue]) -> SeriesPayload | None:
+def _series(item: Any, path: str, issues: Issues) -> SeriesPayload | None:
     if not isinstance(item, dict):
         issues.append(Issue(field=path.rstrip(".") or "body", message="expected an object"))
         return None
-    before = len(issues)
+    before = issues.found  # not len(): past the cap, new issues are only counted
     _extra(item, _SERIES_KEYS | ({"vintage"} if not path else set()), path, issues)
     series_id = item.get("series_id")
     if not isinstance(series_id, str) or not SERIES_ID.match(series_id):
@@ -148,7 +148,7 @@ def _series(item: Any, path: str, issues: list[Issue]) -> SeriesPayload | None:
         if ts is not None and numeric and math.isfinite(value):
             stamps.append(ts)
             values.append(float(value))
-    if len(issues) > before:
+    if issues.found > before:
         return None
     index = pd.DatetimeIndex(stamps).tz_convert("UTC").tz_localize(None)
     return SeriesPayload(series_id, pd.Series(values, index=index, name=series_id, dtype="float64"), path)

@@ -42,6 +42,11 @@ class Issues(list):
         super().__init__()
         self.more = 0
 
+    @property
+    def found(self) -> int:
+        """How many were found: kept and counted."""
+        return len(self) + self.more
+
     def append(self, issue: Issue) -> None:
         if len(self) < MAX_DETAILS:
             super().append(issue)

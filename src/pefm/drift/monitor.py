@@ -21,6 +21,7 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pefm.config import get_settings
 from pefm.drift.checks import evidently_drift, features, one_step_forecasts, rmse
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import Null, accuracy_p_value, flag, sequence_null, window_nulls
@@ -29,6 +30,7 @@ from pefm.forecasting.panel import load_panel
 from pefm.forecasting.registry import load_model, serving_version
 from pefm.forecasting.training import data_sha256
 from pefm.storage.model_versions import ModelVersion, get_version
+from pefm.storage.signing import trusted_keys
 
 
 def monitored_version(conn: psycopg.Connection) -> ModelVersion:
@@ -45,7 +47,7 @@ def check(
     """Compute, store and return a drift report for the serving model (or ``version_id``)."""
     version = get_version(conn, version_id) if version_id else monitored_version(conn)
     ids = [s for s in version.series_ids if not series or s in series]
-    model = load_model(conn, version.id)
+    model = load_model(conn, version.id, trusted_keys(get_settings()))
     reference_panel = load_panel(conn, version.series_ids, as_of=version.data_as_of)
     current_panel = load_panel(conn, version.series_ids)
     transforms = current_panel.attrs["transforms"]

@@ -1,7 +1,8 @@
 """The model registry: register fitted models with their lineage, load them back verified.
 
-Artifacts only ever come out of the registry, and only after their sha256 matches the one
-recorded when they went in. Promoting a version makes it the serving model of its series and
+Artifacts only ever come out of the registry, and only after the trainer's signature over the
+version checks out against a trusted key (``pefm.storage.signing``) and their sha256 matches the
+one recorded when they went in. Promoting a version makes it the serving model of its series and
 retires whichever serving version covered any of them, in one transaction; ``serving_version`` is
 the one place that says which version serves.
 """
@@ -20,6 +21,7 @@ import psycopg
 from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.storage import model_versions as table
 from pefm.storage.model_versions import ModelVersion
+from pefm.storage.signing import TrustedKeys
 
 PRECOMPUTED_HORIZON = 12
 PRECOMPUTED_LEVELS = (80, 95)
@@ -50,13 +52,19 @@ def register(
     panel: pd.DataFrame,
     parent_id: str | None = None,
 ) -> ModelVersion:
-    """Store a fitted model as a new candidate version (one INSERT: all of it or nothing), with its
-    forecasts precomputed in both spaces (``panel``: the data it was fitted on, a ``load_panel`` frame)."""
+    """Store a fitted model as a new candidate version (one INSERT: all of it or nothing), signed
+    with the trainer's key (``PEFM_SIGNING_KEY``), with its forecasts precomputed in both spaces
+    (``panel``: the data it was fitted on, a ``load_panel`` frame)."""
+    from pefm.config import get_settings
+    from pefm.storage.signing import sign, signing_key
+
+    key = signing_key(get_settings())
     artifact = model.to_bytes()
     digest = hashlib.sha256(artifact).hexdigest()
+    version_id = new_version_id(family, digest)
     return table.insert_version(
         conn,
-        id=new_version_id(family, digest),
+        id=version_id,
         family=family,
         params=params,
         series_ids=series_ids,
@@ -64,6 +72,7 @@ def register(
         data_sha256=data_sha256,
         artifact=artifact,
         artifact_sha256=digest,
+        signature=sign(key, version_id=version_id, family=family, sha256=digest),
         backtest=backtest,
         precomputed=precompute(model, panel),
         parent_id=parent_id,
@@ -91,8 +100,10 @@ def precompute(model: BaseForecaster, panel: pd.DataFrame) -> dict[str, Any]:
     return {"horizon": horizon, "levels": list(PRECOMPUTED_LEVELS), "anchors": anchors, "rows": out.to_dict("records")}
 
 
-def load_model(conn: psycopg.Connection, version_id: str) -> BaseForecaster:
-    """The fitted model of a version, after checking its bytes against the recorded sha256."""
+def load_model(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> BaseForecaster:
+    """The fitted model of a version, after checking the signature over the version against the
+    ``trusted`` keys and its bytes against the signed sha256; nothing unverified is unpickled."""
+    table.verify_signature(conn, version_id, trusted)
     artifact, recorded = table.read_artifact(conn, version_id)
     actual = hashlib.sha256(artifact).hexdigest()
     if actual != recorded:

@@ -135,7 +135,9 @@ def stop_revision(pid: int | None, revision: str, timeout: float = 10.0) -> bool
 
 
 class LocalRuntime:
-    """Starts revisions and routers on loopback and records the revisions in the database."""
+    """Starts revisions and routers on loopback and records the revisions in the database. Each
+    connects as its component's role (``pefm.storage.roles``: ``PEFM_ROLE_PASSWORD_<COMPONENT>``
+    where the server wants passwords), never as the user that started it."""
 
     def __init__(self, database_url: str, logs: Path):
         self.database_url = database_url
@@ -147,12 +149,17 @@ class LocalRuntime:
     ) -> Process:
         """A new revision of ``service`` (ingest, inference or monitor) under func-python. An
         inference revision gets this process's shadow key (``PEFM_SHADOW_KEY``), so the probes of
-        the rollouts started from here are recognised."""
+        the rollouts started from here are recognised, and the public keys model artifacts are
+        verified with (``PEFM_VERIFY_KEYS``; the trainer's own where this process signs)."""
         from pefm.config import get_settings
+        from pefm.storage.signing import public_text
 
-        shadow_key = get_settings().shadow_key if service == "inference" else None
+        settings = get_settings()
+        shadow_key = settings.shadow_key if service == "inference" else None
+        verify = settings.verify_keys or (public_text(settings.signing_key) if settings.signing_key else None)
         environment = {
-            "PEFM_DATABASE_URL": self.database_url,
+            "PEFM_DATABASE_URL": self.url_for(service),
+            **({"PEFM_VERIFY_KEYS": verify} if verify and service in ("inference", "monitor") else {}),
             "K_REVISION": revision,
             "PYTHONPATH": str(FUNCTIONS / service),
             **({"PEFM_SHADOW_KEY": shadow_key} if shadow_key else {}),
@@ -180,7 +187,7 @@ class LocalRuntime:
         process = spawn(
             command,
             cwd=Path.cwd(),
-            env={"PEFM_DATABASE_URL": self.database_url, **(env or {})},
+            env={"PEFM_DATABASE_URL": self.url_for("rollout"), **(env or {})},
             log=self.logs / f"router-{service}.log",
             ready_path="/_router/health",
             name=f"router-{service}",
@@ -188,6 +195,13 @@ class LocalRuntime:
         )
         self.processes[f"router-{service}"] = process
         return process
+
+    def url_for(self, component: str) -> str:
+        """The database URL of ``component``'s role (the router: ``rollout``)."""
+        from pefm.config import get_settings
+        from pefm.storage.roles import role_url
+
+        return role_url(self.database_url, component, get_settings().role_passwords.get(component))
 
     def stop(self, name: str) -> None:
         self.processes.pop(name).stop()

@@ -169,18 +169,20 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_start(url: str, version_id: str) -> None:
-    """In the worker process: the database and the version's model (sha256-checked), once. It runs
+    """In the worker process: the database and the version's model (signature- and sha256-checked), once. It runs
     at a lower CPU priority: serving requests comes first."""
     import os
 
+    from pefm.config import get_settings
     from pefm.forecasting.registry import load_model
+    from pefm.storage.signing import trusted_keys
 
     os.nice(10)
     from pefm.storage.database import Database
 
     db = Database(url, max_size=1)
     with db.connection() as conn:
-        _worker.update(db=db, model=load_model(conn, version_id))
+        _worker.update(db=db, model=load_model(conn, version_id, trusted_keys(get_settings())))
 
 
 def _worker_refresh(series_ids: list[str]) -> Updates:

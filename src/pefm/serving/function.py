@@ -49,10 +49,15 @@ class ServiceFunction:
         sys.setswitchinterval(0.001)
         self.metrics = ServiceMetrics(self.service, settings.revision)
         openapi = json.loads((OPENAPI_DIR / f"{self.service}.json").read_text())
-        try:
-            from pefm.storage.database import open_database
+        self._open(settings, openapi)
 
-            self.db = open_database(settings, migrate=self.service == "ingest", embedded_ok=False, pool_timeout=5.0)
+    def _open(self, settings: Settings, openapi: dict) -> None:
+        from pefm.storage.database import open_database
+        from pefm.storage.migrate import MigrationError
+
+        try:
+            # a function never migrates (its role may not): it waits for the migrator instead
+            self.db = open_database(settings, embedded_ok=False, pool_timeout=5.0)
             from pefm.serving.log_writer import LogWriter
 
             self.writer = LogWriter(
@@ -63,6 +68,11 @@ class ServiceFunction:
             self.writer.start()
             self.settings = settings
             app = self._build(settings, openapi)
+        except MigrationError as exc:  # the bootstrap Job has not migrated yet: try again shortly
+            self._problem = f"waiting: {exc}"
+            log.warning("%s waits for the migrator: %s", self.service, exc)
+            threading.Thread(target=self._reopen, args=(settings, openapi), daemon=True).start()
+            return
         except Exception as exc:  # keep serving health endpoints; report why we are not ready
             self._problem = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed to start", self.service)
@@ -70,9 +80,11 @@ class ServiceFunction:
         if app is not None:  # None: inference waits for a model to serve (see _wait_for_model)
             self._serve(app)
 
+    def _reopen(self, settings: Settings, openapi: dict, after: float = 5.0) -> None:
+        if not self._stopping.wait(after):
+            self._open(settings, openapi)
+
     def _serve(self, app) -> None:
-        if self.settings.fault_rate > 0:
-            app = _with_faults(app, self.settings.fault_rate)
         self.app = guard(app, on_request=self._observe)
 
     def _build(self, settings: Settings, openapi: dict):
@@ -176,22 +188,3 @@ class ServiceFunction:
 
     def ready(self) -> tuple[bool, str]:
         return self._ready, self._problem
-
-
-def _with_faults(app, rate: float):
-    """Answer every (1/rate)-th /v1 request with a 500: fault injection for rollout tests."""
-    every = max(1, round(1 / rate))
-    count = 0
-
-    async def faulty(scope: dict, receive, send) -> None:
-        nonlocal count
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            count += 1
-            if count % every == 0:
-                from pefm.serving.http import ApiError
-
-                await ApiError(500, "injected fault (PEFM_FAULT_RATE)").response()(scope, receive, send)
-                return
-        await app(scope, receive, send)
-
-    return faulty

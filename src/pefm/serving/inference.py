@@ -2,7 +2,7 @@
 
 Start-up reads the version's registry row and the forecasts precomputed when it was registered
 (horizons up to 12, levels 80/95): that is all a plain request needs, so a revision is ready
-without importing statsmodels or torch. The model itself (sha256-checked) loads on a background
+without importing statsmodels or torch. The model itself (signature- and sha256-checked) loads on a background
 thread for what the precomputed table cannot answer: other levels, longer horizons, ``as_of``
 (forecast from the data as known then) and ``history`` (what-if: the client's values replace or
 extend the stored ones). Those requests get 503 with Retry-After until it is loaded. Forecasts
@@ -47,7 +47,8 @@ from pefm.serving.http import (
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
 from pefm.storage.database import Database
-from pefm.storage.model_versions import ModelVersion, get_version, read_precomputed
+from pefm.storage.model_versions import ModelVersion, get_version, read_precomputed, verify_signature
+from pefm.storage.signing import trusted_keys
 
 _QUERY_INT = re.compile(r"-?[0-9]{1,9}")
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class ModelServer:
             if version_id is None:
                 raise NoServingModel("no model version serves yet: run pefm bootstrap, or promote one")
             self.version = get_version(conn, version_id)
+            # a version the trainer did not sign is not served at all, precomputed forecasts included
+            verify_signature(conn, version_id, trusted_keys(self.settings))
             pre = read_precomputed(conn, version_id) or {"horizon": 0, "levels": [], "rows": []}
             rows = conn.execute(
                 "SELECT id, frequency, transform, unit FROM series WHERE id = ANY(%s)", (self.version.series_ids,)
@@ -120,7 +123,7 @@ class ModelServer:
 
         try:
             with self.db.connection() as conn:
-                self.model = load_model(conn, self.version.id)
+                self.model = load_model(conn, self.version.id, trusted_keys(self.settings))
         except Exception as exc:  # reported on the requests that need it
             self.model_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading model %s failed", self.version.id)

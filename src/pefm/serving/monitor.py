@@ -12,6 +12,7 @@ PingSource carries no token) may turn that off with ``PEFM_UNAUTHENTICATED_EVENT
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from typing import Any
@@ -88,9 +89,13 @@ class MonitorService:
         if due and self.settings.retrain == "local":
             logs = self.settings.home / "logs"
             logs.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ)
+            if self.settings.trainer_database_url:  # the trainer's role, not the monitor's
+                env["PEFM_DATABASE_URL"] = self.settings.trainer_database_url
             with (logs / "retrain.log").open("ab") as out:
                 subprocess.Popen(
                     [sys.executable, "-m", "pefm.cli", "retrain"],
+                    env=env,
                     start_new_session=True,
                     stdin=subprocess.DEVNULL,
                     stdout=out,

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -13,6 +14,7 @@ from psycopg_pool import ConnectionPool
 from pefm.config import Settings, get_settings
 from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate as apply_migrations
+from pefm.storage.migrate import require_migrated
 
 log = logging.getLogger(__name__)
 RECONNECT_WINDOW = 2.0
@@ -135,10 +137,16 @@ def _configure(conn: psycopg.Connection) -> None:
 
 
 def open_database(
-    settings: Settings | None = None, *, migrate: bool = True, embedded_ok: bool = True, pool_timeout: float = 30.0
+    settings: Settings | None = None,
+    *,
+    schema: Literal["migrate", "current", "unchecked"] = "current",
+    embedded_ok: bool = True,
+    pool_timeout: float = 30.0,
 ) -> Database:
-    """Open the configured database (embedded when no URL is set and ``embedded_ok``), migrated
-    unless told not to; ``pool_timeout`` bounds the wait for a connection."""
+    """Open the configured database (embedded when no URL is set and ``embedded_ok``). ``schema``:
+    ``migrate`` applies pending migrations and the roles' grants (the migrator's part); ``current``
+    raises MigrationError unless they are applied (everyone else); ``unchecked`` looks at neither
+    (``pefm db status``). ``pool_timeout`` bounds the wait for a connection."""
     settings = settings or get_settings()
     embedded = None
     url = settings.database_url
@@ -148,11 +156,13 @@ def open_database(
         embedded = EmbeddedPostgres(settings.embedded_pgdata)
         url = embedded.start()
     db = Database(url, max_size=settings.pool_max_size, embedded=embedded, timeout=pool_timeout)
-    if migrate:
-        try:
-            with db.connection() as conn:
-                apply_migrations(conn)
-        except BaseException:
-            db.close()
-            raise
+    try:
+        with db.connection() as conn:
+            if schema == "migrate":
+                apply_migrations(conn, settings.role_passwords)
+            elif schema == "current":
+                require_migrated(conn)
+    except BaseException:
+        db.close()
+        raise
     return db

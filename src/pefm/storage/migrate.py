@@ -6,7 +6,12 @@ the second finds the work done and applies nothing. An applied migration whose f
 since is an error, never silently skipped, unless its recorded checksum is one of the migration's
 earlier texts listed in ``migrations/superseded.toml`` with the reason it was corrected. Whether
 the migrations use TimescaleDB is decided once per run (``pefm.storage.timescale``) and handed to
-each migration's transaction as the ``pefm.timescaledb`` setting.
+each migration's transaction as the ``pefm.timescaledb`` setting. After them the component roles
+get their privileges (``pefm.storage.roles``).
+
+Only the migrator migrates (``pefm db migrate``, ``pefm bootstrap``, ``pefm up``, and the ``pefm``
+command on its own embedded server); every other process checks that the schema is current
+(``require_migrated``) and refuses to start otherwise.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import hashlib
 import logging
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 
 import psycopg
 
+from pefm.storage.roles import apply_roles
 from pefm.storage.timescale import SETTING, timescale_plan
 
 log = logging.getLogger(__name__)
@@ -85,8 +92,28 @@ def applied_migrations(conn: psycopg.Connection) -> list[AppliedMigration]:
     return [AppliedMigration(*row) for row in rows]
 
 
-def migrate(conn: psycopg.Connection) -> list[Migration]:
-    """Apply every pending migration; return those applied by this call (possibly none)."""
+def pending_migrations(conn: psycopg.Connection, shipped: list[Migration] | None = None) -> list[Migration]:
+    """The shipped migrations the database has not applied (after checking its history)."""
+    done = {m.version: m for m in applied_migrations(conn)}
+    shipped = shipped or shipped_migrations()
+    _check_history(shipped, done, superseded_checksums())
+    return [m for m in shipped if m.version not in done]
+
+
+def require_migrated(conn: psycopg.Connection) -> None:
+    """Return if the schema is current; MigrationError naming the step otherwise (a component
+    never migrates: it has no right to)."""
+    if pending := pending_migrations(conn):
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending[:3]) + (" ..." if len(pending) > 3 else "")
+        raise MigrationError(
+            f"the database is not migrated ({len(pending)} pending: {names}): run `pefm db migrate` as the migrator"
+        )
+
+
+def migrate(conn: psycopg.Connection, passwords: Mapping[str, str] | None = None) -> list[Migration]:
+    """Apply every pending migration, then grant the component roles their privileges (creating
+    the missing roles where this user may; ``passwords``: by component); return the migrations
+    applied by this call (possibly none)."""
     shipped = shipped_migrations()
     conn.commit()
     was_autocommit = conn.autocommit
@@ -94,7 +121,9 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
     try:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
-            return _apply_pending(conn, shipped)
+            applied = _apply_pending(conn, shipped)
+            apply_roles(conn, passwords)
+            return applied
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     finally:
@@ -109,9 +138,7 @@ def _apply_pending(conn: psycopg.Connection, shipped: list[Migration]) -> list[M
                checksum text NOT NULL,
                applied_at timestamptz NOT NULL DEFAULT now())"""
     )
-    done = {m.version: m for m in applied_migrations(conn)}
-    _check_history(shipped, done, superseded_checksums())
-    pending = [m for m in shipped if m.version not in done]
+    pending = pending_migrations(conn, shipped)
     if not pending:
         return []
     timescale = timescale_plan(conn)

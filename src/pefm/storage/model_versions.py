@@ -10,6 +10,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from pefm.storage.signing import Signature, TrustedKeys
+
 STATUSES = ("candidate", "serving", "retired", "rejected")
 _SUMMARY = (
     "id, family, params, series_ids, data_as_of, data_sha256, artifact_sha256, backtest, "
@@ -52,6 +54,7 @@ def insert_version(
     data_sha256: str,
     artifact: bytes,
     artifact_sha256: str,
+    signature: Signature,
     backtest: dict[str, Any] | None,
     precomputed: dict[str, Any] | None = None,
     parent_id: str | None = None,
@@ -60,8 +63,9 @@ def insert_version(
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             f"""INSERT INTO model_versions (id, family, params, series_ids, data_as_of, data_sha256,
-                                            artifact, artifact_sha256, backtest, precomputed, parent_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
+                                            artifact, artifact_sha256, artifact_key, artifact_signature,
+                                            backtest, precomputed, parent_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
             (
                 id,
                 family,
@@ -71,6 +75,8 @@ def insert_version(
                 data_sha256,
                 artifact,
                 artifact_sha256,
+                signature.key_id,
+                signature.value,
                 _json(backtest),
                 _json(precomputed),
                 parent_id,
@@ -118,6 +124,30 @@ def read_artifact(conn: psycopg.Connection, version_id: str) -> tuple[bytes, str
     if row is None:
         raise UnknownModelError(f"unknown model version {version_id!r}")
     return bytes(row[0]), row[1]
+
+
+def verify_signature(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> None:
+    """Check the trainer's signature over a version (its id, family and recorded artifact sha256)
+    without reading the artifact; ArtifactSignatureError when it is unsigned or not signed by a
+    ``trusted`` key."""
+    row = conn.execute(
+        "SELECT family, artifact_sha256, artifact_key, artifact_signature FROM model_versions WHERE id = %s",
+        (version_id,),
+    ).fetchone()
+    if row is None:
+        raise UnknownModelError(f"unknown model version {version_id!r}")
+    family, sha256, key_id, value = row
+    signature = Signature(key_id, bytes(value)) if key_id is not None else None
+    trusted.verify(version_id=version_id, family=family, sha256=sha256, signature=signature)
+
+
+def set_signature(conn: psycopg.Connection, version_id: str, signature: Signature) -> None:
+    """Sign a version registered unsigned (``pefm models sign``)."""
+    _update(
+        conn,
+        "UPDATE model_versions SET artifact_key = %s, artifact_signature = %s WHERE id = %s",
+        (signature.key_id, signature.value, version_id),
+    )
 
 
 def read_precomputed(conn: psycopg.Connection, version_id: str) -> dict[str, Any] | None:

@@ -5,8 +5,14 @@ output "kubeconfig" {
 }
 
 output "database_url" {
-  description = "PEFM_DATABASE_URL of the deployment."
+  description = "PEFM_DATABASE_URL of the database's owner, the migrator (migrations, `pefm db roles`); the components connect as their roles (role_database_urls)."
   value       = module.platform.database_url
+  sensitive   = true
+}
+
+output "role_database_urls" {
+  description = "PEFM_DATABASE_URL of each component's database role, by component (e.g. trainer for `pefm train` outside the cluster)."
+  value       = module.platform.role_database_urls
   sensitive   = true
 }
 

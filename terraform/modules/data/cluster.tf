@@ -95,7 +95,14 @@ locals {
             secret   = { name = local.bootstrap_secret }
             # Run as the superuser in the application database: TimescaleDB is not a trusted
             # extension, so PEFM's owner role could not create it; public is on every search_path.
-            postInitApplicationSQL = ["CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public"]
+            # CREATEROLE lets the owner (the bootstrap Job, the migrator) create the component roles
+            # and set their passwords; from PostgreSQL 16 on it may alter only the roles it created.
+            # initdb runs once: a Cluster made before this line needs the ALTER ROLE run once by hand
+            # (terraform/README.md).
+            postInitApplicationSQL = [
+              "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public",
+              "ALTER ROLE ${local.database_user} CREATEROLE",
+            ]
           }
         }
         storage = merge(

@@ -1,7 +1,17 @@
 # PEFM's database and secrets. Either PostgreSQL + TimescaleDB in the cluster, run by the
 # CloudNativePG operator (Helm) as a Cluster resource (cluster.tf), or a managed PostgreSQL whose URL is
-# passed in. Either way the URL lands in the pefm-database Secret the Knative Services read, next to
-# generated API tokens (pefm-tokens) and, when asked for, a pull Secret for private ghcr.io packages.
+# passed in. Either way the owner's URL lands in the pefm-database Secret (key url, read by the
+# bootstrap Job alone: the migrator), next to one generated password and URL per component role
+# (<component>-password, which the bootstrap Job sets on the role it creates, and <component>-url,
+# which that component alone reads), generated API tokens (pefm-tokens), the Ed25519 key pair model
+# artifacts are signed with (pefm-signing: private for what trains, public for what loads models) and,
+# when asked for, a pull Secret for private ghcr.io packages.
+#
+# The roles: `pefm bootstrap` creates pefm_<component> as the owner, which needs CREATEROLE. The
+# in-cluster owner gets it at initdb (cluster.tf). On a managed database whose URL's user may not
+# create roles, creating them is a one-time step for a user who may: `pefm db roles --sql` prints it
+# (with PEFM_ROLE_PASSWORD_<COMPONENT> set to the <component>-password keys it sets the passwords
+# too); the bootstrap Job then grants each role its tables.
 #
 # One apply, no CRD needed at plan time: the CNPG custom resources are kubectl_manifest resources
 # (alekc/kubectl parses the YAML at plan and only talks to the API server at apply, after the chart
@@ -15,6 +25,20 @@ locals {
     : var.managed_database_url
   )
   pull_secret = var.registry_username != null
+
+  # The component roles `pefm bootstrap` creates (pefm.storage.roles.COMPONENTS), one URL each: the
+  # owner's URL with the role's user:password@ in place of the owner's (whatever the managed URL had).
+  components = ["ingest", "inference", "monitor", "rollout", "dashboard", "trainer"]
+  url_parts = (
+    local.in_cluster
+    ? ["postgresql://", "${local.rw_host}:5432/${local.database_name}?sslmode=require"]
+    : regex("^(postgres(?:ql)?://)(?:[^@/?#]*@)?(.+)$", var.managed_database_url)
+  )
+  role_urls = {
+    for c in local.components : c => "${local.url_parts[0]}pefm_${c}:${random_password.role[c].result}@${local.url_parts[1]}"
+  }
+  # PEFM_VERIFY_KEYS: the signing key's public key first, then those of earlier signing keys.
+  verify_keys = join(",", concat([trimspace(tls_private_key.signing.public_key_pem)], var.previous_verify_keys))
 }
 
 resource "kubernetes_namespace_v1" "pefm" {
@@ -97,12 +121,42 @@ resource "kubectl_manifest" "scheduled_backup" {
   depends_on        = [kubectl_manifest.cluster]
 }
 
+# Letters and digits only: the passwords go into the role URLs as they are.
+resource "random_password" "role" {
+  for_each = toset(local.components)
+  length   = 32
+  special  = false
+}
+
 resource "kubernetes_secret_v1" "database" {
   metadata {
     name      = "pefm-database"
     namespace = kubernetes_namespace_v1.pefm.metadata[0].name
   }
-  data = { url = local.database_url }
+  data = merge(
+    { url = local.database_url },
+    { for c in local.components : "${c}-url" => local.role_urls[c] },
+    { for c in local.components : "${c}-password" => random_password.role[c].result },
+  )
+}
+
+# The artifact signing key (PEFM_SIGNING_KEY of the bootstrap Job, the retrain CronJob and CD's
+# Jobs) and the public keys the inference revisions and the monitor accept (PEFM_VERIFY_KEYS): the
+# generated one, then previous_verify_keys while a rotation retires the models signed before it.
+# The private key lives in the Terraform state, like every other secret here: keep the state private.
+resource "tls_private_key" "signing" {
+  algorithm = "ED25519"
+}
+
+resource "kubernetes_secret_v1" "signing" {
+  metadata {
+    name      = "pefm-signing"
+    namespace = kubernetes_namespace_v1.pefm.metadata[0].name
+  }
+  data = {
+    private = tls_private_key.signing.private_key_pem_pkcs8
+    public  = local.verify_keys
+  }
 }
 
 resource "random_password" "token" {

@@ -1,7 +1,18 @@
 output "database_url" {
-  description = "postgresql:// URL of PEFM's database (also in the pefm-database Secret, key url): the CNPG read-write Service with the pefm role, or managed_database_url."
+  description = "postgresql:// URL of PEFM's database as its owner, the migrator (also in the pefm-database Secret, key url, which only the bootstrap Job reads): the CNPG read-write Service with the pefm role, or managed_database_url."
   value       = local.database_url
   sensitive   = true
+}
+
+output "role_database_urls" {
+  description = "postgresql:// URL of each component role by component (ingest, inference, monitor, rollout, dashboard, trainer; also in the pefm-database Secret, keys <component>-url): e.g. the dashboard or `pefm train` run outside the cluster as pefm_dashboard or pefm_trainer."
+  value       = local.role_urls
+  sensitive   = true
+}
+
+output "verify_keys" {
+  description = "PEFM_VERIFY_KEYS: the public keys model artifacts must be signed with (also in the pefm-signing Secret, key public; the private key stays in that Secret, key private)."
+  value       = local.verify_keys
 }
 
 output "database_cluster" {
@@ -10,7 +21,7 @@ output "database_cluster" {
 }
 
 output "namespace" {
-  description = "Namespace holding the pefm-database and pefm-tokens Secrets, where the Knative Services go."
+  description = "Namespace holding the pefm-database, pefm-tokens and pefm-signing Secrets, where the Knative Services go."
   value       = kubernetes_namespace_v1.pefm.metadata[0].name
 }
 

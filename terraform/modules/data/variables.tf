@@ -1,14 +1,25 @@
 variable "namespace" {
   type        = string
-  description = "Namespace of PEFM's Knative Services (knative/base puts them in pefm); it gets the pefm-database and pefm-tokens Secrets (and the image pull Secret when registry_username is set)."
+  description = "Namespace of PEFM's Knative Services (knative/base puts them in pefm); it gets the pefm-database, pefm-tokens and pefm-signing Secrets (and the image pull Secret when registry_username is set)."
   default     = "pefm"
 }
 
 variable "managed_database_url" {
   type        = string
-  description = "postgresql:// URL of a managed PostgreSQL (RDS, Cloud SQL, Azure Database; TimescaleDB >= 2.13 preloaded where offered, plain tables otherwise). null runs PostgreSQL + TimescaleDB in the cluster under the CloudNativePG operator instead."
+  description = "postgresql:// URL of a managed PostgreSQL (RDS, Cloud SQL, Azure Database; TimescaleDB >= 2.13 preloaded where offered, plain tables otherwise) as the database's owner, the migrator: only the bootstrap Job uses it; the component roles' URLs are it with their user:password@ instead. Its user creates those roles if it has CREATEROLE; otherwise that is a one-time step (`pefm db roles --sql`, terraform/README.md). null runs PostgreSQL + TimescaleDB in the cluster under the CloudNativePG operator instead."
   default     = null
   sensitive   = true
+
+  validation {
+    condition     = var.managed_database_url == null || (can(regex("^postgres(ql)?://[^/?#]+", var.managed_database_url)) && !can(regex("[?&](user|password)=", var.managed_database_url)))
+    error_message = "managed_database_url must be a postgresql:// (or postgres://) URL with the user and password before the host, not in its query: the role URLs replace them."
+  }
+}
+
+variable "previous_verify_keys" {
+  type        = list(string)
+  description = "Public keys (PEM or base64 of the raw 32 bytes) the inference revisions and the monitor still accept besides the generated signing key's, in the pefm-signing Secret's public key: after the signing key is replaced, the old one's, until every model signed with it is retired or signed again (`pefm models sign`)."
+  default     = []
 }
 
 variable "install_cnpg_operator" {

@@ -21,6 +21,7 @@ module "data" {
   database_backup       = var.database_backup
   registry_username     = var.registry_username
   registry_token        = var.registry_token
+  previous_verify_keys  = var.previous_verify_keys
 }
 
 module "monitoring" {

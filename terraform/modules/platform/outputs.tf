@@ -1,7 +1,18 @@
 output "database_url" {
-  description = "PEFM_DATABASE_URL of the deployment (also in the pefm-database Secret)."
+  description = "PEFM_DATABASE_URL of the database's owner, the migrator (the pefm-database Secret's key url, which only the bootstrap Job reads)."
   value       = module.data.database_url
   sensitive   = true
+}
+
+output "role_database_urls" {
+  description = "PEFM_DATABASE_URL of each component role by component (the pefm-database Secret's keys <component>-url)."
+  value       = module.data.role_database_urls
+  sensitive   = true
+}
+
+output "verify_keys" {
+  description = "PEFM_VERIFY_KEYS of the deployment (the pefm-signing Secret's key public)."
+  value       = module.data.verify_keys
 }
 
 output "database_cluster" {
@@ -41,6 +52,6 @@ output "webhook_token" {
 }
 
 output "namespace" {
-  description = "PEFM's namespace (Knative Services, Secrets pefm-database and pefm-tokens)."
+  description = "PEFM's namespace (Knative Services, Secrets pefm-database, pefm-tokens and pefm-signing)."
   value       = module.data.namespace
 }

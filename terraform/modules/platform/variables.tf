@@ -25,7 +25,7 @@ variable "domain" {
 
 variable "managed_database_url" {
   type        = string
-  description = "A managed PostgreSQL URL to use instead of the in-cluster database; null runs PostgreSQL + TimescaleDB under the CloudNativePG operator."
+  description = "A managed PostgreSQL URL (as the database's owner, the migrator) to use instead of the in-cluster database; null runs PostgreSQL + TimescaleDB under the CloudNativePG operator. See modules/data for the component roles."
   default     = null
   sensitive   = true
 }
@@ -72,4 +72,10 @@ variable "registry_token" {
   description = "Token with read:packages for registry_username."
   default     = null
   sensitive   = true
+}
+
+variable "previous_verify_keys" {
+  type        = list(string)
+  description = "Public keys still accepted for model artifacts besides the generated signing key's, while a replaced key's models are retired (see modules/data)."
+  default     = []
 }

@@ -10,6 +10,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TOKENS=(admin ingest webhook shadow)
+# The database roles pefm bootstrap creates (pefm.storage.roles), one URL and password each.
+COMPONENTS=(ingest inference monitor rollout dashboard trainer)
 
 ensure_namespace() {
     kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f -
@@ -25,20 +27,47 @@ secret() {
     kubectl -n "$NS" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | kubectl apply -f -
 }
 
+# db_url USER PASSWORD-FILE: the in-cluster database's URL for one role.
+db_url() {
+    printf 'postgresql://%s:%s@pefm-postgres.%s.svc.cluster.local:5432/pefm' "$1" "$(<"$2")" "$NS"
+}
+
+# The Ed25519 pair model artifacts are signed with (PEM: PKCS#8 private, SubjectPublicKeyInfo
+# public), made once per run: signing-key for whatever trains, verify-key for what loads models.
+new_signing_key() {
+    local private public
+    private=$(secret_file signing-key) public=$(secret_file verify-key)
+    if [[ ! -s $private ]]; then
+        (umask 077 && mkdir -p "${private%/*}" && openssl genpkey -algorithm ed25519 -out "$private")
+    fi
+    [[ -s $public ]] || openssl pkey -in "$private" -pubout -out "$public"
+}
+
 create_secrets() {
-    log "Secrets pefm-postgres, pefm-database and pefm-tokens (random for this run)"
-    local name url_file pairs=()
+    log "Secrets pefm-postgres, pefm-database, pefm-tokens and pefm-signing (random for this run)"
+    local name file pairs=()
     new_secret db-password
-    url_file=$(secret_file database-url)
-    (umask 077 && printf 'postgresql://pefm:%s@pefm-postgres.%s.svc.cluster.local:5432/pefm' \
-        "$(<"$(secret_file db-password)")" "$NS" >"$url_file")
+    file=$(secret_file database-url)
+    (umask 077 && db_url pefm "$(secret_file db-password)" >"$file")
     secret pefm-postgres "password=$(secret_file db-password)"
-    secret pefm-database "url=$url_file"
+    # url: the owner's, for the bootstrap Job (the migrator); <component>-url and -password: the
+    # role of each component, which the bootstrap Job creates with that password.
+    pairs=("url=$file")
+    for name in "${COMPONENTS[@]}"; do
+        new_secret "$name-password"
+        file=$(secret_file "$name-url")
+        (umask 077 && db_url "pefm_$name" "$(secret_file "$name-password")" >"$file")
+        pairs+=("$name-password=$(secret_file "$name-password")" "$name-url=$file")
+    done
+    secret pefm-database "${pairs[@]}"
+    pairs=()
     for name in "${TOKENS[@]}"; do
         new_secret "$name-token"
         pairs+=("$name=$(secret_file "$name-token")")
     done
     secret pefm-tokens "${pairs[@]}"
+    new_signing_key
+    secret pefm-signing "private=$(secret_file signing-key)" "public=$(secret_file verify-key)"
 }
 
 # fixture FILE IMAGE: apply one of this folder's fixtures with its placeholder image (the

@@ -39,6 +39,16 @@ image_plan() {
     done < <(rendered_images)
 }
 
+# The scenario's faulty candidate: the inference image BASE with the test-only fault injection
+# of tests/faults (the images themselves have none), as FAULTY_IMAGE.
+build_faulty() {
+    local base=$1
+    log "docker build $FAULTY_IMAGE (from $base)"
+    docker build --file "$REPO_ROOT/tests/faults/Dockerfile" --build-arg "BASE=$base" --tag "$FAULTY_IMAGE" \
+        "$REPO_ROOT/tests/faults"
+    kind load docker-image --name "$CLUSTER" "$FAULTY_IMAGE"
+}
+
 main() {
     local name image role plan
     declare -A built=()
@@ -53,6 +63,7 @@ main() {
             built[$image]=1
         fi
     done <<<"$plan"
+    build_faulty "$(awk '$2 ~ /\/pefm-inference:/ {print $2; exit}' <<<"$plan")"
     echo "$plan" >"$E2E_STATE/images.txt"
     cat "$E2E_STATE/images.txt"
 }

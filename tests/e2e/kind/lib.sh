@@ -25,6 +25,8 @@ FORECAST_URL=http://$INFERENCE.$NS.svc.cluster.local/v1/forecast
 FORECAST_BODY='{"series_id":"realgdp","horizon":4}'
 IMAGE_REGISTRY=kind.local # Knative skips tag-to-digest resolution for it (cluster.sh sets it)
 IMAGE_TAG=${E2E_IMAGE_TAG:-e2e-$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo local)}
+# the inference image with the test-only fault injection of tests/faults (images.sh builds it)
+FAULTY_IMAGE=$IMAGE_REGISTRY/pefm-inference-faulty:$IMAGE_TAG
 
 mkdir -p "$E2E_STATE/bin"
 PATH="$E2E_STATE/bin:$PATH"
@@ -116,7 +118,9 @@ db_forward() {
 # stopped after PEFM_CLI_TIMEOUT seconds (default 1800, exit status 124).
 pefm_cli() {
     db_forward
+    # the operator: the owner's URL, and the trainer's key for the models it trains (pefm train, retrain)
     PEFM_DATABASE_URL="postgresql://pefm:$(<"$(secret_file db-password)")@127.0.0.1:$DB_PORT/pefm" \
+        PEFM_SIGNING_KEY="$(<"$(secret_file signing-key)")" \
         timeout "${PEFM_CLI_TIMEOUT:-1800}" pefm "$@"
 }
 

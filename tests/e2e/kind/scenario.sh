@@ -4,7 +4,8 @@
 #   0. the bootstrap model serves (registry, Canary initialized, what answers requests);
 #   a. a healthy candidate (same family, params and backtest windows as the serving model; gated
 #      with a permissive policy) -> `pefm rollout start --watch` exits 0, Flagger promotes it;
-#   b. a faulty one (its revision answers every second /v1 request with a 500: PEFM_FAULT_RATE=0.5)
+#   b. a faulty one (its revision, of the test-only faulty image, answers every second /v1 request
+#      with a 500: PEFM_FAULT_RATE=0.5)
 #      -> `pefm rollout start --watch` exits 1, Flagger rolls it back, the registry rejects it;
 #   c. a second healthy one through `pefm retrain` (train, gate, deploy by template patch; the
 #      fault variable the last deploy added is dropped) -> Flagger promotes it.
@@ -125,12 +126,12 @@ healthy_rollout() {
 }
 
 faulty_rollout() {
-    log "b. a faulty candidate (PEFM_FAULT_RATE=0.5) is rolled back"
+    log "b. a faulty candidate (the faulty image, PEFM_FAULT_RATE=0.5) is rolled back"
     local before revision status
     V2=$(train_candidate faulty)
     before=$(canary_spec)
     if PEFM_CLI_TIMEOUT=$((ROLLOUT_TIMEOUT + 60)) pefm_cli rollout start --model-version "$V2" \
-        --env PEFM_FAULT_RATE=0.5 --watch --timeout "$ROLLOUT_TIMEOUT"; then
+        --image "$FAULTY_IMAGE" --env PEFM_FAULT_RATE=0.5 --watch --timeout "$ROLLOUT_TIMEOUT"; then
         die "pefm rollout start exited 0 for the faulty candidate $V2"
     else
         status=$?

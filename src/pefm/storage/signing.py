@@ -1,0 +1,154 @@
+"""Model artifacts are signed by the trainer (Ed25519) and verified before anything loads them.
+
+A registry row holds the artifact, its sha256 and the trainer's signature over the version's
+id, family and that sha256 (``MESSAGE``), with the id of the key that made it. Whoever loads an
+artifact first checks the signature against the public keys it trusts, then the bytes against
+the sha256: a row written by anyone without the trainer's private key, or bytes swapped under a
+signed row, are refused before unpickling. The processes that load artifacts (inference, the
+monitor) hold only public keys (``PEFM_VERIFY_KEYS``); the trainer holds the private key
+(``PEFM_SIGNING_KEY``) and trusts its own public key.
+
+Keys are given as PEM (PKCS#8 private, SubjectPublicKeyInfo public: what ``openssl genpkey -algorithm
+ed25519`` and Terraform's ``tls_private_key`` with ``algorithm = "ED25519"`` write) or as the
+raw 32 bytes in base64 (``pefm up`` keeps them that way in ``tokens.env``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+if TYPE_CHECKING:
+    from pefm.config import Settings
+
+MESSAGE = "pefm-artifact-v1\n{id}\n{family}\n{sha256}"
+"""What is signed: the domain, then the version's id, family and artifact sha256, one per line."""
+
+
+class BadKeyError(ValueError):
+    """A key setting that is not an Ed25519 key."""
+
+
+class ArtifactSignatureError(RuntimeError):
+    """An artifact is unsigned, signed by a key not trusted here, or its signature does not match."""
+
+
+def _raw(text: str, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadKeyError(f"{what} is neither PEM nor base64") from None
+    if len(raw) != 32:
+        raise BadKeyError(f"{what} must be 32 bytes in base64, not {len(raw)}")
+    return raw
+
+
+def private_key(text: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM (PKCS#8) or base64 of its 32-byte seed."""
+    if text.lstrip().startswith("-----BEGIN"):
+        try:
+            key = serialization.load_pem_private_key(text.strip().encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise BadKeyError(f"not a PEM private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise BadKeyError(f"a {type(key).__name__}, not an Ed25519 key")
+        return key
+    return Ed25519PrivateKey.from_private_bytes(_raw(text, "the private key"))
+
+
+def public_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or base64 of its 32 bytes."""
+    if text.lstrip().startswith("-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(text.strip().encode())
+        except ValueError as exc:
+            raise BadKeyError(f"not a PEM public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise BadKeyError(f"a {type(key).__name__}, not an Ed25519 key")
+        return key
+    return Ed25519PublicKey.from_public_bytes(_raw(text, "a public key"))
+
+
+def public_keys(text: str) -> list[Ed25519PublicKey]:
+    """Public keys separated by commas (PEM blocks or base64): the old and the new while a key is rotated."""
+    if "-----BEGIN" in text:
+        blocks = text.split("-----END PUBLIC KEY-----")
+        return [public_key(b.strip(" ,\n") + "\n-----END PUBLIC KEY-----") for b in blocks if b.strip(" ,\n")]
+    return [public_key(part) for part in text.split(",") if part.strip()]
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """16 hex digits of the sha256 of the raw public key: names the key a signature was made with."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate() -> tuple[str, str]:
+    """A new key pair as (private, public), each the base64 of its raw 32 bytes."""
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    private = base64.b64encode(seed).decode()
+    return private, public_text(private)
+
+
+def public_text(private: str) -> str:
+    """The public half of a private key (PEM or base64), as base64 of its raw 32 bytes."""
+    raw = private_key(private).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+@dataclass(frozen=True)
+class Signature:
+    key_id: str
+    value: bytes
+
+
+def sign(key: Ed25519PrivateKey, *, version_id: str, family: str, sha256: str) -> Signature:
+    message = MESSAGE.format(id=version_id, family=family, sha256=sha256).encode()
+    return Signature(key_id(key.public_key()), key.sign(message))
+
+
+def signing_key(settings: Settings) -> Ed25519PrivateKey:
+    """The trainer's key (``PEFM_SIGNING_KEY``); the registry takes no artifact without it."""
+    if not settings.signing_key:
+        raise ArtifactSignatureError("PEFM_SIGNING_KEY is not set: the registry takes only signed artifacts")
+    return private_key(settings.signing_key)
+
+
+def trusted_keys(settings: Settings) -> TrustedKeys:
+    """The keys this process accepts: ``PEFM_VERIFY_KEYS`` and, in the trainer, its own."""
+    keys = public_keys(settings.verify_keys) if settings.verify_keys else []
+    if settings.signing_key:
+        keys.append(private_key(settings.signing_key).public_key())
+    return TrustedKeys(keys)
+
+
+class TrustedKeys:
+    """The public keys whose signatures this process accepts."""
+
+    def __init__(self, keys: list[Ed25519PublicKey]):
+        self.keys = {key_id(k): k for k in keys}
+
+    def verify(self, *, version_id: str, family: str, sha256: str, signature: Signature | None) -> None:
+        """Return if ``signature`` is a trusted key's over this version; else ArtifactSignatureError."""
+        if signature is None:
+            raise ArtifactSignatureError(f"artifact of {version_id} is not signed: it is not loaded")
+        key = self.keys.get(signature.key_id)
+        if key is None:
+            trusted = ", ".join(sorted(self.keys)) or "none: set PEFM_VERIFY_KEYS"
+            raise ArtifactSignatureError(
+                f"artifact of {version_id} is signed by key {signature.key_id}, not one trusted here ({trusted})"
+            )
+        try:
+            key.verify(signature.value, MESSAGE.format(id=version_id, family=family, sha256=sha256).encode())
+        except InvalidSignature:
+            raise ArtifactSignatureError(
+                f"artifact of {version_id}: the signature does not match the version's id, family and sha256"
+            ) from None

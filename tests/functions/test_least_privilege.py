@@ -1,0 +1,117 @@
+"""The functions as real processes, with what they are denied: they connect as their own roles,
+load only artifacts the trainer signed, never migrate, and cannot be told to inject faults."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from pefm.local.runtime import FUNCTIONS, free_port, serve_command, spawn
+from pefm.storage.database import Database
+from pefm.storage.migrate import migrate
+from pefm.storage.roles import role_url
+from tests.conftest import VERIFY_KEYS, fresh_schema
+from tests.faults import faulty_env
+from tests.functions.conftest import TOKEN, register_model, start_function, stop
+
+SERIES = ["realgdp", "unemp", "infl"]
+
+
+def start_unready(name: str, url: str, tmp: Path, **env: str):
+    """Start a function as its role and wait only until it is alive (it is not expected to be ready)."""
+    environment = {
+        "PEFM_DATABASE_URL": role_url(url, name),
+        "PEFM_VERIFY_KEYS": VERIFY_KEYS,
+        "PYTHONPATH": str(FUNCTIONS / name),
+        **env,
+    }
+    port = free_port()
+    return spawn(
+        serve_command(FUNCTIONS / name),
+        cwd=FUNCTIONS / name,
+        env=environment,
+        log=tmp / f"{name}-{port}.log",
+        ready_path="/health/liveness",
+        name=name,
+        port=port,
+    )
+
+
+def test_inference_refuses_a_model_the_trainer_did_not_sign(module_schema, tmp_path):
+    """Someone with SQL access swaps in a pickle that runs a command, with a matching sha256: the
+    revision never becomes ready, says why, and never unpickles it."""
+    version = register_model(module_schema, "naive", SERIES)
+    marker = tmp_path / "pwned"
+    evil = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+    with psycopg.connect(module_schema) as conn:
+        conn.execute(
+            "UPDATE model_versions SET artifact = %s, artifact_sha256 = %s WHERE id = %s",
+            (evil, hashlib.sha256(evil).hexdigest(), version),
+        )
+    running = start_unready("inference", module_schema, tmp_path, PEFM_MODEL_VERSION=version)
+    try:
+        time.sleep(1.0)
+        with running.client() as client:
+            assert client.get("/health/readiness").status_code != 200
+            response = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 2})
+        assert response.status_code == 503
+        assert "signature does not match" in response.json()["error"]
+    finally:
+        stop(running)
+    assert not marker.exists()
+
+
+def test_a_function_waits_for_the_migrator_and_never_migrates(server_url, tmp_path):
+    with fresh_schema(server_url, "m") as url:
+        with Database(url, max_size=1) as db, db.connection() as conn:
+            migrate(conn)  # the roles and their grants exist on this server from here on
+            conn.execute("DROP TABLE origin_forecasts")
+            conn.execute("DELETE FROM schema_migrations WHERE version = 11")  # one migration pending again
+        running = start_unready("ingest", url, tmp_path, PEFM_INGEST_TOKEN=TOKEN)
+        try:
+            time.sleep(1.0)
+            with running.client() as client:
+                response = client.put("/v1/series/x", json={"name": "x", "frequency": "Q"})
+                assert response.status_code == 503 and "pefm db migrate" in response.json()["error"]
+            with psycopg.connect(url) as conn:  # it did not migrate itself (its role could not)
+                assert conn.execute("SELECT to_regclass('origin_forecasts')").fetchone()[0] is None
+            with Database(url, max_size=1) as db, db.connection() as conn:
+                migrate(conn)  # the migrator's step
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{running.url}/health/readiness").status_code != 200:
+                assert time.monotonic() < deadline, running.log.read_text()[-2000:]
+                time.sleep(0.2)
+            headers = {"authorization": f"Bearer {TOKEN}"}
+            response = httpx.put(f"{running.url}/v1/series/x", json={"name": "x", "frequency": "Q"}, headers=headers)
+            assert response.status_code in (200, 201), response.text
+        finally:
+            stop(running)
+
+
+def test_faults_are_injected_only_by_the_test_shim_and_functions_run_as_their_roles(module_schema, tmp_path):
+    """PEFM_FAULT_RATE on a normal start does nothing (no setting switches faults on); the same
+    revision with tests/faults on its path fails its share. Meanwhile the server sees the
+    revision connected as pefm_inference."""
+    version = register_model(module_schema, "naive", SERIES)
+    body = {"series_id": "realgdp", "horizon": 2}
+    plain = start_function("inference", module_schema, tmp_path, PEFM_MODEL_VERSION=version, PEFM_FAULT_RATE="1")
+    try:
+        with plain.client() as client:
+            assert {client.post("/v1/forecast", json=body).status_code for _ in range(20)} == {200}
+        with psycopg.connect(module_schema) as conn:
+            users = {r[0] for r in conn.execute("SELECT usename FROM pg_stat_activity WHERE usename LIKE 'pefm_%'")}
+        assert "pefm_inference" in users
+    finally:
+        stop(plain)
+    shim = faulty_env(FUNCTIONS / "inference", 0.5)
+    faulty = start_function("inference", module_schema, tmp_path, PEFM_MODEL_VERSION=version, **shim)
+    try:
+        with faulty.client() as client:
+            statuses = [client.post("/v1/forecast", json=body).status_code for _ in range(20)]
+        assert statuses.count(500) == 10 and statuses.count(200) == 10
+    finally:
+        stop(faulty)

@@ -1,0 +1,151 @@
+"""Least privilege on a real PostgreSQL: each component's role can do what it needs and nothing
+more; only the migrator runs DDL."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from pefm.config import Settings
+from pefm.storage.database import Database, open_database
+from pefm.storage.migrate import MigrationError, migrate
+from pefm.storage.roles import COMPONENTS, MEMBERSHIPS, PRIVILEGES, role_name, role_statements, role_url
+
+PERMANENT = [
+    "series",
+    "observations",
+    "model_versions",
+    "request_log",
+    "predictions",
+    "rollouts",
+    "rollout_events",
+    "local_revisions",
+    "local_traffic",
+    "drift_reports",
+    "retrain_events",
+    "revision_starts",
+    "retrain_jobs",
+    "origin_forecasts",
+    "schema_migrations",
+]
+
+
+def as_role(schema_url: str, component: str) -> psycopg.Connection:
+    return psycopg.connect(role_url(schema_url, component), autocommit=True)
+
+
+def refused(conn: psycopg.Connection, statement: str) -> bool:
+    try:
+        conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    return False
+
+
+def test_each_role_holds_exactly_its_privileges(db: Database, schema_url: str):
+    """What the server says each role may do on every table equals ``PRIVILEGES`` (with the
+    roles it is a member of): nothing missing, nothing extra, no table forgotten."""
+    with db.connection() as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        assert tables == set(PERMANENT)
+        for component in COMPONENTS:
+            expected = {}
+            for source in (component, *MEMBERSHIPS.get(component, ())):
+                for table, privileges in PRIVILEGES[source].items():
+                    expected.setdefault(table, set()).update(p.strip() for p in privileges.split(","))
+            for table in PERMANENT:
+                held = {
+                    p
+                    for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+                    if conn.execute(
+                        "SELECT has_table_privilege(%s, format('%%I.%%I', current_schema(), %s::text), %s)",
+                        (role_name(component), table, p),
+                    ).fetchone()[0]
+                }
+                assert held == expected.get(table, set()), (component, table)
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_no_component_can_change_the_schema(db: Database, schema_url: str, component: str):
+    with as_role(schema_url, component) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == role_name(component)
+        assert refused(conn, "DROP TABLE observations")
+        assert refused(conn, "ALTER TABLE observations ADD COLUMN evil text")
+        assert refused(conn, "ALTER TABLE model_versions DROP CONSTRAINT model_versions_signed_whole")
+        assert refused(conn, "TRUNCATE request_log")
+        assert refused(conn, "CREATE TABLE evil (x int)")  # nor create one next to them
+        assert refused(conn, "CREATE INDEX evil ON series (name)")
+
+
+def test_ingest_writes_data_and_nothing_else(db: Database, schema_url: str):
+    with as_role(schema_url, "ingest") as conn:
+        conn.execute("INSERT INTO series (id, name, frequency) VALUES ('x', 'x', 'Q')")
+        conn.execute("INSERT INTO observations (series_id, ts, vintage, value) VALUES ('x', '2000-01-01', now(), 1.0)")
+        assert refused(conn, "DELETE FROM observations")
+        assert refused(conn, "UPDATE observations SET value = 2")  # revisions are new vintages, never edits
+        assert refused(conn, "UPDATE model_versions SET status = 'serving'")
+        assert refused(conn, "DELETE FROM rollouts")
+        assert refused(conn, "SELECT * FROM drift_reports")
+
+
+def test_inference_reads_and_logs_but_cannot_write_data_or_the_registry(db: Database, schema_url: str):
+    with db.connection() as conn:
+        conn.execute("INSERT INTO series (id, name, frequency) VALUES ('x', 'x', 'Q')")
+    with as_role(schema_url, "inference") as conn:
+        assert conn.execute("SELECT count(*) FROM series").fetchone()[0] == 1
+        assert refused(
+            conn, "INSERT INTO observations (series_id, ts, vintage, value) VALUES ('x', '2000-01-01', now(), 1.0)"
+        )
+        assert refused(conn, "UPDATE series SET name = 'y'")
+        assert refused(conn, "DELETE FROM observations")
+        assert refused(conn, "UPDATE model_versions SET artifact = 'x'")
+        assert refused(conn, "INSERT INTO local_traffic (service, traffic) VALUES ('inference', '[]')")
+        conn.execute("INSERT INTO revision_starts (service, revision, start_to_ready_s) VALUES ('inference', 'r', 1)")
+
+
+def test_the_dashboard_only_reads(db: Database, schema_url: str):
+    with as_role(schema_url, "dashboard") as conn:
+        conn.execute("SELECT count(*) FROM rollouts").fetchone()
+        columns = "service, revision, route, method, status, latency_ms"
+        assert refused(conn, f"INSERT INTO request_log ({columns}) VALUES ('d', 'r', '/', 'GET', 200, 1)")
+        assert refused(conn, "UPDATE rollouts SET phase = 'Succeeded'")
+
+
+def test_a_component_refuses_an_unmigrated_schema_and_never_migrates(schema_url: str):
+    """Every process but the migrator opens the database as 'current': pending migrations are an
+    error naming the migrator's step, and the schema stays empty."""
+    with pytest.raises(MigrationError, match="pefm db migrate"):
+        open_database(Settings(database_url=schema_url), embedded_ok=False).close()
+    with psycopg.connect(schema_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()[0] == 0
+    migrator = open_database(Settings(database_url=schema_url), schema="migrate")
+    with migrator, migrator.connection() as conn:
+        assert conn.execute("SELECT to_regclass('observations') IS NOT NULL").fetchone()[0]
+    open_database(Settings(database_url=schema_url), embedded_ok=False).close()  # now current
+
+
+def test_a_migrator_without_createrole_grants_to_roles_made_by_someone_else(server_url: str, schema_url: str):
+    """A managed database: the migrator owns the tables but may not create roles. The roles come
+    from the one-time SQL (`pefm db roles --sql`), run by a user who may; the migrator's grants
+    then apply."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        schema = schema_url.rsplit("search_path%3D", 1)[1]
+        admin.execute("DROP ROLE IF EXISTS pefm_test_owner")
+        admin.execute("CREATE ROLE pefm_test_owner LOGIN NOCREATEROLE")
+        admin.execute(f"ALTER SCHEMA {schema} OWNER TO pefm_test_owner")
+        for statement in role_statements():  # what `pefm db roles --sql` prints, run by an admin
+            admin.execute(statement)
+    owner_url = psycopg.conninfo.make_conninfo(schema_url, user="pefm_test_owner")
+    try:
+        with psycopg.connect(owner_url) as conn:
+            migrate(conn)
+        with as_role(schema_url, "inference") as conn:
+            assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == 0
+            assert refused(
+                conn, "INSERT INTO observations (series_id, ts, vintage, value) VALUES ('x', '2000-01-01', now(), 1)"
+            )
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            admin.execute(f"CREATE SCHEMA {schema}")  # the fixture drops it again
+            admin.execute("DROP ROLE pefm_test_owner")
