@@ -31,10 +31,12 @@ TOKEN = "test-ingest-token"
 ADMIN_TOKEN = "test-admin-token"  # backdated vintages (history replayed as known back then) need it
 
 
-def start_function(name: str, database_url: str, tmp: Path, **env: str) -> Process:
+def start_function(
+    name: str, database_url: str, tmp: Path, *, ready_path: str = "/health/readiness", **env: str
+) -> Process:
     """Start functions/<name> under func-python, connected as its own role (``database_url``'s
-    server and schema) and trusting this run's signing key, and wait until it answers its
-    readiness probe."""
+    server and schema) and trusting this run's signing key, and wait until ``ready_path`` answers
+    200 (``/health/liveness`` for a function not expected to become ready)."""
     port = free_port()
     environment = {
         "PEFM_DATABASE_URL": role_url(database_url, name),
@@ -47,7 +49,7 @@ def start_function(name: str, database_url: str, tmp: Path, **env: str) -> Proce
         cwd=ROOT / "functions" / name,
         env=environment,
         log=tmp / f"{name}-{port}.log",
-        ready_path="/health/readiness",
+        ready_path=ready_path,
         name=name,
         port=port,
     )

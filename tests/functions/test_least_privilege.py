@@ -5,40 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 
-from pefm.local.runtime import FUNCTIONS, free_port, serve_command, spawn
+from pefm.local.runtime import FUNCTIONS
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
-from pefm.storage.roles import role_url
-from tests.conftest import VERIFY_KEYS, fresh_schema
+from tests.conftest import fresh_schema
 from tests.faults import faulty_env
 from tests.functions.conftest import TOKEN, register_model, start_function, stop
 
 SERIES = ["realgdp", "unemp", "infl"]
-
-
-def start_unready(name: str, url: str, tmp: Path, **env: str):
-    """Start a function as its role and wait only until it is alive (it is not expected to be ready)."""
-    environment = {
-        "PEFM_DATABASE_URL": role_url(url, name),
-        "PEFM_VERIFY_KEYS": VERIFY_KEYS,
-        "PYTHONPATH": str(FUNCTIONS / name),
-        **env,
-    }
-    port = free_port()
-    return spawn(
-        serve_command(FUNCTIONS / name),
-        cwd=FUNCTIONS / name,
-        env=environment,
-        log=tmp / f"{name}-{port}.log",
-        ready_path="/health/liveness",
-        name=name,
-        port=port,
-    )
+ALIVE = "/health/liveness"  # started without waiting to be ready: these are not expected to be
 
 
 def test_inference_refuses_a_model_the_trainer_did_not_sign(module_schema, tmp_path):
@@ -52,7 +31,7 @@ def test_inference_refuses_a_model_the_trainer_did_not_sign(module_schema, tmp_p
             "UPDATE model_versions SET artifact = %s, artifact_sha256 = %s WHERE id = %s",
             (evil, hashlib.sha256(evil).hexdigest(), version),
         )
-    running = start_unready("inference", module_schema, tmp_path, PEFM_MODEL_VERSION=version)
+    running = start_function("inference", module_schema, tmp_path, ready_path=ALIVE, PEFM_MODEL_VERSION=version)
     try:
         time.sleep(1.0)
         with running.client() as client:
@@ -71,7 +50,7 @@ def test_a_function_waits_for_the_migrator_and_never_migrates(server_url, tmp_pa
             migrate(conn)  # the roles and their grants exist on this server from here on
             conn.execute("DROP TABLE origin_forecasts")
             conn.execute("DELETE FROM schema_migrations WHERE version = 11")  # one migration pending again
-        running = start_unready("ingest", url, tmp_path, PEFM_INGEST_TOKEN=TOKEN)
+        running = start_function("ingest", url, tmp_path, ready_path=ALIVE, PEFM_INGEST_TOKEN=TOKEN)
         try:
             time.sleep(1.0)
             with running.client() as client:
