@@ -9,6 +9,11 @@
   (median of several spawns).
 - Ingest of a 100,000-row FRED-style CSV through the function vs a raw psycopg COPY of the same
   rows into the same table (median of three, fresh series each time).
+- With a shared Redis (Debian's ``redis-server``, ``PEFM_REDIS_URL``): cold start to first
+  forecast from a warm Redis vs without one (alternating spawns, median of five each), and the
+  latency of as-of requests (an AR version, 40 origins) on the replica that computes them (a miss:
+  estimated on the data known then), on a second replica that finds them in Redis (a hit), and on
+  a replica without Redis that reads the forecasts the registry kept from the first.
 
 Everything runs on this machine against an embedded PostgreSQL in a temporary directory.
 Usage: python bench/serve.py [--json PATH] [--duration SECONDS]
@@ -46,6 +51,7 @@ from pefm.storage.database import open_database  # noqa: E402
 from pefm.storage.roles import role_url  # noqa: E402
 from tests.conftest import VERIFY_KEYS  # noqa: E402  (importing it also sets the run's signing key pair)
 from tests.functions.conftest import start_function, stop  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -146,8 +152,8 @@ def whatif_latency(url: str, n: int = 400) -> dict[str, float]:
             body = {
                 "series_id": "unemp",
                 "horizon": 4,
-                "history": [
-                    {"ts": "2009-10-01", "value": 10.0 + (i % 7) / 10},
+                "history": [  # every request its own: none is answered from the cache
+                    {"ts": "2009-10-01", "value": 10.0 + i / 1000},
                     {"ts": "2010-01-01", "value": 9.5 + (i % 5) / 10},
                 ],
             }
@@ -182,6 +188,7 @@ def run(tmp: Path, args) -> None:
         load_bundled(conn, bundled(list(MACRO_PANEL)))
         ensemble, _ = train(conn, "ensemble", list(MACRO_PANEL), spec=None)
         mlp, _ = train(conn, "mlp", list(MACRO_PANEL), spec=None)
+        ar, _ = train(conn, "ar", ["unemp"], spec=None)  # the as-of measure: an estimation per origin
         promote(conn, ensemble.id)
     env = {"PEFM_DATABASE_URL": role_url(db.url, "inference"), "PEFM_VERIFY_KEYS": VERIFY_KEYS}
     hello_dir = ROOT / "bench" / "hello"
@@ -223,6 +230,8 @@ def run(tmp: Path, args) -> None:
         )
         print("ingest vs COPY ...", flush=True)
         ingest_rates = ingest_vs_copy(db.url, ingest.url)
+        print("with Redis: cold starts and as-of answers ...", flush=True)
+        cached = with_redis(tmp, db.url, env, ensemble.id, ar.id)
     finally:
         for running in (inference, torch_inference, ingest):
             stop(running)
@@ -252,9 +261,58 @@ def run(tmp: Path, args) -> None:
         "ingest_rows_per_s": round(ingest_rates["ingest"]),
     }
     results["ingest_ratio"] = round(results["ingest_rows_per_s"] / results["copy_rows_per_s"], 3)
+    results.update(cached)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def with_redis(tmp: Path, db_url: str, env: dict[str, str], version: str, ar: str) -> dict[str, float]:
+    """Cold start from a warm Redis vs without one; as-of answers computed, from Redis, and from
+    the registry's kept forecasts (see the module's docstring)."""
+    redis = RedisServer(tmp / "redis").start()
+    cache = {"PEFM_REDIS_URL": redis.url}
+    warmer = start_function("inference", db_url, tmp, PEFM_MODEL_VERSION=version, **cache)
+    pinned = {"PEFM_MODEL_VERSION": ar, "PEFM_RECONDITION": "off"}
+    replicas = [start_function("inference", db_url, tmp, **pinned, **e) for e in (cache, cache, {})]
+    try:
+        infer_env = {**env, "PEFM_MODEL_VERSION": version}
+        body = {"series_id": "realgdp", "horizon": 8}
+        warm, cold = [], []
+        for _ in range(5):  # alternating, so both see the same machine
+            for extra, into in ((cache, warm), ({}, cold)):
+                into.append(
+                    spawn_until(
+                        ROOT / "functions" / "inference",
+                        {**infer_env, **extra},
+                        lambda u: httpx.post(f"{u}/v1/forecast", json=body, timeout=1).status_code == 200,
+                    )
+                )
+        origins = [f"{year}-{month:02d}-15" for year in range(1990, 2000) for month in (2, 5, 8, 11)]
+        latency = {}
+        for name, replica in zip(("miss", "hit", "kept"), replicas, strict=True):
+            with replica.client() as client:
+                while client.post("/v1/forecast", json={"series_id": "unemp", "levels": [50]}).status_code == 503:
+                    time.sleep(0.2)  # the model is still loading
+                times = []
+                for as_of in origins:
+                    started = time.perf_counter()
+                    response = client.post("/v1/forecast", json={"series_id": "unemp", "horizon": 8, "as_of": as_of})
+                    times.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200, response.text
+            latency[name] = times
+    finally:
+        for running in (warmer, *replicas):
+            stop(running)
+        redis.kill()
+    out = {
+        "redis_cold_start_s": round(statistics.median(warm), 3),
+        "no_redis_cold_start_s": round(statistics.median(cold), 3),
+    }
+    for name, times in latency.items():
+        out[f"as_of_{name}_p50_ms"] = round(float(np.percentile(times, 50)), 2)
+        out[f"as_of_{name}_p99_ms"] = round(float(np.percentile(times, 99)), 2)
+    return out
 
 
 class IngestStream:
@@ -369,6 +427,27 @@ def report(r: dict) -> None:
             f"{r['copy_rows_per_s']:,} rows/s",
             f"{r['ingest_ratio']:.2f}",
             ">= 0.50",
+        ),
+        (
+            "cold start, warm Redis vs none",
+            f"{r['redis_cold_start_s']:.3f} s",
+            f"{r['no_redis_cold_start_s']:.3f} s",
+            f"{r['redis_cold_start_s'] / r['no_redis_cold_start_s']:.2f}",
+            "",
+        ),
+        (
+            "as-of p50 / p99: from Redis vs computed",
+            f"{r['as_of_hit_p50_ms']:.2f} / {r['as_of_hit_p99_ms']:.2f} ms",
+            f"{r['as_of_miss_p50_ms']:.2f} / {r['as_of_miss_p99_ms']:.2f} ms",
+            f"{r['as_of_hit_p99_ms'] / r['as_of_miss_p99_ms']:.3f}",
+            "",
+        ),
+        (
+            "  vs kept in PostgreSQL (no Redis)",
+            "",
+            f"{r['as_of_kept_p50_ms']:.2f} / {r['as_of_kept_p99_ms']:.2f} ms",
+            f"{r['as_of_hit_p99_ms'] / r['as_of_kept_p99_ms']:.3f}",
+            "",
         ),
         (
             "  raw COPY: write_row / text block",

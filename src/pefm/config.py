@@ -132,6 +132,15 @@ class Settings:
     prediction_log_queue: int = 10_000
     """``PEFM_PREDICTION_LOG_QUEUE``: predictions buffered for the database before new ones are
     dropped (and counted)."""
+    redis_url: str | None = field(default=None, repr=False)
+    """``PEFM_REDIS_URL``: Redis or Valkey (``redis://[user:password@]host:port/db``, ``rediss://``
+    for TLS) shared by the inference replicas and ingest (``pefm.serving.cache``); unset -> each
+    process caches in its own memory."""
+    cache_ttl_seconds: int = 3600
+    """``PEFM_CACHE_TTL_SECONDS``: how long a model-path answer (as-of, what-if) stays cached."""
+    cache_max_bytes: int = 64 * 1024 * 1024
+    """``PEFM_CACHE_MAX_BYTES``: the in-process cache's bound without Redis (Redis's own bound is
+    its ``maxmemory``)."""
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -173,6 +182,7 @@ class Settings:
             ("PEFM_WEBHOOK_TOKEN", "webhook_token"),
             ("PEFM_FRED_API_KEY", "fred_api_key"),
             ("PEFM_FRED_URL", "fred_url"),
+            ("PEFM_REDIS_URL", "redis_url"),
             ("K_SINK", "sink"),
         ):
             if value := env.get(name, "").strip():
@@ -198,6 +208,8 @@ class Settings:
         kwargs["role_passwords"] = passwords
         if url := env.get("PEFM_TRAINER_DATABASE_URL", "").strip():
             kwargs["trainer_database_url"] = url
+        if not str(kwargs.get("redis_url", "redis://")).startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("PEFM_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if "{name}" not in kwargs.get("knative_url", "{name}"):
             raise ConfigError("PEFM_KNATIVE_URL must contain {name} (and usually {namespace})")
         for name, key in (
@@ -207,6 +219,8 @@ class Settings:
             ("PEFM_PREDICTION_LOG_QUEUE", "prediction_log_queue"),
             ("PEFM_VINTAGE_SKEW_SECONDS", "vintage_skew_seconds"),
             ("PEFM_DASHBOARD_PORT", "dashboard_port"),
+            ("PEFM_CACHE_TTL_SECONDS", "cache_ttl_seconds"),
+            ("PEFM_CACHE_MAX_BYTES", "cache_max_bytes"),
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)

@@ -359,6 +359,7 @@ def forecast_command(
     import threading
 
     from pefm.config import get_settings
+    from pefm.serving.cache import open_cache
     from pefm.serving.freshness import changed_since_training, condition_on_latest
     from pefm.serving.http import ApiError
     from pefm.serving.inference import ModelServer, check_request, forecast_part, series_space
@@ -368,7 +369,7 @@ def forecast_command(
         request["as_of"] = as_of
     with open_db() as db:
         settings = dataclasses.replace(get_settings(), model_version=version)
-        server = ModelServer(settings, db)
+        server = ModelServer(settings, db, open_cache(settings, None))
         try:
             server.load()
             ids, h, lv, when, _, asked = check_request(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pandas as pd
@@ -71,6 +72,38 @@ def load_panel(
         "anchors": anchors,
         "refused": refused,
     }
+    return panel
+
+
+def panel_to_json(panel: pd.DataFrame) -> bytes:
+    """A panel as JSON text, attrs and index frequency included (``panel_from_json`` reads it
+    back exactly: floats round-trip through ``repr``, NaN as ``NaN``); never pickled, so a
+    cache entry cannot carry code."""
+    index = pd.DatetimeIndex(panel.index)
+    attrs = {**panel.attrs, "frequencies": {s: str(f) for s, f in panel.attrs.get("frequencies", {}).items()}}
+    return json.dumps(
+        {
+            "index": index.as_unit("ns").asi8.tolist(),
+            "tz": str(index.tz) if index.tz is not None else None,
+            "name": index.name,
+            "columns": {str(c): panel[c].astype(float).tolist() for c in panel.columns},
+            "attrs": attrs,
+        }
+    ).encode()
+
+
+def panel_from_json(text: bytes) -> pd.DataFrame:
+    from pefm.data.frequency import with_frequency
+
+    data = json.loads(text)
+    index = pd.DatetimeIndex(pd.to_datetime(data["index"], unit="ns"))
+    if data["tz"] is not None:
+        index = index.tz_localize("UTC").tz_convert(data["tz"])
+    freqs = {s: Frequency(f) for s, f in data["attrs"]["frequencies"].items()}
+    if len(set(freqs.values())) == 1:
+        index = with_frequency(index, next(iter(freqs.values())))
+    panel = pd.DataFrame(data["columns"], index=index.rename(data["name"]))
+    panel.attrs = {**data["attrs"], "frequencies": freqs}
     return panel
 
 

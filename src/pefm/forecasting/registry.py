@@ -104,7 +104,11 @@ def load_model(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) 
     """The fitted model of a version, after checking the signature over the version against the
     ``trusted`` keys and its bytes against the signed sha256; nothing unverified is unpickled."""
     table.verify_signature(conn, version_id, trusted)
-    artifact, recorded = table.read_artifact(conn, version_id)
+    return model_from_artifact(version_id, *table.read_artifact(conn, version_id))
+
+
+def model_from_artifact(version_id: str, artifact: bytes, recorded: str) -> BaseForecaster:
+    """The model in ``artifact`` when its sha256 is the ``recorded`` (signed) one; unpickled only then."""
     actual = hashlib.sha256(artifact).hexdigest()
     if actual != recorded:
         raise ArtifactIntegrityError(

@@ -11,7 +11,9 @@ that process, not on the serving process's CPU time (measured: done on a thread 
 process it tripled the forecast p99 under load), at most once per ``min_interval`` seconds
 (announcements in between are gathered). A replica catches up first: at start with every series
 that has data its version did not see, after a lost connection with all of them (announcements
-sent meanwhile are lost). Issue 19 adds Redis as a second channel.
+sent meanwhile are lost). With a shared cache (``PEFM_REDIS_URL``) ingest announces on Redis too,
+every replica listens there as well, and the re-conditioned forecasts are kept in Redis for
+replicas that start later (``pefm.serving.cache``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import copy
 import json
 import logging
 import multiprocessing
+import queue
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pefm.serving.cache import OBSERVATIONS
 from pefm.storage.observations import OBSERVATIONS_CHANNEL
 
 if TYPE_CHECKING:
@@ -81,7 +85,8 @@ def changed_since_training(db: Database, version) -> set[str]:
 
 
 class Reconditioner:
-    """The listener thread of one inference replica and its worker process."""
+    """The listener threads of one inference replica (PostgreSQL's channel, and Redis's when the
+    cache is shared), the thread that re-conditions on what they hear, and its worker process."""
 
     def __init__(self, server: ModelServer, url: str, stopping: threading.Event, *, min_interval: float = 1.0):
         self.server = server
@@ -89,54 +94,76 @@ class Reconditioner:
         self.stopping = stopping
         self.min_interval = min_interval
         self._pool: ProcessPoolExecutor | None = None
+        self._heard: queue.SimpleQueue[set[str] | None] = queue.SimpleQueue()
+        """Announced series (None: everything may have changed), from either channel."""
 
     def start(self) -> threading.Thread:
+        threading.Thread(target=self._listen_postgres, name="pefm-listen", daemon=True).start()
+        cache = self.server.cache
+        if cache.shared:
+            args = (OBSERVATIONS, self._announced, self.stopping)
+            threading.Thread(target=cache.listen, args=args, name="pefm-listen-cache", daemon=True).start()
         thread = threading.Thread(target=self._run, name="pefm-recondition", daemon=True)
         thread.start()
         return thread
 
-    def _run(self) -> None:
+    def _announced(self, payload: str | None) -> None:
+        """An announcement's payload (``{"series": [...]}``; ``null``, None or unreadable: everything)."""
+        try:
+            series = json.loads(payload).get("series") if payload is not None else None
+        except (ValueError, AttributeError):
+            series = None
+        self._heard.put(set(series) if isinstance(series, list) else None)
+
+    def _listen_postgres(self) -> None:
         backoff, first = 1.0, True
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {OBSERVATIONS_CHANNEL}")
+                    # what arrived before we listened: since training, or while we were away
+                    self._heard.put(changed_since_training(self.server.db, self.server.version) if first else None)
+                    backoff, first = 1.0, False
+                    while not self.stopping.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._announced(note.payload)
+            except Exception as exc:  # the database went away: retry, then catch up
+                log.warning("listening paused (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _run(self) -> None:
+        backoff = 1.0
         try:
             while not self.stopping.is_set():
                 try:
-                    with psycopg.connect(self.url, autocommit=True) as conn:
-                        conn.execute(f"LISTEN {OBSERVATIONS_CHANNEL}")
-                        # what arrived before we listened: since training, or while we were away
-                        self.refresh(changed_since_training(self.server.db, self.server.version) if first else None)
-                        backoff, first = 1.0, False
-                        while not self.stopping.is_set():
-                            changed, everything = self._gather(conn)
-                            if changed or everything:
-                                self.refresh(None if everything else changed)
-                except Exception as exc:  # the database or the worker went away: retry, then catch up
+                    first = self._heard.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                changed = self._gather(first)
+                try:
+                    self.refresh(changed)
+                    backoff = 1.0
+                except Exception as exc:  # the database or the worker went away: again, for everything
                     log.warning("re-conditioning paused (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff)
                     self._close_pool()
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
+                    self._heard.put(None)
         finally:
             self._close_pool()
 
-    def _gather(self, conn: psycopg.Connection) -> tuple[set[str], bool]:
-        """The series announced in the next ``min_interval`` seconds (everything: a payload
-        without a list, e.g. a write too large to list)."""
-        changed: set[str] = set()
-        everything = False
-        started = time.monotonic()
-        for note in conn.notifies(timeout=self.min_interval):
+    def _gather(self, first: set[str] | None) -> set[str] | None:
+        """``first`` and what else is announced within ``min_interval`` seconds (None: everything)."""
+        changed = first
+        deadline = time.monotonic() + self.min_interval
+        while (left := deadline - time.monotonic()) > 0 and not self.stopping.is_set():
             try:
-                series = json.loads(note.payload).get("series")
-            except (ValueError, AttributeError):
-                series = None
-            if series is None:
-                everything = True
-            else:
-                changed.update(series)
-            if self.stopping.is_set():
+                more = self._heard.get(timeout=left)
+            except queue.Empty:
                 break
-        if time.monotonic() - started < self.min_interval:  # not before min_interval since the last
-            self.stopping.wait(self.min_interval - (time.monotonic() - started))
-        return changed, everything
+            changed = None if changed is None or more is None else changed | more
+        return changed
 
     def refresh(self, series: set[str] | None) -> list[str]:
         """Re-condition the served series among ``series`` (None: all of them) on the data as known
@@ -155,6 +182,7 @@ class Reconditioner:
         updates = self._pool.submit(_worker_refresh, ids).result()
         if updates:
             server.recondition(updates)
+            server.share_conditioning(updates)
             moment = max(u[2] for u in updates.values())
             log.info("re-conditioned %s on the data as of %s", ", ".join(sorted(updates)), moment)
         return sorted(updates)

@@ -30,6 +30,7 @@ class ServiceFunction:
         self.app = None
         self.db = None
         self.writer = None
+        self.cache = None
         self._ready = False
         self._problem = "starting"
         self._stopping = threading.Event()
@@ -52,25 +53,29 @@ class ServiceFunction:
         self._open(settings, openapi)
 
     def _open(self, settings: Settings, openapi: dict) -> None:
-        from pefm.storage.database import open_database
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        from pefm.serving.cache import open_cache
+        from pefm.serving.log_writer import LogWriter
         from pefm.storage.migrate import MigrationError
 
         try:
-            # a function never migrates (its role may not): it waits for the migrator instead
-            self.db = open_database(settings, embedded_ok=False, pool_timeout=5.0)
-            from pefm.serving.log_writer import LogWriter
-
+            self.settings = settings
+            self.cache = open_cache(settings, self.metrics.cache)
+            self.db = self._database(settings)
             self.writer = LogWriter(
                 self.db.url,
                 maxsize=settings.prediction_log_queue,
                 on_drop=lambda table, n: self.metrics.log_dropped.labels(table).inc(n),
             )
             self.writer.start()
-            self.settings = settings
             app = self._build(settings, openapi)
-        except MigrationError as exc:  # the bootstrap Job has not migrated yet: try again shortly
+        except (MigrationError, psycopg.OperationalError, PoolTimeout) as exc:
+            # not migrated yet (the bootstrap Job), or the database is away: try again shortly
             self._problem = f"waiting: {exc}"
-            log.warning("%s waits for the migrator: %s", self.service, exc)
+            log.warning("%s waits: %s", self.service, exc)
+            self._close()
             threading.Thread(target=self._reopen, args=(settings, openapi), daemon=True).start()
             return
         except Exception as exc:  # keep serving health endpoints; report why we are not ready
@@ -79,6 +84,24 @@ class ServiceFunction:
             return
         if app is not None:  # None: inference waits for a model to serve (see _wait_for_model)
             self._serve(app)
+
+    def _database(self, settings: Settings):
+        """The database, its schema checked (a function never migrates: its role may not). An
+        inference revision pinned to a version whose state a shared cache holds starts without
+        it: the pool connects once the database is back (logs queue meanwhile, then are dropped
+        and counted)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        from pefm.storage.database import Database, open_database
+
+        try:
+            return open_database(settings, embedded_ok=False, pool_timeout=5.0)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            if not (self.service == "inference" and self.cache.shared and settings.model_version):
+                raise
+            log.warning("the database is unreachable (%s): starting from the cache", exc)
+            return Database(settings.database_url, max_size=settings.pool_max_size, timeout=5.0)
 
     def _reopen(self, settings: Settings, openapi: dict, after: float = 5.0) -> None:
         if not self._stopping.wait(after):
@@ -92,7 +115,7 @@ class ServiceFunction:
             from pefm.serving.ingest import create_ingest_app
 
             self._mark_ready(settings.revision)
-            return create_ingest_app(settings, self.db, self.metrics, openapi)
+            return create_ingest_app(settings, self.db, self.metrics, self.cache, openapi)
         if self.service == "monitor":
             from pefm.serving.monitor import create_monitor_app
 
@@ -100,7 +123,7 @@ class ServiceFunction:
             return create_monitor_app(settings, self.db, self.metrics, openapi)
         from pefm.serving.inference import ModelServer, NoServingModel
 
-        server = ModelServer(settings, self.db)
+        server = ModelServer(settings, self.db, self.cache)
         try:
             server.load()
         except NoServingModel as exc:  # a fresh cluster: the bootstrap job has not made one serve yet
@@ -178,10 +201,15 @@ class ServiceFunction:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._close()
+
+    def _close(self) -> None:
         if self.writer is not None:
             self.writer.stop()
+            self.writer = None
         if self.db is not None:
             self.db.close()
+            self.db = None
 
     def alive(self) -> bool:
         return True

@@ -13,6 +13,8 @@ conditioned on them without a retrain (``serving.freshness``): each says its ``d
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import logging
@@ -25,6 +27,7 @@ from typing import Any
 
 import psycopg
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,6 +36,7 @@ from pefm.config import Settings
 from pefm.data.fred_csv import SERIES_ID
 from pefm.data.json_payload import parse_timestamp
 from pefm.data.transforms import INVERTIBLE, SPACES, model_space_unit
+from pefm.serving.cache import STATE_TTL, Cache
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -47,8 +51,16 @@ from pefm.serving.http import (
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
 from pefm.storage.database import Database
-from pefm.storage.model_versions import ModelVersion, get_version, read_precomputed, verify_signature
-from pefm.storage.signing import trusted_keys
+from pefm.storage.model_versions import (
+    ModelVersion,
+    get_version,
+    read_artifact,
+    read_precomputed,
+    read_signature,
+    version_from_json,
+    version_to_json,
+)
+from pefm.storage.signing import Signature, trusted_keys
 
 _QUERY_INT = re.compile(r"-?[0-9]{1,9}")
 log = logging.getLogger(__name__)
@@ -82,9 +94,12 @@ class ModelServer:
     """The version this revision serves: its precomputed forecasts now, its model soon after, and
     (``serving.freshness``) both conditioned on the latest data as they arrive."""
 
-    def __init__(self, settings: Settings, db: Database):
+    def __init__(self, settings: Settings, db: Database, cache: Cache):
         self.settings = settings
         self.db = db
+        self.cache = cache
+        """Model-path answers (``answer``); with a shared cache also the state, conditioning,
+        artifact and panels other replicas of the version start from (``pefm.serving.cache``)."""
         self.version: ModelVersion | None = None
         self.series: dict[str, Conditioning] = {}
         self.pre_horizon = 0
@@ -96,37 +111,75 @@ class ModelServer:
         self._rendered: dict[tuple, str] = {}
 
     def load(self) -> None:
-        """Resolve and load the version's row and precomputed forecasts (the start-up path)."""
-        with self.db.connection() as conn:
-            version_id = self.settings.model_version or _serving_id(conn)
-            if version_id is None:
-                raise NoServingModel("no model version serves yet: run pefm bootstrap, or promote one")
-            self.version = get_version(conn, version_id)
-            # a version the trainer did not sign is not served at all, precomputed forecasts included
-            verify_signature(conn, version_id, trusted_keys(self.settings))
-            pre = read_precomputed(conn, version_id) or {"horizon": 0, "levels": [], "rows": []}
-            rows = conn.execute(
-                "SELECT id, frequency, transform, unit FROM series WHERE id = ANY(%s)", (self.version.series_ids,)
-            ).fetchall()
-        self.meta = {r[0]: {"frequency": r[1], "transform": r[2], "unit": r[3]} for r in rows}
+        """Resolve and load the version's row and precomputed forecasts (the start-up path): from
+        the shared cache when it holds them for a pinned version (PostgreSQL not touched), else
+        from the registry, then kept in the cache. Either way the trainer's signature is checked
+        here: a version it did not sign serves nothing, its precomputed forecasts included."""
+        version_id = self.settings.model_version
+        cached = self.cache.get("state", version_id) if version_id and self.cache.shared else None
+        state = json.loads(cached) if cached is not None else self._read_state(version_id)
+        version = version_from_json(state["version"])
+        if version_id is not None and version.id != version_id:
+            raise ValueError(f"the cached state of {version_id} holds {version.id}")
+        signature = state["signature"] and Signature(state["signature"][0], base64.b64decode(state["signature"][1]))
+        trusted_keys(self.settings).verify(
+            version_id=version.id, family=version.family, sha256=version.artifact_sha256, signature=signature
+        )
+        if cached is None and self.cache.shared:
+            self.cache.set("state", version.id, json.dumps(state).encode(), STATE_TTL)
+        self.version, self.meta = version, state["meta"]
+        pre = state["precomputed"] or {"horizon": 0, "levels": [], "rows": []}
         self.pre_horizon, self.pre_levels = pre["horizon"], set(pre["levels"])
         by_series: dict[str, dict[str, list]] = {s: {} for s in self.meta}
         for row in pre["rows"]:
             values = {k: v for k, v in row.items() if k not in ("series_id", "space")}
             by_series[row["series_id"]].setdefault(row.get("space", "model"), []).append(values)
         anchors = pre.get("anchors", {})
-        self.series = {s: Conditioning(rows, anchors.get(s), self.version.data_as_of) for s, rows in by_series.items()}
+        self.series = {s: Conditioning(rows, anchors.get(s), version.data_as_of) for s, rows in by_series.items()}
+        if self.cache.shared:  # the latest re-conditioned forecasts another replica kept
+            kept = self.cache.get_fields("conditioning", version.id)
+            updates = {s: _conditioning_from_json(v) for s, v in kept.items() if s in self.series}
+            if updates:
+                self.recondition(updates)
+
+    def _read_state(self, version_id: str | None) -> dict[str, Any]:
+        """What a replica starts from, read from the registry (JSON-ready)."""
+        with self.db.connection() as conn:
+            version_id = version_id or _serving_id(conn)
+            if version_id is None:
+                raise NoServingModel("no model version serves yet: run pefm bootstrap, or promote one")
+            version = get_version(conn, version_id)
+            signature = read_signature(conn, version_id)
+            pre = read_precomputed(conn, version_id)
+            rows = conn.execute(
+                "SELECT id, frequency, transform, unit FROM series WHERE id = ANY(%s)", (version.series_ids,)
+            ).fetchall()
+        return {
+            "version": version_to_json(version),
+            "signature": signature and [signature.key_id, base64.b64encode(signature.value).decode()],
+            "meta": {r[0]: {"frequency": r[1], "transform": r[2], "unit": r[3]} for r in rows},
+            "precomputed": pre,
+        }
 
     def load_model(self) -> None:
-        """Load the model artifact (verified) for what precomputed forecasts cannot answer."""
-        from pefm.forecasting.registry import load_model
+        """Load the model artifact (its bytes checked against the signed sha256) for what
+        precomputed forecasts cannot answer: from the shared cache, else the registry."""
+        from pefm.forecasting.registry import model_from_artifact
 
+        version = self.version
         try:
-            with self.db.connection() as conn:
-                self.model = load_model(conn, self.version.id, trusted_keys(self.settings))
+            artifact = self.cache.get("artifact", version.id) if self.cache.shared else None
+            if artifact is None:
+                with self.db.connection() as conn:
+                    artifact, _ = read_artifact(conn, version.id)
+                self.model = model_from_artifact(version.id, artifact, version.artifact_sha256)
+                if self.cache.shared:
+                    self.cache.set("artifact", version.id, artifact, STATE_TTL)
+            else:
+                self.model = model_from_artifact(version.id, artifact, version.artifact_sha256)
         except Exception as exc:  # reported on the requests that need it
             self.model_error = f"{type(exc).__name__}: {exc}"
-            log.exception("loading model %s failed", self.version.id)
+            log.exception("loading model %s failed", version.id)
         finally:
             self._loaded.set()
 
@@ -148,6 +201,15 @@ class ModelServer:
             self.series[series_id] = Conditioning(by_space, anchor, data_as_of, generation)
         rendered = dict(self._rendered)  # one copy: requests may add to it meanwhile
         self._rendered = {k: v for k, v in rendered.items() if k[0] not in updates}
+
+    def share_conditioning(self, updates: dict[str, tuple[list[dict[str, Any]], float, datetime]]) -> None:
+        """Keep re-conditioned forecasts in the shared cache, for replicas that start later."""
+        if self.cache.shared:
+            fields = {
+                s: json.dumps([rows, anchor, moment.isoformat()]).encode()
+                for s, (rows, anchor, moment) in updates.items()
+            }
+            self.cache.set_fields("conditioning", self.version.id, fields, STATE_TTL)
 
     def precomputed_json(
         self, series_id: str, state: Conditioning, space: str, horizon: int, levels: tuple[int, ...]
@@ -239,6 +301,30 @@ class InferenceService:
         finally:
             self._model_slots.release()
 
+    async def _model_answer(
+        self,
+        series_id: str,
+        state: Conditioning,
+        space: str,
+        horizon: int,
+        levels: tuple[int, ...],
+        as_of: datetime | None,
+        history: list[dict] | None,
+    ) -> tuple[str, str]:
+        """A model-path answer and where it came from (``cache`` or ``model``). Its key holds the
+        version, the series, the request and the data vintage: ``as_of`` (data known then) or
+        the moment the data the series is conditioned on were read (what-if, other levels), so
+        new data never meet an old answer."""
+        cache, version = self.server.cache, self.server.version.id
+        request = json.dumps([space, horizon, levels, as_of and as_of.isoformat(), history], separators=(",", ":"))
+        vintage = (as_of or state.data_as_of).timestamp()
+        key = f"{version}:{series_id}:{vintage:.6f}:{hashlib.sha256(request.encode()).hexdigest()[:32]}"
+        if (cached := await run_in_threadpool(cache.get, "answer", key)) is not None:
+            return cached.decode(), "cache"
+        text = await self._model_json(series_id, state, space, horizon, levels, as_of, history)
+        await run_in_threadpool(cache.set, "answer", key, text.encode(), self.settings.cache_ttl_seconds)
+        return text, "model"
+
     async def _answer(self, data: dict[str, Any], shadow: bool = False) -> Response:
         server = self.server
         if server.version is None:
@@ -260,8 +346,7 @@ class InferenceService:
             if as_of is None and history is None:
                 text = server.precomputed_json(series_id, state, space, horizon, levels)
             if text is None:
-                args = (series_id, state, space, horizon, levels, as_of, history)
-                text, source = await self._model_json(*args), "model"
+                text, source = await self._model_answer(series_id, state, space, horizon, levels, as_of, history)
             self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
             data_as_of = as_of if as_of is not None else state.data_as_of
             parts.append(forecast_part(series_id, space, server.meta[series_id], data_as_of, text))
@@ -378,6 +463,11 @@ def series_space(series_id: str, transform: str, asked: str | None) -> str:
             [{"field": "space", "message": f"{series_id}'s transform {transform!r} has no inverse: ask space=model"}],
         )
     return asked
+
+
+def _conditioning_from_json(text: bytes) -> tuple[list[dict[str, Any]], float, datetime]:
+    rows, anchor, data_as_of = json.loads(text)
+    return rows, anchor, datetime.fromisoformat(data_as_of)
 
 
 def _existing(db: Database, ids: list[str]) -> set[str]:

@@ -7,6 +7,7 @@ vintages), or not at all.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +34,7 @@ from pefm.data.json_payload import (
 )
 from pefm.data.transforms import TRANSFORMS
 from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_transform
+from pefm.serving.cache import OBSERVATIONS, Cache
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -57,10 +60,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are fine i
 
 
 class IngestService:
-    def __init__(self, settings: Settings, db: Database, metrics: ServiceMetrics):
+    def __init__(self, settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache):
         self.settings = settings
         self.db = db
         self.metrics = metrics
+        self.cache = cache
 
     # -- POST /v1/observations -----------------------------------------------------------------
     async def observations(self, request: Request) -> Response:
@@ -75,6 +79,9 @@ class IngestService:
         result = await in_database(self._write, payload, source)
         for outcome in ("inserted", "revised", "unchanged"):
             self.metrics.ingest_rows.labels(outcome).inc(result[outcome])
+        if self.cache.shared and result["inserted"] + result["revised"]:  # heard by every inference replica
+            message = json.dumps({"series": result["series"]})
+            await run_in_threadpool(self.cache.publish, OBSERVATIONS, message)
         if self.settings.sink and result["inserted"] + result["revised"]:
             announce = (self.settings.sink, result, self.settings.event_token)
             threading.Thread(target=_announce, args=announce, daemon=True).start()
@@ -215,9 +222,11 @@ def _announce(sink: str, result: dict[str, Any], token: str | None) -> None:
         log.warning("could not announce ingested observations to %s: %s", sink, exc)
 
 
-def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, openapi: dict) -> Starlette:
+def create_ingest_app(
+    settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache, openapi: dict
+) -> Starlette:
     """The ingest ASGI app."""
-    service = IngestService(settings, db, metrics)
+    service = IngestService(settings, db, metrics, cache)
     routes = [
         Route("/v1/observations", handled(service.observations), methods=["POST"]),
         Route("/v1/series/{series_id}", handled(service.put_series), methods=["PUT"]),

@@ -62,6 +62,12 @@ class ServiceMetrics:
             ["table"],
             registry=self.registry,
         )
+        self.cache = Counter(
+            "pefm_cache_requests",
+            "Cache lookups by backend (redis, memory), kind (state, answer, ...) and result (hit, miss, error)",
+            ["backend", "kind", "result"],
+            registry=self.registry,
+        )
         self.start_to_ready = Gauge(
             "pefm_start_to_ready_seconds",
             "Process start to ready",

@@ -15,6 +15,7 @@ the series' units from the level where the conditioning data end (see ``forecast
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 from collections import OrderedDict
 from datetime import datetime
@@ -29,8 +30,9 @@ from pefm.data.validation import ValidationError, check_frequency
 from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.forecasting.bundle import fit_data
 from pefm.forecasting.levels import anchor_at, level_forecast, rebased_anchor
-from pefm.forecasting.panel import load_panel, member_data
+from pefm.forecasting.panel import load_panel, member_data, panel_from_json, panel_to_json
 from pefm.forecasting.training import estimator
+from pefm.serving.cache import STATE_TTL
 from pefm.serving.http import ApiError
 
 if TYPE_CHECKING:
@@ -141,8 +143,7 @@ def _member_for(server: ModelServer, series_id: str, state: Conditioning) -> Bas
         kept = _conditioned_members.get(key)
     if kept is not None and kept[0] == state.generation:
         return kept[1]
-    with server.db.connection() as conn:
-        panel = load_panel(conn, member.series_ids_, as_of=state.data_as_of)
+    panel = _panel(server, list(member.series_ids_), state.data_as_of)
     fresh = copy.deepcopy(member).update(member_data(member, panel, series_id))
     with _cache:
         _conditioned_members[key] = (state.generation, fresh)
@@ -189,14 +190,22 @@ def _estimated_at(version_id: str, family: str, params: dict[str, Any], as_of: d
 
 def _panel(server: ModelServer, series_ids: list[str], as_of: datetime) -> pd.DataFrame:
     """The series as known at ``as_of``; the last few reads are kept (a what-if reads the same
-    data as the plain forecast, request after request, until new data arrive)."""
-    key = (server.version.id, tuple(series_ids), as_of)
+    data as the plain forecast, request after request, until new data arrive), and with a shared
+    cache kept there too, for every replica (the feature store: read from PostgreSQL once)."""
+    key = (tuple(series_ids), as_of)
     with _cache:
         if (panel := _panels.get(key)) is not None:
             _panels.move_to_end(key)
             return panel
-    with server.db.connection() as conn:
-        panel = load_panel(conn, series_ids, as_of=as_of)
+    shared = server.cache if server.cache.shared else None
+    shared_key = f"{hashlib.sha256(','.join(series_ids).encode()).hexdigest()[:24]}:{as_of.timestamp():.6f}"
+    if shared is not None and (text := shared.get("panel", shared_key)) is not None:
+        panel = panel_from_json(text)
+    else:
+        with server.db.connection() as conn:
+            panel = load_panel(conn, series_ids, as_of=as_of)
+        if shared is not None:
+            shared.set("panel", shared_key, panel_to_json(panel), STATE_TTL)
     with _cache:
         _panels[key] = panel
         while len(_panels) > _PANELS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -124,6 +124,26 @@ def read_artifact(conn: psycopg.Connection, version_id: str) -> tuple[bytes, str
     if row is None:
         raise UnknownModelError(f"unknown model version {version_id!r}")
     return bytes(row[0]), row[1]
+
+
+def read_signature(conn: psycopg.Connection, version_id: str) -> Signature | None:
+    """The trainer's signature over a version (None: registered unsigned)."""
+    row = conn.execute(
+        "SELECT artifact_key, artifact_signature FROM model_versions WHERE id = %s", (version_id,)
+    ).fetchone()
+    if row is None:
+        raise UnknownModelError(f"unknown model version {version_id!r}")
+    return Signature(row[0], bytes(row[1])) if row[0] is not None else None
+
+
+def version_to_json(version: ModelVersion) -> dict[str, Any]:
+    """A version's row as JSON-ready values (``version_from_json`` reads it back)."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(version).items()}
+
+
+def version_from_json(data: dict[str, Any]) -> ModelVersion:
+    moments = ("data_as_of", "created_at", "status_changed_at")
+    return ModelVersion(**{k: datetime.fromisoformat(v) if k in moments else v for k, v in data.items()})
 
 
 def verify_signature(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> None:

@@ -173,6 +173,25 @@ resource "kubernetes_secret_v1" "tokens" {
   data = { for name, token in random_password.token : name => token.result }
 }
 
+# The cache (knative/cache, applied with `kubectl apply -k knative/cache`): the Valkey server's
+# password, and the URL the inference revisions and ingest reach it at. Without the cache the
+# Secret is unused and every function caches in its own memory.
+resource "random_password" "cache" {
+  length  = 40
+  special = false
+}
+
+resource "kubernetes_secret_v1" "cache" {
+  metadata {
+    name      = "pefm-cache"
+    namespace = kubernetes_namespace_v1.pefm.metadata[0].name
+  }
+  data = {
+    password = random_password.cache.result
+    url      = "redis://:${random_password.cache.result}@pefm-cache.${kubernetes_namespace_v1.pefm.metadata[0].name}.svc.cluster.local:6379/0"
+  }
+}
+
 # Pull Secret for private ghcr.io packages: reference it from the ServiceAccounts the pods run as
 # (see terraform/README.md); public packages need none.
 resource "kubernetes_secret_v1" "registry" {

@@ -21,7 +21,7 @@ output "database_cluster" {
 }
 
 output "namespace" {
-  description = "Namespace holding the pefm-database, pefm-tokens and pefm-signing Secrets, where the Knative Services go."
+  description = "Namespace holding the pefm-database, pefm-tokens, pefm-signing and pefm-cache Secrets, where the Knative Services go."
   value       = kubernetes_namespace_v1.pefm.metadata[0].name
 }
 

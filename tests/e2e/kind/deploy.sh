@@ -44,7 +44,7 @@ new_signing_key() {
 }
 
 create_secrets() {
-    log "Secrets pefm-postgres, pefm-database, pefm-tokens and pefm-signing (random for this run)"
+    log "Secrets pefm-postgres, pefm-database, pefm-tokens, pefm-signing and pefm-cache (random for this run)"
     local name file pairs=()
     new_secret db-password
     file=$(secret_file database-url)
@@ -68,6 +68,12 @@ create_secrets() {
     secret pefm-tokens "${pairs[@]}"
     new_signing_key
     secret pefm-signing "private=$(secret_file signing-key)" "public=$(secret_file verify-key)"
+    # the cache (knative/cache): its password, and the URL inference and ingest reach it at
+    new_secret cache-password
+    file=$(secret_file cache-url)
+    (umask 077 && printf 'redis://:%s@pefm-cache.%s.svc.cluster.local:6379/0' \
+        "$(<"$(secret_file cache-password)")" "$NS" >"$file")
+    secret pefm-cache "password=$(secret_file cache-password)" "url=$file"
 }
 
 # fixture FILE IMAGE: apply one of this folder's fixtures with its placeholder image (the
@@ -175,6 +181,9 @@ main() {
     log "PostgreSQL ($POSTGRES_IMAGE)"
     fixture postgres.yaml "$POSTGRES_IMAGE"
     wait_deployments "$NS" 300
+    log "cache (knative/cache)"
+    kubectl apply -k "$REPO_ROOT/knative/cache"
+    kubectl -n "$NS" rollout status statefulset/pefm-cache --timeout=300s
 
     deploy_pefm
     deploy_canary

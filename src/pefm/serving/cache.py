@@ -1,0 +1,210 @@
+"""The cache seam: Redis (or Valkey) shared by every replica, or this process's memory.
+
+With ``PEFM_REDIS_URL`` an inference replica keeps in Redis what any replica of the same version
+can reuse, PostgreSQL staying the source of truth (everything here is rebuilt from it on a miss):
+
+- ``state``: the version's registry row, its signature, its series' metadata and the forecasts
+  precomputed at registration: all a replica needs to become ready and answer plain requests;
+- ``conditioning``: per series, the precomputed forecasts as last re-conditioned on new data
+  (``serving.freshness``), so a new replica starts from the latest ones;
+- ``artifact``: the model's bytes (signature- and sha256-checked on every load, like the
+  registry's: a changed byte is refused, never unpickled);
+- ``panel``: the feature store, each group's transformed history as known at a moment (the data
+  what-if and as-of answers are computed from);
+- ``answer``: model-path answers (as-of, what-if, other levels, horizons or spaces) under a key
+  holding the version, the series, the data vintage and the request, for ``PEFM_CACHE_TTL_SECONDS``.
+
+Ingest publishes the series it changed on ``pefm:observations``; every replica hears it and
+re-conditions. Only commands Valkey also serves are used (GET, SET EX, HSET, HGETALL, EXPIRE,
+PUBLISH, SUBSCRIBE). The memory bound of a shared cache is the server's ``maxmemory`` with an
+``allkeys-lru`` policy (the manifests set both); an entry over ``MAX_ENTRY_BYTES`` is not cached.
+
+Redis away: every lookup counts as ``error`` in ``pefm_cache_requests_total`` and falls through
+to memory and PostgreSQL; after a failure Redis is not asked again for ``RETRY_SECONDS`` (so an
+outage costs requests nothing), then the next lookup tries again: recovery needs no restart.
+
+Without a URL the cache is this process's memory, bounded by ``PEFM_CACHE_MAX_BYTES`` (least
+recently used out), and holds only answers: the rest is already in the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
+    from pefm.config import Settings
+
+log = logging.getLogger(__name__)
+PREFIX = "pefm:1:"
+"""Every key's prefix; the number changes when an entry's format does (old entries then expire)."""
+OBSERVATIONS = "pefm:observations"
+"""The channel ingest announces changed series on (JSON ``{"series": [...]}``; ``null``: all)."""
+MAX_ENTRY_BYTES = 256 * 1024 * 1024
+RETRY_SECONDS = 2.0
+STATE_TTL = 7 * 24 * 3600
+"""Seconds a version's state, conditioning, artifact and panels live after their last write."""
+
+
+class Cache:
+    """What both caches share: counting each lookup by kind and result."""
+
+    backend = "memory"
+    shared = False
+    """True when other processes see the entries: only then are states, artifacts and panels kept."""
+
+    def __init__(self, counter: Counter | None):
+        self._counter = counter
+
+    def count(self, kind: str, result: str) -> None:
+        if self._counter is not None:
+            self._counter.labels(self.backend, kind, result).inc()
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def set(self, kind: str, key: str, value: bytes, ttl: int) -> None:
+        raise NotImplementedError
+
+    def publish(self, channel: str, message: str) -> None:
+        """Announce ``message`` to every process listening (in memory there is none: PostgreSQL's
+        channel carries the announcements)."""
+
+
+class MemoryCache(Cache):
+    """This process's own: least recently used out beyond ``max_bytes``, entries expire."""
+
+    def __init__(self, counter: Counter | None, max_bytes: int):
+        super().__init__(counter)
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[float, bytes, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        full = f"{kind}:{key}"
+        with self._lock:
+            entry = self._entries.get(full)
+            if entry is not None and entry[0] < time.monotonic():
+                self._pop(full)
+                entry = None
+            if entry is not None:
+                self._entries.move_to_end(full)
+        self.count(kind, "miss" if entry is None else "hit")
+        return None if entry is None else entry[1]
+
+    def set(self, kind: str, key: str, value: bytes, ttl: int) -> None:
+        size = len(value)
+        if size > self.max_bytes:
+            return
+        full = f"{kind}:{key}"
+        with self._lock:
+            if full in self._entries:
+                self._pop(full)
+            self._entries[full] = (time.monotonic() + ttl, value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._pop(next(iter(self._entries)))
+
+    def _pop(self, full: str) -> None:
+        self._bytes -= self._entries.pop(full)[2]
+
+
+class RedisCache(Cache):
+    """Redis or Valkey at ``url``, shared by every process that names it."""
+
+    backend = "redis"
+    shared = True
+
+    def __init__(self, counter: Counter | None, url: str):
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        super().__init__(counter)
+        self.url = url
+        # no retries of its own: a failure opens the breaker below instead of holding a request
+        self._options = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0, "retry": Retry(NoBackoff(), 0)}
+        self._client = redis.Redis.from_url(url, **self._options)
+        self._down_until = 0.0
+        self._errors = redis.RedisError, OSError
+
+    def _call(self, kind: str, command: Callable[[], object]) -> tuple[bool, object]:
+        """(True, result) or (False, None) when Redis is away (counted as an error)."""
+        if time.monotonic() < self._down_until:
+            self.count(kind, "error")
+            return False, None
+        try:
+            return True, command()
+        except self._errors as exc:
+            if self._down_until == 0.0 or time.monotonic() > self._down_until + RETRY_SECONDS:
+                log.warning("cache unavailable (%s: %s); serving without it", type(exc).__name__, exc)
+            self._down_until = time.monotonic() + RETRY_SECONDS
+            self.count(kind, "error")
+            return False, None
+
+    def get(self, kind: str, key: str) -> bytes | None:
+        ok, value = self._call(kind, lambda: self._client.get(PREFIX + f"{kind}:{key}"))
+        if ok:
+            self.count(kind, "miss" if value is None else "hit")
+        return value  # type: ignore[return-value]
+
+    def set(self, kind: str, key: str, value: bytes, ttl: int) -> None:
+        if len(value) <= MAX_ENTRY_BYTES:
+            self._call(kind, lambda: self._client.set(PREFIX + f"{kind}:{key}", value, ex=ttl))
+
+    def get_fields(self, kind: str, key: str) -> dict[str, bytes]:
+        ok, value = self._call(kind, lambda: self._client.hgetall(PREFIX + f"{kind}:{key}"))
+        if ok:
+            self.count(kind, "hit" if value else "miss")
+        return {k.decode(): v for k, v in (value or {}).items()}  # type: ignore[union-attr]
+
+    def set_fields(self, kind: str, key: str, fields: dict[str, bytes], ttl: int) -> None:
+        full = PREFIX + f"{kind}:{key}"
+
+        def write() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(full, mapping=fields).expire(full, ttl).execute()
+
+        self._call(kind, write)
+
+    def publish(self, channel: str, message: str) -> None:
+        self._call("publish", lambda: self._client.publish(channel, message))
+
+    def listen(self, channel: str, on_message: Callable[[str | None], None], stopping: threading.Event) -> None:
+        """Subscribe on a connection of its own; after a lost connection, ``on_message(None)``
+        (announcements sent meanwhile are lost: everything may have changed)."""
+        import redis
+
+        backoff, lost = 1.0, False
+        while not stopping.is_set():
+            try:
+                client = redis.Redis.from_url(self.url, **{**self._options, "socket_timeout": None})
+                with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    pubsub.subscribe(channel)
+                    if lost:
+                        on_message(None)
+                    backoff, lost = 1.0, False
+                    while not stopping.is_set():
+                        message = pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "message":
+                            on_message(message["data"].decode())
+            except self._errors as exc:
+                if not lost:
+                    log.warning("cache channel %s lost (%s); resubscribing", channel, type(exc).__name__)
+                lost = True
+                stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+
+def open_cache(settings: Settings, counter: Counter | None) -> Cache:
+    """Redis when ``PEFM_REDIS_URL`` is set, else this process's memory."""
+    if settings.redis_url:
+        return RedisCache(counter, settings.redis_url)
+    return MemoryCache(counter, settings.cache_max_bytes)

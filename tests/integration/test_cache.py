@@ -1,0 +1,101 @@
+"""The cache backends: Redis (a real ``redis-server``) and this process's memory."""
+
+import threading
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from pefm.serving.cache import OBSERVATIONS, PREFIX, RETRY_SECONDS, MemoryCache, RedisCache
+from tests.redis_server import RedisServer
+
+
+def counter() -> Counter:
+    return Counter("pefm_cache_requests", "test", ["backend", "kind", "result"], registry=CollectorRegistry())
+
+
+def counted(c: Counter, backend: str, kind: str, result: str) -> float:
+    return c.labels(backend, kind, result)._value.get()
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = RedisServer(tmp_path / "redis").start()
+    yield running
+    running.kill()
+
+
+def test_memory_cache_is_bounded_least_recently_used_out_and_expires():
+    c = counter()
+    cache = MemoryCache(c, max_bytes=30)
+    cache.set("answer", "a", b"x" * 10, ttl=60)
+    cache.set("answer", "b", b"y" * 10, ttl=60)
+    assert cache.get("answer", "a") == b"x" * 10  # a is now the most recently used
+    cache.set("answer", "c", b"z" * 15, ttl=60)  # 35 bytes: b, the least recently used, goes
+    assert cache.get("answer", "b") is None
+    assert cache.get("answer", "a") == b"x" * 10 and cache.get("answer", "c") == b"z" * 15
+    cache.set("answer", "big", b"w" * 31, ttl=60)  # larger than the bound: not kept, nothing evicted
+    assert cache.get("answer", "big") is None and cache.get("answer", "a") is not None
+    cache.set("answer", "short", b"s", ttl=0)
+    time.sleep(0.01)
+    assert cache.get("answer", "short") is None
+    assert counted(c, "memory", "answer", "hit") == 4 and counted(c, "memory", "answer", "miss") == 3
+
+
+def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
+    c = counter()
+    cache = RedisCache(c, server.url)
+    assert cache.get("state", "v1") is None
+    cache.set("state", "v1", b"\x00state", ttl=100)
+    assert cache.get("state", "v1") == b"\x00state"
+    cache.set_fields("conditioning", "v1", {"realgdp": b"1", "unemp": b"2"}, ttl=100)
+    cache.set_fields("conditioning", "v1", {"realgdp": b"3"}, ttl=200)
+    assert cache.get_fields("conditioning", "v1") == {"realgdp": b"3", "unemp": b"2"}
+    direct = server.client()
+    assert 0 < direct.ttl(PREFIX + "state:v1") <= 100
+    assert 100 < direct.ttl(PREFIX + "conditioning:v1") <= 200
+    assert counted(c, "redis", "state", "miss") == 1 and counted(c, "redis", "state", "hit") == 1
+
+
+def test_redis_away_costs_one_timeout_then_nothing_until_it_is_tried_again(server):
+    c = counter()
+    cache = RedisCache(c, server.url)
+    cache.set("answer", "k", b"v", ttl=100)
+    server.kill()
+    started = time.monotonic()
+    assert cache.get("answer", "k") is None  # refused at once on loopback
+    for _ in range(100):  # the breaker is open: Redis is not asked
+        assert cache.get("answer", "k") is None
+    assert time.monotonic() - started < 1.0
+    assert counted(c, "redis", "answer", "error") == 101
+    server.start()  # the same port, empty
+    time.sleep(RETRY_SECONDS)
+    cache.set("answer", "k", b"again", ttl=100)
+    assert cache.get("answer", "k") == b"again"
+
+
+def test_announcements_reach_a_listener_and_a_lost_channel_says_everything_may_have_changed(server):
+    cache = RedisCache(None, server.url)
+    heard: list[str | None] = []
+    stopping = threading.Event()
+    listener = threading.Thread(target=cache.listen, args=(OBSERVATIONS, heard.append, stopping), daemon=True)
+    listener.start()
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(heard) < n and time.monotonic() < deadline:
+            if server.process is not None:
+                cache.publish(OBSERVATIONS, '{"series": ["realgdp"]}')
+            time.sleep(0.2)
+
+    wait_for(1)  # published until the subscription is in place
+    assert heard[0] == '{"series": ["realgdp"]}'
+    server.kill()
+    time.sleep(0.5)
+    server.start()
+    heard.clear()
+    wait_for(2)
+    stopping.set()
+    assert heard[0] is None, heard  # resubscribed: what was sent meanwhile is lost
+    assert '{"series": ["realgdp"]}' in heard[1:]
+    listener.join(5)
