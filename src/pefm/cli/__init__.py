@@ -26,11 +26,13 @@ models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 knative_app = typer.Typer(help="Knative manifests.", no_args_is_help=True)
 rollout_app = typer.Typer(help="Blue-green rollouts by traffic splitting.", no_args_is_help=True)
 drift_app = typer.Typer(help="Drift monitoring.", no_args_is_help=True)
+tracking_app = typer.Typer(help="MLflow, mirroring the registry (PEFM_MLFLOW_TRACKING_URI).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(knative_app, name="knative")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(drift_app, name="drift")
+app.add_typer(tracking_app, name="tracking")
 app.add_typer(data_app, name="data")
 app.add_typer(series_app, name="series")
 
@@ -73,3 +75,4 @@ from pefm.cli import knative as _knative  # noqa: E402,F401
 from pefm.cli import local as _local  # noqa: E402,F401
 from pefm.cli import rollout as _rollout  # noqa: E402,F401
 from pefm.cli import serve as _serve  # noqa: E402,F401
+from pefm.cli import tracking as _tracking  # noqa: E402,F401

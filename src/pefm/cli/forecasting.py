@@ -11,7 +11,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from pefm.cli import app, console, models_app, open_db, progress_bar
+from pefm.cli import app, console, err, models_app, open_db, progress_bar
 from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
@@ -111,6 +111,7 @@ def backtest(
     refit_every: int = 1,
 ) -> None:
     """Rolling-origin backtest of a model (or a registered version) on data as known at each cutoff."""
+    from pefm.config import get_settings
     from pefm.forecasting.training import run_backtest
     from pefm.storage.model_versions import get_version, set_backtest
 
@@ -133,8 +134,16 @@ def backtest(
                 on_window=_advance(progress, task, model),
             )
         if version:
-            set_backtest(conn, version, run.summary(spec))
+            set_backtest(conn, version, run.summary(spec))  # the MLflow mirror logs it to the version's run
     _print_scores(run.scores)
+    if not version and (uri := get_settings().mlflow_tracking_uri):
+        from pefm.tracking import log_backtest
+
+        try:
+            run_id = log_backtest(uri, model, params or {}, ids, run.summary(spec))
+            console.print(f"logged to MLflow: run {run_id} of experiment pefm-backtests")
+        except Exception as exc:  # the backtest stands on its own: MLflow's failure is only reported
+            err.print(f"[yellow]not logged to MLflow:[/yellow] {type(exc).__name__}: {exc}")
     if version:
         console.print(f"stored the backtest with {version}")
 

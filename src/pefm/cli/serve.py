@@ -51,6 +51,7 @@ def _serve_rollout(host: str, port: int) -> None:
     """The rollout API. Locally it runs the controller loop over the local router; on a cluster
     (PEFM_KNATIVE_NAMESPACE) Flagger runs the rollouts and the API serves its webhooks."""
     import asyncio
+    import threading
 
     import hypercorn.asyncio
     import hypercorn.config
@@ -73,10 +74,16 @@ def _serve_rollout(host: str, port: int) -> None:
         else:
             loop = ControllerLoop(ctl)
             loop.start()
+        stopping = threading.Event()
+        if settings.mlflow_tracking_uri:  # the registry's changes, mirrored into MLflow as they commit
+            from pefm.tracking import Mirror
+
+            Mirror(db.url, settings.mlflow_tracking_uri, stopping).start()
         config = hypercorn.config.Config()
         config.bind = [f"{host}:{port}"]
         try:
             asyncio.run(hypercorn.asyncio.serve(create_rollout_app(settings, ctl, spec, hooks, operator), config))
         finally:
+            stopping.set()
             if loop is not None:
                 loop.stop.set()

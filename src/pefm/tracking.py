@@ -1,0 +1,330 @@
+"""MLflow as a mirror of PEFM's registry (``PEFM_MLFLOW_TRACKING_URI``; the ``tracking`` extra).
+
+PEFM's registry stays the source of truth; ``sync`` makes MLflow say the same, and can run any
+number of times (it only adds what is missing and moves what changed):
+
+- every model version is a run in experiment ``pefm`` (tag ``pefm.version_id``), started when the
+  version was trained: its parameters (family, the model's parameters, series, data cut-off, data
+  and artifact sha256, parent), its backtest's metrics per series and horizon
+  (``<series>/<metric>/h<k>``, pooled ``<series>/<metric>``) and their medians over the series
+  (``median/<metric>/h<k>``), the gate report and the backtest summary as JSON artifacts, and the
+  model artifact itself (the signed bytes, ``model/artifact.pkl``, next to ``model/version.json``);
+  a retrain's run says so (tag ``pefm.retrain_of``: the version it was trained to replace); a
+  backtest stored later (``pefm backtest --version``) or a gate report (``pefm gate``, retraining)
+  is logged to the same run when it appears (metric ``gate/passed``, ``gate_report.json``);
+- every version is a version of the registered model ``pefm`` (source: its run's ``model``
+  folder), tagged with its PEFM id and registry status;
+- a backtest that registers nothing (``pefm backtest`` of a family) is a run of experiment
+  ``pefm-backtests`` (``log_backtest``);
+- alias ``champion`` names the serving version and ``challenger`` the version an unfinished
+  rollout moves traffic to; both move (or go) with the registry's transitions: promotions,
+  rollbacks, rejections.
+
+Nothing is read back from MLflow: a run deleted there is made again at the next sync. The
+registry announces every change on PostgreSQL's channel ``pefm_registry`` when it commits
+(migration 0013: versions registered, status and gate report changes, rollouts started and
+ended, whoever made them: training, retraining, the local controller, Flagger's webhooks); a
+``Mirror`` listens and syncs, in the rollout API (``pefm serve rollout``) or on its own (``pefm
+tracking sync --follow``); ``pefm tracking sync`` once. A failing MLflow never fails the change
+itself: it is logged and the next sync catches up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from pefm.storage.model_versions import ModelVersion
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "pefm"
+BACKTESTS = "pefm-backtests"
+MODEL = "pefm"
+CHAMPION, CHALLENGER = "champion", "challenger"
+_FINISHED = ("Succeeded", "Failed", "RolledBack")
+
+
+@dataclass
+class SyncReport:
+    runs_created: list[str]
+    versions_created: list[str]
+    champion: str | None
+    challenger: str | None
+
+
+def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
+    """Mirror the registry into MLflow at ``tracking_uri`` (see the module's docstring)."""
+    from mlflow import MlflowClient
+
+    from pefm.storage.model_versions import list_versions
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    runs = {
+        run.data.tags["pefm.version_id"]: run
+        for run in client.search_runs([experiment_id], max_results=50_000)
+        if "pefm.version_id" in run.data.tags
+    }
+    if not client.search_registered_models(filter_string=f"name = '{MODEL}'"):
+        client.create_registered_model(MODEL, description="PEFM's registry, mirrored (pefm.tracking)")
+    mirrored = {mv.tags.get("pefm.version_id"): mv for mv in client.search_model_versions(f"name = '{MODEL}'")}
+    report = SyncReport([], [], None, None)
+    versions = sorted(list_versions(conn), key=lambda v: v.created_at)  # MLflow numbers them in this order
+    for version in versions:
+        if version.id not in runs:
+            runs[version.id] = _log_run(conn, client, experiment_id, version)
+            report.runs_created.append(version.id)
+        run_id, tags = runs[version.id].info.run_id, runs[version.id].data.tags
+        if tags.get("pefm.record") != _digest(version):  # a backtest stored or a gate report made since
+            _record(client, run_id, version)
+        if tags.get("pefm.status") != version.status:
+            client.set_tag(run_id, "pefm.status", version.status)
+        mv = mirrored.get(version.id)
+        if mv is None:
+            mv = client.create_model_version(
+                MODEL,
+                source=f"runs:/{run_id}/model",
+                run_id=run_id,
+                tags={"pefm.version_id": version.id},
+                description=f"{version.family} on {', '.join(version.series_ids)[:200]}",
+            )
+            mirrored[version.id] = mv
+            report.versions_created.append(version.id)
+        if mv.tags.get("pefm.status") != version.status:
+            client.set_model_version_tag(MODEL, mv.version, "pefm.status", version.status)
+    serving = next((v.id for v in versions[::-1] if v.status == "serving"), None)
+    row = conn.execute(
+        "SELECT green_model_version FROM rollouts WHERE phase <> ALL(%s) ORDER BY created_at DESC LIMIT 1",
+        (list(_FINISHED),),
+    ).fetchone()
+    candidate = row[0] if row and row[0] in mirrored and row[0] != serving else None
+    for alias, version_id in ((CHAMPION, serving), (CHALLENGER, candidate)):
+        _point(client, alias, mirrored[version_id].version if version_id else None)
+    report.champion, report.challenger = serving, candidate
+    return report
+
+
+class Mirror:
+    """Sync on every announcement of ``pefm_registry`` (gathered for ``settle`` seconds), and every
+    ``every`` seconds anyway; with a connection of its own, reconnecting when it is lost."""
+
+    def __init__(
+        self, url: str, tracking_uri: str, stopping: threading.Event, *, every: float = 300.0, settle: float = 1.0
+    ):
+        self.url, self.tracking_uri, self.stopping = url, tracking_uri, stopping
+        self.every, self.settle = every, settle
+        self.synced = threading.Event()
+        """Set after each sync that succeeded (tests wait on it)."""
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="pefm-mlflow-mirror", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        import psycopg
+
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute("LISTEN pefm_registry")
+                    while not self.stopping.is_set():
+                        self._sync(conn)
+                        self._wait(conn)
+                        backoff = 1.0
+            except Exception as exc:  # the database away: retry, then sync everything
+                log.warning("MLflow mirror paused (%s: %s); retrying in %.0f s", type(exc).__name__, exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    def _sync(self, conn) -> None:
+        try:
+            report = sync(conn, self.tracking_uri)
+        except Exception as exc:  # MLflow away or refusing: the registry is the truth, mirror later
+            import psycopg
+
+            if isinstance(exc, psycopg.Error):
+                raise
+            log.warning("MLflow mirror not updated (%s: %s); retrying later", type(exc).__name__, exc)
+            return
+        if report.runs_created or report.versions_created:
+            log.info("MLflow mirror: runs for %s", ", ".join(report.runs_created) or "none")
+        self.synced.set()
+
+    def _wait(self, conn) -> None:
+        """Until an announcement (then ``settle`` seconds more, gathering the rest) or ``every``."""
+        deadline = time.monotonic() + self.every
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            if any(True for _ in conn.notifies(timeout=min(1.0, deadline - time.monotonic()), stop_after=1)):
+                self.stopping.wait(self.settle)
+                for _ in conn.notifies(timeout=0.01):
+                    pass
+                return
+
+
+def log_backtest(
+    tracking_uri: str, family: str, params: dict[str, Any], series_ids: list[str], summary: dict[str, Any]
+) -> str:
+    """A backtest that registers nothing (``pefm backtest`` of a family) as a run of experiment
+    ``pefm-backtests``: the family, its parameters, the series and the spec, the metrics as a
+    version's run has them, the summary as an artifact. Its run id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(BACKTESTS)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(BACKTESTS)
+    run_id = client.create_run(experiment_id, tags={"pefm.family": family}).info.run_id
+    now = int(time.time() * 1000)
+    values = {
+        "family": family,
+        "series": ",".join(series_ids)[:6000],
+        **{f"spec.{k}": v for k, v in summary["spec"].items()},
+        **{f"model.{k}": json.dumps(v, default=str)[:6000] for k, v in sorted(params.items())},
+    }
+    items = [Param(k, str(v)) for k, v in values.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+    metrics = [Metric(k, v, now, 0) for k, v in _metrics(summary).items()]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    with tempfile.TemporaryDirectory(prefix="pefm-mlflow-") as tmp:
+        path = Path(tmp) / "backtest.json"
+        path.write_text(json.dumps(summary, indent=1, default=str))
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _point(client, alias: str, version: str | None) -> None:
+    """Point ``alias`` at ``version`` (None: remove it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(MODEL, alias).version
+    except MlflowException:
+        current = None
+    if current == version:
+        return
+    if version is None:
+        client.delete_registered_model_alias(MODEL, alias)
+    else:
+        client.set_registered_model_alias(MODEL, alias, version)
+
+
+def _log_run(conn: psycopg.Connection, client, experiment_id: str, version: ModelVersion):
+    """One version's run, started when it was trained: parameters, tags and the model artifact
+    (``_record`` adds the backtest and the gate report)."""
+    from mlflow.entities import Param
+
+    from pefm.storage.model_versions import read_artifact
+
+    started = int(version.created_at.timestamp() * 1000)
+    tags = {"pefm.version_id": version.id, "pefm.family": version.family, "mlflow.runName": version.id}
+    if version.parent_id:
+        tags["pefm.retrain_of"] = version.parent_id
+    run = client.create_run(experiment_id, start_time=started, tags=tags)
+    params = {
+        "family": version.family,
+        "series": ",".join(version.series_ids)[:6000],
+        "data_as_of": version.data_as_of.isoformat(),
+        "data_sha256": version.data_sha256,
+        "artifact_sha256": version.artifact_sha256,
+        "parent": version.parent_id or "",
+        **{f"model.{k}": json.dumps(v, default=str)[:6000] for k, v in sorted(version.params.items())},
+    }
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow takes 100 parameters per call
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    artifact, _ = read_artifact(conn, version.id)
+    with tempfile.TemporaryDirectory(prefix="pefm-mlflow-") as tmp:
+        folder = Path(tmp)
+        (folder / "artifact.pkl").write_bytes(artifact)
+        (folder / "version.json").write_text(
+            json.dumps({"id": version.id, "family": version.family, "sha256": version.artifact_sha256}, indent=2)
+        )
+        client.log_artifacts(run.info.run_id, str(folder), "model")
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=started)
+    return client.get_run(run.info.run_id)
+
+
+def _record(client, run_id: str, version: ModelVersion) -> None:
+    """The version's backtest (metrics per series and horizon, the summary) and gate report."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in _metrics(version.backtest).items()]
+    if version.gate_report is not None:
+        metrics.append(Metric("gate/passed", float(bool(version.gate_report.get("passed"))), now, 0))
+    for i in range(0, len(metrics), 1000):  # MLflow takes 1,000 metrics per call
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    with tempfile.TemporaryDirectory(prefix="pefm-mlflow-") as tmp:
+        for name, value in (("gate_report", version.gate_report), ("backtest", version.backtest)):
+            if value is not None:
+                path = Path(tmp) / f"{name}.json"
+                path.write_text(json.dumps(value, indent=1, default=str))
+                client.log_artifact(run_id, str(path))
+    client.set_tag(run_id, "pefm.record", _digest(version))
+
+
+def _digest(version: ModelVersion) -> str:
+    """What ``_record`` logged, in 16 hex digits: a changed backtest or gate report is logged again."""
+    text = json.dumps([version.backtest, version.gate_report], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _metrics(backtest: dict[str, Any] | None) -> dict[str, float]:
+    """A stored backtest's metrics under MLflow's key rules (``rmse@h1`` -> ``rmse/h1``), per
+    series and as medians over the series."""
+    if not backtest:
+        return {}
+    out: dict[str, float] = {}
+    by_name: dict[str, list[float]] = {}
+    for series_id, metrics in backtest.get("metrics", {}).items():
+        for name, value in metrics.items():
+            key = name.replace("@", "/")
+            out[f"{series_id}/{key}"] = float(value)
+            by_name.setdefault(key, []).append(float(value))
+    out.update({f"median/{k}": statistics.median(v) for k, v in by_name.items()})
+    return out
+
+
+def run_link(tracking_uri: str, ui_url: str | None, version_id: str, timeout: float = 2.0) -> str | None:
+    """The MLflow UI's page of a version's run (None: not mirrored yet), found through MLflow's
+    REST API (httpx: the dashboard has no MLflow client); ``ui_url``: where a browser reaches the UI
+    (default: the tracking URI)."""
+    import httpx
+
+    base = tracking_uri.rstrip("/")
+    with httpx.Client(timeout=timeout) as client:
+        got = client.get(f"{base}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": EXPERIMENT})
+        if got.status_code == 404 or (got.status_code == 400 and "RESOURCE_DOES_NOT_EXIST" in got.text):
+            return None
+        got.raise_for_status()
+        experiment_id = got.json()["experiment"]["experiment_id"]
+        found = client.post(
+            f"{base}/api/2.0/mlflow/runs/search",
+            json={
+                "experiment_ids": [experiment_id],
+                "filter": f"tags.`pefm.version_id` = '{version_id}'",
+                "max_results": 1,
+            },
+        )
+        found.raise_for_status()
+    runs = found.json().get("runs", [])
+    if not runs:
+        return None
+    return f"{(ui_url or tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{runs[0]['info']['run_id']}"
