@@ -7,6 +7,7 @@ looking at ``os.environ`` itself, so the whole configuration surface is this fil
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -142,6 +143,9 @@ class Settings:
     mlflow_ui_url: str | None = None
     """``PEFM_MLFLOW_UI_URL``: where a browser reaches MLflow's UI (the dashboard's links to runs);
     unset -> the tracking URI."""
+    rate_limit: tuple[int, int] | None = None
+    """``PEFM_RATE_LIMIT``: ``N/S``, at most N requests per S seconds per caller (bearer token, else
+    address) on the public endpoints (``pefm.serving.ratelimit``); unset -> no limit."""
     cache_ttl_seconds: int = 3600
     """``PEFM_CACHE_TTL_SECONDS``: how long a model-path answer (as-of, what-if) stays cached."""
     cache_max_bytes: int = 64 * 1024 * 1024
@@ -216,6 +220,11 @@ class Settings:
         kwargs["role_passwords"] = passwords
         if url := env.get("PEFM_TRAINER_DATABASE_URL", "").strip():
             kwargs["trainer_database_url"] = url
+        if limit := env.get("PEFM_RATE_LIMIT", "").strip():
+            parts = re.fullmatch(r"([0-9]{1,9})/([0-9]{1,5})", limit)
+            if parts is None or int(parts[1]) == 0 or not 0 < int(parts[2]) <= 86400:
+                raise ConfigError(f"PEFM_RATE_LIMIT must be N/S (requests per seconds, e.g. 600/60), not {limit!r}")
+            kwargs["rate_limit"] = (int(parts[1]), int(parts[2]))
         if not str(kwargs.get("redis_url", "redis://")).startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("PEFM_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if "{name}" not in kwargs.get("knative_url", "{name}"):

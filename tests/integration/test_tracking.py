@@ -80,7 +80,7 @@ def end_rollout(conn, rollout: int, candidate: str, previous: str, succeeded: bo
         settle_rollout(conn, candidate=candidate, previous=previous, succeeded=succeeded, reason="test")
 
 
-def test_runs_versions_and_aliases_follow_promotions_and_rollbacks(conn, schema_url, mlflow_uri):
+def test_runs_versions_and_aliases_follow_promotions_and_rollbacks(conn, schema_url, mlflow_uri, tmp_path):
     client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
     load_bundled(conn, bundled(SERIES))
     first, _ = train(conn, "ar", SERIES, spec=BacktestSpec(h=2, windows=4))
@@ -92,9 +92,8 @@ def test_runs_versions_and_aliases_follow_promotions_and_rollbacks(conn, schema_
     assert run.data.tags["pefm.version_id"] == first.id and run.data.params["family"] == "ar"
     assert run.data.metrics["realgdp/rmse/h2"] == pytest.approx(first.backtest["metrics"]["realgdp"]["rmse@h2"])
     assert "median/rmse/h1" in run.data.metrics
-    artifact = Path(client.download_artifacts(run.info.run_id, "model/artifact.pkl", str(ROOT / ".pytest_cache")))
+    artifact = Path(client.download_artifacts(run.info.run_id, "model/artifact.pkl", str(tmp_path)))
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == first.artifact_sha256
-    artifact.unlink()
     # the dashboard's link to the run (MLflow's REST API, no MLflow client)
     link = run_link(mlflow_uri, "http://mlflow.example:5000", first.id)
     assert link.startswith("http://mlflow.example:5000/#/experiments/") and link.endswith(f"/runs/{run.info.run_id}")

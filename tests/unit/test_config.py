@@ -34,6 +34,12 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
         ("PEFM_POOL_MAX_SIZE", "zero"),
         ("PEFM_POOL_MAX_SIZE", "0"),
         ("PEFM_LOG_LEVEL", "LOUD"),
+        ("PEFM_REDIS_URL", "http://cache:6379"),
+        ("PEFM_RATE_LIMIT", "100"),
+        ("PEFM_RATE_LIMIT", "0/60"),
+        ("PEFM_RATE_LIMIT", "\u00b2/60"),
+        ("PEFM_RATE_LIMIT", "10/0"),
+        ("PEFM_CACHE_TTL_SECONDS", "-1"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(name: str, value: str):
@@ -97,3 +103,15 @@ def test_the_local_token_file_is_private_and_kept(tmp_path):
     key = private_key(first["PEFM_SIGNING_KEY"])  # a key pair: the public key is the private key's
     assert key.public_key() == public_key(first["PEFM_VERIFY_KEYS"])
     assert local_secrets(tmp_path, Settings(home=tmp_path)) == first  # generated once
+
+
+def test_the_cache_and_rate_limit_settings():
+    settings = Settings.from_env(
+        {"PEFM_REDIS_URL": "redis://:pw@cache:6379/0", "PEFM_RATE_LIMIT": "600/60", "PEFM_CACHE_TTL_SECONDS": "30"}
+    )
+    assert (settings.redis_url, settings.rate_limit, settings.cache_ttl_seconds) == (
+        "redis://:pw@cache:6379/0",
+        (600, 60),
+        30,
+    )
+    assert "pw" not in repr(settings)

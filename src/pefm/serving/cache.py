@@ -20,8 +20,9 @@ PUBLISH, SUBSCRIBE). The memory bound of a shared cache is the server's ``maxmem
 ``allkeys-lru`` policy (the manifests set both); an entry over ``MAX_ENTRY_BYTES`` is not cached.
 
 Redis away: every lookup counts as ``error`` in ``pefm_cache_requests_total`` and falls through
-to memory and PostgreSQL; after a failure Redis is not asked again for ``RETRY_SECONDS`` (so an
-outage costs requests nothing), then the next lookup tries again: recovery needs no restart.
+to what the process holds and to PostgreSQL (answers are computed again). After a failure Redis
+is not asked again for ``RETRY_SECONDS`` (so an outage costs requests nothing), then the next
+lookup tries again: recovery needs no restart.
 
 Without a URL the cache is this process's memory, bounded by ``PEFM_CACHE_MAX_BYTES`` (least
 recently used out), and holds only answers: the rest is already in the process.
@@ -29,11 +30,13 @@ recently used out), and holds only answers: the rest is already in the process.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -50,6 +53,12 @@ MAX_ENTRY_BYTES = 256 * 1024 * 1024
 RETRY_SECONDS = 2.0
 STATE_TTL = 7 * 24 * 3600
 """Seconds a version's state, conditioning, artifact and panels live after their last write."""
+
+
+def panel_key(series_ids, as_of: datetime) -> str:
+    """The ``panel`` key of these series as known at ``as_of``."""
+    ids = hashlib.sha256(",".join(series_ids).encode()).hexdigest()[:24]
+    return f"{ids}:{as_of.timestamp():.6f}"
 
 
 class Cache:
@@ -76,6 +85,11 @@ class Cache:
         """Announce ``message`` to every process listening (in memory there is none: PostgreSQL's
         channel carries the announcements)."""
 
+    def count_request(self, key: str, window: int) -> int | None:
+        """Requests counted under ``key`` in the current ``window``-second window, this one
+        included (None: the count is unavailable, Redis away)."""
+        raise NotImplementedError
+
 
 class MemoryCache(Cache):
     """This process's own: least recently used out beyond ``max_bytes``, entries expire."""
@@ -86,6 +100,7 @@ class MemoryCache(Cache):
         self._entries: OrderedDict[str, tuple[float, bytes, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._windows: dict[tuple[str, int], int] = {}
 
     def get(self, kind: str, key: str) -> bytes | None:
         full = f"{kind}:{key}"
@@ -114,6 +129,14 @@ class MemoryCache(Cache):
 
     def _pop(self, full: str) -> None:
         self._bytes -= self._entries.pop(full)[2]
+
+    def count_request(self, key: str, window: int) -> int | None:
+        index = int(time.time() // window)
+        with self._lock:
+            if len(self._windows) > 100_000:  # a bound: windows past are dropped
+                self._windows = {k: v for k, v in self._windows.items() if k[1] == index}
+            n = self._windows[key, index] = self._windows.get((key, index), 0) + 1
+        return n
 
 
 class RedisCache(Cache):
@@ -176,6 +199,16 @@ class RedisCache(Cache):
 
     def publish(self, channel: str, message: str) -> None:
         self._call("publish", lambda: self._client.publish(channel, message))
+
+    def count_request(self, key: str, window: int) -> int | None:
+        full = f"{PREFIX}rate:{key}:{int(time.time() // window)}"
+
+        def incr() -> int:
+            with self._client.pipeline(transaction=True) as pipe:
+                return pipe.incr(full).expire(full, window + 1).execute()[0]
+
+        ok, n = self._call("rate", incr)
+        return n if ok else None  # type: ignore[return-value]
 
     def listen(self, channel: str, on_message: Callable[[str | None], None], stopping: threading.Event) -> None:
         """Subscribe on a connection of its own; after a lost connection, ``on_message(None)``

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from pefm.serving.cache import OBSERVATIONS
+from pefm.serving.cache import OBSERVATIONS, STATE_TTL, Cache, panel_key
 from pefm.storage.observations import OBSERVATIONS_CHANNEL
 
 if TYPE_CHECKING:
@@ -43,12 +43,14 @@ Updates = dict[str, tuple[list[dict[str, Any]], float, datetime]]
 """Per series: precomputed rows of both spaces, the anchor level, the moment the data were read."""
 
 
-def condition_on_latest(model, db: Database, series_ids: list[str]) -> Updates:
+def condition_on_latest(model, db: Database, series_ids: list[str], cache: Cache | None = None) -> Updates:
     """``model`` conditioned on the data as known now, for ``series_ids`` (and the series their
     members forecast jointly): the forecasts a plain request is answered from, in both spaces. A
     member whose new data cannot be used (e.g. a value a log transform refuses) or whose update
-    fails keeps its forecasts, with a warning; the others go ahead."""
-    from pefm.forecasting.panel import load_panel, member_data
+    fails keeps its forecasts, with a warning; the others go ahead. With a shared ``cache`` the
+    panels read are kept there: the latest history of each group, which the replicas' model-path
+    answers on the new data start from."""
+    from pefm.forecasting.panel import load_panel, member_data, panel_to_json
     from pefm.forecasting.registry import precompute
 
     members: dict[int, tuple[Any, str]] = {}
@@ -61,6 +63,8 @@ def condition_on_latest(model, db: Database, series_ids: list[str]) -> Updates:
         for member, first in members.values():
             try:
                 panel = load_panel(conn, member.series_ids_, as_of=now)
+                if cache is not None:
+                    cache.set("panel", panel_key(member.series_ids_, now), panel_to_json(panel), STATE_TTL)
                 fresh = copy.deepcopy(member).update(member_data(member, panel, first))
                 pre = precompute(fresh, panel)
             except Exception as exc:  # this member only: the others must not wait on it
@@ -177,7 +181,7 @@ class Reconditioner:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_start,
-                initargs=(self.server.db.url, server.version.id),
+                initargs=(self.server.db.url, server.version.id, server.settings.redis_url),
             )
         updates = self._pool.submit(_worker_refresh, ids).result()
         if updates:
@@ -196,22 +200,23 @@ class Reconditioner:
 _worker: dict[str, Any] = {}
 
 
-def _worker_start(url: str, version_id: str) -> None:
-    """In the worker process: the database and the version's model (signature- and sha256-checked), once. It runs
-    at a lower CPU priority: serving requests comes first."""
+def _worker_start(url: str, version_id: str, redis_url: str | None) -> None:
+    """In the worker process: the database, the version's model (signature- and sha256-checked)
+    and the shared cache, once. It runs at a lower CPU priority: serving requests comes first."""
     import os
 
     from pefm.config import get_settings
     from pefm.forecasting.registry import load_model
+    from pefm.serving.cache import RedisCache
+    from pefm.storage.database import Database
     from pefm.storage.signing import trusted_keys
 
     os.nice(10)
-    from pefm.storage.database import Database
-
     db = Database(url, max_size=1)
     with db.connection() as conn:
         _worker.update(db=db, model=load_model(conn, version_id, trusted_keys(get_settings())))
+    _worker["cache"] = RedisCache(None, redis_url) if redis_url else None
 
 
 def _worker_refresh(series_ids: list[str]) -> Updates:
-    return condition_on_latest(_worker["model"], _worker["db"], series_ids)
+    return condition_on_latest(_worker["model"], _worker["db"], series_ids, _worker["cache"])

@@ -50,6 +50,7 @@ from pefm.serving.http import (
 )
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
+from pefm.serving.ratelimit import RateLimit
 from pefm.storage.database import Database
 from pefm.storage.model_versions import (
     ModelVersion,
@@ -169,14 +170,13 @@ class ModelServer:
         version = self.version
         try:
             artifact = self.cache.get("artifact", version.id) if self.cache.shared else None
-            if artifact is None:
+            from_registry = artifact is None
+            if from_registry:
                 with self.db.connection() as conn:
                     artifact, _ = read_artifact(conn, version.id)
-                self.model = model_from_artifact(version.id, artifact, version.artifact_sha256)
-                if self.cache.shared:
-                    self.cache.set("artifact", version.id, artifact, STATE_TTL)
-            else:
-                self.model = model_from_artifact(version.id, artifact, version.artifact_sha256)
+            self.model = model_from_artifact(version.id, artifact, version.artifact_sha256)
+            if from_registry and self.cache.shared:
+                self.cache.set("artifact", version.id, artifact, STATE_TTL)
         except Exception as exc:  # reported on the requests that need it
             self.model_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading model %s failed", version.id)
@@ -265,15 +265,20 @@ class InferenceService:
         self.server = server
         self.metrics = metrics
         self.writer = writer
+        self.limit = RateLimit(settings.rate_limit, server.cache)
 
     async def forecast_post(self, request: Request) -> Response:
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         data = await off_loop(parse_json, body)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
-        return await self._answer(data, mark_shadow(request, body, self.settings.shadow_key))
+        shadow = mark_shadow(request, body, self.settings.shadow_key)
+        if not shadow:  # a rollout's signed probe is never limited
+            await self.limit.check(request)
+        return await self._answer(data, shadow)
 
     async def forecast_get(self, request: Request) -> Response:
+        await self.limit.check(request)
         query = request.query_params
         unknown = sorted(set(query) - (_FIELDS - {"history", "series_ids"}))
         if unknown:
@@ -314,7 +319,8 @@ class InferenceService:
         """A model-path answer and where it came from (``cache`` or ``model``). Its key holds the
         version, the series, the request and the data vintage: ``as_of`` (data known then) or
         the moment the data the series is conditioned on were read (what-if, other levels), so
-        new data never meet an old answer."""
+        new data never meet an old answer. (An admin's backdated write, which changes what was
+        known at a past moment, reaches a cached as-of answer only when it expires.)"""
         cache, version = self.server.cache, self.server.version.id
         request = json.dumps([space, horizon, levels, as_of and as_of.isoformat(), history], separators=(",", ":"))
         vintage = (as_of or state.data_as_of).timestamp()

@@ -48,6 +48,7 @@ from pefm.serving.http import (
     require_bearer,
 )
 from pefm.serving.observability import ServiceMetrics
+from pefm.serving.ratelimit import RateLimit
 from pefm.storage.database import Database
 from pefm.storage.observations import UnknownSeriesError, VintageConflictError, write_observations
 from pefm.storage.series import SeriesInUseError, SeriesMeta, get_series, upsert_series
@@ -65,6 +66,7 @@ class IngestService:
         self.db = db
         self.metrics = metrics
         self.cache = cache
+        self.limit = RateLimit(settings.rate_limit, cache)
 
     # -- POST /v1/observations -----------------------------------------------------------------
     async def observations(self, request: Request) -> Response:
@@ -73,6 +75,7 @@ class IngestService:
             require_bearer(request, self.settings.admin_token, "backdated vintages (backdate=1)")
         else:
             require_bearer(request, self.settings.ingest_token, "ingest")
+        await self.limit.check(request)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         payload, source = await off_loop(self._parse, body, request)
         self._check_vintage(payload.vintage, backdate)
@@ -165,6 +168,7 @@ class IngestService:
     # -- PUT /v1/series/{series_id} ------------------------------------------------------------
     async def put_series(self, request: Request) -> Response:
         require_bearer(request, self.settings.ingest_token, "ingest")
+        await self.limit.check(request)
         series_id = request.path_params["series_id"]
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         meta = await off_loop(_series_meta, body, series_id)

@@ -15,7 +15,6 @@ the series' units from the level where the conditioning data end (see ``forecast
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 from collections import OrderedDict
 from datetime import datetime
@@ -32,7 +31,7 @@ from pefm.forecasting.bundle import fit_data
 from pefm.forecasting.levels import anchor_at, level_forecast, rebased_anchor
 from pefm.forecasting.panel import load_panel, member_data, panel_from_json, panel_to_json
 from pefm.forecasting.training import estimator
-from pefm.serving.cache import STATE_TTL
+from pefm.serving.cache import STATE_TTL, panel_key
 from pefm.serving.http import ApiError
 
 if TYPE_CHECKING:
@@ -198,7 +197,7 @@ def _panel(server: ModelServer, series_ids: list[str], as_of: datetime) -> pd.Da
             _panels.move_to_end(key)
             return panel
     shared = server.cache if server.cache.shared else None
-    shared_key = f"{hashlib.sha256(','.join(series_ids).encode()).hexdigest()[:24]}:{as_of.timestamp():.6f}"
+    shared_key = panel_key(series_ids, as_of)
     if shared is not None and (text := shared.get("panel", shared_key)) is not None:
         panel = panel_from_json(text)
     else:

@@ -99,3 +99,15 @@ def test_announcements_reach_a_listener_and_a_lost_channel_says_everything_may_h
     assert heard[0] is None, heard  # resubscribed: what was sent meanwhile is lost
     assert '{"series": ["realgdp"]}' in heard[1:]
     listener.join(5)
+
+
+def test_request_counts_are_per_key_and_window_in_memory_and_in_redis(server):
+    for cache in (MemoryCache(None, max_bytes=1000), RedisCache(None, server.url)):
+        if time.time() % 2 > 1.5:  # a 2 s window: not across its end
+            time.sleep(0.6)
+        assert [cache.count_request("alice", 2) for _ in range(3)] == [1, 2, 3]
+        assert cache.count_request("bob", 2) == 1
+        time.sleep(2.0)  # the next window
+        assert cache.count_request("alice", 2) == 1
+    server.kill()
+    assert RedisCache(None, server.url).count_request("alice", 2) is None  # away: no count, no refusal

@@ -152,11 +152,13 @@ def test_new_data_announced_on_redis_reach_every_replica_and_retire_their_answer
             return c.get("/v1/forecast", params={"series_id": "realgdp"}).json()["forecasts"][0]["forecast"][0]["ds"]
 
     assert eventually(lambda: all(first_date(p) == "2009-04-01T00:00:00Z" for p in replicas))
-    computed_before = served(second, "model")
+    computed_before, panels_read = served(second, "model"), cache_count(second, "panel", "miss")
     with second.client() as b:
         new = b.post("/v1/forecast", json=WHAT_IF).json()["forecasts"][0]
     assert new["forecast"][0]["ds"] == "2009-04-01T00:00:00Z" and new["data_as_of"] > old["data_as_of"]
     assert served(second, "model") == computed_before + 1
+    # the history it started from is the one its re-conditioning read and kept: not read again
+    assert cache_count(second, "panel", "miss") == panels_read
 
 
 def test_a_replica_starts_and_answers_from_a_warm_cache_while_postgresql_is_stopped(tmp_path):
@@ -245,3 +247,25 @@ def test_redis_killed_under_load_costs_no_request_and_the_cache_comes_back(schem
         done.set()
         stop(replica)
         redis.kill()
+
+
+def test_a_rate_limit_is_one_budget_per_caller_across_replicas(schema, redis_server, tmp_path):
+    url, version = schema
+    env = {"PEFM_REDIS_URL": redis_server.url, "PEFM_MODEL_VERSION": version, "PEFM_RATE_LIMIT": "5/3600"}
+    replicas = [start_function("inference", url, tmp_path / name, **env) for name in ("a", "b")]
+    if time.time() % 3600 > 3540:  # not across a window's end
+        time.sleep(3600 - time.time() % 3600 + 1)
+    try:
+        alice, bob = ({"authorization": f"Bearer {name}-{time.time()}"} for name in ("alice", "bob"))
+        query = {"series_id": "unemp"}
+        statuses = [
+            httpx.get(f"{replicas[i % 2].url}/v1/forecast", params=query, headers=alice).status_code for i in range(6)
+        ]
+        assert statuses == [200] * 5 + [429]  # five in all, on either replica
+        refused = httpx.post(f"{replicas[0].url}/v1/forecast", json=query, headers=alice)
+        assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 3600
+        assert "5 requests per 3600 s" in refused.json()["error"]
+        assert httpx.get(f"{replicas[1].url}/v1/forecast", params=query, headers=bob).status_code == 200
+    finally:
+        for running in replicas:
+            stop(running)

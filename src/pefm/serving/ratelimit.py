@@ -1,0 +1,53 @@
+"""Optional per-token rate limits on the public endpoints (``PEFM_RATE_LIMIT=N/S``: at most N
+requests per S seconds per caller), counted in the cache: in Redis, so every replica of a revision
+shares one budget per caller; without Redis, per process. A caller is its bearer token (hashed;
+the tokens themselves are never stored) or, without one, its address as the connection gives it
+(behind Knative's gateway or the local router: theirs, so all callers without a token share one
+budget). Over the limit: 429 with ``Retry-After`` (the seconds to the next window). Redis away:
+requests pass (the limit protects capacity; it never blocks service) and the failed count is
+counted as a cache error. A rollout's signed shadow probes are never limited."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from pefm.serving.cache import Cache
+from pefm.serving.http import ApiError
+
+
+class RateLimit:
+    def __init__(self, limit: tuple[int, int] | None, cache: Cache):
+        self.limit = limit
+        self.cache = cache
+
+    async def check(self, request: Request) -> None:
+        """ApiError 429 when the caller has used up its requests in this window."""
+        if self.limit is None:
+            return
+        most, window = self.limit
+        key = caller(request)
+        count = (
+            await run_in_threadpool(self.cache.count_request, key, window)
+            if self.cache.shared
+            else self.cache.count_request(key, window)
+        )
+        if count is not None and count > most:
+            wait = max(1, math.ceil(window - time.time() % window))
+            raise ApiError(
+                429,
+                f"rate limit: at most {most} requests per {window} s per caller; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+
+
+def caller(request: Request) -> str:
+    """The caller's key: its bearer token's hash, else its address."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return "t" + hashlib.sha256(token.encode()).hexdigest()[:24]
+    return "a" + (request.client.host if request.client else "unknown")
