@@ -109,10 +109,27 @@ locals {
           { size = var.database_storage_size },
           var.storage_class == null ? {} : { storageClass = var.storage_class },
         )
+        # MLflow's own role (knative/tracking: its backend store is database mlflow, mlflow_database)
+        managed = {
+          roles = [{
+            name           = "pefm_mlflow"
+            ensure         = "present"
+            login          = true
+            passwordSecret = { name = local.mlflow_role_secret }
+          }]
+        }
       },
       local.backup_spec,
       local.identity_spec,
     )
+  }
+
+  mlflow_role_secret = "${local.cluster_name}-mlflow-credentials"
+  mlflow_database = {
+    apiVersion = "postgresql.cnpg.io/v1"
+    kind       = "Database"
+    metadata   = { name = "${local.cluster_name}-mlflow", namespace = var.database_namespace }
+    spec       = { name = "mlflow", owner = "pefm_mlflow", cluster = { name = local.cluster_name } }
   }
 
   scheduled_backup = local.backup == null ? null : {

@@ -192,6 +192,51 @@ resource "kubernetes_secret_v1" "cache" {
   }
 }
 
+# MLflow (knative/tracking): its backend store is a database of its own, mlflow, owned by role
+# pefm_mlflow. In the cluster CNPG makes both (the Cluster's managed role, a Database resource); with
+# a managed database they are a one-time step for its administrator, and mlflow_backend_store_uri
+# names the result. Secret pefm-mlflow holds the URL MLflow's Deployment reads.
+resource "random_password" "mlflow" {
+  length  = 40
+  special = false
+}
+
+resource "kubernetes_secret_v1" "mlflow_role" {
+  count = local.in_cluster ? 1 : 0
+  metadata {
+    name      = local.mlflow_role_secret
+    namespace = kubernetes_namespace_v1.database[0].metadata[0].name
+    labels    = { "cnpg.io/reload" = "true" }
+  }
+  type = "kubernetes.io/basic-auth"
+  data = {
+    username = "pefm_mlflow"
+    password = random_password.mlflow.result
+  }
+}
+
+resource "kubectl_manifest" "mlflow_database" {
+  count             = local.in_cluster ? 1 : 0
+  yaml_body         = yamlencode(local.mlflow_database)
+  server_side_apply = true
+  depends_on        = [kubectl_manifest.cluster, kubernetes_secret_v1.mlflow_role]
+}
+
+resource "kubernetes_secret_v1" "mlflow" {
+  count = local.in_cluster || var.mlflow_backend_store_uri != null ? 1 : 0
+  metadata {
+    name      = "pefm-mlflow"
+    namespace = kubernetes_namespace_v1.pefm.metadata[0].name
+  }
+  data = {
+    backend-store-uri = (
+      local.in_cluster
+      ? "postgresql://pefm_mlflow:${random_password.mlflow.result}@${local.rw_host}:5432/mlflow?sslmode=require"
+      : var.mlflow_backend_store_uri
+    )
+  }
+}
+
 # Pull Secret for private ghcr.io packages: reference it from the ServiceAccounts the pods run as
 # (see terraform/README.md); public packages need none.
 resource "kubernetes_secret_v1" "registry" {

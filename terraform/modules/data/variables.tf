@@ -142,3 +142,10 @@ variable "image_pull_secret_name" {
   description = "Name of the image pull Secret created in namespace when registry_username is set."
   default     = "pefm-registry"
 }
+
+variable "mlflow_backend_store_uri" {
+  type        = string
+  description = "With managed_database_url: postgresql:// URL of MLflow's backend store (a database of its own, e.g. mlflow owned by a role pefm_mlflow, made once by the server's administrator), put into Secret pefm-mlflow for knative/tracking. null: no such Secret (MLflow is not deployed). In the cluster the module makes the role, the database and the Secret itself."
+  default     = null
+  sensitive   = true
+}

@@ -14,14 +14,15 @@ module "knative" {
 module "data" {
   source = "../data"
 
-  managed_database_url  = var.managed_database_url
-  storage_class         = var.storage_class
-  database_instances    = var.database_instances
-  database_storage_size = var.database_storage_size
-  database_backup       = var.database_backup
-  registry_username     = var.registry_username
-  registry_token        = var.registry_token
-  previous_verify_keys  = var.previous_verify_keys
+  managed_database_url     = var.managed_database_url
+  mlflow_backend_store_uri = var.mlflow_backend_store_uri
+  storage_class            = var.storage_class
+  database_instances       = var.database_instances
+  database_storage_size    = var.database_storage_size
+  database_backup          = var.database_backup
+  registry_username        = var.registry_username
+  registry_token           = var.registry_token
+  previous_verify_keys     = var.previous_verify_keys
 }
 
 module "monitoring" {

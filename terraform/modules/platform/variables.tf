@@ -30,6 +30,13 @@ variable "managed_database_url" {
   sensitive   = true
 }
 
+variable "mlflow_backend_store_uri" {
+  type        = string
+  description = "With managed_database_url: MLflow's backend store URL (see modules/data); null with the in-cluster database, which makes its own."
+  default     = null
+  sensitive   = true
+}
+
 variable "storage_class" {
   type        = string
   description = "StorageClass of the database and Prometheus volumes; null uses the cluster's default class. Pass it as a value (e.g. the name of a StorageClass resource the example creates) rather than depends_on, which would defer the modules' data sources to apply time."
