@@ -178,6 +178,11 @@ class RedisCache(Cache):
             self.count(kind, "miss" if value is None else "hit")
         return value  # type: ignore[return-value]
 
+    def exists(self, kind: str, key: str) -> bool:
+        """Whether an entry is there (not counted as a lookup; False when Redis is away)."""
+        ok, found = self._call(kind, lambda: self._client.exists(PREFIX + f"{kind}:{key}"))
+        return bool(ok and found)
+
     def set(self, kind: str, key: str, value: bytes, ttl: int) -> None:
         if len(value) <= MAX_ENTRY_BYTES:
             self._call(kind, lambda: self._client.set(PREFIX + f"{kind}:{key}", value, ex=ttl))

@@ -87,21 +87,16 @@ class ServiceFunction:
 
     def _database(self, settings: Settings):
         """The database, its schema checked (a function never migrates: its role may not). An
-        inference revision pinned to a version whose state a shared cache holds starts without
-        it: the pool connects once the database is back (logs queue meanwhile, then are dropped
-        and counted)."""
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
+        inference revision pinned to a version whose state a shared cache holds does not wait for
+        it: it starts from the cache without touching PostgreSQL (the replica that kept the state
+        checked the schema), and its pool connects in the background, or once the database is back
+        (logs queue meanwhile, then are dropped and counted)."""
         from pefm.storage.database import Database, open_database
 
-        try:
-            return open_database(settings, embedded_ok=False, pool_timeout=5.0)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            if not (self.service == "inference" and self.cache.shared and settings.model_version):
-                raise
-            log.warning("the database is unreachable (%s): starting from the cache", exc)
+        pinned = self.service == "inference" and self.cache.shared and settings.model_version
+        if pinned and self.cache.exists("state", settings.model_version):
             return Database(settings.database_url, max_size=settings.pool_max_size, timeout=5.0)
+        return open_database(settings, embedded_ok=False, pool_timeout=5.0)
 
     def _reopen(self, settings: Settings, openapi: dict, after: float = 5.0) -> None:
         if not self._stopping.wait(after):
