@@ -6,6 +6,7 @@ were."""
 
 from __future__ import annotations
 
+import httpx
 import psycopg
 import pytest
 import schemathesis
@@ -64,6 +65,12 @@ def services(module_schema, tmp_path_factory):
     controller = RolloutController(db, None, DatabaseProvider(db), prober=None)
     settings_ = Settings(admin_token=ADMIN, database_url=module_schema, max_body_bytes=65536)
     url, halt = _serve(create_rollout_app(settings_, controller, RolloutSpec()))
+    # one drift check first: its first call imports Evidently and the models (seconds on a busy
+    # machine), which is not what the fuzzing measures; schemathesis gives each call 10 s
+    warm = httpx.post(
+        f"{running['monitor'].url}/v1/drift/check", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=300
+    )
+    assert warm.status_code == 200, warm.text
     urls = {name: process.url for name, process in running.items()} | {"rollout": url}
     yield urls
     halt()
