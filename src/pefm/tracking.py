@@ -67,6 +67,7 @@ def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
     """Mirror the registry into MLflow at ``tracking_uri`` (see the module's docstring)."""
     from mlflow import MlflowClient
 
+    from pefm.forecasting.registry import serving_version
     from pefm.storage.model_versions import list_versions
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -104,7 +105,7 @@ def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
             report.versions_created.append(version.id)
         if mv.tags.get("pefm.status") != version.status:
             client.set_model_version_tag(MODEL, mv.version, "pefm.status", version.status)
-    serving = next((v.id for v in versions[::-1] if v.status == "serving"), None)
+    serving = getattr(serving_version(conn), "id", None)  # THE answer to "which model serves"
     row = conn.execute(
         "SELECT green_model_version FROM rollouts WHERE phase <> ALL(%s) ORDER BY created_at DESC LIMIT 1",
         (list(_FINISHED),),
