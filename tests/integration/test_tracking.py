@@ -26,7 +26,7 @@ from pefm.storage.model_versions import set_gate_report
 from pefm.tracking import MODEL, Mirror, run_link, sync
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER = Path(os.environ.get("PEFM_MLFLOW_SERVER") or ROOT / ".venv-mlflow" / "bin" / "mlflow")
+SERVER = Path(os.environ.get("PEFM_MLFLOW_SERVER") or ROOT / ".venv-mlflow" / "bin" / "mlflow").absolute()
 SERIES = ["realgdp", "unemp"]
 
 
