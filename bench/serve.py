@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,14 +37,15 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from harness import HELLO, print_table, spawn_until, start_hello, wrk  # noqa: E402
 from pefm.config import Settings  # noqa: E402
 from pefm.data.bundled import bundled  # noqa: E402
 from pefm.data.loading import load_bundled  # noqa: E402
 from pefm.forecasting.panel import MACRO_PANEL  # noqa: E402
 from pefm.forecasting.registry import promote  # noqa: E402
 from pefm.forecasting.training import train  # noqa: E402
-from pefm.local.runtime import free_port, serve_command  # noqa: E402
 from pefm.storage.database import open_database  # noqa: E402
 from pefm.storage.roles import role_url  # noqa: E402
 from tests.conftest import VERIFY_KEYS  # noqa: E402  (importing it also sets the run's signing key pair)
@@ -54,49 +53,6 @@ from tests.functions.conftest import start_function, stop  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 TOKEN = "bench-token"
-
-
-def wrk(url: str, duration: int, script: Path | None = None) -> dict[str, float]:
-    """Requests/s and latency percentiles (ms) from wrk -t2 -c16 --latency."""
-    cmd = ["wrk", "-t2", "-c16", f"-d{duration}s", "--latency", url]
-    if script:
-        cmd[1:1] = ["-s", str(script)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses from {url}")
-    pct = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
-    return {"rps": rps, "p50_ms": pct["50"], "p99_ms": pct["99"]}
-
-
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def spawn_until(cwd: Path, env: dict[str, str], probe) -> float:
-    """Seconds from spawning a function process to the first successful ``probe(url)``."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    environment = {**env, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(cwd)}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        serve_command(cwd), cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        while True:
-            try:
-                if probe(url):
-                    return time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.perf_counter() - started > 30:
-                raise RuntimeError(f"{cwd.name} did not answer")
-            time.sleep(0.002)
-    finally:
-        process.terminate()
-        process.wait()
 
 
 def ingest_vs_copy(db_url: str, ingest_url: str, rows: int = 100_000) -> dict[str, float]:
@@ -191,8 +147,7 @@ def run(tmp: Path, args) -> None:
         ar, _ = train(conn, "ar", ["unemp"], spec=None)  # the as-of measure: an estimation per origin
         promote(conn, ensemble.id)
     env = {"PEFM_DATABASE_URL": role_url(db.url, "inference"), "PEFM_VERIFY_KEYS": VERIFY_KEYS}
-    hello_dir = ROOT / "bench" / "hello"
-    hello, hello_proc = _start_hello(hello_dir)
+    hello, hello_proc = start_hello()
     inference = start_function("inference", db.url, tmp, PEFM_MODEL_VERSION=ensemble.id)
     # only for the what-if measurement: on a cluster its re-conditioning would run on its own pod's
     # CPU; here it would take the 2 cores from the revision under test
@@ -214,7 +169,7 @@ def run(tmp: Path, args) -> None:
         whatif = whatif_latency(torch_inference.url)
         print("cold starts ...", flush=True)
         hello_cold = statistics.median(
-            spawn_until(hello_dir, {}, lambda u: httpx.get(u, timeout=1).status_code == 200) for _ in range(5)
+            spawn_until(HELLO, {}, lambda u: httpx.get(u, timeout=1).status_code == 200) for _ in range(5)
         )
         infer_env = {**env, "PEFM_MODEL_VERSION": ensemble.id}
         cold = statistics.median(
@@ -358,25 +313,6 @@ def _data_as_of(url: str) -> str:
     return httpx.post(f"{url}/v1/forecast", json=body, timeout=10).json()["forecasts"][0]["data_as_of"]
 
 
-def _start_hello(cwd: Path) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    hello_proc = subprocess.Popen(
-        serve_command(cwd),
-        cwd=cwd,
-        env={"LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(cwd)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return url, hello_proc
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError("hello-world function did not start")
-
-
 def report(r: dict) -> None:
     rows = [
         (
@@ -457,12 +393,7 @@ def report(r: dict) -> None:
             "",
         ),
     ]
-    width = [max(len(str(row[i])) for row in [*rows, ("", "ours", "anchor", "ratio", "target")]) for i in range(5)]
-    header = ("measure", "ours", "anchor", "ratio", "target")
-    print(" | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)))
-    print("-|-".join("-" * w for w in width))
-    for row in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(row, width, strict=True)))
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,12 @@ class Settings:
     """``PEFM_VINTAGE_SKEW_SECONDS``: how far an ingested vintage may lie from the ingest
     function's clock. Later is refused (a vintage in the future would shadow every later
     revision); earlier needs ``?backdate=1`` and the admin token (it changes past as-of reads)."""
+    ingest_group_max: int = 256
+    """``PEFM_INGEST_GROUP_MAX``: the most streamed writes the ingest function commits together
+    (``pefm.serving.group_commit``)."""
+    ingest_linger_ms: float = 1.0
+    """``PEFM_INGEST_LINGER_MS``: how long the ingest function waits for more writes to join a
+    group once one is queued (0 to 100 ms); longer groups more under load, at that cost in latency."""
     prediction_log_queue: int = 10_000
     """``PEFM_PREDICTION_LOG_QUEUE``: predictions buffered for the database before new ones are
     dropped (and counted)."""
@@ -238,6 +244,7 @@ class Settings:
             ("PEFM_DASHBOARD_PORT", "dashboard_port"),
             ("PEFM_CACHE_TTL_SECONDS", "cache_ttl_seconds"),
             ("PEFM_CACHE_MAX_BYTES", "cache_max_bytes"),
+            ("PEFM_INGEST_GROUP_MAX", "ingest_group_max"),
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)
@@ -253,6 +260,8 @@ class Settings:
             if retrain not in ("off", "local"):
                 raise ConfigError(f"PEFM_RETRAIN must be off or local, not {retrain!r}")
             kwargs["retrain"] = retrain
+        if raw := env.get("PEFM_INGEST_LINGER_MS", "").strip():
+            kwargs["ingest_linger_ms"] = _number("PEFM_INGEST_LINGER_MS", raw, 0.0, 100.0)
         if raw := env.get("PEFM_REVISION_GRACE_SECONDS", "").strip():
             kwargs["revision_grace_seconds"] = _number("PEFM_REVISION_GRACE_SECONDS", raw, 0.0, 1e9)
         for name, key in (

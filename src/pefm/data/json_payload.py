@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pefm.data import strict_json
@@ -31,13 +33,30 @@ _OBS_KEYS = {"ts", "value"}
 
 @dataclass(frozen=True)
 class SeriesPayload:
-    """One series' observations from a payload; ``path`` is its JSON path (for error messages)."""
+    """One series' observations from a payload; ``path`` is its JSON path (for error messages).
+    Plain arrays, so a streamed observation costs no pandas objects; ``values`` builds them."""
 
     series_id: str
-    values: pd.Series
+    stamps: np.ndarray
+    """UTC-naive ``datetime64[ns]`` timestamps."""
+    numbers: np.ndarray
+    """``float64`` values, one per timestamp."""
     path: str
     lines: list[int] | None = None
     """File line of each value, for payloads that came from a CSV file."""
+
+    @classmethod
+    def from_series(cls, values: pd.Series, path: str = "", lines: list[int] | None = None) -> SeriesPayload:
+        stamps = np.asarray(values.index, dtype="datetime64[ns]")
+        return cls(str(values.name), stamps, values.to_numpy("float64"), path, lines)
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    @cached_property
+    def values(self) -> pd.Series:
+        """The observations as a float Series named by the series id, indexed by timestamp."""
+        return pd.Series(self.numbers, index=pd.DatetimeIndex(self.stamps), name=self.series_id, dtype="float64")
 
 
 @dataclass(frozen=True)
@@ -150,8 +169,8 @@ def _series(item: Any, path: str, issues: Issues) -> SeriesPayload | None:
             values.append(float(value))
     if issues.found > before:
         return None
-    index = pd.DatetimeIndex(stamps).tz_convert("UTC").tz_localize(None)
-    return SeriesPayload(series_id, pd.Series(values, index=index, name=series_id, dtype="float64"), path)
+    naive = np.array([stamp.replace(tzinfo=None) for stamp in stamps], dtype="datetime64[ns]")
+    return SeriesPayload(series_id, naive, np.array(values, dtype="float64"), path)
 
 
 def _extra(data: dict, allowed: set[str], path: str, issues: list[Issue]) -> None:

@@ -77,7 +77,9 @@ class ValidationError(ValueError):
         return body
 
 
-def check_frequency(index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence[int] | None = None) -> Issues:
+def check_frequency(
+    index: pd.DatetimeIndex | np.ndarray, freq: Frequency, *, lines: Sequence[int] | None = None
+) -> Issues:
     """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``,
     located by file line when ``lines`` is given, else by position (the first MAX_DETAILS; the
     rest counted)."""
@@ -86,11 +88,11 @@ def check_frequency(index: pd.DatetimeIndex, freq: Frequency, *, lines: Sequence
         bad,
         lines,
         "date" if lines is not None else "ts",
-        lambda pos: f"{index[pos]:%Y-%m-%d %H:%M} is not a {freq.label} period start",
+        lambda pos: f"{pd.Timestamp(index[pos]):%Y-%m-%d %H:%M} is not a {freq.label} period start",
     )
 
 
-def check_transform(values: pd.Series, transform: str, *, lines: Sequence[int] | None = None) -> Issues:
+def check_transform(values: pd.Series | np.ndarray, transform: str, *, lines: Sequence[int] | None = None) -> Issues:
     """An Issue (field ``value``) for each value the series' transform cannot take: <= 0 under a
     log transform. Located like ``check_frequency``."""
     from pefm.data.transforms import positive_only
@@ -98,7 +100,7 @@ def check_transform(values: pd.Series, transform: str, *, lines: Sequence[int] |
     if not positive_only(transform):
         return Issues()
     message = f"must be > 0: the series' transform ({transform}) takes its logarithm"
-    return _located(np.flatnonzero(values.to_numpy() <= 0), lines, "value", lambda pos: message)
+    return _located(np.flatnonzero(np.asarray(values) <= 0), lines, "value", lambda pos: message)
 
 
 def _located(bad: np.ndarray, lines: Sequence[int] | None, field: str, message) -> Issues:

@@ -260,8 +260,13 @@ async def in_database(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return await run_in_threadpool(fn, *args)
     except (psycopg.OperationalError, PoolTimeout) as exc:
-        log.warning("database unavailable: %s", exc)
-        raise ApiError(503, "the database is unavailable; retry later", headers={"Retry-After": "5"}) from None
+        raise unavailable(exc) from None
+
+
+def unavailable(exc: Exception) -> ApiError:
+    """The 503 for database work that failed because the database is away."""
+    log.warning("database unavailable: %s", exc)
+    return ApiError(503, "the database is unavailable; retry later", headers={"Retry-After": "5"})
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -1,8 +1,9 @@
 """The ingest function's app: observations in (JSON, FRED-style CSV, CloudEvents), series metadata.
 
 Every write needs ``Authorization: Bearer $PEFM_INGEST_TOKEN``. A payload is parsed and checked
-whole, then written in one transaction (COPY into a temp table, merged into observations with
-vintages), or not at all.
+whole, then written whole or not at all: a small one (a streamed event, at most ``STREAM_ROWS``
+rows) in one transaction with the others that arrive with it (``pefm.serving.group_commit``), a
+large one (a CSV upload) on its own by COPY. Either way the answer comes after the commit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,6 +35,7 @@ from pefm.data.json_payload import (
 from pefm.data.transforms import TRANSFORMS
 from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_transform
 from pefm.serving.cache import OBSERVATIONS, Cache
+from pefm.serving.group_commit import WHOLE_GROUP_ERRORS, GroupCommit
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -46,17 +47,28 @@ from pefm.serving.http import (
     parse_json,
     read_body,
     require_bearer,
+    unavailable,
 )
 from pefm.serving.observability import ServiceMetrics
 from pefm.serving.ratelimit import RateLimit
 from pefm.storage.database import Database
-from pefm.storage.observations import UnknownSeriesError, VintageConflictError, write_observations
-from pefm.storage.series import SeriesInUseError, SeriesMeta, get_series, upsert_series
+from pefm.storage.observations import (
+    Event,
+    UnknownSeriesError,
+    VintageConflictError,
+    WriteResult,
+    write_events,
+    write_observations,
+)
+from pefm.storage.series import SeriesInUseError, SeriesMeta, get_series, get_series_many, upsert_series
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = "dev.pefm.observations"
 _SERIES_FIELDS = {"name": 200, "frequency": 8, "unit": 64, "transform": 32, "source": 200, "description": 2000}
 """The series fields a PUT may set, each with its longest accepted length."""
+STREAM_ROWS = 1000
+"""Writes of at most this many rows are group-committed with the others that arrive with them;
+larger ones (CSV uploads) are written on their own, by COPY."""
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are fine in a description
 
 
@@ -67,6 +79,12 @@ class IngestService:
         self.metrics = metrics
         self.cache = cache
         self.limit = RateLimit(settings.rate_limit, cache)
+        self.group = GroupCommit(
+            self._write_group,
+            max_events=settings.ingest_group_max,
+            max_wait=settings.ingest_linger_ms / 1000,
+            on_group=metrics.ingest_group.observe,
+        )
 
     # -- POST /v1/observations -----------------------------------------------------------------
     async def observations(self, request: Request) -> Response:
@@ -79,16 +97,31 @@ class IngestService:
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         payload, source = await off_loop(self._parse, body, request)
         self._check_vintage(payload.vintage, backdate)
-        result = await in_database(self._write, payload, source)
+        if sum(len(item) for item in payload.series) > STREAM_ROWS:
+            result = await in_database(self._write, payload, source)
+            self._announce(result)
+            return json_response(result)
+        keys = frozenset((item.series_id, ts) for item in payload.series for ts in item.stamps.tolist())
+        series = frozenset(item.series_id for item in payload.series)
+        try:
+            result = await self.group.submit((payload, source), keys, series)
+        except WHOLE_GROUP_ERRORS as exc:
+            raise unavailable(exc) from None
+        return json_response(result)
+
+    def _announce(self, result: dict[str, Any]) -> None:
+        """Count a committed write's rows and, when it changed data, tell the inference replicas
+        (Redis) and the sink (the monitor's CloudEvent), off the request path."""
         for outcome in ("inserted", "revised", "unchanged"):
             self.metrics.ingest_rows.labels(outcome).inc(result[outcome])
-        if self.cache.shared and result["inserted"] + result["revised"]:  # heard by every inference replica
+        if not result["inserted"] + result["revised"]:
+            return
+        if self.cache.shared:  # heard by every inference replica
             message = json.dumps({"series": result["series"]})
-            await run_in_threadpool(self.cache.publish, OBSERVATIONS, message)
-        if self.settings.sink and result["inserted"] + result["revised"]:
+            threading.Thread(target=self.cache.publish, args=(OBSERVATIONS, message), daemon=True).start()
+        if self.settings.sink:
             announce = (self.settings.sink, result, self.settings.event_token)
             threading.Thread(target=_announce, args=announce, daemon=True).start()
-        return json_response(result)
 
     def _parse(self, body: bytes, request: Request) -> tuple[ObservationsPayload, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -126,30 +159,9 @@ class IngestService:
             raise ApiError(422, "backdated vintage", [{"field": "vintage", "message": message}])
 
     def _write(self, payload: ObservationsPayload, source: str) -> dict[str, Any]:
+        """A large write (a CSV upload), on its own: COPY, merged in one statement."""
         with self.db.connection() as conn, conn.transaction():
-            metas = {}
-            for item in payload.series:
-                meta = get_series(conn, item.series_id)
-                if meta is None:
-                    raise ApiError(
-                        404,
-                        f"unknown series {item.series_id!r}",
-                        [{"field": f"{item.path}series_id", "message": "create it with PUT /v1/series/{id}"}],
-                    )
-                metas[item.series_id] = meta
-            issues = Issues()
-            for item in payload.series:
-                meta = metas[item.series_id]
-                for found in (
-                    check_frequency(item.values.index, meta.frequency, lines=item.lines),
-                    check_transform(item.values, meta.transform, lines=item.lines),
-                ):
-                    for issue in found:  # from JSON: named by the observation's path
-                        path = f"{item.path}observations[{issue.index}].{issue.field}"
-                        issues.append(issue if item.lines else replace(issue, field=path))
-                    issues.more += found.more
-            if issues:
-                raise ApiError.invalid(ValidationError("observations the series cannot take", issues))
+            self._check(payload, get_series_many(conn, [item.series_id for item in payload.series]))
             frame = pd.concat([_frame(item) for item in payload.series], ignore_index=True)
             try:
                 result = write_observations(conn, frame, vintage=payload.vintage, source=source)
@@ -157,13 +169,60 @@ class IngestService:
                 raise ApiError(409, str(exc)) from None
             except UnknownSeriesError as exc:  # deleted between the check and the write
                 raise ApiError(404, str(exc)) from None
-        return {
-            "inserted": result.inserted,
-            "revised": result.revised,
-            "unchanged": result.unchanged,
-            "vintage": result.vintage.isoformat() if result.vintage else None,
-            "series": [item.series_id for item in payload.series],
-        }
+        return _answer(result, payload)
+
+    def _write_group(self, items: list[tuple[ObservationsPayload, str]]) -> list[dict[str, Any] | ApiError]:
+        """Small writes (streamed events), group-committed (``pefm.serving.group_commit``): each
+        checked on its own against its series, which stay held ``FOR SHARE`` until the commit."""
+        answers: list[dict[str, Any] | ApiError | None] = []
+        events, owners = [], []
+        with self.db.connection() as conn, conn.transaction():
+            ids = {item.series_id for payload, _ in items for item in payload.series}
+            metas = get_series_many(conn, sorted(ids), share=True)
+            for payload, source in items:
+                try:
+                    self._check(payload, metas)
+                except ApiError as exc:
+                    answers.append(exc)
+                    continue
+                answers.append(None)
+                owners.append(len(answers) - 1)
+                events.append(_event(payload, source))
+            for at, result in zip(owners, write_events(conn, events) if events else [], strict=True):
+                if isinstance(result, VintageConflictError):
+                    answers[at] = ApiError(409, str(result))
+                else:
+                    answers[at] = _answer(result, items[at][0])
+        written = [a for a in answers if isinstance(a, dict)]
+        if written:  # one announcement for the group: what changed, in which series
+            series = sorted({sid for answer in written for sid in answer["series"]})
+            total = {k: sum(a[k] for a in written) for k in ("inserted", "revised", "unchanged")}
+            self._announce({**total, "vintage": written[0]["vintage"], "series": series})
+        return answers
+
+    def _check(self, payload: ObservationsPayload, metas: dict[str, SeriesMeta]) -> None:
+        """404 for a series not in the catalog; 422 listing every value its series cannot take."""
+        for item in payload.series:
+            if item.series_id not in metas:
+                raise ApiError(
+                    404,
+                    f"unknown series {item.series_id!r}",
+                    [{"field": f"{item.path}series_id", "message": "create it with PUT /v1/series/{id}"}],
+                )
+        issues = Issues()
+        for item in payload.series:
+            meta = metas[item.series_id]
+            for found in (
+                check_frequency(item.stamps, meta.frequency, lines=item.lines),
+                check_transform(item.numbers, meta.transform, lines=item.lines),
+            ):
+                for issue in found:  # from JSON: named by the observation's path
+                    path = f"{item.path}observations[{issue.index}].{issue.field}"
+                    issues.append(issue if item.lines else replace(issue, field=path))
+                issues.more += found.more
+        if issues:
+            self.metrics.ingest_rows.labels("rejected").inc()
+            raise ApiError.invalid(ValidationError("observations the series cannot take", issues))
 
     # -- PUT /v1/series/{series_id} ------------------------------------------------------------
     async def put_series(self, request: Request) -> Response:
@@ -241,8 +300,27 @@ def create_ingest_app(
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
 
 
+def _answer(result: WriteResult, payload: ObservationsPayload) -> dict[str, Any]:
+    return {
+        "inserted": result.inserted,
+        "revised": result.revised,
+        "unchanged": result.unchanged,
+        "vintage": result.vintage.isoformat() if result.vintage else None,
+        "series": [item.series_id for item in payload.series],
+    }
+
+
+def _event(payload: ObservationsPayload, source: str) -> Event:
+    ids, stamps, values = [], [], []
+    for item in payload.series:
+        ids += [item.series_id] * len(item)
+        stamps += [ts.replace(tzinfo=UTC) for ts in item.stamps.astype("datetime64[us]").tolist()]
+        values += item.numbers.tolist()
+    return Event(ids, stamps, values, payload.vintage, source)
+
+
 def _frame(item: SeriesPayload) -> pd.DataFrame:
-    return pd.DataFrame({"series_id": item.series_id, "ts": item.values.index, "value": item.values.to_numpy()})
+    return pd.DataFrame({"series_id": item.series_id, "ts": item.stamps, "value": item.numbers})
 
 
 def _from_csv(body: bytes, vintage: str | None) -> ObservationsPayload:
@@ -256,7 +334,8 @@ def _from_csv(body: bytes, vintage: str | None) -> ObservationsPayload:
             )
     if parsed.values.empty:
         raise ValidationError("invalid CSV upload", [Issue(field="body", message="no values (all missing)")])
-    return ObservationsPayload([SeriesPayload(parsed.series_id, parsed.values, "", parsed.lines)], stamp)
+    item = SeriesPayload.from_series(parsed.values.rename(parsed.series_id), "", parsed.lines)
+    return ObservationsPayload([item], stamp)
 
 
 def _from_cloudevent(request: Request, body: bytes) -> ObservationsPayload:

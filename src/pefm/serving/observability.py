@@ -56,6 +56,12 @@ class ServiceMetrics:
         self.ingest_rows = Counter(
             "pefm_ingest_rows", "Observation rows by outcome", ["outcome"], registry=self.registry
         )
+        self.ingest_group = Histogram(
+            "pefm_ingest_group_writes",
+            "Streamed writes committed together, per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
         self.log_dropped = Counter(
             "pefm_log_rows_dropped",
             "Request/prediction log rows not written",

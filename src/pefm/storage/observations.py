@@ -158,6 +158,90 @@ def write_observations(
     return WriteResult(inserted, revised, unchanged, whole_vintage)
 
 
+@dataclass(frozen=True)
+class Event:
+    """One small write (a streamed event): its rows, its vintage (None: the commit's now()) and
+    where it came from."""
+
+    series_ids: Sequence[str]
+    stamps: Sequence[datetime]
+    """Aware UTC datetimes, one per row."""
+    values: Sequence[float]
+    vintage: datetime | None = None
+    source: str = ""
+
+
+# A group of events merged in one statement: each row next to the value known at its vintage
+# (one index probe per row: the group is small; no temp table), an event with a conflicting row
+# left out whole, the rest inserted where they change data, the changed series announced.
+_MERGE_EVENTS = f"""
+    WITH i AS (
+        SELECT i.*, coalesce(i.given, now()) AS vintage
+        FROM unnest(%(k)s::int[], %(sid)s::text[], %(ts)s::timestamptz[], %(given)s::timestamptz[],
+                    %(value)s::float8[], %(source)s::text[])
+             AS i (k, series_id, ts, given, value, source)),
+    c AS MATERIALIZED (
+        SELECT i.*, o.value AS known_value, o.vintage AS known_vintage
+        FROM i LEFT JOIN LATERAL (
+            SELECT value, vintage FROM observations o
+            WHERE o.series_id = i.series_id AND o.ts = i.ts AND o.vintage <= i.vintage
+            ORDER BY o.vintage DESC LIMIT 1) o ON true),
+    conflicted AS (SELECT DISTINCT k FROM c WHERE known_vintage = vintage AND known_value <> value),
+    ins AS (
+        INSERT INTO observations (series_id, ts, vintage, value, source)
+        SELECT series_id, ts, vintage, value, source FROM c
+        WHERE (known_value IS NULL OR known_value <> value) AND k NOT IN (SELECT k FROM conflicted)
+        RETURNING series_id),
+    announced AS (
+        SELECT pg_notify('{OBSERVATIONS_CHANNEL}',
+                         CASE WHEN length(p) > 7900 THEN '{{"series": null}}' ELSE p END)
+        FROM (SELECT json_build_object('series', array_agg(DISTINCT series_id ORDER BY series_id))::text AS p
+              FROM ins HAVING count(*) > 0) changed)
+    SELECT k, series_id, ts, vintage, value, known_value, known_vintage, now(),
+           (SELECT count(*) FROM announced)
+    FROM c ORDER BY k
+"""
+
+
+def write_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[WriteResult | VintageConflictError]:
+    """Write a group of small events: the group commit of streamed writes.
+
+    Each event is merged as ``write_observations`` merges a frame (inserted, revised, unchanged;
+    the same vintage rules) and gets its own result, or a VintageConflictError, in which case
+    none of its rows is written and its group-mates are unaffected. Runs in the caller's
+    transaction, which has checked that the series exist (holding them ``FOR SHARE``) and that
+    no two events share a (series, ts): each row is classified against what is stored, not
+    against its group-mates. Two statements, sent together (one round trip).
+    """
+    params: dict[str, list] = {"k": [], "sid": [], "ts": [], "given": [], "value": [], "source": []}
+    for k, event in enumerate(events):
+        for series_id, stamp, number in zip(event.series_ids, event.stamps, event.values, strict=True):
+            row = (k, series_id, stamp, event.vintage, float(number), event.source)
+            for column, item in zip(params.values(), row, strict=True):
+                column.append(item)
+    with conn.pipeline():
+        conn.execute(  # writers of the same series take turns, so the classification stays true
+            "SELECT pg_advisory_xact_lock(hashtextextended('pefm.observations:' || id, 0))"
+            " FROM unnest(%s::text[]) AS id ORDER BY id",
+            (sorted(set(params["sid"])),),
+        )
+        rows = conn.execute(_MERGE_EVENTS, params).fetchall()
+    counts = [[0, 0, 0] for _ in events]
+    conflicts: list[list[tuple]] = [[] for _ in events]
+    now = rows[0][7].astimezone(UTC) if rows else None
+    for k, series_id, ts, vintage, value, known_value, known_vintage, _, _ in rows:
+        if known_value is None:
+            counts[k][0] += 1
+        elif known_vintage == vintage and known_value != value:
+            conflicts[k].append((series_id, ts, vintage, value, known_value))
+        else:
+            counts[k][1 if known_value != value else 2] += 1
+    return [
+        VintageConflictError(conflicts[k]) if conflicts[k] else WriteResult(*counts[k], event.vintage or now)
+        for k, event in enumerate(events)
+    ]
+
+
 def _announce(conn: psycopg.Connection, ids: list[str]) -> None:
     """Tell every listener (inference replicas: ``serving.freshness``) which series changed; sent
     by PostgreSQL when the transaction commits, never for a write that rolls back. A list too long

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
@@ -78,6 +79,17 @@ def get_series(conn: psycopg.Connection, series_id: str) -> SeriesMeta | None:
     """The series with this id, or None."""
     with conn.cursor(row_factory=class_row(SeriesMeta)) as cur:
         return cur.execute(f"SELECT {_COLUMNS} FROM series WHERE id = %s", (series_id,)).fetchone()
+
+
+def get_series_many(
+    conn: psycopg.Connection, series_ids: Sequence[str], *, share: bool = False
+) -> dict[str, SeriesMeta]:
+    """The series with these ids that exist, by id; ``share``: held ``FOR SHARE`` until the
+    transaction ends (none can be deleted or changed under a write)."""
+    lock = " FOR SHARE" if share else ""
+    with conn.cursor(row_factory=class_row(SeriesMeta)) as cur:
+        rows = cur.execute(f"SELECT {_COLUMNS} FROM series WHERE id = ANY(%s){lock}", (list(series_ids),)).fetchall()
+    return {meta.id: meta for meta in rows}
 
 
 def list_series(conn: psycopg.Connection) -> list[SeriesMeta]:

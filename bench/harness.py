@@ -1,0 +1,92 @@
+"""What the serving benchmarks share: wrk runs, function spawns, the hello-world anchor, the table."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from pefm.local.runtime import free_port, serve_command
+
+HELLO = Path(__file__).resolve().parent / "hello"
+"""A hello-world func-python function returning a small JSON: the runtime's own limit."""
+
+
+def wrk(url: str, duration: int, script: Path | None = None, args: Sequence[str] = (), errors_ok: bool = False) -> dict:
+    """Requests/s and latency percentiles (ms) from wrk -t2 -c16 --latency (Debian's wrk), with
+    the Lua ``script`` given ``args``; ``output`` is wrk's text. Error answers raise, unless
+    ``errors_ok`` (the script counts them)."""
+    cmd = ["wrk", "-t2", "-c16", f"-d{duration}s", "--latency"]
+    if script:
+        cmd += ["-s", str(script)]
+    cmd += [url, *(["--", *args] if args else [])]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx and not errors_ok:
+        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses from {url}")
+    pct = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
+    return {"rps": rps, "p50_ms": pct["50"], "p99_ms": pct["99"], "output": out}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def spawn_until(cwd: Path, env: dict[str, str], probe) -> float:
+    """Seconds from spawning a function process to the first successful ``probe(url)``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {**env, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(cwd)}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        serve_command(cwd), cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while True:
+            try:
+                if probe(url):
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.perf_counter() - started > 30:
+                raise RuntimeError(f"{cwd.name} did not answer")
+            time.sleep(0.002)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def start_hello(cwd: Path = HELLO) -> tuple[str, subprocess.Popen]:
+    """The hello-world function, started and answering: its URL and process."""
+    port = free_port()
+    hello_proc = subprocess.Popen(
+        serve_command(cwd),
+        cwd=cwd,
+        env={"LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(cwd)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return url, hello_proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("hello-world function did not start")
+
+
+def print_table(rows: Sequence[Sequence[object]]) -> None:
+    """Rows of (measure, ours, anchor, ratio, target) as an aligned text table."""
+    header = ("measure", "ours", "anchor", "ratio", "target")
+    width = [max(len(str(row[i])) for row in [*rows, header]) for i in range(5)]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)))
+    print("-|-".join("-" * w for w in width))
+    for row in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(row, width, strict=True)))

@@ -1,0 +1,133 @@
+"""Group commit: small writes that arrive together are committed together.
+
+Streamed events (one observation per request, thousands a second) cost a transaction each if
+written one by one; the commit, not the row, is what the database pays for. Here each request is
+parsed and checked on its own, then queued; one writer task takes what is queued (at most
+``max_events``, lingering ``max_wait`` seconds for more once one is there, like Kafka's
+``linger.ms``) and hands the group to ``write``, which runs on a worker thread and commits it in
+one transaction. Every request is answered from its own result, after the commit that holds its
+rows. Groups are written one after another in arrival order, and two events that touch the same
+(series, ts) never share a group (the later one, and every later event of its series, waits for
+the next), so a series' events are applied in the order they came and each keeps its own vintage.
+
+``write`` returns a result or an exception per item: an event it refuses fails alone. When the
+group as a whole fails (the database is away), every item gets that error; when it fails for a
+reason the group cannot say (a bug, a value the database rejects), each item is written again on
+its own, so only the one at fault fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg_pool import PoolTimeout
+from starlette.concurrency import run_in_threadpool
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WHOLE_GROUP_ERRORS = (psycopg.OperationalError, PoolTimeout)
+"""Errors that say nothing about an item: every item of the group gets them."""
+
+
+@dataclass
+class _Queued(Generic[T]):
+    item: T
+    keys: frozenset[Hashable]
+    """What the item writes, e.g. {(series, ts)}: no two items of a group share one."""
+    orders: frozenset[Hashable]
+    """What orders it, e.g. {series}: an item waits when one before it with a shared order waits."""
+    future: asyncio.Future = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+class GroupCommit(Generic[T]):
+    """Queue items, write them in groups with ``write(items) -> [result or exception, ...]``."""
+
+    def __init__(
+        self,
+        write: Callable[[list[T]], Sequence[Any]],
+        *,
+        max_events: int,
+        max_wait: float,
+        on_group: Callable[[int], None] | None = None,
+    ):
+        self.write = write
+        self.max_events = max_events
+        self.max_wait = max_wait
+        self.on_group = on_group
+        self._queue: list[_Queued[T]] = []
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, item: T, keys: frozenset[Hashable], orders: frozenset[Hashable]) -> Any:
+        """The item's result once the group holding it has committed (or its exception)."""
+        queued = _Queued(item, keys, orders, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return await queued.future
+
+    async def _run(self) -> None:
+        while self._queue:
+            if len(self._queue) < self.max_events and self.max_wait > 0:
+                await asyncio.sleep(self.max_wait)
+            group = self._take()
+            if self.on_group:
+                self.on_group(len(group))
+            try:
+                results = await run_in_threadpool(self._write_group, [q.item for q in group])
+            except BaseException as exc:  # the whole group failed, or the task was cancelled
+                for queued in group:
+                    _settle(queued.future, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for queued, result in zip(group, results, strict=True):
+                _settle(queued.future, result)
+
+    def _take(self) -> list[_Queued[T]]:
+        """The next group: in arrival order, skipping what must wait for the next."""
+        group: list[_Queued[T]] = []
+        rest: list[_Queued[T]] = []
+        keys: set[Hashable] = set()
+        waiting: set[Hashable] = set()
+        for queued in self._queue:
+            if len(group) < self.max_events and not (queued.keys & keys) and not (queued.orders & waiting):
+                group.append(queued)
+                keys |= queued.keys
+            else:
+                rest.append(queued)
+                waiting |= queued.orders
+        self._queue = rest
+        return group
+
+    def _write_group(self, items: list[T]) -> Sequence[Any]:
+        try:
+            return self.write(items)
+        except WHOLE_GROUP_ERRORS:
+            raise
+        except Exception:
+            if len(items) == 1:
+                raise
+            log.warning("a group of %d writes failed; writing each on its own", len(items), exc_info=True)
+            results: list[Any] = []
+            for item in items:
+                try:
+                    results.extend(self.write([item]))
+                except WHOLE_GROUP_ERRORS:
+                    raise
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # its request was cancelled (the client went away)
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
