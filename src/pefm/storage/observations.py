@@ -194,8 +194,8 @@ _MERGE_EVENTS = f"""
         RETURNING series_id),
     announced AS (
         SELECT pg_notify('{OBSERVATIONS_CHANNEL}',
-                         CASE WHEN length(p) > 7900 THEN '{{"series": null}}' ELSE p END)
-        FROM (SELECT json_build_object('series', array_agg(DISTINCT series_id ORDER BY series_id))::text AS p
+                         CASE WHEN octet_length(p) > 7900 THEN '{{"series": null}}' ELSE p END)
+        FROM (SELECT jsonb_build_object('series', array_agg(DISTINCT series_id ORDER BY series_id))::text AS p
               FROM ins HAVING count(*) > 0) changed)
     SELECT k, series_id, ts, vintage, value, known_value, known_vintage, now(),
            (SELECT count(*) FROM announced)
