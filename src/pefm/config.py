@@ -136,6 +136,17 @@ class Settings:
     ingest_linger_ms: float = 1.0
     """``PEFM_INGEST_LINGER_MS``: how long the ingest function waits for more writes to join a
     group once one is queued (0 to 100 ms); longer groups more under load, at that cost in latency."""
+    ingest_oidc_audience: str | None = None
+    """``PEFM_INGEST_OIDC_AUDIENCE``: the audience of the OIDC tokens Knative Eventing's deliveries
+    to the ingest function carry (knative/streaming: ``serving.knative.dev/service/pefm/pefm-ingest``);
+    set, ingest takes such a token in place of the ingest token (``pefm.serving.oidc``); unset ->
+    the ingest token only."""
+    ingest_oidc_subjects: tuple[str, ...] = ()
+    """``PEFM_INGEST_OIDC_SUBJECTS``: the senders whose OIDC tokens ingest takes, comma-separated
+    ``system:serviceaccount:<namespace>:<name>``; required with ``PEFM_INGEST_OIDC_AUDIENCE``."""
+    kubernetes_api_url: str = "https://kubernetes.default.svc"
+    """``PEFM_KUBERNETES_API_URL``: the Kubernetes API server that issues those tokens; its discovery
+    document and published keys verify them."""
     prediction_log_queue: int = 10_000
     """``PEFM_PREDICTION_LOG_QUEUE``: predictions buffered for the database before new ones are
     dropped (and counted)."""
@@ -201,6 +212,8 @@ class Settings:
             ("PEFM_REDIS_URL", "redis_url"),
             ("PEFM_MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
             ("PEFM_MLFLOW_UI_URL", "mlflow_ui_url"),
+            ("PEFM_INGEST_OIDC_AUDIENCE", "ingest_oidc_audience"),
+            ("PEFM_KUBERNETES_API_URL", "kubernetes_api_url"),
             ("K_SINK", "sink"),
         ):
             if value := env.get(name, "").strip():
@@ -233,6 +246,12 @@ class Settings:
             kwargs["rate_limit"] = (int(parts[1]), int(parts[2]))
         if not str(kwargs.get("redis_url", "redis://")).startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("PEFM_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        if subjects := env.get("PEFM_INGEST_OIDC_SUBJECTS", "").strip():
+            kwargs["ingest_oidc_subjects"] = tuple(s.strip() for s in subjects.split(",") if s.strip())
+        if bool(kwargs.get("ingest_oidc_audience")) != bool(kwargs.get("ingest_oidc_subjects")):
+            raise ConfigError(
+                "PEFM_INGEST_OIDC_AUDIENCE and PEFM_INGEST_OIDC_SUBJECTS go together: set both or neither"
+            )
         if "{name}" not in kwargs.get("knative_url", "{name}"):
             raise ConfigError("PEFM_KNATIVE_URL must contain {name} (and usually {namespace})")
         for name, key in (

@@ -216,7 +216,7 @@ def auth_problems(docs: list[dict[str, Any]]) -> list[str]:
     if sink.get("audience") != "serving.knative.dev/service/pefm/pefm-ingest":
         out.append(f"spec.sink.audience: {sink.get('audience')!r}: no OIDC token would be sent to ingest")
     text = yaml.safe_dump_all(docs)
-    if re.search(r"bearer|authorization|pefm-tokens", text, re.IGNORECASE):
+    if re.search(r"bearer|(?<!rbac\.)authorization|pefm-tokens", text, re.IGNORECASE):
         out.append("a manifest carries or names the ingest token: deliveries must authenticate by OIDC")
     if (source["spec"].get("ceOverrides") or {}).get("extensions"):
         out.append("spec.ceOverrides.extensions: written in plain text on every event")
@@ -251,12 +251,15 @@ def auth_problems(docs: list[dict[str, Any]]) -> list[str]:
 
 
 def placement_problems(docs: list[dict[str, Any]]) -> list[str]:
-    """Everything in namespace pefm, labelled as part of PEFM."""
+    """Everything in namespace pefm (a cluster-wide binding: for subjects of pefm only), labelled as
+    part of PEFM."""
     out = []
     for doc in docs:
         metadata = doc.get("metadata") or {}
         where = f"{doc.get('kind')}/{metadata.get('name')}"
-        if metadata.get("namespace") != NAMESPACE:
+        if doc.get("kind") == "ClusterRoleBinding":
+            out += [f"{where}: subject {s}" for s in doc.get("subjects", []) if s.get("namespace") != NAMESPACE]
+        elif metadata.get("namespace") != NAMESPACE:
             out.append(f"{where}: namespace {metadata.get('namespace')!r}")
         if (metadata.get("labels") or {}).get("app.kubernetes.io/part-of") != "pefm":
             out.append(f"{where}: no label app.kubernetes.io/part-of: pefm")
@@ -406,3 +409,20 @@ def test_the_folder_checks_catch_a_missing_file_namespace_and_header(tmp_path):
     assert "dead-letter.yaml: no comment header" in problems
     (folder / "source.yaml").write_text((folder / "source.yaml").read_text().replace(EVENT_TYPE, "dev.pefm.obs"))
     assert header_problems(folder)
+
+
+def test_ingest_may_read_the_keys_that_verify_the_deliveries(streaming, base):
+    """Guards the verification path: ingest runs as a ServiceAccount of its own, which is bound to
+    Kubernetes' issuer-discovery role, and names this source's ServiceAccount as its one sender."""
+    service = next(d for d in base if d.get("kind") == "Service" and d["metadata"]["name"] == "pefm-ingest")
+    account = service["spec"]["template"]["spec"].get("serviceAccountName")
+    assert account and any(d.get("kind") == "ServiceAccount" and d["metadata"]["name"] == account for d in base)
+    bindings = [d for d in streaming if d.get("kind") == "ClusterRoleBinding"]
+    assert [(b["roleRef"]["name"], b["subjects"]) for b in bindings] == [
+        ("system:service-account-issuer-discovery", [{"kind": "ServiceAccount", "name": account, "namespace": "pefm"}])
+    ]
+    env = {e["name"]: e.get("value") for e in service["spec"]["template"]["spec"]["containers"][0]["env"]}
+    source = only(streaming, "KafkaSource")
+    assert env["PEFM_INGEST_OIDC_AUDIENCE"] == source["spec"]["sink"]["audience"]
+    sender = f"system:serviceaccount:pefm:{source['metadata']['name']}-oidc-sources.knative.dev-kafkasource"
+    assert env["PEFM_INGEST_OIDC_SUBJECTS"] == sender

@@ -115,3 +115,19 @@ def test_the_cache_and_rate_limit_settings():
         30,
     )
     assert "pw" not in repr(settings)
+
+
+def test_the_ingest_oidc_settings_go_together():
+    settings = Settings.from_env(
+        {
+            "PEFM_INGEST_OIDC_AUDIENCE": "serving.knative.dev/service/pefm/pefm-ingest",
+            "PEFM_INGEST_OIDC_SUBJECTS": "a, b,",
+        }
+    )
+    assert (settings.ingest_oidc_subjects, settings.kubernetes_api_url) == (
+        ("a", "b"),
+        "https://kubernetes.default.svc",
+    )
+    for alone in ("PEFM_INGEST_OIDC_AUDIENCE", "PEFM_INGEST_OIDC_SUBJECTS"):
+        with pytest.raises(ConfigError, match="PEFM_INGEST_OIDC_AUDIENCE and PEFM_INGEST_OIDC_SUBJECTS"):
+            Settings.from_env({alone: "x"})

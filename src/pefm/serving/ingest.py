@@ -1,6 +1,7 @@
 """The ingest function's app: observations in (JSON, FRED-style CSV, CloudEvents), series metadata.
 
-Every write needs ``Authorization: Bearer $PEFM_INGEST_TOKEN``. A payload is parsed and checked
+Every write needs ``Authorization: Bearer $PEFM_INGEST_TOKEN``; observations may instead carry the
+OIDC token of a Knative Eventing sender allowed to ingest (``pefm.serving.oidc``). A payload is parsed and checked
 whole, then written whole or not at all: a small one (a streamed event, at most ``STREAM_ROWS``
 rows) in one transaction with the others that arrive with it (``pefm.serving.group_commit``), a
 large one (a CSV upload) on its own by COPY. Either way the answer comes after the commit.
@@ -85,6 +86,13 @@ class IngestService:
             max_wait=settings.ingest_linger_ms / 1000,
             on_group=metrics.ingest_group.observe,
         )
+        self.oidc = None
+        if settings.ingest_oidc_audience:
+            from pefm.serving.oidc import OidcVerifier  # PyJWT and its cryptography: only where used
+
+            self.oidc = OidcVerifier(
+                settings.kubernetes_api_url, settings.ingest_oidc_audience, settings.ingest_oidc_subjects
+            )
 
     # -- POST /v1/observations -----------------------------------------------------------------
     async def observations(self, request: Request) -> Response:
@@ -92,7 +100,7 @@ class IngestService:
         if backdate:
             require_bearer(request, self.settings.admin_token, "backdated vintages (backdate=1)")
         else:
-            require_bearer(request, self.settings.ingest_token, "ingest")
+            await self._authorise(request)
         await self.limit.check(request)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         payload, source = await off_loop(self._parse, body, request)
@@ -108,6 +116,15 @@ class IngestService:
         except WHOLE_GROUP_ERRORS as exc:
             raise unavailable(exc) from None
         return json_response(result)
+
+    async def _authorise(self, request: Request) -> None:
+        """The ingest token or, where configured, the OIDC token of a Knative Eventing sender allowed
+        to ingest (a bearer token of three dot-separated parts is taken for a JWT)."""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if self.oidc is not None and scheme.lower() == "bearer" and given.strip().count(".") == 2:
+            await self.oidc.verify(given.strip())
+        else:
+            require_bearer(request, self.settings.ingest_token, "ingest")
 
     def _announce(self, result: dict[str, Any]) -> None:
         """Count a committed write's rows and, when it changed data, tell the inference replicas
