@@ -88,7 +88,7 @@ def overview(
     ).fetchone()
     groups = conn.execute(
         """SELECT s.frequency, count(DISTINCT s.id), max(o.ts), max(o.vintage)
-           FROM series s LEFT JOIN observations o ON o.series_id = s.id GROUP BY 1 ORDER BY 1"""
+           FROM series s LEFT JOIN all_observations o ON o.series_id = s.id GROUP BY 1 ORDER BY 1"""
     ).fetchall()
     serving = serving_version(conn)
     return {
@@ -147,7 +147,7 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
 
     spans = {
         row[0]: row[1:]
-        for row in conn.execute("SELECT series_id, min(ts), max(ts), max(vintage) FROM observations GROUP BY 1")
+        for row in conn.execute("SELECT series_id, min(ts), max(ts), max(vintage) FROM all_observations GROUP BY 1")
     }
     serving = list_versions(conn, status="serving")
     out = []

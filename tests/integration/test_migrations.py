@@ -90,7 +90,7 @@ def test_every_timescaledb_call_is_qualified_and_gated_by_the_runners_decision()
         if any(f"{name}(" in migration.sql for name in TIMESCALE_FUNCTIONS):
             assert "current_setting('pefm.timescaledb', true) IS DISTINCT FROM 'on'" in migration.sql
             assert "pg_available_extensions" not in migration.sql  # the runner decides, not the file
-    assert calls == 11  # 0002: 3, 0004: 8 (every call, not just the first of each file)
+    assert calls == 14  # 0002: 3, 0004: 8, 0014: 3 (every call, not just the first of each file)
 
 
 def test_migrations_run_where_the_search_path_leaves_out_public(schema_url: str):
@@ -191,4 +191,6 @@ def test_the_qualified_calls_reach_the_extensions_schema_off_the_search_path(db:
         "compress predictions after 7 days",
         "retain request_log for 90 days",
         "retain predictions for 90 days",
+        "hypertable intraday_observations ts by 1 day",
+        "compress intraday_observations after 7 days",
     ]

@@ -27,6 +27,9 @@ PERMANENT = [
     "retrain_jobs",
     "origin_forecasts",
     "schema_migrations",
+    "intraday_observations",
+    "all_observations",  # a view
+    "daily_bars",  # a materialized view
 ]
 
 
@@ -46,7 +49,13 @@ def test_each_role_holds_exactly_its_privileges(db: Database, schema_url: str):
     """What the server says each role may do on every table equals ``PRIVILEGES`` (with the
     roles it is a member of): nothing missing, nothing extra, no table forgotten."""
     with db.connection() as conn:
-        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+                " AND relkind IN ('r', 'p', 'v', 'm')"
+            )
+        }
         assert tables == set(PERMANENT)
         for component in COMPONENTS:
             expected = {}
@@ -75,6 +84,14 @@ def test_no_component_can_change_the_schema(db: Database, schema_url: str, compo
         assert refused(conn, "TRUNCATE request_log")
         assert refused(conn, "CREATE TABLE evil (x int)")  # nor create one next to them
         assert refused(conn, "CREATE INDEX evil ON series (name)")
+
+
+def test_only_the_writers_of_data_refresh_the_daily_bars_and_only_through_the_function(db: Database, schema_url: str):
+    for component in COMPONENTS:
+        with as_role(schema_url, component) as conn:
+            assert refused(conn, "REFRESH MATERIALIZED VIEW daily_bars")
+            allowed = not refused(conn, "SELECT refresh_daily_bars()")
+            assert allowed == (component in ("ingest", "trainer")), component
 
 
 def test_ingest_writes_data_and_nothing_else(db: Database, schema_url: str):

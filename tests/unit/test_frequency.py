@@ -18,6 +18,12 @@ from pefm.data.frequency import (
         (Frequency.ANNUAL, ["2000-01-01"], ["2000-07-01"]),
         (Frequency.BUSINESS_DAILY, ["2018-12-31"], ["2018-12-29"]),  # a Saturday
         (Frequency.DAILY, ["2018-12-29"], ["2018-12-29 12:00"]),
+        (Frequency.MINUTE, ["2026-03-02 14:31"], ["2026-03-02 14:31:30", "2026-03-02 14:31:00.001"]),
+        (Frequency.FIVE_MINUTES, ["2026-03-02 14:35", "2026-03-02 00:00"], ["2026-03-02 14:36"]),
+        (Frequency.FIFTEEN_MINUTES, ["2026-03-02 14:45"], ["2026-03-02 14:40"]),
+        (Frequency.THIRTY_MINUTES, ["2026-03-02 14:30"], ["2026-03-02 14:15"]),
+        (Frequency.HOURLY, ["2026-03-02 14:00"], ["2026-03-02 14:30"]),
+        (Frequency.TICK, ["2026-03-02 14:31:07.123456"], ["2026-03-02 14:31:07.1234567"]),  # beyond microseconds
     ],
 )
 def test_off_frequency_flags_exactly_the_timestamps_that_are_not_period_starts(freq, good, bad):
@@ -49,3 +55,17 @@ def test_parse_frequency_takes_codes_and_names_and_lists_choices_on_error():
     assert parse_frequency("business daily") is Frequency.BUSINESS_DAILY
     with pytest.raises(ValueError, match=r"Q \(quarterly\)"):
         parse_frequency("fortnightly")
+
+
+def test_intraday_frequencies_step_by_their_bar_and_ticks_have_no_period():
+    bars = pd.DatetimeIndex(["2026-03-02 14:30", "2026-03-02 14:35", "2026-03-02 14:40"])
+    assert period_end(bars, Frequency.FIVE_MINUTES)[0] == pd.Timestamp("2026-03-02 14:35")
+    assert with_frequency(bars, Frequency.FIVE_MINUTES).freq == pd.offsets.Minute(5)
+    assert [f.intraday for f in (Frequency.HOURLY, Frequency.TICK, Frequency.DAILY)] == [True, True, False]
+    ticks = pd.DatetimeIndex(["2026-03-02 14:30:00.5", "2026-03-02 14:30:07"])
+    assert period_end(ticks, Frequency.TICK).equals(ticks)  # a tick is known at its own time
+    assert with_frequency(ticks, Frequency.TICK).freq is None
+    with pytest.raises(ValueError, match="no regular period"):
+        _ = Frequency.TICK.periods_per_year
+    assert Frequency.MINUTE.periods_per_year == 525_600
+    assert parse_frequency("5MIN") is Frequency.FIVE_MINUTES and parse_frequency("hourly") is Frequency.HOURLY

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from pefm.cli import app, console, data_app, db_app, err, open_db, progress_bar, series_app
+from pefm.data.frequency import Frequency
 from pefm.storage.database import Database
 from pefm.storage.observations import UnknownSeriesError
 
@@ -55,7 +56,8 @@ def bootstrap(
                 filled = {
                     r[0]
                     for r in conn.execute(
-                        "SELECT id FROM series s WHERE EXISTS (SELECT 1 FROM observations o WHERE o.series_id = s.id)"
+                        "SELECT id FROM series s"
+                        " WHERE EXISTS (SELECT 1 FROM all_observations o WHERE o.series_id = s.id)"
                     )
                 }
             if missing := [i for i in ids if i not in filled]:
@@ -289,14 +291,47 @@ def series_show(
         ("description", meta.description),
     ):
         console.print(f"  {label:<12} {value}", highlight=False)
-    span = f"{values.index[0]:%Y-%m-%d} .. {values.index[-1]:%Y-%m-%d}" if len(values) else "empty"
+    stamp = _STAMPS.get(meta.frequency, "%Y-%m-%d %H:%M" if meta.frequency.intraday else "%Y-%m-%d")
+    span = f"{values.index[0]:{stamp}} .. {values.index[-1]:{stamp}}" if len(values) else "empty"
     console.print(
         f"  {'observations':<12} {len(values)} ({span})" + (f" as of {as_of}" if as_of else ""),
         highlight=False,
     )
     table = Table("ts", "value")
     for ts, value in (values.tail(tail) if tail else values).items():
-        table.add_row(f"{ts:%Y-%m-%d}", f"{value:,.4f}")
+        table.add_row(f"{ts:{stamp}}", f"{value:,.4f}")
+    console.print(table)
+
+
+_STAMPS = {Frequency.TICK: "%Y-%m-%d %H:%M:%S.%f"}
+
+
+@series_app.command("bars")
+def series_bars(
+    series_id: str,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="the bars as known then")] = None,
+    start: Annotated[str | None, typer.Option(help="first day")] = None,
+    end: Annotated[str | None, typer.Option(help="last day")] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="also bring the materialized daily_bars (every series) up to now")
+    ] = False,
+) -> None:
+    """Print an intraday series' daily bars (UTC days), from its latest values or as known at --as-of."""
+    from pefm.storage.bars import daily_bars, refresh_daily_bars
+
+    with open_db() as db, db.connection() as conn:
+        try:
+            bars = daily_bars(conn, series_id, as_of=as_of, start=start, end=end)
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        if refresh:
+            refresh_daily_bars(conn)
+            conn.commit()
+    table = Table("day", "open", "high", "low", "close", "observations", "last")
+    for day, bar in bars.iterrows():
+        prices = (f"{bar[c]:,.4f}" for c in ("open", "high", "low", "close"))
+        table.add_row(f"{day:%Y-%m-%d}", *prices, str(bar["observations"]), f"{bar['last_ts']:%H:%M:%S}")
     console.print(table)
 
 

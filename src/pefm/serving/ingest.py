@@ -205,7 +205,8 @@ class IngestService:
                 answers.append(None)
                 owners.append(len(answers) - 1)
                 events.append(_event(payload, source))
-            for at, result in zip(owners, write_events(conn, events) if events else [], strict=True):
+            intraday = {sid for sid, meta in metas.items() if meta.frequency.intraday}
+            for at, result in zip(owners, write_events(conn, events, intraday) if events else [], strict=True):
                 if isinstance(result, VintageConflictError):
                     answers[at] = ApiError(409, str(result))
                 else:

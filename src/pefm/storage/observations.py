@@ -1,4 +1,5 @@
-"""Observations with vintages (table ``observations``): the revision-safe write and as-of reads.
+"""Observations with vintages (table ``observations``; intraday series' in
+``intraday_observations``, the same rules): the revision-safe write and as-of reads.
 
 A write never changes a stored row. For every incoming (series, ts, value) at vintage V it
 compares the value with the one known at V (the row with the latest vintage <= V):
@@ -16,7 +17,7 @@ the data as it was known then. A write that changed data announces its series on
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -72,9 +73,14 @@ _CLASSIFIED = """
            o.value AS known_value, o.vintage AS known_vintage
     FROM incoming_obs i
     JOIN unnest(%(ids)s::text[]) WITH ORDINALITY AS ids (id, k) ON ids.k = i.k
-    LEFT JOIN observations o ON o.series_id = ids.id AND o.ts = i.ts AND o.vintage <= i.vintage
+    LEFT JOIN {table} o ON o.series_id = ids.id AND o.ts = i.ts AND o.vintage <= i.vintage
     ORDER BY i.k, i.ts, o.vintage DESC NULLS LAST
 """
+
+
+def table_of(frequency: Frequency | str) -> str:
+    """The table holding a series' observations: intraday series have their own (0014)."""
+    return "intraday_observations" if Frequency(frequency).intraday else "observations"
 
 
 def write_observations(
@@ -101,8 +107,11 @@ def write_observations(
     )
     ids = sorted(rows["series_id"].unique())
     with conn.transaction():
-        known = {r[0] for r in conn.execute("SELECT id FROM series WHERE id = ANY(%s) FOR SHARE", (ids,))}
-        if unknown := [i for i in ids if i not in known]:
+        tables = {
+            sid: table_of(freq)
+            for sid, freq in conn.execute("SELECT id, frequency FROM series WHERE id = ANY(%s) FOR SHARE", (ids,))
+        }
+        if unknown := [i for i in ids if i not in tables]:
             raise UnknownSeriesError(unknown)
         # Writers of the same series take turns, so the classification below stays true.
         conn.execute(
@@ -119,43 +128,54 @@ def write_observations(
         if rows.duplicated(["series_id", "ts", "vintage"]).any():
             dup = rows[rows.duplicated(["series_id", "ts", "vintage"])].iloc[0]
             raise ValueError(f"duplicate observation {dup.series_id} {dup.ts} in one write")
-        if not _overlaps(conn, rows, ids):  # nothing stored in the span: every row is new
-            _copy_into_observations(conn, rows, source)
-            _announce(conn, ids)
-            return WriteResult(len(rows), 0, 0, whole_vintage)
-        conn.execute("SET LOCAL work_mem = '64MB'")  # the classification sort stays in memory
-        _copy_incoming(conn, rows, ids)
-        counts = conn.execute(
-            f"""WITH c AS MATERIALIZED ({_CLASSIFIED}),
-                conflicts AS (
-                    SELECT count(*) AS n FROM c
-                    WHERE known_vintage = vintage AND known_value <> value),
-                ins AS (
-                    INSERT INTO observations (series_id, ts, vintage, value, source)
-                    SELECT series_id, ts, vintage, value, %(source)s FROM c
-                    WHERE (known_value IS NULL OR known_value <> value)
-                      AND (SELECT n FROM conflicts) = 0
-                    RETURNING 1)
-                SELECT (SELECT n FROM conflicts),
-                       count(*) FILTER (WHERE known_value IS NULL),
-                       count(*) FILTER (WHERE known_value <> value),
-                       count(*) FILTER (WHERE known_value = value)
-                FROM c""",
-            {"source": source, "ids": ids},
-        ).fetchone()
-        assert counts is not None
-        conflicts, inserted, revised, unchanged = counts
-        if conflicts:
-            bad = conn.execute(
-                f"""SELECT series_id, ts, vintage, value, known_value FROM ({_CLASSIFIED}) c
-                    WHERE known_vintage = vintage AND known_value <> value
-                    ORDER BY series_id, ts LIMIT 10""",
-                {"ids": ids},
-            ).fetchall()
-            raise VintageConflictError(bad)
+        inserted = revised = unchanged = 0
+        for table in sorted(set(tables.values())):
+            part_ids = [i for i in ids if tables[i] == table]
+            part = rows if len(part_ids) == len(ids) else rows[rows["series_id"].isin(part_ids)]
+            counts = _merge(conn, table, part, part_ids, source)
+            inserted, revised, unchanged = inserted + counts[0], revised + counts[1], unchanged + counts[2]
         if inserted or revised:
             _announce(conn, ids)
     return WriteResult(inserted, revised, unchanged, whole_vintage)
+
+
+def _merge(conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: list[str], source: str) -> tuple[int, ...]:
+    """Merge the rows of series ``ids`` into ``table``: (inserted, revised, unchanged), or
+    VintageConflictError with nothing written."""
+    if not _overlaps(conn, table, rows, ids):  # nothing stored in the span: every row is new
+        _copy_into(conn, table, rows, source)
+        return len(rows), 0, 0
+    conn.execute("SET LOCAL work_mem = '64MB'")  # the classification sort stays in memory
+    _copy_incoming(conn, rows, ids)
+    classified = _CLASSIFIED.format(table=table)
+    counts = conn.execute(
+        f"""WITH c AS MATERIALIZED ({classified}),
+            conflicts AS (
+                SELECT count(*) AS n FROM c
+                WHERE known_vintage = vintage AND known_value <> value),
+            ins AS (
+                INSERT INTO {table} (series_id, ts, vintage, value, source)
+                SELECT series_id, ts, vintage, value, %(source)s FROM c
+                WHERE (known_value IS NULL OR known_value <> value)
+                  AND (SELECT n FROM conflicts) = 0
+                RETURNING 1)
+            SELECT (SELECT n FROM conflicts),
+                   count(*) FILTER (WHERE known_value IS NULL),
+                   count(*) FILTER (WHERE known_value <> value),
+                   count(*) FILTER (WHERE known_value = value)
+            FROM c""",
+        {"source": source, "ids": ids},
+    ).fetchone()
+    assert counts is not None
+    if counts[0]:
+        bad = conn.execute(
+            f"""SELECT series_id, ts, vintage, value, known_value FROM ({classified}) c
+                WHERE known_vintage = vintage AND known_value <> value
+                ORDER BY series_id, ts LIMIT 10""",
+            {"ids": ids},
+        ).fetchall()
+        raise VintageConflictError(bad)
+    return counts[1:]
 
 
 @dataclass(frozen=True)
@@ -178,32 +198,45 @@ _MERGE_EVENTS = f"""
     WITH i AS (
         SELECT i.*, coalesce(i.given, now()) AS vintage
         FROM unnest(%(k)s::int[], %(sid)s::text[], %(ts)s::timestamptz[], %(given)s::timestamptz[],
-                    %(value)s::float8[], %(source)s::text[])
-             AS i (k, series_id, ts, given, value, source)),
+                    %(value)s::float8[], %(source)s::text[], %(intraday)s::bool[])
+             AS i (k, series_id, ts, given, value, source, intraday)),
     c AS MATERIALIZED (
         SELECT i.*, o.value AS known_value, o.vintage AS known_vintage
         FROM i LEFT JOIN LATERAL (
-            SELECT value, vintage FROM observations o
-            WHERE o.series_id = i.series_id AND o.ts = i.ts AND o.vintage <= i.vintage
-            ORDER BY o.vintage DESC LIMIT 1) o ON true),
+            (SELECT value, vintage FROM observations o
+             WHERE NOT i.intraday AND o.series_id = i.series_id AND o.ts = i.ts AND o.vintage <= i.vintage
+             ORDER BY o.vintage DESC LIMIT 1)
+            UNION ALL
+            (SELECT value, vintage FROM intraday_observations o
+             WHERE i.intraday AND o.series_id = i.series_id AND o.ts = i.ts AND o.vintage <= i.vintage
+             ORDER BY o.vintage DESC LIMIT 1)) o ON true),
     conflicted AS (SELECT DISTINCT k FROM c WHERE known_vintage = vintage AND known_value <> value),
+    kept AS (
+        SELECT * FROM c
+        WHERE (known_value IS NULL OR known_value <> value) AND k NOT IN (SELECT k FROM conflicted)),
     ins AS (
         INSERT INTO observations (series_id, ts, vintage, value, source)
-        SELECT series_id, ts, vintage, value, source FROM c
-        WHERE (known_value IS NULL OR known_value <> value) AND k NOT IN (SELECT k FROM conflicted)
+        SELECT series_id, ts, vintage, value, source FROM kept WHERE NOT intraday
+        RETURNING series_id),
+    ins_intraday AS (
+        INSERT INTO intraday_observations (series_id, ts, vintage, value, source)
+        SELECT series_id, ts, vintage, value, source FROM kept WHERE intraday
         RETURNING series_id),
     announced AS (
         SELECT pg_notify('{OBSERVATIONS_CHANNEL}',
                          CASE WHEN octet_length(p) > 7900 THEN '{{"series": null}}' ELSE p END)
         FROM (SELECT jsonb_build_object('series', array_agg(DISTINCT series_id ORDER BY series_id))::text AS p
-              FROM ins HAVING count(*) > 0) changed)
+              FROM (SELECT series_id FROM ins UNION ALL SELECT series_id FROM ins_intraday) changed
+              HAVING count(*) > 0) changed)
     SELECT k, series_id, ts, vintage, value, known_value, known_vintage, now(),
            (SELECT count(*) FROM announced)
     FROM c ORDER BY k
 """
 
 
-def write_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[WriteResult | VintageConflictError]:
+def write_events(
+    conn: psycopg.Connection, events: Sequence[Event], intraday: Collection[str] = ()
+) -> list[WriteResult | VintageConflictError]:
     """Write a group of small events: the group commit of streamed writes.
 
     Each event is merged as ``write_observations`` merges a frame (inserted, revised, unchanged;
@@ -211,12 +244,13 @@ def write_events(conn: psycopg.Connection, events: Sequence[Event]) -> list[Writ
     none of its rows is written and its group-mates are unaffected. Runs in the caller's
     transaction, which has checked that the series exist (holding them ``FOR SHARE``) and that
     no two events share a (series, ts): each row is classified against what is stored, not
-    against its group-mates. Two statements, sent together (one round trip).
+    against its group-mates, and knows which series are ``intraday`` (their rows go to their own
+    table). Two statements, sent together (one round trip).
     """
-    params: dict[str, list] = {"k": [], "sid": [], "ts": [], "given": [], "value": [], "source": []}
+    params: dict[str, list] = {"k": [], "sid": [], "ts": [], "given": [], "value": [], "source": [], "intraday": []}
     for k, event in enumerate(events):
         for series_id, stamp, number in zip(event.series_ids, event.stamps, event.values, strict=True):
-            row = (k, series_id, stamp, event.vintage, float(number), event.source)
+            row = (k, series_id, stamp, event.vintage, float(number), event.source, series_id in intraday)
             for column, item in zip(params.values(), row, strict=True):
                 column.append(item)
     with conn.pipeline():
@@ -270,21 +304,21 @@ def _copy_incoming(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str])
     conn.execute("ANALYZE pg_temp.incoming_obs")
 
 
-def _overlaps(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str]) -> bool:
+def _overlaps(conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: list[str]) -> bool:
     """Whether any stored observation of these series falls inside the rows' time span."""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%s) AND ts BETWEEN %s AND %s)",
+        f"SELECT EXISTS (SELECT 1 FROM {table} WHERE series_id = ANY(%s) AND ts BETWEEN %s AND %s)",
         (ids, rows["ts"].min().tz_localize("UTC").to_pydatetime(), rows["ts"].max().tz_localize("UTC").to_pydatetime()),
     ).fetchone()
     return bool(row and row[0])
 
 
-def _copy_into_observations(conn: psycopg.Connection, rows: pd.DataFrame, source: str) -> None:
-    """COPY new rows straight into observations, in binary, one block per series."""
+def _copy_into(conn: psycopg.Connection, table: str, rows: pd.DataFrame, source: str) -> None:
+    """COPY new rows straight into ``table``, in binary, one block per series."""
     text = source.encode()
     with (
         conn.cursor() as cur,
-        cur.copy("COPY observations (series_id, ts, vintage, value, source) FROM STDIN (FORMAT BINARY)") as copy,
+        cur.copy(f"COPY {table} (series_id, ts, vintage, value, source) FROM STDIN (FORMAT BINARY)") as copy,
     ):
         copy.write(pg_binary.HEADER)
         for series_id, group in rows.groupby("series_id", sort=False):
@@ -315,9 +349,9 @@ def read_series(
     if meta is None:
         raise UnknownSeriesError([series_id])
     rows = conn.execute(
-        """SELECT DISTINCT ON (ts) ts, value FROM observations
-           WHERE series_id = %(id)s AND vintage <= %(as_of)s AND ts >= %(start)s AND ts <= %(end)s
-           ORDER BY ts, vintage DESC""",
+        f"""SELECT DISTINCT ON (ts) ts, value FROM {table_of(meta.frequency)}
+            WHERE series_id = %(id)s AND vintage <= %(as_of)s AND ts >= %(start)s AND ts <= %(end)s
+            ORDER BY ts, vintage DESC""",
         {"id": series_id, **_window(as_of, start, end)},
     ).fetchall()
     series = _to_series(rows, series_id)
@@ -341,11 +375,13 @@ def read_frame(
     freqs = {r[0]: Frequency(r[1]) for r in conn.execute("SELECT id, frequency FROM series WHERE id = ANY(%s)", (ids,))}
     if unknown := [i for i in ids if i not in freqs]:
         raise UnknownSeriesError(unknown)
+    tables = {table_of(freq) for freq in freqs.values()}
     rows = conn.execute(
-        """SELECT DISTINCT ON (series_id, ts) series_id, ts, value FROM observations
-           WHERE series_id = ANY(%(ids)s) AND vintage <= %(as_of)s
-             AND ts >= %(start)s AND ts <= %(end)s
-           ORDER BY series_id, ts, vintage DESC""",
+        f"""SELECT DISTINCT ON (series_id, ts) series_id, ts, value
+            FROM {tables.pop() if len(tables) == 1 else "all_observations"}
+            WHERE series_id = ANY(%(ids)s) AND vintage <= %(as_of)s
+              AND ts >= %(start)s AND ts <= %(end)s
+            ORDER BY series_id, ts, vintage DESC""",
         {"ids": ids, **_window(as_of, start, end)},
     ).fetchall()
     long = pd.DataFrame(rows, columns=["series_id", "ts", "value"])

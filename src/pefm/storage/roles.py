@@ -24,7 +24,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 log = logging.getLogger(__name__)
 
 _LOGS = {"request_log": "INSERT", "revision_starts": "INSERT"}  # every function logs its requests and starts
-_READ = ("series", "observations", "model_versions", "origin_forecasts")
+_READ = (
+    "series",
+    "observations",
+    "intraday_observations",
+    "all_observations",
+    "daily_bars",
+    "model_versions",
+    "origin_forecasts",
+)
 
 PRIVILEGES: dict[str, dict[str, str]] = {
     # external writes: series metadata and observations, nothing else
@@ -32,6 +40,9 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         "schema_migrations": "SELECT",
         "series": "SELECT, INSERT, UPDATE",
         "observations": "SELECT, INSERT",
+        "intraday_observations": "SELECT, INSERT",
+        "all_observations": "SELECT",
+        "daily_bars": "SELECT",
         "model_versions": "SELECT",
         **_LOGS,
     },
@@ -89,12 +100,17 @@ PRIVILEGES: dict[str, dict[str, str]] = {
     # (the rollout role's privileges, which it is a member of)
     "trainer": {
         "schema_migrations": "SELECT",
-        **dict.fromkeys(("series", "observations", "predictions", "drift_reports"), "SELECT"),
+        **dict.fromkeys((*_READ, "predictions", "drift_reports"), "SELECT"),
         "model_versions": "SELECT, INSERT, UPDATE",
         "origin_forecasts": "SELECT, INSERT",
         "retrain_jobs": "SELECT, INSERT, UPDATE",
         "retrain_events": "SELECT, INSERT",
     },
+}
+EXECUTE: dict[str, tuple[str, ...]] = {
+    # the owner's functions a role may call (SECURITY DEFINER: what only the owner may do, narrowed)
+    "ingest": ("refresh_daily_bars",),
+    "trainer": ("refresh_daily_bars",),
 }
 COMPONENTS = tuple(PRIVILEGES)
 MEMBERSHIPS = {"trainer": ("rollout",)}
@@ -140,8 +156,15 @@ def grant_statements(conn: psycopg.Connection) -> list[sql.Composed]:
     """Each role's privileges on the tables of the current schema, and nothing more (a table a
     later migration creates gets its grants when that migration has run)."""
     schema = conn.execute("SELECT current_schema()").fetchone()[0]
-    tables = {
-        r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").fetchall()
+    tables = {  # tables, views and materialized views
+        r[0]
+        for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+            " AND relkind IN ('r', 'p', 'v', 'm')"
+        ).fetchall()
+    }
+    functions = {
+        r[0] for r in conn.execute("SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace")
     }
     out = []
     for component, grants in PRIVILEGES.items():
@@ -153,6 +176,10 @@ def grant_statements(conn: psycopg.Connection) -> list[sql.Composed]:
             if table not in tables:
                 continue
             out.append(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privileges), sql.Identifier(schema, table), role))
+        for function in EXECUTE.get(component, ()):
+            if function in functions:
+                name = sql.Identifier(schema, function)
+                out.append(sql.SQL("GRANT EXECUTE ON FUNCTION {}() TO {}").format(name, role))
     return out
 
 

@@ -41,7 +41,7 @@ def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
     change would reinterpret stored observations (a new frequency or transform)."""
     with conn.transaction():
         stored = conn.execute(
-            """SELECT frequency, transform, EXISTS (SELECT 1 FROM observations WHERE series_id = %s)
+            """SELECT frequency, transform, EXISTS (SELECT 1 FROM all_observations WHERE series_id = %s)
                FROM series WHERE id = %s FOR UPDATE""",
             (meta.id, meta.id),
         ).fetchone()
@@ -123,7 +123,7 @@ def summarize_series(conn: psycopg.Connection) -> list[SeriesSummary]:
                LEFT JOIN LATERAL (
                    SELECT min(ts) AS first, max(ts) AS last, count(DISTINCT ts) AS count,
                           count(DISTINCT vintage) AS vintages
-                   FROM observations WHERE series_id = s.id) o ON true
+                   FROM all_observations WHERE series_id = s.id) o ON true
                ORDER BY s.id"""
         ).fetchall()
     return [SeriesSummary(**row) for row in rows]

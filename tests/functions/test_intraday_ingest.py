@@ -1,0 +1,68 @@
+"""Intraday series through the ingest function (a real process under func-python, a real
+PostgreSQL): a minute-bar series created, streamed and uploaded into its own table, bars off
+their minute refused by position, ticks at any microsecond."""
+
+import pandas as pd
+import psycopg
+import pytest
+
+from tests.functions.conftest import TOKEN, start_function, stop
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def ingest(module_schema, tmp_path_factory):
+    running = start_function("ingest", module_schema, tmp_path_factory.mktemp("intraday"), PEFM_INGEST_TOKEN=TOKEN)
+    yield running
+    stop(running)
+
+
+def stored(url: str, table: str, series: str) -> list[tuple[str, float]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            f"SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), value FROM {table}"
+            " WHERE series_id = %s ORDER BY ts",
+            (series,),
+        ).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def test_a_minute_series_is_streamed_and_uploaded_into_the_intraday_table(ingest, module_schema):
+    with ingest.client() as client:
+        body = {"name": "ES one-minute closes", "frequency": "1min", "unit": "index points"}
+        assert client.put("/v1/series/es.1min", json=body, headers=AUTH).status_code == 201
+        assert client.get("/v1/series/es.1min").json()["frequency"] == "1min"
+        event = {"series_id": "es.1min", "observations": [{"ts": "2026-03-02T14:31:00Z", "value": 5800.25}]}
+        assert client.post("/v1/observations", json=event, headers=AUTH).json()["inserted"] == 1
+        # a day's upload, over STREAM_ROWS: written on its own by COPY, into the same table
+        stamps = pd.date_range("2026-03-02 14:32", periods=1200, freq="1min")
+        day = [{"ts": f"{ts:%Y-%m-%dT%H:%M}Z", "value": 5800.5 + i / 4} for i, ts in enumerate(stamps)]
+        answer = client.post("/v1/observations", json={"series_id": "es.1min", "observations": day}, headers=AUTH)
+        assert answer.status_code == 200 and answer.json()["inserted"] == 1200
+        off = [{"ts": "2026-03-05T14:34:00Z", "value": 1.0}, {"ts": "2026-03-05T14:34:30Z", "value": 2.0}]
+        refused = client.post("/v1/observations", json={"series_id": "es.1min", "observations": off}, headers=AUTH)
+        assert refused.status_code == 422
+        [detail] = refused.json()["details"]
+        assert detail["message"] == "2026-03-05 14:34 is not a minute period start" and "[1]" in detail["field"]
+    values = [v for _, v in stored(module_schema, "intraday_observations", "es.1min")]
+    assert values == [5800.25] + [5800.5 + i / 4 for i in range(1200)]
+    assert stored(module_schema, "observations", "es.1min") == []
+
+
+def test_ticks_keep_their_microseconds(ingest, module_schema):
+    with ingest.client() as client:
+        body = {"name": "EUR/USD trades", "frequency": "tick"}
+        assert client.put("/v1/series/eurusd.ticks", json=body, headers=AUTH).status_code == 201
+        ticks = [
+            {"ts": "2026-03-02T14:31:07.123456Z", "value": 1.0841},
+            {"ts": "2026-03-02T14:31:07.5Z", "value": 1.0842},
+        ]
+        answer = client.post(
+            "/v1/observations", json={"series_id": "eurusd.ticks", "observations": ticks}, headers=AUTH
+        )
+        assert answer.status_code == 200, answer.text
+    assert stored(module_schema, "intraday_observations", "eurusd.ticks") == [
+        ("2026-03-02 14:31:07.123456", 1.0841),
+        ("2026-03-02 14:31:07.500000", 1.0842),
+    ]
