@@ -799,7 +799,7 @@ def test_the_cli_validates_and_counts_each_family():
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert f"knative/flagger: valid: Flagger 3 (Kubernetes {KUBERNETES_VERSION} schemas)" in lines
-    assert f"knative/overlays/gpu: valid: Knative 3, Kubernetes 16 (Kubernetes {KUBERNETES_VERSION} schemas)" in (lines)
+    assert f"knative/overlays/gpu: valid: Knative 3, Kubernetes 17 (Kubernetes {KUBERNETES_VERSION} schemas)" in (lines)
     assert f"knative/jobs: valid: Kubernetes 8 (Kubernetes {KUBERNETES_VERSION} schemas)" in lines
     assert (
         "knative/overlays/cpu: not schema-checked (no CRD for them here): "

@@ -289,6 +289,7 @@ def series_show(
         ("transform", meta.transform),
         ("source", meta.source),
         ("description", meta.description),
+        *([("calendar", meta.calendar)] if meta.calendar else []),
     ):
         console.print(f"  {label:<12} {value}", highlight=False)
     stamp = _STAMPS.get(meta.frequency, "%Y-%m-%d %H:%M" if meta.frequency.intraday else "%Y-%m-%d")

@@ -1,8 +1,9 @@
 """The real datasets PEFM ships with, loaded offline from registry packages.
 
 - statsmodels ``macrodata``: US quarterly macro data, 1959Q1-2009Q3.
-- arch ``arch.data``: S&P 500 and NASDAQ daily adjusted close (1999-2018), core CPI (monthly,
-  1957-2018), Moody's AAA/BAA yields (monthly, 1919-2018), WTI crude oil (daily, 1986-2019).
+- arch ``arch.data``: S&P 500 and NASDAQ daily adjusted close (1999-2018, on the NYSE's and
+  Nasdaq's exchange calendars), core CPI (monthly, 1957-2018), Moody's AAA/BAA yields (monthly,
+  1919-2018), WTI crude oil (daily, 1986-2019: a spot price, weekdays without a calendar).
 
 These packages carry no real-time vintages, so each value is stamped as known at the end of its
 period (no publication lag, no revisions): as-of reads then see exactly the periods that had ended.
@@ -82,6 +83,7 @@ def _market(
     module: str,
     column: str,
     description: str,
+    calendar: str = "",
 ) -> BundledSeries:
     meta = SeriesMeta(
         id=id_,
@@ -91,6 +93,7 @@ def _market(
         transform=transform,
         source=f"arch.data.{module}",
         description=description,
+        calendar=calendar,
     )
     return BundledSeries(meta, _arch(module, column))
 
@@ -154,6 +157,7 @@ BUNDLED: tuple[BundledSeries, ...] = (
         "sp500",
         "Adj Close",
         "S&P 500 index, daily adjusted close",
+        calendar="XNYS",  # its 5031 days are exactly the NYSE's sessions of 1999-2018
     ),
     _market(
         "nasdaq",
@@ -164,6 +168,7 @@ BUNDLED: tuple[BundledSeries, ...] = (
         "nasdaq",
         "Adj Close",
         "NASDAQ Composite index, daily adjusted close",
+        calendar="XNAS",
     ),
     _market(
         "core_cpi",

@@ -79,12 +79,13 @@ def parse_frequency(code: str) -> Frequency:
     raise ValueError(f"unknown frequency {code!r}; expected one of {choices}")
 
 
-def off_frequency(index: pd.DatetimeIndex | np.ndarray, freq: Frequency) -> np.ndarray:
+def off_frequency(index: pd.DatetimeIndex | np.ndarray, freq: Frequency, calendar: str = "") -> np.ndarray:
     """Boolean mask of the timestamps (UTC-naive) that are not period starts of ``freq``.
 
-    Weekly series may fall on any weekday, but all on the same one; intraday bars start on their
-    bar's boundary; a tick may fall on any microsecond. Plain numpy on the timestamps, so one
-    streamed observation is checked as cheaply as a file is.
+    Weekly series may fall on any weekday, but all on the same one; business days are weekdays,
+    or the sessions of the series' exchange ``calendar`` (``pefm.data.calendars``); intraday bars
+    start on their bar's boundary; a tick may fall on any microsecond. Plain numpy on the
+    timestamps, so one streamed observation is checked as cheaply as a file is.
     """
     stamps = np.asarray(index, dtype="datetime64[ns]")
     if freq is Frequency.TICK:
@@ -96,6 +97,10 @@ def off_frequency(index: pd.DatetimeIndex | np.ndarray, freq: Frequency) -> np.n
     weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     if freq is Frequency.BUSINESS_DAILY:
         bad |= weekday >= 5
+        if calendar:
+            from pefm.data.calendars import off_sessions
+
+            bad |= off_sessions(days, calendar)
     elif freq is Frequency.WEEKLY and len(stamps):
         bad |= weekday != weekday[0]
     elif freq in (Frequency.MONTHLY, Frequency.QUARTERLY, Frequency.ANNUAL):

@@ -12,7 +12,7 @@ import psycopg
 
 from pefm.data.bundled import BundledSeries
 from pefm.data.fred_csv import SERIES_ID, ParsedSeries, parse_fred_csv
-from pefm.data.frequency import Frequency, period_end
+from pefm.data.frequency import period_end
 from pefm.data.validation import ValidationError, check_frequency
 from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, write_observations
 from pefm.storage.series import SeriesMeta, get_series, upsert_series
@@ -40,7 +40,7 @@ def load_bundled(
     reports = []
     for item in items:
         values = item.load()
-        if issues := check_frequency(values.index, item.meta.frequency):
+        if issues := check_frequency(values.index, item.meta.frequency, calendar=item.meta.calendar):
             raise ValidationError(f"bundled series {item.meta.id} is off its frequency", issues)
         frame = pd.DataFrame(
             {
@@ -82,7 +82,7 @@ def load_csv(
                 raise ValueError(f"the file holds {parsed.series_id!r}, not {create.id!r}")
             upsert_series(conn, create)
             meta = create
-        _check_on_frequency(parsed, meta.frequency)
+        _check_on_frequency(parsed, meta)
         frame = pd.DataFrame(
             {"series_id": parsed.series_id, "ts": parsed.values.index, "value": parsed.values.to_numpy()}
         )
@@ -111,12 +111,13 @@ def load_fred(
             meta = series_meta(info, series_id, values["ts"])
             upsert_series(conn, meta)
         dates = pd.DatetimeIndex(values["ts"].drop_duplicates().sort_values())
-        if issues := check_frequency(dates, meta.frequency):
+        if issues := check_frequency(dates, meta.frequency, calendar=meta.calendar):
             raise ValidationError(f"FRED's dates for {fred_id} are not {meta.frequency.label} period starts", issues)
         result = write_observations(conn, values.assign(series_id=series_id), source=f"fred:{info.get('id', fred_id)}")
     return meta, fetched, result
 
 
-def _check_on_frequency(parsed: ParsedSeries, freq: Frequency) -> None:
-    if issues := check_frequency(parsed.values.index, freq, lines=parsed.lines):
-        raise ValidationError(f"dates in the CSV are not {freq.label} period starts for {parsed.series_id!r}", issues)
+def _check_on_frequency(parsed: ParsedSeries, meta: SeriesMeta) -> None:
+    if issues := check_frequency(parsed.values.index, meta.frequency, lines=parsed.lines, calendar=meta.calendar):
+        what = f"{meta.calendar} sessions" if meta.calendar else f"{meta.frequency.label} period starts"
+        raise ValidationError(f"dates in the CSV are not {what} for {parsed.series_id!r}", issues)

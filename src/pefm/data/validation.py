@@ -78,17 +78,22 @@ class ValidationError(ValueError):
 
 
 def check_frequency(
-    index: pd.DatetimeIndex | np.ndarray, freq: Frequency, *, lines: Sequence[int] | None = None
+    index: pd.DatetimeIndex | np.ndarray,
+    freq: Frequency,
+    *,
+    lines: Sequence[int] | None = None,
+    calendar: str = "",
 ) -> Issues:
-    """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``,
-    located by file line when ``lines`` is given, else by position (the first MAX_DETAILS; the
-    rest counted)."""
-    bad = np.flatnonzero(off_frequency(index, freq))
+    """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``
+    (with an exchange ``calendar``: a session of it), located by file line when ``lines`` is
+    given, else by position (the first MAX_DETAILS; the rest counted)."""
+    bad = np.flatnonzero(off_frequency(index, freq, calendar))
+    what = f"{calendar} session" if calendar else f"{freq.label} period start"
     return _located(
         bad,
         lines,
         "date" if lines is not None else "ts",
-        lambda pos: f"{pd.Timestamp(index[pos]):%Y-%m-%d %H:%M} is not a {freq.label} period start",
+        lambda pos: f"{pd.Timestamp(index[pos]):%Y-%m-%d %H:%M} is not a {what}",
     )
 
 

@@ -91,6 +91,7 @@ class BaseForecaster:
         frame = self._as_frame(y)
         self.series_ids_ = [str(c) for c in frame.columns]
         self.freq_ = _frequency_of(y)
+        self.calendar_ = y.attrs.get("calendar", "")
         self.cutoff_ = frame.index[-1]
         values = frame.to_numpy(dtype="float64")
         values = values if self.multivariate else values[:, 0]
@@ -106,7 +107,7 @@ class BaseForecaster:
             raise ForecastInputError(f"h must be a positive integer, got {h!r}")
         levels = _check_levels(levels)
         mean, bounds = self._calibrated(int(h), levels)
-        ds = future_index(self.cutoff_, self.freq_, int(h))
+        ds = future_index(self.cutoff_, self.freq_, int(h), getattr(self, "calendar_", ""))  # older pickles: none
         parts = []
         for j, series_id in enumerate(self.series_ids_):
             part = {"series_id": series_id, "ds": ds, "mean": mean[:, j]}
@@ -359,8 +360,13 @@ def _frequency_of(y: pd.Series | pd.DataFrame) -> Frequency | pd.DateOffset:
     return pd.tseries.frequencies.to_offset(inferred)
 
 
-def future_index(cutoff: pd.Timestamp, freq: Frequency | pd.DateOffset, h: int) -> pd.DatetimeIndex:
-    """The ``h`` period starts after ``cutoff``."""
+def future_index(cutoff: pd.Timestamp, freq: Frequency | pd.DateOffset, h: int, calendar: str = "") -> pd.DatetimeIndex:
+    """The ``h`` period starts after ``cutoff``: for a business-daily series with an exchange
+    ``calendar``, its next ``h`` sessions (``pefm.data.calendars``)."""
+    if calendar and freq is Frequency.BUSINESS_DAILY:
+        from pefm.data.calendars import sessions_after
+
+        return sessions_after(calendar, cutoff, h).rename("ds")
     offset = freq.offset if isinstance(freq, Frequency) else freq
     if isinstance(freq, Frequency) and freq is Frequency.WEEKLY:
         offset = pd.DateOffset(days=7)

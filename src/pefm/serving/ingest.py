@@ -24,8 +24,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pefm.config import Settings
+from pefm.data.calendars import calendar_names
 from pefm.data.fred_csv import SERIES_ID, parse_fred_csv
-from pefm.data.frequency import parse_frequency
+from pefm.data.frequency import Frequency, parse_frequency
 from pefm.data.json_payload import (
     ObservationsPayload,
     SeriesPayload,
@@ -65,7 +66,15 @@ from pefm.storage.series import SeriesInUseError, SeriesMeta, get_series, get_se
 
 log = logging.getLogger(__name__)
 EVENT_TYPE = "dev.pefm.observations"
-_SERIES_FIELDS = {"name": 200, "frequency": 8, "unit": 64, "transform": 32, "source": 200, "description": 2000}
+_SERIES_FIELDS = {
+    "name": 200,
+    "frequency": 8,
+    "unit": 64,
+    "transform": 32,
+    "source": 200,
+    "description": 2000,
+    "calendar": 32,
+}
 """The series fields a PUT may set, each with its longest accepted length."""
 STREAM_ROWS = 1000
 """Writes of at most this many rows are group-committed with the others that arrive with them;
@@ -231,7 +240,7 @@ class IngestService:
         for item in payload.series:
             meta = metas[item.series_id]
             for found in (
-                check_frequency(item.stamps, meta.frequency, lines=item.lines),
+                check_frequency(item.stamps, meta.frequency, lines=item.lines, calendar=meta.calendar),
                 check_transform(item.numbers, meta.transform, lines=item.lines),
             ):
                 for issue in found:  # from JSON: named by the observation's path
@@ -396,11 +405,17 @@ def _series_meta(body: bytes, series_id: str) -> SeriesMeta:
         issues.append(Issue(field="frequency", message=str(exc)))
     if data.get("transform", "none") not in TRANSFORMS:
         issues.append(Issue(field="transform", message=f"expected one of {sorted(TRANSFORMS)}"))
+    if calendar := data.get("calendar"):
+        if frequency is not Frequency.BUSINESS_DAILY:
+            issues.append(Issue(field="calendar", message="only a business-daily (B) series has an exchange calendar"))
+        elif isinstance(calendar, str) and calendar not in calendar_names():
+            message = f"unknown exchange calendar {calendar[:40]!r}: a MIC such as XNYS, or an alias"
+            issues.append(Issue(field="calendar", message=message))
     if issues:
         raise ApiError.invalid(ValidationError("invalid series", issues))
     return SeriesMeta(
         id=series_id,
         name=data["name"].strip(),
         frequency=frequency,
-        **{k: data[k] for k in ("unit", "transform", "source", "description") if k in data},
+        **{k: data[k] for k in ("unit", "transform", "source", "description", "calendar") if k in data},
     )

@@ -343,8 +343,9 @@ def read_series(
     end: Moment = None,
 ) -> pd.Series:
     """The series as known at ``as_of`` (default: latest), over [start, end], as a float Series
-    named by its id with a UTC-naive DatetimeIndex; ``index.freq`` is set when there are no gaps
-    and ``attrs["frequency"]`` always holds its Frequency."""
+    named by its id with a UTC-naive DatetimeIndex; ``index.freq`` is set when there are no gaps,
+    ``attrs["frequency"]`` always holds its Frequency and ``attrs["calendar"]`` its exchange
+    calendar ('' for none)."""
     meta = get_series(conn, series_id)
     if meta is None:
         raise UnknownSeriesError([series_id])
@@ -357,6 +358,7 @@ def read_series(
     series = _to_series(rows, series_id)
     series.index = with_frequency(series.index, meta.frequency)
     series.attrs["frequency"] = meta.frequency
+    series.attrs["calendar"] = meta.calendar
     return series
 
 
@@ -370,9 +372,12 @@ def read_frame(
 ) -> pd.DataFrame:
     """Many series as known at ``as_of``, aligned on the union of their timestamps (NaN where a
     series has no value), one column per id in the order given; ``attrs["frequencies"]`` maps
-    each id to its Frequency."""
+    each id to its Frequency, and ``attrs["calendar"]`` is their exchange calendar if they share
+    one."""
     ids = list(dict.fromkeys(series_ids))
-    freqs = {r[0]: Frequency(r[1]) for r in conn.execute("SELECT id, frequency FROM series WHERE id = ANY(%s)", (ids,))}
+    freqs, calendars = {}, {}
+    for sid, freq, calendar in conn.execute("SELECT id, frequency, calendar FROM series WHERE id = ANY(%s)", (ids,)):
+        freqs[sid], calendars[sid] = Frequency(freq), calendar
     if unknown := [i for i in ids if i not in freqs]:
         raise UnknownSeriesError(unknown)
     tables = {table_of(freq) for freq in freqs.values()}
@@ -392,6 +397,8 @@ def read_frame(
     if len(set(freqs.values())) == 1:
         frame.index = with_frequency(pd.DatetimeIndex(frame.index), next(iter(freqs.values())))
     frame.attrs["frequencies"] = freqs
+    if len(set(calendars.values())) == 1:  # one calendar for all: the frame's own (as its frequency)
+        frame.attrs["calendar"] = next(iter(calendars.values()))
     return frame
 
 

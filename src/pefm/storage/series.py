@@ -23,6 +23,8 @@ class SeriesMeta:
     transform: str = "none"
     source: str = ""
     description: str = ""
+    calendar: str = ""
+    """The exchange calendar of a business-daily series (``pefm.data.calendars``); '' for none."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frequency", Frequency(self.frequency))
@@ -57,16 +59,16 @@ def _upsert(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
     row = conn.execute(
         f"""INSERT INTO series ({_COLUMNS})
             VALUES (%(id)s, %(name)s, %(frequency)s, %(unit)s, %(transform)s, %(source)s,
-                    %(description)s)
+                    %(description)s, %(calendar)s)
             ON CONFLICT (id) DO UPDATE SET
                 name = EXCLUDED.name, frequency = EXCLUDED.frequency, unit = EXCLUDED.unit,
                 transform = EXCLUDED.transform, source = EXCLUDED.source,
-                description = EXCLUDED.description,
-                updated_at = CASE WHEN (series.name, series.frequency, series.unit,
-                                        series.transform, series.source, series.description)
+                description = EXCLUDED.description, calendar = EXCLUDED.calendar,
+                updated_at = CASE WHEN (series.name, series.frequency, series.unit, series.transform,
+                                        series.source, series.description, series.calendar)
                                        IS DISTINCT FROM
-                                       (EXCLUDED.name, EXCLUDED.frequency, EXCLUDED.unit,
-                                        EXCLUDED.transform, EXCLUDED.source, EXCLUDED.description)
+                                       (EXCLUDED.name, EXCLUDED.frequency, EXCLUDED.unit, EXCLUDED.transform,
+                                        EXCLUDED.source, EXCLUDED.description, EXCLUDED.calendar)
                                   THEN now() ELSE series.updated_at END
             RETURNING (xmax = 0) AS created""",
         {**asdict(meta), "frequency": meta.frequency.value},

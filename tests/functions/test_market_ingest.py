@@ -1,6 +1,7 @@
-"""Intraday series through the ingest function (a real process under func-python, a real
+"""Market series through the ingest function (a real process under func-python, a real
 PostgreSQL): a minute-bar series created, streamed and uploaded into its own table, bars off
-their minute refused by position, ticks at any microsecond."""
+their minute refused by position, ticks at any microsecond; a business-daily series on an
+exchange calendar, whose holidays are refused."""
 
 import pandas as pd
 import psycopg
@@ -13,7 +14,7 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def ingest(module_schema, tmp_path_factory):
-    running = start_function("ingest", module_schema, tmp_path_factory.mktemp("intraday"), PEFM_INGEST_TOKEN=TOKEN)
+    running = start_function("ingest", module_schema, tmp_path_factory.mktemp("market"), PEFM_INGEST_TOKEN=TOKEN)
     yield running
     stop(running)
 
@@ -66,3 +67,30 @@ def test_ticks_keep_their_microseconds(ingest, module_schema):
         ("2026-03-02 14:31:07.123456", 1.0841),
         ("2026-03-02 14:31:07.500000", 1.0842),
     ]
+
+
+def test_a_series_on_an_exchange_calendar_refuses_its_holidays(ingest, module_schema):
+    with ingest.client() as client:
+        body = {"name": "S&P 500 futures settle", "frequency": "B", "calendar": "XNYS"}
+        assert client.put("/v1/series/es.settle", json=body, headers=AUTH).status_code == 201
+        assert client.get("/v1/series/es.settle").json()["calendar"] == "XNYS"
+        days = [{"ts": "2018-12-31", "value": 2507.0}, {"ts": "2019-01-01", "value": 2510.0}]
+        refused = client.post("/v1/observations", json={"series_id": "es.settle", "observations": days}, headers=AUTH)
+        assert refused.status_code == 422
+        [detail] = refused.json()["details"]
+        assert detail["message"] == "2019-01-01 00:00 is not a XNYS session" and "[1]" in detail["field"]
+        days[1]["ts"] = "2019-01-02"
+        assert (
+            client.post("/v1/observations", json={"series_id": "es.settle", "observations": days}, headers=AUTH).json()[
+                "inserted"
+            ]
+            == 2
+        )
+        for bad, message in (
+            ({"calendar": "XXXX"}, "unknown exchange calendar 'XXXX'"),
+            ({"calendar": "XNYS", "frequency": "Q"}, "only a business-daily (B) series has an exchange calendar"),
+        ):
+            answer = client.put("/v1/series/es.other", json={**body, **bad}, headers=AUTH)
+            assert answer.status_code == 422 and answer.json()["details"][0]["field"] == "calendar"
+            assert message in answer.json()["details"][0]["message"]
+    assert [v for _, v in stored(module_schema, "observations", "es.settle")] == [2507.0, 2510.0]

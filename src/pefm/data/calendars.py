@@ -1,0 +1,60 @@
+"""Exchange calendars: the sessions of a business-daily series that trades on an exchange.
+
+A business-daily series may name its exchange's calendar (``series.calendar``, an ISO 10383 MIC
+such as ``XNYS``, or an alias such as ``NYSE``, as the maintained ``exchange_calendars`` library
+knows them). Its timestamps must then be sessions of that calendar (a value stamped on a
+holiday is refused), and its forecasts are dated by the sessions that follow, not by weekdays.
+Without a calendar a business day is any weekday. The library is imported on first use only
+(it takes most of a second), never on a function's cold start.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from exchange_calendars import ExchangeCalendar
+
+FIRST_SESSION = pd.Timestamp("1970-01-01")
+"""Sessions are known from here (or the calendar's own first day, if later) to a year ahead."""
+
+
+@lru_cache(maxsize=1)
+def calendar_names() -> frozenset[str]:
+    import exchange_calendars
+
+    return frozenset(exchange_calendars.get_calendar_names(include_aliases=True))
+
+
+@lru_cache(maxsize=16)
+def exchange_calendar(code: str) -> ExchangeCalendar:
+    """The calendar named ``code`` (ValueError for a name the library does not know)."""
+    import exchange_calendars
+
+    if code not in calendar_names():
+        raise ValueError(f"unknown exchange calendar {code!r} (an ISO 10383 MIC such as XNYS, or an alias)")
+    try:
+        return exchange_calendars.get_calendar(code, start=FIRST_SESSION)
+    except ValueError:  # a calendar whose rules start later than FIRST_SESSION: from its own start
+        return exchange_calendars.get_calendar(code)
+
+
+def off_sessions(stamps: np.ndarray, code: str) -> np.ndarray:
+    """Boolean mask of the dates (UTC-naive, midnight) that are not sessions of the calendar,
+    within the span it knows; a date outside that span is not judged."""
+    cal = exchange_calendar(code)
+    days = pd.DatetimeIndex(np.asarray(stamps, dtype="datetime64[ns]"))
+    known = (days >= cal.first_session) & (days <= cal.last_session)
+    return np.asarray(known & ~days.isin(cal.sessions))
+
+
+def sessions_after(code: str, cutoff: pd.Timestamp, h: int) -> pd.DatetimeIndex:
+    """The ``h`` sessions that follow ``cutoff`` (UTC-naive, midnight)."""
+    cal = exchange_calendar(code)
+    day = pd.Timestamp(cutoff).normalize()
+    first = cal.next_session(day) if cal.is_session(day) else cal.date_to_session(day, direction="next")
+    return pd.DatetimeIndex(cal.sessions_window(first, h))
