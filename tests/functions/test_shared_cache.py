@@ -15,7 +15,7 @@ from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
-from pefm.serving.cache import OBSERVATIONS, PREFIX
+from pefm.serving.cache import OBSERVATIONS
 from pefm.storage.database import Database, open_database
 from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate
@@ -80,12 +80,11 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def replicas(schema, redis_server, tmp_path_factory):
-    """Two replicas of one revision, started one after the other."""
+    """Two replicas of one revision, started one after the other (each loads its model when a
+    request first needs it: the first from the registry, keeping it in Redis for the second)."""
     url, version = schema
     env = {"PEFM_REDIS_URL": redis_server.url, "PEFM_MODEL_VERSION": version, "K_REVISION": "pefm-cache"}
     first = start_function("inference", url, tmp_path_factory.mktemp("first"), **env)
-    # the first has loaded its model (in the background, after becoming ready) and kept it
-    assert eventually(lambda: redis_server.client().exists(f"{PREFIX}artifact:{version}"))
     second = start_function("inference", url, tmp_path_factory.mktemp("second"), **env)
     yield first, second
     stop(first)

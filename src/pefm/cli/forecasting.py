@@ -365,7 +365,6 @@ def forecast_command(
 ) -> None:
     """Forecast series with the serving model: the answer POST /v1/forecast gives, as a table."""
     import dataclasses
-    import threading
 
     from pefm.config import get_settings
     from pefm.serving.cache import open_cache
@@ -382,7 +381,7 @@ def forecast_command(
         try:
             server.load()
             ids, h, lv, when, _, asked = check_request(request)
-            threading.Thread(target=server.load_model, daemon=True).start()  # as an inference revision does
+            server.start_loading()  # as an inference revision's first model-path request does
             changed = changed_since_training(db, server.version)
             stale = [s for s in ids if s in changed]
             if settings.recondition and stale:  # and as it does, on the latest data

@@ -19,18 +19,17 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from pefm.data.fields import MAX_YEAR, MIN_YEAR, SERIES_ID
 from pefm.data.validation import Issue, Issues, ValidationError
 
 DATE_HEADERS = ("date", "observation_date")
 # \Z, not $ (which also matches before a final newline); [0-9], not \d (which takes any script's digits)
-SERIES_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 MISSING = {".", ""}
 _ODD_NUMBER = re.compile(r"[^0-9eE+\-.]")  # what float() takes but _NUMBER does not: _, inf, nan, hex
 _NOT_CLEAN = re.compile(r"[^0-9eE+\-.,\r\n]")  # clean rows are dates, numbers, commas and line ends
 # Dates PEFM stores: wide for economic history, inside what pandas' nanosecond timestamps hold.
-MIN_YEAR, MAX_YEAR = 1700, 2200
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pefm.data import strict_json
-from pefm.data.fred_csv import MAX_YEAR, MIN_YEAR, SERIES_ID
+from pefm.data.fields import SERIES_ID, parse_timestamp
 from pefm.data.validation import Issue, Issues, ValidationError
 
 _SERIES_KEYS = {"series_id", "observations"}
@@ -63,19 +63,6 @@ class SeriesPayload:
 class ObservationsPayload:
     series: list[SeriesPayload]
     vintage: datetime | None
-
-
-def parse_timestamp(raw: object) -> datetime | None:
-    """An ISO 8601 date or date-time in years 1700..2200 as an aware UTC datetime (naive means
-    UTC), else None."""
-    if not isinstance(raw, str) or not 10 <= len(raw) <= 40 or not raw.isascii():
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    return parsed if MIN_YEAR <= parsed.year <= MAX_YEAR else None
 
 
 def parse_observations_json(body: bytes | str) -> ObservationsPayload:

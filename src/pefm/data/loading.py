@@ -11,7 +11,8 @@ import pandas as pd
 import psycopg
 
 from pefm.data.bundled import BundledSeries
-from pefm.data.fred_csv import SERIES_ID, ParsedSeries, parse_fred_csv
+from pefm.data.fields import SERIES_ID
+from pefm.data.fred_csv import ParsedSeries, parse_fred_csv
 from pefm.data.frequency import period_end
 from pefm.data.validation import ValidationError, check_frequency
 from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, write_observations

@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-from pefm.data.frequency import Frequency
+    from pefm.data.frequency import Frequency
 
 
 def _none(y: pd.Series, freq: Frequency) -> pd.Series:
@@ -23,11 +24,15 @@ def _diff(y: pd.Series, freq: Frequency) -> pd.Series:
 
 def _log_diff_ann(y: pd.Series, freq: Frequency) -> pd.Series:
     """Annualized log growth in percent: 100 * periods_per_year * diff(log y) (400x for quarterly)."""
+    import numpy as np
+
     return (100.0 * freq.periods_per_year * np.log(y).diff()).iloc[1:]
 
 
 def _log_return(y: pd.Series, freq: Frequency) -> pd.Series:
     """Period log return in percent: 100 * diff(log y)."""
+    import numpy as np
+
     return (100.0 * np.log(y).diff()).iloc[1:]
 
 

@@ -1,14 +1,19 @@
-"""Validation errors that name where the input went wrong (line or index, and field)."""
+"""Validation errors that name where the input went wrong (line or index, and field).
+
+numpy and pandas load with the first check that needs them: the serving path reports its errors
+through this module without them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
-from pefm.data.frequency import Frequency, off_frequency
+    from pefm.data.frequency import Frequency
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,11 @@ def check_frequency(
     """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``
     (with an exchange ``calendar``: a session of it), located by file line when ``lines`` is
     given, else by position (the first MAX_DETAILS; the rest counted)."""
+    import numpy as np
+    import pandas as pd
+
+    from pefm.data.frequency import off_frequency
+
     bad = np.flatnonzero(off_frequency(index, freq, calendar))
     what = f"{calendar} session" if calendar else f"{freq.label} period start"
     return _located(
@@ -100,6 +110,8 @@ def check_frequency(
 def check_transform(values: pd.Series | np.ndarray, transform: str, *, lines: Sequence[int] | None = None) -> Issues:
     """An Issue (field ``value``) for each value the series' transform cannot take: <= 0 under a
     log transform. Located like ``check_frequency``."""
+    import numpy as np
+
     from pefm.data.transforms import positive_only
 
     if not positive_only(transform):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pefm.serving.cache import OBSERVATIONS, STATE_TTL, Cache, panel_key
-from pefm.storage.observations import OBSERVATIONS_CHANNEL
+from pefm.storage.channels import OBSERVATIONS_CHANNEL
 
 if TYPE_CHECKING:
     from pefm.serving.inference import ModelServer

@@ -146,7 +146,6 @@ class ServiceFunction:
         settings = self.settings
         self.metrics.model_info.labels(settings.revision, server.version.id, server.version.family).set(1)
         self._mark_ready(settings.revision)
-        threading.Thread(target=server.load_model, name="pefm-model-loader", daemon=True).start()
         if settings.recondition:
             from pefm.serving.freshness import Reconditioner
 

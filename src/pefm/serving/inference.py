@@ -1,11 +1,12 @@
 """The inference function's app: forecasts with intervals from the model version this revision serves.
 
 Start-up reads the version's registry row and the forecasts precomputed when it was registered
-(horizons up to 12, levels 80/95): that is all a plain request needs, so a revision is ready
-without importing statsmodels or torch. The model itself (signature- and sha256-checked) loads on a background
-thread for what the precomputed table cannot answer: other levels, longer horizons, ``as_of``
-(forecast from the data as known then) and ``history`` (what-if: the client's values replace or
-extend the stored ones). Those requests get 503 with Retry-After until it is loaded. Forecasts
+(horizons up to 12, levels 80/95): that is all a plain request needs, so a revision is ready, and
+stays small while it serves only those, without importing pandas, statsmodels or torch. The model
+itself (signature- and sha256-checked) loads on a background thread when the first request needs
+what the precomputed table cannot answer: other levels, longer horizons, ``as_of`` (forecast from
+the data as known then) and ``history`` (what-if: the client's values replace or extend the stored
+ones). Those requests wait for it (``MODEL_WAIT_SECONDS``), then get 503 with Retry-After. Forecasts
 come in the series' own units (level space) or in model space, and, as new data arrive, are
 conditioned on them without a retrain (``serving.freshness``): each says its ``data_as_of``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import itertools
 import json
@@ -33,8 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pefm.config import Settings
-from pefm.data.fred_csv import SERIES_ID
-from pefm.data.json_payload import parse_timestamp
+from pefm.data.fields import SERIES_ID, parse_timestamp
 from pefm.data.transforms import INVERTIBLE, SPACES, model_space_unit
 from pefm.serving.cache import STATE_TTL, Cache
 from pefm.serving.http import (
@@ -109,6 +110,8 @@ class ModelServer:
         self.model = None
         self.model_error: str | None = None
         self._loaded = threading.Event()
+        self._loader: threading.Thread | None = None
+        self._loader_lock = threading.Lock()
         self._rendered: dict[tuple, str] = {}
 
     def load(self) -> None:
@@ -183,6 +186,13 @@ class ModelServer:
         finally:
             self._loaded.set()
 
+    def start_loading(self) -> None:
+        """Start loading the model on a background thread, once (the first request that needs it)."""
+        with self._loader_lock:
+            if self._loader is None:
+                self._loader = threading.Thread(target=self.load_model, name="pefm-model-loader", daemon=True)
+                self._loader.start()
+
     def wait_for_model(self):
         """The model, once loading has finished (None if it failed)."""
         self._loaded.wait()
@@ -238,7 +248,9 @@ class ModelServer:
     ) -> str:
         """Forecast rows as JSON text from the model itself (blocking: run it on a thread)."""
         if not self._loaded.is_set():
-            raise ApiError(503, "the model is still loading; retry shortly", headers={"Retry-After": "1"})
+            self.start_loading()
+            if not self._loaded.wait(MODEL_WAIT_SECONDS):  # a load takes a second or two: wait rather than refuse
+                raise ApiError(503, "the model is still loading; retry shortly", headers={"Retry-After": "1"})
         if self.model is None:
             raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers={"Retry-After": "30"})
         from pefm.serving.whatif import model_forecast
@@ -254,6 +266,9 @@ class ModelServer:
 
 MODEL_QUEUE_SECONDS = 10.0
 """How long a request waits for one of the model's slots before a 503 with Retry-After."""
+MODEL_WAIT_SECONDS = 10.0
+"""How long a model-path request waits for the model to load (it starts with the first such
+request) before a 503 with Retry-After."""
 
 
 class InferenceService:
@@ -266,6 +281,7 @@ class InferenceService:
         self.metrics = metrics
         self.writer = writer
         self.limit = RateLimit(settings.rate_limit, server.cache)
+        self._served: dict[tuple[str, str], Any] = {}  # the counters' children, by (version, source)
 
     async def forecast_post(self, request: Request) -> Response:
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
@@ -353,7 +369,7 @@ class InferenceService:
                 text = server.precomputed_json(series_id, state, space, horizon, levels)
             if text is None:
                 text, source = await self._model_answer(series_id, state, space, horizon, levels, as_of, history)
-            self.metrics.forecasts.labels(self.settings.revision, server.version.id, source).inc()
+            self._count(server.version.id, source)
             data_as_of = as_of if as_of is not None else state.data_as_of
             parts.append(forecast_part(series_id, space, server.meta[series_id], data_as_of, text))
             if self.writer is not None and not shadow:
@@ -380,6 +396,13 @@ class InferenceService:
         )
         headers = {"X-PEFM-Model-Version": server.version.id, "X-PEFM-Revision": self.settings.revision}
         return Response(body, headers=headers, media_type="application/json")
+
+    def _count(self, version_id: str, source: str) -> None:
+        """One more forecast served (the counter's child looked up once: ``labels`` costs ~10 µs)."""
+        if (served := self._served.get((version_id, source))) is None:
+            served = self.metrics.forecasts.labels(self.settings.revision, version_id, source)
+            self._served[version_id, source] = served
+        served.inc()
 
 
 def create_inference_app(
@@ -454,6 +477,7 @@ def forecast_part(series_id: str, space: str, meta: dict[str, str], data_as_of: 
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -25,14 +25,14 @@ from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.data.calendars import calendar_names
-from pefm.data.fred_csv import SERIES_ID, parse_fred_csv
+from pefm.data.fields import SERIES_ID, parse_timestamp
+from pefm.data.fred_csv import parse_fred_csv
 from pefm.data.frequency import Frequency, parse_frequency
 from pefm.data.json_payload import (
     ObservationsPayload,
     SeriesPayload,
     observations_from_object,
     parse_observations_json,
-    parse_timestamp,
 )
 from pefm.data.transforms import TRANSFORMS
 from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_transform

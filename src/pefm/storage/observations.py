@@ -26,11 +26,10 @@ import psycopg
 
 from pefm.data.frequency import Frequency, with_frequency
 from pefm.storage import pg_binary
+from pefm.storage.channels import OBSERVATIONS_CHANNEL
 from pefm.storage.series import get_series
 
 Moment = datetime | pd.Timestamp | str | None
-OBSERVATIONS_CHANNEL = "pefm_observations"
-"""The PostgreSQL notification channel a write that changed data announces its series on."""
 
 
 class UnknownSeriesError(LookupError):

@@ -1,0 +1,23 @@
+"""Field formats shared by the payload parsers and the serving path, without pandas (so a replica
+that only serves precomputed forecasts never imports it)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+SERIES_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
+MIN_YEAR, MAX_YEAR = 1700, 2200
+
+
+def parse_timestamp(raw: object) -> datetime | None:
+    """An ISO 8601 date or date-time in years 1700..2200 as an aware UTC datetime (naive means
+    UTC), else None."""
+    if not isinstance(raw, str) or not 10 <= len(raw) <= 40 or not raw.isascii():
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return parsed if MIN_YEAR <= parsed.year <= MAX_YEAR else None
