@@ -43,13 +43,20 @@ def exchange_calendar(code: str) -> ExchangeCalendar:
         return exchange_calendars.get_calendar(code)
 
 
+@lru_cache(maxsize=16)
+def _session_days(code: str) -> np.ndarray:
+    """The calendar's sessions as sorted day numbers (searched per event on ingest's hot path)."""
+    return exchange_calendar(code).sessions.to_numpy(dtype="datetime64[D]").astype(np.int64)
+
+
 def off_sessions(stamps: np.ndarray, code: str) -> np.ndarray:
     """Boolean mask of the dates (UTC-naive, midnight) that are not sessions of the calendar,
     within the span it knows; a date outside that span is not judged."""
-    cal = exchange_calendar(code)
-    days = pd.DatetimeIndex(np.asarray(stamps, dtype="datetime64[ns]"))
-    known = (days >= cal.first_session) & (days <= cal.last_session)
-    return np.asarray(known & ~days.isin(cal.sessions))
+    sessions = _session_days(code)
+    days = np.asarray(stamps, dtype="datetime64[ns]").astype("datetime64[D]").astype(np.int64)
+    at = np.minimum(np.searchsorted(sessions, days), len(sessions) - 1)
+    known = (days >= sessions[0]) & (days <= sessions[-1])
+    return known & (sessions[at] != days)
 
 
 def sessions_after(code: str, cutoff: pd.Timestamp, h: int) -> pd.DatetimeIndex:
