@@ -24,12 +24,16 @@ class Issuer:
     def __init__(self) -> None:
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
         self.requests: list[tuple[str, str | None]] = []  # (path, authorization header)
+        self.failing = False  # answer 500, as an API server in trouble
         self.add_key("key-1")
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 issuer.requests.append((self.path, self.headers.get("authorization")))
+                if issuer.failing:
+                    self.send_error(500)
+                    return
                 if self.path == "/.well-known/openid-configuration":
                     body = {"issuer": ISSUER, "jwks_uri": f"{issuer.url}/openid/v1/jwks"}
                 elif self.path == "/openid/v1/jwks":

@@ -112,3 +112,14 @@ def test_an_unreachable_api_server_is_503(issuer, tmp_path):
     issuer.close()
     error = refused(verifier(issuer, tmp_path), token)
     assert error.status == 503 and "signing keys" in error.error
+
+
+def test_a_failing_api_server_is_asked_again_only_after_the_refresh_interval(issuer, tmp_path):
+    check = verifier(issuer, tmp_path, refresh_seconds=0.3)
+    issuer.failing = True
+    token = issuer.token()
+    assert [refused(check, token).status for _ in range(3)] == [503, 503, 503]
+    assert len(issuer.requests) == 1  # one attempt; the others answered from its failure
+    issuer.failing = False
+    time.sleep(0.35)
+    assert asyncio.run(check.verify(token)) == SENDER

@@ -53,6 +53,7 @@ class OidcVerifier:
         self._issuer: str | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched = -float("inf")
+        self._failure: ApiError | None = None  # the last fetch's, answered until the next may be tried
         self._fetching = asyncio.Lock()
         self._verified: dict[str, tuple[str, float]] = {}  # token -> (subject, expiry): senders reuse a token
 
@@ -97,8 +98,11 @@ class OidcVerifier:
     async def _key(self, kid: str) -> jwt.PyJWK:
         if kid not in self._keys:
             async with self._fetching:
-                if kid not in self._keys and time.monotonic() - self._fetched >= self.refresh_seconds:
-                    await self._fetch()
+                if kid not in self._keys:
+                    if time.monotonic() - self._fetched >= self.refresh_seconds:
+                        await self._fetch()
+                    elif self._failure is not None:  # the API server is not asked again before refresh_seconds
+                        raise self._failure
         if (key := self._keys.get(kid)) is None:
             raise ApiError(
                 401,
@@ -124,8 +128,10 @@ class OidcVerifier:
                 except jwt.PyJWKError:
                     continue  # a key of a kind we do not verify with: tokens signed by it fail as unknown
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            raise ApiError(503, f"cannot fetch the OIDC signing keys from {self.api_url}: {exc}") from None
-        self._issuer, self._keys, self._fetched = issuer, usable, time.monotonic()
+            self._fetched = time.monotonic()
+            self._failure = ApiError(503, f"cannot fetch the OIDC signing keys from {self.api_url}: {exc}")
+            raise self._failure from None
+        self._issuer, self._keys, self._fetched, self._failure = issuer, usable, time.monotonic(), None
 
 
 def _invalid(exc: Exception) -> ApiError:
