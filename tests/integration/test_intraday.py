@@ -134,5 +134,5 @@ def test_the_cli_prints_the_bars_as_of_a_moment_and_refreshes_the_view(conn, min
     assert then.returncode == 0 and f"{high_then:,.4f}" in then.stdout
     listed = run(cli_env, "series", "show", BARS.id, "--tail", "1")
     assert "780 (2026-03-02 14:30 .. 2026-03-03 20:59)" in listed.stdout
-    quarterly = run(cli_env, "series", "bars", "nope")
-    assert quarterly.returncode == 1 and "unknown series: nope" in quarterly.stderr
+    unknown = run(cli_env, "series", "bars", "nope")
+    assert unknown.returncode == 1 and "unknown series: nope" in unknown.stderr
