@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,drift,dashboard,cluster,bench,tracking]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,forecasting,functions,local,drift,dashboard,cluster,bench,tracking]'
 	touch $(STAMP)
 
 $(TOOLS)/.installed:

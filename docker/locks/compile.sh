@@ -18,7 +18,7 @@ lock() {
 lock ingest --extra functions
 lock monitor --extra functions --extra drift
 lock dashboard --extra dashboard
-lock control --extra functions --extra cluster --extra tracking
+lock control --extra functions --extra local --extra cluster --extra tracking
 lock inference-cuda --extra functions --extra forecasting --extra cluster -c docker/locks/torch-cuda.constraints
 if [ -n "${TORCH_CPU_WHEELS:-}" ]; then torch_source="--find-links $TORCH_CPU_WHEELS"; else torch_source="--torch-backend cpu"; fi
 # shellcheck disable=SC2086  # two words on purpose

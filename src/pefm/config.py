@@ -118,6 +118,10 @@ class Settings:
     """``PEFM_REVISION_GRACE_SECONDS``: how long a finished rollout keeps the revision that lost
     (rollback after a promotion is instant meanwhile) and a revision outside the traffic block
     keeps running, before the local runtime stops it."""
+    local_replicas: int | None = None
+    """``PEFM_LOCAL_REPLICAS``: how many replicas the local runtime runs of each inference
+    revision, behind the local router (``pefm up --replicas``); unset -> the initial scale of
+    knative/base/inference.yaml."""
     retrain: str | None = None
     """``PEFM_RETRAIN``: what the monitor does on a drift breach: ``off`` (report only) or
     ``local`` (run ``pefm retrain``); unset -> off, except under ``pefm up``, which closes the
@@ -281,6 +285,8 @@ class Settings:
             kwargs["retrain"] = retrain
         if raw := env.get("PEFM_INGEST_LINGER_MS", "").strip():
             kwargs["ingest_linger_ms"] = _number("PEFM_INGEST_LINGER_MS", raw, 0.0, 100.0)
+        if raw := env.get("PEFM_LOCAL_REPLICAS", "").strip():
+            kwargs["local_replicas"] = int(_number("PEFM_LOCAL_REPLICAS", raw, 1, 64))
         if raw := env.get("PEFM_REVISION_GRACE_SECONDS", "").strip():
             kwargs["revision_grace_seconds"] = _number("PEFM_REVISION_GRACE_SECONDS", raw, 0.0, 1e9)
         for name, key in (

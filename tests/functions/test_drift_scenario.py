@@ -281,5 +281,5 @@ def test_a_crash_after_deploying_resumes_at_the_rollout_without_deploying_twice(
     assert second_runtime.processes == {}  # nothing started twice
     assert controller.get(resumed["rollout"]).green_revision == revision
     with db.connection() as conn:
-        pid = conn.execute("SELECT pid FROM local_revisions WHERE revision = %s", (revision,)).fetchone()[0]
-    assert pid == first_runtime.processes[revision].process.pid
+        pids = conn.execute("SELECT pids FROM local_revisions WHERE revision = %s", (revision,)).fetchone()[0]
+    assert pids == [first_runtime.processes[revision].process.pid]

@@ -122,8 +122,8 @@ class Soak:
 
     def alive_inference(self) -> list[str]:
         with self.db.connection() as conn:
-            rows = conn.execute("SELECT revision, pid FROM local_revisions WHERE service = 'inference'").fetchall()
-        return sorted(revision for revision, pid in rows if revision_alive(pid, revision))
+            rows = conn.execute("SELECT revision, pids FROM local_revisions WHERE service = 'inference'").fetchall()
+        return sorted(revision for revision, pids in rows if all(revision_alive(pid, revision) for pid in pids))
 
 
 @pytest.fixture(scope="module")

@@ -111,18 +111,19 @@ def test_load_csv_reports_counts_and_errors_with_line_and_field(db, cli_env, tmp
     assert unknown.returncode == 1 and "unknown series: nope" in unknown.stderr
 
 
-def test_up_runs_the_local_stack_until_interrupted(cli_env, tmp_path):
-    """`pefm up`: the functions behind the local router answer, then Ctrl-C stops everything."""
+def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path):
+    """`pefm up --replicas 2`: the functions behind the local router answer, the inference revision
+    as two replicas that share its requests, then Ctrl-C stops everything."""
     import signal
     import time
 
     import httpx
 
-    from pefm.local.runtime import free_port
+    from pefm.local.runtime import free_port, revision_alive
 
     port = free_port()
     process = subprocess.Popen(
-        [*PEFM, "up", "--port", str(port)],
+        [*PEFM, "up", "--port", str(port), "--replicas", "2"],
         env={**cli_env, "COLUMNS": "200"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -142,7 +143,16 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, tmp_path):
             f"http://127.0.0.1:{port}/v1/forecast", json={"series_id": "realgdp", "horizon": 2}, timeout=30
         )
         assert forecast.status_code == 200, forecast.text
-        assert forecast.headers["x-pefm-routed-revision"].startswith("pefm-inference-bundle-")
+        revision = forecast.headers["x-pefm-routed-revision"]
+        assert revision.startswith("pefm-inference-bundle-")
+        with psycopg.connect(schema_url) as conn:
+            pids = conn.execute("SELECT pids FROM local_revisions WHERE revision = %s", (revision,)).fetchone()[0]
+        assert len(pids) == 2 and all(revision_alive(pid, revision) for pid in pids)
+        for _ in range(3):  # one at a time: the replicas take turns
+            assert httpx.post(f"http://127.0.0.1:{port}/v1/forecast", json={"series_id": "unemp"}).status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{port}/_router/metrics").text
+        assert re.search(r'pefm_router_routed_total\{replica="0",revision="pefm-inference-bundle-[^"]+"', metrics)
+        assert re.search(r'pefm_router_routed_total\{replica="1",revision="pefm-inference-bundle-[^"]+"', metrics)
         token = dict(line.split("=", 1) for line in (tmp_path / "home" / "tokens.env").read_text().split())
         ingest_url = next(w for w in output.split() if w.endswith("/v1/observations"))
         put = httpx.put(
@@ -160,6 +170,7 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, tmp_path):
     assert "local stack stopped" in rest
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/_router/health", timeout=2)
+    assert not any(revision_alive(pid, revision) for pid in pids)
 
 
 def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):

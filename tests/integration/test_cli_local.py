@@ -1,5 +1,6 @@
 """``pefm local register``: revisions started elsewhere (compose containers) behind the local router."""
 
+import asyncio
 import subprocess
 import sys
 
@@ -17,9 +18,22 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def revisions(url: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(
-            "SELECT revision, url, model_version, pid FROM local_revisions WHERE service = %s ORDER BY revision",
+            """SELECT revision, urls, model_version, pids, container_concurrency FROM local_revisions
+               WHERE service = %s ORDER BY revision""",
             ("inference",),
         ).fetchall()
+
+
+def router_table(url: str) -> TrafficTable:
+    """The traffic table as the router reads it (one refresh)."""
+
+    async def read() -> TrafficTable:
+        table = TrafficTable(url, "inference")
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            await table.refresh(conn)
+        return table
+
+    return asyncio.run(read())
 
 
 def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(db, cli_env, schema_url):
@@ -34,19 +48,32 @@ def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(db, cli_
         "inference",
         "pefm-inference-green",
         "http://inference-green:8080",
+        "http://inference-green-2:8080",
         "--model-version",
         "ar-20260101000000-0123abcd",
+        "--container-concurrency",
+        "10",
     )
     assert green.returncode == 0, green.stderr
     assert "traffic unchanged" in green.stdout
     assert revisions(schema_url) == [
-        ("pefm-inference-blue", "http://inference-blue:8080", None, None),
-        ("pefm-inference-green", "http://inference-green:8080", "ar-20260101000000-0123abcd", None),
+        ("pefm-inference-blue", ["http://inference-blue:8080"], None, [None], 0),
+        (
+            "pefm-inference-green",
+            ["http://inference-green:8080", "http://inference-green-2:8080"],
+            "ar-20260101000000-0123abcd",
+            [None, None],
+            10,
+        ),
     ]
-    table = TrafficTable(schema_url, "inference", every=3600)  # what the router reads
+    table = router_table(schema_url)  # what the router reads
     assert table.targets == [{"revision": "pefm-inference-blue", "percent": 100, "tag": "blue", "latest": False}]
     assert table.pick(None) == "pefm-inference-blue"
-    assert table.urls[table.pick("blue")] == "http://inference-blue:8080"
+    assert [r.url for r in table.replicas[table.pick("blue")]] == ["http://inference-blue:8080"]
+    assert [(r.url, r.limit) for r in table.replicas["pefm-inference-green"]] == [
+        ("http://inference-green:8080", 10),
+        ("http://inference-green-2:8080", 10),
+    ]
 
 
 def test_registering_again_moves_the_revision_but_not_the_traffic(db, cli_env, schema_url):
@@ -60,9 +87,12 @@ def test_registering_again_moves_the_revision_but_not_the_traffic(db, cli_env, s
         )
     again = run(cli_env, "local", "register", "inference", "blue-1", "http://a2:8080", "--tag", "other")
     assert again.returncode == 0, again.stderr
-    table = TrafficTable(schema_url, "inference", every=3600)
+    table = router_table(schema_url)
     assert [(t["revision"], t["percent"]) for t in table.targets] == [("blue-1", 50), ("green-1", 50)]
-    assert table.urls == {"green-1": "http://b:8080", "blue-1": "http://a2:8080"}
+    assert {rev: [r.url for r in rs] for rev, rs in table.replicas.items()} == {
+        "green-1": ["http://b:8080"],
+        "blue-1": ["http://a2:8080"],
+    }
 
 
 def test_a_url_that_is_not_http_is_refused_and_nothing_is_recorded(cli_env, schema_url):

@@ -19,6 +19,15 @@ def up(
     serve: Annotated[bool, typer.Option(help="start the local stack and keep it running (Ctrl-C stops it)")] = True,
     port: Annotated[int, typer.Option(help="port of the inference router (the rollout API takes port + 10)")] = 8080,
     dashboard_port: Annotated[int | None, typer.Option(help="port of the dashboard [default: 8050]")] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="replicas of each inference revision behind the router [default: PEFM_LOCAL_REPLICAS, "
+            "else the initial scale of knative/base/inference.yaml]",
+        ),
+    ] = None,
 ) -> None:
     """Bring PEFM up on the configured database (embedded by default): migrate, load the bundled
     real data, make sure a model is serving, then run the functions behind the local router and
@@ -34,7 +43,7 @@ def up(
         if serve:
             from pefm.cli.stack import run_stack
 
-            run_stack(db, version, port, dashboard_port)
+            run_stack(db, version, port, dashboard_port, replicas)
 
 
 @app.command()

@@ -17,26 +17,38 @@ app.add_typer(local_app, name="local")
 def register(
     service: Annotated[str, typer.Argument(help="the service, e.g. inference")],
     revision: Annotated[str, typer.Argument(help="the revision's name (its K_REVISION)")],
-    url: Annotated[str, typer.Argument(help="where the router reaches it, e.g. http://inference-blue:8080")],
+    urls: Annotated[
+        list[str], typer.Argument(help="where the router reaches each replica, e.g. http://inference-blue:8080")
+    ],
     model_version: Annotated[str | None, typer.Option(help="the model version it serves")] = None,
     tag: Annotated[str, typer.Option(help="the tag of the first revision's traffic")] = "blue",
+    container_concurrency: Annotated[
+        int, typer.Option(min=0, help="requests the router lets one replica have in flight (0: no limit)")
+    ] = 0,
 ) -> None:
-    """Record a revision the local router can send SERVICE's traffic to. A service's first revision
-    gets all of it (one target tagged TAG); once a service has traffic, rollouts move it."""
+    """Record a revision the local router can send SERVICE's traffic to, with one URL per replica
+    (the router sends each request to the replica with the fewest in flight). A service's first
+    revision gets all of the traffic (one target tagged TAG); once a service has traffic, rollouts
+    move it."""
     from pefm.local.runtime import record_revision
     from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import TrafficTarget
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        err.print(f"[red]error:[/red] revision URL must be http(s)://host[:port], not {url!r}")
-        raise typer.Exit(2)
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            err.print(f"[red]error:[/red] revision URL must be http(s)://host[:port], not {url!r}")
+            raise typer.Exit(2)
+    urls = [url.rstrip("/") for url in urls]
+    where = ", ".join(urls)
     with open_db() as db:
         with db.connection() as conn:
-            record_revision(conn, service, revision, url.rstrip("/"), model_version=model_version)
+            record_revision(
+                conn, service, revision, urls, model_version=model_version, container_concurrency=container_concurrency
+            )
         router = LocalRouter(db, {})
         if router.traffic(service):
-            console.print(f"{service}: registered {revision} at {url}; traffic unchanged", highlight=False)
+            console.print(f"{service}: registered {revision} at {where}; traffic unchanged", highlight=False)
             return
         router.set_traffic(service, [TrafficTarget(revision, 100, tag)])
-    console.print(f"{service}: registered {revision} at {url}; all of its traffic, tagged {tag}", highlight=False)
+    console.print(f"{service}: registered {revision} at {where}; all of its traffic, tagged {tag}", highlight=False)

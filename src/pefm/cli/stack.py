@@ -16,9 +16,12 @@ from pefm.storage.database import Database
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def run_stack(db: Database, version: str, port: int, dashboard_port: int | None = None) -> None:
+def run_stack(
+    db: Database, version: str, port: int, dashboard_port: int | None = None, replicas: int | None = None
+) -> None:
     """Start the revisions, the router, the rollout API and the dashboard; block until Ctrl-C,
-    then stop them."""
+    then stop them. ``replicas``: of each inference revision, this stack's and those retraining
+    starts (``PEFM_LOCAL_REPLICAS``)."""
     import sys
 
     from pefm.local.runtime import LocalRuntime, spawn
@@ -27,6 +30,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
     from pefm.rollout.router import revision_name
 
     settings = get_settings()
+    replicas = replicas or settings.local_replicas
     home = settings.home
     secrets_env = local_secrets(home, settings)
     runtime = LocalRuntime(db.url, home / "logs")
@@ -38,6 +42,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
         "PEFM_HOME": str(home),
         "PEFM_ROUTER_URL": router_url,
         "PEFM_REVISION_GRACE_SECONDS": f"{settings.revision_grace_seconds:g}",
+        **({"PEFM_LOCAL_REPLICAS": str(replicas)} if replicas else {}),
         **({"PEFM_ROLLOUT_SPEC": str(settings.rollout_spec)} if settings.rollout_spec else {}),
         **({"PEFM_GATE_POLICY": str(settings.gate_policy)} if settings.gate_policy else {}),
         **shared_secrets,
@@ -67,7 +72,7 @@ def run_stack(db: Database, version: str, port: int, dashboard_port: int | None 
             ingest = runtime.start_revision("ingest", "pefm-ingest-local", env=ingest_env)
             revision = revision_name("inference", version)
             shadow = {"PEFM_SHADOW_KEY": secrets_env["PEFM_SHADOW_KEY"]}  # inference needs no token
-            runtime.start_revision("inference", revision, model_version=version, env=shadow)
+            runtime.start_revision("inference", revision, model_version=version, env=shadow, replicas=replicas)
             _resume_traffic(db, local, revision)
             router = runtime.start_router("inference", port=port, env=shared_secrets)
             api_env = {"PEFM_DATABASE_URL": runtime.url_for("rollout"), **shared_env}

@@ -229,14 +229,15 @@ class LocalDeployer:
         self.env = env or {}
 
     def deploy(self, version: ModelVersion) -> str:
-        from pefm.local.runtime import revision_alive
+        from pefm.local.runtime import revision_alive, stop_revision
 
         revision = revision_name("inference", version.id)
         with psycopg.connect(self.runtime.database_url) as conn:
             row = conn.execute(
-                "SELECT pid FROM local_revisions WHERE service = 'inference' AND revision = %s", (revision,)
+                "SELECT pids FROM local_revisions WHERE service = 'inference' AND revision = %s", (revision,)
             ).fetchone()
-        if row is None or not revision_alive(row[0], revision):
+        if row is None or not all(revision_alive(pid, revision) for pid in row[0]):
+            stop_revision(row[0] if row else [], revision)  # a replica died: the revision starts again whole
             self.runtime.start_revision("inference", revision, model_version=version.id, env=self.env)
         return revision
 

@@ -1,9 +1,14 @@
-"""The local traffic router: Knative's traffic block on one machine.
+"""The local traffic router: Knative's traffic block, activator and queue-proxy on one machine.
 
 Routes each request to a revision of its service by the block's percents, or by tag
-(``Host: <tag>-<service>.local`` or the path prefix ``/_tag/<tag>/``). The block and the
-revisions' addresses live in the database (``local_traffic``, ``local_revisions``), refreshed
-every few hundred milliseconds, so ``pefm rollout`` in another process moves traffic here.
+(``Host: <tag>-<service>.local`` or the path prefix ``/_tag/<tag>/``), then to the replica of that
+revision with the fewest requests in flight, never past its containerConcurrency (beyond it the
+request waits for a free replica, as Knative's queue-proxy queues it). A replica that refuses
+connections is left out for a second and the request goes to another. The block and the
+revisions' replicas live in the database (``local_traffic``, ``local_revisions``), read every few
+hundred milliseconds over one connection, so ``pefm rollout`` in another process moves traffic
+here. Served by uvicorn (httptools, uvloop); upstream connections are aiohttp's, kept alive and
+pooled, and bodies stream through both ways.
 Run: ``python -m pefm.local.router --service inference`` with LISTEN_ADDRESS and PEFM_DATABASE_URL.
 """
 
@@ -15,11 +20,12 @@ import json
 import logging
 import os
 import random
-import threading
 import time
+from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import psycopg
+import yarl
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.requests import Request
 
@@ -28,26 +34,74 @@ from pefm.serving.http import ApiError, guard, require_bearer
 
 log = logging.getLogger("pefm.router")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+DOWN_SECONDS = 1.0  # how long a replica that refused a connection is left out
+QUEUE_SECONDS = 30.0  # how long a request waits for a replica under its containerConcurrency (Knative: timeoutSeconds)
+
+
+@dataclass(eq=False)
+class Replica:
+    """One process of a revision, as the router sees it."""
+
+    url: str
+    limit: int
+    """Requests it may have in flight (the revision's containerConcurrency; 0: no limit)."""
+    index: int = 0
+    """Its place among the revision's replicas (the metrics' ``replica`` label)."""
+    in_flight: int = 0
+    down_until: float = 0.0
+
+    @property
+    def free(self) -> bool:
+        return not self.limit or self.in_flight < self.limit
+
+    def to_dict(self) -> dict:
+        down = self.down_until > time.monotonic()
+        return {"url": self.url, "in_flight": self.in_flight, "limit": self.limit, "down": down}
 
 
 class TrafficTable:
-    """The service's traffic block and revision URLs, refreshed from the database in the background."""
+    """The service's traffic block and its revisions' replicas, refreshed from the database."""
 
     def __init__(self, database_url: str, service: str, every: float = 0.3):
         self.database_url, self.service, self.every = database_url, service, every
         self.targets: list[dict] = []
-        self.urls: dict[str, str] = {}
+        self.replicas: dict[str, list[Replica]] = {}
         self.latest: str | None = None
-        self.refresh()
-        threading.Thread(target=self._loop, daemon=True, name="pefm-router-refresh").start()
+        self._turn = 0
 
-    def refresh(self) -> None:
-        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=2) as conn:
-            row = conn.execute("SELECT traffic FROM local_traffic WHERE service = %s", (self.service,)).fetchone()
-            revisions = conn.execute(
-                "SELECT revision, url FROM local_revisions WHERE service = %s ORDER BY started_at", (self.service,)
-            ).fetchall()
-        self.urls = dict(revisions)
+    async def run(self, ready: asyncio.Future) -> None:
+        """Refresh every ``every`` seconds, over one connection (made again after an error); the
+        first refresh settles ``ready``. Routing goes on with the last known table meanwhile."""
+        conn = None
+        while True:
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=2)
+                await self.refresh(conn)
+                if not ready.done():
+                    ready.set_result(None)
+            except (psycopg.Error, OSError) as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+                    return
+                log.warning("traffic refresh failed: %s", exc)
+                conn = None
+            await asyncio.sleep(self.every)
+
+    async def refresh(self, conn: psycopg.AsyncConnection) -> None:
+        cur = await conn.execute("SELECT traffic FROM local_traffic WHERE service = %s", (self.service,))
+        row = await cur.fetchone()
+        cur = await conn.execute(
+            """SELECT revision, urls, container_concurrency FROM local_revisions
+               WHERE service = %s ORDER BY started_at""",
+            (self.service,),
+        )
+        revisions = await cur.fetchall()
+        known = {(revision, r.url, r.limit): r for revision, rs in self.replicas.items() for r in rs}
+        self.replicas = {  # the replicas still listed keep their in-flight counts
+            revision: [known.get((revision, url, limit)) or Replica(url, limit, i) for i, url in enumerate(urls)]
+            for revision, urls, limit in revisions
+        }
         self.latest = revisions[-1][0] if revisions else None
         self.targets = (
             row[0]
@@ -55,18 +109,11 @@ class TrafficTable:
             else ([{"revision": self.latest, "percent": 100, "tag": None, "latest": True}] if self.latest else [])
         )
 
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self.every)
-            try:
-                self.refresh()
-            except psycopg.Error as exc:  # keep routing with the last known block
-                log.warning("traffic refresh failed: %s", exc)
-
     def resolve(self, target: dict) -> str | None:
         return self.latest if target.get("latest") else target.get("revision")
 
     def pick(self, tag: str | None) -> str | None:
+        """The revision a request goes to: the tagged one, or one drawn by the block's percents."""
         if tag is not None:
             for target in self.targets:
                 if target.get("tag") == tag:
@@ -78,46 +125,102 @@ class TrafficTable:
         revisions, weights = zip(*weighted, strict=True)
         return random.choices(revisions, weights=weights)[0]
 
+    def least_loaded(self, revision: str) -> Replica | None:
+        """The replica with the fewest requests in flight among those under their limit (ties go
+        round), preferring replicas not marked down; None when every one is at its limit."""
+        replicas = self.replicas.get(revision) or []
+        now = time.monotonic()
+        up = [r for r in replicas if r.down_until <= now] or replicas
+        self._turn += 1
+        best = None
+        for i in range(len(up)):
+            replica = up[(self._turn + i) % len(up)]
+            if replica.free and (best is None or replica.in_flight < best.in_flight):
+                best = replica
+        return best
+
 
 class _TooLarge(Exception):
     pass
 
 
+class _Body:
+    """The request body as it arrives, stopped past the limit (``too_large`` says so, however
+    the upstream client reports the failed upload)."""
+
+    def __init__(self, receive, limit: int):
+        self.receive, self.limit = receive, limit
+        self.too_large = False
+
+    async def __aiter__(self):
+        size = 0
+        while True:
+            message = await self.receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                self.too_large = True
+                raise _TooLarge
+            yield chunk
+            if not message.get("more_body"):
+                return
+
+
 class Router:
     """Bodies stream through both ways under the functions' own limit (``PEFM_MAX_BODY_BYTES``:
-    413 here, before a function would close the connection mid-upload); headers pass as bytes,
-    whatever their encoding; ``/_router/traffic`` (the block and the revisions' addresses) needs
-    the admin token."""
+    413 here, before a function would close the connection mid-upload). Response headers pass as
+    bytes; request header values that are not UTF-8 go on as the UTF-8 of their Latin-1 reading
+    (aiohttp writes headers as UTF-8). ``/_router/traffic`` (the block and the replicas, with
+    their requests in flight) needs the admin token."""
 
     def __init__(self, database_url: str, service: str, settings: Settings | None = None):
         settings = settings or Settings.from_env()
         self.service = service
         self.limit, self.admin_token = settings.max_body_bytes, settings.admin_token
         self.table = TrafficTable(database_url, service)
-        self.client = httpx.AsyncClient(timeout=60)
+        self.session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         self.routed = Counter(
-            "pefm_router_routed", "Requests routed", ["service", "revision", "tag"], registry=self.registry
+            "pefm_router_routed",
+            "Requests routed",
+            ["service", "revision", "replica", "tag"],
+            registry=self.registry,
         )
+        self.queued = Counter(
+            "pefm_router_queued",
+            "Requests that waited for a replica under its containerConcurrency",
+            ["service", "revision"],
+            registry=self.registry,
+        )
+        self._freed = asyncio.Event()
+        self._waiting = 0
+        self._refresh: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Connect upstream (kept-alive connections, no limit on their number: a revision's
+        containerConcurrency is the limit) and read the table once before serving."""
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=60),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
+        ready = asyncio.get_running_loop().create_future()
+        self._refresh = asyncio.create_task(self.table.run(ready))
+        await ready
+
+    async def stop(self) -> None:
+        if self._refresh:
+            self._refresh.cancel()
+        if self.session:
+            await self.session.close()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await self._lifespan(receive, send)
         path = scope["path"]
-        if path == "/_router/health":
-            return await _reply(send, 200, b"OK", b"text/plain")
-        if path == "/_router/metrics":
-            return await _reply(send, 200, generate_latest(self.registry), b"text/plain; version=0.0.4")
-        if path == "/_router/traffic":
-            try:
-                require_bearer(Request(scope), self.admin_token, "the router's traffic table")
-            except ApiError as exc:
-                return await exc.response()(scope, receive, send)
-            body = json.dumps({"targets": self.table.targets, "revisions": self.table.urls}).encode()
-            return await _reply(send, 200, body, b"application/json")
+        if path.startswith("/_router/"):
+            return await self._own(path, scope, receive, send)
         tag = None
         raw = [(k.lower(), v) for k, v in scope["headers"]]
         host = dict(raw).get(b"host", b"").decode("latin-1").split(":")[0]
@@ -128,57 +231,128 @@ class Router:
             tag, _, rest = target[len("/_tag/") :].partition("/")
             target = "/" + rest
         revision = self.table.pick(tag)
-        url = self.table.urls.get(revision) if revision else None
-        if url is None:
+        if revision is None or not self.table.replicas.get(revision):
             why = f"no revision tagged {tag!r}" if tag else "no revision has traffic"
-            return await _reply(send, 503, json.dumps({"error": why, "details": []}).encode(), b"application/json")
+            return await ApiError(503, why).response()(scope, receive, send)
         declared = dict(raw).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             return await self._too_large(scope, receive, send)
-        forwarded = [(k, v) for k, v in raw if k.decode("latin-1") not in HOP_BY_HOP]
+        headers = [(k.decode("latin-1"), _text(v)) for k, v in raw if k.decode("latin-1") not in HOP_BY_HOP]
         if declared.isdigit():
-            forwarded.append((b"content-length", declared))
+            headers.append(("content-length", declared.decode()))
+        body = _Body(receive, self.limit)
+        streamed = (declared.isdigit() and declared != b"0") or b"transfer-encoding" in dict(raw)
         query = scope.get("query_string", b"").decode("latin-1")
-        request = self.client.build_request(
-            scope["method"],
-            f"{url}{target}" + (f"?{query}" if query else ""),
-            content=self._body(receive),
-            headers=forwarded,
-        )
-        try:
-            response = await self.client.send(request, stream=True)
-        except _TooLarge:
-            return await self._too_large(scope, receive, send)
-        except httpx.TransportError as exc:  # the body may be left half read: this connection ends here
-            error = ApiError(502, f"revision {revision} unreachable: {exc}", headers={"Connection": "close"})
-            return await error.response()(scope, receive, send)
-        self.routed.labels(self.service, revision, tag or "").inc()
-        out = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
-        out.append((b"x-pefm-routed-revision", revision.encode()))
-        try:
-            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            await response.aclose()
+        path_query = target + (f"?{query}" if query else "")
+        for _attempt in range(len(self.table.replicas[revision])):
+            replica = await self._acquire(revision)
+            if replica is None:
+                return await ApiError(503, f"revision {revision} stayed at its concurrency limit").response()(
+                    scope, receive, send
+                )
+            try:
+                try:
+                    response = await self.session.request(
+                        scope["method"],
+                        yarl.URL(replica.url + path_query, encoded=True),
+                        data=body if streamed else None,
+                        headers=headers,
+                        allow_redirects=False,
+                    )
+                except aiohttp.ClientConnectorError:  # nothing was sent: another replica may take it
+                    replica.down_until = time.monotonic() + DOWN_SECONDS
+                    continue
+                except (aiohttp.ClientError, _TooLarge) as exc:  # the body may be half read: close
+                    if body.too_large:
+                        return await self._too_large(scope, receive, send)
+                    error = ApiError(502, f"revision {revision} failed: {exc}", headers={"Connection": "close"})
+                    return await error.response()(scope, receive, send)
+                try:
+                    return await self._relay(response, revision, replica, tag, send)
+                finally:
+                    response.release()
+            finally:
+                self._release(replica)
+        error = ApiError(502, f"revision {revision} unreachable: no replica accepts connections")
+        return await error.response()(scope, receive, send)
 
-    async def _body(self, receive):
-        """The request body as it arrives, stopped past the limit."""
-        size = 0
+    async def _relay(self, response: aiohttp.ClientResponse, revision: str, replica: Replica, tag, send) -> None:
+        self.routed.labels(self.service, revision, str(replica.index), tag or "").inc()
+        out = [(k, v) for k, v in response.raw_headers if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        out.append((b"x-pefm-routed-revision", revision.encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        async for chunk in response.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _acquire(self, revision: str) -> Replica | None:
+        """A replica of ``revision`` with room, counted in flight; waits (QUEUE_SECONDS at most)
+        while every replica is at its containerConcurrency. None when none freed up in time."""
+        loop = asyncio.get_running_loop()
+        deadline = None
+        while (replica := self.table.least_loaded(revision)) is None:
+            if not self.table.replicas.get(revision):
+                return None
+            if deadline is None:
+                deadline = loop.time() + QUEUE_SECONDS
+                self.queued.labels(self.service, revision).inc()
+            self._waiting += 1
+            try:
+                await asyncio.wait_for(self._freed.wait(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                return None
+            finally:
+                self._waiting -= 1
+        replica.in_flight += 1
+        return replica
+
+    def _release(self, replica: Replica) -> None:
+        replica.in_flight -= 1
+        if self._waiting:  # wake the queued requests; they look again
+            self._freed.set()
+            self._freed = asyncio.Event()
+
+    async def _own(self, path: str, scope, receive, send) -> None:
+        if path == "/_router/health":
+            return await _reply(send, 200, b"OK", b"text/plain")
+        if path == "/_router/metrics":
+            return await _reply(send, 200, generate_latest(self.registry), b"text/plain; version=0.0.4")
+        if path == "/_router/traffic":
+            try:
+                require_bearer(Request(scope), self.admin_token, "the router's traffic table")
+            except ApiError as exc:
+                return await exc.response()(scope, receive, send)
+            revisions = {rev: [r.to_dict() for r in replicas] for rev, replicas in self.table.replicas.items()}
+            body = json.dumps({"targets": self.table.targets, "revisions": revisions}).encode()
+            return await _reply(send, 200, body, b"application/json")
+        return await ApiError(404, f"no router endpoint {path}").response()(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
         while True:
             message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise _TooLarge
-            yield chunk
-            if not message.get("more_body"):
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"traffic table unreadable: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _too_large(self, scope, receive, send) -> None:
         error = ApiError(413, f"body is over the limit of {self.limit} bytes", headers={"Connection": "close"})
         await error.response()(scope, receive, send)
+
+
+def _text(value: bytes) -> str:
+    """A header value as aiohttp takes it (a str it writes as UTF-8): UTF-8 bytes round-trip."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 async def _reply(send, status: int, body: bytes, content_type: bytes) -> None:
@@ -190,13 +364,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="PEFM local traffic router")
     parser.add_argument("--service", required=True)
     args = parser.parse_args()
-    import hypercorn.asyncio
-    import hypercorn.config
+    import uvicorn
 
-    config = hypercorn.config.Config()
-    config.bind = os.environ.get("LISTEN_ADDRESS", "127.0.0.1:8080").split(",")
+    host, _, port = os.environ.get("LISTEN_ADDRESS", "127.0.0.1:8080").rpartition(":")
     app = guard(Router(os.environ["PEFM_DATABASE_URL"], args.service))  # anything unforeseen: a JSON 500
-    asyncio.run(hypercorn.asyncio.serve(app, config))
+    uvicorn.run(app, host=host, port=int(port), loop="uvloop", http="httptools", lifespan="on", access_log=False)
 
 
 if __name__ == "__main__":

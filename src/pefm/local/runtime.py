@@ -92,17 +92,22 @@ def record_revision(
     conn: psycopg.Connection,
     service: str,
     revision: str,
-    url: str,
+    urls: list[str],
     *,
     model_version: str | None = None,
-    pid: int | None = None,
+    pids: list[int | None] | None = None,
+    container_concurrency: int = 0,
 ) -> None:
-    """Record (or re-record, as just started) a revision the local router sends ``service``'s traffic to."""
+    """Record (or re-record, as just started) a revision the local router sends ``service``'s
+    traffic to: its replicas' URLs (and pids, in the same order) and how many requests one replica
+    may have in flight (0: no limit)."""
     conn.execute(
-        """INSERT INTO local_revisions (service, revision, url, model_version, pid) VALUES (%s, %s, %s, %s, %s)
-           ON CONFLICT (service, revision) DO UPDATE SET url = EXCLUDED.url, pid = EXCLUDED.pid,
-               model_version = EXCLUDED.model_version, started_at = now()""",
-        (service, revision, url, model_version, pid),
+        """INSERT INTO local_revisions (service, revision, urls, pids, model_version, container_concurrency)
+           VALUES (%s, %s, %s, %s, %s, %s)
+           ON CONFLICT (service, revision) DO UPDATE SET urls = EXCLUDED.urls, pids = EXCLUDED.pids,
+               model_version = EXCLUDED.model_version, container_concurrency = EXCLUDED.container_concurrency,
+               started_at = now()""",
+        (service, revision, urls, pids or [None] * len(urls), model_version, container_concurrency),
     )
 
 
@@ -119,19 +124,20 @@ def revision_alive(pid: int | None, revision: str) -> bool:
     return state not in ("Z", "X") and f"K_REVISION={revision}".encode() in environ
 
 
-def stop_revision(pid: int | None, revision: str, timeout: float = 10.0) -> bool:
-    """Stop the process of a revision whichever process started it (SIGTERM, then SIGKILL after
-    ``timeout``); whether it was running."""
-    if not revision_alive(pid, revision):
-        return False
-    os.kill(pid, signal.SIGTERM)
+def stop_revision(pids: list[int | None], revision: str, timeout: float = 10.0) -> bool:
+    """Stop the replicas of a revision whichever process started them (SIGTERM, then SIGKILL
+    after ``timeout``); whether any was running."""
+    alive = [pid for pid in pids if revision_alive(pid, revision)]
+    for pid in alive:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while revision_alive(pid, revision):
+    while running := [pid for pid in alive if revision_alive(pid, revision)]:
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            for pid in running:
+                os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.05)
-    return True
+    return bool(alive)
 
 
 class LocalRuntime:
@@ -145,16 +151,31 @@ class LocalRuntime:
         self.processes: dict[str, Process] = {}
 
     def start_revision(
-        self, service: str, revision: str, *, model_version: str | None = None, env: dict[str, str] | None = None
+        self,
+        service: str,
+        revision: str,
+        *,
+        model_version: str | None = None,
+        env: dict[str, str] | None = None,
+        replicas: int | None = None,
     ) -> Process:
-        """A new revision of ``service`` (ingest, inference or monitor) under func-python. An
-        inference revision gets this process's shadow key (``PEFM_SHADOW_KEY``), so the probes of
-        the rollouts started from here are recognised, and the public keys model artifacts are
-        verified with (``PEFM_VERIFY_KEYS``; the trainer's own where this process signs)."""
+        """A new revision of ``service`` (ingest, inference or monitor) under func-python, as
+        ``replicas`` processes (default: ``PEFM_LOCAL_REPLICAS`` for inference, else the initial
+        scale of the service's Knative manifest), each let have the manifest's containerConcurrency
+        in flight by the router. Returns the first
+        replica; the others are ``processes["<revision>/<i>"]``. An inference revision gets this
+        process's shadow key (``PEFM_SHADOW_KEY``), so the probes of the rollouts started from here
+        are recognised, and the public keys model artifacts are verified with
+        (``PEFM_VERIFY_KEYS``; the trainer's own where this process signs)."""
         from pefm.config import get_settings
+        from pefm.knative.scaling import manifest_scaling
         from pefm.storage.signing import public_text
 
         settings = get_settings()
+        scaling = manifest_scaling(service)
+        if replicas is None:
+            configured = settings.local_replicas if service == "inference" else None
+            replicas = configured or max(scaling.initial_scale, 1)
         shadow_key = settings.shadow_key if service == "inference" else None
         verify = settings.verify_keys or (public_text(settings.signing_key) if settings.signing_key else None)
         environment = {
@@ -167,18 +188,37 @@ class LocalRuntime:
         }
         if model_version:
             environment["PEFM_MODEL_VERSION"] = model_version
-        process = spawn(
-            serve_command(FUNCTIONS / service),
-            cwd=FUNCTIONS / service,
-            env=environment,
-            log=self.logs / f"{revision}.log",
-            ready_path="/health/readiness",
-            name=revision,
-        )
+        started: list[Process] = []
+        try:
+            for i in range(replicas):
+                name = revision if i == 0 else f"{revision}/{i}"
+                started.append(
+                    spawn(
+                        serve_command(FUNCTIONS / service),
+                        cwd=FUNCTIONS / service,
+                        env=environment,
+                        log=self.logs / f"{revision}{'' if i == 0 else f'-{i}'}.log",
+                        ready_path="/health/readiness",
+                        name=name,
+                    )
+                )
+        except BaseException:
+            for process in started:
+                process.stop()
+            raise
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            record_revision(conn, service, revision, process.url, model_version=model_version, pid=process.process.pid)
-        self.processes[revision] = process
-        return process
+            record_revision(
+                conn,
+                service,
+                revision,
+                [p.url for p in started],
+                model_version=model_version,
+                pids=[p.process.pid for p in started],
+                container_concurrency=scaling.container_concurrency,
+            )
+        for process in started:
+            self.processes[process.name] = process
+        return started[0]
 
     def start_router(self, service: str, port: int | None = None, env: dict[str, str] | None = None) -> Process:
         """The traffic router in front of ``service``'s revisions (``env``: its settings, e.g. the

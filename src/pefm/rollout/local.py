@@ -58,10 +58,10 @@ class LocalRouter:
         return row[0] if row else None
 
     def retire(self, service: str, revision: str) -> bool:
-        """Stop the revision's process (whoever started it) and forget it."""
+        """Stop the revision's replicas (whoever started them) and forget it."""
         with self.db.connection() as conn:
             row = conn.execute(
-                "DELETE FROM local_revisions WHERE service = %s AND revision = %s RETURNING pid", (service, revision)
+                "DELETE FROM local_revisions WHERE service = %s AND revision = %s RETURNING pids", (service, revision)
             ).fetchone()
         stopped = row is not None and stop_revision(row[0], revision)
         if row is not None:

@@ -1,0 +1,200 @@
+"""Replicas behind the local router (a real router process, reading a real PostgreSQL): requests go
+to the replica with the fewest in flight, never past the revision's containerConcurrency, over
+kept-alive connections, around a replica that refuses connections; the runtime starts and retires
+a revision's replicas together.
+
+The upstreams of the first tests are small HTTP servers of this module (uvicorn on loopback), not
+functions: they count what the router does to them (requests in flight, connections), which a
+function does not expose. The last test runs real func-python replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from pefm.local.runtime import LocalRuntime, free_port, record_revision, revision_alive
+from pefm.rollout.local import LocalRouter
+from pefm.rollout.router import TrafficTarget
+from pefm.storage.database import Database
+
+ADMIN = "test-router-admin"
+
+
+class Upstream:
+    """An HTTP server that answers after ``?delay=`` seconds and counts the requests it has in
+    flight (the peak too) and the connections they came over."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.in_flight = self.peak = self.requests = 0
+        self.connections: set[tuple[str, int]] = set()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning", interface="asgi3"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def app(self, scope, receive, send) -> None:
+        self.connections.add(tuple(scope["client"]))
+        self.requests += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            delay = float(parse_qs(scope["query_string"].decode()).get("delay", ["0"])[0])
+            await asyncio.sleep(delay)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": str(self.port).encode()})
+        finally:
+            self.in_flight -= 1
+
+    def __enter__(self) -> Upstream:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "upstream did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def stack(module_schema, tmp_path_factory):
+    """A router for the service ``bench`` (what the tests register as its revisions)."""
+    runtime = LocalRuntime(module_schema, tmp_path_factory.mktemp("replicas"))
+    db = Database(module_schema, max_size=2)
+    yield runtime, db
+    runtime.stop_all()
+    db.close()
+
+
+def route(db, service: str, revision: str, urls: list[str], concurrency: int = 0) -> None:
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        record_revision(conn, service, revision, urls, container_concurrency=concurrency)
+    LocalRouter(db, {}).set_traffic(service, [TrafficTarget(revision, 100, None)])
+
+
+def start_router(runtime, service: str) -> str:
+    return runtime.start_router(service, env={"PEFM_ADMIN_TOKEN": ADMIN}).url
+
+
+def routed_per_replica(router: str, revision: str) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{router}/_router/metrics").text):
+        for sample in family.samples:
+            if sample.name == "pefm_router_routed_total" and sample.labels["revision"] == revision:
+                counts[sample.labels["replica"]] = counts.get(sample.labels["replica"], 0) + sample.value
+    return counts
+
+
+def test_requests_never_exceed_a_replicas_concurrency_and_spread_over_the_replicas(stack):
+    """containerConcurrency 1 and two replicas: eight concurrent requests of 0.3 s each are all
+    answered, each replica never holds more than one, so they take four rounds; the ones that
+    waited are counted as queued."""
+    runtime, db = stack
+    with Upstream() as a, Upstream() as b:
+        route(db, "limited", "limited-1", [a.url, b.url], concurrency=1)
+        router = start_router(runtime, "limited")
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: httpx.get(f"{router}/?delay=0.3", timeout=30), range(8)))
+        took = time.monotonic() - started
+        assert [r.status_code for r in answers] == [200] * 8
+        assert (a.peak, b.peak) == (1, 1)
+        assert a.requests + b.requests == 8 and min(a.requests, b.requests) >= 3
+        assert took >= 4 * 0.3
+        metrics = httpx.get(f"{router}/_router/metrics").text
+        queued = [
+            s for f in text_string_to_metric_families(metrics) for s in f.samples if s.name.endswith("queued_total")
+        ]
+        assert queued and queued[0].value >= 4  # 6 when the eight arrive within 0.3 s
+        assert routed_per_replica(router, "limited-1") == {"0": a.requests, "1": b.requests}
+
+
+def test_the_least_loaded_replica_takes_the_next_request(stack):
+    """One replica holds a slow request: the next ten (quick, one at a time) all go to the other."""
+    runtime, db = stack
+    with Upstream() as slow_one, Upstream() as other:
+        route(db, "balanced", "balanced-1", [slow_one.url, other.url])
+        router = start_router(runtime, "balanced")
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.get, f"{router}/?delay=1.5", timeout=30)
+            deadline = time.monotonic() + 5
+            while slow_one.in_flight + other.in_flight == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            busy, idle = (slow_one, other) if slow_one.in_flight else (other, slow_one)
+            before = idle.requests
+            answers = [httpx.get(f"{router}/", timeout=10) for _ in range(10)]
+            assert held.result().status_code == 200
+        assert all(r.status_code == 200 and r.text == str(idle.port) for r in answers)
+        assert idle.requests - before == 10 and busy.requests == 1
+
+
+def test_upstream_connections_are_kept_alive(stack):
+    """Two hundred requests, a new client connection each, reach the replica over one connection."""
+    runtime, db = stack
+    with Upstream() as upstream:
+        route(db, "pooled", "pooled-1", [upstream.url])
+        router = start_router(runtime, "pooled")
+        for _ in range(200):
+            assert httpx.get(f"{router}/", timeout=10).status_code == 200
+        assert upstream.requests == 200
+        assert len(upstream.connections) == 1
+
+
+def test_a_replica_that_refuses_connections_is_left_out(stack):
+    """A replica whose process is gone: every request is still answered, by the live one, and
+    the router's table shows the dead one down."""
+    runtime, db = stack
+    with Upstream() as live:
+        dead = f"http://127.0.0.1:{free_port()}"
+        route(db, "halfdead", "halfdead-1", [dead, live.url])
+        router = start_router(runtime, "halfdead")
+        answers = [httpx.get(f"{router}/", timeout=10) for _ in range(20)]
+        assert [r.status_code for r in answers] == [200] * 20
+        assert live.requests == 20
+        table = httpx.get(f"{router}/_router/traffic", headers={"authorization": f"Bearer {ADMIN}"}).json()
+        assert [(r["url"], r["down"]) for r in table["revisions"]["halfdead-1"]] == [(dead, True), (live.url, False)]
+
+
+def test_no_replica_accepting_connections_is_a_json_502(stack):
+    runtime, db = stack
+    route(db, "alldead", "alldead-1", [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
+    router = start_router(runtime, "alldead")
+    answer = httpx.get(f"{router}/", timeout=10)
+    assert answer.status_code == 502 and "no replica accepts connections" in answer.json()["error"]
+
+
+def test_the_runtime_starts_and_retires_a_revisions_replicas_together(stack):
+    """Two func-python replicas of an ingest revision: recorded as one revision with both URLs
+    and pids and the manifest's containerConcurrency, both serve through the router, and retiring
+    the revision stops both."""
+    runtime, db = stack
+    first = runtime.start_revision("ingest", "pefm-ingest-pair", replicas=2, env={"PEFM_INGEST_TOKEN": "t"})
+    second = runtime.processes["pefm-ingest-pair/1"]
+    with psycopg.connect(db.url) as conn:
+        urls, pids, limit = conn.execute(
+            "SELECT urls, pids, container_concurrency FROM local_revisions WHERE revision = 'pefm-ingest-pair'"
+        ).fetchone()
+    assert urls == [first.url, second.url] and pids == [first.process.pid, second.process.pid]
+    assert limit == 20  # knative/base/ingest.yaml
+    LocalRouter(db, {}).set_traffic("ingest", [TrafficTarget("pefm-ingest-pair", 100, None)])
+    router = start_router(runtime, "ingest")
+    answers = [httpx.get(f"{router}/v1/series/realgdp", timeout=10) for _ in range(10)]
+    assert [r.status_code for r in answers] == [200] * 10
+    assert routed_per_replica(router, "pefm-ingest-pair") == {"0": 5.0, "1": 5.0}
+    assert LocalRouter(db, {}).retire("ingest", "pefm-ingest-pair")
+    assert not any(revision_alive(pid, "pefm-ingest-pair") for pid in pids)
