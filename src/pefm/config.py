@@ -286,7 +286,7 @@ class Settings:
         if raw := env.get("PEFM_INGEST_LINGER_MS", "").strip():
             kwargs["ingest_linger_ms"] = _number("PEFM_INGEST_LINGER_MS", raw, 0.0, 100.0)
         if raw := env.get("PEFM_LOCAL_REPLICAS", "").strip():
-            kwargs["local_replicas"] = int(_number("PEFM_LOCAL_REPLICAS", raw, 1, 64))
+            kwargs["local_replicas"] = _positive_int("PEFM_LOCAL_REPLICAS", raw)
         if raw := env.get("PEFM_REVISION_GRACE_SECONDS", "").strip():
             kwargs["revision_grace_seconds"] = _number("PEFM_REVISION_GRACE_SECONDS", raw, 0.0, 1e9)
         for name, key in (

@@ -19,12 +19,14 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
             "PEFM_HOME": str(tmp_path),
             "PEFM_POOL_MAX_SIZE": "3",
             "PEFM_LOG_LEVEL": "debug",
+            "PEFM_LOCAL_REPLICAS": "2",
         }
     )
     assert settings.database_url == "postgresql://u:p@db.example:5432/pefm"
     assert settings.home == tmp_path
     assert settings.pool_max_size == 3
     assert settings.log_level == "DEBUG"
+    assert settings.local_replicas == 2
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,8 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
         ("PEFM_RATE_LIMIT", "\u00b2/60"),
         ("PEFM_RATE_LIMIT", "10/0"),
         ("PEFM_CACHE_TTL_SECONDS", "-1"),
+        ("PEFM_LOCAL_REPLICAS", "0"),
+        ("PEFM_LOCAL_REPLICAS", "1.5"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(name: str, value: str):
