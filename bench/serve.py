@@ -169,16 +169,15 @@ def run(tmp: Path, args) -> None:
         whatif = whatif_latency(torch_inference.url)
         print("cold starts ...", flush=True)
         hello_cold = statistics.median(
-            spawn_until(HELLO, {}, lambda u: httpx.get(u, timeout=1).status_code == 200) for _ in range(5)
+            spawn_until(HELLO, {}, lambda client, u: client.get(u).status_code == 200) for _ in range(5)
         )
         infer_env = {**env, "PEFM_MODEL_VERSION": ensemble.id}
         cold = statistics.median(
             spawn_until(
                 ROOT / "functions" / "inference",
                 infer_env,
-                lambda u: (
-                    httpx.post(f"{u}/v1/forecast", json={"series_id": "realgdp", "horizon": 8}, timeout=1).status_code
-                    == 200
+                lambda client, u: (
+                    client.post(f"{u}/v1/forecast", json={"series_id": "realgdp", "horizon": 8}).status_code == 200
                 ),
             )
             for _ in range(5)
@@ -240,7 +239,7 @@ def with_redis(tmp: Path, db_url: str, env: dict[str, str], version: str, ar: st
                     spawn_until(
                         ROOT / "functions" / "inference",
                         {**infer_env, **extra},
-                        lambda u: httpx.post(f"{u}/v1/forecast", json=body, timeout=1).status_code == 200,
+                        lambda client, u: client.post(f"{u}/v1/forecast", json=body).status_code == 200,
                     )
                 )
         origins = [f"{year}-{month:02d}-15" for year in range(1990, 2000) for month in (2, 5, 8, 11)]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from pefm.config import Settings
-from pefm.serving.http import guard, is_shadow
+from pefm.serving.http import guard, is_shadow, route_template
 
 log = logging.getLogger("pefm.function")
 PROCESS_STARTED = time.time()
@@ -154,33 +154,18 @@ class ServiceFunction:
 
     def _mark_ready(self, revision: str) -> None:
         """Ready: record the start (a cold start, on Knative) in the metrics and the database."""
-        from datetime import UTC, datetime
-
         self._ready, self._problem = True, "OK"
         seconds = self.metrics.mark_ready(PROCESS_STARTED)
-        self.writer.put("revision_starts", (datetime.now(UTC), self.service, revision, seconds))
+        self.writer.put("revision_starts", (time.time(), self.service, revision, seconds))
 
     def _observe(self, scope: dict, status: int, seconds: float) -> None:
         if is_shadow(scope):
             return  # a rollout's signed shadow probe: not traffic this revision served
         self.metrics.observe_request(scope, status, seconds)
         if self.writer is not None and scope.get("path") not in ("/metrics",):
-            from datetime import UTC, datetime
-
-            from pefm.serving.http import route_template
-
-            self.writer.put(
-                "request_log",
-                (
-                    datetime.now(UTC),
-                    self.service,
-                    self.settings.revision,
-                    route_template(scope),
-                    scope.get("method", ""),
-                    status,
-                    seconds * 1000,
-                ),
-            )
+            route, method = route_template(scope), scope.get("method", "")
+            row = (time.time(), self.service, self.settings.revision, route, method, status, seconds * 1000)
+            self.writer.put("request_log", row)
 
     async def handle(self, scope: dict, receive, send) -> None:
         if self.app is None:

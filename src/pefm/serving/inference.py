@@ -23,6 +23,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import psycopg
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -43,11 +44,12 @@ from pefm.serving.http import (
     ApiError,
     handled,
     in_database,
+    internal_error,
     json_response,
     mark_shadow,
     off_loop,
     parse_json,
-    read_body,
+    receive_body,
 )
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
@@ -70,6 +72,7 @@ MAX_HORIZON = 60
 # Request ids: unique per process start, no syscall per request (uuid4 reads os.urandom).
 _ID_PREFIX = secrets.token_hex(6)
 _request_numbers = itertools.count(1)
+_JSON_TYPE = (b"content-type", b"application/json")
 _FIELDS = {"series_id", "series_ids", "horizon", "levels", "as_of", "history", "space"}
 
 
@@ -281,17 +284,52 @@ class InferenceService:
         self.metrics = metrics
         self.writer = writer
         self.limit = RateLimit(settings.rate_limit, server.cache)
-        self._served: dict[tuple[str, str], Any] = {}  # the counters' children, by (version, source)
+        self._parts: dict[tuple, tuple[Conditioning, str, str]] = {}
+        self._checked: dict[bytes, tuple] = {}
+        self._version_texts: tuple = (None, "", [])
 
-    async def forecast_post(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
-        data = await off_loop(parse_json, body)
-        if not isinstance(data, dict):
-            raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
-        shadow = mark_shadow(request, body, self.settings.shadow_key)
-        if not shadow:  # a rollout's signed probe is never limited
-            await self.limit.check(request)
-        return await self._answer(data, shadow)
+    async def forecast_post(self, scope: dict, receive, send) -> int:
+        """POST /v1/forecast as a raw ASGI handler (``InferenceApp``), answered whatever happens,
+        and the status it was answered with. Errors are answered as the app answers them:
+        ApiErrors as their JSON, anything else as ``internal_error``'s 500 (logged with an id);
+        a client that went away before its body arrived, 499 (nothing is sent)."""
+        started = False
+        try:
+            declared, shadow_header, authorization = None, None, ""
+            for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+                if name == b"content-length":
+                    declared = value if declared is None else declared
+                elif name == b"x-pefm-shadow":
+                    shadow_header = value.decode("latin-1") if shadow_header is None else shadow_header
+                elif name == b"authorization" and not authorization:
+                    authorization = value.decode("latin-1")
+            settings = self.settings
+            body = await receive_body(receive, declared, settings.max_body_bytes, settings.body_timeout_seconds)
+            checked = self._checked.get(body)
+            if checked is None:
+                checked = await self._check(body)
+            shadow = shadow_header is not None and mark_shadow(
+                scope, shadow_header, _url_path(scope), body, settings.shadow_key
+            )
+            if not shadow and self.limit.limit is not None:  # a rollout's signed probe is never limited
+                await self.limit.check_scope(scope, authorization)
+            text, version = await self._answer_text(checked, shadow)
+            answer = text.encode()
+            headers = [*self._shared(version)[2], (b"content-length", b"%d" % len(answer)), _JSON_TYPE]
+            started = True
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": answer})
+            return 200
+        except ApiError as exc:
+            await exc.response()(scope, receive, send)
+            return exc.status
+        except ClientDisconnect:
+            return 499
+        except Exception as exc:
+            response = internal_error(scope, "POST", _url_path(scope), exc)
+            if not started:  # else too late for an answer: the client sees the connection end
+                await response(scope, receive, send)
+            return 500
 
     async def forecast_get(self, request: Request) -> Response:
         await self.limit.check(request)
@@ -347,11 +385,33 @@ class InferenceService:
         await run_in_threadpool(cache.set, "answer", key, text.encode(), self.settings.cache_ttl_seconds)
         return text, "model"
 
-    async def _answer(self, data: dict[str, Any], shadow: bool = False) -> Response:
+    async def _check(self, body: bytes) -> tuple:
+        """A POST body read and checked (``check_request``); kept, by the body's bytes, when it
+        asks no what-if: the clients of a revision send the same few bodies again and again, and
+        reading and checking one costs as much as answering it (bounded: clients make up bodies)."""
+        data = await off_loop(parse_json, body)
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid forecast request", [{"field": "body", "message": "expected a JSON object"}])
+        checked = check_request(data)
+        history = checked[4]  # of (ids, horizon, levels, as_of, history, space)
+        if history is None and len(body) <= 1024:
+            if len(self._checked) >= 4096:
+                self._checked.clear()
+            self._checked[body] = checked
+        return checked
+
+    async def _answer(self, data: dict[str, Any]) -> Response:
+        text, version = await self._answer_text(check_request(data), False)
+        headers = {"X-PEFM-Model-Version": version.id, "X-PEFM-Revision": self.settings.revision}
+        return Response(text, headers=headers, media_type="application/json")
+
+    async def _answer_text(self, checked: tuple, shadow: bool) -> tuple[str, ModelVersion]:
+        """The answer (JSON text) to a checked request (``check_request``), and the model version
+        that gave it."""
         server = self.server
         if server.version is None:
             raise ApiError(503, "no model is loaded on this revision", headers={"Retry-After": "5"})
-        ids, horizon, levels, as_of, history, asked_space = check_request(data)
+        ids, horizon, levels, as_of, history, asked_space = checked
         unknown = [s for s in ids if s not in server.meta]
         if unknown:
             known = await in_database(_existing, server.db, unknown)
@@ -362,61 +422,111 @@ class InferenceService:
             raise ApiError(409, f"model {server.version.id} does not forecast: {', '.join(unknown)}{why}")
         spaces = {s: series_space(s, server.meta[s]["transform"], asked_space) for s in ids}
         request_id = f"{_ID_PREFIX}-{next(_request_numbers):x}"
+        version, writer = server.version, None if shadow else self.writer
+        revision, head = self.settings.revision, self._shared(version)[1]
         parts = []
         for series_id in ids:
-            text, source, space, state = None, "precomputed", spaces[series_id], server.series[series_id]
+            space, state = spaces[series_id], server.series[series_id]
+            text, source = None, "precomputed"
             if as_of is None and history is None:
-                text = server.precomputed_json(series_id, state, space, horizon, levels)
+                text, part = self._precomputed(series_id, state, space, horizon, levels)
             if text is None:
                 text, source = await self._model_answer(series_id, state, space, horizon, levels, as_of, history)
-            self._count(server.version.id, source)
-            data_as_of = as_of if as_of is not None else state.data_as_of
-            parts.append(forecast_part(series_id, space, server.meta[series_id], data_as_of, text))
-            if self.writer is not None and not shadow:
-                self.writer.put(
-                    "predictions",
-                    (
-                        datetime.now(UTC),
-                        request_id,
-                        self.settings.revision,
-                        server.version.id,
-                        series_id,
-                        as_of,
-                        history is not None,
-                        horizon,
-                        text,
-                        space,
-                    ),
-                )
-        estimated = _utc_text(as_of or server.version.data_as_of)
-        body = (
-            f'{{"model_version":"{server.version.id}","family":"{server.version.family}",'
-            f'"revision":{json.dumps(self.settings.revision)},"request_id":"{request_id}",'
-            f'"estimated_as_of":"{estimated}","forecasts":[{",".join(parts)}]}}'
-        )
-        headers = {"X-PEFM-Model-Version": server.version.id, "X-PEFM-Revision": self.settings.revision}
-        return Response(body, headers=headers, media_type="application/json")
+                data_as_of = as_of if as_of is not None else state.data_as_of
+                part = forecast_part(series_id, space, server.meta[series_id], data_as_of, text)
+            self.metrics.count_forecast(version.id, source)
+            parts.append(part)
+            if writer is not None:
+                row = (time.time(), request_id, revision, version.id, series_id, as_of, history is not None)
+                writer.put("predictions", (*row, horizon, text, space))
+        estimated = _utc_text(as_of or version.data_as_of)
+        forecasts = ",".join(parts)
+        body = f'{head}"{request_id}","estimated_as_of":"{estimated}","forecasts":[{forecasts}]}}'
+        return body, version
 
-    def _count(self, version_id: str, source: str) -> None:
-        """One more forecast served (the counter's child looked up once: ``labels`` costs ~10 µs)."""
-        if (served := self._served.get((version_id, source))) is None:
-            served = self.metrics.forecasts.labels(self.settings.revision, version_id, source)
-            self._served[version_id, source] = served
-        served.inc()
+    def _precomputed(
+        self, series_id: str, state: Conditioning, space: str, horizon: int, levels: tuple[int, ...]
+    ) -> tuple[str | None, str | None]:
+        """The precomputed rows (JSON text) of a plain request and the series' part of the answer,
+        made once per series state and request; (None, None) when the precomputed table cannot
+        answer it."""
+        key = (series_id, space, horizon, levels)
+        if (kept := self._parts.get(key)) is not None and kept[0] is state:
+            return kept[1], kept[2]
+        text = self.server.precomputed_json(series_id, state, space, horizon, levels)
+        if text is None:
+            return None, None
+        part = forecast_part(series_id, space, self.server.meta[series_id], state.data_as_of, text)
+        if len(self._parts) >= 4096:  # bounded: series x spaces x horizons x levels asked
+            self._parts.clear()
+        self._parts[key] = state, text, part
+        return text, part
+
+    def _shared(self, version: ModelVersion) -> tuple[ModelVersion, str, list[tuple[bytes, bytes]]]:
+        """What every answer of ``version`` shares, made once: (version, the answer's text up to its
+        request id, the response's headers before content-length and content-type)."""
+        if (shared := self._version_texts)[0] is not version:
+            revision = self.settings.revision
+            head = (
+                f'{{"model_version":"{version.id}","family":"{version.family}",'
+                f'"revision":{json.dumps(revision)},"request_id":'
+            )
+            headers = [
+                (b"x-pefm-model-version", version.id.encode("latin-1")),
+                (b"x-pefm-revision", revision.encode("latin-1")),
+            ]
+            shared = self._version_texts = (version, head, headers)
+        return shared
 
 
 def create_inference_app(
     settings: Settings, server: ModelServer, metrics: ServiceMetrics, writer: LogWriter | None, openapi: dict
-) -> Starlette:
+) -> InferenceApp:
     """The inference ASGI app."""
-    service = InferenceService(settings, server, metrics, writer)
-    routes = [
-        Route("/v1/forecast", handled(service.forecast_post), methods=["POST"]),
-        Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
-        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
-    ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    return InferenceApp(InferenceService(settings, server, metrics, writer), metrics, openapi)
+
+
+class InferenceApp:
+    """The inference ASGI app: POST /v1/forecast, the hot path, straight to its raw handler (no
+    Starlette router, middleware, Request or Response on the way; ``guard`` calls it as a ``hot``
+    route); everything else through Starlette."""
+
+    def __init__(self, service: InferenceService, metrics: ServiceMetrics, openapi: dict):
+        self.service = service
+        self.post = Route("/v1/forecast", _RawEndpoint(self.forecast), methods=["POST"])  # where mounted
+        routes = [
+            self.post,
+            Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+            Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+        ]
+        self.app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+        self.hot = {("POST", "/v1/forecast"): self.forecast}
+
+    async def forecast(self, scope: dict, receive, send) -> int:
+        """POST /v1/forecast: answered, and the status it was answered with."""
+        scope["route"] = self.post  # what Starlette's router records: the metrics' route label
+        return await self.service.forecast_post(scope, receive, send)
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        hot = scope["type"] == "http" and not scope.get("root_path") and self.hot.get((scope["method"], scope["path"]))
+        await (hot or self.app)(scope, receive, send)
+
+
+class _RawEndpoint:
+    """A raw ASGI handler as a Route's endpoint (Starlette calls an instance as ASGI; functions and
+    methods it wraps as request -> response endpoints)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        await self.handle(scope, receive, send)
+
+
+def _url_path(scope: dict) -> str:
+    """The request's path as Starlette's ``request.url.path`` gives it."""
+    return scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
 
 
 def check_request(data: dict[str, Any]):
@@ -464,7 +574,7 @@ def check_request(data: dict[str, Any]):
             details.append({"field": "history", "message": "expected a non-empty list of {ts, value}"})
     if details:
         raise ApiError(422, "invalid forecast request", details)
-    return list(ids), horizon, tuple(sorted(set(levels))), as_of, history, space
+    return tuple(ids), horizon, tuple(sorted(set(levels))), as_of, history, space
 
 
 def forecast_part(series_id: str, space: str, meta: dict[str, str], data_as_of: datetime, rows_json: str) -> str:

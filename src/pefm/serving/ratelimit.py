@@ -27,10 +27,18 @@ class RateLimit:
 
     async def check(self, request: Request) -> None:
         """ApiError 429 when the caller has used up its requests in this window."""
-        if self.limit is None:
-            return
+        if self.limit is not None:
+            await self.check_caller(caller(request))
+
+    async def check_scope(self, scope: dict, authorization: str) -> None:
+        """``check`` for a raw ASGI handler: ``authorization`` is its Authorization header ("": none)."""
+        if self.limit is not None:
+            client = scope.get("client")
+            await self.check_caller(caller_key(authorization, client[0] if client else None))
+
+    async def check_caller(self, key: str) -> None:
+        """ApiError 429 when the caller ``key`` has used up its requests in this window."""
         most, window = self.limit
-        key = caller(request)
         count = (
             await run_in_threadpool(self.cache.count_request, key, window)
             if self.cache.shared
@@ -47,7 +55,12 @@ class RateLimit:
 
 def caller(request: Request) -> str:
     """The caller's key: its bearer token's hash, else its address."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return caller_key(request.headers.get("authorization", ""), request.client.host if request.client else None)
+
+
+def caller_key(authorization: str, host: str | None) -> str:
+    """The caller's key from its Authorization header and its address (None: unknown)."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token:
         return "t" + hashlib.sha256(token.encode()).hexdigest()[:24]
-    return "a" + (request.client.host if request.client else "unknown")
+    return "a" + ("unknown" if host is None else host)

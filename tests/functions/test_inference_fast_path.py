@@ -1,0 +1,262 @@
+"""The inference hot path's pieces read, limit, count and log exactly what the general code did:
+bodies cut off as before (with no timer while nothing is waited for), request metrics as
+prometheus-client's own Counter and Histogram expose them, log rows as they were put (written by
+the writer process), and errors of the raw forecast route answered as the app answers them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.requests import ClientDisconnect
+from starlette.routing import Route
+
+from pefm.serving.http import ApiError, receive_body
+from pefm.serving.log_writer import LogWriter
+from pefm.serving.observability import LATENCY_BUCKETS, ServiceMetrics
+from pefm.storage.roles import role_url
+
+
+def receiving(*messages, wait: float | None = None):
+    """A receive callable: ``messages`` in turn, the first after ``wait`` seconds, if given."""
+    queue = list(messages)
+
+    async def receive():
+        if wait is not None and len(queue) == len(messages):
+            await asyncio.sleep(wait)
+        if not queue:
+            await asyncio.sleep(3600)  # a client that sends nothing more
+        return queue.pop(0)
+
+    return receive
+
+
+def chunk(body: bytes, more: bool = False) -> dict:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+def test_receive_body_takes_a_body_there_at_once_without_a_timer():
+    async def run():
+        loop = asyncio.get_running_loop()
+        body = await receive_body(receiving(chunk(b"ab", True), chunk(b"c")), b"3", 100, 30)
+        return body, [h for h in loop._scheduled if not h.cancelled()]
+
+    body, timers = asyncio.run(run())
+    assert body == b"abc" and timers == []
+
+
+def test_receive_body_waits_for_a_body_still_on_its_way():
+    body = asyncio.run(receive_body(receiving(chunk(b"ab", True), chunk(b"c"), wait=0.05), None, 100, 30))
+    assert body == b"abc"
+
+
+def test_receive_body_limits_and_deadline():
+    with pytest.raises(ApiError) as declared:
+        asyncio.run(receive_body(receiving(chunk(b"x")), b"101", 100, 30))
+    assert declared.value.status == 413 and declared.value.headers == {"Connection": "close"}
+    with pytest.raises(ApiError) as counted:
+        asyncio.run(receive_body(receiving(chunk(b"x" * 60, True), chunk(b"x" * 60)), None, 100, 30))
+    assert counted.value.status == 413
+    started = time.monotonic()
+    with pytest.raises(ApiError) as trickled:
+        asyncio.run(receive_body(receiving(chunk(b"x", True)), None, 100, 0.2))
+    assert trickled.value.status == 408 and 0.2 <= time.monotonic() - started < 2
+    assert trickled.value.error == "the body did not arrive within 0.2 s"
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(receive_body(receiving({"type": "http.disconnect"}), None, 100, 30))
+
+
+def test_a_cancelled_read_is_cancelled_not_timed_out():
+    async def run():
+        task = asyncio.ensure_future(receive_body(receiving(chunk(b"x", True)), None, 100, 30))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+
+
+def test_request_and_forecast_metrics_are_exposed_as_prometheus_clients_own():
+    metrics = ServiceMetrics("inference", "rev-1")
+    registry = CollectorRegistry()
+    labels = ["service", "revision", "route", "method"]
+    requests = Counter("pefm_requests", "HTTP requests served", [*labels, "status"], registry=registry)
+    latency = Histogram(
+        "pefm_request_duration_seconds", "HTTP request latency", labels, buckets=LATENCY_BUCKETS, registry=registry
+    )
+    forecasts = Counter(
+        "pefm_forecasts_served", "Series forecasts served", ["revision", "model_version", "source"], registry=registry
+    )
+    routes = [Route("/v1/forecast", lambda r: None), Route("/metrics", lambda r: None), None]
+    rnd = random.Random(7)
+    for _ in range(3000):
+        route, method, status = rnd.choice(routes), rnd.choice(["GET", "POST"]), rnd.choice([200, 404, 503])
+        seconds = rnd.choice([0.0005, 0.001, 0.0010000001, 0.05, 2.5, 11.0, rnd.random()])
+        metrics.observe_request({"method": method, **({"route": route} if route else {})}, status, seconds)
+        path = route.path if route else "unmatched"
+        requests.labels("inference", "rev-1", path, method, str(status)).inc()
+        latency.labels("inference", "rev-1", path, method).observe(seconds)
+        version, source = rnd.choice(["ar-1", "ar-2"]), rnd.choice(["precomputed", "model", "cache"])
+        metrics.count_forecast(version, source)
+        forecasts.labels("rev-1", version, source).inc()
+    ours = generate_latest(metrics.registry).decode().splitlines()
+    theirs = generate_latest(registry).decode().splitlines()
+    names = ("pefm_requests", "pefm_request_duration", "pefm_forecasts")
+    assert [line for line in ours if any(name in line for name in names)] == theirs
+
+
+@pytest.mark.parametrize("role", [None, "inference"])
+def test_log_rows_land_as_written_by_the_writer_process(db, role):
+    """Rows put in the buffer are written by the writer process, as the values they were, in the
+    role's own rights; a writer process that dies is replaced and no row put after it is lost."""
+    url = role_url(db.url, role) if role else db.url
+    drops: list = []
+    writer = LogWriter(url, maxsize=1000, on_drop=lambda table, n: drops.append((table, n)), interval=0.05)
+    writer.start()
+    shared = json.dumps([{"ds": "2009-10-01T00:00:00Z", "mean": 1.5, "note": "back\\slash\ttab"}])
+    other = json.dumps([{"ds": "2010-01-01T00:00:00Z", "mean": -2.0}])
+    moment = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    as_of = datetime(1999, 1, 1, tzinfo=UTC)
+
+    def put(i: int) -> None:
+        ts = (moment + timedelta(seconds=i)).timestamp()
+        text = shared if i % 3 else other
+        row = (ts, f"req-{i}", "rev", "v-1", "realgdp", None if i % 2 else as_of, i % 5 == 0, i % 12 + 1, text, "level")
+        writer.put("predictions", row)
+        writer.put("request_log", (ts, "inference", "rev", "/v1/forecast", "POST", 200, 1.25))
+
+    def written(n: int) -> None:  # wait until n rows of each table have landed
+        deadline = time.monotonic() + 20
+        with psycopg.connect(db.url) as conn:
+            while conn.execute("SELECT count(*) FROM request_log").fetchone()[0] < n:
+                assert time.monotonic() < deadline, "rows did not land"
+                time.sleep(0.02)
+
+    for i in range(100):
+        put(i)
+    written(100)
+    first = writer._process
+    assert first is not None and first.pid != os.getpid()
+    first.kill()
+    first.wait()
+    for i in range(100, 200):
+        put(i)
+    written(200)
+    assert writer._process is not first
+    writer.stop()
+    assert drops == []
+    assert writer._process is None  # stopped with the writer
+    with psycopg.connect(db.url) as conn:
+        rows = conn.execute(
+            "SELECT ts, request_id, revision, model_version, series_id, as_of, what_if, horizon, forecast, space"
+            " FROM predictions ORDER BY ts"
+        ).fetchall()
+        logged_requests = conn.execute(
+            "SELECT ts, service, revision, route, method, status, latency_ms FROM request_log ORDER BY ts"
+        ).fetchall()
+    assert len(rows) == 200 and len(logged_requests) == 200
+    for i, row in enumerate(rows):
+        assert row == (
+            moment + timedelta(seconds=i),
+            f"req-{i}",
+            "rev",
+            "v-1",
+            "realgdp",
+            None if i % 2 else as_of,
+            i % 5 == 0,
+            i % 12 + 1,
+            json.loads(shared if i % 3 else other),
+            "level",
+        )
+    for i, row in enumerate(logged_requests):
+        assert row == (moment + timedelta(seconds=i), "inference", "rev", "/v1/forecast", "POST", 200, 1.25)
+
+
+class _Broken:
+    """A model server whose every answer fails unexpectedly."""
+
+    cache = None
+
+    @property
+    def version(self):
+        raise RuntimeError("boom")
+
+
+def test_the_hot_route_answers_errors_as_the_app_does(caplog):
+    import httpx
+
+    from pefm.config import Settings
+    from pefm.serving.http import guard
+    from pefm.serving.inference import create_inference_app
+
+    metrics = ServiceMetrics("inference", "rev-1")
+    app = create_inference_app(Settings.from_env({}), _Broken(), metrics, None, {"openapi": "3.1.0"})
+    transport = httpx.ASGITransport(app=guard(app, on_request=metrics.observe_request))
+
+    async def run():
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            failed = await client.post("/v1/forecast", json={"series_id": "realgdp"})
+            assert failed.status_code == 500
+            request_id = failed.headers["x-request-id"]
+            assert failed.json() == {"error": "internal error", "details": [], "request_id": request_id}
+            assert "unhandled error on POST /v1/forecast" in caplog.text
+            refused = await client.post("/v1/forecast", content=b"[1]")
+            assert refused.status_code == 422
+            assert refused.json()["details"] == [{"field": "body", "message": "expected a JSON object"}]
+            malformed = await client.post("/v1/forecast", content=b'{"a": 1, "a": 2}')
+            assert malformed.status_code == 400 and malformed.json()["error"] == "malformed JSON"
+            assert (await client.put("/v1/forecast")).status_code == 405
+            assert (await client.get("/openapi.json")).json() == {"openapi": "3.1.0"}
+
+    asyncio.run(run())
+    text = generate_latest(metrics.registry).decode()
+    for status in (500, 422, 400, 405):
+        assert f'route="/v1/forecast",service="inference",status="{status}"}} 1.0' in text
+
+
+def test_a_client_gone_before_its_body_is_counted_499_and_sent_nothing(caplog):
+    from pefm.config import Settings
+    from pefm.serving.http import guard
+    from pefm.serving.inference import create_inference_app
+
+    metrics = ServiceMetrics("inference", "rev-1")
+    app = create_inference_app(Settings.from_env({}), _Broken(), metrics, None, {})
+    sent: list = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/forecast", "headers": [], "root_path": ""}
+    asyncio.run(guard(app, on_request=metrics.observe_request)(scope, receiving({"type": "http.disconnect"}), send))
+    assert sent == [] and "unhandled" not in caplog.text
+    assert 'route="/v1/forecast",service="inference",status="499"} 1.0' in generate_latest(metrics.registry).decode()
+
+
+def test_checked_bodies_are_kept_by_their_bytes_unless_they_ask_a_what_if():
+    from pefm.config import Settings
+    from pefm.serving.inference import InferenceService
+
+    service = InferenceService(Settings.from_env({}), _Broken(), ServiceMetrics("inference", "rev-1"), None)
+    plain = b'{"series_id": "realgdp", "horizon": 8}'
+    first = asyncio.run(service._check(plain))
+    assert first == (("realgdp",), 8, (80, 95), None, None, None) and service._checked[plain] is first
+    what_if = b'{"series_id": "realgdp", "history": [{"ts": "2009-10-01", "value": 1.0}]}'
+    asyncio.run(service._check(what_if))
+    assert what_if not in service._checked
+    for bad in (b'{"series_id": "realgdp", "horizon": 0}', b"[1]"):
+        for _ in range(2):  # refused each time, never kept
+            with pytest.raises(ApiError) as refused:
+                asyncio.run(service._check(bad))
+            assert refused.value.status == 422
+        assert bad not in service._checked
+    for n in range(5000):  # bounded, whatever bodies clients make up
+        asyncio.run(service._check(b'{"series_id": "s%d"}' % n))
+    assert len(service._checked) <= 4096
