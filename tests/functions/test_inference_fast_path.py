@@ -260,3 +260,56 @@ def test_checked_bodies_are_kept_by_their_bytes_unless_they_ask_a_what_if():
     for n in range(5000):  # bounded, whatever bodies clients make up
         asyncio.run(service._check(b'{"series_id": "s%d"}' % n))
     assert len(service._checked) <= 4096
+
+
+def test_a_hot_route_made_from_an_endpoint_answers_as_the_app_would(caplog):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from pefm.serving.http import EXCEPTION_HANDLERS, HotApp, guard, handled, hot_route, receive_body
+
+    async def endpoint(request):
+        body = await receive_body(request.receive, None, 100, 30)
+        if body == b"boom":
+            raise RuntimeError("boom")
+        if body == b"bad":
+            raise ApiError(422, "bad body")
+        return JSONResponse({})
+
+    post = Route("/v1/things", handled(endpoint), methods=["POST"])
+    app = HotApp(Starlette(routes=[post], exception_handlers=EXCEPTION_HANDLERS), [(post, hot_route(endpoint))])
+    metrics = ServiceMetrics("ingest", "rev-1")
+
+    def call(body, root_path=""):
+        sent: list = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/things",
+            "headers": [],
+            "root_path": root_path,
+            "query_string": b"",
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": ("t", 80),
+        }
+        messages = [{"type": "http.disconnect"}] if body is None else [chunk(body)]
+        asyncio.run(guard(app, on_request=metrics.observe_request)(scope, receiving(*messages), send))
+        return sent
+
+    assert call(b"ok")[0]["status"] == 200
+    assert call(b"bad")[0]["status"] == 422
+    failed = call(b"boom")
+    assert failed[0]["status"] == 500 and "unhandled error on POST /v1/things" in caplog.text
+    assert call(None) == []  # gone before its body: nothing sent, counted 499
+    text = generate_latest(metrics.registry).decode()
+    for status in (200, 422, 500, 499):
+        assert f'route="/v1/things",service="ingest",status="{status}"}} 1.0' in text
+    mounted = call(b"ok", root_path="/api")  # mounted under a root path: Starlette routes it
+    assert mounted[0]["status"] == 200
+    assert 'route="/v1/things",service="ingest",status="200"} 2.0' in generate_latest(metrics.registry).decode()

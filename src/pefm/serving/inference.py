@@ -42,6 +42,8 @@ from pefm.serving.cache import STATE_TTL, Cache
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
+    HotApp,
+    RawEndpoint,
     handled,
     in_database,
     internal_error,
@@ -289,7 +291,7 @@ class InferenceService:
         self._version_texts: tuple = (None, "", [])
 
     async def forecast_post(self, scope: dict, receive, send) -> int:
-        """POST /v1/forecast as a raw ASGI handler (``InferenceApp``), answered whatever happens,
+        """POST /v1/forecast as a raw ASGI handler (a hot route), answered whatever happens,
         and the status it was answered with. Errors are answered as the app answers them:
         ApiErrors as their JSON, anything else as ``internal_error``'s 500 (logged with an id);
         a client that went away before its body arrived, 499 (nothing is sent)."""
@@ -481,47 +483,17 @@ class InferenceService:
 
 def create_inference_app(
     settings: Settings, server: ModelServer, metrics: ServiceMetrics, writer: LogWriter | None, openapi: dict
-) -> InferenceApp:
-    """The inference ASGI app."""
-    return InferenceApp(InferenceService(settings, server, metrics, writer), metrics, openapi)
-
-
-class InferenceApp:
-    """The inference ASGI app: POST /v1/forecast, the hot path, straight to its raw handler (no
-    Starlette router, middleware, Request or Response on the way; ``guard`` calls it as a ``hot``
-    route); everything else through Starlette."""
-
-    def __init__(self, service: InferenceService, metrics: ServiceMetrics, openapi: dict):
-        self.service = service
-        self.post = Route("/v1/forecast", _RawEndpoint(self.forecast), methods=["POST"])  # where mounted
-        routes = [
-            self.post,
-            Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
-            Route("/metrics", metrics.endpoint, methods=["GET"]),
-            Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
-        ]
-        self.app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
-        self.hot = {("POST", "/v1/forecast"): self.forecast}
-
-    async def forecast(self, scope: dict, receive, send) -> int:
-        """POST /v1/forecast: answered, and the status it was answered with."""
-        scope["route"] = self.post  # what Starlette's router records: the metrics' route label
-        return await self.service.forecast_post(scope, receive, send)
-
-    async def __call__(self, scope: dict, receive, send) -> None:
-        hot = scope["type"] == "http" and not scope.get("root_path") and self.hot.get((scope["method"], scope["path"]))
-        await (hot or self.app)(scope, receive, send)
-
-
-class _RawEndpoint:
-    """A raw ASGI handler as a Route's endpoint (Starlette calls an instance as ASGI; functions and
-    methods it wraps as request -> response endpoints)."""
-
-    def __init__(self, handle):
-        self.handle = handle
-
-    async def __call__(self, scope: dict, receive, send) -> None:
-        await self.handle(scope, receive, send)
+) -> HotApp:
+    """The inference ASGI app: POST /v1/forecast, the hot path, as a raw handler (``HotApp``)."""
+    service = InferenceService(settings, server, metrics, writer)
+    post = Route("/v1/forecast", RawEndpoint(service.forecast_post), methods=["POST"])
+    routes = [
+        post,
+        Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+    ]
+    return HotApp(Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS), [(post, service.forecast_post)])
 
 
 def _url_path(scope: dict) -> str:

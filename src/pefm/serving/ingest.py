@@ -41,7 +41,9 @@ from pefm.serving.group_commit import WHOLE_GROUP_ERRORS, GroupCommit
 from pefm.serving.http import (
     EXCEPTION_HANDLERS,
     ApiError,
+    HotApp,
     handled,
+    hot_route,
     in_database,
     json_response,
     off_loop,
@@ -312,19 +314,19 @@ def _announce(sink: str, result: dict[str, Any], token: str | None) -> None:
         log.warning("could not announce ingested observations to %s: %s", sink, exc)
 
 
-def create_ingest_app(
-    settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache, openapi: dict
-) -> Starlette:
-    """The ingest ASGI app."""
+def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache, openapi: dict) -> HotApp:
+    """The ingest ASGI app: POST /v1/observations, where streamed events arrive, as a hot route."""
     service = IngestService(settings, db, metrics, cache)
+    post = Route("/v1/observations", handled(service.observations), methods=["POST"])
     routes = [
-        Route("/v1/observations", handled(service.observations), methods=["POST"]),
+        post,
         Route("/v1/series/{series_id}", handled(service.put_series), methods=["PUT"]),
         Route("/v1/series/{series_id}", handled(service.get_series), methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    hot = [(post, hot_route(service.observations))]
+    return HotApp(Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS), hot)
 
 
 def _answer(result: WriteResult, payload: ObservationsPayload) -> dict[str, Any]:
