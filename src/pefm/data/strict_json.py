@@ -27,11 +27,13 @@ class _Refused(ValueError):
 def loads(raw: bytes | str) -> Any:
     """The decoded document, or ValidationError("malformed JSON") saying what is wrong with it."""
     try:
-        # json.loads's own steps, with one decoder made once (not one per call, as loads makes)
-        text = raw.decode(json.detect_encoding(raw), "surrogatepass") if isinstance(raw, bytes | bytearray) else raw
-        if text.startswith("\ufeff"):
-            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        data = _DECODER.decode(text)
+        data = json.loads(
+            raw,
+            parse_int=_integer,
+            parse_float=_number,
+            parse_constant=_constant,
+            object_pairs_hook=_object,
+        )
     except RecursionError:
         raise _malformed(f"nested deeper than {MAX_DEPTH} levels") from None
     except _Refused as exc:
@@ -72,11 +74,6 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
         raise _Refused(f"duplicate key {duplicate[:64]!r}")
     return data
-
-
-_DECODER = json.JSONDecoder(
-    parse_int=_integer, parse_float=_number, parse_constant=_constant, object_pairs_hook=_object
-)
 
 
 def _too_deep(data: Any) -> bool:

@@ -217,7 +217,7 @@ def hot_route(endpoint: Callable[[Request], Awaitable[Response]]) -> RawHandler:
         except ClientDisconnect:
             return 499
         except Exception as exc:
-            response = internal_error(scope, scope["method"], scope["path"], exc)
+            response = internal_error(scope, request.method, request.url.path, exc)
         await response(scope, receive, send)
         return response.status_code
 
