@@ -294,3 +294,56 @@ def test_the_dashboard_asks_the_api_for_an_as_of_forecast_then_reads_the_kept_on
     assert f"{asked.origin:%Y-%m-%d}" == "1996-01-01" and len(asked.rows) == 4
     assert asked.rows.equals(kept.rows)
     assert asked.rows["mean"].iloc[0] > 1000  # level space: billions of dollars
+
+
+COLD_START = """
+import asyncio, json, os, sys
+import httpx
+from function import new
+
+function = new()
+function.start(dict(os.environ))
+LAZY = {"starlette", "prometheus_client", "torch", "statsmodels"}
+
+async def main():
+    transport = httpx.ASGITransport(app=function.handle)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        first = await client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 4})
+        loaded = sorted(LAZY & {name.split(".")[0] for name in sys.modules})
+        scraped = await client.get("/metrics")
+        return first.status_code, loaded, scraped.status_code, scraped.text
+
+print(json.dumps(asyncio.run(main())))
+function.stop()
+"""
+
+
+def test_a_cold_start_answers_its_first_forecast_before_importing_what_it_does_not_need(module_schema, version):
+    """Issue 20's cold start: start() and the first precomputed forecast import neither Starlette
+    nor prometheus-client (nor the model's torch and statsmodels); the first scrape brings
+    prometheus-client and Starlette, and counts that forecast. (The function is driven in-process
+    through its ASGI entry point, so its sys.modules can be read.)"""
+    import os
+    import subprocess
+    import sys
+
+    from pefm.storage.roles import role_url
+    from tests.conftest import VERIFY_KEYS
+
+    env = {
+        **os.environ,
+        "PEFM_DATABASE_URL": role_url(module_schema, "inference"),
+        "PEFM_VERIFY_KEYS": VERIFY_KEYS,
+        "PEFM_MODEL_VERSION": version,
+        "PEFM_RECONDITION": "off",
+        "PYTHONPATH": str(ROOT / "functions" / "inference"),
+    }
+    cwd = ROOT / "functions" / "inference"
+    run = subprocess.run([sys.executable, "-c", COLD_START], cwd=cwd, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    status, loaded, scraped, metrics = json.loads(run.stdout.strip().splitlines()[-1])
+    assert status == 200 and loaded == []
+    assert scraped == 200
+    assert 'pefm_requests_total{method="POST",revision=' in metrics and 'route="/v1/forecast"' in metrics
+    assert f'pefm_model_info{{family="ar",model_version="{version}"' in metrics
+    assert "pefm_start_to_ready_seconds{" in metrics

@@ -14,11 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.requests import ClientDisconnect
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.routing import Route
 
-from pefm.serving.http import ApiError, receive_body
+from pefm.serving.http import ApiError, ClientGone, receive_body
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import LATENCY_BUCKETS, ServiceMetrics
 from pefm.storage.roles import role_url
@@ -69,7 +68,7 @@ def test_receive_body_limits_and_deadline():
         asyncio.run(receive_body(receiving(chunk(b"x", True)), None, 100, 0.2))
     assert trickled.value.status == 408 and 0.2 <= time.monotonic() - started < 2
     assert trickled.value.error == "the body did not arrive within 0.2 s"
-    with pytest.raises(ClientDisconnect):
+    with pytest.raises(ClientGone):
         asyncio.run(receive_body(receiving({"type": "http.disconnect"}), None, 100, 30))
 
 
@@ -84,7 +83,7 @@ def test_a_cancelled_read_is_cancelled_not_timed_out():
     asyncio.run(run())
 
 
-def test_request_and_forecast_metrics_are_exposed_as_prometheus_clients_own():
+def test_plain_metrics_are_exposed_as_prometheus_clients_own():
     metrics = ServiceMetrics("inference", "rev-1")
     registry = CollectorRegistry()
     labels = ["service", "revision", "route", "method"]
@@ -95,6 +94,15 @@ def test_request_and_forecast_metrics_are_exposed_as_prometheus_clients_own():
     forecasts = Counter(
         "pefm_forecasts_served", "Series forecasts served", ["revision", "model_version", "source"], registry=registry
     )
+    cache = Counter(
+        "pefm_cache_requests",
+        "Cache lookups by backend (redis, memory), kind (state, answer, ...) and result (hit, miss, error)",
+        ["backend", "kind", "result"],
+        registry=registry,
+    )
+    ready = Gauge("pefm_start_to_ready_seconds", "Process start to ready", ["service", "revision"], registry=registry)
+    info = ["revision", "model_version", "family"]
+    model = Gauge("pefm_model_info", "The model version this revision serves", info, registry=registry)
     routes = [Route("/v1/forecast", lambda r: None), Route("/metrics", lambda r: None), None]
     rnd = random.Random(7)
     for _ in range(3000):
@@ -107,9 +115,16 @@ def test_request_and_forecast_metrics_are_exposed_as_prometheus_clients_own():
         version, source = rnd.choice(["ar-1", "ar-2"]), rnd.choice(["precomputed", "model", "cache"])
         metrics.count_forecast(version, source)
         forecasts.labels("rev-1", version, source).inc()
+        lookup = rnd.choice(["memory", "redis"]), rnd.choice(["answer", "state"]), rnd.choice(["hit", "miss", "error"])
+        metrics.count_cache(*lookup)
+        cache.labels(*lookup).inc()
+    metrics.mark_ready(time.time() - 0.25)
+    ready.labels("inference", "rev-1").set(metrics._ready)
+    metrics.serve_model("ar-2", "ar")
+    model.labels("rev-1", "ar-2", "ar").set(1)
     ours = generate_latest(metrics.registry).decode().splitlines()
     theirs = generate_latest(registry).decode().splitlines()
-    names = ("pefm_requests", "pefm_request_duration", "pefm_forecasts")
+    names = ("pefm_requests", "pefm_request_duration", "pefm_forecasts", "pefm_cache", "pefm_start", "pefm_model")
     assert [line for line in ours if any(name in line for name in names)] == theirs
 
 
@@ -263,11 +278,9 @@ def test_checked_bodies_are_kept_by_their_bytes_unless_they_ask_a_what_if():
 
 
 def test_a_hot_route_made_from_an_endpoint_answers_as_the_app_would(caplog):
-    from starlette.applications import Starlette
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
-    from pefm.serving.http import EXCEPTION_HANDLERS, HotApp, guard, handled, hot_route, receive_body
+    from pefm.serving.http import HotApp, HotRoute, guard, hot_route, receive_body
 
     async def endpoint(request):
         body = await receive_body(request.receive, None, 100, 30)
@@ -277,8 +290,7 @@ def test_a_hot_route_made_from_an_endpoint_answers_as_the_app_would(caplog):
             raise ApiError(422, "bad body")
         return JSONResponse({})
 
-    post = Route("/v1/things", handled(endpoint), methods=["POST"])
-    app = HotApp(Starlette(routes=[post], exception_handlers=EXCEPTION_HANDLERS), [(post, hot_route(endpoint))])
+    app = HotApp({HotRoute("POST", "/v1/things"): hot_route(endpoint)}, list)
     metrics = ServiceMetrics("ingest", "rev-1")
 
     def call(body, root_path=""):

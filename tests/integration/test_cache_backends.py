@@ -4,18 +4,18 @@ import threading
 import time
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter
 
 from pefm.serving.cache import OBSERVATIONS, PREFIX, RETRY_SECONDS, MemoryCache, RedisCache
+from pefm.serving.observability import ServiceMetrics
 from tests.redis_server import RedisServer
 
 
-def counter() -> Counter:
-    return Counter("pefm_cache_requests", "test", ["backend", "kind", "result"], registry=CollectorRegistry())
+def counter() -> ServiceMetrics:
+    return ServiceMetrics("inference", "rev-1")
 
 
-def counted(c: Counter, backend: str, kind: str, result: str) -> float:
-    return c.labels(backend, kind, result)._value.get()
+def counted(c: ServiceMetrics, backend: str, kind: str, result: str) -> int:
+    return c._cache.get((backend, kind, result), 0)
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def server(tmp_path):
 
 def test_memory_cache_is_bounded_least_recently_used_out_and_expires():
     c = counter()
-    cache = MemoryCache(c, max_bytes=30)
+    cache = MemoryCache(c.count_cache, max_bytes=30)
     cache.set("answer", "a", b"x" * 10, ttl=60)
     cache.set("answer", "b", b"y" * 10, ttl=60)
     assert cache.get("answer", "a") == b"x" * 10  # a is now the most recently used
@@ -44,7 +44,7 @@ def test_memory_cache_is_bounded_least_recently_used_out_and_expires():
 
 def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
     c = counter()
-    cache = RedisCache(c, server.url)
+    cache = RedisCache(c.count_cache, server.url)
     assert cache.get("state", "v1") is None
     cache.set("state", "v1", b"\x00state", ttl=100)
     assert cache.get("state", "v1") == b"\x00state"
@@ -59,7 +59,7 @@ def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
 
 def test_redis_away_is_asked_once_then_not_until_it_is_tried_again(server):
     c = counter()
-    cache = RedisCache(c, server.url)
+    cache = RedisCache(c.count_cache, server.url)
     cache.set("answer", "k", b"v", ttl=100)
     server.kill()
     asked = []

@@ -40,11 +40,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter
-
     from pefm.config import Settings
 
 log = logging.getLogger(__name__)
+OnLookup = Callable[[str, str, str], None]
+"""Called with (backend, kind, result) on every lookup: ``ServiceMetrics.count_cache``."""
 PREFIX = "pefm:1:"
 """Every key's prefix; the number changes when an entry's format does (old entries then expire)."""
 OBSERVATIONS = "pefm:observations"
@@ -68,12 +68,12 @@ class Cache:
     shared = False
     """True when other processes see the entries: only then are states, artifacts and panels kept."""
 
-    def __init__(self, counter: Counter | None):
-        self._counter = counter
+    def __init__(self, on_lookup: OnLookup | None):
+        self._on_lookup = on_lookup
 
     def count(self, kind: str, result: str) -> None:
-        if self._counter is not None:
-            self._counter.labels(self.backend, kind, result).inc()
+        if self._on_lookup is not None:
+            self._on_lookup(self.backend, kind, result)
 
     def get(self, kind: str, key: str) -> bytes | None:
         raise NotImplementedError
@@ -94,8 +94,8 @@ class Cache:
 class MemoryCache(Cache):
     """This process's own: least recently used out beyond ``max_bytes``, entries expire."""
 
-    def __init__(self, counter: Counter | None, max_bytes: int):
-        super().__init__(counter)
+    def __init__(self, on_lookup: OnLookup | None, max_bytes: int):
+        super().__init__(on_lookup)
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, tuple[float, bytes, int]] = OrderedDict()
         self._bytes = 0
@@ -145,12 +145,12 @@ class RedisCache(Cache):
     backend = "redis"
     shared = True
 
-    def __init__(self, counter: Counter | None, url: str):
+    def __init__(self, on_lookup: OnLookup | None, url: str):
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        super().__init__(counter)
+        super().__init__(on_lookup)
         self.url = url
         # no retries of its own: a failure opens the breaker below instead of holding a request
         self._options = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0, "retry": Retry(NoBackoff(), 0)}
@@ -241,8 +241,8 @@ class RedisCache(Cache):
                 backoff = min(backoff * 2, 30.0)
 
 
-def open_cache(settings: Settings, counter: Counter | None) -> Cache:
+def open_cache(settings: Settings, on_lookup: OnLookup | None) -> Cache:
     """Redis when ``PEFM_REDIS_URL`` is set, else this process's memory."""
     if settings.redis_url:
-        return RedisCache(counter, settings.redis_url)
-    return MemoryCache(counter, settings.cache_max_bytes)
+        return RedisCache(on_lookup, settings.redis_url)
+    return MemoryCache(on_lookup, settings.cache_max_bytes)

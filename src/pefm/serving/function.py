@@ -58,12 +58,16 @@ class ServiceFunction:
 
         from pefm.serving.cache import open_cache
         from pefm.serving.log_writer import LogWriter
+        from pefm.storage.database import Database
         from pefm.storage.migrate import MigrationError
 
         try:
             self.settings = settings
-            self.cache = open_cache(settings, self.metrics.cache)
-            self.db = self._database(settings)
+            if settings.database_url is None:
+                raise ValueError("PEFM_DATABASE_URL is not set")
+            # Its pool connects in the background while the service's modules load (``_build``).
+            self.db = Database(settings.database_url, max_size=settings.pool_max_size, timeout=5.0)
+            self.cache = open_cache(settings, self.metrics.count_cache)
             self.writer = LogWriter(
                 self.db.url,
                 maxsize=settings.prediction_log_queue,
@@ -85,18 +89,19 @@ class ServiceFunction:
         if app is not None:  # None: inference waits for a model to serve (see _wait_for_model)
             self._serve(app)
 
-    def _database(self, settings: Settings):
-        """The database, its schema checked (a function never migrates: its role may not). An
-        inference revision pinned to a version whose state a shared cache holds does not wait for
-        it: it starts from the cache without touching PostgreSQL (the replica that kept the state
-        checked the schema), and its pool connects in the background, or once the database is back
-        (logs queue meanwhile, then are dropped and counted)."""
-        from pefm.storage.database import Database, open_database
+    def _check_schema(self, settings: Settings) -> None:
+        """MigrationError unless the database's schema is current (a function never migrates: its
+        role may not). An inference revision pinned to a version whose state a shared cache holds
+        does not wait for the database: it starts from the cache without touching PostgreSQL (the
+        replica that kept the state checked the schema), and its pool connects in the background,
+        or once the database is back (logs queue meanwhile, then are dropped and counted)."""
+        from pefm.storage.migrate import require_migrated
 
         pinned = self.service == "inference" and self.cache.shared and settings.model_version
         if pinned and self.cache.exists("state", settings.model_version):
-            return Database(settings.database_url, max_size=settings.pool_max_size, timeout=5.0)
-        return open_database(settings, embedded_ok=False, pool_timeout=5.0)
+            return
+        with self.db.connection() as conn:
+            require_migrated(conn)
 
     def _reopen(self, settings: Settings, openapi: dict, after: float = 5.0) -> None:
         if not self._stopping.wait(after):
@@ -109,15 +114,18 @@ class ServiceFunction:
         if self.service == "ingest":
             from pefm.serving.ingest import create_ingest_app
 
+            self._check_schema(settings)
             self._mark_ready(settings.revision)
             return create_ingest_app(settings, self.db, self.metrics, self.cache, openapi)
         if self.service == "monitor":
             from pefm.serving.monitor import create_monitor_app
 
+            self._check_schema(settings)
             self._mark_ready(settings.revision)
             return create_monitor_app(settings, self.db, self.metrics, openapi)
         from pefm.serving.inference import ModelServer, NoServingModel
 
+        self._check_schema(settings)
         server = ModelServer(settings, self.db, self.cache)
         try:
             server.load()
@@ -144,7 +152,7 @@ class ServiceFunction:
         from pefm.serving.inference import create_inference_app
 
         settings = self.settings
-        self.metrics.model_info.labels(settings.revision, server.version.id, server.version.family).set(1)
+        self.metrics.serve_model(server.version.id, server.version.family)
         self._mark_ready(settings.revision)
         if settings.recondition:
             from pefm.serving.freshness import Reconditioner

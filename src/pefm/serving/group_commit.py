@@ -26,7 +26,8 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg_pool import PoolTimeout
-from starlette.concurrency import run_in_threadpool
+
+from pefm.serving.http import in_thread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,7 +79,7 @@ class GroupCommit(Generic[T]):
             if self.on_group:
                 self.on_group(len(group))
             try:
-                results = await run_in_threadpool(self._write_group, [q.item for q in group])
+                results = await in_thread(self._write_group, [q.item for q in group])
             except BaseException as exc:  # the whole group failed, or the task was cancelled
                 for queued in group:
                     _settle(queued.future, exc)

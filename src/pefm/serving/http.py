@@ -2,6 +2,10 @@
 
 Every error leaves as JSON ``{error, details: [...]}``. Nothing escapes ``guard``: func-python
 would turn an escaping exception into a broken 500 (it builds the body from a str).
+
+Starlette is imported where it is first used, not with this module: an inference revision's hot
+route answers its first forecast without it (importing it is ~13 ms of the ~220 ms from a
+revision's spawn to that forecast).
 """
 
 from __future__ import annotations
@@ -15,21 +19,25 @@ import secrets
 import time
 import types
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 from psycopg_pool import PoolTimeout
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from pefm.data import strict_json
 from pefm.data.validation import ValidationError
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
 log = logging.getLogger("pefm.serving")
 _LOGGED = "pefm.error_logged"  # set in a request's scope once its error is logged
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client went away before its request's body arrived (``receive_body``)."""
 
 
 class ApiError(Exception):
@@ -61,6 +69,8 @@ class ApiError(Exception):
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON response."""
+    from starlette.responses import Response
+
     return Response(
         json.dumps(body, separators=(",", ":"), allow_nan=False),
         status,
@@ -104,7 +114,7 @@ async def receive_body(receive: Callable, declared: bytes | None, limit: int, ti
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         elif message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            raise ClientGone()
 
 
 def _now(awaitable: Awaitable) -> tuple[bool, Any]:
@@ -147,7 +157,14 @@ async def off_loop(parse: Callable[..., Any], body: bytes, *args: Any) -> Any:
     """``parse(body, *args)``, on the thread pool when the body is large."""
     if len(body) <= INLINE_BYTES:
         return parse(body, *args)
-    return await run_in_threadpool(parse, body, *args)
+    return await in_thread(parse, body, *args)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on Starlette's thread pool, so the event loop goes on meanwhile."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
 
 
 def parse_json(body: bytes) -> Any:
@@ -180,22 +197,41 @@ RawHandler = Callable[[dict, Callable, Callable], Awaitable[int]]
 returns the status it answered with."""
 
 
+class HotRoute(NamedTuple):
+    """A hot route, as a request's scope records it (``route_template`` reads its path)."""
+
+    method: str
+    path: str
+
+
 class HotApp:
     """An ASGI app whose hot routes skip Starlette: their requests go straight to their
     ``RawHandler``, with no router, middleware, exception handlers or task group on the way (for a
-    streamed event, ~20% of the ingest process's CPU). ``guard`` calls them itself; everything
-    else, and everything when mounted under a root path, goes to ``app``."""
+    streamed event, ~20% of the ingest process's CPU). ``guard`` calls them itself. Everything
+    else, and everything when mounted under a root path, goes to ``app``: a Starlette app of the
+    hot routes and ``routes()``, made when the first request needs it."""
 
-    def __init__(self, app: ASGIApp, hot: list[tuple[Route, RawHandler]]):
-        self.app = app
-        self._hot = {(m, route.path): (route, handler) for route, handler in hot for m in route.methods}
+    def __init__(self, hot: dict[HotRoute, RawHandler], routes: Callable[[], list]):
+        self._hot = {(route.method, route.path): (route, handler) for route, handler in hot.items()}
+        self._routes = routes
+        self._app: ASGIApp | None = None
+
+    @property
+    def app(self) -> ASGIApp:
+        if self._app is None:
+            from starlette.applications import Starlette
+            from starlette.routing import Route
+
+            hot = [Route(r.path, RawEndpoint(handler), methods=[r.method]) for r, handler in self._hot.values()]
+            self._app = Starlette(routes=[*hot, *self._routes()], exception_handlers=EXCEPTION_HANDLERS)
+        return self._app
 
     def hot(self, scope: dict) -> RawHandler | None:
         """The handler of the hot route an HTTP request's ``scope`` asks, if it asks one."""
         found = self._hot.get((scope["method"], scope["path"]))
         if found is None or scope.get("root_path"):
             return None
-        scope["route"] = found[0]  # what Starlette's router records: the metrics' route label
+        scope["route"] = found[0]  # as Starlette's router records its route: the metrics' route label
         return found[1]
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -208,13 +244,15 @@ def hot_route(endpoint: Callable[[Request], Awaitable[Response]]) -> RawHandler:
     a client gone before its body arrived as 499 with nothing sent, anything else as
     ``internal_error``'s 500."""
 
+    from starlette.requests import Request
+
     async def handle(scope: dict, receive: Callable, send: Callable) -> int:
         request = Request(scope, receive)
         try:
             response = await endpoint(request)
         except ApiError as exc:
             response = exc.response()
-        except ClientDisconnect:
+        except ClientGone:
             return 499
         except Exception as exc:
             response = internal_error(scope, request.method, request.url.path, exc)
@@ -378,7 +416,7 @@ def handled(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
 async def in_database(fn: Callable[..., Any], *args: Any) -> Any:
     """Run blocking database work on the thread pool; the database gone -> 503 with Retry-After."""
     try:
-        return await run_in_threadpool(fn, *args)
+        return await in_thread(fn, *args)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise unavailable(exc) from None
 

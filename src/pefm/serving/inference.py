@@ -26,26 +26,22 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.data.fields import SERIES_ID, parse_timestamp
 from pefm.data.transforms import INVERTIBLE, SPACES, model_space_unit
 from pefm.serving.cache import STATE_TTL, Cache
 from pefm.serving.http import (
-    EXCEPTION_HANDLERS,
     ApiError,
+    ClientGone,
     HotApp,
-    RawEndpoint,
+    HotRoute,
     handled,
     in_database,
+    in_thread,
     internal_error,
     json_response,
     mark_shadow,
@@ -67,6 +63,10 @@ from pefm.storage.model_versions import (
     version_to_json,
 )
 from pefm.storage.signing import Signature, trusted_keys
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 _QUERY_INT = re.compile(r"-?[0-9]{1,9}")
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ class InferenceService:
         except ApiError as exc:
             await exc.response()(scope, receive, send)
             return exc.status
-        except ClientDisconnect:
+        except ClientGone:
             return 499
         except Exception as exc:
             response = internal_error(scope, "POST", _url_path(scope), exc)
@@ -381,10 +381,10 @@ class InferenceService:
         request = json.dumps([space, horizon, levels, as_of and as_of.isoformat(), history], separators=(",", ":"))
         vintage = (as_of or state.data_as_of).timestamp()
         key = f"{version}:{series_id}:{vintage:.6f}:{hashlib.sha256(request.encode()).hexdigest()[:32]}"
-        if (cached := await run_in_threadpool(cache.get, "answer", key)) is not None:
+        if (cached := await in_thread(cache.get, "answer", key)) is not None:
             return cached.decode(), "cache"
         text = await self._model_json(series_id, state, space, horizon, levels, as_of, history)
-        await run_in_threadpool(cache.set, "answer", key, text.encode(), self.settings.cache_ttl_seconds)
+        await in_thread(cache.set, "answer", key, text.encode(), self.settings.cache_ttl_seconds)
         return text, "model"
 
     async def _check(self, body: bytes) -> tuple:
@@ -403,6 +403,8 @@ class InferenceService:
         return checked
 
     async def _answer(self, data: dict[str, Any]) -> Response:
+        from starlette.responses import Response
+
         text, version = await self._answer_text(check_request(data), False)
         headers = {"X-PEFM-Model-Version": version.id, "X-PEFM-Revision": self.settings.revision}
         return Response(text, headers=headers, media_type="application/json")
@@ -486,14 +488,17 @@ def create_inference_app(
 ) -> HotApp:
     """The inference ASGI app: POST /v1/forecast, the hot path, as a raw handler (``HotApp``)."""
     service = InferenceService(settings, server, metrics, writer)
-    post = Route("/v1/forecast", RawEndpoint(service.forecast_post), methods=["POST"])
-    routes = [
-        post,
-        Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
-        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
-    ]
-    return HotApp(Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS), [(post, service.forecast_post)])
+
+    def routes() -> list:
+        from starlette.routing import Route
+
+        return [
+            Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+            Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+        ]
+
+    return HotApp({HotRoute("POST", "/v1/forecast"): service.forecast_post}, routes)
 
 
 def _url_path(scope: dict) -> str:

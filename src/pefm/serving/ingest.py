@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -39,9 +38,9 @@ from pefm.data.validation import Issue, Issues, ValidationError, check_frequency
 from pefm.serving.cache import OBSERVATIONS, Cache
 from pefm.serving.group_commit import WHOLE_GROUP_ERRORS, GroupCommit
 from pefm.serving.http import (
-    EXCEPTION_HANDLERS,
     ApiError,
     HotApp,
+    HotRoute,
     handled,
     hot_route,
     in_database,
@@ -317,16 +316,16 @@ def _announce(sink: str, result: dict[str, Any], token: str | None) -> None:
 def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache, openapi: dict) -> HotApp:
     """The ingest ASGI app: POST /v1/observations, where streamed events arrive, as a hot route."""
     service = IngestService(settings, db, metrics, cache)
-    post = Route("/v1/observations", handled(service.observations), methods=["POST"])
-    routes = [
-        post,
-        Route("/v1/series/{series_id}", handled(service.put_series), methods=["PUT"]),
-        Route("/v1/series/{series_id}", handled(service.get_series), methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
-        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
-    ]
-    hot = [(post, hot_route(service.observations))]
-    return HotApp(Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS), hot)
+
+    def routes() -> list[Route]:
+        return [
+            Route("/v1/series/{series_id}", handled(service.put_series), methods=["PUT"]),
+            Route("/v1/series/{series_id}", handled(service.get_series), methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+            Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+        ]
+
+    return HotApp({HotRoute("POST", "/v1/observations"): hot_route(service.observations)}, routes)
 
 
 def _answer(result: WriteResult, payload: ObservationsPayload) -> dict[str, Any]:

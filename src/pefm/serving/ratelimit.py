@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from typing import TYPE_CHECKING
 
 from pefm.serving.cache import Cache
-from pefm.serving.http import ApiError
+from pefm.serving.http import ApiError, in_thread
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 
 class RateLimit:
@@ -40,7 +41,7 @@ class RateLimit:
         """ApiError 429 when the caller ``key`` has used up its requests in this window."""
         most, window = self.limit
         count = (
-            await run_in_threadpool(self.cache.count_request, key, window)
+            await in_thread(self.cache.count_request, key, window)
             if self.cache.shared
             else self.cache.count_request(key, window)
         )

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 if TYPE_CHECKING:
@@ -53,6 +52,8 @@ def _raw(text: str, what: str) -> bytes:
 def private_key(text: str) -> Ed25519PrivateKey:
     """An Ed25519 private key from PEM (PKCS#8) or base64 of its 32-byte seed."""
     if text.lstrip().startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization  # PEM only: ~6 ms on a cold start
+
         try:
             key = serialization.load_pem_private_key(text.strip().encode(), password=None)
         except (ValueError, TypeError) as exc:
@@ -66,6 +67,8 @@ def private_key(text: str) -> Ed25519PrivateKey:
 def public_key(text: str) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or base64 of its 32 bytes."""
     if text.lstrip().startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_public_key(text.strip().encode())
         except ValueError as exc:
@@ -86,22 +89,18 @@ def public_keys(text: str) -> list[Ed25519PublicKey]:
 
 def key_id(key: Ed25519PublicKey) -> str:
     """16 hex digits of the sha256 of the raw public key: names the key a signature was made with."""
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(key.public_bytes_raw()).hexdigest()[:16]
 
 
 def generate() -> tuple[str, str]:
     """A new key pair as (private, public), each the base64 of its raw 32 bytes."""
-    key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    private = base64.b64encode(seed).decode()
+    private = base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
     return private, public_text(private)
 
 
 def public_text(private: str) -> str:
     """The public half of a private key (PEM or base64), as base64 of its raw 32 bytes."""
-    raw = private_key(private).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
+    return base64.b64encode(private_key(private).public_key().public_bytes_raw()).decode()
 
 
 @dataclass(frozen=True)
