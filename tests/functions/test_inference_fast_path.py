@@ -59,10 +59,10 @@ def test_receive_body_waits_for_a_body_still_on_its_way():
 def test_receive_body_limits_and_deadline():
     with pytest.raises(ApiError) as declared:
         asyncio.run(receive_body(receiving(chunk(b"x")), b"101", 100, 30))
-    assert declared.value.status == 413 and declared.value.headers == {"Connection": "close"}
+    assert declared.value.status == 413 and declared.value.headers == {}  # read to its end: reusable
     with pytest.raises(ApiError) as counted:
         asyncio.run(receive_body(receiving(chunk(b"x" * 60, True), chunk(b"x" * 60)), None, 100, 30))
-    assert counted.value.status == 413
+    assert counted.value.status == 413 and counted.value.headers == {}
     started = time.monotonic()
     with pytest.raises(ApiError) as trickled:
         asyncio.run(receive_body(receiving(chunk(b"x", True)), None, 100, 0.2))
@@ -70,6 +70,30 @@ def test_receive_body_limits_and_deadline():
     assert trickled.value.error == "the body did not arrive within 0.2 s"
     with pytest.raises(ClientGone):
         asyncio.run(receive_body(receiving({"type": "http.disconnect"}), None, 100, 30))
+
+
+def test_a_body_over_the_limit_is_drained_within_bounds_before_its_413():
+    """Read to its end (and dropped) up to DRAIN_BYTES past the limit and within the deadline, so
+    the 413 reaches the client rather than a reset; beyond either, the connection closes."""
+    from pefm.serving.http import DRAIN_BYTES
+
+    def body(total: int, pieces: int = 8, wait: float | None = None):
+        size = total // pieces
+        return receiving(*[chunk(b"x" * size, i < pieces - 1) for i in range(pieces)], wait=wait)
+
+    def refusal(receive, declared: bytes | None, timeout: float = 30) -> ApiError:
+        with pytest.raises(ApiError) as refused:
+            asyncio.run(receive_body(receive, declared, 100, timeout))
+        assert refused.value.status == 413
+        return refused.value
+
+    assert refusal(body(8000), b"8000").headers == {}
+    assert refusal(body(8000), None).headers == {}
+    assert refusal(body(4 * DRAIN_BYTES, 16), None).headers == {"Connection": "close"}  # stops reading
+    assert refusal(body(4 * DRAIN_BYTES), str(4 * DRAIN_BYTES).encode()).headers == {"Connection": "close"}
+    assert refusal(body(8000, wait=1.0), b"8000", timeout=0.2).headers == {"Connection": "close"}
+    with pytest.raises(ClientGone):
+        asyncio.run(receive_body(receiving(chunk(b"x" * 200, True), {"type": "http.disconnect"}), None, 100, 30))
 
 
 def test_a_cancelled_read_is_cancelled_not_timed_out():
