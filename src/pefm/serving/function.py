@@ -71,7 +71,7 @@ class ServiceFunction:
             self.writer = LogWriter(
                 self.db.url,
                 maxsize=settings.prediction_log_queue,
-                on_drop=lambda table, n: self.metrics.log_dropped.labels(table).inc(n),
+                on_drop=lambda table, n: self.metrics.prometheus.log_dropped.labels(table).inc(n),
             )
             self.writer.start()
             app = self._build(settings, openapi)

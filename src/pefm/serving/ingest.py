@@ -94,7 +94,7 @@ class IngestService:
             self._write_group,
             max_events=settings.ingest_group_max,
             max_wait=settings.ingest_linger_ms / 1000,
-            on_group=metrics.ingest_group.observe,
+            on_group=metrics.prometheus.ingest_group.observe,
         )
         self.oidc = None
         if settings.ingest_oidc_audience:
@@ -140,7 +140,7 @@ class IngestService:
         """Count a committed write's rows and, when it changed data, tell the inference replicas
         (Redis) and the sink (the monitor's CloudEvent), off the request path."""
         for outcome in ("inserted", "revised", "unchanged"):
-            self.metrics.ingest_rows.labels(outcome).inc(result[outcome])
+            self.metrics.prometheus.ingest_rows.labels(outcome).inc(result[outcome])
         if not result["inserted"] + result["revised"]:
             return
         if self.cache.shared:  # heard by every inference replica
@@ -161,7 +161,7 @@ class IngestService:
                 return _from_csv(body, request.query_params.get("vintage")), "csv"
         except ValidationError as exc:
             status = 400 if exc.message.startswith(("malformed", "invalid CSV")) else 422
-            self.metrics.ingest_rows.labels("rejected").inc()
+            self.metrics.prometheus.ingest_rows.labels("rejected").inc()
             raise ApiError.invalid(exc, status) from None
         raise ApiError(
             415,
@@ -249,7 +249,7 @@ class IngestService:
                     issues.append(issue if item.lines else replace(issue, field=path))
                 issues.more += found.more
         if issues:
-            self.metrics.ingest_rows.labels("rejected").inc()
+            self.metrics.prometheus.ingest_rows.labels("rejected").inc()
             raise ApiError.invalid(ValidationError("observations the series cannot take", issues))
 
     # -- PUT /v1/series/{series_id} ------------------------------------------------------------
