@@ -63,6 +63,10 @@ def test_the_calibration_scores_the_ensembles_own_backtest():
     rows = np.searchsorted(held_out, np.arange(len(values) - window, len(values)))
     expected = (outcomes(values, held_out[rows], HORIZON) - means[rows]) / scales[rows]
     np.testing.assert_allclose(model.calibration_.errors, expected, equal_nan=True)
+    # the artifact leaves that backtest out (calibration has scored it) and forecasts the same
+    restored = pickle.loads(model.to_bytes())
+    assert not hasattr(restored, "backtest_")
+    pd.testing.assert_frame_equal(restored.predict(8), model.predict(8))
 
 
 def test_ar_searches_lags_up_to_ten_log10_n():

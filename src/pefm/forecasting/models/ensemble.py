@@ -91,6 +91,10 @@ class Ensemble(BaseForecaster):
             member._fit_values(values, self.freq_)
             self.fitted_[spec] = member
 
+    def __getstate__(self) -> dict:
+        # the held-out backtest is what calibration scored inside fit: the artifact does not keep it
+        return {k: v for k, v in self.__dict__.items() if k != "backtest_"}
+
     def __setstate__(self, state: dict) -> None:
         # artifacts saved before the weights were per step hold one set of weights for every step
         if "step_weights_" not in state and "weights_" in state:
