@@ -146,7 +146,7 @@ def test_plain_metrics_are_exposed_as_prometheus_clients_own():
     ready.labels("inference", "rev-1").set(metrics._ready)
     metrics.serve_model("ar-2", "ar")
     model.labels("rev-1", "ar-2", "ar").set(1)
-    ours = generate_latest(metrics.registry).decode().splitlines()
+    ours = generate_latest(metrics.prometheus.registry).decode().splitlines()
     theirs = generate_latest(registry).decode().splitlines()
     names = ("pefm_requests", "pefm_request_duration", "pefm_forecasts", "pefm_cache", "pefm_start", "pefm_model")
     assert [line for line in ours if any(name in line for name in names)] == theirs
@@ -256,7 +256,7 @@ def test_the_hot_route_answers_errors_as_the_app_does(caplog):
             assert (await client.get("/openapi.json")).json() == {"openapi": "3.1.0"}
 
     asyncio.run(run())
-    text = generate_latest(metrics.registry).decode()
+    text = generate_latest(metrics.prometheus.registry).decode()
     for status in (500, 422, 400, 405):
         assert f'route="/v1/forecast",service="inference",status="{status}"}} 1.0' in text
 
@@ -276,7 +276,7 @@ def test_a_client_gone_before_its_body_is_counted_499_and_sent_nothing(caplog):
     scope = {"type": "http", "method": "POST", "path": "/v1/forecast", "headers": [], "root_path": ""}
     asyncio.run(guard(app, on_request=metrics.observe_request)(scope, receiving({"type": "http.disconnect"}), send))
     assert sent == [] and "unhandled" not in caplog.text
-    assert 'route="/v1/forecast",service="inference",status="499"} 1.0' in generate_latest(metrics.registry).decode()
+    assert 'route="/v1/forecast",service="inference",status="499"} 1.0' in generate_latest(metrics.prometheus.registry).decode()
 
 
 def test_checked_bodies_are_kept_by_their_bytes_unless_they_ask_a_what_if():
@@ -343,9 +343,9 @@ def test_a_hot_route_made_from_an_endpoint_answers_as_the_app_would(caplog):
     failed = call(b"boom")
     assert failed[0]["status"] == 500 and "unhandled error on POST /v1/things" in caplog.text
     assert call(None) == []  # gone before its body: nothing sent, counted 499
-    text = generate_latest(metrics.registry).decode()
+    text = generate_latest(metrics.prometheus.registry).decode()
     for status in (200, 422, 500, 499):
         assert f'route="/v1/things",service="ingest",status="{status}"}} 1.0' in text
     mounted = call(b"ok", root_path="/api")  # mounted under a root path: Starlette routes it
     assert mounted[0]["status"] == 200
-    assert 'route="/v1/things",service="ingest",status="200"} 2.0' in generate_latest(metrics.registry).decode()
+    assert 'route="/v1/things",service="ingest",status="200"} 2.0' in generate_latest(metrics.prometheus.registry).decode()

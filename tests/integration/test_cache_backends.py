@@ -10,7 +10,7 @@ from pefm.serving.observability import ServiceMetrics
 from tests.redis_server import RedisServer
 
 
-def counter() -> ServiceMetrics:
+def metrics() -> ServiceMetrics:
     return ServiceMetrics("inference", "rev-1")
 
 
@@ -26,7 +26,7 @@ def server(tmp_path):
 
 
 def test_memory_cache_is_bounded_least_recently_used_out_and_expires():
-    c = counter()
+    c = metrics()
     cache = MemoryCache(c.count_cache, max_bytes=30)
     cache.set("answer", "a", b"x" * 10, ttl=60)
     cache.set("answer", "b", b"y" * 10, ttl=60)
@@ -43,7 +43,7 @@ def test_memory_cache_is_bounded_least_recently_used_out_and_expires():
 
 
 def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
-    c = counter()
+    c = metrics()
     cache = RedisCache(c.count_cache, server.url)
     assert cache.get("state", "v1") is None
     cache.set("state", "v1", b"\x00state", ttl=100)
@@ -58,7 +58,7 @@ def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
 
 
 def test_redis_away_is_asked_once_then_not_until_it_is_tried_again(server):
-    c = counter()
+    c = metrics()
     cache = RedisCache(c.count_cache, server.url)
     cache.set("answer", "k", b"v", ttl=100)
     server.kill()

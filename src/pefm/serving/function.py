@@ -58,15 +58,13 @@ class ServiceFunction:
 
         from pefm.serving.cache import open_cache
         from pefm.serving.log_writer import LogWriter
-        from pefm.storage.database import Database
+        from pefm.storage.database import open_database
         from pefm.storage.migrate import MigrationError
 
         try:
             self.settings = settings
-            if settings.database_url is None:
-                raise ValueError("PEFM_DATABASE_URL is not set")
             # Its pool connects in the background while the service's modules load (``_build``).
-            self.db = Database(settings.database_url, max_size=settings.pool_max_size, timeout=5.0)
+            self.db = open_database(settings, schema="unchecked", embedded_ok=False, pool_timeout=5.0)
             self.cache = open_cache(settings, self.metrics.count_cache)
             self.writer = LogWriter(
                 self.db.url,

@@ -45,7 +45,7 @@ class MonitorService:
     def __init__(self, settings: Settings, db: Database, metrics: ServiceMetrics):
         self.settings = settings
         self.db = db
-        registry = metrics.registry
+        registry = metrics.prometheus.registry
         self.score = Gauge(
             "pefm_drift_score",
             "Drift score per series and feature (latest check)",

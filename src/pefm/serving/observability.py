@@ -56,10 +56,6 @@ class ServiceMetrics:
         groups, dropped log rows), made on first use."""
         return _Prometheus(self)
 
-    @property
-    def registry(self):
-        return self.prometheus.registry
-
     def observe_request(self, scope: dict, status: int, seconds: float) -> None:
         """One request served: counted, and its latency in the histogram's buckets (plain numbers
         here, bounded by routes x methods x codes: a prometheus-client counter's inc and a
@@ -97,7 +93,7 @@ class ServiceMetrics:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
         from starlette.responses import Response
 
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self.prometheus.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class _Prometheus:

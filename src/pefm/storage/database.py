@@ -146,7 +146,9 @@ def open_database(
     """Open the configured database (embedded when no URL is set and ``embedded_ok``). ``schema``:
     ``migrate`` applies pending migrations and the roles' grants (the migrator's part); ``current``
     raises MigrationError unless they are applied (everyone else); ``unchecked`` looks at neither
-    (``pefm db status``). ``pool_timeout`` bounds the wait for a connection."""
+    and does not wait for a connection: the pool connects in the background (``pefm db status``;
+    a function, which checks the schema itself once its modules are loaded). ``pool_timeout``
+    bounds the wait for a connection."""
     settings = settings or get_settings()
     embedded = None
     url = settings.database_url
@@ -156,11 +158,13 @@ def open_database(
         embedded = EmbeddedPostgres(settings.embedded_pgdata)
         url = embedded.start()
     db = Database(url, max_size=settings.pool_max_size, embedded=embedded, timeout=pool_timeout)
+    if schema == "unchecked":
+        return db
     try:
         with db.connection() as conn:
             if schema == "migrate":
                 apply_migrations(conn, settings.role_passwords)
-            elif schema == "current":
+            else:
                 require_migrated(conn)
     except BaseException:
         db.close()
