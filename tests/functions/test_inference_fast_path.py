@@ -276,7 +276,10 @@ def test_a_client_gone_before_its_body_is_counted_499_and_sent_nothing(caplog):
     scope = {"type": "http", "method": "POST", "path": "/v1/forecast", "headers": [], "root_path": ""}
     asyncio.run(guard(app, on_request=metrics.observe_request)(scope, receiving({"type": "http.disconnect"}), send))
     assert sent == [] and "unhandled" not in caplog.text
-    assert 'route="/v1/forecast",service="inference",status="499"} 1.0' in generate_latest(metrics.prometheus.registry).decode()
+    assert (
+        'route="/v1/forecast",service="inference",status="499"} 1.0'
+        in generate_latest(metrics.prometheus.registry).decode()
+    )
 
 
 def test_checked_bodies_are_kept_by_their_bytes_unless_they_ask_a_what_if():
@@ -348,4 +351,6 @@ def test_a_hot_route_made_from_an_endpoint_answers_as_the_app_would(caplog):
         assert f'route="/v1/things",service="ingest",status="{status}"}} 1.0' in text
     mounted = call(b"ok", root_path="/api")  # mounted under a root path: Starlette routes it
     assert mounted[0]["status"] == 200
-    assert 'route="/v1/things",service="ingest",status="200"} 2.0' in generate_latest(metrics.prometheus.registry).decode()
+    assert (
+        'route="/v1/things",service="ingest",status="200"} 2.0' in generate_latest(metrics.prometheus.registry).decode()
+    )
