@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.routing import Route
 
-from pefm.serving.http import ApiError, ClientGone, receive_body
+from pefm.serving.http import ApiError, ClientGone, RequestBody, receive_body
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import LATENCY_BUCKETS, ServiceMetrics
 from pefm.storage.roles import role_url
@@ -94,6 +94,30 @@ def test_a_body_over_the_limit_is_drained_within_bounds_before_its_413():
     assert refusal(body(8000, wait=1.0), b"8000", timeout=0.2).headers == {"Connection": "close"}
     with pytest.raises(ClientGone):
         asyncio.run(receive_body(receiving(chunk(b"x" * 200, True), {"type": "http.disconnect"}), None, 100, 30))
+
+
+def test_an_answer_before_the_body_reads_the_rest_first_within_bounds(monkeypatch):
+    """``RequestBody.settle``: a start message goes as it is once the body is all read (read here
+    if the handler did not), and says the connection closes when the rest does not come in time."""
+    monkeypatch.setattr("pefm.serving.http.SETTLE_SECONDS", 0.2)
+    start = {"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"2")]}
+    declared = {"headers": [(b"content-length", b"3")]}
+
+    def settled(body: RequestBody, read: int = 0) -> dict:
+        async def run():
+            for _ in range(read):
+                await body()
+            return await body.settle(start)
+
+        return asyncio.run(run())
+
+    assert settled(RequestBody({"headers": []}, receiving())) == start  # no body: nothing to wait for
+    assert settled(RequestBody(declared, receiving(chunk(b"ab", True), chunk(b"c"), wait=0.05))) == start
+    assert settled(RequestBody(declared, receiving(chunk(b"ab", True), chunk(b"c"))), read=2) == start
+    late = settled(RequestBody(declared, receiving(chunk(b"abc"), wait=1.0)))
+    assert late["headers"] == [*start["headers"], (b"connection", b"close")]
+    gone = settled(RequestBody(declared, receiving({"type": "http.disconnect"})))
+    assert (b"connection", b"close") in gone["headers"]
 
 
 def test_a_cancelled_read_is_cancelled_not_timed_out():

@@ -88,7 +88,10 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 CLOSE = {"Connection": "close"}
 """The header of an answer sent before its request's body was all read: the connection cannot be reused."""
 DRAIN_BYTES = 1024 * 1024
-"""How much of a body over the limit is still read, and dropped, before its 413 goes (``_too_large``)."""
+"""How much of a body is still read, and dropped, before an answer that did not need it goes
+(a 413, ``_too_large``; a refusal, ``RequestBody.settle``)."""
+SETTLE_SECONDS = 2.0
+"""How long an answer given before its request's body was read waits for the rest of it."""
 
 
 async def receive_body(receive: Callable, declared: bytes | None, limit: int, timeout: float) -> bytes:
@@ -129,14 +132,22 @@ async def _too_large(
     receive: Callable, error: str, deadline: float, *, more: bool = True, drain: bool = True
 ) -> ApiError:
     """The 413 for a body over the limit, ``more`` of it still to come. With ``drain``, that rest
-    is read and dropped first, up to DRAIN_BYTES and until the deadline: a connection closed with
-    data still unread is reset, and a reset can reach the client before the answer does (it then
-    sees the connection drop, not the 413); once the body is all read, the connection stays
-    usable. Otherwise, or past those bounds, the answer says the connection closes."""
-    drained = 0
+    is read and dropped first (``_drain``); otherwise, or past the drain's bounds, the answer says
+    the connection closes."""
+    if drain and more:
+        more = await _drain(receive, deadline)
+    return ApiError(413, error, headers=CLOSE if more else None)
+
+
+async def _drain(receive: Callable, deadline: float) -> bool:
+    """Read and drop the rest of a request's body, up to DRAIN_BYTES and until ``deadline``;
+    whether some of it is still unread. A connection closed with data still unread is reset, and
+    a reset can reach the client before the answer does (it then sees the connection drop, not
+    the answer); once the body is all read, the connection stays usable."""
+    drained, more = 0, True
     try:
         async with asyncio.timeout_at(deadline):
-            while drain and more and drained <= DRAIN_BYTES:
+            while more and drained <= DRAIN_BYTES:
                 message = await receive()
                 if message["type"] != "http.request":
                     raise ClientGone()
@@ -144,7 +155,40 @@ async def _too_large(
                 more = message.get("more_body", False)
     except TimeoutError:
         pass
-    return ApiError(413, error, headers=CLOSE if more else None)
+    return more
+
+
+class RequestBody:
+    """A request's ASGI ``receive`` that remembers whether the body has all been read, so that an
+    answer sent before it was (a 401, 404 or 429 needs no body) reads the rest first
+    (``settle``). The server (hypercorn) reuses a connection only when the request's body has all
+    arrived by the time the answer ends; otherwise it closes it without saying so, and the
+    client's next request on it finds it gone."""
+
+    __slots__ = ("_receive", "done")
+
+    def __init__(self, scope: dict, receive: Callable):
+        self._receive = receive
+        self.done = not any(n in (b"content-length", b"transfer-encoding") and v != b"0" for n, v in scope["headers"])
+
+    async def __call__(self) -> dict:
+        message = await self._receive()
+        if not message.get("more_body", False):
+            self.done = True
+        return message
+
+    async def settle(self, start: dict) -> dict:
+        """The ``http.response.start`` message ``start``, sent once the unread rest of the body
+        has been read and dropped (``_drain``, for up to SETTLE_SECONDS); with ``Connection:
+        close`` when it could not all be."""
+        headers = start.get("headers", [])
+        if self.done or any(n.lower() == b"connection" and v.lower() == b"close" for n, v in headers):
+            return start
+        try:
+            more = await _drain(self, asyncio.get_running_loop().time() + SETTLE_SECONDS)
+        except ClientGone:
+            more = True
+        return start if not more else {**start, "headers": [*headers, (b"connection", b"close")]}
 
 
 def _now(awaitable: Awaitable) -> tuple[bool, Any]:
@@ -277,7 +321,8 @@ def hot_route(endpoint: Callable[[Request], Awaitable[Response]]) -> RawHandler:
     from starlette.requests import Request
 
     async def handle(scope: dict, receive: Callable, send: Callable) -> int:
-        request = Request(scope, receive)
+        body = RequestBody(scope, receive)
+        request = Request(scope, body)
         try:
             response = await endpoint(request)
         except ApiError as exc:
@@ -286,10 +331,19 @@ def hot_route(endpoint: Callable[[Request], Awaitable[Response]]) -> RawHandler:
             return 499
         except Exception as exc:
             response = internal_error(scope, request.method, request.url.path, exc)
-        await response(scope, receive, send)
+        await response(scope, body, _settling(send, body))
         return response.status_code
 
     return handle
+
+
+def _settling(send: Callable, body: RequestBody) -> Callable:
+    """``send``, with the response's start settled first (``RequestBody.settle``)."""
+
+    async def settling_send(message: dict) -> None:
+        await send(await body.settle(message) if message["type"] == "http.response.start" else message)
+
+    return settling_send
 
 
 class RawEndpoint:
@@ -329,16 +383,18 @@ def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None
                 observe(scope, status, started)
             return
         response_started = False
+        body = RequestBody(scope, receive)
 
         async def tracking_send(message: dict) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
+                message = await body.settle(message)
                 status = message["status"]
                 response_started = True
             await send(message)
 
         try:
-            await app(scope, receive, tracking_send)
+            await app(scope, body, tracking_send)
         except Exception:  # the last line of defence: log it, answer 500 if we still can
             if not scope.get(_LOGGED):
                 log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
