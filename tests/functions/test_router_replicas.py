@@ -94,6 +94,7 @@ def routed_per_replica(router: str, revision: str) -> dict[str, float]:
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(httpx.get(f"{router}/_router/metrics").text):
         for sample in family.samples:
+            assert not sample.name.endswith("_created"), sample.name  # the functions expose none either
             if sample.name == "pefm_router_routed_total" and sample.labels["revision"] == revision:
                 counts[sample.labels["replica"]] = counts.get(sample.labels["replica"], 0) + sample.value
     return counts

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import aiohttp
 import psycopg
 import yarl
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 from starlette.requests import Request
 
 from pefm.config import Settings
@@ -179,6 +179,7 @@ class Router:
         self.limit, self.admin_token = settings.max_body_bytes, settings.admin_token
         self.table = TrafficTable(database_url, service)
         self.session: aiohttp.ClientSession | None = None
+        disable_created_metrics()  # as the functions do: no *_created series, nothing queries them
         self.registry = CollectorRegistry()
         self.routed = Counter(
             "pefm_router_routed",
