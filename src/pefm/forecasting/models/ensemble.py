@@ -82,7 +82,6 @@ class Ensemble(BaseForecaster):
             self.step_weights_ = np.full((HORIZON, len(self.members_)), 1 / len(self.members_))
         else:
             self.step_weights_ = np.array([_stacked(means[:, s], targets[:, s]) for s in range(HORIZON)])
-        self.weights_ = dict(zip(self.members_, self.step_weights_[0], strict=True))
         w = self.step_weights_[None]
         self.backtest_ = (origins, (w * means).sum(axis=-1)[:, :, None], (w * scales).sum(axis=-1)[:, :, None])
         self.fitted_ = {}
@@ -91,14 +90,21 @@ class Ensemble(BaseForecaster):
             member._fit_values(values, self.freq_)
             self.fitted_[spec] = member
 
+    @property
+    def weights_(self) -> dict[str, float]:
+        """The members' weights at step 1, by name."""
+        return dict(zip(self.members_, self.step_weights_[0], strict=True))
+
     def __getstate__(self) -> dict:
         # the held-out backtest is what calibration scored inside fit: the artifact does not keep it
         return {k: v for k, v in self.__dict__.items() if k != "backtest_"}
 
     def __setstate__(self, state: dict) -> None:
         # artifacts saved before the weights were per step hold one set of weights for every step
-        if "step_weights_" not in state and "weights_" in state:
-            state = {**state, "step_weights_": np.array([list(state["weights_"].values())])}
+        state = dict(state)
+        if "weights_" in state:  # derived now (the property)
+            old = state.pop("weights_")
+            state.setdefault("step_weights_", np.array([list(old.values())]))
         self.__dict__.update(state)
 
     def _weights(self, h: int) -> np.ndarray:
