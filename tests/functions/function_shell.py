@@ -45,6 +45,18 @@ def check_json_503_before_start(new, service: str) -> None:
     asyncio.run(fn.handle(scope, receive, send))
     assert sent[0]["status"] == 503
     assert json.loads(sent[1]["body"])["error"].startswith(f"{service} is not ready")
+    # a body is read (and dropped) before the 503: the server keeps the connection only then
+    received = []
+
+    async def receive_body():
+        received.append(True)
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    sent.clear()
+    posted = {**scope, "method": "POST", "headers": [(b"content-length", b"2")]}
+    asyncio.run(fn.handle(posted, receive_body, send))
+    assert received == [True] and sent[0]["status"] == 503
+    assert (b"connection", b"close") not in sent[0]["headers"]
 
 
 def check_not_ready_without_database(new) -> None:

@@ -175,12 +175,13 @@ class ServiceFunction:
 
     async def handle(self, scope: dict, receive, send) -> None:
         if self.app is None:
-            from pefm.serving.http import ApiError
+            from pefm.serving.http import ApiError, RequestBody
 
             response = ApiError(
                 503, f"{self.service} is not ready: {self._problem}", headers={"Retry-After": "5"}
             ).response()
-            await response(scope, receive, send)
+            body = RequestBody(scope, receive)  # answered unread: the body is read first (see RequestBody)
+            await response(scope, body, body.sending(send))
             return
         await self.app(scope, receive, send)
 

@@ -190,6 +190,14 @@ class RequestBody:
             more = True
         return start if not more else {**start, "headers": [*headers, (b"connection", b"close")]}
 
+    def sending(self, send: Callable) -> Callable:
+        """``send``, with the answer's start settled first (``settle``)."""
+
+        async def settling_send(message: dict) -> None:
+            await send(await self.settle(message) if message["type"] == "http.response.start" else message)
+
+        return settling_send
+
 
 def _now(awaitable: Awaitable) -> tuple[bool, Any]:
     """(True, its result) when ``awaitable`` (a coroutine) completes without waiting; else
@@ -331,19 +339,10 @@ def hot_route(endpoint: Callable[[Request], Awaitable[Response]]) -> RawHandler:
             return 499
         except Exception as exc:
             response = internal_error(scope, request.method, request.url.path, exc)
-        await response(scope, body, _settling(send, body))
+        await response(scope, body, body.sending(send))
         return response.status_code
 
     return handle
-
-
-def _settling(send: Callable, body: RequestBody) -> Callable:
-    """``send``, with the response's start settled first (``RequestBody.settle``)."""
-
-    async def settling_send(message: dict) -> None:
-        await send(await body.settle(message) if message["type"] == "http.response.start" else message)
-
-    return settling_send
 
 
 class RawEndpoint:
