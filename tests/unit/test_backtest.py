@@ -135,6 +135,24 @@ def test_on_an_ar1_the_models_recover_the_coefficient():
     assert ar.results_.arparams[0] == pytest.approx(0.7, abs=0.07)
 
 
+def test_arima_rejects_a_fit_at_the_edge_of_stationarity():
+    """The T-bill rate through 2005Q1 (statsmodels' macrodata): the stepwise search met an
+    ARIMA(3,0,2) whose AR and MA roots sat on the unit circle, with a likelihood to match; kept, it
+    forecast -2.5% with NaN intervals. Candidates with a root within 1.01 of the circle are refused,
+    as auto.arima refuses them."""
+    from statsmodels.datasets import macrodata
+
+    data = macrodata.load_pandas().data
+    index = pd.PeriodIndex.from_fields(year=data["year"].astype(int), quarter=data["quarter"].astype(int), freq="Q")
+    y = pd.Series(data["tbilrate"].to_numpy(), index=index.to_timestamp(), name="tbilrate").loc[:"2005-01-01"]
+    model = make_model("arima").fit(y)
+    roots = np.concatenate([model.results_.arroots, model.results_.maroots])
+    assert roots.size == 0 or np.abs(roots).min() >= 1.01, model.order_
+    forecast = model.predict(4)
+    assert np.isfinite(forecast[["lo-80", "hi-80", "lo-95", "hi-95"]].to_numpy()).all()
+    assert 1.0 < forecast["mean"].iloc[0] < 4.0  # the rate stood at 2.5% then
+
+
 def test_refit_every_k_keeps_parameters_between_refits():
     rng = np.random.default_rng(3)
     y = quarterly(np.cumsum(rng.normal(size=80)) * 0.1 + rng.normal(size=80))

@@ -36,7 +36,8 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
             if (p, q) not in scores:
                 try:
                     res = ARIMA(values, order=(p, self.d_, q), trend=self.trend_).fit(cov_type="none")
-                    scores[(p, q)] = (aicc(res.llf, len(res.params), n), res)
+                    ic = np.inf if _near_unit_root(res) else aicc(res.llf, len(res.params), n)
+                    scores[(p, q)] = (ic, res)
                 except (np.linalg.LinAlgError, ValueError):
                     scores[(p, q)] = (np.inf, None)
             return scores[(p, q)][0]
@@ -73,3 +74,11 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
                     break
                 d, work = d + 1, np.diff(work)
         return d
+
+
+def _near_unit_root(res) -> bool:
+    """Whether an AR or MA root of a fit lies within 1.01 of the unit circle: a fit at the edge of
+    stationarity or invertibility, whose likelihood and forecast variance are not to be trusted
+    (auto.arima rejects such candidates the same way, Hyndman and Khandakar 2008)."""
+    roots = np.concatenate([np.atleast_1d(res.arroots), np.atleast_1d(res.maroots)])
+    return bool(roots.size) and float(np.min(np.abs(roots))) < 1.01
