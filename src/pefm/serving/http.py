@@ -383,14 +383,14 @@ def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None
             return
         response_started = False
         body = RequestBody(scope, receive)
+        settling_send = body.sending(send)
 
         async def tracking_send(message: dict) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
-                message = await body.settle(message)
                 status = message["status"]
                 response_started = True
-            await send(message)
+            await settling_send(message)
 
         try:
             await app(scope, body, tracking_send)
