@@ -111,7 +111,9 @@ def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
         (list(_FINISHED),),
     ).fetchone()
     candidate = row[0] if row and row[0] in mirrored and row[0] != serving else None
-    for alias, version_id in ((CHAMPION, serving), (CHALLENGER, candidate)):
+    # challenger first: a promotion clears it before champion moves, so that no reader in between
+    # sees one version under both aliases
+    for alias, version_id in ((CHALLENGER, candidate), (CHAMPION, serving)):
         _point(client, alias, mirrored[version_id].version if version_id else None)
     report.champion, report.challenger = serving, candidate
     return report
