@@ -3,8 +3,10 @@ next forecast of a running inference revision within seconds, without a retrain;
 starts later catches up by itself."""
 
 import math
+import signal
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -107,8 +109,43 @@ def test_an_ingested_observation_reaches_the_next_forecast_within_seconds(schema
                 caught = forecast(client)
             assert caught["forecast"][0]["ds"] == "2000-04-01T00:00:00Z"
             assert caught["forecast"][0]["mean"] == pytest.approx(after["forecast"][0]["mean"])
+        # killed outright (no shutdown runs), it leaves nothing behind: its catch-up started the
+        # re-conditioning worker, which must not live on holding a database connection
+        left = descendants(late.process.pid)
+        assert left, "the revision started no worker process"
+        late.process.send_signal(signal.SIGKILL)
+        late.process.wait()
+        deadline = time.monotonic() + 10
+        while (running := {pid for pid in left if alive(pid)}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running, f"processes left behind by a killed revision: {sorted(running)}"
     finally:
         stop(late)
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie whose parent has not reaped it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_data_a_model_cannot_use_leave_its_forecasts_and_no_others(schema, ingest, inference):

@@ -212,10 +212,29 @@ def _worker_start(url: str, version_id: str, redis_url: str | None) -> None:
     from pefm.storage.signing import trusted_keys
 
     os.nice(10)
+    _exit_with_parent()
     db = Database(url, max_size=1)
     with db.connection() as conn:
         _worker.update(db=db, model=load_model(conn, version_id, trusted_keys(get_settings())))
     _worker["cache"] = RedisCache(None, redis_url) if redis_url else None
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the serving process is gone, however it ended. Killed outright
+    (SIGKILL, the OOM killer) it runs no shutdown, the pool's queue is never closed, and the worker
+    would wait on it forever, holding its database connection: a thread waits on the parent's
+    sentinel (readable once the parent has exited) instead."""
+    import os
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="pefm-parent-watch", daemon=True).start()
 
 
 def _worker_refresh(series_ids: list[str]) -> Updates:
