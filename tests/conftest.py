@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
-from pefm.config import get_settings
 from pefm.storage.database import Database
 from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate
-from pefm.storage.signing import generate
-
-# The trainer's key pair for this run: the models the tests register are signed with it, and the
-# functions they start trust its public half (tests/functions/conftest.py passes it on).
-SIGNING_KEY, VERIFY_KEYS = generate()
-os.environ["PEFM_SIGNING_KEY"], os.environ["PEFM_VERIFY_KEYS"] = SIGNING_KEY, VERIFY_KEYS
-get_settings.cache_clear()
+from tests.signing_keys import SIGNING_KEY, VERIFY_KEYS
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +83,40 @@ def cli_env(schema_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running the ``pefm`` command against the test's schema, with this run's
     signing key. Only ``pefm db migrate``, ``bootstrap`` and ``up`` migrate a configured database:
     a test running other commands asks for the ``db`` fixture too (the schema, migrated)."""
+    return cli_environment(schema_url, tmp_path / "home")
+
+
+def cli_environment(url: str, home: Path) -> dict[str, str]:
+    """The environment of a ``pefm`` command on ``url``, with this run's signing key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEFM_")}
-    env.update(PEFM_DATABASE_URL=schema_url, PEFM_HOME=str(tmp_path / "home"))
+    env.update(PEFM_DATABASE_URL=url, PEFM_HOME=str(home))
     env.update(PEFM_SIGNING_KEY=SIGNING_KEY, PEFM_VERIFY_KEYS=VERIFY_KEYS)
     return env
+
+
+@pytest.fixture(scope="session")
+def bootstrapped(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bootstrapped]:
+    """A fresh schema as the cluster's bootstrap Job (``pefm bootstrap --load-bundled``) and
+    ``pefm up`` leave it before serving: migrated, the bundled data loaded, the default bundle
+    trained and serving. Made once for the session (the training takes minutes), with that run's
+    output: a test using it must leave its registry and data as it found them."""
+    with fresh_schema(server_url, "boot") as url:
+        env = cli_environment(url, tmp_path_factory.mktemp("boot") / "home")
+        first = subprocess.run(
+            [sys.executable, "-m", "pefm.cli", "bootstrap", "--load-bundled"],
+            env={**env, "COLUMNS": "120"},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert first.returncode == 0, first.stderr
+        yield Bootstrapped(url, env, first)
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    url: str
+    env: dict[str, str]
+    """``cli_environment`` of the schema."""
+    first: subprocess.CompletedProcess[str]
+    """The bootstrap that made it."""

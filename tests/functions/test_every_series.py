@@ -3,34 +3,19 @@ default bundle), the inference function forecasts every series of the catalog, i
 and in model space."""
 
 import math
-import os
-import subprocess
-import sys
 
 import psycopg
 import pytest
 
 from pefm.data.transforms import model_space_unit
-from tests.conftest import SIGNING_KEY, fresh_schema
 from tests.functions.conftest import start_function, stop, wait_for_model
 
 
 @pytest.fixture(scope="module")
-def made_up(server_url, tmp_path_factory):
-    """A schema as `pefm up` leaves it before serving: `pefm bootstrap --load-bundled` is the same
-    steps (migrate, load the bundled series, train and promote the default model)."""
-    with fresh_schema(server_url, "every") as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PEFM_")}
-        env.update(PEFM_DATABASE_URL=url, PEFM_HOME=str(tmp_path_factory.mktemp("home")), PEFM_SIGNING_KEY=SIGNING_KEY)
-        done = subprocess.run(
-            [sys.executable, "-m", "pefm.cli", "bootstrap", "--load-bundled"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr
-        yield url
+def made_up(bootstrapped):
+    """A schema as `pefm up` leaves it before serving (`pefm bootstrap --load-bundled` is the same
+    steps: migrate, load the bundled series, train and promote the default model)."""
+    return bootstrapped.url
 
 
 @pytest.fixture(scope="module")

@@ -17,24 +17,11 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PEFM, *args], env={**env, "COLUMNS": "120"}, capture_output=True, text=True, timeout=300)
 
 
-def test_up_loads_the_real_data_and_a_second_up_changes_nothing(cli_env, schema_url):
-    first = run(cli_env, "up", "--no-serve")
-    assert first.returncode == 0, first.stderr
-    assert re.search(r"realgdp\s+│\s+quarterly\s+│\s+1959-01-01\s+│\s+2009-07-01\s+│\s+203", first.stdout)
-    assert re.search(r"sp500\s+│\s+business daily\s+│\s+1999-01-04\s+│\s+2018-12-31\s+│\s+5031", first.stdout)
-    with psycopg.connect(schema_url) as conn:
-        rows = conn.execute("SELECT count(*) FROM observations").fetchone()[0]
-    second = run(cli_env, "up", "--no-serve")
-    assert second.returncode == 0, second.stderr
-    assert "0 observations inserted, 0 revised" in second.stdout
-    with psycopg.connect(schema_url) as conn:
-        assert conn.execute("SELECT count(*) FROM observations").fetchone()[0] == rows
-
-
-def test_bootstrap_leaves_a_serving_model_and_a_second_run_changes_nothing(cli_env, schema_url):
-    """What the cluster's bootstrap Job runs (knative/jobs/), on a fresh database."""
-    first = run(cli_env, "bootstrap", "--load-bundled")
-    assert first.returncode == 0, first.stderr
+def test_bootstrap_leaves_a_serving_model_and_later_runs_of_it_or_of_up_change_nothing(bootstrapped):
+    """What the cluster's bootstrap Job runs (knative/jobs/), on a fresh database (the session's
+    ``bootstrapped`` schema, which other tests read too); then `pefm up --no-serve` and the Job
+    again. (`pefm up` on a fresh database: the local stack's test below.)"""
+    cli_env, schema_url, first = bootstrapped.env, bootstrapped.url, bootstrapped.first
     assert "database: migrated" in first.stdout and "bundled data: 17 series" in first.stdout
 
     def state():
@@ -64,6 +51,12 @@ def test_bootstrap_leaves_a_serving_model_and_a_second_run_changes_nothing(cli_e
     assert table.returncode == 0 and "realgdp (model space: percent, annualized log growth)" in table.stdout
     bad = run(cli_env, "forecast", "realgdp", "--space", "log")
     assert bad.returncode == 1 and "space: expected one of level, model" in bad.stderr
+    up = run(cli_env, "up", "--no-serve")
+    assert up.returncode == 0, up.stderr
+    assert re.search(r"realgdp\s+│\s+quarterly\s+│\s+1959-01-01\s+│\s+2009-07-01\s+│\s+203", up.stdout)
+    assert re.search(r"sp500\s+│\s+business daily\s+│\s+1999-01-04\s+│\s+2018-12-31\s+│\s+5031", up.stdout)
+    assert "0 observations inserted, 0 revised" in up.stdout and f"serving model: {serving}" in up.stdout
+    assert state() == (versions, observations)
     second = run(cli_env, "bootstrap", "--load-bundled")
     assert second.returncode == 0, second.stderr
     assert "bundled data: all 17 series already hold data" in second.stdout
