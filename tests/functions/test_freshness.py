@@ -17,6 +17,7 @@ from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
+from pefm.local.runtime import revision_alive
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
 from pefm.storage.observations import write_observations
@@ -114,11 +115,11 @@ def test_an_ingested_observation_reaches_the_next_forecast_within_seconds(schema
         # killed outright (no shutdown runs), it leaves nothing behind: its catch-up started the
         # re-conditioning worker, which must not live on holding a database connection
         left = descendants(late.process.pid)
-        assert left, "the revision started no worker process"
+        assert left and all(revision_alive(pid, "pefm-late") for pid in left), "no worker process of the revision"
         late.process.send_signal(signal.SIGKILL)
         late.process.wait()
         deadline = time.monotonic() + 10
-        while (running := {pid for pid in left if alive(pid)}) and time.monotonic() < deadline:
+        while (running := {pid for pid in left if revision_alive(pid, "pefm-late")}) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not running, f"processes left behind by a killed revision: {sorted(running)}"
     finally:
@@ -151,14 +152,6 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie whose parent has not reaped it counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_data_a_model_cannot_use_leave_its_forecasts_and_no_others(schema, ingest, inference):

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pefm.data.bundled import bundled
 from pefm.data.frequency import Frequency
 from pefm.forecasting.backtest import BacktestSpec, backtest, cutoffs, median_ratio, relative_rmse, score
 from pefm.forecasting.base import ForecastInputError
@@ -136,15 +137,11 @@ def test_on_an_ar1_the_models_recover_the_coefficient():
 
 
 def test_arima_rejects_a_fit_at_the_edge_of_stationarity():
-    """The T-bill rate through 2005Q1 (statsmodels' macrodata): the stepwise search met an
+    """The T-bill rate through 2005Q1 (the bundled series, from statsmodels' macrodata): the stepwise search met an
     ARIMA(3,0,2) whose AR and MA roots sat on the unit circle, with a likelihood to match; kept, it
     forecast -2.5% with NaN intervals. Candidates with a root within 1.01 of the circle are refused,
     as auto.arima refuses them."""
-    from statsmodels.datasets import macrodata
-
-    data = macrodata.load_pandas().data
-    index = pd.PeriodIndex.from_fields(year=data["year"].astype(int), quarter=data["quarter"].astype(int), freq="Q")
-    y = pd.Series(data["tbilrate"].to_numpy(), index=index.to_timestamp(), name="tbilrate").loc[:"2005-01-01"]
+    y = bundled(["tbilrate"])[0].load().loc[:"2005-01-01"]
     model = make_model("arima").fit(y)
     roots = np.concatenate([model.results_.arroots, model.results_.maroots])
     assert roots.size == 0 or np.abs(roots).min() >= 1.01, model.order_
