@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -203,8 +204,6 @@ _worker: dict[str, Any] = {}
 def _worker_start(url: str, version_id: str, redis_url: str | None) -> None:
     """In the worker process: the database, the version's model (signature- and sha256-checked)
     and the shared cache, once. It runs at a lower CPU priority: serving requests comes first."""
-    import os
-
     from pefm.config import get_settings
     from pefm.forecasting.registry import load_model
     from pefm.serving.cache import RedisCache
@@ -224,8 +223,6 @@ def _exit_with_parent() -> None:
     (SIGKILL, the OOM killer) it runs no shutdown, the pool's queue is never closed, and the worker
     would wait on it forever, holding its database connection: a thread waits on the parent's
     sentinel (readable once the parent has exited) instead."""
-    import os
-
     parent = multiprocessing.parent_process()
     if parent is None:
         return
