@@ -18,9 +18,13 @@ against statsforecast AutoARIMA, AutoETS, AutoTheta and Naive, with their own an
 intervals (protocol: ``broad_run.py``; metrics: ``broad_score.py``). Then the targets, pass/fail.
 
 Usage: python bench/accuracy.py [--set all|broad|macro] [--json PATH] [--models a,b] [--quick]
-       [--workers N] [--windows W] [--arima-conformal]
+       [--workers N] [--windows W] [--arima-conformal] [--series CSV]
 ``--quick``: 10 windows and 250 days on the macro panel without statsforecast; 6 windows and 8
 series (one or two a frequency) on the broad set.
+``--series CSV``: run the broad protocol on series of your own instead of the broad set (a check
+that a result generalises). A long CSV, one row per observation: ``series_id,ds,value,frequency``
+and optionally ``transform`` (default ``none``) and ``season_length`` (default 4 quarterly, 12
+monthly, 1 otherwise); dates are period starts (``broad_set.series_from_csv``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 import broad_run
 import broad_score
-from broad_set import QUICK_IDS, broad_set, frames_by_frequency
+from broad_set import QUICK_IDS, broad_set, frames_by_frequency, series_from_csv
 from pefm.config import Settings
 from pefm.data.bundled import bundled
 from pefm.data.frequency import Frequency
@@ -115,9 +119,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="broad-set processes")
     parser.add_argument("--windows", type=int, help=f"broad-set origins (default {broad_run.WINDOWS})")
     parser.add_argument(
+        "--series",
+        type=Path,
+        help="benchmark these series (a long CSV: series_id,ds,value,frequency[,transform,season_length]) "
+        "instead of the broad set",
+    )
+    parser.add_argument(
         "--arima-conformal", action="store_true", help="also run AutoARIMA with conformal intervals (slow)"
     )
     args = parser.parse_args()
+    if args.series is not None:
+        if args.set == "macro":
+            parser.error("--series replaces the broad set: use it with --set broad or all")
+        try:
+            args.entries = series_from_csv(args.series)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            parser.error(f"--series: {exc}")
+    else:
+        args.entries = broad_set(QUICK_IDS if args.quick else None)
     started = time.perf_counter()
     out: dict = {"set": args.set, "quick": args.quick}
     macro_median = None
@@ -190,7 +209,7 @@ def run_macro(args) -> dict:
 
 def run_broad(args, macro_median: float | None) -> dict:
     """The broad-set part (issue 16): backtests in worker processes, scores, tables, targets."""
-    entries = broad_set(QUICK_IDS if args.quick else None)
+    entries = args.entries
     windows = args.windows or (broad_run.QUICK_WINDOWS if args.quick else broad_run.WINDOWS)
     frames = frames_by_frequency(entries)
     seasons = {e.id: e.season_length for e in entries}

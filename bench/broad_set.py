@@ -65,11 +65,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pefm.data.frequency import Frequency, off_frequency, with_frequency
+from pefm.data.frequency import Frequency, off_frequency, parse_frequency, with_frequency
 from pefm.data.transforms import TRANSFORMS, apply_transform
 
 CAP: dict[Frequency, int] = {Frequency.BUSINESS_DAILY: 1000, Frequency.DAILY: 1000, Frequency.MONTHLY: 600}
@@ -301,6 +302,97 @@ def frames_by_frequency(entries: list[BroadSeries]) -> dict[Frequency, pd.DataFr
         }
         out[freq] = frame
     return out
+
+
+# -- further series, from a file ------------------------------------------------------------------
+
+SERIES_COLUMNS = ("series_id", "ds", "value", "frequency")
+"""The columns a ``--series`` file must have; ``transform`` (default ``none``) and
+``season_length`` (default 4 quarterly, 12 monthly, 1 otherwise) are optional."""
+
+CSV_FREQUENCIES = (
+    Frequency.QUARTERLY,
+    Frequency.MONTHLY,
+    Frequency.WEEKLY,
+    Frequency.BUSINESS_DAILY,
+    Frequency.DAILY,
+    Frequency.ANNUAL,
+)
+"""The frequencies a ``--series`` file may hold (those the broad set's protocol handles)."""
+
+SEASONAL = (Frequency.QUARTERLY, Frequency.MONTHLY)
+"""Frequencies whose default season length is the periods in a year (others default to 1)."""
+
+
+_PER_SERIES = ("frequency", "transform", "season_length")
+
+
+def series_from_csv(path: Path) -> list[BroadSeries]:
+    """Further series for the benchmark, from a long CSV (one row per observation; see
+    ``SERIES_COLUMNS``). Dates are period starts of the series' frequency; rows with an empty
+    value are skipped. ValueError names the file, the line and the column of the first problem."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    if missing := [c for c in SERIES_COLUMNS if c not in frame.columns]:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(SERIES_COLUMNS)}")
+    if frame.empty:
+        raise ValueError(f"{path}: no rows")
+    frame["line"] = np.arange(2, len(frame) + 2)  # line 1 is the header
+    for column in ("transform", "season_length"):
+        frame[column] = frame.get(column, "")
+    frame["transform"] = frame["transform"].replace("", "none")
+    return [_csv_entry(path, series_id, rows) for series_id, rows in frame.groupby("series_id", sort=False)]
+
+
+def _csv_entry(path: Path, series_id: str, rows: pd.DataFrame) -> BroadSeries:
+    def fail(line: int, column: str, message: str) -> ValueError:
+        return ValueError(f"{path}, line {line}, column {column}: {message}")
+
+    first = int(rows["line"].iloc[0])
+    if not series_id.strip():
+        raise fail(first, "series_id", "empty series id")
+    for column in _PER_SERIES:
+        if (differs := rows[column] != rows[column].iloc[0]).any():
+            line = int(rows.loc[differs, "line"].iloc[0])
+            raise fail(line, column, f"{series_id} has {rows[column].iloc[0]!r} on line {first}; one value a series")
+    try:
+        freq = parse_frequency(rows["frequency"].iloc[0])
+    except ValueError as exc:
+        raise fail(first, "frequency", str(exc)) from None
+    if freq not in CSV_FREQUENCIES:
+        raise fail(
+            first,
+            "frequency",
+            f"{freq.label} series are not benchmarked; expected one of " + ", ".join(f.value for f in CSV_FREQUENCIES),
+        )
+    transform = rows["transform"].iloc[0]
+    if transform not in TRANSFORMS:
+        raise fail(first, "transform", f"unknown transform {transform!r}; expected one of {', '.join(TRANSFORMS)}")
+    season = rows["season_length"].iloc[0] or str(freq.periods_per_year if freq in SEASONAL else 1)
+    if not (season.isascii() and season.isdigit() and int(season) >= 1):
+        raise fail(first, "season_length", f"{season!r} is not a whole number >= 1")
+    rows = rows[rows["value"] != ""]
+    values = pd.to_numeric(rows["value"], errors="coerce")
+    if (bad := values.isna() | ~np.isfinite(values)).any():
+        line = int(rows.loc[bad, "line"].iloc[0])
+        raise fail(line, "value", f"{rows.loc[bad, 'value'].iloc[0]!r} is not a finite number")
+    stamps = pd.to_datetime(rows["ds"], errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+    if (bad := stamps.isna()).any():
+        line = int(rows.loc[bad, "line"].iloc[0])
+        raise fail(line, "ds", f"{rows.loc[bad, 'ds'].iloc[0]!r} is not a date (YYYY-MM-DD)")
+    index = pd.DatetimeIndex(stamps)
+    if (off := off_frequency(index, freq)).any():
+        line = int(rows["line"].to_numpy()[off][0])
+        raise fail(line, "ds", f"{index[off][0]:%Y-%m-%d} is not a {freq.label} period start")
+    if (dup := index.duplicated()).any():
+        line = int(rows["line"].to_numpy()[dup][0])
+        raise fail(line, "ds", f"{index[dup][0]:%Y-%m-%d} appears twice in {series_id}")
+    raw = pd.Series(values.to_numpy(float), index=index)
+    entry = BroadSeries(series_id, path.name, freq, transform, int(season), "from " + path.name, lambda: raw)
+    try:
+        entry.series()  # what the transform refuses (a value <= 0 under a log) is found now, not in a worker
+    except ValueError as exc:
+        raise ValueError(f"{path}, series {series_id}: {exc}") from None
+    return entry
 
 
 if __name__ == "__main__":
