@@ -37,6 +37,7 @@ from pefm.serving.http import (
     parse_json,
     read_body,
     require_bearer,
+    service_routes,
 )
 
 log = logging.getLogger(__name__)
@@ -197,9 +198,8 @@ def create_rollout_app(
         Route("/v1/rollouts/{id:int}", handled(get_rollout), methods=["GET"]),
         Route("/v1/rollouts/{id:int}/{action}", handled(act), methods=["POST"]),
         Route("/v1/flagger/{hook}", handled(flagger), methods=["POST"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/health", lambda request: PlainTextResponse("OK"), methods=["GET"]),
-        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+        *service_routes(metrics, openapi),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
 

@@ -486,6 +486,16 @@ def route_template(scope: dict) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+def service_routes(metrics: Callable[[Request], Awaitable[Response]], openapi: dict) -> list:
+    """The routes every service answers besides its own: ``GET /metrics`` and ``GET /openapi.json``."""
+    from starlette.routing import Route
+
+    return [
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+    ]
+
+
 def handled(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint whose ApiErrors become their JSON responses."""
 

@@ -43,11 +43,11 @@ from pefm.serving.http import (
     in_database,
     in_thread,
     internal_error,
-    json_response,
     mark_shadow,
     off_loop,
     parse_json,
     receive_body,
+    service_routes,
 )
 from pefm.serving.log_writer import LogWriter
 from pefm.serving.observability import ServiceMetrics
@@ -494,8 +494,7 @@ def create_inference_app(
 
         return [
             Route("/v1/forecast", handled(service.forecast_get), methods=["GET"]),
-            Route("/metrics", metrics.endpoint, methods=["GET"]),
-            Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+            *service_routes(metrics.endpoint, openapi),
         ]
 
     return HotApp({HotRoute("POST", "/v1/forecast"): service.forecast_post}, routes)

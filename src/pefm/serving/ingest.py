@@ -50,6 +50,7 @@ from pefm.serving.http import (
     parse_json,
     read_body,
     require_bearer,
+    service_routes,
     unavailable,
 )
 from pefm.serving.observability import ServiceMetrics
@@ -321,8 +322,7 @@ def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics,
         return [
             Route("/v1/series/{series_id}", handled(service.put_series), methods=["PUT"]),
             Route("/v1/series/{series_id}", handled(service.get_series), methods=["GET"]),
-            Route("/metrics", metrics.endpoint, methods=["GET"]),
-            Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+            *service_routes(metrics.endpoint, openapi),
         ]
 
     return HotApp({HotRoute("POST", "/v1/observations"): hot_route(service.observations)}, routes)

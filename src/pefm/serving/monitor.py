@@ -33,6 +33,7 @@ from pefm.serving.http import (
     parse_cloudevent,
     read_body,
     require_bearer,
+    service_routes,
 )
 from pefm.serving.observability import ServiceMetrics
 from pefm.storage.database import Database
@@ -135,7 +136,6 @@ def create_monitor_app(settings: Settings, db: Database, metrics: ServiceMetrics
         Route("/v1/drift/check", handled(service.check), methods=["POST"]),
         Route("/v1/drift/reports/latest", handled(service.latest), methods=["GET"]),
         Route("/v1/drift/reports/{id:int}", handled(service.report), methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
-        Route("/openapi.json", lambda request: json_response(openapi), methods=["GET"]),
+        *service_routes(metrics.endpoint, openapi),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
