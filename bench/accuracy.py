@@ -24,7 +24,8 @@ series (one or two a frequency) on the broad set.
 ``--series CSV``: run the broad protocol on series of your own instead of the broad set (a check
 that a result generalises). A long CSV, one row per observation: ``series_id,ds,value,frequency``
 and optionally ``transform`` (default ``none``) and ``season_length`` (default 4 quarterly, 12
-monthly, 1 otherwise); dates are period starts (``broad_set.series_from_csv``).
+monthly, 1 otherwise); dates are period starts (``broad_set.series_from_csv``). With ``--quick``,
+every series of the file, from 6 origins.
 """
 
 from __future__ import annotations
