@@ -134,12 +134,12 @@ def main() -> None:
             parser.error("--series replaces the broad set: use it with --set broad or all")
         try:
             args.entries = series_from_csv(args.series)
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
+        except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
             parser.error(f"--series: {exc}")
     else:
         args.entries = broad_set(QUICK_IDS if args.quick else None)
     started = time.perf_counter()
-    out: dict = {"set": args.set, "quick": args.quick}
+    out: dict = {"set": args.set, "quick": args.quick, "series_file": args.series and str(args.series)}
     macro_median = None
     if args.set in ("all", "macro"):
         macro = run_macro(args)

@@ -331,7 +331,10 @@ def series_from_csv(path: Path) -> list[BroadSeries]:
     """Further series for the benchmark, from a long CSV (one row per observation; see
     ``SERIES_COLUMNS``). Dates are period starts of the series' frequency; rows with an empty
     value are skipped. ValueError names the file, the line and the column of the first problem."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a CSV pandas can read ({exc})") from None
     if missing := [c for c in SERIES_COLUMNS if c not in frame.columns]:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(SERIES_COLUMNS)}")
     if frame.empty:

@@ -95,6 +95,8 @@ def test_a_bad_season_length_and_missing_columns_are_named(tmp_path):
         series_from_csv(write(tmp_path, "series_id,ds,value,frequency,season_length\na,2000-01-01,1,Q,0\n"))
     with pytest.raises(ValueError, match=r"missing column\(s\) frequency"):
         series_from_csv(write(tmp_path, "series_id,ds,value\na,2000-01-01,1\n"))
+    with pytest.raises(ValueError, match=r"further.csv: not a CSV pandas can read"):
+        series_from_csv(write(tmp_path, ""))
 
 
 def test_the_benchmark_refuses_a_bad_file_before_running_anything(tmp_path):
