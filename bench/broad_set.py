@@ -374,6 +374,8 @@ def _csv_entry(path: Path, series_id: str, rows: pd.DataFrame) -> BroadSeries:
     if not (season.isascii() and season.isdigit() and int(season) >= 1):
         raise fail(first, "season_length", f"{season!r} is not a whole number >= 1")
     rows = rows[rows["value"] != ""]
+    if rows.empty:
+        raise fail(first, "value", f"{series_id} has no values")
     values = pd.to_numeric(rows["value"], errors="coerce")
     if (bad := values.isna() | ~np.isfinite(values)).any():
         line = int(rows.loc[bad, "line"].iloc[0])

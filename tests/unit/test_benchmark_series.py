@@ -82,6 +82,7 @@ HEADER = "series_id,ds,value,frequency,transform\n"
         ("a,2000-01-01,1,Q,sqrt\n", "line 2, column transform", "unknown transform 'sqrt'"),
         ("a,2000-01-01,1,Q,log_diff_ann\na,2000-04-01,-2,Q,log_diff_ann\n", "series a", "needs positive values"),
         (",2000-01-01,1,Q,none\n", "line 2, column series_id", "empty series id"),
+        ("a,2000-01-01,,Q,none\na,2000-04-01,,Q,none\n", "line 2, column value", "a has no values"),
     ],
 )
 def test_each_mistake_is_named_by_line_and_column(tmp_path, body, where, says):
