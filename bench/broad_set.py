@@ -72,6 +72,7 @@ import pandas as pd
 
 from pefm.data.frequency import Frequency, off_frequency, parse_frequency, with_frequency
 from pefm.data.transforms import TRANSFORMS, apply_transform
+from pefm.data.validation import check_frequency, check_transform
 
 CAP: dict[Frequency, int] = {Frequency.BUSINESS_DAILY: 1000, Frequency.DAILY: 1000, Frequency.MONTHLY: 600}
 """Points kept (the last ones, after the transform) of series longer than this."""
@@ -384,20 +385,17 @@ def _csv_entry(path: Path, series_id: str, rows: pd.DataFrame) -> BroadSeries:
     if (bad := stamps.isna()).any():
         line = int(rows.loc[bad, "line"].iloc[0])
         raise fail(line, "ds", f"{rows.loc[bad, 'ds'].iloc[0]!r} is not a date (YYYY-MM-DD)")
-    index = pd.DatetimeIndex(stamps)
-    if (off := off_frequency(index, freq)).any():
-        line = int(rows["line"].to_numpy()[off][0])
-        raise fail(line, "ds", f"{index[off][0]:%Y-%m-%d} is not a {freq.label} period start")
+    index, lines = pd.DatetimeIndex(stamps), rows["line"].to_numpy()
+    for column, issues in (
+        ("ds", check_frequency(index, freq, lines=lines)),
+        ("value", check_transform(values, transform, lines=lines)),
+    ):
+        if issues:
+            raise fail(issues[0].line, column, issues[0].message)
     if (dup := index.duplicated()).any():
-        line = int(rows["line"].to_numpy()[dup][0])
-        raise fail(line, "ds", f"{index[dup][0]:%Y-%m-%d} appears twice in {series_id}")
+        raise fail(int(lines[dup][0]), "ds", f"{index[dup][0]:%Y-%m-%d} appears twice in {series_id}")
     raw = pd.Series(values.to_numpy(float), index=index)
-    entry = BroadSeries(series_id, path.name, freq, transform, int(season), "from " + path.name, lambda: raw)
-    try:
-        entry.series()  # what the transform refuses (a value <= 0 under a log) is found now, not in a worker
-    except ValueError as exc:
-        raise ValueError(f"{path}, series {series_id}: {exc}") from None
-    return entry
+    return BroadSeries(series_id, path.name, freq, transform, int(season), "from " + path.name, lambda: raw)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ HEADER = "series_id,ds,value,frequency,transform\n"
         ("a,2000-01-01,1,fortnightly,none\n", "line 2, column frequency", "unknown frequency 'fortnightly'"),
         ("a,2000-01-01,1,5min,none\n", "line 2, column frequency", "not benchmarked"),
         ("a,2000-01-01,1,Q,sqrt\n", "line 2, column transform", "unknown transform 'sqrt'"),
-        ("a,2000-01-01,1,Q,log_diff_ann\na,2000-04-01,-2,Q,log_diff_ann\n", "series a", "needs positive values"),
+        ("a,2000-01-01,1,Q,log_diff_ann\na,2000-04-01,-2,Q,log_diff_ann\n", "line 3, column value", "must be > 0"),
         (",2000-01-01,1,Q,none\n", "line 2, column series_id", "empty series id"),
         ("a,2000-01-01,,Q,none\na,2000-04-01,,Q,none\n", "line 2, column value", "a has no values"),
     ],
@@ -110,5 +110,5 @@ def test_the_benchmark_refuses_a_bad_file_before_running_anything(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2
-    assert f"--series: {path}, line 3, column ds: 2000-02-15 is not a quarterly period start" in done.stderr
+    assert f"--series: {path}, line 3, column ds: 2000-02-15 00:00 is not a quarterly period start" in done.stderr
     assert "Traceback" not in done.stderr
