@@ -136,6 +136,27 @@ def test_on_an_ar1_the_models_recover_the_coefficient():
     assert ar.results_.arparams[0] == pytest.approx(0.7, abs=0.07)
 
 
+def test_airline_recovers_its_moving_averages_and_refuses_a_long_cycle():
+    """Simulated from the airline model itself, (1 - B^12) y_t = (1 + theta B)(1 + Theta B^12) e_t
+    on growth rates (theta -0.4, Theta -0.6): one fit recovers both coefficients and no extra
+    difference. A weekly cycle of 52 is refused by name (Fourier terms are the tool there)."""
+    rng = np.random.default_rng(8)
+    n, theta, big_theta = 600, -0.4, -0.6
+    e = rng.normal(size=n + 13)
+    ma = e[13:] + theta * e[12:-1] + big_theta * e[1:-12] + theta * big_theta * e[:-13]
+    values = np.zeros(n)
+    for t in range(n):
+        values[t] = (values[t - 12] if t >= 12 else 0.0) + ma[t]
+    y = pd.Series(values, index=pd.date_range("1950-01-01", periods=n, freq="MS"))
+    model = make_model("airline").fit(y)
+    assert model.order_ == (0, 0, 1) and model.seasonal_order_ == (0, 1, 1, 12)
+    assert model.results_.maparams[0] == pytest.approx(theta, abs=0.08)
+    assert model.results_.seasonalmaparams[0] == pytest.approx(big_theta, abs=0.08)
+    weekly = pd.Series(values[:200], index=pd.date_range("2000-01-03", periods=200, freq="W-MON"))
+    with pytest.raises(ForecastInputError, match="cycles of 2 to 24 periods, not 52"):
+        make_model("airline").fit(weekly)
+
+
 def test_arima_rejects_a_fit_at_the_edge_of_stationarity():
     """The T-bill rate through 2005Q1 (the bundled series, from statsmodels' macrodata): the stepwise search met an
     ARIMA(3,0,2) whose AR and MA roots sat on the unit circle, with a likelihood to match; kept, it

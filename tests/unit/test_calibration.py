@@ -76,7 +76,7 @@ def test_calibrated_intervals_cover_at_their_level(name: str, process: str):
         assert abs(coverage - level / 100) <= 0.03, f"{name} on {process}: {level}% intervals cover {coverage:.3f}"
 
 
-@pytest.mark.parametrize("name", ["ar", "ar_d1", "arima", "ets", "ets_seasonal", "ensemble", "garch"])
+@pytest.mark.parametrize("name", ["ar", "ar_d1", "arima", "airline", "ets", "ets_seasonal", "ensemble", "garch"])
 def test_closed_form_origin_forecasts_match_conditioning_and_predicting(name: str):
     """The models with a closed form for the forecasts from every origin (one filter pass)
     give what conditioning on each origin's data and predicting gives (the generic way)."""

@@ -108,8 +108,9 @@ def test_update_conditions_on_new_data_without_refitting():
 
 def test_the_ensemble_adds_seasonal_members_only_for_seasonal_data():
     """The M4 seasonality test on first differences: a monthly cycle is seasonal, a persistent
-    AR(1) (whose levels correlate at every lag) is not; the ensemble weighs seasonal naive and
-    seasonal ETS only in the first case, where the combination forecasts the cycle."""
+    AR(1) (whose levels correlate at every lag) is not; the ensemble weighs seasonal naive,
+    seasonal ETS and the airline model only in the first case, where the combination forecasts
+    the cycle."""
     rng = np.random.default_rng(2)
     index = pd.date_range("1990-01-01", periods=240, freq="MS")
     cycle = pd.Series(5 * np.sin(np.arange(240) * np.pi / 6) + rng.normal(size=240), index=index)
@@ -117,9 +118,21 @@ def test_the_ensemble_adds_seasonal_members_only_for_seasonal_data():
     assert is_seasonal(cycle.to_numpy(), 12) and not is_seasonal(persistent.to_numpy(), 12)
     assert not is_seasonal(cycle.to_numpy(), 1)  # no season to test
     seasonal = make_model("ensemble").fit(cycle)
-    assert set(seasonal.weights_) == {"naive", "mean", "ar", "ar_d1", "ets", "seasonal_naive", "ets_seasonal"}
-    assert seasonal.weights_["ets_seasonal"] + seasonal.weights_["seasonal_naive"] > 0.2  # a share of the cycle
+    seasonal_members = {"seasonal_naive", "ets_seasonal", "airline"}
+    assert set(seasonal.weights_) == {"naive", "mean", "ar", "ar_d1", "ets"} | seasonal_members
+    assert sum(seasonal.weights_[m] for m in seasonal_members) > 0.2  # a share of the cycle
     cycle_ahead = 5 * np.sin(np.arange(240, 252) * np.pi / 6)
     assert np.corrcoef(seasonal.predict(12)["mean"], cycle_ahead)[0, 1] > 0.95  # the forecast follows the cycle
     plain = make_model("ensemble").fit(persistent)
     assert set(plain.weights_) == {"naive", "mean", "ar", "ar_d1", "ets"}
+
+
+def test_the_ensemble_leaves_the_airline_model_out_of_a_52_week_cycle():
+    """The airline model takes cycles of up to 24 periods (a 52-week one would fit 53 states);
+    weekly data with a yearly cycle get the other seasonal members."""
+    rng = np.random.default_rng(4)
+    index = pd.date_range("2000-01-03", periods=400, freq="W-MON")
+    cycle = pd.Series(5 * np.sin(np.arange(400) * 2 * np.pi / 52) + 0.3 * rng.normal(size=400), index=index)
+    model = make_model("ensemble", window=40).fit(cycle)
+    assert {"seasonal_naive", "ets_seasonal"} <= set(model.weights_)
+    assert "airline" not in model.weights_

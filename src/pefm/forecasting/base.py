@@ -67,6 +67,8 @@ class BaseForecaster:
     min_length: ClassVar[int] = 2
     max_horizon: ClassVar[int] = 10**6
     """The most steps one forecast can reach (a direct multi-horizon model's output width)."""
+    max_season: ClassVar[int] = 10**6
+    """The longest seasonal cycle (periods) a seasonal model takes."""
 
     # -- parameters ------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:

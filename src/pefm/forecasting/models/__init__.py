@@ -10,7 +10,7 @@ from pefm.forecasting.base import BaseForecaster
 
 def _catalog() -> dict[str, Callable[..., BaseForecaster]]:
     from pefm.forecasting.bundle import Bundle
-    from pefm.forecasting.models.arima import AutoARIMA
+    from pefm.forecasting.models.arima import AirlineARIMA, AutoARIMA
     from pefm.forecasting.models.autoreg import AutoRegressive
     from pefm.forecasting.models.drift import Drift
     from pefm.forecasting.models.ensemble import Ensemble
@@ -30,6 +30,7 @@ def _catalog() -> dict[str, Callable[..., BaseForecaster]]:
         "ar": AutoRegressive,
         "ar_d1": lambda **kw: AutoRegressive(**{"d": 1, **kw}),
         "arima": AutoARIMA,
+        "airline": AirlineARIMA,
         "ets": AutoETS,
         "ets_seasonal": lambda **kw: AutoETS(**{"seasonal": True, **kw}),
         "garch": Garch,
@@ -49,6 +50,7 @@ MODEL_NAMES = (
     "ar",
     "ar_d1",
     "arima",
+    "airline",
     "ets",
     "garch",
     "var",

@@ -1,9 +1,17 @@
-"""ARIMA with automatic order selection (statsmodels, exact likelihood).
+"""ARIMA models fitted by exact maximum likelihood (statsmodels).
 
-Differencing d from repeated KPSS tests (as auto.arima's ndiffs), then Hyndman and Khandakar's
-stepwise search over (p, q) <= (max_p, max_q): start from (2,2), (0,0), (1,0), (0,1), move to
-the best neighbour (p or q changed by one) while it improves AICc. A constant (d=0) or drift
-(d=1) is included; each candidate is fitted by exact maximum likelihood.
+``arima``: automatic order selection. Differencing d from repeated KPSS tests (as auto.arima's
+ndiffs), then Hyndman and Khandakar's stepwise search over (p, q) <= (max_p, max_q): start from
+(2,2), (0,0), (1,0), (0,1), move to the best neighbour (p or q changed by one) while it improves
+AICc. A constant (d=0) or drift (d=1) is included.
+
+``airline``: the seasonal ARIMA(0, d, 1)(0, 1, 1)_m of Box and Jenkins (1970), the airline model
+(X-13ARIMA-SEATS' default), one fit with no order search. The seasonal difference and seasonal
+moving average absorb a seasonal pattern that drifts (a moving average coefficient near -1 leaves
+a fixed one); d comes from the KPSS tests on the seasonally differenced series (auto.arima's order:
+the seasonal difference first). Only for cycles of up to 24 periods: a longer one (52 weeks)
+makes dozens of states per fit, where Fourier terms are the tool (Hyndman and Athanasopoulos,
+FPP3 12.1).
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import numpy as np
 from statsmodels.tsa.arima.model import ARIMA
 from statsmodels.tsa.stattools import kpss
 
-from pefm.forecasting.base import BaseForecaster
+from pefm.forecasting.base import BaseForecaster, ForecastInputError, season_length
 from pefm.forecasting.models._statsmodels import ArimaResultsMixin, aicc, lean, quiet
 
 
@@ -27,7 +35,7 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
         self.alpha = alpha
 
     def _fit(self, values: np.ndarray) -> None:
-        self.d_ = self._differences(values)
+        self.d_ = kpss_differences(values, self.max_d, self.alpha)
         self.trend_ = {0: "c", 1: "t"}.get(self.d_, "n")
         n = len(values) - self.d_
         scores: dict[tuple[int, int], tuple[float, object]] = {}
@@ -65,15 +73,41 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
     def _allowed(self, orders: list[tuple[int, int]]) -> list[tuple[int, int]]:
         return [(p, q) for p, q in orders if 0 <= p <= self.max_p and 0 <= q <= self.max_q]
 
-    def _differences(self, values: np.ndarray) -> int:
-        d, work = 0, values
+
+class AirlineARIMA(ArimaResultsMixin, BaseForecaster):
+    name = "airline"
+    min_length = 12  # two quarterly cycles and four points; longer cycles need more (``_fit``)
+    max_season = 24  # see the module docstring
+
+    def __init__(self, max_d: int = 1, alpha: float = 0.05):
+        self.max_d = max_d
+        self.alpha = alpha
+
+    def _fit(self, values: np.ndarray) -> None:
+        m = season_length(self.freq_)
+        if not 2 <= m <= self.max_season:
+            raise ForecastInputError(f"airline models cycles of 2 to {self.max_season} periods, not {m}")
+        if len(values) < 2 * m + 4:
+            raise ForecastInputError(f"airline needs at least {2 * m + 4} points for a cycle of {m}, got {len(values)}")
+        d = kpss_differences(values[m:] - values[:-m], self.max_d, self.alpha)
+        self.order_ = (0, d, 1)
+        self.seasonal_order_ = (0, 1, 1, m)
         with quiet():
-            while d < self.max_d and len(work) > 10:
-                _, p_value, *_ = kpss(work, regression="c", nlags="auto")
-                if p_value >= self.alpha:
-                    break
-                d, work = d + 1, np.diff(work)
-        return d
+            model = ARIMA(values, order=self.order_, seasonal_order=self.seasonal_order_, trend="n")
+            self.results_ = lean(model.fit(cov_type="none"))
+
+
+def kpss_differences(values: np.ndarray, max_d: int, alpha: float) -> int:
+    """How many first differences make ``values`` stationary by repeated KPSS tests at level
+    ``alpha`` (auto.arima's ndiffs), at most ``max_d``."""
+    d, work = 0, values
+    with quiet():
+        while d < max_d and len(work) > 10:
+            _, p_value, *_ = kpss(work, regression="c", nlags="auto")
+            if p_value >= alpha:
+                break
+            d, work = d + 1, np.diff(work)
+    return d
 
 
 def _near_unit_root(res) -> bool:

@@ -9,9 +9,9 @@ the outcomes; then shrunk toward equal weights by ``M / T`` (M members, T scored
 the forecast-combination literature advises for weights estimated on a short record. Steps past
 8 take step 8's weights. When the data are seasonal by the M4 competition's test
 (``is_seasonal``: the autocorrelation at the frequency's season length, 12 monthly, 4
-quarterly, beyond its 90% limit), the seasonal members (seasonal naive, seasonal ETS) join the
-others. Then every member is refitted on the whole series; the forecast is the weighted mean of
-the members' forecasts.
+quarterly, beyond its 90% limit), the seasonal members (seasonal naive, seasonal ETS, and the
+airline model for cycles of up to 24 periods) join the others. Then every member is refitted on
+the whole series; the forecast is the weighted mean of the members' forecasts.
 
 The weighted mean of the members' interval bounds only gives the combination's scale (how
 uncertainty grows with the step): its intervals come from its own errors, through conformal
@@ -44,7 +44,7 @@ class Ensemble(BaseForecaster):
         members: Sequence[str] = ("naive", "mean", "ar", "ar_d1", "ets"),
         window: int | None = None,
         weighting: str = "stacked",
-        seasonal_members: Sequence[str] = ("seasonal_naive", "ets_seasonal"),
+        seasonal_members: Sequence[str] = ("seasonal_naive", "ets_seasonal", "airline"),
     ):
         self.members = tuple(members)
         self.window = window
@@ -69,8 +69,11 @@ class Ensemble(BaseForecaster):
         n = len(values)
         k = self.window or min(MAX_ORIGINS, max(n // 2, MIN_WINDOW), n - self._member_min_length)
         origins = np.arange(n - k, n)
-        seasonal = is_seasonal(values[: n - k], season_length(self.freq_))
-        self.members_ = self.members + (self.seasonal_members if seasonal else ())
+        season = season_length(self.freq_)
+        seasonal = is_seasonal(values[: n - k], season)
+        self.members_ = self.members + tuple(
+            m for m in self.seasonal_members if seasonal and season <= make_model(m).max_season
+        )
         blocks = min(BLOCKS, k)
         backtests = [
             rolling_forecasts(make_model(m), values, self.freq_, origins, HORIZON, blocks) for m in self.members_
