@@ -128,7 +128,7 @@ def test_the_ensemble_adds_seasonal_members_only_for_seasonal_data():
 
 
 def test_the_ensemble_leaves_the_airline_model_out_of_a_52_week_cycle():
-    """The airline model takes cycles of up to 24 periods (a 52-week one would fit 53 states);
+    """The airline model takes cycles of up to 24 periods (a 52-week one would fit 106 states);
     weekly data with a yearly cycle get the other seasonal members."""
     rng = np.random.default_rng(4)
     index = pd.date_range("2000-01-03", periods=400, freq="W-MON")

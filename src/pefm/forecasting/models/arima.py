@@ -10,7 +10,7 @@ AICc. A constant (d=0) or drift (d=1) is included.
 moving average absorb a seasonal pattern that drifts (a moving average coefficient near -1 leaves
 a fixed one); d comes from the KPSS tests on the seasonally differenced series (auto.arima's order:
 the seasonal difference first). Only for cycles of up to 24 periods: a longer one (52 weeks)
-makes dozens of states per fit, where Fourier terms are the tool (Hyndman and Athanasopoulos,
+makes 106 states per fit, where Fourier terms are the tool (Hyndman and Athanasopoulos,
 FPP3 12.1).
 """
 
@@ -52,15 +52,11 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
 
         with quiet():
             starts = [(2, 2), (0, 0), (1, 0), (0, 1)]
-            best = min(
-                (pq for pq in starts if pq[0] <= self.max_p and pq[1] <= self.max_q),
-                key=lambda pq: score(*pq),
-            )
+            best = min(self._allowed(starts), key=lambda pq: score(*pq))
             while True:
                 p, q = best
                 neighbours = [(p + dp, q + dq) for dp, dq in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1))]
-                valid = [(a, b) for a, b in neighbours if 0 <= a <= self.max_p and 0 <= b <= self.max_q]
-                candidate = min(valid, key=lambda pq: score(*pq), default=best)
+                candidate = min(self._allowed(neighbours), key=lambda pq: score(*pq), default=best)
                 if score(*candidate) >= score(*best):
                     break
                 best = candidate
