@@ -49,8 +49,10 @@ def test_a_bundle_forecasts_every_series_with_its_groups_family_and_backtests_ea
     assert set(map(tuple, rows[["series_id", "space"]].drop_duplicates().to_numpy())) == {
         (s, space) for s in MIXED for space in ("model", "level")
     }
-    first = rows[rows["space"] == "model"].groupby("series_id")["ds"].min()
-    assert first["realgdp"] == "2009-10-01T00:00:00Z" and first["aaa"] == "2019-01-01T00:00:00Z"
+    first = rows.groupby(["space", "series_id"])["ds"].min()
+    for space in ("model", "level"):
+        assert first[space, "realgdp"] == "2009-10-01T00:00:00Z" and first[space, "aaa"] == "2019-01-01T00:00:00Z"
+        assert first[space, "sp500"] == "2019-01-02T00:00:00Z"  # XNYS: after 2018-12-31, not New Year's Day
     # the artifact round-trips and hands out each series' member
     model = load_model(loaded, version.id, trusted_keys(get_settings()))
     assert type(model.for_series("sp500")).__name__ == "Garch"

@@ -38,11 +38,11 @@ def load_panel(
     conn: psycopg.Connection, series_ids: Sequence[str], *, as_of: Moment = None, skip_refused: bool = False
 ) -> pd.DataFrame:
     """The series as known at ``as_of``, each transformed as its catalog entry says, aligned on
-    their common index (NaN where a series has no value). ``attrs["frequencies"]`` and
-    ``attrs["transforms"]`` describe the columns; ``attrs["anchors"]`` holds each series' last
-    stored value (where its inverse transform back to levels starts). A series whose values its
-    transform refuses raises TransformError, or with ``skip_refused`` is left out and named with
-    the reason in ``attrs["refused"]``."""
+    their common index (NaN where a series has no value). ``attrs["frequencies"]``,
+    ``attrs["calendars"]`` and ``attrs["transforms"]`` describe the columns; ``attrs["anchors"]``
+    holds each series' last stored value (where its inverse transform back to levels starts). A
+    series whose values its transform refuses raises TransformError, or with ``skip_refused`` is
+    left out and named with the reason in ``attrs["refused"]``."""
     raw = read_frame(conn, series_ids, as_of=as_of)
     columns, transforms, anchors, refused = {}, {}, {}, {}
     for series_id in series_ids:
@@ -68,6 +68,7 @@ def load_panel(
         panel.index = with_frequency(pd.DatetimeIndex(panel.index), next(iter(freqs.values())))
     panel.attrs = {
         "frequencies": {s: freqs[s] for s in kept},
+        "calendars": {s: raw.attrs["calendars"][s] for s in kept},
         "transforms": transforms,
         "anchors": anchors,
         "refused": refused,

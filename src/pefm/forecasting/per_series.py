@@ -62,5 +62,7 @@ class PerSeries(BaseForecaster):
 
 
 def _series_attrs(frame: pd.DataFrame, column: str) -> dict:
+    """A column's frequency and exchange calendar, as the frame's attrs describe it."""
     freq = frame.attrs.get("frequencies", {}).get(column) or frame.attrs.get("frequency")
-    return {"frequency": freq} if freq is not None else {}
+    calendar = frame.attrs.get("calendars", {}).get(column, frame.attrs.get("calendar", ""))
+    return {"calendar": calendar} | ({"frequency": freq} if freq is not None else {})

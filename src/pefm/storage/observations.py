@@ -371,8 +371,8 @@ def read_frame(
 ) -> pd.DataFrame:
     """Many series as known at ``as_of``, aligned on the union of their timestamps (NaN where a
     series has no value), one column per id in the order given; ``attrs["frequencies"]`` maps
-    each id to its Frequency, and ``attrs["calendar"]`` is their exchange calendar if they share
-    one."""
+    each id to its Frequency, ``attrs["calendars"]`` to its exchange calendar ('' for none), and
+    ``attrs["calendar"]`` is their exchange calendar if they share one."""
     ids = list(dict.fromkeys(series_ids))
     freqs, calendars = {}, {}
     for sid, freq, calendar in conn.execute("SELECT id, frequency, calendar FROM series WHERE id = ANY(%s)", (ids,)):
@@ -396,6 +396,7 @@ def read_frame(
     if len(set(freqs.values())) == 1:
         frame.index = with_frequency(pd.DatetimeIndex(frame.index), next(iter(freqs.values())))
     frame.attrs["frequencies"] = freqs
+    frame.attrs["calendars"] = {sid: calendars[sid] for sid in ids}
     if len(set(calendars.values())) == 1:  # one calendar for all: the frame's own (as its frequency)
         frame.attrs["calendar"] = next(iter(calendars.values()))
     return frame
