@@ -182,7 +182,8 @@ def test_no_replica_accepting_connections_is_a_json_502(stack):
 def test_the_runtime_starts_and_retires_a_revisions_replicas_together(stack):
     """Two func-python replicas of an ingest revision: recorded as one revision with both URLs
     and pids and the manifest's containerConcurrency, both serve through the router, and retiring
-    the revision stops both."""
+    the revision stops both. The runtime reports a replica that died unasked, and forgets those
+    of a retired revision (what `pefm up` watches for)."""
     runtime, db = stack
     first = runtime.start_revision("ingest", "pefm-ingest-pair", replicas=2, env={"PEFM_INGEST_TOKEN": "t"})
     second = runtime.processes["pefm-ingest-pair/1"]
@@ -197,5 +198,13 @@ def test_the_runtime_starts_and_retires_a_revisions_replicas_together(stack):
     answers = [httpx.get(f"{router}/v1/series/realgdp", timeout=10) for _ in range(10)]
     assert [r.status_code for r in answers] == [200] * 10
     assert routed_per_replica(router, "pefm-ingest-pair") == {"0": 5.0, "1": 5.0}
+    assert runtime.exited() == []
+    # a replica that dies while its revision is recorded stopped unasked: `pefm up` reports it
+    second.process.kill()
+    second.process.wait(10)
+    assert runtime.exited() == ["pefm-ingest-pair/1"]
     assert LocalRouter(db, {}).retire("ingest", "pefm-ingest-pair")
     assert not any(revision_alive(pid, "pefm-ingest-pair") for pid in pids)
+    # retired (as a rollout retires its loser, from another process): stopped as asked, forgotten
+    assert runtime.exited() == []
+    assert not {"pefm-ingest-pair", "pefm-ingest-pair/1"} & set(runtime.processes)

@@ -124,8 +124,7 @@ def run_stack(
             '-d \'{"series_id":"realgdp","horizon":4}\' and watch it on /serving   (Ctrl-C stops everything)'
         )
         while not stop.wait(1):
-            dead = [name for name, p in runtime.processes.items() if p.process.poll() is not None]
-            if dead:
+            if dead := runtime.exited():
                 console.print(f"[red]stopped unexpectedly:[/red] {', '.join(dead)} (see {home / 'logs'})")
                 break
     finally:

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -34,6 +34,8 @@ class Process:
     url: str
     process: subprocess.Popen
     log: Path
+    revision: str | None = None
+    """The revision it is a replica of, if it is one."""
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
@@ -192,16 +194,15 @@ class LocalRuntime:
         try:
             for i in range(replicas):
                 name = revision if i == 0 else f"{revision}/{i}"
-                started.append(
-                    spawn(
-                        serve_command(FUNCTIONS / service),
-                        cwd=FUNCTIONS / service,
-                        env=environment,
-                        log=self.logs / f"{revision}{'' if i == 0 else f'-{i}'}.log",
-                        ready_path="/health/readiness",
-                        name=name,
-                    )
+                process = spawn(
+                    serve_command(FUNCTIONS / service),
+                    cwd=FUNCTIONS / service,
+                    env=environment,
+                    log=self.logs / f"{revision}{'' if i == 0 else f'-{i}'}.log",
+                    ready_path="/health/readiness",
+                    name=name,
                 )
+                started.append(replace(process, revision=revision))
         except BaseException:
             for process in started:
                 process.stop()
@@ -245,6 +246,21 @@ class LocalRuntime:
 
     def stop(self, name: str) -> None:
         self.processes.pop(name).stop()
+
+    def exited(self) -> list[str]:
+        """The processes started here that have stopped unasked, by name. The replicas of a revision
+        retired meanwhile (no longer in ``local_revisions``: a rollout's loser, stopped after its
+        grace period by whichever process retired it) stopped as asked: they are forgotten."""
+        dead = {name: p for name, p in self.processes.items() if p.process.poll() is not None}
+        revisions = [p.revision for p in dead.values() if p.revision]
+        if revisions:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                query = "SELECT revision FROM local_revisions WHERE revision = ANY(%s)"
+                recorded = {row[0] for row in conn.execute(query, (revisions,))}
+            for name, process in list(dead.items()):
+                if process.revision and process.revision not in recorded:
+                    del self.processes[name], dead[name]
+        return list(dead)
 
     def stop_all(self) -> None:
         for name in list(self.processes):
