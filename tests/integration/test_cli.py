@@ -74,8 +74,45 @@ def test_up_without_a_url_starts_the_embedded_database_and_reuses_it(tmp_path: P
     assert second.returncode == 0, second.stderr
     assert "164 (1959-01-01 .. 1999-10-01) as of 2000-01-01" in second.stdout
     assert (tmp_path / "home" / "postgres" / "PG_VERSION").exists()
+    # `pefm serve` on it verifies the models `pefm train` signed with tokens.env's key
+    trained = run(env, "train", "--model", "mean", "--series", "realgdp", "--windows", "0")
+    assert trained.returncode == 0, trained.stderr
+    version = re.search(r"registered (mean-\S+)", trained.stdout).group(1)
+    assert run(env, "models", "promote", version).returncode == 0
+    assert_serves(env, version)
     # stopped cleanly when the last command exited: no server left holding the directory
     assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()
+
+
+def assert_serves(env: dict[str, str], version: str) -> None:
+    """`pefm serve inference` answers a forecast from ``version``, then stops on Ctrl-C."""
+    import signal
+    import time
+
+    import httpx
+
+    from pefm.local.runtime import free_port
+
+    port = free_port()
+    serving = subprocess.Popen(
+        [*PEFM, "serve", "inference", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline, answer = time.monotonic() + 60, None
+        while time.monotonic() < deadline and serving.poll() is None:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/v1/forecast", json={"series_id": "realgdp"}, timeout=10)
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            if answer.status_code != 503 or not re.search(r"is not ready: (starting|waiting)", answer.text):
+                break
+            time.sleep(0.2)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        assert answer.json()["model_version"] == version
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.communicate(timeout=60)
 
 
 def test_load_csv_reports_counts_and_errors_with_line_and_field(db, cli_env, tmp_path):  # db: migrated
@@ -113,6 +150,8 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path
     import httpx
 
     from pefm.local.runtime import free_port, revision_alive
+    from pefm.rollout.local import LocalRouter
+    from pefm.storage.database import Database
 
     port = free_port()
     process = subprocess.Popen(
@@ -156,11 +195,17 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path
         )
         assert put.status_code == 201
         assert httpx.get(f"http://127.0.0.1:{port + 10}/v1/rollouts", timeout=30).json() == {"rollouts": []}
+        # a revision retired by another process (a rollout's loser, after its grace period) is
+        # not a crash: the stack goes on
+        with Database(schema_url, max_size=1) as db:
+            assert LocalRouter(db, {}).retire("inference", revision)
+        time.sleep(3)  # the stack looks at its processes every second
+        assert process.poll() is None
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, rest
-    assert "local stack stopped" in rest
+    assert "local stack stopped" in rest and "stopped unexpectedly" not in rest
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/_router/health", timeout=2)
     assert not any(revision_alive(pid, revision) for pid in pids)
