@@ -44,7 +44,9 @@ def test_bootstrap_leaves_a_serving_model_and_later_runs_of_it_or_of_up_change_n
     shown = run(cli_env, "forecast", "sp500", "realgdp", "-h", "3", "--json")
     assert shown.returncode == 0, shown.stderr
     parts = {p["series_id"]: p for p in json.loads(shown.stdout)["forecasts"]}
+    assert "Traceback" not in shown.stderr  # nothing loaded in the background that the answer did not need
     assert (parts["sp500"]["space"], parts["sp500"]["unit"]) == ("level", "index points")
+    assert parts["sp500"]["forecast"][0]["ds"] == "2019-01-02T00:00:00Z"  # XNYS: not New Year's Day
     stored = [r for r in precomputed["rows"] if r["series_id"] == "realgdp" and r["space"] == "level"][:3]
     assert [r["mean"] for r in parts["realgdp"]["forecast"]] == [r["mean"] for r in stored]
     table = run(cli_env, "forecast", "realgdp", "--space", "model", "-h", "2")

@@ -381,7 +381,6 @@ def forecast_command(
         try:
             server.load()
             ids, h, lv, when, _, asked = check_request(request)
-            server.start_loading()  # as an inference revision's first model-path request does
             changed = changed_since_training(db, server.version)
             stale = [s for s in ids if s in changed]
             if settings.recondition and stale:  # and as it does, on the latest data

@@ -199,7 +199,9 @@ class ModelServer:
                 self._loader.start()
 
     def wait_for_model(self):
-        """The model, once loading has finished (None if it failed)."""
+        """The model, once loading (started here if no request has started it) has finished; None
+        if it failed."""
+        self.start_loading()
         self._loaded.wait()
         return self.model
 
