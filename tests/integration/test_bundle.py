@@ -101,3 +101,6 @@ def test_load_panel_keeps_each_series_last_level_as_its_anchor(loaded):
     panel = load_panel(loaded, ["realgdp", "sp500"], as_of=AS_OF)
     assert panel.attrs["anchors"]["realgdp"] == pytest.approx(bundled(["realgdp"])[0].load().iloc[-1])
     assert panel.attrs["anchors"]["sp500"] == pytest.approx(bundled(["sp500"])[0].load().iloc[-1])
+    # and each series' exchange calendar; no calendar of the panel's own, as they do not share one
+    assert panel.attrs["calendars"] == {"realgdp": "", "sp500": "XNYS"} and "calendar" not in panel.attrs
+    assert load_panel(loaded, ["sp500"], as_of=AS_OF).attrs["calendar"] == "XNYS"

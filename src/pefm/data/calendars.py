@@ -19,6 +19,14 @@ import pandas as pd
 if TYPE_CHECKING:
     from exchange_calendars import ExchangeCalendar
 
+
+def calendar_attrs(calendars: dict[str, str]) -> dict[str, object]:
+    """The attrs that describe a frame's columns' calendars (column -> calendar, '' for none):
+    ``calendars``, and ``calendar`` when they all share one (the frame's own, as its frequency)."""
+    shared = set(calendars.values())
+    return {"calendars": dict(calendars)} | ({"calendar": shared.pop()} if len(shared) == 1 else {})
+
+
 FIRST_SESSION = pd.Timestamp("1970-01-01")
 """Sessions are known from here (or the calendar's own first day, if later) to a year ahead."""
 

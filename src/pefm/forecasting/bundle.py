@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency, with_frequency
 from pefm.data.transforms import RETURN_TRANSFORMS
 from pefm.forecasting.base import DEFAULT_LEVELS, BaseForecaster, ForecastInputError
@@ -73,14 +74,11 @@ def group_data(panel: pd.DataFrame, series_ids: Sequence[str]) -> pd.DataFrame:
     frequencies = {s: panel.attrs["frequencies"][s] for s in series_ids}
     if len(set(frequencies.values())) == 1:
         data.index = with_frequency(pd.DatetimeIndex(data.index), Frequency(next(iter(frequencies.values()))))
-    calendars = {s: panel.attrs.get("calendars", {}).get(s, "") for s in series_ids}
     data.attrs = {
         "frequencies": frequencies,
-        "calendars": calendars,
+        **calendar_attrs({s: panel.attrs.get("calendars", {}).get(s, "") for s in series_ids}),
         "transforms": {s: panel.attrs.get("transforms", {}).get(s) for s in series_ids},
     }
-    if len(set(calendars.values())) == 1:  # one calendar for all: the frame's own, as read_frame gives it
-        data.attrs["calendar"] = next(iter(calendars.values()))
     return data
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 import psycopg
 
+from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency, period_end
 from pefm.data.transforms import TransformError, apply_transform
 from pefm.storage.observations import Moment, read_frame
@@ -68,7 +69,7 @@ def load_panel(
         panel.index = with_frequency(pd.DatetimeIndex(panel.index), next(iter(freqs.values())))
     panel.attrs = {
         "frequencies": {s: freqs[s] for s in kept},
-        "calendars": {s: raw.attrs["calendars"][s] for s in kept},
+        **calendar_attrs({s: raw.attrs["calendars"][s] for s in kept}),
         "transforms": transforms,
         "anchors": anchors,
         "refused": refused,

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import psycopg
 
+from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency, with_frequency
 from pefm.storage import pg_binary
 from pefm.storage.channels import OBSERVATIONS_CHANNEL
@@ -396,9 +397,7 @@ def read_frame(
     if len(set(freqs.values())) == 1:
         frame.index = with_frequency(pd.DatetimeIndex(frame.index), next(iter(freqs.values())))
     frame.attrs["frequencies"] = freqs
-    frame.attrs["calendars"] = {sid: calendars[sid] for sid in ids}
-    if len(set(calendars.values())) == 1:  # one calendar for all: the frame's own (as its frequency)
-        frame.attrs["calendar"] = next(iter(calendars.values()))
+    frame.attrs |= calendar_attrs({sid: calendars[sid] for sid in ids})
     return frame
 
 
