@@ -10,6 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pefm.storage import signing
+
 PEFM = [sys.executable, "-m", "pefm.cli"]
 
 
@@ -76,18 +78,23 @@ def test_up_without_a_url_starts_the_embedded_database_and_reuses_it(tmp_path: P
     assert second.returncode == 0, second.stderr
     assert "164 (1959-01-01 .. 1999-10-01) as of 2000-01-01" in second.stdout
     assert (tmp_path / "home" / "postgres" / "PG_VERSION").exists()
-    # `pefm serve` on it verifies the models `pefm train` signed with tokens.env's key
+    # `pefm serve` on it verifies the models `pefm train` signed with tokens.env's key, and only
+    # by the public key: given other keys to trust, it does not also trust tokens.env's signer
     trained = run(env, "train", "--model", "mean", "--series", "realgdp", "--windows", "0")
     assert trained.returncode == 0, trained.stderr
     version = re.search(r"registered (mean-\S+)", trained.stdout).group(1)
     assert run(env, "models", "promote", version).returncode == 0
-    assert_serves(env, version)
+    served = first_forecast(env)
+    assert served.status_code == 200 and served.json()["model_version"] == version, served.text
+    refused = first_forecast({**env, "PEFM_VERIFY_KEYS": signing.generate()[1]})
+    assert refused.status_code == 503 and "ArtifactSignatureError" in refused.text, refused.text
     # stopped cleanly when the last command exited: no server left holding the directory
     assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()
 
 
-def assert_serves(env: dict[str, str], version: str) -> None:
-    """`pefm serve inference` answers a forecast from ``version``, then stops on Ctrl-C."""
+def first_forecast(env: dict[str, str]):
+    """The first answer `pefm serve inference` gives a forecast request once it has started (and
+    then stopped by Ctrl-C)."""
     import signal
     import time
 
@@ -100,7 +107,7 @@ def assert_serves(env: dict[str, str], version: str) -> None:
         [*PEFM, "serve", "inference", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        deadline, answer = time.monotonic() + 60, None
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and serving.poll() is None:
             try:
                 answer = httpx.post(f"http://127.0.0.1:{port}/v1/forecast", json={"series_id": "realgdp"}, timeout=10)
@@ -108,10 +115,9 @@ def assert_serves(env: dict[str, str], version: str) -> None:
                 time.sleep(0.2)
                 continue
             if answer.status_code != 503 or not re.search(r"is not ready: (starting|waiting)", answer.text):
-                break
+                return answer
             time.sleep(0.2)
-        assert answer is not None and answer.status_code == 200, answer and answer.text
-        assert answer.json()["model_version"] == version
+        raise AssertionError("pefm serve inference gave no answer in 60 s")
     finally:
         serving.send_signal(signal.SIGINT)
         serving.communicate(timeout=60)

@@ -30,10 +30,13 @@ def serve(
         return
     embedded = None
     if get_settings().database_url is None:  # the embedded default: share its URL with the function
-        from pefm.local.secrets import use_local_secrets
+        from pefm.local.secrets import local_secrets
         from pefm.storage.embedded import EmbeddedPostgres
 
-        use_local_secrets(get_settings())  # the keys and tokens the environment leaves unset: tokens.env's
+        settings = get_settings()
+        if settings.verify_keys is None:  # trust what `pefm train` signs here: the public key only
+            os.environ["PEFM_VERIFY_KEYS"] = local_secrets(settings.home, settings)["PEFM_VERIFY_KEYS"]
+            get_settings.cache_clear()
         embedded = EmbeddedPostgres(get_settings().embedded_pgdata)
         os.environ["PEFM_DATABASE_URL"] = embedded.start()
     os.environ["LISTEN_ADDRESS"] = f"{host}:{port}"
