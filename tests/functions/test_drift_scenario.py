@@ -132,6 +132,7 @@ def test_retraining_what_serves_on_the_same_windows_passes_the_default_gates(rep
         with db.connection() as conn:
             candidate = get_version(conn, outcome["candidate"])
         assert candidate.family == serving.family and candidate.params == serving.params
+        assert candidate.parent_id == serving.id  # the lineage: what it was trained to replace
         assert candidate.gate_report["passed"] and candidate.gate_report["serving"] == serving.id
         rollout = controller.get(outcome["rollout"])
         assert rollout.green_revision == outcome["revision"] and rollout.state.weight == 0

@@ -98,7 +98,7 @@ class _Job:
             _event(conn, self.run_id, "dry-run", f"would train {family}, backtest {spec.windows} windows and gate it")
             return {"status": "dry-run", "run_id": self.run_id}
         if job is None:
-            version, _ = train(conn, family, ids, params=params, spec=spec)
+            version, _ = train(conn, family, ids, params=params, spec=spec, parent_id=serving and serving.id)
             conn.execute(
                 "INSERT INTO retrain_jobs (key, step, candidate) VALUES (%s, 'trained', %s)",
                 (key, version.id),

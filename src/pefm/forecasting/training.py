@@ -132,9 +132,11 @@ def train(
     as_of: datetime | None = None,
     spec: BacktestSpec | None = None,
     on_window: Callable[[pd.Timestamp], None] | None = None,
+    parent_id: str | None = None,
 ) -> tuple[ModelVersion, BacktestRun | None]:
     """Fit ``name`` on the panel as known at ``as_of`` (default now), backtest it with ``spec``
-    (None: no backtest), and register it as a candidate."""
+    (None: no backtest), and register it as a candidate (``parent_id``: the version it is trained
+    to replace, a retraining's serving one)."""
     as_of = as_of or datetime.now(UTC)
     panel = load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE)
     if name == BUNDLE and not (params or {}).get("groups"):
@@ -154,5 +156,6 @@ def train(
         data_sha256=data_sha256(panel),
         backtest=run.summary(spec) if run is not None and spec is not None else None,
         panel=panel,
+        parent_id=parent_id,
     )
     return version, run
