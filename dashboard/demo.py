@@ -17,6 +17,7 @@ from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.gating import gate_candidate
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
+from pefm.local.runtime import record_revision
 from pefm.rollout.controller import RolloutController
 from pefm.rollout.local import LocalRouter
 from pefm.rollout.providers import DatabaseProvider
@@ -72,7 +73,12 @@ def seed(db: Database) -> Demo:
 
 def blue_serving(db: Database) -> RolloutController:
     """A controller of the local runtime with BLUE serving all inference traffic (no prober: the
-    demo's rollouts are moved by hand or through the rollout API)."""
+    demo's rollouts are moved by hand or through the rollout API). BLUE and GREEN are recorded as
+    the runtime records revisions, at addresses that cannot resolve (``.invalid``): the demo runs
+    no revision process."""
+    with db.connection() as conn:
+        for revision in (BLUE, GREEN):
+            record_revision(conn, "inference", revision, [f"http://{revision}.invalid"])
     router = LocalRouter(db, {})
     router.set_traffic("inference", [TrafficTarget(BLUE, 100, "blue")])
     return RolloutController(db, router, DatabaseProvider(db), prober=None)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from pefm.forecasting.registry import promote, serving_version
-from pefm.local.runtime import FUNCTIONS, LocalRuntime, revision_alive
+from pefm.local.runtime import FUNCTIONS, LocalRuntime, record_revision, revision_alive
 from pefm.rollout.analysis import Phase
 from pefm.rollout.controller import RolloutConflict, RolloutController, RolloutError
 from pefm.rollout.local import LocalRouter
@@ -288,13 +288,18 @@ def test_a_routing_failure_after_a_saved_rollback_is_healed_by_the_next_tick(sta
 
 
 def test_a_second_rollout_of_the_same_service_conflicts(stack):
-    runtime, router, controller, versions, _ = stack
+    runtime, router, controller, versions, db = stack
     reset(router, runtime)
+    with db.connection() as conn:  # recorded, not started: the conflict is decided before anything runs
+        for name in ("pefm-inference-one", "pefm-inference-two"):
+            record_revision(conn, "inference", name, ["http://127.0.0.1:9"], model_version=versions["same"])
     first = controller.start("inference", "pefm-inference-one", SPEC, versions["same"])
     with pytest.raises(RolloutConflict) as conflict:
         controller.start("inference", "pefm-inference-two", SPEC, versions["same"])
     assert conflict.value.active_id == first and f"rollout {first} in progress" in str(conflict.value)
     controller.rollback(first)
+    for name in ("pefm-inference-one", "pefm-inference-two"):
+        router.retire("inference", name)
 
 
 def test_after_the_grace_period_the_winner_alone_serves_and_the_loser_is_retired(stack, module_schema):
@@ -363,6 +368,11 @@ def test_rollout_api_needs_the_admin_token_and_drives_manual_operations(stack, a
         body = {"green_revision": revision, "model_version": versions["same"]}
         assert client.post("/v1/rollouts", json=body).status_code == 401
         assert client.post("/v1/rollouts", json=body, headers={"authorization": "Bearer nope"}).status_code == 403
+        # a revision that does not exist: refused by name, and no rollout holds the service waiting for it
+        ghost = client.post("/v1/rollouts", json={"green_revision": "ghost-rev"}, headers=auth)
+        assert ghost.status_code == 422 and ghost.json()["details"] == [
+            {"field": "green_revision", "message": "inference has no revision 'ghost-rev'"}
+        ]
         created = client.post("/v1/rollouts", json=body, headers=auth)
         assert created.status_code == 201, created.text
         rollout_id = created.json()["id"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pefm.local.runtime import record_revision
 from pefm.storage import signing
 
 PEFM = [sys.executable, "-m", "pefm.cli"]
@@ -229,6 +230,8 @@ def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):
 
     router = LocalRouter(db, {})
     router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
+    with db.connection() as conn:  # recorded, not started: `rollout run` reads the rollout's record only
+        record_revision(conn, "inference", "pefm-inference-green", ["http://pefm-inference-green.invalid"])
     controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
     rolled_back = controller.start("inference", "pefm-inference-green", RolloutSpec())
     controller.rollback(rolled_back)
@@ -257,6 +260,8 @@ def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the
 
     router = LocalRouter(db, {})
     router.set_traffic("inference", sole("pefm-inference-blue"))
+    with db.connection() as conn:  # recorded, not started: a stack that stopped left it so
+        record_revision(conn, "inference", "pefm-inference-green", ["http://pefm-inference-green.invalid"])
     controller = RolloutController(db, router, provider=None, prober=None)
     rollout_id = controller.start("inference", "pefm-inference-green", RolloutSpec())  # left Initializing
     _resume_traffic(db, router, "pefm-inference-blue")

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.rollout.analysis import Phase
-from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError
+from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError, UnknownRevision
 from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator, Payload, WebhookError, authorized
 from pefm.serving.function import OPENAPI_DIR
@@ -150,6 +150,8 @@ def create_rollout_app(
             )
         except RolloutConflict as exc:
             raise ApiError(409, str(exc), extra={"active_rollout": exc.active_id}) from None
+        except UnknownRevision as exc:
+            raise ApiError(422, "invalid rollout", [{"field": "green_revision", "message": str(exc)}]) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
         return json_response(await in_database(rollout_json, controller, rollout_id), 201)

@@ -52,6 +52,10 @@ class RolloutBusy(RolloutError):
     """The rollout's write lock was not free within the lock timeout."""
 
 
+class UnknownRevision(RolloutError):
+    """The revision a rollout would move traffic to is not one of the service's."""
+
+
 class RolloutController:
     def __init__(
         self,
@@ -83,6 +87,8 @@ class RolloutController:
             raise RolloutError(f"{service} has no serving revision to roll out from")
         if blue == green_revision:
             raise RolloutError(f"{green_revision} is already serving {service}")
+        if not self.router.has_revision(service, green_revision):  # it would wait for it, holding the service
+            raise UnknownRevision(f"{service} has no revision {green_revision!r}")
         green_model_version = green_model_version or self.router.revision_model_version(service, green_revision)
         blue_model_version = self.router.revision_model_version(service, blue)
         with self.db.connection() as conn, conn.transaction():

@@ -57,6 +57,11 @@ class LocalRouter:
             ).fetchone()
         return row[0] if row else None
 
+    def has_revision(self, service: str, revision: str) -> bool:
+        with self.db.connection() as conn:
+            query = "SELECT 1 FROM local_revisions WHERE service = %s AND revision = %s"
+            return conn.execute(query, (service, revision)).fetchone() is not None
+
     def retire(self, service: str, revision: str) -> bool:
         """Stop the revision's replicas (whoever started them) and forget it."""
         with self.db.connection() as conn:

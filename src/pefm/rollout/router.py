@@ -90,6 +90,10 @@ class TrafficRouter(Protocol):
         """The model version a revision serves (its PEFM_MODEL_VERSION), None when unknown."""
         ...
 
+    def has_revision(self, service: str, revision: str) -> bool:
+        """Whether ``revision`` is one of ``service``'s (started, not yet retired)."""
+        ...
+
     def retire(self, service: str, revision: str) -> bool:
         """Stop a revision that carries no traffic; whether anything was stopped."""
         ...
