@@ -280,3 +280,19 @@ def test_db_status_lists_the_migrations_and_says_whether_timescaledb_is_used(cli
     text = " ".join(status.stdout.split())
     if "observations is a hypertable" not in text:  # ci.yml's TimescaleDB job takes that branch
         assert "timescaledb: not used, plain PostgreSQL tables (" in text
+
+
+def test_a_setting_a_policy_or_an_id_pefm_cannot_use_is_one_red_line(db, cli_env, tmp_path):  # db: migrated
+    """Wherever a command meets it: exit code 1 and the message, no traceback."""
+
+    def said(result: subprocess.CompletedProcess[str]) -> str:
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        return " ".join(result.stderr.split())
+
+    served = run({**cli_env, "PEFM_MAX_BODY_BYTES": "-5"}, "serve", "inference")
+    assert said(served) == "error: PEFM_MAX_BODY_BYTES must be at least 1, not -5"
+    policy = tmp_path / "drift.toml"
+    policy.write_text('reference = "x"\n')
+    checked = run({**cli_env, "PEFM_DRIFT_POLICY": str(policy)}, "drift", "check")
+    assert said(checked) == f"error: {policy}: reference must be an integer, not 'x'"
+    assert said(run(cli_env, "drift", "report", "99999")) == "error: no drift report 99999"

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pefm.config import get_settings
+from pefm.config import ConfigError, get_settings
 from pefm.local.secrets import use_local_secrets
 from pefm.storage.database import Database, open_database
 from pefm.storage.migrate import MigrationError
@@ -59,6 +59,19 @@ def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None)
     except (LookupError, ValueError, MigrationError, ArtifactSignatureError) as exc:  # one red line
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
+
+
+def main() -> None:
+    """The ``pefm`` command. A setting PEFM cannot use (ConfigError), or a thing asked for that
+    does not exist (LookupError, not a bug's KeyError or IndexError), wherever a command meets it,
+    is one red line and exit code 1."""
+    try:
+        app()
+    except (ConfigError, LookupError) as exc:
+        if isinstance(exc, KeyError | IndexError):
+            raise
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(1) from None
 
 
 def progress_bar() -> Progress:

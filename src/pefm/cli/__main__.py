@@ -1,3 +1,3 @@
-from pefm.cli import app
+from pefm.cli import main
 
-app()
+main()

@@ -6,7 +6,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pefm.config import ConfigError
+
 DEFAULT = Path(__file__).with_name("policy.toml")
+_KINDS = {"int": ((int,), "an integer"), "float": ((int, float), "a number")}
+"""What a field's annotation accepts from TOML (booleans are not numbers here), and its name."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class DriftPolicy:
         try:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"cannot read drift policy {path}: {exc}") from None
+            raise ConfigError(f"cannot read drift policy {path}: {exc}") from None
         sections = {
             "reference": data.get("reference"),
             "current": data.get("current"),
@@ -46,9 +50,14 @@ class DriftPolicy:
             "signals": data.get("explain", {}).get("signals"),
             "methods": data.get("explain", {}).get("methods"),
         }
-        policy = cls(**{k: v for k, v in sections.items() if v is not None})
+        given = {k: v for k, v in sections.items() if v is not None}
+        for name, value in given.items():
+            kinds, what = _KINDS.get(cls.__dataclass_fields__[name].type, ((dict,), "a table"))
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise ConfigError(f"{path}: {name} must be {what}, not {value!r}")
+        policy = cls(**given)
         if policy.min_points < 3 or policy.current < policy.min_points or policy.reference < policy.current:
-            raise ValueError(f"{path}: need min_points >= 3, current >= min_points and reference >= current")
+            raise ConfigError(f"{path}: need min_points >= 3, current >= min_points and reference >= current")
         if not 0 < policy.alpha < 1 or policy.simulations < 100 or policy.consecutive < 1:
-            raise ValueError(f"{path}: need 0 < alpha < 1, simulations >= 100 and consecutive >= 1")
+            raise ConfigError(f"{path}: need 0 < alpha < 1, simulations >= 100 and consecutive >= 1")
         return policy
