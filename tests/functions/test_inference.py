@@ -217,7 +217,10 @@ def test_a_series_the_model_does_not_cover_is_409_and_malformed_json_400(client,
     with psycopg.connect(module_schema) as conn:
         conn.execute("INSERT INTO series (id, name, frequency) VALUES ('cpi_x', 'CPI', 'Q') ON CONFLICT DO NOTHING")
     response = client.post("/v1/forecast", json={"series_id": "cpi_x"})
-    assert response.status_code == 409 and "does not forecast" in response.json()["error"]
+    assert response.status_code == 409, response.text
+    assert response.json()["error"].endswith(
+        "does not forecast: cpi_x; cpi_x: not one of the series this ar model was trained on"
+    )
     assert client.post("/v1/forecast", content=b"{nope").status_code == 400
 
 

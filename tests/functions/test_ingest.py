@@ -118,7 +118,8 @@ def test_the_frequency_and_transform_of_a_series_with_data_are_fixed(client, mod
     for change in ({"frequency": "M"}, {"transform": "diff"}):
         response = client.put("/v1/series/realgdp", json={**body, **change}, headers=AUTH)
         assert response.status_code == 409, response.text
-        assert response.json()["details"][0]["message"] == "fixed once data are stored"
+        [field] = change
+        assert response.json()["details"] == [{"field": field, "message": "fixed once data are stored"}]
     assert {k: client.get("/v1/series/realgdp").json()[k] for k in body} == body
     renamed = client.put("/v1/series/realgdp", json={**body, "description": "real GDP"}, headers=AUTH)
     assert renamed.status_code == 200 and client.get("/v1/series/realgdp").json()["description"] == "real GDP"

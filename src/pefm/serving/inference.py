@@ -423,8 +423,15 @@ class InferenceService:
             known = await in_database(_existing, server.db, unknown)
             if missing := [s for s in unknown if s not in known]:
                 raise ApiError(404, f"unknown series: {', '.join(missing)}")
-            skipped = server.version.params.get("skipped", {}) if server.version.family == "bundle" else {}
-            why = "".join(f"; {s}: {skipped[s]}" for s in unknown if s in skipped)
+            version = server.version
+            if version.family == "bundle":  # every catalog series with enough data, as of its training
+                skipped = version.params.get("skipped", {})
+                missing_why = (
+                    f"no data when it was trained (as of {version.data_as_of:%Y-%m-%d %H:%M}); retraining adds it"
+                )
+            else:
+                skipped, missing_why = {}, f"not one of the series this {version.family} model was trained on"
+            why = "".join(f"; {s}: {skipped.get(s, missing_why)}" for s in unknown)
             raise ApiError(409, f"model {server.version.id} does not forecast: {', '.join(unknown)}{why}")
         spaces = {s: series_space(s, server.meta[s]["transform"], asked_space) for s in ids}
         request_id = f"{_ID_PREFIX}-{next(_request_numbers):x}"

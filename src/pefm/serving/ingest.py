@@ -269,7 +269,7 @@ class IngestService:
                 return upsert_series(conn, meta)
             except SeriesInUseError as exc:
                 raise ApiError(
-                    409, str(exc), [{"field": "frequency", "message": "fixed once data are stored"}]
+                    409, str(exc), [{"field": name, "message": "fixed once data are stored"} for name in exc.fields]
                 ) from None
 
     async def get_series(self, request: Request) -> Response:

@@ -37,6 +37,11 @@ class SeriesInUseError(Exception):
     """A change to a series' frequency or transform while it has observations: the stored values
     were checked against (and are read through) the old ones."""
 
+    def __init__(self, message: str, fields: list[str]):
+        super().__init__(message)
+        self.fields = fields
+        """What the change would have changed: frequency, transform or both."""
+
 
 def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
     """Create or update a series' metadata; True when it was created. SeriesInUseError when the
@@ -47,11 +52,14 @@ def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
                FROM series WHERE id = %s FOR UPDATE""",
             (meta.id, meta.id),
         ).fetchone()
-        if stored is not None and stored[2] and (stored[0], stored[1]) != (meta.frequency.value, meta.transform):
-            raise SeriesInUseError(
-                f"series {meta.id!r} has observations stored as frequency {stored[0]}, transform {stored[1]}: "
-                "those cannot change; create a new series"
-            )
+        if stored is not None and stored[2]:  # it has observations
+            pairs = (("frequency", stored[0], meta.frequency.value), ("transform", stored[1], meta.transform))
+            if changed := [name for name, old, new in pairs if old != new]:
+                raise SeriesInUseError(
+                    f"series {meta.id!r} has observations stored as frequency {stored[0]}, transform {stored[1]}: "
+                    "those cannot change; create a new series",
+                    changed,
+                )
         return _upsert(conn, meta)
 
 
