@@ -204,6 +204,10 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path
         )
         assert put.status_code == 201
         assert httpx.get(f"http://127.0.0.1:{port + 10}/v1/rollouts", timeout=30).json() == {"rollouts": []}
+        # each process holds the secrets it uses, no others
+        secrets = {"PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_EVENT_TOKEN", "PEFM_SHADOW_KEY", "PEFM_SIGNING_KEY"}
+        assert secrets & environment_listening_on(port).keys() == {"PEFM_ADMIN_TOKEN"}  # the router
+        assert secrets & environment_listening_on(port + 10).keys() == {"PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY"}
         # a revision retired by another process (a rollout's loser, after its grace period) is
         # not a crash: the stack goes on
         with Database(schema_url, max_size=1) as db:
@@ -218,6 +222,19 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/_router/health", timeout=2)
     assert not any(revision_alive(pid, revision) for pid in pids)
+
+
+def environment_listening_on(port: int) -> dict[str, str]:
+    """The environment of the process this machine started to listen on ``port`` (its
+    LISTEN_ADDRESS), read from /proc."""
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            pairs = [item.split("=", 1) for item in environ.read_text().split("\0") if "=" in item]
+        except OSError:  # gone, or not ours
+            continue
+        if ["LISTEN_ADDRESS", f"127.0.0.1:{port}"] in pairs:
+            return dict(pairs)
+    raise AssertionError(f"no process listens on {port}")
 
 
 def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):

@@ -34,7 +34,10 @@ def run_stack(
     home = settings.home
     secrets_env = local_secrets(home, settings)
     runtime = LocalRuntime(db.url, home / "logs")
-    shared_secrets = {k: v for k, v in secrets_env.items() if k != "PEFM_SIGNING_KEY"}  # only the trainer signs
+
+    def only(*names: str) -> dict[str, str]:  # each process gets the secrets it uses, no others
+        return {name: secrets_env[name] for name in names}
+
     passwords = {f"PEFM_ROLE_PASSWORD_{c.upper()}": p for c, p in settings.role_passwords.items()}
     router_url = f"http://127.0.0.1:{port}"
     # what the monitor's retraining, the rollout API and the revisions it starts need to know
@@ -45,7 +48,9 @@ def run_stack(
         **({"PEFM_LOCAL_REPLICAS": str(replicas)} if replicas else {}),
         **({"PEFM_ROLLOUT_SPEC": str(settings.rollout_spec)} if settings.rollout_spec else {}),
         **({"PEFM_GATE_POLICY": str(settings.gate_policy)} if settings.gate_policy else {}),
-        **shared_secrets,
+        # the admin token for their writes; the shadow key the prober signs with and the revisions
+        # retraining starts verify
+        **only("PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY"),
     }
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -62,19 +67,21 @@ def run_stack(
                 **passwords,
                 "PEFM_RETRAIN": settings.retrain or "local",
                 "PEFM_TRAINER_DATABASE_URL": runtime.url_for("trainer"),
-                "PEFM_SIGNING_KEY": secrets_env["PEFM_SIGNING_KEY"],
+                # CloudEvents' token; the trainer's key (only the trainer signs) and the public keys
+                # the revisions it starts load models with
+                **only("PEFM_EVENT_TOKEN", "PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS"),
             }
             monitor = runtime.start_revision("monitor", "pefm-monitor-local", env=monitor_env)
             sink = {"K_SINK": f"{monitor.url}/v1/drift/check"}  # ingests announce themselves to the monitor
             # its own token, the event token for its announcements, the admin token for backdated writes
-            ingest_env = {k: secrets_env[k] for k in ("PEFM_INGEST_TOKEN", "PEFM_EVENT_TOKEN", "PEFM_ADMIN_TOKEN")}
+            ingest_env = only("PEFM_INGEST_TOKEN", "PEFM_EVENT_TOKEN", "PEFM_ADMIN_TOKEN")
             ingest_env |= sink
             ingest = runtime.start_revision("ingest", "pefm-ingest-local", env=ingest_env)
             revision = revision_name("inference", version)
-            shadow = {"PEFM_SHADOW_KEY": secrets_env["PEFM_SHADOW_KEY"]}  # inference needs no token
+            shadow = only("PEFM_SHADOW_KEY")  # inference needs no token
             runtime.start_revision("inference", revision, model_version=version, env=shadow, replicas=replicas)
             _resume_traffic(db, local, revision)
-            router = runtime.start_router("inference", port=port, env=shared_secrets)
+            router = runtime.start_router("inference", port=port, env=only("PEFM_ADMIN_TOKEN"))
             api_env = {"PEFM_DATABASE_URL": runtime.url_for("rollout"), **shared_env}
             api = spawn(
                 [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + 10)],
