@@ -194,7 +194,9 @@ def set_status(conn: psycopg.Connection, version_id: str, status: str, reason: s
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     _update(
         conn,
-        "UPDATE model_versions SET status = %s, status_reason = %s, status_changed_at = now() WHERE id = %s",
+        # the moment itself, not its transaction's start (a bootstrap trains and promotes in one)
+        """UPDATE model_versions SET status = %s, status_reason = %s, status_changed_at = clock_timestamp()
+           WHERE id = %s""",
         (status, reason, version_id),
     )
 
