@@ -44,7 +44,7 @@ def traffic_from_prometheus(prometheus: PrometheusProvider, window_minutes: int)
         values.update(dict.fromkeys((*shares, "p95_ms")))
     else:  # a class never answered has no counter: an empty result, a share of 0
         values.update({k: values[k] or 0.0 for k in shares})
-    return {**values, "requests_per_s": values["requests_per_s"] or 0.0, "source": "Prometheus"}
+    return {**values, "requests_per_s": values["requests_per_s"] or 0.0, "source": "Prometheus server"}
 
 
 def traffic_from_log(conn: psycopg.Connection, window_minutes: int) -> dict[str, Any]:

@@ -490,7 +490,7 @@ def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
         from dashboard.data import traffic_from_prometheus
 
         overview = traffic_from_prometheus(provider, 1)
-        assert overview["source"] == "Prometheus" and overview["requests_per_s"] > 0
+        assert overview["source"] == "Prometheus server" and overview["requests_per_s"] > 0
         assert 0.8 <= overview["share_2xx"] < 1 and overview["share_5xx"] > 0  # one revision of two fails 25%
         assert overview["share_4xx"] == 0 and 0 < overview["p95_ms"] < 5000
     finally:
