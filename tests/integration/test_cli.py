@@ -313,3 +313,29 @@ def test_a_setting_a_policy_or_an_id_pefm_cannot_use_is_one_red_line(db, cli_env
     checked = run({**cli_env, "PEFM_DRIFT_POLICY": str(policy)}, "drift", "check")
     assert said(checked) == f"error: {policy}: reference must be an integer, not 'x'"
     assert said(run(cli_env, "drift", "report", "99999")) == "error: no drift report 99999"
+
+
+def test_a_promotion_by_hand_says_what_the_local_traffic_still_serves(db, cli_env):
+    """`pefm models promote` changes the registry; a local stack's revisions keep their traffic,
+    and the command says so (no traffic block, as before any `pefm up`: nothing to say)."""
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.router import sole
+
+    def registered(model: str) -> str:
+        trained = run(cli_env, "train", "--model", model, "--series", "realgdp", "--windows", "0")
+        assert trained.returncode == 0, trained.stderr
+        return re.search(rf"registered ({model}-\S+)", trained.stdout).group(1)
+
+    assert run(cli_env, "data", "load", "realgdp").returncode == 0
+    first = registered("mean")
+    alone = run(cli_env, "models", "promote", first)
+    assert alone.returncode == 0 and "traffic unchanged" not in alone.stderr, alone.stderr
+    with db.connection() as conn:
+        record_revision(conn, "inference", "pefm-inference-first", ["http://first.invalid"], model_version=first)
+    LocalRouter(db, {}).set_traffic("inference", sole("pefm-inference-first"))
+    second = registered("naive")
+    moved = run(cli_env, "models", "promote", second)
+    assert moved.returncode == 0 and f"{second} is serving; retired {first}" in moved.stdout, moved.stderr
+    said = " ".join(moved.stderr.split())
+    unchanged = f"pefm-inference-first carries 100% and serves {first}, but the registry says {second}"
+    assert f"traffic unchanged: {unchanged}" in said

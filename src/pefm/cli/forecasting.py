@@ -278,12 +278,23 @@ def models_show(version: str) -> None:
 
 @models_app.command("promote")
 def models_promote(version: str) -> None:
-    """Make a version the serving model of its series (retiring the one it replaces)."""
+    """Make a version the serving model of its series (retiring the one it replaces). Locally,
+    the revisions carrying the traffic do not change: what they serve that the registry no longer
+    says is printed, as `pefm status` would say it."""
+    from pefm.cli.rollout import controller
+    from pefm.config import get_settings
     from pefm.forecasting.registry import promote
+    from pefm.rollout.spec import RolloutSpec
+    from pefm.rollout.status import service_status
 
-    with open_db() as db, db.connection() as conn:
-        retired = promote(conn, version)
-    console.print(f"{version} is serving" + (f"; retired {', '.join(retired)}" if retired else ""))
+    with open_db() as db:
+        with db.connection() as conn:
+            retired = promote(conn, version)
+        console.print(f"{version} is serving" + (f"; retired {', '.join(retired)}" if retired else ""))
+        if not get_settings().knative_namespace:  # on a cluster Flagger's canary moves the traffic
+            status = service_status(controller(db), RolloutSpec.configured().service)
+            for problem in status.problems if status.targets else []:  # no traffic block: no stack ran here
+                err.print(f"[yellow]traffic unchanged:[/yellow] {problem}", highlight=False)
 
 
 @models_app.command("keygen")
