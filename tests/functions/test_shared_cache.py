@@ -249,22 +249,30 @@ def test_redis_killed_under_load_costs_no_request_and_the_cache_comes_back(schem
 
 
 def test_a_rate_limit_is_one_budget_per_caller_across_replicas(schema, redis_server, tmp_path):
+    """Inference verifies no token, so a caller is its address: a made-up bearer token with every
+    request must not buy a fresh budget (it did, when an unverified token named the caller)."""
     url, version = schema
     env = {"PEFM_REDIS_URL": redis_server.url, "PEFM_MODEL_VERSION": version, "PEFM_RATE_LIMIT": "5/3600"}
     replicas = [start_function("inference", url, tmp_path / name, **env) for name in ("a", "b")]
     if time.time() % 3600 > 3540:  # not across a window's end
         time.sleep(3600 - time.time() % 3600 + 1)
+    # two callers by address: both loopback, the second connecting from 127.0.0.2
+    alice, bob = httpx.Client(), httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
     try:
-        alice, bob = ({"authorization": f"Bearer {name}-{time.time()}"} for name in ("alice", "bob"))
         query = {"series_id": "unemp"}
         statuses = [
-            httpx.get(f"{replicas[i % 2].url}/v1/forecast", params=query, headers=alice).status_code for i in range(6)
+            alice.get(
+                f"{replicas[i % 2].url}/v1/forecast", params=query, headers={"authorization": f"Bearer made-up-{i}"}
+            ).status_code
+            for i in range(6)
         ]
-        assert statuses == [200] * 5 + [429]  # five in all, on either replica
-        refused = httpx.post(f"{replicas[0].url}/v1/forecast", json=query, headers=alice)
+        assert statuses == [200] * 5 + [429]  # five in all, on either replica, whatever the tokens
+        refused = alice.post(f"{replicas[0].url}/v1/forecast", json=query, headers={"authorization": "Bearer other"})
         assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 3600
         assert "5 requests per 3600 s" in refused.json()["error"]
-        assert httpx.get(f"{replicas[1].url}/v1/forecast", params=query, headers=bob).status_code == 200
+        assert bob.get(f"{replicas[1].url}/v1/forecast", params=query).status_code == 200
     finally:
+        alice.close()
+        bob.close()
         for running in replicas:
             stop(running)

@@ -299,14 +299,12 @@ class InferenceService:
         a client that went away before its body arrived, 499 (nothing is sent)."""
         started = False
         try:
-            declared, shadow_header, authorization = None, None, ""
+            declared, shadow_header = None, None
             for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
                 if name == b"content-length":
                     declared = value if declared is None else declared
                 elif name == b"x-pefm-shadow":
                     shadow_header = value.decode("latin-1") if shadow_header is None else shadow_header
-                elif name == b"authorization" and not authorization:
-                    authorization = value.decode("latin-1")
             settings = self.settings
             body = await receive_body(receive, declared, settings.max_body_bytes, settings.body_timeout_seconds)
             checked = self._checked.get(body)
@@ -316,7 +314,7 @@ class InferenceService:
                 scope, shadow_header, _url_path(scope), body, settings.shadow_key
             )
             if not shadow and self.limit.limit is not None:  # a rollout's signed probe is never limited
-                await self.limit.check_scope(scope, authorization)
+                await self.limit.check_scope(scope)
             text, version = await self._answer_text(checked, shadow)
             answer = text.encode()
             headers = [*self._shared(version)[2], (b"content-length", b"%d" % len(answer)), _JSON_TYPE]

@@ -112,7 +112,7 @@ class IngestService:
             require_bearer(request, self.settings.admin_token, "backdated vintages (backdate=1)")
         else:
             await self._authorise(request)
-        await self.limit.check(request)
+        await self.limit.check(request, verified=True)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         payload, source = await off_loop(self._parse, body, request)
         self._check_vintage(payload.vintage, backdate)
@@ -256,7 +256,7 @@ class IngestService:
     # -- PUT /v1/series/{series_id} ------------------------------------------------------------
     async def put_series(self, request: Request) -> Response:
         require_bearer(request, self.settings.ingest_token, "ingest")
-        await self.limit.check(request)
+        await self.limit.check(request, verified=True)
         series_id = request.path_params["series_id"]
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         meta = await off_loop(_series_meta, body, series_id)

@@ -1,9 +1,13 @@
-"""Optional per-token rate limits on the public endpoints (``PEFM_RATE_LIMIT=N/S``: at most N
+"""Optional per-caller rate limits on the public endpoints (``PEFM_RATE_LIMIT=N/S``: at most N
 requests per S seconds per caller), counted in the cache: in Redis, so every replica of a revision
-shares one budget per caller; without Redis, per process. A caller is its bearer token (hashed;
-the tokens themselves are never stored) or, without one, its address as the connection gives it
-(behind Knative's gateway or the local router: theirs, so all callers without a token share one
-budget). Over the limit: 429 with ``Retry-After`` (the seconds to the next window). Redis away:
+shares one budget per caller; without Redis, per process.
+
+A caller is the bearer token the endpoint has verified (hashed; the tokens themselves are never
+stored), and otherwise its address as the connection gives it. A token nobody verified names
+nobody: on the unauthenticated forecast endpoints a client could send a new made-up one with
+every request and never run out, so there the address alone counts (behind Knative's gateway or
+the local router that is theirs, so all callers share one budget: the limit guards the revision's
+capacity). Over the limit: 429 with ``Retry-After`` (the seconds to the next window). Redis away:
 requests pass (the limit protects capacity; it never blocks service) and the failed count is
 counted as a cache error. A rollout's signed shadow probes are never limited."""
 
@@ -26,16 +30,18 @@ class RateLimit:
         self.limit = limit
         self.cache = cache
 
-    async def check(self, request: Request) -> None:
-        """ApiError 429 when the caller has used up its requests in this window."""
+    async def check(self, request: Request, verified: bool = False) -> None:
+        """ApiError 429 when the caller has used up its requests in this window: the caller is its
+        bearer token where ``verified`` (the endpoint checked it first), else its address."""
         if self.limit is not None:
-            await self.check_caller(caller(request))
+            authorization = request.headers.get("authorization", "") if verified else ""
+            await self.check_caller(caller_key(authorization, request.client.host if request.client else None))
 
-    async def check_scope(self, scope: dict, authorization: str) -> None:
-        """``check`` for a raw ASGI handler: ``authorization`` is its Authorization header ("": none)."""
+    async def check_scope(self, scope: dict) -> None:
+        """``check`` for a raw ASGI handler of an unauthenticated endpoint: by address."""
         if self.limit is not None:
             client = scope.get("client")
-            await self.check_caller(caller_key(authorization, client[0] if client else None))
+            await self.check_caller(caller_key("", client[0] if client else None))
 
     async def check_caller(self, key: str) -> None:
         """ApiError 429 when the caller ``key`` has used up its requests in this window."""
@@ -54,13 +60,9 @@ class RateLimit:
             )
 
 
-def caller(request: Request) -> str:
-    """The caller's key: its bearer token's hash, else its address."""
-    return caller_key(request.headers.get("authorization", ""), request.client.host if request.client else None)
-
-
 def caller_key(authorization: str, host: str | None) -> str:
-    """The caller's key from its Authorization header and its address (None: unknown)."""
+    """The caller's key from its verified Authorization header ("": none) and its address (None:
+    unknown)."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token:
         return "t" + hashlib.sha256(token.encode()).hexdigest()[:24]
