@@ -135,3 +135,26 @@ def test_the_ingest_oidc_settings_go_together():
     for alone in ("PEFM_INGEST_OIDC_AUDIENCE", "PEFM_INGEST_OIDC_SUBJECTS"):
         with pytest.raises(ConfigError, match="PEFM_INGEST_OIDC_AUDIENCE and PEFM_INGEST_OIDC_SUBJECTS"):
             Settings.from_env({alone: "x"})
+
+
+def test_verify_keys_may_mix_pem_and_base64_while_a_key_is_rotated():
+    """Terraform joins the new key's PEM with the previous keys, which `pefm models keygen` and
+    `make up` write as base64: the list must load in either order, one key per entry."""
+    from cryptography.hazmat.primitives import serialization
+
+    from pefm.storage.signing import generate, key_id, private_key, public_key, public_keys
+
+    new = private_key(generate()[0]).public_key()
+    pem = new.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    b64 = generate()[1]
+    ids = {"pem": key_id(new), "b64": key_id(public_key(b64))}
+    for text, order in (
+        (f"{pem},{b64}", ["pem", "b64"]),
+        (f"{b64},{pem}", ["b64", "pem"]),
+        (f"{b64}\n, {pem}\n", ["b64", "pem"]),
+        (f"{pem}{pem},{b64}", ["pem", "pem", "b64"]),
+    ):
+        Settings.from_env({"PEFM_VERIFY_KEYS": text})  # no ConfigError
+        assert [key_id(k) for k in public_keys(text)] == [ids[o] for o in order], text
+    with pytest.raises(ConfigError, match="PEFM_VERIFY_KEYS"):  # a block cut short is still refused
+        Settings.from_env({"PEFM_VERIFY_KEYS": f"{b64},{pem[:40]}"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,12 +80,16 @@ def public_key(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(_raw(text, "a public key"))
 
 
+_PEM_BLOCK = re.compile(r"(-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----)", re.DOTALL)
+
+
 def public_keys(text: str) -> list[Ed25519PublicKey]:
-    """Public keys separated by commas (PEM blocks or base64): the old and the new while a key is rotated."""
-    if "-----BEGIN" in text:
-        blocks = text.split("-----END PUBLIC KEY-----")
-        return [public_key(b.strip(" ,\n") + "\n-----END PUBLIC KEY-----") for b in blocks if b.strip(" ,\n")]
-    return [public_key(part) for part in text.split(",") if part.strip()]
+    """Public keys separated by commas, each PEM or base64 (a list may mix them): the old and the
+    new while a key is rotated."""
+    keys = []
+    for i, part in enumerate(_PEM_BLOCK.split(text)):  # odd parts: PEM blocks
+        keys += [public_key(part)] if i % 2 else [public_key(p) for p in part.split(",") if p.strip()]
+    return keys
 
 
 def key_id(key: Ed25519PublicKey) -> str:
