@@ -112,6 +112,10 @@ def test_the_registry_takes_no_unsigned_model(loaded, monkeypatch):
         with pytest.raises(ArtifactSignatureError, match="PEFM_SIGNING_KEY is not set"):
             train(loaded, "naive", PANEL, spec=None)
         assert list_versions(loaded) == []
+        windows = []  # refused before the backtest, not after minutes of it
+        with pytest.raises(ArtifactSignatureError, match="PEFM_SIGNING_KEY is not set"):
+            train(loaded, "naive", PANEL, spec=BacktestSpec(h=1, windows=3), on_window=windows.append)
+        assert windows == []
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

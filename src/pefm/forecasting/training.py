@@ -137,6 +137,10 @@ def train(
     """Fit ``name`` on the panel as known at ``as_of`` (default now), backtest it with ``spec``
     (None: no backtest), and register it as a candidate (``parent_id``: the version it is trained
     to replace, a retraining's serving one)."""
+    from pefm.config import get_settings
+    from pefm.storage.signing import signing_key
+
+    signing_key(get_settings())  # without the key nothing can be registered: say so before the work
     as_of = as_of or datetime.now(UTC)
     panel = load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE)
     if name == BUNDLE and not (params or {}).get("groups"):
