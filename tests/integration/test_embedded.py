@@ -43,6 +43,15 @@ def _gone(pid: int, within: float) -> bool:
     return False
 
 
+def _kill(*holders: subprocess.Popen, server: int) -> None:
+    """Whatever a failed test left running."""
+    for proc in holders:
+        if proc.poll() is None:
+            proc.kill()
+    if psutil.pid_exists(server):
+        psutil.Process(server).kill()
+
+
 def test_the_server_stops_with_its_last_holder_though_another_was_killed(tmp_path: Path) -> None:
     pgdata = tmp_path / "pg"
     first = _holder(pgdata)
@@ -59,11 +68,7 @@ def test_the_server_stops_with_its_last_holder_though_another_was_killed(tmp_pat
         assert _gone(server, within=15), "the embedded PostgreSQL outlived its last holder"
         assert json.loads((pgdata / ".handle_pids.json").read_text()) == []
     finally:
-        for proc in (first, killed):
-            if proc.poll() is None:
-                proc.kill()
-        if psutil.pid_exists(server):
-            psutil.Process(server).kill()
+        _kill(first, killed, server=server)
 
 
 def test_a_new_holder_forgets_the_killed_ones(tmp_path: Path) -> None:
@@ -80,8 +85,4 @@ def test_a_new_holder_forgets_the_killed_ones(tmp_path: Path) -> None:
         assert later.wait(timeout=30) == 0
         assert _gone(server, within=15)
     finally:
-        for proc in (killed, later):
-            if proc.poll() is None:
-                proc.kill()
-        if psutil.pid_exists(server):
-            psutil.Process(server).kill()
+        _kill(killed, later, server=server)
