@@ -94,6 +94,34 @@ def test_market_sessions_are_counted_from_the_first_forecast_date():
     assert out["y"].tolist() == [80.0, 90.0, 90.0, 100.0, 100.0, 110.0]
 
 
+def test_each_series_of_a_group_is_backtested_on_its_own_frequency_and_calendar():
+    """A group's attrs name each column's frequency and calendar: a market series backtested
+    beside a quarterly one (or one on another exchange) is forecast on its own sessions, so its
+    rows pair with its backtest alone (the gate matches rows by date)."""
+    days = pd.bdate_range("2018-11-01", "2019-01-15")
+    sessions = days[~days.isin(pd.to_datetime(["2018-11-22", "2018-12-05", "2018-12-25", "2019-01-01"]))]
+    spx = pd.Series(np.linspace(100, 120, len(sessions)), index=sessions, name="spx")
+    gdp = pd.Series(np.linspace(1, 2, 60), index=pd.date_range("2004-01-01", periods=60, freq="QS"), name="gdp")
+    group = pd.concat([spx, gdp], axis=1)
+    group.attrs = {
+        "frequencies": {"spx": Frequency.BUSINESS_DAILY, "gdp": Frequency.QUARTERLY},
+        "calendars": {"spx": "XNYS", "gdp": ""},
+    }
+    alone = spx.to_frame()
+    alone.attrs = {"frequency": Frequency.BUSINESS_DAILY, "calendar": "XNYS"}
+    spec = BacktestSpec(h=2, windows=30)
+    together = backtest(make_model("naive"), group, spec)
+    together = together[together["series_id"] == "spx"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(together, backtest(make_model("naive"), alone, spec))
+    assert not together["ds"].isin(pd.to_datetime(["2018-12-05", "2018-12-25", "2019-01-01"])).any()
+    assert backtest(make_model("naive"), group, BacktestSpec(h=1, windows=2))["series_id"].nunique() == 2
+    oil = pd.Series(np.linspace(50, 60, len(days)), index=days, name="oil")  # business days, no exchange
+    markets = pd.concat([spx, oil], axis=1)
+    markets.attrs = {"frequency": Frequency.BUSINESS_DAILY, "calendars": {"spx": "XNYS", "oil": ""}}
+    beside_oil = backtest(make_model("naive"), markets, spec)
+    pd.testing.assert_frame_equal(beside_oil[beside_oil["series_id"] == "spx"].reset_index(drop=True), together)
+
+
 def test_each_origin_sees_only_the_data_known_then():
     y = quarterly(np.arange(30, dtype=float))
     seen = []

@@ -41,6 +41,7 @@ import pandas as pd
 
 from pefm.forecasting import metrics
 from pefm.forecasting.base import DEFAULT_LEVELS, BaseForecaster, ForecastInputError
+from pefm.forecasting.per_series import series_attrs
 
 AsOfLoader = Callable[[pd.Timestamp], pd.DataFrame]
 DEFAULT_HORIZON = 8
@@ -124,7 +125,8 @@ def backtest(
             train = known[columns].dropna()
             if spec.window == "sliding":
                 train = train.iloc[-spec.train_size :]
-            train.attrs = dict(frame.attrs)
+            # a univariate model sees its own series' frequency and calendar, not its group's
+            train.attrs = dict(frame.attrs) if model.multivariate else series_attrs(frame, columns[0])
             if refit or key not in fitted:
                 fitted[key] = model.clone().fit(train if model.multivariate else train[columns[0]])
             else:

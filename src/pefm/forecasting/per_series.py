@@ -34,7 +34,7 @@ class PerSeries(BaseForecaster):
         self.models_: dict[str, BaseForecaster] = {}
         for column in frame.columns:
             series = frame[column].dropna()
-            series.attrs = _series_attrs(frame, column)
+            series.attrs = series_attrs(frame, column)
             self.models_[str(column)] = self.model.clone().fit(series)
         self.series_ids_ = list(self.models_)
         return self
@@ -43,7 +43,7 @@ class PerSeries(BaseForecaster):
         frame = y.to_frame() if isinstance(y, pd.Series) else y
         for column in frame.columns:
             series = frame[column].dropna()
-            series.attrs = _series_attrs(frame, column)
+            series.attrs = series_attrs(frame, column)
             self.models_[str(column)].update(series)
         return self
 
@@ -61,7 +61,7 @@ class PerSeries(BaseForecaster):
             raise ForecastInputError(f"this model was not fitted on {series_id!r}") from None
 
 
-def _series_attrs(frame: pd.DataFrame, column: str) -> dict:
+def series_attrs(frame: pd.DataFrame, column: str) -> dict:
     """A column's frequency and exchange calendar, as the frame's attrs describe it."""
     freq = frame.attrs.get("frequencies", {}).get(column) or frame.attrs.get("frequency")
     calendar = frame.attrs.get("calendars", {}).get(column, frame.attrs.get("calendar", ""))
