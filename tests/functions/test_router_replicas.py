@@ -10,6 +10,8 @@ function does not expose. The last test runs real func-python replicas."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -177,6 +179,28 @@ def test_no_replica_accepting_connections_is_a_json_502(stack):
     router = start_router(runtime, "alldead")
     answer = httpx.get(f"{router}/", timeout=10)
     assert answer.status_code == 502 and "no replica accepts connections" in answer.json()["error"]
+
+
+def test_a_request_target_that_is_not_a_path_is_refused_not_fetched(stack):
+    """`GET *@host:port/x` appended to a replica's URL named another host, which the router then
+    fetched for the client (and `*` alone was a 500): a target must be a path, else 400."""
+    runtime, db = stack
+    with Upstream() as replica, Upstream() as internal:
+        route(db, "targets", "targets-1", [replica.url])
+        router = start_router(runtime, "targets")
+        port = int(router.rsplit(":", 1)[1])
+        for target in (f"*@127.0.0.1:{internal.port}/internal?x=1", "*", "*x"):
+            for method in ("GET", "OPTIONS"):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                    conn.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                    answer = b""
+                    while chunk := conn.recv(65536):
+                        answer += chunk
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert int(head.split()[1]) == 400, (method, target, answer[:300])
+                assert "must be a path" in json.loads(body)["error"]
+        assert internal.requests == 0
+        assert httpx.get(f"{router}/ok", timeout=10).status_code == 200 and replica.requests == 1
 
 
 def test_the_runtime_starts_and_retires_a_revisions_replicas_together(stack):

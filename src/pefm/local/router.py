@@ -228,6 +228,13 @@ class Router:
         if host.endswith(f"-{self.service}.local"):
             tag = host[: -len(f"-{self.service}.local")]
         target = (scope.get("raw_path") or path.encode()).decode("latin-1")  # as sent: still percent-encoded
+        if not target.startswith("/"):
+            # a path only (origin form): a target such as `*@host:port/x`, appended to a replica's
+            # URL, would name another host, and the router would fetch it for anyone who asked
+            why = "the request target must be a path starting with /"
+            return await ApiError(400, why, [{"field": "request target", "message": target[:100]}]).response()(
+                scope, receive, send
+            )
         if target.startswith("/_tag/"):
             tag, _, rest = target[len("/_tag/") :].partition("/")
             target = "/" + rest
