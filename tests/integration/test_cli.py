@@ -12,6 +12,7 @@ import pytest
 
 from pefm.local.runtime import record_revision
 from pefm.storage import signing
+from pefm.storage.model_versions import get_version
 
 PEFM = [sys.executable, "-m", "pefm.cli"]
 
@@ -313,6 +314,39 @@ def test_a_setting_a_policy_or_an_id_pefm_cannot_use_is_one_red_line(db, cli_env
     checked = run({**cli_env, "PEFM_DRIFT_POLICY": str(policy)}, "drift", "check")
     assert said(checked) == f"error: {policy}: reference must be an integer, not 'x'"
     assert said(run(cli_env, "drift", "report", "99999")) == "error: no drift report 99999"
+
+
+def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env, tmp_path):  # db: migrated
+    """Arguments a model cannot take, a report path that cannot be written, the serving version
+    gated against itself: a one-line refusal each, nothing stored. `models show` shows the status,
+    and a promotion by hand says what it overrides: no gate report, series left unserved."""
+
+    def said(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+        assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+        return " ".join(result.stderr.split())
+
+    assert run(cli_env, "data", "load", "realgdp", "unemp").returncode == 0
+    assert said(run(cli_env, "train", "--model", "mean", "-s", "realgdp", "--h", "0")) == (
+        "error: h, windows, step and refit_every must be positive"
+    )
+    refused = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0", "-p", "foo=1")
+    assert said(refused) == "error: naive takes no parameter foo (its parameters: none)"
+    trained = run(cli_env, "train", "--model", "mean", "-s", "realgdp", "-s", "unemp", "--windows", "0")
+    version = re.search(r"registered (mean-\S+)", trained.stdout).group(1)
+    promoted = run(cli_env, "models", "promote", version)
+    assert promoted.returncode == 0 and "promoted by hand: never gated" in promoted.stderr, promoted.stderr
+    shown = run(cli_env, "models", "show", version)
+    assert shown.returncode == 0 and f"{version}  mean  [serving]" in shown.stdout, shown.stdout
+    itself = run(cli_env, "gate", "--candidate", version)
+    assert said(itself) == f"error: {version} is the serving version: there is nothing to gate it against"
+    nowhere = run(cli_env, "gate", "--candidate", version, "--json", str(tmp_path / "no" / "report.json"))
+    assert "no directory" in said(nowhere, code=2)
+    assert "one of candidate, serving, retired, rejected" in said(run(cli_env, "models", "list", "--status", "x"), 2)
+    with db.connection() as conn:
+        assert get_version(conn, version).gate_report is None  # no report stored by any of them
+    narrower = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")
+    replaced = run(cli_env, "models", "promote", re.search(r"registered (naive-\S+)", narrower.stdout).group(1))
+    assert replaced.returncode == 0 and "no model serves now: unemp" in " ".join(replaced.stderr.split())
 
 
 def test_a_promotion_by_hand_says_what_the_local_traffic_still_serves(db, cli_env):

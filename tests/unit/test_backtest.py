@@ -122,6 +122,18 @@ def test_each_series_of_a_group_is_backtested_on_its_own_frequency_and_calendar(
     pd.testing.assert_frame_equal(beside_oil[beside_oil["series_id"] == "spx"].reset_index(drop=True), together)
 
 
+def test_a_one_window_backtest_of_returns_scores_without_a_sharpe_ratio():
+    """A Sharpe ratio needs two one-step returns: one window has one, so it is left out, not an error."""
+    r = pd.Series(np.random.default_rng(3).normal(0, 1, 60), index=pd.bdate_range("2020-01-01", periods=60), name="r")
+    frame = r.to_frame()
+    frame.attrs = {"frequency": Frequency.BUSINESS_DAILY}
+    for windows, has_sharpe in ((1, False), (3, True)):
+        results = backtest(make_model("naive"), frame, BacktestSpec(h=2, windows=windows))
+        scores = score(results, frame, returns={"r"})
+        assert ("sharpe" in scores.columns and bool(scores["sharpe"].notna().all())) is has_sharpe
+        assert scores["rmse"].notna().all()
+
+
 def test_each_origin_sees_only_the_data_known_then():
     y = quarterly(np.arange(30, dtype=float))
     seen = []

@@ -110,6 +110,20 @@ def test_multi_step_backtests_are_tested_per_step():
     assert sorted(scores) == ["winkler-95@h1", "winkler-95@h2", "winkler-95@h3"]
 
 
+def test_the_steps_too_few_windows_leave_untested_are_named():
+    """Three windows of h=4: a Diebold-Mariano test at step k needs more than k windows, so steps
+    3 and 4 go untested, and the report says so rather than passing them in silence."""
+    rng = np.random.default_rng(5)
+    y = truth(rng, ["realgdp"], n=6)
+    cutoffs = pd.date_range("1990-01-01", periods=3, freq="D")
+    report = evaluate(
+        load_policy(), backtest(rng, y, 1.0, cutoffs=cutoffs, h=4), backtest(rng, y, 1.0, cutoffs=cutoffs, h=4)
+    )
+    assert sorted({c["step"] for c in report["checks"] if c["test"] == "diebold-mariano"}) == [1, 2]
+    untested = [s["reason"] for s in report["skipped"] if s["reason"].startswith("h=")]
+    assert len(untested) == 2 and all(r.startswith("h=3, 4 untested: too few windows") for r in untested)
+
+
 def test_steps_are_counted_along_the_forecast_path_before_rows_without_actuals_are_dropped():
     """A stored window whose first target has no actual (a date the series lacks) keeps step 2 as
     step 2: the step is the row's place in the model's forecast path."""

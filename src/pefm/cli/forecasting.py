@@ -164,6 +164,8 @@ def gate(
     from pefm.forecasting.registry import serving_version
     from pefm.storage.model_versions import get_version
 
+    if json_out is not None and not json_out.parent.is_dir():  # before the report is stored
+        raise typer.BadParameter(f"no directory {json_out.parent} to write the report in", param_hint="--json")
     with open_db() as db, db.connection() as conn:
         cand = get_version(conn, candidate)
         serv = get_version(conn, serving) if serving else serving_version(conn, cand.series_ids)
@@ -227,11 +229,13 @@ def print_gate_report(report: dict) -> None:
 
 @models_app.command("list")
 def models_list(
-    status: Annotated[str | None, typer.Option(help="candidate, serving or retired")] = None,
+    status: Annotated[str | None, typer.Option(help="candidate, serving, retired or rejected")] = None,
 ) -> None:
     """Registered model versions, newest first."""
-    from pefm.storage.model_versions import list_versions
+    from pefm.storage.model_versions import STATUSES, list_versions
 
+    if status is not None and status not in STATUSES:
+        raise typer.BadParameter(f"one of {', '.join(STATUSES)}, not {status!r}", param_hint="--status")
     with open_db() as db, db.connection() as conn:
         versions = list_versions(conn, status=status)
     table = Table("id", "family", "status", "series", "data as of", "created", "gates")
@@ -256,7 +260,7 @@ def models_show(version: str) -> None:
 
     with open_db() as db, db.connection() as conn:
         v = get_version(conn, version)
-    console.print(f"[bold]{v.id}[/bold]  {v.family}  [{v.status}]")
+    console.print(f"[bold]{v.id}[/bold]  {v.family}  \\[{v.status}]")
     for label, value in (
         ("params", json.dumps(v.params)),
         ("series", ", ".join(v.series_ids)),
@@ -278,19 +282,30 @@ def models_show(version: str) -> None:
 
 @models_app.command("promote")
 def models_promote(version: str) -> None:
-    """Make a version the serving model of its series (retiring the one it replaces). Locally,
-    the revisions carrying the traffic do not change: what they serve that the registry no longer
-    says is printed, as `pefm status` would say it."""
+    """Make a version the serving model of its series (retiring every serving version that shares
+    a series with it). An operator's override: a version whose gates failed, or that was never
+    gated, is promoted too, and so is one that leaves series a retired version served unserved;
+    each is said in a yellow line. Locally, the revisions carrying the traffic do not change: what
+    they serve that the registry no longer says is printed, as `pefm status` would say it."""
     from pefm.cli.rollout import controller
     from pefm.config import get_settings
     from pefm.forecasting.registry import promote
     from pefm.rollout.spec import RolloutSpec
     from pefm.rollout.status import service_status
+    from pefm.storage.model_versions import get_version
 
     with open_db() as db:
         with db.connection() as conn:
             retired = promote(conn, version)
+            promoted = get_version(conn, version)
+            unserved = sorted({s for r in retired for s in get_version(conn, r).series_ids} - set(promoted.series_ids))
         console.print(f"{version} is serving" + (f"; retired {', '.join(retired)}" if retired else ""))
+        report = promoted.gate_report
+        if report is None or not report["passed"]:
+            why = "never gated" if report is None else "its gates failed: " + "; ".join(report["failures"][:3])
+            err.print(f"[yellow]promoted by hand:[/yellow] {why}", highlight=False)
+        if unserved:
+            err.print(f"[yellow]no model serves now:[/yellow] {', '.join(unserved)}", highlight=False)
         if not get_settings().knative_namespace:  # on a cluster Flagger's canary moves the traffic
             status = service_status(controller(db), RolloutSpec.configured().service)
             for problem in status.problems if status.targets else []:  # no traffic block: no stack ran here

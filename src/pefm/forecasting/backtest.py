@@ -208,8 +208,8 @@ def score(
         before = history.index.searchsorted(group["first"].to_numpy(), side="left") - 1
         group = group.assign(previous=np.where(before >= 0, history.to_numpy()[np.maximum(before, 0)], np.nan))
         row = {"model": model, "series_id": series_id, **_metrics(group, train, levels)}
-        if series_id in returns:
-            one_step = group[group["step"] == 1]
+        one_step = group[group["step"] == 1]
+        if series_id in returns and len(one_step) >= 2:  # a Sharpe ratio needs two returns at least
             periods = _periods_per_year(_frequency(frame, series_id))
             row["sharpe"] = metrics.sign_strategy_sharpe(
                 one_step["y"], one_step["mean"], cost=cost, periods_per_year=periods

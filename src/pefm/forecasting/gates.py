@@ -164,6 +164,9 @@ def evaluate(
         found, why = _tests(rule, candidate, pairs, returns)
         if not found:
             skipped.append({"rule": rule.name, "reason": why})
+        elif untested := _untested_steps(rule, pairs):
+            steps = ", ".join(map(str, untested))
+            skipped.append({"rule": rule.name, "reason": f"h={steps} untested: {why}"})
         for check, adjusted in zip(found, metrics.holm([c["p_value"] for c in found]), strict=True):
             checks.append(_verdict(rule, check, float(adjusted)))
     failed = [c for c in checks if not c["passed"]]
@@ -181,6 +184,15 @@ def evaluate(
             "compared_with_serving": pairs is not None,
         },
     }
+
+
+def _untested_steps(rule: Rule, pairs: pd.DataFrame | None) -> list[int]:
+    """The steps at which a paired test of ``rule`` was left out for some series: no more windows
+    than the step (see ``_tests``)."""
+    if rule.test not in ("diebold-mariano", "interval-score") or pairs is None:
+        return []
+    sizes = pairs.groupby(["series_id", "step"]).size().reset_index(name="n")
+    return sorted({int(s) for s in sizes.loc[sizes["n"] <= sizes["step"], "step"]})
 
 
 def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, returns) -> tuple[list[dict], str]:

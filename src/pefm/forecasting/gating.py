@@ -29,11 +29,13 @@ def gate_candidate(
     candidate's windows and data; otherwise the serving model (its family and parameters) is
     backtested again on the candidate's spec and data as of the candidate's ``data_as_of``, so
     both are scored on the same cutoffs, horizon and vintages."""
+    if serving is not None and serving.id == candidate.id:
+        raise ValueError(f"{candidate.id} is the serving version: there is nothing to gate it against")
     if not (candidate.backtest or {}).get("forecasts"):
         raise MismatchedBacktests(f"{candidate.id} has no stored backtest: run pefm backtest --version {candidate.id}")
     mine = backtest_frame(candidate.backtest)
     theirs, source = None, None
-    if serving is not None and serving.id != candidate.id:
+    if serving is not None:
         theirs, source = _serving_rows(conn, candidate, serving, mine, on_window)
     returns = set(candidate.backtest.get("returns") or _sharpe_series(candidate))
     report = evaluate(

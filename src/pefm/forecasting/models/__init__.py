@@ -64,7 +64,12 @@ DEFAULT_MODEL = "bundle"
 def make_model(name: str, **params: Any) -> BaseForecaster:
     """A new, unfitted model by name (MODEL_NAMES, or ``bundle``), with ``params`` overriding its
     defaults."""
+    from pefm.forecasting.base import ForecastInputError
+
     catalog = _catalog()
     if name not in catalog:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join((DEFAULT_MODEL, *MODEL_NAMES))}")
+    if params and (unknown := sorted(set(params) - set(catalog[name]().get_params()))):
+        takes = ", ".join(catalog[name]().get_params()) or "none"
+        raise ForecastInputError(f"{name} takes no parameter {', '.join(unknown)} (its parameters: {takes})")
     return catalog[name](**params)
