@@ -3,8 +3,9 @@
 The state lives in the URL's fragment (``/forecasts#series=realgdp,unemp&space=model&h=4``), read
 and written by the page's own ``dcc.Location``: Dash's page router re-renders a page when the path
 or the query string changes, never for the fragment, so writing the view there keeps the page (and
-the chart's zoom) as it is. Whatever a link holds is checked: an unknown or malformed value is
-dropped for the default, never an error.
+the chart's zoom) as it is. Whatever a link or a page's controls send is checked (both come from
+the client, which may send anything): an unknown or malformed value is dropped for the default,
+never an error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, replace
 from datetime import date
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from pefm.data.fields import CONTROL_CHARS, SERIES_ID
 
 SPACES = ("level", "model")
 MAX_HORIZON = 12
@@ -44,19 +48,28 @@ class ForecastView:
     def from_fragment(cls, fragment: str | None) -> ForecastView:
         """The view a fragment names; bad values fall back to the defaults."""
         raw = dict(parse_qsl((fragment or "").lstrip("#")))
+        series = [s for s in raw.get("series", "").split(",") if s]
+        values = (raw.get(key) for key in ("version", "compare", "h", "as_of", "space"))
+        return cls.checked(series, *values)
+
+    @classmethod
+    def checked(cls, series: Any, version: Any, compare: Any, horizon: Any, as_of: Any, space: Any) -> ForecastView:
+        """The view of values a client sent, each checked; what cannot be used is the default."""
         view = cls()
-        if series := [s for s in raw.get("series", "").split(",") if s]:
-            view = replace(view, series=tuple(dict.fromkeys(series))[:MAX_SERIES])
-        for key in ("version", "compare"):
-            if raw.get(key):
-                view = replace(view, **{key: raw[key]})
-        if raw.get("h", "").isdigit() and 1 <= int(raw["h"]) <= MAX_HORIZON:
-            view = replace(view, horizon=int(raw["h"]))
-        if raw.get("space") in SPACES:
-            view = replace(view, space=raw["space"])
-        if raw.get("as_of"):
+        if isinstance(series, list | tuple):
+            ids = [s for s in series if isinstance(s, str) and SERIES_ID.match(s)]
+            view = replace(view, series=tuple(dict.fromkeys(ids))[:MAX_SERIES])
+        for key, value in (("version", version), ("compare", compare)):
+            if isinstance(value, str) and 0 < len(value) <= 200 and not CONTROL_CHARS.search(value):
+                view = replace(view, **{key: value})
+        text = str(horizon) if isinstance(horizon, str | int) else ""
+        if text.isdigit() and len(text) <= 3 and 1 <= int(text) <= MAX_HORIZON:
+            view = replace(view, horizon=int(text))
+        if space in SPACES:
+            view = replace(view, space=space)
+        if isinstance(as_of, str) and as_of:
             with contextlib.suppress(ValueError):
-                view = replace(view, as_of=date.fromisoformat(raw["as_of"]).isoformat())
+                view = replace(view, as_of=date.fromisoformat(as_of[:10]).isoformat())
         return view
 
 

@@ -359,10 +359,15 @@ def allowed_actions(phase: str) -> set[str]:
     return allowed
 
 
+ROLLOUT_ACTIONS = ("promote", "pause", "resume", "rollback")
+
+
 def rollout_action(rollout_id: int | None, action: str, token: str | None) -> tuple[bool, str]:
     """Ask the rollout API to ``action`` (promote, pause, resume, rollback) a rollout with the admin
     token; (done, the API's answer or why it was not asked)."""
     url = get_settings().rollout_api_url
+    if action not in ROLLOUT_ACTIONS:  # the client names it: only the API's own actions are asked
+        return False, f"no action {str(action)[:40]!r}"
     if not url:
         return False, "no rollout API configured (PEFM_ROLLOUT_API_URL)"
     if rollout_id is None:

@@ -18,6 +18,10 @@ class FakeKubernetes:
         self.patches: list[tuple[str, str, dict]] = []
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        if (plural, name) not in self.objects:  # as the API server answers
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=404, reason="Not Found")
         return self.objects[(plural, name)]
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):

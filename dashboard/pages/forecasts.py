@@ -275,15 +275,9 @@ def render(fragment, series, version, compare, horizon, as_of, space, _):
 
 
 def _view(series, version, compare, horizon, as_of, space) -> ForecastView:
-    """The view the controls show (selects give strings; an empty one means none)."""
-    return ForecastView(
-        series=tuple(series or ())[:MAX_SERIES],
-        version=version or None,
-        compare=None if compare in (None, "", NONE) else compare,
-        horizon=int(horizon) if str(horizon or "").isdigit() else 8,
-        as_of=(as_of or None) and str(as_of)[:10],
-        space=space or "level",
-    )
+    """The view the controls show (selects give strings; an empty one means none), as the client
+    sent them: checked, like a link's."""
+    return ForecastView.checked(series, version, None if compare == NONE else compare, horizon, as_of, space)
 
 
 # the drawn figure: the new one, with the user's zoom kept while the series and space stay (a refresh)

@@ -127,6 +127,12 @@ def test_a_view_survives_its_url_and_a_bad_link_falls_back_to_defaults():
     assert ForecastView().to_fragment() == ""
     bad = ForecastView.from_fragment("#series=,a,a,b,c,d,e&h=99&as_of=1990-13-45&space=log&version=")
     assert bad == ForecastView(series=("a", "b", "c", "d"))  # four at most, no duplicates; the rest defaults
+    # a page's controls come from the client too: whatever it sends is checked the same way
+    sent = ForecastView.checked({"a": 1}, "v\x00", 7, "010" + "0" * 5000, "zzzz", "log")
+    assert sent == ForecastView()
+    assert ForecastView.checked(["realgdp", 5, "Bad Id"], "v1", None, 12, "2001-02-03T00:00", "model") == ForecastView(
+        series=("realgdp",), version="v1", horizon=12, as_of="2001-02-03", space="model"
+    )
 
 
 def test_forecasts_draw_in_the_series_units_or_in_model_space(served):
@@ -357,6 +363,9 @@ def test_rollout_buttons_refuse_without_an_api_or_a_rollout(served, monkeypatch)
     assert views.rollout_action(None, "promote", "t") == (False, "no rollout chosen")
     done, message = views.rollout_action(1, "promote", "t")
     assert not done and message.startswith("rollout API unreachable")
+    # the action comes from the client: a path of its own is not sent on to the API
+    crafted = "promote/../../../flagger/event?x="
+    assert views.rollout_action(1, crafted, "t") == (False, f"no action {crafted!r}")
     get_settings.cache_clear()
 
 

@@ -365,6 +365,35 @@ def test_rollout_start_on_a_cluster_deploys_then_follows_flagger_and_pefms_recor
         assert f"{versions['same']} rejected" in output and status_of(fresh, "blue") == "serving"
 
 
+def test_webhook_payloads_naming_what_is_not_there_get_json_errors_not_500s(fresh):
+    """An unknown Canary, another namespace, a control character, a weight no percent: each was
+    a 500 (the Kubernetes API's 404, the database refusing the value)."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    for message in ("canary weight 99999999999999999999", "canary weight 500"):
+        answer = hook(fresh, "event", "c9", eventMessage=message)
+        assert answer.status_code == 200, answer.text
+        with fresh["db"].connection() as conn:
+            assert conn.execute(
+                "SELECT weight FROM rollouts WHERE id = %s", (answer.json()["rollout"],)
+            ).fetchone() == (0,)
+    url = f"{fresh['url']}/v1/flagger/confirm-rollout"
+    token = {"token": TOKEN}
+    for payload, status, field in (
+        ({"name": "nope", "namespace": "pefm", "metadata": token}, 404, "name"),
+        ({"name": SERVICE, "namespace": "elsewhere", "metadata": token}, 404, "namespace"),
+        ({"name": SERVICE, "namespace": "pe\x00fm", "metadata": token}, 422, "namespace"),
+        (
+            {"name": SERVICE, "namespace": "pefm", "metadata": {**token, "eventMessage": "a\x00b"}},
+            422,
+            "metadata.eventMessage",
+        ),
+    ):
+        answer = httpx.post(url, json=payload, timeout=30)
+        assert answer.status_code == status and answer.headers["content-type"] == "application/json", answer.text
+        assert field in {d["field"] for d in answer.json()["details"]}, answer.json()
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [

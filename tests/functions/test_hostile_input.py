@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pefm.config import Settings
 from pefm.local.runtime import LocalRuntime
@@ -146,6 +147,43 @@ INGEST_CASES = [
     ),
     ("a NUL in a name", "PUT", "/v1/series/hostile", JSON, b'{"name":"a\\u0000b","frequency":"Q"}', 422, "name"),
     (
+        "a list for a transform",
+        "PUT",
+        "/v1/series/hostile",
+        JSON,
+        b'{"name":"x","frequency":"Q","transform":[]}',
+        422,
+        "transform",
+    ),
+    (
+        "an object for a transform",
+        "PUT",
+        "/v1/series/hostile",
+        JSON,
+        b'{"name":"x","frequency":"Q","transform":{"a":1}}',
+        422,
+        "transform",
+    ),
+    ("a NUL as a series id to read", "GET", "/v1/series/a%00b", {}, b"", 404, None),
+    (
+        "a number for a structured event's datacontenttype",
+        "POST",
+        "/v1/observations",
+        STRUCTURED,
+        json.dumps({**EVENT, "datacontenttype": 5, "data": {}}).encode(),
+        400,
+        "datacontenttype",
+    ),
+    (
+        "a trailing slash (no redirect to the Host named)",
+        "POST",
+        "/v1/observations/",
+        {**JSON, "host": "evil.example"},
+        b"{}",
+        404,
+        None,
+    ),
+    (
         "a name of 1 MB",
         "PUT",
         "/v1/series/hostile",
@@ -190,6 +228,39 @@ def test_a_body_trickling_in_is_cut_off_with_a_408(ingest):
     assert 1.5 < elapsed < 5, elapsed
 
 
+def test_a_slow_upload_is_not_counted_as_the_revisions_latency(inference):
+    """A forecast request whose body trickles in over a second and a half is answered, and the
+    latency the revision records (what a rollout's p99 check reads) is its own, not the upload's."""
+
+    def forecast_seconds() -> tuple[float, float]:
+        for family in text_string_to_metric_families(inference.get("/metrics").text):
+            if family.name == "pefm_request_duration_seconds":
+                found = {s.name: s.value for s in family.samples if s.labels.get("route") == "/v1/forecast"}
+                return found.get("pefm_request_duration_seconds_count", 0), found.get(
+                    "pefm_request_duration_seconds_sum", 0
+                )
+        return 0, 0
+
+    before = forecast_seconds()
+    body = b'{"series_id": "realgdp", "horizon": 2}'
+    host, port = inference.base_url.host, inference.base_url.port
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(
+            f"POST /v1/forecast HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        for i in range(0, len(body), 8):
+            conn.sendall(body[i : i + 8])
+            time.sleep(0.3)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    after = forecast_seconds()
+    assert after[0] == before[0] + 1
+    assert after[1] - before[1] < 0.5, after[1] - before[1]  # the upload took 1.5 s
+
+
 def test_a_csv_of_bad_lines_says_how_many_problems_it_left_out(ingest):
     body = b"DATE,REALGDP\n" + b"".join(b"2011-01-01,x%d\n" % i for i in range(500))
     answer = assert_json_error(
@@ -214,6 +285,18 @@ INFERENCE_CASES = [
 def test_inference_answers_hostile_input_with_a_json_error(inference, method, path, body, status, field):
     headers = {"content-type": "application/json"}
     assert_json_error(inference.request(method, path, content=body, headers=headers), status, field)
+
+
+def test_made_up_methods_are_one_label_in_the_metrics(inference):
+    """Any token is a method to HTTP: each made-up one was a new series in /metrics (and a row
+    with it in the request log), so one client could grow both without bound."""
+    for i in range(20):
+        assert_json_error(inference.request(f"ZZMETHOD{i}", "/nope"), 404)
+    assert_json_error(inference.request("ZZMETHOD", "/v1/forecast/", headers={"host": "evil.example"}), 404)
+    methods = set()
+    for family in text_string_to_metric_families(inference.get("/metrics").text):
+        methods |= {sample.labels["method"] for sample in family.samples if "method" in sample.labels}
+    assert "OTHER" in methods and methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "OTHER"}
 
 
 def test_a_what_if_history_that_overflows_the_model_is_a_422(inference):

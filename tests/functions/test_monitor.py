@@ -3,6 +3,8 @@
 over HTTP, drift gauges in /metrics."""
 
 import json
+import socket
+import time
 
 import pytest
 
@@ -66,6 +68,22 @@ def test_checks_need_the_admin_token_or_a_known_cloudevent_with_the_event_token(
         assert 'pefm_drift_detected{series_id="unemp"}' in metrics
         committed = json.loads((ROOT / "src/pefm/serving/openapi/monitor.json").read_text())
         assert client.get("/openapi.json").json() == committed
+
+
+def test_a_caller_without_the_token_is_refused_before_its_body_is_read(monitor):
+    """The headers decide who may ask: a tokenless request announcing a large body that never
+    comes is a 401 at once (it was read first: held until the body timeout, then a 408)."""
+    port = int(monitor.url.rsplit(":", 1)[1])
+    for extra in ("", "ce-type: dev.knative.sources.ping\r\nce-specversion: 1.0\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            started = time.monotonic()
+            conn.sendall(
+                f"POST /v1/drift/check HTTP/1.1\r\nHost: x\r\n{extra}content-type: application/json\r\n"
+                "content-length: 900000\r\n\r\n".encode()
+            )
+            head = conn.recv(4096).decode("latin-1")
+            assert head.startswith("HTTP/1.1 401"), head
+            assert time.monotonic() - started < 5
 
 
 def test_an_ingest_announces_itself_and_the_monitor_checks(monitor, module_schema, tmp_path):

@@ -7,6 +7,9 @@ import re
 from datetime import UTC, datetime
 
 SERIES_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}\Z")
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+"""Control characters a text field refuses (NUL among them, which PostgreSQL's text cannot hold);
+tab and newline are fine."""
 MIN_YEAR, MAX_YEAR = 1700, 2200
 
 

@@ -29,10 +29,10 @@ from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator, Payload, WebhookError, authorized
 from pefm.serving.function import OPENAPI_DIR
 from pefm.serving.http import (
-    EXCEPTION_HANDLERS,
     ApiError,
     handled,
     in_database,
+    json_app,
     json_response,
     parse_json,
     read_body,
@@ -203,7 +203,7 @@ def create_rollout_app(
         Route("/health", lambda request: PlainTextResponse("OK"), methods=["GET"]),
         *service_routes(metrics, openapi),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    return json_app(routes)
 
 
 def _known(controller: RolloutController, rollout_id: int, events: bool) -> dict[str, Any]:

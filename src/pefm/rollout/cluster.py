@@ -23,6 +23,10 @@ class ClusterError(RuntimeError):
     """The cluster is not in a state the operation can work from."""
 
 
+class UnknownCanary(LookupError):
+    """No Canary of that name in the namespace."""
+
+
 class KnativeCluster:
     def __init__(self, api: Any, namespace: str, url_template: str = "http://{name}.{namespace}.svc.cluster.local"):
         """``api`` is a kubernetes ``CustomObjectsApi`` (or anything with its get/patch methods)."""
@@ -46,7 +50,14 @@ class KnativeCluster:
         return self.api.get_namespaced_custom_object(*KNATIVE, self.namespace, "services", name)
 
     def canary(self, name: str) -> dict[str, Any]:
-        return self.api.get_namespaced_custom_object(*FLAGGER, self.namespace, "canaries", name)
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.api.get_namespaced_custom_object(*FLAGGER, self.namespace, "canaries", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise UnknownCanary(f"no Canary {self.namespace}/{name}") from None
+            raise
 
     def revisions(self, service: str) -> tuple[str | None, str | None]:
         """(primary, canary) of a Flagger-managed Knative Service: the revision Flagger pinned as

@@ -28,15 +28,27 @@ class MetricsProvider(Protocol):
     def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics: ...
 
 
+_SERVED = 'revision="{revision}",route!~"/metrics|unmatched"'
+_UNROUTED_FAILURES = 'revision="{revision}",route="unmatched",status=~"5.."'
+
+
+def _count(selector: str) -> str:
+    """Requests matching ``selector`` in the window (0 when none)."""
+    return "(sum(increase(pefm_requests_total{{" + selector + "}}[{window}s])) or vector(0))"
+
+
+_REQUESTS = _count(_SERVED) + " + " + _count(_UNROUTED_FAILURES)
 PROMQL = {
-    "requests": 'sum(increase(pefm_requests_total{{revision="{revision}",route!="/metrics"}}[{window}s]))',
-    "success_rate": (
-        'sum(increase(pefm_requests_total{{revision="{revision}",route!="/metrics",status!~"5.."}}[{window}s]))'
-        ' / sum(increase(pefm_requests_total{{revision="{revision}",route!="/metrics"}}[{window}s]))'
-    ),
+    # The requests a rollout judges a revision by: those to the routes it serves, and every one it
+    # failed before routing (a 503 while not ready). A request to a path it does not serve (a 404
+    # or 405 for anyone's junk) is no evidence of its health, and must not make up the minimum
+    # number of requests or dilute its errors.
+    "requests": _REQUESTS,
+    "success_rate": _count(_SERVED + ',status!~"5.."') + " / (" + _REQUESTS + ")",
     "p99_latency_ms": (
-        "1000 * histogram_quantile(0.99, sum by (le) (increase("
-        'pefm_request_duration_seconds_bucket{{revision="{revision}",route!="/metrics"}}[{window}s])))'
+        "1000 * histogram_quantile(0.99, sum by (le) (increase(pefm_request_duration_seconds_bucket{{"
+        + _SERVED
+        + "}}[{window}s])))"
     ),
 }
 
@@ -72,7 +84,8 @@ class DatabaseProvider:
             n, ok, p99 = conn.execute(
                 """SELECT count(*), avg((status < 500)::int),
                           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)
-                   FROM request_log WHERE revision = %s AND ts >= %s""",
+                   FROM request_log WHERE revision = %s AND ts >= %s
+                     AND route <> '/metrics' AND (route <> 'unmatched' OR status >= 500)""",
                 (revision, since),
             ).fetchone()
         return RevisionMetrics(int(n), None if ok is None else float(ok), None if p99 is None else float(p99))

@@ -31,9 +31,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pefm.data.fields import CONTROL_CHARS
 from pefm.forecasting.registry import gates_passed, serving_version, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Phase, State
-from pefm.rollout.cluster import KnativeCluster
+from pefm.rollout.cluster import KnativeCluster, UnknownCanary
 from pefm.rollout.flagger import HOOKS
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import knative_service
@@ -86,6 +87,10 @@ class Payload:
         metadata = data.get("metadata") or {}
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             raise WebhookError(422, "expected an object of strings", "metadata")
+        texts = {f: data.get(f, "") for f in ("name", "namespace", "phase", "checksum")}
+        for field, text in [*texts.items(), *((f"metadata.{k}", v) for k, v in metadata.items())]:
+            if CONTROL_CHARS.search(text) or CONTROL_CHARS.search(field):
+                raise WebhookError(422, "contains a control character", field[:100])
         return cls(data["name"], data["namespace"], data.get("phase", ""), data.get("checksum", ""), metadata)
 
     @property
@@ -130,7 +135,13 @@ class FlaggerHooks:
     def call(self, hook: str, payload: Payload) -> Answer:
         if hook not in HOOKS:
             raise WebhookError(404, f"no webhook {hook!r}; one of {', '.join(HOOKS)}", "hook")
-        target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
+        if payload.namespace != self.cluster.namespace:
+            why = f"no Canary {payload.canary}: this rollout API serves {self.cluster.namespace}"
+            raise WebhookError(404, why, "namespace")
+        try:
+            target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
+        except UnknownCanary as exc:
+            raise WebhookError(404, str(exc), "name") from None
         primary, latest = self.cluster.revisions(target)  # read once per call
         rollout = self.find(payload, target, primary, latest)
         if rollout is None:
@@ -296,7 +307,8 @@ class FlaggerHooks:
                 phase = PHASES.get(payload.phase, state.phase)
                 if state.phase is Phase.PAUSED and phase is not Phase.PROMOTING:
                     phase = Phase.PAUSED  # Flagger keeps its phase while suspended
-                if (weight := WEIGHT.search(message)) and int(weight[1]) != state.weight:
+                weight = WEIGHT.search(message)
+                if weight and int(weight[1]) <= 100 and int(weight[1]) != state.weight:  # a percent
                     state = replace(state, step=state.step + 1, weight=int(weight[1]))
                 state = replace(state, phase=phase)
                 if state != current.state:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from pefm.config import Settings
-from pefm.serving.http import guard, is_shadow, route_template
+from pefm.serving.http import guard, is_shadow, method_label, route_template
 
 log = logging.getLogger("pefm.function")
 PROCESS_STARTED = time.time()
@@ -169,7 +169,7 @@ class ServiceFunction:
             return  # a rollout's signed shadow probe: not traffic this revision served
         self.metrics.observe_request(scope, status, seconds)
         if self.writer is not None and scope.get("path") not in ("/metrics",):
-            route, method = route_template(scope), scope.get("method", "")
+            route, method = route_template(scope), method_label(scope)
             row = (time.time(), self.service, self.settings.revision, route, method, status, seconds * 1000)
             self.writer.put("request_log", row)
 

@@ -28,6 +28,7 @@ from pefm.data import strict_json
 from pefm.data.validation import ValidationError
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -301,11 +302,10 @@ class HotApp:
     @property
     def app(self) -> ASGIApp:
         if self._app is None:
-            from starlette.applications import Starlette
             from starlette.routing import Route
 
             hot = [Route(r.path, RawEndpoint(handler), methods=[r.method]) for r, handler in self._hot.values()]
-            self._app = Starlette(routes=[*hot, *self._routes()], exception_handlers=EXCEPTION_HANDLERS)
+            self._app = json_app([*hot, *self._routes()])
         return self._app
 
     def hot(self, scope: dict) -> RawHandler | None:
@@ -359,13 +359,18 @@ class RawEndpoint:
 def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None = None) -> ASGIApp:
     """Wrap an ASGI app so that no exception escapes (a JSON 500 is sent if nothing was yet) and
     ``on_request(scope, status, seconds)`` sees every HTTP request. A ``HotApp``'s hot routes are
-    called straight, with no send wrapped per request to learn the status."""
+    called straight, with no send wrapped per request to learn the status.
+
+    The seconds are the service's own: from the request's arrival, or from the moment its body
+    had all arrived when it was read. A client sending its body slowly (on purpose or over a slow
+    link) does not make the revision look slow, which a rollout's latency check would hold
+    against it."""
     hot = app.hot if isinstance(app, HotApp) else None
 
     def observe(scope: dict, status: int, started: float) -> None:
         if on_request is not None:
             try:
-                on_request(scope, status, time.perf_counter() - started)
+                on_request(scope, status, time.perf_counter() - scope.get(_BODY_AT, started))
             except Exception:
                 log.exception("request observer failed")
 
@@ -375,6 +380,7 @@ def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None
             return
         started = time.perf_counter()
         status = 500
+        receive = _timing_body(scope, receive)
         if hot is not None and (handler := hot(scope)) is not None:
             try:
                 status = await handler(scope, receive, send)
@@ -414,6 +420,21 @@ def guard(app: ASGIApp, *, on_request: Callable[[dict, int, float], None] | None
     return guarded
 
 
+_BODY_AT = "pefm.body_received"  # set in a request's scope when the last of its body arrived
+
+
+def _timing_body(scope: dict, receive: Callable) -> Callable:
+    """``receive``, noting in ``scope`` the moment the request's body has all arrived."""
+
+    async def timed() -> dict:
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body"):
+            scope[_BODY_AT] = time.perf_counter()
+        return message
+
+    return timed
+
+
 def parse_cloudevent(request: Request, body: bytes, types: set[str]):
     """The CloudEvent in a request (binary or structured mode), its data left raw; ApiError 400 when
     it is malformed, 422 when its type is not one of ``types``."""
@@ -427,6 +448,9 @@ def parse_cloudevent(request: Request, body: bytes, types: set[str]):
                 raise ApiError(
                     400, "malformed CloudEvent", [{"field": attribute, "message": "required: a string attribute"}]
                 )
+        for attribute in ("datacontenttype", "dataschema", "subject", "time"):  # optional, but strings
+            if envelope.get(attribute) is not None and not isinstance(envelope[attribute], str):
+                raise ApiError(400, "malformed CloudEvent", [{"field": attribute, "message": "expected a string"}])
     try:
         event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
     except GenericException as exc:
@@ -484,6 +508,16 @@ def route_template(scope: dict) -> str:
     """The matched route's path template (bounded label values), or 'unmatched'."""
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
+
+
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
+
+
+def method_label(scope: dict) -> str:
+    """The request's method as metrics and the request log record it: HTTP's own methods, and
+    any other as 'OTHER' (a client may send any token as its method: each a new series, unbounded)."""
+    method = scope.get("method", "")
+    return method if method in _METHODS else "OTHER"
 
 
 def service_routes(metrics: Callable[[Request], Awaitable[Response]], openapi: dict) -> list:
@@ -547,3 +581,14 @@ def internal_error(scope: dict, method: str, path: str, exc: Exception) -> Respo
 
 
 EXCEPTION_HANDLERS = {404: _not_found, 405: _not_allowed, Exception: _internal_error}
+
+
+def json_app(routes: list) -> Starlette:
+    """A Starlette app of ``routes`` whose errors are JSON. No redirects to a path with or without
+    its trailing slash: Starlette's would be a 307 without a body, to the host the client named in
+    its Host header (behind the router: the replica's own address); such a path is a JSON 404."""
+    from starlette.applications import Starlette
+
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app.router.redirect_slashes = False
+    return app

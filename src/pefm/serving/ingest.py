@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.data.calendars import calendar_names
-from pefm.data.fields import SERIES_ID, parse_timestamp
+from pefm.data.fields import CONTROL_CHARS, SERIES_ID, parse_timestamp
 from pefm.data.fred_csv import parse_fred_csv
 from pefm.data.frequency import Frequency, parse_frequency
 from pefm.data.json_payload import (
@@ -81,7 +80,6 @@ _SERIES_FIELDS = {
 STREAM_ROWS = 1000
 """Writes of at most this many rows are group-committed with the others that arrive with them;
 larger ones (CSV uploads) are written on their own, by COPY."""
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are fine in a description
 
 
 class IngestService:
@@ -274,7 +272,7 @@ class IngestService:
 
     async def get_series(self, request: Request) -> Response:
         series_id = request.path_params["series_id"]
-        meta = await in_database(self._get, series_id)
+        meta = await in_database(self._get, series_id) if SERIES_ID.match(series_id) else None
         if meta is None:
             raise ApiError(404, f"unknown series {series_id!r}")
         return json_response({**vars(meta), "frequency": meta.frequency.value})
@@ -395,7 +393,7 @@ def _series_meta(body: bytes, series_id: str) -> SeriesMeta:
             issues.append(Issue(field=key, message="expected a string"))
         elif len(data[key]) > _SERIES_FIELDS[key]:
             issues.append(Issue(field=key, message=f"longer than {_SERIES_FIELDS[key]} characters"))
-        elif _CONTROL.search(data[key]):
+        elif CONTROL_CHARS.search(data[key]):
             issues.append(Issue(field=key, message="contains a control character"))
     if not str(data.get("name") or "").strip():
         issues.append(Issue(field="name", message="required"))
@@ -404,7 +402,8 @@ def _series_meta(body: bytes, series_id: str) -> SeriesMeta:
         frequency = parse_frequency(str(data.get("frequency", "")))
     except ValueError as exc:
         issues.append(Issue(field="frequency", message=str(exc)))
-    if data.get("transform", "none") not in TRANSFORMS:
+    transform = data.get("transform", "none")  # a string, or said above
+    if isinstance(transform, str) and transform not in TRANSFORMS:
         issues.append(Issue(field="transform", message=f"expected one of {sorted(TRANSFORMS)}"))
     if calendar := data.get("calendar"):
         if frequency is not Frequency.BUSINESS_DAILY:

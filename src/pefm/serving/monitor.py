@@ -25,10 +25,10 @@ from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.serving.http import (
-    EXCEPTION_HANDLERS,
     ApiError,
     handled,
     in_database,
+    json_app,
     json_response,
     parse_cloudevent,
     read_body,
@@ -59,15 +59,18 @@ class MonitorService:
         self.breach = Gauge("pefm_drift_breach", "1 when the latest check was a policy breach", registry=registry)
 
     async def check(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
-        if "ce-type" in request.headers or request.headers.get("content-type", "").startswith(
+        # who may ask is decided by the headers, before the body is read: a caller without the
+        # token does not get to hold a connection and a buffer of up to the body limit
+        event = "ce-type" in request.headers or request.headers.get("content-type", "").startswith(
             "application/cloudevents"
-        ):
-            if not self.settings.unauthenticated_events:
-                require_bearer(request, self.settings.event_token, "CloudEvent deliveries")
-            parse_cloudevent(request, body, EVENT_TYPES)
-        else:
+        )
+        if not event:
             require_bearer(request, self.settings.admin_token, "drift checks")
+        elif not self.settings.unauthenticated_events:
+            require_bearer(request, self.settings.event_token, "CloudEvent deliveries")
+        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+        if event:
+            parse_cloudevent(request, body, EVENT_TYPES)
         report = await in_database(self._run)
         return json_response(_summary(report))
 
@@ -138,4 +141,4 @@ def create_monitor_app(settings: Settings, db: Database, metrics: ServiceMetrics
         Route("/v1/drift/reports/{id:int}", handled(service.report), methods=["GET"]),
         *service_routes(metrics.endpoint, openapi),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    return json_app(routes)

@@ -16,7 +16,7 @@ from bisect import bisect_left
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from pefm.serving.http import route_template
+from pefm.serving.http import method_label, route_template
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -60,7 +60,7 @@ class ServiceMetrics:
         """One request served: counted, and its latency in the histogram's buckets (plain numbers
         here, bounded by routes x methods x codes: a prometheus-client counter's inc and a
         histogram's observe, each through its own lock, cost a request four times as much)."""
-        key = (route_template(scope), scope.get("method", ""), status)
+        key = (route_template(scope), method_label(scope), status)
         if (served := self._served.get(key)) is None:
             latencies = self._latencies.setdefault(key[:2], [0.0, [0] * (len(LATENCY_BUCKETS) + 1)])
             served = self._served[key] = [0, latencies]
