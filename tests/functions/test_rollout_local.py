@@ -373,6 +373,11 @@ def test_rollout_api_needs_the_admin_token_and_drives_manual_operations(stack, a
         assert ghost.status_code == 422 and ghost.json()["details"] == [
             {"field": "green_revision", "message": "inference has no revision 'ghost-rev'"}
         ]
+        # nor does a model version the registry never held (the rollout could never end)
+        typo = client.post("/v1/rollouts", json={**body, "model_version": "ar-typo"}, headers=auth)
+        assert typo.status_code == 422 and typo.json()["details"] == [
+            {"field": "model_version", "message": "no model version 'ar-typo' in the registry"}
+        ]
         created = client.post("/v1/rollouts", json=body, headers=auth)
         assert created.status_code == 201, created.text
         rollout_id = created.json()["id"]

@@ -164,3 +164,34 @@ def test_a_rollouts_end_settles_the_registry(loaded):
     assert settle_rollout(loaded, candidate=None, previous=blue.id, succeeded=True, reason="x").startswith(
         "registry unchanged"
     )
+
+
+def test_a_rollback_restores_every_version_the_candidate_replaced_and_only_those(loaded):
+    """A bundle replacing two serving versions, rolled back: both serve again (only blue's did, and
+    a series was left without a model). A version someone promoted by hand meanwhile stands, and a
+    model version the registry never held changes nothing, so the rollout can still end."""
+    from pefm.forecasting.registry import serving_version, settle_rollout
+
+    macro, _ = train(loaded, "naive", ["realgdp"], spec=None)
+    other, _ = train(loaded, "mean", ["unemp"], spec=None)
+    bundle, _ = train(loaded, "drift", ["realgdp", "unemp"], spec=None)
+    promote(loaded, macro.id)
+    promote(loaded, other.id)
+    settle_rollout(loaded, candidate=bundle.id, previous=macro.id, succeeded=True, reason="passed")
+    said = settle_rollout(loaded, candidate=bundle.id, previous=macro.id, succeeded=False, reason="rolled back")
+    assert (
+        said
+        == f"registry: {', '.join(f'{v} serving again' for v in sorted([macro.id, other.id]))}, {bundle.id} rejected"
+    )
+    assert serving_version(loaded, ["unemp"]).id == other.id and serving_version(loaded, ["realgdp"]).id == macro.id
+
+    later, _ = train(loaded, "naive", ["realgdp", "unemp"], spec=None)
+    settle_rollout(loaded, candidate=later.id, previous=macro.id, succeeded=True, reason="passed")
+    by_hand, _ = train(loaded, "mean", ["realgdp", "unemp"], spec=None)
+    promote(loaded, by_hand.id)  # an operator's promotion after the rollout succeeded
+    said = settle_rollout(loaded, candidate=later.id, previous=macro.id, succeeded=False, reason="rolled back")
+    assert said == f"registry: {later.id} rejected" and serving_version(loaded).id == by_hand.id
+
+    for succeeded in (True, False):
+        said = settle_rollout(loaded, candidate="ar-typo", previous=by_hand.id, succeeded=succeeded, reason="x")
+        assert said == "registry unchanged: green's model version ar-typo is not in the registry"

@@ -147,6 +147,10 @@ def serving_version(conn: psycopg.Connection, series_ids: list[str] | None = Non
     return table.serving_for(conn, series_ids)
 
 
+REPLACED_BY = "replaced by "
+"""How a retired version's status reason begins when a promotion retired it (then the id)."""
+
+
 def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None) -> list[str]:
     """Make a version the serving model of its series; return the versions it retired."""
     with conn.transaction():
@@ -155,7 +159,7 @@ def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None
         retired = []
         for other in table.list_versions(conn, status="serving"):
             if other.id != version.id and set(other.series_ids) & set(version.series_ids):
-                table.set_status(conn, other.id, "retired", f"replaced by {version.id}")
+                table.set_status(conn, other.id, "retired", f"{REPLACED_BY}{version.id}")
                 retired.append(other.id)
         table.set_status(conn, version.id, "serving", reason)
     return retired
@@ -175,18 +179,32 @@ def settle_rollout(
 ) -> str:
     """The registry's side of a finished rollout, in the caller's transaction (the one that writes
     the rollout's terminal state): on success ``candidate`` serves and what it replaces retires; on
-    a rollback or failure ``previous`` (blue's version) serves again if the candidate had already
-    replaced it, and the candidate is rejected with ``reason``. Returns what changed, in words."""
+    a rollback or failure every version the candidate replaced (``previous``, blue's, and any other
+    serving version sharing a series with it) serves again, and the candidate is rejected with
+    ``reason``; a version retired for another reason, or while the candidate no longer serves,
+    stays retired. Returns what changed, in words.
+    A version not in the registry (a revision's environment naming one that never was) changes
+    nothing, so that the rollout still ends."""
     if candidate is None:
         return "registry unchanged: green's model version is unknown"
+    if not table.version_exists(conn, candidate):
+        return f"registry unchanged: green's model version {candidate} is not in the registry"
     if succeeded:
         retired = promote(conn, candidate, f"promoted by a rollout: {reason}")
         return f"registry: {candidate} serving" + (f", {', '.join(retired)} retired" if retired else "")
     if candidate == previous:
         return f"registry unchanged: green served {candidate}, the serving version"
     changes = []
-    if previous is not None and table.get_version(conn, previous).status != "serving":
-        promote(conn, previous, f"restored by a rollback: {reason}")
-        changes.append(f"{previous} serving again")
+    replaced = [  # none unless the candidate still serves: a later promotion stands
+        version_id
+        for (version_id,) in conn.execute(
+            """SELECT id FROM model_versions WHERE status = 'retired' AND status_reason = %s
+                 AND EXISTS (SELECT 1 FROM model_versions WHERE id = %s AND status = 'serving') ORDER BY id""",
+            (f"{REPLACED_BY}{candidate}", candidate),
+        )
+    ]
+    for version_id in replaced:  # blue's among them, when the candidate had replaced it
+        promote(conn, version_id, f"restored by a rollback: {reason}")
+        changes.append(f"{version_id} serving again")
     table.set_status(conn, candidate, "rejected", reason)
     return "registry: " + ", ".join([*changes, f"{candidate} rejected"])

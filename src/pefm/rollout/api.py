@@ -151,7 +151,7 @@ def create_rollout_app(
         except RolloutConflict as exc:
             raise ApiError(409, str(exc), extra={"active_rollout": exc.active_id}) from None
         except UnknownRevision as exc:
-            raise ApiError(422, "invalid rollout", [{"field": "green_revision", "message": str(exc)}]) from None
+            raise ApiError(422, "invalid rollout", [{"field": exc.field, "message": str(exc)}]) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
         return json_response(await in_database(rollout_json, controller, rollout_id), 201)

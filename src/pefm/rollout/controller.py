@@ -34,6 +34,7 @@ from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
 from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.store import LOCK, Rollout, RolloutError, is_newest, read_rollout, record_event
 from pefm.storage.database import Database, LockBusy
+from pefm.storage.model_versions import version_exists
 
 __all__ = ["Rollout", "RolloutBusy", "RolloutConflict", "RolloutController", "RolloutError"]
 log = logging.getLogger(__name__)
@@ -53,7 +54,12 @@ class RolloutBusy(RolloutError):
 
 
 class UnknownRevision(RolloutError):
-    """The revision a rollout would move traffic to is not one of the service's."""
+    """The revision a rollout would move traffic to is not one of the service's, or the model
+    version named for it is not in the registry; ``field`` says which."""
+
+    def __init__(self, message: str, field: str = "green_revision"):
+        super().__init__(message)
+        self.field = field
 
 
 class RolloutController:
@@ -89,6 +95,11 @@ class RolloutController:
             raise RolloutError(f"{green_revision} is already serving {service}")
         if not self.router.has_revision(service, green_revision):  # it would wait for it, holding the service
             raise UnknownRevision(f"{service} has no revision {green_revision!r}")
+        if green_model_version is not None:  # named by the caller: a typo would hold the service for good
+            with self.db.connection() as conn:
+                known = version_exists(conn, green_model_version)
+            if not known:
+                raise UnknownRevision(f"no model version {green_model_version!r} in the registry", "model_version")
         green_model_version = green_model_version or self.router.revision_model_version(service, green_revision)
         blue_model_version = self.router.revision_model_version(service, blue)
         with self.db.connection() as conn, conn.transaction():

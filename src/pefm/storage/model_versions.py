@@ -94,6 +94,10 @@ def get_version(conn: psycopg.Connection, version_id: str) -> ModelVersion:
     return ModelVersion(**row)
 
 
+def version_exists(conn: psycopg.Connection, version_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM model_versions WHERE id = %s", (version_id,)).fetchone() is not None
+
+
 def list_versions(conn: psycopg.Connection, *, status: str | None = None) -> list[ModelVersion]:
     """Versions, newest first, optionally of one status."""
     with conn.cursor(row_factory=dict_row) as cur:
