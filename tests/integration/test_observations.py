@@ -1,3 +1,5 @@
+import threading
+import time
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -12,7 +14,7 @@ from pefm.storage.observations import (
     read_series,
     write_observations,
 )
-from pefm.storage.series import SeriesMeta, get_series, list_series, upsert_series
+from pefm.storage.series import SeriesInUseError, SeriesMeta, get_series, list_series, upsert_series
 
 GDP = SeriesMeta(id="gdp", name="GDP", frequency=Frequency.QUARTERLY, unit="bn")
 V1 = datetime(2020, 4, 30, tzinfo=UTC)
@@ -38,6 +40,31 @@ def test_series_metadata_upsert_creates_then_updates(conn, gdp):
     assert get_series(conn, "gdp").unit == "trn"
     assert [s.id for s in list_series(conn)] == ["gdp"]
     assert get_series(conn, "nope") is None
+
+
+def test_a_frequency_change_racing_the_first_observations_is_refused(db, gdp):
+    """A PUT waiting for the row a first write holds saw, once it had the row, the snapshot from
+    before the write committed: it changed the frequency of a series that had data by then."""
+    changed = SeriesMeta(**{**gdp.__dict__, "frequency": Frequency.MONTHLY})
+    outcome: list[object] = []
+    with db.connection() as writer, db.connection() as other:
+        with writer.transaction():
+            write_observations(writer, obs("gdp", {"2020-01-01": 1.0}), vintage=V1)  # holds gdp FOR SHARE
+
+            def change() -> None:
+                try:
+                    outcome.append(upsert_series(other, changed))
+                except SeriesInUseError as exc:
+                    outcome.append(exc)
+
+            racing = threading.Thread(target=change)
+            racing.start()
+            time.sleep(0.5)  # long enough to be waiting for the row
+            assert outcome == [] and racing.is_alive()
+        racing.join(10)  # the writer committed
+    assert len(outcome) == 1 and isinstance(outcome[0], SeriesInUseError), outcome
+    with db.connection() as conn:
+        assert get_series(conn, "gdp").frequency is Frequency.QUARTERLY
 
 
 def test_a_revision_is_a_new_vintage_and_as_of_reads_see_the_old_value_before_it(conn, gdp):

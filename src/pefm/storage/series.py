@@ -47,12 +47,17 @@ def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
     """Create or update a series' metadata; True when it was created. SeriesInUseError when the
     change would reinterpret stored observations (a new frequency or transform)."""
     with conn.transaction():
-        stored = conn.execute(
-            """SELECT frequency, transform, EXISTS (SELECT 1 FROM all_observations WHERE series_id = %s)
-               FROM series WHERE id = %s FOR UPDATE""",
-            (meta.id, meta.id),
-        ).fetchone()
-        if stored is not None and stored[2]:  # it has observations
+        stored = _locked(conn, meta.id)
+        if stored is None:  # a new series; or one created meanwhile, then locked and checked as any other
+            if _insert(conn, meta, "ON CONFLICT (id) DO NOTHING RETURNING true"):
+                return True
+            stored = _locked(conn, meta.id)
+        # With the row locked no observation write for it is in flight (writers hold it FOR SHARE),
+        # and this statement, begun after the lock was granted, sees every one that committed.
+        has_data = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM all_observations WHERE series_id = %s)", (meta.id,)
+        ).fetchone()[0]
+        if has_data:
             pairs = (("frequency", stored[0], meta.frequency.value), ("transform", stored[1], meta.transform))
             if changed := [name for name, old, new in pairs if old != new]:
                 raise SeriesInUseError(
@@ -63,12 +68,17 @@ def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
         return _upsert(conn, meta)
 
 
+def _locked(conn: psycopg.Connection, series_id: str) -> tuple[str, str] | None:
+    """The series' frequency and transform, its row locked FOR UPDATE; None when there is none."""
+    return conn.execute("SELECT frequency, transform FROM series WHERE id = %s FOR UPDATE", (series_id,)).fetchone()
+
+
 def _upsert(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
-    row = conn.execute(
-        f"""INSERT INTO series ({_COLUMNS})
-            VALUES (%(id)s, %(name)s, %(frequency)s, %(unit)s, %(transform)s, %(source)s,
-                    %(description)s, %(calendar)s)
-            ON CONFLICT (id) DO UPDATE SET
+    return bool(
+        _insert(
+            conn,
+            meta,
+            """ON CONFLICT (id) DO UPDATE SET
                 name = EXCLUDED.name, frequency = EXCLUDED.frequency, unit = EXCLUDED.unit,
                 transform = EXCLUDED.transform, source = EXCLUDED.source,
                 description = EXCLUDED.description, calendar = EXCLUDED.calendar,
@@ -79,10 +89,21 @@ def _upsert(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
                                         EXCLUDED.source, EXCLUDED.description, EXCLUDED.calendar)
                                   THEN now() ELSE series.updated_at END
             RETURNING (xmax = 0) AS created""",
+        )
+    )
+
+
+def _insert(conn: psycopg.Connection, meta: SeriesMeta, conflict: str) -> bool | None:
+    """INSERT the series with ``conflict`` (its ON CONFLICT and RETURNING clauses): the value
+    returned, None when no row was."""
+    row = conn.execute(
+        f"""INSERT INTO series ({_COLUMNS})
+            VALUES (%(id)s, %(name)s, %(frequency)s, %(unit)s, %(transform)s, %(source)s,
+                    %(description)s, %(calendar)s)
+            {conflict}""",
         {**asdict(meta), "frequency": meta.frequency.value},
     ).fetchone()
-    assert row is not None
-    return bool(row[0])
+    return None if row is None else row[0]
 
 
 def get_series(conn: psycopg.Connection, series_id: str) -> SeriesMeta | None:
