@@ -147,6 +147,15 @@ INGEST_CASES = [
     ),
     ("a NUL in a name", "PUT", "/v1/series/hostile", JSON, b'{"name":"a\\u0000b","frequency":"Q"}', 422, "name"),
     (
+        "a lone surrogate in a name",
+        "PUT",
+        "/v1/series/hostile",
+        JSON,
+        b'{"name":"GDP \\ud800","frequency":"Q"}',
+        400,
+        "body",
+    ),
+    (
         "a list for a transform",
         "PUT",
         "/v1/series/hostile",

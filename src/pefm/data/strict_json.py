@@ -3,7 +3,8 @@
 The standard parser takes what JSON allows and more, and some of it breaks code further on: NaN
 and Infinity, integers of thousands of digits (``math.isfinite`` and ``float`` overflow on them),
 numbers beyond a double (1e400 becomes inf), duplicate keys (the last silently wins), nesting deep
-enough to exhaust the recursion limit. ``loads`` refuses each with a ValidationError naming the
+enough to exhaust the recursion limit, a ``\\ud800`` escape that leaves a lone surrogate (no text
+can be encoded from it: the database refuses it). ``loads`` refuses each with a ValidationError naming the
 body, so a caller answers 400 with a reason rather than a 500 from an exception further on.
 """
 
@@ -42,6 +43,8 @@ def loads(raw: bytes | str) -> Any:
         raise _malformed(str(exc)) from None
     if _too_deep(data):
         raise _malformed(f"nested deeper than {MAX_DEPTH} levels")
+    if ("\\u" in raw if isinstance(raw, str) else b"\\u" in raw) and _lone_surrogate(data):
+        raise _malformed("a \\u escape that is a lone surrogate: not text")
     return data
 
 
@@ -74,6 +77,25 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
         raise _Refused(f"duplicate key {duplicate[:64]!r}")
     return data
+
+
+def _lone_surrogate(data: Any) -> bool:
+    """Whether any string in ``data``, key or value, holds a lone surrogate (only a ``\\u`` escape
+    can make one: decoded bytes cannot)."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _too_deep(data: Any) -> bool:
