@@ -67,6 +67,20 @@ def test_a_frequency_change_racing_the_first_observations_is_refused(db, gdp):
         assert get_series(conn, "gdp").frequency is Frequency.QUARTERLY
 
 
+def test_a_write_slower_to_its_lock_gets_the_later_vintage(db, gdp):
+    """Two writes of one observation without a vintage: the one whose transaction began first but
+    reached the series' lock last commits last, and must be the latest value (with the
+    transaction's start as its vintage it was hidden behind the other, and rewrote the past)."""
+    with db.connection() as slow, db.connection() as fast:
+        with slow.transaction():
+            slow.execute("SELECT 1")  # its transaction has begun (parsing a large upload, say)
+            time.sleep(0.05)
+            write_observations(fast, obs("gdp", {"2020-01-01": 2.0}))
+            write_observations(slow, obs("gdp", {"2020-01-01": 3.0}))
+        latest = read_series(slow, "gdp")
+    assert latest.loc["2020-01-01"] == 3.0
+
+
 def test_a_revision_is_a_new_vintage_and_as_of_reads_see_the_old_value_before_it(conn, gdp):
     first = write_observations(conn, obs("gdp", {"2020-01-01": 100.0, "2019-10-01": 99.0}), vintage=V1)
     assert (first.inserted, first.revised, first.unchanged, first.vintage) == (2, 0, 0, V1)

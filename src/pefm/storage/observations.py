@@ -93,7 +93,8 @@ def write_observations(
     """Merge ``frame`` (columns ``series_id``, ``ts``, ``value``, optionally ``vintage``) into
     observations in one transaction, as described in the module docstring.
 
-    Without a ``vintage`` column every row gets ``vintage`` (default: the transaction's now()).
+    Without a ``vintage`` column every row gets ``vintage`` (default: the moment the series' locks
+    were granted).
     Raises UnknownSeriesError or VintageConflictError and writes nothing in that case.
     """
     if frame.empty:
@@ -180,8 +181,8 @@ def _merge(conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: list[s
 
 @dataclass(frozen=True)
 class Event:
-    """One small write (a streamed event): its rows, its vintage (None: the commit's now()) and
-    where it came from."""
+    """One small write (a streamed event): its rows, its vintage (None: the moment its group's locks
+    were granted) and where it came from."""
 
     series_ids: Sequence[str]
     stamps: Sequence[datetime]
@@ -195,8 +196,9 @@ class Event:
 # (one index probe per row: the group is small; no temp table), an event with a conflicting row
 # left out whole, the rest inserted where they change data, the changed series announced.
 _MERGE_EVENTS = f"""
-    WITH i AS (
-        SELECT i.*, coalesce(i.given, now()) AS vintage
+    WITH at AS MATERIALIZED (SELECT clock_timestamp() AS now),
+    i AS (
+        SELECT i.*, coalesce(i.given, (SELECT now FROM at)) AS vintage
         FROM unnest(%(k)s::int[], %(sid)s::text[], %(ts)s::timestamptz[], %(given)s::timestamptz[],
                     %(value)s::float8[], %(source)s::text[], %(intraday)s::bool[])
              AS i (k, series_id, ts, given, value, source, intraday)),
@@ -228,7 +230,7 @@ _MERGE_EVENTS = f"""
         FROM (SELECT jsonb_build_object('series', array_agg(DISTINCT series_id ORDER BY series_id))::text AS p
               FROM (SELECT series_id FROM ins UNION ALL SELECT series_id FROM ins_intraday) changed
               HAVING count(*) > 0) changed)
-    SELECT k, series_id, ts, vintage, value, known_value, known_vintage, now(),
+    SELECT k, series_id, ts, vintage, value, known_value, known_vintage, (SELECT now FROM at),
            (SELECT count(*) FROM announced)
     FROM c ORDER BY k
 """
@@ -428,6 +430,9 @@ def _as_utc(moment: datetime | pd.Timestamp | str) -> datetime:
 
 
 def _now(conn: psycopg.Connection) -> datetime:
-    row = conn.execute("SELECT now()").fetchone()
+    """The moment itself, not the transaction's start: taken once the series' locks are held, so
+    that a write's vintage follows every vintage written before it (a transaction begun earlier,
+    but slower to the lock, would otherwise commit an older vintage after a newer one)."""
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
     assert row is not None
     return row[0].astimezone(UTC)
