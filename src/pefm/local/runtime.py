@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -131,12 +132,14 @@ def stop_revision(pids: list[int | None], revision: str, timeout: float = 10.0) 
     after ``timeout``); whether any was running."""
     alive = [pid for pid in pids if revision_alive(pid, revision)]
     for pid in alive:
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may end on its own meanwhile
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while running := [pid for pid in alive if revision_alive(pid, revision)]:
         if time.monotonic() > deadline:
             for pid in running:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     return bool(alive)

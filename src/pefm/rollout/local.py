@@ -63,12 +63,14 @@ class LocalRouter:
             return conn.execute(query, (service, revision)).fetchone() is not None
 
     def retire(self, service: str, revision: str) -> bool:
-        """Stop the revision's replicas (whoever started them) and forget it."""
+        """Stop the revision's replicas (whoever started them), then forget it: forgotten first, a
+        replica left running by a failure on the way would be known to nobody."""
         with self.db.connection() as conn:
-            row = conn.execute(
-                "DELETE FROM local_revisions WHERE service = %s AND revision = %s RETURNING pids", (service, revision)
-            ).fetchone()
+            query = "SELECT pids FROM local_revisions WHERE service = %s AND revision = %s"
+            row = conn.execute(query, (service, revision)).fetchone()
         stopped = row is not None and stop_revision(row[0], revision)
+        with self.db.connection() as conn:
+            conn.execute("DELETE FROM local_revisions WHERE service = %s AND revision = %s", (service, revision))
         if row is not None:
             log.info("retired revision %s of %s%s", revision, service, "" if stopped else " (was not running)")
         return stopped
