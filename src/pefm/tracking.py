@@ -20,7 +20,8 @@ number of times (it only adds what is missing and moves what changed):
   rollout moves traffic to; both move (or go) with the registry's transitions: promotions,
   rollbacks, rejections.
 
-Nothing is read back from MLflow: a run deleted there is made again at the next sync. The
+Nothing is read back from MLflow: a run deleted there is made again at the next sync, and so is
+one a failed sync left unfinished (a run is finished last, once its artifacts are logged). The
 registry announces every change on PostgreSQL's channel ``pefm_registry`` when it commits
 (migration 0013: versions registered, status and gate report changes, rollouts started and
 ended, whoever made them: training, retraining, the local controller, Flagger's webhooks); a
@@ -73,11 +74,14 @@ def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    runs = {
-        run.data.tags["pefm.version_id"]: run
-        for run in client.search_runs([experiment_id], max_results=50_000)
-        if "pefm.version_id" in run.data.tags
-    }
+    runs = {}
+    for run in client.search_runs([experiment_id], max_results=50_000):
+        if "pefm.version_id" not in run.data.tags:
+            continue
+        if run.info.status == "FINISHED":
+            runs[run.data.tags["pefm.version_id"]] = run
+        else:  # a sync that failed part-way through logging it (set_terminated comes last): again
+            client.delete_run(run.info.run_id)
     if not client.search_registered_models(filter_string=f"name = '{MODEL}'"):
         client.create_registered_model(MODEL, description="PEFM's registry, mirrored (pefm.tracking)")
     mirrored = {mv.tags.get("pefm.version_id"): mv for mv in client.search_model_versions(f"name = '{MODEL}'")}
@@ -93,6 +97,9 @@ def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
         if tags.get("pefm.status") != version.status:
             client.set_tag(run_id, "pefm.status", version.status)
         mv = mirrored.get(version.id)
+        if mv is not None and mv.run_id != run_id:  # made for a run that was logged again since
+            client.delete_model_version(MODEL, mv.version)
+            mv = None
         if mv is None:
             mv = client.create_model_version(
                 MODEL,

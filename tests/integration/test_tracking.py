@@ -146,6 +146,34 @@ def test_runs_versions_and_aliases_follow_promotions_and_rollbacks(conn, schema_
     assert statuses == {first.id: "retired", second.id: "rejected", third.id: "serving"}
 
 
+def test_a_run_a_failed_sync_left_unfinished_is_logged_again(conn, mlflow_uri, tmp_path):
+    """A sync that failed after creating a version's run (its artifacts, say) left it RUNNING and
+    empty; the next sync took it for mirrored and registered a model version on it, for good."""
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    load_bundled(conn, bundled(["unemp"]))
+    version, _ = train(conn, "naive", ["unemp"], spec=None)
+    conn.commit()
+    experiment = client.get_experiment_by_name("pefm")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("pefm")
+    partial = client.create_run(experiment_id, tags={"pefm.version_id": version.id}).info.run_id
+    report = sync(conn, mlflow_uri)
+    assert version.id in report.runs_created and version.id in report.versions_created
+    assert client.get_run(partial).info.lifecycle_stage == "deleted"
+    [run] = [
+        r
+        for r in client.search_runs([experiment_id], filter_string=f"tags.`pefm.version_id` = '{version.id}'")
+        if r.info.lifecycle_stage == "active"
+    ]
+    assert run.info.status == "FINISHED" and run.info.run_id != partial
+    artifact = Path(client.download_artifacts(run.info.run_id, "model/artifact.pkl", str(tmp_path)))
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == version.artifact_sha256
+    [mirrored] = [
+        mv for mv in client.search_model_versions(f"name = '{MODEL}'") if mv.tags.get("pefm.version_id") == version.id
+    ]
+    assert mirrored.run_id == run.info.run_id
+    assert sync(conn, mlflow_uri).runs_created == []  # and once mirrored, it stays
+
+
 def test_a_backtest_that_registers_nothing_is_a_run_of_its_own(cli_env, db, mlflow_uri):
     with db.connection() as c:
         load_bundled(c, bundled(["unemp"]))
