@@ -13,7 +13,9 @@ from pefm.drift.monitor import check, due_for_retraining
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.retrain import LocalDeployer, retrain
 from pefm.forecasting.backtest import BacktestSpec
-from pefm.local.runtime import LocalRuntime
+from pefm.forecasting.registry import promote
+from pefm.forecasting.training import train
+from pefm.local.runtime import LocalRuntime, record_revision
 from pefm.rollout.controller import RolloutController
 from pefm.rollout.local import LocalRouter
 from pefm.rollout.probes import HttpProber
@@ -284,3 +286,49 @@ def test_a_crash_after_deploying_resumes_at_the_rollout_without_deploying_twice(
     with db.connection() as conn:
         pids = conn.execute("SELECT pids FROM local_revisions WHERE revision = %s", (revision,)).fetchone()[0]
     assert pids == [first_runtime.processes[revision].process.pid]
+
+
+def test_a_retrain_stands_aside_during_a_rollout_and_a_candidate_resumed_later_is_gated_again(
+    replay, runtime_and_controller
+):
+    """During a rollout a retraining would gate against a model about to change and deploy a
+    revision it could not roll out: it records why and trains nothing (no cool-down either). A
+    job resumed after the serving model changed is gated again, against the new one."""
+    db, _, serving, _, _ = replay
+    _, controller = runtime_and_controller
+    with db.connection() as conn:
+        green, _ = train(conn, "naive", serving.series_ids, spec=None)
+        record_revision(conn, "inference", "pefm-inference-busy", ["http://busy.invalid"], model_version=green.id)
+    busy = controller.start("inference", "pefm-inference-busy", RolloutSpec(), green.id)
+    with db.connection() as conn:
+        before = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]
+    aside = retrain(db, model="seasonal_naive", spec=SPEC, gate_policy=LENIENT)
+    assert aside["status"] == "skipped" and f"rollout {busy} of inference is under way" in aside["reason"]
+    with db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == before
+        steps = [r[0] for r in conn.execute("SELECT step FROM retrain_events WHERE run_id = %s", (aside["run_id"],))]
+    assert steps == ["skipped"]  # no 'start': the cool-down does not begin
+    controller.rollback(busy, "end of the busy rollout")
+
+    gated = retrain(db, model="seasonal_naive", spec=SPEC, gate_policy=LENIENT)
+    assert gated["status"] == "gates-passed"
+    assert get_version_of(db, gated["candidate"]).gate_report["serving"] == serving.id
+    with db.connection() as conn:
+        other, _ = train(conn, "naive", serving.series_ids, spec=None)
+        promote(conn, other.id)  # the serving model changes before the job goes on
+    try:
+        again = retrain(db, model="seasonal_naive", spec=SPEC, gate_policy=LENIENT)
+        assert again["resumed"] and again["candidate"] == gated["candidate"]
+        assert get_version_of(db, gated["candidate"]).gate_report["serving"] == other.id
+        with db.connection() as conn:
+            query = "SELECT step FROM retrain_events WHERE run_id = %s ORDER BY id"
+            steps = [r[0] for r in conn.execute(query, (again["run_id"],))]
+        assert steps[:3] == ["start", "resume", "regate"]
+    finally:
+        with db.connection() as conn:
+            promote(conn, serving.id)
+
+
+def get_version_of(db, version_id):
+    with db.connection() as conn:
+        return get_version(conn, version_id)

@@ -54,3 +54,42 @@ def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
     assert later["series"]["realgdp"]["prediction"]["score"] != first["series"]["realgdp"]["prediction"]["score"]
     stored = conn.execute("SELECT count(DISTINCT data_sha256), count(*) FROM drift_reports").fetchone()
     assert stored == (2, 3)
+
+
+def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn):
+    """A check of some series only, or one that had to leave a series out (a value its log
+    transform refuses), is reported but not counted: the streak is of checks of the whole model
+    (a subset's check made the next full one a breach on data it had already seen). The report
+    prints, accuracy signals (no threshold: a permutation test) and all."""
+    from pefm.cli.drift import _print
+
+    items = bundled(SERIES)
+    full = {b.meta.id: b.load() for b in items}
+    load_bundled(conn, items)
+    conn.execute("DELETE FROM observations WHERE ts >= '2007-01-01'")
+    conn.commit()
+    version, _ = train(conn, "ar", SERIES, spec=BacktestSpec(h=1, windows=12), as_of=datetime.now(UTC))
+    promote(conn, version.id)
+    conn.commit()
+    eager = replace(DriftPolicy.load(), alpha=0.99, simulations=500, consecutive=2)
+    for quarter in ("2007-01-01", "2007-04-01", "2007-07-01", "2007-10-01"):
+        ts = pd.Timestamp(quarter)
+        rows = pd.DataFrame([{"series_id": s, "ts": ts, "value": float(full[s].loc[ts])} for s in SERIES])
+        write_observations(conn, rows, vintage=ts + pd.offsets.QuarterBegin(startingMonth=1))
+        conn.commit()
+    some = check(conn, eager, series=["realgdp"])
+    assert some["drifted_series"] == ["realgdp"] and not some["breach"]
+    whole = check(conn, eager)
+    assert whole["drifted_series"] and not whole["breach"]  # the first check of the whole model
+    assert any(entry["accuracy"] for entry in whole["series"].values())
+    _print(whole)
+
+    # a zero where realgdp's log transform needs a positive value: left out, the others checked
+    bad = pd.DataFrame([{"series_id": "realgdp", "ts": pd.Timestamp("2008-01-01"), "value": 0.0}])
+    write_observations(conn, bad)
+    conn.commit()
+    partial = check(conn, eager)
+    assert set(partial["skipped"]) == {"realgdp"} and set(partial["series"]) == {"unemp", "infl"}
+    assert not partial["breach"]
+    stored = conn.execute("SELECT data_sha256 IS NULL FROM drift_reports ORDER BY id").fetchall()
+    assert [row[0] for row in stored] == [True, False, True]

@@ -97,3 +97,14 @@ def test_csv_for_an_unknown_series_is_refused_unless_told_how_to_create_it(conn,
     meta = SeriesMeta(id="gdpc1", name="Real GDP", frequency=Frequency.QUARTERLY)
     _, result = load_csv(conn, path, create=meta)
     assert result.inserted == 1
+
+
+def test_a_csv_value_the_series_transform_cannot_take_is_refused_by_line(conn, tmp_path):
+    """Ingest refused a zero for a log-transformed series; a CSV load took it, and every later
+    panel of that series (drift checks, retraining) failed on it."""
+    meta = SeriesMeta(id="gdpc1", name="Real GDP", frequency=Frequency.QUARTERLY, transform="log_diff_ann")
+    upsert_series(conn, meta)
+    with pytest.raises(ValidationError) as info:
+        load_csv(conn, write(tmp_path, "DATE,GDPC1\n2020-01-01,1\n2020-04-01,0\n"))
+    assert [(i.line, i.field) for i in info.value.details] == [(3, "value")]
+    assert row_count(conn) == 0

@@ -136,7 +136,7 @@ def _print(report: dict) -> None:
             r["feature"],
             r["method"],
             f"{r['score']:.3f}",
-            f"{r['threshold']:g}",
+            "-" if r["threshold"] is None else f"{r['threshold']:g}",  # a permutation test has none
             "[red]yes[/]" if r["drifted"] else "no",
         )
     console.print(table)

@@ -14,7 +14,7 @@ from pefm.data.bundled import BundledSeries
 from pefm.data.fields import SERIES_ID
 from pefm.data.fred_csv import ParsedSeries, parse_fred_csv
 from pefm.data.frequency import period_end
-from pefm.data.validation import ValidationError, check_frequency
+from pefm.data.validation import ValidationError, check_frequency, check_transform
 from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, write_observations
 from pefm.storage.series import SeriesMeta, get_series, upsert_series
 
@@ -71,7 +71,8 @@ def load_csv(
     """Parse a FRED-style CSV and write it as one vintage (default now) in one transaction.
 
     The series must exist, unless ``create`` gives its metadata (its id must match the header).
-    Every timestamp must be a period start of the series' frequency. On any error (raised as
+    Every timestamp must be a period start of the series' frequency, and every value one its
+    transform can take (> 0 under a log), as ingest checks them. On any error (raised as
     ValidationError or UnknownSeriesError) nothing is written."""
     parsed = parse_fred_csv(Path(path).read_bytes())
     with conn.transaction():
@@ -83,7 +84,7 @@ def load_csv(
                 raise ValueError(f"the file holds {parsed.series_id!r}, not {create.id!r}")
             upsert_series(conn, create)
             meta = create
-        _check_on_frequency(parsed, meta)
+        _check_fits(parsed, meta)
         frame = pd.DataFrame(
             {"series_id": parsed.series_id, "ts": parsed.values.index, "value": parsed.values.to_numpy()}
         )
@@ -114,11 +115,15 @@ def load_fred(
         dates = pd.DatetimeIndex(values["ts"].drop_duplicates().sort_values())
         if issues := check_frequency(dates, meta.frequency, calendar=meta.calendar):
             raise ValidationError(f"FRED's dates for {fred_id} are not {meta.frequency.label} period starts", issues)
+        if issues := check_transform(values["value"].to_numpy(), meta.transform):
+            raise ValidationError(f"FRED's values for {fred_id} do not fit the series' transform", issues)
         result = write_observations(conn, values.assign(series_id=series_id), source=f"fred:{info.get('id', fred_id)}")
     return meta, fetched, result
 
 
-def _check_on_frequency(parsed: ParsedSeries, meta: SeriesMeta) -> None:
+def _check_fits(parsed: ParsedSeries, meta: SeriesMeta) -> None:
     if issues := check_frequency(parsed.values.index, meta.frequency, lines=parsed.lines, calendar=meta.calendar):
         what = f"{meta.calendar} sessions" if meta.calendar else f"{meta.frequency.label} period starts"
         raise ValidationError(f"dates in the CSV are not {what} for {parsed.series_id!r}", issues)
+    if issues := check_transform(parsed.values.to_numpy(), meta.transform, lines=parsed.lines):
+        raise ValidationError(f"values in the CSV do not fit the transform of {parsed.series_id!r}", issues)

@@ -44,12 +44,16 @@ def monitored_version(conn: psycopg.Connection) -> ModelVersion:
 def check(
     conn: psycopg.Connection, policy: DriftPolicy, *, version_id: str | None = None, series: list[str] | None = None
 ) -> dict[str, Any]:
-    """Compute, store and return a drift report for the serving model (or ``version_id``)."""
+    """Compute, store and return a drift report for the serving model (or ``version_id``): every
+    series it forecasts, or those of ``series`` (such a check is reported, never counted towards a
+    breach: the streak is of checks of the whole model). A series whose values its transform now
+    refuses is left out, with the reason under ``skipped``, and the others are checked."""
     version = get_version(conn, version_id) if version_id else monitored_version(conn)
-    ids = [s for s in version.series_ids if not series or s in series]
     model = load_model(conn, version.id, trusted_keys(get_settings()))
-    reference_panel = load_panel(conn, version.series_ids, as_of=version.data_as_of)
-    current_panel = load_panel(conn, version.series_ids)
+    reference_panel = load_panel(conn, version.series_ids, as_of=version.data_as_of, skip_refused=True)
+    current_panel = load_panel(conn, version.series_ids, skip_refused=True)
+    skipped = {**reference_panel.attrs.get("refused", {}), **current_panel.attrs.get("refused", {})}
+    ids = [s for s in version.series_ids if (not series or s in series) and s not in skipped]
     transforms = current_panel.attrs["transforms"]
     one_step = _backtest_one_step(version)
     results, snapshots, tests = {}, {}, []
@@ -97,8 +101,9 @@ def check(
             or (entry["accuracy"] or {}).get("drifted")
         )
     drifted = [s for s, e in results.items() if e["drifted"]]
-    digest = data_sha256(current_panel[ids])
-    breach = bool(drifted) and _persisted(conn, version.id, digest, policy.consecutive)
+    whole = not series and not skipped
+    digest = data_sha256(current_panel[ids]) if whole else None  # None: not part of a streak
+    breach = whole and bool(drifted) and _persisted(conn, version.id, digest, policy.consecutive)
     row = conn.execute(
         """INSERT INTO drift_reports (model_version, data_as_of, series, drifted_series, breach, evidently,
                                       data_sha256)
@@ -115,6 +120,7 @@ def check(
         "breach": breach,
         "tests": len(tests),
         "alpha": policy.alpha,
+        "skipped": skipped,
     }
 
 
@@ -130,7 +136,7 @@ def _persisted(conn: psycopg.Connection, version_id: str, digest: str, consecuti
     for data, drifted in rows:
         if streak >= consecutive:
             break
-        if data == seen:
+        if data is None or data == seen:  # a check of some series only, or of the same data again
             continue
         if not drifted:
             return False

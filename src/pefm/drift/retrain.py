@@ -3,7 +3,9 @@
 
 By default it retrains what serves: the serving model's family, parameters, series and backtest
 spec. Single-flight: an advisory lock; a second job finds it taken and records that it stood
-aside. Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and
+aside; so does a job that finds a rollout under way (its candidate would be gated against a model
+about to change, and its revision could not be rolled out): it records why, and the cool-down
+does not start. Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and
 a hash of the data) and ``retrain_jobs`` holds its last completed step (trained, gated or
 gates-failed, deployed, rollout-started), written in the same transaction as the step's own
 database writes; a job that crashed resumes after its last completed step, and one that finished
@@ -30,6 +32,7 @@ from pefm.forecasting.models import DEFAULT_MODEL
 from pefm.forecasting.panel import default_series, load_panel
 from pefm.forecasting.registry import serving_version
 from pefm.forecasting.training import bundle_params, data_sha256, train
+from pefm.rollout.controller import UNFINISHED
 from pefm.rollout.router import knative_service, revision_name
 from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, get_version
@@ -77,6 +80,13 @@ class _Job:
 
     def run(self, model, params, spec, spec_changes: dict[str, Any], dry_run: bool, reason: str) -> dict[str, Any]:
         conn = self.conn
+        active = conn.execute(
+            f"SELECT id, service FROM rollouts WHERE {UNFINISHED} ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if active is not None:  # a job it started and crashed after is resumed once it has ended
+            why = f"rollout {active[0]} of {active[1]} is under way: retrain once it has ended"
+            _event(conn, self.run_id, "skipped", why)
+            return {"status": "skipped", "run_id": self.run_id, "reason": why}
         serving = serving_version(conn)
         family = model or (serving.family if serving else DEFAULT_MODEL)
         if family == BUNDLE:  # re-planned from the catalog: series added since join the bundle
@@ -91,7 +101,7 @@ class _Job:
         spec = replace(spec or DEFAULT_SPEC, **spec_changes)
         what = f"retraining {family} on {len(ids)} series ({spec.windows} windows, h={spec.h})"
         _event(conn, self.run_id, "start", f"{what}: {reason}")
-        digest = data_sha256(load_panel(conn, ids))
+        digest = data_sha256(load_panel(conn, ids, skip_refused=True))
         key = job_key(family, params, ids, spec, digest)
         job = _read_job(conn, key)
         if job is None and dry_run:
@@ -127,6 +137,12 @@ class _Job:
 
     def _continue(self, key, version: ModelVersion, job, serving, resumed: bool) -> dict[str, Any]:
         conn, out = self.conn, {"run_id": self.run_id, "candidate": version.id, "resumed": resumed}
+        gated_against = (version.gate_report or {}).get("serving")
+        if job["step"] in ("gated", "deployed") and gated_against != (serving.id if serving else None):
+            # gated against a model that no longer serves (a rollout ended since): gate it again
+            why = f"{version.id} was gated against {gated_against}, {serving.id if serving else 'none'} serves now"
+            _event(conn, self.run_id, "regate", why, version.id)
+            job = {**job, "step": "trained"}
         if job["step"] == "trained":
             report = gate_candidate(conn, version, serving, policy=self.gate_policy)
             step = "gated" if report["passed"] else "gates-failed"

@@ -38,7 +38,7 @@ from pefm.storage.model_versions import version_exists
 
 __all__ = ["Rollout", "RolloutBusy", "RolloutConflict", "RolloutController", "RolloutError"]
 log = logging.getLogger(__name__)
-_UNFINISHED = "phase NOT IN ('Succeeded', 'Failed', 'RolledBack')"
+UNFINISHED = "phase NOT IN ('Succeeded', 'Failed', 'RolledBack')"
 
 
 class RolloutConflict(RolloutError):
@@ -104,9 +104,7 @@ class RolloutController:
         blue_model_version = self.router.revision_model_version(service, blue)
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{LOCK}start:{service}",))
-            active = conn.execute(
-                f"SELECT id FROM rollouts WHERE service = %s AND {_UNFINISHED}", (service,)
-            ).fetchone()
+            active = conn.execute(f"SELECT id FROM rollouts WHERE service = %s AND {UNFINISHED}", (service,)).fetchone()
             if active:
                 raise RolloutConflict(f"{service} already has rollout {active[0]} in progress", active[0])
             rollout_id = conn.execute(
@@ -156,7 +154,7 @@ class RolloutController:
         """Unfinished rollouts (of ``service``), oldest first."""
         with self.db.connection() as conn:
             rows = conn.execute(
-                f"SELECT id FROM rollouts WHERE {_UNFINISHED} AND (%(s)s::text IS NULL OR service = %(s)s) ORDER BY id",
+                f"SELECT id FROM rollouts WHERE {UNFINISHED} AND (%(s)s::text IS NULL OR service = %(s)s) ORDER BY id",
                 {"s": service},
             ).fetchall()
         return [r[0] for r in rows]
@@ -169,7 +167,7 @@ class RolloutController:
             rows = conn.execute(
                 f"""SELECT id FROM rollouts r
                     WHERE engine = 'local'
-                      AND ({_UNFINISHED}
+                      AND ({UNFINISHED}
                            OR ((finalized_at IS NULL OR routed_generation < generation)
                                AND id = (SELECT max(id) FROM rollouts n WHERE n.service = r.service)))
                     ORDER BY id"""

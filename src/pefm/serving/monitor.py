@@ -82,6 +82,8 @@ class MonitorService:
         with self.db.connection() as conn:
             report = check(conn, policy)
             due, why = due_for_retraining(conn, report, policy)
+        self.detected.clear()  # the latest check's series and signals only: not an older model's
+        self.score.clear()
         for series_id, entry in report["series"].items():
             self.detected.labels(series_id).set(1.0 if entry["drifted"] else 0.0)
             for feature in entry["input"]:
