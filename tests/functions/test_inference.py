@@ -350,3 +350,37 @@ def test_a_cold_start_answers_its_first_forecast_before_importing_what_it_does_n
     assert 'pefm_requests_total{method="POST",revision=' in metrics and 'route="/v1/forecast"' in metrics
     assert f'pefm_model_info{{family="ar",model_version="{version}"' in metrics
     assert "pefm_start_to_ready_seconds{" in metrics
+
+
+def test_an_as_of_read_of_a_recent_moment_waits_for_a_write_under_way(client, module_schema):
+    """A write's vintage is stamped before it commits: an as-of read of a moment after the stamp,
+    made before the commit, missed the write and kept that answer for good (origin_forecasts)."""
+    import threading
+    from datetime import timedelta
+
+    import pandas as pd
+    import psycopg
+
+    from pefm.storage.observations import write_observations
+
+    answers = []
+    wait_for_model(client, {"series_id": "unemp", "horizon": 1, "as_of": "2001-01-01"})  # loaded and warm
+    try:
+        with psycopg.connect(module_schema) as conn:
+            with conn.transaction():
+                row = pd.DataFrame({"series_id": ["unemp"], "ts": [pd.Timestamp("2009-10-01")], "value": [12.5]})
+                stamped = write_observations(conn, row).vintage
+                time.sleep(1.2)  # the as-of moment below is in the past
+                as_of = (stamped + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                body = {"series_id": "unemp", "horizon": 1, "as_of": as_of, "space": "model"}
+                asking = threading.Thread(target=lambda: answers.append(client.post("/v1/forecast", json=body)))
+                asking.start()
+                time.sleep(2)  # ample for an answer (a warm as-of forecast takes some 0.1 s)
+                assert answers == []  # waiting for the write to commit
+            asking.join(60)
+        [answer] = answers
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["forecasts"][0]["forecast"][0]["ds"].startswith("2010-01-01")  # from the new point
+    finally:
+        with psycopg.connect(module_schema) as conn:
+            conn.execute("DELETE FROM observations WHERE series_id = 'unemp' AND ts = '2009-10-01'")

@@ -33,6 +33,7 @@ from pefm.forecasting.panel import load_panel, member_data, panel_from_json, pan
 from pefm.forecasting.training import estimator
 from pefm.serving.cache import STATE_TTL, panel_key
 from pefm.serving.http import ApiError
+from pefm.storage.observations import settled
 
 if TYPE_CHECKING:
     from pefm.serving.inference import Conditioning, ModelServer
@@ -202,6 +203,7 @@ def _panel(server: ModelServer, series_ids: list[str], as_of: datetime) -> pd.Da
         panel = panel_from_json(text)
     else:
         with server.db.connection() as conn:
+            settled(conn, series_ids)  # kept below and in the shared cache: not without a write under way
             panel = load_panel(conn, series_ids, as_of=as_of)
         if shared is not None:
             shared.set("panel", shared_key, panel_to_json(panel), STATE_TTL)

@@ -429,6 +429,18 @@ def _as_utc(moment: datetime | pd.Timestamp | str) -> datetime:
     return ts.to_pydatetime()
 
 
+def settled(conn: psycopg.Connection, series_ids: Sequence[str]) -> None:
+    """Wait until the writes of these series under way have committed. A write holds its series'
+    locks from before its vintage is stamped until it commits, so a read after this sees every
+    write whose vintage is up to now: an as-of read of a recent moment, kept for good, does not
+    miss one that was stamped but not yet committed."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended('pefm.observations:' || id, 0))"
+        " FROM unnest(%s::text[]) AS id ORDER BY id",
+        (sorted(set(series_ids)),),
+    )
+
+
 def _now(conn: psycopg.Connection) -> datetime:
     """The moment itself, not the transaction's start: taken once the series' locks are held, so
     that a write's vintage follows every vintage written before it (a transaction begun earlier,
