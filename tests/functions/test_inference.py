@@ -169,6 +169,33 @@ def test_an_as_of_forecast_is_kept_with_the_registry_and_served_from_it(client, 
     assert again["forecast"][0]["mean"] == 123.5 and again["data_as_of"] == "1995-05-01T00:00:00Z"
 
 
+def test_a_kept_as_of_forecast_gives_way_to_a_backdated_write(client, module_schema):
+    """A vintage backdated after an as-of forecast was kept changes what was known then: the kept
+    forecast was still served, for moments nobody had asked before too."""
+    import psycopg
+
+    body = {"series_id": "unemp", "horizon": 2, "as_of": "1993-06-15", "space": "model"}
+    before = wait_for_model(client, body).json()["forecasts"][0]["forecast"]
+    try:
+        with psycopg.connect(module_schema) as conn:  # as `POST /v1/observations?backdate=1` would
+            conn.execute(
+                """INSERT INTO observations (series_id, ts, vintage, value, source)
+                   VALUES ('unemp', '1990-01-01', '1992-01-01', 15.0, 'test: backdated')"""
+            )
+        after = client.post("/v1/forecast", json={**body, "as_of": "1993-06-20"}).json()["forecasts"][0]["forecast"]
+        assert after[0]["ds"] == before[0]["ds"] and after[0]["mean"] != pytest.approx(before[0]["mean"])
+        with psycopg.connect(module_schema) as conn:  # kept in place of the old one
+            kept = conn.execute(
+                """SELECT known_at::date::text, (rows->0->>'mean')::float FROM origin_forecasts
+                   WHERE series_id = 'unemp' AND cutoff = '1993-01-01' AND space = 'model'"""
+            ).fetchone()
+        assert kept[0] == "1993-06-20" and kept[1] == pytest.approx(after[0]["mean"])
+    finally:
+        with psycopg.connect(module_schema) as conn:
+            conn.execute("DELETE FROM observations WHERE source = 'test: backdated'")
+            conn.execute("DELETE FROM origin_forecasts WHERE series_id = 'unemp' AND cutoff = '1993-01-01'")
+
+
 def test_what_if_history_changes_the_forecast(client):
     base = wait_for_model(client, {"series_id": "unemp", "horizon": 2}).json()["forecasts"][0]["forecast"]
     shocked = wait_for_model(

@@ -56,7 +56,6 @@ def test_stored_forecasts_answer_requests_that_fit_their_shape(conn, version):
         for i, ds in enumerate(pd.date_range("1990-04-01", periods=12, freq="QS"))
     ]
     store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), rows)
-    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), [])  # the first one stays
     got = stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 3, (95,))
     assert got == [{"ds": r["ds"], "mean": r["mean"], "lo-95": -1.0, "hi-95": 10.0} for r in rows[:3]]
     assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 13, (95,)) is None
@@ -70,3 +69,8 @@ def test_stored_forecasts_answer_requests_that_fit_their_shape(conn, version):
     write_observations(conn, revised, vintage=datetime(1990, 5, 15, tzinfo=UTC))
     later = datetime(1990, 6, 1, tzinfo=UTC)
     assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, later, "level", 3, (95,)) is None
+    # made again from the data known then, it takes the old one's place
+    remade = [{**r, "mean": r["mean"] + 0.5} for r in rows]
+    store_forecast(conn, version.id, "realgdp", cutoff, later, "level", (80, 95), remade)
+    got = stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, later, "level", 3, (95,))
+    assert [r["mean"] for r in got] == [r["mean"] for r in remade[:3]]

@@ -45,12 +45,12 @@ def stored_forecast(
     at ``known_at``, when stored at this space, at least this horizon and these levels; else None.
     ``estimated_with``: the series estimated together with it (its bundle group)."""
     row = conn.execute(
-        """SELECT rows, known_at FROM origin_forecasts
+        """SELECT rows, known_at, created_at FROM origin_forecasts
            WHERE model_version = %s AND series_id = %s AND cutoff = %s AND space = %s
              AND levels @> %s::integer[] AND jsonb_array_length(rows) >= %s""",
         (version.id, series_id, cutoff.to_pydatetime(), space, list(levels), horizon),
     ).fetchone()
-    if row is not None and _same_data(conn, estimated_with, row[1], known_at):
+    if row is not None and _same_data(conn, estimated_with, row[1], known_at, since=row[2]):
         return _shaped(row[0], horizon, levels)
     if space == "model":
         return _from_backtest(conn, version, series_id, freq, estimated_with, cutoff, known_at, horizon, levels)
@@ -67,10 +67,13 @@ def store_forecast(
     levels: tuple[int, ...],
     rows: list[dict[str, Any]],
 ) -> None:
-    """Keep a forecast made at ``cutoff`` (rows as the API returns them); the first one stays."""
+    """Keep a forecast made at ``cutoff`` (rows as the API returns them), in place of one kept
+    before (made only when that one could not answer: other data, or fewer steps or levels)."""
     conn.execute(
         """INSERT INTO origin_forecasts (model_version, series_id, cutoff, known_at, space, levels, rows)
-           VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+           VALUES (%s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (model_version, series_id, cutoff, space) DO UPDATE SET
+               known_at = EXCLUDED.known_at, levels = EXCLUDED.levels, rows = EXCLUDED.rows, created_at = now()""",
         (version_id, series_id, cutoff.to_pydatetime(), known_at, space, list(levels), Jsonb(rows)),
     )
 
@@ -98,7 +101,7 @@ def _from_backtest(
     if len(rows) < horizon:
         return None
     ended = period_end(pd.DatetimeIndex([cutoff]), freq)[0].tz_localize("UTC").to_pydatetime()
-    if known_at < ended or not _same_data(conn, estimated_with, ended, known_at):
+    if known_at < ended or not _same_data(conn, estimated_with, ended, known_at, since=version.created_at):
         return None
     out = [{"ds": f"{r['ds']}T00:00:00Z", "mean": r["mean"]} for r in rows]
     for row, source in zip(out, rows, strict=True):
@@ -107,11 +110,16 @@ def _from_backtest(
     return out[:horizon]
 
 
-def _same_data(conn: psycopg.Connection, series_ids: list[str], one: datetime, other: datetime) -> bool:
-    """Whether the series were known alike at both moments: nothing got a vintage in between."""
+def _same_data(
+    conn: psycopg.Connection, series_ids: list[str], one: datetime, other: datetime, *, since: datetime
+) -> bool:
+    """Whether the series were known alike at both moments, as they were when a forecast from them
+    was made (``since``): nothing got a vintage in between, and nothing known by the later moment
+    was written after ``since`` (a backdated vintage changes what was known, after the fact)."""
     changed = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%s) AND vintage > %s AND vintage <= %s)",
-        (series_ids, min(one, other), max(one, other)),
+        """SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%(ids)s) AND vintage <= %(hi)s
+                            AND (vintage > %(lo)s OR ingested_at > %(since)s))""",
+        {"ids": series_ids, "lo": min(one, other), "hi": max(one, other), "since": since},
     ).fetchone()[0]
     return not changed
 

@@ -50,7 +50,7 @@ PRIVILEGES: dict[str, dict[str, str]] = {
     "inference": {
         "schema_migrations": "SELECT",
         **dict.fromkeys(_READ, "SELECT"),
-        "origin_forecasts": "SELECT, INSERT",
+        "origin_forecasts": "SELECT, INSERT, UPDATE",  # a forecast kept from other data is replaced
         "predictions": "INSERT",
         **_LOGS,
     },
@@ -102,7 +102,7 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         "schema_migrations": "SELECT",
         **dict.fromkeys((*_READ, "predictions", "drift_reports"), "SELECT"),
         "model_versions": "SELECT, INSERT, UPDATE",
-        "origin_forecasts": "SELECT, INSERT",
+        "origin_forecasts": "SELECT, INSERT, UPDATE",  # a forecast kept from other data is replaced
         "retrain_jobs": "SELECT, INSERT, UPDATE",
         "retrain_events": "SELECT, INSERT",
     },
