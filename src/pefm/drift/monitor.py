@@ -225,7 +225,7 @@ def due_for_retraining(conn: psycopg.Connection, report: dict[str, Any], policy:
     """Whether a breach should start retraining now, and why (or why not)."""
     if not report["breach"]:
         return False, "no breach"
-    row = conn.execute("SELECT max(ts) FROM retrain_events WHERE step = 'start'").fetchone()
+    row = conn.execute("SELECT max(ts) FROM retrain_events WHERE step IN ('start', 'requested')").fetchone()
     if row[0] is not None and datetime.now(UTC) - row[0] < timedelta(hours=policy.cooldown_hours):
         return False, f"cool-down: last retraining started at {row[0]:%Y-%m-%d %H:%M}"
     return True, f"drift in {', '.join(report['drifted_series'])} for {policy.consecutive} checks"

@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 from prometheus_client import Gauge
@@ -98,6 +99,11 @@ class MonitorService:
             env = dict(os.environ)
             if self.settings.trainer_database_url:  # the trainer's role, not the monitor's
                 env["PEFM_DATABASE_URL"] = self.settings.trainer_database_url
+            with self.db.connection() as conn:  # the cool-down starts now, whatever the process does
+                conn.execute(
+                    "INSERT INTO retrain_events (run_id, step, reason) VALUES (%s, 'requested', %s)",
+                    (uuid.uuid4().hex[:12], f"the monitor started pefm retrain: {why}"),
+                )
             with (logs / "retrain.log").open("ab") as out:
                 subprocess.Popen(
                     [sys.executable, "-m", "pefm.cli", "retrain"],

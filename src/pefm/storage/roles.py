@@ -77,8 +77,9 @@ PRIVILEGES: dict[str, dict[str, str]] = {
     # drift reports from the data, the predictions and the registry
     "monitor": {
         "schema_migrations": "SELECT",
-        **dict.fromkeys((*_READ, "predictions", "rollouts", "retrain_jobs", "retrain_events"), "SELECT"),
+        **dict.fromkeys((*_READ, "predictions", "rollouts", "retrain_jobs"), "SELECT"),
         "drift_reports": "SELECT, INSERT",
+        "retrain_events": "SELECT, INSERT",  # that it asked for a retraining: the cool-down starts
         **_LOGS,
         "request_log": "SELECT, INSERT",
     },
