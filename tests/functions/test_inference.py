@@ -212,6 +212,16 @@ def test_what_if_history_changes_the_forecast(client):
     assert rows[0]["mean"] > base[0]["mean"] + 3  # an AR on unemployment follows a jump to 10%
     off = client.post("/v1/forecast", json={"series_id": "unemp", "history": [{"ts": "2000-02-01", "value": 9.0}]})
     assert off.status_code == 422 and off.json()["details"][0]["field"] == "history[0].ts"
+    # history must join the series period by period: a gap would be read as one step
+    for history, message in (
+        ([{"ts": "2000-07-01", "value": 9.0}], "leaves 2000-01-01 missing"),
+        ([{"ts": "2000-01-01", "value": 9.0}, {"ts": "2000-07-01", "value": 9.0}], "leaves 2000-04-01 missing"),
+        ([{"ts": "1900-01-01", "value": 9.0}], "before the series' first value"),
+    ):
+        refused = client.post("/v1/forecast", json={"series_id": "unemp", "history": history})
+        assert refused.status_code == 422, refused.text
+        [detail] = refused.json()["details"]
+        assert detail["field"].startswith("history[") and message in detail["message"], detail
 
 
 @pytest.mark.parametrize(

@@ -214,6 +214,27 @@ def _panel(server: ModelServer, series_ids: list[str], as_of: datetime) -> pd.Da
     return panel
 
 
+def _gap(known: pd.DatetimeIndex, given: pd.DatetimeIndex, freq: Frequency, calendar: str) -> dict | None:
+    """Where the history (sorted) fails to join the series' known values (model space) period by
+    period: before its first value, or leaving a period (a session) missing, between them or
+    within it; None when it joins. Read as consecutive periods, a gap would be one step."""
+    from pefm.forecasting.base import future_index
+
+    if not len(known) or given[0] < known[0]:
+        first = f"{known[0]:%Y-%m-%d}" if len(known) else "none"
+        return {"field": "history[0].ts", "index": 0, "message": f"before the series' first value ({first})"}
+    before = known[known < given[0]]
+    dates = known.union(given)
+    dates = dates[(dates >= (before[-1] if len(before) else given[0])) & (dates <= given[-1])]
+    expected = dates[:1].append(future_index(dates[0], freq, len(dates) - 1, calendar))
+    for found, wanted in zip(dates, expected, strict=True):
+        if found != wanted:
+            i = int(given.searchsorted(found))
+            message = f"leaves {wanted:%Y-%m-%d} missing: the history must continue the series period by period"
+            return {"field": f"history[{i}].ts", "index": i, "message": message}
+    return None
+
+
 def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq: Frequency) -> pd.DataFrame:
     """The panel with the client's values replacing or extending the series (model space); its
     anchor (the last level) moves by what the replaced steps add up to."""
@@ -223,9 +244,12 @@ def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq
         details = [{**i.to_dict(), "field": i.field.replace("observations", "history", 1)} for i in exc.details]
         raise ApiError(422, "invalid history", details) from None
     values = payload.series[0].values
-    if issues := check_frequency(values.index, freq):
+    calendar = panel.attrs.get("calendars", {}).get(series_id, "")
+    if issues := check_frequency(values.index, freq, calendar=calendar):
         details = [{"field": f"history[{i.index}].ts", "index": i.index, "message": i.message} for i in issues]
         raise ApiError(422, "history timestamps are off the series frequency", details)
+    if gap := _gap(panel[series_id].dropna().index, values.index, freq, calendar):
+        raise ApiError(422, "history does not join the series", [gap])
     merged = panel.reindex(panel.index.union(values.index))
     merged.loc[values.index, series_id] = values.to_numpy()
     anchors = {**panel.attrs["anchors"], series_id: rebased_anchor(panel, merged, series_id, values.index.min())}
