@@ -67,6 +67,8 @@ def test_get_form_and_many_series(client):
     assert set(got.json()["forecasts"][0]["forecast"][0]) == {"ds", "mean", "lo-80", "hi-80"}
     many = client.post("/v1/forecast", json={"series_ids": ["unemp", "infl"], "horizon": 1})
     assert [f["series_id"] for f in many.json()["forecasts"]] == ["unemp", "infl"]
+    twice = client.get("/v1/forecast", params=[("series_id", "realgdp"), ("series_id", "unemp")])
+    assert twice.status_code == 422 and twice.json()["details"][0]["field"] == "series_id"  # not one dropped
 
 
 def test_other_levels_and_horizons_come_from_the_model(client):

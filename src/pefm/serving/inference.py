@@ -343,6 +343,10 @@ class InferenceService:
                 "invalid forecast request",
                 [{"field": k, "message": "unexpected parameter"} for k in unknown],
             )
+        repeated = sorted(k for k in set(query) if len(query.getlist(k)) > 1)
+        if repeated:  # one value each: a second one was dropped without a word
+            message = "given more than once (several series: POST with series_ids)"
+            raise ApiError(422, "invalid forecast request", [{"field": k, "message": message} for k in repeated])
         data: dict[str, Any] = {k: query[k] for k in ("series_id", "as_of", "space") if k in query}
         if "horizon" in query:
             data["horizon"] = _query_int(query["horizon"])
