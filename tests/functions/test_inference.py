@@ -116,6 +116,7 @@ def test_as_of_is_the_family_estimated_on_the_data_known_then_and_later_vintages
     assert [r["hi-95"] for r in got] == pytest.approx(want["hi-95"].tolist(), rel=1e-9)
     too_early = client.post("/v1/forecast", json={"series_id": "infl", "as_of": "1959-02-01"})
     assert too_early.status_code == 422 and "as_of 1959-02-01" in too_early.json()["error"]
+    assert too_early.json()["details"][0]["field"] == "as_of"
 
 
 def test_as_of_in_level_space_starts_from_the_level_known_then(client, module_schema):

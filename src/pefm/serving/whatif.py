@@ -82,8 +82,9 @@ def model_forecast(
             member = _conditioned(model, panel, series_id)
             anchor = anchor_at(panel, series_id, member.cutoff_) if space == "level" else None
         return _rows(member, series_id, meta, anchor, space, horizon, levels)
-    except ForecastInputError as exc:
-        raise ApiError(422, str(exc)) from None
+    except ForecastInputError as exc:  # what the request asked of the data: its as_of or history
+        field = "history" if history is not None else "as_of" if as_of is not None else "series_id"
+        raise ApiError(422, str(exc), [{"field": field, "message": str(exc)}]) from None
     except TransformError as exc:  # stored before ingest checked values against the transform
         raise ApiError(422, f"the stored data of {series_id} cannot be used: {exc}") from None
 
