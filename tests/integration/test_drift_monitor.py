@@ -2,6 +2,7 @@
 breach, and the prediction signal moves as new data arrive (it used to compare precomputed
 forecasts that never change)."""
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -19,7 +20,13 @@ from pefm.storage.observations import write_observations
 SERIES = ["realgdp", "unemp", "infl"]
 
 
-def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
+# a policy that calls nearly everything drift, so that what is tested is the counting
+EAGER = replace(DriftPolicy.load(), alpha=0.99, simulations=500, consecutive=2)
+
+
+def served_until_2007(conn) -> Callable[[str], None]:
+    """An AR model trained on the series up to 2006 and serving; a function that makes a quarter
+    of the real data arrive (known at the quarter's end), four of which have."""
     items = bundled(SERIES)
     full = {b.meta.id: b.load() for b in items}
     load_bundled(conn, items)
@@ -28,8 +35,6 @@ def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
     version, _ = train(conn, "ar", SERIES, spec=BacktestSpec(h=1, windows=12), as_of=datetime.now(UTC))
     promote(conn, version.id)
     conn.commit()
-    # a policy that calls nearly everything drift, so that what is tested is the counting
-    eager = replace(DriftPolicy.load(), alpha=0.99, simulations=500, consecutive=2)
 
     def arrive(quarter: str) -> None:
         ts = pd.Timestamp(quarter)
@@ -39,6 +44,12 @@ def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
 
     for quarter in ("2007-01-01", "2007-04-01", "2007-07-01", "2007-10-01"):
         arrive(quarter)
+    return arrive
+
+
+def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
+    arrive = served_until_2007(conn)
+    eager = EAGER
     first = check(conn, eager)
     again = check(conn, eager)  # nothing arrived in between
     assert first["drifted_series"] and again["drifted_series"]
@@ -63,20 +74,8 @@ def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn)
     prints, accuracy signals (no threshold: a permutation test) and all."""
     from pefm.cli.drift import _print
 
-    items = bundled(SERIES)
-    full = {b.meta.id: b.load() for b in items}
-    load_bundled(conn, items)
-    conn.execute("DELETE FROM observations WHERE ts >= '2007-01-01'")
-    conn.commit()
-    version, _ = train(conn, "ar", SERIES, spec=BacktestSpec(h=1, windows=12), as_of=datetime.now(UTC))
-    promote(conn, version.id)
-    conn.commit()
-    eager = replace(DriftPolicy.load(), alpha=0.99, simulations=500, consecutive=2)
-    for quarter in ("2007-01-01", "2007-04-01", "2007-07-01", "2007-10-01"):
-        ts = pd.Timestamp(quarter)
-        rows = pd.DataFrame([{"series_id": s, "ts": ts, "value": float(full[s].loc[ts])} for s in SERIES])
-        write_observations(conn, rows, vintage=ts + pd.offsets.QuarterBegin(startingMonth=1))
-        conn.commit()
+    served_until_2007(conn)
+    eager = EAGER
     some = check(conn, eager, series=["realgdp"])
     assert some["drifted_series"] == ["realgdp"] and not some["breach"]
     whole = check(conn, eager)
