@@ -49,13 +49,12 @@ def served_until_2007(conn) -> Callable[[str], None]:
 
 def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
     arrive = served_until_2007(conn)
-    eager = EAGER
-    first = check(conn, eager)
-    again = check(conn, eager)  # nothing arrived in between
+    first = check(conn, EAGER)
+    again = check(conn, EAGER)  # nothing arrived in between
     assert first["drifted_series"] and again["drifted_series"]
     assert not first["breach"] and not again["breach"]  # two checks, one state of the data
     arrive("2008-01-01")
-    later = check(conn, eager)
+    later = check(conn, EAGER)
     assert later["drifted_series"] and later["breach"]  # the second drifted check on new data
     # the model's one-step forecasts since training: one more forecast, a new score
     assert (
@@ -75,10 +74,9 @@ def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn)
     from pefm.cli.drift import _print
 
     served_until_2007(conn)
-    eager = EAGER
-    some = check(conn, eager, series=["realgdp"])
+    some = check(conn, EAGER, series=["realgdp"])
     assert some["drifted_series"] == ["realgdp"] and not some["breach"]
-    whole = check(conn, eager)
+    whole = check(conn, EAGER)
     assert whole["drifted_series"] and not whole["breach"]  # the first check of the whole model
     assert any(entry["accuracy"] for entry in whole["series"].values())
     _print(whole)
@@ -87,7 +85,7 @@ def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn)
     bad = pd.DataFrame([{"series_id": "realgdp", "ts": pd.Timestamp("2008-01-01"), "value": 0.0}])
     write_observations(conn, bad)
     conn.commit()
-    partial = check(conn, eager)
+    partial = check(conn, EAGER)
     assert set(partial["skipped"]) == {"realgdp"} and set(partial["series"]) == {"unemp", "infl"}
     assert not partial["breach"]
     stored = conn.execute("SELECT data_sha256 IS NULL FROM drift_reports ORDER BY id").fetchall()
