@@ -65,7 +65,22 @@ class SyncReport:
 
 
 def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
-    """Mirror the registry into MLflow at ``tracking_uri`` (see the module's docstring)."""
+    """Mirror the registry into MLflow at ``tracking_uri`` (see the module's docstring). One sync
+    at a time (a session advisory lock: mirrors in several processes wait their turn), so that
+    none takes another's run, still being logged, for one a failed sync left unfinished."""
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (SYNC_LOCK,))
+    try:
+        return _sync(conn, tracking_uri)
+    finally:
+        if conn.info.transaction_status.name == "INERROR":  # a failed statement: end its transaction
+            conn.rollback()
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (SYNC_LOCK,))
+
+
+SYNC_LOCK = "pefm.tracking.sync"
+
+
+def _sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
     from mlflow import MlflowClient
 
     from pefm.forecasting.registry import serving_version

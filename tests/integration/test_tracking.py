@@ -174,6 +174,35 @@ def test_a_run_a_failed_sync_left_unfinished_is_logged_again(conn, mlflow_uri, t
     assert sync(conn, mlflow_uri).runs_created == []  # and once mirrored, it stays
 
 
+def test_mirrors_syncing_at_once_make_one_run_and_one_model_version(db, mlflow_uri):
+    """Two processes' mirrors syncing together: each would log the new version's run (and the one
+    finding the other's run still unfinished would take it for a failed sync's and delete it)."""
+    with db.connection() as conn:
+        load_bundled(conn, bundled(["infl"]))
+        version, _ = train(conn, "naive", ["infl"], spec=None)
+    barrier, reports = threading.Barrier(2), []
+
+    def mirror() -> None:
+        with db.connection() as conn:
+            barrier.wait()
+            reports.append(sync(conn, mlflow_uri))
+
+    threads = [threading.Thread(target=mirror) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(version.id in r.runs_created for r in reports) == [False, True]
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    experiment_id = client.get_experiment_by_name("pefm").experiment_id
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`pefm.version_id` = '{version.id}'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    versions = [
+        mv for mv in client.search_model_versions(f"name = '{MODEL}'") if mv.tags.get("pefm.version_id") == version.id
+    ]
+    assert len(versions) == 1
+
+
 def test_a_backtest_that_registers_nothing_is_a_run_of_its_own(cli_env, db, mlflow_uri):
     with db.connection() as c:
         load_bundled(c, bundled(["unemp"]))
