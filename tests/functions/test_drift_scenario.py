@@ -244,6 +244,8 @@ def test_a_crash_after_training_resumes_at_the_gates(replay, runtime_and_control
             for r in conn.execute("SELECT step FROM retrain_events WHERE run_id = %s ORDER BY id", (resumed["run_id"],))
         ]
     assert steps == ["start", "resume", "gates-passed", "deployed", "rollout-started"]
+    assert retrain(db, model="ar_d1", spec=SPEC, deployer=deployer)["status"] == "skipped"  # its rollout runs
+    controller.rollback(resumed["rollout"], "end of the test")
     assert retrain(db, model="ar_d1", spec=SPEC, deployer=deployer)["status"] == "up-to-date"
 
 
