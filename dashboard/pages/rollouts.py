@@ -13,8 +13,12 @@ from dashboard.components.figures import WARN
 
 dash.register_page(__name__, path="/rollouts", name="Rollouts", order=5)
 
-LABELS = {"promote": ("Promote", "success"), "pause": ("Pause", "warning"), "resume": ("Resume", "secondary")}
-LABELS["rollback"] = ("Roll back", "danger")
+LABELS = {
+    "promote": ("Promote", "success"),
+    "pause": ("Pause", "warning"),
+    "resume": ("Resume", "secondary"),
+    "rollback": ("Roll back", "danger"),
+}
 ACTIONS = tuple((action, *LABELS[action]) for action in views.ROLLOUT_ACTIONS)
 
 layout = html.Div(

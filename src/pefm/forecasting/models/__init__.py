@@ -69,7 +69,7 @@ def make_model(name: str, **params: Any) -> BaseForecaster:
     catalog = _catalog()
     if name not in catalog:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join((DEFAULT_MODEL, *MODEL_NAMES))}")
-    if params and (unknown := sorted(set(params) - set(catalog[name]().get_params()))):
-        takes = ", ".join(catalog[name]().get_params()) or "none"
-        raise ForecastInputError(f"{name} takes no parameter {', '.join(unknown)} (its parameters: {takes})")
+    if params and (unknown := sorted(set(params) - set(takes := catalog[name]().get_params()))):
+        listed = ", ".join(takes) or "none"
+        raise ForecastInputError(f"{name} takes no parameter {', '.join(unknown)} (its parameters: {listed})")
     return catalog[name](**params)
