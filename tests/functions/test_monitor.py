@@ -119,3 +119,19 @@ def test_an_ingest_announces_itself_and_the_monitor_checks(monitor, module_schem
         assert latest > last  # the CloudEvent reached the monitor, which ran a check
     finally:
         stop(ingest)
+
+
+def test_the_gauges_show_the_latest_check_only(monitor, module_schema):
+    """Once another model serves (here: one of infl only, replacing the model of three series),
+    a check's gauges are its own series': the series the earlier model watched are gone from
+    /metrics, not left at their last values."""
+    with monitor.client() as client:
+        assert client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"}).status_code == 200
+        assert 'pefm_drift_detected{series_id="realgdp"}' in client.get("/metrics").text
+    register_model(module_schema, "ar", ["infl"])
+    with monitor.client() as client:
+        report = client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"})
+        assert report.status_code == 200 and set(report.json()["series"]) == {"infl"}
+        metrics = client.get("/metrics").text
+    assert 'pefm_drift_detected{series_id="infl"}' in metrics
+    assert 'series_id="realgdp"' not in metrics and 'series_id="unemp"' not in metrics

@@ -90,3 +90,24 @@ def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn)
     assert not partial["breach"]
     stored = conn.execute("SELECT data_sha256 IS NULL FROM drift_reports ORDER BY id").fetchall()
     assert [row[0] for row in stored] == [True, False, True]
+
+
+def test_the_cool_down_counts_a_retraining_the_monitor_requested(conn):
+    """A breach is due for retraining unless one started, or was requested by the monitor (its
+    ``requested`` row goes in before it spawns the job: the job's own ``start`` may come late or
+    never), within the cool-down; a job that stood aside starts none."""
+    from pefm.drift.monitor import due_for_retraining
+
+    breach = {"breach": True, "drifted_series": ["unemp"]}
+    assert due_for_retraining(conn, {"breach": False, "drifted_series": []}, EAGER) == (False, "no breach")
+    assert due_for_retraining(conn, breach, EAGER)[0]
+    events = "INSERT INTO retrain_events (run_id, step, reason, ts) VALUES (%s, %s, 'test', now() - %s::interval)"
+    conn.execute(events, ("a", "skipped", "1 hour"))
+    assert due_for_retraining(conn, breach, EAGER)[0]  # standing aside is no retraining
+    conn.execute(events, ("b", "requested", "1 hour"))
+    due, why = due_for_retraining(conn, breach, EAGER)
+    assert not due and why.startswith("cool-down")
+    conn.execute("UPDATE retrain_events SET ts = now() - interval '25 hours' WHERE run_id = 'b'")
+    assert due_for_retraining(conn, breach, EAGER)[0]  # 24 hours on
+    conn.execute(events, ("c", "start", "2 hours"))
+    assert not due_for_retraining(conn, breach, EAGER)[0]
