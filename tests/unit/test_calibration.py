@@ -42,6 +42,12 @@ def simulate(process: str, n: int, k: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(values, index=index, columns=[f"s{i}" for i in range(k)])
 
 
+def _served(model: BaseForecaster, half: np.ndarray) -> np.ndarray:
+    """Half-widths of shape ``(origins, steps, series)`` as predict() serves them: never
+    narrowing with the step, but for a model whose spread may fall."""
+    return half if model.spread_can_fall else np.maximum.accumulate(half, axis=1)
+
+
 CASES = [(name, process) for name in MODEL_NAMES for process in ("ar1", "random_walk") if name not in NOT_ON[process]]
 CASES.append(("garch", "garch"))
 
@@ -63,12 +69,12 @@ def test_calibrated_intervals_cover_at_their_level(name: str, process: str):
         # every origin's forecast at once, from a copy conditioned on the newer data as update() does
         means, scales = copy.deepcopy(model)._origin_forecasts(values, origins, STEPS)
         actual = np.stack([data.to_numpy()[origins + k] for k in range(STEPS)], axis=1)
-        for level in inside:
-            half = model.calibration_.quantile(level)[:STEPS] * scales
+        halves = {level: _served(model, model.calibration_.quantile(level)[:STEPS] * scales) for level in inside}
+        for level, half in halves.items():
             inside[level].append(np.abs(actual - means) <= half)
         if replication == 0:  # the same intervals as the public predict() at the last origin
             last = model.update(y.iloc[: origins[-1]]).predict(STEPS)
-            half = model.calibration_.quantile(95)[:STEPS] * scales[-1]
+            half = halves[95][-1]
             # (to 1%: updating ETS re-estimates its error variance from the newer data)
             np.testing.assert_allclose(last["hi-95"].to_numpy(), (means[-1] + half).T.ravel(), rtol=0.01)
     for level, hits in inside.items():
@@ -165,3 +171,42 @@ def test_step_dependence_is_read_off_the_errors():
     np.testing.assert_allclose(psi, [1, 1, 1], atol=0.05)
     independent = Calibration(shocks[:, :, None]).impulse(0)
     np.testing.assert_allclose(independent, [1, 0, 0], atol=0.05)
+
+
+def test_half_widths_never_narrow_with_the_step_but_where_the_spread_can_fall():
+    """Step 2's scores are smaller than step 1's (chance, on a short record): served intervals
+    keep step 1's width there, both per step and for the running sums; a model whose spread may
+    fall (GARCH's conditional variance) keeps each step's own."""
+    rng = np.random.default_rng(3)
+    errors = rng.normal(size=(200, 3, 1)) * np.array([1.0, 0.5, 2.0])[None, :, None]
+    calibration = Calibration(errors, errors)
+    mean = np.zeros((3, 1))
+    own = {80: (-np.full((3, 1), 1.2815515655446004), np.full((3, 1), 1.2815515655446004))}  # scale 1
+    for level in (80, 95):
+        free = calibration.widen(mean, own, (level,), monotone=False)[level][1][:, 0]
+        assert free[1] < free[0] < free[2]  # the scores as they fell
+        served = calibration.widen(mean, own, (level,))[level][1][:, 0]
+        np.testing.assert_allclose(served, [free[0], free[0], free[2]])
+        _, running = calibration.widen_running(mean, own, (level,))
+        assert np.all(np.diff(running[level][1][:, 0]) >= 0)
+
+
+@pytest.mark.parametrize("name", ["ensemble", "ar", "ets"])
+def test_served_intervals_never_narrow_with_the_horizon(name: str):
+    """Through fit and predict, on a short AR(1) record whose step scores are noisy: the 80% and
+    95% intervals, 12 steps ahead, are at least as wide at each step as at the one before."""
+    data = simulate("ar1", 120, 1, seed=4)["s0"]
+    forecast = make_model(name).fit(data).predict(12)
+    for level in (80, 95):
+        width = (forecast[f"hi-{level}"] - forecast[f"lo-{level}"]).to_numpy()
+        assert np.all(np.diff(width) >= -1e-9), f"{name} {level}%: {np.round(width, 3)}"
+
+
+def test_garch_intervals_narrow_after_turbulence():
+    """GARCH's conditional variance falls back after a shock: its calibrated one-day intervals
+    narrow step by step (``spread_can_fall``), as its own do."""
+    data = simulate("garch", 1200, 1, seed=6)["s0"]
+    data.iloc[-1] = 12.0  # a turbulent last day
+    forecast = make_model("garch").fit(data).predict(8)
+    width = (forecast["hi-95"] - forecast["lo-95"]).to_numpy()
+    assert width[-1] < width[0]

@@ -69,6 +69,11 @@ class BaseForecaster:
     """The most steps one forecast can reach (a direct multi-horizon model's output width)."""
     max_season: ClassVar[int] = 10**6
     """The longest seasonal cycle (periods) a seasonal model takes."""
+    spread_can_fall: ClassVar[bool] = False
+    """Whether a step's forecast spread may narrow as the step grows (a conditional variance
+    reverting to its mean, GARCH's). Otherwise calibrated half-widths never narrow with the step:
+    the error variance of a linear process's optimal forecast, and the unconditional one of any
+    stationary process's, cannot fall as the horizon grows."""
 
     # -- parameters ------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -127,7 +132,7 @@ class BaseForecaster:
         mean, bounds = self._predict(h, own)
         mean = np.asarray(mean, dtype="float64").reshape(h, -1)
         if calibration is not None:
-            bounds = calibration.widen(mean, bounds, levels)
+            bounds = calibration.widen(mean, bounds, levels, monotone=not self.spread_can_fall)
         return mean, bounds
 
     def running_sums(self, h: int, levels: Sequence[int]) -> tuple[np.ndarray, Bounds] | None:
@@ -198,7 +203,7 @@ class BaseForecaster:
         h = paths.shape[2]
         mean, own = self._predict(h, _PATH_LEVELS)
         mean = np.asarray(mean, dtype="float64").reshape(h, -1)
-        calibrated = self.calibration_.widen(mean, own, _PATH_LEVELS)
+        calibrated = self.calibration_.widen(mean, own, _PATH_LEVELS, monotone=not self.spread_can_fall)
         out = np.empty_like(paths)
         for i in range(paths.shape[0]):
             before, after = _quantile_grid(mean[:, i], own, i), _quantile_grid(mean[:, i], calibrated, i)

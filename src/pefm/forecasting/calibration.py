@@ -19,6 +19,10 @@ Normalized (locally weighted) split conformal on rolling-origin errors, run by
    (the finite-sample conformal quantile). Steps past ``H`` use step H's scores; a level beyond
    what ``m`` scores can give takes the largest score, widened by ``z_L / z_M`` where
    ``M = 100 m / (m + 1)`` is the level the largest score stands for.
+5. A half-width never narrows as the step grows: step k's is the largest of steps 1..k's, for
+   every model but those whose spread may fall (``spread_can_fall``: GARCH's conditional
+   variance), and for every model's running sums. Each step's quantile stands on its own scores,
+   so by chance alone a later step's could come out narrower than an earlier one's.
 
 Normalizing by the model's own scale keeps what the model knows about how uncertainty changes
 (GARCH's volatility, a random walk's growing spread); for a model whose intervals were already
@@ -91,27 +95,30 @@ class Calibration:
                 out[index] = column[m - 1] * norm.ppf(0.5 + level / 200) / norm.ppf(0.5 + top / 200)
         return out
 
-    def widen(self, mean: np.ndarray, bounds: Bounds, levels: tuple[int, ...]) -> Bounds:
+    def widen(self, mean: np.ndarray, bounds: Bounds, levels: tuple[int, ...], monotone: bool = True) -> Bounds:
         """Calibrated bounds for a forecast ``mean`` of shape ``(h, series)`` whose own bounds
-        include the 80% ones (the model's scale)."""
+        include the 80% ones (the model's scale); with ``monotone``, a half-width never narrows
+        as the step grows (the running maximum over the steps)."""
         scale = np.maximum(scale_of(bounds[80], mean.shape), 0.0)
         rows = np.minimum(np.arange(mean.shape[0]), self.steps - 1)
         out = {}
         for level in levels:
-            half = self.quantile(level)[rows] * scale
+            half = _widest_so_far(self.quantile(level)[rows] * scale, monotone)
             out[level] = (mean - half, mean + half)
         return out
 
     def widen_running(self, mean: np.ndarray, bounds: Bounds, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         """The running sums of a forecast ``mean`` of shape ``(h, series)`` (whose own bounds
         include the 80% ones) and their calibrated bounds: ``sum(mean) -/+ q_k * S_k``, ``q_k``
-        the conformal quantile of the running sums' scores (steps past ``H``: step H's)."""
+        the conformal quantile of the running sums' scores (steps past ``H``: step H's), never
+        narrowing as the step grows: a sum of more steps is no more certain than one of fewer,
+        for any model (even GARCH's: its returns are uncorrelated, their variances add)."""
         scale = np.maximum(scale_of(bounds[80], mean.shape), 0.0)
         total, spread = np.cumsum(mean, axis=0), np.sqrt(np.cumsum(scale**2, axis=0))
         rows = np.minimum(np.arange(mean.shape[0]), self.steps - 1)
         out = {}
         for level in levels:
-            half = self.quantile(level, running=True)[rows] * spread
+            half = _widest_so_far(self.quantile(level, running=True)[rows] * spread, True)
             out[level] = (total - half, total + half)
         return total, out
 
@@ -178,6 +185,14 @@ def outcomes(values: np.ndarray, origins: np.ndarray, steps: int) -> np.ndarray:
     data = values.reshape(len(values), -1)
     padded = np.vstack([data, np.full((steps, data.shape[1]), np.nan)])
     return np.stack([padded[origins + k] for k in range(steps)], axis=1)
+
+
+def _widest_so_far(half: np.ndarray, monotone: bool) -> np.ndarray:
+    """Half-widths of shape ``(h, series)``, made non-decreasing in the step when ``monotone``.
+    Each step's conformal quantile stands on its own scores, and a combination's scale follows
+    its per-step weights, so without this a step's interval can come out narrower than an
+    earlier one's by chance alone."""
+    return np.maximum.accumulate(half, axis=0) if monotone else half
 
 
 def _sort(errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

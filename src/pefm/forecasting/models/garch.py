@@ -49,6 +49,7 @@ class Garch(BaseForecaster):
 
     name = "garch"
     min_length = 100
+    spread_can_fall = True  # after a turbulent day the conditional variance falls back
 
     def __init__(
         self,
