@@ -97,6 +97,36 @@ def test_a_revision_is_a_new_vintage_and_as_of_reads_see_the_old_value_before_it
     assert read_series(conn, "gdp", as_of="2020-01-01").empty  # nothing was known yet
 
 
+def test_a_write_of_several_vintages_over_stored_data_keeps_every_vintage(conn, gdp):
+    """ALFRED's re-fetch: rows carrying their own vintages, several per date, over dates already
+    stored. Each row is classified against what was known at its own vintage (one per date was
+    kept before: the other revisions were dropped, uncounted)."""
+
+    def vintaged(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=["ts", "vintage", "value"]).assign(series_id="gdp")
+        return frame.assign(ts=pd.to_datetime(frame["ts"]), vintage=pd.to_datetime(frame["vintage"], utc=True))
+
+    first = write_observations(
+        conn, vintaged([("2020-01-01", "2020-04-30", 100.0), ("2020-01-01", "2020-07-30", 99.0)])
+    )
+    assert (first.inserted, first.revised, first.unchanged) == (2, 0, 0)
+    again = write_observations(
+        conn,
+        vintaged(
+            [
+                ("2020-01-01", "2020-04-30", 100.0),  # stored
+                ("2020-01-01", "2020-05-28", 101.0),  # a revision between the two stored ones
+                ("2020-01-01", "2020-06-25", 101.0),  # against what is stored (100.0): a revision too
+                ("2020-01-01", "2020-07-30", 99.0),  # stored
+                ("2020-01-01", "2020-09-24", 98.0),  # the newest revision
+            ]
+        ),
+    )
+    assert (again.inserted, again.revised, again.unchanged) == (0, 3, 2)
+    for moment, value in (("2020-05-01", 100.0), ("2020-06-01", 101.0), ("2020-08-01", 99.0), ("2020-10-01", 98.0)):
+        assert read_series(conn, "gdp", as_of=moment).loc["2020-01-01"] == value, moment
+
+
 def test_rewriting_identical_values_is_a_no_op(conn, gdp):
     data = obs("gdp", {"2020-01-01": 100.0})
     write_observations(conn, data, vintage=V1)
@@ -162,3 +192,47 @@ def test_values_round_trip_exactly(conn, gdp):
     assert read_series(conn, "gdp").tolist() == list(values.values())
     again = write_observations(conn, obs("gdp", values), vintage=V2)
     assert again.unchanged == 3
+
+
+def test_a_business_daily_series_keeps_its_calendar_once_it_has_data(conn):
+    """Adding an exchange calendar to a series with data left holiday values stored that the
+    series then refused to have corrected: the calendar is fixed once data are stored, as the
+    frequency and transform are."""
+    meta = SeriesMeta(id="bd", name="BD", frequency=Frequency.BUSINESS_DAILY)
+    upsert_series(conn, meta)
+    write_observations(conn, obs("bd", {"2019-01-01": 1.0, "2019-01-02": 2.0}), vintage=V1)
+    with pytest.raises(SeriesInUseError) as info:
+        upsert_series(conn, SeriesMeta(**{**meta.__dict__, "calendar": "XNYS"}))
+    assert info.value.fields == ["calendar"]
+    assert get_series(conn, "bd").calendar == ""
+
+
+def test_a_csv_load_holds_its_series_from_the_check_to_the_write(db, tmp_path, monkeypatch):
+    """A frequency change committed between a CSV load's check of its dates and its write stored
+    monthly rows in a series that had become quarterly: the load now holds the series' row from
+    the check on, so the change waits for it (and then finds data, and is refused)."""
+    from pefm.data import loading
+
+    with db.connection() as conn:
+        upsert_series(conn, SeriesMeta(id="unrate", name="U", frequency=Frequency.MONTHLY))
+    quarterly = SeriesMeta(id="unrate", name="U", frequency=Frequency.QUARTERLY)
+    raced: list[str] = []
+    check = loading._check_fits
+
+    def check_then_race(parsed, meta) -> None:
+        check(parsed, meta)
+        with db.connection() as other:
+            other.execute("SET lock_timeout = '500ms'")
+            try:
+                upsert_series(other, quarterly)
+                raced.append("changed")
+            except psycopg.errors.LockNotAvailable:
+                raced.append("waited")
+
+    monkeypatch.setattr(loading, "_check_fits", check_then_race)
+    path = tmp_path / "u.csv"
+    path.write_text("DATE,UNRATE\n2020-01-01,3.5\n2020-02-01,3.6\n")
+    with db.connection() as conn:
+        loading.load_csv(conn, path)
+        assert raced == ["waited"]
+        assert get_series(conn, "unrate").frequency is Frequency.MONTHLY

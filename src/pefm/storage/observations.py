@@ -66,15 +66,16 @@ class WriteResult:
         return self.inserted + self.revised
 
 
-# Each incoming row next to the value known at its vintage (latest stored vintage <= it). One
-# join and one sort, so a large upload of new data costs no per-row index probes.
+# Each incoming row next to the value stored at its vintage (latest stored vintage <= it); a
+# write may carry several vintages of one date (ALFRED's), each classified on its own. One join
+# and one sort, so a large upload of new data costs no per-row index probes.
 _CLASSIFIED = """
-    SELECT DISTINCT ON (i.k, i.ts) ids.id AS series_id, i.ts, i.vintage, i.value,
+    SELECT DISTINCT ON (i.k, i.ts, i.vintage) ids.id AS series_id, i.ts, i.vintage, i.value,
            o.value AS known_value, o.vintage AS known_vintage
     FROM incoming_obs i
     JOIN unnest(%(ids)s::text[]) WITH ORDINALITY AS ids (id, k) ON ids.k = i.k
     LEFT JOIN {table} o ON o.series_id = ids.id AND o.ts = i.ts AND o.vintage <= i.vintage
-    ORDER BY i.k, i.ts, o.vintage DESC NULLS LAST
+    ORDER BY i.k, i.ts, i.vintage, o.vintage DESC NULLS LAST
 """
 
 
