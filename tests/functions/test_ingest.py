@@ -184,6 +184,29 @@ def test_cloudevents_binary_and_structured(client):
         headers={**binary, "ce-type": "com.example.other"},
     )
     assert wrong.status_code == 422 and wrong.json()["details"][0]["field"] == "type"
+    # CSV as a structured event's string data: the string itself (it came back JSON-quoted)
+    csv_event = {**structured, "id": "3", "datacontenttype": "text/csv", "data": "DATE,INFL\n2010-07-01,1.5\n"}
+    response = client.post(
+        "/v1/observations", json=csv_event, headers={**AUTH, "content-type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 1
+    # a required attribute missing or empty, a time that is none: 400 naming it (as its header)
+    data = json.dumps(obs("infl", **{"2010-10-01": 1.0}))
+    for headers, field in (
+        ({k: v for k, v in binary.items() if k != "ce-id"}, "ce-id"),
+        ({**binary, "ce-source": ""}, "ce-source"),
+        ({**binary, "ce-time": "not-a-time"}, "ce-time"),
+    ):
+        response = client.post("/v1/observations", content=data, headers=headers)
+        assert response.status_code == 400 and response.json()["details"][0]["field"] == field, response.text
+    for attribute, value in (("id", ""), ("time", "yesterday")):
+        response = client.post(
+            "/v1/observations",
+            json={**structured, attribute: value},
+            headers={**AUTH, "content-type": "application/cloudevents+json"},
+        )
+        assert response.status_code == 400 and response.json()["details"][0]["field"] == attribute, response.text
 
 
 BAD = [
@@ -196,6 +219,7 @@ BAD = [
         "body",
     ),
     ("wrong content type", 415, "text/plain", b"realgdp 1", "content-type"),
+    ("csv not utf-8", 400, "text/csv", b"DATE,UNEMP\n2104-01-01,5\xff\n", "body"),  # malformed, as JSON's is
     ("missing field", 422, "application/json", json.dumps({"series_id": "realgdp"}).encode(), "observations"),
     (
         "extra field",

@@ -56,7 +56,7 @@ def parse_fred_csv(data: str | bytes) -> ParsedSeries:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise ValidationError(
-                "the CSV is not UTF-8 text",
+                "malformed CSV: not UTF-8 text",
                 [Issue(field="body", message=f"invalid byte at offset {exc.start}")],
             ) from None
     data = data.removeprefix("\ufeff")

@@ -25,6 +25,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from pefm.data import strict_json
+from pefm.data.fields import parse_timestamp
 from pefm.data.validation import ValidationError
 
 if TYPE_CHECKING:
@@ -436,25 +437,37 @@ def _timing_body(scope: dict, receive: Callable) -> Callable:
 
 
 def parse_cloudevent(request: Request, body: bytes, types: set[str]):
-    """The CloudEvent in a request (binary or structured mode), its data left raw; ApiError 400 when
-    it is malformed, 422 when its type is not one of ``types``."""
+    """The CloudEvent in a request (binary or structured mode), its data as sent (structured:
+    the envelope's ``data`` value itself, a string as the string; else raw bytes); ApiError 400
+    when it is malformed (a required attribute missing or empty, named as its header in binary
+    mode; a ``time`` that is not a timestamp), 422 when its type is not one of ``types``."""
     from cloudevents.v1.exceptions import GenericException
     from cloudevents.v1.http import from_http
 
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/cloudevents+json":
+    structured = request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/cloudevents+json"
+    if structured:
         envelope = parse_json(body)  # the SDK's own parser takes what strict_json refuses
-        for attribute in ("specversion", "id", "source", "type"):
-            if not isinstance(envelope, dict) or not isinstance(envelope.get(attribute), str):
-                raise ApiError(
-                    400, "malformed CloudEvent", [{"field": attribute, "message": "required: a string attribute"}]
-                )
+        attributes = envelope if isinstance(envelope, dict) else {}
         for attribute in ("datacontenttype", "dataschema", "subject", "time"):  # optional, but strings
-            if envelope.get(attribute) is not None and not isinstance(envelope[attribute], str):
+            if attributes.get(attribute) is not None and not isinstance(attributes[attribute], str):
                 raise ApiError(400, "malformed CloudEvent", [{"field": attribute, "message": "expected a string"}])
+    else:
+        attributes = {
+            name: request.headers.get(f"ce-{name}") for name in ("specversion", "id", "source", "type", "time")
+        }
+    for attribute in ("specversion", "id", "source", "type"):
+        if not isinstance(attributes.get(attribute), str) or not attributes[attribute]:
+            field = attribute if structured else f"ce-{attribute}"
+            raise ApiError(400, "malformed CloudEvent", [{"field": field, "message": "required: a non-empty string"}])
+    if attributes.get("time") is not None and parse_timestamp(attributes["time"]) is None:
+        field = "time" if structured else "ce-time"
+        raise ApiError(400, "malformed CloudEvent", [{"field": field, "message": "expected an RFC 3339 timestamp"}])
     try:
         event = from_http(dict(request.headers), body, data_unmarshaller=lambda data: data)
     except GenericException as exc:
         raise ApiError(400, "malformed CloudEvent", [{"field": "body", "message": str(exc)}]) from None
+    if structured and "data" in attributes:  # the SDK hands it back re-serialized as JSON text
+        event.data = attributes["data"]
     if event["type"] not in types:
         raise ApiError(
             422,
