@@ -108,3 +108,35 @@ def test_a_csv_value_the_series_transform_cannot_take_is_refused_by_line(conn, t
         load_csv(conn, write(tmp_path, "DATE,GDPC1\n2020-01-01,1\n2020-04-01,0\n"))
     assert [(i.line, i.field) for i in info.value.details] == [(3, "value")]
     assert row_count(conn) == 0
+
+
+def test_an_all_missing_or_future_csv_is_refused_and_creates_nothing(conn, tmp_path):
+    """A file with no values was taken (an empty series created, then a traceback), and a vintage
+    after now was stored, hiding every correction loaded before it came."""
+    meta = SeriesMeta(id="newser", name="New", frequency=Frequency.MONTHLY)
+    with pytest.raises(ValidationError, match="all missing"):
+        load_csv(conn, write(tmp_path, "DATE,NEWSER\n2020-01-01,.\n2020-02-01,\n"), create=meta)
+    assert conn.execute("SELECT count(*) FROM series").fetchone()[0] == 0
+    with pytest.raises(ValidationError, match="after now"):
+        load_csv(conn, write(tmp_path, "DATE,NEWSER\n2020-01-01,1\n"), create=meta, vintage="2099-01-01")
+    assert conn.execute("SELECT count(*) FROM series").fetchone()[0] == 0
+    _, result = load_csv(conn, write(tmp_path, "DATE,NEWSER\n2020-01-01,1\n"), create=meta, vintage="2021-01-01")
+    assert result.inserted == 1
+
+
+def test_a_bundled_id_the_catalog_holds_from_another_source_is_left_alone(conn, tmp_path):
+    """A user's own series under a bundled id: loading the bundled data (as every `pefm up` does)
+    neither rewrites its metadata nor mixes the bundled values into it, and says so; a bundled
+    series already loaded keeps its metadata as it is (written once, when created)."""
+    mine = SeriesMeta(id="infl", name="My inflation", frequency=Frequency.MONTHLY, source="csv:infl.csv")
+    load_csv(conn, write(tmp_path, "DATE,INFL\n2020-01-01,2.5\n"), create=mine)
+    [infl, realgdp] = load_bundled(conn, bundled(["infl", "realgdp"]))
+    assert infl.skipped and "csv:infl.csv" in infl.skipped and infl.result.inserted == 0
+    assert realgdp.skipped is None and realgdp.created and realgdp.result.inserted == 203
+    stored = conn.execute("SELECT name, frequency FROM series WHERE id = 'infl'").fetchone()
+    assert stored == ("My inflation", "M")
+    assert len(read_series(conn, "infl")) == 1
+    conn.execute("UPDATE series SET unit = 'chained 2012 dollars' WHERE id = 'realgdp'")
+    again = load_bundled(conn, bundled(["realgdp"]))
+    assert again[0].result.unchanged == 203
+    assert conn.execute("SELECT unit FROM series WHERE id = 'realgdp'").fetchone()[0] == "chained 2012 dollars"

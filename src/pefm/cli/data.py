@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pefm.cli import app, console, data_app, db_app, err, open_db, progress_bar, series_app
@@ -357,6 +358,9 @@ def _load_bundled(db: Database, ids: list[str] | None) -> None:
             progress.update(task, advance=1, description=f"loaded {report.series_id}")
 
         reports = load_bundled(conn, items, on_loaded=advance)
+    for report in reports:
+        if report.skipped:
+            console.print(f"[yellow]not loaded: {escape(report.skipped)}[/yellow]")
     inserted = sum(r.result.inserted for r in reports)
     revised = sum(r.result.revised for r in reports)
     unchanged = sum(r.result.unchanged for r in reports)

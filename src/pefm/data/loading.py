@@ -27,6 +27,8 @@ class LoadReport:
     series_id: str
     created: bool
     result: WriteResult
+    skipped: str | None = None
+    """Why the series was not loaded (a series of that id from another source is in the catalog)."""
 
 
 def load_bundled(
@@ -52,9 +54,14 @@ def load_bundled(
             }
         )
         with conn.transaction():
-            created = upsert_series(conn, item.meta)
-            result = write_observations(conn, frame, source=item.meta.source)
-        report = LoadReport(item.meta.id, created, result)
+            stored = get_series(conn, item.meta.id, share=True)
+            if stored is not None and stored.source != item.meta.source:
+                why = f"the catalog's {item.meta.id!r} comes from {stored.source!r}, not {item.meta.source!r}"
+                report = LoadReport(item.meta.id, False, WriteResult(0, 0, 0, None), skipped=why)
+            else:  # bundled metadata is written once, when the series is created
+                created = stored is None and upsert_series(conn, item.meta)
+                result = write_observations(conn, frame, source=item.meta.source)
+                report = LoadReport(item.meta.id, created, result)
         reports.append(report)
         if on_loaded:
             on_loaded(report)
@@ -75,8 +82,13 @@ def load_csv(
     transform can take (> 0 under a log), as ingest checks them. On any error (raised as
     ValidationError or UnknownSeriesError) nothing is written."""
     parsed = parse_fred_csv(Path(path).read_bytes())
+    if parsed.values.empty:
+        raise ValidationError(f"no values in the CSV for {parsed.series_id!r} (all missing)", [])
+    if vintage is not None and _utc(vintage) > pd.Timestamp.now(tz="UTC"):
+        # a vintage after now would hide every correction written before it comes (ingest refuses it too)
+        raise ValidationError(f"vintage {vintage} is after now: nothing can be known in the future", [])
     with conn.transaction():
-        meta = get_series(conn, parsed.series_id)
+        meta = get_series(conn, parsed.series_id, share=True)  # held: no frequency change under the check
         if meta is None:
             if create is None:
                 raise UnknownSeriesError([parsed.series_id])
@@ -108,7 +120,7 @@ def load_fred(
     fetched = client.observations(fred_id, vintages=vintages)
     values = fetched.values
     with conn.transaction():
-        meta = get_series(conn, series_id)
+        meta = get_series(conn, series_id, share=True)  # held: no frequency change under the check
         if meta is None:
             meta = series_meta(info, series_id, values["ts"])
             upsert_series(conn, meta)
@@ -119,6 +131,11 @@ def load_fred(
             raise ValidationError(f"FRED's values for {fred_id} do not fit the series' transform", issues)
         result = write_observations(conn, values.assign(series_id=series_id), source=f"fred:{info.get('id', fred_id)}")
     return meta, fetched, result
+
+
+def _utc(moment: Moment) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
 
 
 def _check_fits(parsed: ParsedSeries, meta: SeriesMeta) -> None:

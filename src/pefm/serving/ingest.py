@@ -187,7 +187,8 @@ class IngestService:
     def _write(self, payload: ObservationsPayload, source: str) -> dict[str, Any]:
         """A large write (a CSV upload), on its own: COPY, merged in one statement."""
         with self.db.connection() as conn, conn.transaction():
-            self._check(payload, get_series_many(conn, [item.series_id for item in payload.series]))
+            # held FOR SHARE from the check on: a frequency change cannot slip in before the write
+            self._check(payload, get_series_many(conn, [item.series_id for item in payload.series], share=True))
             frame = pd.concat([_frame(item) for item in payload.series], ignore_index=True)
             try:
                 result = write_observations(conn, frame, vintage=payload.vintage, source=source)

@@ -33,9 +33,9 @@ class SeriesMeta:
 _COLUMNS = ", ".join(f.name for f in fields(SeriesMeta))
 
 
-class SeriesInUseError(Exception):
-    """A change to a series' frequency or transform while it has observations: the stored values
-    were checked against (and are read through) the old ones."""
+class SeriesInUseError(ValueError):
+    """A change to a series' frequency, transform or calendar while it has observations: the
+    stored values were checked against (and are read through) the old ones."""
 
     def __init__(self, message: str, fields: list[str]):
         super().__init__(message)
@@ -45,7 +45,7 @@ class SeriesInUseError(Exception):
 
 def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
     """Create or update a series' metadata; True when it was created. SeriesInUseError when the
-    change would reinterpret stored observations (a new frequency or transform)."""
+    change would reinterpret stored observations (a new frequency, transform or calendar)."""
     with conn.transaction():
         stored = _locked(conn, meta.id)
         if stored is None:  # a new series; or one created meanwhile, then locked and checked as any other
@@ -58,19 +58,26 @@ def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
             "SELECT EXISTS (SELECT 1 FROM all_observations WHERE series_id = %s)", (meta.id,)
         ).fetchone()[0]
         if has_data:
-            pairs = (("frequency", stored[0], meta.frequency.value), ("transform", stored[1], meta.transform))
+            pairs = (
+                ("frequency", stored[0], meta.frequency.value),
+                ("transform", stored[1], meta.transform),
+                ("calendar", stored[2] or "", meta.calendar or ""),
+            )
             if changed := [name for name, old, new in pairs if old != new]:
                 raise SeriesInUseError(
-                    f"series {meta.id!r} has observations stored as frequency {stored[0]}, transform {stored[1]}: "
-                    "those cannot change; create a new series",
+                    f"series {meta.id!r} has observations stored as frequency {stored[0]}, transform {stored[1]}, "
+                    f"calendar {stored[2] or 'none'}: those cannot change; create a new series",
                     changed,
                 )
         return _upsert(conn, meta)
 
 
-def _locked(conn: psycopg.Connection, series_id: str) -> tuple[str, str] | None:
-    """The series' frequency and transform, its row locked FOR UPDATE; None when there is none."""
-    return conn.execute("SELECT frequency, transform FROM series WHERE id = %s FOR UPDATE", (series_id,)).fetchone()
+def _locked(conn: psycopg.Connection, series_id: str) -> tuple[str, str, str] | None:
+    """The series' frequency, transform and calendar, its row locked FOR UPDATE; None when there
+    is none."""
+    return conn.execute(
+        "SELECT frequency, transform, calendar FROM series WHERE id = %s FOR UPDATE", (series_id,)
+    ).fetchone()
 
 
 def _upsert(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
@@ -106,10 +113,9 @@ def _insert(conn: psycopg.Connection, meta: SeriesMeta, conflict: str) -> bool |
     return None if row is None else row[0]
 
 
-def get_series(conn: psycopg.Connection, series_id: str) -> SeriesMeta | None:
-    """The series with this id, or None."""
-    with conn.cursor(row_factory=class_row(SeriesMeta)) as cur:
-        return cur.execute(f"SELECT {_COLUMNS} FROM series WHERE id = %s", (series_id,)).fetchone()
+def get_series(conn: psycopg.Connection, series_id: str, *, share: bool = False) -> SeriesMeta | None:
+    """The series with this id, or None; ``share``: held as ``get_series_many`` holds it."""
+    return get_series_many(conn, [series_id], share=share).get(series_id)
 
 
 def get_series_many(
