@@ -200,6 +200,17 @@ def test_cloudevents_binary_and_structured(client):
     ):
         response = client.post("/v1/observations", content=data, headers=headers)
         assert response.status_code == 400 and response.json()["details"][0]["field"] == field, response.text
+    # a vintage as a query parameter is a CSV upload's: on JSON it was silently dropped (stamped now)
+    response = client.post("/v1/observations?vintage=2010-05-01", content=data, headers=JSON)
+    assert response.status_code == 422 and response.json()["details"][0]["field"] == "vintage", response.text
+    # the event's vintage attribute applies to JSON data as to CSV (it was ignored); one that
+    # contradicts the data's own is refused
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    response = client.post("/v1/observations", content=data, headers={**binary, "ce-id": "4", "ce-vintage": soon})
+    assert response.status_code == 200 and response.json()["vintage"] == soon, response.text
+    later = json.dumps({**obs("infl", **{"2011-01-01": 1.0}), "vintage": "2011-02-01T00:00:00Z"})
+    response = client.post("/v1/observations", content=later, headers={**binary, "ce-id": "5", "ce-vintage": soon})
+    assert response.status_code == 422 and response.json()["details"][0]["field"] == "vintage", response.text
     for attribute, value in (("id", ""), ("time", "yesterday")):
         response = client.post(
             "/v1/observations",

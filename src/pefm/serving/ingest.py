@@ -152,6 +152,9 @@ class IngestService:
     def _parse(self, body: bytes, request: Request) -> tuple[ObservationsPayload, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
+            if content_type != "text/csv" and content_type != "application/csv" and "vintage" in request.query_params:
+                message = "only a CSV upload takes it as a parameter: give \"vintage\" in the JSON body"
+                raise ValidationError("invalid vintage", [Issue(field="vintage", message=message)])
             if "ce-specversion" in request.headers or content_type == "application/cloudevents+json":
                 return _from_cloudevent(request, body), "cloudevent"
             if content_type == "application/json":
@@ -369,16 +372,32 @@ def _from_cloudevent(request: Request, body: bytes) -> ObservationsPayload:
     event = parse_cloudevent(request, body, {EVENT_TYPE})
     data = event.get_data()
     data_type = (event.get("datacontenttype") or "application/json").split(";")[0].strip().lower()
-    if isinstance(data, dict | list):
-        return observations_from_object(data)
     if data is None:
         raise ValidationError("invalid CloudEvent", [Issue(field="data", message="the event has no data")])
-    raw = data.encode() if isinstance(data, str) else bytes(data)
-    if data_type in ("text/csv", "application/csv"):
-        return _from_csv(raw, event.get("vintage"))
-    if data_type == "application/json":
-        return parse_observations_json(raw)
-    raise ValidationError("invalid CloudEvent", [Issue(field="datacontenttype", message=f"unsupported {data_type!r}")])
+    if isinstance(data, dict | list):
+        payload = observations_from_object(data)
+    elif data_type in ("text/csv", "application/csv"):
+        return _from_csv(data.encode() if isinstance(data, str) else bytes(data), event.get("vintage"))
+    elif data_type == "application/json":
+        payload = parse_observations_json(data.encode() if isinstance(data, str) else bytes(data))
+    else:
+        message = f"unsupported {data_type!r}"
+        raise ValidationError("invalid CloudEvent", [Issue(field="datacontenttype", message=message)])
+    return _with_event_vintage(payload, event.get("vintage"))
+
+
+def _with_event_vintage(payload: ObservationsPayload, raw: object) -> ObservationsPayload:
+    """A JSON payload under the event's ``vintage`` extension attribute (as a CSV one is): the
+    payload's own vintage, where it gives one, must be the same moment."""
+    if raw is None:
+        return payload
+    stamp = parse_timestamp(raw)
+    if stamp is None:
+        raise ValidationError("invalid CloudEvent", [Issue(field="vintage", message="expected an ISO 8601 date-time")])
+    if payload.vintage is not None and payload.vintage != stamp:
+        message = f"the event says {stamp.isoformat()}, its data {payload.vintage.isoformat()}"
+        raise ValidationError("invalid CloudEvent", [Issue(field="vintage", message=message)])
+    return replace(payload, vintage=stamp)
 
 
 def _series_meta(body: bytes, series_id: str) -> SeriesMeta:
