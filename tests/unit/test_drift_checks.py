@@ -11,6 +11,7 @@ from pefm.drift.calibration import stable_input_false_alarms
 from pefm.drift.checks import evidently_drift, features
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import (
+    Null,
     accuracy_p_value,
     flag,
     sequence_null,
@@ -87,6 +88,31 @@ def test_realized_accuracy_is_a_permutation_test_that_holds_whatever_the_tails()
         for i in range(400)
     ]
     assert np.mean(rejected) <= 0.07
+
+
+def test_p_values_past_the_simulated_scores_come_from_a_fitted_tail():
+    """5,000 draws put a Monte Carlo p-value at 1/5001 or above, yet Benjamini-Hochberg over 400
+    tests (a hundred series) needs 0.05/400 of a lone drifted signal. Past the last ten simulated
+    scores the generalized Pareto tail answers: near the truth for an exponential null, above it
+    (conservative) for a Gaussian one, and small enough to flag."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(8)
+    exponential = Null(rng.exponential(size=5000))
+    assert exponential.p_value(1.0) == (1 + np.sum(exponential.scores >= 1.0)) / 5001  # the draws answer
+    p = exponential.p_value(12.0)
+    assert np.exp(-12.0) / 3 < p < 3 * np.exp(-12.0) and p < 1 / 5001
+    assert exponential.p_value(13.0) < p
+    assert exponential.critical(1e-6) == pytest.approx(-np.log(1e-6), rel=0.15)
+    gaussian = Null(rng.normal(size=5000))
+    assert norm.sf(5.0) < gaussian.p_value(5.0) < 1 / 5001
+    tests = [({"p_value": gaussian.p_value(0.1)}, gaussian) for _ in range(399)]
+    tests.append(({"p_value": gaussian.p_value(7.0)}, gaussian))
+    flag(tests, 0.05)
+    assert [signal["drifted"] for signal, _ in tests].count(True) == 1 and tests[-1][0]["drifted"]
+    assert tests[-1][0]["threshold"] < 7.0
+    few = Null(rng.exponential(size=500))  # too few draws to spare a tail: the draws alone
+    assert few.p_value(12.0) == 1 / 501
 
 
 def test_report_rows_flatten_every_signal():
