@@ -55,10 +55,10 @@ STATE_TTL = 7 * 24 * 3600
 """Seconds a version's state, conditioning, artifact and panels live after their last write."""
 
 
-def panel_key(series_ids, as_of: datetime) -> str:
-    """The ``panel`` key of these series as known at ``as_of``."""
+def panel_key(series_ids, as_of: datetime, changed: datetime | None = None) -> str:
+    """The ``panel`` key of these series as known at ``as_of`` (as last ``changed``)."""
     ids = hashlib.sha256(",".join(series_ids).encode()).hexdigest()[:24]
-    return f"{ids}:{as_of.timestamp():.6f}"
+    return f"{ids}:{as_of.timestamp():.6f}" + (f"/{changed.timestamp():.6f}" if changed else "")
 
 
 class Cache:

@@ -377,14 +377,16 @@ class InferenceService:
         history: list[dict] | None,
     ) -> tuple[str, str]:
         """A model-path answer and where it came from (``cache`` or ``model``). Its key holds the
-        version, the series, the request and the data vintage: ``as_of`` (data known then) or
-        the moment the data the series is conditioned on were read (what-if, other levels), so
-        new data never meet an old answer. (An admin's backdated write, which changes what was
-        known at a past moment, reaches a cached as-of answer only when it expires.)"""
+        version, the series, the request and the moment the data the series is conditioned on
+        were read (what-if, other levels), so new data never meet an old answer. An as-of answer
+        is not kept here: an admin's backdated write changes what was known at a past moment, and
+        the registry's forecasts at past origins (which know of such writes) keep those."""
+        if as_of is not None:
+            return await self._model_json(series_id, state, space, horizon, levels, as_of, history), "model"
         cache, version = self.server.cache, self.server.version.id
-        request = json.dumps([space, horizon, levels, as_of and as_of.isoformat(), history], separators=(",", ":"))
-        vintage = (as_of or state.data_as_of).timestamp()
-        key = f"{version}:{series_id}:{vintage:.6f}:{hashlib.sha256(request.encode()).hexdigest()[:32]}"
+        request = json.dumps([space, horizon, levels, history], separators=(",", ":"))
+        digest = hashlib.sha256(request.encode()).hexdigest()[:32]
+        key = f"{version}:{series_id}:{state.data_as_of.timestamp():.6f}:{digest}"
         if (cached := await in_thread(cache.get, "answer", key)) is not None:
             return cached.decode(), "cache"
         text = await self._model_json(series_id, state, space, horizon, levels, as_of, history)

@@ -33,7 +33,7 @@ from pefm.forecasting.panel import load_panel, member_data, panel_from_json, pan
 from pefm.forecasting.training import estimator
 from pefm.serving.cache import STATE_TTL, panel_key
 from pefm.serving.http import ApiError
-from pefm.storage.observations import settled
+from pefm.storage.observations import last_changed, settled
 
 if TYPE_CHECKING:
     from pefm.serving.inference import Conditioning, ModelServer
@@ -62,8 +62,11 @@ def model_forecast(
     model = server.model
     meta = server.meta[series_id]
     try:
+        if as_of is not None:  # what was known then, as it stands now (a backdated write changes it)
+            with server.db.connection() as conn:
+                changed = last_changed(conn, _estimated_group(server, series_id)[2], as_of)
         if as_of is not None and history is None:
-            return _as_of_rows(server, series_id, as_of, space, horizon, levels)
+            return _as_of_rows(server, series_id, as_of, changed, space, horizon, levels)
         if as_of is None and history is None:
             member = _member_for(server, series_id, state)
             anchor = state.anchor
@@ -74,9 +77,9 @@ def model_forecast(
             family, params, ids = _estimated_group(server, series_id)
             # a what-if starts from the data the plain forecasts use (as last re-conditioned)
             base = as_of or max(server.series[s].data_as_of for s in ids if s in server.series)
-            panel = _panel(server, ids, base)
+            panel = _panel(server, ids, base, changed if as_of is not None else None)
             if as_of is not None:
-                model = _estimated_at(server.version.id, family, params, as_of, panel)
+                model = _estimated_at(server.version.id, family, params, as_of, changed, panel)
             if history is not None:
                 panel = _with_history(panel, series_id, history, Frequency(meta["frequency"]))
             member = _conditioned(model, panel, series_id)
@@ -102,17 +105,24 @@ def _rows(member, series_id: str, meta: dict, anchor, space: str, horizon: int, 
 
 
 def _as_of_rows(
-    server: ModelServer, series_id: str, as_of: datetime, space: str, horizon: int, levels: tuple[int, ...]
+    server: ModelServer,
+    series_id: str,
+    as_of: datetime,
+    changed: datetime | None,
+    space: str,
+    horizon: int,
+    levels: tuple[int, ...],
 ) -> list[dict[str, Any]]:
-    """The forecast the version made (or makes) from the data known at ``as_of``: from the
-    registry's forecasts at past origins when it holds it, else estimated on those data and then
-    kept there (at the precomputed shape, both spaces) for every replica and revision."""
+    """The forecast the version made (or makes) from the data known at ``as_of`` (last changed
+    at ``changed``): from the registry's forecasts at past origins when it holds it, else
+    estimated on those data and then kept there (at the precomputed shape, both spaces) for
+    every replica and revision."""
     from pefm.forecasting.origins import store_forecast, stored_forecast
     from pefm.forecasting.registry import PRECOMPUTED_HORIZON, PRECOMPUTED_LEVELS
 
     meta = server.meta[series_id]
     family, params, ids = _estimated_group(server, series_id)
-    panel = _panel(server, ids, as_of)
+    panel = _panel(server, ids, as_of, changed)
     known = panel[series_id].dropna()
     if known.empty:
         raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data of {series_id} was known then")
@@ -121,7 +131,7 @@ def _as_of_rows(
         rows = stored_forecast(conn, server.version, series_id, freq, ids, cutoff, as_of, space, horizon, levels)
     if rows is not None:
         return rows
-    member = _conditioned(_estimated_at(server.version.id, family, params, as_of, panel), panel, series_id)
+    member = _conditioned(_estimated_at(server.version.id, family, params, as_of, changed, panel), panel, series_id)
     anchor = anchor_at(panel, series_id, member.cutoff_)
     rows = _rows(member, series_id, meta, anchor, space, horizon, levels)
     shape = min(PRECOMPUTED_HORIZON, getattr(member, "horizon", PRECOMPUTED_HORIZON)), PRECOMPUTED_LEVELS
@@ -164,9 +174,12 @@ def _conditioned(model, panel: pd.DataFrame, series_id: str) -> BaseForecaster:
     return copy.deepcopy(member).update(member_data(member, panel, series_id))
 
 
-def _estimated_at(version_id: str, family: str, params: dict[str, Any], as_of: datetime, panel: pd.DataFrame):
-    """``family`` with ``params`` estimated on ``panel`` (the data known at ``as_of``)."""
-    key = (version_id, family, tuple(panel.columns), as_of)
+def _estimated_at(
+    version_id: str, family: str, params: dict[str, Any], as_of: datetime, changed: datetime | None, panel: pd.DataFrame
+):
+    """``family`` with ``params`` estimated on ``panel`` (the data known at ``as_of``, as last
+    changed at ``changed``)."""
+    key = (version_id, family, tuple(panel.columns), as_of, changed)
     with _fitting:  # one estimation at a time per process: they are CPU-bound
         if (fitted := _as_of_fits.get(key)) is not None:
             _as_of_fits.move_to_end(key)
@@ -189,17 +202,21 @@ def _estimated_at(version_id: str, family: str, params: dict[str, Any], as_of: d
         return model
 
 
-def _panel(server: ModelServer, series_ids: list[str], as_of: datetime) -> pd.DataFrame:
+def _panel(
+    server: ModelServer, series_ids: list[str], as_of: datetime, changed: datetime | None = None
+) -> pd.DataFrame:
     """The series as known at ``as_of``; the last few reads are kept (a what-if reads the same
     data as the plain forecast, request after request, until new data arrive), and with a shared
-    cache kept there too, for every replica (the feature store: read from PostgreSQL once)."""
-    key = (tuple(series_ids), as_of)
+    cache kept there too, for every replica (the feature store: read from PostgreSQL once).
+    ``changed``: when what was known at a past ``as_of`` last changed (``last_changed``), so that
+    a backdated write does not meet a panel read before it."""
+    key = (tuple(series_ids), as_of, changed)
     with _cache:
         if (panel := _panels.get(key)) is not None:
             _panels.move_to_end(key)
             return panel
     shared = server.cache if server.cache.shared else None
-    shared_key = panel_key(series_ids, as_of)
+    shared_key = panel_key(series_ids, as_of, changed)
     if shared is not None and (text := shared.get("panel", shared_key)) is not None:
         panel = panel_from_json(text)
     else:

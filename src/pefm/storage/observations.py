@@ -430,6 +430,17 @@ def _as_utc(moment: datetime | pd.Timestamp | str) -> datetime:
     return ts.to_pydatetime()
 
 
+def last_changed(conn: psycopg.Connection, series_ids: Sequence[str], as_of: Moment) -> datetime | None:
+    """When what was known of these series at ``as_of`` last changed: the latest write of a
+    value with a vintage up to it (later than ``as_of`` itself only where a write was backdated);
+    None when nothing was known then."""
+    row = conn.execute(
+        "SELECT max(ingested_at) FROM all_observations WHERE series_id = ANY(%s) AND vintage <= %s",
+        (list(series_ids), _as_utc(as_of)),
+    ).fetchone()
+    return row[0]
+
+
 def settled(conn: psycopg.Connection, series_ids: Sequence[str]) -> None:
     """Wait until the writes of these series under way have committed. A write holds its series'
     locks from before its vintage is stamped until it commits, so a read after this sees every
