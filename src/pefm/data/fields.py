@@ -11,6 +11,8 @@ CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 """Control characters a text field refuses (NUL among them, which PostgreSQL's text cannot hold);
 tab and newline are fine."""
 MIN_YEAR, MAX_YEAR = 1700, 2200
+EXPECTED_TIMESTAMP = f"expected an ISO 8601 date or date-time, years {MIN_YEAR}..{MAX_YEAR}"
+"""What a field ``parse_timestamp`` refuses is told."""
 
 
 def parse_timestamp(raw: object) -> datetime | None:

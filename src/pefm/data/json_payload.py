@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pefm.data import strict_json
-from pefm.data.fields import SERIES_ID, parse_timestamp
+from pefm.data.fields import EXPECTED_TIMESTAMP, SERIES_ID, parse_timestamp
 from pefm.data.validation import Issue, Issues, ValidationError
 
 _SERIES_KEYS = {"series_id", "observations"}
@@ -79,7 +79,7 @@ def observations_from_object(data: Any) -> ObservationsPayload:
     if "vintage" in data:
         vintage = parse_timestamp(data["vintage"])
         if vintage is None:
-            issues.append(Issue(field="vintage", message="expected an ISO 8601 date-time"))
+            issues.append(Issue(field="vintage", message=EXPECTED_TIMESTAMP))
     if "series" in data:
         _extra(data, {"series", "vintage"}, "", issues)
         items = data["series"]
@@ -134,9 +134,7 @@ def _series(item: Any, path: str, issues: Issues) -> SeriesPayload | None:
             issues.append(Issue(index=i, field=f"{where}.{key}", message="required"))
         ts = parse_timestamp(obs.get("ts")) if "ts" in obs else None
         if "ts" in obs and ts is None:
-            issues.append(
-                Issue(index=i, field=f"{where}.ts", message="expected an ISO 8601 date or date-time, years 1700..2200")
-            )
+            issues.append(Issue(index=i, field=f"{where}.ts", message=EXPECTED_TIMESTAMP))
         value = obs.get("value")
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         if "value" in obs and not (numeric and math.isfinite(value)):

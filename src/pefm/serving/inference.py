@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pefm.config import Settings
-from pefm.data.fields import SERIES_ID, parse_timestamp
+from pefm.data.fields import EXPECTED_TIMESTAMP, SERIES_ID, parse_timestamp
 from pefm.data.transforms import INVERTIBLE, SPACES, model_space_unit
 from pefm.serving.cache import STATE_TTL, Cache
 from pefm.serving.http import (
@@ -549,7 +549,7 @@ def check_request(data: dict[str, Any]):
     if data.get("as_of") is not None:
         as_of = parse_timestamp(data["as_of"])
         if as_of is None:
-            details.append({"field": "as_of", "message": "expected an ISO 8601 date or date-time"})
+            details.append({"field": "as_of", "message": EXPECTED_TIMESTAMP})
         elif as_of > datetime.now(UTC):
             details.append({"field": "as_of", "message": "is in the future: nothing is known as of then yet"})
     space = data.get("space")

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from pefm.config import Settings
 from pefm.data.calendars import calendar_names
-from pefm.data.fields import CONTROL_CHARS, SERIES_ID, parse_timestamp
+from pefm.data.fields import CONTROL_CHARS, EXPECTED_TIMESTAMP, SERIES_ID, parse_timestamp
 from pefm.data.fred_csv import parse_fred_csv
 from pefm.data.frequency import Frequency, parse_frequency
 from pefm.data.json_payload import (
@@ -153,7 +153,7 @@ class IngestService:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if content_type != "text/csv" and content_type != "application/csv" and "vintage" in request.query_params:
-                message = "only a CSV upload takes it as a parameter: give \"vintage\" in the JSON body"
+                message = 'only a CSV upload takes it as a parameter: give "vintage" in the JSON body'
                 raise ValidationError("invalid vintage", [Issue(field="vintage", message=message)])
             if "ce-specversion" in request.headers or content_type == "application/cloudevents+json":
                 return _from_cloudevent(request, body), "cloudevent"
@@ -359,9 +359,7 @@ def _from_csv(body: bytes, vintage: str | None) -> ObservationsPayload:
     if vintage is not None:
         stamp = parse_timestamp(vintage)
         if stamp is None:
-            raise ValidationError(
-                "invalid CSV upload", [Issue(field="vintage", message="expected an ISO 8601 date-time")]
-            )
+            raise ValidationError("invalid CSV upload", [Issue(field="vintage", message=EXPECTED_TIMESTAMP)])
     if parsed.values.empty:
         raise ValidationError("invalid CSV upload", [Issue(field="body", message="no values (all missing)")])
     item = SeriesPayload.from_series(parsed.values.rename(parsed.series_id), "", parsed.lines)
@@ -393,7 +391,7 @@ def _with_event_vintage(payload: ObservationsPayload, raw: object) -> Observatio
         return payload
     stamp = parse_timestamp(raw)
     if stamp is None:
-        raise ValidationError("invalid CloudEvent", [Issue(field="vintage", message="expected an ISO 8601 date-time")])
+        raise ValidationError("invalid CloudEvent", [Issue(field="vintage", message=EXPECTED_TIMESTAMP)])
     if payload.vintage is not None and payload.vintage != stamp:
         message = f"the event says {stamp.isoformat()}, its data {payload.vintage.isoformat()}"
         raise ValidationError("invalid CloudEvent", [Issue(field="vintage", message=message)])
