@@ -377,16 +377,20 @@ class InferenceService:
         history: list[dict] | None,
     ) -> tuple[str, str]:
         """A model-path answer and where it came from (``cache`` or ``model``). Its key holds the
-        version, the series, the request and the moment the data the series is conditioned on
-        were read (what-if, other levels), so new data never meet an old answer. An as-of answer
-        is not kept here: an admin's backdated write changes what was known at a past moment, and
-        the registry's forecasts at past origins (which know of such writes) keep those."""
-        if as_of is not None:
-            return await self._model_json(series_id, state, space, horizon, levels, as_of, history), "model"
+        version, the series, the request and the data it was made from: the moment the data the
+        series is conditioned on were read (what-if, other levels), or for an as-of answer the
+        moment asked and when what was known then last changed (an admin's backdated write
+        changes it after the fact), so new data never meet an old answer."""
         cache, version = self.server.cache, self.server.version.id
         request = json.dumps([space, horizon, levels, history], separators=(",", ":"))
         digest = hashlib.sha256(request.encode()).hexdigest()[:32]
-        key = f"{version}:{series_id}:{state.data_as_of.timestamp():.6f}:{digest}"
+        data = f"{state.data_as_of.timestamp():.6f}"
+        if as_of is not None:
+            from pefm.serving.whatif import known_changed
+
+            changed = await in_database(known_changed, self.server, series_id, as_of)
+            data = f"{as_of.timestamp():.6f}/{changed.timestamp() if changed else 0:.6f}"
+        key = f"{version}:{series_id}:{data}:{digest}"
         if (cached := await in_thread(cache.get, "answer", key)) is not None:
             return cached.decode(), "cache"
         text = await self._model_json(series_id, state, space, horizon, levels, as_of, history)

@@ -62,9 +62,7 @@ def model_forecast(
     model = server.model
     meta = server.meta[series_id]
     try:
-        if as_of is not None:  # what was known then, as it stands now (a backdated write changes it)
-            with server.db.connection() as conn:
-                changed = last_changed(conn, _estimated_group(server, series_id)[2], as_of)
+        changed = known_changed(server, series_id, as_of) if as_of is not None else None
         if as_of is not None and history is None:
             return _as_of_rows(server, series_id, as_of, changed, space, horizon, levels)
         if as_of is None and history is None:
@@ -90,6 +88,14 @@ def model_forecast(
         raise ApiError(422, str(exc), [{"field": field, "message": str(exc)}]) from None
     except TransformError as exc:  # stored before ingest checked values against the transform
         raise ApiError(422, f"the stored data of {series_id} cannot be used: {exc}") from None
+
+
+def known_changed(server: ModelServer, series_id: str, as_of: datetime) -> datetime | None:
+    """When what was known at ``as_of`` of the series estimated with ``series_id`` last changed:
+    part of the key of anything kept from those data, since an admin's backdated write changes
+    them after the fact (``storage.observations.last_changed``)."""
+    with server.db.connection() as conn:
+        return last_changed(conn, _estimated_group(server, series_id)[2], as_of)
 
 
 def _rows(member, series_id: str, meta: dict, anchor, space: str, horizon: int, levels) -> list[dict[str, Any]]:
