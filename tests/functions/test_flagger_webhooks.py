@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from pefm.config import Settings
-from pefm.forecasting.registry import promote
+from pefm.forecasting.registry import promote, serving_version
 from pefm.local.runtime import LocalRuntime, free_port
 from pefm.rollout.api import create_rollout_app
 from pefm.rollout.cluster import KnativeCluster
@@ -409,3 +409,39 @@ def test_hostile_webhook_bodies_get_json_errors(cluster, body, status, field):
     )
     assert response.status_code == status and response.headers["content-type"] == "application/json", response.text
     assert field in {d["field"] for d in response.json()["details"]}
+
+
+def test_a_promotion_reported_after_a_newer_revision_appeared_settles_the_promoted_model(fresh):
+    """Flagger promoted the canary (it is the primary) while a deploy made a newer revision: its
+    post-rollout was taken for the newer revision's, which superseded the promoted rollout and
+    rejected the model now carrying the traffic; every retry then got 409."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    first = hook(fresh, "confirm-rollout", "c8").json()["rollout"]
+    assert hook(fresh, "pre-rollout", "c8").status_code == 200
+    fresh["api"].route(names["same"], names["different"])  # `same` promoted; 00003 is the newest revision
+    answer = hook(fresh, "post-rollout", "c8", phase="Succeeded")
+    assert answer.status_code == 200 and answer.json()["rollout"] == first, answer.text
+    assert status_of(fresh, "same") == "serving" and status_of(fresh, "blue") == "retired"
+    with fresh["db"].connection() as conn:
+        assert serving_version(conn).id == fresh["versions"]["same"]
+        assert conn.execute("SELECT count(*) FROM rollouts").fetchone()[0] == 1  # nothing made, nothing superseded
+
+
+def test_no_divergence_to_judge_is_no_failed_check_and_the_weight_waits(fresh):
+    """The same meaning of "no data" as the local controller's: a `rollout` answer without
+    forecasts to compare is not a failed check (Flagger counted it toward a rollback), and the
+    weight waits at confirm-traffic-increase until there are some."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    assert hook(fresh, "confirm-rollout", "c7").status_code == 200
+    hook(fresh, "event", "c7", eventMessage="Advance pefm-inference.pefm canary weight 10", eventType="Normal")
+    quiet = hook(fresh, "rollout", "c7")  # nothing served since the step began
+    assert quiet.status_code == 200 and "no forecasts" in quiet.json()["reason"], quiet.text
+    serve_requests(fresh["runtime"].processes[names["same"]].url, 6)
+    serve_requests(fresh["runtime"].processes[names["blue"]].url, 6)
+    assert _eventually(
+        lambda: hook(fresh, "confirm-traffic-increase", "c7").json()["reason"].startswith("waiting for data")
+    )
+    assert hook(fresh, "rollout", "c7").status_code == 200
+    assert hook(fresh, "confirm-traffic-increase", "c7").status_code == 200

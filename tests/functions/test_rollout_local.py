@@ -5,11 +5,12 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from pefm.forecasting.registry import promote, serving_version
 from pefm.local.runtime import FUNCTIONS, LocalRuntime, record_revision, revision_alive
@@ -433,7 +434,8 @@ def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
     import shutil
 
     from pefm.local.runtime import free_port, spawn
-    from pefm.rollout.providers import PrometheusProvider
+    from pefm.rollout.flagger import flagger_query
+    from pefm.rollout.providers import MIN_WINDOW, PrometheusProvider
 
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
@@ -478,7 +480,8 @@ def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
         deadline = time.monotonic() + 60
         while (provider.query(baseline) or 0) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-        since = datetime.now(UTC)
+        since = datetime.now(UTC) - timedelta(seconds=MIN_WINDOW)  # a younger step has no data of its own yet
+        assert provider.revision_metrics("pefm-inference-blue", datetime.now(UTC)).requests == 0
         send(40)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -491,6 +494,19 @@ def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
         assert bad.success_rate == pytest.approx(0.75, abs=0.05)
         assert good.p99_latency_ms is not None and 0 < good.p99_latency_ms < 5000
         assert provider.revision_metrics("pefm-inference-nonexistent", since).success_rate is None
+        # Flagger's templates: the same numbers, and a revision that served nothing passes (Flagger
+        # would count no value as a failed check; its webhooks make the weight wait instead)
+        flagger = {
+            (metric, revision): provider.query(
+                flagger_query(metric).replace("{{ route }}", revision).replace("{{ interval }}", "60s")
+            )
+            for metric in ("success_rate", "p99_latency_ms")
+            for revision in ("pefm-inference-prom-faulty", "pefm-inference-nonexistent")
+        }
+        assert flagger["success_rate", "pefm-inference-prom-faulty"] == pytest.approx(0.75, abs=0.05)
+        assert 0 < flagger["p99_latency_ms", "pefm-inference-prom-faulty"] < 5000
+        assert flagger["success_rate", "pefm-inference-nonexistent"] == 1
+        assert flagger["p99_latency_ms", "pefm-inference-nonexistent"] == 0
         # the dashboard's Overview reads the same server when PEFM_PROMETHEUS_URL is set
         from dashboard.data import traffic_from_prometheus
 
@@ -501,3 +517,95 @@ def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
     finally:
         server.stop()
         runtime.stop("pefm-inference-prom-faulty")
+
+
+PASSED = {"passed": True, "checks": [], "failures": []}
+
+
+def test_a_green_that_refuses_a_series_blue_serves_is_rolled_back(stack, module_schema):
+    """Green's model dropped a series: the requests for it that blue answers, green refuses (409).
+    Their replays had no divergence to give, and a check without a value made the rollout wait
+    at its step for good; such a refusal now fails the divergence check."""
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    partial = register_model(module_schema, "ar", ["realgdp", "unemp"])  # no infl
+    with db.connection() as conn:
+        set_gate_report(conn, partial, PASSED)
+        promote(conn, versions["blue"])  # register_model promoted the partial model
+    revision = green(runtime, "pefm-inference-partial", partial)
+    rollout_id = controller.start("inference", revision, SPEC, partial)
+    with Load(router.url("inference"), SERIES):
+        state = roll(controller, rollout_id)
+    assert state.phase is Phase.ROLLED_BACK
+    assert any("divergence inf outside" in e["reason"] for e in controller.events(rollout_id))
+    with db.connection() as conn:
+        assert serving_version(conn).id == versions["blue"]
+    runtime.stop(revision)
+
+
+def test_a_rollback_saved_but_not_routed_is_routed_before_the_next_rollout_starts(stack):
+    """The router failed the operator's rollback, so the rejected green still carried the traffic
+    when the next rollout started: it became that rollout's blue, and the rollback was never
+    routed (a superseded rollout routes nothing)."""
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    first = green(runtime, "pefm-inference-g1", versions["same"])
+    rollout_id = controller.start("inference", first, SPEC, versions["same"])
+    with Load(router.url("inference"), SERIES):
+        assert roll(controller, rollout_id).phase is Phase.SUCCEEDED
+    flaky = RolloutController(db, FlakyRouter(db, {}, failures=1), DatabaseProvider(db), prober=None)
+    assert flaky.rollback(rollout_id).phase is Phase.ROLLED_BACK  # saved; the router failed
+    assert {t.tag: t.percent for t in router.traffic("inference")}["green"] == 100
+    second = green(runtime, "pefm-inference-g2", versions["blue"])
+    next_id = controller.start("inference", second, SPEC, versions["blue"])
+    assert controller.get(next_id).blue_revision == "pefm-inference-blue"
+    assert controller.get(rollout_id).routed_generation == controller.get(rollout_id).generation
+    controller.rollback(next_id)
+    for revision in (first, second):
+        runtime.stop(revision)
+
+
+def test_an_operator_promotes_no_candidate_the_gates_have_not_passed(stack):
+    """Promote took any rollout to 100% and made its candidate serve, failed gates and all; a
+    cluster's operator can only approve a promotion Flagger waits for."""
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    with db.connection() as conn:
+        set_gate_report(conn, versions["different"], {"passed": False, "checks": [], "failures": ["dm"]})
+    revision = green(runtime, "pefm-inference-ungated", versions["different"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["different"])
+    try:
+        with pytest.raises(RolloutError, match="failed its validation gates"):
+            controller.promote(rollout_id)
+        assert controller.get(rollout_id).state.phase is not Phase.SUCCEEDED
+        with db.connection() as conn:
+            assert serving_version(conn).id != versions["different"]
+    finally:
+        controller.rollback(rollout_id)
+        with db.connection() as conn:
+            set_gate_report(conn, versions["different"], PASSED)
+        runtime.stop(revision)
+
+
+def test_a_configuration_change_needs_no_gate_report(stack):
+    """A green serving the serving version (a new configuration of the same model) passed
+    Flagger's confirm-rollout but waited for good locally for a gate report it need not have."""
+    runtime, router, controller, _, db = stack
+    reset(router, runtime)
+    with db.connection() as conn:
+        serving = serving_version(conn).id
+        report = get_version(conn, serving).gate_report
+        conn.execute("UPDATE model_versions SET gate_report = NULL WHERE id = %s", (serving,))
+    revision = green(runtime, "pefm-inference-config", serving)
+    rollout_id = controller.start("inference", revision, SPEC, serving)
+    try:
+        for _ in range(20):
+            if controller.tick(rollout_id).state.phase is not Phase.INITIALIZING:
+                break
+            time.sleep(SPEC.interval_seconds)
+        assert controller.get(rollout_id).state.phase is Phase.PROGRESSING
+    finally:
+        controller.rollback(rollout_id)
+        with db.connection() as conn:
+            conn.execute("UPDATE model_versions SET gate_report = %s WHERE id = %s", (Jsonb(report), serving))
+        runtime.stop(revision)

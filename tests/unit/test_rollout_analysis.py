@@ -1,5 +1,7 @@
 """The pure rollout analysis: every path of decide()."""
 
+import math
+
 import pytest
 
 from pefm.rollout.analysis import Observations, Phase, State, decide
@@ -82,3 +84,17 @@ def test_spec_validation():
     assert spec.steps == (20, 100) and spec.checks[0].min == 0.9
     with pytest.raises(ValueError, match="unknown rollout spec"):
         RolloutSpec.from_dict({"stepz": [100]})
+
+
+def test_a_failed_check_counts_while_another_has_no_value_yet():
+    """A wait for a check without a value hid the checks that had failed: a green failing a
+    quarter of its requests, whose divergence never had a value, stayed at its step for good."""
+    failing = Observations(requests=50, metrics={**HEALTHY, "success_rate": 0.75, "divergence": None})
+    first = decide(SPEC, progressing(), failing)
+    assert first.action == "hold" and first.state.failed_checks == 1 and "success-rate 0.75" in first.reason
+    assert decide(SPEC, first.state, failing).action == "rollback"
+    quiet = decide(SPEC, progressing(), Observations(requests=50, metrics={**HEALTHY, "divergence": None}))
+    assert quiet.action == "wait" and "no data yet for divergence" in quiet.reason  # nothing failed: wait
+    # green refused a request blue answered: its divergence is infinite, and fails
+    refused = decide(SPEC, progressing(), Observations(requests=50, metrics={**HEALTHY, "divergence": math.inf}))
+    assert refused.action == "hold" and "divergence inf" in refused.reason

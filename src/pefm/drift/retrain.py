@@ -32,8 +32,8 @@ from pefm.forecasting.models import DEFAULT_MODEL
 from pefm.forecasting.panel import default_series, load_panel
 from pefm.forecasting.registry import serving_version
 from pefm.forecasting.training import bundle_params, data_sha256, train
-from pefm.rollout.controller import UNFINISHED
 from pefm.rollout.router import knative_service, revision_name
+from pefm.rollout.store import UNFINISHED
 from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, get_version
 

@@ -174,6 +174,22 @@ def gates_passed(conn: psycopg.Connection, version_id: str | None) -> bool | Non
     return None if row is None or row[0] is None else bool(row[0]["passed"])
 
 
+def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_gates: bool) -> tuple[bool | None, str]:
+    """What a rollout's gate check says of its candidate, and why: the same rule for the local
+    controller and Flagger's confirm-rollout. The serving version passes (a configuration change:
+    the model is the one serving), as does any when the spec asks no gates; else the candidate's
+    gate report decides (None: it has none yet)."""
+    serving = serving_version(conn)
+    if serving is not None and candidate == serving.id:
+        return True, f"the candidate serves the serving version {candidate}: a configuration change"
+    if not require_gates:
+        return True, "the spec does not require gates"
+    passed = gates_passed(conn, candidate)
+    if passed is None:
+        return None, f"the candidate {candidate or '(unknown)'} has no gate report"
+    return passed, f"the candidate {candidate} {'passed' if passed else 'failed'} its validation gates"
+
+
 def settle_rollout(
     conn: psycopg.Connection, *, candidate: str | None, previous: str | None, succeeded: bool, reason: str
 ) -> str:

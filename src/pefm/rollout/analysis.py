@@ -3,7 +3,8 @@
 Phases follow Flagger: Initializing -> Progressing -> Promoting -> Succeeded, or RolledBack
 (checks failed ``threshold`` times, or the smoke test / gates failed), with Paused in between
 at an operator's request. No data is never good news: too few requests, or a check without a
-value, means Wait, never Advance.
+value, means Wait, never Advance; but a check that failed counts even while another has no value
+yet (a wait would hide it for as long as that one stays empty).
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
         return Decision("hold", state, "paused by an operator")
     if state.phase is Phase.PROMOTING:
         return Decision("promote", replace(state, phase=Phase.SUCCEEDED, weight=100), "green serves 100%")
-    if state.phase is Phase.INITIALIZING:
-        if spec.require_gates and obs.gates_passed is False:
+    if state.phase is Phase.INITIALIZING:  # gates_passed: registry.candidate_verdict's (spec included)
+        if obs.gates_passed is False:
             return _rollback(state, "the candidate model failed its validation gates")
-        if spec.require_gates and obs.gates_passed is None:
+        if obs.gates_passed is None:
             return Decision("wait", state, "the candidate model has no gate report yet")
         if obs.smoke_ok is None:
             return Decision("wait", state, "smoke test of the green revision not run yet")
@@ -78,10 +79,7 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
     if obs.requests < spec.min_requests:
         return Decision("wait", state, f"waiting for traffic: {obs.requests} of {spec.min_requests} requests on green")
     results = [check.judge(obs.metrics.get(check.metric)) for check in spec.checks]
-    missing = [r["check"] for r in results if r["passed"] is None]
-    if missing:
-        return Decision("wait", state, f"no data yet for {', '.join(missing)}", results)
-    failed = [r for r in results if not r["passed"]]
+    failed = [r for r in results if r["passed"] is False]  # judged before any wait: no check hides another
     if failed:
         failures = state.failed_checks + 1
         detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
@@ -97,6 +95,8 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
             f"check failed ({failures} of {spec.threshold}): {detail}",
             results,
         )
+    if missing := [r["check"] for r in results if r["passed"] is None]:
+        return Decision("wait", state, f"no data yet for {', '.join(missing)}", results)
     if state.weight >= 100:
         if spec.manual_promotion:
             return Decision("wait", state, "all checks passed at 100%: waiting for an operator to promote", results)

@@ -27,18 +27,17 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pefm.forecasting.registry import gates_passed, settle_rollout
+from pefm.forecasting.registry import candidate_verdict, serving_version, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State, decide
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
 from pefm.rollout.spec import RolloutSpec
-from pefm.rollout.store import LOCK, Rollout, RolloutError, is_newest, read_rollout, record_event
+from pefm.rollout.store import LOCK, UNFINISHED, Rollout, RolloutError, is_newest, read_rollout, record_event
 from pefm.storage.database import Database, LockBusy
 from pefm.storage.model_versions import version_exists
 
 __all__ = ["Rollout", "RolloutBusy", "RolloutConflict", "RolloutController", "RolloutError"]
 log = logging.getLogger(__name__)
-UNFINISHED = "phase NOT IN ('Succeeded', 'Failed', 'RolledBack')"
 
 
 class RolloutConflict(RolloutError):
@@ -88,11 +87,6 @@ class RolloutController:
         RolloutConflict when the service already has an unfinished rollout."""
         if self.router is None:
             raise RolloutError("on a cluster Flagger starts rollouts: deploy a new template (pefm rollout deploy)")
-        blue = serving_revision(self.router.traffic(service))
-        if blue is None:
-            raise RolloutError(f"{service} has no serving revision to roll out from")
-        if blue == green_revision:
-            raise RolloutError(f"{green_revision} is already serving {service}")
         if not self.router.has_revision(service, green_revision):  # it would wait for it, holding the service
             raise UnknownRevision(f"{service} has no revision {green_revision!r}")
         if green_model_version is not None:  # named by the caller: a typo would hold the service for good
@@ -100,13 +94,22 @@ class RolloutController:
                 known = version_exists(conn, green_model_version)
             if not known:
                 raise UnknownRevision(f"no model version {green_model_version!r} in the registry", "model_version")
-        green_model_version = green_model_version or self.router.revision_model_version(service, green_revision)
-        blue_model_version = self.router.revision_model_version(service, blue)
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{LOCK}start:{service}",))
             active = conn.execute(f"SELECT id FROM rollouts WHERE service = %s AND {UNFINISHED}", (service,)).fetchone()
             if active:
                 raise RolloutConflict(f"{service} already has rollout {active[0]} in progress", active[0])
+            blue = self._blue(conn, service)
+            if blue is None:
+                raise RolloutError(f"{service} has no serving revision to roll out from")
+            if blue == green_revision:
+                raise RolloutError(f"{green_revision} is already serving {service}")
+            green_model_version = (
+                green_model_version
+                or self.router.revision_model_version(service, green_revision)
+                or _serving_id(conn)  # an unpinned revision serves the serving version (as Flagger takes it)
+            )
+            blue_model_version = self.router.revision_model_version(service, blue) or _serving_id(conn)
             rollout_id = conn.execute(
                 """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version,
                                          blue_model_version, spec, phase, step, weight)
@@ -139,6 +142,18 @@ class RolloutController:
             )
         self.reconcile(rollout_id)
         return rollout_id
+
+    def _blue(self, conn: psycopg.Connection, service: str) -> str | None:
+        """The revision a new rollout of ``service`` starts from: the one carrying the most traffic,
+        once the last rollout's decision is routed (a rollback saved while the router failed would
+        otherwise leave the rejected green carrying the traffic, and make it the next blue)."""
+        last = conn.execute(
+            "SELECT id, routed_generation < generation FROM rollouts WHERE service = %s ORDER BY id DESC LIMIT 1",
+            (service,),
+        ).fetchone()
+        if last is not None and last[1]:
+            self.reconcile(last[0])
+        return serving_revision(self.router.traffic(service))
 
     def get(self, rollout_id: int) -> Rollout:
         with self.db.connection() as conn:
@@ -227,6 +242,14 @@ class RolloutController:
 
     # -- operators -------------------------------------------------------------------------------
     def promote(self, rollout_id: int, reason: str = "promoted by an operator") -> State:
+        """Green to 100% now, skipping the steps left (a cluster's operator can only approve a
+        promotion Flagger waits for); never a candidate the gates have not passed: the registry's
+        override for that is ``pefm models promote``."""
+        rollout = self.get(rollout_id)
+        with self.db.connection() as conn:
+            passed, why = candidate_verdict(conn, rollout.green_model_version, rollout.spec.require_gates)
+        if not passed and rollout.state.phase not in TERMINAL:
+            raise RolloutError(f"rollout {rollout_id} cannot be promoted: {why}")
         return self._manual(rollout_id, "promote", lambda s: replace(s, phase=Phase.SUCCEEDED, weight=100), reason)
 
     def rollback(self, rollout_id: int, reason: str = "rolled back by an operator") -> State:
@@ -267,9 +290,11 @@ class RolloutController:
     def _observe(self, rollout: Rollout) -> Observations:
         spec, state = rollout.spec, rollout.state
         if state.phase is Phase.INITIALIZING:
+            with self.db.connection() as conn:
+                gates, _ = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)
             return Observations(
                 smoke_ok=self.prober.smoke(self.router.tag_url(rollout.service, "green"), spec.smoke_request),
-                gates_passed=self._gates_passed(rollout.green_model_version),
+                gates_passed=gates,
             )
         if state.phase is not Phase.PROGRESSING:
             return Observations()
@@ -291,10 +316,6 @@ class RolloutController:
                 "divergence": divergence,
             },
         )
-
-    def _gates_passed(self, model_version: str | None) -> bool | None:
-        with self.db.connection() as conn:
-            return gates_passed(conn, model_version)
 
     def _grace_over(self, rollout: Rollout) -> bool:
         return (
@@ -401,3 +422,8 @@ class RolloutController:
                 yield conn
         except LockBusy as exc:
             raise RolloutBusy(str(exc)) from None
+
+
+def _serving_id(conn: psycopg.Connection) -> str | None:
+    serving = serving_version(conn)
+    return serving.id if serving else None

@@ -4,9 +4,11 @@
 Flagger moves the traffic (primary pinned by ``flagger.app/primary-revision``, the canary being the
 latest created revision) and judges the Prometheus metrics; what only PEFM knows (gates, the smoke
 request, forecast divergence, minimum traffic, operator decisions, the registry) it asks PEFM's
-webhooks (``pefm.rollout.webhooks``). The metric queries are the local provider's PromQL
-(``pefm.rollout.providers.PROMQL``) with Flagger's variables: ``{{ route }}`` is the canary revision
-for the Knative provider, ``{{ interval }}`` the metric's window.
+webhooks (``pefm.rollout.webhooks``). The metric queries are the local provider's PromQL, passing
+where the revision served nothing (``pefm.rollout.providers.FLAGGER_PROMQL``: Flagger would count
+no value as a failed check; the webhooks make the weight wait for traffic), with Flagger's
+variables: ``{{ route }}`` is the canary revision for the Knative provider, ``{{ interval }}`` the
+metric's window.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pefm.rollout.providers import PROMQL
+from pefm.rollout.providers import FLAGGER_PROMQL
 from pefm.rollout.router import knative_service
 from pefm.rollout.spec import RolloutSpec
 
@@ -41,8 +43,13 @@ def webhook_url(base: str, hook: str) -> str:
 
 
 def flagger_query(metric: str) -> str:
-    """The local provider's PromQL for ``metric`` with Flagger's template variables."""
-    return PROMQL[metric].replace("[{window}s]", "[{window}]").format(revision="{{ route }}", window="{{ interval }}")
+    """The local provider's PromQL for ``metric`` (passing when nothing was served:
+    ``FLAGGER_PROMQL``) with Flagger's template variables."""
+    return (
+        FLAGGER_PROMQL[metric]
+        .replace("[{window}s]", "[{window}]")
+        .format(revision="{{ route }}", window="{{ interval }}")
+    )
 
 
 def _seconds(value: float) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -78,7 +79,8 @@ class HttpProber:
         served since ``since`` to both, at their ``urls``, and score them with ``forecast_divergence``:
         forecasts are joined on their target date, so a green trained on later data is compared on
         the dates both forecast (blue is asked far enough ahead to reach green's dates). None when
-        nothing was served or no date is shared. The replays are marked as shadow traffic, so they
+        nothing was served or no date is shared; infinite when green refuses, again and again, a
+        request blue answers. The replays are marked as shadow traffic, so they
         never count as served requests themselves. A revision still catching up with new data
         (``serving.freshness``) may forecast other dates for a moment: no shared date is asked
         again a few times, a second apart."""
@@ -93,11 +95,14 @@ class HttpProber:
         for attempt in range(self.attempts if shapes else 0):
             if attempt:
                 time.sleep(1.0)
-            if (score := self._divergence_once(urls, shapes)) is not None:
-                break
+            score = self._divergence_once(urls, shapes)
+            if score is not None and (score != math.inf or attempt + 1 == self.attempts):
+                break  # a refusal is asked again, in case green was catching up, before it counts
         return score
 
     def _divergence_once(self, urls: tuple[str, str], shapes: list[tuple[str, int]]) -> float | None:
+        """The largest divergence over ``shapes``; infinite when green refuses a request blue
+        answers (a series its model dropped, a 5xx): its forecast is as far from blue's as can be."""
         blue_url, green_url = urls
         scores = []
         for series_id, horizon in shapes:
@@ -105,13 +110,15 @@ class HttpProber:
             body = {"series_id": series_id, "horizon": horizon, "levels": [95], "space": "model"}
             green = self._rows(green_url, body)
             blue = self._rows(blue_url, body)
-            if blue is None or green is None:
-                return None
+            if blue is None:  # nothing to compare green with
+                continue
+            if green is None:
+                return math.inf
             beyond = sum(1 for row in green if row["ds"] > blue[-1]["ds"])
             if beyond and horizon + beyond <= MAX_HORIZON:  # blue's forecasts must reach green's dates
                 blue = self._rows(blue_url, {**body, "horizon": horizon + beyond})
                 if blue is None:
-                    return None
+                    continue
             score = forecast_divergence(blue, green)
             if score is not None:
                 scores.append(score)

@@ -53,6 +53,20 @@ PROMQL = {
 }
 
 
+MIN_WINDOW = 30
+"""Seconds: the shortest window the Prometheus queries judge (two scrapes at the usual 15 s)."""
+
+
+# Flagger counts a metric without a value ("no values found", or NaN) as a failed check, so its
+# MetricTemplates give the passing value when the revision served nothing in the window: waiting
+# for traffic is the confirm-traffic-increase and confirm-promotion webhooks' job on a cluster
+# (min_requests since the weight last changed), as the local analysis, which sees no value, waits.
+FLAGGER_PROMQL = {
+    "success_rate": _count(_SERVED + ',status!~"5.."') + " / ((" + _REQUESTS + ") > 0) or on() vector(1)",
+    "p99_latency_ms": "(" + PROMQL["p99_latency_ms"] + ") and on() (" + _count(_SERVED) + " > 0) or on() vector(0)",
+}
+
+
 class PrometheusProvider:
     def __init__(self, url: str, queries: dict[str, str] | None = None, timeout: float = 5.0):
         self.url = url.rstrip("/")
@@ -70,7 +84,9 @@ class PrometheusProvider:
         return value if math.isfinite(value) else None
 
     def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics:
-        window = max(30, int((datetime.now(UTC) - since).total_seconds()))
+        window = int((datetime.now(UTC) - since).total_seconds())
+        if window < MIN_WINDOW:  # a longer window would judge the step before it: no data of its own yet
+            return RevisionMetrics(0, None, None)
         values = {k: self.query(q.format(revision=revision, window=window)) for k, q in self.queries.items()}
         return RevisionMetrics(round(values["requests"] or 0), values["success_rate"], values["p99_latency_ms"])
 

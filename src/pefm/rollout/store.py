@@ -3,6 +3,7 @@ names of the advisory locks that serialise who writes them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,6 +77,10 @@ def is_newest(conn: psycopg.Connection, rollout: Rollout) -> bool:
     return latest == rollout.id
 
 
+UNFINISHED = "phase NOT IN ('Succeeded', 'Failed', 'RolledBack')"
+"""SQL: a rollout not yet at an end."""
+
+
 def record_event(conn, rollout_id: int, action: str, state: State, reason: str, checks=None, obs=None) -> None:
     conn.execute(
         """INSERT INTO rollout_events (rollout_id, action, phase, step, weight, failed_checks, reason, checks,
@@ -88,10 +93,22 @@ def record_event(conn, rollout_id: int, action: str, state: State, reason: str, 
             state.weight,
             state.failed_checks,
             reason,
-            Jsonb(checks or []),
-            Jsonb(observations_json(obs)),
+            Jsonb(_finite(checks or [])),
+            Jsonb(_finite(observations_json(obs))),
         ),
     )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite number as null: JSON has none (a divergence is infinite
+    when green refused what blue answered; the event's reason says so)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def observations_json(obs: Observations | None) -> dict[str, Any]:

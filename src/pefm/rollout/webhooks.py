@@ -32,14 +32,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pefm.data.fields import CONTROL_CHARS
-from pefm.forecasting.registry import gates_passed, serving_version, settle_rollout
+from pefm.forecasting.registry import candidate_verdict, serving_version, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Phase, State
 from pefm.rollout.cluster import KnativeCluster, UnknownCanary
 from pefm.rollout.flagger import HOOKS
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import knative_service
 from pefm.rollout.spec import RolloutSpec
-from pefm.rollout.store import LOCK, Rollout, RolloutError, read_rollout, record_event
+from pefm.rollout.store import LOCK, UNFINISHED, Rollout, RolloutError, read_rollout, record_event
 from pefm.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ PHASES = {
     "Finalising": Phase.PROMOTING,
 }
 WEIGHT = re.compile(r"canary weight (\d+)")
+NO_DIVERGENCE = "divergence: no forecasts of the same requests to compare yet"
 APPROVED, ROLLBACK_REQUESTED = "approve-promotion", "request-rollback"
 
 
@@ -142,9 +143,18 @@ class FlaggerHooks:
             target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
         except UnknownCanary as exc:
             raise WebhookError(404, str(exc), "name") from None
+        if hook == "post-rollout" and payload.phase not in ("Succeeded", "Failed"):
+            raise WebhookError(422, f"post-rollout phase must be Succeeded or Failed, not {payload.phase!r}", "phase")
         primary, latest = self.cluster.revisions(target)  # read once per call
-        rollout = self.find(payload, target, primary, latest)
+        if hook in ("confirm-rollout", "pre-rollout"):  # a new revision is rolled out from these on
+            rollout = self.find(payload, target, primary, latest)
+        else:  # about a rollout already begun, which a newer revision must not supersede from here
+            rollout = self.existing(payload, hook, primary, latest)
+            if rollout is None and hook == "event" and not self._unfinished(payload):  # events may come first
+                rollout = self.find(payload, target, primary, latest)
         if rollout is None:
+            if hook == "rollback":  # a 2xx here is Flagger's signal to roll back
+                return Answer(False, f"{payload.canary}: no rollout of its latest revision to roll back", None, 403)
             return Answer(True, f"{payload.canary}: no new revision to roll out")
         if hook == "event":
             return self._event(rollout, payload)
@@ -183,7 +193,7 @@ class FlaggerHooks:
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{LOCK}start:{service}",))
             for old in conn.execute(
-                """SELECT id FROM rollouts WHERE service = %s AND phase NOT IN ('Succeeded', 'Failed', 'RolledBack')
+                f"""SELECT id FROM rollouts WHERE service = %s AND {UNFINISHED}
                    AND NOT (engine = 'flagger' AND canary = %s AND green_revision = %s)""",
                 (service, payload.canary, latest),
             ).fetchall():
@@ -211,33 +221,72 @@ class FlaggerHooks:
                 )
             return read_rollout(conn, rollout_id)
 
+    def existing(self, payload: Payload, hook: str, primary: str | None, latest: str | None) -> Rollout | None:
+        """The rollout a hook after pre-rollout is about; never created, and nothing superseded:
+        for post-rollout the one of the revision Flagger reports (Succeeded: the canary it promoted
+        now serves as the primary; Failed: the one it rolled back to the primary), else the one of
+        the latest revision. A deploy that makes a newer revision while Flagger promotes or
+        finalises must not turn the model it promoted into a rejected one."""
+        with self.db.connection() as conn:
+            row = None
+            if hook == "post-rollout" and primary:
+                column = "green_revision" if payload.phase == "Succeeded" else "blue_revision"
+                row = conn.execute(
+                    f"""SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND {column} = %s
+                        ORDER BY id DESC LIMIT 1""",
+                    (payload.canary, primary),
+                ).fetchone()
+            if row is None and latest:
+                row = conn.execute(
+                    "SELECT id FROM rollouts WHERE engine = 'flagger' AND canary = %s AND green_revision = %s",
+                    (payload.canary, latest),
+                ).fetchone()
+            return read_rollout(conn, row[0]) if row else None
+
+    def _unfinished(self, payload: Payload) -> bool:
+        """Whether the Canary has a rollout under way (which a new row would supersede)."""
+        with self.db.connection() as conn:
+            return bool(
+                conn.execute(
+                    f"SELECT 1 FROM rollouts WHERE engine = 'flagger' AND canary = %s AND {UNFINISHED}",
+                    (payload.canary,),
+                ).fetchone()
+            )
+
     # -- the checks ------------------------------------------------------------------------------
     def _confirm_rollout(self, rollout: Rollout) -> Answer:
         with self.db.connection() as conn:
-            serving = serving_version(conn)
-            passed = gates_passed(conn, rollout.green_model_version)
-        candidate = rollout.green_model_version
-        if serving is not None and candidate == serving.id:
-            why = f"the canary serves the serving version {candidate}: a configuration change"
-            return Answer(True, why, rollout.id)
-        if not rollout.spec.require_gates:
-            return Answer(True, "the spec does not require gates", rollout.id)
-        if passed is None:
-            return Answer(False, f"the candidate {candidate or '(unknown)'} has no gate report", rollout.id, 403)
-        if not passed:
-            return Answer(False, f"the candidate {candidate} failed its validation gates", rollout.id, 403)
-        return Answer(True, f"the candidate {candidate} passed its validation gates", rollout.id)
+            passed, why = candidate_verdict(conn, rollout.green_model_version, rollout.spec.require_gates)
+        return Answer(True, why, rollout.id) if passed else Answer(False, why, rollout.id, 403)
 
     def _pre_rollout(self, rollout: Rollout) -> Answer:
         ok = self.prober.smoke(self.cluster.url(rollout.green_revision), rollout.spec.smoke_request)
         return Answer(ok, "smoke test of the canary " + ("passed" if ok else "failed"), rollout.id)
 
     def _confirm_traffic_increase(self, rollout: Rollout) -> Answer:
+        if waiting := self._waiting_for_data(rollout):
+            return waiting
+        return Answer(True, f"the canary served enough requests at {rollout.state.weight}%", rollout.id)
+
+    def _waiting_for_data(self, rollout: Rollout) -> Answer | None:
+        """No data is never good news: a 403 while the canary has served fewer than
+        ``min_requests`` since its weight last changed (the first step needs none), or while the
+        last ``rollout`` answer had no divergence to judge; None when there is data. (Flagger's
+        metric templates pass a revision that served nothing, since Flagger would count no value as
+        a failed check: the weight and the promotion wait here instead, as the local analysis waits.)"""
         served = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at).requests
-        need = rollout.spec.min_requests if rollout.state.weight > 0 else 0  # the first step needs none
+        need = rollout.spec.min_requests if rollout.state.weight > 0 else 0
         if served < need:
             return Answer(False, f"waiting for traffic: {served} of {need} requests on the canary", rollout.id, 403)
-        return Answer(True, f"the canary served {served} requests at {rollout.state.weight}%", rollout.id)
+        with self.db.connection() as conn:
+            last = conn.execute(
+                """SELECT reason FROM rollout_events WHERE rollout_id = %s AND action = 'rollout'
+                   ORDER BY id DESC LIMIT 1""",
+                (rollout.id,),
+            ).fetchone()
+        if need and last is not None and last[0] == f"passed: {NO_DIVERGENCE}":
+            return Answer(False, f"waiting for data: {NO_DIVERGENCE}", rollout.id, 403)
+        return None
 
     def _rollout(self, rollout: Rollout) -> Answer:
         spec = rollout.spec
@@ -254,8 +303,8 @@ class FlaggerHooks:
             spec.shadow_requests,
         )
         results = [check.judge(value) for check in checks]
-        if value is None:
-            return Answer(False, "divergence: no forecasts of the same requests to compare yet", rollout.id)
+        if value is None:  # no failed check (Flagger counts those): the weight waits at confirm-traffic-increase
+            return Answer(True, NO_DIVERGENCE, rollout.id)
         failed = [r for r in results if not r["passed"]]
         detail = "; ".join(f"{r['check']} {r['value']:.4g} within {r['range']}" for r in results)
         if failed:
@@ -263,6 +312,8 @@ class FlaggerHooks:
         return Answer(not failed, detail, rollout.id)
 
     def _confirm_promotion(self, rollout: Rollout) -> Answer:
+        if waiting := self._waiting_for_data(rollout):  # the last step is judged on data too
+            return waiting
         if not rollout.spec.manual_promotion:
             return Answer(True, "promotion needs no approval", rollout.id)
         if self._operator_asked(rollout, APPROVED):
@@ -276,8 +327,6 @@ class FlaggerHooks:
 
     # -- what Flagger reports --------------------------------------------------------------------
     def _post_rollout(self, rollout: Rollout, payload: Payload, primary: str | None) -> Answer:
-        if payload.phase not in ("Succeeded", "Failed"):
-            raise WebhookError(422, f"post-rollout phase must be Succeeded or Failed, not {payload.phase!r}", "phase")
         succeeded = payload.phase == "Succeeded"
         expected = rollout.green_revision if succeeded else rollout.blue_revision
         with self.db.connection() as conn, conn.transaction():
