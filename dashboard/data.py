@@ -15,7 +15,7 @@ from pefm.data.frequency import Frequency
 from pefm.data.transforms import model_space_unit
 from pefm.drift.monitor import report_rows
 from pefm.forecasting.panel import load_panel
-from pefm.rollout.providers import PrometheusProvider
+from pefm.rollout.providers import SERVED_ROUTES, PrometheusProvider
 from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
 from pefm.storage.observations import read_frame
 from pefm.storage.series import get_series, list_series
@@ -23,8 +23,9 @@ from pefm.storage.series import get_series, list_series
 
 def traffic_promql(window_minutes: int) -> dict[str, str]:
     """The Overview's inference traffic as PromQL over the last ``window_minutes``: requests/s,
-    the shares of 2xx, 4xx and 5xx answers, p95 latency (ms)."""
-    selector = 'service="inference"'
+    the shares of 2xx, 4xx and 5xx answers, p95 latency (ms). Its requests are those the rollout
+    checks count (``SERVED_ROUTES``): Prometheus's own scrapes of /metrics are no traffic."""
+    selector = f'service="inference",{SERVED_ROUTES}'
     total = f"sum(rate(pefm_requests_total{{{selector}}}[{window_minutes}m]))"
     queries = {"requests_per_s": total}
     for code in (2, 4, 5):
@@ -69,6 +70,24 @@ def traffic_from_log(conn: psycopg.Connection, window_minutes: int) -> dict[str,
     }
 
 
+def traffic(conn: psycopg.Connection, window_minutes: int, prometheus: PrometheusProvider | None) -> dict[str, Any]:
+    """The inference traffic from Prometheus when configured, else from the request log; from the
+    log too when Prometheus does not answer (the Overview must not fail with it), saying so."""
+    if prometheus is None:
+        return traffic_from_log(conn, window_minutes)
+    try:
+        return traffic_from_prometheus(prometheus, window_minutes)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:  # away, or not a Prometheus answer
+        source = f"request log (Prometheus unreachable: {type(exc).__name__})"
+        return {**traffic_from_log(conn, window_minutes), "source": source}
+
+
+LATEST_REPORT = "ORDER BY data_sha256 IS NULL, id DESC LIMIT 1"
+"""The drift report the pages show: the latest check of the whole model (only those carry the data's
+digest), else the latest of any kind. A check of some series (``pefm drift check -s``, or a
+mistyped id that checks none) must not stand for the model."""
+
+
 def overview(
     conn: psycopg.Connection, window_minutes: int = 15, prometheus: PrometheusProvider | None = None
 ) -> dict[str, Any]:
@@ -77,11 +96,8 @@ def overview(
     the current rollout."""
     from pefm.forecasting.registry import serving_version
 
-    traffic = (
-        traffic_from_prometheus(prometheus, window_minutes) if prometheus else traffic_from_log(conn, window_minutes)
-    )
     drift = conn.execute(
-        "SELECT created_at, drifted_series, series, breach FROM drift_reports ORDER BY id DESC LIMIT 1"
+        f"SELECT created_at, drifted_series, series, breach FROM drift_reports {LATEST_REPORT}"
     ).fetchone()
     rollout = conn.execute(
         "SELECT id, service, blue_revision, green_revision, phase, weight FROM rollouts ORDER BY id DESC LIMIT 1"
@@ -106,7 +122,7 @@ def overview(
             "since": serving.status_changed_at,
             "series": len(serving.series_ids),
         },
-        **traffic,
+        **traffic(conn, window_minutes, prometheus),
         "drift": None
         if drift is None
         else {"at": drift[0], "drifted": len(drift[1]), "series": len(drift[2]), "breach": drift[3]},
@@ -176,7 +192,7 @@ def _why_not(series_id: str, serving: list[ModelVersion], last: datetime | None)
     if last is None:
         return "no data stored yet: ingest some, then train"
     if not serving:
-        return "no model serves yet: train one and promote it (pefm train, pefm promote)"
+        return "no model serves yet: train one and promote it (pefm train, pefm models promote)"
     for version in serving:
         if reason := (version.params.get("skipped") or {}).get(series_id):
             return f"the serving model {version.id} left it out: {reason}"
@@ -229,6 +245,53 @@ def forecast(
 
 
 @dataclass(frozen=True)
+class LatestForecast:
+    """A version's forecast on the latest data: its rows (empty when there are none), the moment
+    the data it was made from were read as of, and a note (why steps are missing, or none)."""
+
+    rows: pd.DataFrame
+    data_as_of: datetime
+    note: str
+
+
+def latest_forecast(
+    conn: psycopg.Connection, version: ModelVersion, series_id: str, horizon: int, space: str, observed: pd.Series
+) -> LatestForecast:
+    """The forecast of ``series_id`` from the latest data. The serving version's is the inference
+    API's answer (``PEFM_ROUTER_URL``), which conditions the served model on the data that arrived
+    after it was registered (``pefm.serving.freshness``): what programs are served. Otherwise
+    (another version, no API, or no answer) the forecast stored at registration, less the steps
+    already ``observed`` (the history as drawn), with a note saying it was made before them."""
+    from pefm.forecasting.registry import serving_version
+
+    serving, url = serving_version(conn, [series_id]), get_settings().router_url
+    if serving is None or serving.id != version.id:
+        why = "only the serving version is conditioned on new data"
+    elif url is None:
+        why = "no inference API (PEFM_ROUTER_URL) to condition it on them"
+    else:
+        body = {"series_id": series_id, "horizon": horizon, "space": space}
+        part, why = _ask(url, version.id, body, timeout=10)
+        if part is not None:
+            return LatestForecast(_frame(part["forecast"]), datetime.fromisoformat(part["data_as_of"]), "")
+    return _unobserved(forecast(conn, version.id, series_id, horizon, space), version, observed, why)
+
+
+def _unobserved(rows: pd.DataFrame, version: ModelVersion, observed: pd.Series, why: str) -> LatestForecast:
+    """A stored forecast without the periods observed since it was made: a forecast of a value that
+    is known is none."""
+    last = observed.index.max() if not observed.empty else None
+    if rows.empty or last is None or rows["ds"].min() > last:
+        return LatestForecast(rows, version.data_as_of, "")
+    made = f"{version.id} forecast from the data as of {version.data_as_of:%Y-%m-%d}, before the latest data"
+    left = rows[rows["ds"] > last].reset_index(drop=True)
+    if left.empty:
+        return LatestForecast(left, version.data_as_of, f"no forecast beyond the latest data: {made} ({why})")
+    steps = len(rows) - len(left)
+    return LatestForecast(left, version.data_as_of, f"{made}: {steps} step(s) already observed left out ({why})")
+
+
+@dataclass(frozen=True)
 class OriginForecast:
     """What a version forecast from the data known at a moment: its origin (the series' last
     observation known then), the rows (None when not available) and where they came from or why
@@ -274,18 +337,25 @@ def forecast_at(
 
 def _asked(url: str, version_id: str, series_id: str, as_of: datetime, horizon: int, space: str, origin):
     body = {"series_id": series_id, "as_of": as_of.isoformat(), "horizon": horizon, "space": space}
+    part, why = _ask(url, version_id, body, timeout=120)
+    if part is None:
+        return OriginForecast(origin, None, why)
+    return OriginForecast(origin, _frame(part["forecast"]), "computed by the inference API")
+
+
+def _ask(url: str, version_id: str, body: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str]:
+    """The inference API's forecast of the one series ``body`` asks for (its part of the answer),
+    when ``version_id`` answered; else None and why not."""
     try:
-        response = httpx.post(f"{url.rstrip('/')}/v1/forecast", json=body, timeout=120)
+        response = httpx.post(f"{url.rstrip('/')}/v1/forecast", json=body, timeout=timeout)
     except httpx.HTTPError as exc:
-        return OriginForecast(origin, None, f"the inference API did not answer: {exc}")
+        return None, f"the inference API did not answer: {exc}"
     answer = response.json() if "json" in response.headers.get("content-type", "") else {}
     if not response.is_success:
-        return OriginForecast(
-            origin, None, f"the inference API refused ({response.status_code}): {answer.get('error')}"
-        )
+        return None, f"the inference API refused ({response.status_code}): {answer.get('error')}"
     if answer.get("model_version") != version_id:
-        return OriginForecast(origin, None, f"the inference API serves {answer.get('model_version')}, not {version_id}")
-    return OriginForecast(origin, _frame(answer["forecasts"][0]["forecast"]), "computed by the inference API")
+        return None, f"the inference API serves {answer.get('model_version')}, not {version_id}"
+    return answer["forecasts"][0], ""
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -324,10 +394,10 @@ def horizon_metrics(version: ModelVersion, series_id: str) -> list[dict[str, Any
 
 
 def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The latest drift report and its Evidently-style rows (series, feature, method, score,
-    threshold, drifted)."""
+    """The latest drift report of the whole model (``LATEST_REPORT``) and its Evidently-style rows
+    (series, feature, method, score, threshold, drifted); the rows may be none."""
     row = conn.execute(
-        "SELECT id, created_at, model_version, series, breach FROM drift_reports ORDER BY id DESC LIMIT 1"
+        f"SELECT id, created_at, model_version, series, breach FROM drift_reports {LATEST_REPORT}"
     ).fetchone()
     if row is None:
         return None, []
@@ -420,13 +490,14 @@ def accuracy_history(conn: psycopg.Connection, series_id: str) -> pd.DataFrame:
 
 
 def rollouts(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest rollouts, newest first: id, service, blue, green, phase, weight, updated_at."""
+    """The latest rollouts, newest first: id, service, blue, green, phase, weight, updated_at and
+    finalized_at (set once the rollout is settled: the loser retired, or a later rollout took over)."""
     rows = conn.execute(
-        """SELECT id, service, blue_revision, green_revision, phase, weight, updated_at
+        """SELECT id, service, blue_revision, green_revision, phase, weight, updated_at, finalized_at
            FROM rollouts ORDER BY id DESC LIMIT %s""",
         (limit,),
     ).fetchall()
-    keys = ("id", "service", "blue", "green", "phase", "weight", "updated_at")
+    keys = ("id", "service", "blue", "green", "phase", "weight", "updated_at", "finalized_at")
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 

@@ -122,8 +122,15 @@ def forecast_view(view: ForecastView) -> tuple[go.Figure, list[dict]]:
     title = (f"data as known on {view.as_of}" if view.as_of else "latest data") + (
         f" · {', '.join(labels)}" if labels else ""
     )
-    figure = forecast_panels(panels, title, uirevision=f"{','.join(view.series)}|{view.space}")
+    figure = forecast_panels(panels, title, uirevision=zoom_key(view))
     return figure, [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
+def zoom_key(view: ForecastView) -> str:
+    """The chart's uirevision: a redraw keeps the user's zoom while it stays the same (a refresh),
+    and a new view starts from its own extent: other series, space, version, horizon or as-of date
+    move the data out of a kept x-range. The compared version only overlays the same dates."""
+    return "|".join((",".join(view.series), view.space, view.version or "", str(view.horizon), view.as_of or ""))
 
 
 def _chosen(conn, view: ForecastView) -> list[tuple[data.SeriesInfo, ModelVersion | None, ModelVersion | None]]:
@@ -154,7 +161,12 @@ def _chosen(conn, view: ForecastView) -> list[tuple[data.SeriesInfo, ModelVersio
 
 
 def _as_of(view: ForecastView) -> datetime | None:
-    return datetime.combine(date.fromisoformat(view.as_of), time(), tzinfo=UTC) if view.as_of else None
+    """The moment the as-of date stands for: the end of that day (UTC), so that whatever became known
+    during it counts (the picker offers up to the day of the newest data), or now when the day is
+    today (the inference API refuses a moment in the future)."""
+    if not view.as_of:
+        return None
+    return min(datetime.combine(date.fromisoformat(view.as_of), time.max, tzinfo=UTC), datetime.now(UTC))
 
 
 def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -> Panel:
@@ -169,7 +181,7 @@ def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -
         panel.note = f"no forecast: {info.why_not}"
         return panel
     panel.label = f"{version.id} ({version.status})"
-    forecast, note, origin = _made(conn, version, info.id, view.horizon, space, as_of)
+    forecast, note, origin, _ = _made(conn, version, info.id, view.horizon, space, as_of, latest)
     panel.forecast, panel.note, panel.origin = forecast, note, origin
     if not forecast.empty:
         span = latest.loc[forecast["ds"].min() : forecast["ds"].max()]
@@ -177,7 +189,7 @@ def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -
     elif origin is not None:
         panel.outcomes = latest.loc[origin:].iloc[1 : view.horizon + 1]
     if compared is not None:
-        panel.compare, _, _ = _made(conn, compared, info.id, view.horizon, space, as_of)
+        panel.compare, *_ = _made(conn, compared, info.id, view.horizon, space, as_of, latest)
         panel.compare_label = f"{compared.id} ({compared.status})"
     if space == "model" and as_of is None:  # the backtest's one-step forecasts, one point per cutoff
         backtest = data.backtest_forecasts(version, info.id)
@@ -187,15 +199,17 @@ def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -
     return panel
 
 
-def _made(conn, version: ModelVersion, series_id: str, horizon: int, space: str, as_of: datetime | None):
-    """(forecast rows, why they are missing, the as-of origin) of one version."""
+def _made(conn, version: ModelVersion, series_id: str, horizon: int, space: str, as_of: datetime | None, latest):
+    """(forecast rows, why they are missing or what they lack, the as-of origin, the moment the data
+    they were made from were read as of) of one version; ``latest``: the series as known now."""
     if as_of is None:
-        forecast = data.forecast(conn, version.id, series_id, horizon, space)
-        return forecast, "" if not forecast.empty else f"{version.id} has no forecast of {series_id}", None
+        made = data.latest_forecast(conn, version, series_id, horizon, space, latest)
+        note = made.note or ("" if not made.rows.empty else f"no forecast: {version.id} has none of {series_id}")
+        return made.rows, note, None, made.data_as_of
     made = data.forecast_at(conn, version.id, series_id, as_of, horizon, space)
     if made.rows is None:
-        return pd.DataFrame(), f"no forecast from this origin: {made.note}", made.origin
-    return made.rows, "", made.origin
+        return pd.DataFrame(), f"no forecast from this origin: {made.note}", made.origin, as_of
+    return made.rows, "", made.origin, as_of
 
 
 def forecast_csv(view: ForecastView) -> pd.DataFrame:
@@ -207,7 +221,8 @@ def forecast_csv(view: ForecastView) -> pd.DataFrame:
         for info, version, _ in _chosen(conn, view):
             if version is None:
                 continue
-            forecast, _, origin = _made(conn, version, info.id, view.horizon, view.space, _as_of(view))
+            latest = data.history(conn, info.id, None, view.space)
+            forecast, _, origin, known = _made(conn, version, info.id, view.horizon, view.space, _as_of(view), latest)
             if forecast.empty:
                 continue
             meta = {
@@ -216,7 +231,7 @@ def forecast_csv(view: ForecastView) -> pd.DataFrame:
                 "space": view.space,
                 "unit": info.unit_in(view.space),
                 "transform": info.transform if view.space == "model" else "none",
-                "data_as_of": view.as_of or f"{version.data_as_of:%Y-%m-%d}",
+                "data_as_of": view.as_of or f"{known:%Y-%m-%d}",
                 "origin": "" if origin is None else f"{origin:%Y-%m-%d}",
             }
             parts.append(forecast.assign(ds=forecast["ds"].dt.strftime("%Y-%m-%d"), **meta))
@@ -240,9 +255,9 @@ def drift_view(choice: str | None = None):
     ]
     with database().connection() as conn:
         meta, rows = data.drift_rows(conn)
-        if meta is None:
+        if meta is None or not rows:
             empty = drift_over_time(pd.DataFrame(), "", "")
-            return "no drift report yet: run pefm drift check", [], [], None, empty, empty, empty, legend
+            return _drift_empty(meta), [], [], None, empty, empty, empty, legend
         options = [
             {"label": f"{r['series']} · {r['feature']}", "value": f"{r['series']}|{r['feature']}"}
             for r in rows
@@ -266,26 +281,42 @@ def drift_view(choice: str | None = None):
         }
         for r in rows
     ]
-    return (
-        header,
-        table_rows,
-        options,
-        choice,
+    zoom = f"drift|{series_id}|{feature}"  # another signal starts from its own extent
+    figures = (
         drift_over_time(history, f"{series_id} {feature}: score by check", "normed Wasserstein distance"),
         reference_vs_current(windows, f"{series_id} {feature}: training vs recent"),
         accuracy_vs_backtest(accuracy, f"{series_id}: realized vs backtest error"),
-        legend,
+    )
+    return header, table_rows, options, choice, *(f.update_layout(uirevision=zoom) for f in figures), legend
+
+
+def _drift_empty(meta: dict | None) -> str:
+    """The Drift page's header when there is nothing to show: no report, or one that checked no
+    series (every series it was asked for was unknown to the model, or left out)."""
+    if meta is None:
+        return "no drift report yet: run pefm drift check"
+    return (
+        f"report {meta['id']} ({meta['created_at']:%Y-%m-%d %H:%M}) on {meta['model_version']} checked no series: "
+        "run pefm drift check (without -s) to check the whole model"
     )
 
 
 RANGES = {15: 60, 60: 60, 360: 300, 1440: 900}
 """The Serving page's time ranges (minutes) and the bucket each is drawn in (seconds)."""
+DEFAULT_RANGE = 60
 
 
-def serving_view(minutes: int = 60):
+def serving_range(minutes) -> int:
+    """The time range the browser asked for when it is one of ``RANGES``, else the default: the
+    value goes into SQL, and a client may send anything (1.5, -5, a month)."""
+    return minutes if type(minutes) is int and minutes in RANGES else DEFAULT_RANGE
+
+
+def serving_view(minutes: int = DEFAULT_RANGE):
     """The Serving page: (latency figure, rate and errors figure, per-revision totals), the charts
     marked with revision starts (cold starts) and promotions/rollbacks."""
-    bucket = RANGES.get(minutes, 60)
+    minutes = serving_range(minutes)
+    bucket = RANGES[minutes]
     with database().connection() as conn:
         frame = data.serving_latency(conn, minutes=minutes, bucket_seconds=bucket)
         events = data.serving_events(conn, minutes=minutes)
@@ -296,7 +327,12 @@ def serving_view(minutes: int = 60):
     )
     for row in totals:
         row["label"] = short_revision(row["revision"])
-    return with_markers(latency_by_revision(frame), events), with_markers(rate_by_revision(frame), events), totals
+    zoom = f"serving|{minutes}"  # another time range starts from its own extent
+    latency, rate = (
+        with_markers(f.update_layout(uirevision=zoom), events)
+        for f in (latency_by_revision(frame), rate_by_revision(frame))
+    )
+    return latency, rate, totals
 
 
 def rollout_view(rollout_id: int | None):
@@ -339,15 +375,21 @@ def rollout_view(rollout_id: int | None):
         }
         for e in events.itertuples()
     ][::-1]
-    figure = traffic_split(events, chosen["blue"], chosen["green"])
-    return options, chosen["id"], weights, figure, checks, log, allowed_actions(chosen["phase"])
+    if chosen["finalized_at"] is not None:
+        weights += f" (settled {chosen['finalized_at']:%Y-%m-%d %H:%M}: start a new rollout to change it)"
+    figure = traffic_split(events, chosen["blue"], chosen["green"]).update_layout(uirevision=f"rollout|{chosen['id']}")
+    allowed = allowed_actions(chosen["phase"], chosen["finalized_at"] is not None)
+    return options, chosen["id"], weights, figure, checks, log, allowed
 
 
-def allowed_actions(phase: str) -> set[str]:
+def allowed_actions(phase: str, settled: bool = False) -> set[str]:
     """What an operator can still do to a rollout in ``phase`` (the controller refuses the rest):
     promote or pause one under way, resume a paused one, roll back any that has not already been
-    rolled back or failed."""
+    rolled back or failed; nothing once it is ``settled`` (finalized: the losing revision is
+    retired, or a later rollout took over the service)."""
     allowed = set()
+    if settled:
+        return allowed
     if phase not in ("Succeeded", "Failed", "RolledBack"):
         allowed.add("promote")
     if phase in ("Initializing", "Progressing"):
@@ -372,6 +414,8 @@ def rollout_action(rollout_id: int | None, action: str, token: str | None) -> tu
         return False, "no rollout API configured (PEFM_ROLLOUT_API_URL)"
     if rollout_id is None:
         return False, "no rollout chosen"
+    if token and not _header_safe(token):
+        return False, "invalid token: an admin token is printable ASCII"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         response = httpx.post(f"{url.rstrip('/')}/v1/rollouts/{rollout_id}/{action}", headers=headers, timeout=10)
@@ -386,6 +430,12 @@ def rollout_action(rollout_id: int | None, action: str, token: str | None) -> tu
         else response.text
     )
     return False, f"refused ({response.status_code}): {detail}"
+
+
+def _header_safe(token: str) -> bool:
+    """Whether ``token`` can travel in an HTTP header: printable ASCII (the encoding of anything
+    else fails before the request is sent)."""
+    return token.isascii() and token.isprintable()
 
 
 def _mlflow_run(uri: str, version_id: str):

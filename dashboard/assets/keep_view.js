@@ -1,7 +1,7 @@
 /* PEFM dashboard: a redrawn chart keeps the user's zoom.
  * keepView(figure, graphId): when the chart on the page shows the same uirevision as the new
- * figure (the same series and space), every axis the user zoomed or panned (autorange off) keeps
- * its range. Plotly's own uirevision does not survive dcc.Graph's re-plots here, so the view is
+ * figure (the same view: a refresh), every axis the user zoomed or panned (autorange off) keeps
+ * its range. Every redrawn chart uses it (dashboard/components/zoom.py). Plotly's own uirevision does not survive dcc.Graph's re-plots here, so the view is
  * carried over explicitly. */
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
     pefm: {

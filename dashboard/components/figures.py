@@ -341,7 +341,7 @@ def latency_by_revision(frame: pd.DataFrame) -> go.Figure:
                     hovertemplate=f"{quantile} %{{y:.1f}} ms<extra>{revision}</extra>",
                 )
             )
-    figure.update_layout(title="inference latency by revision", margin=MARGIN, yaxis_title="ms", uirevision="serving")
+    figure.update_layout(title="inference latency by revision", margin=MARGIN, yaxis_title="ms")
     return figure
 
 
@@ -378,7 +378,6 @@ def rate_by_revision(frame: pd.DataFrame) -> go.Figure:
         yaxis={"title": "requests/s", "rangemode": "tozero"},
         yaxis2={"title": "answers", "overlaying": "y", "side": "right", "rangemode": "tozero", "showgrid": False},
         barmode="group",
-        uirevision="serving",
     )
     return figure
 

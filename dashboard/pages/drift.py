@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, dash_table, dcc, html
+from dash import Input, Output, callback, dash_table, html
 
 from dashboard import views
 from dashboard.components.figures import WARN
+from dashboard.components.zoom import figure_store, keep_view, zoomable
 
 dash.register_page(__name__, path="/drift", name="Drift", order=3)
 
@@ -22,6 +23,8 @@ COLUMNS = [
     ("p-value", "p_value"),
     ("drifted", "drifted"),
 ]
+
+GRAPHS = ("drift-history", "drift-histograms", "drift-accuracy")
 
 layout = html.Div(
     [
@@ -43,17 +46,15 @@ layout = html.Div(
             ],
             className="mt-3 mb-1 align-items-center",
         ),
-        dbc.Row(
-            [
-                dbc.Col(dcc.Graph(id="drift-history"), xl=4, md=6),
-                dbc.Col(dcc.Graph(id="drift-histograms"), xl=4, md=6),
-                dbc.Col(dcc.Graph(id="drift-accuracy"), xl=4, md=6),
-            ]
-        ),
+        dbc.Row([dbc.Col(zoomable(graph), xl=4, md=6) for graph in GRAPHS]),
         html.H2("What the signals and methods mean", className="h5 mt-2"),
         html.Dl(id="drift-legend", className="row-facts"),
     ]
 )
+
+
+for graph in GRAPHS:
+    keep_view(graph)
 
 
 @callback(
@@ -61,9 +62,7 @@ layout = html.Div(
     Output("drift-table", "data"),
     Output("drift-choice", "options"),
     Output("drift-choice", "value"),
-    Output("drift-history", "figure"),
-    Output("drift-histograms", "figure"),
-    Output("drift-accuracy", "figure"),
+    *(Output(figure_store(graph), "data") for graph in GRAPHS),
     Output("drift-legend", "children"),
     Input("refresh", "n_intervals"),
     Input("drift-choice", "value"),

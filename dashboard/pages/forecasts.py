@@ -9,7 +9,6 @@ from dataclasses import replace
 import dash
 import dash_bootstrap_components as dbc
 from dash import (
-    ClientsideFunction,
     Input,
     Output,
     State,
@@ -24,6 +23,7 @@ from dash import (
 
 from dashboard import data, views
 from dashboard.components.figures import WARN
+from dashboard.components.zoom import keep_view
 from dashboard.context import database
 from dashboard.state import MAX_HORIZON, MAX_SERIES, ForecastView
 
@@ -280,13 +280,8 @@ def _view(series, version, compare, horizon, as_of, space) -> ForecastView:
     return ForecastView.checked(series, version, None if compare == NONE else compare, horizon, as_of, space)
 
 
-# the drawn figure: the new one, with the user's zoom kept while the series and space stay (a refresh)
-clientside_callback(
-    ClientsideFunction(namespace="pefm", function_name="keepView"),
-    Output("fc-chart", "figure"),
-    Input("fc-figure", "data"),
-    State("fc-chart", "id"),
-)
+# the drawn figure: the new one, with the user's zoom kept while the view stays (a refresh)
+keep_view("fc-chart", "fc-figure")
 
 
 @callback(

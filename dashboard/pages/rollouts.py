@@ -10,6 +10,7 @@ from dash import ALL, Input, Output, State, callback, ctx, dash_table, dcc, html
 
 from dashboard import views
 from dashboard.components.figures import WARN
+from dashboard.components.zoom import figure_store, keep_view, zoomable
 
 dash.register_page(__name__, path="/rollouts", name="Rollouts", order=5)
 
@@ -37,7 +38,7 @@ layout = html.Div(
             ],
             className="mb-2",
         ),
-        dcc.Graph(id="ro-traffic"),
+        zoomable("ro-traffic"),
         dbc.Row(
             [
                 dbc.Col(dbc.Input(id="ro-token", type="password", placeholder="admin token", autoComplete="off"), md=3),
@@ -67,11 +68,14 @@ layout = html.Div(
 )
 
 
+keep_view("ro-traffic")
+
+
 @callback(
     Output("ro-rollout", "options"),
     Output("ro-rollout", "value"),
     Output("ro-weights", "children"),
-    Output("ro-traffic", "figure"),
+    Output(figure_store("ro-traffic"), "data"),
     Output("ro-checks", "data"),
     Output("ro-events", "data"),
     Output({"type": "ro-action", "action": ALL}, "disabled"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, dash_table, dcc, html
+from dash import Input, Output, callback, dash_table, html
 
 from dashboard import views
+from dashboard.components.zoom import figure_store, keep_view, zoomable
 
 dash.register_page(__name__, path="/serving", name="Serving", order=4)
 
@@ -31,8 +32,8 @@ layout = html.Div(
             ],
             className="mb-2 align-items-center",
         ),
-        dcc.Graph(id="serving-latency"),
-        dcc.Graph(id="serving-rate"),
+        zoomable("serving-latency"),
+        zoomable("serving-rate"),
         html.H2("Totals per revision", className="h5"),
         dash_table.DataTable(
             id="serving-totals",
@@ -50,12 +51,16 @@ layout = html.Div(
 )
 
 
+keep_view("serving-latency")
+keep_view("serving-rate")
+
+
 @callback(
-    Output("serving-latency", "figure"),
-    Output("serving-rate", "figure"),
+    Output(figure_store("serving-latency"), "data"),
+    Output(figure_store("serving-rate"), "data"),
     Output("serving-totals", "data"),
     Input("refresh", "n_intervals"),
     Input("serving-range", "value"),
 )
 def update(_, minutes):
-    return views.serving_view(minutes or 60)
+    return views.serving_view(minutes)  # checked there: it comes from the client

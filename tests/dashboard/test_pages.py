@@ -22,6 +22,7 @@ from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.model_versions import get_version, read_precomputed
+from pefm.storage.observations import write_observations
 from pefm.storage.series import get_series
 
 SERIES = ["realgdp", "unemp"]
@@ -37,6 +38,15 @@ def served(db):
         promote(conn, version.id)
     app = create_app(db)
     return db, version.id, app
+
+
+@pytest.fixture
+def current(served):
+    """A candidate trained on all the data: its stored forecast starts after the last observation."""
+    db, _, _ = served
+    with db.connection() as conn:
+        version, _ = train(conn, "ar", SERIES, spec=SPEC)
+    return version
 
 
 def panel_traces(figure, row: int) -> dict:
@@ -135,8 +145,9 @@ def test_a_view_survives_its_url_and_a_bad_link_falls_back_to_defaults():
     )
 
 
-def test_forecasts_draw_in_the_series_units_or_in_model_space(served):
-    db, version_id, _ = served
+def test_forecasts_draw_in_the_series_units_or_in_model_space(served, current):
+    db, _, _ = served
+    version_id = current.id
     level, rows = views.forecast_view(ForecastView(series=("realgdp",), version=version_id, horizon=4))
     model, _ = views.forecast_view(ForecastView(series=("realgdp",), version=version_id, horizon=4, space="model"))
     with db.connection() as conn:
@@ -146,10 +157,10 @@ def test_forecasts_draw_in_the_series_units_or_in_model_space(served):
         mean = panel_traces(figure, 1)["forecast"]
         expected = [r["mean"] for r in stored if r["series_id"] == "realgdp" and r["space"] == space][:4]
         assert list(mean.y) == pytest.approx(expected)
-        assert str(mean.x[0])[:10] == "2005-01-01"
+        assert str(mean.x[0])[:10] == "2009-10-01"  # the quarter after the last one observed
     assert level.layout.yaxis.title.text == unit
     assert model.layout.yaxis.title.text == model_space_unit(unit, "log_diff_ann")
-    assert level.layout.title.text == f"latest data · {version_id} (serving)"
+    assert level.layout.title.text == f"latest data · {version_id} (candidate)"
     assert max(panel_traces(level, 1)["actual"].y) > 10_000  # billions of dollars, not growth rates
     # the accuracy table: the version's backtest of the series per step, then pooled
     assert [r["h"] for r in rows] == ["1", "2", "3", "4", "all"]
@@ -157,9 +168,9 @@ def test_forecasts_draw_in_the_series_units_or_in_model_space(served):
     assert rows[-1]["dm_p_naive"] is None  # a DM test is per step
 
 
-def test_several_series_draw_as_small_multiples_and_an_uncovered_one_says_why(served):
+def test_several_series_draw_as_small_multiples_and_an_uncovered_one_says_why(served, current):
     db, version_id, _ = served
-    figure, rows = views.forecast_view(ForecastView(series=("realgdp", "unemp", "aaa"), version=version_id))
+    figure, rows = views.forecast_view(ForecastView(series=("realgdp", "unemp", "aaa"), version=current.id))
     with db.connection() as conn:
         catalog = {s.id: s for s in data.catalog(conn)}
         options = {o["value"]: o for o in data.series_options(list(catalog.values()))}
@@ -208,9 +219,8 @@ def test_as_of_shows_the_forecast_made_from_that_origin_and_the_outcomes_since(s
     assert notes == ["no forecast from this origin: nothing of realgdp was known on 1940-01-01"]
 
 
-def test_the_csv_carries_its_metadata_and_an_uncovered_series_gives_an_empty_table(served):
-    _, version_id, _ = served
-    frame = views.forecast_csv(ForecastView(series=("realgdp", "aaa"), version=version_id, horizon=3))
+def test_the_csv_carries_its_metadata_and_an_uncovered_series_gives_an_empty_table(served, current):
+    frame = views.forecast_csv(ForecastView(series=("realgdp", "aaa"), version=current.id, horizon=3))
     assert list(frame.columns[:9]) == [
         "series_id",
         "model_version",
@@ -223,7 +233,7 @@ def test_the_csv_carries_its_metadata_and_an_uncovered_series_gives_an_empty_tab
         "mean",
     ]
     assert len(frame) == 3 and set(frame["series_id"]) == {"realgdp"}
-    assert frame["data_as_of"].iloc[0] == "2005-01-01" and frame["space"].iloc[0] == "level"
+    assert frame["data_as_of"].iloc[0] == f"{current.data_as_of:%Y-%m-%d}" and frame["space"].iloc[0] == "level"
     assert frame["transform"].iloc[0] == "none"  # level values: the stored units
     empty = views.forecast_csv(ForecastView(series=("aaa",)))
     assert empty.empty and "mean" in empty.columns
@@ -372,7 +382,7 @@ def test_rollout_buttons_refuse_without_an_api_or_a_rollout(served, monkeypatch)
 def test_forecasts_compare_two_versions_with_their_backtests(served):
     db, serving_id, _ = served
     with db.connection() as conn:
-        candidate, _ = train(conn, "naive", SERIES, as_of=AS_OF, spec=SPEC)
+        candidate, _ = train(conn, "naive", SERIES, spec=SPEC)  # on all the data: its forecast is ahead
         version = get_version(conn, serving_id)
     view = ForecastView(series=("realgdp",), version=serving_id, compare=candidate.id, horizon=4, space="model")
     chart, rows = views.forecast_view(view)
@@ -390,3 +400,149 @@ def test_forecasts_compare_two_versions_with_their_backtests(served):
     ]
     naive_rows = [r for r in rows if r["version"] == candidate.id]
     assert all(r["rmse_ratio_naive"] == 1.0 and r["dm_p_naive"] in (1.0, None) for r in naive_rows)
+
+
+def test_drift_shows_the_latest_check_of_the_whole_model_and_an_empty_report_says_so(served):
+    """A check of some series (``pefm drift check -s``), or of a mistyped one that checks none, does
+    not stand for the model on the Overview or the Drift page; a report of nothing is an empty state."""
+    from pefm.drift.monitor import check
+
+    db, _, _ = served
+    with db.connection() as conn:
+        whole = check(conn, DriftPolicy.load())
+        subset = check(conn, DriftPolicy.load(), series=["nosuch"])
+        assert subset["series"] == {}
+        summary = data.overview(conn)
+    assert summary["drift"]["series"] == 2 and summary["drift"]["at"] == datetime.fromisoformat(whole["created_at"])
+    header, rows, options, *_ = views.drift_view()
+    assert header.startswith(f"report {whole['id']} ") and rows and options
+    with db.connection() as conn:
+        conn.execute("DELETE FROM drift_reports WHERE id <> %s", (subset["id"],))
+    header, rows, options, chosen, score, *_ = views.drift_view()
+    assert header.startswith(f"report {subset['id']} ") and "checked no series" in header
+    assert rows == [] and options == [] and chosen is None
+    assert score.layout.annotations[0].text == "no drift check of this signal yet"
+
+
+def test_the_latest_view_never_draws_a_forecast_of_a_period_already_observed(served):
+    """The serving model was registered on data to 2004Q4; realgdp is known to 2005Q2 now. Without
+    the inference API (which conditions the model on the new data), the stored forecast is drawn
+    from 2005Q3 on only, and the page says it was made before the latest data."""
+    db, version_id, _ = served
+    with db.connection() as conn:
+        conn.execute("DELETE FROM observations WHERE series_id = 'realgdp' AND ts > '2005-04-01'")
+        conn.commit()
+    view = ForecastView(series=("realgdp", "unemp"), version=version_id, horizon=4)
+    figure, _ = views.forecast_view(view)
+    realgdp, unemp = panel_traces(figure, 1), panel_traces(figure, 2)
+    assert str(max(realgdp["actual"].x))[:10] == "2005-04-01"
+    assert [str(x)[:10] for x in realgdp["forecast"].x] == ["2005-07-01", "2005-10-01"]
+    notes = [a.text for a in figure.layout.annotations if "before the latest data" in a.text]
+    assert notes == [
+        f"{version_id} forecast from the data as of 2005-01-01, before the latest data: 2 step(s) already "
+        "observed left out (no inference API (PEFM_ROUTER_URL) to condition it on them)",
+        f"no forecast beyond the latest data: {version_id} forecast from the data as of 2005-01-01, before the "
+        "latest data (no inference API (PEFM_ROUTER_URL) to condition it on them)",
+    ]
+    assert "forecast" not in unemp  # unemp is known to 2009: every step of it is observed
+    frame = views.forecast_csv(view)
+    assert list(frame["ds"]) == ["2005-07-01", "2005-10-01"] and set(frame["series_id"]) == {"realgdp"}
+
+
+def test_as_of_a_date_counts_what_became_known_during_that_day(served):
+    """The picker offers up to the day of the newest data: data stored at 15:00 on that day are
+    known as of it."""
+    db, version_id, _ = served
+    frame = pd.DataFrame({"series_id": ["realgdp"], "ts": [pd.Timestamp("2009-10-01", tz="UTC")], "value": [13_000.0]})
+    with db.connection() as conn:
+        write_observations(conn, frame, vintage=datetime(2010, 1, 20, 15, tzinfo=UTC))
+        conn.commit()
+        [realgdp] = [s for s in data.catalog(conn) if s.id == "realgdp"]
+    assert f"{realgdp.known_since:%Y-%m-%d}" == "2010-01-20"
+    figure, _ = views.forecast_view(ForecastView(series=("realgdp",), version=version_id, as_of="2010-01-20"))
+    assert str(max(panel_traces(figure, 1)["actual"].x))[:10] == "2009-10-01"
+    assert any(a.text == "origin 2009Q4" for a in figure.layout.annotations)
+
+
+def test_the_forecasts_zoom_is_kept_only_while_the_view_stays(served):
+    _, version_id, _ = served
+    view = ForecastView(series=("realgdp",), version=version_id, horizon=4, as_of="2003-02-15", space="model")
+    key = views.forecast_view(view)[0].layout.uirevision
+    assert views.forecast_view(view)[0].layout.uirevision == key  # a refresh
+    for other in (replace(view, as_of="2004-02-15"), replace(view, horizon=8), replace(view, as_of=None)):
+        assert views.forecast_view(other)[0].layout.uirevision != key, other
+
+
+def test_the_serving_range_is_one_of_those_offered(served):
+    """The range comes from the browser and goes into SQL: anything but an offered one is the hour."""
+    db, _, _ = served
+    with db.connection() as conn:
+        conn.execute(
+            """INSERT INTO request_log (ts, service, revision, route, method, status, latency_ms)
+               SELECT now() - ago, 'inference', 'pefm-inference-blue', '/v1/forecast', 'POST', 200, 5
+               FROM unnest(ARRAY[interval '30 minutes', interval '2 days']) AS ago"""
+        )
+    for sent in (1.5, -5, 43200, "60", None, True):
+        latency, _, totals = views.serving_view(sent)
+        assert [t["requests"] for t in totals] == [1], sent  # the last hour's one request
+        assert latency.layout.uirevision == "serving|60"
+    assert [t["requests"] for t in views.serving_view(1440)[2]] == [1]
+    assert views.serving_view(15)[2] == []
+
+
+def test_a_settled_rollout_allows_no_action(served):
+    """Once a later rollout has taken the service over, the controller refuses every action on the
+    earlier one (its losing revision is retired): the page offers none."""
+    from pefm.rollout.controller import RolloutError
+
+    db, _, _ = served
+    controller = blue_serving(db)
+    first = controller.start("inference", "pefm-inference-green", RolloutSpec())
+    controller.promote(first)
+    assert views.rollout_view(first)[-1] == {"rollback"}  # succeeded, within its grace period
+    controller.start("inference", "pefm-inference-blue", RolloutSpec())
+    _, chosen, weights, *_, allowed = views.rollout_view(first)
+    assert chosen == first and allowed == set() and "settled" in weights
+    with pytest.raises(RolloutError, match="settled"):
+        controller.rollback(first)
+
+
+def test_a_token_that_cannot_be_sent_is_answered_not_raised(served, monkeypatch):
+    monkeypatch.setenv("PEFM_ROLLOUT_API_URL", "http://127.0.0.1:9")
+    get_settings.cache_clear()
+    try:
+        for token in ("tökén", "line\nbreak"):
+            assert views.rollout_action(1, "pause", token) == (
+                False,
+                "invalid token: an admin token is printable ASCII",
+            )
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_overview_falls_back_to_the_request_log_when_prometheus_is_away(served):
+    from pefm.rollout.providers import PrometheusProvider
+
+    db, _, _ = served
+    with db.connection() as conn:
+        conn.execute(
+            """INSERT INTO request_log (service, revision, route, method, status, latency_ms)
+               VALUES ('inference', 'pefm-inference-blue', '/v1/forecast', 'POST', 200, 5)"""
+        )
+        summary = data.overview(conn, prometheus=PrometheusProvider("http://127.0.0.1:9", timeout=2))
+    assert summary["source"] == "request log (Prometheus unreachable: ConnectError)"
+    assert summary["requests_per_s"] == pytest.approx(1 / 900) and summary["share_2xx"] == 1.0
+    cards = views.overview_cards(summary)
+    assert "from the request log (Prometheus unreachable" in str(cards[2].children.children.children.children[2])
+
+
+def test_a_series_no_model_serves_names_the_command_that_exists(db):
+    from typer.testing import CliRunner
+
+    from pefm.cli import app
+
+    with db.connection() as conn:
+        load_bundled(conn, bundled(["aaa"]))
+        [aaa] = data.catalog(conn)
+    assert aaa.why_not == "no model serves yet: train one and promote it (pefm train, pefm models promote)"
+    assert CliRunner().invoke(app, ["models", "promote", "--help"]).exit_code == 0

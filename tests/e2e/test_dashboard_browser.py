@@ -67,7 +67,7 @@ def test_a_copied_link_reopens_the_same_view_with_units_on_the_axes(watched, sta
     assert watched.page.is_checked("#fc-space input[value='model']")
     assert watched.axis_title("fc-chart", 1) == "percent, annualized log growth"
     assert watched.axis_title("fc-chart", 2) == "percent, SA"  # unemp has no transform: its own unit
-    assert len(watched.trace("fc-chart", "forecast")["x"]) == 4
+    assert watched.page.input_value("#fc-horizon") == "4"
     assert watched.page.url.endswith(fragment)
     watched.page.click("#fc-space input[value='level']")
     watched.page.wait_for_function("!location.hash.includes('space=model')")
@@ -104,6 +104,50 @@ def test_a_refresh_keeps_the_zoom_and_every_choice(watched, stack):
     assert watched.errors == []
 
 
+def _zoom(watched, graph: str) -> list:
+    """Drag across the middle of ``graph``'s plot (a mouse zoom on x); the x-range zoomed to."""
+    box = watched.page.locator(f"#{graph} .nsewdrag").first.bounding_box()
+    middle = box["y"] + box["height"] / 2
+    watched.page.mouse.move(box["x"] + box["width"] * 0.3, middle)
+    watched.page.mouse.down()
+    watched.page.mouse.move(box["x"] + box["width"] * 0.6, middle, steps=5)
+    watched.page.mouse.up()
+    return watched._figure(graph, "return gd.layout.xaxis.range;")
+
+
+def _refresh(watched, graph: str) -> None:
+    """Fire the 20-second refresh now and wait for the callback that redraws ``graph``."""
+    with watched.page.expect_response(
+        lambda r: "_dash-update-component" in r.url and graph.encode() in r.request.post_data_buffer
+    ):
+        watched.page.evaluate("window.dash_clientside.set_props('refresh', {n_intervals: 1000})")
+    watched.page.wait_for_load_state("networkidle")
+
+
+def test_a_refresh_keeps_the_zoom_of_every_live_chart(watched):
+    """Serving, Rollouts and Drift redraw every 20 seconds too: a mouse zoom stays."""
+    for page, graph in (("serving", "serving-latency"), ("rollouts", "ro-traffic"), ("drift", "drift-history")):
+        watched.open(page)
+        zoomed = _zoom(watched, graph)
+        _refresh(watched, graph)
+        assert watched._figure(graph, "return gd.layout.xaxis.range;") == zoomed, graph
+    assert watched.errors == []
+
+
+def test_another_horizon_or_date_is_drawn_whole_not_in_the_old_zoom(watched, stack):
+    _, demo, _ = stack
+    watched.open("forecasts", f"#series=realgdp&version={demo.serving}&space=model&as_of=2003-02-15")
+    zoomed = _zoom(watched, "fc-chart")
+    watched.page.fill("#fc-as-of", "1995-02-15")
+    watched.page.wait_for_function("location.hash.includes('as_of=1995-02-15')")
+    watched.page.wait_for_function(
+        "document.querySelector('#fc-chart .gtitle').textContent.startsWith('data as known on 1995-02-15')"
+    )
+    assert watched._figure("fc-chart", "return gd.layout.xaxis.range;") != zoomed
+    assert watched._figure("fc-chart", "return gd.layout.xaxis.autorange;") is not False
+    assert watched.errors == []
+
+
 def test_the_as_of_view_draws_the_origin_its_forecast_and_the_outcomes_since(watched):
     """Data known on 2003-02-15 end at 2002Q4: the forecast made from there (kept with the
     serving model's backtest), the origin line, and what happened next."""
@@ -123,14 +167,14 @@ def test_the_as_of_view_draws_the_origin_its_forecast_and_the_outcomes_since(wat
 
 
 def test_the_csv_download_carries_metadata_and_is_off_where_nothing_is_drawn(watched, tmp_path):
-    watched.open("forecasts", "#series=realgdp")
+    watched.open("forecasts", "#series=realgdp&space=model&as_of=2003-02-15")
     with watched.page.expect_download() as download:
         watched.page.click("#fc-download-button")
     path = tmp_path / "forecast.csv"
     download.value.save_as(path)
     header, first = path.read_text().splitlines()[:2]
     assert header.startswith("series_id,model_version,space,unit,transform,data_as_of,origin,ds,mean")
-    assert first.startswith("realgdp,") and ",level," in first
+    assert first.startswith("realgdp,") and ",model," in first and ",2003-02-15,2002-10-01," in first
     watched.open("forecasts", "#series=aaa")
     assert watched.page.is_disabled("#fc-download-button")
     assert watched.errors == []

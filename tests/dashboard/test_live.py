@@ -1,0 +1,123 @@
+"""The dashboard beside the services it reads when they are configured: the inference function as
+a real process (``PEFM_ROUTER_URL``), and Debian's Prometheus scraping it (``PEFM_PROMETHEUS_URL``)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from dashboard import data, views
+from dashboard.app import create_app
+from dashboard.state import ForecastView
+from pefm.config import get_settings
+from pefm.data.bundled import bundled
+from pefm.data.loading import load_bundled
+from pefm.forecasting.registry import promote
+from pefm.forecasting.training import train
+from pefm.local.runtime import Process, free_port, spawn
+from pefm.rollout.providers import PrometheusProvider
+from pefm.storage.database import Database
+from pefm.storage.migrate import migrate
+from tests.conftest import fresh_schema
+from tests.functions.conftest import start_function
+
+SERIES = ["realgdp", "unemp"]
+
+
+@pytest.fixture(scope="module")
+def served(server_url: str) -> Iterator[tuple[Database, str]]:
+    """A model registered on the data as of 2005, serving; the data go on to 2009."""
+    with fresh_schema(server_url, "d") as url, Database(url, max_size=2) as db:
+        with db.connection() as conn:
+            migrate(conn)
+            load_bundled(conn, bundled(SERIES))
+            version, _ = train(conn, "ar", SERIES, as_of=datetime(2005, 1, 1, tzinfo=UTC), spec=None)
+            promote(conn, version.id)
+        create_app(db)
+        yield db, version.id
+
+
+@pytest.fixture(scope="module")
+def inference(served, tmp_path_factory) -> Iterator[Process]:
+    """The inference function serving that model; it conditions it on the data since (as it starts)."""
+    db, version_id = served
+    running = start_function("inference", db.url, tmp_path_factory.mktemp("inference"), PEFM_MODEL_VERSION=version_id)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(inference, tmp_path_factory) -> Iterator[PrometheusProvider]:
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = tmp / "prometheus.yml"
+    target = inference.url.removeprefix("http://")
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: pefm\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    port = free_port()
+    server = spawn(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        cwd=tmp,
+        env={},
+        log=tmp / "prometheus.log",
+        ready_path="/-/ready",
+        name="prometheus",
+        port=port,
+    )
+    yield PrometheusProvider(server.url)
+    server.stop()
+
+
+def test_the_overview_counts_no_metrics_scrape_as_traffic(prometheus, served):
+    """Runs first in this module: the function has answered nothing but Prometheus's scrapes."""
+    scrapes = 'sum(rate(pefm_requests_total{service="inference",route="/metrics"}[15m]))'
+    deadline = time.monotonic() + 60
+    while not prometheus.query(scrapes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert prometheus.query(scrapes) > 0  # the scrapes are counted by the function itself
+    db, _ = served
+    with db.connection() as conn:
+        summary = data.overview(conn, prometheus=prometheus)
+    assert summary["source"] == "Prometheus server"
+    assert summary["requests_per_s"] == 0 and summary["share_2xx"] is None and summary["p95_ms"] is None
+
+
+def test_the_latest_view_is_the_inference_apis_forecast_on_the_data_since(inference, served, monkeypatch):
+    """The model was registered on data to 2004Q4; the function conditions it on the data to 2009Q3
+    and the Forecasts page draws what it answers, from 2009Q4, stamped with when its data were read."""
+    _, version_id = served
+    body = {"series_id": "realgdp", "horizon": 4}
+    deadline = time.monotonic() + 90
+    while True:  # the function conditions the model in a worker process once it has started
+        answer = httpx.post(f"{inference.url}/v1/forecast", json=body, timeout=10).json()
+        if answer["forecasts"][0]["forecast"][0]["ds"].startswith("2009-10-01") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    monkeypatch.setenv("PEFM_ROUTER_URL", inference.url)
+    get_settings.cache_clear()
+    try:
+        view = ForecastView(series=("realgdp",), version=version_id, horizon=4)
+        figure, _ = views.forecast_view(view)
+        frame = views.forecast_csv(view)
+    finally:
+        monkeypatch.delenv("PEFM_ROUTER_URL")
+        get_settings.cache_clear()
+    mean = next(t for t in figure.data if t.name == "forecast")
+    assert [str(x)[:10] for x in mean.x] == ["2009-10-01", "2010-01-01", "2010-04-01", "2010-07-01"]
+    assert list(mean.y) == pytest.approx([r["mean"] for r in answer["forecasts"][0]["forecast"]])
+    assert not [a.text for a in figure.layout.annotations if "before the latest data" in a.text]
+    assert set(frame["data_as_of"]) == {f"{datetime.fromisoformat(answer['forecasts'][0]['data_as_of']):%Y-%m-%d}"}
+    assert frame["data_as_of"].iloc[0] != "2005-01-01"
