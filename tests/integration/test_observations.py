@@ -99,8 +99,9 @@ def test_a_revision_is_a_new_vintage_and_as_of_reads_see_the_old_value_before_it
 
 def test_a_write_of_several_vintages_over_stored_data_keeps_every_vintage(conn, gdp):
     """ALFRED's re-fetch: rows carrying their own vintages, several per date, over dates already
-    stored. Each row is classified against what was known at its own vintage (one per date was
-    kept before: the other revisions were dropped, uncounted)."""
+    stored. Each row is classified against what was known at its own vintage, stored or brought by
+    the same write (one per date was kept before, the other revisions dropped uncounted; then a
+    return to an earlier value was taken for no change)."""
 
     def vintaged(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=["ts", "vintage", "value"]).assign(series_id="gdp")
@@ -116,15 +117,23 @@ def test_a_write_of_several_vintages_over_stored_data_keeps_every_vintage(conn, 
             [
                 ("2020-01-01", "2020-04-30", 100.0),  # stored
                 ("2020-01-01", "2020-05-28", 101.0),  # a revision between the two stored ones
-                ("2020-01-01", "2020-06-25", 101.0),  # against what is stored (100.0): a revision too
+                ("2020-01-01", "2020-06-25", 100.0),  # back to the first value: a revision of 05-28's
                 ("2020-01-01", "2020-07-30", 99.0),  # stored
+                ("2020-01-01", "2020-08-27", 99.0),  # as known since 07-30: unchanged
                 ("2020-01-01", "2020-09-24", 98.0),  # the newest revision
             ]
         ),
     )
-    assert (again.inserted, again.revised, again.unchanged) == (0, 3, 2)
-    for moment, value in (("2020-05-01", 100.0), ("2020-06-01", 101.0), ("2020-08-01", 99.0), ("2020-10-01", 98.0)):
+    assert (again.inserted, again.revised, again.unchanged) == (0, 3, 3)
+    for moment, value in (
+        ("2020-05-01", 100.0),
+        ("2020-06-01", 101.0),
+        ("2020-07-01", 100.0),
+        ("2020-08-01", 99.0),
+        ("2020-10-01", 98.0),
+    ):
         assert read_series(conn, "gdp", as_of=moment).loc["2020-01-01"] == value, moment
+    assert row_count(conn) == 5
 
 
 def test_rewriting_identical_values_is_a_no_op(conn, gdp):

@@ -66,16 +66,27 @@ class WriteResult:
         return self.inserted + self.revised
 
 
-# Each incoming row next to the value stored at its vintage (latest stored vintage <= it); a
-# write may carry several vintages of one date (ALFRED's), each classified on its own. One join
-# and one sort, so a large upload of new data costs no per-row index probes.
+# Each incoming row next to the value known at its vintage: the row before it, by vintage, among
+# the stored rows of its date and the write's own (a write may carry several vintages of one date,
+# ALFRED's, and one may return to a value an earlier vintage of the same write moved away from);
+# a stored row sorts before an incoming one of the same vintage, which is then a conflict or
+# unchanged. One union and one sort, so a large upload costs no per-row index probes.
 _CLASSIFIED = """
-    SELECT DISTINCT ON (i.k, i.ts, i.vintage) ids.id AS series_id, i.ts, i.vintage, i.value,
-           o.value AS known_value, o.vintage AS known_vintage
-    FROM incoming_obs i
-    JOIN unnest(%(ids)s::text[]) WITH ORDINALITY AS ids (id, k) ON ids.k = i.k
-    LEFT JOIN {table} o ON o.series_id = ids.id AND o.ts = i.ts AND o.vintage <= i.vintage
-    ORDER BY i.k, i.ts, i.vintage, o.vintage DESC NULLS LAST
+    SELECT series_id, ts, vintage, value, known_value, known_vintage FROM (
+        SELECT ids.id AS series_id, c.ts, c.vintage, c.value, c.incoming,
+               lag(c.value) OVER w AS known_value, lag(c.vintage) OVER w AS known_vintage
+        FROM (
+            SELECT i.k, i.ts, i.vintage, i.value, true AS incoming FROM incoming_obs i
+            UNION ALL
+            SELECT d.k, o.ts, o.vintage, o.value, false
+            FROM (SELECT DISTINCT k, ts FROM incoming_obs) d
+            JOIN unnest(%(ids)s::text[]) WITH ORDINALITY AS ids (id, k) ON ids.k = d.k
+            JOIN {table} o ON o.series_id = ids.id AND o.ts = d.ts
+        ) c
+        JOIN unnest(%(ids)s::text[]) WITH ORDINALITY AS ids (id, k) ON ids.k = c.k
+        WINDOW w AS (PARTITION BY c.k, c.ts ORDER BY c.vintage, c.incoming)
+    ) classified
+    WHERE incoming
 """
 
 
