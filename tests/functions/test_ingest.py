@@ -201,8 +201,9 @@ def test_cloudevents_binary_and_structured(client):
         response = client.post("/v1/observations", content=data, headers=headers)
         assert response.status_code == 400 and response.json()["details"][0]["field"] == field, response.text
     # a vintage as a query parameter is a CSV upload's: on JSON it was silently dropped (stamped now)
-    response = client.post("/v1/observations?vintage=2010-05-01", content=data, headers=JSON)
-    assert response.status_code == 422 and response.json()["details"][0]["field"] == "vintage", response.text
+    for headers, body in ((JSON, data), ({**binary, "content-type": "text/csv"}, "DATE,INFL\n2010-10-01,1.0\n")):
+        response = client.post("/v1/observations?vintage=2010-05-01", content=body, headers=headers)
+        assert response.status_code == 422 and response.json()["details"][0]["field"] == "vintage", response.text
     # the event's vintage attribute applies to JSON data as to CSV (it was ignored); one that
     # contradicts the data's own is refused
     soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()

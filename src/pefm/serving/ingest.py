@@ -152,10 +152,11 @@ class IngestService:
     def _parse(self, body: bytes, request: Request) -> tuple[ObservationsPayload, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
-            if content_type != "text/csv" and content_type != "application/csv" and "vintage" in request.query_params:
-                message = 'only a CSV upload takes it as a parameter: give "vintage" in the JSON body'
+            event = "ce-specversion" in request.headers or content_type == "application/cloudevents+json"
+            if "vintage" in request.query_params and (event or content_type not in ("text/csv", "application/csv")):
+                message = "a CSV upload's parameter: JSON gives it in its body, a CloudEvent as its attribute"
                 raise ValidationError("invalid vintage", [Issue(field="vintage", message=message)])
-            if "ce-specversion" in request.headers or content_type == "application/cloudevents+json":
+            if event:
                 return _from_cloudevent(request, body), "cloudevent"
             if content_type == "application/json":
                 return parse_observations_json(body), "json"
