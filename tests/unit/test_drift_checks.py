@@ -11,6 +11,7 @@ from pefm.drift.calibration import stable_input_false_alarms
 from pefm.drift.checks import evidently_drift, features
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import (
+    MIN_EXCEEDANCES,
     Null,
     accuracy_p_value,
     flag,
@@ -111,6 +112,13 @@ def test_p_values_past_the_simulated_scores_come_from_a_fitted_tail():
     flag(tests, 0.05)
     assert [signal["drifted"] for signal, _ in tests].count(True) == 1 and tests[-1][0]["drifted"]
     assert tests[-1][0]["threshold"] < 7.0
+    # never above what the draws alone give, and falling as the score grows: a light-tailed (uniform)
+    # null's exponential tail would give more than the count where the tail takes over
+    uniform = Null(rng.uniform(size=5000))
+    edge = np.sort(uniform.scores)[-MIN_EXCEEDANCES]
+    ladder = [uniform.p_value(edge + d) for d in (-1e-9, 0.0, 1e-9, 1e-4, 0.5)]
+    assert ladder == sorted(ladder, reverse=True), ladder
+    assert uniform.p_value(uniform.scores.max()) <= 2 / 5001
     few = Null(rng.exponential(size=500))  # too few draws to spare a tail: the draws alone
     assert few.p_value(12.0) == 1 / 501
 

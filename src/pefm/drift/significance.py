@@ -15,8 +15,9 @@ needs ``alpha / m`` of the one drifted signal among ``m`` tests: with 5,000 draw
 a series, a single signal could never be flagged in a panel of more than about 60 series. So past
 the last few simulated scores the p-value comes from a generalized Pareto tail fitted to the
 largest 250 of them (Knijnenburg et al. 2009, "Fewer permutations, more accurate P-values"), its
-shape held at zero or above: an exponential tail where the fit says lighter, which overstates
-the p-value of a light-tailed null rather than calling a score impossible.
+shape held at zero or above (an exponential tail where the fit says lighter, which overstates
+the p-value of a light-tailed null rather than calling a score impossible), and never above the
+count's own p-value (so it falls as the score grows).
 """
 
 from __future__ import annotations
@@ -56,14 +57,16 @@ class Null:
     def p_value(self, score: float) -> float:
         """P(a score at least this large | no drift): the share of simulated scores at least as
         large, with the +1 correction of Monte Carlo tests; beyond the last ``MIN_EXCEEDANCES``
-        of them, the fitted Pareto tail's."""
+        of them, the fitted Pareto tail's where it is smaller (so the p-value never grows with the
+        score, nor exceeds what the draws alone give)."""
         exceedances = int(np.sum(self.scores >= score))
+        counted = float((1 + exceedances) / (len(self.scores) + 1))
         if exceedances >= MIN_EXCEEDANCES or self._tail is None:
-            return float((1 + exceedances) / (len(self.scores) + 1))
+            return counted
         from scipy.stats import genpareto
 
         threshold, shape, scale = self._tail
-        return float(TAIL / len(self.scores) * genpareto.sf(score - threshold, shape, scale=scale))
+        return min(counted, float(TAIL / len(self.scores) * genpareto.sf(score - threshold, shape, scale=scale)))
 
     def critical(self, alpha: float) -> float:
         """The score at and above which this signal is flagged at level ``alpha``."""
