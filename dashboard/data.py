@@ -15,7 +15,7 @@ from pefm.data.frequency import Frequency
 from pefm.data.transforms import model_space_unit
 from pefm.drift.monitor import report_rows
 from pefm.forecasting.panel import load_panel
-from pefm.rollout.providers import SERVED_ROUTES, PrometheusProvider
+from pefm.rollout.providers import PrometheusProvider
 from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
 from pefm.storage.observations import read_frame
 from pefm.storage.series import get_series, list_series
@@ -23,9 +23,10 @@ from pefm.storage.series import get_series, list_series
 
 def traffic_promql(window_minutes: int) -> dict[str, str]:
     """The Overview's inference traffic as PromQL over the last ``window_minutes``: requests/s,
-    the shares of 2xx, 4xx and 5xx answers, p95 latency (ms). Its requests are those the rollout
-    checks count (``SERVED_ROUTES``): Prometheus's own scrapes of /metrics are no traffic."""
-    selector = f'service="inference",{SERVED_ROUTES}'
+    the shares of 2xx, 4xx and 5xx answers, p95 latency (ms): every request the request log
+    holds, that is all but Prometheus's own scrapes of /metrics (those failed before routing
+    included, as the rollout checks count them)."""
+    selector = 'service="inference",route!="/metrics"'
     total = f"sum(rate(pefm_requests_total{{{selector}}}[{window_minutes}m]))"
     queries = {"requests_per_s": total}
     for code in (2, 4, 5):

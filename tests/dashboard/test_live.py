@@ -3,7 +3,6 @@ a real process (``PEFM_ROUTER_URL``), and Debian's Prometheus scraping it (``PEF
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,12 +18,13 @@ from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
-from pefm.local.runtime import Process, free_port, spawn
+from pefm.local.runtime import Process
 from pefm.rollout.providers import PrometheusProvider
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
 from tests.conftest import fresh_schema
 from tests.functions.conftest import start_function
+from tests.prometheus import start_prometheus
 
 SERIES = ["realgdp", "unemp"]
 
@@ -53,30 +53,7 @@ def inference(served, tmp_path_factory) -> Iterator[Process]:
 
 @pytest.fixture(scope="module")
 def prometheus(inference, tmp_path_factory) -> Iterator[PrometheusProvider]:
-    if shutil.which("prometheus") is None:
-        pytest.fail("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
-    tmp = tmp_path_factory.mktemp("prometheus")
-    config = tmp / "prometheus.yml"
-    target = inference.url.removeprefix("http://")
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: pefm\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    port = free_port()
-    server = spawn(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        cwd=tmp,
-        env={},
-        log=tmp / "prometheus.log",
-        ready_path="/-/ready",
-        name="prometheus",
-        port=port,
-    )
+    server = start_prometheus([inference.url.removeprefix("http://")], tmp_path_factory.mktemp("prometheus"))
     yield PrometheusProvider(server.url)
     server.stop()
 

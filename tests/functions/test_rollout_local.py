@@ -431,41 +431,16 @@ def test_rollout_api_needs_the_admin_token_and_drives_manual_operations(stack, a
 
 def test_prometheus_provider_against_a_real_prometheus(stack, tmp_path):
     """Debian's prometheus scraping two local revisions; the PromQL templates read them back."""
-    import shutil
-
-    from pefm.local.runtime import free_port, spawn
     from pefm.rollout.flagger import flagger_query
     from pefm.rollout.providers import MIN_WINDOW, PrometheusProvider
+    from tests.prometheus import start_prometheus
 
-    if shutil.which("prometheus") is None:
-        pytest.fail("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
     runtime, _, _, versions, _ = stack
     healthy = runtime.processes["pefm-inference-blue"]
     faults = faulty_env(FUNCTIONS / "inference", 0.25)
     name = "pefm-inference-prom-faulty"
     faulty = runtime.start_revision("inference", name, model_version=versions["same"], env=faults)
-    targets = [p.url.removeprefix("http://") for p in (healthy, faulty)]
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: pefm\n    static_configs: [{{targets: {targets}}}]\n"
-    )
-    port = free_port()
-    server = spawn(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        cwd=tmp_path,
-        env={},
-        log=tmp_path / "prometheus.log",
-        ready_path="/-/ready",
-        name="prometheus",
-        port=port,
-    )
+    server = start_prometheus([p.url.removeprefix("http://") for p in (healthy, faulty)], tmp_path)
     try:
 
         def send(n):

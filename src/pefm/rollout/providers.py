@@ -28,10 +28,7 @@ class MetricsProvider(Protocol):
     def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics: ...
 
 
-SERVED_ROUTES = 'route!~"/metrics|unmatched"'
-"""The requests that are a service's traffic: not Prometheus's own /metrics scrapes, nor a path the
-service does not serve (``unmatched``). The dashboard's Overview counts by it too."""
-_SERVED = 'revision="{revision}",' + SERVED_ROUTES
+_SERVED = 'revision="{revision}",route!~"/metrics|unmatched"'
 _UNROUTED_FAILURES = 'revision="{revision}",route="unmatched",status=~"5.."'
 
 
