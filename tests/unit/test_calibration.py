@@ -202,6 +202,11 @@ def test_served_intervals_never_narrow_with_the_horizon(name: str):
         assert np.all(np.diff(width) >= -1e-9), f"{name} {level}%: {np.round(width, 3)}"
 
 
+def test_a_combination_with_a_garch_member_may_narrow_as_its_member_may():
+    assert make_model("ensemble", members=("naive", "garch")).spread_can_fall
+    assert not make_model("ensemble").spread_can_fall
+
+
 def test_garch_intervals_narrow_after_turbulence():
     """GARCH's conditional variance falls back after a shock: its calibrated one-day intervals
     narrow step by step (``spread_can_fall``), as its own do."""

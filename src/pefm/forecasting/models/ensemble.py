@@ -58,6 +58,13 @@ class Ensemble(BaseForecaster):
         return max(make_model(m).min_length for m in self.members + self.seasonal_members)
 
     @property
+    def spread_can_fall(self) -> bool:  # type: ignore[override]
+        """As any member's may (a GARCH member's conditional variance)."""
+        from pefm.forecasting.models import make_model
+
+        return any(make_model(m).spread_can_fall for m in getattr(self, "members_", self.members))
+
+    @property
     def min_length(self) -> int:  # type: ignore[override]
         return (self.window or MIN_WINDOW) + self._member_min_length
 
