@@ -540,7 +540,7 @@ def test_a_rollback_saved_but_not_routed_is_routed_before_the_next_rollout_start
         runtime.stop(revision)
 
 
-def test_an_operator_promotes_no_candidate_the_gates_have_not_passed(stack):
+def test_an_operator_promotes_no_candidate_the_gates_failed(stack):
     """Promote took any rollout to 100% and made its candidate serve, failed gates and all; a
     cluster's operator can only approve a promotion Flagger waits for."""
     runtime, router, controller, versions, db = stack

@@ -243,12 +243,12 @@ class RolloutController:
     # -- operators -------------------------------------------------------------------------------
     def promote(self, rollout_id: int, reason: str = "promoted by an operator") -> State:
         """Green to 100% now, skipping the steps left (a cluster's operator can only approve a
-        promotion Flagger waits for); never a candidate the gates have not passed: the registry's
-        override for that is ``pefm models promote``."""
+        promotion Flagger waits for); never a candidate the gates failed: the registry's override
+        for that is ``pefm models promote``. (One without a gate report yet is the operator's call.)"""
         rollout = self.get(rollout_id)
         with self.db.connection() as conn:
             passed, why = candidate_verdict(conn, rollout.green_model_version, rollout.spec.require_gates)
-        if not passed and rollout.state.phase not in TERMINAL:
+        if passed is False and rollout.state.phase not in TERMINAL:
             raise RolloutError(f"rollout {rollout_id} cannot be promoted: {why}")
         return self._manual(rollout_id, "promote", lambda s: replace(s, phase=Phase.SUCCEEDED, weight=100), reason)
 
