@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from pefm.data.fields import SERIES_ID
 from pefm.data.fred_csv import ParsedSeries, parse_fred_csv
 from pefm.data.frequency import period_end
 from pefm.data.validation import ValidationError, check_frequency, check_transform
-from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, write_observations
+from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, _as_utc, write_observations
 from pefm.storage.series import SeriesMeta, get_series, upsert_series
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def load_csv(
     parsed = parse_fred_csv(Path(path).read_bytes())
     if parsed.values.empty:
         raise ValidationError(f"no values in the CSV for {parsed.series_id!r} (all missing)", [])
-    if vintage is not None and _utc(vintage) > pd.Timestamp.now(tz="UTC"):
+    if vintage is not None and _as_utc(vintage) > datetime.now(UTC):
         # a vintage after now would hide every correction written before it comes (ingest refuses it too)
         raise ValidationError(f"vintage {vintage} is after now: nothing can be known in the future", [])
     with conn.transaction():
@@ -131,11 +132,6 @@ def load_fred(
             raise ValidationError(f"FRED's values for {fred_id} do not fit the series' transform", issues)
         result = write_observations(conn, values.assign(series_id=series_id), source=f"fred:{info.get('id', fred_id)}")
     return meta, fetched, result
-
-
-def _utc(moment: Moment) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
 
 
 def _check_fits(parsed: ParsedSeries, meta: SeriesMeta) -> None:
