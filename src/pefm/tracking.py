@@ -83,7 +83,7 @@ SYNC_LOCK = "pefm.tracking.sync"
 def _sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
     from mlflow import MlflowClient
 
-    from pefm.forecasting.registry import serving_version
+    from pefm.forecasting.registry import serving_id
     from pefm.storage.model_versions import list_versions
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -127,7 +127,7 @@ def _sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
             report.versions_created.append(version.id)
         if mv.tags.get("pefm.status") != version.status:
             client.set_model_version_tag(MODEL, mv.version, "pefm.status", version.status)
-    serving = getattr(serving_version(conn), "id", None)  # THE answer to "which model serves"
+    serving = serving_id(conn)  # THE answer to "which model serves"
     row = conn.execute(
         "SELECT green_model_version FROM rollouts WHERE phase <> ALL(%s) ORDER BY created_at DESC LIMIT 1",
         (list(_FINISHED),),

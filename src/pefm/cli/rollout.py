@@ -266,7 +266,7 @@ def serving_status(
     """Which model serves: the registry's serving version, the revisions carrying the service's
     traffic and the version each serves, and any rollout in progress. Exits 1 when the registry
     and the traffic disagree."""
-    from pefm.forecasting.registry import serving_version
+    from pefm.forecasting.registry import serving_id
     from pefm.rollout.cluster import ClusterTraffic
     from pefm.rollout.spec import RolloutSpec
     from pefm.rollout.status import service_status
@@ -277,8 +277,7 @@ def serving_status(
         router = None
         if (k8s := cluster()) is not None:
             with db.connection() as conn:
-                serving = serving_version(conn)
-            router = ClusterTraffic(k8s, serving.id if serving else None)
+                router = ClusterTraffic(k8s, serving_id(conn))
         status = service_status(ctl, name, router)
     serving = status.serving
     console.print(

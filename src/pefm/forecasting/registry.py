@@ -147,6 +147,12 @@ def serving_version(conn: psycopg.Connection, series_ids: list[str] | None = Non
     return table.serving_for(conn, series_ids)
 
 
+def serving_id(conn: psycopg.Connection) -> str | None:
+    """The serving version's id (``serving_version``), None when no model serves."""
+    serving = serving_version(conn)
+    return serving.id if serving else None
+
+
 REPLACED_BY = "replaced by "
 """How a retired version's status reason begins when a promotion retired it (then the id)."""
 

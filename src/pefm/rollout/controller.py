@@ -27,12 +27,21 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pefm.forecasting.registry import candidate_verdict, serving_version, settle_rollout
+from pefm.forecasting.registry import candidate_verdict, serving_id, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State, decide
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
 from pefm.rollout.spec import RolloutSpec
-from pefm.rollout.store import LOCK, UNFINISHED, Rollout, RolloutError, is_newest, read_rollout, record_event
+from pefm.rollout.store import (
+    LOCK,
+    UNFINISHED,
+    Rollout,
+    RolloutError,
+    is_newest,
+    last_event,
+    read_rollout,
+    record_event,
+)
 from pefm.storage.database import Database, LockBusy
 from pefm.storage.model_versions import version_exists
 
@@ -107,9 +116,9 @@ class RolloutController:
             green_model_version = (
                 green_model_version
                 or self.router.revision_model_version(service, green_revision)
-                or _serving_id(conn)  # an unpinned revision serves the serving version (as Flagger takes it)
+                or serving_id(conn)  # an unpinned revision serves the serving version (as Flagger takes it)
             )
-            blue_model_version = self.router.revision_model_version(service, blue) or _serving_id(conn)
+            blue_model_version = self.router.revision_model_version(service, blue) or serving_id(conn)
             rollout_id = conn.execute(
                 """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version,
                                          blue_model_version, spec, phase, step, weight)
@@ -389,11 +398,7 @@ class RolloutController:
                     succeeded=new.phase is Phase.SUCCEEDED,
                     reason=decision.reason,
                 )
-            last = conn.execute(
-                "SELECT action, reason FROM rollout_events WHERE rollout_id = %s ORDER BY id DESC LIMIT 1",
-                (rollout.id,),
-            ).fetchone()
-            if changed or last != (decision.action, reason):  # no repeated waits
+            if changed or last_event(conn, rollout.id) != (decision.action, reason):  # no repeated waits
                 record_event(conn, rollout.id, decision.action, new, reason, decision.checks, observations)
         log.info("rollout %s: %s (%s%% green): %s", rollout.id, decision.action, new.weight, reason)
         return read_rollout(conn, rollout.id)
@@ -422,8 +427,3 @@ class RolloutController:
                 yield conn
         except LockBusy as exc:
             raise RolloutBusy(str(exc)) from None
-
-
-def _serving_id(conn: psycopg.Connection) -> str | None:
-    serving = serving_version(conn)
-    return serving.id if serving else None

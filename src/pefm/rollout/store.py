@@ -81,6 +81,17 @@ UNFINISHED = "phase NOT IN ('Succeeded', 'Failed', 'RolledBack')"
 """SQL: a rollout not yet at an end."""
 
 
+def last_event(conn: psycopg.Connection, rollout_id: int, action: str | None = None) -> tuple[str, str] | None:
+    """The (action, reason) of a rollout's last event, or of its last ``action`` event; None when
+    there is none."""
+    row = conn.execute(
+        """SELECT action, reason FROM rollout_events WHERE rollout_id = %s AND (%s::text IS NULL OR action = %s)
+           ORDER BY id DESC LIMIT 1""",
+        (rollout_id, action, action),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def record_event(conn, rollout_id: int, action: str, state: State, reason: str, checks=None, obs=None) -> None:
     conn.execute(
         """INSERT INTO rollout_events (rollout_id, action, phase, step, weight, failed_checks, reason, checks,

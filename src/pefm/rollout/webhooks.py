@@ -32,14 +32,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pefm.data.fields import CONTROL_CHARS
-from pefm.forecasting.registry import candidate_verdict, serving_version, settle_rollout
+from pefm.forecasting.registry import candidate_verdict, serving_id, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Phase, State
 from pefm.rollout.cluster import KnativeCluster, UnknownCanary
 from pefm.rollout.flagger import HOOKS
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import knative_service
 from pefm.rollout.spec import RolloutSpec
-from pefm.rollout.store import LOCK, UNFINISHED, Rollout, RolloutError, read_rollout, record_event
+from pefm.rollout.store import LOCK, UNFINISHED, Rollout, RolloutError, last_event, read_rollout, record_event
 from pefm.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -185,8 +185,7 @@ class FlaggerHooks:
         if not primary or primary == latest:
             return None
         with self.db.connection() as conn:
-            serving = serving_version(conn)
-        unpinned = serving.id if serving else None  # an unpinned revision serves the serving version
+            unpinned = serving_id(conn)  # an unpinned revision serves the serving version
         green = self.cluster.revision_model_version(latest) or unpinned
         blue = self.cluster.revision_model_version(primary) or unpinned
         service = target.removeprefix("pefm-")
@@ -279,12 +278,8 @@ class FlaggerHooks:
         if served < need:
             return Answer(False, f"waiting for traffic: {served} of {need} requests on the canary", rollout.id, 403)
         with self.db.connection() as conn:
-            last = conn.execute(
-                """SELECT reason FROM rollout_events WHERE rollout_id = %s AND action = 'rollout'
-                   ORDER BY id DESC LIMIT 1""",
-                (rollout.id,),
-            ).fetchone()
-        if need and last is not None and last[0] == f"passed: {NO_DIVERGENCE}":
+            last = last_event(conn, rollout.id, "rollout")
+        if need and last is not None and last[1] == f"passed: {NO_DIVERGENCE}":
             return Answer(False, f"waiting for data: {NO_DIVERGENCE}", rollout.id, 403)
         return None
 
@@ -391,12 +386,8 @@ class FlaggerHooks:
     def _note(self, rollout: Rollout, hook: str, answer: Answer) -> None:
         """Record a check's answer as an event, unless it repeats the last one of the same hook."""
         with self.db.connection() as conn, conn.transaction():
-            last = conn.execute(
-                "SELECT reason FROM rollout_events WHERE rollout_id = %s AND action = %s ORDER BY id DESC LIMIT 1",
-                (rollout.id, hook),
-            ).fetchone()
             reason = f"{'passed' if answer.ok else 'refused'}: {answer.reason}"
-            if last is None or last[0] != reason:
+            if last_event(conn, rollout.id, hook) != (hook, reason):
                 record_event(conn, rollout.id, hook, read_rollout(conn, rollout.id).state, reason)
 
 

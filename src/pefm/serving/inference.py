@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from pefm.config import Settings
 from pefm.data.fields import EXPECTED_TIMESTAMP, SERIES_ID, parse_timestamp
 from pefm.data.transforms import INVERTIBLE, SPACES, model_space_unit
@@ -153,8 +151,10 @@ class ModelServer:
 
     def _read_state(self, version_id: str | None) -> dict[str, Any]:
         """What a replica starts from, read from the registry (JSON-ready)."""
+        from pefm.forecasting.registry import serving_id
+
         with self.db.connection() as conn:
-            version_id = version_id or _serving_id(conn)
+            version_id = version_id or serving_id(conn)
             if version_id is None:
                 raise NoServingModel("no model version serves yet: run pefm bootstrap, or promote one")
             version = get_version(conn, version_id)
@@ -251,9 +251,11 @@ class ModelServer:
         horizon: int,
         levels: tuple[int, ...],
         as_of: datetime | None,
+        changed: datetime | None,
         history: list[dict] | None,
     ) -> str:
-        """Forecast rows as JSON text from the model itself (blocking: run it on a thread)."""
+        """Forecast rows as JSON text from the model itself (blocking: run it on a thread);
+        ``changed``: with ``as_of``, when what was known then last changed (``known_changed``)."""
         if not self._loaded.is_set():
             self.start_loading()
             if not self._loaded.wait(MODEL_WAIT_SECONDS):  # a load takes a second or two: wait rather than refuse
@@ -262,7 +264,7 @@ class ModelServer:
             raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers={"Retry-After": "30"})
         from pefm.serving.whatif import model_forecast
 
-        rows = model_forecast(self, series_id, state, horizon, levels, as_of, history, space)
+        rows = model_forecast(self, series_id, state, horizon, levels, as_of, changed, history, space)
         try:
             return json.dumps(rows, separators=(",", ":"), allow_nan=False)
         except ValueError:  # e.g. a what-if history near the largest double: the model overflows
@@ -384,7 +386,7 @@ class InferenceService:
         cache, version = self.server.cache, self.server.version.id
         request = json.dumps([space, horizon, levels, history], separators=(",", ":"))
         digest = hashlib.sha256(request.encode()).hexdigest()[:32]
-        data = f"{state.data_as_of.timestamp():.6f}"
+        data, changed = f"{state.data_as_of.timestamp():.6f}", None
         if as_of is not None:
             from pefm.serving.whatif import known_changed
 
@@ -393,7 +395,7 @@ class InferenceService:
         key = f"{version}:{series_id}:{data}:{digest}"
         if (cached := await in_thread(cache.get, "answer", key)) is not None:
             return cached.decode(), "cache"
-        text = await self._model_json(series_id, state, space, horizon, levels, as_of, history)
+        text = await self._model_json(series_id, state, space, horizon, levels, as_of, changed, history)
         await in_thread(cache.set, "answer", key, text.encode(), self.settings.cache_ttl_seconds)
         return text, "model"
 
@@ -606,13 +608,6 @@ def _conditioning_from_json(text: bytes) -> tuple[list[dict[str, Any]], float, d
 def _existing(db: Database, ids: list[str]) -> set[str]:
     with db.connection() as conn:
         return {r[0] for r in conn.execute("SELECT id FROM series WHERE id = ANY(%s)", (ids,))}
-
-
-def _serving_id(conn: psycopg.Connection) -> str | None:
-    from pefm.forecasting.registry import serving_version
-
-    serving = serving_version(conn)
-    return serving.id if serving else None
 
 
 def _query_int(text: str) -> int | str:

@@ -54,15 +54,17 @@ def model_forecast(
     horizon: int,
     levels: tuple[int, ...],
     as_of: datetime | None,
+    changed: datetime | None,
     history: list[dict] | None,
     space: str,
 ) -> list[dict[str, Any]]:
     """Forecast rows for one series from the loaded model, in ``space`` (blocking: run it on a
-    thread). ``state``: what the series is conditioned on now (the plain forecast's data)."""
+    thread). ``state``: what the series is conditioned on now (the plain forecast's data);
+    ``changed``: with ``as_of``, when what was known then last changed (``known_changed``), as the
+    caller's cache key holds it."""
     model = server.model
     meta = server.meta[series_id]
     try:
-        changed = known_changed(server, series_id, as_of) if as_of is not None else None
         if as_of is not None and history is None:
             return _as_of_rows(server, series_id, as_of, changed, space, horizon, levels)
         if as_of is None and history is None:
