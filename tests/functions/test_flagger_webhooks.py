@@ -27,7 +27,7 @@ from pefm.rollout.controller import RolloutController
 from pefm.rollout.probes import HttpProber
 from pefm.rollout.providers import DatabaseProvider
 from pefm.rollout.spec import RolloutSpec
-from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator
+from pefm.rollout.webhooks import NO_DIVERGENCE, FlaggerHooks, FlaggerOperator
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version, set_gate_report
 from tests.fake_kubernetes import SERVICE, FakeKubernetes
@@ -445,3 +445,50 @@ def test_no_divergence_to_judge_is_no_failed_check_and_the_weight_waits(fresh):
     )
     assert hook(fresh, "rollout", "c7").status_code == 200
     assert hook(fresh, "confirm-traffic-increase", "c7").status_code == 200
+
+
+def test_the_rollback_gate_with_no_rollout_does_not_signal_one(fresh):
+    """A 2xx from the rollback gate is Flagger's signal to roll back: with no new revision (the
+    primary is the latest) there is nothing to roll back, and the answer must not be a go."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["blue"])
+    answer = hook(fresh, "rollback", "c10")
+    assert answer.status_code == 403 and "no rollout" in answer.json()["reason"], answer.text
+    assert hook(fresh, "confirm-traffic-increase", "c10").status_code == 200  # other gates: nothing to hold
+
+
+def test_an_event_about_a_newer_revision_leaves_the_rollout_under_way_alone(fresh):
+    """Only confirm-rollout and pre-rollout start a rollout (and supersede the one under way); an
+    event names no revision, so one that arrives after a deploy made a newer revision is not
+    Flagger restarting, and the rollout under way keeps going."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    first = hook(fresh, "confirm-rollout", "c11").json()["rollout"]
+    fresh["api"].route(names["blue"], names["different"])  # a deploy while the first is analysed
+    hook(fresh, "event", "c11", eventMessage="Advance pefm-inference.pefm canary weight 10", eventType="Normal")
+    with fresh["db"].connection() as conn:
+        rows = conn.execute("SELECT id, phase FROM rollouts ORDER BY id").fetchall()
+    assert rows == [(first, "Initializing")], rows
+    started = hook(fresh, "confirm-rollout", "c12").json()["rollout"]  # Flagger restarting on it
+    with fresh["db"].connection() as conn:
+        rows = conn.execute("SELECT id, phase FROM rollouts ORDER BY id").fetchall()
+    assert rows == [(first, "Failed"), (started, "Initializing")], rows
+
+
+def test_promotion_waits_for_the_canary_to_serve_at_its_last_step(fresh):
+    """The last step is judged on data as every other is: confirm-promotion waits (403) while the
+    canary has served fewer than min_requests since its weight changed, or while the last
+    `rollout` answer had no divergence to judge, as confirm-traffic-increase does."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    assert hook(fresh, "confirm-rollout", "c13").status_code == 200
+    hook(fresh, "event", "c13", eventMessage="Advance pefm-inference.pefm canary weight 50", eventType="Normal")
+    assert NO_DIVERGENCE in hook(fresh, "rollout", "c13").json()["reason"]  # nothing served yet
+    waiting = hook(fresh, "confirm-promotion", "c13")
+    assert waiting.status_code == 403 and waiting.json()["reason"].startswith("waiting for traffic"), waiting.text
+    serve_requests(fresh["runtime"].processes[names["same"]].url, 6)
+    serve_requests(fresh["runtime"].processes[names["blue"]].url, 6)
+    assert _eventually(lambda: hook(fresh, "confirm-promotion", "c13").json()["reason"].startswith("waiting for data"))
+    assert hook(fresh, "rollout", "c13").status_code == 200  # divergence judged on the replayed forecasts
+    promoted = hook(fresh, "confirm-promotion", "c13")
+    assert promoted.status_code == 200 and promoted.json()["reason"] == "promotion needs no approval", promoted.text

@@ -245,3 +245,40 @@ def test_a_csv_load_holds_its_series_from_the_check_to_the_write(db, tmp_path, m
         loading.load_csv(conn, path)
         assert raced == ["waited"]
         assert get_series(conn, "unrate").frequency is Frequency.MONTHLY
+
+
+def test_a_large_ingest_write_holds_its_series_from_the_check_to_the_write(db, monkeypatch):
+    """The ingest function's large-write path (a CSV upload, written by COPY) is the same race as
+    a CSV load's: the series' rows are held FOR SHARE from the check on, so a frequency change
+    waits for the write. In process (the service's own write method on a real PostgreSQL), since
+    the race is staged between two statements of one request."""
+    from pefm.config import Settings
+    from pefm.data.json_payload import observations_from_object
+    from pefm.serving.cache import MemoryCache
+    from pefm.serving.ingest import IngestService
+    from pefm.serving.observability import ServiceMetrics
+
+    with db.connection() as conn:
+        upsert_series(conn, SeriesMeta(id="unrate", name="U", frequency=Frequency.MONTHLY))
+    quarterly = SeriesMeta(id="unrate", name="U", frequency=Frequency.QUARTERLY)
+    service = IngestService(Settings(), db, ServiceMetrics("ingest", "test"), MemoryCache(None, 1 << 20))
+    raced: list[str] = []
+    check = service._check
+
+    def check_then_race(payload, metas) -> None:
+        check(payload, metas)
+        with db.connection() as other:
+            other.execute("SET lock_timeout = '500ms'")
+            try:
+                upsert_series(other, quarterly)
+                raced.append("changed")
+            except psycopg.errors.LockNotAvailable:
+                raced.append("waited")
+
+    monkeypatch.setattr(service, "_check", check_then_race)
+    rows = [{"ts": "2020-01-01", "value": 3.5}, {"ts": "2020-02-01", "value": 3.6}]
+    payload = observations_from_object({"series": [{"series_id": "unrate", "observations": rows}]})
+    result = service._write(payload, "test")
+    assert raced == ["waited"] and result["inserted"] == 2
+    with db.connection() as conn:
+        assert get_series(conn, "unrate").frequency is Frequency.MONTHLY
