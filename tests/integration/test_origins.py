@@ -14,6 +14,7 @@ from pefm.forecasting.origins import store_forecast, stored_forecast
 from pefm.forecasting.panel import load_panel
 from pefm.forecasting.training import estimator, train
 from pefm.storage.observations import write_observations
+from pefm.storage.series import SeriesMeta, upsert_series
 
 SERIES = ["realgdp", "unemp"]
 Q = Frequency.QUARTERLY
@@ -74,3 +75,24 @@ def test_stored_forecasts_answer_requests_that_fit_their_shape(conn, version):
     store_forecast(conn, version.id, "realgdp", cutoff, later, "level", (80, 95), remade)
     got = stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, later, "level", 3, (95,))
     assert [r["mean"] for r in got] == [r["mean"] for r in remade[:3]]
+
+
+def test_reading_kept_forecasts_again_and_again_never_scans_all_observations(conn, version):
+    """A replica reads kept forecasts request after request on the same pooled connection, where
+    psycopg prepares a statement from its sixth run and PostgreSQL may then plan it once for any
+    parameters. Planned so, the check for writes after a kept forecast scanned every observation
+    of every series (its EXISTS looks cheap for an unknown series, and finds nothing), 45 ms per
+    lookup beside 900k other rows; planned with its values it reads the series' index."""
+    upsert_series(conn, SeriesMeta(id="daily", name="Daily", frequency=Frequency.DAILY))
+    days = pd.date_range("1800-01-01", periods=50_000, freq="D")
+    write_observations(conn, pd.DataFrame({"series_id": "daily", "ts": days, "value": 1.0}))
+    conn.execute("ANALYZE observations")
+    cutoff, known_at = pd.Timestamp("1990-01-01"), datetime(1990, 5, 1, tzinfo=UTC)
+    rows = [{"ds": "1990-04-01T00:00:00Z", "mean": 1.0, "lo-80": 0.0, "hi-80": 2.0, "lo-95": -1.0, "hi-95": 3.0}]
+    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), rows)
+    scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'observations'"
+    with conn.transaction():  # the counts are this transaction's
+        before = conn.execute(scans).fetchone()[0]
+        for _ in range(20):
+            assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 1, (80,))
+        assert conn.execute(scans).fetchone()[0] == before

@@ -115,11 +115,18 @@ def _same_data(
 ) -> bool:
     """Whether the series were known alike at both moments, as they were when a forecast from them
     was made (``since``): nothing got a vintage in between, and nothing known by the later moment
-    was written after ``since`` (a backdated vintage changes what was known, after the fact)."""
+    was written after ``since`` (a backdated vintage changes what was known, after the fact).
+
+    Never prepared: a replica runs this on every kept-forecast lookup, and psycopg prepares a
+    statement from its sixth run on a connection, after which PostgreSQL may plan it for any
+    parameters. Planned so, the EXISTS looks cheap as a sequential scan (rows of unknown series
+    would match early) and, finding nothing, reads every observation of every series; planned
+    with its values it reads the series' index."""
     changed = conn.execute(
         """SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%(ids)s) AND vintage <= %(hi)s
                             AND (vintage > %(lo)s OR ingested_at > %(since)s))""",
         {"ids": series_ids, "lo": min(one, other), "hi": max(one, other), "since": since},
+        prepare=False,
     ).fetchone()[0]
     return not changed
 
