@@ -273,6 +273,15 @@ class ModelServer:
             raise ApiError(422, "no finite forecast", [{"field": field, "message": message}]) from None
 
 
+def _known_changed(server: ModelServer, series_id: str, as_of: datetime) -> datetime | None:
+    """``whatif.known_changed`` (blocking), imported here, on a worker thread: the module brings
+    pandas and the models, seconds of import that on the event loop would hold every request of a
+    replica whose as-of answers come from the cache (it never needed the model before)."""
+    from pefm.serving.whatif import known_changed
+
+    return known_changed(server, series_id, as_of)
+
+
 MODEL_QUEUE_SECONDS = 10.0
 """How long a request waits for one of the model's slots before a 503 with Retry-After."""
 MODEL_WAIT_SECONDS = 10.0
@@ -388,9 +397,7 @@ class InferenceService:
         digest = hashlib.sha256(request.encode()).hexdigest()[:32]
         data, changed = f"{state.data_as_of.timestamp():.6f}", None
         if as_of is not None:
-            from pefm.serving.whatif import known_changed
-
-            changed = await in_database(known_changed, self.server, series_id, as_of)
+            changed = await in_database(_known_changed, self.server, series_id, as_of)
             data = f"{as_of.timestamp():.6f}/{changed.timestamp() if changed else 0:.6f}"
         key = f"{version}:{series_id}:{data}:{digest}"
         if (cached := await in_thread(cache.get, "answer", key)) is not None:
