@@ -135,6 +135,24 @@ def test_a_value_the_series_transform_cannot_take_is_refused(client, module_sche
     assert count(module_schema, "observations") == before
 
 
+def test_a_weekly_series_keeps_the_weekday_of_its_stored_points(client, module_schema):
+    """Weekly points fall on one weekday: within a payload, and against what is stored (a streamed
+    Friday after Saturdays made two points in one week), as a JSON event and as a CSV line."""
+    meta = {"name": "Claims", "frequency": "W", "unit": "thousands", "transform": "none"}
+    assert client.put("/v1/series/claims", json=meta, headers=AUTH).status_code == 201
+    saturdays = {"2024-01-06": 200.0, "2024-01-13": 210.0}
+    assert client.post("/v1/observations", json=obs("claims", **saturdays), headers=AUTH).status_code == 200
+    before = count(module_schema, "observations")
+    friday = client.post("/v1/observations", json=obs("claims", **{"2024-01-19": 220.0}), headers=AUTH)
+    assert_error(friday, 422, "observations[0].ts")
+    assert "Saturday" in friday.json()["details"][0]["message"], friday.text
+    csv = client.post("/v1/observations", content="DATE,CLAIMS\n2024-01-19,220\n", headers=CSV)
+    assert_error(csv, 422, "date")
+    assert count(module_schema, "observations") == before
+    saturday = client.post("/v1/observations", json=obs("claims", **{"2024-01-20": 220.0}), headers=AUTH)
+    assert saturday.status_code == 200 and saturday.json()["inserted"] == 1, saturday.text
+
+
 def assert_error(response, status: int, field: str) -> None:
     assert response.status_code == status, response.text
     assert field in {d.get("field") for d in response.json()["details"]}, response.json()

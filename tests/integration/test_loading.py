@@ -124,6 +124,17 @@ def test_an_all_missing_or_future_csv_is_refused_and_creates_nothing(conn, tmp_p
     assert result.inserted == 1
 
 
+def test_a_weekly_csv_keeps_the_weekday_of_the_stored_points(conn, tmp_path):
+    """Each file's dates shared a weekday, but a second file could move the series to another."""
+    meta = SeriesMeta(id="claims", name="Claims", frequency=Frequency.WEEKLY)
+    load_csv(conn, write(tmp_path, "DATE,CLAIMS\n2024-01-06,200\n2024-01-13,210\n"), create=meta)
+    with pytest.raises(ValidationError) as info:
+        load_csv(conn, write(tmp_path, "DATE,CLAIMS\n2024-01-19,220\n2024-01-26,230\n"))
+    assert [(i.line, i.field) for i in info.value.details] == [(2, "date"), (3, "date")]
+    assert "Saturday" in info.value.details[0].message
+    assert read_series(conn, "claims").index.strftime("%Y-%m-%d").tolist() == ["2024-01-06", "2024-01-13"]
+
+
 def test_a_bundled_id_the_catalog_holds_from_another_source_is_left_alone(conn, tmp_path):
     """A user's own series under a bundled id: loading the bundled data (as every `pefm up` does)
     neither rewrites its metadata nor mixes the bundled values into it, and says so; a bundled

@@ -228,8 +228,8 @@ def test_a_csv_load_holds_its_series_from_the_check_to_the_write(db, tmp_path, m
     raced: list[str] = []
     check = loading._check_fits
 
-    def check_then_race(parsed, meta) -> None:
-        check(parsed, meta)
+    def check_then_race(parsed, meta, anchor) -> None:
+        check(parsed, meta, anchor)
         with db.connection() as other:
             other.execute("SET lock_timeout = '500ms'")
             try:
@@ -265,8 +265,8 @@ def test_a_large_ingest_write_holds_its_series_from_the_check_to_the_write(db, m
     raced: list[str] = []
     check = service._check
 
-    def check_then_race(payload, metas) -> None:
-        check(payload, metas)
+    def check_then_race(payload, metas, anchors) -> None:
+        check(payload, metas, anchors)
         with db.connection() as other:
             other.execute("SET lock_timeout = '500ms'")
             try:

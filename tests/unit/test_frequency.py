@@ -69,3 +69,12 @@ def test_intraday_frequencies_step_by_their_bar_and_ticks_have_no_period():
         _ = Frequency.TICK.periods_per_year
     assert Frequency.MINUTE.periods_per_year == 525_600
     assert parse_frequency("5MIN") is Frequency.FIVE_MINUTES and parse_frequency("hourly") is Frequency.HOURLY
+
+
+def test_weekly_points_keep_the_weekday_of_a_stored_point():
+    """With an anchor (a stored timestamp of the series), every point takes its weekday, the first too."""
+    index = pd.DatetimeIndex(["2024-01-19", "2024-01-20"])
+    assert off_frequency(index, Frequency.WEEKLY, anchor=pd.Timestamp("2024-01-06").to_pydatetime()).tolist() == [
+        True,
+        False,
+    ]

@@ -79,10 +79,13 @@ def parse_frequency(code: str) -> Frequency:
     raise ValueError(f"unknown frequency {code!r}; expected one of {choices}")
 
 
-def off_frequency(index: pd.DatetimeIndex | np.ndarray, freq: Frequency, calendar: str = "") -> np.ndarray:
+def off_frequency(
+    index: pd.DatetimeIndex | np.ndarray, freq: Frequency, calendar: str = "", anchor: object = None
+) -> np.ndarray:
     """Boolean mask of the timestamps (UTC-naive) that are not period starts of ``freq``.
 
-    Weekly series may fall on any weekday, but all on the same one; business days are weekdays,
+    Weekly series may fall on any weekday, but all on the same one: ``anchor``'s (a stored
+    timestamp of the series, UTC-naive), else the first timestamp's; business days are weekdays,
     or the sessions of the series' exchange ``calendar`` (``pefm.data.calendars``); intraday bars
     start on their bar's boundary; a tick may fall on any microsecond. Plain numpy on the
     timestamps, so one streamed observation is checked as cheaply as a file is.
@@ -102,7 +105,8 @@ def off_frequency(index: pd.DatetimeIndex | np.ndarray, freq: Frequency, calenda
 
             bad |= off_sessions(days, calendar)
     elif freq is Frequency.WEEKLY and len(stamps):
-        bad |= weekday != weekday[0]
+        day = weekday[0] if anchor is None else (np.datetime64(anchor, "D").astype(np.int64) + 3) % 7
+        bad |= weekday != day
     elif freq in (Frequency.MONTHLY, Frequency.QUARTERLY, Frequency.ANNUAL):
         months = days.astype("datetime64[M]")
         bad |= days != months

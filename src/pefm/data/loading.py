@@ -16,7 +16,14 @@ from pefm.data.fields import SERIES_ID
 from pefm.data.fred_csv import ParsedSeries, parse_fred_csv
 from pefm.data.frequency import period_end
 from pefm.data.validation import ValidationError, check_frequency, check_transform
-from pefm.storage.observations import Moment, UnknownSeriesError, WriteResult, _as_utc, write_observations
+from pefm.storage.observations import (
+    Moment,
+    UnknownSeriesError,
+    WriteResult,
+    _as_utc,
+    weekly_anchors,
+    write_observations,
+)
 from pefm.storage.series import SeriesMeta, get_series, upsert_series
 
 if TYPE_CHECKING:
@@ -97,7 +104,7 @@ def load_csv(
                 raise ValueError(f"the file holds {parsed.series_id!r}, not {create.id!r}")
             upsert_series(conn, create)
             meta = create
-        _check_fits(parsed, meta)
+        _check_fits(parsed, meta, weekly_anchors(conn, {meta.id: meta}).get(meta.id))
         frame = pd.DataFrame(
             {"series_id": parsed.series_id, "ts": parsed.values.index, "value": parsed.values.to_numpy()}
         )
@@ -126,7 +133,8 @@ def load_fred(
             meta = series_meta(info, series_id, values["ts"])
             upsert_series(conn, meta)
         dates = pd.DatetimeIndex(values["ts"].drop_duplicates().sort_values())
-        if issues := check_frequency(dates, meta.frequency, calendar=meta.calendar):
+        anchor = weekly_anchors(conn, {meta.id: meta}).get(meta.id)
+        if issues := check_frequency(dates, meta.frequency, calendar=meta.calendar, anchor=anchor):
             raise ValidationError(f"FRED's dates for {fred_id} are not {meta.frequency.label} period starts", issues)
         if issues := check_transform(values["value"].to_numpy(), meta.transform):
             raise ValidationError(f"FRED's values for {fred_id} do not fit the series' transform", issues)
@@ -134,8 +142,10 @@ def load_fred(
     return meta, fetched, result
 
 
-def _check_fits(parsed: ParsedSeries, meta: SeriesMeta) -> None:
-    if issues := check_frequency(parsed.values.index, meta.frequency, lines=parsed.lines, calendar=meta.calendar):
+def _check_fits(parsed: ParsedSeries, meta: SeriesMeta, anchor: datetime | None) -> None:
+    """ValidationError unless every date and value fits the series (``anchor``: ``weekly_anchors``)."""
+    lines, calendar = parsed.lines, meta.calendar
+    if issues := check_frequency(parsed.values.index, meta.frequency, lines=lines, calendar=calendar, anchor=anchor):
         what = f"{meta.calendar} sessions" if meta.calendar else f"{meta.frequency.label} period starts"
         raise ValidationError(f"dates in the CSV are not {what} for {parsed.series_id!r}", issues)
     if issues := check_transform(parsed.values.to_numpy(), meta.transform, lines=parsed.lines):

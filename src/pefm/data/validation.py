@@ -88,17 +88,21 @@ def check_frequency(
     *,
     lines: Sequence[int] | None = None,
     calendar: str = "",
+    anchor: object = None,
 ) -> Issues:
     """An Issue (field ``ts``/``date``) for each timestamp that is not a period start of ``freq``
-    (with an exchange ``calendar``: a session of it), located by file line when ``lines`` is
+    (with an exchange ``calendar``: a session of it; weekly: on the weekday of ``anchor``, a
+    stored timestamp of the series, when it has one), located by file line when ``lines`` is
     given, else by position (the first MAX_DETAILS; the rest counted)."""
     import numpy as np
     import pandas as pd
 
-    from pefm.data.frequency import off_frequency
+    from pefm.data.frequency import Frequency, off_frequency
 
-    bad = np.flatnonzero(off_frequency(index, freq, calendar))
+    bad = np.flatnonzero(off_frequency(index, freq, calendar, anchor))
     what = f"{calendar} session" if calendar else f"{freq.label} period start"
+    if anchor is not None and freq is Frequency.WEEKLY:
+        what += f" on the series' weekday ({pd.Timestamp(anchor):%A})"
     return _located(
         bad,
         lines,

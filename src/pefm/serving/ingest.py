@@ -60,6 +60,7 @@ from pefm.storage.observations import (
     UnknownSeriesError,
     VintageConflictError,
     WriteResult,
+    weekly_anchors,
     write_events,
     write_observations,
 )
@@ -192,7 +193,8 @@ class IngestService:
         """A large write (a CSV upload), on its own: COPY, merged in one statement."""
         with self.db.connection() as conn, conn.transaction():
             # held FOR SHARE from the check on: a frequency change cannot slip in before the write
-            self._check(payload, get_series_many(conn, [item.series_id for item in payload.series], share=True))
+            metas = get_series_many(conn, [item.series_id for item in payload.series], share=True)
+            self._check(payload, metas, weekly_anchors(conn, metas))
             frame = pd.concat([_frame(item) for item in payload.series], ignore_index=True)
             try:
                 result = write_observations(conn, frame, vintage=payload.vintage, source=source)
@@ -210,9 +212,10 @@ class IngestService:
         with self.db.connection() as conn, conn.transaction():
             ids = {item.series_id for payload, _ in items for item in payload.series}
             metas = get_series_many(conn, sorted(ids), share=True)
+            anchors = weekly_anchors(conn, metas)
             for payload, source in items:
                 try:
-                    self._check(payload, metas)
+                    self._check(payload, metas, anchors)
                 except ApiError as exc:
                     answers.append(exc)
                     continue
@@ -232,8 +235,9 @@ class IngestService:
             self._announce({**total, "vintage": written[0]["vintage"], "series": series})
         return answers
 
-    def _check(self, payload: ObservationsPayload, metas: dict[str, SeriesMeta]) -> None:
-        """404 for a series not in the catalog; 422 listing every value its series cannot take."""
+    def _check(self, payload: ObservationsPayload, metas: dict[str, SeriesMeta], anchors: dict[str, datetime]) -> None:
+        """404 for a series not in the catalog; 422 listing every value its series cannot take
+        (``anchors``: ``weekly_anchors``)."""
         for item in payload.series:
             if item.series_id not in metas:
                 raise ApiError(
@@ -245,7 +249,13 @@ class IngestService:
         for item in payload.series:
             meta = metas[item.series_id]
             for found in (
-                check_frequency(item.stamps, meta.frequency, lines=item.lines, calendar=meta.calendar),
+                check_frequency(
+                    item.stamps,
+                    meta.frequency,
+                    lines=item.lines,
+                    calendar=meta.calendar,
+                    anchor=anchors.get(item.series_id),
+                ),
                 check_transform(item.numbers, meta.transform, lines=item.lines),
             ):
                 for issue in found:  # from JSON: named by the observation's path

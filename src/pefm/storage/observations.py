@@ -17,7 +17,7 @@ the data as it was known then. A write that changed data announces its series on
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,7 +28,7 @@ from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency, with_frequency
 from pefm.storage import pg_binary
 from pefm.storage.channels import OBSERVATIONS_CHANNEL
-from pefm.storage.series import get_series
+from pefm.storage.series import SeriesMeta, get_series
 
 Moment = datetime | pd.Timestamp | str | None
 
@@ -439,6 +439,21 @@ def _as_utc(moment: datetime | pd.Timestamp | str) -> datetime:
     ts = pd.Timestamp(moment)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.to_pydatetime()
+
+
+def weekly_anchors(conn: psycopg.Connection, metas: Mapping[str, SeriesMeta]) -> dict[str, datetime]:
+    """A stored timestamp (UTC-naive) of each weekly series among ``metas`` that has data: its
+    later points fall on the same weekday (``check_frequency``'s ``anchor``). No query when none
+    is weekly."""
+    weekly = sorted(sid for sid, meta in metas.items() if meta.frequency is Frequency.WEEKLY)
+    if not weekly:
+        return {}
+    rows = conn.execute(
+        """SELECT s.id, (SELECT o.ts FROM observations o WHERE o.series_id = s.id LIMIT 1)
+           FROM unnest(%s::text[]) AS s(id)""",
+        (weekly,),
+    ).fetchall()
+    return {sid: ts.astimezone(UTC).replace(tzinfo=None) for sid, ts in rows if ts is not None}
 
 
 def last_changed(conn: psycopg.Connection, series_ids: Sequence[str], as_of: Moment) -> datetime | None:
