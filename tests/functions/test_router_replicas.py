@@ -232,3 +232,31 @@ def test_the_runtime_starts_and_retires_a_revisions_replicas_together(stack):
     # retired (as a rollout retires its loser, from another process): stopped as asked, forgotten
     assert runtime.exited() == []
     assert not {"pefm-ingest-pair", "pefm-ingest-pair/1"} & set(runtime.processes)
+
+
+def test_a_revision_seen_between_its_stop_and_its_retirement_stopped_as_asked(stack, monkeypatch):
+    """`pefm up` looks at its processes every second; another process retiring a revision stops its
+    replicas, then forgets it. Seen in between, the stopped replicas were reported as dead unasked
+    and the whole local stack stopped (a flaky `pefm up` test): the runtime now waits for the
+    retirement to end."""
+    import pefm.rollout.local
+
+    runtime, db = stack
+    runtime.start_revision("ingest", "pefm-ingest-gone", replicas=2, env={"PEFM_INGEST_TOKEN": "t"})
+    stopped = threading.Event()
+    stop = pefm.rollout.local.stop_revision
+
+    def slow_stop(pids, revision):
+        answer = stop(pids, revision)
+        stopped.set()
+        time.sleep(2)  # a retiring process slow to forget (a loaded machine)
+        return answer
+
+    monkeypatch.setattr(pefm.rollout.local, "stop_revision", slow_stop)
+    retiring = threading.Thread(target=LocalRouter(db, {}).retire, args=("ingest", "pefm-ingest-gone"))
+    retiring.start()
+    assert stopped.wait(30)
+    assert runtime.exited() == []
+    retiring.join(30)
+    assert runtime.exited() == []
+    assert not {"pefm-ingest-gone", "pefm-ingest-gone/1"} & set(runtime.processes)

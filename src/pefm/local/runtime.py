@@ -127,6 +127,11 @@ def revision_alive(pid: int | None, revision: str) -> bool:
     return state not in ("Z", "X") and f"K_REVISION={revision}".encode() in environ
 
 
+RETIRE_LOCK = "pefm.local.retire:"
+"""With the revision's name, the advisory lock a retirement holds from stopping its replicas to
+forgetting the revision (``LocalRouter.retire``)."""
+
+
 def stop_revision(pids: list[int | None], revision: str, timeout: float = 10.0) -> bool:
     """Stop the replicas of a revision whichever process started them (SIGTERM, then SIGKILL
     after ``timeout``); whether any was running."""
@@ -258,6 +263,10 @@ class LocalRuntime:
         revisions = [p.revision for p in dead.values() if p.revision]
         if revisions:
             with psycopg.connect(self.database_url, autocommit=True) as conn:
+                conn.execute(  # one being retired (stopped, not yet forgotten): wait for its end
+                    "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s || r, 0)) FROM unnest(%s::text[]) AS r",
+                    (RETIRE_LOCK, revisions),
+                )
                 query = "SELECT revision FROM local_revisions WHERE revision = ANY(%s)"
                 recorded = {row[0] for row in conn.execute(query, (revisions,))}
             for name, process in list(dead.items()):

@@ -7,7 +7,7 @@ import logging
 
 from psycopg.types.json import Jsonb
 
-from pefm.local.runtime import stop_revision
+from pefm.local.runtime import RETIRE_LOCK, stop_revision
 from pefm.rollout.router import TrafficTarget
 from pefm.storage.database import Database
 
@@ -64,12 +64,14 @@ class LocalRouter:
 
     def retire(self, service: str, revision: str) -> bool:
         """Stop the revision's replicas (whoever started them), then forget it: forgotten first, a
-        replica left running by a failure on the way would be known to nobody."""
-        with self.db.connection() as conn:
+        replica left running by a failure on the way would be known to nobody. Both under the
+        revision's ``RETIRE_LOCK``, which ``LocalRuntime.exited`` waits on: a replica it sees dead
+        between the stop and the forgetting stopped as asked."""
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (RETIRE_LOCK + revision,))
             query = "SELECT pids FROM local_revisions WHERE service = %s AND revision = %s"
             row = conn.execute(query, (service, revision)).fetchone()
-        stopped = row is not None and stop_revision(row[0], revision)
-        with self.db.connection() as conn:
+            stopped = row is not None and stop_revision(row[0], revision)
             conn.execute("DELETE FROM local_revisions WHERE service = %s AND revision = %s", (service, revision))
         if row is not None:
             log.info("retired revision %s of %s%s", revision, service, "" if stopped else " (was not running)")
