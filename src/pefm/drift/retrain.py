@@ -5,8 +5,10 @@ By default it retrains what serves: the serving model's family, parameters, seri
 spec. Single-flight: an advisory lock; a second job finds it taken and records that it stood
 aside; so does a job that finds a rollout under way (its candidate would be gated against a model
 about to change, and its revision could not be rolled out): it records why, and the cool-down
-does not start. Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and
-a hash of the data) and ``retrain_jobs`` holds its last completed step (trained, gated or
+does not start; one started while the job trains makes it stand aside before the gates. A
+candidate is gated against what serves when its training ends, not when the job began.
+Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and a hash
+of the data) and ``retrain_jobs`` holds its last completed step (trained, gated or
 gates-failed, deployed, rollout-started), written in the same transaction as the step's own
 database writes; a job that crashed resumes after its last completed step, and one that finished
 answers "up-to-date". Deploying is idempotent (a revision already running is reused). Every step
@@ -80,11 +82,7 @@ class _Job:
 
     def run(self, model, params, spec, spec_changes: dict[str, Any], dry_run: bool, reason: str) -> dict[str, Any]:
         conn = self.conn
-        active = conn.execute(
-            f"SELECT id, service FROM rollouts WHERE {UNFINISHED} ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        if active is not None:  # a job it started and crashed after is resumed once it has ended
-            why = f"rollout {active[0]} of {active[1]} is under way: retrain once it has ended"
+        if why := _rollout_under_way(conn):  # a job it started and crashed after is resumed once it has ended
             _event(conn, self.run_id, "skipped", why)
             return {"status": "skipped", "run_id": self.run_id, "reason": why}
         serving = serving_version(conn)
@@ -133,10 +131,15 @@ class _Job:
             )
         if dry_run:
             return {"status": "dry-run", "run_id": self.run_id, "candidate": job["candidate"], "step": job["step"]}
-        return self._continue(key, get_version(conn, job["candidate"]), job, serving, resumed)
+        return self._continue(key, get_version(conn, job["candidate"]), job, resumed)
 
-    def _continue(self, key, version: ModelVersion, job, serving, resumed: bool) -> dict[str, Any]:
+    def _continue(self, key, version: ModelVersion, job, resumed: bool) -> dict[str, Any]:
         conn, out = self.conn, {"run_id": self.run_id, "candidate": version.id, "resumed": resumed}
+        if not resumed and (why := _rollout_under_way(conn)):
+            # one started while this job trained: it resumes here, at the gates, once that has ended
+            _event(conn, self.run_id, "skipped", why, version.id)
+            return {**out, "status": "skipped", "reason": why}
+        serving = serving_version(conn)  # now: another may have been promoted while this job trained
         gated_against = (version.gate_report or {}).get("serving")
         if job["step"] in ("gated", "deployed") and gated_against != (serving.id if serving else None):
             # gated against a model that no longer serves (a rollout ended since): gate it again
@@ -211,6 +214,12 @@ def _advance(conn: psycopg.Connection, key: str, step: str, **columns: Any) -> N
         {"step": step, "key": key, **columns},
     )
     conn.commit()
+
+
+def _rollout_under_way(conn: psycopg.Connection) -> str | None:
+    """Why a retraining stands aside now (a rollout under way), or None."""
+    active = conn.execute(f"SELECT id, service FROM rollouts WHERE {UNFINISHED} ORDER BY id DESC LIMIT 1").fetchone()
+    return None if active is None else f"rollout {active[0]} of {active[1]} is under way: retrain once it has ended"
 
 
 def _existing_rollout(conn: psycopg.Connection, version_id: str, revision: str) -> int | None:

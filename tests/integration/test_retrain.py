@@ -1,0 +1,72 @@
+"""The retraining job's steps against a registry that changes under it: a serving model promoted
+while the job trains, a candidate promoted or rejected between two runs of the same job."""
+
+import pytest
+
+import pefm.drift.retrain as job
+from pefm.data.bundled import bundled
+from pefm.data.loading import load_bundled
+from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.registry import promote, serving_version
+from pefm.forecasting.training import train
+from pefm.storage.model_versions import get_version
+
+PANEL = ["realgdp", "unemp"]
+SPEC = BacktestSpec(h=1, windows=6)
+
+
+@pytest.fixture
+def serving(conn):
+    """The panel loaded and an AR model serving it."""
+    load_bundled(conn, bundled(PANEL))
+    version, _ = train(conn, "ar", PANEL, spec=SPEC)
+    promote(conn, version.id)
+    conn.commit()
+    return version
+
+
+def steps(conn, run_id: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT step FROM retrain_events WHERE run_id = %s ORDER BY id", (run_id,))]
+
+
+def test_a_model_promoted_while_the_job_trains_is_the_one_the_candidate_is_gated_against(
+    db, conn, serving, monkeypatch
+):
+    """Training takes minutes; what serves when it ends, not when the job began, is the baseline."""
+    real_train, promoted = job.train, []
+
+    def train_while_another_is_promoted(train_conn, *args, **kwargs):
+        other, _ = real_train(train_conn, "naive", PANEL, spec=SPEC)
+        promote(train_conn, other.id)  # an operator's promotion, or a rollout ending
+        train_conn.commit()
+        promoted.append(other.id)
+        return real_train(train_conn, *args, **kwargs)
+
+    monkeypatch.setattr(job, "train", train_while_another_is_promoted)
+    outcome = job.retrain(db, model="ar", spec=SPEC)
+    assert serving_version(conn).id == promoted[0] != serving.id
+    assert get_version(conn, outcome["candidate"]).gate_report["serving"] == promoted[0]
+
+
+def test_a_rollout_started_while_the_job_trains_makes_it_stand_aside_before_the_gates(db, conn, serving, monkeypatch):
+    real_train = job.train
+
+    def train_while_a_rollout_starts(train_conn, *args, **kwargs):
+        train_conn.execute(
+            """INSERT INTO rollouts (service, blue_revision, green_revision, spec, phase, step, weight)
+               VALUES ('inference', 'blue', 'green', '{}', 'Progressing', 0, 10)"""
+        )
+        train_conn.commit()
+        return real_train(train_conn, *args, **kwargs)
+
+    monkeypatch.setattr(job, "train", train_while_a_rollout_starts)
+    outcome = job.retrain(db, model="ar", spec=SPEC)
+    assert outcome["status"] == "skipped" and "is under way" in outcome["reason"]
+    assert get_version(conn, outcome["candidate"]).gate_report is None
+    assert steps(conn, outcome["run_id"]) == ["start", "trained", "skipped"]
+    conn.execute("UPDATE rollouts SET phase = 'RolledBack'")
+    conn.commit()
+    monkeypatch.setattr(job, "train", real_train)
+    resumed = job.retrain(db, model="ar", spec=SPEC)
+    assert resumed["resumed"] and resumed["candidate"] == outcome["candidate"]
+    assert resumed["status"] == "gates-passed"
