@@ -70,3 +70,45 @@ def test_a_rollout_started_while_the_job_trains_makes_it_stand_aside_before_the_
     resumed = job.retrain(db, model="ar", spec=SPEC)
     assert resumed["resumed"] and resumed["candidate"] == outcome["candidate"]
     assert resumed["status"] == "gates-passed"
+
+
+class Deployer:
+    def __init__(self):
+        self.deployed = []
+
+    def deploy(self, version):
+        self.deployed.append(version.id)
+        return f"green-{version.id}"
+
+
+def test_a_job_whose_candidate_was_promoted_since_is_up_to_date(db, conn, serving):
+    """`pefm retrain --no-deploy`, then the operator promotes its candidate: the next run of the
+    same job (the same data) has nothing left to do, rather than gate the serving version against
+    itself."""
+    gated = job.retrain(db, spec=SPEC)
+    assert gated["status"] == "gates-passed"
+    promote(conn, gated["candidate"])
+    conn.commit()
+    again = job.retrain(db, spec=SPEC, deployer=Deployer())
+    assert again["status"] == "up-to-date" and again["candidate"] == gated["candidate"]
+    assert steps(conn, again["run_id"])[-1] == "up-to-date"
+
+
+def test_a_job_whose_candidate_was_rejected_since_does_not_deploy_it_again(db, conn, serving):
+    """A candidate a rollout rolled back (rejected) is not deployed and rolled out once more by the
+    next run of the job that trained it."""
+    from pefm.storage.model_versions import set_status
+
+    gated = job.retrain(db, spec=SPEC)
+    set_status(conn, gated["candidate"], "rejected", "rolled back: errors")
+    conn.commit()
+    deployer = Deployer()
+    again = job.retrain(db, spec=SPEC, deployer=deployer)
+    assert deployer.deployed == []
+    assert again["status"] == "up-to-date" and "rejected" in steps_reason(conn, again["run_id"])
+
+
+def steps_reason(conn, run_id: str) -> str:
+    return conn.execute(
+        "SELECT reason FROM retrain_events WHERE run_id = %s ORDER BY id DESC LIMIT 1", (run_id,)
+    ).fetchone()[0]

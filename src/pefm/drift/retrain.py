@@ -10,9 +10,10 @@ candidate is gated against what serves when its training ends, not when the job 
 Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and a hash
 of the data) and ``retrain_jobs`` holds its last completed step (trained, gated or
 gates-failed, deployed, rollout-started), written in the same transaction as the step's own
-database writes; a job that crashed resumes after its last completed step, and one that finished
-answers "up-to-date". Deploying is idempotent (a revision already running is reused). Every step
-is a ``retrain_events`` row with its reason.
+database writes; a job that crashed resumes after its last completed step, and one that finished,
+or whose candidate was promoted, rejected or retired since, answers "up-to-date". Deploying is
+idempotent (a revision already running is reused). Every step is a ``retrain_events`` row with its
+reason.
 """
 
 from __future__ import annotations
@@ -117,8 +118,11 @@ class _Job:
             resumed = False
         else:
             resumed = True
-            if job["step"] in ("gates-failed", "rollout-started"):
-                why = f"{job['candidate']} was already trained by {family} on exactly these data ({job['step']})"
+            status = get_version(conn, job["candidate"]).status
+            if job["step"] in ("gates-failed", "rollout-started") or status != "candidate":
+                # promoted, rejected by a rollback or retired since its last step: nothing left to do
+                done = job["step"] if status == "candidate" else f"{job['step']}, {status} since"
+                why = f"{job['candidate']} was already trained by {family} on exactly these data ({done})"
                 _event(conn, self.run_id, "up-to-date", why, job["candidate"])
                 return {
                     "status": "up-to-date",
