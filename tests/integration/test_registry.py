@@ -195,3 +195,22 @@ def test_a_rollback_restores_every_version_the_candidate_replaced_and_only_those
     for succeeded in (True, False):
         said = settle_rollout(loaded, candidate="ar-typo", previous=by_hand.id, succeeded=succeeded, reason="x")
         assert said == "registry unchanged: green's model version ar-typo is not in the registry"
+
+
+def test_a_candidate_that_would_leave_a_served_series_without_a_model_fails_the_gates(loaded):
+    """Promoting a candidate retires every serving version sharing a series with it: one that does
+    not forecast a series the serving model forecasts (`pefm retrain --model ar` while the bundle
+    serves) would leave that series unserved, so it fails, the series named; a candidate with more
+    series than the serving model passes."""
+    from pefm.forecasting.gating import gate_candidate
+
+    spec = BacktestSpec(h=1, windows=6)
+    serving, _ = train(loaded, "ar", PANEL, spec=spec)
+    promote(loaded, serving.id)
+    fewer, _ = train(loaded, "ar", ["realgdp"], spec=spec)
+    report = gate_candidate(loaded, fewer, serving)
+    assert report["passed"] is False
+    assert [f for f in report["failures"] if f.startswith("unemp:")] == [
+        "unemp: the serving model forecasts it, the candidate does not (promoting it would leave unemp unserved)"
+    ]
+    assert gate_candidate(loaded, get_version(loaded, serving.id), fewer)["passed"] is True

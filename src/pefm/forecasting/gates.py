@@ -146,10 +146,12 @@ def evaluate(
     returns: set[str] | frozenset[str] = frozenset(),
     candidate_id: str = "candidate",
     serving_id: str | None = None,
+    dropped: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Judge the candidate's backtest rows (``with_steps`` frames) against the rules, and the
     serving model's rows on the same windows. ``returns``: series whose values are returns (the
-    Sharpe rule applies to them)."""
+    Sharpe rule applies to them). ``dropped``: series the serving model forecasts and the
+    candidate does not; each fails the candidate (promoting it would leave the series unserved)."""
     pairs = paired(candidate, serving) if serving is not None else None
     checks, skipped = [], []
     for rule in rules:
@@ -169,14 +171,17 @@ def evaluate(
             skipped.append({"rule": rule.name, "reason": f"h={steps} untested: {why}"})
         for check, adjusted in zip(found, metrics.holm([c["p_value"] for c in found]), strict=True):
             checks.append(_verdict(rule, check, float(adjusted)))
-    failed = [c for c in checks if not c["passed"]]
+    failures = [c["reason"] for c in checks if not c["passed"]] + [
+        f"{s}: the serving model forecasts it, the candidate does not (promoting it would leave {s} unserved)"
+        for s in dropped
+    ]
     return {
         "candidate": candidate_id,
         "serving": serving_id,
-        "passed": not failed,
+        "passed": not failures,
         "checks": checks,
         "skipped": skipped,
-        "failures": [c["reason"] for c in failed],
+        "failures": failures,
         "windows": {
             "cutoffs": sorted(f"{c:%Y-%m-%d}" for c in candidate["cutoff"].unique()),
             "h": int(candidate["step"].max()),

@@ -28,7 +28,9 @@ def gate_candidate(
     and store the report. The serving model's stored backtest is used when it covers exactly the
     candidate's windows and data; otherwise the serving model (its family and parameters) is
     backtested again on the candidate's spec and data as of the candidate's ``data_as_of``, so
-    both are scored on the same cutoffs, horizon and vintages."""
+    both are scored on the same cutoffs, horizon and vintages. A candidate that does not forecast
+    every series ``serving`` does fails: its promotion would retire ``serving`` and leave those
+    series without a model."""
     if serving is not None and serving.id == candidate.id:
         raise ValueError(f"{candidate.id} is the serving version: there is nothing to gate it against")
     if not (candidate.backtest or {}).get("forecasts"):
@@ -45,6 +47,7 @@ def gate_candidate(
         returns=returns,
         candidate_id=candidate.id,
         serving_id=serving.id if theirs is not None else None,
+        dropped=[s for s in serving.series_ids if s not in candidate.series_ids] if serving is not None else [],
     )
     report["windows"]["serving_backtest"] = source
     set_gate_report(conn, candidate.id, report)
