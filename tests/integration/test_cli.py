@@ -350,6 +350,12 @@ def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env,
     assert replaced.returncode == 0 and "no model serves now: unemp" in " ".join(replaced.stderr.split())
 
 
+def test_train_refuses_an_as_of_it_cannot_read(cli_env):
+    refused = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0", "--as-of", "garbage")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "--as-of" in refused.stderr and "not a date: 'garbage'" in refused.stderr
+
+
 def test_a_promotion_by_hand_says_what_the_local_traffic_still_serves(db, cli_env):
     """`pefm models promote` changes the registry; a local stack's revisions keep their traffic,
     and the command says so (no traffic block, as before any `pefm up`: nothing to say)."""

@@ -77,7 +77,10 @@ def train(
     from pefm.forecasting.training import train as run_train
 
     spec = _spec(h, windows, step, refit_every) if windows else None
-    when = pd.Timestamp(as_of, tz="UTC").to_pydatetime() if as_of else None
+    try:
+        when = pd.Timestamp(as_of, tz="UTC").to_pydatetime() if as_of else None
+    except ValueError:
+        raise typer.BadParameter(f"not a date: {as_of!r}", param_hint="--as-of") from None
     with open_db() as db, db.connection() as conn, progress_bar() as progress:
         ids = list(series or default_series(conn, model))
         params = planned_params(conn, model, ids, _params(param), when)
