@@ -214,3 +214,26 @@ def test_a_candidate_that_would_leave_a_served_series_without_a_model_fails_the_
         "unemp: the serving model forecasts it, the candidate does not (promoting it would leave unemp unserved)"
     ]
     assert gate_candidate(loaded, get_version(loaded, serving.id), fewer)["passed"] is True
+
+
+def test_a_gate_report_against_a_model_that_no_longer_serves_is_no_verdict(loaded):
+    """Before any canary the candidate must have been compared with what serves: a report against
+    a model promoted away since says nothing of the one serving now (a rollout waits, a Flagger
+    canary is refused, until the candidate is gated again); against the one serving, it decides."""
+    from pefm.forecasting.gating import gate_candidate
+    from pefm.forecasting.registry import candidate_verdict
+
+    spec = BacktestSpec(h=1, windows=6)
+    blue, _ = train(loaded, "ar", PANEL, spec=spec)
+    promote(loaded, blue.id)
+    candidate, _ = train(loaded, "ar", PANEL, spec=spec)
+    assert gate_candidate(loaded, candidate, blue)["passed"]
+    assert candidate_verdict(loaded, candidate.id, True)[0] is True
+    other, _ = train(loaded, "ar_d1", PANEL, spec=spec)
+    promote(loaded, other.id)
+    passed, why = candidate_verdict(loaded, candidate.id, True)
+    assert passed is None and why == (
+        f"the candidate {candidate.id} was gated against {blue.id}; {other.id} serves now: gate it again"
+    )
+    gate_candidate(loaded, candidate, other)
+    assert candidate_verdict(loaded, candidate.id, True)[0] is not None

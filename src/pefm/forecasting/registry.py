@@ -184,7 +184,8 @@ def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_g
     """What a rollout's gate check says of its candidate, and why: the same rule for the local
     controller and Flagger's confirm-rollout. The serving version passes (a configuration change:
     the model is the one serving), as does any when the spec asks no gates; else the candidate's
-    gate report decides (None: it has none yet)."""
+    gate report decides (None: it has none yet, or it passed against a model that no longer serves
+    the candidate's series, which says nothing of the one serving now: it is to be gated again)."""
     serving = serving_version(conn)
     if serving is not None and candidate == serving.id:
         return True, f"the candidate serves the serving version {candidate}: a configuration change"
@@ -193,6 +194,15 @@ def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_g
     passed = gates_passed(conn, candidate)
     if passed is None:
         return None, f"the candidate {candidate or '(unknown)'} has no gate report"
+    version = table.get_version(conn, candidate)
+    if passed and "serving" in version.gate_report:  # the version it was compared with (None: none served)
+        then, now = version.gate_report["serving"], serving_version(conn, version.series_ids)
+        if then != (now.id if now else None):
+            now_text = f"{now.id if now else 'none'} serves now"
+            return (
+                None,
+                f"the candidate {candidate} was gated against {then or 'no serving model'}; {now_text}: gate it again",
+            )
     return passed, f"the candidate {candidate} {'passed' if passed else 'failed'} its validation gates"
 
 
