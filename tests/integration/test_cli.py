@@ -356,6 +356,17 @@ def test_train_refuses_an_as_of_it_cannot_read(cli_env):
     assert "--as-of" in refused.stderr and "not a date: 'garbage'" in refused.stderr
 
 
+def test_signing_a_tampered_artifact_is_one_red_line(db, cli_env):  # db: migrated
+    assert run(cli_env, "data", "load", "realgdp").returncode == 0
+    trained = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")
+    version = re.search(r"registered (naive-\S+)", trained.stdout).group(1)
+    with db.connection() as conn:
+        conn.execute("UPDATE model_versions SET artifact = artifact || '\\x00'::bytea WHERE id = %s", (version,))
+    refused = run(cli_env, "models", "sign", version)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert " ".join(refused.stderr.split()) == f"error: {version}: the artifact does not match its sha256; not signed"
+
+
 def test_a_promotion_by_hand_says_what_the_local_traffic_still_serves(db, cli_env):
     """`pefm models promote` changes the registry; a local stack's revisions keep their traffic,
     and the command says so (no traffic block, as before any `pefm up`: nothing to say)."""

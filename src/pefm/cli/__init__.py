@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pefm.config import ConfigError, get_settings
+from pefm.forecasting.registry import ArtifactIntegrityError
 from pefm.local.secrets import use_local_secrets
 from pefm.storage.database import Database, open_database
 from pefm.storage.migrate import MigrationError
@@ -56,7 +57,8 @@ def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None)
         schema = schema or ("migrate" if settings.database_url is None else "current")
         with open_database(settings, schema=schema) as db:
             yield db
-    except (LookupError, ValueError, MigrationError, ArtifactSignatureError) as exc:  # one red line
+    except (LookupError, ValueError, MigrationError, ArtifactSignatureError, ArtifactIntegrityError) as exc:
+        # one red line
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
 
