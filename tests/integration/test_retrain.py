@@ -112,3 +112,15 @@ def steps_reason(conn, run_id: str) -> str:
     return conn.execute(
         "SELECT reason FROM retrain_events WHERE run_id = %s ORDER BY id DESC LIMIT 1", (run_id,)
     ).fetchone()[0]
+
+
+def test_a_gate_policy_it_cannot_use_is_refused_before_any_training(db, conn, serving, tmp_path):
+    from pefm.forecasting.gates import PolicyError
+
+    policy = tmp_path / "gates.toml"
+    policy.write_text('[[rule]]\ntest = "diebold-mariano"\nalpha = 2\n')
+    count = "SELECT count(*) FROM model_versions"
+    before = conn.execute(count).fetchone()[0]
+    with pytest.raises(PolicyError, match="alpha must be in"):
+        job.retrain(db, spec=SPEC, gate_policy=policy)
+    assert conn.execute(count).fetchone()[0] == before

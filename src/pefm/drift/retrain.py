@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 
 from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
+from pefm.forecasting.gates import load_policy
 from pefm.forecasting.gating import gate_candidate
 from pefm.forecasting.models import DEFAULT_MODEL
 from pefm.forecasting.panel import default_series, load_panel
@@ -67,6 +68,7 @@ def retrain(
     stored no backtest, to ``DEFAULT_SPEC``: 40 windows, h=1..8); ``spec_changes`` (e.g.
     ``{"windows": 12}``) replaces fields of whichever spec that is."""
     run_id = uuid.uuid4().hex[:12]
+    load_policy(gate_policy)  # a policy the gates cannot use is refused before minutes of training
     with db.advisory_lock(LOCK, wait=False) as (held, _), db.connection() as conn:
         if not held:
             _event(conn, run_id, "skipped", "another retraining is running")

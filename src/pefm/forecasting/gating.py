@@ -33,6 +33,7 @@ def gate_candidate(
     series without a model."""
     if serving is not None and serving.id == candidate.id:
         raise ValueError(f"{candidate.id} is the serving version: there is nothing to gate it against")
+    rules = load_policy(policy)  # before the serving model's backtest is run again
     if not (candidate.backtest or {}).get("forecasts"):
         raise MismatchedBacktests(f"{candidate.id} has no stored backtest: run pefm backtest --version {candidate.id}")
     mine = backtest_frame(candidate.backtest)
@@ -41,7 +42,7 @@ def gate_candidate(
         theirs, source = _serving_rows(conn, candidate, serving, mine, on_window)
     returns = set(candidate.backtest.get("returns") or _sharpe_series(candidate))
     report = evaluate(
-        load_policy(policy),
+        rules,
         mine,
         theirs,
         returns=returns,
