@@ -356,6 +356,15 @@ def test_train_refuses_an_as_of_it_cannot_read(cli_env):
     assert "--as-of" in refused.stderr and "not a date: 'garbage'" in refused.stderr
 
 
+def test_retrain_refuses_a_model_or_a_backtest_it_cannot_run(cli_env):
+    """An unknown family was reported as unknown series, and --windows 0 was silently dropped."""
+    unknown = run(cli_env, "retrain", "--model", "nope", "--dry-run")
+    assert unknown.returncode == 2 and "--model" in unknown.stderr and "'nope'" in unknown.stderr, unknown.stderr
+    for option in ("--windows", "--h"):
+        zero = run(cli_env, "retrain", option, "0", "--dry-run")
+        assert zero.returncode == 2 and option in zero.stderr and "Traceback" not in zero.stderr, zero.stderr
+
+
 def test_signing_a_tampered_artifact_is_one_red_line(db, cli_env):  # db: migrated
     assert run(cli_env, "data", "load", "realgdp").returncode == 0
     trained = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")

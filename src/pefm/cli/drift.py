@@ -63,9 +63,9 @@ def drift_report(
 def retrain(
     dry_run: Annotated[bool, typer.Option(help="say what would be done, do nothing")] = False,
     model: Annotated[str | None, typer.Option(help="model family (default: the serving model's)")] = None,
-    windows: Annotated[int | None, typer.Option(help="backtest windows (default: the serving model's)")] = None,
+    windows: Annotated[int | None, typer.Option(min=1, help="backtest windows (default: the serving model's)")] = None,
     h: Annotated[
-        int | None, typer.Option(help="backtest horizon, steps 1..h (default: the serving model's, else 8)")
+        int | None, typer.Option(min=1, help="backtest horizon, steps 1..h (default: the serving model's, else 8)")
     ] = None,
     deploy: Annotated[
         bool, typer.Option(help="on passing gates: deploy the candidate (local: + rollout; cluster: Flagger's canary)")
@@ -84,8 +84,13 @@ def retrain(
     from pefm.config import get_settings
     from pefm.drift.retrain import ClusterDeployer, LocalDeployer
     from pefm.drift.retrain import retrain as run_retrain
+    from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
     from pefm.rollout.spec import RolloutSpec
 
+    if model is not None and model not in (DEFAULT_MODEL, *MODEL_NAMES):
+        raise typer.BadParameter(
+            f"one of {', '.join((DEFAULT_MODEL, *MODEL_NAMES))}, not {model!r}", param_hint="--model"
+        )
     env = dict(item.split("=", 1) for item in revision_env or [] if "=" in item)
     if len(env) != len(revision_env or []):
         raise typer.BadParameter("expected NAME=VALUE", param_hint="--revision-env")
