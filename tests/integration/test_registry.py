@@ -166,6 +166,36 @@ def test_a_rollouts_end_settles_the_registry(loaded):
     )
 
 
+def test_a_rollback_settled_while_an_operator_promotes_leaves_the_promotion_standing(db, loaded):
+    """A rollback read what its candidate had replaced before taking the registry's lock, so a hand
+    promotion committed in between was undone (blue restored over it). It now waits for the lock."""
+    import threading
+
+    from pefm.forecasting.registry import serving_version, settle_rollout
+
+    blue, _ = train(loaded, "naive", PANEL, spec=None)
+    green, _ = train(loaded, "mean", PANEL, spec=None)
+    chosen, _ = train(loaded, "drift", PANEL, spec=None)
+    promote(loaded, blue.id)
+    promote(loaded, green.id)  # the rollout's promotion, before it is rolled back
+    loaded.commit()
+    with db.connection() as operator, db.connection() as rollout:
+        operator.execute("BEGIN")
+        promote(operator, chosen.id)  # by hand, not yet committed
+
+        def roll_back() -> None:
+            with rollout.transaction():
+                settle_rollout(rollout, candidate=green.id, previous=blue.id, succeeded=False, reason="rolled back")
+
+        settling = threading.Thread(target=roll_back)
+        settling.start()
+        settling.join(1.0)  # it reads the registry, then waits for the operator's lock
+        operator.execute("COMMIT")
+        settling.join(30)
+    assert serving_version(loaded).id == chosen.id
+    assert get_version(loaded, blue.id).status == "retired" and get_version(loaded, green.id).status == "rejected"
+
+
 def test_a_rollback_restores_every_version_the_candidate_replaced_and_only_those(loaded):
     """A bundle replacing two serving versions, rolled back: both serve again (only blue's did, and
     a series was left without a model). A version someone promoted by hand meanwhile stands, and a

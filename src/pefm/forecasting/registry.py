@@ -157,10 +157,14 @@ REPLACED_BY = "replaced by "
 """How a retired version's status reason begins when a promotion retired it (then the id)."""
 
 
+PROMOTE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pefm.registry.promote', 0))"
+"""Held by whatever changes which version serves, to its transaction's end."""
+
+
 def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None) -> list[str]:
     """Make a version the serving model of its series; return the versions it retired."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('pefm.registry.promote', 0))")
+        conn.execute(PROMOTE_LOCK)
         version = table.get_version(conn, version_id)
         retired = []
         for other in table.list_versions(conn, status="serving"):
@@ -227,6 +231,7 @@ def settle_rollout(
     if candidate == previous:
         return f"registry unchanged: green served {candidate}, the serving version"
     changes = []
+    conn.execute(PROMOTE_LOCK)  # before reading what the candidate replaced: a promotion meanwhile stands
     replaced = [  # none unless the candidate still serves: a later promotion stands
         version_id
         for (version_id,) in conn.execute(
