@@ -345,6 +345,15 @@ def test_the_rollout_api_answers_hostile_input_with_a_json_error(rollout_api, mo
     assert count(module_schema, "rollouts") == before
 
 
+def test_a_rollout_id_of_thousands_of_digits_is_a_json_404(rollout_api):
+    """Starlette's int convertor took any number of digits and int() refuses more than 4,300: a
+    500, reached before the admin token is asked for."""
+    for method, path in (("GET", f"/v1/rollouts/{'9' * 5000}"), ("POST", f"/v1/rollouts/{'9' * 5000}/promote")):
+        assert_json_error(rollout_api.request(method, path), 404)
+    assert_json_error(rollout_api.get("/v1/rollouts/99999999999999999999"), 404)  # past a bigint: no such one
+    assert "no rollout" in assert_json_error(rollout_api.get("/v1/rollouts/9223372036854775807"), 404)["error"]
+
+
 @pytest.fixture(scope="module")
 def routed(module_schema, tmp_path_factory):
     """An ingest revision behind the local router, both with a 4 KiB body limit."""

@@ -86,6 +86,14 @@ def test_a_caller_without_the_token_is_refused_before_its_body_is_read(monitor):
             assert time.monotonic() - started < 5
 
 
+def test_a_report_id_of_thousands_of_digits_is_a_json_404(monitor):
+    """It was a 500: Starlette's int convertor hands int() more digits than it takes (4,300)."""
+    with monitor.client() as client:
+        for report_id in ("9" * 5000, "9" * 20, "9223372036854775807"):
+            response = client.get(f"/v1/drift/reports/{report_id}")
+            assert response.status_code == 404 and response.json()["error"], (report_id[:20], response.text[:200])
+
+
 def test_an_ingest_announces_itself_and_the_monitor_checks(monitor, module_schema, tmp_path):
     import time
 

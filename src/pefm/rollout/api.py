@@ -37,6 +37,7 @@ from pefm.serving.http import (
     parse_json,
     read_body,
     require_bearer,
+    row_id,
     service_routes,
 )
 
@@ -197,8 +198,8 @@ def create_rollout_app(
     routes = [
         Route("/v1/rollouts", handled(list_rollouts), methods=["GET"]),
         Route("/v1/rollouts", handled(start), methods=["POST"]),
-        Route("/v1/rollouts/{id:int}", handled(get_rollout), methods=["GET"]),
-        Route("/v1/rollouts/{id:int}/{action}", handled(act), methods=["POST"]),
+        Route(f"/v1/rollouts/{row_id()}", handled(get_rollout), methods=["GET"]),
+        Route(f"/v1/rollouts/{row_id()}/{{action}}", handled(act), methods=["POST"]),
         Route("/v1/flagger/{hook}", handled(flagger), methods=["POST"]),
         Route("/health", lambda request: PlainTextResponse("OK"), methods=["GET"]),
         *service_routes(metrics, openapi),

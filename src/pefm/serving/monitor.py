@@ -34,6 +34,7 @@ from pefm.serving.http import (
     parse_cloudevent,
     read_body,
     require_bearer,
+    row_id,
     service_routes,
 )
 from pefm.serving.observability import ServiceMetrics
@@ -146,7 +147,7 @@ def create_monitor_app(settings: Settings, db: Database, metrics: ServiceMetrics
     routes = [
         Route("/v1/drift/check", handled(service.check), methods=["POST"]),
         Route("/v1/drift/reports/latest", handled(service.latest), methods=["GET"]),
-        Route("/v1/drift/reports/{id:int}", handled(service.report), methods=["GET"]),
+        Route(f"/v1/drift/reports/{row_id()}", handled(service.report), methods=["GET"]),
         *service_routes(metrics.endpoint, openapi),
     ]
     return json_app(routes)
