@@ -1,10 +1,14 @@
 """The ingest function as a real process under func-python: every route, every error, auth."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pefm.storage.database import Database
+from pefm.storage.migrate import migrate
+from tests.conftest import fresh_schema
 from tests.functions.conftest import ADMIN_TOKEN, ROOT, TOKEN, count, start_function, stop
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -331,6 +335,29 @@ def test_writes_need_the_token(client, module_schema):
     assert client.post("/v1/observations", json=body, headers={"authorization": "Basic abc"}).status_code == 401
     assert client.post("/v1/observations", json=body, headers={"authorization": "Bearer wrong"}).status_code == 403
     assert count(module_schema, "observations") == before
+
+
+def test_a_rate_limit_is_one_budget_per_token_however_its_header_is_spaced(server_url, tmp_path):
+    """The caller was its Authorization header as sent: "Bearer  <token>", with one more space
+    each time, passed the same token check under a new name, and a fresh budget with it."""
+    if time.time() % 86400 > 86340:  # not across a window's end (midnight UTC)
+        time.sleep(86400 - time.time() % 86400 + 1)
+    with fresh_schema(server_url, "f") as url:  # a start of its own: not one more in the module's schema
+        with Database(url, max_size=1) as db, db.connection() as conn:
+            migrate(conn)
+        running = start_function("ingest", url, tmp_path, PEFM_INGEST_TOKEN=TOKEN, PEFM_RATE_LIMIT="3/86400")
+        try:
+            with running.client() as c:
+                body = {"name": "x", "frequency": "Q"}
+                statuses = [
+                    c.put(
+                        "/v1/series/limited", json=body, headers={"authorization": f"bearer{' ' * n}{TOKEN}"}
+                    ).status_code
+                    for n in range(1, 6)
+                ]
+            assert statuses == [201, 200, 200, 429, 429]
+        finally:
+            stop(running)
 
 
 def test_unknown_routes_and_methods_are_json_errors(client):

@@ -62,8 +62,10 @@ class RateLimit:
 
 def caller_key(authorization: str, host: str | None) -> str:
     """The caller's key from its verified Authorization header ("": none) and its address (None:
-    unknown)."""
+    unknown). The token as ``require_bearer`` compares it, without the spaces around it: the
+    header as sent would give the same token a new budget with each extra space."""
     scheme, _, token = authorization.partition(" ")
+    token = token.strip()
     if scheme.lower() == "bearer" and token:
         return "t" + hashlib.sha256(token.encode()).hexdigest()[:24]
     return "a" + ("unknown" if host is None else host)
