@@ -427,3 +427,24 @@ def test_an_as_of_read_of_a_recent_moment_waits_for_a_write_under_way(client, mo
     finally:
         with psycopg.connect(module_schema) as conn:
             conn.execute("DELETE FROM observations WHERE series_id = 'unemp' AND ts = '2009-10-01'")
+
+
+def test_a_body_that_fails_to_parse_counts_against_the_rate_limit(module_schema, version, tmp_path):
+    """The limit was checked after the body was parsed and checked: a caller over it was still
+    read, and its malformed bodies never counted (400 after 400, then a 200). A rollout's signed
+    probe is still never limited."""
+    if time.time() % 86400 > 86340:  # not across a window's end (midnight UTC)
+        time.sleep(86400 - time.time() % 86400 + 1)
+    env = {"PEFM_MODEL_VERSION": version, "PEFM_RATE_LIMIT": "3/86400", "PEFM_SHADOW_KEY": SHADOW_KEY}
+    running = start_function("inference", module_schema, tmp_path, **env)
+    try:
+        with running.client() as c:
+            headers = {"content-type": "application/json"}
+            statuses = [c.post("/v1/forecast", content=b"{" * 10, headers=headers).status_code for _ in range(5)]
+            assert statuses == [400, 400, 400, 429, 429]
+            assert c.post("/v1/forecast", json={"series_id": "unemp"}).status_code == 429
+            body = json.dumps({"series_id": "unemp"}).encode()
+            probe = {**headers, "x-pefm-shadow": sign_shadow(SHADOW_KEY, "/v1/forecast", body)}
+            assert c.post("/v1/forecast", content=body, headers=probe).status_code == 200
+    finally:
+        stop(running)

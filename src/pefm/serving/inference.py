@@ -318,14 +318,16 @@ class InferenceService:
                     shadow_header = value.decode("latin-1") if shadow_header is None else shadow_header
             settings = self.settings
             body = await receive_body(receive, declared, settings.max_body_bytes, settings.body_timeout_seconds)
-            checked = self._checked.get(body)
-            if checked is None:
-                checked = await self._check(body)
             shadow = shadow_header is not None and mark_shadow(
                 scope, shadow_header, _url_path(scope), body, settings.shadow_key
             )
-            if not shadow and self.limit.limit is not None:  # a rollout's signed probe is never limited
+            # counted before the body is parsed, so a body that fails to parse counts too (a
+            # caller over its limit was parsed all the same); a rollout's signed probe never is
+            if not shadow and self.limit.limit is not None:
                 await self.limit.check_scope(scope)
+            checked = self._checked.get(body)
+            if checked is None:
+                checked = await self._check(body)
             text, version = await self._answer_text(checked, shadow)
             answer = text.encode()
             headers = [*self._shared(version)[2], (b"content-length", b"%d" % len(answer)), _JSON_TYPE]
