@@ -63,7 +63,7 @@ class ForecastView:
             if isinstance(value, str) and 0 < len(value) <= 200 and not CONTROL_CHARS.search(value):
                 view = replace(view, **{key: value})
         text = str(horizon) if isinstance(horizon, str | int) else ""
-        if text.isdigit() and len(text) <= 3 and 1 <= int(text) <= MAX_HORIZON:
+        if text.isascii() and text.isdigit() and len(text) <= 3 and 1 <= int(text) <= MAX_HORIZON:  # not "²"
             view = replace(view, horizon=int(text))
         if space in SPACES:
             view = replace(view, space=space)

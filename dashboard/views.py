@@ -414,7 +414,7 @@ def rollout_action(rollout_id: int | None, action: str, token: str | None) -> tu
         return False, "no rollout API configured (PEFM_ROLLOUT_API_URL)"
     if rollout_id is None:
         return False, "no rollout chosen"
-    if token and not _header_safe(token):
+    if token and not (isinstance(token, str) and _header_safe(token)):
         return False, "invalid token: an admin token is printable ASCII"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:

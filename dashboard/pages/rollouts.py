@@ -84,7 +84,7 @@ keep_view("ro-traffic")
     Input("ro-acted", "data"),
 )
 def update(_, rollout_id, _acted):
-    chosen = int(rollout_id) if str(rollout_id or "").isdigit() else None
+    chosen = _rollout_id(rollout_id)
     *shown, allowed = views.rollout_view(chosen)
     return *shown, [action not in allowed for action, _, _ in ACTIONS]
 
@@ -101,6 +101,14 @@ def update(_, rollout_id, _acted):
 def act(clicks, rollout_id, token, acted):
     if not any(clicks):
         raise dash.exceptions.PreventUpdate
-    chosen = int(rollout_id) if str(rollout_id or "").isdigit() else None
-    done, message = views.rollout_action(chosen, ctx.triggered_id["action"], token)
+    action = ctx.triggered_id.get("action") if isinstance(ctx.triggered_id, dict) else None
+    done, message = views.rollout_action(_rollout_id(rollout_id), action, token)
+    acted = acted if type(acted) is int else 0
     return dbc.Alert(message, color="success" if done else "danger", className="py-1 mb-0"), acted + (1 if done else 0)
+
+
+def _rollout_id(value) -> int | None:
+    """The rollout the client chose, when it sent an id (ASCII digits: "²" is a digit to
+    str.isdigit and not to int, nor are 5,000 of them to int)."""
+    text = str(value or "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None

@@ -520,6 +520,63 @@ def test_a_token_that_cannot_be_sent_is_answered_not_raised(served, monkeypatch)
         get_settings.cache_clear()
 
 
+def _callback(client, output: str, values: dict, changed: str):
+    """POST a callback as a browser would, with ``values`` (``id.property``: value) for its inputs
+    and states (the rest null; the rollout buttons' clicks: Pause clicked): a client may send any
+    JSON for any of them."""
+    dependency = next(d for d in client.get("/_dash-dependencies").get_json() if output in d["output"])
+    buttons = [{"type": "ro-action", "action": action} for action in views.ROLLOUT_ACTIONS]
+
+    def sent(specs):
+        out = []
+        for spec in specs:
+            if spec["id"].startswith("{"):  # the buttons' ALL pattern
+                out.append(
+                    [{"id": b, "property": spec["property"], "value": int(b["action"] == "pause")} for b in buttons]
+                )
+            else:
+                out.append({**spec, "value": values.get(f"{spec['id']}.{spec['property']}")})
+        return out
+
+    outputs = [
+        dict(zip(("id", "property"), o.rsplit(".", 1), strict=True)) for o in dependency["output"][2:-2].split("...")
+    ]
+    body = {
+        "output": dependency["output"],
+        "outputs": sent(outputs) if len(outputs) > 1 else outputs[0],
+        "inputs": sent(dependency["inputs"]),
+        "state": sent(dependency["state"]),
+        "changedPropIds": [changed],
+    }
+    return client.post("/_dash-update-component", json=body)
+
+
+def test_control_values_a_client_makes_up_fall_back_or_are_refused_never_a_500(served, monkeypatch):
+    """A superscript two is a digit to str.isdigit() and not to int(): a link to
+    /forecasts#h=\u00b2 or a rollout id of it was a 500, as were a 5,000-digit id, a token that is
+    not a string, a count of actions that is not a number and a change that was no button."""
+    monkeypatch.setenv("PEFM_ROLLOUT_API_URL", "http://127.0.0.1:9")
+    get_settings.cache_clear()
+    client = served[2].server.test_client()
+    try:
+        for fragment in ("#h=\u00b2", "#h=\u0661"):
+            assert _callback(client, "fc-horizon.value", {"fc-url.hash": fragment}, "fc-url.hash").status_code == 200
+        for rollout_id in ("\u00b2", "9" * 5000):
+            answer = _callback(client, "ro-weights", {"ro-rollout.value": rollout_id}, "ro-rollout.value")
+            assert answer.status_code == 200, rollout_id[:10]
+        pause = '{"action":"pause","type":"ro-action"}.n_clicks'
+        for token, acted in ((5, 0), (["t"], 0), ("t", "x"), ("t", None)):
+            values = {"ro-rollout.value": "1", "ro-token.value": token, "ro-acted.data": acted}
+            answer = _callback(client, "ro-message", values, pause)
+            assert answer.status_code == 200, (token, acted)
+            assert "rollout API unreachable" in str(answer.get_json()) or "invalid token" in str(answer.get_json())
+        values = {"ro-rollout.value": "1", "ro-token.value": "t", "ro-acted.data": 0}
+        answer = _callback(client, "ro-message", values, "ro-token.value")  # says it was no button
+        assert answer.status_code == 200 and "no action 'None'" in str(answer.get_json())
+    finally:
+        get_settings.cache_clear()
+
+
 def test_the_overview_falls_back_to_the_request_log_when_prometheus_is_away(served):
     from pefm.rollout.providers import PrometheusProvider
 
