@@ -367,10 +367,10 @@ def test_rollout_start_on_a_cluster_deploys_then_follows_flagger_and_pefms_recor
 
 def test_webhook_payloads_naming_what_is_not_there_get_json_errors_not_500s(fresh):
     """An unknown Canary, another namespace, a control character, a weight no percent: each was
-    a 500 (the Kubernetes API's 404, the database refusing the value)."""
+    a 500 (the Kubernetes API's 404, the database refusing the value, int() refusing 5,000 digits)."""
     names = fresh["names"]
     fresh["api"].route(names["blue"], names["same"])
-    for message in ("canary weight 99999999999999999999", "canary weight 500"):
+    for message in ("canary weight 99999999999999999999", "canary weight 500", "canary weight " + "9" * 5000):
         answer = hook(fresh, "event", "c9", eventMessage=message)
         assert answer.status_code == 200, answer.text
         with fresh["db"].connection() as conn:

@@ -53,7 +53,7 @@ PHASES = {
     "Promoting": Phase.PROMOTING,
     "Finalising": Phase.PROMOTING,
 }
-WEIGHT = re.compile(r"canary weight (\d+)")
+WEIGHT = re.compile(r"canary weight ([0-9]{1,3})(?![0-9])")  # a percent: int() refuses thousands of digits
 NO_DIVERGENCE = "divergence: no forecasts of the same requests to compare yet"
 APPROVED, ROLLBACK_REQUESTED = "approve-promotion", "request-rollback"
 
