@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pefm.config import Settings
+from pefm.data.fields import CONTROL_CHARS
 from pefm.rollout.analysis import Phase
 from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError, UnknownRevision
 from pefm.rollout.spec import RolloutSpec
@@ -138,6 +139,11 @@ def create_rollout_app(
             {"field": name, "message": "expected a non-empty string"}
             for name in ("green_revision", "service", "model_version")
             if (name in data or name == "green_revision") and not (isinstance(data.get(name), str) and data[name])
+        ]
+        details += [  # a NUL the database refuses (a 500), and the others no name has
+            {"field": name, "message": "contains a control character"}
+            for name in ("green_revision", "service", "model_version")
+            if isinstance(data.get(name), str) and CONTROL_CHARS.search(data[name])
         ]
         if details:
             raise ApiError(422, "invalid rollout", details)
