@@ -47,7 +47,7 @@ class ForecastView:
     @classmethod
     def from_fragment(cls, fragment: str | None) -> ForecastView:
         """The view a fragment names; bad values fall back to the defaults."""
-        raw = dict(parse_qsl((fragment or "").lstrip("#")))
+        raw = dict(parse_qsl(fragment.lstrip("#") if isinstance(fragment, str) else ""))
         series = [s for s in raw.get("series", "").split(",") if s]
         values = (raw.get(key) for key in ("version", "compare", "h", "as_of", "space"))
         return cls.checked(series, *values)

@@ -74,10 +74,11 @@ layout = html.Div(
 def update(_, fragment, ticked):
     """The table, the ticked versions and the URL kept in step: a link's ``compare`` ticks them;
     ticking writes them into the URL (two at most: the latest two ticked)."""
-    if ctx.triggered_id == "models-compare":
-        ids = list(ticked or [])[-2:]
+    if ctx.triggered_id == "models-compare":  # the client sends what it likes: a list of ids, or nothing
+        ids = [v for v in ticked if isinstance(v, str)][-2:] if isinstance(ticked, list) else []
     else:
-        ids = [v for v in dict(parse_qsl((fragment or "").lstrip("#"))).get("compare", "").split(",") if v][:2]
+        fragment = fragment.lstrip("#") if isinstance(fragment, str) else ""
+        ids = [v for v in dict(parse_qsl(fragment)).get("compare", "").split(",") if v][:2]
     with database().connection() as conn:
         rows = data.registry(conn)
     known = [r["id"] for r in rows]

@@ -554,7 +554,8 @@ def _callback(client, output: str, values: dict, changed: str):
 def test_control_values_a_client_makes_up_fall_back_or_are_refused_never_a_500(served, monkeypatch):
     """A superscript two is a digit to str.isdigit() and not to int(): a link to
     /forecasts#h=\u00b2 or a rollout id of it was a 500, as were a 5,000-digit id, a token that is
-    not a string, a count of actions that is not a number and a change that was no button."""
+    not a string, a count of actions that is not a number, a change that was no button, a fragment
+    that is not a string and ticked versions that are not a list."""
     monkeypatch.setenv("PEFM_ROLLOUT_API_URL", "http://127.0.0.1:9")
     get_settings.cache_clear()
     client = served[2].server.test_client()
@@ -564,6 +565,12 @@ def test_control_values_a_client_makes_up_fall_back_or_are_refused_never_a_500(s
         for rollout_id in ("\u00b2", "9" * 5000):
             answer = _callback(client, "ro-weights", {"ro-rollout.value": rollout_id}, "ro-rollout.value")
             assert answer.status_code == 200, rollout_id[:10]
+        for output, values, changed in (  # a fragment is a string and ticks a list, if the client says so
+            ("fc-horizon.value", {"fc-url.hash": 5}, "fc-url.hash"),
+            ("models-table.data", {"models-url.hash": ["#compare=x"]}, "models-url.hash"),
+            ("models-table.data", {"models-compare.value": 5}, "models-compare.value"),
+        ):
+            assert _callback(client, output, values, changed).status_code == 200, values
         pause = '{"action":"pause","type":"ro-action"}.n_clicks'
         for token, acted in ((5, 0), (["t"], 0), ("t", "x"), ("t", None)):
             values = {"ro-rollout.value": "1", "ro-token.value": token, "ro-acted.data": acted}
