@@ -17,7 +17,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -31,6 +30,8 @@ from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator, Payload, Webhoo
 from pefm.serving.function import OPENAPI_DIR
 from pefm.serving.http import (
     ApiError,
+    ASGIApp,
+    guard,
     handled,
     in_database,
     json_app,
@@ -108,9 +109,11 @@ def create_rollout_app(
     spec: RolloutSpec,
     hooks: FlaggerHooks | None = None,
     operator: FlaggerOperator | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The API app. Start the local analysis loop separately with ``ControllerLoop``; ``hooks`` and
-    ``operator`` serve the Flagger rollouts of a cluster."""
+    ``operator`` serve the Flagger rollouts of a cluster. Guarded as the functions are
+    (``guard``): an answer given before its request's body was read (a 401) reads the rest first,
+    or hypercorn drops the connection after it without saying so."""
     registry = CollectorRegistry()
     registry.register(RolloutMetrics(controller))
     openapi = json.loads((OPENAPI_DIR / "rollout.json").read_text())
@@ -210,7 +213,7 @@ def create_rollout_app(
         Route("/health", lambda request: PlainTextResponse("OK"), methods=["GET"]),
         *service_routes(metrics, openapi),
     ]
-    return json_app(routes)
+    return guard(json_app(routes))
 
 
 def _known(controller: RolloutController, rollout_id: int, events: bool) -> dict[str, Any]:
