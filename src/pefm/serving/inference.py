@@ -151,10 +151,11 @@ class ModelServer:
 
     def _read_state(self, version_id: str | None) -> dict[str, Any]:
         """What a replica starts from, read from the registry (JSON-ready)."""
-        from pefm.forecasting.registry import serving_id
-
         with self.db.connection() as conn:
-            version_id = version_id or serving_id(conn)
+            if version_id is None:  # unpinned: the registry's module (and pandas) only then
+                from pefm.forecasting.registry import serving_id
+
+                version_id = serving_id(conn)
             if version_id is None:
                 raise NoServingModel("no model version serves yet: run pefm bootstrap, or promote one")
             version = get_version(conn, version_id)
