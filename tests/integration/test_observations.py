@@ -216,29 +216,33 @@ def test_a_business_daily_series_keeps_its_calendar_once_it_has_data(conn):
     assert get_series(conn, "bd").calendar == ""
 
 
+def _then_a_frequency_change(db, check, raced: list[str]):
+    """``check``, then another session's try to make the monthly series ``unrate`` (created here)
+    quarterly, within half a second: ``raced`` records whether it changed it or had to wait."""
+    with db.connection() as conn:
+        upsert_series(conn, SeriesMeta(id="unrate", name="U", frequency=Frequency.MONTHLY))
+
+    def check_then_race(*args) -> None:
+        check(*args)
+        with db.connection() as other:
+            other.execute("SET lock_timeout = '500ms'")
+            try:
+                upsert_series(other, SeriesMeta(id="unrate", name="U", frequency=Frequency.QUARTERLY))
+                raced.append("changed")
+            except psycopg.errors.LockNotAvailable:
+                raced.append("waited")
+
+    return check_then_race
+
+
 def test_a_csv_load_holds_its_series_from_the_check_to_the_write(db, tmp_path, monkeypatch):
     """A frequency change committed between a CSV load's check of its dates and its write stored
     monthly rows in a series that had become quarterly: the load now holds the series' row from
     the check on, so the change waits for it (and then finds data, and is refused)."""
     from pefm.data import loading
 
-    with db.connection() as conn:
-        upsert_series(conn, SeriesMeta(id="unrate", name="U", frequency=Frequency.MONTHLY))
-    quarterly = SeriesMeta(id="unrate", name="U", frequency=Frequency.QUARTERLY)
     raced: list[str] = []
-    check = loading._check_fits
-
-    def check_then_race(parsed, meta, anchor) -> None:
-        check(parsed, meta, anchor)
-        with db.connection() as other:
-            other.execute("SET lock_timeout = '500ms'")
-            try:
-                upsert_series(other, quarterly)
-                raced.append("changed")
-            except psycopg.errors.LockNotAvailable:
-                raced.append("waited")
-
-    monkeypatch.setattr(loading, "_check_fits", check_then_race)
+    monkeypatch.setattr(loading, "_check_fits", _then_a_frequency_change(db, loading._check_fits, raced))
     path = tmp_path / "u.csv"
     path.write_text("DATE,UNRATE\n2020-01-01,3.5\n2020-02-01,3.6\n")
     with db.connection() as conn:
@@ -258,24 +262,9 @@ def test_a_large_ingest_write_holds_its_series_from_the_check_to_the_write(db, m
     from pefm.serving.ingest import IngestService
     from pefm.serving.observability import ServiceMetrics
 
-    with db.connection() as conn:
-        upsert_series(conn, SeriesMeta(id="unrate", name="U", frequency=Frequency.MONTHLY))
-    quarterly = SeriesMeta(id="unrate", name="U", frequency=Frequency.QUARTERLY)
     service = IngestService(Settings(), db, ServiceMetrics("ingest", "test"), MemoryCache(None, 1 << 20))
     raced: list[str] = []
-    check = service._check
-
-    def check_then_race(payload, metas, anchors) -> None:
-        check(payload, metas, anchors)
-        with db.connection() as other:
-            other.execute("SET lock_timeout = '500ms'")
-            try:
-                upsert_series(other, quarterly)
-                raced.append("changed")
-            except psycopg.errors.LockNotAvailable:
-                raced.append("waited")
-
-    monkeypatch.setattr(service, "_check", check_then_race)
+    monkeypatch.setattr(service, "_check", _then_a_frequency_change(db, service._check, raced))
     rows = [{"ts": "2020-01-01", "value": 3.5}, {"ts": "2020-02-01", "value": 3.6}]
     payload = observations_from_object({"series": [{"series_id": "unrate", "observations": rows}]})
     result = service._write(payload, "test")
