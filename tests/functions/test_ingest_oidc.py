@@ -83,3 +83,40 @@ def test_other_tokens_are_refused_and_write_nothing(ingest, issuer, module_schem
         )
         assert backdated.status_code == 403
     assert values(module_schema) == before
+
+
+def test_a_senders_rate_limit_counts_its_subject_not_each_token(issuer, server_url, tmp_path):
+    """The API server issues a sender a new token every hour, each a new bearer string: counted
+    by token, each came with a fresh budget. The budget is the verified subject's."""
+    import time
+
+    from pefm.storage.database import Database
+    from pefm.storage.migrate import migrate
+    from tests.conftest import fresh_schema
+
+    if time.time() % 86400 > 86340:  # not across a window's end (midnight UTC)
+        time.sleep(86400 - time.time() % 86400 + 1)
+    with fresh_schema(server_url, "o") as url:  # a start of its own, with a limit
+        with Database(url, max_size=1) as db, db.connection() as conn:
+            migrate(conn)
+        running = start_function(
+            "ingest",
+            url,
+            tmp_path,
+            PEFM_INGEST_TOKEN=TOKEN,
+            PEFM_RATE_LIMIT="2/86400",
+            PEFM_INGEST_OIDC_AUDIENCE=AUDIENCE,
+            PEFM_INGEST_OIDC_SUBJECTS=SENDER,
+            PEFM_KUBERNETES_API_URL=issuer.url,
+        )
+        try:
+            with running.client() as client:
+                body = {"name": "kafka ticks", "frequency": "D", "transform": "none"}
+                ingest = {"authorization": f"Bearer {TOKEN}"}  # the ingest token: a budget of its own
+                assert client.put("/v1/series/kafka", json=body, headers=ingest).is_success
+                days = ("2026-03-02", "2026-03-03", "2026-03-04")
+                statuses = [deliver(client, day, 1.0, issuer.token(jti=day)).status_code for day in days]
+                assert statuses == [200, 200, 429]
+                assert deliver(client, "2026-03-05", 1.0, TOKEN).status_code == 200
+        finally:
+            stop(running)

@@ -106,12 +106,12 @@ class IngestService:
 
     # -- POST /v1/observations -----------------------------------------------------------------
     async def observations(self, request: Request) -> Response:
-        backdate = _backdate(request)
+        backdate, subject = _backdate(request), None
         if backdate:
             require_bearer(request, self.settings.admin_token, "backdated vintages (backdate=1)")
         else:
-            await self._authorise(request)
-        await self.limit.check(request, verified=True)
+            subject = await self._authorise(request)
+        await self.limit.check(request, verified=True, subject=subject)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         payload, source = await off_loop(self._parse, body, request)
         self._check_vintage(payload.vintage, backdate)
@@ -127,14 +127,15 @@ class IngestService:
             raise unavailable(exc) from None
         return json_response(result)
 
-    async def _authorise(self, request: Request) -> None:
+    async def _authorise(self, request: Request) -> str | None:
         """The ingest token or, where configured, the OIDC token of a Knative Eventing sender allowed
-        to ingest (a bearer token of three dot-separated parts is taken for a JWT)."""
+        to ingest (a bearer token of three dot-separated parts is taken for a JWT): then its
+        subject, the caller the rate limit counts (the API server issues it new tokens hourly)."""
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if self.oidc is not None and scheme.lower() == "bearer" and given.strip().count(".") == 2:
-            await self.oidc.verify(given.strip())
-        else:
-            require_bearer(request, self.settings.ingest_token, "ingest")
+            return await self.oidc.verify(given.strip())
+        require_bearer(request, self.settings.ingest_token, "ingest")
+        return None
 
     def _announce(self, result: dict[str, Any]) -> None:
         """Count a committed write's rows and, when it changed data, tell the inference replicas

@@ -30,10 +30,14 @@ class RateLimit:
         self.limit = limit
         self.cache = cache
 
-    async def check(self, request: Request, verified: bool = False) -> None:
-        """ApiError 429 when the caller has used up its requests in this window: the caller is its
-        bearer token where ``verified`` (the endpoint checked it first), else its address."""
+    async def check(self, request: Request, verified: bool = False, subject: str | None = None) -> None:
+        """ApiError 429 when the caller has used up its requests in this window: the caller is the
+        ``subject`` of a verified OIDC token (one budget, however many tokens it is issued), else
+        its bearer token where ``verified`` (the endpoint checked it first), else its address."""
         if self.limit is not None:
+            if subject is not None:
+                await self.check_caller("s" + hashlib.sha256(subject.encode()).hexdigest()[:24])
+                return
             authorization = request.headers.get("authorization", "") if verified else ""
             await self.check_caller(caller_key(authorization, request.client.host if request.client else None))
 
