@@ -113,3 +113,21 @@ def test_request_counts_are_per_key_and_window_in_memory_and_in_redis(server):
         assert cache.count_request("alice", 2) == 1
     server.kill()
     assert RedisCache(None, server.url).count_request("alice", 2) is None  # away: no count, no refusal
+
+
+def test_a_process_counts_a_bounded_number_of_callers_and_a_flood_shares_one_budget(monkeypatch):
+    """Without Redis the counts live in the process: past windows' counts are dropped, and callers
+    beyond the bound within a window (a flood of addresses) count as one, so the map neither grows
+    without end nor hands each new address a fresh budget."""
+    import pefm.serving.cache
+
+    monkeypatch.setattr(pefm.serving.cache, "RATE_CALLERS", 3)
+    cache = MemoryCache(None, max_bytes=1000)
+    if time.time() % 2 > 1.5:  # a 2 s window: not across its end
+        time.sleep(0.6)
+    assert [cache.count_request(f"a{i}", 2) for i in range(3)] == [1, 1, 1]
+    assert [cache.count_request(f"flood{i}", 2) for i in range(4)] == [1, 2, 3, 4]  # one budget, shared
+    assert cache.count_request("a0", 2) == 2  # counted callers keep theirs
+    time.sleep(2.0)  # the next window: the past one's counts go
+    assert [cache.count_request(f"b{i}", 2) for i in range(3)] == [1, 1, 1]
+    assert len(cache._windows) == 3  # this window's callers only

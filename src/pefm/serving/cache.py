@@ -91,6 +91,12 @@ class Cache:
         raise NotImplementedError
 
 
+RATE_CALLERS = 100_000
+"""The callers a process without Redis counts per window, each its own budget (``count_request``)."""
+OVERFLOW = "overflow"
+"""The one rate-limit caller of those beyond ``RATE_CALLERS`` in a window."""
+
+
 class MemoryCache(Cache):
     """This process's own: least recently used out beyond ``max_bytes``, entries expire."""
 
@@ -101,6 +107,7 @@ class MemoryCache(Cache):
         self._bytes = 0
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, int], int] = {}
+        self._pruned = -1  # the window whose start last dropped the windows before it
 
     def get(self, kind: str, key: str) -> bytes | None:
         full = f"{kind}:{key}"
@@ -131,10 +138,17 @@ class MemoryCache(Cache):
         self._bytes -= self._entries.pop(full)[2]
 
     def count_request(self, key: str, window: int) -> int | None:
+        """Bounded: at ``RATE_CALLERS`` counts, those of past windows are dropped (once a window),
+        and callers beyond the bound within one window share one budget, ``OVERFLOW``'s (a flood
+        of addresses neither grows the process nor buys each of them a budget)."""
         index = int(time.time() // window)
         with self._lock:
-            if len(self._windows) > 100_000:  # a bound: windows past are dropped
-                self._windows = {k: v for k, v in self._windows.items() if k[1] == index}
+            if (key, index) not in self._windows and len(self._windows) >= RATE_CALLERS:
+                if self._pruned != index:
+                    self._windows = {k: v for k, v in self._windows.items() if k[1] == index}
+                    self._pruned = index
+                if len(self._windows) >= RATE_CALLERS:
+                    key = OVERFLOW
             n = self._windows[key, index] = self._windows.get((key, index), 0) + 1
         return n
 
