@@ -16,8 +16,17 @@ class FakeKubernetes:
     def __init__(self):
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.patches: list[tuple[str, str, dict]] = []
+        self.failing: int | None = None
+        """An HTTP status every call answers while set (the API server down, or RBAC refusing)."""
+
+    def _fail(self) -> None:
+        if self.failing is not None:
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=self.failing, reason="refused by the fake API server")
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self._fail()
         if (plural, name) not in self.objects:  # as the API server answers
             from kubernetes.client.exceptions import ApiException
 
@@ -25,6 +34,7 @@ class FakeKubernetes:
         return self.objects[(plural, name)]
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+        self._fail()
         target = self.objects[(plural, name)]
         _merge(target, body)
         if "spec" in body:  # the API server bumps the generation on every spec change

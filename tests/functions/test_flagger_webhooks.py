@@ -492,3 +492,26 @@ def test_promotion_waits_for_the_canary_to_serve_at_its_last_step(fresh):
     assert hook(fresh, "rollout", "c13").status_code == 200  # divergence judged on the replayed forecasts
     promoted = hook(fresh, "confirm-promotion", "c13")
     assert promoted.status_code == 200 and promoted.json()["reason"] == "promotion needs no approval", promoted.text
+
+
+def test_a_kubernetes_api_that_fails_or_a_canary_without_a_target_is_a_json_error_not_a_500(fresh):
+    """The webhooks and the operator's actions read and patch the cluster: an API server that
+    refuses (RBAC) or is down answered a 500 with a traceback; now a 503 saying so, which Flagger
+    retries. A Canary naming no target is a 409 naming it."""
+    names, api = fresh["names"], fresh["api"]
+    api.route(names["blue"], names["same"])
+    rollout_id = hook(fresh, "confirm-rollout", "c14").json()["rollout"]
+    api.failing = 403
+    try:
+        refused = hook(fresh, "confirm-traffic-increase", "c14")
+        assert refused.status_code == 503 and "Kubernetes API answered 403" in refused.json()["error"], refused.text
+        act = httpx.post(
+            f"{fresh['url']}/v1/rollouts/{rollout_id}/pause", headers={"authorization": f"Bearer {ADMIN}"}, timeout=30
+        )
+        assert act.status_code == 503 and "Kubernetes API" in act.json()["error"], act.text
+    finally:
+        api.failing = None
+    api.objects[("canaries", "untargeted")] = {"spec": {}}
+    payload = {"name": "untargeted", "namespace": "pefm", "phase": "Progressing", "metadata": {"token": TOKEN}}
+    untargeted = httpx.post(f"{fresh['url']}/v1/flagger/confirm-rollout", json=payload, timeout=30)
+    assert untargeted.status_code == 409 and "targetRef" in untargeted.json()["error"], untargeted.text

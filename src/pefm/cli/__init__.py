@@ -65,13 +65,15 @@ def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None)
 
 def main() -> None:
     """The ``pefm`` command. A setting PEFM cannot use (ConfigError), arguments or data a model
-    cannot use (ForecastInputError), or a thing asked for that does not exist (LookupError, not a
-    bug's KeyError or IndexError), wherever a command meets it, is one red line and exit code 1."""
+    cannot use (ForecastInputError), a thing asked for that does not exist (LookupError, not a
+    bug's KeyError or IndexError), or a Kubernetes API that refused or failed a call
+    (ClusterUnavailable), wherever a command meets it, is one red line and exit code 1."""
     from pefm.forecasting.base import ForecastInputError
+    from pefm.rollout.cluster import ClusterUnavailable
 
     try:
         app()
-    except (ConfigError, ForecastInputError, LookupError) as exc:
+    except (ConfigError, ForecastInputError, LookupError, ClusterUnavailable) as exc:
         if isinstance(exc, KeyError | IndexError):
             raise
         err.print(f"[red]error:[/red] {exc}", highlight=False)

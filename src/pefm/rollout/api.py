@@ -24,6 +24,7 @@ from starlette.routing import Route
 from pefm.config import Settings
 from pefm.data.fields import CONTROL_CHARS
 from pefm.rollout.analysis import Phase
+from pefm.rollout.cluster import ClusterUnavailable
 from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError, UnknownRevision
 from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator, Payload, WebhookError, authorized
@@ -182,6 +183,8 @@ def create_rollout_app(
             raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
+        except ClusterUnavailable as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         return json_response(await in_database(rollout_json, controller, rollout_id))
 
     async def flagger(request: Request) -> Response:
@@ -197,6 +200,8 @@ def create_rollout_app(
             raise ApiError(exc.status, str(exc), [{"field": exc.field, "message": str(exc)}]) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
+        except ClusterUnavailable as exc:  # Flagger retries a webhook that did not answer 2xx
+            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         if not answer.ok:
             log.info("webhook %s for %s refused: %s", request.path_params["hook"], payload.canary, answer.reason)
         return json_response(answer.to_dict(), answer.code)

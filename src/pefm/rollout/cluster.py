@@ -23,6 +23,10 @@ class ClusterError(RuntimeError):
     """The cluster is not in a state the operation can work from."""
 
 
+class ClusterUnavailable(ClusterError):
+    """The Kubernetes API refused or failed a call (an answer other than 404, or none at all)."""
+
+
 class UnknownCanary(LookupError):
     """No Canary of that name in the namespace."""
 
@@ -46,18 +50,31 @@ class KnativeCluster:
         return cls(client.CustomObjectsApi(), settings.knative_namespace, settings.knative_url)
 
     # -- reads -----------------------------------------------------------------------------------
+    def _call(self, method: str, *args: Any) -> Any:
+        """A call of the CustomObjectsApi: its 404 as the API raised it, any other failure (an
+        error answer, or no answer: the connection refused) as ClusterUnavailable."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return getattr(self.api, method)(*args)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise
+            raise ClusterUnavailable(f"the Kubernetes API answered {exc.status} {exc.reason or ''}".strip()) from None
+        except (HTTPError, OSError) as exc:
+            raise ClusterUnavailable(f"the Kubernetes API did not answer: {exc}") from None
+
     def service(self, name: str) -> dict[str, Any]:
-        return self.api.get_namespaced_custom_object(*KNATIVE, self.namespace, "services", name)
+        return self._call("get_namespaced_custom_object", *KNATIVE, self.namespace, "services", name)
 
     def canary(self, name: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self.api.get_namespaced_custom_object(*FLAGGER, self.namespace, "canaries", name)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise UnknownCanary(f"no Canary {self.namespace}/{name}") from None
-            raise
+            return self._call("get_namespaced_custom_object", *FLAGGER, self.namespace, "canaries", name)
+        except ApiException:  # a 404: _call raises any other failure as ClusterUnavailable
+            raise UnknownCanary(f"no Canary {self.namespace}/{name}") from None
 
     def revisions(self, service: str) -> tuple[str | None, str | None]:
         """(primary, canary) of a Flagger-managed Knative Service: the revision Flagger pinned as
@@ -73,7 +90,7 @@ class KnativeCluster:
     def revision_model_version(self, revision: str) -> str | None:
         """PEFM_MODEL_VERSION of the Revision's first container; None when it is unpinned (it then
         serves the registry's serving version as of its start)."""
-        body = self.api.get_namespaced_custom_object(*KNATIVE, self.namespace, "revisions", revision)
+        body = self._call("get_namespaced_custom_object", *KNATIVE, self.namespace, "revisions", revision)
         containers = body.get("spec", {}).get("containers") or [{}]
         env = {e.get("name"): e.get("value") for e in containers[0].get("env", [])}
         return env.get(MODEL_ENV)
@@ -107,8 +124,13 @@ class KnativeCluster:
         added = [{"name": k, "value": v} for k, v in sorted(env.items())]
         container["env"] = [{"name": MODEL_ENV, "value": model_version}, *added, *kept]
         annotations[DEPLOY_ENV] = ",".join(sorted(env))
-        patched = self.api.patch_namespaced_custom_object(
-            *KNATIVE, self.namespace, "services", service, {"spec": {"template": template}}
+        patched = self._call(
+            "patch_namespaced_custom_object",
+            *KNATIVE,
+            self.namespace,
+            "services",
+            service,
+            {"spec": {"template": template}},
         )
         return int((patched or {}).get("metadata", {}).get("generation") or 0)
 
@@ -125,9 +147,8 @@ class KnativeCluster:
 
     def suspend(self, canary: str, suspended: bool) -> None:
         """Pause (or resume) Flagger's analysis of a Canary (``spec.suspend``)."""
-        self.api.patch_namespaced_custom_object(
-            *FLAGGER, self.namespace, "canaries", canary, {"spec": {"suspend": suspended}}
-        )
+        patch = {"spec": {"suspend": suspended}}
+        self._call("patch_namespaced_custom_object", *FLAGGER, self.namespace, "canaries", canary, patch)
 
     def follow(self, canary: str, since: str | None, timeout: float, on_change=None) -> str:
         """Wait until Flagger finished analysing a spec other than ``since`` (the Canary's

@@ -143,6 +143,8 @@ class FlaggerHooks:
             target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
         except UnknownCanary as exc:
             raise WebhookError(404, str(exc), "name") from None
+        except (KeyError, TypeError):
+            raise WebhookError(409, f"Canary {payload.canary} names no spec.targetRef.name to follow", "name") from None
         if hook == "post-rollout" and payload.phase not in ("Succeeded", "Failed"):
             raise WebhookError(422, f"post-rollout phase must be Succeeded or Failed, not {payload.phase!r}", "phase")
         primary, latest = self.cluster.revisions(target)  # read once per call
