@@ -271,3 +271,27 @@ def test_a_large_ingest_write_holds_its_series_from_the_check_to_the_write(db, m
     assert raced == ["waited"] and result["inserted"] == 2
     with db.connection() as conn:
         assert get_series(conn, "unrate").frequency is Frequency.MONTHLY
+
+
+def test_events_of_a_new_weekly_series_committed_together_keep_one_weekday(db):
+    """Streamed events are checked one by one in a group commit: two of a weekly series with no
+    data yet, on different weekdays, were both stored. The first accepted fixes the weekday."""
+    from pefm.config import Settings
+    from pefm.data.json_payload import observations_from_object
+    from pefm.serving.cache import MemoryCache
+    from pefm.serving.http import ApiError
+    from pefm.serving.ingest import IngestService
+    from pefm.serving.observability import ServiceMetrics
+
+    with db.connection() as conn:
+        upsert_series(conn, SeriesMeta(id="claims", name="C", frequency=Frequency.WEEKLY))
+    service = IngestService(Settings(), db, ServiceMetrics("ingest", "test"), MemoryCache(None, 1 << 20))
+
+    def event(day: str):
+        return observations_from_object({"series_id": "claims", "observations": [{"ts": day, "value": 1.0}]})
+
+    saturday, friday = service._write_group([(event("2024-01-06"), "test"), (event("2024-01-12"), "test")])
+    assert saturday["inserted"] == 1
+    assert isinstance(friday, ApiError) and friday.status == 422
+    with db.connection() as conn:
+        assert read_series(conn, "claims").index.strftime("%Y-%m-%d").tolist() == ["2024-01-06"]

@@ -223,6 +223,9 @@ class IngestService:
                 answers.append(None)
                 owners.append(len(answers) - 1)
                 events.append(_event(payload, source))
+                for item in payload.series:  # a weekly series' first points fix its weekday for the rest
+                    if metas[item.series_id].frequency is Frequency.WEEKLY and len(item.stamps):
+                        anchors.setdefault(item.series_id, pd.Timestamp(item.stamps[0]).to_pydatetime())
             intraday = {sid for sid, meta in metas.items() if meta.frequency.intraday}
             for at, result in zip(owners, write_events(conn, events, intraday) if events else [], strict=True):
                 if isinstance(result, VintageConflictError):
