@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import psycopg
@@ -119,6 +121,22 @@ def member_data(member, panel: pd.DataFrame, series_id: str) -> pd.Series | pd.D
         data = panel[series_id].dropna()
         data.attrs = {"frequency": panel.attrs["frequencies"][series_id]}
     return data
+
+
+def members_of(model, series_ids: Sequence[str]) -> list[tuple[Any, str]]:
+    """The distinct fitted members of ``model`` that forecast ``series_ids`` (a joint member once),
+    each with the first of its series asked for."""
+    members: dict[int, tuple[Any, str]] = {}
+    for series_id in series_ids:
+        member = model.for_series(series_id)
+        members.setdefault(id(member), (member, series_id))
+    return list(members.values())
+
+
+def conditioned(member, panel: pd.DataFrame, series_id: str):
+    """A copy of ``member`` conditioned on ``panel`` (``update``: the parameters stay the fitted
+    ones); the member itself, which may be serving, is never changed."""
+    return copy.deepcopy(member).update(member_data(member, panel, series_id))
 
 
 def as_of_loader(conn: psycopg.Connection, series_ids: Sequence[str]):

@@ -18,7 +18,6 @@ replicas that start later (``pefm.serving.cache``).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import multiprocessing
@@ -51,22 +50,18 @@ def condition_on_latest(model, db: Database, series_ids: list[str], cache: Cache
     fails keeps its forecasts, with a warning; the others go ahead. With a shared ``cache`` the
     panels read are kept there: the latest history of each group, which the replicas' model-path
     answers on the new data start from."""
-    from pefm.forecasting.panel import load_panel, member_data, panel_to_json
+    from pefm.forecasting.panel import conditioned, load_panel, members_of, panel_to_json
     from pefm.forecasting.registry import precompute
 
-    members: dict[int, tuple[Any, str]] = {}
-    for series_id in series_ids:
-        member = model.for_series(series_id)
-        members.setdefault(id(member), (member, series_id))
     updates: Updates = {}
     with db.connection() as conn:
         now = conn.execute("SELECT now()").fetchone()[0]
-        for member, first in members.values():
+        for member, first in members_of(model, series_ids):
             try:
                 panel = load_panel(conn, member.series_ids_, as_of=now)
                 if cache is not None:
                     cache.set("panel", panel_key(member.series_ids_, now), panel_to_json(panel), STATE_TTL)
-                fresh = copy.deepcopy(member).update(member_data(member, panel, first))
+                fresh = conditioned(member, panel, first)
                 pre = precompute(fresh, panel)
             except Exception as exc:  # this member only: the others must not wait on it
                 log.warning("not re-conditioning %s: %s: %s", ", ".join(member.series_ids_), type(exc).__name__, exc)

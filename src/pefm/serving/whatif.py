@@ -14,7 +14,6 @@ the series' units from the level where the conditioning data end (see ``forecast
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections import OrderedDict
 from datetime import datetime
@@ -29,7 +28,7 @@ from pefm.data.validation import ValidationError, check_frequency
 from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.forecasting.bundle import fit_data
 from pefm.forecasting.levels import anchor_at, level_forecast, rebased_anchor
-from pefm.forecasting.panel import load_panel, member_data, panel_from_json, panel_to_json
+from pefm.forecasting.panel import conditioned, load_panel, panel_from_json, panel_to_json
 from pefm.forecasting.training import estimator
 from pefm.serving.cache import STATE_TTL, panel_key
 from pefm.serving.http import ApiError
@@ -82,7 +81,7 @@ def model_forecast(
                 model = _estimated_at(server.version.id, family, params, as_of, changed, panel)
             if history is not None:
                 panel = _with_history(panel, series_id, history, Frequency(meta["frequency"]))
-            member = _conditioned(model, panel, series_id)
+            member = conditioned(model.for_series(series_id), panel, series_id)
             anchor = anchor_at(panel, series_id, member.cutoff_) if space == "level" else None
         return _rows(member, series_id, meta, anchor, space, horizon, levels)
     except ForecastInputError as exc:  # what the request asked of the data: its as_of or history
@@ -139,7 +138,9 @@ def _as_of_rows(
         rows = stored_forecast(conn, server.version, series_id, freq, ids, cutoff, as_of, space, horizon, levels)
     if rows is not None:
         return rows
-    member = _conditioned(_estimated_at(server.version.id, family, params, as_of, changed, panel), panel, series_id)
+    member = conditioned(
+        _estimated_at(server.version.id, family, params, as_of, changed, panel).for_series(series_id), panel, series_id
+    )
     anchor = anchor_at(panel, series_id, member.cutoff_)
     rows = _rows(member, series_id, meta, anchor, space, horizon, levels)
     shape = min(PRECOMPUTED_HORIZON, getattr(member, "horizon", PRECOMPUTED_HORIZON)), PRECOMPUTED_LEVELS
@@ -163,7 +164,7 @@ def _member_for(server: ModelServer, series_id: str, state: Conditioning) -> Bas
     if kept is not None and kept[0] == state.generation:
         return kept[1]
     panel = _panel(server, list(member.series_ids_), state.data_as_of)
-    fresh = copy.deepcopy(member).update(member_data(member, panel, series_id))
+    fresh = conditioned(member, panel, series_id)
     with _cache:
         _conditioned_members[key] = (state.generation, fresh)
     return fresh
@@ -174,12 +175,6 @@ def _estimated_group(server: ModelServer, series_id: str) -> tuple[str, dict[str
     from pefm.forecasting.registry import estimation_group
 
     return estimation_group(server.version, series_id)
-
-
-def _conditioned(model, panel: pd.DataFrame, series_id: str) -> BaseForecaster:
-    """A copy of the member that forecasts ``series_id``, conditioned on ``panel`` (parameters kept)."""
-    member = model.for_series(series_id)
-    return copy.deepcopy(member).update(member_data(member, panel, series_id))
 
 
 def _estimated_at(
