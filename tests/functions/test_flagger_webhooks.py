@@ -234,6 +234,31 @@ def test_a_divergent_canary_fails_the_rollout_hook(fresh):
     assert "outside [-inf, 0.5]" in failed.json()["reason"]
 
 
+def test_a_canary_diverging_only_as_its_gates_measured_passes_the_rollout_hook(fresh):
+    """The same rule as the local controller's: the divergence the gates measured between the
+    canary's model and blue's, on the same data, is expected; only what goes beyond it counts."""
+    from pefm.forecasting.divergence import measured_divergence
+
+    names, versions, db = fresh["names"], fresh["versions"], fresh["db"]
+    with db.connection() as conn:
+        theirs, mine = get_version(conn, versions["blue"]), get_version(conn, versions["different"])
+        measured = measured_divergence(conn, mine, theirs, 60)
+        report = {"passed": True, "checks": [], "failures": [], "serving": theirs.id, "divergence": measured}
+        set_gate_report(conn, mine.id, report)
+    try:
+        fresh["api"].route(names["blue"], names["different"])
+        assert hook(fresh, "confirm-rollout", "c15").status_code == 200
+        before = _predictions(fresh, names["blue"])
+        serve_requests(fresh["runtime"].processes[names["blue"]].url, 6)
+        assert _eventually(lambda: _predictions(fresh, names["blue"]) >= before + 6)
+        passed = hook(fresh, "rollout", "c15")  # the same canary fails without the measure (above)
+        reason = passed.json()["reason"]
+        assert passed.status_code == 200 and "within [-inf, 0.5] (beyond what the gates measured" in reason, reason
+    finally:
+        with db.connection() as conn:
+            set_gate_report(conn, versions["different"], {"passed": True, "checks": [], "failures": []})
+
+
 def test_the_operators_rollback_gate_and_a_failed_rollout_restore_blue(fresh):
     names = fresh["names"]
     fresh["api"].route(names["blue"], names["same"])

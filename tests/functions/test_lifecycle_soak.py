@@ -4,7 +4,8 @@ API with its controller loop (`pefm serve rollout`), `pefm retrain` and `pefm st
 PostgreSQL. A model trained to 1999Q4 serves; each cycle a quarter arrives through ingest, the
 monitor checks drift, `pefm retrain` trains, gates and deploys a candidate as a green revision,
 and the controller rolls it out. The cycles: a healthy candidate promoted; one failing 10% of
-requests rolled back; a divergent one rolled back; an operator's rollback racing a controller
+requests rolled back; one whose revision serves other forecasts than its gates passed rolled
+back on divergence; an operator's rollback racing a controller
 tick; the controller killed mid-rollout and restarted; a healthy one promoted again. After every
 cycle the registry and the traffic agree, the monitor watches the serving model, at most two
 inference revisions run, and the rollout's events tell what happened."""
@@ -29,7 +30,7 @@ from pefm.rollout.router import revision_name, sole
 from pefm.storage.database import Database
 from pefm.storage.roles import role_url
 from tests.conftest import SIGNING_KEY, fresh_schema
-from tests.faults import faulty_env
+from tests.faults import faulty_env, skewed_env
 from tests.functions.conftest import (
     ADMIN_TOKEN,
     ROOT,
@@ -53,7 +54,6 @@ min_requests: 15
 shadow_requests: 3
 smoke_request: {series_id: realgdp, horizon: 4}
 """
-PERMISSIVE = Path(__file__).with_name("permissive_gates.toml")
 TERMINAL = {"Succeeded", "RolledBack", "Failed"}
 
 
@@ -233,10 +233,13 @@ def test_five_and_more_cycles_of_the_model_lifecycle(soak):
         assert "success-rate" in rollback["reason"] and "rejected" in rollback["reason"]
         stories.append((quarter, "faulty", state["phase"], report["drifted_series"], report["breach"]))
 
-        # (c) a divergent candidate (the historical mean, let through by a permissive policy):
-        # every HTTP check passes, the forecasts on the same target dates do not
+        # (c) a divergent candidate: its revision serves other forecasts than the model its gates
+        # passed (a skew between training and serving, injected): every HTTP check passes, the
+        # forecasts on the same target dates stray from blue's further than the gates measured
         quarter, report = ingest_and_check(soak)
-        rollout_id = retrain(soak, "--model", "mean", "--gate-policy", str(PERMISSIVE))
+        rollout_id = retrain(
+            soak, *[f"--revision-env={k}={v}" for k, v in skewed_env(FUNCTIONS / "inference", 5).items()]
+        )
         state = settled(soak, rollout_id, "RolledBack")
         rollback = next(e for e in state["events"] if e["action"] == "rollback")
         assert "divergence" in rollback["reason"]

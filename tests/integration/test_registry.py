@@ -267,3 +267,28 @@ def test_a_gate_report_against_a_model_that_no_longer_serves_is_no_verdict(loade
     )
     gate_candidate(loaded, candidate, other)
     assert candidate_verdict(loaded, candidate.id, True)[0] is not None
+
+
+def test_the_gates_measure_how_far_the_candidate_forecasts_from_the_model_it_was_gated_against(loaded):
+    """The report holds, per series, the divergence of the candidate's forecasts from the serving
+    model's, both artifacts conditioned on the same data (what a canary between them sees): none
+    for the same model fitted on the same data, some for a refit on thirty more years. A canary
+    expects it only of the model the gates compared with."""
+    from pefm.forecasting.gating import gate_candidate
+    from pefm.forecasting.registry import gated_divergence
+
+    spec, then = BacktestSpec(h=1, windows=6), datetime(1980, 1, 1, tzinfo=UTC)
+    old, _ = train(loaded, "ar", PANEL, spec=spec, as_of=then)
+    promote(loaded, old.id)
+    same, _ = train(loaded, "ar", PANEL, spec=spec, as_of=then)
+    report = gate_candidate(loaded, same, old)
+    assert report["passed"] and report["divergence"]["series"] == {"realgdp": 0.0, "unemp": 0.0}, report["divergence"]
+    assert report["divergence"]["horizon"] == 60 and report["divergence"]["level"] == 95
+    refit, _ = train(loaded, "ar", PANEL, spec=spec)
+    report = gate_candidate(loaded, refit, old)
+    assert report["passed"] and set(report["divergence"]["series"]) == set(PANEL)
+    assert max(report["divergence"]["series"].values()) > 0.05, report["divergence"]
+    assert gated_divergence(loaded, refit.id, old.id) == report["divergence"]["series"]
+    assert gated_divergence(loaded, refit.id, same.id) == {}  # not the model it was compared with
+    assert gated_divergence(loaded, refit.id, None) == {}
+

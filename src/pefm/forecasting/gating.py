@@ -11,8 +11,10 @@ import pandas as pd
 import psycopg
 
 from pefm.forecasting.backtest import BacktestSpec
+from pefm.forecasting.divergence import measured_divergence
 from pefm.forecasting.gates import MismatchedBacktests, backtest_frame, evaluate, load_policy, paired, with_steps
 from pefm.forecasting.training import run_backtest
+from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.model_versions import ModelVersion, set_gate_report
 
 
@@ -30,7 +32,8 @@ def gate_candidate(
     backtested again on the candidate's spec and data as of the candidate's ``data_as_of``, so
     both are scored on the same cutoffs, horizon and vintages. A candidate that does not forecast
     every series ``serving`` does fails: its promotion would retire ``serving`` and leave those
-    series without a model."""
+    series without a model. The report also holds how far the candidate's forecasts are from
+    ``serving``'s on the same data (``divergence``), which a canary between them expects."""
     if serving is not None and serving.id == candidate.id:
         raise ValueError(f"{candidate.id} is the serving version: there is nothing to gate it against")
     rules = load_policy(policy)  # before the serving model's backtest is run again
@@ -51,6 +54,8 @@ def gate_candidate(
         dropped=[s for s in serving.series_ids if s not in candidate.series_ids] if serving is not None else [],
     )
     report["windows"]["serving_backtest"] = source
+    if serving is not None:
+        report["divergence"] = measured_divergence(conn, candidate, serving, MAX_HORIZON)
     set_gate_report(conn, candidate.id, report)
     return report
 

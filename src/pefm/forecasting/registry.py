@@ -175,30 +175,20 @@ def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None
     return retired
 
 
-def gates_passed(conn: psycopg.Connection, version_id: str | None) -> bool | None:
-    """Whether ``version_id``'s validation gate report passed; None when there is no such version
-    or no report (a rollout waits for one, or refuses to start)."""
-    if version_id is None:
-        return None
-    row = conn.execute("SELECT gate_report FROM model_versions WHERE id = %s", (version_id,)).fetchone()
-    return None if row is None or row[0] is None else bool(row[0]["passed"])
-
-
 def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_gates: bool) -> tuple[bool | None, str]:
     """What a rollout's gate check says of its candidate, and why: the same rule for the local
     controller and Flagger's confirm-rollout. The serving version passes (a configuration change:
     the model is the one serving), as does any when the spec asks no gates; else the candidate's
     gate report decides (None: it has none yet, or it passed against a model that no longer serves
     the candidate's series, which says nothing of the one serving now: it is to be gated again)."""
-    serving = serving_version(conn)
-    if serving is not None and candidate == serving.id:
+    version = table.get_version(conn, candidate) if candidate and table.version_exists(conn, candidate) else None
+    if version is not None and version.status == "serving":
         return True, f"the candidate serves the serving version {candidate}: a configuration change"
     if not require_gates:
         return True, "the spec does not require gates"
-    passed = gates_passed(conn, candidate)
-    if passed is None:
+    if version is None or version.gate_report is None:
         return None, f"the candidate {candidate or '(unknown)'} has no gate report"
-    version = table.get_version(conn, candidate)
+    passed = bool(version.gate_report["passed"])
     if passed and "serving" in version.gate_report:  # the version it was compared with (None: none served)
         then, now = version.gate_report["serving"], serving_version(conn, version.series_ids)
         if then != (now.id if now else None):
@@ -208,6 +198,20 @@ def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_g
                 f"the candidate {candidate} was gated against {then or 'no serving model'}; {now_text}: gate it again",
             )
     return passed, f"the candidate {candidate} {'passed' if passed else 'failed'} its validation gates"
+
+
+def gated_divergence(conn: psycopg.Connection, candidate: str | None, blue: str | None) -> dict[str, float]:
+    """Per series, the divergence the validation gates measured between ``candidate`` and
+    ``blue`` conditioned on the same data (``forecasting.divergence``), which a canary of the one
+    against the other expects on top of its spec's allowance; empty unless the candidate passed
+    gates run against ``blue`` itself."""
+    if candidate is None or blue is None:
+        return {}
+    row = conn.execute("SELECT gate_report FROM model_versions WHERE id = %s", (candidate,)).fetchone()
+    report = row[0] if row is not None else None
+    if not report or not report.get("passed") or report.get("serving") != blue:
+        return {}
+    return dict((report.get("divergence") or {}).get("series") or {})
 
 
 def settle_rollout(

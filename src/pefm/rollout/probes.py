@@ -9,27 +9,18 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import httpx
 
+from pefm.forecasting.divergence import beyond_expected, forecast_divergence
 from pefm.serving.http import SHADOW_HEADER, sign_shadow
 from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
 
 FORECAST = "/v1/forecast"
-
-
-def forecast_divergence(blue: list[dict[str, Any]], green: list[dict[str, Any]]) -> float | None:
-    """The largest |green mean - blue mean| over blue's 95% interval width, on the target dates
-    (``ds``) both forecast; None when they share none."""
-    theirs = {row["ds"]: row for row in blue}
-    ratios = []
-    for row in green:
-        if (b := theirs.get(row["ds"])) is not None:
-            ratios.append(abs(row["mean"] - b["mean"]) / max(b["hi-95"] - b["lo-95"], 1e-9))
-    return max(ratios) if ratios else None
 
 
 def _unexpected(response: httpx.Response, field: str) -> bool:
@@ -73,14 +64,21 @@ class HttpProber:
         return False
 
     def divergence(
-        self, urls: tuple[str, str], revisions: tuple[str, str], since: datetime, samples: int
+        self,
+        urls: tuple[str, str],
+        revisions: tuple[str, str],
+        since: datetime,
+        samples: int,
+        expected: Mapping[str, float] | None = None,
     ) -> float | None:
         """Replay up to ``samples`` of the request shapes the (blue, green) ``revisions`` really
-        served since ``since`` to both, at their ``urls``, and score them with ``forecast_divergence``:
-        forecasts are joined on their target date, so a green trained on later data is compared on
-        the dates both forecast (blue is asked far enough ahead to reach green's dates). None when
-        nothing was served or no date is shared; infinite when green refuses, again and again, a
-        request blue answers. The replays are marked as shadow traffic, so they
+        served since ``since`` to both, at their ``urls``, and score each series with
+        ``forecast_divergence``: forecasts are joined on their target date, so a green trained on
+        later data is compared on the dates both forecast (blue is asked far enough ahead to reach
+        green's dates). The value is the largest score beyond what was ``expected`` of its series
+        (the gates' measure between the two models, ``registry.gated_divergence``; none: the score
+        itself). None when nothing was served or no date is shared; infinite when green refuses,
+        again and again, a request blue answers. The replays are marked as shadow traffic, so they
         never count as served requests themselves. A revision still catching up with new data
         (``serving.freshness``) may forecast other dates for a moment: no shared date is asked
         again a few times, a second apart."""
@@ -91,20 +89,21 @@ class HttpProber:
                    GROUP BY series_id ORDER BY max(ts) DESC LIMIT %s""",
                 (list(revisions), since, samples),
             ).fetchall()
-        score = None
+        scores: dict[str, float] = {}
         for attempt in range(self.attempts if shapes else 0):
             if attempt:
                 time.sleep(1.0)
-            score = self._divergence_once(urls, shapes)
-            if score is not None and (score != math.inf or attempt + 1 == self.attempts):
+            scores = self._divergence_once(urls, shapes)
+            if scores and (math.inf not in scores.values() or attempt + 1 == self.attempts):
                 break  # a refusal is asked again, in case green was catching up, before it counts
-        return score
+        return beyond_expected(scores, expected or {})
 
-    def _divergence_once(self, urls: tuple[str, str], shapes: list[tuple[str, int]]) -> float | None:
-        """The largest divergence over ``shapes``; infinite when green refuses a request blue
-        answers (a series its model dropped, a 5xx): its forecast is as far from blue's as can be."""
+    def _divergence_once(self, urls: tuple[str, str], shapes: list[tuple[str, int]]) -> dict[str, float]:
+        """The divergence of each series of ``shapes`` with a shared date; infinite when green
+        refuses a request blue answers (a series its model dropped, a 5xx): its forecast is as far
+        from blue's as can be."""
         blue_url, green_url = urls
-        scores = []
+        scores: dict[str, float] = {}
         for series_id, horizon in shapes:
             # model space: it compares the models, not where each one's data happened to end
             body = {"series_id": series_id, "horizon": horizon, "levels": [95], "space": "model"}
@@ -113,7 +112,8 @@ class HttpProber:
             if blue is None:  # nothing to compare green with
                 continue
             if green is None:
-                return math.inf
+                scores[series_id] = math.inf
+                continue
             beyond = sum(1 for row in green if row["ds"] > blue[-1]["ds"])
             if beyond and horizon + beyond <= MAX_HORIZON:  # blue's forecasts must reach green's dates
                 blue = self._rows(blue_url, {**body, "horizon": horizon + beyond})
@@ -121,8 +121,8 @@ class HttpProber:
                     continue
             score = forecast_divergence(blue, green)
             if score is not None:
-                scores.append(score)
-        return max(scores) if scores else None
+                scores[series_id] = score
+        return scores
 
     def _rows(self, base: str, body: dict[str, Any]) -> list[dict] | None:
         try:

@@ -32,7 +32,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pefm.data.fields import CONTROL_CHARS
-from pefm.forecasting.registry import candidate_verdict, serving_id, settle_rollout
+from pefm.forecasting.registry import candidate_verdict, gated_divergence, serving_id, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Phase, State
 from pefm.rollout.cluster import KnativeCluster, UnknownCanary
 from pefm.rollout.flagger import HOOKS
@@ -293,11 +293,14 @@ class FlaggerHooks:
         checks = [c for c in spec.checks if c.metric == "divergence"]
         if not checks:
             return Answer(True, "no divergence check in the spec", rollout.id)
+        with self.db.connection() as conn:
+            expected = gated_divergence(conn, rollout.green_model_version, rollout.blue_model_version)
         value = self.prober.divergence(
             (self.cluster.url(rollout.blue_revision), self.cluster.url(rollout.green_revision)),
             (rollout.blue_revision, rollout.green_revision),
             rollout.step_started_at,
             spec.shadow_requests,
+            expected,
         )
         results = [check.judge(value) for check in checks]
         if value is None:  # no failed check (Flagger counts those): the weight waits at confirm-traffic-increase
@@ -306,6 +309,8 @@ class FlaggerHooks:
         detail = "; ".join(f"{r['check']} {r['value']:.4g} within {r['range']}" for r in results)
         if failed:
             detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
+        if expected:
+            detail += " (beyond what the gates measured between the two models)"
         return Answer(not failed, detail, rollout.id)
 
     def _confirm_promotion(self, rollout: Rollout) -> Answer:
