@@ -129,6 +129,35 @@ def test_an_ingest_announces_itself_and_the_monitor_checks(monitor, module_schem
         stop(ingest)
 
 
+def test_a_burst_of_check_requests_costs_two_checks_not_one_each(monitor, module_schema):
+    """Ingest announces every write: seven in half a second each ran a full drift check, all at
+    once on two cores. Requests while a check runs now share the next one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.functions.conftest import count
+
+    before = count(module_schema, "drift_reports")
+    event = {
+        "authorization": f"Bearer {EVENTS}",
+        "ce-specversion": "1.0",
+        "ce-type": "dev.pefm.observations.ingested",
+        "ce-source": "pefm-ingest",
+        "content-type": "application/json",
+    }
+
+    def announce(n: int) -> httpx.Response:
+        headers = {**event, "ce-id": f"burst-{n}"}
+        return httpx.post(f"{monitor.url}/v1/drift/check", json={"series": ["unemp"]}, headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(7) as pool:
+        answers = list(pool.map(announce, range(7)))
+    assert [a.status_code for a in answers] == [200] * 7, [a.text for a in answers]
+    made = count(module_schema, "drift_reports") - before
+    assert 1 <= made <= 2 and len({a.json()["id"] for a in answers}) == made, made
+
+
 def test_the_gauges_show_the_latest_check_only(monitor, module_schema):
     """Once another model serves (here: one of infl only, replacing the model of three series),
     a check's gauges are its own series': the series the earlier model watched are gone from
