@@ -35,11 +35,9 @@ class RateLimit:
         ``subject`` of a verified OIDC token (one budget, however many tokens it is issued), else
         its bearer token where ``verified`` (the endpoint checked it first), else its address."""
         if self.limit is not None:
-            if subject is not None:
-                await self.check_caller("s" + hashlib.sha256(subject.encode()).hexdigest()[:24])
-                return
             authorization = request.headers.get("authorization", "") if verified else ""
-            await self.check_caller(caller_key(authorization, request.client.host if request.client else None))
+            host = request.client.host if request.client else None
+            await self.check_caller(caller_key(authorization, host, subject))
 
     async def check_scope(self, scope: dict) -> None:
         """``check`` for a raw ASGI handler of an unauthenticated endpoint: by address."""
@@ -64,12 +62,19 @@ class RateLimit:
             )
 
 
-def caller_key(authorization: str, host: str | None) -> str:
-    """The caller's key from its verified Authorization header ("": none) and its address (None:
-    unknown). The token as ``require_bearer`` compares it, without the spaces around it: the
-    header as sent would give the same token a new budget with each extra space."""
+def caller_key(authorization: str, host: str | None, subject: str | None = None) -> str:
+    """The caller's key: the ``subject`` of its verified OIDC token, else its verified
+    Authorization header ("": none), else its address (None: unknown); subjects and tokens hashed.
+    The token as ``require_bearer`` compares it, without the spaces around it: the header as sent
+    would give the same token a new budget with each extra space."""
+    if subject is not None:
+        return "s" + _digest(subject)
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() == "bearer" and token:
-        return "t" + hashlib.sha256(token.encode()).hexdigest()[:24]
+        return "t" + _digest(token)
     return "a" + ("unknown" if host is None else host)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:24]
