@@ -292,3 +292,23 @@ def test_the_gates_measure_how_far_the_candidate_forecasts_from_the_model_it_was
     assert gated_divergence(loaded, refit.id, same.id) == {}  # not the model it was compared with
     assert gated_divergence(loaded, refit.id, None) == {}
 
+
+def test_a_stored_serving_backtest_missing_a_series_is_run_again_not_read_as_not_forecast(loaded):
+    """The serving model's stored backtest is reused only when it holds every series both models
+    forecast: one without unemp (stored before it joined, or its rows lost) made the gates skip
+    unemp as "the serving model does not forecast it", though it does; now the serving model is
+    backtested again on the candidate's windows."""
+    from pefm.forecasting.gating import gate_candidate
+    from pefm.storage.model_versions import set_backtest
+
+    spec = BacktestSpec(h=1, windows=6)
+    serving, _ = train(loaded, "ar", PANEL, spec=spec)
+    promote(loaded, serving.id)
+    set_backtest(
+        loaded, serving.id, {**serving.backtest, "forecasts": {"realgdp": serving.backtest["forecasts"]["realgdp"]}}
+    )
+    candidate, _ = train(loaded, "ar", PANEL, spec=spec)
+    report = gate_candidate(loaded, candidate, get_version(loaded, serving.id))
+    assert report["windows"]["serving_backtest"] == "re-run on the candidate's windows"
+    assert not [s for s in report["skipped"] if s.get("series_id") == "unemp"], report["skipped"]
+    assert {c["series_id"] for c in report["checks"]} == set(PANEL)

@@ -63,9 +63,11 @@ def gate_candidate(
 def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd.DataFrame, on_window):
     if (serving.backtest or {}).get("forecasts"):
         stored = backtest_frame(serving.backtest)
+        needed = set(mine["series_id"]) & set(serving.series_ids)
         try:
-            paired(mine, stored)
-            return stored, "stored"
+            if needed <= set(stored["series_id"]):  # else a series it serves would read as not forecast
+                paired(mine, stored)
+                return stored, "stored"
         except MismatchedBacktests:
             pass
     spec = BacktestSpec.from_dict(candidate.backtest["spec"])
