@@ -228,6 +228,13 @@ def print_gate_report(report: dict) -> None:
     )
     for s in report["skipped"]:
         console.print(f"skipped {s['rule']}{' for ' + s['series_id'] if 'series_id' in s else ''}: {s['reason']}")
+    if divergence := report.get("divergence"):
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in sorted(divergence["series"].items(), key=lambda kv: -kv[1]))
+        console.print(
+            f"divergence from the serving model on the same data, in its 95% widths (a canary expects it): "
+            f"{scores or divergence.get('unmeasured') or 'none measured'}",
+            highlight=False,
+        )
 
 
 @models_app.command("list")
