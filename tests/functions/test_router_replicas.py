@@ -260,3 +260,17 @@ def test_a_revision_seen_between_its_stop_and_its_retirement_stopped_as_asked(st
     retiring.join(30)
     assert runtime.exited() == []
     assert not {"pefm-ingest-gone", "pefm-ingest-gone/1"} & set(runtime.processes)
+
+
+def test_a_relayed_answer_has_one_date_and_the_revisions_server_header(stack):
+    """The router's own server wrote Date and Server beside the revision's: two of each."""
+    runtime, db = stack
+    with Upstream() as a:
+        route(db, "headers", "headers-1", [a.url])
+        router = start_router(runtime, "headers")
+        answer = httpx.get(f"{router}/")
+        assert answer.status_code == 200
+        assert len(answer.headers.get_list("date")) == 1, answer.headers
+        assert answer.headers.get_list("server") == ["uvicorn"], answer.headers  # the revision's
+        untagged = httpx.get(f"{router}/_tag//x")
+        assert untagged.status_code == 503 and untagged.json()["error"] == "no revision tagged ''", untagged.text

@@ -34,6 +34,7 @@ from pefm.serving.http import ApiError, guard, require_bearer
 
 log = logging.getLogger("pefm.router")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+RELAYED_NOT = HOP_BY_HOP | {"date"}  # the router's server writes its own Date (and no Server: the revision's passes)
 DOWN_SECONDS = 1.0  # how long a replica that refused a connection is left out
 QUEUE_SECONDS = 30.0  # how long a request waits for a replica under its containerConcurrency (Knative: timeoutSeconds)
 
@@ -240,7 +241,7 @@ class Router:
             target = "/" + rest
         revision = self.table.pick(tag)
         if revision is None or not self.table.replicas.get(revision):
-            why = f"no revision tagged {tag!r}" if tag else "no revision has traffic"
+            why = f"no revision tagged {tag!r}" if tag is not None else "no revision has traffic"
             return await ApiError(503, why).response()(scope, receive, send)
         declared = dict(raw).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
@@ -286,7 +287,7 @@ class Router:
 
     async def _relay(self, response: aiohttp.ClientResponse, revision: str, replica: Replica, tag, send) -> None:
         self.routed.labels(self.service, revision, str(replica.index), tag or "").inc()
-        out = [(k, v) for k, v in response.raw_headers if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        out = [(k, v) for k, v in response.raw_headers if k.decode("latin-1").lower() not in RELAYED_NOT]
         out.append((b"x-pefm-routed-revision", revision.encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         async for chunk in response.content.iter_any():
@@ -376,7 +377,16 @@ def main() -> None:
 
     host, _, port = os.environ.get("LISTEN_ADDRESS", "127.0.0.1:8080").rpartition(":")
     app = guard(Router(os.environ["PEFM_DATABASE_URL"], args.service))  # anything unforeseen: a JSON 500
-    uvicorn.run(app, host=host, port=int(port), loop="uvloop", http="httptools", lifespan="on", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=int(port),
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+    )
 
 
 if __name__ == "__main__":
