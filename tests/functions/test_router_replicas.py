@@ -274,3 +274,21 @@ def test_a_relayed_answer_has_one_date_and_the_revisions_server_header(stack):
         assert answer.headers.get_list("server") == ["uvicorn"], answer.headers  # the revision's
         untagged = httpx.get(f"{router}/_tag//x")
         assert untagged.status_code == 503 and untagged.json()["error"] == "no revision tagged ''", untagged.text
+
+
+def test_an_idle_upstream_connection_is_dropped_before_the_revisions_server_drops_it(stack):
+    """A revision's server closes a connection idle for 5 s (uvicorn's and hypercorn's default);
+    the router kept its side 30 s and could write the next request into one just closed, a 502.
+    Idle past UPSTREAM_KEEPALIVE, the next request goes over a new connection."""
+    from pefm.local.router import UPSTREAM_KEEPALIVE
+
+    runtime, db = stack
+    with Upstream() as upstream:
+        route(db, "idle", "idle-1", [upstream.url])
+        router = start_router(runtime, "idle")
+        assert httpx.get(f"{router}/", timeout=10).status_code == 200
+        assert httpx.get(f"{router}/", timeout=10).status_code == 200
+        assert len(upstream.connections) == 1  # reused while fresh
+        time.sleep(UPSTREAM_KEEPALIVE + 0.5)  # the upstream still holds it open (5 s)
+        assert httpx.get(f"{router}/", timeout=10).status_code == 200
+        assert len(upstream.connections) == 2
