@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from pefm.data.bundled import bundled
+from pefm.data.fields import parse_timestamp
 from pefm.data.loading import load_bundled
 from pefm.forecasting.panel import MACRO_PANEL
 from pefm.forecasting.registry import promote
@@ -29,6 +30,7 @@ from tests.conftest import VERIFY_KEYS, fresh_schema
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-ingest-token"
 ADMIN_TOKEN = "test-admin-token"  # backdated vintages (history replayed as known back then) need it
+TRAINED_AS_OF = datetime(2000, 1, 1, tzinfo=UTC)  # register_model's models: the data as known then
 
 
 def start_function(
@@ -66,6 +68,23 @@ def wait_for_model(client, body):
         time.sleep(0.2)
 
 
+def conditioned_on_latest(url: str, series: list[str], timeout: float = 30) -> None:
+    """Wait until the inference revision at ``url``, serving a ``register_model`` model, forecasts
+    ``series`` from the data as known now: a revision starts from its training data and catches
+    up on the rest a moment later (``serving.freshness``), as any that has run for a while has."""
+    deadline, pending = time.monotonic() + timeout, set(series)
+    while pending:
+        for series_id in sorted(pending):
+            answer = httpx.post(f"{url}/v1/forecast", json={"series_id": series_id, "horizon": 1}, timeout=10)
+            if (
+                answer.status_code == 200
+                and parse_timestamp(answer.json()["forecasts"][0]["data_as_of"]) > TRAINED_AS_OF
+            ):
+                pending.discard(series_id)
+        assert not pending or time.monotonic() < deadline, f"{url} did not catch up on {sorted(pending)}"
+        time.sleep(0.1 if pending else 0)
+
+
 def stop(running: Process) -> None:
     running.stop()
 
@@ -83,7 +102,7 @@ def module_schema(server_url: str) -> Iterator[str]:
 def register_model(url: str, family: str, series: list[str], **params) -> str:
     """Train, register and promote a model on data as of 2000-01-01; its version id."""
     with Database(url, max_size=1) as db, db.connection() as conn:
-        version, _ = train(conn, family, series, as_of=datetime(2000, 1, 1, tzinfo=UTC), spec=None, params=params)
+        version, _ = train(conn, family, series, as_of=TRAINED_AS_OF, spec=None, params=params)
         promote(conn, version.id)
     return version.id
 

@@ -25,7 +25,7 @@ from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version, set_gate_report
 from pefm.storage.roles import role_url
 from tests.faults import faulty_env
-from tests.functions.conftest import ROOT, Load, register_model, tick_at_barrier
+from tests.functions.conftest import ROOT, Load, conditioned_on_latest, register_model, tick_at_barrier
 
 SERIES = ["realgdp", "unemp", "infl"]
 SPEC = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
@@ -590,47 +590,55 @@ def test_a_configuration_change_needs_no_gate_report(stack):
 def test_a_green_is_judged_by_its_divergence_beyond_what_its_gates_measured(stack):
     """A retrain after a real shift forecasts unlike blue (end to end, after a drift the monitor
     confirmed: 2.9 blue 95% widths, against the spec's 0.5), and the gates judged that difference.
-    The gates also measure it, between the two models on the same data; the canary then fails
-    green only for straying further than that. The mean model against blue's AR is the stand-in:
-    rolled back on divergence with no measure (the test above), promoted with its gates' measure,
-    rolled back again when the measure leaves out the series it strays most on."""
+    The gates also measure it, step by step and signed, between the two models on the same data;
+    the canary then fails green only for straying from that. The mean model against blue's AR is
+    the stand-in: rolled back on divergence with no measure (the test above), promoted with its
+    gates' measure, rolled back when the measure leaves out the series it strays most on, and
+    when the measure says the same distances the other way."""
     from pefm.forecasting.divergence import measured_divergence
 
     runtime, router, controller, versions, db = stack
     reset(router, runtime)
+    conditioned_on_latest(runtime.processes["pefm-inference-blue"].url, SERIES)
     with db.connection() as conn:
         promote(conn, versions["blue"])
         measured = measured_divergence(
             conn, get_version(conn, versions["different"]), get_version(conn, versions["blue"]), 60
         )
-    scores = measured["series"]
-    assert set(scores) == set(SERIES) and max(scores.values()) > 0.5, measured  # beyond the spec's max alone
-    worst = max(scores, key=scores.get)
+    paths = measured["series"]
+    largest = {s: max(abs(d) for d in path) for s, path in paths.items()}
+    assert set(paths) == set(SERIES) and max(largest.values()) > 0.5, largest  # beyond the spec's max alone
+    worst = max(largest, key=largest.get)
 
-    def rollout(name: str, expected: dict[str, float]) -> tuple[Phase, list[dict], str]:
+    def rollout(name: str, expected: dict[str, list]) -> tuple[Phase, list[dict]]:
         with db.connection() as conn:
             report = {**PASSED, "serving": versions["blue"], "divergence": {**measured, "series": expected}}
             set_gate_report(conn, versions["different"], report)
         revision = green(runtime, name, versions["different"])
+        conditioned_on_latest(runtime.processes[revision].url, SERIES)  # as the gates measured it
         rollout_id = controller.start("inference", revision, SPEC, versions["different"])
-        with Load(router.url("inference"), SERIES):
-            state = roll(controller, rollout_id)
-        return state.phase, controller.events(rollout_id), revision
+        try:
+            with Load(router.url("inference"), SERIES):
+                state = roll(controller, rollout_id)
+            return state.phase, controller.events(rollout_id)
+        finally:
+            runtime.stop(revision)
+            reset(router, runtime)
+
+    def rolled_back_on_divergence(phase, events) -> bool:
+        failed = [c for c in events[-1]["checks"] if c["passed"] is False]
+        return phase is Phase.ROLLED_BACK and [c["check"] for c in failed] == ["divergence"]
 
     try:
-        phase, events, partly = rollout("pefm-inference-partly", {s: v for s, v in scores.items() if s != worst})
-        assert phase is Phase.ROLLED_BACK
-        failed = [c for c in events[-1]["checks"] if c["passed"] is False]
-        assert [c["check"] for c in failed] == ["divergence"] and failed[0]["value"] > 0.5, events[-1]
-        runtime.stop(partly)
-        reset(router, runtime)
-        phase, events, expected = rollout("pefm-inference-expected", scores)
+        partly = {s: path for s, path in paths.items() if s != worst}
+        assert rolled_back_on_divergence(*rollout("pefm-inference-partly", partly))
+        mirrored = {s: [-d for d in path] for s, path in paths.items()}
+        assert rolled_back_on_divergence(*rollout("pefm-inference-mirrored", mirrored))
+        phase, events = rollout("pefm-inference-expected", paths)
         assert phase is Phase.SUCCEEDED, events[-3:]
         judged = [c["value"] for e in events for c in e.get("checks") or [] if c["check"] == "divergence"]
         assert judged and max(v for v in judged if v is not None) <= 0.5, judged
-        runtime.stop(expected)
     finally:
-        reset(router, runtime)
         with db.connection() as conn:
             promote(conn, versions["blue"])
             set_gate_report(conn, versions["different"], PASSED)

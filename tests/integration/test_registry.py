@@ -282,12 +282,13 @@ def test_the_gates_measure_how_far_the_candidate_forecasts_from_the_model_it_was
     promote(loaded, old.id)
     same, _ = train(loaded, "ar", PANEL, spec=spec, as_of=then)
     report = gate_candidate(loaded, same, old)
-    assert report["passed"] and report["divergence"]["series"] == {"realgdp": 0.0, "unemp": 0.0}, report["divergence"]
+    assert report["passed"] and report["divergence"]["series"] == {"realgdp": [0.0] * 60, "unemp": [0.0] * 60}
     assert report["divergence"]["horizon"] == 60 and report["divergence"]["level"] == 95
     refit, _ = train(loaded, "ar", PANEL, spec=spec)
     report = gate_candidate(loaded, refit, old)
-    assert report["passed"] and set(report["divergence"]["series"]) == set(PANEL)
-    assert max(report["divergence"]["series"].values()) > 0.05, report["divergence"]
+    paths = report["divergence"]["series"]
+    assert report["passed"] and set(paths) == set(PANEL) and all(len(p) == 60 for p in paths.values())
+    assert max(abs(d) for p in paths.values() for d in p) > 0.05, report["divergence"]
     assert gated_divergence(loaded, refit.id, old.id) == report["divergence"]["series"]
     assert gated_divergence(loaded, refit.id, same.id) == {}  # not the model it was compared with
     assert gated_divergence(loaded, refit.id, None) == {}

@@ -229,10 +229,13 @@ def print_gate_report(report: dict) -> None:
     for s in report["skipped"]:
         console.print(f"skipped {s['rule']}{' for ' + s['series_id'] if 'series_id' in s else ''}: {s['reason']}")
     if divergence := report.get("divergence"):
-        scores = ", ".join(f"{k} {v:.3g}" for k, v in sorted(divergence["series"].items(), key=lambda kv: -kv[1]))
+        largest = {
+            s: max((abs(d) for d in path if d is not None), default=0.0) for s, path in divergence["series"].items()
+        }
+        scores = ", ".join(f"{s} {v:.3g}" for s, v in sorted(largest.items(), key=lambda kv: -kv[1]))
         console.print(
-            f"divergence from the serving model on the same data, in its 95% widths (a canary expects it): "
-            f"{scores or divergence.get('unmeasured') or 'none measured'}",
+            "largest divergence from the serving model on the same data, in its 95% widths (a canary "
+            f"expects it, step by step): {scores or divergence.get('unmeasured') or 'none measured'}",
             highlight=False,
         )
 

@@ -1,15 +1,20 @@
 """Forecast divergence: how far one model's forecasts are from another's, in widths of the
-other's 95% interval, on the target dates both forecast. A canary's divergence check measures it
-live between blue and green (``rollout.probes``); the validation gates measure it between the
-candidate and the model it was gated against, both conditioned on the same data, so that the
-canary judges green by how much further it strays than that (``gated_divergence``): a retrain
-after a real shift is expected to forecast differently, and the gates, not the canary, judge
-whether that difference is an improvement."""
+other's 95% interval, step by step on the target dates both forecast. A canary's divergence check
+measures it live between blue and green (``rollout.probes``); the validation gates measure it
+between the candidate and the model it was gated against, both conditioned on the same data, so
+that the canary judges green by how far it strays from that (``registry.gated_divergence``): a
+retrain after a real shift is expected to forecast differently, and the gates, not the canary,
+judge whether that difference is an improvement.
+
+The measure is signed and kept per step (the k-th forecast of green's path): a green whose
+forecasts moved the other way from what the gates saw, or at another horizon than the one where
+the gates saw the largest difference, strays from it as much as one moving further."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,33 +25,44 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LEVEL = 95
+Path = list[float | None]
+"""Per step of green's forecast: (green mean - blue mean) / blue's 95% width on that target date
+(None: blue forecasts no such date)."""
+REFUSED: Path = [math.inf]
+"""The path of a series green refuses and blue answers: as far from blue's as can be."""
 
 
-def forecast_divergence(blue: list[dict[str, Any]], green: list[dict[str, Any]]) -> float | None:
-    """The largest |green mean - blue mean| over blue's 95% interval width, on the target dates
-    (``ds``) both forecast; None when they share none."""
+def divergence_path(blue: list[dict[str, Any]], green: list[dict[str, Any]]) -> Path:
+    """Green's forecast rows against blue's on the same target dates (``ds``), step by step."""
     theirs = {row["ds"]: row for row in blue}
-    ratios = []
+    path: Path = []
     for row in green:
-        if (b := theirs.get(row["ds"])) is not None:
-            ratios.append(abs(row["mean"] - b["mean"]) / max(b[f"hi-{LEVEL}"] - b[f"lo-{LEVEL}"], 1e-9))
-    return max(ratios) if ratios else None
+        b = theirs.get(row["ds"])
+        width = None if b is None else max(b[f"hi-{LEVEL}"] - b[f"lo-{LEVEL}"], 1e-9)
+        path.append(None if b is None else (row["mean"] - b["mean"]) / width)
+    return path
 
 
-def beyond_expected(scores: Mapping[str, float], expected: Mapping[str, float]) -> float | None:
-    """The largest divergence of a series beyond what was ``expected`` of it (0 when nothing
-    was): the value a canary's divergence check judges. None when there are no scores."""
-    if not scores:
-        return None
-    return max(max(score - expected.get(series_id, 0.0), 0.0) for series_id, score in scores.items())
+def judged_divergence(paths: Mapping[str, Path], expected: Mapping[str, Sequence[float | None]]) -> float | None:
+    """What a canary's divergence check judges: the largest |live - expected| over every series
+    and step, ``expected`` being the gates' path of the series (nothing expected: 0, so the
+    score is the divergence itself). None when no step of any series could be compared."""
+    scores = []
+    for series_id, path in paths.items():
+        measured = expected.get(series_id) or ()
+        for step, live in enumerate(path):
+            if live is not None:
+                then = measured[step] if step < len(measured) and measured[step] is not None else 0.0
+                scores.append(abs(live - then))
+    return max(scores) if scores else None
 
 
 def measured_divergence(
     conn: psycopg.Connection, candidate: ModelVersion, serving: ModelVersion, horizon: int
 ) -> dict[str, Any]:
-    """The divergence of ``candidate``'s model-space forecasts (``horizon`` steps, each member
-    conditioned on the latest data, as a revision serves them) from ``serving``'s, per series both
-    forecast: what a canary between the two should see while no new data arrive. Both artifacts
+    """The divergence path of ``candidate``'s model-space forecasts (``horizon`` steps, each
+    member conditioned on the latest data, as a revision serves them) from ``serving``'s, per
+    series both forecast: what a canary between the two should see while no new data arrive. Both artifacts
     are loaded as a revision loads them (signature and sha256 checked). When they cannot be, or
     a series cannot be conditioned, that is recorded instead (the canary then expects nothing of
     it and judges by the spec alone)."""
@@ -80,7 +96,6 @@ def measured_divergence(
     mine, theirs = forecasts
     for series_id in shared:
         if series_id in mine and series_id in theirs:
-            score = forecast_divergence(theirs[series_id], mine[series_id])
-            if score is not None:
-                report["series"][series_id] = round(score, 6)
+            path = divergence_path(theirs[series_id], mine[series_id])
+            report["series"][series_id] = [None if d is None else round(d, 6) for d in path]
     return report

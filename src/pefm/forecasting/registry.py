@@ -200,18 +200,18 @@ def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_g
     return passed, f"the candidate {candidate} {'passed' if passed else 'failed'} its validation gates"
 
 
-def gated_divergence(conn: psycopg.Connection, candidate: str | None, blue: str | None) -> dict[str, float]:
-    """Per series, the divergence the validation gates measured between ``candidate`` and
+def gated_divergence(conn: psycopg.Connection, candidate: str | None, blue: str | None) -> dict[str, list]:
+    """Per series, the divergence path the validation gates measured between ``candidate`` and
     ``blue`` conditioned on the same data (``forecasting.divergence``), which a canary of the one
-    against the other expects on top of its spec's allowance; empty unless the candidate passed
-    gates run against ``blue`` itself."""
+    against the other expects; empty unless the candidate passed gates run against ``blue``."""
     if candidate is None or blue is None:
         return {}
     row = conn.execute("SELECT gate_report FROM model_versions WHERE id = %s", (candidate,)).fetchone()
     report = row[0] if row is not None else None
     if not report or not report.get("passed") or report.get("serving") != blue:
         return {}
-    return dict((report.get("divergence") or {}).get("series") or {})
+    measured = (report.get("divergence") or {}).get("series") or {}
+    return {series_id: path for series_id, path in measured.items() if isinstance(path, list)}
 
 
 def settle_rollout(

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from pefm.forecasting.divergence import beyond_expected, forecast_divergence
+from pefm.forecasting.divergence import REFUSED, Path, divergence_path, judged_divergence
 from pefm.serving.http import SHADOW_HEADER, sign_shadow
 from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
@@ -69,16 +68,16 @@ class HttpProber:
         revisions: tuple[str, str],
         since: datetime,
         samples: int,
-        expected: Mapping[str, float] | None = None,
+        expected: Mapping[str, Sequence[float | None]] | None = None,
     ) -> float | None:
         """Replay up to ``samples`` of the request shapes the (blue, green) ``revisions`` really
-        served since ``since`` to both, at their ``urls``, and score each series with
-        ``forecast_divergence``: forecasts are joined on their target date, so a green trained on
-        later data is compared on the dates both forecast (blue is asked far enough ahead to reach
-        green's dates). The value is the largest score beyond what was ``expected`` of its series
-        (the gates' measure between the two models, ``registry.gated_divergence``; none: the score
-        itself). None when nothing was served or no date is shared; infinite when green refuses,
-        again and again, a request blue answers. The replays are marked as shadow traffic, so they
+        served since ``since`` to both, at their ``urls``, and follow each series' ``divergence_path``:
+        forecasts are joined on their target date, so a green trained on later data is compared on
+        the dates both forecast (blue is asked far enough ahead to reach green's dates). The value
+        is the largest distance from what was ``expected`` of a series at a step (the gates' paths
+        between the two models, ``registry.gated_divergence``; none: the divergence itself,
+        ``judged_divergence``). None when nothing was served or no date is shared; infinite when
+        green refuses, again and again, a request blue answers. The replays are marked as shadow traffic, so they
         never count as served requests themselves. A revision still catching up with new data
         (``serving.freshness``) may forecast other dates for a moment: no shared date is asked
         again a few times, a second apart."""
@@ -89,21 +88,21 @@ class HttpProber:
                    GROUP BY series_id ORDER BY max(ts) DESC LIMIT %s""",
                 (list(revisions), since, samples),
             ).fetchall()
-        scores: dict[str, float] = {}
+        paths: dict[str, Path] = {}
         for attempt in range(self.attempts if shapes else 0):
             if attempt:
                 time.sleep(1.0)
-            scores = self._divergence_once(urls, shapes)
-            if scores and (math.inf not in scores.values() or attempt + 1 == self.attempts):
+            paths = self._divergence_once(urls, shapes)
+            shared = any(d is not None for path in paths.values() for d in path)
+            if shared and (REFUSED not in paths.values() or attempt + 1 == self.attempts):
                 break  # a refusal is asked again, in case green was catching up, before it counts
-        return beyond_expected(scores, expected or {})
+        return judged_divergence(paths, expected or {})
 
-    def _divergence_once(self, urls: tuple[str, str], shapes: list[tuple[str, int]]) -> dict[str, float]:
-        """The divergence of each series of ``shapes`` with a shared date; infinite when green
-        refuses a request blue answers (a series its model dropped, a 5xx): its forecast is as far
-        from blue's as can be."""
+    def _divergence_once(self, urls: tuple[str, str], shapes: list[tuple[str, int]]) -> dict[str, Path]:
+        """The divergence path of each series of ``shapes``; ``REFUSED`` when green refuses a
+        request blue answers (a series its model dropped, a 5xx)."""
         blue_url, green_url = urls
-        scores: dict[str, float] = {}
+        paths: dict[str, Path] = {}
         for series_id, horizon in shapes:
             # model space: it compares the models, not where each one's data happened to end
             body = {"series_id": series_id, "horizon": horizon, "levels": [95], "space": "model"}
@@ -112,17 +111,15 @@ class HttpProber:
             if blue is None:  # nothing to compare green with
                 continue
             if green is None:
-                scores[series_id] = math.inf
+                paths[series_id] = REFUSED
                 continue
             beyond = sum(1 for row in green if row["ds"] > blue[-1]["ds"])
             if beyond and horizon + beyond <= MAX_HORIZON:  # blue's forecasts must reach green's dates
                 blue = self._rows(blue_url, {**body, "horizon": horizon + beyond})
                 if blue is None:
                     continue
-            score = forecast_divergence(blue, green)
-            if score is not None:
-                scores[series_id] = score
-        return scores
+            paths[series_id] = divergence_path(blue, green)
+        return paths
 
     def _rows(self, base: str, body: dict[str, Any]) -> list[dict] | None:
         try:

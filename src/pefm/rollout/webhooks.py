@@ -310,7 +310,7 @@ class FlaggerHooks:
         if failed:
             detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
         if expected:
-            detail += " (beyond what the gates measured between the two models)"
+            detail += " (distance from what the gates measured between the two models)"
         return Answer(not failed, detail, rollout.id)
 
     def _confirm_promotion(self, rollout: Rollout) -> Answer:
