@@ -73,7 +73,7 @@ def conditioned_on_latest(url: str, series: list[str], timeout: float = 30) -> N
     ``series`` from the data as known now: a revision starts from its training data and catches
     up on the rest a moment later (``serving.freshness``), as any that has run for a while has."""
     deadline, pending = time.monotonic() + timeout, set(series)
-    while pending:
+    while True:
         for series_id in sorted(pending):
             answer = httpx.post(f"{url}/v1/forecast", json={"series_id": series_id, "horizon": 1}, timeout=10)
             if (
@@ -81,8 +81,10 @@ def conditioned_on_latest(url: str, series: list[str], timeout: float = 30) -> N
                 and parse_timestamp(answer.json()["forecasts"][0]["data_as_of"]) > TRAINED_AS_OF
             ):
                 pending.discard(series_id)
-        assert not pending or time.monotonic() < deadline, f"{url} did not catch up on {sorted(pending)}"
-        time.sleep(0.1 if pending else 0)
+        if not pending:
+            return
+        assert time.monotonic() < deadline, f"{url} did not catch up on {sorted(pending)}"
+        time.sleep(0.1)
 
 
 def stop(running: Process) -> None:

@@ -62,12 +62,11 @@ def measured_divergence(
 ) -> dict[str, Any]:
     """The divergence path of ``candidate``'s model-space forecasts (``horizon`` steps, each
     member conditioned on the latest data, as a revision serves them) from ``serving``'s, per
-    series both forecast: what a canary between the two should see while no new data arrive. Both artifacts
-    are loaded as a revision loads them (signature and sha256 checked). When they cannot be, or
-    a series cannot be conditioned, that is recorded instead (the canary then expects nothing of
-    it and judges by the spec alone)."""
+    series both forecast: what a canary between the two should see while no new data arrive.
+    Both artifacts are loaded as a revision loads them (signature and sha256 checked). When they
+    cannot be, or a series cannot be conditioned, that is recorded instead (the canary then
+    expects nothing of it and judges by the spec alone)."""
     from pefm.config import get_settings
-    from pefm.forecasting.panel import conditioned, load_panel, members_of
     from pefm.forecasting.registry import load_model
     from pefm.storage.signing import trusted_keys
 
@@ -80,22 +79,32 @@ def measured_divergence(
     except Exception as exc:  # a model that cannot load is refused where it would serve; here, nothing measured
         report["unmeasured"] = f"{type(exc).__name__}: {exc}"
         return report
-    forecasts: tuple[dict[str, list[dict]], dict[str, list[dict]]] = ({}, {})
-    for model, out in zip(models, forecasts, strict=True):
-        for member, first in members_of(model, shared):
-            try:
-                panel = load_panel(conn, member.series_ids_, as_of=now)
-                fresh = conditioned(member, panel, first)
-                frame = fresh.predict(min(horizon, getattr(fresh, "horizon", horizon)), (LEVEL,))
-            except Exception as exc:  # this member's series only
-                names = ", ".join(member.series_ids_)
-                log.warning("divergence of %s not measured: %s: %s", names, type(exc).__name__, exc)
-                continue
-            for series_id, rows in frame.groupby("series_id", sort=False):
-                out[series_id] = rows.to_dict("records")
-    mine, theirs = forecasts
+    panels: dict[tuple[str, ...], Any] = {}  # both models' members of the same series read them once
+    mine, theirs = (_forecasts(conn, model, shared, now, horizon, panels) for model in models)
     for series_id in shared:
         if series_id in mine and series_id in theirs:
             path = divergence_path(theirs[series_id], mine[series_id])
             report["series"][series_id] = [None if d is None else round(d, 6) for d in path]
     return report
+
+
+def _forecasts(conn, model, series_ids: list[str], now: datetime, horizon: int, panels: dict) -> dict[str, list]:
+    """``model``'s forecast rows of ``series_ids`` at ``LEVEL``, each member conditioned on the
+    data known at ``now`` (``panels``: those read so far, by member series); a member that cannot
+    be is left out, with a warning."""
+    from pefm.forecasting.panel import conditioned, load_panel, members_of
+
+    out: dict[str, list] = {}
+    for member, first in members_of(model, series_ids):
+        key = tuple(member.series_ids_)
+        try:
+            if key not in panels:
+                panels[key] = load_panel(conn, list(key), as_of=now)
+            fresh = conditioned(member, panels[key], first)
+            frame = fresh.predict(min(horizon, getattr(fresh, "horizon", horizon)), (LEVEL,))
+        except Exception as exc:  # this member's series only
+            log.warning("divergence of %s not measured: %s: %s", ", ".join(key), type(exc).__name__, exc)
+            continue
+        for series_id, rows in frame.groupby("series_id", sort=False):
+            out[series_id] = rows.to_dict("records")
+    return out

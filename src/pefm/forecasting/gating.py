@@ -14,7 +14,6 @@ from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.divergence import measured_divergence
 from pefm.forecasting.gates import MismatchedBacktests, backtest_frame, evaluate, load_policy, paired, with_steps
 from pefm.forecasting.training import run_backtest
-from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.model_versions import ModelVersion, set_gate_report
 
 
@@ -55,6 +54,8 @@ def gate_candidate(
     )
     report["windows"]["serving_backtest"] = source
     if serving is not None:
+        from pefm.serving.inference import MAX_HORIZON  # every horizon a revision serves
+
         report["divergence"] = measured_divergence(conn, candidate, serving, MAX_HORIZON)
     set_gate_report(conn, candidate.id, report)
     return report

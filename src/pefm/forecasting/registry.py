@@ -181,7 +181,10 @@ def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_g
     the model is the one serving), as does any when the spec asks no gates; else the candidate's
     gate report decides (None: it has none yet, or it passed against a model that no longer serves
     the candidate's series, which says nothing of the one serving now: it is to be gated again)."""
-    version = table.get_version(conn, candidate) if candidate and table.version_exists(conn, candidate) else None
+    try:
+        version = table.get_version(conn, candidate) if candidate else None
+    except table.UnknownModelError:
+        version = None
     if version is not None and version.status == "serving":
         return True, f"the candidate serves the serving version {candidate}: a configuration change"
     if not require_gates:

@@ -200,7 +200,7 @@ def create_rollout_app(
             raise ApiError(exc.status, str(exc), [{"field": exc.field, "message": str(exc)}]) from None
         except RolloutError as exc:
             raise ApiError(409, str(exc)) from None
-        except ClusterUnavailable as exc:  # Flagger retries a webhook that did not answer 2xx
+        except ClusterUnavailable as exc:  # a gate stays closed; a rollout hook counts as a failed check
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         if not answer.ok:
             log.info("webhook %s for %s refused: %s", request.path_params["hook"], payload.canary, answer.reason)
