@@ -3,14 +3,17 @@ from its path, so a revision started with this folder first on ``PYTHONPATH`` (`
 ``skewed_env``; the kind scenario's faulty image) misbehaves as its environment says:
 ``PEFM_FAULT_RATE`` answers every (1/rate)-th /v1 request with a 500; ``PEFM_FAULT_SKEW`` adds
 that much to every forecast it answers (mean and bounds, in any space): a revision serving other
-forecasts than the model it was gated with (a skew between training and serving). The pefm
-package, its images and its settings cannot switch this on."""
+forecasts than the model it was gated with (a skew between training and serving);
+``PEFM_FAULT_CATCHUP_DELAY`` holds its first re-conditioning that many seconds, so it serves its
+training-time forecasts that long after it starts (``serving.freshness``). The pefm package, its
+images and its settings cannot switch this on."""
 
 import json
 import os
 
 _RATE = os.environ.get("PEFM_FAULT_RATE", "").strip()
 _SKEW = os.environ.get("PEFM_FAULT_SKEW", "").strip()
+_CATCHUP_DELAY = os.environ.get("PEFM_FAULT_CATCHUP_DELAY", "").strip()
 
 
 def _with_faults(app, rate: float):
@@ -83,3 +86,20 @@ if _RATE or _SKEW:
         _serve(self, app)
 
     _function.ServiceFunction._serve = _faulty_serve
+
+
+if _CATCHUP_DELAY:
+    import time
+
+    from pefm.serving import freshness as _freshness
+
+    _refresh = _freshness.Reconditioner.refresh
+    _held = []
+
+    def _late_refresh(self, series):
+        if not _held:
+            _held.append(True)
+            time.sleep(float(_CATCHUP_DELAY))
+        return _refresh(self, series)
+
+    _freshness.Reconditioner.refresh = _late_refresh

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from pefm.data.fields import parse_timestamp
 from pefm.forecasting.registry import promote, serving_version
 from pefm.local.runtime import FUNCTIONS, LocalRuntime, record_revision, revision_alive
 from pefm.rollout.analysis import Phase
@@ -24,8 +25,15 @@ from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version, set_gate_report
 from pefm.storage.roles import role_url
-from tests.faults import faulty_env
-from tests.functions.conftest import ROOT, Load, conditioned_on_latest, register_model, tick_at_barrier
+from tests.faults import faulty_env, late_env
+from tests.functions.conftest import (
+    ROOT,
+    TRAINED_AS_OF,
+    Load,
+    conditioned_on_latest,
+    register_model,
+    tick_at_barrier,
+)
 
 SERIES = ["realgdp", "unemp", "infl"]
 SPEC = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
@@ -585,6 +593,44 @@ def test_a_configuration_change_needs_no_gate_report(stack):
         with db.connection() as conn:
             conn.execute("UPDATE model_versions SET gate_report = %s WHERE id = %s", (Jsonb(report), serving))
         runtime.stop(revision)
+
+
+def test_a_green_still_on_its_training_data_is_compared_once_it_has_caught_up(stack):
+    """A revision forecasts from its training data until it has re-conditioned on what came
+    later (``serving.freshness``), a moment after it starts; compared then, the same model as
+    blue's diverges from it. The probe goes by the data each answer says it was made from
+    (``data_as_of``), asks again while they were known differently, and compares the same model
+    on the same data: no divergence. The catch-up is held 4 s here, so that the first analysis
+    surely comes before it."""
+    runtime, router, _, versions, db = stack
+    reset(router, runtime)
+    blue_url = runtime.processes["pefm-inference-blue"].url
+    conditioned_on_latest(blue_url, SERIES)
+    since = datetime.now(UTC)
+    for series_id in SERIES:  # the request shapes the probe replays: what blue served, far enough
+        # ahead that green's forecasts from its training data (to 1999) share dates with blue's
+        assert httpx.post(f"{blue_url}/v1/forecast", json={"series_id": series_id, "horizon": 60}).status_code == 200
+    revision = green(runtime, "pefm-inference-late", versions["same"], **late_env(FUNCTIONS / "inference", 4))
+    try:
+        green_url = runtime.processes[revision].url
+        first = httpx.post(f"{green_url}/v1/forecast", json={"series_id": "unemp"}).json()["forecasts"][0]
+        assert parse_timestamp(first["data_as_of"]) == TRAINED_AS_OF  # not caught up yet
+        deadline = time.monotonic() + 15
+        while not _served(db, "pefm-inference-blue", since, len(SERIES)):
+            assert time.monotonic() < deadline, "blue's requests were not logged"
+            time.sleep(0.2)
+        judged = HttpProber(db, attempts=30).divergence(
+            (blue_url, green_url), ("pefm-inference-blue", revision), since, samples=len(SERIES)
+        )
+        assert judged is not None and judged < 1e-6, judged
+    finally:
+        runtime.stop(revision)
+
+
+def _served(db: Database, revision: str, since: datetime, series: int) -> bool:
+    with db.connection() as conn:
+        query = "SELECT count(DISTINCT series_id) FROM predictions WHERE revision = %s AND ts >= %s"
+        return conn.execute(query, (revision, since)).fetchone()[0] >= series
 
 
 def test_a_green_is_judged_by_its_divergence_beyond_what_its_gates_measured(stack):

@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 
 from pefm.data.frequency import Frequency, period_end
 from pefm.storage.model_versions import ModelVersion
+from pefm.storage.observations import known_alike
 
 
 def stored_forecast(
@@ -50,7 +51,7 @@ def stored_forecast(
              AND levels @> %s::integer[] AND jsonb_array_length(rows) >= %s""",
         (version.id, series_id, cutoff.to_pydatetime(), space, list(levels), horizon),
     ).fetchone()
-    if row is not None and _same_data(conn, estimated_with, row[1], known_at, since=row[2]):
+    if row is not None and known_alike(conn, estimated_with, row[1], known_at, since=row[2]):
         return _shaped(row[0], horizon, levels)
     if space == "model":
         return _from_backtest(conn, version, series_id, freq, estimated_with, cutoff, known_at, horizon, levels)
@@ -101,34 +102,13 @@ def _from_backtest(
     if len(rows) < horizon:
         return None
     ended = period_end(pd.DatetimeIndex([cutoff]), freq)[0].tz_localize("UTC").to_pydatetime()
-    if known_at < ended or not _same_data(conn, estimated_with, ended, known_at, since=version.created_at):
+    if known_at < ended or not known_alike(conn, estimated_with, ended, known_at, since=version.created_at):
         return None
     out = [{"ds": f"{r['ds']}T00:00:00Z", "mean": r["mean"]} for r in rows]
     for row, source in zip(out, rows, strict=True):
         for level in levels:
             row[f"lo-{level}"], row[f"hi-{level}"] = source[f"lo-{level}"], source[f"hi-{level}"]
     return out[:horizon]
-
-
-def _same_data(
-    conn: psycopg.Connection, series_ids: list[str], one: datetime, other: datetime, *, since: datetime
-) -> bool:
-    """Whether the series were known alike at both moments, as they were when a forecast from them
-    was made (``since``): nothing got a vintage in between, and nothing known by the later moment
-    was written after ``since`` (a backdated vintage changes what was known, after the fact).
-
-    Never prepared: a replica runs this on every kept-forecast lookup, and psycopg prepares a
-    statement from its sixth run on a connection, after which PostgreSQL may plan it for any
-    parameters. Planned so, the EXISTS looks cheap as a sequential scan (rows of unknown series
-    would match early) and, finding nothing, reads every observation of every series; planned
-    with its values it reads the series' index."""
-    changed = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%(ids)s) AND vintage <= %(hi)s
-                            AND (vintage > %(lo)s OR ingested_at > %(since)s))""",
-        {"ids": series_ids, "lo": min(one, other), "hi": max(one, other), "since": since},
-        prepare=False,
-    ).fetchone()[0]
-    return not changed
 
 
 def _shaped(rows: list[dict[str, Any]], horizon: int, levels: tuple[int, ...]) -> list[dict[str, Any]]:

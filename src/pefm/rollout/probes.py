@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 
+from pefm.data.fields import parse_timestamp
 from pefm.forecasting.divergence import REFUSED, Path, divergence_path, judged_divergence
 from pefm.serving.http import SHADOW_HEADER, sign_shadow
 from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
+from pefm.storage.observations import known_alike
 
 FORECAST = "/v1/forecast"
 
@@ -79,8 +81,9 @@ class HttpProber:
         ``judged_divergence``). None when nothing was served or no date is shared; infinite when
         green refuses, again and again, a request blue answers. The replays are marked as shadow traffic, so they
         never count as served requests themselves. A revision still catching up with new data
-        (``serving.freshness``) may forecast other dates for a moment: no shared date is asked
-        again a few times, a second apart."""
+        (``serving.freshness``: for a moment after it starts, it forecasts from its training
+        data) is asked again a few times, a second apart, while no date is shared or the two
+        answers were made from data known differently (``_unlike``); then compared as they are."""
         with self.db.connection() as conn:
             shapes = conn.execute(
                 """SELECT series_id, max(horizon) FROM predictions
@@ -92,45 +95,64 @@ class HttpProber:
         for attempt in range(self.attempts if shapes else 0):
             if attempt:
                 time.sleep(1.0)
-            paths = self._divergence_once(urls, shapes)
+            paths, unlike = self._divergence_once(urls, shapes)
             shared = any(d is not None for path in paths.values() for d in path)
-            if shared and (REFUSED not in paths.values() or attempt + 1 == self.attempts):
-                break  # a refusal is asked again, in case green was catching up, before it counts
+            if shared and ((REFUSED not in paths.values() and not unlike) or attempt + 1 == self.attempts):
+                break  # a refusal, or unlike data, is asked again in case green was catching up
         return judged_divergence(paths, expected or {})
 
-    def _divergence_once(self, urls: tuple[str, str], shapes: list[tuple[str, int]]) -> dict[str, Path]:
-        """The divergence path of each series of ``shapes``; ``REFUSED`` when green refuses a
-        request blue answers (a series its model dropped, a 5xx)."""
+    def _divergence_once(
+        self, urls: tuple[str, str], shapes: list[tuple[str, int]]
+    ) -> tuple[dict[str, Path], set[str]]:
+        """The divergence path of each series of ``shapes`` (``REFUSED`` when green refuses a
+        request blue answers: a series its model dropped, a 5xx), and the series whose two
+        answers were made from data known differently."""
         blue_url, green_url = urls
         paths: dict[str, Path] = {}
+        made_from: list[tuple[str, str | None, str | None]] = []
         for series_id, horizon in shapes:
             # model space: it compares the models, not where each one's data happened to end
             body = {"series_id": series_id, "horizon": horizon, "levels": [95], "space": "model"}
-            green = self._rows(green_url, body)
-            blue = self._rows(blue_url, body)
+            green = self._answer(green_url, body)
+            blue = self._answer(blue_url, body)
             if blue is None:  # nothing to compare green with
                 continue
             if green is None:
                 paths[series_id] = REFUSED
                 continue
-            beyond = sum(1 for row in green if row["ds"] > blue[-1]["ds"])
+            beyond = sum(1 for row in green["forecast"] if row["ds"] > blue["forecast"][-1]["ds"])
             if beyond and horizon + beyond <= MAX_HORIZON:  # blue's forecasts must reach green's dates
-                blue = self._rows(blue_url, {**body, "horizon": horizon + beyond})
+                blue = self._answer(blue_url, {**body, "horizon": horizon + beyond})
                 if blue is None:
                     continue
-            paths[series_id] = divergence_path(blue, green)
-        return paths
+            paths[series_id] = divergence_path(blue["forecast"], green["forecast"])
+            made_from.append((series_id, blue.get("data_as_of"), green.get("data_as_of")))
+        return paths, self._unlike(made_from, [s for s, _ in shapes])
 
-    def _rows(self, base: str, body: dict[str, Any]) -> list[dict] | None:
+    def _unlike(self, made_from: list[tuple[str, str | None, str | None]], series_ids: list[str]) -> set[str]:
+        """The series whose blue and green answers were made from data known differently: stamped
+        with different ``data_as_of`` moments between which any of ``series_ids`` (all those
+        replayed: a joint model's forecast of one series moves with the others) changed. Said
+        by the data, not by the forecasts' dates, which a joint model starts from its series'
+        last common date."""
+        moments = [(s, parse_timestamp(b), parse_timestamp(g)) for s, b, g in made_from]
+        differing = [(s, b, g) for s, b, g in moments if b and g and b != g]  # unstamped: nothing to go by
+        if not differing:
+            return set()
+        with self.db.connection() as conn:
+            return {s for s, b, g in differing if not known_alike(conn, series_ids, b, g, since=min(b, g))}
+
+    def _answer(self, base: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The revision's answer for the one series of ``body``: its ``forecast`` rows and ``data_as_of``."""
         try:
             response = self._shadow(base, body)
         except httpx.HTTPError:
             return None
         if response.status_code == 422 and "space" in body and _unexpected(response, "space"):
-            return self._rows(base, {k: v for k, v in body.items() if k != "space"})  # predates spaces: model space
+            return self._answer(base, {k: v for k, v in body.items() if k != "space"})  # predates spaces: model space
         if response.status_code != 200:
             return None
-        return response.json()["forecasts"][0]["forecast"]
+        return response.json()["forecasts"][0]
 
     def load(self, url: str, requests: int, body: dict[str, Any]) -> int:
         """Send ``requests`` requests to the service at ``url`` (split by its traffic weights); how

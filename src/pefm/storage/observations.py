@@ -467,6 +467,27 @@ def last_changed(conn: psycopg.Connection, series_ids: Sequence[str], as_of: Mom
     return row[0]
 
 
+def known_alike(
+    conn: psycopg.Connection, series_ids: Sequence[str], one: datetime, other: datetime, *, since: datetime
+) -> bool:
+    """Whether the series were known alike at both moments, as they were when something was made
+    from them (``since``): nothing got a vintage in between, and nothing known by the later moment
+    was written after ``since`` (a backdated vintage changes what was known, after the fact).
+
+    Never prepared: a replica runs this on every kept-forecast lookup, and psycopg prepares a
+    statement from its sixth run on a connection, after which PostgreSQL may plan it for any
+    parameters. Planned so, the EXISTS looks cheap as a sequential scan (rows of unknown series
+    would match early) and, finding nothing, reads every observation of every series; planned
+    with its values it reads the series' index."""
+    changed = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%(ids)s) AND vintage <= %(hi)s
+                            AND (vintage > %(lo)s OR ingested_at > %(since)s))""",
+        {"ids": list(series_ids), "lo": min(one, other), "hi": max(one, other), "since": since},
+        prepare=False,
+    ).fetchone()[0]
+    return not changed
+
+
 def settled(conn: psycopg.Connection, series_ids: Sequence[str]) -> None:
     """Wait until the writes of these series under way have committed. A write holds its series'
     locks from before its vintage is stamped until it commits, so a read after this sees every
