@@ -600,7 +600,7 @@ def test_a_green_still_on_its_training_data_is_compared_once_it_has_caught_up(st
     later (``serving.freshness``), a moment after it starts; compared then, the same model as
     blue's diverges from it. The probe goes by the data each answer says it was made from
     (``data_as_of``), asks again while they were known differently, and compares the same model
-    on the same data: no divergence. The catch-up is held 4 s here, so that the first analysis
+    on the same data: no divergence. The catch-up is held 8 s here, so that the first analysis
     surely comes before it."""
     runtime, router, _, versions, db = stack
     reset(router, runtime)
@@ -610,7 +610,7 @@ def test_a_green_still_on_its_training_data_is_compared_once_it_has_caught_up(st
     for series_id in SERIES:  # the request shapes the probe replays: what blue served, far enough
         # ahead that green's forecasts from its training data (to 1999) share dates with blue's
         assert httpx.post(f"{blue_url}/v1/forecast", json={"series_id": series_id, "horizon": 60}).status_code == 200
-    revision = green(runtime, "pefm-inference-late", versions["same"], **late_env(FUNCTIONS / "inference", 4))
+    revision = green(runtime, "pefm-inference-late", versions["same"], **late_env(FUNCTIONS / "inference", 8))
     try:
         green_url = runtime.processes[revision].url
         first = httpx.post(f"{green_url}/v1/forecast", json={"series_id": "unemp"}).json()["forecasts"][0]
