@@ -8,10 +8,13 @@ import pytest
 
 from pefm.data.frequency import Frequency
 from pefm.storage.observations import (
+    Event,
     UnknownSeriesError,
     VintageConflictError,
+    last_changed,
     read_frame,
     read_series,
+    write_events,
     write_observations,
 )
 from pefm.storage.series import SeriesInUseError, SeriesMeta, get_series, list_series, upsert_series
@@ -79,6 +82,31 @@ def test_a_write_slower_to_its_lock_gets_the_later_vintage(db, gdp):
             write_observations(slow, obs("gdp", {"2020-01-01": 3.0}))
         latest = read_series(slow, "gdp")
     assert latest.loc["2020-01-01"] == 3.0
+
+
+@pytest.mark.parametrize("path", ["frame", "events"])
+def test_a_backdated_write_slower_to_its_lock_moves_when_the_data_last_changed(db, gdp, path):
+    """``ingested_at`` is stamped once the write holds its series' locks, as a vintage is. A
+    backdated write whose transaction began before another write of the same group but committed
+    after it must move "when what was known then last changed" (``last_changed``: the key of kept
+    as-of answers); stamped with its transaction's start it fell behind the other and moved
+    nothing, so an answer kept from before it stayed in use."""
+    other = SeriesMeta(id="gnp", name="GNP", frequency=Frequency.QUARTERLY, unit="bn")
+    with db.connection() as slow, db.connection() as fast:
+        upsert_series(fast, other)
+        with slow.transaction():
+            slow.execute("SELECT 1")  # its transaction has begun (waiting on a series row, say)
+            time.sleep(0.05)
+            write_observations(fast, obs("gnp", {"2020-01-01": 2.0}), vintage=V1)
+            before = last_changed(fast, ["gdp", "gnp"], V2)
+            if path == "frame":
+                write_observations(slow, obs("gdp", {"2020-01-01": 3.0}), vintage=V1)
+            else:
+                slow.execute("SELECT 1 FROM series WHERE id = 'gdp' FOR SHARE")
+                stamp = datetime(2020, 1, 1, tzinfo=UTC)
+                assert write_events(slow, [Event(["gdp"], [stamp], [3.0], vintage=V1)])[0].inserted == 1
+        after = last_changed(fast, ["gdp", "gnp"], V2)
+    assert before is not None and after > before
 
 
 def test_a_revision_is_a_new_vintage_and_as_of_reads_see_the_old_value_before_it(conn, gdp):

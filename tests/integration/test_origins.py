@@ -68,6 +68,7 @@ def test_stored_forecasts_answer_requests_that_fit_their_shape(conn, version):
     )
     revised = pd.DataFrame({"series_id": ["unemp"], "ts": [pd.Timestamp("1980-01-01")], "value": [1.0]})
     write_observations(conn, revised, vintage=datetime(1990, 5, 15, tzinfo=UTC))
+    conn.commit()  # the remade forecast below is kept after the write, as a request after it would
     later = datetime(1990, 6, 1, tzinfo=UTC)
     assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, later, "level", 3, (95,)) is None
     # made again from the data known then, it takes the old one's place

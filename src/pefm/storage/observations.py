@@ -132,11 +132,11 @@ def write_observations(
             " FROM unnest(%s::text[]) AS id ORDER BY id",
             (ids,),
         )
-        whole_vintage = None
+        stamp, whole_vintage = _now(conn), None  # ingested_at: once the locks are held, as vintages
         if "vintage" in frame.columns:
             rows["vintage"] = _utc_naive(frame["vintage"])
         else:
-            whole_vintage = _as_utc(vintage) if vintage is not None else _now(conn)
+            whole_vintage = _as_utc(vintage) if vintage is not None else stamp
             rows["vintage"] = whole_vintage
         if rows.duplicated(["series_id", "ts", "vintage"]).any():
             dup = rows[rows.duplicated(["series_id", "ts", "vintage"])].iloc[0]
@@ -145,18 +145,20 @@ def write_observations(
         for table in sorted(set(tables.values())):
             part_ids = [i for i in ids if tables[i] == table]
             part = rows if len(part_ids) == len(ids) else rows[rows["series_id"].isin(part_ids)]
-            counts = _merge(conn, table, part, part_ids, source)
+            counts = _merge(conn, table, part, part_ids, source, stamp)
             inserted, revised, unchanged = inserted + counts[0], revised + counts[1], unchanged + counts[2]
         if inserted or revised:
             _announce(conn, ids)
     return WriteResult(inserted, revised, unchanged, whole_vintage)
 
 
-def _merge(conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: list[str], source: str) -> tuple[int, ...]:
-    """Merge the rows of series ``ids`` into ``table``: (inserted, revised, unchanged), or
-    VintageConflictError with nothing written."""
+def _merge(
+    conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: list[str], source: str, stamp: datetime
+) -> tuple[int, ...]:
+    """Merge the rows of series ``ids`` into ``table``, ingested at ``stamp``: (inserted, revised,
+    unchanged), or VintageConflictError with nothing written."""
     if not _overlaps(conn, table, rows, ids):  # nothing stored in the span: every row is new
-        _copy_into(conn, table, rows, source)
+        _copy_into(conn, table, rows, source, stamp)
         return len(rows), 0, 0
     conn.execute("SET LOCAL work_mem = '64MB'")  # the classification sort stays in memory
     _copy_incoming(conn, rows, ids)
@@ -167,8 +169,8 @@ def _merge(conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: list[s
                 SELECT count(*) AS n FROM c
                 WHERE known_vintage = vintage AND known_value <> value),
             ins AS (
-                INSERT INTO {table} (series_id, ts, vintage, value, source)
-                SELECT series_id, ts, vintage, value, %(source)s FROM c
+                INSERT INTO {table} (series_id, ts, vintage, value, source, ingested_at)
+                SELECT series_id, ts, vintage, value, %(source)s, %(stamp)s FROM c
                 WHERE (known_value IS NULL OR known_value <> value)
                   AND (SELECT n FROM conflicts) = 0
                 RETURNING 1)
@@ -177,7 +179,7 @@ def _merge(conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: list[s
                    count(*) FILTER (WHERE known_value <> value),
                    count(*) FILTER (WHERE known_value = value)
             FROM c""",
-        {"source": source, "ids": ids},
+        {"source": source, "ids": ids, "stamp": stamp},
     ).fetchone()
     assert counts is not None
     if counts[0]:
@@ -229,12 +231,12 @@ _MERGE_EVENTS = f"""
         SELECT * FROM c
         WHERE (known_value IS NULL OR known_value <> value) AND k NOT IN (SELECT k FROM conflicted)),
     ins AS (
-        INSERT INTO observations (series_id, ts, vintage, value, source)
-        SELECT series_id, ts, vintage, value, source FROM kept WHERE NOT intraday
+        INSERT INTO observations (series_id, ts, vintage, value, source, ingested_at)
+        SELECT series_id, ts, vintage, value, source, (SELECT now FROM at) FROM kept WHERE NOT intraday
         RETURNING series_id),
     ins_intraday AS (
-        INSERT INTO intraday_observations (series_id, ts, vintage, value, source)
-        SELECT series_id, ts, vintage, value, source FROM kept WHERE intraday
+        INSERT INTO intraday_observations (series_id, ts, vintage, value, source, ingested_at)
+        SELECT series_id, ts, vintage, value, source, (SELECT now FROM at) FROM kept WHERE intraday
         RETURNING series_id),
     announced AS (
         SELECT pg_notify('{OBSERVATIONS_CHANNEL}',
@@ -327,13 +329,12 @@ def _overlaps(conn: psycopg.Connection, table: str, rows: pd.DataFrame, ids: lis
     return bool(row and row[0])
 
 
-def _copy_into(conn: psycopg.Connection, table: str, rows: pd.DataFrame, source: str) -> None:
+def _copy_into(conn: psycopg.Connection, table: str, rows: pd.DataFrame, source: str, stamp: datetime) -> None:
     """COPY new rows straight into ``table``, in binary, one block per series."""
     text = source.encode()
-    with (
-        conn.cursor() as cur,
-        cur.copy(f"COPY {table} (series_id, ts, vintage, value, source) FROM STDIN (FORMAT BINARY)") as copy,
-    ):
+    ingested = pg_binary.microseconds(pd.Series([stamp.astimezone(UTC).replace(tzinfo=None)]))[0]
+    columns = "series_id, ts, vintage, value, source, ingested_at"
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(pg_binary.HEADER)
         for series_id, group in rows.groupby("series_id", sort=False):
             sid = str(series_id).encode()
@@ -343,6 +344,7 @@ def _copy_into(conn: psycopg.Connection, table: str, rows: pd.DataFrame, source:
                 (">i8", pg_binary.microseconds(group["vintage"])),
                 (">f8", group["value"].to_numpy("float64")),
                 (f"S{len(text)}", text),
+                (">i8", ingested),
             ]
             copy.write(pg_binary.block(len(group), columns))
         copy.write(pg_binary.TRAILER)
