@@ -11,7 +11,14 @@ import pytest
 
 from pefm.data.frequency import Frequency
 from pefm.storage.bars import daily_bars, refresh_daily_bars, stored_daily_bars
-from pefm.storage.observations import Event, read_frame, read_series, write_events, write_observations
+from pefm.storage.observations import (
+    Event,
+    known_alike,
+    read_frame,
+    read_series,
+    write_events,
+    write_observations,
+)
 from pefm.storage.series import SeriesInUseError, SeriesMeta, upsert_series
 
 V1 = datetime(2026, 3, 3, 22, 0, tzinfo=UTC)
@@ -67,6 +74,14 @@ def expected_bars(frame: pd.DataFrame) -> pd.DataFrame:
     )
     out.index.name = "day"
     return out
+
+
+def test_a_correction_between_two_moments_is_seen_by_the_data_check(conn, minute):
+    """What kept as-of forecasts and the canary's probe ask (``known_alike``): an intraday series'
+    data are in their own table, and a correction there at V2 makes the moments around it differ."""
+    made = datetime.now(UTC)  # after every write of the fixture
+    assert not known_alike(conn, [BARS.id], V1 + timedelta(hours=1), V2 + timedelta(hours=1), since=made)
+    assert known_alike(conn, [BARS.id], V2 + timedelta(hours=1), V2 + timedelta(hours=2), since=made)
 
 
 def test_daily_bars_take_each_minutes_latest_vintage_as_of_any_moment(conn, minute):

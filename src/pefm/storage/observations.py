@@ -475,6 +475,7 @@ def known_alike(
     """Whether the series were known alike at both moments, as they were when something was made
     from them (``since``): nothing got a vintage in between, and nothing known by the later moment
     was written after ``since`` (a backdated vintage changes what was known, after the fact).
+    Intraday series included (their own table).
 
     Never prepared: a replica runs this on every kept-forecast lookup, and psycopg prepares a
     statement from its sixth run on a connection, after which PostgreSQL may plan it for any
@@ -482,7 +483,7 @@ def known_alike(
     would match early) and, finding nothing, reads every observation of every series; planned
     with its values it reads the series' index."""
     changed = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM observations WHERE series_id = ANY(%(ids)s) AND vintage <= %(hi)s
+        """SELECT EXISTS (SELECT 1 FROM all_observations WHERE series_id = ANY(%(ids)s) AND vintage <= %(hi)s
                             AND (vintage > %(lo)s OR ingested_at > %(since)s))""",
         {"ids": list(series_ids), "lo": min(one, other), "hi": max(one, other), "since": since},
         prepare=False,
