@@ -333,8 +333,8 @@ def _copy_into(conn: psycopg.Connection, table: str, rows: pd.DataFrame, source:
     """COPY new rows straight into ``table``, in binary, one block per series."""
     text = source.encode()
     ingested = pg_binary.microseconds(pd.Series([stamp.astimezone(UTC).replace(tzinfo=None)]))[0]
-    columns = "series_id, ts, vintage, value, source, ingested_at"
-    with conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+    fields = "series_id, ts, vintage, value, source, ingested_at"
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({fields}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(pg_binary.HEADER)
         for series_id, group in rows.groupby("series_id", sort=False):
             sid = str(series_id).encode()
