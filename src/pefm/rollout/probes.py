@@ -9,16 +9,20 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 
 from pefm.data.fields import parse_timestamp
+from pefm.forecasting.base import ForecastInputError
 from pefm.forecasting.divergence import REFUSED, Path, divergence_path, judged_divergence
+from pefm.forecasting.registry import estimation_group
 from pefm.serving.http import SHADOW_HEADER, sign_shadow
 from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
+from pefm.storage.model_versions import ModelVersion, UnknownModelError, get_version
 from pefm.storage.observations import known_alike
 
 FORECAST = "/v1/forecast"
@@ -30,6 +34,39 @@ def _unexpected(response: httpx.Response, field: str) -> bool:
         return any(d.get("field") == field for d in response.json().get("details", []))
     except ValueError:
         return False
+
+
+def unlike_data(conn: psycopg.Connection, answers: list[tuple[str, dict, dict]]) -> set[str]:
+    """The series whose (series, blue's answer, green's answer) were made from data known
+    differently: between the two ``data_as_of`` moments, data changed of a series that either
+    answer's ``model_version`` estimates with it (``registry.estimation_group``: the series alone
+    for a univariate model, its group for a joint one). Said by the data, not by the forecasts'
+    dates, which a joint model starts from its series' last common date. A stamp names its
+    second, so only what changed after the earlier one's second counts: two revisions that read
+    the data in the second of a write, one before it and one after, are compared as they are."""
+    between = []
+    for series_id, blue, green in answers:
+        stamps = parse_timestamp(blue.get("data_as_of")), parse_timestamp(green.get("data_as_of"))
+        if None not in stamps and (lo := min(stamps) + timedelta(seconds=1)) < (hi := max(stamps)):
+            between.append((series_id, lo, hi, (blue.get("model_version"), green.get("model_version"))))
+    versions = {v: _version(conn, v) for v in {v for *_, pair in between for v in pair}}
+    unlike = set()
+    for series_id, lo, hi, pair in between:
+        ids = {series_id}
+        for version in filter(None, (versions[v] for v in pair)):
+            with contextlib.suppress(ForecastInputError):  # a series it does not forecast
+                ids.update(estimation_group(version, series_id)[2])
+        if not known_alike(conn, sorted(ids), lo, hi, since=lo):
+            unlike.add(series_id)
+    return unlike
+
+
+def _version(conn: psycopg.Connection, version_id: str | None) -> ModelVersion | None:
+    """The registry's version an answer names (None: none named, or unknown here)."""
+    try:
+        return get_version(conn, version_id) if version_id else None
+    except UnknownModelError:
+        return None
 
 
 class HttpProber:
@@ -83,7 +120,7 @@ class HttpProber:
         never count as served requests themselves. A revision still catching up with new data
         (``serving.freshness``: for a moment after it starts, it forecasts from its training
         data) is asked again a few times, a second apart, while no date is shared or the two
-        answers were made from data known differently (``_unlike``); then compared as they are."""
+        answers were made from data known differently (``unlike_data``); then compared as they are."""
         with self.db.connection() as conn:
             shapes = conn.execute(
                 """SELECT series_id, max(horizon) FROM predictions
@@ -109,7 +146,7 @@ class HttpProber:
         answers were made from data known differently."""
         blue_url, green_url = urls
         paths: dict[str, Path] = {}
-        made_from: list[tuple[str, str | None, str | None]] = []
+        made_from: list[tuple[str, dict, dict]] = []
         for series_id, horizon in shapes:
             # model space: it compares the models, not where each one's data happened to end
             body = {"series_id": series_id, "horizon": horizon, "levels": [95], "space": "model"}
@@ -126,24 +163,15 @@ class HttpProber:
                 if blue is None:
                     continue
             paths[series_id] = divergence_path(blue["forecast"], green["forecast"])
-            made_from.append((series_id, blue.get("data_as_of"), green.get("data_as_of")))
-        return paths, self._unlike(made_from, [s for s, _ in shapes])
-
-    def _unlike(self, made_from: list[tuple[str, str | None, str | None]], series_ids: list[str]) -> set[str]:
-        """The series whose blue and green answers were made from data known differently: stamped
-        with different ``data_as_of`` moments between which any of ``series_ids`` (all those
-        replayed: a joint model's forecast of one series moves with the others) changed. Said
-        by the data, not by the forecasts' dates, which a joint model starts from its series'
-        last common date."""
-        moments = [(s, parse_timestamp(b), parse_timestamp(g)) for s, b, g in made_from]
-        differing = [(s, b, g) for s, b, g in moments if b and g and b != g]  # unstamped: nothing to go by
-        if not differing:
-            return set()
+            made_from.append((series_id, blue, green))
+        if all(b.get("data_as_of") == g.get("data_as_of") for _, b, g in made_from):
+            return paths, set()
         with self.db.connection() as conn:
-            return {s for s, b, g in differing if not known_alike(conn, series_ids, b, g, since=min(b, g))}
+            return paths, unlike_data(conn, made_from)
 
     def _answer(self, base: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The revision's answer for the one series of ``body``: its ``forecast`` rows and ``data_as_of``."""
+        """The revision's answer for the one series of ``body``: its ``forecast`` rows, ``data_as_of``
+        and ``model_version``."""
         try:
             response = self._shadow(base, body)
         except httpx.HTTPError:
@@ -152,7 +180,8 @@ class HttpProber:
             return self._answer(base, {k: v for k, v in body.items() if k != "space"})  # predates spaces: model space
         if response.status_code != 200:
             return None
-        return response.json()["forecasts"][0]
+        answer = response.json()
+        return {**answer["forecasts"][0], "model_version": answer.get("model_version")}
 
     def load(self, url: str, requests: int, body: dict[str, Any]) -> int:
         """Send ``requests`` requests to the service at ``url`` (split by its traffic weights); how
