@@ -37,19 +37,21 @@ def _unexpected(response: httpx.Response, field: str) -> bool:
 
 
 def unlike_data(conn: psycopg.Connection, answers: list[tuple[str, dict, dict]]) -> set[str]:
-    """The series whose (series, blue's answer, green's answer) were made from data known
-    differently: between the two ``data_as_of`` moments, data changed of a series that either
-    answer's ``model_version`` estimates with it (``registry.estimation_group``: the series alone
-    for a univariate model, its group for a joint one). Said by the data, not by the forecasts'
-    dates, which a joint model starts from its series' last common date. A stamp names its
-    second, so only what changed after the earlier one's second counts: two revisions that read
-    the data in the second of a write, one before it and one after, are compared as they are."""
+    """Of ``answers`` (series, blue's answer, green's answer), the series whose two answers were
+    made from data known differently: between their ``data_as_of`` moments, data changed of a
+    series that either answer's ``model_version`` estimates with it (``registry.estimation_group``:
+    the series alone for a univariate model, its group for a joint one). Said by the data, not by
+    the forecasts' dates, which a joint model starts from its series' last common date. A stamp
+    names its second, so only what changed after the earlier one's second counts: two revisions
+    that read the data in the second of a write, one before it and one after, are compared as
+    they are."""
     between = []
     for series_id, blue, green in answers:
         stamps = parse_timestamp(blue.get("data_as_of")), parse_timestamp(green.get("data_as_of"))
         if None not in stamps and (lo := min(stamps) + timedelta(seconds=1)) < (hi := max(stamps)):
             between.append((series_id, lo, hi, (blue.get("model_version"), green.get("model_version"))))
-    versions = {v: _version(conn, v) for v in {v for *_, pair in between for v in pair}}
+    named = {version_id for *_, pair in between for version_id in pair}
+    versions = {version_id: _version(conn, version_id) for version_id in named}
     unlike = set()
     for series_id, lo, hi, pair in between:
         ids = {series_id}
