@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -68,18 +68,17 @@ def wait_for_model(client, body):
         time.sleep(0.2)
 
 
-def conditioned_on_latest(url: str, series: list[str], timeout: float = 30) -> None:
+def conditioned_on_latest(url: str, series: list[str], timeout: float = 30, since: datetime | None = None) -> None:
     """Wait until the inference revision at ``url``, serving a ``register_model`` model, forecasts
-    ``series`` from the data as known now: a revision starts from its training data and catches
-    up on the rest a moment later (``serving.freshness``), as any that has run for a while has."""
+    ``series`` from the data as known now (or read ``since`` a moment, to its second): a revision
+    starts from its training data and catches up on the rest a moment later
+    (``serving.freshness``), as any that has run for a while has."""
     deadline, pending = time.monotonic() + timeout, set(series)
+    first = (since or TRAINED_AS_OF + timedelta(seconds=1)).replace(microsecond=0)
     while True:
         for series_id in sorted(pending):
             answer = httpx.post(f"{url}/v1/forecast", json={"series_id": series_id, "horizon": 1}, timeout=10)
-            if (
-                answer.status_code == 200
-                and parse_timestamp(answer.json()["forecasts"][0]["data_as_of"]) > TRAINED_AS_OF
-            ):
+            if answer.status_code == 200 and parse_timestamp(answer.json()["forecasts"][0]["data_as_of"]) >= first:
                 pending.discard(series_id)
         if not pending:
             return

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pandas as pd
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -34,6 +35,7 @@ from tests.functions.conftest import (
     register_model,
     tick_at_barrier,
 )
+from tests.signing_keys import VERIFY_KEYS
 
 SERIES = ["realgdp", "unemp", "infl"]
 SPEC = RolloutSpec(steps=(25, 50, 100), interval_seconds=0.5, threshold=2, min_requests=15, shadow_requests=3)
@@ -78,6 +80,13 @@ def green(runtime, name, version, **env):
 
 def reset(router, runtime, serving="pefm-inference-blue"):
     router.set_traffic("inference", [TrafficTarget(serving, 100, "blue")])
+
+
+def back_to_blue(controller, rollout_id):
+    """Roll a promoted green back: through its grace period a promotion is routed again by any
+    controller that ticks (the rollout API's), so resetting the traffic alone would not hold."""
+    if controller.get(rollout_id).state.phase is Phase.SUCCEEDED:
+        controller.rollback(rollout_id)
 
 
 def test_a_healthy_green_is_promoted_step_by_step_and_blue_stays_reachable(stack):
@@ -354,7 +363,12 @@ def api(stack, module_schema, tmp_path_factory):
 
     _, router, _, _, _ = stack
     port = free_port()
-    env = {"PEFM_DATABASE_URL": module_schema, "PEFM_ROUTER_URL": router.url("inference"), "PEFM_ADMIN_TOKEN": ADMIN}
+    env = {
+        "PEFM_DATABASE_URL": module_schema,
+        "PEFM_ROUTER_URL": router.url("inference"),
+        "PEFM_ADMIN_TOKEN": ADMIN,
+        "PEFM_VERIFY_KEYS": VERIFY_KEYS,  # as `pefm up` gives it: it ticks rollouts too, and loads their models
+    }
     process = spawn(
         [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port)],
         cwd=ROOT,
@@ -668,6 +682,7 @@ def test_a_green_is_judged_by_its_divergence_beyond_what_its_gates_measured(stac
                 state = roll(controller, rollout_id)
             return state.phase, controller.events(rollout_id)
         finally:
+            back_to_blue(controller, rollout_id)
             runtime.stop(revision)
             reset(router, runtime)
 
@@ -688,3 +703,54 @@ def test_a_green_is_judged_by_its_divergence_beyond_what_its_gates_measured(stac
         with db.connection() as conn:
             promote(conn, versions["blue"])
             set_gate_report(conn, versions["different"], PASSED)
+
+
+def test_a_green_is_judged_against_the_gates_measure_taken_again_once_data_arrived(stack):
+    """New data move both models' forecasts, and the distance between them with it. A quarter
+    shifted as after a drift arrives after the gates measured the mean model against blue's AR:
+    judged against the measure as the gates took it, the green the test above promoted strays
+    beyond the tolerance; the canary takes the measure again on the data the revisions answer
+    from, and promotes it. Last in the module: the quarter stays."""
+    from pefm.forecasting.divergence import measured_divergence
+    from pefm.storage.observations import read_series, write_observations
+
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    blue_url = runtime.processes["pefm-inference-blue"].url
+    with db.connection() as conn:
+        promote(conn, versions["blue"])
+        measured = measured_divergence(
+            conn, get_version(conn, versions["different"]), get_version(conn, versions["blue"]), 60
+        )
+        set_gate_report(conn, versions["different"], {**PASSED, "serving": versions["blue"], "divergence": measured})
+        last = {s: read_series(conn, s) for s in SERIES}
+        after = last["unemp"].index[-1] + pd.DateOffset(months=3)
+        shift = {"realgdp": last["realgdp"].iloc[-1] * 0.9, "unemp": last["unemp"].iloc[-1] + 4, "infl": 9.0}
+        quarter = pd.DataFrame({"series_id": list(shift), "ts": [after] * 3, "value": list(shift.values())})
+        written = write_observations(conn, quarter).vintage
+    revision = green(runtime, "pefm-inference-after-drift", versions["different"])
+    try:
+        green_url = runtime.processes[revision].url
+        for url in (blue_url, green_url):  # both answer from the new quarter
+            conditioned_on_latest(url, SERIES, since=written)
+        since = datetime.now(UTC)
+        for series_id in SERIES:
+            assert httpx.post(f"{blue_url}/v1/forecast", json={"series_id": series_id, "horizon": 8}).status_code == 200
+        deadline = time.monotonic() + 15
+        while not _served(db, "pefm-inference-blue", since, len(SERIES)):
+            assert time.monotonic() < deadline, "blue's requests were not logged"
+            time.sleep(0.2)
+        stale = HttpProber(db).divergence(
+            (blue_url, green_url), ("pefm-inference-blue", revision), since, len(SERIES), lambda _: measured["series"]
+        )
+        assert stale is not None and stale > 0.5, stale  # the spec's tolerance
+        rollout_id = controller.start("inference", revision, SPEC, versions["different"])
+        with Load(router.url("inference"), SERIES):
+            state = roll(controller, rollout_id)
+        events = controller.events(rollout_id)
+        back_to_blue(controller, rollout_id)
+        assert state.phase is Phase.SUCCEEDED, [(e["action"], e.get("reason"), e.get("checks")) for e in events[-3:]]
+        judged = [c["value"] for e in events for c in e.get("checks") or [] if c["check"] == "divergence"]
+        assert judged and max(v for v in judged if v is not None) <= 0.5, (stale, judged)
+    finally:
+        runtime.stop(revision)

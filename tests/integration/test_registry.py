@@ -289,9 +289,41 @@ def test_the_gates_measure_how_far_the_candidate_forecasts_from_the_model_it_was
     paths = report["divergence"]["series"]
     assert report["passed"] and set(paths) == set(PANEL) and all(len(p) == 60 for p in paths.values())
     assert max(abs(d) for p in paths.values() for d in p) > 0.05, report["divergence"]
-    assert gated_divergence(loaded, refit.id, old.id) == report["divergence"]["series"]
+    assert gated_divergence(loaded, refit.id, old.id) == report["divergence"]
     assert gated_divergence(loaded, refit.id, same.id) == {}  # not the model it was compared with
     assert gated_divergence(loaded, refit.id, None) == {}
+
+
+def test_a_canary_expects_the_gates_measure_taken_again_once_new_data_arrived(loaded):
+    """New data move both models' forecasts, and the distance between them with it: a canary
+    expects the gates' measure while the data are those it was taken on, and the same measure
+    on the new data once they arrived (kept until the data change again)."""
+    from pefm.forecasting.divergence import expected_divergence, measured_divergence
+    from pefm.forecasting.gating import gate_candidate
+    from pefm.storage.observations import read_series, write_observations
+
+    spec = BacktestSpec(h=1, windows=6)
+    old, _ = train(loaded, "ar", PANEL, spec=spec, as_of=datetime(1980, 1, 1, tzinfo=UTC))
+    promote(loaded, old.id)
+    refit, _ = train(loaded, "ar", PANEL, spec=spec)
+    gated = gate_candidate(loaded, refit, old)["divergence"]["series"]
+    assert expected_divergence(loaded, refit.id, old.id) == gated
+    assert expected_divergence(loaded, refit.id, refit.id) == {}  # the gates compared it with old
+    loaded.commit()
+    gdp, unemp = read_series(loaded, "realgdp"), read_series(loaded, "unemp")
+    after = gdp.index[-1] + pd.DateOffset(months=3)
+    shifted = pd.DataFrame(
+        {"series_id": ["realgdp", "unemp"], "ts": [after, after], "value": [gdp.iloc[-1] * 0.9, unemp.iloc[-1] + 4]}
+    )
+    write_observations(loaded, shifted)  # a shifted quarter, as after a drift
+    loaded.commit()
+    now = loaded.execute("SELECT now()").fetchone()[0]
+    expected = expected_divergence(loaded, refit.id, old.id, now)
+    again = measured_divergence(loaded, get_version(loaded, refit.id), old, 60, as_of=now)["series"]
+    assert expected == again and expected != gated
+    moved = max(abs(a - b) for s in gated for a, b in zip(expected[s], gated[s], strict=True) if a is not None)
+    assert moved > 0.05, moved  # the gates' own measure is out of date
+    assert expected_divergence(loaded, refit.id, old.id) == again  # kept: no data changed since
 
 
 def test_a_stored_serving_backtest_missing_a_series_is_run_again_not_read_as_not_forecast(loaded):

@@ -2,9 +2,10 @@
 other's 95% interval, step by step on the target dates both forecast. A canary's divergence check
 measures it live between blue and green (``rollout.probes``); the validation gates measure it
 between the candidate and the model it was gated against, both conditioned on the same data, so
-that the canary judges green by how far it strays from that (``registry.gated_divergence``): a
-retrain after a real shift is expected to forecast differently, and the gates, not the canary,
-judge whether that difference is an improvement.
+that the canary judges green by how far it strays from that (``expected_divergence``: the gates'
+measure, taken again when data arrived since): a retrain after a real shift is expected to
+forecast differently, and the gates, not the canary, judge whether that difference is an
+improvement.
 
 The measure is signed and kept per step (the k-th forecast of green's path): a green whose
 forecasts moved the other way from what the gates saw, or at another horizon than the one where
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -58,11 +60,16 @@ def judged_divergence(paths: Mapping[str, Path], expected: Mapping[str, Sequence
 
 
 def measured_divergence(
-    conn: psycopg.Connection, candidate: ModelVersion, serving: ModelVersion, horizon: int
+    conn: psycopg.Connection,
+    candidate: ModelVersion,
+    serving: ModelVersion,
+    horizon: int,
+    as_of: datetime | None = None,
 ) -> dict[str, Any]:
     """The divergence path of ``candidate``'s model-space forecasts (``horizon`` steps, each
-    member conditioned on the latest data, as a revision serves them) from ``serving``'s, per
-    series both forecast: what a canary between the two should see while no new data arrive.
+    member conditioned on the data known at ``as_of``, default now, as a revision serves them)
+    from ``serving``'s, per series both forecast: what a canary between the two should see while
+    they answer from those data.
     Both artifacts are loaded as a revision loads them (signature and sha256 checked). When they
     cannot be, or a series cannot be conditioned, that is recorded instead (the canary then
     expects nothing of it and judges by the spec alone)."""
@@ -71,7 +78,7 @@ def measured_divergence(
     from pefm.storage.signing import trusted_keys
 
     shared = [s for s in candidate.series_ids if s in serving.series_ids]
-    now: datetime = conn.execute("SELECT now()").fetchone()[0]
+    now: datetime = as_of or conn.execute("SELECT now()").fetchone()[0]
     report: dict[str, Any] = {"as_of": now.isoformat(), "horizon": horizon, "level": LEVEL, "series": {}}
     try:
         trusted = trusted_keys(get_settings())
@@ -86,6 +93,50 @@ def measured_divergence(
             path = divergence_path(theirs[series_id], mine[series_id])
             report["series"][series_id] = [None if d is None else round(d, 6) for d in path]
     return report
+
+
+_REMEASURED: dict[tuple[str, str], tuple[datetime, dict[str, Path]]] = {}
+"""Per (candidate, blue): the last measure taken again, and the moment of its data."""
+_REMEASURED_LOCK = threading.Lock()
+
+
+def expected_divergence(
+    conn: psycopg.Connection, candidate: str | None, blue: str | None, moment: datetime | None = None
+) -> dict[str, Path]:
+    """Per series, the divergence path a canary of ``candidate`` against ``blue`` expects when
+    the revisions answer from the data known at ``moment`` (default now): the gates' measure
+    (``registry.gated_divergence``) while those are the data it was taken on, else the same
+    measure taken again on them (kept for the pair until the data change again). New data move
+    both models' forecasts, and the distance between them with it: judged against the gates'
+    measure alone, a retrain the gates passed was rolled back when quarters arrived during its
+    canary. Empty when the gates measured nothing between the two; the gates' measure where it
+    cannot be taken again (a model that does not load here), with a warning."""
+    from pefm.forecasting.registry import gated_divergence
+    from pefm.storage.model_versions import get_version
+    from pefm.storage.observations import known_alike
+
+    measure = gated_divergence(conn, candidate, blue)
+    if not measure.get("series") or candidate is None or blue is None:
+        return {}
+    taken, paths = datetime.fromisoformat(measure["as_of"]), measure["series"]
+    with _REMEASURED_LOCK:
+        kept = _REMEASURED.get((candidate, blue))
+    if kept is not None and kept[0] > taken:
+        taken, paths = kept
+    moment = moment or conn.execute("SELECT now()").fetchone()[0]
+    versions = get_version(conn, candidate), get_version(conn, blue)
+    series = sorted({s for version in versions for s in version.series_ids})
+    if known_alike(conn, series, taken, moment, since=taken):
+        return paths
+    again = measured_divergence(conn, *versions, measure.get("horizon", 60), as_of=moment)
+    if "unmeasured" in again or not again["series"]:
+        log.warning("divergence of %s from %s not measured again: %s", candidate, blue, again.get("unmeasured"))
+        return paths
+    with _REMEASURED_LOCK:
+        while len(_REMEASURED) >= 8:  # a few rollouts at a time
+            _REMEASURED.pop(next(iter(_REMEASURED)))
+        _REMEASURED[(candidate, blue)] = moment, again["series"]
+    return again["series"]
 
 
 def _forecasts(conn, model, series_ids: list[str], now: datetime, horizon: int, panels: dict) -> dict[str, list]:

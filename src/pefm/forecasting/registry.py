@@ -203,18 +203,21 @@ def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_g
     return passed, f"the candidate {candidate} {'passed' if passed else 'failed'} its validation gates"
 
 
-def gated_divergence(conn: psycopg.Connection, candidate: str | None, blue: str | None) -> dict[str, list]:
-    """Per series, the divergence path the validation gates measured between ``candidate`` and
-    ``blue`` conditioned on the same data (``forecasting.divergence``), which a canary of the one
-    against the other expects; empty unless the candidate passed gates run against ``blue``."""
+def gated_divergence(conn: psycopg.Connection, candidate: str | None, blue: str | None) -> dict[str, Any]:
+    """The divergence the validation gates measured between ``candidate`` and ``blue``
+    conditioned on the same data (``forecasting.divergence``): ``as_of`` (the data's moment),
+    ``horizon`` and per series its path (``series``); empty unless the candidate passed gates run
+    against ``blue``. A canary of the one against the other expects it while the data are those
+    (``divergence.expected_divergence``)."""
     if candidate is None or blue is None:
         return {}
     row = conn.execute("SELECT gate_report FROM model_versions WHERE id = %s", (candidate,)).fetchone()
     report = row[0] if row is not None else None
     if not report or not report.get("passed") or report.get("serving") != blue:
         return {}
-    measured = (report.get("divergence") or {}).get("series") or {}
-    return {series_id: path for series_id, path in measured.items() if isinstance(path, list)}
+    measure = report.get("divergence") or {}
+    paths = {s: path for s, path in (measure.get("series") or {}).items() if isinstance(path, list)}
+    return {**measure, "series": paths} if paths and measure.get("as_of") else {}
 
 
 def settle_rollout(

@@ -27,8 +27,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from pefm.forecasting.registry import candidate_verdict, gated_divergence, serving_id, settle_rollout
+from pefm.forecasting.registry import candidate_verdict, serving_id, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State, decide
+from pefm.rollout.probes import GatedExpectation
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
 from pefm.rollout.spec import RolloutSpec
@@ -311,14 +312,12 @@ class RolloutController:
             self.prober.load(self.router.url(rollout.service), spec.synthetic_load, spec.smoke_request)
         metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at)
         urls = (self.router.tag_url(rollout.service, "blue"), self.router.tag_url(rollout.service, "green"))
-        with self.db.connection() as conn:
-            expected = gated_divergence(conn, rollout.green_model_version, rollout.blue_model_version)
         divergence = self.prober.divergence(
             urls,
             (rollout.blue_revision, rollout.green_revision),
             rollout.step_started_at,
             spec.shadow_requests,
-            expected,
+            GatedExpectation(self.db, rollout.green_model_version, rollout.blue_model_version),
         )
         return Observations(
             requests=metrics.requests,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ import psycopg
 
 from pefm.data.fields import parse_timestamp
 from pefm.forecasting.base import ForecastInputError
-from pefm.forecasting.divergence import REFUSED, Path, divergence_path, judged_divergence
+from pefm.forecasting.divergence import REFUSED, Path, divergence_path, expected_divergence, judged_divergence
 from pefm.forecasting.registry import estimation_group
 from pefm.serving.http import SHADOW_HEADER, sign_shadow
 from pefm.serving.inference import MAX_HORIZON
@@ -26,6 +26,24 @@ from pefm.storage.model_versions import ModelVersion, UnknownModelError, get_ver
 from pefm.storage.observations import known_alike
 
 FORECAST = "/v1/forecast"
+Expectation = Callable[[datetime | None], Mapping[str, Sequence[float | None]]]
+"""Given the moment the revisions' answers were made from (None: unknown), the divergence path
+expected per series (``GatedExpectation``)."""
+
+
+class GatedExpectation:
+    """What a canary of ``candidate`` against ``blue`` expects of their divergence, as the probe
+    asks it (an ``Expectation``): ``divergence.expected_divergence``. ``paths``: its last answer
+    (empty: the gates measured nothing between the two, so the divergence itself is judged)."""
+
+    def __init__(self, db: Database, candidate: str | None, blue: str | None):
+        self.db, self.candidate, self.blue = db, candidate, blue
+        self.paths: dict[str, Path] = {}
+
+    def __call__(self, moment: datetime | None) -> dict[str, Path]:
+        with self.db.connection() as conn:
+            self.paths = expected_divergence(conn, self.candidate, self.blue, moment)
+        return self.paths
 
 
 def _unexpected(response: httpx.Response, field: str) -> bool:
@@ -61,6 +79,14 @@ def unlike_data(conn: psycopg.Connection, answers: list[tuple[str, dict, dict]])
         if not known_alike(conn, sorted(ids), lo, hi, since=lo):
             unlike.add(series_id)
     return unlike
+
+
+def _moment(made_from: list[tuple[str, dict, dict]]) -> datetime | None:
+    """The moment green's answers were made from: the latest ``data_as_of``, to the end of the
+    second it names (a revision reads the data as soon as a write is announced, after it)."""
+    stamps = [parse_timestamp(green.get("data_as_of")) for _, _, green in made_from]
+    latest = max((s for s in stamps if s is not None), default=None)
+    return None if latest is None else latest + timedelta(seconds=1, microseconds=-1)
 
 
 def _version(conn: psycopg.Connection, version_id: str | None) -> ModelVersion | None:
@@ -109,20 +135,22 @@ class HttpProber:
         revisions: tuple[str, str],
         since: datetime,
         samples: int,
-        expected: Mapping[str, Sequence[float | None]] | None = None,
+        expected: Expectation | None = None,
     ) -> float | None:
         """Replay up to ``samples`` of the request shapes the (blue, green) ``revisions`` really
-        served since ``since`` to both, at their ``urls``, and follow each series' ``divergence_path``:
-        forecasts are joined on their target date, so a green trained on later data is compared on
-        the dates both forecast (blue is asked far enough ahead to reach green's dates). The value
-        is the largest distance from what was ``expected`` of a series at a step (the gates' paths
-        between the two models, ``registry.gated_divergence``; none: the divergence itself,
-        ``judged_divergence``). None when nothing was served or no date is shared; infinite when
-        green refuses, again and again, a request blue answers. The replays are marked as shadow traffic, so they
-        never count as served requests themselves. A revision still catching up with new data
-        (``serving.freshness``: for a moment after it starts, it forecasts from its training
-        data) is asked again a few times, a second apart, while no date is shared or the two
-        answers were made from data known differently (``unlike_data``); then compared as they are."""
+        served since ``since`` to both, at their ``urls``, and follow each series'
+        ``divergence_path``: forecasts are joined on their target date, so a green trained on
+        later data is compared on the dates both forecast (blue is asked far enough ahead to reach
+        green's dates). The value is the largest distance from what was ``expected`` of a series
+        at a step, asked with the moment green's answers were made from (the gates' paths between
+        the two models on those data, ``divergence.expected_divergence``; nothing expected: the
+        divergence itself, ``judged_divergence``). None when nothing was served or no date is
+        shared; infinite when green refuses, again and again, a request blue answers. The replays
+        are marked as shadow traffic, so they never count as served requests themselves. A
+        revision still catching up with new data (``serving.freshness``: for a moment after it
+        starts, it forecasts from its training data) is asked again a few times, a second apart,
+        while no date is shared or the two answers were made from data known differently
+        (``unlike_data``); then compared as they are."""
         with self.db.connection() as conn:
             shapes = conn.execute(
                 """SELECT series_id, max(horizon) FROM predictions
@@ -131,21 +159,24 @@ class HttpProber:
                 (list(revisions), since, samples),
             ).fetchall()
         paths: dict[str, Path] = {}
+        made_from: list[tuple[str, dict, dict]] = []
         for attempt in range(self.attempts if shapes else 0):
             if attempt:
                 time.sleep(1.0)
-            paths, unlike = self._divergence_once(urls, shapes)
+            paths, made_from = self._divergence_once(urls, shapes)
             shared = any(d is not None for path in paths.values() for d in path)
-            if shared and ((REFUSED not in paths.values() and not unlike) or attempt + 1 == self.attempts):
+            if shared and (
+                (REFUSED not in paths.values() and not self._unlike(made_from)) or attempt + 1 == self.attempts
+            ):
                 break  # a refusal, or unlike data, is asked again in case green was catching up
-        return judged_divergence(paths, expected or {})
+        return judged_divergence(paths, expected(_moment(made_from)) if expected is not None and paths else {})
 
     def _divergence_once(
         self, urls: tuple[str, str], shapes: list[tuple[str, int]]
-    ) -> tuple[dict[str, Path], set[str]]:
+    ) -> tuple[dict[str, Path], list[tuple[str, dict, dict]]]:
         """The divergence path of each series of ``shapes`` (``REFUSED`` when green refuses a
-        request blue answers: a series its model dropped, a 5xx), and the series whose two
-        answers were made from data known differently."""
+        request blue answers: a series its model dropped, a 5xx), and the answers compared:
+        (series, blue's, green's)."""
         blue_url, green_url = urls
         paths: dict[str, Path] = {}
         made_from: list[tuple[str, dict, dict]] = []
@@ -166,10 +197,13 @@ class HttpProber:
                     continue
             paths[series_id] = divergence_path(blue["forecast"], green["forecast"])
             made_from.append((series_id, blue, green))
+        return paths, made_from
+
+    def _unlike(self, made_from: list[tuple[str, dict, dict]]) -> set[str]:
         if all(b.get("data_as_of") == g.get("data_as_of") for _, b, g in made_from):
-            return paths, set()
+            return set()
         with self.db.connection() as conn:
-            return paths, unlike_data(conn, made_from)
+            return unlike_data(conn, made_from)
 
     def _answer(self, base: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """The revision's answer for the one series of ``body``: its ``forecast`` rows, ``data_as_of``

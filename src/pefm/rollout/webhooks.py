@@ -32,10 +32,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pefm.data.fields import CONTROL_CHARS
-from pefm.forecasting.registry import candidate_verdict, gated_divergence, serving_id, settle_rollout
+from pefm.forecasting.registry import candidate_verdict, serving_id, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Phase, State
 from pefm.rollout.cluster import KnativeCluster, UnknownCanary
 from pefm.rollout.flagger import HOOKS
+from pefm.rollout.probes import GatedExpectation
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import knative_service
 from pefm.rollout.spec import RolloutSpec
@@ -293,8 +294,7 @@ class FlaggerHooks:
         checks = [c for c in spec.checks if c.metric == "divergence"]
         if not checks:
             return Answer(True, "no divergence check in the spec", rollout.id)
-        with self.db.connection() as conn:
-            expected = gated_divergence(conn, rollout.green_model_version, rollout.blue_model_version)
+        expected = GatedExpectation(self.db, rollout.green_model_version, rollout.blue_model_version)
         value = self.prober.divergence(
             (self.cluster.url(rollout.blue_revision), self.cluster.url(rollout.green_revision)),
             (rollout.blue_revision, rollout.green_revision),
@@ -309,7 +309,7 @@ class FlaggerHooks:
         detail = "; ".join(f"{r['check']} {r['value']:.4g} within {r['range']}" for r in results)
         if failed:
             detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
-        if expected:
+        if expected.paths:
             detail += " (distance from what the gates measured between the two models)"
         return Answer(not failed, detail, rollout.id)
 
