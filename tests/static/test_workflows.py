@@ -675,7 +675,7 @@ SECRET_KEYS = {
     "pefm-inference": ({"inference-url"}, {"public"}),
     "pefm-monitor": ({"monitor-url"}, {"public"}),
     "pefm-ingest": ({"ingest-url"}, set()),
-    "pefm-rollout": ({"rollout-url"}, set()),
+    "pefm-rollout": ({"rollout-url"}, {"public"}),  # loads a canary's two models to measure their divergence
 }
 SECRET_ENV = {"url": "PEFM_DATABASE_URL", "private": "PEFM_SIGNING_KEY", "public": "PEFM_VERIFY_KEYS"}
 
@@ -715,7 +715,8 @@ def test_each_workload_reads_only_its_own_database_role_and_signing_key():
     (pefm-database url) or the roles' passwords, which it sets as PEFM_ROLE_PASSWORD_<COMPONENT> on every
     role pefm creates; every other workload reads exactly its role's <component>-url as PEFM_DATABASE_URL;
     only what trains reads pefm-signing's private key (PEFM_SIGNING_KEY), and every workload that loads
-    models (inference, GPU revisions included, and the monitor) its public key (PEFM_VERIFY_KEYS)."""
+    models (inference, GPU revisions included, the monitor and the rollout API) its public key
+    (PEFM_VERIFY_KEYS)."""
     from pefm.storage.roles import COMPONENTS
 
     reads = cluster_reads()

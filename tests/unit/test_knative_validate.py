@@ -231,6 +231,7 @@ def test_the_rollout_api_is_reachable_from_flagger_at_the_canary_urls(base):
         "PEFM_WEBHOOK_TOKEN",
         "PEFM_SHADOW_KEY",
         "PEFM_KNATIVE_NAMESPACE",
+        "PEFM_VERIFY_KEYS",  # it loads a canary's two models to measure their divergence again
     }
     [rule] = find(base, "NetworkPolicy", "pefm-rollout")["spec"]["ingress"]
     assert rule["from"] == [

@@ -82,7 +82,8 @@ def run_stack(
             runtime.start_revision("inference", revision, model_version=version, env=shadow, replicas=replicas)
             _resume_traffic(db, local, revision)
             router = runtime.start_router("inference", port=port, env=only("PEFM_ADMIN_TOKEN"))
-            api_env = {"PEFM_DATABASE_URL": runtime.url_for("rollout"), **shared_env}
+            # the public keys: it loads a canary's two models to measure their divergence again
+            api_env = {"PEFM_DATABASE_URL": runtime.url_for("rollout"), **shared_env, **only("PEFM_VERIFY_KEYS")}
             api = spawn(
                 [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + 10)],
                 cwd=Path.cwd(),
