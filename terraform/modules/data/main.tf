@@ -141,8 +141,9 @@ resource "kubernetes_secret_v1" "database" {
 }
 
 # The artifact signing key (PEFM_SIGNING_KEY of the bootstrap Job, the retrain CronJob and CD's
-# Jobs) and the public keys the inference revisions and the monitor accept (PEFM_VERIFY_KEYS): the
-# generated one, then previous_verify_keys while a rotation retires the models signed before it.
+# Jobs) and the public keys the inference revisions, the monitor and the rollout API accept
+# (PEFM_VERIFY_KEYS): the generated one, then previous_verify_keys while a rotation retires the
+# models signed before it.
 # The private key lives in the Terraform state, like every other secret here: keep the state private.
 resource "tls_private_key" "signing" {
   algorithm = "ED25519"
