@@ -70,11 +70,11 @@ def wait_for_model(client, body):
 
 def conditioned_on_latest(url: str, series: list[str], timeout: float = 30, since: datetime | None = None) -> None:
     """Wait until the inference revision at ``url``, serving a ``register_model`` model, forecasts
-    ``series`` from the data as known now (or read ``since`` a moment, to its second): a revision
-    starts from its training data and catches up on the rest a moment later
-    (``serving.freshness``), as any that has run for a while has."""
+    ``series`` from the data as known now (or read ``since`` a moment): a revision starts from its
+    training data and catches up on the rest a moment later (``serving.freshness``), as any that
+    has run for a while has."""
     deadline, pending = time.monotonic() + timeout, set(series)
-    first = (since or TRAINED_AS_OF + timedelta(seconds=1)).replace(microsecond=0)
+    first = since or TRAINED_AS_OF + timedelta(microseconds=1)
     while True:
         for series_id in sorted(pending):
             answer = httpx.post(f"{url}/v1/forecast", json={"series_id": series_id, "horizon": 1}, timeout=10)

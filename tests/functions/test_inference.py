@@ -109,7 +109,7 @@ def test_as_of_is_the_family_estimated_on_the_data_known_then_and_later_vintages
     body = {"series_id": "infl", "horizon": 4, "as_of": "1990-03-01"}
     response = wait_for_model(client, body)
     assert response.status_code == 200, response.text
-    assert response.json()["estimated_as_of"] == "1990-03-01T00:00:00Z"
+    assert response.json()["estimated_as_of"] == "1990-03-01T00:00:00.000000Z"
     got = response.json()["forecasts"][0]["forecast"]
     want = expected[expected["series_id"] == "infl"]
     assert [r["mean"] for r in got] == pytest.approx(want["mean"].tolist(), rel=1e-9)
@@ -169,7 +169,7 @@ def test_an_as_of_forecast_is_kept_with_the_registry_and_served_from_it(client, 
             (version,),
         )
     again = client.post("/v1/forecast", json={**body, "as_of": "1995-05-01"}).json()["forecasts"][0]
-    assert again["forecast"][0]["mean"] == 123.5 and again["data_as_of"] == "1995-05-01T00:00:00Z"
+    assert again["forecast"][0]["mean"] == 123.5 and again["data_as_of"] == "1995-05-01T00:00:00.000000Z"
 
 
 def test_a_kept_as_of_forecast_gives_way_to_a_backdated_write(client, module_schema):

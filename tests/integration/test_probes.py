@@ -12,6 +12,7 @@ from pefm.data.loading import load_bundled
 from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.training import train
 from pefm.rollout.probes import unlike_data
+from pefm.serving.inference import _utc_text
 from pefm.storage.observations import write_observations
 
 SERIES = ["realgdp", "unemp", "infl"]
@@ -34,11 +35,9 @@ def revised(conn):
 
 
 def answer(version, moment: datetime) -> dict:
-    """What the probe reads of an answer: its version and the second its data were read at."""
-    return {
-        "model_version": version if isinstance(version, str) else version.id,
-        "data_as_of": f"{moment:%Y-%m-%dT%H:%M:%SZ}",
-    }
+    """What the probe reads of an answer: its version and the moment its data were read as of,
+    written as a revision writes it."""
+    return {"model_version": version if isinstance(version, str) else version.id, "data_as_of": _utc_text(moment)}
 
 
 def test_only_a_change_of_what_the_series_is_estimated_with_makes_two_answers_unlike(conn, revised):
@@ -52,11 +51,9 @@ def test_only_a_change_of_what_the_series_is_estimated_with_makes_two_answers_un
     assert unlike_data(conn, [("unemp", answer(ar, before), answer(var, after))]) == {"unemp"}  # either version's group
     # a version the registry does not know: the series alone
     assert unlike_data(conn, [("unemp", answer("gone", before), answer("gone", after))]) == set()
-    # stamps name their second: one read in the write's own second may have come before or after it
-    second = written.replace(microsecond=0)
-    assert unlike_data(conn, [("infl", answer(ar, second), answer(ar, second + timedelta(seconds=1)))]) == set()
-    assert unlike_data(
-        conn, [("infl", answer(ar, second - timedelta(seconds=1)), answer(ar, second + timedelta(seconds=1)))]
-    ) == {"infl"}
+    # stamps name their microsecond: reads a microsecond either side of the write are unlike, two after it alike
+    tick = timedelta(microseconds=1)
+    assert unlike_data(conn, [("infl", answer(ar, written - tick), answer(ar, written))]) == {"infl"}
+    assert unlike_data(conn, [("infl", answer(ar, written), answer(ar, written + tick))]) == set()
     assert unlike_data(conn, [("infl", answer(ar, after), answer(ar, after))]) == set()  # the same moment
     assert unlike_data(conn, [("infl", {"data_as_of": None}, answer(ar, after))]) == set()  # unstamped

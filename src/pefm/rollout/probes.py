@@ -9,7 +9,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -59,14 +59,11 @@ def unlike_data(conn: psycopg.Connection, answers: list[tuple[str, dict, dict]])
     made from data known differently: between their ``data_as_of`` moments, data changed of a
     series that either answer's ``model_version`` estimates with it (``registry.estimation_group``:
     the series alone for a univariate model, its group for a joint one). Said by the data, not by
-    the forecasts' dates, which a joint model starts from its series' last common date. A stamp
-    names its second, so only what changed after the earlier one's second counts: two revisions
-    that read the data in the second of a write, one before it and one after, are compared as
-    they are."""
+    the forecasts' dates, which a joint model starts from its series' last common date."""
     between = []
     for series_id, blue, green in answers:
         stamps = parse_timestamp(blue.get("data_as_of")), parse_timestamp(green.get("data_as_of"))
-        if None not in stamps and (lo := min(stamps) + timedelta(seconds=1)) < (hi := max(stamps)):
+        if None not in stamps and (lo := min(stamps)) < (hi := max(stamps)):
             between.append((series_id, lo, hi, (blue.get("model_version"), green.get("model_version"))))
     named = {version_id for *_, pair in between for version_id in pair}
     versions = {version_id: _version(conn, version_id) for version_id in named}
@@ -82,11 +79,9 @@ def unlike_data(conn: psycopg.Connection, answers: list[tuple[str, dict, dict]])
 
 
 def _moment(made_from: list[tuple[str, dict, dict]]) -> datetime | None:
-    """The moment green's answers were made from: the latest ``data_as_of``, to the end of the
-    second it names (a revision reads the data as soon as a write is announced, after it)."""
+    """The moment green's answers were made from: the latest ``data_as_of``."""
     stamps = [parse_timestamp(green.get("data_as_of")) for _, _, green in made_from]
-    latest = max((s for s in stamps if s is not None), default=None)
-    return None if latest is None else latest + timedelta(seconds=1, microseconds=-1)
+    return max((s for s in stamps if s is not None), default=None)
 
 
 def _version(conn: psycopg.Connection, version_id: str | None) -> ModelVersion | None:

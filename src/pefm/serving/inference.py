@@ -594,7 +594,10 @@ def forecast_part(series_id: str, space: str, meta: dict[str, str], data_as_of: 
 
 @functools.lru_cache(maxsize=4096)
 def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """To the microsecond, as PostgreSQL keeps it: the probe compares two answers by the data each
+    was read as of (``rollout.probes.unlike_data``), and a write in the same second as a read came
+    before or after it. Always six digits, so that the texts order as the moments do."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def series_space(series_id: str, transform: str, asked: str | None) -> str:
