@@ -544,3 +544,51 @@ def test_a_kubernetes_api_that_fails_or_a_canary_without_a_target_is_a_json_erro
     payload = {"name": "untargeted", "namespace": "pefm", "phase": "Progressing", "metadata": {"token": TOKEN}}
     untargeted = httpx.post(f"{fresh['url']}/v1/flagger/confirm-rollout", json=payload, timeout=30)
     assert untargeted.status_code == 409 and "targetRef" in untargeted.json()["error"], untargeted.text
+
+
+def test_a_canary_is_judged_against_the_gates_measure_taken_again_once_data_arrived(fresh):
+    """The local controller's rule on a cluster too (``rollout.probes.GatedExpectation``): a quarter
+    shifted as after a drift arrives after the gates measured the canary's model against blue's;
+    against the measure as taken, the canary strays beyond the tolerance, and the rollout hook
+    takes the measure again on the data both revisions answer from. Last in the module: the
+    quarter stays."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from pefm.forecasting.divergence import measured_divergence
+    from pefm.storage.observations import read_series, write_observations
+
+    names, versions, db, runtime = fresh["names"], fresh["versions"], fresh["db"], fresh["runtime"]
+    blue_url, green_url = (runtime.processes[names[key]].url for key in ("blue", "different"))
+    with db.connection() as conn:
+        theirs, mine = get_version(conn, versions["blue"]), get_version(conn, versions["different"])
+        measured = measured_divergence(conn, mine, theirs, 60)
+        report = {"passed": True, "checks": [], "failures": [], "serving": theirs.id, "divergence": measured}
+        set_gate_report(conn, mine.id, report)
+        last = {s: read_series(conn, s) for s in SERIES}
+        after = last["unemp"].index[-1] + pd.DateOffset(months=3)
+        shift = {"realgdp": last["realgdp"].iloc[-1] * 0.9, "unemp": last["unemp"].iloc[-1] + 4, "infl": 9.0}
+        quarter = pd.DataFrame({"series_id": list(shift), "ts": [after] * 3, "value": list(shift.values())})
+        written = write_observations(conn, quarter).vintage
+    try:
+        for url in (blue_url, green_url):  # both answer from the new quarter
+            conditioned_on_latest(url, SERIES, since=written)
+        fresh["api"].route(names["blue"], names["different"])
+        assert hook(fresh, "confirm-rollout", "c16").status_code == 200
+        since, before = datetime.now(UTC), _predictions(fresh, names["blue"])
+        serve_requests(blue_url, 6)
+        assert _eventually(lambda: _predictions(fresh, names["blue"]) >= before + 6)
+        stale = HttpProber(db).divergence(
+            (blue_url, green_url), (names["blue"], names["different"]), since, 3, lambda _: measured["series"]
+        )
+        assert stale is not None and stale > 0.5, stale  # SPEC's tolerance
+        passed = hook(fresh, "rollout", "c16")
+        reason = passed.json()["reason"]
+        assert passed.status_code == 200 and "within [-inf, 0.5] (distance from what the gates measured" in reason, (
+            stale,
+            reason,
+        )
+    finally:
+        with db.connection() as conn:
+            set_gate_report(conn, versions["different"], {"passed": True, "checks": [], "failures": []})
