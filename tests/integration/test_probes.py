@@ -51,7 +51,7 @@ def test_only_a_change_of_what_the_series_is_estimated_with_makes_two_answers_un
     assert unlike_data(conn, [("unemp", answer(ar, before), answer(var, after))]) == {"unemp"}  # either version's group
     # a version the registry does not know: the series alone
     assert unlike_data(conn, [("unemp", answer("gone", before), answer("gone", after))]) == set()
-    # stamps name their microsecond: reads a microsecond either side of the write are unlike, two after it alike
+    # stamps name their microsecond: a read a microsecond before the write and one at it are unlike, two from it alike
     tick = timedelta(microseconds=1)
     assert unlike_data(conn, [("infl", answer(ar, written - tick), answer(ar, written))]) == {"infl"}
     assert unlike_data(conn, [("infl", answer(ar, written), answer(ar, written + tick))]) == set()
