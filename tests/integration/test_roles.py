@@ -3,13 +3,26 @@ more; only the migrator runs DDL."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 import psycopg
 import pytest
 
 from pefm.config import Settings
 from pefm.storage.database import Database, open_database
 from pefm.storage.migrate import MigrationError, migrate
-from pefm.storage.roles import COMPONENTS, MEMBERSHIPS, PRIVILEGES, role_name, role_statements, role_url
+from pefm.storage.roles import (
+    COMPONENTS,
+    MEMBERSHIPS,
+    PRIVILEGES,
+    apply_roles,
+    password_verifiers,
+    role_name,
+    role_statements,
+    role_url,
+)
 
 PERMANENT = [
     "series",
@@ -166,3 +179,31 @@ def test_a_migrator_without_createrole_grants_to_roles_made_by_someone_else(serv
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
             admin.execute(f"CREATE SCHEMA {schema}")  # the fixture drops it again
             admin.execute("DROP ROLE pefm_test_owner")
+
+
+def test_a_role_password_reaches_the_server_as_its_scram_verifier_never_in_clear(server_url: str, db: Database):
+    """The migrator sets ``PEFM_ROLE_PASSWORD_<COMPONENT>`` by sending the server the password's
+    SCRAM-SHA-256 verifier (made by libpq on this side), so a server logging every statement, or
+    `pefm db roles --sql`'s output, never holds the password. The stored verifier is checked
+    against the password by RFC 5802's own derivation."""
+    password = "correct horse battery staple"
+    with db.connection() as conn:
+        statements = [s.as_string(conn) for s in role_statements(password_verifiers(conn, {"ingest": password}))]
+        apply_roles(conn, {"ingest": password})
+    assert not any(password in s for s in statements)
+    assert any(s.startswith('ALTER ROLE "pefm_ingest" PASSWORD \'SCRAM-SHA-256$') for s in statements), statements
+    try:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            stored = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'pefm_ingest'").fetchone()[0]
+        method, rest = stored.split("$", 1)
+        params, keys = rest.split("$")
+        iterations, salt = params.split(":")
+        stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+        client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+        assert method == "SCRAM-SHA-256" and password not in stored
+        assert hashlib.sha256(client_key).digest() == stored_key
+        assert hmac.new(salted, b"Server Key", hashlib.sha256).digest() == server_key
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute("ALTER ROLE pefm_ingest PASSWORD NULL")  # the roles are the server's, shared by the tests

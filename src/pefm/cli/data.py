@@ -133,16 +133,22 @@ def db_migrate() -> None:
 
 @db_app.command("roles")
 def db_roles(
-    sql_only: Annotated[bool, typer.Option("--sql", help="print the SQL that creates the roles; run nothing")] = False,
+    sql_only: Annotated[
+        bool, typer.Option("--sql", help="print the SQL that creates the roles; change nothing")
+    ] = False,
 ) -> None:
     """The component roles (pefm_ingest, pefm_inference, ...): which exist and what each may do.
     --sql prints the one-time step for a database whose migrator may not create roles: have a
     user with CREATEROLE run it, then `pefm db migrate` grants the privileges."""
     from pefm.config import get_settings
-    from pefm.storage.roles import PRIVILEGES, missing_roles, role_name, role_statements
+    from pefm.storage.roles import PRIVILEGES, missing_roles, password_verifiers, role_name, role_statements
 
     if sql_only:
-        for statement in role_statements(get_settings().role_passwords):
+        verifiers = {}
+        if passwords := get_settings().role_passwords:  # their verifiers, made by libpq on a connection
+            with open_db(schema="unchecked") as db, db.connection() as conn:
+                verifiers = password_verifiers(conn, passwords)
+        for statement in role_statements(verifiers):
             print(f"{statement.as_string(None)};")
         return
     with open_db(schema="unchecked") as db, db.connection() as conn:

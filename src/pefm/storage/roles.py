@@ -9,7 +9,8 @@ TRUNCATE a table, and each writes only the tables listed for it.
 
 Roles are created ``LOGIN`` without a password: such a role can connect only where the server
 trusts the connection (the embedded server's socket) until ``PEFM_ROLE_PASSWORD_<COMPONENT>`` gives
-it one, which the migrator sets (a Kubernetes Secret per component on a cluster).
+it one, which the migrator sets (a Kubernetes Secret per component on a cluster), sending the
+server its SCRAM verifier, never the password.
 """
 
 from __future__ import annotations
@@ -133,8 +134,21 @@ def role_url(url: str, component: str, password: str | None = None) -> str:
     return make_conninfo("", **params)
 
 
-def role_statements(passwords: Mapping[str, str] | None = None) -> list[sql.Composed]:
-    """Create the missing roles (and set the passwords given): the part that needs CREATEROLE."""
+def password_verifiers(conn: psycopg.Connection, passwords: Mapping[str, str]) -> dict[str, str]:
+    """Per component, the SCRAM-SHA-256 verifier of its password: what the server stores, made
+    by libpq (``PQencryptPasswordConn``, as psql's ``\\password`` does) on this side, so that the
+    password itself never travels in a statement a server may log."""
+    return {
+        component: conn.pgconn.encrypt_password(
+            password.encode(), role_name(component).encode(), b"scram-sha-256"
+        ).decode()
+        for component, password in passwords.items()
+    }
+
+
+def role_statements(verifiers: Mapping[str, str] | None = None) -> list[sql.Composed]:
+    """Create the missing roles (and set the passwords whose ``password_verifiers`` are given):
+    the part that needs CREATEROLE."""
     out = []
     for component in COMPONENTS:
         role = sql.Identifier(role_name(component))
@@ -144,8 +158,8 @@ def role_statements(passwords: Mapping[str, str] | None = None) -> list[sql.Comp
                 "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
             ).format(role)
         )
-        if password := (passwords or {}).get(component):
-            out.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
+        if verifier := (verifiers or {}).get(component):
+            out.append(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(verifier)))
     for component, parents in MEMBERSHIPS.items():
         for parent in parents:
             member, group = sql.Identifier(role_name(component)), sql.Identifier(role_name(parent))
@@ -201,7 +215,7 @@ def apply_roles(conn: psycopg.Connection, passwords: Mapping[str, str] | None = 
     roles missing, the grants wait for them: a warning names the one-time step."""
     with conn.transaction():
         if may_create_roles(conn):
-            for statement in role_statements(passwords):
+            for statement in role_statements(password_verifiers(conn, passwords or {})):
                 conn.execute(statement)
         elif missing := missing_roles(conn):
             log.warning(
