@@ -301,6 +301,18 @@ def test_db_status_lists_the_migrations_and_says_whether_timescaledb_is_used(cli
         assert "timescaledb: not used, plain PostgreSQL tables (" in text
 
 
+def test_db_roles_sql_prints_the_verifier_of_a_role_password_not_the_password(cli_env):
+    """The one-time SQL for a user who may create roles carries each set password's SCRAM
+    verifier (``storage.roles.password_verifiers``), never the password."""
+    password = "a password for the monitor"
+    printed = run({**cli_env, "PEFM_ROLE_PASSWORD_MONITOR": password}, "db", "roles", "--sql")
+    assert printed.returncode == 0, printed.stderr
+    assert password not in printed.stdout
+    assert re.search(r"""^ALTER ROLE "pefm_monitor" PASSWORD 'SCRAM-SHA-256\$4096:""", printed.stdout, re.M), (
+        printed.stdout
+    )
+
+
 def test_a_setting_a_policy_or_an_id_pefm_cannot_use_is_one_red_line(db, cli_env, tmp_path):  # db: migrated
     """Wherever a command meets it: exit code 1 and the message, no traceback."""
 
