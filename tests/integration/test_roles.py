@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 import psycopg
 import pytest
@@ -71,10 +72,13 @@ def test_each_role_holds_exactly_its_privileges(db: Database, schema_url: str):
         }
         assert tables == set(PERMANENT)
         for component in COMPONENTS:
-            expected = {}
+            expected, on_columns = {}, {}
             for source in (component, *MEMBERSHIPS.get(component, ())):
                 for table, privileges in PRIVILEGES[source].items():
-                    expected.setdefault(table, set()).update(p.strip() for p in privileges.split(","))
+                    whole, columns = _parsed(privileges)
+                    expected.setdefault(table, set()).update(whole)
+                    for privilege, names in columns.items():
+                        on_columns.setdefault((table, privilege), set()).update(names)
             for table in PERMANENT:
                 held = {
                     p
@@ -85,6 +89,40 @@ def test_each_role_holds_exactly_its_privileges(db: Database, schema_url: str):
                     ).fetchone()[0]
                 }
                 assert held == expected.get(table, set()), (component, table)
+                columns = [r[0] for r in conn.execute(_COLUMNS, (table,))]
+                for privilege in ("SELECT", "INSERT", "UPDATE", "REFERENCES"):
+                    if privilege in held:
+                        continue  # every column, by the table's grant
+                    held_on = {
+                        c
+                        for c in columns
+                        if conn.execute(
+                            "SELECT has_column_privilege(%s, format('%%I.%%I', current_schema(), %s::text), %s, %s)",
+                            (role_name(component), table, c, privilege),
+                        ).fetchone()[0]
+                    }
+                    assert held_on == on_columns.get((table, privilege), set()), (component, table, privilege)
+
+
+_COLUMNS = """SELECT attname FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped
+              AND attrelid = format('%%I.%%I', current_schema(), %s::text)::regclass"""
+
+
+def _parsed(privileges: str) -> tuple[set[str], dict[str, set[str]]]:
+    """``"SELECT, UPDATE (a, b)"`` as ({"SELECT"}, {"UPDATE": {"a", "b"}})."""
+    columns = {m[1]: {c.strip() for c in m[2].split(",")} for m in re.finditer(r"(\w+)\s*\(([^)]*)\)", privileges)}
+    whole = {p.strip() for p in re.sub(r"\w+\s*\([^)]*\)", "", privileges).split(",") if p.strip()}
+    return whole, columns
+
+
+def test_a_rollout_changes_a_versions_status_and_nothing_else_of_it(db: Database, schema_url: str):
+    """The rollout API promotes and rejects (the status columns); a gate report, an artifact or its
+    precomputed forecasts are the trainer's: a rollout role cannot mark a candidate passed."""
+    with as_role(schema_url, "rollout") as conn:
+        conn.execute("UPDATE model_versions SET status = 'serving', status_reason = 'x' WHERE false")
+        assert refused(conn, "UPDATE model_versions SET gate_report = '{\"passed\": true}' WHERE false")
+        assert refused(conn, "UPDATE model_versions SET precomputed = NULL WHERE false")
+        assert refused(conn, "UPDATE model_versions SET artifact = '' WHERE false")
 
 
 @pytest.mark.parametrize("component", COMPONENTS)

@@ -35,6 +35,9 @@ _READ = (
     "origin_forecasts",
 )
 
+STATUS_COLUMNS = "status, status_reason, status_changed_at"
+"""What a rollout changes of a registry row (``storage.model_versions.set_status``)."""
+
 PRIVILEGES: dict[str, dict[str, str]] = {
     # external writes: series metadata and observations, nothing else
     "ingest": {
@@ -89,7 +92,7 @@ PRIVILEGES: dict[str, dict[str, str]] = {
     "rollout": {
         "schema_migrations": "SELECT",
         **dict.fromkeys((*_READ, "predictions", "revision_starts"), "SELECT"),
-        "model_versions": "SELECT, UPDATE",
+        "model_versions": f"SELECT, UPDATE ({STATUS_COLUMNS})",  # never a gate report, an artifact or its forecasts
         "request_log": "SELECT, INSERT",
         "rollouts": "SELECT, INSERT, UPDATE",
         "rollout_events": "SELECT, INSERT",
