@@ -44,6 +44,27 @@ def test_inference_refuses_a_model_the_trainer_did_not_sign(module_schema, tmp_p
     assert not marker.exists()
 
 
+def test_inference_refuses_precomputed_forecasts_the_trainer_did_not_sign(module_schema, tmp_path):
+    """Someone with SQL access changes a forecast stored beside a signed artifact (what a revision
+    serves before its model loads): the revision never becomes ready and says why."""
+    version = register_model(module_schema, "naive", SERIES)
+    with psycopg.connect(module_schema) as conn:
+        conn.execute(
+            "UPDATE model_versions SET precomputed = jsonb_set(precomputed, '{rows,0,mean}', '1e6') WHERE id = %s",
+            (version,),
+        )
+    running = start_function("inference", module_schema, tmp_path, ready_path=ALIVE, PEFM_MODEL_VERSION=version)
+    try:
+        time.sleep(1.0)
+        with running.client() as client:
+            assert client.get("/health/readiness").status_code != 200
+            response = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 2})
+        assert response.status_code == 503
+        assert "precomputed forecasts" in response.json()["error"] and "signed sha256" in response.json()["error"]
+    finally:
+        stop(running)
+
+
 def test_a_function_waits_for_the_migrator_and_never_migrates(server_url, tmp_path):
     with fresh_schema(server_url, "m") as url:
         with Database(url, max_size=1) as db, db.connection() as conn:

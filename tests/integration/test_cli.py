@@ -377,11 +377,22 @@ def test_retrain_refuses_a_model_or_a_backtest_it_cannot_run(cli_env):
         assert zero.returncode == 2 and option in zero.stderr and "Traceback" not in zero.stderr, zero.stderr
 
 
-def test_signing_a_tampered_artifact_is_one_red_line(db, cli_env):  # db: migrated
+def test_models_sign_covers_the_forecasts_and_a_tampered_artifact_is_one_red_line(db, cli_env):  # db: migrated
+    from pefm.config import Settings
+    from pefm.storage.model_versions import read_precomputed, verify_signature
+    from pefm.storage.signing import trusted_keys
+
     assert run(cli_env, "data", "load", "realgdp").returncode == 0
     trained = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")
     version = re.search(r"registered (naive-\S+)", trained.stdout).group(1)
+    with db.connection() as conn:  # a version signed before its forecasts were, as such versions are stored
+        conn.execute("UPDATE model_versions SET precomputed_sha256 = NULL WHERE id = %s", (version,))
+    signed = run(cli_env, "models", "sign", version)  # signed again, forecasts included
+    assert signed.returncode == 0 and f"{version}: signed with key" in signed.stdout, signed.stderr
     with db.connection() as conn:
+        verify_signature(conn, version, trusted_keys(Settings(verify_keys=cli_env["PEFM_VERIFY_KEYS"])))
+        stored = get_version(conn, version).precomputed_sha256
+        assert stored == signing.precomputed_digest(read_precomputed(conn, version))
         conn.execute("UPDATE model_versions SET artifact = artifact || '\\x00'::bytea WHERE id = %s", (version,))
     refused = run(cli_env, "models", "sign", version)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr

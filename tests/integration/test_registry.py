@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -84,7 +85,9 @@ def test_a_model_written_by_anyone_but_the_trainer_is_never_loaded(loaded):
     with pytest.raises(ArtifactSignatureError, match="not signed"):
         load_model(loaded, version.id, TRUSTED)
     stranger = private_key(generate()[0])  # a key nobody trusts, signing the evil bytes properly
-    signature = sign(stranger, version_id=version.id, family="naive", sha256=digest)
+    signature = sign(
+        stranger, version_id=version.id, family="naive", sha256=digest, precomputed=version.precomputed_sha256
+    )
     loaded.execute(
         "UPDATE model_versions SET artifact_key = %s, artifact_signature = %s WHERE id = %s",
         (signature.key_id, signature.value, version.id),
@@ -101,6 +104,48 @@ def test_a_model_written_by_anyone_but_the_trainer_is_never_loaded(loaded):
     with pytest.raises(ArtifactSignatureError, match="none: set PEFM_VERIFY_KEYS"):
         load_model(loaded, other.id, trusted_keys(Settings()))  # trusting nothing loads nothing
     assert load_model(loaded, other.id, TRUSTED).predict(1) is not None
+
+
+def test_the_precomputed_forecasts_are_signed_with_the_artifact(loaded):
+    """The forecasts a revision serves before its model loads are stored beside the artifact and
+    covered by the same signature: their digest survives PostgreSQL's jsonb (numbers kept as
+    decimals), a changed forecast no longer matches it, and removing the digest from a row signed
+    with one fails the signature. A version signed before the forecasts were still verifies."""
+    from psycopg.types.json import Jsonb
+
+    from pefm.storage.model_versions import read_precomputed, verify_signature
+    from pefm.storage.signing import MESSAGE_V1, check_precomputed, precomputed_digest, private_key
+    from tests.conftest import SIGNING_KEY
+
+    version, _ = train(loaded, "naive", PANEL, spec=None)
+    stored = read_precomputed(loaded, version.id)
+    assert version.precomputed_sha256 == precomputed_digest(stored)
+    check_precomputed(version.id, stored, version.precomputed_sha256)
+    awkward = {"rows": [{"mean": 1e16, "lo": -0.0, "hi": 1e-05, "x": 0.1, "n": 3, "big": 1.2345678901234567e20}]}
+    back = loaded.execute("SELECT %s::jsonb", (Jsonb(awkward),)).fetchone()[0]
+    assert json.dumps(back, sort_keys=True) != json.dumps(awkward, sort_keys=True)  # 1e16 back as an integer
+    assert precomputed_digest(back) == precomputed_digest(awkward)
+    assert precomputed_digest({**awkward, "rows": [{**awkward["rows"][0], "mean": 1.0000000000000002e16}]}) != (
+        precomputed_digest(awkward)
+    )
+
+    loaded.execute(
+        "UPDATE model_versions SET precomputed = jsonb_set(precomputed, '{rows,0,mean}', '12345') WHERE id = %s",
+        (version.id,),
+    )
+    with pytest.raises(ArtifactSignatureError, match="do not match their signed sha256"):
+        check_precomputed(version.id, read_precomputed(loaded, version.id), version.precomputed_sha256)
+    verify_signature(loaded, version.id, TRUSTED)  # the artifact itself is as signed
+    loaded.execute("UPDATE model_versions SET precomputed_sha256 = NULL WHERE id = %s", (version.id,))
+    with pytest.raises(ArtifactSignatureError, match="does not match"):
+        verify_signature(loaded, version.id, TRUSTED)
+
+    old = private_key(SIGNING_KEY).sign(
+        MESSAGE_V1.format(id=version.id, family="naive", sha256=version.artifact_sha256).encode()
+    )
+    loaded.execute("UPDATE model_versions SET artifact_signature = %s WHERE id = %s", (old, version.id))
+    verify_signature(loaded, version.id, TRUSTED)  # signed before the forecasts were: as it was
+    check_precomputed(version.id, read_precomputed(loaded, version.id), None)
 
 
 def test_the_registry_takes_no_unsigned_model(loaded, monkeypatch):

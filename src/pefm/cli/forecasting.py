@@ -339,15 +339,16 @@ def models_keygen() -> None:
 def models_sign(
     versions: Annotated[list[str] | None, typer.Argument(help="version ids (default: every unsigned one)")] = None,
 ) -> None:
-    """Sign versions registered before artifacts were signed (or re-sign them with a new key) with
-    PEFM_SIGNING_KEY, after checking each artifact against its recorded sha256: you vouch for the
-    rows as they are, so run it only on a registry you trust."""
+    """Sign versions registered before artifacts were signed (or re-sign them with a new key, or
+    with their precomputed forecasts) with PEFM_SIGNING_KEY, after checking each artifact against
+    its recorded sha256: you vouch for the rows as they are, forecasts included, so run it only on
+    a registry you trust."""
     import hashlib
 
     from pefm.config import get_settings
     from pefm.forecasting.registry import ArtifactIntegrityError
     from pefm.storage import model_versions as table
-    from pefm.storage.signing import sign, signing_key
+    from pefm.storage.signing import precomputed_digest, sign, signing_key
 
     with open_db() as db, db.connection() as conn:
         key = signing_key(get_settings())
@@ -359,8 +360,9 @@ def models_sign(
             artifact, recorded = table.read_artifact(conn, version_id)
             if hashlib.sha256(artifact).hexdigest() != recorded:
                 raise ArtifactIntegrityError(f"{version_id}: the artifact does not match its sha256; not signed")
-            signature = sign(key, version_id=version_id, family=version.family, sha256=recorded)
-            table.set_signature(conn, version_id, signature)
+            forecasts = precomputed_digest(table.read_precomputed(conn, version_id))
+            signature = sign(key, version_id=version_id, family=version.family, sha256=recorded, precomputed=forecasts)
+            table.set_signature(conn, version_id, signature, forecasts)
             console.print(f"{version_id}: signed with key {signature.key_id}")
     if not ids:
         console.print("every version is signed")

@@ -56,12 +56,14 @@ def register(
     with the trainer's key (``PEFM_SIGNING_KEY``), with its forecasts precomputed in both spaces
     (``panel``: the data it was fitted on, a ``load_panel`` frame)."""
     from pefm.config import get_settings
-    from pefm.storage.signing import sign, signing_key
+    from pefm.storage.signing import precomputed_digest, sign, signing_key
 
     key = signing_key(get_settings())
     artifact = model.to_bytes()
     digest = hashlib.sha256(artifact).hexdigest()
     version_id = new_version_id(family, digest)
+    precomputed = precompute(model, panel)
+    forecasts = precomputed_digest(precomputed)
     return table.insert_version(
         conn,
         id=version_id,
@@ -72,9 +74,10 @@ def register(
         data_sha256=data_sha256,
         artifact=artifact,
         artifact_sha256=digest,
-        signature=sign(key, version_id=version_id, family=family, sha256=digest),
+        signature=sign(key, version_id=version_id, family=family, sha256=digest, precomputed=forecasts),
         backtest=backtest,
-        precomputed=precompute(model, panel),
+        precomputed=precomputed,
+        precomputed_sha256=forecasts,
         parent_id=parent_id,
     )
 

@@ -60,7 +60,7 @@ from pefm.storage.model_versions import (
     version_from_json,
     version_to_json,
 )
-from pefm.storage.signing import Signature, trusted_keys
+from pefm.storage.signing import Signature, check_precomputed, trusted_keys
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -130,8 +130,13 @@ class ModelServer:
             raise ValueError(f"the cached state of {version_id} holds {version.id}")
         signature = state["signature"] and Signature(state["signature"][0], base64.b64decode(state["signature"][1]))
         trusted_keys(self.settings).verify(
-            version_id=version.id, family=version.family, sha256=version.artifact_sha256, signature=signature
+            version_id=version.id,
+            family=version.family,
+            sha256=version.artifact_sha256,
+            precomputed=version.precomputed_sha256,
+            signature=signature,
         )
+        check_precomputed(version.id, state["precomputed"], version.precomputed_sha256)
         if cached is None and self.cache.shared:
             self.cache.set("state", version.id, json.dumps(state).encode(), STATE_TTL)
         self.version, self.meta = version, state["meta"]

@@ -15,7 +15,7 @@ from pefm.storage.signing import Signature, TrustedKeys
 STATUSES = ("candidate", "serving", "retired", "rejected")
 _SUMMARY = (
     "id, family, params, series_ids, data_as_of, data_sha256, artifact_sha256, backtest, "
-    "gate_report, status, status_reason, parent_id, created_at, status_changed_at"
+    "gate_report, status, status_reason, parent_id, created_at, status_changed_at, precomputed_sha256"
 )
 
 
@@ -41,6 +41,9 @@ class ModelVersion:
     parent_id: str | None
     created_at: datetime
     status_changed_at: datetime
+    precomputed_sha256: str | None = None
+    """The signed digest of its precomputed forecasts (``signing.precomputed_digest``); None for a
+    version signed before they were."""
 
 
 def insert_version(
@@ -56,7 +59,8 @@ def insert_version(
     artifact_sha256: str,
     signature: Signature,
     backtest: dict[str, Any] | None,
-    precomputed: dict[str, Any] | None = None,
+    precomputed: dict[str, Any] | None,
+    precomputed_sha256: str,
     parent_id: str | None = None,
 ) -> ModelVersion:
     """Insert a new candidate version in one statement and return it."""
@@ -64,8 +68,8 @@ def insert_version(
         row = cur.execute(
             f"""INSERT INTO model_versions (id, family, params, series_ids, data_as_of, data_sha256,
                                             artifact, artifact_sha256, artifact_key, artifact_signature,
-                                            backtest, precomputed, parent_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
+                                            backtest, precomputed, precomputed_sha256, parent_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
             (
                 id,
                 family,
@@ -79,6 +83,7 @@ def insert_version(
                 signature.value,
                 _json(backtest),
                 _json(precomputed),
+                precomputed_sha256,
                 parent_id,
             ),
         ).fetchone()
@@ -151,26 +156,27 @@ def version_from_json(data: dict[str, Any]) -> ModelVersion:
 
 
 def verify_signature(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> None:
-    """Check the trainer's signature over a version (its id, family and recorded artifact sha256)
-    without reading the artifact; ArtifactSignatureError when it is unsigned or not signed by a
-    ``trusted`` key."""
+    """Check the trainer's signature over a version (its id, family, recorded artifact sha256 and
+    precomputed forecasts' sha256) without reading the artifact; ArtifactSignatureError when it is
+    unsigned or not signed by a ``trusted`` key."""
     row = conn.execute(
-        "SELECT family, artifact_sha256, artifact_key, artifact_signature FROM model_versions WHERE id = %s",
+        "SELECT family, artifact_sha256, precomputed_sha256, artifact_key, artifact_signature"
+        " FROM model_versions WHERE id = %s",
         (version_id,),
     ).fetchone()
     if row is None:
         raise UnknownModelError(f"unknown model version {version_id!r}")
-    family, sha256, key_id, value = row
+    family, sha256, precomputed, key_id, value = row
     signature = Signature(key_id, bytes(value)) if key_id is not None else None
-    trusted.verify(version_id=version_id, family=family, sha256=sha256, signature=signature)
+    trusted.verify(version_id=version_id, family=family, sha256=sha256, precomputed=precomputed, signature=signature)
 
 
-def set_signature(conn: psycopg.Connection, version_id: str, signature: Signature) -> None:
-    """Sign a version registered unsigned (``pefm models sign``)."""
+def set_signature(conn: psycopg.Connection, version_id: str, signature: Signature, precomputed_sha256: str) -> None:
+    """Sign a version again (``pefm models sign``): ``signature`` covers ``precomputed_sha256``."""
     _update(
         conn,
-        "UPDATE model_versions SET artifact_key = %s, artifact_signature = %s WHERE id = %s",
-        (signature.key_id, signature.value, version_id),
+        "UPDATE model_versions SET artifact_key = %s, artifact_signature = %s, precomputed_sha256 = %s WHERE id = %s",
+        (signature.key_id, signature.value, precomputed_sha256, version_id),
     )
 
 

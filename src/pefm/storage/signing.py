@@ -1,10 +1,13 @@
 """Model artifacts are signed by the trainer (Ed25519) and verified before anything loads them.
 
-A registry row holds the artifact, its sha256 and the trainer's signature over the version's
-id, family and that sha256 (``MESSAGE``), with the id of the key that made it. Whoever loads an
-artifact first checks the signature against the public keys it trusts, then the bytes against
-the sha256: a row written by anyone without the trainer's private key, or bytes swapped under a
-signed row, are refused before unpickling. The processes that load artifacts (inference, the
+A registry row holds the artifact, its sha256, the sha256 of the forecasts precomputed beside it
+(``precomputed_digest``) and the trainer's signature over the version's id, family and those two
+digests (``MESSAGE``), with the id of the key that made it. Whoever loads an artifact first checks
+the signature against the public keys it trusts, then the bytes against the sha256: a row written
+by anyone without the trainer's private key, or bytes swapped under a signed row, are refused
+before unpickling; an inference replica checks the precomputed forecasts it serves so too.
+Versions signed before the forecasts were (``MESSAGE_V1``, no forecasts' digest) still verify; a
+digest removed from a row signed with one makes its signature fail. The processes that load artifacts (inference, the
 monitor) hold only public keys (``PEFM_VERIFY_KEYS``); the trainer holds the private key
 (``PEFM_SIGNING_KEY``) and trusts its own public key.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,8 +32,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 if TYPE_CHECKING:
     from pefm.config import Settings
 
-MESSAGE = "pefm-artifact-v1\n{id}\n{family}\n{sha256}"
-"""What is signed: the domain, then the version's id, family and artifact sha256, one per line."""
+MESSAGE = "pefm-artifact-v2\n{id}\n{family}\n{sha256}\n{precomputed}"
+"""What is signed: the domain, then the version's id, family, artifact sha256 and precomputed
+forecasts' sha256, one per line."""
+MESSAGE_V1 = "pefm-artifact-v1\n{id}\n{family}\n{sha256}"
+"""What versions signed before their precomputed forecasts were covered were signed over."""
+
+
+def _message(version_id: str, family: str, sha256: str, precomputed: str | None) -> bytes:
+    if precomputed is None:
+        return MESSAGE_V1.format(id=version_id, family=family, sha256=sha256).encode()
+    return MESSAGE.format(id=version_id, family=family, sha256=sha256, precomputed=precomputed).encode()
+
+
+def precomputed_digest(precomputed: dict | None) -> str:
+    """The sha256 of a version's precomputed forecasts as JSON, the same whether taken from the
+    values registered or read back from PostgreSQL's jsonb, which keeps numbers as decimals (so
+    that 1e16 comes back as an integer, and -0.0 as 0): every number is hashed as a float."""
+
+    def canonical(value):
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [canonical(v) for v in value]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) + 0.0
+        return value
+
+    text = json.dumps(canonical(precomputed), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class BadKeyError(ValueError):
@@ -114,9 +145,20 @@ class Signature:
     value: bytes
 
 
-def sign(key: Ed25519PrivateKey, *, version_id: str, family: str, sha256: str) -> Signature:
-    message = MESSAGE.format(id=version_id, family=family, sha256=sha256).encode()
-    return Signature(key_id(key.public_key()), key.sign(message))
+def check_precomputed(version_id: str, precomputed: dict | None, recorded: str | None) -> None:
+    """Return if the precomputed forecasts are those whose digest was signed (``recorded``, as
+    ``TrustedKeys.verify`` checked it; None: a version signed before they were); else
+    ArtifactSignatureError."""
+    if recorded is not None and precomputed_digest(precomputed) != recorded:
+        raise ArtifactSignatureError(
+            f"precomputed forecasts of {version_id} do not match their signed sha256: they are not served"
+        )
+
+
+def sign(key: Ed25519PrivateKey, *, version_id: str, family: str, sha256: str, precomputed: str) -> Signature:
+    """The signature over a version: ``sha256`` its artifact's, ``precomputed`` its forecasts'
+    (``precomputed_digest``)."""
+    return Signature(key_id(key.public_key()), key.sign(_message(version_id, family, sha256, precomputed)))
 
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
@@ -140,8 +182,11 @@ class TrustedKeys:
     def __init__(self, keys: list[Ed25519PublicKey]):
         self.keys = {key_id(k): k for k in keys}
 
-    def verify(self, *, version_id: str, family: str, sha256: str, signature: Signature | None) -> None:
-        """Return if ``signature`` is a trusted key's over this version; else ArtifactSignatureError."""
+    def verify(
+        self, *, version_id: str, family: str, sha256: str, precomputed: str | None, signature: Signature | None
+    ) -> None:
+        """Return if ``signature`` is a trusted key's over this version (``precomputed``: its
+        forecasts' digest, None for a version signed before they were); else ArtifactSignatureError."""
         if signature is None:
             raise ArtifactSignatureError(f"artifact of {version_id} is not signed: it is not loaded")
         key = self.keys.get(signature.key_id)
@@ -151,7 +196,7 @@ class TrustedKeys:
                 f"artifact of {version_id} is signed by key {signature.key_id}, not one trusted here ({trusted})"
             )
         try:
-            key.verify(signature.value, MESSAGE.format(id=version_id, family=family, sha256=sha256).encode())
+            key.verify(signature.value, _message(version_id, family, sha256, precomputed))
         except InvalidSignature:
             raise ArtifactSignatureError(
                 f"artifact of {version_id}: the signature does not match the version's id, family and sha256"
