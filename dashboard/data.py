@@ -98,7 +98,7 @@ def overview(
     from pefm.forecasting.registry import serving_version
 
     drift = conn.execute(
-        f"SELECT created_at, drifted_series, series, breach FROM drift_reports {LATEST_REPORT}"
+        f"SELECT created_at, drifted_series, series, breach, model_version FROM drift_reports {LATEST_REPORT}"
     ).fetchone()
     rollout = conn.execute(
         "SELECT id, service, blue_revision, green_revision, phase, weight FROM rollouts ORDER BY id DESC LIMIT 1"
@@ -126,7 +126,13 @@ def overview(
         **traffic(conn, window_minutes, prometheus),
         "drift": None
         if drift is None
-        else {"at": drift[0], "drifted": len(drift[1]), "series": len(drift[2]), "breach": drift[3]},
+        else {
+            "at": drift[0],
+            "drifted": len(drift[1]),
+            "series": len(drift[2]),
+            "breach": drift[3],
+            "model_version": drift[4],
+        },
         "rollout": None
         if rollout is None
         else dict(zip(("id", "service", "blue", "green", "phase", "weight"), rollout, strict=True)),
@@ -396,7 +402,11 @@ def horizon_metrics(version: ModelVersion, series_id: str) -> list[dict[str, Any
 
 def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The latest drift report of the whole model (``LATEST_REPORT``) and its Evidently-style rows
-    (series, feature, method, score, threshold, drifted); the rows may be none."""
+    (series, feature, method, score, threshold, drifted); the rows may be none. ``serving`` in
+    the report's meta: the version serving now, which after a promotion is another than the one
+    checked until the monitor's next check."""
+    from pefm.forecasting.registry import serving_version
+
     row = conn.execute(
         f"SELECT id, created_at, model_version, series, breach FROM drift_reports {LATEST_REPORT}"
     ).fetchone()
@@ -404,8 +414,22 @@ def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[di
         return None, []
     report_id, created, version, series, breach = row
     rows = report_rows(series)
-    meta = {"id": report_id, "created_at": created, "model_version": version, "breach": breach}
+    serving = serving_version(conn)
+    meta = {
+        "id": report_id,
+        "created_at": created,
+        "model_version": version,
+        "breach": breach,
+        "serving": serving and serving.id,
+    }
     return meta, rows
+
+
+def unchecked_serving(checked: str, serving: str | None) -> str:
+    """What to say when the latest drift check is of another version than the one serving."""
+    if serving is None or serving == checked:
+        return ""
+    return f"; {serving} serves now and has not been checked yet"
 
 
 def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:

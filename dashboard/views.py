@@ -94,7 +94,9 @@ def overview_cards(summary: dict) -> list:
             "no check yet" if drift is None else f"{drift['drifted']} of {drift['series']} series drifted",
             ""
             if drift is None
-            else f"last check {drift['at']:%Y-%m-%d %H:%M}" + (" (breach)" if drift["breach"] else ""),
+            else f"last check {drift['at']:%Y-%m-%d %H:%M}"
+            + (" (breach)" if drift["breach"] else "")
+            + ("" if serving is None or drift["model_version"] == serving["id"] else ", of an earlier model"),
             "/drift",
         ),
         card(
@@ -273,6 +275,7 @@ def drift_view(choice: str | None = None):
     header = (
         f"report {meta['id']} ({meta['created_at']:%Y-%m-%d %H:%M}) on {meta['model_version']}: "
         f"{len(drifted)} drifted series{' (breach)' if meta['breach'] else ''}"
+        + data.unchecked_serving(meta["model_version"], meta["serving"])
     )
     table_rows = [
         {

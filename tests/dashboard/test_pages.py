@@ -424,6 +424,27 @@ def test_drift_shows_the_latest_check_of_the_whole_model_and_an_empty_report_say
     assert score.layout.annotations[0].text == "no drift check of this signal yet"
 
 
+def test_after_a_promotion_the_drift_page_says_the_serving_model_is_not_checked_yet(served):
+    """The latest check is of the model that served then: after a promotion it is shown, saying
+    so, until the monitor checks the new one."""
+    from pefm.drift.monitor import check
+
+    db, first, _ = served
+    with db.connection() as conn:
+        before = check(conn, DriftPolicy.load())
+        newer, _ = train(conn, "naive", SERIES, as_of=AS_OF, spec=None)
+        promote(conn, newer.id)
+        summary = data.overview(conn)
+    assert summary["drift"]["model_version"] == first and summary["serving"]["id"] == newer.id
+    header, *_ = views.drift_view()
+    assert header.startswith(f"report {before['id']} ") and f"on {first}:" in header
+    assert header.endswith(f"; {newer.id} serves now and has not been checked yet"), header
+    with db.connection() as conn:
+        after = check(conn, DriftPolicy.load())
+    header, *_ = views.drift_view()
+    assert header.startswith(f"report {after['id']} ") and "not been checked" not in header, header
+
+
 def test_the_latest_view_never_draws_a_forecast_of_a_period_already_observed(served):
     """The serving model was registered on data to 2004Q4; realgdp is known to 2005Q2 now. Without
     the inference API (which conditions the model on the new data), the stored forecast is drawn
