@@ -436,13 +436,21 @@ def test_after_a_promotion_the_drift_page_says_the_serving_model_is_not_checked_
         promote(conn, newer.id)
         summary = data.overview(conn)
     assert summary["drift"]["model_version"] == first and summary["serving"]["id"] == newer.id
+    assert ", of an earlier model" in _drift_card(summary)
     header, *_ = views.drift_view()
     assert header.startswith(f"report {before['id']} ") and f"on {first}:" in header
     assert header.endswith(f"; {newer.id} serves now and has not been checked yet"), header
     with db.connection() as conn:
         after = check(conn, DriftPolicy.load())
+        summary = data.overview(conn)
     header, *_ = views.drift_view()
     assert header.startswith(f"report {after['id']} ") and "not been checked" not in header, header
+    assert "earlier model" not in _drift_card(summary)
+
+
+def _drift_card(summary: dict) -> str:
+    [card] = [c for c in views.overview_cards(summary) if c.children.href == "/drift"]
+    return repr(card)
 
 
 def test_the_latest_view_never_draws_a_forecast_of_a_period_already_observed(served):
