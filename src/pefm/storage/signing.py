@@ -199,5 +199,5 @@ class TrustedKeys:
             key.verify(signature.value, _message(version_id, family, sha256, precomputed))
         except InvalidSignature:
             raise ArtifactSignatureError(
-                f"artifact of {version_id}: the signature does not match the version's id, family and sha256"
+                f"artifact of {version_id}: the signature does not match the version's id, family and digests"
             ) from None
