@@ -403,8 +403,8 @@ def horizon_metrics(version: ModelVersion, series_id: str) -> list[dict[str, Any
 def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The latest drift report of the whole model (``LATEST_REPORT``) and its Evidently-style rows
     (series, feature, method, score, threshold, drifted); the rows may be none. ``serving`` in
-    the report's meta: the version serving now, which after a promotion is another than the one
-    checked until the monitor's next check."""
+    the report's meta: the version serving now, which after a promotion or a rollback is another
+    than the one checked until the monitor's next check."""
     from pefm.forecasting.registry import serving_version
 
     row = conn.execute(
@@ -429,7 +429,7 @@ def unchecked_serving(checked: str, serving: str | None) -> str:
     """What to say when the latest drift check is of another version than the one serving."""
     if serving is None or serving == checked:
         return ""
-    return f"; {serving} serves now and has not been checked yet"
+    return f"; {serving} serves now and has not been checked since it began serving"
 
 
 def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:

@@ -96,7 +96,7 @@ def overview_cards(summary: dict) -> list:
             if drift is None
             else f"last check {drift['at']:%Y-%m-%d %H:%M}"
             + (" (breach)" if drift["breach"] else "")
-            + ("" if serving is None or drift["model_version"] == serving["id"] else ", of an earlier model"),
+            + ("" if serving is None or drift["model_version"] == serving["id"] else ", of another model"),
             "/drift",
         ),
         card(

@@ -436,16 +436,16 @@ def test_after_a_promotion_the_drift_page_says_the_serving_model_is_not_checked_
         promote(conn, newer.id)
         summary = data.overview(conn)
     assert summary["drift"]["model_version"] == first and summary["serving"]["id"] == newer.id
-    assert ", of an earlier model" in _drift_card(summary)
+    assert ", of another model" in _drift_card(summary)
     header, *_ = views.drift_view()
     assert header.startswith(f"report {before['id']} ") and f"on {first}:" in header
-    assert header.endswith(f"; {newer.id} serves now and has not been checked yet"), header
+    assert header.endswith(f"; {newer.id} serves now and has not been checked since it began serving"), header
     with db.connection() as conn:
         after = check(conn, DriftPolicy.load())
         summary = data.overview(conn)
     header, *_ = views.drift_view()
     assert header.startswith(f"report {after['id']} ") and "not been checked" not in header, header
-    assert "earlier model" not in _drift_card(summary)
+    assert "another model" not in _drift_card(summary)
 
 
 def _drift_card(summary: dict) -> str:
