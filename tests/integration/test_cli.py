@@ -385,9 +385,17 @@ def test_models_sign_covers_the_forecasts_and_a_tampered_artifact_is_one_red_lin
     assert run(cli_env, "data", "load", "realgdp").returncode == 0
     trained = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")
     version = re.search(r"registered (naive-\S+)", trained.stdout).group(1)
-    with db.connection() as conn:  # a version signed before its forecasts were, as such versions are stored
+    with db.connection() as conn:  # its digest removed: its signature no longer verifies, so it is not signed again
+        sha256 = get_version(conn, version).artifact_sha256
         conn.execute("UPDATE model_versions SET precomputed_sha256 = NULL WHERE id = %s", (version,))
-    signed = run(cli_env, "models", "sign", version)  # signed again, forecasts included
+    refused = run(cli_env, "models", "sign")
+    assert refused.returncode == 1 and "does not match" in refused.stderr and "not signed again" in refused.stderr
+    old = signing.private_key(cli_env["PEFM_SIGNING_KEY"]).sign(  # as versions signed before the forecasts were
+        signing.MESSAGE_V1.format(id=version, family="naive", sha256=sha256).encode()
+    )
+    with db.connection() as conn:
+        conn.execute("UPDATE model_versions SET artifact_signature = %s WHERE id = %s", (old, version))
+    signed = run(cli_env, "models", "sign")  # by default, every version signed without its forecasts
     assert signed.returncode == 0 and f"{version}: signed with key" in signed.stdout, signed.stderr
     with db.connection() as conn:
         verify_signature(conn, version, trusted_keys(Settings(verify_keys=cli_env["PEFM_VERIFY_KEYS"])))

@@ -109,8 +109,8 @@ def test_a_model_written_by_anyone_but_the_trainer_is_never_loaded(loaded):
 def test_the_precomputed_forecasts_are_signed_with_the_artifact(loaded):
     """The forecasts a revision serves before its model loads are stored beside the artifact and
     covered by the same signature: their digest survives PostgreSQL's jsonb (numbers kept as
-    decimals), a changed forecast no longer matches it, and removing the digest from a row signed
-    with one fails the signature. A version signed before the forecasts were still verifies."""
+    decimals), a changed forecast no longer matches it, and a row without the digest is not
+    loaded, whether its signature was made with one or before the forecasts were signed."""
     from psycopg.types.json import Jsonb
 
     from pefm.storage.model_versions import read_precomputed, verify_signature
@@ -137,15 +137,20 @@ def test_the_precomputed_forecasts_are_signed_with_the_artifact(loaded):
         check_precomputed(version.id, read_precomputed(loaded, version.id), version.precomputed_sha256)
     verify_signature(loaded, version.id, TRUSTED)  # the artifact itself is as signed
     loaded.execute("UPDATE model_versions SET precomputed_sha256 = NULL WHERE id = %s", (version.id,))
-    with pytest.raises(ArtifactSignatureError, match="does not match"):
+    with pytest.raises(ArtifactSignatureError, match="signed without its precomputed forecasts"):
         verify_signature(loaded, version.id, TRUSTED)
+    with pytest.raises(ArtifactSignatureError, match="does not match"):  # nor is it an old signature
+        verify_signature(loaded, version.id, TRUSTED, before_forecasts=True)
 
+    # a genuine signature from before the forecasts were signed, put back on the row: not loaded,
+    # so the row's forecasts cannot be changed under it; only `pefm models sign` still checks it
     old = private_key(SIGNING_KEY).sign(
         MESSAGE_V1.format(id=version.id, family="naive", sha256=version.artifact_sha256).encode()
     )
     loaded.execute("UPDATE model_versions SET artifact_signature = %s WHERE id = %s", (old, version.id))
-    verify_signature(loaded, version.id, TRUSTED)  # signed before the forecasts were: as it was
-    check_precomputed(version.id, read_precomputed(loaded, version.id), None)
+    with pytest.raises(ArtifactSignatureError, match=f"pefm models sign {version.id}"):
+        load_model(loaded, version.id, TRUSTED)
+    verify_signature(loaded, version.id, TRUSTED, before_forecasts=True)
 
 
 def test_the_registry_takes_no_unsigned_model(loaded, monkeypatch):

@@ -337,26 +337,39 @@ def models_keygen() -> None:
 
 @models_app.command("sign")
 def models_sign(
-    versions: Annotated[list[str] | None, typer.Argument(help="version ids (default: every unsigned one)")] = None,
+    versions: Annotated[
+        list[str] | None,
+        typer.Argument(help="version ids (default: every one unsigned, or signed without its precomputed forecasts)"),
+    ] = None,
 ) -> None:
-    """Sign versions registered before artifacts were signed (or re-sign them with a new key, or
-    with their precomputed forecasts) with PEFM_SIGNING_KEY, after checking each artifact against
-    its recorded sha256: you vouch for the rows as they are, forecasts included, so run it only on
-    a registry you trust."""
+    """Sign versions registered before artifacts were signed, or signed before their precomputed
+    forecasts were, or re-sign them with a new key, with PEFM_SIGNING_KEY. A signed row's current
+    signature must verify (PEFM_VERIFY_KEYS trusting the key that made it), and each artifact must
+    match its recorded sha256; beyond that you vouch for the rows as they are, forecasts included,
+    so run it only on a registry you trust."""
     import hashlib
 
     from pefm.config import get_settings
     from pefm.forecasting.registry import ArtifactIntegrityError
     from pefm.storage import model_versions as table
-    from pefm.storage.signing import precomputed_digest, sign, signing_key
+    from pefm.storage.signing import ArtifactSignatureError, precomputed_digest, sign, signing_key, trusted_keys
 
     with open_db() as db, db.connection() as conn:
-        key = signing_key(get_settings())
+        key, trusted = signing_key(get_settings()), trusted_keys(get_settings())
         ids = versions or [
-            r[0] for r in conn.execute("SELECT id FROM model_versions WHERE artifact_key IS NULL ORDER BY created_at")
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM model_versions WHERE artifact_key IS NULL OR precomputed_sha256 IS NULL"
+                " ORDER BY created_at"
+            )
         ]
         for version_id in ids:
             version = table.get_version(conn, version_id)
+            if table.read_signature(conn, version_id) is not None:
+                try:
+                    table.verify_signature(conn, version_id, trusted, before_forecasts=True)
+                except ArtifactSignatureError as exc:
+                    raise ArtifactSignatureError(f"{version_id}: {exc}; not signed again") from None
             artifact, recorded = table.read_artifact(conn, version_id)
             if hashlib.sha256(artifact).hexdigest() != recorded:
                 raise ArtifactIntegrityError(f"{version_id}: the artifact does not match its sha256; not signed")

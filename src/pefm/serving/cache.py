@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 OnLookup = Callable[[str, str, str], None]
 """Called with (backend, kind, result) on every lookup: ``ServiceMetrics.count_cache``."""
-PREFIX = "pefm:1:"
+PREFIX = "pefm:2:"
 """Every key's prefix; the number changes when an entry's format does (old entries then expire)."""
 OBSERVATIONS = "pefm:observations"
 """The channel ingest announces changed series on (JSON ``{"series": [...]}``; ``null``: all)."""

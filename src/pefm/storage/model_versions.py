@@ -155,10 +155,12 @@ def version_from_json(data: dict[str, Any]) -> ModelVersion:
     return ModelVersion(**{k: datetime.fromisoformat(v) if k in moments else v for k, v in data.items()})
 
 
-def verify_signature(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> None:
+def verify_signature(
+    conn: psycopg.Connection, version_id: str, trusted: TrustedKeys, *, before_forecasts: bool = False
+) -> None:
     """Check the trainer's signature over a version (its id, family, recorded artifact sha256 and
     precomputed forecasts' sha256) without reading the artifact; ArtifactSignatureError when it is
-    unsigned or not signed by a ``trusted`` key."""
+    unsigned or not signed by a ``trusted`` key (``before_forecasts``: ``TrustedKeys.verify``)."""
     row = conn.execute(
         "SELECT family, artifact_sha256, precomputed_sha256, artifact_key, artifact_signature"
         " FROM model_versions WHERE id = %s",
@@ -168,7 +170,14 @@ def verify_signature(conn: psycopg.Connection, version_id: str, trusted: Trusted
         raise UnknownModelError(f"unknown model version {version_id!r}")
     family, sha256, precomputed, key_id, value = row
     signature = Signature(key_id, bytes(value)) if key_id is not None else None
-    trusted.verify(version_id=version_id, family=family, sha256=sha256, precomputed=precomputed, signature=signature)
+    trusted.verify(
+        version_id=version_id,
+        family=family,
+        sha256=sha256,
+        precomputed=precomputed,
+        signature=signature,
+        before_forecasts=before_forecasts,
+    )
 
 
 def set_signature(conn: psycopg.Connection, version_id: str, signature: Signature, precomputed_sha256: str) -> None:

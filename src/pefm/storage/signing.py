@@ -6,8 +6,10 @@ digests (``MESSAGE``), with the id of the key that made it. Whoever loads an art
 the signature against the public keys it trusts, then the bytes against the sha256: a row written
 by anyone without the trainer's private key, or bytes swapped under a signed row, are refused
 before unpickling; an inference replica checks the precomputed forecasts it serves so too.
-Versions signed before the forecasts were (``MESSAGE_V1``, no forecasts' digest) still verify; a
-digest removed from a row signed with one makes its signature fail. The processes that load artifacts (inference, the
+Versions signed before the forecasts were (``MESSAGE_V1``, no forecasts' digest) are not loaded
+until ``pefm models sign`` signs them again, which is the only place such a signature is still
+checked: accepted at load, an old signature put back on a row (with its digest removed) would
+leave the row's forecasts free to change. The processes that load artifacts (inference, the
 monitor) hold only public keys (``PEFM_VERIFY_KEYS``); the trainer holds the private key
 (``PEFM_SIGNING_KEY``) and trusts its own public key.
 
@@ -37,12 +39,6 @@ MESSAGE = "pefm-artifact-v2\n{id}\n{family}\n{sha256}\n{precomputed}"
 forecasts' sha256, one per line."""
 MESSAGE_V1 = "pefm-artifact-v1\n{id}\n{family}\n{sha256}"
 """What versions signed before their precomputed forecasts were covered were signed over."""
-
-
-def _message(version_id: str, family: str, sha256: str, precomputed: str | None) -> bytes:
-    if precomputed is None:
-        return MESSAGE_V1.format(id=version_id, family=family, sha256=sha256).encode()
-    return MESSAGE.format(id=version_id, family=family, sha256=sha256, precomputed=precomputed).encode()
 
 
 def precomputed_digest(precomputed: dict | None) -> str:
@@ -145,11 +141,10 @@ class Signature:
     value: bytes
 
 
-def check_precomputed(version_id: str, precomputed: dict | None, recorded: str | None) -> None:
+def check_precomputed(version_id: str, precomputed: dict | None, recorded: str) -> None:
     """Return if the precomputed forecasts are those whose digest was signed (``recorded``, as
-    ``TrustedKeys.verify`` checked it; None: a version signed before they were); else
-    ArtifactSignatureError."""
-    if recorded is not None and precomputed_digest(precomputed) != recorded:
+    ``TrustedKeys.verify`` checked it); else ArtifactSignatureError."""
+    if precomputed_digest(precomputed) != recorded:
         raise ArtifactSignatureError(
             f"precomputed forecasts of {version_id} do not match their signed sha256: they are not served"
         )
@@ -158,7 +153,8 @@ def check_precomputed(version_id: str, precomputed: dict | None, recorded: str |
 def sign(key: Ed25519PrivateKey, *, version_id: str, family: str, sha256: str, precomputed: str) -> Signature:
     """The signature over a version: ``sha256`` its artifact's, ``precomputed`` its forecasts'
     (``precomputed_digest``)."""
-    return Signature(key_id(key.public_key()), key.sign(_message(version_id, family, sha256, precomputed)))
+    message = MESSAGE.format(id=version_id, family=family, sha256=sha256, precomputed=precomputed)
+    return Signature(key_id(key.public_key()), key.sign(message.encode()))
 
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
@@ -183,20 +179,38 @@ class TrustedKeys:
         self.keys = {key_id(k): k for k in keys}
 
     def verify(
-        self, *, version_id: str, family: str, sha256: str, precomputed: str | None, signature: Signature | None
+        self,
+        *,
+        version_id: str,
+        family: str,
+        sha256: str,
+        precomputed: str | None,
+        signature: Signature | None,
+        before_forecasts: bool = False,
     ) -> None:
         """Return if ``signature`` is a trusted key's over this version (``precomputed``: its
-        forecasts' digest, None for a version signed before they were); else ArtifactSignatureError."""
+        forecasts' digest); else ArtifactSignatureError. A version signed before its forecasts
+        were (no digest) is refused, unless ``before_forecasts`` (``pefm models sign``, checking
+        the old signature before it signs the row again) accepts its ``MESSAGE_V1``."""
         if signature is None:
             raise ArtifactSignatureError(f"artifact of {version_id} is not signed: it is not loaded")
+        if precomputed is None and not before_forecasts:
+            raise ArtifactSignatureError(
+                f"artifact of {version_id} was signed without its precomputed forecasts: it is not loaded "
+                f"until `pefm models sign {version_id}` signs it again"
+            )
         key = self.keys.get(signature.key_id)
         if key is None:
             trusted = ", ".join(sorted(self.keys)) or "none: set PEFM_VERIFY_KEYS"
             raise ArtifactSignatureError(
                 f"artifact of {version_id} is signed by key {signature.key_id}, not one trusted here ({trusted})"
             )
+        if precomputed is None:
+            message = MESSAGE_V1.format(id=version_id, family=family, sha256=sha256)
+        else:
+            message = MESSAGE.format(id=version_id, family=family, sha256=sha256, precomputed=precomputed)
         try:
-            key.verify(signature.value, _message(version_id, family, sha256, precomputed))
+            key.verify(signature.value, message.encode())
         except InvalidSignature:
             raise ArtifactSignatureError(
                 f"artifact of {version_id}: the signature does not match the version's id, family and digests"
