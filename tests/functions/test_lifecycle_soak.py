@@ -75,18 +75,20 @@ class Soak:
         }
         (tmp / "rollout.yaml").write_text(SPEC)
         self.api: Process | None = None
-        self.api_port = free_port()
         self.router_url = ""
 
     def start_api(self) -> None:
+        """The rollout API on a port taken just before it starts (taken when the system was made,
+        another process started since could take it first: "Address already in use")."""
+        port = free_port()
         self.api = spawn(
-            [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(self.api_port)],
+            [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port)],
             cwd=ROOT,
             env={**self.env, "PEFM_DATABASE_URL": role_url(self.url, "rollout"), "PEFM_ROUTER_URL": self.router_url},
             log=self.tmp / "logs" / f"rollout-api-{time.monotonic_ns()}.log",
             ready_path="/health",
             name="rollout-api",
-            port=self.api_port,
+            port=port,
         )
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
