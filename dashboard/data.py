@@ -425,11 +425,9 @@ def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[di
     return meta, rows
 
 
-def unchecked_serving(checked: str, serving: str | None) -> str:
-    """What to say when the latest drift check is of another version than the one serving."""
-    if serving is None or serving == checked:
-        return ""
-    return f"; {serving} serves now and has not been checked since it began serving"
+def checked_other_than_serving(checked: str, serving: str | None) -> bool:
+    """Whether the latest drift check is of another version than the one serving now."""
+    return serving is not None and serving != checked
 
 
 def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:

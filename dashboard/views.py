@@ -96,7 +96,11 @@ def overview_cards(summary: dict) -> list:
             if drift is None
             else f"last check {drift['at']:%Y-%m-%d %H:%M}"
             + (" (breach)" if drift["breach"] else "")
-            + ("" if serving is None or drift["model_version"] == serving["id"] else ", of another model"),
+            + (
+                ", of another model"
+                if data.checked_other_than_serving(drift["model_version"], serving and serving["id"])
+                else ""
+            ),
             "/drift",
         ),
         card(
@@ -275,7 +279,11 @@ def drift_view(choice: str | None = None):
     header = (
         f"report {meta['id']} ({meta['created_at']:%Y-%m-%d %H:%M}) on {meta['model_version']}: "
         f"{len(drifted)} drifted series{' (breach)' if meta['breach'] else ''}"
-        + data.unchecked_serving(meta["model_version"], meta["serving"])
+        + (
+            f"; {meta['serving']} serves now and has not been checked since it began serving"
+            if data.checked_other_than_serving(meta["model_version"], meta["serving"])
+            else ""
+        )
     )
     table_rows = [
         {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import socket
 import subprocess
 import sys
 import uuid
@@ -23,6 +25,26 @@ from pefm.storage.database import Database
 from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate
 from tests.signing_keys import SIGNING_KEY, VERIFY_KEYS
+
+
+def port_below_ephemeral(*offsets: int) -> int:
+    """A free port below the kernel's ephemeral range (port + each of ``offsets`` free too), for a
+    process that binds it minutes after it was chosen: no outgoing connection and no ``free_port()``
+    (which binds port 0) can be given it meanwhile, as they can a port from that range."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except OSError:
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10_000, low - max(offsets, default=0))
+        try:
+            for p in (port, *(port + o for o in offsets)):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port between 10000 and {low}")
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ class Stack:
 
 def start_stack(database_url: str, logs: Path) -> Stack:
     """The rollout API (with the admin token) and the dashboard wired to it, on ``database_url``."""
-    api_port, dashboard_port = free_port(), free_port()
+    api_port = free_port()
     api = spawn(
         [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(api_port)],
         cwd=ROOT,
@@ -64,6 +64,7 @@ def start_stack(database_url: str, logs: Path) -> Stack:
         name="rollout-api",
         port=api_port,
     )
+    dashboard_port = free_port()  # taken once the API is up, not while it starts
     dashboard = spawn(
         [sys.executable, "-m", "dashboard.app"],
         cwd=ROOT,

@@ -20,6 +20,21 @@ SERIES = ["realgdp", "unemp", "infl"]
 ALIVE = "/health/liveness"  # started without waiting to be ready: these are not expected to be
 
 
+def refusal_at_start(module_schema, tmp_path, version: str) -> str:
+    """Start inference pinned to `version`; it must not become ready and must answer 503. Returns
+    the 503's error."""
+    running = start_function("inference", module_schema, tmp_path, ready_path=ALIVE, PEFM_MODEL_VERSION=version)
+    try:
+        time.sleep(1.0)
+        with running.client() as client:
+            assert client.get("/health/readiness").status_code != 200
+            response = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 2})
+        assert response.status_code == 503
+        return response.json()["error"]
+    finally:
+        stop(running)
+
+
 def test_inference_refuses_a_model_the_trainer_did_not_sign(module_schema, tmp_path):
     """Someone with SQL access swaps in a pickle that runs a command, with a matching sha256: the
     revision never becomes ready, says why, and never unpickles it."""
@@ -31,16 +46,7 @@ def test_inference_refuses_a_model_the_trainer_did_not_sign(module_schema, tmp_p
             "UPDATE model_versions SET artifact = %s, artifact_sha256 = %s WHERE id = %s",
             (evil, hashlib.sha256(evil).hexdigest(), version),
         )
-    running = start_function("inference", module_schema, tmp_path, ready_path=ALIVE, PEFM_MODEL_VERSION=version)
-    try:
-        time.sleep(1.0)
-        with running.client() as client:
-            assert client.get("/health/readiness").status_code != 200
-            response = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 2})
-        assert response.status_code == 503
-        assert "signature does not match" in response.json()["error"]
-    finally:
-        stop(running)
+    assert "signature does not match" in refusal_at_start(module_schema, tmp_path, version)
     assert not marker.exists()
 
 
@@ -53,16 +59,8 @@ def test_inference_refuses_precomputed_forecasts_the_trainer_did_not_sign(module
             "UPDATE model_versions SET precomputed = jsonb_set(precomputed, '{rows,0,mean}', '1e6') WHERE id = %s",
             (version,),
         )
-    running = start_function("inference", module_schema, tmp_path, ready_path=ALIVE, PEFM_MODEL_VERSION=version)
-    try:
-        time.sleep(1.0)
-        with running.client() as client:
-            assert client.get("/health/readiness").status_code != 200
-            response = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 2})
-        assert response.status_code == 503
-        assert "precomputed forecasts" in response.json()["error"] and "signed sha256" in response.json()["error"]
-    finally:
-        stop(running)
+    error = refusal_at_start(module_schema, tmp_path, version)
+    assert "precomputed forecasts" in error and "signed sha256" in error
 
 
 def test_a_function_waits_for_the_migrator_and_never_migrates(server_url, tmp_path):

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -130,11 +131,15 @@ class Soak:
 
 @pytest.fixture(scope="module")
 def soak(server_url, tmp_path_factory):
+    """The running system; whatever of it started is stopped, also when starting the rest failed."""
     tmp = tmp_path_factory.mktemp("soak")
-    with fresh_schema(server_url, "s") as url:
+    with fresh_schema(server_url, "s") as url, ExitStack() as started:
         system = Soak(url, tmp)
+        started.callback(system.db.close)
+        started.callback(system.runtime.stop_all)
         full, first = replay_start(system.db, BacktestSpec(h=1, windows=12))
         monitor = start_function("monitor", url, tmp, PEFM_ADMIN_TOKEN=ADMIN, PEFM_EVENT_TOKEN=EVENTS)
+        started.callback(monitor.stop)
         ingest = start_function(
             "ingest",
             url,
@@ -144,20 +149,17 @@ def soak(server_url, tmp_path_factory):
             PEFM_EVENT_TOKEN=EVENTS,
             K_SINK=f"{monitor.url}/v1/drift/check",
         )
+        started.callback(ingest.stop)
+        started.callback(LocalRouter(system.db, {}).retire_all, "inference")  # revisions retraining started
         blue = revision_name("inference", first.id)
         system.runtime.start_revision("inference", blue, model_version=first.id)
         system.router_url = system.runtime.start_router("inference").url
         LocalRouter(system.db, {}).set_traffic("inference", sole(blue))
         system.start_api()
+        started.callback(system.api.stop)
         system.monitor, system.ingest, system.full = monitor, ingest, full
         system.quarters = iter(replay_quarters(full))
         yield system
-        system.api.stop()
-        LocalRouter(system.db, {}).retire_all("inference")  # revisions retraining started, in other processes
-        for process in (monitor, ingest):
-            process.stop()
-        system.runtime.stop_all()
-        system.db.close()
 
 
 def ingest_and_check(soak: Soak) -> tuple[str, dict]:

@@ -13,6 +13,7 @@ import pytest
 from pefm.local.runtime import record_revision
 from pefm.storage import signing
 from pefm.storage.model_versions import get_version
+from tests.conftest import port_below_ephemeral
 
 PEFM = [sys.executable, "-m", "pefm.cli"]
 
@@ -159,11 +160,11 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path
 
     import httpx
 
-    from pefm.local.runtime import free_port, revision_alive
+    from pefm.local.runtime import revision_alive
     from pefm.rollout.local import LocalRouter
     from pefm.storage.database import Database
 
-    port = free_port()
+    port = port_below_ephemeral(10)  # the router binds it after training, the rollout API port + 10
     process = subprocess.Popen(
         [*PEFM, "up", "--port", str(port), "--replicas", "2"],
         env={**cli_env, "COLUMNS": "200"},

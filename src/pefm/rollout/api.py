@@ -13,6 +13,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -76,6 +78,21 @@ class RolloutMetrics:
                 phase.add_metric([service, str(rollout_id), p.value], 1.0 if p.value == current else 0.0)
             failed.add_metric([service, str(rollout_id)], failures)
         yield from (weight, phase, failed)
+
+
+@contextmanager
+def refusals_answered() -> Iterator[None]:
+    """What the controller and the cluster refuse with, as API answers: the rollout's lock busy ->
+    503 (retry in a second), any other refusal -> 409, the Kubernetes API away -> 503 (a gate stays
+    closed; a rollout hook counts as a failed check)."""
+    try:
+        yield
+    except RolloutBusy as exc:
+        raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+    except RolloutError as exc:
+        raise ApiError(409, str(exc)) from None
+    except ClusterUnavailable as exc:
+        raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
 
 
 def rollout_json(controller: RolloutController, rollout_id: int, events: bool = False) -> dict[str, Any]:
@@ -151,20 +168,19 @@ def create_rollout_app(
         ]
         if details:
             raise ApiError(422, "invalid rollout", details)
-        try:
-            rollout_id = await in_database(
-                controller.start,
-                data.get("service", spec.service),
-                data["green_revision"],
-                spec,
-                data.get("model_version"),
-            )
-        except RolloutConflict as exc:
-            raise ApiError(409, str(exc), extra={"active_rollout": exc.active_id}) from None
-        except UnknownRevision as exc:
-            raise ApiError(422, "invalid rollout", [{"field": exc.field, "message": str(exc)}]) from None
-        except RolloutError as exc:
-            raise ApiError(409, str(exc)) from None
+        with refusals_answered():
+            try:
+                rollout_id = await in_database(
+                    controller.start,
+                    data.get("service", spec.service),
+                    data["green_revision"],
+                    spec,
+                    data.get("model_version"),
+                )
+            except RolloutConflict as exc:
+                raise ApiError(409, str(exc), extra={"active_rollout": exc.active_id}) from None
+            except UnknownRevision as exc:
+                raise ApiError(422, "invalid rollout", [{"field": exc.field, "message": str(exc)}]) from None
         return json_response(await in_database(rollout_json, controller, rollout_id), 201)
 
     async def act(request: Request) -> Response:
@@ -177,14 +193,8 @@ def create_rollout_app(
         actor = operator if engine == "flagger" else controller
         if actor is None:
             raise ApiError(409, f"rollout {rollout_id} is run by Flagger on a cluster: act on it there")
-        try:
+        with refusals_answered():
             await in_database(getattr(actor, action), rollout_id)
-        except RolloutBusy as exc:
-            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
-        except RolloutError as exc:
-            raise ApiError(409, str(exc)) from None
-        except ClusterUnavailable as exc:
-            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         return json_response(await in_database(rollout_json, controller, rollout_id))
 
     async def flagger(request: Request) -> Response:
@@ -192,16 +202,13 @@ def create_rollout_app(
             raise ApiError(404, "no Flagger webhooks here: the rollout API serves them on a cluster")
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         data = parse_json(body or b"null")
-        try:
-            payload = Payload.parse(data)
-            authorized(settings.webhook_token, payload)
-            answer = await in_database(hooks.call, request.path_params["hook"], payload)
-        except WebhookError as exc:
-            raise ApiError(exc.status, str(exc), [{"field": exc.field, "message": str(exc)}]) from None
-        except RolloutError as exc:
-            raise ApiError(409, str(exc)) from None
-        except ClusterUnavailable as exc:  # a gate stays closed; a rollout hook counts as a failed check
-            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+        with refusals_answered():
+            try:
+                payload = Payload.parse(data)
+                authorized(settings.webhook_token, payload)
+                answer = await in_database(hooks.call, request.path_params["hook"], payload)
+            except WebhookError as exc:
+                raise ApiError(exc.status, str(exc), [{"field": exc.field, "message": str(exc)}]) from None
         if not answer.ok:
             log.info("webhook %s for %s refused: %s", request.path_params["hook"], payload.canary, answer.reason)
         return json_response(answer.to_dict(), answer.code)
