@@ -123,9 +123,10 @@ class Settings:
     revision, behind the local router (``pefm up --replicas``); unset -> the initial scale of
     knative/base/inference.yaml."""
     retrain: str | None = None
-    """``PEFM_RETRAIN``: what the monitor does on a drift breach: ``off`` (report only) or
-    ``local`` (run ``pefm retrain``); unset -> off, except under ``pefm up``, which closes the
-    loop locally."""
+    """``PEFM_RETRAIN``: what the monitor does on a drift breach due for retraining: ``off``
+    (report only), ``request`` (record the request, which a scheduled ``pefm retrain
+    --if-requested`` answers: the cluster's pefm-retrain-on-drift CronJob) or ``local`` (record it
+    and run that command); unset -> off, except under ``pefm up``, which closes the loop locally."""
     recondition: bool = True
     """``PEFM_RECONDITION``: ``on`` (default): an inference revision conditions its forecasts on
     the latest data as they arrive (parameters kept, no retrain); ``off``: it serves exactly the
@@ -280,8 +281,8 @@ class Settings:
                 raise ConfigError(f"PEFM_RECONDITION must be on or off, not {recondition!r}")
             kwargs["recondition"] = recondition == "on"
         if retrain := env.get("PEFM_RETRAIN", "").strip():
-            if retrain not in ("off", "local"):
-                raise ConfigError(f"PEFM_RETRAIN must be off or local, not {retrain!r}")
+            if retrain not in ("off", "local", "request"):
+                raise ConfigError(f"PEFM_RETRAIN must be off, local or request, not {retrain!r}")
             kwargs["retrain"] = retrain
         if raw := env.get("PEFM_INGEST_LINGER_MS", "").strip():
             kwargs["ingest_linger_ms"] = _number("PEFM_INGEST_LINGER_MS", raw, 0.0, 100.0)

@@ -3,6 +3,8 @@ quarter by quarter through the ingest function; the 2008 break is flagged; retra
 candidate that is recorded but not deployed when it fails the gates, and a green revision with a
 rollout when it passes."""
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from pefm.rollout.router import TrafficTarget, revision_name, sole
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version
-from tests.conftest import fresh_schema
+from pefm.storage.roles import role_url
+from tests.conftest import cli_environment, fresh_schema
 from tests.functions.conftest import (
     ADMIN_TOKEN,
     TOKEN,
@@ -86,6 +89,50 @@ def test_the_report_is_stored_with_the_evidently_snapshot(replay):
     assert set(row[0]) >= CRISIS
     assert row[1]["realgdp"]["metrics"][0]["config"]["method"] == "wasserstein"
     assert due and "for 2 checks" in why
+
+
+def test_the_monitors_request_is_answered_once_by_retrain_if_requested(replay, tmp_path):
+    """The cluster's drift-triggered loop, without the cluster: the monitor function as
+    knative/base/monitor.yaml runs it (PEFM_RETRAIN=request) records a request on a breach and
+    starts nothing; `pefm retrain --if-requested` (the pefm-retrain-on-drift CronJob's command), as
+    the trainer, does nothing and records nothing while no request is pending, answers the request
+    (its start says so), and then has nothing to answer again."""
+    db, url, _, _, _ = replay
+    env = {**cli_environment(role_url(url, "trainer"), tmp_path / "home"), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "pefm.cli", "retrain", "--if-requested", "--no-deploy"]
+    command += ["--model", "naive", "--windows", "8", "--h", "1"]  # a job no other test of this module runs
+
+    def events() -> list[tuple[str, str]]:
+        with db.connection() as conn:
+            return conn.execute("SELECT step, reason FROM retrain_events ORDER BY id").fetchall()
+
+    before = events()
+    idle = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert idle.returncode == 0 and "retrain: not requested" in idle.stdout, idle.stdout + idle.stderr
+    assert events() == before
+
+    monitor = start_function("monitor", url, tmp_path, PEFM_ADMIN_TOKEN=ADMIN_TOKEN, PEFM_RETRAIN="request")
+    try:
+        with monitor.client() as client:
+            checked = client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+            again = client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    finally:
+        stop(monitor)
+    assert checked["breach"] and checked["retrain"]["due"], checked["retrain"]
+    assert checked["retrain"]["requested"] and not checked["retrain"]["started"]
+    assert again["retrain"]["reason"].startswith("cool-down") and not again["retrain"]["requested"]
+    [requested] = events()[len(before) :]
+    assert requested[0] == "requested" and checked["retrain"]["reason"] in requested[1]
+
+    answered = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert answered.returncode in (0, 1) and "retrain " in answered.stdout, answered.stdout + answered.stderr
+    start = [reason for step, reason in events()[len(before) + 1 :] if step == "start"]
+    assert len(start) == 1 and "answering the request of" in start[0] and requested[1] in start[0], start
+    assert "retraining naive on" in start[0]
+    after = events()
+    idle = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert idle.returncode == 0 and "retrain: not requested" in idle.stdout, idle.stdout + idle.stderr
+    assert events() == after
 
 
 def test_a_candidate_failing_the_gates_is_recorded_and_not_deployed(replay):

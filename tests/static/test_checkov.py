@@ -163,6 +163,7 @@ def test_knative_has_no_failed_check(knative_report: dict[str, Any]) -> None:
         "Service/pefm-rollout",
         "Job/pefm-bootstrap",
         "CronJob/pefm-retrain",
+        "CronJob/pefm-retrain-on-drift",
         "ServiceAccount/pefm-bootstrap",
         "Role/pefm-retrain",
         "Role/pefm-rollout",
@@ -170,7 +171,12 @@ def test_knative_has_no_failed_check(knative_report: dict[str, Any]) -> None:
     ):  # checkov has no check for NetworkPolicy: core_rules and its tests guard those
         assert resource in scanned, f"checkov never looked at {resource}: {sorted(scanned)}"
     # the container checks ran on every core workload (not only the generic ones)
-    for workload in ("Deployment/pefm-rollout", "Job/pefm-bootstrap", "CronJob/pefm-retrain"):
+    for workload in (
+        "Deployment/pefm-rollout",
+        "Job/pefm-bootstrap",
+        "CronJob/pefm-retrain",
+        "CronJob/pefm-retrain-on-drift",
+    ):
         ids = {c["check_id"] for c in all_checks(knative_report) if scanned_name(c) == workload}
         assert {"CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_28", "CKV_K8S_40"} <= ids, (workload, sorted(ids))
     assert failures(knative_report) == []

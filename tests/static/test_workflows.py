@@ -671,6 +671,7 @@ def test_cd_jobs_render_to_valid_objects_beside_the_manifests(tmp_path):
 SECRET_KEYS = {
     "pefm-bootstrap": ({"url", "*-password"}, {"private"}),
     "pefm-retrain": ({"trainer-url"}, {"private"}),
+    "pefm-retrain-on-drift": ({"trainer-url"}, {"private"}),
     "pefm-cd": ({"trainer-url"}, {"private"}),
     "pefm-inference": ({"inference-url"}, {"public"}),
     "pefm-monitor": ({"monitor-url"}, {"public"}),
@@ -844,7 +845,7 @@ def test_cd_renders_the_overlay_with_this_runs_digests(fake_kubectl, tmp_path, s
         if pod.get("containers"):
             workloads += 1
             assert pod.get("imagePullSecrets") == ([{"name": "pefm-registry"}] if secret else None), doc["kind"]
-    assert workloads == 6
+    assert workloads == 7
     valid = subprocess.run(
         [sys.executable, "-m", "pefm.cli", "knative", "validate", str(tmp_path / "pefm.yaml")],
         capture_output=True, text=True, cwd=ROOT,

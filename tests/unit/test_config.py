@@ -20,6 +20,7 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
             "PEFM_POOL_MAX_SIZE": "3",
             "PEFM_LOG_LEVEL": "debug",
             "PEFM_LOCAL_REPLICAS": "2",
+            "PEFM_RETRAIN": "request",
         }
     )
     assert settings.database_url == "postgresql://u:p@db.example:5432/pefm"
@@ -27,6 +28,7 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
     assert settings.pool_max_size == 3
     assert settings.log_level == "DEBUG"
     assert settings.local_replicas == 2
+    assert settings.retrain == "request"
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,7 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
         ("PEFM_CACHE_TTL_SECONDS", "-1"),
         ("PEFM_LOCAL_REPLICAS", "0"),
         ("PEFM_LOCAL_REPLICAS", "1.5"),
+        ("PEFM_RETRAIN", "cluster"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(name: str, value: str):

@@ -95,6 +95,7 @@ def test_each_overlay_holds_the_whole_application(crds, overlay):
     assert {("Service", s) for s in SERVICES} <= kinds
     assert not {kind for kind, _ in kinds} & {"Canary", "MetricTemplate"}
     assert {("Deployment", "pefm-rollout"), ("Job", "pefm-bootstrap"), ("CronJob", "pefm-retrain")} <= kinds
+    assert ("CronJob", "pefm-retrain-on-drift") in kinds
     assert {("ServiceAccount", n) for n in ("pefm-rollout", "pefm-bootstrap", "pefm-retrain")} <= kinds
     assert {("Role", "pefm-rollout"), ("Role", "pefm-retrain"), ("NetworkPolicy", "pefm-monitor")} <= kinds
     assert {("NetworkPolicy", n) for n in ("pefm-rollout", "pefm-bootstrap", "pefm-retrain")} <= kinds
@@ -144,7 +145,13 @@ def test_images_come_from_the_kustomize_images_transformer():
     cpu, gpu = images(render(ROOT / "knative/overlays/cpu")), images(render(ROOT / "knative/overlays/gpu"))
     assert cpu["Service/pefm-ingest"] == {"ghcr.io/pefm/ingest:0.1.0"}
     assert cpu["Service/pefm-monitor"] == {"ghcr.io/pefm/monitor:0.1.0"}
-    for workload in ("Service/pefm-inference", "Deployment/pefm-rollout", "Job/pefm-bootstrap", "CronJob/pefm-retrain"):
+    for workload in (
+        "Service/pefm-inference",
+        "Deployment/pefm-rollout",
+        "Job/pefm-bootstrap",
+        "CronJob/pefm-retrain",
+        "CronJob/pefm-retrain-on-drift",
+    ):
         assert cpu[workload] == {"ghcr.io/pefm/inference:0.1.0"}, workload
         assert gpu[workload] == {"ghcr.io/pefm/inference:0.1.0-cuda"}, workload
 
@@ -243,14 +250,30 @@ def test_the_rollout_api_is_reachable_from_flagger_at_the_canary_urls(base):
     assert hooks and all(h["url"].startswith("http://pefm-rollout.pefm/v1/flagger/") for h in hooks)
 
 
-def test_the_retrain_cronjob_is_single_flight_and_the_bootstrap_job_applies(base):
-    """Guards the jobs: fixed names (kubectl apply), no overlapping retraining, history kept short."""
-    cron = find(base, "CronJob", "pefm-retrain")["spec"]
-    assert cron["concurrencyPolicy"] == "Forbid" and cron["startingDeadlineSeconds"] > 0
-    assert cron["successfulJobsHistoryLimit"] <= 5 and cron["failedJobsHistoryLimit"] <= 5
-    container = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["pefm", "retrain"]
-    assert {"name": "PEFM_KNATIVE_NAMESPACE", "value": "pefm"} in container["env"]
+def test_the_retrain_cronjobs_are_single_flight_and_the_bootstrap_job_applies(base):
+    """Guards the jobs: fixed names (kubectl apply), no overlapping retraining, history kept short;
+    the daily CronJob retrains, its on-drift twin (the same pod but for its command) every 15
+    minutes answers the monitor's requests, which the cluster's monitor records."""
+    crons = {name: find(base, "CronJob", name)["spec"] for name in ("pefm-retrain", "pefm-retrain-on-drift")}
+    for cron in crons.values():
+        assert cron["concurrencyPolicy"] == "Forbid" and cron["startingDeadlineSeconds"] > 0
+        assert cron["successfulJobsHistoryLimit"] <= 5 and cron["failedJobsHistoryLimit"] <= 5
+        container = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "PEFM_KNATIVE_NAMESPACE", "value": "pefm"} in container["env"]
+    daily, on_drift = (crons[n]["jobTemplate"]["spec"]["template"] for n in ("pefm-retrain", "pefm-retrain-on-drift"))
+    assert daily["spec"]["containers"][0]["command"] == ["pefm", "retrain"]
+    assert on_drift["spec"]["containers"][0]["command"] == ["pefm", "retrain", "--if-requested"]
+    assert crons["pefm-retrain-on-drift"]["schedule"] == "*/15 * * * *"
+    assert on_drift["spec"]["serviceAccountName"] == "pefm-retrain-on-drift"
+    assert find(base, "Role", "pefm-retrain-on-drift")["rules"] == find(base, "Role", "pefm-retrain")["rules"]
+    strip = lambda pod: {  # noqa: E731
+        **pod["spec"],
+        "serviceAccountName": None,
+        "containers": [{**pod["spec"]["containers"][0], "command": None}],
+    }
+    assert strip(daily) == strip(on_drift) and daily["metadata"] == on_drift["metadata"]
+    monitor = find(base, "Service", "pefm-monitor")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "PEFM_RETRAIN", "value": "request"} in monitor["env"]
     job = find(base, "Job", "pefm-bootstrap")
     assert "generateName" not in job["metadata"] and "ttlSecondsAfterFinished" not in job["spec"]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["pefm", "bootstrap", "--load-bundled"]
@@ -800,8 +823,8 @@ def test_the_cli_validates_and_counts_each_family():
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert f"knative/flagger: valid: Flagger 3 (Kubernetes {KUBERNETES_VERSION} schemas)" in lines
-    assert f"knative/overlays/gpu: valid: Knative 3, Kubernetes 17 (Kubernetes {KUBERNETES_VERSION} schemas)" in (lines)
-    assert f"knative/jobs: valid: Kubernetes 8 (Kubernetes {KUBERNETES_VERSION} schemas)" in lines
+    assert f"knative/overlays/gpu: valid: Knative 3, Kubernetes 21 (Kubernetes {KUBERNETES_VERSION} schemas)" in (lines)
+    assert f"knative/jobs: valid: Kubernetes 12 (Kubernetes {KUBERNETES_VERSION} schemas)" in lines
     assert (
         "knative/overlays/cpu: not schema-checked (no CRD for them here): "
         "PingSource/pefm-drift-check, SinkBinding/pefm-ingest-to-monitor"

@@ -76,6 +76,14 @@ def retrain(
     revision_env: Annotated[
         list[str] | None, typer.Option(help="NAME=VALUE for the green revision's environment (local runtime)")
     ] = None,
+    if_requested: Annotated[
+        bool,
+        typer.Option(
+            "--if-requested",
+            help="only if the drift monitor requested a retraining that none has started since (PEFM_RETRAIN=request"
+            " or local); else do nothing and exit 0",
+        ),
+    ] = False,
 ) -> None:
     """Train a candidate on data as of now, backtest and gate it against the serving model on the
     same windows, and only if it passes create the green revision and start its rollout.
@@ -117,7 +125,11 @@ def retrain(
                 dry_run=dry_run,
                 reason="pefm retrain",
                 gate_policy=gate_policy or settings.gate_policy,
+                if_requested=if_requested,
             )
+        if outcome["status"] == "not-requested":
+            console.print(f"retrain: not requested ({outcome['reason']})")
+            return
         with db.connection() as conn:
             events = conn.execute(
                 "SELECT step, reason FROM retrain_events WHERE run_id = %s ORDER BY id", (outcome["run_id"],)

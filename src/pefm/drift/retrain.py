@@ -23,6 +23,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -62,13 +63,22 @@ def retrain(
     dry_run: bool = False,
     reason: str = "requested",
     gate_policy=None,
+    if_requested: bool = False,
 ) -> dict[str, Any]:
     """Run the job once (or resume it); returns its outcome (``status`` and what it produced).
     ``model``/``params``/``spec`` default to the serving model's (the spec, when none serves or it
     stored no backtest, to ``DEFAULT_SPEC``: 40 windows, h=1..8); ``spec_changes`` (e.g.
-    ``{"windows": 12}``) replaces fields of whichever spec that is."""
+    ``{"windows": 12}``) replaces fields of whichever spec that is. ``if_requested``: only when the
+    drift monitor requested a retraining that none has started since (``pending_request``); else
+    status ``not-requested`` and nothing recorded (a schedule asks every few minutes)."""
     run_id = uuid.uuid4().hex[:12]
     load_policy(gate_policy)  # a policy the gates cannot use is refused before minutes of training
+    if if_requested:
+        with db.connection() as conn:
+            request = pending_request(conn)
+        if request is None:
+            return {"status": "not-requested", "run_id": run_id, "reason": "no request of the drift monitor is pending"}
+        reason = f"{reason}, answering the request of {request[0]:%Y-%m-%d %H:%M:%S} UTC ({request[1]})"
     with db.advisory_lock(LOCK, wait=False) as (held, _), db.connection() as conn:
         if not held:
             _event(conn, run_id, "skipped", "another retraining is running")
@@ -198,6 +208,19 @@ class _Job:
             {"rollout": rollout_id},
         )
         return {**out, "status": "deployed", "rollout": rollout_id}
+
+
+def pending_request(conn: psycopg.Connection) -> tuple[datetime, str] | None:
+    """The drift monitor's latest request for a retraining (its ``requested`` event: when, and
+    why) that no retraining has started since, or None. A job that stood aside (another running, a
+    rollout under way) started nothing, so the request stays pending for the next."""
+    row = conn.execute(
+        """SELECT ts, reason FROM retrain_events r
+           WHERE step = 'requested'
+             AND NOT EXISTS (SELECT 1 FROM retrain_events s WHERE s.step = 'start' AND s.ts >= r.ts)
+           ORDER BY ts DESC LIMIT 1"""
+    ).fetchone()
+    return None if row is None else (row[0].astimezone(UTC), row[1])
 
 
 def job_key(family: str, params: dict[str, Any], series_ids: list[str], spec: BacktestSpec, digest: str) -> str:

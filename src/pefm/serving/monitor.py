@@ -124,21 +124,24 @@ class MonitorService:
             if entry.get("accuracy"):
                 self.score.labels(series_id, "accuracy_ratio").set(entry["accuracy"]["ratio"])
         self.breach.set(1.0 if report["breach"] else 0.0)
-        report["retrain"] = {"due": due, "reason": why, "started": False}
+        report["retrain"] = {"due": due, "reason": why, "requested": False, "started": False}
+        if due and self.settings.retrain in ("local", "request"):
+            with self.db.connection() as conn:  # the cool-down starts now, whatever comes of it
+                conn.execute(
+                    "INSERT INTO retrain_events (run_id, step, reason) VALUES (%s, 'requested', %s)",
+                    (uuid.uuid4().hex[:12], f"the monitor requested a retraining: {why}"),
+                )
+            report["retrain"]["requested"] = True
+            log.info("retraining requested: %s", why)
         if due and self.settings.retrain == "local":
             logs = self.settings.home / "logs"
             logs.mkdir(parents=True, exist_ok=True)
             env = dict(os.environ)
             if self.settings.trainer_database_url:  # the trainer's role, not the monitor's
                 env["PEFM_DATABASE_URL"] = self.settings.trainer_database_url
-            with self.db.connection() as conn:  # the cool-down starts now, whatever the process does
-                conn.execute(
-                    "INSERT INTO retrain_events (run_id, step, reason) VALUES (%s, 'requested', %s)",
-                    (uuid.uuid4().hex[:12], f"the monitor started pefm retrain: {why}"),
-                )
             with (logs / "retrain.log").open("ab") as out:
                 subprocess.Popen(
-                    [sys.executable, "-m", "pefm.cli", "retrain"],
+                    [sys.executable, "-m", "pefm.cli", "retrain", "--if-requested"],  # answers this request
                     env=env,
                     start_new_session=True,
                     stdin=subprocess.DEVNULL,

@@ -140,7 +140,7 @@ resource "kubernetes_secret_v1" "database" {
   )
 }
 
-# The artifact signing key (PEFM_SIGNING_KEY of the bootstrap Job, the retrain CronJob and CD's
+# The artifact signing key (PEFM_SIGNING_KEY of the bootstrap Job, the retrain CronJobs and CD's
 # Jobs) and the public keys the inference revisions, the monitor and the rollout API accept
 # (PEFM_VERIFY_KEYS): the generated one, then previous_verify_keys while a rotation retires the
 # models signed before it.
