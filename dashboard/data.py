@@ -16,6 +16,7 @@ from pefm.data.transforms import model_space_unit
 from pefm.drift.monitor import report_rows
 from pefm.forecasting.panel import load_panel
 from pefm.rollout.providers import PrometheusProvider
+from pefm.storage import retrain_events
 from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
 from pefm.storage.observations import read_frame
 from pefm.storage.series import get_series, list_series
@@ -428,6 +429,26 @@ def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[di
 def checked_other_than_serving(checked: str, serving: str | None) -> bool:
     """Whether the latest drift check is of another version than the one serving now."""
     return serving is not None and serving != checked
+
+
+def retraining(conn: psycopg.Connection) -> tuple[str, list[dict[str, Any]]]:
+    """The retraining log for the Drift page: a line on the monitor's request that no retraining
+    has answered yet ("" when none waits), and the latest runs and requests, newest first."""
+    pending = retrain_events.pending_request(conn)
+    note = ""
+    if pending is not None:
+        note = f"Not started yet: {pending[1]} ({pending[0]:%Y-%m-%d %H:%M})"
+    rows = [
+        {
+            "began": f"{run['started']:%Y-%m-%d %H:%M:%S}",
+            "steps": " → ".join(run["steps"]),
+            "candidate": run["candidate"] or "",
+            "why": run["why"],
+            "how it ended": run["ended"] if len(run["steps"]) > 1 else "",
+        }
+        for run in retrain_events.recent_runs(conn)
+    ]
+    return note, rows
 
 
 def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:

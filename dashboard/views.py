@@ -301,6 +301,18 @@ def drift_view(choice: str | None = None):
     return header, table_rows, options, choice, *(f.update_layout(uirevision=zoom) for f in figures), legend
 
 
+def retraining_view():
+    """The Drift page's retraining section: (a line on a request not answered yet, or "", a table of
+    the latest retraining runs and the monitor's requests)."""
+    with database().connection() as conn:
+        note, rows = data.retraining(conn)
+    return note, table(
+        rows,
+        "drift-retraining-table",
+        "No retraining yet: a breach the monitor confirms requests one, and pefm retrain runs one now.",
+    )
+
+
 def _drift_empty(meta: dict | None) -> str:
     """The Drift page's header when there is nothing to show: no report, or one that checked no
     series (every series it was asked for was unknown to the model, or left out)."""

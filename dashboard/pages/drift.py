@@ -1,6 +1,7 @@
 """Drift: the latest report as a sortable, filterable table of signals; for the chosen signal its
-score over the checks, the values compared and the realized error against the backtest's; what
-each signal and method means, from the drift policy file."""
+score over the checks, the values compared and the realized error against the backtest's; the
+retraining that drift requested and what became of it; what each signal and method means, from
+the drift policy file."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ layout = html.Div(
             className="mt-3 mb-1 align-items-center",
         ),
         dbc.Row([dbc.Col(zoomable(graph), xl=4, md=6) for graph in GRAPHS]),
+        html.H2("Retraining", className="h5 mt-2"),
+        html.P(id="drift-retraining-note", className="small mb-1"),
+        html.Div(id="drift-retraining"),
         html.H2("What the signals and methods mean", className="h5 mt-2"),
         html.Dl(id="drift-legend", className="row-facts"),
     ]
@@ -69,3 +73,12 @@ for graph in GRAPHS:
 )
 def update(_, choice):
     return views.drift_view(choice)
+
+
+@callback(
+    Output("drift-retraining-note", "children"),
+    Output("drift-retraining", "children"),
+    Input("refresh", "n_intervals"),
+)
+def update_retraining(_):
+    return views.retraining_view()

@@ -448,6 +448,33 @@ def test_after_a_promotion_the_drift_page_says_the_serving_model_is_not_checked_
     assert "another model" not in _drift_card(summary)
 
 
+def test_the_drift_page_shows_a_request_until_a_retraining_answers_it_then_that_run(served):
+    """The monitor's request waits on the page, named with its reason, until a retraining answers
+    it; then the run is listed above the request with its steps, candidate, why and how it ended."""
+    from pefm.drift.retrain import retrain
+    from pefm.storage import retrain_events
+
+    db, _, _ = served
+    note, empty = views.retraining_view()
+    assert note == "" and "No retraining yet" in repr(empty)
+    why = "the monitor requested a retraining: drift in unemp for 2 checks"
+    with db.connection() as conn:
+        retrain_events.record(conn, "request-1", retrain_events.REQUESTED, why)
+    note, table = views.retraining_view()
+    assert note.startswith(f"Not started yet: {why} (") and note.endswith(")"), note
+    assert [(r["steps"], r["why"], r["how it ended"]) for r in table.data] == [("requested", why, "")]
+    outcome = retrain(db, spec=SPEC, if_requested=True)  # what serves (AR on realgdp and unemp), again
+    assert outcome["status"] in ("gates-passed", "gates-failed"), outcome
+    note, table = views.retraining_view()
+    assert note == ""
+    run, request = table.data
+    assert run["steps"] == f"start → trained → {outcome['status']}" and run["candidate"] == outcome["candidate"]
+    assert run["why"].startswith("retraining ar on 2 series") and why in run["why"]
+    ended = "not deployed: " if outcome["status"] == "gates-failed" else f"{outcome['candidate']} passed the gates"
+    assert run["how it ended"].startswith(ended), run
+    assert request["steps"] == "requested" and run["began"] >= request["began"]
+
+
 def _drift_card(summary: dict) -> str:
     [card] = [c for c in views.overview_cards(summary) if c.children.href == "/drift"]
     return repr(card)

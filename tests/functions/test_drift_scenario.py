@@ -3,9 +3,11 @@ quarter by quarter through the ingest function; the 2008 break is flagged; retra
 candidate that is recorded but not deployed when it fails the gates, and a green revision with a
 rollout when it passes."""
 
+import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,7 @@ from pefm.rollout.probes import HttpProber
 from pefm.rollout.providers import DatabaseProvider
 from pefm.rollout.router import TrafficTarget, revision_name, sole
 from pefm.rollout.spec import RolloutSpec
+from pefm.storage import retrain_events
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version
 from pefm.storage.roles import role_url
@@ -125,7 +128,8 @@ def test_the_monitors_request_is_answered_once_by_retrain_if_requested(replay, t
     assert requested[0] == "requested" and checked["retrain"]["reason"] in requested[1]
 
     answered = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert answered.returncode in (0, 1) and "retrain " in answered.stdout, answered.stdout + answered.stderr
+    ended = re.search(r"^retrain [0-9a-f]{12}: (gates-passed|gates-failed)$", answered.stdout, re.MULTILINE)
+    assert ended and answered.returncode == (0 if ended[1] == "gates-passed" else 1), answered.stdout + answered.stderr
     start = [reason for step, reason in events()[len(before) + 1 :] if step == "start"]
     assert len(start) == 1 and "answering the request of" in start[0] and requested[1] in start[0], start
     assert "retraining naive on" in start[0]
@@ -376,6 +380,58 @@ def test_a_retrain_stands_aside_during_a_rollout_and_a_candidate_resumed_later_i
     finally:
         with db.connection() as conn:
             promote(conn, serving.id)
+
+
+def test_locally_the_monitor_starts_the_retraining_a_pending_request_needs_once_none_runs(replay, tmp_path):
+    """PEFM_RETRAIN=local, as `pefm up` runs the monitor: nothing else answers a request there, so
+    each check starts `pefm retrain --if-requested` while one is pending (here one whose run stood
+    aside), but none while a retraining holds the lock; the run it starts answers the request.
+    Last in this module: the run may deploy (the local runtime) what the module's state allows."""
+    from pefm.storage import retrain_events
+
+    db, url, _, _, _ = replay
+    with db.connection() as conn:
+        retrain_events.record(conn, "left", retrain_events.REQUESTED, "the monitor requested a retraining: test")
+        retrain_events.record(
+            conn, "aside", "skipped", "rollout 9 of inference is under way: retrain once it has ended"
+        )
+    env = cli_environment(role_url(url, "trainer"), tmp_path / "home")
+    monitor = start_function(
+        "monitor",
+        url,
+        tmp_path,
+        PEFM_ADMIN_TOKEN=ADMIN_TOKEN,
+        PEFM_RETRAIN="local",
+        PEFM_TRAINER_DATABASE_URL=env["PEFM_DATABASE_URL"],
+        PEFM_SIGNING_KEY=env["PEFM_SIGNING_KEY"],
+        PEFM_HOME=env["PEFM_HOME"],
+    )
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        with monitor.client() as client:
+            with db.advisory_lock(retrain_events.LOCK, wait=False) as (held, _):
+                assert held
+                busy = client.post("/v1/drift/check", headers=admin).json()["retrain"]
+            started = client.post("/v1/drift/check", headers=admin).json()["retrain"]
+        assert not busy["started"] and started["started"], (busy, started)
+        deadline = time.monotonic() + 300
+        while (pending := _pending(db)) is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert pending is None, (tmp_path / "home" / "logs" / "retrain.log").read_text()
+        with db.connection() as conn:
+            [reason] = conn.execute(
+                "SELECT reason FROM retrain_events WHERE step = 'start' AND reason LIKE %s",
+                ("%answering the request of % (the monitor requested a retraining: test)",),
+            ).fetchone()
+        assert reason.startswith("retraining ")
+    finally:
+        stop(monitor)
+        LocalRouter(db, {}).retire_all("inference")  # a revision the run may have deployed
+
+
+def _pending(db):
+    with db.connection() as conn:
+        return retrain_events.pending_request(conn)
 
 
 def get_version_of(db, version_id):

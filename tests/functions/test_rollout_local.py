@@ -305,6 +305,27 @@ def test_a_routing_failure_after_a_saved_rollback_is_healed_by_the_next_tick(sta
     runtime.stop(revision)
 
 
+def test_a_routing_failure_when_a_rollout_starts_is_healed_by_the_next_tick(stack):
+    """The rollout is stored before its first routing: a router failing then does not fail the
+    start (the API answered 500 while the rollout existed, and a client retrying got a conflict);
+    the controller loop routes it."""
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-flaky-start", versions["same"])
+    flaky = RolloutController(db, FlakyRouter(db, {}, failures=1), DatabaseProvider(db), prober=None)
+    rollout_id = flaky.start("inference", revision, SPEC, versions["same"])
+    stored = controller.get(rollout_id)
+    assert stored.routed_generation != stored.generation  # stored, not routed yet
+    assert revision not in {t.revision for t in router.traffic("inference")}
+    controller.tick(rollout_id)
+    rollout = controller.get(rollout_id)
+    assert rollout.routed_generation == rollout.generation
+    green_target = {t.tag: (t.revision, t.percent) for t in router.traffic("inference")}["green"]
+    assert green_target == (revision, rollout.state.weight)
+    controller.rollback(rollout_id, "end of the test")
+    runtime.stop(revision)
+
+
 def test_a_second_rollout_of_the_same_service_conflicts(stack):
     runtime, router, controller, versions, db = stack
     reset(router, runtime)

@@ -93,9 +93,10 @@ def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn)
 
 
 def test_the_cool_down_counts_a_retraining_the_monitor_requested(conn):
-    """A breach is due for retraining unless one started, or was requested by the monitor (its
-    ``requested`` row goes in before it spawns the job: the job's own ``start`` may come late or
-    never), within the cool-down; a job that stood aside starts none."""
+    """A breach is due for retraining unless one trained a candidate, or was requested by the
+    monitor (its ``requested`` row goes in before any job runs: the job's own rows may come late or
+    never), within the cool-down; a job that stood aside, or found its job up-to-date (the daily
+    scheduled run, most days), trained nothing and holds no request back."""
     from pefm.drift.monitor import due_for_retraining
 
     breach = {"breach": True, "drifted_series": ["unemp"]}
@@ -104,10 +105,47 @@ def test_the_cool_down_counts_a_retraining_the_monitor_requested(conn):
     events = "INSERT INTO retrain_events (run_id, step, reason, ts) VALUES (%s, %s, 'test', now() - %s::interval)"
     conn.execute(events, ("a", "skipped", "1 hour"))
     assert due_for_retraining(conn, breach, EAGER)[0]  # standing aside is no retraining
+    for step in ("start", "up-to-date"):
+        conn.execute(events, ("daily", step, "1 hour"))
+    assert due_for_retraining(conn, breach, EAGER)[0]  # nor is a run that found nothing new to train
     conn.execute(events, ("b", "requested", "1 hour"))
     due, why = due_for_retraining(conn, breach, EAGER)
     assert not due and why.startswith("cool-down")
     conn.execute("UPDATE retrain_events SET ts = now() - interval '25 hours' WHERE run_id = 'b'")
     assert due_for_retraining(conn, breach, EAGER)[0]  # 24 hours on
     conn.execute(events, ("c", "start", "2 hours"))
+    conn.execute(events, ("c", "trained", "2 hours"))
     assert not due_for_retraining(conn, breach, EAGER)[0]
+
+
+def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(conn):
+    """``pending_request``: a run that began before the request (its data may predate the breach),
+    a dry run, one that stood aside after training, or one that stopped part-way leaves it pending;
+    the first run started since that reaches an outcome answers it; the latest request is named."""
+    from pefm.storage import retrain_events
+
+    def event(run_id: str, step: str, minutes_ago: int, reason: str = "test") -> None:
+        conn.execute(
+            "INSERT INTO retrain_events (run_id, step, reason, ts)"
+            " VALUES (%s, %s, %s, now() - %s * interval '1 minute')",
+            (run_id, step, reason, minutes_ago),
+        )
+
+    assert retrain_events.pending_request(conn) is None
+    event("before", "start", 60)
+    event("request", retrain_events.REQUESTED, 50, "the monitor requested a retraining: drift in unemp")
+    event("before", "gates-failed", 40)  # began before the request: it does not answer it
+    for run_id, steps in {
+        "dry": ["start", "dry-run"],
+        "aside": ["start", "trained", "skipped"],
+        "crash": ["start"],
+    }.items():
+        for step in steps:
+            event(run_id, step, 30)
+    when, why = retrain_events.pending_request(conn)
+    assert why == "the monitor requested a retraining: drift in unemp" and when.tzinfo is not None
+    event("answer", "start", 20)
+    event("answer", "up-to-date", 20)
+    assert retrain_events.pending_request(conn) is None
+    event("later", retrain_events.REQUESTED, 10, "the monitor requested a retraining: drift in infl")
+    assert retrain_events.pending_request(conn)[1].endswith("drift in infl")

@@ -279,6 +279,21 @@ def test_the_retrain_cronjobs_are_single_flight_and_the_bootstrap_job_applies(ba
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["pefm", "bootstrap", "--load-bundled"]
 
 
+@pytest.mark.parametrize("folder", ["knative/jobs", *OVERLAYS])
+def test_each_retraining_cronjob_runs_as_its_own_bound_account(folder):
+    """Guards the on-drift twin (a copy of knative/jobs/retrain renamed by a suffix): rendered alone
+    or in an overlay, each CronJob runs as the ServiceAccount of its own name, which its own
+    RoleBinding binds to its own Role (kustomize once bound both to the twin's: the daily CronJob,
+    and CD's rollout Job running as pefm-retrain, would have had no rights)."""
+    docs = render(ROOT / folder)
+    for name in ("pefm-retrain", "pefm-retrain-on-drift"):
+        cron = find(docs, "CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert cron["serviceAccountName"] == name
+        binding = find(docs, "RoleBinding", name)
+        assert [s["name"] for s in binding["subjects"]] == [name] and binding["roleRef"]["name"] == name
+        assert find(docs, "ServiceAccount", name) and find(docs, "Role", name)
+
+
 # --- Knative Services: the admission webhook's rules -------------------------------------------
 
 

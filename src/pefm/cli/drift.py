@@ -94,6 +94,7 @@ def retrain(
     from pefm.drift.retrain import retrain as run_retrain
     from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
     from pefm.rollout.spec import RolloutSpec
+    from pefm.storage import retrain_events
 
     if model is not None and model not in (DEFAULT_MODEL, *MODEL_NAMES):
         raise typer.BadParameter(
@@ -131,9 +132,7 @@ def retrain(
             console.print(f"retrain: not requested ({outcome['reason']})")
             return
         with db.connection() as conn:
-            events = conn.execute(
-                "SELECT step, reason FROM retrain_events WHERE run_id = %s ORDER BY id", (outcome["run_id"],)
-            ).fetchall()
+            events = retrain_events.run_steps(conn, outcome["run_id"])
     for step, reason in events:
         console.print(f"  {step:<16} {reason}", highlight=False)
     console.print(f"retrain {outcome['run_id']}: {outcome['status']}")

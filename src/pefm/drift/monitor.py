@@ -29,6 +29,7 @@ from pefm.forecasting.gates import backtest_frame
 from pefm.forecasting.panel import load_panel
 from pefm.forecasting.registry import load_model, serving_version
 from pefm.forecasting.training import data_sha256
+from pefm.storage import retrain_events
 from pefm.storage.model_versions import ModelVersion, get_version
 from pefm.storage.signing import trusted_keys
 
@@ -225,7 +226,7 @@ def due_for_retraining(conn: psycopg.Connection, report: dict[str, Any], policy:
     """Whether a breach should start retraining now, and why (or why not)."""
     if not report["breach"]:
         return False, "no breach"
-    row = conn.execute("SELECT max(ts) FROM retrain_events WHERE step IN ('start', 'requested')").fetchone()
-    if row[0] is not None and datetime.now(UTC) - row[0] < timedelta(hours=policy.cooldown_hours):
-        return False, f"cool-down: last retraining started at {row[0]:%Y-%m-%d %H:%M}"
+    last = retrain_events.cool_down_since(conn)
+    if last is not None and datetime.now(UTC) - last < timedelta(hours=policy.cooldown_hours):
+        return False, f"cool-down: last retraining (trained or requested) at {last:%Y-%m-%d %H:%M}"
     return True, f"drift in {', '.join(report['drifted_series'])} for {policy.consecutive} checks"

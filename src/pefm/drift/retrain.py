@@ -23,11 +23,9 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
@@ -39,10 +37,10 @@ from pefm.forecasting.registry import serving_version
 from pefm.forecasting.training import bundle_params, data_sha256, train
 from pefm.rollout.router import knative_service, revision_name
 from pefm.rollout.store import UNFINISHED
+from pefm.storage import retrain_events
 from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, get_version
 
-LOCK = "pefm.retrain"
 DEFAULT_SPEC = BacktestSpec(h=DEFAULT_HORIZON, windows=40)
 
 
@@ -68,21 +66,24 @@ def retrain(
     """Run the job once (or resume it); returns its outcome (``status`` and what it produced).
     ``model``/``params``/``spec`` default to the serving model's (the spec, when none serves or it
     stored no backtest, to ``DEFAULT_SPEC``: 40 windows, h=1..8); ``spec_changes`` (e.g.
-    ``{"windows": 12}``) replaces fields of whichever spec that is. ``if_requested``: only when the
-    drift monitor requested a retraining that none has started since (``pending_request``); else
-    status ``not-requested`` and nothing recorded (a schedule asks every few minutes)."""
+    ``{"windows": 12}``) replaces fields of whichever spec that is. ``if_requested``: only while a
+    request of the drift monitor is pending (``retrain_events.pending_request``), else status
+    ``not-requested`` and nothing recorded (a schedule asks every few minutes)."""
     run_id = uuid.uuid4().hex[:12]
     load_policy(gate_policy)  # a policy the gates cannot use is refused before minutes of training
+    not_requested = {"status": "not-requested", "run_id": run_id, "reason": "no request of the monitor is pending"}
     if if_requested:
-        with db.connection() as conn:
-            request = pending_request(conn)
-        if request is None:
-            return {"status": "not-requested", "run_id": run_id, "reason": "no request of the drift monitor is pending"}
-        reason = f"{reason}, answering the request of {request[0]:%Y-%m-%d %H:%M:%S} UTC ({request[1]})"
-    with db.advisory_lock(LOCK, wait=False) as (held, _), db.connection() as conn:
+        with db.connection() as conn:  # most scheduled runs end here, recording nothing
+            if retrain_events.pending_request(conn) is None:
+                return not_requested
+    with db.advisory_lock(retrain_events.LOCK, wait=False) as (held, _), db.connection() as conn:
         if not held:
             _event(conn, run_id, "skipped", "another retraining is running")
             return {"status": "skipped", "run_id": run_id, "reason": "another retraining is running"}
+        if if_requested:  # again, under the lock: a run may have answered it meanwhile
+            if (request := retrain_events.pending_request(conn)) is None:
+                return not_requested
+            reason = f"{reason}, answering the request of {request[0]:%Y-%m-%d %H:%M:%S} UTC ({request[1]})"
         return _Job(conn, run_id, deployer, start_rollout, gate_policy).run(
             model, params, spec, spec_changes or {}, dry_run, reason
         )
@@ -210,19 +211,6 @@ class _Job:
         return {**out, "status": "deployed", "rollout": rollout_id}
 
 
-def pending_request(conn: psycopg.Connection) -> tuple[datetime, str] | None:
-    """The drift monitor's latest request for a retraining (its ``requested`` event: when, and
-    why) that no retraining has started since, or None. A job that stood aside (another running, a
-    rollout under way) started nothing, so the request stays pending for the next."""
-    row = conn.execute(
-        """SELECT ts, reason FROM retrain_events r
-           WHERE step = 'requested'
-             AND NOT EXISTS (SELECT 1 FROM retrain_events s WHERE s.step = 'start' AND s.ts >= r.ts)
-           ORDER BY ts DESC LIMIT 1"""
-    ).fetchone()
-    return None if row is None else (row[0].astimezone(UTC), row[1])
-
-
 def job_key(family: str, params: dict[str, Any], series_ids: list[str], spec: BacktestSpec, digest: str) -> str:
     """What identifies a retraining job: the model, what it is trained and backtested on."""
     what = {"family": family, "params": params, "series": list(series_ids), "spec": asdict(spec), "data": digest}
@@ -267,10 +255,7 @@ def _event(
     candidate: str | None = None,
     details: dict | None = None,
 ) -> None:
-    conn.execute(
-        "INSERT INTO retrain_events (run_id, step, reason, candidate, details) VALUES (%s, %s, %s, %s, %s)",
-        (run_id, step, reason, candidate, Jsonb(details or {})),
-    )
+    retrain_events.record(conn, run_id, step, reason, candidate, details)
     conn.commit()
 
 

@@ -150,7 +150,10 @@ class RolloutController:
                 f"rollout of {green_revision} ({green_model_version or 'model version unknown'}) from "
                 f"{blue} ({blue_model_version or 'model version unknown'}) started",
             )
-        self.reconcile(rollout_id)
+        try:
+            self.reconcile(rollout_id)
+        except Exception:  # the rollout is stored: the controller loop keeps routing until it holds
+            log.exception("rollout %s: routing its start failed; the controller will retry", rollout_id)
         return rollout_id
 
     def _blue(self, conn: psycopg.Connection, service: str) -> str | None:

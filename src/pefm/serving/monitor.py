@@ -42,6 +42,7 @@ from pefm.serving.http import (
     service_routes,
 )
 from pefm.serving.observability import ServiceMetrics
+from pefm.storage import retrain_events
 from pefm.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -125,15 +126,23 @@ class MonitorService:
                 self.score.labels(series_id, "accuracy_ratio").set(entry["accuracy"]["ratio"])
         self.breach.set(1.0 if report["breach"] else 0.0)
         report["retrain"] = {"due": due, "reason": why, "requested": False, "started": False}
-        if due and self.settings.retrain in ("local", "request"):
-            with self.db.connection() as conn:  # the cool-down starts now, whatever comes of it
-                conn.execute(
-                    "INSERT INTO retrain_events (run_id, step, reason) VALUES (%s, 'requested', %s)",
-                    (uuid.uuid4().hex[:12], f"the monitor requested a retraining: {why}"),
+        if self.settings.retrain not in ("local", "request"):
+            return report
+        with self.db.connection() as conn:
+            if due:  # the cool-down starts now, whatever comes of it
+                retrain_events.record(
+                    conn, uuid.uuid4().hex[:12], retrain_events.REQUESTED, f"the monitor requested a retraining: {why}"
                 )
-            report["retrain"]["requested"] = True
-            log.info("retraining requested: %s", why)
-        if due and self.settings.retrain == "local":
+                report["retrain"]["requested"] = True
+                log.info("retraining requested: %s", why)
+            # locally nothing else answers a request: every check retries one still pending (its
+            # last run stood aside, or stopped part-way); on a cluster the on-drift CronJob does
+            pending = retrain_events.pending_request(conn) if self.settings.retrain == "local" else None
+        if pending is not None:
+            with self.db.advisory_lock(retrain_events.LOCK, wait=False) as (free, _):
+                pass
+            if not free:  # a retraining runs: it, or the check after it, answers the request
+                return report
             logs = self.settings.home / "logs"
             logs.mkdir(parents=True, exist_ok=True)
             env = dict(os.environ)
@@ -141,7 +150,7 @@ class MonitorService:
                 env["PEFM_DATABASE_URL"] = self.settings.trainer_database_url
             with (logs / "retrain.log").open("ab") as out:
                 subprocess.Popen(
-                    [sys.executable, "-m", "pefm.cli", "retrain", "--if-requested"],  # answers this request
+                    [sys.executable, "-m", "pefm.cli", "retrain", "--if-requested"],
                     env=env,
                     start_new_session=True,
                     stdin=subprocess.DEVNULL,
@@ -149,7 +158,7 @@ class MonitorService:
                     stderr=subprocess.STDOUT,
                 )
             report["retrain"]["started"] = True
-            log.info("retraining started: %s", why)
+            log.info("retraining started: %s", pending[1])
         return report
 
     async def latest(self, request: Request) -> Response:

@@ -1,0 +1,85 @@
+"""The retraining log (``retrain_events``): every step of every retraining run, and the drift
+monitor's requests for one. A run is the rows of one ``run_id``; a request is a run of a single
+``requested`` row, which the next run started with ``--if-requested`` answers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+LOCK = "pefm.retrain"
+"""The advisory lock a retraining holds while it runs (single-flight)."""
+REQUESTED = "requested"
+"""The step of the monitor's request for a retraining (it starts the cool-down, as training does)."""
+OUTCOMES = ("up-to-date", "gates-failed", "gates-passed", "deployed", "rollout-started")
+"""The steps a run that did its work ends on. A run that stood aside, was a dry run or stopped
+part-way (crashed, killed) ends on none of them."""
+
+
+def record(
+    conn: psycopg.Connection,
+    run_id: str,
+    step: str,
+    reason: str,
+    candidate: str | None = None,
+    details: dict | None = None,
+) -> None:
+    """One step of a run, in the caller's transaction."""
+    conn.execute(
+        "INSERT INTO retrain_events (run_id, step, reason, candidate, details) VALUES (%s, %s, %s, %s, %s)",
+        (run_id, step, reason, candidate, Jsonb(details or {})),
+    )
+
+
+def cool_down_since(conn: psycopg.Connection) -> datetime | None:
+    """When a retraining last trained a candidate, or the monitor last requested one: the cool-down
+    runs from there. Runs that trained nothing (their job up-to-date, a dry run, standing aside)
+    do not count, or the daily scheduled run would hold every request of the monitor back."""
+    return conn.execute(f"SELECT max(ts) FROM retrain_events WHERE step IN ('trained', '{REQUESTED}')").fetchone()[0]
+
+
+def pending_request(conn: psycopg.Connection) -> tuple[datetime, str] | None:
+    """The drift monitor's latest request for a retraining (when, and why) that no run started
+    since has answered, or None. A run answers it when it ends on one of ``OUTCOMES``; one that
+    stood aside (another running, a rollout under way), was a dry run or stopped part-way leaves it
+    pending for the next."""
+    row = conn.execute(
+        f"""SELECT ts, reason FROM retrain_events r
+            WHERE step = '{REQUESTED}'
+              AND NOT EXISTS (
+                  SELECT 1 FROM retrain_events s JOIN retrain_events o USING (run_id)
+                  WHERE s.step = 'start' AND s.ts >= r.ts AND o.step = ANY(%s)
+              )
+            ORDER BY ts DESC LIMIT 1""",
+        (list(OUTCOMES),),
+    ).fetchone()
+    return None if row is None else (row[0].astimezone(UTC), row[1])
+
+
+def run_steps(conn: psycopg.Connection, run_id: str) -> list[tuple[str, str]]:
+    """One run's steps and their reasons, in order."""
+    return conn.execute("SELECT step, reason FROM retrain_events WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
+
+
+def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest ``limit`` runs and requests, newest first: when each began, its steps in order,
+    the first step's reason (why it ran), the last step's (how it ended) and its candidate."""
+    rows = conn.execute(
+        """WITH runs AS (
+               SELECT run_id, min(id) AS first FROM retrain_events GROUP BY run_id ORDER BY first DESC LIMIT %s
+           )
+           SELECT e.run_id, e.ts, e.step, e.reason, e.candidate
+           FROM retrain_events e JOIN runs USING (run_id)
+           ORDER BY runs.first DESC, e.id""",
+        (limit,),
+    ).fetchall()
+    runs: dict[str, dict[str, Any]] = {}
+    for run_id, ts, step, reason, candidate in rows:
+        run = runs.setdefault(run_id, {"run": run_id, "started": ts, "steps": [], "why": reason, "candidate": None})
+        run["steps"].append(step)
+        run["ended"] = reason
+        run["candidate"] = candidate or run["candidate"]
+    return list(runs.values())
