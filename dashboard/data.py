@@ -437,18 +437,30 @@ def retraining(conn: psycopg.Connection) -> tuple[str, list[dict[str, Any]]]:
     pending = retrain_events.pending_request(conn)
     note = ""
     if pending is not None:
-        note = f"Not started yet: {pending[1]} ({pending[0]:%Y-%m-%d %H:%M})"
+        tried = f", {pending.attempts} run(s) since left it unanswered" if pending.attempts else ""
+        note = f"Not answered yet{tried}: {pending.reason} ({pending.at:%Y-%m-%d %H:%M})"
     rows = [
         {
             "began": f"{run['started']:%Y-%m-%d %H:%M:%S}",
             "steps": " → ".join(run["steps"]),
             "candidate": run["candidate"] or "",
             "why": run["why"],
-            "how it ended": run["ended"] if len(run["steps"]) > 1 else "",
+            "how it ended": _how_it_ended(run),
         }
         for run in retrain_events.recent_runs(conn)
     ]
     return note, rows
+
+
+def _how_it_ended(run: dict[str, Any]) -> str:
+    """A run's last word: its last step's reason when it ended (an outcome, standing aside, a
+    failure), else that it runs or was stopped there; nothing for a request (a run of one row)."""
+    last = run["steps"][-1]
+    if len(run["steps"]) == 1 and last == retrain_events.REQUESTED:
+        return ""
+    if last in retrain_events.ENDINGS:
+        return run["ended"]
+    return f"running, or stopped after {last}: {run['ended']}"
 
 
 def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:

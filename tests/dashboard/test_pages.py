@@ -461,7 +461,7 @@ def test_the_drift_page_shows_a_request_until_a_retraining_answers_it_then_that_
     with db.connection() as conn:
         retrain_events.record(conn, "request-1", retrain_events.REQUESTED, why)
     note, table = views.retraining_view()
-    assert note.startswith(f"Not started yet: {why} (") and note.endswith(")"), note
+    assert note.startswith(f"Not answered yet: {why} (") and note.endswith(")"), note
     assert [(r["steps"], r["why"], r["how it ended"]) for r in table.data] == [("requested", why, "")]
     outcome = retrain(db, spec=SPEC, if_requested=True)  # what serves (AR on realgdp and unemp), again
     assert outcome["status"] in ("gates-passed", "gates-failed"), outcome

@@ -239,6 +239,10 @@ def test_a_crash_mid_registration_leaves_no_half_registered_model(replay, monkey
         retrain(db, model="naive", spec=SPEC)
     with db.connection() as conn:
         assert conn.execute(counts).fetchone() == before  # no candidate, no job step
+        [run] = conn.execute("SELECT run_id FROM retrain_events ORDER BY id DESC LIMIT 1").fetchone()
+        steps = retrain_events.run_steps(conn, run)
+    assert [step for step, _ in steps] == ["start", "failed"]
+    assert steps[-1][1] == "RuntimeError: power cut while registering"
 
 
 @pytest.fixture
@@ -276,6 +280,8 @@ def test_a_crash_after_training_resumes_at_the_gates(replay, runtime_and_control
     with pytest.raises(RuntimeError, match="killed"):
         retrain(db, model="ar_d1", spec=SPEC)
     with db.connection() as conn:
+        [run] = conn.execute("SELECT run_id FROM retrain_events ORDER BY id DESC LIMIT 1").fetchone()
+        assert [step for step, _ in retrain_events.run_steps(conn, run)] == ["start", "trained", "failed"]
         [(candidate, step)] = conn.execute(
             "SELECT candidate, step FROM retrain_jobs JOIN model_versions ON id = candidate WHERE family = 'ar_d1'"
         ).fetchall()
@@ -365,6 +371,14 @@ def test_a_retrain_stands_aside_during_a_rollout_and_a_candidate_resumed_later_i
 
     gated = retrain(db, model="seasonal_naive", spec=SPEC, gate_policy=LENIENT)
     assert gated["status"] == "gates-passed"
+    passed = retrain(db, model="seasonal_naive", spec=SPEC, gate_policy=LENIENT)  # nothing to deploy it with
+    assert passed["resumed"] and passed["status"] == "gates-passed"
+    with db.connection() as conn:  # it ends on an outcome, as every run that did its work (it answers a request)
+        assert [step for step, _ in retrain_events.run_steps(conn, passed["run_id"])] == [
+            "start",
+            "resume",
+            "gates-passed",
+        ]
     assert get_version_of(db, gated["candidate"]).gate_report["serving"] == serving.id
     with db.connection() as conn:
         other, _ = train(conn, "naive", serving.series_ids, spec=None)
@@ -384,17 +398,13 @@ def test_a_retrain_stands_aside_during_a_rollout_and_a_candidate_resumed_later_i
 
 def test_locally_the_monitor_starts_the_retraining_a_pending_request_needs_once_none_runs(replay, tmp_path):
     """PEFM_RETRAIN=local, as `pefm up` runs the monitor: nothing else answers a request there, so
-    each check starts `pefm retrain --if-requested` while one is pending (here one whose run stood
-    aside), but none while a retraining holds the lock; the run it starts answers the request.
+    each check starts `pefm retrain --if-requested` while one is pending (here one whose run was
+    killed part-way), but none while a retraining holds the lock; the run it starts answers it.
     Last in this module: the run may deploy (the local runtime) what the module's state allows."""
-    from pefm.storage import retrain_events
-
     db, url, _, _, _ = replay
     with db.connection() as conn:
         retrain_events.record(conn, "left", retrain_events.REQUESTED, "the monitor requested a retraining: test")
-        retrain_events.record(
-            conn, "aside", "skipped", "rollout 9 of inference is under way: retrain once it has ended"
-        )
+        retrain_events.record(conn, "killed", "start", "retraining ar on 8 series: killed before it went on")
     env = cli_environment(role_url(url, "trainer"), tmp_path / "home")
     monitor = start_function(
         "monitor",

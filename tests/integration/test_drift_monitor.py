@@ -120,8 +120,9 @@ def test_the_cool_down_counts_a_retraining_the_monitor_requested(conn):
 
 def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(conn):
     """``pending_request``: a run that began before the request (its data may predate the breach),
-    a dry run, one that stood aside after training, or one that stopped part-way leaves it pending;
-    the first run started since that reaches an outcome answers it; the latest request is named."""
+    a dry run, one that stood aside after training, one that failed or stopped part-way leaves it
+    pending, counted; the first run started since that reaches an outcome answers it; the latest
+    request is named; after ``ATTEMPTS`` runs that left it unanswered it is given up."""
     from pefm.storage import retrain_events
 
     def event(run_id: str, step: str, minutes_ago: int, reason: str = "test") -> None:
@@ -135,17 +136,28 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
     event("before", "start", 60)
     event("request", retrain_events.REQUESTED, 50, "the monitor requested a retraining: drift in unemp")
     event("before", "gates-failed", 40)  # began before the request: it does not answer it
-    for run_id, steps in {
-        "dry": ["start", "dry-run"],
-        "aside": ["start", "trained", "skipped"],
-        "crash": ["start"],
-    }.items():
+    for run_id, steps in {"dry": ["start", "dry-run"], "aside": ["start", "trained", "skipped"]}.items():
         for step in steps:
             event(run_id, step, 30)
-    when, why = retrain_events.pending_request(conn)
-    assert why == "the monitor requested a retraining: drift in unemp" and when.tzinfo is not None
+    pending = retrain_events.pending_request(conn)
+    assert pending.reason == "the monitor requested a retraining: drift in unemp" and pending.attempts == 2
+    assert pending.at.tzinfo is not None
     event("answer", "start", 20)
     event("answer", "up-to-date", 20)
     assert retrain_events.pending_request(conn) is None
     event("later", retrain_events.REQUESTED, 10, "the monitor requested a retraining: drift in infl")
-    assert retrain_events.pending_request(conn)[1].endswith("drift in infl")
+    assert retrain_events.pending_request(conn) == (pending_at(conn, "later"), pending_reason(conn, "later"), 0)
+    for run_id, steps in {"failed": ["start", "failed"], "killed": ["start", "trained"]}.items():
+        for step in steps:
+            event(run_id, step, 5)
+    assert retrain_events.pending_request(conn).attempts == retrain_events.ATTEMPTS - 1
+    event("killed again", "start", 1)
+    assert retrain_events.pending_request(conn) is None  # given up: it would be retried for good
+
+
+def pending_at(conn, run_id: str):
+    return conn.execute("SELECT ts FROM retrain_events WHERE run_id = %s", (run_id,)).fetchone()[0]
+
+
+def pending_reason(conn, run_id: str) -> str:
+    return conn.execute("SELECT reason FROM retrain_events WHERE run_id = %s", (run_id,)).fetchone()[0]

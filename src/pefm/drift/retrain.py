@@ -4,8 +4,8 @@
 By default it retrains what serves: the serving model's family, parameters, series and backtest
 spec. Single-flight: an advisory lock; a second job finds it taken and records that it stood
 aside; so does a job that finds a rollout under way (its candidate would be gated against a model
-about to change, and its revision could not be rolled out): it records why, and the cool-down
-does not start; one started while the job trains makes it stand aside before the gates. A
+about to change, and its revision could not be rolled out): it records why; one started while
+the job trains makes it stand aside before the gates. A run that raises records ``failed``. A
 candidate is gated against what serves when its training ends, not when the job began.
 Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and a hash
 of the data) and ``retrain_jobs`` holds its last completed step (trained, gated or
@@ -18,6 +18,7 @@ reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -83,10 +84,16 @@ def retrain(
         if if_requested:  # again, under the lock: a run may have answered it meanwhile
             if (request := retrain_events.pending_request(conn)) is None:
                 return not_requested
-            reason = f"{reason}, answering the request of {request[0]:%Y-%m-%d %H:%M:%S} UTC ({request[1]})"
-        return _Job(conn, run_id, deployer, start_rollout, gate_policy).run(
-            model, params, spec, spec_changes or {}, dry_run, reason
-        )
+            reason = f"{reason}, answering the request of {request.at:%Y-%m-%d %H:%M:%S} UTC ({request.reason})"
+        try:
+            return _Job(conn, run_id, deployer, start_rollout, gate_policy).run(
+                model, params, spec, spec_changes or {}, dry_run, reason
+            )
+        except Exception as exc:  # say so; a request it answered stays pending (retrain_events.ATTEMPTS)
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+                _event(conn, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
 
 
 class _Job:
@@ -147,6 +154,7 @@ class _Job:
                 conn, self.run_id, "resume", f"resuming {job['candidate']} after step {job['step']}", job["candidate"]
             )
         if dry_run:
+            _event(conn, self.run_id, "dry-run", f"would resume {job['candidate']} after step {job['step']}")
             return {"status": "dry-run", "run_id": self.run_id, "candidate": job["candidate"], "step": job["step"]}
         return self._continue(key, get_version(conn, job["candidate"]), job, resumed)
 
@@ -163,7 +171,8 @@ class _Job:
             why = f"{version.id} was gated against {gated_against}, {serving.id if serving else 'none'} serves now"
             _event(conn, self.run_id, "regate", why, version.id)
             job = {**job, "step": "trained"}
-        if job["step"] == "trained":
+        gated_here = job["step"] == "trained"
+        if gated_here:
             report = gate_candidate(conn, version, serving, policy=self.gate_policy)
             step = "gated" if report["passed"] else "gates-failed"
             _advance(conn, key, step)  # the gate report and the step, together
@@ -187,14 +196,21 @@ class _Job:
             )
             job = _read_job(conn, key)
         if self.deployer is None:
+            if not gated_here:  # every run that does its work ends on an outcome row (retrain_events.OUTCOMES)
+                why = f"{version.id} passed the gates against {gated_against} in an earlier run; not deployed"
+                _event(conn, self.run_id, "gates-passed", why, version.id)
             return {**out, "status": "gates-passed"}
-        if job["step"] == "gated":
+        deployed_here = job["step"] == "gated"
+        if deployed_here:
             revision = self.deployer.deploy(version)
             _advance(conn, key, "deployed", revision=revision)
             _event(conn, self.run_id, "deployed", f"green revision {revision} at 0% serves {version.id}", version.id)
             job = _read_job(conn, key)
         out["revision"] = job["revision"]
         if self.start_rollout is None:
+            if not deployed_here:
+                why = f"green revision {job['revision']} serves {version.id}, deployed in an earlier run"
+                _event(conn, self.run_id, "deployed", why, version.id)
             return {**out, "status": "deployed", "rollout": None}
         rollout_id = _existing_rollout(conn, version.id, job["revision"])
         if rollout_id is None:

@@ -158,7 +158,7 @@ class MonitorService:
                     stderr=subprocess.STDOUT,
                 )
             report["retrain"]["started"] = True
-            log.info("retraining started: %s", pending[1])
+            log.info("retraining started: %s", pending.reason)
         return report
 
     async def latest(self, request: Request) -> Response:

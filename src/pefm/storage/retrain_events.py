@@ -5,7 +5,7 @@ monitor's requests for one. A run is the rows of one ``run_id``; a request is a 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -15,8 +15,12 @@ LOCK = "pefm.retrain"
 REQUESTED = "requested"
 """The step of the monitor's request for a retraining (it starts the cool-down, as training does)."""
 OUTCOMES = ("up-to-date", "gates-failed", "gates-passed", "deployed", "rollout-started")
-"""The steps a run that did its work ends on. A run that stood aside, was a dry run or stopped
-part-way (crashed, killed) ends on none of them."""
+"""The steps a run that did its work ends on. A run that stood aside, was a dry run, failed or
+stopped part-way (killed) ends on none of them."""
+ENDINGS = (*OUTCOMES, "skipped", "dry-run", "failed")
+"""The steps a run that returned ends on (a run whose last step is another is running, or was killed)."""
+ATTEMPTS = 3
+"""Runs started after a request that may leave it unanswered before it is given up."""
 
 
 def record(
@@ -41,22 +45,36 @@ def cool_down_since(conn: psycopg.Connection) -> datetime | None:
     return conn.execute(f"SELECT max(ts) FROM retrain_events WHERE step IN ('trained', '{REQUESTED}')").fetchone()[0]
 
 
-def pending_request(conn: psycopg.Connection) -> tuple[datetime, str] | None:
-    """The drift monitor's latest request for a retraining (when, and why) that no run started
-    since has answered, or None. A run answers it when it ends on one of ``OUTCOMES``; one that
-    stood aside (another running, a rollout under way), was a dry run or stopped part-way leaves it
-    pending for the next."""
+class Request(NamedTuple):
+    """A request of the drift monitor for a retraining: when, why, and how many runs started
+    since without answering it."""
+
+    at: datetime
+    reason: str
+    attempts: int
+
+
+def pending_request(conn: psycopg.Connection) -> Request | None:
+    """The drift monitor's latest request for a retraining that no run started since has answered,
+    or None. A run answers it when it ends on one of ``OUTCOMES``; one that stood aside (another
+    running, a rollout under way), was a dry run, failed or stopped part-way (killed) leaves it
+    pending for the next, up to ``ATTEMPTS`` runs started since it: then it is given up (a run that
+    fails every time would otherwise be retried every quarter of an hour, for good)."""
     row = conn.execute(
-        f"""SELECT ts, reason FROM retrain_events r
-            WHERE step = '{REQUESTED}'
+        f"""SELECT r.ts, r.reason,
+                   (SELECT count(*) FROM retrain_events s WHERE s.step = 'start' AND s.ts >= r.ts)
+            FROM retrain_events r
+            WHERE r.step = '{REQUESTED}'
               AND NOT EXISTS (
                   SELECT 1 FROM retrain_events s JOIN retrain_events o USING (run_id)
                   WHERE s.step = 'start' AND s.ts >= r.ts AND o.step = ANY(%s)
               )
-            ORDER BY ts DESC LIMIT 1""",
+            ORDER BY r.ts DESC LIMIT 1""",
         (list(OUTCOMES),),
     ).fetchone()
-    return None if row is None else (row[0].astimezone(UTC), row[1])
+    if row is None or row[2] >= ATTEMPTS:
+        return None
+    return Request(row[0].astimezone(UTC), row[1], row[2])
 
 
 def run_steps(conn: psycopg.Connection, run_id: str) -> list[tuple[str, str]]:
@@ -66,7 +84,7 @@ def run_steps(conn: psycopg.Connection, run_id: str) -> list[tuple[str, str]]:
 
 def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[dict[str, Any]]:
     """The latest ``limit`` runs and requests, newest first: when each began, its steps in order,
-    the first step's reason (why it ran), the last step's (how it ended) and its candidate."""
+    the first step's reason (why it ran), the last step's (``ended``) and its candidate."""
     rows = conn.execute(
         """WITH runs AS (
                SELECT run_id, min(id) AS first FROM retrain_events GROUP BY run_id ORDER BY first DESC LIMIT %s
