@@ -101,6 +101,8 @@ def test_the_monitors_request_is_answered_once_by_retrain_if_requested(replay, t
     the trainer, does nothing and records nothing while no request is pending, answers the request
     (its start says so), and then has nothing to answer again."""
     db, url, _, _, _ = replay
+    with db.connection() as conn:  # whatever ran before (in another order) is out of the cool-down
+        conn.execute("UPDATE retrain_events SET ts = ts - interval '25 hours'")
     env = {**cli_environment(role_url(url, "trainer"), tmp_path / "home"), "COLUMNS": "200"}
     command = [sys.executable, "-m", "pefm.cli", "retrain", "--if-requested", "--no-deploy"]
     command += ["--model", "naive", "--windows", "8", "--h", "1"]  # a job no other test of this module runs
@@ -401,7 +403,8 @@ def test_locally_the_monitor_starts_the_retraining_a_pending_request_needs_once_
     each check starts `pefm retrain --if-requested` while one is pending (here one whose run was
     killed part-way), but none while a retraining holds the lock; the run it starts answers it.
     Last in this module: the run may deploy (the local runtime) what the module's state allows."""
-    db, url, _, _, _ = replay
+    db, url, serving, _, _ = replay
+    LocalRouter(db, {}).set_traffic("inference", sole(revision_name("inference", serving.id)))  # to roll out from
     with db.connection() as conn:
         retrain_events.record(conn, "left", retrain_events.REQUESTED, "the monitor requested a retraining: test")
         retrain_events.record(conn, "killed", "start", "retraining ar on 8 series: killed before it went on")
@@ -428,6 +431,8 @@ def test_locally_the_monitor_starts_the_retraining_a_pending_request_needs_once_
         while (pending := _pending(db)) is not None and time.monotonic() < deadline:
             time.sleep(0.5)
         assert pending is None, (tmp_path / "home" / "logs" / "retrain.log").read_text()
+        while not _lock_free(db) and time.monotonic() < deadline:  # answered; the run may still deploy
+            time.sleep(0.5)
         with db.connection() as conn:
             [reason] = conn.execute(
                 "SELECT reason FROM retrain_events WHERE step = 'start' AND reason LIKE %s",
@@ -437,6 +442,11 @@ def test_locally_the_monitor_starts_the_retraining_a_pending_request_needs_once_
     finally:
         stop(monitor)
         LocalRouter(db, {}).retire_all("inference")  # a revision the run may have deployed
+
+
+def _lock_free(db) -> bool:
+    with db.advisory_lock(retrain_events.LOCK, wait=False) as (free, _):
+        return free
 
 
 def _pending(db):

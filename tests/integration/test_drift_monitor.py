@@ -120,8 +120,8 @@ def test_the_cool_down_counts_a_retraining_the_monitor_requested(conn):
 
 def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(conn):
     """``pending_request``: a run that began before the request (its data may predate the breach),
-    a dry run, one that stood aside after training, one that failed or stopped part-way leaves it
-    pending, counted; the first run started since that reaches an outcome answers it; the latest
+    a dry run, one that failed (even after deploying: its rollout never started) or stopped part-way
+    leaves it pending, counted; the first run started since that reaches an outcome answers it; the latest
     request is named; after ``ATTEMPTS`` runs that left it unanswered it is given up."""
     from pefm.storage import retrain_events
 
@@ -136,7 +136,8 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
     event("before", "start", 60)
     event("request", retrain_events.REQUESTED, 50, "the monitor requested a retraining: drift in unemp")
     event("before", "gates-failed", 40)  # began before the request: it does not answer it
-    for run_id, steps in {"dry": ["start", "dry-run"], "aside": ["start", "trained", "skipped"]}.items():
+    unanswering = {"dry": ["start", "dry-run"], "rollout failed": ["start", "trained", "deployed", "failed"]}
+    for run_id, steps in unanswering.items():
         for step in steps:
             event(run_id, step, 30)
     pending = retrain_events.pending_request(conn)
@@ -151,7 +152,7 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
         for step in steps:
             event(run_id, step, 5)
     assert retrain_events.pending_request(conn).attempts == retrain_events.ATTEMPTS - 1
-    event("killed again", "start", 1)
+    event("raised before its start", "failed", 1)  # counted too
     assert retrain_events.pending_request(conn) is None  # given up: it would be retried for good
 
 

@@ -80,6 +80,8 @@ class MonitorService:
         self.settings = settings
         self.db = db
         self._checks = Coalesced(lambda: in_database(self._run))
+        self._retraining: subprocess.Popen | None = None
+        """The `pefm retrain --if-requested` this monitor started last (locally)."""
         registry = metrics.prometheus.registry
         self.score = Gauge(
             "pefm_drift_score",
@@ -139,9 +141,11 @@ class MonitorService:
             # last run stood aside, or stopped part-way); on a cluster the on-drift CronJob does
             pending = retrain_events.pending_request(conn) if self.settings.retrain == "local" else None
         if pending is not None:
+            if self._retraining is not None and self._retraining.poll() is None:
+                return report  # the one started earlier has not ended: it answers, or the next check retries
             with self.db.advisory_lock(retrain_events.LOCK, wait=False) as (free, _):
                 pass
-            if not free:  # a retraining runs: it, or the check after it, answers the request
+            if not free:  # another retraining runs: it, or the check after it, answers the request
                 return report
             logs = self.settings.home / "logs"
             logs.mkdir(parents=True, exist_ok=True)
@@ -149,7 +153,7 @@ class MonitorService:
             if self.settings.trainer_database_url:  # the trainer's role, not the monitor's
                 env["PEFM_DATABASE_URL"] = self.settings.trainer_database_url
             with (logs / "retrain.log").open("ab") as out:
-                subprocess.Popen(
+                self._retraining = subprocess.Popen(
                     [sys.executable, "-m", "pefm.cli", "retrain", "--if-requested"],
                     env=env,
                     start_new_session=True,

@@ -20,7 +20,7 @@ stopped part-way (killed) ends on none of them."""
 ENDINGS = (*OUTCOMES, "skipped", "dry-run", "failed")
 """The steps a run that returned ends on (a run whose last step is another is running, or was killed)."""
 ATTEMPTS = 3
-"""Runs started after a request that may leave it unanswered before it is given up."""
+"""Runs that started, or failed, after a request and left it unanswered, before it is given up."""
 
 
 def record(
@@ -58,16 +58,20 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
     """The drift monitor's latest request for a retraining that no run started since has answered,
     or None. A run answers it when it ends on one of ``OUTCOMES``; one that stood aside (another
     running, a rollout under way), was a dry run, failed or stopped part-way (killed) leaves it
-    pending for the next, up to ``ATTEMPTS`` runs started since it: then it is given up (a run that
-    fails every time would otherwise be retried every quarter of an hour, for good)."""
+    pending for the next, until ``ATTEMPTS`` runs that started or failed since it have left it so:
+    then it is given up (a run that fails every time would otherwise be retried every quarter of an
+    hour, for good). Runs that stood aside before starting are not counted."""
     row = conn.execute(
         f"""SELECT r.ts, r.reason,
-                   (SELECT count(*) FROM retrain_events s WHERE s.step = 'start' AND s.ts >= r.ts)
+                   (SELECT count(DISTINCT run_id) FROM retrain_events s
+                    WHERE s.step IN ('start', 'failed') AND s.ts >= r.ts)
             FROM retrain_events r
             WHERE r.step = '{REQUESTED}'
               AND NOT EXISTS (
-                  SELECT 1 FROM retrain_events s JOIN retrain_events o USING (run_id)
-                  WHERE s.step = 'start' AND s.ts >= r.ts AND o.step = ANY(%s)
+                  SELECT 1 FROM retrain_events s
+                  WHERE s.step = 'start' AND s.ts >= r.ts
+                    AND (SELECT o.step FROM retrain_events o WHERE o.run_id = s.run_id ORDER BY o.id DESC LIMIT 1)
+                        = ANY(%s)
               )
             ORDER BY r.ts DESC LIMIT 1""",
         (list(OUTCOMES),),
@@ -96,7 +100,7 @@ def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[dict[str, Any
     ).fetchall()
     runs: dict[str, dict[str, Any]] = {}
     for run_id, ts, step, reason, candidate in rows:
-        run = runs.setdefault(run_id, {"run": run_id, "started": ts, "steps": [], "why": reason, "candidate": None})
+        run = runs.setdefault(run_id, {"started": ts, "steps": [], "why": reason, "candidate": None})
         run["steps"].append(step)
         run["ended"] = reason
         run["candidate"] = candidate or run["candidate"]
