@@ -263,15 +263,9 @@ def _existing_rollout(conn: psycopg.Connection, version_id: str, revision: str) 
     return row[0]
 
 
-def _event(
-    conn: psycopg.Connection,
-    run_id: str,
-    step: str,
-    reason: str,
-    candidate: str | None = None,
-    details: dict | None = None,
-) -> None:
-    retrain_events.record(conn, run_id, step, reason, candidate, details)
+def _event(conn: psycopg.Connection, *step: Any) -> None:
+    """``retrain_events.record`` (run id, step, reason[, candidate, details]), committed at once."""
+    retrain_events.record(conn, *step)
     conn.commit()
 
 
