@@ -435,10 +435,7 @@ def retraining(conn: psycopg.Connection) -> tuple[str, list[dict[str, Any]]]:
     """The retraining log for the Drift page: a line on the monitor's request that no retraining
     has answered yet ("" when none waits), and the latest runs and requests, newest first."""
     pending = retrain_events.pending_request(conn)
-    note = ""
-    if pending is not None:
-        tried = f", {pending.attempts} run(s) since left it unanswered" if pending.attempts else ""
-        note = f"Not answered yet{tried}: {pending.reason} ({pending.at:%Y-%m-%d %H:%M})"
+    note = f"Not answered yet: {pending.describe()}" if pending is not None else ""
     rows = [
         {
             "began": f"{run['started']:%Y-%m-%d %H:%M:%S}",

@@ -449,8 +449,10 @@ def test_after_a_promotion_the_drift_page_says_the_serving_model_is_not_checked_
 
 
 def test_the_drift_page_shows_a_request_until_a_retraining_answers_it_then_that_run(served):
-    """The monitor's request waits on the page, named with its reason, until a retraining answers
-    it; then the run is listed above the request with its steps, candidate, why and how it ended."""
+    """The monitor's request waits on the page, named with its reason and the latest run that stood
+    aside (not listed: a cluster adds one every quarter of an hour while a rollout lasts), until a
+    retraining answers it; then the run is listed above the request with its steps, candidate, why
+    and how it ended."""
     from pefm.drift.retrain import retrain
     from pefm.storage import retrain_events
 
@@ -461,7 +463,11 @@ def test_the_drift_page_shows_a_request_until_a_retraining_answers_it_then_that_
     with db.connection() as conn:
         retrain_events.record(conn, "request-1", retrain_events.REQUESTED, why)
     note, table = views.retraining_view()
-    assert note.startswith(f"Not answered yet: {why} (") and note.endswith(")"), note
+    assert note.startswith(f"Not answered yet: {why} (") and note.endswith(" UTC)"), note
+    with db.connection() as conn:  # the on-drift CronJob's run, every quarter of an hour while a rollout lasts
+        retrain_events.record(conn, "aside-1", "skipped", "rollout 7 is under way")
+    note, table = views.retraining_view()
+    assert note.startswith(f"Not answered yet: {why} (") and note.endswith(" UTC: rollout 7 is under way"), note
     assert [(r["steps"], r["why"], r["how it ended"]) for r in table.data] == [("requested", why, "")]
     outcome = retrain(db, spec=SPEC, if_requested=True)  # what serves (AR on realgdp and unemp), again
     assert outcome["status"] in ("gates-passed", "gates-failed"), outcome

@@ -23,6 +23,7 @@ from pefm.rollout.probes import HttpProber
 from pefm.rollout.providers import DatabaseProvider
 from pefm.rollout.router import TrafficTarget
 from pefm.rollout.spec import RolloutSpec
+from pefm.storage import retrain_events
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version, set_gate_report
 from pefm.storage.roles import role_url
@@ -363,9 +364,18 @@ def test_after_the_grace_period_the_winner_alone_serves_and_the_loser_is_retired
     with pytest.raises(RolloutError, match="no longer runs"):
         controller.rollback(rollout_id)
     env = {"PEFM_DATABASE_URL": module_schema, "PEFM_ROUTER_URL": router.url("inference"), "COLUMNS": "200"}
+    with db.connection() as conn:
+        retrain_events.record(conn, "asked", retrain_events.REQUESTED, "the monitor requested a retraining: drift")
+        conn.commit()
     status = pefm_status(env)
+    with db.connection() as conn:
+        conn.execute("DELETE FROM retrain_events WHERE run_id = 'asked'")
+        conn.commit()
     assert status.returncode == 0 and "registry and traffic agree" in status.stdout, status.stdout + status.stderr
     assert f"serving model: {versions['same']}" in status.stdout
+    assert "retraining requested by the drift monitor, not answered: the monitor requested a retraining: drift (" in (
+        status.stdout
+    )
     router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])  # behind the registry's back
     status = pefm_status(env)
     assert status.returncode == 1

@@ -122,7 +122,9 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
     """``pending_request``: a run that began before the request (its data may predate the breach),
     a dry run, one that failed (even after deploying: its rollout never started) or stopped part-way
     leaves it pending, counted; the first run started since that reaches an outcome answers it; the latest
-    request is named; after ``ATTEMPTS`` runs that left it unanswered it is given up."""
+    request is named; runs that stood aside before starting are not counted, and the latest is named
+    (not listed among the runs: on a cluster one comes every quarter of an hour while a rollout
+    lasts); after ``ATTEMPTS`` runs that left it unanswered it is given up."""
     from pefm.storage import retrain_events
 
     def event(run_id: str, step: str, minutes_ago: int, reason: str = "test") -> None:
@@ -147,13 +149,26 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
     event("answer", "up-to-date", 20)
     assert retrain_events.pending_request(conn) is None
     event("later", retrain_events.REQUESTED, 10, "the monitor requested a retraining: drift in infl")
-    assert retrain_events.pending_request(conn) == (pending_at(conn, "later"), pending_reason(conn, "later"), 0)
+    assert retrain_events.pending_request(conn) == (pending_at(conn, "later"), pending_reason(conn, "later"), 0, None)
+    event("behind a rollout", "skipped", 8, "rollout 3 is under way")  # stood aside before starting: not counted
+    event("behind a rollout, later", "skipped", 7, "rollout 3 is under way, still")
+    pending = retrain_events.pending_request(conn)
+    assert pending.attempts == 0 and pending.stood_aside == (
+        pending_at(conn, "behind a rollout, later"),
+        "rollout 3 is under way, still",
+    )
+    aside_at = f"{pending.stood_aside[0]:%Y-%m-%d %H:%M}"
+    assert pending.describe().endswith(f"; the latest run stood aside at {aside_at} UTC: rollout 3 is under way, still")
+    assert [run["why"] for run in retrain_events.recent_runs(conn)][:1] == [pending_reason(conn, "later")]  # not listed
     for run_id, steps in {"failed": ["start", "failed"], "killed": ["start", "trained"]}.items():
         for step in steps:
             event(run_id, step, 5)
     assert retrain_events.pending_request(conn).attempts == retrain_events.ATTEMPTS - 1
     event("raised before its start", "failed", 1)  # counted too
     assert retrain_events.pending_request(conn) is None  # given up: it would be retried for good
+    for step in ("start", "trained", "skipped"):  # stood aside after training: a run, listed
+        event("aside after training", step, 0)
+    assert retrain_events.recent_runs(conn)[0]["steps"] == ["start", "trained", "skipped"]
 
 
 def pending_at(conn, run_id: str):

@@ -245,3 +245,24 @@ def test_a_role_password_reaches_the_server_as_its_scram_verifier_never_in_clear
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute("ALTER ROLE pefm_ingest PASSWORD NULL")  # the roles are the server's, shared by the tests
+
+
+def test_the_monitor_sees_a_lock_another_session_holds_without_taking_it(db: Database, schema_url: str):
+    """The local monitor asks, as its own role, whether a retraining holds the retraining lock
+    (``Database.lock_held``, read from pg_locks: asking takes nothing a process trying it would
+    find taken). Both halves of the bigint key are compared: names hashing to negative keys and
+    to positive ones, each told from the others."""
+    names = [f"pefm.test.lock-{i}" for i in range(8)]
+    with db.connection() as conn:
+        signs = {conn.execute("SELECT sign(hashtextextended(%s, 0))", (name,)).fetchone()[0] for name in names}
+    assert signs == {-1, 1}
+    monitor = Database(role_url(schema_url, "monitor"), max_size=1)
+    try:
+        for name in names:
+            assert not monitor.lock_held(name)
+            with db.advisory_lock(name, wait=False) as (held, _):
+                assert held and monitor.lock_held(name)
+                assert not any(monitor.lock_held(other) for other in names if other != name)
+            assert not monitor.lock_held(name)
+    finally:
+        monitor.close()

@@ -264,20 +264,22 @@ def serving_status(
     service: Annotated[str | None, typer.Option(help="the PEFM service (default: the rollout spec's)")] = None,
 ) -> None:
     """Which model serves: the registry's serving version, the revisions carrying the service's
-    traffic and the version each serves, and any rollout in progress. Exits 1 when the registry
-    and the traffic disagree."""
+    traffic and the version each serves, any rollout in progress and any retraining the drift
+    monitor requested that none has answered yet. Exits 1 when the registry and the traffic disagree."""
     from pefm.forecasting.registry import serving_id
     from pefm.rollout.cluster import ClusterTraffic
     from pefm.rollout.spec import RolloutSpec
     from pefm.rollout.status import service_status
+    from pefm.storage import retrain_events
 
     with open_db() as db:
         ctl = controller(db)
         name = service or RolloutSpec.configured().service
         router = None
-        if (k8s := cluster()) is not None:
-            with db.connection() as conn:
+        with db.connection() as conn:
+            if (k8s := cluster()) is not None:
                 router = ClusterTraffic(k8s, serving_id(conn))
+            request = retrain_events.pending_request(conn)
         status = service_status(ctl, name, router)
     serving = status.serving
     console.print(
@@ -297,6 +299,8 @@ def serving_status(
             f"[{r.state.phase.value}] green {r.state.weight}%",
             highlight=False,
         )
+    if request:
+        console.print(f"retraining requested by the drift monitor, not answered: {request.describe()}", highlight=False)
     if status.agrees:
         console.print("registry and traffic agree")
         return

@@ -143,9 +143,7 @@ class MonitorService:
         if pending is not None:
             if self._retraining is not None and self._retraining.poll() is None:
                 return report  # the one started earlier has not ended: it answers, or the next check retries
-            with self.db.advisory_lock(retrain_events.LOCK, wait=False) as (free, _):
-                pass
-            if not free:  # another retraining runs: it, or the check after it, answers the request
+            if self.db.lock_held(retrain_events.LOCK):  # another retraining runs: it, or a later check, answers
                 return report
             logs = self.settings.home / "logs"
             logs.mkdir(parents=True, exist_ok=True)

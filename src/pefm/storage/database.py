@@ -117,6 +117,21 @@ class Database:
             finally:
                 conn.autocommit = False
 
+    def lock_held(self, name: str) -> bool:
+        """Whether a session holds the advisory lock ``name`` (as ``advisory_lock`` takes it), read
+        from ``pg_locks`` without taking it: a probe that took it, even for an instant, would make
+        a process trying it then stand aside."""
+        with self.connection() as conn:
+            return conn.execute(
+                """SELECT EXISTS (
+                       SELECT 1 FROM pg_locks
+                       WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                         AND (classid::int8 << 32 | objid::int8) = hashtextextended(%s, 0)
+                   )""",
+                (name,),
+            ).fetchone()[0]
+
     def close(self) -> None:
         """Close the pool and release the embedded server, if any."""
         self.pool.close()

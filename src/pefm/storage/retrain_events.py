@@ -46,12 +46,29 @@ def cool_down_since(conn: psycopg.Connection) -> datetime | None:
 
 
 class Request(NamedTuple):
-    """A request of the drift monitor for a retraining: when, why, and how many runs started
-    since without answering it."""
+    """A request of the drift monitor for a retraining: when, why, how many runs started since
+    without answering it, and the latest run since that stood aside before starting (when, why)."""
 
     at: datetime
     reason: str
     attempts: int
+    stood_aside: tuple[datetime, str] | None = None
+
+    def describe(self) -> str:
+        """One line for an operator: why and when it was made, and what became of it so far."""
+        line = f"{self.reason} ({self.at:%Y-%m-%d %H:%M} UTC)"
+        if self.attempts:
+            line += f"; {self.attempts} run(s) since left it unanswered"
+        if self.stood_aside:
+            at, why = self.stood_aside
+            line += f"; the latest run stood aside at {at:%Y-%m-%d %H:%M} UTC: {why}"
+        return line
+
+
+_STOOD_ASIDE = "NOT EXISTS (SELECT 1 FROM retrain_events o WHERE o.run_id = s.run_id AND o.step <> 'skipped')"
+"""SQL: the run of row ``s`` is a lone ``skipped`` row, a run that stood aside before starting
+(another retraining ran, or a rollout was under way). On a cluster a pending request adds one every
+quarter of an hour while it waits."""
 
 
 def pending_request(conn: psycopg.Connection) -> Request | None:
@@ -60,38 +77,46 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
     running, a rollout under way), was a dry run, failed or stopped part-way (killed) leaves it
     pending for the next, until ``ATTEMPTS`` runs that started or failed since it have left it so:
     then it is given up (a run that fails every time would otherwise be retried every quarter of an
-    hour, for good). Runs that stood aside before starting are not counted."""
+    hour, for good). Runs that stood aside before starting are not counted; the latest is named."""
     row = conn.execute(
-        f"""SELECT r.ts, r.reason,
+        f"""WITH request AS (
+                SELECT r.ts, r.reason FROM retrain_events r
+                WHERE r.step = '{REQUESTED}'
+                  AND NOT EXISTS (
+                      SELECT 1 FROM retrain_events s
+                      WHERE s.step = 'start' AND s.ts >= r.ts
+                        AND (SELECT o.step FROM retrain_events o WHERE o.run_id = s.run_id ORDER BY o.id DESC LIMIT 1)
+                            = ANY(%s)
+                  )
+                ORDER BY r.ts DESC LIMIT 1
+            )
+            SELECT request.ts, request.reason,
                    (SELECT count(DISTINCT run_id) FROM retrain_events s
-                    WHERE s.step IN ('start', 'failed') AND s.ts >= r.ts)
-            FROM retrain_events r
-            WHERE r.step = '{REQUESTED}'
-              AND NOT EXISTS (
-                  SELECT 1 FROM retrain_events s
-                  WHERE s.step = 'start' AND s.ts >= r.ts
-                    AND (SELECT o.step FROM retrain_events o WHERE o.run_id = s.run_id ORDER BY o.id DESC LIMIT 1)
-                        = ANY(%s)
-              )
-            ORDER BY r.ts DESC LIMIT 1""",
+                    WHERE s.step IN ('start', 'failed') AND s.ts >= request.ts),
+                   aside.ts, aside.reason
+            FROM request LEFT JOIN LATERAL (
+                SELECT s.ts, s.reason FROM retrain_events s
+                WHERE s.step = 'skipped' AND s.ts >= request.ts AND {_STOOD_ASIDE}
+                ORDER BY s.id DESC LIMIT 1
+            ) aside ON true""",
         (list(OUTCOMES),),
     ).fetchone()
     if row is None or row[2] >= ATTEMPTS:
         return None
-    return Request(row[0].astimezone(UTC), row[1], row[2])
-
-
-def run_steps(conn: psycopg.Connection, run_id: str) -> list[tuple[str, str]]:
-    """One run's steps and their reasons, in order."""
-    return conn.execute("SELECT step, reason FROM retrain_events WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
+    aside = (row[3].astimezone(UTC), row[4]) if row[3] is not None else None
+    return Request(row[0].astimezone(UTC), row[1], row[2], aside)
 
 
 def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[dict[str, Any]]:
     """The latest ``limit`` runs and requests, newest first: when each began, its steps in order,
-    the first step's reason (why it ran), the last step's (``ended``) and its candidate."""
+    the first step's reason (why it ran), the last step's (``ended``) and its candidate. Runs that
+    stood aside before starting are left out (``Request.stood_aside`` names the latest): one waiting
+    request behind a rollout of a few hours would push every real run out of the list."""
     rows = conn.execute(
-        """WITH runs AS (
-               SELECT run_id, min(id) AS first FROM retrain_events GROUP BY run_id ORDER BY first DESC LIMIT %s
+        f"""WITH runs AS (
+               SELECT run_id, min(id) AS first FROM retrain_events s
+               WHERE NOT (s.step = 'skipped' AND {_STOOD_ASIDE})
+               GROUP BY run_id ORDER BY first DESC LIMIT %s
            )
            SELECT e.run_id, e.ts, e.step, e.reason, e.candidate
            FROM retrain_events e JOIN runs USING (run_id)
