@@ -108,6 +108,15 @@ def test_vintages_are_not_in_the_future_and_backdated_only_by_an_admin(client, m
     assert_error(client.post("/v1/observations", json=past, headers=AUTH), 422, "vintage")
     csv = "DATE,UNEMP\n2010-01-01,9.8\n"
     assert_error(client.post("/v1/observations?vintage=2010-05-01", content=csv, headers=CSV), 422, "vintage")
+    # and never before its values' periods began, not even an admin's: the future would leak into as-of reads
+    early = {**obs(**{"2009-07-01": 2.0, "2009-10-01": 2.0}), "vintage": "2009-08-01T00:00:00Z"}
+    refused = client.post("/v1/observations?backdate=1", json=early, headers=ADMIN)
+    assert_error(refused, 422, "observations[1].ts")
+    assert "after the vintage (2009-08-01 00:00 UTC)" in refused.json()["details"][0]["message"]
+    assert len(refused.json()["details"]) == 1
+    late = client.post("/v1/observations?vintage=1999-01-01&backdate=1", content=csv, headers=ADMIN_CSV)
+    assert_error(late, 422, "date")
+    assert late.json()["details"][0]["line"] == 2
     assert client.post("/v1/observations?backdate=1", json=past, headers=AUTH).status_code == 403  # not the admin's
     assert_error(client.post("/v1/observations?backdate=yes", json=past, headers=ADMIN), 422, "backdate")
     assert count(module_schema, "observations") == before

@@ -54,6 +54,15 @@ def test_bootstrap_leaves_a_serving_model_and_later_runs_of_it_or_of_up_change_n
     assert parts["sp500"]["forecast"][0]["ds"] == "2019-01-02T00:00:00Z"  # XNYS: not New Year's Day
     stored = [r for r in precomputed["rows"] if r["series_id"] == "realgdp" and r["space"] == "level"][:3]
     assert [r["mean"] for r in parts["realgdp"]["forecast"]] == [r["mean"] for r in stored]
+    # and from the model itself: as of a moment (refitted on what was known then), past the precomputed steps
+    past = run(cli_env, "forecast", "realgdp", "-h", "2", "--as-of", "2005-01-01", "--json")
+    assert past.returncode == 0, past.stderr
+    [part] = json.loads(past.stdout)["forecasts"]
+    assert part["data_as_of"].startswith("2005-01-01") and "2004-10" <= part["forecast"][0]["ds"] < "2005-07"
+    longer = run(cli_env, "forecast", "realgdp", "-h", "16", "--json")
+    assert longer.returncode == 0, longer.stderr
+    [part] = json.loads(longer.stdout)["forecasts"]
+    assert [r["mean"] for r in part["forecast"][:3]] == [r["mean"] for r in stored] and len(part["forecast"]) == 16
     table = run(cli_env, "forecast", "realgdp", "--space", "model", "-h", "2")
     assert table.returncode == 0 and "realgdp (model space: percent, annualized log growth)" in table.stdout
     bad = run(cli_env, "forecast", "realgdp", "--space", "log")
@@ -328,11 +337,21 @@ def test_a_setting_a_policy_or_an_id_pefm_cannot_use_is_one_red_line(db, cli_env
     checked = run({**cli_env, "PEFM_DRIFT_POLICY": str(policy)}, "drift", "check")
     assert said(checked) == f"error: {policy}: reference must be an integer, not 'x'"
     assert said(run(cli_env, "drift", "report", "99999")) == "error: no drift report 99999"
+    spec = tmp_path / "rollout.yaml"
+    for text, why in (("steps: [10, 5]\n", "steps must rise"), ("checks: [{nme: x}]\n", "nme"), ("[1\n", "expected")):
+        spec.write_text(text)
+        for command in (("rollout", "start", "--green", "x"), ("knative", "canary")):
+            refused = said(run(cli_env, *command, "--spec", str(spec)))
+            assert refused.startswith(f"error: rollout spec {spec}: ") and why in refused, refused
+    missing = said(run(cli_env, "knative", "canary", "--spec", str(tmp_path / "nowhere.yaml")))
+    assert missing.startswith(f"error: rollout spec {tmp_path / 'nowhere.yaml'}: ") and "No such file" in missing
 
 
 def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env, tmp_path):  # db: migrated
-    """Arguments a model cannot take, a report path that cannot be written, the serving version
-    gated against itself: a one-line refusal each, nothing stored. `models show` shows the status,
+    """Arguments a model cannot take (an unknown parameter, one of the wrong type, a series named
+    twice, an as-of after now), a report path that cannot be written, the serving version gated
+    against itself, a drift check of a series the model does not forecast, a revision said to serve
+    a version the registry lacks: a one-line refusal each, nothing stored. `models show` shows the status,
     and a promotion by hand says what it overrides: no gate report, series left unserved."""
 
     def said(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
@@ -355,6 +374,18 @@ def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env,
     assert said(itself) == f"error: {version} is the serving version: there is nothing to gate it against"
     nowhere = run(cli_env, "gate", "--candidate", version, "--json", str(tmp_path / "no" / "report.json"))
     assert "no directory" in said(nowhere, code=2)
+    assert "is a directory" in said(run(cli_env, "gate", "--candidate", version, "--json", str(tmp_path)), code=2)
+    assert "name a file" in said(run(cli_env, "knative", "canary", "--output", str(tmp_path / "no" / "c.yaml")), 2)
+    typed = run(cli_env, "train", "--model", "ar", "-s", "realgdp", "--windows", "0", "-p", "max_lag=abc")
+    assert said(typed) == "error: --param max_lag='abc': ar takes int | None for max_lag"
+    twice = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "-s", "realgdp", "--windows", "0")
+    assert "given more than once: realgdp" in said(twice, code=2)
+    future = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0", "--as-of", "2999-01-01")
+    assert "is after now" in said(future, code=2)
+    assert "does not forecast nosuch: nothing checked" in said(run(cli_env, "drift", "check", "-s", "nosuch"))
+    unknown = run(cli_env, "local", "register", "inference", "rev-x", "http://127.0.0.1:9", "--model-version", "nosuch")
+    assert said(unknown) == "error: no model version 'nosuch' in the registry"
+    assert "greater than or equal to 0" in said(run(cli_env, "series", "show", "realgdp", "--tail", "-1"), code=2)
     assert "one of candidate, serving, retired, rejected" in said(run(cli_env, "models", "list", "--status", "x"), 2)
     with db.connection() as conn:
         assert get_version(conn, version).gate_report is None  # no report stored by any of them

@@ -120,11 +120,12 @@ def test_the_cool_down_counts_a_retraining_the_monitor_requested(conn):
 
 def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(conn):
     """``pending_request``: a run that began before the request (its data may predate the breach),
-    a dry run, one that failed (even after deploying: its rollout never started) or stopped part-way
-    leaves it pending, counted; the first run started since that reaches an outcome answers it; the latest
-    request is named; runs that stood aside before starting are not counted, and the latest is named
-    (not listed among the runs: on a cluster one comes every quarter of an hour while a rollout
-    lasts); after ``ATTEMPTS`` runs that left it unanswered it is given up."""
+    a dry run (not counted: asking what a run would do changes nothing), one that failed (even after
+    deploying: its rollout never started) or stopped part-way leaves it pending, counted; the first
+    run started since that reaches an outcome answers it; the latest request is named; runs that
+    stood aside before starting are not counted, and the latest is named (not listed among the runs:
+    on a cluster one comes every quarter of an hour while a rollout lasts); after ``ATTEMPTS`` runs
+    that left it unanswered it is given up."""
     from pefm.storage import retrain_events
 
     def event(run_id: str, step: str, minutes_ago: int, reason: str = "test") -> None:
@@ -143,11 +144,13 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
         for step in steps:
             event(run_id, step, 30)
     pending = retrain_events.pending_request(conn)
-    assert pending.reason == "the monitor requested a retraining: drift in unemp" and pending.attempts == 2
+    assert pending.reason == "the monitor requested a retraining: drift in unemp"
+    assert pending.attempts == 1  # the run that failed; not the dry run
     assert pending.at.tzinfo is not None
     event("answer", "start", 20)
     event("answer", "up-to-date", 20)
     assert retrain_events.pending_request(conn) is None
+    event("aside before the request", "skipped", 12, "another retraining is running")
     event("later", retrain_events.REQUESTED, 10, "the monitor requested a retraining: drift in infl")
     assert retrain_events.pending_request(conn) == (pending_at(conn, "later"), pending_reason(conn, "later"), 0, None)
     event("behind a rollout", "skipped", 8, "rollout 3 is under way")  # stood aside before starting: not counted

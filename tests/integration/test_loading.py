@@ -124,6 +124,22 @@ def test_an_all_missing_or_future_csv_is_refused_and_creates_nothing(conn, tmp_p
     assert result.inserted == 1
 
 
+def test_a_csv_dated_after_its_vintage_is_refused_naming_the_lines(conn, tmp_path):
+    """A value stored as known before its period began was read by every as-of read and backtest
+    window from that vintage on (a vintage of 0001-01-01 was taken): future data leaked into the past."""
+    meta = SeriesMeta(id="gdpc1", name="Real GDP", frequency=Frequency.QUARTERLY)
+    upsert_series(conn, meta)
+    csv = write(tmp_path, "DATE,GDPC1\n2009-07-01,1\n2009-10-01,2\n2010-01-01,3\n")
+    for vintage in ("0001-01-01", "2009-09-30"):
+        with pytest.raises(ValidationError, match="after the vintage") as info:
+            load_csv(conn, csv, vintage=vintage)
+        lines = [3, 4] if vintage.startswith("2009") else [2, 3, 4]
+        assert [(i.line, i.field) for i in info.value.details] == [(n, "date") for n in lines]
+    assert row_count(conn) == 0
+    _, result = load_csv(conn, csv, vintage="2010-01-01")  # the day its last period begins: taken
+    assert result.inserted == 3
+
+
 def test_a_weekly_csv_keeps_the_weekday_of_the_stored_points(conn, tmp_path):
     """Each file's dates shared a weekday, but a second file could move the series to another."""
     meta = SeriesMeta(id="claims", name="Claims", frequency=Frequency.WEEKLY)

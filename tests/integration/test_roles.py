@@ -249,9 +249,9 @@ def test_a_role_password_reaches_the_server_as_its_scram_verifier_never_in_clear
 
 def test_the_monitor_sees_a_lock_another_session_holds_without_taking_it(db: Database, schema_url: str):
     """The local monitor asks, as its own role, whether a retraining holds the retraining lock
-    (``Database.lock_held``, read from pg_locks: asking takes nothing a process trying it would
-    find taken). Both halves of the bigint key are compared: names hashing to negative keys and
-    to positive ones, each told from the others."""
+    (``Database.lock_held``, read from pg_locks, where the old probe took the lock for an instant).
+    Both halves of the bigint key are compared: names hashing to negative keys and to positive
+    ones, each told from the others and from keys differing from its own in one half only."""
     names = [f"pefm.test.lock-{i}" for i in range(8)]
     with db.connection() as conn:
         signs = {conn.execute("SELECT sign(hashtextextended(%s, 0))", (name,)).fetchone()[0] for name in names}
@@ -264,5 +264,9 @@ def test_the_monitor_sees_a_lock_another_session_holds_without_taking_it(db: Dat
                 assert held and monitor.lock_held(name)
                 assert not any(monitor.lock_held(other) for other in names if other != name)
             assert not monitor.lock_held(name)
+            for other in ("1::int8 << 32", "1::int8"):  # the high half differs, then the low half
+                with db.connection() as conn:
+                    conn.execute(f"SELECT pg_advisory_xact_lock(hashtextextended(%s, 0) # ({other}))", (name,))
+                    assert not monitor.lock_held(name)
     finally:
         monitor.close()

@@ -64,16 +64,17 @@ def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None)
 
 
 def main() -> None:
-    """The ``pefm`` command. A setting PEFM cannot use (ConfigError), arguments or data a model
-    cannot use (ForecastInputError), a thing asked for that does not exist (LookupError, not a
-    bug's KeyError or IndexError), or a Kubernetes API that refused or failed a call
+    """The ``pefm`` command. A setting PEFM cannot use (ConfigError: a rollout spec file it cannot
+    read included), arguments or data a model cannot use (ForecastInputError), a thing asked for
+    that does not exist (LookupError, not a bug's KeyError or IndexError), a file or connection the
+    system refused (OSError), or a Kubernetes API that refused or failed a call
     (ClusterUnavailable), wherever a command meets it, is one red line and exit code 1."""
     from pefm.forecasting.base import ForecastInputError
     from pefm.rollout.cluster import ClusterUnavailable
 
     try:
         app()
-    except (ConfigError, ForecastInputError, LookupError, ClusterUnavailable) as exc:
+    except (ConfigError, ForecastInputError, LookupError, OSError, ClusterUnavailable) as exc:
         if isinstance(exc, KeyError | IndexError):
             raise
         err.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -40,6 +40,9 @@ def canary(
     from pefm.rollout.flagger import PROMETHEUS, render_canary
     from pefm.rollout.spec import RolloutSpec
 
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise typer.BadParameter(f"{output}: name a file in a directory that exists", param_hint="--output")
+
     docs = render_canary(
         RolloutSpec.configured(spec),
         namespace=namespace,

@@ -287,7 +287,7 @@ def series_show(
     as_of: Annotated[str | None, typer.Option("--as-of", help="show the data as known then")] = None,
     start: Annotated[str | None, typer.Option(help="first timestamp")] = None,
     end: Annotated[str | None, typer.Option(help="last timestamp")] = None,
-    tail: Annotated[int, typer.Option(help="rows to print (0: all)")] = 12,
+    tail: Annotated[int, typer.Option(min=0, help="rows to print (0: all)")] = 12,
 ) -> None:
     """Print a series' metadata and its latest values (or as known at --as-of)."""
     from pefm.storage.observations import read_series

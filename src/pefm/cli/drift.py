@@ -25,10 +25,14 @@ def drift_check(
     policy: Annotated[Path | None, typer.Option(help="drift policy TOML (default: the shipped one)")] = None,
 ) -> None:
     """Check the serving model's series for drift, store the report, print it."""
-    from pefm.drift.monitor import check, due_for_retraining
+    from pefm.drift.monitor import check, due_for_retraining, monitored_version
 
     loaded = _policy(policy)
     with open_db() as db, db.connection() as conn, console.status("checking drift (Evidently)"):
+        if series:  # a mistyped id would make a report of nothing
+            version = monitored_version(conn)
+            if unknown := sorted(set(series) - set(version.series_ids)):
+                raise LookupError(f"{version.id} does not forecast {', '.join(unknown)}: nothing checked")
         report = check(conn, loaded, series=series)
         due, why = due_for_retraining(conn, report, loaded)
     _print(report)

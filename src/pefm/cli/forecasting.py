@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +31,14 @@ def _spec(h: int, windows: int, step: int, refit_every: int) -> BacktestSpec:
     return BacktestSpec(h=h, windows=windows, step=step, refit_every=refit_every)
 
 
-def _params(raw: list[str] | None) -> dict[str, Any]:
+def _params(raw: list[str] | None, model: str) -> dict[str, Any]:
+    """``--param NAME=VALUE`` options (VALUE as JSON, else a string), each of the type the model
+    declares for it (a number where it takes a number: ``max_lag=abc`` failed deep in the fit)."""
+    import typing
+
+    from pefm.forecasting.base import ForecastInputError
+    from pefm.forecasting.models import make_model
+
     params = {}
     for item in raw or []:
         name, sep, value = item.partition("=")
@@ -40,7 +48,42 @@ def _params(raw: list[str] | None) -> dict[str, Any]:
             params[name] = json.loads(value)
         except json.JSONDecodeError:
             params[name] = value
+    if params and model != BUNDLE:
+        declared = typing.get_type_hints(type(make_model(model, **params)).__init__)  # unknown names refused there
+        for name, value in params.items():
+            if name in declared and not _of_type(value, declared[name]):
+                hint = str(declared[name]).replace("typing.", "").replace("collections.abc.", "")
+                hint = hint.replace("<class '", "").replace("'>", "")
+                raise ForecastInputError(f"--param {name}={value!r}: {model} takes {hint} for {name}")
     return params
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a parameter's declared type (a kind not checked here does)."""
+    import types
+    import typing
+    from collections.abc import Sequence
+
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_of_type(value, arg) for arg in typing.get_args(hint))
+    kind = typing.get_origin(hint) or hint
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    if kind is int:
+        return isinstance(value, int)
+    if kind is float:
+        return isinstance(value, int | float)
+    if kind in (tuple, list, Sequence):
+        return isinstance(value, list | tuple)
+    return isinstance(value, kind) if kind in (str, dict) else True
+
+
+def _distinct(series: list[str] | None) -> None:
+    """A series named twice is a typo, not a request for two copies of it."""
+    if series and (twice := sorted({s for s in series if series.count(s) > 1})):
+        raise typer.BadParameter(f"given more than once: {', '.join(twice)}", param_hint="--series")
 
 
 def planned_params(conn, model: str, ids: list[str], params: dict[str, Any], as_of) -> dict[str, Any]:
@@ -76,14 +119,17 @@ def train(
     bundle: a family per group of series, planned from the catalog)."""
     from pefm.forecasting.training import train as run_train
 
+    _distinct(series)
     spec = _spec(h, windows, step, refit_every) if windows else None
     try:
         when = pd.Timestamp(as_of, tz="UTC").to_pydatetime() if as_of else None
     except ValueError:
         raise typer.BadParameter(f"not a date: {as_of!r}", param_hint="--as-of") from None
+    if when is not None and when > datetime.now(UTC):  # its version would say it knew data not yet known
+        raise typer.BadParameter(f"{as_of} is after now: nothing is known as of then yet", param_hint="--as-of")
     with open_db() as db, db.connection() as conn, progress_bar() as progress:
         ids = list(series or default_series(conn, model))
-        params = planned_params(conn, model, ids, _params(param), when)
+        params = planned_params(conn, model, ids, _params(param, model), when)
         task = progress.add_task(f"backtesting {model}", total=(windows or 1) * group_count(model, params))
         version, run = run_train(
             conn,
@@ -118,10 +164,11 @@ def backtest(
     from pefm.forecasting.training import run_backtest
     from pefm.storage.model_versions import get_version, set_backtest
 
+    _distinct(series)
     spec = _spec(h, windows, step, refit_every)
     with open_db() as db, db.connection() as conn:
         ids, as_of = list(series or default_series(conn, model)), None
-        params = planned_params(conn, model, ids, _params(param), None)
+        params = planned_params(conn, model, ids, _params(param, model), None)
         if version:
             stored = get_version(conn, version)
             model, params, ids, as_of = stored.family, stored.params, stored.series_ids, stored.data_as_of
@@ -169,6 +216,8 @@ def gate(
 
     if json_out is not None and not json_out.parent.is_dir():  # before the report is stored
         raise typer.BadParameter(f"no directory {json_out.parent} to write the report in", param_hint="--json")
+    if json_out is not None and json_out.is_dir():
+        raise typer.BadParameter(f"{json_out} is a directory: name a file in it", param_hint="--json")
     with open_db() as db, db.connection() as conn:
         cand = get_version(conn, candidate)
         serv = get_version(conn, serving) if serving else serving_version(conn, cand.series_ids)
@@ -307,6 +356,8 @@ def models_promote(version: str) -> None:
     from pefm.rollout.status import service_status
     from pefm.storage.model_versions import get_version
 
+    local = not get_settings().knative_namespace  # on a cluster Flagger's canary moves the traffic
+    service = RolloutSpec.configured().service if local else None  # a spec it cannot read: before promoting
     with open_db() as db:
         with db.connection() as conn:
             retired = promote(conn, version)
@@ -319,8 +370,8 @@ def models_promote(version: str) -> None:
             err.print(f"[yellow]promoted by hand:[/yellow] {why}", highlight=False)
         if unserved:
             err.print(f"[yellow]no model serves now:[/yellow] {', '.join(unserved)}", highlight=False)
-        if not get_settings().knative_namespace:  # on a cluster Flagger's canary moves the traffic
-            status = service_status(controller(db), RolloutSpec.configured().service)
+        if service is not None:
+            status = service_status(controller(db), service)
             for problem in status.problems if status.targets else []:  # no traffic block: no stack ran here
                 err.print(f"[yellow]traffic unchanged:[/yellow] {problem}", highlight=False)
 
@@ -425,6 +476,7 @@ def forecast_command(
     from pefm.serving.freshness import changed_since_training, condition_on_latest
     from pefm.serving.http import ApiError
     from pefm.serving.inference import ModelServer, check_request, forecast_part, series_space
+    from pefm.serving.whatif import known_changed
 
     request = {"series_ids": list(series), "horizon": horizon, "levels": _levels(levels), "space": space}
     if as_of:
@@ -450,7 +502,8 @@ def forecast_command(
                 text = None if when else server.precomputed_json(series_id, state, chosen, h, lv)
                 if text is None:
                     server.wait_for_model()
-                    text = server.model_json(series_id, state, chosen, h, lv, when, None)
+                    changed = known_changed(server, series_id, when) if when else None
+                    text = server.model_json(series_id, state, chosen, h, lv, when, changed, None)
                 data_as_of = when or state.data_as_of
                 parts.append(json.loads(forecast_part(series_id, chosen, server.meta[series_id], data_as_of, text)))
         except ApiError as exc:

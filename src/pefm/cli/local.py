@@ -33,6 +33,7 @@ def register(
     from pefm.local.runtime import record_revision
     from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import TrafficTarget
+    from pefm.storage.model_versions import version_exists
 
     for url in urls:
         parts = urlsplit(url)
@@ -43,6 +44,8 @@ def register(
     where = ", ".join(urls)
     with open_db() as db:
         with db.connection() as conn:
+            if model_version is not None and not version_exists(conn, model_version):  # would serve nothing known
+                raise LookupError(f"no model version {model_version!r} in the registry")
             record_revision(
                 conn, service, revision, urls, model_version=model_version, container_concurrency=container_concurrency
             )

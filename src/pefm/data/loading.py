@@ -15,7 +15,7 @@ from pefm.data.bundled import BundledSeries
 from pefm.data.fields import SERIES_ID
 from pefm.data.fred_csv import ParsedSeries, parse_fred_csv
 from pefm.data.frequency import period_end
-from pefm.data.validation import ValidationError, check_frequency, check_transform
+from pefm.data.validation import ValidationError, check_frequency, check_known_by, check_transform
 from pefm.storage.observations import (
     Moment,
     UnknownSeriesError,
@@ -86,13 +86,14 @@ def load_csv(
     """Parse a FRED-style CSV and write it as one vintage (default now) in one transaction.
 
     The series must exist, unless ``create`` gives its metadata (its id must match the header).
-    Every timestamp must be a period start of the series' frequency, and every value one its
-    transform can take (> 0 under a log), as ingest checks them. On any error (raised as
-    ValidationError or UnknownSeriesError) nothing is written."""
+    Every timestamp must be a period start of the series' frequency and not after the vintage, and
+    every value one its transform can take (> 0 under a log), as ingest checks them. On any error
+    (raised as ValidationError or UnknownSeriesError) nothing is written."""
     parsed = parse_fred_csv(Path(path).read_bytes())
     if parsed.values.empty:
         raise ValidationError(f"no values in the CSV for {parsed.series_id!r} (all missing)", [])
-    if vintage is not None and _as_utc(vintage) > datetime.now(UTC):
+    known = _as_utc(vintage) if vintage is not None else None
+    if known is not None and known > datetime.now(UTC):
         # a vintage after now would hide every correction written before it comes (ingest refuses it too)
         raise ValidationError(f"vintage {vintage} is after now: nothing can be known in the future", [])
     with conn.transaction():
@@ -105,6 +106,8 @@ def load_csv(
             upsert_series(conn, create)
             meta = create
         _check_fits(parsed, meta, weekly_anchors(conn, {meta.id: meta}).get(meta.id))
+        if known is not None and (issues := check_known_by(parsed.values.index, known, lines=parsed.lines)):
+            raise ValidationError(f"dates in the CSV are after the vintage {vintage}", issues)
         frame = pd.DataFrame(
             {"series_id": parsed.series_id, "ts": parsed.values.index, "value": parsed.values.to_numpy()}
         )

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import numpy as np
     import pandas as pd
 
@@ -122,6 +124,26 @@ def check_transform(values: pd.Series | np.ndarray, transform: str, *, lines: Se
         return Issues()
     message = f"must be > 0: the series' transform ({transform}) takes its logarithm"
     return _located(np.flatnonzero(np.asarray(values) <= 0), lines, "value", lambda pos: message)
+
+
+def check_known_by(
+    index: pd.DatetimeIndex | np.ndarray, vintage: datetime, *, lines: Sequence[int] | None = None
+) -> Issues:
+    """An Issue (field ``ts``/``date``, as ``check_frequency``) for each UTC-naive timestamp after
+    ``vintage``: a value cannot be known before its period begins, and stored so it would be read
+    as known then (as-of reads, every backtest window from then on)."""
+    import numpy as np
+    import pandas as pd
+
+    known = np.datetime64(pd.Timestamp(vintage).tz_convert("UTC").tz_localize(None), "ns")
+    stamps = np.asarray(index, dtype="datetime64[ns]")
+    message = f"is after the vintage ({pd.Timestamp(vintage).tz_convert('UTC'):%Y-%m-%d %H:%M} UTC): "
+    return _located(
+        np.flatnonzero(stamps > known),
+        lines,
+        "date" if lines is not None else "ts",
+        lambda pos: f"{pd.Timestamp(stamps[pos]):%Y-%m-%d %H:%M} {message}no value is known before its period begins",
+    )
 
 
 def _located(bad: np.ndarray, lines: Sequence[int] | None, field: str, message) -> Issues:

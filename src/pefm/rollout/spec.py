@@ -87,7 +87,17 @@ class RolloutSpec:
 
     @classmethod
     def load(cls, path: Path) -> RolloutSpec:
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        """The spec in the YAML file ``path``; ConfigError naming the file when it cannot be read,
+        parsed or used."""
+        from pefm.config import ConfigError
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a mapping of fields, not a {type(data).__name__}")
+            return cls.from_dict(data)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, ValueError) as exc:
+            raise ConfigError(f"rollout spec {path}: {exc}") from None
 
     @classmethod
     def configured(cls, path: Path | None = None) -> RolloutSpec:

@@ -33,7 +33,7 @@ from pefm.data.json_payload import (
     parse_observations_json,
 )
 from pefm.data.transforms import TRANSFORMS
-from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_transform
+from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_known_by, check_transform
 from pefm.serving.cache import OBSERVATIONS, Cache
 from pefm.serving.group_commit import WHOLE_GROUP_ERRORS, GroupCommit
 from pefm.serving.http import (
@@ -261,6 +261,7 @@ class IngestService:
                     anchor=anchors.get(item.series_id),
                 ),
                 check_transform(item.numbers, meta.transform, lines=item.lines),
+                check_known_by(item.stamps, payload.vintage, lines=item.lines) if payload.vintage else Issues(),
             ):
                 for issue in found:  # from JSON: named by the observation's path
                     path = f"{item.path}observations[{issue.index}].{issue.field}"

@@ -20,7 +20,8 @@ stopped part-way (killed) ends on none of them."""
 ENDINGS = (*OUTCOMES, "skipped", "dry-run", "failed")
 """The steps a run that returned ends on (a run whose last step is another is running, or was killed)."""
 ATTEMPTS = 3
-"""Runs that started, or failed, after a request and left it unanswered, before it is given up."""
+"""Runs that started (dry runs aside), or failed, after a request and left it unanswered, before it
+is given up."""
 
 
 def record(
@@ -77,7 +78,8 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
     running, a rollout under way), was a dry run, failed or stopped part-way (killed) leaves it
     pending for the next, until ``ATTEMPTS`` runs that started or failed since it have left it so:
     then it is given up (a run that fails every time would otherwise be retried every quarter of an
-    hour, for good). Runs that stood aside before starting are not counted; the latest is named."""
+    hour, for good). Dry runs and runs that stood aside before starting are not counted (asking
+    what a retraining would do changes nothing); the latest to stand aside is named."""
     row = conn.execute(
         f"""WITH request AS (
                 SELECT r.ts, r.reason FROM retrain_events r
@@ -92,7 +94,8 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
             )
             SELECT request.ts, request.reason,
                    (SELECT count(DISTINCT run_id) FROM retrain_events s
-                    WHERE s.step IN ('start', 'failed') AND s.ts >= request.ts),
+                    WHERE s.step IN ('start', 'failed') AND s.ts >= request.ts
+                      AND NOT EXISTS (SELECT 1 FROM retrain_events o WHERE o.run_id = s.run_id AND o.step = 'dry-run')),
                    aside.ts, aside.reason
             FROM request LEFT JOIN LATERAL (
                 SELECT s.ts, s.reason FROM retrain_events s
@@ -105,6 +108,11 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
         return None
     aside = (row[3].astimezone(UTC), row[4]) if row[3] is not None else None
     return Request(row[0].astimezone(UTC), row[1], row[2], aside)
+
+
+def run_steps(conn: psycopg.Connection, run_id: str) -> list[tuple[str, str]]:
+    """One run's steps and their reasons, in order."""
+    return conn.execute("SELECT step, reason FROM retrain_events WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
 
 
 def recent_runs(conn: psycopg.Connection, limit: int = 20) -> list[dict[str, Any]]:
