@@ -159,6 +159,10 @@ class Settings:
     """``PEFM_REDIS_URL``: Redis or Valkey (``redis://[user:password@]host:port/db``, ``rediss://``
     for TLS) shared by the inference replicas and ingest (``pefm.serving.cache``); unset -> each
     process caches in its own memory."""
+    cache_key: str | None = field(default=None, repr=False)
+    """``PEFM_CACHE_KEY``: the key the inference replicas tag and check every entry they share
+    through Redis with (HMAC-SHA256; at least 32 characters); required with ``PEFM_REDIS_URL`` by
+    a process that keeps entries there, never given to ingest or to the Redis server."""
     mlflow_tracking_uri: str | None = None
     """``PEFM_MLFLOW_TRACKING_URI``: the MLflow tracking server that mirrors the registry
     (``pefm.tracking``: runs, model versions, aliases champion and challenger); unset -> none."""
@@ -215,6 +219,7 @@ class Settings:
             ("PEFM_FRED_API_KEY", "fred_api_key"),
             ("PEFM_FRED_URL", "fred_url"),
             ("PEFM_REDIS_URL", "redis_url"),
+            ("PEFM_CACHE_KEY", "cache_key"),
             ("PEFM_MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
             ("PEFM_MLFLOW_UI_URL", "mlflow_ui_url"),
             ("PEFM_INGEST_OIDC_AUDIENCE", "ingest_oidc_audience"),
@@ -251,6 +256,8 @@ class Settings:
             kwargs["rate_limit"] = (int(parts[1]), int(parts[2]))
         if not str(kwargs.get("redis_url", "redis://")).startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("PEFM_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        if len(kwargs.get("cache_key", "x" * 32)) < 32:
+            raise ConfigError("PEFM_CACHE_KEY must be at least 32 characters (e.g. openssl rand -hex 32)")
         if subjects := env.get("PEFM_INGEST_OIDC_SUBJECTS", "").strip():
             kwargs["ingest_oidc_subjects"] = tuple(s.strip() for s in subjects.split(",") if s.strip())
         if bool(kwargs.get("ingest_oidc_audience")) != bool(kwargs.get("ingest_oidc_subjects")):

@@ -20,10 +20,10 @@ SERIES = ["realgdp", "unemp", "infl"]
 ALIVE = "/health/liveness"  # started without waiting to be ready: these are not expected to be
 
 
-def refusal_at_start(module_schema, tmp_path, version: str) -> str:
-    """Start inference pinned to `version`; it must not become ready and must answer 503. Returns
-    the 503's error."""
-    running = start_function("inference", module_schema, tmp_path, ready_path=ALIVE, PEFM_MODEL_VERSION=version)
+def refusal_at_start(module_schema, tmp_path, version: str, **env: str) -> str:
+    """Start inference pinned to `version` (with `env`); it must not become ready and must answer
+    503. Returns the 503's error."""
+    running = start_function("inference", module_schema, tmp_path, ready_path=ALIVE, PEFM_MODEL_VERSION=version, **env)
     try:
         time.sleep(1.0)
         with running.client() as client:
@@ -61,6 +61,14 @@ def test_inference_refuses_precomputed_forecasts_the_trainer_did_not_sign(module
         )
     error = refusal_at_start(module_schema, tmp_path, version)
     assert "precomputed forecasts" in error and "signed sha256" in error
+
+
+def test_inference_with_a_shared_cache_but_not_its_key_never_becomes_ready(module_schema, tmp_path):
+    """A replica given Redis without PEFM_CACHE_KEY could neither check what others keep there nor
+    tag what it keeps: it says so instead of serving (the key is added to the Secret, not skipped)."""
+    version = register_model(module_schema, "naive", SERIES)
+    error = refusal_at_start(module_schema, tmp_path, version, PEFM_REDIS_URL="redis://127.0.0.1:9/0")
+    assert "PEFM_CACHE_KEY" in error, error
 
 
 def test_a_function_waits_for_the_migrator_and_never_migrates(server_url, tmp_path):

@@ -1,7 +1,7 @@
 """Inference replicas sharing a real Redis (``PEFM_REDIS_URL``): a second replica starts from the
-first one's state and answers, new data announced on Redis reach every replica and retire their
-answers, a replica starts and answers from a warm Redis while PostgreSQL is stopped, and Redis
-killed under load costs no request."""
+first one's state and answers, an answer changed in Redis without the key is refused, new data
+announced on Redis reach every replica and retire their answers, a replica starts and answers from
+a warm Redis while PostgreSQL is stopped, and Redis killed under load costs no request."""
 
 import threading
 import time
@@ -15,7 +15,7 @@ from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.forecasting.registry import promote
 from pefm.forecasting.training import train
-from pefm.serving.cache import OBSERVATIONS
+from pefm.serving.cache import OBSERVATIONS, PREFIX
 from pefm.storage.database import Database, open_database
 from pefm.storage.embedded import EmbeddedPostgres
 from pefm.storage.migrate import migrate
@@ -24,6 +24,8 @@ from tests.functions.conftest import TOKEN, start_function, stop, wait_for_model
 from tests.redis_server import RedisServer
 
 SERIES = ["realgdp", "unemp"]
+CACHE_KEY = "c" * 32
+"""PEFM_CACHE_KEY, shared by the replicas (ingest has none)."""
 WHAT_IF = {"series_id": "realgdp", "horizon": 2, "history": [{"ts": "2008-10-01", "value": 13000.0}]}
 
 
@@ -83,7 +85,12 @@ def replicas(schema, redis_server, tmp_path_factory):
     """Two replicas of one revision, started one after the other (each loads its model when a
     request first needs it: the first from the registry, keeping it in Redis for the second)."""
     url, version = schema
-    env = {"PEFM_REDIS_URL": redis_server.url, "PEFM_MODEL_VERSION": version, "K_REVISION": "pefm-cache"}
+    env = {
+        "PEFM_REDIS_URL": redis_server.url,
+        "PEFM_CACHE_KEY": CACHE_KEY,
+        "PEFM_MODEL_VERSION": version,
+        "K_REVISION": "pefm-cache",
+    }
     first = start_function("inference", url, tmp_path_factory.mktemp("first"), **env)
     second = start_function("inference", url, tmp_path_factory.mktemp("second"), **env)
     yield first, second
@@ -117,6 +124,27 @@ def test_a_second_replica_starts_from_the_cache_and_reuses_the_first_ones_answer
         assert served(first, "cache") == 1
     # the second replica's model came from the cache too, its bytes checked against the signed sha256
     assert cache_count(second, "artifact", "hit") == 1 and cache_count(first, "artifact", "miss") == 1
+
+
+def test_an_answer_changed_in_redis_by_someone_without_the_key_is_not_served(replicas, redis_server):
+    """Whoever reaches Redis (its password) but lacks PEFM_CACHE_KEY writes a what-if answer of
+    their own over the one the replicas keep: the replica refuses it, counts it, and computes the
+    answer again."""
+    first, second = replicas
+    with first.client() as a:
+        computed = wait_for_model(a, WHAT_IF)
+    assert computed.status_code == 200, computed.text
+    direct = redis_server.client()
+    answers = list(direct.scan_iter(PREFIX + "answer:*"))
+    assert answers
+    forged = computed.content.replace(b'"mean":', b'"mean":1e9,"was":', 1)
+    for key in answers:
+        direct.set(key, forged)
+    model, refused = served(second, "model"), cache_count(second, "answer", "refused")
+    with second.client() as b:
+        again = b.post("/v1/forecast", json=WHAT_IF)
+    assert again.status_code == 200 and again.json()["forecasts"] == computed.json()["forecasts"]
+    assert served(second, "model") == model + 1 and cache_count(second, "answer", "refused") == refused + 1
 
 
 def test_new_data_announced_on_redis_reach_every_replica_and_retire_their_answers(
@@ -166,7 +194,12 @@ def test_a_replica_starts_and_answers_from_a_warm_cache_while_postgresql_is_stop
     with open_database(Settings(database_url=url), schema="migrate") as db, db.connection() as conn:
         version = load_and_train(conn)
     redis = RedisServer(tmp_path / "redis").start()
-    env = {"PEFM_REDIS_URL": redis.url, "PEFM_MODEL_VERSION": version, "PEFM_PREDICTION_LOG_QUEUE": "2"}
+    env = {
+        "PEFM_REDIS_URL": redis.url,
+        "PEFM_CACHE_KEY": CACHE_KEY,
+        "PEFM_MODEL_VERSION": version,
+        "PEFM_PREDICTION_LOG_QUEUE": "2",
+    }
     first = start_function("inference", url, tmp_path / "first", **env)
     second = None
     try:
@@ -206,7 +239,13 @@ def test_redis_killed_under_load_costs_no_request_and_the_cache_comes_back(schem
     url, version = schema
     redis = RedisServer(tmp_path / "redis").start()
     replica = start_function(
-        "inference", url, tmp_path, PEFM_REDIS_URL=redis.url, PEFM_MODEL_VERSION=version, K_REVISION="pefm-kill"
+        "inference",
+        url,
+        tmp_path,
+        PEFM_REDIS_URL=redis.url,
+        PEFM_CACHE_KEY=CACHE_KEY,
+        PEFM_MODEL_VERSION=version,
+        K_REVISION="pefm-kill",
     )
     statuses: list[int] = []
     done = threading.Event()
@@ -252,7 +291,12 @@ def test_a_rate_limit_is_one_budget_per_caller_across_replicas(schema, redis_ser
     """Inference verifies no token, so a caller is its address: a made-up bearer token with every
     request must not buy a fresh budget (it did, when an unverified token named the caller)."""
     url, version = schema
-    env = {"PEFM_REDIS_URL": redis_server.url, "PEFM_MODEL_VERSION": version, "PEFM_RATE_LIMIT": "5/3600"}
+    env = {
+        "PEFM_REDIS_URL": redis_server.url,
+        "PEFM_CACHE_KEY": CACHE_KEY,
+        "PEFM_MODEL_VERSION": version,
+        "PEFM_RATE_LIMIT": "5/3600",
+    }
     replicas = [start_function("inference", url, tmp_path / name, **env) for name in ("a", "b")]
     if time.time() % 3600 > 3540:  # not across a window's end
         time.sleep(3600 - time.time() % 3600 + 1)

@@ -9,6 +9,9 @@ from pefm.serving.cache import OBSERVATIONS, PREFIX, RETRY_SECONDS, MemoryCache,
 from pefm.serving.observability import ServiceMetrics
 from tests.redis_server import RedisServer
 
+KEY = "k" * 32
+"""PEFM_CACHE_KEY of the tests' replicas."""
+
 
 def metrics() -> ServiceMetrics:
     return ServiceMetrics("inference", "rev-1")
@@ -44,7 +47,7 @@ def test_memory_cache_is_bounded_least_recently_used_out_and_expires():
 
 def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
     c = metrics()
-    cache = RedisCache(c.count_cache, server.url)
+    cache = RedisCache(c.count_cache, server.url, KEY)
     assert cache.get("state", "v1") is None
     cache.set("state", "v1", b"\x00state", ttl=100)
     assert cache.get("state", "v1") == b"\x00state"
@@ -57,9 +60,55 @@ def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
     assert counted(c, "redis", "state", "miss") == 1 and counted(c, "redis", "state", "hit") == 1
 
 
+def test_an_entry_not_tagged_with_the_key_is_refused_counted_and_never_returned(server):
+    """Whoever reaches Redis without PEFM_CACHE_KEY (its password leaked, ingest's pods, the server
+    itself) cannot make a replica use an entry: one written without a tag, one whose bytes changed,
+    one tagged with another key or moved under another key (or field) is refused and counted, and
+    the replica computes it again; a process without the key cannot read or write entries at all."""
+    c = metrics()
+    cache = RedisCache(c.count_cache, server.url, KEY)
+    direct = server.client()
+    cache.set("answer", "a", b"the answer", ttl=100)
+    cache.set("answer", "b", b"another answer", ttl=100)
+    cache.set_fields("conditioning", "v1", {"realgdp": b"1", "unemp": b"2"}, ttl=100)
+    stored = direct.get(PREFIX + "answer:a")
+    assert stored.endswith(b"the answer") and len(stored) == len(b"the answer") + 32
+    forged = {
+        "untagged": b"a forged answer",
+        "changed": stored[:-6] + b"FORGED",
+        "moved": direct.get(PREFIX + "answer:b"),
+        "other key": RedisCache(None, server.url, "o" * 32)._tagged(PREFIX + "answer:a", b"a forged answer"),
+    }
+    for value in forged.values():
+        direct.set(PREFIX + "answer:a", value)
+        assert cache.get("answer", "a") is None
+    assert counted(c, "redis", "answer", "refused") == len(forged) and counted(c, "redis", "answer", "hit") == 0
+    direct.hset(PREFIX + "conditioning:v1", "unemp", direct.hget(PREFIX + "conditioning:v1", "realgdp"))  # moved
+    assert cache.get_fields("conditioning", "v1") == {}
+    assert counted(c, "redis", "conditioning", "refused") == 1
+    cache.set("answer", "a", b"the answer", ttl=100)  # computed again, tagged
+    assert cache.get("answer", "a") == b"the answer"
+    keyless = RedisCache(None, server.url, None)
+    with pytest.raises(RuntimeError, match="PEFM_CACHE_KEY"):
+        keyless.get("answer", "a")
+    with pytest.raises(RuntimeError, match="PEFM_CACHE_KEY"):
+        keyless.set("answer", "a", b"x", ttl=100)
+
+
+def test_a_process_keeping_entries_in_redis_needs_the_key_and_ingest_does_not():
+    from pefm.config import ConfigError, Settings
+    from pefm.serving.cache import open_cache
+
+    settings = Settings(redis_url="redis://127.0.0.1:9/0")
+    with pytest.raises(ConfigError, match="PEFM_CACHE_KEY"):
+        open_cache(settings, None)
+    assert isinstance(open_cache(settings, None, entries=False), RedisCache)  # rate limits, announcements
+    assert isinstance(open_cache(Settings(), None), MemoryCache)
+
+
 def test_redis_away_is_asked_once_then_not_until_it_is_tried_again(server):
     c = metrics()
-    cache = RedisCache(c.count_cache, server.url)
+    cache = RedisCache(c.count_cache, server.url, KEY)
     cache.set("answer", "k", b"v", ttl=100)
     server.kill()
     asked = []
@@ -77,7 +126,7 @@ def test_redis_away_is_asked_once_then_not_until_it_is_tried_again(server):
 
 
 def test_announcements_reach_a_listener_and_a_lost_channel_says_everything_may_have_changed(server):
-    cache = RedisCache(None, server.url)
+    cache = RedisCache(None, server.url, None)  # as ingest has it: no key, no entries
     heard: list[str | None] = []
     stopping = threading.Event()
     listener = threading.Thread(target=cache.listen, args=(OBSERVATIONS, heard.append, stopping), daemon=True)
@@ -104,7 +153,7 @@ def test_announcements_reach_a_listener_and_a_lost_channel_says_everything_may_h
 
 
 def test_request_counts_are_per_key_and_window_in_memory_and_in_redis(server):
-    for cache in (MemoryCache(None, max_bytes=1000), RedisCache(None, server.url)):
+    for cache in (MemoryCache(None, max_bytes=1000), RedisCache(None, server.url, None)):
         if time.time() % 2 > 1.5:  # a 2 s window: not across its end
             time.sleep(0.6)
         assert [cache.count_request("alice", 2) for _ in range(3)] == [1, 2, 3]
@@ -112,7 +161,7 @@ def test_request_counts_are_per_key_and_window_in_memory_and_in_redis(server):
         time.sleep(2.0)  # the next window
         assert cache.count_request("alice", 2) == 1
     server.kill()
-    assert RedisCache(None, server.url).count_request("alice", 2) is None  # away: no count, no refusal
+    assert RedisCache(None, server.url, None).count_request("alice", 2) is None  # away: no count, no refusal
 
 
 def test_a_process_counts_a_bounded_number_of_callers_and_a_flood_shares_one_budget(monkeypatch):

@@ -229,6 +229,17 @@ def test_each_service_connects_as_its_own_role_and_only_the_trainer_signs():
         assert VARIABLE.fullmatch(keys), f"{name} loads models but has no PEFM_VERIFY_KEYS from .env"
 
 
+def test_only_the_inference_revisions_hold_the_key_that_tags_the_cache_entries():
+    """Guards PEFM_CACHE_KEY: every inference revision holds it (from .env), ingest, which reaches
+    Valkey only to announce new data, does not; and nothing else reaches Valkey."""
+    with_key = {n for n, s in services().items() if "PEFM_CACHE_KEY" in (s.get("environment") or {})}
+    with_url = {n for n, s in services().items() if "PEFM_REDIS_URL" in (s.get("environment") or {})}
+    assert with_key == {"inference-blue", "inference-green", "inference-gpu"}, sorted(with_key)
+    assert with_url == with_key | {"ingest"}, sorted(with_url)
+    for name in with_key:
+        assert VARIABLE.fullmatch(str(services()[name]["environment"]["PEFM_CACHE_KEY"])).group(1) == "PEFM_CACHE_KEY"
+
+
 def test_the_env_file_is_never_committed():
     """Guards the secrets: git ignores .env (only .env.example is committed)."""
     done = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, capture_output=True, timeout=30)

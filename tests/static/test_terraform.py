@@ -366,6 +366,18 @@ def test_secrets_and_optional_image_pull_secret() -> None:
     assert blocks(DATA, "variable")["registry_token"]["sensitive"] is True
 
 
+def test_the_cache_secret_holds_a_key_of_its_own_for_the_entries() -> None:
+    """Guards what knative/base/inference.yaml reads from pefm-cache: the URL and, apart from the
+    server's password, a generated key of its own (PEFM_CACHE_KEY, at least 32 characters) that
+    tags the entries the inference revisions keep there."""
+    data = resource(DATA, "kubernetes_secret_v1.cache")["data"]
+    assert set(data) == {"password", "url", "entry-key"}
+    assert data["entry-key"] == "${random_password.cache_entry_key.result}"
+    assert "random_password.cache.result" in data["url"] and "cache_entry_key" not in data["url"]
+    key = resource(DATA, "random_password.cache_entry_key")
+    assert key["length"] >= 32 and key["special"] is False
+
+
 def test_database_roles_and_the_signing_key() -> None:
     """Guards least privilege on the cluster: pefm-database holds the owner's url (the migrator's) plus a
     generated password and URL for every role pefm creates (pefm.storage.roles), each URL that role's on the

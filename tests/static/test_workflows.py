@@ -739,6 +739,21 @@ def test_each_workload_reads_only_its_own_database_role_and_signing_key():
     assert urls <= {f"{c}-url" for c in COMPONENTS}
 
 
+def test_only_the_inference_revisions_read_the_key_that_tags_the_cache_entries():
+    """Guards PEFM_CACHE_KEY: the inference revisions (GPU ones included) read it from pefm-cache;
+    ingest, which reaches the cache to announce new data and count rate limits, reads only its URL,
+    so that it cannot change what the replicas share."""
+    readers = {
+        name: {key: env for (secret, key), env in read.items() if secret == "pefm-cache"}
+        for name, read in cluster_reads().items()
+    }
+    readers = {name: keys for name, keys in readers.items() if keys}
+    assert readers == {
+        "pefm-inference": {"url": "PEFM_REDIS_URL", "entry-key": "PEFM_CACHE_KEY"},
+        "pefm-ingest": {"url": "PEFM_REDIS_URL"},
+    }, readers
+
+
 def test_the_e2e_secrets_hold_every_key_the_manifests_read(tmp_path):
     """deploy.sh's create_secrets, run against a kubectl that records what it would apply: every
     (Secret, key) a workload reads exists; pefm-database holds the owner's URL and, for every role

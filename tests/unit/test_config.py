@@ -39,6 +39,7 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
         ("PEFM_POOL_MAX_SIZE", "0"),
         ("PEFM_LOG_LEVEL", "LOUD"),
         ("PEFM_REDIS_URL", "http://cache:6379"),
+        ("PEFM_CACHE_KEY", "too-short-to-key-an-hmac"),
         ("PEFM_RATE_LIMIT", "100"),
         ("PEFM_RATE_LIMIT", "0/60"),
         ("PEFM_RATE_LIMIT", "\u00b2/60"),
@@ -113,15 +114,22 @@ def test_the_local_token_file_is_private_and_kept(tmp_path):
 
 
 def test_the_cache_and_rate_limit_settings():
+    key = "entry-key-" + "0" * 32
     settings = Settings.from_env(
-        {"PEFM_REDIS_URL": "redis://:pw@cache:6379/0", "PEFM_RATE_LIMIT": "600/60", "PEFM_CACHE_TTL_SECONDS": "30"}
+        {
+            "PEFM_REDIS_URL": "redis://:pw@cache:6379/0",
+            "PEFM_CACHE_KEY": key,
+            "PEFM_RATE_LIMIT": "600/60",
+            "PEFM_CACHE_TTL_SECONDS": "30",
+        }
     )
-    assert (settings.redis_url, settings.rate_limit, settings.cache_ttl_seconds) == (
+    assert (settings.redis_url, settings.cache_key, settings.rate_limit, settings.cache_ttl_seconds) == (
         "redis://:pw@cache:6379/0",
+        key,
         (600, 60),
         30,
     )
-    assert "pw" not in repr(settings)
+    assert "pw" not in repr(settings) and key not in repr(settings)
 
 
 def test_the_ingest_oidc_settings_go_together():

@@ -19,6 +19,13 @@ re-conditions. Only commands Valkey also serves are used (GET, SET EX, HSET, HGE
 PUBLISH, SUBSCRIBE). The memory bound of a shared cache is the server's ``maxmemory`` with an
 ``allkeys-lru`` policy (the manifests set both); an entry over ``MAX_ENTRY_BYTES`` is not cached.
 
+Every entry in Redis carries an HMAC-SHA256 tag under ``PEFM_CACHE_KEY`` (held by the inference
+replicas, not by ingest nor by the Redis server), over its full key (and field) and its bytes: an
+entry written or moved by anyone without the key (who can reach Redis with its password) is
+refused, counted as ``refused``, and rebuilt from PostgreSQL. Rate-limit counters and the
+announcements carry no tag: a forged count only lets a caller through or makes it wait a window,
+and an announcement only makes the replicas re-condition from PostgreSQL.
+
 Redis away: every lookup counts as ``error`` in ``pefm_cache_requests_total`` and falls through
 to what the process holds and to PostgreSQL (answers are computed again). After a failure Redis
 is not asked again for ``RETRY_SECONDS`` (so an outage costs requests nothing), then the next
@@ -31,6 +38,7 @@ recently used out), and holds only answers: the rest is already in the process.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -45,11 +53,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 OnLookup = Callable[[str, str, str], None]
 """Called with (backend, kind, result) on every lookup: ``ServiceMetrics.count_cache``."""
-PREFIX = "pefm:2:"
+PREFIX = "pefm:3:"
 """Every key's prefix; the number changes when an entry's format does (old entries then expire)."""
 OBSERVATIONS = "pefm:observations"
 """The channel ingest announces changed series on (JSON ``{"series": [...]}``; ``null``: all)."""
 MAX_ENTRY_BYTES = 256 * 1024 * 1024
+_TAG_BYTES = 32
+"""An entry's HMAC-SHA256 tag, before its bytes."""
 RETRY_SECONDS = 2.0
 STATE_TTL = 7 * 24 * 3600
 """Seconds a version's state, conditioning, artifact and panels live after their last write."""
@@ -154,18 +164,21 @@ class MemoryCache(Cache):
 
 
 class RedisCache(Cache):
-    """Redis or Valkey at ``url``, shared by every process that names it."""
+    """Redis or Valkey at ``url``, shared by every process that names it. ``key`` (``PEFM_CACHE_KEY``)
+    tags the entries and checks them; without it (ingest) only rate limits and announcements are
+    used, and reading or writing an entry is a programming error."""
 
     backend = "redis"
     shared = True
 
-    def __init__(self, on_lookup: OnLookup | None, url: str):
+    def __init__(self, on_lookup: OnLookup | None, url: str, key: str | None):
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         super().__init__(on_lookup)
         self.url = url
+        self._key = key.encode() if key else None
         # no retries of its own: a failure opens the breaker below instead of holding a request
         self._options = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0, "retry": Retry(NoBackoff(), 0)}
         self._client = redis.Redis.from_url(url, **self._options)
@@ -186,33 +199,77 @@ class RedisCache(Cache):
             self.count(kind, "error")
             return False, None
 
+    def _tag(self, name: str, value: bytes) -> bytes:
+        """The entry's tag: HMAC-SHA256 over its full key (and field) and its bytes, so that an
+        entry moved under another key is refused as a changed one is."""
+        if self._key is None:
+            raise RuntimeError("cache entries need PEFM_CACHE_KEY")
+        named = name.encode()
+        return hmac.new(self._key, len(named).to_bytes(4, "big") + named + value, hashlib.sha256).digest()
+
+    def _tagged(self, name: str, value: bytes) -> bytes:
+        return self._tag(name, value) + value
+
+    def _checked(self, name: str, stored: bytes) -> bytes | None:
+        """The entry's bytes, or None when its tag is not the key's over them."""
+        value = stored[_TAG_BYTES:]
+        return value if hmac.compare_digest(stored[:_TAG_BYTES], self._tag(name, value)) else None
+
+    def _refused(self, kind: str, full: str) -> None:
+        self.count(kind, "refused")
+        log.warning("cache entry %s is not tagged with PEFM_CACHE_KEY: refused, rebuilt from the database", full)
+
     def get(self, kind: str, key: str) -> bytes | None:
-        ok, value = self._call(kind, lambda: self._client.get(PREFIX + f"{kind}:{key}"))
-        if ok:
-            self.count(kind, "miss" if value is None else "hit")
-        return value  # type: ignore[return-value]
+        full = PREFIX + f"{kind}:{key}"
+        ok, stored = self._call(kind, lambda: self._client.get(full))
+        if not ok:
+            return None
+        if stored is None:
+            self.count(kind, "miss")
+            return None
+        if (value := self._checked(full, stored)) is None:  # type: ignore[arg-type]
+            self._refused(kind, full)
+            return None
+        self.count(kind, "hit")
+        return value
 
     def exists(self, kind: str, key: str) -> bool:
-        """Whether an entry is there (not counted as a lookup; False when Redis is away)."""
+        """Whether an entry is there (not counted as a lookup, not checked; False when Redis is away)."""
         ok, found = self._call(kind, lambda: self._client.exists(PREFIX + f"{kind}:{key}"))
         return bool(ok and found)
 
     def set(self, kind: str, key: str, value: bytes, ttl: int) -> None:
         if len(value) <= MAX_ENTRY_BYTES:
-            self._call(kind, lambda: self._client.set(PREFIX + f"{kind}:{key}", value, ex=ttl))
+            full = PREFIX + f"{kind}:{key}"
+            stored = self._tagged(full, value)
+            self._call(kind, lambda: self._client.set(full, stored, ex=ttl))
 
     def get_fields(self, kind: str, key: str) -> dict[str, bytes]:
-        ok, value = self._call(kind, lambda: self._client.hgetall(PREFIX + f"{kind}:{key}"))
-        if ok:
-            self.count(kind, "hit" if value else "miss")
-        return {k.decode(): v for k, v in (value or {}).items()}  # type: ignore[union-attr]
+        """A hash entry's fields; none when any of them is not tagged with the key (all refused)."""
+        full = PREFIX + f"{kind}:{key}"
+        ok, stored = self._call(kind, lambda: self._client.hgetall(full))
+        if not ok:
+            return {}
+        if not stored:
+            self.count(kind, "miss")
+            return {}
+        fields = {}
+        for name, tagged in stored.items():  # type: ignore[union-attr]
+            field = name.decode(errors="replace")
+            if (value := self._checked(f"{full}\0{field}", tagged)) is None:
+                self._refused(kind, full)
+                return {}
+            fields[field] = value
+        self.count(kind, "hit")
+        return fields
 
     def set_fields(self, kind: str, key: str, fields: dict[str, bytes], ttl: int) -> None:
         full = PREFIX + f"{kind}:{key}"
+        tagged = {name: self._tagged(f"{full}\0{name}", value) for name, value in fields.items()}
 
         def write() -> None:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(full, mapping=fields).expire(full, ttl).execute()
+                pipe.hset(full, mapping=tagged).expire(full, ttl).execute()
 
         self._call(kind, write)
 
@@ -255,8 +312,14 @@ class RedisCache(Cache):
                 backoff = min(backoff * 2, 30.0)
 
 
-def open_cache(settings: Settings, on_lookup: OnLookup | None) -> Cache:
-    """Redis when ``PEFM_REDIS_URL`` is set, else this process's memory."""
+def open_cache(settings: Settings, on_lookup: OnLookup | None, entries: bool = True) -> Cache:
+    """Redis when ``PEFM_REDIS_URL`` is set, else this process's memory. ``entries``: the process
+    keeps and reads entries (inference), which in Redis needs ``PEFM_CACHE_KEY``; ingest only
+    counts rate limits and announces."""
     if settings.redis_url:
-        return RedisCache(on_lookup, settings.redis_url)
+        if entries and not settings.cache_key:
+            from pefm.config import ConfigError
+
+            raise ConfigError("PEFM_REDIS_URL is set without PEFM_CACHE_KEY, the key its entries are tagged with")
+        return RedisCache(on_lookup, settings.redis_url, settings.cache_key if entries else None)
     return MemoryCache(on_lookup, settings.cache_max_bytes)

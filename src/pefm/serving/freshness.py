@@ -35,6 +35,7 @@ from pefm.serving.cache import OBSERVATIONS, STATE_TTL, Cache, panel_key
 from pefm.storage.channels import OBSERVATIONS_CHANNEL
 
 if TYPE_CHECKING:
+    from pefm.config import Settings
     from pefm.serving.inference import ModelServer
     from pefm.storage.database import Database
 
@@ -177,7 +178,7 @@ class Reconditioner:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_start,
-                initargs=(self.server.db.url, server.version.id, server.settings.redis_url),
+                initargs=(self.server.db.url, server.version.id, server.settings),
             )
         updates = self._pool.submit(_worker_refresh, ids).result()
         if updates:
@@ -196,12 +197,11 @@ class Reconditioner:
 _worker: dict[str, Any] = {}
 
 
-def _worker_start(url: str, version_id: str, redis_url: str | None) -> None:
+def _worker_start(url: str, version_id: str, settings: Settings) -> None:
     """In the worker process: the database, the version's model (signature- and sha256-checked)
     and the shared cache, once. It runs at a lower CPU priority: serving requests comes first."""
-    from pefm.config import get_settings
     from pefm.forecasting.registry import load_model
-    from pefm.serving.cache import RedisCache
+    from pefm.serving.cache import open_cache
     from pefm.storage.database import Database
     from pefm.storage.signing import trusted_keys
 
@@ -209,8 +209,8 @@ def _worker_start(url: str, version_id: str, redis_url: str | None) -> None:
     _exit_with_parent()
     db = Database(url, max_size=1)
     with db.connection() as conn:
-        _worker.update(db=db, model=load_model(conn, version_id, trusted_keys(get_settings())))
-    _worker["cache"] = RedisCache(None, redis_url) if redis_url else None
+        _worker.update(db=db, model=load_model(conn, version_id, trusted_keys(settings)))
+    _worker["cache"] = open_cache(settings, None) if settings.redis_url else None
 
 
 def _exit_with_parent() -> None:

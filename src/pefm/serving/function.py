@@ -65,7 +65,7 @@ class ServiceFunction:
             self.settings = settings
             # Its pool connects in the background while the service's modules load (``_build``).
             self.db = open_database(settings, schema="unchecked", embedded_ok=False, pool_timeout=5.0)
-            self.cache = open_cache(settings, self.metrics.count_cache)
+            self.cache = open_cache(settings, self.metrics.count_cache, entries=self.service == "inference")
             self.writer = LogWriter(
                 self.db.url,
                 maxsize=settings.prediction_log_queue,

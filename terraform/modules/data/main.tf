@@ -175,10 +175,16 @@ resource "kubernetes_secret_v1" "tokens" {
 }
 
 # The cache (knative/cache, applied with `kubectl apply -k knative/cache`): the Valkey server's
-# password, and the URL the inference revisions and ingest reach it at. Without the cache the
-# Secret is unused and every function caches in its own memory.
+# password, the URL the inference revisions and ingest reach it at, and the key only the inference
+# revisions read, which tags every entry they keep there. Without the cache the Secret is unused and
+# every function caches in its own memory.
 resource "random_password" "cache" {
   length  = 40
+  special = false
+}
+
+resource "random_password" "cache_entry_key" {
+  length  = 64
   special = false
 }
 
@@ -188,8 +194,9 @@ resource "kubernetes_secret_v1" "cache" {
     namespace = kubernetes_namespace_v1.pefm.metadata[0].name
   }
   data = {
-    password = random_password.cache.result
-    url      = "redis://:${random_password.cache.result}@pefm-cache.${kubernetes_namespace_v1.pefm.metadata[0].name}.svc.cluster.local:6379/0"
+    password    = random_password.cache.result
+    "entry-key" = random_password.cache_entry_key.result
+    url         = "redis://:${random_password.cache.result}@pefm-cache.${kubernetes_namespace_v1.pefm.metadata[0].name}.svc.cluster.local:6379/0"
   }
 }
 

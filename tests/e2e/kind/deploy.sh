@@ -68,12 +68,15 @@ create_secrets() {
     secret pefm-tokens "${pairs[@]}"
     new_signing_key
     secret pefm-signing "private=$(secret_file signing-key)" "public=$(secret_file verify-key)"
-    # the cache (knative/cache): its password, and the URL inference and ingest reach it at
+    # the cache (knative/cache): its password, the URL inference and ingest reach it at, and the
+    # key the inference revisions tag their entries with
     new_secret cache-password
+    new_secret cache-entry-key
     file=$(secret_file cache-url)
     (umask 077 && printf 'redis://:%s@pefm-cache.%s.svc.cluster.local:6379/0' \
         "$(<"$(secret_file cache-password)")" "$NS" >"$file")
-    secret pefm-cache "password=$(secret_file cache-password)" "url=$file"
+    secret pefm-cache "password=$(secret_file cache-password)" "url=$file" \
+        "entry-key=$(secret_file cache-entry-key)"
 }
 
 # fixture FILE IMAGE: apply one of this folder's fixtures with its placeholder image (the
