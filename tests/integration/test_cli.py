@@ -272,6 +272,28 @@ def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):
     assert result.returncode == 0 and f"rollout {promoted}: Succeeded, green 100%" in result.stdout
 
 
+def test_a_rollout_of_a_candidate_never_gated_says_it_waits_for_the_gates(cli_env, db):
+    """The analysis holds such a rollout at 0% until the candidate has a gate report (it may be
+    gated meanwhile); `rollout start` says so at once, where before only `rollout run`'s log did."""
+    from pefm.rollout.controller import RolloutController
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.providers import DatabaseProvider
+    from pefm.rollout.router import TrafficTarget
+
+    assert run(cli_env, "data", "load", "realgdp").returncode == 0
+    trained = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")
+    candidate = re.search(r"registered (naive-\S+)", trained.stdout).group(1)
+    LocalRouter(db, {}).set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
+    with db.connection() as conn:
+        record_revision(conn, "inference", "pefm-inference-green", ["http://pefm-inference-green.invalid"])
+    started = run(cli_env, "rollout", "start", "--green", "pefm-inference-green", "--model-version", candidate)
+    assert started.returncode == 0, started.stderr
+    said = " ".join(started.stderr.split())
+    assert f"waiting at 0%: the candidate {candidate} has no gate report; run pefm gate --candidate {candidate}" in said
+    rollout_id = int(re.search(r"rollout (\d+) started", started.stdout).group(1))
+    RolloutController(db, LocalRouter(db, {}), DatabaseProvider(db), prober=None).rollback(rollout_id)
+
+
 def test_rollout_deploy_needs_a_knative_namespace(cli_env):
     """Locally, revisions are started by pefm up and pefm retrain: deploy says so and exits 2."""
     result = run(cli_env, "rollout", "deploy", "--model-version", "ar-1")

@@ -67,6 +67,7 @@ def start(
     pass). On a cluster: deploy MODEL_VERSION as a template change; Flagger canaries the revision
     Knative creates, calling PEFM's webhooks. With --watch, follow it to its end: exit 1 when it is
     rolled back (on a cluster, 3 when the Canary or PEFM's record of it did not finish in time)."""
+    from pefm.forecasting.registry import candidate_verdict
     from pefm.rollout.spec import RolloutSpec
 
     loaded = RolloutSpec.configured(spec)
@@ -81,6 +82,12 @@ def start(
         ctl = controller(db)
         rollout_id = ctl.start(loaded.service, green, loaded, model_version)
         console.print(f"rollout {rollout_id} started: {loaded.service} -> {green}")
+        with db.connection() as conn:  # the analysis waits at 0% for a gate report: say so now, not never
+            candidate = ctl.get(rollout_id).green_model_version
+            passed, why = candidate_verdict(conn, candidate, loaded.require_gates)
+        if passed is None:
+            advice = f"; run pefm gate --candidate {candidate}" if candidate else ""
+            err.print(f"[yellow]waiting at 0%:[/yellow] {why}{advice}", highlight=False)
         if watch:
             _report(ctl, ctl.run(rollout_id), rollout_id)
 
