@@ -112,11 +112,13 @@ def test_vintages_are_not_in_the_future_and_backdated_only_by_an_admin(client, m
     early = {**obs(**{"2009-07-01": 2.0, "2009-10-01": 2.0}), "vintage": "2009-08-01T00:00:00Z"}
     refused = client.post("/v1/observations?backdate=1", json=early, headers=ADMIN)
     assert_error(refused, 422, "observations[1].ts")
-    assert "after the vintage (2009-08-01 00:00 UTC)" in refused.json()["details"][0]["message"]
+    assert "after the vintage (2009-08-01 00:00:00 UTC)" in refused.json()["details"][0]["message"]
     assert len(refused.json()["details"]) == 1
     late = client.post("/v1/observations?vintage=1999-01-01&backdate=1", content=csv, headers=ADMIN_CSV)
     assert_error(late, 422, "date")
     assert late.json()["details"][0]["line"] == 2
+    ahead = client.post("/v1/observations", json=obs(**{"2009-10-01": 2.0, "2199-01-01": 2.0}), headers=AUTH)
+    assert_error(ahead, 422, "observations[1].ts")  # no vintage given: now's
     assert client.post("/v1/observations?backdate=1", json=past, headers=AUTH).status_code == 403  # not the admin's
     assert_error(client.post("/v1/observations?backdate=yes", json=past, headers=ADMIN), 422, "backdate")
     assert count(module_schema, "observations") == before

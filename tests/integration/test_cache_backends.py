@@ -63,8 +63,10 @@ def test_redis_cache_keeps_values_and_fields_with_a_ttl(server):
 def test_an_entry_not_tagged_with_the_key_is_refused_counted_and_never_returned(server):
     """Whoever reaches Redis without PEFM_CACHE_KEY (its password leaked, ingest's pods, the server
     itself) cannot make a replica use an entry: one written without a tag, one whose bytes changed,
-    one tagged with another key or moved under another key (or field) is refused and counted, and
-    the replica computes it again; a process without the key cannot read or write entries at all."""
+    one tagged with another key or moved under another key (or field, or from a hash to a string) is
+    refused and counted, and the replica computes it again (a hash keeps its good fields and loses
+    the others); nothing refused counts as one to start from (``exists``); a process without the
+    key cannot read or write entries at all."""
     c = metrics()
     cache = RedisCache(c.count_cache, server.url, KEY)
     direct = server.client()
@@ -77,17 +79,24 @@ def test_an_entry_not_tagged_with_the_key_is_refused_counted_and_never_returned(
         "untagged": b"a forged answer",
         "changed": stored[:-6] + b"FORGED",
         "moved": direct.get(PREFIX + "answer:b"),
-        "other key": RedisCache(None, server.url, "o" * 32)._tagged(PREFIX + "answer:a", b"a forged answer"),
+        "other key": RedisCache(None, server.url, "o" * 32)._tagged(f"s:{PREFIX}answer:a", b"a forged answer"),
     }
     for value in forged.values():
         direct.set(PREFIX + "answer:a", value)
         assert cache.get("answer", "a") is None
     assert counted(c, "redis", "answer", "refused") == len(forged) and counted(c, "redis", "answer", "hit") == 0
-    direct.hset(PREFIX + "conditioning:v1", "unemp", direct.hget(PREFIX + "conditioning:v1", "realgdp"))  # moved
-    assert cache.get_fields("conditioning", "v1") == {}
+    realgdp = direct.hget(PREFIX + "conditioning:v1", "realgdp")
+    direct.hset(PREFIX + "conditioning:v1", "unemp", realgdp)  # moved to another field: refused, and deleted
+    assert cache.get_fields("conditioning", "v1") == {"realgdp": b"1"}
     assert counted(c, "redis", "conditioning", "refused") == 1
+    assert not direct.hexists(PREFIX + "conditioning:v1", "unemp")
+    assert cache.get_fields("conditioning", "v1") == {"realgdp": b"1"}  # left clean: nothing refused again
+    assert counted(c, "redis", "conditioning", "refused") == 1 and counted(c, "redis", "conditioning", "hit") == 1
+    direct.set(PREFIX + "conditioning:v1\0realgdp", realgdp)  # a field moved to a string of its name
+    assert cache.get("conditioning", "v1\0realgdp") is None
+    assert not cache.exists("answer", "a")  # the forged entry last written there: not one to start from
     cache.set("answer", "a", b"the answer", ttl=100)  # computed again, tagged
-    assert cache.get("answer", "a") == b"the answer"
+    assert cache.get("answer", "a") == b"the answer" and cache.exists("answer", "a")
     keyless = RedisCache(None, server.url, None)
     with pytest.raises(RuntimeError, match="PEFM_CACHE_KEY"):
         keyless.get("answer", "a")

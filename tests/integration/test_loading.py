@@ -130,11 +130,19 @@ def test_a_csv_dated_after_its_vintage_is_refused_naming_the_lines(conn, tmp_pat
     meta = SeriesMeta(id="gdpc1", name="Real GDP", frequency=Frequency.QUARTERLY)
     upsert_series(conn, meta)
     csv = write(tmp_path, "DATE,GDPC1\n2009-07-01,1\n2009-10-01,2\n2010-01-01,3\n")
-    for vintage in ("0001-01-01", "2009-09-30"):
+    for vintage in ("1700-01-01", "2009-09-30"):
         with pytest.raises(ValidationError, match="after the vintage") as info:
             load_csv(conn, csv, vintage=vintage)
         lines = [3, 4] if vintage.startswith("2009") else [2, 3, 4]
         assert [(i.line, i.field) for i in info.value.details] == [(n, "date") for n in lines]
+    for vintage in ("0001-01-01", "1600-01-01"):  # past what a timestamp holds: refused as ingest refuses it
+        with pytest.raises(ValidationError, match=r"years 1700\.\.2200"):
+            load_csv(conn, csv, vintage=vintage)
+    future = tmp_path / "future.csv"
+    future.write_text("DATE,GDPC1\n2009-07-01,1\n2199-01-01,3\n")
+    with pytest.raises(ValidationError, match=r"after the vintage \(now\)") as info:  # none given: now
+        load_csv(conn, future)
+    assert [(i.line, i.field) for i in info.value.details] == [(3, "date")]
     assert row_count(conn) == 0
     _, result = load_csv(conn, csv, vintage="2010-01-01")  # the day its last period begins: taken
     assert result.inserted == 3

@@ -77,7 +77,7 @@ def main() -> None:
     except (ConfigError, ForecastInputError, LookupError, OSError, ClusterUnavailable) as exc:
         if isinstance(exc, KeyError | IndexError):
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {str(exc) or type(exc).__name__}", highlight=False)  # a TimeoutError says nothing
         raise SystemExit(1) from None
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import psycopg
 
 from pefm.data.bundled import BundledSeries
-from pefm.data.fields import SERIES_ID
+from pefm.data.fields import EXPECTED_TIMESTAMP, SERIES_ID, parse_timestamp
 from pefm.data.fred_csv import ParsedSeries, parse_fred_csv
 from pefm.data.frequency import period_end
 from pefm.data.validation import ValidationError, check_frequency, check_known_by, check_transform
@@ -92,7 +92,7 @@ def load_csv(
     parsed = parse_fred_csv(Path(path).read_bytes())
     if parsed.values.empty:
         raise ValidationError(f"no values in the CSV for {parsed.series_id!r} (all missing)", [])
-    known = _as_utc(vintage) if vintage is not None else None
+    known = _vintage(vintage)
     if known is not None and known > datetime.now(UTC):
         # a vintage after now would hide every correction written before it comes (ingest refuses it too)
         raise ValidationError(f"vintage {vintage} is after now: nothing can be known in the future", [])
@@ -106,8 +106,8 @@ def load_csv(
             upsert_series(conn, create)
             meta = create
         _check_fits(parsed, meta, weekly_anchors(conn, {meta.id: meta}).get(meta.id))
-        if known is not None and (issues := check_known_by(parsed.values.index, known, lines=parsed.lines)):
-            raise ValidationError(f"dates in the CSV are after the vintage {vintage}", issues)
+        if issues := check_known_by(parsed.values.index, known or datetime.now(UTC), lines=parsed.lines):
+            raise ValidationError(f"dates in the CSV are after the vintage ({vintage or 'now'})", issues)
         frame = pd.DataFrame(
             {"series_id": parsed.series_id, "ts": parsed.values.index, "value": parsed.values.to_numpy()}
         )
@@ -143,6 +143,17 @@ def load_fred(
             raise ValidationError(f"FRED's values for {fred_id} do not fit the series' transform", issues)
         result = write_observations(conn, values.assign(series_id=series_id), source=f"fred:{info.get('id', fred_id)}")
     return meta, fetched, result
+
+
+def _vintage(vintage: Moment) -> datetime | None:
+    """A vintage given as text or a moment, as an aware UTC datetime (None: none given); text in
+    years 1700..2200, as ingest takes it (a year-1 vintage passed for the distant past)."""
+    if vintage is None:
+        return None
+    known = parse_timestamp(vintage) if isinstance(vintage, str) else _as_utc(vintage)
+    if known is None:
+        raise ValidationError(f"vintage {vintage!r}: {EXPECTED_TIMESTAMP}", [])
+    return known
 
 
 def _check_fits(parsed: ParsedSeries, meta: SeriesMeta, anchor: datetime | None) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     import numpy as np
     import pandas as pd
 
@@ -126,23 +125,35 @@ def check_transform(values: pd.Series | np.ndarray, transform: str, *, lines: Se
     return _located(np.flatnonzero(np.asarray(values) <= 0), lines, "value", lambda pos: message)
 
 
+AHEAD_OF_UTC = timedelta(hours=14)
+"""How far a local date runs ahead of UTC's at most (UTC+14): a value dated by a day that began
+there may be known up to this long before that day begins in UTC."""
+
+
 def check_known_by(
-    index: pd.DatetimeIndex | np.ndarray, vintage: datetime, *, lines: Sequence[int] | None = None
+    index: pd.DatetimeIndex | np.ndarray,
+    vintage: datetime,
+    *,
+    lines: Sequence[int] | None = None,
+    skew: timedelta = timedelta(0),
 ) -> Issues:
     """An Issue (field ``ts``/``date``, as ``check_frequency``) for each UTC-naive timestamp after
-    ``vintage``: a value cannot be known before its period begins, and stored so it would be read
-    as known then (as-of reads, every backtest window from then on)."""
+    ``vintage`` (an aware datetime) by more than ``AHEAD_OF_UTC`` and ``skew`` (the clocks'
+    allowance): a value cannot be known before its period begins, and stored so it would be read
+    as known then (as-of reads, every backtest window from then on). Compared in microseconds,
+    whose range covers any date."""
     import numpy as np
     import pandas as pd
 
-    known = np.datetime64(pd.Timestamp(vintage).tz_convert("UTC").tz_localize(None), "ns")
+    known = (vintage + AHEAD_OF_UTC + skew).astimezone(UTC).replace(tzinfo=None)
     stamps = np.asarray(index, dtype="datetime64[ns]")
-    message = f"is after the vintage ({pd.Timestamp(vintage).tz_convert('UTC'):%Y-%m-%d %H:%M} UTC): "
+    vintage_text = f"{vintage.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+    message = f"is after the vintage ({vintage_text} UTC): no value is known before its period begins"
     return _located(
-        np.flatnonzero(stamps > known),
+        np.flatnonzero(stamps.astype("datetime64[us]") > np.datetime64(known, "us")),
         lines,
         "date" if lines is not None else "ts",
-        lambda pos: f"{pd.Timestamp(stamps[pos]):%Y-%m-%d %H:%M} {message}no value is known before its period begins",
+        lambda pos: f"{pd.Timestamp(stamps[pos]):%Y-%m-%d %H:%M:%S} {message}",
     )
 
 

@@ -200,8 +200,9 @@ class RedisCache(Cache):
             return False, None
 
     def _tag(self, name: str, value: bytes) -> bytes:
-        """The entry's tag: HMAC-SHA256 over its full key (and field) and its bytes, so that an
-        entry moved under another key is refused as a changed one is."""
+        """The entry's tag: HMAC-SHA256 over its name (``s:`` and the full key of a string entry,
+        ``h:`` the full key and field of a hash entry's field) and its bytes, so that an entry
+        moved under another key, or between a hash and a string, is refused as a changed one is."""
         if self._key is None:
             raise RuntimeError("cache entries need PEFM_CACHE_KEY")
         named = name.encode()
@@ -227,25 +228,30 @@ class RedisCache(Cache):
         if stored is None:
             self.count(kind, "miss")
             return None
-        if (value := self._checked(full, stored)) is None:  # type: ignore[arg-type]
+        if (value := self._checked(f"s:{full}", stored)) is None:  # type: ignore[arg-type]
             self._refused(kind, full)
             return None
         self.count(kind, "hit")
         return value
 
     def exists(self, kind: str, key: str) -> bool:
-        """Whether an entry is there (not counted as a lookup, not checked; False when Redis is away)."""
-        ok, found = self._call(kind, lambda: self._client.exists(PREFIX + f"{kind}:{key}"))
-        return bool(ok and found)
+        """Whether an entry tagged with the key is there (not counted as a lookup; False when Redis
+        is away): what lets a replica start without asking PostgreSQL, so an entry anyone could
+        plant does not."""
+        full = PREFIX + f"{kind}:{key}"
+        ok, stored = self._call(kind, lambda: self._client.get(full))
+        return bool(ok and stored is not None and self._checked(f"s:{full}", stored) is not None)  # type: ignore[arg-type]
 
     def set(self, kind: str, key: str, value: bytes, ttl: int) -> None:
         if len(value) <= MAX_ENTRY_BYTES:
             full = PREFIX + f"{kind}:{key}"
-            stored = self._tagged(full, value)
+            stored = self._tagged(f"s:{full}", value)
             self._call(kind, lambda: self._client.set(full, stored, ex=ttl))
 
     def get_fields(self, kind: str, key: str) -> dict[str, bytes]:
-        """A hash entry's fields; none when any of them is not tagged with the key (all refused)."""
+        """A hash entry's fields tagged with the key; those that are not are refused and deleted
+        (a field is written only when its series changes: one left untagged, by anyone or under a
+        key since rotated, would otherwise stay for good)."""
         full = PREFIX + f"{kind}:{key}"
         ok, stored = self._call(kind, lambda: self._client.hgetall(full))
         if not ok:
@@ -253,19 +259,23 @@ class RedisCache(Cache):
         if not stored:
             self.count(kind, "miss")
             return {}
-        fields = {}
+        fields, refused = {}, []
         for name, tagged in stored.items():  # type: ignore[union-attr]
             field = name.decode(errors="replace")
-            if (value := self._checked(f"{full}\0{field}", tagged)) is None:
-                self._refused(kind, full)
-                return {}
-            fields[field] = value
-        self.count(kind, "hit")
+            if (value := self._checked(f"h:{full}\0{field}", tagged)) is None:
+                refused.append(name)
+            else:
+                fields[field] = value
+        if refused:
+            self._refused(kind, full)
+            self._call(kind, lambda: self._client.hdel(full, *refused))
+        else:
+            self.count(kind, "hit")
         return fields
 
     def set_fields(self, kind: str, key: str, fields: dict[str, bytes], ttl: int) -> None:
         full = PREFIX + f"{kind}:{key}"
-        tagged = {name: self._tagged(f"{full}\0{name}", value) for name, value in fields.items()}
+        tagged = {name: self._tagged(f"h:{full}\0{name}", value) for name, value in fields.items()}
 
         def write() -> None:
             with self._client.pipeline(transaction=True) as pipe:

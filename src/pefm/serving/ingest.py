@@ -249,7 +249,7 @@ class IngestService:
                     f"unknown series {item.series_id!r}",
                     [{"field": f"{item.path}series_id", "message": "create it with PUT /v1/series/{id}"}],
                 )
-        issues = Issues()
+        issues, skew = Issues(), timedelta(seconds=self.settings.vintage_skew_seconds)
         for item in payload.series:
             meta = metas[item.series_id]
             for found in (
@@ -261,7 +261,7 @@ class IngestService:
                     anchor=anchors.get(item.series_id),
                 ),
                 check_transform(item.numbers, meta.transform, lines=item.lines),
-                check_known_by(item.stamps, payload.vintage, lines=item.lines) if payload.vintage else Issues(),
+                check_known_by(item.stamps, payload.vintage or datetime.now(UTC), lines=item.lines, skew=skew),
             ):
                 for issue in found:  # from JSON: named by the observation's path
                     path = f"{item.path}observations[{issue.index}].{issue.field}"
