@@ -1,6 +1,7 @@
 """``pefm local register``: revisions started elsewhere (compose containers) behind the local router."""
 
 import asyncio
+import re
 import subprocess
 import sys
 
@@ -37,7 +38,11 @@ def router_table(url: str) -> TrafficTable:
 
 
 def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(db, cli_env, schema_url):
-    """The first registered revision gets a 100% block tagged blue; the next ones are only recorded."""
+    """The first registered revision gets a 100% block tagged blue; the next ones are only recorded,
+    with the model version each serves, which must be one the registry holds."""
+    assert run(cli_env, "data", "load", "realgdp").returncode == 0
+    trained = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")
+    version = re.search(r"registered (naive-\S+)", trained.stdout).group(1)
     blue = run(cli_env, "local", "register", "inference", "pefm-inference-blue", "http://inference-blue:8080/")
     assert blue.returncode == 0, blue.stderr
     assert "all of its traffic, tagged blue" in blue.stdout
@@ -50,7 +55,7 @@ def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(db, cli_
         "http://inference-green:8080",
         "http://inference-green-2:8080",
         "--model-version",
-        "ar-20260101000000-0123abcd",
+        version,
         "--container-concurrency",
         "10",
     )
@@ -61,11 +66,13 @@ def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(db, cli_
         (
             "pefm-inference-green",
             ["http://inference-green:8080", "http://inference-green-2:8080"],
-            "ar-20260101000000-0123abcd",
+            version,
             [None, None],
             10,
         ),
     ]
+    unknown = run(cli_env, "local", "register", "inference", "rev-x", "http://x:8080", "--model-version", "ar-1")
+    assert unknown.returncode == 1 and "no model version 'ar-1' in the registry" in unknown.stderr
     table = router_table(schema_url)  # what the router reads
     assert table.targets == [{"revision": "pefm-inference-blue", "percent": 100, "tag": "blue", "latest": False}]
     assert table.pick(None) == "pefm-inference-blue"

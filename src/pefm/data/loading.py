@@ -147,7 +147,7 @@ def load_fred(
 
 def _vintage(vintage: Moment) -> datetime | None:
     """A vintage given as text or a moment, as an aware UTC datetime (None: none given); text in
-    years 1700..2200, as ingest takes it (a year-1 vintage passed for the distant past)."""
+    years 1700..2200, as ingest takes it."""
     if vintage is None:
         return None
     known = parse_timestamp(vintage) if isinstance(vintage, str) else _as_utc(vintage)
