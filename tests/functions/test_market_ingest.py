@@ -7,14 +7,21 @@ import pandas as pd
 import psycopg
 import pytest
 
-from tests.functions.conftest import TOKEN, start_function, stop
+from tests.functions.conftest import ADMIN_TOKEN, TOKEN, start_function, stop
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}  # backdated vintages
 
 
 @pytest.fixture(scope="module")
 def ingest(module_schema, tmp_path_factory):
-    running = start_function("ingest", module_schema, tmp_path_factory.mktemp("market"), PEFM_INGEST_TOKEN=TOKEN)
+    running = start_function(
+        "ingest",
+        module_schema,
+        tmp_path_factory.mktemp("market"),
+        PEFM_INGEST_TOKEN=TOKEN,
+        PEFM_ADMIN_TOKEN=ADMIN_TOKEN,
+    )
     yield running
     stop(running)
 
@@ -67,6 +74,24 @@ def test_ticks_keep_their_microseconds(ingest, module_schema):
         ("2026-03-02 14:31:07.123456", 1.0841),
         ("2026-03-02 14:31:07.500000", 1.0842),
     ]
+
+
+def test_a_tick_after_its_vintage_is_refused_where_a_daily_value_of_a_day_begun_ahead_of_utc_is_not(ingest):
+    """A tick's stamp is an instant: one after the moment its values were known (the vintage) is
+    refused, but for the clocks' skew. A day begins up to 14 hours ahead of UTC somewhere (UTC+14),
+    so a daily value dated the next UTC day, known 4 hours before it began in UTC, is taken."""
+    vintage = "2026-03-01T20:00:00Z"
+    with ingest.client() as client:
+        for series, frequency in (("nzd.ticks", "tick"), ("nzx.daily", "D")):
+            body = {"name": series, "frequency": frequency}
+            assert client.put(f"/v1/series/{series}", json=body, headers=AUTH).status_code == 201
+        tick = {"series_id": "nzd.ticks", "observations": [{"ts": "2026-03-02T00:00:00Z", "value": 0.6}]}
+        refused = client.post("/v1/observations?backdate=1", json={**tick, "vintage": vintage}, headers=ADMIN)
+        assert refused.status_code == 422, refused.text
+        assert "is after the vintage (2026-03-01 20:00:00 UTC)" in refused.json()["details"][0]["message"]
+        daily = {"series_id": "nzx.daily", "observations": [{"ts": "2026-03-02", "value": 12000.0}]}
+        taken = client.post("/v1/observations?backdate=1", json={**daily, "vintage": vintage}, headers=ADMIN)
+        assert taken.status_code == 200, taken.text
 
 
 def test_a_series_on_an_exchange_calendar_refuses_its_holidays(ingest, module_schema):

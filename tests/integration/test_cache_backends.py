@@ -92,6 +92,10 @@ def test_an_entry_not_tagged_with_the_key_is_refused_counted_and_never_returned(
     assert not direct.hexists(PREFIX + "conditioning:v1", "unemp")
     assert cache.get_fields("conditioning", "v1") == {"realgdp": b"1"}  # left clean: nothing refused again
     assert counted(c, "redis", "conditioning", "refused") == 1 and counted(c, "redis", "conditioning", "hit") == 1
+    direct.hset(PREFIX + "conditioning:v1", "unemp", b"junk")  # refused by one replica's read, then
+    cache.set_fields("conditioning", "v1", {"unemp": b"2"}, ttl=100)  # another's good write before its delete
+    cache._drop(PREFIX + "conditioning:v1", {b"unemp": b"junk"})
+    assert cache.get_fields("conditioning", "v1") == {"realgdp": b"1", "unemp": b"2"}  # the good one kept
     direct.set(PREFIX + "conditioning:v1\0realgdp", realgdp)  # a field moved to a string of its name
     assert cache.get("conditioning", "v1\0realgdp") is None
     assert not cache.exists("answer", "a")  # the forged entry last written there: not one to start from

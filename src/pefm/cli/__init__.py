@@ -59,7 +59,7 @@ def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None)
             yield db
     except (LookupError, ValueError, MigrationError, ArtifactSignatureError, ArtifactIntegrityError) as exc:
         # one red line
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {str(exc) or type(exc).__name__}", highlight=False)
         raise typer.Exit(1) from None
 
 

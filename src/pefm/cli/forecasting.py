@@ -48,13 +48,14 @@ def _params(raw: list[str] | None, model: str) -> dict[str, Any]:
             params[name] = json.loads(value)
         except json.JSONDecodeError:
             params[name] = value
-    if params and model != BUNDLE:  # names it does not take: refused by make_model when the model is made
+    if params and model != BUNDLE:
         declared = typing.get_type_hints(type(make_model(model)).__init__)
         for name, value in params.items():
             if name in declared and not _of_type(value, declared[name]):
                 hint = str(declared[name]).replace("typing.", "").replace("collections.abc.", "")
                 hint = hint.replace("<class '", "").replace("'>", "")
                 raise ForecastInputError(f"--param {name}={value!r}: {model} takes {hint} for {name}")
+        make_model(model, **params)  # a name it does not take: refused now, before the data are read
     return params
 
 

@@ -111,7 +111,7 @@ def load_csv(
         frame = pd.DataFrame(
             {"series_id": parsed.series_id, "ts": parsed.values.index, "value": parsed.values.to_numpy()}
         )
-        result = write_observations(conn, frame, vintage=vintage, source=f"csv:{Path(path).name}")
+        result = write_observations(conn, frame, vintage=known, source=f"csv:{Path(path).name}")
     return parsed, result
 
 

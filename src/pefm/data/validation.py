@@ -136,16 +136,18 @@ def check_known_by(
     *,
     lines: Sequence[int] | None = None,
     skew: timedelta = timedelta(0),
+    ahead: timedelta = AHEAD_OF_UTC,
 ) -> Issues:
     """An Issue (field ``ts``/``date``, as ``check_frequency``) for each UTC-naive timestamp after
-    ``vintage`` (an aware datetime) by more than ``AHEAD_OF_UTC`` and ``skew`` (the clocks'
-    allowance): a value cannot be known before its period begins, and stored so it would be read
-    as known then (as-of reads, every backtest window from then on). Compared in microseconds,
-    whose range covers any date."""
+    ``vintage`` (an aware datetime) by more than ``ahead`` (``AHEAD_OF_UTC`` for values dated by a
+    day; 0 for bars and ticks, stamped at UTC instants) and ``skew`` (the clocks' allowance): a
+    value cannot be known before its period begins, and stored so it would be read as known then
+    (as-of reads, every backtest window from then on). Compared in microseconds, whose range
+    covers any date."""
     import numpy as np
     import pandas as pd
 
-    known = (vintage + AHEAD_OF_UTC + skew).astimezone(UTC).replace(tzinfo=None)
+    known = (vintage + ahead + skew).astimezone(UTC).replace(tzinfo=None)
     stamps = np.asarray(index, dtype="datetime64[ns]")
     vintage_text = f"{vintage.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
     message = f"is after the vintage ({vintage_text} UTC): no value is known before its period begins"

@@ -15,8 +15,8 @@ can reuse, PostgreSQL staying the source of truth (everything here is rebuilt fr
   holding the version, the series, the data vintage and the request, for ``PEFM_CACHE_TTL_SECONDS``.
 
 Ingest publishes the series it changed on ``pefm:observations``; every replica hears it and
-re-conditions. Only commands Valkey also serves are used (GET, SET EX, HSET, HGETALL, EXPIRE,
-PUBLISH, SUBSCRIBE). The memory bound of a shared cache is the server's ``maxmemory`` with an
+re-conditions. Only commands Valkey also serves are used (GET, SET EX, HSET, HGETALL, HMGET, HDEL,
+EXPIRE, WATCH, MULTI/EXEC, PUBLISH, SUBSCRIBE). The memory bound of a shared cache is the server's ``maxmemory`` with an
 ``allkeys-lru`` policy (the manifests set both); an entry over ``MAX_ENTRY_BYTES`` is not cached.
 
 Every entry in Redis carries an HMAC-SHA256 tag under ``PEFM_CACHE_KEY`` (held by the inference
@@ -259,19 +259,35 @@ class RedisCache(Cache):
         if not stored:
             self.count(kind, "miss")
             return {}
-        fields, refused = {}, []
+        fields, refused = {}, {}
         for name, tagged in stored.items():  # type: ignore[union-attr]
             field = name.decode(errors="replace")
             if (value := self._checked(f"h:{full}\0{field}", tagged)) is None:
-                refused.append(name)
+                refused[name] = tagged
             else:
                 fields[field] = value
         if refused:
             self._refused(kind, full)
-            self._call(kind, lambda: self._client.hdel(full, *refused))
+            self._call(kind, lambda: self._drop(full, refused))
         else:
             self.count(kind, "hit")
         return fields
+
+    def _drop(self, full: str, refused: dict[bytes, bytes]) -> None:
+        """Delete the ``refused`` fields of hash ``full`` that still hold what was refused, unless
+        the hash changes meanwhile (WATCH: another replica may have just written a good one)."""
+        import redis
+
+        with self._client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(full)
+                now = pipe.hmget(full, list(refused))
+                if stale := [name for name, value in zip(refused, now, strict=True) if value == refused[name]]:
+                    pipe.multi()
+                    pipe.hdel(full, *stale)
+                    pipe.execute()
+            except redis.WatchError:
+                pass  # written meanwhile: the next read judges the fields again
 
     def set_fields(self, kind: str, key: str, fields: dict[str, bytes], ttl: int) -> None:
         full = PREFIX + f"{kind}:{key}"
