@@ -357,8 +357,8 @@ def models_promote(version: str) -> None:
     from pefm.rollout.status import service_status
     from pefm.storage.model_versions import get_version
 
-    local = not get_settings().knative_namespace  # on a cluster Flagger's canary moves the traffic
-    service = RolloutSpec.configured().service if local else None  # a spec it cannot read: before promoting
+    # locally the traffic is checked after (on a cluster Flagger's canary moves it); a spec it cannot read: before
+    service = None if get_settings().knative_namespace else RolloutSpec.configured().service
     with open_db() as db:
         with db.connection() as conn:
             retired = promote(conn, version)

@@ -106,7 +106,9 @@ def load_csv(
             upsert_series(conn, create)
             meta = create
         _check_fits(parsed, meta, weekly_anchors(conn, {meta.id: meta}).get(meta.id))
-        if issues := check_known_by(parsed.values.index, known or datetime.now(UTC), lines=parsed.lines):
+        if issues := check_known_by(
+            parsed.values.index, known or datetime.now(UTC), meta.frequency, lines=parsed.lines
+        ):
             raise ValidationError(f"dates in the CSV are after the vintage ({vintage or 'now'})", issues)
         frame = pd.DataFrame(
             {"series_id": parsed.series_id, "ts": parsed.values.index, "value": parsed.values.to_numpy()}

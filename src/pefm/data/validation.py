@@ -133,20 +133,21 @@ there may be known up to this long before that day begins in UTC."""
 def check_known_by(
     index: pd.DatetimeIndex | np.ndarray,
     vintage: datetime,
+    freq: Frequency,
     *,
     lines: Sequence[int] | None = None,
     skew: timedelta = timedelta(0),
-    ahead: timedelta = AHEAD_OF_UTC,
 ) -> Issues:
-    """An Issue (field ``ts``/``date``, as ``check_frequency``) for each UTC-naive timestamp after
-    ``vintage`` (an aware datetime) by more than ``ahead`` (``AHEAD_OF_UTC`` for values dated by a
-    day; 0 for bars and ticks, stamped at UTC instants) and ``skew`` (the clocks' allowance): a
-    value cannot be known before its period begins, and stored so it would be read as known then
-    (as-of reads, every backtest window from then on). Compared in microseconds, whose range
-    covers any date."""
+    """An Issue (field ``ts``/``date``, as ``check_frequency``) for each UTC-naive timestamp of a
+    series of ``freq`` after ``vintage`` (an aware datetime) by more than ``skew`` (the clocks'
+    allowance) and, for values dated by a day or longer, ``AHEAD_OF_UTC`` (bars and ticks are
+    stamped at UTC instants): a value cannot be known before its period begins, and stored so it
+    would be read as known then (as-of reads, every backtest window from then on). Compared in
+    microseconds, whose range covers any date."""
     import numpy as np
     import pandas as pd
 
+    ahead = timedelta(0) if freq.intraday else AHEAD_OF_UTC
     known = (vintage + ahead + skew).astimezone(UTC).replace(tzinfo=None)
     stamps = np.asarray(index, dtype="datetime64[ns]")
     vintage_text = f"{vintage.astimezone(UTC):%Y-%m-%d %H:%M:%S}"

@@ -33,15 +33,7 @@ from pefm.data.json_payload import (
     parse_observations_json,
 )
 from pefm.data.transforms import TRANSFORMS
-from pefm.data.validation import (
-    AHEAD_OF_UTC,
-    Issue,
-    Issues,
-    ValidationError,
-    check_frequency,
-    check_known_by,
-    check_transform,
-)
+from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_known_by, check_transform
 from pefm.serving.cache import OBSERVATIONS, Cache
 from pefm.serving.group_commit import WHOLE_GROUP_ERRORS, GroupCommit
 from pefm.serving.http import (
@@ -257,7 +249,7 @@ class IngestService:
                     f"unknown series {item.series_id!r}",
                     [{"field": f"{item.path}series_id", "message": "create it with PUT /v1/series/{id}"}],
                 )
-        issues, skew = Issues(), timedelta(seconds=self.settings.vintage_skew_seconds)
+        issues, skew, now = Issues(), timedelta(seconds=self.settings.vintage_skew_seconds), datetime.now(UTC)
         for item in payload.series:
             meta = metas[item.series_id]
             for found in (
@@ -269,13 +261,7 @@ class IngestService:
                     anchor=anchors.get(item.series_id),
                 ),
                 check_transform(item.numbers, meta.transform, lines=item.lines),
-                check_known_by(
-                    item.stamps,
-                    payload.vintage or datetime.now(UTC),
-                    lines=item.lines,
-                    skew=skew,
-                    ahead=timedelta(0) if meta.frequency.intraday else AHEAD_OF_UTC,
-                ),
+                check_known_by(item.stamps, payload.vintage or now, meta.frequency, lines=item.lines, skew=skew),
             ):
                 for issue in found:  # from JSON: named by the observation's path
                     path = f"{item.path}observations[{issue.index}].{issue.field}"
