@@ -385,7 +385,7 @@ def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env,
         "error: h, windows, step and refit_every must be positive"
     )
     refused = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0", "-p", "foo=1")
-    assert said(refused) == "error: naive takes no parameter foo (its parameters: none)"
+    assert said(refused) == "error: --param: naive takes no parameter foo (its parameters: none)"
     trained = run(cli_env, "train", "--model", "mean", "-s", "realgdp", "-s", "unemp", "--windows", "0")
     version = re.search(r"registered (mean-\S+)", trained.stdout).group(1)
     promoted = run(cli_env, "models", "promote", version)
@@ -399,7 +399,9 @@ def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env,
     assert "is a directory" in said(run(cli_env, "gate", "--candidate", version, "--json", str(tmp_path)), code=2)
     assert "name a file" in said(run(cli_env, "knative", "canary", "--output", str(tmp_path / "no" / "c.yaml")), 2)
     typed = run(cli_env, "train", "--model", "ar", "-s", "realgdp", "--windows", "0", "-p", "max_lag=abc")
-    assert said(typed) == "error: --param max_lag='abc': ar takes int | None for max_lag"
+    assert said(typed) == "error: --param: ar: max_lag must be None or an integer >= 1, got 'abc'"
+    ranged = run(cli_env, "train", "--model", "mean", "-s", "realgdp", "--windows", "0", "-p", "window=1")
+    assert said(ranged) == "error: --param: mean: window must be None or an integer >= 2, got 1"
     twice = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "-s", "realgdp", "--windows", "0")
     assert "given more than once: realgdp" in said(twice, code=2)
     future = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0", "--as-of", "2999-01-01")

@@ -95,6 +95,36 @@ def test_bad_input_is_refused(name: str):
         model.clone().predict(2)
 
 
+# A value each model cannot use, one per limited parameter (some were taken: mean window=1 gave
+# NaN intervals, seasonal_naive season=-1 a one-point "season", ets trends='x' plain SES).
+UNUSABLE = [
+    ("ar", "max_lag", -1), ("ar", "d", 2), ("mean", "window", 1), ("seasonal_naive", "season", 0),
+    ("arima", "max_p", -1), ("arima", "max_q", 6), ("arima", "alpha", 2.0), ("airline", "max_d", 3),
+    ("ets", "trends", "x"), ("ets", "seasonal", 1), ("garch", "p", 0), ("garch", "vol", "egarch"),
+    ("var", "max_lags", 0), ("mlp", "hidden", 0), ("mlp", "epochs", 2.5), ("mlp", "learning_rate", -1e-3),
+    ("mlp", "weight_decay", float("nan")), ("mlp", "device", "tpu"), ("ensemble", "members", ()),
+    ("ensemble", "members", ("naive", "var")), ("ensemble", "seasonal_members", ("nosuch",)),
+    ("ensemble", "weighting", "median"), ("ensemble", "window", 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "param", "value"), UNUSABLE)
+def test_a_parameter_value_the_model_cannot_use_is_refused_before_any_data(name: str, param: str, value):
+    with pytest.raises(ForecastInputError, match=f"{name}: {param}"):
+        make_model(name, **{param: value})
+    model, y = data_for(name)
+    setattr(model, param, value)  # set after construction, as unpickling would: fit checks again
+    with pytest.raises(ForecastInputError, match=f"{name}: {param}"):
+        model.fit(y)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_takes_its_own_defaults(name: str):
+    model = make_model(name)
+    model.check_params()
+    assert make_model(name, **model.get_params()).get_params() == model.get_params()
+
+
 def test_update_conditions_on_new_data_without_refitting():
     y = simulated(120)["s0"]
     model = make_model("ar").fit(y.iloc[:100])

@@ -82,6 +82,11 @@ class BaseForecaster:
         names = [p.name for p in params if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
         return {name: getattr(self, name) for name in names}
 
+    def check_params(self) -> None:
+        """Refuse parameter values the model cannot use, naming the parameter (ForecastInputError).
+        ``make_model`` calls it, so a bad value is refused before any data are read; ``fit`` too.
+        Models whose parameters have limits override it."""
+
     def clone(self) -> Self:
         """An unfitted model with the same parameters."""
         return type(self)(**self.get_params())
@@ -95,6 +100,7 @@ class BaseForecaster:
         """Learn from ``y``; raises ForecastInputError for too short a series, NaN, bad index."""
         if X is not None:
             raise ForecastInputError(f"{self.name} does not use exogenous regressors (X)")
+        self.check_params()
         frame = self._as_frame(y)
         self.series_ids_ = [str(c) for c in frame.columns]
         self.freq_ = _frequency_of(y)
@@ -232,6 +238,7 @@ class BaseForecaster:
 
     def _fit_values(self, values: np.ndarray, freq: Frequency | pd.DateOffset) -> None:
         """Fit on a bare array: how a combination fits its members on its own validated data."""
+        self.check_params()
         self._check_length(len(values))
         self.freq_ = freq
         self._fit(values)
@@ -336,6 +343,32 @@ def _interp_extrapolated(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.nd
     out[low] = fp[0] + (x[low] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
     out[high] = fp[-1] + (x[high] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
     return out
+
+
+def require_int(model: str, name: str, value: Any, low: int, high: int | None = None, *, none: bool = False) -> None:
+    """Refuse ``value`` unless it is an integer in ``low..high`` (or None where ``none``)."""
+    if none and value is None:
+        return
+    integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not integer or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f">= {low}"
+        either = "None or " if none else ""
+        raise ForecastInputError(f"{model}: {name} must be {either}an integer {span}, got {value!r}")
+
+
+def require_number(model: str, name: str, value: Any, low: float, high: float = np.inf, *, open_low: bool) -> None:
+    """Refuse ``value`` unless it is a finite number above ``low`` (or at it, unless ``open_low``)
+    and below ``high``."""
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or not (value > low if open_low else value >= low) or value >= high:
+        span = f"{'above' if open_low else 'at least'} {low:g}" + (f" and below {high:g}" if np.isfinite(high) else "")
+        raise ForecastInputError(f"{model}: {name} must be a number {span}, got {value!r}")
+
+
+def require_choice(model: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Refuse ``value`` unless it is one of ``allowed``."""
+    if not any(value == a and type(value) is type(a) for a in allowed):
+        raise ForecastInputError(f"{model}: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
 def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:

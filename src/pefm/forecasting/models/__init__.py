@@ -72,4 +72,6 @@ def make_model(name: str, **params: Any) -> BaseForecaster:
     if params and (unknown := sorted(set(params) - set(takes := catalog[name]().get_params()))):
         listed = ", ".join(takes) or "none"
         raise ForecastInputError(f"{name} takes no parameter {', '.join(unknown)} (its parameters: {listed})")
-    return catalog[name](**params)
+    model = catalog[name](**params)
+    model.check_params()
+    return model

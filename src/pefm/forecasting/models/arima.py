@@ -20,8 +20,11 @@ import numpy as np
 from statsmodels.tsa.arima.model import ARIMA
 from statsmodels.tsa.stattools import kpss
 
-from pefm.forecasting.base import BaseForecaster, ForecastInputError, season_length
+from pefm.forecasting.base import BaseForecaster, ForecastInputError, require_int, require_number, season_length
 from pefm.forecasting.models._statsmodels import ArimaResultsMixin, aicc, lean, quiet
+
+MAX_ORDER = 5
+"""The most AR or MA terms the order search may take (auto.arima's and statsforecast's limit)."""
 
 
 class AutoARIMA(ArimaResultsMixin, BaseForecaster):
@@ -33,6 +36,11 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
         self.max_q = max_q
         self.max_d = max_d
         self.alpha = alpha
+
+    def check_params(self) -> None:
+        require_int(self.name, "max_p", self.max_p, 0, MAX_ORDER)
+        require_int(self.name, "max_q", self.max_q, 0, MAX_ORDER)
+        check_differencing(self)
 
     def _fit(self, values: np.ndarray) -> None:
         self.d_ = kpss_differences(values, self.max_d, self.alpha)
@@ -79,6 +87,9 @@ class AirlineARIMA(ArimaResultsMixin, BaseForecaster):
         self.max_d = max_d
         self.alpha = alpha
 
+    def check_params(self) -> None:
+        check_differencing(self)
+
     def _fit(self, values: np.ndarray) -> None:
         m = season_length(self.freq_)
         if not 2 <= m <= self.max_season:
@@ -91,6 +102,12 @@ class AirlineARIMA(ArimaResultsMixin, BaseForecaster):
         with quiet():
             model = ARIMA(values, order=self.order_, seasonal_order=self.seasonal_order_, trend="n")
             self.results_ = lean(model.fit(cov_type="none"))
+
+
+def check_differencing(model: AutoARIMA | AirlineARIMA) -> None:
+    """``max_d`` and the KPSS test's ``alpha``, which both ARIMA models take."""
+    require_int(model.name, "max_d", model.max_d, 0, 2)
+    require_number(model.name, "alpha", model.alpha, 0, 1, open_low=True)
 
 
 def kpss_differences(values: np.ndarray, max_d: int, alpha: float) -> int:

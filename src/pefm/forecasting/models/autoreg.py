@@ -11,7 +11,7 @@ import numpy as np
 from statsmodels.tsa.ar_model import ar_select_order
 from statsmodels.tsa.arima.model import ARIMA
 
-from pefm.forecasting.base import BaseForecaster, ForecastInputError
+from pefm.forecasting.base import BaseForecaster, require_choice, require_int
 from pefm.forecasting.models._statsmodels import ArimaResultsMixin, lean, quiet
 
 
@@ -30,9 +30,11 @@ class AutoRegressive(ArimaResultsMixin, BaseForecaster):
         self.d = d
         self.max_lag = max_lag
 
+    def check_params(self) -> None:
+        require_choice(self.name, "d", self.d, (0, 1))
+        require_int(self.name, "max_lag", self.max_lag, 1, none=True)
+
     def _fit(self, values: np.ndarray) -> None:
-        if self.d not in (0, 1):
-            raise ForecastInputError(f"ar supports d=0 or d=1, not {self.d}")
         work = np.diff(values) if self.d else values
         max_lag = self.max_lag or int(10 * np.log10(len(work)))
         max_lag = max(1, min(max_lag, len(work) // 4))

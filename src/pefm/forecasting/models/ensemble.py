@@ -27,7 +27,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError, is_seasonal, season_length
+from pefm.forecasting.base import (
+    BaseForecaster,
+    Bounds,
+    ForecastInputError,
+    is_seasonal,
+    require_choice,
+    require_int,
+    season_length,
+)
 from pefm.forecasting.calibration import HORIZON, MAX_ORIGINS, outcomes, rolling_forecasts
 
 MIN_WINDOW = 20
@@ -51,6 +59,22 @@ class Ensemble(BaseForecaster):
         self.weighting = weighting
         self.seasonal_members = tuple(seasonal_members)
 
+    def check_params(self) -> None:
+        from pefm.forecasting.models import make_model
+
+        require_choice(self.name, "weighting", self.weighting, ("stacked", "equal"))
+        require_int(self.name, "window", self.window, 1, none=True)
+        if not self.members:
+            raise ForecastInputError(f"{self.name}: members must name at least one model")
+        for label, names in (("members", self.members), ("seasonal_members", self.seasonal_members)):
+            for name in names:
+                try:
+                    univariate = name not in ("ensemble", "bundle") and not make_model(name).multivariate
+                except ValueError as exc:  # an unknown name
+                    raise ForecastInputError(f"{self.name}: {label}: {exc}") from None
+                if not univariate:
+                    raise ForecastInputError(f"{self.name}: {label} takes univariate models, not {name!r}")
+
     @property
     def _member_min_length(self) -> int:
         from pefm.forecasting.models import make_model
@@ -71,8 +95,6 @@ class Ensemble(BaseForecaster):
     def _fit(self, values: np.ndarray) -> None:
         from pefm.forecasting.models import make_model
 
-        if self.weighting not in ("stacked", "equal"):
-            raise ForecastInputError(f"weighting must be stacked or equal, not {self.weighting!r}")
         n = len(values)
         k = self.window or min(MAX_ORIGINS, max(n // 2, MIN_WINDOW), n - self._member_min_length)
         origins = np.arange(n - k, n)

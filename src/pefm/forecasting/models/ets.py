@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
-from pefm.forecasting.base import BaseForecaster, Bounds, season_length
+from pefm.forecasting.base import BaseForecaster, Bounds, require_choice, season_length
 from pefm.forecasting.models._statsmodels import aicc, quiet
 
 _TRENDS = ((None, False), ("add", False), ("add", True))
@@ -23,6 +23,10 @@ class AutoETS(BaseForecaster):
     def __init__(self, seasonal: bool = False, trends: str = "auto"):
         self.seasonal = seasonal
         self.trends = trends  # "auto" (all three), or "none" for simple exponential smoothing
+
+    def check_params(self) -> None:
+        require_choice(self.name, "seasonal", self.seasonal, (False, True))
+        require_choice(self.name, "trends", self.trends, ("auto", "none"))
 
     def _fit(self, values: np.ndarray) -> None:
         candidates = _TRENDS if self.trends == "auto" else _TRENDS[:1]

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pefm.forecasting.base import PATH_HORIZON, BaseForecaster, Bounds, ForecastInputError
+from pefm.forecasting.base import PATH_HORIZON, BaseForecaster, Bounds, ForecastInputError, require_choice, require_int
 from pefm.forecasting.calibration import scale_of
 
 _MEANS = {"constant": "Constant", "zero": "Zero"}
@@ -69,7 +69,6 @@ class Garch(BaseForecaster):
 
     # -- fit / update ----------------------------------------------------------------------
     def _fit(self, values: np.ndarray) -> None:
-        self._check_spec()
         values = np.asarray(values, dtype="float64")
         if np.ptp(values) == 0:
             raise ForecastInputError(f"{self.name} cannot be fitted to a constant series: its returns never vary")
@@ -153,17 +152,12 @@ class Garch(BaseForecaster):
         return self._calibrated_paths(paths.reshape(1, int(n), int(h)))
 
     # -- helpers ---------------------------------------------------------------------------
-    def _check_spec(self) -> None:
-        for label, value, allowed in (
-            ("mean", self.mean, _MEANS),
-            ("vol", self.vol, _VOLS),
-            ("dist", self.dist, _DISTS),
-        ):
-            if value not in allowed:
-                raise ForecastInputError(f"{self.name}: {label} must be one of {', '.join(allowed)}, not {value!r}")
+    def check_params(self) -> None:
+        require_choice(self.name, "mean", self.mean, _MEANS)
+        require_choice(self.name, "vol", self.vol, _VOLS)
+        require_choice(self.name, "dist", self.dist, _DISTS)
         for label, value, low in (("p", self.p, 1), ("o", self.o, 0), ("q", self.q, 0)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise ForecastInputError(f"{self.name}: {label} must be an integer >= {low}, got {value!r}")
+            require_int(self.name, label, value, low)
 
     def _model(self, values: np.ndarray) -> Any:
         from arch import arch_model

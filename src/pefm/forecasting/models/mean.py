@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pefm.forecasting.base import BaseForecaster, Bounds, normal_bounds
+from pefm.forecasting.base import BaseForecaster, Bounds, normal_bounds, require_int
 
 
 class Mean(BaseForecaster):
@@ -15,6 +15,9 @@ class Mean(BaseForecaster):
 
     def __init__(self, window: int | None = None):
         self.window = window
+
+    def check_params(self) -> None:
+        require_int(self.name, "window", self.window, 2, none=True)  # a spread needs two points
 
     def _fit(self, values: np.ndarray) -> None:
         sample = values[-self.window :] if self.window else values

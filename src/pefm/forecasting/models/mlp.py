@@ -17,11 +17,12 @@ given device; runs on CUDA when available (``device="auto"``), on CPU otherwise.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 
-from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError, normal_bounds
+from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError, normal_bounds, require_int, require_number
 
 
 class GlobalMLP(BaseForecaster):
@@ -56,6 +57,15 @@ class GlobalMLP(BaseForecaster):
         self.weight_decay = weight_decay
         self.random_state = random_state
         self.device = device
+
+    def check_params(self) -> None:
+        for label in ("lags", "horizon", "hidden", "depth", "epochs", "batch_size"):
+            require_int(self.name, label, getattr(self, label), 1)
+        require_int(self.name, "random_state", self.random_state, 0)
+        require_number(self.name, "learning_rate", self.learning_rate, 0, open_low=True)
+        require_number(self.name, "weight_decay", self.weight_decay, 0, open_low=False)
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ForecastInputError(f"{self.name}: device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     # -- fit -----------------------------------------------------------------------------------
     def _fit(self, values: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from pefm.forecasting.base import (
     Bounds,
     ForecastInputError,
     normal_bounds,
+    require_int,
     season_length,
 )
 
@@ -24,6 +25,9 @@ class SeasonalNaive(BaseForecaster):
 
     def __init__(self, season: int | None = None):
         self.season = season
+
+    def check_params(self) -> None:
+        require_int(self.name, "season", self.season, 1, none=True)
 
     def _fit(self, values: np.ndarray) -> None:
         m = self.season or season_length(self.freq_)

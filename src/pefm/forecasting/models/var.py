@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from statsmodels.tsa.api import VAR
 
-from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError
+from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError, require_int
 from pefm.forecasting.models._statsmodels import quiet
 
 
@@ -22,6 +22,9 @@ class VectorAutoregression(BaseForecaster):
 
     def __init__(self, max_lags: int = 4):
         self.max_lags = max_lags
+
+    def check_params(self) -> None:
+        require_int(self.name, "max_lags", self.max_lags, 1)
 
     def _fit(self, values: np.ndarray) -> None:
         n, k = values.shape
