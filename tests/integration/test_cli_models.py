@@ -9,8 +9,10 @@ PEFM = [sys.executable, "-m", "pefm.cli"]
 SERIES = ["-s", "realgdp", "-s", "unemp", "-s", "infl"]
 
 
-def run(env, *args):
-    return subprocess.run([*PEFM, *args], env={**env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=600)
+def run(env, *args, columns: int = 160):
+    return subprocess.run(
+        [*PEFM, *args], env={**env, "COLUMNS": str(columns)}, capture_output=True, text=True, timeout=600
+    )
 
 
 def version_of(output: str) -> str:
@@ -62,6 +64,8 @@ def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: th
 
     listing = run(cli_env, "models", "list")
     assert candidate_id in listing.stdout and "FAIL" in listing.stdout
+    narrow = run(cli_env, "models", "list", columns=60)  # an id cut to fit could not be copied
+    assert candidate_id in narrow.stdout and serving_id in narrow.stdout, narrow.stdout
     shown = run(cli_env, "models", "show", candidate_id)
     assert "gates            failed:" in shown.stdout and "unemp h=1" in shown.stdout
 

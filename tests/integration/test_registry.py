@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -41,6 +42,18 @@ def test_train_registers_a_candidate_with_lineage_and_a_verified_artifact(loaded
     forecast = model.predict(2)
     assert forecast["ds"].min() == pd.Timestamp("2000-01-01")  # trained on data known in 2000
     assert set(forecast["series_id"]) == set(PANEL)
+
+
+def test_a_listing_leaves_out_the_backtests_forecasts_and_keeps_the_rest(loaded):
+    """The Models page and the Forecasts picker list every version: each read its whole backtest,
+    most of it forecasts from every origin (a megabyte for the bundle), on every refresh."""
+    version, _ = train(loaded, "ar", PANEL, spec=BacktestSpec(h=2, windows=6))
+    [full] = list_versions(loaded)
+    [listed] = list_versions(loaded, forecasts=False)
+    assert full.backtest == version.backtest and full.backtest["forecasts"]["realgdp"]
+    assert listed.backtest == {k: v for k, v in version.backtest.items() if k != "forecasts"}
+    assert listed.backtest["metrics"] and listed.backtest["spec"]["windows"] == 6
+    assert listed == replace(full, backtest=listed.backtest)
 
 
 def test_the_same_data_hashes_the_same(loaded):

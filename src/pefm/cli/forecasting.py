@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+from rich import box
 from rich.table import Table
 
 from pefm.cli import app, console, err, models_app, open_db, progress_bar
@@ -274,19 +275,16 @@ def models_list(
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"one of {', '.join(STATUSES)}, not {status!r}", param_hint="--status")
     with open_db() as db, db.connection() as conn:
-        versions = list_versions(conn, status=status)
-    table = Table("id", "family", "status", "series", "data as of", "created", "gates")
+        versions = list_versions(conn, status=status, forecasts=False)
+    # the id is what `pefm models promote/show` take: never cut (on an 80-column terminal it was);
+    # it begins with the family and holds the UTC second it was registered, so neither has a column
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True, min_width=max((len(v.id) for v in versions), default=2))
+    for name in ("status", "series", "data as of", "gates"):
+        table.add_column(name, no_wrap=True)
     for v in versions:
         gates = "-" if v.gate_report is None else ("pass" if v.gate_report["passed"] else "FAIL")
-        table.add_row(
-            v.id,
-            v.family,
-            v.status,
-            str(len(v.series_ids)),
-            f"{v.data_as_of:%Y-%m-%d}",
-            f"{v.created_at:%Y-%m-%d %H:%M}",
-            gates,
-        )
+        table.add_row(v.id, v.status, str(len(v.series_ids)), f"{v.data_as_of:%Y-%m-%d}", gates)
     console.print(table)
 
 

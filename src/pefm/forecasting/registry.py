@@ -170,7 +170,7 @@ def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None
         conn.execute(PROMOTE_LOCK)
         version = table.get_version(conn, version_id)
         retired = []
-        for other in table.list_versions(conn, status="serving"):
+        for other in table.list_versions(conn, status="serving", forecasts=False):
             if other.id != version.id and set(other.series_ids) & set(version.series_ids):
                 table.set_status(conn, other.id, "retired", f"{REPLACED_BY}{version.id}")
                 retired.append(other.id)

@@ -103,11 +103,14 @@ def version_exists(conn: psycopg.Connection, version_id: str) -> bool:
     return conn.execute("SELECT 1 FROM model_versions WHERE id = %s", (version_id,)).fetchone() is not None
 
 
-def list_versions(conn: psycopg.Connection, *, status: str | None = None) -> list[ModelVersion]:
-    """Versions, newest first, optionally of one status."""
+def list_versions(conn: psycopg.Connection, *, status: str | None = None, forecasts: bool = True) -> list[ModelVersion]:
+    """Versions, newest first, optionally of one status. ``forecasts=False``: each backtest
+    without its forecasts from every origin (its spec and metrics only), what a listing needs: the
+    forecasts are most of a backtest (a megabyte for the bundle), and every version keeps its own."""
+    columns = _SUMMARY if forecasts else _SUMMARY.replace("backtest,", "backtest - 'forecasts' AS backtest,")
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            f"""SELECT {_SUMMARY} FROM model_versions WHERE %(status)s::text IS NULL OR status = %(status)s
+            f"""SELECT {columns} FROM model_versions WHERE %(status)s::text IS NULL OR status = %(status)s
                 ORDER BY created_at DESC, id""",
             {"status": status},
         ).fetchall()
