@@ -79,6 +79,6 @@ def blue_serving(db: Database) -> RolloutController:
     with db.connection() as conn:
         for revision in (BLUE, GREEN):
             record_revision(conn, "inference", revision, [f"http://{revision}.invalid"])
-    router = LocalRouter(db, {})
+    router = LocalRouter(db, {"inference": "http://pefm-router.invalid"})  # no router runs either
     router.set_traffic("inference", [TrafficTarget(BLUE, 100, "blue")])
     return RolloutController(db, router, DatabaseProvider(db), prober=None)

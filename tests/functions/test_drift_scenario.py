@@ -253,7 +253,7 @@ def runtime_and_controller(replay, tmp_path):
     serving revision to roll out from (its rollouts are only started here, never ticked)."""
     db, url, serving, _, _ = replay
     runtime = LocalRuntime(url, tmp_path / "logs")
-    router = LocalRouter(db, {})
+    router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})  # never reached: the rollouts are not ticked
     router.set_traffic("inference", sole(revision_name("inference", serving.id)))
     controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
     yield runtime, controller

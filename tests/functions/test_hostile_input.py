@@ -322,7 +322,8 @@ def test_a_what_if_history_that_overflows_the_model_is_a_422(inference):
 def rollout_api(module_schema):
     db = Database(module_schema, max_size=2)
     settings = Settings(admin_token=ADMIN, webhook_token=TOKEN, database_url=module_schema)
-    controller = RolloutController(db, LocalRouter(db, {}), DatabaseProvider(db), prober=None)  # as served locally
+    router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})  # as served locally; never reached
+    controller = RolloutController(db, router, DatabaseProvider(db), prober=None)
     url, halt = _serve(create_rollout_app(settings, controller, RolloutSpec()))
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
@@ -338,6 +339,7 @@ ROLLOUT_CASES = [
     ("/v1/rollouts", b'{"green_revision":"a\\u0000b"}', 422, "green_revision"),  # a NUL was a 500
     ("/v1/rollouts", b'{"green_revision":"g","service":"in\\u0000f"}', 422, "service"),
     ("/v1/rollouts", b'{"green_revision":"g","model_version":"m\\u001f"}', 422, "model_version"),
+    ("/v1/rollouts", b'{"green_revision":"g","dry_run":true}', 422, "dry_run"),  # it started a real rollout
 ]
 
 

@@ -17,6 +17,7 @@ from pefm.data.fields import parse_timestamp
 from pefm.forecasting.registry import promote, serving_version
 from pefm.local.runtime import FUNCTIONS, LocalRuntime, record_revision, revision_alive
 from pefm.rollout.analysis import Phase
+from pefm.rollout.api import ControllerLoop
 from pefm.rollout.controller import RolloutConflict, RolloutController, RolloutError
 from pefm.rollout.local import LocalRouter
 from pefm.rollout.probes import HttpProber
@@ -295,7 +296,7 @@ def test_a_routing_failure_after_a_saved_rollback_is_healed_by_the_next_tick(sta
         progressing(controller, rollout_id)
     split = {t.tag: t.percent for t in router.traffic("inference")}
     assert split["green"] > 0
-    flaky = RolloutController(db, FlakyRouter(db, {}, failures=1), DatabaseProvider(db), prober=None)
+    flaky = RolloutController(db, FlakyRouter(db, router.router_urls, failures=1), DatabaseProvider(db), prober=None)
     assert flaky.rollback(rollout_id).phase is Phase.ROLLED_BACK  # saved, though the router failed
     assert {t.tag: t.percent for t in router.traffic("inference")} == split  # still split
     assert controller.pending() == [rollout_id]  # the controller loop knows it is not routed
@@ -313,7 +314,7 @@ def test_a_routing_failure_when_a_rollout_starts_is_healed_by_the_next_tick(stac
     runtime, router, controller, versions, db = stack
     reset(router, runtime)
     revision = green(runtime, "pefm-inference-flaky-start", versions["same"])
-    flaky = RolloutController(db, FlakyRouter(db, {}, failures=1), DatabaseProvider(db), prober=None)
+    flaky = RolloutController(db, FlakyRouter(db, router.router_urls, failures=1), DatabaseProvider(db), prober=None)
     rollout_id = flaky.start("inference", revision, SPEC, versions["same"])
     stored = controller.get(rollout_id)
     assert stored.routed_generation != stored.generation  # stored, not routed yet
@@ -431,6 +432,25 @@ def test_rollout_api_needs_the_admin_token_and_drives_manual_operations(stack, a
         typo = client.post("/v1/rollouts", json={**body, "model_version": "ar-typo"}, headers=auth)
         assert typo.status_code == 422 and typo.json()["details"] == [
             {"field": "model_version", "message": "no model version 'ar-typo' in the registry"}
+        ]
+        # nor a version the revision does not serve: the gates and the registry would judge and
+        # promote a model that takes no traffic
+        other = client.post("/v1/rollouts", json={**body, "model_version": versions["different"]}, headers=auth)
+        assert other.status_code == 422 and other.json()["details"] == [
+            {"field": "model_version", "message": f"{revision} serves {versions['same']}, not {versions['different']}"}
+        ]
+        # nor a field it does not take: a misspelt one was dropped, and "dry_run" started a real rollout
+        typos = client.post("/v1/rollouts", json={"green_revision": revision, "model-version": "x"}, headers=auth)
+        assert typos.status_code == 422 and typos.json()["details"] == [
+            {
+                "field": "model-version",
+                "message": "unexpected field; a rollout takes green_revision, service, model_version",
+            }
+        ]
+        # nor a service the router does not route: its rollout could never be ticked
+        unrouted = client.post("/v1/rollouts", json={**body, "service": "ingest"}, headers=auth)
+        assert unrouted.status_code == 422 and unrouted.json()["details"] == [
+            {"field": "service", "message": "the router does not route 'ingest'"}
         ]
         created = client.post("/v1/rollouts", json=body, headers=auth)
         assert created.status_code == 201, created.text
@@ -572,6 +592,67 @@ def test_a_green_that_refuses_a_series_blue_serves_is_rolled_back(stack, module_
     runtime.stop(revision)
 
 
+def test_a_green_registered_unpinned_but_serving_another_version_fails_its_smoke_test(stack):
+    """Compose registers its green without a version: a rollout naming one is taken at its word,
+    so the smoke test checks what green answers from (it promoted a model green did not serve)."""
+    runtime, router, controller, versions, db = stack
+    reset(router, runtime)
+    revision = green(runtime, "pefm-inference-unpinned", versions["different"])
+    with db.connection() as conn:  # recorded as `pefm local register` without --model-version does
+        urls, pids = conn.execute("SELECT urls, pids FROM local_revisions WHERE revision = %s", (revision,)).fetchone()
+        record_revision(conn, "inference", revision, urls, pids=pids)
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    state = roll(controller, rollout_id)
+    assert state.phase is Phase.ROLLED_BACK
+    assert "smoke test" in controller.events(rollout_id)[-1]["reason"]
+    with db.connection() as conn:
+        assert serving_version(conn).id == versions["blue"]
+        assert get_version(conn, versions["same"]).status != "serving"
+    runtime.stop(revision)
+
+
+def test_a_rollout_whose_tick_fails_holds_up_neither_the_others_nor_the_sweep(stack):
+    """One round of the controller loop ticked the rollouts in one try: a rollout whose every tick
+    failed stopped the others and the retiring of unrouted revisions, for good."""
+    runtime, router, _, versions, db = stack
+    reset(router, runtime)
+    with db.connection() as conn:  # a second service, recorded only: its ticks fail anyway
+        for name in ("pefm-other-blue", "pefm-other-green", "pefm-other-old"):
+            record_revision(conn, "other", name, ["http://127.0.0.1:9"], model_version=versions["same"])
+    both = LocalRouter(db, {**router.router_urls, "other": "http://127.0.0.1:9"})
+    both.set_traffic("other", [TrafficTarget("pefm-other-old", 100, "blue")])
+    both.set_traffic("other", [TrafficTarget("pefm-other-blue", 100, "blue")])  # old leaves the block
+
+    class Failing(RolloutController):  # fault injection: every tick of the first rollout raises
+        def tick(self, rollout_id):
+            if rollout_id == stuck:
+                raise ConnectionError("fault injected")
+            return super().tick(rollout_id)
+
+    controller = Failing(db, both, DatabaseProvider(db), HttpProber(db), grace_seconds=0)
+    stuck = controller.start("other", "pefm-other-green", SPEC, versions["same"])
+    revision = green(runtime, "pefm-inference-looped", versions["same"])
+    rollout_id = controller.start("inference", revision, SPEC, versions["same"])
+    loop = ControllerLoop(controller, every=0.1)
+    try:
+        for _ in range(20):
+            loop.round()
+            if controller.get(rollout_id).state.phase is not Phase.INITIALIZING:
+                break
+            time.sleep(SPEC.interval_seconds)
+        assert controller.get(rollout_id).state.phase is Phase.PROGRESSING  # ticked past the stuck one
+        assert controller.get(stuck).state.phase is Phase.INITIALIZING
+        assert not both.has_revision("other", "pefm-other-old")  # and the sweep retired what left the block
+    finally:
+        controller.rollback(rollout_id)
+        with db.connection() as conn:
+            conn.execute("DELETE FROM rollout_events WHERE rollout_id = %s", (stuck,))
+            conn.execute("DELETE FROM rollouts WHERE id = %s", (stuck,))
+            conn.execute("DELETE FROM local_revisions WHERE service = 'other'")
+            conn.execute("DELETE FROM local_traffic WHERE service = 'other'")
+        runtime.stop(revision)
+
+
 def test_a_rollback_saved_but_not_routed_is_routed_before_the_next_rollout_starts(stack):
     """The router failed the operator's rollback, so the rejected green still carried the traffic
     when the next rollout started: it became that rollout's blue, and the rollback was never
@@ -582,7 +663,7 @@ def test_a_rollback_saved_but_not_routed_is_routed_before_the_next_rollout_start
     rollout_id = controller.start("inference", first, SPEC, versions["same"])
     with Load(router.url("inference"), SERIES):
         assert roll(controller, rollout_id).phase is Phase.SUCCEEDED
-    flaky = RolloutController(db, FlakyRouter(db, {}, failures=1), DatabaseProvider(db), prober=None)
+    flaky = RolloutController(db, FlakyRouter(db, router.router_urls, failures=1), DatabaseProvider(db), prober=None)
     assert flaky.rollback(rollout_id).phase is Phase.ROLLED_BACK  # saved; the router failed
     assert {t.tag: t.percent for t in router.traffic("inference")}["green"] == 100
     second = green(runtime, "pefm-inference-g2", versions["blue"])

@@ -256,7 +256,7 @@ def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):
     from pefm.rollout.router import TrafficTarget
     from pefm.rollout.spec import RolloutSpec
 
-    router = LocalRouter(db, {})
+    router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})  # never reached: the rollouts are not ticked
     router.set_traffic("inference", [TrafficTarget("pefm-inference-blue", 100, "blue")])
     with db.connection() as conn:  # recorded, not started: `rollout run` reads the rollout's record only
         record_revision(conn, "inference", "pefm-inference-green", ["http://pefm-inference-green.invalid"])
@@ -309,7 +309,7 @@ def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the
     from pefm.rollout.router import TrafficTarget, sole
     from pefm.rollout.spec import RolloutSpec
 
-    router = LocalRouter(db, {})
+    router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})  # never reached: no revision runs
     router.set_traffic("inference", sole("pefm-inference-blue"))
     with db.connection() as conn:  # recorded, not started: a stack that stopped left it so
         record_revision(conn, "inference", "pefm-inference-green", ["http://pefm-inference-green.invalid"])
@@ -321,6 +321,60 @@ def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the
     assert router.traffic("inference") == [TrafficTarget("pefm-inference-blue", 100, "blue")]
     assert [e["action"] for e in controller.events(rollout_id)] == ["start", "rollback", "finalize"]
     assert "the local stack restarted" in controller.events(rollout_id)[1]["reason"]
+
+
+def test_a_restarted_stack_routes_the_revision_it_starts_when_the_last_winner_is_not_it(db):
+    """After `pefm models promote`, the last rollout's winner no longer serves the serving version,
+    and the restarted stack starts the serving version's revision instead: it routed all traffic
+    to the winner, which no longer ran, and every request was answered 503."""
+    from pefm.cli.stack import _resume_traffic
+    from pefm.rollout.controller import RolloutController
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.router import sole
+    from pefm.rollout.spec import RolloutSpec
+
+    router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})  # never reached: no revision runs
+    router.set_traffic("inference", sole("pefm-inference-blue"))
+    with db.connection() as conn:
+        record_revision(conn, "inference", "pefm-inference-green", ["http://pefm-inference-green.invalid"])
+    controller = RolloutController(db, router, provider=None, prober=None, grace_seconds=0)
+    rollout_id = controller.start("inference", "pefm-inference-green", RolloutSpec(require_gates=False))
+    assert controller.promote(rollout_id).weight == 100
+    router.retire_all("inference")  # the stack stopped; it starts again with another version's revision
+    with db.connection() as conn:
+        record_revision(conn, "inference", "pefm-inference-promoted", ["http://pefm-inference-promoted.invalid"])
+    _resume_traffic(db, router, "pefm-inference-promoted")
+    assert router.traffic("inference") == sole("pefm-inference-promoted")
+    assert controller.get(rollout_id).state.phase.value == "Succeeded"
+
+
+def test_status_takes_an_unpinned_local_revision_as_serving_the_serving_version(db):
+    """Compose registers blue and green without a version; each loads the registry's serving one
+    at its start, as a rollout (and the cluster's status) takes it. `pefm status` called every such
+    revision a disagreement, so it always exited 1 there. A revision nobody registered still is."""
+    from pefm.data.bundled import bundled
+    from pefm.data.loading import load_bundled
+    from pefm.forecasting.registry import promote
+    from pefm.forecasting.training import train
+    from pefm.rollout.controller import RolloutController
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.router import sole
+    from pefm.rollout.status import service_status
+
+    with db.connection() as conn:
+        load_bundled(conn, bundled(["realgdp"]))
+        version, _ = train(conn, "naive", ["realgdp"], spec=None)
+        promote(conn, version.id)
+        record_revision(conn, "inference", "pefm-inference-blue", ["http://inference-blue.invalid"])
+    router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})  # never reached
+    router.set_traffic("inference", sole("pefm-inference-blue"))
+    controller = RolloutController(db, router, provider=None, prober=None)
+    status = service_status(controller, "inference")
+    assert status.problems == [] and [t.model_version for t in status.targets] == [version.id]
+    router.set_traffic("inference", sole("pefm-inference-gone"))
+    assert service_status(controller, "inference").problems[0] == (
+        f"pefm-inference-gone carries 100% and serves an unknown version, but the registry says {version.id}"
+    )
 
 
 def test_db_status_lists_the_migrations_and_says_whether_timescaledb_is_used(cli_env):

@@ -124,3 +124,33 @@ def test_a_gate_policy_it_cannot_use_is_refused_before_any_training(db, conn, se
     with pytest.raises(PolicyError, match="alpha must be in"):
         job.retrain(db, spec=SPEC, gate_policy=policy)
     assert conn.execute(count).fetchone()[0] == before
+
+
+def test_a_job_stopped_between_its_deploy_and_its_rollout_deploys_again_when_resumed(db, conn, serving):
+    """A run that deployed its candidate and stopped before its rollout started (a rollout started
+    by hand meanwhile, Ctrl-C) left the job at `deployed`. Its revision may be gone since (`pefm up`
+    retires them all when it stops), and resuming went straight to the rollout of it: every later
+    run failed with UnknownRevision. It deploys again (idempotent), then starts the rollout."""
+    deployer = Deployer()
+
+    def router_down(revision, version):
+        raise ConnectionError("router down")
+
+    with pytest.raises(ConnectionError):
+        job.retrain(db, model="ar", spec=SPEC, deployer=deployer, start_rollout=router_down)
+    assert len(deployer.deployed) == 1
+
+    def start(revision, version):
+        rollout_id = conn.execute(
+            """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version, spec, phase,
+                                     step, weight)
+               VALUES ('inference', 'blue', %s, %s, '{}', 'Initializing', -1, 0) RETURNING id""",
+            (revision, version.id),
+        ).fetchone()[0]
+        conn.commit()  # the job's own connection records it
+        return rollout_id
+
+    resumed = job.retrain(db, model="ar", spec=SPEC, deployer=deployer, start_rollout=start)
+    assert resumed["resumed"] and resumed["status"] == "deployed" and resumed["rollout"] is not None
+    assert deployer.deployed == [resumed["candidate"]] * 2
+    assert steps(conn, resumed["run_id"])[-1] == "rollout-started"

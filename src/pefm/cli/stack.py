@@ -143,17 +143,19 @@ def run_stack(
 
 def _resume_traffic(db: Database, router, revision: str) -> None:
     """The traffic of a (re)started stack, whose earlier revisions no longer run: a rollout left
-    unfinished is rolled back, the newest rollout settles at once on its winner (the serving
-    version's revision) and its loser is forgotten; with no rollout yet, ``revision`` alone."""
+    unfinished is rolled back, the newest rollout settles at once (the registry follows its
+    outcome) and its loser is forgotten; then ``revision``, the serving version's, the one that
+    runs, takes all of the traffic (the newest rollout's winner no longer runs, and after a
+    `pefm models promote` it does not even serve the serving version)."""
     from pefm.rollout.controller import RolloutController
-    from pefm.rollout.router import sole
+    from pefm.rollout.router import same_traffic, sole
 
     controller = RolloutController(db, router, provider=None, prober=None, grace_seconds=0)
     for rollout_id in controller.active():
         controller.rollback(rollout_id, "the local stack restarted: the green revision no longer runs")
     with db.connection() as conn:
         newest = conn.execute("SELECT max(id) FROM rollouts WHERE service = 'inference'").fetchone()[0]
-    if newest is None:
-        router.set_traffic("inference", sole(revision))
-    else:
+    if newest is not None:
         controller.tick(newest)
+    if not same_traffic(router.traffic("inference"), sole(revision)):
+        router.set_traffic("inference", sole(revision))

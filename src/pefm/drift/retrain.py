@@ -214,6 +214,10 @@ class _Job:
             return {**out, "status": "deployed", "rollout": None}
         rollout_id = _existing_rollout(conn, version.id, job["revision"])
         if rollout_id is None:
+            if not deployed_here:  # deployed by a run that stopped before its rollout: the revision may
+                # have gone since (a restart of `pefm up` retires them all); deploying again is idempotent
+                _advance(conn, key, "deployed", revision=self.deployer.deploy(version))
+                job = _read_job(conn, key)
             rollout_id = self.start_rollout(job["revision"], version)
         _advance(conn, key, "rollout-started", rollout_id=rollout_id)
         _event(

@@ -156,14 +156,19 @@ def create_rollout_app(
         data = parse_json(body or b"{}")
         if not isinstance(data, dict):
             raise ApiError(422, "invalid rollout", [{"field": "body", "message": "expected a JSON object"}])
-        details = [
+        fields = ("green_revision", "service", "model_version")
+        details = [  # a misspelt model-version was dropped, and "dry_run": true started a real rollout
+            {"field": name[:100], "message": f"unexpected field; a rollout takes {', '.join(fields)}"}
+            for name in [k for k in data if k not in fields][:10]
+        ]
+        details += [
             {"field": name, "message": "expected a non-empty string"}
-            for name in ("green_revision", "service", "model_version")
+            for name in fields
             if (name in data or name == "green_revision") and not (isinstance(data.get(name), str) and data[name])
         ]
         details += [  # a NUL the database refuses (a 500), and the others no name has
             {"field": name, "message": "contains a control character"}
-            for name in ("green_revision", "service", "model_version")
+            for name in fields
             if isinstance(data.get(name), str) and CONTROL_CHARS.search(data[name])
         ]
         if details:
@@ -235,6 +240,10 @@ def _known(controller: RolloutController, rollout_id: int, events: bool) -> dict
         raise ApiError(404, str(exc)) from None
 
 
+RETRY_SECONDS = 5.0
+"""How long the controller loop waits before ticking again a rollout whose tick failed."""
+
+
 class ControllerLoop:
     """On a background thread: ticks every rollout that needs it (unfinished, or finished but not
     yet routed or settled) when its interval has passed, and retires revisions left without
@@ -252,12 +261,27 @@ class ControllerLoop:
 
     def _run(self) -> None:
         while not self.stop.wait(self.every):
+            self.round()
+
+    def round(self) -> None:
+        """Tick the rollouts that are due, then sweep. A rollout whose tick fails is tried again
+        after ``RETRY_SECONDS``; the others are ticked and the sweep runs all the same."""
+        try:
+            pending = self.controller.pending()
+        except Exception:  # the database: the next round retries
+            log.exception("controller loop: reading the pending rollouts failed")
+            return
+        for rollout_id in pending:
+            if time.monotonic() < self._due.get(rollout_id, 0):
+                continue
             try:
-                for rollout_id in self.controller.pending():
-                    if time.monotonic() >= self._due.get(rollout_id, 0):
-                        self.controller.tick(rollout_id)
-                        interval = self.controller.get(rollout_id).spec.interval_seconds
-                        self._due[rollout_id] = time.monotonic() + interval
-                self.controller.sweep()
-            except Exception:  # keep the loop alive; the next round retries
-                log.exception("controller loop iteration failed")
+                self.controller.tick(rollout_id)
+                wait = self.controller.get(rollout_id).spec.interval_seconds
+            except Exception:
+                log.exception("rollout %s: its tick failed; tried again in %s s", rollout_id, RETRY_SECONDS)
+                wait = RETRY_SECONDS
+            self._due[rollout_id] = time.monotonic() + wait
+        try:
+            self.controller.sweep()
+        except Exception:
+            log.exception("controller loop: retiring unrouted revisions failed")

@@ -63,8 +63,9 @@ class RolloutBusy(RolloutError):
 
 
 class UnknownRevision(RolloutError):
-    """The revision a rollout would move traffic to is not one of the service's, or the model
-    version named for it is not in the registry; ``field`` says which."""
+    """The revision a rollout would move traffic to is not one of the service's, the model version
+    named for it is not in the registry or not the one it serves, or the router does not route the
+    service; ``field`` says which."""
 
     def __init__(self, message: str, field: str = "green_revision"):
         super().__init__(message)
@@ -97,13 +98,19 @@ class RolloutController:
         RolloutConflict when the service already has an unfinished rollout."""
         if self.router is None:
             raise RolloutError("on a cluster Flagger starts rollouts: deploy a new template (pefm rollout deploy)")
+        if not self.router.routes(service):  # its rollout could never be ticked, and would hold up retraining
+            raise UnknownRevision(f"the router does not route {service!r}", "service")
         if not self.router.has_revision(service, green_revision):  # it would wait for it, holding the service
             raise UnknownRevision(f"{service} has no revision {green_revision!r}")
+        pinned = self.router.revision_model_version(service, green_revision)
         if green_model_version is not None:  # named by the caller: a typo would hold the service for good
             with self.db.connection() as conn:
                 known = version_exists(conn, green_model_version)
             if not known:
                 raise UnknownRevision(f"no model version {green_model_version!r} in the registry", "model_version")
+            if pinned is not None and pinned != green_model_version:  # the gates and the registry would judge
+                # a model that takes no traffic, and promote it
+                raise UnknownRevision(f"{green_revision} serves {pinned}, not {green_model_version}", "model_version")
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{LOCK}start:{service}",))
             active = conn.execute(f"SELECT id FROM rollouts WHERE service = %s AND {UNFINISHED}", (service,)).fetchone()
@@ -116,7 +123,7 @@ class RolloutController:
                 raise RolloutError(f"{green_revision} is already serving {service}")
             green_model_version = (
                 green_model_version
-                or self.router.revision_model_version(service, green_revision)
+                or pinned
                 or serving_id(conn)  # an unpinned revision serves the serving version (as Flagger takes it)
             )
             blue_model_version = self.router.revision_model_version(service, blue) or serving_id(conn)
@@ -306,7 +313,9 @@ class RolloutController:
             with self.db.connection() as conn:
                 gates, _ = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)
             return Observations(
-                smoke_ok=self.prober.smoke(self.router.tag_url(rollout.service, "green"), spec.smoke_request),
+                smoke_ok=self.prober.smoke(
+                    self.router.tag_url(rollout.service, "green"), spec.smoke_request, rollout.green_model_version
+                ),
                 gates_passed=gates,
             )
         if state.phase is not Phase.PROGRESSING:

@@ -102,5 +102,8 @@ class LocalRouter:
     def url(self, service: str) -> str:
         return self.router_urls[service]
 
+    def routes(self, service: str) -> bool:
+        return service in self.router_urls
+
     def tag_url(self, service: str, tag: str) -> str:
         return f"{self.router_urls[service]}/_tag/{tag}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -24,6 +25,8 @@ from pefm.serving.inference import MAX_HORIZON
 from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion, UnknownModelError, get_version
 from pefm.storage.observations import known_alike
+
+log = logging.getLogger(__name__)
 
 FORECAST = "/v1/forecast"
 Expectation = Callable[[datetime | None], Mapping[str, Sequence[float | None]]]
@@ -110,15 +113,22 @@ class HttpProber:
             headers[SHADOW_HEADER] = sign_shadow(self.shadow_key, FORECAST, content)
         return self.client.post(f"{base}{FORECAST}", content=content, headers=headers)
 
-    def smoke(self, green: str, request: dict[str, Any], attempts: int = 10) -> bool:
-        """The revision at URL ``green`` answers a forecast request with 200 and forecasts, within
-        ``attempts`` tries half a second apart (a new route takes a moment to exist)."""
+    def smoke(self, green: str, request: dict[str, Any], model_version: str | None, attempts: int = 10) -> bool:
+        """The revision at URL ``green`` answers a forecast request with 200 and forecasts from
+        ``model_version`` (the one the rollout gates and promotes: a revision registered under
+        another's name fails), within ``attempts`` tries half a second apart (a new route takes a
+        moment to exist)."""
         for attempt in range(attempts):
             try:
                 response = self._shadow(green, request)
-                if response.status_code == 200 and response.json().get("forecasts"):
+                answer = response.json() if response.status_code == 200 else {}
+                if answer.get("forecasts") and model_version in (None, answer.get("model_version")):
                     return True
-            except (httpx.HTTPError, ValueError):
+                if answer.get("forecasts"):
+                    served = answer.get("model_version")
+                    log.warning("smoke test: %s answers from %s, not %s", green, served, model_version)
+                    return False
+            except (httpx.HTTPError, ValueError, AttributeError):  # AttributeError: a JSON answer not an object
                 pass
             if attempt + 1 < attempts:
                 time.sleep(0.5)
@@ -211,8 +221,11 @@ class HttpProber:
             return self._answer(base, {k: v for k, v in body.items() if k != "space"})  # predates spaces: model space
         if response.status_code != 200:
             return None
-        answer = response.json()
-        return {**answer["forecasts"][0], "model_version": answer.get("model_version")}
+        try:  # a 200 that is no forecast is a refusal like any other, not a failed check
+            answer = response.json()
+            return {**answer["forecasts"][0], "model_version": answer.get("model_version")}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return None
 
     def load(self, url: str, requests: int, body: dict[str, Any]) -> int:
         """Send ``requests`` requests to the service at ``url`` (split by its traffic weights); how

@@ -86,6 +86,10 @@ class TrafficRouter(Protocol):
 
     def url(self, service: str) -> str: ...
 
+    def routes(self, service: str) -> bool:
+        """Whether the router fronts ``service`` (has a URL for it)."""
+        ...
+
     def revision_model_version(self, service: str, revision: str) -> str | None:
         """The model version a revision serves (its PEFM_MODEL_VERSION), None when unknown."""
         ...

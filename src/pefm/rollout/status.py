@@ -32,6 +32,18 @@ class ServiceStatus:
         return not self.problems
 
 
+def _served(router, service: str, revision: str | None, serving: ModelVersion | None) -> str | None:
+    """The model version ``revision`` serves: its pinned one, else (a revision of the service's, left
+    unpinned: compose's blue and green) the registry's serving version, which it loaded at its start,
+    as a rollout takes it (``RolloutController.start``). ``ClusterTraffic`` resolves that itself."""
+    if revision is None:
+        return None
+    pinned = router.revision_model_version(service, revision)
+    if pinned is None and serving is not None and router.has_revision(service, revision):
+        return serving.id
+    return pinned
+
+
 def service_status(controller: RolloutController, service: str, router=None) -> ServiceStatus:
     """What serves ``service`` and whether it is what the registry says serves (outside an
     unfinished rollout, every revision with traffic serves the registry's serving version; during
@@ -43,12 +55,7 @@ def service_status(controller: RolloutController, service: str, router=None) -> 
     active = controller.active(service)
     rollout = controller.get(active[-1]) if active else None
     targets = [
-        Target(
-            t.revision,
-            t.tag,
-            t.percent,
-            router.revision_model_version(service, t.revision) if t.revision and not t.latest else None,
-        )
+        Target(t.revision, t.tag, t.percent, _served(router, service, t.revision, serving) if not t.latest else None)
         for t in router.traffic(service)
     ]
     problems = []

@@ -262,7 +262,9 @@ class FlaggerHooks:
         return Answer(True, why, rollout.id) if passed else Answer(False, why, rollout.id, 403)
 
     def _pre_rollout(self, rollout: Rollout) -> Answer:
-        ok = self.prober.smoke(self.cluster.url(rollout.green_revision), rollout.spec.smoke_request)
+        ok = self.prober.smoke(
+            self.cluster.url(rollout.green_revision), rollout.spec.smoke_request, rollout.green_model_version
+        )
         return Answer(ok, "smoke test of the canary " + ("passed" if ok else "failed"), rollout.id)
 
     def _confirm_traffic_increase(self, rollout: Rollout) -> Answer:
