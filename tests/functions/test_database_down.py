@@ -122,3 +122,32 @@ def test_logs_resume_within_two_seconds_of_a_restart_and_the_first_request_is_se
         stop(ingest)
         stop(inference)
         server.stop()
+
+
+def test_a_model_that_failed_to_load_while_the_database_was_away_loads_once_it_is_back(tmp_path):
+    """The first request that needs the model (not the precomputed forecasts) loads it. That load
+    failing once, the database away for a moment, turned the model path off for the life of the
+    replica (503 every time, and ready all the while); it is tried again after LOAD_RETRY_SECONDS."""
+    from pefm.serving.inference import LOAD_RETRY_SECONDS
+
+    server, _, ingest, inference = own_database(tmp_path, "pefm_load")
+    model_path = {"series_id": "realgdp", "horizon": 2, "levels": [50]}  # not precomputed: the model answers
+    try:
+        with httpx.Client(timeout=60) as client:
+            assert client.post(f"{inference.url}/v1/forecast", json={"series_id": "realgdp"}).status_code == 200
+            server.stop()
+            failed = client.post(f"{inference.url}/v1/forecast", json=model_path)
+            assert failed.status_code == 503 and "could not be loaded" in failed.json()["error"], failed.text
+            assert failed.headers["retry-after"] == f"{LOAD_RETRY_SECONDS:.0f}"
+            server.start()
+            again = client.post(f"{inference.url}/v1/forecast", json=model_path)  # within the wait: not yet
+            assert again.status_code == 503, again.text
+            time.sleep(LOAD_RETRY_SECONDS)
+            loaded = client.post(f"{inference.url}/v1/forecast", json=model_path)
+            assert loaded.status_code == 200, loaded.text
+            rows = loaded.json()["forecasts"][0]["forecast"]
+            assert len(rows) == 2 and all(r["lo-50"] < r["mean"] < r["hi-50"] for r in rows)
+    finally:
+        stop(ingest)
+        stop(inference)
+        server.stop()

@@ -228,6 +228,15 @@ def test_what_if_history_changes_the_forecast(client):
         assert refused.status_code == 422, refused.text
         [detail] = refused.json()["details"]
         assert detail["field"].startswith("history[") and message in detail["message"], detail
+    # 300 problems: the first 100 named, the rest counted, as ingest answers (the count was dropped)
+    months = [f"{1980 + m // 12}-{m % 12 + 1:02d}-15" for m in range(300)]
+    for history, field in (
+        ([{"ts": ts, "value": 9.0} for ts in months], "history[99].ts"),  # off the quarterly frequency
+        ([{"ts": f"x{i}", "value": 9.0} for i in range(300)], "history[99].ts"),  # no timestamp at all
+    ):
+        body = client.post("/v1/forecast", json={"series_id": "unemp", "history": history}).json()
+        assert (len(body["details"]), body["truncated"], body["more"]) == (100, True, 200), body
+        assert body["details"][-1]["field"] == field
 
 
 @pytest.mark.parametrize(
@@ -285,12 +294,12 @@ def test_only_signed_shadow_requests_are_left_out_of_metrics_and_logs(client, mo
     """A rollout's probe signs its request with the key the revisions share (PEFM_SHADOW_KEY):
     answered, not counted. A bare or forged header from anyone else changes nothing."""
 
-    def served():
-        text = client.get("/metrics").text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("pefm_requests_total{") and 'route="/v1/forecast"' in line
+    def served():  # requests, and series forecasts
+        lines = client.get("/metrics").text.splitlines()
+        counted = (("pefm_requests_total{", 'route="/v1/forecast"'), ("pefm_forecasts_served_total{", ""))
+        return tuple(
+            sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix) and match in line)
+            for prefix, match in counted
         )
 
     def post(shadow: str) -> None:
@@ -312,7 +321,8 @@ def test_only_signed_shadow_requests_are_left_out_of_metrics_and_logs(client, mo
     ]
     for value in refused:
         post({"x-pefm-shadow": value})
-    assert served() == before + len(refused) and count(module_schema, "predictions") == logged + len(refused)
+    assert served() == (before[0] + len(refused), before[1] + len(refused))
+    assert count(module_schema, "predictions") == logged + len(refused)
 
 
 def test_the_dashboard_asks_the_api_for_an_as_of_forecast_then_reads_the_kept_one(

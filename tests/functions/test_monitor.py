@@ -129,6 +129,35 @@ def test_an_ingest_announces_itself_and_the_monitor_checks(monitor, module_schem
         stop(ingest)
 
 
+def test_an_announcement_the_monitor_refuses_is_logged_with_its_status(monitor, module_schema, tmp_path):
+    """An event token the monitor does not take: no drift check follows any ingest, and ingest
+    dropped the 401 without a word (it logged only a monitor it could not reach)."""
+    import time
+
+    from tests.functions.conftest import TOKEN
+
+    ingest = start_function(
+        "ingest",
+        module_schema,
+        tmp_path,
+        PEFM_INGEST_TOKEN=TOKEN,
+        PEFM_EVENT_TOKEN="not-the-monitors-token",
+        K_SINK=f"{monitor.url}/v1/drift/check",
+    )
+    try:
+        with ingest.client() as client:
+            body = {"series_id": "unemp", "observations": [{"ts": "2010-07-01", "value": 9.5}]}
+            response = client.post("/v1/observations", json=body, headers={"authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 30
+        while "refused the announcement" not in ingest.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        said = [line for line in ingest.log.read_text().splitlines() if "refused the announcement" in line]
+        assert said and f"{monitor.url}/v1/drift/check refused the announcement of ingested observations: 40" in said[0]
+    finally:
+        stop(ingest)
+
+
 def test_a_burst_of_check_requests_costs_two_checks_not_one_each(monitor, module_schema):
     """Ingest announces every write: seven in half a second each ran a full drift check, all at
     once on two cores. Requests while a check runs now share the next one."""

@@ -112,6 +112,10 @@ class ModelServer:
         self.meta: dict[str, dict[str, str]] = {}
         self.model = None
         self.model_error: str | None = None
+        self._failed_at: float | None = None
+        """When a load failed for a reason that may pass (the database away): loading is tried
+        again ``LOAD_RETRY_SECONDS`` later. None after a success, or an artifact that does not
+        match its signed sha256 (that one stays)."""
         self._loaded = threading.Event()
         self._loader: threading.Thread | None = None
         self._loader_lock = threading.Lock()
@@ -179,7 +183,7 @@ class ModelServer:
     def load_model(self) -> None:
         """Load the model artifact (its bytes checked against the signed sha256) for what
         precomputed forecasts cannot answer: from the shared cache, else the registry."""
-        from pefm.forecasting.registry import model_from_artifact
+        from pefm.forecasting.registry import ArtifactIntegrityError, model_from_artifact
 
         version = self.version
         try:
@@ -193,13 +197,21 @@ class ModelServer:
                 self.cache.set("artifact", version.id, artifact, STATE_TTL)
         except Exception as exc:  # reported on the requests that need it
             self.model_error = f"{type(exc).__name__}: {exc}"
+            self._failed_at = None if isinstance(exc, ArtifactIntegrityError) else time.monotonic()
             log.exception("loading model %s failed", version.id)
         finally:
             self._loaded.set()
 
     def start_loading(self) -> None:
-        """Start loading the model on a background thread, once (the first request that needs it)."""
+        """Start loading the model on a background thread, once (the first request that needs it),
+        or again once ``LOAD_RETRY_SECONDS`` have passed since a load failed for a reason that may
+        pass: one failed read (the database away for a moment) turned the model path off for the
+        life of the replica, which stayed ready."""
         with self._loader_lock:
+            failed_at = self._failed_at
+            if failed_at is not None and time.monotonic() - failed_at >= LOAD_RETRY_SECONDS:
+                self._failed_at, self._loader = None, None
+                self._loaded.clear()
             if self._loader is None:
                 self._loader = threading.Thread(target=self.load_model, name="pefm-model-loader", daemon=True)
                 self._loader.start()
@@ -262,12 +274,13 @@ class ModelServer:
     ) -> str:
         """Forecast rows as JSON text from the model itself (blocking: run it on a thread);
         ``changed``: with ``as_of``, when what was known then last changed (``known_changed``)."""
-        if not self._loaded.is_set():
+        if self.model is None:
             self.start_loading()
             if not self._loaded.wait(MODEL_WAIT_SECONDS):  # a load takes a second or two: wait rather than refuse
                 raise ApiError(503, "the model is still loading; retry shortly", headers={"Retry-After": "1"})
         if self.model is None:
-            raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers={"Retry-After": "30"})
+            retry = {"Retry-After": f"{LOAD_RETRY_SECONDS:.0f}"}
+            raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers=retry)
         from pefm.serving.whatif import model_forecast
 
         rows = model_forecast(self, series_id, state, horizon, levels, as_of, changed, history, space)
@@ -293,6 +306,9 @@ MODEL_QUEUE_SECONDS = 10.0
 MODEL_WAIT_SECONDS = 10.0
 """How long a model-path request waits for the model to load (it starts with the first such
 request) before a 503 with Retry-After."""
+LOAD_RETRY_SECONDS = 10.0
+"""How long after a failed load (for a reason that may pass) the next model-path request tries
+again; its 503 says so in Retry-After."""
 
 
 class InferenceService:
@@ -472,7 +488,8 @@ class InferenceService:
                 text, source = await self._model_answer(series_id, state, space, horizon, levels, as_of, history)
                 data_as_of = as_of if as_of is not None else state.data_as_of
                 part = forecast_part(series_id, space, server.meta[series_id], data_as_of, text)
-            self.metrics.count_forecast(version.id, source)
+            if not shadow:  # a rollout's probe is no traffic, in this count either
+                self.metrics.count_forecast(version.id, source)
             parts.append(part)
             if writer is not None:
                 row = (time.time(), request_id, revision, version.id, series_id, as_of, history is not None)

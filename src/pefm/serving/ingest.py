@@ -114,7 +114,7 @@ class IngestService:
         await self.limit.check(request, verified=True, subject=subject)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         payload, source = await off_loop(self._parse, body, request)
-        self._check_vintage(payload.vintage, backdate)
+        payload = self._checked_vintage(payload, backdate)
         if sum(len(item) for item in payload.series) > STREAM_ROWS:
             result = await in_database(self._write, payload, source)
             self._announce(result)
@@ -174,11 +174,15 @@ class IngestService:
             [{"field": "content-type", "message": "use application/json, text/csv or a CloudEvent"}],
         )
 
-    def _check_vintage(self, vintage: datetime | None, backdate: bool) -> None:
+    def _checked_vintage(self, payload: ObservationsPayload, backdate: bool) -> ObservationsPayload:
         """A vintage is when the values became known: not after now (within the allowed skew),
-        and before it only when an admin says so, since it changes what past as-of reads return."""
+        and before it only when an admin says so, since it changes what past as-of reads return.
+        One ahead of this clock within the skew (the sender's clock runs ahead) is stored as now:
+        they are known from now, and a vintage still ahead when the replicas re-condition on the
+        announced data left them out, until the series' next write."""
+        vintage = payload.vintage
         if vintage is None:
-            return
+            return payload
         now, skew = datetime.now(UTC), timedelta(seconds=self.settings.vintage_skew_seconds)
         if vintage > now + skew:
             message = f"is after now ({now:%Y-%m-%dT%H:%M:%SZ}): nothing can be known in the future"
@@ -189,6 +193,7 @@ class IngestService:
                 "send it with ?backdate=1 and the admin token"
             )
             raise ApiError(422, "backdated vintage", [{"field": "vintage", "message": message}])
+        return replace(payload, vintage=now) if vintage > now else payload
 
     def _write(self, payload: ObservationsPayload, source: str) -> dict[str, Any]:
         """A large write (a CSV upload), on its own: COPY, merged in one statement."""
@@ -327,9 +332,17 @@ def _announce(sink: str, result: dict[str, Any], token: str | None) -> None:
         **({"authorization": f"Bearer {token}"} if token else {}),
     }
     try:
-        httpx.post(sink, json=result, headers=headers, timeout=30)
+        response = httpx.post(sink, json=result, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         log.warning("could not announce ingested observations to %s: %s", sink, exc)
+        return
+    if not response.is_success:  # a token the monitor refuses: no drift check follows an ingest, say so
+        log.warning(
+            "%s refused the announcement of ingested observations: %s %s",
+            sink,
+            response.status_code,
+            response.text[:200],
+        )
 
 
 def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache, openapi: dict) -> HotApp:

@@ -256,19 +256,29 @@ def _gap(known: pd.DatetimeIndex, given: pd.DatetimeIndex, freq: Frequency, cale
     return None
 
 
+def _in_history(detail: dict[str, Any]) -> dict[str, Any]:
+    """A detail of the observations parser or the frequency check, named as the request names it."""
+    field = detail["field"]
+    if field.startswith("observations"):
+        field = field.replace("observations", "history", 1)
+    elif "index" in detail:  # the frequency check's ``ts`` at a position
+        field = f"history[{detail['index']}].{field}"
+    return {**detail, "field": field}
+
+
 def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq: Frequency) -> pd.DataFrame:
     """The panel with the client's values replacing or extending the series (model space); its
     anchor (the last level) moves by what the replaced steps add up to."""
     try:
         payload = observations_from_object({"series_id": series_id, "observations": history})
-    except ValidationError as exc:
-        details = [{**i.to_dict(), "field": i.field.replace("observations", "history", 1)} for i in exc.details]
-        raise ApiError(422, "invalid history", details) from None
-    values = payload.series[0].values
-    calendar = panel.attrs.get("calendars", {}).get(series_id, "")
-    if issues := check_frequency(values.index, freq, calendar=calendar):
-        details = [{"field": f"history[{i.index}].ts", "index": i.index, "message": i.message} for i in issues]
-        raise ApiError(422, "history timestamps are off the series frequency", details)
+        values = payload.series[0].values
+        calendar = panel.attrs.get("calendars", {}).get(series_id, "")
+        if issues := check_frequency(values.index, freq, calendar=calendar):
+            raise ValidationError("history timestamps are off the series frequency", issues)
+    except ValidationError as exc:  # the error body ingest gives, `truncated` and `more` included
+        error = ApiError.invalid(exc)
+        error.details = [_in_history(d) for d in error.details]
+        raise error from None
     if gap := _gap(panel[series_id].dropna().index, values.index, freq, calendar):
         raise ApiError(422, "history does not join the series", [gap])
     merged = panel.reindex(panel.index.union(values.index))
