@@ -19,7 +19,7 @@ from pefm.rollout.providers import PrometheusProvider
 from pefm.storage import retrain_events
 from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
 from pefm.storage.observations import read_frame
-from pefm.storage.series import get_series, list_series
+from pefm.storage.series import SeriesMeta, get_series, list_series
 
 
 def traffic_promql(window_minutes: int) -> dict[str, str]:
@@ -173,12 +173,12 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
         row[0]: row[1:]
         for row in conn.execute("SELECT series_id, min(ts), max(ts), max(vintage) FROM all_observations GROUP BY 1")
     }
-    serving = list_versions(conn, status="serving")
+    serving = list_versions(conn, status="serving", forecasts=False)
     out = []
     for meta in list_series(conn):
         first, last, known_since = spans.get(meta.id, (None, None, None))
         version = serving_version(conn, [meta.id])
-        why = None if version is not None else _why_not(meta.id, serving, last)
+        why = None if version is not None else _why_not(meta, serving, last)
         out.append(
             SeriesInfo(
                 meta.id,
@@ -196,9 +196,12 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
     return out
 
 
-def _why_not(series_id: str, serving: list[ModelVersion], last: datetime | None) -> str:
+def _why_not(meta: SeriesMeta, serving: list[ModelVersion], last: datetime | None) -> str:
+    series_id = meta.id
     if last is None:
         return "no data stored yet: ingest some, then train"
+    if meta.frequency.intraday:  # training never takes them (default_series)
+        return "intraday series are stored and served as data; the models do not forecast them yet"
     if not serving:
         return "no model serves yet: train one and promote it (pefm train, pefm models promote)"
     for version in serving:
@@ -229,7 +232,7 @@ def model_options(conn: psycopg.Connection, series_id: str) -> list[dict[str, st
     from pefm.forecasting.registry import serving_version
 
     serving = serving_version(conn, [series_id])
-    versions = [v for v in list_versions(conn) if series_id in v.series_ids and v.status != "retired"]
+    versions = [v for v in list_versions(conn, forecasts=False) if series_id in v.series_ids and v.status != "retired"]
     versions.sort(key=lambda v: (serving is None or v.id != serving.id, -v.created_at.timestamp()))
     return [{"label": f"{v.id} ({v.status})", "value": v.id} for v in versions]
 
@@ -330,17 +333,30 @@ def forecast_at(
     except ForecastInputError as exc:
         return OriginForecast(origin, None, str(exc))
     freq = get_series(conn, series_id).frequency
-    rows = stored_forecast(conn, version, series_id, freq, together, origin, as_of, space, horizon, PRECOMPUTED_LEVELS)
-    if rows is not None:
+
+    def kept(steps: int) -> list[dict[str, Any]] | None:
+        levels = PRECOMPUTED_LEVELS
+        return stored_forecast(conn, version, series_id, freq, together, origin, as_of, space, steps, levels)
+
+    if (rows := kept(horizon)) is not None:
         return OriginForecast(origin, _frame(rows), "kept by the registry")
     serving, url = serving_version(conn, [series_id]), get_settings().router_url
-    if url is None or serving is None or serving.id != version_id:
-        return OriginForecast(
-            origin,
-            None,
-            "not computed yet: the inference API computes it for the serving model (POST /v1/forecast with as_of)",
-        )
-    return _asked(url, version_id, series_id, as_of, horizon, space, origin)
+    if url is not None and serving is not None and serving.id == version_id:
+        asked = _asked(url, version_id, series_id, as_of, horizon, space, origin)
+        if asked.rows is not None:
+            return asked
+    # the backtest keeps fewer steps than the picker offers (8 of 12): those, rather than nothing
+    fewer = min(horizon, int(((version.backtest or {}).get("spec") or {}).get("h") or 0))
+    if fewer < horizon and (rows := kept(fewer)) is not None:
+        why = f"{fewer} of the {horizon} steps asked: the registry keeps {fewer} from past origins"
+        return OriginForecast(origin, _frame(rows), why)
+    if url is not None and serving is not None and serving.id == version_id:
+        return asked
+    return OriginForecast(
+        origin,
+        None,
+        "not computed yet: the inference API computes it for the serving model (POST /v1/forecast with as_of)",
+    )
 
 
 def _asked(url: str, version_id: str, series_id: str, as_of: datetime, horizon: int, space: str, origin):
@@ -353,17 +369,26 @@ def _asked(url: str, version_id: str, series_id: str, as_of: datetime, horizon: 
 
 def _ask(url: str, version_id: str, body: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str]:
     """The inference API's forecast of the one series ``body`` asks for (its part of the answer),
-    when ``version_id`` answered; else None and why not."""
-    try:
-        response = httpx.post(f"{url.rstrip('/')}/v1/forecast", json=body, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return None, f"the inference API did not answer: {exc}"
-    answer = response.json() if "json" in response.headers.get("content-type", "") else {}
-    if not response.is_success:
-        return None, f"the inference API refused ({response.status_code}): {answer.get('error')}"
-    if answer.get("model_version") != version_id:
-        return None, f"the inference API serves {answer.get('model_version')}, not {version_id}"
-    return answer["forecasts"][0], ""
+    when ``version_id`` answered; else None and why not. During a rollout the local router sends a
+    request to either revision: one answered by the other version is asked again of each tag's
+    revision (the serving version is blue's, or green's once promoted), so the panel does not flip
+    between the two forecasts from one refresh to the next."""
+    base = url.rstrip("/")
+    why = ""
+    for where in (base, f"{base}/_tag/blue", f"{base}/_tag/green"):
+        try:
+            response = httpx.post(f"{where}/v1/forecast", json=body, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return None, f"the inference API did not answer: {exc}"
+        answer = response.json() if "json" in response.headers.get("content-type", "") else {}
+        if not response.is_success:
+            if where == base:
+                return None, f"the inference API refused ({response.status_code}): {answer.get('error')}"
+            continue  # no revision has the tag
+        if answer.get("model_version") == version_id:
+            return answer["forecasts"][0], ""
+        why = why or f"the inference API serves {answer.get('model_version')}, not {version_id}"
+    return None, why
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -460,13 +485,20 @@ def _how_it_ended(run: dict[str, Any]) -> str:
     return f"running, or stopped after {last}: {run['ended']}"
 
 
+HISTORY_REPORTS = 500
+"""The drift checks the Drift page's histories go back over (four months of the monitor's 6-hourly
+ones, fewer when ingests ask for checks too): the whole table grew with every check, and was read
+and drawn again on every refresh."""
+
+
 def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:
-    """A feature's drift score over the stored reports (created_at, score, threshold)."""
+    """A feature's drift score over the last ``HISTORY_REPORTS`` reports (created_at, score, threshold)."""
     rows = conn.execute(
         """SELECT created_at, (f ->> 'score')::float8, (f ->> 'threshold')::float8
-           FROM drift_reports, jsonb_array_elements(series -> %s -> 'input') AS f
+           FROM (SELECT id, created_at, series FROM drift_reports ORDER BY id DESC LIMIT %s) AS r,
+                jsonb_array_elements(series -> %s -> 'input') AS f
            WHERE f ->> 'feature' = %s ORDER BY id""",
-        (series_id, feature),
+        (HISTORY_REPORTS, series_id, feature),
     ).fetchall()
     return pd.DataFrame(rows, columns=["created_at", "score", "threshold"])
 
@@ -475,7 +507,9 @@ def serving_latency(
     conn: psycopg.Connection, service: str = "inference", minutes: int = 60, bucket_seconds: int = 60
 ) -> pd.DataFrame:
     """Per revision and time bucket over the last ``minutes``: requests, p50/p95/p99 latency (ms),
-    4xx and 5xx counts, and the rate (requests/s). Every bucket is there for every revision seen:
+    4xx and 5xx counts, and the rate (requests/s over the part of the bucket inside the window: the
+    first is cut by the window's start, the current one has only begun, and dividing by the whole
+    bucket drew a steady rate falling at both ends). Every bucket is there for every revision seen:
     a bucket without requests has a rate of 0 and no latency (a gap, not an interpolation)."""
     rows = conn.execute(
         """WITH stats AS (
@@ -496,15 +530,17 @@ def serving_latency(
                    date_bin(make_interval(secs => %(bucket)s), now(), TIMESTAMPTZ '2000-01-01'),
                    make_interval(secs => %(bucket)s)) AS bucket)
            SELECT b.bucket, r.revision, coalesce(s.requests, 0), s.p50, s.p95, s.p99,
-                  coalesce(s.errors_4xx, 0), coalesce(s.errors_5xx, 0)
+                  coalesce(s.errors_4xx, 0), coalesce(s.errors_5xx, 0),
+                  extract(epoch FROM least(b.bucket + make_interval(secs => %(bucket)s), now())
+                                     - greatest(b.bucket, now() - make_interval(mins => %(minutes)s)))
            FROM buckets b CROSS JOIN (SELECT DISTINCT revision FROM stats) r
            LEFT JOIN stats s ON s.bucket = b.bucket AND s.revision = r.revision
            ORDER BY 1, 2""",
         {"bucket": bucket_seconds, "service": service, "minutes": minutes},
     ).fetchall()
-    columns = ["bucket", "revision", "requests", "p50", "p95", "p99", "errors_4xx", "errors_5xx"]
+    columns = ["bucket", "revision", "requests", "p50", "p95", "p99", "errors_4xx", "errors_5xx", "seconds"]
     frame = pd.DataFrame(rows, columns=columns)
-    frame["rate"] = frame["requests"] / bucket_seconds
+    frame["rate"] = frame["requests"] / frame.pop("seconds").astype(float).clip(lower=1.0)
     return frame
 
 
@@ -530,14 +566,15 @@ def drift_windows(conn: psycopg.Connection, series_id: str, feature: str) -> dic
 
 
 def accuracy_history(conn: psycopg.Connection, series_id: str) -> pd.DataFrame:
-    """Realized one-step RMSE of the served model at each drift check, with the backtest's RMSE
-    (the expectation) and the ratio that counts as drift."""
+    """Realized one-step RMSE of the served model at each of the last ``HISTORY_REPORTS`` drift
+    checks, with the backtest's RMSE (the expectation) and the ratio that counts as drift."""
     rows = conn.execute(
         """SELECT created_at, (a ->> 'realized_rmse')::float8, (a ->> 'backtest_rmse')::float8,
                   (a ->> 'threshold')::float8
-           FROM drift_reports, LATERAL (SELECT series -> %s -> 'accuracy' AS a) AS x
+           FROM (SELECT id, created_at, series FROM drift_reports ORDER BY id DESC LIMIT %s) AS r,
+                LATERAL (SELECT series -> %s -> 'accuracy' AS a) AS x
            WHERE jsonb_typeof(a) = 'object' ORDER BY id""",
-        (series_id,),
+        (HISTORY_REPORTS, series_id),
     ).fetchall()
     return pd.DataFrame(rows, columns=["created_at", "realized_rmse", "backtest_rmse", "threshold"])
 
@@ -588,7 +625,7 @@ def registry(conn: psycopg.Connection) -> list[dict[str, Any]]:
     the data's cut-off, the backtest setup, the median RMSE over naive at h=1 across its series,
     and the gates' verdict."""
     out = []
-    for v in sorted(list_versions(conn), key=lambda v: v.created_at, reverse=True):
+    for v in sorted(list_versions(conn, forecasts=False), key=lambda v: v.created_at, reverse=True):
         gates = v.gate_report
         out.append(
             {

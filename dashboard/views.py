@@ -215,7 +215,7 @@ def _made(conn, version: ModelVersion, series_id: str, horizon: int, space: str,
     made = data.forecast_at(conn, version.id, series_id, as_of, horizon, space)
     if made.rows is None:
         return pd.DataFrame(), f"no forecast from this origin: {made.note}", made.origin, as_of
-    return made.rows, "", made.origin, as_of
+    return made.rows, made.note if len(made.rows) < horizon else "", made.origin, as_of
 
 
 def forecast_csv(view: ForecastView) -> pd.DataFrame:

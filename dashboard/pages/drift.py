@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, dash_table, html
+from dash import Input, Output, State, callback, dash_table, html, no_update
 
 from dashboard import views
 from dashboard.components.figures import WARN
@@ -79,6 +79,13 @@ def update(_, choice):
     Output("drift-retraining-note", "children"),
     Output("drift-retraining", "children"),
     Input("refresh", "n_intervals"),
+    State("drift-retraining", "children"),
 )
-def update_retraining(_):
-    return views.retraining_view()
+def update_retraining(_, shown):
+    """The note, and the table only when its rows changed: rebuilt on every refresh, it went back
+    to its first page and lost its sorting."""
+    note, table = views.retraining_view()
+    rows = getattr(table, "data", None)
+    if rows is not None and isinstance(shown, dict) and shown.get("props", {}).get("data") == rows:
+        return note, no_update
+    return note, table

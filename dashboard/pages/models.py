@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, ctx, dash_table, dcc, html, no_update
+from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
 
 from dashboard import data, views
 from dashboard.components.figures import WARN
@@ -70,10 +70,13 @@ layout = html.Div(
     Input("refresh", "n_intervals"),
     Input("models-url", "hash"),
     Input("models-compare", "value"),
+    State("models-table", "data"),
 )
-def update(_, fragment, ticked):
+def update(_, fragment, ticked, listed):
     """The table, the ticked versions and the URL kept in step: a link's ``compare`` ticks them;
-    ticking writes them into the URL (two at most: the latest two ticked)."""
+    ticking writes them into the URL (two at most: the latest two ticked). A refresh that finds
+    the registry as listed leaves the cards alone: rebuilt, their tables went back to their first
+    page and lost their sorting every 20 seconds."""
     if ctx.triggered_id == "models-compare":  # the client sends what it likes: a list of ids, or nothing
         ids = [v for v in ticked if isinstance(v, str)][-2:] if isinstance(ticked, list) else []
     else:
@@ -89,4 +92,6 @@ def update(_, fragment, ticked):
     fragment_out = "#" + urlencode({"compare": ",".join(ids)}, safe=",") if ids else ""
     if fragment_out == (fragment or ""):
         fragment_out = no_update
+    if ctx.triggered_id == "refresh" and rows and rows == listed:
+        return no_update, no_update, no_update, fragment_out, no_update
     return rows, options, ids, fragment_out, cards or [html.P("no model version yet: pefm train")]

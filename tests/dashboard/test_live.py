@@ -98,3 +98,43 @@ def test_the_latest_view_is_the_inference_apis_forecast_on_the_data_since(infere
     assert not [a.text for a in figure.layout.annotations if "before the latest data" in a.text]
     assert set(frame["data_as_of"]) == {f"{datetime.fromisoformat(answer['forecasts'][0]['data_as_of']):%Y-%m-%d}"}
     assert frame["data_as_of"].iloc[0] != "2005-01-01"
+
+
+def test_during_a_rollout_the_latest_view_is_the_serving_versions_forecast_every_time(served, tmp_path):
+    """The local router sends each request to blue or green by their weights: the dashboard got the
+    candidate's answer about half the time and drew the stored forecast instead, so the panel
+    flipped from one refresh to the next. It asks the tagged revisions when the other answered."""
+    from pefm.local.runtime import LocalRuntime
+    from pefm.rollout.local import LocalRouter
+    from pefm.rollout.router import blue_green
+
+    db, version_id = served
+    with db.connection() as conn:
+        candidate, _ = train(conn, "naive", SERIES, spec=None)  # registered, not promoted
+    runtime = LocalRuntime(db.url, tmp_path / "runtime")
+    try:
+        runtime.start_revision("inference", "pefm-inference-dash-blue", model_version=version_id, replicas=1)
+        runtime.start_revision("inference", "pefm-inference-dash-green", model_version=candidate.id, replicas=1)
+        router = runtime.start_router("inference")
+        LocalRouter(db, {}).set_traffic(
+            "inference", blue_green("pefm-inference-dash-blue", "pefm-inference-dash-green", 50)
+        )
+        body = {"series_id": "realgdp", "horizon": 4}
+        deadline = time.monotonic() + 30
+        while httpx.post(f"{router.url}/_tag/green/v1/forecast", json=body).status_code != 200:
+            assert time.monotonic() < deadline, "the router never routed the tags"
+            time.sleep(0.5)  # it reads the traffic block every few hundred milliseconds
+        answered = [data._ask(router.url, version_id, body, timeout=10)[1] for _ in range(12)]
+        assert answered == [""] * 12
+        # the serving version's revision tagged green (a promotion in its grace period): still found
+        LocalRouter(db, {}).set_traffic(
+            "inference", blue_green("pefm-inference-dash-green", "pefm-inference-dash-blue", 50)
+        )
+        time.sleep(1.5)
+        assert [data._ask(router.url, version_id, body, timeout=10)[1] for _ in range(4)] == [""] * 4
+        # a version no revision serves is said so, not drawn
+        part, why = data._ask(router.url, "ar-nosuch", body, timeout=10)
+        assert part is None and why.startswith("the inference API serves ") and why.endswith(", not ar-nosuch")
+    finally:
+        runtime.stop_all()
+        LocalRouter(db, {}).retire_all("inference")

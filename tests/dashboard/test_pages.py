@@ -1,7 +1,7 @@
 """The dashboard's data functions, figure builders and page renderers, on a real database."""
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -188,6 +188,23 @@ def test_several_series_draw_as_small_multiples_and_an_uncovered_one_says_why(se
     assert options["aaa"]["label"].endswith("(no forecast)") and options["aaa"]["title"] == catalog["aaa"].why_not
 
 
+def test_an_intraday_series_is_not_promised_to_the_next_training(served):
+    """Training never takes intraday series (README): "the next training includes it" was false."""
+    from pefm.data.frequency import Frequency
+    from pefm.storage.observations import write_observations
+    from pefm.storage.series import SeriesMeta, upsert_series
+
+    db, _, _ = served
+    stamps = pd.date_range("2026-03-02 14:30", periods=30, freq="1min", tz="UTC")
+    with db.connection() as conn:
+        upsert_series(conn, SeriesMeta(id="spy.1min", name="SPY one-minute closes", frequency=Frequency.MINUTE))
+        frame = pd.DataFrame({"series_id": "spy.1min", "ts": stamps, "value": range(30)})
+        write_observations(conn, frame, vintage=datetime(2026, 3, 3, tzinfo=UTC))
+        why = {s.id: s.why_not for s in data.catalog(conn)}
+    assert why["spy.1min"] == "intraday series are stored and served as data; the models do not forecast them yet"
+    assert why["aaa"].endswith("the next training includes it")
+
+
 def test_as_of_shows_the_forecast_made_from_that_origin_and_the_outcomes_since(served):
     """Known on 2003-02-15: realgdp up to 2002Q4 (each quarter is stored when it ends), the origin
     of a backtest window whose forecast the registry kept; the outcomes follow it."""
@@ -205,6 +222,11 @@ def test_as_of_shows_the_forecast_made_from_that_origin_and_the_outcomes_since(s
     [origin] = figure.layout.shapes
     assert str(origin.x0)[:10] == "2002-10-01"
     assert any(a.text == "origin 2002Q4" for a in figure.layout.annotations)
+    # more steps than the backtest kept (it has h=4): those four, said so, rather than none
+    figure, _ = views.forecast_view(replace(view, horizon=6))
+    assert list(panel_traces(figure, 1)["forecast"].y) == pytest.approx([r["mean"] for r in stored])
+    notes = [a.text for a in figure.layout.annotations if "steps asked" in a.text]
+    assert notes == ["4 of the 6 steps asked: the registry keeps 4 from past origins"]
     # a moment with no stored forecast and no inference API to ask: the origin, and why nothing is drawn
     figure, _ = views.forecast_view(replace(view, as_of="1990-06-15"))
     notes = [a.text for a in figure.layout.annotations if a.text.startswith("no forecast")]
@@ -317,6 +339,29 @@ def test_serving_page_shows_latency_and_errors_per_revision(served):
     assert {t.name for t in rate.data} >= {"blue 4xx", "blue 5xx", "green 4xx"}
     assert not any(t.name == "cold start" for t in latency.data)
     assert len(views.serving_view(15)[2]) == 0  # 30 minutes ago is outside the last 15
+
+
+def test_a_steady_request_rate_is_drawn_steady_to_both_ends_of_the_window(served):
+    """One request a second for two hours: the first bucket (cut by the window's start) and the
+    current one (just begun) were divided by a whole bucket, and drew 0.2-0.8 req/s."""
+    db, _, _ = served
+    with db.connection() as conn:
+        conn.execute(
+            """INSERT INTO request_log (ts, service, revision, route, method, status, latency_ms)
+               SELECT now() - make_interval(secs => i + 0.5), 'inference', 'pefm-inference-blue', '/v1/forecast',
+                      'POST', 200, 5
+               FROM generate_series(0, 7199) AS i"""
+        )
+        now = conn.execute("SELECT now()").fetchone()[0]  # the transaction's: the one the query reads
+        for minutes, bucket in ((60, 60), (360, 300), (1440, 900)):
+            frame = data.serving_latency(conn, minutes=minutes, bucket_seconds=bucket)
+            for when, rate in zip(frame["bucket"], frame["rate"], strict=True):
+                begins = max(when, now - timedelta(minutes=minutes))
+                if begins < now - timedelta(hours=2):  # before the first request, or the bucket it falls in
+                    continue
+                span = (min(when + timedelta(seconds=bucket), now) - begins).total_seconds()
+                if span >= 10:  # a count in a span of d seconds is d, give or take one
+                    assert rate == pytest.approx(1.0, abs=1.5 / span), (minutes, when, rate)
 
 
 def test_serving_charts_mark_cold_starts_and_promotions(served):
@@ -479,6 +524,33 @@ def test_the_drift_page_shows_a_request_until_a_retraining_answers_it_then_that_
     ended = "not deployed: " if outcome["status"] == "gates-failed" else f"{outcome['candidate']} passed the gates"
     assert run["how it ended"].startswith(ended), run
     assert request["steps"] == "requested" and run["began"] >= request["began"]
+
+
+def test_a_refresh_leaves_the_retraining_table_alone_until_its_rows_change(served):
+    """Rebuilt on every 20-second refresh, the table went back to its first page and lost its sorting."""
+    import json
+    import sys
+
+    import dash
+    import plotly
+    from dash import no_update
+
+    from pefm.storage import retrain_events
+
+    # the module as the app loaded it (imported again by its dotted name, Dash would find two /drift pages)
+    page = sys.modules[next(p["module"] for p in dash.page_registry.values() if p["path"] == "/drift")]
+
+    db, _, _ = served
+    with db.connection() as conn:
+        retrain_events.record(conn, "request-1", retrain_events.REQUESTED, "drift in unemp for 2 checks")
+    note, table = page.update_retraining(1, None)
+    shown = json.loads(json.dumps(table, cls=plotly.utils.PlotlyJSONEncoder))  # as the browser holds it
+    shown["props"]["page_current"] = 1  # and as the analyst left it
+    assert page.update_retraining(2, shown) == (note, no_update)
+    with db.connection() as conn:
+        retrain_events.record(conn, "request-2", retrain_events.REQUESTED, "drift in realgdp for 2 checks")
+    note, again = page.update_retraining(3, shown)
+    assert again is not no_update and len(again.data) == 2
 
 
 def _drift_card(summary: dict) -> str:

@@ -197,6 +197,12 @@ def test_the_models_page_compares_two_versions_side_by_side_from_a_link(watched,
     assert set(again.page.locator("#models-detail .card-header").all_inner_texts()) == {demo.rejected, demo.serving}
     rejected = again.page.locator("#models-detail .card").filter(has_text=f"Gates: failed against {demo.serving}")
     assert rejected.locator("td", has_text="FAIL").count() >= 1
+    # a page of a card's table stays chosen through the 20-second refresh (the cards were rebuilt)
+    paged = rejected.locator(".dash-table-container").filter(has=again.page.locator("button.next-page")).first
+    paged.locator("button.next-page").click()
+    assert paged.locator(".current-page").input_value() == "2"
+    _refresh(again, "models-table")
+    assert paged.locator(".current-page").input_value() == "2"
     again.context.close()
     assert watched.errors == [] and again.errors == []
 
@@ -236,6 +242,18 @@ def test_the_dark_mode_is_remembered_and_the_charts_follow_it(watched):
     background = watched.page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert text.evaluate("e => getComputedStyle(e).fill") != "rgb(42, 63, 95)"  # not plotly's dark-on-light text
     assert background != "rgb(255, 255, 255)"
+    # a panel's note and the hover label: light text on their white boxes was unreadable
+    watched.open("forecasts", "#series=aaa")
+    watched.page.wait_for_function("[...document.querySelectorAll('#fc-chart .annotation')].length > 1")
+    assert any(n.startswith("no forecast") for n in watched.annotations("fc-chart"))
+    fills = "r => r.map(e => getComputedStyle(e).fill)"
+    boxes = watched.page.eval_on_selector_all("#fc-chart .annotation rect.bg", fills)
+    assert "rgb(255, 255, 255)" not in boxes, boxes
+    plot = watched.page.locator("#fc-chart .nsewdrag").first.bounding_box()
+    watched.page.mouse.move(plot["x"] + plot["width"] * 0.8, plot["y"] + plot["height"] / 2)
+    label = watched.page.locator("#fc-chart .hoverlayer rect.bg, #fc-chart .hoverlayer .hovertext path").first
+    label.wait_for(state="attached")
+    assert label.evaluate("e => getComputedStyle(e).fill") == background
     assert watched.errors == []
 
 
