@@ -61,6 +61,17 @@ def pgbench(url: str, duration: int, tmp: Path) -> float:
     return float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
 
 
+DAYS = 100_000  # post_event.lua's days per series (1700 to 1973): then it moves on to the next one
+MAX_RATE = 20_000  # events/s, ten times what this machine takes: series enough for any run here
+
+
+def event_series(series: str, duration: int, threads: int | None = None) -> list[str]:
+    """The series post_event.lua posts to over ``duration`` seconds: ``series`` (or
+    ``series_<thread>`` for each of ``threads`` with their own), then ``_1``, ``_2``, ... after it."""
+    bases = [series] if threads is None else [f"{series}_{k}" for k in range(threads)]
+    return [f"{b}_{e}" if e else b for b in bases for e in range(1 + duration * MAX_RATE // DAYS)]
+
+
 def events(url: str, duration: int, series: str, reject_every: int = 0, own: bool = False) -> dict:
     """wrk over post_event.lua: rate, latency and the answers by status."""
     args = [series, TOKEN, str(reject_every), "2", *(["own"] if own else [])]
@@ -93,7 +104,9 @@ def run(tmp: Path, args) -> None:
     ingest = start_function("ingest", db.url, tmp, PEFM_INGEST_TOKEN=TOKEN)
     auth = {"authorization": f"Bearer {TOKEN}"}
     try:
-        for sid in ("bench_events", "bench_soak_0", "bench_soak_1", "bench_pgbench"):
+        events_series = event_series("bench_events", args.duration)
+        soak_series = event_series("bench_soak", args.soak, threads=2)
+        for sid in (*events_series, *soak_series, "bench_pgbench"):
             body = {"name": sid, "frequency": "D", "transform": "log_return"}
             httpx.put(f"{ingest.url}/v1/series/{sid}", json=body, headers=auth, timeout=10).raise_for_status()
         print("wrk: hello-world ...", flush=True)
@@ -107,12 +120,12 @@ def run(tmp: Path, args) -> None:
         soak = events(ingest.url, args.soak, "bench_soak", reject_every=10, own=True)
         with db.connection() as conn:
             rows, refused_rows = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE value <= 0) FROM observations"
-                " WHERE series_id IN ('bench_soak_0', 'bench_soak_1')"
+                "SELECT count(*), count(*) FILTER (WHERE value <= 0) FROM observations WHERE series_id = ANY(%s)",
+                (soak_series,),
             ).fetchone()
-            events_rows = conn.execute("SELECT count(*) FROM observations WHERE series_id = 'bench_events'").fetchone()[
-                0
-            ]
+            events_rows = conn.execute(
+                "SELECT count(*) FROM observations WHERE series_id = ANY(%s)", (events_series,)
+            ).fetchone()[0]
     finally:
         stop(ingest)
         hello_proc.terminate()
