@@ -347,7 +347,7 @@ def forecast_at(
             return asked
     # the backtest keeps fewer steps than the picker offers (8 of 12): those, rather than nothing
     fewer = min(horizon, int(((version.backtest or {}).get("spec") or {}).get("h") or 0))
-    if fewer < horizon and (rows := kept(fewer)) is not None:
+    if 0 < fewer < horizon and (rows := kept(fewer)) is not None:
         why = f"{fewer} of the {horizon} steps asked: the registry keeps {fewer} from past origins"
         return OriginForecast(origin, _frame(rows), why)
     if url is not None and serving is not None and serving.id == version_id:
@@ -379,7 +379,9 @@ def _ask(url: str, version_id: str, body: dict[str, Any], timeout: float) -> tup
         try:
             response = httpx.post(f"{where}/v1/forecast", json=body, timeout=timeout)
         except httpx.HTTPError as exc:
-            return None, f"the inference API did not answer: {exc}"
+            if where == base:
+                return None, f"the inference API did not answer: {exc}"
+            continue
         answer = response.json() if "json" in response.headers.get("content-type", "") else {}
         if not response.is_success:
             if where == base:

@@ -3,10 +3,13 @@ gate verdict; tick one or two to see them side by side (``#compare=a,b`` in the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from urllib.parse import parse_qsl, urlencode
 
 import dash
 import dash_bootstrap_components as dbc
+import plotly
 from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
 
 from dashboard import data, views
@@ -31,6 +34,7 @@ COLUMNS = [
 layout = html.Div(
     [
         dcc.Location(id="models-url", refresh=False),
+        dcc.Store(id="models-drawn"),  # a digest of the cards drawn: a refresh that would draw the same leaves them
         html.H1("Models", className="h3"),
         html.P(
             "Every registered version. Tick one or two below the table to see them side by side; the serving one "
@@ -67,16 +71,18 @@ layout = html.Div(
     Output("models-compare", "value"),
     Output("models-url", "hash"),
     Output("models-detail", "children"),
+    Output("models-drawn", "data"),
     Input("refresh", "n_intervals"),
     Input("models-url", "hash"),
     Input("models-compare", "value"),
     State("models-table", "data"),
+    State("models-drawn", "data"),
 )
-def update(_, fragment, ticked, listed):
+def update(_, fragment, ticked, listed, drawn):
     """The table, the ticked versions and the URL kept in step: a link's ``compare`` ticks them;
-    ticking writes them into the URL (two at most: the latest two ticked). A refresh that finds
-    the registry as listed leaves the cards alone: rebuilt, their tables went back to their first
-    page and lost their sorting every 20 seconds."""
+    ticking writes them into the URL (two at most: the latest two ticked). A refresh leaves the
+    table and the cards alone where they would be drawn the same: rebuilt, their tables went back
+    to their first page and lost their sorting every 20 seconds."""
     if ctx.triggered_id == "models-compare":  # the client sends what it likes: a list of ids, or nothing
         ids = [v for v in ticked if isinstance(v, str)][-2:] if isinstance(ticked, list) else []
     else:
@@ -92,6 +98,16 @@ def update(_, fragment, ticked, listed):
     fragment_out = "#" + urlencode({"compare": ",".join(ids)}, safe=",") if ids else ""
     if fragment_out == (fragment or ""):
         fragment_out = no_update
-    if ctx.triggered_id == "refresh" and rows and rows == listed:
-        return no_update, no_update, no_update, fragment_out, no_update
-    return rows, options, ids, fragment_out, cards or [html.P("no model version yet: pefm train")]
+    cards = cards or [html.P("no model version yet: pefm train")]
+    digest = hashlib.sha256(json.dumps(cards, cls=plotly.utils.PlotlyJSONEncoder, sort_keys=True).encode()).hexdigest()
+    if ctx.triggered_id != "refresh":
+        return rows, options, ids, fragment_out, cards, digest
+    same = rows == listed
+    return (
+        no_update if same else rows,
+        no_update if same else options,
+        no_update if same else ids,
+        fragment_out,
+        no_update if digest == drawn else cards,
+        digest,
+    )

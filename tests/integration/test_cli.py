@@ -351,7 +351,8 @@ def test_a_restarted_stack_routes_the_revision_it_starts_when_the_last_winner_is
 def test_status_takes_an_unpinned_local_revision_as_serving_the_serving_version(db):
     """Compose registers blue and green without a version; each loads the registry's serving one
     at its start, as a rollout (and the cluster's status) takes it. `pefm status` called every such
-    revision a disagreement, so it always exited 1 there. A revision nobody registered still is."""
+    revision a disagreement, so it always exited 1 there. A revision nobody registered still is,
+    and so is one that started before the serving version was promoted."""
     from pefm.data.bundled import bundled
     from pefm.data.loading import load_bundled
     from pefm.forecasting.registry import promote
@@ -365,6 +366,7 @@ def test_status_takes_an_unpinned_local_revision_as_serving_the_serving_version(
         load_bundled(conn, bundled(["realgdp"]))
         version, _ = train(conn, "naive", ["realgdp"], spec=None)
         promote(conn, version.id)
+    with db.connection() as conn:  # registered once that serves, as compose's init does after `pefm up --no-serve`
         record_revision(conn, "inference", "pefm-inference-blue", ["http://inference-blue.invalid"])
     router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})  # never reached
     router.set_traffic("inference", sole("pefm-inference-blue"))
@@ -374,6 +376,14 @@ def test_status_takes_an_unpinned_local_revision_as_serving_the_serving_version(
     router.set_traffic("inference", sole("pefm-inference-gone"))
     assert service_status(controller, "inference").problems[0] == (
         f"pefm-inference-gone carries 100% and serves an unknown version, but the registry says {version.id}"
+    )
+    # promoted by hand since blue started: blue keeps the version it loaded, which status cannot name
+    router.set_traffic("inference", sole("pefm-inference-blue"))
+    with db.connection() as conn:
+        later, _ = train(conn, "mean", ["realgdp"], spec=None)
+        promote(conn, later.id)
+    assert service_status(controller, "inference").problems[0] == (
+        f"pefm-inference-blue carries 100% and serves an unknown version, but the registry says {later.id}"
     )
 
 
@@ -453,7 +463,7 @@ def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env,
     assert "is a directory" in said(run(cli_env, "gate", "--candidate", version, "--json", str(tmp_path)), code=2)
     assert "name a file" in said(run(cli_env, "knative", "canary", "--output", str(tmp_path / "no" / "c.yaml")), 2)
     typed = run(cli_env, "train", "--model", "ar", "-s", "realgdp", "--windows", "0", "-p", "max_lag=abc")
-    assert said(typed) == "error: --param: ar: max_lag must be None or an integer >= 1, got 'abc'"
+    assert said(typed) == "error: --param: ar: max_lag must be None or an integer >= 0, got 'abc'"
     ranged = run(cli_env, "train", "--model", "mean", "-s", "realgdp", "--windows", "0", "-p", "window=1")
     assert said(ranged) == "error: --param: mean: window must be None or an integer >= 2, got 1"
     twice = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "-s", "realgdp", "--windows", "0")

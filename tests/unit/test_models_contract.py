@@ -98,13 +98,21 @@ def test_bad_input_is_refused(name: str):
 # A value each model cannot use, one per limited parameter (some were taken: mean window=1 gave
 # NaN intervals, seasonal_naive season=-1 a one-point "season", ets trends='x' plain SES).
 UNUSABLE = [
-    ("ar", "max_lag", -1), ("ar", "d", 2), ("mean", "window", 1), ("seasonal_naive", "season", 0),
-    ("arima", "max_p", -1), ("arima", "max_q", 6), ("arima", "alpha", 2.0), ("airline", "max_d", 3),
+    ("ar", "max_lag", -1), ("ar", "d", 2), ("mean", "window", 1), ("seasonal_naive", "season", -1),
+    ("arima", "max_p", -1), ("arima", "max_q", 1.5), ("arima", "alpha", 2.0), ("airline", "max_d", 3),
     ("ets", "trends", "x"), ("ets", "seasonal", 1), ("garch", "p", 0), ("garch", "vol", "egarch"),
     ("var", "max_lags", 0), ("mlp", "hidden", 0), ("mlp", "epochs", 2.5), ("mlp", "learning_rate", -1e-3),
     ("mlp", "weight_decay", float("nan")), ("mlp", "device", "tpu"), ("ensemble", "members", ()),
     ("ensemble", "members", ("naive", "var")), ("ensemble", "seasonal_members", ("nosuch",)),
-    ("ensemble", "weighting", "median"), ("ensemble", "window", 0),
+    ("ensemble", "weighting", "median"), ("ensemble", "window", -1), ("ensemble", "members", 5),
+    ("ensemble", "members", "naive"), ("ensemble", "seasonal_members", None),
+]  # fmt: skip
+# Values the models have always taken, some stored in the registry's versions: 0 for "choose it"
+# (each model read it so), numpy's numbers, more AR terms than auto.arima's default search.
+USABLE = [
+    ("ar", "max_lag", 0), ("ar", "d", np.int64(1)), ("mean", "window", 0), ("seasonal_naive", "season", 0),
+    ("ensemble", "window", 0), ("ets", "seasonal", np.True_), ("arima", "max_p", 8), ("garch", "q", np.int64(2)),
+    ("ensemble", "members", ["naive", "mean"]),
 ]  # fmt: skip
 
 
@@ -116,6 +124,11 @@ def test_a_parameter_value_the_model_cannot_use_is_refused_before_any_data(name:
     setattr(model, param, value)  # set after construction, as unpickling would: fit checks again
     with pytest.raises(ForecastInputError, match=f"{name}: {param}"):
         model.fit(y)
+
+
+@pytest.mark.parametrize(("name", "param", "value"), USABLE)
+def test_a_value_the_models_have_always_taken_is_taken(name: str, param: str, value):
+    make_model(name, **{param: value}).check_params()
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -366,8 +366,9 @@ def require_number(model: str, name: str, value: Any, low: float, high: float = 
 
 
 def require_choice(model: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
-    """Refuse ``value`` unless it is one of ``allowed``."""
-    if not any(value == a and type(value) is type(a) for a in allowed):
+    """Refuse ``value`` unless it is one of ``allowed`` (a number for a number, a flag for a flag)."""
+    plain = value.item() if isinstance(value, np.generic) else value  # numpy's int64(1) is a 1
+    if not any(plain == a and type(plain) is type(a) for a in allowed):
         raise ForecastInputError(f"{model}: {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 

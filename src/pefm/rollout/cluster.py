@@ -186,3 +186,6 @@ class ClusterTraffic:
 
     def revision_model_version(self, service: str, revision: str) -> str | None:
         return self.cluster.revision_model_version(revision) or self.unpinned
+
+    def unpinned_serves(self, service: str, revision: str, serving) -> bool:
+        return False  # revision_model_version has resolved an unpinned revision already

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from pefm.local.runtime import RETIRE_LOCK, stop_revision
 from pefm.rollout.router import TrafficTarget
 from pefm.storage.database import Database
+from pefm.storage.model_versions import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,18 @@ class LocalRouter:
                 "SELECT model_version FROM local_revisions WHERE service = %s AND revision = %s", (service, revision)
             ).fetchone()
         return row[0] if row else None
+
+    def unpinned_serves(self, service: str, revision: str, serving: ModelVersion) -> bool:
+        """Whether ``revision`` is recorded unpinned (compose's blue and green) and started once
+        ``serving`` was serving: such a revision loads the registry's serving version when it
+        starts, and keeps it."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                """SELECT model_version IS NULL AND started_at >= %s FROM local_revisions
+                   WHERE service = %s AND revision = %s""",
+                (serving.status_changed_at, service, revision),
+            ).fetchone()
+        return bool(row and row[0])
 
     def has_revision(self, service: str, revision: str) -> bool:
         with self.db.connection() as conn:

@@ -98,6 +98,11 @@ class TrafficRouter(Protocol):
         """Whether ``revision`` is one of ``service``'s (started, not yet retired)."""
         ...
 
+    def unpinned_serves(self, service: str, revision: str, serving) -> bool:
+        """Whether ``revision``, pinned to no version, serves ``serving`` (the registry's serving
+        version): it started once that was serving."""
+        ...
+
     def retire(self, service: str, revision: str) -> bool:
         """Stop a revision that carries no traffic; whether anything was stopped."""
         ...

@@ -113,9 +113,9 @@ class ModelServer:
         self.model = None
         self.model_error: str | None = None
         self._failed_at: float | None = None
-        """When a load failed for a reason that may pass (the database away): loading is tried
-        again ``LOAD_RETRY_SECONDS`` later. None after a success, or an artifact that does not
-        match its signed sha256 (that one stays)."""
+        """When a load failed for a reason that may pass (the database or the network away):
+        loading is tried again ``LOAD_RETRY_SECONDS`` later. None after a success, or a failure
+        that stays (an artifact that does not match its signed sha256, or cannot be read)."""
         self._loaded = threading.Event()
         self._loader: threading.Thread | None = None
         self._loader_lock = threading.Lock()
@@ -183,7 +183,9 @@ class ModelServer:
     def load_model(self) -> None:
         """Load the model artifact (its bytes checked against the signed sha256) for what
         precomputed forecasts cannot answer: from the shared cache, else the registry."""
-        from pefm.forecasting.registry import ArtifactIntegrityError, model_from_artifact
+        import psycopg
+
+        from pefm.forecasting.registry import model_from_artifact
 
         version = self.version
         try:
@@ -197,7 +199,8 @@ class ModelServer:
                 self.cache.set("artifact", version.id, artifact, STATE_TTL)
         except Exception as exc:  # reported on the requests that need it
             self.model_error = f"{type(exc).__name__}: {exc}"
-            self._failed_at = None if isinstance(exc, ArtifactIntegrityError) else time.monotonic()
+            passing = isinstance(exc, psycopg.Error | OSError)  # the database away: it comes back
+            self._failed_at = time.monotonic() if passing else None
             log.exception("loading model %s failed", version.id)
         finally:
             self._loaded.set()
@@ -278,8 +281,8 @@ class ModelServer:
             self.start_loading()
             if not self._loaded.wait(MODEL_WAIT_SECONDS):  # a load takes a second or two: wait rather than refuse
                 raise ApiError(503, "the model is still loading; retry shortly", headers={"Retry-After": "1"})
-        if self.model is None:
-            retry = {"Retry-After": f"{LOAD_RETRY_SECONDS:.0f}"}
+        if self.model is None:  # Retry-After only where trying again can help
+            retry = {"Retry-After": f"{LOAD_RETRY_SECONDS:.0f}"} if self._failed_at is not None else {}
             raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers=retry)
         from pefm.serving.whatif import model_forecast
 

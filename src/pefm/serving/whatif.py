@@ -277,6 +277,8 @@ def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq
             raise ValidationError("history timestamps are off the series frequency", issues)
     except ValidationError as exc:  # the error body ingest gives, `truncated` and `more` included
         error = ApiError.invalid(exc)
+        if not error.error.startswith("history"):  # the parser's title names its observations
+            error.error = "invalid history"
         error.details = [_in_history(d) for d in error.details]
         raise error from None
     if gap := _gap(panel[series_id].dropna().index, values.index, freq, calendar):

@@ -23,9 +23,6 @@ from statsmodels.tsa.stattools import kpss
 from pefm.forecasting.base import BaseForecaster, ForecastInputError, require_int, require_number, season_length
 from pefm.forecasting.models._statsmodels import ArimaResultsMixin, aicc, lean, quiet
 
-MAX_ORDER = 5
-"""The most AR or MA terms the order search may take (auto.arima's and statsforecast's limit)."""
-
 
 class AutoARIMA(ArimaResultsMixin, BaseForecaster):
     name = "arima"
@@ -38,8 +35,8 @@ class AutoARIMA(ArimaResultsMixin, BaseForecaster):
         self.alpha = alpha
 
     def check_params(self) -> None:
-        require_int(self.name, "max_p", self.max_p, 0, MAX_ORDER)
-        require_int(self.name, "max_q", self.max_q, 0, MAX_ORDER)
+        require_int(self.name, "max_p", self.max_p, 0)
+        require_int(self.name, "max_q", self.max_q, 0)
         check_differencing(self)
 
     def _fit(self, values: np.ndarray) -> None:

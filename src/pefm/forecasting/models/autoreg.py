@@ -32,7 +32,7 @@ class AutoRegressive(ArimaResultsMixin, BaseForecaster):
 
     def check_params(self) -> None:
         require_choice(self.name, "d", self.d, (0, 1))
-        require_int(self.name, "max_lag", self.max_lag, 1, none=True)
+        require_int(self.name, "max_lag", self.max_lag, 0, none=True)  # None or 0: 10 log10(n)
 
     def _fit(self, values: np.ndarray) -> None:
         work = np.diff(values) if self.d else values

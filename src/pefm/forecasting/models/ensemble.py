@@ -24,6 +24,7 @@ are not out of sample.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,16 +55,19 @@ class Ensemble(BaseForecaster):
         weighting: str = "stacked",
         seasonal_members: Sequence[str] = ("seasonal_naive", "ets_seasonal", "airline"),
     ):
-        self.members = tuple(members)
+        self.members = _names(members)
         self.window = window
         self.weighting = weighting
-        self.seasonal_members = tuple(seasonal_members)
+        self.seasonal_members = _names(seasonal_members)
 
     def check_params(self) -> None:
         from pefm.forecasting.models import make_model
 
         require_choice(self.name, "weighting", self.weighting, ("stacked", "equal"))
-        require_int(self.name, "window", self.window, 1, none=True)
+        require_int(self.name, "window", self.window, 0, none=True)  # None or 0: half the data
+        for label, names in (("members", self.members), ("seasonal_members", self.seasonal_members)):
+            if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
+                raise ForecastInputError(f"{self.name}: {label} must be a list of model names, got {names!r}")
         if not self.members:
             raise ForecastInputError(f"{self.name}: members must name at least one model")
         for label, names in (("members", self.members), ("seasonal_members", self.seasonal_members)):
@@ -184,6 +188,12 @@ class Ensemble(BaseForecaster):
             for w, member in zip(weights.T, self.fitted_.values(), strict=True)
         )
         return mean, self._constant_scale(origins, steps)
+
+
+def _names(value: Any) -> Any:
+    """A list of names as a tuple; anything else as given, for ``check_params`` to refuse by name
+    (``tuple(5)`` was a TypeError, ``tuple("naive")`` five unknown models)."""
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def _stacked(forecasts: np.ndarray, target: np.ndarray) -> np.ndarray:

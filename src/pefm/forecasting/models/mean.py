@@ -17,7 +17,8 @@ class Mean(BaseForecaster):
         self.window = window
 
     def check_params(self) -> None:
-        require_int(self.name, "window", self.window, 2, none=True)  # a spread needs two points
+        if self.window != 0:  # None or 0: the whole sample; else at least two points, for a spread
+            require_int(self.name, "window", self.window, 2, none=True)
 
     def _fit(self, values: np.ndarray) -> None:
         sample = values[-self.window :] if self.window else values

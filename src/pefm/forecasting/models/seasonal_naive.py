@@ -27,7 +27,7 @@ class SeasonalNaive(BaseForecaster):
         self.season = season
 
     def check_params(self) -> None:
-        require_int(self.name, "season", self.season, 1, none=True)
+        require_int(self.name, "season", self.season, 0, none=True)  # None or 0: the frequency's
 
     def _fit(self, values: np.ndarray) -> None:
         m = self.season or season_length(self.freq_)
