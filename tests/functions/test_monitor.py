@@ -201,3 +201,24 @@ def test_the_gauges_show_the_latest_check_only(monitor, module_schema):
         metrics = client.get("/metrics").text
     assert 'pefm_drift_detected{series_id="infl"}' in metrics
     assert 'series_id="realgdp"' not in metrics and 'series_id="unemp"' not in metrics
+
+
+def test_a_check_before_any_model_serves_is_a_409_not_a_500(server_url, tmp_path):
+    """A cluster before its bootstrap Job: every schedule and every ingest asks for a check, and
+    each got a 500 with a traceback in the log."""
+    from pefm.storage.database import Database
+    from pefm.storage.migrate import migrate
+    from tests.conftest import fresh_schema
+
+    with fresh_schema(server_url, "m") as url:
+        with Database(url, max_size=1) as db, db.connection() as conn:
+            migrate(conn)
+        running = start_function("monitor", url, tmp_path, PEFM_ADMIN_TOKEN=ADMIN, PEFM_EVENT_TOKEN=EVENTS)
+        try:
+            with running.client() as client:
+                answer = client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"})
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"] == "no serving model to monitor: promote one first"
+            assert "Traceback" not in running.log.read_text()
+        finally:
+            stop(running)

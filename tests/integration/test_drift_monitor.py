@@ -64,6 +64,50 @@ def test_repeated_checks_on_unchanged_data_count_once_toward_a_breach(conn):
     assert later["series"]["realgdp"]["prediction"]["score"] != first["series"]["realgdp"]["prediction"]["score"]
     stored = conn.execute("SELECT count(DISTINCT data_sha256), count(*) FROM drift_reports").fetchone()
     assert stored == (2, 3)
+    # requested (as the monitor records it), then checked again past the cool-down with nothing new:
+    # the breach stands, but it is no new evidence (every schedule's check requested one more
+    # retraining each cool-down); new data of a drifted series are
+    from pefm.drift.monitor import due_for_retraining
+    from pefm.storage import retrain_events
+
+    assert due_for_retraining(conn, later, EAGER)[0]
+    made = {"model_version": later["model_version"], "evidence": later["evidence"]}
+    retrain_events.record(conn, "request", retrain_events.REQUESTED, "drift", details=made)
+    conn.execute("UPDATE retrain_events SET ts = now() - interval '25 hours'")
+    same = check(conn, EAGER)
+    assert same["breach"] and same["evidence"] == later["evidence"]
+    assert due_for_retraining(conn, same, EAGER) == (False, "a retraining was requested on these data already")
+    arrive("2008-04-01")
+    newer = check(conn, EAGER)
+    assert newer["breach"] and due_for_retraining(conn, newer, EAGER)[0]
+
+
+def test_new_data_in_one_series_is_no_new_evidence_of_anothers_drift(conn):
+    """The streak was of the whole model's data: a series that drifted once, then new data in
+    another series, made two drifted checks "each on new data" and a breach on one alarm."""
+    from psycopg.types.json import Jsonb
+
+    from pefm.drift.monitor import _persisted
+
+    served_until_2007(conn)
+    version = conn.execute("SELECT id FROM model_versions WHERE status = 'serving'").fetchone()[0]
+
+    def stored(whole: str, **series: tuple[str, bool]) -> None:
+        entries = {s: {"data_sha256": digest, "drifted": drifted} for s, (digest, drifted) in series.items()}
+        conn.execute(
+            """INSERT INTO drift_reports (model_version, data_as_of, series, drifted_series, breach, evidently,
+                                          data_sha256)
+               VALUES (%s, now(), %s, %s, false, '{}', %s)""",
+            (version, Jsonb(entries), [s for s, (_, d) in series.items() if d], whole),
+        )
+
+    stored("w1", realgdp=("r1", True), infl=("i1", False))
+    # now: infl has new data (i2), realgdp has not (r1): realgdp's one alarm is not confirmed
+    assert not _persisted(conn, version, {"realgdp": "r1"}, 2)
+    assert _persisted(conn, version, {"realgdp": "r2"}, 2)  # realgdp's own new data, drifted again
+    assert not _persisted(conn, version, {"infl": "i2"}, 2)  # infl did not drift before
+    stored("w2", realgdp=("r1", True), infl=("i2", True))  # the same realgdp data, checked again
+    assert _persisted(conn, version, {"infl": "i3"}, 2) and not _persisted(conn, version, {"realgdp": "r1"}, 2)
 
 
 def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn):
@@ -180,3 +224,27 @@ def pending_at(conn, run_id: str):
 
 def pending_reason(conn, run_id: str) -> str:
     return conn.execute("SELECT reason FROM retrain_events WHERE run_id = %s", (run_id,)).fetchone()[0]
+
+
+def test_a_request_about_a_version_that_no_longer_serves_is_superseded(conn):
+    """The request named no version: made about V1, it was answered after V2 had been promoted (by
+    hand, or a rollout), by a retraining of V2, which nothing had checked."""
+    from psycopg.types.json import Jsonb
+
+    from pefm.storage import retrain_events
+
+    served_until_2007(conn)
+    v1 = conn.execute("SELECT id FROM model_versions WHERE status = 'serving'").fetchone()[0]
+    why = "the monitor requested a retraining: drift in unemp for 2 checks"
+    retrain_events.record(conn, "request", retrain_events.REQUESTED, why, details={"model_version": v1})
+    assert retrain_events.pending_request(conn).reason == why
+    v2, _ = train(conn, "naive", SERIES, spec=None)
+    promote(conn, v2.id)
+    assert retrain_events.pending_request(conn) is None
+    promote(conn, v1)  # V1 serves again (a rollback): its request stands again
+    assert retrain_events.pending_request(conn).reason == why
+    conn.execute(  # one made before requests named their version is pending as before
+        "UPDATE retrain_events SET details = %s WHERE run_id = 'request'", (Jsonb({}),)
+    )
+    promote(conn, v2.id)
+    assert retrain_events.pending_request(conn).reason == why

@@ -53,14 +53,17 @@ def evidently_drift(
     return results, snapshot
 
 
-def one_step_forecasts(model, panel: pd.DataFrame, series_id: str, trained_until: pd.Timestamp) -> pd.DataFrame:
-    """For each value that arrived after the model's training data: the served model's one-step
-    forecast of it, conditioned on the data before it (parameters fixed), the actual value and
-    the error (actual - forecast). Indexed by timestamp."""
+def one_step_forecasts(
+    model, panel: pd.DataFrame, series_id: str, trained_until: pd.Timestamp, last: int | None = None
+) -> pd.DataFrame:
+    """For each value that arrived after the model's training data (the ``last`` of them only):
+    the served model's one-step forecast of it, conditioned on the data before it (parameters
+    fixed), the actual value and the error (actual - forecast). Indexed by timestamp."""
     from pefm.forecasting.panel import member_data
 
     history = panel[series_id].dropna()
     after = history.index[history.index > trained_until]
+    after = after[-last:] if last else after
     member = copy.deepcopy(model.for_series(series_id))
     data = member_data(member, panel, series_id)
     forecasts = {}

@@ -34,11 +34,15 @@ from pefm.storage.model_versions import ModelVersion, get_version
 from pefm.storage.signing import trusted_keys
 
 
+class NothingToMonitor(LookupError):
+    """No model version serves (a database not bootstrapped yet): there is nothing to check."""
+
+
 def monitored_version(conn: psycopg.Connection) -> ModelVersion:
     """The version drift checks watch: the serving one."""
     serving = serving_version(conn)
     if serving is None:
-        raise LookupError("no serving model to monitor: promote one first")
+        raise NothingToMonitor("no serving model to monitor: promote one first")
     return serving
 
 
@@ -84,7 +88,11 @@ def check(
             for signal in entry["input"]:
                 signal["p_value"] = nulls[signal["feature"]].p_value(signal["score"])
                 tests.append((signal, nulls[signal["feature"]]))
-        steps = one_step_forecasts(model, current_panel, series_id, trained_until)
+        # the checks use the latest `current` forecasts and `accuracy_window` errors: forecasting
+        # every point since training cost a check more with every day the model served
+        steps = one_step_forecasts(
+            model, current_panel, series_id, trained_until, last=max(policy.current, policy.accuracy_window)
+        )
         backtest = one_step[one_step["series_id"] == series_id]
         entry["prediction"], null = _prediction(series_id, backtest["mean"].to_numpy(), steps, new_points, policy)
         if entry["prediction"] is not None:
@@ -93,6 +101,7 @@ def check(
         if entry["accuracy"] is not None:
             tests.append((entry["accuracy"], None))
         entry["last_ts"] = f"{history.index[-1]:%Y-%m-%d}"
+        entry["data_sha256"] = data_sha256(current_panel[[series_id]].dropna())  # its data, for the streak
         results[series_id] = entry
     flag(tests, policy.alpha)
     for entry in results.values():
@@ -104,7 +113,8 @@ def check(
     drifted = [s for s, e in results.items() if e["drifted"]]
     whole = not series and not skipped
     digest = data_sha256(current_panel[ids]) if whole else None  # None: not part of a streak
-    breach = whole and bool(drifted) and _persisted(conn, version.id, digest, policy.consecutive)
+    evidence = {s: results[s]["data_sha256"] for s in drifted}
+    breach = whole and bool(drifted) and _persisted(conn, version.id, evidence, policy.consecutive)
     row = conn.execute(
         """INSERT INTO drift_reports (model_version, data_as_of, series, drifted_series, breach, evidently,
                                       data_sha256)
@@ -119,30 +129,38 @@ def check(
         "series": results,
         "drifted_series": drifted,
         "breach": breach,
+        "evidence": evidence if breach else {},
         "tests": len(tests),
         "alpha": policy.alpha,
         "skipped": skipped,
     }
 
 
-def _persisted(conn: psycopg.Connection, version_id: str, digest: str, consecutive: int) -> bool:
-    """Whether this drifted check, with the version's earlier checks, makes ``consecutive`` drifted
-    checks in a row that each saw new data (runs of checks on the same data count once)."""
-    rows = conn.execute(
-        """SELECT data_sha256, cardinality(drifted_series) > 0 FROM drift_reports
-           WHERE model_version = %s ORDER BY id DESC LIMIT 500""",
-        (version_id,),
-    ).fetchall()
-    seen, streak = digest, 1
-    for data, drifted in rows:
+def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str], consecutive: int) -> bool:
+    """Whether a series that drifted in this check (``drifted``: each one's data digest now), with
+    the version's earlier checks of the whole model, drifted in ``consecutive`` checks in a row
+    that each saw new data of it (runs of checks on the same data of it count once). Per series:
+    new data in one series made another's unchanged drift a breach. Checks stored before the
+    digests were per series stand for all of theirs with the whole model's."""
+    for series_id, digest in drifted.items():
+        rows = conn.execute(
+            """SELECT coalesce(series -> %(s)s ->> 'data_sha256', data_sha256), (series -> %(s)s ->> 'drifted')::boolean
+               FROM drift_reports WHERE model_version = %(v)s AND data_sha256 IS NOT NULL
+               ORDER BY id DESC LIMIT 500""",
+            {"s": series_id, "v": version_id},
+        ).fetchall()
+        seen, streak = digest, 1
+        for data, was_drifted in rows:
+            if streak >= consecutive:
+                break
+            if data == seen:  # the same data of it again
+                continue
+            if not was_drifted:
+                break
+            seen, streak = data, streak + 1
         if streak >= consecutive:
-            break
-        if data is None or data == seen:  # a check of some series only, or of the same data again
-            continue
-        if not drifted:
-            return False
-        seen, streak = data, streak + 1
-    return streak >= consecutive
+            return True
+    return False
 
 
 def _trained_until(model, series_id: str) -> pd.Timestamp:
@@ -229,4 +247,12 @@ def due_for_retraining(conn: psycopg.Connection, report: dict[str, Any], policy:
     last = retrain_events.cool_down_since(conn)
     if last is not None and datetime.now(UTC) - last < timedelta(hours=policy.cooldown_hours):
         return False, f"cool-down: last retraining (trained or requested) at {last:%Y-%m-%d %H:%M}"
+    # the breach found again on the data a request was made on (every schedule's check while
+    # nothing arrives) is no new evidence: it requested one more retraining each cool-down
+    made = retrain_events.last_request(conn)
+    if made.get("evidence") and (made.get("model_version"), made["evidence"]) == (
+        report.get("model_version"),
+        report.get("evidence"),
+    ):
+        return False, "a retraining was requested on these data already"
     return True, f"drift in {', '.join(report['drifted_series'])} for {policy.consecutive} checks"

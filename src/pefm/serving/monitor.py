@@ -107,7 +107,12 @@ class MonitorService:
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         if event:
             parse_cloudevent(request, body, EVENT_TYPES)
-        report = await self._checks()
+        from pefm.drift.monitor import NothingToMonitor
+
+        try:
+            report = await self._checks()
+        except NothingToMonitor as exc:  # a cluster before its bootstrap: every schedule and ingest asks
+            raise ApiError(409, str(exc)) from None
         return json_response(_summary(report))
 
     def _run(self) -> dict[str, Any]:
@@ -133,7 +138,12 @@ class MonitorService:
         with self.db.connection() as conn:
             if due:  # the cool-down starts now, whatever comes of it
                 retrain_events.record(
-                    conn, uuid.uuid4().hex[:12], retrain_events.REQUESTED, f"the monitor requested a retraining: {why}"
+                    conn,
+                    uuid.uuid4().hex[:12],
+                    retrain_events.REQUESTED,
+                    f"the monitor requested a retraining: {why}",
+                    # superseded once another version serves; not made again on the same data
+                    details={"model_version": report["model_version"], "evidence": report["evidence"]},
                 )
                 report["retrain"]["requested"] = True
                 log.info("retraining requested: %s", why)

@@ -46,6 +46,15 @@ def cool_down_since(conn: psycopg.Connection) -> datetime | None:
     return conn.execute(f"SELECT max(ts) FROM retrain_events WHERE step IN ('trained', '{REQUESTED}')").fetchone()[0]
 
 
+def last_request(conn: psycopg.Connection) -> dict[str, Any]:
+    """What the monitor's latest request was made on (its ``details``: the version that breached
+    and each drifted series' data hash), {} when there is none."""
+    row = conn.execute(
+        f"SELECT details FROM retrain_events WHERE step = '{REQUESTED}' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return row[0] or {} if row else {}
+
+
 class Request(NamedTuple):
     """A request of the drift monitor for a retraining: when, why, how many runs started since
     without answering it, and the latest run since that stood aside before starting (when, why)."""
@@ -79,11 +88,16 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
     pending for the next, until ``ATTEMPTS`` runs that started or failed since it have left it so:
     then it is given up (a run that fails every time would otherwise be retried every quarter of an
     hour, for good). Dry runs and runs that stood aside before starting are not counted (asking
-    what a retraining would do changes nothing); the latest to stand aside is named."""
+    what a retraining would do changes nothing); the latest to stand aside is named. A request
+    about a version that no longer serves (promoted away, or rolled out, since) is superseded:
+    the version serving now was never checked, and a retraining of it would answer nothing."""
     row = conn.execute(
         f"""WITH request AS (
                 SELECT r.ts, r.reason FROM retrain_events r
                 WHERE r.step = '{REQUESTED}'
+                  AND (r.details ->> 'model_version' IS NULL  -- made before requests named their version
+                       OR EXISTS (SELECT 1 FROM model_versions v
+                                  WHERE v.id = r.details ->> 'model_version' AND v.status = 'serving'))
                   AND NOT EXISTS (
                       SELECT 1 FROM retrain_events s
                       WHERE s.step = 'start' AND s.ts >= r.ts
