@@ -50,6 +50,15 @@ SERIES = {
         "notes": "",
     },
     "WEEKLYSA": {"id": "WEEKLYSA", "title": "Semiannual thing", "frequency": "Semiannual", "frequency_short": "SA"},
+    "GDPPOT": {
+        "id": "GDPPOT",
+        "title": "Real Potential Gross Domestic Product",
+        "frequency": "Quarterly",
+        "frequency_short": "Q",
+        "units": "Billions of Chained 2017 Dollars",
+        "seasonal_adjustment_short": "NSA",
+        "notes": "",
+    },
 }
 
 
@@ -64,6 +73,7 @@ CURRENT = {
         _obs("2019-07-01", "."),  # not published yet at this vintage
     ],
     "DCOILWTICO": [_obs("2019-01-02", "46.31"), _obs("2019-01-03", "47.09"), _obs("2019-01-04", "47.96")],
+    "GDPPOT": [_obs("2026-01-01", "23900.1"), _obs("2034-10-01", "26800.5")],  # CBO's projection, to 2034
 }
 ALFRED = {  # GDPC1 2019Q1 as first published, then twice revised; 2019Q2 once
     "GDPC1": [
@@ -160,9 +170,26 @@ def test_vintages_store_every_value_at_the_date_it_became_known(db, fred):
         assert read_series(conn, "gdpc1", as_of="2019-06-01").tolist() == [18907.517]
         assert read_series(conn, "gdpc1").tolist() == [18927.281, 19023.82]
         assert read_series(conn, "gdpc1", as_of="2019-04-25").empty  # before the first release
+        # ALFRED's dates are days in US Central time: a release is known once its day has ended
+        # there, not from midnight UTC, the evening before (08:30 ET is 12:30 UTC on the day)
+        assert read_series(conn, "gdpc1", as_of="2019-04-26T20:00:00Z").empty
+        assert read_series(conn, "gdpc1", as_of="2019-04-27T05:00:00Z").tolist() == [18912.326]
     pages = [r for r in FakeFred.requests if r["path"].endswith("/observations")]
     assert [int(r["offset"]) for r in pages] == [0, 2, 4]  # every page followed
     assert {(r["realtime_start"], r["realtime_end"]) for r in pages} == {("1776-07-04", "9999-12-31")}
+
+
+def test_values_dated_after_they_became_known_are_refused_and_nothing_is_written(db, fred):
+    """A projection stored as known now would be read as data: every forecast would start after 2034."""
+    from pefm.data.validation import ValidationError
+
+    with db.connection() as conn:
+        with pytest.raises(ValidationError, match="after the moment they became known") as refused:
+            load_fred(conn, client(fred), "GDPPOT")
+        [issue] = refused.value.details  # 2026Q1 is known; 2034Q4, the second date, is not
+        assert (issue.field, issue.index) == ("ts", 1) and "is after the vintage" in issue.message
+        conn.rollback()
+        assert get_series(conn, "gdppot") is None
 
 
 def test_rate_limits_and_server_errors_are_retried_then_reported(db, fred):

@@ -154,6 +154,7 @@ def test_ingest_writes_data_and_nothing_else(db: Database, schema_url: str):
         assert refused(conn, "UPDATE model_versions SET status = 'serving'")
         assert refused(conn, "DELETE FROM rollouts")
         assert refused(conn, "SELECT * FROM drift_reports")
+        assert refused(conn, "SELECT id FROM model_versions")  # artifacts and gate reports: none of its business
 
 
 def test_inference_reads_and_logs_but_cannot_write_data_or_the_registry(db: Database, schema_url: str):

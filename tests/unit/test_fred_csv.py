@@ -27,6 +27,18 @@ def test_accepts_the_newer_observation_date_header_a_bom_and_crlf():
     assert parsed.missing == 1
 
 
+def test_a_header_ending_in_a_lone_cr_keeps_the_first_row():
+    """The csv module ends a row at a lone CR; the fast path split the header off at the first LF
+    and dropped the first data row with it (the counts of commas and lines still agreed)."""
+    parsed = parse_fred_csv(b"DATE,GDP\r2020-01-01,1\n2020-04-01,2\n2020-07-01,3\n")
+    assert parsed.values.to_dict() == {
+        pd.Timestamp("2020-01-01"): 1.0,
+        pd.Timestamp("2020-04-01"): 2.0,
+        pd.Timestamp("2020-07-01"): 3.0,
+    }
+    assert parsed.lines == [2, 3, 4]
+
+
 def test_bad_date_names_line_and_field():
     assert issues_of("DATE,X\n2020-01-01,1\n2020-13-01,2\n01/03/2020,3\n0001-01-01,4\n") == [
         {"line": 3, "field": "date", "message": "'2020-13-01' is not a YYYY-MM-DD date in 1700..2200"},

@@ -117,6 +117,10 @@ class FredClient:
         return _frame(rows, vintages)
 
 
+FRED_TIME_ZONE = "America/Chicago"
+"""The time zone of FRED's and ALFRED's dates (the St. Louis Fed's)."""
+
+
 def _frame(rows: list[dict[str, str]], vintages: bool) -> FredObservations:
     kept = [r for r in rows if r.get("value") != "."]
     frame = pd.DataFrame(
@@ -125,8 +129,10 @@ def _frame(rows: list[dict[str, str]], vintages: bool) -> FredObservations:
             "value": pd.to_numeric([r["value"] for r in kept], errors="raise").astype("float64"),
         }
     )
-    if vintages:
-        frame["vintage"] = pd.to_datetime([r["realtime_start"] for r in kept], format="%Y-%m-%d").tz_localize("UTC")
+    if vintages:  # known by the end of its realtime_start, a day in FRED's time zone (US Central): at
+        # midnight UTC, the evening before, as-of reads saw a release hours before it came out
+        start = pd.to_datetime([r["realtime_start"] for r in kept], format="%Y-%m-%d")
+        frame["vintage"] = (start + pd.Timedelta(days=1)).tz_localize(FRED_TIME_ZONE).tz_convert("UTC")
     return FredObservations(frame, len(rows) - len(kept))
 
 

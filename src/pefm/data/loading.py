@@ -143,6 +143,12 @@ def load_fred(
             raise ValidationError(f"FRED's dates for {fred_id} are not {meta.frequency.label} period starts", issues)
         if issues := check_transform(values["value"].to_numpy(), meta.transform):
             raise ValidationError(f"FRED's values for {fred_id} do not fit the series' transform", issues)
+        # a value dated after it became known (a projection, such as CBO's potential GDP to 2034)
+        # would be read as known now, and every forecast would start after it
+        known = values.groupby("vintage")["ts"] if vintages else [(pd.Timestamp(datetime.now(UTC)), values["ts"])]
+        for vintage, stamps in known:
+            if issues := check_known_by(pd.DatetimeIndex(stamps), vintage.to_pydatetime(), meta.frequency):
+                raise ValidationError(f"FRED's dates for {fred_id} are after the moment they became known", issues)
         result = write_observations(conn, values.assign(series_id=series_id), source=f"fred:{info.get('id', fred_id)}")
     return meta, fetched, result
 

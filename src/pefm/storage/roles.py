@@ -47,7 +47,6 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         "intraday_observations": "SELECT, INSERT",
         "all_observations": "SELECT",
         "daily_bars": "SELECT",
-        "model_versions": "SELECT",
         **_LOGS,
     },
     # reads the registry and the data; writes its logs and the as-of forecasts it computes
