@@ -4,6 +4,9 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pefm.drift
 
 PEFM = [sys.executable, "-m", "pefm.cli"]
 SERIES = ["-s", "realgdp", "-s", "unemp", "-s", "infl"]
@@ -75,3 +78,12 @@ def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: th
     assert "report 1:" in drift.stdout
     shown = run(cli_env, "drift", "report", "1")
     assert shown.returncode == 0 and "unemp" in shown.stdout
+    # under a policy of the operator's own: reported, never a step of the monitor's streak
+    policy = tmp_path / "policy.toml"
+    shipped = Path(pefm.drift.__file__).with_name("policy.toml").read_text()
+    policy.write_text(shipped.replace("alpha = 0.05", "alpha = 0.5"))
+    explored = run(cli_env, "drift", "check", "--policy", str(policy))
+    assert explored.returncode == 0 and "report 2:" in explored.stdout, explored.stderr
+    with db.connection() as conn:
+        counted = conn.execute("SELECT id, data_sha256 IS NOT NULL FROM drift_reports ORDER BY id").fetchall()
+    assert counted == [(1, True), (2, False)]

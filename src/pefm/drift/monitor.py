@@ -47,12 +47,19 @@ def monitored_version(conn: psycopg.Connection) -> ModelVersion:
 
 
 def check(
-    conn: psycopg.Connection, policy: DriftPolicy, *, version_id: str | None = None, series: list[str] | None = None
+    conn: psycopg.Connection,
+    policy: DriftPolicy,
+    *,
+    version_id: str | None = None,
+    series: list[str] | None = None,
+    counted: bool = True,
 ) -> dict[str, Any]:
     """Compute, store and return a drift report for the serving model (or ``version_id``): every
     series it forecasts, or those of ``series`` (such a check is reported, never counted towards a
     breach: the streak is of checks of the whole model). A series whose values its transform now
-    refuses is left out, with the reason under ``skipped``, and the others are checked."""
+    refuses is left out, with the reason under ``skipped``, and the others are checked.
+    ``counted=False``: reported, not counted either (a check under a policy of the caller's own,
+    not the monitor's, would make or break the monitor's streak)."""
     version = get_version(conn, version_id) if version_id else monitored_version(conn)
     model = load_model(conn, version.id, trusted_keys(get_settings()))
     reference_panel = load_panel(conn, version.series_ids, as_of=version.data_as_of, skip_refused=True)
@@ -111,7 +118,7 @@ def check(
             or (entry["accuracy"] or {}).get("drifted")
         )
     drifted = [s for s, e in results.items() if e["drifted"]]
-    whole = not series and not skipped
+    whole = counted and not series and not skipped
     digest = data_sha256(current_panel[ids]) if whole else None  # None: not part of a streak
     evidence = {s: results[s]["data_sha256"] for s in drifted}
     breach = whole and bool(drifted) and _persisted(conn, version.id, evidence, policy.consecutive)
