@@ -117,21 +117,22 @@ class HttpProber:
         """The revision at URL ``green`` answers a forecast request with 200 and forecasts from
         ``model_version`` (the one the rollout gates and promotes: a revision registered under
         another's name fails), within ``attempts`` tries half a second apart (a new route takes a
-        moment to exist)."""
+        moment to exist, and until the router has read the new block, the tag still leads to the
+        revision it named before: another version, asked again)."""
+        served = None
         for attempt in range(attempts):
             try:
                 response = self._shadow(green, request)
                 answer = response.json() if response.status_code == 200 else {}
                 if answer.get("forecasts") and model_version in (None, answer.get("model_version")):
                     return True
-                if answer.get("forecasts"):
-                    served = answer.get("model_version")
-                    log.warning("smoke test: %s answers from %s, not %s", green, served, model_version)
-                    return False
+                served = answer.get("model_version") if answer.get("forecasts") else served
             except (httpx.HTTPError, ValueError, AttributeError):  # AttributeError: a JSON answer not an object
                 pass
             if attempt + 1 < attempts:
                 time.sleep(0.5)
+        if served is not None:
+            log.warning("smoke test: %s answered from %s, not %s", green, served, model_version)
         return False
 
     def divergence(
