@@ -19,7 +19,7 @@ from pefm.rollout.providers import PrometheusProvider
 from pefm.storage import retrain_events
 from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
 from pefm.storage.observations import read_frame
-from pefm.storage.series import SeriesMeta, get_series, list_series
+from pefm.storage.series import SeriesMeta, SeriesSpan, get_series, list_series, series_spans
 
 
 def traffic_promql(window_minutes: int) -> dict[str, str]:
@@ -90,6 +90,13 @@ digest), else the latest of any kind. A check of some series (``pefm drift check
 mistyped id that checks none) must not stand for the model."""
 
 
+NO_DATA = SeriesSpan(None, None, None)
+
+
+def _latest(moments) -> datetime | None:
+    return max((m for m in moments if m is not None), default=None)
+
+
 def overview(
     conn: psycopg.Connection, window_minutes: int = 15, prometheus: PrometheusProvider | None = None
 ) -> dict[str, Any]:
@@ -104,16 +111,20 @@ def overview(
     rollout = conn.execute(
         "SELECT id, service, blue_revision, green_revision, phase, weight FROM rollouts ORDER BY id DESC LIMIT 1"
     ).fetchone()
-    groups = conn.execute(
-        """SELECT s.frequency, count(DISTINCT s.id), max(o.ts), max(o.vintage)
-           FROM series s LEFT JOIN all_observations o ON o.series_id = s.id GROUP BY 1 ORDER BY 1"""
-    ).fetchall()
+    spans, groups = series_spans(conn), {}
+    for meta in list_series(conn):
+        groups.setdefault(meta.frequency.value, []).append(spans.get(meta.id) or NO_DATA)  # one created since
     serving = serving_version(conn)
     return {
-        "series": sum(g[1] for g in groups),
+        "series": len(spans),
         "freshness": [
-            {"frequency": Frequency(f).label, "series": n, "newest": newest, "known_since": known}
-            for f, n, newest, known in groups
+            {
+                "frequency": Frequency(frequency).label,
+                "series": len(group),
+                "newest": _latest(span.last for span in group),
+                "known_since": _latest(span.known_since for span in group),
+            }
+            for frequency, group in sorted(groups.items())
         ],
         "serving": None
         if serving is None
@@ -169,16 +180,13 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
     """Every series, by id, with what serves it."""
     from pefm.forecasting.registry import serving_version
 
-    spans = {
-        row[0]: row[1:]
-        for row in conn.execute("SELECT series_id, min(ts), max(ts), max(vintage) FROM all_observations GROUP BY 1")
-    }
+    spans = series_spans(conn)
     serving = list_versions(conn, status="serving", forecasts=False)
     out = []
     for meta in list_series(conn):
-        first, last, known_since = spans.get(meta.id, (None, None, None))
+        span = spans.get(meta.id) or NO_DATA  # one created since
         version = serving_version(conn, [meta.id])
-        why = None if version is not None else _why_not(meta, serving, last)
+        why = None if version is not None else _why_not(meta, serving, span.last)
         out.append(
             SeriesInfo(
                 meta.id,
@@ -186,9 +194,9 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
                 meta.unit,
                 meta.transform,
                 meta.frequency,
-                first,
-                last,
-                known_since,
+                span.first,
+                span.last,
+                span.known_since,
                 version.id if version else None,
                 why,
             )
@@ -341,6 +349,7 @@ def forecast_at(
     if (rows := kept(horizon)) is not None:
         return OriginForecast(origin, _frame(rows), "kept by the registry")
     serving, url = serving_version(conn, [series_id]), get_settings().router_url
+    asked = None
     if url is not None and serving is not None and serving.id == version_id:
         asked = _asked(url, version_id, series_id, as_of, horizon, space, origin)
         if asked.rows is not None:
@@ -350,7 +359,7 @@ def forecast_at(
     if 0 < fewer < horizon and (rows := kept(fewer)) is not None:
         why = f"{fewer} of the {horizon} steps asked: the registry keeps {fewer} from past origins"
         return OriginForecast(origin, _frame(rows), why)
-    if url is not None and serving is not None and serving.id == version_id:
+    if asked is not None:
         return asked
     return OriginForecast(
         origin,

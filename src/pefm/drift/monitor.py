@@ -149,15 +149,20 @@ def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str
     that each saw new data of it (runs of checks on the same data of it count once). Per series:
     new data in one series made another's unchanged drift a breach. Checks stored before the
     digests were per series stand for all of theirs with the whole model's."""
+    earlier: dict[str, list[tuple[str | None, bool | None]]] = {series_id: [] for series_id in drifted}
+    for series_id, data, was_drifted in conn.execute(
+        """SELECT s.id, coalesce(r.series -> s.id ->> 'data_sha256', r.data_sha256),
+                  (r.series -> s.id ->> 'drifted')::boolean
+           FROM (SELECT id, series, data_sha256 FROM drift_reports
+                 WHERE model_version = %s AND data_sha256 IS NOT NULL ORDER BY id DESC LIMIT 500) AS r
+           CROSS JOIN unnest(%s::text[]) AS s(id)
+           ORDER BY r.id DESC""",
+        (version_id, list(drifted)),
+    ):
+        earlier[series_id].append((data, was_drifted))
     for series_id, digest in drifted.items():
-        rows = conn.execute(
-            """SELECT coalesce(series -> %(s)s ->> 'data_sha256', data_sha256), (series -> %(s)s ->> 'drifted')::boolean
-               FROM drift_reports WHERE model_version = %(v)s AND data_sha256 IS NOT NULL
-               ORDER BY id DESC LIMIT 500""",
-            {"s": series_id, "v": version_id},
-        ).fetchall()
         seen, streak = digest, 1
-        for data, was_drifted in rows:
+        for data, was_drifted in earlier[series_id]:
             if streak >= consecutive:
                 break
             if data == seen:  # the same data of it again

@@ -164,3 +164,26 @@ def summarize_series(conn: psycopg.Connection) -> list[SeriesSummary]:
                ORDER BY s.id"""
         ).fetchall()
     return [SeriesSummary(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class SeriesSpan:
+    """A series' data in brief: its first and last timestamp and its latest vintage (None
+    without data)."""
+
+    first: datetime | None
+    last: datetime | None
+    known_since: datetime | None
+
+
+def series_spans(conn: psycopg.Connection) -> dict[str, SeriesSpan]:
+    """Every series' span, by id: three index lookups per series (the (series_id, ts, vintage)
+    and (series_id, vintage) indexes), whatever the number of observations."""
+    rows = conn.execute(
+        """SELECT s.id,
+                  (SELECT min(ts) FROM all_observations o WHERE o.series_id = s.id),
+                  (SELECT max(ts) FROM all_observations o WHERE o.series_id = s.id),
+                  (SELECT max(vintage) FROM all_observations o WHERE o.series_id = s.id)
+           FROM series s"""
+    ).fetchall()
+    return {sid: SeriesSpan(first, last, known) for sid, first, last, known in rows}
