@@ -117,6 +117,7 @@ def fresh(cluster):
         promote(conn, cluster["versions"]["blue"])
         conn.execute("DELETE FROM rollouts")
     cluster["api"].patches.clear()
+    cluster["api"].objects[("canaries", SERVICE)].pop("status", None)
     return cluster
 
 
@@ -267,6 +268,7 @@ def test_the_operators_rollback_gate_and_a_failed_rollout_restore_blue(fresh):
     names = fresh["names"]
     fresh["api"].route(names["blue"], names["same"])
     rollout_id = hook(fresh, "confirm-rollout", "c4").json()["rollout"]
+    hook(fresh, "event", "c4", eventMessage="Advance pefm-inference.pefm canary weight 10", eventType="Normal")
     assert hook(fresh, "rollback", "c4").status_code == 403
     act = f"{fresh['url']}/v1/rollouts/{rollout_id}/rollback"
     assert httpx.post(act).status_code == 401
@@ -592,3 +594,60 @@ def test_a_canary_is_judged_against_the_gates_measure_taken_again_once_data_arri
     finally:
         with db.connection() as conn:
             set_gate_report(conn, versions["different"], {"passed": True, "checks": [], "failures": []})
+
+
+def test_an_operators_rollback_before_any_traffic_ends_the_rollout_at_once(fresh):
+    """Flagger asks the rollback gate only once its analysis began: a rollout waiting at
+    confirm-rollout (an ungated candidate) took the operator's rollback (200) and never ended."""
+    names, ungated = fresh["names"], fresh["versions"]["ungated"]
+    with fresh["db"].connection() as conn:  # a candidate whose gates failed, as nothing settled it yet
+        set_gate_report(conn, ungated, {"passed": False, "checks": [], "failures": ["dm"]})
+        conn.execute("UPDATE model_versions SET status = 'candidate' WHERE id = %s", (ungated,))
+    fresh["api"].route(names["blue"], names["ungated"])
+    refused = hook(fresh, "confirm-rollout", "c20")
+    assert refused.status_code == 403, refused.text
+    act = f"{fresh['url']}/v1/rollouts/{refused.json()['rollout']}/rollback"
+    answer = httpx.post(act, headers={"authorization": f"Bearer {ADMIN}"})
+    assert answer.status_code == 200 and answer.json()["phase"] == "Failed", answer.text
+    assert status_of(fresh, "ungated") == "rejected" and status_of(fresh, "blue") == "serving"
+    assert hook(fresh, "confirm-rollout", "c20").status_code == 409
+    assert hook(fresh, "rollback", "c20").status_code == 200  # were Flagger analysing: it goes back
+
+
+def test_the_gates_refuse_a_latest_revision_that_confirm_rollout_never_saw(fresh):
+    """Flagger promotes whatever revision is the latest: a deploy after confirm-rollout made one that
+    the rollout's gates waved through as "no new revision", and it was promoted unchecked."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    assert hook(fresh, "confirm-rollout", "c21").status_code == 200
+    fresh["api"].route(names["blue"], names["ungated"])
+    for gate in ("rollout", "confirm-traffic-increase", "confirm-promotion"):
+        answer = hook(fresh, gate, "c21")
+        assert answer.status_code == 403 and "confirm-rollout" in answer.json()["reason"], (gate, answer.text)
+
+
+def test_a_promoted_rollout_whose_post_rollout_was_lost_is_settled_as_promoted(fresh):
+    """The next revision's confirm-rollout supersedes the rollout still open; the one Flagger had
+    promoted (its canary is the primary) was marked Failed and its model, serving all traffic,
+    rejected."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    first = hook(fresh, "confirm-rollout", "c22").json()["rollout"]
+    fresh["api"].route(names["same"], names["different"])  # promoted; post-rollout never arrived
+    assert hook(fresh, "confirm-rollout", "c22").status_code == 200
+    old = httpx.get(f"{fresh['url']}/v1/rollouts/{first}").json()
+    assert old["phase"] == "Succeeded", old
+    assert status_of(fresh, "same") == "serving" and status_of(fresh, "blue") == "retired"
+
+
+def test_the_canary_weight_follows_the_canary_status_when_an_event_was_lost(fresh):
+    """Flagger sends each event once: with the "canary weight 10" event lost, the step's traffic
+    was judged at 0% and confirm-traffic-increase let the weight rise with nothing served."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"], weight=10)
+    assert hook(fresh, "confirm-rollout", "c23").status_code == 200
+    fresh["api"].objects[("canaries", SERVICE)]["status"] = {"phase": "Progressing", "canaryWeight": 10}
+    waiting = hook(fresh, "confirm-traffic-increase", "c23")
+    assert waiting.status_code == 403 and waiting.json()["reason"].startswith("waiting for traffic"), waiting.text
+    rollout = httpx.get(f"{fresh['url']}/v1/rollouts/{waiting.json()['rollout']}").json()
+    assert rollout["weight"] == 10 and rollout["phase"] == "Progressing", rollout

@@ -624,6 +624,16 @@ def test_template_variables_set_on_the_metric_pass(crds, base):
     assert validate_all(docs, crds).problems == []
 
 
+def test_a_webhook_without_a_type_is_a_rollout_hook_as_flagger_takes_it(crds, base):
+    """Flagger runs a webhook with no (or an empty) type at each analysis, as a rollout hook; the
+    CRD's enum takes ""."""
+    for missing in (None, ""):
+        docs = copy.deepcopy(base)
+        hook = analysis(find(docs, *CANARY))["webhooks"][0]
+        hook.pop("type") if missing is None else hook.update(type=missing)
+        assert validate_all(docs, crds).problems == [], missing
+
+
 # --- core Kubernetes kinds: upstream schemas and the cluster's rules ---------------------------
 
 

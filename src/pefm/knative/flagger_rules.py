@@ -209,7 +209,7 @@ def _webhook_rules(analysis: dict[str, Any], docs: list[dict[str, Any]]) -> list
         if name in names:
             out.append((f"{where}.name", f"webhook {name!r} is listed twice"))
         names.add(name)
-        kind = hook.get("type")
+        kind = hook.get("type") or "rollout"  # Flagger's default for a webhook with no type
         if kind not in WEBHOOK_TYPES:
             out.append((f"{where}.type", f"{kind!r} is not one of {', '.join(sorted(WEBHOOK_TYPES))}"))
         url = str(hook.get("url") or "")

@@ -57,6 +57,8 @@ PHASES = {
 WEIGHT = re.compile(r"canary weight ([0-9]{1,3})(?![0-9])")  # a percent: int() refuses thousands of digits
 NO_DIVERGENCE = "divergence: no forecasts of the same requests to compare yet"
 APPROVED, ROLLBACK_REQUESTED = "approve-promotion", "request-rollback"
+GATES = ("rollout", "confirm-traffic-increase", "confirm-promotion")
+"""The hooks of a rollout under way that hold its traffic or its promotion."""
 
 
 class WebhookError(ValueError):
@@ -141,7 +143,8 @@ class FlaggerHooks:
             why = f"no Canary {payload.canary}: this rollout API serves {self.cluster.namespace}"
             raise WebhookError(404, why, "namespace")
         try:
-            target = self.cluster.canary(payload.name)["spec"]["targetRef"]["name"]
+            canary = self.cluster.canary(payload.name)
+            target = canary["spec"]["targetRef"]["name"]
         except UnknownCanary as exc:
             raise WebhookError(404, str(exc), "name") from None
         except (KeyError, TypeError):
@@ -158,13 +161,20 @@ class FlaggerHooks:
         if rollout is None:
             if hook == "rollback":  # a 2xx here is Flagger's signal to roll back
                 return Answer(False, f"{payload.canary}: no rollout of its latest revision to roll back", None, 403)
+            if hook in GATES and latest and primary != latest:  # Flagger promotes the latest revision
+                why = f"{payload.canary}: its latest revision {latest} has not been through confirm-rollout"
+                return Answer(False, why, None, 403)
             return Answer(True, f"{payload.canary}: no new revision to roll out")
         if hook == "event":
             return self._event(rollout, payload)
         if hook == "post-rollout":
             return self._post_rollout(rollout, payload, primary)
+        if hook == "rollback" and rollout.state.phase is Phase.FAILED:  # ended here: the canary goes back
+            return Answer(True, f"rollout {rollout.id} ended Failed", rollout.id)
         if rollout.state.phase in TERMINAL:
             return Answer(False, f"rollout {rollout.id} is already {rollout.state.phase.value}", rollout.id, 409)
+        if hook in GATES:
+            rollout = self._follow_weight(rollout, (canary.get("status") or {}).get("canaryWeight"))
         answer = getattr(self, "_" + hook.replace("-", "_"))(rollout)
         if hook != "rollback" or answer.ok:  # the rollback gate is asked every interval
             self._note(rollout, hook, answer)
@@ -200,7 +210,11 @@ class FlaggerHooks:
                 (service, payload.canary, latest),
             ).fetchall():
                 superseded = read_rollout(conn, old[0])
-                self._finish(conn, superseded, False, "superseded: Flagger restarted on a newer revision")
+                if superseded.engine == "flagger" and superseded.green_revision == primary:  # promoted
+                    why = f"Flagger promoted {primary}, the primary now (its post-rollout never came)"
+                    _finish(conn, superseded, True, why)
+                else:
+                    _finish(conn, superseded, False, "superseded: Flagger restarted on a newer revision")
             conn.execute(
                 """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version,
                                          blue_model_version, spec, phase, step, weight, engine, canary)
@@ -347,8 +361,26 @@ class FlaggerHooks:
                     409,
                 )
             reason = "Flagger promoted the canary" if succeeded else "Flagger rolled the canary back"
-            change = self._finish(conn, current, succeeded, reason)
+            change = _finish(conn, current, succeeded, reason)
         return Answer(True, change, rollout.id)
+
+    def _follow_weight(self, rollout: Rollout, weight: Any) -> Rollout:
+        """The canary's weight from the Canary's ``status.canaryWeight`` when it differs from the
+        one the events told: Flagger sends an event once and only logs a failure, and a lost one
+        left the step's traffic counted at the old weight (``min_requests`` not asked at all
+        while it was 0)."""
+        if type(weight) is not int or not 0 <= weight <= 100 or weight == rollout.state.weight:
+            return rollout
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM rollouts WHERE id = %s FOR UPDATE", (rollout.id,))
+            current = read_rollout(conn, rollout.id)
+            if current.state.phase in TERMINAL or current.state.weight == weight:
+                return current
+            phase = Phase.PROGRESSING if current.state.phase is Phase.INITIALIZING else current.state.phase
+            state = replace(current.state, phase=phase, step=current.state.step + 1, weight=weight)
+            _write(conn, current, state, restart_step=True)
+            record_event(conn, rollout.id, "flagger", state, f"the Canary's status: canary weight {weight}")
+            return read_rollout(conn, rollout.id)
 
     def _event(self, rollout: Rollout, payload: Payload) -> Answer:
         message = payload.metadata.get("eventMessage", "")
@@ -368,21 +400,6 @@ class FlaggerHooks:
                     _write(conn, current, state, restart_step=state.weight != current.state.weight)
             record_event(conn, rollout.id, "flagger", state, message or f"Flagger: {payload.phase}")
         return Answer(True, "event recorded", rollout.id)
-
-    def _finish(self, conn: psycopg.Connection, rollout: Rollout, succeeded: bool, reason: str) -> str:
-        state = replace(
-            rollout.state, phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, weight=100 if succeeded else 0
-        )
-        _write(conn, rollout, state, finished=True)
-        change = settle_rollout(
-            conn,
-            candidate=rollout.green_model_version,
-            previous=rollout.blue_model_version,
-            succeeded=succeeded,
-            reason=reason,
-        )
-        record_event(conn, rollout.id, "post-rollout", state, f"{reason}; {change}")
-        return change
 
     def _operator_asked(self, rollout: Rollout, action: str) -> bool:
         with self.db.connection() as conn:
@@ -427,6 +444,12 @@ class FlaggerOperator:
                 raise RolloutError(f"rollout {rollout_id} is already {rollout.state.phase.value}")
             if action == "resume" and rollout.state.phase is not Phase.PAUSED:
                 raise RolloutError(f"rollout {rollout_id} is {rollout.state.phase.value}, not Paused")
+            if action == ROLLBACK_REQUESTED and rollout.state.step < 0:
+                # Flagger asks the rollback gate only once its analysis began; before that (waiting
+                # at confirm-rollout) no traffic moved, and the rollout ends here. Its gates then
+                # refuse the revision (409) until a newer one replaces it.
+                _finish(conn, rollout, False, f"{reason} before any traffic moved", "rollback")
+                return read_rollout(conn, rollout_id).state
             state = rollout.state
             if phase is not None:
                 if phase is Phase.PROGRESSING and state.step < 0:
@@ -437,6 +460,24 @@ class FlaggerOperator:
                 self.cluster.suspend(rollout.canary.split("/", 1)[1], suspend)
             record_event(conn, rollout_id, action, state, reason)
         return state
+
+
+def _finish(
+    conn: psycopg.Connection, rollout: Rollout, succeeded: bool, reason: str, action: str = "post-rollout"
+) -> str:
+    """End a Flagger rollout (the caller holds its row lock); the registry follows in the same
+    transaction. Returns the registry's change."""
+    state = replace(rollout.state, phase=Phase.SUCCEEDED if succeeded else Phase.FAILED, weight=100 if succeeded else 0)
+    _write(conn, rollout, state, finished=True)
+    change = settle_rollout(
+        conn,
+        candidate=rollout.green_model_version,
+        previous=rollout.blue_model_version,
+        succeeded=succeeded,
+        reason=reason,
+    )
+    record_event(conn, rollout.id, action, state, f"{reason}; {change}")
+    return change
 
 
 def _write(conn, rollout: Rollout, state: State, *, finished: bool = False, restart_step: bool = False) -> None:
