@@ -273,7 +273,7 @@ def test_a_relayed_answer_has_one_date_and_the_revisions_server_header(stack):
         assert len(answer.headers.get_list("date")) == 1, answer.headers
         assert answer.headers.get_list("server") == ["uvicorn"], answer.headers  # the revision's
         untagged = httpx.get(f"{router}/_tag//x")
-        assert untagged.status_code == 503 and untagged.json()["error"] == "no revision tagged ''", untagged.text
+        assert untagged.status_code == 404 and untagged.json()["error"] == "no revision tagged ''", untagged.text
 
 
 def test_an_idle_upstream_connection_is_dropped_before_the_revisions_server_drops_it(stack):

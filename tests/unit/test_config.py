@@ -113,6 +113,63 @@ def test_the_local_token_file_is_private_and_kept(tmp_path):
     assert local_secrets(tmp_path, Settings(home=tmp_path)) == first  # generated once
 
 
+def test_tokens_env_is_made_private_whenever_read_and_keeps_a_token_with_spaces(tmp_path, monkeypatch):
+    """A tokens.env copied or restored with mode 644 stayed 644 (chmod ran only when values
+    changed); a token from the environment with a space was kept and read back cut at it."""
+    import stat
+
+    from pefm.local.secrets import local_secrets
+
+    first = local_secrets(tmp_path, Settings(home=tmp_path))
+    path = tmp_path / "tokens.env"
+    path.chmod(0o644)
+    assert local_secrets(tmp_path, Settings(home=tmp_path)) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    spaced = local_secrets(tmp_path, Settings(home=tmp_path, admin_token="two words"))
+    assert spaced["PEFM_ADMIN_TOKEN"] == "two words"
+    assert local_secrets(tmp_path, Settings(home=tmp_path))["PEFM_ADMIN_TOKEN"] == "two words"  # as kept
+    with pytest.raises(ConfigError, match="PEFM_ADMIN_TOKEN holds a line break"):
+        local_secrets(tmp_path, Settings(home=tmp_path, admin_token="two\nlines"))
+
+
+# Given to each process `pefm up` starts by its starter, never taken from the environment: who it
+# is (database URL and role), what it may do (tokens, keys), where the others are, what it serves.
+GIVEN = {
+    *("PEFM_DATABASE_URL", "PEFM_TRAINER_DATABASE_URL", "PEFM_ROLE_PASSWORD_"),
+    *("PEFM_ADMIN_TOKEN", "PEFM_INGEST_TOKEN", "PEFM_EVENT_TOKEN", "PEFM_WEBHOOK_TOKEN", "PEFM_FRED_API_KEY"),
+    *("PEFM_SHADOW_KEY", "PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS", "PEFM_CACHE_KEY"),
+    *("PEFM_ROUTER_URL", "PEFM_ROLLOUT_API_URL", "PEFM_DASHBOARD_PORT", "PEFM_DASHBOARD_HOST"),
+    *("PEFM_KNATIVE_NAMESPACE", "PEFM_KNATIVE_URL", "PEFM_KUBERNETES_API_URL", "PEFM_MODEL_VERSION"),
+}
+
+
+def test_every_setting_is_either_inherited_by_the_processes_pefm_up_starts_or_given_to_each():
+    """`pefm up` had dropped every PEFM_ setting of its environment (log level, rate limit, drift
+    policy, Redis, Prometheus for the rollout analysis): a setting added later must be placed."""
+    import re
+
+    from pefm.local.runtime import INHERITED
+
+    names = set(re.findall(r'"(PEFM_[A-Z_]+)"', (Path(__file__).parents[2] / "src/pefm/config.py").read_text()))
+    assert INHERITED.isdisjoint(GIVEN)
+    assert names - INHERITED - GIVEN == set()
+    assert INHERITED - names == set()
+
+
+def test_the_environment_a_started_process_inherits(monkeypatch):
+    from pefm.local.runtime import inherited_environment
+
+    monkeypatch.setenv("PEFM_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("PEFM_PROMETHEUS_URL", "http://127.0.0.1:9090")
+    monkeypatch.setenv("PEFM_ADMIN_TOKEN", "not-for-every-process")
+    monkeypatch.setenv("PEFM_ROLE_PASSWORD_TRAINER", "secret")
+    monkeypatch.setenv("K_REVISION", "mine")
+    environment = inherited_environment()
+    assert environment["PEFM_LOG_LEVEL"] == "DEBUG" and environment["PEFM_PROMETHEUS_URL"] == "http://127.0.0.1:9090"
+    assert not {"PEFM_ADMIN_TOKEN", "PEFM_ROLE_PASSWORD_TRAINER", "K_REVISION"} & set(environment)
+    assert environment["PATH"] == __import__("os").environ["PATH"]
+
+
 def test_the_cache_and_rate_limit_settings():
     key = "entry-key-" + "0" * 32
     settings = Settings.from_env(

@@ -8,12 +8,17 @@ import threading
 from pathlib import Path
 
 import httpx
+import typer
 
-from pefm.cli import console
+from pefm.cli import console, err
 from pefm.config import get_settings
 from pefm.storage.database import Database
 
 ROOT = Path(__file__).resolve().parents[3]
+LOCK = "pefm.local.stack"
+"""Held by a running ``pefm up`` for its life: one stack per database (a second would take over
+the traffic and, stopping, retire the first one's revisions)."""
+SERVICES = ("monitor", "ingest", "inference")
 
 
 def run_stack(
@@ -21,7 +26,23 @@ def run_stack(
 ) -> None:
     """Start the revisions, the router, the rollout API and the dashboard; block until Ctrl-C,
     then stop them. ``replicas``: of each inference revision, this stack's and those retraining
-    starts (``PEFM_LOCAL_REPLICAS``)."""
+    starts (``PEFM_LOCAL_REPLICAS``). Exits 1 when another stack runs on the database, a process
+    cannot start (a port in use) or one stops unasked."""
+    with db.advisory_lock(LOCK, wait=False) as (held, _):
+        if not held:
+            err.print("[red]error:[/red] another `pefm up` runs on this database; stop it first", highlight=False)
+            raise typer.Exit(1)
+        try:
+            stopped = _run(db, version, port, dashboard_port, replicas)
+        except RuntimeError as exc:  # a process that did not start: its log's tail says why
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+    if stopped:
+        raise typer.Exit(1)
+
+
+def _run(db: Database, version: str, port: int, dashboard_port: int | None, replicas: int | None) -> bool:
+    """The stack until Ctrl-C (False) or a process stopped unasked (True)."""
     import sys
 
     from pefm.local.runtime import LocalRuntime, spawn
@@ -56,6 +77,9 @@ def run_stack(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     local = LocalRouter(db, {"inference": router_url})
+    for service in SERVICES:  # left by a stack that was killed, or by retraining after it stopped
+        local.retire_all(service)
+    unasked = False
     try:
         with console.status("starting the functions"):
             # drift in the monitor retrains (pefm retrain), and a candidate that passes the gates
@@ -134,11 +158,13 @@ def run_stack(
         while not stop.wait(1):
             if dead := runtime.exited():
                 console.print(f"[red]stopped unexpectedly:[/red] {', '.join(dead)} (see {home / 'logs'})")
+                unasked = True
                 break
     finally:
         runtime.stop_all()
         local.retire_all("inference")  # the revisions retraining started, in other processes
         console.print("local stack stopped")
+    return unasked
 
 
 def _resume_traffic(db: Database, router, revision: str) -> None:

@@ -30,12 +30,30 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from starlette.requests import Request
 
 from pefm.config import Settings
-from pefm.serving.http import ApiError, guard, require_bearer
+from pefm.serving.http import ApiError, ClientGone, guard, require_bearer
 
 log = logging.getLogger("pefm.router")
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
-RELAYED_NOT = HOP_BY_HOP | {"date"}  # the router's server writes its own Date (and no Server: the revision's passes)
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",  # a proxy's credentials: the router asks for none
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+"""One connection's fields (RFC 9110 §7.6.1), dropped both ways, and with them those its Connection names."""
+FORWARDED_NOT = HOP_BY_HOP | {"host", "content-length"}  # aiohttp writes the replica's Host and the length
+RELAYED_NOT = HOP_BY_HOP | {"host", "content-length", "date"}
+"""Not relayed to the client either: the router's server frames the streamed answer and writes its own
+Date (and no Server: the revision's passes)."""
 UPSTREAM_KEEPALIVE = 4.0  # seconds; under the functions' servers' 5
+UPSTREAM_TIMEOUT = 60.0
+"""Seconds to connect to a replica, and for each wait on its answer (its start, then every chunk):
+the httpx timeout=60 the router had first. Not the whole exchange, which aiohttp's total was: a
+long upload or answer that keeps moving goes on. Past it, a 504."""
 DOWN_SECONDS = 1.0  # how long a replica that refused a connection is left out
 QUEUE_SECONDS = 30.0  # how long a request waits for a replica under its containerConcurrency (Knative: timeoutSeconds)
 
@@ -148,16 +166,23 @@ class _TooLarge(Exception):
 
 class _Body:
     """The request body as it arrives, stopped past the limit (``too_large`` says so, however
-    the upstream client reports the failed upload)."""
+    the upstream client reports the failed upload) or when the client goes away (``gone``). Either
+    raises in aiohttp's upload, which then drops the upstream connection: ended quietly instead,
+    a chunked upload would end with its closing chunk, a truncated body the revision takes for a
+    whole one, and one with a Content-Length would leave the revision waiting for the rest, the
+    replica's slot held."""
 
     def __init__(self, receive, limit: int):
         self.receive, self.limit = receive, limit
-        self.too_large = False
+        self.too_large = self.gone = False
 
     async def __aiter__(self):
         size = 0
         while True:
             message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.gone = True
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
@@ -208,7 +233,7 @@ class Router:
         requests in an end-to-end run, on a green at 10%)."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE),
-            timeout=aiohttp.ClientTimeout(total=60),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=UPSTREAM_TIMEOUT, sock_read=UPSTREAM_TIMEOUT),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
@@ -225,6 +250,8 @@ class Router:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
+        if scope["type"] == "websocket":  # main's uvicorn takes none (ws="none"); another server's: refused
+            return await send({"type": "websocket.close"})  # before the handshake: the server answers 403
         path = scope["path"]
         if path.startswith("/_router/"):
             return await self._own(path, scope, receive, send)
@@ -245,13 +272,16 @@ class Router:
             tag, _, rest = target[len("/_tag/") :].partition("/")
             target = "/" + rest
         revision = self.table.pick(tag)
+        if revision is None and tag is not None:  # as Knative: no such route, which no retry will find
+            return await ApiError(404, f"no revision tagged {tag!r}").response()(scope, receive, send)
         if revision is None or not self.table.replicas.get(revision):
-            why = f"no revision tagged {tag!r}" if tag is not None else "no revision has traffic"
+            why = f"revision {revision} has no replica" if revision else "no revision has traffic"
             return await ApiError(503, why).response()(scope, receive, send)
         declared = dict(raw).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             return await self._too_large(scope, receive, send)
-        headers = [(k.decode("latin-1"), _text(v)) for k, v in raw if k.decode("latin-1") not in HOP_BY_HOP]
+        dropped = _hop_by_hop(raw, FORWARDED_NOT)
+        headers = [(k.decode("latin-1"), _text(v)) for k, v in raw if k.decode("latin-1") not in dropped]
         if declared.isdigit():
             headers.append(("content-length", declared.decode()))
         body = _Body(receive, self.limit)
@@ -273,14 +303,21 @@ class Router:
                         headers=headers,
                         allow_redirects=False,
                     )
-                except aiohttp.ClientConnectorError:  # nothing was sent: another replica may take it
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                    # nothing was sent: another replica may take it
                     replica.down_until = time.monotonic() + DOWN_SECONDS
                     continue
-                except (aiohttp.ClientError, _TooLarge) as exc:  # the body may be half read: close
+                except (aiohttp.ClientError, TimeoutError, _TooLarge, ClientGone) as exc:
+                    # the body may be half read: close (a client gone mid-body: no one to answer)
                     if body.too_large:
                         return await self._too_large(scope, receive, send)
-                    error = ApiError(502, f"revision {revision} failed: {exc}", headers={"Connection": "close"})
-                    return await error.response()(scope, receive, send)
+                    if body.gone:
+                        return
+                    if isinstance(exc, TimeoutError):  # aiohttp's read timeout is a ClientError too
+                        status, why = 504, f"revision {revision} did not answer within {UPSTREAM_TIMEOUT:g} s"
+                    else:
+                        status, why = 502, f"revision {revision} failed: {exc}"
+                    return await ApiError(status, why, headers={"Connection": "close"}).response()(scope, receive, send)
                 try:
                     return await self._relay(response, revision, replica, tag, send)
                 finally:
@@ -292,7 +329,8 @@ class Router:
 
     async def _relay(self, response: aiohttp.ClientResponse, revision: str, replica: Replica, tag, send) -> None:
         self.routed.labels(self.service, revision, str(replica.index), tag or "").inc()
-        out = [(k, v) for k, v in response.raw_headers if k.decode("latin-1").lower() not in RELAYED_NOT]
+        dropped = _hop_by_hop(response.raw_headers, RELAYED_NOT)
+        out = [(k, v) for k, v in response.raw_headers if k.decode("latin-1").lower() not in dropped]
         out.append((b"x-pefm-routed-revision", revision.encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         async for chunk in response.content.iter_any():
@@ -361,6 +399,15 @@ class Router:
         await error.response()(scope, receive, send)
 
 
+def _hop_by_hop(headers, fixed: set[str]) -> set[str]:
+    """``fixed`` and the fields the ``Connection`` headers among ``headers`` (bytes pairs) name:
+    they are for this connection only (RFC 9110 §7.6.1), whichever way the message goes."""
+    named = [v for k, v in headers if k.lower() == b"connection"]
+    if not named:
+        return fixed
+    return fixed | {name.strip().lower() for v in named for name in v.decode("latin-1").split(",")}
+
+
 def _text(value: bytes) -> str:
     """A header value as aiohttp takes it (a str it writes as UTF-8): UTF-8 bytes round-trip."""
     try:
@@ -388,6 +435,7 @@ def main() -> None:
         port=int(port),
         loop="uvloop",
         http="httptools",
+        ws="none",  # nothing here proxies websockets: an Upgrade is a plain request (its Upgrade dropped)
         lifespan="on",
         access_log=False,
         server_header=False,

@@ -50,6 +50,43 @@ class Process:
                 self.process.kill()
 
 
+INHERITED = frozenset(
+    {
+        "PEFM_LOG_LEVEL",
+        "PEFM_RATE_LIMIT",
+        "PEFM_MAX_BODY_BYTES",
+        "PEFM_BODY_TIMEOUT_SECONDS",
+        "PEFM_POOL_MAX_SIZE",
+        "PEFM_MODEL_CONCURRENCY",
+        "PEFM_PREDICTION_LOG_QUEUE",
+        "PEFM_RECONDITION",
+        "PEFM_REDIS_URL",
+        "PEFM_CACHE_MAX_BYTES",
+        "PEFM_CACHE_TTL_SECONDS",
+        "PEFM_INGEST_GROUP_MAX",
+        "PEFM_INGEST_LINGER_MS",
+        "PEFM_INGEST_OIDC_AUDIENCE",
+        "PEFM_INGEST_OIDC_SUBJECTS",
+        "PEFM_UNAUTHENTICATED_EVENTS",
+        "PEFM_VINTAGE_SKEW_SECONDS",
+        "PEFM_DRIFT_POLICY",
+        "PEFM_GATE_POLICY",
+        "PEFM_ROLLOUT_SPEC",
+        "PEFM_RETRAIN",
+        "PEFM_REVISION_GRACE_SECONDS",
+        "PEFM_LOCAL_REPLICAS",
+        "PEFM_PROMETHEUS_URL",
+        "PEFM_MLFLOW_TRACKING_URI",
+        "PEFM_MLFLOW_UI_URL",
+        "PEFM_FRED_URL",
+        "PEFM_HOME",
+    }
+)
+"""The settings a process started here takes from this one's environment: how it behaves. Who it
+is and what it may do (its database URL and role, tokens, keys) it is given by its starter, each
+process only its own; so are its addresses (``PEFM_ROUTER_URL``, ``PEFM_DASHBOARD_PORT``, ...)."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -67,13 +104,14 @@ def spawn(
     port: int | None = None,
     timeout: float = 60,
 ) -> Process:
-    """Start ``command`` listening on ``port`` (LISTEN_ADDRESS) and wait for ``ready_path`` to answer 200."""
-    port = port or free_port()
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_"))},
-        **env,
-        "LISTEN_ADDRESS": f"127.0.0.1:{port}",
-    }
+    """Start ``command`` listening on ``port`` (LISTEN_ADDRESS) and wait for ``ready_path`` to
+    answer 200 while it runs. A port another process holds is refused before anything starts: its
+    answer would pass for the new process's."""
+    if port is None:
+        port = free_port()
+    elif not port_free(port):
+        raise RuntimeError(f"{name}: port {port} is in use (another PEFM stack, or another program)")
+    environment = {**inherited_environment(), **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}"}
     log.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -82,13 +120,29 @@ def spawn(
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(url + ready_path, timeout=2).status_code == 200:
+            if httpx.get(url + ready_path, timeout=2).status_code == 200 and process.poll() is None:
                 return Process(name, url, process, log)
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"{name} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment as a process started here gets it: no ``K_`` variable and no
+    PEFM setting but the ``INHERITED`` ones."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_")) or k in INHERITED}
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` of the loopback address."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def record_revision(
@@ -187,6 +241,8 @@ class LocalRuntime:
             configured = settings.local_replicas if service == "inference" else None
             replicas = configured or max(scaling.initial_scale, 1)
         shadow_key = settings.shadow_key if service == "inference" else None
+        # the key of the entries the replicas share in Redis (PEFM_REDIS_URL is inherited)
+        cache_key = settings.cache_key if service == "inference" and settings.redis_url else None
         verify = settings.verify_keys or (public_text(settings.signing_key) if settings.signing_key else None)
         environment = {
             "PEFM_DATABASE_URL": self.url_for(service),
@@ -194,6 +250,7 @@ class LocalRuntime:
             "K_REVISION": revision,
             "PYTHONPATH": str(FUNCTIONS / service),
             **({"PEFM_SHADOW_KEY": shadow_key} if shadow_key else {}),
+            **({"PEFM_CACHE_KEY": cache_key} if cache_key else {}),
             **(env or {}),
         }
         if model_version:
@@ -256,24 +313,41 @@ class LocalRuntime:
         self.processes.pop(name).stop()
 
     def exited(self) -> list[str]:
-        """The processes started here that have stopped unasked, by name. The replicas of a revision
-        retired meanwhile (no longer in ``local_revisions``: a rollout's loser, stopped after its
-        grace period by whichever process retired it) stopped as asked: they are forgotten."""
+        """The processes that have stopped unasked, by name: those started here, and the replicas
+        of revisions other processes started and recorded (retraining's green revisions, one of
+        which serves once promoted). The replicas of a revision retired meanwhile (no longer in
+        ``local_revisions``: a rollout's loser, stopped after its grace period by whichever
+        process retired it) stopped as asked: they are forgotten."""
         dead = {name: p for name, p in self.processes.items() if p.process.poll() is not None}
-        revisions = [p.revision for p in dead.values() if p.revision]
-        if revisions:
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
-                conn.execute(  # one being retired (stopped, not yet forgotten): wait for its end
-                    "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s || r, 0)) FROM unnest(%s::text[]) AS r",
-                    (RETIRE_LOCK, revisions),
-                )
-                query = "SELECT revision FROM local_revisions WHERE revision = ANY(%s)"
-                recorded = {row[0] for row in conn.execute(query, (revisions,))}
-            for name, process in list(dead.items()):
-                if process.revision and process.revision not in recorded:
-                    del self.processes[name], dead[name]
-        return list(dead)
+        mine = {p.revision for p in self.processes.values() if p.revision}
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT revision, pids FROM local_revisions").fetchall()
+            elsewhere = {
+                revision: [pid for pid in pids if pid and not revision_alive(pid, revision)]
+                for revision, pids in rows
+                if revision not in mine
+            }
+            elsewhere = {revision: pids for revision, pids in elsewhere.items() if pids}
+            revisions = [p.revision for p in dead.values() if p.revision] + list(elsewhere)
+            if not revisions:
+                return list(dead)
+            conn.execute(  # one being retired (stopped, not yet forgotten): wait for its end
+                "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s || r, 0)) FROM unnest(%s::text[]) AS r",
+                (RETIRE_LOCK, revisions),
+            )
+            query = "SELECT revision FROM local_revisions WHERE revision = ANY(%s)"
+            recorded = {row[0] for row in conn.execute(query, (revisions,))}
+        for name, process in list(dead.items()):
+            if process.revision and process.revision not in recorded:
+                del self.processes[name], dead[name]
+        return list(dead) + [
+            f"{revision} (pid {', '.join(map(str, pids))})"
+            for revision, pids in elsewhere.items()
+            if revision in recorded and not any(revision_alive(pid, revision) for pid in pids)
+        ]
 
     def stop_all(self) -> None:
-        for name in list(self.processes):
+        """Stop every process started here, the last started first: the dashboard and the rollout
+        API before the router, the router before the revisions it sends requests to."""
+        for name in reversed(list(self.processes)):
             self.stop(name)

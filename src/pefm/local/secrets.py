@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pefm.config import Settings, get_settings
+from pefm.config import ConfigError, Settings, get_settings
 
 TOKENS = ("PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY", "PEFM_EVENT_TOKEN")
 
@@ -22,13 +22,16 @@ def local_secrets(home: Path, settings: Settings | None = None) -> dict[str, str
     path = home / "tokens.env"
     stored = {}
     if path.exists():
-        stored = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
+        path.chmod(0o600)  # one copied or restored with a looser mode, or written by an older PEFM
+        stored = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     given = {
         "PEFM_INGEST_TOKEN": settings.ingest_token,
         "PEFM_ADMIN_TOKEN": settings.admin_token,
         "PEFM_SHADOW_KEY": settings.shadow_key,
         "PEFM_EVENT_TOKEN": settings.event_token,
     }
+    if lines := [name for name, value in given.items() if value and ("\n" in value or "\r" in value)]:
+        raise ConfigError(f"{lines[0]} holds a line break, which {path} cannot keep")
     values = {
         name: given[name] or stored.get(name) or secrets.token_urlsafe(32 if name == "PEFM_SHADOW_KEY" else 24)
         for name in TOKENS
@@ -39,8 +42,6 @@ def local_secrets(home: Path, settings: Settings | None = None) -> dict[str, str
         values["PEFM_SIGNING_KEY"], values["PEFM_VERIFY_KEYS"] = signing.generate()
     if values != stored:
         home.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            path.chmod(0o600)  # one written by an older PEFM
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:
             file.write("".join(f"{k}={v}\n" for k, v in values.items()))

@@ -4,6 +4,7 @@ revisions in ``local_revisions``, both read by the local router processes)."""
 from __future__ import annotations
 
 import logging
+import time
 
 from psycopg.types.json import Jsonb
 
@@ -13,6 +14,9 @@ from pefm.storage.database import Database
 from pefm.storage.model_versions import ModelVersion
 
 log = logging.getLogger(__name__)
+REREAD_SECONDS = 1.0
+"""How long after a change of the traffic block every local router has read it (they re-read it
+every 0.3 s): a revision leaving the block may get requests until then."""
 
 
 class LocalRouter:
@@ -79,7 +83,15 @@ class LocalRouter:
         """Stop the revision's replicas (whoever started them), then forget it: forgotten first, a
         replica left running by a failure on the way would be known to nobody. Both under the
         revision's ``RETIRE_LOCK``, which ``LocalRuntime.exited`` waits on: a replica it sees dead
-        between the stop and the forgetting stopped as asked."""
+        between the stop and the forgetting stopped as asked. Not before the routers have read
+        the last change of the traffic block, which may be the one the revision left."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM clock_timestamp() - updated_at) FROM local_traffic WHERE service = %s",
+                (service,),
+            ).fetchone()
+        if row is not None and row[0] < REREAD_SECONDS:
+            time.sleep(REREAD_SECONDS - float(row[0]))
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (RETIRE_LOCK + revision,))
             query = "SELECT pids FROM local_revisions WHERE service = %s AND revision = %s"
