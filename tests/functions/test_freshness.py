@@ -197,3 +197,26 @@ def test_a_write_that_changes_nothing_is_not_announced(schema, ingest, inference
         ingest_quarter(ingest, "2000-04-01")  # new
         notes = list(listener.notifies(timeout=2.0, stop_after=1))
         assert [n.payload for n in notes] == ['{"series": ["realgdp"]}']
+
+
+def test_a_new_unit_reaches_the_answers_of_a_running_revision(schema, ingest, inference):
+    """PUT /v1/series may change a series' unit while it holds data (its frequency, transform and
+    calendar are fixed then); replicas kept the unit they read at their start, and their answers
+    named the old one for the rest of their life."""
+    with inference.client() as client:
+        unit = forecast(client)["unit"]
+        with ingest.client() as c:
+            meta = c.get("/v1/series/realgdp").json()
+            body = {k: meta[k] for k in ("name", "frequency", "unit", "transform")}
+            response = c.put(
+                "/v1/series/realgdp", json={**body, "unit": "new unit"}, headers={"authorization": f"Bearer {TOKEN}"}
+            )
+        assert response.status_code == 200, response.text
+        try:
+            deadline = time.monotonic() + 15
+            while (now := forecast(client)["unit"]) == unit and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert now == "new unit"
+        finally:
+            with ingest.client() as c:
+                c.put("/v1/series/realgdp", json=body, headers={"authorization": f"Bearer {TOKEN}"})

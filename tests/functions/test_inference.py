@@ -117,6 +117,10 @@ def test_as_of_is_the_family_estimated_on_the_data_known_then_and_later_vintages
     too_early = client.post("/v1/forecast", json={"series_id": "infl", "as_of": "1959-02-01"})
     assert too_early.status_code == 422 and "as_of 1959-02-01" in too_early.json()["error"]
     assert too_early.json()["details"][0]["field"] == "as_of"
+    # with a history too, the field at fault is still as_of (it had been named history)
+    history = [{"ts": "1959-04-01", "value": 1.0}]
+    both = client.post("/v1/forecast", json={"series_id": "infl", "as_of": "1959-02-01", "history": history})
+    assert both.status_code == 422 and both.json()["details"][0]["field"] == "as_of", both.text
 
 
 def test_as_of_in_level_space_starts_from_the_level_known_then(client, module_schema):

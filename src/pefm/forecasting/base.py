@@ -32,7 +32,12 @@ DEFAULT_LEVELS = (80, 95)
 
 
 class ForecastInputError(ValueError):
-    """The data or arguments given to a forecaster cannot be used; the message says why."""
+    """The data or arguments given to a forecaster cannot be used; the message says why, and
+    ``field`` names the request's field at fault where the raiser knows it."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @runtime_checkable

@@ -173,6 +173,7 @@ class Reconditioner:
         ids = [s for s in server.version.series_ids if series is None or s in series]
         if not ids:
             return []
+        server.reread_units(ids)  # announced for a new unit, too (PUT /v1/series)
         if self._pool is None:  # started on first need: a replica whose data never change has none
             self._pool = ProcessPoolExecutor(
                 max_workers=1,

@@ -226,6 +226,14 @@ class ModelServer:
         self._loaded.wait()
         return self.model
 
+    def reread_units(self, series_ids: list[str]) -> None:
+        """The units of these served series as the catalog has them now: the one thing of a
+        series' metadata that may change while it holds data, and which every answer carries."""
+        with self.db.connection() as conn:
+            units = dict(conn.execute("SELECT id, unit FROM series WHERE id = ANY(%s)", (series_ids,)).fetchall())
+        if any(self.meta[s]["unit"] != unit for s, unit in units.items() if s in self.meta):
+            self.meta = {s: {**m, "unit": units.get(s, m["unit"])} for s, m in self.meta.items()}
+
     def recondition(self, updates: dict[str, tuple[list[dict[str, Any]], float, datetime]]) -> None:
         """Swap in forecasts conditioned on newer data: per series (precomputed rows of both
         spaces, anchor, data_as_of). Each series' state is replaced whole, so a request sees the
@@ -324,7 +332,7 @@ class InferenceService:
         self.metrics = metrics
         self.writer = writer
         self.limit = RateLimit(settings.rate_limit, server.cache)
-        self._parts: dict[tuple, tuple[Conditioning, str, str]] = {}
+        self._parts: dict[tuple, tuple[Conditioning, dict[str, str], str, str]] = {}
         self._checked: dict[bytes, tuple] = {}
         self._version_texts: tuple = (None, "", [])
 
@@ -508,16 +516,16 @@ class InferenceService:
         """The precomputed rows (JSON text) of a plain request and the series' part of the answer,
         made once per series state and request; (None, None) when the precomputed table cannot
         answer it."""
-        key = (series_id, space, horizon, levels)
-        if (kept := self._parts.get(key)) is not None and kept[0] is state:
-            return kept[1], kept[2]
+        key, meta = (series_id, space, horizon, levels), self.server.meta[series_id]
+        if (kept := self._parts.get(key)) is not None and kept[0] is state and kept[1] is meta:  # unit unchanged
+            return kept[2], kept[3]
         text = self.server.precomputed_json(series_id, state, space, horizon, levels)
         if text is None:
             return None, None
-        part = forecast_part(series_id, space, self.server.meta[series_id], state.data_as_of, text)
+        part = forecast_part(series_id, space, meta, state.data_as_of, text)
         if len(self._parts) >= 4096:  # bounded: series x spaces x horizons x levels asked
             self._parts.clear()
-        self._parts[key] = state, text, part
+        self._parts[key] = state, meta, text, part
         return text, part
 
     def _shared(self, version: ModelVersion) -> tuple[ModelVersion, str, list[tuple[bytes, bytes]]]:

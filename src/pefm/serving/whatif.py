@@ -85,7 +85,7 @@ def model_forecast(
             anchor = anchor_at(panel, series_id, member.cutoff_) if space == "level" else None
         return _rows(member, series_id, meta, anchor, space, horizon, levels)
     except ForecastInputError as exc:  # what the request asked of the data: its as_of or history
-        field = "history" if history is not None else "as_of" if as_of is not None else "series_id"
+        field = exc.field or ("history" if history is not None else "as_of" if as_of is not None else "series_id")
         raise ApiError(422, str(exc), [{"field": field, "message": str(exc)}]) from None
     except TransformError as exc:  # stored before ingest checked values against the transform
         raise ApiError(422, f"the stored data of {series_id} cannot be used: {exc}") from None
@@ -132,7 +132,7 @@ def _as_of_rows(
     panel = _panel(server, ids, as_of, changed)
     known = panel[series_id].dropna()
     if known.empty:
-        raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data of {series_id} was known then")
+        raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data of {series_id} was known then", "as_of")
     cutoff, freq = known.index[-1], Frequency(meta["frequency"])
     with server.db.connection() as conn:
         rows = stored_forecast(conn, server.version, series_id, freq, ids, cutoff, as_of, space, horizon, levels)
@@ -190,14 +190,16 @@ def _estimated_at(
         model = estimator(family, params)
         data = fit_data(model, panel)
         if data.dropna(how="all").empty:
-            raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data was known then")
+            raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: no data was known then", "as_of")
         try:
             model.fit(data)
         except ForecastInputError as exc:
-            raise ForecastInputError(f"as_of {as_of:%Y-%m-%d}: too early to estimate {family}: {exc}") from None
+            raise ForecastInputError(
+                f"as_of {as_of:%Y-%m-%d}: too early to estimate {family}: {exc}", "as_of"
+            ) from None
         except (ValueError, ArithmeticError) as exc:  # a fit that the data known then cannot support
             raise ForecastInputError(
-                f"as_of {as_of:%Y-%m-%d}: {family} cannot be estimated on the data known then ({exc})"
+                f"as_of {as_of:%Y-%m-%d}: {family} cannot be estimated on the data known then ({exc})", "as_of"
             ) from None
         _as_of_fits[key] = model
         while len(_as_of_fits) > _AS_OF_FITS:

@@ -16,7 +16,6 @@ the data as it was known then. A write that changed data announces its series on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ import psycopg
 from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency, with_frequency
 from pefm.storage import pg_binary
-from pefm.storage.channels import OBSERVATIONS_CHANNEL
+from pefm.storage.channels import OBSERVATIONS_CHANNEL, announce
 from pefm.storage.series import SeriesMeta, get_series
 
 Moment = datetime | pd.Timestamp | str | None
@@ -148,7 +147,7 @@ def write_observations(
             counts = _merge(conn, table, part, part_ids, source, stamp)
             inserted, revised, unchanged = inserted + counts[0], revised + counts[1], unchanged + counts[2]
         if inserted or revised:
-            _announce(conn, ids)
+            announce(conn, ids)
     return WriteResult(inserted, revised, unchanged, whole_vintage)
 
 
@@ -290,16 +289,6 @@ def write_events(
         VintageConflictError(conflicts[k]) if conflicts[k] else WriteResult(*counts[k], event.vintage or now)
         for k, event in enumerate(events)
     ]
-
-
-def _announce(conn: psycopg.Connection, ids: list[str]) -> None:
-    """Tell every listener (inference replicas: ``serving.freshness``) which series changed; sent
-    by PostgreSQL when the transaction commits, never for a write that rolls back. A list too long
-    for a notification's 8000 bytes is sent as ``null``: everything may have changed."""
-    payload = json.dumps({"series": ids})
-    if len(payload.encode()) > 7900:
-        payload = json.dumps({"series": None})
-    conn.execute("SELECT pg_notify(%s, %s)", (OBSERVATIONS_CHANNEL, payload))
 
 
 def _copy_incoming(conn: psycopg.Connection, rows: pd.DataFrame, ids: list[str]) -> None:

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 
 from pefm.data.frequency import Frequency
+from pefm.storage.channels import announce
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,16 @@ def upsert_series(conn: psycopg.Connection, meta: SeriesMeta) -> bool:
                     f"calendar {stored[2] or 'none'}: those cannot change; create a new series",
                     changed,
                 )
+        if stored[3] != meta.unit:  # the inference replicas' answers carry it: they read it again
+            announce(conn, [meta.id])
         return _upsert(conn, meta)
 
 
-def _locked(conn: psycopg.Connection, series_id: str) -> tuple[str, str, str] | None:
-    """The series' frequency, transform and calendar, its row locked FOR UPDATE; None when there
-    is none."""
+def _locked(conn: psycopg.Connection, series_id: str) -> tuple[str, str, str, str] | None:
+    """The series' frequency, transform, calendar and unit, its row locked FOR UPDATE; None when
+    there is none."""
     return conn.execute(
-        "SELECT frequency, transform, calendar FROM series WHERE id = %s FOR UPDATE", (series_id,)
+        "SELECT frequency, transform, calendar, unit FROM series WHERE id = %s FOR UPDATE", (series_id,)
     ).fetchone()
 
 
