@@ -174,6 +174,37 @@ def test_a_weekly_series_keeps_the_weekday_of_its_stored_points(client, module_s
     assert saturday.status_code == 200 and saturday.json()["inserted"] == 1, saturday.text
 
 
+def test_a_first_weekly_load_waits_for_one_under_way_and_keeps_its_weekday(client, module_schema):
+    """Two first loads of one weekly series on different weekdays each found no stored point to
+    take the weekday from, and both were stored: the check read the anchor before the writers'
+    turn on the series. Here one load holds the turn (its Monday written, not committed) while the
+    ingest function's Tuesday arrives: the Tuesday waits, then is refused against the Monday."""
+    import threading
+
+    from pefm.storage.observations import take_turn
+
+    meta = {"name": "Claims", "frequency": "W", "unit": "thousands", "transform": "none"}
+    assert client.put("/v1/series/claims2", json=meta, headers=AUTH).status_code == 201
+    answers = []
+    with psycopg.connect(module_schema) as first:
+        take_turn(first, ["claims2"])
+        first.execute(
+            "INSERT INTO observations (series_id, ts, vintage, value) VALUES ('claims2', '2024-01-08', now(), 1)"
+        )
+        tuesday = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/v1/observations", json=obs("claims2", **{"2024-01-16": 2.0}), headers=AUTH)
+            )
+        )
+        tuesday.start()
+        tuesday.join(2.0)
+        assert tuesday.is_alive(), answers  # waiting for the first load's turn
+        first.commit()
+    tuesday.join(30)
+    assert_error(answers[0], 422, "observations[0].ts")
+    assert "Monday" in answers[0].json()["details"][0]["message"], answers[0].text
+
+
 def assert_error(response, status: int, field: str) -> None:
     assert response.status_code == status, response.text
     assert field in {d.get("field") for d in response.json()["details"]}, response.json()

@@ -126,11 +126,7 @@ def write_observations(
         if unknown := [i for i in ids if i not in tables]:
             raise UnknownSeriesError(unknown)
         # Writers of the same series take turns, so the classification below stays true.
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('pefm.observations:' || id, 0))"
-            " FROM unnest(%s::text[]) AS id ORDER BY id",
-            (ids,),
-        )
+        take_turn(conn, ids)
         stamp, whole_vintage = _now(conn), None  # ingested_at: once the locks are held, as vintages
         if "vintage" in frame.columns:
             rows["vintage"] = _utc_naive(frame["vintage"])
@@ -432,13 +428,27 @@ def _as_utc(moment: datetime | pd.Timestamp | str) -> datetime:
     return ts.to_pydatetime()
 
 
+def take_turn(conn: psycopg.Connection, series_ids: Collection[str]) -> None:
+    """The writers' turn on these series, held until the transaction ends: every lock of the
+    transaction in one statement, in id order, so two writers never wait on each other (taken
+    again by the same transaction, it is held already)."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('pefm.observations:' || id, 0))"
+        " FROM unnest(%s::text[]) AS id ORDER BY id",
+        (sorted(set(series_ids)),),
+    )
+
+
 def weekly_anchors(conn: psycopg.Connection, metas: Mapping[str, SeriesMeta]) -> dict[str, datetime]:
     """A stored timestamp (UTC-naive) of each weekly series among ``metas`` that has data: its
     later points fall on the same weekday (``check_frequency``'s ``anchor``). No query when none
-    is weekly."""
+    is weekly. Read in the writers' turn on every series of ``metas`` (``take_turn``), which the
+    write that follows keeps: two first loads of a series on different weekdays, each finding
+    no anchor, had both been stored."""
     weekly = sorted(sid for sid, meta in metas.items() if meta.frequency is Frequency.WEEKLY)
     if not weekly:
         return {}
+    take_turn(conn, metas)
     rows = conn.execute(
         """SELECT s.id, (SELECT o.ts FROM observations o WHERE o.series_id = s.id LIMIT 1)
            FROM unnest(%s::text[]) AS s(id)""",
