@@ -6,8 +6,9 @@ number of times (it only adds what is missing and moves what changed):
 - every model version is a run in experiment ``pefm`` (tag ``pefm.version_id``), started when the
   version was trained: its parameters (family, the model's parameters, series, data cut-off, data
   and artifact sha256, parent), its backtest's metrics per series and horizon
-  (``<series>/<metric>/h<k>``, pooled ``<series>/<metric>``) and their medians over the series
-  (``median/<metric>/h<k>``), the gate report and the backtest summary as JSON artifacts, and the
+  (``<series>/<metric>/h<k>``, pooled over the horizons ``<series>/<metric>/all``) and their
+  medians over the series (``_median/<metric>/h<k>``, ``_median/<metric>/all``: no series id
+  starts with ``_``), the gate report and the backtest summary as JSON artifacts, and the
   model artifact itself (the signed bytes, ``model/artifact.pkl``, next to ``model/version.json``);
   a retrain's run says so (tag ``pefm.retrain_of``: the version it was trained to replace); a
   backtest stored later (``pefm backtest --version``) or a gate report (``pefm gate``, retraining)
@@ -23,11 +24,17 @@ number of times (it only adds what is missing and moves what changed):
 Nothing is read back from MLflow: a run deleted there is made again at the next sync, and so is
 one a failed sync left unfinished (a run is finished last, once its artifacts are logged). The
 registry announces every change on PostgreSQL's channel ``pefm_registry`` when it commits
-(migration 0013: versions registered, status and gate report changes, rollouts started and
-ended, whoever made them: training, retraining, the local controller, Flagger's webhooks); a
-``Mirror`` listens and syncs, in the rollout API (``pefm serve rollout``) or on its own (``pefm
-tracking sync --follow``); ``pefm tracking sync`` once. A failing MLflow never fails the change
-itself: it is logged and the next sync catches up.
+(migrations 0013 and 0020: versions registered, status, gate report and backtest changes,
+rollouts started and ended, whoever made them: training, retraining, ``pefm backtest --version``,
+the local controller, Flagger's webhooks); a ``Mirror`` listens and syncs, in the rollout API
+(``pefm serve rollout``) or on its own (``pefm tracking sync --follow``); ``pefm tracking sync``
+once. A failing MLflow never fails the change itself: it is logged and the next sync catches up.
+
+An MLflow server that is away fails a sync or a backtest's logging in seconds, not minutes:
+``TrackingUnavailable`` from a probe of its ``/health`` (``PROBE_TIMEOUT`` seconds) before anything
+else, and MLflow's own retries bounded (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+``MLFLOW_HTTP_REQUEST_TIMEOUT``; ``HTTP_DEFAULTS`` unless the environment sets them) for one that
+goes away part-way through.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import statistics
 import tempfile
 import threading
@@ -54,6 +62,50 @@ BACKTESTS = "pefm-backtests"
 MODEL = "pefm"
 CHAMPION, CHALLENGER = "champion", "challenger"
 _FINISHED = ("Succeeded", "Failed", "RolledBack")
+PROBE_TIMEOUT = 5.0
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+"""MLflow's defaults (7 retries with exponential backoff, 120 s a request) keep a caller waiting
+about four minutes for a server that is away; PEFM's mirror catches up at its next sync instead."""
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server did not answer (or answered that it is unwell), or PEFM's
+    MLflow client (the ``tracking`` extra) is not installed."""
+
+
+def require_client() -> None:
+    """Raise ``TrackingUnavailable`` unless MLflow's client (the ``tracking`` extra) is installed;
+    set MLflow's ``HTTP_DEFAULTS`` where the environment does not."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError as exc:
+        raise TrackingUnavailable(
+            f"the MLflow client is not installed ({exc}): install PEFM with the `tracking` extra "
+            "(pip install 'pefm[tracking]')"
+        ) from None
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def check_reachable(tracking_uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise ``TrackingUnavailable`` unless PEFM can talk to MLflow at ``tracking_uri``: the client
+    is installed (``require_client``) and, for an http(s) URI, the server's ``/health`` answers
+    within ``timeout`` seconds with anything but a server error (a 5xx is what a proxy in front of
+    a stopped server says). Other URIs (a file or database store) are left to MLflow."""
+    require_client()
+    if not tracking_uri.lower().startswith(("http://", "https://")):
+        return
+    import httpx
+
+    url = f"{tracking_uri.rstrip('/')}/health"
+    try:
+        status = httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError as exc:
+        raise TrackingUnavailable(
+            f"MLflow at {tracking_uri} is unreachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
+        ) from None
+    if status >= 500:
+        raise TrackingUnavailable(f"MLflow at {tracking_uri} is unwell: GET {url} answered {status}")
 
 
 @dataclass
@@ -67,7 +119,9 @@ class SyncReport:
 def sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
     """Mirror the registry into MLflow at ``tracking_uri`` (see the module's docstring). One sync
     at a time (a session advisory lock: mirrors in several processes wait their turn), so that
-    none takes another's run, still being logged, for one a failed sync left unfinished."""
+    none takes another's run, still being logged, for one a failed sync left unfinished.
+    ``TrackingUnavailable`` (before taking the lock) when MLflow cannot be reached."""
+    check_reachable(tracking_uri)
     conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (SYNC_LOCK,))
     try:
         return _sync(conn, tracking_uri)
@@ -84,7 +138,7 @@ def _sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
     from mlflow import MlflowClient
 
     from pefm.forecasting.registry import serving_id
-    from pefm.storage.model_versions import list_versions
+    from pefm.storage.model_versions import get_version, list_versions
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -101,14 +155,16 @@ def _sync(conn: psycopg.Connection, tracking_uri: str) -> SyncReport:
         client.create_registered_model(MODEL, description="PEFM's registry, mirrored (pefm.tracking)")
     mirrored = {mv.tags.get("pefm.version_id"): mv for mv in client.search_model_versions(f"name = '{MODEL}'")}
     report = SyncReport([], [], None, None)
-    versions = sorted(list_versions(conn), key=lambda v: v.created_at)  # MLflow numbers them in this order
+    # each backtest without its forecasts from every origin (most of its size): what the metrics
+    # and the digest need; the whole backtest is read only for a run that logs it (backtest.json)
+    versions = sorted(list_versions(conn, forecasts=False), key=lambda v: v.created_at)  # MLflow numbers them so
     for version in versions:
         if version.id not in runs:
             runs[version.id] = _log_run(conn, client, experiment_id, version)
             report.runs_created.append(version.id)
         run_id, tags = runs[version.id].info.run_id, runs[version.id].data.tags
         if tags.get("pefm.record") != _digest(version):  # a backtest stored or a gate report made since
-            _record(client, run_id, version)
+            _record(client, run_id, get_version(conn, version.id), _digest(version))
         if tags.get("pefm.status") != version.status:
             client.set_tag(run_id, "pefm.status", version.status)
         mv = mirrored.get(version.id)
@@ -205,7 +261,9 @@ def log_backtest(
 ) -> str:
     """A backtest that registers nothing (``pefm backtest`` of a family) as a run of experiment
     ``pefm-backtests``: the family, its parameters, the series and the spec, the metrics as a
-    version's run has them, the summary as an artifact. Its run id."""
+    version's run has them, the summary as an artifact. Its run id. ``TrackingUnavailable`` when
+    MLflow cannot be reached."""
+    check_reachable(tracking_uri)
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -286,8 +344,10 @@ def _log_run(conn: psycopg.Connection, client, experiment_id: str, version: Mode
     return client.get_run(run.info.run_id)
 
 
-def _record(client, run_id: str, version: ModelVersion) -> None:
-    """The version's backtest (metrics per series and horizon, the summary) and gate report."""
+def _record(client, run_id: str, version: ModelVersion, digest: str) -> None:
+    """The version's backtest (metrics per series and horizon, the summary, its forecasts
+    included) and gate report; ``digest``: ``_digest`` of what is logged, read without the
+    forecasts."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -302,28 +362,40 @@ def _record(client, run_id: str, version: ModelVersion) -> None:
                 path = Path(tmp) / f"{name}.json"
                 path.write_text(json.dumps(value, indent=1, default=str))
                 client.log_artifact(run_id, str(path))
-    client.set_tag(run_id, "pefm.record", _digest(version))
+    client.set_tag(run_id, "pefm.record", digest)
 
 
 def _digest(version: ModelVersion) -> str:
-    """What ``_record`` logged, in 16 hex digits: a changed backtest or gate report is logged again."""
-    text = json.dumps([version.backtest, version.gate_report], sort_keys=True, default=str)
+    """What ``_record`` logged, in 16 hex digits: a changed backtest or gate report is logged again.
+    Of the backtest without its forecasts (its spec and metrics: a backtest stored again changes
+    them) and of the metric keys' scheme (``_KEYS``: a run logged under older keys is logged again)."""
+    backtest = {k: v for k, v in version.backtest.items() if k != "forecasts"} if version.backtest else None
+    text = json.dumps([_KEYS, backtest, version.gate_report], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_KEYS = 2
+"""The metric keys' scheme (``_digest``): 2 gave pooled metrics a leaf of their own (``/all``) and
+medians the prefix ``_median``."""
+MEDIAN = "_median"
+"""The medians' prefix: series ids (``^[a-z0-9][a-z0-9_.-]{0,63}$``) never start with ``_``."""
+
+
 def _metrics(backtest: dict[str, Any] | None) -> dict[str, float]:
-    """A stored backtest's metrics under MLflow's key rules (``rmse@h1`` -> ``rmse/h1``), per
-    series and as medians over the series."""
+    """A stored backtest's metrics under MLflow's key rules (``rmse@h1`` -> ``rmse/h1``, pooled
+    ``rmse`` -> ``rmse/all``), per series and as medians over the series (``_median/rmse/h1``).
+    No key is the prefix of another: a file store keeps ``a/b`` as a file, so ``a/b/h1`` fails."""
     if not backtest:
         return {}
     out: dict[str, float] = {}
     by_name: dict[str, list[float]] = {}
     for series_id, metrics in backtest.get("metrics", {}).items():
         for name, value in metrics.items():
-            key = name.replace("@", "/")
+            metric, _, horizon = name.partition("@")
+            key = f"{metric}/{horizon or 'all'}"
             out[f"{series_id}/{key}"] = float(value)
             by_name.setdefault(key, []).append(float(value))
-    out.update({f"median/{k}": statistics.median(v) for k, v in by_name.items()})
+    out.update({f"{MEDIAN}/{k}": statistics.median(v) for k, v in by_name.items()})
     return out
 
 

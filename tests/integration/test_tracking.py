@@ -4,6 +4,7 @@ backtest's metrics and the signed artifact, registered model versions, and alias
 promotions and rollbacks, synced by hand and by the mirror that listens to the registry."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -22,8 +24,9 @@ from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.registry import promote, settle_rollout
 from pefm.forecasting.training import train
 from pefm.local.runtime import free_port
-from pefm.storage.model_versions import set_gate_report
-from pefm.tracking import MODEL, Mirror, run_link, sync
+from pefm.storage import model_versions
+from pefm.storage.model_versions import set_backtest, set_gate_report
+from pefm.tracking import MODEL, Mirror, TrackingUnavailable, _metrics, log_backtest, run_link, sync
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = Path(os.environ.get("PEFM_MLFLOW_SERVER") or ROOT / ".venv-mlflow" / "bin" / "mlflow").absolute()
@@ -91,7 +94,8 @@ def test_runs_versions_and_aliases_follow_promotions_and_rollbacks(conn, schema_
     [run] = client.search_runs([client.get_experiment_by_name("pefm").experiment_id])
     assert run.data.tags["pefm.version_id"] == first.id and run.data.params["family"] == "ar"
     assert run.data.metrics["realgdp/rmse/h2"] == pytest.approx(first.backtest["metrics"]["realgdp"]["rmse@h2"])
-    assert "median/rmse/h1" in run.data.metrics
+    assert run.data.metrics["realgdp/rmse/all"] == pytest.approx(first.backtest["metrics"]["realgdp"]["rmse"])
+    assert "_median/rmse/h1" in run.data.metrics and "_median/rmse/all" in run.data.metrics
     artifact = Path(client.download_artifacts(run.info.run_id, "model/artifact.pkl", str(tmp_path)))
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == first.artifact_sha256
     # the dashboard's link to the run (MLflow's REST API, no MLflow client)
@@ -220,3 +224,153 @@ def test_a_backtest_that_registers_nothing_is_a_run_of_its_own(cli_env, db, mlfl
     [run] = client.search_runs([client.get_experiment_by_name("pefm-backtests").experiment_id])
     assert run.data.params["family"] == "naive" and run.data.params["spec.windows"] == "4"
     assert "unemp/rmse/h1" in run.data.metrics
+
+
+def pefm(env: dict[str, str], *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+    """``pefm args`` in a process of its own: what it did, and how long it took (seconds)."""
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pefm.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    return done, time.monotonic() - began
+
+
+def test_mlflow_away_fails_in_seconds_with_one_clear_line(cli_env, db):
+    """MLflow's own retries (7, with backoff) made the first call to a server that is away take
+    about four minutes: ``pefm tracking sync`` hung (holding the mirror's lock) and then printed
+    a traceback, ``pefm backtest`` hung after its scores."""
+    with db.connection() as c:
+        load_bundled(c, bundled(["unemp"]))
+        train(c, "naive", ["unemp"], spec=None)
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**cli_env, "PEFM_MLFLOW_TRACKING_URI": closed}
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        env.pop(name, None)
+    done, took = pefm(env, "tracking", "sync")
+    assert done.returncode == 1 and took < 30, (took, done.stderr)
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: MLflow at " + closed) and "unreachable" in line
+    # the sync failed before taking the mirrors' lock: another one is not kept waiting
+    with db.connection() as c:
+        began = time.monotonic()
+        with pytest.raises(TrackingUnavailable, match="unreachable"):
+            sync(c, closed)
+        assert time.monotonic() - began < 30
+        assert c.execute("SELECT pg_try_advisory_lock(hashtextextended('pefm.tracking.sync', 0))").fetchone() == (True,)
+        c.execute("SELECT pg_advisory_unlock(hashtextextended('pefm.tracking.sync', 0))")
+    done, took = pefm(env, "backtest", "--model", "naive", "--series", "unemp", "--windows", "4")
+    assert done.returncode == 0, done.stderr
+    assert "not logged to MLflow: MLflow at " + closed in done.stderr and "unreachable" in done.stderr
+    assert took < 120, took  # the backtest itself takes seconds; MLflow's retries took 246 s more
+    began = time.monotonic()
+    with pytest.raises(TrackingUnavailable):
+        log_backtest(closed, "naive", {}, ["unemp"], {"spec": {}, "metrics": {}})
+    assert time.monotonic() - began < 30
+
+
+def test_without_mlflow_installed_tracking_sync_names_the_extra(cli_env, db):
+    env = {**cli_env, "PEFM_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    hidden = "import runpy, sys; sys.modules['mlflow'] = None; runpy.run_module('pefm.cli', run_name='__main__')"
+    done = subprocess.run(
+        [sys.executable, "-c", hidden, "tracking", "sync"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "ModuleNotFoundError" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: the MLflow client is not installed") and "`tracking` extra" in line
+
+
+def test_sync_every_must_be_a_second_or_more(cli_env, db):
+    """``--every 0`` made the mirror sync in a tight loop."""
+    env = {**cli_env, "PEFM_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    for every in ("0", "-5", "0.5"):
+        done, _ = pefm(env, "tracking", "sync", "--follow", "--every", every, timeout=60)
+        assert done.returncode == 2 and "--every" in done.stderr, done.stderr
+
+
+def test_a_backtest_stored_later_is_announced(conn, schema_url):
+    """Migration 0013 announced status and gate report changes only: ``pefm backtest --version``
+    reached the mirror at its periodic sync, five minutes later."""
+    load_bundled(conn, bundled(["unemp"]))
+    version, _ = train(conn, "naive", ["unemp"], spec=None)
+    conn.commit()
+    with psycopg.connect(schema_url, autocommit=True) as listener:
+        listener.execute("LISTEN pefm_registry")
+        for _ in listener.notifies(timeout=0.5):  # what training announced
+            pass
+        set_backtest(conn, version.id, {"spec": {"h": 1}, "metrics": {"unemp": {"rmse": 1.0, "rmse@h1": 1.0}}})
+        conn.commit()
+        heard = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert heard == ["model_versions"]
+
+
+def test_metric_keys_never_prefix_one_another():
+    """A pooled ``unemp/rmse`` was the prefix of ``unemp/rmse/h1`` (a file store keeps the first
+    as a file, so the second failed, and every sync with it), and a series named ``median``
+    collided with the medians."""
+    backtest = {
+        "metrics": {
+            "unemp": {"rmse": 2.0, "rmse@h1": 1.0, "rmse@h2": 3.0, "coverage-80": 0.8},
+            "median": {"rmse": 4.0, "rmse@h1": 5.0, "rmse@h2": 6.0, "coverage-80": 0.9},
+        }
+    }
+    keys = _metrics(backtest)
+    assert keys["unemp/rmse/all"] == 2.0 and keys["unemp/rmse/h1"] == 1.0 and keys["median/rmse/h2"] == 6.0
+    assert keys["_median/rmse/all"] == 3.0 and keys["_median/coverage-80/all"] == pytest.approx(0.85)
+    assert len(keys) == 12  # 4 per series and 4 medians: none lost to a collision
+    assert not [(a, b) for a in keys for b in keys if b.startswith(a + "/")]
+
+
+def test_a_file_store_mirrors_and_only_logging_reads_the_forecasts(conn, tmp_path, monkeypatch):
+    """On MLflow's file store every sync failed (``Not a directory: .../metrics/unemp/rmse/h1``); a
+    sync read every version's backtest with its forecasts from every origin (a megabyte for the
+    bundle) to hash it, each time, where only a run that logs them needs them."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    reads = []
+    listed = model_versions.list_versions
+
+    def spying(*args, **kwargs):
+        reads.append(kwargs.get("forecasts", True))
+        return listed(*args, **kwargs)
+
+    monkeypatch.setattr(model_versions, "list_versions", spying)
+    load_bundled(conn, bundled(SERIES))
+    version, _ = train(conn, "naive", SERIES, spec=BacktestSpec(h=2, windows=3))
+    conn.commit()
+    assert sync(conn, uri).runs_created == [version.id]
+    assert reads == [False]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    [run] = client.search_runs([client.get_experiment_by_name("pefm").experiment_id])
+    metrics = run.data.metrics
+    assert metrics["unemp/rmse/all"] == pytest.approx(version.backtest["metrics"]["unemp"]["rmse"])
+    assert metrics["unemp/rmse/h1"] == pytest.approx(version.backtest["metrics"]["unemp"]["rmse@h1"])
+    assert "_median/rmse/h2" in metrics
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "backtest.json", str(tmp_path))).read_text())
+    assert logged["forecasts"] == json.loads(json.dumps(version.backtest["forecasts"], default=str))
+    # a backtest stored later is logged to the same run; an unchanged one is not logged again
+    stored = {**version.backtest, "metrics": {"unemp": {"rmse": 9.0, "rmse@h1": 9.0}}}
+    set_backtest(conn, version.id, stored)
+    conn.commit()
+    assert sync(conn, uri).runs_created == []
+    assert client.get_run(run.info.run_id).data.metrics["unemp/rmse/all"] == 9.0
+    tag = client.get_run(run.info.run_id).data.tags["pefm.record"]
+    sync(conn, uri)
+    assert client.get_run(run.info.run_id).data.tags["pefm.record"] == tag
+    assert len(client.get_metric_history(run.info.run_id, "unemp/rmse/all")) == 2
+
+
+def test_mlflow_going_away_part_way_through_fails_in_seconds(conn, monkeypatch):
+    """A server that answers the probe and then is gone: MLflow's retries, bounded by PEFM where
+    the environment leaves them unset, end the sync in seconds, and its lock is let go."""
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(name, "-")  # recorded, so that deleting it is undone afterwards
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(httpx, "get", lambda url, **_: httpx.Response(200, text="OK"))  # the probe passes
+    began = time.monotonic()
+    with pytest.raises(MlflowException):
+        sync(conn, f"http://127.0.0.1:{free_port()}")
+    assert time.monotonic() - began < 30
+    assert conn.execute("SELECT pg_try_advisory_lock(hashtextextended('pefm.tracking.sync', 0))").fetchone() == (True,)
+    conn.execute("SELECT pg_advisory_unlock(hashtextextended('pefm.tracking.sync', 0))")

@@ -15,17 +15,27 @@ def sync_command(
     follow: Annotated[
         bool, typer.Option("--follow", help="keep running: sync on every change the registry announces")
     ] = False,
-    every: Annotated[float, typer.Option(help="with --follow: sync at least this often (seconds)")] = 300.0,
+    every: Annotated[
+        float, typer.Option(min=1.0, help="with --follow: sync at least this often (seconds, 1 or more)")
+    ] = 300.0,
 ) -> None:
     """Make MLflow mirror the registry: a run and a registered model version per model version,
-    aliases champion (serving) and challenger (under rollout)."""
+    aliases champion (serving) and challenger (under rollout). MLflow away, refusing, or its client
+    not installed: one red line and exit code 1 (with --follow: a warning, and the mirror retries)."""
     from pefm.config import get_settings
-    from pefm.tracking import Mirror, sync
+    from pefm.tracking import Mirror, TrackingUnavailable, require_client, sync
 
     uri = get_settings().mlflow_tracking_uri
     if not uri:
         err.print("[red]error:[/red] PEFM_MLFLOW_TRACKING_URI is not set")
         raise typer.Exit(1)
+    try:
+        require_client()  # the server may come later (--follow waits for it), the client must be here
+    except TrackingUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    from mlflow.exceptions import MlflowException
+
     with open_db() as db:
         if follow:
             console.print(f"mirroring the registry into {uri} (Ctrl-C stops)")
@@ -34,7 +44,16 @@ def sync_command(
             except KeyboardInterrupt:
                 return
         with db.connection() as conn:
-            report = sync(conn, uri)
+            try:
+                report = sync(conn, uri)
+            except TrackingUnavailable as exc:  # away before the sync began
+                err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+            except MlflowException as exc:  # refusing a call, or gone part-way through (retries spent)
+                err.print(
+                    f"[red]error:[/red] MLflow at {uri} failed the sync: {exc.message}", highlight=False, soft_wrap=True
+                )
+                raise typer.Exit(1) from None
     console.print(
         f"MLflow at {uri}: {len(report.runs_created)} runs and {len(report.versions_created)} model versions "
         f"created; champion {report.champion or '-'}, challenger {report.challenger or '-'}"
