@@ -28,10 +28,11 @@ that fails on a series is recorded with its error, never dropped silently.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -168,24 +169,42 @@ def _pefm_backtest(job: Job, windows: int) -> tuple[float, float, pd.DataFrame]:
     return time.perf_counter() - start, time.process_time() - cpu, results.assign(model=job.label)
 
 
-def _init_worker() -> None:
-    """One thread per worker (two workers on two cores), then one untimed fit of every model."""
-    from threadpoolctl import threadpool_limits
+WARM_UP: tuple[tuple[str, str, bool], ...] = (
+    (DEFAULT, "ensemble", False),
+    (DEFAULT, "garch", False),
+    *((f"sf_{m}", m, c) for m in SF_MODELS for c in (False, True)),
+)
+"""(label, family, conformal) of every model the broad run times: what ``warm_up`` fits by default."""
 
-    global _LIMITS  # kept for the worker's lifetime: the limit holds until it is restored
-    _LIMITS = threadpool_limits(1)
+
+def warm_up(models: Sequence[tuple[str, str, bool]] = WARM_UP) -> list[str]:
+    """One untimed backtest (2 origins) of each (label, family, conformal) in ``models`` on a
+    synthetic quarterly series (160 points, season length 4), so that first use costs (imports;
+    numba's JIT in statsforecast versions built on numba) are paid here, not in a timed run.
+    Returns the errors, one line each (``run_job`` never raises): a model failing here is not warm."""
     rng = np.random.default_rng(0)
     index = pd.date_range("2000-01-01", periods=160, freq="QS")
     values = pd.Series(np.cumsum(rng.normal(size=160)) * 0.1 + rng.normal(size=160), index=index, name="warmup")
     frame = values.to_frame()
     frame.attrs = {"frequencies": {"warmup": Frequency.QUARTERLY}, "transforms": {"warmup": "none"}}
-    for label, family, conformal in [
-        (DEFAULT, "ensemble", False),
-        (DEFAULT, "garch", False),
-        *((f"sf_{m}", m, c) for m in SF_MODELS for c in (False, True)),
-    ]:
+    errors = []
+    for label, family, conformal in models:
         job = Job(label, ("warmup",), frame, Frequency.QUARTERLY, {"warmup": "none"}, 4, family, {}, conformal)
-        run_job(job, windows=2)
+        outcome = run_job(job, windows=2)
+        if outcome.error:
+            errors.append(f"{label} ({family}{', conformal' if conformal else ''}): {outcome.error}")
+    return errors
+
+
+def _init_worker() -> None:
+    """One thread per worker (two workers on two cores), then one untimed fit of every model
+    (``warm_up``); a model that fails there is named on stderr: its timed jobs include its warm-up."""
+    from threadpoolctl import threadpool_limits
+
+    global _LIMITS  # kept for the worker's lifetime: the limit holds until it is restored
+    _LIMITS = threadpool_limits(1)
+    for error in warm_up():
+        print(f"warm-up failed, its first timed job includes it: {error}", file=sys.stderr, flush=True)
 
 
 _LIMITS = None
@@ -202,6 +221,25 @@ def run_all(jobs: list[Job], windows: int, workers: int, on_done: Callable[[Outc
             outcomes.append(outcome)
             on_done(outcome)
     return outcomes
+
+
+def seconds_on(outcomes: list[Outcome], labels: list[str], series: list[str]) -> tuple[dict, dict, list[str]]:
+    """CPU and wall seconds per model summed over its successful jobs on ``series`` (the scored
+    ones): a model is charged for the same series as every other, whichever failed elsewhere. A
+    joint job (several series) covering some of ``series`` and some others is counted whole (its
+    seconds cannot be split); they are returned, as "label: ids", to be named with the numbers."""
+    keep = set(series)
+    cpu = {m: 0.0 for m in labels}
+    wall = {m: 0.0 for m in labels}
+    straddling = []
+    for o in outcomes:
+        if o.error is not None or not keep.intersection(o.series_ids):
+            continue
+        cpu[o.label] += o.cpu_seconds
+        wall[o.label] += o.seconds
+        if not keep.issuperset(o.series_ids):
+            straddling.append(f"{o.label}: {','.join(o.series_ids)}")
+    return cpu, wall, straddling
 
 
 def check_alignment(forecasts: dict[str, pd.DataFrame]) -> dict[str, int]:

@@ -138,7 +138,7 @@ def targets(agg: pd.DataFrame, seconds: dict[str, float], macro_median: float | 
             add(f"mean scaled Winkler {lv}%, avg over h", value, f"<= {ref:.4f} ({best})", value <= ref)
     if "sf_AutoARIMA" in seconds:
         value, ref = seconds[DEFAULT], seconds["sf_AutoARIMA"]
-        add("backtest CPU seconds", value, f"<= {ref:.1f} (sf_AutoARIMA)", value <= ref)
+        add("backtest CPU seconds (scored series)", value, f"<= {ref:.1f} (sf_AutoARIMA)", value <= ref)
     if macro_median is not None:
         add("macro panel median RMSE/naive, h=1", macro_median, "<= 0.88", macro_median <= 0.88)
     return rows

@@ -18,19 +18,45 @@ HELLO = Path(__file__).resolve().parent / "hello"
 
 def wrk(url: str, duration: int, script: Path | None = None, args: Sequence[str] = (), errors_ok: bool = False) -> dict:
     """Requests/s and latency percentiles (ms) from wrk -t2 -c16 --latency (Debian's wrk), with
-    the Lua ``script`` given ``args``; ``output`` is wrk's text. Error answers raise, unless
-    ``errors_ok`` (the script counts them)."""
+    the Lua ``script`` given ``args``; ``output`` is wrk's text. ``non2xx`` counts error answers and
+    ``socket_errors`` wrk's ``Socket errors: connect N, read N, write N, timeout N`` (all 0 when it
+    prints no such line); ``errors`` is their sum. Any error raises, unless ``errors_ok`` (the caller
+    counts and prints them): a timed-out or broken request is missing from req/s and from the
+    percentiles, so a run with them measured something else."""
     cmd = ["wrk", "-t2", "-c16", f"-d{duration}s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
     cmd += [url, *(["--", *args] if args else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out, url, errors_ok)
+
+
+SOCKET_ERRORS = ("connect", "read", "write", "timeout")
+
+
+def parse_wrk(out: str, url: str = "", errors_ok: bool = False) -> dict:
+    """``wrk``'s result from its text ``out`` (see ``wrk``)."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if non2xx and not errors_ok:
-        raise RuntimeError(f"wrk saw {non2xx.group(1)} error responses from {url}")
+    found = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    non2xx = int(found.group(1)) if found else 0
+    found = re.search(r"Socket errors:\s+" + r",\s+".join(rf"{k}\s+(\d+)" for k in SOCKET_ERRORS), out)
+    if found is None and "Socket errors" in out:
+        raise RuntimeError(f"wrk's socket errors line is not in the expected form: {out}")
+    socket_errors = dict(zip(SOCKET_ERRORS, map(int, found.groups()) if found else (0,) * 4, strict=True))
+    errors = non2xx + sum(socket_errors.values())
+    if errors and not errors_ok:
+        shown = ", ".join(f"{k} {v}" for k, v in socket_errors.items())
+        raise RuntimeError(f"wrk saw errors from {url}: {non2xx} non-2xx/3xx answers; socket errors: {shown}")
     pct = {p: _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
-    return {"rps": rps, "p50_ms": pct["50"], "p99_ms": pct["99"], "output": out}
+    return {
+        "rps": rps,
+        "p50_ms": pct["50"],
+        "p99_ms": pct["99"],
+        "non2xx": non2xx,
+        "socket_errors": socket_errors,
+        "errors": errors,
+        "output": out,
+    }
 
 
 def _ms(text: str) -> float:

@@ -64,8 +64,10 @@ def run_statsforecast(
 
     Each model runs in its own ``StatsForecast(..., n_jobs=1).cross_validation`` call with
     ``n_windows=windows, step_size=step, refit=True``, so ``seconds`` is that model's wall time
-    (``time.perf_counter``). It includes numba JIT compilation on first use in the process, so the
-    first model run (and any model with uncached kernels) looks slower than its steady state.
+    (``time.perf_counter``). It includes first use costs in the process (imports; numba JIT
+    compilation in statsforecast versions built on numba, before 2.x's compiled core), so the
+    first model run looks slower than its steady state: ``accuracy.py`` warms the models first
+    (``broad_run.warm_up``).
     Returns results keyed by ``"sf_<Model>"``.
     """
     from statsforecast import StatsForecast

@@ -6,9 +6,14 @@ anchors, side by side in one run, same client (Debian's wrk, -t2 -c16).
 - What the database takes: pgbench (PostgreSQL's own client), single-row INSERT + commit into the
   same table over 16 connections to the same embedded PostgreSQL.
 - Soak: events at the same concurrency for ``--soak`` seconds, each wrk thread on its own series,
-  every tenth event refused (-1 into a series of log returns: 422). Afterwards the database must
-  hold every acknowledged event and none of the refused ones; events written but not acknowledged
-  (in flight when wrk stopped) are counted apart.
+  every tenth event refused (-1 into a series of log returns: 422 naming the value), each event
+  with a vintage of its own (a minute in the past, unique to the microsecond) that ingest's answer
+  repeats. Afterwards the database must hold every acknowledged event,
+  looked up one by one by (series, vintage), and none of the refused ones; events written but not
+  acknowledged (in flight when wrk stopped) are counted apart, per event too.
+- The events run's answers by status and wrk's socket errors are printed; any error answer or
+  socket error there (counted in its req/s), any answer but 200/422 or socket error in the soak,
+  a lost or a stored refused event marks the table and makes the run exit non-zero.
 - How many events each commit held (the function's ``pefm_ingest_group_writes`` histogram).
 
 Everything runs on this machine against an embedded PostgreSQL in a temporary directory; pgbench
@@ -24,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -72,12 +78,39 @@ def event_series(series: str, duration: int, threads: int | None = None) -> list
     return [f"{b}_{e}" if e else b for b in bases for e in range(1 + duration * MAX_RATE // DAYS)]
 
 
-def events(url: str, duration: int, series: str, reject_every: int = 0, own: bool = False) -> dict:
-    """wrk over post_event.lua: rate, latency and the answers by status."""
-    args = [series, TOKEN, str(reject_every), "2", *(["own"] if own else [])]
+def events(
+    url: str, duration: int, series: str, reject_every: int = 0, own: bool = False, acks: Path | None = None
+) -> dict:
+    """wrk over post_event.lua: rate, latency, the answers by status (``answers``: ok, rejected,
+    other), wrk's socket errors, and with ``acks`` (a path prefix) every acknowledged event as
+    (series, vintage) in ``acknowledged`` (each request then carries a vintage of its own). Error
+    answers and socket errors do not raise here: the caller prints and judges them."""
+    args = [series, TOKEN, str(reject_every), "2", "own" if own else "shared", str(acks or "")]
     run = wrk(f"{url}/v1/observations", duration, EVENTS, args, errors_ok=True)
     run["answers"] = json.loads(re.search(r"^STREAM (.*)$", run.pop("output"), re.M).group(1))
+    if acks is not None:
+        run["acknowledged"] = read_acks(acks, threads=2)
+        if len(run["acknowledged"]) != run["answers"]["ok"]:  # a lost or doubled line: no check at all
+            raise RuntimeError(
+                f"{run['answers']['ok']} events acknowledged, {len(run['acknowledged'])} distinct in the log {acks}.*"
+            )
     return run
+
+
+def read_acks(prefix: Path, threads: int) -> set[tuple[str, datetime]]:
+    """The (series, vintage) of every acknowledged event from post_event.lua's logs ``prefix.<k>``."""
+    found = set()
+    for k in range(threads):
+        for line in Path(f"{prefix}.{k}").read_text().splitlines():
+            series, vintage = line.split(" ")
+            found.add((series, datetime.fromisoformat(vintage)))
+    return found
+
+
+def compare_events(acknowledged: set, stored: set) -> dict[str, int]:
+    """Per event: acknowledged events missing from ``stored`` (lost) and stored events never
+    acknowledged (in flight when wrk stopped), both sets of (series, vintage)."""
+    return {"lost": len(acknowledged - stored), "stored_unacknowledged": len(stored - acknowledged)}
 
 
 def group_sizes(url: str) -> tuple[float, float]:
@@ -100,10 +133,12 @@ def main() -> None:
 
 def run(tmp: Path, args) -> None:
     db = open_database(Settings(home=tmp / "home"), schema="migrate")
-    hello, hello_proc = start_hello()
-    ingest = start_function("ingest", db.url, tmp, PEFM_INGEST_TOKEN=TOKEN)
     auth = {"authorization": f"Bearer {TOKEN}"}
-    try:
+    hello_proc, functions = None, []
+    try:  # everything started inside: stopped whatever fails
+        hello, hello_proc = start_hello()
+        ingest = start_function("ingest", db.url, tmp, PEFM_INGEST_TOKEN=TOKEN)
+        functions.append(ingest)
         events_series = event_series("bench_events", args.duration)
         soak_series = event_series("bench_soak", args.soak, threads=2)
         for sid in (*events_series, *soak_series, "bench_pgbench"):
@@ -117,20 +152,22 @@ def run(tmp: Path, args) -> None:
         print("pgbench: single-row INSERT + commit ...", flush=True)
         raw_tps = pgbench(db.url, args.duration, tmp)
         print(f"soak: {args.soak} s of events, every tenth refused ...", flush=True)
-        soak = events(ingest.url, args.soak, "bench_soak", reject_every=10, own=True)
+        soak = events(ingest.url, args.soak, "bench_soak", reject_every=10, own=True, acks=tmp / "acks")
         with db.connection() as conn:
-            rows, refused_rows = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE value <= 0) FROM observations WHERE series_id = ANY(%s)",
-                (soak_series,),
-            ).fetchone()
+            stored = conn.execute(
+                "SELECT series_id, vintage, value > 0 FROM observations WHERE series_id = ANY(%s)", (soak_series,)
+            ).fetchall()
             events_rows = conn.execute(
                 "SELECT count(*) FROM observations WHERE series_id = ANY(%s)", (events_series,)
             ).fetchone()[0]
     finally:
-        stop(ingest)
-        hello_proc.terminate()
+        for running in functions:
+            stop(running)
+        if hello_proc is not None:
+            hello_proc.terminate()
+            hello_proc.wait()
         db.close()
-    acked = soak["answers"]["ok"]
+    checked = compare_events(soak["acknowledged"], {(sid, vintage) for sid, vintage, good in stored if good})
     results = {
         "hello_rps": round(hello_run["rps"], 1),
         "hello_p50_ms": hello_run["p50_ms"],
@@ -140,6 +177,7 @@ def run(tmp: Path, args) -> None:
         "events_p50_ms": stream["p50_ms"],
         "events_p99_ms": stream["p99_ms"],
         "events_answers": stream["answers"],
+        "events_socket_errors": stream["socket_errors"],
         "events_rows": events_rows,
         "events_per_commit": round(per_commit, 2),
         "commits": int(commits),
@@ -149,22 +187,58 @@ def run(tmp: Path, args) -> None:
         "soak_rps": round(soak["rps"], 1),
         "soak_p99_ms": soak["p99_ms"],
         "soak_answers": soak["answers"],
-        "soak_rows": rows,
-        "soak_lost": max(0, acked - rows),
-        "soak_written_unacknowledged": max(0, rows - acked),
-        "soak_refused_written": refused_rows,
+        "soak_socket_errors": soak["socket_errors"],
+        "soak_rows": len(stored),
+        "soak_lost": checked["lost"],
+        "soak_written_unacknowledged": checked["stored_unacknowledged"],
+        "soak_refused_written": sum(1 for *_, good in stored if not good),
     }
+    failures = judge(results)
+    results["failures"] = failures
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if failures:
+        raise SystemExit("FAILED: " + "; ".join(failures))
+
+
+def judge(r: dict) -> list[str]:
+    """What makes the run's numbers wrong or the soak fail: error answers or socket errors in the
+    events run (counted in its req/s), answers other than 200/422 or socket errors in the soak, an
+    acknowledged event not stored, a refused one stored."""
+    failures = []
+    events, soak = r["events_answers"], r["soak_answers"]
+    if events["rejected"] or events["other"] or sum(r["events_socket_errors"].values()):
+        failures.append(
+            f"the events run had {events['rejected']} refused, {events['other']} other answers and"
+            f" {_socket(r['events_socket_errors'])}: its req/s counts them"
+        )
+    if soak["other"] or sum(r["soak_socket_errors"].values()):
+        failures.append(f"the soak had {soak['other']} other answers and {_socket(r['soak_socket_errors'])}")
+    if not soak["ok"] or not soak["rejected"]:
+        failures.append(
+            f"the soak had {soak['ok']} acknowledged and {soak['rejected']} refused events: nothing to check"
+        )
+    if r["soak_lost"]:
+        failures.append(f"{r['soak_lost']} acknowledged events are not stored")
+    if r["soak_refused_written"]:
+        failures.append(f"{r['soak_refused_written']} refused events are stored")
+    return failures
+
+
+def _socket(errors: dict[str, int]) -> str:
+    return f"{sum(errors.values())} socket errors (" + ", ".join(f"{k} {v}" for k, v in errors.items()) + ")"
 
 
 def report(r: dict) -> None:
-    soak = r["soak_answers"]
+    soak, events = r["soak_answers"], r["events_answers"]
+    events_socket, soak_socket = sum(r["events_socket_errors"].values()), sum(r["soak_socket_errors"].values())
+    events_errors = events["rejected"] + events["other"] + events_socket
+    mark = " (!) errors counted" if events_errors else ""
     print_table(
         [
             (
-                "events (1 obs/request) vs hello-world",
+                "events (1 obs/request) vs hello-world" + mark,
                 f"{r['events_rps']:.0f} req/s",
                 f"{r['hello_rps']:.0f} req/s",
                 f"{r['events_rps_ratio']:.2f}",
@@ -186,11 +260,18 @@ def report(r: dict) -> None:
             ),
             ("  events per commit (mean)", f"{r['events_per_commit']:.1f}", "", "", ""),
             (
-                f"soak {r['soak_seconds']} s: acknowledged / refused / other",
-                f"{soak['ok']} / {soak['rejected']} / {soak['other']}",
+                "  events answers: ok / refused / other / socket errors" + (" (!)" if events_errors else ""),
+                f"{events['ok']} / {events['rejected']} / {events['other']} / {events_socket}",
                 "",
                 "",
-                "other = 0",
+                "all but ok = 0",
+            ),
+            (
+                f"soak {r['soak_seconds']} s: acknowledged / refused / other / socket errors",
+                f"{soak['ok']} / {soak['rejected']} / {soak['other']} / {soak_socket}",
+                "",
+                "",
+                "other = socket = 0",
             ),
             (
                 "  rate, p99",
@@ -200,16 +281,24 @@ def report(r: dict) -> None:
                 "",
             ),
             (
-                "  acknowledged but not stored (lost)",
+                "  acknowledged but not stored (lost; per event)",
                 str(r["soak_lost"]),
                 "",
                 "",
                 "0",
             ),
-            ("  refused but stored", str(r["soak_refused_written"]), "", "", "0"),
-            ("  stored, not acknowledged (in flight at the end)", str(r["soak_written_unacknowledged"]), "", "", ""),
+            ("  refused but stored (per event)", str(r["soak_refused_written"]), "", "", "0"),
+            (
+                "  stored, not acknowledged (in flight at the end; per event)",
+                str(r["soak_written_unacknowledged"]),
+                "",
+                "",
+                "",
+            ),
         ]
     )
+    for failure in r["failures"]:
+        print(f"(!) {failure}")
 
 
 if __name__ == "__main__":
