@@ -18,7 +18,7 @@ from pefm.forecasting.panel import load_panel
 from pefm.rollout.providers import PrometheusProvider
 from pefm.storage import retrain_events
 from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
-from pefm.storage.observations import read_frame
+from pefm.storage.observations import read_frame, recent_start
 from pefm.storage.series import SeriesMeta, SeriesSpan, get_series, list_series, series_spans
 
 
@@ -245,12 +245,28 @@ def model_options(conn: psycopg.Connection, series_id: str) -> list[dict[str, st
     return [{"label": f"{v.id} ({v.status})", "value": v.id} for v in versions]
 
 
-def history(conn: psycopg.Connection, series_id: str, as_of: datetime | None, space: str = "model") -> pd.Series:
-    """The series as known at ``as_of``: the stored values (``level``) or with its transform
-    applied (``model``)."""
+RECENT_POINTS = 200
+"""What a chart reads of a series' past: its last 80 points drawn, with room for a transform's lags."""
+
+
+def history(
+    conn: psycopg.Connection,
+    series_id: str,
+    as_of: datetime | None,
+    space: str = "model",
+    start: datetime | None = None,
+) -> pd.Series:
+    """The series as known at ``as_of`` (from ``start`` on, where given: ``recent``): the stored
+    values (``level``) or with its transform applied (``model``)."""
     if space == "level":
-        return read_frame(conn, [series_id], as_of=as_of)[series_id].dropna()
-    return load_panel(conn, [series_id], as_of=as_of)[series_id].dropna()
+        return read_frame(conn, [series_id], as_of=as_of, start=start)[series_id].dropna()
+    return load_panel(conn, [series_id], as_of=as_of, start=start)[series_id].dropna()
+
+
+def recent(conn: psycopg.Connection, series_id: str, as_of: datetime | None) -> datetime | None:
+    """Where a chart's reads of the series start: its last ``RECENT_POINTS`` timestamps known at
+    ``as_of`` (a year of minute bars is half a million rows; the chart draws 80)."""
+    return recent_start(conn, series_id, as_of, RECENT_POINTS)
 
 
 def forecast(
@@ -332,7 +348,7 @@ def forecast_at(
     from pefm.forecasting.origins import stored_forecast
     from pefm.forecasting.registry import PRECOMPUTED_LEVELS, estimation_group, serving_version
 
-    known = history(conn, series_id, as_of)
+    known = history(conn, series_id, as_of, start=recent(conn, series_id, as_of))
     if known.empty:
         return OriginForecast(None, None, f"nothing of {series_id} was known on {as_of:%Y-%m-%d}")
     origin, version = known.index[-1], get_version(conn, version_id)

@@ -179,8 +179,9 @@ def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -
     """One series' panel: its history as known then, the version's forecast (made at the as-of
     origin, or the latest), the outcomes since, the compared version's forecast."""
     space, as_of = view.space, _as_of(view)
-    latest = data.history(conn, info.id, None, space)
-    known = data.history(conn, info.id, as_of, space) if as_of else latest
+    start = data.recent(conn, info.id, as_of)  # the outcomes since an as-of origin are read too
+    latest = data.history(conn, info.id, None, space, start)
+    known = data.history(conn, info.id, as_of, space, start) if as_of else latest
     title = f"{info.id}: {info.name}" + (f", as known on {view.as_of}" if as_of else "")
     panel = Panel(info.id, title, info.unit_in(space), info.frequency.value, known.iloc[-80:], pd.DataFrame(), "")
     if version is None:
@@ -227,7 +228,8 @@ def forecast_csv(view: ForecastView) -> pd.DataFrame:
         for info, version, _ in _chosen(conn, view):
             if version is None:
                 continue
-            latest = data.history(conn, info.id, None, view.space)
+            start = data.recent(conn, info.id, _as_of(view))
+            latest = data.history(conn, info.id, None, view.space, start)
             forecast, _, origin, known = _made(conn, version, info.id, view.horizon, view.space, _as_of(view), latest)
             if forecast.empty:
                 continue

@@ -323,3 +323,27 @@ def test_events_of_a_new_weekly_series_committed_together_keep_one_weekday(db):
     assert isinstance(friday, ApiError) and friday.status == 422
     with db.connection() as conn:
         assert read_series(conn, "claims").index.strftime("%Y-%m-%d").tolist() == ["2024-01-06"]
+
+
+def test_recent_start_bounds_a_read_to_the_last_points_known_then(conn, gdp):
+    """A chart's read of a long series starts at its last points known at the moment asked
+    (a year of minute bars is half a million rows; the dashboard drew 80 after reading them all)."""
+    from pefm.storage.observations import recent_start
+    from pefm.storage.series import series_spans
+
+    quarters = pd.date_range("1950-01-01", periods=240, freq="QS")
+    write_observations(conn, obs("gdp", dict(zip(quarters.strftime("%Y-%m-%d"), range(240), strict=True))), vintage=V1)
+    write_observations(conn, obs("gdp", {"2000-01-01": 99.0}), vintage=V2)  # a revision: one timestamp, two rows
+    start = recent_start(conn, "gdp", None, 200)
+    assert pd.Timestamp(start).tz_convert(None) == quarters[40]
+    assert len(read_frame(conn, ["gdp"], start=start)) == 200
+    before = recent_start(conn, "gdp", datetime(2020, 5, 1, tzinfo=UTC), 100)  # known then: V1's rows
+    assert pd.Timestamp(before).tz_convert(None) == quarters[140]
+    assert recent_start(conn, "gdp", None, 241) is None  # fewer: read it whole
+    assert recent_start(conn, "nope", None, 10) is None
+    span = series_spans(conn)["gdp"]
+    assert (span.first, span.last, span.known_since) == (
+        quarters[0].tz_localize(UTC),
+        quarters[-1].tz_localize(UTC),
+        V2,
+    )

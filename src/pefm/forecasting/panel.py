@@ -38,15 +38,21 @@ def default_series(conn: psycopg.Connection, family: str) -> list[str]:
 
 
 def load_panel(
-    conn: psycopg.Connection, series_ids: Sequence[str], *, as_of: Moment = None, skip_refused: bool = False
+    conn: psycopg.Connection,
+    series_ids: Sequence[str],
+    *,
+    as_of: Moment = None,
+    start: Moment = None,
+    skip_refused: bool = False,
 ) -> pd.DataFrame:
     """The series as known at ``as_of``, each transformed as its catalog entry says, aligned on
     their common index (NaN where a series has no value). ``attrs["frequencies"]``,
     ``attrs["calendars"]`` and ``attrs["transforms"]`` describe the columns; ``attrs["anchors"]``
     holds each series' last stored value (where its inverse transform back to levels starts). A
     series whose values its transform refuses raises TransformError, or with ``skip_refused`` is
-    left out and named with the reason in ``attrs["refused"]``."""
-    raw = read_frame(conn, series_ids, as_of=as_of)
+    left out and named with the reason in ``attrs["refused"]``. ``start``: only the timestamps from
+    it on (a transform with lags then leaves their first values out)."""
+    raw = read_frame(conn, series_ids, as_of=as_of, start=start)
     columns, transforms, anchors, refused = {}, {}, {}, {}
     for series_id in series_ids:
         meta = get_series(conn, series_id)

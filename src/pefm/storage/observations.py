@@ -402,6 +402,22 @@ def read_frame(
     return frame
 
 
+def recent_start(conn: psycopg.Connection, series_id: str, as_of: Moment, points: int) -> datetime | None:
+    """The first of the last ``points`` timestamps of the series known at ``as_of``: where a read of
+    its recent past starts (a chart's, of a series of millions of minute bars); None when it has
+    fewer (read it whole). An index scan of ``points`` entries."""
+    row = conn.execute("SELECT frequency FROM series WHERE id = %s", (series_id,)).fetchone()
+    if row is None:
+        return None
+    found = conn.execute(
+        f"""SELECT min(ts) FROM (SELECT DISTINCT ts FROM {table_of(row[0])}
+                                 WHERE series_id = %s AND vintage <= %s ORDER BY ts DESC LIMIT %s) AS recent
+            HAVING count(*) = %s""",
+        (series_id, _window(as_of, None, None)["as_of"], points, points),
+    ).fetchone()
+    return found[0] if found else None
+
+
 def _window(as_of: Moment, start: Moment, end: Moment) -> dict[str, object]:
     return {
         "as_of": _as_utc(as_of) if as_of is not None else datetime.max.replace(tzinfo=UTC),
