@@ -172,7 +172,13 @@ class RolloutController:
             (service,),
         ).fetchone()
         if last is not None and last[1]:
-            self.reconcile(last[0])
+            try:
+                self.reconcile(last[0])
+            except RolloutBusy:
+                raise
+            except Exception as exc:  # the router failing again: a 503 to try later, not a 500
+                why = f"rollout {last[0]}'s traffic is not routed yet ({type(exc).__name__}: {exc}); try again"
+                raise RolloutBusy(why) from exc
         return serving_revision(self.router.traffic(service))
 
     def get(self, rollout_id: int) -> Rollout:
