@@ -183,13 +183,17 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
     event("before", "start", 60)
     event("request", retrain_events.REQUESTED, 50, "the monitor requested a retraining: drift in unemp")
     event("before", "gates-failed", 40)  # began before the request: it does not answer it
-    unanswering = {"dry": ["start", "dry-run"], "rollout failed": ["start", "trained", "deployed", "failed"]}
+    unanswering = {
+        "dry": ["start", "dry-run"],
+        "no deploy": ["start", "trained", "gates-passed"],  # its candidate left for the next run to deploy
+        "rollout failed": ["start", "trained", "deployed", "failed"],
+    }
     for run_id, steps in unanswering.items():
         for step in steps:
             event(run_id, step, 30)
     pending = retrain_events.pending_request(conn)
     assert pending.reason == "the monitor requested a retraining: drift in unemp"
-    assert pending.attempts == 1  # the run that failed; not the dry run
+    assert pending.attempts == 1  # the run that failed; not the dry run, nor the one that did not deploy
     assert pending.at.tzinfo is not None
     event("answer", "start", 20)
     event("answer", "up-to-date", 20)

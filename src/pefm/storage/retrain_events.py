@@ -17,11 +17,16 @@ REQUESTED = "requested"
 OUTCOMES = ("up-to-date", "gates-failed", "gates-passed", "deployed", "rollout-started")
 """The steps a run that did its work ends on. A run that stood aside, was a dry run, failed or
 stopped part-way (killed) ends on none of them."""
+ANSWERS = ("up-to-date", "gates-failed", "deployed", "rollout-started")
+"""The outcomes that answer the monitor's request: the candidate judged and, once it passed, deployed.
+A run that ends on ``gates-passed`` (``pefm retrain --no-deploy``) leaves it pending, as a dry run
+does: had it answered, the candidate it gated would never have been deployed, and the same
+evidence is not asked about again (``drift.monitor.due_for_retraining``)."""
 ENDINGS = (*OUTCOMES, "skipped", "dry-run", "failed")
 """The steps a run that returned ends on (a run whose last step is another is running, or was killed)."""
 ATTEMPTS = 3
-"""Runs that started (dry runs aside), or failed, after a request and left it unanswered, before it
-is given up."""
+"""Runs that started (dry runs and ``--no-deploy`` runs aside), or failed, after a request and left
+it unanswered, before it is given up."""
 
 
 def record(
@@ -83,12 +88,13 @@ quarter of an hour while it waits."""
 
 def pending_request(conn: psycopg.Connection) -> Request | None:
     """The drift monitor's latest request for a retraining that no run started since has answered,
-    or None. A run answers it when it ends on one of ``OUTCOMES``; one that stood aside (another
-    running, a rollout under way), was a dry run, failed or stopped part-way (killed) leaves it
-    pending for the next, until ``ATTEMPTS`` runs that started or failed since it have left it so:
-    then it is given up (a run that fails every time would otherwise be retried every quarter of an
-    hour, for good). Dry runs and runs that stood aside before starting are not counted (asking
-    what a retraining would do changes nothing); the latest to stand aside is named. A request
+    or None. A run answers it when it ends on one of ``ANSWERS``; one that stood aside (another
+    running, a rollout under way), was a dry run or did not deploy (``--no-deploy``), failed or
+    stopped part-way (killed) leaves it pending for the next, until ``ATTEMPTS`` runs that started
+    or failed since it have left it so: then it is given up (a run that fails every time would
+    otherwise be retried every quarter of an hour, for good). Dry runs, runs that did not deploy
+    and runs that stood aside before starting are not counted (asking what a retraining would do
+    changes nothing); the latest to stand aside is named. A request
     about a version that no longer serves (promoted away, or rolled out, since) is superseded:
     the version serving now was never checked, and a retraining of it would answer nothing."""
     row = conn.execute(
@@ -109,14 +115,16 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
             SELECT request.ts, request.reason,
                    (SELECT count(DISTINCT run_id) FROM retrain_events s
                     WHERE s.step IN ('start', 'failed') AND s.ts >= request.ts
-                      AND NOT EXISTS (SELECT 1 FROM retrain_events o WHERE o.run_id = s.run_id AND o.step = 'dry-run')),
+                      AND NOT EXISTS (SELECT 1 FROM retrain_events o WHERE o.run_id = s.run_id AND o.step = 'dry-run')
+                      AND (SELECT o.step FROM retrain_events o WHERE o.run_id = s.run_id ORDER BY o.id DESC LIMIT 1)
+                          IS DISTINCT FROM 'gates-passed'),
                    aside.ts, aside.reason
             FROM request LEFT JOIN LATERAL (
                 SELECT s.ts, s.reason FROM retrain_events s
                 WHERE s.step = 'skipped' AND s.ts >= request.ts AND {_STOOD_ASIDE}
                 ORDER BY s.id DESC LIMIT 1
             ) aside ON true""",
-        (list(OUTCOMES),),
+        (list(ANSWERS),),
     ).fetchone()
     if row is None or row[2] >= ATTEMPTS:
         return None
