@@ -215,3 +215,48 @@ def test_policy_files_are_validated_naming_the_rule(tmp_path: Path):
     bad.write_text('[[rule]]\ntest = "coverage"\nlevel = "95"\n')
     with pytest.raises(PolicyError, match="level must be a number"):
         load_policy(bad)
+
+
+def test_a_comparison_that_cannot_run_fails_rather_than_passes():
+    """One window of h=8: no step had more windows than its h, so no test ran, and a candidate
+    whose errors were ten times the serving model's passed with no check at all."""
+    rng = np.random.default_rng(11)
+    y = truth(rng, ["realgdp"], n=9)
+    cutoffs = pd.date_range("1990-01-01", periods=1, freq="D")
+    worse = backtest(rng, y, 10.0, cutoffs=cutoffs, h=8)
+    report = evaluate(load_policy(), worse, backtest(rng, y, 1.0, cutoffs=cutoffs, h=8))
+    assert report["passed"] is False and report["checks"] == []
+    assert any(f.startswith("no comparison with the serving model could run on 1 window") for f in report["failures"])
+    alone = evaluate(load_policy(), worse, None)  # nothing serves: nothing to compare with, as before
+    assert alone["passed"] is True
+
+
+def test_a_series_only_the_serving_models_backtest_has_fails_the_candidate():
+    """The candidate forecasts unemp but its backtest lacks it (too short for its model): unemp
+    was compared nowhere, named nowhere, and the candidate passed."""
+    rng = np.random.default_rng(12)
+    y = truth(rng, ["realgdp", "unemp"])
+    candidate = backtest(rng, {"realgdp": y["realgdp"]}, 1.0)
+    report = evaluate(load_policy(), candidate, backtest(rng, y, 1.0))
+    assert report["passed"] is False
+    assert [f for f in report["failures"] if f.startswith("unemp:")] == [
+        "unemp: the serving model's backtest has it and the candidate's does not: nothing compared them"
+    ]
+    dropped = evaluate(load_policy(), candidate, backtest(rng, y, 1.0), dropped=["unemp"])  # one failure, not two
+    assert [f for f in dropped["failures"] if f.startswith("unemp:")] == [
+        "unemp: the serving model forecasts it, the candidate does not (promoting it would leave unemp unserved)"
+    ]
+
+
+def test_cutoffs_a_horizon_apart_share_no_shocks_and_every_step_is_tested():
+    """With cutoffs 4 periods apart, 4-step errors do not overlap: each step is tested with h=1
+    (no Newey-West lags), not left untested or over-corrected as if cutoffs were a period apart."""
+    rng = np.random.default_rng(13)
+    y = truth(rng, ["realgdp"], n=6)
+    cutoffs = pd.date_range("1990-01-01", periods=3, freq="D")
+    pair = backtest(rng, y, 1.0, cutoffs=cutoffs, h=4), backtest(rng, y, 1.0, cutoffs=cutoffs, h=4)
+    spaced = evaluate(load_policy(), *pair, spacing=4)
+    assert sorted({c["step"] for c in spaced["checks"] if c["test"] == "diebold-mariano"}) == [1, 2, 3, 4]
+    assert not [s for s in spaced["skipped"] if s["reason"].startswith("h=")]
+    dense = evaluate(load_policy(), *pair)  # a period apart: steps 3 and 4 need more than 3 windows
+    assert sorted({c["step"] for c in dense["checks"] if c["test"] == "diebold-mariano"}) == [1, 2]

@@ -147,13 +147,18 @@ def evaluate(
     candidate_id: str = "candidate",
     serving_id: str | None = None,
     dropped: list[str] | tuple[str, ...] = (),
+    spacing: int = 1,
 ) -> dict[str, Any]:
     """Judge the candidate's backtest rows (``with_steps`` frames) against the rules, and the
     serving model's rows on the same windows. ``returns``: series whose values are returns (the
     Sharpe rule applies to them). ``dropped``: series the serving model forecasts and the
-    candidate does not; each fails the candidate (promoting it would leave the series unserved)."""
+    candidate does not; each fails the candidate (promoting it would leave the series unserved).
+    ``spacing``: periods between cutoffs (the backtest's ``step``), which sets how many of the
+    k-step errors overlap. Against a serving model the candidate fails where nothing compared
+    them: a series the serving model's backtest has and the candidate's lacks (too short for its
+    model?), or a comparison that could not run at all (no more windows than the steps)."""
     pairs = paired(candidate, serving) if serving is not None else None
-    checks, skipped = [], []
+    checks, skipped, compared = [], [], 0
     for rule in rules:
         if rule.test in RELATIVE and pairs is None:
             skipped.append({"rule": rule.name, "reason": "no serving model to compare with"})
@@ -161,20 +166,32 @@ def evaluate(
         if rule.test in RELATIVE:
             for series_id in sorted(set(candidate["series_id"]) - set(pairs["series_id"])):
                 skipped.append(
-                    {"rule": rule.name, "series_id": series_id, "reason": "the serving model does not forecast it"}
+                    {"rule": rule.name, "series_id": series_id, "reason": "the serving model's backtest lacks it"}
                 )
-        found, why = _tests(rule, candidate, pairs, returns)
+        found, why = _tests(rule, candidate, pairs, returns, spacing)
         if not found:
             skipped.append({"rule": rule.name, "reason": why})
-        elif untested := _untested_steps(rule, pairs):
+        elif untested := _untested_steps(rule, pairs, spacing):
             steps = ", ".join(map(str, untested))
             skipped.append({"rule": rule.name, "reason": f"h={steps} untested: {why}"})
+        compared += len(found) if rule.test in RELATIVE else 0
         for check, adjusted in zip(found, metrics.holm([c["p_value"] for c in found]), strict=True):
             checks.append(_verdict(rule, check, float(adjusted)))
     failures = [c["reason"] for c in checks if not c["passed"]] + [
         f"{s}: the serving model forecasts it, the candidate does not (promoting it would leave {s} unserved)"
         for s in dropped
     ]
+    if serving is not None:
+        failures += [
+            f"{s}: the serving model's backtest has it and the candidate's does not: nothing compared them"
+            for s in sorted(set(serving["series_id"]) - set(candidate["series_id"]) - set(dropped))
+        ]
+        if not compared and any(rule.test in RELATIVE for rule in rules):
+            windows = candidate["cutoff"].nunique()
+            failures.append(
+                f"no comparison with the serving model could run on {windows} window(s): a Diebold-Mariano "
+                "test at step k needs more windows than k (run the backtest on more windows)"
+            )
     return {
         "candidate": candidate_id,
         "serving": serving_id,
@@ -191,16 +208,26 @@ def evaluate(
     }
 
 
-def _untested_steps(rule: Rule, pairs: pd.DataFrame | None) -> list[int]:
+def _untested_steps(rule: Rule, pairs: pd.DataFrame | None, spacing: int) -> list[int]:
     """The steps at which a paired test of ``rule`` was left out for some series: no more windows
-    than the step (see ``_tests``)."""
+    than the overlap of its errors (see ``_tests``)."""
     if rule.test not in ("diebold-mariano", "interval-score") or pairs is None:
         return []
     sizes = pairs.groupby(["series_id", "step"]).size().reset_index(name="n")
-    return sorted({int(s) for s in sizes.loc[sizes["n"] <= sizes["step"], "step"]})
+    overlap = sizes["step"].map(lambda step: overlapping(step, spacing))
+    return sorted({int(s) for s in sizes.loc[sizes["n"] <= overlap, "step"]})
 
 
-def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, returns) -> tuple[list[dict], str]:
+def overlapping(step: int, spacing: int) -> int:
+    """The horizon a test of k-step errors at cutoffs ``spacing`` periods apart takes: consecutive
+    errors share ``ceil(k / spacing) - 1`` periods' shocks (Diebold-Mariano's lags h - 1; with
+    cutoffs a period apart, h = k)."""
+    return -(-int(step) // int(spacing))
+
+
+def _tests(
+    rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, returns, spacing: int
+) -> tuple[list[dict], str]:
     """One raw test per (series, step) the rule covers, or none and why."""
     out = []
     if rule.test == "coverage":
@@ -214,9 +241,9 @@ def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, retu
         return out, ""
     if rule.test == "diebold-mariano":
         for (series_id, step), g in pairs.groupby(["series_id", "step"]):
-            if len(g) <= step:
+            if len(g) <= (h := overlapping(step, spacing)):
                 continue
-            stat, p = metrics.diebold_mariano(g["y"], g["mean_c"], g["mean_s"], h=int(step), alternative="greater")
+            stat, p = metrics.diebold_mariano(g["y"], g["mean_c"], g["mean_s"], h=h, alternative="greater")
             rmse_c, rmse_s = metrics.rmse(g["y"], g["mean_c"]), metrics.rmse(g["y"], g["mean_s"])
             out.append(_raw(series_id, step, len(g), f"rmse@h{step}", rmse_c, rmse_s, stat, p))
         return out, "too few windows for a Diebold-Mariano test (need more than h)"
@@ -225,15 +252,17 @@ def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, retu
         if f"{lo}_c" not in pairs.columns or f"{lo}_s" not in pairs.columns:
             return [], f"the backtests do not both have {rule.level}% intervals"
         for (series_id, step), g in pairs.groupby(["series_id", "step"]):
-            if len(g) <= step:
+            if len(g) <= (h := overlapping(step, spacing)):
                 continue
             mine = metrics.interval_scores(g["y"], g[f"{lo}_c"], g[f"{hi}_c"], rule.level)
             theirs = metrics.interval_scores(g["y"], g[f"{lo}_s"], g[f"{hi}_s"], rule.level)
-            stat, p = metrics.loss_differential_test(mine, theirs, h=int(step), alternative="greater")
+            stat, p = metrics.loss_differential_test(mine, theirs, h=h, alternative="greater")
             name = f"winkler-{rule.level}@h{step}"
             out.append(_raw(series_id, step, len(g), name, mine.mean(), theirs.mean(), stat, p))
         return out, "too few windows for a Diebold-Mariano test (need more than h)"
     one_step = pairs[(pairs["step"] == 1) & pairs["series_id"].isin(returns)]
+    if one_step.empty:
+        return [], "no return series among the compared ones"
     for series_id, g in one_step.groupby("series_id"):
         if len(g) < 3:
             continue
@@ -241,7 +270,7 @@ def _tests(rule: Rule, candidate: pd.DataFrame, pairs: pd.DataFrame | None, retu
         theirs = metrics.strategy_returns(g["y"], g["mean_s"], rule.cost)
         z, p = metrics.sharpe_difference(mine, theirs, alternative="less")
         out.append(_raw(series_id, 1, len(g), "sharpe (per period)", _sharpe(mine), _sharpe(theirs), z, p))
-    return out, "no return series among the compared ones"
+    return out, "too few windows for a Sharpe ratio test (need 3)"
 
 
 def _raw(series_id, step, n, metric, candidate, serving, statistic, p_value) -> dict[str, Any]:

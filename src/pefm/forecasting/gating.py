@@ -51,6 +51,7 @@ def gate_candidate(
         candidate_id=candidate.id,
         serving_id=serving.id if theirs is not None else None,
         dropped=[s for s in serving.series_ids if s not in candidate.series_ids] if serving is not None else [],
+        spacing=BacktestSpec.from_dict(candidate.backtest["spec"]).step,
     )
     report["windows"]["serving_backtest"] = source
     if serving is not None:
@@ -62,7 +63,9 @@ def gate_candidate(
 
 
 def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd.DataFrame, on_window):
-    if (serving.backtest or {}).get("forecasts"):
+    spec = BacktestSpec.from_dict(candidate.backtest["spec"])
+    stored_spec = (serving.backtest or {}).get("spec")
+    if (serving.backtest or {}).get("forecasts") and _fitted_alike(BacktestSpec.from_dict(stored_spec), spec):
         stored = backtest_frame(serving.backtest)
         needed = set(mine["series_id"]) & set(serving.series_ids)
         try:
@@ -71,7 +74,6 @@ def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd
                 return stored, "stored"
         except MismatchedBacktests:
             pass
-    spec = BacktestSpec.from_dict(candidate.backtest["spec"])
     ids = [s for s in candidate.series_ids if s in serving.series_ids]
     if not ids:
         raise MismatchedBacktests(f"{serving.id} forecasts none of {candidate.id}'s series")
@@ -79,6 +81,16 @@ def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd
         conn, serving.family, ids, spec, params=serving.params, as_of=candidate.data_as_of, on_window=on_window
     )
     return with_steps(run.results.drop(columns="model")), "re-run on the candidate's windows"
+
+
+def _fitted_alike(stored: BacktestSpec, candidate: BacktestSpec) -> bool:
+    """Whether a stored backtest was fitted as the candidate's was (training window and refits):
+    one re-estimated less often is not the same test of the serving model, whatever its windows."""
+    return (stored.window, stored.train_size, stored.refit_every) == (
+        candidate.window,
+        candidate.train_size,
+        candidate.refit_every,
+    )
 
 
 def _sharpe_series(version: ModelVersion) -> list[str]:
