@@ -651,3 +651,35 @@ def test_the_canary_weight_follows_the_canary_status_when_an_event_was_lost(fres
     assert waiting.status_code == 403 and waiting.json()["reason"].startswith("waiting for traffic"), waiting.text
     rollout = httpx.get(f"{fresh['url']}/v1/rollouts/{waiting.json()['rollout']}").json()
     assert rollout["weight"] == 10 and rollout["phase"] == "Progressing", rollout
+
+
+def test_a_revision_flagger_restarts_on_is_gated_at_pre_rollout(fresh):
+    """A new revision during an analysis: Flagger restarts at pre-rollout and never asks
+    confirm-rollout (only a Canary waiting to start does), so pre-rollout's smoke test alone let
+    a candidate whose gates failed take traffic."""
+    names, ungated = fresh["names"], fresh["versions"]["ungated"]
+    with fresh["db"].connection() as conn:
+        set_gate_report(conn, ungated, {"passed": False, "checks": [], "failures": ["dm"]})
+    fresh["api"].route(names["blue"], names["ungated"])
+    refused = hook(fresh, "pre-rollout", "c24")
+    assert refused.status_code == 403 and "validation gates" in refused.json()["reason"], refused.text
+    with fresh["db"].connection() as conn:
+        set_gate_report(conn, ungated, {"passed": True, "checks": [], "failures": []})
+    assert hook(fresh, "pre-rollout", "c24").status_code == 200  # gates and smoke test passed
+
+
+def test_an_operators_rollback_waits_for_flagger_when_the_canary_carries_traffic_no_event_told(fresh):
+    """Before any event PEFM saw the rollout at step -1, but Flagger had moved 10% to the canary
+    (its event lost): ending the rollout at once settled the registry while the canary still took
+    traffic. The rollback is left to Flagger's rollback gate."""
+    names = fresh["names"]
+    with fresh["db"].connection() as conn:  # as nothing settled it yet
+        conn.execute("UPDATE model_versions SET status = 'candidate' WHERE id = %s", (fresh["versions"]["same"],))
+    fresh["api"].route(names["blue"], names["same"], weight=10)
+    rollout_id = hook(fresh, "confirm-rollout", "c25").json()["rollout"]
+    fresh["api"].objects[("canaries", SERVICE)]["status"] = {"phase": "Progressing", "canaryWeight": 10}
+    act = f"{fresh['url']}/v1/rollouts/{rollout_id}/rollback"
+    answer = httpx.post(act, headers={"authorization": f"Bearer {ADMIN}"})
+    assert answer.status_code == 200 and answer.json()["phase"] != "Failed", answer.text
+    assert status_of(fresh, "same") == "candidate"
+    assert hook(fresh, "rollback", "c25").status_code == 200  # Flagger's gate opens: it rolls back

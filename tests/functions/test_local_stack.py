@@ -71,3 +71,21 @@ def test_a_second_stack_on_the_database_exits_before_it_starts_anything(db):
     assert exit_.value.exit_code == 1
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM local_traffic").fetchone()[0] == 0
+
+
+def test_a_port_a_stopped_server_left_in_time_wait_is_free():
+    """The connections a stopped server closed first stay in TIME_WAIT on its port for a minute:
+    a plain bind refused the port, and a restarted `pefm up` said it was in use."""
+    from pefm.local.runtime import port_free
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its side goes to TIME_WAIT
+            client.recv(1)
+        assert not port_free(port)  # still listening
+    assert port_free(port)

@@ -320,3 +320,33 @@ def test_a_rate_limit_is_one_budget_per_caller_across_replicas(schema, redis_ser
         bob.close()
         for running in replicas:
             stop(running)
+
+
+def test_a_replica_started_from_the_cache_after_a_unit_change_answers_with_the_new_unit(schema, redis_server, tmp_path):
+    """The state a replica starts from (Redis, for a week) holds the units of when it was kept: one
+    started after a PUT /v1/series changed a unit named the old one until its series' next data."""
+    from pefm.storage.series import get_series, upsert_series
+
+    url, version = schema
+    env = {"PEFM_REDIS_URL": redis_server.url, "PEFM_CACHE_KEY": CACHE_KEY, "PEFM_MODEL_VERSION": version}
+    first = start_function("inference", url, tmp_path / "first", **env)  # keeps the state, if not kept yet
+    with Database(url, max_size=1) as db, db.connection() as conn:
+        old = get_series(conn, "unemp")
+        upsert_series(conn, old.__class__(**{**old.__dict__, "unit": "a new unit"}))
+        conn.commit()
+    later = start_function("inference", url, tmp_path / "later", **env)
+    try:
+        assert cache_count(later, "state", "hit") == 1  # started from the state kept before the change
+        with later.client() as client:
+            assert eventually(
+                lambda: (
+                    client.get("/v1/forecast", params={"series_id": "unemp"}).json()["forecasts"][0]["unit"]
+                    == "a new unit"
+                )
+            )
+    finally:
+        stop(first)
+        stop(later)
+        with Database(url, max_size=1) as db, db.connection() as conn:
+            upsert_series(conn, old)
+            conn.commit()

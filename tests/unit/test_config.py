@@ -139,7 +139,8 @@ GIVEN = {
     *("PEFM_ADMIN_TOKEN", "PEFM_INGEST_TOKEN", "PEFM_EVENT_TOKEN", "PEFM_WEBHOOK_TOKEN", "PEFM_FRED_API_KEY"),
     *("PEFM_SHADOW_KEY", "PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS", "PEFM_CACHE_KEY"),
     *("PEFM_ROUTER_URL", "PEFM_ROLLOUT_API_URL", "PEFM_DASHBOARD_PORT", "PEFM_DASHBOARD_HOST"),
-    *("PEFM_KNATIVE_NAMESPACE", "PEFM_KNATIVE_URL", "PEFM_KUBERNETES_API_URL", "PEFM_MODEL_VERSION"),
+    *("PEFM_KNATIVE_NAMESPACE", "PEFM_KNATIVE_URL", "PEFM_MODEL_VERSION"),
+    *("PEFM_REDIS_URL", "PEFM_MLFLOW_TRACKING_URI"),  # URLs that may carry a password
 }
 
 
@@ -164,9 +165,12 @@ def test_the_environment_a_started_process_inherits(monkeypatch):
     monkeypatch.setenv("PEFM_ADMIN_TOKEN", "not-for-every-process")
     monkeypatch.setenv("PEFM_ROLE_PASSWORD_TRAINER", "secret")
     monkeypatch.setenv("K_REVISION", "mine")
+    monkeypatch.setenv("PEFM_REDIS_URL", "redis://:password@127.0.0.1:6379/0")  # to the functions using it only
+    monkeypatch.setenv("PEFM_DRIFT_POLICY", "drift.toml")  # a child runs in its own folder
     environment = inherited_environment()
     assert environment["PEFM_LOG_LEVEL"] == "DEBUG" and environment["PEFM_PROMETHEUS_URL"] == "http://127.0.0.1:9090"
-    assert not {"PEFM_ADMIN_TOKEN", "PEFM_ROLE_PASSWORD_TRAINER", "K_REVISION"} & set(environment)
+    assert not {"PEFM_ADMIN_TOKEN", "PEFM_ROLE_PASSWORD_TRAINER", "K_REVISION", "PEFM_REDIS_URL"} & set(environment)
+    assert environment["PEFM_DRIFT_POLICY"] == str(Path.cwd() / "drift.toml")
     assert environment["PATH"] == __import__("os").environ["PATH"]
 
 

@@ -60,6 +60,8 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
         return {name: secrets_env[name] for name in names}
 
     passwords = {f"PEFM_ROLE_PASSWORD_{c.upper()}": p for c, p in settings.role_passwords.items()}
+    # MLflow's URL may carry a password: to the rollout API's mirror and the dashboard's links only
+    mlflow = {"PEFM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri} if settings.mlflow_tracking_uri else {}
     router_url = f"http://127.0.0.1:{port}"
     # what the monitor's retraining, the rollout API and the revisions it starts need to know
     shared_env = {
@@ -107,7 +109,12 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
             _resume_traffic(db, local, revision)
             router = runtime.start_router("inference", port=port, env=only("PEFM_ADMIN_TOKEN"))
             # the public keys: it loads a canary's two models to measure their divergence again
-            api_env = {"PEFM_DATABASE_URL": runtime.url_for("rollout"), **shared_env, **only("PEFM_VERIFY_KEYS")}
+            api_env = {
+                "PEFM_DATABASE_URL": runtime.url_for("rollout"),
+                **shared_env,
+                **only("PEFM_VERIFY_KEYS"),
+                **mlflow,
+            }
             api = spawn(
                 [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + 10)],
                 cwd=Path.cwd(),
@@ -125,6 +132,7 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
                 "PEFM_ROUTER_URL": router_url,  # as-of forecasts not stored yet come from the inference API
                 "PEFM_DASHBOARD_PORT": str(dashboard_port),
                 **({"PEFM_PROMETHEUS_URL": settings.prometheus_url} if settings.prometheus_url else {}),
+                **mlflow,
             }
             dashboard = spawn(
                 [sys.executable, "-m", "dashboard.app"],

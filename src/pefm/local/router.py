@@ -51,9 +51,10 @@ RELAYED_NOT = HOP_BY_HOP | {"host", "content-length", "date"}
 Date (and no Server: the revision's passes)."""
 UPSTREAM_KEEPALIVE = 4.0  # seconds; under the functions' servers' 5
 UPSTREAM_TIMEOUT = 60.0
-"""Seconds to connect to a replica, and for each wait on its answer (its start, then every chunk):
+"""Seconds to connect to a replica (past it the replica is left out, as one that refuses, and the
+next is tried), and for each wait on its answer (its start, then every chunk; past it, a 504):
 the httpx timeout=60 the router had first. Not the whole exchange, which aiohttp's total was: a
-long upload or answer that keeps moving goes on. Past it, a 504."""
+long upload or answer that keeps moving goes on."""
 DOWN_SECONDS = 1.0  # how long a replica that refused a connection is left out
 QUEUE_SECONDS = 30.0  # how long a request waits for a replica under its containerConcurrency (Knative: timeoutSeconds)
 

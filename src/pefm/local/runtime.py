@@ -60,13 +60,13 @@ INHERITED = frozenset(
         "PEFM_MODEL_CONCURRENCY",
         "PEFM_PREDICTION_LOG_QUEUE",
         "PEFM_RECONDITION",
-        "PEFM_REDIS_URL",
         "PEFM_CACHE_MAX_BYTES",
         "PEFM_CACHE_TTL_SECONDS",
         "PEFM_INGEST_GROUP_MAX",
         "PEFM_INGEST_LINGER_MS",
         "PEFM_INGEST_OIDC_AUDIENCE",
         "PEFM_INGEST_OIDC_SUBJECTS",
+        "PEFM_KUBERNETES_API_URL",  # where ingest reviews OIDC tokens
         "PEFM_UNAUTHENTICATED_EVENTS",
         "PEFM_VINTAGE_SKEW_SECONDS",
         "PEFM_DRIFT_POLICY",
@@ -76,15 +76,17 @@ INHERITED = frozenset(
         "PEFM_REVISION_GRACE_SECONDS",
         "PEFM_LOCAL_REPLICAS",
         "PEFM_PROMETHEUS_URL",
-        "PEFM_MLFLOW_TRACKING_URI",
         "PEFM_MLFLOW_UI_URL",
         "PEFM_FRED_URL",
         "PEFM_HOME",
     }
 )
 """The settings a process started here takes from this one's environment: how it behaves. Who it
-is and what it may do (its database URL and role, tokens, keys) it is given by its starter, each
-process only its own; so are its addresses (``PEFM_ROUTER_URL``, ``PEFM_DASHBOARD_PORT``, ...)."""
+is and what it may do (its database URL and role, tokens, keys, URLs that may carry a password:
+Redis's, MLflow's) it is given by its starter, each process only its own; so are its addresses
+(``PEFM_ROUTER_URL``, ``PEFM_DASHBOARD_PORT``, ...). Paths are made absolute: a process runs in
+its own folder."""
+PATHS = ("PEFM_HOME", "PEFM_DRIFT_POLICY", "PEFM_GATE_POLICY", "PEFM_ROLLOUT_SPEC")
 
 
 def free_port() -> int:
@@ -132,12 +134,15 @@ def spawn(
 def inherited_environment() -> dict[str, str]:
     """This process's environment as a process started here gets it: no ``K_`` variable and no
     PEFM setting but the ``INHERITED`` ones."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_")) or k in INHERITED}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_")) or k in INHERITED}
+    return {k: os.path.abspath(v) if k in PATHS and v else v for k, v in inherited.items()}
 
 
 def port_free(port: int) -> bool:
-    """Whether nothing listens on ``port`` of the loopback address."""
+    """Whether nothing listens on ``port`` of the loopback address (SO_REUSEADDR, as the servers
+    bind: the closed connections a stopped server leaves in TIME_WAIT for a minute do not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -241,8 +246,10 @@ class LocalRuntime:
             configured = settings.local_replicas if service == "inference" else None
             replicas = configured or max(scaling.initial_scale, 1)
         shadow_key = settings.shadow_key if service == "inference" else None
-        # the key of the entries the replicas share in Redis (PEFM_REDIS_URL is inherited)
-        cache_key = settings.cache_key if service == "inference" and settings.redis_url else None
+        # Redis, to the functions that use it; the key its entries are tagged with, to inference's
+        # replicas, and to the monitor, whose retraining starts replicas
+        redis = settings.redis_url if service in ("inference", "ingest", "monitor") else None
+        cache_key = settings.cache_key if redis and service in ("inference", "monitor") else None
         verify = settings.verify_keys or (public_text(settings.signing_key) if settings.signing_key else None)
         environment = {
             "PEFM_DATABASE_URL": self.url_for(service),
@@ -250,6 +257,7 @@ class LocalRuntime:
             "K_REVISION": revision,
             "PYTHONPATH": str(FUNCTIONS / service),
             **({"PEFM_SHADOW_KEY": shadow_key} if shadow_key else {}),
+            **({"PEFM_REDIS_URL": redis} if redis else {}),
             **({"PEFM_CACHE_KEY": cache_key} if cache_key else {}),
             **(env or {}),
         }

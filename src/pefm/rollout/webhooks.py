@@ -276,6 +276,10 @@ class FlaggerHooks:
         return Answer(True, why, rollout.id) if passed else Answer(False, why, rollout.id, 403)
 
     def _pre_rollout(self, rollout: Rollout) -> Answer:
+        """The gates again, then the smoke test: a revision Flagger restarts its analysis on comes
+        here without confirm-rollout (Flagger asks that only while the Canary waits to start)."""
+        if not (gates := self._confirm_rollout(rollout)).ok:
+            return gates
         ok = self.prober.smoke(
             self.cluster.url(rollout.green_revision), rollout.spec.smoke_request, rollout.green_model_version
         )
@@ -444,10 +448,12 @@ class FlaggerOperator:
                 raise RolloutError(f"rollout {rollout_id} is already {rollout.state.phase.value}")
             if action == "resume" and rollout.state.phase is not Phase.PAUSED:
                 raise RolloutError(f"rollout {rollout_id} is {rollout.state.phase.value}, not Paused")
-            if action == ROLLBACK_REQUESTED and rollout.state.step < 0:
+            canary = rollout.canary.split("/", 1)[1]
+            if action == ROLLBACK_REQUESTED and rollout.state.step < 0 and not _canary_weight(self.cluster, canary):
                 # Flagger asks the rollback gate only once its analysis began; before that (waiting
                 # at confirm-rollout) no traffic moved, and the rollout ends here. Its gates then
-                # refuse the revision (409) until a newer one replaces it.
+                # refuse the revision (409) until a newer one replaces it. (The Canary's status is
+                # asked too: the event of a first step may have been lost.)
                 _finish(conn, rollout, False, f"{reason} before any traffic moved", "rollback")
                 return read_rollout(conn, rollout_id).state
             state = rollout.state
@@ -457,9 +463,14 @@ class FlaggerOperator:
                 state = replace(state, phase=phase)
                 _write(conn, rollout, state)
             if suspend is not None:
-                self.cluster.suspend(rollout.canary.split("/", 1)[1], suspend)
+                self.cluster.suspend(canary, suspend)
             record_event(conn, rollout_id, action, state, reason)
         return state
+
+
+def _canary_weight(cluster: KnativeCluster, name: str) -> Any:
+    """The Canary's ``status.canaryWeight`` (None before Flagger set one)."""
+    return (cluster.canary(name).get("status") or {}).get("canaryWeight")
 
 
 def _finish(

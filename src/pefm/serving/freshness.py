@@ -122,6 +122,8 @@ class Reconditioner:
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {OBSERVATIONS_CHANNEL}")
+                    if first:  # a unit changed since the state this replica started from was kept
+                        self.server.reread_units(list(self.server.version.series_ids))
                     # what arrived before we listened: since training, or while we were away
                     self._heard.put(changed_since_training(self.server.db, self.server.version) if first else None)
                     backoff, first = 1.0, False

@@ -265,11 +265,7 @@ def write_events(
             for column, item in zip(params.values(), row, strict=True):
                 column.append(item)
     with conn.pipeline():
-        conn.execute(  # writers of the same series take turns, so the classification stays true
-            "SELECT pg_advisory_xact_lock(hashtextextended('pefm.observations:' || id, 0))"
-            " FROM unnest(%s::text[]) AS id ORDER BY id",
-            (sorted(set(params["sid"])),),
-        )
+        take_turn(conn, params["sid"])  # writers of the same series take turns: the classification stays true
         rows = conn.execute(_MERGE_EVENTS, params).fetchall()
     counts = [[0, 0, 0] for _ in events]
     conflicts: list[list[tuple]] = [[] for _ in events]
