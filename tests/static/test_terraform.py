@@ -512,3 +512,236 @@ def test_cd_trust_is_optional_and_pinned_to_the_deploying_environment() -> None:
     assert credential["audience"] == ["api://AzureADTokenExchange"]
     provider = resource(EXAMPLES / "gke", "google_iam_workload_identity_pool_provider.github")
     assert provider["attribute_condition"] == "assertion.sub == '${local.github_subject}'"
+
+
+# --- review fixes: what `terraform plan` and a real cloud would have refused ----------------------
+
+
+def block_text(path: Path, header: str) -> str:
+    """The source text of the top-level block that starts with ``header`` (e.g. 'output "x"') in a .tf file."""
+    found = re.search(rf"^{re.escape(header)} \{{\n.*?^\}}\n", path.read_text(), re.MULTILINE | re.DOTALL)
+    assert found, f"{path} has no {header} block"
+    return found.group(0)
+
+
+def test_database_cluster_output_plans_with_a_managed_url_or_without(tmp_path: Path) -> None:
+    """Guards the plan (validate never sees it): `database_cluster` derives from the sensitive
+    managed_database_url through local.in_cluster, and every example outputs it as a plain value, so
+    without nonsensitive() `terraform plan` stops with "Output refers to sensitive values". The chain
+    data -> platform -> example is rebuilt from the real files (built-in only, no provider) and planned."""
+    if shutil.which("terraform") is None:
+        pytest.skip("the terraform binary is not on PATH")
+    [in_cluster] = [
+        line for line in (DATA / "main.tf").read_text().splitlines() if re.match(r"\s*in_cluster\s*=", line)
+    ]
+    data, platform, root = tmp_path / "data", tmp_path / "platform", tmp_path / "root"
+    for folder in (data, platform, root):
+        folder.mkdir()
+    shutil.copy(DATA / "variables.tf", data)
+    shutil.copy(DATA / "cluster.tf", data)
+    (data / "main.tf").write_text(
+        f"locals {{\n{in_cluster}\n}}\n" + block_text(DATA / "outputs.tf", 'output "database_cluster"')
+    )
+    shutil.copy(MODULES / "platform" / "variables.tf", platform)
+    calls = blocks(MODULES / "platform", "module")["data"]
+    assert calls["managed_database_url"] == "${var.managed_database_url}"
+    (platform / "main.tf").write_text(
+        'module "data" {\n  source               = "../data"\n  managed_database_url = var.managed_database_url\n}\n'
+        + block_text(MODULES / "platform" / "outputs.tf", 'output "database_cluster"')
+    )
+    outputs = {
+        example.name: block_text(example / "outputs.tf", 'output "database_cluster"') for example in EXAMPLES.iterdir()
+    }
+    variable = block_text(EXAMPLES / "existing-cluster" / "variables.tf", 'variable "managed_database_url"')
+    assert "sensitive   = true" in variable
+    (root / "main.tf").write_text(
+        variable
+        + 'module "platform" {\n  source               = "../platform"\n  platform             = "existing"\n'
+        + '  gpu_node_selector    = {}\n  gpu_node_taint       = { key = "k", value = "v", effect = "NoSchedule" }\n'
+        + "  managed_database_url = var.managed_database_url\n}\n"
+    )
+    subprocess.run(
+        ["terraform", "init", "-input=false"], cwd=root, env=OFFLINE, capture_output=True, check=True, timeout=120
+    )
+    for example, output in outputs.items():
+        (root / "outputs.tf").write_text(output)
+        for args in (
+            [],
+            ["-var", "managed_database_url=postgresql://pefm:secret@db.example.com:5432/pefm?sslmode=require"],
+        ):
+            done = subprocess.run(
+                ["terraform", "plan", "-input=false", "-no-color", *args],
+                cwd=root,
+                env=OFFLINE,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, f"{example} {args}: {done.stdout}{done.stderr}"
+            # a null output is no output: only the in-cluster plan shows it
+            shown = '+ database_cluster = "pefm-data/pefm-db"' in done.stdout
+            assert shown is not bool(args), f"{example} {args}: {done.stdout}"
+
+
+def test_gke_control_plane_reaches_the_admission_webhooks() -> None:
+    """Guards GKE's private control plane: its own firewall rule opens 443 and 10250 only, so a rule from
+    master_ipv4_cidr_block to the nodes (by the node pools' service account: they carry no tags) opens
+    Knative's webhooks (8443) and CloudNativePG's (9443)."""
+    gke = MODULES / "gke"
+    rule = resource(gke, "google_compute_firewall.webhooks")
+    assert rule["direction"] == "INGRESS" and rule["network"] == "${var.network}"
+    assert rule["source_ranges"] == ["${var.master_ipv4_cidr_block}"]
+    for pool in ("cpu", "gpu"):
+        account = resource(gke, f"google_container_node_pool.{pool}")["node_config"][0]["service_account"]
+        assert rule["target_service_accounts"] == [account], pool
+    [allow] = rule["allow"]
+    assert allow["protocol"] == "tcp" and {"8443", "9443"} <= set(allow["ports"])
+
+
+def test_aks_providers_wait_for_rbac_and_the_cluster_may_manage_its_subnet() -> None:
+    """Guards AKS's first apply: the outputs the kubernetes, helm and kubectl providers are configured
+    from wait for Terraform's RBAC Cluster Admin (and its propagation), the CPU pool (the system pool is
+    tainted) and the cluster identity's Network Contributor on the node subnet (Kourier's load balancer)."""
+    aks = MODULES / "aks"
+    outputs = blocks(aks, "output")
+    for name in ("host", "cluster_ca_certificate", "exec_auth"):
+        waits = outputs[name].get("depends_on", [])
+        for needed in (
+            "time_sleep.rbac_propagation",
+            "azurerm_kubernetes_cluster_node_pool.cpu",
+            "azurerm_role_assignment.cluster_network",
+        ):
+            assert f"${{{needed}}}" in waits, f"output {name} does not wait for {needed}"
+    sleep = resource(aks, "time_sleep.rbac_propagation")
+    assert "azurerm_role_assignment.terraform_admin" in str(sleep["triggers"])
+    network = resource(aks, "azurerm_role_assignment.cluster_network")
+    assert network["scope"] == "${var.vnet_subnet_id}" and network["role_definition_name"] == "Network Contributor"
+    assert network["principal_id"] == "${azurerm_kubernetes_cluster.this.identity[0].principal_id}"
+    assert resource(aks, "azurerm_kubernetes_cluster.this")["identity"][0]["type"] == "SystemAssigned"
+    assert blocks(EXAMPLES / "aks", "module")["cluster"]["vnet_subnet_id"] == "${azurerm_subnet.nodes.id}"
+
+
+# cluster-autoscaler chart -> its appVersion's minor (kubernetes/autoscaler, cluster-autoscaler-chart-* tags)
+AUTOSCALER_CHART_MINOR = {"9.43.2": "1.31", "9.45.0": "1.32", "9.47.0": "1.33", "9.52.0": "1.34", "9.59.0": "1.35"}
+
+
+def test_default_kubernetes_versions_are_supported_and_the_autoscaler_matches() -> None:
+    """Guards the default minors against end of support (December 2026: EKS 1.31's extended support
+    ended 26 Nov 2026, AKS 1.31's support in Nov 2025; 1.35 is supported on both until March 2027)
+    and the EKS example's cluster-autoscaler chart, whose minor must be the cluster's."""
+    minors = {name: default_of(MODULES / name, "kubernetes_version") for name in ("eks", "aks")}
+    for name, minor in minors.items():
+        assert tuple(int(part) for part in minor.split(".")) >= (1, 35), f"{name} defaults to {minor}"
+    chart = resource(EXAMPLES / "eks", "helm_release.cluster_autoscaler")["version"]
+    assert AUTOSCALER_CHART_MINOR.get(chart) == minors["eks"], (
+        f"cluster-autoscaler chart {chart} vs EKS {minors['eks']}"
+    )
+
+
+def device_plugin_and_handler(tmp: Path, platform: str, **variables: str) -> tuple[bool, str]:
+    """The knative module's device_plugin and runtime_handler locals for a platform, evaluated by
+    `terraform apply` of its variables and those two locals alone."""
+    if shutil.which("terraform") is None:
+        pytest.skip("the terraform binary is not on PATH")
+    knative = MODULES / "knative"
+    if not list(tmp.glob("*.tf")):
+        shutil.copy(knative / "variables.tf", tmp)
+        lines = [
+            line
+            for line in (knative / "main.tf").read_text().splitlines()
+            if re.match(r"\s*(runtime_handlers|runtime_handler|device_plugin)\s*=", line)
+        ]
+        assert len(lines) == 3, lines
+        (tmp / "main.tf").write_text(
+            "locals {\n" + "\n".join(lines) + "\n}\n"
+            'output "device_plugin" {\n  value = local.device_plugin\n}\n'
+            'output "runtime_handler" {\n  value = local.runtime_handler\n}\n'
+        )
+        subprocess.run(
+            ["terraform", "init", "-input=false"], cwd=tmp, env=OFFLINE, capture_output=True, check=True, timeout=120
+        )
+    required = {
+        "platform": platform,
+        "gpu_node_selector": "{}",
+        "gpu_node_taint": '{key = "k", value = "v", effect = "NoSchedule"}',
+        "prometheus_url": "http://p:9090",
+    }
+    args = [arg for name, value in {**required, **variables}.items() for arg in ("-var", f"{name}={value}")]
+    done = subprocess.run(
+        ["terraform", "apply", "-auto-approve", "-input=false", *args],
+        cwd=tmp,
+        env=OFFLINE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = subprocess.run(
+        ["terraform", "output", "-json"], cwd=tmp, env=OFFLINE, capture_output=True, text=True, check=True
+    )
+    out = json.loads(shown.stdout)
+    return out["device_plugin"]["value"], out["runtime_handler"]["value"]
+
+
+def test_existing_cluster_takes_its_gpu_settings_and_keeps_the_gpu_operators_device_plugin(tmp_path: Path) -> None:
+    """Guards the existing-cluster path terraform/README.md describes: its example takes storage_class,
+    the GPU nodes' selector and taint, the runtime handler and the device plugin switch, and passes them
+    through modules/platform to the knative module; NVIDIA's device plugin is installed by default on
+    EKS and AKS only (GKE and the GPU operator of an existing cluster run their own)."""
+    example = blocks(EXAMPLES / "existing-cluster", "module")
+    for name in ("storage_class", "nvidia_runtime_handler", "install_nvidia_device_plugin"):
+        assert example["platform"][name] == f"${{var.{name}}}", name
+    for name in ("gpu_node_selector", "gpu_node_taint"):
+        assert example["cluster"][name] == f"${{var.{name}}}", name
+        assert default_of(EXAMPLES / "existing-cluster", name) == default_of(MODULES / "existing-cluster", name)
+    knative = blocks(MODULES / "platform", "module")["knative"]
+    for name in ("nvidia_runtime_handler", "install_nvidia_device_plugin"):
+        assert knative[name] == f"${{var.{name}}}", name
+        assert default_of(MODULES / "platform", name) is None
+    expected = {
+        "eks": (True, "nvidia"),
+        "aks": (True, "nvidia-container-runtime"),
+        "gke": (False, "runc"),
+        "existing": (False, "nvidia"),
+    }
+    for platform, want in expected.items():
+        assert device_plugin_and_handler(tmp_path, platform) == want, platform
+    assert device_plugin_and_handler(
+        tmp_path, "existing", install_nvidia_device_plugin="true", nvidia_runtime_handler="nvidia-cdi"
+    ) == (True, "nvidia-cdi")
+
+
+def test_knative_crds_are_established_before_their_resources() -> None:
+    """Guards the CRD step: `wait` only waits for a deleted object's finalizers, so each CRD waits for its
+    Established condition (alekc/kubectl's wait_for, correct from 2.1.2) before namespaces and objects."""
+    knative = MODULES / "knative"
+    crds = resource(knative, "kubectl_manifest.crds")
+    assert crds["wait_for"] == [{"condition": [{"type": "Established", "status": "True"}]}]
+    assert "kubectl_manifest.crds" in str(resource(knative, "kubectl_manifest.namespaces")["depends_on"])
+    [settings] = parse(knative / "versions.tf")["terraform"]
+    kubectl = {k: v for entry in settings["required_providers"] for k, v in entry.items()}["kubectl"]
+    assert kubectl["source"] == "alekc/kubectl" and ">= 2.1.2" in kubectl["version"]
+
+
+def test_cd_may_read_the_prometheus_flagger_runs_with() -> None:
+    """Guards CD's fallback when PEFM_PROMETHEUS_URL is unset (cd.yml reads the -metrics-server of
+    flagger-system/flagger): cd-access lets the CD identity get that Deployment and nothing else there,
+    the EKS and GKE examples name Flagger's namespace, and the AKS example grants RBAC Reader on it."""
+    access = MODULES / "cd-access"
+    [rule] = resource(access, "kubernetes_role_v1.flagger")["rule"]
+    assert (rule["api_groups"], rule["resources"], rule["verbs"]) == (["apps"], ["deployments"], ["get"])
+    assert (
+        rule["resource_names"] == ["${var.flagger_deployment}"]
+        and default_of(access, "flagger_deployment") == "flagger"
+    )
+    assert default_of(access, "flagger_namespace") == "flagger-system"
+    for cloud in ("eks", "gke"):
+        assert (
+            blocks(EXAMPLES / cloud, "module")["cd_access"]["flagger_namespace"]
+            == "${module.platform.flagger_namespace}"
+        )
+    grants = resource(EXAMPLES / "aks", "azurerm_role_assignment.github_cd")["for_each"]
+    assert "namespaces/${module.platform.flagger_namespace}" in grants and "RBAC Reader" in grants
+    cd = (ROOT / ".github" / "workflows" / "cd.yml").read_text()
+    assert "PEFM_PROMETHEUS_URL" in cd.split("\nname: cd\n")[0], "cd.yml's header does not list PEFM_PROMETHEUS_URL"
+    assert "get deployment flagger" in cd and "metrics-server" in cd

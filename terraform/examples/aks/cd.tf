@@ -7,7 +7,8 @@
 #   subject repo:OWNER/NAME:environment:ENV, audience api://AzureADTokenExchange),
 # - Azure RBAC for Kubernetes (local accounts are off): Cluster User Role on the cluster (fetch the
 #   kubeconfig), RBAC Admin on namespace pefm, RBAC Writer on namespace knative-serving (the GPU
-#   overlay's config-features ConfigMap; Azure RBAC has no narrower built-in role).
+#   overlay's config-features ConfigMap; Azure RBAC has no narrower built-in role), RBAC Reader on
+#   namespace flagger-system (CD reads Flagger's -metrics-server when PEFM_PROMETHEUS_URL is unset).
 # The API server must also admit the runner: add its egress range to api_server_authorized_ip_ranges
 # (or run CD on a self-hosted runner inside the VNet).
 locals {
@@ -39,6 +40,7 @@ resource "azurerm_role_assignment" "github_cd" {
     cluster-user   = { scope = local.cluster_id, role = "Azure Kubernetes Service Cluster User Role" }
     pefm-admin     = { scope = "${local.cluster_id}/namespaces/${module.platform.namespace}", role = "Azure Kubernetes Service RBAC Admin" }
     knative-writer = { scope = "${local.cluster_id}/namespaces/knative-serving", role = "Azure Kubernetes Service RBAC Writer" }
+    flagger-reader = { scope = "${local.cluster_id}/namespaces/${module.platform.flagger_namespace}", role = "Azure Kubernetes Service RBAC Reader" }
   } : {}
   scope                = each.value.scope
   role_definition_name = each.value.role

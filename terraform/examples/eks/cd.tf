@@ -81,8 +81,9 @@ module "cd_access" {
   source = "../../modules/cd-access"
   count  = local.github_cd ? 1 : 0
 
-  subject_kind  = "Group"
-  subject_name  = local.github_cd_group
-  app_namespace = module.platform.namespace
-  depends_on    = [module.platform] # knative-serving exists once the platform is in
+  subject_kind      = "Group"
+  subject_name      = local.github_cd_group
+  app_namespace     = module.platform.namespace
+  flagger_namespace = module.platform.flagger_namespace
+  depends_on        = [module.platform] # knative-serving exists once the platform is in
 }

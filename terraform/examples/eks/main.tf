@@ -64,12 +64,14 @@ module "cluster" {
   endpoint_public_access_cidrs = var.endpoint_public_access_cidrs
 }
 
-# Scales the GPU node group up from 0 when a GPU revision is pending (and back down).
+# Scales the GPU node group up from 0 when a GPU revision is pending (and back down). The autoscaler's
+# minor must be the cluster's: chart 9.59.0 runs cluster-autoscaler v1.35.0 (the module's default
+# kubernetes_version 1.35); pick the chart of the matching appVersion when changing either.
 resource "helm_release" "cluster_autoscaler" {
   name       = "cluster-autoscaler"
   repository = "https://kubernetes.github.io/autoscaler"
   chart      = "cluster-autoscaler"
-  version    = "9.43.2"
+  version    = "9.59.0"
   namespace  = "kube-system"
 
   values = [yamlencode({

@@ -24,6 +24,8 @@ module "cluster" {
 
   kubeconfig_path    = var.kubeconfig_path
   kubeconfig_context = var.kubeconfig_context
+  gpu_node_selector  = var.gpu_node_selector
+  gpu_node_taint     = var.gpu_node_taint
 }
 
 module "platform" {
@@ -36,4 +38,8 @@ module "platform" {
   managed_database_url = var.managed_database_url
   registry_username    = var.registry_username
   registry_token       = var.registry_token
+  storage_class        = var.storage_class
+
+  nvidia_runtime_handler       = var.nvidia_runtime_handler
+  install_nvidia_device_plugin = var.install_nvidia_device_plugin
 }

@@ -35,3 +35,37 @@ variable "registry_token" {
   default     = null
   sensitive   = true
 }
+
+variable "storage_class" {
+  type        = string
+  description = "StorageClass of the database and Prometheus volumes; null uses the cluster's default StorageClass (the cluster must then have one)."
+  default     = null
+}
+
+variable "gpu_node_selector" {
+  type        = map(string)
+  description = "Labels the cluster's GPU nodes carry (NVIDIA GPU feature discovery sets nvidia.com/gpu.present); the `nvidia` RuntimeClass selects them."
+  default     = { "nvidia.com/gpu.present" = "true" }
+}
+
+variable "gpu_node_taint" {
+  type = object({
+    key    = string
+    value  = string
+    effect = string
+  })
+  description = "Taint the cluster's GPU nodes carry, which the `nvidia` RuntimeClass tolerates."
+  default     = { key = "nvidia.com/gpu", value = "present", effect = "NoSchedule" }
+}
+
+variable "nvidia_runtime_handler" {
+  type        = string
+  description = "containerd runtime handler of the GPU nodes behind the `nvidia` RuntimeClass; null: nvidia, as NVIDIA's GPU operator (container toolkit) sets up."
+  default     = null
+}
+
+variable "install_nvidia_device_plugin" {
+  type        = bool
+  description = "Install NVIDIA's device plugin (Helm); null: no, as NVIDIA's GPU operator runs its own. Set true on GPU nodes without the operator."
+  default     = null
+}

@@ -82,8 +82,9 @@ module "cd_access" {
   source = "../../modules/cd-access"
   count  = local.github_cd ? 1 : 0
 
-  subject_kind  = "User"
-  subject_name  = google_service_account.github_cd[0].email
-  app_namespace = module.platform.namespace
-  depends_on    = [module.platform] # knative-serving exists once the platform is in
+  subject_kind      = "User"
+  subject_name      = google_service_account.github_cd[0].email
+  app_namespace     = module.platform.namespace
+  flagger_namespace = module.platform.flagger_namespace
+  depends_on        = [module.platform] # knative-serving exists once the platform is in
 }

@@ -136,6 +136,24 @@ resource "azurerm_role_assignment" "terraform_admin" {
   principal_id         = data.azurerm_client_config.current.object_id
 }
 
+# Azure RBAC assignments take a while to reach the API server's authorizer: until then every
+# Kubernetes call answers 403. The outputs the providers are configured from wait for this.
+resource "time_sleep" "rbac_propagation" {
+  create_duration = var.rbac_propagation_wait
+  triggers        = { role_assignment = azurerm_role_assignment.terraform_admin.id }
+}
+
+# The cluster's own identity manages the load balancers and their frontends in the node subnet
+# (Kourier's LoadBalancer Service): with a subnet the cluster did not create, that takes Network
+# Contributor on it, which `az aks create` grants by itself and Terraform must grant explicitly;
+# without it the Service stays pending with AuthorizationFailed on .../subnets/read and join.
+resource "azurerm_role_assignment" "cluster_network" {
+  scope                = var.vnet_subnet_id
+  role_definition_name = "Network Contributor"
+  principal_id         = azurerm_kubernetes_cluster.this.identity[0].principal_id
+  principal_type       = "ServicePrincipal"
+}
+
 module "kubeconfig" {
   source = "../kubeconfig"
 

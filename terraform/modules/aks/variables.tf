@@ -15,8 +15,8 @@ variable "location" {
 
 variable "kubernetes_version" {
   type        = string
-  description = "Kubernetes minor version, e.g. \"1.31\"; patches follow the automatic upgrade channel."
-  default     = "1.31"
+  description = "Kubernetes minor version, e.g. \"1.35\" (AKS supports 1.35 until March 2027); patches follow the automatic upgrade channel."
+  default     = "1.35"
 }
 
 variable "vnet_subnet_id" {
@@ -92,4 +92,10 @@ variable "tags" {
   type        = map(string)
   description = "Tags added to every Azure resource the module creates."
   default     = {}
+}
+
+variable "rbac_propagation_wait" {
+  type        = string
+  description = "How long to wait after granting Terraform's identity RBAC Cluster Admin before the kubernetes, helm and kubectl providers use the cluster (Azure RBAC assignments take minutes to propagate; a Go duration, e.g. \"2m\"). If the first apply still gets 403 Forbidden from the API server, run `terraform apply` again."
+  default     = "2m"
 }

@@ -3,5 +3,6 @@ output "role_bindings" {
   value = [
     "${kubernetes_role_binding_v1.app_admin.metadata[0].namespace}/${kubernetes_role_binding_v1.app_admin.metadata[0].name}",
     "${kubernetes_role_binding_v1.features.metadata[0].namespace}/${kubernetes_role_binding_v1.features.metadata[0].name}",
+    "${kubernetes_role_binding_v1.flagger.metadata[0].namespace}/${kubernetes_role_binding_v1.flagger.metadata[0].name}",
   ]
 }

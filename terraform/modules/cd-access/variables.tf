@@ -24,3 +24,15 @@ variable "knative_namespace" {
   description = "Namespace of Knative Serving, whose config-features ConfigMap the GPU overlay sets."
   default     = "knative-serving"
 }
+
+variable "flagger_namespace" {
+  type        = string
+  description = "Namespace of Flagger, whose Deployment CD reads for its -metrics-server (the knative module's flagger_namespace)."
+  default     = "flagger-system"
+}
+
+variable "flagger_deployment" {
+  type        = string
+  description = "Name of Flagger's Deployment (the Helm release's, flagger)."
+  default     = "flagger"
+}

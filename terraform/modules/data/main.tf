@@ -18,7 +18,9 @@
 # and its CRDs are in), and the application password is generated here and handed to CNPG in a
 # bootstrap Secret, so no data source has to read the <cluster>-app Secret CNPG would create.
 locals {
-  in_cluster = var.managed_database_url == null
+  # managed_database_url is sensitive, and so is anything computed from it: whether it is null says
+  # nothing secret, and the database_cluster output (plain in every example) is derived from it.
+  in_cluster = nonsensitive(var.managed_database_url == null)
   database_url = (
     local.in_cluster
     ? "postgresql://${local.database_user}:${random_password.database.result}@${local.rw_host}:5432/${local.database_name}?sslmode=require"

@@ -5,8 +5,8 @@ variable "cluster_name" {
 
 variable "kubernetes_version" {
   type        = string
-  description = "Kubernetes minor version of the control plane, e.g. \"1.31\"."
-  default     = "1.31"
+  description = "Kubernetes minor version of the control plane, e.g. \"1.35\" (standard support on EKS until March 2027; the example's cluster-autoscaler chart matches it)."
+  default     = "1.35"
 }
 
 variable "region" {

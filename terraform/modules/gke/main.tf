@@ -253,6 +253,29 @@ resource "google_container_node_pool" "gpu" {
   }
 }
 
+# A private cluster's control plane reaches the nodes only on the ports of GKE's own firewall rule
+# (443 and 10250, from master_ipv4_cidr_block). The admission webhooks PEFM installs listen elsewhere:
+# Knative Serving's and Eventing's webhooks on 8443, the CloudNativePG operator's on 9443. Without this
+# rule the API server cannot call them and every Knative Service, CNPG Cluster and Database is refused
+# (context deadline exceeded). The node pools are picked by their service account (they have no tags).
+resource "google_compute_firewall" "webhooks" {
+  project     = var.project_id
+  name        = "${var.cluster_name}-master-webhooks"
+  network     = var.network
+  description = "GKE control plane of ${var.cluster_name} to the admission webhooks on its nodes (Knative 8443, CloudNativePG 9443)."
+  direction   = "INGRESS"
+
+  source_ranges           = [var.master_ipv4_cidr_block]
+  target_service_accounts = [google_service_account.nodes.email]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["8443", "9443"]
+  }
+
+  depends_on = [google_project_service.this]
+}
+
 # Private nodes have no external address: Cloud NAT gives them egress to the internet (image pulls
 # from ghcr.io, Docker Hub, registry.k8s.io, gcr.io for Knative). Router and NAT are regional.
 resource "google_compute_router" "nat" {

@@ -41,7 +41,9 @@ locals {
   # - existing: NVIDIA's GPU operator (container toolkit) adds an `nvidia` runtime.
   runtime_handlers = { eks = "nvidia", gke = "runc", aks = "nvidia-container-runtime", existing = "nvidia" }
   runtime_handler  = coalesce(var.nvidia_runtime_handler, local.runtime_handlers[var.platform])
-  device_plugin    = coalesce(var.install_nvidia_device_plugin, var.platform != "gke")
+  # NVIDIA's device plugin: eks and aks need it; GKE's GPU nodes run their own, and an existing
+  # cluster's GPU nodes usually run the GPU operator's (a second one would advertise the GPUs twice).
+  device_plugin = coalesce(var.install_nvidia_device_plugin, contains(["eks", "aks"], var.platform))
 }
 
 data "http" "release" {
@@ -61,12 +63,21 @@ data "kubectl_file_documents" "release" {
   content  = each.value.response_body
 }
 
-# CRDs, then namespaces, then everything else: each step needs the one before it.
+# CRDs, then namespaces, then everything else: each step needs the one before it. A CRD is usable
+# once the API server reports it Established: wait_for holds each one until then (alekc/kubectl
+# >= 2.1.2; `wait` only makes a destroy wait for the CRD to be gone).
 resource "kubectl_manifest" "crds" {
   for_each          = local.crds
   yaml_body         = each.value
   server_side_apply = true
   wait              = true
+
+  wait_for {
+    condition {
+      type   = "Established"
+      status = "True"
+    }
+  }
 }
 
 resource "kubectl_manifest" "namespaces" {

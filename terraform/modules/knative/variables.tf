@@ -42,7 +42,7 @@ variable "nvidia_runtime_handler" {
 
 variable "install_nvidia_device_plugin" {
   type        = bool
-  description = "Install NVIDIA's device plugin Helm chart; null installs it everywhere except GKE, which runs its own."
+  description = "Install NVIDIA's device plugin Helm chart; null installs it on eks and aks only: GKE runs its own, and an existing cluster's GPU nodes usually have the GPU operator's (set true on one without it)."
   default     = null
 }
 

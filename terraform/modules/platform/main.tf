@@ -9,6 +9,9 @@ module "knative" {
   gpu_node_selector = var.gpu_node_selector
   gpu_node_taint    = var.gpu_node_taint
   prometheus_url    = module.monitoring.prometheus_url
+
+  nvidia_runtime_handler       = var.nvidia_runtime_handler
+  install_nvidia_device_plugin = var.install_nvidia_device_plugin
 }
 
 module "data" {

@@ -17,6 +17,18 @@ variable "gpu_node_taint" {
   description = "The cluster module's gpu_node_taint: the taint GPU pods must tolerate."
 }
 
+variable "nvidia_runtime_handler" {
+  type        = string
+  description = "containerd handler behind the `nvidia` RuntimeClass of the GPU overlay; null picks the platform's (see modules/knative: eks nvidia, aks nvidia-container-runtime, gke runc, existing nvidia)."
+  default     = null
+}
+
+variable "install_nvidia_device_plugin" {
+  type        = bool
+  description = "Install NVIDIA's device plugin (Helm); null installs it on eks and aks only (GKE runs its own; on an existing cluster NVIDIA's GPU operator usually does)."
+  default     = null
+}
+
 variable "domain" {
   type        = string
   description = "DNS domain the Knative routes are served under (config-domain); null keeps Knative's default."
