@@ -44,11 +44,11 @@ def test_a_revision_another_process_started_is_watched_too(db, schema_url, tmp_p
     replica = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)"], env={**os.environ, "K_REVISION": revision}
     )
+    runtime = LocalRuntime(schema_url, tmp_path)
     try:
         with db.connection() as conn:
             record_revision(conn, "inference", revision, ["http://127.0.0.1:9"], pids=[replica.pid])
             record_revision(conn, "inference", "pefm-inference-registered", ["http://127.0.0.1:9"])  # no pid
-        runtime = LocalRuntime(schema_url, tmp_path)
         assert runtime.exited() == []
         replica.kill()
         replica.wait()
@@ -59,6 +59,7 @@ def test_a_revision_another_process_started_is_watched_too(db, schema_url, tmp_p
     finally:
         replica.kill()
         replica.wait()
+        runtime.stop_all()  # its watching connection
 
 
 def test_a_second_stack_on_the_database_exits_before_it_starts_anything(db):

@@ -218,6 +218,8 @@ class LocalRuntime:
         self.database_url = database_url
         self.logs = Path(logs)
         self.processes: dict[str, Process] = {}
+        self._watching: psycopg.Connection | None = None
+        """The connection ``exited`` reads the recorded revisions over, each second: kept open."""
 
     def start_revision(
         self,
@@ -328,23 +330,25 @@ class LocalRuntime:
         process retired it) stopped as asked: they are forgotten."""
         dead = {name: p for name, p in self.processes.items() if p.process.poll() is not None}
         mine = {p.revision for p in self.processes.values() if p.revision}
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            rows = conn.execute("SELECT revision, pids FROM local_revisions").fetchall()
-            elsewhere = {
-                revision: [pid for pid in pids if pid and not revision_alive(pid, revision)]
-                for revision, pids in rows
-                if revision not in mine
-            }
-            elsewhere = {revision: pids for revision, pids in elsewhere.items() if pids}
-            revisions = [p.revision for p in dead.values() if p.revision] + list(elsewhere)
-            if not revisions:
-                return list(dead)
-            conn.execute(  # one being retired (stopped, not yet forgotten): wait for its end
-                "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s || r, 0)) FROM unnest(%s::text[]) AS r",
-                (RETIRE_LOCK, revisions),
-            )
-            query = "SELECT revision FROM local_revisions WHERE revision = ANY(%s)"
-            recorded = {row[0] for row in conn.execute(query, (revisions,))}
+        if self._watching is None or self._watching.closed or self._watching.broken:
+            self._watching = psycopg.connect(self.database_url, autocommit=True)
+        conn = self._watching  # one connection for the life of the stack, not one a second
+        rows = conn.execute("SELECT revision, pids FROM local_revisions").fetchall()
+        elsewhere = {
+            revision: [pid for pid in pids if pid and not revision_alive(pid, revision)]
+            for revision, pids in rows
+            if revision not in mine
+        }
+        elsewhere = {revision: pids for revision, pids in elsewhere.items() if pids}
+        revisions = [p.revision for p in dead.values() if p.revision] + list(elsewhere)
+        if not revisions:
+            return list(dead)
+        conn.execute(  # one being retired (stopped, not yet forgotten): wait for its end
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s || r, 0)) FROM unnest(%s::text[]) AS r",
+            (RETIRE_LOCK, revisions),
+        )
+        query = "SELECT revision FROM local_revisions WHERE revision = ANY(%s)"
+        recorded = {row[0] for row in conn.execute(query, (revisions,))}
         for name, process in list(dead.items()):
             if process.revision and process.revision not in recorded:
                 del self.processes[name], dead[name]
@@ -359,3 +363,5 @@ class LocalRuntime:
         API before the router, the router before the revisions it sends requests to."""
         for name in reversed(list(self.processes)):
             self.stop(name)
+        if self._watching is not None:
+            self._watching.close()
