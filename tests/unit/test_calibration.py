@@ -215,3 +215,24 @@ def test_garch_intervals_narrow_after_turbulence():
     forecast = make_model("garch").fit(data).predict(8)
     width = (forecast["hi-95"] - forecast["lo-95"]).to_numpy()
     assert width[-1] < width[0]
+
+
+def test_flat_data_keep_every_model_finite_and_the_ensemble_fits(caplog):
+    """A constant series (a rate held at its floor, stored as its change): AR and ARIMA failed
+    inside statsmodels with NaN parameters, which stopped the ensemble (and a whole bundle) when
+    the series was flat in the half its members are backtested on; the models that fit got NaN
+    bounds, their probe's zero scale turning every score into NaN."""
+    index = pd.date_range("2000-01-01", periods=100, freq="MS")
+    flat = pd.Series(np.zeros(100), index=index)
+    for name in ("ar", "arima"):
+        with pytest.raises(ForecastInputError, match="constant"):
+            make_model(name).fit(flat)
+    for name in ("naive", "mean", "ets", "ensemble"):
+        model = make_model(name).fit(flat)
+        assert model.calibration_ is None, name  # its own intervals stand
+        assert np.isfinite(model.predict(3)[["lo-95", "hi-95"]].to_numpy()).all(), name
+    rng = np.random.default_rng(3)
+    half = pd.Series(np.r_[np.zeros(50), rng.normal(size=50)], index=index)
+    ensemble = make_model("ensemble").fit(half)
+    assert "ar" not in ensemble.members_ and "naive" in ensemble.members_
+    assert np.isfinite(ensemble.predict(3)[["lo-95", "hi-95"]].to_numpy()).all()

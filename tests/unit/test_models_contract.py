@@ -179,3 +179,36 @@ def test_the_ensemble_leaves_the_airline_model_out_of_a_52_week_cycle():
     model = make_model("ensemble", window=40).fit(cycle)
     assert {"seasonal_naive", "ets_seasonal"} <= set(model.weights_)
     assert "airline" not in model.weights_
+
+
+def test_business_anchored_offsets_have_their_kinds_season():
+    """BME, BMS and BQE start with B, read as business daily: a monthly series indexed at business
+    month ends got a season of 5 for its seasonal members."""
+    from pandas.tseries.frequencies import to_offset
+
+    from pefm.forecasting.base import season_length
+
+    assert {f: season_length(to_offset(f)) for f in ("BME", "BMS", "BQE", "BYE", "B", "MS", "QS-OCT", "C")} == {
+        "BME": 12,
+        "BMS": 12,
+        "BQE": 4,
+        "BYE": 1,
+        "B": 5,
+        "MS": 12,
+        "QS-OCT": 4,
+        "C": 1,
+    }
+
+
+def test_a_multivariate_update_reads_its_columns_by_name():
+    """A VAR conditioned on a frame of the same series in another order read each column as the
+    other series, and answered with their forecasts swapped."""
+    rng = np.random.default_rng(4)
+    index = pd.date_range("2000-01-01", periods=80, freq="QS")
+    frame = pd.DataFrame({"infl": rng.normal(2, 1, 80), "unemp": rng.normal(6, 1, 80)}, index=index)
+    model = make_model("var").fit(frame)
+    expected = model.predict(2)
+    swapped = model.update(frame[["unemp", "infl"]]).predict(2)
+    pd.testing.assert_frame_equal(swapped, expected)
+    with pytest.raises(ForecastInputError, match="fitted on"):
+        model.update(frame.rename(columns={"infl": "cpi"}))

@@ -233,6 +233,10 @@ class BaseForecaster:
         if not hasattr(self, "cutoff_"):
             raise ForecastInputError(f"{self.name} is not fitted: call fit() first")
         frame = self._as_frame(y)
+        if self.multivariate and list(map(str, frame.columns)) != list(self.series_ids_):
+            if set(map(str, frame.columns)) != set(self.series_ids_):
+                raise ForecastInputError(f"{self.name} was fitted on {self.series_ids_}, not {list(frame.columns)}")
+            frame = frame[self.series_ids_]  # by name: in another order the columns were read as each other
         self.cutoff_ = frame.index[-1]
         values = frame.to_numpy(dtype="float64")
         self._update(values if self.multivariate else values[:, 0])
@@ -431,9 +435,28 @@ def normal_bounds(mean: np.ndarray, sd: np.ndarray, levels: tuple[int, ...]) -> 
 
 
 def season_length(freq: Frequency | pd.DateOffset) -> int:
-    """Periods in a seasonal cycle: 4 quarterly, 12 monthly, 5 business daily, 7 daily, 52 weekly."""
-    code = freq.value if isinstance(freq, Frequency) else freq.freqstr[0]
+    """Periods in a seasonal cycle: 4 quarterly, 12 monthly, 5 business daily, 7 daily, 52 weekly.
+    An offset by the first letter of its code, but business-anchored months, quarters and years by
+    their kind (``BME``, ``BQE``, ``BYE``: their code starts with B, which is not business daily)."""
+    if isinstance(freq, Frequency):
+        code = freq.value
+    elif isinstance(freq, pd.offsets.BusinessMonthBegin | pd.offsets.BusinessMonthEnd):
+        code = "M"
+    elif isinstance(freq, pd.offsets.BQuarterBegin | pd.offsets.BQuarterEnd):
+        code = "Q"
+    elif isinstance(freq, pd.offsets.BYearBegin | pd.offsets.BYearEnd):
+        code = "A"
+    else:
+        code = freq.freqstr[0]
     return {"Q": 4, "M": 12, "B": 5, "D": 7, "W": 52}.get(code, 1)
+
+
+def refuse_flat(name: str, values: np.ndarray) -> None:
+    """ForecastInputError when ``values`` do not vary: a model estimated on their variation (AR,
+    ARIMA) has nothing to estimate (statsmodels fails with NaN parameters)."""
+    finite = values[np.isfinite(values)]
+    if finite.size and np.ptp(finite) == 0:
+        raise ForecastInputError(f"{name}: the data are constant ({finite[0]:g}): nothing to estimate")
 
 
 def is_seasonal(values: np.ndarray, season: int) -> bool:

@@ -162,6 +162,9 @@ def calibrate(model: BaseForecaster, values: np.ndarray) -> Calibration | None:
         running = np.cumsum(actual - means, axis=1) / np.sqrt(np.cumsum(scales**2, axis=1))
     errors[~np.isfinite(errors)] = np.nan
     running[~np.isfinite(running)] = np.nan
+    if (np.isfinite(errors).sum(axis=0) < MIN_ORIGINS // 2).any():  # a probe whose scale was 0 (flat data)
+        log.warning("%s: no calibration, its own intervals stand (too few finite scores)", model.name)
+        return None
     return Calibration(errors, running)
 
 

@@ -20,7 +20,14 @@ import numpy as np
 from statsmodels.tsa.arima.model import ARIMA
 from statsmodels.tsa.stattools import kpss
 
-from pefm.forecasting.base import BaseForecaster, ForecastInputError, require_int, require_number, season_length
+from pefm.forecasting.base import (
+    BaseForecaster,
+    ForecastInputError,
+    refuse_flat,
+    require_int,
+    require_number,
+    season_length,
+)
 from pefm.forecasting.models._statsmodels import ArimaResultsMixin, aicc, lean, quiet
 
 
@@ -109,7 +116,9 @@ def check_differencing(model: AutoARIMA | AirlineARIMA) -> None:
 
 def kpss_differences(values: np.ndarray, max_d: int, alpha: float) -> int:
     """How many first differences make ``values`` stationary by repeated KPSS tests at level
-    ``alpha`` (auto.arima's ndiffs), at most ``max_d``."""
+    ``alpha`` (auto.arima's ndiffs), at most ``max_d``. ForecastInputError for flat data, which no
+    ARIMA estimates (KPSS's statistic is 0/0 there)."""
+    refuse_flat("arima", values)
     d, work = 0, values
     with quiet():
         while d < max_d and len(work) > 10:

@@ -11,7 +11,7 @@ import numpy as np
 from statsmodels.tsa.ar_model import ar_select_order
 from statsmodels.tsa.arima.model import ARIMA
 
-from pefm.forecasting.base import BaseForecaster, require_choice, require_int
+from pefm.forecasting.base import BaseForecaster, refuse_flat, require_choice, require_int
 from pefm.forecasting.models._statsmodels import ArimaResultsMixin, lean, quiet
 
 
@@ -36,6 +36,7 @@ class AutoRegressive(ArimaResultsMixin, BaseForecaster):
 
     def _fit(self, values: np.ndarray) -> None:
         work = np.diff(values) if self.d else values
+        refuse_flat(self.name, work)
         max_lag = self.max_lag or int(10 * np.log10(len(work)))
         max_lag = max(1, min(max_lag, len(work) // 4))
         with quiet():

@@ -23,6 +23,7 @@ are not out of sample.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ from pefm.forecasting.base import (
 )
 from pefm.forecasting.calibration import HORIZON, MAX_ORIGINS, outcomes, rolling_forecasts
 
+log = logging.getLogger(__name__)
 MIN_WINDOW = 20
 """The fewest held-out origins the weights are estimated on."""
 BLOCKS = 4
@@ -108,9 +110,18 @@ class Ensemble(BaseForecaster):
             m for m in self.seasonal_members if seasonal and season <= make_model(m).max_season
         )
         blocks = min(BLOCKS, k)
-        backtests = [
-            rolling_forecasts(make_model(m), values, self.freq_, origins, HORIZON, blocks) for m in self.members_
-        ]
+        backtests, failed = {}, {}
+        for m in self.members_:
+            try:
+                backtests[m] = rolling_forecasts(make_model(m), values, self.freq_, origins, HORIZON, blocks)
+            except (ForecastInputError, ValueError, ArithmeticError) as exc:  # data it cannot fit (flat, early on)
+                failed[m] = str(exc)
+        if not backtests:
+            raise ForecastInputError(f"ensemble: no member could be backtested: {failed}")
+        if failed:  # left out: a member the held-out half could not fit has no errors to weigh
+            log.info("ensemble: members left out: %s", failed)
+        self.members_ = tuple(backtests)
+        backtests = list(backtests.values())
         means = np.stack([b[0][:, :, 0] for b in backtests], axis=-1)  # (origins, steps, members)
         scales = np.stack([b[1][:, :, 0] for b in backtests], axis=-1)
         targets = outcomes(values, origins, HORIZON)[:, :, 0]  # (origins, steps)

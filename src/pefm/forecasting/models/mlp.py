@@ -144,7 +144,7 @@ class GlobalMLP(BaseForecaster):
         if weights is not None:
             import torch
 
-            self.device_ = _pick_device(self.device)
+            self.device_ = _loadable_device(self.device)  # a GPU-trained model loads anywhere
             net = _network(self.lags, self.horizon, self.hidden, self.depth, torch.Generator())
             net.load_state_dict(weights)
             self.net_ = net.to(self.device_).eval()
@@ -156,6 +156,13 @@ def _pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _loadable_device(device: str) -> str:
+    """Where a saved model runs here: its device, unless that is a GPU this machine lacks."""
+    import torch
+
+    return _pick_device("auto") if device.startswith("cuda") and not torch.cuda.is_available() else _pick_device(device)
 
 
 def _network(lags: int, horizon: int, hidden: int, depth: int, generator):
