@@ -212,3 +212,19 @@ def test_a_multivariate_update_reads_its_columns_by_name():
     pd.testing.assert_frame_equal(swapped, expected)
     with pytest.raises(ForecastInputError, match="fitted on"):
         model.update(frame.rename(columns={"infl": "cpi"}))
+
+
+def test_an_mlp_saved_for_a_gpu_loads_on_a_machine_without_one():
+    """`device="cuda"` was kept as is when loaded: on a CPU machine, torch refused to load it."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: nothing falls back")
+    rng = np.random.default_rng(5)
+    y = pd.Series(rng.normal(size=120).cumsum(), index=pd.date_range("2000-01-01", periods=120, freq="MS"))
+    model = make_model("mlp", epochs=2, hidden=8).fit(y)
+    expected = model.predict(2)
+    model.device = "cuda"  # as trained on a GPU
+    restored = type(model).from_bytes(model.to_bytes())
+    assert restored.device_ == "cpu"
+    pd.testing.assert_frame_equal(restored.predict(2), expected)
