@@ -612,6 +612,19 @@ def test_an_operators_rollback_before_any_traffic_ends_the_rollout_at_once(fresh
     assert status_of(fresh, "ungated") == "rejected" and status_of(fresh, "blue") == "serving"
     assert hook(fresh, "confirm-rollout", "c20").status_code == 409
     assert hook(fresh, "rollback", "c20").status_code == 200  # were Flagger analysing: it goes back
+    # its Canary deleted meanwhile: nothing carries traffic, and the rollback still ends it
+    with fresh["db"].connection() as conn:
+        conn.execute("UPDATE model_versions SET status = 'candidate' WHERE id = %s", (ungated,))
+    fresh["api"].route(names["blue"], names["same"])
+    started = hook(fresh, "confirm-rollout", "c20").json()["rollout"]
+    canary = fresh["api"].objects.pop(("canaries", SERVICE))
+    try:
+        gone = httpx.post(
+            f"{fresh['url']}/v1/rollouts/{started}/rollback", headers={"authorization": f"Bearer {ADMIN}"}
+        )
+    finally:
+        fresh["api"].objects[("canaries", SERVICE)] = canary
+    assert gone.status_code == 200 and gone.json()["phase"] == "Failed", gone.text
 
 
 def test_the_gates_refuse_a_latest_revision_that_confirm_rollout_never_saw(fresh):

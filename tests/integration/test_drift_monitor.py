@@ -172,25 +172,24 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
     that left it unanswered it is given up."""
     from pefm.storage import retrain_events
 
-    def event(run_id: str, step: str, minutes_ago: int, reason: str = "test") -> None:
+    def event(run_id: str, step: str, minutes_ago: int, reason: str = "test", details: str = "{}") -> None:
         conn.execute(
-            "INSERT INTO retrain_events (run_id, step, reason, ts)"
-            " VALUES (%s, %s, %s, now() - %s * interval '1 minute')",
-            (run_id, step, reason, minutes_ago),
+            "INSERT INTO retrain_events (run_id, step, reason, ts, details)"
+            " VALUES (%s, %s, %s, now() - %s * interval '1 minute', %s)",
+            (run_id, step, reason, minutes_ago, details),
         )
 
     assert retrain_events.pending_request(conn) is None
     event("before", "start", 60)
     event("request", retrain_events.REQUESTED, 50, "the monitor requested a retraining: drift in unemp")
     event("before", "gates-failed", 40)  # began before the request: it does not answer it
-    unanswering = {
-        "dry": ["start", "dry-run"],
-        "no deploy": ["start", "trained", "gates-passed"],  # its candidate left for the next run to deploy
-        "rollout failed": ["start", "trained", "deployed", "failed"],
-    }
+    unanswering = {"dry": ["start", "dry-run"], "rollout failed": ["start", "trained", "deployed", "failed"]}
     for run_id, steps in unanswering.items():
         for step in steps:
             event(run_id, step, 30)
+    event("no deploy", "start", 30, details='{"deploy": false}')  # its candidate left for a run that deploys
+    for step in ("trained", "gates-passed"):
+        event("no deploy", step, 30)
     pending = retrain_events.pending_request(conn)
     assert pending.reason == "the monitor requested a retraining: drift in unemp"
     assert pending.attempts == 1  # the run that failed; not the dry run, nor the one that did not deploy

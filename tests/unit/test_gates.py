@@ -229,6 +229,10 @@ def test_a_comparison_that_cannot_run_fails_rather_than_passes():
     assert any(f.startswith("no comparison with the serving model could run on 1 window") for f in report["failures"])
     alone = evaluate(load_policy(), worse, None)  # nothing serves: nothing to compare with, as before
     assert alone["passed"] is True
+    # a policy whose paired rules do not apply (the Sharpe rule, no return series) did not want windows
+    sharpe = [r for r in load_policy() if r.test == "sharpe"]
+    long = truth(rng, ["realgdp"])
+    assert evaluate(sharpe, backtest(rng, long, 1.0, h=8), backtest(rng, long, 1.0, h=8))["passed"] is True
 
 
 def test_a_series_only_the_serving_models_backtest_has_fails_the_candidate():

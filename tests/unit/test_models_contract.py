@@ -212,6 +212,10 @@ def test_a_multivariate_update_reads_its_columns_by_name():
     pd.testing.assert_frame_equal(swapped, expected)
     with pytest.raises(ForecastInputError, match="fitted on"):
         model.update(frame.rename(columns={"infl": "cpi"}))
+    numbered = frame.set_axis([0, 1], axis=1)  # columns that are not text: named as the fit named them
+    again = make_model("var").fit(numbered)
+    before = again.predict(2)
+    pd.testing.assert_frame_equal(again.update(numbered[[1, 0]]).predict(2), before)
 
 
 def test_an_mlp_saved_for_a_gpu_loads_on_a_machine_without_one():

@@ -69,8 +69,6 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
         "PEFM_ROUTER_URL": router_url,
         "PEFM_REVISION_GRACE_SECONDS": f"{settings.revision_grace_seconds:g}",
         **({"PEFM_LOCAL_REPLICAS": str(replicas)} if replicas else {}),
-        **({"PEFM_ROLLOUT_SPEC": str(settings.rollout_spec)} if settings.rollout_spec else {}),
-        **({"PEFM_GATE_POLICY": str(settings.gate_policy)} if settings.gate_policy else {}),
         # the admin token for their writes; the shadow key the prober signs with and the revisions
         # retraining starts verify
         **only("PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY"),

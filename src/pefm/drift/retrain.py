@@ -119,7 +119,9 @@ class _Job:
             spec = BacktestSpec.from_dict(serving.backtest["spec"])
         spec = replace(spec or DEFAULT_SPEC, **spec_changes)
         what = f"retraining {family} on {len(ids)} series ({spec.windows} windows, h={spec.h})"
-        _event(conn, self.run_id, "start", f"{what}: {reason}")
+        # a run that will not deploy (--no-deploy) says so: it answers no request of the monitor
+        details = None if self.deployer is not None else {"deploy": False}
+        _event(conn, self.run_id, "start", f"{what}: {reason}", None, details)
         digest = data_sha256(load_panel(conn, ids, skip_refused=True))
         key = job_key(family, params, ids, spec, digest)
         job = _read_job(conn, key)

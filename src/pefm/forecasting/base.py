@@ -234,7 +234,8 @@ class BaseForecaster:
             raise ForecastInputError(f"{self.name} is not fitted: call fit() first")
         frame = self._as_frame(y)
         if self.multivariate and list(map(str, frame.columns)) != list(self.series_ids_):
-            if set(map(str, frame.columns)) != set(self.series_ids_):
+            frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
+            if set(frame.columns) != set(self.series_ids_):
                 raise ForecastInputError(f"{self.name} was fitted on {self.series_ids_}, not {list(frame.columns)}")
             frame = frame[self.series_ids_]  # by name: in another order the columns were read as each other
         self.cutoff_ = frame.index[-1]

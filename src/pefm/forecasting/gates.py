@@ -158,7 +158,7 @@ def evaluate(
     them: a series the serving model's backtest has and the candidate's lacks (too short for its
     model?), or a comparison that could not run at all (no more windows than the steps)."""
     pairs = paired(candidate, serving) if serving is not None else None
-    checks, skipped, compared = [], [], 0
+    checks, skipped, compared, starved = [], [], 0, False
     for rule in rules:
         if rule.test in RELATIVE and pairs is None:
             skipped.append({"rule": rule.name, "reason": "no serving model to compare with"})
@@ -171,6 +171,7 @@ def evaluate(
         found, why = _tests(rule, candidate, pairs, returns, spacing)
         if not found:
             skipped.append({"rule": rule.name, "reason": why})
+            starved |= rule.test in RELATIVE and why.startswith(TOO_FEW)
         elif untested := _untested_steps(rule, pairs, spacing):
             steps = ", ".join(map(str, untested))
             skipped.append({"rule": rule.name, "reason": f"h={steps} untested: {why}"})
@@ -186,7 +187,7 @@ def evaluate(
             f"{s}: the serving model's backtest has it and the candidate's does not: nothing compared them"
             for s in sorted(set(serving["series_id"]) - set(candidate["series_id"]) - set(dropped))
         ]
-        if not compared and any(rule.test in RELATIVE for rule in rules):
+        if not compared and starved:  # not for want of rules that apply: for want of windows
             windows = candidate["cutoff"].nunique()
             failures.append(
                 f"no comparison with the serving model could run on {windows} window(s): a Diebold-Mariano "
@@ -218,6 +219,10 @@ def _untested_steps(rule: Rule, pairs: pd.DataFrame | None, spacing: int) -> lis
     return sorted({int(s) for s in sizes.loc[sizes["n"] <= overlap, "step"]})
 
 
+TOO_FEW = "too few windows"
+"""How a paired rule's skip begins when it had data to compare but not enough windows."""
+
+
 def overlapping(step: int, spacing: int) -> int:
     """The horizon a test of k-step errors at cutoffs ``spacing`` periods apart takes: consecutive
     errors share ``ceil(k / spacing) - 1`` periods' shocks (Diebold-Mariano's lags h - 1; with
@@ -246,7 +251,7 @@ def _tests(
             stat, p = metrics.diebold_mariano(g["y"], g["mean_c"], g["mean_s"], h=h, alternative="greater")
             rmse_c, rmse_s = metrics.rmse(g["y"], g["mean_c"]), metrics.rmse(g["y"], g["mean_s"])
             out.append(_raw(series_id, step, len(g), f"rmse@h{step}", rmse_c, rmse_s, stat, p))
-        return out, "too few windows for a Diebold-Mariano test (need more than h)"
+        return out, f"{TOO_FEW} for a Diebold-Mariano test (need more than h)"
     if rule.test == "interval-score":
         lo, hi = f"lo-{rule.level}", f"hi-{rule.level}"
         if f"{lo}_c" not in pairs.columns or f"{lo}_s" not in pairs.columns:
@@ -259,7 +264,7 @@ def _tests(
             stat, p = metrics.loss_differential_test(mine, theirs, h=h, alternative="greater")
             name = f"winkler-{rule.level}@h{step}"
             out.append(_raw(series_id, step, len(g), name, mine.mean(), theirs.mean(), stat, p))
-        return out, "too few windows for a Diebold-Mariano test (need more than h)"
+        return out, f"{TOO_FEW} for a Diebold-Mariano test (need more than h)"
     one_step = pairs[(pairs["step"] == 1) & pairs["series_id"].isin(returns)]
     if one_step.empty:
         return [], "no return series among the compared ones"
@@ -270,7 +275,7 @@ def _tests(
         theirs = metrics.strategy_returns(g["y"], g["mean_s"], rule.cost)
         z, p = metrics.sharpe_difference(mine, theirs, alternative="less")
         out.append(_raw(series_id, 1, len(g), "sharpe (per period)", _sharpe(mine), _sharpe(theirs), z, p))
-    return out, "too few windows for a Sharpe ratio test (need 3)"
+    return out, f"{TOO_FEW} for a Sharpe ratio test (need 3)"
 
 
 def _raw(series_id, step, n, metric, candidate, serving, statistic, p_value) -> dict[str, Any]:

@@ -177,6 +177,7 @@ class RolloutController:
             except RolloutBusy:
                 raise
             except Exception as exc:  # the router failing again: a 503 to try later, not a 500
+                log.warning("rollout %s: routing its traffic failed again", last[0], exc_info=True)
                 why = f"rollout {last[0]}'s traffic is not routed yet ({type(exc).__name__}: {exc}); try again"
                 raise RolloutBusy(why) from exc
         return serving_revision(self.router.traffic(service))

@@ -469,8 +469,12 @@ class FlaggerOperator:
 
 
 def _canary_weight(cluster: KnativeCluster, name: str) -> Any:
-    """The Canary's ``status.canaryWeight`` (None before Flagger set one)."""
-    return (cluster.canary(name).get("status") or {}).get("canaryWeight")
+    """The Canary's ``status.canaryWeight`` (None before Flagger set one, or with no Canary left
+    to carry traffic; the Kubernetes API away: ClusterUnavailable, a 503)."""
+    try:
+        return (cluster.canary(name).get("status") or {}).get("canaryWeight")
+    except UnknownCanary:
+        return None
 
 
 def _finish(

@@ -19,9 +19,10 @@ OUTCOMES = ("up-to-date", "gates-failed", "gates-passed", "deployed", "rollout-s
 stopped part-way (killed) ends on none of them."""
 ANSWERS = ("up-to-date", "gates-failed", "deployed", "rollout-started")
 """The outcomes that answer the monitor's request: the candidate judged and, once it passed, deployed.
-A run that ends on ``gates-passed`` (``pefm retrain --no-deploy``) leaves it pending, as a dry run
-does: had it answered, the candidate it gated would never have been deployed, and the same
-evidence is not asked about again (``drift.monitor.due_for_retraining``)."""
+A run that ends on ``gates-passed`` (``pefm retrain --no-deploy``, its ``start`` row's details
+``{"deploy": false}``) leaves it pending, as a dry run does: had it answered, the candidate it gated
+would never have been deployed, and the same evidence is not asked about again
+(``drift.monitor.due_for_retraining``). One killed between its gates and its deploy is counted."""
 ENDINGS = (*OUTCOMES, "skipped", "dry-run", "failed")
 """The steps a run that returned ends on (a run whose last step is another is running, or was killed)."""
 ATTEMPTS = 3
@@ -115,9 +116,8 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
             SELECT request.ts, request.reason,
                    (SELECT count(DISTINCT run_id) FROM retrain_events s
                     WHERE s.step IN ('start', 'failed') AND s.ts >= request.ts
-                      AND NOT EXISTS (SELECT 1 FROM retrain_events o WHERE o.run_id = s.run_id AND o.step = 'dry-run')
-                      AND (SELECT o.step FROM retrain_events o WHERE o.run_id = s.run_id ORDER BY o.id DESC LIMIT 1)
-                          IS DISTINCT FROM 'gates-passed'),
+                      AND NOT EXISTS (SELECT 1 FROM retrain_events o WHERE o.run_id = s.run_id
+                                      AND (o.step = 'dry-run' OR o.details ->> 'deploy' = 'false'))),
                    aside.ts, aside.reason
             FROM request LEFT JOIN LATERAL (
                 SELECT s.ts, s.reason FROM retrain_events s
