@@ -9,16 +9,18 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import parse_qs, urlparse
 
+import pandas as pd
 import pytest
 
 from pefm.data.fred import FredClient, FredError
 from pefm.data.frequency import Frequency
 from pefm.data.loading import load_fred
-from pefm.storage.observations import read_series
+from pefm.storage.observations import read_series, write_observations
 from pefm.storage.series import get_series
 
 KEY = "abcdefghijklmnopqrstuvwxyz123456"
@@ -177,6 +179,22 @@ def test_vintages_store_every_value_at_the_date_it_became_known(db, fred):
     pages = [r for r in FakeFred.requests if r["path"].endswith("/observations")]
     assert [int(r["offset"]) for r in pages] == [0, 2, 4]  # every page followed
     assert {(r["realtime_start"], r["realtime_end"]) for r in pages} == {("1776-07-04", "9999-12-31")}
+
+
+def test_a_value_released_today_is_known_from_the_fetch_not_from_tomorrow(db, fred, monkeypatch):
+    """The end of today in US Central time is still ahead: stored there, the release would hide a
+    correction written now (counted as an insert, missing from the latest data until tomorrow)."""
+    today = pd.Timestamp.now(tz="America/Chicago").strftime("%Y-%m-%d")
+    monkeypatch.setitem(SERIES, "TODAY", {**SERIES["GDPC1"], "id": "TODAY"})
+    monkeypatch.setitem(ALFRED, "TODAY", [_obs("2019-01-01", "100.0", "2019-04-26"), _obs("2019-04-01", "101.0", today)])
+    with db.connection() as conn:
+        before = datetime.now(UTC)
+        _, fetched, _ = load_fred(conn, client(fred), "TODAY", vintages=True)
+        vintages = fetched.values["vintage"]
+        assert vintages.max() <= pd.Timestamp.now(tz="UTC") and vintages.max() >= pd.Timestamp(before)
+        correction = pd.DataFrame({"series_id": ["today"], "ts": [pd.Timestamp("2019-04-01")], "value": [101.5]})
+        assert write_observations(conn, correction).revised == 1
+        assert read_series(conn, "today").tolist() == [100.0, 101.5]
 
 
 def test_values_dated_after_they_became_known_are_refused_and_nothing_is_written(db, fred):

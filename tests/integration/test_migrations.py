@@ -150,6 +150,27 @@ def test_a_database_stuck_after_0001_moves_on_through_the_corrected_0002(schema_
         assert [m.version for m in applied][:1] == [2] and versions(conn) == [m.version for m in shipped_migrations()]
 
 
+def test_a_plain_database_keeps_plain_tables_once_its_server_preloads_timescaledb(schema_url: str, monkeypatch):
+    """0014 would look up the extension's schema in a database 0002 made without it. No server
+    here has TimescaleDB: the server's facts are patched to one that has since gained it
+    preloaded; the database's own (its plain tables, no extension) are read for real."""
+    from pefm.storage import timescale
+
+    real = timescale.plan
+    with Database(schema_url, max_size=1) as db, db.connection() as conn:
+        first = [m for m in shipped_migrations() if m.version < 14]
+        monkeypatch.setattr(migrate_module, "shipped_migrations", lambda: first)
+        migrate(conn)
+        monkeypatch.undo()
+        monkeypatch.setattr(
+            timescale, "plan", lambda **facts: real(**facts | {"available": "2.17.2", "preload": "timescaledb"})
+        )
+        decided = timescale.timescale_plan(conn)
+        assert not decided.use and "before TimescaleDB was usable" in decided.reason
+        migrate(conn)
+        assert versions(conn) == [m.version for m in shipped_migrations()]
+
+
 def test_the_qualified_calls_reach_the_extensions_schema_off_the_search_path(db: Database):
     """Each TimescaleDB statement of the migrations, formatted as the migration formats it, runs
     against stand-ins of the extension's functions in a schema the session's search_path leaves

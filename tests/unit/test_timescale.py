@@ -38,3 +38,10 @@ def test_too_old_for_by_range_falls_back_and_new_enough_is_used():
 def test_no_extension_at_all():
     decided = plan(available=None, installed=None, preload="")
     assert decided.use is False and decided.available is False
+
+
+def test_a_database_whose_tables_were_made_plain_keeps_them_plain():
+    """Its first migrations ran before TimescaleDB was usable; the later ones must not half-convert it."""
+    decided = plan(available="2.17.2", installed=None, preload="timescaledb", plain_schema=True)
+    assert decided.use is False and "before TimescaleDB was usable" in decided.reason
+    assert plan(available="2.17.2", installed="2.17.2", preload="timescaledb", plain_schema=True).use is True

@@ -130,9 +130,13 @@ def _frame(rows: list[dict[str, str]], vintages: bool) -> FredObservations:
         }
     )
     if vintages:  # known by the end of its realtime_start, a day in FRED's time zone (US Central): at
-        # midnight UTC, the evening before, as-of reads saw a release hours before it came out
+        # midnight UTC, the evening before, as-of reads saw a release hours before it came out;
+        # a release of today is known now, when it is fetched: a vintage still ahead would hide
+        # every correction written before it comes
         start = pd.to_datetime([r["realtime_start"] for r in kept], format="%Y-%m-%d")
-        frame["vintage"] = (start + pd.Timedelta(days=1)).tz_localize(FRED_TIME_ZONE).tz_convert("UTC")
+        end_of_day = (start + pd.Timedelta(days=1)).tz_localize(FRED_TIME_ZONE).tz_convert("UTC")
+        now = pd.Timestamp.now(tz="UTC")
+        frame["vintage"] = end_of_day.where(end_of_day <= now, now)
     return FredObservations(frame, len(rows) - len(kept))
 
 

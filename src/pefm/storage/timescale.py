@@ -43,12 +43,16 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
-def plan(*, available: str | None, installed: str | None, preload: str) -> TimescalePlan:
+def plan(*, available: str | None, installed: str | None, preload: str, plain_schema: bool = False) -> TimescalePlan:
     """The decision from the server's facts: ``available`` the extension's default version (None:
     not on the server), ``installed`` the version created in this database (None: not created),
-    ``preload`` the value of ``shared_preload_libraries``."""
+    ``preload`` the value of ``shared_preload_libraries``, ``plain_schema`` whether this database's
+    tables already exist without the extension (its first migrations ran before it was usable:
+    later ones keep plain tables, as 0002 made them)."""
     if available is None and installed is None:
         return TimescalePlan(False, "the TimescaleDB extension is not available on this server", available=False)
+    if plain_schema and installed is None:
+        return TimescalePlan(False, "this database's tables were made before TimescaleDB was usable here")
     if not preloads_timescaledb(preload):
         return TimescalePlan(
             False,
@@ -65,9 +69,10 @@ def plan(*, available: str | None, installed: str | None, preload: str) -> Times
 def timescale_plan(conn: psycopg.Connection) -> TimescalePlan:
     """The decision for this server and database (read from pg_available_extensions, pg_extension
     and pg_settings)."""
-    available, installed, preload = conn.execute(
+    available, installed, preload, plain_schema = conn.execute(
         """SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),
                   (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
-                  (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries')"""
+                  (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                  to_regclass('observations') IS NOT NULL"""
     ).fetchone()
-    return plan(available=available, installed=installed, preload=preload or "")
+    return plan(available=available, installed=installed, preload=preload or "", plain_schema=plain_schema)
