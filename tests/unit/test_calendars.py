@@ -21,7 +21,16 @@ def test_holidays_and_closures_are_not_sessions_and_weekdays_without_a_calendar_
     assert off_sessions(stamps, "XNYS").tolist() == [True, True, True, False]
     assert off_frequency(stamps, Frequency.BUSINESS_DAILY, "NYSE").tolist() == [True, True, True, False]  # an alias
     assert off_frequency(stamps, Frequency.BUSINESS_DAILY).tolist() == [False] * 4
-    assert off_sessions(days("1960-01-04"), "XNYS").tolist() == [False]  # before the span it knows: not judged
+    # before the span it knows: weekdays, as without a calendar
+    assert off_sessions(days("1960-01-04", "1960-01-02"), "XNYS").tolist() == [False, True]
+
+
+def test_a_calendar_that_trades_on_weekends_has_its_weekend_sessions_accepted():
+    # Tadawul trades Sunday to Thursday; Bombay held a special Saturday session on 2025-02-01 (the budget)
+    week = days("2026-11-01", "2026-11-02", "2026-11-05", "2026-11-06", "2026-11-07", "2026-11-08")
+    assert off_frequency(week, Frequency.BUSINESS_DAILY, "XSAU").tolist() == [False, False, False, True, True, False]
+    assert off_frequency(days("2025-02-01"), Frequency.BUSINESS_DAILY, "XBOM").tolist() == [False]
+    assert sessions_after("XSAU", pd.Timestamp("2026-11-05"), 2).strftime("%a").tolist() == ["Sun", "Mon"]
 
 
 def test_a_value_on_a_holiday_is_reported_as_not_a_session():
@@ -36,6 +45,11 @@ def test_forecasts_of_a_series_on_a_calendar_are_dated_by_its_sessions():
         "01-04",
     ]
     assert sessions_after("XNYS", pd.Timestamp("2018-12-29"), 1).strftime("%m-%d").tolist() == ["12-31"]  # a Saturday
+    # before the calendar's span (1970 here): weekdays, not an error
+    assert sessions_after("XNYS", pd.Timestamp("1965-06-04"), 2).strftime("%Y-%m-%d").tolist() == [
+        "1965-06-07",
+        "1965-06-08",
+    ]
     index = pd.bdate_range("2018-12-17", "2018-12-31").difference(pd.DatetimeIndex(["2018-12-25"]))
     y = pd.Series(np.linspace(2600.0, 2500.0, len(index)), index=index)
     y.attrs.update(frequency=Frequency.BUSINESS_DAILY, calendar="XNYS")

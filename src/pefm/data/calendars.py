@@ -59,17 +59,22 @@ def _session_days(code: str) -> np.ndarray:
 
 def off_sessions(stamps: np.ndarray, code: str) -> np.ndarray:
     """Boolean mask of the dates (UTC-naive, midnight) that are not sessions of the calendar,
-    within the span it knows; a date outside that span is not judged."""
+    within the span it knows; outside it, of those that fall on a weekend (the calendar's own
+    weekend sessions, such as Tadawul's Sundays, count within its span)."""
     sessions = _session_days(code)
     days = np.asarray(stamps, dtype="datetime64[ns]").astype("datetime64[D]").astype(np.int64)
     at = np.minimum(np.searchsorted(sessions, days), len(sessions) - 1)
     known = (days >= sessions[0]) & (days <= sessions[-1])
-    return known & (sessions[at] != days)
+    weekend = (days + 3) % 7 >= 5  # 1970-01-01 was a Thursday; Monday is 0
+    return np.where(known, sessions[at] != days, weekend)
 
 
 def sessions_after(code: str, cutoff: pd.Timestamp, h: int) -> pd.DatetimeIndex:
-    """The ``h`` sessions that follow ``cutoff`` (UTC-naive, midnight)."""
+    """The ``h`` sessions that follow ``cutoff`` (UTC-naive, midnight); weekdays before the span
+    the calendar knows (as :func:`off_sessions` judges dates there)."""
     cal = exchange_calendar(code)
     day = pd.Timestamp(cutoff).normalize()
+    if day < cal.first_session:
+        return pd.bdate_range(day + pd.offsets.BDay(), periods=h)
     first = cal.next_session(day) if cal.is_session(day) else cal.date_to_session(day, direction="next")
     return pd.DatetimeIndex(cal.sessions_window(first, h))

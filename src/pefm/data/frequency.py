@@ -98,12 +98,12 @@ def off_frequency(
     days = stamps.astype("datetime64[D]")
     bad = stamps != days
     weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
-    if freq is Frequency.BUSINESS_DAILY:
-        bad |= weekday >= 5
-        if calendar:
-            from pefm.data.calendars import off_sessions
+    if freq is Frequency.BUSINESS_DAILY and calendar:
+        from pefm.data.calendars import off_sessions
 
-            bad |= off_sessions(days, calendar)
+        bad |= off_sessions(days, calendar)
+    elif freq is Frequency.BUSINESS_DAILY:
+        bad |= weekday >= 5
     elif freq is Frequency.WEEKLY and len(stamps):
         day = weekday[0] if anchor is None else (np.datetime64(anchor, "D").astype(np.int64) + 3) % 7
         bad |= weekday != day
