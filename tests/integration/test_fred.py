@@ -166,7 +166,8 @@ def test_metadata_and_observations_create_the_series_and_a_refetch_changes_nothi
 def test_vintages_store_every_value_at_the_date_it_became_known(db, fred):
     with db.connection() as conn:
         _, fetched, result = load_fred(conn, client(fred), "GDPC1", vintages=True)
-        assert result.inserted == 4 and fetched.missing == 1 and fetched.values["vintage"].nunique() == 4
+        assert (result.inserted, result.revised) == (2, 2)  # two dates, 2019Q1 revised twice
+        assert fetched.missing == 1 and fetched.values["vintage"].nunique() == 4
         first = read_series(conn, "gdpc1", as_of="2019-05-01")
         assert first.tolist() == [18912.326]  # 2019Q2 was not yet published (".")
         assert read_series(conn, "gdpc1", as_of="2019-06-01").tolist() == [18907.517]
@@ -255,7 +256,7 @@ def test_the_command_fetches_and_reports(db, cli_env, fred):  # db: the schema, 
     )
     assert done.returncode == 0, done.stderr
     assert (
-        "gdpc1 (quarterly, Billions of Chained 2012 Dollars, SAAR): 4 values in 4 vintage(s); 4 inserted" in done.stdout
+        "gdpc1 (quarterly, Billions of Chained 2012 Dollars, SAAR): 4 values in 4 vintage(s); 2 inserted, 2 revised" in done.stdout
     )
     refused = subprocess.run(
         [sys.executable, "-m", "pefm.cli", "data", "fetch", "fred", "GDPC1"],

@@ -138,7 +138,7 @@ def test_a_write_of_several_vintages_over_stored_data_keeps_every_vintage(conn, 
     first = write_observations(
         conn, vintaged([("2020-01-01", "2020-04-30", 100.0), ("2020-01-01", "2020-07-30", 99.0)])
     )
-    assert (first.inserted, first.revised, first.unchanged) == (2, 0, 0)
+    assert (first.inserted, first.revised, first.unchanged) == (1, 1, 0)  # a date, then its revision
     again = write_observations(
         conn,
         vintaged(
@@ -162,6 +162,24 @@ def test_a_write_of_several_vintages_over_stored_data_keeps_every_vintage(conn, 
     ):
         assert read_series(conn, "gdp", as_of=moment).loc["2020-01-01"] == value, moment
     assert row_count(conn) == 5
+
+
+def test_a_first_write_of_several_vintages_is_classified_as_a_write_over_stored_data(conn, gdp):
+    """Nothing stored in the span takes the COPY path: a vintage repeating its date's last value
+    is unchanged there too, not stored (it had been, and counted as inserted)."""
+    rows = pd.DataFrame(
+        {
+            "series_id": "gdp",
+            "ts": pd.to_datetime(["2020-01-01", "2020-01-01", "2020-01-01", "2020-04-01"]),
+            "vintage": pd.to_datetime(["2020-02-15", "2020-03-15", "2020-04-15", "2020-05-15"], utc=True),
+            "value": [1.0, 1.0, 1.5, 2.0],
+        }
+    )
+    result = write_observations(conn, rows)
+    assert (result.inserted, result.revised, result.unchanged) == (2, 1, 1)
+    assert row_count(conn) == 3
+    assert read_series(conn, "gdp", as_of="2020-03-20").tolist() == [1.0]
+    assert read_series(conn, "gdp").tolist() == [1.5, 2.0]
 
 
 def test_rewriting_identical_values_is_a_no_op(conn, gdp):

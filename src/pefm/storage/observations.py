@@ -152,9 +152,15 @@ def _merge(
 ) -> tuple[int, ...]:
     """Merge the rows of series ``ids`` into ``table``, ingested at ``stamp``: (inserted, revised,
     unchanged), or VintageConflictError with nothing written."""
-    if not _overlaps(conn, table, rows, ids):  # nothing stored in the span: every row is new
-        _copy_into(conn, table, rows, source, stamp)
-        return len(rows), 0, 0
+    if not _overlaps(conn, table, rows, ids):  # nothing stored in the span: classified in pandas
+        if not rows.duplicated(["series_id", "ts"]).any():  # one vintage per date: every row is new
+            _copy_into(conn, table, rows, source, stamp)
+            return len(rows), 0, 0
+        ordered = rows.sort_values(["series_id", "ts", "vintage"])  # as _CLASSIFIED's window
+        known = ordered.groupby(["series_id", "ts"], sort=False)["value"].shift()
+        kept = known.isna() | (known != ordered["value"])  # a vintage repeating the last value: unchanged
+        _copy_into(conn, table, ordered[kept], source, stamp)
+        return int(known.isna().sum()), int((kept & known.notna()).sum()), int((~kept).sum())
     conn.execute("SET LOCAL work_mem = '64MB'")  # the classification sort stays in memory
     _copy_incoming(conn, rows, ids)
     classified = _CLASSIFIED.format(table=table)
