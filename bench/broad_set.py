@@ -40,7 +40,7 @@ The table below IS the set (``BROAD_SET`` is parsed from it; ``LOADERS`` gives e
 | hml | arch frenchdata | M | none | 1 | value factor return in percent: already a return |
 | rf | arch frenchdata | M | none | 12 | one-month T-bill return: a persistent rate, kept in levels |
 | elnino | sm elnino | M | none | 12 | sea surface temperature: stationary with a strong annual cycle |
-| co2 | sm co2 | M | diff | 12 | Mauna Loa CO2, monthly mean of the weekly values: differenced trend, cycle kept |
+| co2 | sm co2 | M | diff | 12 | Mauna Loa CO2 by month (3 gaps interpolated): differenced trend, cycle kept |
 | air_passengers | statsforecast | M | log_diff_ann | 12 | trending, multiplicative seasonality: log growth |
 | goog | plotly stocks | W | log_return | 1 | weekly price (normalized): its log return |
 | aapl | plotly stocks | W | log_return | 1 | weekly price: its log return |
@@ -101,6 +101,7 @@ class BroadSeries:
         if not raw.index.is_unique:
             raise ValueError(f"{self.id}: duplicate timestamps")
         out = apply_transform(raw, self.transform, self.frequency)
+        out = out.dropna()  # a change across a missing period is not observed
         cap = CAP.get(self.frequency)
         if cap and len(out) > cap:
             out = out.iloc[-cap:]
@@ -181,7 +182,8 @@ def _co2_monthly() -> pd.Series:
     import statsmodels.api as sm
 
     weekly = sm.datasets.co2.load_pandas().data["co2"]
-    return weekly.groupby(_month_start(weekly.index)).mean().dropna()
+    monthly = weekly.groupby(_month_start(weekly.index)).mean()
+    return monthly.asfreq("MS").interpolate().dropna()  # three months without a reading: interpolated
 
 
 def _air_passengers() -> pd.Series:

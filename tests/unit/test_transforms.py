@@ -26,3 +26,20 @@ def test_log_transforms_refuse_non_positive_values_and_unknown_names_are_refused
         apply_transform(y, "log_return", Frequency.DAILY)
     with pytest.raises(ValueError, match="unknown transform"):
         apply_transform(y, "boxcox", Frequency.DAILY)
+
+
+def test_a_change_across_a_missing_period_is_missing_not_a_one_period_change():
+    """October missing: November's two months of growth, annualized x12 as one, had doubled the rate."""
+    months = pd.date_range("2025-07-01", periods=6, freq="MS").delete(3)
+    y = pd.Series(100.0 * np.exp(0.003 * np.array([0, 1, 2, 4, 5])), index=months)
+    growth = apply_transform(y, "log_diff_ann", Frequency.MONTHLY)
+    assert (
+        growth.round(6).tolist()[:2] == [3.6, 3.6]
+        and np.isnan(growth["2025-11-01"])
+        and growth["2025-12-01"] == pytest.approx(3.6)
+    )
+    weekly = pd.Series([1.0, 2.0, 4.0], index=pd.to_datetime(["2025-01-06", "2025-01-13", "2025-01-27"]))
+    assert apply_transform(weekly, "diff", Frequency.WEEKLY).isna().tolist() == [False, True]
+    # business days skip holidays and weekends by nature: their changes stand
+    days = pd.Series([1.0, 2.0, 4.0], index=pd.to_datetime(["2024-12-24", "2024-12-26", "2024-12-30"]))
+    assert apply_transform(days, "diff", Frequency.BUSINESS_DAILY).tolist() == [1.0, 2.0]

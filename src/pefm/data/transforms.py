@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from pefm.data.frequency import Frequency
@@ -81,6 +82,22 @@ def apply_transform(y: pd.Series, transform: str, freq: Frequency) -> pd.Series:
     if positive_only(transform) and (y <= 0).any():
         raise TransformError(f"transform {transform!r} needs positive values; {y.name} has some <= 0")
     out = fn(y, freq)
+    if transform != "none":  # a change across a missing period is not a one-period change
+        out = out.where(_one_period_apart(y.index, freq))
     out.name = y.name
     out.attrs = dict(y.attrs)
     return out
+
+
+def _one_period_apart(index: pd.Index, freq: Frequency) -> np.ndarray:
+    """For each timestamp after the first, whether it is the period right after the one before
+    (always, where gaps are the calendar's: business days' holidays, intraday nights, ticks)."""
+    import numpy as np
+    import pandas as pd
+
+    from pefm.data.frequency import Frequency, period_end
+
+    regular = (Frequency.DAILY, Frequency.WEEKLY, Frequency.MONTHLY, Frequency.QUARTERLY, Frequency.ANNUAL)
+    if freq not in regular or not isinstance(index, pd.DatetimeIndex):
+        return np.ones(max(len(index) - 1, 0), dtype=bool)
+    return np.asarray(period_end(index[:-1], freq) == index[1:])
