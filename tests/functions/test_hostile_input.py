@@ -183,6 +183,27 @@ INGEST_CASES = [
         400,
         "datacontenttype",
     ),
+    *(
+        (  # bytes(n) had made n zero bytes (4e9: a gigabyte) or raised (a 500)
+            f"structured event whose data is {data!r}",
+            "POST",
+            "/v1/observations",
+            STRUCTURED,
+            json.dumps({**EVENT, "data": data}).encode(),
+            422,
+            "data",
+        )
+        for data in (4_000_000_000, -1, 1.5, True)
+    ),
+    (  # it had been stored as known now
+        "a misspelt vintage",
+        "POST",
+        "/v1/observations?vintge=2001-01-01",
+        {**AUTH, "content-type": "text/csv"},
+        b"DATE,REALGDP\n2011-01-01,1\n",
+        422,
+        "vintge",
+    ),
     (
         "a trailing slash (no redirect to the Host named)",
         "POST",
@@ -287,6 +308,8 @@ INFERENCE_CASES = [
     ("GET", "/v1/forecast?series_id=realgdp&horizon=%C2%B2", b"", 422, "horizon"),
     ("GET", "/v1/forecast?series_id=realgdp&levels=%EF%BC%98%EF%BC%90", b"", 422, "levels"),
     ("GET", "/v1/forecast?series_id=realgdp&horizon=" + "9" * 400, b"", 422, "horizon"),
+    ("GET", "/v1/forecast?series_id=realgdp&series_id=infl", b"", 422, "series_id"),
+    ("GET", "/v1/forecast?series_id=realgdp&horizn=4", b"", 422, "horizn"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The ingest function as a real process under func-python: every route, every error, auth."""
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -416,7 +417,18 @@ def test_unknown_routes_and_methods_are_json_errors(client):
 
 def test_metrics_and_openapi(client, module_schema):
     client.post("/v1/observations", json=obs(**{"2009-10-01": 13000.0}), headers=AUTH)
+
+    def refused() -> float:
+        found = re.search(r'^pefm_ingest_refused_total\{status="422"\} (\S+)$', client.get("/metrics").text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = refused()
+    for _ in range(2):  # refused for what they hold: counted as writes, not as rows
+        client.post("/v1/observations", json=obs(**{"2009-10-02": 1.0, "2009-10-03": 2.0}), headers=AUTH)
+    client.post("/v1/observations", json=obs(**{"2009-10-01": 1.0}))  # no token: not counted
+    assert refused() == before + 2
     text = client.get("/metrics").text
+    assert 'refused_total{status="401"}' not in text
     assert (
         'pefm_requests_total{method="POST",revision="pefm-ingest-00001",route="/v1/observations",'
         'service="ingest",status="200"}'

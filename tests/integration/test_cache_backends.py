@@ -154,6 +154,12 @@ def test_announcements_reach_a_listener_and_a_lost_channel_says_everything_may_h
 
     wait_for(1)  # published until the subscription is in place
     assert heard[0] == '{"series": ["realgdp"]}'
+    import redis  # a forged announcement that is not UTF-8 had ended the listener for good
+
+    with redis.Redis.from_url(server.url) as client:
+        client.publish(OBSERVATIONS, b"\xff")
+    wait_for(len(heard) + 2)
+    assert "\ufffd" in heard and heard[-1] == '{"series": ["realgdp"]}' and listener.is_alive()
     server.kill()
     time.sleep(0.5)
     server.start()

@@ -329,7 +329,7 @@ class RedisCache(Cache):
                     while not stopping.is_set():
                         message = pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "message":
-                            on_message(message["data"].decode())
+                            on_message(message["data"].decode(errors="replace"))  # unreadable: everything
             except self._errors as exc:
                 if not lost:
                     log.warning("cache channel %s lost (%s); resubscribing", channel, type(exc).__name__)

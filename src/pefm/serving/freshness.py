@@ -114,7 +114,8 @@ class Reconditioner:
             series = json.loads(payload).get("series") if payload is not None else None
         except (ValueError, AttributeError):
             series = None
-        self._heard.put(set(series) if isinstance(series, list) else None)
+        named = isinstance(series, list) and all(isinstance(s, str) for s in series)
+        self._heard.put(set(series) if named else None)
 
     def _listen_postgres(self) -> None:
         backoff, first = 1.0, True

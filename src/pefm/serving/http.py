@@ -260,6 +260,17 @@ def parse_json(body: bytes) -> Any:
         raise ApiError.invalid(exc, 400) from None
 
 
+def check_query(request: Request, allowed: set[str], error: str, repeated: str = "given more than once") -> None:
+    """ApiError 422 (``error``, each field named) for a query parameter not in ``allowed`` or one
+    given twice: either would be dropped without a word (a misspelt ``vintge`` storing values as
+    known now, the first of two vintages lost)."""
+    query = request.query_params
+    details = [{"field": k, "message": "unexpected parameter"} for k in sorted(set(query) - allowed)]
+    details += [{"field": k, "message": repeated} for k in sorted(set(query) & allowed) if len(query.getlist(k)) > 1]
+    if details:
+        raise ApiError(422, error, details)
+
+
 def require_bearer(request: Request, token: str | None, what: str) -> None:
     """401 unless the request carries ``Authorization: Bearer <token>`` (constant-time compare)."""
     if not token:

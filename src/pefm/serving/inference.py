@@ -37,6 +37,7 @@ from pefm.serving.http import (
     ClientGone,
     HotApp,
     HotRoute,
+    check_query,
     handled,
     in_database,
     in_thread,
@@ -382,17 +383,8 @@ class InferenceService:
     async def forecast_get(self, request: Request) -> Response:
         await self.limit.check(request)
         query = request.query_params
-        unknown = sorted(set(query) - (_FIELDS - {"history", "series_ids"}))
-        if unknown:
-            raise ApiError(
-                422,
-                "invalid forecast request",
-                [{"field": k, "message": "unexpected parameter"} for k in unknown],
-            )
-        repeated = sorted(k for k in set(query) if len(query.getlist(k)) > 1)
-        if repeated:  # one value each: a second one was dropped without a word
-            message = "given more than once (several series: POST with series_ids)"
-            raise ApiError(422, "invalid forecast request", [{"field": k, "message": message} for k in repeated])
+        repeated = "given more than once (several series: POST with series_ids)"
+        check_query(request, _FIELDS - {"history", "series_ids"}, "invalid forecast request", repeated)
         data: dict[str, Any] = {k: query[k] for k in ("series_id", "as_of", "space") if k in query}
         if "horizon" in query:
             data["horizon"] = _query_int(query["horizon"])

@@ -40,6 +40,7 @@ from pefm.serving.http import (
     ApiError,
     HotApp,
     HotRoute,
+    check_query,
     handled,
     hot_route,
     in_database,
@@ -81,6 +82,8 @@ _SERIES_FIELDS = {
 STREAM_ROWS = 1000
 """Writes of at most this many rows are group-committed with the others that arrive with them;
 larger ones (CSV uploads) are written on their own, by COPY."""
+REFUSED = frozenset({400, 404, 409, 413, 415, 422})
+"""Statuses that refuse a write for what it holds (``pefm_ingest_refused_total``)."""
 
 
 class IngestService:
@@ -106,11 +109,20 @@ class IngestService:
 
     # -- POST /v1/observations -----------------------------------------------------------------
     async def observations(self, request: Request) -> Response:
+        try:
+            return await self._observations(request)
+        except ApiError as exc:
+            if exc.status in REFUSED:  # what was sent, not who sent it or when (401, 403, 429, 503)
+                self.metrics.prometheus.ingest_refused.labels(str(exc.status)).inc()
+            raise
+
+    async def _observations(self, request: Request) -> Response:
         backdate, subject = _backdate(request), None
         if backdate:
             require_bearer(request, self.settings.admin_token, "backdated vintages (backdate=1)")
         else:
             subject = await self._authorise(request)
+        check_query(request, {"vintage", "backdate"}, "invalid observations request")
         await self.limit.check(request, verified=True, subject=subject)
         body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         payload, source = await off_loop(self._parse, body, request)
@@ -166,7 +178,6 @@ class IngestService:
                 return _from_csv(body, request.query_params.get("vintage")), "csv"
         except ValidationError as exc:
             status = 400 if exc.message.startswith(("malformed", "invalid CSV")) else 422
-            self.metrics.prometheus.ingest_rows.labels("rejected").inc()
             raise ApiError.invalid(exc, status) from None
         raise ApiError(
             415,
@@ -273,7 +284,6 @@ class IngestService:
                     issues.append(issue if item.lines else replace(issue, field=path))
                 issues.more += found.more
         if issues:
-            self.metrics.prometheus.ingest_rows.labels("rejected").inc()
             raise ApiError.invalid(ValidationError("observations the series cannot take", issues))
 
     # -- PUT /v1/series/{series_id} ------------------------------------------------------------
@@ -403,10 +413,13 @@ def _from_cloudevent(request: Request, body: bytes) -> ObservationsPayload:
         raise ValidationError("invalid CloudEvent", [Issue(field="data", message="the event has no data")])
     if isinstance(data, dict | list):
         payload = observations_from_object(data)
+    elif not isinstance(data, str | bytes):  # a number: bytes(n) would be n zero bytes
+        message = f"expected an object, or text for datacontenttype {data_type}, not {type(data).__name__}"
+        raise ValidationError("invalid CloudEvent", [Issue(field="data", message=message)])
     elif data_type in ("text/csv", "application/csv"):
-        return _from_csv(data.encode() if isinstance(data, str) else bytes(data), event.get("vintage"))
+        return _from_csv(data.encode() if isinstance(data, str) else data, event.get("vintage"))
     elif data_type == "application/json":
-        payload = parse_observations_json(data.encode() if isinstance(data, str) else bytes(data))
+        payload = parse_observations_json(data.encode() if isinstance(data, str) else data)
     else:
         message = f"unsupported {data_type!r}"
         raise ValidationError("invalid CloudEvent", [Issue(field="datacontenttype", message=message)])

@@ -107,7 +107,15 @@ class _Prometheus:
         disable_created_metrics()  # no *_created series: half the exposition, nothing the queries use
         self.registry = registry = CollectorRegistry()
         registry.register(_PlainMetrics(metrics))
-        self.ingest_rows = Counter("pefm_ingest_rows", "Observation rows by outcome", ["outcome"], registry=registry)
+        self.ingest_rows = Counter(
+            "pefm_ingest_rows",
+            "Observation rows stored by outcome (inserted, revised, unchanged)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.ingest_refused = Counter(
+            "pefm_ingest_refused", "Writes of observations refused whole, by status code", ["status"], registry=registry
+        )
         self.ingest_group = Histogram(
             "pefm_ingest_group_writes",
             "Streamed writes committed together, per group commit",
