@@ -187,7 +187,8 @@ def test_a_value_released_today_is_known_from_the_fetch_not_from_tomorrow(db, fr
     correction written now (counted as an insert, missing from the latest data until tomorrow)."""
     today = pd.Timestamp.now(tz="America/Chicago").strftime("%Y-%m-%d")
     monkeypatch.setitem(SERIES, "TODAY", {**SERIES["GDPC1"], "id": "TODAY"})
-    monkeypatch.setitem(ALFRED, "TODAY", [_obs("2019-01-01", "100.0", "2019-04-26"), _obs("2019-04-01", "101.0", today)])
+    released = [_obs("2019-01-01", "100.0", "2019-04-26"), _obs("2019-04-01", "101.0", today)]
+    monkeypatch.setitem(ALFRED, "TODAY", released)
     with db.connection() as conn:
         before = datetime.now(UTC)
         _, fetched, _ = load_fred(conn, client(fred), "TODAY", vintages=True)
@@ -255,9 +256,8 @@ def test_the_command_fetches_and_reports(db, cli_env, fred):  # db: the schema, 
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert (
-        "gdpc1 (quarterly, Billions of Chained 2012 Dollars, SAAR): 4 values in 4 vintage(s); 2 inserted, 2 revised" in done.stdout
-    )
+    summary = "gdpc1 (quarterly, Billions of Chained 2012 Dollars, SAAR): 4 values in 4 vintage(s)"
+    assert f"{summary}; 2 inserted, 2 revised" in done.stdout
     refused = subprocess.run(
         [sys.executable, "-m", "pefm.cli", "data", "fetch", "fred", "GDPC1"],
         env={**env, "PEFM_FRED_API_KEY": "wrong"},
