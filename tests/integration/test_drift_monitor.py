@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
 from pefm.data.bundled import bundled
@@ -251,3 +252,19 @@ def test_a_request_about_a_version_that_no_longer_serves_is_superseded(conn):
     )
     promote(conn, v2.id)
     assert retrain_events.pending_request(conn).reason == why
+
+
+def test_a_huge_but_finite_value_is_checked_and_stored(conn):
+    """Ingest takes any finite number: its squared error overflowed to inf, which JSON cannot hold,
+    and every check failed (a 500 from the monitor) until the value was corrected."""
+    served_until_2007(conn)
+    rows = pd.DataFrame([{"series_id": "unemp", "ts": pd.Timestamp("2008-01-01"), "value": 1e160}])
+    write_observations(conn, rows, vintage=pd.Timestamp("2008-04-01", tz="UTC"))
+    conn.commit()
+    report = check(conn, EAGER)
+    accuracy = report["series"]["unemp"]["accuracy"]
+    assert "unemp" in report["drifted_series"] and np.isfinite(accuracy["realized_rmse"])
+    stored = conn.execute(
+        "SELECT series -> 'unemp' -> 'accuracy' ->> 'ratio' FROM drift_reports WHERE id = %s", (report["id"],)
+    )
+    assert float(stored.fetchone()[0]) > 1e100

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pefm.drift.calibration import stable_input_false_alarms
-from pefm.drift.checks import evidently_drift, features
+from pefm.drift.checks import evidently_drift, features, predicted_changes, rmse
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import (
     MIN_EXCEEDANCES,
@@ -155,3 +155,31 @@ def test_report_rows_flatten_every_signal():
         ("one-step forecasts", "wasserstein", 0.2, False),
     ]
     assert [r["p_value"] for r in rows] == [0.001, 0.2, 0.7]
+
+
+def test_a_level_models_forecasts_are_compared_as_the_changes_they_predict():
+    """A random walk served by an AR model of its changes, long after training, with no drift:
+    its forecast levels wander off the backtest's as the series does (the AR(1) null of a level,
+    pulled back to its mean, alarmed in over a quarter of the checks 200 points on); the changes
+    they predict do not."""
+    alarms = {"levels": 0, "changes": 0}
+    cases, reference, current, gap = 100, 40, 12, 200
+    for case in range(cases):
+        rng = np.random.default_rng(case)
+        y = pd.Series(np.cumsum(rng.normal(size=reference + gap + 2)), index=pd.RangeIndex(reference + gap + 2))
+        forecasts = (y + 0.3 * y.diff()).shift(1).dropna()  # each made from the points before it
+        old, new = forecasts.iloc[:reference], forecasts.iloc[-current:]
+        for kind, (a, b) in {
+            "levels": (old, new),
+            "changes": (predicted_changes(old, y), predicted_changes(new, y)),
+        }.items():
+            null = sequence_null(a.to_numpy(), gap, len(b), simulations=400, seed_text=f"{kind}{case}")
+            score = wasserstein_normed(a.to_numpy()[None, :], b.to_numpy()[None, :])[0]
+            alarms[kind] += null.p_value(score) < 0.05
+    assert alarms["changes"] <= 0.1 * cases, alarms
+    assert alarms["levels"] >= 0.2 * cases, alarms  # what the test of levels did
+
+
+def test_rmse_of_huge_finite_errors_does_not_overflow():
+    assert rmse(np.array([1e160, -1e160])) == pytest.approx(1e160)
+    assert rmse(np.array([3.0, 4.0])) == pytest.approx(np.sqrt(12.5)) and rmse(np.zeros(3)) == 0.0

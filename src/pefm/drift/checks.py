@@ -78,5 +78,19 @@ def one_step_forecasts(
     return out
 
 
+def predicted_changes(forecasts: pd.Series, history: pd.Series) -> pd.Series:
+    """Each one-step forecast less the value before its date: what a model of a level predicts the
+    change to be. The levels of a persistent series wander off their training window with no
+    drift at all, as the series does; these are comparable across time, as the input signal's
+    first differences are."""
+    previous = history.shift(1).reindex(forecasts.index)
+    return (forecasts - previous).dropna()
+
+
 def rmse(values: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(values))))
+    """Root mean square, scaled first so that errors of huge but finite values do not overflow."""
+    values = np.asarray(values, dtype=float)
+    scale = float(np.max(np.abs(values))) if values.size else 0.0
+    if scale == 0.0 or not np.isfinite(scale):
+        return scale
+    return scale * float(np.sqrt(np.mean(np.square(values / scale))))

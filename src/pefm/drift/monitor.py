@@ -22,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pefm.config import get_settings
-from pefm.drift.checks import evidently_drift, features, one_step_forecasts, rmse
+from pefm.drift.checks import evidently_drift, features, one_step_forecasts, predicted_changes, rmse
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import Null, accuracy_p_value, flag, sequence_null, window_nulls
 from pefm.forecasting.gates import backtest_frame
@@ -101,7 +101,14 @@ def check(
             model, current_panel, series_id, trained_until, last=max(policy.current, policy.accuracy_window)
         )
         backtest = one_step[one_step["series_id"] == series_id]
-        entry["prediction"], null = _prediction(series_id, backtest["mean"].to_numpy(), steps, new_points, policy)
+        reference_forecasts = pd.Series(backtest["mean"].to_numpy(), index=pd.DatetimeIndex(backtest["ds"]))
+        forecasts = steps["forecast"]
+        if level:  # the changes they predict, as the input signal takes a level's changes
+            reference_forecasts = predicted_changes(reference_forecasts, trained)
+            forecasts = predicted_changes(forecasts, history)
+        # the backtest's last one-step target comes h - 1 periods before the end of training
+        gap = int((history.index > reference_forecasts.index.max()).sum()) if len(reference_forecasts) else 0
+        entry["prediction"], null = _prediction(series_id, reference_forecasts.to_numpy(), forecasts, gap, policy)
         if entry["prediction"] is not None:
             tests.append((entry["prediction"], null))
         entry["accuracy"] = _accuracy(series_id, backtest["error"].to_numpy(), steps, policy)
@@ -122,6 +129,7 @@ def check(
     digest = data_sha256(current_panel[ids]) if whole else None  # None: not part of a streak
     evidence = {s: results[s]["data_sha256"] for s in drifted}
     breach = whole and bool(drifted) and _persisted(conn, version.id, evidence, policy.consecutive)
+    results, snapshots = _finite(results), _finite(snapshots)  # JSON has no inf: a value of 1e308 is data
     row = conn.execute(
         """INSERT INTO drift_reports (model_version, data_as_of, series, drifted_series, breach, evidently,
                                       data_sha256)
@@ -175,30 +183,42 @@ def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str
     return False
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (nested in dicts and lists) made None."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _trained_until(model, series_id: str) -> pd.Timestamp:
     return model.for_series(series_id).cutoff_
 
 
 def _backtest_one_step(version: ModelVersion) -> pd.DataFrame:
     """The version's one-step backtest forecasts and errors, per series (what the model did on
-    data like its training data): ``series_id, mean, error``; empty without stored forecasts."""
+    data like its training data): ``series_id, ds, mean, error``; empty without stored forecasts."""
     if not (version.backtest or {}).get("forecasts"):
-        return pd.DataFrame(columns=["series_id", "mean", "error"])
+        return pd.DataFrame(columns=["series_id", "ds", "mean", "error"])
     rows = backtest_frame(version.backtest)
     rows = rows[rows["step"] == 1]
-    return rows.assign(error=rows["y"] - rows["mean"])[["series_id", "mean", "error"]]
+    return rows.assign(error=rows["y"] - rows["mean"])[["series_id", "ds", "mean", "error"]]
 
 
 def _prediction(
-    series_id: str, reference: np.ndarray, steps: pd.DataFrame, new_points: int, policy: DriftPolicy
+    series_id: str, reference: np.ndarray, forecasts: pd.Series, gap: int, policy: DriftPolicy
 ) -> tuple[dict[str, Any] | None, Null | None]:
-    """The model's one-step forecasts since training against its one-step backtest forecasts."""
-    current = steps[["forecast"]].iloc[-policy.current :]
+    """The model's one-step forecasts since training against its one-step backtest forecasts
+    (for a level: the changes they predict); ``gap``: the points after the reference's last."""
+    current = forecasts.to_frame("forecast").iloc[-policy.current :]
     if len(current) < policy.min_points or len(reference) < policy.min_points or np.std(reference) == 0:
         return None, None
     [result], _ = evidently_drift(pd.DataFrame({"forecast": reference}), current, [("forecast", "wasserstein")])
     null = sequence_null(
-        reference, new_points, len(current), simulations=policy.simulations, seed_text=f"{series_id}/forecast"
+        reference, gap, len(current), simulations=policy.simulations, seed_text=f"{series_id}/forecast"
     )
     result["p_value"] = null.p_value(result["score"])
     return result, null

@@ -128,8 +128,9 @@ class MonitorService:
         for series_id, entry in report["series"].items():
             self.detected.labels(series_id).set(1.0 if entry["drifted"] else 0.0)
             for feature in entry["input"]:
-                self.score.labels(series_id, feature["feature"]).set(feature["score"])
-            if entry.get("accuracy"):
+                if feature["score"] is not None:
+                    self.score.labels(series_id, feature["feature"]).set(feature["score"])
+            if entry.get("accuracy") and entry["accuracy"]["ratio"] is not None:
                 self.score.labels(series_id, "accuracy_ratio").set(entry["accuracy"]["ratio"])
         self.breach.set(1.0 if report["breach"] else 0.0)
         report["retrain"] = {"due": due, "reason": why, "requested": False, "started": False}
