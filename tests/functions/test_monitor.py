@@ -222,3 +222,20 @@ def test_a_check_before_any_model_serves_is_a_409_not_a_500(server_url, tmp_path
             assert "Traceback" not in running.log.read_text()
         finally:
             stop(running)
+
+
+def test_a_new_replica_shows_the_latest_stored_check(monitor, module_schema, tmp_path_factory):
+    """Scaled from zero, or started after another replica ran the check: the gauges come from the
+    stored report (a new replica had shown no breach and no series until it ran a check itself)."""
+    with monitor.client() as client:
+        report = client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"})
+        assert report.status_code == 200
+    fresh = start_function("monitor", module_schema, tmp_path_factory.mktemp("fresh"), PEFM_ADMIN_TOKEN=ADMIN)
+    try:
+        with fresh.client() as client:
+            metrics = client.get("/metrics").text
+    finally:
+        stop(fresh)
+    for series_id, entry in report.json()["series"].items():
+        assert f'pefm_drift_detected{{series_id="{series_id}"}} {float(entry["drifted"])}' in metrics
+    assert f"pefm_drift_breach {float(report.json()['breach'])}" in metrics
