@@ -109,6 +109,13 @@ def test_new_data_in_one_series_is_no_new_evidence_of_anothers_drift(conn):
     assert not _persisted(conn, version, {"infl": "i2"}, 2)  # infl did not drift before
     stored("w2", realgdp=("r1", True), infl=("i2", True))  # the same realgdp data, checked again
     assert _persisted(conn, version, {"infl": "i3"}, 2) and not _persisted(conn, version, {"realgdp": "r1"}, 2)
+    # the breach's evidence is the series whose drift persisted, not a one-off alarm beside it
+    # (new evidence each time one appeared, so the same breach was requested again)
+    assert _persisted(conn, version, {"realgdp": "r2", "infl": "i3", "unemp": "u1"}, 2) == ["realgdp", "infl"]
+    # a verdict on the same data flipped: the run does not count as drifted (it was skipped)
+    stored("w3", realgdp=("r4", True))
+    stored("w4", realgdp=("r4", False))
+    assert _persisted(conn, version, {"realgdp": "r4"}, 2) == []
 
 
 def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn):
@@ -144,7 +151,7 @@ def test_the_cool_down_counts_a_retraining_the_monitor_requested(conn):
     scheduled run, most days), trained nothing and holds no request back."""
     from pefm.drift.monitor import due_for_retraining
 
-    breach = {"breach": True, "drifted_series": ["unemp"]}
+    breach = {"breach": True, "drifted_series": ["unemp"], "evidence": {"unemp": "u1"}}
     assert due_for_retraining(conn, {"breach": False, "drifted_series": []}, EAGER) == (False, "no breach")
     assert due_for_retraining(conn, breach, EAGER)[0]
     events = "INSERT INTO retrain_events (run_id, step, reason, ts) VALUES (%s, %s, 'test', now() - %s::interval)"
@@ -217,6 +224,8 @@ def test_a_request_is_answered_only_by_a_run_started_after_it_that_did_its_work(
     assert retrain_events.pending_request(conn).attempts == retrain_events.ATTEMPTS - 1
     event("raised before its start", "failed", 1)  # counted too
     assert retrain_events.pending_request(conn) is None  # given up: it would be retried for good
+    given_up = retrain_events.given_up_request(conn)
+    assert given_up.attempts == retrain_events.ATTEMPTS and "given up after 3 runs" in given_up.describe()
     for step in ("start", "trained", "skipped"):  # stood aside after training: a run, listed
         event("aside after training", step, 0)
     assert retrain_events.recent_runs(conn)[0]["steps"] == ["start", "trained", "skipped"]
@@ -268,3 +277,22 @@ def test_a_huge_but_finite_value_is_checked_and_stored(conn):
         "SELECT series -> 'unemp' -> 'accuracy' ->> 'ratio' FROM drift_reports WHERE id = %s", (report["id"],)
     )
     assert float(stored.fetchone()[0]) > 1e100
+
+
+def test_a_breach_whose_request_was_given_up_is_asked_about_again_after_the_cool_down(conn):
+    """Given up after its attempts, the request was gone, and the same breach was 'requested
+    already': a confirmed drift went unretrained, and unsaid, until new data came."""
+    from pefm.drift.monitor import due_for_retraining
+    from pefm.storage import retrain_events
+
+    served_until_2007(conn)
+    version = conn.execute("SELECT id FROM model_versions WHERE status = 'serving'").fetchone()[0]
+    breach = {"breach": True, "model_version": version, "evidence": {"unemp": "u1"}}
+    retrain_events.record(conn, "req", retrain_events.REQUESTED, "drift", details=breach)
+    for attempt in range(retrain_events.ATTEMPTS):
+        retrain_events.record(conn, f"run{attempt}", "failed", "the gate policy cannot be read")
+    conn.execute("UPDATE retrain_events SET ts = now() - interval '25 hours'")
+    due, why = due_for_retraining(conn, breach, EAGER)
+    assert due and "asked again" in why and "given up after 3 runs" in why
+    conn.execute("DELETE FROM retrain_events WHERE step = 'failed'")
+    assert due_for_retraining(conn, breach, EAGER) == (False, "a retraining was requested on these data already")

@@ -124,6 +124,18 @@ def test_a_gate_policy_it_cannot_use_is_refused_before_any_training(db, conn, se
     with pytest.raises(PolicyError, match="alpha must be in"):
         job.retrain(db, spec=SPEC, gate_policy=policy)
     assert conn.execute(count).fetchone()[0] == before
+    # answering the monitor's request, it is a failed run: counted, so the request is given up in
+    # the end (nothing was recorded, and the monitor started a run that failed at every check)
+    from pefm.storage import retrain_events
+
+    details = {"model_version": serving.id, "evidence": {"realgdp": "r1"}}
+    conn.commit()  # the request's now() after the run above
+    retrain_events.record(conn, "req", retrain_events.REQUESTED, "drift", details=details)
+    conn.commit()
+    with pytest.raises(PolicyError):
+        job.retrain(db, spec=SPEC, gate_policy=policy, if_requested=True)
+    assert retrain_events.pending_request(conn).attempts == 1
+    assert conn.execute(count).fetchone()[0] == before
 
 
 def test_a_job_stopped_between_its_deploy_and_its_rollout_deploys_again_when_resumed(db, conn, serving):

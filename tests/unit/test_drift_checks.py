@@ -1,6 +1,7 @@
 """The drift checks on simulated data: quiet on stable panels, loud on a break, and computing
 exactly the score Evidently reports."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -183,3 +184,21 @@ def test_a_level_models_forecasts_are_compared_as_the_changes_they_predict():
 def test_rmse_of_huge_finite_errors_does_not_overflow():
     assert rmse(np.array([1e160, -1e160])) == pytest.approx(1e160)
     assert rmse(np.array([3.0, 4.0])) == pytest.approx(np.sqrt(12.5)) and rmse(np.zeros(3)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("x = 1\n", "unknown key 'x'"),  # had been accepted: every default in force, unsaid
+        ("[panel]\nalpa = 0.1\n", "unknown key panel.alpa"),
+        ("panel = 5\n", "[panel] must be a table"),
+        ("[trigger]\nconsecutive = true\n", "consecutive must be an integer"),
+    ],
+)
+def test_a_drift_policy_with_a_key_it_does_not_know_is_refused(tmp_path, text, says):
+    from pefm.config import ConfigError
+
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        DriftPolicy.load(path)

@@ -127,8 +127,9 @@ def check(
     drifted = [s for s, e in results.items() if e["drifted"]]
     whole = counted and not series and not skipped
     digest = data_sha256(current_panel[ids]) if whole else None  # None: not part of a streak
-    evidence = {s: results[s]["data_sha256"] for s in drifted}
-    breach = whole and bool(drifted) and _persisted(conn, version.id, evidence, policy.consecutive)
+    persisted = _persisted(conn, version.id, {s: results[s]["data_sha256"] for s in drifted}, policy.consecutive)
+    breach = whole and bool(persisted)
+    evidence = {s: results[s]["data_sha256"] for s in persisted}  # a one-off alarm elsewhere is none
     results, snapshots = _finite(results), _finite(snapshots)  # JSON has no inf: a value of 1e308 is data
     row = conn.execute(
         """INSERT INTO drift_reports (model_version, data_as_of, series, drifted_series, breach, evidently,
@@ -151,12 +152,14 @@ def check(
     }
 
 
-def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str], consecutive: int) -> bool:
-    """Whether a series that drifted in this check (``drifted``: each one's data digest now), with
-    the version's earlier checks of the whole model, drifted in ``consecutive`` checks in a row
-    that each saw new data of it (runs of checks on the same data of it count once). Per series:
-    new data in one series made another's unchanged drift a breach. Checks stored before the
-    digests were per series stand for all of theirs with the whole model's."""
+def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str], consecutive: int) -> list[str]:
+    """The series that drifted in this check (``drifted``: each one's data digest now) and, with
+    the version's earlier checks of the whole model, in ``consecutive`` checks in a row that each
+    saw new data of it (a run of checks on the same data of it counts once, and only if each of
+    them found drift: a verdict can flip on unchanged data, since Benjamini-Hochberg's cut-off
+    moves with the other series' data). Per series: new data in one series made another's
+    unchanged drift a breach. Checks stored before the digests were per series stand for all of
+    theirs with the whole model's."""
     earlier: dict[str, list[tuple[str | None, bool | None]]] = {series_id: [] for series_id in drifted}
     for series_id, data, was_drifted in conn.execute(
         """SELECT s.id, coalesce(r.series -> s.id ->> 'data_sha256', r.data_sha256),
@@ -168,19 +171,17 @@ def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str
         (version_id, list(drifted)),
     ):
         earlier[series_id].append((data, was_drifted))
+    persisted = []
     for series_id, digest in drifted.items():
         seen, streak = digest, 1
         for data, was_drifted in earlier[series_id]:
-            if streak >= consecutive:
+            if streak >= consecutive or not was_drifted:
                 break
-            if data == seen:  # the same data of it again
-                continue
-            if not was_drifted:
-                break
-            seen, streak = data, streak + 1
+            if data != seen:  # new data of it: one more check in the streak
+                seen, streak = data, streak + 1
         if streak >= consecutive:
-            return True
-    return False
+            persisted.append(series_id)
+    return persisted
 
 
 def _finite(value: Any) -> Any:
@@ -286,5 +287,11 @@ def due_for_retraining(conn: psycopg.Connection, report: dict[str, Any], policy:
         report.get("model_version"),
         report.get("evidence"),
     ):
-        return False, "a retraining was requested on these data already"
-    return True, f"drift in {', '.join(report['drifted_series'])} for {policy.consecutive} checks"
+        given_up = retrain_events.given_up_request(conn)
+        if given_up is None:
+            return False, "a retraining was requested on these data already"
+        return (
+            True,
+            f"drift in {', '.join(report['evidence'])}, asked again: the last request was {given_up.describe()}",
+        )
+    return True, f"drift in {', '.join(report['evidence'])} for {policy.consecutive} checks"

@@ -9,6 +9,16 @@ from pathlib import Path
 from pefm.config import ConfigError
 
 DEFAULT = Path(__file__).with_name("policy.toml")
+_LAYOUT: dict[str, str | dict[str, str]] = {
+    "reference": "reference",
+    "current": "current",
+    "min_points": "min_points",
+    "panel": {"alpha": "alpha", "simulations": "simulations"},
+    "accuracy": {"window": "accuracy_window", "min_errors": "accuracy_min_errors"},
+    "trigger": {"consecutive": "consecutive", "cooldown_hours": "cooldown_hours"},
+    "explain": {"signals": "signals", "methods": "methods"},
+}
+"""The policy file's keys (and tables' keys), each to its DriftPolicy field."""
 _KINDS = {"int": ((int,), "an integer"), "float": ((int, float), "a number")}
 """What a field's annotation accepts from TOML (booleans are not numbers here), and its name."""
 
@@ -37,20 +47,20 @@ class DriftPolicy:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read drift policy {path}: {exc}") from None
-        sections = {
-            "reference": data.get("reference"),
-            "current": data.get("current"),
-            "min_points": data.get("min_points"),
-            "alpha": data.get("panel", {}).get("alpha"),
-            "simulations": data.get("panel", {}).get("simulations"),
-            "accuracy_window": data.get("accuracy", {}).get("window"),
-            "accuracy_min_errors": data.get("accuracy", {}).get("min_errors"),
-            "consecutive": data.get("trigger", {}).get("consecutive"),
-            "cooldown_hours": data.get("trigger", {}).get("cooldown_hours"),
-            "signals": data.get("explain", {}).get("signals"),
-            "methods": data.get("explain", {}).get("methods"),
-        }
-        given = {k: v for k, v in sections.items() if v is not None}
+        given = {}
+        for key, value in data.items():  # a misspelt key would leave its default in force, unsaid
+            where = _LAYOUT.get(key)
+            if where is None:
+                raise ConfigError(f"{path}: unknown key {key!r}; expected {', '.join(_LAYOUT)}")
+            if isinstance(where, str):
+                given[where] = value
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [{key}] must be a table, not {value!r}")
+            for sub, inner in value.items():
+                if sub not in where:
+                    raise ConfigError(f"{path}: unknown key {key}.{sub}; expected {', '.join(where)} in [{key}]")
+                given[where[sub]] = inner
         for name, value in given.items():
             kinds, what = _KINDS.get(cls.__dataclass_fields__[name].type, ((dict,), "a table"))
             if isinstance(value, bool) or not isinstance(value, kinds):

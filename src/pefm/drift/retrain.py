@@ -71,7 +71,6 @@ def retrain(
     request of the drift monitor is pending (``retrain_events.pending_request``), else status
     ``not-requested`` and nothing recorded (a schedule asks every few minutes)."""
     run_id = uuid.uuid4().hex[:12]
-    load_policy(gate_policy)  # a policy the gates cannot use is refused before minutes of training
     not_requested = {"status": "not-requested", "run_id": run_id, "reason": "no request of the monitor is pending"}
     if if_requested:
         with db.connection() as conn:  # most scheduled runs end here, recording nothing
@@ -85,7 +84,9 @@ def retrain(
             if (request := retrain_events.pending_request(conn)) is None:
                 return not_requested
             reason = f"{reason}, answering the request of {request.at:%Y-%m-%d %H:%M:%S} UTC ({request.reason})"
-        try:
+        try:  # a policy the gates cannot use is refused before minutes of training, as a failed run
+            # (an answer to nothing: the request stays pending, and is given up after its attempts)
+            load_policy(gate_policy)
             return _Job(conn, run_id, deployer, start_rollout, gate_policy).run(
                 model, params, spec, spec_changes or {}, dry_run, reason
             )
@@ -198,7 +199,7 @@ class _Job:
             )
             job = _read_job(conn, key)
         if self.deployer is None:
-            if not gated_here:  # every run that does its work ends on an outcome row (retrain_events.OUTCOMES)
+            if not gated_here:  # every run that does its work ends on an outcome row (up-to-date ... rollout-started)
                 why = f"{version.id} passed the gates against {gated_against} in an earlier run; not deployed"
                 _event(conn, self.run_id, "gates-passed", why, version.id)
             return {**out, "status": "gates-passed"}

@@ -14,17 +14,12 @@ LOCK = "pefm.retrain"
 """The advisory lock a retraining holds while it runs (single-flight)."""
 REQUESTED = "requested"
 """The step of the monitor's request for a retraining (it starts the cool-down, as training does)."""
-OUTCOMES = ("up-to-date", "gates-failed", "gates-passed", "deployed", "rollout-started")
-"""The steps a run that did its work ends on. A run that stood aside, was a dry run, failed or
-stopped part-way (killed) ends on none of them."""
 ANSWERS = ("up-to-date", "gates-failed", "deployed", "rollout-started")
 """The outcomes that answer the monitor's request: the candidate judged and, once it passed, deployed.
 A run that ends on ``gates-passed`` (``pefm retrain --no-deploy``, its ``start`` row's details
 ``{"deploy": false}``) leaves it pending, as a dry run does: had it answered, the candidate it gated
 would never have been deployed, and the same evidence is not asked about again
 (``drift.monitor.due_for_retraining``). One killed between its gates and its deploy is counted."""
-ENDINGS = (*OUTCOMES, "skipped", "dry-run", "failed")
-"""The steps a run that returned ends on (a run whose last step is another is running, or was killed)."""
 ATTEMPTS = 3
 """Runs that started (dry runs and ``--no-deploy`` runs aside), or failed, after a request and left
 it unanswered, before it is given up."""
@@ -73,7 +68,9 @@ class Request(NamedTuple):
     def describe(self) -> str:
         """One line for an operator: why and when it was made, and what became of it so far."""
         line = f"{self.reason} ({self.at:%Y-%m-%d %H:%M} UTC)"
-        if self.attempts:
+        if self.attempts >= ATTEMPTS:
+            line += f"; given up after {self.attempts} runs left it unanswered"
+        elif self.attempts:
             line += f"; {self.attempts} run(s) since left it unanswered"
         if self.stood_aside:
             at, why = self.stood_aside
@@ -98,6 +95,19 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
     changes nothing); the latest to stand aside is named. A request
     about a version that no longer serves (promoted away, or rolled out, since) is superseded:
     the version serving now was never checked, and a retraining of it would answer nothing."""
+    request = _unanswered(conn)
+    return request if request is not None and request.attempts < ATTEMPTS else None
+
+
+def given_up_request(conn: psycopg.Connection) -> Request | None:
+    """The drift monitor's latest request when ``ATTEMPTS`` runs left it unanswered and it was given
+    up (None otherwise): the breach it was made on is asked about again after the cool-down."""
+    request = _unanswered(conn)
+    return request if request is not None and request.attempts >= ATTEMPTS else None
+
+
+def _unanswered(conn: psycopg.Connection) -> Request | None:
+    """The latest request of a version that serves that no run answered, with its attempts."""
     row = conn.execute(
         f"""WITH request AS (
                 SELECT r.ts, r.reason FROM retrain_events r
@@ -126,7 +136,7 @@ def pending_request(conn: psycopg.Connection) -> Request | None:
             ) aside ON true""",
         (list(ANSWERS),),
     ).fetchone()
-    if row is None or row[2] >= ATTEMPTS:
+    if row is None:
         return None
     aside = (row[3].astimezone(UTC), row[4]) if row[3] is not None else None
     return Request(row[0].astimezone(UTC), row[1], row[2], aside)
