@@ -239,3 +239,20 @@ def test_a_new_replica_shows_the_latest_stored_check(monitor, module_schema, tmp
     for series_id, entry in report.json()["series"].items():
         assert f'pefm_drift_detected{{series_id="{series_id}"}} {float(entry["drifted"])}' in metrics
     assert f"pefm_drift_breach {float(report.json()['breach'])}" in metrics
+
+
+def test_a_serving_model_it_cannot_trust_is_a_503_that_says_so(monitor, module_schema, tmp_path_factory):
+    """A monitor that trusts another key (a key rotated on one side only): every check had been
+    an opaque 500, as inference answers a 503 naming the cause."""
+    from pefm.storage.signing import generate
+
+    _, other_keys = generate()
+    wary = start_function(
+        "monitor", module_schema, tmp_path_factory.mktemp("wary"), PEFM_ADMIN_TOKEN=ADMIN, PEFM_VERIFY_KEYS=other_keys
+    )
+    try:
+        with wary.client() as client:
+            answer = client.post("/v1/drift/check", headers={"authorization": f"Bearer {ADMIN}"})
+    finally:
+        stop(wary)
+    assert answer.status_code == 503 and "could not be loaded" in answer.json()["error"], answer.text

@@ -232,3 +232,15 @@ def test_an_mlp_saved_for_a_gpu_loads_on_a_machine_without_one():
     restored = type(model).from_bytes(model.to_bytes())
     assert restored.device_ == "cpu"
     pd.testing.assert_frame_equal(restored.predict(2), expected)
+
+
+def test_an_mlp_asked_past_its_horizon_names_the_horizon():
+    """A request's horizon is at fault: the what-if answer had named series_id."""
+    from pefm.forecasting.base import ForecastInputError
+
+    rng = np.random.default_rng(6)
+    y = pd.Series(rng.normal(size=120).cumsum(), index=pd.date_range("2000-01-01", periods=120, freq="MS"))
+    model = make_model("mlp", epochs=2, hidden=8).fit(y)
+    with pytest.raises(ForecastInputError, match="at most") as refused:
+        model.predict(model.horizon + 1)
+    assert refused.value.field == "horizon"

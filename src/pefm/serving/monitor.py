@@ -99,11 +99,14 @@ class MonitorService:
         if event:
             parse_cloudevent(request, body, EVENT_TYPES)
         from pefm.drift.monitor import NothingToMonitor
+        from pefm.storage.signing import ArtifactSignatureError
 
         try:
             report = await self._checks()
         except NothingToMonitor as exc:  # a cluster before its bootstrap: every schedule and ingest asks
             raise ApiError(409, str(exc)) from None
+        except ArtifactSignatureError as exc:  # the serving model cannot be trusted here (its key)
+            raise ApiError(503, f"the serving model could not be loaded: {exc}") from None
         return json_response(_summary(report))
 
     def _run(self) -> dict[str, Any]:

@@ -120,7 +120,7 @@ class GlobalMLP(BaseForecaster):
     def forecast_from(self, recent: np.ndarray, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         """Forecast from the given last ``lags`` values (rows: time, columns: the fitted series)."""
         if h > self.horizon:
-            raise ForecastInputError(f"mlp forecasts at most {self.horizon} steps (its horizon), not {h}")
+            raise ForecastInputError(f"mlp forecasts at most {self.horizon} steps (its horizon), not {h}", "horizon")
         recent = np.asarray(recent, dtype="float64").reshape(-1, len(self.scale_))
         if len(recent) < self.lags:
             raise ForecastInputError(f"mlp needs the last {self.lags} values, got {len(recent)}")
