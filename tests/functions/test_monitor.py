@@ -256,3 +256,34 @@ def test_a_serving_model_it_cannot_trust_is_a_503_that_says_so(monitor, module_s
     finally:
         stop(wary)
     assert answer.status_code == 503 and "could not be loaded" in answer.json()["error"], answer.text
+
+
+def test_announcements_to_a_sink_that_never_answers_hold_one_thread(module_schema, tmp_path):
+    """Each write that changed data started a thread and a connection to announce it, each waiting
+    its 30 s on a sink that accepts and never answers: hundreds piled up under a stream."""
+    import re
+    from pathlib import Path
+
+    from tests.functions.conftest import TOKEN
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1000)
+        sink = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        ingest = start_function("ingest", module_schema, tmp_path, PEFM_INGEST_TOKEN=TOKEN, K_SINK=sink)
+
+        def threads() -> int:
+            status = Path(f"/proc/{ingest.process.pid}/status").read_text()
+            return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
+
+        try:
+            with ingest.client() as client:
+                auth = {"authorization": f"Bearer {TOKEN}"}
+                client.post("/v1/observations", json={"series_id": "unemp", "observations": []}, headers=auth)
+                before = threads()
+                for n in range(60):  # each a revision: data changed, announced
+                    body = {"series_id": "unemp", "observations": [{"ts": "2010-07-01", "value": 9.0 + n % 2}]}
+                    assert client.post("/v1/observations", json=body, headers=auth).status_code == 200
+                assert threads() <= before + 2, (before, threads())
+        finally:
+            stop(ingest)

@@ -92,6 +92,7 @@ class IngestService:
         self.db = db
         self.metrics = metrics
         self.cache = cache
+        self.announcer = Announcer(cache, settings.sink, settings.event_token)
         self.limit = RateLimit(settings.rate_limit, cache)
         self.group = GroupCommit(
             self._write_group,
@@ -154,14 +155,8 @@ class IngestService:
         (Redis) and the sink (the monitor's CloudEvent), off the request path."""
         for outcome in ("inserted", "revised", "unchanged"):
             self.metrics.prometheus.ingest_rows.labels(outcome).inc(result[outcome])
-        if not result["inserted"] + result["revised"]:
-            return
-        if self.cache.shared:  # heard by every inference replica
-            message = json.dumps({"series": result["series"]})
-            threading.Thread(target=self.cache.publish, args=(OBSERVATIONS, message), daemon=True).start()
-        if self.settings.sink:
-            announce = (self.settings.sink, result, self.settings.event_token)
-            threading.Thread(target=_announce, args=announce, daemon=True).start()
+        if result["inserted"] + result["revised"] and (self.cache.shared or self.settings.sink):
+            self.announcer.announce(result["series"])
 
     def _parse(self, body: bytes, request: Request) -> tuple[ObservationsPayload, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -326,33 +321,69 @@ def _backdate(request: Request) -> bool:
     return True
 
 
-def _announce(sink: str, result: dict[str, Any], token: str | None) -> None:
-    """Send the "observations ingested" CloudEvent (binary mode) to the sink, off the request path,
-    with the event token the monitor asks of CloudEvents."""
-    import uuid
+class Announcer:
+    """Tells the inference replicas (Redis) and the sink (the monitor, by an "observations
+    ingested" CloudEvent in binary mode, with the event token it asks of CloudEvents) which series
+    writes changed, off the request path, from one thread on one kept connection: the series
+    written while it sends go out together next. A thread and a connection per write had piled up
+    by the hundred behind a sink that did not answer, each waiting its 30 s."""
 
-    import httpx
+    def __init__(self, cache: Cache, sink: str | None, token: str | None):
+        self.cache, self.sink, self.token = cache, sink, token
+        self._series: set[str] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
 
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-type": "dev.pefm.observations.ingested",
-        "ce-source": "pefm-ingest",
-        "ce-id": uuid.uuid4().hex,
-        "content-type": "application/json",
-        **({"authorization": f"Bearer {token}"} if token else {}),
-    }
-    try:
-        response = httpx.post(sink, json=result, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        log.warning("could not announce ingested observations to %s: %s", sink, exc)
-        return
-    if not response.is_success:  # a token the monitor refuses: no drift check follows an ingest, say so
-        log.warning(
-            "%s refused the announcement of ingested observations: %s %s",
-            sink,
-            response.status_code,
-            response.text[:200],
-        )
+    def announce(self, series: list[str]) -> None:
+        with self._changed:
+            self._series.update(series)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pefm-announce", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=30) as client:
+            while True:
+                with self._changed:
+                    while not self._series:
+                        self._changed.wait()
+                    series, self._series = sorted(self._series), set()
+                try:
+                    if self.cache.shared:  # heard by every inference replica
+                        self.cache.publish(OBSERVATIONS, json.dumps({"series": series}))
+                    if self.sink:
+                        self._send(client, series)
+                except Exception:  # this one is lost; the thread must live for the next
+                    log.exception("announcing ingested observations failed")
+
+    def _send(self, client, series: list[str]) -> None:
+        import uuid
+
+        import httpx
+
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-type": "dev.pefm.observations.ingested",
+            "ce-source": "pefm-ingest",
+            "ce-id": uuid.uuid4().hex,
+            "content-type": "application/json",
+            **({"authorization": f"Bearer {self.token}"} if self.token else {}),
+        }
+        try:
+            response = client.post(self.sink, json={"series": series}, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("could not announce ingested observations to %s: %s", self.sink, exc)
+            return
+        if not response.is_success:  # a token the monitor refuses: no drift check follows an ingest, say so
+            log.warning(
+                "%s refused the announcement of ingested observations: %s %s",
+                self.sink,
+                response.status_code,
+                response.text[:200],
+            )
 
 
 def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache, openapi: dict) -> HotApp:
