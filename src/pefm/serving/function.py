@@ -106,20 +106,20 @@ class ServiceFunction:
             self._open(settings, openapi)
 
     def _serve(self, app) -> None:
+        """Serve ``app`` and be ready: once it exists (a failure to build it is not ready)."""
         self.app = guard(app, on_request=self._observe)
+        self._mark_ready(self.settings.revision)
 
     def _build(self, settings: Settings, openapi: dict):
         if self.service == "ingest":
             from pefm.serving.ingest import create_ingest_app
 
             self._check_schema(settings)
-            self._mark_ready(settings.revision)
             return create_ingest_app(settings, self.db, self.metrics, self.cache, openapi)
         if self.service == "monitor":
             from pefm.serving.monitor import create_monitor_app
 
             self._check_schema(settings)
-            self._mark_ready(settings.revision)
             return create_monitor_app(settings, self.db, self.metrics, openapi)
         from pefm.serving.inference import ModelServer, NoServingModel
 
@@ -151,12 +151,12 @@ class ServiceFunction:
 
         settings = self.settings
         self.metrics.serve_model(server.version.id, server.version.family)
-        self._mark_ready(settings.revision)
+        app = create_inference_app(settings, server, self.metrics, self.writer, openapi)
         if settings.recondition:
             from pefm.serving.freshness import Reconditioner
 
             Reconditioner(server, self.db.url, self._stopping).start()
-        return create_inference_app(settings, server, self.metrics, self.writer, openapi)
+        return app
 
     def _mark_ready(self, revision: str) -> None:
         """Ready: record the start (a cold start, on Knative) in the metrics and the database."""
