@@ -199,7 +199,7 @@ class _Job:
             )
             job = _read_job(conn, key)
         if self.deployer is None:
-            if not gated_here:  # every run that does its work ends on an outcome row (up-to-date ... rollout-started)
+            if not gated_here:  # every run that does its work ends on an outcome row (retrain_events.OUTCOMES)
                 why = f"{version.id} passed the gates against {gated_against} in an earlier run; not deployed"
                 _event(conn, self.run_id, "gates-passed", why, version.id)
             return {**out, "status": "gates-passed"}

@@ -14,12 +14,18 @@ LOCK = "pefm.retrain"
 """The advisory lock a retraining holds while it runs (single-flight)."""
 REQUESTED = "requested"
 """The step of the monitor's request for a retraining (it starts the cool-down, as training does)."""
+OUTCOMES = ("up-to-date", "gates-failed", "gates-passed", "deployed", "rollout-started")
+"""The steps a run that did its work ends on. A run that stood aside, was a dry run, failed or
+stopped part-way (killed) ends on none of them."""
 ANSWERS = ("up-to-date", "gates-failed", "deployed", "rollout-started")
 """The outcomes that answer the monitor's request: the candidate judged and, once it passed, deployed.
 A run that ends on ``gates-passed`` (``pefm retrain --no-deploy``, its ``start`` row's details
 ``{"deploy": false}``) leaves it pending, as a dry run does: had it answered, the candidate it gated
 would never have been deployed, and the same evidence is not asked about again
 (``drift.monitor.due_for_retraining``). One killed between its gates and its deploy is counted."""
+ENDINGS = (*OUTCOMES, "skipped", "dry-run", "failed")
+"""The steps a run that returned ends on (a run whose last step is another is running, or was
+killed): the Drift page's last word on a run."""
 ATTEMPTS = 3
 """Runs that started (dry runs and ``--no-deploy`` runs aside), or failed, after a request and left
 it unanswered, before it is given up."""
