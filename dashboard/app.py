@@ -12,6 +12,10 @@ histogram and the rest of the 2-D traces, 1.4 MB against the full bundle's 4.6 M
 asset it defines ``window.Plotly`` before any graph mounts, so ``dcc.Graph`` never fetches the full
 bundle; parsing a third of the code makes each chart page paint about 0.9 s sooner (bench/dashboard.py).
 A trace type outside the bundle would not draw: the browser tests open every page.
+
+A callback that cannot reach the database leaves its page as it was and opens an alert above every
+page saying so (it had been a 500 after the pool's timeout, the page silently keeping old data);
+the refresh closes it once the database answers again.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Dash, Input, Output, clientside_callback, dcc, html
+import psycopg
+from dash import Dash, Input, Output, clientside_callback, dcc, html, set_props
 
 from dashboard.components import figures  # noqa: F401  (registers the charts' template)
-from dashboard.context import set_database
+from dashboard.context import database, set_database
 from pefm.storage.database import Database
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +46,7 @@ def create_app(db: Database) -> Dash:
         serve_locally=True,
         suppress_callback_exceptions=True,
         title="PEFM",
+        on_error=database_unreachable,
     )
     app.index_string = app.index_string.replace("<html>", '<html lang="en">', 1)  # screen readers pick the voice
     links = [
@@ -58,7 +64,13 @@ def create_app(db: Database) -> Dash:
     app.layout = html.Div(
         [
             dbc.NavbarSimple([*links, dbc.NavItem(theme)], brand="PEFM", color="dark", dark=True, fluid=True),
-            html.Main(dbc.Container(dash.page_container, fluid=True, className="pt-3")),
+            html.Main(
+                dbc.Container(
+                    [dbc.Alert(id="db-alert", color="danger", is_open=False, className="py-2"), dash.page_container],
+                    fluid=True,
+                    className="pt-3",
+                )
+            ),
             dcc.Interval(id="refresh", interval=REFRESH_MS),
             dcc.Store(id="theme-applied"),
         ]
@@ -69,8 +81,32 @@ def create_app(db: Database) -> Dash:
         Output("theme-applied", "data"),
         Input("theme-switch", "value"),
     )
+    app.callback(Output("db-alert", "is_open"), Input("refresh", "n_intervals"))(database_answers)
     app.server.add_url_rule("/health", "health", lambda: "OK")
     return app
+
+
+def database_answers(_) -> bool:
+    """Whether to show the alert: not once the database answers (when it does not, the error opens it)."""
+    with database().connection() as conn:
+        conn.execute("SELECT 1")
+    return False
+
+
+def database_unreachable(error: Exception) -> None:
+    """Every callback's error handler: a database that does not answer (a connection refused or
+    lost, the pool's timeout) opens the alert and leaves the page's outputs as they are; anything
+    else stays an error."""
+    if not isinstance(error, psycopg.OperationalError):
+        raise error
+    set_props(
+        "db-alert",
+        {
+            "is_open": True,
+            "children": f"The database does not answer ({type(error).__name__}): this page shows what it read "
+            "last, and tries again at every refresh.",
+        },
+    )
 
 
 if __name__ == "__main__":

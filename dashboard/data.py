@@ -10,6 +10,7 @@ import httpx
 import pandas as pd
 import psycopg
 
+from dashboard.context import recent_failure, remember_failure
 from pefm.config import get_settings
 from pefm.data.frequency import Frequency
 from pefm.data.transforms import model_space_unit
@@ -17,7 +18,13 @@ from pefm.drift.monitor import report_rows
 from pefm.forecasting.panel import load_panel
 from pefm.rollout.providers import PrometheusProvider
 from pefm.storage import retrain_events
-from pefm.storage.model_versions import ModelVersion, get_version, list_versions, read_precomputed
+from pefm.storage.model_versions import (
+    ModelVersion,
+    get_version,
+    list_versions,
+    read_precomputed,
+    serving_versions,
+)
 from pefm.storage.observations import read_frame, recent_start
 from pefm.storage.series import SeriesMeta, SeriesSpan, get_series, list_series, series_spans
 
@@ -74,14 +81,17 @@ def traffic_from_log(conn: psycopg.Connection, window_minutes: int) -> dict[str,
 
 def traffic(conn: psycopg.Connection, window_minutes: int, prometheus: PrometheusProvider | None) -> dict[str, Any]:
     """The inference traffic from Prometheus when configured, else from the request log; from the
-    log too when Prometheus does not answer (the Overview must not fail with it), saying so."""
+    log too when Prometheus does not answer (the Overview must not fail with it), saying so, and
+    until ``RETRY_S`` has passed (each refresh waited its timeout)."""
     if prometheus is None:
         return traffic_from_log(conn, window_minutes)
-    try:
-        return traffic_from_prometheus(prometheus, window_minutes)
-    except (httpx.HTTPError, ValueError, KeyError) as exc:  # away, or not a Prometheus answer
-        source = f"request log (Prometheus unreachable: {type(exc).__name__})"
-        return {**traffic_from_log(conn, window_minutes), "source": source}
+    if (failed := recent_failure(prometheus.url)) is None:
+        try:
+            return traffic_from_prometheus(prometheus, window_minutes)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:  # away, or not a Prometheus answer
+            failed = type(exc).__name__
+            remember_failure(prometheus.url, failed)
+    return {**traffic_from_log(conn, window_minutes), "source": f"request log (Prometheus unreachable: {failed})"}
 
 
 LATEST_REPORT = "ORDER BY data_sha256 IS NULL, id DESC LIMIT 1"
@@ -103,8 +113,6 @@ def overview(
     """What the Overview shows: the serving model, data freshness per series group (frequency),
     the inference service's traffic, answers by class and p95 latency, the last drift check and
     the current rollout."""
-    from pefm.forecasting.registry import serving_version
-
     drift = conn.execute(
         f"SELECT created_at, drifted_series, series, breach, model_version FROM drift_reports {LATEST_REPORT}"
     ).fetchone()
@@ -114,7 +122,7 @@ def overview(
     spans, groups = series_spans(conn), {}
     for meta in list_series(conn):
         groups.setdefault(meta.frequency.value, []).append(spans.get(meta.id) or NO_DATA)  # one created since
-    serving = serving_version(conn)
+    serving = serving_of(serving_versions(conn))
     return {
         "series": len(spans),
         "freshness": [
@@ -165,6 +173,9 @@ class SeriesInfo:
     last: datetime | None
     known_since: datetime | None
     """The latest vintage: the last moment anything about the series became known."""
+    first_known: datetime | None
+    """The first vintage: when anything about the series first became known (realgdp's 1959Q1, dated
+    1959-01-01, on 1959-04-01): the earliest moment an as-of view has data."""
     version: str | None
     why_not: str | None
 
@@ -177,15 +188,18 @@ class SeriesInfo:
 
 
 def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
-    """Every series, by id, with what serves it."""
-    from pefm.forecasting.registry import serving_version
-
-    spans = series_spans(conn)
-    serving = list_versions(conn, status="serving", forecasts=False)
+    """Every series, by id, with what serves it: four queries, whatever the number of series (the
+    serving versions read once, without their backtests' forecasts)."""
+    spans, serving = series_spans(conn), serving_versions(conn)
+    first_known = dict(
+        conn.execute(
+            "SELECT s.id, (SELECT min(vintage) FROM all_observations o WHERE o.series_id = s.id) FROM series s"
+        ).fetchall()
+    )
     out = []
     for meta in list_series(conn):
         span = spans.get(meta.id) or NO_DATA  # one created since
-        version = serving_version(conn, [meta.id])
+        version = serving_of(serving, meta.id)
         why = None if version is not None else _why_not(meta, serving, span.last)
         out.append(
             SeriesInfo(
@@ -197,11 +211,18 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
                 span.first,
                 span.last,
                 span.known_since,
+                first_known.get(meta.id),
                 version.id if version else None,
                 why,
             )
         )
     return out
+
+
+def serving_of(serving: list[ModelVersion], series_id: str | None = None) -> ModelVersion | None:
+    """The registry's answer to which version serves the series (or any, without one:
+    ``serving_version``'s), found among ``serving_versions``."""
+    return next((v for v in serving if series_id is None or series_id in v.series_ids), None)
 
 
 def _why_not(meta: SeriesMeta, serving: list[ModelVersion], last: datetime | None) -> str:
@@ -234,14 +255,11 @@ def series_options(series: list[SeriesInfo]) -> list[dict[str, str]]:
     ]
 
 
-def model_options(conn: psycopg.Connection, series_id: str) -> list[dict[str, str]]:
-    """Model versions that forecast ``series_id``: the one serving it first (the registry's one
-    answer), then candidates and rejected ones, newest first."""
-    from pefm.forecasting.registry import serving_version
-
-    serving = serving_version(conn, [series_id])
-    versions = [v for v in list_versions(conn, forecasts=False) if series_id in v.series_ids and v.status != "retired"]
-    versions.sort(key=lambda v: (serving is None or v.id != serving.id, -v.created_at.timestamp()))
+def model_options(conn: psycopg.Connection, series: SeriesInfo) -> list[dict[str, str]]:
+    """Model versions that forecast the series: the one serving it first (``catalog``'s), then
+    candidates and rejected ones, newest first."""
+    versions = [v for v in list_versions(conn, forecasts=False) if series.id in v.series_ids and v.status != "retired"]
+    versions.sort(key=lambda v: (v.id != series.version, -v.created_at.timestamp()))
     return [{"label": f"{v.id} ({v.status})", "value": v.id} for v in versions]
 
 
@@ -290,17 +308,22 @@ class LatestForecast:
 
 
 def latest_forecast(
-    conn: psycopg.Connection, version: ModelVersion, series_id: str, horizon: int, space: str, observed: pd.Series
+    version: ModelVersion,
+    serving: str | None,
+    series_id: str,
+    horizon: int,
+    space: str,
+    observed: pd.Series,
+    stored: pd.DataFrame,
 ) -> LatestForecast:
-    """The forecast of ``series_id`` from the latest data. The serving version's is the inference
-    API's answer (``PEFM_ROUTER_URL``), which conditions the served model on the data that arrived
-    after it was registered (``pefm.serving.freshness``): what programs are served. Otherwise
-    (another version, no API, or no answer) the forecast stored at registration, less the steps
+    """The forecast of ``series_id`` from the latest data. The ``serving`` version's is the
+    inference API's answer (``PEFM_ROUTER_URL``), which conditions the served model on the data that
+    arrived after it was registered (``pefm.serving.freshness``): what programs are served.
+    Otherwise (another version, no API, or no answer) the forecast ``stored`` at registration
+    (``forecast``, read beforehand: no connection is held while the API is asked), less the steps
     already ``observed`` (the history as drawn), with a note saying it was made before them."""
-    from pefm.forecasting.registry import serving_version
-
-    serving, url = serving_version(conn, [series_id]), get_settings().router_url
-    if serving is None or serving.id != version.id:
+    url = get_settings().router_url
+    if serving != version.id:
         why = "only the serving version is conditioned on new data"
     elif url is None:
         why = "no inference API (PEFM_ROUTER_URL) to condition it on them"
@@ -309,7 +332,7 @@ def latest_forecast(
         part, why = _ask(url, version.id, body, timeout=10)
         if part is not None:
             return LatestForecast(_frame(part["forecast"]), datetime.fromisoformat(part["data_as_of"]), "")
-    return _unobserved(forecast(conn, version.id, series_id, horizon, space), version, observed, why)
+    return _unobserved(stored, version, observed, why)
 
 
 def _unobserved(rows: pd.DataFrame, version: ModelVersion, observed: pd.Series, why: str) -> LatestForecast:
@@ -330,23 +353,41 @@ def _unobserved(rows: pd.DataFrame, version: ModelVersion, observed: pd.Series, 
 class OriginForecast:
     """What a version forecast from the data known at a moment: its origin (the series' last
     observation known then), the rows (None when not available) and where they came from or why
-    they are missing."""
+    they are missing; ``ask``: the inference API request (URL, body) that may give better rows, made
+    by ``answered`` once the database connection is given back, or None when this is the answer."""
 
     origin: pd.Timestamp | None
     rows: pd.DataFrame | None
     note: str
+    ask: tuple[str, dict[str, Any]] | None = None
 
 
 def forecast_at(
     conn: psycopg.Connection, version_id: str, series_id: str, as_of: datetime, horizon: int, space: str
 ) -> OriginForecast:
-    """The forecast ``version_id`` made (or makes) from the data known at ``as_of``, as the
-    inference API's ``as_of`` answers it: read from the registry's forecasts at past origins
-    (its backtest, earlier as-of requests); not stored yet, asked of the inference API when the
-    version is the serving one and ``PEFM_ROUTER_URL`` is set (which computes and keeps it)."""
+    """``origin_forecast`` then ``answered`` on one connection, for a caller holding its own (not a
+    page: a pool's would sit idle in transaction while the API computes, up to two minutes)."""
+    serving = serving_of(serving_versions(conn), series_id)
+    made = origin_forecast(conn, version_id, series_id, as_of, horizon, space, serving and serving.id)
+    return answered(made, version_id)
+
+
+def origin_forecast(
+    conn: psycopg.Connection,
+    version_id: str,
+    series_id: str,
+    as_of: datetime,
+    horizon: int,
+    space: str,
+    serving: str | None,
+) -> OriginForecast:
+    """What the registry holds of the forecast ``version_id`` made (or makes) from the data known at
+    ``as_of``, as the inference API's ``as_of`` answers it: its forecasts at past origins (its
+    backtest, earlier as-of requests). Not stored yet, and the version is the ``serving`` one with
+    ``PEFM_ROUTER_URL`` set: the request to ask the API (which computes and keeps it), ``answered``."""
     from pefm.forecasting.base import ForecastInputError
     from pefm.forecasting.origins import stored_forecast
-    from pefm.forecasting.registry import PRECOMPUTED_LEVELS, estimation_group, serving_version
+    from pefm.forecasting.registry import PRECOMPUTED_LEVELS, estimation_group
 
     known = history(conn, series_id, as_of, start=recent(conn, series_id, as_of))
     if known.empty:
@@ -364,32 +405,30 @@ def forecast_at(
 
     if (rows := kept(horizon)) is not None:
         return OriginForecast(origin, _frame(rows), "kept by the registry")
-    serving, url = serving_version(conn, [series_id]), get_settings().router_url
-    asked = None
-    if url is not None and serving is not None and serving.id == version_id:
-        asked = _asked(url, version_id, series_id, as_of, horizon, space, origin)
-        if asked.rows is not None:
-            return asked
+    url = get_settings().router_url
+    ask = None
+    if url is not None and serving == version_id:
+        ask = (url, {"series_id": series_id, "as_of": as_of.isoformat(), "horizon": horizon, "space": space})
     # the backtest keeps fewer steps than the picker offers (8 of 12): those, rather than nothing
     fewer = min(horizon, int(((version.backtest or {}).get("spec") or {}).get("h") or 0))
     if 0 < fewer < horizon and (rows := kept(fewer)) is not None:
         why = f"{fewer} of the {horizon} steps asked: the registry keeps {fewer} from past origins"
-        return OriginForecast(origin, _frame(rows), why)
-    if asked is not None:
-        return asked
-    return OriginForecast(
-        origin,
-        None,
-        "not computed yet: the inference API computes it for the serving model (POST /v1/forecast with as_of)",
-    )
+        return OriginForecast(origin, _frame(rows), why, ask)
+    not_yet = "not computed yet: the inference API computes it for the serving model (POST /v1/forecast with as_of)"
+    return OriginForecast(origin, None, not_yet, ask)
 
 
-def _asked(url: str, version_id: str, series_id: str, as_of: datetime, horizon: int, space: str, origin):
-    body = {"series_id": series_id, "as_of": as_of.isoformat(), "horizon": horizon, "space": space}
+def answered(made: OriginForecast, version_id: str) -> OriginForecast:
+    """``made`` completed by the inference API, where it has a request to ask (with no database
+    connection held): the API's rows when it answers with them, else the steps the registry keeps,
+    else why the API gave none."""
+    if made.ask is None:
+        return made
+    url, body = made.ask
     part, why = _ask(url, version_id, body, timeout=120)
-    if part is None:
-        return OriginForecast(origin, None, why)
-    return OriginForecast(origin, _frame(part["forecast"]), "computed by the inference API")
+    if part is not None:
+        return OriginForecast(made.origin, _frame(part["forecast"]), "computed by the inference API")
+    return made if made.rows is not None else OriginForecast(made.origin, None, why)
 
 
 def _ask(url: str, version_id: str, body: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str]:
@@ -458,8 +497,6 @@ def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[di
     (series, feature, method, score, threshold, drifted); the rows may be none. ``serving`` in
     the report's meta: the version serving now, which after a promotion or a rollback is another
     than the one checked until the monitor's next check."""
-    from pefm.forecasting.registry import serving_version
-
     row = conn.execute(
         f"SELECT id, created_at, model_version, series, breach FROM drift_reports {LATEST_REPORT}"
     ).fetchone()
@@ -467,7 +504,7 @@ def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[di
         return None, []
     report_id, created, version, series, breach = row
     rows = report_rows(series)
-    serving = serving_version(conn)
+    serving = serving_of(serving_versions(conn))
     meta = {
         "id": report_id,
         "created_at": created,
@@ -519,15 +556,18 @@ and drawn again on every refresh."""
 
 
 def drift_history(conn: psycopg.Connection, series_id: str, feature: str) -> pd.DataFrame:
-    """A feature's drift score over the last ``HISTORY_REPORTS`` reports (created_at, score, threshold)."""
+    """A feature's drift score over the last ``HISTORY_REPORTS`` reports (created_at, score,
+    threshold, and ``whole``: whether the check was of the whole model, not some series of it,
+    ``pefm drift check -s``, which the page's table does not stand for: ``LATEST_REPORT``)."""
     rows = conn.execute(
-        """SELECT created_at, (f ->> 'score')::float8, (f ->> 'threshold')::float8
-           FROM (SELECT id, created_at, series FROM drift_reports ORDER BY id DESC LIMIT %s) AS r,
+        """SELECT created_at, (f ->> 'score')::float8, (f ->> 'threshold')::float8, whole
+           FROM (SELECT id, created_at, series, data_sha256 IS NOT NULL AS whole
+                 FROM drift_reports ORDER BY id DESC LIMIT %s) AS r,
                 jsonb_array_elements(series -> %s -> 'input') AS f
            WHERE f ->> 'feature' = %s ORDER BY id""",
         (HISTORY_REPORTS, series_id, feature),
     ).fetchall()
-    return pd.DataFrame(rows, columns=["created_at", "score", "threshold"])
+    return pd.DataFrame(rows, columns=["created_at", "score", "threshold", "whole"])
 
 
 def serving_latency(
@@ -580,12 +620,15 @@ def backtest_forecasts(version: ModelVersion, series_id: str) -> pd.DataFrame:
     return frame
 
 
-def drift_windows(conn: psycopg.Connection, series_id: str, feature: str) -> dict[str, list[float]] | None:
-    """The reference and current values the latest report compared for a series' feature."""
+def drift_windows(
+    conn: psycopg.Connection, report_id: int, series_id: str, feature: str
+) -> dict[str, list[float]] | None:
+    """The reference and current values a report (the one the page shows: ``drift_rows``) compared
+    for a series' feature."""
     row = conn.execute(
         """SELECT f FROM drift_reports, jsonb_array_elements(series -> %s -> 'input') AS f
-           WHERE f ->> 'feature' = %s ORDER BY id DESC LIMIT 1""",
-        (series_id, feature),
+           WHERE id = %s AND f ->> 'feature' = %s""",
+        (series_id, report_id, feature),
     ).fetchone()
     if row is None or "reference" not in row[0]:
         return None
@@ -594,16 +637,21 @@ def drift_windows(conn: psycopg.Connection, series_id: str, feature: str) -> dic
 
 def accuracy_history(conn: psycopg.Connection, series_id: str) -> pd.DataFrame:
     """Realized one-step RMSE of the served model at each of the last ``HISTORY_REPORTS`` drift
-    checks, with the backtest's RMSE (the expectation) and the ratio that counts as drift."""
+    checks, with the backtest's RMSE (the expectation) and the verdict: accuracy drifts by a
+    permutation test's p-value against its level alpha (``significance.flag``), not by a ratio
+    (p_value, alpha, drifted; ``whole`` as in ``drift_history``)."""
     rows = conn.execute(
         """SELECT created_at, (a ->> 'realized_rmse')::float8, (a ->> 'backtest_rmse')::float8,
-                  (a ->> 'threshold')::float8
-           FROM (SELECT id, created_at, series FROM drift_reports ORDER BY id DESC LIMIT %s) AS r,
+                  (a ->> 'p_value')::float8, (a ->> 'alpha')::float8, coalesce((a ->> 'drifted')::boolean, false),
+                  whole
+           FROM (SELECT id, created_at, series, data_sha256 IS NOT NULL AS whole
+                 FROM drift_reports ORDER BY id DESC LIMIT %s) AS r,
                 LATERAL (SELECT series -> %s -> 'accuracy' AS a) AS x
            WHERE jsonb_typeof(a) = 'object' ORDER BY id""",
         (HISTORY_REPORTS, series_id),
     ).fetchall()
-    return pd.DataFrame(rows, columns=["created_at", "realized_rmse", "backtest_rmse", "threshold"])
+    columns = ["created_at", "realized_rmse", "backtest_rmse", "p_value", "alpha", "drifted", "whole"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def rollouts(conn: psycopg.Connection, limit: int = 50) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 import dash_bootstrap_components as dbc
@@ -24,7 +25,7 @@ from dashboard.components.figures import (
     traffic_split,
     with_markers,
 )
-from dashboard.context import database, drift_policy
+from dashboard.context import database, drift_policy, recent_failure, remember_failure
 from dashboard.state import ForecastView
 from pefm.config import get_settings
 from pefm.storage.model_versions import ModelVersion, UnknownModelError, get_version
@@ -114,16 +115,16 @@ def overview_cards(summary: dict) -> list:
     ]
 
 
-def forecast_view(view: ForecastView) -> tuple[go.Figure, list[dict]]:
+def forecast_view(view: ForecastView, catalog: list[data.SeriesInfo] | None = None) -> tuple[go.Figure, list[dict]]:
     """The Forecasts page: (the chart, one panel per chosen series; the metric rows per horizon
-    of each series' version and of the compared one)."""
+    of each series' version and of the compared one). ``catalog``: ``data.catalog``'s, when the
+    caller has read it (the page's callback has: read twice, it was most of a render)."""
     panels, rows = [], []
-    with database().connection() as conn:
-        for info, version, compared in _chosen(conn, view):
-            panels.append(_panel(conn, info, version, compared, view))
-            for v in (version, compared):
-                if v is not None:
-                    rows += data.horizon_metrics(v, info.id)
+    for drawn in _drawn(view, catalog):
+        panels.append(_panel(drawn, view))
+        for v in (drawn.version, drawn.compared):
+            if v is not None:
+                rows += data.horizon_metrics(v, drawn.info.id)
     labels = list(dict.fromkeys(p.label for p in panels if p.label))
     title = (f"data as known on {view.as_of}" if view.as_of else "latest data") + (
         f" · {', '.join(labels)}" if labels else ""
@@ -139,10 +140,12 @@ def zoom_key(view: ForecastView) -> str:
     return "|".join((",".join(view.series), view.space, view.version or "", str(view.horizon), view.as_of or ""))
 
 
-def _chosen(conn, view: ForecastView) -> list[tuple[data.SeriesInfo, ModelVersion | None, ModelVersion | None]]:
+def _chosen(
+    conn, view: ForecastView, catalog: list[data.SeriesInfo] | None
+) -> list[tuple[data.SeriesInfo, ModelVersion | None, ModelVersion | None]]:
     """Each chosen series with the version that forecasts it (the chosen one where it covers the
     series, else the one serving it) and the compared version (where it covers it too)."""
-    catalog = {s.id: s for s in data.catalog(conn)}
+    by_id = {s.id: s for s in (data.catalog(conn) if catalog is None else catalog)}
     versions: dict[str, ModelVersion | None] = {}
 
     def version_of(version_id: str | None) -> ModelVersion | None:
@@ -155,7 +158,7 @@ def _chosen(conn, view: ForecastView) -> list[tuple[data.SeriesInfo, ModelVersio
 
     out = []
     for series_id in view.series:
-        if (info := catalog.get(series_id)) is None:
+        if (info := by_id.get(series_id)) is None:
             continue
         chosen = version_of(view.version)
         version = chosen if chosen and series_id in chosen.series_ids else version_of(info.version)
@@ -175,30 +178,97 @@ def _as_of(view: ForecastView) -> datetime | None:
     return min(datetime.combine(date.fromisoformat(view.as_of), time.max, tzinfo=UTC), datetime.now(UTC))
 
 
-def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -> Panel:
+@dataclass(frozen=True)
+class Made:
+    """A version's forecast as drawn: its rows, why they are missing or what they lack, the as-of
+    origin, the moment the data they were made from were read as of."""
+
+    rows: pd.DataFrame
+    note: str
+    origin: pd.Timestamp | None
+    data_as_of: datetime
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One chosen series as the page draws it: the series known now (``latest``) and at the as-of
+    moment (``known``), its version and the compared one, and the forecast of each."""
+
+    info: data.SeriesInfo
+    version: ModelVersion | None
+    compared: ModelVersion | None
+    latest: pd.Series
+    known: pd.Series
+    made: Made | None
+    compared_made: Made | None
+
+
+def _drawn(view: ForecastView, catalog: list[data.SeriesInfo] | None) -> list[Drawn]:
+    """The chosen series and their forecasts: everything the database holds is read first, then
+    the connection is given back and the inference API asked (it takes up to 10 s for the latest
+    forecast and 120 s for one as of a date: a connection held meanwhile sat idle in transaction,
+    holding a snapshot and one of the pool's few connections)."""
+    as_of = _as_of(view)
+    read = []
+    with database().connection() as conn:
+        for info, version, compared in _chosen(conn, view, catalog):
+            start = data.recent(conn, info.id, as_of)  # the outcomes since an as-of origin are read too
+            latest = data.history(conn, info.id, None, view.space, start)
+            known = data.history(conn, info.id, as_of, view.space, start) if as_of else latest
+            stored = [None if v is None else _stored(conn, v, info, view, as_of) for v in (version, compared)]
+            read.append((info, version, compared, latest, known, stored))
+    drawn = []
+    for info, version, compared, latest, known, stored in read:
+        pairs = zip((version, compared), stored, strict=True)
+        made = [None if v is None else _made(v, info, view, as_of, latest, s) for v, s in pairs]
+        drawn.append(Drawn(info, version, compared, latest, known, *made))
+    return drawn
+
+
+def _stored(conn, version: ModelVersion, info: data.SeriesInfo, view: ForecastView, as_of: datetime | None):
+    """What the database holds of a version's forecast: its forecast stored at registration (the
+    latest view) or the registry's from the as-of origin, with the request to ask the API."""
+    if as_of is None:
+        return data.forecast(conn, version.id, info.id, view.horizon, view.space)
+    return data.origin_forecast(conn, version.id, info.id, as_of, view.horizon, view.space, info.version)
+
+
+def _made(version: ModelVersion, info: data.SeriesInfo, view: ForecastView, as_of: datetime | None, latest, stored):
+    """A version's forecast from what the database held (``_stored``) and the inference API's answer;
+    ``latest``: the series as known now."""
+    if as_of is None:
+        made = data.latest_forecast(version, info.version, info.id, view.horizon, view.space, latest, stored)
+        note = made.note or ("" if not made.rows.empty else f"no forecast: {version.id} has none of {info.id}")
+        return Made(made.rows, note, None, made.data_as_of)
+    made = data.answered(stored, version.id)
+    if made.rows is None:
+        return Made(pd.DataFrame(), f"no forecast from this origin: {made.note}", made.origin, as_of)
+    return Made(made.rows, made.note if len(made.rows) < view.horizon else "", made.origin, as_of)
+
+
+def _panel(drawn: Drawn, view: ForecastView) -> Panel:
     """One series' panel: its history as known then, the version's forecast (made at the as-of
     origin, or the latest), the outcomes since, the compared version's forecast."""
-    space, as_of = view.space, _as_of(view)
-    start = data.recent(conn, info.id, as_of)  # the outcomes since an as-of origin are read too
-    latest = data.history(conn, info.id, None, space, start)
-    known = data.history(conn, info.id, as_of, space, start) if as_of else latest
-    title = f"{info.id}: {info.name}" + (f", as known on {view.as_of}" if as_of else "")
-    panel = Panel(info.id, title, info.unit_in(space), info.frequency.value, known.iloc[-80:], pd.DataFrame(), "")
+    info, version, compared, latest, made = drawn.info, drawn.version, drawn.compared, drawn.latest, drawn.made
+    title = f"{info.id}: {info.name}" + (f", as known on {view.as_of}" if view.as_of else "")
+    panel = Panel(
+        info.id, title, info.unit_in(view.space), info.frequency.value, drawn.known.iloc[-80:], pd.DataFrame(), ""
+    )
     if version is None:
         panel.note = f"no forecast: {info.why_not}"
         return panel
     panel.label = f"{version.id} ({version.status})"
-    forecast, note, origin, _ = _made(conn, version, info.id, view.horizon, space, as_of, latest)
-    panel.forecast, panel.note, panel.origin = forecast, note, origin
+    forecast, origin = made.rows, made.origin
+    panel.forecast, panel.note, panel.origin = forecast, made.note, origin
     if not forecast.empty:
         span = latest.loc[forecast["ds"].min() : forecast["ds"].max()]
         panel.outcomes = latest.loc[origin : forecast["ds"].max()].iloc[1:] if origin is not None else span
     elif origin is not None:
         panel.outcomes = latest.loc[origin:].iloc[1 : view.horizon + 1]
     if compared is not None:
-        panel.compare, *_ = _made(conn, compared, info.id, view.horizon, space, as_of, latest)
+        panel.compare = drawn.compared_made.rows
         panel.compare_label = f"{compared.id} ({compared.status})"
-    if space == "model" and as_of is None:  # the backtest's one-step forecasts, one point per cutoff
+    if view.space == "model" and not view.as_of:  # the backtest's one-step forecasts, one point per cutoff
         backtest = data.backtest_forecasts(version, info.id)
         if not backtest.empty:
             first = backtest.sort_values("ds").groupby("cutoff", as_index=False).first()
@@ -206,43 +276,26 @@ def _panel(conn, info: data.SeriesInfo, version, compared, view: ForecastView) -
     return panel
 
 
-def _made(conn, version: ModelVersion, series_id: str, horizon: int, space: str, as_of: datetime | None, latest):
-    """(forecast rows, why they are missing or what they lack, the as-of origin, the moment the data
-    they were made from were read as of) of one version; ``latest``: the series as known now."""
-    if as_of is None:
-        made = data.latest_forecast(conn, version, series_id, horizon, space, latest)
-        note = made.note or ("" if not made.rows.empty else f"no forecast: {version.id} has none of {series_id}")
-        return made.rows, note, None, made.data_as_of
-    made = data.forecast_at(conn, version.id, series_id, as_of, horizon, space)
-    if made.rows is None:
-        return pd.DataFrame(), f"no forecast from this origin: {made.note}", made.origin, as_of
-    return made.rows, made.note if len(made.rows) < horizon else "", made.origin, as_of
-
-
 def forecast_csv(view: ForecastView) -> pd.DataFrame:
-    """What the chart shows as a table, one row per series and step, with what an analyst needs
-    to use it elsewhere: series, version, space, unit, transform, the data's vintage (as known
-    on), the origin, and the forecast's ds, mean and bounds."""
+    """What the chart shows as a table, one row per series, version and step (the compared
+    version's too), with what an analyst needs to use it elsewhere: series, version, space, unit,
+    transform, the data's vintage (as known on), the origin, and the forecast's ds, mean and bounds."""
     parts = []
-    with database().connection() as conn:
-        for info, version, _ in _chosen(conn, view):
-            if version is None:
+    for drawn in _drawn(view, None):
+        for version, made in ((drawn.version, drawn.made), (drawn.compared, drawn.compared_made)):
+            if version is None or made.rows.empty:
                 continue
-            start = data.recent(conn, info.id, _as_of(view))
-            latest = data.history(conn, info.id, None, view.space, start)
-            forecast, _, origin, known = _made(conn, version, info.id, view.horizon, view.space, _as_of(view), latest)
-            if forecast.empty:
-                continue
+            info = drawn.info
             meta = {
                 "series_id": info.id,
                 "model_version": version.id,
                 "space": view.space,
                 "unit": info.unit_in(view.space),
                 "transform": info.transform if view.space == "model" else "none",
-                "data_as_of": view.as_of or f"{known:%Y-%m-%d}",
-                "origin": "" if origin is None else f"{origin:%Y-%m-%d}",
+                "data_as_of": view.as_of or f"{made.data_as_of:%Y-%m-%d}",
+                "origin": "" if made.origin is None else f"{made.origin:%Y-%m-%d}",
             }
-            parts.append(forecast.assign(ds=forecast["ds"].dt.strftime("%Y-%m-%d"), **meta))
+            parts.append(made.rows.assign(ds=made.rows["ds"].dt.strftime("%Y-%m-%d"), **meta))
     columns = ["series_id", "model_version", "space", "unit", "transform", "data_as_of", "origin", "ds", "mean"]
     if not parts:
         return pd.DataFrame(columns=columns)
@@ -275,7 +328,7 @@ def drift_view(choice: str | None = None):
         choice = choice if choice in values else (values[0] if values else None)
         series_id, feature = choice.split("|", 1) if choice else (rows[0]["series"], "value")
         history = data.drift_history(conn, series_id, feature)
-        windows = data.drift_windows(conn, series_id, feature)
+        windows = data.drift_windows(conn, meta["id"], series_id, feature)  # the report the table shows
         accuracy = data.accuracy_history(conn, series_id)
     drifted = sorted({r["series"] for r in rows if r["drifted"]})
     header = (
@@ -463,15 +516,27 @@ def _header_safe(token: str) -> bool:
     return token.isascii() and token.isprintable()
 
 
+_run_links: dict[tuple[str, str], str] = {}
+"""The MLflow run links found, by tracking URI and version: a version's run stays where it is."""
+
+
 def _mlflow_run(uri: str, version_id: str):
-    """A link to the version's MLflow run, or why there is none."""
+    """A link to the version's MLflow run, or why there is none. A link is found once; an MLflow
+    that failed is not asked again for ``RETRY_S`` (each card of each refresh waited its timeout)."""
     from pefm.tracking import run_link
 
-    try:
-        link = run_link(uri, get_settings().mlflow_ui_url, version_id)
-    except Exception as exc:  # MLflow away: the page draws without the link
-        return f"unreachable ({type(exc).__name__})"
-    return html.A("run", href=link, target="_blank", rel="noopener") if link else "not mirrored yet"
+    if (link := _run_links.get((uri, version_id))) is None:
+        if (failed := recent_failure(uri)) is not None:
+            return f"unreachable ({failed})"
+        try:
+            link = run_link(uri, get_settings().mlflow_ui_url, version_id)
+        except Exception as exc:  # MLflow away: the page draws without the link
+            remember_failure(uri, type(exc).__name__)
+            return f"unreachable ({type(exc).__name__})"
+        if link is None:
+            return "not mirrored yet"
+        _run_links[uri, version_id] = link
+    return html.A("run", href=link, target="_blank", rel="noopener")
 
 
 def version_card(version_id: str) -> dbc.Card:

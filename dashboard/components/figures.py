@@ -287,12 +287,22 @@ def _outside(figure: go.Figure, panel: Panel, row: int, first: bool) -> None:
 
 def drift_over_time(history: pd.DataFrame, title: str, score: str) -> go.Figure:
     """A drift score across checks, with its threshold: lines with markers (a single check is one
-    marker with its threshold beside it), dates to the minute, a line saying so when empty."""
+    marker with its threshold beside it; a check of some series only, open), dates to the minute,
+    a line saying so when empty."""
     figure = go.Figure()
     if history.empty:
         return _empty(figure, title, "no drift check of this signal yet")
     x = history["created_at"]
-    figure.add_trace(go.Scatter(x=x, y=history["score"], mode="lines+markers", name="score"))
+    figure.add_trace(
+        go.Scatter(
+            x=x,
+            y=history["score"],
+            mode="lines+markers",
+            name="score",
+            **_check_kinds(history),
+            hovertemplate="score %{y:.3g}, check of %{customdata}<extra></extra>",
+        )
+    )
     figure.add_trace(
         go.Scatter(
             x=x,
@@ -306,6 +316,16 @@ def drift_over_time(history: pd.DataFrame, title: str, score: str) -> go.Figure:
     figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"}, yaxis_title=score)
     _checks_axis(figure, x)
     return figure
+
+
+def _check_kinds(history: pd.DataFrame) -> dict:
+    """A trace's markers and hover words telling a check of the whole model (filled) from one of
+    some series, ``pefm drift check -s`` (open): the page's table shows only the former."""
+    whole = history["whole"].astype(bool).tolist()
+    return {
+        "marker": {"symbol": ["circle" if w else "circle-open" for w in whole]},
+        "customdata": ["the whole model" if w else "some series only" for w in whole],
+    }
 
 
 def _checks_axis(figure: go.Figure, moments: pd.Series) -> None:
@@ -411,22 +431,39 @@ def reference_vs_current(windows: dict[str, list[float]] | None, title: str) -> 
 
 
 def accuracy_vs_backtest(history: pd.DataFrame, title: str) -> go.Figure:
-    """Realized one-step RMSE per drift check against the backtest's RMSE and the drift line."""
+    """Realized one-step RMSE per drift check against the backtest's RMSE, the checks where accuracy
+    drifted marked. Accuracy has no threshold ratio: a permutation test decides it, so each check's
+    p-value and the level alpha it was held to are in the hover."""
     figure = go.Figure()
     if history.empty:
         return _empty(figure, title, "no realized errors yet: none of the model's forecasts has come due")
     x = history["created_at"]
-    figure.add_trace(go.Scatter(x=x, y=history["realized_rmse"], mode="lines+markers", name="realized RMSE"))
-    figure.add_trace(go.Scatter(x=x, y=history["backtest_rmse"], mode="lines+markers", name="backtest RMSE"))
+    kinds = _check_kinds(history)
     figure.add_trace(
         go.Scatter(
             x=x,
-            y=history["backtest_rmse"] * history["threshold"],
+            y=history["realized_rmse"],
             mode="lines+markers",
-            name="drift threshold",
-            line={"dash": "dot", "color": "#c0392b"},
+            name="realized RMSE",
+            marker=kinds["marker"],
+            customdata=list(zip(history["p_value"], history["alpha"], kinds["customdata"], strict=True)),
+            hovertemplate="realized RMSE %{y:.3g}<br>p = %{customdata[0]:.3g} (alpha %{customdata[1]:.3g})"
+            "<br>check of %{customdata[2]}<extra></extra>",
         )
     )
+    figure.add_trace(go.Scatter(x=x, y=history["backtest_rmse"], mode="lines+markers", name="backtest RMSE"))
+    drifted = history[history["drifted"].astype(bool)]
+    if not drifted.empty:
+        figure.add_trace(
+            go.Scatter(
+                x=drifted["created_at"],
+                y=drifted["realized_rmse"],
+                mode="markers",
+                name="accuracy drifted",
+                marker={"symbol": "x", "size": 11, "color": "#c0392b"},
+                hoverinfo="skip",
+            )
+        )
     figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"}, yaxis_title="one-step RMSE")
     _checks_axis(figure, x)
     return figure

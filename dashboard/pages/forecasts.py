@@ -231,8 +231,9 @@ def render(fragment, series, version, compare, horizon, as_of, space, _):
     whole view, defaults filled in); a change of control writes the view into the URL; a refresh
     redraws what is chosen. A series not covered by the chosen version switches the version to
     the one serving it; the version pickers' options come with their values (the versions that
-    forecast the first series). The as-of date is bounded by the chosen series' data: from their
-    first observation to the last moment anything about them became known."""
+    forecast the first series). The as-of date is bounded by the chosen series' data: from the
+    first moment anything about them became known (their first vintage: a first observation is
+    known only once published) to the last. The catalog is read once and serves the whole render."""
     if ctx.triggered_id in (None, "fc-url"):
         view = ForecastView.from_fragment(fragment)
     else:
@@ -241,13 +242,14 @@ def render(fragment, series, version, compare, horizon, as_of, space, _):
         catalog = data.catalog(conn)
         if not view.series:
             view = replace(view, series=tuple([s.id for s in catalog if s.version][:1]))
-        options = data.model_options(conn, view.series[0]) if view.series else []
-    chosen = [s for s in catalog if s.id in view.series and s.first is not None]
+        first = next((s for s in catalog if view.series and s.id == view.series[0]), None)
+        options = data.model_options(conn, first) if first else []
+    chosen = [s for s in catalog if s.id in view.series and s.first_known is not None]
     versions = [o["value"] for o in options]
     if view.version not in versions:
         view = replace(view, version=versions[0] if versions else None)
     fragment_out = view.to_fragment()
-    figure, rows = views.forecast_view(view)
+    figure, rows = views.forecast_view(view, catalog)
     note = (
         "Each version's rolling-origin backtest, stored when it was registered: per step h (and all steps pooled), "
         "RMSE over the naive forecast's (the last known value) with the Diebold-Mariano p-value against it; "
@@ -269,7 +271,7 @@ def render(fragment, series, version, compare, horizon, as_of, space, _):
         rows,
         note,
         not any(t.name == "forecast" for t in figure.data),
-        f"{min(s.first for s in chosen):%Y-%m-%d}" if chosen else None,
+        f"{min(s.first_known for s in chosen):%Y-%m-%d}" if chosen else None,
         f"{max(s.known_since or s.last for s in chosen):%Y-%m-%d}" if chosen else None,
     )
 

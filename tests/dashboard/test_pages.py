@@ -1,9 +1,13 @@
 """The dashboard's data functions, figure builders and page renderers, on a real database."""
 
+import socket
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -675,8 +679,10 @@ def _callback(client, output: str, values: dict, changed: str):
                 out.append({**spec, "value": values.get(f"{spec['id']}.{spec['property']}")})
         return out
 
+    named = dependency["output"]
     outputs = [
-        dict(zip(("id", "property"), o.rsplit(".", 1), strict=True)) for o in dependency["output"][2:-2].split("...")
+        dict(zip(("id", "property"), o.rsplit(".", 1), strict=True))
+        for o in (named[2:-2].split("...") if named.startswith("..") else [named])
     ]
     body = {
         "output": dependency["output"],
@@ -747,3 +753,227 @@ def test_a_series_no_model_serves_names_the_command_that_exists(db):
         [aaa] = data.catalog(conn)
     assert aaa.why_not == "no model serves yet: train one and promote it (pefm train, pefm models promote)"
     assert CliRunner().invoke(app, ["models", "promote", "--help"]).exit_code == 0
+
+
+class Silent:
+    """A TCP server that accepts connections and never answers: a service that hangs."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.accepted.append(self.server.accept()[0])
+            except OSError:  # closed
+                return
+
+    def wait_for(self, n: int, seconds: float = 15) -> None:
+        deadline = time.monotonic() + seconds
+        while len(self.accepted) < n:
+            assert time.monotonic() < deadline, f"{len(self.accepted)} of {n} connections came"
+            time.sleep(0.02)
+
+    def hang_up(self) -> None:
+        for connection in self.accepted:
+            connection.close()
+
+
+@pytest.fixture
+def silent():
+    server = Silent()
+    yield server
+    server.hang_up()
+    server.server.close()
+
+
+def recording(queries: list[str]) -> type[psycopg.Cursor]:
+    """A cursor class that notes each query it runs (set as a connection's ``cursor_factory``)."""
+
+    class Recording(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            queries.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    return Recording
+
+
+def test_the_catalog_reads_what_serves_every_series_in_one_query_without_backtest_forecasts(served, current):
+    """The catalog asked the registry per series, each time reading the serving version's whole
+    backtest (a megabyte of forecasts from every origin for the bundle): a Forecasts render made 39
+    such reads. Now four queries whatever the number of series, and none reads those forecasts."""
+    db, version_id, _ = served
+    queries = []
+    with db.connection() as conn:
+        conn.cursor_factory = recording(queries)
+        try:
+            catalog = {s.id: s for s in data.catalog(conn)}
+            assert len(queries) == 4 and len(catalog) == 3, queries
+            options = data.model_options(conn, catalog["realgdp"])
+        finally:
+            conn.cursor_factory = psycopg.Cursor
+    assert all("backtest" not in q or "backtest - 'forecasts'" in q for q in queries), queries
+    assert (catalog["realgdp"].version, catalog["unemp"].version, catalog["aaa"].version) == (
+        version_id,
+        version_id,
+        None,
+    )
+    assert [o["value"] for o in options] == [version_id, current.id]  # the serving one first
+
+
+def test_no_connection_waits_in_a_transaction_while_the_inference_api_is_asked(served, silent, monkeypatch):
+    """The latest view (up to 10 s) and an as-of one (up to 120 s) asked the API inside the page's
+    connection: it sat idle in transaction, holding a snapshot and one of the pool's connections."""
+    db, version_id, _ = served
+    monkeypatch.setenv("PEFM_ROUTER_URL", silent.url)
+    get_settings.cache_clear()
+    seen, drawn = [], []
+    try:
+        for n, view in enumerate(
+            (
+                ForecastView(series=("realgdp",), version=version_id),
+                ForecastView(series=("realgdp",), as_of="1990-06-15"),
+            ),
+            start=1,
+        ):
+            worker = threading.Thread(target=lambda v=view: drawn.append(views.forecast_view(v)[0]))
+            worker.start()
+            silent.wait_for(n)  # the API is being asked
+            with psycopg.connect(db.url) as conn:
+                seen += conn.execute(
+                    "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchall()
+            silent.hang_up()
+            worker.join(30)
+    finally:
+        get_settings.cache_clear()
+    assert ("idle",) in seen and ("idle in transaction",) not in seen, seen
+    notes = [a.text for figure in drawn for a in figure.layout.annotations]
+    assert any("the inference API did not answer" in n for n in notes), notes
+    assert len(drawn) == 2
+
+
+def test_the_drift_page_draws_the_report_its_table_shows_and_marks_checks_of_some_series(served):
+    """The histograms came from the newest report holding the series, a check of some series
+    (``pefm drift check -s``) included, under the table of the latest whole check; the score over
+    time drew both kinds alike. The accuracy chart's threshold line was always empty (accuracy
+    drifts by a p-value, its threshold is None): the checks that drifted are marked instead."""
+    from pefm.drift.monitor import check
+
+    db, _, _ = served
+    with db.connection() as conn:
+        whole = check(conn, DriftPolicy.load())
+        part = check(conn, DriftPolicy.load(), series=["unemp"])
+        conn.execute(  # the later check of unemp alone compared other values
+            """UPDATE drift_reports SET series = jsonb_set(series, '{unemp,input}',
+                   (SELECT jsonb_agg(f || '{"reference": [1, 2, 3]}')
+                    FROM jsonb_array_elements(series -> 'unemp' -> 'input') f))
+               WHERE id = %s""",
+            (part["id"],),
+        )
+        conn.execute(
+            "UPDATE drift_reports SET series = jsonb_set(series, '{unemp,accuracy,drifted}', 'true') WHERE id = %s",
+            (whole["id"],),
+        )
+    header, _, _, _, score, histograms, accuracy, _ = views.drift_view("unemp|volatility")
+    assert header.startswith(f"report {whole['id']} ")
+    [compared] = [f for f in whole["series"]["unemp"]["input"] if f["feature"] == "volatility"]
+    assert list(next(t for t in histograms.data if t.name == "reference").x) == compared["reference"]
+    line = next(t for t in score.data if t.name == "score")
+    assert list(line.marker.symbol) == ["circle", "circle-open"]
+    assert list(line.customdata) == ["the whole model", "some series only"]
+    assert [t.name for t in accuracy.data] == ["realized RMSE", "backtest RMSE", "accuracy drifted"]
+    realized, drifted = accuracy.data[0], accuracy.data[2]
+    expected = whole["series"]["unemp"]["accuracy"]
+    assert list(realized.customdata[0][:2]) == [expected["p_value"], expected["alpha"]]
+    assert "alpha" in realized.hovertemplate
+    with db.connection() as conn:
+        flags = [
+            r[0]
+            for r in conn.execute(
+                "SELECT (series #>> '{unemp,accuracy,drifted}')::boolean FROM drift_reports ORDER BY id"
+            )
+        ]
+    assert flags[0] and list(drifted.x) == [x for x, flag in zip(realized.x, flags, strict=True) if flag]
+
+
+def test_the_csv_gives_the_compared_versions_forecast_too(served, current):
+    """Download CSV gives what is drawn: the compared version's forecast had been left out."""
+    db, _, _ = served
+    with db.connection() as conn:
+        naive, _ = train(conn, "naive", SERIES, spec=None)  # on all the data, as current: both forecasts ahead
+        stored = data.forecast(conn, naive.id, "realgdp", 3, "level")
+    frame = views.forecast_csv(ForecastView(series=("realgdp",), version=current.id, compare=naive.id, horizon=3))
+    assert list(frame["model_version"]) == [current.id] * 3 + [naive.id] * 3
+    compared = frame[frame["model_version"] == naive.id]
+    assert list(compared["mean"]) == list(stored["mean"]) and set(compared["series_id"]) == {"realgdp"}
+
+
+def test_a_prometheus_that_does_not_answer_is_not_asked_again_for_a_minute(served, silent, monkeypatch):
+    """Every Overview refresh waited for Prometheus's whole timeout while it was away."""
+    from dashboard import context
+    from pefm.rollout.providers import PrometheusProvider
+
+    db, _, _ = served
+    away = PrometheusProvider(silent.url, timeout=0.5)
+    moments = [time.monotonic()]
+    with db.connection() as conn:
+        for _ in range(2):
+            summary = data.overview(conn, prometheus=away)
+            moments.append(time.monotonic())
+            assert summary["source"] == "request log (Prometheus unreachable: ReadTimeout)"
+        assert moments[1] - moments[0] >= 0.5 and moments[2] - moments[1] < 0.4 and len(silent.accepted) == 1
+        monkeypatch.setattr(context, "RETRY_S", 0.0)
+        data.overview(conn, prometheus=away)
+    assert len(silent.accepted) == 2  # asked again once the minute is over
+
+
+def test_an_mlflow_that_does_not_answer_is_not_asked_again_for_a_minute(served, silent, monkeypatch):
+    """Every Models refresh waited the MLflow timeout (2 s) per card shown while it was away."""
+    _, version_id, _ = served
+    monkeypatch.setenv("PEFM_MLFLOW_TRACKING_URI", silent.url)
+    get_settings.cache_clear()
+    try:
+        moments = [time.monotonic()]
+        cards = []
+        for _ in range(2):
+            cards.append(str(views.version_card(version_id)))
+            moments.append(time.monotonic())
+    finally:
+        get_settings.cache_clear()
+    assert all("unreachable (ReadTimeout)" in card for card in cards)
+    assert moments[2] - moments[1] < 1 and len(silent.accepted) == 1
+
+
+def test_a_database_that_does_not_answer_opens_the_alert_and_leaves_the_page(served):
+    """Each callback was a 500 after the pool's timeout and the page silently kept what it showed."""
+    from pefm.storage.database import Database
+
+    db, _, _ = served
+    with Database("postgresql://pefm@127.0.0.1:9/nothing", timeout=1) as down:
+        client = create_app(down).server.test_client()
+        for output in ("overview-cards.children", "db-alert.is_open"):
+            answer = _callback(client, output, {}, "refresh.n_intervals")
+            assert answer.status_code == 200, output
+            alert = answer.get_json()["sideUpdate"]["db-alert"]
+            assert alert["is_open"] is True and alert["children"].startswith(
+                "The database does not answer (PoolTimeout)"
+            )
+    answer = _callback(create_app(db).server.test_client(), "db-alert.is_open", {}, "refresh.n_intervals")
+    assert answer.get_json()["response"] == {"db-alert": {"is_open": False}}  # it answers again: closed
+
+
+def test_the_as_of_picker_starts_when_the_first_data_became_known(served):
+    """realgdp's first quarter, dated 1959-01-01, became known on its first vintage: an as-of date
+    before then has no data."""
+    db, _, app = served
+    with db.connection() as conn:
+        first_ts, first_vintage = conn.execute(
+            "SELECT min(ts), min(vintage) FROM all_observations WHERE series_id = 'realgdp'"
+        ).fetchone()
+    assert first_vintage.date() > first_ts.date()
+    answer = _callback(app.server.test_client(), "fc-as-of.min", {"fc-url.hash": "#series=realgdp"}, "fc-url.hash")
+    assert answer.get_json()["response"]["fc-as-of"]["min"] == f"{first_vintage:%Y-%m-%d}"

@@ -17,6 +17,11 @@ _SUMMARY = (
     "id, family, params, series_ids, data_as_of, data_sha256, artifact_sha256, backtest, "
     "gate_report, status, status_reason, parent_id, created_at, status_changed_at, precomputed_sha256"
 )
+_LISTED = _SUMMARY.replace("backtest,", "backtest - 'forecasts' AS backtest,")
+"""The summary with each backtest's spec and metrics, without its forecasts from every origin: the
+forecasts are most of a backtest (a megabyte for the bundle), and every version keeps its own."""
+_SERVING_ORDER = "ORDER BY status_changed_at DESC, id"
+"""Which serving version serves a series two of them cover: the most recently promoted."""
 
 
 class UnknownModelError(LookupError):
@@ -105,9 +110,8 @@ def version_exists(conn: psycopg.Connection, version_id: str) -> bool:
 
 def list_versions(conn: psycopg.Connection, *, status: str | None = None, forecasts: bool = True) -> list[ModelVersion]:
     """Versions, newest first, optionally of one status. ``forecasts=False``: each backtest
-    without its forecasts from every origin (its spec and metrics only), what a listing needs: the
-    forecasts are most of a backtest (a megabyte for the bundle), and every version keeps its own."""
-    columns = _SUMMARY if forecasts else _SUMMARY.replace("backtest,", "backtest - 'forecasts' AS backtest,")
+    without its forecasts from every origin (``_LISTED``), what a listing needs."""
+    columns = _SUMMARY if forecasts else _LISTED
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"""SELECT {columns} FROM model_versions WHERE %(status)s::text IS NULL OR status = %(status)s
@@ -124,10 +128,19 @@ def serving_for(conn: psycopg.Connection, series_ids: list[str] | None = None) -
         row = cur.execute(
             f"""SELECT {_SUMMARY} FROM model_versions
                 WHERE status = 'serving' AND (%(ids)s::text[] IS NULL OR series_ids && %(ids)s::text[])
-                ORDER BY status_changed_at DESC, id LIMIT 1""",
+                {_SERVING_ORDER} LIMIT 1""",
             {"ids": series_ids},
         ).fetchone()
     return ModelVersion(**row) if row else None
+
+
+def serving_versions(conn: psycopg.Connection) -> list[ModelVersion]:
+    """Every serving version in ``serving_for``'s order (the first that covers a series is its
+    answer for it), without the backtests' forecasts (``_LISTED``): what a page about every series
+    needs in one query, where ``serving_for`` per series read every backtest whole each time."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(f"SELECT {_LISTED} FROM model_versions WHERE status = 'serving' {_SERVING_ORDER}").fetchall()
+    return [ModelVersion(**row) for row in rows]
 
 
 def read_artifact(conn: psycopg.Connection, version_id: str) -> tuple[bytes, str]:
