@@ -362,16 +362,6 @@ class OriginForecast:
     ask: tuple[str, dict[str, Any]] | None = None
 
 
-def forecast_at(
-    conn: psycopg.Connection, version_id: str, series_id: str, as_of: datetime, horizon: int, space: str
-) -> OriginForecast:
-    """``origin_forecast`` then ``answered`` on one connection, for a caller holding its own (not a
-    page: a pool's would sit idle in transaction while the API computes, up to two minutes)."""
-    serving = serving_of(serving_versions(conn), series_id)
-    made = origin_forecast(conn, version_id, series_id, as_of, horizon, space, serving and serving.id)
-    return answered(made, version_id)
-
-
 def origin_forecast(
     conn: psycopg.Connection,
     version_id: str,

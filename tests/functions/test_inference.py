@@ -332,13 +332,17 @@ def test_only_signed_shadow_requests_are_left_out_of_metrics_and_logs(client, mo
 def test_the_dashboard_asks_the_api_for_an_as_of_forecast_then_reads_the_kept_one(
     client, inference, version, module_schema, monkeypatch
 ):
-    """The Forecasts page's as-of view (dashboard.data.forecast_at): a forecast the registry has
-    not kept yet comes from the inference API (which estimates and keeps it); the next view of the
-    same origin reads it from the registry, identical."""
+    """The Forecasts page's as-of view (dashboard.data.origin_forecast, then answered): a forecast
+    the registry has not kept yet comes from the inference API (which estimates and keeps it); the
+    next view of the same origin reads it from the registry, identical."""
     import psycopg
 
-    from dashboard.data import forecast_at
+    from dashboard.data import answered, origin_forecast
     from pefm.config import get_settings
+
+    def forecast_at(conn, version_id: str, series_id: str, at: datetime, horizon: int, space: str):
+        made = origin_forecast(conn, version_id, series_id, at, horizon, space, version_id)  # it serves
+        return answered(made, version_id)
 
     wait_for_model(client, {"series_id": "realgdp", "horizon": 1, "as_of": "1990-01-01"})  # the model is loaded
     monkeypatch.setenv("PEFM_ROUTER_URL", inference.url)

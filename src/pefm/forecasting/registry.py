@@ -145,8 +145,9 @@ def estimation_group(version: ModelVersion, series_id: str) -> tuple[str, dict[s
 def serving_version(conn: psycopg.Connection, series_ids: list[str] | None = None) -> ModelVersion | None:
     """THE answer to "which model serves" (of these series, or at all): the registry's serving
     version. Inference revisions without a pinned version, the drift monitor, retraining's gate
-    baseline, ``pefm up``, ``pefm status`` and the dashboard all ask this function; rollouts keep
-    it true by settling the registry in the same transaction as their terminal state."""
+    baseline, ``pefm up`` and ``pefm status`` ask this function, and the dashboard reads every
+    serving version in its order at once (``serving_versions``); rollouts keep it true by settling
+    the registry in the same transaction as their terminal state."""
     return table.serving_for(conn, series_ids)
 
 
