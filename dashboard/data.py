@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -315,24 +316,39 @@ def latest_forecast(
     space: str,
     observed: pd.Series,
     stored: pd.DataFrame,
+    changed: datetime | None,
 ) -> LatestForecast:
     """The forecast of ``series_id`` from the latest data. The ``serving`` version's is the
     inference API's answer (``PEFM_ROUTER_URL``), which conditions the served model on the data that
-    arrived after it was registered (``pefm.serving.freshness``): what programs are served.
-    Otherwise (another version, no API, or no answer) the forecast ``stored`` at registration
-    (``forecast``, read beforehand: no connection is held while the API is asked), less the steps
-    already ``observed`` (the history as drawn), with a note saying it was made before them."""
+    arrived after it was registered (``pefm.serving.freshness``): what programs are served; asked
+    again only once data changed (``changed``: the latest vintage of any series, since a group's
+    members condition on each other's data). Otherwise (another version, no API, or no answer) the
+    forecast ``stored`` at registration (``forecast``, read beforehand: no connection is held while
+    the API is asked), less the steps already ``observed`` (the history as drawn), with a note
+    saying it was made before them."""
     url = get_settings().router_url
     if serving != version.id:
         why = "only the serving version is conditioned on new data"
     elif url is None:
         why = "no inference API (PEFM_ROUTER_URL) to condition it on them"
     else:
-        body = {"series_id": series_id, "horizon": horizon, "space": space}
-        part, why = _ask(url, version.id, body, timeout=10)
+        key = (url, version.id, series_id, horizon, space, changed)
+        if (part := _ANSWERED.get(key)) is None:
+            part, why = _ask(url, version.id, {"series_id": series_id, "horizon": horizon, "space": space}, timeout=10)
         if part is not None:
+            _ANSWERED[key] = part
+            _ANSWERED.move_to_end(key)
+            while len(_ANSWERED) > ANSWERS_KEPT:
+                _ANSWERED.popitem(last=False)
             return LatestForecast(_frame(part["forecast"]), datetime.fromisoformat(part["data_as_of"]), "")
     return _unobserved(stored, version, observed, why)
+
+
+ANSWERS_KEPT = 256
+"""The inference API's latest answers the app keeps (by URL, version, series, horizon, space and the
+data's last change): every open Forecasts page had asked for each drawn series at every 20-second
+refresh, traffic the Overview, the request log and a canary's analysis then counted as users'."""
+_ANSWERED: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 
 
 def _unobserved(rows: pd.DataFrame, version: ModelVersion, observed: pd.Series, why: str) -> LatestForecast:

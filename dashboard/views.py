@@ -141,11 +141,11 @@ def zoom_key(view: ForecastView) -> str:
 
 
 def _chosen(
-    conn, view: ForecastView, catalog: list[data.SeriesInfo] | None
+    conn, view: ForecastView, catalog: list[data.SeriesInfo]
 ) -> list[tuple[data.SeriesInfo, ModelVersion | None, ModelVersion | None]]:
     """Each chosen series with the version that forecasts it (the chosen one where it covers the
     series, else the one serving it) and the compared version (where it covers it too)."""
-    by_id = {s.id: s for s in (data.catalog(conn) if catalog is None else catalog)}
+    by_id = {s.id: s for s in catalog}
     versions: dict[str, ModelVersion | None] = {}
 
     def version_of(version_id: str | None) -> ModelVersion | None:
@@ -211,6 +211,8 @@ def _drawn(view: ForecastView, catalog: list[data.SeriesInfo] | None) -> list[Dr
     as_of = _as_of(view)
     read = []
     with database().connection() as conn:
+        catalog = data.catalog(conn) if catalog is None else catalog
+        changed = max((s.known_since for s in catalog if s.known_since is not None), default=None)
         for info, version, compared in _chosen(conn, view, catalog):
             start = data.recent(conn, info.id, as_of)  # the outcomes since an as-of origin are read too
             latest = data.history(conn, info.id, None, view.space, start)
@@ -220,7 +222,7 @@ def _drawn(view: ForecastView, catalog: list[data.SeriesInfo] | None) -> list[Dr
     drawn = []
     for info, version, compared, latest, known, stored in read:
         pairs = zip((version, compared), stored, strict=True)
-        made = [None if v is None else _made(v, info, view, as_of, latest, s) for v, s in pairs]
+        made = [None if v is None else _made(v, info, view, as_of, latest, s, changed) for v, s in pairs]
         drawn.append(Drawn(info, version, compared, latest, known, *made))
     return drawn
 
@@ -233,11 +235,13 @@ def _stored(conn, version: ModelVersion, info: data.SeriesInfo, view: ForecastVi
     return data.origin_forecast(conn, version.id, info.id, as_of, view.horizon, view.space, info.version)
 
 
-def _made(version: ModelVersion, info: data.SeriesInfo, view: ForecastView, as_of: datetime | None, latest, stored):
+def _made(
+    version: ModelVersion, info: data.SeriesInfo, view: ForecastView, as_of: datetime | None, latest, stored, changed
+):
     """A version's forecast from what the database held (``_stored``) and the inference API's answer;
-    ``latest``: the series as known now."""
+    ``latest``: the series as known now; ``changed``: the data's last change (``latest_forecast``)."""
     if as_of is None:
-        made = data.latest_forecast(version, info.version, info.id, view.horizon, view.space, latest, stored)
+        made = data.latest_forecast(version, info.version, info.id, view.horizon, view.space, latest, stored, changed)
         note = made.note or ("" if not made.rows.empty else f"no forecast: {version.id} has none of {info.id}")
         return Made(made.rows, note, None, made.data_as_of)
     made = data.answered(stored, version.id)

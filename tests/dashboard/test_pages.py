@@ -977,3 +977,48 @@ def test_the_as_of_picker_starts_when_the_first_data_became_known(served):
     assert first_vintage.date() > first_ts.date()
     answer = _callback(app.server.test_client(), "fc-as-of.min", {"fc-url.hash": "#series=realgdp"}, "fc-url.hash")
     assert answer.get_json()["response"]["fc-as-of"]["min"] == f"{first_vintage:%Y-%m-%d}"
+
+
+def test_the_latest_forecast_is_asked_of_the_api_again_only_once_data_changed(served, monkeypatch):
+    """Every open Forecasts page asked the inference API for each drawn series at every 20-second
+    refresh: traffic the Overview, the request log and a canary's analysis counted as users'."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    db, version_id, _ = served
+    asked = []
+
+    class Inference(BaseHTTPRequestHandler):
+        def do_POST(self):
+            asked.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            bounds = {"lo-80": 0.5, "hi-80": 1.5, "lo-95": 0.0, "hi-95": 2.0}
+            forecast = [{"series_id": "realgdp", "ds": "2030-01-01", "mean": 1.0, **bounds}]
+            part = {"series_id": "realgdp", "forecast": forecast, "data_as_of": "2026-01-01T00:00:00+00:00"}
+            body = json.dumps({"model_version": version_id, "forecasts": [part]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Inference)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PEFM_ROUTER_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setattr(data, "_ANSWERED", type(data._ANSWERED)())
+    get_settings.cache_clear()
+    view = ForecastView(series=("realgdp",), version=version_id)
+    try:
+        for _ in range(3):  # three refreshes
+            views.forecast_view(view)
+        assert len(asked) == 1
+        with db.connection() as conn:  # new data of another series: a group's members condition on it
+            rows = pd.DataFrame([{"series_id": "unemp", "ts": pd.Timestamp("2010-01-01"), "value": 9.9}])
+            write_observations(conn, rows)
+        views.forecast_view(view)
+        assert len(asked) == 2
+    finally:
+        get_settings.cache_clear()
+        server.shutdown()
