@@ -445,9 +445,7 @@ def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env,
         return " ".join(result.stderr.split())
 
     assert run(cli_env, "data", "load", "realgdp", "unemp").returncode == 0
-    assert said(run(cli_env, "train", "--model", "mean", "-s", "realgdp", "--h", "0")) == (
-        "error: h, windows, step and refit_every must be positive"
-    )
+    assert "--h" in said(run(cli_env, "train", "--model", "mean", "-s", "realgdp", "--h", "0"), code=2)
     refused = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0", "-p", "foo=1")
     assert said(refused) == "error: --param: naive takes no parameter foo (its parameters: none)"
     trained = run(cli_env, "train", "--model", "mean", "-s", "realgdp", "-s", "unemp", "--windows", "0")

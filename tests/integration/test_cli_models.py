@@ -34,9 +34,16 @@ def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: th
 
     candidate = run(cli_env, "train", "--model", "mean", *SERIES, "--windows", "8")
     candidate_id = version_of(candidate.stdout)
+    # a version is backtested with its own model, series and parameters: others are refused, and
+    # the default bundle is not planned over the catalog first (it said a short series was left out)
+    short = tmp_path / "short.csv"
+    short.write_text("DATE,SHORT\n2020-01-01,1\n2020-04-01,2\n")
+    assert run(cli_env, "data", "load-csv", str(short), "--frequency", "Q").returncode == 0
+    mixed = run(cli_env, "backtest", "--version", candidate_id, "--model", "ar", "-s", "realgdp")
+    assert mixed.returncode == 2 and "--model, --series: the version's own" in " ".join(mixed.stderr.split())
     again = run(cli_env, "backtest", "--version", candidate_id, "--windows", "24")
     assert again.returncode == 0, again.stderr
-    assert f"stored the backtest with {candidate_id}" in again.stdout
+    assert f"stored the backtest with {candidate_id}" in again.stdout and "left out" not in again.stdout
 
     report_path = tmp_path / "gate.json"
     judged = run(cli_env, "gate", "--candidate", candidate_id, "--json", str(report_path))
@@ -71,11 +78,20 @@ def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: th
     assert candidate_id in narrow.stdout and serving_id in narrow.stdout, narrow.stdout
     shown = run(cli_env, "models", "show", candidate_id)
     assert "gates            failed:" in shown.stdout and "unemp h=1" in shown.stdout
+    # retraining to the mean (on its macro panel) fails the same gates; run again on the same data, it finds its job
+    # finished (up-to-date) and still says the candidate failed: exit 1 both times (it was 0)
+    assert run(cli_env, "data", "load", "realcons", "realinv", "m1", "tbilrate", "realint").returncode == 0
+    for outcome in ("gates-failed", "up-to-date"):
+        retrained = run(cli_env, "retrain", "--model", "mean", "--windows", "24", "--no-deploy")
+        assert retrained.returncode == 1, retrained.stdout + retrained.stderr
+        assert re.search(rf"^retrain [0-9a-f]{{12}}: {outcome}$", retrained.stdout, re.M), retrained.stdout
 
     drift = run(cli_env, "drift", "check")  # the promoted AR model is serving
     assert drift.returncode == 0, drift.stderr
     assert re.search(r"realgdp\s+│\s+value\s+│\s+wasserstein", drift.stdout)
     assert "report 1:" in drift.stdout
+    # it requests no retraining (the monitor does): it said "retrain: yes"
+    assert re.search(r"retraining: (not due|due, the monitor requests it at its next check) \(", drift.stdout)
     shown = run(cli_env, "drift", "report", "1")
     assert shown.returncode == 0 and "unemp" in shown.stdout
     # under a policy of the operator's own: reported, never a step of the monitor's streak

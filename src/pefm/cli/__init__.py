@@ -6,16 +6,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Literal
 
+import pandas as pd
+import psycopg
 import typer
+from psycopg_pool import PoolTimeout
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from pefm.config import ConfigError, get_settings
 from pefm.forecasting.registry import ArtifactIntegrityError
 from pefm.local.secrets import use_local_secrets
-from pefm.storage.database import Database, open_database
+from pefm.storage.database import Database, LockBusy, open_database
 from pefm.storage.migrate import MigrationError
 from pefm.storage.signing import ArtifactSignatureError
 
@@ -37,13 +42,62 @@ app.add_typer(tracking_app, name="tracking")
 app.add_typer(data_app, name="data")
 app.add_typer(series_app, name="series")
 
-console = Console()
-err = Console(stderr=True)
+# markup off: what they print (user input, catalog text, error messages) is printed as it is; a
+# style is given as one (``style=``, ``Text``), never as [tags] inside the text
+console = Console(markup=False)
+err = Console(stderr=True, markup=False)
+PROBE_SECONDS = 5
+"""How long a command waits for a configured database to answer its first connection."""
+
+
+def error(message: str, label: str = "error") -> None:
+    """One line on standard error: ``label:`` in red, then ``message`` as it is."""
+    err.print(Text.assemble((f"{label}:", "red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def warning(label: str, message: str) -> None:
+    """One line on standard error: ``label:`` in yellow, then ``message`` as it is."""
+    err.print(Text.assemble((f"{label}:", "yellow"), " ", message), highlight=False, soft_wrap=True)
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    parts = conninfo_to_dict(url)
+    if parts.pop("password", None):
+        parts["password"] = "***"
+    return make_conninfo("", **parts)
+
+
+def moment(text: str | None, option: str) -> datetime | None:
+    """A date or time option's value in UTC (a time without a zone is UTC); BadParameter naming
+    ``option`` when it is not one."""
+    if text is None:
+        return None
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        ts = pd.NaT
+    if pd.isna(ts):
+        raise typer.BadParameter(f"not a date: {text!r}", param_hint=option)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def _reach(url: str) -> None:
+    """One connection within PROBE_SECONDS: a database that does not answer is one line then, not
+    the pool's wait for a connection and its traceback."""
+    try:
+        psycopg.connect(url, connect_timeout=PROBE_SECONDS).close()
+    except psycopg.OperationalError as exc:
+        raise ConnectionError(f"cannot reach the database ({redact(url)}): {' '.join(str(exc).split())}") from None
 
 
 @contextlib.contextmanager
 def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None) -> Iterator[Database]:
-    """The configured database; known failures become one red line and exit code 1. ``schema``
+    """The configured database; known failures (a configured database that does not answer within
+    PROBE_SECONDS or goes away, a lock another process holds, a thing asked for that does not exist:
+    not a bug's KeyError or IndexError) become one red line and exit code 1. ``schema``
     (see ``open_database``): by default the embedded server, which this user owns, is migrated,
     and a configured database must be current (``pefm db migrate`` is the migrator's step). With
     the embedded server, the secrets the environment does not set come from ``$PEFM_HOME/tokens.env``."""
@@ -54,12 +108,24 @@ def open_db(*, schema: Literal["migrate", "current", "unchecked"] | None = None)
             settings = get_settings()
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe request otherwise
+        if settings.database_url is not None:
+            _reach(settings.database_url)
         schema = schema or ("migrate" if settings.database_url is None else "current")
         with open_database(settings, schema=schema) as db:
             yield db
-    except (LookupError, ValueError, MigrationError, ArtifactSignatureError, ArtifactIntegrityError) as exc:
-        # one red line
-        err.print(f"[red]error:[/red] {str(exc) or type(exc).__name__}", highlight=False)
+    except (
+        LookupError,
+        ValueError,
+        MigrationError,
+        ArtifactSignatureError,
+        ArtifactIntegrityError,
+        LockBusy,
+        PoolTimeout,
+        psycopg.OperationalError,
+    ) as exc:
+        if isinstance(exc, KeyError | IndexError):  # a bug's, as main() says
+            raise
+        error(str(exc) or type(exc).__name__)
         raise typer.Exit(1) from None
 
 
@@ -77,13 +143,18 @@ def main() -> None:
     except (ConfigError, ForecastInputError, LookupError, OSError, ClusterUnavailable) as exc:
         if isinstance(exc, KeyError | IndexError):
             raise
-        err.print(f"[red]error:[/red] {str(exc) or type(exc).__name__}", highlight=False)  # a TimeoutError says nothing
+        error(str(exc) or type(exc).__name__)  # a TimeoutError says nothing
         raise SystemExit(1) from None
 
 
 def progress_bar() -> Progress:
     """The progress bar every long-running command shows."""
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description:<28}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     return Progress(*columns, console=console, transient=True)
 
 

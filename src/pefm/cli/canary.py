@@ -26,7 +26,7 @@ def canary(
     ] = None,
     namespace: Annotated[str, typer.Option(help="namespace of the Canary and the inference Service")] = "pefm",
     webhook_base: Annotated[
-        str, typer.Option(help="the rollout API as Flagger reaches it [default: http://pefm-rollout.NAMESPACE]")
+        str, typer.Option(show_default="http://pefm-rollout.NAMESPACE", help="the rollout API as Flagger reaches it")
     ] = "",
     prometheus_url: Annotated[str, typer.Option(help="the Prometheus the MetricTemplates query")] = "",
     webhook_token: Annotated[
@@ -34,8 +34,9 @@ def canary(
     ] = None,
     output: Annotated[Path | None, typer.Option(help="write here instead of standard output")] = None,
 ) -> None:
-    """Render the Flagger Canary (provider knative) and its MetricTemplates from the rollout spec:
-    the same steps, interval, threshold and metric ranges as the local controller, with PEFM's
+    """Render the Flagger Canary (provider knative) and its MetricTemplates from the rollout spec.
+
+    The same steps, interval, threshold and metric ranges as the local controller, with PEFM's
     checks as webhooks."""
     from pefm.rollout.flagger import PROMETHEUS, render_canary
     from pefm.rollout.spec import RolloutSpec

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from pefm.cli import app, console, data_app, db_app, err, open_db, progress_bar, series_app
+from pefm.cli import app, console, data_app, db_app, error, moment, open_db, progress_bar, redact, series_app
+from pefm.cli.stack import API_OFFSET
 from pefm.data.frequency import Frequency
 from pefm.storage.database import Database
 from pefm.storage.observations import UnknownSeriesError
@@ -18,26 +19,36 @@ from pefm.storage.observations import UnknownSeriesError
 @app.command()
 def up(
     serve: Annotated[bool, typer.Option(help="start the local stack and keep it running (Ctrl-C stops it)")] = True,
-    port: Annotated[int, typer.Option(help="port of the inference router (the rollout API takes port + 10)")] = 8080,
-    dashboard_port: Annotated[int | None, typer.Option(help="port of the dashboard [default: 8050]")] = None,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535 - API_OFFSET,
+            help=f"port of the inference router (the rollout API takes port + {API_OFFSET})",
+        ),
+    ] = 8080,
+    dashboard_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, show_default="8050", help="port of the dashboard")
+    ] = None,
     replicas: Annotated[
         int | None,
         typer.Option(
             min=1,
             max=64,
-            help="replicas of each inference revision behind the router [default: PEFM_LOCAL_REPLICAS, "
-            "else the initial scale of knative/base/inference.yaml]",
+            show_default="PEFM_LOCAL_REPLICAS, else the initial scale of knative/base/inference.yaml",
+            help="replicas of each inference revision behind the router",
         ),
     ] = None,
 ) -> None:
-    """Bring PEFM up on the configured database (embedded by default): migrate, load the bundled
-    real data, make sure a model is serving, then run the functions behind the local router and
-    the dashboard."""
+    """Bring PEFM up locally: the database, the bundled data, a serving model, the functions, the dashboard.
+
+    On the configured database (embedded by default): migrate, load the bundled real data, make
+    sure a model is serving, then run the functions behind the local router and the dashboard."""
     with open_db(schema="migrate") as db:
         if db.embedded:
             console.print(f"database: embedded PostgreSQL in {db.embedded.pgdata}, migrated")
         else:
-            console.print(f"database: PEFM_DATABASE_URL ({_redact(db.url)}), migrated")
+            console.print(f"database: PEFM_DATABASE_URL ({redact(db.url)}), migrated")
         _load_bundled(db, None)
         _print_summary(db)
         version = _serving_model(db)
@@ -50,12 +61,15 @@ def up(
 @app.command()
 def bootstrap(
     load_bundled: Annotated[bool, typer.Option(help="load the bundled series that hold no data yet")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for another bootstrap to finish")] = 3600.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="seconds to wait for another bootstrap to finish (more than 0)")
+    ] = 3600.0,
 ) -> None:
-    """Prepare a database for a cluster (the bootstrap Job; inference is not ready until a model
-    serves): migrate; with --load-bundled, load the bundled series that hold no data yet; when no
-    model serves, train the default model and make it serve. Runs one at a time; a second run
-    changes nothing."""
+    """Prepare a database for a cluster: migrate, and make a model serve (the bootstrap Job).
+
+    Inference is not ready until a model serves. Migrate; with --load-bundled, load the bundled
+    series that hold no data yet; when no model serves, train the default model and make it serve.
+    Runs one at a time; a second run changes nothing."""
     from pefm.data.bundled import bundled
 
     with open_db(schema="migrate") as db, db.advisory_lock("pefm.bootstrap", wait=True, timeout=timeout):
@@ -80,7 +94,7 @@ def bootstrap(
 def _serving_model(db: Database) -> str:
     """The serving model version; the first time, the default bundle (a family per group of
     series) trained on every series with a short backtest (12 windows, h=1..8) for the accuracy views."""
-    from pefm.cli.forecasting import group_count, planned_params
+    from pefm.cli.forecasting import planned_params, window_count
     from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
     from pefm.forecasting.models import DEFAULT_MODEL
     from pefm.forecasting.panel import default_series
@@ -96,7 +110,7 @@ def _serving_model(db: Database) -> str:
         ids = default_series(conn, DEFAULT_MODEL)
         params = planned_params(conn, DEFAULT_MODEL, ids, {}, None)
         with progress_bar() as progress:
-            total = spec.windows * group_count(DEFAULT_MODEL, params)
+            total = window_count(conn, DEFAULT_MODEL, ids, params, spec, None)
             task = progress.add_task(f"backtesting {DEFAULT_MODEL}", total=total)
             version, _ = train(
                 conn,
@@ -117,8 +131,9 @@ def _serving_model(db: Database) -> str:
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply pending migrations and grant the component roles their privileges, creating the
-    missing roles where this user may (safe to run from several processes at once)."""
+    """Apply pending migrations and grant the component roles their privileges.
+
+    Creates the missing roles where this user may; safe to run from several processes at once."""
     from pefm.config import get_settings
     from pefm.storage.migrate import migrate
 
@@ -138,6 +153,7 @@ def db_roles(
     ] = False,
 ) -> None:
     """The component roles (pefm_ingest, pefm_inference, ...): which exist and what each may do.
+
     --sql prints the one-time step for a database whose migrator may not create roles: have a
     user with CREATEROLE run it, then `pefm db migrate` grants the privileges."""
     from pefm.config import get_settings
@@ -157,7 +173,7 @@ def db_roles(
     for component, grants in PRIVILEGES.items():
         name = role_name(component)
         granted = "; ".join(f"{t}: {p}" for t, p in grants.items())
-        table.add_row(name, "[red]no[/]" if name in missing else "yes", granted)
+        table.add_row(name, Text("no", style="red") if name in missing else "yes", granted)
     console.print(table)
 
 
@@ -184,7 +200,7 @@ def db_status() -> None:
         table.add_row(
             f"{m.version:04d}",
             m.name,
-            f"{done.applied_at:%Y-%m-%d %H:%M:%S}" if done else "[yellow]pending[/]",
+            f"{done.applied_at:%Y-%m-%d %H:%M:%S}" if done else Text("pending", style="yellow"),
         )
     console.print(table)
     if hypertable:
@@ -216,7 +232,11 @@ def data_load_csv(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     vintage: Annotated[str | None, typer.Option(help="when these values became known (default now)")] = None,
     frequency: Annotated[
-        str | None, typer.Option(help="create the series with this frequency if it is new (D, B, W, M, Q, A)")
+        str | None,
+        typer.Option(
+            help="create the series with this frequency if it is new: "
+            f"{', '.join(f.value for f in Frequency)}, or its name (quarterly)"
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="name for a new series")] = None,
     unit: Annotated[str, typer.Option(help="unit for a new series")] = "",
@@ -258,8 +278,10 @@ def data_fetch_fred(
     ] = False,
     series_id: Annotated[str | None, typer.Option(help="store as this series id (default: the FRED id)")] = None,
 ) -> None:
-    """Fetch a series from FRED (API key in PEFM_FRED_API_KEY): metadata, observations and, with
-    --vintages, every real-time vintage from ALFRED, so as-of reads see the data as published."""
+    """Fetch a series from FRED (API key in PEFM_FRED_API_KEY).
+
+    Its metadata, observations and, with --vintages, every real-time vintage from ALFRED, so as-of
+    reads see the data as published."""
     from pefm.config import get_settings
     from pefm.data.fred import FredClient, FredError
     from pefm.data.loading import load_fred
@@ -270,7 +292,7 @@ def data_fetch_fred(
         with open_db() as db, db.connection() as conn, console.status(f"fetching {fred_id} from FRED"):
             meta, fetched, result = load_fred(conn, client, fred_id, series_id=series_id, vintages=vintages)
     except FredError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        error(str(exc))
         raise typer.Exit(1) from None
     vintage_count = fetched.values["vintage"].nunique() if vintages else 1
     console.print(
@@ -293,12 +315,13 @@ def series_show(
     from pefm.storage.observations import read_series
     from pefm.storage.series import get_series
 
+    when = {"as_of": moment(as_of, "--as-of"), "start": moment(start, "--start"), "end": moment(end, "--end")}
     with open_db() as db, db.connection() as conn:
         meta = get_series(conn, series_id)
         if meta is None:
             raise UnknownSeriesError([series_id])
-        values = read_series(conn, series_id, as_of=as_of, start=start, end=end)
-    console.print(f"[bold]{meta.id}[/bold]  {meta.name}")
+        values = read_series(conn, series_id, **when)
+    console.print(Text.assemble((meta.id, "bold"), f"  {meta.name}"))
     for label, value in (
         ("frequency", meta.frequency.label),
         ("unit", meta.unit),
@@ -336,12 +359,9 @@ def series_bars(
     """Print an intraday series' daily bars (UTC days), from its latest values or as known at --as-of."""
     from pefm.storage.bars import daily_bars, refresh_daily_bars
 
+    when = {"as_of": moment(as_of, "--as-of"), "start": moment(start, "--start"), "end": moment(end, "--end")}
     with open_db() as db, db.connection() as conn:
-        try:
-            bars = daily_bars(conn, series_id, as_of=as_of, start=start, end=end)
-        except ValueError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+        bars = daily_bars(conn, series_id, **when)
         if refresh:
             refresh_daily_bars(conn)
             conn.commit()
@@ -366,7 +386,7 @@ def _load_bundled(db: Database, ids: list[str] | None) -> None:
         reports = load_bundled(conn, items, on_loaded=advance)
     for report in reports:
         if report.skipped:
-            console.print(f"[yellow]not loaded: {escape(report.skipped)}[/yellow]")
+            console.print(f"not loaded: {report.skipped}", style="yellow")
     inserted = sum(r.result.inserted for r in reports)
     revised = sum(r.result.revised for r in reports)
     unchanged = sum(r.result.unchanged for r in reports)
@@ -391,13 +411,3 @@ def _print_summary(db: Database) -> None:
             str(r.count),
         )
     console.print(table)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    parts = conninfo_to_dict(url)
-    if parts.pop("password", None):
-        parts["password"] = "***"
-    return make_conninfo("", **parts)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from pefm.cli import app, console, drift_app, open_db
 
@@ -24,8 +25,11 @@ def drift_check(
     series: Annotated[list[str] | None, typer.Option("--series", "-s", help="only these series")] = None,
     policy: Annotated[Path | None, typer.Option(help="drift policy TOML (default: the shipped one)")] = None,
 ) -> None:
-    """Check the serving model's series for drift, store the report, print it. A check of some
-    series, or under a policy of your own (--policy), is not counted toward the monitor's breach."""
+    """Check the serving model's series for drift, store the report and print it.
+
+    A check of some series, or under a policy of your own (--policy), is not counted toward the
+    monitor's breach. It requests no retraining: a breach due for one is requested by the drift
+    monitor at its next check."""
     from pefm.drift.monitor import check, due_for_retraining, monitored_version
 
     loaded = _policy(policy)
@@ -39,7 +43,8 @@ def drift_check(
     _print(report)
     console.print(
         f"report {report['id']}: {len(report['drifted_series'])} drifted series; "
-        f"breach: {report['breach']}; retrain: {'yes' if due else 'no'} ({why})"
+        f"breach: {report['breach']}; retraining: "
+        f"{'due, the monitor requests it at its next check' if due else 'not due'} ({why})"
     )
 
 
@@ -90,9 +95,13 @@ def retrain(
         ),
     ] = False,
 ) -> None:
-    """Train a candidate on data as of now, backtest and gate it against the serving model on the
+    """Retrain what serves and deploy the candidate only if it passes the gates.
+
+    Train a candidate on data as of now, backtest and gate it against the serving model on the
     same windows, and only if it passes create the green revision and start its rollout.
-    Single-flight; resumes a job that stopped part-way; every step recorded."""
+    Single-flight; resumes a job that stopped part-way; every step recorded. Exits 1 when the
+    candidate failed its gates: in this run, or in the finished job this run finds up-to-date
+    (unless it was promoted by hand since); else 0."""
     from pefm.cli.rollout import cluster, controller
     from pefm.config import get_settings
     from pefm.drift.retrain import ClusterDeployer, LocalDeployer
@@ -100,6 +109,7 @@ def retrain(
     from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
     from pefm.rollout.spec import RolloutSpec
     from pefm.storage import retrain_events
+    from pefm.storage.model_versions import get_version
 
     if model is not None and model not in (DEFAULT_MODEL, *MODEL_NAMES):
         raise typer.BadParameter(
@@ -138,10 +148,15 @@ def retrain(
             return
         with db.connection() as conn:
             events = retrain_events.run_steps(conn, outcome["run_id"])
+            failed = outcome["status"] == "gates-failed" or (
+                outcome["status"] == "up-to-date"
+                and outcome["step"] == "gates-failed"
+                and get_version(conn, outcome["candidate"]).status == "candidate"
+            )
     for step, reason in events:
         console.print(f"  {step:<16} {reason}", highlight=False)
     console.print(f"retrain {outcome['run_id']}: {outcome['status']}")
-    if outcome["status"] == "gates-failed":
+    if failed:
         raise typer.Exit(1)
 
 
@@ -158,6 +173,6 @@ def _print(report: dict) -> None:
             r["method"],
             f"{r['score']:.3f}",
             "-" if r["threshold"] is None else f"{r['threshold']:g}",  # a permutation test has none
-            "[red]yes[/]" if r["drifted"] else "no",
+            Text("yes", style="red") if r["drifted"] else "no",
         )
     console.print(table)

@@ -12,8 +12,9 @@ import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from pefm.cli import app, console, err, models_app, open_db, progress_bar
+from pefm.cli import app, console, models_app, moment, open_db, progress_bar, warning
 from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
@@ -25,6 +26,9 @@ SeriesOpt = Annotated[
 ]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=f"one of {', '.join((BUNDLE, *MODEL_NAMES))}")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="model parameter NAME=JSON")]
+HOpt = Annotated[int, typer.Option(min=1, help="backtest horizon: steps 1..h, each scored")]
+StepOpt = Annotated[int, typer.Option(min=1, help="backtest origins this many periods apart")]
+RefitOpt = Annotated[int, typer.Option(min=1, help="refit the model at every n-th origin (updated in between)")]
 SHOWN = ("rmse", "mae", "mase", "coverage-80", "coverage-95", "pinball", "directional_accuracy", "sharpe")
 
 
@@ -72,12 +76,31 @@ def planned_params(conn, model: str, ids: list[str], params: dict[str, Any], as_
 
     planned = bundle_params(load_panel(conn, ids, as_of=as_of, skip_refused=True))
     for series_id, why in planned["skipped"].items():
-        console.print(f"[yellow]{series_id} left out[/yellow]: {why}")
+        console.print(Text.assemble((f"{series_id} left out", "yellow"), f": {why}"))
     return {**params, **planned}
 
 
-def group_count(model: str, params: dict[str, Any]) -> int:
-    return max(1, len(params.get("groups", []))) if model == BUNDLE else 1
+def window_count(conn, model: str, ids: list[str], params: dict[str, Any], spec: BacktestSpec, as_of) -> int:
+    """How often the backtest of ``model`` on ``ids`` calls its ``on_window``, which the progress
+    bar counts: as ``run_backtest`` runs it, once per distinct cutoff of each backtest (a bundle's
+    group), more than ``spec.windows`` where a univariate model's series end on different dates."""
+    from pefm.forecasting.backtest import cutoffs
+    from pefm.forecasting.bundle import fit_data, group_data
+    from pefm.forecasting.models import make_model
+    from pefm.forecasting.panel import as_of_loader, load_panel
+    from pefm.forecasting.training import _backtestable, backtest_groups
+
+    panel = load_panel(conn, ids, as_of=as_of, skip_refused=model == BUNDLE)
+    count = 0
+    for family, family_params, group in backtest_groups(model, params, list(panel.columns)):
+        estimator = make_model(family, **family_params)
+        if estimator.multivariate:
+            count += len(cutoffs(fit_data(estimator, group_data(panel, group)).index, spec))
+        else:
+            loader = as_of_loader(conn, group)
+            series = [panel[s].dropna() for s in group if _backtestable(panel[s], estimator, spec, loader)]
+            count += len(set().union(*(cutoffs(values.index, spec) for values in series)))
+    return count
 
 
 @app.command()
@@ -86,27 +109,26 @@ def train(
     series: SeriesOpt = None,
     param: ParamOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="train on the data as known then")] = None,
-    h: Annotated[int, typer.Option(help="backtest horizon: steps 1..h, each scored")] = DEFAULT_HORIZON,
-    windows: Annotated[int, typer.Option(help="backtest origins (0: no backtest)")] = 40,
-    step: int = 1,
-    refit_every: int = 1,
+    h: HOpt = DEFAULT_HORIZON,
+    windows: Annotated[int, typer.Option(min=0, help="backtest origins (0: no backtest)")] = 40,
+    step: StepOpt = 1,
+    refit_every: RefitOpt = 1,
 ) -> None:
-    """Backtest a model on the panel, fit it on all the data, register it as a candidate (the
-    bundle: a family per group of series, planned from the catalog)."""
+    """Backtest a model, fit it on all the data and register it as a candidate.
+
+    The bundle: a family per group of series, planned from the catalog."""
     from pefm.forecasting.training import train as run_train
 
     _distinct(series)
     spec = _spec(h, windows, step, refit_every) if windows else None
-    try:
-        when = pd.Timestamp(as_of, tz="UTC").to_pydatetime() if as_of else None
-    except ValueError:
-        raise typer.BadParameter(f"not a date: {as_of!r}", param_hint="--as-of") from None
+    when = moment(as_of, "--as-of")
     if when is not None and when > datetime.now(UTC):  # its version would say it knew data not yet known
         raise typer.BadParameter(f"{as_of} is after now: nothing is known as of then yet", param_hint="--as-of")
     with open_db() as db, db.connection() as conn, progress_bar() as progress:
         ids = list(series or default_series(conn, model))
         params = planned_params(conn, model, ids, _params(param, model), when)
-        task = progress.add_task(f"backtesting {model}", total=(windows or 1) * group_count(model, params))
+        total = window_count(conn, model, ids, params, spec, when) if spec else None
+        task = progress.add_task(f"backtesting {model}", total=total)
         version, run = run_train(
             conn,
             model,
@@ -119,21 +141,29 @@ def train(
     if run is not None:
         _print_scores(run.scores)
     console.print(
-        f"registered [bold]{version.id}[/bold] ({version.family}, {len(version.series_ids)} series, "
-        f"data as of {version.data_as_of:%Y-%m-%d %H:%M}) as a candidate"
+        Text.assemble(
+            "registered ",
+            (version.id, "bold"),
+            f" ({version.family}, {len(version.series_ids)} series, "
+            f"data as of {version.data_as_of:%Y-%m-%d %H:%M}) as a candidate",
+        )
     )
 
 
 @app.command()
 def backtest(
+    ctx: typer.Context,
     model: ModelOpt = DEFAULT_MODEL,
     series: SeriesOpt = None,
     param: ParamOpt = None,
-    version: Annotated[str | None, typer.Option(help="backtest this registered version and store the result")] = None,
-    h: Annotated[int, typer.Option(help="backtest horizon: steps 1..h, each scored")] = DEFAULT_HORIZON,
-    windows: int = 40,
-    step: int = 1,
-    refit_every: int = 1,
+    version: Annotated[
+        str | None,
+        typer.Option(help="backtest this registered version (its model, series and parameters) and store the result"),
+    ] = None,
+    h: HOpt = DEFAULT_HORIZON,
+    windows: Annotated[int, typer.Option(min=1, help="backtest origins")] = 40,
+    step: StepOpt = 1,
+    refit_every: RefitOpt = 1,
 ) -> None:
     """Rolling-origin backtest of a model (or a registered version) on data as known at each cutoff."""
     from pefm.config import get_settings
@@ -141,15 +171,20 @@ def backtest(
     from pefm.storage.model_versions import get_version, set_backtest
 
     _distinct(series)
+    if version and (
+        given := [f"--{n}" for n in ("model", "series", "param") if ctx.get_parameter_source(n).name != "DEFAULT"]
+    ):
+        raise typer.BadParameter(f"{', '.join(given)}: the version's own are backtested", param_hint="--version")
     spec = _spec(h, windows, step, refit_every)
     with open_db() as db, db.connection() as conn:
-        ids, as_of = list(series or default_series(conn, model)), None
-        params = planned_params(conn, model, ids, _params(param, model), None)
         if version:
             stored = get_version(conn, version)
             model, params, ids, as_of = stored.family, stored.params, stored.series_ids, stored.data_as_of
+        else:
+            ids, as_of = list(series or default_series(conn, model)), None
+            params = planned_params(conn, model, ids, _params(param, model), None)
         with progress_bar() as progress:
-            task = progress.add_task(f"backtesting {model}", total=windows * group_count(model, params))
+            task = progress.add_task(f"backtesting {model}", total=window_count(conn, model, ids, params, spec, as_of))
             run = run_backtest(
                 conn,
                 model,
@@ -170,7 +205,7 @@ def backtest(
             console.print(f"logged to MLflow: run {run_id} of experiment pefm-backtests")
         except Exception as exc:  # the backtest stands on its own: MLflow's failure is only reported
             why = str(exc) if isinstance(exc, TrackingUnavailable) else f"{type(exc).__name__}: {exc}"
-            err.print(f"[yellow]not logged to MLflow:[/yellow] {why}", highlight=False, soft_wrap=True)
+            warning("not logged to MLflow", why)
     if version:
         console.print(f"stored the backtest with {version}")
 
@@ -184,8 +219,9 @@ def gate(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report here")] = None,
 ) -> None:
-    """Judge a candidate against the serving model on the same backtest windows (the serving model
-    is backtested again on the candidate's windows when needed); exit 1 on failure."""
+    """Judge a candidate against the serving model on the same backtest windows; exit 1 on failure.
+
+    The serving model is backtested again on the candidate's windows when needed."""
     from pefm.config import get_settings
     from pefm.forecasting.gating import gate_candidate
     from pefm.forecasting.registry import serving_version
@@ -212,9 +248,9 @@ def gate(
     if json_out:
         json_out.write_text(text)
     if not report["passed"]:
-        console.print(f"[red]gates failed[/red] ({len(report['failures'])} checks)")
+        console.print(Text.assemble(("gates failed", "red"), f" ({len(report['failures'])} checks)"))
         raise typer.Exit(1)
-    console.print("[green]gates passed[/green]")
+    console.print("gates passed", style="green")
 
 
 def print_gate_report(report: dict) -> None:
@@ -243,7 +279,7 @@ def print_gate_report(report: dict) -> None:
             "-" if c["statistic"] is None else f"{c['statistic']:.3g}",
             f"{c['p_value']:.3g}",
             f"{c['p_adjusted']:.3g}",
-            "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
+            Text("pass", style="green") if c["passed"] else Text("FAIL", style="red"),
         )
     console.print(table)
     w = report["windows"]
@@ -296,7 +332,7 @@ def models_show(version: str) -> None:
 
     with open_db() as db, db.connection() as conn:
         v = get_version(conn, version)
-    console.print(f"[bold]{v.id}[/bold]  {v.family}  \\[{v.status}]")
+    console.print(Text.assemble((v.id, "bold"), f"  {v.family}  [{v.status}]"))
     for label, value in (
         ("params", json.dumps(v.params)),
         ("series", ", ".join(v.series_ids)),
@@ -318,11 +354,13 @@ def models_show(version: str) -> None:
 
 @models_app.command("promote")
 def models_promote(version: str) -> None:
-    """Make a version the serving model of its series (retiring every serving version that shares
-    a series with it). An operator's override: a version whose gates failed, or that was never
-    gated, is promoted too, and so is one that leaves series a retired version served unserved;
-    each is said in a yellow line. Locally, the revisions carrying the traffic do not change: what
-    they serve that the registry no longer says is printed, as `pefm status` would say it."""
+    """Make a version the serving model of its series, by hand.
+
+    Every serving version that shares a series with it is retired. An operator's override: a version
+    whose gates failed, or that was never gated, is promoted too, and so is one that leaves series a
+    retired version served unserved; each is said in a yellow line. Locally, the revisions carrying
+    the traffic do not change: what they serve that the registry no longer says is printed, as `pefm
+    status` would say it."""
     from pefm.cli.rollout import controller
     from pefm.config import get_settings
     from pefm.forecasting.registry import promote
@@ -341,19 +379,21 @@ def models_promote(version: str) -> None:
         report = promoted.gate_report
         if report is None or not report["passed"]:
             why = "never gated" if report is None else "its gates failed: " + "; ".join(report["failures"][:3])
-            err.print(f"[yellow]promoted by hand:[/yellow] {why}", highlight=False)
+            warning("promoted by hand", why)
         if unserved:
-            err.print(f"[yellow]no model serves now:[/yellow] {', '.join(unserved)}", highlight=False)
+            warning("no model serves now", ", ".join(unserved))
         if service is not None:
             status = service_status(controller(db), service)
             for problem in status.problems if status.targets else []:  # no traffic block: no stack ran here
-                err.print(f"[yellow]traffic unchanged:[/yellow] {problem}", highlight=False)
+                warning("traffic unchanged", problem)
 
 
 @models_app.command("keygen")
 def models_keygen() -> None:
-    """Print a new artifact signing key pair as environment lines (base64 of the raw Ed25519 keys):
-    PEFM_SIGNING_KEY for the trainer only, PEFM_VERIFY_KEYS for whoever loads models."""
+    """Print a new artifact signing key pair as environment lines.
+
+    Base64 of the raw Ed25519 keys: PEFM_SIGNING_KEY for the trainer only, PEFM_VERIFY_KEYS for
+    whoever loads models."""
     from pefm.storage.signing import generate
 
     private, public = generate()
@@ -367,8 +407,10 @@ def models_sign(
         typer.Argument(help="version ids (default: every one unsigned, or signed without its precomputed forecasts)"),
     ] = None,
 ) -> None:
-    """Sign versions registered before artifacts were signed, or signed before their precomputed
-    forecasts were, or re-sign them with a new key, with PEFM_SIGNING_KEY. A signed row's current
+    """Sign versions with PEFM_SIGNING_KEY: unsigned ones, or again (with their forecasts, or a new key).
+
+    Versions registered before artifacts were signed, or signed before their precomputed
+    forecasts were, or to be re-signed with a new key. A signed row's current
     signature must verify (PEFM_VERIFY_KEYS trusting the key that made it), and each artifact must
     match its recorded sha256; beyond that you vouch for the rows as they are, forecasts included,
     so run it only on a registry you trust."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pefm.cli import console, err, knative_app
+from pefm.cli import console, error, knative_app
 
 
 @knative_app.command("validate")
@@ -22,6 +22,7 @@ def validate(
     ] = None,
 ) -> None:
     """Validate every resource in PATHS (each path's documents together); exit 1 listing each problem.
+
     Kinds no schema here covers (Knative Eventing) are named as not schema-checked; unknown kinds fail."""
     from pefm.knative.core_rules import KUBERNETES_VERSION
     from pefm.knative.validate import CrdSchemas, default_crds, default_flagger_crds, render, validate_all
@@ -30,15 +31,15 @@ def validate(
     flagger_crds = flagger_crds or default_flagger_crds()
     for folder, what, option in ((crds, "Knative", "--crds"), (flagger_crds, "Flagger", "--flagger-crds")):
         if folder is None or not Path(folder).is_dir():
-            err.print(f"[red]error:[/red] no {what} CRDs found: pass {option}")
+            error(f"no {what} CRDs found: pass {option}")
             raise typer.Exit(2)
     schemas = CrdSchemas.load(crds, flagger_crds)
     failed = False
     for path in paths:
         try:
             docs = render(path)
-        except (ValueError, OSError) as error:
-            err.print(f"[red]{path}[/red]: {error}", highlight=False, soft_wrap=True)
+        except (ValueError, OSError) as problem:
+            error(str(problem), label=str(path))
             failed = True
             continue
         report = validate_all(docs, schemas)
@@ -47,7 +48,7 @@ def validate(
             or "no resource with a schema here"
         )
         for problem in report.problems:
-            err.print(f"[red]{path}[/red]: {problem}", highlight=False, soft_wrap=True)
+            error(str(problem), label=str(path))
         if report.problems:
             failed = True
             console.print(

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from pefm.cli import app, console, err, open_db
+from pefm.cli import app, console, error, open_db
 
 local_app = typer.Typer(help="The local runtime: revisions behind the local traffic router.", no_args_is_help=True)
 app.add_typer(local_app, name="local")
@@ -26,8 +26,9 @@ def register(
         int, typer.Option(min=0, help="requests the router lets one replica have in flight (0: no limit)")
     ] = 0,
 ) -> None:
-    """Record a revision the local router can send SERVICE's traffic to, with one URL per replica
-    (the router sends each request to the replica with the fewest in flight). A service's first
+    """Record a revision the local router can send SERVICE's traffic to, one URL per replica.
+
+    The router sends each request to the replica with the fewest in flight. A service's first
     revision gets all of the traffic (one target tagged TAG); once a service has traffic, rollouts
     move it."""
     from pefm.local.runtime import record_revision
@@ -38,7 +39,7 @@ def register(
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            err.print(f"[red]error:[/red] revision URL must be http(s)://host[:port], not {url!r}")
+            error(f"revision URL must be http(s)://host[:port], not {url!r}")
             raise typer.Exit(2)
     urls = [url.rstrip("/") for url in urls]
     where = ", ".join(urls)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pefm.cli import app, console, err, open_db, rollout_app
+from pefm.cli import app, console, error, open_db, rollout_app, warning
 
 
 def controller(db):
@@ -63,7 +63,9 @@ def start(
     watch: Annotated[bool, typer.Option(help="follow the rollout until it finishes; exit 1 if it fails")] = False,
     timeout: Annotated[float, typer.Option(help="cluster: seconds to follow the Canary")] = 1800.0,
 ) -> None:
-    """Start a rollout. Locally: move traffic from the serving revision to GREEN (at 0% until checks
+    """Start a rollout: of a running revision locally, of a model version on a cluster.
+
+    Locally: move traffic from the serving revision to GREEN (at 0% until checks
     pass). On a cluster: deploy MODEL_VERSION as a template change; Flagger canaries the revision
     Knative creates, calling PEFM's webhooks. With --watch, follow it to its end: exit 1 when it is
     rolled back (on a cluster, 3 when the Canary or PEFM's record of it did not finish in time)."""
@@ -87,7 +89,7 @@ def start(
             passed, why = candidate_verdict(conn, candidate, loaded.require_gates)
         if passed is None:
             advice = f"; run pefm gate --candidate {candidate}" if candidate else ""
-            err.print(f"[yellow]waiting at 0%:[/yellow] {why}{advice}", highlight=False)
+            warning("waiting at 0%", f"{why}{advice}")
         if watch:
             _report(ctl, ctl.run(rollout_id), rollout_id)
 
@@ -101,10 +103,11 @@ def deploy(
     env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE added to the new revision")] = None,
     service: Annotated[str, typer.Option(help="the PEFM service (its Knative Service is pefm-SERVICE)")] = "inference",
 ) -> None:
-    """Deploy MODEL_VERSION to the cluster (PEFM_KNATIVE_NAMESPACE) as a change of the Service's
-    template only: Knative creates and names the revision, Flagger canaries it."""
+    """Deploy MODEL_VERSION to the cluster (PEFM_KNATIVE_NAMESPACE): Flagger canaries it.
+
+    A change of the Service's template only: Knative creates and names the revision."""
     if (k8s := cluster()) is None:
-        err.print("[red]error:[/red] set PEFM_KNATIVE_NAMESPACE: locally, pefm up and pefm retrain start revisions")
+        error("set PEFM_KNATIVE_NAMESPACE: locally, pefm up and pefm retrain start revisions")
         raise typer.Exit(2)
     _deploy(k8s, service, model_version, image, _env(env, "--env"), False, 0)
 
@@ -135,12 +138,12 @@ def _deploy(k8s, service: str, model_version: str, image, env, watch: bool, time
     try:
         phase = k8s.follow(name, before, timeout, show)
     except ClusterError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        error(str(exc))
         raise typer.Exit(3) from None
     console.print(f"{name}: {phase}")
     settled = _settled(revision, timeout=120.0)  # the post-rollout webhook follows Flagger's last phase
     if settled is None:
-        err.print("[red]error:[/red] PEFM has not recorded the rollout's end: see pefm status", highlight=False)
+        error("PEFM has not recorded the rollout's end: see pefm status")
         raise typer.Exit(3)
     console.print(f"rollout {settled[0]}: {settled[1]}", highlight=False)
     if phase != "Succeeded":
@@ -172,7 +175,7 @@ def _settled(revision: str, timeout: float) -> tuple[int, str] | None:
 def run(rollout_id: int) -> None:
     """Run the local analysis loop of a rollout until it finishes (resumes from its stored state)."""
     if cluster() is not None:
-        err.print("[red]error:[/red] on a cluster Flagger runs the analysis: follow it with pefm rollout status")
+        error("on a cluster Flagger runs the analysis: follow it with pefm rollout status")
         raise typer.Exit(2)
     with open_db() as db:
         ctl = controller(db)
@@ -222,7 +225,7 @@ def _operate(rollout_id: int, action: str, reason: str | None) -> None:
             from pefm.rollout.webhooks import FlaggerOperator
 
             if (k8s := cluster()) is None:
-                err.print(f"[red]error:[/red] rollout {rollout_id} runs on a cluster: set PEFM_KNATIVE_NAMESPACE")
+                error(f"rollout {rollout_id} runs on a cluster: set PEFM_KNATIVE_NAMESPACE")
                 raise typer.Exit(2)
             actor = FlaggerOperator(db, k8s)
         operation = getattr(actor, action)
@@ -230,28 +233,33 @@ def _operate(rollout_id: int, action: str, reason: str | None) -> None:
     console.print(f"rollout {rollout_id}: {state.phase.value}, green {state.weight}%")
 
 
+ReasonOpt = Annotated[str | None, typer.Option(help="why: recorded with the action in the rollout's events")]
+
+
 @rollout_app.command("promote")
-def promote(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None) -> None:
-    """Send all traffic to green now (blue stays at 0% under its tag); on a cluster, approve
-    Flagger's promotion gate."""
+def promote(rollout_id: int, reason: ReasonOpt = None) -> None:
+    """Send all traffic to green now; on a cluster, approve Flagger's promotion gate.
+
+    Blue stays at 0% under its tag."""
     _operate(rollout_id, "promote", reason)
 
 
 @rollout_app.command("rollback")
-def rollback(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None) -> None:
-    """Send all traffic back to blue now (locally also after a promotion); on a cluster, open
-    Flagger's rollback gate."""
+def rollback(rollout_id: int, reason: ReasonOpt = None) -> None:
+    """Send all traffic back to blue now; on a cluster, open Flagger's rollback gate.
+
+    Locally also after a promotion."""
     _operate(rollout_id, "rollback", reason)
 
 
 @rollout_app.command("pause")
-def pause(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None) -> None:
+def pause(rollout_id: int, reason: ReasonOpt = None) -> None:
     """Hold the rollout at its current weight (on a cluster: suspend the Canary)."""
     _operate(rollout_id, "pause", reason)
 
 
 @rollout_app.command("resume")
-def resume(rollout_id: int, reason: Annotated[str | None, typer.Option()] = None) -> None:
+def resume(rollout_id: int, reason: ReasonOpt = None) -> None:
     """Continue a paused rollout."""
     _operate(rollout_id, "resume", reason)
 
@@ -270,9 +278,11 @@ def _report(ctl, state, rollout_id: int) -> None:
 def serving_status(
     service: Annotated[str | None, typer.Option(help="the PEFM service (default: the rollout spec's)")] = None,
 ) -> None:
-    """Which model serves: the registry's serving version, the revisions carrying the service's
-    traffic and the version each serves, any rollout in progress and any retraining the drift
-    monitor requested that none has answered yet. Exits 1 when the registry and the traffic disagree."""
+    """Which model serves, by the registry and by the traffic; exit 1 when they disagree.
+
+    The registry's serving version, the revisions carrying the service's traffic and the version
+    each serves, any rollout in progress and any retraining the drift monitor requested that none
+    has answered yet."""
     from pefm.forecasting.registry import serving_id
     from pefm.rollout.cluster import ClusterTraffic
     from pefm.rollout.spec import RolloutSpec
@@ -312,5 +322,5 @@ def serving_status(
         console.print("registry and traffic agree")
         return
     for problem in status.problems:
-        err.print(f"[red]disagreement:[/red] {problem}", highlight=False)
+        error(problem, label="disagreement")
     raise typer.Exit(1)

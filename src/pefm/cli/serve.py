@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pefm.cli import app, err
+from pefm.cli import app, error
 
 
 @app.command()
@@ -16,15 +16,22 @@ def serve(
         str, typer.Argument(help="ingest, inference, monitor, or rollout (the rollout API and controller)")
     ],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8080,
 ) -> None:
-    """Serve a function through func-python's serve(new) on LISTEN_ADDRESS (Ctrl-C stops it)."""
+    """Serve a function locally as Knative runs it (Ctrl-C stops it).
+
+    ingest, inference and monitor: func-python's serve(new) on LISTEN_ADDRESS; rollout: the
+    rollout API and, locally, its controller, on Hypercorn."""
     from pefm.config import get_settings
+    from pefm.local.runtime import port_free
     from pefm.serving.function import ServiceFunction
 
     if service not in ("ingest", "inference", "monitor", "rollout"):
-        err.print(f"[red]error:[/red] unknown service {service!r}: ingest, inference, monitor or rollout")
+        error(f"unknown service {service!r}: ingest, inference, monitor or rollout")
         raise typer.Exit(2)
+    if not port_free(port, host):
+        error(f"cannot listen on {host}:{port}: another program does, or it is no address of this machine")
+        raise typer.Exit(1)
     if service == "rollout":
         _serve_rollout(host, port)
         return

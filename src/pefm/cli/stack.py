@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 import typer
+from rich.text import Text
 
-from pefm.cli import console, err
+from pefm.cli import console, error
 from pefm.config import get_settings
 from pefm.storage.database import Database
 
@@ -19,6 +20,8 @@ LOCK = "pefm.local.stack"
 """Held by a running ``pefm up`` for its life: one stack per database (a second would take over
 the traffic and, stopping, retire the first one's revisions)."""
 SERVICES = ("monitor", "ingest", "inference")
+API_OFFSET = 10
+"""The rollout API listens on the router's port + API_OFFSET."""
 
 
 def run_stack(
@@ -30,12 +33,12 @@ def run_stack(
     cannot start (a port in use) or one stops unasked."""
     with db.advisory_lock(LOCK, wait=False) as (held, _):
         if not held:
-            err.print("[red]error:[/red] another `pefm up` runs on this database; stop it first", highlight=False)
+            error("another `pefm up` runs on this database; stop it first")
             raise typer.Exit(1)
         try:
             stopped = _run(db, version, port, dashboard_port, replicas)
         except RuntimeError as exc:  # a process that did not start: its log's tail says why
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            error(str(exc))
             raise typer.Exit(1) from None
     if stopped:
         raise typer.Exit(1)
@@ -114,13 +117,13 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
                 **mlflow,
             }
             api = spawn(
-                [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + 10)],
+                [sys.executable, "-m", "pefm.cli", "serve", "rollout", "--port", str(port + API_OFFSET)],
                 cwd=Path.cwd(),
                 env=api_env,
                 log=home / "logs" / "rollout-api.log",
                 ready_path="/health",
                 name="rollout-api",
-                port=port + 10,
+                port=port + API_OFFSET,
             )
             runtime.processes["rollout-api"] = api
             dashboard_port = dashboard_port or settings.dashboard_port
@@ -163,7 +166,9 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
         )
         while not stop.wait(1):
             if dead := runtime.exited():
-                console.print(f"[red]stopped unexpectedly:[/red] {', '.join(dead)} (see {home / 'logs'})")
+                console.print(
+                    Text.assemble(("stopped unexpectedly:", "red"), f" {', '.join(dead)} (see {home / 'logs'})")
+                )
                 unasked = True
                 break
     finally:

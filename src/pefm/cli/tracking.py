@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pefm.cli import console, err, open_db, tracking_app
+from pefm.cli import console, error, open_db, tracking_app
 
 
 @tracking_app.command("sync")
@@ -19,20 +19,22 @@ def sync_command(
         float, typer.Option(min=1.0, help="with --follow: sync at least this often (seconds, 1 or more)")
     ] = 300.0,
 ) -> None:
-    """Make MLflow mirror the registry: a run and a registered model version per model version,
-    aliases champion (serving) and challenger (under rollout). MLflow away, refusing, or its client
-    not installed: one red line and exit code 1 (with --follow: a warning, and the mirror retries)."""
+    """Make MLflow mirror the registry.
+
+    A run and a registered model version per model version, aliases champion (serving) and
+    challenger (under rollout). MLflow away, refusing, or its client not installed: one red line
+    and exit code 1 (with --follow: a warning, and the mirror retries)."""
     from pefm.config import get_settings
     from pefm.tracking import Mirror, TrackingUnavailable, require_client, sync
 
     uri = get_settings().mlflow_tracking_uri
     if not uri:
-        err.print("[red]error:[/red] PEFM_MLFLOW_TRACKING_URI is not set")
+        error("PEFM_MLFLOW_TRACKING_URI is not set")
         raise typer.Exit(1)
     try:
         require_client()  # the server may come later (--follow waits for it), the client must be here
     except TrackingUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        error(str(exc))
         raise typer.Exit(1) from None
     from mlflow.exceptions import MlflowException
 
@@ -47,12 +49,10 @@ def sync_command(
             try:
                 report = sync(conn, uri)
             except TrackingUnavailable as exc:  # away before the sync began
-                err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                error(str(exc))
                 raise typer.Exit(1) from None
             except MlflowException as exc:  # refusing a call, or gone part-way through (retries spent)
-                err.print(
-                    f"[red]error:[/red] MLflow at {uri} failed the sync: {exc.message}", highlight=False, soft_wrap=True
-                )
+                error(f"MLflow at {uri} failed the sync: {exc.message}")
                 raise typer.Exit(1) from None
     console.print(
         f"MLflow at {uri}: {len(report.runs_created)} runs and {len(report.versions_created)} model versions "

@@ -138,13 +138,17 @@ def inherited_environment() -> dict[str, str]:
     return {k: os.path.abspath(v) if k in PATHS and v else v for k, v in inherited.items()}
 
 
-def port_free(port: int) -> bool:
-    """Whether nothing listens on ``port`` of the loopback address (SO_REUSEADDR, as the servers
-    bind: the closed connections a stopped server leaves in TIME_WAIT for a minute do not count)."""
-    with socket.socket() as sock:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` of ``host`` (an IPv6 address in brackets, as in
+    LISTEN_ADDRESS): nothing listens there, binding as the servers bind (SO_REUSEADDR: the closed
+    connections a stopped server leaves in TIME_WAIT for a minute do not count)."""
+    ipv6 = host.startswith("[")
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if ipv6:  # as func-python binds one: the IPv4 address beside it is another socket
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host.strip("[]"), port))
         except OSError:
             return False
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from typing import Literal
@@ -99,7 +100,8 @@ class Database:
             conn.autocommit = True
             try:
                 if wait:
-                    conn.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+                    # at least 1 ms: 0 would wait for ever
+                    conn.execute(f"SET lock_timeout = '{max(1, math.ceil(timeout * 1000))}ms'")
                     try:
                         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (name,))
                     except psycopg.errors.LockNotAvailable:
