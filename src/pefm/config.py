@@ -163,7 +163,7 @@ class Settings:
     """``PEFM_CACHE_KEY``: the key the inference replicas tag and check every entry they share
     through Redis with (HMAC-SHA256; at least 32 characters); required with ``PEFM_REDIS_URL`` by
     a process that keeps entries there, never given to ingest or to the Redis server."""
-    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_uri: str | None = field(default=None, repr=False)  # it may carry a password
     """``PEFM_MLFLOW_TRACKING_URI``: the MLflow tracking server that mirrors the registry
     (``pefm.tracking``: runs, model versions, aliases champion and challenger); unset -> none."""
     mlflow_ui_url: str | None = None

@@ -402,7 +402,7 @@ def _metrics(backtest: dict[str, Any] | None) -> dict[str, float]:
 def run_link(tracking_uri: str, ui_url: str | None, version_id: str, timeout: float = 2.0) -> str | None:
     """The MLflow UI's page of a version's run (None: not mirrored yet), found through MLflow's
     REST API (httpx: the dashboard has no MLflow client); ``ui_url``: where a browser reaches the UI
-    (default: the tracking URI)."""
+    (default: the tracking URI, less any user and password in it)."""
     import httpx
 
     base = tracking_uri.rstrip("/")
@@ -424,4 +424,6 @@ def run_link(tracking_uri: str, ui_url: str | None, version_id: str, timeout: fl
     runs = found.json().get("runs", [])
     if not runs:
         return None
-    return f"{(ui_url or tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{runs[0]['info']['run_id']}"
+    # for a browser: never the tracking URI's credentials, which every visitor of the page would get
+    base = str(httpx.URL(ui_url or tracking_uri).copy_with(username=None, password=None)).rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{runs[0]['info']['run_id']}"

@@ -408,3 +408,30 @@ def test_a_stored_serving_backtest_missing_a_series_is_run_again_not_read_as_not
     assert report["windows"]["serving_backtest"] == "re-run on the candidate's windows"
     assert not [s for s in report["skipped"] if s.get("series_id") == "unemp"], report["skipped"]
     assert {c["series_id"] for c in report["checks"]} == set(PANEL)
+
+
+def test_an_artifact_changed_between_the_signature_check_and_its_read_is_not_unpickled(loaded, db, monkeypatch):
+    """The signature was checked over one read of the row, the bytes against the sha256 of a second:
+    someone who can write model_versions (no private key) and swaps in (their pickle, its sha256)
+    between the two had it unpickled. Here the swap is made exactly there, by another connection."""
+    import hashlib
+    import pickle
+
+    from pefm.storage import model_versions as table
+
+    version, _ = train(loaded, "naive", PANEL, spec=None)
+    loaded.commit()
+    evil = pickle.dumps(print)  # any pickle: it must not reach the unpickler
+    read = table.read_artifact
+
+    def swapped_first(conn, version_id):
+        with db.connection() as attacker:
+            attacker.execute(
+                "UPDATE model_versions SET artifact = %s, artifact_sha256 = %s WHERE id = %s",
+                (evil, hashlib.sha256(evil).hexdigest(), version_id),
+            )
+        return read(conn, version_id)
+
+    monkeypatch.setattr(table, "read_artifact", swapped_first)
+    with pytest.raises(ArtifactIntegrityError, match="the registry recorded"):
+        load_model(loaded, version.id, TRUSTED)

@@ -178,6 +178,7 @@ def test_the_dashboard_only_reads(db: Database, schema_url: str):
         columns = "service, revision, route, method, status, latency_ms"
         assert refused(conn, f"INSERT INTO request_log ({columns}) VALUES ('d', 'r', '/', 'GET', 200, 1)")
         assert refused(conn, "UPDATE rollouts SET phase = 'Succeeded'")
+        assert refused(conn, "SELECT nextval('rollouts_id_seq')")  # it inserts nothing: no ids to take
 
 
 def test_a_component_refuses_an_unmigrated_schema_and_never_migrates(schema_url: str):

@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pefm.config import Settings
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
 from pefm.forecasting.backtest import BacktestSpec
@@ -102,6 +103,11 @@ def test_runs_versions_and_aliases_follow_promotions_and_rollbacks(conn, schema_
     link = run_link(mlflow_uri, "http://mlflow.example:5000", first.id)
     assert link.startswith("http://mlflow.example:5000/#/experiments/") and link.endswith(f"/runs/{run.info.run_id}")
     assert run_link(mlflow_uri, None, "no-such-version") is None
+    # a tracking URI with credentials (the server here takes any): they stay out of the browser's link
+    with_password = mlflow_uri.replace("://", "://mirror:s3cret@", 1)
+    link = run_link(with_password, None, first.id)
+    assert link.startswith(mlflow_uri.rstrip("/") + "/#/experiments/") and "s3cret" not in link
+    assert "s3cret" not in repr(Settings(mlflow_tracking_uri=with_password))
 
     # a gate report made later reaches the same run
     set_gate_report(conn, first.id, {"passed": True, "checks": [], "failures": []})

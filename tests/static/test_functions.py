@@ -68,3 +68,12 @@ def test_func_deploy_scales_as_the_manifest_does(name: str):
     assert str(scale["min"]) == annotations["autoscaling.knative.dev/min-scale"]
     assert str(scale["max"]) == annotations["autoscaling.knative.dev/max-scale"]
     assert str(scale["target"]) == annotations["autoscaling.knative.dev/target"]
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_func_deploy_keeps_the_manifests_visibility(name: str):
+    """The monitor takes its CloudEvents without a token because it is cluster-local: a `func
+    deploy` that dropped the label made it reachable from the ingress, tokenless."""
+    wanted = manifest(name)["metadata"].get("labels", {}).get("networking.knative.dev/visibility")
+    given = {label["key"]: label.get("value") for label in func_yaml(name)["deploy"].get("labels", [])}
+    assert given.get("networking.knative.dev/visibility") == wanted

@@ -15,7 +15,7 @@ HEADER = """\
 # edit the spec and render again (a test checks this file is the current render). Flagger moves the
 # traffic of pefm-inference and asks PEFM's webhooks (the rollout API) at every stage. The webhooks
 # need the token in their metadata: apply the render with it, never commit it:
-#   pefm knative canary --webhook-token "$PEFM_WEBHOOK_TOKEN" | kubectl apply -f -
+#   PEFM_WEBHOOK_TOKEN=... pefm knative canary | kubectl apply -f -   (from the environment: not in argv)
 """
 
 

@@ -431,6 +431,8 @@ def models_sign(
             )
         ]
         for version_id in ids:
+            # the row held until it is signed: one changed between the reads below would be signed
+            conn.execute("SELECT 1 FROM model_versions WHERE id = %s FOR UPDATE", (version_id,))
             version = table.get_version(conn, version_id)
             if table.read_signature(conn, version_id) is not None:
                 try:
@@ -443,6 +445,7 @@ def models_sign(
             forecasts = precomputed_digest(table.read_precomputed(conn, version_id))
             signature = sign(key, version_id=version_id, family=version.family, sha256=recorded, precomputed=forecasts)
             table.set_signature(conn, version_id, signature, forecasts)
+            conn.commit()
             console.print(f"{version_id}: signed with key {signature.key_id}")
     if not ids:
         console.print("every version is signed")

@@ -105,9 +105,11 @@ def precompute(model: BaseForecaster, panel: pd.DataFrame) -> dict[str, Any]:
 
 def load_model(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> BaseForecaster:
     """The fitted model of a version, after checking the signature over the version against the
-    ``trusted`` keys and its bytes against the signed sha256; nothing unverified is unpickled."""
-    table.verify_signature(conn, version_id, trusted)
-    return model_from_artifact(version_id, *table.read_artifact(conn, version_id))
+    ``trusted`` keys and its bytes against the signed sha256 (the one the signature was checked
+    over: one read again could be another, written in between); nothing unverified is unpickled."""
+    signed = table.verify_signature(conn, version_id, trusted)
+    artifact, _ = table.read_artifact(conn, version_id)
+    return model_from_artifact(version_id, artifact, signed)
 
 
 def model_from_artifact(version_id: str, artifact: bytes, recorded: str) -> BaseForecaster:

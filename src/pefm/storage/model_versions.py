@@ -173,10 +173,12 @@ def version_from_json(data: dict[str, Any]) -> ModelVersion:
 
 def verify_signature(
     conn: psycopg.Connection, version_id: str, trusted: TrustedKeys, *, before_forecasts: bool = False
-) -> None:
+) -> str:
     """Check the trainer's signature over a version (its id, family, recorded artifact sha256 and
-    precomputed forecasts' sha256) without reading the artifact; ArtifactSignatureError when it is
-    unsigned or not signed by a ``trusted`` key (``before_forecasts``: ``TrustedKeys.verify``)."""
+    precomputed forecasts' sha256) without reading the artifact, and return the artifact sha256 it
+    signs: the bytes read next must be checked against it, not against a sha256 read again (the
+    row may change between two reads); ArtifactSignatureError when it is unsigned or not signed by
+    a ``trusted`` key (``before_forecasts``: ``TrustedKeys.verify``)."""
     row = conn.execute(
         "SELECT family, artifact_sha256, precomputed_sha256, artifact_key, artifact_signature"
         " FROM model_versions WHERE id = %s",
@@ -194,6 +196,7 @@ def verify_signature(
         signature=signature,
         before_forecasts=before_forecasts,
     )
+    return sha256
 
 
 def set_signature(conn: psycopg.Connection, version_id: str, signature: Signature, precomputed_sha256: str) -> None:

@@ -187,8 +187,10 @@ def grant_statements(conn: psycopg.Connection) -> list[sql.Composed]:
     for component, grants in PRIVILEGES.items():
         role = sql.Identifier(role_name(component))
         out.append(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(sql.Identifier(schema), role))
+        out.append(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(sql.Identifier(schema), role))
         out.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role))
-        out.append(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(sql.Identifier(schema), role))
+        if any("INSERT" in privileges.upper() for privileges in grants.values()):  # ids for its rows; none to read
+            out.append(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(sql.Identifier(schema), role))
         for table, privileges in grants.items():
             if table not in tables:
                 continue
