@@ -435,3 +435,25 @@ def test_an_artifact_changed_between_the_signature_check_and_its_read_is_not_unp
     monkeypatch.setattr(table, "read_artifact", swapped_first)
     with pytest.raises(ArtifactIntegrityError, match="the registry recorded"):
         load_model(loaded, version.id, TRUSTED)
+
+
+def test_a_series_whose_newest_value_follows_a_gap_is_forecast_from_that_value(conn):
+    """With the change across a missing month left out even for the newest value, the model's data
+    ended before the gap while its level anchor was the newest value: the served forecast began at
+    months already known, from the wrong level."""
+    import numpy as np
+
+    from pefm.data.frequency import Frequency
+    from pefm.forecasting.panel import load_panel
+    from pefm.forecasting.registry import precompute
+    from pefm.storage.observations import write_observations
+    from pefm.storage.series import SeriesMeta, upsert_series
+
+    upsert_series(conn, SeriesMeta("gappy", "gappy", Frequency.MONTHLY, transform="diff"))
+    months = pd.date_range("2010-01-01", "2019-12-01", freq="MS").delete(-2)  # November 2019 missing
+    values = 100 + np.cumsum(np.random.default_rng(3).normal(1.0, 0.5, len(months)))
+    write_observations(conn, pd.DataFrame({"series_id": "gappy", "ts": months, "value": values}))
+    version, _ = train(conn, "ar", ["gappy"], spec=None)
+    forecast = precompute(load_model(conn, version.id, TRUSTED), load_panel(conn, ["gappy"]))
+    level = [r for r in forecast["rows"] if r["space"] == "level"]
+    assert level[0]["ds"].startswith("2020-01-01") and forecast["anchors"]["gappy"] == pytest.approx(values[-1])

@@ -43,3 +43,13 @@ def test_a_change_across_a_missing_period_is_missing_not_a_one_period_change():
     # business days skip holidays and weekends by nature: their changes stand
     days = pd.Series([1.0, 2.0, 4.0], index=pd.to_datetime(["2024-12-24", "2024-12-26", "2024-12-30"]))
     assert apply_transform(days, "diff", Frequency.BUSINESS_DAILY).tolist() == [1.0, 2.0]
+
+
+def test_the_newest_change_stays_even_across_a_gap():
+    """Forecasts start from the newest value: without its change the model's cutoff fell before the
+    gap while the level anchor was the newest stored value, and forecasts began at known periods."""
+    months = pd.to_datetime(["2019-09-01", "2019-10-01", "2019-12-01"])
+    y = pd.Series([219.1, 220.3, 222.9], index=months)
+    changes = apply_transform(y, "diff", Frequency.MONTHLY, keep_newest=True)
+    assert changes.index[-1] == pd.Timestamp("2019-12-01") and changes.iloc[-1] == pytest.approx(2.6)
+    assert np.isnan(apply_transform(y, "diff", Frequency.MONTHLY).iloc[-1])  # a benchmark scores none

@@ -73,8 +73,12 @@ def positive_only(transform: str) -> bool:
     return transform.startswith("log")
 
 
-def apply_transform(y: pd.Series, transform: str, freq: Frequency) -> pd.Series:
-    """``y`` transformed by the named transform; log transforms need a strictly positive series."""
+def apply_transform(y: pd.Series, transform: str, freq: Frequency, *, keep_newest: bool = False) -> pd.Series:
+    """``y`` transformed by the named transform; log transforms need a strictly positive series. A
+    change across a missing period (of daily to annual data) is NaN; ``keep_newest``: the newest
+    value's change stays even so, overstated as if one period's, where forecasts start from it (a
+    served model's cutoff, the level its forecasts are anchored on and what-if histories joining
+    it must all be the newest stored value)."""
     try:
         fn = TRANSFORMS[transform]
     except KeyError:
@@ -83,7 +87,10 @@ def apply_transform(y: pd.Series, transform: str, freq: Frequency) -> pd.Series:
         raise TransformError(f"transform {transform!r} needs positive values; {y.name} has some <= 0")
     out = fn(y, freq)
     if transform != "none":  # a change across a missing period is not a one-period change
-        out = out.where(_one_period_apart(y.index, freq))
+        apart = _one_period_apart(y.index, freq)
+        if keep_newest and len(apart):
+            apart[-1] = True
+        out = out.where(apart)
     out.name = y.name
     out.attrs = dict(y.attrs)
     return out

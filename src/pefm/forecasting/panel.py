@@ -59,7 +59,7 @@ def load_panel(
         assert meta is not None  # read_frame raised for unknown ids
         values = raw[series_id].dropna()
         try:
-            columns[series_id] = apply_transform(values, meta.transform, meta.frequency)
+            columns[series_id] = apply_transform(values, meta.transform, meta.frequency, keep_newest=True)
         except TransformError as exc:
             if not skip_refused:
                 raise
