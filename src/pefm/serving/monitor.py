@@ -22,8 +22,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psycopg
-from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -83,7 +81,13 @@ class MonitorService:
         self._checks = Coalesced(lambda: in_database(self._run))
         self._retraining: subprocess.Popen | None = None
         """The `pefm retrain --if-requested` this monitor started last (locally)."""
-        metrics.prometheus.registry.register(DriftGauges(db))
+        self.gauges = DriftGauges(metrics.prometheus.registry)
+        with db.connection() as conn:  # a monitor scaled from zero shows the last check, not zeros
+            latest = conn.execute(
+                "SELECT series, breach FROM drift_reports ORDER BY data_sha256 IS NULL, id DESC LIMIT 1"
+            ).fetchone()
+        if latest is not None:
+            self.gauges.show(*latest)
 
     async def check(self, request: Request) -> Response:
         # who may ask is decided by the headers, before the body is read: a caller without the
@@ -117,6 +121,7 @@ class MonitorService:
         with self.db.connection() as conn:
             report = check(conn, policy)
             due, why = due_for_retraining(conn, report, policy)
+        self.gauges.show(report["series"], report["breach"])
         report["retrain"] = {"due": due, "reason": why, "requested": False, "started": False}
         if self.settings.retrain not in ("local", "request"):
             return report
@@ -178,49 +183,36 @@ class MonitorService:
 
 
 class DriftGauges:
-    """The drift gauges of the latest check of the whole model, read from ``drift_reports`` at
-    each scrape: whichever replica ran it, and however new this one is (a monitor scaled from
-    zero had shown no breach and no series until it ran a check itself); the series of an older
-    model's checks are gone once a newer model's check is stored."""
+    """The drift gauges: those of the monitor's latest check, and at its start those of the latest
+    stored check of the whole model (a monitor scaled from zero had shown no breach and no series
+    until it ran a check itself)."""
 
-    def __init__(self, db: Database):
-        self.db = db
+    def __init__(self, registry):
+        from prometheus_client import Gauge
 
-    def describe(self) -> list:
-        return self._families()
-
-    def collect(self) -> list:
-        try:
-            with self.db.connection() as conn:
-                row = conn.execute(
-                    "SELECT series, breach FROM drift_reports ORDER BY data_sha256 IS NULL, id DESC LIMIT 1"
-                ).fetchone()
-        except (psycopg.Error, PoolTimeout) as exc:  # no gauges rather than stale ones
-            log.warning("drift gauges: cannot read the latest report: %s", exc)
-            return []
-        return self._families(*(row or ({}, None)))
-
-    @staticmethod
-    def _families(series: dict[str, Any] | None = None, breach: bool | None = None) -> list:
-        from prometheus_client.core import GaugeMetricFamily
-
-        score = GaugeMetricFamily(
-            "pefm_drift_score", "Drift score per series and feature (latest check)", labels=["series_id", "feature"]
+        self.score = Gauge(
+            "pefm_drift_score",
+            "Drift score per series and feature (latest check)",
+            ["series_id", "feature"],
+            registry=registry,
         )
-        detected = GaugeMetricFamily(
-            "pefm_drift_detected", "1 when the series drifted in the latest check", labels=["series_id"]
+        self.detected = Gauge(
+            "pefm_drift_detected", "1 when the series drifted in the latest check", ["series_id"], registry=registry
         )
-        breached = GaugeMetricFamily("pefm_drift_breach", "1 when the latest check was a policy breach")
-        for series_id, entry in (series or {}).items():
-            detected.add_metric([series_id], 1.0 if entry["drifted"] else 0.0)
+        self.breach = Gauge("pefm_drift_breach", "1 when the latest check was a policy breach", registry=registry)
+
+    def show(self, series: dict[str, Any], breach: bool) -> None:
+        """A check's series and signals only: not an older model's."""
+        self.detected.clear()
+        self.score.clear()
+        for series_id, entry in series.items():
+            self.detected.labels(series_id).set(1.0 if entry["drifted"] else 0.0)
             for feature in entry["input"]:
                 if feature["score"] is not None:
-                    score.add_metric([series_id, feature["feature"]], feature["score"])
+                    self.score.labels(series_id, feature["feature"]).set(feature["score"])
             if (entry.get("accuracy") or {}).get("ratio") is not None:
-                score.add_metric([series_id, "accuracy_ratio"], entry["accuracy"]["ratio"])
-        if breach is not None:
-            breached.add_metric([], 1.0 if breach else 0.0)
-        return [score, detected, breached]
+                self.score.labels(series_id, "accuracy_ratio").set(entry["accuracy"]["ratio"])
+        self.breach.set(1.0 if breach else 0.0)
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
