@@ -24,3 +24,37 @@ def test_an_announcement_names_its_series_or_means_everything(payload, heard):
     listener = Reconditioner(server=None, url="", stopping=threading.Event())  # type: ignore[arg-type]
     listener._announced(payload)
     assert listener._heard.get_nowait() == heard
+
+
+def test_a_sink_that_never_answers_does_not_hold_back_the_replicas():
+    """Ingest's announcements to Redis and to the sink came from one thread: behind a sink that
+    accepts and never answers, the inference replicas heard of new data 30 s late. The cache here
+    is a recorder standing in for Redis (its own tests run a real redis-server); the sink is real."""
+    import socket
+    import time
+
+    from pefm.serving.ingest import _announcers
+
+    class Recorder:
+        shared = True
+
+        def __init__(self):
+            self.heard: list[tuple[float, str]] = []
+
+        def publish(self, channel: str, message: str) -> None:
+            self.heard.append((time.monotonic(), message))
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(10)
+        cache, started = Recorder(), time.monotonic()
+        announcers = _announcers(cache, f"http://127.0.0.1:{silent.getsockname()[1]}/", None)
+        for series in (["a"], ["b"]):
+            for announcer in announcers:
+                announcer.announce(series)
+            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while len(cache.heard) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [message for _, message in cache.heard] == ['{"series": ["a"]}', '{"series": ["b"]}']
+    assert max(at for at, _ in cache.heard) - started < 2

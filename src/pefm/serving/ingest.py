@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,7 +93,7 @@ class IngestService:
         self.db = db
         self.metrics = metrics
         self.cache = cache
-        self.announcer = Announcer(cache, settings.sink, settings.event_token)
+        self.announcers = _announcers(cache, settings.sink, settings.event_token)
         self.limit = RateLimit(settings.rate_limit, cache)
         self.group = GroupCommit(
             self._write_group,
@@ -155,8 +156,9 @@ class IngestService:
         (Redis) and the sink (the monitor's CloudEvent), off the request path."""
         for outcome in ("inserted", "revised", "unchanged"):
             self.metrics.prometheus.ingest_rows.labels(outcome).inc(result[outcome])
-        if result["inserted"] + result["revised"] and (self.cache.shared or self.settings.sink):
-            self.announcer.announce(result["series"])
+        if result["inserted"] + result["revised"]:
+            for announcer in self.announcers:
+                announcer.announce(result["series"])
 
     def _parse(self, body: bytes, request: Request) -> tuple[ObservationsPayload, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -322,14 +324,13 @@ def _backdate(request: Request) -> bool:
 
 
 class Announcer:
-    """Tells the inference replicas (Redis) and the sink (the monitor, by an "observations
-    ingested" CloudEvent in binary mode, with the event token it asks of CloudEvents) which series
-    writes changed, off the request path, from one thread on one kept connection: the series
-    written while it sends go out together next. A thread and a connection per write had piled up
-    by the hundred behind a sink that did not answer, each waiting its 30 s."""
+    """Tells one listener which series writes changed, off the request path, from one thread of its
+    own: the series written while it tells go out together next. A thread and a connection per
+    write had piled up by the hundred behind a sink that did not answer, each waiting its 30 s;
+    each listener its own thread, so a slow sink does not hold back the inference replicas."""
 
-    def __init__(self, cache: Cache, sink: str | None, token: str | None):
-        self.cache, self.sink, self.token = cache, sink, token
+    def __init__(self, tell: Callable[[list[str]], None], name: str):
+        self.tell, self.name = tell, name
         self._series: set[str] = set()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -338,52 +339,60 @@ class Announcer:
         with self._changed:
             self._series.update(series)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pefm-announce", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=f"pefm-announce-{self.name}", daemon=True)
                 self._thread.start()
             self._changed.notify()
 
     def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._series:
+                    self._changed.wait()
+                series, self._series = sorted(self._series), set()
+            try:
+                self.tell(series)
+            except Exception:  # this one is lost; the thread must live for the next
+                log.exception("announcing ingested observations to the %s failed", self.name)
+
+
+def _announcers(cache: Cache, sink: str | None, token: str | None) -> list[Announcer]:
+    """Who hears of changed series: every inference replica (Redis, when shared) and the sink (the
+    monitor, by an "observations ingested" CloudEvent in binary mode, with the event token it asks
+    of CloudEvents, on one kept connection)."""
+    out = []
+    if cache.shared:
+        out.append(Announcer(lambda series: cache.publish(OBSERVATIONS, json.dumps({"series": series})), "replicas"))
+    if sink:
         import httpx
 
-        with httpx.Client(timeout=30) as client:
-            while True:
-                with self._changed:
-                    while not self._series:
-                        self._changed.wait()
-                    series, self._series = sorted(self._series), set()
-                try:
-                    if self.cache.shared:  # heard by every inference replica
-                        self.cache.publish(OBSERVATIONS, json.dumps({"series": series}))
-                    if self.sink:
-                        self._send(client, series)
-                except Exception:  # this one is lost; the thread must live for the next
-                    log.exception("announcing ingested observations failed")
+        client = httpx.Client(timeout=30)  # a drift check answers once it has run
 
-    def _send(self, client, series: list[str]) -> None:
-        import uuid
+        def send(series: list[str]) -> None:
+            import uuid
 
-        import httpx
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-type": "dev.pefm.observations.ingested",
+                "ce-source": "pefm-ingest",
+                "ce-id": uuid.uuid4().hex,
+                "content-type": "application/json",
+                **({"authorization": f"Bearer {token}"} if token else {}),
+            }
+            try:
+                response = client.post(sink, json={"series": series}, headers=headers)
+            except httpx.HTTPError as exc:
+                log.warning("could not announce ingested observations to %s: %s", sink, exc)
+                return
+            if not response.is_success:  # a token the monitor refuses: no drift check follows an ingest, say so
+                log.warning(
+                    "%s refused the announcement of ingested observations: %s %s",
+                    sink,
+                    response.status_code,
+                    response.text[:200],
+                )
 
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-type": "dev.pefm.observations.ingested",
-            "ce-source": "pefm-ingest",
-            "ce-id": uuid.uuid4().hex,
-            "content-type": "application/json",
-            **({"authorization": f"Bearer {self.token}"} if self.token else {}),
-        }
-        try:
-            response = client.post(self.sink, json={"series": series}, headers=headers)
-        except httpx.HTTPError as exc:
-            log.warning("could not announce ingested observations to %s: %s", self.sink, exc)
-            return
-        if not response.is_success:  # a token the monitor refuses: no drift check follows an ingest, say so
-            log.warning(
-                "%s refused the announcement of ingested observations: %s %s",
-                self.sink,
-                response.status_code,
-                response.text[:200],
-            )
+        out.append(Announcer(send, "sink"))
+    return out
 
 
 def create_ingest_app(settings: Settings, db: Database, metrics: ServiceMetrics, cache: Cache, openapi: dict) -> HotApp:
