@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -333,22 +334,28 @@ def latest_forecast(
         why = "no inference API (PEFM_ROUTER_URL) to condition it on them"
     else:
         key = (url, version.id, series_id, horizon, space, changed)
-        if (part := _ANSWERED.get(key)) is None:
+        part, at = _ANSWERED.get(key, (None, 0.0))
+        if part is None or time.monotonic() - at > ANSWER_SECONDS:
             part, why = _ask(url, version.id, {"series_id": series_id, "horizon": horizon, "space": space}, timeout=10)
+            made_from = datetime.fromisoformat(part["data_as_of"]) if part is not None else None
+            if made_from is not None and (changed is None or made_from >= changed):  # else not conditioned yet
+                _ANSWERED[key] = (part, time.monotonic())
+                _ANSWERED.move_to_end(key)
+                while len(_ANSWERED) > ANSWERS_KEPT:
+                    _ANSWERED.popitem(last=False)
         if part is not None:
-            _ANSWERED[key] = part
-            _ANSWERED.move_to_end(key)
-            while len(_ANSWERED) > ANSWERS_KEPT:
-                _ANSWERED.popitem(last=False)
             return LatestForecast(_frame(part["forecast"]), datetime.fromisoformat(part["data_as_of"]), "")
     return _unobserved(stored, version, observed, why)
 
 
 ANSWERS_KEPT = 256
 """The inference API's latest answers the app keeps (by URL, version, series, horizon, space and the
-data's last change): every open Forecasts page had asked for each drawn series at every 20-second
-refresh, traffic the Overview, the request log and a canary's analysis then counted as users'."""
-_ANSWERED: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+data's last change), each once made from data that recent (a replica re-conditions a moment after a
+write), for ``ANSWER_SECONDS`` at most (a backdated write moves no latest vintage): every open
+Forecasts page had asked for each drawn series at every 20-second refresh, traffic the Overview,
+the request log and a canary's analysis then counted as users'."""
+ANSWER_SECONDS = 120.0
+_ANSWERED: OrderedDict[tuple, tuple[dict[str, Any], float]] = OrderedDict()
 
 
 def _unobserved(rows: pd.DataFrame, version: ModelVersion, observed: pd.Series, why: str) -> LatestForecast:
