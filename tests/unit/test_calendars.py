@@ -45,7 +45,10 @@ def test_forecasts_of_a_series_on_a_calendar_are_dated_by_its_sessions():
         "01-04",
     ]
     assert sessions_after("XNYS", pd.Timestamp("2018-12-29"), 1).strftime("%m-%d").tolist() == ["12-31"]  # a Saturday
-    # before the calendar's span (1970 here): weekdays, not an error
+    # before the calendar's span (1970 here): weekdays, not an error; its sessions once inside it
+    across = sessions_after("XNYS", pd.Timestamp("1969-12-29"), 45)
+    assert across[0] == pd.Timestamp("1969-12-30") and len(across) == 45 and across.is_monotonic_increasing
+    assert pd.Timestamp("1970-02-20") in across and pd.Timestamp("1970-02-23") not in across  # a holiday
     assert sessions_after("XNYS", pd.Timestamp("1965-06-04"), 2).strftime("%Y-%m-%d").tolist() == [
         "1965-06-07",
         "1965-06-08",

@@ -74,7 +74,10 @@ def sessions_after(code: str, cutoff: pd.Timestamp, h: int) -> pd.DatetimeIndex:
     the calendar knows (as :func:`off_sessions` judges dates there)."""
     cal = exchange_calendar(code)
     day = pd.Timestamp(cutoff).normalize()
-    if day < cal.first_session:
-        return pd.bdate_range(day + pd.offsets.BDay(), periods=h)
+    if day < cal.first_session:  # weekdays up to the span, its sessions from there
+        before = pd.bdate_range(day + pd.offsets.BDay(), periods=h)
+        before = before[before < cal.first_session]
+        after = cal.sessions_window(cal.first_session, h - len(before)) if len(before) < h else []
+        return pd.DatetimeIndex([*before, *after])
     first = cal.next_session(day) if cal.is_session(day) else cal.date_to_session(day, direction="next")
     return pd.DatetimeIndex(cal.sessions_window(first, h))

@@ -69,10 +69,12 @@ def plan(*, available: str | None, installed: str | None, preload: str, plain_sc
 def timescale_plan(conn: psycopg.Connection) -> TimescalePlan:
     """The decision for this server and database (read from pg_available_extensions, pg_extension
     and pg_settings)."""
-    available, installed, preload, plain_schema = conn.execute(
+    available, installed, preload, recorded = conn.execute(
         """SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),
                   (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
                   (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
-                  to_regclass('observations') IS NOT NULL"""
+                  to_regclass('schema_migrations') IS NOT NULL"""
     ).fetchone()
+    # 0002 decided the tables' kind: one stopped after 0001 has decided nothing yet
+    plain_schema = recorded and conn.execute("SELECT 1 FROM schema_migrations WHERE version = 2").fetchone() is not None
     return plan(available=available, installed=installed, preload=preload or "", plain_schema=plain_schema)
