@@ -159,6 +159,9 @@ def test_load_csv_reports_counts_and_errors_with_line_and_field(db, cli_env, tmp
     assert "line 3, value: 'n/a' is not a finite number" in refused.stderr
     unknown = run(cli_env, "series", "show", "nope")
     assert unknown.returncode == 1 and "unknown series: nope" in unknown.stderr
+    # describing a series that exists changes nothing of it: said, not silently ignored
+    again = run(cli_env, "data", "load-csv", str(good), "--frequency", "M", "--unit", "USD")
+    assert again.returncode == 0 and "ignored: --frequency, --unit: gdpc1 exists" in again.stderr
 
 
 def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path):

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from pefm.cli import app, console, data_app, db_app, error, moment, open_db, progress_bar, redact, series_app
+from pefm.cli import app, console, data_app, db_app, error, moment, open_db, progress_bar, redact, series_app, warning
 from pefm.cli.stack import API_OFFSET
 from pefm.data.frequency import Frequency
 from pefm.storage.database import Database
@@ -245,19 +245,23 @@ def data_load_csv(
     from pefm.data.fred_csv import parse_fred_csv
     from pefm.data.frequency import parse_frequency
     from pefm.data.loading import load_csv
-    from pefm.storage.series import SeriesMeta
+    from pefm.storage.series import SeriesMeta, get_series
 
     with open_db() as db, db.connection() as conn:
         create = None
-        if frequency is not None:
+        if frequency is not None or name is not None or unit:
             series_id = parse_fred_csv(file.read_bytes()).series_id
-            create = SeriesMeta(
-                id=series_id,
-                name=name or series_id,
-                frequency=parse_frequency(frequency),
-                unit=unit,
-                source=f"csv:{file.name}",
-            )
+            if get_series(conn, series_id) is not None:  # they describe a new series only: say so
+                given = ", ".join(o for o, v in (("--frequency", frequency), ("--name", name), ("--unit", unit)) if v)
+                warning("ignored", f"{given}: {series_id} exists (pefm series show {series_id})")
+            elif frequency is not None:
+                create = SeriesMeta(
+                    id=series_id,
+                    name=name or series_id,
+                    frequency=parse_frequency(frequency),
+                    unit=unit,
+                    source=f"csv:{file.name}",
+                )
         parsed, result = load_csv(conn, file, vintage=vintage, create=create)
     console.print(
         f"{parsed.series_id}: {result.inserted} inserted, {result.revised} revised, "
