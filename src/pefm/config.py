@@ -258,6 +258,9 @@ class Settings:
             raise ConfigError("PEFM_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if len(kwargs.get("cache_key", "x" * 32)) < 32:
             raise ConfigError("PEFM_CACHE_KEY must be at least 32 characters (e.g. openssl rand -hex 32)")
+        for name, value in env.items():  # .env.example's values, left in place, would be tokens anyone can read
+            if name.startswith("PEFM_") and str(value).startswith("change-me"):
+                raise ConfigError(f"{name} is .env.example's placeholder: set one of your own (openssl rand -hex 32)")
         if subjects := env.get("PEFM_INGEST_OIDC_SUBJECTS", "").strip():
             kwargs["ingest_oidc_subjects"] = tuple(s.strip() for s in subjects.split(",") if s.strip())
         if bool(kwargs.get("ingest_oidc_audience")) != bool(kwargs.get("ingest_oidc_subjects")):

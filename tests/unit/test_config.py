@@ -48,6 +48,8 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
         ("PEFM_LOCAL_REPLICAS", "0"),
         ("PEFM_LOCAL_REPLICAS", "1.5"),
         ("PEFM_RETRAIN", "cluster"),
+        ("PEFM_ADMIN_TOKEN", "change-me-admin-token"),  # .env.example's, left in place: anyone's token
+        ("PEFM_ROLE_PASSWORD_INGEST", "change-me-ingest-password"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(name: str, value: str):
