@@ -94,6 +94,8 @@ def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: th
     assert re.search(r"retraining: (not due|due, the monitor requests it at its next check) \(", drift.stdout)
     shown = run(cli_env, "drift", "report", "1")
     assert shown.returncode == 0 and "unemp" in shown.stdout
+    snapshots = run(cli_env, "drift", "report", "1", "--evidently")  # JSON alone: the table had come first
+    assert snapshots.returncode == 0 and "unemp" in json.loads(snapshots.stdout)
     # under a policy of the operator's own: reported, never a step of the monitor's streak
     policy = tmp_path / "policy.toml"
     shipped = Path(pefm.drift.__file__).with_name("policy.toml").read_text()

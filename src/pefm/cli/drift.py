@@ -50,7 +50,8 @@ def drift_check(
 
 @drift_app.command("report")
 def drift_report(
-    report_id: int, evidently: Annotated[bool, typer.Option(help="print the Evidently JSON")] = False
+    report_id: int,
+    evidently: Annotated[bool, typer.Option(help="print only the Evidently snapshots, as JSON (for jq)")] = False,
 ) -> None:
     """Show a stored drift report."""
     with open_db() as db, db.connection() as conn:
@@ -64,9 +65,10 @@ def drift_report(
     report = dict(
         zip(["id", "created_at", "model_version", "series", "drifted_series", "breach", "evidently"], row, strict=True)
     )
-    _print(report)
-    if evidently:
-        console.print_json(json.dumps(report["evidently"], default=str))
+    if evidently:  # JSON alone on standard output: the table before it made it unreadable to a parser
+        print(json.dumps(report["evidently"], default=str, indent=2))
+    else:
+        _print(report)
 
 
 @app.command()
