@@ -296,3 +296,22 @@ def test_a_breach_whose_request_was_given_up_is_asked_about_again_after_the_cool
     assert due and "asked again" in why and "given up after 3 runs" in why
     conn.execute("DELETE FROM retrain_events WHERE step = 'failed'")
     assert due_for_retraining(conn, breach, EAGER) == (False, "a retraining was requested on these data already")
+
+
+def test_a_monitor_app_built_again_after_a_failed_start_keeps_its_gauges(db, conn):
+    """A start that met a database error is retried by building the app again: registering the drift
+    gauges a second time raised DuplicateTimeseries, and the monitor stayed not ready for good. Built
+    again, it shows the serving version's last check."""
+    from pefm.config import Settings
+    from pefm.serving.monitor import create_monitor_app
+    from pefm.serving.observability import ServiceMetrics
+
+    served_until_2007(conn)
+    report = check(conn, EAGER)
+    metrics = ServiceMetrics("monitor", "pefm-monitor-00001")
+    for _ in range(2):
+        create_monitor_app(Settings(), db, metrics, {})
+    exposed = metrics.prometheus.drift.detected.collect()[0].samples
+    assert {s.labels["series_id"]: s.value for s in exposed} == {
+        s: float(e["drifted"]) for s, e in report["series"].items()
+    }

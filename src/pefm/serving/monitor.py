@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -81,11 +83,18 @@ class MonitorService:
         self._checks = Coalesced(lambda: in_database(self._run))
         self._retraining: subprocess.Popen | None = None
         """The `pefm retrain --if-requested` this monitor started last (locally)."""
-        self.gauges = DriftGauges(metrics.prometheus.registry)
-        with db.connection() as conn:  # a monitor scaled from zero shows the last check, not zeros
-            latest = conn.execute(
-                "SELECT series, breach FROM drift_reports ORDER BY data_sha256 IS NULL, id DESC LIMIT 1"
-            ).fetchone()
+        self.gauges = metrics.prometheus.drift
+        try:  # a monitor scaled from zero shows the serving version's last check, not zeros
+            with db.connection() as conn:
+                latest = conn.execute(
+                    """SELECT series, breach FROM drift_reports
+                       WHERE model_version = (SELECT id FROM model_versions WHERE status = 'serving'
+                                              ORDER BY status_changed_at DESC, id LIMIT 1)
+                       ORDER BY id DESC LIMIT 1"""
+                ).fetchone()
+        except (psycopg.Error, PoolTimeout) as exc:  # its first check sets them
+            log.warning("drift gauges: the latest check could not be read: %s", exc)
+            latest = None
         if latest is not None:
             self.gauges.show(*latest)
 
@@ -183,8 +192,8 @@ class MonitorService:
 
 
 class DriftGauges:
-    """The drift gauges: those of the monitor's latest check, and at its start those of the latest
-    stored check of the whole model (a monitor scaled from zero had shown no breach and no series
+    """The drift gauges: those of the monitor's latest check, and at its start those of the serving
+    version's latest stored check (a monitor scaled from zero had shown no breach and no series
     until it ran a check itself)."""
 
     def __init__(self, registry):

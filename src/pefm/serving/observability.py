@@ -126,6 +126,14 @@ class _Prometheus:
             "pefm_log_rows_dropped", "Request/prediction log rows not written", ["table"], registry=registry
         )
 
+    @cached_property
+    def drift(self):
+        """The monitor's drift gauges (``pefm.serving.monitor.DriftGauges``), registered once however
+        often its app is built (a start retried after a database error built it again)."""
+        from pefm.serving.monitor import DriftGauges
+
+        return DriftGauges(self.registry)
+
 
 class _PlainMetrics:
     """``ServiceMetrics``'s plain numbers as prometheus-client's own Counter, Histogram and Gauge
