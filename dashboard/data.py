@@ -337,8 +337,7 @@ def latest_forecast(
         part, at = _ANSWERED.get(key, (None, 0.0))
         if part is None or time.monotonic() - at > ANSWER_SECONDS:
             part, why = _ask(url, version.id, {"series_id": series_id, "horizon": horizon, "space": space}, timeout=10)
-            made_from = datetime.fromisoformat(part["data_as_of"]) if part is not None else None
-            if made_from is not None and (changed is None or made_from >= changed):  # else not conditioned yet
+            if part is not None:
                 _ANSWERED[key] = (part, time.monotonic())
                 _ANSWERED.move_to_end(key)
                 while len(_ANSWERED) > ANSWERS_KEPT:
@@ -350,10 +349,10 @@ def latest_forecast(
 
 ANSWERS_KEPT = 256
 """The inference API's latest answers the app keeps (by URL, version, series, horizon, space and the
-data's last change), each once made from data that recent (a replica re-conditions a moment after a
-write), for ``ANSWER_SECONDS`` at most (a backdated write moves no latest vintage): every open
-Forecasts page had asked for each drawn series at every 20-second refresh, traffic the Overview,
-the request log and a canary's analysis then counted as users'."""
+data's last change), each for ``ANSWER_SECONDS`` at most: a replica re-conditions a moment after a
+write, so an answer asked in between is of the data before it, and a backdated write moves no
+latest vintage. Every open Forecasts page had asked for each drawn series at every 20-second
+refresh, traffic the Overview, the request log and a canary's analysis then counted as users'."""
 ANSWER_SECONDS = 120.0
 _ANSWERED: OrderedDict[tuple, tuple[dict[str, Any], float]] = OrderedDict()
 
