@@ -87,6 +87,17 @@ def require_client() -> None:
         os.environ.setdefault(name, value)
 
 
+def public_uri(uri: str) -> str:
+    """``uri`` without the user and password it may carry: what a message, a log line or a browser's
+    link may show."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def check_reachable(tracking_uri: str, timeout: float = PROBE_TIMEOUT) -> None:
     """Raise ``TrackingUnavailable`` unless PEFM can talk to MLflow at ``tracking_uri``: the client
     is installed (``require_client``) and, for an http(s) URI, the server's ``/health`` answers
@@ -102,10 +113,11 @@ def check_reachable(tracking_uri: str, timeout: float = PROBE_TIMEOUT) -> None:
         status = httpx.get(url, timeout=timeout).status_code
     except httpx.HTTPError as exc:
         raise TrackingUnavailable(
-            f"MLflow at {tracking_uri} is unreachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
+            f"MLflow at {public_uri(tracking_uri)} is unreachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
         ) from None
     if status >= 500:
-        raise TrackingUnavailable(f"MLflow at {tracking_uri} is unwell: GET {url} answered {status}")
+        shown = public_uri(tracking_uri)
+        raise TrackingUnavailable(f"MLflow at {shown} is unwell: GET {shown.rstrip('/')}/health answered {status}")
 
 
 @dataclass
@@ -424,6 +436,5 @@ def run_link(tracking_uri: str, ui_url: str | None, version_id: str, timeout: fl
     runs = found.json().get("runs", [])
     if not runs:
         return None
-    # for a browser: never the tracking URI's credentials, which every visitor of the page would get
-    base = str(httpx.URL(ui_url or tracking_uri).copy_with(username=None, password=None)).rstrip("/")
+    base = public_uri(ui_url or tracking_uri).rstrip("/")  # every visitor of the page would get them
     return f"{base}/#/experiments/{experiment_id}/runs/{runs[0]['info']['run_id']}"

@@ -249,14 +249,14 @@ def test_mlflow_away_fails_in_seconds_with_one_clear_line(cli_env, db):
         load_bundled(c, bundled(["unemp"]))
         train(c, "naive", ["unemp"], spec=None)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = {**cli_env, "PEFM_MLFLOW_TRACKING_URI": closed}
+    env = {**cli_env, "PEFM_MLFLOW_TRACKING_URI": closed.replace("://", "://mirror:s3cret@")}  # never shown
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         env.pop(name, None)
     done, took = pefm(env, "tracking", "sync")
     assert done.returncode == 1 and took < 30, (took, done.stderr)
     assert "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("error: MLflow at " + closed) and "unreachable" in line
+    assert line.startswith("error: MLflow at " + closed) and "unreachable" in line and "s3cret" not in line
     # the sync failed before taking the mirrors' lock: another one is not kept waiting
     with db.connection() as c:
         began = time.monotonic()
@@ -268,6 +268,7 @@ def test_mlflow_away_fails_in_seconds_with_one_clear_line(cli_env, db):
     done, took = pefm(env, "backtest", "--model", "naive", "--series", "unemp", "--windows", "4")
     assert done.returncode == 0, done.stderr
     assert "not logged to MLflow: MLflow at " + closed in done.stderr and "unreachable" in done.stderr
+    assert "s3cret" not in done.stderr
     assert took < 120, took  # the backtest itself takes seconds; MLflow's retries took 246 s more
     began = time.monotonic()
     with pytest.raises(TrackingUnavailable):

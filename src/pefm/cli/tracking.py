@@ -25,7 +25,7 @@ def sync_command(
     challenger (under rollout). MLflow away, refusing, or its client not installed: one red line
     and exit code 1 (with --follow: a warning, and the mirror retries)."""
     from pefm.config import get_settings
-    from pefm.tracking import Mirror, TrackingUnavailable, require_client, sync
+    from pefm.tracking import Mirror, TrackingUnavailable, public_uri, require_client, sync
 
     uri = get_settings().mlflow_tracking_uri
     if not uri:
@@ -40,7 +40,7 @@ def sync_command(
 
     with open_db() as db:
         if follow:
-            console.print(f"mirroring the registry into {uri} (Ctrl-C stops)")
+            console.print(f"mirroring the registry into {public_uri(uri)} (Ctrl-C stops)")
             try:
                 Mirror(db.url, uri, threading.Event(), every=every).run()
             except KeyboardInterrupt:
@@ -52,9 +52,10 @@ def sync_command(
                 error(str(exc))
                 raise typer.Exit(1) from None
             except MlflowException as exc:  # refusing a call, or gone part-way through (retries spent)
-                error(f"MLflow at {uri} failed the sync: {exc.message}")
+                error(f"MLflow at {public_uri(uri)} failed the sync: {exc.message}")
                 raise typer.Exit(1) from None
     console.print(
-        f"MLflow at {uri}: {len(report.runs_created)} runs and {len(report.versions_created)} model versions "
-        f"created; champion {report.champion or '-'}, challenger {report.challenger or '-'}"
+        f"MLflow at {public_uri(uri)}: {len(report.runs_created)} runs and "
+        f"{len(report.versions_created)} model versions created; "
+        f"champion {report.champion or '-'}, challenger {report.challenger or '-'}"
     )
