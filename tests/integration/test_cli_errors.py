@@ -55,6 +55,16 @@ def test_text_from_users_and_the_catalog_is_printed_as_it_is(db, cli_env, tmp_pa
         assert f"line 3, value: '{cell}' is not a finite number" in said(run(cli_env, "data", "load-csv", str(csv)))
     assert said(run(cli_env, "series", "show", "gdp[/x]")) == "error: unknown series: gdp[/x]"
     assert "v[/x]" in said(run(cli_env, "models", "show", "v[/x]"))
+    fred = said(
+        run(
+            {**cli_env, "PEFM_FRED_API_KEY": "k" * 32, "PEFM_FRED_URL": "http://127.0.0.1:9"},
+            "data",
+            "fetch",
+            "fred",
+            "GDP[/x]",
+        )
+    )
+    assert fred.startswith("error: ") and "MarkupError" not in fred  # its spinner's text had been markup
     prices = tmp_path / "brent.csv"
     prices.write_text("DATE,BRENT\n" + "".join(f"2020-{m:02d}-01,{50 + m}\n" for m in range(1, 13)))
     created = run(
@@ -82,10 +92,13 @@ def test_bootstrap_refuses_a_timeout_that_is_no_wait_and_a_busy_lock_is_one_line
     traceback, and a lock still busy after it a LockBusy traceback."""
     with db.advisory_lock("pefm.bootstrap", wait=False) as (held, _):
         assert held
-        for seconds in ("0", "-1"):
+        for seconds in ("0", "-1", "3000000", "inf"):  # past lock_timeout's integer of milliseconds too
             assert "--timeout" in said(run(cli_env, "bootstrap", "--timeout", seconds, timeout=60), code=2)
         busy = said(run(cli_env, "bootstrap", "--timeout", "0.5", timeout=60))
     assert busy == "error: pefm.bootstrap: busy for over 0.5 s; try again"
+
+
+DASHBOARD = "the dashboard (--dashboard-port)"
 
 
 def test_ports_out_of_range_or_taken_are_refused_before_anything_starts(cli_env):
@@ -101,6 +114,12 @@ def test_ports_out_of_range_or_taken_are_refused_before_anything_starts(cli_env)
         for service in ("inference", "rollout"):
             refused = said(run(cli_env, "serve", service, "--port", str(port), timeout=60))
             assert refused.startswith(f"error: cannot listen on 127.0.0.1:{port}: "), refused
+        # pefm up: before the migration, the data and any training (it had found it once three
+        # functions had started, minutes into a first run)
+        up = run(cli_env, "up", "--dashboard-port", str(port), timeout=60)
+        assert said(up) == f"error: port in use (another PEFM stack, or another program): {DASHBOARD}: {port}"
+        assert "database:" not in up.stdout  # nothing migrated, loaded or trained
+    assert "three ports" in said(run(cli_env, "up", "--port", "8100", "--dashboard-port", "8110"), code=2)
 
 
 def test_a_bugs_key_error_is_not_taken_for_a_thing_that_does_not_exist(schema_url, monkeypatch):

@@ -44,6 +44,8 @@ def up(
 
     On the configured database (embedded by default): migrate, load the bundled real data, make
     sure a model is serving, then run the functions behind the local router and the dashboard."""
+    if serve:  # before minutes of loading and training, not once the functions have started
+        _check_ports(port, dashboard_port)
     with open_db(schema="migrate") as db:
         if db.embedded:
             console.print(f"database: embedded PostgreSQL in {db.embedded.pgdata}, migrated")
@@ -58,11 +60,31 @@ def up(
             run_stack(db, version, port, dashboard_port, replicas)
 
 
+def _check_ports(port: int, dashboard_port: int | None) -> None:
+    """Exit 1, saying which, unless the stack's own ports are free and distinct."""
+    from pefm.config import get_settings
+    from pefm.local.runtime import port_free
+
+    ports = {
+        "the router (--port)": port,
+        f"the rollout API (--port + {API_OFFSET})": port + API_OFFSET,
+        "the dashboard (--dashboard-port)": dashboard_port or get_settings().dashboard_port,
+    }
+    if len(set(ports.values())) < len(ports):
+        raise typer.BadParameter(f"the stack needs three ports: {ports}", param_hint="--dashboard-port")
+    if taken := [f"{what}: {number}" for what, number in ports.items() if not port_free(number)]:
+        error(f"port in use (another PEFM stack, or another program): {'; '.join(taken)}")
+        raise typer.Exit(1)
+
+
 @app.command()
 def bootstrap(
     load_bundled: Annotated[bool, typer.Option(help="load the bundled series that hold no data yet")] = False,
     timeout: Annotated[
-        float, typer.Option(min=0.001, help="seconds to wait for another bootstrap to finish (more than 0)")
+        float,
+        typer.Option(
+            min=0.001, max=2_147_483, help="seconds to wait for another bootstrap to finish (more than 0)"
+        ),  # PostgreSQL's lock_timeout is an integer of milliseconds
     ] = 3600.0,
 ) -> None:
     """Prepare a database for a cluster: migrate, and make a model serve (the bootstrap Job).
@@ -293,7 +315,8 @@ def data_fetch_fred(
     settings = get_settings()
     try:
         client = FredClient(settings.fred_api_key or "", settings.fred_url)
-        with open_db() as db, db.connection() as conn, console.status(f"fetching {fred_id} from FRED"):
+        fetching = Text(f"fetching {fred_id} from FRED")  # a Spinner reads a str as markup
+        with open_db() as db, db.connection() as conn, console.status(fetching):
             meta, fetched, result = load_fred(conn, client, fred_id, series_id=series_id, vintages=vintages)
     except FredError as exc:
         error(str(exc))

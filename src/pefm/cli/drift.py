@@ -44,7 +44,7 @@ def drift_check(
     console.print(
         f"report {report['id']}: {len(report['drifted_series'])} drifted series; "
         f"breach: {report['breach']}; retraining: "
-        f"{'due, the monitor requests it at its next check' if due else 'not due'} ({why})"
+        f"{'due, requested by a monitor running with PEFM_RETRAIN=request or local' if due else 'not due'} ({why})"
     )
 
 
