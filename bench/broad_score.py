@@ -45,7 +45,7 @@ def score_series(forecasts: pd.DataFrame, history: pd.Series, season: int) -> pd
     for step, g in forecasts.groupby("step"):
         point = metrics.point_metrics(g["y"], g["mean"], train, season=m)
         bounds = {lv: (g[f"lo-{lv}"], g[f"hi-{lv}"]) for lv in LEVELS}
-        row = {"step": int(step), "rmse": point["rmse"], "mase": point["mase"]}
+        row = {"step": int(step), "rmse": point["rmse"], "mase": point.get("mase", np.nan)}
         row.update(metrics.interval_metrics(g["y"], bounds))
         for lv in LEVELS:
             row[f"winkler-{lv}"] /= scale

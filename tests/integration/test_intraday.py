@@ -151,3 +151,17 @@ def test_the_cli_prints_the_bars_as_of_a_moment_and_refreshes_the_view(conn, min
     assert "780 (2026-03-02 14:30 .. 2026-03-03 20:59)" in listed.stdout
     unknown = run(cli_env, "series", "bars", "nope")
     assert unknown.returncode == 1 and "unknown series: nope" in unknown.stderr
+
+
+def test_intraday_series_are_not_trained_on(conn, minute):
+    """Stored and served as data, not forecast: training registered a version whose backtest,
+    stored by date, merged a day's windows into one."""
+    from pefm.forecasting.backtest import BacktestSpec
+    from pefm.forecasting.base import ForecastInputError
+    from pefm.forecasting.training import run_backtest, train
+
+    with pytest.raises(ForecastInputError, match=r"intraday series are not forecast yet: spy\.1min"):
+        train(conn, "naive", ["spy.1min"], spec=None)
+    with pytest.raises(ForecastInputError, match="not forecast yet"):
+        run_backtest(conn, "naive", ["spy.1min"], BacktestSpec(h=2, windows=3))
+    assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == 0

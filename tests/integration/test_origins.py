@@ -97,3 +97,48 @@ def test_reading_kept_forecasts_again_and_again_never_scans_all_observations(con
         for _ in range(20):
             assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 1, (80,))
         assert conn.execute(scans).fetchone()[0] == before
+
+
+def test_a_monthly_series_backtested_beside_a_quarterly_one_sees_only_what_was_known_then(conn):
+    """The loader read the whole group as known at the quarter's end: a monthly cutoff saw revisions
+    published up to two months after it, and the backtest's forecasts, later served as as-of
+    answers, were made from them."""
+    from pefm.forecasting.training import run_backtest
+
+    upsert_series(conn, SeriesMeta("mon", "mon", Frequency.MONTHLY))
+    upsert_series(conn, SeriesMeta("qtr", "qtr", Frequency.QUARTERLY))
+    months = pd.date_range("2000-01-01", periods=60, freq="MS")
+    quarters = pd.date_range("1995-01-01", periods=60, freq="QS")
+    for series_id, stamps, step in (("mon", months, "MS"), ("qtr", quarters, "QS")):
+        for n, ts in enumerate(stamps):  # each value known once its period has ended
+            rows = pd.DataFrame({"series_id": [series_id], "ts": [ts], "value": [float(n)]})
+            write_observations(conn, rows, vintage=(ts + pd.tseries.frequencies.to_offset(step)).tz_localize("UTC"))
+    revised = pd.DataFrame({"series_id": ["mon"], "ts": [pd.Timestamp("2004-07-01")], "value": [999.0]})
+    write_observations(conn, revised, vintage=pd.Timestamp("2004-09-01", tz="UTC"))  # after August's cutoff
+    spec = BacktestSpec(h=1, windows=6)
+    together = run_backtest(conn, "naive", ["mon", "qtr"], spec, as_of=datetime(2005, 6, 1, tzinfo=UTC)).results
+    row = together[(together["series_id"] == "mon") & (together["cutoff"] == pd.Timestamp("2004-07-01"))]
+    assert row["mean"].tolist() == [54.0]  # July as known on 2004-08-01, not its September revision
+
+
+def test_training_waits_for_a_write_stamped_before_it_began(db, conn):
+    """A write stamped before training took its moment, but committed after training read the data,
+    was missed while the version's data_as_of said it was known (and no replica re-conditioned on
+    it): training waits for it, and sees it."""
+    import threading
+
+    upsert_series(conn, SeriesMeta("qtr", "qtr", Frequency.QUARTERLY))
+    stamps = pd.date_range("1995-01-01", periods=40, freq="QS")
+    write_observations(conn, pd.DataFrame({"series_id": "qtr", "ts": stamps, "value": range(40)}))
+    conn.commit()
+    trained = []
+    with db.connection() as writer, writer.transaction():
+        late = pd.DataFrame({"series_id": ["qtr"], "ts": [stamps[-1] + pd.offsets.QuarterBegin()], "value": [123.0]})
+        write_observations(writer, late)  # stamped and holding its series' lock, not committed
+        training = threading.Thread(target=lambda: trained.append(train(conn, "naive", ["qtr"], spec=None)[0]))
+        training.start()
+        training.join(3)
+        assert training.is_alive()  # it waits for the write, which commits as the block ends
+    training.join(60)
+    with db.connection() as reader:
+        assert load_panel(reader, ["qtr"], as_of=trained[0].data_as_of)["qtr"].iloc[-1] == 123.0

@@ -19,7 +19,6 @@ from pefm.forecasting.metrics import (
     rmse,
     sharpe_difference,
     sharpe_ratio,
-    sign_accuracy,
     sign_strategy_sharpe,
     smape,
     stays_away_from_zero,
@@ -112,11 +111,6 @@ def test_directional_accuracy_on_levels():
     assert directional_accuracy([11, 9, 10], [12, 11, 10], 10) == pytest.approx(2 / 3)
     # a no-change forecast is wrong when the actual moved
     assert directional_accuracy([11], [10], [10]) == 0.0
-
-
-def test_sign_accuracy_ties_count_as_wrong():
-    # right, right, zero forecast vs non-zero actual (wrong), both zero (right)
-    assert sign_accuracy([1, -2, 0.5, 0], [2, -1, 0, 0]) == pytest.approx(0.75)
 
 
 def test_strategy_returns_with_costs_by_hand():
@@ -258,7 +252,6 @@ def test_point_metrics_reports_smape_only_away_from_zero():
         (pinball, ([1, 2], [0], 0.5), "length mismatch"),
         (interval_pinball, ([1], {}), "empty"),
         (interval_pinball, ([1], {80: ([2], [0])}), "lower bound exceeds"),
-        (sign_accuracy, ([1, 2], [1]), "length mismatch"),
         (directional_accuracy, ([1, 2], [1, 2], [1, 2, 3]), "length mismatch"),
         (strategy_returns, ([1, 2], [1, 1], -0.1), "cost"),
         (strategy_returns, ([1, 2], [1, np.inf]), "NaN or infinite"),
@@ -275,3 +268,11 @@ def test_point_metrics_reports_smape_only_away_from_zero():
 def test_bad_input_raises_value_error(func, args, match):
     with pytest.raises(ValueError, match=match):
         func(*args)
+
+
+def test_point_metrics_leave_mase_out_when_the_training_series_is_flat():
+    """A policy rate held flat up to the first cutoff has no MASE scale: the ValueError had stopped
+    the whole backtest, after every window was fitted, with nothing registered."""
+    out = point_metrics([2.25, 2.25], [2.0, 2.0], y_train=[2.0] * 50)
+    assert "mase" not in out and out["rmse"] == pytest.approx(0.25)
+    assert point_metrics([4, 6], [5, 4], y_train=[1, 3, 2, 5])["mase"] == pytest.approx(1.5 / 2)

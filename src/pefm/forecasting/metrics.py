@@ -174,16 +174,6 @@ def directional_accuracy(y: ArrayLike, yhat: ArrayLike, y_prev: ArrayLike) -> fl
     return float(np.mean(np.sign(f - prev) == np.sign(y_ - prev)))
 
 
-def sign_accuracy(y: ArrayLike, yhat: ArrayLike) -> float:
-    """For return series: fraction of steps where sign(yhat) == sign(y).
-
-    A zero forecast counts as wrong when the actual is non-zero (and a non-zero forecast is
-    wrong when the actual is exactly zero).
-    """
-    y_, f = _arrs(y=y, yhat=yhat)
-    return float(np.mean(np.sign(f) == np.sign(y_)))
-
-
 # --- trading ---------------------------------------------------------------------------------
 
 
@@ -352,8 +342,13 @@ def _p_value(statistic: float, alternative: str, survival) -> float:
 
 
 def point_metrics(y: ArrayLike, yhat: ArrayLike, y_train: ArrayLike, season: int = 1) -> dict[str, float]:
-    """Keys ``rmse``, ``mae``, ``mase``, plus ``smape`` only when ``stays_away_from_zero(y_train)``."""
-    out = {"rmse": rmse(y, yhat), "mae": mae(y, yhat), "mase": mase(y, yhat, y_train, season)}
+    """Keys ``rmse`` and ``mae``, plus ``mase`` only when the seasonal naive errs somewhere on
+    ``y_train`` (a series held flat, such as a policy rate, has no scale: one had stopped a whole
+    backtest), and ``smape`` only when ``stays_away_from_zero(y_train)``."""
+    out = {"rmse": rmse(y, yhat), "mae": mae(y, yhat)}
+    train = np.asarray(y_train, dtype=np.float64)
+    if len(train) > season and np.any(train[season:] != train[:-season]):
+        out["mase"] = mase(y, yhat, train, season)
     if stays_away_from_zero(y_train):
         out["smape"] = smape(y, yhat)
     return out

@@ -13,7 +13,7 @@ Two sources hold such forecasts for a model version:
 
 ``stored_forecast`` answers from either, only where the data known at the request's moment are
 those the stored forecast was made from (nothing got a vintage in between); ``store_forecast``
-adds one (the first one for an origin stays).
+keeps one, in place of an origin's earlier one that could not answer.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import psycopg
 from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency, period_end
 from pefm.data.transforms import TransformError, apply_transform
-from pefm.storage.observations import Moment, read_frame
+from pefm.storage.observations import Moment, UnknownSeriesError, read_frame
 from pefm.storage.series import get_series
 
 # The default panel: annualized log growth (400 x diff log) of real GDP, consumption, investment
@@ -146,16 +146,38 @@ def conditioned(member, panel: pd.DataFrame, series_id: str):
 
 
 def as_of_loader(conn: psycopg.Connection, series_ids: Sequence[str]):
-    """A backtest ``as_of`` callable: the panel as known when each cutoff's period had ended."""
+    """A backtest ``as_of`` callable: the panel as known when each cutoff's period had ended, each
+    series by its own frequency's period (a monthly series in a group with a quarterly one had been
+    read as known at the quarter's end: revisions published up to two months after its cutoff)."""
+    by_frequency: dict[Frequency, list[str]] = {}
+    for series_id, frequency in _frequencies(conn, series_ids):
+        by_frequency.setdefault(Frequency(frequency), []).append(series_id)
+    if unknown := [s for s in series_ids if not any(s in ids for ids in by_frequency.values())]:
+        raise UnknownSeriesError(unknown)
 
     def load(cutoff: pd.Timestamp) -> pd.DataFrame:
-        freqs = {Frequency(f) for f in _frequencies(conn, series_ids)}
-        known_at = max(period_end(pd.DatetimeIndex([cutoff]), f)[0] for f in freqs)
-        return load_panel(conn, series_ids, as_of=known_at)
+        parts = [
+            load_panel(conn, ids, as_of=period_end(pd.DatetimeIndex([cutoff]), frequency)[0])
+            for frequency, ids in by_frequency.items()
+        ]
+        return parts[0] if len(parts) == 1 else _joined(parts, series_ids)
 
     return load
 
 
-def _frequencies(conn: psycopg.Connection, series_ids: Sequence[str]) -> list[str]:
-    rows = conn.execute("SELECT frequency FROM series WHERE id = ANY(%s)", (list(series_ids),)).fetchall()
-    return [r[0] for r in rows]
+def _joined(parts: list[pd.DataFrame], series_ids: Sequence[str]) -> pd.DataFrame:
+    """Panels of other series (``load_panel``'s) side by side, their attrs merged, in ``series_ids``' order."""
+    panel = pd.concat(parts, axis=1)
+    panel = panel.reindex(columns=[s for s in series_ids if s in panel.columns])
+    merged: dict[str, dict] = {key: {} for key in ("frequencies", "calendars", "transforms", "anchors", "refused")}
+    for part in parts:
+        for key, values in merged.items():
+            values.update(part.attrs.get(key, {}))
+    calendars = merged.pop("calendars")
+    panel.attrs = {**merged, **calendar_attrs(calendars)}
+    return panel
+
+
+def _frequencies(conn: psycopg.Connection, series_ids: Sequence[str]) -> list[tuple[str, str]]:
+    rows = conn.execute("SELECT id, frequency FROM series WHERE id = ANY(%s) ORDER BY id", (list(series_ids),))
+    return [(r[0], r[1]) for r in rows.fetchall()]

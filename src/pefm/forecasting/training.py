@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -20,6 +20,7 @@ from pefm.forecasting.panel import as_of_loader, load_panel
 from pefm.forecasting.per_series import PerSeries
 from pefm.forecasting.registry import register
 from pefm.storage.model_versions import ModelVersion
+from pefm.storage.observations import known_now
 
 TRADING_COST = 0.05  # percent per unit of turnover (5 bp), charged by the Sharpe check
 
@@ -82,6 +83,16 @@ def data_sha256(panel: pd.DataFrame) -> str:
     return hashlib.sha256(panel.to_csv(float_format="%.17g").encode()).hexdigest()
 
 
+def _forecastable(panel: pd.DataFrame) -> pd.DataFrame:
+    """``panel``, unless it holds intraday series, which are stored and served as data but not
+    forecast (a backtest stored by date had merged their windows): ForecastInputError naming them."""
+    from pefm.data.frequency import Frequency
+
+    if intraday := [s for s, f in panel.attrs["frequencies"].items() if Frequency(f).intraday]:
+        raise ForecastInputError(f"intraday series are not forecast yet: {', '.join(intraday)}")
+    return panel
+
+
 def run_backtest(
     conn: psycopg.Connection,
     name: str,
@@ -94,7 +105,7 @@ def run_backtest(
 ) -> BacktestRun:
     """Backtest a model on the stored panel, each origin seeing the data as known then (a bundle:
     each group on its own cutoffs, the rows together)."""
-    panel = load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE)
+    panel = _forecastable(load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE))
     parts = []
     for family, family_params, ids in backtest_groups(name, params, list(panel.columns)):
         model = make_model(family, **family_params)
@@ -141,8 +152,8 @@ def train(
     from pefm.storage.signing import signing_key
 
     signing_key(get_settings())  # without the key nothing can be registered: say so before the work
-    as_of = as_of or datetime.now(UTC)
-    panel = load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE)
+    as_of = as_of or known_now(conn, series_ids)  # not before a write stamped earlier has committed
+    panel = _forecastable(load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE))
     if name == BUNDLE and not (params or {}).get("groups"):
         params = bundle_params(panel)
     run = None
