@@ -450,9 +450,13 @@ def take_turn(conn: psycopg.Connection, series_ids: Collection[str]) -> None:
     """The writers' turn on these series, held until the transaction ends: every lock of the
     transaction in one statement, in id order, so two writers never wait on each other (taken
     again by the same transaction, it is held already)."""
+    _series_locks(conn, "pg_advisory_xact_lock", series_ids)
+
+
+def _series_locks(conn: psycopg.Connection, call: str, series_ids: Collection[str]) -> None:
+    """``call`` (an advisory lock function) on each series' writers' lock, in one statement, in id order."""
     conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('pefm.observations:' || id, 0))"
-        " FROM unnest(%s::text[]) AS id ORDER BY id",
+        f"SELECT {call}(hashtextextended('pefm.observations:' || id, 0)) FROM unnest(%s::text[]) AS id ORDER BY id",
         (sorted(set(series_ids)),),
     )
 
@@ -513,11 +517,7 @@ def settled(conn: psycopg.Connection, series_ids: Sequence[str]) -> None:
     locks from before its vintage is stamped until it commits, so a read after this sees every
     write whose vintage is up to now: an as-of read of a recent moment, kept for good, does not
     miss one that was stamped but not yet committed."""
-    conn.execute(
-        "SELECT pg_advisory_xact_lock_shared(hashtextextended('pefm.observations:' || id, 0))"
-        " FROM unnest(%s::text[]) AS id ORDER BY id",
-        (sorted(set(series_ids)),),
-    )
+    _series_locks(conn, "pg_advisory_xact_lock_shared", series_ids)
 
 
 def known_now(conn: psycopg.Connection, series_ids: Sequence[str]) -> datetime:
@@ -526,12 +526,8 @@ def known_now(conn: psycopg.Connection, series_ids: Sequence[str]) -> datetime:
     locks, so one stamped earlier holds them now). Unlike ``settled``, the locks are let go at once:
     a reader that takes minutes (training) holds no writer back."""
     moment = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    ids = sorted(set(series_ids))
-    for call in ("pg_advisory_lock_shared", "pg_advisory_unlock_shared"):
-        conn.execute(
-            f"SELECT {call}(hashtextextended('pefm.observations:' || id, 0)) FROM unnest(%s::text[]) AS id ORDER BY id",
-            (ids,),
-        )
+    _series_locks(conn, "pg_advisory_lock_shared", series_ids)
+    _series_locks(conn, "pg_advisory_unlock_shared", series_ids)
     return moment
 
 
