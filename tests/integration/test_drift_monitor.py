@@ -315,3 +315,32 @@ def test_a_monitor_app_built_again_after_a_failed_start_keeps_its_gauges(db, con
     assert {s.labels["series_id"]: s.value for s in exposed} == {
         s: float(e["drifted"]) for s, e in report["series"].items()
     }
+
+
+def test_a_monitors_check_prunes_the_drift_reports_past_the_retention_once_a_day(db, conn):
+    """Drift reports, each with its Evidently snapshot, had grown without end: the monitor deletes
+    those past the retention (each version's latest kept), at its first check and a day later."""
+    from pefm.config import Settings
+    from pefm.serving.monitor import MonitorService
+    from pefm.serving.observability import ServiceMetrics
+
+    def reports() -> list[int]:
+        return [r[0] for r in conn.execute("SELECT id FROM drift_reports ORDER BY id")]
+
+    def age_them() -> None:
+        conn.execute("UPDATE drift_reports SET created_at = now() - interval '100 days'")
+        conn.commit()
+
+    served_until_2007(conn)
+    check(conn, EAGER)
+    age_them()
+    service = MonitorService(Settings(), db, ServiceMetrics("monitor", "pefm-monitor-00001"))
+    second = service._run()["id"]
+    assert reports() == [second]
+    age_them()
+    third = service._run()["id"]  # the same day: not pruned again
+    assert reports() == [second, third]
+    age_them()
+    service._pruned -= 86400
+    fourth = service._run()["id"]
+    assert reports() == [fourth]

@@ -232,6 +232,25 @@ def db_status() -> None:
         console.print(f"timescaledb: not used, plain PostgreSQL tables ({why})", highlight=False)
 
 
+@db_app.command("prune")
+def db_prune(
+    days: Annotated[int, typer.Option(min=1, max=36500, help="keep this many days of logs and drift reports")] = 90,
+) -> None:
+    """Delete request-log, prediction and drift-report rows older than the retention.
+
+    TimescaleDB's policies drop the logs' chunks after 90 days; on plain PostgreSQL this does it
+    (`pefm up` runs it daily; schedule it where no stack does). Each model version keeps its latest
+    drift report. Run it as the owner, or a role that may delete from those tables."""
+    from pefm.storage import retention
+
+    with open_db() as db:
+        deleted = retention.prune(db, days)
+    for table, count in deleted.items():
+        console.print(f"{table}: {count} rows deleted", highlight=False)
+    if "request_log" not in deleted:
+        console.print("request_log, predictions: TimescaleDB's retention policy keeps them (90 days)", highlight=False)
+
+
 @data_app.command("load")
 def data_load(
     series: Annotated[list[str] | None, typer.Argument(help="bundled series ids (default all)")] = None,

@@ -3,16 +3,20 @@ the drift monitor and the dashboard."""
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import typer
 from rich.text import Text
 
-from pefm.cli import console, error
+from pefm.cli import console, error, warning
 from pefm.config import get_settings
+from pefm.storage import retention
 from pefm.storage.database import Database
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -164,7 +168,14 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
             f"tour: open {dashboard.url}/forecasts, then curl -s -XPOST {router.url}/v1/forecast "
             '-d \'{"series_id":"realgdp","horizon":4}\' and watch it on /serving   (Ctrl-C stops everything)'
         )
+        pruned = -math.inf
         while not stop.wait(1):
+            if time.monotonic() - pruned >= 86400:  # what TimescaleDB's policies do, on plain tables
+                pruned = time.monotonic()
+                try:
+                    retention.prune(db)
+                except psycopg.Error as exc:  # tomorrow's try; the stack goes on
+                    warning("prune", f"the logs were not pruned: {exc}")
             if dead := runtime.exited():
                 console.print(
                     Text.assemble(("stopped unexpectedly:", "red"), f" {', '.join(dead)} (see {home / 'logs'})")

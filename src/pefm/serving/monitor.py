@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -83,6 +85,8 @@ class MonitorService:
         self._checks = Coalesced(lambda: in_database(self._run))
         self._retraining: subprocess.Popen | None = None
         """The `pefm retrain --if-requested` this monitor started last (locally)."""
+        self._pruned = -math.inf
+        """When (monotonic) this monitor last pruned the drift reports: once a day."""
         self.gauges = metrics.prometheus.drift
         try:  # a monitor scaled from zero shows the serving version's last check, not zeros
             with db.connection() as conn:
@@ -131,6 +135,7 @@ class MonitorService:
             report = check(conn, policy)
             due, why = due_for_retraining(conn, report, policy)
         self.gauges.show(report["series"], report["breach"])
+        self._prune()
         report["retrain"] = {"due": due, "reason": why, "requested": False, "started": False}
         if self.settings.retrain not in ("local", "request"):
             return report
@@ -171,6 +176,20 @@ class MonitorService:
             report["retrain"]["started"] = True
             log.info("retraining started: %s", pending.reason)
         return report
+
+    def _prune(self) -> None:
+        """The drift reports past the retention, once a day (``pefm.storage.retention``); a
+        failure leaves them to the next day's try, not this check."""
+        from pefm.storage import retention
+
+        if time.monotonic() - self._pruned < 86400:
+            return
+        self._pruned = time.monotonic()
+        try:
+            if deleted := retention.prune_reports(self.db):
+                log.info("pruned %d drift reports older than %d days", deleted, retention.DAYS)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("drift reports not pruned: %s", exc)
 
     async def latest(self, request: Request) -> Response:
         return json_response(await in_database(self._report, None))

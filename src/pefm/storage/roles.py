@@ -81,7 +81,7 @@ PRIVILEGES: dict[str, dict[str, str]] = {
     "monitor": {
         "schema_migrations": "SELECT",
         **dict.fromkeys((*_READ, "predictions", "rollouts", "retrain_jobs"), "SELECT"),
-        "drift_reports": "SELECT, INSERT",
+        "drift_reports": "SELECT, INSERT, DELETE",  # and prunes them (pefm.storage.retention)
         "retrain_events": "SELECT, INSERT",  # that it asked for a retraining: the cool-down starts
         **_LOGS,
         "request_log": "SELECT, INSERT",
