@@ -268,6 +268,13 @@ def test_rollout_run_exits_1_when_the_rollout_was_rolled_back(cli_env, db):
     controller.rollback(rolled_back)
     result = run(cli_env, "rollout", "run", str(rolled_back))
     assert result.returncode == 1 and f"rollout {rolled_back}: RolledBack, green 0%" in result.stdout
+    shown = json.loads(run(cli_env, "rollout", "status", str(rolled_back), "--json").stdout)
+    assert shown["phase"] == "RolledBack" and shown["weight"] == 0
+    assert [e["action"] for e in shown["events"]][-1] == "rollback"
+    status = run(cli_env, "status", "--json")  # no model is registered: they disagree, exit 1 as the text
+    assert status.returncode == 1 and json.loads(status.stdout)["problems"] == [
+        "no model version is serving in the registry"
+    ]
     # no model is registered here: a spec without gates lets the operator promote
     promoted = controller.start("inference", "pefm-inference-green", RolloutSpec(require_gates=False))
     controller.promote(promoted)

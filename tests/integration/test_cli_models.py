@@ -74,6 +74,9 @@ def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: th
 
     listing = run(cli_env, "models", "list")
     assert candidate_id in listing.stdout and "FAIL" in listing.stdout
+    listed = {v["id"]: v for v in json.loads(run(cli_env, "models", "list", "--json").stdout)}
+    assert listed[candidate_id]["gates"] == {"passed": False, "serving": serving_id}
+    assert listed[serving_id]["status"] == "serving" and listed[serving_id]["series"] == ["realgdp", "unemp", "infl"]
     narrow = run(cli_env, "models", "list", columns=60)  # an id cut to fit could not be copied
     assert candidate_id in narrow.stdout and serving_id in narrow.stdout, narrow.stdout
     shown = run(cli_env, "models", "show", candidate_id)

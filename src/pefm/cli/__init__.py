@@ -4,10 +4,11 @@ the modules beside this one, by area."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import psycopg
@@ -58,6 +59,12 @@ def error(message: str, label: str = "error") -> None:
 def warning(label: str, message: str) -> None:
     """One line on standard error: ``label:`` in yellow, then ``message`` as it is."""
     err.print(Text.assemble((f"{label}:", "yellow"), " ", message), highlight=False, soft_wrap=True)
+
+
+def print_json(document: Any) -> None:
+    """``document`` as indented JSON on standard output, alone (for ``jq`` and scripts): the
+    ``--json`` of every command prints through this."""
+    print(json.dumps(document, indent=2, default=str))
 
 
 def redact(url: str) -> str:

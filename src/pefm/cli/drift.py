@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from pefm.cli import app, console, drift_app, open_db
+from pefm.cli import app, console, drift_app, open_db, print_json
 
 
 def _policy(path: Path | None):
@@ -66,7 +65,7 @@ def drift_report(
         zip(["id", "created_at", "model_version", "series", "drifted_series", "breach", "evidently"], row, strict=True)
     )
     if evidently:  # JSON alone on standard output: the table before it made it unreadable to a parser
-        print(json.dumps(report["evidently"], default=str, indent=2))
+        print_json(report["evidently"])
     else:
         _print(report)
 

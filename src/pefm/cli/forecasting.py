@@ -14,7 +14,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from pefm.cli import app, console, models_app, moment, open_db, progress_bar, warning
+from pefm.cli import app, console, models_app, moment, open_db, print_json, progress_bar, warning
 from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
@@ -305,6 +305,7 @@ def print_gate_report(report: dict) -> None:
 @models_app.command("list")
 def models_list(
     status: Annotated[str | None, typer.Option(help="candidate, serving, retired or rejected")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print them as JSON")] = False,
 ) -> None:
     """Registered model versions, newest first."""
     from pefm.storage.model_versions import STATUSES, list_versions
@@ -313,6 +314,9 @@ def models_list(
         raise typer.BadParameter(f"one of {', '.join(STATUSES)}, not {status!r}", param_hint="--status")
     with open_db() as db, db.connection() as conn:
         versions = list_versions(conn, status=status, forecasts=False)
+    if json_out:
+        print_json([_version_json(v) for v in versions])
+        return
     # the id is what `pefm models promote/show` take: never cut (on an 80-column terminal it was);
     # it begins with the family and holds the UTC second it was registered, so neither has a column
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
@@ -323,6 +327,23 @@ def models_list(
         gates = "-" if v.gate_report is None else ("pass" if v.gate_report["passed"] else "FAIL")
         table.add_row(v.id, v.status, str(len(v.series_ids)), f"{v.data_as_of:%Y-%m-%d}", gates)
     console.print(table)
+
+
+def _version_json(v) -> dict[str, Any]:
+    """A version as ``pefm models list --json`` prints it (what the table shows, and more)."""
+    gates = v.gate_report
+    return {
+        "id": v.id,
+        "family": v.family,
+        "status": v.status,
+        "status_reason": v.status_reason,
+        "series": v.series_ids,
+        "data_as_of": v.data_as_of.isoformat(),
+        "gates": None if gates is None else {"passed": gates["passed"], "serving": gates.get("serving")},
+        "parent": v.parent_id,
+        "created_at": v.created_at.isoformat(),
+        "status_changed_at": v.status_changed_at.isoformat(),
+    }
 
 
 @models_app.command("show")
@@ -529,7 +550,7 @@ def forecast_command(
             details = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details)
             raise ValueError(f"{exc.error}{' (' + details + ')' if details else ''}") from None
     if json_out:
-        console.print_json(json.dumps({"model_version": server.version.id, "forecasts": parts}))
+        print_json({"model_version": server.version.id, "forecasts": parts})
         return
     for part in parts:
         _print_forecast(part, server.version.id, when)

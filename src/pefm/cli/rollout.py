@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pefm.cli import app, console, error, open_db, rollout_app, warning
+from pefm.cli import app, console, error, open_db, print_json, rollout_app, warning
 
 
 def controller(db):
@@ -183,16 +183,27 @@ def run(rollout_id: int) -> None:
 
 
 @rollout_app.command("status")
-def status(rollout_id: Annotated[int | None, typer.Argument()] = None) -> None:
+def status(
+    rollout_id: Annotated[int | None, typer.Argument()] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print it as GET /v1/rollouts/{id} answers")] = False,
+) -> None:
     """A rollout's phase, weights and events (default: the latest rollout)."""
+    from pefm.rollout.api import rollout_json
+
     with open_db() as db, db.connection() as conn:
         if rollout_id is None:
             row = conn.execute("SELECT max(id) FROM rollouts").fetchone()
             if row[0] is None:
-                console.print("no rollouts yet")
+                if json_out:
+                    print_json(None)
+                else:
+                    console.print("no rollouts yet")
                 return
             rollout_id = row[0]
         ctl = controller(db)
+        if json_out:
+            print_json(rollout_json(ctl, rollout_id, events=True))
+            return
         rollout = ctl.get(rollout_id)
         engine = f" (Flagger, Canary {rollout.canary})" if rollout.engine == "flagger" else ""
         console.print(
@@ -277,6 +288,7 @@ def _report(ctl, state, rollout_id: int) -> None:
 @app.command("status")
 def serving_status(
     service: Annotated[str | None, typer.Option(help="the PEFM service (default: the rollout spec's)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print it as JSON (the exit code is the same)")] = False,
 ) -> None:
     """Which model serves, by the registry and by the traffic; exit 1 when they disagree.
 
@@ -298,6 +310,11 @@ def serving_status(
                 router = ClusterTraffic(k8s, serving_id(conn))
             request = retrain_events.pending_request(conn)
         status = service_status(ctl, name, router)
+        if json_out:
+            print_json(_status_json(ctl, status, request))
+            if not status.agrees:
+                raise typer.Exit(1)
+            return
     serving = status.serving
     console.print(
         f"serving model: {serving.id} ({serving.family}, since {serving.status_changed_at:%Y-%m-%d %H:%M:%S})"
@@ -324,3 +341,24 @@ def serving_status(
     for problem in status.problems:
         error(problem, label="disagreement")
     raise typer.Exit(1)
+
+
+def _status_json(ctl, status, request) -> dict:
+    """``pefm status --json``: what the command prints, as one document."""
+    from pefm.rollout.api import rollout_json
+
+    serving = status.serving
+    return {
+        "service": status.service,
+        "serving": None
+        if serving is None
+        else {"id": serving.id, "family": serving.family, "since": serving.status_changed_at.isoformat()},
+        "traffic": [
+            {"revision": t.revision, "tag": t.tag, "percent": t.percent, "model_version": t.model_version}
+            for t in status.targets
+        ],
+        "rollout": None if status.rollout is None else rollout_json(ctl, status.rollout.id),
+        "retraining_requested": request.describe() if request else None,
+        "agrees": status.agrees,
+        "problems": status.problems,
+    }
