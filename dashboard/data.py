@@ -22,10 +22,10 @@ from pefm.rollout.providers import PrometheusProvider
 from pefm.storage import retrain_events
 from pefm.storage.model_versions import (
     ModelVersion,
+    get_serving,
     get_version,
     list_versions,
     read_precomputed,
-    serving_versions,
 )
 from pefm.storage.observations import read_frame, recent_start
 from pefm.storage.series import SeriesMeta, SeriesSpan, get_series, list_series, series_spans
@@ -124,7 +124,7 @@ def overview(
     spans, groups = series_spans(conn), {}
     for meta in list_series(conn):
         groups.setdefault(meta.frequency.value, []).append(spans.get(meta.id) or NO_DATA)  # one created since
-    serving = serving_of(serving_versions(conn))
+    serving = serving_now(conn)
     return {
         "series": len(spans),
         "freshness": [
@@ -191,8 +191,8 @@ class SeriesInfo:
 
 def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
     """Every series, by id, with what serves it: four queries, whatever the number of series (the
-    serving versions read once, without their backtests' forecasts)."""
-    spans, serving = series_spans(conn), serving_versions(conn)
+    serving version read once, without its backtest's forecasts)."""
+    spans, current = series_spans(conn), serving_now(conn)
     first_known = dict(
         conn.execute(
             "SELECT s.id, (SELECT min(vintage) FROM all_observations o WHERE o.series_id = s.id) FROM series s"
@@ -201,8 +201,8 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
     out = []
     for meta in list_series(conn):
         span = spans.get(meta.id) or NO_DATA  # one created since
-        version = serving_of(serving, meta.id)
-        why = None if version is not None else _why_not(meta, serving, span.last)
+        version = current if current is not None and meta.id in current.series_ids else None
+        why = None if version is not None else _why_not(meta, current, span.last)
         out.append(
             SeriesInfo(
                 meta.id,
@@ -221,26 +221,24 @@ def catalog(conn: psycopg.Connection) -> list[SeriesInfo]:
     return out
 
 
-def serving_of(serving: list[ModelVersion], series_id: str | None = None) -> ModelVersion | None:
-    """The registry's answer to which version serves the series (or any, without one:
-    ``serving_version``'s), found among ``serving_versions``."""
-    return next((v for v in serving if series_id is None or series_id in v.series_ids), None)
+def serving_now(conn: psycopg.Connection) -> ModelVersion | None:
+    """The registry's answer to which version serves (``serving_version``'s), without its
+    backtest's forecasts: the pages need what it serves, not where it was tested."""
+    return get_serving(conn, forecasts=False)
 
 
-def _why_not(meta: SeriesMeta, serving: list[ModelVersion], last: datetime | None) -> str:
+def _why_not(meta: SeriesMeta, version: ModelVersion | None, last: datetime | None) -> str:
     series_id = meta.id
     if last is None:
         return "no data stored yet: ingest some, then train"
     if meta.frequency.intraday:  # training never takes them (default_series)
         return "intraday series are stored and served as data; the models do not forecast them yet"
-    if not serving:
+    if version is None:
         return "no model serves yet: train one and promote it (pefm train, pefm models promote)"
-    for version in serving:
-        if reason := (version.params.get("skipped") or {}).get(series_id):
-            return f"the serving model {version.id} left it out: {reason}"
-    newest = max(serving, key=lambda v: v.data_as_of)
+    if reason := (version.params.get("skipped") or {}).get(series_id):
+        return f"the serving model {version.id} left it out: {reason}"
     return (
-        f"the serving model {newest.id} was trained without it (data as of {newest.data_as_of:%Y-%m-%d}); "
+        f"the serving model {version.id} was trained without it (data as of {version.data_as_of:%Y-%m-%d}); "
         "the next training includes it"
     )
 
@@ -516,7 +514,7 @@ def drift_rows(conn: psycopg.Connection) -> tuple[dict[str, Any] | None, list[di
         return None, []
     report_id, created, version, series, breach = row
     rows = report_rows(series)
-    serving = serving_of(serving_versions(conn))
+    serving = serving_now(conn)
     meta = {
         "id": report_id,
         "created_at": created,

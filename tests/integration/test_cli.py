@@ -486,7 +486,15 @@ def test_model_commands_refuse_what_they_cannot_use_before_any_work(db, cli_env,
     with db.connection() as conn:
         assert get_version(conn, version).gate_report is None  # no report stored by any of them
     narrower = run(cli_env, "train", "--model", "naive", "-s", "realgdp", "--windows", "0")
-    replaced = run(cli_env, "models", "promote", re.search(r"registered (naive-\S+)", narrower.stdout).group(1))
+    narrow = re.search(r"registered (naive-\S+)", narrower.stdout).group(1)
+    # where its signer's key is not trusted (a rotated-out key), no revision would load it: not promoted
+    elsewhere = {k: v for k, v in cli_env.items() if k != "PEFM_SIGNING_KEY"}
+    elsewhere["PEFM_VERIFY_KEYS"] = signing.generate()[1]
+    untrusted = said(run(elsewhere, "models", "promote", narrow))
+    assert untrusted.startswith(f"error: {narrow} is not promoted: ") and "not one trusted here" in untrusted, untrusted
+    with db.connection() as conn:
+        assert get_version(conn, narrow).status == "candidate" and get_version(conn, version).status == "serving"
+    replaced = run(cli_env, "models", "promote", narrow)
     assert replaced.returncode == 0 and "no model serves now: unemp" in " ".join(replaced.stderr.split())
 
 

@@ -3,6 +3,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pandas as pd
+import psycopg
 import pytest
 
 from pefm.data.bundled import bundled
@@ -184,7 +185,7 @@ def test_the_registry_takes_no_unsigned_model(loaded, monkeypatch):
         get_settings.cache_clear()
 
 
-def test_promote_retires_the_version_serving_the_same_series(loaded):
+def test_promote_retires_the_version_serving_before(loaded):
     first, _ = train(loaded, "naive", PANEL, spec=None)
     second, _ = train(loaded, "mean", ["realgdp"], spec=None)
     assert promote(loaded, first.id) == []
@@ -193,15 +194,46 @@ def test_promote_retires_the_version_serving_the_same_series(loaded):
     assert [v.id for v in list_versions(loaded, status="serving")] == [second.id]
 
 
-def test_serving_version_is_the_one_answer(loaded):
+def test_one_version_serves_even_one_of_other_series(loaded):
+    """A version of other series stayed serving beside the promoted one: the registry said its
+    series were served while an inference revision serves one version, and the gates compared a
+    candidate with one of the two while its promotion retired both."""
     from pefm.forecasting.registry import serving_version
 
     assert serving_version(loaded) is None
-    first, _ = train(loaded, "naive", PANEL, spec=None)
-    promote(loaded, first.id)
-    assert serving_version(loaded).id == first.id
-    assert serving_version(loaded, ["unemp"]).id == first.id
-    assert serving_version(loaded, ["infl"]) is None
+    unemp, _ = train(loaded, "naive", ["unemp"], spec=None)
+    realgdp, _ = train(loaded, "naive", ["realgdp"], spec=None)
+    promote(loaded, unemp.id)
+    assert promote(loaded, realgdp.id) == [unemp.id]
+    assert serving_version(loaded).id == realgdp.id
+    assert get_version(loaded, unemp.id).status_reason == f"replaced by {realgdp.id}"
+    loaded.commit()
+    with pytest.raises(psycopg.errors.UniqueViolation, match="model_versions_one_serving"):  # nor by hand
+        loaded.execute("UPDATE model_versions SET status = 'serving' WHERE id = %s", (unemp.id,))
+    loaded.rollback()
+
+
+def test_migration_0021_keeps_the_most_recently_promoted_of_several_serving_versions(schema_url, monkeypatch):
+    """A database where several versions served (promotion had retired only those sharing a series)
+    keeps the one the registry answered with; the others are retired as replaced by it."""
+    from pefm.storage import migrate as migrate_module
+
+    shipped = migrate_module.shipped_migrations()
+    with psycopg.connect(schema_url) as conn:
+        monkeypatch.setattr(migrate_module, "shipped_migrations", lambda: [m for m in shipped if m.version < 21])
+        migrate_module.migrate(conn)
+        for version_id, promoted in (("a", "2026-01-01"), ("b", "2026-02-01"), ("c", "2025-12-01")):
+            conn.execute(
+                """INSERT INTO model_versions (id, family, params, series_ids, data_as_of, data_sha256, artifact,
+                                               artifact_sha256, status, status_changed_at)
+                   VALUES (%s, 'naive', '{}', %s, now(), %s, '', %s, 'serving', %s)""",
+                (version_id, [version_id], "0" * 64, "1" * 64, promoted),
+            )
+        conn.commit()
+        monkeypatch.undo()
+        assert [m.version for m in migrate_module.migrate(conn)] == [21]
+        rows = conn.execute("SELECT id, status, status_reason FROM model_versions ORDER BY id").fetchall()
+    assert rows == [("a", "retired", "replaced by b"), ("b", "serving", None), ("c", "retired", "replaced by b")]
 
 
 def test_a_rollouts_end_settles_the_registry(loaded):
@@ -259,24 +291,25 @@ def test_a_rollback_settled_while_an_operator_promotes_leaves_the_promotion_stan
     assert get_version(loaded, blue.id).status == "retired" and get_version(loaded, green.id).status == "rejected"
 
 
-def test_a_rollback_restores_every_version_the_candidate_replaced_and_only_those(loaded):
-    """A bundle replacing two serving versions, rolled back: both serve again (only blue's did, and
-    a series was left without a model). A version someone promoted by hand meanwhile stands, and a
-    model version the registry never held changes nothing, so the rollout can still end."""
+def test_a_rollback_restores_the_version_the_candidate_replaced_and_only_that(loaded):
+    """A candidate rolled back: blue's version serves again. One that replaced several before
+    migration 0021 (promotion retired every serving version sharing a series with it) restores
+    blue's alone, as one version serves at a time. A version someone promoted by hand meanwhile
+    stands, and a model version the registry never held changes nothing, so the rollout can still end."""
     from pefm.forecasting.registry import serving_version, settle_rollout
 
     macro, _ = train(loaded, "naive", ["realgdp"], spec=None)
     other, _ = train(loaded, "mean", ["unemp"], spec=None)
     bundle, _ = train(loaded, "drift", ["realgdp", "unemp"], spec=None)
     promote(loaded, macro.id)
-    promote(loaded, other.id)
     settle_rollout(loaded, candidate=bundle.id, previous=macro.id, succeeded=True, reason="passed")
-    said = settle_rollout(loaded, candidate=bundle.id, previous=macro.id, succeeded=False, reason="rolled back")
-    assert (
-        said
-        == f"registry: {', '.join(f'{v} serving again' for v in sorted([macro.id, other.id]))}, {bundle.id} rejected"
+    loaded.execute(  # as a promotion before 0021 had left it: both replaced by the bundle
+        "UPDATE model_versions SET status = 'retired', status_reason = %s WHERE id = %s",
+        (f"replaced by {bundle.id}", other.id),
     )
-    assert serving_version(loaded, ["unemp"]).id == other.id and serving_version(loaded, ["realgdp"]).id == macro.id
+    said = settle_rollout(loaded, candidate=bundle.id, previous=macro.id, succeeded=False, reason="rolled back")
+    assert said == f"registry: {macro.id} serving again, {bundle.id} rejected"
+    assert serving_version(loaded).id == macro.id and get_version(loaded, other.id).status == "retired"
 
     later, _ = train(loaded, "naive", ["realgdp", "unemp"], spec=None)
     settle_rollout(loaded, candidate=later.id, previous=macro.id, succeeded=True, reason="passed")
@@ -291,10 +324,10 @@ def test_a_rollback_restores_every_version_the_candidate_replaced_and_only_those
 
 
 def test_a_candidate_that_would_leave_a_served_series_without_a_model_fails_the_gates(loaded):
-    """Promoting a candidate retires every serving version sharing a series with it: one that does
-    not forecast a series the serving model forecasts (`pefm retrain --model ar` while the bundle
-    serves) would leave that series unserved, so it fails, the series named; a candidate with more
-    series than the serving model passes."""
+    """Promoting a candidate retires the serving version: one that does not forecast a series the
+    serving model forecasts (`pefm retrain --model ar` while the bundle serves) would leave that
+    series unserved, so it fails, the series named, and so does one with no series in common (its
+    gating had stopped on an error); a candidate with more series than the serving model passes."""
     from pefm.forecasting.gating import gate_candidate
 
     spec = BacktestSpec(h=1, windows=6)
@@ -307,6 +340,13 @@ def test_a_candidate_that_would_leave_a_served_series_without_a_model_fails_the_
         "unemp: the serving model forecasts it, the candidate does not (promoting it would leave unemp unserved)"
     ]
     assert gate_candidate(loaded, get_version(loaded, serving.id), fewer)["passed"] is True
+    other, _ = train(loaded, "ar", ["unemp"], spec=spec)
+    report = gate_candidate(loaded, other, fewer)
+    assert not report["passed"] and report["serving"] == fewer.id
+    assert report["windows"]["serving_backtest"] == f"none: {fewer.id} forecasts none of the candidate's series"
+    assert report["failures"] == [
+        "realgdp: the serving model forecasts it, the candidate does not (promoting it would leave realgdp unserved)"
+    ]
 
 
 def test_a_gate_report_against_a_model_that_no_longer_serves_is_no_verdict(loaded):

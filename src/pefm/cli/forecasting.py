@@ -213,7 +213,7 @@ def backtest(
 @app.command()
 def gate(
     candidate: Annotated[str, typer.Option(help="candidate model version")],
-    serving: Annotated[str | None, typer.Option(help="serving version (default: the one serving these series)")] = None,
+    serving: Annotated[str | None, typer.Option(help="serving version (default: the one serving)")] = None,
     policy: Annotated[
         Path | None, typer.Option(help="gate policy TOML (default: PEFM_GATE_POLICY or the shipped one)")
     ] = None,
@@ -233,7 +233,7 @@ def gate(
         raise typer.BadParameter(f"{json_out} is a directory: name a file in it", param_hint="--json")
     with open_db() as db, db.connection() as conn:
         cand = get_version(conn, candidate)
-        serv = get_version(conn, serving) if serving else serving_version(conn, cand.series_ids)
+        serv = get_version(conn, serving) if serving else serving_version(conn)
         with progress_bar() as progress:
             task = progress.add_task(f"serving {serv.family if serv else '-'} on the candidate's windows", total=None)
             report = gate_candidate(
@@ -375,24 +375,32 @@ def models_show(version: str) -> None:
 
 @models_app.command("promote")
 def models_promote(version: str) -> None:
-    """Make a version the serving model of its series, by hand.
+    """Make a version the serving model, by hand.
 
-    Every serving version that shares a series with it is retired. An operator's override: a version
-    whose gates failed, or that was never gated, is promoted too, and so is one that leaves series a
-    retired version served unserved; each is said in a yellow line. Locally, the revisions carrying
-    the traffic do not change: what they serve that the registry no longer says is printed, as `pefm
-    status` would say it."""
+    The version serving before is retired. An operator's override: a version whose gates failed,
+    or that was never gated, is promoted too, and so is one that leaves series the retired version
+    served unserved; each is said in a yellow line. One that cannot be loaded where it would serve
+    (its signature or bytes do not check out against the trusted keys) is refused. Locally, the
+    revisions carrying the traffic do not change: what they serve that the registry no longer says
+    is printed, as `pefm status` would say it."""
     from pefm.cli.rollout import controller
     from pefm.config import get_settings
-    from pefm.forecasting.registry import promote
+    from pefm.forecasting.registry import ArtifactIntegrityError, promote, verified_artifact
     from pefm.rollout.spec import RolloutSpec
     from pefm.rollout.status import service_status
     from pefm.storage.model_versions import get_version
+    from pefm.storage.signing import ArtifactSignatureError, trusted_keys
 
+    settings = get_settings()
     # locally the traffic is checked after (on a cluster Flagger's canary moves it); a spec it cannot read: before
-    service = None if get_settings().knative_namespace else RolloutSpec.configured().service
+    service = None if settings.knative_namespace else RolloutSpec.configured().service
     with open_db() as db:
         with db.connection() as conn:
+            get_version(conn, version)  # an unknown id says so, not that its signature is missing
+            try:  # every revision and the monitor would refuse it: the registry would name what none serves
+                verified_artifact(conn, version, trusted_keys(settings))
+            except (ArtifactSignatureError, ArtifactIntegrityError) as exc:
+                raise type(exc)(f"{version} is not promoted: {exc}") from None
             retired = promote(conn, version)
             promoted = get_version(conn, version)
             unserved = sorted({s for r in retired for s in get_version(conn, r).series_ids} - set(promoted.series_ids))

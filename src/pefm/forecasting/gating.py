@@ -49,7 +49,7 @@ def gate_candidate(
         theirs,
         returns=returns,
         candidate_id=candidate.id,
-        serving_id=serving.id if theirs is not None else None,
+        serving_id=serving.id if serving is not None else None,
         dropped=[s for s in serving.series_ids if s not in candidate.series_ids] if serving is not None else [],
         spacing=BacktestSpec.from_dict(candidate.backtest["spec"]).step,
     )
@@ -63,6 +63,9 @@ def gate_candidate(
 
 
 def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd.DataFrame, on_window):
+    ids = [s for s in candidate.series_ids if s in serving.series_ids]
+    if not ids:  # nothing to compare: the candidate fails by the series it would leave unserved
+        return None, f"none: {serving.id} forecasts none of the candidate's series"
     spec = BacktestSpec.from_dict(candidate.backtest["spec"])
     stored_spec = (serving.backtest or {}).get("spec")
     if (serving.backtest or {}).get("forecasts") and _fitted_alike(BacktestSpec.from_dict(stored_spec), spec):
@@ -74,9 +77,6 @@ def _serving_rows(conn, candidate: ModelVersion, serving: ModelVersion, mine: pd
                 return stored, "stored"
         except MismatchedBacktests:
             pass
-    ids = [s for s in candidate.series_ids if s in serving.series_ids]
-    if not ids:
-        raise MismatchedBacktests(f"{serving.id} forecasts none of {candidate.id}'s series")
     run = run_backtest(
         conn, serving.family, ids, spec, params=serving.params, as_of=candidate.data_as_of, on_window=on_window
     )

@@ -2,9 +2,9 @@
 
 Artifacts only ever come out of the registry, and only after the trainer's signature over the
 version checks out against a trusted key (``pefm.storage.signing``) and their sha256 matches the
-one recorded when they went in. Promoting a version makes it the serving model of its series and
-retires whichever serving version covered any of them, in one transaction; ``serving_version`` is
-the one place that says which version serves.
+one recorded when they went in. Promoting a version makes it the serving model and retires the
+one serving before, in one transaction; ``serving_version`` is the one place that says which
+version serves.
 """
 
 from __future__ import annotations
@@ -105,21 +105,32 @@ def precompute(model: BaseForecaster, panel: pd.DataFrame) -> dict[str, Any]:
 
 def load_model(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> BaseForecaster:
     """The fitted model of a version, after checking the signature over the version against the
-    ``trusted`` keys and its bytes against the signed sha256 (the one the signature was checked
-    over: one read again could be another, written in between); nothing unverified is unpickled."""
+    ``trusted`` keys and its bytes against the signed sha256 (``verified_artifact``); nothing
+    unverified is unpickled."""
+    return BaseForecaster.from_bytes(verified_artifact(conn, version_id, trusted))
+
+
+def verified_artifact(conn: psycopg.Connection, version_id: str, trusted: TrustedKeys) -> bytes:
+    """A version's artifact bytes once the signature over the version checks out against the
+    ``trusted`` keys and the bytes against the signed sha256 (the one the signature was checked
+    over: one read again could be another, written in between), not unpickled."""
     signed = table.verify_signature(conn, version_id, trusted)
     artifact, _ = table.read_artifact(conn, version_id)
-    return model_from_artifact(version_id, artifact, signed)
+    return _checked(version_id, artifact, signed)
 
 
 def model_from_artifact(version_id: str, artifact: bytes, recorded: str) -> BaseForecaster:
     """The model in ``artifact`` when its sha256 is the ``recorded`` (signed) one; unpickled only then."""
+    return BaseForecaster.from_bytes(_checked(version_id, artifact, recorded))
+
+
+def _checked(version_id: str, artifact: bytes, recorded: str) -> bytes:
     actual = hashlib.sha256(artifact).hexdigest()
     if actual != recorded:
         raise ArtifactIntegrityError(
             f"artifact of {version_id} has sha256 {actual[:12]}..., the registry recorded {recorded[:12]}..."
         )
-    return BaseForecaster.from_bytes(artifact)
+    return artifact
 
 
 def estimation_group(version: ModelVersion, series_id: str) -> tuple[str, dict[str, Any], list[str]]:
@@ -144,13 +155,13 @@ def estimation_group(version: ModelVersion, series_id: str) -> tuple[str, dict[s
     return family, params, ids
 
 
-def serving_version(conn: psycopg.Connection, series_ids: list[str] | None = None) -> ModelVersion | None:
-    """THE answer to "which model serves" (of these series, or at all): the registry's serving
-    version. Inference revisions without a pinned version, the drift monitor, retraining's gate
-    baseline, ``pefm up`` and ``pefm status`` ask this function, and the dashboard reads every
-    serving version in its order at once (``serving_versions``); rollouts keep it true by settling
-    the registry in the same transaction as their terminal state."""
-    return table.serving_for(conn, series_ids)
+def serving_version(conn: psycopg.Connection) -> ModelVersion | None:
+    """THE answer to "which model serves": the registry's serving version, the one there is
+    (``promote`` retires every other; the database allows no second). Inference revisions without a
+    pinned version, the drift monitor, the gates' baseline, ``pefm up`` and ``pefm status`` ask
+    this function; rollouts keep it true by settling the registry in the same transaction as their
+    terminal state."""
+    return table.get_serving(conn)
 
 
 def serving_id(conn: psycopg.Connection) -> str | None:
@@ -168,13 +179,17 @@ PROMOTE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pefm.registry.pro
 
 
 def promote(conn: psycopg.Connection, version_id: str, reason: str | None = None) -> list[str]:
-    """Make a version the serving model of its series; return the versions it retired."""
+    """Make a version the serving model; return the version it retired (the one serving before),
+    if any. One version serves at a time: an inference revision serves one, so a second serving
+    version, of other series, had said in the registry that its series were served while no
+    revision served them (and the gates compared a candidate with one of the two, while its
+    promotion retired both)."""
     with conn.transaction():
         conn.execute(PROMOTE_LOCK)
         version = table.get_version(conn, version_id)
         retired = []
         for other in table.list_versions(conn, status="serving", forecasts=False):
-            if other.id != version.id and set(other.series_ids) & set(version.series_ids):
+            if other.id != version.id:
                 table.set_status(conn, other.id, "retired", f"{REPLACED_BY}{version.id}")
                 retired.append(other.id)
         table.set_status(conn, version.id, "serving", reason)
@@ -199,7 +214,7 @@ def candidate_verdict(conn: psycopg.Connection, candidate: str | None, require_g
         return None, f"the candidate {candidate or '(unknown)'} has no gate report"
     passed = bool(version.gate_report["passed"])
     if passed and "serving" in version.gate_report:  # the version it was compared with (None: none served)
-        then, now = version.gate_report["serving"], serving_version(conn, version.series_ids)
+        then, now = version.gate_report["serving"], serving_version(conn)
         if then != (now.id if now else None):
             now_text = f"{now.id if now else 'none'} serves now"
             return (
@@ -231,8 +246,8 @@ def settle_rollout(
 ) -> str:
     """The registry's side of a finished rollout, in the caller's transaction (the one that writes
     the rollout's terminal state): on success ``candidate`` serves and what it replaces retires; on
-    a rollback or failure every version the candidate replaced (``previous``, blue's, and any other
-    serving version sharing a series with it) serves again, and the candidate is rejected with
+    a rollback or failure the version the candidate replaced (``previous``, blue's) serves again,
+    and the candidate is rejected with
     ``reason``; a version retired for another reason, or while the candidate no longer serves,
     stays retired. Returns what changed, in words.
     A version not in the registry (a revision's environment naming one that never was) changes
@@ -246,18 +261,16 @@ def settle_rollout(
         return f"registry: {candidate} serving" + (f", {', '.join(retired)} retired" if retired else "")
     if candidate == previous:
         return f"registry unchanged: green served {candidate}, the serving version"
-    changes = []
     conn.execute(PROMOTE_LOCK)  # before reading what the candidate replaced: a promotion meanwhile stands
-    replaced = [  # none unless the candidate still serves: a later promotion stands
-        version_id
-        for (version_id,) in conn.execute(
-            """SELECT id FROM model_versions WHERE status = 'retired' AND status_reason = %s
-                 AND EXISTS (SELECT 1 FROM model_versions WHERE id = %s AND status = 'serving') ORDER BY id""",
-            (f"{REPLACED_BY}{candidate}", candidate),
-        )
-    ]
-    for version_id in replaced:  # blue's among them, when the candidate had replaced it
-        promote(conn, version_id, f"restored by a rollback: {reason}")
-        changes.append(f"{version_id} serving again")
+    replaced = conn.execute(  # none unless the candidate still serves: a later promotion stands
+        """SELECT id FROM model_versions WHERE status = 'retired' AND status_reason = %s
+             AND EXISTS (SELECT 1 FROM model_versions WHERE id = %s AND status = 'serving')
+           ORDER BY id = %s DESC, status_changed_at DESC, id LIMIT 1""",  # blue's; else the last (before 0021: several)
+        (f"{REPLACED_BY}{candidate}", candidate, previous),
+    ).fetchone()
+    changes = []
+    if replaced is not None:
+        promote(conn, replaced[0], f"restored by a rollback: {reason}")
+        changes.append(f"{replaced[0]} serving again")
     table.set_status(conn, candidate, "rejected", reason)
     return "registry: " + ", ".join([*changes, f"{candidate} rejected"])

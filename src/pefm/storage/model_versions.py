@@ -20,8 +20,6 @@ _SUMMARY = (
 _LISTED = _SUMMARY.replace("backtest,", "backtest - 'forecasts' AS backtest,")
 """The summary with each backtest's spec and metrics, without its forecasts from every origin: the
 forecasts are most of a backtest (a megabyte for the bundle), and every version keeps its own."""
-_SERVING_ORDER = "ORDER BY status_changed_at DESC, id"
-"""Which serving version serves a series two of them cover: the most recently promoted."""
 
 
 class UnknownModelError(LookupError):
@@ -121,26 +119,14 @@ def list_versions(conn: psycopg.Connection, *, status: str | None = None, foreca
     return [ModelVersion(**row) for row in rows]
 
 
-def serving_for(conn: psycopg.Connection, series_ids: list[str] | None = None) -> ModelVersion | None:
-    """The serving version that covers any of these series (any series when None), if one does;
-    the most recently promoted one should two overlap."""
+def get_serving(conn: psycopg.Connection, *, forecasts: bool = True) -> ModelVersion | None:
+    """The serving version, if one serves (at most one does: index ``model_versions_one_serving``);
+    without its backtest's forecasts (``_LISTED``) when ``forecasts`` is false, for a page that
+    needs only what it serves."""
+    columns = _SUMMARY if forecasts else _LISTED
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f"""SELECT {_SUMMARY} FROM model_versions
-                WHERE status = 'serving' AND (%(ids)s::text[] IS NULL OR series_ids && %(ids)s::text[])
-                {_SERVING_ORDER} LIMIT 1""",
-            {"ids": series_ids},
-        ).fetchone()
+        row = cur.execute(f"SELECT {columns} FROM model_versions WHERE status = 'serving'").fetchone()
     return ModelVersion(**row) if row else None
-
-
-def serving_versions(conn: psycopg.Connection) -> list[ModelVersion]:
-    """Every serving version in ``serving_for``'s order (the first that covers a series is its
-    answer for it), without the backtests' forecasts (``_LISTED``): what a page about every series
-    needs in one query, where ``serving_for`` per series read every backtest whole each time."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(f"SELECT {_LISTED} FROM model_versions WHERE status = 'serving' {_SERVING_ORDER}").fetchall()
-    return [ModelVersion(**row) for row in rows]
 
 
 def read_artifact(conn: psycopg.Connection, version_id: str) -> tuple[bytes, str]:
