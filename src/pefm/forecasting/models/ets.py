@@ -60,14 +60,19 @@ class AutoETS(BaseForecaster):
         return mean, bounds
 
     def _impulse(self, h: int) -> np.ndarray:
-        """psi_j = alpha + beta * (phi + ... + phi^j) for additive errors (Hyndman et al. 2008, 6.1)."""
+        """psi_j = alpha + beta * (phi + ... + phi^j) + gamma * [j divisible by m] for additive
+        errors (Hyndman et al. 2008, 6.1): a shock moves the level and trend at once, and the
+        season's own state once per season, so the seasonal model's variance steps up every m."""
         params = self.results_.model._param_names, np.asarray(self.results_.params)
         named = dict(zip(*params, strict=True))
         alpha, beta = named["smoothing_level"], named.get("smoothing_trend", 0.0)
         phi = named.get("damping_trend", 1.0)
         steps = np.arange(1, h)
         damped = np.array([np.sum(phi ** np.arange(1, j + 1)) for j in steps])
-        return np.concatenate([[1.0], alpha + beta * damped])
+        psi = alpha + beta * damped
+        if "seasonal" in self.spec_:
+            psi = psi + named["smoothing_seasonal"] * (steps % self.spec_["seasonal_periods"] == 0)
+        return np.concatenate([[1.0], psi])
 
     def _origin_forecasts(self, values: np.ndarray, origins: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Closed form: one smoothing pass gives the states after each point; from origin t the

@@ -16,6 +16,7 @@ given device; runs on CUDA when available (``device="auto"``), on CPU otherwise.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from pefm.forecasting.base import BaseForecaster, Bounds, ForecastInputError, normal_bounds, require_int, require_number
+
+log = logging.getLogger(__name__)
 
 
 class GlobalMLP(BaseForecaster):
@@ -159,10 +162,22 @@ def _pick_device(device: str) -> str:
 
 
 def _loadable_device(device: str) -> str:
-    """Where a saved model runs here: its device, unless that is a GPU this machine lacks."""
+    """Where a saved model runs here: its device, unless this machine lacks it (no MPS, no CUDA,
+    or fewer GPUs than its index): then what ``auto`` picks, as its weights load anywhere."""
     import torch
 
-    return _pick_device("auto") if device.startswith("cuda") and not torch.cuda.is_available() else _pick_device(device)
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        present = torch.cuda.is_available() and index < torch.cuda.device_count()
+    elif device == "mps":
+        present = torch.backends.mps.is_available()
+    else:  # cpu, auto
+        present = True
+    if present:
+        return _pick_device(device)
+    here = _pick_device("auto")
+    log.info("mlp: the model was saved for device %s, which this machine lacks: it runs on %s", device, here)
+    return here
 
 
 def _network(lags: int, horizon: int, hidden: int, depth: int, generator):
