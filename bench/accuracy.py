@@ -27,8 +27,11 @@ series (one or two a frequency) on the broad set.
 ``--series CSV``: run the broad protocol on series of your own instead of the broad set (a check
 that a result generalises). A long CSV, one row per observation: ``series_id,ds,value,frequency``
 and optionally ``transform`` (default ``none``) and ``season_length`` (default 4 quarterly, 12
-monthly, 1 otherwise); dates are period starts (``broad_set.series_from_csv``). With ``--quick``,
-every series of the file, from 6 origins.
+monthly, 1 otherwise); dates are period starts (``broad_set.series_from_csv``). A series with a
+gap (an empty value, or a period without a row; business-daily series excepted, whose missing
+days read as holidays) is benchmarked on its last unbroken stretch, with a warning naming the
+line. A series too short for the protocol is left out, named with the reason, before anything
+runs. With ``--quick``, every series of the file, from 6 origins.
 """
 
 from __future__ import annotations
@@ -132,6 +135,8 @@ def main() -> None:
         "--arima-conformal", action="store_true", help="also run AutoARIMA with conformal intervals (slow)"
     )
     args = parser.parse_args()
+    if args.models and (unknown := [n for n in args.models.split(",") if n not in MODEL_NAMES]):
+        parser.error(f"--models: unknown {', '.join(map(repr, unknown))}; expected some of {', '.join(MODEL_NAMES)}")
     if args.series is not None:
         if args.set == "macro":
             parser.error("--series replaces the broad set: use it with --set broad or all")
@@ -141,6 +146,17 @@ def main() -> None:
             parser.error(f"--series: {exc}")
     else:
         args.entries = broad_set(QUICK_IDS if args.quick else None)
+    if args.set in ("all", "broad"):
+        args.windows = args.windows or (broad_run.QUICK_WINDOWS if args.quick else broad_run.WINDOWS)
+        for entry in args.entries:
+            if entry.note:
+                console.print(f"[yellow]{entry.note}")
+        args.left_out = broad_run.too_short(args.entries, args.windows)
+        for sid, reason in args.left_out.items():
+            console.print(f"[yellow]{sid} left out: {reason}")
+        args.entries = [e for e in args.entries if e.id not in args.left_out]
+        if not args.entries:
+            parser.error("no series is long enough for the broad protocol (see above)")
     started = time.perf_counter()
     out: dict = {"set": args.set, "quick": args.quick, "series_file": args.series and str(args.series)}
     macro_median = None
@@ -219,8 +235,7 @@ def run_macro(args) -> dict:
 
 def run_broad(args, macro_median: float | None) -> dict:
     """The broad-set part (issue 16): backtests in worker processes, scores, tables, targets."""
-    entries = args.entries
-    windows = args.windows or (broad_run.QUICK_WINDOWS if args.quick else broad_run.WINDOWS)
+    entries, windows = args.entries, args.windows
     frames = frames_by_frequency(entries)
     seasons = {e.id: e.season_length for e in entries}
     histories = {sid: frame[sid].dropna() for frame in frames.values() for sid in frame.columns}
@@ -251,14 +266,15 @@ def run_broad(args, macro_median: float | None) -> dict:
         for m in labels
         if any(o.label == m and o.forecasts is not None for o in outcomes)
     }
-    checked = broad_run.check_alignment(forecasts)
+    forecasts, checked, misaligned = broad_run.check_alignment(forecasts)
     ok = [o for o in outcomes if o.error is None]
-    failures = [
+    failures = [{"model": "(none run)", "series_id": sid, "error": why} for sid, why in args.left_out.items()]
+    failures += [
         {"model": o.label, "series_id": sid, "error": o.error} for o in outcomes if o.error for sid in o.series_ids
     ]
     scores, scoring_failures = broad_score.score_all(forecasts, histories, seasons)
-    failures += scoring_failures
-    ids = [e.id for e in entries]
+    failures += misaligned + scoring_failures
+    ids = [e.id for e in entries] + list(args.left_out)
     common = broad_score.common_series(scores, labels, ids, broad_run.H)
     agg = broad_score.aggregate(scores, common)
     # CPU (see broad_run.py) and wall seconds over the scored series only, as the scores are
@@ -291,6 +307,7 @@ def run_broad(args, macro_median: float | None) -> dict:
                 "points": len(histories[e.id]),
                 "default_family": families.get(e.id),
                 "why": e.why,
+                "note": e.note,
             }
             for e in entries
         ],

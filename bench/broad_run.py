@@ -242,31 +242,56 @@ def seconds_on(outcomes: list[Outcome], labels: list[str], series: list[str]) ->
     return cpu, wall, straddling
 
 
-def check_alignment(forecasts: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """Assert that every model forecast every series from the same origins and was scored against
-    the same values, and that PEFM's naive and statsforecast's Naive agree point for point.
-    Returns the number of (series, origin, step) rows checked per model."""
+def too_short(entries, windows: int) -> dict[str, str]:
+    """The series of ``entries`` (``broad_set.BroadSeries``) too short for the protocol from
+    ``windows`` origins, each with why: every origin is followed by ``H`` values, and the first
+    has more than a season of points up to it (the in-sample seasonal naive that scales MASE and
+    Winkler). Found before any job runs, so such a series is left out and named, not failed by
+    every model after hours of work."""
+    out = {}
+    for e in entries:
+        need = windows + H + e.season_length
+        if (points := len(e.series())) < need:
+            out[e.id] = f"{points} points; {windows} origins with h={H} and season length {e.season_length} need {need}"
+    return out
+
+
+def check_alignment(
+    forecasts: dict[str, pd.DataFrame],
+) -> tuple[dict[str, pd.DataFrame], dict[str, int], list[dict]]:
+    """Check that every model forecast every series from the same origins as PEFM's naive and was
+    scored against the same values, and that PEFM's naive and statsforecast's Naive agree point
+    for point. A (model, series) that does not is a failure, not a crash after every job has run:
+    its rows are dropped, so the series leaves the aggregates as any failed series does.
+    Returns the forecasts kept, the (series, origin, step) rows checked per model, and the
+    failures (model, series_id, error)."""
     keys = ["series_id", "cutoff", "step"]
     reference = forecasts[BASELINE].set_index(keys).sort_index()
-    checked = {}
+    ref_ids = set(reference.index.get_level_values("series_id"))
+    kept, checked, failures = {}, {}, []
     for label, frame in forecasts.items():
         rows = frame.set_index(keys).sort_index()
+        bad = []
         for sid, part in rows.groupby(level="series_id"):
-            ref = reference.loc[[sid]] if sid in reference.index.get_level_values(0) else None
-            if ref is None:
-                continue
-            ref_cutoffs = ref.index.get_level_values("cutoff").unique()
-            cutoffs = part.index.get_level_values("cutoff").unique()
-            assert cutoffs.equals(ref_cutoffs), f"{label} on {sid}: origins differ from {BASELINE}'s"
-            assert part.index.equals(ref.index), f"{label} on {sid}: (origin, step) rows differ"
-            assert np.allclose(part["y"], ref["y"], equal_nan=True), f"{label} on {sid}: targets differ"
+            if sid in ref_ids and (problem := _misaligned(label, part, reference.loc[[sid]])):
+                failures.append({"model": label, "series_id": sid, "error": f"alignment: {problem}"})
+                bad.append(sid)
         checked[label] = len(rows)
-    if "sf_Naive" in forecasts:
-        sf = forecasts["sf_Naive"].set_index(keys).sort_index()
-        common = reference.index.intersection(sf.index)
-        gap = np.max(np.abs(reference.loc[common, "mean"] - sf.loc[common, "mean"])) if len(common) else 0.0
-        assert gap < 1e-8, f"PEFM naive and sf_Naive disagree by up to {gap}"
-    return checked
+        kept[label] = frame[~frame["series_id"].isin(bad)]
+    return kept, checked, failures
+
+
+def _misaligned(label: str, part: pd.DataFrame, ref: pd.DataFrame) -> str | None:
+    """How one model's rows of a series differ from the baseline's (the same series), or None."""
+    if not part.index.get_level_values("cutoff").unique().equals(ref.index.get_level_values("cutoff").unique()):
+        return f"origins differ from {BASELINE}'s"
+    if not part.index.equals(ref.index):
+        return f"(origin, step) rows differ from {BASELINE}'s"
+    if not np.allclose(part["y"], ref["y"], equal_nan=True):
+        return f"targets differ from {BASELINE}'s"
+    if label == "sf_Naive" and (gap := float(np.max(np.abs(part["mean"] - ref["mean"])))) >= 1e-8:
+        return f"disagrees with PEFM's {BASELINE} by up to {gap:.3g}"
+    return None
 
 
 def with_steps(frame: pd.DataFrame) -> pd.DataFrame:

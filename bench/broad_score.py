@@ -37,10 +37,20 @@ AGGREGATES = (
 
 
 def score_series(forecasts: pd.DataFrame, history: pd.Series, season: int) -> pd.DataFrame:
-    """One model's scores on one series, a row per step (raises ValueError on NaN bounds)."""
+    """One model's scores on one series, a row per step. ValueError on NaN bounds, and when the
+    series has no in-sample scale (MASE's and the scaled Winkler's divisor): too few points up
+    to the first origin, or the seasonal naive fits them exactly (a rate held flat); MASE alone
+    would be left out (``metrics.point_metrics``), but the Winkler scores cannot go unscaled."""
     train = history.dropna().loc[: forecasts["cutoff"].min()].to_numpy()
     m = season
+    if len(train) <= m:
+        raise ValueError(f"no in-sample scale: {len(train)} points up to the first origin, season length {m}")
     scale = metrics.mae(train[m:], train[:-m])
+    if scale == 0:
+        raise ValueError(
+            f"no in-sample scale: the seasonal naive (season length {m}) fits all {len(train)} points "
+            "up to the first origin exactly"
+        )
     rows = []
     for step, g in forecasts.groupby("step"):
         point = metrics.point_metrics(g["y"], g["mean"], train, season=m)
@@ -67,6 +77,8 @@ def score_all(
                 failures.append({"model": label, "series_id": sid, "error": f"scoring: {exc}"})
                 continue
             parts.append(scores.assign(model=label, series_id=sid))
+    if not parts:  # nothing scored: the failures say why, and the run still reports them
+        return pd.DataFrame(columns=["model", "series_id", "step", *METRICS]), failures
     long = pd.concat(parts, ignore_index=True)
     base = long[long["model"] == BASELINE].set_index(["series_id", "step"])["rmse"]
     keys = pd.MultiIndex.from_frame(long[["series_id", "step"]])
@@ -104,7 +116,10 @@ def aggregate(scores: pd.DataFrame, series_ids: list[str]) -> pd.DataFrame:
 
 
 def targets(agg: pd.DataFrame, seconds: dict[str, float], macro_median: float | None) -> list[dict]:
-    """The lead's targets, each with the default's value, what it is compared with, and pass/fail."""
+    """The lead's targets, each with the default's value, what it is compared with, and pass/fail
+    (none when no series was scored by every model: the failures say why)."""
+    if agg.empty:
+        return []
     sf_point = [m for m in agg.index.get_level_values("model").unique() if m.startswith("sf_") and "conformal" not in m]
     conformal = [m for m in agg.index.get_level_values("model").unique() if m.endswith("_conformal")]
     rows = []

@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pefm.data.frequency import Frequency, off_frequency, parse_frequency, with_frequency
+from pefm.data.frequency import Frequency, off_frequency, parse_frequency, period_end, with_frequency
 from pefm.data.transforms import TRANSFORMS, apply_transform
 from pefm.data.validation import check_frequency, check_transform
 
@@ -90,6 +90,8 @@ class BroadSeries:
     why: str
     load: Callable[[], pd.Series]
     """The raw (untransformed) values by period start, without missing values."""
+    note: str = ""
+    """A warning to print with the series (a ``--series`` file's gap: what of the series is kept)."""
 
     def series(self) -> pd.Series:
         """The model-space series: transformed, capped, period starts, ``attrs["frequency"]`` set."""
@@ -333,7 +335,12 @@ _PER_SERIES = ("frequency", "transform", "season_length")
 def series_from_csv(path: Path) -> list[BroadSeries]:
     """Further series for the benchmark, from a long CSV (one row per observation; see
     ``SERIES_COLUMNS``). Dates are period starts of the series' frequency; rows with an empty
-    value are skipped. ValueError names the file, the line and the column of the first problem."""
+    value are skipped. A series with a gap (an empty value, or no row for a period) keeps only
+    its last unbroken stretch, and says so in its ``note``: statsforecast is handed a series by
+    position and PEFM's backtest works by date, so across a gap the two would score different
+    targets, and seasonal models would see the values after it out of phase. Business-daily
+    series are exempt: a missing weekday reads as a holiday, counted by position in both.
+    ValueError names the file, the line and the column of the first problem."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -376,6 +383,7 @@ def _csv_entry(path: Path, series_id: str, rows: pd.DataFrame) -> BroadSeries:
     season = rows["season_length"].iloc[0] or str(freq.periods_per_year if freq in SEASONAL else 1)
     if not (season.isascii() and season.isdigit() and int(season) >= 1):
         raise fail(first, "season_length", f"{season!r} is not a whole number >= 1")
+    empty = rows[rows["value"] == ""]
     rows = rows[rows["value"] != ""]
     if rows.empty:
         raise fail(first, "value", f"{series_id} has no values")
@@ -383,7 +391,7 @@ def _csv_entry(path: Path, series_id: str, rows: pd.DataFrame) -> BroadSeries:
     if (bad := values.isna() | ~np.isfinite(values)).any():
         line = int(rows.loc[bad, "line"].iloc[0])
         raise fail(line, "value", f"{rows.loc[bad, 'value'].iloc[0]!r} is not a finite number")
-    stamps = pd.to_datetime(rows["ds"], errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+    stamps = _dates(rows["ds"])
     if (bad := stamps.isna()).any():
         line = int(rows.loc[bad, "line"].iloc[0])
         raise fail(line, "ds", f"{rows.loc[bad, 'ds'].iloc[0]!r} is not a date (YYYY-MM-DD)")
@@ -396,8 +404,43 @@ def _csv_entry(path: Path, series_id: str, rows: pd.DataFrame) -> BroadSeries:
             raise fail(issues[0].line, column, issues[0].message)
     if (dup := index.duplicated()).any():
         raise fail(int(lines[dup][0]), "ds", f"{index[dup][0]:%Y-%m-%d} appears twice in {series_id}")
-    raw = pd.Series(values.to_numpy(float), index=index)
-    return BroadSeries(series_id, path.name, freq, transform, int(season), "from " + path.name, lambda: raw)
+    raw = pd.Series(values.to_numpy(float), index=index).sort_index()
+    lines = pd.Series(lines, index=index).sort_index().to_numpy()
+    start, note = _last_stretch(series_id, freq, raw.index, lines, empty)
+    raw = raw.iloc[start:]
+    return BroadSeries(series_id, path.name, freq, transform, int(season), "from " + path.name, lambda: raw, note)
+
+
+def _dates(ds: pd.Series) -> pd.Series:
+    """A CSV's ``ds`` column as UTC-naive timestamps (NaT where it is not a date)."""
+    return pd.to_datetime(ds, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+
+
+def _last_stretch(
+    series_id: str, freq: Frequency, index: pd.DatetimeIndex, lines: np.ndarray, empty: pd.DataFrame
+) -> tuple[int, str]:
+    """Where the last unbroken run of periods starts in ``index`` (sorted; ``lines`` are its rows'
+    file lines, ``empty`` the series' rows with no value), and a warning naming the last gap
+    ("" when there is none)."""
+    if freq is Frequency.BUSINESS_DAILY:
+        return 0, ""  # a missing weekday is read as a holiday: both harnesses count sessions
+    breaks = np.flatnonzero(period_end(index[:-1], freq) != index[1:]) + 1
+    if not len(breaks):
+        return 0, ""
+    start = int(breaks[-1])
+    before, after = index[start - 1], index[start]
+    dated = _dates(empty["ds"])  # an empty row's date only names the gap: NaT is not checked
+    inside = empty[(dated > before) & (dated < after)]
+    if len(inside):
+        where = f"line {int(inside['line'].iloc[0])} has no value"
+    else:
+        missing = period_end(index[start - 1 : start], freq)[0]
+        where = f"no row for {missing:%Y-%m-%d} (between lines {lines[start - 1]} and {lines[start]})"
+    count = f"{len(breaks)} gaps, the last: " if len(breaks) > 1 else ""
+    kept = f"{after:%Y-%m-%d}..{index[-1]:%Y-%m-%d}, {len(index) - start} of {len(index)} values"
+    return start, (
+        f"{series_id}: {count}{where}; only its last unbroken stretch is benchmarked, {kept} (from line {lines[start]})"
+    )
 
 
 if __name__ == "__main__":
