@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # The pefm command for the local stack: the rollout API (the default command), the local traffic
 # router (`python -m pefm.local.router --service inference`), migrations, data loading and training.
+# The rollout API loads a canary's two models to measure their divergence and training may fit an
+# mlp, so it has torch: the CPU build, from download.pytorch.org/whl/cpu as its lock names.
 #   docker build -f docker/control.Dockerfile -t ghcr.io/pefm/control:0.1.0 .     (from the repository root)
 # The base is pinned by exact tag; add its digest (python:3.11.14-slim-bookworm@sha256:...) where you pull it.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The monitor function (drift checks; Evidently lives only in this image): func-python's serve(new)
-# on LISTEN_ADDRESS, as kn func runs it.
+# on LISTEN_ADDRESS, as kn func runs it. Every drift check loads the serving model, so it has torch
+# (an mlp model's pickle imports it): the CPU build, from download.pytorch.org/whl/cpu as its lock names.
 #   docker build -f docker/monitor.Dockerfile -t ghcr.io/pefm/monitor:0.1.0 .     (from the repository root)
 # The base is pinned by exact tag; add its digest (python:3.11.14-slim-bookworm@sha256:...) where you pull it.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm

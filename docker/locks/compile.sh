@@ -15,13 +15,21 @@ lock() {
         --generate-hashes --quiet -o "docker/locks/$name.txt"
 }
 
-lock ingest --extra functions
-lock monitor --extra functions --extra drift
-lock dashboard --extra dashboard
-lock control --extra functions --extra local --extra cluster --extra tracking
-lock inference-cuda --extra functions --extra forecasting --extra cluster -c docker/locks/torch-cuda.constraints
+# An image that loads models has torch (the forecasting extra): a pickled mlp model needs it to load.
+# Every one but inference-cuda has torch's CPU build.
 if [ -n "${TORCH_CPU_WHEELS:-}" ]; then torch_source="--find-links $TORCH_CPU_WHEELS"; else torch_source="--torch-backend cpu"; fi
-# shellcheck disable=SC2086  # two words on purpose
-lock inference-cpu --extra functions --extra forecasting --extra cluster -c docker/locks/torch-cpu.constraints $torch_source
-# pip, in the image, must see the CPU index to find torch==X+cpu (its hash pins the very file).
-printf -- '--extra-index-url %s\n%s\n' "$CPU_INDEX" "$(cat docker/locks/inference-cpu.txt)" >docker/locks/inference-cpu.txt
+lock_cpu_torch() {
+    name=$1
+    shift
+    # shellcheck disable=SC2086  # two words on purpose
+    lock "$name" "$@" --extra forecasting -c docker/locks/torch-cpu.constraints $torch_source
+    # pip, in the image, must see the CPU index to find torch==X+cpu (its hash pins the very file).
+    printf -- '--extra-index-url %s\n%s\n' "$CPU_INDEX" "$(cat "docker/locks/$name.txt")" >"docker/locks/$name.txt"
+}
+
+lock ingest --extra functions
+lock_cpu_torch monitor --extra functions --extra drift
+lock dashboard --extra dashboard
+lock_cpu_torch control --extra functions --extra local --extra cluster --extra tracking
+lock inference-cuda --extra functions --extra forecasting --extra cluster -c docker/locks/torch-cuda.constraints
+lock_cpu_torch inference-cpu --extra functions --extra cluster

@@ -196,7 +196,8 @@ def test_each_service_connects_as_its_own_role_and_only_the_trainer_signs():
     """Guards least privilege: only the one-shot init (the migrator) connects as the owner and sets
     the component roles' passwords (every role pefm.storage.roles creates); every other service
     connects as its component's role with that role's password from .env; only what trains holds
-    the signing key, and every process that loads models (inference revisions, monitor) the public key."""
+    the signing key, and every process that loads models (inference revisions, monitor, and what trains,
+    whose gates load the serving model) the public keys."""
     from pefm.storage.roles import COMPONENTS
 
     with_url = {name for name, s in services().items() if "PEFM_DATABASE_URL" in (s.get("environment") or {})}
@@ -224,6 +225,7 @@ def test_each_service_connects_as_its_own_role_and_only_the_trainer_signs():
         name for name, s in services().items() if dockerfile(s) and dockerfile(s).stem in ("inference", "monitor")
     }
     assert loaders >= {"inference-blue", "inference-green", "inference-gpu", "monitor"}
+    loaders |= trainers  # a trainer's gates load the serving model, which an older key may have signed
     for name in loaders:
         keys = str(services()[name]["environment"].get("PEFM_VERIFY_KEYS", ""))
         assert VARIABLE.fullmatch(keys), f"{name} loads models but has no PEFM_VERIFY_KEYS from .env"

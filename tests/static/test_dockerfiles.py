@@ -368,7 +368,9 @@ def test_every_lock_covers_pyproject_and_its_extras(lock):
     missing = [r for r in wanted if canonicalize_name(Requirement(r).name) not in pinned]
     assert not missing, f"{lock.name} lacks {missing}: run docker/locks/compile.sh"
     script = (LOCKS / "compile.sh").read_text()
-    assert re.search(rf"^lock {lock.stem}\b", script, re.MULTILINE), f"compile.sh does not make {lock.name}"
+    assert re.search(rf"^lock(_cpu_torch)? {lock.stem}\b", script, re.MULTILINE), (
+        f"compile.sh does not make {lock.name}"
+    )
 
 
 def test_the_locks_pin_httpx_for_the_router_probes_and_ingest():
@@ -385,4 +387,27 @@ def test_the_two_torch_builds():
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (LOCKS / "inference-cpu.txt").read_text()
     assert "+" not in cuda["torch"][0] and [n for n in cuda if n.startswith("nvidia-")]
     assert cpu["torch"][0].removesuffix("+cpu") == cuda["torch"][0]
-    assert "torch" not in lock_entries(LOCKS / "control.txt"), "torch belongs in the inference image only"
+
+
+# The locks of the images that load models: the inference revisions; the monitor (every drift check
+# loads the serving model); control (compose's rollout API loads a canary's two models to measure
+# their divergence, and `pefm train` runs in compose's init). Unpickling an mlp model imports torch.
+MODEL_LOADERS = {"inference-cpu", "inference-cuda", "monitor", "control"}
+
+
+@pytest.mark.parametrize("lock", locks(), ids=lambda p: p.name)
+def test_torch_is_in_every_image_that_loads_models(lock):
+    """Guards the images against a ModuleNotFoundError on an mlp model (the monitor's drift checks
+    were one 500 each, and compose's rollout API could not measure an mlp canary): the locks of the
+    images that load models pin torch, the CPU build (+cpu, with the CPU index for pip) in all but
+    inference-cuda, the same version everywhere; the others have none."""
+    entries = lock_entries(lock)
+    if lock.stem not in MODEL_LOADERS:
+        assert "torch" not in entries, f"{lock.name}: its image loads no model and needs no torch"
+        return
+    assert "torch" in entries, f"{lock.name}: its image loads models, and an mlp model needs torch"
+    version = lock_entries(LOCKS / "inference-cpu.txt")["torch"][0]
+    if lock.stem != "inference-cuda":
+        assert entries["torch"][0] == version and version.endswith("+cpu"), (lock.name, entries["torch"])
+        assert not [n for n in entries if n.startswith("nvidia-")], f"{lock.name}: CUDA libraries in a CPU image"
+        assert lock.read_text().startswith("--extra-index-url https://download.pytorch.org/whl/cpu\n"), lock.name

@@ -372,10 +372,27 @@ def test_the_cache_secret_holds_a_key_of_its_own_for_the_entries() -> None:
     tags the entries the inference revisions keep there."""
     data = resource(DATA, "kubernetes_secret_v1.cache")["data"]
     assert set(data) == {"password", "url", "entry-key"}
-    assert data["entry-key"] == "${random_password.cache_entry_key.result}"
-    assert "random_password.cache.result" in data["url"] and "cache_entry_key" not in data["url"]
+    assert data["entry-key"] == "${random_password.cache_entry_key[0].result}"
+    assert "random_password.cache[0].result" in data["url"] and "cache_entry_key" not in data["url"]
     key = resource(DATA, "random_password.cache_entry_key")
     assert key["length"] >= 32 and key["special"] is False
+
+
+def test_the_cache_secret_exists_only_where_the_cache_is_deployed() -> None:
+    """Guards the cache's optionality (issue: the Secret was always made): the functions take
+    pefm-cache's url to mean the cache runs and never fall back from it, so a cluster without
+    knative/cache must get no such Secret. It and its passwords exist only with deploy_cache, which
+    every example and the platform module pass on, and whose default matches the deploy guide:
+    true, and terraform/README.md applies knative/cache."""
+    for address in ("kubernetes_secret_v1.cache", "random_password.cache", "random_password.cache_entry_key"):
+        assert resource(DATA, address).get("count") == "${var.deploy_cache ? 1 : 0}", f"{address} ignores deploy_cache"
+    assert blocks(DATA, "variable")["deploy_cache"]["type"] == "bool"
+    callers = {folder: "data" for folder in [MODULES / "platform"]} | {e: "platform" for e in EXAMPLES.iterdir()}
+    for folder, module in callers.items():
+        assert blocks(folder, "module")[module].get("deploy_cache") == "${var.deploy_cache}", folder.name
+        assert default_of(folder, "deploy_cache") is True, folder.name
+    guide = (TERRAFORM / "README.md").read_text()
+    assert "kubectl apply -k ../../../knative/cache" in guide, "the deploy guide no longer applies the cache"
 
 
 def test_database_roles_and_the_signing_key() -> None:

@@ -670,9 +670,10 @@ def test_cd_jobs_render_to_valid_objects_beside_the_manifests(tmp_path):
 # the private signing key only where something trains, the public key where models are loaded.
 SECRET_KEYS = {
     "pefm-bootstrap": ({"url", "*-password"}, {"private"}),
-    "pefm-retrain": ({"trainer-url"}, {"private"}),
-    "pefm-retrain-on-drift": ({"trainer-url"}, {"private"}),
-    "pefm-cd": ({"trainer-url"}, {"private"}),
+    # what trains also gates against the serving model, which a key retired by a rotation may have signed
+    "pefm-retrain": ({"trainer-url"}, {"private", "public"}),
+    "pefm-retrain-on-drift": ({"trainer-url"}, {"private", "public"}),
+    "pefm-cd": ({"trainer-url"}, {"private", "public"}),
     "pefm-inference": ({"inference-url"}, {"public"}),
     "pefm-monitor": ({"monitor-url"}, {"public"}),
     "pefm-ingest": ({"ingest-url"}, set()),
@@ -716,8 +717,8 @@ def test_each_workload_reads_only_its_own_database_role_and_signing_key():
     (pefm-database url) or the roles' passwords, which it sets as PEFM_ROLE_PASSWORD_<COMPONENT> on every
     role pefm creates; every other workload reads exactly its role's <component>-url as PEFM_DATABASE_URL;
     only what trains reads pefm-signing's private key (PEFM_SIGNING_KEY), and every workload that loads
-    models (inference, GPU revisions included, the monitor and the rollout API) its public key
-    (PEFM_VERIFY_KEYS)."""
+    models (inference, GPU revisions included, the monitor, the rollout API, and the retrain CronJobs and
+    CD's Jobs, whose gating loads the serving model) its public key (PEFM_VERIFY_KEYS)."""
     from pefm.storage.roles import COMPONENTS
 
     reads = cluster_reads()

@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hcl2
 import pytest
 import yaml
 
 from pefm.knative.core_rules import KUBERNETES_VERSION
+from pefm.knative.documents import is_knative_service, pod_template, selector_matches
 from pefm.knative.validate import (
     CrdSchemas,
     default_crds,
@@ -248,6 +250,61 @@ def test_the_rollout_api_is_reachable_from_flagger_at_the_canary_urls(base):
     ]
     hooks = find(base, "Canary", "pefm-inference")["spec"]["analysis"]["webhooks"]
     assert hooks and all(h["url"].startswith("http://pefm-rollout.pefm/v1/flagger/") for h in hooks)
+
+
+def monitoring_namespace() -> str:
+    """Where terraform/modules/monitoring runs kube-prometheus-stack: its namespace variable's default
+    (python-hcl2 keeps HCL's quotes)."""
+    variables = hcl2.loads((ROOT / "terraform/modules/monitoring/variables.tf").read_text())["variable"]
+    [default] = [body['"namespace"']["default"] for body in variables if '"namespace"' in body]
+    return default.strip('"')
+
+
+QUEUE_PROXY_USER_METRICS = 9091  # Knative's http-usermetric port, the monitoring module's PodMonitor scrapes it
+
+
+def admits(policy: dict, namespace: str, port: int) -> bool:
+    """Whether one NetworkPolicy lets pods of ``namespace`` (any pod there) connect to ``port``."""
+    for rule in policy["spec"].get("ingress") or []:
+        peers = rule.get("from")
+        peer_ok = not peers or any(
+            "namespaceSelector" in peer
+            and not peer.get("podSelector")
+            and selector_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+            for peer in peers
+        )
+        ports = rule.get("ports")
+        if peer_ok and (not ports or any(p.get("port") == port for p in ports)):
+            return True
+    return False
+
+
+def test_prometheus_reaches_every_pod_it_is_told_to_scrape(base):
+    """Guards the scrapes against the NetworkPolicies: every pod annotated prometheus.io/scrape that an
+    Ingress policy guards admits Prometheus's namespaces on its prometheus.io/port, and a Knative
+    revision's also the monitoring module's on the queue-proxy's metrics port (the monitor's policy
+    once admitted only Knative's data path: its drift gauges were a target forever down)."""
+    policies = [d for d in base if d["kind"] == "NetworkPolicy" and "Ingress" in d["spec"].get("policyTypes", [])]
+    monitoring = monitoring_namespace()
+    prometheus = {monitoring, "flagger-system"}  # the latter: the Prometheus of Flagger's own Knative install
+    scraped = set()
+    for doc in base:
+        found = pod_template(doc)
+        template = doc.get("spec", {}).get("template", {})
+        annotations = template.get("metadata", {}).get("annotations", {})
+        if not found or annotations.get("prometheus.io/scrape") != "true":
+            continue
+        scraped.add(doc["metadata"]["name"])
+        guarding = [p for p in policies if selector_matches(p["spec"]["podSelector"], found[1])]
+        wanted = {(ns, int(annotations["prometheus.io/port"])) for ns in prometheus}
+        if is_knative_service(doc):
+            wanted.add((monitoring, QUEUE_PROXY_USER_METRICS))
+        for namespace, port in sorted(wanted):
+            assert not guarding or any(admits(p, namespace, port) for p in guarding), (
+                f"{doc['kind']}/{doc['metadata']['name']}: NetworkPolicy "
+                f"{[p['metadata']['name'] for p in guarding]} drops Prometheus's scrapes from {namespace} on {port}"
+            )
+    assert {"pefm-monitor", "pefm-inference", "pefm-rollout"} <= scraped, scraped
 
 
 def test_the_retrain_cronjobs_are_single_flight_and_the_bootstrap_job_applies(base):

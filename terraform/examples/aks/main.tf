@@ -102,6 +102,7 @@ module "platform" {
   gpu_node_selector    = module.cluster.gpu_node_selector
   gpu_node_taint       = module.cluster.gpu_node_taint
   domain               = var.domain
+  deploy_cache         = var.deploy_cache
   managed_database_url = var.managed_database_url
   registry_username    = var.registry_username
   registry_token       = var.registry_token

@@ -62,3 +62,9 @@ variable "github_environment" {
   description = "GitHub Actions environment of the deploying jobs; only their tokens (subject repo:OWNER/NAME:environment:ENV) are trusted."
   default     = "production"
 }
+
+variable "deploy_cache" {
+  type        = bool
+  description = "Whether you apply knative/cache (the shared Valkey cache): false when you skip it, so that no Secret pefm-cache points the functions at a cache that is not there."
+  default     = true
+}

@@ -67,3 +67,9 @@ variable "github_oidc_provider_arn" {
   description = "ARN of the account's existing IAM OIDC provider for token.actions.githubusercontent.com; null creates it (an account holds one per URL)."
   default     = null
 }
+
+variable "deploy_cache" {
+  type        = bool
+  description = "Whether you apply knative/cache (the shared Valkey cache): false when you skip it, so that no Secret pefm-cache points the functions at a cache that is not there."
+  default     = true
+}

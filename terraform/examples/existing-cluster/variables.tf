@@ -69,3 +69,9 @@ variable "install_nvidia_device_plugin" {
   description = "Install NVIDIA's device plugin (Helm); null: no, as NVIDIA's GPU operator runs its own. Set true on GPU nodes without the operator."
   default     = null
 }
+
+variable "deploy_cache" {
+  type        = bool
+  description = "Whether you apply knative/cache (the shared Valkey cache): false when you skip it, so that no Secret pefm-cache points the functions at a cache that is not there."
+  default     = true
+}

@@ -143,9 +143,9 @@ resource "kubernetes_secret_v1" "database" {
 }
 
 # The artifact signing key (PEFM_SIGNING_KEY of the bootstrap Job, the retrain CronJobs and CD's
-# Jobs) and the public keys the inference revisions, the monitor and the rollout API accept
-# (PEFM_VERIFY_KEYS): the generated one, then previous_verify_keys while a rotation retires the
-# models signed before it.
+# Jobs) and the public keys the inference revisions, the monitor, the rollout API, the retrain
+# CronJobs and CD's Jobs accept (PEFM_VERIFY_KEYS; the Jobs gate against the serving model): the
+# generated one, then previous_verify_keys while a rotation retires the models signed before it.
 # The private key lives in the Terraform state, like every other secret here: keep the state private.
 resource "tls_private_key" "signing" {
   algorithm = "ED25519"
@@ -178,27 +178,31 @@ resource "kubernetes_secret_v1" "tokens" {
 
 # The cache (knative/cache, applied with `kubectl apply -k knative/cache`): the Valkey server's
 # password, the URL the inference revisions and ingest reach it at, and the key only the inference
-# revisions read, which tags every entry they keep there. Without the cache the Secret is unused and
-# every function caches in its own memory.
+# revisions read, which tag every entry they keep there. Made only with deploy_cache: the functions
+# take a URL here to mean the cache runs, and with no server behind it they would cache nothing and
+# limit no rate (a failed lookup every 2 s) instead of caching in their own memory.
 resource "random_password" "cache" {
+  count   = var.deploy_cache ? 1 : 0
   length  = 40
   special = false
 }
 
 resource "random_password" "cache_entry_key" {
+  count   = var.deploy_cache ? 1 : 0
   length  = 64
   special = false
 }
 
 resource "kubernetes_secret_v1" "cache" {
+  count = var.deploy_cache ? 1 : 0
   metadata {
     name      = "pefm-cache"
     namespace = kubernetes_namespace_v1.pefm.metadata[0].name
   }
   data = {
-    password    = random_password.cache.result
-    "entry-key" = random_password.cache_entry_key.result
-    url         = "redis://:${random_password.cache.result}@pefm-cache.${kubernetes_namespace_v1.pefm.metadata[0].name}.svc.cluster.local:6379/0"
+    password    = random_password.cache[0].result
+    "entry-key" = random_password.cache_entry_key[0].result
+    url         = "redis://:${random_password.cache[0].result}@pefm-cache.${kubernetes_namespace_v1.pefm.metadata[0].name}.svc.cluster.local:6379/0"
   }
 }
 

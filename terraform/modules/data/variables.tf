@@ -1,6 +1,6 @@
 variable "namespace" {
   type        = string
-  description = "Namespace of PEFM's Knative Services (knative/base puts them in pefm); it gets the pefm-database, pefm-tokens and pefm-signing Secrets (and the image pull Secret when registry_username is set)."
+  description = "Namespace of PEFM's Knative Services (knative/base puts them in pefm); it gets the pefm-database, pefm-tokens and pefm-signing Secrets (and pefm-cache with deploy_cache, the image pull Secret when registry_username is set)."
   default     = "pefm"
 }
 
@@ -18,8 +18,14 @@ variable "managed_database_url" {
 
 variable "previous_verify_keys" {
   type        = list(string)
-  description = "Public keys (PEM or base64 of the raw 32 bytes) the inference revisions and the monitor still accept besides the generated signing key's, in the pefm-signing Secret's public key: after the signing key is replaced, the old one's, until every model signed with it is retired or signed again (`pefm models sign`)."
+  description = "Public keys (PEM or base64 of the raw 32 bytes) the inference revisions, the monitor, the rollout API, the retrain CronJobs and CD's Jobs still accept besides the generated signing key's, in the pefm-signing Secret's public key: after the signing key is replaced, the old one's, until every model signed with it is retired or signed again (`pefm models sign`)."
   default     = []
+}
+
+variable "deploy_cache" {
+  type        = bool
+  description = "Whether the cluster runs the shared cache, knative/cache (`kubectl apply -k knative/cache`, a step of the deploy guide): true makes Secret pefm-cache (the Valkey password; the URL the inference revisions and ingest reach it at; the key the inference revisions tag its entries with). false makes none, and the functions cache in their own memory, without shared rate limits. Set false when knative/cache is not applied: given the Secret's URL, the functions use that cache and never fall back to their own memory, so with no server there they cache nothing and limit no rate."
+  default     = true
 }
 
 variable "install_cnpg_operator" {

@@ -26,6 +26,7 @@ module "data" {
   registry_username        = var.registry_username
   registry_token           = var.registry_token
   previous_verify_keys     = var.previous_verify_keys
+  deploy_cache             = var.deploy_cache
 }
 
 module "monitoring" {

@@ -98,3 +98,9 @@ variable "previous_verify_keys" {
   description = "Public keys still accepted for model artifacts besides the generated signing key's, while a replaced key's models are retired (see modules/data)."
   default     = []
 }
+
+variable "deploy_cache" {
+  type        = bool
+  description = "Whether the cluster runs knative/cache (`kubectl apply -k knative/cache`): true makes Secret pefm-cache; false makes none, so the functions cache in their own memory (see modules/data)."
+  default     = true
+}
