@@ -228,18 +228,28 @@ class DriftGauges:
             "pefm_drift_detected", "1 when the series drifted in the latest check", ["series_id"], registry=registry
         )
         self.breach = Gauge("pefm_drift_breach", "1 when the latest check was a policy breach", registry=registry)
+        self._shown: tuple[set[tuple[str, ...]], set[tuple[str, ...]]] = (set(), set())
+        """The label sets of ``detected`` and ``score`` the last check set."""
 
     def show(self, series: dict[str, Any], breach: bool) -> None:
-        """A check's series and signals only: not an older model's."""
-        self.detected.clear()
-        self.score.clear()
+        """A check's series and signals only: not an older model's. The new values are set before
+        the label sets the check no longer has are removed, so a scrape in between sees the old
+        check's or the new one's, never none (clearing first had left a moment with no series)."""
+        detected: dict[tuple[str, ...], float] = {}
+        scored: dict[tuple[str, ...], float] = {}
         for series_id, entry in series.items():
-            self.detected.labels(series_id).set(1.0 if entry["drifted"] else 0.0)
+            detected[series_id,] = 1.0 if entry["drifted"] else 0.0
             for feature in entry["input"]:
                 if feature["score"] is not None:
-                    self.score.labels(series_id, feature["feature"]).set(feature["score"])
+                    scored[series_id, feature["feature"]] = feature["score"]
             if (entry.get("accuracy") or {}).get("ratio") is not None:
-                self.score.labels(series_id, "accuracy_ratio").set(entry["accuracy"]["ratio"])
+                scored[series_id, "accuracy_ratio"] = entry["accuracy"]["ratio"]
+        for gauge, values, before in ((self.detected, detected, self._shown[0]), (self.score, scored, self._shown[1])):
+            for labels, value in values.items():
+                gauge.labels(*labels).set(value)
+            for labels in before - values.keys():
+                gauge.remove(*labels)
+        self._shown = (set(detected), set(scored))
         self.breach.set(1.0 if breach else 0.0)
 
 
