@@ -98,6 +98,19 @@ def public_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def scrubbed(text: str, uri: str) -> str:
+    """``text`` (an error's message) without the password of ``uri``, as written or URL-quoted,
+    and with ``uri`` itself shown as ``public_uri``: MLflow's and httpx's messages may quote the
+    URL they were given."""
+    from urllib.parse import unquote, urlsplit
+
+    text = text.replace(uri, public_uri(uri))
+    if password := urlsplit(uri).password:
+        for secret in {password, unquote(password)}:
+            text = text.replace(secret, "***")
+    return text
+
+
 def check_reachable(tracking_uri: str, timeout: float = PROBE_TIMEOUT) -> None:
     """Raise ``TrackingUnavailable`` unless PEFM can talk to MLflow at ``tracking_uri``: the client
     is installed (``require_client``) and, for an http(s) URI, the server's ``/health`` answers
@@ -113,7 +126,8 @@ def check_reachable(tracking_uri: str, timeout: float = PROBE_TIMEOUT) -> None:
         status = httpx.get(url, timeout=timeout).status_code
     except httpx.HTTPError as exc:
         raise TrackingUnavailable(
-            f"MLflow at {public_uri(tracking_uri)} is unreachable ({type(exc).__name__}: {str(exc) or 'no answer'})"
+            f"MLflow at {public_uri(tracking_uri)} is unreachable "
+            f"({type(exc).__name__}: {scrubbed(str(exc), tracking_uri) or 'no answer'})"
         ) from None
     if status >= 500:
         shown = public_uri(tracking_uri)
@@ -251,7 +265,8 @@ class Mirror:
 
             if isinstance(exc, psycopg.Error):
                 raise
-            log.warning("MLflow mirror not updated (%s: %s); retrying later", type(exc).__name__, exc)
+            why = scrubbed(str(exc), self.tracking_uri)
+            log.warning("MLflow mirror not updated (%s: %s); retrying later", type(exc).__name__, why)
             return
         if report.runs_created or report.versions_created:
             log.info("MLflow mirror: runs for %s", ", ".join(report.runs_created) or "none")

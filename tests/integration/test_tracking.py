@@ -312,6 +312,19 @@ def test_a_backtest_stored_later_is_announced(conn, schema_url):
     assert heard == ["model_versions"]
 
 
+def test_an_error_message_never_carries_the_tracking_password():
+    """MLflow's and httpx's messages may quote the URL they were given; every message PEFM prints
+    or logs of them goes through ``scrubbed``."""
+    from pefm.tracking import scrubbed
+
+    uri = "http://mirror:p%40ss@mlflow.internal:5000"
+    text = f"API request to {uri}/api/2.0/mlflow/runs/create failed (credentials p@ss refused)"
+    said = scrubbed(text, uri)
+    assert "p@ss" not in said and "p%40ss" not in said and "mirror:" not in said
+    assert said.startswith("API request to http://mlflow.internal:5000/api/2.0/") and "credentials *** refused" in said
+    assert scrubbed("nothing secret", "http://mlflow.internal:5000") == "nothing secret"
+
+
 def test_metric_keys_never_prefix_one_another():
     """A pooled ``unemp/rmse`` was the prefix of ``unemp/rmse/h1`` (a file store keeps the first
     as a file, so the second failed, and every sync with it), and a series named ``median``

@@ -25,7 +25,7 @@ def sync_command(
     challenger (under rollout). MLflow away, refusing, or its client not installed: one red line
     and exit code 1 (with --follow: a warning, and the mirror retries)."""
     from pefm.config import get_settings
-    from pefm.tracking import Mirror, TrackingUnavailable, public_uri, require_client, sync
+    from pefm.tracking import Mirror, TrackingUnavailable, public_uri, require_client, scrubbed, sync
 
     uri = get_settings().mlflow_tracking_uri
     if not uri:
@@ -52,7 +52,7 @@ def sync_command(
                 error(str(exc))
                 raise typer.Exit(1) from None
             except MlflowException as exc:  # refusing a call, or gone part-way through (retries spent)
-                error(f"MLflow at {public_uri(uri)} failed the sync: {exc.message}")
+                error(f"MLflow at {public_uri(uri)} failed the sync: {scrubbed(exc.message, uri)}")
                 raise typer.Exit(1) from None
     console.print(
         f"MLflow at {public_uri(uri)}: {len(report.runs_created)} runs and "
