@@ -391,14 +391,13 @@ def models_promote(version: str) -> None:
     from pefm.storage.model_versions import get_version
     from pefm.storage.signing import ArtifactSignatureError, trusted_keys
 
-    settings = get_settings()
     # locally the traffic is checked after (on a cluster Flagger's canary moves it); a spec it cannot read: before
-    service = None if settings.knative_namespace else RolloutSpec.configured().service
+    service = None if get_settings().knative_namespace else RolloutSpec.configured().service
     with open_db() as db:
         with db.connection() as conn:
             get_version(conn, version)  # an unknown id says so, not that its signature is missing
             try:  # every revision and the monitor would refuse it: the registry would name what none serves
-                verified_artifact(conn, version, trusted_keys(settings))
+                verified_artifact(conn, version, trusted_keys(get_settings()))  # with the embedded server's keys
             except (ArtifactSignatureError, ArtifactIntegrityError) as exc:
                 raise type(exc)(f"{version} is not promoted: {exc}") from None
             retired = promote(conn, version)
