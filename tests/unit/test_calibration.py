@@ -236,3 +236,20 @@ def test_flat_data_keep_every_model_finite_and_the_ensemble_fits(caplog):
     ensemble = make_model("ensemble").fit(half)
     assert "ar" not in ensemble.members_ and "naive" in ensemble.members_
     assert np.isfinite(ensemble.predict(3)[["lo-95", "hi-95"]].to_numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["ets", "ensemble"])
+def test_a_rise_after_a_flat_stretch_keeps_intervals_as_wide_as_the_naive_models(name: str):
+    """A rate held at its floor for 100 months, then raised (US fed funds 2009-2015): ETS fitted
+    on the flat stretch reports a scale of some 1e-16 (rounding's zero), not 0, and the ensemble
+    weighs it in; the errors once the rate rises, divided by it, were scores of 1e17, and the
+    95% intervals some 1e16 wide. Such a scale gives no score: the intervals stay within a small
+    multiple of the naive model's."""
+    values = np.r_[np.full(100, 0.25), 0.5 + 0.13 * np.arange(4)]
+    y = pd.Series(values, index=pd.date_range("2000-01-01", periods=len(values), freq="MS"))
+    naive = make_model("naive").fit(y).predict(8)
+    forecast = make_model(name).fit(y).predict(8)
+    width = (forecast["hi-95"] - forecast["lo-95"]).to_numpy()
+    reference = (naive["hi-95"] - naive["lo-95"]).to_numpy()
+    assert np.isfinite(width).all() and (width > 0).all()
+    assert (width <= 3 * reference).all(), f"{name}: {width} against the naive model's {reference}"

@@ -13,7 +13,15 @@ Normalized (locally weighted) split conformal on rolling-origin errors, run by
    backtest its weights come from: ``_calibration_forecasts``, see ``models/ensemble.py``.)
 3. Each error is divided by the probe's own forecast scale at that origin and step (the
    half-width of its 80% interval over z_0.90, its "standard deviation"): the score
-   ``|y - mean| / s``, kept per series and step.
+   ``|y - mean| / s``, kept per series and step. A scale of at most ``NEGLIGIBLE`` (a
+   millionth) of the series' typical change (its mean absolute first difference over the data
+   calibrated on) says nothing, and gives no score: it is a zero left over from rounding (a
+   probe fitted on a stretch of constant data, a rate held at its floor, reports some 1e-16 of
+   the level where it means 0), and an error divided by it, once the data move, is a score of
+   1e17 that the fitted model's real scale would turn into an interval as wide. A model's
+   genuine scale is a fair fraction of the typical change (a random walk's is about it). With
+   fewer than ``MIN_ORIGINS / 2`` scores left at some step, the model's own intervals stand, as
+   for a scale of exactly 0.
 4. A forecast's interval at level L and step k is ``mean -/+ q * s_k``: ``s_k`` the fitted
    model's own scale, ``q`` the ``ceil((m + 1) L / 100)``-th smallest of step k's ``m`` scores
    (the finite-sample conformal quantile). Steps past ``H`` use step H's scores; a level beyond
@@ -52,6 +60,8 @@ HORIZON = 8
 """Steps calibrated: what backtests, gates and the benchmark score (h = 1..8)."""
 MAX_ORIGINS = 250
 MIN_ORIGINS = 16
+NEGLIGIBLE = 1e-6
+"""A probe's scale at most this fraction of the series' mean absolute change is no information."""
 _Z80 = 1.2815515655446004  # norm.ppf(0.90)
 
 
@@ -157,12 +167,14 @@ def calibrate(model: BaseForecaster, values: np.ndarray) -> Calibration | None:
         log.warning("%s: no calibration, its own intervals stand (the probe failed: %s)", model.name, exc)
         return None
     actual = outcomes(values, origins, steps)  # (origins, steps, series)
+    typical = np.nanmean(np.abs(np.diff(values.reshape(n, -1), axis=0)), axis=0)  # per series
+    scales = np.where(scales > NEGLIGIBLE * typical, scales, np.nan)  # rounding's zeros: no score
     with np.errstate(invalid="ignore", divide="ignore"):
         errors = (actual - means) / scales
         running = np.cumsum(actual - means, axis=1) / np.sqrt(np.cumsum(scales**2, axis=1))
     errors[~np.isfinite(errors)] = np.nan
     running[~np.isfinite(running)] = np.nan
-    if (np.isfinite(errors).sum(axis=0) < MIN_ORIGINS // 2).any():  # a probe whose scale was 0 (flat data)
+    if (np.isfinite(errors).sum(axis=0) < MIN_ORIGINS // 2).any():  # a probe whose scale was ~0 (flat data)
         log.warning("%s: no calibration, its own intervals stand (too few finite scores)", model.name)
         return None
     return Calibration(errors, running)
