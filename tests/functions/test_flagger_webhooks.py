@@ -696,3 +696,96 @@ def test_an_operators_rollback_waits_for_flagger_when_the_canary_carries_traffic
     assert answer.status_code == 200 and answer.json()["phase"] != "Failed", answer.text
     assert status_of(fresh, "same") == "candidate"
     assert hook(fresh, "rollback", "c25").status_code == 200  # Flagger's gate opens: it rolls back
+
+
+def test_a_canarys_service_or_revision_gone_is_a_404_naming_it_not_a_500(fresh, monkeypatch):
+    """The Kubernetes API's 404 for the Canary's target Service, or for a revision Knative had
+    collected, escaped as a raw ApiException: a 500 with a traceback. An operator's action on a
+    rollout whose Canary was deleted was one too."""
+    from kubernetes.client.exceptions import ApiException
+
+    names, api = fresh["names"], fresh["api"]
+    api.route(names["blue"], "pefm-inference-00099")  # a revision the API no longer has
+    gone = hook(fresh, "confirm-rollout", "c30")
+    assert gone.status_code == 404 and gone.json()["details"] == [
+        {"field": "name", "message": f"no Knative Revision pefm/pefm-inference-00099 (for the Canary pefm/{SERVICE})"}
+    ], gone.text
+    api.route(names["blue"], names["same"])
+    rollout_id = hook(fresh, "confirm-rollout", "c30").json()["rollout"]
+    service = api.objects.pop(("services", SERVICE))
+    try:
+        gone = hook(fresh, "confirm-traffic-increase", "c30")
+    finally:
+        api.objects[("services", SERVICE)] = service
+    assert gone.status_code == 404 and f"no Knative Service pefm/{SERVICE}" in gone.json()["error"], gone.text
+
+    patch = api.patch_namespaced_custom_object
+
+    def as_the_api_server(group, version, namespace, plural, name, body):  # the fake's KeyError: a 404
+        if (plural, name) not in api.objects:
+            raise ApiException(status=404, reason="Not Found")
+        return patch(group, version, namespace, plural, name, body)
+
+    monkeypatch.setattr(api, "patch_namespaced_custom_object", as_the_api_server)
+    canary = api.objects.pop(("canaries", SERVICE))
+    try:
+        act = f"{fresh['url']}/v1/rollouts/{rollout_id}/pause"
+        paused = httpx.post(act, headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+    finally:
+        api.objects[("canaries", SERVICE)] = canary
+    assert paused.status_code == 409 and paused.json()["error"] == f"no Canary pefm/{SERVICE}", paused.text
+
+
+def _post_rollouts(cluster, rollout_id: int) -> int:
+    with cluster["db"].connection() as conn:
+        return conn.execute(
+            "SELECT count(*) FROM rollout_events WHERE action = 'post-rollout' AND rollout_id = %s", (rollout_id,)
+        ).fetchone()[0]
+
+
+def test_the_event_reporting_a_promotion_settles_the_rollout_when_its_post_rollout_was_lost(fresh):
+    """Flagger calls post-rollout once (with a few retries): with the rollout API away meanwhile,
+    the rollout stayed Progressing, the registry kept blue while the cluster served green, and
+    `pefm status` failed until the next revision. Flagger's event of the promotion (the Canary's
+    phase Succeeded) settles it as post-rollout would; a late post-rollout changes nothing."""
+    names, versions = fresh["names"], fresh["versions"]
+    with fresh["db"].connection() as conn:  # as nothing settled it yet
+        conn.execute("UPDATE model_versions SET status = 'candidate' WHERE id = %s", (versions["same"],))
+    fresh["api"].route(names["blue"], names["same"])
+    rollout_id = hook(fresh, "confirm-rollout", "c31").json()["rollout"]
+    hook(fresh, "event", "c31", eventMessage="Advance pefm-inference.pefm canary weight 10", eventType="Normal")
+    early = hook(fresh, "event", "c31", phase="Succeeded", eventMessage="Confirm-rollout check passed")
+    assert early.status_code == 200 and status_of(fresh, "same") == "candidate"  # the primary is still blue
+    fresh["api"].route(names["same"], names["same"])  # Flagger promoted; its post-rollout never came
+    message = "Promotion completed! Scaling down pefm-inference.pefm"
+    assert hook(fresh, "event", "c32", phase="Succeeded", eventMessage=message).status_code == 200
+    rollout = httpx.get(f"{fresh['url']}/v1/rollouts/{rollout_id}").json()
+    assert (rollout["phase"], rollout["weight"]) == ("Succeeded", 100), rollout
+    assert status_of(fresh, "same") == "serving" and status_of(fresh, "blue") == "retired"
+    assert _post_rollouts(fresh, rollout_id) == 1  # what `pefm rollout start --watch` waits for
+    late = hook(fresh, "post-rollout", "c32", phase="Succeeded")
+    assert late.status_code == 200 and "already settled" in late.json()["reason"], late.text
+    assert _post_rollouts(fresh, rollout_id) == 1
+
+
+def test_flaggers_rollback_event_settles_the_rollout_and_a_stale_failed_phase_does_not(fresh):
+    """An event carries the Canary's phase as Flagger holds it: after a failed rollout, the events
+    about the next revision's confirm-rollout still say Failed, and must not fail the new rollout
+    (it runs against the same primary). Flagger's event of its rollback ends one as Failed."""
+    names, versions = fresh["names"], fresh["versions"]
+    with fresh["db"].connection() as conn:
+        conn.execute("UPDATE model_versions SET status = 'candidate' WHERE id = %s", (versions["same"],))
+    fresh["api"].route(names["blue"], names["same"])
+    rollout_id = hook(fresh, "confirm-rollout", "c33").json()["rollout"]
+    stale = hook(
+        fresh, "event", "c33", phase="Failed", eventMessage="Confirm-rollout check pefm-confirm-rollout passed"
+    )
+    assert stale.status_code == 200 and stale.json()["rollout"] == rollout_id, stale.text
+    assert httpx.get(f"{fresh['url']}/v1/rollouts/{rollout_id}").json()["phase"] == "Initializing"
+    message = "Canary failed! Scaling down pefm-inference.pefm"
+    assert hook(fresh, "event", "c33", phase="Failed", eventMessage=message, eventType="Warning").status_code == 200
+    assert httpx.get(f"{fresh['url']}/v1/rollouts/{rollout_id}").json()["phase"] == "Failed"
+    assert status_of(fresh, "same") == "rejected" and status_of(fresh, "blue") == "serving"
+    late = hook(fresh, "post-rollout", "c33", phase="Failed")  # Flagger's, after it scaled the canary down
+    assert late.status_code == 200 and "already settled" in late.json()["reason"], late.text
+    assert _post_rollouts(fresh, rollout_id) == 1

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from pefm.config import Settings
 from pefm.data.fields import CONTROL_CHARS
 from pefm.rollout.analysis import Phase
-from pefm.rollout.cluster import ClusterUnavailable
+from pefm.rollout.cluster import ClusterUnavailable, NotFound
 from pefm.rollout.controller import RolloutBusy, RolloutConflict, RolloutController, RolloutError, UnknownRevision
 from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator, Payload, WebhookError, authorized
@@ -83,13 +83,14 @@ class RolloutMetrics:
 @contextmanager
 def refusals_answered() -> Iterator[None]:
     """What the controller and the cluster refuse with, as API answers: the rollout's lock busy ->
-    503 (retry in a second), any other refusal -> 409, the Kubernetes API away -> 503 (a gate stays
+    503 (retry in a second), any other refusal -> 409 (an object the cluster no longer has among
+    them: a Flagger rollout whose Canary was deleted), the Kubernetes API away -> 503 (a gate stays
     closed; a rollout hook counts as a failed check)."""
     try:
         yield
     except RolloutBusy as exc:
         raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
-    except RolloutError as exc:
+    except (RolloutError, NotFound) as exc:
         raise ApiError(409, str(exc)) from None
     except ClusterUnavailable as exc:
         raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None

@@ -27,8 +27,15 @@ class ClusterUnavailable(ClusterError):
     """The Kubernetes API refused or failed a call (an answer other than 404, or none at all)."""
 
 
-class UnknownCanary(LookupError):
+class NotFound(LookupError):
+    """No object of that kind and name in the namespace (the Kubernetes API's 404)."""
+
+
+class UnknownCanary(NotFound):
     """No Canary of that name in the namespace."""
+
+
+KINDS = {"services": "Knative Service", "revisions": "Knative Revision", "canaries": "Canary"}
 
 
 class KnativeCluster:
@@ -51,8 +58,9 @@ class KnativeCluster:
 
     # -- reads -----------------------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> Any:
-        """A call of the CustomObjectsApi: its 404 as the API raised it, any other failure (an
-        error answer, or no answer: the connection refused) as ClusterUnavailable."""
+        """A call of the CustomObjectsApi (``group, version, namespace, plural, name, ...``): its 404
+        as NotFound naming the object (UnknownCanary for a Canary), any other failure (an error
+        answer, or no answer: the connection refused) as ClusterUnavailable."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -60,7 +68,9 @@ class KnativeCluster:
             return getattr(self.api, method)(*args)
         except ApiException as exc:
             if exc.status == 404:
-                raise
+                namespace, plural, name = args[2:5]
+                missing = UnknownCanary if plural == "canaries" else NotFound
+                raise missing(f"no {KINDS.get(plural, plural)} {namespace}/{name}") from None
             raise ClusterUnavailable(f"the Kubernetes API answered {exc.status} {exc.reason or ''}".strip()) from None
         except (HTTPError, OSError) as exc:
             raise ClusterUnavailable(f"the Kubernetes API did not answer: {exc}") from None
@@ -69,12 +79,7 @@ class KnativeCluster:
         return self._call("get_namespaced_custom_object", *KNATIVE, self.namespace, "services", name)
 
     def canary(self, name: str) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self._call("get_namespaced_custom_object", *FLAGGER, self.namespace, "canaries", name)
-        except ApiException:  # a 404: _call raises any other failure as ClusterUnavailable
-            raise UnknownCanary(f"no Canary {self.namespace}/{name}") from None
+        return self._call("get_namespaced_custom_object", *FLAGGER, self.namespace, "canaries", name)
 
     def revisions(self, service: str) -> tuple[str | None, str | None]:
         """(primary, canary) of a Flagger-managed Knative Service: the revision Flagger pinned as

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,14 @@ import yaml
 
 METRICS = ("success_rate", "p99_latency_ms", "divergence")
 REPOSITORY_SPEC = Path(__file__).resolve().parents[3] / "knative" / "rollout.yaml"
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a number (a bool is none) that a float holds, and not inf or nan."""
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 @dataclass(frozen=True)
@@ -64,14 +73,40 @@ class RolloutSpec:
     ``pefm rollout promote``; on a cluster the same action opens Flagger's confirm-promotion gate)."""
 
     def __post_init__(self) -> None:
+        """Every field checked here, when the spec is loaded: a value of the wrong type loaded
+        and then broke every analysis (``min: 99%`` compared with a float), or never let one end
+        (``interval_seconds: .nan``)."""
+        if not isinstance(self.service, str) or not self.service:
+            raise ValueError(f"service: expected a non-empty string, not {self.service!r}")
         steps = list(self.steps)
-        if not steps or steps != sorted(set(steps)) or steps[-1] != 100 or steps[0] <= 0:
-            raise ValueError(f"steps must rise strictly from above 0 to 100, got {steps}")
-        if self.threshold < 1 or self.min_requests < 1 or self.interval_seconds <= 0:
-            raise ValueError("threshold and min_requests must be at least 1, interval_seconds above 0")
+        if (
+            not all(type(s) is int for s in steps)
+            or not steps
+            or steps != sorted(set(steps))
+            or steps[-1] != 100
+            or steps[0] <= 0
+        ):
+            raise ValueError(f"steps must rise strictly in whole percents from above 0 to 100, got {steps}")
+        if not _finite(self.interval_seconds) or self.interval_seconds <= 0:
+            raise ValueError(f"interval_seconds: expected a number of seconds above 0, not {self.interval_seconds!r}")
+        for name, least in (("threshold", 1), ("min_requests", 1), ("synthetic_load", 0), ("shadow_requests", 1)):
+            if type(value := getattr(self, name)) is not int or value < least:
+                raise ValueError(f"{name}: expected a whole number of at least {least}, not {value!r}")
+        for name in ("require_gates", "manual_promotion"):
+            if type(value := getattr(self, name)) is not bool:
+                raise ValueError(f"{name}: expected true or false, not {value!r}")
+        if not isinstance(self.smoke_request, dict):
+            raise ValueError(f"smoke_request: expected a mapping (a forecast request), not {self.smoke_request!r}")
         for check in self.checks:
+            if not isinstance(check.name, str) or not check.name:
+                raise ValueError(f"a check's name: expected a non-empty string, not {check.name!r}")
             if check.metric not in METRICS:
                 raise ValueError(f"check {check.name!r}: unknown metric {check.metric!r}; one of {METRICS}")
+            for bound in ("min", "max"):
+                if (value := getattr(check, bound)) is not None and not _finite(value):
+                    raise ValueError(f"check {check.name!r}: {bound}: expected a finite number, not {value!r}")
+            if check.min is not None and check.max is not None and check.min > check.max:
+                raise ValueError(f"check {check.name!r}: min {check.min} is above max {check.max}: nothing passes")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RolloutSpec:
@@ -79,10 +114,17 @@ class RolloutSpec:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown rollout spec field(s): {sorted(unknown)}")
+        for name in ("steps", "checks"):
+            if name in data and not isinstance(data[name], list | tuple):
+                raise ValueError(f"{name}: expected a list, not {data[name]!r}")
         if "checks" in data:
+            fields = set(Check.__dataclass_fields__)
+            for i, check in enumerate(data["checks"]):
+                if not isinstance(check, dict) or not {"name", "metric"} <= set(check) <= fields:
+                    raise ValueError(f"checks[{i}]: expected a mapping of name, metric, min and max, not {check!r}")
             data["checks"] = tuple(Check(**c) for c in data["checks"])
         if "steps" in data:
-            data["steps"] = tuple(int(s) for s in data["steps"])
+            data["steps"] = tuple(data["steps"])
         return cls(**data)
 
     @classmethod

@@ -13,7 +13,8 @@ metadata}`` here and goes on only on a 2xx answer. The checks are the local cont
 - ``rollback``: 2xx when an operator asked for a rollback;
 - ``post-rollout``: the registry follows the outcome, in the transaction that ends the rollout,
   exactly once however often Flagger retries;
-- ``event``: Flagger's events become rollout events (weights included).
+- ``event``: Flagger's events become rollout events (weights included); one that reports the
+  rollout's end settles it as post-rollout does, should that call be lost (``_reports_end``).
 
 Every rollout is a ``rollouts`` row (engine ``flagger``, keyed by Canary and canary revision), so the
 dashboard and ``pefm rollout status`` show cluster rollouts like local ones, and operators act on
@@ -34,7 +35,7 @@ from psycopg.types.json import Jsonb
 from pefm.data.fields import CONTROL_CHARS
 from pefm.forecasting.registry import candidate_verdict, serving_id, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Phase, State
-from pefm.rollout.cluster import KnativeCluster, UnknownCanary
+from pefm.rollout.cluster import KnativeCluster, NotFound, UnknownCanary
 from pefm.rollout.flagger import HOOKS
 from pefm.rollout.probes import GatedExpectation
 from pefm.rollout.providers import MetricsProvider
@@ -44,7 +45,8 @@ from pefm.rollout.store import LOCK, UNFINISHED, Rollout, RolloutError, last_eve
 from pefm.storage.database import Database
 
 log = logging.getLogger(__name__)
-# Flagger's canary phases -> the rollout phases PEFM records (terminal ones only via post-rollout)
+# Flagger's canary phases -> the rollout phases PEFM records (terminal ones only as post-rollout
+# settles a rollout: that hook, or an event that reports the end, see _reports_end)
 PHASES = {
     "Initializing": Phase.INITIALIZING,
     "Initialized": Phase.INITIALIZING,
@@ -56,6 +58,7 @@ PHASES = {
 }
 WEIGHT = re.compile(r"canary weight ([0-9]{1,3})(?![0-9])")  # a percent: int() refuses thousands of digits
 NO_DIVERGENCE = "divergence: no forecasts of the same requests to compare yet"
+ROLLED_BACK = "Canary failed!"  # the start of Flagger's event once its rollback put all traffic on the primary
 APPROVED, ROLLBACK_REQUESTED = "approve-promotion", "request-rollback"
 GATES = ("rollout", "confirm-traffic-increase", "confirm-promotion")
 """The hooks of a rollout under way that hold its traffic or its promotion."""
@@ -137,6 +140,15 @@ class FlaggerHooks:
         self.db, self.cluster, self.prober, self.provider, self.spec = db, cluster, prober, provider, spec
 
     def call(self, hook: str, payload: Payload) -> Answer:
+        """Flagger's call of ``hook``, answered; WebhookError when it cannot be: a Kubernetes object
+        the answer needs that is gone (the Canary's Service deleted, a revision Knative collected)
+        is a 404 naming it."""
+        try:
+            return self._call(hook, payload)
+        except NotFound as exc:
+            raise WebhookError(404, f"{exc} (for the Canary {payload.canary})", "name") from None
+
+    def _call(self, hook: str, payload: Payload) -> Answer:
         if hook not in HOOKS:
             raise WebhookError(404, f"no webhook {hook!r}; one of {', '.join(HOOKS)}", "hook")
         if payload.namespace != self.cluster.namespace:
@@ -152,6 +164,14 @@ class FlaggerHooks:
         if hook == "post-rollout" and payload.phase not in ("Succeeded", "Failed"):
             raise WebhookError(422, f"post-rollout phase must be Succeeded or Failed, not {payload.phase!r}", "phase")
         primary, latest = self.cluster.revisions(target)  # read once per call
+        if (
+            hook == "event"
+            and _reports_end(payload)
+            and (ended := self.existing(payload, "post-rollout", primary, latest))
+        ):
+            # settled as post-rollout settles it, should that call be lost; where the primary says
+            # otherwise, left alone (the event is recorded below all the same)
+            self._post_rollout(ended, payload, primary)
         if hook in ("confirm-rollout", "pre-rollout"):  # a new revision is rolled out from these on
             rollout = self.find(payload, target, primary, latest)
         else:  # about a rollout already begun, which a newer revision must not supersede from here
@@ -466,6 +486,20 @@ class FlaggerOperator:
                 self.cluster.suspend(canary, suspend)
             record_event(conn, rollout_id, action, state, reason)
         return state
+
+
+def _reports_end(payload: Payload) -> bool:
+    """Whether an event is Flagger's word that the rollout ended, which settles it as post-rollout
+    does: Flagger makes that call once, so with the rollout API away through its retries the
+    rollout stayed under way while the cluster served its outcome. An event carries the Canary's
+    phase as Flagger holds it when it sends the event. Succeeded is that phase only once Flagger
+    promoted the canary (an event about the next revision that still says Succeeded is about the
+    promoted rollout, whose canary is the primary). Failed is also the phase of the events about the next revision's
+    confirm-rollout, whose rollout runs against the same primary: only the event of Flagger's
+    rollback ends one as Failed."""
+    if payload.phase == "Succeeded":
+        return True
+    return payload.phase == "Failed" and payload.metadata.get("eventMessage", "").startswith(ROLLED_BACK)
 
 
 def _canary_weight(cluster: KnativeCluster, name: str) -> Any:

@@ -1,0 +1,72 @@
+"""tokens.env: what it keeps, and how it is written while other processes read it."""
+
+import multiprocessing
+import os
+
+from pefm.config import Settings
+from pefm.local.secrets import local_secrets
+from pefm.storage.signing import generate
+
+
+def test_a_token_from_the_environment_is_used_and_never_kept(tmp_path):
+    """``PEFM_ADMIN_TOKEN=x pefm rollout status`` made x the stack's token in tokens.env for good:
+    the running stack still checked the old one, and a CI secret ended up on disk."""
+    kept = local_secrets(tmp_path, Settings(home=tmp_path))
+    path = tmp_path / "tokens.env"
+    before = path.read_bytes()
+    key, public = generate()
+    given = Settings(home=tmp_path, admin_token="one-off", shadow_key="two words", signing_key=key, verify_keys=public)
+    used = local_secrets(tmp_path, given)
+    changed = {"PEFM_ADMIN_TOKEN": "one-off", "PEFM_SHADOW_KEY": "two words", "PEFM_SIGNING_KEY": key}
+    assert used == {**kept, **changed, "PEFM_VERIFY_KEYS": public}
+    assert path.read_bytes() == before
+    assert local_secrets(tmp_path, Settings(home=tmp_path)) == kept
+
+
+def test_a_token_with_spaces_in_the_file_is_read_whole(tmp_path):
+    local_secrets(tmp_path, Settings(home=tmp_path))
+    path = tmp_path / "tokens.env"
+    path.write_text(path.read_text().replace("PEFM_ADMIN_TOKEN=", "PEFM_ADMIN_TOKEN=two words "))
+    assert local_secrets(tmp_path, Settings(home=tmp_path))["PEFM_ADMIN_TOKEN"].startswith("two words ")
+
+
+def test_the_file_is_replaced_whole_never_rewritten_in_place(tmp_path):
+    """A file an older PEFM left short gets the secrets it lacks: written in place (O_TRUNC), a
+    command reading it meanwhile found it empty and generated a new signing key for itself."""
+    first = local_secrets(tmp_path, Settings(home=tmp_path))
+    path = tmp_path / "tokens.env"
+    short = "".join(f"{k}={v}\n" for k, v in first.items() if k != "PEFM_EVENT_TOKEN")
+    path.write_text(short)
+    with path.open() as reader:  # what a reader that opened the file before the write goes on reading
+        again = local_secrets(tmp_path, Settings(home=tmp_path))
+        assert reader.read() == short
+    assert {k: v for k, v in again.items() if k != "PEFM_EVENT_TOKEN"} == {
+        k: v for k, v in first.items() if k != "PEFM_EVENT_TOKEN"
+    }
+    assert again["PEFM_EVENT_TOKEN"]
+    assert local_secrets(tmp_path, Settings(home=tmp_path)) == again
+    assert sorted(os.listdir(tmp_path)) == ["tokens.env"]  # no temporary file left beside it
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def _first_run(home, barrier, results):
+    barrier.wait()
+    results.put(local_secrets(home, Settings(home=home))["PEFM_SIGNING_KEY"])
+
+
+def test_first_runs_at_once_keep_one_set(tmp_path):
+    """Commands starting on a new home at once each generated a key pair and wrote it: one whose
+    file was overwritten signed artifacts with a key no one trusts. (Unlocked, about half of the
+    rounds here ended with several keys.)"""
+    context = multiprocessing.get_context("fork")
+    runs = 8
+    for attempt in range(10):
+        home = tmp_path / str(attempt)
+        barrier, results = context.Barrier(runs), context.Queue()
+        processes = [context.Process(target=_first_run, args=(home, barrier, results)) for _ in range(runs)]
+        for process in processes:
+            process.start()
+        keys = {results.get(timeout=60) for _ in processes}
+        for process in processes:
+            process.join(timeout=60)
+        assert keys == {local_secrets(home, Settings(home=home))["PEFM_SIGNING_KEY"]}, f"round {attempt}"
