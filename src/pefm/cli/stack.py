@@ -159,10 +159,16 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
                     timeout=300,
                 ).raise_for_status()
         console.print(f"inference (local router): {router.url}/v1/forecast   blue: {router.url}/_tag/blue/")
-        console.print(f"ingest:                   {ingest.url}/v1/observations  (token in {home / 'tokens.env'})")
+
+        def kept(name: str, value: str | None) -> str:  # one the environment sets is not in tokens.env
+            return f"{name} from the environment" if value else f"in {home / 'tokens.env'}"
+
+        ingest_token = kept("PEFM_INGEST_TOKEN", settings.ingest_token)
+        console.print(f"ingest:                   {ingest.url}/v1/observations  (token {ingest_token})")
         console.print(f"rollout API:              {api.url}/v1/rollouts")
         console.print(f"monitor (drift):          {monitor.url}/v1/drift/reports/latest")
-        console.print(f"dashboard:                {dashboard.url}/   (admin token in {home / 'tokens.env'})")
+        admin_token = kept("PEFM_ADMIN_TOKEN", settings.admin_token)
+        console.print(f"dashboard:                {dashboard.url}/   (admin token {admin_token})")
         console.print(f"logs:                     {home / 'logs'}")
         console.print(
             f"tour: open {dashboard.url}/forecasts, then curl -s -XPOST {router.url}/v1/forecast "
