@@ -98,3 +98,31 @@ def test_a_failed_check_counts_while_another_has_no_value_yet():
     # green refused a request blue answered: its divergence is infinite, and fails
     refused = decide(SPEC, progressing(), Observations(requests=50, metrics={**HEALTHY, "divergence": math.inf}))
     assert refused.action == "hold" and "divergence inf" in refused.reason
+
+
+def test_below_min_requests_a_check_failed_whatever_the_next_requests_do_counts():
+    """Below min_requests every analysis waited: a low-traffic green failing every request, or
+    refusing what blue answers, served its errors for as long as the minimum took to come."""
+    spec = RolloutSpec(steps=(10, 50, 100), threshold=2, min_requests=50)
+    broken = {"success_rate": 0.0, "p99_latency_ms": 30000.0, "divergence": math.inf}
+    first = decide(spec, progressing(), Observations(requests=49, metrics=broken))
+    assert first.action == "hold" and first.state.failed_checks == 1
+    assert "success-rate 0 outside" in first.reason and "divergence inf outside" in first.reason
+    assert "49 of 50 requests on green" in first.reason
+    # p99 latency may still come within its bound as fast requests arrive: not judged yet
+    assert [c["passed"] for c in first.checks] == [False, None, False]
+    assert decide(spec, first.state, Observations(requests=3, metrics=broken)).action == "rollback"
+
+    # 2 failures in 10: at best 48 of 50 = 0.96 however the next 40 go
+    early = decide(spec, progressing(), Observations(requests=10, metrics={**HEALTHY, "success_rate": 0.8}))
+    assert early.action == "hold" and "success-rate 0.8 outside" in early.reason
+    # 1 failure in 10 is 49 of 50 at best, 0.98: below 0.99 too; with a bound of 0.98 it may still pass
+    lenient = RolloutSpec(
+        steps=(10, 50, 100), threshold=2, min_requests=50, checks=(Check("ok", "success_rate", min=0.98),)
+    )
+    assert decide(lenient, progressing(), Observations(requests=10, metrics={"success_rate": 0.9})).action == "wait"
+    assert decide(lenient, progressing(), Observations(requests=10, metrics={"success_rate": 0.8})).action == "hold"
+    # a slow green below the minimum, or one without failures yet, waits: nothing is decided
+    slow = {**HEALTHY, "p99_latency_ms": 30000.0}
+    assert decide(spec, progressing(), Observations(requests=49, metrics=slow)).action == "wait"
+    assert decide(spec, progressing(), Observations(requests=49, metrics=HEALTHY)).action == "wait"

@@ -166,13 +166,15 @@ def record_revision(
 ) -> None:
     """Record (or re-record, as just started) a revision the local router sends ``service``'s
     traffic to: its replicas' URLs (and pids, in the same order) and how many requests one replica
-    may have in flight (0: no limit)."""
+    may have in flight (0: no limit). A revision started again is no longer one that left the
+    traffic block (``unrouted_at``): the sweep would stop it, as soon as it started, for having
+    left it once before."""
     conn.execute(
         """INSERT INTO local_revisions (service, revision, urls, pids, model_version, container_concurrency)
            VALUES (%s, %s, %s, %s, %s, %s)
            ON CONFLICT (service, revision) DO UPDATE SET urls = EXCLUDED.urls, pids = EXCLUDED.pids,
                model_version = EXCLUDED.model_version, container_concurrency = EXCLUDED.container_concurrency,
-               started_at = now()""",
+               started_at = now(), unrouted_at = NULL""",
         (service, revision, urls, pids or [None] * len(urls), model_version, container_concurrency),
     )
 

@@ -4,7 +4,9 @@ Phases follow Flagger: Initializing -> Progressing -> Promoting -> Succeeded, or
 (checks failed ``threshold`` times, or the smoke test / gates failed), with Paused in between
 at an operator's request. No data is never good news: too few requests, or a check without a
 value, means Wait, never Advance; but a check that failed counts even while another has no value
-yet (a wait would hide it for as long as that one stays empty).
+yet (a wait would hide it for as long as that one stays empty), and so does one that has failed
+before ``min_requests`` whatever green's next requests do (a low-traffic green failing every
+request would otherwise serve users its errors for as long as the minimum takes to come).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from pefm.rollout.spec import RolloutSpec
+from pefm.rollout.spec import Check, RolloutSpec
 
 
 class Phase(StrEnum):
@@ -42,7 +44,8 @@ class State:
 @dataclass(frozen=True)
 class Observations:
     requests: int = 0
-    """Requests green served since the current step began."""
+    """Requests green served in the window the analysis judges: since its step began, or since the
+    last analysis that judged the checks, whichever is later."""
     metrics: dict[str, float | None] = field(default_factory=dict)
     smoke_ok: bool | None = None
     gates_passed: bool | None = None
@@ -76,13 +79,20 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
             return _rollback(state, "smoke test of the green revision failed")
         return _advance(spec, state, "smoke test passed")
     # Progressing
-    if obs.requests < spec.min_requests:
-        return Decision("wait", state, f"waiting for traffic: {obs.requests} of {spec.min_requests} requests on green")
-    results = [check.judge(obs.metrics.get(check.metric)) for check in spec.checks]
+    early = obs.requests < spec.min_requests
+    if early:
+        results = [_foregone(spec, check, obs) for check in spec.checks]
+        if not any(r["passed"] is False for r in results):
+            waiting = f"waiting for traffic: {obs.requests} of {spec.min_requests} requests on green"
+            return Decision("wait", state, waiting)
+    else:
+        results = [check.judge(obs.metrics.get(check.metric)) for check in spec.checks]
     failed = [r for r in results if r["passed"] is False]  # judged before any wait: no check hides another
     if failed:
         failures = state.failed_checks + 1
         detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
+        if early:
+            detail += f" ({obs.requests} of {spec.min_requests} requests on green: failed whatever the next do)"
         if failures >= spec.threshold:
             return _rollback(
                 replace(state, failed_checks=failures),
@@ -104,6 +114,23 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
             "promote", replace(state, phase=Phase.SUCCEEDED, weight=100), "all checks passed at 100%: promoted", results
         )
     return _advance(spec, state, "all checks passed", results)
+
+
+def _foregone(spec: RolloutSpec, check: Check, obs: Observations) -> dict[str, Any]:
+    """A check judged before green served ``spec.min_requests``: failed (``passed`` False) when it
+    fails at ``min_requests`` whatever the requests still to come do, else undecided (None). The
+    success rate is judged at both ends of what it can become: every request to come failing, or
+    succeeding. Divergence is measured on replays, not on green's count: it stands as it is. The
+    p99 latency can still fall within its bound as fast requests come: it waits."""
+    value = obs.metrics.get(check.metric)
+    if value is not None and check.metric == "divergence":
+        return check.judge(value)
+    if value is not None and check.metric == "success_rate":
+        failed = round((1 - value) * obs.requests)  # whole requests: no rounding error tips a rate at its bound
+        ends = ((obs.requests - failed) / spec.min_requests, (spec.min_requests - failed) / spec.min_requests)
+        if all(check.judge(end)["passed"] is False for end in ends):  # the observed rate lies between them
+            return check.judge(value)
+    return {**check.judge(value), "passed": None}
 
 
 def _advance(spec: RolloutSpec, state: State, why: str, checks: list | None = None) -> Decision:

@@ -2,7 +2,10 @@
 router and the registry in line with the stored state.
 
 All state is in the ``rollouts`` row. A tick (1) reconciles: makes the router carry the stored
-desired traffic, (2) observes, (3) decides, (4) saves the new state and its event in one
+desired traffic, (2) observes what green served since its step began or since the last analysis
+that judged the checks, whichever is later (``step_started_at`` moves to each such analysis: as
+Flagger judges each interval on its own, a short burst of errors counts once, not at every
+analysis until the weight moves), (3) decides, (4) saves the new state and its event in one
 transaction, compare-and-set on the row's ``generation`` (a write based on a stale read is
 refused), with the registry settled in that same transaction when the rollout ends, (5) routes
 and records that the router reports it. Every state write and every routing change happens under
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -48,6 +52,12 @@ from pefm.storage.model_versions import version_exists
 
 __all__ = ["Rollout", "RolloutBusy", "RolloutConflict", "RolloutController", "RolloutError"]
 log = logging.getLogger(__name__)
+
+
+def _write_lock(rollout_id: int) -> str:
+    """The name of a rollout's write lock: held by a session (``_writing``), or by the transaction
+    that starts the next rollout (``_blue``)."""
+    return f"{LOCK}write:{rollout_id}"
 
 
 class RolloutConflict(RolloutError):
@@ -141,8 +151,10 @@ class RolloutController:
                     Phase.INITIALIZING.value,
                 ),
             ).fetchone()[0]
-            for previous, phase, step, weight, failed in conn.execute(
-                """UPDATE rollouts SET finalized_at = now(), routed_generation = generation
+            for previous, phase, step, weight, failed in conn.execute(  # a new generation: a write based
+                # on what was read before (a tick's decision) is refused; routed: it routes nothing now
+                """UPDATE rollouts SET finalized_at = now(), generation = generation + 1,
+                                      routed_generation = generation + 1, updated_at = now()
                    WHERE service = %s AND id < %s AND finalized_at IS NULL
                    RETURNING id, phase, step, weight, failed_checks""",
                 (service, rollout_id),
@@ -166,20 +178,27 @@ class RolloutController:
     def _blue(self, conn: psycopg.Connection, service: str) -> str | None:
         """The revision a new rollout of ``service`` starts from: the one carrying the most traffic,
         once the last rollout's decision is routed (a rollback saved while the router failed would
-        otherwise leave the rejected green carrying the traffic, and make it the next blue)."""
-        last = conn.execute(
-            "SELECT id, routed_generation < generation FROM rollouts WHERE service = %s ORDER BY id DESC LIMIT 1",
-            (service,),
-        ).fetchone()
-        if last is not None and last[1]:
+        otherwise leave the rejected green carrying the traffic, and make it the next blue). Holds
+        the last rollout's write lock to the end of ``conn``'s transaction, the one that settles
+        it: an operator's rollback of it is routed before, or finds it settled after (one in
+        between would restore blue's version while the new rollout starts from the green it
+        rejected, and the revision that serves is stopped once its grace period is over)."""
+        last = conn.execute("SELECT max(id) FROM rollouts WHERE service = %s", (service,)).fetchone()[0]
+        if last is not None:
+            conn.execute(f"SET LOCAL lock_timeout = '{max(1, math.ceil(self.lock_timeout * 1000))}ms'")
             try:
-                self.reconcile(last[0])
-            except RolloutBusy:
-                raise
-            except Exception as exc:  # the router failing again: a 503 to try later, not a 500
-                log.warning("rollout %s: routing its traffic failed again", last[0], exc_info=True)
-                why = f"rollout {last[0]}'s traffic is not routed yet ({type(exc).__name__}: {exc}); try again"
-                raise RolloutBusy(why) from exc
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_write_lock(last),))
+            except psycopg.errors.LockNotAvailable:
+                raise RolloutBusy(f"rollout {last} is busy for over {self.lock_timeout:g} s; try again") from None
+            conn.execute("SET LOCAL lock_timeout = DEFAULT")
+            rollout = read_rollout(conn, last)
+            if rollout.routed_generation < rollout.generation:
+                try:
+                    self._route(conn, rollout)
+                except Exception as exc:  # the router failing again: a 503 to try later, not a 500
+                    log.warning("rollout %s: routing its traffic failed again", last, exc_info=True)
+                    why = f"rollout {last}'s traffic is not routed yet ({type(exc).__name__}: {exc}); try again"
+                    raise RolloutBusy(why) from exc
         return serving_revision(self.router.traffic(service))
 
     def get(self, rollout_id: int) -> Rollout:
@@ -228,10 +247,11 @@ class RolloutController:
             if self._grace_over(rollout):
                 rollout = self._finalize(rollout_id)
             return Decision("hold", rollout.state, f"rollout is {rollout.state.phase.value}")
+        observed_at = datetime.now(UTC)
         observations = self._observe(rollout)
         decision = decide(rollout.spec, rollout.state, observations)
         with self._writing(rollout_id) as conn:
-            saved = self._save(conn, rollout, decision, observations)
+            saved = self._save(conn, rollout, decision, observations, observed_at if decision.checks else None)
             current = saved or read_rollout(conn, rollout_id)
             self._route(conn, current)
         if saved is None:
@@ -381,10 +401,17 @@ class RolloutController:
         return rollout
 
     def _save(
-        self, conn: psycopg.Connection, rollout: Rollout, decision: Decision, observations: Observations | None
+        self,
+        conn: psycopg.Connection,
+        rollout: Rollout,
+        decision: Decision,
+        observations: Observations | None,
+        judged_at: datetime | None = None,
     ) -> Rollout | None:
         """Write the decision if the row is still the one ``rollout`` was read from (None if not);
-        the registry follows in the same transaction when the rollout ends here."""
+        the registry follows in the same transaction when the rollout ends here. ``judged_at``:
+        when the observations the decision judged its checks on were taken; the next analysis
+        judges what green serves from then on (``step_started_at``)."""
         new = decision.state
         changed = new != rollout.state
         ended = new.phase in TERMINAL and new.phase is not rollout.state.phase
@@ -394,7 +421,8 @@ class RolloutController:
                 """UPDATE rollouts SET phase = %(phase)s, step = %(step)s, weight = %(weight)s,
                           failed_checks = %(failed)s, updated_at = now(),
                           generation = generation + %(changed)s::int,
-                          step_started_at = CASE WHEN %(moved)s THEN now() ELSE step_started_at END,
+                          step_started_at = CASE WHEN %(moved)s THEN now()
+                                                 ELSE greatest(step_started_at, %(judged_at)s::timestamptz) END,
                           finished_at = CASE WHEN %(ended)s THEN now() ELSE finished_at END
                    WHERE id = %(id)s AND generation = %(generation)s RETURNING id""",
                 {
@@ -404,6 +432,7 @@ class RolloutController:
                     "failed": new.failed_checks,
                     "changed": changed,
                     "moved": new.weight != rollout.state.weight,
+                    "judged_at": judged_at,
                     "ended": ended,
                     "id": rollout.id,
                     "generation": rollout.generation,
@@ -444,7 +473,7 @@ class RolloutController:
     def _writing(self, rollout_id: int) -> Iterator[psycopg.Connection]:
         """The rollout's write lock, and the (autocommit) connection that holds it."""
         try:
-            with self.db.advisory_lock(f"{LOCK}write:{rollout_id}", wait=True, timeout=self.lock_timeout) as (_, conn):
+            with self.db.advisory_lock(_write_lock(rollout_id), wait=True, timeout=self.lock_timeout) as (_, conn):
                 yield conn
         except LockBusy as exc:
             raise RolloutBusy(str(exc)) from None

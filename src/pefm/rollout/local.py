@@ -19,6 +19,13 @@ REREAD_SECONDS = 1.0
 every 0.3 s): a revision leaving the block may get requests until then."""
 
 
+UNROUTED = """unrouted_at < now() - make_interval(secs => %(unrouted_for)s)
+    AND NOT EXISTS (SELECT 1 FROM local_traffic t, jsonb_array_elements(t.traffic) target
+                    WHERE t.service = local_revisions.service AND target->>'revision' = local_revisions.revision)"""
+"""SQL on ``local_revisions``: the revision left its service's traffic block over ``%(unrouted_for)s``
+seconds ago, and is not back in it."""
+
+
 class LocalRouter:
     def __init__(self, db: Database, router_urls: dict[str, str]):
         """``router_urls``: service -> the URL of its local router."""
@@ -85,6 +92,12 @@ class LocalRouter:
         revision's ``RETIRE_LOCK``, which ``LocalRuntime.exited`` waits on: a replica it sees dead
         between the stop and the forgetting stopped as asked. Not before the routers have read
         the last change of the traffic block, which may be the one the revision left."""
+        return bool(self._retire(service, revision))
+
+    def _retire(self, service: str, revision: str, unrouted_for: float | None = None) -> bool | None:
+        """``retire``; with ``unrouted_for``, only a revision that is out of the traffic block and
+        left it that many seconds ago, checked under the lock (it may have been routed, or started,
+        again since it was picked). Whether a replica was running; None when nothing was retired."""
         with self.db.connection() as conn:
             row = conn.execute(
                 "SELECT extract(epoch FROM clock_timestamp() - updated_at) FROM local_traffic WHERE service = %s",
@@ -94,24 +107,28 @@ class LocalRouter:
             time.sleep(REREAD_SECONDS - float(row[0]))
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (RETIRE_LOCK + revision,))
-            query = "SELECT pids FROM local_revisions WHERE service = %s AND revision = %s"
-            row = conn.execute(query, (service, revision)).fetchone()
-            stopped = row is not None and stop_revision(row[0], revision)
+            if unrouted_for is not None:  # the block stays as it is until this retirement ends
+                conn.execute("SELECT 1 FROM local_traffic WHERE service = %s FOR SHARE", (service,))
+            row = conn.execute(
+                f"""SELECT pids FROM local_revisions
+                    WHERE service = %(service)s AND revision = %(revision)s
+                      AND (%(unrouted_for)s::float8 IS NULL OR {UNROUTED})""",
+                {"service": service, "revision": revision, "unrouted_for": unrouted_for},
+            ).fetchone()
+            if row is None:
+                return None
+            stopped = stop_revision(row[0], revision)
             conn.execute("DELETE FROM local_revisions WHERE service = %s AND revision = %s", (service, revision))
-        if row is not None:
-            log.info("retired revision %s of %s%s", revision, service, "" if stopped else " (was not running)")
+        log.info("retired revision %s of %s%s", revision, service, "" if stopped else " (was not running)")
         return stopped
 
     def retire_unrouted(self, service: str, grace_seconds: float) -> list[str]:
         with self.db.connection() as conn:
             rows = conn.execute(
-                """SELECT revision FROM local_revisions
-                   WHERE service = %s AND unrouted_at < now() - make_interval(secs => %s)""",
-                (service, grace_seconds),
+                f"SELECT revision FROM local_revisions WHERE service = %(service)s AND {UNROUTED}",
+                {"service": service, "unrouted_for": grace_seconds},
             ).fetchall()
-        for (revision,) in rows:
-            self.retire(service, revision)
-        return [revision for (revision,) in rows]
+        return [revision for (revision,) in rows if self._retire(service, revision, grace_seconds) is not None]
 
     def retire_all(self, service: str) -> list[str]:
         """Stop every recorded revision of ``service``, whichever process started it (a local

@@ -85,7 +85,8 @@ class PrometheusProvider:
 
     def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics:
         window = int((datetime.now(UTC) - since).total_seconds())
-        if window < MIN_WINDOW:  # a longer window would judge the step before it: no data of its own yet
+        if window < MIN_WINDOW:  # a longer one would judge the step before, or requests an earlier
+            # analysis judged (``since`` is the last that did): no data of its own yet
             return RevisionMetrics(0, None, None)
         values = {k: self.query(q.format(revision=revision, window=window)) for k, q in self.queries.items()}
         return RevisionMetrics(round(values["requests"] or 0), values["success_rate"], values["p99_latency_ms"])
