@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
@@ -344,3 +345,28 @@ def test_a_monitors_check_prunes_the_drift_reports_past_the_retention_once_a_day
     service._pruned -= 86400
     fourth = service._run()["id"]
     assert reports() == [fourth]
+
+
+def test_a_stopping_monitor_ends_the_retraining_it_started_and_what_that_started(db):
+    """`pefm up`'s Ctrl-C stopped the monitor, and the retraining it had started ran on, to start
+    revisions after the stack had retired its own. The function's stop ends it, and its group."""
+    import os
+    import subprocess
+
+    from pefm.config import Settings
+    from pefm.serving.function import ServiceFunction
+    from pefm.serving.monitor import create_monitor_app
+    from pefm.serving.observability import ServiceMetrics
+
+    app = create_monitor_app(Settings(), db, ServiceMetrics("monitor", "pefm-monitor-00001"), {})
+    service = app.state.monitor
+    service.close()  # nothing started: nothing to end
+    # as the monitor starts one: a session of its own; here a shell that started a process too
+    retraining = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    service._retraining = retraining
+    function = ServiceFunction("monitor")
+    function._on_stop = service.close  # as _build sets it
+    function.stop()
+    assert retraining.poll() is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(retraining.pid, 0)  # the sleep it started is gone with it

@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pefm.config import Settings
@@ -34,6 +35,8 @@ class ServiceFunction:
         self._ready = False
         self._problem = "starting"
         self._stopping = threading.Event()
+        self._on_stop: Callable[[], None] | None = None
+        """What the app ends when the function stops (the monitor: the retraining it started)."""
 
     def start(self, cfg: dict[str, str]) -> None:
         """Build the app from the environment ``cfg``; failures leave the function not ready."""
@@ -120,7 +123,9 @@ class ServiceFunction:
             from pefm.serving.monitor import create_monitor_app
 
             self._check_schema(settings)
-            return create_monitor_app(settings, self.db, self.metrics, openapi)
+            app = create_monitor_app(settings, self.db, self.metrics, openapi)
+            self._on_stop = app.state.monitor.close
+            return app
         from pefm.serving.inference import ModelServer, NoServingModel
 
         self._check_schema(settings)
@@ -187,6 +192,8 @@ class ServiceFunction:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._on_stop is not None:
+            self._on_stop()
         self._close()
 
     def _close(self) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -177,6 +178,21 @@ class MonitorService:
             log.info("retraining started: %s", pending.reason)
         return report
 
+    def close(self) -> None:
+        """End the retraining this monitor started, if it runs: stopping the monitor (`pefm up`'s
+        Ctrl-C) had left it running, to start revisions after the stack had retired its own. Its
+        job resumes from its last completed step at the next retraining."""
+        process = self._retraining
+        if process is None or process.poll() is not None:
+            return
+        log.info("stopping the retraining it started (pid %d)", process.pid)
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)  # its own session: the group is it and what it started
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(wait)
+                return
+
     def _prune(self) -> None:
         """The drift reports past the retention, once a day (``pefm.storage.retention``); a
         failure leaves them to the next day's try, not this check."""
@@ -266,4 +282,6 @@ def create_monitor_app(settings: Settings, db: Database, metrics: ServiceMetrics
         Route(f"/v1/drift/reports/{row_id()}", handled(service.report), methods=["GET"]),
         *service_routes(metrics.endpoint, openapi),
     ]
-    return json_app(routes)
+    app = json_app(routes)
+    app.state.monitor = service  # the function stops what it started (``MonitorService.close``)
+    return app
