@@ -209,6 +209,7 @@ def test_up_runs_the_local_stack_until_interrupted(cli_env, schema_url, tmp_path
         assert re.search(r'pefm_router_routed_total\{replica="0",revision="pefm-inference-bundle-[^"]+"', metrics)
         assert re.search(r'pefm_router_routed_total\{replica="1",revision="pefm-inference-bundle-[^"]+"', metrics)
         token = dict(line.split("=", 1) for line in (tmp_path / "home" / "tokens.env").read_text().split())
+        assert f"(token in {tmp_path / 'home' / 'tokens.env'})" in output  # where the banner sends one to look
         ingest_url = next(w for w in output.split() if w.endswith("/v1/observations"))
         put = httpx.put(
             ingest_url.replace("/v1/observations", "/v1/series/demo"),

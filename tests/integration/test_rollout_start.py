@@ -58,7 +58,7 @@ class Healthy:
     def divergence(self, *args, **kwargs):
         return 0.0
 
-    def revision_metrics(self, revision, since):
+    def revision_metrics(self, revision, since, until=None):
         return RevisionMetrics(100, 1.0, 10.0)
 
 

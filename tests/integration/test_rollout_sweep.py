@@ -62,3 +62,24 @@ def test_a_revision_out_of_the_block_past_the_grace_period_is_swept(db):
     assert router.retire_unrouted("inference", 3600 * 2) == []  # within the grace period
     assert router.retire_unrouted("inference", 300) == ["pefm-inference-old"]
     assert recorded(db) == ["pefm-inference-blue"]
+
+
+def test_a_revision_started_again_while_its_old_replicas_stop_stays_recorded(db, monkeypatch):
+    """The retirement read the revision, stopped its replicas (up to seconds), then deleted its
+    record whatever it had become: one started again meanwhile (a revision's name is its
+    version's) ran on unrecorded, unknown to the router and never stopped (helper-88)."""
+    from pefm.rollout import local
+
+    router = LocalRouter(db, {})
+    left_an_hour_ago(db, router)
+
+    def stopping(pids, revision):  # while the old replicas stop, the revision is started again
+        with db.connection() as conn:
+            record_revision(conn, "inference", revision, URL, pids=[4242])
+        return True
+
+    monkeypatch.setattr(local, "stop_revision", stopping)
+    assert router.retire_unrouted("inference", 300) == ["pefm-inference-old"]
+    with db.connection() as conn:
+        pids = conn.execute("SELECT pids FROM local_revisions WHERE revision = 'pefm-inference-old'").fetchone()
+    assert pids == ([4242],)

@@ -1,7 +1,12 @@
 """Which requests an analysis judges: those green served since its step began or since the last
 analysis that judged the checks, whichever is later (the controller over a real request log)."""
 
+from datetime import timedelta
+
+import pytest
+
 from pefm.local.runtime import record_revision
+from pefm.rollout import controller as controller_module
 from pefm.rollout.analysis import Phase
 from pefm.rollout.controller import RolloutController
 from pefm.rollout.local import LocalRouter
@@ -22,10 +27,14 @@ def served(db, requests: int, errors: int = 0) -> None:
             )
 
 
-def test_a_burst_of_errors_fails_one_analysis_not_every_one_until_the_weight_moves(db):
-    """A burst of 2 errors (a replica restarting) failed the analysis that saw it, and every later
-    one at that weight, whose window still began with the step: 50 clean requests later the
-    healthy green was rolled back. Requests below min_requests still add up across analyses."""
+@pytest.fixture
+def no_log_lag(monkeypatch):
+    """Rows inserted here are in the log at once: no flush to wait for (``LOG_LAG``)."""
+    monkeypatch.setattr(controller_module, "LOG_LAG", timedelta(0))
+
+
+def rollout_of_green(db, prober, **spec) -> tuple[RolloutController, int]:
+    """A rollout of rev-green against rev-blue, at its first step (10%)."""
     router = LocalRouter(db, {"inference": "http://127.0.0.1:9"})
     with db.connection() as conn:
         add_version(conn, "v-blue", "serving")
@@ -33,11 +42,17 @@ def test_a_burst_of_errors_fails_one_analysis_not_every_one_until_the_weight_mov
         record_revision(conn, "inference", "rev-blue", ["http://127.0.0.1:9"], model_version="v-blue")
         record_revision(conn, "inference", "rev-green", ["http://127.0.0.1:9"], model_version="v-green")
     router.set_traffic("inference", sole("rev-blue"))
-    controller = RolloutController(db, router, DatabaseProvider(db), Healthy())
-    spec = RolloutSpec(steps=(10, 50, 100), threshold=2, min_requests=50)
-    rollout_id = controller.start("inference", "rev-green", spec)
+    controller = RolloutController(db, router, DatabaseProvider(db), prober)
+    rollout_id = controller.start("inference", "rev-green", RolloutSpec(steps=(10, 50, 100), threshold=2, **spec))
     assert controller.tick(rollout_id).action == "advance"  # smoke test passed: 10%
+    return controller, rollout_id
 
+
+def test_a_burst_of_errors_fails_one_analysis_not_every_one_until_the_weight_moves(db, no_log_lag):
+    """A burst of 2 errors (a replica restarting) failed the analysis that saw it, and every later
+    one at that weight, whose window still began with the step: 50 clean requests later the
+    healthy green was rolled back. Requests below min_requests still add up across analyses."""
+    controller, rollout_id = rollout_of_green(db, Healthy(), min_requests=50)
     served(db, 30)
     assert "30 of 50 requests" in controller.tick(rollout_id).reason
     served(db, 20, errors=2)  # judged with the 30 before: 48 of 50
@@ -49,3 +64,41 @@ def test_a_burst_of_errors_fails_one_analysis_not_every_one_until_the_weight_mov
     assert decision.action == "advance", decision.reason
     rollout = controller.get(rollout_id)
     assert rollout.state.phase is Phase.PROGRESSING and rollout.state.weight == 50
+
+
+class Load(Healthy):
+    """Synthetic load served by green as the analysis sends it: the first batch with 2 errors."""
+
+    def __init__(self, db):
+        self.db, self.batches = db, 0
+
+    def load(self, url, requests, body):
+        errors = 2 if self.batches == 0 else 0
+        self.batches += 1
+        served(self.db, requests, errors)
+        return requests - errors
+
+
+def test_synthetic_load_is_judged_by_the_analysis_that_sent_it_and_no_other(db, no_log_lag):
+    """The window had ended when the analysis began, before its synthetic load: each batch was
+    judged by its own analysis and again by the next, and one burst of 2 errors in 50 rolled the
+    healthy green back (helper-88). It ends after the load now."""
+    controller, rollout_id = rollout_of_green(db, Load(db), min_requests=50, synthetic_load=50)
+    first = controller.tick(rollout_id)
+    assert first.action == "hold" and "success-rate 0.96" in first.reason, first.reason
+    second = controller.tick(rollout_id)  # its own 50, all served
+    assert second.action == "advance", second.reason
+
+
+def test_what_was_served_in_the_last_moments_waits_for_the_next_analysis(db):
+    """A request is logged a flush after it is served: the window ends ``LOG_LAG`` before the
+    metrics are read, and what came since is judged by the next analysis."""
+    controller, rollout_id = rollout_of_green(db, Healthy(), min_requests=10)
+    served(db, 10, errors=10)  # just now: not in this window
+    waiting = controller.tick(rollout_id)
+    assert waiting.action == "wait" and "0 of 10 requests" in waiting.reason, waiting.reason
+    with db.connection() as conn:  # as if the lag had passed
+        conn.execute("UPDATE request_log SET ts = ts - interval '3 seconds'")
+        conn.execute("UPDATE rollouts SET step_started_at = step_started_at - interval '3 seconds'")
+    judged = controller.tick(rollout_id)
+    assert judged.action == "hold" and "success-rate 0" in judged.reason, judged.reason

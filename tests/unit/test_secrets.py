@@ -70,3 +70,24 @@ def test_first_runs_at_once_keep_one_set(tmp_path):
         for process in processes:
             process.join(timeout=60)
         assert keys == {local_secrets(home, Settings(home=home))["PEFM_SIGNING_KEY"]}, f"round {attempt}"
+
+
+def test_use_local_secrets_says_which_it_put_into_the_environment(tmp_path, monkeypatch):
+    """`pefm up` names where each token is: those tokens.env gave (``FILLED``), or the environment
+    (its banner had said "from the environment" of every one once they were all in os.environ)."""
+    from pefm.config import get_settings
+    from pefm.local import secrets
+
+    for name in (*secrets.TOKENS, "PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PEFM_ADMIN_TOKEN", "the-operators-own-admin-token")
+    monkeypatch.setattr(secrets, "FILLED", set())
+    get_settings.cache_clear()
+    try:
+        secrets.use_local_secrets(Settings.from_env({"PEFM_HOME": str(tmp_path), **os.environ}))
+        assert "PEFM_INGEST_TOKEN" in secrets.FILLED and "PEFM_ADMIN_TOKEN" not in secrets.FILLED
+        assert os.environ["PEFM_ADMIN_TOKEN"] == "the-operators-own-admin-token"
+    finally:
+        for name in secrets.FILLED:
+            os.environ.pop(name, None)
+        get_settings.cache_clear()

@@ -380,7 +380,8 @@ def models_promote(version: str) -> None:
     The version serving before is retired. An operator's override: a version whose gates failed,
     or that was never gated, is promoted too, and so is one that leaves series the retired version
     served unserved; each is said in a yellow line. One that cannot be loaded where it would serve
-    (its signature or bytes do not check out against the trusted keys) is refused. Locally, the
+    (its signature or bytes do not check out against the trusted keys: PEFM_VERIFY_KEYS, or the
+    embedded server's tokens.env) is refused. Locally, the
     revisions carrying the traffic do not change: what they serve that the registry no longer says
     is printed, as `pefm status` would say it."""
     from pefm.cli.rollout import controller

@@ -4,6 +4,7 @@ the drift monitor and the dashboard."""
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -53,7 +54,7 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
     import sys
 
     from pefm.local.runtime import LocalRuntime, spawn
-    from pefm.local.secrets import local_secrets
+    from pefm.local.secrets import FILLED, local_secrets
     from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import revision_name
 
@@ -160,14 +161,15 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
                 ).raise_for_status()
         console.print(f"inference (local router): {router.url}/v1/forecast   blue: {router.url}/_tag/blue/")
 
-        def kept(name: str, value: str | None) -> str:  # one the environment sets is not in tokens.env
-            return f"{name} from the environment" if value else f"in {home / 'tokens.env'}"
+        def kept(name: str) -> str:  # one the environment sets is not in tokens.env
+            given = os.environ.get(name) and name not in FILLED  # not one use_local_secrets put there
+            return f"{name} from the environment" if given else f"in {home / 'tokens.env'}"
 
-        ingest_token = kept("PEFM_INGEST_TOKEN", settings.ingest_token)
+        ingest_token = kept("PEFM_INGEST_TOKEN")
         console.print(f"ingest:                   {ingest.url}/v1/observations  (token {ingest_token})")
         console.print(f"rollout API:              {api.url}/v1/rollouts")
         console.print(f"monitor (drift):          {monitor.url}/v1/drift/reports/latest")
-        admin_token = kept("PEFM_ADMIN_TOKEN", settings.admin_token)
+        admin_token = kept("PEFM_ADMIN_TOKEN")
         console.print(f"dashboard:                {dashboard.url}/   (admin token {admin_token})")
         console.print(f"logs:                     {home / 'logs'}")
         console.print(

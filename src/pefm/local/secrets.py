@@ -104,10 +104,16 @@ def _locked(home: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
+FILLED: set[str] = set()
+"""The names ``use_local_secrets`` put into ``os.environ``: tokens.env's, not the environment's."""
+
+
 def use_local_secrets(settings: Settings) -> None:
     """Put the secrets the environment leaves unset into ``os.environ``, taken from ``tokens.env``
     in ``settings.home`` (the ``pefm`` command and the benchmarks on an embedded server), so that
     ``get_settings()`` and the processes started from here see them."""
     for name, value in local_secrets(settings.home, settings).items():
-        os.environ.setdefault(name, value)
+        if name not in os.environ:
+            os.environ[name] = value
+            FILLED.add(name)
     get_settings.cache_clear()

@@ -54,6 +54,12 @@ __all__ = ["Rollout", "RolloutBusy", "RolloutConflict", "RolloutController", "Ro
 log = logging.getLogger(__name__)
 
 
+LOG_LAG = timedelta(seconds=2)
+"""How far behind the moment they are read the request metrics' window ends: a revision's request
+log is flushed every 0.25 s (``LogWriter``), so the last moments' requests are not all written yet
+(Prometheus's windows are only as sharp as its scrapes, whatever their end)."""
+
+
 def _write_lock(rollout_id: int) -> str:
     """The name of a rollout's write lock: held by a session (``_writing``), or by the transaction
     that starts the next rollout (``_blue``)."""
@@ -247,11 +253,10 @@ class RolloutController:
             if self._grace_over(rollout):
                 rollout = self._finalize(rollout_id)
             return Decision("hold", rollout.state, f"rollout is {rollout.state.phase.value}")
-        observed_at = datetime.now(UTC)
-        observations = self._observe(rollout)
+        observations, until = self._observe(rollout)
         decision = decide(rollout.spec, rollout.state, observations)
         with self._writing(rollout_id) as conn:
-            saved = self._save(conn, rollout, decision, observations, observed_at if decision.checks else None)
+            saved = self._save(conn, rollout, decision, observations, until if decision.checks else None)
             current = saved or read_rollout(conn, rollout_id)
             self._route(conn, current)
         if saved is None:
@@ -334,22 +339,25 @@ class RolloutController:
         return saved.state
 
     # -- internals -------------------------------------------------------------------------------
-    def _observe(self, rollout: Rollout) -> Observations:
+    def _observe(self, rollout: Rollout) -> tuple[Observations, datetime | None]:
+        """What the analysis judges, and the end of the window its request metrics cover (None:
+        none were read). The window ends ``LOG_LAG`` before the metrics are read, after any
+        synthetic load: a request is logged (with the moment it was served) a flush after it is
+        served, so one served since is judged by the next analysis, once, and none by two."""
         spec, state = rollout.spec, rollout.state
         if state.phase is Phase.INITIALIZING:
             with self.db.connection() as conn:
                 gates, _ = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)
-            return Observations(
-                smoke_ok=self.prober.smoke(
-                    self.router.tag_url(rollout.service, "green"), spec.smoke_request, rollout.green_model_version
-                ),
-                gates_passed=gates,
+            smoke_ok = self.prober.smoke(
+                self.router.tag_url(rollout.service, "green"), spec.smoke_request, rollout.green_model_version
             )
+            return Observations(smoke_ok=smoke_ok, gates_passed=gates), None
         if state.phase is not Phase.PROGRESSING:
-            return Observations()
+            return Observations(), None
         if spec.synthetic_load:
             self.prober.load(self.router.url(rollout.service), spec.synthetic_load, spec.smoke_request)
-        metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at)
+        until = datetime.now(UTC) - LOG_LAG
+        metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at, until)
         urls = (self.router.tag_url(rollout.service, "blue"), self.router.tag_url(rollout.service, "green"))
         divergence = self.prober.divergence(
             urls,
@@ -365,7 +373,7 @@ class RolloutController:
                 "p99_latency_ms": metrics.p99_latency_ms,
                 "divergence": divergence,
             },
-        )
+        ), until
 
     def _grace_over(self, rollout: Rollout) -> bool:
         return (

@@ -118,7 +118,11 @@ class LocalRouter:
             if row is None:
                 return None
             stopped = stop_revision(row[0], revision)
-            conn.execute("DELETE FROM local_revisions WHERE service = %s AND revision = %s", (service, revision))
+            conn.execute(  # the replicas stopped: one started again meanwhile recorded others (helper-88)
+                """DELETE FROM local_revisions
+                   WHERE service = %s AND revision = %s AND pids IS NOT DISTINCT FROM %s::integer[]""",
+                (service, revision, row[0]),
+            )
         log.info("retired revision %s of %s%s", revision, service, "" if stopped else " (was not running)")
         return stopped
 

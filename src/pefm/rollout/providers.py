@@ -25,7 +25,9 @@ class RevisionMetrics:
 
 
 class MetricsProvider(Protocol):
-    def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics: ...
+    def revision_metrics(self, revision: str, since: datetime, until: datetime | None = None) -> RevisionMetrics:
+        """The revision's requests from ``since`` up to ``until`` (default: now)."""
+        ...
 
 
 _SERVED = 'revision="{revision}",route!~"/metrics|unmatched"'
@@ -73,9 +75,11 @@ class PrometheusProvider:
         self.queries = queries or PROMQL
         self.client = httpx.Client(timeout=timeout)
 
-    def query(self, promql: str) -> float | None:
-        """The scalar value of an instant query, or None when it has no (finite) sample."""
-        response = self.client.get(f"{self.url}/api/v1/query", params={"query": promql})
+    def query(self, promql: str, at: datetime | None = None) -> float | None:
+        """The scalar value of an instant query (at ``at``, default now), or None when it has no
+        (finite) sample."""
+        params = {"query": promql} | ({"time": f"{at.timestamp():.3f}"} if at is not None else {})
+        response = self.client.get(f"{self.url}/api/v1/query", params=params)
         response.raise_for_status()
         result = response.json()["data"]["result"]
         if not result:
@@ -83,12 +87,13 @@ class PrometheusProvider:
         value = float(result[0]["value"][1])
         return value if math.isfinite(value) else None
 
-    def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics:
-        window = int((datetime.now(UTC) - since).total_seconds())
+    def revision_metrics(self, revision: str, since: datetime, until: datetime | None = None) -> RevisionMetrics:
+        until = until or datetime.now(UTC)
+        window = int((until - since).total_seconds())
         if window < MIN_WINDOW:  # a longer one would judge the step before, or requests an earlier
             # analysis judged (``since`` is the last that did): no data of its own yet
             return RevisionMetrics(0, None, None)
-        values = {k: self.query(q.format(revision=revision, window=window)) for k, q in self.queries.items()}
+        values = {k: self.query(q.format(revision=revision, window=window), until) for k, q in self.queries.items()}
         return RevisionMetrics(round(values["requests"] or 0), values["success_rate"], values["p99_latency_ms"])
 
 
@@ -96,13 +101,13 @@ class DatabaseProvider:
     def __init__(self, db: Database):
         self.db = db
 
-    def revision_metrics(self, revision: str, since: datetime) -> RevisionMetrics:
+    def revision_metrics(self, revision: str, since: datetime, until: datetime | None = None) -> RevisionMetrics:
         with self.db.connection() as conn:
             n, ok, p99 = conn.execute(
                 """SELECT count(*), avg((status < 500)::int),
                           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)
-                   FROM request_log WHERE revision = %s AND ts >= %s
+                   FROM request_log WHERE revision = %s AND ts >= %s AND ts < coalesce(%s::timestamptz, 'infinity')
                      AND route <> '/metrics' AND (route <> 'unmatched' OR status >= 500)""",
-                (revision, since),
+                (revision, since, until),
             ).fetchone()
         return RevisionMetrics(int(n), None if ok is None else float(ok), None if p99 is None else float(p99))
