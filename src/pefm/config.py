@@ -122,6 +122,10 @@ class Settings:
     """``PEFM_LOCAL_REPLICAS``: how many replicas the local runtime runs of each inference
     revision, behind the local router (``pefm up --replicas``); unset -> the initial scale of
     knative/base/inference.yaml."""
+    retention_days: int = 90
+    """``PEFM_RETENTION_DAYS``: how many days of request and prediction logs (on plain tables) and
+    drift reports are kept (``pefm.storage.retention``); TimescaleDB's policies drop the logs'
+    chunks after 90 days whatever it says."""
     retrain: str | None = None
     """``PEFM_RETRAIN``: what the monitor does on a drift breach due for retraining: ``off``
     (report only), ``request`` (record the request, which a scheduled ``pefm retrain
@@ -296,6 +300,8 @@ class Settings:
             kwargs["retrain"] = retrain
         if raw := env.get("PEFM_INGEST_LINGER_MS", "").strip():
             kwargs["ingest_linger_ms"] = _number("PEFM_INGEST_LINGER_MS", raw, 0.0, 100.0)
+        if raw := env.get("PEFM_RETENTION_DAYS", "").strip():
+            kwargs["retention_days"] = _positive_int("PEFM_RETENTION_DAYS", raw)
         if raw := env.get("PEFM_LOCAL_REPLICAS", "").strip():
             kwargs["local_replicas"] = _positive_int("PEFM_LOCAL_REPLICAS", raw)
         if raw := env.get("PEFM_REVISION_GRACE_SECONDS", "").strip():

@@ -58,14 +58,14 @@ def test_prune_deletes_what_is_past_the_retention_in_batches_and_keeps_each_vers
         kept_v1 = [_report(conn, "v1", 5)]
         older_v2 = _report(conn, "v2", 160)
         latest_v2 = _report(conn, "v2", 150)  # v2's latest report: kept however old
-    deleted = retention.prune(db)
+    deleted = retention.prune(db, 90)
     assert deleted == {"request_log": 4, "predictions": 4, "drift_reports": 3}
     with db.connection() as conn:
         assert _ages(conn, "request_log") == _ages(conn, "predictions") == [0, 10, 89]
         kept = [row[0] for row in conn.execute("SELECT id FROM drift_reports ORDER BY id")]
     assert kept == [*kept_v1, latest_v2]
     assert not {*old_v1, older_v2} & set(kept)
-    assert retention.prune(db) == {"request_log": 0, "predictions": 0, "drift_reports": 0}  # nothing more
+    assert retention.prune(db, 90) == {"request_log": 0, "predictions": 0, "drift_reports": 0}  # nothing more
     assert retention.prune(db, days=1) == {"request_log": 2, "predictions": 2, "drift_reports": 0}
 
 
@@ -76,9 +76,9 @@ def test_the_monitor_role_prunes_its_drift_reports_and_nothing_else(db: Database
         _report(conn, "v1", 1)
     monitor = Database(role_url(schema_url, "monitor"), max_size=1)
     try:
-        assert retention.prune_reports(monitor) == 1
+        assert retention.prune_reports(monitor, 90) == 1
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            retention.prune(monitor)  # the request log is not its to delete from
+            retention.prune(monitor, 90)  # the request log is not its to delete from
     finally:
         monitor.close()
 

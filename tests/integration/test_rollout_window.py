@@ -79,10 +79,12 @@ class Load(Healthy):
         return requests - errors
 
 
-def test_synthetic_load_is_judged_by_the_analysis_that_sent_it_and_no_other(db, no_log_lag):
+def test_synthetic_load_is_judged_by_the_analysis_that_sent_it_and_no_other(db):
     """The window had ended when the analysis began, before its synthetic load: each batch was
     judged by its own analysis and again by the next, and one burst of 2 errors in 50 rolled the
-    healthy green back (helper-88). It ends after the load now."""
+    healthy green back (helper-88). Then it ended ``LOG_LAG`` before a moment right after the
+    load, so each analysis judged the load of the one before (helper-89). With the real lag: the
+    load is given that long to be logged."""
     controller, rollout_id = rollout_of_green(db, Load(db), min_requests=50, synthetic_load=50)
     first = controller.tick(rollout_id)
     assert first.action == "hold" and "success-rate 0.96" in first.reason, first.reason
@@ -102,3 +104,26 @@ def test_what_was_served_in_the_last_moments_waits_for_the_next_analysis(db):
         conn.execute("UPDATE rollouts SET step_started_at = step_started_at - interval '3 seconds'")
     judged = controller.tick(rollout_id)
     assert judged.action == "hold" and "success-rate 0" in judged.reason, judged.reason
+
+
+class LateDivergence(Healthy):
+    """No divergence measured at first (no replays yet), then none."""
+
+    def __init__(self):
+        self.value = None
+
+    def divergence(self, *args, **kwargs):
+        return self.value
+
+
+def test_a_wait_for_a_value_keeps_the_requests_counted_so_far(db, no_log_lag):
+    """An analysis that waited for divergence's value had moved the window all the same: the
+    requests counted towards min_requests were dropped, to be gathered again (helper-89)."""
+    prober = LateDivergence()
+    controller, rollout_id = rollout_of_green(db, prober, min_requests=10)
+    served(db, 10)
+    waiting = controller.tick(rollout_id)
+    assert waiting.action == "wait" and "no data yet for divergence" in waiting.reason, waiting.reason
+    prober.value = 0.0
+    judged = controller.tick(rollout_id)  # the same 10 requests
+    assert judged.action == "advance", judged.reason

@@ -234,17 +234,21 @@ def db_status() -> None:
 
 @db_app.command("prune")
 def db_prune(
-    days: Annotated[int, typer.Option(min=1, max=36500, help="keep this many days of logs and drift reports")] = 90,
+    days: Annotated[
+        int | None, typer.Option(min=1, max=36500, help="days of logs and drift reports kept (PEFM_RETENTION_DAYS)")
+    ] = None,
 ) -> None:
     """Delete request-log, prediction and drift-report rows older than the retention.
 
     TimescaleDB's policies drop the logs' chunks after 90 days; on plain PostgreSQL this does it
-    (`pefm up` runs it daily; schedule it where no stack does). Each model version keeps its latest
-    drift report. Run it as the owner, or a role that may delete from those tables."""
+    (`pefm up` runs it daily, and the monitor for its drift reports, both with PEFM_RETENTION_DAYS;
+    schedule it where no stack does). Each model version keeps its latest drift report. Run it as
+    the owner, or a role that may delete from those tables."""
+    from pefm.config import get_settings
     from pefm.storage import retention
 
     with open_db() as db:
-        deleted = retention.prune(db, days)
+        deleted = retention.prune(db, days or get_settings().retention_days)
     for table, count in deleted.items():
         console.print(f"{table}: {count} rows deleted", highlight=False)
     if "request_log" not in deleted:

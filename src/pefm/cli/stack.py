@@ -181,7 +181,7 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
             if time.monotonic() - pruned >= 86400:  # what TimescaleDB's policies do, on plain tables
                 pruned = time.monotonic()
                 try:
-                    retention.prune(db)
+                    retention.prune(db, settings.retention_days)
                 except psycopg.Error as exc:  # tomorrow's try; the stack goes on
                     warning("prune", f"the logs were not pruned: {exc}")
             if dead := runtime.exited():

@@ -60,6 +60,7 @@ INHERITED = frozenset(
         "PEFM_MODEL_CONCURRENCY",
         "PEFM_PREDICTION_LOG_QUEUE",
         "PEFM_RECONDITION",
+        "PEFM_RETENTION_DAYS",  # the monitor prunes its drift reports
         "PEFM_CACHE_MAX_BYTES",
         "PEFM_CACHE_TTL_SECONDS",
         "PEFM_INGEST_GROUP_MAX",

@@ -4,8 +4,8 @@ Phases follow Flagger: Initializing -> Progressing -> Promoting -> Succeeded, or
 (checks failed ``threshold`` times, or the smoke test / gates failed), with Paused in between
 at an operator's request. No data is never good news: too few requests, or a check without a
 value, means Wait, never Advance; but a check that failed counts even while another has no value
-yet (a wait would hide it for as long as that one stays empty), and so does one that has failed
-before ``min_requests`` whatever green's next requests do (a low-traffic green failing every
+yet (a wait would hide it for as long as that one stays empty), and so does one whose failure is
+already conclusive before ``min_requests`` (``_foregone``: a low-traffic green failing every
 request would otherwise serve users its errors for as long as the minimum takes to come).
 """
 
@@ -92,7 +92,10 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
         failures = state.failed_checks + 1
         detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
         if early:
-            detail += f" ({obs.requests} of {spec.min_requests} requests on green: failed whatever the next do)"
+            detail += (
+                f" ({obs.requests} of {spec.min_requests} requests on green; at the bound, as many failures"
+                f" would come with probability below {EARLY_ALPHA:g})"
+            )
         if failures >= spec.threshold:
             return _rollback(
                 replace(state, failed_checks=failures),
@@ -116,20 +119,29 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
     return _advance(spec, state, "all checks passed", results)
 
 
+EARLY_ALPHA = 0.001
+"""How improbable a green's failures below ``min_requests`` must be at its success-rate bound to
+count as a failed check before the minimum (a one-sided binomial test)."""
+
+
 def _foregone(spec: RolloutSpec, check: Check, obs: Observations) -> dict[str, Any]:
-    """A check judged before green served ``spec.min_requests``: failed (``passed`` False) when it
-    fails at ``min_requests`` whatever the requests still to come do, else undecided (None). The
-    success rate is judged at both ends of what it can become: every request to come failing, or
-    succeeding. Divergence is measured on replays, not on green's count: it stands as it is. The
-    p99 latency can still fall within its bound as fast requests come: it waits."""
+    """A check judged before green served ``spec.min_requests``: failed (``passed`` False) where
+    the evidence is already conclusive, else undecided (None). The success rate: when so many of
+    its requests failed that a revision at the bound would fail as many with probability below
+    ``EARLY_ALPHA`` (a binomial tail: 5 failures of 5 at a 0.99 bound, 3 of 10; not 1 of 10,
+    which the requests still to come, however many the judging window holds, may outweigh).
+    Divergence is measured on replays, not on green's count: it stands as it is. The p99 latency
+    can still fall within its bound as fast requests come: it waits."""
     value = obs.metrics.get(check.metric)
     if value is not None and check.metric == "divergence":
         return check.judge(value)
-    if value is not None and check.metric == "success_rate":
+    if value is not None and check.metric == "success_rate" and check.min is not None and obs.requests:
+        from scipy.stats import binom
+
         failed = round((1 - value) * obs.requests)  # whole requests: no rounding error tips a rate at its bound
-        ends = ((obs.requests - failed) / spec.min_requests, (spec.min_requests - failed) / spec.min_requests)
-        if all(check.judge(end)["passed"] is False for end in ends):  # the observed rate lies between them
-            return check.judge(value)
+        p = float(binom.sf(failed - 1, obs.requests, 1 - check.min)) if failed else 1.0
+        if p < EARLY_ALPHA:
+            return {**check.judge(value), "p_value": p}
     return {**check.judge(value), "passed": None}
 
 

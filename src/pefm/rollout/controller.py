@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -256,7 +257,8 @@ class RolloutController:
         observations, until = self._observe(rollout)
         decision = decide(rollout.spec, rollout.state, observations)
         with self._writing(rollout_id) as conn:
-            saved = self._save(conn, rollout, decision, observations, until if decision.checks else None)
+            judged = decision.checks and decision.action != "wait"  # a wait for a value judged nothing
+            saved = self._save(conn, rollout, decision, observations, until if judged else None)
             current = saved or read_rollout(conn, rollout_id)
             self._route(conn, current)
         if saved is None:
@@ -341,9 +343,12 @@ class RolloutController:
     # -- internals -------------------------------------------------------------------------------
     def _observe(self, rollout: Rollout) -> tuple[Observations, datetime | None]:
         """What the analysis judges, and the end of the window its request metrics cover (None:
-        none were read). The window ends ``LOG_LAG`` before the metrics are read, after any
-        synthetic load: a request is logged (with the moment it was served) a flush after it is
-        served, so one served since is judged by the next analysis, once, and none by two."""
+        none were read). The window ends ``LOG_LAG`` before the metrics are read, and any
+        synthetic load is given that long to be logged first: a request is logged (with the moment
+        it was served) a flush after it is served, so one served since is judged by the next
+        analysis, once, and none by two. One logged more than ``LOG_LAG`` late (the database away
+        for seconds) falls before the next window and is judged by none: a window by the moment a
+        request was logged would take a column the request log, a hypertable, does not have."""
         spec, state = rollout.spec, rollout.state
         if state.phase is Phase.INITIALIZING:
             with self.db.connection() as conn:
@@ -356,6 +361,7 @@ class RolloutController:
             return Observations(), None
         if spec.synthetic_load:
             self.prober.load(self.router.url(rollout.service), spec.synthetic_load, spec.smoke_request)
+            time.sleep(LOG_LAG.total_seconds())  # the load logged: judged by this analysis, not the next
         until = datetime.now(UTC) - LOG_LAG
         metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at, until)
         urls = (self.router.tag_url(rollout.service, "blue"), self.router.tag_url(rollout.service, "green"))

@@ -202,8 +202,9 @@ class MonitorService:
             return
         self._pruned = time.monotonic()
         try:
-            if deleted := retention.prune_reports(self.db):
-                log.info("pruned %d drift reports older than %d days", deleted, retention.DAYS)
+            days = self.settings.retention_days
+            if deleted := retention.prune_reports(self.db, days):
+                log.info("pruned %d drift reports older than %d days", deleted, days)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("drift reports not pruned: %s", exc)
 

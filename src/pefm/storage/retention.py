@@ -1,4 +1,5 @@
-"""How long the logs and drift reports are kept: 90 days, as TimescaleDB's policies keep the logs.
+"""How long the logs and drift reports are kept: ``PEFM_RETENTION_DAYS`` (90, as TimescaleDB's
+policies keep the logs).
 
 On TimescaleDB, ``request_log`` and ``predictions`` are hypertables whose retention policy (0004)
 drops their chunks after 90 days. On plain PostgreSQL (the embedded default, a managed server
@@ -23,14 +24,12 @@ from psycopg import sql
 
 from pefm.storage.database import Database
 
-DAYS = 90
-"""The retention, the same as the TimescaleDB policies' (migration 0004)."""
 BATCH = 10_000
 LOGS = ("request_log", "predictions")
 _LATEST_REPORTS = "SELECT max(id) FROM drift_reports GROUP BY model_version"
 
 
-def prune(db: Database, days: int = DAYS) -> dict[str, int]:
+def prune(db: Database, days: int) -> dict[str, int]:
     """Delete the rows older than ``days`` days from the plain logs (hypertables have their
     policy) and the drift reports (each version's latest kept); the rows deleted per table."""
     if days < 1:
@@ -49,7 +48,7 @@ def prune(db: Database, days: int = DAYS) -> dict[str, int]:
     return out
 
 
-def prune_reports(db: Database, days: int = DAYS) -> int:
+def prune_reports(db: Database, days: int) -> int:
     """Delete the drift reports older than ``days`` days but each version's latest; how many."""
     select = sql.SQL(f"SELECT ctid FROM drift_reports WHERE created_at < now() - %s AND id NOT IN ({_LATEST_REPORTS})")
     return _delete(db, select, "drift_reports", timedelta(days=days))
