@@ -149,7 +149,10 @@ def test_a_green_whose_forecasts_diverge_is_rolled_back_despite_perfect_http(sta
     last = controller.events(rollout_id)[-1]
     assert "divergence" in last["reason"]
     checks = {c["check"]: c["passed"] for c in last["checks"]}
-    assert checks == {"success-rate": True, "latency-p99": True, "divergence": False}
+    # divergence failed; the HTTP checks passed, or were not judged yet (divergence, measured on
+    # replays, fails before min_requests; the request counts lag the log's flush)
+    assert checks["divergence"] is False and checks.keys() == {"success-rate", "latency-p99", "divergence"}
+    assert checks["success-rate"] is not False and checks["latency-p99"] is not False, checks
     assert all(s == 200 for s in load.statuses)
     runtime.stop(revision)
 
