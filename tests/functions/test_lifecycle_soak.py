@@ -247,7 +247,9 @@ def test_five_and_more_cycles_of_the_model_lifecycle(soak):
         state = settled(soak, rollout_id, "RolledBack")
         rollback = next(e for e in state["events"] if e["action"] == "rollback")
         assert "divergence" in rollback["reason"]
-        assert {c["check"]: c["passed"] for c in rollback["checks"]}["success-rate"] is True
+        # the HTTP checks passed, or were not judged yet: divergence, measured on replays, fails
+        # before min_requests, and the request counts lag the log's flush
+        assert {c["check"]: c["passed"] for c in rollback["checks"]}["success-rate"] is not False
         stories.append((quarter, "divergent", state["phase"], report["drifted_series"], report["breach"]))
 
         # (d) an operator's rollback racing a controller tick: the tick blocks mid-observation on a
