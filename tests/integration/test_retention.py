@@ -3,9 +3,6 @@ policies do it for the logs' hypertables; nothing did on plain tables, nor for d
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -13,6 +10,7 @@ from psycopg.types.json import Jsonb
 from pefm.storage import retention
 from pefm.storage.database import Database
 from pefm.storage.roles import role_url
+from tests.integration.test_cli import run
 
 
 def _age(conn: psycopg.Connection, days: int) -> str:
@@ -87,17 +85,9 @@ def test_db_prune_says_what_it_deleted(db: Database, cli_env: dict[str, str]):  
     with db.connection() as conn:
         _log(conn, 40)
         _log(conn, 20)
-    out = subprocess.run(
-        [sys.executable, "-m", "pefm.cli", "db", "prune", "--days", "30"],
-        env={**cli_env, "COLUMNS": "120"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run(cli_env, "db", "prune", "--days", "30")
     assert out.returncode == 0, out.stderr
     assert "request_log: 1 rows deleted" in out.stdout and "predictions: 1 rows deleted" in out.stdout
     assert "drift_reports: 0 rows deleted" in out.stdout
-    refused = subprocess.run(
-        [sys.executable, "-m", "pefm.cli", "db", "prune", "--days", "0"], env=cli_env, capture_output=True, text=True
-    )
+    refused = run(cli_env, "db", "prune", "--days", "0")
     assert refused.returncode == 2 and "--days" in refused.stderr

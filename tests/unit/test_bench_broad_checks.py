@@ -3,33 +3,13 @@
 in-sample scale, is a failure named for that series; the run goes on to its tables and JSON. No
 backtest runs here: the forecasts are built by hand."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_modules import bench_module
 
-
-def _bench_module(name: str):
-    """A module of bench/ by its file (see test_bench_harness.py): bench/ is on sys.path only while
-    it loads, for ``broad_score``'s ``from broad_run import ...``."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    saved = list(sys.path)
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
-
-
-broad_run = _bench_module("broad_run")
-broad_score = _bench_module("broad_score")
+broad_run = bench_module("broad_run")
+broad_score = bench_module("broad_score")
 
 MONTHS = pd.date_range("2000-01-01", periods=60, freq="MS")
 

@@ -2,33 +2,13 @@
 soak's per-event check and its verdict (``bench/stream.py``), the CPU seconds the broad run compares
 (``bench/broad_run.py``). No wrk, function or database is started here."""
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_modules import bench_module
 
-
-def _bench_module(name: str):
-    """A module of bench/ by its file, under a name of its own (see test_benchmark_series.py);
-    bench/ is on sys.path only while it loads (for its sibling imports, ``from harness ...``; the
-    scripts put it there themselves): left there, its ``dashboard.py`` would shadow the project's."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    saved = list(sys.path)
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
-
-
-harness = _bench_module("harness")
+harness = bench_module("harness")
 
 WRK_CLEAN = """Running 6s test @ http://127.0.0.1:18765/
   2 threads and 16 connections
@@ -79,7 +59,7 @@ def test_a_socket_errors_line_of_another_form_is_not_read_as_none():
         harness.parse_wrk(WRK_CLEAN + "  Socket errors: connect 1, read 2\n", "u", errors_ok=True)
 
 
-stream = _bench_module("stream")
+stream = bench_module("stream")
 
 
 def test_the_soak_compares_event_by_event_not_net_counts(tmp_path):
@@ -119,7 +99,7 @@ def test_a_clean_run_passes_and_errors_in_the_events_run_fail_it():
     assert stream.judge(_results(soak_answers={"ok": 0, "rejected": 17185, "other": 0}))
 
 
-broad_run = _bench_module("broad_run")
+broad_run = bench_module("broad_run")
 
 
 def test_cpu_seconds_count_only_the_scored_series():

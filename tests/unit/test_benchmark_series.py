@@ -1,7 +1,6 @@
 """Further series for the accuracy benchmark (``bench/accuracy.py --series CSV``): what a file must
 hold, and that each mistake is named by its line and column before any backtest runs."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +10,9 @@ import pandas as pd
 import pytest
 
 from pefm.data.frequency import Frequency
+from tests.bench_modules import BENCH, bench_module
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _bench_module(name: str):
-    """A module of bench/ by its file, under a name of its own: bench/ is not put on sys.path,
-    where its ``dashboard.py`` would shadow the project's ``dashboard`` package for every test."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-broad_set = _bench_module("broad_set")
+broad_set = bench_module("broad_set")
 frames_by_frequency, series_from_csv = broad_set.frames_by_frequency, broad_set.series_from_csv
 
 GOOD = """series_id,ds,value,frequency,transform,season_length
@@ -113,7 +100,7 @@ def test_an_empty_value_alone_is_named_by_its_line(tmp_path):
 
 
 def test_the_protocol_leaves_out_a_series_too_short_for_it(tmp_path):
-    broad_run = _bench_module("broad_run")
+    broad_run = bench_module("broad_run")
     months = pd.date_range("2000-01-01", periods=40, freq="MS")
     body = _rows("long", "M", months, range(40)) + _rows("short", "M", months[:25], range(25))
     entries = series_from_csv(write(tmp_path, HEADER + body))
