@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -789,3 +790,25 @@ def test_flaggers_rollback_event_settles_the_rollout_and_a_stale_failed_phase_do
     late = hook(fresh, "post-rollout", "c33", phase="Failed")  # Flagger's, after it scaled the canary down
     assert late.status_code == 200 and "already settled" in late.json()["reason"], late.text
     assert _post_rollouts(fresh, rollout_id) == 1
+
+
+def test_a_canary_left_without_traffic_for_max_wait_seconds_fails_the_rollout_hook(fresh):
+    """Flagger holds the weight at confirm-traffic-increase for as long as that gate says no: a
+    canary deployed in a quiet hour held the service, and every revision after it, for good. Past
+    ``max_wait_seconds`` since its weight changed (a second, in the rollout's stored spec here),
+    the ``rollout`` hook fails, and Flagger counts each failure towards its threshold."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["ungated"])  # a revision no earlier test sent requests
+    with fresh["db"].connection() as conn:
+        set_gate_report(conn, fresh["versions"]["ungated"], {"passed": True, "checks": [], "failures": []})
+    assert hook(fresh, "confirm-rollout", "c20").status_code == 200
+    with fresh["db"].connection() as conn:
+        conn.execute("UPDATE rollouts SET spec = jsonb_set(spec, '{max_wait_seconds}', '1')")
+    hook(fresh, "event", "c20", eventMessage="Advance pefm-inference.pefm canary weight 10", eventType="Normal")
+    assert hook(fresh, "rollout", "c20").status_code == 200  # a quiet start is no failure
+    time.sleep(1.1)
+    overdue = hook(fresh, "rollout", "c20")
+    assert overdue.status_code == 412, overdue.text
+    reason = overdue.json()["reason"]
+    assert reason.startswith("nothing to judge for 1 s (max_wait_seconds): waiting for traffic: 0 of 5"), reason
+    assert hook(fresh, "confirm-traffic-increase", "c20").status_code == 403  # the weight still waits

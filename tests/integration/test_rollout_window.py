@@ -1,6 +1,7 @@
 """Which requests an analysis judges: those green served since its step began or since the last
 analysis that judged the checks, whichever is later (the controller over a real request log)."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -127,3 +128,19 @@ def test_a_wait_for_a_value_keeps_the_requests_counted_so_far(db, no_log_lag):
     prober.value = 0.0
     judged = controller.tick(rollout_id)  # the same 10 requests
     assert judged.action == "advance", judged.reason
+
+
+def test_a_green_with_too_little_traffic_is_rolled_back_after_max_wait_seconds(db, no_log_lag):
+    """The wait runs from the window's start: requests below the minimum do not restart it, and
+    the registry follows the rollback as after a failed check."""
+    controller, rollout_id = rollout_of_green(db, Healthy(), min_requests=50, max_wait_seconds=1.5)
+    served(db, 10)
+    assert "10 of 50 requests" in controller.tick(rollout_id).reason
+    time.sleep(1.6)
+    decision = controller.tick(rollout_id)
+    assert decision.action == "rollback", decision.reason
+    assert "(max_wait_seconds): waiting for traffic: 10 of 50 requests on green" in decision.reason
+    assert controller.get(rollout_id).state.phase is Phase.ROLLED_BACK
+    with db.connection() as conn:
+        statuses = dict(conn.execute("SELECT id, status FROM model_versions").fetchall())
+    assert statuses == {"v-blue": "serving", "v-green": "rejected"}, statuses

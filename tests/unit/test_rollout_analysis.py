@@ -131,3 +131,34 @@ def test_below_min_requests_a_check_failed_conclusively_counts():
     slow = {**HEALTHY, "p99_latency_ms": 30000.0}
     assert decide(spec, progressing(), Observations(requests=49, metrics=slow)).action == "wait"
     assert decide(spec, progressing(), Observations(requests=49, metrics=HEALTHY)).action == "wait"
+
+
+def test_a_wait_of_max_wait_seconds_rolls_back_naming_what_it_waited_for():
+    """A green started in a quiet hour held the service (and its next rollout) for good."""
+    spec = RolloutSpec(steps=(10, 50, 100), threshold=2, min_requests=20, max_wait_seconds=600)
+    idle = decide(spec, progressing(), Observations(requests=3, metrics=HEALTHY, waited_seconds=599))
+    assert idle.action == "wait"
+    overdue = decide(spec, progressing(), Observations(requests=3, metrics=HEALTHY, waited_seconds=600))
+    assert overdue.action == "rollback" and overdue.state.phase is Phase.ROLLED_BACK and overdue.state.weight == 0
+    assert (
+        overdue.reason
+        == "nothing to judge for 600 s (max_wait_seconds): waiting for traffic: 3 of 20 requests on green"
+    )
+    no_data = decide(
+        spec, progressing(), Observations(requests=50, metrics={**HEALTHY, "divergence": None}, waited_seconds=700)
+    )
+    assert no_data.action == "rollback" and no_data.reason.endswith("no data yet for divergence"), no_data.reason
+    no_gates = decide(spec, State(), Observations(gates_passed=None, waited_seconds=601))
+    assert no_gates.action == "rollback" and no_gates.reason.endswith("has no gate report yet"), no_gates.reason
+
+
+def test_an_operators_promotion_and_a_spec_without_a_limit_wait_for_ever():
+    manual = RolloutSpec(steps=(10, 50, 100), min_requests=20, manual_promotion=True, max_wait_seconds=60)
+    at_100 = decide(
+        manual, progressing(weight=100, step=2), Observations(requests=50, metrics=HEALTHY, waited_seconds=1e6)
+    )
+    assert at_100.action == "wait" and "operator" in at_100.reason
+    patient = RolloutSpec(steps=(10, 50, 100), min_requests=20, max_wait_seconds=None)
+    assert (
+        decide(patient, progressing(), Observations(requests=0, metrics=HEALTHY, waited_seconds=1e9)).action == "wait"
+    )

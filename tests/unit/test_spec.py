@@ -35,6 +35,8 @@ from pefm.rollout.spec import REPOSITORY_SPEC, RolloutSpec
         ("interval_seconds: .nan", "interval_seconds: expected a number of seconds above 0, not nan"),
         ("interval_seconds: 30s", "interval_seconds: expected a number of seconds above 0, not '30s'"),
         ("interval_seconds: 0", "interval_seconds: expected a number of seconds above 0, not 0"),
+        ("max_wait_seconds: 0", "max_wait_seconds: expected a number of seconds above 0, or null, not 0"),
+        ("max_wait_seconds: .inf", "max_wait_seconds: expected a number of seconds above 0, or null, not inf"),
         ("threshold: 2.5", "threshold: expected a whole number of at least 1, not 2.5"),
         ("min_requests: '20'", "min_requests: expected a whole number of at least 1, not '20'"),
         ("synthetic_load: -1", "synthetic_load: expected a whole number of at least 0, not -1"),
@@ -57,3 +59,4 @@ def test_the_committed_spec_and_a_stored_one_load():
     spec = RolloutSpec.load(REPOSITORY_SPEC)
     assert RolloutSpec.from_dict(spec.to_dict()) == spec  # a rollout's stored spec, read back
     assert RolloutSpec.from_dict({"interval_seconds": 5, "checks": [{"name": "p", "metric": "divergence", "max": 1}]})
+    assert RolloutSpec.from_dict({"max_wait_seconds": None}).max_wait_seconds is None  # null: waits for ever

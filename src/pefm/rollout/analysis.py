@@ -3,8 +3,9 @@
 Phases follow Flagger: Initializing -> Progressing -> Promoting -> Succeeded, or RolledBack
 (checks failed ``threshold`` times, or the smoke test / gates failed), with Paused in between
 at an operator's request. No data is never good news: too few requests, or a check without a
-value, means Wait, never Advance; but a check that failed counts even while another has no value
-yet (a wait would hide it for as long as that one stays empty), and so does one whose failure is
+value, means Wait, never Advance (and a wait of ``max_wait_seconds``, Rollback); but a check that
+failed counts even while another has no value yet (a wait would hide it for as long as that one
+stays empty), and so does one whose failure is
 already conclusive before ``min_requests`` (``_foregone``: a low-traffic green failing every
 request would otherwise serve users its errors for as long as the minimum takes to come).
 """
@@ -49,6 +50,9 @@ class Observations:
     metrics: dict[str, float | None] = field(default_factory=dict)
     smoke_ok: bool | None = None
     gates_passed: bool | None = None
+    waited_seconds: float = 0.0
+    """How long the window has gone on (since the step began, or the last analysis that judged
+    the checks): what a wait is measured against ``spec.max_wait_seconds``."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,9 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
         if obs.gates_passed is False:
             return _rollback(state, "the candidate model failed its validation gates")
         if obs.gates_passed is None:
-            return Decision("wait", state, "the candidate model has no gate report yet")
+            return _wait(spec, state, obs, "the candidate model has no gate report yet")
         if obs.smoke_ok is None:
-            return Decision("wait", state, "smoke test of the green revision not run yet")
+            return _wait(spec, state, obs, "smoke test of the green revision not run yet")
         if not obs.smoke_ok:
             return _rollback(state, "smoke test of the green revision failed")
         return _advance(spec, state, "smoke test passed")
@@ -84,7 +88,7 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
         results = [_foregone(spec, check, obs) for check in spec.checks]
         if not any(r["passed"] is False for r in results):
             waiting = f"waiting for traffic: {obs.requests} of {spec.min_requests} requests on green"
-            return Decision("wait", state, waiting)
+            return _wait(spec, state, obs, waiting)
     else:
         results = [check.judge(obs.metrics.get(check.metric)) for check in spec.checks]
     failed = [r for r in results if r["passed"] is False]  # judged before any wait: no check hides another
@@ -109,7 +113,7 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
             results,
         )
     if missing := [r["check"] for r in results if r["passed"] is None]:
-        return Decision("wait", state, f"no data yet for {', '.join(missing)}", results)
+        return _wait(spec, state, obs, f"no data yet for {', '.join(missing)}", results)
     if state.weight >= 100:
         if spec.manual_promotion:
             return Decision("wait", state, "all checks passed at 100%: waiting for an operator to promote", results)
@@ -150,6 +154,13 @@ def _advance(spec: RolloutSpec, state: State, why: str, checks: list | None = No
     weight = spec.steps[step]
     new = replace(state, phase=Phase.PROGRESSING, step=step, weight=weight)
     return Decision("advance", new, f"{why}: green to {weight}%", checks or [])
+
+
+def _wait(spec: RolloutSpec, state: State, obs: Observations, why: str, checks: list | None = None) -> Decision:
+    """Wait for what the analysis lacks, or roll back once it has waited ``spec.max_wait_seconds``."""
+    if spec.max_wait_seconds is not None and obs.waited_seconds >= spec.max_wait_seconds:
+        return _rollback(state, f"nothing to judge for {obs.waited_seconds:.0f} s (max_wait_seconds): {why}", checks)
+    return Decision("wait", state, why, checks or [])
 
 
 def _rollback(state: State, why: str, checks: list | None = None) -> Decision:

@@ -350,13 +350,14 @@ class RolloutController:
         for seconds) falls before the next window and is judged by none: a window by the moment a
         request was logged would take a column the request log, a hypertable, does not have."""
         spec, state = rollout.spec, rollout.state
+        waited = (datetime.now(UTC) - rollout.step_started_at).total_seconds()
         if state.phase is Phase.INITIALIZING:
             with self.db.connection() as conn:
                 gates, _ = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)
             smoke_ok = self.prober.smoke(
                 self.router.tag_url(rollout.service, "green"), spec.smoke_request, rollout.green_model_version
             )
-            return Observations(smoke_ok=smoke_ok, gates_passed=gates), None
+            return Observations(smoke_ok=smoke_ok, gates_passed=gates, waited_seconds=waited), None
         if state.phase is not Phase.PROGRESSING:
             return Observations(), None
         if spec.synthetic_load:
@@ -379,6 +380,7 @@ class RolloutController:
                 "p99_latency_ms": metrics.p99_latency_ms,
                 "divergence": divergence,
             },
+            waited_seconds=waited,
         ), until
 
     def _grace_over(self, rollout: Rollout) -> bool:

@@ -58,6 +58,11 @@ class RolloutSpec:
     min_requests: int = 20
     synthetic_load: int = 0
     """Requests the controller sends through the router per tick when traffic is short (0: none)."""
+    max_wait_seconds: float | None = 600.0
+    """How long a rollout may find nothing to judge (no gate report for the candidate, too few
+    requests on green, a check with no value) before it is rolled back; None: it waits for ever.
+    Flagger counts a check with no value as a failed one; waiting instead must not hold a green
+    started in a quiet hour, and the service's next rollout, for good."""
     require_gates: bool = True
     checks: tuple[Check, ...] = field(
         default_factory=lambda: (
@@ -89,6 +94,10 @@ class RolloutSpec:
             raise ValueError(f"steps must rise strictly in whole percents from above 0 to 100, got {steps}")
         if not _finite(self.interval_seconds) or self.interval_seconds <= 0:
             raise ValueError(f"interval_seconds: expected a number of seconds above 0, not {self.interval_seconds!r}")
+        if self.max_wait_seconds is not None and (not _finite(self.max_wait_seconds) or self.max_wait_seconds <= 0):
+            raise ValueError(
+                f"max_wait_seconds: expected a number of seconds above 0, or null, not {self.max_wait_seconds!r}"
+            )
         for name, least in (("threshold", 1), ("min_requests", 1), ("synthetic_load", 0), ("shadow_requests", 1)):
             if type(value := getattr(self, name)) is not int or value < least:
                 raise ValueError(f"{name}: expected a whole number of at least {least}, not {value!r}")

@@ -27,6 +27,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -315,22 +316,40 @@ class FlaggerHooks:
         ``min_requests`` since its weight last changed (the first step needs none), or while the
         last ``rollout`` answer had no divergence to judge; None when there is data. (Flagger's
         metric templates pass a revision that served nothing, since Flagger would count no value as
-        a failed check: the weight and the promotion wait here instead, as the local analysis waits.)"""
+        a failed check: the weight and the promotion wait here instead, as the local analysis
+        waits, and the ``rollout`` check fails once the wait is ``max_wait_seconds`` long.)"""
+        if waiting := self._waiting_for_traffic(rollout):
+            return waiting
+        with self.db.connection() as conn:
+            last = last_event(conn, rollout.id, "rollout")
+        if rollout.state.weight > 0 and last is not None and last[1] == f"passed: {NO_DIVERGENCE}":
+            return Answer(False, f"waiting for data: {NO_DIVERGENCE}", rollout.id, 403)
+        return None
+
+    def _waiting_for_traffic(self, rollout: Rollout) -> Answer | None:
         served = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at).requests
         need = rollout.spec.min_requests if rollout.state.weight > 0 else 0
         if served < need:
             return Answer(False, f"waiting for traffic: {served} of {need} requests on the canary", rollout.id, 403)
-        with self.db.connection() as conn:
-            last = last_event(conn, rollout.id, "rollout")
-        if need and last is not None and last[1] == f"passed: {NO_DIVERGENCE}":
-            return Answer(False, f"waiting for data: {NO_DIVERGENCE}", rollout.id, 403)
         return None
+
+    def _overdue(self, rollout: Rollout, waiting: str) -> Answer | None:
+        """A failed ``rollout`` check (Flagger counts it towards ``threshold``) once the canary's
+        weight has waited ``max_wait_seconds`` for data since it last changed: Flagger's own gate
+        would hold a canary in a quiet hour, and the next revision behind it, for good."""
+        limit = rollout.spec.max_wait_seconds
+        waited = (datetime.now(UTC) - rollout.step_started_at).total_seconds()
+        if limit is None or waited < limit or rollout.state.weight == 0:
+            return None
+        return Answer(False, f"nothing to judge for {waited:.0f} s (max_wait_seconds): {waiting}", rollout.id)
 
     def _rollout(self, rollout: Rollout) -> Answer:
         spec = rollout.spec
         if spec.synthetic_load:
             service = self.cluster.url(knative_service(rollout.service))
             self.prober.load(service, spec.synthetic_load, spec.smoke_request)
+        if (waiting := self._waiting_for_traffic(rollout)) and (overdue := self._overdue(rollout, waiting.reason)):
+            return overdue
         checks = [c for c in spec.checks if c.metric == "divergence"]
         if not checks:
             return Answer(True, "no divergence check in the spec", rollout.id)
@@ -344,7 +363,7 @@ class FlaggerHooks:
         )
         results = [check.judge(value) for check in checks]
         if value is None:  # no failed check (Flagger counts those): the weight waits at confirm-traffic-increase
-            return Answer(True, NO_DIVERGENCE, rollout.id)
+            return self._overdue(rollout, NO_DIVERGENCE) or Answer(True, NO_DIVERGENCE, rollout.id)
         failed = [r for r in results if not r["passed"]]
         detail = "; ".join(f"{r['check']} {r['value']:.4g} within {r['range']}" for r in results)
         if failed:
