@@ -2,7 +2,12 @@
 
 ``PrometheusProvider`` asks a Prometheus server (PromQL templates below, data not code);
 ``DatabaseProvider`` reads the functions' request log when no Prometheus is configured.
-Both exclude the /metrics scrapes; health probes never reach the apps' metrics.
+Both exclude the /metrics scrapes; health probes never reach the apps' metrics. A request a
+revision refused as the client's fault (a 4xx: a malformed body, an unknown series, the rate
+limit) is no evidence of its health either: it neither counts towards ``min_requests`` nor
+passes, nor pulls the p99 latency down (a flood of junk made up the minimum in seconds and
+diluted a green's errors). A green that refuses what blue answers fails divergence, whose
+replays send both the same requests.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class MetricsProvider(Protocol):
         ...
 
 
-_SERVED = 'revision="{revision}",route!~"/metrics|unmatched"'
+_SERVED = 'revision="{revision}",route!~"/metrics|unmatched",status!~"4.."'
 _UNROUTED_FAILURES = 'revision="{revision}",route="unmatched",status=~"5.."'
 
 
@@ -41,10 +46,10 @@ def _count(selector: str) -> str:
 
 _REQUESTS = _count(_SERVED) + " + " + _count(_UNROUTED_FAILURES)
 PROMQL = {
-    # The requests a rollout judges a revision by: those to the routes it serves, and every one it
-    # failed before routing (a 503 while not ready). A request to a path it does not serve (a 404
-    # or 405 for anyone's junk) is no evidence of its health, and must not make up the minimum
-    # number of requests or dilute its errors.
+    # The requests a rollout judges a revision by: those to the routes it serves that were not the
+    # client's fault, and every one it failed before routing (a 503 while not ready). A request to
+    # a path it does not serve (a 404 or 405 for anyone's junk), or one it refused (a 4xx), is no
+    # evidence of its health, and must not make up the minimum number of requests or dilute its errors.
     "requests": _REQUESTS,
     "success_rate": _count(_SERVED + ',status!~"5.."') + " / (" + _REQUESTS + ")",
     "p99_latency_ms": (
@@ -107,7 +112,8 @@ class DatabaseProvider:
                 """SELECT count(*), avg((status < 500)::int),
                           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)
                    FROM request_log WHERE revision = %s AND ts >= %s AND ts < coalesce(%s::timestamptz, 'infinity')
-                     AND route <> '/metrics' AND (route <> 'unmatched' OR status >= 500)""",
+                     AND route <> '/metrics' AND (route <> 'unmatched' OR status >= 500)
+                     AND status NOT BETWEEN 400 AND 499""",
                 (revision, since, until),
             ).fetchone()
         return RevisionMetrics(int(n), None if ok is None else float(ok), None if p99 is None else float(p99))
