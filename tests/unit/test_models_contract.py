@@ -149,6 +149,20 @@ def test_update_conditions_on_new_data_without_refitting():
     assert model.predict(1)["ds"].iloc[0] == refitted.predict(1)["ds"].iloc[0]
 
 
+@pytest.mark.parametrize("name", [n for n in MODEL_NAMES if n != "garch"])
+def test_update_keeps_the_estimated_spread_whatever_the_new_data(name: str):
+    """Re-conditioning (new data, a what-if history) moves a model's state, never its estimates:
+    naive, mean, drift and seasonal naive refitted on update, so one outlier in a what-if's
+    history made naive's sigma four times wider and, through the ensemble's scale, every
+    calibrated interval. (GARCH's conditional variance follows the data by design.)"""
+    model, y = data_for(name)
+    model.fit(y)
+    after = y.iloc[-1:].set_axis(y.index[-1:] + pd.DateOffset(months=3))
+    usual, outlier = (model.update(pd.concat([y, after + jump])).predict(4) for jump in (0.0, 40.0))
+    width = lambda f: (f["hi-80"] - f["lo-80"]).to_numpy()  # noqa: E731
+    np.testing.assert_allclose(width(outlier), width(usual), rtol=1e-9)
+
+
 def test_the_ensemble_adds_seasonal_members_only_for_seasonal_data():
     """The M4 seasonality test on first differences: a monthly cycle is seasonal, a persistent
     AR(1) (whose levels correlate at every lag) is not; the ensemble weighs seasonal naive,

@@ -228,8 +228,9 @@ class BaseForecaster:
         return None
 
     def update(self, y: pd.Series | pd.DataFrame) -> Self:
-        """Condition the fitted model on ``y`` (its training data, extended by newer points)
-        without re-estimating parameters; models with nothing to keep simply refit."""
+        """Condition the fitted model on ``y`` (its training data, extended by newer points, or
+        a what-if's history) without re-estimating anything: its state moves (the last value, a
+        filter's states), its parameters and spread stay."""
         if not hasattr(self, "cutoff_"):
             raise ForecastInputError(f"{self.name} is not fitted: call fit() first")
         frame = self._as_frame(y)
@@ -244,7 +245,7 @@ class BaseForecaster:
         return self
 
     def _update(self, values: np.ndarray) -> None:
-        self._fit(values)
+        raise NotImplementedError
 
     def _fit_values(self, values: np.ndarray, freq: Frequency | pd.DateOffset) -> None:
         """Fit on a bare array: how a combination fits its members on its own validated data."""

@@ -21,6 +21,9 @@ class Drift(BaseForecaster):
         self.sigma_ = float(np.sqrt(np.sum(resid**2) / (n - 2)))
         self.n_ = n
 
+    def _update(self, values: np.ndarray) -> None:
+        self.last_ = float(values[-1])  # the slope and spread are estimates: they stay
+
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         steps = np.arange(1, h + 1)
         mean = self.last_ + self.slope_ * steps

@@ -47,6 +47,7 @@ class AutoETS(BaseForecaster):
         if best is None:
             raise ValueError("no ETS model could be fitted")
         _, self.spec_, self.results_ = best
+        self.mse_ = float(self.results_.mse)
 
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         n = self.results_.nobs
@@ -57,7 +58,12 @@ class AutoETS(BaseForecaster):
             for level in levels:
                 frame = pred.summary_frame(alpha=1 - level / 100)
                 bounds[level] = (frame["pi_lower"].to_numpy(), frame["pi_upper"].to_numpy())
-        return mean, bounds
+        # the error variance estimated at fit: statsmodels takes the mean squared residual of the
+        # data the results were last smoothed on, so an update (a what-if's outlier) would widen it
+        ratio = np.sqrt(getattr(self, "mse_", self.results_.mse) / self.results_.mse) if self.results_.mse else 1.0
+        return mean, {
+            level: (mean - (mean - lo) * ratio, mean + (hi - mean) * ratio) for level, (lo, hi) in bounds.items()
+        }
 
     def _impulse(self, h: int) -> np.ndarray:
         """psi_j = alpha + beta * (phi + ... + phi^j) + gamma * [j divisible by m] for additive

@@ -26,6 +26,12 @@ class Mean(BaseForecaster):
         self.sd_ = float(sample.std(ddof=1))
         self.n_ = len(sample)
 
+    def _update(self, values: np.ndarray) -> None:
+        """The whole sample's mean and spread are estimates: they stay. A window's mean is the
+        forecast rule's state (a moving average): it moves, its spread stays."""
+        if self.window:
+            self.mean_ = float(values[-self.window :].mean())
+
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         mean = np.full(h, self.mean_)
         return mean, normal_bounds(mean, np.full(h, self.sd_ * np.sqrt(1 + 1 / self.n_)), levels)

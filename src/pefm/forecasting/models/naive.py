@@ -17,6 +17,9 @@ class Naive(BaseForecaster):
         self.last_ = float(values[-1])
         self.sigma_ = float(np.sqrt(np.mean(np.diff(values) ** 2)))
 
+    def _update(self, values: np.ndarray) -> None:
+        self.last_ = float(values[-1])  # sigma_ is estimated: it stays
+
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         mean = np.full(h, self.last_)
         return mean, normal_bounds(mean, self.sigma_ * np.sqrt(np.arange(1, h + 1)), levels)

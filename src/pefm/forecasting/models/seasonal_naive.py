@@ -37,6 +37,9 @@ class SeasonalNaive(BaseForecaster):
         self.last_season_ = values[-m:].copy()
         self.sigma_ = float(np.sqrt(np.mean((values[m:] - values[:-m]) ** 2)))
 
+    def _update(self, values: np.ndarray) -> None:
+        self.last_season_ = values[-self.season_ :].copy()  # sigma_ is estimated: it stays
+
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, Bounds]:
         steps = np.arange(h)
         mean = self.last_season_[steps % self.season_]
