@@ -47,21 +47,16 @@ METRIC_COLUMNS = [
 ]
 
 
-def layout(**_query):
-    """The page, with the series to choose from already in place (a link's choices are applied to
-    a picker that knows them)."""
-    with database().connection() as conn:
-        series = data.catalog(conn)
-    return _layout(data.series_options(series), _coverage(series))
-
-
 def _coverage(series: list[data.SeriesInfo]) -> str:
     covered = sum(1 for s in series if s.version)
     note = f"{covered} of {len(series)} series have a forecast; up to {MAX_SERIES} are drawn at a time"
     return note + ("; those marked (no forecast) say why when chosen" if covered < len(series) else "")
 
 
-def _layout(series_options: list[dict], coverage: str) -> html.Div:
+def layout(**_query) -> html.Div:
+    """The page, without a query: the series to choose from come with series_options' first call.
+    A layout that raised (the database away) was never sent, and Dash renders a page again only
+    when its URL changes: the page stayed blank, or showed the one before, once the database was back."""
     return html.Div(
         [
             dcc.Location(id="fc-url", refresh=False),
@@ -119,7 +114,7 @@ def _layout(series_options: list[dict], coverage: str) -> html.Div:
             dbc.Collapse(
                 dbc.Card(
                     dbc.CardBody(
-                        dbc.Checklist(id="fc-series", options=series_options, value=[], class_name="series-grid"),
+                        dbc.Checklist(id="fc-series", options=[], value=[], class_name="series-grid"),
                         class_name="py-2",
                     )
                 ),
@@ -157,7 +152,7 @@ def _layout(series_options: list[dict], coverage: str) -> html.Div:
                 ],
                 className="mb-2 align-items-center g-2",
             ),
-            html.Div(coverage, id="fc-coverage-note", className="small text-muted mb-1"),
+            html.Div(id="fc-coverage-note", className="small text-muted mb-1"),
             dcc.Store(id="fc-figure"),
             dcc.Graph(id="fc-chart", config={"displaylogo": False}),
             dcc.Download(id="fc-download"),
@@ -202,7 +197,6 @@ def latest(_):
     Output("fc-series", "options"),
     Output("fc-coverage-note", "children"),
     Input("refresh", "n_intervals"),
-    prevent_initial_call=True,  # the page came with them
 )
 def series_options(_):
     with database().connection() as conn:
