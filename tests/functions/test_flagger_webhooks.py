@@ -429,11 +429,11 @@ def test_webhook_payloads_naming_what_is_not_there_get_json_errors_not_500s(fres
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        (b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+        (b"[" * 30_000 + b"]" * 30_000, 400, "body"),  # under the API's 64 KiB
         (b'{"name":"a","name":"b","namespace":"pefm"}', 400, "body"),
         (b'{"name":["x"],"namespace":"pefm","phase":"Progressing"}', 422, "name"),
     ],
-    ids=["nested 100,000 deep", "duplicate keys", "a list for a name"],
+    ids=["nested 30,000 deep", "duplicate keys", "a list for a name"],
 )
 def test_hostile_webhook_bodies_get_json_errors(cluster, body, status, field):
     response = httpx.post(

@@ -70,6 +70,12 @@ if TYPE_CHECKING:
 _QUERY_INT = re.compile(r"-?[0-9]{1,9}")
 log = logging.getLogger(__name__)
 MAX_HORIZON = 60
+MAX_SERIES = 50
+"""Series one request may name: they are answered one after another, each not precomputed holding
+a model slot while it is computed, and the rate limit counts the request once."""
+MAX_AS_OF_SERIES = 5
+"""Series one request with ``as_of`` may name: each is its family estimated anew on the data known
+then (seconds for a joint family), and a moment a second apart is another estimation."""
 # Request ids: unique per process start, no syscall per request (uuid4 reads os.urandom).
 _ID_PREFIX = secrets.token_hex(6)
 _request_numbers = itertools.count(1)
@@ -575,6 +581,11 @@ def check_request(data: dict[str, Any]):
         )
     elif len(set(ids)) != len(ids):
         details.append({"field": "series_ids", "message": "a series appears twice"})
+    elif len(ids) > MAX_SERIES:
+        details.append({"field": "series_ids", "message": f"at most {MAX_SERIES} series in one request"})
+    elif len(ids) > MAX_AS_OF_SERIES and data.get("as_of") is not None:
+        message = f"at most {MAX_AS_OF_SERIES} series with as_of (each is estimated anew)"
+        details.append({"field": "series_ids", "message": message})
     horizon = data.get("horizon", 8)
     if isinstance(horizon, bool) or not isinstance(horizon, int) or not 1 <= horizon <= MAX_HORIZON:
         details.append({"field": "horizon", "message": f"expected an integer in 1..{MAX_HORIZON}"})
