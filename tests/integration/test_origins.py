@@ -13,7 +13,7 @@ from pefm.forecasting.backtest import BacktestSpec
 from pefm.forecasting.origins import store_forecast, stored_forecast
 from pefm.forecasting.panel import load_panel
 from pefm.forecasting.training import estimator, train
-from pefm.storage.observations import write_observations
+from pefm.storage.observations import last_changed, write_observations
 from pefm.storage.series import SeriesMeta, upsert_series
 
 SERIES = ["realgdp", "unemp"]
@@ -56,7 +56,8 @@ def test_stored_forecasts_answer_requests_that_fit_their_shape(conn, version):
         {"ds": f"{ds:%Y-%m-%d}T00:00:00Z", "mean": 1.0 + i, "lo-80": 0.0, "hi-80": 9.0, "lo-95": -1.0, "hi-95": 10.0}
         for i, ds in enumerate(pd.date_range("1990-04-01", periods=12, freq="QS"))
     ]
-    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), rows)
+    made_from = last_changed(conn, SERIES, known_at)
+    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), rows, since=made_from)
     got = stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 3, (95,))
     assert got == [{"ds": r["ds"], "mean": r["mean"], "lo-95": -1.0, "hi-95": 10.0} for r in rows[:3]]
     assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, known_at, "level", 13, (95,)) is None
@@ -73,7 +74,9 @@ def test_stored_forecasts_answer_requests_that_fit_their_shape(conn, version):
     assert stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, later, "level", 3, (95,)) is None
     # made again from the data known then, it takes the old one's place
     remade = [{**r, "mean": r["mean"] + 0.5} for r in rows]
-    store_forecast(conn, version.id, "realgdp", cutoff, later, "level", (80, 95), remade)
+    store_forecast(
+        conn, version.id, "realgdp", cutoff, later, "level", (80, 95), remade, since=last_changed(conn, SERIES, later)
+    )
     got = stored_forecast(conn, version, "realgdp", Q, SERIES, cutoff, later, "level", 3, (95,))
     assert [r["mean"] for r in got] == [r["mean"] for r in remade[:3]]
 
@@ -90,7 +93,7 @@ def test_reading_kept_forecasts_again_and_again_never_scans_all_observations(con
     conn.execute("ANALYZE observations")
     cutoff, known_at = pd.Timestamp("1990-01-01"), datetime(1990, 5, 1, tzinfo=UTC)
     rows = [{"ds": "1990-04-01T00:00:00Z", "mean": 1.0, "lo-80": 0.0, "hi-80": 2.0, "lo-95": -1.0, "hi-95": 3.0}]
-    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), rows)
+    store_forecast(conn, version.id, "realgdp", cutoff, known_at, "level", (80, 95), rows, since=datetime.now(UTC))
     scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'observations'"
     with conn.transaction():  # the counts are this transaction's
         before = conn.execute(scans).fetchone()[0]

@@ -143,7 +143,9 @@ def test_a_what_if_history_moves_the_anchor_by_the_steps_it_replaces():
     start = panel.index[-2]
     merged.loc[start:, "s"] = [10.0, 20.0]
     old = panel["s"].iloc[-2:].sum()
-    assert rebased_anchor(panel, merged, "s", start) == pytest.approx(float(levels.iloc[-1]) - old + 30.0)
+    assert rebased_anchor(panel, merged, "s", panel.index[-2:], lambda: levels) == pytest.approx(
+        float(levels.iloc[-1]) - old + 30.0
+    )
 
 
 def test_model_space_units_follow_the_transform():

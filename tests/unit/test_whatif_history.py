@@ -23,9 +23,13 @@ def panel() -> pd.DataFrame:
     return frame
 
 
+def unread() -> pd.Series:
+    raise AssertionError("a history over a series without a gap reads no stored levels")
+
+
 def refusal(history: list[dict]) -> dict:
     with pytest.raises(ApiError) as info:
-        _with_history(panel(), "spx", history, Frequency.BUSINESS_DAILY)
+        _with_history(panel(), "spx", history, Frequency.BUSINESS_DAILY, unread)
     assert info.value.status == 422
     [detail] = info.value.details
     return detail
@@ -40,7 +44,7 @@ def test_history_on_a_holiday_or_skipping_a_session_is_refused_naming_the_entry(
 
 
 def test_history_that_joins_the_series_extends_or_replaces_it():
-    extended = _with_history(panel(), "spx", [{"ts": "2019-01-02", "value": 1.0}], Frequency.BUSINESS_DAILY)
+    extended = _with_history(panel(), "spx", [{"ts": "2019-01-02", "value": 1.0}], Frequency.BUSINESS_DAILY, unread)
     assert extended["spx"].iloc[-1] == 1.0 and extended.index[-1] == pd.Timestamp("2019-01-02")
-    replaced = _with_history(panel(), "spx", [{"ts": "2018-12-28", "value": 2.0}], Frequency.BUSINESS_DAILY)
+    replaced = _with_history(panel(), "spx", [{"ts": "2018-12-28", "value": 2.0}], Frequency.BUSINESS_DAILY, unread)
     assert replaced.loc["2018-12-28", "spx"] == 2.0 and len(replaced) == 4

@@ -26,7 +26,7 @@ they are.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,17 +70,48 @@ def anchor_at(panel: pd.DataFrame, series_id: str, cutoff: pd.Timestamp) -> floa
     return float(invert(panel.attrs["anchors"][series_id], np.array([-later]), transform, freq)[-1])
 
 
-def rebased_anchor(panel: pd.DataFrame, merged: pd.DataFrame, series_id: str, start: pd.Timestamp) -> float:
-    """The last level of ``series_id`` in ``merged``: ``panel`` with its model-space values from
-    ``start`` on replaced or extended (a what-if history), the stored anchor moved by the
-    difference the replaced steps add up to."""
+def running_sum_between(first: float, last: float, transform: str, freq: Frequency) -> float:
+    """The model-space steps' sum that leads from the level ``first`` to ``last`` (the inverse of
+    ``from_running_sums``)."""
+    if transform == "diff":
+        return last - first
+    if transform == "log_diff_ann":
+        return float(100.0 * freq.periods_per_year * np.log(last / first))
+    if transform == "log_return":
+        return float(100.0 * np.log(last / first))
+    raise ValueError(f"transform {transform!r} has no inverse")
+
+
+def rebased_anchor(
+    panel: pd.DataFrame,
+    merged: pd.DataFrame,
+    series_id: str,
+    dates: pd.DatetimeIndex,
+    stored_levels: Callable[[], pd.Series],
+) -> float:
+    """The last level of ``series_id`` in ``merged``: ``panel`` with its model-space values at
+    ``dates`` (a what-if history, consecutive periods) replaced or added. Every stored change
+    outside the history is kept, so the stored anchor moves by the history's sum less the stored
+    change over the periods it covers. That change is the sum of their stored values unless a
+    period there has none: across a missing period the change is NaN (the step after it spans
+    several periods), and the history, which leaves no period out, supplies it. Then the change
+    is read from the stored levels (``stored_levels()``, the series' values as its panel was read;
+    asked only then): from the last one before the history to the last one it covers."""
     transform = panel.attrs["transforms"][series_id]
-    old, new = panel[series_id].dropna(), merged[series_id].dropna()
     if transform == "none":
-        return float(new.iloc[-1])
-    delta = float(new[new.index >= start].sum() - old[old.index >= start].sum())
+        return float(merged[series_id].dropna().iloc[-1])
+    old = panel[series_id]
+    covered = dates[dates <= old.last_valid_index()]  # the newest stored step is never NaN (keep_newest)
+    replaced = old.reindex(covered)
     freq = Frequency(panel.attrs["frequencies"][series_id])
-    return float(invert(panel.attrs["anchors"][series_id], np.array([delta]), transform, freq)[-1])
+    if replaced.notna().all():
+        stored = float(replaced.sum())
+    else:
+        levels = stored_levels().dropna()
+        before, through = levels[levels.index < dates[0]], levels[levels.index <= covered[-1]]
+        stored = running_sum_between(float(before.iloc[-1]), float(through.iloc[-1]), transform, freq)
+    delta = float(merged.loc[dates, series_id].sum()) - stored
+    return float(from_running_sums(panel.attrs["anchors"][series_id], np.array([delta]), transform, freq)[-1])
 
 
 def level_forecast(

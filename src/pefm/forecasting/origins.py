@@ -9,7 +9,8 @@ Two sources hold such forecasts for a model version:
   cutoff, ``refit_every == 1``);
 - ``origin_forecasts``: every other as-of forecast the inference function computed, stored at the
   precomputed shape (``PRECOMPUTED_HORIZON`` steps, ``PRECOMPUTED_LEVELS``) in both spaces, with
-  the moment its data were read as of. Replicas and revisions of the version share them.
+  the moment its data were read as of and a moment by which every write they hold had been
+  stamped (``since``, kept as ``created_at``). Replicas and revisions of the version share them.
 
 ``stored_forecast`` answers from either, only where the data known at the request's moment are
 those the stored forecast was made from (nothing got a vintage in between); ``store_forecast``
@@ -67,15 +68,22 @@ def store_forecast(
     space: str,
     levels: tuple[int, ...],
     rows: list[dict[str, Any]],
+    *,
+    since: datetime,
 ) -> None:
     """Keep a forecast made at ``cutoff`` (rows as the API returns them), in place of one kept
-    before (made only when that one could not answer: other data, or fewer steps or levels)."""
+    before (made only when that one could not answer: other data, or fewer steps or levels).
+    ``since``: a moment by which every write its data hold had been stamped, and no write they
+    lack (e.g. when what was known at ``known_at`` last changed, as its data were keyed); a
+    later lookup takes a write after it as other data. Not the moment of storing: a backdated
+    write committed while the forecast was computed came before that, and would never count."""
     conn.execute(
-        """INSERT INTO origin_forecasts (model_version, series_id, cutoff, known_at, space, levels, rows)
-           VALUES (%s, %s, %s, %s, %s, %s, %s)
+        """INSERT INTO origin_forecasts (model_version, series_id, cutoff, known_at, space, levels, rows, created_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (model_version, series_id, cutoff, space) DO UPDATE SET
-               known_at = EXCLUDED.known_at, levels = EXCLUDED.levels, rows = EXCLUDED.rows, created_at = now()""",
-        (version_id, series_id, cutoff.to_pydatetime(), known_at, space, list(levels), Jsonb(rows)),
+               known_at = EXCLUDED.known_at, levels = EXCLUDED.levels, rows = EXCLUDED.rows,
+               created_at = EXCLUDED.created_at""",
+        (version_id, series_id, cutoff.to_pydatetime(), known_at, space, list(levels), Jsonb(rows), since),
     )
 
 
@@ -92,7 +100,8 @@ def _from_backtest(
 ) -> list[dict[str, Any]] | None:
     """The backtest's forecast at ``cutoff`` when it was made from the same data: refitted there on
     the data known when the cutoff's period ended, and nothing became known between then and
-    ``known_at``; with enough steps and levels."""
+    ``known_at``, nor written after the version was registered (``created_at``: the start of the
+    transaction training reads and registers in, so before the read); with enough steps and levels."""
     backtest = version.backtest or {}
     spec = backtest.get("spec") or {}
     refitted_on_all = spec.get("refit_every", 1) == 1 and spec.get("window", "expanding") == "expanding"

@@ -53,11 +53,14 @@ def condition_on_latest(model, db: Database, series_ids: list[str], cache: Cache
     answers on the new data start from."""
     from pefm.forecasting.panel import conditioned, load_panel, members_of, panel_to_json
     from pefm.forecasting.registry import precompute
+    from pefm.storage.observations import known_now
 
     updates: Updates = {}
+    members = members_of(model, series_ids)
     with db.connection() as conn:
-        now = conn.execute("SELECT now()").fetchone()[0]
-        for member, first in members_of(model, series_ids):
+        # not before the writes stamped earlier have committed: the forecasts say they hold them
+        now = known_now(conn, sorted({s for member, _ in members for s in member.series_ids_}))
+        for member, first in members:
             try:
                 panel = load_panel(conn, member.series_ids_, as_of=now)
                 if cache is not None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -32,7 +34,7 @@ from pefm.forecasting.panel import conditioned, load_panel, panel_from_json, pan
 from pefm.forecasting.training import estimator
 from pefm.serving.cache import STATE_TTL, panel_key
 from pefm.serving.http import ApiError
-from pefm.storage.observations import last_changed, settled
+from pefm.storage.observations import last_changed, read_frame, settled
 
 if TYPE_CHECKING:
     from pefm.serving.inference import Conditioning, ModelServer
@@ -80,7 +82,8 @@ def model_forecast(
             if as_of is not None:
                 model = _estimated_at(server.version.id, family, params, as_of, changed, panel)
             if history is not None:
-                panel = _with_history(panel, series_id, history, Frequency(meta["frequency"]))
+                levels_then = partial(_stored_levels, server, series_id, base)
+                panel = _with_history(panel, series_id, history, Frequency(meta["frequency"]), levels_then)
             member = conditioned(model.for_series(series_id), panel, series_id)
             anchor = anchor_at(panel, series_id, member.cutoff_) if space == "level" else None
         return _rows(member, series_id, meta, anchor, space, horizon, levels)
@@ -147,7 +150,9 @@ def _as_of_rows(
     with server.db.connection() as conn:
         for kept_space in ("model", "level"):
             kept = _rows(member, series_id, meta, anchor, kept_space, *shape)
-            store_forecast(conn, server.version.id, series_id, cutoff, as_of, kept_space, shape[1], kept)
+            # the panel holds every write known at as_of up to ``changed`` (its key), and lacks
+            # only later ones: a backdated write while this was computed is one of those
+            store_forecast(conn, server.version.id, series_id, cutoff, as_of, kept_space, shape[1], kept, since=changed)
     return rows
 
 
@@ -237,6 +242,12 @@ def _panel(
     return panel
 
 
+def _stored_levels(server: ModelServer, series_id: str, as_of: datetime) -> pd.Series:
+    """The series' stored values as known at ``as_of`` (the levels its panel was transformed from)."""
+    with server.db.connection() as conn:
+        return read_frame(conn, [series_id], as_of=as_of)[series_id]
+
+
 def _gap(known: pd.DatetimeIndex, given: pd.DatetimeIndex, freq: Frequency, calendar: str) -> dict | None:
     """Where the history (sorted) fails to join the series' known values (model space) period by
     period: before its first value, or leaving a period (a session) missing, between them or
@@ -268,9 +279,17 @@ def _in_history(detail: dict[str, Any]) -> dict[str, Any]:
     return {**detail, "field": field}
 
 
-def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq: Frequency) -> pd.DataFrame:
+def _with_history(
+    panel: pd.DataFrame,
+    series_id: str,
+    history: list[dict],
+    freq: Frequency,
+    stored_levels: Callable[[], pd.Series],
+) -> pd.DataFrame:
     """The panel with the client's values replacing or extending the series (model space); its
-    anchor (the last level) moves by what the replaced steps add up to."""
+    anchor (the last level) moves by the history's steps less the stored change they replace
+    (``levels.rebased_anchor``; ``stored_levels``: the series' values as the panel was read, for
+    a history that fills a missing period)."""
     try:
         payload = observations_from_object({"series_id": series_id, "observations": history})
         values = payload.series[0].values
@@ -287,6 +306,9 @@ def _with_history(panel: pd.DataFrame, series_id: str, history: list[dict], freq
         raise ApiError(422, "history does not join the series", [gap])
     merged = panel.reindex(panel.index.union(values.index))
     merged.loc[values.index, series_id] = values.to_numpy()
-    anchors = {**panel.attrs["anchors"], series_id: rebased_anchor(panel, merged, series_id, values.index.min())}
+    anchors = {
+        **panel.attrs["anchors"],
+        series_id: rebased_anchor(panel, merged, series_id, values.index, stored_levels),
+    }
     merged.attrs = {**panel.attrs, "anchors": anchors}
     return merged
