@@ -34,7 +34,7 @@ from pefm.forecasting.gates import load_policy
 from pefm.forecasting.gating import gate_candidate
 from pefm.forecasting.models import DEFAULT_MODEL
 from pefm.forecasting.panel import default_series, load_panel
-from pefm.forecasting.registry import serving_version
+from pefm.forecasting.registry import PROMOTE_LOCK, serving_id, serving_version
 from pefm.forecasting.training import bundle_params, data_sha256, train
 from pefm.rollout.router import knative_service, revision_name
 from pefm.rollout.store import UNFINISHED
@@ -48,6 +48,10 @@ DEFAULT_SPEC = BacktestSpec(h=DEFAULT_HORIZON, windows=40)
 class Deployer(Protocol):
     def deploy(self, version: ModelVersion) -> str:
         """Create (or find, if it already runs) the green revision serving ``version`` at 0%; its name."""
+
+    def retire(self, revision: str) -> bool:
+        """Stop and forget ``revision`` if it is in no traffic block and never left one (one that
+        left one is the sweep's, once its grace period is over); whether it did."""
 
 
 def retrain(
@@ -146,7 +150,7 @@ class _Job:
                 # promoted, rejected by a rollback or retired since its last step: nothing left to do
                 done = job["step"] if status == "candidate" else f"{job['step']}, {status} since"
                 why = f"{job['candidate']} was already trained by {family} on exactly these data ({done})"
-                _event(conn, self.run_id, "up-to-date", why, job["candidate"])
+                _event(conn, self.run_id, "up-to-date", why + self._retire(job["revision"]), job["candidate"])
                 return {
                     "status": "up-to-date",
                     "run_id": self.run_id,
@@ -167,6 +171,16 @@ class _Job:
             # one started while this job trained: it resumes here, at the gates, once that has ended
             _event(conn, self.run_id, "skipped", why, version.id)
             return {**out, "status": "skipped", "reason": why}
+        while (outcome := self._judge_and_deploy(key, version, job, out)) is None:
+            # what serves changed between the gates and the rollout's start: judged again, against it
+            version, job = get_version(conn, version.id), _read_job(conn, key)
+        return outcome
+
+    def _judge_and_deploy(self, key, version: ModelVersion, job, out: dict[str, Any]) -> dict[str, Any] | None:
+        """Gate the candidate (again, where what serves changed since its gates), deploy it and start
+        its rollout, each step unless done; the outcome, or None when what serves changed between
+        the gates and the rollout's start."""
+        conn = self.conn
         serving = serving_version(conn)  # now: another may have been promoted while this job trained
         gated_against = (version.gate_report or {}).get("serving")
         if job["step"] in ("gated", "deployed") and gated_against != (serving.id if serving else None):
@@ -185,16 +199,17 @@ class _Job:
                     conn,
                     self.run_id,
                     "gates-failed",
-                    f"not deployed: {why}",
+                    f"not {'rolled out' if job['revision'] else 'deployed'}: {why}" + self._retire(job["revision"]),
                     version.id,
                     {"failures": report["failures"]},
                 )
                 return {**out, "status": "gates-failed", "failures": report["failures"]}
+            gated_against = report["serving"]
             _event(
                 conn,
                 self.run_id,
                 "gates-passed",
-                f"{version.id} passed the gates against {report['serving']}",
+                f"{version.id} passed the gates against {gated_against}",
                 version.id,
             )
             job = _read_job(conn, key)
@@ -221,7 +236,9 @@ class _Job:
                 # have gone since (a restart of `pefm up` retires them all); deploying again is idempotent
                 _advance(conn, key, "deployed", revision=self.deployer.deploy(version))
                 job = _read_job(conn, key)
-            rollout_id = self.start_rollout(job["revision"], version)
+            rollout_id = self._start(job["revision"], version, gated_against)
+            if rollout_id is None:
+                return None
         _advance(conn, key, "rollout-started", rollout_id=rollout_id)
         _event(
             conn,
@@ -232,6 +249,33 @@ class _Job:
             {"rollout": rollout_id},
         )
         return {**out, "status": "deployed", "rollout": rollout_id}
+
+    def _start(self, revision: str, version: ModelVersion, gated_against: str | None) -> Any:
+        """The candidate's rollout, started only while the version its gates judged it against
+        serves (None when another does: it is to be gated again). Started otherwise, the rollout
+        would wait at 0% for gates nobody runs (``registry.candidate_verdict``), this job standing
+        aside for it, until ``max_wait_seconds`` rolled it back and rejected the candidate. The
+        check and the start hold the registry's PROMOTE_LOCK: no promotion or rollback settles in
+        between, and the start supersedes the last rollout, whose grace-period rollback could
+        otherwise restore the version before it. (A rollback already waiting for the lock holds
+        that rollout's write lock, which the start then waits for in vain: RolloutBusy, and the
+        next run gates again.)"""
+        conn = self.conn
+        conn.commit()  # the lock is held to the end of a transaction of its own
+        with conn.transaction():
+            conn.execute(PROMOTE_LOCK)
+            if serving_id(conn) != gated_against:
+                return None
+            return self.start_rollout(revision, version)
+
+    def _retire(self, revision: str | None) -> str:
+        """As the job ends without a rollout (its candidate failed gates run again, or was rejected,
+        retired or promoted since), retire the green revision it deployed if that takes no traffic:
+        the sweep retires only revisions that left a traffic block, and this one would run until
+        the stack stops. Words for the run's outcome ('' when none was retired)."""
+        if revision is None or self.deployer is None or not self.deployer.retire(revision):
+            return ""
+        return f"; its green revision {revision}, in no traffic block, retired"
 
 
 def job_key(family: str, params: dict[str, Any], series_ids: list[str], spec: BacktestSpec, digest: str) -> str:
@@ -297,6 +341,26 @@ class LocalDeployer:
             self.runtime.start_revision("inference", revision, model_version=version.id, env=self.env)
         return revision
 
+    def retire(self, revision: str) -> bool:
+        """``Deployer.retire``: the local router's retirement (its lock, then the replicas stopped
+        whoever started them), on a pool of its own. The job that asks holds the retraining lock and
+        found no rollout under way: only a rollout started by hand in between could route it."""
+        from pefm.rollout.local import LocalRouter
+
+        with Database(self.runtime.database_url, max_size=1) as db:
+            router = LocalRouter(db, {})  # retiring routes nothing: no router's URL
+            if any(target.revision == revision for target in router.traffic("inference")):
+                return False
+            with db.connection() as conn:
+                row = conn.execute(
+                    "SELECT unrouted_at FROM local_revisions WHERE service = 'inference' AND revision = %s",
+                    (revision,),
+                ).fetchone()
+            if row is None or row[0] is not None:  # gone, or the sweep's
+                return False
+            router.retire("inference", revision)
+            return True
+
 
 class ClusterDeployer:
     """A template change of the Knative Service serving the candidate: Knative creates and names
@@ -311,3 +375,8 @@ class ClusterDeployer:
     def deploy(self, version: ModelVersion) -> str:
         name = knative_service(self.service)
         return self.cluster.wait_for_revision(name, self.cluster.deploy(name, version.id, self.image))
+
+    def retire(self, revision: str) -> bool:
+        """Never: a Knative revision that takes no traffic scales to zero, and Knative's garbage
+        collection deletes it by its own policy."""
+        return False

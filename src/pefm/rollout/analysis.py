@@ -50,6 +50,9 @@ class Observations:
     metrics: dict[str, float | None] = field(default_factory=dict)
     smoke_ok: bool | None = None
     gates_passed: bool | None = None
+    gates_reason: str = ""
+    """Why the gates say what they say (``registry.candidate_verdict``'s words): a wait names what
+    it waits for, a report still to come or gates to run again against the version serving now."""
     waited_seconds: float = 0.0
     """How long the window has gone on (since the step began, or the last analysis that judged
     the checks): what a wait is measured against ``spec.max_wait_seconds``."""
@@ -74,9 +77,9 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
         return Decision("promote", replace(state, phase=Phase.SUCCEEDED, weight=100), "green serves 100%")
     if state.phase is Phase.INITIALIZING:  # gates_passed: registry.candidate_verdict's (spec included)
         if obs.gates_passed is False:
-            return _rollback(state, "the candidate model failed its validation gates")
+            return _rollback(state, obs.gates_reason or "the candidate model failed its validation gates")
         if obs.gates_passed is None:
-            return _wait(spec, state, obs, "the candidate model has no gate report yet")
+            return _wait(spec, state, obs, obs.gates_reason or "the candidate model has no gate report yet")
         if obs.smoke_ok is None:
             return _wait(spec, state, obs, "smoke test of the green revision not run yet")
         if not obs.smoke_ok:

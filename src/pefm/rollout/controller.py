@@ -353,11 +353,11 @@ class RolloutController:
         waited = (datetime.now(UTC) - rollout.step_started_at).total_seconds()
         if state.phase is Phase.INITIALIZING:
             with self.db.connection() as conn:
-                gates, _ = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)
+                gates, why = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)
             smoke_ok = self.prober.smoke(
                 self.router.tag_url(rollout.service, "green"), spec.smoke_request, rollout.green_model_version
             )
-            return Observations(smoke_ok=smoke_ok, gates_passed=gates, waited_seconds=waited), None
+            return Observations(smoke_ok=smoke_ok, gates_passed=gates, gates_reason=why, waited_seconds=waited), None
         if state.phase is not Phase.PROGRESSING:
             return Observations(), None
         if spec.synthetic_load:
