@@ -68,7 +68,7 @@ def test_a_second_stack_on_the_database_exits_before_it_starts_anything(db):
     with db.advisory_lock(LOCK, wait=False) as (held, _):
         assert held
         with pytest.raises(typer.Exit) as exit_:
-            run_stack(db, "no-such-version", port=9)
+            run_stack(db, lambda _: pytest.fail("a serving version was asked for"), port=9)
     assert exit_.value.exit_code == 1
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM local_traffic").fetchone()[0] == 0

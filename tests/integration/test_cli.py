@@ -314,7 +314,7 @@ def test_rollout_deploy_needs_a_knative_namespace(cli_env):
 def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the_winner(db):
     """pefm up's start: its earlier revisions no longer run, so an unfinished rollout is rolled back
     and the newest rollout settles at once on its winner, the revision the stack starts."""
-    from pefm.cli.stack import _resume_traffic
+    from pefm.cli.stack import _serve_only, _settle
     from pefm.rollout.controller import RolloutController
     from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import TrafficTarget, sole
@@ -326,7 +326,8 @@ def test_a_restarted_stack_rolls_back_what_it_left_unfinished_and_settles_on_the
         record_revision(conn, "inference", "pefm-inference-green", ["http://pefm-inference-green.invalid"])
     controller = RolloutController(db, router, provider=None, prober=None)
     rollout_id = controller.start("inference", "pefm-inference-green", RolloutSpec())  # left Initializing
-    _resume_traffic(db, router, "pefm-inference-blue")
+    _settle(db, router)
+    _serve_only(router, "pefm-inference-blue")
     rollout = controller.get(rollout_id)
     assert rollout.state.phase.value == "RolledBack" and rollout.finalized_at is not None
     assert router.traffic("inference") == [TrafficTarget("pefm-inference-blue", 100, "blue")]
@@ -338,7 +339,7 @@ def test_a_restarted_stack_routes_the_revision_it_starts_when_the_last_winner_is
     """After `pefm models promote`, the last rollout's winner no longer serves the serving version,
     and the restarted stack starts the serving version's revision instead: it routed all traffic
     to the winner, which no longer ran, and every request was answered 503."""
-    from pefm.cli.stack import _resume_traffic
+    from pefm.cli.stack import _serve_only, _settle
     from pefm.rollout.controller import RolloutController
     from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import sole
@@ -351,10 +352,10 @@ def test_a_restarted_stack_routes_the_revision_it_starts_when_the_last_winner_is
     controller = RolloutController(db, router, provider=None, prober=None, grace_seconds=0)
     rollout_id = controller.start("inference", "pefm-inference-green", RolloutSpec(require_gates=False))
     assert controller.promote(rollout_id).weight == 100
-    router.retire_all("inference")  # the stack stopped; it starts again with another version's revision
+    _settle(db, router)  # the stack stopped; it starts again with another version's revision
     with db.connection() as conn:
         record_revision(conn, "inference", "pefm-inference-promoted", ["http://pefm-inference-promoted.invalid"])
-    _resume_traffic(db, router, "pefm-inference-promoted")
+    _serve_only(router, "pefm-inference-promoted")
     assert router.traffic("inference") == sole("pefm-inference-promoted")
     assert controller.get(rollout_id).state.phase.value == "Succeeded"
 

@@ -3,9 +3,11 @@
 import multiprocessing
 import os
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from pefm.config import Settings
-from pefm.local.secrets import local_secrets
-from pefm.storage.signing import generate
+from pefm.local.secrets import local_secrets, verify_keys
+from pefm.storage.signing import generate, key_id, public_key, public_keys
 
 
 def test_a_token_from_the_environment_is_used_and_never_kept(tmp_path):
@@ -91,3 +93,40 @@ def test_use_local_secrets_says_which_it_put_into_the_environment(tmp_path, monk
         for name in secrets.FILLED:
             os.environ.pop(name, None)
         get_settings.cache_clear()
+
+
+def trusted(text: str) -> set[str]:
+    """The ids of the public keys in a ``PEFM_VERIFY_KEYS`` value."""
+    return {key_id(key) for key in public_keys(text)}
+
+
+def test_the_environments_verify_keys_are_trusted_with_the_key_models_are_signed_with_here(tmp_path):
+    """`PEFM_VERIFY_KEYS=<CI's key> pefm up`: the monitor and the rollout API still trusted only
+    tokens.env's key, the inference revisions only CI's, which refused the model `make up` had
+    signed with tokens.env's key. Every process now gets both: the environment's keys, and the
+    public half of the signing key in use, whatever signs here."""
+    local = local_secrets(tmp_path, Settings(home=tmp_path))
+    _, ci = generate()
+    given = local_secrets(tmp_path, Settings(home=tmp_path, verify_keys=ci))
+    assert trusted(given["PEFM_VERIFY_KEYS"]) == trusted(ci) | trusted(local["PEFM_VERIFY_KEYS"])
+    assert given["PEFM_SIGNING_KEY"] == local["PEFM_SIGNING_KEY"]
+    # with the environment's own signing key too, its public half is the one added
+    key, public = generate()
+    both = local_secrets(tmp_path, Settings(home=tmp_path, signing_key=key, verify_keys=ci))
+    assert trusted(both["PEFM_VERIFY_KEYS"]) == trusted(ci) | trusted(public)
+    # what the local runtime gives the revisions it starts (retraining's, in the monitor or a
+    # `pefm retrain`) from a process's settings: the same keys
+    assert verify_keys(ci, key) == both["PEFM_VERIFY_KEYS"]
+
+
+def test_verify_keys_adds_the_signing_keys_half_only_where_it_is_missing():
+    key, public = generate()
+    _, other = generate()
+    pem = public_key(public).public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    assert verify_keys(None, None) is None
+    assert verify_keys(other, None) == other  # no signing key here: the given keys alone
+    assert verify_keys(None, key) == public
+    assert verify_keys(f"{other},{public}", key) == f"{other},{public}"
+    assert verify_keys(pem, key) == pem  # the same key as PEM: not added twice
+    new, new_public = generate()
+    assert trusted(verify_keys(pem, new)) == trusted(pem) | trusted(new_public)  # PEM, then base64

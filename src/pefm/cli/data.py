@@ -53,11 +53,12 @@ def up(
             console.print(f"database: PEFM_DATABASE_URL ({redact(db.url)}), migrated")
         _load_bundled(db, None)
         _print_summary(db)
-        version = _serving_model(db)
-        if serve:
+        if serve:  # the stack asks once it has settled what an earlier one left (the serving version may change)
             from pefm.cli.stack import run_stack
 
-            run_stack(db, version, port, dashboard_port, replicas)
+            run_stack(db, _serving_model, port, dashboard_port, replicas)
+        else:
+            _serving_model(db)
 
 
 def _check_ports(port: int, dashboard_port: int | None) -> None:

@@ -8,7 +8,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psycopg
@@ -20,6 +22,9 @@ from pefm.config import get_settings
 from pefm.storage import retention
 from pefm.storage.database import Database
 
+if TYPE_CHECKING:
+    from pefm.rollout.local import LocalRouter
+
 ROOT = Path(__file__).resolve().parents[3]
 LOCK = "pefm.local.stack"
 """Held by a running ``pefm up`` for its life: one stack per database (a second would take over
@@ -30,18 +35,29 @@ API_OFFSET = 10
 
 
 def run_stack(
-    db: Database, version: str, port: int, dashboard_port: int | None = None, replicas: int | None = None
+    db: Database,
+    serving_model: Callable[[Database], str],
+    port: int,
+    dashboard_port: int | None = None,
+    replicas: int | None = None,
 ) -> None:
-    """Start the revisions, the router, the rollout API and the dashboard; block until Ctrl-C,
-    then stop them. ``replicas``: of each inference revision, this stack's and those retraining
-    starts (``PEFM_LOCAL_REPLICAS``). Exits 1 when another stack runs on the database, a process
-    cannot start (a port in use) or one stops unasked."""
+    """Settle what an earlier stack left (``_settle``), then start the serving version's revisions,
+    the router, the rollout API and the dashboard; block until Ctrl-C, then stop them.
+    ``serving_model``: makes sure a model serves and returns its version, asked once the earlier
+    stack's rollouts are settled (a rollback may have changed it). ``replicas``: of each inference
+    revision, this stack's and those retraining starts (``PEFM_LOCAL_REPLICAS``). Exits 1 when
+    another stack runs on the database, a process cannot start (a port in use) or one stops unasked."""
+    from pefm.rollout.local import LocalRouter
+
     with db.advisory_lock(LOCK, wait=False) as (held, _):
         if not held:
             error("another `pefm up` runs on this database; stop it first")
             raise typer.Exit(1)
+        local = LocalRouter(db, {"inference": f"http://127.0.0.1:{port}"})
+        _settle(db, local)
+        version = serving_model(db)
         try:
-            stopped = _run(db, version, port, dashboard_port, replicas)
+            stopped = _run(db, local, version, port, dashboard_port, replicas)
         except RuntimeError as exc:  # a process that did not start: its log's tail says why
             error(str(exc))
             raise typer.Exit(1) from None
@@ -49,13 +65,14 @@ def run_stack(
         raise typer.Exit(1)
 
 
-def _run(db: Database, version: str, port: int, dashboard_port: int | None, replicas: int | None) -> bool:
+def _run(
+    db: Database, local: LocalRouter, version: str, port: int, dashboard_port: int | None, replicas: int | None
+) -> bool:
     """The stack until Ctrl-C (False) or a process stopped unasked (True)."""
     import sys
 
     from pefm.local.runtime import LocalRuntime, spawn
     from pefm.local.secrets import FILLED, local_secrets
-    from pefm.rollout.local import LocalRouter
     from pefm.rollout.router import revision_name
 
     settings = get_settings()
@@ -70,7 +87,7 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
     passwords = {f"PEFM_ROLE_PASSWORD_{c.upper()}": p for c, p in settings.role_passwords.items()}
     # MLflow's URL may carry a password: to the rollout API's mirror and the dashboard's links only
     mlflow = {"PEFM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri} if settings.mlflow_tracking_uri else {}
-    router_url = f"http://127.0.0.1:{port}"
+    router_url = local.url("inference")
     # what the monitor's retraining, the rollout API and the revisions it starts need to know
     shared_env = {
         "PEFM_HOME": str(home),
@@ -84,9 +101,6 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    local = LocalRouter(db, {"inference": router_url})
-    for service in SERVICES:  # left by a stack that was killed, or by retraining after it stopped
-        local.retire_all(service)
     unasked = False
     try:
         with console.status("starting the functions"):
@@ -110,9 +124,10 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
             ingest_env |= sink
             ingest = runtime.start_revision("ingest", "pefm-ingest-local", env=ingest_env)
             revision = revision_name("inference", version)
-            shadow = only("PEFM_SHADOW_KEY")  # inference needs no token
-            runtime.start_revision("inference", revision, model_version=version, env=shadow, replicas=replicas)
-            _resume_traffic(db, local, revision)
+            # no token; the shadow key and the public keys, the same as the monitor's and the rollout API's
+            keys = only("PEFM_SHADOW_KEY", "PEFM_VERIFY_KEYS")
+            runtime.start_revision("inference", revision, model_version=version, env=keys, replicas=replicas)
+            _serve_only(local, revision)
             router = runtime.start_router("inference", port=port, env=only("PEFM_ADMIN_TOKEN"))
             # the public keys: it loads a canary's two models to measure their divergence again
             api_env = {
@@ -154,11 +169,7 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
             first_run = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM drift_reports)").fetchone()[0]
         if first_run:  # the first drift report, so the dashboard's Drift page has one to show
             with console.status("first drift check"):
-                httpx.post(
-                    f"{monitor.url}/v1/drift/check",
-                    headers={"Authorization": f"Bearer {secrets_env['PEFM_ADMIN_TOKEN']}"},
-                    timeout=300,
-                ).raise_for_status()
+                _first_drift_check(monitor.url, secrets_env["PEFM_ADMIN_TOKEN"], monitor.log)
         console.print(f"inference (local router): {router.url}/v1/forecast   blue: {router.url}/_tag/blue/")
 
         def kept(name: str) -> str:  # one the environment sets is not in tokens.env
@@ -197,21 +208,55 @@ def _run(db: Database, version: str, port: int, dashboard_port: int | None, repl
     return unasked
 
 
-def _resume_traffic(db: Database, router, revision: str) -> None:
-    """The traffic of a (re)started stack, whose earlier revisions no longer run: a rollout left
-    unfinished is rolled back, the newest rollout settles at once (the registry follows its
-    outcome) and its loser is forgotten; then ``revision``, the serving version's, the one that
-    runs, takes all of the traffic (the newest rollout's winner no longer runs, and after a
-    `pefm models promote` it does not even serve the serving version)."""
+def _settle(db: Database, router: LocalRouter) -> None:
+    """What an earlier stack left, settled before this one reads which version serves: the
+    revisions it (or retraining after it) started are forgotten, as none of them runs; a rollout
+    left unfinished is rolled back (the registry follows: blue's version serves again and the
+    candidate is rejected, even one `pefm models promote` made serve meanwhile); the newest rollout
+    settles at once and its loser is retired. Settled once the stack had started the serving
+    version's revision, the loser was that very revision after blue's version was promoted again
+    by hand (stopped, its traffic answered 503), and the registry could come to name another
+    version than the one started and routed."""
     from pefm.rollout.controller import RolloutController
-    from pefm.rollout.router import same_traffic, sole
 
+    for service in SERVICES:
+        router.retire_all(service)
     controller = RolloutController(db, router, provider=None, prober=None, grace_seconds=0)
     for rollout_id in controller.active():
         controller.rollback(rollout_id, "the local stack restarted: the green revision no longer runs")
+        warning("rolled back", f"rollout {rollout_id}: {controller.events(rollout_id)[-1]['reason']}")
     with db.connection() as conn:
         newest = conn.execute("SELECT max(id) FROM rollouts WHERE service = 'inference'").fetchone()[0]
     if newest is not None:
         controller.tick(newest)
+
+
+def _serve_only(router: LocalRouter, revision: str) -> None:
+    """All of the traffic to ``revision``, the serving version's, which the stack has started: the
+    newest rollout's winner no longer runs, and after a `pefm models promote` it does not even
+    serve the serving version."""
+    from pefm.rollout.router import same_traffic, sole
+
     if not same_traffic(router.traffic("inference"), sole(revision)):
         router.set_traffic("inference", sole(revision))
+
+
+def _first_drift_check(monitor_url: str, admin_token: str, log: Path) -> None:
+    """Ask the monitor for a drift check. One that fails (the serving model's key not trusted by
+    the monitor, a check past 300 s) is a yellow line, not the end of the stack: everything else
+    serves, and each ingest asks the monitor for another check."""
+    try:
+        httpx.post(
+            f"{monitor_url}/v1/drift/check", headers={"Authorization": f"Bearer {admin_token}"}, timeout=300
+        ).raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        why = f"HTTP {exc.response.status_code}: {' '.join(exc.response.text.split())[:500]}"
+    except httpx.HTTPError as exc:  # no answer: refused, cut off, timed out
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    else:
+        return
+    warning(
+        "drift",
+        f"the first drift check failed ({why}); the stack goes on, each ingest asks for another "
+        f"(the monitor's log: {log})",
+    )

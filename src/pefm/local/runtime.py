@@ -244,10 +244,10 @@ class LocalRuntime:
         replica; the others are ``processes["<revision>/<i>"]``. An inference revision gets this
         process's shadow key (``PEFM_SHADOW_KEY``), so the probes of the rollouts started from here
         are recognised, and the public keys model artifacts are verified with
-        (``PEFM_VERIFY_KEYS``; the trainer's own where this process signs)."""
+        (``PEFM_VERIFY_KEYS`` and the trainer's own where this process signs: ``verify_keys``)."""
         from pefm.config import get_settings
         from pefm.knative.scaling import manifest_scaling
-        from pefm.storage.signing import public_text
+        from pefm.local.secrets import verify_keys
 
         settings = get_settings()
         scaling = manifest_scaling(service)
@@ -259,7 +259,7 @@ class LocalRuntime:
         # replicas, and to the monitor, whose retraining starts replicas
         redis = settings.redis_url if service in ("inference", "ingest", "monitor") else None
         cache_key = settings.cache_key if redis and service in ("inference", "monitor") else None
-        verify = settings.verify_keys or (public_text(settings.signing_key) if settings.signing_key else None)
+        verify = verify_keys(settings.verify_keys, settings.signing_key)
         environment = {
             "PEFM_DATABASE_URL": self.url_for(service),
             **({"PEFM_VERIFY_KEYS": verify} if verify and service in ("inference", "monitor") else {}),

@@ -1,7 +1,9 @@
 """The secrets of PEFM on one machine: kept in ``$PEFM_HOME/tokens.env`` (mode 600 from the moment
 it exists), generated the first time. One the environment sets is used instead, by that process
-only, and never written there: a one-off ``PEFM_ADMIN_TOKEN=… pefm …`` had replaced the token the
-running stack checks, and left a CI secret on disk."""
+(and the processes it starts) only, and never written there: a one-off ``PEFM_ADMIN_TOKEN=… pefm …``
+had replaced the token the running stack checks, and left a CI secret on disk. The public keys are
+the one exception to "instead": ``PEFM_VERIFY_KEYS`` from the environment is trusted together with
+the public half of the signing key in use (``verify_keys``)."""
 
 from __future__ import annotations
 
@@ -21,22 +23,40 @@ TOKENS = ("PEFM_INGEST_TOKEN", "PEFM_ADMIN_TOKEN", "PEFM_SHADOW_KEY", "PEFM_EVEN
 def local_secrets(home: Path, settings: Settings | None = None) -> dict[str, str]:
     """The ingest, admin and event tokens, the shadow key and the artifact signing key pair
     (``PEFM_SIGNING_KEY``, ``PEFM_VERIFY_KEYS``): from the environment, else from
-    ``home/tokens.env``, else generated once and kept there."""
-    from pefm.storage import signing
-
+    ``home/tokens.env``, else generated once and kept there; the public keys as ``verify_keys``
+    makes them of the environment's and the signing key in use."""
     settings = settings or get_settings()
     given = {
         "PEFM_INGEST_TOKEN": settings.ingest_token,
         "PEFM_ADMIN_TOKEN": settings.admin_token,
         "PEFM_SHADOW_KEY": settings.shadow_key,
         "PEFM_EVENT_TOKEN": settings.event_token,
+        "PEFM_SIGNING_KEY": settings.signing_key,  # PEM, perhaps
     }
     values = _kept(home)
     values.update({name: value for name, value in given.items() if value})
-    if settings.signing_key:  # the environment's key pair (PEM, perhaps)
-        values["PEFM_SIGNING_KEY"] = settings.signing_key
-        values["PEFM_VERIFY_KEYS"] = settings.verify_keys or signing.public_text(settings.signing_key)
+    values["PEFM_VERIFY_KEYS"] = verify_keys(settings.verify_keys, values["PEFM_SIGNING_KEY"])
     return values
+
+
+def verify_keys(given: str | None, signing_key: str | None) -> str | None:
+    """``PEFM_VERIFY_KEYS`` for every process started on this machine (``pefm up``'s, and the
+    revisions retraining starts): ``given``, the environment's public keys (PEM or base64,
+    comma-separated), with the public half of ``signing_key`` added where they lack it; neither
+    given: None. That half stays trusted so that what is trained here (``make up``'s first model,
+    the monitor's retraining, ``pefm train``), all signed with ``signing_key``, still loads: keys
+    given for models signed elsewhere (CI's) had replaced it for the revisions only, which then
+    refused the serving model the monitor and the rollout API loaded. To trust none but your own
+    keys, set ``PEFM_SIGNING_KEY`` too."""
+    from pefm.storage import signing
+
+    if not signing_key:
+        return given
+    own = signing.public_text(signing_key)
+    if not given:
+        return own
+    trusted = {signing.key_id(key) for key in signing.public_keys(given)}
+    return given if signing.key_id(signing.public_key(own)) in trusted else f"{given},{own}"
 
 
 def _kept(home: Path) -> dict[str, str]:
