@@ -137,7 +137,11 @@ def test_plain_metrics_are_exposed_as_prometheus_clients_own():
     labels = ["service", "revision", "route", "method"]
     requests = Counter("pefm_requests", "HTTP requests served", [*labels, "status"], registry=registry)
     latency = Histogram(
-        "pefm_request_duration_seconds", "HTTP request latency", labels, buckets=LATENCY_BUCKETS, registry=registry
+        "pefm_request_duration_seconds",
+        "HTTP request latency",
+        [*labels, "status"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
     )
     forecasts = Counter(
         "pefm_forecasts_served", "Series forecasts served", ["revision", "model_version", "source"], registry=registry
@@ -159,7 +163,7 @@ def test_plain_metrics_are_exposed_as_prometheus_clients_own():
         metrics.observe_request({"method": method, **({"route": route} if route else {})}, status, seconds)
         path = route.path if route else "unmatched"
         requests.labels("inference", "rev-1", path, method, str(status)).inc()
-        latency.labels("inference", "rev-1", path, method).observe(seconds)
+        latency.labels("inference", "rev-1", path, method, str(status)).observe(seconds)
         version, source = rnd.choice(["ar-1", "ar-2"]), rnd.choice(["precomputed", "model", "cache"])
         metrics.count_forecast(version, source)
         forecasts.labels("rev-1", version, source).inc()

@@ -36,10 +36,12 @@ class ServiceMetrics:
         self.service = service
         self.revision = revision
         self._served: dict[tuple[str, str, int], list] = {}
-        """Per (route, method, status): [requests, its (route, method)'s latencies], kept by
-        ``observe_request`` and exposed as pefm_requests and pefm_request_duration_seconds."""
-        self._latencies: dict[tuple[str, str], list] = {}
-        """Per (route, method): [latency sum, count per bucket of LATENCY_BUCKETS and +Inf]."""
+        """Per (route, method, status): [requests, their latencies], kept by ``observe_request``
+        and exposed as pefm_requests and pefm_request_duration_seconds."""
+        self._latencies: dict[tuple[str, str, int], list] = {}
+        """Per (route, method, status): [latency sum, count per bucket of LATENCY_BUCKETS and +Inf].
+        By status too: a rollout's p99 leaves out the client's errors (a flood of fast 422s would
+        pull a slow green's latency under its bound)."""
         self._forecasts: dict[tuple[str, str], int] = {}
         """Per (model version, source): forecasts served (``count_forecast``), exposed as
         pefm_forecasts_served."""
@@ -62,7 +64,7 @@ class ServiceMetrics:
         histogram's observe, each through its own lock, cost a request four times as much)."""
         key = (route_template(scope), method_label(scope), status)
         if (served := self._served.get(key)) is None:
-            latencies = self._latencies.setdefault(key[:2], [0.0, [0] * (len(LATENCY_BUCKETS) + 1)])
+            latencies = self._latencies.setdefault(key, [0.0, [0] * (len(LATENCY_BUCKETS) + 1)])
             served = self._served[key] = [0, latencies]
         served[0] += 1
         latencies = served[1]
@@ -138,7 +140,7 @@ class _Prometheus:
 class _PlainMetrics:
     """``ServiceMetrics``'s plain numbers as prometheus-client's own Counter, Histogram and Gauge
     would expose them: pefm_requests (service, revision, route, method, status),
-    pefm_request_duration_seconds (service, revision, route, method; LATENCY_BUCKETS),
+    pefm_request_duration_seconds (service, revision, route, method, status; LATENCY_BUCKETS),
     pefm_forecasts_served (revision, model_version, source), pefm_cache_requests (backend, kind,
     result), pefm_start_to_ready_seconds (service, revision) and pefm_model_info (revision,
     model_version, family)."""
@@ -151,7 +153,7 @@ class _PlainMetrics:
 
         return [
             CounterMetricFamily("pefm_requests", "HTTP requests served", labels=[*_LABELS, "status"]),
-            HistogramMetricFamily("pefm_request_duration_seconds", "HTTP request latency", labels=_LABELS),
+            HistogramMetricFamily("pefm_request_duration_seconds", "HTTP request latency", labels=[*_LABELS, "status"]),
             CounterMetricFamily(
                 "pefm_forecasts_served", "Series forecasts served", labels=["revision", "model_version", "source"]
             ),
@@ -177,11 +179,10 @@ class _PlainMetrics:
         for (route, method, status), (count, _) in list(metrics._served.items()):
             requests.add_metric([metrics.service, metrics.revision, route, method, str(status)], count)
         bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
-        for (route, method), (total, buckets) in list(metrics._latencies.items()):
+        for (route, method, status), (total, buckets) in list(metrics._latencies.items()):
             cumulative = map(float, itertools.accumulate(list(buckets)))
-            latency.add_metric(
-                [metrics.service, metrics.revision, route, method], list(zip(bounds, cumulative, strict=True)), total
-            )
+            labels = [metrics.service, metrics.revision, route, method, str(status)]
+            latency.add_metric(labels, list(zip(bounds, cumulative, strict=True)), total)
         for (version_id, source), count in list(metrics._forecasts.items()):
             forecasts.add_metric([metrics.revision, version_id, source], count)
         for labels, count in list(metrics._cache.items()):
