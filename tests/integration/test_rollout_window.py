@@ -144,3 +144,26 @@ def test_a_green_with_too_little_traffic_is_rolled_back_after_max_wait_seconds(d
     with db.connection() as conn:
         statuses = dict(conn.execute("SELECT id, status FROM model_versions").fetchall())
     assert statuses == {"v-blue": "serving", "v-green": "rejected"}, statuses
+
+
+def test_a_pause_is_no_wait(db, no_log_lag):
+    """A rollout paused for longer than max_wait_seconds in a quiet hour was rolled back, its
+    candidate rejected, at the first analysis after the operator resumed it: the wait runs from
+    the resume."""
+    controller, rollout_id = rollout_of_green(db, Healthy(), min_requests=50, max_wait_seconds=1.5)
+    served(db, 10)
+    controller.pause(rollout_id)
+    time.sleep(1.6)
+    controller.resume(rollout_id)
+    decision = controller.tick(rollout_id)
+    assert decision.action == "wait" and "10 of 50 requests" in decision.reason, decision.reason
+    time.sleep(1.6)
+    assert controller.tick(rollout_id).action == "rollback"  # and then the wait counts again
+
+
+def test_a_rollout_stored_before_max_wait_seconds_existed_waits_for_ever(db, no_log_lag):
+    controller, rollout_id = rollout_of_green(db, Healthy(), min_requests=50)
+    with db.connection() as conn:
+        conn.execute("UPDATE rollouts SET spec = spec - 'max_wait_seconds', step_started_at = now() - interval '1 day'")
+    assert controller.get(rollout_id).spec.max_wait_seconds is None
+    assert controller.tick(rollout_id).action == "wait"

@@ -47,6 +47,7 @@ from pefm.rollout.store import (
     last_event,
     read_rollout,
     record_event,
+    waited_seconds,
 )
 from pefm.storage.database import Database, LockBusy
 from pefm.storage.model_versions import version_exists
@@ -350,7 +351,8 @@ class RolloutController:
         for seconds) falls before the next window and is judged by none: a window by the moment a
         request was logged would take a column the request log, a hypertable, does not have."""
         spec, state = rollout.spec, rollout.state
-        waited = (datetime.now(UTC) - rollout.step_started_at).total_seconds()
+        with self.db.connection() as conn:
+            waited = waited_seconds(conn, rollout)
         if state.phase is Phase.INITIALIZING:
             with self.db.connection() as conn:
                 gates, why = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)

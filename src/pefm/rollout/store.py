@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -68,7 +68,9 @@ def read_rollout(conn: psycopg.Connection, rollout_id: int) -> Rollout:
     if row is None:
         raise RolloutError(f"no rollout {rollout_id}")
     state = State(Phase(row.pop("phase")), row.pop("step"), row.pop("weight"), row.pop("failed_checks"))
-    return Rollout(spec=RolloutSpec.from_dict(row.pop("spec")), state=state, **row)
+    # a rollout started before max_wait_seconds existed waits as it was started to: for ever
+    spec = RolloutSpec.from_dict({"max_wait_seconds": None, **row.pop("spec")})
+    return Rollout(spec=spec, state=state, **row)
 
 
 def is_newest(conn: psycopg.Connection, rollout: Rollout) -> bool:
@@ -90,6 +92,18 @@ def last_event(conn: psycopg.Connection, rollout_id: int, action: str | None = N
         (rollout_id, action, action),
     ).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def waited_seconds(conn: psycopg.Connection, rollout: Rollout) -> float:
+    """How long the rollout's analysis has gone without judging (``spec.max_wait_seconds``): since
+    its window began (``step_started_at``) or an operator last resumed it, whichever is later. A
+    pause is no wait: counted, a rollout paused for longer than the limit in a quiet hour was rolled
+    back, its candidate rejected, at the first analysis after its resume."""
+    resumed = conn.execute(
+        "SELECT max(ts) FROM rollout_events WHERE rollout_id = %s AND action = 'resume'", (rollout.id,)
+    ).fetchone()[0]
+    since = max(rollout.step_started_at, resumed) if resumed is not None else rollout.step_started_at
+    return (datetime.now(UTC) - since).total_seconds()
 
 
 def record_event(conn, rollout_id: int, action: str, state: State, reason: str, checks=None, obs=None) -> None:

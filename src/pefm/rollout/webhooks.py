@@ -27,7 +27,6 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -42,7 +41,16 @@ from pefm.rollout.probes import GatedExpectation
 from pefm.rollout.providers import MetricsProvider
 from pefm.rollout.router import knative_service
 from pefm.rollout.spec import RolloutSpec
-from pefm.rollout.store import LOCK, UNFINISHED, Rollout, RolloutError, last_event, read_rollout, record_event
+from pefm.rollout.store import (
+    LOCK,
+    UNFINISHED,
+    Rollout,
+    RolloutError,
+    last_event,
+    read_rollout,
+    record_event,
+    waited_seconds,
+)
 from pefm.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -338,7 +346,8 @@ class FlaggerHooks:
         weight has waited ``max_wait_seconds`` for data since it last changed: Flagger's own gate
         would hold a canary in a quiet hour, and the next revision behind it, for good."""
         limit = rollout.spec.max_wait_seconds
-        waited = (datetime.now(UTC) - rollout.step_started_at).total_seconds()
+        with self.db.connection() as conn:
+            waited = waited_seconds(conn, rollout)
         if limit is None or waited < limit or rollout.state.weight == 0:
             return None
         return Answer(False, f"nothing to judge for {waited:.0f} s (max_wait_seconds): {waiting}", rollout.id)
