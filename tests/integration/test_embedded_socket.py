@@ -182,3 +182,18 @@ def test_a_runtime_directory_others_could_change_is_refused(
         path.chmod(0o777)
     with pytest.raises(RuntimeError, match=rf"{path} \(where the embedded PostgreSQL's socket goes"):
         private_runtime_dir()
+
+
+def test_a_short_home_never_looks_at_the_runtime_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its socket is in the data directory: another user's ``pefm-<uid>`` there stops nothing."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    spoiled = tmp_path / "xdg" / f"pefm-{os.geteuid()}"
+    spoiled.mkdir(parents=True)
+    spoiled.chmod(0o777)
+    pgdata = tmp_path / "pg"
+    server = EmbeddedPostgres(pgdata)
+    try:
+        url = server.start()
+        assert _socket_dir(url) == pgdata.resolve()
+    finally:
+        server.stop()

