@@ -115,7 +115,7 @@ INGEST_CASES = [
         "/v1/observations",
         {**AUTH, "content-type": "text/csv"},
         "DATE,REALGDP\n2011-01-01,١٢٣\n".encode(),
-        400,
+        422,  # a value read but wrong: invalid, as in JSON
         "value",
     ),
     (
@@ -124,7 +124,7 @@ INGEST_CASES = [
         "/v1/observations",
         {**AUTH, "content-type": "text/csv"},
         "DATE,REALGDP\n2011-01-01,\uff11\uff12\n".encode(),  # full-width 1 2
-        400,
+        422,  # a value read but wrong: invalid, as in JSON
         "value",
     ),
     (
@@ -133,7 +133,7 @@ INGEST_CASES = [
         "/v1/observations",
         {**AUTH, "content-type": "text/csv"},
         b"DATE,REALGDP\n2011-01-01,1\x00\n2011-04-01,2\n",
-        400,
+        422,  # a value read but wrong: invalid, as in JSON
         "value",
     ),
     (
@@ -294,7 +294,7 @@ def test_a_slow_upload_is_not_counted_as_the_revisions_latency(inference):
 def test_a_csv_of_bad_lines_says_how_many_problems_it_left_out(ingest):
     body = b"DATE,REALGDP\n" + b"".join(b"2011-01-01,x%d\n" % i for i in range(500))
     answer = assert_json_error(
-        ingest.post("/v1/observations", content=body, headers={**AUTH, "content-type": "text/csv"}), 400
+        ingest.post("/v1/observations", content=body, headers={**AUTH, "content-type": "text/csv"}), 422
     )
     assert len(answer["details"]) == 100
     assert answer["truncated"] is True and answer["more"] > 400
@@ -459,7 +459,7 @@ def test_a_15_mb_csv_of_bad_lines_leaves_health_checks_fast_and_memory_bounded(m
                 time.sleep(0.05)
             upload.join()
             grown = _peak_rss_mb(running.process.pid) - before
-        answer = assert_json_error(answers[0], 400, "value")
+        answer = assert_json_error(answers[0], 422, "value")
         assert len(answer["details"]) == 100 and answer["truncated"] and answer["more"] > 1_000_000
         latencies.sort()
         p95 = latencies[int(0.95 * (len(latencies) - 1))]

@@ -353,7 +353,7 @@ BAD = [
         "observations[1].ts",
     ),
     ("unknown series", 404, "application/json", json.dumps(obs("nope", **{"2011-01-01": 1.0})).encode(), "series_id"),
-    ("csv bad value", 400, "text/csv", b"DATE,REALGDP\n2011-01-01,1\n2011-04-01,abc\n", "value"),
+    ("csv bad value", 422, "text/csv", b"DATE,REALGDP\n2011-01-01,1\n2011-04-01,abc\n", "value"),
     (
         "too large",
         413,

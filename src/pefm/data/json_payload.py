@@ -4,7 +4,7 @@ One series::
 
     {"series_id": "gdp", "observations": [{"ts": "2020-01-01", "value": 1.5}], "vintage": "..."}
 
-or many, sharing one optional vintage::
+or many (at most ``MAX_SERIES``), sharing one optional vintage::
 
     {"series": [{"series_id": "gdp", "observations": [...]}, ...], "vintage": "..."}
 
@@ -29,6 +29,9 @@ from pefm.data.validation import Issue, Issues, ValidationError
 
 _SERIES_KEYS = {"series_id", "observations"}
 _OBS_KEYS = {"ts", "value"}
+MAX_SERIES = 1000
+"""Series in one payload at most: its write takes a database lock for each, from a lock table
+the whole server shares (64 a connection by default); 60,000 had filled it."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ def observations_from_object(data: Any) -> ObservationsPayload:
         items = data["series"]
         if not isinstance(items, list) or not items:
             issues.append(Issue(field="series", message="expected a non-empty list of series"))
+            items = []
+        elif len(items) > MAX_SERIES:
+            message = f"{len(items)} series; at most {MAX_SERIES} in one payload: send the others in another"
+            issues.append(Issue(field="series", message=message))
             items = []
         entries = [(item, f"series[{i}].") for i, item in enumerate(items)]
     else:

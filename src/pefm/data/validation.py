@@ -74,6 +74,14 @@ class ValidationError(ValueError):
             lines.append(f"  ... and {self.more} more")
         super().__init__("\n".join(lines))
 
+    @property
+    def malformed(self) -> bool:
+        """Whether the input could not be read at all (400): text that does not decode, JSON that
+        does not parse, a CSV header or row that is not one. Values read but wrong are invalid (422)."""
+        if self.message.startswith("malformed"):
+            return True
+        return self.message.startswith("invalid CSV") and any(i.field in ("header", "row") for i in self.details)
+
     def to_dict(self) -> dict[str, object]:
         """The JSON error body: ``{error, details: [{line|index, field, message}]}``, with
         ``truncated: true`` and ``more: N`` when N further problems were left out."""

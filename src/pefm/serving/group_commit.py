@@ -10,10 +10,15 @@ rows. Groups are written one after another in arrival order, and two events that
 (series, ts) never share a group (the later one, and every later event of its series, waits for
 the next), so a series' events are applied in the order they came and each keeps its own vintage.
 
-``write`` returns a result or an exception per item: an event it refuses fails alone. When the
-group as a whole fails (the database is away), every item gets that error; when it fails for a
-reason the group cannot say (a bug, a value the database rejects), each item is written again on
-its own, so only the one at fault fails.
+``write`` returns a result or an exception per item: an event it refuses fails alone. An item
+answered ``Busy`` (its series are being written by another transaction, a large upload's COPY)
+goes back to the queue, ahead of the later items of its series, and is tried again ``busy_wait``
+seconds later; the groups of other series go on meanwhile. A group holds at most ``max_orders``
+distinct orders (series: the database takes a lock for each). When the group as a whole fails
+(the database is away), every item gets that error; when it fails for a reason the group cannot
+say (a bug, a value the database rejects, a lock table too full for the whole group), each item
+is written again on its own, so only the one at fault fails; if the database goes away midway,
+the items written keep their results and only the rest get the error.
 """
 
 from __future__ import annotations
@@ -32,7 +37,17 @@ from pefm.serving.http import in_thread
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WHOLE_GROUP_ERRORS = (psycopg.OperationalError, PoolTimeout)
-"""Errors that say nothing about an item: every item of the group gets them."""
+"""Errors that say nothing about an item: every item of the group gets them (but see ``_whole``)."""
+
+
+class Busy(Exception):
+    """``write``'s answer for an item it cannot write now, without waiting: try it again later."""
+
+
+def _whole(exc: BaseException) -> bool:
+    """Whether ``exc`` fails a whole group. Not a lock table out of room (53200): a group of
+    thousands of series can fill it where each of its items alone fits."""
+    return isinstance(exc, WHOLE_GROUP_ERRORS) and not isinstance(exc, psycopg.errors.OutOfMemory)
 
 
 @dataclass
@@ -42,6 +57,8 @@ class _Queued(Generic[T]):
     """What the item writes, e.g. {(series, ts)}: no two items of a group share one."""
     orders: frozenset[Hashable]
     """What orders it, e.g. {series}: an item waits when one before it with a shared order waits."""
+    ready_at: float = 0.0
+    """The loop's time before which it waits (it was ``Busy``)."""
     future: asyncio.Future = field(repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -54,28 +71,36 @@ class GroupCommit(Generic[T]):
         *,
         max_events: int,
         max_wait: float,
+        max_orders: int | None = None,
+        busy_wait: float = 0.05,
         on_group: Callable[[int], None] | None = None,
     ):
         self.write = write
         self.max_events = max_events
         self.max_wait = max_wait
+        self.max_orders = max_orders
+        self.busy_wait = busy_wait
         self.on_group = on_group
         self._queue: list[_Queued[T]] = []
         self._task: asyncio.Task | None = None
 
     async def submit(self, item: T, keys: frozenset[Hashable], orders: frozenset[Hashable]) -> Any:
         """The item's result once the group holding it has committed (or its exception)."""
-        queued = _Queued(item, keys, orders, asyncio.get_running_loop().create_future())
+        queued = _Queued(item, keys, orders, future=asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         return await queued.future
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue:
             if len(self._queue) < self.max_events and self.max_wait > 0:
                 await asyncio.sleep(self.max_wait)
-            group = self._take()
+            group = self._take(loop.time())
+            if not group:  # every item waits for a busy series
+                await asyncio.sleep(max(0.0, min(q.ready_at for q in self._queue) - loop.time()))
+                continue
             if self.on_group:
                 self.on_group(len(group))
             try:
@@ -86,19 +111,34 @@ class GroupCommit(Generic[T]):
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            later = []
             for queued, result in zip(group, results, strict=True):
-                _settle(queued.future, result)
+                if isinstance(result, Busy) and not queued.future.done():
+                    queued.ready_at = loop.time() + self.busy_wait
+                    later.append(queued)
+                else:
+                    _settle(queued.future, result)
+            # ahead of what is queued: what shares an order with them came after them
+            self._queue = later + self._queue
 
-    def _take(self) -> list[_Queued[T]]:
+    def _take(self, now: float) -> list[_Queued[T]]:
         """The next group: in arrival order, skipping what must wait for the next."""
         group: list[_Queued[T]] = []
         rest: list[_Queued[T]] = []
         keys: set[Hashable] = set()
+        orders: set[Hashable] = set()
         waiting: set[Hashable] = set()
         for queued in self._queue:
-            if len(group) < self.max_events and not (queued.keys & keys) and not (queued.orders & waiting):
+            if (
+                len(group) < self.max_events
+                and queued.ready_at <= now
+                and not (queued.keys & keys)
+                and not (queued.orders & waiting)
+                and (self.max_orders is None or not group or len(orders | queued.orders) <= self.max_orders)
+            ):
                 group.append(queued)
                 keys |= queued.keys
+                orders |= queued.orders
             else:
                 rest.append(queued)
                 waiting |= queued.orders
@@ -108,19 +148,17 @@ class GroupCommit(Generic[T]):
     def _write_group(self, items: list[T]) -> Sequence[Any]:
         try:
             return self.write(items)
-        except WHOLE_GROUP_ERRORS:
-            raise
-        except Exception:
-            if len(items) == 1:
+        except Exception as exc:
+            if _whole(exc) or len(items) == 1:
                 raise
             log.warning("a group of %d writes failed; writing each on its own", len(items), exc_info=True)
             results: list[Any] = []
             for item in items:
                 try:
                     results.extend(self.write([item]))
-                except WHOLE_GROUP_ERRORS:
-                    raise
                 except Exception as exc:
+                    if _whole(exc):  # the items written keep their results: they committed
+                        return results + [exc] * (len(items) - len(results))
                     results.append(exc)
             return results
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +29,7 @@ from pefm.data.fields import CONTROL_CHARS, EXPECTED_TIMESTAMP, SERIES_ID, parse
 from pefm.data.fred_csv import parse_fred_csv
 from pefm.data.frequency import Frequency, parse_frequency
 from pefm.data.json_payload import (
+    MAX_SERIES,
     ObservationsPayload,
     SeriesPayload,
     observations_from_object,
@@ -36,7 +38,7 @@ from pefm.data.json_payload import (
 from pefm.data.transforms import TRANSFORMS
 from pefm.data.validation import Issue, Issues, ValidationError, check_frequency, check_known_by, check_transform
 from pefm.serving.cache import OBSERVATIONS, Cache
-from pefm.serving.group_commit import WHOLE_GROUP_ERRORS, GroupCommit
+from pefm.serving.group_commit import WHOLE_GROUP_ERRORS, Busy, GroupCommit
 from pefm.serving.http import (
     ApiError,
     HotApp,
@@ -62,6 +64,8 @@ from pefm.storage.observations import (
     UnknownSeriesError,
     VintageConflictError,
     WriteResult,
+    stamp_text,
+    try_turn,
     weekly_anchors,
     write_events,
     write_observations,
@@ -99,6 +103,7 @@ class IngestService:
             self._write_group,
             max_events=settings.ingest_group_max,
             max_wait=settings.ingest_linger_ms / 1000,
+            max_orders=MAX_SERIES,  # a lock each: the database's lock table is shared and finite
             on_group=metrics.prometheus.ingest_group.observe,
         )
         self.oidc = None
@@ -174,8 +179,7 @@ class IngestService:
             if content_type in ("text/csv", "application/csv"):
                 return _from_csv(body, request.query_params.get("vintage")), "csv"
         except ValidationError as exc:
-            status = 400 if exc.message.startswith(("malformed", "invalid CSV")) else 422
-            raise ApiError.invalid(exc, status) from None
+            raise ApiError.invalid(exc, 400 if exc.malformed else 422) from None
         raise ApiError(
             415,
             f"unsupported content type {content_type or '(none)'!r}",
@@ -213,21 +217,30 @@ class IngestService:
             try:
                 result = write_observations(conn, frame, vintage=payload.vintage, source=source)
             except VintageConflictError as exc:
-                raise ApiError(409, str(exc)) from None
+                raise _conflict(exc, payload) from None
             except UnknownSeriesError as exc:  # deleted between the check and the write
                 raise ApiError(404, str(exc)) from None
         return _answer(result, payload)
 
-    def _write_group(self, items: list[tuple[ObservationsPayload, str]]) -> list[dict[str, Any] | ApiError]:
+    def _write_group(self, items: list[tuple[ObservationsPayload, str]]) -> list[dict[str, Any] | Exception]:
         """Small writes (streamed events), group-committed (``pefm.serving.group_commit``): each
-        checked on its own against its series, which stay held ``FOR SHARE`` until the commit."""
-        answers: list[dict[str, Any] | ApiError | None] = []
+        checked on its own against its series, which stay held ``FOR SHARE`` until the commit.
+        An event of a series another transaction is writing (a large upload, for as long as its
+        COPY and merge take) is ``Busy``, and so is every later event sharing a series with it,
+        so that none overtakes it: the group goes on without them instead of waiting."""
+        answers: list[dict[str, Any] | Exception | None] = []
         events, owners = [], []
         with self.db.connection() as conn, conn.transaction():
             ids = {item.series_id for payload, _ in items for item in payload.series}
             metas = get_series_many(conn, sorted(ids), share=True)
-            anchors = weekly_anchors(conn, metas)
+            held_back = try_turn(conn, metas)
+            anchors = weekly_anchors(conn, {sid: meta for sid, meta in metas.items() if sid not in held_back})
             for payload, source in items:
+                series = {item.series_id for item in payload.series}
+                if series & held_back:
+                    held_back |= series
+                    answers.append(Busy())
+                    continue
                 try:
                     self._check(payload, metas, anchors)
                 except ApiError as exc:
@@ -242,7 +255,7 @@ class IngestService:
             intraday = {sid for sid, meta in metas.items() if meta.frequency.intraday}
             for at, result in zip(owners, write_events(conn, events, intraday) if events else [], strict=True):
                 if isinstance(result, VintageConflictError):
-                    answers[at] = ApiError(409, str(result))
+                    answers[at] = _conflict(result, items[at][0])
                 else:
                     answers[at] = _answer(result, items[at][0])
         written = [a for a in answers if isinstance(a, dict)]
@@ -417,6 +430,24 @@ def _answer(result: WriteResult, payload: ObservationsPayload) -> dict[str, Any]
         "vintage": result.vintage.isoformat() if result.vintage else None,
         "series": [item.series_id for item in payload.series],
     }
+
+
+def _conflict(exc: VintageConflictError, payload: ObservationsPayload) -> ApiError:
+    """The 409 for a write that would change values stored at its vintage, naming each one as a
+    422 names an observation: its ``observations[i].value`` (JSON) or line (CSV)."""
+    items = {item.series_id: item for item in payload.series}
+    details = []
+    for series_id, ts, vintage, new, old in exc.rows:
+        item = items[series_id]
+        at = int(np.flatnonzero(item.stamps == np.datetime64(ts.astimezone(UTC).replace(tzinfo=None), "ns"))[0])
+        message = (
+            f"{series_id} {stamp_text(ts)}: {old!r} is stored at vintage {vintage.isoformat()}, "
+            f"a value there cannot change (got {new!r})"
+        )
+        where = {"line": item.lines[at]} if item.lines else {"index": at}
+        field = "value" if item.lines else f"{item.path}observations[{at}].value"
+        details.append({**where, "field": field, "message": message})
+    return ApiError(409, str(exc), details)
 
 
 def _event(payload: ObservationsPayload, source: str) -> Event:

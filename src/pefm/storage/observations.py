@@ -46,10 +46,17 @@ class VintageConflictError(ValueError):
     def __init__(self, rows: list[tuple[str, datetime, datetime, float, float]]):
         self.rows = rows
         shown = "; ".join(
-            f"{sid} {ts:%Y-%m-%d} at vintage {v.isoformat()}: stored {old!r}, got {new!r}"
+            f"{sid} {stamp_text(ts)} at vintage {v.isoformat()}: stored {old!r}, got {new!r}"
             for sid, ts, v, new, old in rows
         )
         super().__init__(f"values already stored at the same vintage differ: {shown}")
+
+
+def stamp_text(ts: datetime) -> str:
+    """A stored timestamp as a message names it: the date for a period that starts at midnight
+    (daily and longer), the full UTC time for a bar or a tick."""
+    ts = _as_utc(ts)
+    return f"{ts:%Y-%m-%d}" if ts == ts.replace(hour=0, minute=0, second=0, microsecond=0) else ts.isoformat()
 
 
 @dataclass(frozen=True)
@@ -453,10 +460,24 @@ def take_turn(conn: psycopg.Connection, series_ids: Collection[str]) -> None:
     _series_locks(conn, "pg_advisory_xact_lock", series_ids)
 
 
+_SERIES_LOCK = "hashtextextended('pefm.observations:' || id, 0)"
+"""The key of a series' writers' lock (``id``: its series id in the query)."""
+
+
+def try_turn(conn: psycopg.Connection, series_ids: Collection[str]) -> set[str]:
+    """``take_turn`` without waiting: the series among these that another transaction is writing
+    (or reading in ``settled``); the turn on each of the others is held until the transaction ends."""
+    rows = conn.execute(
+        f"SELECT id FROM unnest(%s::text[]) AS id WHERE NOT pg_try_advisory_xact_lock({_SERIES_LOCK})",
+        (sorted(set(series_ids)),),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def _series_locks(conn: psycopg.Connection, call: str, series_ids: Collection[str]) -> None:
     """``call`` (an advisory lock function) on each series' writers' lock, in one statement, in id order."""
     conn.execute(
-        f"SELECT {call}(hashtextextended('pefm.observations:' || id, 0)) FROM unnest(%s::text[]) AS id ORDER BY id",
+        f"SELECT {call}({_SERIES_LOCK}) FROM unnest(%s::text[]) AS id ORDER BY id",
         (sorted(set(series_ids)),),
     )
 
@@ -526,8 +547,15 @@ def known_now(conn: psycopg.Connection, series_ids: Sequence[str]) -> datetime:
     locks, so one stamped earlier holds them now). Unlike ``settled``, the locks are let go at once:
     a reader that takes minutes (training) holds no writer back."""
     moment = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    _series_locks(conn, "pg_advisory_lock_shared", series_ids)
-    _series_locks(conn, "pg_advisory_unlock_shared", series_ids)
+    # Each lock let go in the row that took it (left to right), before the next is taken: one
+    # held at a time, and a statement that fails midway (a timeout, a cancel) leaves none held
+    # on the pooled connection, where session locks outlive the transaction.
+    conn.execute(
+        f"""SELECT pg_advisory_lock_shared(h), pg_advisory_unlock_shared(h)
+           FROM (SELECT {_SERIES_LOCK} AS h
+                 FROM unnest(%s::text[]) AS id ORDER BY id) AS locks""",
+        (sorted(set(series_ids)),),
+    )
     return moment
 
 

@@ -1,0 +1,81 @@
+"""GroupCommit under contention: items another writer holds up (``Busy``), groups of many series,
+a lock table out of room, the database lost midway through a group written item by item."""
+
+import asyncio
+
+import psycopg
+import psycopg.errors
+
+from pefm.serving.group_commit import Busy, GroupCommit
+
+
+def submit_all(group: GroupCommit, items):
+    """Submit (item, keys, orders) triples together, in order; each one's outcome."""
+
+    async def run():
+        tasks = [
+            asyncio.ensure_future(group.submit(item, frozenset(keys), frozenset(orders)))
+            for item, keys, orders in items
+        ]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(run())
+
+
+def test_a_busy_item_is_tried_again_later_while_other_series_go_on_and_its_own_keep_their_order():
+    groups: list[list[str]] = []
+    busy_until = {"x": 2}  # x is held by another writer for the first two groups
+
+    def write(items):
+        groups.append(list(items))
+        held = busy_until["x"] >= len(groups)
+        return [Busy() if held and item.startswith("x") else f"wrote {item}" for item in items]
+
+    group = GroupCommit(write, max_events=10, max_wait=0.01, busy_wait=0.01)
+    items = [("x1", {("x", 1)}, {"x"}), ("y1", {("y", 1)}, {"y"}), ("x1-again", {("x", 1)}, {"x"})]
+    assert submit_all(group, items) == ["wrote x1", "wrote y1", "wrote x1-again"]
+    # y1 went first, not held up by x; x1 was tried again (once more busy) and x1-again stayed behind it
+    assert groups == [["x1", "y1"], ["x1"], ["x1"], ["x1-again"]]
+
+
+def test_a_group_holds_at_most_max_orders_distinct_series():
+    groups: list[list[int]] = []
+
+    def write(items):
+        groups.append(list(items))
+        return items
+
+    group = GroupCommit(write, max_events=100, max_wait=0.01, max_orders=5)
+    items = [(i, {i}, {f"s{i}a", f"s{i}b"}) for i in range(5)]  # two series each
+    assert submit_all(group, items) == list(range(5))
+    assert groups == [[0, 1], [2, 3], [4]]
+    alone = GroupCommit(write, max_events=100, max_wait=0.01, max_orders=1)
+    assert submit_all(alone, [("big", {"k"}, {"a", "b"})]) == ["big"]  # over the cap alone: still written
+
+
+def test_a_lock_table_out_of_room_fails_the_group_not_its_items():
+    calls: list[list[int]] = []
+
+    def write(items):
+        calls.append(list(items))
+        if len(items) > 1:
+            raise psycopg.errors.OutOfMemory("out of shared memory; increase max_locks_per_transaction")
+        return [f"wrote {item}" for item in items]
+
+    group = GroupCommit(write, max_events=10, max_wait=0.01)
+    assert submit_all(group, [(i, {i}, {i}) for i in range(3)]) == ["wrote 0", "wrote 1", "wrote 2"]
+    assert calls == [[0, 1, 2], [0], [1], [2]]
+
+
+def test_the_database_lost_midway_fails_only_the_items_not_yet_written():
+    def write(items):
+        if len(items) > 1:
+            raise ValueError("a value the database rejects")
+        if items == [1]:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return [f"wrote {item}" for item in items]
+
+    group = GroupCommit(write, max_events=10, max_wait=0.01)
+    outcomes = submit_all(group, [(i, {i}, {i}) for i in range(3)])
+    assert outcomes[0] == "wrote 0"  # committed (and announced) before the outage: not a 503
+    assert all(isinstance(o, psycopg.OperationalError) for o in outcomes[1:])
