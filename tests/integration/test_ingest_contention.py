@@ -126,6 +126,8 @@ def test_a_conflict_names_each_observation_and_a_bars_full_time(app):
         (b"DATE,X\n2020-01-01,n/a\n2020-01-02,abc\n", 422, "value"),  # read, but not a number: invalid
         (b"DATE,X\n2020-13-01,1\n", 422, "date"),
         (b"DATE,X\n2020-01-01,1,2\n", 400, "row"),  # not a row of this CSV: malformed
+        # the same, after more bad values than the details keep: malformed all the same
+        (b"DATE,X\n" + b"".join(b"2020-01-%02d,x\n" % d for d in range(1, 29)) * 4 + b"2021-01-01,1,2\n", 400, "value"),
         (b"WHEN,X\n2020-01-01,1\n", 400, "header"),
         (b"DATE,X\n2020-01-01,\xff\n", 400, "body"),
     ],

@@ -79,3 +79,48 @@ def test_the_database_lost_midway_fails_only_the_items_not_yet_written():
     outcomes = submit_all(group, [(i, {i}, {i}) for i in range(3)])
     assert outcomes[0] == "wrote 0"  # committed (and announced) before the outage: not a 503
     assert all(isinstance(o, psycopg.OperationalError) for o in outcomes[1:])
+
+
+def test_written_one_by_one_a_busy_item_is_not_overtaken_by_its_series_later_one():
+    """A group failing for one bad item is written item by item: x@1 came back Busy, the upload
+    holding x committed, and x@2, written next, overtook it."""
+    writes: list[str] = []
+    held = {"x": True}
+
+    def write(items):
+        if len(items) > 1:
+            raise ValueError("a value the database rejects")
+        [item] = items
+        if item == "bad":
+            raise ValueError("bad")
+        if item.startswith("x") and held["x"]:
+            held["x"] = False  # the upload commits right after this answer
+            return [Busy()]
+        writes.append(item)
+        return [f"wrote {item}"]
+
+    group = GroupCommit(write, max_events=10, max_wait=0.01, busy_wait=0.01)
+    items = [("x@1", {("x", 1)}, {"x"}), ("bad", {("b", 1)}, {"b"}), ("x@2", {("x", 2)}, {"x"})]
+    outcomes = submit_all(group, items)
+    assert outcomes[0] == "wrote x@1" and outcomes[2] == "wrote x@2" and isinstance(outcomes[1], ValueError)
+    assert writes == ["x@1", "x@2"]
+
+
+def test_an_item_busy_for_its_patience_is_written_waiting_its_turn():
+    """A try-lock can miss its turn for ever while readers overlap: past ``busy_patience`` the
+    item is written alone by ``write_waiting``, which queues for the lock as a large write does."""
+    waited: list[str] = []
+
+    def write(items):
+        return [Busy() for _ in items]  # a series some reader always holds
+
+    def write_waiting(items):
+        waited.extend(items)
+        return [f"waited for {item}" for item in items]
+
+    group = GroupCommit(
+        write, max_events=10, max_wait=0.01, busy_wait=0.01, write_waiting=write_waiting, busy_patience=0.1
+    )
+    items = [("x@1", {("x", 1)}, {"x"}), ("x@2", {("x", 2)}, {"x"})]
+    assert submit_all(group, items) == ["waited for x@1", "waited for x@2"]
+    assert waited == ["x@1", "x@2"]  # each alone, in their order

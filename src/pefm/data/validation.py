@@ -47,6 +47,8 @@ class Issues(list):
     def __init__(self) -> None:
         super().__init__()
         self.more = 0
+        self.fields: set[str] = set()
+        """The fields of every issue found, the counted ones too."""
 
     @property
     def found(self) -> int:
@@ -54,6 +56,7 @@ class Issues(list):
         return len(self) + self.more
 
     def append(self, issue: Issue) -> None:
+        self.fields.add(issue.field)
         if len(self) < MAX_DETAILS:
             super().append(issue)
         else:
@@ -68,6 +71,7 @@ class ValidationError(ValueError):
         self.message = message
         self.details = list(details[:MAX_DETAILS])
         self.more = getattr(details, "more", 0) + max(0, len(details) - MAX_DETAILS)
+        self.fields = getattr(details, "fields", None) or {issue.field for issue in details}
         self.truncated = self.more > 0
         lines = [message, *(f"  {issue}" for issue in self.details)]
         if self.truncated:
@@ -80,7 +84,7 @@ class ValidationError(ValueError):
         does not parse, a CSV header or row that is not one. Values read but wrong are invalid (422)."""
         if self.message.startswith("malformed"):
             return True
-        return self.message.startswith("invalid CSV") and any(i.field in ("header", "row") for i in self.details)
+        return self.message.startswith("invalid CSV") and bool(self.fields & {"header", "row"})
 
     def to_dict(self) -> dict[str, object]:
         """The JSON error body: ``{error, details: [{line|index, field, message}]}``, with

