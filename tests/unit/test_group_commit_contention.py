@@ -1,25 +1,11 @@
 """GroupCommit under contention: items another writer holds up (``Busy``), groups of many series,
 a lock table out of room, the database lost midway through a group written item by item."""
 
-import asyncio
-
 import psycopg
 import psycopg.errors
 
 from pefm.serving.group_commit import Busy, GroupCommit
-
-
-def submit_all(group: GroupCommit, items):
-    """Submit (item, keys, orders) triples together, in order; each one's outcome."""
-
-    async def run():
-        tasks = [
-            asyncio.ensure_future(group.submit(item, frozenset(keys), frozenset(orders)))
-            for item, keys, orders in items
-        ]
-        return await asyncio.gather(*tasks, return_exceptions=True)
-
-    return asyncio.run(run())
+from tests.unit.test_group_commit import submit_all
 
 
 def test_a_busy_item_is_tried_again_later_while_other_series_go_on_and_its_own_keep_their_order():
