@@ -36,12 +36,10 @@ class ServiceMetrics:
         self.service = service
         self.revision = revision
         self._served: dict[tuple[str, str, int], list] = {}
-        """Per (route, method, status): [requests, their latencies], kept by ``observe_request``
-        and exposed as pefm_requests and pefm_request_duration_seconds."""
-        self._latencies: dict[tuple[str, str, int], list] = {}
-        """Per (route, method, status): [latency sum, count per bucket of LATENCY_BUCKETS and +Inf].
-        By status too: a rollout's p99 leaves out the client's errors (a flood of fast 422s would
-        pull a slow green's latency under its bound)."""
+        """Per (route, method, status): [requests, latency sum, count per bucket of LATENCY_BUCKETS
+        and +Inf], kept by ``observe_request`` and exposed as pefm_requests and
+        pefm_request_duration_seconds, both labelled by status: a rollout's p99 leaves out the
+        client's errors (a flood of fast 422s would pull a slow green's latency under its bound)."""
         self._forecasts: dict[tuple[str, str], int] = {}
         """Per (model version, source): forecasts served (``count_forecast``), exposed as
         pefm_forecasts_served."""
@@ -64,12 +62,10 @@ class ServiceMetrics:
         histogram's observe, each through its own lock, cost a request four times as much)."""
         key = (route_template(scope), method_label(scope), status)
         if (served := self._served.get(key)) is None:
-            latencies = self._latencies.setdefault(key, [0.0, [0] * (len(LATENCY_BUCKETS) + 1)])
-            served = self._served[key] = [0, latencies]
+            served = self._served[key] = [0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
         served[0] += 1
-        latencies = served[1]
-        latencies[0] += seconds
-        latencies[1][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        served[1] += seconds
+        served[2][bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def count_forecast(self, version_id: str, source: str) -> None:
         """One more series forecast served by ``version_id`` from ``source`` (precomputed, model,
@@ -176,12 +172,11 @@ class _PlainMetrics:
         families = self.describe()
         requests, latency, forecasts, cache, ready, model = families
         metrics = self.metrics
-        for (route, method, status), (count, _) in list(metrics._served.items()):
-            requests.add_metric([metrics.service, metrics.revision, route, method, str(status)], count)
         bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
-        for (route, method, status), (total, buckets) in list(metrics._latencies.items()):
-            cumulative = map(float, itertools.accumulate(list(buckets)))
+        for (route, method, status), (count, total, buckets) in list(metrics._served.items()):
             labels = [metrics.service, metrics.revision, route, method, str(status)]
+            requests.add_metric(labels, count)
+            cumulative = map(float, itertools.accumulate(list(buckets)))
             latency.add_metric(labels, list(zip(bounds, cumulative, strict=True)), total)
         for (version_id, source), count in list(metrics._forecasts.items()):
             forecasts.add_metric([metrics.revision, version_id, source], count)
