@@ -351,17 +351,17 @@ class RolloutController:
         for seconds) falls before the next window and is judged by none: a window by the moment a
         request was logged would take a column the request log, a hypertable, does not have."""
         spec, state = rollout.spec, rollout.state
+        if state.phase not in (Phase.INITIALIZING, Phase.PROGRESSING):
+            return Observations(), None
         with self.db.connection() as conn:
             waited = waited_seconds(conn, rollout)
-        if state.phase is Phase.INITIALIZING:
-            with self.db.connection() as conn:
+            if state.phase is Phase.INITIALIZING:
                 gates, why = candidate_verdict(conn, rollout.green_model_version, spec.require_gates)
+        if state.phase is Phase.INITIALIZING:
             smoke_ok = self.prober.smoke(
                 self.router.tag_url(rollout.service, "green"), spec.smoke_request, rollout.green_model_version
             )
             return Observations(smoke_ok=smoke_ok, gates_passed=gates, gates_reason=why, waited_seconds=waited), None
-        if state.phase is not Phase.PROGRESSING:
-            return Observations(), None
         if spec.synthetic_load:
             self.prober.load(self.router.url(rollout.service), spec.synthetic_load, spec.smoke_request)
             time.sleep(LOG_LAG.total_seconds())  # the load logged: judged by this analysis, not the next

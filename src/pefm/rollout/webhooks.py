@@ -346,9 +346,11 @@ class FlaggerHooks:
         weight has waited ``max_wait_seconds`` for data since it last changed: Flagger's own gate
         would hold a canary in a quiet hour, and the next revision behind it, for good."""
         limit = rollout.spec.max_wait_seconds
+        if limit is None or rollout.state.weight == 0:
+            return None
         with self.db.connection() as conn:
             waited = waited_seconds(conn, rollout)
-        if limit is None or waited < limit or rollout.state.weight == 0:
+        if waited < limit:
             return None
         return Answer(False, f"nothing to judge for {waited:.0f} s (max_wait_seconds): {waiting}", rollout.id)
 
