@@ -342,24 +342,12 @@ class LocalDeployer:
         return revision
 
     def retire(self, revision: str) -> bool:
-        """``Deployer.retire``: the local router's retirement (its lock, then the replicas stopped
-        whoever started them), on a pool of its own. The job that asks holds the retraining lock and
-        found no rollout under way: only a rollout started by hand in between could route it."""
+        """``Deployer.retire``: the local router's retirement of a revision never routed, checked
+        under its retire lock, on a pool of its own."""
         from pefm.rollout.local import LocalRouter
 
         with Database(self.runtime.database_url, max_size=1) as db:
-            router = LocalRouter(db, {})  # retiring routes nothing: no router's URL
-            if any(target.revision == revision for target in router.traffic("inference")):
-                return False
-            with db.connection() as conn:
-                row = conn.execute(
-                    "SELECT unrouted_at FROM local_revisions WHERE service = 'inference' AND revision = %s",
-                    (revision,),
-                ).fetchone()
-            if row is None or row[0] is not None:  # gone, or the sweep's
-                return False
-            router.retire("inference", revision)
-            return True
+            return LocalRouter(db, {}).retire_never_routed("inference", revision)  # it routes nothing: no URL
 
 
 class ClusterDeployer:

@@ -19,11 +19,13 @@ REREAD_SECONDS = 1.0
 every 0.3 s): a revision leaving the block may get requests until then."""
 
 
-UNROUTED = """unrouted_at < now() - make_interval(secs => %(unrouted_for)s)
-    AND NOT EXISTS (SELECT 1 FROM local_traffic t, jsonb_array_elements(t.traffic) target
+_OUT_OF_BLOCK = """NOT EXISTS (SELECT 1 FROM local_traffic t, jsonb_array_elements(t.traffic) target
                     WHERE t.service = local_revisions.service AND target->>'revision' = local_revisions.revision)"""
+UNROUTED = "unrouted_at < now() - make_interval(secs => %(unrouted_for)s) AND " + _OUT_OF_BLOCK
 """SQL on ``local_revisions``: the revision left its service's traffic block over ``%(unrouted_for)s``
 seconds ago, and is not back in it."""
+NEVER_ROUTED = "unrouted_at IS NULL AND " + _OUT_OF_BLOCK
+"""SQL on ``local_revisions``: the revision has never been in its service's traffic block."""
 
 
 class LocalRouter:
@@ -94,10 +96,19 @@ class LocalRouter:
         the last change of the traffic block, which may be the one the revision left."""
         return bool(self._retire(service, revision))
 
-    def _retire(self, service: str, revision: str, unrouted_for: float | None = None) -> bool | None:
+    def retire_never_routed(self, service: str, revision: str) -> bool:
+        """Retire the revision if it has never been in the traffic block (a retraining's green whose
+        rollout never started), checked under the lock; whether it was retired."""
+        return self._retire(service, revision, never_routed=True) is not None
+
+    def _retire(
+        self, service: str, revision: str, unrouted_for: float | None = None, never_routed: bool = False
+    ) -> bool | None:
         """``retire``; with ``unrouted_for``, only a revision that is out of the traffic block and
-        left it that many seconds ago, checked under the lock (it may have been routed, or started,
-        again since it was picked). Whether a replica was running; None when nothing was retired."""
+        left it that many seconds ago; with ``never_routed``, only one never in it; either checked
+        under the lock (it may have been routed, or started, again since it was picked). Whether a
+        replica was running; None when nothing was retired."""
+        condition = UNROUTED if unrouted_for is not None else NEVER_ROUTED if never_routed else "true"
         with self.db.connection() as conn:
             row = conn.execute(
                 "SELECT extract(epoch FROM clock_timestamp() - updated_at) FROM local_traffic WHERE service = %s",
@@ -107,12 +118,11 @@ class LocalRouter:
             time.sleep(REREAD_SECONDS - float(row[0]))
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (RETIRE_LOCK + revision,))
-            if unrouted_for is not None:  # the block stays as it is until this retirement ends
+            if condition != "true":  # the block stays as it is until this retirement ends
                 conn.execute("SELECT 1 FROM local_traffic WHERE service = %s FOR SHARE", (service,))
             row = conn.execute(
                 f"""SELECT pids FROM local_revisions
-                    WHERE service = %(service)s AND revision = %(revision)s
-                      AND (%(unrouted_for)s::float8 IS NULL OR {UNROUTED})""",
+                    WHERE service = %(service)s AND revision = %(revision)s AND {condition}""",
                 {"service": service, "revision": revision, "unrouted_for": unrouted_for},
             ).fetchone()
             if row is None:
