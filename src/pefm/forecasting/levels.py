@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pefm.data.frequency import Frequency
+from pefm.data.transforms import TRANSFORMS
 from pefm.forecasting.base import BaseForecaster
 
 SIMULATIONS = 2000
@@ -70,18 +71,6 @@ def anchor_at(panel: pd.DataFrame, series_id: str, cutoff: pd.Timestamp) -> floa
     return float(invert(panel.attrs["anchors"][series_id], np.array([-later]), transform, freq)[-1])
 
 
-def running_sum_between(first: float, last: float, transform: str, freq: Frequency) -> float:
-    """The model-space steps' sum that leads from the level ``first`` to ``last`` (the inverse of
-    ``from_running_sums``)."""
-    if transform == "diff":
-        return last - first
-    if transform == "log_diff_ann":
-        return float(100.0 * freq.periods_per_year * np.log(last / first))
-    if transform == "log_return":
-        return float(100.0 * np.log(last / first))
-    raise ValueError(f"transform {transform!r} has no inverse")
-
-
 def rebased_anchor(
     panel: pd.DataFrame,
     merged: pd.DataFrame,
@@ -109,7 +98,8 @@ def rebased_anchor(
     else:
         levels = stored_levels().dropna()
         before, through = levels[levels.index < dates[0]], levels[levels.index <= covered[-1]]
-        stored = running_sum_between(float(before.iloc[-1]), float(through.iloc[-1]), transform, freq)
+        # the transform of the two levels: the one step that spans the gap
+        stored = float(TRANSFORMS[transform](pd.Series([before.iloc[-1], through.iloc[-1]]), freq).iloc[0])
     delta = float(merged.loc[dates, series_id].sum()) - stored
     return float(from_running_sums(panel.attrs["anchors"][series_id], np.array([delta]), transform, freq)[-1])
 
