@@ -142,6 +142,11 @@ class Settings:
     ingest_group_max: int = 256
     """``PEFM_INGEST_GROUP_MAX``: the most streamed writes the ingest function commits together
     (``pefm.serving.group_commit``)."""
+    ingest_large_writes: int = 2
+    """``PEFM_INGEST_LARGE_WRITES``: the large writes an ingest replica reads and writes at once
+    (a body over 1 MiB, or over 1000 rows); more wait up to 60 s for their turn, then 503 with
+    Retry-After. A 20 MB JSON upload takes some 250 MB while it is parsed and written, and a
+    write of many series holds a lock per series in the database's shared lock table."""
     ingest_linger_ms: float = 1.0
     """``PEFM_INGEST_LINGER_MS``: how long the ingest function waits for more writes to join a
     group once one is queued (0 to 100 ms); longer groups more under load, at that cost in latency."""
@@ -283,6 +288,7 @@ class Settings:
             ("PEFM_CACHE_TTL_SECONDS", "cache_ttl_seconds"),
             ("PEFM_CACHE_MAX_BYTES", "cache_max_bytes"),
             ("PEFM_INGEST_GROUP_MAX", "ingest_group_max"),
+            ("PEFM_INGEST_LARGE_WRITES", "ingest_large_writes"),
         ):
             if raw := env.get(name, "").strip():
                 kwargs[key] = _positive_int(name, raw)

@@ -155,3 +155,62 @@ def test_known_now_failing_midway_leaves_no_lock_on_the_connection(db, schema_ur
         assert held.fetchone()[0] == 0
         writer.commit()
         assert known_now(reader, ["a", "b"]) is not None
+
+
+def days(series: str, n: int) -> dict:
+    start = date(2000, 1, 1)
+    return {
+        "series_id": series,
+        "observations": [{"ts": (start + timedelta(days=i)).isoformat(), "value": float(i)} for i in range(n)],
+    }
+
+
+def test_large_writes_take_turns_and_small_ones_pass_them(db, schema_url, monkeypatch):
+    """One slot (PEFM_INGEST_LARGE_WRITES=1), held by an upload of over 1000 rows waiting for its
+    series: another upload of many rows, and a body said to be over 1 MiB (refused before it is
+    read), each wait their turn and then get a 503 naming why; a small event goes on meanwhile.
+    A refused large write gives its slot back, and a slot given back lets the next one in."""
+    monkeypatch.setattr("pefm.serving.ingest.LARGE_QUEUE_SECONDS", 0.5)
+    with db.connection() as conn:
+        for sid in ("x", "y"):
+            upsert_series(conn, SeriesMeta(id=sid, name=sid, frequency=Frequency.DAILY))
+    settings = Settings(ingest_token=TOKEN, ingest_linger_ms=5, ingest_large_writes=1)
+    app = create_ingest_app(settings, db, ServiceMetrics("ingest", "test"), MemoryCache(None, 1 << 20), {})
+    padded = (
+        b'{"series": ['
+        + b" " * (1024 * 1024)
+        + b'{"series_id": "y", "observations": [{"ts": "2020-06-01", "value": 1}]}]}'
+    )
+    as_json = {**AUTH, "content-type": "application/json"}
+
+    async def run():
+        async with client(app) as ingest:
+            with psycopg.connect(schema_url) as holder:
+                take_turn(holder, ["x"])
+                upload = asyncio.ensure_future(
+                    ingest.post("/v1/observations", json={"series": [days("x", 1500)]}, headers=AUTH)
+                )
+                await asyncio.sleep(0.3)
+                many = await ingest.post("/v1/observations", json={"series": [days("y", 1001)]}, headers=AUTH)
+                big = await ingest.post("/v1/observations", content=padded, headers=as_json)
+                small = await ingest.post("/v1/observations", json=event("y", "2020-01-01", 1.0), headers=AUTH)
+                assert not upload.done()
+            return await asyncio.wait_for(upload, 10), many, big, small
+
+    async def after():
+        async with client(app) as ingest:
+            invalid = await ingest.post("/v1/observations", json={"series": [days("z", 1001)]}, headers=AUTH)
+            return invalid, await ingest.post("/v1/observations", content=padded, headers=as_json)
+
+    upload, many, big, small = asyncio.run(run())
+    assert upload.status_code == 200 and upload.json()["inserted"] == 1500, upload.text
+    for refused in (many, big):
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "2", refused.text
+        assert "busy with other large writes" in refused.json()["error"]
+    assert small.status_code == 200 and small.json()["inserted"] == 1, small.text
+    invalid, padded_answer = asyncio.run(after())
+    assert invalid.status_code == 404, invalid.text  # an unknown series, refused in its turn: the turn is given back
+    assert padded_answer.status_code == 200 and padded_answer.json()["inserted"] == 1, padded_answer.text
+    with db.connection() as conn:
+        counts = dict(conn.execute("SELECT series_id, count(*) FROM observations GROUP BY series_id").fetchall())
+    assert counts == {"x": 1500, "y": 2}

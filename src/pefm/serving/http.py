@@ -244,6 +244,50 @@ async def off_loop(parse: Callable[..., Any], body: bytes, *args: Any) -> Any:
     return await in_thread(parse, body, *args)
 
 
+class Slots:
+    """At most ``n`` of some costly work at once, per process. A request takes a turn
+    (``turn``); one that has waited ``queue_seconds`` for a slot gets a 503 with Retry-After
+    saying what the slots are ``busy`` with."""
+
+    def __init__(self, n: int, queue_seconds: float, busy: str):
+        self._free = asyncio.Semaphore(n)
+        self.queue_seconds, self.busy = queue_seconds, busy
+
+    def turn(self) -> Turn:
+        """A context for one request: its ``take`` waits for a slot (once; again is a no-op),
+        its ``give`` hands it back early, and leaving the context gives back what is held."""
+        return Turn(self)
+
+    async def _take(self) -> None:
+        try:
+            await asyncio.wait_for(self._free.acquire(), self.queue_seconds)
+        except TimeoutError:
+            raise ApiError(503, f"{self.busy}; retry shortly", headers={"Retry-After": "2"}) from None
+
+
+class Turn:
+    __slots__ = ("_held", "_slots")
+
+    def __init__(self, slots: Slots):
+        self._slots, self._held = slots, False
+
+    async def take(self) -> None:
+        if not self._held:
+            await self._slots._take()
+            self._held = True
+
+    def give(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots._free.release()
+
+    async def __aenter__(self) -> Turn:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.give()
+
+
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` on Starlette's thread pool, so the event loop goes on meanwhile."""
     from starlette.concurrency import run_in_threadpool

@@ -13,7 +13,6 @@ conditioned on them without a retrain (``serving.freshness``): each says its ``d
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
@@ -37,6 +36,7 @@ from pefm.serving.http import (
     ClientGone,
     HotApp,
     HotRoute,
+    Slots,
     check_query,
     handled,
     in_database,
@@ -333,7 +333,8 @@ class InferenceService:
     def __init__(self, settings: Settings, server: ModelServer, metrics: ServiceMetrics, writer: LogWriter | None):
         # Model-path answers (as-of refits, what-ifs) take CPU for up to seconds each: at most
         # PEFM_MODEL_CONCURRENCY at once, so a burst of them queues instead of starving the rest
-        self._model_slots = asyncio.Semaphore(settings.model_concurrency)
+        busy = "the model is busy with other requests"
+        self._model_slots = Slots(settings.model_concurrency, MODEL_QUEUE_SECONDS, busy)
         self.settings = settings
         self.server = server
         self.metrics = metrics
@@ -399,16 +400,9 @@ class InferenceService:
         return await self._answer(data)
 
     async def _model_json(self, *args: Any) -> str:
-        try:
-            await asyncio.wait_for(self._model_slots.acquire(), MODEL_QUEUE_SECONDS)
-        except TimeoutError:
-            raise ApiError(
-                503, "the model is busy with other requests; retry shortly", headers={"Retry-After": "2"}
-            ) from None
-        try:
+        async with self._model_slots.turn() as turn:
+            await turn.take()
             return await in_database(self.server.model_json, *args)
-        finally:
-            self._model_slots.release()
 
     async def _model_answer(
         self,

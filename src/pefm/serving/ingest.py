@@ -44,6 +44,8 @@ from pefm.serving.http import (
     ApiError,
     HotApp,
     HotRoute,
+    Slots,
+    Turn,
     check_query,
     handled,
     hot_route,
@@ -88,6 +90,11 @@ _SERIES_FIELDS = {
 STREAM_ROWS = 1000
 """Writes of at most this many rows are group-committed with the others that arrive with them;
 larger ones (CSV uploads) are written on their own, by COPY."""
+LARGE_BODY_BYTES = 1024 * 1024
+"""A body over this size is a large write (``PEFM_INGEST_LARGE_WRITES``): its parse takes about
+eight times its size in memory."""
+LARGE_QUEUE_SECONDS = 60.0
+"""How long a large write waits for its turn before a 503 with Retry-After."""
 REFUSED = frozenset({400, 404, 409, 413, 415, 422})
 """Statuses that refuse a write for what it holds (``pefm_ingest_refused_total``)."""
 
@@ -100,6 +107,7 @@ class IngestService:
         self.cache = cache
         self.announcers = _announcers(cache, settings.sink, settings.event_token)
         self.limit = RateLimit(settings.rate_limit, cache)
+        self.large = Slots(settings.ingest_large_writes, LARGE_QUEUE_SECONDS, "ingest is busy with other large writes")
         self.group = GroupCommit(
             self._write_group,
             max_events=settings.ingest_group_max,
@@ -133,13 +141,16 @@ class IngestService:
             subject = await self._authorise(request)
         check_query(request, {"vintage", "backdate"}, "invalid observations request")
         await self.limit.check(request, verified=True, subject=subject)
-        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
-        payload, source = await off_loop(self._parse, body, request)
-        payload = self._checked_vintage(payload, backdate)
-        if sum(len(item) for item in payload.series) > STREAM_ROWS:
-            result = await in_database(self._write, payload, source)
-            self._announce(result)
-            return json_response(result)
+        async with self.large.turn() as turn:
+            body = await self._read(request, turn)
+            payload, source = await off_loop(self._parse, body, request)
+            del body
+            payload = self._checked_vintage(payload, backdate)
+            if sum(len(item) for item in payload.series) > STREAM_ROWS:
+                await turn.take()
+                result = await in_database(self._write, payload, source)
+                self._announce(result)
+                return json_response(result)
         keys = frozenset((item.series_id, ts) for item in payload.series for ts in item.stamps.tolist())
         series = frozenset(item.series_id for item in payload.series)
         try:
@@ -147,6 +158,17 @@ class IngestService:
         except WHOLE_GROUP_ERRORS as exc:
             raise unavailable(exc) from None
         return json_response(result)
+
+    async def _read(self, request: Request, turn: Turn) -> bytes:
+        """The request's body; a large one (over LARGE_BODY_BYTES, said or found) is read, or
+        parsed once read, in its ``turn`` of the large writes' slots (``PEFM_INGEST_LARGE_WRITES``)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > LARGE_BODY_BYTES:
+            await turn.take()
+        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+        if len(body) > LARGE_BODY_BYTES:
+            await turn.take()
+        return body
 
     async def _authorise(self, request: Request) -> str | None:
         """The ingest token or, where configured, the OIDC token of a Knative Eventing sender allowed
@@ -306,8 +328,8 @@ class IngestService:
         require_bearer(request, self.settings.ingest_token, "ingest")
         await self.limit.check(request, verified=True)
         series_id = request.path_params["series_id"]
-        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
-        meta = await off_loop(_series_meta, body, series_id)
+        async with self.large.turn() as turn:
+            meta = await off_loop(_series_meta, await self._read(request, turn), series_id)
         created = await in_database(self._upsert, meta)
         return json_response({"series_id": series_id, "created": created}, 201 if created else 200)
 
