@@ -90,15 +90,19 @@ def test_up_without_a_url_starts_the_embedded_database_and_reuses_it(tmp_path: P
     assert second.returncode == 0, second.stderr
     assert "164 (1959-01-01 .. 1999-10-01) as of 2000-01-01" in second.stdout
     assert (tmp_path / "home" / "postgres" / "PG_VERSION").exists()
-    # `pefm serve` on it verifies the models `pefm train` signed with tokens.env's key, and only
-    # by the public key: given other keys to trust, it does not also trust tokens.env's signer
+    # `pefm serve` on it verifies the models `pefm train` signed with tokens.env's key, by its
+    # public half: given other keys to trust, it trusts that half too (as `pefm up` does), and
+    # only a signing key of the environment's own puts tokens.env's signer out of trust
     trained = run(env, "train", "--model", "mean", "--series", "realgdp", "--windows", "0")
     assert trained.returncode == 0, trained.stderr
     version = re.search(r"registered (mean-\S+)", trained.stdout).group(1)
     assert run(env, "models", "promote", version).returncode == 0
     served = first_forecast(env)
     assert served.status_code == 200 and served.json()["model_version"] == version, served.text
-    refused = first_forecast({**env, "PEFM_VERIFY_KEYS": signing.generate()[1]})
+    also = first_forecast({**env, "PEFM_VERIFY_KEYS": signing.generate()[1]})
+    assert also.status_code == 200 and also.json()["model_version"] == version, also.text
+    private, public = signing.generate()
+    refused = first_forecast({**env, "PEFM_VERIFY_KEYS": public, "PEFM_SIGNING_KEY": private})
     assert refused.status_code == 503 and "ArtifactSignatureError" in refused.text, refused.text
     # stopped cleanly when the last command exited: no server left holding the directory
     assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()

@@ -95,6 +95,31 @@ def test_use_local_secrets_says_which_it_put_into_the_environment(tmp_path, monk
         get_settings.cache_clear()
 
 
+def test_use_local_secrets_trusts_the_environments_keys_with_the_signing_keys_own(tmp_path, monkeypatch):
+    """Every command on the embedded server (``pefm serve`` too) trusts the environment's keys
+    together with the public half of the signing key in use, as ``pefm up`` does: they had
+    replaced it, so that ``pefm serve inference`` refused the model ``pefm train`` signed here."""
+    from pefm.config import get_settings
+    from pefm.local import secrets
+
+    for name in (*secrets.TOKENS, "PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    elsewhere = generate()[1]
+    monkeypatch.setenv("PEFM_VERIFY_KEYS", elsewhere)
+    monkeypatch.setattr(secrets, "FILLED", set())
+    get_settings.cache_clear()
+    try:
+        secrets.use_local_secrets(Settings.from_env({"PEFM_HOME": str(tmp_path), **os.environ}))
+        own = trusted(local_secrets(tmp_path, Settings(home=tmp_path))["PEFM_VERIFY_KEYS"])
+        assert trusted(os.environ["PEFM_VERIFY_KEYS"]) == trusted(elsewhere) | own and len(own) == 1
+        assert "PEFM_VERIFY_KEYS" not in secrets.FILLED  # the environment's, completed
+        assert trusted(get_settings().verify_keys) == trusted(elsewhere) | own
+    finally:
+        for name in secrets.FILLED:
+            os.environ.pop(name, None)
+        get_settings.cache_clear()
+
+
 def trusted(text: str) -> set[str]:
     """The ids of the public keys in a ``PEFM_VERIFY_KEYS`` value."""
     return {key_id(key) for key in public_keys(text)}

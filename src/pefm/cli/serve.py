@@ -37,13 +37,10 @@ def serve(
         return
     embedded = None
     if get_settings().database_url is None:  # the embedded default: share its URL with the function
-        from pefm.local.secrets import local_secrets
+        from pefm.local.secrets import use_local_secrets
         from pefm.storage.embedded import EmbeddedPostgres
 
-        settings = get_settings()
-        if settings.verify_keys is None:  # trust what `pefm train` signs here: the public key only
-            os.environ["PEFM_VERIFY_KEYS"] = local_secrets(settings.home, settings)["PEFM_VERIFY_KEYS"]
-            get_settings.cache_clear()
+        use_local_secrets(get_settings())  # as every command on it: what `pefm train` signs here loads
         embedded = EmbeddedPostgres(get_settings().embedded_pgdata)
         os.environ["PEFM_DATABASE_URL"] = embedded.start()
     os.environ["LISTEN_ADDRESS"] = f"{host}:{port}"

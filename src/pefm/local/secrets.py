@@ -131,9 +131,13 @@ FILLED: set[str] = set()
 def use_local_secrets(settings: Settings) -> None:
     """Put the secrets the environment leaves unset into ``os.environ``, taken from ``tokens.env``
     in ``settings.home`` (the ``pefm`` command and the benchmarks on an embedded server), so that
-    ``get_settings()`` and the processes started from here see them."""
+    ``get_settings()`` and the processes started from here see them. ``PEFM_VERIFY_KEYS`` from
+    the environment is completed with the public half of the signing key in use (``verify_keys``),
+    as ``pefm up`` completes it for its processes."""
     for name, value in local_secrets(settings.home, settings).items():
         if name not in os.environ:
             os.environ[name] = value
             FILLED.add(name)
+        elif name == "PEFM_VERIFY_KEYS":  # the exception: the environment's, with the signing key's
+            os.environ[name] = value
     get_settings.cache_clear()
