@@ -54,7 +54,7 @@ from tests.conftest import VERIFY_KEYS  # noqa: E402  (importing it also sets th
 from tests.functions.conftest import start_function, stop  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-ingest-token"
 
 
 def ingest_vs_copy(db_url: str, ingest_url: str, rows: int = 100_000) -> dict[str, float]:

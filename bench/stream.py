@@ -44,7 +44,7 @@ from pefm.storage.database import open_database  # noqa: E402
 from tests.conftest import VERIFY_KEYS  # noqa: E402, F401  (importing it sets the run's signing key pair)
 from tests.functions.conftest import start_function, stop  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-ingest-token"
 EVENTS = ROOT / "bench" / "post_event.lua"
 PGBENCH_INSERT = (  # each client's timestamps apart from the others' (clock_timestamp() can repeat across them)
     "INSERT INTO observations (series_id, ts, vintage, value)"

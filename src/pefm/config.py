@@ -22,6 +22,18 @@ class ConfigError(ValueError):
     """A setting has a value PEFM cannot use; the message names the variable."""
 
 
+MIN_SECRET = 16
+"""The fewest characters a token or key of the environment may have (``SECRETS``)."""
+SECRETS = {
+    "PEFM_INGEST_TOKEN": "ingest_token",
+    "PEFM_ADMIN_TOKEN": "admin_token",
+    "PEFM_EVENT_TOKEN": "event_token",
+    "PEFM_WEBHOOK_TOKEN": "webhook_token",
+    "PEFM_SHADOW_KEY": "shadow_key",
+}
+"""The bearer tokens and the shadow header's HMAC key, by their settings."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """PEFM's configuration. Field docs are the README's configuration table."""
@@ -267,6 +279,9 @@ class Settings:
             raise ConfigError("PEFM_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if len(kwargs.get("cache_key", "x" * 32)) < 32:
             raise ConfigError("PEFM_CACHE_KEY must be at least 32 characters (e.g. openssl rand -hex 32)")
+        for name, key in SECRETS.items():  # "admin" or "secret" falls to a guess, whatever the rate limit
+            if len(kwargs.get(key) or "x" * MIN_SECRET) < MIN_SECRET:
+                raise ConfigError(f"{name} must be at least {MIN_SECRET} characters (e.g. openssl rand -hex 32)")
         for name, value in env.items():  # .env.example's values, left in place, would be tokens anyone can read
             if name.startswith("PEFM_") and str(value).startswith("change-me"):
                 raise ConfigError(f"{name} is .env.example's placeholder: set one of your own (openssl rand -hex 32)")

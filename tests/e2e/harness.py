@@ -22,7 +22,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ADMIN_TOKEN = "e2e-admin-token"
+ADMIN_TOKEN = "e2e-test-admin-token"
 PAGES = {
     "overview": "/",
     "forecasts": "/forecasts",

@@ -209,7 +209,9 @@ def test_the_runtime_starts_and_retires_a_revisions_replicas_together(stack):
     the revision stops both. The runtime reports a replica that died unasked, and forgets those
     of a retired revision (what `pefm up` watches for)."""
     runtime, db = stack
-    first = runtime.start_revision("ingest", "pefm-ingest-pair", replicas=2, env={"PEFM_INGEST_TOKEN": "t"})
+    first = runtime.start_revision(
+        "ingest", "pefm-ingest-pair", replicas=2, env={"PEFM_INGEST_TOKEN": "router-ingest-token"}
+    )
     second = runtime.processes["pefm-ingest-pair/1"]
     with psycopg.connect(db.url) as conn:
         urls, pids, limit = conn.execute(
@@ -245,7 +247,7 @@ def test_a_revision_seen_between_its_stop_and_its_retirement_stopped_as_asked(st
     import pefm.rollout.local
 
     runtime, db = stack
-    runtime.start_revision("ingest", "pefm-ingest-gone", replicas=2, env={"PEFM_INGEST_TOKEN": "t"})
+    runtime.start_revision("ingest", "pefm-ingest-gone", replicas=2, env={"PEFM_INGEST_TOKEN": "router-ingest-token"})
     stopped = threading.Event()
     stop = pefm.rollout.local.stop_revision
 

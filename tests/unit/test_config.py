@@ -49,6 +49,11 @@ def test_values_are_read_from_the_environment(tmp_path: Path):
         ("PEFM_LOCAL_REPLICAS", "1.5"),
         ("PEFM_RETRAIN", "cluster"),
         ("PEFM_ADMIN_TOKEN", "change-me-admin-token"),  # .env.example's, left in place: anyone's token
+        ("PEFM_ADMIN_TOKEN", "admin"),  # a token a guess finds
+        ("PEFM_INGEST_TOKEN", "x" * 15),
+        ("PEFM_EVENT_TOKEN", "secret"),
+        ("PEFM_WEBHOOK_TOKEN", "webhook"),
+        ("PEFM_SHADOW_KEY", "key"),
         ("PEFM_ROLE_PASSWORD_INGEST", "change-me-ingest-password"),
     ],
 )
@@ -64,18 +69,18 @@ def test_repr_never_shows_a_secret():
     settings = Settings.from_env(
         {
             "PEFM_DATABASE_URL": "postgresql://pefm:db-password@db:5432/pefm",
-            "PEFM_INGEST_TOKEN": "ingest-secret",
-            "PEFM_ADMIN_TOKEN": "admin-secret",
-            "PEFM_SHADOW_KEY": "shadow-secret",
-            "PEFM_EVENT_TOKEN": "event-secret",
-            "PEFM_WEBHOOK_TOKEN": "webhook-secret",
+            "PEFM_INGEST_TOKEN": "ingest-secret-token",
+            "PEFM_ADMIN_TOKEN": "admin-secret-token",
+            "PEFM_SHADOW_KEY": "shadow-secret-key",
+            "PEFM_EVENT_TOKEN": "event-secret-token",
+            "PEFM_WEBHOOK_TOKEN": "webhook-secret-token",
             "PEFM_FRED_API_KEY": "fred-secret",
             "PEFM_SIGNING_KEY": signing_key,
             "PEFM_ROLE_PASSWORD_INGEST": "role-secret",
             "PEFM_TRAINER_DATABASE_URL": "postgresql://pefm_trainer:trainer-password@db:5432/pefm",
         }
     )
-    assert settings.shadow_key == "shadow-secret" and settings.role_passwords == {"ingest": "role-secret"}
+    assert settings.shadow_key == "shadow-secret-key" and settings.role_passwords == {"ingest": "role-secret"}
     assert not any(secret in repr(settings) for secret in ("password", "secret", signing_key))
 
 
