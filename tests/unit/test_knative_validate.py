@@ -355,13 +355,14 @@ def test_each_retraining_cronjob_runs_as_its_own_bound_account(folder):
 
 
 def with_traffic(docs: list[dict]) -> list[dict]:
-    """The inference Service of ``docs`` alone, given a blue/latest traffic block to break."""
+    """The inference Service of ``docs`` (and the ServiceAccount it runs as), given a blue/latest
+    traffic block to break."""
     service = copy.deepcopy(find(docs, "Service", "pefm-inference"))
     service["spec"]["traffic"] = [
         {"revisionName": "pefm-inference-00001", "percent": 100, "tag": "blue"},
         {"latestRevision": True, "percent": 0, "tag": "latest"},
     ]
-    return [service]
+    return [service, find(docs, "ServiceAccount", "pefm-inference")]
 
 
 KNATIVE_CASES = [
@@ -905,7 +906,7 @@ def test_the_cli_validates_and_counts_each_family():
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.splitlines()
     assert f"knative/flagger: valid: Flagger 3 (Kubernetes {KUBERNETES_VERSION} schemas)" in lines
-    assert f"knative/overlays/gpu: valid: Knative 3, Kubernetes 21 (Kubernetes {KUBERNETES_VERSION} schemas)" in (lines)
+    assert f"knative/overlays/gpu: valid: Knative 3, Kubernetes 23 (Kubernetes {KUBERNETES_VERSION} schemas)" in (lines)
     assert f"knative/jobs: valid: Kubernetes 12 (Kubernetes {KUBERNETES_VERSION} schemas)" in lines
     assert (
         "knative/overlays/cpu: not schema-checked (no CRD for them here): "
