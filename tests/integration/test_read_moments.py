@@ -87,3 +87,34 @@ def test_a_kept_as_of_forecast_gives_way_to_a_write_backdated_while_it_was_made(
         whatif._estimated_at = estimated_at
     cutoff = pd.Timestamp("1999-10-01")  # the last value known on 2000-02-15
     assert stored_forecast(conn, version, series, Q, [series], cutoff, as_of, "model", 1, (80,)) is None
+
+
+def test_training_holds_no_transaction_open_and_dates_its_version_by_its_read(db, conn, series):
+    """Training held one transaction from its first read to its registration, with minutes of
+    backtest and fit in between: its tables' locks held all along (a migration, and every query
+    queued behind it, waited for it) and a server's ``idle_in_transaction_session_timeout`` ended
+    it. Each read is now a transaction of its own, the registration is left for the caller to
+    commit, and the version is dated by the moment its data were read: a write stamped during
+    the backtest, backdated to a moment it covers, is one it did not see."""
+    from psycopg.pq import TransactionStatus
+
+    from pefm.forecasting.backtest import BacktestSpec
+    from pefm.serving.freshness import changed_since_training
+
+    between = []
+
+    def on_window(cutoff):
+        between.append(conn.info.transaction_status)
+        if len(between) == 1:
+            with db.connection() as writer:
+                revision = {"series_id": [series], "ts": [STAMPS[10]], "value": [1.0]}
+                write_observations(
+                    writer, pd.DataFrame({**revision, "vintage": [pd.Timestamp("2001-01-01", tz="UTC")]})
+                )
+
+    version, _ = train(conn, "naive", [series], spec=BacktestSpec(h=1, windows=3), on_window=on_window)
+    assert conn.info.transaction_status == TransactionStatus.INTRANS  # the registration, not committed
+    conn.commit()
+    assert len(between) == 3 and set(between) == {TransactionStatus.IDLE}, between
+    assert version.created_at < datetime.now(UTC) and version.data_as_of == version.created_at
+    assert changed_since_training(db, version) == {series}

@@ -100,8 +100,8 @@ def _from_backtest(
 ) -> list[dict[str, Any]] | None:
     """The backtest's forecast at ``cutoff`` when it was made from the same data: refitted there on
     the data known when the cutoff's period ended, and nothing became known between then and
-    ``known_at``, nor written after the version was registered (``created_at``: the start of the
-    transaction training reads and registers in, so before the read); with enough steps and levels."""
+    ``known_at``, nor written after the version's data were read (``created_at``: the moment
+    training read them); with enough steps and levels."""
     backtest = version.backtest or {}
     spec = backtest.get("spec") or {}
     refitted_on_all = spec.get("refit_every", 1) == 1 and spec.get("window", "expanding") == "expanding"

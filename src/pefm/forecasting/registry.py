@@ -50,11 +50,14 @@ def register(
     data_sha256: str,
     backtest: dict[str, Any] | None,
     panel: pd.DataFrame,
+    read_at: datetime,
     parent_id: str | None = None,
 ) -> ModelVersion:
     """Store a fitted model as a new candidate version (one INSERT: all of it or nothing), signed
     with the trainer's key (``PEFM_SIGNING_KEY``), with its forecasts precomputed in both spaces
-    (``panel``: the data it was fitted on, a ``load_panel`` frame)."""
+    (``panel``: the data it was fitted on, a ``load_panel`` frame). ``read_at``, the moment its
+    data were read (``known_now``'s: every write stamped before it had committed), is kept as its
+    ``created_at``: a write stamped after it is one the version may not have seen."""
     from pefm.config import get_settings
     from pefm.storage.signing import precomputed_digest, sign, signing_key
 
@@ -79,6 +82,7 @@ def register(
         precomputed=precomputed,
         precomputed_sha256=forecasts,
         parent_id=parent_id,
+        created_at=read_at,
     )
 
 

@@ -19,6 +19,7 @@ from pefm.forecasting.models import make_model
 from pefm.forecasting.panel import as_of_loader, load_panel
 from pefm.forecasting.per_series import PerSeries
 from pefm.forecasting.registry import register
+from pefm.storage.database import statements_alone
 from pefm.storage.model_versions import ModelVersion
 from pefm.storage.observations import known_now
 
@@ -104,18 +105,20 @@ def run_backtest(
     on_window: Callable[[pd.Timestamp], None] | None = None,
 ) -> BacktestRun:
     """Backtest a model on the stored panel, each origin seeing the data as known then (a bundle:
-    each group on its own cutoffs, the rows together)."""
-    panel = _forecastable(load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE))
+    each group on its own cutoffs, the rows together); each read a transaction of its own
+    (``statements_alone``: what ``conn`` held before is committed)."""
     parts = []
-    for family, family_params, ids in backtest_groups(name, params, list(panel.columns)):
-        model = make_model(family, **family_params)
-        loader = as_of_loader(conn, ids)
-        if not model.multivariate:
-            ids = [s for s in ids if _backtestable(panel[s], model, spec, loader)]
-        if not ids:
-            continue
-        data = fit_data(model, group_data(panel, ids)) if model.multivariate else group_data(panel, ids)
-        parts.append(backtest(model, data, spec, as_of=loader, label=name, on_window=on_window))
+    with statements_alone(conn):
+        panel = _forecastable(load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE))
+        for family, family_params, ids in backtest_groups(name, params, list(panel.columns)):
+            model = make_model(family, **family_params)
+            loader = as_of_loader(conn, ids)
+            if not model.multivariate:
+                ids = [s for s in ids if _backtestable(panel[s], model, spec, loader)]
+            if not ids:
+                continue
+            data = fit_data(model, group_data(panel, ids)) if model.multivariate else group_data(panel, ids)
+            parts.append(backtest(model, data, spec, as_of=loader, label=name, on_window=on_window))
     if not parts:
         raise ForecastInputError(f"no series has enough points for {spec.windows} windows of h={spec.h}")
     results = pd.concat(parts, ignore_index=True)
@@ -147,20 +150,24 @@ def train(
 ) -> tuple[ModelVersion, BacktestRun | None]:
     """Fit ``name`` on the panel as known at ``as_of`` (default now), backtest it with ``spec``
     (None: no backtest), and register it as a candidate (``parent_id``: the version it is trained
-    to replace, a retraining's serving one)."""
+    to replace, a retraining's serving one). The reads, backtest and fit hold no transaction open
+    (``statements_alone``: what ``conn`` held before is committed); the registration is left in
+    a transaction for the caller to commit, with what goes with it."""
     from pefm.config import get_settings
     from pefm.storage.signing import signing_key
 
     signing_key(get_settings())  # without the key nothing can be registered: say so before the work
-    as_of = as_of or known_now(conn, series_ids)  # not before a write stamped earlier has committed
-    panel = _forecastable(load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE))
-    if name == BUNDLE and not (params or {}).get("groups"):
-        params = bundle_params(panel)
+    read_at = known_now(conn, series_ids)  # not before a write stamped earlier has committed
+    as_of = as_of or read_at
     run = None
-    if spec is not None:
-        run = run_backtest(conn, name, series_ids, spec, params=params, as_of=as_of, on_window=on_window)
-    model = estimator(name, params)
-    model.fit(fit_data(model, panel))
+    with statements_alone(conn):
+        panel = _forecastable(load_panel(conn, series_ids, as_of=as_of, skip_refused=name == BUNDLE))
+        if name == BUNDLE and not (params or {}).get("groups"):
+            params = bundle_params(panel)
+        if spec is not None:
+            run = run_backtest(conn, name, series_ids, spec, params=params, as_of=as_of, on_window=on_window)
+        model = estimator(name, params)
+        model.fit(fit_data(model, panel))
     version = register(
         conn,
         model,
@@ -172,5 +179,6 @@ def train(
         backtest=run.summary(spec) if run is not None and spec is not None else None,
         panel=panel,
         parent_id=parent_id,
+        read_at=read_at,
     )
     return version, run

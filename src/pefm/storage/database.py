@@ -147,6 +147,25 @@ class Database:
         self.close()
 
 
+@contextlib.contextmanager
+def statements_alone(conn: psycopg.Connection) -> Iterator[None]:
+    """Each statement on ``conn`` a transaction of its own meanwhile (autocommit), what it held
+    before committed first: a reader that computes for minutes between its reads (training, a
+    backtest) keeps no transaction open, which would hold its tables' locks (a migration, and
+    every query behind it, would wait for it; TimescaleDB's chunk jobs too) and meet a server's
+    ``idle_in_transaction_session_timeout``. Reads by vintage need no snapshot of their own."""
+    if conn.autocommit:
+        yield
+        return
+    conn.commit()
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.autocommit = False
+
+
 def _configure(conn: psycopg.Connection) -> None:
     """Every session speaks UTC, so timestamps never depend on the server's or client's zone."""
     conn.execute("SET TimeZone TO 'UTC'")

@@ -64,6 +64,7 @@ def insert_version(
     backtest: dict[str, Any] | None,
     precomputed: dict[str, Any] | None,
     precomputed_sha256: str,
+    created_at: datetime,
     parent_id: str | None = None,
 ) -> ModelVersion:
     """Insert a new candidate version in one statement and return it."""
@@ -71,8 +72,8 @@ def insert_version(
         row = cur.execute(
             f"""INSERT INTO model_versions (id, family, params, series_ids, data_as_of, data_sha256,
                                             artifact, artifact_sha256, artifact_key, artifact_signature,
-                                            backtest, precomputed, precomputed_sha256, parent_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
+                                            backtest, precomputed, precomputed_sha256, parent_id, created_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SUMMARY}""",
             (
                 id,
                 family,
@@ -88,6 +89,7 @@ def insert_version(
                 _json(precomputed),
                 precomputed_sha256,
                 parent_id,
+                created_at,
             ),
         ).fetchone()
     return ModelVersion(**row)
