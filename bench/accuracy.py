@@ -292,7 +292,8 @@ def run_broad(args, macro_median: float | None) -> dict:
             "refit_every": 1,
             "window": "expanding",
             "levels": list(broad_run.LEVELS),
-            "conformal_windows": broad_run.CONFORMAL_WINDOWS,
+            "conformal_windows": "windows of h in the later half of the first origin's training data, "
+            f"{broad_run.CONFORMAL_WINDOWS[0]} to {broad_run.CONFORMAL_WINDOWS[1]}",
             "baseline": broad_run.BASELINE,
             "winkler_scale": "in-sample seasonal-naive MAE up to the first origin (the MASE denominator)",
             "workers": args.workers,

@@ -144,10 +144,11 @@ def targets(agg: pd.DataFrame, seconds: dict[str, float], macro_median: float | 
         value = agg.loc[(DEFAULT, step), "coverage-95_min"]
         who = agg.loc[(DEFAULT, step), "coverage-95_min_series"]
         add(f"lowest series' coverage 95%, h={step} ({who})", value, ">= 0.80", value >= 0.80)
+    intervals = sf_point + conformal  # the best of statsforecast's intervals, its own or conformal
     for lv in LEVELS:
         col = f"winkler-{lv}_mean"
-        if conformal:
-            best = min(conformal, key=lambda m: agg.loc[(m, "avg"), col])
+        if intervals:
+            best = min(intervals, key=lambda m: agg.loc[(m, "avg"), col])
             ref = agg.loc[(best, "avg"), col]
             value = agg.loc[(DEFAULT, "avg"), col]
             add(f"mean scaled Winkler {lv}%, avg over h", value, f"<= {ref:.4f} ({best})", value <= ref)
