@@ -118,6 +118,29 @@ def test_new_data_in_one_series_is_no_new_evidence_of_anothers_drift(conn):
     assert _persisted(conn, version, {"realgdp": "r4"}, 2) == []
 
 
+def test_a_revision_no_signal_reads_is_no_new_data_and_one_they_read_is(conn):
+    """A series' digest was of its whole history: a benchmark revision of 1962, decades before
+    both windows, moved no score, yet made the next check one on new data (one alarm a breach, and
+    a retraining requested on these data requested again). The AR model filters the whole history,
+    so its forecasts move in their last digits: that is no new data either."""
+
+    def revise(quarter: str) -> None:
+        known = conn.execute("SELECT series_id, value FROM observations WHERE ts = %s", (quarter,)).fetchall()
+        rows = pd.DataFrame([{"series_id": s, "ts": pd.Timestamp(quarter), "value": v + 0.01} for s, v in known])
+        write_observations(conn, rows)
+        conn.commit()
+
+    served_until_2007(conn)
+    first = check(conn, EAGER)
+    assert first["drifted_series"] == SERIES and not first["breach"]
+    revise("1962-01-01")
+    old = check(conn, EAGER)
+    assert old["drifted_series"] == SERIES and not old["breach"]
+    revise("2007-07-01")  # in the current window
+    recent = check(conn, EAGER)
+    assert recent["breach"] and set(recent["evidence"]) == set(SERIES)
+
+
 def test_a_check_of_some_series_or_one_left_out_is_no_step_toward_a_breach(conn):
     """A check of some series only, or one that had to leave a series out (a value its log
     transform refuses), is reported but not counted: the streak is of checks of the whole model

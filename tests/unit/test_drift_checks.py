@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pefm.drift.calibration import stable_input_false_alarms
-from pefm.drift.checks import evidently_drift, features, predicted_changes, rmse
+from pefm.drift.checks import evidently_drift, features, one_step_forecasts, predicted_changes, rmse
 from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import (
     MIN_EXCEEDANCES,
@@ -202,3 +202,54 @@ def test_a_drift_policy_with_a_key_it_does_not_know_is_refused(tmp_path, text, s
     path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(says)):
         DriftPolicy.load(path)
+
+
+def test_a_joint_models_one_step_forecasts_on_a_ragged_edge_are_of_their_own_dates():
+    """A VAR of two series, one published five quarters ahead of the other: its data end at their
+    common last date, so past the quarter after it the next step was that quarter's forecast,
+    paired with each later value. Only the values its data reach in one step have a forecast, the
+    same as with both series complete (each is conditioned on the data before it)."""
+    from pefm.data.frequency import Frequency
+    from pefm.forecasting.models import make_model
+
+    rng = np.random.default_rng(0)
+    quarters = pd.date_range("1990-01-01", periods=66, freq="QS")
+    panel = pd.DataFrame(rng.normal(size=(66, 2)), columns=["a", "b"], index=quarters)
+    panel.attrs = {"frequencies": {"a": Frequency.QUARTERLY, "b": Frequency.QUARTERLY}}
+    model = make_model("var").fit(panel.iloc[:60])  # trained to 2004Q4
+    ragged = panel.copy()
+    ragged.loc["2005-04-01":, "b"] = np.nan  # b known to 2005Q1, a to 2006Q2
+    ragged.attrs = panel.attrs
+    complete = one_step_forecasts(model, panel, "a", model.cutoff_)
+    steps = one_step_forecasts(model, ragged, "a", model.cutoff_)
+    assert len(complete) == 6 and list(steps.index) == list(pd.to_datetime(["2005-01-01", "2005-04-01"]))
+    pd.testing.assert_frame_equal(steps, complete.loc[steps.index])
+
+
+def test_no_errors_or_a_score_that_is_no_number_is_no_evidence_of_drift():
+    """The mean square of no errors is NaN, which no draw compares as at least as large as: a
+    model checked before a value arrived since training got the smallest p-value there is, and an
+    accuracy signal of ratio 0 under a policy that allowed no errors."""
+    from pefm.drift.monitor import _accuracy
+
+    rng = np.random.default_rng(5)
+    assert Null(rng.exponential(size=5000)).p_value(float("nan")) == 1.0
+    backtest = rng.normal(size=40)
+    policy = replace(DriftPolicy.load(), accuracy_min_errors=0, simulations=500)
+    for n in (0, 1):
+        steps = pd.DataFrame({"error": rng.normal(size=n)})
+        assert _accuracy("s", backtest, steps, policy) is None
+    assert _accuracy("s", backtest, pd.DataFrame({"error": rng.normal(size=2)}), policy)["errors"] == 2
+
+
+@pytest.mark.parametrize("text", ["min_errors = 0\n", "min_errors = 1\n", "window = 0\n", "window = 3\n"])
+def test_a_drift_policy_that_tests_accuracy_on_too_few_errors_is_refused(tmp_path, text):
+    """min_errors = 0 tested no errors at all, and a window of 0 took every error since training."""
+    from pefm.config import ConfigError
+
+    path = tmp_path / "policy.toml"
+    path.write_text(f"[accuracy]\n{text}")
+    with pytest.raises(ConfigError, match=re.escape("need [accuracy] min_errors >= 2 and window >= min_errors")):
+        DriftPolicy.load(path)
+    path.write_text("[accuracy]\nwindow = 2\nmin_errors = 2\n")
+    assert DriftPolicy.load(path).accuracy_window == 2

@@ -58,7 +58,10 @@ def one_step_forecasts(
 ) -> pd.DataFrame:
     """For each value that arrived after the model's training data (the ``last`` of them only):
     the served model's one-step forecast of it, conditioned on the data before it (parameters
-    fixed), the actual value and the error (actual - forecast). Indexed by timestamp."""
+    fixed), the actual value and the error (actual - forecast). Indexed by timestamp. A value the
+    data before it do not reach in one step has none: a joint model's data end at its series'
+    common last date, so where one series runs ahead of another its next step is not that value's
+    date (it was paired with the forecast of an earlier one)."""
     from pefm.forecasting.panel import member_data
 
     history = panel[series_id].dropna()
@@ -71,7 +74,9 @@ def one_step_forecasts(
         known = data.loc[data.index < ts]
         known.attrs = dict(data.attrs)
         frame = member.update(known).predict(1)
-        forecasts[ts] = frame.loc[frame["series_id"] == series_id, "mean"].iloc[0]
+        step = frame.loc[frame["series_id"] == series_id].iloc[0]
+        if step["ds"] == ts:
+            forecasts[ts] = step["mean"]
     out = pd.DataFrame({"forecast": pd.Series(forecasts, dtype="float64")})
     out["actual"] = history.reindex(out.index)
     out["error"] = out["actual"] - out["forecast"]

@@ -7,12 +7,14 @@ the backtest's one-step errors). A check flags signals by the Benjamini-Hochberg
 every test of the check (series x signals): a panel without drift raises an alarm in at most
 ``alpha`` of checks, however many series it has, while a break that moves many signals at once
 is seen. A series drifts when any of its signals does. A breach is drift in ``consecutive``
-checks in a row of the same model version that each saw new data (a check on the same data as
-the one before counts once); retraining follows a breach outside the cool-down.
+checks in a row of the same model version that each saw new data of what its signals read (a
+check on the same data as the one before counts once, and so does one after a revision of a value
+no signal reads); retraining follows a breach outside the cool-down.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from pefm.config import get_settings
 from pefm.drift.checks import evidently_drift, features, one_step_forecasts, predicted_changes, rmse
-from pefm.drift.policy import DriftPolicy
+from pefm.drift.policy import MIN_ERRORS, DriftPolicy
 from pefm.drift.significance import Null, accuracy_p_value, flag, sequence_null, window_nulls
 from pefm.forecasting.gates import backtest_frame
 from pefm.forecasting.panel import load_panel
@@ -115,7 +117,18 @@ def check(
         if entry["accuracy"] is not None:
             tests.append((entry["accuracy"], None))
         entry["last_ts"] = f"{history.index[-1]:%Y-%m-%d}"
-        entry["data_sha256"] = data_sha256(current_panel[[series_id]].dropna())  # its data, for the streak
+        # for the streak, what its signals read: a revision of a value none reads (one before both
+        # windows) is no new data of it, one that can move a score or its null is
+        entry["data_sha256"] = _read_sha256(
+            {
+                "reference": reference,
+                "current": current,
+                "points": pd.DataFrame({"new": [new_points], "gap": [gap]}),
+                "reference forecasts": reference_forecasts.to_frame("forecast"),
+                "backtest errors": backtest.set_index("ds")[["error"]],
+                "steps": steps[["forecast", "actual"]],
+            }
+        )
         results[series_id] = entry
     flag(tests, policy.alpha)
     for entry in results.values():
@@ -153,13 +166,13 @@ def check(
 
 
 def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str], consecutive: int) -> list[str]:
-    """The series that drifted in this check (``drifted``: each one's data digest now) and, with
-    the version's earlier checks of the whole model, in ``consecutive`` checks in a row that each
-    saw new data of it (a run of checks on the same data of it counts once, and only if each of
-    them found drift: a verdict can flip on unchanged data, since Benjamini-Hochberg's cut-off
-    moves with the other series' data). Per series: new data in one series made another's
-    unchanged drift a breach. Checks stored before the digests were per series stand for all of
-    theirs with the whole model's."""
+    """The series that drifted in this check (``drifted``: each one's digest of what its signals
+    read now) and, with the version's earlier checks of the whole model, in ``consecutive`` checks
+    in a row that each saw new data of it (a run of checks on the same data of it counts once, and
+    only if each of them found drift: a verdict can flip on unchanged data, since
+    Benjamini-Hochberg's cut-off moves with the other series' data). Per series: new data in one
+    series made another's unchanged drift a breach. Checks stored before the digests were per
+    series stand for all of theirs with the whole model's."""
     earlier: dict[str, list[tuple[str | None, bool | None]]] = {series_id: [] for series_id in drifted}
     for series_id, data, was_drifted in conn.execute(
         """SELECT s.id, coalesce(r.series -> s.id ->> 'data_sha256', r.data_sha256),
@@ -182,6 +195,16 @@ def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str
         if streak >= consecutive:
             persisted.append(series_id)
     return persisted
+
+
+def _read_sha256(read: dict[str, pd.DataFrame]) -> str:
+    """A hash of what one series' signals read (each part by name), its numbers to 12 significant
+    digits. A model that filters the whole history (statsmodels' state space: ar, arima, ets) moves
+    its one-step forecasts in their last digits when a value decades back is revised, which moves
+    no score: so they go in as levels, which stand to 12 digits, and not as the errors and changes
+    the signals take (these follow from them and the current window), where a difference near zero
+    could show it."""
+    return hashlib.sha256(pd.concat(read).to_csv(float_format="%.12g").encode()).hexdigest()
 
 
 def _finite(value: Any) -> Any:
@@ -226,9 +249,10 @@ def _prediction(
 
 
 def _accuracy(series_id: str, backtest: np.ndarray, steps: pd.DataFrame, policy: DriftPolicy) -> dict[str, Any] | None:
-    """The model's one-step errors since training against its one-step backtest errors."""
+    """The model's one-step errors since training against its one-step backtest errors; none with
+    fewer than ``MIN_ERRORS`` errors whatever the policy (one not loaded from a file is not checked)."""
     errors = steps["error"].dropna().to_numpy()[-policy.accuracy_window :]
-    if len(errors) < policy.accuracy_min_errors or len(backtest) < policy.min_points:
+    if len(errors) < max(policy.accuracy_min_errors, MIN_ERRORS) or len(backtest) < policy.min_points:
         return None
     realized, promised = rmse(errors), rmse(backtest)
     return {

@@ -21,6 +21,9 @@ _LAYOUT: dict[str, str | dict[str, str]] = {
 """The policy file's keys (and tables' keys), each to its DriftPolicy field."""
 _KINDS = {"int": ((int,), "an integer"), "float": ((int, float), "a number")}
 """What a field's annotation accepts from TOML (booleans are not numbers here), and its name."""
+MIN_ERRORS = 2
+"""The fewest one-step errors an accuracy test takes: the mean square of none is no number, and
+a single error is one draw whose size alone would decide the test."""
 
 
 @dataclass(frozen=True)
@@ -70,4 +73,7 @@ class DriftPolicy:
             raise ConfigError(f"{path}: need min_points >= 3, current >= min_points and reference >= current")
         if not 0 < policy.alpha < 1 or policy.simulations < 100 or policy.consecutive < 1:
             raise ConfigError(f"{path}: need 0 < alpha < 1, simulations >= 100 and consecutive >= 1")
+        if policy.accuracy_min_errors < MIN_ERRORS or policy.accuracy_window < policy.accuracy_min_errors:
+            # a window of 0 took every error since training (errors[-0:])
+            raise ConfigError(f"{path}: need [accuracy] min_errors >= {MIN_ERRORS} and window >= min_errors")
         return policy

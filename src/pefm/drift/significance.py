@@ -58,7 +58,11 @@ class Null:
         """P(a score at least this large | no drift): the share of simulated scores at least as
         large, with the +1 correction of Monte Carlo tests; beyond the last ``MIN_EXCEEDANCES``
         of them, the fitted Pareto tail's where it is smaller (so the p-value never grows with the
-        score, nor exceeds what the draws alone give)."""
+        score, nor exceeds what the draws alone give). A score that is no number (the mean square of
+        no errors) is no evidence, 1: no draw compares as at least as large as it, which gave it the
+        draws' smallest p-value."""
+        if np.isnan(score):
+            return 1.0
         exceedances = int(np.sum(self.scores >= score))
         counted = float((1 + exceedances) / (len(self.scores) + 1))
         if exceedances >= MIN_EXCEEDANCES or self._tail is None:
