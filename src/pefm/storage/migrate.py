@@ -142,6 +142,8 @@ def _apply_pending(conn: psycopg.Connection, shipped: list[Migration]) -> list[M
     if not pending:
         return []
     timescale = timescale_plan(conn)
+    if timescale.refused and any(migration.version == 2 for migration in pending):
+        raise MigrationError(timescale.refused)
     if timescale.use:
         log.info("migrations: %s", timescale.reason)
     else:  # a server that has TimescaleDB but cannot use it deserves a warning; plain PostgreSQL does not
