@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -111,6 +112,64 @@ def start_hello(cwd: Path = HELLO) -> tuple[str, subprocess.Popen]:
         except httpx.TransportError:
             time.sleep(0.05)
     raise RuntimeError("hello-world function did not start")
+
+
+ROUNDS = 5  # alternating rounds of every side's run (--rounds)
+WARM_UP = 1  # seconds of unmeasured load before each measured run (wrk and pgbench take whole seconds)
+
+
+def round_order(sides: Sequence[str], k: int) -> list[str]:
+    """The sides' order in round ``k``: as given in even rounds, reversed in odd ones, so that
+    each pair of sides swaps places every round (anchor, ours; ours, anchor; ...)."""
+    return list(sides) if k % 2 == 0 else list(reversed(sides))
+
+
+def alternate(sides: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
+    """``rounds`` rounds of one run of every side (``sides[name]()``, see ``warmed``), in
+    ``round_order``: each side's results, in round order."""
+    results: dict[str, list[dict]] = {name: [] for name in sides}
+    for k in range(rounds):
+        for name in round_order(list(sides), k):
+            results[name].append(sides[name]())
+    return results
+
+
+def warmed(run: Callable[[int], dict], duration: int, warm_up: int = WARM_UP) -> Callable[[], dict]:
+    """A side for ``alternate``: ``run(warm_up)``, unmeasured, then ``run(duration)``, measured."""
+
+    def side() -> dict:
+        run(warm_up)
+        return run(duration)
+
+    return side
+
+
+def median_of(runs: Sequence[dict], key: str) -> float:
+    """The median over rounds of one side's ``key``."""
+    return statistics.median(run[key] for run in runs)
+
+
+def ratios(ours: Sequence[dict], anchor: Sequence[dict], key: str = "rps") -> list[float]:
+    """Per round, ours / anchor of ``key`` (the two sides' runs of the same round)."""
+    return [o[key] / a[key] for o, a in zip(ours, anchor, strict=True)]
+
+
+def median_ratio(ours: Sequence[dict], anchor: Sequence[dict], key: str = "rps") -> float:
+    """The median of the per-round ratios ours / anchor of ``key``."""
+    return statistics.median(ratios(ours, anchor, key))
+
+
+def spread(values: Sequence[float]) -> str:
+    """The range of per-round ratios, for the table: ``(lowest-highest)``."""
+    return f"({min(values):.2f}-{max(values):.2f})"
+
+
+def rounds_note(rounds: int, seconds: int, warm_up: int = WARM_UP) -> str:
+    """The line above a table of alternating rounds: how its numbers were taken."""
+    return (
+        f"{rounds} alternating rounds of {seconds} s runs, each after {warm_up} s unmeasured: medians over"
+        " rounds; ratio = median of the per-round ratios (lowest-highest)"
+    )
 
 
 def print_table(rows: Sequence[Sequence[object]]) -> None:

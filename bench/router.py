@@ -5,13 +5,18 @@ Side by side in one run, same client (wrk -t2 -c16, Debian's wrk), same duration
 - POST /v1/forecast (one series, h=8) on an inference revision called directly vs through the
   router (the issue's target: >= 0.80 of the direct throughput);
 - the same through the router to a revision of 2 replicas (least in flight), with how the
-  router spread the requests over them (its pefm_router_routed counter).
+  router spread the requests over them in the measured runs (its pefm_router_routed counter).
+Each comparison runs in ``--rounds`` alternating rounds (hello-world: direct, routed; then routed,
+direct; ... Then the forecast: direct, 1 replica routed, 2 replicas routed; then the reverse
+order; ...), the router's traffic switched to the revision under test before its run, each run
+after an unmeasured ``WARM_UP`` seconds of the same load. The table gives the median over rounds
+of each side's req/s and p99, and the median of the per-round ratios.
 On this 2-core machine the replicas, the router and wrk share the same two cores, so 2 replicas
 show the router's balancing more than added capacity. The table also gives what Knative's
 autoscaler would run for wrk's 16 connections (the manifest's target and utilization).
 
 Everything runs on this machine against an embedded PostgreSQL in a temporary directory.
-Usage: python bench/router.py [--json PATH] [--duration SECONDS]
+Usage: python bench/router.py [--json PATH] [--duration SECONDS] [--rounds R]
 """
 
 from __future__ import annotations
@@ -32,7 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import print_table, start_hello, wrk  # noqa: E402
+from harness import (  # noqa: E402
+    ROUNDS,
+    WARM_UP,
+    alternate,
+    median_of,
+    median_ratio,
+    print_table,
+    ratios,
+    rounds_note,
+    spread,
+    start_hello,
+    warmed,
+    wrk,
+)
 from pefm.config import Settings  # noqa: E402
 from pefm.data.bundled import bundled  # noqa: E402
 from pefm.data.loading import load_bundled  # noqa: E402
@@ -53,8 +71,11 @@ CONNECTIONS = 16  # wrk's -c in harness.wrk
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per measured wrk run")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds of the wrk runs")
     args = parser.parse_args()
+    if args.rounds < 1 or args.duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
     with tempfile.TemporaryDirectory(prefix="pefm-router-bench-") as tmp:
         run(Path(tmp), args)
 
@@ -77,38 +98,73 @@ def run(tmp: Path, args) -> None:
         traffic.set_traffic("inference", [TrafficTarget("pefm-inference-one", 100, "one")])
         hello_router = runtime.start_router("hello")
         router = runtime.start_router("inference")
-        print("wrk: hello-world, direct and through the router ...", flush=True)
-        hello_direct = wrk(f"{hello}/", args.duration)
-        hello_routed = wrk(f"{hello_router.url}/", args.duration)
-        print("wrk: forecast, direct and through the router (1 replica, then 2) ...", flush=True)
-        direct = wrk(f"{one.url}/v1/forecast", args.duration, FORECAST)
-        routed = wrk(f"{router.url}/v1/forecast", args.duration, FORECAST)
-        traffic.set_traffic("inference", [TrafficTarget("pefm-inference-two", 100, "two")])
-        _wait_routed_to(router.url, "pefm-inference-two")
-        before = _routed(router.url, "pefm-inference-two")
-        two = wrk(f"{router.url}/v1/forecast", args.duration, FORECAST)
-        spread = [after - before.get(i, 0) for i, after in sorted(_routed(router.url, "pefm-inference-two").items())]
+        print(f"wrk: hello-world, direct and through the router: {args.rounds} alternating rounds ...", flush=True)
+        hellos = alternate(
+            {
+                "direct": warmed(lambda seconds: wrk(f"{hello}/", seconds), args.duration),
+                "routed": warmed(lambda seconds: wrk(f"{hello_router.url}/", seconds), args.duration),
+            },
+            args.rounds,
+        )
+        spread_by_replica: dict[int, float] = {}  # requests routed to each of the 2 replicas, measured runs
+
+        def routed_to(revision: str, tag: str) -> None:
+            traffic.set_traffic("inference", [TrafficTarget(revision, 100, tag)])
+            _wait_routed_to(router.url, revision)
+
+        def one_routed() -> dict:
+            routed_to("pefm-inference-one", "one")
+            return warmed(lambda seconds: wrk(f"{router.url}/v1/forecast", seconds, FORECAST), args.duration)()
+
+        def two_routed() -> dict:
+            routed_to("pefm-inference-two", "two")
+            wrk(f"{router.url}/v1/forecast", WARM_UP, FORECAST)
+            before = _routed(router.url, "pefm-inference-two")
+            measured = wrk(f"{router.url}/v1/forecast", args.duration, FORECAST)
+            for replica, after in _routed(router.url, "pefm-inference-two").items():
+                spread_by_replica[replica] = spread_by_replica.get(replica, 0) + after - before.get(replica, 0)
+            return measured
+
+        print(
+            f"wrk: forecast, direct and through the router (1 replica, 2 replicas): {args.rounds} alternating"
+            " rounds ...",
+            flush=True,
+        )
+        forecasts = alternate(
+            {
+                "direct": warmed(lambda seconds: wrk(f"{one.url}/v1/forecast", seconds, FORECAST), args.duration),
+                "routed": one_routed,
+                "two": two_routed,
+            },
+            args.rounds,
+        )
     finally:
         runtime.stop_all()
         traffic.retire_all("inference")
         hello_proc.terminate()
         db.close()
+    direct, routed, two = forecasts["direct"], forecasts["routed"], forecasts["two"]
     results = {
         "cpus": _cpus(),
-        "hello_rps": round(hello_direct["rps"], 1),
-        "hello_routed_rps": round(hello_routed["rps"], 1),
-        "hello_routed_ratio": round(hello_routed["rps"] / hello_direct["rps"], 3),
-        "hello_p99_ms": hello_direct["p99_ms"],
-        "hello_routed_p99_ms": hello_routed["p99_ms"],
-        "forecast_rps": round(direct["rps"], 1),
-        "forecast_routed_rps": round(routed["rps"], 1),
-        "forecast_routed_ratio": round(routed["rps"] / direct["rps"], 3),
-        "forecast_p99_ms": direct["p99_ms"],
-        "forecast_routed_p99_ms": routed["p99_ms"],
-        "forecast_two_replicas_rps": round(two["rps"], 1),
-        "two_vs_one_replica_ratio": round(two["rps"] / routed["rps"], 3),
-        "forecast_two_replicas_p99_ms": two["p99_ms"],
-        "two_replicas_spread": spread,
+        "rounds": args.rounds,
+        "seconds_per_run": args.duration,
+        "hello_rps": round(median_of(hellos["direct"], "rps"), 1),
+        "hello_routed_rps": round(median_of(hellos["routed"], "rps"), 1),
+        "hello_routed_ratio": round(median_ratio(hellos["routed"], hellos["direct"]), 3),
+        "hello_routed_ratios": [round(x, 3) for x in ratios(hellos["routed"], hellos["direct"])],
+        "hello_p99_ms": median_of(hellos["direct"], "p99_ms"),
+        "hello_routed_p99_ms": median_of(hellos["routed"], "p99_ms"),
+        "forecast_rps": round(median_of(direct, "rps"), 1),
+        "forecast_routed_rps": round(median_of(routed, "rps"), 1),
+        "forecast_routed_ratio": round(median_ratio(routed, direct), 3),
+        "forecast_routed_ratios": [round(x, 3) for x in ratios(routed, direct)],
+        "forecast_p99_ms": median_of(direct, "p99_ms"),
+        "forecast_routed_p99_ms": median_of(routed, "p99_ms"),
+        "forecast_two_replicas_rps": round(median_of(two, "rps"), 1),
+        "two_vs_one_replica_ratio": round(median_ratio(two, routed), 3),
+        "two_vs_one_replica_ratios": [round(x, 3) for x in ratios(two, routed)],
+        "forecast_two_replicas_p99_ms": median_of(two, "p99_ms"),
+        "two_replicas_spread": [n for _, n in sorted(spread_by_replica.items())],
         "knative_replicas_for_16": manifest_scaling("inference").replicas_for(CONNECTIONS),
     }
     report(results)
@@ -144,13 +200,19 @@ def _cpus() -> int:
 
 def report(r: dict) -> None:
     rows = [
-        ("hello-world req/s, through the router", r["hello_routed_rps"], r["hello_rps"], r["hello_routed_ratio"], ""),
+        (
+            "hello-world req/s, through the router",
+            r["hello_routed_rps"],
+            r["hello_rps"],
+            f"{r['hello_routed_ratio']} {spread(r['hello_routed_ratios'])}",
+            "",
+        ),
         ("hello-world p99 ms, through the router", r["hello_routed_p99_ms"], r["hello_p99_ms"], "", ""),
         (
             "forecast req/s, through the router (1 replica)",
             r["forecast_routed_rps"],
             r["forecast_rps"],
-            r["forecast_routed_ratio"],
+            f"{r['forecast_routed_ratio']} {spread(r['forecast_routed_ratios'])}",
             ">= 0.80",
         ),
         ("forecast p99 ms, through the router (1 replica)", r["forecast_routed_p99_ms"], r["forecast_p99_ms"], "", ""),
@@ -158,14 +220,15 @@ def report(r: dict) -> None:
             "forecast req/s, 2 replicas vs 1 (both routed)",
             r["forecast_two_replicas_rps"],
             r["forecast_routed_rps"],
-            r["two_vs_one_replica_ratio"],
+            f"{r['two_vs_one_replica_ratio']} {spread(r['two_vs_one_replica_ratios'])}",
             "reported",
         ),
         ("forecast p99 ms, 2 replicas", r["forecast_two_replicas_p99_ms"], r["forecast_routed_p99_ms"], "", ""),
         ("requests per replica (2 replicas)", " / ".join(f"{n:.0f}" for n in r["two_replicas_spread"]), "", "", ""),
         ("replicas Knative would run at 16 in flight", r["knative_replicas_for_16"], "", "", "manifest"),
     ]
-    print(f"\n{r['cpus']} CPUs; anchors: the same function called directly (2 replicas: 1 replica, routed)\n")
+    print(f"\n{r['cpus']} CPUs; anchors: the same function called directly (2 replicas: 1 replica, routed)")
+    print(f"{rounds_note(r['rounds'], r['seconds_per_run'])}\n")
     print_table(rows)
 
 
