@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pefm.data.bundled import bundled
 from pefm.data.loading import load_bundled
@@ -25,15 +26,15 @@ SERIES = ["realgdp", "unemp", "infl"]
 EAGER = replace(DriftPolicy.load(), alpha=0.99, simulations=500, consecutive=2)
 
 
-def served_until_2007(conn) -> Callable[[str], None]:
-    """An AR model trained on the series up to 2006 and serving; a function that makes a quarter
-    of the real data arrive (known at the quarter's end), four of which have."""
+def served_until_2007(conn, family: str = "ar") -> Callable[[str], None]:
+    """An AR model (or ``family``) trained on the series up to 2006 and serving; a function that
+    makes a quarter of the real data arrive (known at the quarter's end), four of which have."""
     items = bundled(SERIES)
     full = {b.meta.id: b.load() for b in items}
     load_bundled(conn, items)
     conn.execute("DELETE FROM observations WHERE ts >= '2007-01-01'")
     conn.commit()
-    version, _ = train(conn, "ar", SERIES, spec=BacktestSpec(h=1, windows=12), as_of=datetime.now(UTC))
+    version, _ = train(conn, family, SERIES, spec=BacktestSpec(h=1, windows=12), as_of=datetime.now(UTC))
     promote(conn, version.id)
     conn.commit()
 
@@ -118,11 +119,13 @@ def test_new_data_in_one_series_is_no_new_evidence_of_anothers_drift(conn):
     assert _persisted(conn, version, {"realgdp": "r4"}, 2) == []
 
 
-def test_a_revision_no_signal_reads_is_no_new_data_and_one_they_read_is(conn):
+@pytest.mark.parametrize("family", ["ar", "ets"])
+def test_a_revision_no_signal_reads_is_no_new_data_and_one_they_read_is(conn, family):
     """A series' digest was of its whole history: a benchmark revision of 1962, decades before
     both windows, moved no score, yet made the next check one on new data (one alarm a breach, and
-    a retraining requested on these data requested again). The AR model filters the whole history,
-    so its forecasts move in their last digits: that is no new data either."""
+    a retraining requested on these data requested again). AR and ETS filter the whole history,
+    so their forecasts move in their last digits (ETS's past 12 significant digits): that is no
+    new data either."""
 
     def revise(quarter: str) -> None:
         known = conn.execute("SELECT series_id, value FROM observations WHERE ts = %s", (quarter,)).fetchall()
@@ -130,7 +133,7 @@ def test_a_revision_no_signal_reads_is_no_new_data_and_one_they_read_is(conn):
         write_observations(conn, rows)
         conn.commit()
 
-    served_until_2007(conn)
+    served_until_2007(conn, family)
     first = check(conn, EAGER)
     assert first["drifted_series"] == SERIES and not first["breach"]
     revise("1962-01-01")

@@ -126,7 +126,7 @@ def check(
                 "points": pd.DataFrame({"new": [new_points], "gap": [gap]}),
                 "reference forecasts": reference_forecasts.to_frame("forecast"),
                 "backtest errors": backtest.set_index("ds")[["error"]],
-                "steps": steps[["forecast", "actual"]],
+                "steps": steps[["actual"]].assign(forecast=_as_read(steps)),
             }
         )
         results[series_id] = entry
@@ -199,12 +199,24 @@ def _persisted(conn: psycopg.Connection, version_id: str, drifted: dict[str, str
 
 def _read_sha256(read: dict[str, pd.DataFrame]) -> str:
     """A hash of what one series' signals read (each part by name), its numbers to 12 significant
-    digits. A model that filters the whole history (statsmodels' state space: ar, arima, ets) moves
-    its one-step forecasts in their last digits when a value decades back is revised, which moves
-    no score: so they go in as levels, which stand to 12 digits, and not as the errors and changes
-    the signals take (these follow from them and the current window), where a difference near zero
-    could show it."""
+    digits; the one-step forecasts as ``_as_read`` gives them, not the errors and changes the
+    signals take (these follow from them and the actuals)."""
     return hashlib.sha256(pd.concat(read).to_csv(float_format="%.12g").encode()).hexdigest()
+
+
+FORECAST_QUANTUM = 1e-4
+"""The share of the actuals' spread the digest reads the one-step forecasts to (``_as_read``)."""
+
+
+def _as_read(steps: pd.DataFrame) -> pd.Series:
+    """The one-step forecasts as the digest reads them: in whole ``FORECAST_QUANTUM`` of the
+    actuals' standard deviation. A model that filters the whole history (statsmodels' state space:
+    ar, arima, ets) moves them by some 1e-9 of their size when a value decades back is revised
+    (ETS's to ~1e-12 of the spread at 12 significant digits, which made such a revision new
+    data), and that moves no score; a revision of the values they condition on moves them by a
+    share of the spread."""
+    spread = float(np.nan_to_num(steps["actual"].std())) or 1.0
+    return (steps["forecast"] / (spread * FORECAST_QUANTUM)).round()
 
 
 def _finite(value: Any) -> Any:
