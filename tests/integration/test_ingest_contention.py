@@ -168,13 +168,14 @@ def days(series: str, n: int) -> dict:
 def test_large_writes_take_turns_and_small_ones_pass_them(db, schema_url, monkeypatch):
     """One slot (PEFM_INGEST_LARGE_WRITES=1), held by an upload of over 1000 rows waiting for its
     series: another upload of many rows, and a body said to be over 1 MiB (refused before it is
-    read), each wait their turn and then get a 503 naming why; a small event goes on meanwhile.
-    A refused large write gives its slot back, and a slot given back lets the next one in."""
+    read), each wait their turn and then get a 503 naming why; a small event goes on meanwhile,
+    and a body said to be over the body limit gets its 413 at once. A refused large write gives
+    its slot back, and a slot given back lets the next one in."""
     monkeypatch.setattr("pefm.serving.ingest.LARGE_QUEUE_SECONDS", 0.5)
     with db.connection() as conn:
         for sid in ("x", "y"):
             upsert_series(conn, SeriesMeta(id=sid, name=sid, frequency=Frequency.DAILY))
-    settings = Settings(ingest_token=TOKEN, ingest_linger_ms=5, ingest_large_writes=1)
+    settings = Settings(ingest_token=TOKEN, ingest_linger_ms=5, ingest_large_writes=1, max_body_bytes=2 << 20)
     app = create_ingest_app(settings, db, ServiceMetrics("ingest", "test"), MemoryCache(None, 1 << 20), {})
     padded = (
         b'{"series": ['
@@ -193,16 +194,18 @@ def test_large_writes_take_turns_and_small_ones_pass_them(db, schema_url, monkey
                 await asyncio.sleep(0.3)
                 many = await ingest.post("/v1/observations", json={"series": [days("y", 1001)]}, headers=AUTH)
                 big = await ingest.post("/v1/observations", content=padded, headers=as_json)
+                over = await ingest.post("/v1/observations", content=padded * 2, headers=as_json)
                 small = await ingest.post("/v1/observations", json=event("y", "2020-01-01", 1.0), headers=AUTH)
                 assert not upload.done()
-            return await asyncio.wait_for(upload, 10), many, big, small
+            return await asyncio.wait_for(upload, 10), many, big, small, over
 
     async def after():
         async with client(app) as ingest:
             invalid = await ingest.post("/v1/observations", json={"series": [days("z", 1001)]}, headers=AUTH)
             return invalid, await ingest.post("/v1/observations", content=padded, headers=as_json)
 
-    upload, many, big, small = asyncio.run(run())
+    upload, many, big, small, over = asyncio.run(run())
+    assert over.status_code == 413 and "over the limit" in over.json()["error"], over.text  # at once, no turn
     assert upload.status_code == 200 and upload.json()["inserted"] == 1500, upload.text
     for refused in (many, big):
         assert refused.status_code == 503 and refused.headers["retry-after"] == "2", refused.text
