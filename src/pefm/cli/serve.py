@@ -37,10 +37,14 @@ def serve(
         return
     embedded = None
     if get_settings().database_url is None:  # the embedded default: share its URL with the function
-        from pefm.local.secrets import use_local_secrets
+        from pefm.local.secrets import local_secrets
         from pefm.storage.embedded import EmbeddedPostgres
 
-        use_local_secrets(get_settings())  # as every command on it: what `pefm train` signs here loads
+        # what `pefm train` signs here loads: its public half is trusted, beside the environment's
+        # keys (``verify_keys``); the function is handed no other local secret (no private key)
+        settings = get_settings()
+        os.environ["PEFM_VERIFY_KEYS"] = local_secrets(settings.home, settings)["PEFM_VERIFY_KEYS"]
+        get_settings.cache_clear()
         embedded = EmbeddedPostgres(get_settings().embedded_pgdata)
         os.environ["PEFM_DATABASE_URL"] = embedded.start()
     os.environ["LISTEN_ADDRESS"] = f"{host}:{port}"
