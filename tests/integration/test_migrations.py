@@ -218,3 +218,32 @@ def test_the_qualified_calls_reach_the_extensions_schema_off_the_search_path(db:
         "hypertable intraday_observations ts by 1 day",
         "compress intraday_observations after 7 days",
     ]
+
+
+REFUSED = """DO $$ BEGIN
+    RAISE insufficient_privilege USING MESSAGE = 'permission denied to create extension "timescaledb"';
+END $$"""
+"""The server's refusal of CREATE EXTENSION to a role that may not (SQLSTATE 42501), raised as it
+raises it: no package installs TimescaleDB here, so no role can be refused it for real."""
+
+
+@pytest.mark.parametrize("use", [True, False])
+def test_a_migrator_refused_the_timescaledb_extension_is_told_what_to_do(schema_url, monkeypatch, use):
+    """A migrating role that may not create the extension the server preloads failed at 0002 with
+    PostgreSQL's bare "permission denied"; it is now told what to do. A refusal elsewhere, or with
+    no plan to use TimescaleDB, is the server's own error."""
+    from pefm.storage.timescale import TimescalePlan
+
+    monkeypatch.setattr(
+        migrate_module, "timescale_plan", lambda conn: TimescalePlan(use, "TimescaleDB 2.17.2, preloaded")
+    )
+    with psycopg.connect(schema_url) as conn:
+        if use:
+            with pytest.raises(MigrationError, match="CREATE EXTENSION timescaledb SCHEMA public, then migrate again"):
+                migrate_module._apply_pending(conn, [Migration(2, "timescaledb", REFUSED)])
+        else:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                migrate_module._apply_pending(conn, [Migration(2, "timescaledb", REFUSED)])
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # not 0002's
+            migrate_module._apply_pending(conn, [Migration(3, "other", REFUSED)])

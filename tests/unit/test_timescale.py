@@ -45,12 +45,3 @@ def test_a_database_whose_tables_were_made_plain_keeps_them_plain():
     decided = plan(available="2.17.2", installed=None, preload="timescaledb", plain_schema=True)
     assert decided.use is False and "before TimescaleDB was usable" in decided.reason
     assert plan(available="2.17.2", installed="2.17.2", preload="timescaledb", plain_schema=True).use is True
-
-
-def test_a_role_that_may_not_create_the_extension_is_told_what_to_do():
-    """A non-superuser migrator failed at 0002 with PostgreSQL's bare "permission denied"; plain
-    tables instead would be for good, on a server made ready for TimescaleDB."""
-    refused = plan(available="2.17.2", installed=None, preload="timescaledb", may_create=False)
-    assert refused.refused and "CREATE EXTENSION timescaledb" in refused.refused
-    assert plan(available="2.17.2", installed="2.17.2", preload="timescaledb", may_create=False).refused is None
-    assert plan(available="2.17.2", installed=None, preload="", may_create=False).refused is None  # plain anyway

@@ -28,7 +28,7 @@ from importlib import resources
 import psycopg
 
 from pefm.storage.roles import apply_roles
-from pefm.storage.timescale import SETTING, timescale_plan
+from pefm.storage.timescale import SETTING, TimescalePlan, timescale_plan
 
 log = logging.getLogger(__name__)
 # pg_advisory_lock key: the first 8 bytes of sha256("pefm.migrate"), as a signed bigint.
@@ -142,8 +142,6 @@ def _apply_pending(conn: psycopg.Connection, shipped: list[Migration]) -> list[M
     if not pending:
         return []
     timescale = timescale_plan(conn)
-    if timescale.refused and any(migration.version == 2 for migration in pending):
-        raise MigrationError(timescale.refused)
     if timescale.use:
         log.info("migrations: %s", timescale.reason)
     else:  # a server that has TimescaleDB but cannot use it deserves a warning; plain PostgreSQL does not
@@ -153,13 +151,33 @@ def _apply_pending(conn: psycopg.Connection, shipped: list[Migration]) -> list[M
     for migration in pending:
         with conn.transaction():
             conn.execute("SELECT set_config(%s, %s, true)", (SETTING, "on" if timescale.use else "off"))
-            conn.execute(migration.sql)
+            try:
+                conn.execute(migration.sql)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                if migration.version == TIMESCALEDB_MIGRATION and timescale.use:
+                    raise MigrationError(_may_not_create(timescale, exc)) from exc
+                raise
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                 (migration.version, migration.name, migration.checksum),
             )
         applied.append(migration)
     return applied
+
+
+TIMESCALEDB_MIGRATION = 2
+"""The migration that creates the TimescaleDB extension, where the plan is to use it."""
+
+
+def _may_not_create(timescale: TimescalePlan, exc: Exception) -> str:
+    """What to do when the migrating role may not create the TimescaleDB extension the server
+    preloads (plain tables instead would be for good: 0002 decides the tables' kind once)."""
+    return (
+        f"migration 0002: this role may not create the TimescaleDB extension ({timescale.reason}; "
+        f"{' '.join(str(exc).split())}): have a role that may (a superuser, or one with CREATE on "
+        "the database and on schema public) run CREATE EXTENSION timescaledb SCHEMA public, then "
+        "migrate again"
+    )
 
 
 def _check_history(

@@ -27,10 +27,6 @@ class TimescalePlan:
     reason: str
     available: bool = True
     """Whether the server has the extension at all (a plan against it despite that is worth a warning)."""
-    refused: str | None = None
-    """Why the migrations cannot go on (None: they can): the plan is to use TimescaleDB, and the
-    migrating role may not create its extension. Plain tables instead would be for good (0002
-    decides the tables' kind once), on a server made ready for TimescaleDB."""
 
 
 def preloads_timescaledb(shared_preload_libraries: str) -> bool:
@@ -47,21 +43,12 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
-def plan(
-    *,
-    available: str | None,
-    installed: str | None,
-    preload: str,
-    plain_schema: bool = False,
-    may_create: bool = True,
-) -> TimescalePlan:
+def plan(*, available: str | None, installed: str | None, preload: str, plain_schema: bool = False) -> TimescalePlan:
     """The decision from the server's facts: ``available`` the extension's default version (None:
     not on the server), ``installed`` the version created in this database (None: not created),
     ``preload`` the value of ``shared_preload_libraries``, ``plain_schema`` whether this database's
     tables already exist without the extension (its first migrations ran before it was usable:
-    later ones keep plain tables, as 0002 made them), ``may_create`` whether the migrating role
-    may create the extension (a superuser; or, the extension being trusted, a role with CREATE on
-    the database and on the schema 0002 creates it in)."""
+    later ones keep plain tables, as 0002 made them)."""
     if available is None and installed is None:
         return TimescalePlan(False, "the TimescaleDB extension is not available on this server", available=False)
     if plain_schema and installed is None:
@@ -76,37 +63,18 @@ def plan(
     if _version(version) < MIN_VERSION:
         wanted = ".".join(map(str, MIN_VERSION))
         return TimescalePlan(False, f"TimescaleDB {version} is older than {wanted} (by_range)")
-    if installed is None and not may_create:
-        why = (
-            f"TimescaleDB {version} is preloaded on this server, and this role may not create its extension "
-            "(a superuser may, or a role with CREATE on the database and on schema public): "
-            "have it created (CREATE EXTENSION timescaledb SCHEMA public), then migrate again"
-        )
-        return TimescalePlan(True, f"TimescaleDB {version}, preloaded", refused=why)
     return TimescalePlan(True, f"TimescaleDB {version}, preloaded")
 
 
 def timescale_plan(conn: psycopg.Connection) -> TimescalePlan:
     """The decision for this server and database (read from pg_available_extensions, pg_extension
     and pg_settings)."""
-    available, installed, preload, recorded, may_create = conn.execute(
+    available, installed, preload, recorded = conn.execute(
         """SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),
                   (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
                   (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
-                  to_regclass('schema_migrations') IS NOT NULL,
-                  (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-                  OR (coalesce((SELECT bool_or(trusted) FROM pg_available_extension_versions
-                                WHERE name = 'timescaledb'), false)
-                      AND has_database_privilege(current_database(), 'CREATE')
-                      AND has_schema_privilege(coalesce(to_regnamespace('public')::text, current_schema()),
-                                               'CREATE'))"""
+                  to_regclass('schema_migrations') IS NOT NULL"""
     ).fetchone()
     # 0002 decided the tables' kind: one stopped after 0001 has decided nothing yet
     plain_schema = recorded and conn.execute("SELECT 1 FROM schema_migrations WHERE version = 2").fetchone() is not None
-    return plan(
-        available=available,
-        installed=installed,
-        preload=preload or "",
-        plain_schema=plain_schema,
-        may_create=bool(may_create),
-    )
+    return plan(available=available, installed=installed, preload=preload or "", plain_schema=plain_schema)
