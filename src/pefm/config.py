@@ -156,7 +156,7 @@ class Settings:
     (``pefm.serving.group_commit``)."""
     ingest_large_writes: int = 2
     """``PEFM_INGEST_LARGE_WRITES``: the large writes an ingest replica reads and writes at once
-    (a body over 1 MiB, or over 1000 rows); more wait up to 60 s for their turn, then 503 with
+    (a body over 1 MiB, or over 1000 rows); more wait up to 30 s for their turn, then 503 with
     Retry-After. A 20 MB JSON upload takes some 250 MB while it is parsed and written, and a
     write of many series holds a lock per series in the database's shared lock table."""
     ingest_linger_ms: float = 1.0

@@ -93,8 +93,10 @@ larger ones (CSV uploads) are written on their own, by COPY."""
 LARGE_BODY_BYTES = 1024 * 1024
 """A body over this size is a large write (``PEFM_INGEST_LARGE_WRITES``): its parse takes about
 eight times its size in memory."""
-LARGE_QUEUE_SECONDS = 60.0
-"""How long a large write waits for its turn before a 503 with Retry-After."""
+LARGE_QUEUE_SECONDS = 30.0
+"""How long a large write waits for its turn before a 503 with Retry-After: with the body's own
+30 s (``PEFM_BODY_TIMEOUT_SECONDS``) and the write, within the 120 s Knative gives an ingest
+request (``timeoutSeconds``), past which the client gets a 504 for a write that still commits."""
 REFUSED = frozenset({400, 404, 409, 413, 415, 422})
 """Statuses that refuse a write for what it holds (``pefm_ingest_refused_total``)."""
 
