@@ -9,8 +9,9 @@
   (the streaming one also after the revision re-conditioned once): medians over rounds of each
   side's req/s and percentiles, and the medians of the per-round ratios.
 - What-if forecasts with ``history`` through the torch model: p50/p99 over sequential requests.
-- Cold start: process spawn to first successful forecast vs hello-world spawn to first response
-  (median of several spawns).
+- Cold start: process spawn to first successful forecast vs hello-world spawn to first response,
+  in ``COLD_STARTS`` alternating rounds of one spawn a side: the median of each, and the median
+  of the per-round ratios.
 - Ingest of a 100,000-row FRED-style CSV through the function vs a raw psycopg COPY of the same
   rows into the same table (median of three, fresh series each time).
 - With a shared Redis (Debian's ``redis-server``, ``PEFM_REDIS_URL``): cold start to first
@@ -78,6 +79,8 @@ from tests.functions.conftest import start_function, stop  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 TOKEN = "bench-ingest-token"
+COLD_STARTS = 5
+"""Spawns of each side of the cold-start comparison, in alternating rounds."""
 FORECAST = ROOT / "bench" / "post_forecast.lua"
 TARGETS = (  # (measure, results key, at least or at most, bound, as printed): issue 20's, then ingest's
     ("throughput", "forecast_rps_ratio", ">=", 0.80, ">= 0.80"),
@@ -236,20 +239,24 @@ def run(tmp: Path, args) -> None:
         print("what-if through the torch model ...", flush=True)
         whatif = whatif_latency(torch_inference.url)
         print("cold starts ...", flush=True)
-        hello_cold = statistics.median(
-            spawn_until(HELLO, {}, lambda client, u: client.get(u).status_code == 200) for _ in range(5)
-        )
         infer_env = {**env, "PEFM_MODEL_VERSION": ensemble.id}
-        cold = statistics.median(
-            spawn_until(
-                ROOT / "functions" / "inference",
-                infer_env,
-                lambda client, u: (
-                    client.post(f"{u}/v1/forecast", json={"series_id": "realgdp", "horizon": 8}).status_code == 200
-                ),
-            )
-            for _ in range(5)
+        spawns = alternate(  # one spawn a side a round, the sides alternating which goes first
+            {
+                "hello": lambda: {"s": spawn_until(HELLO, {}, lambda client, u: client.get(u).status_code == 200)},
+                "inference": lambda: {
+                    "s": spawn_until(
+                        ROOT / "functions" / "inference",
+                        infer_env,
+                        lambda client, u: (
+                            client.post(f"{u}/v1/forecast", json={"series_id": "realgdp", "horizon": 8}).status_code
+                            == 200
+                        ),
+                    )
+                },
+            },
+            COLD_STARTS,
         )
+        hello_cold, cold = median_of(spawns["hello"], "s"), median_of(spawns["inference"], "s")
         print("ingest vs COPY ...", flush=True)
         ingest_rates = ingest_vs_copy(db.url, ingest.url)
         print("with Redis: cold starts and as-of answers ...", flush=True)
@@ -290,7 +297,8 @@ def run(tmp: Path, args) -> None:
         "whatif_p99_ms": round(whatif["p99_ms"], 2),
         "hello_cold_start_s": round(hello_cold, 3),
         "cold_start_s": round(cold, 3),
-        "cold_start_ratio": round(cold / hello_cold, 3),
+        "cold_start_ratio": round(median_ratio(spawns["inference"], spawns["hello"], "s"), 3),
+        "cold_start_ratios": [round(x, 3) for x in ratios(spawns["inference"], spawns["hello"], "s")],
         "copy_rows_per_s": round(max(ingest_rates["copy_write_row"], ingest_rates["copy_text_block"])),
         "copy_write_row_rows_per_s": round(ingest_rates["copy_write_row"]),
         "copy_text_block_rows_per_s": round(ingest_rates["copy_text_block"]),
@@ -449,7 +457,7 @@ def report(r: dict) -> None:
             "cold start to first answer",
             f"{r['cold_start_s']:.3f} s",
             f"{r['hello_cold_start_s']:.3f} s",
-            f"{r['cold_start_ratio']:.3f}x",
+            f"{r['cold_start_ratio']:.3f}x {spread(r['cold_start_ratios'])}",
             target(r, "cold start"),
         ),
         (
