@@ -9,6 +9,7 @@ import pytest
 from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency
 from pefm.data.transforms import apply_transform
+from pefm.serving.http import ApiError
 from pefm.serving.whatif import _with_history
 
 Q = Frequency.QUARTERLY
@@ -56,3 +57,14 @@ def test_stored_changes_outside_the_history_are_kept_and_levels_read_only_for_a_
     assert anchor("diff", [{"ts": "2010-04-01", "value": 7.0}], unread) == 147.0  # extended
     # a history ending inside the gap: the stored change across it is kept as well
     assert anchor("diff", [{"ts": "2009-07-01", "value": 5.0}]) == 145.0
+
+
+def test_a_history_given_out_of_date_order_is_taken_in_date_order():
+    """Taken in the order given, a history sent latest first moved the anchor by the whole change
+    across the gap (160, not 140), and one whose first date followed a stored value after its
+    last raised an IndexError: a 500 (found by the inference fuzz test)."""
+    backwards = [{"ts": "2009-10-01", "value": 15.0}, {"ts": "2009-07-01", "value": 5.0}]
+    assert anchor("diff", backwards) == anchor("diff", backwards[::-1]) == 140.0
+    with pytest.raises(ApiError) as refused:  # 2009-04 then 2010-04: it leaves 2009-07 to 2010-01 out
+        anchor("diff", [{"ts": "2010-04-01", "value": 7.0}, {"ts": "2009-04-01", "value": 20.0}])
+    assert refused.value.status == 422 and refused.value.details[0]["field"] == "history[1].ts"

@@ -292,7 +292,7 @@ def _with_history(
     a history that fills a missing period)."""
     try:
         payload = observations_from_object({"series_id": series_id, "observations": history})
-        values = payload.series[0].values
+        values = payload.series[0].values.sort_index()  # in date order, as ingest takes them
         calendar = panel.attrs.get("calendars", {}).get(series_id, "")
         if issues := check_frequency(values.index, freq, calendar=calendar):
             raise ValidationError("history timestamps are off the series frequency", issues)
