@@ -201,7 +201,8 @@ def _read_sha256(read: dict[str, pd.DataFrame]) -> str:
     """A hash of what one series' signals read (each part by name), its numbers to 12 significant
     digits; the one-step forecasts as ``_as_read`` gives them, not the errors and changes the
     signals take (these follow from them and the actuals)."""
-    return hashlib.sha256(pd.concat(read).to_csv(float_format="%.12g").encode()).hexdigest()
+    parts = {name: part for name, part in read.items() if not part.empty}  # none read: nothing to hash
+    return hashlib.sha256(pd.concat(parts).to_csv(float_format="%.12g").encode()).hexdigest()
 
 
 FORECAST_QUANTUM = 1e-4
