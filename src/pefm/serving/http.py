@@ -266,6 +266,9 @@ class Slots:
 
 
 class Turn:
+    """One request's turn of ``Slots`` (``Slots.turn``): held from ``take`` to ``give`` or the
+    context's end."""
+
     __slots__ = ("_held", "_slots")
 
     def __init__(self, slots: Slots):
