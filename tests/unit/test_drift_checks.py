@@ -235,7 +235,9 @@ def test_no_errors_or_a_score_that_is_no_number_is_no_evidence_of_drift():
     rng = np.random.default_rng(5)
     assert Null(rng.exponential(size=5000)).p_value(float("nan")) == 1.0
     backtest = rng.normal(size=40)
-    policy = replace(DriftPolicy.load(), accuracy_min_errors=0, simulations=500)
+    with pytest.raises(ValueError, match="min_errors >= 2"):  # a policy built in code too
+        replace(DriftPolicy.load(), accuracy_min_errors=0)
+    policy = replace(DriftPolicy.load(), accuracy_min_errors=2, simulations=500)
     for n in (0, 1):
         steps = pd.DataFrame({"error": rng.normal(size=n)})
         assert _accuracy("s", backtest, steps, policy) is None

@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from pefm.config import get_settings
 from pefm.drift.checks import evidently_drift, features, one_step_forecasts, predicted_changes, rmse
-from pefm.drift.policy import MIN_ERRORS, DriftPolicy
+from pefm.drift.policy import DriftPolicy
 from pefm.drift.significance import Null, accuracy_p_value, flag, sequence_null, window_nulls
 from pefm.forecasting.gates import backtest_frame
 from pefm.forecasting.panel import load_panel
@@ -263,9 +263,9 @@ def _prediction(
 
 def _accuracy(series_id: str, backtest: np.ndarray, steps: pd.DataFrame, policy: DriftPolicy) -> dict[str, Any] | None:
     """The model's one-step errors since training against its one-step backtest errors; none with
-    fewer than ``MIN_ERRORS`` errors whatever the policy (one not loaded from a file is not checked)."""
+    fewer than the policy's ``accuracy_min_errors`` (at least ``policy.MIN_ERRORS``) errors."""
     errors = steps["error"].dropna().to_numpy()[-policy.accuracy_window :]
-    if len(errors) < max(policy.accuracy_min_errors, MIN_ERRORS) or len(backtest) < policy.min_points:
+    if len(errors) < policy.accuracy_min_errors or len(backtest) < policy.min_points:
         return None
     realized, promised = rmse(errors), rmse(backtest)
     return {

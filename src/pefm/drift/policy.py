@@ -68,12 +68,17 @@ class DriftPolicy:
             kinds, what = _KINDS.get(cls.__dataclass_fields__[name].type, ((dict,), "a table"))
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise ConfigError(f"{path}: {name} must be {what}, not {value!r}")
-        policy = cls(**given)
-        if policy.min_points < 3 or policy.current < policy.min_points or policy.reference < policy.current:
-            raise ConfigError(f"{path}: need min_points >= 3, current >= min_points and reference >= current")
-        if not 0 < policy.alpha < 1 or policy.simulations < 100 or policy.consecutive < 1:
-            raise ConfigError(f"{path}: need 0 < alpha < 1, simulations >= 100 and consecutive >= 1")
-        if policy.accuracy_min_errors < MIN_ERRORS or policy.accuracy_window < policy.accuracy_min_errors:
+        try:
+            return cls(**given)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def __post_init__(self) -> None:
+        """The limits every policy keeps, loaded or built in code."""
+        if self.min_points < 3 or self.current < self.min_points or self.reference < self.current:
+            raise ValueError("need min_points >= 3, current >= min_points and reference >= current")
+        if not 0 < self.alpha < 1 or self.simulations < 100 or self.consecutive < 1:
+            raise ValueError("need 0 < alpha < 1, simulations >= 100 and consecutive >= 1")
+        if self.accuracy_min_errors < MIN_ERRORS or self.accuracy_window < self.accuracy_min_errors:
             # a window of 0 took every error since training (errors[-0:])
-            raise ConfigError(f"{path}: need [accuracy] min_errors >= {MIN_ERRORS} and window >= min_errors")
-        return policy
+            raise ValueError(f"need [accuracy] min_errors >= {MIN_ERRORS} and window >= min_errors")
