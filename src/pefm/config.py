@@ -159,9 +159,12 @@ class Settings:
     (a body over 1 MiB, or over 1000 rows); more wait up to 30 s for their turn, then 503 with
     Retry-After. A 20 MB JSON upload takes some 250 MB while it is parsed and written, and a
     write of many series holds a lock per series in the database's shared lock table."""
-    ingest_linger_ms: float = 1.0
+    ingest_linger_ms: float = 0.0
     """``PEFM_INGEST_LINGER_MS``: how long the ingest function waits for more writes to join a
-    group once one is queued (0 to 100 ms); longer groups more under load, at that cost in latency."""
+    group once one is queued (0 to 100 ms). None by default, as PostgreSQL's ``commit_delay``:
+    while a group is being written the next one gathers by itself, so under load groups form
+    without a wait, and a lone write is not kept waiting. A wait gives fewer, larger commits
+    (less work for a database shared by many replicas), at that cost in latency."""
     ingest_oidc_audience: str | None = None
     """``PEFM_INGEST_OIDC_AUDIENCE``: the audience of the OIDC tokens Knative Eventing's deliveries
     to the ingest function carry (knative/streaming: ``serving.knative.dev/service/pefm/pefm-ingest``);

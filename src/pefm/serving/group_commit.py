@@ -3,12 +3,13 @@
 Streamed events (one observation per request, thousands a second) cost a transaction each if
 written one by one; the commit, not the row, is what the database pays for. Here each request is
 parsed and checked on its own, then queued; one writer task takes what is queued (at most
-``max_events``, lingering ``max_wait`` seconds for more once one is there, like Kafka's
-``linger.ms``) and hands the group to ``write``, which runs on a worker thread and commits it in
-one transaction. Every request is answered from its own result, after the commit that holds its
-rows. Groups are written one after another in arrival order, and two events that touch the same
-(series, ts) never share a group (the later one, and every later event of its series, waits for
-the next), so a series' events are applied in the order they came and each keeps its own vintage.
+``max_events``: what queued while the last group was written, and, lingering ``max_wait``
+seconds for more once one is there, like Kafka's ``linger.ms``, what joins it) and hands the
+group to ``write``, which runs on a worker thread and commits it in one transaction. Every
+request is answered from its own result, after the commit that holds its rows. Groups are
+written one after another in arrival order, and two events that touch the same (series, ts)
+never share a group (the later one, and every later event of its series, waits for the next), so
+a series' events are applied in the order they came and each keeps its own vintage.
 
 ``write`` returns a result or an exception per item: an event it refuses fails alone. An item
 answered ``Busy`` (its series are being written by another transaction, a large upload's COPY)
