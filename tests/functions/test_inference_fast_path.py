@@ -72,6 +72,25 @@ def test_receive_body_limits_and_deadline():
         asyncio.run(receive_body(receiving({"type": "http.disconnect"}), None, 100, 30))
 
 
+def test_receive_body_waits_its_turn_once_past_large_and_the_wait_moves_the_deadline():
+    """A body of unsaid length waits for its turn (ingest's large writes) once it passes the
+    ``large`` size, before more of it is read; the time it waited does not count against the
+    body's deadline (0.25 s here, with a wait of 0.3 s and the rest arriving 0.1 s later)."""
+    queue, waited = [chunk(b"x" * 20, True), chunk(b"y")], []
+
+    async def receive():
+        if len(queue) == 1:
+            await asyncio.sleep(0.1)
+        return queue.pop(0)
+
+    async def turn():
+        waited.append(len(queue))  # what was still unread
+        await asyncio.sleep(0.3)
+
+    assert asyncio.run(receive_body(receive, None, 100, 0.25, (10, turn))) == b"x" * 20 + b"y"
+    assert waited == [1]
+
+
 def test_a_body_over_the_limit_is_drained_within_bounds_before_its_413():
     """Read to its end (and dropped) up to DRAIN_BYTES past the limit and within the deadline, so
     the 413 reaches the client rather than a reset; beyond either, the connection closes."""

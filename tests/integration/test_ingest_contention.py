@@ -3,6 +3,7 @@ held by a long write, payloads of many series, conflicts named, CSV problems' st
 ``known_now`` failing midway."""
 
 import asyncio
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
@@ -167,10 +168,11 @@ def days(series: str, n: int) -> dict:
 
 def test_large_writes_take_turns_and_small_ones_pass_them(db, schema_url, monkeypatch):
     """One slot (PEFM_INGEST_LARGE_WRITES=1), held by an upload of over 1000 rows waiting for its
-    series: another upload of many rows, and a body said to be over 1 MiB (refused before it is
-    read), each wait their turn and then get a 503 naming why; a small event goes on meanwhile,
-    and a body said to be over the body limit gets its 413 at once. A refused large write gives
-    its slot back, and a slot given back lets the next one in."""
+    series: another upload of many rows, a body said to be over 1 MiB (refused before it is
+    read) and a chunked one of unsaid length (waiting once 1 MiB of it is read, not all of it),
+    each wait their turn and then get a 503 naming why; a small event goes on meanwhile, and a
+    body said to be over the body limit gets its 413 at once. A refused large write gives its
+    slot back, and a slot given back lets the next one in."""
     monkeypatch.setattr("pefm.serving.ingest.LARGE_QUEUE_SECONDS", 0.5)
     with db.connection() as conn:
         for sid in ("x", "y"):
@@ -183,6 +185,13 @@ def test_large_writes_take_turns_and_small_ones_pass_them(db, schema_url, monkey
         + b'{"series_id": "y", "observations": [{"ts": "2020-06-01", "value": 1}]}]}'
     )
     as_json = {**AUTH, "content-type": "application/json"}
+    chunk, sent = 64 * 1024, []
+
+    async def chunked():  # 1.5 MiB of unsaid length (no Content-Length: Transfer-Encoding chunked)
+        body = b'{"series": [' + b" " * (1536 * 1024) + json.dumps(event("y", "2020-07-01", 1.0)).encode() + b"]}"
+        for at in range(0, len(body), chunk):
+            sent.append(at)
+            yield body[at : at + chunk]
 
     async def run():
         async with client(app) as ingest:
@@ -195,25 +204,32 @@ def test_large_writes_take_turns_and_small_ones_pass_them(db, schema_url, monkey
                 many = await ingest.post("/v1/observations", json={"series": [days("y", 1001)]}, headers=AUTH)
                 big = await ingest.post("/v1/observations", content=padded, headers=as_json)
                 over = await ingest.post("/v1/observations", content=padded * 2, headers=as_json)
+                unsaid = asyncio.ensure_future(ingest.post("/v1/observations", content=chunked(), headers=as_json))
+                await asyncio.sleep(0.3)  # waiting for its turn
+                read_while_waiting, sent[:] = len(sent), []
+                unsaid = await unsaid
                 small = await ingest.post("/v1/observations", json=event("y", "2020-01-01", 1.0), headers=AUTH)
                 assert not upload.done()
-            return await asyncio.wait_for(upload, 10), many, big, small, over
+            return await asyncio.wait_for(upload, 10), many, big, unsaid, read_while_waiting, small, over
 
     async def after():
         async with client(app) as ingest:
             invalid = await ingest.post("/v1/observations", json={"series": [days("z", 1001)]}, headers=AUTH)
-            return invalid, await ingest.post("/v1/observations", content=padded, headers=as_json)
+            padded_answer = await ingest.post("/v1/observations", content=padded, headers=as_json)
+            return invalid, padded_answer, await ingest.post("/v1/observations", content=chunked(), headers=as_json)
 
-    upload, many, big, small, over = asyncio.run(run())
+    upload, many, big, unsaid, read_while_waiting, small, over = asyncio.run(run())
+    assert read_while_waiting == 1024 * 1024 // chunk + 1, read_while_waiting  # 1 MiB and the chunk past it
     assert over.status_code == 413 and "over the limit" in over.json()["error"], over.text  # at once, no turn
     assert upload.status_code == 200 and upload.json()["inserted"] == 1500, upload.text
-    for refused in (many, big):
+    for refused in (many, big, unsaid):
         assert refused.status_code == 503 and refused.headers["retry-after"] == "2", refused.text
         assert "busy with other large writes" in refused.json()["error"]
     assert small.status_code == 200 and small.json()["inserted"] == 1, small.text
-    invalid, padded_answer = asyncio.run(after())
+    invalid, padded_answer, unsaid = asyncio.run(after())
     assert invalid.status_code == 404, invalid.text  # an unknown series, refused in its turn: the turn is given back
     assert padded_answer.status_code == 200 and padded_answer.json()["inserted"] == 1, padded_answer.text
+    assert unsaid.status_code == 200 and unsaid.json()["inserted"] == 1, unsaid.text
     with db.connection() as conn:
         counts = dict(conn.execute("SELECT series_id, count(*) FROM observations GROUP BY series_id").fetchall())
-    assert counts == {"x": 1500, "y": 2}
+    assert counts == {"x": 1500, "y": 3}

@@ -162,16 +162,16 @@ class IngestService:
         return json_response(result)
 
     async def _read(self, request: Request, turn: Turn) -> bytes:
-        """The request's body; a large one (over LARGE_BODY_BYTES, said or found) is read, or
-        parsed once read, in its ``turn`` of the large writes' slots (``PEFM_INGEST_LARGE_WRITES``).
-        One said to be over the body limit takes none: its 413 comes at once, not a 503 to retry."""
+        """The request's body; a large one (over LARGE_BODY_BYTES) is read in its ``turn`` of the
+        large writes' slots (``PEFM_INGEST_LARGE_WRITES``): from its start when its length says
+        so, else from where it passes that size (a chunked body waits holding no more). One said
+        to be over the body limit takes none: its 413 comes at once, not a 503 to retry."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and LARGE_BODY_BYTES < int(declared) <= self.settings.max_body_bytes:
             await turn.take()
-        body = await read_body(request, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
-        if len(body) > LARGE_BODY_BYTES:
-            await turn.take()
-        return body
+        return await read_body(
+            request, self.settings.max_body_bytes, self.settings.body_timeout_seconds, (LARGE_BODY_BYTES, turn.take)
+        )
 
     async def _authorise(self, request: Request) -> str | None:
         """The ingest token or, where configured, the OIDC token of a Knative Eventing sender allowed
