@@ -301,6 +301,30 @@ def test_pause_suspends_the_canary_and_manual_promotion_waits_for_an_operator(fr
     assert hook(fresh, "confirm-promotion", "c5").status_code == 200
 
 
+def test_a_rollback_of_a_paused_rollout_resumes_the_canary_so_that_flagger_asks_its_gate(fresh):
+    """Flagger asks no hook of a suspended Canary: a rollback of a paused rollout with traffic on
+    green had been recorded, answered 200, and left green its share until someone resumed. Once
+    Flagger promotes, a rollback is refused: it asks no rollback gate then."""
+    names = fresh["names"]
+    fresh["api"].route(names["blue"], names["same"])
+    rollout_id = hook(fresh, "confirm-rollout", "c9").json()["rollout"]
+    hook(fresh, "event", "c9", eventMessage="Advance pefm-inference.pefm canary weight 10", eventType="Normal")
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    assert httpx.post(f"{fresh['url']}/v1/rollouts/{rollout_id}/pause", headers=admin).json()["phase"] == "Paused"
+    rolled_back = httpx.post(f"{fresh['url']}/v1/rollouts/{rollout_id}/rollback", headers=admin)
+    assert rolled_back.status_code == 200 and rolled_back.json()["phase"] == "Progressing", rolled_back.text
+    assert fresh["api"].objects[("canaries", SERVICE)]["spec"]["suspend"] is False
+    opened = hook(fresh, "rollback", "c9")
+    assert opened.status_code == 200 and "operator" in opened.json()["reason"]
+
+    fresh["api"].route(names["blue"], names["different"])
+    promoting = hook(fresh, "confirm-rollout", "c10").json()["rollout"]
+    hook(fresh, "event", "c10", eventMessage="Advance pefm-inference.pefm canary weight 100", eventType="Normal")
+    hook(fresh, "event", "c10", phase="Promoting", eventMessage="Copying pefm-inference.pefm template spec")
+    refused = httpx.post(f"{fresh['url']}/v1/rollouts/{promoting}/rollback", headers=admin)
+    assert refused.status_code == 409 and "Promoting" in refused.json()["error"], refused.text
+
+
 def test_a_new_revision_during_a_rollout_supersedes_it(fresh):
     names = fresh["names"]
     fresh["api"].route(names["blue"], names["ungated"])

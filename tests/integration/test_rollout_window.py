@@ -11,7 +11,7 @@ from pefm.rollout import controller as controller_module
 from pefm.rollout.analysis import Phase
 from pefm.rollout.controller import RolloutController
 from pefm.rollout.local import LocalRouter
-from pefm.rollout.providers import DatabaseProvider
+from pefm.rollout.providers import DatabaseProvider, PrometheusProvider
 from pefm.rollout.router import sole
 from pefm.rollout.spec import RolloutSpec
 from tests.integration.test_rollout_start import Healthy, add_version
@@ -167,3 +167,49 @@ def test_a_rollout_stored_before_max_wait_seconds_existed_waits_for_ever(db, no_
         conn.execute("UPDATE rollouts SET spec = spec - 'max_wait_seconds', step_started_at = now() - interval '1 day'")
     assert controller.get(rollout_id).spec.max_wait_seconds is None
     assert controller.tick(rollout_id).action == "wait"
+
+
+class Unreadable(Healthy):
+    """A green whose replays cannot be compared (its answer has no dates, say)."""
+
+    def divergence(self, *args, **kwargs):
+        raise TypeError("'NoneType' object is not subscriptable")
+
+
+def test_metrics_that_cannot_be_read_fail_their_checks_until_green_is_rolled_back(db, no_log_lag):
+    """A Prometheus that does not answer (a closed port here), or replays that raise, had escaped
+    each tick before it was judged: the rollout stayed at its weight, unmonitored, with no event
+    and no max_wait_seconds. Each now fails its checks, as Flagger counts a failed query."""
+    controller, rollout_id = rollout_of_green(db, Healthy(), max_wait_seconds=1)
+    controller.provider = PrometheusProvider("http://127.0.0.1:9", timeout=2)
+
+    def a_window_long_enough_for_prometheus():  # MIN_WINDOW
+        with db.connection() as conn:
+            conn.execute("UPDATE rollouts SET step_started_at = step_started_at - interval '1 minute'")
+
+    a_window_long_enough_for_prometheus()
+    held = controller.tick(rollout_id)
+    assert held.action == "hold" and "success-rate not measured: the metrics could not be read (Connect" in held.reason
+    assert [c["passed"] for c in held.checks] == [False, False, True], held.checks
+    a_window_long_enough_for_prometheus()
+    rolled_back = controller.tick(rollout_id)
+    assert rolled_back.action == "rollback" and "2 failed checks" in rolled_back.reason, rolled_back.reason
+
+
+def test_replays_that_raise_fail_the_divergence_check_until_green_is_rolled_back(db, no_log_lag):
+    controller, rollout_id = rollout_of_green(db, Unreadable())
+    served(db, 50)
+    held = controller.tick(rollout_id)
+    assert held.action == "hold" and "divergence not measured: the replays failed (TypeError" in held.reason
+    assert controller.tick(rollout_id).action == "rollback"
+
+
+def test_the_next_analysis_waits_for_a_whole_interval_of_the_new_step(db):
+    """An advance starts its step's window after the analysis that made it: ticked an interval
+    after that analysis, the next one had a window LOG_LAG and an analysis short of the interval,
+    below Prometheus's 30 s minimum at the default 30 s, and judged nothing."""
+    controller, rollout_id = rollout_of_green(db, Healthy(), interval_seconds=30)
+    assert 31.5 < controller.next_analysis_in(rollout_id) <= 32  # the step began a moment ago
+    with db.connection() as conn:
+        conn.execute("UPDATE rollouts SET step_started_at = step_started_at - interval '1 hour'")
+    assert controller.next_analysis_in(rollout_id) == 30

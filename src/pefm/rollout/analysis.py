@@ -53,6 +53,9 @@ class Observations:
     gates_reason: str = ""
     """Why the gates say what they say (``registry.candidate_verdict``'s words): a wait names what
     it waits for, a report still to come or gates to run again against the version serving now."""
+    errors: dict[str, str] = field(default_factory=dict)
+    """Metrics that could not be measured (the metrics source or a replay failed), with why: each
+    fails its check, as Flagger counts a failed metric query, rather than wait for ever."""
     waited_seconds: float = 0.0
     """How long the window has gone on (since the step began, or the last analysis that judged
     the checks): what a wait is measured against ``spec.max_wait_seconds``."""
@@ -87,18 +90,25 @@ def decide(spec: RolloutSpec, state: State, obs: Observations) -> Decision:
         return _advance(spec, state, "smoke test passed")
     # Progressing
     early = obs.requests < spec.min_requests
-    if early:
-        results = [_foregone(spec, check, obs) for check in spec.checks]
-        if not any(r["passed"] is False for r in results):
-            waiting = f"waiting for traffic: {obs.requests} of {spec.min_requests} requests on green"
-            return _wait(spec, state, obs, waiting)
-    else:
-        results = [check.judge(obs.metrics.get(check.metric)) for check in spec.checks]
+    judge = (lambda check: _foregone(spec, check, obs)) if early else (lambda c: c.judge(obs.metrics.get(c.metric)))
+    results = [
+        {**check.judge(None), "passed": False, "error": obs.errors[check.metric]}
+        if check.metric in obs.errors
+        else judge(check)
+        for check in spec.checks
+    ]
     failed = [r for r in results if r["passed"] is False]  # judged before any wait: no check hides another
+    if early and not failed:
+        return _wait(spec, state, obs, f"waiting for traffic: {obs.requests} of {spec.min_requests} requests on green")
     if failed:
         failures = state.failed_checks + 1
-        detail = "; ".join(f"{r['check']} {r['value']:.4g} outside {r['range']}" for r in failed)
-        if early:
+        detail = "; ".join(
+            f"{r['check']} not measured: {r['error']}"
+            if "error" in r
+            else f"{r['check']} {r['value']:.4g} outside {r['range']}"
+            for r in failed
+        )
+        if early and any("error" not in r for r in failed):
             detail += (
                 f" ({obs.requests} of {spec.min_requests} requests on green; at the bound, as many failures"
                 f" would come with probability below {EARLY_ALPHA:g})"

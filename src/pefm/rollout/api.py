@@ -284,7 +284,7 @@ class ControllerLoop:
                 continue
             try:
                 self.controller.tick(rollout_id)
-                wait = self.controller.get(rollout_id).spec.interval_seconds
+                wait = self.controller.next_analysis_in(rollout_id)
             except Exception:
                 log.exception("rollout %s: its tick failed; tried again in %s s", rollout_id, RETRY_SECONDS)
                 wait = RETRY_SECONDS

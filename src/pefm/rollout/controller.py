@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 from pefm.forecasting.registry import candidate_verdict, serving_id, settle_rollout
 from pefm.rollout.analysis import TERMINAL, Decision, Observations, Phase, State, decide
 from pefm.rollout.probes import GatedExpectation
-from pefm.rollout.providers import MetricsProvider
+from pefm.rollout.providers import MetricsProvider, RevisionMetrics
 from pefm.rollout.router import TrafficRouter, same_traffic, serving_revision
 from pefm.rollout.spec import RolloutSpec
 from pefm.rollout.store import (
@@ -279,8 +279,20 @@ class RolloutController:
                 return decision.state
             if max_ticks is not None and ticks >= max_ticks:
                 break
-            stop.wait(self.get(rollout_id).spec.interval_seconds)
+            stop.wait(self.next_analysis_in(rollout_id))
         return self.get(rollout_id).state
+
+    def next_analysis_in(self, rollout_id: int) -> float:
+        """Seconds to the rollout's next analysis: ``spec.interval_seconds`` from now, and no
+        sooner than its window (from its step's start, or the last judged analysis's end, to
+        ``LOG_LAG`` before the analysis) is a whole interval long. An advance starts a window
+        after the analysis that made it: ticked an interval after that one, the next judged a
+        window ``LOG_LAG`` and an analysis short (below Prometheus's ``MIN_WINDOW`` at 30 s: no
+        data, and each step took two intervals)."""
+        rollout = self.get(rollout_id)
+        interval = rollout.spec.interval_seconds
+        window_full = rollout.step_started_at + timedelta(seconds=interval) + LOG_LAG
+        return max(interval, (window_full - datetime.now(UTC)).total_seconds())
 
     def reconcile(self, rollout_id: int) -> Rollout:
         """Make the router carry what the stored state wants (re-read under the write lock)."""
@@ -366,15 +378,27 @@ class RolloutController:
             self.prober.load(self.router.url(rollout.service), spec.synthetic_load, spec.smoke_request)
             time.sleep(LOG_LAG.total_seconds())  # the load logged: judged by this analysis, not the next
         until = datetime.now(UTC) - LOG_LAG
-        metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at, until)
+        errors: dict[str, str] = {}
+        try:
+            metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at, until)
+        except Exception as exc:  # Prometheus away, an answer not understood: each of its checks fails
+            log.warning("rollout %s: green's metrics could not be read", rollout.id, exc_info=True)
+            metrics = RevisionMetrics(0, None, None)
+            errors["success_rate"] = errors["p99_latency_ms"] = (
+                f"the metrics could not be read ({type(exc).__name__}: {exc})"[:300]
+            )
         urls = (self.router.tag_url(rollout.service, "blue"), self.router.tag_url(rollout.service, "green"))
-        divergence = self.prober.divergence(
-            urls,
-            (rollout.blue_revision, rollout.green_revision),
-            rollout.step_started_at,
-            spec.shadow_requests,
-            GatedExpectation(self.db, rollout.green_model_version, rollout.blue_model_version),
-        )
+        try:
+            divergence = self.prober.divergence(
+                urls,
+                (rollout.blue_revision, rollout.green_revision),
+                rollout.step_started_at,
+                spec.shadow_requests,
+                GatedExpectation(self.db, rollout.green_model_version, rollout.blue_model_version),
+            )
+        except Exception as exc:  # a replay failed, or an answer not understood (green's own, maybe)
+            log.warning("rollout %s: the divergence replays failed", rollout.id, exc_info=True)
+            divergence, errors["divergence"] = None, f"the replays failed ({type(exc).__name__}: {exc})"[:300]
         return Observations(
             requests=metrics.requests,
             metrics={
@@ -382,6 +406,7 @@ class RolloutController:
                 "p99_latency_ms": metrics.p99_latency_ms,
                 "divergence": divergence,
             },
+            errors=errors,
             waited_seconds=waited,
         ), until
 

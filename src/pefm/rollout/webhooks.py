@@ -498,6 +498,11 @@ class FlaggerOperator:
                 raise RolloutError(f"rollout {rollout_id} is already {rollout.state.phase.value}")
             if action == "resume" and rollout.state.phase is not Phase.PAUSED:
                 raise RolloutError(f"rollout {rollout_id} is {rollout.state.phase.value}, not Paused")
+            if action == ROLLBACK_REQUESTED and rollout.state.phase is Phase.PROMOTING:
+                raise RolloutError(
+                    f"rollout {rollout_id} is Promoting: Flagger asks no rollback gate once it promotes;"
+                    " roll back with a new rollout of the model that served"
+                )
             canary = rollout.canary.split("/", 1)[1]
             if action == ROLLBACK_REQUESTED and rollout.state.step < 0 and not _canary_weight(self.cluster, canary):
                 # Flagger asks the rollback gate only once its analysis began; before that (waiting
@@ -506,6 +511,9 @@ class FlaggerOperator:
                 # asked too: the event of a first step may have been lost.)
                 _finish(conn, rollout, False, f"{reason} before any traffic moved", "rollback")
                 return read_rollout(conn, rollout_id).state
+            if action in (APPROVED, ROLLBACK_REQUESTED) and rollout.state.phase is Phase.PAUSED:
+                # Flagger asks no gate of a suspended Canary: the approval or rollback resumes it
+                suspend, phase = False, Phase.PROGRESSING
             state = rollout.state
             if phase is not None:
                 if phase is Phase.PROGRESSING and state.step < 0:
