@@ -263,7 +263,7 @@ def _prediction(
 
 def _accuracy(series_id: str, backtest: np.ndarray, steps: pd.DataFrame, policy: DriftPolicy) -> dict[str, Any] | None:
     """The model's one-step errors since training against its one-step backtest errors; none with
-    fewer than the policy's ``accuracy_min_errors`` (at least ``policy.MIN_ERRORS``) errors."""
+    fewer than the policy's ``accuracy_min_errors`` (``pefm.drift.policy.MIN_ERRORS`` at least) errors."""
     errors = steps["error"].dropna().to_numpy()[-policy.accuracy_window :]
     if len(errors) < policy.accuracy_min_errors or len(backtest) < policy.min_points:
         return None
