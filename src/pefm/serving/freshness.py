@@ -47,12 +47,14 @@ Updates = dict[str, tuple[list[dict[str, Any]], float, datetime]]
 def condition_on_latest(model, db: Database, series_ids: list[str], cache: Cache | None = None) -> Updates:
     """``model`` conditioned on the data as known now, for ``series_ids`` (and the series their
     members forecast jointly): the forecasts a plain request is answered from, in both spaces. A
-    member whose new data cannot be used (e.g. a value a log transform refuses) or whose update
-    fails keeps its forecasts, with a warning; the others go ahead. With a shared ``cache`` the
-    panels read are kept there: the latest history of each group, which the replicas' model-path
-    answers on the new data start from."""
+    member whose new data cannot be used (e.g. a value a log transform refuses), whose update
+    fails, or whose forecasts from them are not finite (a value near the largest double: no
+    answer could hold them) keeps its forecasts, with a warning; the others go ahead. With a
+    shared ``cache`` the panels read are kept there: the latest history of each group, which the
+    replicas' model-path answers on the new data start from."""
     from pefm.forecasting.panel import conditioned, load_panel, members_of, panel_to_json
     from pefm.forecasting.registry import precompute
+    from pefm.serving.inference import finite_rows
     from pefm.storage.observations import known_now
 
     updates: Updates = {}
@@ -69,6 +71,11 @@ def condition_on_latest(model, db: Database, series_ids: list[str], cache: Cache
                 pre = precompute(fresh, panel)
             except Exception as exc:  # this member only: the others must not wait on it
                 log.warning("not re-conditioning %s: %s: %s", ", ".join(member.series_ids_), type(exc).__name__, exc)
+                continue
+            if not finite_rows(pre["rows"]):  # every answer from them would fail (JSON has no inf)
+                log.warning(
+                    "not re-conditioning %s: its forecasts are not finite numbers", ", ".join(fresh.series_ids_)
+                )
                 continue
             for series_id in fresh.series_ids_:
                 rows = [r for r in pre["rows"] if r["series_id"] == series_id]

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -76,6 +77,16 @@ a model slot while it is computed, and the rate limit counts the request once.""
 MAX_AS_OF_SERIES = 5
 """Series one request with ``as_of`` may name: each is its family estimated anew on the data known
 then (seconds for a joint family), and a moment a second apart is another estimation."""
+MAX_BODY_BYTES = 2 * 1024 * 1024
+"""The largest forecast body read (413 as soon as it passes, or at once for a Content-Length over
+it; ``PEFM_MAX_BODY_BYTES`` where that is smaller). Sized from the largest valid request, a what-if:
+10,000 ``history`` items (``check_request``'s cap) as ``json.dumps`` writes them, each at most 87
+bytes (``{"ts": "<40 characters, parse_timestamp's most>", "value": <24 characters, the longest
+double>}`` and its ", "), with ``series_id``, ``horizon``, 10 ``levels``, ``as_of`` and ``space``
+at their longest: 870,232 bytes; 1,090,294 indented by 2 (``series_ids`` at their most, 50 ids of
+64 characters, come without a history: some 3.5 kB). 2 MiB leaves room above that. The functions'
+20 MB is ingest's: with it a forecast body was read and parsed whole before its history was
+counted, and four 20 MB bodies at once took a replica from 240 MB to 1 GB."""
 # Request ids: unique per process start, no syscall per request (uuid4 reads os.urandom).
 _ID_PREFIX = secrets.token_hex(6)
 _request_numbers = itertools.count(1)
@@ -276,7 +287,7 @@ class ModelServer:
         if (text := self._rendered.get(key)) is None:
             keep = ["ds", "mean", *(f"{side}-{lv}" for lv in levels for side in ("lo", "hi"))]
             rows = [{k: row[k] for k in keep} for row in rows[:horizon]]
-            text = self._rendered[key] = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+            text = self._rendered[key] = rows_json(rows, "series_id")
         return text
 
     def model_json(
@@ -296,18 +307,16 @@ class ModelServer:
             self.start_loading()
             if not self._loaded.wait(MODEL_WAIT_SECONDS):  # a load takes a second or two: wait rather than refuse
                 raise ApiError(503, "the model is still loading; retry shortly", headers={"Retry-After": "1"})
-        if self.model is None:  # Retry-After only where trying again can help
-            retry = {"Retry-After": f"{LOAD_RETRY_SECONDS:.0f}"} if self._failed_at is not None else {}
-            raise ApiError(503, f"the model could not be loaded: {self.model_error}", headers=retry)
+        with self._loader_lock:  # read as one: a retry (``start_loading``) may begin meanwhile
+            model, error = self.model, self.model_error
+            passing = self._failed_at is not None or not self._loaded.is_set()  # failed may pass, or retried
+        if model is None:  # Retry-After only where trying again can help
+            retry = {"Retry-After": f"{LOAD_RETRY_SECONDS:.0f}"} if passing else {}
+            raise ApiError(503, f"the model could not be loaded: {error}", headers=retry)
         from pefm.serving.whatif import model_forecast
 
         rows = model_forecast(self, series_id, state, horizon, levels, as_of, changed, history, space)
-        try:
-            return json.dumps(rows, separators=(",", ":"), allow_nan=False)
-        except ValueError:  # e.g. a what-if history near the largest double: the model overflows
-            field = "history" if history is not None else "as_of" if as_of is not None else "series_id"
-            message = "the model's forecast from these data is not a finite number"
-            raise ApiError(422, "no finite forecast", [{"field": field, "message": message}]) from None
+        return rows_json(rows, "history" if history is not None else "as_of" if as_of is not None else "series_id")
 
 
 def _known_changed(server: ModelServer, series_id: str, as_of: datetime) -> datetime | None:
@@ -358,7 +367,8 @@ class InferenceService:
                 elif name == b"x-pefm-shadow":
                     shadow_header = value.decode("latin-1") if shadow_header is None else shadow_header
             settings = self.settings
-            body = await receive_body(receive, declared, settings.max_body_bytes, settings.body_timeout_seconds)
+            limit = min(MAX_BODY_BYTES, settings.max_body_bytes)
+            body = await receive_body(receive, declared, limit, settings.body_timeout_seconds)
             shadow = shadow_header is not None and mark_shadow(
                 scope, shadow_header, _url_path(scope), body, settings.shadow_key
             )
@@ -481,7 +491,7 @@ class InferenceService:
         request_id = f"{_ID_PREFIX}-{next(_request_numbers):x}"
         version, writer = server.version, None if shadow else self.writer
         revision, head = self.settings.revision, self._shared(version)[1]
-        parts = []
+        parts, served = [], []
         for series_id in ids:
             space, state = spaces[series_id], server.series[series_id]
             text, source = None, "precomputed"
@@ -491,15 +501,19 @@ class InferenceService:
                 text, source = await self._model_answer(series_id, state, space, horizon, levels, as_of, history)
                 data_as_of = as_of if as_of is not None else state.data_as_of
                 part = forecast_part(series_id, space, server.meta[series_id], data_as_of, text)
-            if not shadow:  # a rollout's probe is no traffic, in this count either
-                self.metrics.count_forecast(version.id, source)
             parts.append(part)
-            if writer is not None:
-                row = (time.time(), request_id, revision, version.id, series_id, as_of, history is not None)
-                writer.put("predictions", (*row, horizon, text, space))
+            row = (time.time(), request_id, revision, version.id, series_id, as_of, history is not None)
+            served.append((source, (*row, horizon, text, space)))
         estimated = _utc_text(as_of or version.data_as_of)
         forecasts = ",".join(parts)
         body = f'{head}"{request_id}","estimated_as_of":"{estimated}","forecasts":[{forecasts}]}}'
+        # counted and logged once the whole answer is made: a series that fails after others
+        # fails the request, and the others were never served
+        for source, row in served:
+            if not shadow:  # a rollout's probe is no traffic, in this count either
+                self.metrics.count_forecast(version.id, source)
+            if writer is not None:
+                writer.put("predictions", row)
         return body, version
 
     def _precomputed(
@@ -610,6 +624,22 @@ def check_request(data: dict[str, Any]):
     if details:
         raise ApiError(422, "invalid forecast request", details)
     return tuple(ids), horizon, tuple(sorted(set(levels))), as_of, history, space
+
+
+def rows_json(rows: list[dict[str, Any]], field: str) -> str:
+    """Forecast rows as JSON text; ApiError 422 naming ``field`` (what they were made from) when a
+    number in them is not finite, which JSON cannot say: e.g. data near the largest double, which
+    overflow the model or the level it is mapped back to."""
+    try:
+        return json.dumps(rows, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        message = "the model's forecast from these data is not a finite number"
+        raise ApiError(422, "no finite forecast", [{"field": field, "message": message}]) from None
+
+
+def finite_rows(rows: list[dict[str, Any]]) -> bool:
+    """Whether every number in forecast rows is finite: JSON, and so PostgreSQL's jsonb, has no other."""
+    return all(math.isfinite(v) for row in rows for v in row.values() if isinstance(v, float))
 
 
 def forecast_part(series_id: str, space: str, meta: dict[str, str], data_as_of: datetime, rows_json: str) -> str:

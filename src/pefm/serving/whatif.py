@@ -22,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import psycopg
 
 from pefm.data.frequency import Frequency
 from pefm.data.json_payload import observations_from_object
@@ -34,6 +35,7 @@ from pefm.forecasting.panel import conditioned, load_panel, panel_from_json, pan
 from pefm.forecasting.training import estimator
 from pefm.serving.cache import STATE_TTL, panel_key
 from pefm.serving.http import ApiError
+from pefm.serving.inference import finite_rows
 from pefm.storage.observations import last_changed, read_frame, settled
 
 if TYPE_CHECKING:
@@ -46,6 +48,10 @@ _cache = threading.Lock()  # the small caches below
 _PANELS = 8  # panels read as of a moment kept per process (least recently used out)
 _panels: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
 _conditioned_members: dict[tuple[str, str], tuple[int, BaseForecaster]] = {}
+WRITE_WAIT_SECONDS = 5.0
+"""How long a read of a series' data waits for a write to it under way (``settled``) before a 503
+with Retry-After: a write commits within a second or so, and the request waits holding a model
+slot; a session that held the series' lock for 45 s held the request as long."""
 
 
 def model_forecast(
@@ -76,8 +82,9 @@ def model_forecast(
                 anchor = anchor_at(panel, series_id, member.cutoff_)
         else:
             family, params, ids = _estimated_group(server, series_id)
-            # a what-if starts from the data the plain forecasts use (as last re-conditioned)
-            base = as_of or max(server.series[s].data_as_of for s in ids if s in server.series)
+            # a what-if starts from the data the plain forecast of ``state`` uses, the data_as_of
+            # its answer says (the series may be re-conditioned again while it is made)
+            base = as_of or state.data_as_of
             panel = _panel(server, ids, base, changed if as_of is not None else None)
             if as_of is not None:
                 model = _estimated_at(server.version.id, family, params, as_of, changed, panel)
@@ -150,6 +157,8 @@ def _as_of_rows(
     with server.db.connection() as conn:
         for kept_space in ("model", "level"):
             kept = _rows(member, series_id, meta, anchor, kept_space, *shape)
+            if not finite_rows(kept):  # jsonb cannot hold it; asked for, the answer is a 422 (``model_json``)
+                continue
             # the panel holds every write known at as_of up to ``changed`` (its key), and lacks
             # only later ones: a backdated write while this was computed is one of those
             store_forecast(conn, server.version.id, series_id, cutoff, as_of, kept_space, shape[1], kept, since=changed)
@@ -231,7 +240,7 @@ def _panel(
         panel = panel_from_json(text)
     else:
         with server.db.connection() as conn:
-            settled(conn, series_ids)  # kept below and in the shared cache: not without a write under way
+            _settled(conn, series_ids)  # kept below and in the shared cache: not without a write under way
             panel = load_panel(conn, series_ids, as_of=as_of)
         if shared is not None:
             shared.set("panel", shared_key, panel_to_json(panel), STATE_TTL)
@@ -240,6 +249,17 @@ def _panel(
         while len(_panels) > _PANELS:
             _panels.popitem(last=False)
     return panel
+
+
+def _settled(conn: psycopg.Connection, series_ids: list[str]) -> None:
+    """``settled``, waiting at most WRITE_WAIT_SECONDS; then a 503 with Retry-After."""
+    conn.execute(f"SET LOCAL lock_timeout = '{WRITE_WAIT_SECONDS * 1000:.0f}ms'")
+    try:
+        settled(conn, series_ids)
+    except psycopg.errors.LockNotAvailable:
+        message = f"a write to {', '.join(series_ids)} has been under way for over {WRITE_WAIT_SECONDS:g} s; retry"
+        raise ApiError(503, message, headers={"Retry-After": f"{WRITE_WAIT_SECONDS:.0f}"}) from None
+    conn.execute("SET LOCAL lock_timeout = DEFAULT")
 
 
 def _stored_levels(server: ModelServer, series_id: str, as_of: datetime) -> pd.Series:
