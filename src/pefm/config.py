@@ -91,7 +91,7 @@ class Settings:
     """``PEFM_BODY_TIMEOUT_SECONDS``: how long a request's body may take to arrive (408 after)."""
     model_version: str | None = None
     """``PEFM_MODEL_VERSION``: the registry version an inference revision serves; unset -> the
-    version serving when the replica starts (it does not follow later promotions)."""
+    serving version, followed through promotions (``ServiceFunction._follow_registry``)."""
     revision: str = "local"
     """``K_REVISION`` (set by Knative): the revision name reported in responses and metrics."""
     prometheus_url: str | None = None

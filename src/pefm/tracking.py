@@ -243,11 +243,13 @@ class Mirror:
     def run(self) -> None:
         import psycopg
 
+        from pefm.storage.channels import REGISTRY_CHANNEL
+
         backoff = 1.0
         while not self.stopping.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
-                    conn.execute("LISTEN pefm_registry")
+                    conn.execute(f"LISTEN {REGISTRY_CHANNEL}")
                     while not self.stopping.is_set():
                         self._sync(conn)
                         self._wait(conn)

@@ -367,8 +367,8 @@ def test_a_restarted_stack_routes_the_revision_it_starts_when_the_last_winner_is
 def test_status_takes_an_unpinned_local_revision_as_serving_the_serving_version(db):
     """Compose registers blue and green without a version; each loads the registry's serving one
     at its start, as a rollout (and the cluster's status) takes it. `pefm status` called every such
-    revision a disagreement, so it always exited 1 there. A revision nobody registered still is,
-    and so is one that started before the serving version was promoted."""
+    revision a disagreement, so it always exited 1 there. A revision nobody registered still is.
+    One that started before a promotion follows it (``tests/functions/test_inference_follows_registry.py``)."""
     from pefm.data.bundled import bundled
     from pefm.data.loading import load_bundled
     from pefm.forecasting.registry import promote
@@ -393,14 +393,13 @@ def test_status_takes_an_unpinned_local_revision_as_serving_the_serving_version(
     assert service_status(controller, "inference").problems[0] == (
         f"pefm-inference-gone carries 100% and serves an unknown version, but the registry says {version.id}"
     )
-    # promoted by hand since blue started: blue keeps the version it loaded, which status cannot name
+    # promoted by hand since blue started: blue follows it
     router.set_traffic("inference", sole("pefm-inference-blue"))
     with db.connection() as conn:
         later, _ = train(conn, "mean", ["realgdp"], spec=None)
         promote(conn, later.id)
-    assert service_status(controller, "inference").problems[0] == (
-        f"pefm-inference-blue carries 100% and serves an unknown version, but the registry says {later.id}"
-    )
+    status = service_status(controller, "inference")
+    assert status.problems == [] and [t.model_version for t in status.targets] == [later.id]
 
 
 def test_db_status_lists_the_migrations_and_says_whether_timescaledb_is_used(cli_env):

@@ -94,7 +94,7 @@ class KnativeCluster:
 
     def revision_model_version(self, revision: str) -> str | None:
         """PEFM_MODEL_VERSION of the Revision's first container; None when it is unpinned (it then
-        serves the registry's serving version as of its start)."""
+        serves the registry's serving version, following promotions)."""
         body = self._call("get_namespaced_custom_object", *KNATIVE, self.namespace, "revisions", revision)
         containers = body.get("spec", {}).get("containers") or [{}]
         env = {e.get("name"): e.get("value") for e in containers[0].get("env", [])}
@@ -176,7 +176,7 @@ class KnativeCluster:
 class ClusterTraffic:
     """The reads of the TrafficRouter seam over a Flagger-managed Knative Service: what ``pefm
     status`` compares with the registry. An unpinned revision serves the registry's serving
-    version (``unpinned``), as of its start."""
+    version (``unpinned``), following promotions."""
 
     def __init__(self, cluster: KnativeCluster, unpinned: str | None):
         self.cluster, self.unpinned = cluster, unpinned
@@ -192,5 +192,5 @@ class ClusterTraffic:
     def revision_model_version(self, service: str, revision: str) -> str | None:
         return self.cluster.revision_model_version(revision) or self.unpinned
 
-    def unpinned_serves(self, service: str, revision: str, serving) -> bool:
+    def unpinned(self, service: str, revision: str) -> bool:
         return False  # revision_model_version has resolved an unpinned revision already

@@ -11,7 +11,6 @@ from psycopg.types.json import Jsonb
 from pefm.local.runtime import RETIRE_LOCK, stop_revision
 from pefm.rollout.router import TrafficTarget
 from pefm.storage.database import Database
-from pefm.storage.model_versions import ModelVersion
 
 log = logging.getLogger(__name__)
 REREAD_SECONDS = 1.0
@@ -71,15 +70,13 @@ class LocalRouter:
             ).fetchone()
         return row[0] if row else None
 
-    def unpinned_serves(self, service: str, revision: str, serving: ModelVersion) -> bool:
-        """Whether ``revision`` is recorded unpinned (compose's blue and green) and started once
-        ``serving`` was serving: such a revision loads the registry's serving version when it
-        starts, and keeps it."""
+    def unpinned(self, service: str, revision: str) -> bool:
+        """Whether ``revision`` is recorded unpinned (compose's blue and green): it serves the
+        registry's serving version, following promotions."""
         with self.db.connection() as conn:
             row = conn.execute(
-                """SELECT model_version IS NULL AND started_at >= %s FROM local_revisions
-                   WHERE service = %s AND revision = %s""",
-                (serving.status_changed_at, service, revision),
+                "SELECT model_version IS NULL FROM local_revisions WHERE service = %s AND revision = %s",
+                (service, revision),
             ).fetchone()
         return bool(row and row[0])
 

@@ -98,9 +98,9 @@ class TrafficRouter(Protocol):
         """Whether ``revision`` is one of ``service``'s (started, not yet retired)."""
         ...
 
-    def unpinned_serves(self, service: str, revision: str, serving) -> bool:
-        """Whether ``revision``, pinned to no version, serves ``serving`` (the registry's serving
-        version): it started once that was serving."""
+    def unpinned(self, service: str, revision: str) -> bool:
+        """Whether ``revision`` is one pinned to no version: it serves the registry's serving
+        version, following promotions (``ServiceFunction._follow_registry``)."""
         ...
 
     def retire(self, service: str, revision: str) -> bool:

@@ -34,12 +34,12 @@ class ServiceStatus:
 
 def _served(router, service: str, revision: str | None, serving: ModelVersion | None) -> str | None:
     """The model version ``revision`` serves: its pinned one, else (left unpinned: compose's blue
-    and green) the registry's serving version when it started once that was serving (it loads it
-    at its start and keeps it), as a rollout takes it (``RolloutController.start``); else unknown."""
+    and green) the registry's serving version, which it follows through promotions, as a rollout
+    takes it (``RolloutController.start``); else unknown."""
     if revision is None:
         return None
     pinned = router.revision_model_version(service, revision)
-    if pinned is None and serving is not None and router.unpinned_serves(service, revision, serving):
+    if pinned is None and serving is not None and router.unpinned(service, revision):
         return serving.id
     return pinned
 

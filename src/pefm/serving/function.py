@@ -37,6 +37,12 @@ class ServiceFunction:
         self._stopping = threading.Event()
         self._on_stop: Callable[[], None] | None = None
         """What the app ends when the function stops (the monitor: the retraining it started)."""
+        self._serving = None
+        """Inference: the ModelServer of the version served now."""
+        self._retired = threading.Event()
+        """Set when the version served now is no longer (the function stops, or an unpinned
+        revision follows a promotion): what serves it (its re-conditioning) ends."""
+        self._following: threading.Thread | None = None
 
     def start(self, cfg: dict[str, str]) -> None:
         """Build the app from the environment ``cfg``; failures leave the function not ready."""
@@ -152,16 +158,68 @@ class ServiceFunction:
             return
 
     def _inference_app(self, server, openapi: dict):
+        """The app serving ``server``'s version, its re-conditioning started; an unpinned revision
+        also follows the registry from then on (``_follow_registry``)."""
         from pefm.serving.inference import create_inference_app
 
         settings = self.settings
         self.metrics.serve_model(server.version.id, server.version.family)
         app = create_inference_app(settings, server, self.metrics, self.writer, openapi)
+        self._serving, self._retired = server, threading.Event()
+        if self._stopping.is_set():
+            self._retired.set()
         if settings.recondition:
             from pefm.serving.freshness import Reconditioner
 
-            Reconditioner(server, self.db.url, self._stopping).start()
+            Reconditioner(server, self.db.url, self._retired).start()
+        if settings.model_version is None and self._following is None:
+            self._following = threading.Thread(
+                target=self._follow_registry, args=(openapi,), name="pefm-follow-registry", daemon=True
+            )
+            self._following.start()
         return app
+
+    def _follow_registry(self, openapi: dict) -> None:
+        """An unpinned revision serves the registry's serving version, whenever its replicas
+        started: on every change the registry announces, and on every (re)connection (what changed
+        while it did not listen), a version promoted since is loaded, then swapped in; requests
+        under way finish on the one before. Until it loads (or if it cannot: a key not trusted
+        here) the one before serves, and the next announcement or reconnection tries again."""
+        import psycopg
+
+        from pefm.storage.channels import REGISTRY_CHANNEL
+
+        backoff = 1.0
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.db.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {REGISTRY_CHANNEL}")
+                    heard = True
+                    while not self._stopping.is_set():
+                        if heard:
+                            self._follow_promotion(openapi)
+                            backoff = 1.0
+                        heard = bool(list(conn.notifies(timeout=1.0, stop_after=1)))
+            except Exception as exc:  # the database away, or the new version failed to load
+                log.warning("following the registry paused (%s: %s); again in %.0f s", type(exc).__name__, exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _follow_promotion(self, openapi: dict) -> None:
+        from pefm.forecasting.registry import serving_id
+        from pefm.serving.inference import ModelServer
+
+        with self.db.connection() as conn:
+            serving = serving_id(conn)
+        served = self._serving.version.id
+        if serving is None or serving == served:  # none serves: the one before is better than none
+            return
+        server = ModelServer(self.settings, self.db, self.cache)
+        server.load()
+        retired = self._retired
+        self.app = guard(self._inference_app(server, openapi), on_request=self._observe)
+        retired.set()
+        log.info("serving %s, promoted in the registry (was %s)", server.version.id, served)
 
     def _mark_ready(self, revision: str) -> None:
         """Ready: record the start (a cold start, on Knative) in the metrics and the database."""
@@ -192,6 +250,7 @@ class ServiceFunction:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._retired.set()
         if self._on_stop is not None:
             self._on_stop()
         self._close()

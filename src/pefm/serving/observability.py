@@ -84,8 +84,9 @@ class ServiceMetrics:
         return self._ready
 
     def serve_model(self, version_id: str, family: str) -> None:
-        """Record the model version this revision serves."""
-        self._models[version_id] = family
+        """Record the model version this revision serves (one: an unpinned revision follows a
+        promotion)."""
+        self._models = {version_id: family}
 
     async def endpoint(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -11,6 +11,9 @@ if TYPE_CHECKING:
 OBSERVATIONS_CHANNEL = "pefm_observations"
 """The PostgreSQL notification channel a write that changed data announces its series on (and a
 change of a series' unit, which the replicas' answers carry)."""
+REGISTRY_CHANNEL = "pefm_registry"
+"""The channel the registry announces every change of ``model_versions`` on (migration 0013's
+trigger, when the change commits): the tracking mirror and unpinned inference revisions listen."""
 
 
 def announce(conn: psycopg.Connection, ids: list[str]) -> None:
