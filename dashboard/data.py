@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ from pefm.storage.model_versions import (
     ModelVersion,
     get_serving,
     get_version,
-    list_versions,
     read_precomputed,
 )
 from pefm.storage.observations import read_frame, recent_start
@@ -60,10 +60,11 @@ def traffic_from_prometheus(prometheus: PrometheusProvider, window_minutes: int)
 
 
 def traffic_from_log(conn: psycopg.Connection, window_minutes: int) -> dict[str, Any]:
-    """The same numbers from the request log in the database."""
+    """The same numbers from the request log in the database: 2xx as Prometheus counts it
+    (``status=~"2.."``), not every answer under 400 (a 1xx or 3xx is no success)."""
     n, ok, client, server, p95 = conn.execute(
-        """SELECT count(*), avg((status < 400)::int), avg((status BETWEEN 400 AND 499)::int), avg((status >= 500)::int),
-                  percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
+        """SELECT count(*), avg((status BETWEEN 200 AND 299)::int), avg((status BETWEEN 400 AND 499)::int),
+                  avg((status >= 500)::int), percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
            FROM request_log WHERE service = 'inference' AND ts >= now() - make_interval(mins => %s)""",
         (window_minutes,),
     ).fetchone()
@@ -257,10 +258,15 @@ def series_options(series: list[SeriesInfo]) -> list[dict[str, str]]:
 
 def model_options(conn: psycopg.Connection, series: SeriesInfo) -> list[dict[str, str]]:
     """Model versions that forecast the series: the one serving it first (``catalog``'s), then
-    candidates and rejected ones, newest first."""
-    versions = [v for v in list_versions(conn, forecasts=False) if series.id in v.series_ids and v.status != "retired"]
-    versions.sort(key=lambda v: (v.id != series.version, -v.created_at.timestamp()))
-    return [{"label": f"{v.id} ({v.status})", "value": v.id} for v in versions]
+    candidates and rejected ones, newest first. Reads their ids and statuses alone: every
+    version's backtest (its metrics, a megabyte with its forecasts) was read for a dropdown."""
+    versions = conn.execute(
+        """SELECT id, status FROM model_versions WHERE %s = ANY (series_ids) AND status <> 'retired'
+           ORDER BY created_at DESC, id""",
+        (series.id,),
+    ).fetchall()
+    versions.sort(key=lambda v: v[0] != series.version)  # stable: newest first after it
+    return [{"label": f"{id} ({status})", "value": id} for id, status in versions]
 
 
 RECENT_POINTS = 200
@@ -316,6 +322,7 @@ def latest_forecast(
     observed: pd.Series,
     stored: pd.DataFrame,
     changed: datetime | None,
+    deadline: float,
 ) -> LatestForecast:
     """The forecast of ``series_id`` from the latest data. The ``serving`` version's is the
     inference API's answer (``PEFM_ROUTER_URL``), which conditions the served model on the data that
@@ -324,7 +331,7 @@ def latest_forecast(
     members condition on each other's data). Otherwise (another version, no API, or no answer) the
     forecast ``stored`` at registration (``forecast``, read beforehand: no connection is held while
     the API is asked), less the steps already ``observed`` (the history as drawn), with a note
-    saying it was made before them."""
+    saying it was made before them. ``deadline``: the render's (``ask_deadline``)."""
     url = get_settings().router_url
     if serving != version.id:
         why = "only the serving version is conditioned on new data"
@@ -334,12 +341,13 @@ def latest_forecast(
         key = (url, version.id, series_id, horizon, space, changed)
         part, at = _ANSWERED.get(key, (None, 0.0))
         if part is None or time.monotonic() - at > ANSWER_SECONDS:
-            part, why = _ask(url, version.id, {"series_id": series_id, "horizon": horizon, "space": space}, timeout=10)
+            part, why = _ask(url, version.id, {"series_id": series_id, "horizon": horizon, "space": space}, deadline)
             if part is not None:
-                _ANSWERED[key] = (part, time.monotonic())
-                _ANSWERED.move_to_end(key)
-                while len(_ANSWERED) > ANSWERS_KEPT:
-                    _ANSWERED.popitem(last=False)
+                with _ANSWERED_LOCK:  # a render asks its series at once
+                    _ANSWERED[key] = (part, time.monotonic())
+                    _ANSWERED.move_to_end(key)
+                    while len(_ANSWERED) > ANSWERS_KEPT:
+                        _ANSWERED.popitem(last=False)
         if part is not None:
             return LatestForecast(_frame(part["forecast"]), datetime.fromisoformat(part["data_as_of"]), "")
     return _unobserved(stored, version, observed, why)
@@ -353,6 +361,7 @@ latest vintage. Every open Forecasts page had asked for each drawn series at eve
 refresh, traffic the Overview, the request log and a canary's analysis then counted as users'."""
 ANSWER_SECONDS = 120.0
 _ANSWERED: OrderedDict[tuple, tuple[dict[str, Any], float]] = OrderedDict()
+_ANSWERED_LOCK = threading.Lock()
 
 
 def _unobserved(rows: pd.DataFrame, version: ModelVersion, observed: pd.Series, why: str) -> LatestForecast:
@@ -409,7 +418,7 @@ def origin_forecast(
         return OriginForecast(origin, None, str(exc))
     freq = get_series(conn, series_id).frequency
 
-    def kept(steps: int) -> list[dict[str, Any]] | None:
+    def kept(steps: int, space: str = space) -> list[dict[str, Any]] | None:
         levels = PRECOMPUTED_LEVELS
         return stored_forecast(conn, version, series_id, freq, together, origin, as_of, space, steps, levels)
 
@@ -424,37 +433,68 @@ def origin_forecast(
     if 0 < fewer < horizon and (rows := kept(fewer)) is not None:
         why = f"{fewer} of the {horizon} steps asked: the registry keeps {fewer} from past origins"
         return OriginForecast(origin, _frame(rows), why, ask)
-    not_yet = "not computed yet: the inference API computes it for the serving model (POST /v1/forecast with as_of)"
-    return OriginForecast(origin, None, not_yet, ask)
+    if ask is not None:
+        why = "not computed yet: the inference API computes it for the serving model (POST /v1/forecast with as_of)"
+    elif url is None:
+        why = "not kept by the registry, and no inference API (PEFM_ROUTER_URL) to compute it"
+    else:
+        why = "not kept by the registry, and the inference API computes it for the serving model only"
+    if space == "level" and kept(1, "model") is not None:  # the backtest's: model space only
+        why += "; the registry keeps it in model space: choose model space to see it"
+    return OriginForecast(origin, None, why, ask)
 
 
-def answered(made: OriginForecast, version_id: str) -> OriginForecast:
+def answered(made: OriginForecast, version_id: str, deadline: float) -> OriginForecast:
     """``made`` completed by the inference API, where it has a request to ask (with no database
-    connection held): the API's rows when it answers with them, else the steps the registry keeps,
-    else why the API gave none."""
+    connection held) until the render's ``deadline``: the API's rows when it answers with them,
+    else the steps the registry keeps, else not computed yet and why the API gave none."""
     if made.ask is None:
         return made
     url, body = made.ask
-    part, why = _ask(url, version_id, body, timeout=120)
+    part, why = _ask(url, version_id, body, deadline)
     if part is not None:
         return OriginForecast(made.origin, _frame(part["forecast"]), "computed by the inference API")
-    return made if made.rows is not None else OriginForecast(made.origin, None, why)
+    return made if made.rows is not None else OriginForecast(made.origin, None, f"{made.note} ({why})")
 
 
-def _ask(url: str, version_id: str, body: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str]:
+ASK_SECONDS = 5.0
+"""The longest one render waits for the inference API, all its series together (``views._drawn``
+asks them at once). One after the other, with 10 s each and 120 s for an as-of forecast, a hung
+API or router held a render of four series 40 s (8 minutes as of a date), and a worker thread
+of the server with it."""
+CONNECT_SECONDS = 1.0
+"""How long a connection to the API may take: a router that is not there is known at once."""
+
+
+def ask_deadline() -> float:
+    """The moment (``time.monotonic``) a render that begins now stops waiting for the API."""
+    return time.monotonic() + ASK_SECONDS
+
+
+def _ask(url: str, version_id: str, body: dict[str, Any], deadline: float) -> tuple[dict[str, Any] | None, str]:
     """The inference API's forecast of the one series ``body`` asks for (its part of the answer),
-    when ``version_id`` answered; else None and why not. During a rollout the local router sends a
-    request to either revision: one answered by the other version is asked again of each tag's
-    revision (the serving version is blue's, or green's once promoted), so the panel does not flip
-    between the two forecasts from one refresh to the next."""
+    when ``version_id`` answered by ``deadline``; else None and why not. During a rollout the local
+    router sends a request to either revision: one answered by the other version is asked again of
+    each tag's revision (the serving version is blue's, or green's once promoted), so the panel
+    does not flip between the two forecasts from one refresh to the next. An API that did not
+    answer is not asked again for ``RETRY_S``, as Prometheus and MLflow are not: each refresh of
+    every open page waited for it. Not an as-of estimate that outlasts the render (seconds for a
+    joint family): the latest forecasts answer in milliseconds all the same."""
+    if (failed := recent_failure(url)) is not None:
+        return None, f"the inference API did not answer lately ({failed}): asked again within a minute"
     base = url.rstrip("/")
     why = ""
     for where in (base, f"{base}/_tag/blue", f"{base}/_tag/green"):
+        if (left := deadline - time.monotonic()) <= 0:
+            return None, why or f"the inference API did not answer within {ASK_SECONDS:g} s"
         try:
+            timeout = httpx.Timeout(left, connect=min(CONNECT_SECONDS, left))
             response = httpx.post(f"{where}/v1/forecast", json=body, timeout=timeout)
         except httpx.HTTPError as exc:
             if where == base:
-                return None, f"the inference API did not answer: {exc}"
+                if "as_of" not in body or not isinstance(exc, httpx.ReadTimeout):
+                    remember_failure(url, type(exc).__name__)
+                return None, f"the inference API did not answer: {type(exc).__name__} {exc}"
             continue
         answer = response.json() if "json" in response.headers.get("content-type", "") else {}
         if not response.is_success:
@@ -708,30 +748,37 @@ def serving_events(conn: psycopg.Connection, service: str = "inference", minutes
 def registry(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Every model version, newest first, as the Models page lists it: status (and why), family,
     the data's cut-off, the backtest setup, the median RMSE over naive at h=1 across its series,
-    and the gates' verdict."""
-    out = []
-    for v in sorted(list_versions(conn, forecasts=False), key=lambda v: v.created_at, reverse=True):
-        gates = v.gate_report
-        out.append(
-            {
-                "id": v.id,
-                "status": v.status,
-                "family": v.family,
-                "data_as_of": f"{v.data_as_of:%Y-%m-%d}",
-                "created": f"{v.created_at:%Y-%m-%d %H:%M}",
-                "series": len(v.series_ids),
-                "backtest": backtest_setup(v),
-                "rmse_ratio_naive_h1": _median_metric(v, "rmse_ratio_naive@h1"),
-                "gates": "not gated" if not gates else ("passed" if gates["passed"] else "failed"),
-                "status_reason": v.status_reason or "",
-            }
-        )
-    return out
+    and the gates' verdict. Reads those alone: every version's whole backtest and gate report had
+    been read and parsed for a table that shows a few fields of them."""
+    rows = conn.execute(
+        """SELECT id, status, family, data_as_of, created_at, cardinality(series_ids), backtest -> 'spec',
+                  (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY (m ->> 'rmse_ratio_naive@h1')::float8)
+                   FROM jsonb_each(backtest -> 'metrics') AS s (series_id, m)),
+                  CASE WHEN gate_report IS NULL OR gate_report = '{}' THEN 'not gated'
+                       WHEN (gate_report ->> 'passed')::boolean THEN 'passed' ELSE 'failed' END,
+                  status_reason
+           FROM model_versions ORDER BY created_at DESC, id"""
+    ).fetchall()
+    return [
+        {
+            "id": id,
+            "status": status,
+            "family": family,
+            "data_as_of": f"{data_as_of:%Y-%m-%d}",
+            "created": f"{created:%Y-%m-%d %H:%M}",
+            "series": series,
+            "backtest": backtest_setup(spec),
+            "rmse_ratio_naive_h1": None if ratio is None else round(ratio, 3),
+            "gates": gates,
+            "status_reason": reason or "",
+        }
+        for id, status, family, data_as_of, created, series, spec, ratio, gates, reason in rows
+    ]
 
 
-def backtest_setup(version: ModelVersion) -> str:
-    """The version's backtest spec in words: steps, windows, how the model was refitted."""
-    spec = (version.backtest or {}).get("spec")
+def backtest_setup(spec: dict[str, Any] | None) -> str:
+    """A backtest's spec (a version's ``backtest["spec"]``) in words: steps, windows, how the model
+    was refitted."""
     if not spec:
         return "none"
     refit = "refit at every origin" if spec.get("refit_every", 1) == 1 else f"refit every {spec['refit_every']}"

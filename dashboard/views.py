@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
@@ -205,9 +206,10 @@ class Drawn:
 
 def _drawn(view: ForecastView, catalog: list[data.SeriesInfo] | None) -> list[Drawn]:
     """The chosen series and their forecasts: everything the database holds is read first, then
-    the connection is given back and the inference API asked (it takes up to 10 s for the latest
-    forecast and 120 s for one as of a date: a connection held meanwhile sat idle in transaction,
-    holding a snapshot and one of the pool's few connections)."""
+    the connection is given back (held while the API was asked, it sat idle in transaction,
+    holding a snapshot and one of the pool's few connections) and the inference API asked for
+    every series at once, all of them answering by one deadline (``data.ASK_SECONDS``): one after
+    the other, a hung API held a render for each series' whole wait."""
     as_of = _as_of(view)
     read = []
     with database().connection() as conn:
@@ -219,12 +221,15 @@ def _drawn(view: ForecastView, catalog: list[data.SeriesInfo] | None) -> list[Dr
             known = data.history(conn, info.id, as_of, view.space, start) if as_of else latest
             stored = [None if v is None else _stored(conn, v, info, view, as_of) for v in (version, compared)]
             read.append((info, version, compared, latest, known, stored))
-    drawn = []
-    for info, version, compared, latest, known, stored in read:
+    deadline = data.ask_deadline()
+
+    def draw(info, version, compared, latest, known, stored) -> Drawn:
         pairs = zip((version, compared), stored, strict=True)
-        made = [None if v is None else _made(v, info, view, as_of, latest, s, changed) for v, s in pairs]
-        drawn.append(Drawn(info, version, compared, latest, known, *made))
-    return drawn
+        made = [None if v is None else _made(v, info, view, as_of, latest, s, changed, deadline) for v, s in pairs]
+        return Drawn(info, version, compared, latest, known, *made)
+
+    with ThreadPoolExecutor(max_workers=max(len(read), 1)) as pool:
+        return list(pool.map(lambda series: draw(*series), read))
 
 
 def _stored(conn, version: ModelVersion, info: data.SeriesInfo, view: ForecastView, as_of: datetime | None):
@@ -236,15 +241,25 @@ def _stored(conn, version: ModelVersion, info: data.SeriesInfo, view: ForecastVi
 
 
 def _made(
-    version: ModelVersion, info: data.SeriesInfo, view: ForecastView, as_of: datetime | None, latest, stored, changed
+    version: ModelVersion,
+    info: data.SeriesInfo,
+    view: ForecastView,
+    as_of: datetime | None,
+    latest,
+    stored,
+    changed,
+    deadline: float,
 ):
-    """A version's forecast from what the database held (``_stored``) and the inference API's answer;
-    ``latest``: the series as known now; ``changed``: the data's last change (``latest_forecast``)."""
+    """A version's forecast from what the database held (``_stored``) and the inference API's answer
+    by ``deadline``; ``latest``: the series as known now; ``changed``: the data's last change
+    (``latest_forecast``)."""
     if as_of is None:
-        made = data.latest_forecast(version, info.version, info.id, view.horizon, view.space, latest, stored, changed)
+        made = data.latest_forecast(
+            version, info.version, info.id, view.horizon, view.space, latest, stored, changed, deadline
+        )
         note = made.note or ("" if not made.rows.empty else f"no forecast: {version.id} has none of {info.id}")
         return Made(made.rows, note, None, made.data_as_of)
-    made = data.answered(stored, version.id)
+    made = data.answered(stored, version.id, deadline)
     if made.rows is None:
         return Made(pd.DataFrame(), f"no forecast from this origin: {made.note}", made.origin, as_of)
     return Made(made.rows, made.note if len(made.rows) < view.horizon else "", made.origin, as_of)
@@ -299,12 +314,22 @@ def forecast_csv(view: ForecastView) -> pd.DataFrame:
                 "data_as_of": view.as_of or f"{made.data_as_of:%Y-%m-%d}",
                 "origin": "" if made.origin is None else f"{made.origin:%Y-%m-%d}",
             }
-            parts.append(made.rows.assign(ds=made.rows["ds"].dt.strftime("%Y-%m-%d"), **meta))
+            parts.append(made.rows.assign(ds=made.rows["ds"].dt.strftime("%Y-%m-%d"), **_cells(meta)))
     columns = ["series_id", "model_version", "space", "unit", "transform", "data_as_of", "origin", "ds", "mean"]
     if not parts:
         return pd.DataFrame(columns=columns)
     frame = pd.concat(parts, ignore_index=True)
     return frame[columns + [c for c in frame.columns if c not in columns]]
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""How a CSV cell that a spreadsheet runs as a formula starts (OWASP's CSV injection)."""
+
+
+def _cells(texts: dict[str, str]) -> dict[str, str]:
+    """Text for CSV cells as text: one that a spreadsheet would run as a formula (a unit is free
+    text: ``=HYPERLINK(...)``) is prefixed with ``'``, which spreadsheets read as "text follows"."""
+    return {k: f"'{v}" if v.startswith(FORMULA_START) else v for k, v in texts.items()}
 
 
 def drift_view(choice: str | None = None):
@@ -559,7 +584,7 @@ def version_card(version_id: str) -> dbc.Card:
         ("data as of", f"{version.data_as_of:%Y-%m-%d %H:%M} UTC"),
         ("registered", f"{version.created_at:%Y-%m-%d %H:%M} UTC"),
         ("trained from", version.parent_id or "-"),
-        ("backtest", data.backtest_setup(version)),
+        ("backtest", data.backtest_setup((version.backtest or {}).get("spec"))),
         ("artifact sha256", version.artifact_sha256[:16] + "..."),
     ]
     if (uri := get_settings().mlflow_tracking_uri) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from html import escape
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -24,6 +25,15 @@ MARGIN = {"l": 40, "r": 10, "t": 40, "b": 30}
 PERIOD_FORMAT = {"Q": "%Y Q%q", "M": "%b %Y", "A": "%Y", "W": "%Y-%m-%d", "D": "%Y-%m-%d", "B": "%Y-%m-%d"}
 """How dates read on a series' axis and in its hover, by frequency code (``%q``: the quarter)."""
 COMPARE = "#8e44ad"
+
+
+def plain(text: str) -> str:
+    """``text`` as Plotly is to show it, character for character. Plotly reads a subset of HTML in
+    every text it draws (titles, axis titles, annotations, legends, hovers): a series named
+    ``<a href=...>`` drew a live link in the chart. Every string a user or a program wrote (series
+    names and units, version and revision names, reasons) goes through here; Plotly draws the
+    escaped <, > and & back as the characters themselves."""
+    return escape(text, quote=False)
 
 
 def number(value: float | None) -> str:
@@ -73,7 +83,7 @@ def forecast_panels(panels: list[Panel], title: str, uirevision: str) -> go.Figu
     outcome fell outside the 95% band. Axis titles carry the unit; dates read by frequency."""
     rows = max(len(panels), 1)
     figure = make_subplots(
-        rows=rows, cols=1, subplot_titles=[p.title for p in panels] or [""], vertical_spacing=0.22 / rows
+        rows=rows, cols=1, subplot_titles=[plain(p.title) for p in panels] or [""], vertical_spacing=0.22 / rows
     )
     for row, panel in enumerate(panels, start=1):
         first = row == 1
@@ -88,7 +98,7 @@ def forecast_panels(panels: list[Panel], title: str, uirevision: str) -> go.Figu
         _outside(figure, panel, row, first)
         if panel.note:
             figure.add_annotation(
-                text=panel.note,
+                text=plain(panel.note),
                 xref=f"x{'' if first else row} domain",
                 yref=f"y{'' if first else row} domain",
                 x=0.01,
@@ -102,9 +112,9 @@ def forecast_panels(panels: list[Panel], title: str, uirevision: str) -> go.Figu
             )
         dates = PERIOD_FORMAT.get(panel.freq, "%Y-%m-%d")
         figure.update_xaxes(tickformat=dates, hoverformat=dates, row=row, col=1)
-        figure.update_yaxes(title_text=panel.unit, row=row, col=1)
+        figure.update_yaxes(title_text=plain(panel.unit), row=row, col=1)
     figure.update_layout(
-        title=title if panels else "choose a series",
+        title=plain(title) if panels else "choose a series",
         height=120 + 330 * rows,
         margin={"l": 60, "r": 10, "t": 70, "b": 30},
         hovermode="x unified",
@@ -156,10 +166,10 @@ def _mean(forecast: pd.DataFrame, name: str, version: str, color: str, dash: str
         x=forecast["ds"],
         y=forecast["mean"],
         mode="lines+markers",
-        name=name,
+        name=plain(name),
         line={"color": color, "dash": dash},
         customdata=_summaries(forecast),
-        hovertemplate="%{customdata}<extra>" + version + "</extra>",
+        hovertemplate="%{customdata}<extra>" + plain(version) + "</extra>",
         legendgroup=name,
         showlegend=legend,
     )
@@ -313,7 +323,7 @@ def drift_over_time(history: pd.DataFrame, title: str, score: str) -> go.Figure:
             marker={"symbol": "line-ew-open", "size": 14},
         )
     )
-    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"}, yaxis_title=score)
+    figure.update_layout(title=plain(title), margin=MARGIN, legend={"orientation": "h"}, yaxis_title=score)
     _checks_axis(figure, x)
     return figure
 
@@ -340,7 +350,7 @@ def _checks_axis(figure: go.Figure, moments: pd.Series) -> None:
 
 def _empty(figure: go.Figure, title: str, message: str) -> go.Figure:
     figure.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
-    figure.update_layout(title=title, margin=MARGIN, xaxis_visible=False, yaxis_visible=False)
+    figure.update_layout(title=plain(title), margin=MARGIN, xaxis_visible=False, yaxis_visible=False)
     return figure
 
 
@@ -348,14 +358,15 @@ def latency_by_revision(frame: pd.DataFrame) -> go.Figure:
     """p50/p95/p99 latency per revision over time (one line per revision and quantile; a minute
     without requests is a gap). Legends show the short revision label, hovers the full name."""
     figure = go.Figure()
-    for revision, group in frame.groupby("revision"):
+    for name, group in frame.groupby("revision"):
+        revision = plain(name)
         for quantile, dash in (("p50", "solid"), ("p95", "dash"), ("p99", "dot")):
             figure.add_trace(
                 go.Scatter(
                     x=group["bucket"],
                     y=group[quantile],
                     mode="lines+markers",  # a lone minute still shows
-                    name=f"{short_revision(revision)} {quantile}",
+                    name=f"{plain(short_revision(name))} {quantile}",
                     line={"dash": dash},
                     connectgaps=False,
                     hovertemplate=f"{quantile} %{{y:.1f}} ms<extra>{revision}</extra>",
@@ -369,8 +380,8 @@ def rate_by_revision(frame: pd.DataFrame) -> go.Figure:
     """Requests per second per revision (stacked, zero where there were none), with each
     revision's 4xx and 5xx answers per minute as bars."""
     figure = go.Figure()
-    for revision, group in frame.groupby("revision"):
-        label = short_revision(revision)
+    for name, group in frame.groupby("revision"):
+        revision, label = plain(name), plain(short_revision(name))
         figure.add_trace(
             go.Scatter(
                 x=group["bucket"],
@@ -420,7 +431,7 @@ def reference_vs_current(windows: dict[str, list[float]] | None, title: str) -> 
             go.Histogram(x=windows[name], name=name, histnorm="probability density", marker_color=color, opacity=0.6)
         )
     figure.update_layout(
-        title=title,
+        title=plain(title),
         barmode="overlay",
         margin=MARGIN,
         legend={"orientation": "h"},
@@ -464,7 +475,7 @@ def accuracy_vs_backtest(history: pd.DataFrame, title: str) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    figure.update_layout(title=title, margin=MARGIN, legend={"orientation": "h"}, yaxis_title="one-step RMSE")
+    figure.update_layout(title=plain(title), margin=MARGIN, legend={"orientation": "h"}, yaxis_title="one-step RMSE")
     _checks_axis(figure, x)
     return figure
 
@@ -481,7 +492,7 @@ def traffic_split(events: pd.DataFrame, blue: str, green: str) -> go.Figure:
                     mode="lines",
                     stackgroup="traffic",
                     line={"shape": "hv", "color": color},
-                    name=f"{name} %",
+                    name=f"{plain(name)} %",
                 )
             )
     figure.update_layout(title="traffic split (%)", yaxis={"range": [0, 100]}, margin=MARGIN)
@@ -514,7 +525,7 @@ def with_markers(figure: go.Figure, events: pd.DataFrame) -> go.Figure:
                 mode="markers",
                 name="cold start" if kind == "start" else kind,
                 marker={"color": color, "symbol": "triangle-up", "size": 10},
-                text=group["label"],
+                text=[plain(label) for label in group["label"]],
                 hovertemplate="%{text}<extra></extra>",
             )
         )

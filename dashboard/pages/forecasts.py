@@ -66,13 +66,11 @@ def layout(**_query) -> html.Div:
                     dbc.Col(
                         [
                             dbc.Label("Series", html_for="fc-series-toggle", className="small mb-0 d-block"),
-                            dbc.Button(
+                            html.Button(  # dbc.Button takes no aria-expanded: screen readers say open or closed
                                 "choose",
                                 id="fc-series-toggle",
-                                color="secondary",
-                                outline=True,
-                                size="sm",
-                                className="w-100 text-start",
+                                className="btn btn-outline-secondary btn-sm w-100 text-start",
+                                **{"aria-expanded": "false", "aria-controls": "fc-series-panel"},
                             ),
                         ],
                         lg=4,
@@ -175,8 +173,9 @@ def layout(**_query) -> html.Div:
 
 # the series list opens and closes, and its button names the chosen series, in the browser
 clientside_callback(
-    "(clicks, open) => !open",
+    "(clicks, open) => [!open, String(!open)]",
     Output("fc-series-panel", "is_open"),
+    Output("fc-series-toggle", "aria-expanded"),
     Input("fc-series-toggle", "n_clicks"),
     State("fc-series-panel", "is_open"),
     prevent_initial_call=True,

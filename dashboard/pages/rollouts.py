@@ -41,7 +41,13 @@ layout = html.Div(
         zoomable("ro-traffic"),
         dbc.Row(
             [
-                dbc.Col(dbc.Input(id="ro-token", type="password", placeholder="admin token", autoComplete="off"), md=3),
+                dbc.Col(
+                    [  # a placeholder is no label: it is gone once typed in, and not every reader says it
+                        dbc.Label("Admin token", html_for="ro-token", className="small mb-0"),
+                        dbc.Input(id="ro-token", type="password", placeholder="admin token", autoComplete="off"),
+                    ],
+                    md=3,
+                ),
                 dbc.Col(
                     dbc.ButtonGroup(
                         [
@@ -53,7 +59,7 @@ layout = html.Div(
                 ),
                 dbc.Col(html.Div(id="ro-message", className="mt-2"), md=True),
             ],
-            className="mb-3",
+            className="mb-3 align-items-end",
         ),
         dcc.Store(id="ro-acted", data=0),
         html.H2("Checks per step", className="h5"),

@@ -124,16 +124,16 @@ def test_during_a_rollout_the_latest_view_is_the_serving_versions_forecast_every
         while httpx.post(f"{router.url}/_tag/green/v1/forecast", json=body).status_code != 200:
             assert time.monotonic() < deadline, "the router never routed the tags"
             time.sleep(0.5)  # it reads the traffic block every few hundred milliseconds
-        answered = [data._ask(router.url, version_id, body, timeout=10)[1] for _ in range(12)]
+        answered = [data._ask(router.url, version_id, body, data.ask_deadline())[1] for _ in range(12)]
         assert answered == [""] * 12
         # the serving version's revision tagged green (a promotion in its grace period): still found
         LocalRouter(db, {}).set_traffic(
             "inference", blue_green("pefm-inference-dash-green", "pefm-inference-dash-blue", 50)
         )
         time.sleep(1.5)
-        assert [data._ask(router.url, version_id, body, timeout=10)[1] for _ in range(4)] == [""] * 4
+        assert [data._ask(router.url, version_id, body, data.ask_deadline())[1] for _ in range(4)] == [""] * 4
         # a version no revision serves is said so, not drawn
-        part, why = data._ask(router.url, "ar-nosuch", body, timeout=10)
+        part, why = data._ask(router.url, "ar-nosuch", body, data.ask_deadline())
         assert part is None and why.startswith("the inference API serves ") and why.endswith(", not ar-nosuch")
     finally:
         runtime.stop_all()

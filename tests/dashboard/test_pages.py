@@ -1,5 +1,7 @@
 """The dashboard's data functions, figure builders and page renderers, on a real database."""
 
+import json
+import re
 import socket
 import threading
 import time
@@ -234,9 +236,8 @@ def test_as_of_shows_the_forecast_made_from_that_origin_and_the_outcomes_since(s
     # a moment with no stored forecast and no inference API to ask: the origin, and why nothing is drawn
     figure, _ = views.forecast_view(replace(view, as_of="1990-06-15"))
     notes = [a.text for a in figure.layout.annotations if a.text.startswith("no forecast")]
-    assert notes == [
-        "no forecast from this origin: not computed yet: the inference API computes it for the serving "
-        "model (POST /v1/forecast with as_of)"
+    assert notes == [  # it had said the inference API computes it, with none configured
+        "no forecast from this origin: not kept by the registry, and no inference API (PEFM_ROUTER_URL) to compute it"
     ]
     assert any(a.text == "origin 1990Q1" for a in figure.layout.annotations)
     # before the series began: nothing known, and it says so
@@ -827,8 +828,11 @@ def test_the_catalog_reads_what_serves_every_series_in_one_query_without_backtes
 def test_no_connection_waits_in_a_transaction_while_the_inference_api_is_asked(served, silent, monkeypatch):
     """The latest view (up to 10 s) and an as-of one (up to 120 s) asked the API inside the page's
     connection: it sat idle in transaction, holding a snapshot and one of the pool's connections."""
+    from dashboard import context
+
     db, version_id, _ = served
     monkeypatch.setenv("PEFM_ROUTER_URL", silent.url)
+    monkeypatch.setattr(context, "RETRY_S", 0.0)  # the second view asks the API that failed the first
     get_settings.cache_clear()
     seen, drawn = [], []
     try:
@@ -1027,3 +1031,172 @@ def test_the_latest_forecast_is_asked_of_the_api_again_only_once_data_changed(se
     finally:
         get_settings.cache_clear()
         server.shutdown()
+
+
+def test_a_hung_inference_api_holds_one_render_seconds_and_the_next_not_at_all(served, silent, monkeypatch):
+    """With ``PEFM_ROUTER_URL`` at a router that accepts and never answers, each series was asked in
+    turn for 10 s (120 s as of a date), at every render: a worker thread and the page held for
+    minutes. Now a render asks its series at once by one deadline, and the API that did not answer
+    is not asked again for a minute; an as-of view shows the forecast as not computed yet (and its
+    wait past the deadline does not stop the latest forecasts being asked)."""
+    from dashboard import context
+
+    _, version_id, _ = served
+    monkeypatch.setenv("PEFM_ROUTER_URL", silent.url)
+    get_settings.cache_clear()
+    latest = ForecastView(series=tuple(SERIES), version=version_id)
+    try:
+        took = []
+        for _ in range(2):
+            start = time.monotonic()
+            figure, _ = views.forecast_view(latest)
+            took.append(time.monotonic() - start)
+        assert took[0] < 8 and took[1] < 1, took  # data.ASK_SECONDS (5 s), then not asked
+        assert len(silent.accepted) == len(SERIES)  # asked once each, at the first render only
+        notes = [a.text for a in figure.layout.annotations]
+        assert sum("the inference API did not answer lately (ReadTimeout)" in n for n in notes) == 2, notes
+        monkeypatch.setattr(context, "_failures", {})  # a minute later: as of a date, asked again
+        start = time.monotonic()
+        figure, _ = views.forecast_view(replace(latest, as_of="1990-06-15"))
+        assert time.monotonic() - start < 8
+        # an estimate that outlasts the render is no sign the API is away: the latest are asked still
+        assert context.recent_failure(silent.url) is None
+    finally:
+        get_settings.cache_clear()
+    notes = [a.text for a in figure.layout.annotations if a.text.startswith("no forecast")]
+    assert len(notes) == 2 and all("not computed yet: the inference API computes it" in n for n in notes), notes
+
+
+def test_an_as_of_forecast_kept_in_model_space_only_says_so_in_the_level_view(served):
+    """The registry keeps the backtest's forecasts in model space: the default (level) view drew
+    nothing, saying the inference API computes it while no API was configured."""
+    _, version_id, _ = served
+    view = ForecastView(series=("realgdp",), version=version_id, horizon=4, as_of="2003-02-15", space="level")
+    figure, _ = views.forecast_view(view)
+    notes = [a.text for a in figure.layout.annotations if a.text.startswith("no forecast")]
+    assert notes == [
+        "no forecast from this origin: not kept by the registry, and no inference API (PEFM_ROUTER_URL) to "
+        "compute it; the registry keeps it in model space: choose model space to see it"
+    ]
+    figure, _ = views.forecast_view(replace(view, space="model"))
+    assert "forecast" in panel_traces(figure, 1)
+
+
+HOSTILE_NAME = '<a href="https://evil.example/login">Session expired - click here</a>'
+HOSTILE_UNIT = '<b style="font-size:30px">units</b> & more'
+
+
+def hostile_series(db) -> None:
+    """realgdp renamed with HTML in its name and unit, as anyone who may write the catalog can."""
+    with db.connection() as conn:
+        conn.execute("UPDATE series SET name = %s, unit = %s WHERE id = 'realgdp'", (HOSTILE_NAME, HOSTILE_UNIT))
+
+
+def test_html_in_a_series_name_and_unit_is_drawn_as_text(served):
+    """Plotly reads HTML in chart text: the name became a live link in the panel's title."""
+    db, version_id, _ = served
+    hostile_series(db)
+    figure, _ = views.forecast_view(ForecastView(series=("realgdp",), version=version_id))
+    text = figure.to_json()
+    assert "<a " not in text and "<b " not in text
+    [title] = [a.text for a in figure.layout.annotations if "realgdp" in a.text]
+    assert title == 'realgdp: &lt;a href="https://evil.example/login"&gt;Session expired - click here&lt;/a&gt;'
+    assert figure.layout.yaxis.title.text == '&lt;b style="font-size:30px"&gt;units&lt;/b&gt; &amp; more'
+
+
+def test_html_in_a_series_name_is_drawn_as_text_by_plotly_in_chromium(served):
+    """The figure as the page draws it, with the vendored plotly.js in Debian's Chromium: no link in
+    the SVG, the name's characters as they were written."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
+    from tests.e2e.harness import launch_chromium
+
+    db, version_id, _ = served
+    hostile_series(db)
+    figure, _ = views.forecast_view(ForecastView(series=("realgdp",), version=version_id))
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.set_content('<div id="chart" style="width:900px;height:500px"></div>')
+            page.add_script_tag(path=str(HERE / "assets" / "plotly-cartesian.min.js"))
+            page.evaluate("f => Plotly.newPlot('chart', f.data, f.layout)", json.loads(figure.to_json()))
+            links = page.evaluate("document.querySelectorAll('#chart svg a').length")
+            bold = page.evaluate("document.querySelectorAll('#chart svg tspan[style*=\"font-size:30px\"]').length")
+            titles = page.evaluate("[...document.querySelectorAll('#chart .annotation-text')].map(e => e.textContent)")
+            axis = page.evaluate("document.querySelector('#chart .ytitle').textContent")
+        finally:
+            browser.close()
+    assert links == 0 and bold == 0
+    assert f"realgdp: {HOSTILE_NAME}" in titles and axis == HOSTILE_UNIT
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_text(served, current):
+    """The unit is free text: ``=HYPERLINK(...)`` in it ran as a formula where the CSV was opened."""
+    db, _, _ = served
+    with db.connection() as conn:
+        conn.execute("UPDATE series SET unit = '=HYPERLINK(\"https://evil.example\",\"x\")' WHERE id = 'realgdp'")
+    frame = views.forecast_csv(ForecastView(series=("realgdp",), version=current.id, horizon=3))
+    assert set(frame["unit"]) == {'\'=HYPERLINK("https://evil.example","x")'}
+    assert set(frame["series_id"]) == {"realgdp"} and (frame["mean"] != 0).all()  # the rest as it was
+    for start in ("+", "-", "@", "\t", "\r"):
+        assert views._cells({"unit": f"{start}1"}) == {"unit": f"'{start}1"}
+    assert views._cells({"unit": "percent"}) == {"unit": "percent"}
+
+
+def test_the_request_log_fallback_counts_only_2xx_as_2xx(served):
+    """A 1xx or 3xx answer was counted as 2xx (``status < 400``); Prometheus counts ``2..``."""
+    db, _, _ = served
+    with db.connection() as conn:
+        for status in (101, 200, 204, 302):
+            conn.execute(
+                """INSERT INTO request_log (service, revision, route, method, status, latency_ms)
+                   VALUES ('inference', 'pefm-inference-blue', '/v1/forecast', 'POST', %s, 5)""",
+                (status,),
+            )
+        summary = data.traffic_from_log(conn, 15)
+    assert summary["share_2xx"] == 0.5 and summary["share_4xx"] == 0 and summary["share_5xx"] == 0
+
+
+def test_the_model_options_and_the_registry_read_what_they_show_not_the_backtests(served, current):
+    """Each read every version's backtest (its metrics, its forecasts from every origin) and gate
+    report: the Forecasts page's dropdown needs ids and statuses, the Models table a few fields."""
+    from pefm.storage.model_versions import list_versions
+
+    db, version_id, _ = served
+    with db.connection() as conn:
+        naive, _ = train(conn, "naive", SERIES, spec=None)  # no backtest
+        conn.execute("UPDATE model_versions SET status = 'retired' WHERE id = %s", (naive.id,))
+        old, _ = train(conn, "naive", SERIES, spec=SPEC)
+        [realgdp] = [s for s in data.catalog(conn) if s.id == "realgdp"]
+        queries = []
+        conn.cursor_factory = recording(queries)
+        try:
+            options = data.model_options(conn, realgdp)
+            rows = data.registry(conn)
+        finally:
+            conn.cursor_factory = psycopg.Cursor
+        whole = list_versions(conn)  # every version whole, newest first, as both read them before
+    assert not re.search(r"backtest(?!\s*->\s*'(spec|metrics)')|gate_report(?!\s*(IS NULL|=|->>))", "".join(queries))
+    before = sorted(
+        (v for v in whole if "realgdp" in v.series_ids and v.status != "retired"), key=lambda v: v.id != version_id
+    )
+    assert options == [{"label": f"{v.id} ({v.status})", "value": v.id} for v in before]
+    assert [o["value"] for o in options] == [version_id, old.id, current.id]
+
+    def median_h1(v):
+        ratios = [m["rmse_ratio_naive@h1"] for m in ((v.backtest or {}).get("metrics") or {}).values()]
+        return round(float(pd.Series(ratios).median()), 3) if ratios else None
+
+    gates = {None: "not gated", True: "passed", False: "failed"}
+    assert [(r["id"], r["status"], r["series"], r["backtest"], r["rmse_ratio_naive_h1"], r["gates"]) for r in rows] == [
+        (
+            v.id,
+            v.status,
+            len(v.series_ids),
+            data.backtest_setup((v.backtest or {}).get("spec")),
+            median_h1(v),
+            gates[v.gate_report and v.gate_report["passed"]],
+        )
+        for v in whole
+    ]
+    assert {r["rmse_ratio_naive_h1"] is None for r in rows} == {True, False}

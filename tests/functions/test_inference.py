@@ -337,12 +337,12 @@ def test_the_dashboard_asks_the_api_for_an_as_of_forecast_then_reads_the_kept_on
     next view of the same origin reads it from the registry, identical."""
     import psycopg
 
-    from dashboard.data import answered, origin_forecast
+    from dashboard.data import answered, ask_deadline, origin_forecast
     from pefm.config import get_settings
 
     def forecast_at(conn, version_id: str, series_id: str, at: datetime, horizon: int, space: str):
         made = origin_forecast(conn, version_id, series_id, at, horizon, space, version_id)  # it serves
-        return answered(made, version_id)
+        return answered(made, version_id, ask_deadline())
 
     wait_for_model(client, {"series_id": "realgdp", "horizon": 1, "as_of": "1990-01-01"})  # the model is loaded
     monkeypatch.setenv("PEFM_ROUTER_URL", inference.url)
