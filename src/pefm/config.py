@@ -94,9 +94,9 @@ class Settings:
     serving version, followed through promotions (``ServiceFunction._follow_registry``)."""
     revision: str = "local"
     """``K_REVISION`` (set by Knative): the revision name reported in responses and metrics."""
-    prometheus_url: str | None = None
+    prometheus_url: str | None = field(default=None, repr=False)
     """``PEFM_PROMETHEUS_URL``: Prometheus for rollout analysis (and the dashboard); unset -> the
-    request log in the database."""
+    request log in the database. It may carry a user and password (a managed Prometheus)."""
     router_url: str | None = None
     """``PEFM_ROUTER_URL``: the local traffic router of the inference service (embedded runtime)."""
     rollout_api_url: str | None = None

@@ -176,12 +176,34 @@ class Unreadable(Healthy):
         raise TypeError("'NoneType' object is not subscriptable")
 
 
-def test_metrics_that_cannot_be_read_fail_their_checks_until_green_is_rolled_back(db, no_log_lag):
+@pytest.fixture
+def refusing_prometheus():
+    """A server that answers every query 401, as a managed Prometheus given a wrong password."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://pefm:prometheus-password@127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_metrics_that_cannot_be_read_fail_their_checks_until_green_is_rolled_back(db, no_log_lag, refusing_prometheus):
     """A Prometheus that does not answer (a closed port here), or replays that raise, had escaped
     each tick before it was judged: the rollout stayed at its weight, unmonitored, with no event
-    and no max_wait_seconds. Each now fails its checks, as Flagger counts a failed query."""
+    and no max_wait_seconds. Each now fails its checks, as Flagger counts a failed query; saying
+    why without the URL, whose password httpx's text repeats (the events are served to anyone)."""
     controller, rollout_id = rollout_of_green(db, Healthy(), max_wait_seconds=1)
-    controller.provider = PrometheusProvider("http://127.0.0.1:9", timeout=2)
+    controller.provider = PrometheusProvider(refusing_prometheus, timeout=2)
 
     def a_window_long_enough_for_prometheus():  # MIN_WINDOW
         with db.connection() as conn:
@@ -189,8 +211,13 @@ def test_metrics_that_cannot_be_read_fail_their_checks_until_green_is_rolled_bac
 
     a_window_long_enough_for_prometheus()
     held = controller.tick(rollout_id)
-    assert held.action == "hold" and "success-rate not measured: the metrics could not be read (Connect" in held.reason
+    assert held.action == "hold", held.reason
+    assert "success-rate not measured: the metrics could not be read (HTTPStatusError 401)" in held.reason
     assert [c["passed"] for c in held.checks] == [False, False, True], held.checks
+    with db.connection() as conn:
+        (events,) = conn.execute("SELECT string_agg(reason || checks::text, ' ') FROM rollout_events").fetchone()
+    assert "prometheus-password" not in events
+    controller.provider = PrometheusProvider("http://127.0.0.1:9", timeout=2)  # none there: refused
     a_window_long_enough_for_prometheus()
     rolled_back = controller.tick(rollout_id)
     assert rolled_back.action == "rollback" and "2 failed checks" in rolled_back.reason, rolled_back.reason

@@ -169,7 +169,10 @@ def test_the_environment_a_started_process_inherits(monkeypatch):
     monkeypatch.setenv("K_REVISION", "mine")
     monkeypatch.setenv("PEFM_REDIS_URL", "redis://:password@127.0.0.1:6379/0")  # to the functions using it only
     monkeypatch.setenv("PEFM_DRIFT_POLICY", "drift.toml")  # a child runs in its own folder
+    monkeypatch.setenv("PGPASSWORD", "the-owners-password")  # libpq's: each child gets its own connection
+    monkeypatch.setenv("PGSSLKEY", "/root/owner.key")
     environment = inherited_environment()
+    assert not {"PGPASSWORD", "PGSSLKEY"} & set(environment)
     assert environment["PEFM_LOG_LEVEL"] == "DEBUG" and environment["PEFM_PROMETHEUS_URL"] == "http://127.0.0.1:9090"
     assert not {"PEFM_ADMIN_TOKEN", "PEFM_ROLE_PASSWORD_TRAINER", "K_REVISION", "PEFM_REDIS_URL"} & set(environment)
     assert environment["PEFM_DRIFT_POLICY"] == str(Path.cwd() / "drift.toml")

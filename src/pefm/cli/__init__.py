@@ -25,15 +25,17 @@ from pefm.storage.database import Database, LockBusy, open_database
 from pefm.storage.migrate import MigrationError
 from pefm.storage.signing import ArtifactSignatureError
 
-app = typer.Typer(help="PEFM: forecast economic indicators and market series.", no_args_is_help=True)
-db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
-data_app = typer.Typer(help="Load and list data.", no_args_is_help=True)
-series_app = typer.Typer(help="Look at one series.", no_args_is_help=True)
-models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
-knative_app = typer.Typer(help="Knative manifests.", no_args_is_help=True)
-rollout_app = typer.Typer(help="Blue-green rollouts by traffic splitting.", no_args_is_help=True)
-drift_app = typer.Typer(help="Drift monitoring.", no_args_is_help=True)
-tracking_app = typer.Typer(help="MLflow, mirroring the registry (PEFM_MLFLOW_TRACKING_URI).", no_args_is_help=True)
+OPTIONS = {"no_args_is_help": True, "pretty_exceptions_show_locals": False}
+"""Every command group's: a traceback never prints the locals (tokens, keys, a FRED query's api_key)."""
+app = typer.Typer(help="PEFM: forecast economic indicators and market series.", **OPTIONS)
+db_app = typer.Typer(help="The database: migrations and status.", **OPTIONS)
+data_app = typer.Typer(help="Load and list data.", **OPTIONS)
+series_app = typer.Typer(help="Look at one series.", **OPTIONS)
+models_app = typer.Typer(help="The model registry.", **OPTIONS)
+knative_app = typer.Typer(help="Knative manifests.", **OPTIONS)
+rollout_app = typer.Typer(help="Blue-green rollouts by traffic splitting.", **OPTIONS)
+drift_app = typer.Typer(help="Drift monitoring.", **OPTIONS)
+tracking_app = typer.Typer(help="MLflow, mirroring the registry (PEFM_MLFLOW_TRACKING_URI).", **OPTIONS)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(knative_app, name="knative")

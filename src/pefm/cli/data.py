@@ -9,7 +9,20 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from pefm.cli import app, console, data_app, db_app, error, moment, open_db, progress_bar, redact, series_app, warning
+from pefm.cli import (
+    OPTIONS,
+    app,
+    console,
+    data_app,
+    db_app,
+    error,
+    moment,
+    open_db,
+    progress_bar,
+    redact,
+    series_app,
+    warning,
+)
 from pefm.cli.stack import API_OFFSET
 from pefm.data.frequency import Frequency
 from pefm.storage.database import Database
@@ -316,7 +329,7 @@ def data_load_csv(
     )
 
 
-fetch_app = typer.Typer(help="Fetch series from online sources.", no_args_is_help=True)
+fetch_app = typer.Typer(help="Fetch series from online sources.", **OPTIONS)
 data_app.add_typer(fetch_app, name="fetch")
 
 

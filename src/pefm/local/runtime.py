@@ -134,9 +134,11 @@ def spawn(
 
 
 def inherited_environment() -> dict[str, str]:
-    """This process's environment as a process started here gets it: no ``K_`` variable and no
-    PEFM setting but the ``INHERITED`` ones."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_")) or k in INHERITED}
+    """This process's environment as a process started here gets it: no ``K_`` variable, no PEFM
+    setting but the ``INHERITED`` ones, and none of libpq's ``PG`` ones (``PGPASSWORD``,
+    ``PGSSLKEY``, ``PGSERVICE``, ...): each process is given its own complete connection, and the
+    owner's password given that way would be every component's."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_", "PG")) or k in INHERITED}
     return {k: os.path.abspath(v) if k in PATHS and v else v for k, v in inherited.items()}
 
 

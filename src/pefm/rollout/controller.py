@@ -28,6 +28,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -382,11 +383,10 @@ class RolloutController:
         try:
             metrics = self.provider.revision_metrics(rollout.green_revision, rollout.step_started_at, until)
         except Exception as exc:  # Prometheus away, an answer not understood: each of its checks fails
-            log.warning("rollout %s: green's metrics could not be read", rollout.id, exc_info=True)
+            why = f"the metrics could not be read ({_unmeasured(exc)})"
+            log.warning("rollout %s: %s", rollout.id, why)
             metrics = RevisionMetrics(0, None, None)
-            errors["success_rate"] = errors["p99_latency_ms"] = (
-                f"the metrics could not be read ({type(exc).__name__}: {exc})"[:300]
-            )
+            errors["success_rate"] = errors["p99_latency_ms"] = why
         urls = (self.router.tag_url(rollout.service, "blue"), self.router.tag_url(rollout.service, "green"))
         try:
             divergence = self.prober.divergence(
@@ -397,8 +397,8 @@ class RolloutController:
                 GatedExpectation(self.db, rollout.green_model_version, rollout.blue_model_version),
             )
         except Exception as exc:  # a replay failed, or an answer not understood (green's own, maybe)
-            log.warning("rollout %s: the divergence replays failed", rollout.id, exc_info=True)
-            divergence, errors["divergence"] = None, f"the replays failed ({type(exc).__name__}: {exc})"[:300]
+            divergence, errors["divergence"] = None, f"the replays failed ({_unmeasured(exc)})"
+            log.warning("rollout %s: %s", rollout.id, errors["divergence"])
         return Observations(
             requests=metrics.requests,
             metrics={
@@ -520,3 +520,14 @@ class RolloutController:
                 yield conn
         except LockBusy as exc:
             raise RolloutBusy(str(exc)) from None
+
+
+def _unmeasured(exc: Exception) -> str:
+    """Why a metric could not be measured, in words anyone may read (the rollout's events are
+    served without a token): an HTTP error by its kind and status alone, since httpx's text holds
+    the URL and so any password ``PEFM_PROMETHEUS_URL`` carries."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"{type(exc).__name__} {exc.response.status_code}"
+    if isinstance(exc, httpx.HTTPError):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"[:200]
