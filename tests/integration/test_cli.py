@@ -548,6 +548,115 @@ def test_models_sign_covers_the_forecasts_and_a_tampered_artifact_is_one_red_lin
     assert " ".join(refused.stderr.split()) == f"error: {version}: the artifact does not match its sha256; not signed"
 
 
+class _Marker:
+    """A pickle whose loading creates ``path``: what a forged artifact would do, harmlessly."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _plant_unsigned(conn: psycopg.Connection, version_id: str, artifact: bytes, created_at: str | None = None) -> None:
+    """An unsigned registry row, as a role that may INSERT into model_versions writes one."""
+    import hashlib
+
+    conn.execute(
+        """INSERT INTO model_versions (id, family, params, series_ids, data_as_of, data_sha256, artifact,
+                                       artifact_sha256, created_at)
+           VALUES (%s, 'naive', '{}', ARRAY['realgdp'], now(), %s, %s, %s, coalesce(%s::timestamptz, now()))""",
+        (version_id, "0" * 64, artifact, hashlib.sha256(artifact).hexdigest(), created_at),
+    )
+
+
+def test_models_sign_never_signs_an_unsigned_row_the_trainer_role_wrote_unless_named_and_forced(
+    db, cli_env, schema_url, tmp_path
+):  # db: migrated
+    """The trainer's database role, without the signing key, inserts unsigned rows holding a
+    pickle that runs code, one with the created_at of a row from before signing: a plain
+    `pefm models sign` (the README's step for rows that predate signing) signs neither, so
+    nothing loads them; named, the first is refused without --force-unsigned."""
+    import pickle
+
+    from pefm.config import Settings
+    from pefm.forecasting.registry import load_model
+    from pefm.storage.roles import role_url
+    from pefm.storage.signing import ArtifactSignatureError, trusted_keys
+
+    marker = tmp_path / "PWNED"
+    evil = pickle.dumps(_Marker(marker))
+    with psycopg.connect(role_url(schema_url, "trainer"), autocommit=True) as trainer:
+        assert trainer.execute("SELECT current_user").fetchone()[0] == "pefm_trainer"
+        _plant_unsigned(trainer, "forged-1", evil)
+        _plant_unsigned(trainer, "forged-2", evil, created_at="2000-01-01")  # its created_at says nothing
+    signed = run(cli_env, "models", "sign")
+    assert signed.returncode == 0 and "Traceback" not in signed.stderr, signed.stderr
+    assert "signed with key" not in signed.stdout and "nothing signed" in signed.stdout, signed.stdout
+    said = " ".join(signed.stderr.split())
+    assert "not signed: forged-1 (" in said and "`pefm models sign forged-1 --force-unsigned`" in said, said
+    assert "not signed: forged-2 (2000-01-01 00:00:00 UTC, naive): its row was written after signing" in said, said
+    refused = run(cli_env, "models", "sign", "forged-1")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    one_line = " ".join(refused.stderr.split())
+    assert one_line.startswith("error: forged-1 was registered unsigned (") and "--force-unsigned" in one_line
+    assert "after signing became mandatory: not signed" in one_line and refused.stdout == "", refused.stdout
+    with db.connection() as conn:
+        rows = conn.execute("SELECT id, artifact_key FROM model_versions ORDER BY id").fetchall()
+        assert rows == [("forged-1", None), ("forged-2", None)]
+        for version_id in ("forged-1", "forged-2"):
+            with pytest.raises(ArtifactSignatureError, match="is not signed"):
+                load_model(conn, version_id, trusted_keys(Settings(verify_keys=cli_env["PEFM_VERIFY_KEYS"])))
+    assert not marker.exists()
+
+
+def test_models_sign_signs_unnamed_only_rows_from_before_signing_and_lists_them_first(schema_url, cli_env, monkeypatch):
+    """A registry from before migration 0012: its unsigned rows nothing has written since are
+    signed by default; one written since (a status change) when named; one registered unsigned
+    after signing became mandatory only named with --force-unsigned."""
+    from pefm.config import Settings
+    from pefm.storage import migrate as migrate_module
+    from pefm.storage.model_versions import verify_signature
+    from pefm.storage.signing import trusted_keys
+
+    shipped = migrate_module.shipped_migrations()
+    with psycopg.connect(schema_url, autocommit=True) as conn:
+        monkeypatch.setattr(migrate_module, "shipped_migrations", lambda: [m for m in shipped if m.version < 12])
+        migrate_module.migrate(conn)
+        for version_id in ("legacy-1", "legacy-2"):
+            _plant_unsigned(conn, version_id, b"legacy artifact", created_at="2026-01-01")
+        monkeypatch.undo()
+        assert 12 in [m.version for m in migrate_module.migrate(conn)]
+        conn.execute("UPDATE model_versions SET status = 'retired' WHERE id = 'legacy-2'")
+        _plant_unsigned(conn, "late-1", b"late artifact")
+    signed = run(cli_env, "models", "sign")
+    assert signed.returncode == 0 and "Traceback" not in signed.stderr, signed.stderr
+    listed = re.search(r"to sign(.*?)legacy-1: signed with key", signed.stdout, re.DOTALL)
+    assert listed and re.search(r"legacy-1\s+2026-01-01 00:00:00 UTC\s+naive\s+unsigned, registered before", listed[1])
+    assert "legacy-2: signed" not in signed.stdout and "late-1: signed" not in signed.stdout, signed.stdout
+    said = " ".join(signed.stderr.split())
+    assert "not signed: legacy-2 (2026-01-01 00:00:00 UTC, naive): its row was written after" in said, said
+    assert "`pefm models sign legacy-2` signs it" in said and "`pefm models sign late-1 --force-unsigned`" in said
+    named = run(cli_env, "models", "sign", "legacy-2")
+    assert named.returncode == 0 and "legacy-2: signed with key" in named.stdout, named.stderr
+    refused = run(cli_env, "models", "sign", "late-1", "legacy-1")  # nothing signed, not even legacy-1 again
+    assert refused.returncode == 1 and "error: late-1 was registered unsigned" in refused.stderr, refused.stderr
+    assert "signed with key" not in refused.stdout
+    unknown = run(cli_env, "models", "sign", "nosuch")
+    assert (
+        unknown.returncode == 1
+        and " ".join(unknown.stderr.split()) == "error: unknown model version 'nosuch'; nothing signed"
+    )
+    forced = run(cli_env, "models", "sign", "late-1", "--force-unsigned")
+    assert forced.returncode == 0 and "late-1: signed with key" in forced.stdout, forced.stderr
+    assert "unsigned, after signing: forced" in forced.stdout
+    again = run(cli_env, "models", "sign")
+    assert again.returncode == 0 and again.stdout.strip() == "every version is signed" and again.stderr == ""
+    with psycopg.connect(schema_url) as conn:
+        for version_id in ("legacy-1", "legacy-2", "late-1"):
+            verify_signature(conn, version_id, trusted_keys(Settings(verify_keys=cli_env["PEFM_VERIFY_KEYS"])))
+
+
 def test_a_promotion_by_hand_says_what_the_local_traffic_still_serves(db, cli_env):
     """`pefm models promote` changes the registry; a local stack's revisions keep their traffic,
     and the command says so (no traffic block, as before any `pefm up`: nothing to say)."""

@@ -231,7 +231,7 @@ def test_migration_0021_keeps_the_most_recently_promoted_of_several_serving_vers
             )
         conn.commit()
         monkeypatch.undo()
-        assert [m.version for m in migrate_module.migrate(conn)] == [21]
+        assert [m.version for m in migrate_module.migrate(conn)][:1] == [21]  # and any shipped since
         rows = conn.execute("SELECT id, status, status_reason FROM model_versions ORDER BY id").fetchall()
     assert rows == [("a", "retired", "replaced by b"), ("b", "serving", None), ("c", "retired", "replaced by b")]
 

@@ -19,6 +19,7 @@ from pefm.forecasting.backtest import DEFAULT_HORIZON, BacktestSpec
 from pefm.forecasting.bundle import BUNDLE
 from pefm.forecasting.models import DEFAULT_MODEL, MODEL_NAMES
 from pefm.forecasting.panel import default_series
+from pefm.storage.model_versions import SigningState
 
 SeriesOpt = Annotated[
     list[str] | None,
@@ -433,16 +434,31 @@ def models_keygen() -> None:
 def models_sign(
     versions: Annotated[
         list[str] | None,
-        typer.Argument(help="version ids (default: every one unsigned, or signed without its precomputed forecasts)"),
+        typer.Argument(
+            help="version ids (default: every one signed before its forecasts were, and every one "
+            "registered unsigned before signing became mandatory and untouched since)"
+        ),
     ] = None,
+    force_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--force-unsigned",
+            help="sign the versions named even where registered unsigned after signing became mandatory",
+        ),
+    ] = False,
 ) -> None:
-    """Sign versions with PEFM_SIGNING_KEY: unsigned ones, or again (with their forecasts, or a new key).
+    """Sign versions with PEFM_SIGNING_KEY: again (with their forecasts, or a new key), or unsigned ones.
 
-    Versions registered before artifacts were signed, or signed before their precomputed
-    forecasts were, or to be re-signed with a new key. A signed row's current
-    signature must verify (PEFM_VERIFY_KEYS trusting the key that made it), and each artifact must
-    match its recorded sha256; beyond that you vouch for the rows as they are, forecasts included,
-    so run it only on a registry you trust."""
+    By default: every version whose signature, made before the forecasts were covered, verifies,
+    and every version registered unsigned before signing became mandatory (migration 0012) whose
+    row nothing has written since. Whoever may write model_versions (the trainer's database role)
+    can insert an unsigned row, and write any created_at: such a row is signed only when named,
+    and one created after signing became mandatory, which no trainer registers, only with
+    --force-unsigned as well. What will be signed is listed first. A signed row's current
+    signature must verify (PEFM_VERIFY_KEYS trusting the key that made it), its forecasts must
+    match their signed sha256 where one was signed, and each artifact must match its recorded
+    sha256; beyond that you vouch for the rows as they are (an unsigned row's artifact, a row
+    signed before its forecasts were: those forecasts), so name only rows you trust."""
     import hashlib
 
     from pefm.config import get_settings
@@ -450,20 +466,51 @@ def models_sign(
     from pefm.storage import model_versions as table
     from pefm.storage.signing import ArtifactSignatureError, precomputed_digest, sign, signing_key, trusted_keys
 
+    named = list(dict.fromkeys(versions or []))
     with open_db() as db, db.connection() as conn:
         key, trusted = signing_key(get_settings()), trusted_keys(get_settings())
-        ids = versions or [
-            r[0]
-            for r in conn.execute(
-                "SELECT id FROM model_versions WHERE artifact_key IS NULL OR precomputed_sha256 IS NULL"
-                " ORDER BY created_at"
-            )
-        ]
-        for version_id in ids:
+        states = table.signing_states(conn, named or None)
+        if named:
+            found = {s.id for s in states}
+            if missing := [v for v in named if v not in found]:
+                raise table.UnknownModelError(f"unknown model version {missing[0]!r}; nothing signed")
+            chosen = sorted(states, key=lambda s: named.index(s.id))
+            if not force_unsigned and (late := [s for s in chosen if not s.signed and not s.before_signing]):
+                s = late[0]
+                raise ArtifactSignatureError(
+                    f"{s.id} was registered unsigned ({_when(s.created_at)}) after signing became "
+                    "mandatory: not signed (nothing was); --force-unsigned signs it if you vouch for its artifact"
+                )
+        else:
+            chosen = [s for s in states if (s.signed and not s.current) or s.predates_signing]
+            for s in states:
+                if not s.signed and not s.predates_signing:
+                    why = (
+                        "registered unsigned after signing became mandatory: `pefm models sign "
+                        f"{s.id} --force-unsigned` signs it if you vouch for its artifact"
+                        if not s.before_signing
+                        else f"its row was written after signing became mandatory: `pefm models sign {s.id}` "
+                        "signs it if you vouch for its artifact"
+                    )
+                    warning("not signed", f"{s.id} ({_when(s.created_at)}, {s.family}): {why}")
+        if not chosen:
+            console.print("every version is signed" if all(s.signed for s in states) else "nothing signed")
+            return
+        listing = Table(title="to sign", box=box.SIMPLE_HEAD, pad_edge=False)
+        listing.add_column("id", no_wrap=True)  # what `pefm models sign` takes: never cut
+        for name in ("created", "family", "why"):
+            listing.add_column(name)
+        for s in chosen:
+            listing.add_row(s.id, _when(s.created_at), s.family, _signing_reason(s))
+        console.print(listing)
+        for state in chosen:
+            version_id = state.id
             # the row held until it is signed: one changed between the reads below would be signed
             conn.execute("SELECT 1 FROM model_versions WHERE id = %s FOR UPDATE", (version_id,))
+            if table.signing_states(conn, [version_id]) != [state]:  # an unsigned row written since: not as listed
+                raise ArtifactSignatureError(f"{version_id}: its row changed after it was listed; not signed")
             version = table.get_version(conn, version_id)
-            if table.read_signature(conn, version_id) is not None:
+            if state.signed:
                 try:
                     table.verify_signature(conn, version_id, trusted, before_forecasts=True)
                 except ArtifactSignatureError as exc:
@@ -472,12 +519,24 @@ def models_sign(
             if hashlib.sha256(artifact).hexdigest() != recorded:
                 raise ArtifactIntegrityError(f"{version_id}: the artifact does not match its sha256; not signed")
             forecasts = precomputed_digest(table.read_precomputed(conn, version_id))
+            if version.precomputed_sha256 is not None and forecasts != version.precomputed_sha256:
+                raise ArtifactSignatureError(
+                    f"{version_id}: its precomputed forecasts do not match their signed sha256; not signed again"
+                )
             signature = sign(key, version_id=version_id, family=version.family, sha256=recorded, precomputed=forecasts)
             table.set_signature(conn, version_id, signature, forecasts)
             conn.commit()
             console.print(f"{version_id}: signed with key {signature.key_id}")
-    if not ids:
-        console.print("every version is signed")
+
+
+def _when(ts: datetime) -> str:
+    return f"{ts.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _signing_reason(state: SigningState) -> str:
+    if state.signed:
+        return "signed again, with its forecasts" if not state.current else "signed again"
+    return "unsigned, registered before signing" if state.before_signing else "unsigned, after signing: forced"
 
 
 def _advance(progress, task, model: str):

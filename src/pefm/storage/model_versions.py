@@ -234,3 +234,52 @@ def _json(value: dict[str, Any] | None) -> Jsonb | None:
 def _update(conn: psycopg.Connection, query: str, params: tuple) -> None:
     if conn.execute(query, params).rowcount != 1:
         raise UnknownModelError(f"unknown model version {params[-1]!r}")
+
+
+SIGNED_SINCE = 12
+"""The migration (``0012_artifact_signatures``) from which every version is registered signed."""
+_XID_HORIZON = 1 << 30
+"""Transactions after which two 32-bit transaction ids no longer compare (they wrap at 2**31)."""
+
+
+@dataclass(frozen=True)
+class SigningState:
+    """What ``pefm models sign`` needs to know of a version before it signs it."""
+
+    id: str
+    family: str
+    created_at: datetime
+    signed: bool
+    """It carries a signature (which may not verify)."""
+    current: bool
+    """That signature is over the precomputed forecasts too (``signing.MESSAGE``, not ``MESSAGE_V1``)."""
+    before_signing: bool
+    """Its created_at is earlier than when ``SIGNED_SINCE`` was applied: as its writer says (a role
+    that may INSERT or UPDATE the row may write any created_at)."""
+    untouched: bool
+    """Its row was last written before ``SIGNED_SINCE`` was applied, by transaction id (the xmin
+    of the row against that of the migration's record, which only the migrator writes): no role
+    that writes rows today can make one look so. Past 2**30 transactions after the migration no
+    row counts as untouched; in a database restored from a dump every row was written anew, in the
+    dump's order (model_versions before schema_migrations), and only created_at is left to tell."""
+
+    @property
+    def predates_signing(self) -> bool:
+        """Registered unsigned, and last written, before signing became mandatory: what
+        ``pefm models sign`` signs unnamed."""
+        return not self.signed and self.before_signing and self.untouched
+
+
+def signing_states(conn: psycopg.Connection, ids: list[str] | None = None) -> list[SigningState]:
+    """The versions (``ids``, or every one), oldest first, as ``pefm models sign`` chooses among them."""
+    rows = conn.execute(
+        """WITH m AS (SELECT applied_at, age(xmin) AS age FROM schema_migrations WHERE version = %(since)s)
+           SELECT v.id, v.family, v.created_at, v.artifact_key IS NOT NULL, v.precomputed_sha256 IS NOT NULL,
+                  coalesce(v.created_at < m.applied_at, false),
+                  coalesce(m.age < %(horizon)s AND age(v.xmin) > m.age, false)
+           FROM model_versions v LEFT JOIN m ON true
+           WHERE %(ids)s::text[] IS NULL OR v.id = ANY(%(ids)s::text[])
+           ORDER BY v.created_at, v.id""",
+        {"since": SIGNED_SINCE, "horizon": _XID_HORIZON, "ids": ids},
+    ).fetchall()
+    return [SigningState(*row) for row in rows]
