@@ -245,7 +245,8 @@ def test_a_crash_mid_registration_leaves_no_half_registered_model(replay, monkey
         assert conn.execute(counts).fetchone() == before  # no candidate, no job step
         [run] = conn.execute("SELECT run_id FROM retrain_events ORDER BY id DESC LIMIT 1").fetchone()
         steps = retrain_events.run_steps(conn, run)
-    assert [step for step, _ in steps] == ["start", "failed"]
+    # (an earlier test's job, of another model, left gated, is superseded before the training)
+    assert [step for step, _ in steps if step != "superseded"] == ["start", "failed"]
     assert steps[-1][1] == "RuntimeError: power cut while registering"
 
 

@@ -166,3 +166,27 @@ def test_a_job_stopped_between_its_deploy_and_its_rollout_deploys_again_when_res
     assert resumed["resumed"] and resumed["status"] == "deployed" and resumed["rollout"] is not None
     assert deployer.deployed == [resumed["candidate"]] * 2
     assert steps(conn, resumed["run_id"])[-1] == "rollout-started"
+
+
+def test_a_run_stopped_as_it_records_its_training_leaves_no_candidate_without_its_event(db, conn, serving, monkeypatch):
+    """The `trained` event starts the monitor's cool-down (`retrain_events.cool_down_since`): a run
+    killed between the commit of its candidate and job and that event's left a trained candidate
+    that started none. They are committed together now."""
+    from pefm.storage import retrain_events
+
+    real_record = retrain_events.record
+
+    def killed_at_trained(conn, run_id, step, *rest):
+        if step == "trained":
+            raise RuntimeError("killed")
+        real_record(conn, run_id, step, *rest)
+
+    monkeypatch.setattr(retrain_events, "record", killed_at_trained)
+    with pytest.raises(RuntimeError, match="killed"):
+        job.retrain(db, spec=SPEC)
+    monkeypatch.undo()
+    jobs = conn.execute("SELECT count(*) FROM retrain_jobs").fetchone()[0]
+    assert (jobs, retrain_events.cool_down_since(conn)) == (0, None)
+    outcome = job.retrain(db, spec=SPEC)
+    assert outcome["status"] == "gates-passed" and not outcome["resumed"]
+    assert retrain_events.cool_down_since(conn) is not None

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import psycopg
 import pytest
 
@@ -26,6 +27,7 @@ from pefm.rollout.router import revision_name, sole
 from pefm.rollout.spec import RolloutSpec
 from pefm.storage.database import Database
 from pefm.storage.model_versions import get_version, set_status
+from pefm.storage.observations import write_observations
 
 PANEL = list(MACRO_PANEL)  # what retraining a single family trains on
 SPEC = BacktestSpec(h=1, windows=6)
@@ -246,4 +248,86 @@ def test_a_revision_that_carries_traffic_is_not_retired_when_the_job_is_up_to_da
     assert outcome["status"] == "up-to-date"
     assert "retired" not in last_reason(conn, outcome["run_id"])
     assert stack.router.has_revision("inference", revision)
+    assert stack.deployer.processes[revision].poll() is None
+
+
+def a_quarter_arrives(conn, series: str = "realgdp") -> None:
+    """One more quarter of a series, as the ingest function writes it: the next job's key differs."""
+    ts, value = conn.execute(
+        "SELECT ts, value FROM observations WHERE series_id = %s ORDER BY ts DESC LIMIT 1", (series,)
+    ).fetchone()
+    quarter = pd.DataFrame({"series_id": [series], "ts": [ts + pd.DateOffset(months=3)], "value": [value * 1.01]})
+    write_observations(conn, quarter)
+    conn.commit()
+
+
+def running_revisions(conn) -> set[str]:
+    return {r for (r,) in conn.execute("SELECT revision FROM local_revisions WHERE service = 'inference'")}
+
+
+def test_a_job_stopped_after_its_deploy_is_superseded_by_the_next_one_on_newer_data(db, conn, stack):
+    """A job is resumed only by a run that computes its key, a hash of the data among the rest: once
+    a quarter arrived none did, so its green revision (in no traffic block: the sweep never saw it)
+    ran beside the next job's for good, a third inference revision, and its candidate stayed one."""
+    revision = deployed_but_not_rolled_out(db, stack)
+    first = stack.router.revision_model_version("inference", revision)
+    a_quarter_arrives(conn)
+    outcome = run_job(db, stack)
+    assert outcome["status"] == "deployed" and not outcome["resumed"] and outcome["candidate"] != first
+    assert retired(stack, revision)
+    assert running_revisions(conn) == {revision_name("inference", stack.blue.id), outcome["revision"]}
+    version = get_version(conn, first)
+    assert version.status == "retired"
+    assert version.status_reason.startswith(f"superseded by retraining run {outcome['run_id']}")
+    assert steps(conn, outcome["run_id"]) == [
+        "start",
+        "superseded",
+        "trained",
+        "gates-passed",
+        "deployed",
+        "rollout-started",
+    ]
+    superseded = "SELECT reason FROM retrain_events WHERE run_id = %s AND step = 'superseded'"
+    reason = conn.execute(superseded, (outcome["run_id"],)).fetchone()[0]
+    assert reason.endswith(f"; its green revision {revision}, {RETIRED}")
+
+
+def test_a_supersession_interrupted_after_its_revision_is_retired_is_finished_by_the_next_run(
+    db, conn, stack, monkeypatch
+):
+    """Stopped between the revision's retirement and the candidate's, the clean-up is done again:
+    the revision, gone, retires nothing the second time, and the candidate is retired once."""
+    revision = deployed_but_not_rolled_out(db, stack)
+    first = stack.router.revision_model_version("inference", revision)
+    a_quarter_arrives(conn)
+
+    def killed(*args):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(job, "set_status", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_job(db, stack)
+    assert retired(stack, revision) and get_version(conn, first).status == "candidate"
+    monkeypatch.undo()
+    outcome = run_job(db, stack)
+    assert outcome["status"] == "deployed" and get_version(conn, first).status == "retired"
+    assert steps(conn, outcome["run_id"])[:3] == ["start", "superseded", "trained"]
+    assert conn.execute("SELECT count(*) FROM retrain_events WHERE step = 'superseded'").fetchone()[0] == 1
+
+
+def test_a_job_whose_candidate_has_a_rollout_is_left_to_it(db, conn, stack):
+    """A job stopped between its rollout's start (the controller's write) and its own step: the
+    rollout decides what becomes of its candidate and revision, not the next job."""
+    revision = deployed_but_not_rolled_out(db, stack)
+    first = stack.router.revision_model_version("inference", revision)
+    conn.execute(  # ended with the candidate left as it was
+        """INSERT INTO rollouts (service, blue_revision, green_revision, green_model_version, spec, phase, step, weight)
+           VALUES ('inference', 'blue', %s, %s, '{}', 'Failed', -1, 0)""",
+        (revision, first),
+    )
+    conn.commit()
+    a_quarter_arrives(conn)
+    outcome = run_job(db, stack)
+    assert outcome["status"] == "deployed" and "superseded" not in steps(conn, outcome["run_id"])
+    assert get_version(conn, first).status == "candidate"
     assert stack.deployer.processes[revision].poll() is None

@@ -10,10 +10,13 @@ candidate is gated against what serves when its training ends, not when the job 
 Resumable: a job is keyed by what it trains (family, parameters, series, backtest spec and a hash
 of the data) and ``retrain_jobs`` holds its last completed step (trained, gated or
 gates-failed, deployed, rollout-started), written in the same transaction as the step's own
-database writes; a job that crashed resumes after its last completed step, and one that finished,
-or whose candidate was promoted, rejected or retired since, answers "up-to-date". Deploying is
-idempotent (a revision already running is reused). Every step is a ``retrain_events`` row with its
-reason.
+database writes (but for rollout-started: the controller writes the rollout on its own connection,
+and a run that crashed in between finds that rollout rather than start another); a job that
+crashed resumes after its last completed step, and one that finished, or whose candidate was
+promoted, rejected or retired since, answers "up-to-date". Resuming needs the same key: a job that
+stopped after its deploy is superseded by the next run under another key (newer data, another
+model), its green revision and candidate retired. Deploying is idempotent (a revision already running is
+reused). Every step is a ``retrain_events`` row with its reason.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pefm.rollout.router import knative_service, revision_name
 from pefm.rollout.store import UNFINISHED
 from pefm.storage import retrain_events
 from pefm.storage.database import Database
-from pefm.storage.model_versions import ModelVersion, get_version
+from pefm.storage.model_versions import ModelVersion, get_version, set_status
 
 DEFAULT_SPEC = BacktestSpec(h=DEFAULT_HORIZON, windows=40)
 
@@ -129,6 +132,8 @@ class _Job:
         _event(conn, self.run_id, "start", f"{what}: {reason}", None, details)
         digest = data_sha256(load_panel(conn, ids, skip_refused=True))
         key = job_key(family, params, ids, spec, digest)
+        if not dry_run:
+            self._supersede(key)
         job = _read_job(conn, key)
         if job is None and dry_run:
             _event(conn, self.run_id, "dry-run", f"would train {family}, backtest {spec.windows} windows and gate it")
@@ -139,8 +144,10 @@ class _Job:
                 "INSERT INTO retrain_jobs (key, step, candidate) VALUES (%s, 'trained', %s)",
                 (key, version.id),
             )
-            conn.commit()  # the candidate and its job's first step, together
-            _event(conn, self.run_id, "trained", f"registered candidate {version.id}", version.id)
+            # the candidate, its job's first step and its event, together: a trained candidate
+            # without its event would not start the cool-down (retrain_events.cool_down_since)
+            retrain_events.record(conn, self.run_id, "trained", f"registered candidate {version.id}", version.id)
+            conn.commit()
             job = _read_job(conn, key)
             resumed = False
         else:
@@ -164,6 +171,48 @@ class _Job:
             _event(conn, self.run_id, "dry-run", f"would resume {job['candidate']} after step {job['step']}")
             return {"status": "dry-run", "run_id": self.run_id, "candidate": job["candidate"], "step": job["step"]}
         return self._continue(key, get_version(conn, job["candidate"]), job, resumed)
+
+    def _supersede(self, key: str) -> None:
+        """Close the jobs that stopped after their deploy, before their rollout, under another key:
+        the data changed since (or another model is retrained), so no run computes their key again
+        to resume them, and their green revision, never in a traffic block, would run until the
+        stack stops, beside this job's (more than two inference revisions). A job that stopped
+        before its deploy holds no revision, and its gated candidate (``--no-deploy``) may be
+        meant for a rollout by hand: it is left as it is. Each one's revision is
+        retired first, then its candidate and a ``superseded`` event in one transaction: the
+        candidate's retirement closes the job (its step stays; were its key computed again, it
+        would answer "up-to-date"). A job whose candidate has a rollout is left to that rollout.
+        Interrupted, the next run does it again: retiring a revision that is gone retires nothing,
+        and the job is found as long as its candidate is one. A job with a revision waits for a
+        run that can retire it (one that deploys)."""
+        conn = self.conn
+        jobs = conn.execute(
+            """SELECT j.candidate, j.step, j.revision FROM retrain_jobs j
+               JOIN model_versions v ON v.id = j.candidate AND v.status = 'candidate'
+               WHERE j.key <> %s AND j.step = 'deployed'
+                 AND NOT EXISTS (SELECT 1 FROM rollouts r
+                                 WHERE r.green_model_version = j.candidate OR r.green_revision = j.revision)
+               ORDER BY j.created_at""",
+            (key,),
+        ).fetchall()
+        conn.commit()
+        for candidate, step, revision in jobs:
+            if revision is not None and self.deployer is None:
+                continue
+            retired = self._retire(revision)
+            conn.execute(PROMOTE_LOCK)  # a promotion of it by hand meanwhile stands
+            if get_version(conn, candidate).status == "candidate":
+                why = f"superseded by retraining run {self.run_id}, on newer data or of another model"
+                set_status(conn, candidate, "retired", why)
+                retrain_events.record(
+                    conn,
+                    self.run_id,
+                    "superseded",
+                    f"retired {candidate}, whose job (other data or another model) stopped after {step}{retired}",
+                    None,  # the run's candidate is the one it trains (retrain_events.recent_runs)
+                    {"candidate": candidate, "revision": revision},
+                )
+            conn.commit()
 
     def _continue(self, key, version: ModelVersion, job, resumed: bool) -> dict[str, Any]:
         conn, out = self.conn, {"run_id": self.run_id, "candidate": version.id, "resumed": resumed}
@@ -269,10 +318,10 @@ class _Job:
             return self.start_rollout(revision, version)
 
     def _retire(self, revision: str | None) -> str:
-        """As the job ends without a rollout (its candidate failed gates run again, or was rejected,
-        retired or promoted since), retire the green revision it deployed if that takes no traffic:
-        the sweep retires only revisions that left a traffic block, and this one would run until
-        the stack stops. Words for the run's outcome ('' when none was retired)."""
+        """As a job ends without a rollout (its candidate failed gates run again, was rejected,
+        retired or promoted since, or is superseded), retire the green revision it deployed if that
+        takes no traffic: the sweep retires only revisions that left a traffic block, and this one
+        would run until the stack stops. Words for the run's outcome ('' when none was retired)."""
         if revision is None or self.deployer is None or not self.deployer.retire(revision):
             return ""
         return f"; its green revision {revision}, in no traffic block, retired"
