@@ -91,6 +91,24 @@ def test_receive_body_waits_its_turn_once_past_large_and_the_wait_moves_the_dead
     assert waited == [1]
 
 
+def test_a_body_that_gets_no_turn_is_refused_413_if_over_the_limit_else_503():
+    """A body of unsaid length that gets no turn (every large write's slot busy): one over the
+    body limit had got the 503 telling its client to send it again, which can never succeed."""
+
+    async def no_turn():
+        raise ApiError(503, "busy; retry shortly", headers={"Retry-After": "2"})
+
+    def body(total: int):
+        return receiving(*(chunk(b"x" * 20, more=k < total // 20 - 1) for k in range(total // 20)))
+
+    with pytest.raises(ApiError) as over:
+        asyncio.run(receive_body(body(200), None, 100, 30, (30, no_turn)))
+    assert over.value.status == 413 and over.value.error == "body is over the limit of 100 bytes"
+    with pytest.raises(ApiError) as within:
+        asyncio.run(receive_body(body(80), None, 100, 30, (30, no_turn)))
+    assert within.value.status == 503 and within.value.headers == {"Retry-After": "2"}
+
+
 def test_a_body_over_the_limit_is_drained_within_bounds_before_its_413():
     """Read to its end (and dropped) up to DRAIN_BYTES past the limit and within the deadline, so
     the 413 reaches the client rather than a reset; beyond either, the connection closes."""

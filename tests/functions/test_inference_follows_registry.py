@@ -13,7 +13,7 @@ from tests.functions.conftest import register_model, start_function, stop
 @pytest.fixture(scope="module")
 def unpinned(module_schema, tmp_path_factory):
     first = register_model(module_schema, "ar", ["unemp", "infl", "realgdp"])
-    running = start_function("inference", module_schema, tmp_path_factory.mktemp("unpinned"), PEFM_RECONDITION="off")
+    running = start_function("inference", module_schema, tmp_path_factory.mktemp("unpinned"))
     yield running, first
     stop(running)
 

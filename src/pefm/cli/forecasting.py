@@ -382,9 +382,9 @@ def models_promote(version: str) -> None:
     or that was never gated, is promoted too, and so is one that leaves series the retired version
     served unserved; each is said in a yellow line. One that cannot be loaded where it would serve
     (its signature or bytes do not check out against the trusted keys: PEFM_VERIFY_KEYS, or the
-    embedded server's tokens.env) is refused. Locally, the
-    revisions carrying the traffic do not change: what they serve that the registry no longer says
-    is printed, as `pefm status` would say it."""
+    embedded server's tokens.env) is refused. Revisions pinned to a version (every one `make up`
+    and rollouts start) do not change: what they serve that the registry no longer says is
+    printed, as `pefm status` would say it; unpinned ones (compose's blue) follow the promotion."""
     from pefm.cli.rollout import controller
     from pefm.config import get_settings
     from pefm.forecasting.registry import ArtifactIntegrityError, promote, verified_artifact

@@ -173,23 +173,23 @@ class _Job:
         return self._continue(key, get_version(conn, job["candidate"]), job, resumed)
 
     def _supersede(self, key: str) -> None:
-        """Close the jobs that stopped after their deploy, before their rollout, under another key:
-        the data changed since (or another model is retrained), so no run computes their key again
-        to resume them, and their green revision, never in a traffic block, would run until the
-        stack stops, beside this job's (more than two inference revisions). A job that stopped
-        before its deploy holds no revision, and its gated candidate (``--no-deploy``) may be
-        meant for a rollout by hand: it is left as it is. Each one's revision is
-        retired first, then its candidate and a ``superseded`` event in one transaction: the
-        candidate's retirement closes the job (its step stays; were its key computed again, it
-        would answer "up-to-date"). A job whose candidate has a rollout is left to that rollout.
-        Interrupted, the next run does it again: retiring a revision that is gone retires nothing,
-        and the job is found as long as its candidate is one. A job with a revision waits for a
-        run that can retire it (one that deploys)."""
+        """Close the jobs that stopped after their deploy (gated again since, maybe), before their rollout,
+        under another key: the data changed since (or another model is retrained), so no run
+        computes their key again to resume them, and their green revision, never in a traffic
+        block, would run until the stack stops, beside this job's (more than two inference
+        revisions). A job that stopped before its deploy holds no revision, and its gated
+        candidate (``--no-deploy``) may be meant for a rollout by hand: it is left as it is.
+        Each one's revision is retired first, then its candidate and a ``superseded`` event in
+        one transaction: the candidate's retirement closes the job (its step stays; were its key
+        computed again, it would answer "up-to-date"). A job whose candidate has a rollout is
+        left to that rollout. Interrupted, the next run does it again: retiring a revision that
+        is gone retires nothing, and the job is found as long as its candidate is one. A job
+        with a revision waits for a run that can retire it (one that deploys)."""
         conn = self.conn
         jobs = conn.execute(
             """SELECT j.candidate, j.step, j.revision FROM retrain_jobs j
                JOIN model_versions v ON v.id = j.candidate AND v.status = 'candidate'
-               WHERE j.key <> %s AND j.step = 'deployed'
+               WHERE j.key <> %s AND j.step IN ('gated', 'deployed') AND j.revision IS NOT NULL
                  AND NOT EXISTS (SELECT 1 FROM rollouts r
                                  WHERE r.green_model_version = j.candidate OR r.green_revision = j.revision)
                ORDER BY j.created_at""",

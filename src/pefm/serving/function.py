@@ -94,7 +94,7 @@ class ServiceFunction:
             log.exception("%s failed to start", self.service)
             return
         if app is not None:  # None: inference waits for a model to serve (see _wait_for_model)
-            self._serve(app)
+            self._serve(app, openapi)
 
     def _check_schema(self, settings: Settings) -> None:
         """MigrationError unless the database's schema is current (a function never migrates: its
@@ -114,10 +114,17 @@ class ServiceFunction:
         if not self._stopping.wait(after):
             self._open(settings, openapi)
 
-    def _serve(self, app) -> None:
-        """Serve ``app`` and be ready: once it exists (a failure to build it is not ready)."""
+    def _serve(self, app, openapi: dict) -> None:
+        """Serve ``app`` and be ready: once it exists (a failure to build it is not ready). An
+        unpinned inference revision follows the registry from then on (``_follow_registry``),
+        not before: a swap the follower made first would be undone here."""
         self.app = guard(app, on_request=self._observe)
         self._mark_ready(self.settings.revision)
+        if self.service == "inference" and self.settings.model_version is None and self._following is None:
+            self._following = threading.Thread(
+                target=self._follow_registry, args=(openapi,), name="pefm-follow-registry", daemon=True
+            )
+            self._following.start()
 
     def _build(self, settings: Settings, openapi: dict):
         if self.service == "ingest":
@@ -154,12 +161,11 @@ class ServiceFunction:
             except Exception as exc:  # still none, or the database is away: keep waiting
                 self._problem = f"waiting: {exc}"
                 continue
-            self._serve(self._inference_app(server, openapi))
+            self._serve(self._inference_app(server, openapi), openapi)
             return
 
     def _inference_app(self, server, openapi: dict):
-        """The app serving ``server``'s version, its re-conditioning started; an unpinned revision
-        also follows the registry from then on (``_follow_registry``)."""
+        """The app serving ``server``'s version, its re-conditioning started."""
         from pefm.serving.inference import create_inference_app
 
         settings = self.settings
@@ -172,19 +178,15 @@ class ServiceFunction:
             from pefm.serving.freshness import Reconditioner
 
             Reconditioner(server, self.db.url, self._retired).start()
-        if settings.model_version is None and self._following is None:
-            self._following = threading.Thread(
-                target=self._follow_registry, args=(openapi,), name="pefm-follow-registry", daemon=True
-            )
-            self._following.start()
         return app
 
     def _follow_registry(self, openapi: dict) -> None:
         """An unpinned revision serves the registry's serving version, whenever its replicas
         started: on every change the registry announces, and on every (re)connection (what changed
-        while it did not listen), a version promoted since is loaded, then swapped in; requests
-        under way finish on the one before. Until it loads (or if it cannot: a key not trusted
-        here) the one before serves, and the next announcement or reconnection tries again."""
+        while it did not listen), each replica loads a version promoted since, then swaps it in;
+        requests under way finish on the one before. Until it loads, or where it cannot (a key not
+        trusted here: logged as an error), the one before serves; the next announcement tries
+        again, and the next reconnection where the database was away."""
         import psycopg
 
         from pefm.storage.channels import REGISTRY_CHANNEL
@@ -200,12 +202,14 @@ class ServiceFunction:
                             self._follow_promotion(openapi)
                             backoff = 1.0
                         heard = bool(list(conn.notifies(timeout=1.0, stop_after=1)))
-            except Exception as exc:  # the database away, or the new version failed to load
+            except Exception as exc:  # the database away
                 log.warning("following the registry paused (%s: %s); again in %.0f s", type(exc).__name__, exc, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
     def _follow_promotion(self, openapi: dict) -> None:
+        import psycopg
+
         from pefm.forecasting.registry import serving_id
         from pefm.serving.inference import ModelServer
 
@@ -215,10 +219,19 @@ class ServiceFunction:
         if serving is None or serving == served:  # none serves: the one before is better than none
             return
         server = ModelServer(self.settings, self.db, self.cache)
-        server.load()
+        try:
+            server.load()
+        except psycopg.Error:
+            raise  # the database away: again once it is back
+        except Exception:  # not for the database to mend (a signature not trusted here)
+            log.exception("cannot serve %s, promoted in the registry: %s serves on", serving, served)
+            return
         retired = self._retired
         self.app = guard(self._inference_app(server, openapi), on_request=self._observe)
         retired.set()
+        from pefm.serving.whatif import forget
+
+        forget(served)
         log.info("serving %s, promoted in the registry (was %s)", server.version.id, served)
 
     def _mark_ready(self, revision: str) -> None:

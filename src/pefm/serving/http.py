@@ -137,7 +137,14 @@ async def receive_body(
             chunks.append(chunk)
             if large is not None and size > large[0]:
                 waited_from, wait, large = loop.time(), large[1], None
-                await wait()
+                try:
+                    await wait()
+                except ApiError:  # no turn: a body too large for any turn gets its 413, not a 503 to retry
+                    deadline += loop.time() - waited_from
+                    if more and (still := await _runs_past(receive, limit - size, deadline)) is not None:
+                        error = f"body is over the limit of {limit} bytes"
+                        raise await _too_large(receive, error, deadline, more=still) from None
+                    raise
                 deadline += loop.time() - waited_from
             if not more:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -154,6 +161,23 @@ async def _too_large(
     if drain and more:
         more = await _drain(receive, deadline)
     return ApiError(413, error, headers=CLOSE if more else None)
+
+
+async def _runs_past(receive: Callable, room: int, deadline: float) -> bool | None:
+    """Read and drop the rest of a body until it has run past ``room`` bytes (then whether more of
+    it is still to come) or ended within them, or ``deadline`` passed (then None)."""
+    read, more = 0, True
+    try:
+        async with asyncio.timeout_at(deadline):
+            while more and read <= room:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise ClientGone()
+                read += len(message.get("body", b""))
+                more = message.get("more_body", False)
+    except TimeoutError:
+        return None
+    return more if read > room else None
 
 
 async def _drain(receive: Callable, deadline: float) -> bool:

@@ -165,6 +165,14 @@ def _as_of_rows(
     return rows
 
 
+def forget(version_id: str) -> None:
+    """Drop what this process keeps of a version it no longer serves (an unpinned revision that
+    followed a promotion): its conditioned members, kept per series and never replaced otherwise."""
+    with _cache:
+        for key in [k for k in _conditioned_members if k[0] == version_id]:
+            del _conditioned_members[key]
+
+
 def _member_for(server: ModelServer, series_id: str, state: Conditioning) -> BaseForecaster:
     """The fitted member that forecasts ``series_id``, conditioned on the data of ``state`` (the
     registered one as it is; after re-conditioning, a copy conditioned on the same data as the
