@@ -141,9 +141,9 @@ async def receive_body(
                     await wait()
                 except ApiError:  # no turn: a body too large for any turn gets its 413, not a 503 to retry
                     deadline += loop.time() - waited_from
-                    if more and (still := await _runs_past(receive, limit - size, deadline)) is not None:
+                    if more and (rest := await _skip(receive, limit - size, deadline))[0] > limit - size:
                         error = f"body is over the limit of {limit} bytes"
-                        raise await _too_large(receive, error, deadline, more=still) from None
+                        raise await _too_large(receive, error, deadline, more=rest[1]) from None
                     raise
                 deadline += loop.time() - waited_from
             if not more:
@@ -163,21 +163,21 @@ async def _too_large(
     return ApiError(413, error, headers=CLOSE if more else None)
 
 
-async def _runs_past(receive: Callable, room: int, deadline: float) -> bool | None:
-    """Read and drop the rest of a body until it has run past ``room`` bytes (then whether more of
-    it is still to come) or ended within them, or ``deadline`` passed (then None)."""
+async def _skip(receive: Callable, bound: int, deadline: float) -> tuple[int, bool]:
+    """Read and drop the rest of a request's body until it ends, passes ``bound`` bytes or
+    ``deadline`` comes: the bytes read, and whether some of it is still unread."""
     read, more = 0, True
     try:
         async with asyncio.timeout_at(deadline):
-            while more and read <= room:
+            while more and read <= bound:
                 message = await receive()
                 if message["type"] != "http.request":
                     raise ClientGone()
                 read += len(message.get("body", b""))
                 more = message.get("more_body", False)
     except TimeoutError:
-        return None
-    return more if read > room else None
+        pass
+    return read, more
 
 
 async def _drain(receive: Callable, deadline: float) -> bool:
@@ -185,18 +185,7 @@ async def _drain(receive: Callable, deadline: float) -> bool:
     whether some of it is still unread. A connection closed with data still unread is reset, and
     a reset can reach the client before the answer does (it then sees the connection drop, not
     the answer); once the body is all read, the connection stays usable."""
-    drained, more = 0, True
-    try:
-        async with asyncio.timeout_at(deadline):
-            while more and drained <= DRAIN_BYTES:
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise ClientGone()
-                drained += len(message.get("body", b""))
-                more = message.get("more_body", False)
-    except TimeoutError:
-        pass
-    return more
+    return (await _skip(receive, DRAIN_BYTES, deadline))[1]
 
 
 class RequestBody:
