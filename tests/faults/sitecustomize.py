@@ -78,12 +78,12 @@ if _RATE or _SKEW:
 
     _serve = _function.ServiceFunction._serve
 
-    def _faulty_serve(self, app) -> None:
+    def _faulty_serve(self, app, *args) -> None:
         if _SKEW:
             app = _with_skew(app, float(_SKEW))
         if _RATE:
             app = _with_faults(app, float(_RATE))
-        _serve(self, app)
+        _serve(self, app, *args)
 
     _function.ServiceFunction._serve = _faulty_serve
 
