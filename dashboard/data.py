@@ -451,7 +451,7 @@ def answered(made: OriginForecast, version_id: str, deadline: float) -> OriginFo
     if made.ask is None:
         return made
     url, body = made.ask
-    part, why = _ask(url, version_id, body, deadline)
+    part, why = _ask(url, version_id, body, deadline, slow=True)
     if part is not None:
         return OriginForecast(made.origin, _frame(part["forecast"]), "computed by the inference API")
     return made if made.rows is not None else OriginForecast(made.origin, None, f"{made.note} ({why})")
@@ -471,15 +471,18 @@ def ask_deadline() -> float:
     return time.monotonic() + ASK_SECONDS
 
 
-def _ask(url: str, version_id: str, body: dict[str, Any], deadline: float) -> tuple[dict[str, Any] | None, str]:
+def _ask(
+    url: str, version_id: str, body: dict[str, Any], deadline: float, slow: bool = False
+) -> tuple[dict[str, Any] | None, str]:
     """The inference API's forecast of the one series ``body`` asks for (its part of the answer),
     when ``version_id`` answered by ``deadline``; else None and why not. During a rollout the local
     router sends a request to either revision: one answered by the other version is asked again of
     each tag's revision (the serving version is blue's, or green's once promoted), so the panel
     does not flip between the two forecasts from one refresh to the next. An API that did not
     answer is not asked again for ``RETRY_S``, as Prometheus and MLflow are not: each refresh of
-    every open page waited for it. Not an as-of estimate that outlasts the render (seconds for a
-    joint family): the latest forecasts answer in milliseconds all the same."""
+    every open page waited for it. A ``slow`` request (an as-of estimate: seconds for a joint
+    family) that outlasts the render says nothing of the API: the latest forecasts answer in
+    milliseconds all the same."""
     if (failed := recent_failure(url)) is not None:
         return None, f"the inference API did not answer lately ({failed}): asked again within a minute"
     base = url.rstrip("/")
@@ -492,7 +495,7 @@ def _ask(url: str, version_id: str, body: dict[str, Any], deadline: float) -> tu
             response = httpx.post(f"{where}/v1/forecast", json=body, timeout=timeout)
         except httpx.HTTPError as exc:
             if where == base:
-                if "as_of" not in body or not isinstance(exc, httpx.ReadTimeout):
+                if not (slow and isinstance(exc, httpx.ReadTimeout)):
                     remember_failure(url, type(exc).__name__)
                 return None, f"the inference API did not answer: {type(exc).__name__} {exc}"
             continue

@@ -19,6 +19,7 @@ keeps one, in place of an origin's earlier one that could not answer.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,11 @@ from psycopg.types.json import Jsonb
 from pefm.data.frequency import Frequency, period_end
 from pefm.storage.model_versions import ModelVersion
 from pefm.storage.observations import known_alike
+
+
+def finite_rows(rows: list[dict[str, Any]]) -> bool:
+    """Whether every number in forecast rows is finite: JSON, and so PostgreSQL's jsonb, has no other."""
+    return all(math.isfinite(v) for row in rows for v in row.values() if isinstance(v, float))
 
 
 def stored_forecast(

@@ -58,10 +58,10 @@ class ServiceFunction:
         # it waits a fifth of that.
         sys.setswitchinterval(0.001)
         self.metrics = ServiceMetrics(self.service, settings.revision)
-        openapi = json.loads((OPENAPI_DIR / f"{self.service}.json").read_text())
-        self._open(settings, openapi)
+        self.openapi = json.loads((OPENAPI_DIR / f"{self.service}.json").read_text())
+        self._open(settings)
 
-    def _open(self, settings: Settings, openapi: dict) -> None:
+    def _open(self, settings: Settings) -> None:
         import psycopg
         from psycopg_pool import PoolTimeout
 
@@ -81,20 +81,20 @@ class ServiceFunction:
                 on_drop=lambda table, n: self.metrics.prometheus.log_dropped.labels(table).inc(n),
             )
             self.writer.start()
-            app = self._build(settings, openapi)
+            app = self._build(settings)
         except (MigrationError, psycopg.OperationalError, PoolTimeout) as exc:
             # not migrated yet (the bootstrap Job), or the database is away: try again shortly
             self._problem = f"waiting: {exc}"
             log.warning("%s waits: %s", self.service, exc)
             self._close()
-            threading.Thread(target=self._reopen, args=(settings, openapi), daemon=True).start()
+            threading.Thread(target=self._reopen, args=(settings,), daemon=True).start()
             return
         except Exception as exc:  # keep serving health endpoints; report why we are not ready
             self._problem = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed to start", self.service)
             return
         if app is not None:  # None: inference waits for a model to serve (see _wait_for_model)
-            self._serve(app, openapi)
+            self._serve(app)
 
     def _check_schema(self, settings: Settings) -> None:
         """MigrationError unless the database's schema is current (a function never migrates: its
@@ -110,33 +110,31 @@ class ServiceFunction:
         with self.db.connection() as conn:
             require_migrated(conn)
 
-    def _reopen(self, settings: Settings, openapi: dict, after: float = 5.0) -> None:
+    def _reopen(self, settings: Settings, after: float = 5.0) -> None:
         if not self._stopping.wait(after):
-            self._open(settings, openapi)
+            self._open(settings)
 
-    def _serve(self, app, openapi: dict) -> None:
+    def _serve(self, app) -> None:
         """Serve ``app`` and be ready: once it exists (a failure to build it is not ready). An
         unpinned inference revision follows the registry from then on (``_follow_registry``),
         not before: a swap the follower made first would be undone here."""
         self.app = guard(app, on_request=self._observe)
         self._mark_ready(self.settings.revision)
         if self.service == "inference" and self.settings.model_version is None and self._following is None:
-            self._following = threading.Thread(
-                target=self._follow_registry, args=(openapi,), name="pefm-follow-registry", daemon=True
-            )
+            self._following = threading.Thread(target=self._follow_registry, name="pefm-follow-registry", daemon=True)
             self._following.start()
 
-    def _build(self, settings: Settings, openapi: dict):
+    def _build(self, settings: Settings):
         if self.service == "ingest":
             from pefm.serving.ingest import create_ingest_app
 
             self._check_schema(settings)
-            return create_ingest_app(settings, self.db, self.metrics, self.cache, openapi)
+            return create_ingest_app(settings, self.db, self.metrics, self.cache, self.openapi)
         if self.service == "monitor":
             from pefm.serving.monitor import create_monitor_app
 
             self._check_schema(settings)
-            app = create_monitor_app(settings, self.db, self.metrics, openapi)
+            app = create_monitor_app(settings, self.db, self.metrics, self.openapi)
             self._on_stop = app.state.monitor.close
             return app
         from pefm.serving.inference import ModelServer, NoServingModel
@@ -147,13 +145,11 @@ class ServiceFunction:
             server.load()
         except NoServingModel as exc:  # a fresh cluster: the bootstrap job has not made one serve yet
             self._problem = f"waiting: {exc}"
-            threading.Thread(
-                target=self._wait_for_model, args=(server, openapi), name="pefm-model-wait", daemon=True
-            ).start()
+            threading.Thread(target=self._wait_for_model, args=(server,), name="pefm-model-wait", daemon=True).start()
             return None
-        return self._inference_app(server, openapi)
+        return self._inference_app(server)
 
-    def _wait_for_model(self, server, openapi: dict, every: float = 5.0) -> None:
+    def _wait_for_model(self, server, every: float = 5.0) -> None:
         """Try again every ``every`` seconds until a model serves; then become ready."""
         while not self._stopping.wait(every):
             try:
@@ -161,16 +157,16 @@ class ServiceFunction:
             except Exception as exc:  # still none, or the database is away: keep waiting
                 self._problem = f"waiting: {exc}"
                 continue
-            self._serve(self._inference_app(server, openapi), openapi)
+            self._serve(self._inference_app(server))
             return
 
-    def _inference_app(self, server, openapi: dict):
+    def _inference_app(self, server):
         """The app serving ``server``'s version, its re-conditioning started."""
         from pefm.serving.inference import create_inference_app
 
         settings = self.settings
         self.metrics.serve_model(server.version.id, server.version.family)
-        app = create_inference_app(settings, server, self.metrics, self.writer, openapi)
+        app = create_inference_app(settings, server, self.metrics, self.writer, self.openapi)
         self._serving, self._retired = server, threading.Event()
         if self._stopping.is_set():
             self._retired.set()
@@ -180,7 +176,7 @@ class ServiceFunction:
             Reconditioner(server, self.db.url, self._retired).start()
         return app
 
-    def _follow_registry(self, openapi: dict) -> None:
+    def _follow_registry(self) -> None:
         """An unpinned revision serves the registry's serving version, whenever its replicas
         started: on every change the registry announces, and on every (re)connection (what changed
         while it did not listen), each replica loads a version promoted since, then swaps it in;
@@ -199,7 +195,7 @@ class ServiceFunction:
                     heard = True
                     while not self._stopping.is_set():
                         if heard:
-                            self._follow_promotion(openapi)
+                            self._follow_promotion()
                             backoff = 1.0
                         heard = bool(list(conn.notifies(timeout=1.0, stop_after=1)))
             except Exception as exc:  # the database away
@@ -207,7 +203,7 @@ class ServiceFunction:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    def _follow_promotion(self, openapi: dict) -> None:
+    def _follow_promotion(self) -> None:
         import psycopg
 
         from pefm.forecasting.registry import serving_id
@@ -227,7 +223,7 @@ class ServiceFunction:
             log.exception("cannot serve %s, promoted in the registry: %s serves on", serving, served)
             return
         retired = self._retired
-        self.app = guard(self._inference_app(server, openapi), on_request=self._observe)
+        self.app = guard(self._inference_app(server), on_request=self._observe)
         retired.set()
         from pefm.serving.whatif import forget
 

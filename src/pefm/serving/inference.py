@@ -19,7 +19,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import re
 import secrets
 import threading
@@ -635,11 +634,6 @@ def rows_json(rows: list[dict[str, Any]], field: str) -> str:
     except ValueError:
         message = "the model's forecast from these data is not a finite number"
         raise ApiError(422, "no finite forecast", [{"field": field, "message": message}]) from None
-
-
-def finite_rows(rows: list[dict[str, Any]]) -> bool:
-    """Whether every number in forecast rows is finite: JSON, and so PostgreSQL's jsonb, has no other."""
-    return all(math.isfinite(v) for row in rows for v in row.values() if isinstance(v, float))
 
 
 def forecast_part(series_id: str, space: str, meta: dict[str, str], data_as_of: datetime, rows_json: str) -> str:

@@ -31,11 +31,11 @@ from pefm.data.validation import ValidationError, check_frequency
 from pefm.forecasting.base import BaseForecaster, ForecastInputError
 from pefm.forecasting.bundle import fit_data
 from pefm.forecasting.levels import anchor_at, level_forecast, rebased_anchor
+from pefm.forecasting.origins import finite_rows
 from pefm.forecasting.panel import conditioned, load_panel, panel_from_json, panel_to_json
 from pefm.forecasting.training import estimator
 from pefm.serving.cache import STATE_TTL, panel_key
 from pefm.serving.http import ApiError
-from pefm.serving.inference import finite_rows
 from pefm.storage.observations import last_changed, read_frame, settled
 
 if TYPE_CHECKING:
