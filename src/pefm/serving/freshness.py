@@ -52,9 +52,9 @@ def condition_on_latest(model, db: Database, series_ids: list[str], cache: Cache
     answer could hold them) keeps its forecasts, with a warning; the others go ahead. With a
     shared ``cache`` the panels read are kept there: the latest history of each group, which the
     replicas' model-path answers on the new data start from."""
+    from pefm.forecasting.origins import finite_rows
     from pefm.forecasting.panel import conditioned, load_panel, members_of, panel_to_json
     from pefm.forecasting.registry import precompute
-    from pefm.serving.inference import finite_rows
     from pefm.storage.observations import known_now
 
     updates: Updates = {}
@@ -166,6 +166,7 @@ class Reconditioner:
                     self._heard.put(None)
         finally:
             self._close_pool()
+            log.info("re-conditioning of %s ended", self.server.version.id)
 
     def _gather(self, first: set[str] | None) -> set[str] | None:
         """``first`` and what else is announced within ``min_interval`` seconds (None: everything)."""
