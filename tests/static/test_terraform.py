@@ -90,7 +90,7 @@ def terraform_folders() -> list[Path]:
 def test_terraform_fmt() -> None:
     """Guards that terraform/ is formatted the way `terraform fmt` writes it."""
     if shutil.which("terraform") is None:
-        pytest.skip("the terraform binary is not on PATH: `terraform fmt -check` cannot run")
+        pytest.fail("the terraform binary (1.11.4) is not on PATH: `terraform fmt -check` cannot run")
     done = subprocess.run(
         ["terraform", "fmt", "-check", "-recursive", str(TERRAFORM)], capture_output=True, text=True, timeout=120
     )
@@ -235,7 +235,7 @@ def render(folder: Path, files: list[str], outputs: dict[str, str], tmp: Path, *
     """Apply ``files`` of ``folder`` (locals built from variables only) in a scratch folder and return
     the ``outputs`` (name -> HCL expression, JSON-encoded there) decoded. ``variables`` are HCL values."""
     if shutil.which("terraform") is None:
-        pytest.skip("the terraform binary is not on PATH")
+        pytest.fail("the terraform binary (1.11.4) is not on PATH: these plans cannot run")
     if not list(tmp.glob("*.tf")):
         for name in files:
             shutil.copy(folder / name, tmp / name)
@@ -547,7 +547,7 @@ def test_database_cluster_output_plans_with_a_managed_url_or_without(tmp_path: P
     without nonsensitive() `terraform plan` stops with "Output refers to sensitive values". The chain
     data -> platform -> example is rebuilt from the real files (built-in only, no provider) and planned."""
     if shutil.which("terraform") is None:
-        pytest.skip("the terraform binary is not on PATH")
+        pytest.fail("the terraform binary (1.11.4) is not on PATH: these plans cannot run")
     [in_cluster] = [
         line for line in (DATA / "main.tf").read_text().splitlines() if re.match(r"\s*in_cluster\s*=", line)
     ]
