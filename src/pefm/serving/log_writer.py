@@ -7,7 +7,8 @@ writes it with COPY over its own connection: psycopg's adaptation of the rows do
 GIL from the event loop. Serving never waits on it. While the database is away the thread has the
 process reconnect on its own clock (0.1 s, doubling to at most 1 s, whatever the traffic) and
 leaves the rows queued, so a short outage loses nothing; rows are dropped, and counted
-(``pefm_log_rows_dropped``), only when the buffer is full or a batch fails mid-write.
+(``pefm_log_rows_dropped``), only when the buffer is full (``maxsize`` rows, or ``MAX_BYTES`` of
+their text) or a batch fails mid-write.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ import psycopg
 
 log = logging.getLogger(__name__)
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 1.0
+MAX_BYTES = 64 * 1024 * 1024
+"""The most text (a prediction's forecast, its ids) the buffer holds, besides the one batch being
+written: ``maxsize`` rows of 60-step forecasts at several levels were some 250 MB while the
+database was away."""
+ROW_BYTES = 100
+"""What a row is counted as besides its text (its numbers and timestamps, roughly)."""
 
 TABLES = {
     "request_log": ("ts", "service", "revision", "route", "method", "status", "latency_ms"),
@@ -61,7 +68,9 @@ class LogWriter:
         self.batch_size = batch_size
         self.interval = interval
         self.maxsize = maxsize
-        self._rows: deque[tuple[str, tuple]] = deque()
+        self._rows: deque[tuple[str, tuple, int]] = deque()
+        self._bytes = 0  # the buffered rows' sizes (``_size``), under ``_lock``
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._full = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pefm-log-writer", daemon=True)
@@ -77,12 +86,16 @@ class LogWriter:
         """Buffer a row of ``TABLES[table]``'s columns, its ts as seconds since the epoch
         (``time.time()``: a float pickles for the writer process in a fraction of a datetime's
         time); never blocks. A full buffer drops the row and counts it."""
+        size = ROW_BYTES + sum(len(v) for v in row if isinstance(v, str))
         rows = self._rows
-        if len(rows) >= self.maxsize:
+        with self._lock:
+            full = len(rows) >= self.maxsize or self._bytes + size > MAX_BYTES
+            if not full:
+                rows.append((table, row, size))
+                self._bytes += size
+        if full:
             self.on_drop(table, 1)
-            return
-        rows.append((table, row))
-        if len(rows) == self.batch_size:
+        elif len(rows) == self.batch_size:
             self._full.set()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -184,7 +197,14 @@ class LogWriter:
         self._connected = False
 
     def _drain(self) -> list[tuple[str, tuple]]:
-        return [self._rows.popleft() for _ in range(len(self._rows))]
+        return self._pop(len(self._rows))
+
+    def _pop(self, n: int) -> list[tuple[str, tuple]]:
+        """The first ``n`` buffered rows, out of the buffer."""
+        with self._lock:
+            taken = [self._rows.popleft() for _ in range(n)]
+            self._bytes -= sum(size for _, _, size in taken)
+        return [(table, row) for table, row, _ in taken]
 
     def _drop(self, batch: list[tuple[str, tuple]]) -> None:
         counts: dict[str, int] = defaultdict(int)
@@ -200,7 +220,7 @@ class LogWriter:
         if len(self._rows) < self.batch_size and not self._stop.is_set():
             self._full.wait(self.interval)
         self._full.clear()
-        return [self._rows.popleft() for _ in range(min(self.batch_size, len(self._rows)))]
+        return self._pop(min(self.batch_size, len(self._rows)))
 
 
 _BOOT = (
