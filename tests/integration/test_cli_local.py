@@ -73,6 +73,8 @@ def test_first_revision_takes_all_traffic_and_later_ones_leave_it_alone(db, cli_
     ]
     unknown = run(cli_env, "local", "register", "inference", "rev-x", "http://x:8080", "--model-version", "ar-1")
     assert unknown.returncode == 1 and "no model version 'ar-1' in the registry" in unknown.stderr
+    untaggable = run(cli_env, "local", "register", "inference", "rev-y", "http://y:8080", "--tag", "Bad_Tag.")
+    assert untaggable.returncode == 2 and "--tag must be a DNS-1035 label" in untaggable.stderr
     table = router_table(schema_url)  # what the router reads
     assert table.targets == [{"revision": "pefm-inference-blue", "percent": 100, "tag": "blue", "latest": False}]
     assert table.pick(None) == "pefm-inference-blue"

@@ -33,7 +33,7 @@ def register(
     move it."""
     from pefm.local.runtime import record_revision
     from pefm.rollout.local import LocalRouter
-    from pefm.rollout.router import TrafficTarget
+    from pefm.rollout.router import TAG, TrafficTarget
     from pefm.storage.model_versions import version_exists
 
     for url in urls:
@@ -41,6 +41,9 @@ def register(
         if parts.scheme not in ("http", "https") or not parts.hostname:
             error(f"revision URL must be http(s)://host[:port], not {url!r}")
             raise typer.Exit(2)
+    if not TAG.fullmatch(tag):
+        error(f"--tag must be a DNS-1035 label (a-z, 0-9, '-'; a letter first), not {tag!r}")
+        raise typer.Exit(2)
     urls = [url.rstrip("/") for url in urls]
     where = ", ".join(urls)
     with open_db() as db:

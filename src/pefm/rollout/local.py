@@ -9,7 +9,7 @@ import time
 from psycopg.types.json import Jsonb
 
 from pefm.local.runtime import RETIRE_LOCK, stop_revision
-from pefm.rollout.router import TrafficTarget
+from pefm.rollout.router import TrafficTarget, check_block
 from pefm.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,12 @@ class LocalRouter:
         return [TrafficTarget(**t) for t in row[0]] if row else []
 
     def set_traffic(self, service: str, targets: list[TrafficTarget]) -> None:
-        """Replace the block; revisions that leave it are stamped ``unrouted_at`` (their grace
-        period starts), revisions in it are not."""
-        total = sum(t.percent for t in targets)
-        if total != 100 or any(not 0 <= t.percent <= 100 for t in targets):
-            raise ValueError(f"traffic percents must be 0..100 and add up to 100, got {total}")
-        named = [t.revision for t in targets if t.revision and not t.latest]
+        """Replace the block (checked as Knative's admission checks one: ``check_block``); revisions
+        that leave it are stamped ``unrouted_at`` (their grace period starts), revisions in it are
+        not. A revision not recorded (yet) is routed as Knative routes one it cannot find: its
+        share of the requests gets 503s."""
+        check_block(targets)
+        named = [t.revision for t in targets if t.revision]
         with self.db.connection() as conn, conn.transaction():
             row = conn.execute("SELECT traffic FROM local_traffic WHERE service = %s FOR UPDATE", (service,)).fetchone()
             leaving = [t["revision"] for t in (row[0] if row else []) if t.get("revision") not in named]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -36,6 +37,27 @@ class TrafficTarget:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+TAG = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A tag as Knative takes one: a DNS-1035 label (it names the route ``<tag>-<service>``)."""
+
+
+def check_block(targets: list[TrafficTarget]) -> None:
+    """ValueError, naming the entry, unless ``targets`` is a traffic block Knative's admission
+    would take: percents of 0..100 adding up to 100; each entry a named revision or, with no
+    name, ``latestRevision``; tags DNS-1035 labels, no two alike."""
+    total = sum(t.percent for t in targets)
+    if total != 100 or any(not 0 <= t.percent <= 100 for t in targets):
+        raise ValueError(f"traffic percents must be 0..100 and add up to 100, got {total}")
+    tags = [t.tag for t in targets if t.tag is not None]
+    for i, t in enumerate(targets):
+        if bool(t.revision) == t.latest:
+            raise ValueError(f"traffic[{i}]: a revision name, or latestRevision with none, not both or neither")
+        if t.tag is not None and not TAG.fullmatch(t.tag):
+            raise ValueError(f"traffic[{i}]: tag {t.tag!r} is not a DNS-1035 label (a-z, 0-9, '-'; a letter first)")
+        if t.tag is not None and tags.count(t.tag) > 1:
+            raise ValueError(f"traffic[{i}]: tag {t.tag!r} names two targets")
 
 
 def knative_service(service: str) -> str:
