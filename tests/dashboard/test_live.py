@@ -52,14 +52,19 @@ def inference(served, tmp_path_factory) -> Iterator[Process]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(inference, tmp_path_factory) -> Iterator[PrometheusProvider]:
-    server = start_prometheus([inference.url.removeprefix("http://")], tmp_path_factory.mktemp("prometheus"))
+def prometheus(served, tmp_path_factory) -> Iterator[PrometheusProvider]:
+    """Debian's Prometheus scraping an inference function of its own, which no test asks for a
+    forecast: it answers nothing but the scrapes, whichever tests ran before."""
+    db, version_id = served
+    scraped = start_function("inference", db.url, tmp_path_factory.mktemp("scraped"), PEFM_MODEL_VERSION=version_id)
+    server = start_prometheus([scraped.url.removeprefix("http://")], tmp_path_factory.mktemp("prometheus"))
     yield PrometheusProvider(server.url)
     server.stop()
+    scraped.stop()
 
 
 def test_the_overview_counts_no_metrics_scrape_as_traffic(prometheus, served):
-    """Runs first in this module: the function has answered nothing but Prometheus's scrapes."""
+    """The function Prometheus scrapes has answered nothing but its scrapes: no traffic."""
     scrapes = 'sum(rate(pefm_requests_total{service="inference",route="/metrics"}[15m]))'
     deadline = time.monotonic() + 60
     while not prometheus.query(scrapes) and time.monotonic() < deadline:
@@ -130,7 +135,12 @@ def test_during_a_rollout_the_latest_view_is_the_serving_versions_forecast_every
         LocalRouter(db, {}).set_traffic(
             "inference", blue_green("pefm-inference-dash-green", "pefm-inference-dash-blue", 50)
         )
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while (green := httpx.post(f"{router.url}/_tag/green/v1/forecast", json=body)).status_code != 200 or (
+            green.json()["model_version"] != version_id
+        ):
+            assert time.monotonic() < deadline, "the router never read the new traffic block"
+            time.sleep(0.1)
         assert [data._ask(router.url, version_id, body, data.ask_deadline())[1] for _ in range(4)] == [""] * 4
         # a version no revision serves is said so, not drawn
         part, why = data._ask(router.url, "ar-nosuch", body, data.ask_deadline())

@@ -29,6 +29,8 @@ def _open(client, path: str):
 def test_every_page_is_sent_while_the_database_does_not_answer():
     with Database("postgresql://pefm@127.0.0.1:9/nothing", timeout=1) as down:
         client = create_app(down).server.test_client()
+        paths = {page["path"] for page in dash.page_registry.values()}
+        assert paths == {"/", "/forecasts", "/models", "/drift", "/serving", "/rollouts"}  # dashboard/pages/
         for page in dash.page_registry.values():
             answer = _open(client, page["path"])
             assert answer.status_code == 200, page["path"]

@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pandas as pd
 import psycopg
 import pytest
@@ -360,6 +361,9 @@ def test_a_steady_request_rate_is_drawn_steady_to_both_ends_of_the_window(served
         now = conn.execute("SELECT now()").fetchone()[0]  # the transaction's: the one the query reads
         for minutes, bucket in ((60, 60), (360, 300), (1440, 900)):
             frame = data.serving_latency(conn, minutes=minutes, bucket_seconds=bucket)
+            # every bucket of the window is there (one revision), the one cut by its start included
+            assert abs(len(frame) - minutes * 60 / bucket) <= 1, (minutes, len(frame))
+            checked = 0
             for when, rate in zip(frame["bucket"], frame["rate"], strict=True):
                 begins = max(when, now - timedelta(minutes=minutes))
                 if begins < now - timedelta(hours=2):  # before the first request, or the bucket it falls in
@@ -367,6 +371,10 @@ def test_a_steady_request_rate_is_drawn_steady_to_both_ends_of_the_window(served
                 span = (min(when + timedelta(seconds=bucket), now) - begins).total_seconds()
                 if span >= 10:  # a count in a span of d seconds is d, give or take one
                     assert rate == pytest.approx(1.0, abs=1.5 / span), (minutes, when, rate)
+                    checked += 1
+            # the buckets within the two hours of requests, all but the current one if it has just begun
+            within = min(minutes, 120) * 60 / bucket
+            assert within - 2 <= checked <= within + 1, (minutes, checked)
 
 
 def test_serving_charts_mark_cold_starts_and_promotions(served):
@@ -720,7 +728,9 @@ def test_control_values_a_client_makes_up_fall_back_or_are_refused_never_a_500(s
             values = {"ro-rollout.value": "1", "ro-token.value": token, "ro-acted.data": acted}
             answer = _callback(client, "ro-message", values, pause)
             assert answer.status_code == 200, (token, acted)
-            assert "rollout API unreachable" in str(answer.get_json()) or "invalid token" in str(answer.get_json())
+            # a token that is no string is refused before the API is asked; "t" is asked of it (port 9)
+            expected = "rollout API unreachable" if token == "t" else "invalid token"
+            assert expected in str(answer.get_json()), (token, acted, answer.get_json())
         values = {"ro-rollout.value": "1", "ro-token.value": "t", "ro-acted.data": 0}
         answer = _callback(client, "ro-message", values, "ro-token.value")  # says it was no button
         assert answer.status_code == 200 and "no action 'None'" in str(answer.get_json())
@@ -923,13 +933,11 @@ def test_a_prometheus_that_does_not_answer_is_not_asked_again_for_a_minute(serve
 
     db, _, _ = served
     away = PrometheusProvider(silent.url, timeout=0.5)
-    moments = [time.monotonic()]
     with db.connection() as conn:
         for _ in range(2):
             summary = data.overview(conn, prometheus=away)
-            moments.append(time.monotonic())
             assert summary["source"] == "request log (Prometheus unreachable: ReadTimeout)"
-        assert moments[1] - moments[0] >= 0.5 and moments[2] - moments[1] < 0.4 and len(silent.accepted) == 1
+        assert len(silent.accepted) == 1  # the first refresh waited for it, the second did not ask
         monkeypatch.setattr(context, "RETRY_S", 0.0)
         data.overview(conn, prometheus=away)
     assert len(silent.accepted) == 2  # asked again once the minute is over
@@ -941,15 +949,11 @@ def test_an_mlflow_that_does_not_answer_is_not_asked_again_for_a_minute(served, 
     monkeypatch.setenv("PEFM_MLFLOW_TRACKING_URI", silent.url)
     get_settings.cache_clear()
     try:
-        moments = [time.monotonic()]
-        cards = []
-        for _ in range(2):
-            cards.append(str(views.version_card(version_id)))
-            moments.append(time.monotonic())
+        cards = [str(views.version_card(version_id)) for _ in range(2)]
     finally:
         get_settings.cache_clear()
     assert all("unreachable (ReadTimeout)" in card for card in cards)
-    assert moments[2] - moments[1] < 1 and len(silent.accepted) == 1
+    assert len(silent.accepted) == 1  # the first card waited for it, the second did not ask
 
 
 def test_a_database_that_does_not_answer_opens_the_alert_and_leaves_the_page(served):
@@ -983,54 +987,48 @@ def test_the_as_of_picker_starts_when_the_first_data_became_known(served):
     assert answer.get_json()["response"]["fc-as-of"]["min"] == f"{first_vintage:%Y-%m-%d}"
 
 
-def test_the_latest_forecast_is_asked_of_the_api_again_only_once_data_changed(served, monkeypatch):
+def test_the_latest_forecast_is_asked_of_the_api_again_only_once_data_changed(served, monkeypatch, tmp_path):
     """Every open Forecasts page asked the inference API for each drawn series at every 20-second
     refresh: traffic the Overview, the request log and a canary's analysis counted as users'. An
-    answer is kept for a while at most (one asked before the replica re-conditioned is of old data)."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    answer is kept for a while at most (one asked before the replica re-conditioned is of old data).
+    The inference function runs as a real process; its own request counter says how often it was asked."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.functions.conftest import start_function
 
     db, version_id, _ = served
-    asked = []
+    running = start_function("inference", db.url, tmp_path, PEFM_MODEL_VERSION=version_id)
 
-    class Inference(BaseHTTPRequestHandler):
-        def do_POST(self):
-            asked.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            bounds = {"lo-80": 0.5, "hi-80": 1.5, "lo-95": 0.0, "hi-95": 2.0}
-            forecast = [{"series_id": "realgdp", "ds": "2030-01-01", "mean": 1.0, **bounds}]
-            part = {"series_id": "realgdp", "forecast": forecast, "data_as_of": datetime.now(UTC).isoformat()}
-            body = json.dumps({"model_version": version_id, "forecasts": [part]}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def asked() -> int:
+        metrics = httpx.get(f"{running.url}/metrics", timeout=30).text
+        return sum(
+            s.value
+            for f in text_string_to_metric_families(metrics)
+            for s in f.samples
+            if s.name == "pefm_requests_total" and s.labels.get("route") == "/v1/forecast"
+        )
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Inference)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("PEFM_ROUTER_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("PEFM_ROUTER_URL", running.url)
     monkeypatch.setattr(data, "_ANSWERED", type(data._ANSWERED)())
     get_settings.cache_clear()
     view = ForecastView(series=("realgdp",), version=version_id)
     try:
         for _ in range(3):  # three refreshes
-            views.forecast_view(view)
-        assert len(asked) == 1
+            figure, _ = views.forecast_view(view)
+        assert asked() == 1
+        assert not [a.text for a in figure.layout.annotations if "before the latest data" in a.text]  # its answer
         with db.connection() as conn:  # new data of another series: a group's members condition on it
             rows = pd.DataFrame([{"series_id": "unemp", "ts": pd.Timestamp("2010-01-01"), "value": 9.9}])
             write_observations(conn, rows)
         for _ in range(2):
             views.forecast_view(view)
-        assert len(asked) == 2
+        assert asked() == 2
         monkeypatch.setattr(data, "ANSWER_SECONDS", 0.0)  # kept for a while at most: asked again after it
         views.forecast_view(view)
-        assert len(asked) == 3
+        assert asked() == 3
     finally:
         get_settings.cache_clear()
-        server.shutdown()
+        running.stop()
 
 
 def test_a_hung_inference_api_holds_one_render_seconds_and_the_next_not_at_all(served, silent, monkeypatch):
@@ -1046,19 +1044,20 @@ def test_a_hung_inference_api_holds_one_render_seconds_and_the_next_not_at_all(s
     get_settings.cache_clear()
     latest = ForecastView(series=tuple(SERIES), version=version_id)
     try:
-        took = []
-        for _ in range(2):
-            start = time.monotonic()
-            figure, _ = views.forecast_view(latest)
-            took.append(time.monotonic() - start)
-        assert took[0] < 8 and took[1] < 1, took  # data.ASK_SECONDS (5 s), then not asked
+        start = time.monotonic()
+        views.forecast_view(latest)
+        took = time.monotonic() - start
+        figure, _ = views.forecast_view(latest)  # the next render
+        # the render's deadline (data.ASK_SECONDS) is the requirement; the margin is for a loaded
+        # machine, well under the series asked one after the other (10 s each)
+        assert took < data.ASK_SECONDS + 5, took
         assert len(silent.accepted) == len(SERIES)  # asked once each, at the first render only
         notes = [a.text for a in figure.layout.annotations]
         assert sum("the inference API did not answer lately (ReadTimeout)" in n for n in notes) == 2, notes
         monkeypatch.setattr(context, "_failures", {})  # a minute later: as of a date, asked again
         start = time.monotonic()
         figure, _ = views.forecast_view(replace(latest, as_of="1990-06-15"))
-        assert time.monotonic() - start < 8
+        assert time.monotonic() - start < data.ASK_SECONDS + 5  # by the render's deadline, not 120 s a series
         # an estimate that outlasts the render is no sign the API is away: the latest are asked still
         assert context.recent_failure(silent.url) is None
     finally:
@@ -1107,7 +1106,8 @@ def test_html_in_a_series_name_and_unit_is_drawn_as_text(served):
 def test_html_in_a_series_name_is_drawn_as_text_by_plotly_in_chromium(served):
     """The figure as the page draws it, with the vendored plotly.js in Debian's Chromium: no link in
     the SVG, the name's characters as they were written."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
+    from playwright import sync_api  # the dev extra installs it: missing, this fails rather than skips
+
     from tests.e2e.harness import launch_chromium
 
     db, version_id, _ = served

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from playwright import sync_api as playwright_api  # the dev extra installs it: missing, every test fails
 
 from dashboard.demo import seed
 from pefm.storage.database import Database
 from pefm.storage.migrate import migrate
 from tests.conftest import with_schema
 from tests.e2e.harness import CHROMIUM, LOADED, PAGES, launch_chromium, start_stack
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
 
 
 @pytest.fixture(scope="module")

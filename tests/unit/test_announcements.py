@@ -39,22 +39,23 @@ def test_a_sink_that_never_answers_does_not_hold_back_the_replicas():
         shared = True
 
         def __init__(self):
-            self.heard: list[tuple[float, str]] = []
+            self.heard: list[str] = []
 
         def publish(self, channel: str, message: str) -> None:
-            self.heard.append((time.monotonic(), message))
+            self.heard.append(message)
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(10)
-        cache, started = Recorder(), time.monotonic()
+        cache = Recorder()
         announcers = _announcers(cache, f"http://127.0.0.1:{silent.getsockname()[1]}/", None)
         for series in (["a"], ["b"]):
             for announcer in announcers:
                 announcer.announce(series)
             time.sleep(0.3)
+        # behind the sink, the second would wait for its client's timeout (30 s): both within 5 s
+        # say the replicas' announcements did not queue behind it
         deadline = time.monotonic() + 5
         while len(cache.heard) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert [message for _, message in cache.heard] == ['{"series": ["a"]}', '{"series": ["b"]}']
-    assert max(at for at, _ in cache.heard) - started < 2
+    assert cache.heard == ['{"series": ["a"]}', '{"series": ["b"]}']
