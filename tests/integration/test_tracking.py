@@ -285,6 +285,43 @@ def test_mlflow_away_fails_in_seconds_with_one_clear_line(cli_env, db):
     assert time.monotonic() - began < PROBE_TIMEOUT + 5  # the probe's bound (a refused connection: at once)
 
 
+def test_a_backtest_whose_logging_fails_past_the_probe_never_shows_the_password(cli_env, db):
+    """Past the probe, MLflow's own error quotes the URI it was given, password and all, and
+    ``pefm backtest`` printed it. A stand-in server, since a real MLflow server cannot be made to
+    fail between the probe and the first call: ``/health`` answers 200, and every other request
+    has its connection closed unanswered."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class UpThenGone(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.rstrip("/") != "/health":
+                self.close_connection = True
+                return
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    with db.connection() as c:
+        load_bundled(c, bundled(["unemp"]))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), UpThenGone)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://mirror:s3cret@127.0.0.1:{server.server_port}"
+        env = {**cli_env, "PEFM_MLFLOW_TRACKING_URI": uri}
+        done = pefm(env, "backtest", "--model", "naive", "--series", "unemp", "--windows", "2", timeout=180)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert "not logged to MLflow" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "s3cret" not in done.stderr and f"http://127.0.0.1:{server.server_port}" in done.stderr, done.stderr
+
+
 def test_without_mlflow_installed_tracking_sync_names_the_extra(cli_env, db):
     env = {**cli_env, "PEFM_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     hidden = "import runpy, sys; sys.modules['mlflow'] = None; runpy.run_module('pefm.cli', run_name='__main__')"

@@ -199,14 +199,14 @@ def backtest(
             set_backtest(conn, version, run.summary(spec))  # the MLflow mirror logs it to the version's run
     _print_scores(run.scores)
     if not version and (uri := get_settings().mlflow_tracking_uri):
-        from pefm.tracking import TrackingUnavailable, log_backtest
+        from pefm.tracking import TrackingUnavailable, log_backtest, scrubbed
 
         try:  # MLflow away: TrackingUnavailable in seconds (a probe first, MLflow's retries bounded)
             run_id = log_backtest(uri, model, params or {}, ids, run.summary(spec))
             console.print(f"logged to MLflow: run {run_id} of experiment pefm-backtests")
         except Exception as exc:  # the backtest stands on its own: MLflow's failure is only reported
             why = str(exc) if isinstance(exc, TrackingUnavailable) else f"{type(exc).__name__}: {exc}"
-            warning("not logged to MLflow", why)
+            warning("not logged to MLflow", scrubbed(why, uri))  # its message may quote the URI
     if version:
         console.print(f"stored the backtest with {version}")
 
