@@ -31,6 +31,14 @@ def model_info(client) -> set[str]:
     return set(re.findall(r'^pefm_model_info\{[^}]*version="([^"]+)"', client.get("/metrics").text, re.M))
 
 
+def follows(client, before: str, promoted: str, timeout: float = 30) -> None:
+    """Wait until the replica serves ``promoted``, serving ``before`` until then."""
+    deadline = time.monotonic() + timeout
+    while (served := served_version(client)) != promoted:
+        assert served == before and time.monotonic() < deadline, served
+        time.sleep(0.2)
+
+
 def wait_for_log(running, text: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while text not in running.log.read_text():
@@ -45,10 +53,7 @@ def test_an_unpinned_revision_follows_a_promotion(module_schema, unpinned):
     with running.client() as client:
         assert served_version(client) == first and model_info(client) == {first}
         second = register_model(module_schema, "mean", ["unemp", "infl"])
-        deadline = time.monotonic() + 30
-        while (served := served_version(client)) != second:
-            assert served == first and time.monotonic() < deadline, served
-            time.sleep(0.2)
+        follows(client, first, second)
         assert model_info(client) == {second}
         dropped = client.post("/v1/forecast", json={"series_id": "realgdp", "horizon": 2})
         assert dropped.status_code == 409, dropped.text  # the promoted version does not forecast it
@@ -70,8 +75,4 @@ def test_a_promoted_version_it_cannot_load_leaves_the_one_before_serving(module_
             promote(conn, forged.id)
         wait_for_log(running, f"cannot serve {forged.id}, promoted in the registry: {before} serves on")
         assert served_version(client) == before and model_info(client) == {before}
-        third = register_model(module_schema, "naive", ["unemp", "infl"])
-        deadline = time.monotonic() + 30
-        while (served := served_version(client)) != third:
-            assert served == before and time.monotonic() < deadline, served
-            time.sleep(0.2)
+        follows(client, before, register_model(module_schema, "naive", ["unemp", "infl"]))
