@@ -50,6 +50,7 @@ def test_the_canary_carries_the_specs_steps_interval_threshold_and_ranges():
 def test_metric_queries_are_the_local_providers_with_flaggers_variables():
     query = flagger_query("success_rate")
     assert 'revision="{{ route }}"' in query and "[{{ interval }}]" in query and "{revision}" not in query
+    assert "offset {{ interval }})" in query and "{window}" not in query  # series born in the window
 
 
 @pytest.fixture

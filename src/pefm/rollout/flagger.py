@@ -47,7 +47,7 @@ def flagger_query(metric: str) -> str:
     ``FLAGGER_PROMQL``) with Flagger's template variables."""
     return (
         FLAGGER_PROMQL[metric]
-        .replace("[{window}s]", "[{window}]")
+        .replace("{window}s", "{window}")  # Flagger's interval is a duration with its unit
         .format(revision="{{ route }}", window="{{ interval }}")
     )
 

@@ -2,7 +2,7 @@
 
 ``PrometheusProvider`` asks a Prometheus server (PromQL templates below, data not code);
 ``DatabaseProvider`` reads the functions' request log when no Prometheus is configured.
-Both exclude the /metrics scrapes; health probes never reach the apps' metrics. A request a
+Both exclude the /metrics scrapes and /openapi.json; health probes never reach the apps' metrics. A request a
 revision refused as the client's fault (a 4xx: a malformed body, an unknown series, the rate
 limit) is no evidence of its health either: it neither counts towards ``min_requests`` nor
 passes, nor pulls the p99 latency down (a flood of junk made up the minimum in seconds and
@@ -35,13 +35,24 @@ class MetricsProvider(Protocol):
         ...
 
 
-_SERVED = 'revision="{revision}",route!~"/metrics|unmatched",status!~"4.."'
+_SERVED = 'revision="{revision}",route!~"/metrics|/openapi.json|unmatched",status!~"4.."'
 _UNROUTED_FAILURES = 'revision="{revision}",route="unmatched",status=~"5.."'
+
+
+def _increase(series: str) -> str:
+    """Each of ``series``' increase in the window, a series born inside it counted from 0. A
+    series begins at its first count (a revision's first 500 of a route, a new replica's first
+    requests), and ``increase`` needs two samples of it: that first count, and all the ones before
+    its first scrape, were never counted (a green failing 2 of 100 requests, each status its
+    first, had a success rate of 1). The two sides are disjoint: the series there at the window's
+    start, and the others."""
+    then = f"{series} offset {{window}}s"
+    return f"((increase({series}[{{window}}s]) and {then}) or (last_over_time({series}[{{window}}s]) unless {then}))"
 
 
 def _count(selector: str) -> str:
     """Requests matching ``selector`` in the window (0 when none)."""
-    return "(sum(increase(pefm_requests_total{{" + selector + "}}[{window}s])) or vector(0))"
+    return "(sum(" + _increase("pefm_requests_total{{" + selector + "}}") + ") or vector(0))"
 
 
 _REQUESTS = _count(_SERVED) + " + " + _count(_UNROUTED_FAILURES)
@@ -53,9 +64,9 @@ PROMQL = {
     "requests": _REQUESTS,
     "success_rate": _count(_SERVED + ',status!~"5.."') + " / (" + _REQUESTS + ")",
     "p99_latency_ms": (
-        "1000 * histogram_quantile(0.99, sum by (le) (increase(pefm_request_duration_seconds_bucket{{"
-        + _SERVED
-        + "}}[{window}s])))"
+        "1000 * histogram_quantile(0.99, sum by (le) ("
+        + _increase("pefm_request_duration_seconds_bucket{{" + _SERVED + "}}")
+        + "))"
     ),
 }
 
@@ -112,7 +123,7 @@ class DatabaseProvider:
                 """SELECT count(*), avg((status < 500)::int),
                           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)
                    FROM request_log WHERE revision = %s AND ts >= %s AND ts < coalesce(%s::timestamptz, 'infinity')
-                     AND route <> '/metrics' AND (route <> 'unmatched' OR status >= 500)
+                     AND route NOT IN ('/metrics', '/openapi.json') AND (route <> 'unmatched' OR status >= 500)
                      AND status NOT BETWEEN 400 AND 499""",
                 (revision, since, until),
             ).fetchone()

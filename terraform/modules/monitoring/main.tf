@@ -9,6 +9,9 @@ locals {
 
   annotated_pods = {
     job_name = "pefm-annotated-pods"
+    # the canary's metrics windows are 60 s (Flagger's MetricTemplates): at the operator's default
+    # of 30 s one missed scrape left no increase() at all, read as "served nothing" (a pass)
+    scrape_interval = "10s"
     kubernetes_sd_configs = [{
       role       = "pod"
       namespaces = { names = [var.app_namespace] }
