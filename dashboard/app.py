@@ -111,7 +111,9 @@ def database_unreachable(error: Exception) -> None:
 
 if __name__ == "__main__":
     from pefm.config import get_settings
+    from pefm.local.runtime import watch_stack
     from pefm.storage.database import open_database
 
+    watch_stack()  # `pefm up`'s ends with it, however that ended
     settings = get_settings()
     create_app(open_database(settings)).run(host=settings.dashboard_host, port=settings.dashboard_port)

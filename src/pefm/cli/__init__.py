@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -143,10 +144,16 @@ def main() -> None:
     read included), arguments or data a model cannot use (ForecastInputError), a thing asked for
     that does not exist (LookupError, not a bug's KeyError or IndexError), a file or connection the
     system refused (OSError), or a Kubernetes API that refused or failed a call
-    (ClusterUnavailable), wherever a command meets it, is one red line and exit code 1."""
+    (ClusterUnavailable), wherever a command meets it, is one red line and exit code 1. SIGTERM
+    and SIGHUP unwind the command as Ctrl-C does (exit code 128 + the signal): Python's default
+    for them ends the process at once, its ``with`` blocks and atexit handlers not run, and the
+    embedded PostgreSQL it held left running. ``pefm up``'s stack sets its own once it starts."""
     from pefm.forecasting.base import ForecastInputError
     from pefm.rollout.cluster import ClusterUnavailable
 
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:  # one ignored (nohup) stays ignored
+            signal.signal(signum, _unwind)
     try:
         app()
     except (ConfigError, ForecastInputError, LookupError, OSError, ClusterUnavailable) as exc:
@@ -154,6 +161,10 @@ def main() -> None:
             raise
         error(str(exc) or type(exc).__name__)  # a TimeoutError says nothing
         raise SystemExit(1) from None
+
+
+def _unwind(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def progress_bar() -> Progress:

@@ -58,6 +58,9 @@ def up(
     On the configured database (embedded by default): migrate, load the bundled real data, make
     sure a model is serving, then run the functions behind the local router and the dashboard."""
     if serve:  # before minutes of loading and training, not once the functions have started
+        from pefm.cli.stack import check_configuration
+
+        check_configuration()
         _check_ports(port, dashboard_port)
     with open_db(schema="migrate") as db:
         if db.embedded:

@@ -72,10 +72,12 @@ def _serve_rollout(host: str, port: int) -> None:
     from pefm.cli import open_db
     from pefm.cli.rollout import cluster, controller
     from pefm.config import get_settings
+    from pefm.local.runtime import watch_stack
     from pefm.rollout.api import ControllerLoop, create_rollout_app
     from pefm.rollout.spec import RolloutSpec
     from pefm.rollout.webhooks import FlaggerHooks, FlaggerOperator
 
+    watch_stack()  # `pefm up`'s ends with it, however that ended: its controller is the stack's
     settings = get_settings()
     spec = RolloutSpec.configured()
     with open_db() as db:

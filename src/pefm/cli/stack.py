@@ -65,13 +65,24 @@ def run_stack(
         raise typer.Exit(1)
 
 
+def check_configuration() -> None:
+    """ConfigError (one red line, exit 1) for settings the stack's processes would refuse only once
+    started: Redis without the key its entries are tagged with (``open_cache``'s own check, as
+    inference's replicas make it), which had left the revision unready until spawn's minute ran out."""
+    from pefm.serving.cache import open_cache
+
+    settings = get_settings()
+    if settings.redis_url and not settings.cache_key:
+        open_cache(settings, None)  # raises; with the key it would only make a client, never connected
+
+
 def _run(
     db: Database, local: LocalRouter, version: str, port: int, dashboard_port: int | None, replicas: int | None
 ) -> bool:
     """The stack until Ctrl-C (False) or a process stopped unasked (True)."""
     import sys
 
-    from pefm.local.runtime import LocalRuntime, spawn
+    from pefm.local.runtime import STACK, LocalRuntime, mlflow_environment, process_identity, spawn
     from pefm.local.secrets import FILLED, local_secrets
     from pefm.rollout.router import revision_name
 
@@ -85,8 +96,11 @@ def _run(
         return {name: secrets_env[name] for name in names}
 
     passwords = {f"PEFM_ROLE_PASSWORD_{c.upper()}": p for c, p in settings.role_passwords.items()}
-    # MLflow's URL may carry a password: to the rollout API's mirror and the dashboard's links only
-    mlflow = {"PEFM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri} if settings.mlflow_tracking_uri else {}
+    # MLflow's URL may carry a password, and MLflow's own variables are its credentials: to the
+    # rollout API's mirror and the dashboard's links only
+    mlflow = {}
+    if settings.mlflow_tracking_uri:
+        mlflow = {"PEFM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, **mlflow_environment()}
     router_url = local.url("inference")
     # what the monitor's retraining, the rollout API and the revisions it starts need to know
     shared_env = {
@@ -101,6 +115,14 @@ def _run(
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # the terminal closed; not under nohup
+        signal.signal(signal.SIGHUP, lambda *_: stop.set())
+    # everything started from here on, and everything it starts, ends once this process is gone,
+    # however it ended (``watch_stack``): a SIGKILL had left the whole stack running
+    if me := process_identity(os.getpid()):
+        os.environ[STACK] = me
+    else:  # no /proc to watch it by
+        os.environ.pop(STACK, None)
     unasked = False
     try:
         with console.status("starting the functions"):

@@ -20,8 +20,11 @@ import json
 import logging
 import os
 import random
+import signal
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import psycopg
@@ -428,19 +431,30 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
+    from pefm.local.runtime import release_embedded, stack_alive, watch_stack
+
+    stack = watch_stack()  # ends with the `pefm up` that started it, however that ended
+    if stack:  # uvicorn raises the SIGTERM it stopped on again once stopped: unwind, not die, on it
+        signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     host, _, port = os.environ.get("LISTEN_ADDRESS", "127.0.0.1:8080").rpartition(":")
     app = guard(Router(os.environ["PEFM_DATABASE_URL"], args.service))  # anything unforeseen: a JSON 500
-    uvicorn.run(
-        app,
-        host=host,
-        port=int(port),
-        loop="uvloop",
-        http="httptools",
-        ws="none",  # nothing here proxies websockets: an Upgrade is a plain request (its Upgrade dropped)
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=host,
+            port=int(port),
+            loop="uvloop",
+            http="httptools",
+            ws="none",  # nothing here proxies websockets: an Upgrade is a plain request (its Upgrade dropped)
+            lifespan="on",
+            access_log=False,
+            server_header=False,
+        )
+    finally:
+        if stack and not stack_alive(stack) and os.environ.get("PEFM_HOME"):
+            # a `pefm up` killed outright never let go of the embedded PostgreSQL it held: its
+            # router (one a stack) does, once the stack's other processes have ended
+            release_embedded(stack, Path(os.environ["PEFM_HOME"]))
 
 
 if __name__ == "__main__":

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import psycopg
+
+if TYPE_CHECKING:
+    import httpx
 
 FUNCTIONS = Path(__file__).resolve().parents[3] / "functions"
 
@@ -39,6 +46,8 @@ class Process:
     """The revision it is a replica of, if it is one."""
 
     def client(self, **kwargs) -> httpx.Client:
+        import httpx
+
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
     def stop(self) -> None:
@@ -89,6 +98,12 @@ Redis's, MLflow's) it is given by its starter, each process only its own; so are
 (``PEFM_ROUTER_URL``, ``PEFM_DASHBOARD_PORT``, ...). Paths are made absolute: a process runs in
 its own folder."""
 PATHS = ("PEFM_HOME", "PEFM_DRIFT_POLICY", "PEFM_GATE_POLICY", "PEFM_ROLLOUT_SPEC")
+STACK = "PEFM_STACK"
+"""Not a setting: the ``pefm up`` a process belongs to, as ``<pid>:<start time>`` (``process_identity``).
+``pefm up`` puts it in its own environment, so everything it starts inherits it and passes it on
+(the revisions the rollout API and retraining start); each of those processes ends once that
+``pefm up`` is gone (``watch_stack``), however it ended. A process started from a shell has none,
+and outlives the command that started it."""
 
 
 def free_port() -> int:
@@ -111,6 +126,8 @@ def spawn(
     """Start ``command`` listening on ``port`` (LISTEN_ADDRESS) and wait for ``ready_path`` to
     answer 200 while it runs. A port another process holds is refused before anything starts: its
     answer would pass for the new process's."""
+    import httpx  # here: the functions import this module for ``watch_stack``, and their images have no httpx
+
     if port is None:
         port = free_port()
     elif not port_free(port):
@@ -137,9 +154,95 @@ def inherited_environment() -> dict[str, str]:
     """This process's environment as a process started here gets it: no ``K_`` variable, no PEFM
     setting but the ``INHERITED`` ones, and none of libpq's ``PG`` ones (``PGPASSWORD``,
     ``PGSSLKEY``, ``PGSERVICE``, ...): each process is given its own complete connection, and the
-    owner's password given that way would be every component's."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PEFM_", "K_", "PG")) or k in INHERITED}
+    owner's password given that way would be every component's. Nor MLflow's own variables
+    (``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, ...): they go with MLflow's URL, to
+    the processes that talk to MLflow (``mlflow_environment``). The ``STACK`` a process belongs to
+    is passed on."""
+    dropped = ("PEFM_", "K_", "PG", "MLFLOW_")
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(dropped) or k in INHERITED or k == STACK}
     return {k: os.path.abspath(v) if k in PATHS and v else v for k, v in inherited.items()}
+
+
+def mlflow_environment() -> dict[str, str]:
+    """MLflow's own variables of this process's environment (its credentials among them), for the
+    processes that talk to MLflow alone."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+
+def process_identity(pid: int) -> str | None:
+    """``<pid>:<start time>`` of a live (not zombie) process, None when there is none: the start
+    time (clock ticks since boot, from /proc) tells a pid used again from the process that had it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return f"{pid}:{fields[19]}"
+
+
+def stack_alive(stack: str) -> bool:
+    """Whether the ``pefm up`` that ``stack`` (a ``STACK`` value) names still runs."""
+    return process_identity(int(stack.partition(":")[0])) == stack
+
+
+def watch_stack(environ: Mapping[str, str] = os.environ, every: float = 1.0) -> str | None:
+    """In a process started by a ``pefm up`` (``STACK`` in ``environ``), a thread that ends the
+    process the way SIGTERM does (its servers stop gracefully) within ``every`` seconds of that
+    ``pefm up``'s end, however it ended (SIGKILL, the OOM killer), and kills it 30 s later if it
+    is still there. Returns the stack, None where there is none (a process started from a shell).
+    Not the parent-death signal: that follows the thread that started a process, and revisions are
+    started from worker threads."""
+    stack = environ.get(STACK)
+    if not stack or not re.fullmatch(r"[0-9]+:[0-9]+", stack):
+        return None
+
+    def watch() -> None:
+        while stack_alive(stack):
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # a shutdown that hangs
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="pefm-stack-watch", daemon=True).start()
+    return stack
+
+
+def stack_members(stack: str) -> list[int]:
+    """The live processes other than this one that belong to ``stack`` (``STACK`` in their
+    environment), from /proc."""
+    marker = f"{STACK}={stack}".encode()
+    members = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        pid = int(environ.parent.name)
+        try:
+            if pid != os.getpid() and marker in environ.read_bytes().split(b"\0") and process_identity(pid):
+                members.append(pid)
+        except OSError:  # gone, or another user's
+            continue
+    return members
+
+
+def release_embedded(stack: str, home: Path, wait: float = 15.0) -> bool:
+    """After a ``pefm up`` that was killed (``stack``, no longer alive): once its other processes
+    have ended (``wait`` seconds at most), the embedded PostgreSQL of ``home`` it held is let go
+    on its behalf, which stops it unless another PEFM process holds it too. Whether it held one."""
+    pgdata = home / "postgres"
+    try:
+        held = int(stack.partition(":")[0]) in json.loads((pgdata / ".handle_pids.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+    if not held:
+        return False
+    deadline = time.monotonic() + wait
+    while stack_members(stack) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    from pefm.storage.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(pgdata)
+    server.start()  # joins it, forgetting the holders that are gone
+    server.stop()  # the last holder lets go: the server stops
+    return True
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

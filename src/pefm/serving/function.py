@@ -48,8 +48,10 @@ class ServiceFunction:
         """Build the app from the environment ``cfg``; failures leave the function not ready."""
         import json
 
+        from pefm.local.runtime import watch_stack
         from pefm.serving.observability import ServiceMetrics, configure_json_logging
 
+        watch_stack(cfg)  # a revision `pefm up` (or what it started) started ends with that stack
         settings = Settings.from_env(cfg)
         configure_json_logging(settings.log_level)
         # Large bodies are parsed on worker threads while the event loop answers health checks
