@@ -142,7 +142,7 @@ GIVEN = {
     *("PEFM_SHADOW_KEY", "PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS", "PEFM_CACHE_KEY"),
     *("PEFM_ROUTER_URL", "PEFM_ROLLOUT_API_URL", "PEFM_DASHBOARD_PORT", "PEFM_DASHBOARD_HOST"),
     *("PEFM_KNATIVE_NAMESPACE", "PEFM_KNATIVE_URL", "PEFM_MODEL_VERSION"),
-    *("PEFM_REDIS_URL", "PEFM_MLFLOW_TRACKING_URI"),  # URLs that may carry a password
+    *("PEFM_REDIS_URL", "PEFM_MLFLOW_TRACKING_URI", "PEFM_PROMETHEUS_URL"),  # URLs that may carry a password
 }
 
 
@@ -163,7 +163,8 @@ def test_the_environment_a_started_process_inherits(monkeypatch):
     from pefm.local.runtime import inherited_environment
 
     monkeypatch.setenv("PEFM_LOG_LEVEL", "DEBUG")
-    monkeypatch.setenv("PEFM_PROMETHEUS_URL", "http://127.0.0.1:9090")
+    monkeypatch.setenv("PEFM_PROMETHEUS_URL", "http://user:pass@127.0.0.1:9090")  # to what judges rollouts only
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "mlflows")  # with MLflow's URL, where it is used
     monkeypatch.setenv("PEFM_ADMIN_TOKEN", "not-for-every-process")
     monkeypatch.setenv("PEFM_ROLE_PASSWORD_TRAINER", "secret")
     monkeypatch.setenv("K_REVISION", "mine")
@@ -173,8 +174,9 @@ def test_the_environment_a_started_process_inherits(monkeypatch):
     monkeypatch.setenv("PGSSLKEY", "/root/owner.key")
     environment = inherited_environment()
     assert not {"PGPASSWORD", "PGSSLKEY"} & set(environment)
-    assert environment["PEFM_LOG_LEVEL"] == "DEBUG" and environment["PEFM_PROMETHEUS_URL"] == "http://127.0.0.1:9090"
-    assert not {"PEFM_ADMIN_TOKEN", "PEFM_ROLE_PASSWORD_TRAINER", "K_REVISION", "PEFM_REDIS_URL"} & set(environment)
+    assert environment["PEFM_LOG_LEVEL"] == "DEBUG"
+    dropped = {"PEFM_ADMIN_TOKEN", "PEFM_ROLE_PASSWORD_TRAINER", "K_REVISION", "PEFM_REDIS_URL", "PEFM_PROMETHEUS_URL"}
+    assert not (dropped | {"MLFLOW_TRACKING_PASSWORD"}) & set(environment)
     assert environment["PEFM_DRIFT_POLICY"] == str(Path.cwd() / "drift.toml")
     assert environment["PATH"] == __import__("os").environ["PATH"]
 

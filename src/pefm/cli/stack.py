@@ -101,6 +101,9 @@ def _run(
     mlflow = {}
     if settings.mlflow_tracking_uri:
         mlflow = {"PEFM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, **mlflow_environment()}
+    # Prometheus's URL may carry a password too: to what judges rollouts (the rollout API, the
+    # monitor's retraining) and the dashboard only
+    prometheus = {"PEFM_PROMETHEUS_URL": settings.prometheus_url} if settings.prometheus_url else {}
     router_url = local.url("inference")
     # what the monitor's retraining, the rollout API and the revisions it starts need to know
     shared_env = {
@@ -135,6 +138,7 @@ def _run(
                 **passwords,
                 "PEFM_RETRAIN": settings.retrain or "local",
                 "PEFM_TRAINER_DATABASE_URL": runtime.url_for("trainer"),
+                **prometheus,
                 # CloudEvents' token; the trainer's key (only the trainer signs) and the public keys
                 # the revisions it starts load models with
                 **only("PEFM_EVENT_TOKEN", "PEFM_SIGNING_KEY", "PEFM_VERIFY_KEYS"),
@@ -156,6 +160,7 @@ def _run(
                 "PEFM_DATABASE_URL": runtime.url_for("rollout"),
                 **shared_env,
                 **only("PEFM_VERIFY_KEYS"),
+                **prometheus,
                 **mlflow,
             }
             api = spawn(
@@ -174,7 +179,7 @@ def _run(
                 "PEFM_ROLLOUT_API_URL": api.url,
                 "PEFM_ROUTER_URL": router_url,  # as-of forecasts not stored yet come from the inference API
                 "PEFM_DASHBOARD_PORT": str(dashboard_port),
-                **({"PEFM_PROMETHEUS_URL": settings.prometheus_url} if settings.prometheus_url else {}),
+                **prometheus,
                 **mlflow,
             }
             dashboard = spawn(

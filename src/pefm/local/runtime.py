@@ -86,7 +86,6 @@ INHERITED = frozenset(
         "PEFM_RETRAIN",
         "PEFM_REVISION_GRACE_SECONDS",
         "PEFM_LOCAL_REPLICAS",
-        "PEFM_PROMETHEUS_URL",
         "PEFM_MLFLOW_UI_URL",
         "PEFM_FRED_URL",
         "PEFM_HOME",
