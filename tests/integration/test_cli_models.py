@@ -67,6 +67,7 @@ def test_train_backtest_gate_on_the_real_panel(db, cli_env, tmp_path):  # db: th
     assert not unemp["passed"] and unemp["statistic"] > 0 and unemp["p_adjusted"] <= 0.05
     assert any(f.startswith("unemp h=1 (n=24): RMSE") for f in report["failures"])
     assert "gates failed" in judged.stdout and "DM-HLN" not in judged.stderr
+    assert judged.stdout.count("FAIL") + judged.stdout.count("failed: ") == len(report["failures"])  # each shown
 
     # the serving version gated against itself would compare nothing, and overwrite its own report
     self_check = run(cli_env, "gate", "--candidate", serving_id, "--serving", serving_id)

@@ -249,7 +249,7 @@ def gate(
     if json_out:
         json_out.write_text(text)
     if not report["passed"]:
-        console.print(Text.assemble(("gates failed", "red"), f" ({len(report['failures'])} checks)"))
+        console.print(Text.assemble(("gates failed", "red"), f" ({len(report['failures'])} failures)"))
         raise typer.Exit(1)
     console.print("gates passed", style="green")
 
@@ -291,6 +291,10 @@ def print_gate_report(report: dict) -> None:
     )
     for s in report["skipped"]:
         console.print(f"skipped {s['rule']}{' for ' + s['series_id'] if 'series_id' in s else ''}: {s['reason']}")
+    # the failures no row above shows (a series the candidate drops, a rule that could not run),
+    # which come after the failed checks' own reasons
+    for reason in report["failures"][sum(not c["passed"] for c in report["checks"]) :]:
+        console.print(Text.assemble(("failed: ", "red"), reason), highlight=False)
     if divergence := report.get("divergence"):
         largest = {
             s: max((abs(d) for d in path if d is not None), default=0.0) for s, path in divergence["series"].items()
