@@ -158,3 +158,28 @@ def test_a_model_that_failed_to_load_while_the_database_was_away_loads_once_it_i
         stop(ingest)
         stop(inference)
         server.stop()
+
+
+def test_a_function_not_ready_counts_its_503s_and_can_be_scraped(tmp_path):
+    """Started with the database away, a revision answers 503 and is not ready. Its /metrics had
+    answered 503 too and its 503s were never counted, so the failures before routing that a
+    rollout's analysis counts against a green (``providers._UNROUTED_FAILURES``) never happened."""
+    from pefm.local.runtime import free_port
+
+    away = f"postgresql://pefm:x@127.0.0.1:{free_port()}/pefm"  # nothing listens there
+    running = start_function(
+        "ingest", away, tmp_path, ready_path="/health/liveness", PEFM_DATABASE_URL=away, PEFM_INGEST_TOKEN=TOKEN
+    )
+    try:
+        with httpx.Client(timeout=30) as client:
+            assert client.get(f"{running.url}/health/readiness").status_code != 200
+            for _ in range(3):
+                refused = client.post(f"{running.url}/v1/observations", json=BODY, headers=AUTH)
+                assert refused.status_code == 503 and "not ready" in refused.json()["error"], refused.text
+            scraped = client.get(f"{running.url}/metrics")
+        assert scraped.status_code == 200, scraped.text
+        lines = scraped.text.splitlines()
+        counted = [line for line in lines if line.startswith("pefm_requests_total{") and 'status="503"' in line]
+        assert len(counted) == 1 and 'route="unmatched"' in counted[0] and counted[0].endswith(" 3.0"), counted
+    finally:
+        stop(running)

@@ -29,6 +29,9 @@ class ServiceFunction:
             raise ValueError(f"unknown service {service!r}")
         self.service = service
         self.app = None
+        self.metrics = None
+        self._not_ready = None
+        """What answers while no app serves (``handle``), its answers observed."""
         self.db = None
         self.writer = None
         self.cache = None
@@ -239,8 +242,8 @@ class ServiceFunction:
         self.writer.put("revision_starts", (time.time(), self.service, revision, seconds))
 
     def _observe(self, scope: dict, status: int, seconds: float) -> None:
-        if is_shadow(scope):
-            return  # a rollout's signed shadow probe: not traffic this revision served
+        if self.metrics is None or is_shadow(scope):
+            return  # not started; a rollout's signed shadow probe: not traffic this revision served
         self.metrics.observe_request(scope, status, seconds)
         if self.writer is not None and scope.get("path") not in ("/metrics",):
             route, method = route_template(scope), method_label(scope)
@@ -248,16 +251,25 @@ class ServiceFunction:
             self.writer.put("request_log", row)
 
     async def handle(self, scope: dict, receive, send) -> None:
-        if self.app is None:
-            from pefm.serving.http import ApiError, RequestBody
+        if self.app is not None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/metrics" and self.metrics is not None:
+            # scraped while not ready too: the 503s below are counted there, as failures before
+            # routing, which a rollout's analysis holds against the revision
+            from starlette.requests import Request
 
-            response = ApiError(
-                503, f"{self.service} is not ready: {self._problem}", headers={"Retry-After": "5"}
-            ).response()
-            body = RequestBody(scope, receive)  # answered unread: the body is read first (see RequestBody)
-            await response(scope, body, body.sending(send))
-            return
-        await self.app(scope, receive, send)
+            await (await self.metrics.endpoint(Request(scope, receive)))(scope, receive, send)
+        else:
+            if self._not_ready is None:
+                self._not_ready = guard(self._answer_not_ready, on_request=self._observe)
+            await self._not_ready(scope, receive, send)
+
+    async def _answer_not_ready(self, scope: dict, receive, send) -> None:
+        """503, saying why (the body read first, by ``guard``)."""
+        from pefm.serving.http import ApiError
+
+        why = f"{self.service} is not ready: {self._problem}"
+        await ApiError(503, why, headers={"Retry-After": "5"}).response()(scope, receive, send)
 
     def stop(self) -> None:
         self._stopping.set()
