@@ -196,3 +196,35 @@ def test_an_unknown_tag_is_a_json_404_and_a_tag_with_no_replica_a_503(stack):
         known = httpx.get(f"{router}/_tag/blue/v1/forecast", timeout=10)
         assert known.status_code == 503 and "tags-0" in known.json()["error"], known.text
         assert httpx.get(f"{router}/v1/forecast", timeout=10).status_code == 200
+
+
+def test_a_revision_the_router_cannot_reach_is_charged_with_the_failures(stack):
+    """A green that crashed or hung answered its share with the router's 502s and 504s, which
+    nothing counted: its own metrics and log saw no request, so a rollout's analysis waited for
+    traffic until ``max_wait_seconds``. The router counts them against the revision, as failures
+    before routing, in its metrics and the request log; the analysis reads them."""
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pefm.rollout.providers import DatabaseProvider
+
+    runtime, db = stack
+    began = datetime.now(UTC) - timedelta(seconds=1)
+    route(db, "dead", "dead-1", [f"http://127.0.0.1:{free_port()}"])  # nothing listens there
+    router = start_router(runtime, "dead")
+    for _ in range(3):
+        answer = httpx.post(f"{router}/v1/forecast", json={}, timeout=10)
+        assert answer.status_code == 502, answer.text
+    samples = [
+        s
+        for family in text_string_to_metric_families(httpx.get(f"{router}/_router/metrics", timeout=10).text)
+        for s in family.samples
+        if s.name == "pefm_requests_total"
+    ]
+    assert [(s.labels["revision"], s.labels["route"], s.labels["status"], s.value) for s in samples] == [
+        ("dead-1", "unmatched", "502", 3.0)
+    ]
+    provider = DatabaseProvider(db)
+    wait_until(lambda: provider.revision_metrics("dead-1", began).requests == 3, "not in the request log", 30)
+    assert provider.revision_metrics("dead-1", began).success_rate == 0.0

@@ -33,7 +33,8 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from starlette.requests import Request
 
 from pefm.config import Settings
-from pefm.serving.http import ApiError, ClientGone, guard, require_bearer
+from pefm.serving.http import ApiError, ClientGone, guard, method_label, require_bearer
+from pefm.serving.log_writer import LogWriter
 
 log = logging.getLogger("pefm.router")
 HOP_BY_HOP = {
@@ -224,6 +225,16 @@ class Router:
             ["service", "revision"],
             registry=self.registry,
         )
+        self.failed = Counter(  # the revisions' own metric: the rollout queries count both (``_failed``)
+            "pefm_requests",
+            "Requests a revision could not answer, counted by the router (route unmatched)",
+            ["service", "revision", "route", "method", "status"],
+            registry=self.registry,
+        )
+        dropped = Counter("pefm_log_rows_dropped", "Request log rows not written", ["table"], registry=self.registry)
+        self.writer = LogWriter(
+            database_url, maxsize=settings.prediction_log_queue, on_drop=lambda table, n: dropped.labels(table).inc(n)
+        )
         self._freed = asyncio.Event()
         self._waiting = 0
         self._refresh: asyncio.Task | None = None
@@ -244,18 +255,32 @@ class Router:
         ready = asyncio.get_running_loop().create_future()
         self._refresh = asyncio.create_task(self.table.run(ready))
         await ready
+        self.writer.start()
 
     async def stop(self) -> None:
         if self._refresh:
             self._refresh.cancel()
         if self.session:
             await self.session.close()
+        await asyncio.to_thread(self.writer.stop)
+
+    def _failed(self, scope: dict, revision: str, status: int, started: float) -> None:
+        """A request sent to ``revision`` that it could not answer (no replica, none with room,
+        none reachable, one failed or timed out), counted against it as a failure before routing
+        (route ``unmatched``, as a revision counts its 503s while not ready), in the metrics and
+        in the request log: a rollout's analysis reads either, and a green that crashed or hung
+        had served nothing it could judge until ``max_wait_seconds`` ran out."""
+        method = method_label(scope)
+        self.failed.labels(self.service, revision, "unmatched", method, str(status)).inc()
+        ms = (time.perf_counter() - started) * 1000
+        self.writer.put("request_log", (time.time(), self.service, revision, "unmatched", method, status, ms))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
         if scope["type"] == "websocket":  # main's uvicorn takes none (ws="none"); another server's: refused
             return await send({"type": "websocket.close"})  # before the handshake: the server answers 403
+        started = time.perf_counter()
         path = scope["path"]
         if path.startswith("/_router/"):
             return await self._own(path, scope, receive, send)
@@ -278,9 +303,11 @@ class Router:
         revision = self.table.pick(tag)
         if revision is None and tag is not None:  # as Knative: no such route, which no retry will find
             return await ApiError(404, f"no revision tagged {tag!r}").response()(scope, receive, send)
-        if revision is None or not self.table.replicas.get(revision):
-            why = f"revision {revision} has no replica" if revision else "no revision has traffic"
-            return await ApiError(503, why).response()(scope, receive, send)
+        if revision is None:
+            return await ApiError(503, "no revision has traffic").response()(scope, receive, send)
+        if not self.table.replicas.get(revision):
+            self._failed(scope, revision, 503, started)
+            return await ApiError(503, f"revision {revision} has no replica").response()(scope, receive, send)
         declared = dict(raw).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             return await self._too_large(scope, receive, send)
@@ -295,6 +322,7 @@ class Router:
         for _attempt in range(len(self.table.replicas[revision])):
             replica = await self._acquire(revision)
             if replica is None:
+                self._failed(scope, revision, 503, started)
                 return await ApiError(503, f"revision {revision} stayed at its concurrency limit").response()(
                     scope, receive, send
                 )
@@ -321,6 +349,7 @@ class Router:
                         status, why = 504, f"revision {revision} did not answer within {UPSTREAM_TIMEOUT:g} s"
                     else:
                         status, why = 502, f"revision {revision} failed: {exc}"
+                    self._failed(scope, revision, status, started)
                     return await ApiError(status, why, headers={"Connection": "close"}).response()(scope, receive, send)
                 try:
                     return await self._relay(response, revision, replica, tag, send)
@@ -328,6 +357,7 @@ class Router:
                     response.release()
             finally:
                 self._release(replica)
+        self._failed(scope, revision, 502, started)
         error = ApiError(502, f"revision {revision} unreachable: no replica accepts connections")
         return await error.response()(scope, receive, send)
 
