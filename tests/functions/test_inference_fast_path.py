@@ -209,8 +209,10 @@ def test_plain_metrics_are_exposed_as_prometheus_clients_own():
         cache.labels(*lookup).inc()
     metrics.mark_ready(time.time() - 0.25)
     ready.labels("inference", "rev-1").set(metrics._ready)
-    metrics.serve_model("ar-2", "ar")
+    metrics.serve_model("ar-2", "ar")  # ar-1's forecasts are no longer served: its series go
     model.labels("rev-1", "ar-2", "ar").set(1)
+    for source in ("precomputed", "model", "cache"):
+        forecasts.remove("rev-1", "ar-1", source)
     ours = generate_latest(metrics.prometheus.registry).decode().splitlines()
     theirs = generate_latest(registry).decode().splitlines()
     names = ("pefm_requests", "pefm_request_duration", "pefm_forecasts", "pefm_cache", "pefm_start", "pefm_model")

@@ -85,8 +85,10 @@ class ServiceMetrics:
 
     def serve_model(self, version_id: str, family: str) -> None:
         """Record the model version this revision serves (one: an unpinned revision follows a
-        promotion)."""
+        promotion); the forecasts counted for the versions it served before are dropped, so that
+        a long-lived replica's series do not grow with every promotion it follows."""
         self._models = {version_id: family}
+        self._forecasts = {key: n for key, n in self._forecasts.items() if key[0] == version_id}
 
     async def endpoint(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
