@@ -50,6 +50,8 @@ resource "helm_release" "stack" {
   create_namespace = true
 
   values = [yamlencode({
+    # PEFM's alerts, the same file docker compose's Prometheus loads (a PrometheusRule of the release)
+    additionalPrometheusRulesMap = { pefm = yamldecode(file("${path.module}/../../../deploy/prometheus/alerts.yml")) }
     prometheus = {
       prometheusSpec = {
         retention                               = var.retention
