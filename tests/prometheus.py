@@ -9,15 +9,14 @@ import pytest
 from pefm.local.runtime import free_port, spawn
 
 
-def start_prometheus(targets: list[str], tmp: Path):
-    """The server scraping ``targets`` (``host:port``), its data under ``tmp``; stop() it after."""
+def start_prometheus(targets: list[str], tmp: Path, scrape_configs: str | None = None):
+    """The server scraping ``targets`` (``host:port``), or as ``scrape_configs`` (YAML, the
+    section's entries) says, its data under ``tmp``; stop() it after."""
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not installed (apt-get install prometheus; .ci/run does it)")
     config = tmp / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: pefm\n    static_configs: [{{targets: {targets}}}]\n"
-    )
+    scrape_configs = scrape_configs or f"  - job_name: pefm\n    static_configs: [{{targets: {targets}}}]\n"
+    config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n" + scrape_configs)
     port = free_port()
     return spawn(
         [

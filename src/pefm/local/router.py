@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import psycopg
@@ -403,15 +404,32 @@ class Router:
             return await _reply(send, 200, b"OK", b"text/plain")
         if path == "/_router/metrics":
             return await _reply(send, 200, generate_latest(self.registry), b"text/plain; version=0.0.4")
-        if path == "/_router/traffic":
+        if path in ("/_router/traffic", "/_router/targets"):
             try:
                 require_bearer(Request(scope), self.admin_token, "the router's traffic table")
             except ApiError as exc:
                 return await exc.response()(scope, receive, send)
+            if path == "/_router/targets":
+                return await _reply(send, 200, json.dumps(self._scrape_targets()).encode(), b"application/json")
             revisions = {rev: [r.to_dict() for r in replicas] for rev, replicas in self.table.replicas.items()}
             body = json.dumps({"targets": self.table.targets, "revisions": revisions}).encode()
             return await _reply(send, 200, body, b"application/json")
         return await ApiError(404, f"no router endpoint {path}").response()(scope, receive, send)
+
+    def _scrape_targets(self) -> list[dict]:
+        """The replicas of every revision the router knows, as Prometheus's HTTP service discovery
+        reads them (``http_sd_configs``): the revisions a rollout starts listen on ports no static
+        configuration knows, and a green Prometheus never scraped had no data to judge. Its labels
+        are ``__meta_`` ones, for relabeling: a target label ``revision`` would have renamed the
+        revisions' own (``exported_revision``)."""
+        return [
+            {
+                "targets": [urlsplit(r.url).netloc for r in replicas],
+                "labels": {"__meta_pefm_service": self.service, "__meta_pefm_revision": revision},
+            }
+            for revision, replicas in sorted(self.table.replicas.items())
+            if replicas
+        ]
 
     async def _lifespan(self, receive, send) -> None:
         while True:
