@@ -44,9 +44,11 @@ def _increase(series: str) -> str:
     series begins at its first count (a revision's first 500 of a route, a new replica's first
     requests), and ``increase`` needs two samples of it: that first count, and all the ones before
     its first scrape, were never counted (a green failing 2 of 100 requests, each status its
-    first, had a success rate of 1). The two sides are disjoint: the series there at the window's
-    start, and the others."""
-    then = f"{series} offset {{window}}s"
+    first, had a success rate of 1). The two sides are disjoint: the series there in the hour
+    before the window's start, and the others. That hour is a range, not an instant: a scrape that
+    failed just before the start leaves staleness markers an instant selector stops at, and every
+    series of the revision then counted its whole history."""
+    then = f"present_over_time({series}[1h] offset {{window}}s)"
     return f"((increase({series}[{{window}}s]) and {then}) or (last_over_time({series}[{{window}}s]) unless {then}))"
 
 
