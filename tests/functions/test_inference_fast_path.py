@@ -194,6 +194,7 @@ def test_plain_metrics_are_exposed_as_prometheus_clients_own():
     model = Gauge("pefm_model_info", "The model version this revision serves", info, registry=registry)
     routes = [Route("/v1/forecast", lambda r: None), Route("/metrics", lambda r: None), None]
     rnd = random.Random(7)
+    metrics.serve_model("ar-1", "ar")
     for _ in range(3000):
         route, method, status = rnd.choice(routes), rnd.choice(["GET", "POST"]), rnd.choice([200, 404, 503])
         seconds = rnd.choice([0.0005, 0.001, 0.0010000001, 0.05, 2.5, 11.0, rnd.random()])
@@ -201,9 +202,10 @@ def test_plain_metrics_are_exposed_as_prometheus_clients_own():
         path = route.path if route else "unmatched"
         requests.labels("inference", "rev-1", path, method, str(status)).inc()
         latency.labels("inference", "rev-1", path, method, str(status)).observe(seconds)
-        version, source = rnd.choice(["ar-1", "ar-2"]), rnd.choice(["precomputed", "model", "cache"])
-        metrics.count_forecast(version, source)
-        forecasts.labels("rev-1", version, source).inc()
+        source = rnd.choice(["precomputed", "model", "cache"])
+        metrics.count_forecast("ar-1", source)
+        forecasts.labels("rev-1", "ar-1", source).inc()
+        metrics.count_forecast("ar-2", source)  # not served (yet): not counted
         lookup = rnd.choice(["memory", "redis"]), rnd.choice(["answer", "state"]), rnd.choice(["hit", "miss", "error"])
         metrics.count_cache(*lookup)
         cache.labels(*lookup).inc()
@@ -213,6 +215,9 @@ def test_plain_metrics_are_exposed_as_prometheus_clients_own():
     model.labels("rev-1", "ar-2", "ar").set(1)
     for source in ("precomputed", "model", "cache"):
         forecasts.remove("rev-1", "ar-1", source)
+        metrics.count_forecast("ar-2", source)
+        forecasts.labels("rev-1", "ar-2", source).inc()
+    metrics.count_forecast("ar-1", "model")  # a request still on the version swapped out: not counted
     ours = generate_latest(metrics.prometheus.registry).decode().splitlines()
     theirs = generate_latest(registry).decode().splitlines()
     names = ("pefm_requests", "pefm_request_duration", "pefm_forecasts", "pefm_cache", "pefm_start", "pefm_model")

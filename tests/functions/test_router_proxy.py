@@ -216,6 +216,8 @@ def test_a_revision_the_router_cannot_reach_is_charged_with_the_failures(stack):
     for _ in range(3):
         answer = httpx.post(f"{router}/v1/forecast", json={}, timeout=10)
         assert answer.status_code == 502, answer.text
+    probe = httpx.post(f"{router}/v1/forecast", json={}, headers={"x-pefm-shadow": "t=1,sig=x"}, timeout=10)
+    assert probe.status_code == 502  # a rollout's probe: no traffic, as the revisions leave it out
     samples = [
         s
         for family in text_string_to_metric_families(httpx.get(f"{router}/_router/metrics", timeout=10).text)

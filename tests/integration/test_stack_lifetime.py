@@ -220,3 +220,19 @@ def test_the_environment_a_started_process_inherits_has_no_mlflow_variable(monke
         "MLFLOW_TRACKING_TOKEN": "mlflow-token",
         "MLFLOW_TRACKING_INSECURE_TLS": "true",
     }
+
+
+def test_a_started_process_has_a_process_group_of_its_own(tmp_path):
+    """A terminal's Ctrl-C or hang-up goes to its foreground process group: with the functions in
+    it, they died outright (the router, the dashboard and func-python take no SIGHUP) instead of
+    being stopped in order by `pefm up`."""
+    from pefm.local.runtime import free_port, spawn
+
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    log = tmp_path / "server.log"
+    started = spawn(command, cwd=tmp_path, env={}, log=log, ready_path="/", name="server", port=port)
+    try:
+        assert os.getpgid(started.process.pid) == started.process.pid != os.getpgid(0)
+    finally:
+        started.stop()

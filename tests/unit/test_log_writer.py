@@ -37,3 +37,21 @@ def test_the_buffer_drops_rows_past_its_length():
     for _ in range(5):
         writer.put("request_log", (0.0, "inference", "rev", "/v1/forecast", "POST", 200, 1.0))
     assert len(writer._rows) == 3 and dropped == {"request_log": 2}
+
+
+def test_reconnecting_waits_at_most_max_backoff_between_tries():
+    """The README's promise that logs resume within about a second of the database's return rests
+    on this: the writer's tries double from MIN_BACKOFF and stop growing at MAX_BACKOFF, however
+    long the database stays away. A real writer process, asked to connect where nothing listens."""
+    from pefm.local.runtime import free_port
+
+    writer = LogWriter(f"postgresql://pefm@127.0.0.1:{free_port()}/pefm", maxsize=10, on_drop=lambda *_: None)
+    writer._stop.set()  # the waits between tries return at once; the backoff is still kept
+    try:
+        waits = []
+        for _ in range(8):
+            assert writer._connect() is False
+            waits.append(writer._backoff)
+    finally:
+        writer._end_process()
+    assert waits[0] == 2 * log_writer.MIN_BACKOFF and max(waits) == waits[-1] == log_writer.MAX_BACKOFF

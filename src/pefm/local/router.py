@@ -34,10 +34,11 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from starlette.requests import Request
 
 from pefm.config import Settings
-from pefm.serving.http import ApiError, ClientGone, guard, method_label, require_bearer
+from pefm.serving.http import SHADOW_HEADER, ApiError, ClientGone, guard, method_label, require_bearer
 from pefm.serving.log_writer import LogWriter
 
 log = logging.getLogger("pefm.router")
+SHADOW = SHADOW_HEADER.lower().encode()
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -270,7 +271,13 @@ class Router:
         none reachable, one failed or timed out), counted against it as a failure before routing
         (route ``unmatched``, as a revision counts its 503s while not ready), in the metrics and
         in the request log: a rollout's analysis reads either, and a green that crashed or hung
-        had served nothing it could judge until ``max_wait_seconds`` ran out."""
+        had served nothing it could judge until ``max_wait_seconds`` ran out. A request it gave up
+        on (504) that the revision finishes later is counted by the revision too: a failure twice,
+        or a failure and a success, where an answer of over ``UPSTREAM_TIMEOUT`` fails either way."""
+        if any(k.lower() == SHADOW for k, _ in scope["headers"]):
+            # a rollout's probe, not traffic (the revisions leave out the ones whose signature they
+            # verify; the router holds no key: a client marking its own request hides only its own)
+            return
         method = method_label(scope)
         self.failed.labels(self.service, revision, "unmatched", method, str(status)).inc()
         ms = (time.perf_counter() - started) * 1000

@@ -133,7 +133,13 @@ def spawn(
         raise RuntimeError(f"{name}: port {port} is in use (another PEFM stack, or another program)")
     environment = {**inherited_environment(), **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}"}
     log.parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # a process group of its own: a terminal's Ctrl-C or hang-up reaches the command that started
+    # it, which stops what it started in order; sent to the whole group, it had killed the
+    # functions outright (the router, the dashboard and func-python take no SIGHUP), their
+    # buffered log rows lost
+    process = subprocess.Popen(
+        command, cwd=cwd, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT, process_group=0
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -227,15 +233,20 @@ def release_embedded(stack: str, home: Path, wait: float = 15.0) -> bool:
     have ended (``wait`` seconds at most), the embedded PostgreSQL of ``home`` it held is let go
     on its behalf, which stops it unless another PEFM process holds it too. Whether it held one."""
     pgdata = home / "postgres"
-    try:
-        held = int(stack.partition(":")[0]) in json.loads((pgdata / ".handle_pids.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return False
-    if not held:
+
+    def held() -> bool:
+        try:
+            return int(stack.partition(":")[0]) in json.loads((pgdata / ".handle_pids.json").read_text())
+        except (OSError, ValueError, TypeError):
+            return False
+
+    if not held():
         return False
     deadline = time.monotonic() + wait
     while stack_members(stack) and time.monotonic() < deadline:
         time.sleep(0.2)
+    if not held():  # another holder let go meanwhile, and the server stopped: not started again
+        return False
     from pefm.storage.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(pgdata)

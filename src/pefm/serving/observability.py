@@ -70,6 +70,8 @@ class ServiceMetrics:
     def count_forecast(self, version_id: str, source: str) -> None:
         """One more series forecast served by ``version_id`` from ``source`` (precomputed, model,
         cache), as a plain number (measured: 0.13 µs, against 0.31 for a prometheus-client counter's inc)."""
+        if version_id not in self._models:  # a request still on the version swapped out
+            return
         key = (version_id, source)
         self._forecasts[key] = self._forecasts.get(key, 0) + 1
 
@@ -88,7 +90,8 @@ class ServiceMetrics:
         promotion); the forecasts counted for the versions it served before are dropped, so that
         a long-lived replica's series do not grow with every promotion it follows."""
         self._models = {version_id: family}
-        self._forecasts = {key: n for key, n in self._forecasts.items() if key[0] == version_id}
+        # list(): requests count on the event loop while a follower thread swaps the version
+        self._forecasts = {key: n for key, n in list(self._forecasts.items()) if key[0] == version_id}
 
     async def endpoint(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
