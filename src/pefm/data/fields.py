@@ -11,15 +11,18 @@ CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 """Control characters a text field refuses (NUL among them, which PostgreSQL's text cannot hold);
 tab and newline are fine."""
 MIN_YEAR, MAX_YEAR = 1700, 2200
-EXPECTED_TIMESTAMP = f"expected an ISO 8601 date or date-time, years {MIN_YEAR}..{MAX_YEAR}"
+EXPECTED_TIMESTAMP = f"expected an ISO 8601 date or date-time (microseconds at most), years {MIN_YEAR}..{MAX_YEAR}"
 """What a field ``parse_timestamp`` refuses is told."""
+
+
+_BELOW_MICROSECONDS = re.compile(r"[.,][0-9]{7}")
 
 
 def parse_timestamp(raw: object) -> datetime | None:
     """An ISO 8601 date or date-time in years 1700..2200 as an aware UTC datetime (naive means
     UTC), else None."""
-    if not isinstance(raw, str) or not 10 <= len(raw) <= 40 or not raw.isascii():
-        return None
+    if not isinstance(raw, str) or not 10 <= len(raw) <= 40 or not raw.isascii() or _BELOW_MICROSECONDS.search(raw):
+        return None  # a fraction of over six digits was cut to microseconds: two ticks 800 ns apart were one
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

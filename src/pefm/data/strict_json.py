@@ -28,6 +28,8 @@ class _Refused(ValueError):
 def loads(raw: bytes | str) -> Any:
     """The decoded document, or ValidationError("malformed JSON") saying what is wrong with it."""
     try:
+        if isinstance(raw, bytes):  # json.loads took UTF-16 and UTF-32 bodies too
+            raw = raw.decode("utf-8-sig")
         data = json.loads(
             raw,
             parse_int=_integer,
