@@ -14,7 +14,10 @@ a series' events are applied in the order they came and each keeps its own vinta
 ``write`` returns a result or an exception per item: an event it refuses fails alone. An item
 answered ``Busy`` (its series are being written by another transaction, a large upload's COPY)
 goes back to the queue, ahead of the later items of its series, and is tried again ``busy_wait``
-seconds later; the groups of other series go on meanwhile. A group holds at most ``max_orders``
+seconds later; the groups of other series go on meanwhile. One ``Busy`` for ``busy_patience`` is
+written alone by ``write_waiting``, which waits for its series' lock (behind an upload, seconds):
+that write is a task of its own, and while it waits its series are held (their later items stay
+queued behind it) while the groups of other series go on. A group holds at most ``max_orders``
 distinct orders (series: the database takes a lock for each). When the group as a whole fails
 (the database is away), every item gets that error; when it fails for a reason the group cannot
 say (a bug, a value the database rejects, a lock table too full for the whole group), each item
@@ -93,26 +96,54 @@ class GroupCommit(Generic[T]):
         self.on_group = on_group
         self._queue: list[_Queued[T]] = []
         self._task: asyncio.Task | None = None
+        self._waiting: set[asyncio.Task] = set()
+        """The writes under way with ``write_waiting``, one item each, beside ``_run``."""
+        self._held: set[Hashable] = set()
+        """Their orders: no later item sharing one is written before them."""
+        self._wakeup: asyncio.Future | None = None
+        """Set when ``_run``, with nothing it can write now, may have something again."""
 
     async def submit(self, item: T, keys: frozenset[Hashable], orders: frozenset[Hashable]) -> Any:
         """The item's result once the group holding it has committed (or its exception)."""
         queued = _Queued(item, keys, orders, future=asyncio.get_running_loop().create_future())
         self._queue.append(queued)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
+        self._wake()
         return await queued.future
 
+    def _wake(self, start: bool = True) -> None:
+        """Wake ``_run`` where it waits for what it holds back; start it where it is not running."""
+        if start and self._queue and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._run())
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
     async def _run(self) -> None:
+        try:
+            await self._write_queued()
+        except asyncio.CancelledError:  # the writes waiting their turn are its own: they stop with it
+            for task in list(self._waiting):
+                task.cancel()
+            raise
+
+    async def _write_queued(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
             if len(self._queue) < self.max_events and self.max_wait > 0:
                 await asyncio.sleep(self.max_wait)
             group, waiting = self._take(loop.time())
-            if not group:  # every item waits for a busy series
-                await asyncio.sleep(max(0.0, min(q.ready_at for q in self._queue) - loop.time()))
+            if not group:  # every item waits for a busy series, or for a write waiting its turn
+                self._wakeup = loop.create_future()
+                later = [q.ready_at for q in self._queue if q.ready_at > loop.time()]
+                await asyncio.wait([self._wakeup], timeout=min(later) - loop.time() if later else None)
                 continue
             if self.on_group:
                 self.on_group(len(group))
+            if waiting:  # seconds, maybe: written beside this loop, its orders held meanwhile
+                self._held |= group[0].orders
+                task = asyncio.create_task(self._write_waiting(group[0]))
+                self._waiting.add(task)
+                task.add_done_callback(self._waiting.discard)
+                continue
             try:
                 results = await in_thread(self._write_group, group, waiting)
             except BaseException as exc:  # the whole group failed, or the task was cancelled
@@ -132,12 +163,26 @@ class GroupCommit(Generic[T]):
             # ahead of what is queued: what shares an order with them came after them
             self._queue = later + self._queue
 
+    async def _write_waiting(self, queued: _Queued[T]) -> None:
+        """Write ``queued`` alone with ``write_waiting`` (never ``Busy``) and answer it; then let
+        go of its orders, so that ``_run`` writes the items of its series queued behind it."""
+        try:
+            [result] = await in_thread(self._write_group, [queued], True)
+        except BaseException as exc:  # it failed, or the task was cancelled
+            result = exc
+        _settle(queued.future, result)
+        self._held -= queued.orders
+        cancelled = isinstance(result, BaseException) and not isinstance(result, Exception)
+        self._wake(start=not cancelled)  # cancelled (with _run, or the loop closing): start nothing
+        if cancelled:
+            raise result
+
     def _take(self, now: float) -> tuple[list[_Queued[T]], bool]:
         """The next group: in arrival order, skipping what must wait for the next; and whether it
         is to be written waiting its turn (an item ``Busy`` for ``busy_patience``, alone)."""
-        before: set[Hashable] = set()  # the orders of items still waiting ahead of it
+        before: set[Hashable] = set(self._held)  # the orders of items still waiting ahead of it
         for queued in self._queue:
-            if queued.ready_at > now:
+            if queued.ready_at > now or queued.orders & self._held:
                 before |= queued.orders
                 continue
             patience_over = queued.busy_since is not None and now - queued.busy_since >= self.busy_patience
@@ -149,7 +194,7 @@ class GroupCommit(Generic[T]):
         rest: list[_Queued[T]] = []
         keys: set[Hashable] = set()
         orders: set[Hashable] = set()
-        waiting: set[Hashable] = set()
+        waiting: set[Hashable] = set(self._held)
         for queued in self._queue:
             if (
                 len(group) < self.max_events
