@@ -216,9 +216,12 @@ class IngestService:
     def _checked_vintage(self, payload: ObservationsPayload, backdate: bool) -> ObservationsPayload:
         """A vintage is when the values became known: not after now (within the allowed skew),
         and before it only when an admin says so, since it changes what past as-of reads return.
-        One ahead of this clock within the skew (the sender's clock runs ahead) is stored as now:
-        they are known from now, and a vintage still ahead when the replicas re-condition on the
-        announced data left them out, until the series' next write."""
+        One within the skew of this clock, either way (the sender's clock is off), and not
+        backdated is stored as a write without one is (None): the moment the write holds its
+        series' locks, by the database's clock. Ahead, a vintage still ahead when the replicas
+        re-condition on the announced data left the values out until the series' next write;
+        behind, it could land before a vintage already stored or read (rewriting as-of reads, or
+        losing to an earlier write), even after waiting for its turn."""
         vintage = payload.vintage
         if vintage is None:
             return payload
@@ -232,7 +235,7 @@ class IngestService:
                 "send it with ?backdate=1 and the admin token"
             )
             raise ApiError(422, "backdated vintage", [{"field": "vintage", "message": message}])
-        return replace(payload, vintage=now) if vintage > now else payload
+        return payload if backdate and vintage <= now else replace(payload, vintage=None)
 
     def _write(self, payload: ObservationsPayload, source: str) -> dict[str, Any]:
         """A large write (a CSV upload), on its own: COPY, merged in one statement."""
@@ -464,7 +467,8 @@ def _answer(result: WriteResult, payload: ObservationsPayload) -> dict[str, Any]
 
 def _conflict(exc: VintageConflictError, payload: ObservationsPayload) -> ApiError:
     """The 409 for a write that would change values stored at its vintage, naming each one as a
-    422 names an observation: its ``observations[i].value`` (JSON) or line (CSV)."""
+    422 names an observation: its ``observations[i].value`` (JSON) or line (CSV); the first
+    MAX_DETAILS, then ``truncated`` and ``more``, as a 422 does."""
     items = {item.series_id: item for item in payload.series}
     details = []
     for series_id, ts, vintage, new, old in exc.rows:
@@ -477,7 +481,7 @@ def _conflict(exc: VintageConflictError, payload: ObservationsPayload) -> ApiErr
         where = {"line": item.lines[at]} if item.lines else {"index": at}
         field = "value" if item.lines else f"{item.path}observations[{at}].value"
         details.append({**where, "field": field, "message": message})
-    return ApiError(409, str(exc), details)
+    return ApiError(409, str(exc), details, extra={"truncated": True, "more": exc.more} if exc.more else None)
 
 
 def _event(payload: ObservationsPayload, source: str) -> Event:

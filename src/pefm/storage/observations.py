@@ -25,6 +25,7 @@ import psycopg
 
 from pefm.data.calendars import calendar_attrs
 from pefm.data.frequency import Frequency, with_frequency
+from pefm.data.validation import MAX_DETAILS
 from pefm.storage import pg_binary
 from pefm.storage.channels import OBSERVATIONS_CHANNEL, announce
 from pefm.storage.series import SeriesMeta, get_series
@@ -41,15 +42,17 @@ class UnknownSeriesError(LookupError):
 
 
 class VintageConflictError(ValueError):
-    """A write would change a value already stored at the same vintage."""
+    """A write would change values already stored at the same vintage: the first MAX_DETAILS of
+    them (``rows``) and how many more (``more``); the message names the count and the first."""
 
-    def __init__(self, rows: list[tuple[str, datetime, datetime, float, float]]):
-        self.rows = rows
-        shown = "; ".join(
+    def __init__(self, rows: list[tuple[str, datetime, datetime, float, float]], more: int = 0):
+        self.rows, self.more = rows[:MAX_DETAILS], more + max(0, len(rows) - MAX_DETAILS)
+        sid, ts, v, new, old = rows[0]
+        n = len(self.rows) + self.more
+        super().__init__(
+            f"values already stored at the same vintage differ at {n} observation{'s' if n > 1 else ''}, the first "
             f"{sid} {stamp_text(ts)} at vintage {v.isoformat()}: stored {old!r}, got {new!r}"
-            for sid, ts, v, new, old in rows
         )
-        super().__init__(f"values already stored at the same vintage differ: {shown}")
 
 
 def stamp_text(ts: datetime) -> str:
@@ -194,10 +197,10 @@ def _merge(
         bad = conn.execute(
             f"""SELECT series_id, ts, vintage, value, known_value FROM ({classified}) c
                 WHERE known_vintage = vintage AND known_value <> value
-                ORDER BY series_id, ts LIMIT 10""",
-            {"ids": ids},
+                ORDER BY series_id, ts LIMIT %(limit)s""",
+            {"ids": ids, "limit": MAX_DETAILS},
         ).fetchall()
-        raise VintageConflictError(bad)
+        raise VintageConflictError(bad, more=counts[0] - len(bad))
     return counts[1:]
 
 
@@ -291,7 +294,9 @@ def write_events(
         else:
             counts[k][1 if known_value != value else 2] += 1
     return [
-        VintageConflictError(conflicts[k]) if conflicts[k] else WriteResult(*counts[k], event.vintage or now)
+        VintageConflictError(sorted(conflicts[k], key=lambda row: row[:2]))  # as _merge's: by series, date
+        if conflicts[k]
+        else WriteResult(*counts[k], event.vintage or now)
         for k, event in enumerate(events)
     ]
 
