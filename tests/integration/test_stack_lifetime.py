@@ -91,6 +91,12 @@ def test_redis_without_a_cache_key_is_refused_before_the_stack_starts(trained_ho
     assert not server_running(trained_home)
 
 
+def as_from_a_terminal() -> None:
+    """A child's SIGHUP at its default, as a command started from a terminal has it: a run under
+    ``nohup`` (CI's, say) passes SIG_IGN on, which `pefm` keeps, rightly."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def start_stack(home: Path, **env: str) -> tuple[subprocess.Popen, tuple[int, int, int]]:
     """`pefm up` on ``home``, once it has printed its tour; the process and its three ports (the
     router's, the rollout API's, the dashboard's)."""
@@ -101,6 +107,7 @@ def start_stack(home: Path, **env: str) -> tuple[subprocess.Popen, tuple[int, in
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=as_from_a_terminal,
     )
     lines = []
     deadline = time.monotonic() + 300
@@ -185,7 +192,12 @@ def test_a_command_stopped_by_sigterm_or_sighup_stops_the_embedded_database(tmp_
     stopped while it loads the bundled data (the training would follow)."""
     home = tmp_path / "home"
     process = subprocess.Popen(
-        [*PEFM, "up", "--no-serve"], env=embedded_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*PEFM, "up", "--no-serve"],
+        env=embedded_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=as_from_a_terminal,
     )
     try:
         lines = []
